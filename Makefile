@@ -1,0 +1,35 @@
+# Everything sets itself up: a fresh machine needs only Python 3.11 and make.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+CASES ?= 200
+
+.PHONY: run demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+## The main job. Until `cbcm serve` exists it is the demo: a demo network and cases in ./.cbcm
+run: demo
+
+demo: $(STAMP)
+	$(BIN)/cbcm demo --cases $(CASES)
+
+## The test suite: lint, types, then every test but the benchmarks.
+test: lint
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+
+## Benchmarks print figures next to a baseline measured in the same run (not part of `make test`).
+bench: $(STAMP)
+	$(BIN)/python -m pytest -q -m bench -s tests/bench
+
+clean:
+	rm -rf $(VENV) .cbcm .pytest_cache .mypy_cache .ruff_cache
