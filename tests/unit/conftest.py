@@ -46,7 +46,9 @@ def network() -> Network:
         ("wfp", AgencyType.UN_AGENCY),
         ("ngo-a", AgencyType.INTERNATIONAL_NGO),
     ):
-        net.register_agency(actor=COORDINATOR, code=code, name=code.upper(), agency_type=kind, at=T0)
+        net.register_agency(
+            actor=COORDINATOR, code=code, name=code.upper(), agency_type=kind, at=T0
+        )
         net.designate_investigating_entity(
             actor=COORDINATOR, agency=code, entity=f"{code}-investigations", at=T0
         )

@@ -181,7 +181,9 @@ def test_identity_goes_to_investigators_only_with_disclosure_consent(
     case: Case, network: Network
 ) -> None:
     assess_sea(case, network)
-    refused(case, IdentityDisclosureNotConsented, refer(case, network, SharedItem.SURVIVOR_IDENTITY))
+    refused(
+        case, IdentityDisclosureNotConsented, refer(case, network, SharedItem.SURVIVOR_IDENTITY)
+    )
     refused(case, IdentityDisclosureNotConsented, refer(case, network, SharedItem.CONTACT_DETAILS))
     refused(case, IdentityDisclosureNotConsented, refer(case, network, SharedItem.NARRATIVE))
 
@@ -199,7 +201,9 @@ def test_withdrawn_disclosure_consent_stops_identity_sharing(case: Case, network
     assess_sea(case, network)
     consent(case, ConsentKind.IDENTITY_DISCLOSURE)
     case.withdraw_consent(actor=FOCAL_POINT, kind=ConsentKind.IDENTITY_DISCLOSURE, at=at(3))
-    refused(case, IdentityDisclosureNotConsented, refer(case, network, SharedItem.SURVIVOR_IDENTITY))
+    refused(
+        case, IdentityDisclosureNotConsented, refer(case, network, SharedItem.SURVIVOR_IDENTITY)
+    )
 
 
 def test_allegation_is_referred_without_identity_when_survivor_declines(
@@ -283,7 +287,9 @@ def test_assistance_goes_only_to_a_provider_offering_the_service(
     case: Case, network: Network
 ) -> None:
     consent(case, ConsentKind.ASSISTANCE_REFERRAL)
-    refused(case, ServiceNotOffered, refer_assistance(case, network, service_type=ServiceType.LEGAL))
+    refused(
+        case, ServiceNotOffered, refer_assistance(case, network, service_type=ServiceType.LEGAL)
+    )
 
 
 def make_referral(case: Case, network: Network) -> AssistanceReferral:
@@ -409,9 +415,7 @@ def test_nothing_happens_on_a_closed_case_but_reopening(case: Case, network: Net
         refused(case, CaseClosed, command)
     case.reopen(actor=FOCAL_POINT, reason="new information from the survivor", at=at(4))
     assert not case.is_closed and case.reopened_count == 1
-    case.give_feedback(
-        actor=FOCAL_POINT, message="reopened", channel=FeedbackChannel.SMS, at=at(5)
-    )
+    case.give_feedback(actor=FOCAL_POINT, message="reopened", channel=FeedbackChannel.SMS, at=at(5))
 
 
 def test_open_case_cannot_be_reopened(case: Case) -> None:
@@ -517,10 +521,14 @@ def test_only_the_implicated_agencys_entity_acknowledges(case: Case, network: Ne
     assess_sea(case, network)
     refer(case, network)()
     refused(
-        case, ActionNotPermitted, lambda: case.acknowledge_investigation(actor=WFP_INVESTIGATOR, at=at(5))
+        case,
+        ActionNotPermitted,
+        lambda: case.acknowledge_investigation(actor=WFP_INVESTIGATOR, at=at(5)),
     )
     refused(
-        case, ActionNotPermitted, lambda: case.acknowledge_investigation(actor=FOCAL_POINT, at=at(5))
+        case,
+        ActionNotPermitted,
+        lambda: case.acknowledge_investigation(actor=FOCAL_POINT, at=at(5)),
     )
 
 
@@ -555,7 +563,9 @@ def test_child_victim_must_be_marked_as_child_involved(case: Case, network: Netw
     refused(
         case,
         InvalidCommand,
-        lambda: assess_sea(case, network, victim_age_band=AgeBand.CHILD_12_17, child_involved=False),
+        lambda: assess_sea(
+            case, network, victim_age_band=AgeBand.CHILD_12_17, child_involved=False
+        ),
     )
 
 
