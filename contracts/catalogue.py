@@ -1,0 +1,193 @@
+"""Every published message type, its ``data`` Struct and its JSON Schema.
+
+``MESSAGE_TYPES`` is the one table of the published language: publishers look up the
+``data`` layout of a type here, consumers decode with ``decode_message``, and
+``cbcm contracts schema`` writes ``json_schemas()`` for integrators who do not use Python.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from contracts.assistance_referral import (
+    AssistanceReferralAcceptedV1,
+    AssistanceReferralDeclinedByProviderV1,
+    AssistanceReferralDeclinedBySurvivorV1,
+    AssistanceReferralDeliveredV1,
+    AssistanceReferralFollowedUpV1,
+    AssistanceReferralMadeV1,
+)
+from contracts.case import (
+    CaseAssessedV1,
+    CaseAssistanceReferredV1,
+    CaseClosedV1,
+    CaseConsentGivenV1,
+    CaseConsentWithdrawnV1,
+    CaseFeedbackGivenV1,
+    CaseFocalPointsAssignedV1,
+    CaseInvestigationAcknowledgedV1,
+    CaseInvestigationOutcomeRecordedV1,
+    CaseMarkedAsDuplicateV1,
+    CaseReceivedV1,
+    CaseReferredForInvestigationV1,
+    CaseReopenedV1,
+    CaseTransferredV1,
+)
+from contracts.envelope import CloudEvent, EventData, message_type
+from contracts.feedback import FeedbackLoopClosedV1, FeedbackReceivedV1, FeedbackRespondedV1
+from contracts.network import (
+    NetworkAgencyRegisteredV1,
+    NetworkEstablishedV1,
+    NetworkFocalPointAppointedV1,
+    NetworkFocalPointWithdrawnV1,
+    NetworkInvestigatingEntityDesignatedV1,
+    NetworkPolicySetV1,
+    NetworkServiceProviderRegisteredV1,
+)
+
+MESSAGE_TYPES: dict[str, type[EventData]] = {
+    message_type("case", "received"): CaseReceivedV1,
+    message_type("case", "assessed"): CaseAssessedV1,
+    message_type("case", "focal_points_assigned"): CaseFocalPointsAssignedV1,
+    message_type("case", "transferred"): CaseTransferredV1,
+    message_type("case", "consent_given"): CaseConsentGivenV1,
+    message_type("case", "consent_withdrawn"): CaseConsentWithdrawnV1,
+    message_type("case", "assistance_referred"): CaseAssistanceReferredV1,
+    message_type("case", "referred_for_investigation"): CaseReferredForInvestigationV1,
+    message_type("case", "investigation_acknowledged"): CaseInvestigationAcknowledgedV1,
+    message_type("case", "investigation_outcome_recorded"): CaseInvestigationOutcomeRecordedV1,
+    message_type("case", "feedback_given"): CaseFeedbackGivenV1,
+    message_type("case", "marked_as_duplicate"): CaseMarkedAsDuplicateV1,
+    message_type("case", "closed"): CaseClosedV1,
+    message_type("case", "reopened"): CaseReopenedV1,
+    message_type("assistance_referral", "made"): AssistanceReferralMadeV1,
+    message_type("assistance_referral", "accepted"): AssistanceReferralAcceptedV1,
+    message_type("assistance_referral", "declined_by_provider"): (
+        AssistanceReferralDeclinedByProviderV1
+    ),
+    message_type("assistance_referral", "declined_by_survivor"): (
+        AssistanceReferralDeclinedBySurvivorV1
+    ),
+    message_type("assistance_referral", "delivered"): AssistanceReferralDeliveredV1,
+    message_type("assistance_referral", "followed_up"): AssistanceReferralFollowedUpV1,
+    message_type("feedback", "received"): FeedbackReceivedV1,
+    message_type("feedback", "responded"): FeedbackRespondedV1,
+    message_type("feedback", "loop_closed"): FeedbackLoopClosedV1,
+    message_type("network", "established"): NetworkEstablishedV1,
+    message_type("network", "policy_set"): NetworkPolicySetV1,
+    message_type("network", "agency_registered"): NetworkAgencyRegisteredV1,
+    message_type("network", "investigating_entity_designated"): (
+        NetworkInvestigatingEntityDesignatedV1
+    ),
+    message_type("network", "focal_point_appointed"): NetworkFocalPointAppointedV1,
+    message_type("network", "focal_point_withdrawn"): NetworkFocalPointWithdrawnV1,
+    message_type("network", "service_provider_registered"): NetworkServiceProviderRegisteredV1,
+}
+"""CloudEvents ``type`` -> the Struct of its ``data``."""
+
+JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+
+
+class UnknownMessageType(ValueError):
+    """A message names a type that is not in ``MESSAGE_TYPES``."""
+
+
+class _Head(msgspec.Struct):
+    type: str
+
+
+def envelope_of(data_type: type[EventData]) -> type[CloudEvent[Any]]:
+    """The CloudEvent type whose ``data`` is ``data_type`` (for typed decoding)."""
+    envelope: type[CloudEvent[Any]] = CloudEvent[data_type]  # type: ignore[valid-type]
+    return envelope
+
+
+_head_decoder = msgspec.json.Decoder(_Head)
+_decoders: dict[str, msgspec.json.Decoder[CloudEvent[Any]]] = {
+    name: msgspec.json.Decoder(envelope_of(data_type)) for name, data_type in MESSAGE_TYPES.items()
+}
+_encoder = msgspec.json.Encoder()
+
+
+def encode_message(message: CloudEvent[Any]) -> bytes:
+    """The message as CloudEvents structured-mode JSON."""
+    return _encoder.encode(message)
+
+
+def decode_message(raw: bytes) -> CloudEvent[Any]:
+    """Decode and validate a message whose ``data`` layout its ``type`` names.
+
+    Raises ``UnknownMessageType`` for a type this version of the contracts does not know,
+    and ``msgspec.ValidationError`` when the message does not fit its type.
+    """
+    head = _head_decoder.decode(raw)
+    try:
+        decoder = _decoders[head.type]
+    except KeyError:
+        raise UnknownMessageType(f"no message type {head.type!r} in the contracts") from None
+    return decoder.decode(raw)
+
+
+def schema_id(name: str) -> str:
+    """The ``$id`` of the JSON Schema of message type ``name``."""
+    return f"urn:cbcm:schema:{name}"
+
+
+def json_schema(name: str) -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of a whole message of type ``name``, envelope included.
+
+    The envelope's ``type`` is pinned to ``name``, so a schema validates one message type.
+    """
+    data_type = MESSAGE_TYPES[name]
+    generated = msgspec.json.schema(envelope_of(data_type))
+    defs: dict[str, Any] = dict(generated["$defs"])
+    # msgspec puts the root in $defs behind a $ref; inlining it lets a reader (and a
+    # validator) see the envelope's properties at the top of the document.
+    root_name = generated["$ref"].removeprefix("#/$defs/")
+    envelope = defs.pop(root_name)
+    envelope.pop("title", None)
+    envelope.pop("description", None)
+    properties = dict(envelope["properties"])
+    properties["type"] = {"type": "string", "const": name}
+    envelope["properties"] = properties
+    # CloudEvents requires specversion; msgspec leaves it out of "required" only because
+    # the Struct gives it a default.
+    envelope["required"] = ["specversion", *envelope["required"]]
+    # msgspec copies docstrings verbatim; integrators read them without Python's indent.
+    for definition in defs.values():
+        if "description" in definition:
+            definition["description"] = inspect.cleandoc(definition["description"])
+    description = defs[data_type.__name__].get("description", "")
+    return {
+        "$schema": JSON_SCHEMA_DIALECT,
+        "$id": schema_id(name),
+        "title": name,
+        "description": description,
+        **envelope,
+        "$defs": defs,
+    }
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """The JSON Schema of every message type, by type, in sorted order."""
+    return {name: json_schema(name) for name in sorted(MESSAGE_TYPES)}
+
+
+def write_json_schemas(out_dir: Path) -> list[Path]:
+    """Write ``<type>.schema.json`` for every message type into ``out_dir``.
+
+    The output is deterministic (sorted, two-space indent, trailing newline), so generated
+    schemas can be committed and diffed. Other files in ``out_dir`` are left alone.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+    for name, schema in json_schemas().items():
+        path = out_dir / f"{name}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        written.append(path)
+    return written

@@ -1,0 +1,90 @@
+"""Messages about the PSEA network: its policy, member agencies and referral pathway."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from uuid import UUID
+
+import msgspec
+
+from contracts.actors import ActorRef
+from contracts.envelope import EventData
+from contracts.vocabulary import AgencyType, ServiceType
+
+
+class NetworkPolicyV1(msgspec.Struct, frozen=True, kw_only=True):
+    """The network's deadlines (ISO 8601 durations) and reporting thresholds.
+
+    ``suppression_threshold``: statistics suppress counts below it.
+    ``personal_data_retention``: how long personal data is kept.
+    """
+
+    assess_within: timedelta
+    offer_assistance_within: timedelta
+    refer_for_investigation_within: timedelta
+    acknowledge_within: timedelta
+    feedback_every: timedelta
+    assistance_acceptance_within: timedelta
+    suppression_threshold: int
+    personal_data_retention: timedelta
+
+
+class NetworkEventData(EventData, frozen=True, kw_only=True):
+    """Fields of every network message: the network, its version after the event, who
+    acted."""
+
+    network_id: UUID
+    version: int
+    actor: ActorRef
+
+
+class NetworkEstablishedV1(NetworkEventData, frozen=True, kw_only=True):
+    """The network's registry was started with its policy."""
+
+    name: str
+    policy: NetworkPolicyV1
+
+
+class NetworkPolicySetV1(NetworkEventData, frozen=True, kw_only=True):
+    """The network's policy was replaced."""
+
+    policy: NetworkPolicyV1
+
+
+class NetworkAgencyRegisteredV1(NetworkEventData, frozen=True, kw_only=True):
+    """A member agency joined under ``code`` (the code used in subjects and references)."""
+
+    code: str
+    name: str
+    agency_type: AgencyType
+
+
+class NetworkInvestigatingEntityDesignatedV1(NetworkEventData, frozen=True, kw_only=True):
+    """``entity`` investigates misconduct by ``agency``'s personnel."""
+
+    agency: str
+    entity: str
+
+
+class NetworkFocalPointAppointedV1(NetworkEventData, frozen=True, kw_only=True):
+    """``user`` (an account identifier) became a PSEA focal point of ``agency``."""
+
+    agency: str
+    user: str
+
+
+class NetworkFocalPointWithdrawnV1(NetworkEventData, frozen=True, kw_only=True):
+    """``user`` is no longer a PSEA focal point of ``agency``."""
+
+    agency: str
+    user: str
+
+
+class NetworkServiceProviderRegisteredV1(NetworkEventData, frozen=True, kw_only=True):
+    """A survivor-assistance provider joined the referral pathway for these services in
+    these areas (administrative-area codes)."""
+
+    code: str
+    name: str
+    service_types: tuple[ServiceType, ...]
+    areas: tuple[str, ...]

@@ -1,0 +1,64 @@
+"""NATS subject names of the published language.
+
+Events go to ``cbcm.v1.evt.<agency>.<aggregate>.<event>`` where ``agency`` is the agency
+holding the case: per-agency permissions on the NATS accounts are written on that token, so it
+must be a plain code, never free text.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Final
+
+STREAM: Final = "CBCM_EVENTS"
+"""The JetStream stream that holds every published domain event."""
+
+EVENT_SUBJECT_PREFIX: Final = "cbcm.v1.evt"
+EVENT_SUBJECTS: Final = f"{EVENT_SUBJECT_PREFIX}.>"
+"""The subjects the ``CBCM_EVENTS`` stream captures."""
+
+STATS_SUBJECT_PREFIX: Final = "cbcm.v1.stats"
+AUDIT_CHECKPOINT_SUBJECT: Final = "cbcm.v1.audit.checkpoint"
+"""Signed audit checkpoints of the event log."""
+
+# Dots, spaces, '*' and '>' would split a token or act as wildcards; upper case is refused
+# so that one agency cannot appear under two spellings.
+_TOKEN = re.compile(r"^[a-z0-9_-]+$")
+
+
+def _token(kind: str, value: str) -> str:
+    if not _TOKEN.fullmatch(value):
+        raise ValueError(
+            f"{kind} {value!r} is not a subject token: use lowercase a-z, 0-9, _ and -"
+        )
+    return value
+
+
+def event_subject(agency: str, aggregate: str, event: str) -> str:
+    """The subject an event of ``aggregate`` held by ``agency`` is published on.
+
+    >>> event_subject("unicef", "case", "received")
+    'cbcm.v1.evt.unicef.case.received'
+    """
+    return ".".join(
+        (
+            EVENT_SUBJECT_PREFIX,
+            _token("agency", agency),
+            _token("aggregate", aggregate),
+            _token("event", event),
+        )
+    )
+
+
+def agency_event_subjects(agency: str) -> str:
+    """The filter matching every event subject of ``agency`` (for its consumers and grants)."""
+    return f"{EVENT_SUBJECT_PREFIX}.{_token('agency', agency)}.>"
+
+
+def stats_subject(report: str) -> str:
+    """The subject an anonymised statistics report is published on.
+
+    >>> stats_subject("monthly_allegations")
+    'cbcm.v1.stats.monthly_allegations'
+    """
+    return f"{STATS_SUBJECT_PREFIX}.{_token('report', report)}"

@@ -1,0 +1,1 @@
+"""The relay: publishes the event store's notification log as contract messages."""
