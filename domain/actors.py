@@ -9,6 +9,8 @@ from enum import StrEnum
 from domain.errors import InvalidCode
 
 CODE_PATTERN = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
+USER_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+"""Account identifiers: no spaces and no '@', so a name or an e-mail address is refused."""
 """Agency, provider and entity codes. They appear in NATS subjects, so only safe characters."""
 
 
@@ -39,3 +41,14 @@ class Actor:
     user: str
     agency: str
     role: Role
+
+    def __post_init__(self) -> None:
+        validate_user(self.user)
+        validate_code("agency", self.agency)
+
+
+def validate_user(user: str) -> str:
+    """Return ``user`` if it is an account identifier (not a name or address), else raise."""
+    if not USER_PATTERN.fullmatch(user):
+        raise InvalidCode("user", user)
+    return user

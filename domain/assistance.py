@@ -13,6 +13,7 @@ from eventsourcing.domain import Aggregate, event
 from domain.actors import Actor, Role
 from domain.errors import ActionNotPermitted, InvalidReferralTransition
 from domain.personal_data import PersonalText
+from domain.recording import RecordedAggregate
 from domain.vocabulary import ReferralStatus, ServiceType
 
 _NEXT: dict[ReferralStatus, frozenset[ReferralStatus]] = {
@@ -37,7 +38,7 @@ _PROVIDER_ONLY = frozenset(
 )
 
 
-class AssistanceReferral(Aggregate):
+class AssistanceReferral(RecordedAggregate):
     """One service referral: referred, then accepted or declined, delivered, followed up."""
 
     class Made(Aggregate.Created):

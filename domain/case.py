@@ -43,6 +43,7 @@ from domain.errors import (
 )
 from domain.network import Network
 from domain.personal_data import PersonalText, PersonDetails
+from domain.recording import RecordedAggregate, require_aware
 from domain.vocabulary import (
     IDENTIFYING_ITEMS,
     AgeBand,
@@ -155,7 +156,7 @@ class Closure:
     no_feedback_reason: str | None
 
 
-class Case(Aggregate):
+class Case(RecordedAggregate):
     """One complaint, whatever agency it reached first."""
 
     class Received(Aggregate.Created):
@@ -263,6 +264,8 @@ class Case(Aggregate):
     ) -> Case:
         """Record a complaint through any entry point; the receiving agency holds it."""
         network.agency(actor.agency)
+        require_aware("received_at", received_at)
+        require_aware("at", at)
         if not narrative.strip():
             raise InvalidCommand("a complaint needs what was said (the narrative)")
         if received_at > at:

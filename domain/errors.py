@@ -15,9 +15,13 @@ class InvalidCode(DomainError):
     title = "Invalid code"
 
     def __init__(self, kind: str, code: str) -> None:
-        super().__init__(
-            f"{kind} code {code!r} is invalid: use 1-32 lowercase letters, digits, '-' or '_'"
+        # The refused value is not echoed: it may be a name typed where a code belongs.
+        rule = (
+            "an account identifier without spaces or '@'"
+            if kind == "user"
+            else "1-32 lowercase letters, digits, '-' or '_'"
         )
+        super().__init__(f"invalid {kind} code: use {rule}")
 
 
 class InvalidCommand(DomainError):

@@ -11,10 +11,11 @@ from domain.actors import Actor, Role
 from domain.errors import ActionNotPermitted, FeedbackLoopClosed, InvalidCommand, ResponseRequired
 from domain.network import Network
 from domain.personal_data import PersonalText
+from domain.recording import RecordedAggregate
 from domain.vocabulary import Channel, FeedbackCategory, Sector
 
 
-class Feedback(Aggregate):
+class Feedback(RecordedAggregate):
     """One piece of feedback, answered by the concerned agency until the loop is closed."""
 
     class Received(Aggregate.Created):

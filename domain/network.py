@@ -12,7 +12,7 @@ from uuid import UUID, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
-from domain.actors import Actor, Role, validate_code
+from domain.actors import Actor, Role, validate_code, validate_user
 from domain.errors import (
     ActionNotPermitted,
     AgencyAlreadyRegistered,
@@ -25,6 +25,7 @@ from domain.errors import (
     UnknownServiceProvider,
 )
 from domain.policy import NetworkPolicy
+from domain.recording import RecordedAggregate
 from domain.vocabulary import AgencyType, ServiceType
 
 NETWORK_ID = uuid5(UUID("6f1b3f0e-2b1c-4c55-9a7e-7f3c0c1d2e11"), "cbcm:network")
@@ -53,7 +54,7 @@ def _require_coordinator(actor: Actor) -> None:
         raise ActionNotPermitted("only the network coordinator maintains the network registry")
 
 
-class Network(Aggregate):
+class Network(RecordedAggregate):
     """Policy and registry of one PSEA network."""
 
     class Established(Aggregate.Created):
@@ -149,10 +150,9 @@ class Network(Aggregate):
     def appoint_focal_point(self, *, actor: Actor, agency: str, user: str, at: datetime) -> None:
         """Record that ``user`` is a PSEA focal point of ``agency``."""
         _require_coordinator(actor)
+        validate_user(user)
         if user in self.agency(agency).focal_points:
             return
-        if not user.strip():
-            raise InvalidCommand("a focal point needs a user account")
         self._focal_point_appointed(actor=actor, agency=agency, user=user, timestamp=at)
 
     def withdraw_focal_point(self, *, actor: Actor, agency: str, user: str, at: datetime) -> None:

@@ -552,7 +552,7 @@ class ComplaintMechanism(Application[UUID]):
             )
         case.close(actor=actor, reason=ClosureReason.REFERRED_TO_FEEDBACK_MECHANISM, at=at)
         feedback = Feedback.receive(
-            actor=Actor(actor.user, case.receiving_agency, actor.role),
+            actor=actor,
             channel=case.channel,
             category=category,
             sector=sector,

@@ -736,3 +736,44 @@ def test_feedback_loop_closes_only_after_a_response(network: Network) -> None:
         FeedbackLoopClosed,
         lambda: feedback.respond(actor=OTHER_FOCAL_POINT, response="again", at=at(4)),
     )
+
+
+# --- times and identifiers ---
+
+
+def test_times_without_a_zone_are_refused(case: Case, network: Network) -> None:
+    naive = at(1).replace(tzinfo=None)
+    refused(
+        case,
+        InvalidCommand,
+        lambda: case.give_feedback(
+            actor=FOCAL_POINT, message="m", channel=FeedbackChannel.SMS, at=naive
+        ),
+    )
+    with pytest.raises(InvalidCommand):
+        Case.receive(
+            actor=OPERATOR,
+            received_at=naive,
+            channel=Channel.HOTLINE,
+            complainant_role=ComplainantRole.OTHER,
+            immediate_safety_risk=False,
+            narrative="text",
+            complainant=None,
+            survivor=None,
+            network=network,
+            at=at(1),
+        )
+
+
+def test_user_ids_are_account_identifiers_not_names_or_addresses(network: Network) -> None:
+    for not_an_id in ("Amina Deng", "amina@example.org", "", " fp-1"):
+        with pytest.raises(InvalidCode) as refusal:
+            Actor(not_an_id, "unhcr", Role.FOCAL_POINT)
+        assert not_an_id.strip() == "" or not_an_id not in str(refusal.value)
+    refused(
+        network,
+        InvalidCode,
+        lambda: network.appoint_focal_point(
+            actor=COORDINATOR, agency="unhcr", user="Amina Deng", at=at(1)
+        ),
+    )
