@@ -1,0 +1,177 @@
+"""The ``cbcm`` command line.
+
+Configuration comes from the environment (``CBCM_*``, see ``services.settings``). A problem
+the user can fix (bad input, bad configuration, an unreachable store, a command the domain
+refuses) is one line on stderr and a non-zero exit, never a traceback; anything else is a
+bug and keeps its traceback.
+
+Exit codes: 0 done; 1 refused by a business rule; 2 bad usage or configuration (click's own
+usage errors are 2 as well); 3 the event store cannot be reached.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import psycopg
+import pydantic
+import typer
+from eventsourcing.persistence import OperationalError, ProgrammingError
+
+from domain.errors import DomainError
+from services.bootstrap import complaint_mechanism
+from services.demo import run_demo
+from services.event_store import EventStoreConfigError, describe, persistence_env
+from services.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.settings import Settings
+
+EXIT_REFUSED = 1
+EXIT_CONFIG = 2
+EXIT_UNAVAILABLE = 3
+
+cli = typer.Typer(
+    name="cbcm",
+    help="Inter-agency PSEA community-based complaint mechanism.",
+    no_args_is_help=True,
+    add_completion=False,
+    # plain click messages: one 'Error: ...' line rather than a boxed panel
+    rich_markup_mode=None,
+    # a bug shows the ordinary traceback, without local variables (they may hold personal data)
+    pretty_exceptions_enable=False,
+)
+contracts_cli = typer.Typer(help="The published language: messages on NATS.", no_args_is_help=True)
+cli.add_typer(contracts_cli, name="contracts")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="cbcm")
+
+
+# ---------------------------------------------------------------------------------- errors
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    typer.echo(f"cbcm: error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except pydantic.ValidationError as e:
+        problems = "; ".join(
+            f"CBCM_{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}"
+            for err in e.errors()
+        )
+        _fail(f"bad configuration: {problems}", EXIT_CONFIG)
+
+
+def _postgres_reason(env: dict[str, str]) -> str | None:
+    """Why PostgreSQL refuses us. The connection pool reports only a timeout, so ask directly."""
+    try:
+        with psycopg.connect(
+            host=env["POSTGRES_HOST"],
+            port=env["POSTGRES_PORT"],
+            dbname=env["POSTGRES_DBNAME"],
+            user=env["POSTGRES_USER"],
+            password=env["POSTGRES_PASSWORD"],
+            connect_timeout=3,
+        ):
+            return None
+    except psycopg.Error as e:
+        return _one_line(e)
+
+
+def _open(settings: Settings) -> tuple[ComplaintMechanism, str]:
+    """The application on the configured event store, and where that store is."""
+    try:
+        env = persistence_env(settings)
+    except EventStoreConfigError as e:
+        _fail(str(e), EXIT_CONFIG)
+    except ValueError as e:  # urlsplit refuses some malformed URLs before our own checks
+        _fail(f"CBCM_EVENT_STORE is not a valid URL: {e}", EXIT_CONFIG)
+    except OSError as e:
+        _fail(f"cannot create the event store's directory: {_one_line(e)}", EXIT_CONFIG)
+    where = describe(env)
+    try:
+        return complaint_mechanism(settings), where
+    except OperationalError as e:
+        reason = _one_line(e)
+        if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
+            reason = _postgres_reason(env) or reason
+        _fail(f"cannot open the event store ({where}): {reason}", EXIT_UNAVAILABLE)
+    except ProgrammingError as e:  # e.g. the schema does not exist, or no right to use it
+        _fail(f"cannot use the event store ({where}): {_one_line(e)}", EXIT_CONFIG)
+
+
+@contextmanager
+def _reported(where: str) -> Iterator[None]:
+    """Turn what a user can act on into a one-line message and an exit code."""
+    try:
+        yield
+    except DomainError as e:
+        _fail(f"{e.title}: {_one_line(e)}", EXIT_REFUSED)
+    except (EventStoreUnavailable, OperationalError) as e:
+        _fail(f"the event store ({where}) became unavailable: {_one_line(e)}", EXIT_UNAVAILABLE)
+
+
+# ---------------------------------------------------------------------------------- commands
+
+
+@cli.command()
+def demo(
+    cases: Annotated[
+        int, typer.Option("--cases", min=0, help="How many cases to walk through the workflow.")
+    ] = 100,
+    seed: Annotated[
+        int | None,
+        typer.Option(help="Seed of the synthetic data, to repeat a run (default: random)."),
+    ] = None,
+) -> None:
+    """Fill the event store with a demo network and CASES cases on varied workflow paths.
+
+    Everything goes through the real application service; personal data is synthetic.
+    Running it again on the same store adds cases to the same network.
+    """
+    app, where = _open(_settings())
+    try:
+        with _reported(where):
+            run_demo(app, cases, seed, where)
+    finally:
+        app.close()
+
+
+@contracts_cli.command("schema")
+def contracts_schema(
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out", file_okay=False, help="Write one JSON Schema file per message type here."
+        ),
+    ] = None,
+) -> None:
+    """JSON Schema of every published message: to stdout, or one file each with --out."""
+    try:
+        from contracts import catalogue  # noqa: PLC0415 - may not exist yet in this build
+    except ModuleNotFoundError as e:
+        if e.name != "contracts.catalogue":
+            raise
+        _fail("the contracts catalogue is not part of this build yet", EXIT_REFUSED)
+    if out is None:
+        typer.echo(json.dumps(catalogue.json_schemas(), indent=2))
+        return
+    try:
+        written = catalogue.write_json_schemas(Path(out))
+    except OSError as e:
+        _fail(f"cannot write schemas to {out}: {_one_line(e)}", EXIT_CONFIG)
+    for path in written:
+        typer.echo(str(path))
