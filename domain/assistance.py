@@ -33,6 +33,9 @@ _NEXT: dict[ReferralStatus, frozenset[ReferralStatus]] = {
     ReferralStatus.DECLINED_BY_SURVIVOR: frozenset(),
 }
 
+OPEN_STATUSES = frozenset({ReferralStatus.REFERRED, ReferralStatus.ACCEPTED})
+"""A referral in these states is still under way."""
+
 _PROVIDER_ONLY = frozenset(
     {ReferralStatus.ACCEPTED, ReferralStatus.DECLINED_BY_PROVIDER, ReferralStatus.DELIVERED}
 )
@@ -110,16 +113,18 @@ class AssistanceReferral(RecordedAggregate):
         self.status = ReferralStatus.REFERRED
         self.status_times: dict[ReferralStatus, datetime] = {ReferralStatus.REFERRED: timestamp}
 
-    def _move(self, actor: Actor, to: ReferralStatus) -> None:
+    def _move(self, actor: Actor, to: ReferralStatus, custodian: str | None = None) -> None:
+        """Check the transition and who makes it: the provider, or (for the survivor's side)
+        a focal point of ``custodian``, the agency now holding the case, or the coordinator."""
         if to not in _NEXT[self.status]:
             raise InvalidReferralTransition(
                 f"referral {self.id} is {self.status}; it cannot become {to}"
             )
         is_provider = actor.role is Role.SERVICE_PROVIDER and actor.agency == self.provider
-        if to in _PROVIDER_ONLY:
-            allowed = is_provider
-        else:
-            allowed = is_provider or actor.role in (Role.FOCAL_POINT, Role.COORDINATOR)
+        is_handler = actor.role is Role.COORDINATOR or (
+            actor.role is Role.FOCAL_POINT and actor.agency == custodian
+        )
+        allowed = is_provider if to in _PROVIDER_ONLY else is_provider or is_handler
         if not allowed:
             raise ActionNotPermitted(f"{actor.role} of {actor.agency!r} cannot mark referral {to}")
 
@@ -133,9 +138,9 @@ class AssistanceReferral(RecordedAggregate):
         self._move(actor, ReferralStatus.DECLINED_BY_PROVIDER)
         self._declined_by_provider(actor=actor, reason=reason, timestamp=at)
 
-    def decline_by_survivor(self, *, actor: Actor, at: datetime) -> None:
-        """The survivor no longer wants this service."""
-        self._move(actor, ReferralStatus.DECLINED_BY_SURVIVOR)
+    def decline_by_survivor(self, *, actor: Actor, custodian: str, at: datetime) -> None:
+        """The survivor no longer wants this service (``custodian``: the case's holder)."""
+        self._move(actor, ReferralStatus.DECLINED_BY_SURVIVOR, custodian)
         self._declined_by_survivor(actor=actor, timestamp=at)
 
     def deliver(self, *, actor: Actor, at: datetime) -> None:
@@ -143,9 +148,9 @@ class AssistanceReferral(RecordedAggregate):
         self._move(actor, ReferralStatus.DELIVERED)
         self._delivered(actor=actor, timestamp=at)
 
-    def follow_up(self, *, actor: Actor, note: str | None, at: datetime) -> None:
-        """Someone checked with the survivor after delivery."""
-        self._move(actor, ReferralStatus.FOLLOWED_UP)
+    def follow_up(self, *, actor: Actor, custodian: str, note: str | None, at: datetime) -> None:
+        """Someone checked with the survivor after delivery (``custodian``: the case's holder)."""
+        self._move(actor, ReferralStatus.FOLLOWED_UP, custodian)
         self._followed_up(actor=actor, note=note, timestamp=at)
 
     def _set(self, status: ReferralStatus, at: datetime) -> None:

@@ -32,5 +32,13 @@ class RecordedAggregate(Aggregate):
         return super()._create(event_class, id=id, **kwargs)
 
     def trigger_event(self, event_class: Any, **kwargs: Any) -> None:
-        require_aware("at", kwargs.get("timestamp"))
+        timestamp = kwargs.get("timestamp")
+        require_aware("at", timestamp)
+        assert isinstance(timestamp, datetime)
+        # A history that runs backwards would make deadlines and audits meaningless.
+        if timestamp < self.modified_on:
+            raise InvalidCommand(
+                f"at {timestamp.isoformat()} is earlier than the last recorded step of "
+                f"{self.id} ({self.modified_on.isoformat()})"
+            )
         super().trigger_event(event_class, **kwargs)

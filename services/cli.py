@@ -97,14 +97,10 @@ def _open(settings: Settings) -> tuple[ComplaintMechanism, str]:
         env = persistence_env(settings)
     except EventStoreConfigError as e:
         _fail(str(e), EXIT_CONFIG)
-    except ValueError as e:  # urlsplit refuses some malformed URLs before our own checks
-        _fail(f"CBCM_EVENT_STORE is not a valid URL: {e}", EXIT_CONFIG)
-    except OSError as e:
-        _fail(f"cannot create the event store's directory: {_one_line(e)}", EXIT_CONFIG)
     where = describe(env)
     try:
         return complaint_mechanism(settings), where
-    except OperationalError as e:
+    except (EventStoreUnavailable, OperationalError) as e:
         reason = _one_line(e)
         if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":
             reason = _postgres_reason(env) or reason

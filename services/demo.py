@@ -1000,10 +1000,7 @@ class _Walker:
                 kind=ConsentKind.ASSISTANCE_REFERRAL,
                 at=case.clock.hours(2, 48),
             )
-            for referral, _, _ in case.pending_referrals:
-                self.app.decline_referral_by_survivor(
-                    referral, actor=case.handler, at=case.clock.minutes(5, 60)
-                )
+            # withdrawing the consent declines the open referrals with it
             case.pending_referrals.clear()
         elif contact:
             self._consents(case, assistance=False, identity=False, contact=contact)

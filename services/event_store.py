@@ -23,15 +23,18 @@ def persistence_env(settings: Settings) -> dict[str, str]:
     """
     url = settings.event_store
     if not url:
-        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        _make_dir(settings.data_dir)
         return _sqlite(settings.data_dir / "events.sqlite3")
-    scheme = urlsplit(url).scheme
+    try:
+        scheme = urlsplit(url).scheme
+    except ValueError as e:
+        raise EventStoreConfigError(f"CBCM_EVENT_STORE is not a URL: {e}") from None
     if scheme == "sqlite":
         path = url.removeprefix("sqlite://").removeprefix("/")
         if not path:
             raise EventStoreConfigError("CBCM_EVENT_STORE=sqlite:///PATH needs a file path")
         file = Path(path)
-        file.parent.mkdir(parents=True, exist_ok=True)
+        _make_dir(file.parent)
         return _sqlite(file)
     if scheme in ("postgresql", "postgres"):
         return _postgres(url)
@@ -39,6 +42,13 @@ def persistence_env(settings: Settings) -> dict[str, str]:
         f"CBCM_EVENT_STORE scheme {scheme or '(none)'!r} is not supported: "
         "use sqlite:///PATH or postgresql://USER@HOST:PORT/DBNAME"
     )
+
+
+def _make_dir(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise EventStoreConfigError(f"cannot create {directory}: {e.strerror}") from None
 
 
 def describe(env: dict[str, str]) -> str:
@@ -61,7 +71,11 @@ def _sqlite(file: Path) -> dict[str, str]:
 
 
 def _postgres(url: str) -> dict[str, str]:
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError on a malformed port
+    except ValueError as e:
+        raise EventStoreConfigError(f"CBCM_EVENT_STORE is not a PostgreSQL URL: {e}") from None
     query = dict(p.split("=", 1) for p in parts.query.split("&") if "=" in p)
     schema = query.pop("schema", None)
     cleaned = parts._replace(

@@ -20,7 +20,7 @@ from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Mapper, OperationalError, Transcoder
 
 from domain.actors import Actor
-from domain.assistance import AssistanceReferral
+from domain.assistance import OPEN_STATUSES, AssistanceReferral
 from domain.case import Allegation, Case
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.feedback import Feedback
@@ -77,6 +77,13 @@ class ComplaintMechanism(Application[UUID]):
             transcoder=self.construct_transcoder(), mapper_class=MsgspecMapper
         )
 
+    def __init__(self, env: dict[str, str] | None = None) -> None:
+        self._network: Network | None = None
+        try:
+            super().__init__(env=env)
+        except OperationalError as e:
+            raise EventStoreUnavailable(str(e)) from e
+
     # ------------------------------------------------------------------ plumbing
 
     def _load(self, cls: type[A], aggregate_id: UUID, version: int | None = None) -> A:
@@ -91,18 +98,17 @@ class ComplaintMechanism(Application[UUID]):
         return aggregate
 
     def _commit(self, *aggregates: Aggregate) -> Written:
+        first = aggregates[0]
+        loaded = first.version - len(first.pending_events)
         try:
             recordings = self.save(*aggregates)
         except IntegrityError:
-            first = aggregates[0]
-            loaded = first.version - len(first.pending_events) if first.pending_events else 0
             current = self._current_version(first.id)
             raise VersionConflict(first.id, expected=loaded, current=current) from None
         except OperationalError as e:
             raise EventStoreUnavailable(str(e)) from e
         if not recordings:
             raise InvalidCommand("the command changed nothing")
-        first = aggregates[0]
         return Written(
             id=first.id,
             version=first.version,
@@ -110,8 +116,11 @@ class ComplaintMechanism(Application[UUID]):
         )
 
     def _current_version(self, aggregate_id: UUID) -> int:
-        events = list(self.events.get(aggregate_id, desc=True, limit=1))
-        return events[0].originator_version if events else 0
+        try:
+            stored = self.recorder.select_events(aggregate_id, desc=True, limit=1)
+        except OperationalError as e:
+            raise EventStoreUnavailable(str(e)) from e
+        return stored[0].originator_version if stored else 0
 
     def _change(
         self,
@@ -124,14 +133,25 @@ class ComplaintMechanism(Application[UUID]):
         if expected_version is not None and aggregate.version != expected_version:
             raise VersionConflict(aggregate_id, expected_version, aggregate.version)
         made = decide(aggregate)
-        others = (made,) if isinstance(made, Aggregate) else ()
+        if isinstance(made, Aggregate):
+            others: tuple[Aggregate, ...] = (made,)
+        elif isinstance(made, tuple):
+            others = made
+        else:
+            others = ()
         return self._commit(aggregate, *others)
 
     # ------------------------------------------------------------------ network
 
     def network(self) -> Network:
-        """The network's policy and registry."""
-        return self._load(Network, NETWORK_ID)
+        """The network's policy and registry, for reading only (do not change it)."""
+        # Every case command consults the registry; a cached copy is reused while no newer
+        # network event exists, instead of deep-copying it out of the repository each time.
+        current = self._current_version(NETWORK_ID)
+        cached = self._network
+        if cached is None or cached.version != current:
+            cached = self._network = self._load(Network, NETWORK_ID)
+        return cached
 
     def has_network(self) -> bool:
         try:
@@ -370,12 +390,20 @@ class ComplaintMechanism(Application[UUID]):
         at: datetime,
         expected_version: int | None = None,
     ) -> Written:
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.withdraw_consent(actor=actor, kind=kind, at=at),
-        )
+        def decide(case: Case) -> tuple[AssistanceReferral, ...]:
+            case.withdraw_consent(actor=actor, kind=kind, at=at)
+            if kind is not ConsentKind.ASSISTANCE_REFERRAL:
+                return ()
+            # Without consent no service goes on: open referrals are declined with it.
+            stopped = []
+            for referral_id in case.assistance_referrals:
+                referral = self._load(AssistanceReferral, referral_id)
+                if referral.status in OPEN_STATUSES:
+                    referral.decline_by_survivor(actor=actor, custodian=case.custodian, at=at)
+                    stopped.append(referral)
+            return tuple(stopped)
+
+        return self._change(Case, case_id, expected_version, decide)
 
     def refer_for_assistance(
         self,
@@ -592,8 +620,11 @@ class ComplaintMechanism(Application[UUID]):
             AssistanceReferral,
             referral_id,
             None,
-            lambda r: r.decline_by_survivor(actor=actor, at=at),
+            lambda r: r.decline_by_survivor(actor=actor, custodian=self._custodian_of(r), at=at),
         )
+
+    def _custodian_of(self, referral: AssistanceReferral) -> str:
+        return self._load(Case, referral.case_id).custodian
 
     def deliver_referral(self, referral_id: UUID, *, actor: Actor, at: datetime) -> Written:
         return self._change(
@@ -607,7 +638,7 @@ class ComplaintMechanism(Application[UUID]):
             AssistanceReferral,
             referral_id,
             None,
-            lambda r: r.follow_up(actor=actor, note=note, at=at),
+            lambda r: r.follow_up(actor=actor, custodian=self._custodian_of(r), note=note, at=at),
         )
 
     # ------------------------------------------------------------------ community feedback

@@ -13,7 +13,7 @@ from eventsourcing.utils import get_topic
 
 from domain.actors import Actor, Role
 from domain.case import Allegation, Case, CaseStatus
-from domain.errors import NotAnAllegation, NotFound, VersionConflict
+from domain.errors import NotAnAllegation, NotFound, UnknownAgency, VersionConflict
 from domain.feedback import Feedback
 from domain.personal_data import PersonDetails
 from domain.vocabulary import (
@@ -31,6 +31,7 @@ from domain.vocabulary import (
     FeedbackChannel,
     InvestigationOutcome,
     PersonnelCategory,
+    ReferralStatus,
     Sector,
     ServiceType,
     Sex,
@@ -404,3 +405,59 @@ def test_network_registry_survives_a_restart(
     assert network.investigating_entity_of("ngo-a") == "ngo-a-inv"
     assert network.agency("unhcr").focal_points == frozenset({"fp-unhcr-1"})
     assert network.providers_of(ServiceType.MEDICAL, "SS0101") == ["clinic-1"]
+
+
+def test_withdrawing_assistance_consent_declines_the_open_referrals(
+    app: ComplaintMechanism,
+) -> None:
+    # given a survivor referred to a clinic that accepted
+    set_up_network(app)
+    case_id = receive(app)
+    app.give_consent(
+        case_id,
+        actor=FOCAL_POINT,
+        kind=ConsentKind.ASSISTANCE_REFERRAL,
+        given_by=ConsentGiver.SURVIVOR,
+        at=at(1),
+    )
+    referral = app.refer_for_assistance(
+        case_id,
+        actor=FOCAL_POINT,
+        service_type=ServiceType.MEDICAL,
+        provider="clinic-1",
+        area="SS0101",
+        at=at(2),
+    )
+    app.accept_referral(referral.id, actor=CLINIC, at=at(3))
+    # when she withdraws her consent
+    app.withdraw_consent(case_id, actor=FOCAL_POINT, kind=ConsentKind.ASSISTANCE_REFERRAL, at=at(4))
+    # then the referral is declined by the survivor in the same step
+    stopped = app.get_referral(referral.id)
+    assert stopped.status is ReferralStatus.DECLINED_BY_SURVIVOR
+    assert stopped.status_times[ReferralStatus.DECLINED_BY_SURVIVOR] == at(4)
+
+
+def test_registry_changes_reach_the_next_command(app: ComplaintMechanism) -> None:
+    set_up_network(app)
+    case_id = receive(app)
+    with pytest.raises(UnknownAgency):
+        app.transfer_case(
+            case_id,
+            actor=FOCAL_POINT,
+            to_agency="wfp",
+            reason=TransferReason.CAPACITY,
+            shared=(),
+            at=at(1),
+        )
+    app.register_agency(
+        actor=COORDINATOR, code="wfp", name="WFP", agency_type=AgencyType.UN_AGENCY, at=at(1)
+    )
+    app.transfer_case(
+        case_id,
+        actor=FOCAL_POINT,
+        to_agency="wfp",
+        reason=TransferReason.CAPACITY,
+        shared=(),
+        at=at(2),
+    )
+    assert app.get_case(case_id).custodian == "wfp"

@@ -777,3 +777,28 @@ def test_user_ids_are_account_identifiers_not_names_or_addresses(network: Networ
             actor=COORDINATOR, agency="unhcr", user="Amina Deng", at=at(1)
         ),
     )
+
+
+def test_history_cannot_run_backwards_in_time(case: Case, network: Network) -> None:
+    case.give_feedback(actor=FOCAL_POINT, message="m", channel=FeedbackChannel.SMS, at=at(5))
+    refused(
+        case,
+        InvalidCommand,
+        lambda: case.give_feedback(
+            actor=FOCAL_POINT, message="m", channel=FeedbackChannel.SMS, at=at(4)
+        ),
+    )
+
+
+def test_only_the_holding_agency_or_provider_follows_up_a_referral(
+    case: Case, network: Network
+) -> None:
+    referral = make_referral(case, network)
+    referral.accept(actor=CLINIC, at=at(5))
+    referral.deliver(actor=CLINIC, at=at(6))
+    refused(
+        referral,
+        ActionNotPermitted,
+        lambda: referral.follow_up(actor=OTHER_FOCAL_POINT, custodian="unhcr", note=None, at=at(7)),
+    )
+    referral.follow_up(actor=FOCAL_POINT, custodian="unhcr", note=None, at=at(7))

@@ -75,7 +75,7 @@ def test_sea_allegation_walks_from_intake_to_closure(case: Case, network: Networ
     )
     referral.accept(actor=CLINIC, at=at(5))
     referral.deliver(actor=CLINIC, at=at(30))
-    referral.follow_up(actor=FOCAL_POINT, note="feels safer", at=at(100))
+    referral.follow_up(actor=FOCAL_POINT, custodian="unhcr", note="feels safer", at=at(100))
     case.refer_for_investigation(
         actor=FOCAL_POINT,
         entity="ngo-a-investigations",
