@@ -36,6 +36,7 @@ from domain.vocabulary import (
     ServiceType,
     Sex,
     SharedItem,
+    TransferReason,
 )
 from services.event_store import persistence_env
 from services.mechanism import ComplaintMechanism
