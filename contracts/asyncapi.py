@@ -1,0 +1,129 @@
+"""The AsyncAPI 3.0 document: the stream, its subjects and every message schema.
+
+Integrators who do not use Python read this (``cbcm contracts asyncapi``) to subscribe to
+the events that concern their agency, the anonymised statistics and the audit checkpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from contracts.catalogue import MESSAGE_TYPES, json_schema
+from contracts.envelope import parse_message_type
+from contracts.subjects import (
+    AUDIT_CHECKPOINT_SUBJECT,
+    EVENT_SUBJECT_PREFIX,
+    STATS_SUBJECT_PREFIX,
+    STREAM,
+)
+
+ASYNCAPI_VERSION = "3.0.0"
+SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
+
+
+def _key(name: str) -> str:
+    """A component key for a message type (AsyncAPI keys allow letters, digits, . _ -)."""
+    return name.replace("org.psea.cbcm.", "")
+
+
+def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222") -> dict[str, Any]:
+    """The whole AsyncAPI 3.0 document, as a JSON-ready dict (deterministic order)."""
+    messages: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    for name in sorted(MESSAGE_TYPES):
+        parsed = parse_message_type(name)
+        key = _key(name)
+        messages[key] = {
+            "name": name,
+            "title": name,
+            "summary": json_schema(name).get("description", "").split("\n")[0],
+            "contentType": "application/json",
+            "headers": {
+                "type": "object",
+                "properties": {
+                    "Nats-Msg-Id": {
+                        "type": "string",
+                        "description": "<store-id>:<position>; JetStream de-duplicates on it",
+                    }
+                },
+            },
+            # Multi-format schema object: the payload schemas are JSON Schema 2020-12 with
+            # their own $id and $defs, resolved against that $id, not this document.
+            "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": json_schema(name)},
+        }
+        channel = f"{parsed.aggregate}.{parsed.event}"
+        channels[channel] = {
+            "address": f"{EVENT_SUBJECT_PREFIX}.{{agency}}.{parsed.aggregate}.{parsed.event}",
+            "description": (
+                f"'{parsed.event}' events of {parsed.aggregate} aggregates, in stream {STREAM}."
+            ),
+            "parameters": {"agency": {"$ref": "#/components/parameters/agency"}},
+            "messages": {key: {"$ref": f"#/components/messages/{key}"}},
+        }
+        operations[f"receive.{channel}"] = {
+            "action": "receive",
+            "channel": {"$ref": f"#/channels/{channel}"},
+            "summary": f"Consume {name} from {STREAM} (durable consumer, explicit ack).",
+        }
+    channels["stats"] = {
+        "address": f"{STATS_SUBJECT_PREFIX}.{{report}}",
+        "description": (
+            "Anonymised statistics, one report per subject: aggregate counts only, cells "
+            "below the network's threshold suppressed (null), with complementary suppression."
+        ),
+        "parameters": {"report": {"description": "report name, e.g. status_by_quarter"}},
+        "messages": {"statisticsReport": {"$ref": "#/components/messages/statisticsReport"}},
+    }
+    messages["statisticsReport"] = {
+        "name": "statistics_report",
+        "contentType": "application/json",
+        "payload": {"type": "object", "description": "One anonymised report (see stats)."},
+    }
+    channels["auditCheckpoint"] = {
+        "address": AUDIT_CHECKPOINT_SUBJECT,
+        "description": "Signed heads of the event log's hash chain (issue #5).",
+        "messages": {"auditCheckpoint": {"$ref": "#/components/messages/auditCheckpoint"}},
+    }
+    messages["auditCheckpoint"] = {
+        "name": "audit_checkpoint",
+        "contentType": "application/json",
+        "payload": {"type": "object", "description": "position, chain hash, signature"},
+    }
+    operations["receive.stats"] = {"action": "receive", "channel": {"$ref": "#/channels/stats"}}
+    operations["receive.auditCheckpoint"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/auditCheckpoint"},
+    }
+    return {
+        "asyncapi": ASYNCAPI_VERSION,
+        "info": {
+            "title": "cbcm: inter-agency PSEA complaint mechanism events",
+            "version": version,
+            "description": (
+                "Contract messages (CloudEvents 1.0 envelopes) published from the event store "
+                f"to JetStream stream {STREAM}. No message carries personal data."
+            ),
+        },
+        "defaultContentType": "application/json",
+        "servers": {
+            "embedded": {
+                "host": server_url,
+                "protocol": "nats",
+                "description": "the nats-server started by `cbcm serve`",
+            }
+        },
+        "channels": channels,
+        "operations": operations,
+        "components": {
+            "parameters": {
+                "agency": {
+                    "description": (
+                        "code of the agency holding the case (the concerned agency for "
+                        "feedback; 'network' for the registry)"
+                    )
+                }
+            },
+            "messages": messages,
+        },
+    }

@@ -1,0 +1,43 @@
+"""The AsyncAPI document tells integrators every subject and message there is."""
+
+from __future__ import annotations
+
+import json
+import re
+
+from contracts.asyncapi import asyncapi_document
+from contracts.catalogue import MESSAGE_TYPES, json_schema
+from contracts.envelope import parse_message_type
+from contracts.subjects import STREAM, event_subject
+
+
+def test_document_is_asyncapi_3_and_json_serialisable() -> None:
+    document = asyncapi_document()
+    assert document["asyncapi"] == "3.0.0"
+    assert STREAM in document["info"]["description"]
+    assert json.loads(json.dumps(document)) == document
+
+
+def test_every_message_type_has_its_schema_and_a_channel_on_its_subject() -> None:
+    document = asyncapi_document()
+    messages = document["components"]["messages"]
+    for name in MESSAGE_TYPES:
+        parsed = parse_message_type(name)
+        key = name.replace("org.psea.cbcm.", "")
+        assert messages[key]["payload"]["schema"] == json_schema(name)
+        channel = document["channels"][f"{parsed.aggregate}.{parsed.event}"]
+        subject = channel["address"].replace("{agency}", "unicef")
+        assert subject == event_subject("unicef", parsed.aggregate, parsed.event)
+        assert channel["messages"][key]["$ref"] == f"#/components/messages/{key}"
+
+
+def test_operations_and_references_point_at_things_that_exist() -> None:
+    document = asyncapi_document()
+    text = json.dumps(document)
+    for ref in re.findall(r'"\$ref": "#/([^"]+)"', text):
+        node = document
+        for part in ref.split("/"):
+            node = node[part]
+    assert document["channels"]["stats"]["address"] == "cbcm.v1.stats.{report}"
+    assert document["channels"]["auditCheckpoint"]["address"] == "cbcm.v1.audit.checkpoint"
+    assert all(op["action"] == "receive" for op in document["operations"].values())
