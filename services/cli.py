@@ -22,6 +22,8 @@ import pydantic
 import typer
 from eventsourcing.persistence import OperationalError, ProgrammingError
 
+from contracts import catalogue
+from contracts.asyncapi import asyncapi_document
 from domain.errors import DomainError
 from services.bootstrap import complaint_mechanism
 from services.demo import run_demo
@@ -156,12 +158,6 @@ def contracts_schema(
     ] = None,
 ) -> None:
     """JSON Schema of every published message: to stdout, or one file each with --out."""
-    try:
-        from contracts import catalogue  # noqa: PLC0415 - may not exist yet in this build
-    except ModuleNotFoundError as e:
-        if e.name != "contracts.catalogue":
-            raise
-        _fail("the contracts catalogue is not part of this build yet", EXIT_REFUSED)
     if out is None:
         typer.echo(json.dumps(catalogue.json_schemas(), indent=2))
         return
@@ -171,3 +167,25 @@ def contracts_schema(
         _fail(f"cannot write schemas to {out}: {_one_line(e)}", EXIT_CONFIG)
     for path in written:
         typer.echo(str(path))
+
+
+@contracts_cli.command("asyncapi")
+def contracts_asyncapi(
+    out: Annotated[
+        Path | None, typer.Option("--out", dir_okay=False, help="Write the document here.")
+    ] = None,
+) -> None:
+    """AsyncAPI 3.0 document of the stream, its subjects and every message schema."""
+    text = json.dumps(asyncapi_document(), indent=2, ensure_ascii=False) + "\n"
+    if out is None:
+        typer.echo(text, nl=False)
+        return
+    try:
+        Path(out).write_text(text, encoding="utf-8")
+    except OSError as e:
+        _fail(f"cannot write {out}: {_one_line(e)}", EXIT_CONFIG)
+    typer.echo(str(out))
+
+
+if __name__ == "__main__":
+    main()
