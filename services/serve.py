@@ -21,9 +21,6 @@ import structlog
 from services.nats_server import EmbeddedNats
 from services.settings import Settings
 
-EMBEDDED_NATS_PORT = 14222
-"""Away from the standard 4222, which another NATS on the machine may hold."""
-
 SERVICES: dict[str, list[str]] = {
     "relay": ["relay"],
     "project-inbox": ["project", "inbox"],
@@ -98,7 +95,9 @@ class Supervisor:
         data_dir.mkdir(parents=True, exist_ok=True)
         nats_url = self.settings.nats_url
         if nats_url is None:
-            self.nats = EmbeddedNats(data_dir / "nats", port=EMBEDDED_NATS_PORT).start()
+            self.nats = EmbeddedNats(
+                data_dir / "nats", port=self.settings.embedded_nats_port
+            ).start()
             nats_url = self.nats.url
             log.info("nats_started", url=nats_url, store_dir=str(data_dir / "nats"))
         env = {**os.environ, "CBCM_NATS_URL": nats_url, "CBCM_DATA_DIR": str(data_dir)}

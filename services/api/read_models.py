@@ -24,7 +24,7 @@ def applied_position(path: Path) -> int | None:
     if not path.exists():
         return None
     try:
-        with contextmanager_connection(path) as db:
+        with _connect(path) as db:
             row = db.execute("SELECT position FROM projection_position").fetchone()
     except sqlite3.OperationalError:
         return None
@@ -32,7 +32,7 @@ def applied_position(path: Path) -> int | None:
 
 
 @contextmanager
-def contextmanager_connection(path: Path) -> Iterator[sqlite3.Connection]:
+def _connect(path: Path) -> Iterator[sqlite3.Connection]:
     db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
     try:
         yield db
@@ -49,17 +49,17 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
             f"read model {path.stem} is not ready yet",
             headers={"Retry-After": "1"},
         )
-    with contextmanager_connection(path) as db:
+    with _connect(path) as db:
         yield db
 
 
-async def wait_for_position(path: Path, after: int | None, timeout: float) -> int:
+async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
     """Wait (bounded) until the read model has applied position ``after``.
 
     Read-your-writes: a client that wrote at position N asks with ``after=N``. Past the
     bound the answer is 503 with Retry-After, never a silently stale read.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + bound
     delay = 0.01
     while True:
         applied = applied_position(path)
