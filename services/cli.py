@@ -12,8 +12,10 @@ usage errors are 2 as well); 3 the event store cannot be reached.
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -25,6 +27,8 @@ from eventsourcing.persistence import OperationalError, ProgrammingError
 from contracts import catalogue
 from contracts.asyncapi import asyncapi_document
 from domain.errors import DomainError
+from projections import stats
+from services.api.read_models import applied_position, read_model_path
 from services.bootstrap import complaint_mechanism
 from services.demo import run_demo
 from services.event_store import EventStoreConfigError, describe, persistence_env
@@ -185,6 +189,37 @@ def contracts_asyncapi(
     except OSError as e:
         _fail(f"cannot write {out}: {_one_line(e)}", EXIT_CONFIG)
     typer.echo(str(out))
+
+
+stats_cli = typer.Typer(help="Anonymised statistics of the network.", no_args_is_help=True)
+cli.add_typer(stats_cli, name="stats")
+
+
+class ExportFormat(StrEnum):
+    csv = "csv"
+    json = "json"
+
+
+@stats_cli.command("export")
+def stats_export(
+    format: Annotated[
+        ExportFormat, typer.Option("--format", help="csv or json")
+    ] = ExportFormat.json,
+) -> None:
+    """Every anonymised report from the statistics read model, small cells suppressed."""
+    settings = _settings()
+    path = read_model_path(settings.data_dir, "stats")
+    if applied_position(path) is None:
+        _fail(
+            f"no statistics read model at {path}: run `cbcm serve` (or `cbcm project stats`)",
+            EXIT_UNAVAILABLE,
+        )
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        tables = stats.reports(db, k=stats.threshold(db))
+    finally:
+        db.close()
+    typer.echo(stats.to_csv(tables) if format is ExportFormat.csv else stats.to_json(tables))
 
 
 if __name__ == "__main__":
