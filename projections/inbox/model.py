@@ -1,0 +1,581 @@
+"""The focal-point inbox: per agency and focal point, the open cases they hold, each with its
+next required action and when it is due under the network's policy.
+
+Rows hold the milestones of each case (from ``case.*`` messages); the pending actions are
+computed from them and the policy's deadlines (``network.established`` /
+``network.policy_set``; the defaults of DOMAIN.md until one arrives) whenever a case changes
+or the policy does, and stored, so the inbox is one indexed query.
+
+Action rules, for an open case (a closed case has none and leaves the inbox; a reopened one
+comes back). "Received" is the complaint's ``received_at``; other times are when the fact
+was recorded (the message ``time``):
+
+``assess``
+    not yet assessed: due ``received_at + assess_within``. A reopened case that was never
+    referred for investigation must be assessed again: due ``reopened + assess_within``
+    until an assessment after the reopening.
+``offer_assistance``
+    SEA allegation whose survivor can be reached (the survivor complained, or survivor details
+    were recorded): due ``assessed + offer_assistance_within`` until any consent decision
+    (a consent given or withdrawn, of any kind) or an assistance referral is recorded.
+``refer_for_investigation``
+    SEA allegation not yet referred: due ``assessed + refer_for_investigation_within`` (also
+    when the implicated agency is still unknown: establishing it is part of the step).
+``chase_acknowledgement``
+    referred, neither acknowledged nor concluded: due ``referred + acknowledge_within``.
+``give_feedback``
+    every open case not yet assessed, and every open SEA case until it can be closed: due
+    ``feedback_every`` after the latest of the last feedback, receipt and reopening.
+``close``
+    a case linked as a duplicate; a case assessed as other sensitive or non-sensitive (it
+    goes to the agency's procedure or its CFM); an SEA case whose outcome is recorded and
+    whose complainant got feedback after the outcome (and after any reopening). When
+    closing is due, it is the only action. The policy sets no deadline for it: its
+    ``due_at`` is ``None``.
+
+The case's ``action`` is its most urgent pending action: earliest due first, ties in the
+order above (offer assistance before referral, as DOMAIN.md asks); ``close`` only when it
+is alone. The inbox lists overdue cases first, then the rest by due time, then cases whose
+only action has no deadline (oldest first).
+
+Custody: a case is in the inbox of the agency holding it; a transfer moves it to the new
+agency's inbox and clears its focal points (as the domain does). ``focal_point=`` lists the
+cases assigned to that focal point; the agency view also shows unassigned cases.
+"""
+
+# Table and column names in SQL text are constants of this module, never input.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal, TypeAlias
+from uuid import UUID
+
+from contracts.case import (
+    CaseAssessedV1,
+    CaseAssistanceReferredV1,
+    CaseClosedV1,
+    CaseConsentGivenV1,
+    CaseConsentWithdrawnV1,
+    CaseFeedbackGivenV1,
+    CaseFocalPointsAssignedV1,
+    CaseInvestigationAcknowledgedV1,
+    CaseInvestigationOutcomeRecordedV1,
+    CaseMarkedAsDuplicateV1,
+    CaseReceivedV1,
+    CaseReferredForInvestigationV1,
+    CaseReopenedV1,
+    CaseTransferredV1,
+)
+from contracts.envelope import CloudEvent
+from contracts.network import NetworkEstablishedV1, NetworkPolicySetV1
+from projections.base import (
+    create_policy_table,
+    load_deadlines,
+    parse_ts,
+    parse_ts_or_none,
+    store_policy,
+    ts,
+)
+
+log = logging.getLogger(__name__)
+
+Action: TypeAlias = Literal[
+    "assess",
+    "offer_assistance",
+    "refer_for_investigation",
+    "chase_acknowledgement",
+    "give_feedback",
+    "close",
+]
+ACTIONS: tuple[Action, ...] = (
+    "assess",
+    "offer_assistance",
+    "refer_for_investigation",
+    "chase_acknowledgement",
+    "give_feedback",
+    "close",
+)
+_RANK = {action: rank for rank, action in enumerate(ACTIONS)}
+
+POLICY_TABLE = "inbox_policy"
+
+_CASE_COLUMNS = (
+    "case_id TEXT PRIMARY KEY",
+    "agency TEXT NOT NULL",
+    "received_at TEXT NOT NULL",
+    "recorded_at TEXT NOT NULL",
+    "channel TEXT NOT NULL",
+    "immediate_safety_risk INTEGER NOT NULL",
+    "survivor_reachable INTEGER NOT NULL",
+    "category TEXT",
+    "assessed_at TEXT",
+    "child_involved INTEGER NOT NULL DEFAULT 0",
+    "implicated_agency TEXT",
+    "consent_decided_at TEXT",
+    "assistance_referred_at TEXT",
+    "investigation_referred_at TEXT",
+    "acknowledged_at TEXT",
+    "outcome TEXT",
+    "outcome_at TEXT",
+    "last_feedback_at TEXT",
+    "duplicate_of TEXT",
+    "duplicate_at TEXT",
+    "closed_at TEXT",
+    "closure_reason TEXT",
+    "reopened_at TEXT",
+    "reassess_from TEXT",
+    "version INTEGER NOT NULL",
+    "next_action TEXT",
+    "next_due_at TEXT",
+    "next_since TEXT",
+)
+
+_SCHEMA = (
+    f"CREATE TABLE IF NOT EXISTS inbox_cases ({', '.join(_CASE_COLUMNS)})",
+    "CREATE INDEX IF NOT EXISTS inbox_cases_agency ON inbox_cases (agency, closed_at, next_due_at)",
+    "CREATE TABLE IF NOT EXISTS inbox_focal_points ("
+    " case_id TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (case_id, user))",
+    "CREATE INDEX IF NOT EXISTS inbox_focal_points_user ON inbox_focal_points (user)",
+    "CREATE TABLE IF NOT EXISTS inbox_actions ("
+    " case_id TEXT NOT NULL, action TEXT NOT NULL, due_at TEXT, since TEXT NOT NULL,"
+    " PRIMARY KEY (case_id, action))",
+)
+_TABLES = ("inbox_actions", "inbox_focal_points", "inbox_cases", POLICY_TABLE)
+
+
+# ------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class PendingAction:
+    """One thing a focal point must do on a case, and by when (``None``: no deadline)."""
+
+    action: Action
+    due_at: datetime | None
+    since: datetime
+    """When the action became required."""
+
+    def is_overdue(self, now: datetime) -> bool:
+        return self.due_at is not None and self.due_at < now
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    """An open case as its holder sees it in the inbox (no personal data)."""
+
+    case_id: UUID
+    agency: str
+    focal_points: tuple[str, ...]
+    action: Action
+    due_at: datetime | None
+    overdue: bool
+    since: datetime
+    actions: tuple[PendingAction, ...]
+    """Every pending action, most urgent first (``action`` is the first)."""
+    category: str | None
+    received_at: datetime
+    immediate_safety_risk: bool
+    child_involved: bool
+    reopened: bool
+
+
+@dataclass(frozen=True)
+class CaseRow:
+    """One case's milestones in the inbox read model, open or closed."""
+
+    case_id: UUID
+    agency: str
+    focal_points: tuple[str, ...]
+    is_open: bool
+    category: str | None
+    received_at: datetime
+    assessed_at: datetime | None
+    investigation_referred_at: datetime | None
+    acknowledged_at: datetime | None
+    outcome: str | None
+    outcome_at: datetime | None
+    last_feedback_at: datetime | None
+    closed_at: datetime | None
+    closure_reason: str | None
+    reopened_at: datetime | None
+    version: int
+    action: Action | None
+    due_at: datetime | None
+    actions: tuple[PendingAction, ...]
+
+
+# ------------------------------------------------------------------------------- rules
+
+
+def _t(row: sqlite3.Row, column: str) -> datetime | None:
+    return parse_ts_or_none(row[column])
+
+
+def pending_actions(row: sqlite3.Row, deadlines: dict[str, timedelta]) -> list[PendingAction]:
+    """The pending actions of a case row under the policy's deadlines, most urgent first."""
+    if row["closed_at"] is not None:
+        return []
+    received = parse_ts(row["received_at"])
+    assessed = _t(row, "assessed_at")
+    reopened = _t(row, "reopened_at")
+    reassess_from = _t(row, "reassess_from")
+    last_feedback = _t(row, "last_feedback_at")
+
+    def feedback() -> PendingAction:
+        baseline = max(t for t in (received, last_feedback, reopened) if t is not None)
+        return PendingAction("give_feedback", baseline + deadlines["feedback_every"], baseline)
+
+    if row["duplicate_of"] is not None:
+        return [PendingAction("close", None, parse_ts(row["duplicate_at"]))]
+    if assessed is None or reassess_from is not None:
+        since = reassess_from or received
+        return _ordered(
+            [PendingAction("assess", since + deadlines["assess_within"], since), feedback()]
+        )
+    if row["category"] != "sea_allegation":
+        return [PendingAction("close", None, assessed)]
+
+    outcome_at = _t(row, "outcome_at")
+    if outcome_at is not None and last_feedback is not None:
+        told_after = max(t for t in (outcome_at, reopened) if t is not None)
+        if last_feedback >= told_after:
+            return [PendingAction("close", None, last_feedback)]
+
+    actions = [feedback()]
+    if (
+        row["survivor_reachable"]
+        and row["consent_decided_at"] is None
+        and row["assistance_referred_at"] is None
+    ):
+        actions.append(
+            PendingAction(
+                "offer_assistance", assessed + deadlines["offer_assistance_within"], assessed
+            )
+        )
+    referred = _t(row, "investigation_referred_at")
+    if referred is None:
+        actions.append(
+            PendingAction(
+                "refer_for_investigation",
+                assessed + deadlines["refer_for_investigation_within"],
+                assessed,
+            )
+        )
+    elif row["acknowledged_at"] is None and outcome_at is None:
+        actions.append(
+            PendingAction(
+                "chase_acknowledgement", referred + deadlines["acknowledge_within"], referred
+            )
+        )
+    return _ordered(actions)
+
+
+def _ordered(actions: list[PendingAction]) -> list[PendingAction]:
+    return sorted(
+        actions,
+        key=lambda a: (a.due_at is None, a.due_at or a.since, _RANK[a.action]),
+    )
+
+
+# ------------------------------------------------------------------------------- projection
+
+
+class InboxProjection:
+    """Contract messages -> the focal-point inbox tables."""
+
+    name = "inbox"
+
+    def create_tables(self, db: sqlite3.Connection) -> None:
+        for statement in _SCHEMA:
+            db.execute(statement)
+        create_policy_table(db, POLICY_TABLE)
+
+    def drop_tables(self, db: sqlite3.Connection) -> None:
+        for table in _TABLES:
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None:
+        data = message.data
+        if isinstance(data, NetworkEstablishedV1 | NetworkPolicySetV1):
+            store_policy(db, POLICY_TABLE, data.policy)
+            self._recompute_open(db)
+            return
+        handler = _HANDLERS.get(type(data))
+        if handler is None:
+            return
+        when = ts(message.time)
+        if isinstance(data, CaseReceivedV1):
+            _received(db, data, when)
+        else:
+            case_id = str(data.case_id)
+            exists = db.execute(
+                "SELECT 1 FROM inbox_cases WHERE case_id = ?", (case_id,)
+            ).fetchone()
+            if exists is None:
+                log.warning("inbox: %s for unknown case %s ignored", message.type, case_id)
+                return
+            handler(db, data, when)
+            db.execute(
+                "UPDATE inbox_cases SET version = ? WHERE case_id = ?", (data.version, case_id)
+            )
+        self._recompute(db, str(data.case_id), load_deadlines(db, POLICY_TABLE))
+
+    def _recompute_open(self, db: sqlite3.Connection) -> None:
+        deadlines = load_deadlines(db, POLICY_TABLE)
+        open_ids = [
+            r[0] for r in db.execute("SELECT case_id FROM inbox_cases WHERE closed_at IS NULL")
+        ]
+        for case_id in open_ids:
+            self._recompute(db, case_id, deadlines)
+
+    @staticmethod
+    def _recompute(db: sqlite3.Connection, case_id: str, deadlines: dict[str, timedelta]) -> None:
+        row = db.execute("SELECT * FROM inbox_cases WHERE case_id = ?", (case_id,)).fetchone()
+        actions = pending_actions(row, deadlines)
+        db.execute("DELETE FROM inbox_actions WHERE case_id = ?", (case_id,))
+        db.executemany(
+            "INSERT INTO inbox_actions (case_id, action, due_at, since) VALUES (?, ?, ?, ?)",
+            [
+                (case_id, a.action, None if a.due_at is None else ts(a.due_at), ts(a.since))
+                for a in actions
+            ],
+        )
+        head = actions[0] if actions else None
+        db.execute(
+            "UPDATE inbox_cases SET next_action = ?, next_due_at = ?, next_since = ? "
+            "WHERE case_id = ?",
+            (
+                None if head is None else head.action,
+                None if head is None or head.due_at is None else ts(head.due_at),
+                None if head is None else ts(head.since),
+                case_id,
+            ),
+        )
+
+
+def _set(db: sqlite3.Connection, case_id: object, **values: object) -> None:
+    assignments = ", ".join(f"{column} = ?" for column in values)
+    db.execute(
+        f"UPDATE inbox_cases SET {assignments} WHERE case_id = ?",
+        (*values.values(), str(case_id)),
+    )
+
+
+def _received(db: sqlite3.Connection, data: CaseReceivedV1, when: str) -> None:
+    db.execute(
+        "INSERT OR REPLACE INTO inbox_cases (case_id, agency, received_at, recorded_at, channel,"
+        " immediate_safety_risk, survivor_reachable, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            str(data.case_id),
+            data.actor.agency,
+            ts(data.received_at),
+            when,
+            data.channel,
+            int(data.immediate_safety_risk),
+            int(data.complainant_role == "survivor" or data.has_survivor_details),
+            data.version,
+        ),
+    )
+
+
+def _assessed(db: sqlite3.Connection, data: CaseAssessedV1, when: str) -> None:
+    allegation = data.allegation
+    _set(
+        db,
+        data.case_id,
+        category=data.category,
+        assessed_at=when,
+        child_involved=int(allegation is not None and allegation.child_involved),
+        implicated_agency=None if allegation is None else allegation.implicated_agency,
+        reassess_from=None,
+    )
+
+
+def _focal_points(db: sqlite3.Connection, data: CaseFocalPointsAssignedV1, when: str) -> None:
+    case_id = str(data.case_id)
+    db.execute("DELETE FROM inbox_focal_points WHERE case_id = ?", (case_id,))
+    db.executemany(
+        "INSERT OR IGNORE INTO inbox_focal_points (case_id, user) VALUES (?, ?)",
+        [(case_id, user) for user in data.focal_points],
+    )
+
+
+def _transferred(db: sqlite3.Connection, data: CaseTransferredV1, when: str) -> None:
+    db.execute("DELETE FROM inbox_focal_points WHERE case_id = ?", (str(data.case_id),))
+    _set(db, data.case_id, agency=data.to_agency)
+
+
+def _consent(
+    db: sqlite3.Connection, data: CaseConsentGivenV1 | CaseConsentWithdrawnV1, when: str
+) -> None:
+    db.execute(
+        "UPDATE inbox_cases SET consent_decided_at = coalesce(consent_decided_at, ?) "
+        "WHERE case_id = ?",
+        (when, str(data.case_id)),
+    )
+
+
+def _assistance_referred(db: sqlite3.Connection, data: CaseAssistanceReferredV1, when: str) -> None:
+    db.execute(
+        "UPDATE inbox_cases SET assistance_referred_at = coalesce(assistance_referred_at, ?) "
+        "WHERE case_id = ?",
+        (when, str(data.case_id)),
+    )
+
+
+def _referred(db: sqlite3.Connection, data: CaseReferredForInvestigationV1, when: str) -> None:
+    _set(db, data.case_id, investigation_referred_at=when)
+
+
+def _acknowledged(db: sqlite3.Connection, data: CaseInvestigationAcknowledgedV1, when: str) -> None:
+    _set(db, data.case_id, acknowledged_at=when)
+
+
+def _outcome(db: sqlite3.Connection, data: CaseInvestigationOutcomeRecordedV1, when: str) -> None:
+    # An outcome implies receipt, as in the domain.
+    db.execute(
+        "UPDATE inbox_cases SET outcome = ?, outcome_at = ?,"
+        " acknowledged_at = coalesce(acknowledged_at, ?) WHERE case_id = ?",
+        (data.outcome, when, when, str(data.case_id)),
+    )
+
+
+def _feedback(db: sqlite3.Connection, data: CaseFeedbackGivenV1, when: str) -> None:
+    _set(db, data.case_id, last_feedback_at=when)
+
+
+def _duplicate(db: sqlite3.Connection, data: CaseMarkedAsDuplicateV1, when: str) -> None:
+    _set(db, data.case_id, duplicate_of=str(data.original_case_id), duplicate_at=when)
+
+
+def _closed(db: sqlite3.Connection, data: CaseClosedV1, when: str) -> None:
+    _set(db, data.case_id, closed_at=when, closure_reason=data.reason)
+
+
+def _reopened(db: sqlite3.Connection, data: CaseReopenedV1, when: str) -> None:
+    # A case never referred for investigation can (and must) be assessed again; a referred
+    # one is locked, as in the domain.
+    db.execute(
+        "UPDATE inbox_cases SET closed_at = NULL, closure_reason = NULL, reopened_at = ?,"
+        " reassess_from = CASE WHEN investigation_referred_at IS NULL THEN ? END"
+        " WHERE case_id = ?",
+        (when, when, str(data.case_id)),
+    )
+
+
+_HANDLERS: dict[type[Any], Any] = {
+    CaseReceivedV1: _received,
+    CaseAssessedV1: _assessed,
+    CaseFocalPointsAssignedV1: _focal_points,
+    CaseTransferredV1: _transferred,
+    CaseConsentGivenV1: _consent,
+    CaseConsentWithdrawnV1: _consent,
+    CaseAssistanceReferredV1: _assistance_referred,
+    CaseReferredForInvestigationV1: _referred,
+    CaseInvestigationAcknowledgedV1: _acknowledged,
+    CaseInvestigationOutcomeRecordedV1: _outcome,
+    CaseFeedbackGivenV1: _feedback,
+    CaseMarkedAsDuplicateV1: _duplicate,
+    CaseClosedV1: _closed,
+    CaseReopenedV1: _reopened,
+}
+
+
+# ------------------------------------------------------------------------------- queries
+
+
+def _actions_of(db: sqlite3.Connection, case_id: str) -> tuple[PendingAction, ...]:
+    rows = db.execute(
+        "SELECT action, due_at, since FROM inbox_actions WHERE case_id = ?", (case_id,)
+    ).fetchall()
+    return tuple(
+        _ordered(
+            [
+                PendingAction(r["action"], parse_ts_or_none(r["due_at"]), parse_ts(r["since"]))
+                for r in rows
+            ]
+        )
+    )
+
+
+def _focal_points_of(db: sqlite3.Connection, case_id: str) -> tuple[str, ...]:
+    rows = db.execute(
+        "SELECT user FROM inbox_focal_points WHERE case_id = ? ORDER BY user", (case_id,)
+    )
+    return tuple(r[0] for r in rows)
+
+
+def inbox(
+    db: sqlite3.Connection, agency: str, *, focal_point: str | None = None, now: datetime
+) -> list[InboxItem]:
+    """The open cases ``agency`` holds (assigned to ``focal_point`` when given): overdue
+    first, then by due time, then those whose action has no deadline, oldest first."""
+    if now.tzinfo is None:
+        raise ValueError("now must be zone-aware")
+    query = "SELECT c.* FROM inbox_cases c"
+    params: list[object] = []
+    if focal_point is not None:
+        query += " JOIN inbox_focal_points f ON f.case_id = c.case_id AND f.user = ?"
+        params.append(focal_point)
+    query += (
+        " WHERE c.agency = ? AND c.closed_at IS NULL AND c.next_action IS NOT NULL"
+        " ORDER BY c.next_due_at IS NULL, c.next_due_at, c.next_since, c.case_id"
+    )
+    params.append(agency)
+    items = []
+    for row in db.execute(query, params).fetchall():
+        actions = _actions_of(db, row["case_id"])
+        head = actions[0]
+        items.append(
+            InboxItem(
+                case_id=UUID(row["case_id"]),
+                agency=row["agency"],
+                focal_points=_focal_points_of(db, row["case_id"]),
+                action=head.action,
+                due_at=head.due_at,
+                overdue=head.is_overdue(now),
+                since=head.since,
+                actions=actions,
+                category=row["category"],
+                received_at=parse_ts(row["received_at"]),
+                immediate_safety_risk=bool(row["immediate_safety_risk"]),
+                child_involved=bool(row["child_involved"]),
+                reopened=row["reopened_at"] is not None,
+            )
+        )
+    return items
+
+
+def case_row(db: sqlite3.Connection, case_id: UUID | str) -> CaseRow | None:
+    """One case as the inbox knows it (``None`` if it has never been seen)."""
+    key = str(case_id)
+    row = db.execute("SELECT * FROM inbox_cases WHERE case_id = ?", (key,)).fetchone()
+    if row is None:
+        return None
+    actions = _actions_of(db, key)
+    return CaseRow(
+        case_id=UUID(key),
+        agency=row["agency"],
+        focal_points=_focal_points_of(db, key),
+        is_open=row["closed_at"] is None,
+        category=row["category"],
+        received_at=parse_ts(row["received_at"]),
+        assessed_at=_t(row, "assessed_at"),
+        investigation_referred_at=_t(row, "investigation_referred_at"),
+        acknowledged_at=_t(row, "acknowledged_at"),
+        outcome=row["outcome"],
+        outcome_at=_t(row, "outcome_at"),
+        last_feedback_at=_t(row, "last_feedback_at"),
+        closed_at=_t(row, "closed_at"),
+        closure_reason=row["closure_reason"],
+        reopened_at=_t(row, "reopened_at"),
+        version=row["version"],
+        action=actions[0].action if actions else None,
+        due_at=actions[0].due_at if actions else None,
+        actions=actions,
+    )

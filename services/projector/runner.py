@@ -1,0 +1,495 @@
+"""Run a projection from the ``CBCM_EVENTS`` stream into its SQLite read model (ADR 3).
+
+Live (``run_projector``): a durable pull consumer ``cbcm-<name>`` (filter ``cbcm.v1.evt.>``,
+explicit ack). Each fetched batch is decoded, applied in ONE SQLite transaction together
+with the new position, committed, and only then acked. A message at or below the recorded
+position is a redelivery: acked and skipped. A message beyond recorded + 1 is a gap: the
+projector stops with ``PositionGap`` rather than silently skip an event. A message whose
+type this version of the contracts does not know stops it too (``ProjectorError``):
+upgrade the projector before the publisher.
+
+The durable consumer is created with "deliver all" on a fresh read model. When the
+projector starts again it checks the consumer: if a killed run left messages delivered but
+unacknowledged (JetStream would hold them back until ``ack_wait`` and deliver later ones
+first, which would look like a gap), or the consumer does not stand where the read model
+does, it is re-created to start right after the recorded position. The read model's
+position is the truth; the consumer's state is only a cursor.
+
+When NATS is down, or the stream does not exist yet (the relay creates it), the projector
+logs and retries with a bounded back-off until ``stop`` is set.
+
+Rebuild (``rebuild``): drop the tables, replay the whole stream with an ephemeral ordered
+consumer up to the stream's last message at the start, committing batch by batch with the
+position (so an interrupted rebuild leaves a consistent prefix the live projector can
+continue). Stop the live projector of that read model while rebuilding.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import sqlite3
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts.catalogue import UnknownMessageType, decode_message
+from contracts.envelope import CloudEvent
+from contracts.subjects import EVENT_SUBJECTS, STREAM
+from projections.base import (
+    Projection,
+    create_position_table,
+    drop_position_table,
+    get_position,
+    open_read_model,
+    set_position,
+)
+
+log = structlog.get_logger(__name__)
+
+ACK_WAIT = 30.0
+"""Seconds JetStream waits for an ack before redelivering. A batch is applied in
+milliseconds; a redelivery is harmless anyway (skipped by position)."""
+FETCH_TIMEOUT = 1.0
+"""Longest wait for a batch; also how soon the runner notices ``stop``."""
+MAX_BACKOFF = 5.0
+
+OnCommit = Callable[[sqlite3.Connection, int], Awaitable[None] | None]
+
+
+class ProjectorError(RuntimeError):
+    """The projector cannot go on without someone looking (never retried)."""
+
+
+class PositionGap(ProjectorError):
+    """A message came beyond the next expected position: an event would be skipped."""
+
+
+def durable_name(projection: Projection) -> str:
+    return f"cbcm-{projection.name}"
+
+
+def read_model_path(data_dir: Path, name: str) -> Path:
+    """``<data dir>/read_models/<name>.sqlite3`` (ADR 3)."""
+    return data_dir / "read_models" / f"{name}.sqlite3"
+
+
+def read_position(db_path: Path) -> int:
+    """The position a read model file has applied (0 if it does not exist yet)."""
+    if not db_path.exists():
+        return 0
+    db = open_read_model(db_path, readonly=True)
+    try:
+        return get_position(db)
+    finally:
+        db.close()
+
+
+def open_projection(projection: Projection, db_path: Path) -> sqlite3.Connection:
+    """Open the read model and make sure its tables and position row exist."""
+    db = open_read_model(db_path)
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        projection.create_tables(db)
+        create_position_table(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        db.close()
+        raise
+    return db
+
+
+def reset_projection(projection: Projection, db: sqlite3.Connection) -> None:
+    """Drop and re-create the read model's tables, position 0, in one transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        projection.drop_tables(db)
+        drop_position_table(db)
+        projection.create_tables(db)
+        create_position_table(db)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+# ------------------------------------------------------------------------------- batches
+
+
+@dataclass(frozen=True)
+class Applied:
+    """What one batch did: messages applied, redeliveries skipped, the position after, and
+    where a gap stopped it (``gap``: the index of the first message not taken, and why)."""
+
+    applied: int
+    skipped: int
+    position: int
+    gap: tuple[int, str] | None = None
+
+    @property
+    def taken(self) -> int:
+        """How many messages of the batch were applied or skipped (may be acked)."""
+        return self.applied + self.skipped
+
+
+def decode(raw: bytes, stream_seq: int | None = None) -> tuple[int, CloudEvent[Any]]:
+    """A stream message's position and contract message, or ``ProjectorError``."""
+    try:
+        message = decode_message(raw)
+    except UnknownMessageType as exc:
+        raise ProjectorError(
+            f"stream sequence {stream_seq}: {exc}; upgrade the projector's contracts"
+        ) from exc
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ProjectorError(f"stream sequence {stream_seq}: undecodable message: {exc}") from exc
+    if not isinstance(message.position, int):
+        raise ProjectorError(f"stream sequence {stream_seq}: message {message.id} has no position")
+    return message.position, message
+
+
+def apply_batch(
+    projection: Projection,
+    db: sqlite3.Connection,
+    messages: list[tuple[int, CloudEvent[Any]]],
+) -> Applied:
+    """Apply ``messages`` (position, message) in one transaction with the new position.
+
+    Messages at or below the recorded position are skipped. At a message beyond the next
+    expected position (a gap) it stops: what came before is committed, and ``gap`` says
+    where and why (the caller raises ``PositionGap``). If ``apply`` raises, nothing of the
+    batch is kept.
+    """
+    db.execute("BEGIN IMMEDIATE")
+    gap: tuple[int, str] | None = None
+    try:
+        position = get_position(db)
+        applied = skipped = 0
+        for index, (at, message) in enumerate(messages):
+            if at <= position:
+                skipped += 1
+                continue
+            if at != position + 1:
+                gap = (
+                    index,
+                    f"read model {projection.name} is at position {position} and received "
+                    f"position {at}: the positions between are missing from the stream",
+                )
+                break
+            projection.apply(db, message)
+            position = at
+            applied += 1
+        if applied:
+            set_position(db, position)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return Applied(applied, skipped, position, gap)
+
+
+# ------------------------------------------------------------------------------- NATS
+
+
+class _Position(msgspec.Struct):
+    position: int | None = None
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def _quiet_error(exc: Exception) -> None:
+    log.debug("nats.client_error", error=type(exc).__name__)
+
+
+async def _connect(url: str, *, reconnect: bool = True) -> NatsClient:
+    return await nats.connect(
+        url,
+        allow_reconnect=reconnect,
+        max_reconnect_attempts=-1 if reconnect else 0,
+        reconnect_time_wait=0.5,
+        connect_timeout=2,
+        error_cb=_quiet_error,
+    )
+
+
+async def _position_at(js: JetStreamContext, seq: int) -> int | None:
+    """The position of the stream message at sequence ``seq`` (``None`` if unknown)."""
+    if seq <= 0:
+        return 0
+    try:
+        raw = await js.get_msg(STREAM, seq=seq)
+        return msgspec.json.decode(raw.data or b"{}", type=_Position).position
+    except (nats.js.errors.NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
+        return None
+
+
+async def _start_sequence(js: JetStreamContext, recorded: int) -> int:
+    """The stream sequence of the first message after position ``recorded``.
+
+    The stream holds every event in position order, so message ``recorded`` is normally
+    at sequence ``recorded``; when it is not (events published again after the duplicate
+    window), start from the beginning and let positions skip what is applied.
+    """
+    if recorded == 0 or await _position_at(js, recorded) == recorded:
+        return recorded + 1
+    log.warning("projector.start_from_first", recorded=recorded)
+    return 1
+
+
+def consumer_config(name: str, start_seq: int, max_ack_pending: int) -> ConsumerConfig:
+    by_sequence = start_seq > 1
+    return ConsumerConfig(
+        durable_name=name,
+        description="cbcm read model projector",
+        filter_subject=EVENT_SUBJECTS,
+        deliver_policy=DeliverPolicy.BY_START_SEQUENCE if by_sequence else DeliverPolicy.ALL,
+        opt_start_seq=start_seq if by_sequence else None,
+        ack_policy=AckPolicy.EXPLICIT,
+        ack_wait=ACK_WAIT,
+        max_deliver=-1,
+        max_ack_pending=max_ack_pending,
+    )
+
+
+async def _ensure_consumer(
+    js: JetStreamContext, name: str, recorded: int, max_ack_pending: int
+) -> None:
+    """Reuse the durable consumer if nothing is pending on it and its cursor stands at the
+    read model's position; otherwise (re-)create it to start right after that position."""
+    try:
+        info = await js.consumer_info(STREAM, name)
+    except nats.js.errors.NotFoundError:
+        info = None
+    if info is not None:
+        delivered = (info.delivered.stream_seq if info.delivered else 0) or 0
+        fits = (
+            info.num_ack_pending == 0
+            and info.config.filter_subject == EVENT_SUBJECTS
+            and info.config.ack_policy == AckPolicy.EXPLICIT
+            and await _position_at(js, delivered) == recorded
+        )
+        if fits:
+            log.info("projector.consumer_reused", consumer=name, delivered=delivered)
+            return
+        await js.delete_consumer(STREAM, name)
+        log.info(
+            "projector.consumer_reset",
+            consumer=name,
+            delivered=delivered,
+            ack_pending=info.num_ack_pending,
+            position=recorded,
+        )
+    start_seq = await _start_sequence(js, recorded)
+    await js.add_consumer(STREAM, consumer_config(name, start_seq, max_ack_pending))
+
+
+async def _call(hook: OnCommit, db: sqlite3.Connection, position: int) -> None:
+    result = hook(db, position)
+    if inspect.isawaitable(result):
+        await result
+
+
+async def _consume(
+    projection: Projection,
+    db: sqlite3.Connection,
+    nc: NatsClient,
+    stop: asyncio.Event,
+    *,
+    batch: int,
+    on_commit: OnCommit | None,
+) -> None:
+    js = nc.jetstream()
+    name = durable_name(projection)
+    recorded = await asyncio.to_thread(get_position, db)
+    await _ensure_consumer(js, name, recorded, max_ack_pending=batch * 4)
+    sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
+    log.info("projector.consuming", projection=projection.name, position=recorded)
+    try:
+        while not stop.is_set():
+            try:
+                msgs = await sub.fetch(batch, timeout=FETCH_TIMEOUT)
+            except nats.errors.TimeoutError:
+                continue
+            await _handle(projection, db, msgs, on_commit)
+    finally:
+        await sub.unsubscribe()
+
+
+async def _in_thread(apply: Callable[..., Applied], *args: Any) -> Applied:
+    """Run a batch in a worker thread. If the task is cancelled meanwhile, let the thread
+    finish (commit or roll back) before the cancellation goes on, so the connection is
+    never closed under a running transaction."""
+    running = asyncio.ensure_future(asyncio.to_thread(apply, *args))
+    try:
+        return await asyncio.shield(running)
+    except asyncio.CancelledError:
+        with contextlib.suppress(Exception):
+            await running
+        raise
+
+
+async def _nak(msgs: list[Msg]) -> None:
+    """Hand messages back at once, so a restarted projector is not held up by ack_wait."""
+    for m in msgs:
+        try:
+            await m.nak()
+        except Exception:  # noqa: S112 - best effort; the caller's error matters
+            continue
+
+
+async def _handle(
+    projection: Projection,
+    db: sqlite3.Connection,
+    msgs: list[Msg],
+    on_commit: OnCommit | None,
+) -> None:
+    try:
+        decoded = [decode(m.data, m.metadata.sequence.stream) for m in msgs]
+        done = await _in_thread(apply_batch, projection, db, decoded)
+    except BaseException:
+        await _nak(msgs)
+        raise
+    for m in msgs[: done.taken]:
+        await m.ack()
+    log.info(
+        "projector.batch",
+        projection=projection.name,
+        applied=done.applied,
+        skipped=done.skipped,
+        position=done.position,
+    )
+    if done.applied and on_commit is not None:
+        await _call(on_commit, db, done.position)
+    if done.gap is not None:
+        await _nak(msgs[done.taken :])
+        log.error("projector.gap", projection=projection.name, position=done.position)
+        raise PositionGap(done.gap[1])
+
+
+_RETRIED = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    OSError,
+    TimeoutError,
+)
+
+
+async def run_projector(
+    projection: Projection,
+    db_path: Path,
+    nats_url: str,
+    stop: asyncio.Event,
+    *,
+    batch: int = 256,
+    on_commit: OnCommit | None = None,
+) -> None:
+    """Keep ``projection``'s read model at ``db_path`` up to date until ``stop`` is set.
+
+    ``on_commit(db, position)`` (plain or async) runs after each committed batch that
+    applied something. Raises ``ProjectorError`` (``PositionGap``) when it cannot go on;
+    waits and retries while NATS or the stream is unavailable.
+    """
+    db = open_projection(projection, db_path)
+    backoff = 0.2
+    log.info("projector.started", projection=projection.name, position=get_position(db))
+    try:
+        while not stop.is_set():
+            nc: NatsClient | None = None
+            try:
+                nc = await _connect(nats_url)
+                await _consume(projection, db, nc, stop, batch=batch, on_commit=on_commit)
+                backoff = 0.2
+            except _RETRIED as exc:
+                log.warning(
+                    "projector.nats_unavailable",
+                    projection=projection.name,
+                    error=type(exc).__name__,
+                    retry_in=backoff,
+                )
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            finally:
+                if nc is not None:
+                    try:
+                        await nc.close()
+                    except Exception:  # closing a broken connection
+                        log.debug("nats.close_failed")
+    finally:
+        log.info("projector.stopped", projection=projection.name, position=get_position(db))
+        db.close()
+
+
+# ------------------------------------------------------------------------------- rebuild
+
+Progress = Callable[[int, int], None]
+"""``progress(done, total)``: messages replayed so far, and how many to replay."""
+
+
+async def rebuild(
+    projection: Projection,
+    db_path: Path,
+    nats_url: str,
+    progress: Progress | None = None,
+    *,
+    batch: int = 512,
+) -> int:
+    """Drop the read model's tables and replay the whole stream (up to its last message when
+    the rebuild starts) with an ephemeral ordered consumer. Returns the last position."""
+    db = open_projection(projection, db_path)
+    nc = await _connect(nats_url, reconnect=False)
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(STREAM)).state
+        first, last = state.first_seq, state.last_seq
+        total = last - first + 1 if last >= first and last > 0 else 0
+        await asyncio.to_thread(reset_projection, projection, db)
+        log.info("projector.rebuild_started", projection=projection.name, messages=total)
+        if progress is not None:
+            progress(0, total)
+        if total == 0:
+            return 0
+        sub = await js.subscribe(
+            EVENT_SUBJECTS,
+            stream=STREAM,
+            ordered_consumer=True,
+            deliver_policy=DeliverPolicy.ALL,
+        )
+        done = 0
+        position = 0
+        try:
+            seq = 0
+            while seq < last:
+                pending: list[tuple[int, CloudEvent[Any]]] = []
+                while seq < last and len(pending) < batch:
+                    msg = await sub.next_msg(timeout=10)
+                    seq = msg.metadata.sequence.stream
+                    pending.append(decode(msg.data, seq))
+                applied = await _in_thread(apply_batch, projection, db, pending)
+                position = applied.position
+                if applied.gap is not None:
+                    raise PositionGap(applied.gap[1])
+                done += len(pending)
+                if progress is not None:
+                    progress(done, total)
+        finally:
+            await sub.unsubscribe()
+        log.info("projector.rebuilt", projection=projection.name, position=position)
+        return position
+    finally:
+        await nc.close()
+        db.close()

@@ -1,0 +1,345 @@
+"""The projector against a real nats-server: catch up, survive a kill, equal a rebuild.
+
+The events come from a real demo run through the application (SQLite store), translated as
+the relay does (``to_cloud_event`` with position = notification id) and published on
+``event_subject(...)`` with ``Nats-Msg-Id``. The stream is created here with ADR 3's config.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from uuid import UUID
+
+import nats
+import pytest
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+
+from contracts.assistance_referral import AssistanceReferralMadeV1
+from contracts.case import CaseReceivedV1, CaseTransferredV1
+from contracts.envelope import CloudEvent, parse_message_type
+from contracts.feedback import FeedbackReceivedV1
+from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
+from projections.assistance import AssistanceProjection, gaps, tracker
+from projections.base import Projection, open_read_model
+from projections.inbox import InboxProjection, inbox
+from services.bootstrap import complaint_mechanism
+from services.demo import AGENCIES, build_demo_network, walk_cases
+from services.nats_server import EmbeddedNats, free_port
+from services.projector.runner import (
+    PositionGap,
+    durable_name,
+    read_position,
+    rebuild,
+    run_projector,
+)
+from services.relay.translation import encode, to_cloud_event
+from services.settings import Settings
+
+START = datetime(2025, 9, 1, tzinfo=UTC)
+CASES = 150
+DEADLINE = 20.0
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    subject: str
+    msg_id: str
+    payload: bytes
+    position: int
+
+
+def _route(messages: list[CloudEvent[Any]]) -> list[Outgoing]:
+    """Subjects as ADR 3 fixes them: the agency holding the case after the event."""
+    custodian: dict[UUID, str] = {}
+    referral_case: dict[UUID, UUID] = {}
+    concerned: dict[UUID, str] = {}
+    out = []
+    for m in messages:
+        data = m.data
+        kind = parse_message_type(m.type)
+        if isinstance(data, CaseReceivedV1):
+            custodian[data.case_id] = data.actor.agency
+        elif isinstance(data, CaseTransferredV1):
+            custodian[data.case_id] = data.to_agency
+        elif isinstance(data, AssistanceReferralMadeV1):
+            referral_case[data.referral_id] = data.case_id
+        elif isinstance(data, FeedbackReceivedV1):
+            concerned[data.feedback_id] = data.concerned_agency
+        if kind.aggregate == "case":
+            agency = custodian[data.case_id]
+        elif kind.aggregate == "assistance_referral":
+            agency = custodian[referral_case[data.referral_id]]
+        elif kind.aggregate == "feedback":
+            agency = concerned[data.feedback_id]
+        else:
+            agency = "network"
+        assert isinstance(m.position, int)
+        out.append(
+            Outgoing(
+                event_subject(agency, kind.aggregate, kind.event),
+                f"teststore:{m.position}",
+                encode(m),
+                m.position,
+            )
+        )
+    return out
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> list[Outgoing]:
+    """~2,000 translated events of a demo run, in position order."""
+    tmp = tmp_path_factory.mktemp("demo-store")
+    app = complaint_mechanism(
+        Settings(data_dir=tmp, event_store=f"sqlite:///{tmp / 'events.sqlite3'}")
+    )
+    try:
+        build_demo_network(app, START)
+        walk_cases(app, CASES, random.Random(3), START + timedelta(hours=1))
+        messages = []
+        start = 1
+        while True:
+            batch = app.recorder.select_notifications(start, 500)
+            if not batch:
+                break
+            for n in batch:
+                event = app.mapper.to_domain_event(n)
+                messages.append(to_cloud_event(event, source="urn:cbcm:test", position=n.id))
+            start = batch[-1].id + 1
+    finally:
+        app.close()
+    assert len(messages) >= 1500
+    return _route(messages)
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[EmbeddedNats]:
+    with EmbeddedNats(tmp_path / "nats") as running:
+        yield running
+
+
+def stream_config() -> StreamConfig:
+    return StreamConfig(
+        name=STREAM,
+        subjects=[EVENT_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        num_replicas=1,
+        duplicate_window=120.0,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+async def publish(url: str, items: list[Outgoing], *, gapless: bool = True) -> None:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(stream_config())
+        for item in items:
+            ack = await js.publish(
+                item.subject, item.payload, stream=STREAM, headers={"Nats-Msg-Id": item.msg_id}
+            )
+            # The stream holds every event in position order: sequence = position.
+            assert not gapless or ack.duplicate or ack.seq == item.position
+    finally:
+        await nc.close()
+
+
+class Watcher:
+    """``on_commit`` hook that lets a test wait for a position without sleeping blindly."""
+
+    def __init__(self) -> None:
+        self.position = 0
+        self.commits = 0
+        self.changed = asyncio.Event()
+
+    def __call__(self, db: sqlite3.Connection, position: int) -> None:
+        self.position = position
+        self.commits += 1
+        self.changed.set()
+
+    async def until(self, position: int, task: asyncio.Task[None] | None = None) -> None:
+        async with asyncio.timeout(DEADLINE):
+            while self.position < position:
+                self.changed.clear()
+                waiters = [asyncio.ensure_future(self.changed.wait())]
+                if task is not None:
+                    waiters.append(task)  # type: ignore[arg-type]
+                await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                if task is not None and task.done():
+                    task.result()  # raises the projector's error
+                    raise AssertionError("the projector stopped before the position")
+                waiters[0].cancel()
+
+
+def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
+    db = open_read_model(path, readonly=True)
+    try:
+        tables = [
+            r[0]
+            for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        ]
+        return {t: sorted(tuple(r) for r in db.execute(f"SELECT * FROM {t}")) for t in tables}
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize("projection", [InboxProjection(), AssistanceProjection()])
+async def test_a_projector_killed_mid_run_resumes_and_equals_a_rebuild(
+    projection: Projection, published: list[Outgoing], server: EmbeddedNats, tmp_path: Path
+) -> None:
+    last = published[-1].position
+    half = len(published) // 2
+    await publish(server.url, published[:half])
+    live = tmp_path / "live.sqlite3"
+
+    # First run: small batches, cancelled (as a kill) in the middle of the catch-up.
+    watcher = Watcher()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projector(projection, live, server.url, stop, batch=40, on_commit=watcher)
+    )
+    await watcher.until(half // 3, task)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    killed_at = read_position(live)
+    assert 0 < killed_at < last
+
+    # The rest of the stream arrives while it is down; a second run catches up.
+    await publish(server.url, published[half:])
+    watcher = Watcher()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projector(projection, live, server.url, stop, batch=64, on_commit=watcher)
+    )
+    await watcher.until(last, task)
+    stop.set()
+    await asyncio.wait_for(task, DEADLINE)
+    assert read_position(live) == last
+
+    fresh = tmp_path / "rebuilt.sqlite3"
+    seen: list[tuple[int, int]] = []
+    assert await rebuild(projection, fresh, server.url, lambda d, t: seen.append((d, t))) == last
+    assert seen[-1] == (len(published), len(published))
+    assert dump(live) == dump(fresh)
+
+    # Rebuilding the live file in place gives the same again.
+    assert await rebuild(projection, live, server.url) == last
+    assert dump(live) == dump(fresh)
+
+
+async def test_events_delivered_again_are_not_applied_twice(
+    published: list[Outgoing], server: EmbeddedNats, tmp_path: Path
+) -> None:
+    """A relay that crashed after publishing and came back after the duplicate window
+    publishes events again under new stream sequences: the projector skips them."""
+    await publish(server.url, published[:300])
+    live = tmp_path / "inbox.sqlite3"
+    watcher = Watcher()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projector(InboxProjection(), live, server.url, stop, batch=32, on_commit=watcher)
+    )
+    await watcher.until(300, task)
+    again = [replace(o, msg_id=f"{o.msg_id}:again") for o in published[250:300]]
+    await publish(server.url, again + published[300:400], gapless=False)
+    await watcher.until(400, task)
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        async with asyncio.timeout(DEADLINE):  # every copy is acked, none is pending
+            while True:
+                info = await js.consumer_info(STREAM, durable_name(InboxProjection()))
+                if info.ack_floor.stream_seq >= 450:
+                    break
+                await asyncio.sleep(0.02)
+    finally:
+        await nc.close()
+    stop.set()
+    await asyncio.wait_for(task, DEADLINE)
+    assert read_position(live) == 400
+
+    fresh = tmp_path / "rebuilt.sqlite3"
+    assert await rebuild(InboxProjection(), fresh, server.url) == 400
+    assert dump(live) == dump(fresh)
+
+    # Restarting on a stream whose sequences no longer match positions still resumes.
+    await publish(server.url, published[400:450], gapless=False)
+    watcher = Watcher()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projector(InboxProjection(), live, server.url, stop, on_commit=watcher)
+    )
+    await watcher.until(450, task)
+    stop.set()
+    await asyncio.wait_for(task, DEADLINE)
+    assert await rebuild(InboxProjection(), fresh, server.url) == 450
+    assert dump(live) == dump(fresh)
+
+
+async def test_a_gap_in_positions_stops_the_projector(
+    published: list[Outgoing], server: EmbeddedNats, tmp_path: Path
+) -> None:
+    # Position 3 never reaches the stream.
+    await publish(server.url, [published[0], published[1], published[3]], gapless=False)
+    stop = asyncio.Event()
+    with pytest.raises(PositionGap, match="position 2 and received position 4"):
+        await asyncio.wait_for(
+            run_projector(InboxProjection(), tmp_path / "inbox.sqlite3", server.url, stop),
+            DEADLINE,
+        )
+    assert read_position(tmp_path / "inbox.sqlite3") == 2
+
+
+async def test_the_projector_waits_for_nats_and_the_stream(
+    published: list[Outgoing], tmp_path: Path
+) -> None:
+    port = free_port()
+    url = f"nats://127.0.0.1:{port}"
+    watcher = Watcher()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projector(AssistanceProjection(), tmp_path / "a.sqlite3", url, stop, on_commit=watcher)
+    )
+    await asyncio.sleep(0.3)  # let it fail to connect a few times
+    assert not task.done()
+    with EmbeddedNats(tmp_path / "nats", port=port) as running:
+        await publish(running.url, published[:200])
+        await watcher.until(200, task)
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE)
+    assert read_position(tmp_path / "a.sqlite3") == 200
+
+
+def test_the_read_models_answer_for_the_demo(published: list[Outgoing], tmp_path: Path) -> None:
+    """Applied straight from the translated messages: what focal points and coordinators see."""
+    from contracts.catalogue import decode_message  # noqa: PLC0415
+    from services.projector.runner import apply_batch, open_projection  # noqa: PLC0415
+
+    messages = [(o.position, decode_message(o.payload)) for o in published]
+    inbox_db = open_projection(InboxProjection(), tmp_path / "inbox.sqlite3")
+    assistance_db = open_projection(AssistanceProjection(), tmp_path / "assistance.sqlite3")
+    apply_batch(InboxProjection(), inbox_db, messages)
+    apply_batch(AssistanceProjection(), assistance_db, messages)
+    now = max(m.time for _, m in messages)
+
+    items = [i for a in AGENCIES for i in inbox(inbox_db, a.code, now=now)]
+    assert items  # some cases are left open by the demo
+    for a in AGENCIES:
+        listed = inbox(inbox_db, a.code, now=now)
+        overdue = [i.overdue for i in listed]
+        assert overdue == sorted(overdue, reverse=True)  # overdue first
+    cases = {m.data.case_id for _, m in messages if isinstance(m.data, CaseReceivedV1)}
+    views = [tracker(assistance_db, c, now=now) for c in cases]
+    assert all(v is not None for v in views)
+    assert any(v.referrals for v in views if v is not None)
+    assert all(g.kind in ("no_provider", "not_accepted") for g in gaps(assistance_db, now=now))
