@@ -3,8 +3,11 @@
 Live (``run_projector``): a durable pull consumer ``cbcm-<name>`` (filter ``cbcm.v1.evt.>``,
 explicit ack). Each fetched batch is decoded, applied in ONE SQLite transaction together
 with the new position, committed, and only then acked. A message at or below the recorded
-position is a redelivery: acked and skipped. A message beyond recorded + 1 is a gap: the
-projector stops with ``PositionGap`` rather than silently skip an event. A message whose
+position is a redelivery: acked and skipped. A message beyond recorded + 1 is a gap: what
+came before it is committed, the consumer is re-created once to start right after the
+position (a message whose ack was lost comes back only after ``ack_wait``, so later ones can
+overtake it), and if the gap persists the projector stops with ``PositionGap`` rather than
+silently skip an event. A message whose
 type this version of the contracts does not know stops it too (``ProjectorError``):
 upgrade the projector before the publisher.
 
@@ -267,10 +270,11 @@ def consumer_config(name: str, start_seq: int, max_ack_pending: int) -> Consumer
 
 
 async def _ensure_consumer(
-    js: JetStreamContext, name: str, recorded: int, max_ack_pending: int
+    js: JetStreamContext, name: str, recorded: int, max_ack_pending: int, *, force: bool = False
 ) -> None:
     """Reuse the durable consumer if nothing is pending on it and its cursor stands at the
-    read model's position; otherwise (re-)create it to start right after that position."""
+    read model's position (unless ``force``); otherwise (re-)create it to start right after
+    that position."""
     try:
         info = await js.consumer_info(STREAM, name)
     except nats.js.errors.NotFoundError:
@@ -278,7 +282,8 @@ async def _ensure_consumer(
     if info is not None:
         delivered = (info.delivered.stream_seq if info.delivered else 0) or 0
         fits = (
-            info.num_ack_pending == 0
+            not force
+            and info.num_ack_pending == 0
             and info.config.filter_subject == EVENT_SUBJECTS
             and info.config.ack_policy == AckPolicy.EXPLICIT
             and await _position_at(js, delivered) == recorded
@@ -315,19 +320,33 @@ async def _consume(
 ) -> None:
     js = nc.jetstream()
     name = durable_name(projection)
-    recorded = await asyncio.to_thread(get_position, db)
-    await _ensure_consumer(js, name, recorded, max_ack_pending=batch * 4)
-    sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
-    log.info("projector.consuming", projection=projection.name, position=recorded)
-    try:
-        while not stop.is_set():
-            try:
-                msgs = await sub.fetch(batch, timeout=FETCH_TIMEOUT)
-            except nats.errors.TimeoutError:
-                continue
-            await _handle(projection, db, msgs, on_commit)
-    finally:
-        await sub.unsubscribe()
+    reseeked = False
+    while not stop.is_set():
+        recorded = await asyncio.to_thread(get_position, db)
+        await _ensure_consumer(js, name, recorded, max_ack_pending=batch * 4, force=reseeked)
+        sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
+        log.info("projector.consuming", projection=projection.name, position=recorded)
+        try:
+            while not stop.is_set():
+                try:
+                    msgs = await sub.fetch(batch, timeout=FETCH_TIMEOUT)
+                except nats.errors.TimeoutError:
+                    continue
+                done = await _handle(projection, db, msgs, on_commit)
+                if done.gap is None:
+                    reseeked = reseeked and not done.applied
+                    continue
+                # Messages delivered but never acked (an ack lost while NATS restarted)
+                # come back only after ack_wait, so later ones can arrive first. Seek
+                # once, right after the recorded position; a gap that persists is real.
+                if reseeked:
+                    log.error("projector.gap", projection=projection.name, position=done.position)
+                    raise PositionGap(done.gap[1])
+                log.warning("projector.reseek", projection=projection.name, position=done.position)
+                reseeked = True
+                break
+        finally:
+            await sub.unsubscribe()
 
 
 async def _in_thread(apply: Callable[..., Applied], *args: Any) -> Applied:
@@ -357,7 +376,8 @@ async def _handle(
     db: sqlite3.Connection,
     msgs: list[Msg],
     on_commit: OnCommit | None,
-) -> None:
+) -> Applied:
+    """Apply, commit and ack one fetched batch; at a gap, hand back what was not taken."""
     try:
         decoded = [decode(m.data, m.metadata.sequence.stream) for m in msgs]
         done = await _in_thread(apply_batch, projection, db, decoded)
@@ -377,8 +397,7 @@ async def _handle(
         await _call(on_commit, db, done.position)
     if done.gap is not None:
         await _nak(msgs[done.taken :])
-        log.error("projector.gap", projection=projection.name, position=done.position)
-        raise PositionGap(done.gap[1])
+    return done
 
 
 _RETRIED = (

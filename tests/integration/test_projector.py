@@ -23,18 +23,21 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 
 from contracts.assistance_referral import AssistanceReferralMadeV1
 from contracts.case import CaseReceivedV1, CaseTransferredV1
+from contracts.catalogue import decode_message
 from contracts.envelope import CloudEvent, parse_message_type
 from contracts.feedback import FeedbackReceivedV1
 from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
 from projections.assistance import AssistanceProjection, gaps, tracker
 from projections.base import Projection, open_read_model
-from projections.inbox import InboxProjection, inbox
+from projections.inbox import InboxProjection, case_row, inbox
 from services.bootstrap import complaint_mechanism
 from services.demo import AGENCIES, build_demo_network, walk_cases
 from services.nats_server import EmbeddedNats, free_port
 from services.projector.runner import (
     PositionGap,
+    apply_batch,
     durable_name,
+    open_projection,
     read_position,
     rebuild,
     run_projector,
@@ -92,8 +95,19 @@ def _route(messages: list[CloudEvent[Any]]) -> list[Outgoing]:
     return out
 
 
+@dataclass(frozen=True)
+class DemoRun:
+    """The translated events of a demo run, and what the domain says at its end."""
+
+    outgoing: list[Outgoing]
+    custodian: dict[UUID, str]
+    closed: dict[UUID, bool]
+    focal_points: dict[UUID, tuple[str, ...]]
+    referral_status: dict[UUID, str]
+
+
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> list[Outgoing]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     """~2,000 translated events of a demo run, in position order."""
     tmp = tmp_path_factory.mktemp("demo-store")
     app = complaint_mechanism(
@@ -101,7 +115,7 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> list[Outgoing]:
     )
     try:
         build_demo_network(app, START)
-        walk_cases(app, CASES, random.Random(3), START + timedelta(hours=1))
+        walked = walk_cases(app, CASES, random.Random(3), START + timedelta(hours=1))
         messages = []
         start = 1
         while True:
@@ -112,10 +126,23 @@ def published(tmp_path_factory: pytest.TempPathFactory) -> list[Outgoing]:
                 event = app.mapper.to_domain_event(n)
                 messages.append(to_cloud_event(event, source="urn:cbcm:test", position=n.id))
             start = batch[-1].id + 1
+        cases = {case_id: app.get_case(case_id) for case_id in walked.cases}
+        run = DemoRun(
+            outgoing=_route(messages),
+            custodian={i: c.custodian for i, c in cases.items()},
+            closed={i: c.is_closed for i, c in cases.items()},
+            focal_points={i: tuple(sorted(c.focal_points)) for i, c in cases.items()},
+            referral_status={r: str(app.get_referral(r).status.value) for r in walked.referrals},
+        )
     finally:
         app.close()
     assert len(messages) >= 1500
-    return _route(messages)
+    return run
+
+
+@pytest.fixture(scope="module")
+def published(demo: DemoRun) -> list[Outgoing]:
+    return demo.outgoing
 
 
 @pytest.fixture
@@ -300,6 +327,35 @@ async def test_a_gap_in_positions_stops_the_projector(
     assert read_position(tmp_path / "inbox.sqlite3") == 2
 
 
+async def test_the_projector_rides_out_a_nats_restart(
+    published: list[Outgoing], tmp_path: Path
+) -> None:
+    store = tmp_path / "nats"
+    nats_server = EmbeddedNats(store).start()
+    try:
+        await publish(nats_server.url, published[:1000])
+        live = tmp_path / "inbox.sqlite3"
+        watcher = Watcher()
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_projector(
+                InboxProjection(), live, nats_server.url, stop, batch=10, on_commit=watcher
+            )
+        )
+        await watcher.until(200, task)
+        nats_server.stop()
+        assert watcher.position < 1000
+        nats_server = EmbeddedNats(store, port=nats_server.port).start()
+        await watcher.until(1000, task)
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE)
+        fresh = tmp_path / "rebuilt.sqlite3"
+        assert await rebuild(InboxProjection(), fresh, nats_server.url) == 1000
+        assert dump(live) == dump(fresh)
+    finally:
+        nats_server.stop()
+
+
 async def test_the_projector_waits_for_nats_and_the_stream(
     published: list[Outgoing], tmp_path: Path
 ) -> None:
@@ -320,26 +376,38 @@ async def test_the_projector_waits_for_nats_and_the_stream(
     assert read_position(tmp_path / "a.sqlite3") == 200
 
 
-def test_the_read_models_answer_for_the_demo(published: list[Outgoing], tmp_path: Path) -> None:
-    """Applied straight from the translated messages: what focal points and coordinators see."""
-    from contracts.catalogue import decode_message  # noqa: PLC0415
-    from services.projector.runner import apply_batch, open_projection  # noqa: PLC0415
-
-    messages = [(o.position, decode_message(o.payload)) for o in published]
+def test_the_read_models_agree_with_the_domain_at_the_end_of_the_demo(
+    demo: DemoRun, tmp_path: Path
+) -> None:
+    """Applied straight from the translated messages: custody, open or closed, focal points
+    and referral statuses are what the application's aggregates say."""
+    messages = [(o.position, decode_message(o.payload)) for o in demo.outgoing]
     inbox_db = open_projection(InboxProjection(), tmp_path / "inbox.sqlite3")
     assistance_db = open_projection(AssistanceProjection(), tmp_path / "assistance.sqlite3")
-    apply_batch(InboxProjection(), inbox_db, messages)
-    apply_batch(AssistanceProjection(), assistance_db, messages)
+    assert apply_batch(InboxProjection(), inbox_db, messages).position == messages[-1][0]
+    assert apply_batch(AssistanceProjection(), assistance_db, messages).position == messages[-1][0]
     now = max(m.time for _, m in messages)
 
-    items = [i for a in AGENCIES for i in inbox(inbox_db, a.code, now=now)]
-    assert items  # some cases are left open by the demo
+    for case_id, custodian in demo.custodian.items():
+        row = case_row(inbox_db, case_id)
+        assert row is not None
+        assert (row.agency, row.is_open, row.focal_points) == (
+            custodian,
+            not demo.closed[case_id],
+            demo.focal_points[case_id],
+        )
+        assert (row.action is None) == demo.closed[case_id]
+    listed = {i.case_id for a in AGENCIES for i in inbox(inbox_db, a.code, now=now)}
+    assert listed == {c for c, closed in demo.closed.items() if not closed}
     for a in AGENCIES:
-        listed = inbox(inbox_db, a.code, now=now)
-        overdue = [i.overdue for i in listed]
+        overdue = [i.overdue for i in inbox(inbox_db, a.code, now=now)]
         assert overdue == sorted(overdue, reverse=True)  # overdue first
-    cases = {m.data.case_id for _, m in messages if isinstance(m.data, CaseReceivedV1)}
-    views = [tracker(assistance_db, c, now=now) for c in cases]
-    assert all(v is not None for v in views)
-    assert any(v.referrals for v in views if v is not None)
+
+    statuses = {}
+    for case_id in demo.custodian:
+        view = tracker(assistance_db, case_id, now=now)
+        assert view is not None
+        statuses.update({r.referral_id: r.status for r in view.referrals})
+    assert statuses == demo.referral_status
+    assert statuses
     assert all(g.kind in ("no_provider", "not_accepted") for g in gaps(assistance_db, now=now))
