@@ -1,0 +1,587 @@
+"""The relay (ADR 3): the event store's notification log -> JetStream stream ``CBCM_EVENTS``.
+
+In position order: each stored event is translated into its contract message and published
+with ``Nats-Msg-Id: <store-id>:<position>``. Publishes are pipelined (a window of messages in
+flight) for throughput, and each carries ``Nats-Expected-Last-Sequence``, so JetStream itself
+refuses to store a message unless every one before it is stored: the stream's order is the
+store's order with no gaps. What fails is sent again, same message ids, so JetStream drops
+what had in fact been stored.
+
+The position is recorded in the event store's database (eventsourcing tracking table,
+application name ``cbcm-relay``) only after the acknowledgements of the events it covers, once
+per batch. A crash between the acknowledgement and the record re-publishes at most one batch
+on restart; JetStream's duplicate window and the consumers' positions absorb it.
+
+Following the log: on PostgreSQL through the library's LISTEN/NOTIFY subscription, on SQLite
+by polling. NATS being unreachable only pauses the relay: what it read stays in memory and is
+retried with backoff, its recorded position does not move, and it catches up when NATS is back.
+
+The event store library is synchronous: every call to it runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import re
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import psycopg
+import structlog
+from eventsourcing.persistence import (
+    Notification,
+    PersistenceError,
+    Tracking,
+    TrackingRecorder,
+)
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
+
+from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
+from services.bootstrap import complaint_mechanism
+from services.mechanism import ComplaintMechanism
+from services.relay.routing import Router
+from services.relay.translation import (
+    PUBLISHED_AGGREGATES,
+    encode,
+    published_event_classes,
+    to_cloud_event,
+)
+from services.settings import Settings
+
+log = structlog.get_logger()
+
+APPLICATION_NAME = "cbcm-relay"
+"""The relay's name in the event store's tracking table."""
+
+DUPLICATE_WINDOW = 120.0
+"""Seconds JetStream remembers message ids to drop re-published events."""
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+EXPECTED_LAST_SEQUENCE_HEADER = "Nats-Expected-Last-Sequence"
+PREVIOUS_POSITION_HEADER = "Cbcm-Previous-Position"
+"""The store position of the event published just before this one (0 for the first).
+
+PostgreSQL positions have holes (a write refused by a concurrent one still consumed its
+sequence number), so ``position == recorded + 1`` cannot tell a lost message from a hole in
+the store; ``previous == recorded`` can."""
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
+
+
+SUBJECT_TOKENS: dict[type[Any], tuple[str, str]] = {
+    event_class: (aggregate_name, _snake(event_class.__name__))
+    for aggregate, (aggregate_name, _) in PUBLISHED_AGGREGATES.items()
+    for event_class in published_event_classes(aggregate)
+}
+"""Domain event class -> (aggregate, event) tokens of its subject."""
+
+
+def store_id(first: Notification) -> str:
+    """ADR 3: 16 hex chars of SHA-256 over the first notification's originator id and topic.
+
+    Stable for the store's lifetime (the first event never changes) and different between
+    stores (the first event is a fresh random id), so message ids never collide across stores.
+    """
+    text = f"{first.originator_id}:{first.topic}".encode()
+    return hashlib.sha256(text).hexdigest()[:16]
+
+
+def stream_config(replicas: int = 1) -> StreamConfig:
+    """The ``CBCM_EVENTS`` stream as ADR 3 fixes it."""
+    return StreamConfig(
+        name=STREAM,
+        description="Every published cbcm domain event, in event store position order",
+        subjects=[EVENT_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW,
+        # The stream is the projections' source for rebuilds: nothing may be removed from it.
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> StreamInfo:
+    """Create the stream, or bring an existing one to the fixed configuration (idempotent)."""
+    wanted = stream_config(replicas)
+    try:
+        info = await js.stream_info(STREAM)
+    except nats.js.errors.NotFoundError:
+        info = await js.add_stream(wanted)
+        log.info("relay.stream_created", stream=STREAM, replicas=replicas)
+        return info
+    current = info.config
+    if (
+        current.subjects == wanted.subjects
+        and current.storage == wanted.storage
+        and current.num_replicas == wanted.num_replicas
+        and current.duplicate_window == wanted.duplicate_window
+        and current.deny_delete
+        and current.deny_purge
+    ):
+        return info
+    # deny_delete/deny_purge cannot be turned off by an update, only on: updating is safe.
+    info = await js.update_stream(wanted)
+    log.info("relay.stream_updated", stream=STREAM, replicas=replicas)
+    return info
+
+
+class StreamOfAnotherStore(RuntimeError):
+    """The stream's last message was not published from this event store: publishing after
+    it would mix two stores' positions. Not retried: an operator must look."""
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """One translated event, ready to publish."""
+
+    position: int
+    previous: int
+    """Position of the event before it in the store (see ``PREVIOUS_POSITION_HEADER``)."""
+    subject: str
+    payload: bytes
+
+
+class Relay:
+    """Publishes the store's events after the recorded position, in order, exactly once in
+    effect. One ``Relay`` per store must run at a time (it owns the ``cbcm-relay`` position).
+    """
+
+    def __init__(
+        self,
+        app: ComplaintMechanism,
+        js: JetStreamContext,
+        *,
+        tracking_name: str = APPLICATION_NAME,
+        batch_size: int = 500,
+        window: int = 500,
+        publish_timeout: float = 5.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self._app = app
+        self._js = js
+        self._tracking_name = tracking_name
+        self._batch_size = batch_size
+        self._window = window
+        self._publish_timeout = publish_timeout
+        self._max_backoff = max_backoff
+        self._router = Router(app)
+        self._tracking: TrackingRecorder | None = None
+        self._store_id: str | None = None
+        self._recorded: int | None = None
+        """Position stored in the tracking table (None until read)."""
+        self._acked = 0
+        """Last position JetStream acknowledged (may be ahead of ``_recorded``)."""
+        self._pending: list[Outgoing] = []
+        """Read and translated, not yet acknowledged: kept across failures so that the
+        router (fed in log order) never sees an event twice."""
+        self._read = 0
+        """Last position read from the log (translated into ``_pending`` or published)."""
+        self.failures = 0
+        """How many times following the log paused on a NATS or database failure (health)."""
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def router(self) -> Router:
+        return self._router
+
+    @property
+    def store_id(self) -> str | None:
+        """The store's id (None until the store holds an event)."""
+        return self._store_id
+
+    async def recorded_position(self) -> int:
+        """The position recorded in the tracking table (0: nothing published yet)."""
+        tracking = await self._tracking_recorder()
+        recorded = await asyncio.to_thread(tracking.max_tracking_id, self._tracking_name)
+        return recorded or 0
+
+    async def _tracking_recorder(self) -> TrackingRecorder:
+        if self._tracking is None:
+            # Creating it creates its table: a database call.
+            self._tracking = await asyncio.to_thread(self._app.factory.tracking_recorder)
+        return self._tracking
+
+    async def _start(self) -> None:
+        if self._recorded is None:
+            self._recorded = await self.recorded_position()
+            self._acked = self._read = self._recorded
+            log.info("relay.resuming", after_position=self._recorded)
+
+    async def _ensure_store_id(self) -> str | None:
+        if self._store_id is None:
+            first = await asyncio.to_thread(self._app.recorder.select_notifications, None, 1)
+            if first:
+                self._store_id = store_id(first[0])
+        return self._store_id
+
+    # ------------------------------------------------------------------ reading
+
+    def _translate(self, notifications: Sequence[Notification]) -> list[Outgoing]:
+        """Stored events -> messages (runs in a worker thread: it may read the store)."""
+        assert self._store_id is not None
+        source = f"urn:cbcm:store:{self._store_id}"
+        mapper = self._app.mapper
+        out: list[Outgoing] = []
+        previous = self._read
+        for notification in notifications:
+            event = mapper.to_domain_event(notification)
+            aggregate, name = SUBJECT_TOKENS[type(event)]
+            agency = self._router.agency_of(event, notification.id)
+            message = to_cloud_event(event, source=source, position=notification.id)
+            subject = event_subject(agency, aggregate, name)
+            out.append(Outgoing(notification.id, previous, subject, encode(message)))
+            previous = notification.id
+        return out
+
+    async def _accept(self, notifications: Sequence[Notification]) -> None:
+        """Translate notifications read after ``_read`` into ``_pending``."""
+        fresh = [n for n in notifications if n.id > self._read]
+        if not fresh:
+            return
+        await self._ensure_store_id()
+        self._pending.extend(await asyncio.to_thread(self._translate, fresh))
+        self._read = fresh[-1].id
+
+    async def _read_more(self) -> int:
+        notifications = await asyncio.to_thread(
+            self._app.recorder.select_notifications,
+            self._read,
+            self._batch_size,
+            inclusive_of_start=False,
+        )
+        await self._accept(notifications)
+        return len(notifications)
+
+    # ------------------------------------------------------------------ publishing
+
+    async def _flush(self) -> int:
+        """Publish ``_pending`` in order, then record the position. Raises on a NATS failure,
+        leaving what was not acknowledged in ``_pending``."""
+        published = 0
+        try:
+            while self._pending:
+                published += await self._publish_window()
+        finally:
+            await self._record()
+        return published
+
+    async def _stream_tail(self) -> tuple[int, int]:
+        """The stream's last sequence, and the store position of its last message (0: empty).
+
+        Thanks to the ordering guarantee, everything up to that position is in the stream.
+        """
+        info = await self._js.stream_info(STREAM)
+        last_seq = int(info.state.last_seq)
+        if not info.state.messages:
+            return last_seq, 0
+        raw = await self._js.get_msg(STREAM, last_seq)
+        msg_id = (raw.headers or {}).get(MSG_ID_HEADER, "")
+        owner, _, position = msg_id.partition(":")
+        if owner != self._store_id or not position.isdigit():
+            raise StreamOfAnotherStore(
+                f"the last message of {STREAM} (sequence {last_seq}) has Nats-Msg-Id "
+                f"{msg_id!r}, not one of this event store ({self._store_id}): the stream must "
+                "hold the events of one store only"
+            )
+        return last_seq, int(position)
+
+    async def _publish_window(self) -> int:
+        """Send up to ``window`` pending messages without waiting between them; how many
+        JetStream stored, from the first, in order.
+
+        Pipelining must not let the stream skip or reorder: every message carries
+        ``Nats-Expected-Last-Sequence`` = the stream's last sequence + its index in the window.
+        JetStream stores a message only if the stream ends exactly where expected, so a
+        message is stored only after every message before it in the window was (a lost or
+        refused one makes all that follow it fail, and they are sent again).
+
+        Before each window the stream's tail says up to which position it already holds this
+        store's events: those are not sent again (an acknowledgement lost in an outage, a
+        lost or rewound tracking position). JetStream checks the expected sequence before
+        the message id, so re-sending them would fail rather than be dropped as duplicates.
+        """
+        assert self._store_id is not None
+        last_seq, in_stream = await self._stream_tail()
+        skip = 0
+        while skip < len(self._pending) and self._pending[skip].position <= in_stream:
+            skip += 1
+        if skip:
+            self._acked = self._pending[skip - 1].position
+            del self._pending[:skip]
+            log.info("relay.already_in_stream", up_to_position=self._acked, skipped=skip)
+            return 0
+        window = self._pending[: self._window]
+        futures: list[asyncio.Future[Any]] = []
+        try:
+            for index, item in enumerate(window):
+                headers = {
+                    MSG_ID_HEADER: f"{self._store_id}:{item.position}",
+                    PREVIOUS_POSITION_HEADER: str(item.previous),
+                    EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + index),
+                }
+                futures.append(
+                    await self._js.publish_async(
+                        item.subject, item.payload, stream=STREAM, headers=headers
+                    )
+                )
+            await asyncio.wait(futures, timeout=self._publish_timeout)
+        finally:
+            for future in futures:
+                if not future.done():
+                    future.cancel()
+        acked = 0
+        failure: BaseException | None = None
+        for item, future in zip(window, futures, strict=False):
+            if future.cancelled():
+                failure = TimeoutError(f"no acknowledgement within {self._publish_timeout}s")
+                break
+            failure = future.exception()
+            if failure is not None:
+                break
+            acked += 1
+            self._acked = item.position
+        # Retrieve every outcome, so that none is logged as "exception never retrieved".
+        for future in futures[acked:]:
+            if future.done() and not future.cancelled():
+                future.exception()
+        del self._pending[:acked]
+        if failure is not None:
+            log.info(
+                "relay.window_cut",
+                acked=acked,
+                sent=len(futures),
+                error=type(failure).__name__,
+            )
+            if acked == 0:
+                # Not even the first: NATS is unreachable, or another writer appended to the
+                # stream since its tail was read. The caller backs off and tries again.
+                raise failure
+        return acked
+
+    async def _record(self) -> None:
+        assert self._recorded is not None
+        if self._acked <= self._recorded:
+            return
+        tracking = await self._tracking_recorder()
+        # Single-row tracking refuses a position that does not move forward: only advance.
+        await asyncio.to_thread(
+            tracking.insert_tracking, Tracking(self._tracking_name, self._acked)
+        )
+        self._recorded = self._acked
+
+    async def publish_pending(self) -> int:
+        """One pass: publish every event after the recorded position; how many were published.
+
+        Raises a NATS error if a publish fails (nothing after the failed event is sent, the
+        position covers only what was acknowledged; call again to resume).
+        """
+        await self._start()
+        published = await self._flush()
+        while await self._read_more():
+            published += await self._flush()
+        return published
+
+    # ------------------------------------------------------------------ following
+
+    async def run(self, stop: asyncio.Event, poll_interval: float = 0.1) -> None:
+        """Follow the log until ``stop`` is set; NATS or database failures pause and retry."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self._start()
+                if self._subscription_supported():
+                    await self._follow_subscription(stop)
+                else:
+                    await self._follow_polling(stop, poll_interval)
+                backoff = 0.1
+            except _RETRYABLE as e:
+                self.failures += 1
+                log.warning(
+                    "relay.paused",
+                    error=type(e).__name__,
+                    acked_position=self._acked,
+                    retry_in=round(backoff, 2),
+                )
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, self._max_backoff)
+            except Exception as e:
+                # Only the type: a traceback's locals could hold events' personal data.
+                log.error("relay.failed", error=type(e).__name__, acked_position=self._acked)
+                raise
+        with contextlib.suppress(*_RETRYABLE):
+            await self._record()
+        log.info("relay.stopped", recorded_position=self._recorded)
+
+    def _subscription_supported(self) -> bool:
+        # The SQLite recorder raises NotImplementedError from subscribe().
+        return type(self._app.recorder).__module__ == "eventsourcing.postgres"
+
+    async def _follow_polling(self, stop: asyncio.Event, poll_interval: float) -> None:
+        while not stop.is_set():
+            if await self.publish_pending() == 0:
+                await _wait(stop, poll_interval)
+
+    async def _follow_subscription(self, stop: asyncio.Event) -> None:
+        """Follow the log through the library's LISTEN/NOTIFY subscription.
+
+        The subscription's iterator blocks, so a thread drives it and hands notifications
+        over through a bounded queue (a NATS outage then holds the thread, not memory).
+        """
+        await self._flush()  # what a previous failure left unacknowledged goes first
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Notification | BaseException] = asyncio.Queue(
+            maxsize=self._batch_size * 4
+        )
+        subscription = await asyncio.to_thread(self._app.recorder.subscribe, self._read)
+        stopped = threading.Event()
+
+        def pump() -> None:
+            try:
+                with subscription:
+                    for notification in subscription:
+                        if not _put_from_thread(loop, queue, notification, stopped):
+                            return
+            except BaseException as e:  # handed to the loop, which decides
+                _put_from_thread(loop, queue, e, stopped)
+
+        thread = threading.Thread(target=pump, name="cbcm-relay-subscription", daemon=True)
+        thread.start()
+        stop_wait = asyncio.ensure_future(stop.wait())
+        try:
+            while not stop.is_set():
+                get = asyncio.ensure_future(queue.get())
+                await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+                if not get.done():
+                    get.cancel()
+                    break
+                batch: list[Notification] = []
+                item = get.result()
+                while True:
+                    if isinstance(item, BaseException):
+                        raise item
+                    batch.append(item)
+                    if len(batch) >= self._batch_size or queue.empty():
+                        break
+                    item = queue.get_nowait()
+                await self._accept(batch)
+                await self._flush()
+        finally:
+            stop_wait.cancel()
+            stopped.set()
+            subscription.stop()
+            await asyncio.to_thread(thread.join, 5.0)
+
+
+def _put_from_thread(
+    loop: asyncio.AbstractEventLoop,
+    queue: asyncio.Queue[Notification | BaseException],
+    item: Notification | BaseException,
+    stopped: threading.Event,
+) -> bool:
+    """Put ``item`` on the loop's queue, waiting while it is full; False once stopped."""
+    future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
+    while not stopped.is_set():
+        try:
+            future.result(timeout=0.2)
+            return True
+        except TimeoutError:
+            continue
+        except Exception:  # the loop is closing
+            return False
+    future.cancel()
+    return False
+
+
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    nats.errors.Error,  # includes timeouts, no responders, connection closed
+    nats.js.errors.Error,
+    TimeoutError,
+    OSError,
+    # The event store unreachable: the library's errors, and psycopg's own from the
+    # subscription's LISTEN connection, which the library does not translate.
+    PersistenceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+"""Failures that pause the relay (it retries with backoff) rather than stop it."""
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def nats_replicas(settings: Settings) -> int:
+    """``CBCM_NATS_REPLICAS`` (default 1): the stream's replica count."""
+    configured = getattr(settings, "nats_replicas", None)
+    if configured is not None:
+        return int(configured)
+    return int(os.environ.get("CBCM_NATS_REPLICAS", "1"))
+
+
+async def connect_nats(url: str, stop: asyncio.Event, max_backoff: float = 5.0) -> NatsClient:
+    """Connect, waiting (with backoff) while the server is unreachable; reconnects forever."""
+    backoff = 0.1
+    while True:
+        try:
+            return await nats.connect(
+                url,
+                name="cbcm-relay",
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as e:
+            if stop.is_set():
+                raise
+            log.warning("relay.nats_unreachable", error=type(e).__name__, retry_in=backoff)
+            await _wait(stop, backoff)
+            backoff = min(backoff * 2, max_backoff)
+
+
+async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
+    """``cbcm relay``: follow the event store and publish until ``stop`` is set."""
+    app = await asyncio.to_thread(complaint_mechanism, settings)
+    nc: NatsClient | None = None
+    try:
+        try:
+            nc = await connect_nats(nats_url, stop)
+        except (nats.errors.Error, OSError, TimeoutError):
+            return  # asked to stop before NATS was ever reachable
+        js = nc.jetstream()
+        replicas = nats_replicas(settings)
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await ensure_stream(js, replicas)
+                break
+            except _RETRYABLE as e:
+                log.warning("relay.stream_unavailable", error=type(e).__name__)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
+        started = time.monotonic()
+        relay = Relay(app, js)
+        await relay.run(stop)
+        log.info("relay.exit", seconds=round(time.monotonic() - started, 1))
+    finally:
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        await asyncio.to_thread(app.close)
