@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import inspect
 import sqlite3
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -215,8 +216,17 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
+_last_warning = [0.0]
+
+
 async def _quiet_error(exc: Exception) -> None:
-    log.debug("nats.client_error", error=type(exc).__name__)
+    """The client's errors (it reconnects by itself): a warning at most every 10 s."""
+    now = time.monotonic()
+    if now - _last_warning[0] >= 10.0:
+        _last_warning[0] = now
+        log.warning("nats.client_error", error=type(exc).__name__)
+    else:
+        log.debug("nats.client_error", error=type(exc).__name__)
 
 
 async def _connect(url: str, *, reconnect: bool = True) -> NatsClient:
@@ -239,6 +249,23 @@ async def _position_at(js: JetStreamContext, seq: int) -> int | None:
         return msgspec.json.decode(raw.data or b"{}", type=_Position).position
     except (nats.js.errors.NotFoundError, msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+async def _connect_unless_stopped(url: str, stop: asyncio.Event) -> NatsClient | None:
+    """Connect (the client retries on its own while NATS is down), or ``None`` once
+    ``stop`` is set first."""
+    connecting = asyncio.ensure_future(_connect(url))
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((connecting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await connecting
+    return None
 
 
 async def _start_sequence(js: JetStreamContext, recorded: int) -> int:
@@ -430,7 +457,9 @@ async def run_projector(
         while not stop.is_set():
             nc: NatsClient | None = None
             try:
-                nc = await _connect(nats_url)
+                nc = await _connect_unless_stopped(nats_url, stop)
+                if nc is None:
+                    break
                 await _consume(projection, db, nc, stop, batch=batch, on_commit=on_commit)
                 backoff = 0.2
             except _RETRIED as exc:

@@ -411,3 +411,13 @@ def test_the_read_models_agree_with_the_domain_at_the_end_of_the_demo(
     assert statuses == demo.referral_status
     assert statuses
     assert all(g.kind in ("no_provider", "not_accepted") for g in gaps(assistance_db, now=now))
+
+
+async def test_stopping_while_nats_is_down_returns_at_once(tmp_path: Path) -> None:
+    stop = asyncio.Event()
+    url = f"nats://127.0.0.1:{free_port()}"
+    task = asyncio.create_task(run_projector(InboxProjection(), tmp_path / "i.sqlite3", url, stop))
+    await asyncio.sleep(0.3)  # it is retrying the connection by now
+    assert not task.done()
+    stop.set()
+    await asyncio.wait_for(task, 2.0)
