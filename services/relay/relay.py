@@ -49,7 +49,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 
 from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism
+from services.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.relay.routing import Router
 from services.relay.translation import (
     PUBLISHED_AGGREGATES,
@@ -556,9 +556,26 @@ async def connect_nats(url: str, stop: asyncio.Event, max_backoff: float = 5.0) 
             backoff = min(backoff * 2, max_backoff)
 
 
+async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMechanism | None:
+    """The application on the configured store, waiting while the database is unreachable
+    (None: asked to stop first)."""
+    backoff = 0.1
+    while True:
+        try:
+            return await asyncio.to_thread(complaint_mechanism, settings)
+        except EventStoreUnavailable as e:
+            log.warning("relay.store_unavailable", error=type(e).__name__, retry_in=backoff)
+            await _wait(stop, backoff)
+            if stop.is_set():
+                return None
+            backoff = min(backoff * 2, 5.0)
+
+
 async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
     """``cbcm relay``: follow the event store and publish until ``stop`` is set."""
-    app = await asyncio.to_thread(complaint_mechanism, settings)
+    app = await _open_store(settings, stop)
+    if app is None:
+        return
     nc: NatsClient | None = None
     try:
         try:
@@ -572,6 +589,15 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
             try:
                 await ensure_stream(js, replicas)
                 break
+            except nats.js.errors.APIError as e:
+                # JetStream starting (503) is worth waiting for; a refused configuration
+                # (say, an existing stream on memory storage) is for an operator.
+                if not isinstance(e, nats.js.errors.ServiceUnavailableError):
+                    log.error("relay.stream_refused", error=type(e).__name__, code=e.err_code)
+                    raise
+                log.warning("relay.stream_unavailable", error=type(e).__name__)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, 5.0)
             except _RETRYABLE as e:
                 log.warning("relay.stream_unavailable", error=type(e).__name__)
                 await _wait(stop, backoff)

@@ -38,6 +38,7 @@ from services.relay.relay import (
     PREVIOUS_POSITION_HEADER,
     SUBJECT_TOKENS,
     Relay,
+    StreamOfAnotherStore,
     ensure_stream,
     run_relay,
     store_id,
@@ -338,6 +339,24 @@ async def test_jetstream_drops_an_event_published_twice_within_the_window(
     assert ack.duplicate
     assert ack.seq == 1
     assert_stream_is_the_store(app, await stream_messages(js))
+
+
+async def test_a_stream_holding_another_stores_events_is_refused(
+    app: ComplaintMechanism, js: JetStreamContext
+) -> None:
+    # given a stream whose last event came from another store (say, a store recreated empty)
+    await js.publish(
+        event_subject("unhcr", "case", "received"),
+        b"{}",
+        headers={"Nats-Msg-Id": "0123456789abcdef:41"},
+    )
+    await walk(app, 1, seed=2)
+
+    # then the relay publishes nothing after it: positions of two stores would be mixed
+    with pytest.raises(StreamOfAnotherStore):
+        await Relay(app, js).publish_pending()
+    assert await stream_count(js) == 1
+    assert await Relay(app, js).recorded_position() == 0
 
 
 async def test_intake_during_a_nats_outage_arrives_when_nats_is_back(
