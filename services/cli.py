@@ -11,28 +11,43 @@ usage errors are 2 as well); 3 the event store cannot be reached.
 
 from __future__ import annotations
 
+import asyncio
 import json
+import signal
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
 
+import nats.errors
 import psycopg
 import pydantic
 import typer
+import uvicorn
 from eventsourcing.persistence import OperationalError, ProgrammingError
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from contracts import catalogue
 from contracts.asyncapi import asyncapi_document
 from domain.errors import DomainError
 from projections import stats
-from services.api.read_models import applied_position, read_model_path
+from projections.assistance import AssistanceProjection
+from projections.base import Projection
+from projections.inbox import InboxProjection
+from services.api.app import create_app
+from services.api.read_models import applied_position
 from services.bootstrap import complaint_mechanism
 from services.demo import run_demo
 from services.event_store import EventStoreConfigError, describe, persistence_env
+from services.logging import configure_logging
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.nats_server import NatsServerError
+from services.projector.publication import StatisticsPublisher
+from services.projector.runner import read_model_path, rebuild, run_projector
+from services.relay.relay import run_relay
+from services.serve import Supervisor
 from services.settings import Settings
 
 EXIT_REFUSED = 1
@@ -220,6 +235,129 @@ def stats_export(
     finally:
         db.close()
     typer.echo(stats.to_csv(tables) if format is ExportFormat.csv else stats.to_json(tables))
+
+
+# ---------------------------------------------------------------------------------- the stack
+
+
+def _nats_url(settings: Settings) -> str:
+    """CBCM_NATS_URL, or the nats-server that `cbcm serve` starts."""
+    return settings.nats_url or f"nats://127.0.0.1:{settings.embedded_nats_port}"
+
+
+def _run_until_signalled(service: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
+    """Run an async service until SIGTERM or Ctrl-C, then let it stop cleanly."""
+    settings = _settings()
+    configure_logging(settings.log_format, service)
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(signum, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+PROJECTIONS: dict[str, Callable[[], Projection]] = {
+    "inbox": InboxProjection,
+    "assistance": AssistanceProjection,
+    "stats": stats.StatisticsProjection,
+}
+
+
+class ReadModel(StrEnum):
+    inbox = "inbox"
+    assistance = "assistance"
+    stats = "stats"
+
+
+@cli.command()
+def serve() -> None:
+    """The whole stack on embedded defaults: nats-server, relay, projections, HTTP API."""
+    settings = _settings()
+    configure_logging(settings.log_format, "serve")
+    try:
+        code = Supervisor(settings).run()
+    except NatsServerError as e:
+        _fail(str(e), EXIT_UNAVAILABLE)
+    raise typer.Exit(code)
+
+
+@cli.command()
+def relay() -> None:
+    """Publish the event store's events to JetStream stream CBCM_EVENTS, in order."""
+    settings = _settings()
+    _run_until_signalled("relay", lambda stop: run_relay(settings, stop, _nats_url(settings)))
+
+
+@cli.command()
+def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")]) -> None:
+    """Keep one read model up to date from the stream (a durable consumer)."""
+    settings = _settings()
+    projection = PROJECTIONS[name.value]()
+    path = read_model_path(settings.data_dir, name.value)
+
+    async def main(stop: asyncio.Event) -> None:
+        publisher = StatisticsPublisher(_nats_url(settings)) if name is ReadModel.stats else None
+        try:
+            await run_projector(projection, path, _nats_url(settings), stop, on_commit=publisher)
+        finally:
+            if publisher is not None:
+                await publisher.close()
+
+    _run_until_signalled(f"project-{name.value}", main)
+
+
+@cli.command()
+def api() -> None:
+    """The HTTP API on CBCM_HTTP_ADDR (read endpoints of the read models)."""
+    settings = _settings()
+    configure_logging(settings.log_format, "api")
+    host, _, port = settings.http_addr.rpartition(":")
+    if not host or not port.isdigit():
+        _fail(f"CBCM_HTTP_ADDR {settings.http_addr!r} is not HOST:PORT", EXIT_CONFIG)
+    uvicorn.run(create_app(settings), host=host, port=int(port), log_level="warning")
+
+
+projections_cli = typer.Typer(help="Read models.", no_args_is_help=True)
+cli.add_typer(projections_cli, name="projections")
+
+
+@projections_cli.command("rebuild")
+def projections_rebuild(
+    name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")],
+    into: Annotated[
+        Path | None,
+        typer.Option("--into", dir_okay=False, help="Rebuild into this file (default: live)."),
+    ] = None,
+) -> None:
+    """Drop a read model and replay it from the whole stream, with a progress bar.
+
+    Stop its projector first when rebuilding the live file; --into builds a copy beside it.
+    """
+    settings = _settings()
+    configure_logging(settings.log_format, "rebuild")
+    path = into or read_model_path(settings.data_dir, name.value)
+    with Progress(
+        TextColumn("rebuilding {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ) as bar:
+        task = bar.add_task(name.value, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            position = asyncio.run(
+                rebuild(PROJECTIONS[name.value](), path, _nats_url(settings), progress)
+            )
+        except (OSError, nats.errors.Error) as e:
+            _fail(f"cannot reach NATS at {_nats_url(settings)}: {_one_line(e)}", EXIT_UNAVAILABLE)
+    typer.echo(f"{name.value}: rebuilt up to position {position} in {path}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Where the read models are, how far each has got, and waiting for a position."""
+"""How far each read model has got, reading one, and waiting for a position."""
 
 from __future__ import annotations
 
@@ -9,33 +9,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from projections.base import get_position, open_read_model
 from services.api.problems import Problem
 
 READ_MODELS = ("inbox", "assistance", "stats")
-
-
-def read_model_path(data_dir: Path, name: str) -> Path:
-    """The SQLite file of read model ``name`` (ADR 3)."""
-    return data_dir / "read_models" / f"{name}.sqlite3"
 
 
 def applied_position(path: Path) -> int | None:
     """The last store position the read model applied, or None if it does not exist yet."""
     if not path.exists():
         return None
+    db = open_read_model(path, readonly=True)
     try:
-        with _connect(path) as db:
-            row = db.execute("SELECT position FROM projection_position").fetchone()
+        return get_position(db)
     except sqlite3.OperationalError:
         return None
-    return int(row[0]) if row else 0
-
-
-@contextmanager
-def _connect(path: Path) -> Iterator[sqlite3.Connection]:
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
-    try:
-        yield db
     finally:
         db.close()
 
@@ -44,13 +32,12 @@ def _connect(path: Path) -> Iterator[sqlite3.Connection]:
 def reading(path: Path) -> Iterator[sqlite3.Connection]:
     """A read-only connection, or 503 while the projector has not created the read model."""
     if applied_position(path) is None:
-        raise Problem(
-            503,
-            f"read model {path.stem} is not ready yet",
-            headers={"Retry-After": "1"},
-        )
-    with _connect(path) as db:
+        raise Problem(503, f"read model {path.stem} is not ready yet", headers={"Retry-After": "1"})
+    db = open_read_model(path, readonly=True)
+    try:
         yield db
+    finally:
+        db.close()
 
 
 async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
@@ -60,7 +47,7 @@ async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
     bound the answer is 503 with Retry-After, never a silently stale read.
     """
     deadline = time.monotonic() + bound
-    delay = 0.01
+    delay = 0.005
     while True:
         applied = applied_position(path)
         if applied is not None and (after is None or applied >= after):
@@ -75,4 +62,4 @@ async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
                 applied_position=applied or 0,
             )
         await asyncio.sleep(delay)
-        delay = min(0.1, delay * 2)
+        delay = min(0.05, delay * 2)

@@ -1,0 +1,49 @@
+"""The statistics service publishes every report on ``cbcm.v1.stats.<report>``."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+
+import structlog
+from nats.aio.client import Client as NatsClient
+
+from contracts.subjects import stats_subject
+from projections import stats
+
+log = structlog.get_logger()
+
+
+class StatisticsPublisher:
+    """An ``on_commit`` hook: after a committed batch, publish the reports (at most once per
+    ``every`` seconds, so a catch-up of thousands of events is not thousands of reports)."""
+
+    def __init__(self, nats_url: str, every: float = 2.0) -> None:
+        self.nats_url = nats_url
+        self.every = every
+        self._nc: NatsClient | None = None
+        self._last = 0.0
+
+    async def __call__(self, db: sqlite3.Connection, position: int) -> None:
+        now = time.monotonic()
+        if now - self._last < self.every:
+            return
+        self._last = now
+        await self.publish(db, position)
+
+    async def publish(self, db: sqlite3.Connection, position: int) -> None:
+        """Publish every report now (suppressed cells as null)."""
+        if self._nc is None or not self._nc.is_connected:
+            self._nc = NatsClient()
+            await self._nc.connect(self.nats_url, allow_reconnect=True)
+        tables = stats.reports(db, k=stats.threshold(db))
+        for name, report in tables.items():
+            body = {"position": position, **stats.report_document(report)}
+            await self._nc.publish(stats_subject(name), json.dumps(body).encode())
+        await self._nc.flush()
+        log.info("stats.published", reports=len(tables), position=position)
+
+    async def close(self) -> None:
+        if self._nc is not None:
+            await self._nc.close()
