@@ -1,0 +1,170 @@
+"""``cbcm serve`` on a fresh data dir: a complaint goes in, the focal point's inbox shows it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from domain.actors import Actor, Role
+from domain.vocabulary import AgencyType, Channel, ComplainantRole
+from services.bootstrap import complaint_mechanism
+from services.mechanism import ComplaintMechanism
+from services.nats_server import free_port
+from services.settings import Settings
+
+CBCM = str(Path(sys.executable).parent / "cbcm")
+COORDINATOR = Actor("coord-1", "unhcr", Role.COORDINATOR)
+OPERATOR = Actor("op-1", "unhcr", Role.INTAKE_OPERATOR)
+
+
+def wait_until(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = condition()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Stack:
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.http = f"127.0.0.1:{free_port()}"
+        self.env = {
+            **os.environ,
+            "CBCM_DATA_DIR": str(data_dir),
+            "CBCM_HTTP_ADDR": self.http,
+            "CBCM_EMBEDDED_NATS_PORT": str(free_port()),
+            "CBCM_LOG_FORMAT": "json",
+        }
+        self.env.pop("CBCM_NATS_URL", None)
+        self.env.pop("CBCM_EVENT_STORE", None)
+        self.log = data_dir / "serve.log"
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        with self.log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [CBCM, "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def get(self, path: str, **params: object) -> httpx.Response:
+        return httpx.get(f"http://{self.http}{path}", params=params, timeout=10)
+
+    def ready(self) -> bool:
+        try:
+            return self.get("/readyz").status_code == 200
+        except httpx.TransportError:
+            return False
+
+    def child(self, word: str) -> psutil.Process | None:
+        """The live child whose command line contains ``word`` (None between restarts)."""
+        assert self.process is not None
+        for proc in psutil.Process(self.process.pid).children(recursive=True):
+            try:
+                if proc.status() != psutil.STATUS_ZOMBIE and word in " ".join(proc.cmdline()):
+                    return proc
+            except psutil.Error:  # exited while we looked
+                continue
+        return None
+
+    def stop(self) -> int:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(30)
+
+
+@pytest.fixture
+def stack(tmp_path: Path) -> Iterator[Stack]:
+    running = Stack(tmp_path / "data")
+    running.start()
+    yield running
+    if running.process is not None and running.process.poll() is None:
+        for proc in psutil.Process(running.process.pid).children(recursive=True):
+            proc.kill()
+        running.process.kill()
+
+
+def network(app: ComplaintMechanism, at: datetime) -> None:
+    app.establish_network(actor=COORDINATOR, name="e2e", at=at)
+    app.register_agency(
+        actor=COORDINATOR, code="unhcr", name="UNHCR", agency_type=AgencyType.UN_AGENCY, at=at
+    )
+
+
+def complaint(app: ComplaintMechanism, at: datetime) -> tuple[str, int]:
+    written = app.receive_complaint(
+        actor=OPERATOR,
+        at=at,
+        received_at=at,
+        channel=Channel.HOTLINE,
+        complainant_role=ComplainantRole.ANONYMOUS,
+        immediate_safety_risk=True,
+        narrative="a distribution guard asked for sex",
+    )
+    return str(written.id), written.position
+
+
+def test_complaint_driven_through_serve_appears_in_the_inbox_and_survives_a_relay_crash(
+    stack: Stack,
+) -> None:
+    # given the whole stack on embedded defaults, fresh data dir
+    wait_until(stack.ready, 60, "/readyz")
+    app = complaint_mechanism(Settings(data_dir=stack.data_dir))
+    try:
+        now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+        network(app, now)
+        # when a complaint is recorded in the store
+        case_id, position = complaint(app, now + timedelta(minutes=1))
+        # then the receiving agency's inbox shows it, once it has applied that position
+        answer = stack.get("/v1/inbox/unhcr", after=position)
+        assert answer.status_code == 200, answer.text
+        items = answer.json()["items"]
+        assert [(i["case_id"], i["action"]) for i in items] == [(case_id, "assess")]
+        assert int(answer.headers["X-Cbcm-Position"]) >= position
+
+        # when the relay is killed, the supervisor restarts it and nothing is lost
+        relay = stack.child(" relay")
+        assert relay is not None
+        relay.kill()
+
+        def restarted() -> bool:
+            child = stack.child(" relay")
+            return child is not None and child.pid != relay.pid
+
+        wait_until(restarted, 30, "relay restart")
+        second, position = complaint(app, now + timedelta(minutes=2))
+        answer = stack.get("/v1/inbox/unhcr", after=position)
+        assert answer.status_code == 200, answer.text
+        assert {i["case_id"] for i in answer.json()["items"]} == {case_id, second}
+        assert "service_exited" in stack.log.read_text()
+    finally:
+        app.close()
+
+    # when serve gets SIGTERM, everything stops
+    children = psutil.Process(stack.process.pid).children(recursive=True)  # type: ignore[union-attr]
+    assert stack.stop() == 0
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert alive == []
+
+
+def test_read_waits_are_bounded_and_answered_as_problems(stack: Stack) -> None:
+    wait_until(stack.ready, 60, "/readyz")
+    answer = stack.get("/v1/inbox/unhcr", after=10**9)
+    assert answer.status_code == 503
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers["retry-after"] == "1"
+    assert stack.get("/v1/inbox/Not An Agency").status_code == 422
+    assert stack.stop() == 0
