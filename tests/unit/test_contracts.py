@@ -9,7 +9,6 @@ import types
 import typing
 import uuid
 from dataclasses import dataclass
-from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -34,35 +33,11 @@ from contracts.subjects import (
     event_subject,
     stats_subject,
 )
-from domain.actors import Actor, Role
 from domain.assistance import AssistanceReferral
-from domain.case import Allegation, Case
+from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
 from domain.personal_data import PersonDetails, personal_data_paths
-from domain.policy import NetworkPolicy
-from domain.vocabulary import (
-    AgeBand,
-    AgencyType,
-    AllegationSubtype,
-    AllegationType,
-    Channel,
-    ClosureReason,
-    ComplainantRole,
-    ComplaintCategory,
-    ConsentGiver,
-    ConsentKind,
-    ContactMethod,
-    FeedbackCategory,
-    FeedbackChannel,
-    InvestigationOutcome,
-    PersonnelCategory,
-    Sector,
-    ServiceType,
-    Sex,
-    SharedItem,
-    TransferReason,
-)
 from services.mechanism import ComplaintMechanism
 from services.relay.translation import (
     TRANSLATIONS,
@@ -72,6 +47,7 @@ from services.relay.translation import (
     published_event_classes,
     to_cloud_event,
 )
+from tests.canary import new_canaries, walk_every_event_type
 from tests.conftest import T0
 
 SOURCE = "urn:cbcm:test-store"
@@ -364,254 +340,11 @@ class Published:
     messages: list[tuple[int, CloudEvent[Any], bytes]]
 
 
-COORDINATOR = Actor("coord-1", "ocha", Role.COORDINATOR)
-INTAKE = Actor("hotline-7", "agency-a", Role.INTAKE_OPERATOR)
-FOCAL_A = Actor("fp-a1", "agency-a", Role.FOCAL_POINT)
-FOCAL_B = Actor("fp-b1", "ngo-b", Role.FOCAL_POINT)
-INVESTIGATOR = Actor("oig-1", "ngo-b", Role.INVESTIGATING_ENTITY)
-PROVIDER = Actor("clinic-user", "clinic-1", Role.SERVICE_PROVIDER)
-
-
-def _walk_every_event_type(app: ComplaintMechanism, canary: dict[str, str]) -> None:
-    """Record at least one event of every class, with a canary in every personal field."""
-
-    def at(minutes: int) -> Any:
-        return T0 + timedelta(minutes=minutes)
-
-    app.establish_network(actor=COORDINATOR, name="Somewhere PSEA network", at=at(0))
-    app.set_policy(actor=COORDINATOR, policy=NetworkPolicy(suppression_threshold=3), at=at(1))
-    for code, kind in (
-        ("ocha", AgencyType.UN_AGENCY),
-        ("agency-a", AgencyType.UN_AGENCY),
-        ("ngo-b", AgencyType.INTERNATIONAL_NGO),
-    ):
-        app.register_agency(
-            actor=COORDINATOR, code=code, name=code.upper(), agency_type=kind, at=at(2)
-        )
-    app.designate_investigating_entity(
-        actor=COORDINATOR, agency="ngo-b", entity="ngo-b-oig", at=at(3)
-    )
-    for agency, user in (("agency-a", "fp-a1"), ("agency-a", "fp-a2"), ("ngo-b", "fp-b1")):
-        app.appoint_focal_point(actor=COORDINATOR, agency=agency, user=user, at=at(4))
-    app.withdraw_focal_point(actor=COORDINATOR, agency="agency-a", user="fp-a2", at=at(5))
-    app.register_service_provider(
-        actor=COORDINATOR,
-        code="clinic-1",
-        name="Clinic One",
-        service_types=(ServiceType.MEDICAL, ServiceType.PSYCHOSOCIAL, ServiceType.LEGAL),
-        areas=("SO1101",),
-        at=at(6),
-    )
-
-    # The main case: an SEA allegation walked through every custody step.
-    case = app.receive_complaint(
-        actor=INTAKE,
-        at=at(10),
-        received_at=at(9),
-        channel=Channel.HOTLINE,
-        complainant_role=ComplainantRole.WITNESS,
-        immediate_safety_risk=True,
-        narrative=canary["narrative"],
-        complainant=PersonDetails(
-            name=canary["complainant.name"],
-            phone=canary["complainant.phone"],
-            email=canary["complainant.email"],
-            address=canary["complainant.address"],
-        ),
-        survivor=PersonDetails(
-            name=canary["survivor.name"],
-            phone=canary["survivor.phone"],
-            email=canary["survivor.email"],
-            address=canary["survivor.address"],
-        ),
-    ).id
-    app.assess_case(
-        case,
-        actor=FOCAL_A,
-        category=ComplaintCategory.SEA_ALLEGATION,
-        allegation=Allegation(
-            allegation_type=AllegationType.SEXUAL_EXPLOITATION,
-            subtype=AllegationSubtype.TRANSACTIONAL_SEX,
-            child_involved=False,
-            implicated_agency="ngo-b",
-            personnel_category=PersonnelCategory.IMPLEMENTING_PARTNER,
-            incident_date=date(2026, 2, 20),
-            incident_area="SO1101",
-            victim_sex=Sex.FEMALE,
-            victim_age_band=AgeBand.ADULT,
-            incident_place_detail=canary["incident_place_detail"],
-            alleged_perpetrator=canary["alleged_perpetrator"],
-        ),
-        at=at(11),
-    )
-    app.assign_focal_points(case, actor=FOCAL_A, focal_points=("fp-a1",), at=at(12))
-    app.give_consent(
-        case,
-        actor=FOCAL_A,
-        kind=ConsentKind.ASSISTANCE_REFERRAL,
-        given_by=ConsentGiver.SURVIVOR,
-        at=at(13),
-    )
-    app.give_consent(
-        case,
-        actor=FOCAL_A,
-        kind=ConsentKind.IDENTITY_DISCLOSURE,
-        given_by=ConsentGiver.SURVIVOR,
-        at=at(13),
-    )
-    app.give_consent(
-        case,
-        actor=FOCAL_A,
-        kind=ConsentKind.CONTACT,
-        given_by=ConsentGiver.SURVIVOR,
-        contact_methods=(ContactMethod.SMS, ContactMethod.IN_PERSON),
-        at=at(13),
-    )
-    delivered, declined, unwanted = (
-        app.refer_for_assistance(
-            case,
-            actor=FOCAL_A,
-            service_type=service,
-            provider="clinic-1",
-            area="SO1101",
-            share_contact=True,
-            at=at(14),
-        ).id
-        for service in (ServiceType.MEDICAL, ServiceType.PSYCHOSOCIAL, ServiceType.LEGAL)
-    )
-    app.accept_referral(delivered, actor=PROVIDER, at=at(15))
-    app.deliver_referral(delivered, actor=PROVIDER, at=at(16))
-    app.follow_up_referral(delivered, actor=FOCAL_A, note=canary["follow_up_note"], at=at(17))
-    app.decline_referral_by_provider(
-        declined, actor=PROVIDER, reason=canary["decline_reason"], at=at(15)
-    )
-    app.decline_referral_by_survivor(unwanted, actor=FOCAL_A, at=at(15))
-    app.refer_for_investigation(
-        case,
-        actor=FOCAL_A,
-        entity="ngo-b-oig",
-        shared=(SharedItem.ALLEGATION_SUMMARY, SharedItem.SURVIVOR_IDENTITY),
-        at=at(18),
-    )
-    app.withdraw_consent(case, actor=FOCAL_A, kind=ConsentKind.CONTACT, at=at(19))
-    app.transfer_case(
-        case,
-        actor=FOCAL_A,
-        to_agency="ngo-b",
-        reason=TransferReason.IMPLICATED_AGENCY_CUSTODY,
-        shared=(SharedItem.ALLEGATION_SUMMARY,),
-        note=canary["transfer_note"],
-        at=at(20),
-    )
-    app.assign_focal_points(case, actor=FOCAL_B, focal_points=("fp-b1",), at=at(21))
-    app.acknowledge_investigation(case, actor=INVESTIGATOR, at=at(22))
-    app.give_feedback(
-        case,
-        actor=FOCAL_B,
-        message=canary["feedback_message"],
-        channel=FeedbackChannel.SMS,
-        at=at(23),
-    )
-    app.record_investigation_outcome(
-        case, actor=INVESTIGATOR, outcome=InvestigationOutcome.SUBSTANTIATED, at=at(24)
-    )
-    app.close_case(
-        case,
-        actor=FOCAL_B,
-        reason=ClosureReason.INVESTIGATION_CONCLUDED,
-        no_outcome_reason=canary["no_outcome_reason"],
-        no_feedback_reason=canary["no_feedback_reason"],
-        at=at(25),
-    )
-    app.reopen_case(case, actor=COORDINATOR, reason=canary["reopen_reason"], at=at(26))
-
-    # A second, anonymous report of the same incident.
-    duplicate = app.receive_complaint(
-        actor=INTAKE,
-        at=at(30),
-        received_at=at(30),
-        channel=Channel.COMPLAINT_BOX,
-        complainant_role=ComplainantRole.ANONYMOUS,
-        immediate_safety_risk=False,
-        narrative=canary["duplicate_narrative"],
-    ).id
-    app.mark_as_duplicate(duplicate, actor=FOCAL_A, original_case_id=case, at=at(31))
-    app.close_case(
-        duplicate,
-        actor=FOCAL_A,
-        reason=ClosureReason.DUPLICATE,
-        no_feedback_reason=canary["duplicate_no_feedback_reason"],
-        at=at(32),
-    )
-
-    # A complaint that turns out to be feedback for an agency's CFM, and direct feedback.
-    misrouted = app.receive_complaint(
-        actor=INTAKE,
-        at=at(40),
-        received_at=at(40),
-        channel=Channel.WEB_FORM,
-        complainant_role=ComplainantRole.OTHER,
-        immediate_safety_risk=False,
-        narrative=canary["feedback_narrative"],
-    ).id
-    app.assess_case(
-        misrouted, actor=FOCAL_A, category=ComplaintCategory.NON_SENSITIVE_FEEDBACK, at=at(41)
-    )
-    forwarded = app.forward_to_feedback_mechanism(
-        misrouted,
-        actor=FOCAL_A,
-        category=FeedbackCategory.SERVICE_COMPLAINT,
-        sector=Sector.WASH,
-        concerned_agency="ngo-b",
-        at=at(42),
-    ).id
-    app.respond_to_feedback(
-        forwarded, actor=FOCAL_B, response=canary["feedback_response"], at=at(43)
-    )
-    app.close_feedback_loop(forwarded, actor=FOCAL_B, at=at(44))
-    app.receive_feedback(
-        actor=INTAKE,
-        channel=Channel.SMS_MESSAGING,
-        category=FeedbackCategory.SUGGESTION,
-        sector=Sector.FOOD_SECURITY,
-        concerned_agency="agency-a",
-        text=canary["feedback_text"],
-        at=at(45),
-    )
-
-
 @pytest.fixture
 def published(app: ComplaintMechanism) -> Published:
     """Every stored event of a full workflow, translated and encoded as the relay would."""
-    canaries = {
-        field: f"CANARY-{uuid.uuid4().hex}"
-        for field in (
-            "narrative",
-            "complainant.name",
-            "complainant.phone",
-            "complainant.email",
-            "complainant.address",
-            "survivor.name",
-            "survivor.phone",
-            "survivor.email",
-            "survivor.address",
-            "incident_place_detail",
-            "alleged_perpetrator",
-            "transfer_note",
-            "feedback_message",
-            "no_outcome_reason",
-            "no_feedback_reason",
-            "reopen_reason",
-            "decline_reason",
-            "follow_up_note",
-            "duplicate_narrative",
-            "duplicate_no_feedback_reason",
-            "feedback_narrative",
-            "feedback_response",
-            "feedback_text",
-        )
-    }
-    _walk_every_event_type(app, canaries)
+    canaries = new_canaries()
+    walk_every_event_type(app, canaries)
     stored: list[Any] = []
     messages: list[tuple[int, CloudEvent[Any], bytes]] = []
     for notification in app.recorder.select_notifications(start=1, limit=10000):
