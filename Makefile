@@ -13,9 +13,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-## The main job. Until `cbcm serve` exists it is the demo: a demo network and cases in ./.cbcm
-run: demo
+## The main job: the whole stack on embedded defaults (nats-server, relay, projections, HTTP).
+run: $(STAMP)
+	$(BIN)/cbcm serve
 
+## A demo network and CASES cases in the event store (./.cbcm), through the real application.
 demo: $(STAMP)
 	$(BIN)/cbcm demo --cases $(CASES)
 
