@@ -40,7 +40,9 @@ only action has no deadline (oldest first).
 
 Custody: a case is in the inbox of the agency holding it; a transfer moves it to the new
 agency's inbox and clears its focal points (as the domain does). ``focal_point=`` lists the
-cases assigned to that focal point; the agency view also shows unassigned cases.
+cases assigned to that focal point; the agency view also shows unassigned cases. A focal
+point withdrawn from the network keeps the cases assigned to them until they are reassigned
+(the domain does not unassign them either); the agency view shows who holds each case.
 """
 
 # Table and column names in SQL text are constants of this module, never input.
