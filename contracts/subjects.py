@@ -21,6 +21,13 @@ STATS_SUBJECT_PREFIX: Final = "cbcm.v1.stats"
 AUDIT_CHECKPOINT_SUBJECT: Final = "cbcm.v1.audit.checkpoint"
 """Signed audit checkpoints of the event log."""
 
+PREVIOUS_POSITION_HEADER: Final = "Cbcm-Previous-Position"
+"""The store position of the event published just before this one (0 for the first).
+
+PostgreSQL positions have holes (a write refused by a concurrent one still consumed its
+sequence number), so ``position == recorded + 1`` cannot tell a lost message from a hole in
+the store; ``previous == recorded`` can."""
+
 # Dots, spaces, '*' and '>' would split a token or act as wildcards; upper case is refused
 # so that one agency cannot appear under two spellings.
 _TOKEN = re.compile(r"^[a-z0-9_-]+$")

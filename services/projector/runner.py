@@ -34,7 +34,7 @@ import contextlib
 import inspect
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,7 +51,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from contracts.catalogue import UnknownMessageType, decode_message
 from contracts.envelope import CloudEvent
-from contracts.subjects import EVENT_SUBJECTS, STREAM
+from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM
 from projections.base import (
     Projection,
     create_position_table,
@@ -164,18 +164,38 @@ def decode(raw: bytes, stream_seq: int | None = None) -> tuple[int, CloudEvent[A
     return message.position, message
 
 
+def previous_positions(msgs: list[Msg]) -> dict[int, int]:
+    """Position -> the position published just before it, from the relay's header.
+
+    Store positions are not always contiguous (PostgreSQL hands out a sequence number to a
+    write that then fails), so "the next message" is the one whose predecessor is the
+    recorded position, not recorded + 1.
+    """
+    found: dict[int, int] = {}
+    for msg in msgs:
+        header = (msg.headers or {}).get(PREVIOUS_POSITION_HEADER)
+        if header is None:
+            continue
+        position = msgspec.json.decode(msg.data, type=_Position).position
+        if position is not None:
+            found[position] = int(header)
+    return found
+
+
 def apply_batch(
     projection: Projection,
     db: sqlite3.Connection,
     messages: list[tuple[int, CloudEvent[Any]]],
+    previous: Mapping[int, int] | None = None,
 ) -> Applied:
     """Apply ``messages`` (position, message) in one transaction with the new position.
 
-    Messages at or below the recorded position are skipped. At a message beyond the next
-    expected position (a gap) it stops: what came before is committed, and ``gap`` says
-    where and why (the caller raises ``PositionGap``). If ``apply`` raises, nothing of the
-    batch is kept.
+    Messages at or below the recorded position are skipped. A message whose predecessor
+    (``previous[position]``, else ``position - 1``) is not the recorded position means a
+    gap: it stops there, what came before is committed, and ``gap`` says where and why (the
+    caller raises ``PositionGap``). If ``apply`` raises, nothing of the batch is kept.
     """
+    previous = previous or {}
     db.execute("BEGIN IMMEDIATE")
     gap: tuple[int, str] | None = None
     try:
@@ -185,7 +205,7 @@ def apply_batch(
             if at <= position:
                 skipped += 1
                 continue
-            if at != position + 1:
+            if previous.get(at, at - 1) != position:
                 gap = (
                     index,
                     f"read model {projection.name} is at position {position} and received "
@@ -407,7 +427,7 @@ async def _handle(
     """Apply, commit and ack one fetched batch; at a gap, hand back what was not taken."""
     try:
         decoded = [decode(m.data, m.metadata.sequence.stream) for m in msgs]
-        done = await _in_thread(apply_batch, projection, db, decoded)
+        done = await _in_thread(apply_batch, projection, db, decoded, previous_positions(msgs))
     except BaseException:
         await _nak(msgs)
         raise
@@ -523,11 +543,15 @@ async def rebuild(
             seq = 0
             while seq < last:
                 pending: list[tuple[int, CloudEvent[Any]]] = []
+                fetched: list[Msg] = []
                 while seq < last and len(pending) < batch:
                     msg = await sub.next_msg(timeout=10)
                     seq = msg.metadata.sequence.stream
                     pending.append(decode(msg.data, seq))
-                applied = await _in_thread(apply_batch, projection, db, pending)
+                    fetched.append(msg)
+                applied = await _in_thread(
+                    apply_batch, projection, db, pending, previous_positions(fetched)
+                )
                 position = applied.position
                 if applied.gap is not None:
                     raise PositionGap(applied.gap[1])

@@ -47,7 +47,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
-from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
+from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM, event_subject
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.relay.routing import Router
@@ -69,12 +69,6 @@ DUPLICATE_WINDOW = 120.0
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_LAST_SEQUENCE_HEADER = "Nats-Expected-Last-Sequence"
-PREVIOUS_POSITION_HEADER = "Cbcm-Previous-Position"
-"""The store position of the event published just before this one (0 for the first).
-
-PostgreSQL positions have holes (a write refused by a concurrent one still consumed its
-sequence number), so ``position == recorded + 1`` cannot tell a lost message from a hole in
-the store; ``previous == recorded`` can."""
 
 
 def _snake(name: str) -> str:
