@@ -33,9 +33,6 @@ from contracts import catalogue
 from contracts.asyncapi import asyncapi_document
 from domain.errors import DomainError
 from projections import stats
-from projections.assistance import AssistanceProjection
-from projections.base import Projection
-from projections.inbox import InboxProjection
 from services.api.app import create_app
 from services.api.read_models import applied_position
 from services.bootstrap import complaint_mechanism
@@ -44,6 +41,7 @@ from services.event_store import EventStoreConfigError, describe, persistence_en
 from services.logging import configure_logging
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.nats_server import NatsServerError
+from services.projector import projection_named
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import read_model_path, rebuild, run_projector
 from services.relay.relay import run_relay
@@ -260,13 +258,6 @@ def _run_until_signalled(service: str, main: Callable[[asyncio.Event], Awaitable
     asyncio.run(runner())
 
 
-PROJECTIONS: dict[str, Callable[[], Projection]] = {
-    "inbox": InboxProjection,
-    "assistance": AssistanceProjection,
-    "stats": stats.StatisticsProjection,
-}
-
-
 class ReadModel(StrEnum):
     inbox = "inbox"
     assistance = "assistance"
@@ -296,7 +287,7 @@ def relay() -> None:
 def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")]) -> None:
     """Keep one read model up to date from the stream (a durable consumer)."""
     settings = _settings()
-    projection = PROJECTIONS[name.value]()
+    projection = projection_named(name.value)
     path = read_model_path(settings.data_dir, name.value)
 
     async def main(stop: asyncio.Event) -> None:
@@ -353,7 +344,7 @@ def projections_rebuild(
 
         try:
             position = asyncio.run(
-                rebuild(PROJECTIONS[name.value](), path, _nats_url(settings), progress)
+                rebuild(projection_named(name.value), path, _nats_url(settings), progress)
             )
         except (OSError, nats.errors.Error) as e:
             _fail(f"cannot reach NATS at {_nats_url(settings)}: {_one_line(e)}", EXIT_UNAVAILABLE)
