@@ -7,20 +7,14 @@ runs.
 
 from __future__ import annotations
 
-import asyncio
-import signal
 from collections.abc import Callable
 from importlib import import_module
-from pathlib import Path
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from projections.assistance import AssistanceProjection
 from projections.base import Projection
 from projections.inbox import InboxProjection
 from services.projector.runner import (
-    OnCommit,
     PositionGap,
     ProjectorError,
     read_model_path,
