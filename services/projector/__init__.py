@@ -8,12 +8,11 @@ runs.
 from __future__ import annotations
 
 from collections.abc import Callable
-from importlib import import_module
-
 
 from projections.assistance import AssistanceProjection
 from projections.base import Projection
 from projections.inbox import InboxProjection
+from projections.stats import StatisticsProjection
 from services.projector.runner import (
     PositionGap,
     ProjectorError,
@@ -23,17 +22,10 @@ from services.projector.runner import (
     run_projector,
 )
 
-
-def _stats() -> Projection:
-    module = import_module("projections.stats.projection")
-    projection: Projection = module.StatisticsProjection()
-    return projection
-
-
 PROJECTIONS: dict[str, Callable[[], Projection]] = {
     "inbox": InboxProjection,
     "assistance": AssistanceProjection,
-    "stats": _stats,
+    "stats": StatisticsProjection,
 }
 """Read-model name -> a new projection of it."""
 
