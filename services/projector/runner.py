@@ -483,8 +483,10 @@ async def run_projector(
                 await _consume(projection, db, nc, stop, batch=batch, on_commit=on_commit)
                 backoff = 0.2
             except _RETRIED as exc:
+                # A missing stream (the relay has not created it yet) is not a NATS outage.
+                missing = isinstance(exc, nats.js.errors.NotFoundError)
                 log.warning(
-                    "projector.nats_unavailable",
+                    "projector.stream_missing" if missing else "projector.nats_unavailable",
                     projection=projection.name,
                     error=type(exc).__name__,
                     retry_in=backoff,
