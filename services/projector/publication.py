@@ -11,6 +11,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import stats_subject
 from projections import stats
+from services.nats_client import quiet_errors
 
 log = structlog.get_logger()
 
@@ -36,7 +37,7 @@ class StatisticsPublisher:
         """Publish every report now (suppressed cells as null)."""
         if self._nc is None or not self._nc.is_connected:
             self._nc = NatsClient()
-            await self._nc.connect(self.nats_url, allow_reconnect=True)
+            await self._nc.connect(self.nats_url, allow_reconnect=True, error_cb=quiet_errors())
         tables = stats.reports(db, k=stats.threshold(db))
         for name, report in tables.items():
             body = {"position": position, **stats.report_document(report)}

@@ -33,7 +33,6 @@ import asyncio
 import contextlib
 import inspect
 import sqlite3
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +59,7 @@ from projections.base import (
     open_read_model,
     set_position,
 )
+from services.nats_client import quiet_errors
 
 log = structlog.get_logger(__name__)
 
@@ -236,19 +236,6 @@ async def _wait(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
-_last_warning = [0.0]
-
-
-async def _quiet_error(exc: Exception) -> None:
-    """The client's errors (it reconnects by itself): a warning at most every 10 s."""
-    now = time.monotonic()
-    if now - _last_warning[0] >= 10.0:
-        _last_warning[0] = now
-        log.warning("nats.client_error", error=type(exc).__name__)
-    else:
-        log.debug("nats.client_error", error=type(exc).__name__)
-
-
 async def _connect(url: str, *, reconnect: bool = True) -> NatsClient:
     return await nats.connect(
         url,
@@ -256,7 +243,7 @@ async def _connect(url: str, *, reconnect: bool = True) -> NatsClient:
         max_reconnect_attempts=-1 if reconnect else 0,
         reconnect_time_wait=0.5,
         connect_timeout=2,
-        error_cb=_quiet_error,
+        error_cb=quiet_errors(),
     )
 
 
@@ -291,12 +278,29 @@ async def _connect_unless_stopped(url: str, stop: asyncio.Event) -> NatsClient |
 async def _start_sequence(js: JetStreamContext, recorded: int) -> int:
     """The stream sequence of the first message after position ``recorded``.
 
-    The stream holds every event in position order, so message ``recorded`` is normally
-    at sequence ``recorded``; when it is not (events published again after the duplicate
-    window), start from the beginning and let positions skip what is applied.
+    Positions increase along the stream but may skip numbers (holes in PostgreSQL
+    positions), so the message of position ``recorded`` is found by a binary search on the
+    stream (a few ``get_msg`` calls). If it cannot be found (the stream was republished
+    after the duplicate window), start from the beginning and let positions skip what is
+    already applied.
     """
-    if recorded == 0 or await _position_at(js, recorded) == recorded:
+    if recorded == 0:
+        return 1
+    if await _position_at(js, recorded) == recorded:
         return recorded + 1
+    state = (await js.stream_info(STREAM)).state
+    low, high = state.first_seq, state.last_seq
+    while low <= high:
+        middle = (low + high) // 2
+        position = await _position_at(js, middle)
+        if position is None:
+            break
+        if position == recorded:
+            return middle + 1
+        if position < recorded:
+            low = middle + 1
+        else:
+            high = middle - 1
     log.warning("projector.start_from_first", recorded=recorded)
     return 1
 

@@ -50,6 +50,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM, event_subject
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.nats_client import quiet_errors
 from services.relay.routing import Router
 from services.relay.translation import (
     PUBLISHED_AGGREGATES,
@@ -543,6 +544,9 @@ async def connect_nats(url: str, stop: asyncio.Event, max_backoff: float = 5.0) 
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 connect_timeout=2,
+                # nats-py retries the first connection itself and never raises here, so
+                # its error callback is where an unreachable server shows.
+                error_cb=quiet_errors("relay.nats_unreachable"),
             )
         except (nats.errors.Error, OSError, TimeoutError) as e:
             if stop.is_set():
