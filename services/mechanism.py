@@ -88,7 +88,7 @@ class ComplaintMechanism(Application[UUID]):
 
     def _load(self, cls: type[A], aggregate_id: UUID, version: int | None = None) -> A:
         try:
-            aggregate = self.repository.get(aggregate_id, version=version)
+            aggregate: object = self.repository.get(aggregate_id, version=version)
         except AggregateNotFoundError:
             raise NotFound(f"no {cls.__name__} {aggregate_id}") from None
         except OperationalError as e:
