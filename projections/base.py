@@ -32,6 +32,10 @@ class Projection(Protocol):
 
     def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None: ...
 
+    def end_batch(self, db: sqlite3.Connection) -> None:
+        """Finish work deferred by ``apply`` (same transaction, before the position)."""
+        ...
+
 
 # ------------------------------------------------------------------------------- database
 

@@ -198,6 +198,9 @@ class AssistanceProjection:
         for table in _TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
 
+    def end_batch(self, db: sqlite3.Connection) -> None:
+        """Nothing is deferred: every message updates its rows at once."""
+
     def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None:
         data = message.data
         when = ts(message.time)

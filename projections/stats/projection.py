@@ -148,6 +148,9 @@ class StatisticsProjection:
         for table in _TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
 
+    def end_batch(self, db: sqlite3.Connection) -> None:
+        """Nothing is deferred: every message updates its facts at once."""
+
     def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None:
         """Record what ``message`` changes in the statistics; other messages are ignored.
 

@@ -216,6 +216,7 @@ def apply_batch(
             position = at
             applied += 1
         if applied:
+            projection.end_batch(db)
             set_position(db, position)
         db.execute("COMMIT")
     except BaseException:
