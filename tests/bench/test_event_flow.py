@@ -550,9 +550,11 @@ def profile_apply(batches: list[Batch], path: Path) -> None:
 
 
 def dump(path: Path) -> list[str]:
+    """Schema and every row, as SQL, in a canonical order: rows are compared by content,
+    not by the physical (rowid) order that batch boundaries decide."""
     db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
     try:
-        return list(db.iterdump())
+        return sorted(db.iterdump())
     finally:
         db.close()
 
