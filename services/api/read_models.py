@@ -9,23 +9,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from projections.base import get_position, open_read_model
+from projections.base import open_read_model
 from services.api.problems import Problem
+from services.projector import PROJECTIONS
+from services.projector.runner import read_position
 
-READ_MODELS = ("inbox", "assistance", "stats")
+READ_MODELS = tuple(PROJECTIONS)
 
 
 def applied_position(path: Path) -> int | None:
     """The last store position the read model applied, or None if it does not exist yet."""
-    if not path.exists():
-        return None
-    db = open_read_model(path, readonly=True)
-    try:
-        return get_position(db)
-    except sqlite3.OperationalError:
-        return None
-    finally:
-        db.close()
+    return read_position(path) if path.exists() else None
 
 
 @contextmanager
