@@ -122,6 +122,27 @@ class ComplaintMechanism(Application[UUID]):
             raise EventStoreUnavailable(str(e)) from e
         return stored[0].originator_version if stored else 0
 
+    def _load_expected(self, cls: type[A], aggregate_id: UUID, expected_version: int | None) -> A:
+        """Load, refusing if the caller decided on a version the aggregate has moved past."""
+        aggregate = self._load(cls, aggregate_id)
+        if expected_version is not None and aggregate.version != expected_version:
+            raise VersionConflict(aggregate_id, expected_version, aggregate.version)
+        return aggregate
+
+    def _create_from(
+        self,
+        cls: type[A],
+        aggregate_id: UUID,
+        expected_version: int | None,
+        create: Callable[[A], Aggregate],
+    ) -> Written:
+        """A command on one aggregate that creates another: both are saved together, and the
+        answer names the new one."""
+        source = self._load_expected(cls, aggregate_id, expected_version)
+        created = create(source)
+        written = self._commit(source, created)
+        return Written(id=created.id, version=created.version, position=written.position)
+
     def _change(
         self,
         cls: type[A],
@@ -129,9 +150,7 @@ class ComplaintMechanism(Application[UUID]):
         expected_version: int | None,
         decide: Callable[[A], Any],
     ) -> Written:
-        aggregate = self._load(cls, aggregate_id)
-        if expected_version is not None and aggregate.version != expected_version:
-            raise VersionConflict(aggregate_id, expected_version, aggregate.version)
+        aggregate = self._load_expected(cls, aggregate_id, expected_version)
         made = decide(aggregate)
         if isinstance(made, Aggregate):
             others: tuple[Aggregate, ...] = (made,)
@@ -419,20 +438,20 @@ class ComplaintMechanism(Application[UUID]):
     ) -> Written:
         """Refer the survivor to a service. Returns the new referral's id and position."""
         network = self.network()
-        case = self._load(Case, case_id)
-        if expected_version is not None and case.version != expected_version:
-            raise VersionConflict(case_id, expected_version, case.version)
-        referral = case.refer_for_assistance(
-            actor=actor,
-            service_type=service_type,
-            provider=provider,
-            area=area,
-            share_contact=share_contact,
-            network=network,
-            at=at,
+        return self._create_from(
+            Case,
+            case_id,
+            expected_version,
+            lambda case: case.refer_for_assistance(
+                actor=actor,
+                service_type=service_type,
+                provider=provider,
+                area=area,
+                share_contact=share_contact,
+                network=network,
+                at=at,
+            ),
         )
-        written = self._commit(case, referral)
-        return Written(id=referral.id, version=referral.version, position=written.position)
 
     def refer_for_investigation(
         self,
@@ -568,30 +587,29 @@ class ComplaintMechanism(Application[UUID]):
         """A complaint assessed as non-sensitive feedback goes to the concerned agency's CFM:
         a Feedback item is opened with what was said, and the case is closed, atomically."""
         network = self.network()
-        case = self._load(Case, case_id)
-        if expected_version is not None and case.version != expected_version:
-            raise VersionConflict(case_id, expected_version, case.version)
-        if (
-            case.assessment is None
-            or case.assessment.category is not ComplaintCategory.NON_SENSITIVE_FEEDBACK
-        ):
-            raise InvalidCommand(
-                f"case {case_id} must be assessed as non-sensitive feedback to go to a CFM"
+
+        def forward(case: Case) -> Feedback:
+            if (
+                case.assessment is None
+                or case.assessment.category is not ComplaintCategory.NON_SENSITIVE_FEEDBACK
+            ):
+                raise InvalidCommand(
+                    f"case {case_id} must be assessed as non-sensitive feedback to go to a CFM"
+                )
+            case.close(actor=actor, reason=ClosureReason.REFERRED_TO_FEEDBACK_MECHANISM, at=at)
+            return Feedback.receive(
+                actor=actor,
+                channel=case.channel,
+                category=category,
+                sector=sector,
+                concerned_agency=concerned_agency,
+                text=case.narrative,
+                network=network,
+                source_case_id=case_id,
+                at=at,
             )
-        case.close(actor=actor, reason=ClosureReason.REFERRED_TO_FEEDBACK_MECHANISM, at=at)
-        feedback = Feedback.receive(
-            actor=actor,
-            channel=case.channel,
-            category=category,
-            sector=sector,
-            concerned_agency=concerned_agency,
-            text=case.narrative,
-            network=network,
-            source_case_id=case_id,
-            at=at,
-        )
-        written = self._commit(case, feedback)
-        return Written(id=feedback.id, version=feedback.version, position=written.position)
+
+        return self._create_from(Case, case_id, expected_version, forward)
 
     # ------------------------------------------------------------------ assistance referrals
 
