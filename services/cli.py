@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from enum import StrEnum
@@ -33,6 +32,7 @@ from contracts import catalogue
 from contracts.asyncapi import asyncapi_document
 from domain.errors import DomainError
 from projections import stats
+from projections.base import open_read_model
 from services.api.app import create_app
 from services.api.read_models import applied_position
 from services.bootstrap import complaint_mechanism
@@ -227,7 +227,7 @@ def stats_export(
             f"no statistics read model at {path}: run `cbcm serve` (or `cbcm project stats`)",
             EXIT_UNAVAILABLE,
         )
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    db = open_read_model(path, readonly=True)
     try:
         tables = stats.reports(db, k=stats.threshold(db))
     finally:

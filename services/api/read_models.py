@@ -24,8 +24,12 @@ def applied_position(path: Path) -> int | None:
 
 @contextmanager
 def reading(path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection, or 503 while the projector has not created the read model."""
-    if applied_position(path) is None:
+    """A read-only connection, or 503 while the projector has not created the read model.
+
+    Callers have waited with ``wait_for_position`` first, which read the position; here a
+    stat of the file is enough, rather than opening the database a second time.
+    """
+    if not path.exists():
         raise Problem(503, f"read model {path.stem} is not ready yet", headers={"Retry-After": "1"})
     db = open_read_model(path, readonly=True)
     try:
