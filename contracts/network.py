@@ -17,6 +17,8 @@ class NetworkPolicyV1(msgspec.Struct, frozen=True, kw_only=True):
 
     ``suppression_threshold``: statistics suppress counts below it.
     ``personal_data_retention``: how long personal data is kept.
+    ``coordinator_sees_personal_data``: whether the coordinator may read personal data
+    (added within v1 with a default, so older messages still decode).
     """
 
     assess_within: timedelta
@@ -27,6 +29,7 @@ class NetworkPolicyV1(msgspec.Struct, frozen=True, kw_only=True):
     assistance_acceptance_within: timedelta
     suppression_threshold: int
     personal_data_retention: timedelta
+    coordinator_sees_personal_data: bool = False
 
 
 class NetworkEventData(EventData, frozen=True, kw_only=True):

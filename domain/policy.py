@@ -12,8 +12,9 @@ from domain.errors import InvalidCommand
 class NetworkPolicy:
     """Configurable deadlines (defaults from DOMAIN.md) and reporting thresholds.
 
-    ``assistance_acceptance_within``, ``suppression_threshold`` and
-    ``personal_data_retention`` have no figure in DOMAIN.md; their defaults are ours.
+    ``assistance_acceptance_within``, ``suppression_threshold``,
+    ``personal_data_retention`` and ``coordinator_sees_personal_data`` have no figure in
+    DOMAIN.md; their defaults are ours.
     """
 
     assess_within: timedelta = timedelta(hours=24)
@@ -24,6 +25,9 @@ class NetworkPolicy:
     assistance_acceptance_within: timedelta = timedelta(hours=72)
     suppression_threshold: int = 5
     personal_data_retention: timedelta = timedelta(days=5 * 365)
+    coordinator_sees_personal_data: bool = False
+    """Whether the network coordinator may read cases' personal data (by default the
+    coordinator tracks every case without seeing who is involved)."""
 
     def __post_init__(self) -> None:
         for name in (

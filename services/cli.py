@@ -16,6 +16,7 @@ import json
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -30,6 +31,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from contracts import catalogue
 from contracts.asyncapi import asyncapi_document
+from domain.actors import Role
 from domain.errors import DomainError
 from projections import stats
 from projections.base import open_read_model
@@ -38,6 +40,7 @@ from services.api.read_models import applied_position
 from services.bootstrap import complaint_mechanism
 from services.demo import run_demo
 from services.event_store import EventStoreConfigError, describe, persistence_env
+from services.identity import issue_token, signing_key_path
 from services.logging import configure_logging
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.nats_server import NatsServerError
@@ -310,6 +313,55 @@ def api() -> None:
     if not host or not port.isdigit():
         _fail(f"CBCM_HTTP_ADDR {settings.http_addr!r} is not HOST:PORT", EXIT_CONFIG)
     uvicorn.run(create_app(settings), host=host, port=int(port), log_level="warning")
+
+
+@cli.command()
+def token(
+    user: Annotated[
+        str,
+        typer.Option("--user", metavar="USER", help="Account identifier (no name, no e-mail)."),
+    ],
+    agency: Annotated[
+        str,
+        typer.Option("--agency", metavar="AGENCY", help="Code of the agency the user acts for."),
+    ],
+    role: Annotated[
+        list[str],
+        typer.Option(
+            "--role", metavar="ROLE", help=f"A role to grant (repeatable): {', '.join(Role)}."
+        ),
+    ],
+    minutes: Annotated[
+        int, typer.Option("--minutes", metavar="N", help="Lifetime in minutes, at most 720.")
+    ] = 15,
+) -> None:
+    """Print a bearer token for the HTTP API, signed with the local key (embedded mode only)."""
+    settings = _settings()
+    if settings.oidc_issuer:
+        _fail(
+            "CBCM_OIDC_ISSUER is set: tokens come from the identity provider, not `cbcm token`",
+            EXIT_CONFIG,
+        )
+    unknown = [r for r in role if r not in {known.value for known in Role}]
+    if unknown:
+        _fail(f"unknown role: use one or more of {', '.join(Role)}", EXIT_CONFIG)
+    if not 1 <= minutes <= 720:
+        _fail("--minutes must be between 1 and 720", EXIT_CONFIG)
+    try:
+        text = issue_token(
+            settings.data_dir,
+            user=user,
+            agency=agency,
+            roles=[Role(r) for r in role],
+            ttl=timedelta(minutes=minutes),
+            audience=settings.oidc_audience,
+        )
+    except ValueError as e:
+        _fail(_one_line(e), EXIT_CONFIG)
+    except OSError as e:
+        where = signing_key_path(settings.data_dir)
+        _fail(f"cannot use the token signing key {where}: {_one_line(e)}", EXIT_CONFIG)
+    typer.echo(text)
 
 
 projections_cli = typer.Typer(help="Read models.", no_args_is_help=True)

@@ -9,7 +9,9 @@ in the database is refused the same way: nothing is ever silently overwritten.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
@@ -26,7 +28,9 @@ from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.feedback import Feedback
 from domain.network import NETWORK_ID, Network
 from domain.personal_data import PersonDetails
+from domain.personal_data_reads import PersonalDataReads, reads_id
 from domain.policy import NetworkPolicy
+from domain.receipt import Receipt, receipt_id
 from domain.vocabulary import (
     AgencyType,
     Channel,
@@ -45,12 +49,28 @@ from domain.vocabulary import (
     TransferReason,
 )
 from services.event_encoding import MsgspecMapper, MsgspecTranscoder
+from services.idempotency import IdempotentRequest
 
 A = TypeVar("A", bound=Aggregate)
 
 
+INTERNAL_AGGREGATES: tuple[type[Aggregate], ...] = (Receipt, PersonalDataReads, IdempotentRequest)
+"""Aggregates kept for the mechanism itself (receipt verifiers, the log of personal-data
+reads, answers to retried requests): never published, so a write's ``position`` (what read
+models are asked to reach) is that of its last published event."""
+
+
+def is_published(event: object) -> bool:
+    """Whether a stored event goes on the bus (everything but the internal aggregates')."""
+    return not isinstance(event, tuple(cls.Event for cls in INTERNAL_AGGREGATES))
+
+
 class EventStoreUnavailable(RuntimeError):
     """The event store cannot be reached; nothing was recorded."""
+
+
+class DuplicateRequest(RuntimeError):
+    """Another request with the same Idempotency-Key was saved first; nothing was recorded."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +99,7 @@ class ComplaintMechanism(Application[UUID]):
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self._network: Network | None = None
+        self._also = threading.local()
         try:
             super().__init__(env=env)
         except OperationalError as e:
@@ -97,22 +118,38 @@ class ComplaintMechanism(Application[UUID]):
             raise NotFound(f"no {cls.__name__} {aggregate_id}")
         return aggregate
 
-    def _commit(self, *aggregates: Aggregate) -> Written:
-        first = aggregates[0]
-        loaded = first.version - len(first.pending_events)
+    @contextmanager
+    def also_recording(self, make: Callable[[Written], Aggregate]) -> Iterator[None]:
+        """Within this block (in this thread), the next command also saves ``make(answer)``
+        in its own transaction: an Idempotency-Key's record goes in with what it records."""
+        self._also.make = make
         try:
-            recordings = self.save(*aggregates)
+            yield
+        finally:
+            self._also.make = None
+
+    def _commit(self, *aggregates: Aggregate, answer: Aggregate | None = None) -> Written:
+        first = aggregates[0]
+        named = answer or first
+        loaded = first.version - len(first.pending_events)
+        make: Callable[[Written], Aggregate] | None = getattr(self._also, "make", None)
+        extra = () if make is None else (make(Written(named.id, named.version, 0)),)
+        try:
+            recordings = self.save(*aggregates, *extra)
         except IntegrityError:
+            if extra and self._current_version(extra[0].id):
+                raise DuplicateRequest(str(extra[0].id)) from None
             current = self._current_version(first.id)
             raise VersionConflict(first.id, expected=loaded, current=current) from None
         except OperationalError as e:
             raise EventStoreUnavailable(str(e)) from e
         if not recordings:
             raise InvalidCommand("the command changed nothing")
+        published = [r.notification.id for r in recordings if is_published(r.domain_event)]
         return Written(
-            id=first.id,
-            version=first.version,
-            position=max(r.notification.id for r in recordings),
+            id=named.id,
+            version=named.version,
+            position=max(published or [r.notification.id for r in recordings]),
         )
 
     def _current_version(self, aggregate_id: UUID) -> int:
@@ -140,8 +177,7 @@ class ComplaintMechanism(Application[UUID]):
         answer names the new one."""
         source = self._load_expected(cls, aggregate_id, expected_version)
         created = create(source)
-        written = self._commit(source, created)
-        return Written(id=created.id, version=created.version, position=written.position)
+        return self._commit(source, created, answer=created)
 
     def _change(
         self,
@@ -297,21 +333,102 @@ class ComplaintMechanism(Application[UUID]):
         narrative: str,
         complainant: PersonDetails | None = None,
         survivor: PersonDetails | None = None,
+        receipt: tuple[str, str] | None = None,
     ) -> Written:
-        return self._commit(
-            Case.receive(
-                actor=actor,
-                received_at=received_at,
-                channel=channel,
-                complainant_role=complainant_role,
-                immediate_safety_risk=immediate_safety_risk,
-                narrative=narrative,
-                complainant=complainant,
-                survivor=survivor,
-                network=self.network(),
-                at=at,
-            )
+        """Record a complaint; with ``receipt`` (locator, verifier of its secret), issue the
+        receipt an anonymous complainant follows it with, in the same transaction."""
+        case = Case.receive(
+            actor=actor,
+            received_at=received_at,
+            channel=channel,
+            complainant_role=complainant_role,
+            immediate_safety_risk=immediate_safety_risk,
+            narrative=narrative,
+            complainant=complainant,
+            survivor=survivor,
+            network=self.network(),
+            at=at,
         )
+        if receipt is None:
+            return self._commit(case)
+        locator, verifier = receipt
+        issued = Receipt.issue(
+            actor=actor, case_id=case.id, locator=locator, verifier=verifier, at=at
+        )
+        return self._commit(case, issued, answer=case)
+
+    def receipt_exists(self, locator: str) -> bool:
+        return bool(self._current_version(receipt_id(locator)))
+
+    def receipt(self, locator: str) -> Receipt | None:
+        """The receipt with this locator, if any."""
+        try:
+            return self._load(Receipt, receipt_id(locator))
+        except NotFound:
+            return None
+
+    def record_personal_data_read(
+        self, case_id: UUID, *, actor: Actor, fields: tuple[str, ...], purpose: str, at: datetime
+    ) -> None:
+        """Record, before anything is shown, that ``actor`` is shown these personal fields of
+        the case. Concurrent readers of one case are serialised by retrying."""
+        for _attempt in range(20):
+            try:
+                log = self._load(PersonalDataReads, reads_id(case_id))
+            except NotFound:
+                log = PersonalDataReads.start(case_id=case_id, at=at)
+            log.record(actor=actor, fields=fields, purpose=purpose, at=max(at, log.modified_on))
+            try:
+                self.save(log)
+            except IntegrityError:
+                continue
+            except OperationalError as e:
+                raise EventStoreUnavailable(str(e)) from e
+            return
+        raise EventStoreUnavailable(
+            f"could not record a read of case {case_id}: too much contention"
+        )
+
+    def personal_data_reads(self, case_id: UUID) -> list[PersonalDataReads.Read]:
+        """Who was shown which personal fields of the case, and when, in order."""
+        try:
+            events = list(self.events.get(reads_id(case_id)))
+        except OperationalError as e:
+            raise EventStoreUnavailable(str(e)) from e
+        return [e for e in events if isinstance(e, PersonalDataReads.Read)]
+
+    def idempotent_request(self, record: UUID) -> IdempotentRequest | None:
+        try:
+            return self._load(IdempotentRequest, record)
+        except NotFound:
+            return None
+
+    def position_of(self, aggregate_id: UUID, version: int) -> int:
+        """The store position of one event (the answer replayed to a retried request)."""
+        recorder: Any = self.recorder
+        table = recorder.events_table_name
+        try:
+            if type(recorder).__module__ == "eventsourcing.sqlite":
+                statement = (
+                    f"SELECT rowid FROM {table} "  # noqa: S608 - the library's table name
+                    "WHERE originator_id = ? AND originator_version = ?"
+                )
+                with recorder.datastore.transaction(commit=False) as cursor:
+                    cursor.execute(statement, (aggregate_id.hex, version))
+                    row = cursor.fetchone()
+                return int(row[0]) if row else 0
+            from psycopg.sql import SQL, Identifier  # noqa: PLC0415 - PostgreSQL only
+
+            query = SQL(
+                "SELECT notification_id AS p FROM {}.{} "
+                "WHERE originator_id = %s AND originator_version = %s"
+            ).format(Identifier(recorder.datastore.schema), Identifier(table))
+            with recorder.datastore.transaction(commit=False) as cursor:
+                cursor.execute(query, (aggregate_id, version))
+                found = cursor.fetchone()
+            return int(found["p"]) if found else 0
+        except OperationalError as e:
+            raise EventStoreUnavailable(str(e)) from e
 
     def assess_case(
         self,

@@ -34,3 +34,36 @@ class Settings(BaseSettings):
     )
     http_addr: str = "127.0.0.1:8080"
     log_format: Literal["json", "console"] = "console"
+
+    # --- identity (issue #4) ---
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="the network's OIDC issuer; when set, tokens are verified against its JWKS "
+        "instead of the local signing key",
+    )
+    oidc_audience: str = Field(default="cbcm", description="the audience tokens must name")
+    oidc_jwks_url: str | None = Field(
+        default=None,
+        description="the provider's JWKS URL (default: <issuer>/.well-known/jwks.json)",
+    )
+    oidc_algorithms: str = Field(
+        default="RS256,ES256,EdDSA", description="comma-separated signature algorithms accepted"
+    )
+    oidc_agency_claim: str = Field(default="agency", description="claim carrying the agency code")
+    oidc_roles_claim: str = Field(default="roles", description="claim carrying the cbcm roles")
+    # --- anonymous complainants and public endpoints (issue #4) ---
+    receipt_failures_per_locator: int = Field(
+        default=5, ge=1, description="failed receipt look-ups allowed per locator per window"
+    )
+    receipt_failures_per_client: int = Field(
+        default=20, ge=1, description="failed receipt look-ups allowed per client per window"
+    )
+    receipt_failure_window_seconds: int = Field(
+        default=900, ge=1, description="the window of the receipt look-up throttle"
+    )
+    public_intake_per_client: int = Field(
+        default=10, ge=1, description="public web-form complaints accepted per client per window"
+    )
+    public_intake_window_seconds: int = Field(
+        default=3600, ge=1, description="the window of the public intake rate limit"
+    )

@@ -9,6 +9,7 @@ from projections.assistance.model import (
     ReferralView,
     StatusTime,
     gaps,
+    provider_referrals,
     tracker,
 )
 
@@ -21,5 +22,6 @@ __all__ = [
     "ReferralView",
     "StatusTime",
     "gaps",
+    "provider_referrals",
     "tracker",
 ]

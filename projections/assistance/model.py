@@ -456,3 +456,18 @@ def gaps(db: sqlite3.Connection, *, now: datetime, agency: str | None = None) ->
         if view.acceptance_overdue:
             found.append(_not_accepted(view, UUID(row["case_id"])))
     return found
+
+
+def provider_referrals(
+    db: sqlite3.Connection, provider: str, *, now: datetime, open_only: bool = True
+) -> list[tuple[UUID, ReferralView]]:
+    """The referrals made to ``provider`` (still open ones by default), oldest first, each
+    with its case id: what a service provider works from."""
+    if now.tzinfo is None:
+        raise ValueError("now must be zone-aware")
+    within = load_deadlines(db, POLICY_TABLE)["assistance_acceptance_within"]
+    query = "SELECT * FROM assistance_referrals WHERE provider = ?"
+    if open_only:
+        query += " AND status IN ('referred', 'accepted')"
+    rows = db.execute(query + " ORDER BY referred_at, rowid", (provider,)).fetchall()
+    return [(UUID(r["case_id"]), _referral_view(db, r, now, within)) for r in rows]

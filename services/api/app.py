@@ -1,128 +1,132 @@
-"""The HTTP API. Issue #3 scope: read endpoints of the three read models.
+"""The HTTP API (FastAPI): every command of the domain and the queries of the read models,
+under ``/v1``, for bearer-token callers by need-to-know; plus the public receipt look-up and
+web-form intake, and the operations endpoints.
 
-Every read accepts ``?after=<position>`` (read-your-writes: wait, bounded, until the read
-model has applied that store position). Responses carry ``X-Cbcm-Position``, the position
-the answer reflects. The read models hold no personal data. Identity and need-to-know
-arrive with issue #4; until then the API listens on loopback only by default.
+The one place the API is wired: the application service (opened lazily, so the API starts
+and says so on ``/readyz`` while the event store is unreachable), the token verifier, the
+receipt desk and the metrics.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
-from datetime import UTC, datetime
-from typing import Annotated, Any
-from uuid import UUID
+import threading
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Path, Query, Response
-from fastapi.encoders import jsonable_encoder
-from fastapi.responses import JSONResponse, PlainTextResponse
+import anyio
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.concurrency import run_in_threadpool
 
-from projections import stats
-from projections.assistance import gaps, tracker
-from projections.inbox import case_row, inbox
-from services.api.problems import Problem, install_problem_handlers
-from services.api.read_models import READ_MODELS, applied_position, reading, wait_for_position
+from services.api.metrics import ApiMetrics, MetricsMiddleware
+from services.api.problems import install_problem_handlers
+from services.api.read_models import READ_MODELS, applied_position
+from services.api.routes import cases, feedback, network, public, referrals
+from services.api.routes.reads import read_model_router
+from services.api.throttle import FailureThrottle, RateLimit
+from services.bootstrap import complaint_mechanism
+from services.identity import TokenVerifier, verifier_from_settings
+from services.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.projector.runner import read_model_path
+from services.receipts import ReceiptHasher
 from services.settings import Settings
 
-After = Annotated[
-    int | None,
-    Query(ge=0, description="wait (bounded) until the read model has applied this position"),
-]
-AGENCY_CODE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+DESCRIPTION = """\
+The inter-agency PSEA complaint mechanism.
+
+Every endpoint under `/v1` but `/v1/public/...` needs a bearer token (embedded: `cbcm token
+--user U --agency A --role R`). Each role sees what its task needs and no more; a case the
+caller may not see is answered 404, like a case that does not exist. Writes answer with the
+store `position` of what they recorded: pass it as `?after=` to a read to read your write.
+Writes accept an `Idempotency-Key` header (16-128 characters, a UUID fits): a retry gets the
+first answer again and records nothing. Errors are RFC 9457 `application/problem+json`.
+"""
 
 
-def _json(payload: Any, position: int) -> JSONResponse:
-    return JSONResponse(jsonable_encoder(payload), headers={"X-Cbcm-Position": str(position)})
+class LazyMechanism:
+    """The application service, opened on first use and again after a failed attempt."""
+
+    def __init__(self, settings: Settings, given: ComplaintMechanism | None) -> None:
+        self._settings = settings
+        self._app = given
+        self._owned = given is None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> ComplaintMechanism:
+        app = self._app
+        if app is not None:
+            return app
+        with self._lock:
+            if self._app is None:
+                self._app = complaint_mechanism(self._settings)
+            return self._app
+
+    def close(self) -> None:
+        if self._owned and self._app is not None:
+            self._app.close()
+            self._app = None
 
 
-def _asdict(value: Any) -> Any:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-
-
-def create_app(settings: Settings) -> FastAPI:
-    """The API over the read models under ``settings.data_dir``."""
-    app = FastAPI(
-        title="cbcm",
-        version="1",
-        description="Inter-agency PSEA complaint mechanism: read models (issue #3).",
-    )
-    install_problem_handlers(app)
+def create_app(
+    settings: Settings,
+    *,
+    mechanism: ComplaintMechanism | None = None,
+    verifier: TokenVerifier | None = None,
+    receipt_hasher: ReceiptHasher | None = None,
+) -> FastAPI:
+    """The API over the event store and read models ``settings`` name. Tests may pass an
+    open application, a verifier and a cheaper receipt hasher."""
     paths: dict[str, pathlib.Path] = {
         name: read_model_path(settings.data_dir, name) for name in READ_MODELS
     }
+    lazy = LazyMechanism(settings, mechanism)
 
-    _operations(app, paths)
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        yield
+        await run_in_threadpool(lazy.close)
 
-    async def ready(name: str, after: int | None) -> int:
-        return await wait_for_position(paths[name], after, settings.read_wait_seconds)
+    app = FastAPI(title="cbcm", version="1", description=DESCRIPTION, lifespan=lifespan)
+    install_problem_handlers(app)
+    metrics = ApiMetrics(lambda: {name: applied_position(p) for name, p in paths.items()})
+    app.state.metrics = metrics
+    app.state.mechanism = lazy
+    app.state.verifier = verifier or verifier_from_settings(settings)
+    app.state.receipts = public.ReceiptDesk(
+        hasher=receipt_hasher or ReceiptHasher(),
+        failures=FailureThrottle(
+            per_locator=settings.receipt_failures_per_locator,
+            per_client=settings.receipt_failures_per_client,
+            window_seconds=settings.receipt_failure_window_seconds,
+        ),
+        intake_limit=RateLimit(
+            per_client=settings.public_intake_per_client,
+            window_seconds=settings.public_intake_window_seconds,
+        ),
+        hashing=anyio.CapacityLimiter(4),
+    )
+    app.add_middleware(MetricsMiddleware, metrics=lambda: metrics)
 
-    @app.get("/v1/inbox/{agency}", tags=["inbox"])
-    async def agency_inbox(
-        agency: Annotated[str, Path(pattern=AGENCY_CODE)],
-        focal_point: Annotated[str | None, Query(max_length=128)] = None,
-        after: After = None,
-    ) -> Response:
-        """Open cases the agency holds (or one focal point's), overdue first."""
-        position = await ready("inbox", after)
-        with reading(paths["inbox"]) as db:
-            items = inbox(db, agency, focal_point=focal_point, now=datetime.now(UTC))
-        return _json({"agency": agency, "items": [_asdict(i) for i in items]}, position)
-
-    @app.get("/v1/inbox/cases/{case_id}", tags=["inbox"])
-    async def inbox_case(case_id: UUID, after: After = None) -> Response:
-        """One case's milestones and pending actions."""
-        position = await ready("inbox", after)
-        with reading(paths["inbox"]) as db:
-            row = case_row(db, case_id)
-        if row is None:
-            raise Problem(404, f"no case {case_id} in the inbox read model")
-        return _json(_asdict(row), position)
-
-    @app.get("/v1/assistance/cases/{case_id}", tags=["assistance"])
-    async def assistance_case(case_id: UUID, after: After = None) -> Response:
-        """A case's consents, service referrals with their times, and gaps."""
-        position = await ready("assistance", after)
-        with reading(paths["assistance"]) as db:
-            found = tracker(db, case_id, now=datetime.now(UTC))
-        if found is None:
-            raise Problem(404, f"no case {case_id} in the assistance tracker")
-        return _json(_asdict(found), position)
-
-    @app.get("/v1/assistance/gaps", tags=["assistance"])
-    async def assistance_gaps(
-        agency: Annotated[str | None, Query(pattern=AGENCY_CODE)] = None,
-        after: After = None,
-    ) -> Response:
-        """Consented cases with no provider for a service, referrals not accepted in time."""
-        position = await ready("assistance", after)
-        with reading(paths["assistance"]) as db:
-            found = gaps(db, now=datetime.now(UTC), agency=agency)
-        return _json({"gaps": [_asdict(g) for g in found]}, position)
-
-    @app.get("/v1/stats", tags=["statistics"])
-    async def statistics(after: After = None) -> Response:
-        """Every anonymised report: aggregates only, small cells suppressed."""
-        position = await ready("stats", after)
-        with reading(paths["stats"]) as db:
-            tables = stats.reports(db, k=stats.threshold(db))
-        return _json({name: stats.report_document(r) for name, r in tables.items()}, position)
-
-    @app.get("/v1/stats/{report}", tags=["statistics"])
-    async def statistics_report(report: str, after: After = None) -> Response:
-        """One anonymised report."""
-        position = await ready("stats", after)
-        with reading(paths["stats"]) as db:
-            tables = stats.reports(db, k=stats.threshold(db))
-        if report not in tables:
-            raise Problem(404, f"no report {report!r}; see /v1/stats", reports=sorted(tables))
-        return _json(stats.report_document(tables[report]), position)
-
+    for router in (network.router, cases.router, referrals.router, feedback.router):
+        app.include_router(router)
+    app.include_router(read_model_router(paths, settings.read_wait_seconds))
+    app.include_router(public.router)
+    _operations(app, paths, lazy, metrics)
     return app
 
 
-def _operations(app: FastAPI, paths: dict[str, pathlib.Path]) -> None:
+def _store_answers(mechanism: Callable[[], ComplaintMechanism]) -> None:
+    mechanism().recorder.max_notification_id()
+
+
+def _operations(
+    app: FastAPI,
+    paths: dict[str, pathlib.Path],
+    mechanism: Callable[[], ComplaintMechanism],
+    metrics: ApiMetrics,
+) -> None:
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
         """The process is up."""
@@ -130,23 +134,25 @@ def _operations(app: FastAPI, paths: dict[str, pathlib.Path]) -> None:
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> Response:
-        """Ready when every read model exists; lists each one's applied position."""
+        """Ready when the event store answers and every read model exists; lists each read
+        model's applied position."""
         positions = {name: applied_position(path) for name, path in paths.items()}
-        ok = all(p is not None for p in positions.values())
+        try:
+            await run_in_threadpool(_store_answers, mechanism)
+            store = "ok"
+        except (EventStoreUnavailable, Exception):
+            store = "unavailable"
+        ok = store == "ok" and all(p is not None for p in positions.values())
         return JSONResponse(
-            {"status": "ready" if ok else "starting", "positions": positions},
+            {
+                "status": "ready" if ok else "starting",
+                "event_store": store,
+                "positions": positions,
+            },
             status_code=200 if ok else 503,
         )
 
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-    async def metrics() -> str:
-        """Prometheus text format: each read model's applied position."""
-        lines = [
-            "# HELP cbcm_read_model_position Last event-store position applied.",
-            "# TYPE cbcm_read_model_position gauge",
-        ]
-        for name, path in paths.items():
-            position = applied_position(path)
-            if position is not None:
-                lines.append(f'cbcm_read_model_position{{read_model="{name}"}} {position}')
-        return "\n".join(lines) + "\n"
+    @app.get("/metrics", tags=["operations"])
+    async def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

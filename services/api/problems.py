@@ -10,6 +10,9 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from domain import errors
+from services.mechanism import EventStoreUnavailable
+
 PROBLEM_JSON = "application/problem+json"
 
 
@@ -42,7 +45,7 @@ def problem_response(
     **extensions: Any,
 ) -> JSONResponse:
     body = {
-        "type": "about:blank",
+        "type": extensions.pop("type", "about:blank"),
         "title": title,
         "status": status,
         "detail": detail,
@@ -52,8 +55,57 @@ def problem_response(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
+UNPROCESSABLE: tuple[type[errors.DomainError], ...] = (
+    errors.InvalidCode,
+    errors.InvalidCommand,
+    errors.UnknownAgency,
+    errors.UnknownServiceProvider,
+    errors.ServiceNotOffered,
+    errors.NoInvestigatingEntity,
+    errors.NotAFocalPoint,
+    errors.WrongInvestigatingEntity,
+)
+"""The command's values do not fit the network or each other: 422. Other refusals depend on
+the state of the case: 409."""
+
+
+def _slug(name: str) -> str:
+    return "".join(f"-{c.lower()}" if c.isupper() else c for c in name).lstrip("-")
+
+
+def domain_problem(error: errors.DomainError) -> Problem:
+    """The problem answering a refused command. Messages carry ids and codes only."""
+    kind = f"urn:cbcm:problem:{_slug(type(error).__name__)}"
+    if isinstance(error, errors.NotFound):
+        return Problem(404, "no such resource, or it is not visible to you", type=kind)
+    if isinstance(error, errors.VersionConflict):
+        return Problem(409, str(error), title=error.title, type=kind, current_version=error.current)
+    if isinstance(error, errors.ActionNotPermitted):
+        return Problem(403, str(error), title=error.title, type=kind)
+    status = 422 if isinstance(error, UNPROCESSABLE) else 409
+    return Problem(status, str(error), title=error.title, type=kind)
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Answer every error, including FastAPI's own, as problem+json."""
+
+    @app.exception_handler(errors.DomainError)
+    async def _refused(request: Request, exc: errors.DomainError) -> JSONResponse:
+        problem = domain_problem(exc)
+        return problem_response(
+            request, problem.status, problem.title, problem.detail, **problem.extensions
+        )
+
+    @app.exception_handler(EventStoreUnavailable)
+    async def _unavailable(request: Request, exc: EventStoreUnavailable) -> JSONResponse:
+        # The driver's message may name hosts; the client needs only to retry.
+        return problem_response(
+            request,
+            503,
+            "Event store unavailable",
+            "the event store cannot be reached; nothing was recorded; retry shortly",
+            {"Retry-After": "2"},
+        )
 
     @app.exception_handler(Problem)
     async def _problem(request: Request, exc: Problem) -> JSONResponse:

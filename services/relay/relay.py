@@ -49,7 +49,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 
 from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM, event_subject
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.mechanism import ComplaintMechanism, EventStoreUnavailable, is_published
 from services.nats_client import quiet_errors
 from services.relay.routing import Router
 from services.relay.translation import (
@@ -237,6 +237,11 @@ class Relay:
         previous = self._read
         for notification in notifications:
             event = mapper.to_domain_event(notification)
+            if not is_published(event):
+                # The mechanism's own records (receipt verifiers, personal-data reads,
+                # retried-request answers) never leave the store; the next message's
+                # previous-position link skips them.
+                continue
             aggregate, name = SUBJECT_TOKENS[type(event)]
             agency = self._router.agency_of(event, notification.id)
             message = to_cloud_event(event, source=source, position=notification.id)

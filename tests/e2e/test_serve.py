@@ -24,7 +24,6 @@ from services.settings import Settings
 
 CBCM = str(Path(sys.executable).parent / "cbcm")
 COORDINATOR = Actor("coord-1", "unhcr", Role.COORDINATOR)
-OPERATOR = Actor("op-1", "unhcr", Role.INTAKE_OPERATOR)
 
 
 def wait_until(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]
@@ -60,8 +59,28 @@ class Stack:
                 [CBCM, "serve"], env=self.env, stdout=out, stderr=subprocess.STDOUT
             )
 
-    def get(self, path: str, **params: object) -> httpx.Response:
-        return httpx.get(f"http://{self.http}{path}", params=params, timeout=10)
+    def token(self, user: str, agency: str, role: str) -> str:
+        """A token from ``cbcm token``, as an operator would get one in the embedded set-up."""
+        done = subprocess.run(
+            [CBCM, "token", "--user", user, "--agency", agency, "--role", role],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    def get(self, path: str, token: str | None = None, **params: object) -> httpx.Response:
+        headers = {} if token is None else {"Authorization": f"Bearer {token}"}
+        return httpx.get(f"http://{self.http}{path}", params=params, headers=headers, timeout=10)
+
+    def post(self, path: str, token: str, body: dict[str, object]) -> httpx.Response:
+        return httpx.post(
+            f"http://{self.http}{path}",
+            json=body,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=10,
+        )
 
     def ready(self) -> bool:
         try:
@@ -104,17 +123,21 @@ def network(app: ComplaintMechanism, at: datetime) -> None:
     )
 
 
-def complaint(app: ComplaintMechanism, at: datetime) -> tuple[str, int]:
-    written = app.receive_complaint(
-        actor=OPERATOR,
-        at=at,
-        received_at=at,
-        channel=Channel.HOTLINE,
-        complainant_role=ComplainantRole.ANONYMOUS,
-        immediate_safety_risk=True,
-        narrative="a distribution guard asked for sex",
+def complaint(stack: Stack, operator: str, at: datetime) -> tuple[str, int]:
+    """A complaint recorded over HTTP by an intake operator."""
+    answer = stack.post(
+        "/v1/cases",
+        operator,
+        {
+            "received_at": at.isoformat(),
+            "channel": Channel.HOTLINE.value,
+            "complainant_role": ComplainantRole.ANONYMOUS.value,
+            "immediate_safety_risk": True,
+            "narrative": "a distribution guard asked for sex",
+        },
     )
-    return str(written.id), written.position
+    assert answer.status_code == 201, answer.text
+    return answer.json()["id"], answer.json()["position"]
 
 
 def test_complaint_driven_through_serve_appears_in_the_inbox_and_survives_a_relay_crash(
@@ -126,10 +149,12 @@ def test_complaint_driven_through_serve_appears_in_the_inbox_and_survives_a_rela
     try:
         now = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
         network(app, now)
-        # when a complaint is recorded in the store
-        case_id, position = complaint(app, now + timedelta(minutes=1))
+        operator = stack.token("op-1", "unhcr", "intake_operator")
+        focal_point = stack.token("fp-1", "unhcr", "focal_point")
+        # when an intake operator records a complaint over HTTP
+        case_id, position = complaint(stack, operator, now + timedelta(minutes=1))
         # then the receiving agency's inbox shows it, once it has applied that position
-        answer = stack.get("/v1/inbox/unhcr", after=position)
+        answer = stack.get("/v1/inbox/unhcr", focal_point, after=position)
         assert answer.status_code == 200, answer.text
         items = answer.json()["items"]
         assert [(i["case_id"], i["action"]) for i in items] == [(case_id, "assess")]
@@ -145,8 +170,8 @@ def test_complaint_driven_through_serve_appears_in_the_inbox_and_survives_a_rela
             return child is not None and child.pid != relay.pid
 
         wait_until(restarted, 30, "relay restart")
-        second, position = complaint(app, now + timedelta(minutes=2))
-        answer = stack.get("/v1/inbox/unhcr", after=position)
+        second, position = complaint(stack, operator, now + timedelta(minutes=2))
+        answer = stack.get("/v1/inbox/unhcr", focal_point, after=position)
         assert answer.status_code == 200, answer.text
         assert {i["case_id"] for i in answer.json()["items"]} == {case_id, second}
         assert "service_exited" in stack.log.read_text()
@@ -162,9 +187,14 @@ def test_complaint_driven_through_serve_appears_in_the_inbox_and_survives_a_rela
 
 def test_read_waits_are_bounded_and_answered_as_problems(stack: Stack) -> None:
     wait_until(stack.ready, 60, "/readyz")
-    answer = stack.get("/v1/inbox/unhcr", after=10**9)
+    focal_point = stack.token("fp-1", "unhcr", "focal_point")
+    answer = stack.get("/v1/inbox/unhcr", focal_point, after=10**9)
     assert answer.status_code == 503
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.headers["retry-after"] == "1"
-    assert stack.get("/v1/inbox/Not An Agency").status_code == 422
+    assert stack.get("/v1/inbox/Not An Agency", focal_point).status_code == 422
+    # and without a token nothing is read
+    unauthenticated = stack.get("/v1/inbox/unhcr")
+    assert unauthenticated.status_code == 401
+    assert unauthenticated.headers["content-type"] == "application/problem+json"
     assert stack.stop() == 0

@@ -1,0 +1,63 @@
+"""Who is calling: the bearer token's principal, and the role they act in."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.concurrency import run_in_threadpool
+
+from domain.actors import Actor, Role
+from services.api.problems import Problem
+from services.identity import IdentityProviderUnavailable, InvalidToken, Principal, TokenVerifier
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="a JWT from the network's identity provider (embedded: `cbcm token`)",
+)
+
+UNAUTHORISED = {"WWW-Authenticate": 'Bearer realm="cbcm"'}
+
+
+async def current_principal(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Principal:
+    """The verified caller, or 401 (503 while the identity provider's keys are unreachable)."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(401, "a bearer token is required", headers=UNAUTHORISED)
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        # Verifying may fetch the identity provider's keys: off the event loop.
+        principal = await run_in_threadpool(verifier.verify, credentials.credentials)
+    except IdentityProviderUnavailable as e:
+        raise Problem(503, str(e), headers={"Retry-After": "5"}) from None
+    except InvalidToken as e:
+        raise Problem(401, f"the bearer token was refused: {e}", headers=UNAUTHORISED) from None
+    return principal
+
+
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
+
+
+def acting_as(principal: Principal, roles: Iterable[Role]) -> Actor | None:
+    """The principal acting in the first of ``roles`` they hold, or ``None``."""
+    for role in roles:
+        if role in principal.roles:
+            return Actor(principal.user, principal.agency, role)
+    return None
+
+
+def require_role(principal: Principal, roles: Iterable[Role]) -> Actor:
+    """Acting in one of ``roles``, or 403 (for resources whose existence is not secret)."""
+    wanted = tuple(roles)
+    actor = acting_as(principal, wanted)
+    if actor is None:
+        raise Problem(
+            403,
+            "this needs one of the roles: " + ", ".join(r.value for r in wanted),
+            title="Role not permitted",
+        )
+    return actor

@@ -1,0 +1,555 @@
+"""Cases: intake, every command of the workflow, the case and its custody trail.
+
+A case the caller may not see is answered 404, exactly like a case that does not exist,
+for reads and for commands alike. A caller who may see the case but whose role may not do
+the command is answered 403 (the domain's rule, ``ActionNotPermitted``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+
+from domain.actors import Actor, Role
+from domain.case import Allegation, Case
+from domain.errors import NotFound
+from domain.personal_data import PersonDetails
+from domain.policy import NetworkPolicy
+from domain.vocabulary import ConsentKind
+from services.api.auth import CurrentPrincipal, acting_as, require_role
+from services.api.need_to_know import best_case_access, case_access
+from services.api.problems import Problem
+from services.api.schemas.cases import (
+    AcknowledgementIn,
+    AllegationIn,
+    AssessmentIn,
+    AssistanceReferralIn,
+    CaseHistoryOut,
+    CaseOut,
+    ClosureIn,
+    ComplaintIn,
+    ConsentIn,
+    ConsentWithdrawalIn,
+    DuplicateIn,
+    FeedbackToComplainantIn,
+    FocalPointsIn,
+    ForwardingIn,
+    InvestigationReferralIn,
+    OutcomeIn,
+    PersonalDataReadOut,
+    PersonIn,
+    ReopeningIn,
+    TransferIn,
+)
+from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
+from services.api.views import case_view, history_event
+from services.api.writes import in_thread, mechanism, now, perform
+from services.identity import Principal
+from services.mechanism import ComplaintMechanism, Written
+
+router = APIRouter(prefix="/v1/cases", tags=["cases"], responses=PROBLEM_RESPONSES)
+
+CaseId = Annotated[UUID, Path(description="the case")]
+
+HANDLERS = (Role.FOCAL_POINT, Role.COORDINATOR)
+INVESTIGATORS = (Role.INVESTIGATING_ENTITY, Role.COORDINATOR)
+INTAKE = (Role.INTAKE_OPERATOR, Role.FOCAL_POINT, Role.COORDINATOR)
+
+
+def _person(details: PersonIn | None) -> PersonDetails | None:
+    if details is None:
+        return None
+    return PersonDetails(
+        name=details.name, phone=details.phone, email=details.email, address=details.address
+    )
+
+
+def _allegation(a: AllegationIn) -> Allegation:
+    return Allegation(
+        allegation_type=a.allegation_type,
+        subtype=a.subtype,
+        child_involved=a.child_involved,
+        implicated_agency=a.implicated_agency,
+        personnel_category=a.personnel_category,
+        incident_date=a.incident_date,
+        incident_area=a.incident_area,
+        victim_sex=a.victim_sex,
+        victim_age_band=a.victim_age_band,
+        incident_place_detail=a.incident_place_detail,
+        alleged_perpetrator=a.alleged_perpetrator,
+    )
+
+
+def _case_location(written: Written) -> str:
+    return f"/v1/cases/{written.id}"
+
+
+async def _load_visible(
+    app: ComplaintMechanism, principal: Principal, case_id: UUID
+) -> tuple[Case, NetworkPolicy]:
+    def load() -> tuple[Case, NetworkPolicy]:
+        return app.get_case(case_id), app.network().policy
+
+    case, policy = await in_thread(load)
+    if best_case_access(principal.user, principal.agency, principal.roles, case, policy) is None:
+        raise NotFound(f"no case {case_id}")
+    return case, policy
+
+
+async def _command(
+    request: Request,
+    principal: Principal,
+    case_id: UUID,
+    roles: Iterable[Role],
+    decide: Callable[[ComplaintMechanism, Actor, datetime], Written],
+    *,
+    status: int = 200,
+    location: Callable[[Written], str] | None = None,
+) -> JSONResponse:
+    """A command on a case the caller can see, in the first of ``roles`` that sees it."""
+    app = mechanism(request)
+    case, policy = await _load_visible(app, principal, case_id)
+    actor = None
+    for role in roles:
+        if role in principal.roles:
+            candidate = Actor(principal.user, principal.agency, role)
+            if case_access(candidate, case, policy) is not None:
+                actor = candidate
+                break
+    if actor is None:
+        raise Problem(
+            403,
+            "your role may not do this on this case: " + ", ".join(r.value for r in roles) + " may",
+            title="Action not permitted",
+        )
+    chosen = actor
+    return await perform(
+        request,
+        principal,
+        lambda: decide(app, chosen, now()),
+        status=status,
+        location=location,
+    )
+
+
+# ------------------------------------------------------------------ intake
+
+
+@router.post("", status_code=201, response_model=WrittenOut)
+async def receive_complaint(
+    request: Request, principal: CurrentPrincipal, body: ComplaintIn
+) -> JSONResponse:
+    """Record a complaint (any entry point). Intake operators see nothing of it afterwards;
+    with ``issue_receipt`` the answer carries the complainant's receipt code, once."""
+    actor = require_role(principal, INTAKE)
+    app = mechanism(request)
+    receipts = request.app.state.receipts
+    receipt = await in_thread(lambda: receipts.new(app)) if body.issue_receipt else None
+
+    def command() -> Written:
+        return app.receive_complaint(
+            actor=actor,
+            at=now(),
+            received_at=body.received_at,
+            channel=body.channel,
+            complainant_role=body.complainant_role,
+            immediate_safety_risk=body.immediate_safety_risk,
+            narrative=body.narrative,
+            complainant=_person(body.complainant),
+            survivor=_person(body.survivor),
+            receipt=None if receipt is None else (receipt[0].locator, receipt[1]),
+        )
+
+    return await perform(
+        request,
+        principal,
+        command,
+        status=201,
+        receipt=None if receipt is None else receipt[0],
+        location=_case_location,
+    )
+
+
+# ------------------------------------------------------------------ reads
+
+
+@router.get("/{case_id}", response_model=CaseOut)
+async def get_case(request: Request, principal: CurrentPrincipal, case_id: CaseId) -> CaseOut:
+    """The case, as the caller's task needs it. Personal data shown is recorded (who, when,
+    which fields) in the case's custody trail before the answer leaves."""
+    app = mechanism(request)
+    case, policy = await _load_visible(app, principal, case_id)
+    access = best_case_access(principal.user, principal.agency, principal.roles, case, policy)
+    assert access is not None
+    view, revealed = case_view(case, access)
+    if revealed:
+        await in_thread(
+            lambda: app.record_personal_data_read(
+                case_id, actor=access.reader, fields=revealed, purpose="case", at=now()
+            )
+        )
+    return view
+
+
+HISTORY_READERS = (Role.FOCAL_POINT, Role.COORDINATOR, Role.AUDITOR)
+
+
+@router.get("/{case_id}/history", response_model=CaseHistoryOut)
+async def case_history(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId
+) -> CaseHistoryOut:
+    """The custody trail: every recorded step (who, when, what, what was shared) and every
+    read of personal data. Personal fields are shown only to readers who may see them all."""
+    app = mechanism(request)
+    case, policy = await _load_visible(app, principal, case_id)
+    reader = None
+    for role in HISTORY_READERS:
+        actor = acting_as(principal, (role,))
+        if actor is not None and case_access(actor, case, policy) is not None:
+            reader = actor
+            break
+    if reader is None:
+        raise NotFound(f"no case {case_id}")
+    access = case_access(reader, case, policy)
+    assert access is not None
+    reveal = access.full_history
+
+    def load() -> tuple[list[object], list[PersonalDataReadOut]]:
+        events = list(app.case_history(case_id))
+        reads = [
+            PersonalDataReadOut(
+                at=r.timestamp,
+                user=r.actor.user,
+                agency=r.actor.agency,
+                role=str(r.actor.role),
+                fields=list(r.fields),
+                purpose=r.purpose,
+            )
+            for r in app.personal_data_reads(case_id)
+        ]
+        return events, reads
+
+    events, reads = await in_thread(load)
+    shown: set[str] = set()
+    outs = []
+    for event in events:
+        out, revealed = history_event(event, reveal)
+        outs.append(out)
+        shown.update(revealed)
+    if shown:
+        await in_thread(
+            lambda: app.record_personal_data_read(
+                case_id, actor=reader, fields=tuple(shown), purpose="history", at=now()
+            )
+        )
+    return CaseHistoryOut(
+        case_id=case_id, version=case.version, events=outs, personal_data_reads=reads
+    )
+
+
+# ------------------------------------------------------------------ commands
+
+
+@router.post("/{case_id}/assessment", response_model=WrittenOut)
+async def assess(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: AssessmentIn
+) -> JSONResponse:
+    """Triage: SEA allegation (with its details), other sensitive complaint, or feedback."""
+    allegation = None if body.allegation is None else _allegation(body.allegation)
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.assess_case(
+            case_id,
+            actor=actor,
+            category=body.category,
+            allegation=allegation,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/focal-points", response_model=WrittenOut)
+async def assign_focal_points(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: FocalPointsIn
+) -> JSONResponse:
+    """Hand the case to named focal points of the agency holding it."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.assign_focal_points(
+            case_id,
+            actor=actor,
+            focal_points=tuple(body.focal_points),
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/transfers", response_model=WrittenOut)
+async def transfer(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: TransferIn
+) -> JSONResponse:
+    """Hand custody to another agency, recording why and what was shared."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.transfer_case(
+            case_id,
+            actor=actor,
+            to_agency=body.to_agency,
+            reason=body.reason,
+            shared=tuple(body.shared),
+            note=body.note,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/consents", response_model=WrittenOut)
+async def give_consent(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ConsentIn
+) -> JSONResponse:
+    """Record the survivor's informed consent."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.give_consent(
+            case_id,
+            actor=actor,
+            kind=body.kind,
+            given_by=body.given_by,
+            contact_methods=tuple(body.contact_methods),
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/consents/{kind}/withdrawal", response_model=WrittenOut)
+async def withdraw_consent(
+    request: Request,
+    principal: CurrentPrincipal,
+    case_id: CaseId,
+    kind: ConsentKind,
+    body: ConsentWithdrawalIn,
+) -> JSONResponse:
+    """Record that the survivor withdrew a consent (open assistance referrals stop with it)."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.withdraw_consent(
+            case_id, actor=actor, kind=kind, at=at, expected_version=body.expected_version
+        ),
+    )
+
+
+@router.post("/{case_id}/assistance-referrals", status_code=201, response_model=WrittenOut)
+async def refer_for_assistance(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: AssistanceReferralIn
+) -> JSONResponse:
+    """Refer the survivor to one service (only with the survivor's consent)."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.refer_for_assistance(
+            case_id,
+            actor=actor,
+            service_type=body.service_type,
+            provider=body.provider,
+            area=body.area,
+            share_contact=body.share_contact,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+        status=201,
+        location=lambda w: f"/v1/referrals/{w.id}",
+    )
+
+
+@router.post("/{case_id}/investigation-referral", response_model=WrittenOut)
+async def refer_for_investigation(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: InvestigationReferralIn
+) -> JSONResponse:
+    """Refer the allegation to the implicated agency's investigating entity."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.refer_for_investigation(
+            case_id,
+            actor=actor,
+            entity=body.entity,
+            shared=tuple(body.shared),
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/investigation-referral/acknowledgement", response_model=WrittenOut)
+async def acknowledge_investigation(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: AcknowledgementIn
+) -> JSONResponse:
+    """The investigating entity confirms it received the referral."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        INVESTIGATORS,
+        lambda app, actor, at: app.acknowledge_investigation(
+            case_id, actor=actor, at=at, expected_version=body.expected_version
+        ),
+    )
+
+
+@router.post("/{case_id}/investigation-referral/outcome", response_model=WrittenOut)
+async def record_investigation_outcome(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: OutcomeIn
+) -> JSONResponse:
+    """The investigating entity reports the outcome."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        INVESTIGATORS,
+        lambda app, actor, at: app.record_investigation_outcome(
+            case_id,
+            actor=actor,
+            outcome=body.outcome,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/feedback", response_model=WrittenOut)
+async def give_feedback(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: FeedbackToComplainantIn
+) -> JSONResponse:
+    """Feedback to the complainant; with channel ``receipt_code`` an anonymous complainant
+    reads it with their receipt code."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.give_feedback(
+            case_id,
+            actor=actor,
+            message=body.message,
+            channel=body.channel,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/duplicate-of", response_model=WrittenOut)
+async def mark_as_duplicate(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: DuplicateIn
+) -> JSONResponse:
+    """Link this report to the case of the same incident (counted once)."""
+    app = mechanism(request)
+    # The original must be visible to the caller too: a link must not probe for cases.
+    await _load_visible(app, principal, body.original_case_id)
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.mark_as_duplicate(
+            case_id,
+            actor=actor,
+            original_case_id=body.original_case_id,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/closure", response_model=WrittenOut)
+async def close(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ClosureIn
+) -> JSONResponse:
+    """Close with a reason."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.close_case(
+            case_id,
+            actor=actor,
+            reason=body.reason,
+            no_outcome_reason=body.no_outcome_reason,
+            no_feedback_reason=body.no_feedback_reason,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/reopening", response_model=WrittenOut)
+async def reopen(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ReopeningIn
+) -> JSONResponse:
+    """Reopen a closed case, saying why."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.reopen_case(
+            case_id,
+            actor=actor,
+            reason=body.reason,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+    )
+
+
+@router.post("/{case_id}/feedback-mechanism", status_code=201, response_model=WrittenOut)
+async def forward_to_feedback_mechanism(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ForwardingIn
+) -> JSONResponse:
+    """A case assessed as non-sensitive feedback goes to the concerned agency's CFM."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        HANDLERS,
+        lambda app, actor, at: app.forward_to_feedback_mechanism(
+            case_id,
+            actor=actor,
+            category=body.category,
+            sector=body.sector,
+            concerned_agency=body.concerned_agency,
+            at=at,
+            expected_version=body.expected_version,
+        ),
+        status=201,
+        location=lambda w: f"/v1/feedback/{w.id}",
+    )

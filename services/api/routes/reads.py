@@ -1,0 +1,169 @@
+"""Queries of the three read models (no personal data in any of them), by need-to-know.
+
+Every read accepts ``?after=<position>`` (read-your-writes: wait, bounded, until the read
+model has applied that store position). Responses carry ``X-Cbcm-Position``, the position the
+answer reflects.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from datetime import UTC, datetime
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Query, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.responses import JSONResponse
+
+from domain.actors import Role
+from domain.errors import NotFound
+from projections import stats
+from projections.assistance import gaps, provider_referrals, tracker
+from projections.inbox import case_row, inbox
+from services.api.auth import CurrentPrincipal, acting_as, require_role
+from services.api.problems import Problem
+from services.api.read_models import reading, wait_for_position
+from services.api.schemas.common import CODE, PROBLEM_RESPONSES, USER
+
+After = Annotated[
+    int | None,
+    Query(ge=0, description="wait (bounded) until the read model has applied this position"),
+]
+
+CASE_READERS = (Role.FOCAL_POINT, Role.COORDINATOR, Role.AUDITOR)
+"""Who may read a case's milestones from the read models (no personal data there)."""
+STATISTICS_READERS = (Role.STATISTICS_READER, Role.COORDINATOR, Role.FOCAL_POINT, Role.AUDITOR)
+
+
+def _json(payload: Any, position: int) -> JSONResponse:
+    return JSONResponse(jsonable_encoder(payload), headers={"X-Cbcm-Position": str(position)})
+
+
+def _asdict(value: Any) -> Any:
+    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+
+def _sees_agency_case(principal: Any, agency: str) -> bool:
+    if acting_as(principal, (Role.COORDINATOR, Role.AUDITOR)) is not None:
+        return True
+    return Role.FOCAL_POINT in principal.roles and principal.agency == agency
+
+
+def read_model_router(  # noqa: PLR0915 - one closure per endpoint
+    paths: dict[str, pathlib.Path], wait_bound: float
+) -> APIRouter:
+    """The read endpoints over the read-model files ``paths``."""
+    router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
+
+    async def ready(name: str, after: int | None) -> int:
+        return await wait_for_position(paths[name], after, wait_bound)
+
+    @router.get("/inbox/{agency}", tags=["inbox"])
+    async def agency_inbox(
+        principal: CurrentPrincipal,
+        agency: Annotated[str, Path(pattern=CODE)],
+        focal_point: Annotated[str | None, Query(pattern=USER)] = None,
+        after: After = None,
+    ) -> Response:
+        """Open cases the agency holds (or one focal point's), overdue first: for the agency's
+        focal points and the coordinator."""
+        require_role(principal, (Role.FOCAL_POINT, Role.COORDINATOR))
+        if Role.COORDINATOR not in principal.roles and principal.agency != agency:
+            raise Problem(403, "focal points see their own agency's inbox only")
+        position = await ready("inbox", after)
+        with reading(paths["inbox"]) as db:
+            items = inbox(db, agency, focal_point=focal_point, now=datetime.now(UTC))
+        return _json({"agency": agency, "items": [_asdict(i) for i in items]}, position)
+
+    @router.get("/inbox/cases/{case_id}", tags=["inbox"])
+    async def inbox_case(
+        principal: CurrentPrincipal, case_id: UUID, after: After = None
+    ) -> Response:
+        """One case's milestones and pending actions."""
+        position = await ready("inbox", after)
+        with reading(paths["inbox"]) as db:
+            row = case_row(db, case_id)
+        if row is None or not _sees_agency_case(principal, row.agency):
+            raise NotFound(f"no case {case_id}")
+        return _json(_asdict(row), position)
+
+    @router.get("/assistance/cases/{case_id}", tags=["assistance"])
+    async def assistance_case(
+        principal: CurrentPrincipal, case_id: UUID, after: After = None
+    ) -> Response:
+        """A case's consents, service referrals with their times, and gaps."""
+        position = await ready("assistance", after)
+        with reading(paths["assistance"]) as db:
+            found = tracker(db, case_id, now=datetime.now(UTC))
+        if found is None or not _sees_agency_case(principal, found.agency):
+            raise NotFound(f"no case {case_id}")
+        return _json(_asdict(found), position)
+
+    @router.get("/assistance/gaps", tags=["assistance"])
+    async def assistance_gaps(
+        principal: CurrentPrincipal,
+        agency: Annotated[str | None, Query(pattern=CODE)] = None,
+        after: After = None,
+    ) -> Response:
+        """Consented cases with no provider for a service, referrals not accepted in time (a
+        focal point: its own agency's cases)."""
+        require_role(principal, (Role.FOCAL_POINT, Role.COORDINATOR))
+        if Role.COORDINATOR not in principal.roles:
+            if agency is not None and agency != principal.agency:
+                raise Problem(403, "focal points see their own agency's gaps only")
+            agency = principal.agency
+        position = await ready("assistance", after)
+        with reading(paths["assistance"]) as db:
+            found = gaps(db, now=datetime.now(UTC), agency=agency)
+        return _json({"gaps": [_asdict(g) for g in found]}, position)
+
+    @router.get("/assistance/referrals", tags=["assistance"])
+    async def my_referrals(
+        principal: CurrentPrincipal, open_only: bool = True, after: After = None
+    ) -> Response:
+        """A service provider's referrals (open ones by default), oldest first."""
+        actor = require_role(principal, (Role.SERVICE_PROVIDER,))
+        position = await ready("assistance", after)
+        with reading(paths["assistance"]) as db:
+            found = provider_referrals(db, actor.agency, now=datetime.now(UTC), open_only=open_only)
+        items = [
+            {
+                "case_id": case_id,
+                "referral_id": v.referral_id,
+                "service_type": v.service_type,
+                "area": v.area,
+                "status": v.status,
+                "referred_at": v.referred_at,
+                "acceptance_overdue": v.acceptance_overdue,
+            }
+            for case_id, v in found
+        ]
+        return _json({"provider": actor.agency, "referrals": items}, position)
+
+    @router.get("/stats", tags=["statistics"])
+    async def statistics(principal: CurrentPrincipal, after: After = None) -> Response:
+        """Every anonymised report: aggregates only, small cells suppressed."""
+        require_role(principal, STATISTICS_READERS)
+        position = await ready("stats", after)
+        with reading(paths["stats"]) as db:
+            tables = stats.reports(db, k=stats.threshold(db))
+        return _json({name: stats.report_document(r) for name, r in tables.items()}, position)
+
+    @router.get("/stats/{report}", tags=["statistics"])
+    async def statistics_report(
+        principal: CurrentPrincipal,
+        report: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
+        after: After = None,
+    ) -> Response:
+        """One anonymised report."""
+        require_role(principal, STATISTICS_READERS)
+        position = await ready("stats", after)
+        with reading(paths["stats"]) as db:
+            tables = stats.reports(db, k=stats.threshold(db))
+        if report not in tables:
+            raise Problem(404, f"no report {report!r}; see /v1/stats", reports=sorted(tables))
+        return _json(stats.report_document(tables[report]), position)
+
+    return router

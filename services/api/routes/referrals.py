@@ -1,0 +1,167 @@
+"""Assistance referrals: the provider's side (accept, decline, deliver) and the survivor's
+(decline, follow-up), and the referral as its reader may see it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Request
+from fastapi.responses import JSONResponse
+
+from domain.actors import Actor, Role
+from domain.assistance import AssistanceReferral
+from domain.case import Case
+from domain.errors import NotFound
+from services.api.auth import CurrentPrincipal
+from services.api.need_to_know import READ_PRIORITY, can_see_referral, referral_contact_fields
+from services.api.problems import Problem
+from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
+from services.api.schemas.others import EmptyIn, FollowUpIn, ProviderDeclineIn, ReferralOut
+from services.api.views import referral_view
+from services.api.writes import in_thread, mechanism, now, perform
+from services.identity import Principal
+from services.mechanism import ComplaintMechanism, Written
+
+router = APIRouter(
+    prefix="/v1/referrals", tags=["assistance referrals"], responses=PROBLEM_RESPONSES
+)
+
+ReferralId = Annotated[UUID, Path(description="the assistance referral")]
+
+PROVIDER = (Role.SERVICE_PROVIDER,)
+SURVIVOR_SIDE = (Role.FOCAL_POINT, Role.COORDINATOR, Role.SERVICE_PROVIDER)
+
+
+async def _load_visible(
+    app: ComplaintMechanism, principal: Principal, referral_id: UUID
+) -> tuple[AssistanceReferral, Case, Actor]:
+    def load() -> tuple[AssistanceReferral, Case]:
+        referral = app.get_referral(referral_id)
+        return referral, app.get_case(referral.case_id)
+
+    referral, case = await in_thread(load)
+    for role in READ_PRIORITY:
+        if role in principal.roles:
+            reader = Actor(principal.user, principal.agency, role)
+            if can_see_referral(reader, referral, case):
+                return referral, case, reader
+    raise NotFound(f"no referral {referral_id}")
+
+
+async def _command(
+    request: Request,
+    principal: Principal,
+    referral_id: UUID,
+    roles: Iterable[Role],
+    decide: Callable[[ComplaintMechanism, Actor, datetime], Written],
+) -> JSONResponse:
+    app = mechanism(request)
+    referral, case, _ = await _load_visible(app, principal, referral_id)
+    actor = None
+    for role in roles:
+        if role in principal.roles:
+            candidate = Actor(principal.user, principal.agency, role)
+            if can_see_referral(candidate, referral, case):
+                actor = candidate
+                break
+    if actor is None:
+        raise Problem(
+            403, "your role may not do this on this referral", title="Action not permitted"
+        )
+    chosen = actor
+    return await perform(request, principal, lambda: decide(app, chosen, now()))
+
+
+@router.get("/{referral_id}", response_model=ReferralOut)
+async def get_referral(
+    request: Request, principal: CurrentPrincipal, referral_id: ReferralId
+) -> ReferralOut:
+    """The referral; the survivor's contact details only as the survivor consented (their
+    reading is recorded in the case's custody trail)."""
+    app = mechanism(request)
+    referral, case, reader = await _load_visible(app, principal, referral_id)
+    view, revealed = referral_view(referral, case, referral_contact_fields(reader, referral, case))
+    if revealed:
+        await in_thread(
+            lambda: app.record_personal_data_read(
+                case.id, actor=reader, fields=revealed, purpose="assistance referral", at=now()
+            )
+        )
+    return view
+
+
+@router.post("/{referral_id}/acceptance", response_model=WrittenOut)
+async def accept(
+    request: Request, principal: CurrentPrincipal, referral_id: ReferralId, body: EmptyIn
+) -> JSONResponse:
+    """The provider takes the referral on."""
+    return await _command(
+        request,
+        principal,
+        referral_id,
+        PROVIDER,
+        lambda app, actor, at: app.accept_referral(referral_id, actor=actor, at=at),
+    )
+
+
+@router.post("/{referral_id}/provider-decline", response_model=WrittenOut)
+async def decline_by_provider(
+    request: Request, principal: CurrentPrincipal, referral_id: ReferralId, body: ProviderDeclineIn
+) -> JSONResponse:
+    """The provider cannot take it."""
+    return await _command(
+        request,
+        principal,
+        referral_id,
+        PROVIDER,
+        lambda app, actor, at: app.decline_referral_by_provider(
+            referral_id, actor=actor, reason=body.reason, at=at
+        ),
+    )
+
+
+@router.post("/{referral_id}/survivor-decline", response_model=WrittenOut)
+async def decline_by_survivor(
+    request: Request, principal: CurrentPrincipal, referral_id: ReferralId, body: EmptyIn
+) -> JSONResponse:
+    """The survivor no longer wants this service."""
+    return await _command(
+        request,
+        principal,
+        referral_id,
+        SURVIVOR_SIDE,
+        lambda app, actor, at: app.decline_referral_by_survivor(referral_id, actor=actor, at=at),
+    )
+
+
+@router.post("/{referral_id}/delivery", response_model=WrittenOut)
+async def deliver(
+    request: Request, principal: CurrentPrincipal, referral_id: ReferralId, body: EmptyIn
+) -> JSONResponse:
+    """The provider delivered the service."""
+    return await _command(
+        request,
+        principal,
+        referral_id,
+        PROVIDER,
+        lambda app, actor, at: app.deliver_referral(referral_id, actor=actor, at=at),
+    )
+
+
+@router.post("/{referral_id}/follow-up", response_model=WrittenOut)
+async def follow_up(
+    request: Request, principal: CurrentPrincipal, referral_id: ReferralId, body: FollowUpIn
+) -> JSONResponse:
+    """Someone checked with the survivor after delivery."""
+    return await _command(
+        request,
+        principal,
+        referral_id,
+        SURVIVOR_SIDE,
+        lambda app, actor, at: app.follow_up_referral(
+            referral_id, actor=actor, note=body.note, at=at
+        ),
+    )

@@ -1,0 +1,154 @@
+"""Running a write: in a worker thread, once per Idempotency-Key, answered with its position.
+
+A write with an ``Idempotency-Key`` header saves a record of the key and its answer in the
+same transaction as the events (``services.idempotency``). A retry with the same key and the
+same request gets the first answer again (``Idempotent-Replayed: true``) and records nothing;
+the same key with another request is refused (422); of two concurrent duplicates, the
+database lets one be saved and the other is answered like a retry.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import TypeVar
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
+
+from services.api.problems import Problem
+from services.api.schemas.common import WrittenOut
+from services.idempotency import (
+    KEY_PATTERN,
+    IdempotentRequest,
+    fingerprint,
+    record_id,
+    seal,
+    unseal,
+)
+from services.identity import Principal
+from services.mechanism import ComplaintMechanism, DuplicateRequest, Written
+from services.receipts import ReceiptCode
+
+T = TypeVar("T")
+
+IDEMPOTENCY_HEADER = "Idempotency-Key"
+
+
+def mechanism(request: Request) -> ComplaintMechanism:
+    """The application service the API was started with."""
+    app: ComplaintMechanism = request.app.state.mechanism()
+    return app
+
+
+def now() -> datetime:
+    """The time a command is recorded at (the API's clock; the domain never reads one)."""
+    return datetime.now(UTC)
+
+
+async def in_thread(call: Callable[[], T]) -> T:
+    """The library is synchronous: never block the event loop with it."""
+    return await run_in_threadpool(call)
+
+
+def _answer(written: WrittenOut, status: int, replayed: bool, location: str | None) -> JSONResponse:
+    headers = {}
+    if location:
+        headers["Location"] = location
+    if replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return JSONResponse(written.model_dump(mode="json"), status_code=status, headers=headers)
+
+
+async def perform(
+    request: Request,
+    principal: Principal,
+    command: Callable[[], Written],
+    *,
+    status: int = 200,
+    receipt: ReceiptCode | None = None,
+    location: Callable[[Written], str] | None = None,
+) -> JSONResponse:
+    """Run ``command`` (synchronous) once, honouring an Idempotency-Key."""
+    app = mechanism(request)
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if key is None:
+        written = await in_thread(command)
+        out = WrittenOut(
+            id=written.id,
+            version=written.version,
+            position=written.position,
+            receipt_code=None if receipt is None else str(receipt),
+        )
+        return _answer(out, status, False, location(written) if location else None)
+
+    if not KEY_PATTERN.fullmatch(key):
+        raise Problem(
+            400,
+            "Idempotency-Key must be 16-128 characters of letters, digits, '.', '_', ':', '-' "
+            "(a UUID fits)",
+            title="Invalid Idempotency-Key",
+        )
+    request_fingerprint = fingerprint(request.method, request.url.path, await request.body())
+    rid = record_id(principal.user, key)
+
+    existing = await in_thread(lambda: app.idempotent_request(rid))
+    if existing is not None:
+        return await _replay(app, existing, key, request_fingerprint, location)
+
+    def make(preview: Written) -> IdempotentRequest:
+        return IdempotentRequest.record(
+            user=principal.user,
+            key=key,
+            request_fingerprint=request_fingerprint,
+            status_code=status,
+            answer=json.dumps({"id": str(preview.id), "version": preview.version}),
+            sealed_secret=None if receipt is None else seal(str(receipt), key, rid),
+            at=now(),
+        )
+
+    def run() -> Written:
+        with app.also_recording(make):
+            return command()
+
+    try:
+        written = await in_thread(run)
+    except DuplicateRequest:
+        existing = await in_thread(lambda: app.idempotent_request(rid))
+        assert existing is not None
+        return await _replay(app, existing, key, request_fingerprint, location)
+    out = WrittenOut(
+        id=written.id,
+        version=written.version,
+        position=written.position,
+        receipt_code=None if receipt is None else str(receipt),
+    )
+    return _answer(out, status, False, location(written) if location else None)
+
+
+async def _replay(
+    app: ComplaintMechanism,
+    record: IdempotentRequest,
+    key: str,
+    request_fingerprint: str,
+    location: Callable[[Written], str] | None,
+) -> JSONResponse:
+    if record.request_fingerprint != request_fingerprint:
+        raise Problem(
+            422,
+            "this Idempotency-Key was already used for another request; use a new key",
+            title="Idempotency-Key reused",
+        )
+    answer = json.loads(record.answer)
+    written_id, version = answer["id"], int(answer["version"])
+    from uuid import UUID  # noqa: PLC0415
+
+    position = await in_thread(lambda: app.position_of(UUID(written_id), version))
+    code = None
+    if record.sealed_secret is not None:
+        code = unseal(record.sealed_secret, key, record.id)
+    written = Written(id=UUID(written_id), version=version, position=position)
+    out = WrittenOut(id=written.id, version=version, position=position, receipt_code=code)
+    return _answer(out, record.status_code, True, location(written) if location else None)

@@ -1,0 +1,344 @@
+"""Throttles on the public endpoints: guessing receipt codes, flooding the web intake."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import argon2
+import limits.storage.memory
+import pytest
+
+import services.api.throttle
+from services.api.throttle import FailureThrottle, RateLimit, Refusal, client_key
+from services.receipts import ReceiptCode, ReceiptHasher, new_receipt_code
+
+WINDOW = 60
+
+
+class FakeClock:
+    """Stands in for the ``time`` module where limits' MemoryStorage and the throttle read it."""
+
+    def __init__(self) -> None:
+        self.now = 1_700_000_000.0
+
+    def time(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
+    # MemoryStorage takes no clock; it calls time.time() through its module's `time`.
+    fake = FakeClock()
+    monkeypatch.setattr(limits.storage.memory, "time", fake)
+    monkeypatch.setattr(services.api.throttle, "time", fake)
+    return fake
+
+
+@pytest.fixture(scope="module")
+def hasher() -> ReceiptHasher:
+    return ReceiptHasher(
+        argon2.Parameters(
+            type=argon2.Type.ID,
+            version=19,
+            salt_len=16,
+            hash_len=32,
+            time_cost=1,
+            memory_cost=8,
+            parallelism=1,
+        )
+    )
+
+
+class Receipts:
+    """A receipt look-up as the endpoint will do it: check, verify, record a failure."""
+
+    def __init__(self, hasher: ReceiptHasher, throttle: FailureThrottle) -> None:
+        self.hasher = hasher
+        self.throttle = throttle
+        self.verifiers: dict[str, str] = {}
+
+    def issue(self) -> ReceiptCode:
+        code = new_receipt_code()
+        self.verifiers[code.locator] = self.hasher.verifier(code)
+        return code
+
+    def look_up(self, client: str, code: ReceiptCode) -> str | Refusal:
+        refusal = self.throttle.check(client, code.locator)
+        if refusal is not None:
+            return refusal
+        if self.hasher.verify(self.verifiers.get(code.locator), code):
+            return "found"
+        self.throttle.failed(client, code.locator)
+        return "wrong"
+
+
+def wrong(code: ReceiptCode) -> ReceiptCode:
+    return ReceiptCode(code.locator, new_receipt_code().secret)
+
+
+def receipts(hasher: ReceiptHasher, *, per_locator: int = 3, per_client: int = 5) -> Receipts:
+    throttle = FailureThrottle(
+        per_locator=per_locator, per_client=per_client, window_seconds=WINDOW
+    )
+    return Receipts(hasher, throttle)
+
+
+# --- failed receipt look-ups --------------------------------------------------------------------
+
+
+def test_failures_under_the_limits_are_allowed(clock: FakeClock, hasher: ReceiptHasher) -> None:
+    # given a receipt and a limit of 3 failures per locator
+    desk = receipts(hasher, per_locator=3)
+    code = desk.issue()
+    # when someone gets it wrong twice
+    assert [desk.look_up("10.0.0.1", wrong(code)) for _ in range(2)] == ["wrong"] * 2
+    # then the right code is still found, and a third wrong code is still verified
+    assert desk.look_up("10.0.0.1", code) == "found"
+    assert desk.look_up("10.0.0.1", wrong(code)) == "wrong"
+
+
+def test_a_locator_out_of_failures_is_refused_even_with_the_right_code_from_any_client(
+    clock: FakeClock, hasher: ReceiptHasher
+) -> None:
+    # given a receipt whose locator has had its 3 failures, from three different clients
+    desk = receipts(hasher, per_locator=3, per_client=5)
+    code = desk.issue()
+    for client in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+        assert desk.look_up(client, wrong(code)) == "wrong"
+    # when the complainant, from a fresh client, types the right code
+    answer = desk.look_up("10.0.0.4", code)
+    # then it is refused all the same, and so is every other client
+    assert isinstance(answer, Refusal)
+    assert isinstance(desk.look_up("10.0.0.1", code), Refusal)
+    # while another receipt is untouched
+    other = desk.issue()
+    assert desk.look_up("10.0.0.4", other) == "found"
+
+
+def test_a_client_may_try_other_locators_until_its_own_limit(
+    clock: FakeClock, hasher: ReceiptHasher
+) -> None:
+    # given a client that has used up one locator's 3 failures (of its own 5)
+    desk = receipts(hasher, per_locator=3, per_client=5)
+    first, second, third = desk.issue(), desk.issue(), desk.issue()
+    for _ in range(3):
+        desk.look_up("10.0.0.1", wrong(first))
+    assert isinstance(desk.look_up("10.0.0.1", first), Refusal)
+    # when it turns to another locator, it is let through until its 5th failure overall
+    assert desk.look_up("10.0.0.1", wrong(second)) == "wrong"
+    assert desk.look_up("10.0.0.1", wrong(second)) == "wrong"
+    # then it is refused everywhere, even with a right code
+    assert isinstance(desk.look_up("10.0.0.1", third), Refusal)
+    # and another client is not held to its limit on that locator
+    assert desk.look_up("10.0.0.2", third) == "found"
+
+
+def test_a_refusal_says_when_to_retry_and_look_ups_resume_after_the_window(
+    clock: FakeClock, hasher: ReceiptHasher
+) -> None:
+    # given 3 failures on a locator at t=0, 10 and 20 s, in a 60 s window
+    desk = receipts(hasher, per_locator=3, per_client=5)
+    code = desk.issue()
+    for _ in range(3):
+        desk.look_up("10.0.0.1", wrong(code))
+        clock.advance(10)
+    # when refused at t=30 s
+    refusal = desk.throttle.check("10.0.0.2", code.locator)
+    assert refusal is not None
+    # then retry_after is whole seconds, at least 1, until the first failure leaves the window
+    assert isinstance(refusal.retry_after, int)
+    assert 30 <= refusal.retry_after <= 31
+    clock.advance(refusal.retry_after - 2)
+    assert isinstance(desk.look_up("10.0.0.2", code), Refusal)
+    clock.advance(2)
+    # and once it has passed, the right code is found again
+    assert desk.look_up("10.0.0.2", code) == "found"
+    # and one failure later the locator is out again until the next failure leaves the window
+    assert desk.look_up("10.0.0.2", wrong(code)) == "wrong"
+    again = desk.throttle.check("10.0.0.2", code.locator)
+    assert again is not None
+    assert 1 <= again.retry_after <= 11
+
+
+def test_a_client_out_of_failures_waits_for_its_own_window(
+    clock: FakeClock, hasher: ReceiptHasher
+) -> None:
+    # given a client that has failed 5 times on 5 receipts
+    desk = receipts(hasher, per_locator=3, per_client=5)
+    codes = [desk.issue() for _ in range(6)]
+    for code in codes[:5]:
+        desk.look_up("10.0.0.1", wrong(code))
+    refusal = desk.look_up("10.0.0.1", codes[5])
+    assert isinstance(refusal, Refusal)
+    assert refusal.retry_after >= 1
+    # when the window has passed; then it is let through again
+    clock.advance(refusal.retry_after)
+    assert desk.look_up("10.0.0.1", codes[5]) == "found"
+
+
+def test_a_refusal_lasts_until_both_limits_free_up(clock: FakeClock, hasher: ReceiptHasher) -> None:
+    # given a client out of failures since t=0 and a locator out of failures since t=30
+    desk = receipts(hasher, per_locator=2, per_client=2)
+    code, other = desk.issue(), desk.issue()
+    desk.look_up("10.0.0.1", wrong(other))
+    desk.look_up("10.0.0.1", wrong(other))
+    clock.advance(30)
+    desk.look_up("10.0.0.2", wrong(code))
+    desk.look_up("10.0.0.2", wrong(code))
+    # then that client on that locator waits for the later of the two
+    refusal = desk.throttle.check("10.0.0.1", code.locator)
+    assert refusal is not None
+    assert refusal.retry_after >= WINDOW
+
+
+def test_only_a_canonical_locator_becomes_a_key(clock: FakeClock) -> None:
+    # given a whole code passed where a locator belongs
+    throttle = FailureThrottle(per_locator=3, per_client=5, window_seconds=WINDOW)
+    code = new_receipt_code()
+    # then the throttle refuses to hold it, so its secret is never kept in memory
+    for not_a_locator in (str(code), code.locator + code.secret, code.secret, code.locator.lower()):
+        with pytest.raises(ValueError) as raised:
+            throttle.failed("10.0.0.1", not_a_locator)
+        assert code.secret not in str(raised.value)
+        with pytest.raises(ValueError):
+            throttle.check("10.0.0.1", not_a_locator)
+    assert throttle.tracked_keys == 0
+    throttle.failed("10.0.0.1", code.locator)
+    assert throttle.tracked_keys == 2
+
+
+def test_memory_holds_only_recent_locators_and_clients(clock: FakeClock) -> None:
+    # given 200 clients each failing once on a different locator
+    throttle = FailureThrottle(per_locator=3, per_client=5, window_seconds=WINDOW)
+    for n in range(200):
+        throttle.failed(f"10.0.{n // 256}.{n % 256}", new_receipt_code().locator)
+    assert throttle.tracked_keys == 400
+    # when the window has passed and the throttle is used again
+    clock.advance(WINDOW + 1)
+    survivor = new_receipt_code().locator
+    throttle.failed("10.1.0.1", survivor)
+    # then only what is still within a window is held
+    assert throttle.tracked_keys == 2
+    # and checking a client or locator never seen adds nothing
+    assert throttle.check("10.9.9.9", new_receipt_code().locator) is None
+    assert throttle.tracked_keys == 2
+
+
+def poll(condition: Callable[[], bool], *, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return condition()
+
+
+def test_failures_expire_on_the_real_clock(hasher: ReceiptHasher) -> None:
+    # given a locator out of failures in a 1 s window, without a fake clock
+    desk = Receipts(hasher, FailureThrottle(per_locator=1, per_client=5, window_seconds=1))
+    code = desk.issue()
+    started = time.monotonic()
+    assert desk.look_up("10.0.0.1", wrong(code)) == "wrong"
+    refusal = desk.look_up("10.0.0.1", code)
+    assert isinstance(refusal, Refusal)
+    assert refusal.retry_after == 1
+    # then the right code is found again once the window has passed
+    assert poll(lambda: desk.look_up("10.0.0.1", code) == "found", timeout=refusal.retry_after + 2)
+    assert time.monotonic() - started >= 0.9
+
+
+# --- plain rate limit ---------------------------------------------------------------------------
+
+
+def test_the_rate_limit_refuses_a_client_past_its_limit_but_not_another(clock: FakeClock) -> None:
+    # given a limit of 3 hits per client per minute
+    limit = RateLimit(per_client=3, window_seconds=WINDOW)
+    # when one client hits 3 times, it is let through each time
+    assert [limit.hit("10.0.0.1") for _ in range(3)] == [None, None, None]
+    # then its 4th hit is refused, with a time to retry
+    refusal = limit.hit("10.0.0.1")
+    assert refusal is not None
+    assert 1 <= refusal.retry_after <= WINDOW + 1
+    # and another client is not affected
+    assert limit.hit("10.0.0.2") is None
+
+
+def test_the_rate_limit_lets_a_client_through_again_after_retry_after(clock: FakeClock) -> None:
+    limit = RateLimit(per_client=2, window_seconds=WINDOW)
+    limit.hit("10.0.0.1")
+    clock.advance(15)
+    limit.hit("10.0.0.1")
+    refusal = limit.hit("10.0.0.1")
+    assert refusal is not None
+    # refused hits consume nothing: the wait is set by the first hit alone
+    clock.advance(refusal.retry_after - 2)
+    assert limit.hit("10.0.0.1") is not None
+    clock.advance(2)
+    assert limit.hit("10.0.0.1") is None
+    # and the second hit, 15 s later, still counts
+    assert limit.hit("10.0.0.1") is not None
+
+
+def test_the_rate_limit_expires_on_the_real_clock() -> None:
+    limit = RateLimit(per_client=1, window_seconds=1)
+    started = time.monotonic()
+    assert limit.hit("10.0.0.1") is None
+    refusal = limit.hit("10.0.0.1")
+    assert refusal == Refusal(retry_after=1)
+    assert poll(lambda: limit.hit("10.0.0.1") is None, timeout=refusal.retry_after + 2)
+    assert time.monotonic() - started >= 0.9
+
+
+def test_the_rate_limit_forgets_idle_clients(clock: FakeClock) -> None:
+    limit = RateLimit(per_client=3, window_seconds=WINDOW)
+    for n in range(100):
+        limit.hit(f"10.0.0.{n}")
+    assert limit.tracked_keys == 100
+    clock.advance(WINDOW + 1)
+    limit.hit("10.0.1.1")
+    assert limit.tracked_keys == 1
+
+
+@pytest.mark.parametrize(
+    ("make", "bad"),
+    [
+        (lambda: FailureThrottle(per_locator=0, per_client=5, window_seconds=60), "per_locator"),
+        (lambda: FailureThrottle(per_locator=3, per_client=0, window_seconds=60), "per_client"),
+        (lambda: FailureThrottle(per_locator=3, per_client=5, window_seconds=0), "window"),
+        (lambda: RateLimit(per_client=0, window_seconds=60), "per_client"),
+        (lambda: RateLimit(per_client=3, window_seconds=-1), "window"),
+    ],
+)
+def test_limits_must_be_positive(make: Callable[[], object], bad: str) -> None:
+    with pytest.raises(ValueError, match=bad):
+        make()
+
+
+# --- client keys --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("203.0.113.7", "203.0.113.7"),
+        ("2001:db8:1:2:aaaa:bbbb:cccc:dddd", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2::1", "2001:db8:1:2::/64"),
+        ("2001:DB8:1:2::FFFF", "2001:db8:1:2::/64"),
+        ("::ffff:203.0.113.7", "203.0.113.7"),
+        ("testclient", "testclient"),
+    ],
+)
+def test_a_client_is_keyed_by_its_ipv4_address_or_ipv6_slash_64(address: str, key: str) -> None:
+    assert client_key(address) == key
+
+
+def test_a_host_rotating_ipv6_addresses_in_its_64_stays_one_client(clock: FakeClock) -> None:
+    limit = RateLimit(per_client=3, window_seconds=WINDOW)
+    answers = [limit.hit(client_key(f"2001:db8:1:2::{n:x}")) for n in range(1, 5)]
+    assert answers[:3] == [None, None, None]
+    assert answers[3] is not None
+    assert limit.hit(client_key("2001:db8:1:3::1")) is None
