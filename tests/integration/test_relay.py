@@ -25,12 +25,13 @@ from nats.js.api import StorageType, StreamConfig
 
 from contracts.catalogue import decode_message
 from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
+from domain.actors import Actor, Role
 from domain.assistance import AssistanceReferral, ReferralStatus
 from domain.case import Case
 from domain.feedback import Feedback
-from domain.vocabulary import SharedItem, TransferReason
+from domain.vocabulary import Channel, ComplainantRole, SharedItem, TransferReason
 from services.demo import AGENCIES, COORDINATOR, _caseworker, build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism
+from services.mechanism import ComplaintMechanism, is_published
 from services.nats_server import EmbeddedNats
 from services.relay.relay import (
     APPLICATION_NAME,
@@ -527,3 +528,53 @@ async def test_the_stream_keeps_everything_and_ensuring_it_twice_is_harmless(
     with pytest.raises(nats.js.errors.APIError):
         await js.delete_msg(STREAM, ack.seq)
     assert await stream_count(js) == 1
+
+
+async def test_the_mechanisms_own_records_never_leave_the_store(
+    app: ComplaintMechanism, js: JetStreamContext
+) -> None:
+    # given cases, then a complaint with a receipt, reads of personal data and a retried-request
+    # record, the last ones at the tail of the log
+    await walk(app, 5, seed=11)
+
+    def internal_records() -> UUID:
+        at = datetime.now(UTC)
+        operator = Actor("op-1", AGENCIES[0].code, Role.INTAKE_OPERATOR)
+        written = app.receive_complaint(
+            actor=operator,
+            at=at,
+            received_at=at,
+            channel=Channel.WEB_FORM,
+            complainant_role=ComplainantRole.ANONYMOUS,
+            immediate_safety_risk=False,
+            narrative="a guard asked for sex",
+            receipt=("ABCDEFGH", "$argon2id$verifier"),
+        )
+        reader = Actor("fp-1", AGENCIES[0].code, Role.FOCAL_POINT)
+        for _ in range(2):
+            app.record_personal_data_read(
+                written.id, actor=reader, fields=("narrative",), purpose="case", at=at
+            )
+        return written.id
+
+    case_id = await asyncio.to_thread(internal_records)
+    relay = Relay(app, js)
+
+    # when the relay makes a pass
+    published = await relay.publish_pending()
+
+    # then only the published events are in the stream, each linked to the one before it
+    notifications = stored(app)
+    events = [app.mapper.to_domain_event(n) for n in notifications]
+    public = [n.id for n, e in zip(notifications, events, strict=True) if is_published(e)]
+    assert len(public) < len(notifications)  # receipt and reads were stored...
+    messages = await stream_messages(js)
+    assert published == len(public)
+    assert [m.position for m in messages] == public  # ...and never published
+    assert [m.previous for m in messages] == [0, *public[:-1]]
+    received_positions = [
+        n.id for n, e in zip(notifications, events, strict=True) if e.originator_id == case_id
+    ]
+    assert received_positions[0] in public
+    # and a second pass publishes nothing
+    assert await relay.publish_pending() == 0

@@ -1,0 +1,117 @@
+"""A small network behind the HTTP API, and tokens for every kind of caller.
+
+Agencies ``unhcr`` and ``wfp`` (each with a focal point and an investigating entity),
+providers ``med-a`` (medical) and ``psy-b`` (psychosocial) in area ``SO22``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import argon2
+from fastapi import FastAPI
+
+from domain.actors import Actor, Role
+from domain.vocabulary import AgencyType, ServiceType
+from services.api.app import create_app
+from services.identity import issue_token
+from services.mechanism import ComplaintMechanism
+from services.receipts import ReceiptHasher
+from services.settings import Settings
+
+CHEAP_ARGON2 = argon2.Parameters(
+    type=argon2.Type.ID,
+    version=19,
+    salt_len=16,
+    hash_len=32,
+    time_cost=1,
+    memory_cost=8,
+    parallelism=1,
+)
+"""Tests hash many receipts: the production profile (64 MiB per hash) is tested on its own."""
+
+COORDINATOR = Actor("coord-1", "ocha", Role.COORDINATOR)
+AREA = "SO22"
+
+
+def cheap_hasher() -> ReceiptHasher:
+    return ReceiptHasher(CHEAP_ARGON2)
+
+
+def build_network(app: ComplaintMechanism, at: datetime | None = None) -> None:
+    """The registry every API test starts from."""
+    at = at or datetime.now(UTC) - timedelta(days=1)
+    app.establish_network(actor=COORDINATOR, name="Test network", at=at)
+    # the coordinator's own agency (the network's secretariat)
+    app.register_agency(
+        actor=COORDINATOR, code="ocha", name="OCHA", agency_type=AgencyType.UN_AGENCY, at=at
+    )
+    for code in ("unhcr", "wfp"):
+        app.register_agency(
+            actor=COORDINATOR, code=code, name=code.upper(), agency_type=AgencyType.UN_AGENCY, at=at
+        )
+        app.designate_investigating_entity(
+            actor=COORDINATOR, agency=code, entity=f"{code}-oig", at=at
+        )
+        app.appoint_focal_point(actor=COORDINATOR, agency=code, user=f"fp-{code}", at=at)
+    app.register_service_provider(
+        actor=COORDINATOR,
+        code="med-a",
+        name="Clinic A",
+        service_types=(ServiceType.MEDICAL,),
+        areas=(AREA,),
+        at=at,
+    )
+    app.register_service_provider(
+        actor=COORDINATOR,
+        code="psy-b",
+        name="Counselling B",
+        service_types=(ServiceType.PSYCHOSOCIAL,),
+        areas=(AREA,),
+        at=at,
+    )
+
+
+CALLERS: dict[str, tuple[str, str, Role]] = {
+    "intake_operator": ("op-unhcr", "unhcr", Role.INTAKE_OPERATOR),
+    "focal_point_own": ("fp-unhcr", "unhcr", Role.FOCAL_POINT),
+    "focal_point_other": ("fp-wfp", "wfp", Role.FOCAL_POINT),
+    "coordinator": ("coord-1", "ocha", Role.COORDINATOR),
+    "investigator_own": ("inv-wfp", "wfp", Role.INVESTIGATING_ENTITY),
+    "investigator_other": ("inv-unhcr", "unhcr", Role.INVESTIGATING_ENTITY),
+    "provider_own": ("prov-med", "med-a", Role.SERVICE_PROVIDER),
+    "provider_other": ("prov-psy", "psy-b", Role.SERVICE_PROVIDER),
+    "auditor": ("aud-1", "ocha", Role.AUDITOR),
+    "statistics_reader": ("stat-1", "ocha", Role.STATISTICS_READER),
+}
+"""Every kind of caller. "own" and "other" are relative to the standard case of these tests:
+held by unhcr, implicating wfp, referred to provider med-a."""
+
+
+@dataclass
+class World:
+    settings: Settings
+    mechanism: ComplaintMechanism
+    api: FastAPI
+    tokens: dict[str, str] = field(default_factory=dict)
+
+    def headers(self, caller: str, **extra: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[caller]}", **extra}
+
+    def event_count(self) -> int:
+        return int(self.mechanism.recorder.max_notification_id() or 0)
+
+
+def make_world(data_dir: Path, mechanism: ComplaintMechanism, **settings: Any) -> World:
+    """The API over ``mechanism`` (network built), with a token for every caller."""
+    config = Settings(data_dir=data_dir, **settings)
+    build_network(mechanism)
+    api = create_app(config, mechanism=mechanism, receipt_hasher=cheap_hasher())
+    tokens = {
+        name: issue_token(data_dir, user=user, agency=agency, roles=[role])
+        for name, (user, agency, role) in CALLERS.items()
+    }
+    return World(settings=config, mechanism=mechanism, api=api, tokens=tokens)

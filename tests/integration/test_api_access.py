@@ -1,0 +1,824 @@
+"""Need-to-know over HTTP (issue #4): every endpoint, every role, own agency and other agency.
+
+The standard case of these tests is held by unhcr, implicates wfp (so it is referred to wfp's
+investigating entity) and has a medical referral to provider med-a. A caller who may not see
+a resource gets exactly the answer for a resource that does not exist (404); a caller who may
+see it but whose role may not do the command gets 403; a refused call records nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from uuid import UUID, uuid4
+
+import pytest
+from fastapi.testclient import TestClient
+
+from domain.actors import Actor, Role
+from domain.case import Allegation
+from domain.personal_data import PersonDetails
+from domain.policy import NetworkPolicy
+from domain.vocabulary import (
+    AgeBand,
+    AllegationType,
+    Channel,
+    ClosureReason,
+    ComplainantRole,
+    ComplaintCategory,
+    ConsentGiver,
+    ConsentKind,
+    ContactMethod,
+    FeedbackCategory,
+    FeedbackChannel,
+    PersonnelCategory,
+    Sector,
+    ServiceType,
+    Sex,
+    SharedItem,
+)
+from projections.assistance import AssistanceProjection
+from projections.inbox import InboxProjection
+from projections.stats import StatisticsProjection
+from services.bootstrap import complaint_mechanism
+from services.mechanism import ComplaintMechanism, is_published
+from services.projector.runner import apply_batch, open_projection, read_model_path
+from services.relay.translation import to_cloud_event
+from services.settings import Settings
+from tests.api_world import AREA, CALLERS, COORDINATOR, World, make_world
+
+ALL = tuple(CALLERS)
+OPERATOR = Actor("op-unhcr", "unhcr", Role.INTAKE_OPERATOR)
+FOCAL_POINT = Actor("fp-unhcr", "unhcr", Role.FOCAL_POINT)
+INVESTIGATOR = Actor("inv-wfp", "wfp", Role.INVESTIGATING_ENTITY)
+PROVIDER = Actor("prov-med", "med-a", Role.SERVICE_PROVIDER)
+
+CANARY = "CANARY-7f3a"
+"""Put in every personal field, so a leak is one substring search away."""
+
+
+class Clock:
+    """Times for set-up commands: increasing, and before the API's own clock."""
+
+    def __init__(self) -> None:
+        self._ticks = itertools.count()
+        self._start = datetime.now(UTC) - timedelta(hours=2)
+
+    def __call__(self) -> datetime:
+        return self._start + timedelta(seconds=next(self._ticks))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    data_dir = tmp_path_factory.mktemp("access")
+    mechanism = complaint_mechanism(
+        Settings(data_dir=data_dir, event_store=f"sqlite:///{data_dir / 'events.sqlite3'}")
+    )
+    yield make_world(data_dir, mechanism)
+    mechanism.close()
+
+
+@pytest.fixture(scope="module")
+def client(world: World) -> Iterator[TestClient]:
+    with TestClient(world.api) as test_client:
+        yield test_client
+
+
+@pytest.fixture(scope="module")
+def clock() -> Clock:
+    return Clock()
+
+
+# ---------------------------------------------------------------------------------- set-ups
+
+
+def sea_allegation(implicated: str = "wfp") -> Allegation:
+    return Allegation(
+        allegation_type=AllegationType.SEXUAL_EXPLOITATION,
+        subtype=None,
+        child_involved=False,
+        implicated_agency=implicated,
+        personnel_category=PersonnelCategory.UN_STAFF,
+        incident_date=None,
+        incident_area=AREA,
+        victim_sex=Sex.FEMALE,
+        victim_age_band=AgeBand.ADULT,
+        incident_place_detail=f"{CANARY} place",
+        alleged_perpetrator=f"{CANARY} perpetrator",
+    )
+
+
+def received(app: ComplaintMechanism, clock: Clock) -> UUID:
+    said = clock()
+    return app.receive_complaint(
+        actor=OPERATOR,
+        at=clock(),
+        received_at=said,
+        channel=Channel.HOTLINE,
+        complainant_role=ComplainantRole.SURVIVOR,
+        immediate_safety_risk=False,
+        narrative=f"{CANARY} narrative",
+        complainant=PersonDetails(name=f"{CANARY} complainant"),
+        survivor=PersonDetails(
+            name=f"{CANARY} survivor",
+            phone=f"{CANARY} phone",
+            email=f"{CANARY} email",
+            address=f"{CANARY} address",
+        ),
+    ).id
+
+
+def assessed(app: ComplaintMechanism, clock: Clock, category: ComplaintCategory) -> UUID:
+    case_id = received(app, clock)
+    allegation = sea_allegation() if category is ComplaintCategory.SEA_ALLEGATION else None
+    app.assess_case(
+        case_id, actor=FOCAL_POINT, category=category, allegation=allegation, at=clock()
+    )
+    return case_id
+
+
+def consented(app: ComplaintMechanism, clock: Clock, *kinds: ConsentKind) -> UUID:
+    case_id = assessed(app, clock, ComplaintCategory.SEA_ALLEGATION)
+    for kind in kinds:
+        methods = (ContactMethod.PHONE,) if kind is ConsentKind.CONTACT else ()
+        app.give_consent(
+            case_id,
+            actor=FOCAL_POINT,
+            kind=kind,
+            given_by=ConsentGiver.SURVIVOR,
+            contact_methods=methods,
+            at=clock(),
+        )
+    return case_id
+
+
+def referred(app: ComplaintMechanism, clock: Clock, *shared: SharedItem) -> UUID:
+    case_id = consented(app, clock, ConsentKind.IDENTITY_DISCLOSURE)
+    app.refer_for_investigation(
+        case_id,
+        actor=FOCAL_POINT,
+        entity="wfp-oig",
+        shared=shared or (SharedItem.ALLEGATION_SUMMARY,),
+        at=clock(),
+    )
+    return case_id
+
+
+def referral(app: ComplaintMechanism, clock: Clock, *steps: str) -> UUID:
+    case_id = consented(app, clock, ConsentKind.ASSISTANCE_REFERRAL, ConsentKind.CONTACT)
+    made = app.refer_for_assistance(
+        case_id,
+        actor=FOCAL_POINT,
+        service_type=ServiceType.MEDICAL,
+        provider="med-a",
+        area=AREA,
+        share_contact=True,
+        at=clock(),
+    ).id
+    for step in steps:
+        if step == "accepted":
+            app.accept_referral(made, actor=PROVIDER, at=clock())
+        if step == "delivered":
+            app.deliver_referral(made, actor=PROVIDER, at=clock())
+    return made
+
+
+def feedback_item(app: ComplaintMechanism, clock: Clock, responded: bool = False) -> UUID:
+    made = app.receive_feedback(
+        actor=OPERATOR,
+        channel=Channel.HOTLINE,
+        category=FeedbackCategory.SUGGESTION,
+        sector=Sector.HEALTH,
+        concerned_agency="unhcr",
+        text=f"{CANARY} feedback",
+        at=clock(),
+    ).id
+    if responded:
+        app.respond_to_feedback(made, actor=FOCAL_POINT, response="thanks", at=clock())
+    return made
+
+
+# ---------------------------------------------------------------------------------- commands
+
+CASE_SEERS = frozenset({"focal_point_own", "coordinator", "auditor"})
+"""Who sees any case held by unhcr (investigator_own also, once it is referred to wfp)."""
+REFERRAL_SEERS = frozenset({"focal_point_own", "coordinator", "auditor", "provider_own"})
+FEEDBACK_SEERS = frozenset({"focal_point_own", "coordinator", "auditor"})
+HANDLERS = frozenset({"focal_point_own", "coordinator"})
+INTAKE = frozenset({"intake_operator", "focal_point_own", "focal_point_other", "coordinator"})
+NETWORK_KEEPER = frozenset({"coordinator"})
+
+
+@dataclass(frozen=True)
+class Command:
+    """One write endpoint: how to reach a state where it is valid, who may do it, and who
+    may see the resource (the others get 404; ``seers`` None: a collection, others get 403)."""
+
+    name: str
+    method: str
+    prepare: Callable[[ComplaintMechanism, Clock], tuple[str, dict[str, Any]]]
+    allowed: frozenset[str]
+    seers: frozenset[str] | None
+
+
+def case_command(
+    name: str,
+    suffix: str,
+    state: Callable[[ComplaintMechanism, Clock], UUID],
+    body: dict[str, Any] | Callable[[ComplaintMechanism, Clock], dict[str, Any]],
+    allowed: frozenset[str] = HANDLERS,
+    referred_to_wfp: bool = False,
+) -> Command:
+    def prepare(app: ComplaintMechanism, clock: Clock) -> tuple[str, dict[str, Any]]:
+        case_id = state(app, clock)
+        payload = body(app, clock) if callable(body) else body
+        return f"/v1/cases/{case_id}/{suffix}", payload
+
+    seers = CASE_SEERS | ({"investigator_own"} if referred_to_wfp else set())
+    return Command(name, "POST", prepare, allowed, frozenset(seers))
+
+
+def fixed(
+    path: str, body: dict[str, Any]
+) -> Callable[[ComplaintMechanism, Clock], tuple[str, dict[str, Any]]]:
+    return lambda app, clock: (path, body)
+
+
+def referral_command(
+    suffix: str, steps: tuple[str, ...], body: dict[str, Any], allowed: frozenset[str]
+) -> Command:
+    def prepare(app: ComplaintMechanism, clock: Clock) -> tuple[str, dict[str, Any]]:
+        return f"/v1/referrals/{referral(app, clock, *steps)}/{suffix}", body
+
+    return Command(f"referral {suffix}", "POST", prepare, allowed, REFERRAL_SEERS)
+
+
+def feedback_command(suffix: str, responded: bool, body: dict[str, Any]) -> Command:
+    def prepare(app: ComplaintMechanism, clock: Clock) -> tuple[str, dict[str, Any]]:
+        return f"/v1/feedback/{feedback_item(app, clock, responded)}/{suffix}", body
+
+    return Command(f"feedback {suffix}", "POST", prepare, HANDLERS, FEEDBACK_SEERS)
+
+
+def _fresh_code() -> str:
+    return f"ag-{uuid4().hex[:8]}"
+
+
+def closed(app: ComplaintMechanism, clock: Clock) -> UUID:
+    case_id = assessed(app, clock, ComplaintCategory.OTHER_SENSITIVE)
+    app.close_case(
+        case_id,
+        actor=FOCAL_POINT,
+        reason=ClosureReason.REFERRED_TO_AGENCY_PROCEDURE,
+        at=clock(),
+    )
+    return case_id
+
+
+def appointed(app: ComplaintMechanism, clock: Clock) -> str:
+    user = f"fp-{uuid4().hex[:8]}"
+    # the network is also changed through the API, at the API's clock
+    app.appoint_focal_point(actor=COORDINATOR, agency="wfp", user=user, at=datetime.now(UTC))
+    return user
+
+
+COMPLAINT = {
+    "received_at": "2026-03-02T08:00:00+00:00",
+    "channel": "hotline",
+    "complainant_role": "anonymous",
+    "narrative": f"{CANARY} narrative",
+}
+SEA = {
+    "category": "sea_allegation",
+    "allegation": {
+        "allegation_type": "sexual_exploitation",
+        "child_involved": False,
+        "implicated_agency": "wfp",
+        "personnel_category": "un_staff",
+        "victim_sex": "female",
+        "victim_age_band": "18+",
+    },
+}
+
+COMMANDS: tuple[Command, ...] = (
+    Command("intake", "POST", fixed("/v1/cases", COMPLAINT), INTAKE, None),
+    case_command("assess", "assessment", received, SEA),
+    case_command("assign focal points", "focal-points", received, {"focal_points": ["fp-unhcr"]}),
+    case_command(
+        "transfer",
+        "transfers",
+        received,
+        {"to_agency": "wfp", "reason": "capacity", "shared": ["allegation_summary"]},
+    ),
+    case_command(
+        "give consent",
+        "consents",
+        received,
+        {"kind": "assistance_referral", "given_by": "survivor"},
+    ),
+    case_command(
+        "withdraw consent",
+        "consents/assistance_referral/withdrawal",
+        lambda app, clock: consented(app, clock, ConsentKind.ASSISTANCE_REFERRAL),
+        {},
+    ),
+    case_command(
+        "refer for assistance",
+        "assistance-referrals",
+        lambda app, clock: consented(app, clock, ConsentKind.ASSISTANCE_REFERRAL),
+        {"service_type": "medical", "provider": "med-a", "area": AREA},
+    ),
+    case_command(
+        "refer for investigation",
+        "investigation-referral",
+        lambda app, clock: assessed(app, clock, ComplaintCategory.SEA_ALLEGATION),
+        {"entity": "wfp-oig", "shared": ["allegation_summary"]},
+    ),
+    case_command(
+        "acknowledge investigation",
+        "investigation-referral/acknowledgement",
+        referred,
+        {},
+        allowed=frozenset({"investigator_own", "coordinator"}),
+        referred_to_wfp=True,
+    ),
+    case_command(
+        "record outcome",
+        "investigation-referral/outcome",
+        referred,
+        {"outcome": "substantiated"},
+        allowed=frozenset({"investigator_own", "coordinator"}),
+        referred_to_wfp=True,
+    ),
+    case_command("give feedback", "feedback", received, {"message": "seen", "channel": "phone"}),
+    case_command(
+        "mark as duplicate",
+        "duplicate-of",
+        received,
+        lambda app, clock: {"original_case_id": str(received(app, clock))},
+    ),
+    case_command(
+        "close",
+        "closure",
+        lambda app, clock: assessed(app, clock, ComplaintCategory.OTHER_SENSITIVE),
+        {"reason": "referred_to_agency_procedure"},
+    ),
+    case_command(
+        "reopen",
+        "reopening",
+        closed,
+        {"reason": "new information"},
+    ),
+    case_command(
+        "forward to feedback mechanism",
+        "feedback-mechanism",
+        lambda app, clock: assessed(app, clock, ComplaintCategory.NON_SENSITIVE_FEEDBACK),
+        {"category": "suggestion", "sector": "health", "concerned_agency": "unhcr"},
+    ),
+    referral_command("acceptance", (), {}, frozenset({"provider_own"})),
+    referral_command("provider-decline", (), {"reason": "full"}, frozenset({"provider_own"})),
+    referral_command(
+        "survivor-decline", (), {}, frozenset({"provider_own", "focal_point_own", "coordinator"})
+    ),
+    referral_command("delivery", ("accepted",), {}, frozenset({"provider_own"})),
+    referral_command(
+        "follow-up",
+        ("accepted", "delivered"),
+        {},
+        frozenset({"provider_own", "focal_point_own", "coordinator"}),
+    ),
+    Command(
+        "receive feedback",
+        "POST",
+        fixed(
+            "/v1/feedback",
+            {
+                "channel": "hotline",
+                "category": "suggestion",
+                "sector": "health",
+                "concerned_agency": "unhcr",
+                "text": "more water points",
+            },
+        ),
+        INTAKE,
+        None,
+    ),
+    feedback_command("response", False, {"response": "we will"}),
+    feedback_command("loop-closure", True, {}),
+    Command(
+        "register agency",
+        "POST",
+        lambda app, clock: (
+            "/v1/network/agencies",
+            {"code": _fresh_code(), "name": "New", "agency_type": "national_ngo"},
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command(
+        "designate investigating entity",
+        "PUT",
+        fixed("/v1/network/agencies/unhcr/investigating-entity", {"entity": "unhcr-oig"}),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command(
+        "appoint focal point",
+        "POST",
+        lambda app, clock: (
+            "/v1/network/agencies/wfp/focal-points",
+            {"user": f"fp-{uuid4().hex[:8]}"},
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command(
+        "withdraw focal point",
+        "DELETE",
+        lambda app, clock: (f"/v1/network/agencies/wfp/focal-points/{appointed(app, clock)}", {}),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command(
+        "register service provider",
+        "POST",
+        lambda app, clock: (
+            "/v1/network/service-providers",
+            {
+                "code": _fresh_code(),
+                "name": "Legal aid",
+                "service_types": ["legal"],
+                "areas": [AREA],
+            },
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command("set policy", "PUT", fixed("/v1/network/policy", {}), NETWORK_KEEPER, None),
+)
+
+
+def expected_status(command: Command, caller: str) -> int | None:
+    """None: allowed (any 2xx)."""
+    if caller in command.allowed:
+        return None
+    if command.seers is None or caller in command.seers:
+        return 403
+    return 404
+
+
+@pytest.mark.parametrize("caller", ALL)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: c.name)
+def test_every_command_is_allowed_or_refused_by_role_and_agency(
+    world: World, client: TestClient, clock: Clock, command: Command, caller: str
+) -> None:
+    # given a resource in a state where the command is valid
+    path, body = command.prepare(world.mechanism, clock)
+    before = world.event_count()
+    # when the caller sends it
+    answer = client.request(command.method, path, json=body, headers=world.headers(caller))
+    # then it is done for the allowed, refused (403 or, if they may not see it, 404) for others
+    expected = expected_status(command, caller)
+    if expected is None:
+        assert 200 <= answer.status_code < 300, answer.text
+        assert world.event_count() > before
+    else:
+        assert answer.status_code == expected, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert world.event_count() == before, "a refused command recorded something"
+
+
+def test_a_denied_case_is_answered_exactly_like_a_missing_one(
+    world: World, client: TestClient, clock: Clock
+) -> None:
+    # given a case held by unhcr, and a case id that exists nowhere
+    existing = received(world.mechanism, clock)
+    missing = uuid4()
+    # when another agency's focal point asks for both
+    hidden = client.get(f"/v1/cases/{existing}", headers=world.headers("focal_point_other"))
+    absent = client.get(f"/v1/cases/{missing}", headers=world.headers("focal_point_other"))
+    # then the answers differ only in the path they name
+    assert hidden.status_code == absent.status_code == 404
+    strip = {"instance"}
+    assert {k: v for k, v in hidden.json().items() if k not in strip} == {
+        k: v for k, v in absent.json().items() if k not in strip
+    }
+
+
+def test_without_a_valid_token_nothing_is_answered(world: World, client: TestClient) -> None:
+    for headers in ({}, {"Authorization": "Bearer not-a-token"}, {"Authorization": "Basic x"}):
+        answer = client.get("/v1/network", headers=headers)
+        assert answer.status_code == 401
+        assert answer.headers["www-authenticate"].startswith("Bearer")
+        assert answer.headers["content-type"] == "application/problem+json"
+
+
+# ---------------------------------------------------------------------------------- reads
+
+
+def project(world: World) -> None:
+    """Feed the three read models from the store, as relay and projectors would (the
+    stream itself is tested in the relay and projector tests)."""
+    notifications = world.mechanism.recorder.select_notifications(1, 10**6)
+    messages = []
+    previous: dict[int, int] = {}
+    last = 0
+    for notification in notifications:
+        event = world.mechanism.mapper.to_domain_event(notification)
+        if not is_published(event):
+            continue
+        messages.append(
+            (notification.id, to_cloud_event(event, source="test", position=notification.id))
+        )
+        previous[notification.id] = last
+        last = notification.id
+    for projection in (InboxProjection(), AssistanceProjection(), StatisticsProjection()):
+        path = read_model_path(world.settings.data_dir, projection.name)
+        db = open_projection(projection, path)
+        try:
+            apply_batch(projection, db, messages, previous)
+        finally:
+            db.close()
+
+
+@dataclass(frozen=True)
+class Standard:
+    case_id: UUID
+    referral_id: UUID
+    feedback_id: UUID
+
+
+@pytest.fixture(scope="module")
+def standard(world: World, clock: Clock) -> Standard:
+    app = world.mechanism
+    case_id = consented(app, clock, ConsentKind.ASSISTANCE_REFERRAL, ConsentKind.CONTACT)
+    referral_id = app.refer_for_assistance(
+        case_id,
+        actor=FOCAL_POINT,
+        service_type=ServiceType.MEDICAL,
+        provider="med-a",
+        area=AREA,
+        share_contact=True,
+        at=clock(),
+    ).id
+    app.refer_for_investigation(
+        case_id,
+        actor=FOCAL_POINT,
+        entity="wfp-oig",
+        shared=(SharedItem.ALLEGATION_SUMMARY, SharedItem.ALLEGED_PERPETRATOR_DETAILS),
+        at=clock(),
+    )
+    app.give_feedback(
+        case_id,
+        actor=FOCAL_POINT,
+        message=f"{CANARY} message",
+        channel=FeedbackChannel.PHONE,
+        at=clock(),
+    )
+    feedback_id = feedback_item(app, clock)
+    project(world)
+    return Standard(case_id, referral_id, feedback_id)
+
+
+READS: dict[str, tuple[Callable[[Standard], str], frozenset[str], int]] = {
+    "case": (lambda s: f"/v1/cases/{s.case_id}", CASE_SEERS | {"investigator_own"}, 404),
+    "history": (lambda s: f"/v1/cases/{s.case_id}/history", CASE_SEERS, 404),
+    "referral": (lambda s: f"/v1/referrals/{s.referral_id}", REFERRAL_SEERS, 404),
+    "feedback": (lambda s: f"/v1/feedback/{s.feedback_id}", FEEDBACK_SEERS, 404),
+    "inbox": (lambda s: "/v1/inbox/unhcr", HANDLERS, 403),
+    "inbox case": (lambda s: f"/v1/inbox/cases/{s.case_id}", CASE_SEERS, 404),
+    "assistance case": (lambda s: f"/v1/assistance/cases/{s.case_id}", CASE_SEERS, 404),
+    "assistance gaps": (
+        lambda s: "/v1/assistance/gaps",
+        HANDLERS | {"focal_point_other"},
+        403,
+    ),
+    "provider referrals": (
+        lambda s: "/v1/assistance/referrals",
+        frozenset({"provider_own", "provider_other"}),
+        403,
+    ),
+    "statistics": (
+        lambda s: "/v1/stats",
+        frozenset(
+            {"statistics_reader", "coordinator", "focal_point_own", "focal_point_other", "auditor"}
+        ),
+        403,
+    ),
+    "network": (lambda s: "/v1/network", frozenset(ALL) - {"statistics_reader"}, 403),
+}
+
+
+@pytest.mark.parametrize("caller", ALL)
+@pytest.mark.parametrize("read", READS)
+def test_every_read_is_answered_by_need_to_know(
+    world: World, client: TestClient, standard: Standard, read: str, caller: str
+) -> None:
+    path, readers, denial = READS[read]
+    before = world.event_count()
+    answer = client.get(path(standard), headers=world.headers(caller))
+    if caller in readers:
+        assert answer.status_code == 200, answer.text
+    else:
+        assert answer.status_code == denial, answer.text
+        assert world.event_count() == before
+    # no read model and no view leaks personal data to anyone but those allowed
+    if caller not in {"focal_point_own", "investigator_own", "provider_own"}:
+        assert CANARY not in answer.text
+
+
+def test_another_agencys_gaps_and_inbox_are_refused_to_a_focal_point(
+    world: World, client: TestClient, standard: Standard
+) -> None:
+    headers = world.headers("focal_point_other")
+    assert client.get("/v1/assistance/gaps?agency=unhcr", headers=headers).status_code == 403
+    assert client.get("/v1/inbox/unhcr", headers=headers).status_code == 403
+    assert client.get("/v1/inbox/wfp", headers=headers).status_code == 200
+
+
+def test_a_provider_lists_only_its_own_referrals(
+    world: World, client: TestClient, standard: Standard
+) -> None:
+    own = client.get("/v1/assistance/referrals", headers=world.headers("provider_own")).json()
+    other = client.get("/v1/assistance/referrals", headers=world.headers("provider_other")).json()
+    assert str(standard.referral_id) in {r["referral_id"] for r in own["referrals"]}
+    assert other["referrals"] == []
+
+
+# ---------------------------------------------------------------------------------- fields
+
+
+def personal_of(view: dict[str, Any]) -> dict[str, Any]:
+    allegation = (view.get("assessment") or {}).get("allegation") or {}
+    return {
+        "narrative": view["narrative"],
+        "complainant": view["complainant"],
+        "survivor": view["survivor"],
+        "alleged_perpetrator": allegation.get("alleged_perpetrator"),
+        "incident_place_detail": allegation.get("incident_place_detail"),
+    }
+
+
+def test_the_holding_focal_point_sees_every_field_and_the_read_is_recorded(
+    world: World, client: TestClient, standard: Standard
+) -> None:
+    view = client.get(f"/v1/cases/{standard.case_id}", headers=world.headers("focal_point_own"))
+    personal = personal_of(view.json())
+    assert personal["narrative"] == f"{CANARY} narrative"
+    assert personal["survivor"]["phone"] == f"{CANARY} phone"
+    assert personal["alleged_perpetrator"] == f"{CANARY} perpetrator"
+    assert view.json()["redacted"] == []
+    reads = world.mechanism.personal_data_reads(standard.case_id)
+    last = reads[-1]
+    assert (last.actor.user, last.actor.role) == ("fp-unhcr", Role.FOCAL_POINT)
+    assert {"narrative", "survivor.name", "survivor.phone"} <= set(last.fields)
+
+
+def test_the_coordinator_sees_personal_data_only_where_policy_allows(
+    world: World, client: TestClient, standard: Standard, clock: Clock
+) -> None:
+    headers = world.headers("coordinator")
+    redacted = client.get(f"/v1/cases/{standard.case_id}", headers=headers).json()
+    assert CANARY not in str(personal_of(redacted))
+    assert "narrative" in redacted["redacted"]
+    world.mechanism.set_policy(
+        actor=COORDINATOR,
+        policy=NetworkPolicy(coordinator_sees_personal_data=True),
+        at=datetime.now(UTC),
+    )
+    try:
+        allowed = client.get(f"/v1/cases/{standard.case_id}", headers=headers).json()
+        assert allowed["narrative"] == f"{CANARY} narrative"
+        assert world.mechanism.personal_data_reads(standard.case_id)[-1].actor.user == "coord-1"
+    finally:
+        world.mechanism.set_policy(actor=COORDINATOR, policy=NetworkPolicy(), at=datetime.now(UTC))
+
+
+def test_the_investigating_entity_sees_the_allegation_but_not_the_survivor_without_consent(
+    world: World, client: TestClient, standard: Standard
+) -> None:
+    view = client.get(f"/v1/cases/{standard.case_id}", headers=world.headers("investigator_own"))
+    personal = personal_of(view.json())
+    # shared: allegation summary and perpetrator details; no identity disclosure consent
+    assert personal["alleged_perpetrator"] == f"{CANARY} perpetrator"
+    assert personal["narrative"] is None
+    assert personal["survivor"] is None
+    assert personal["complainant"] is None
+    assert {"narrative", "survivor.name", "consents", "assistance_referrals"} <= set(
+        view.json()["redacted"]
+    )
+    assert view.json()["assistance_referrals"] is None
+
+
+def test_the_survivors_identity_reaches_the_investigator_only_while_disclosure_is_consented(
+    world: World, client: TestClient, clock: Clock
+) -> None:
+    # given a case referred with the survivor's identity, under disclosure consent
+    case_id = referred(
+        world.mechanism, clock, SharedItem.ALLEGATION_SUMMARY, SharedItem.SURVIVOR_IDENTITY
+    )
+    headers = world.headers("investigator_own")
+    shown = client.get(f"/v1/cases/{case_id}", headers=headers).json()
+    assert shown["survivor"]["name"] == f"{CANARY} survivor"
+    assert shown["survivor"]["phone"] is None  # contact details were not shared
+    # when the survivor withdraws that consent
+    world.mechanism.withdraw_consent(
+        case_id, actor=FOCAL_POINT, kind=ConsentKind.IDENTITY_DISCLOSURE, at=clock()
+    )
+    # then the identity is no longer shown
+    hidden = client.get(f"/v1/cases/{case_id}", headers=headers).json()
+    assert hidden["survivor"] is None
+    assert "survivor.name" in hidden["redacted"]
+
+
+def test_the_provider_sees_contact_details_only_as_consented(
+    world: World, client: TestClient, standard: Standard, clock: Clock
+) -> None:
+    headers = world.headers("provider_own")
+    view = client.get(f"/v1/referrals/{standard.referral_id}", headers=headers).json()
+    # contact consented by phone only: name and phone, not e-mail or address
+    assert view["survivor_contact"] == {
+        "name": f"{CANARY} survivor",
+        "phone": f"{CANARY} phone",
+        "email": None,
+        "address": None,
+    }
+    assert set(view["redacted"]) == {"survivor.email", "survivor.address"}
+    # a referral made without sharing contact shows none
+    case_id = consented(
+        world.mechanism, clock, ConsentKind.ASSISTANCE_REFERRAL, ConsentKind.CONTACT
+    )
+    quiet = world.mechanism.refer_for_assistance(
+        case_id,
+        actor=FOCAL_POINT,
+        service_type=ServiceType.MEDICAL,
+        provider="med-a",
+        area=AREA,
+        share_contact=False,
+        at=clock(),
+    ).id
+    none = client.get(f"/v1/referrals/{quiet}", headers=headers).json()
+    assert none["survivor_contact"] is None
+
+
+def test_the_auditor_replays_the_history_with_personal_data_redacted(
+    world: World, client: TestClient, standard: Standard
+) -> None:
+    client.get(f"/v1/cases/{standard.case_id}", headers=world.headers("focal_point_own"))
+    history = client.get(
+        f"/v1/cases/{standard.case_id}/history", headers=world.headers("auditor")
+    ).json()
+    assert CANARY not in str(history)
+    types = [e["type"] for e in history["events"]]
+    assert types[:2] == ["Case.Received", "Case.Assessed"]
+    assert "Case.ReferredForInvestigation" in types
+    received_event = history["events"][0]
+    assert {"narrative", "survivor.name"} <= set(received_event["redacted"])
+    assert received_event["actor"] == {
+        "user": "op-unhcr",
+        "agency": "unhcr",
+        "role": "intake_operator",
+    }
+    # the custody trail names who read personal data, which fields, never the values
+    readers = {(r["user"], r["role"]) for r in history["personal_data_reads"]}
+    assert ("fp-unhcr", "focal_point") in readers
+
+
+def test_an_intake_operator_sees_nothing_of_a_complaint_after_submitting_it(
+    world: World, client: TestClient
+) -> None:
+    headers = world.headers("intake_operator")
+    written = client.post("/v1/cases", json=COMPLAINT, headers=headers)
+    assert written.status_code == 201
+    assert set(written.json()) == {"id", "version", "position", "receipt_code"}
+    case_id = written.json()["id"]
+    assert client.get(f"/v1/cases/{case_id}", headers=headers).status_code == 404
+    assert client.get(f"/v1/cases/{case_id}/history", headers=headers).status_code == 404
+
+
+def test_every_view_endpoint_is_in_the_matrix(world: World) -> None:
+    """The matrices above must grow with the API: an endpoint added without its row fails."""
+    paths = world.api.openapi()["paths"]
+    operations = [
+        (method, path)
+        for path, item in paths.items()
+        if path.startswith("/v1/") and not path.startswith("/v1/public/")
+        for method in item
+    ]
+    writes = [o for o in operations if o[0] in ("post", "put", "delete")]
+    reads = [o for o in operations if o[0] == "get"]
+    # establishing the network is a one-off bootstrap, tested on its own below
+    assert len(writes) - 1 == len(COMMANDS)
+    assert len(reads) == len(READS) + 1  # /v1/stats/{report} shares the statistics row
+
+
+def test_only_the_coordinator_establishes_a_network_and_only_once(
+    world: World, client: TestClient
+) -> None:
+    body = {"name": "Another"}
+    for caller in ALL:
+        answer = client.post("/v1/network", json=body, headers=world.headers(caller))
+        assert answer.status_code == (409 if caller == "coordinator" else 403), caller
