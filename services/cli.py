@@ -306,7 +306,7 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
 
 @cli.command()
 def api() -> None:
-    """The HTTP API on CBCM_HTTP_ADDR (read endpoints of the read models)."""
+    """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know."""
     settings = _settings()
     configure_logging(settings.log_format, "api")
     host, _, port = settings.http_addr.rpartition(":")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Request
@@ -219,8 +219,8 @@ async def case_history(
     assert access is not None
     reveal = access.full_history
 
-    def load() -> tuple[list[object], list[PersonalDataReadOut]]:
-        events = list(app.case_history(case_id))
+    def load() -> tuple[list[Any], list[PersonalDataReadOut]]:
+        events: list[Any] = list(app.case_history(case_id))
         reads = [
             PersonalDataReadOut(
                 at=r.timestamp,
