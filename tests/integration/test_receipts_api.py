@@ -123,6 +123,9 @@ def test_repeated_failures_on_a_locator_are_throttled_even_for_the_right_code(
     metrics = client.get("/metrics").text
     assert 'cbcm_receipt_lookups_total{result="throttled"} 1.0' in metrics
     assert 'cbcm_receipt_lookups_total{result="not_found"} 3.0' in metrics
+    # metrics name route templates, never a path holding a code
+    assert 'route="/v1/public/receipts/{code}"' in metrics
+    assert code not in metrics and code.replace("-", "")[:8] not in metrics
 
 
 def test_a_client_guessing_across_locators_is_throttled(world: World, client: TestClient) -> None:

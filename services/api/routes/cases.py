@@ -149,7 +149,7 @@ async def receive_complaint(
     actor = require_role(principal, INTAKE)
     app = mechanism(request)
     receipts = request.app.state.receipts
-    receipt = await in_thread(lambda: receipts.new(app)) if body.issue_receipt else None
+    receipt = await receipts.issue(app) if body.issue_receipt else None
 
     def command() -> Written:
         return app.receive_complaint(
