@@ -30,6 +30,13 @@ class InvalidCommand(DomainError):
     title = "Invalid command"
 
 
+class EarlierThanLastStep(InvalidCommand):
+    """A command's time is before the aggregate's last recorded step: a history must not run
+    backwards. Between two writers of one aggregate it means the other one was first."""
+
+    title = "Earlier than the last recorded step"
+
+
 class ActionNotPermitted(DomainError):
     title = "Action not permitted"
 

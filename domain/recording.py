@@ -12,7 +12,7 @@ from typing import Any
 
 from eventsourcing.domain import Aggregate
 
-from domain.errors import InvalidCommand
+from domain.errors import EarlierThanLastStep, InvalidCommand
 
 
 def require_aware(name: str, value: object) -> None:
@@ -37,7 +37,7 @@ class RecordedAggregate(Aggregate):
         assert isinstance(timestamp, datetime)
         # A history that runs backwards would make deadlines and audits meaningless.
         if timestamp < self.modified_on:
-            raise InvalidCommand(
+            raise EarlierThanLastStep(
                 f"at {timestamp.isoformat()} is earlier than the last recorded step of "
                 f"{self.id} ({self.modified_on.isoformat()})"
             )

@@ -15,8 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 import anyio
-from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.concurrency import run_in_threadpool
 
@@ -132,7 +132,11 @@ def _operations(
         """The process is up."""
         return {"status": "ok"}
 
-    @app.get("/readyz", tags=["operations"])
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        responses={503: {"description": "not ready: the event store or a read model is missing"}},
+    )
     async def readyz() -> Response:
         """Ready when the event store answers and every read model exists; lists each read
         model's applied position."""
@@ -152,7 +156,7 @@ def _operations(
             status_code=200 if ok else 503,
         )
 
-    @app.get("/metrics", tags=["operations"])
-    async def prometheus_metrics(request: Request) -> Response:
+    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
+    async def prometheus_metrics() -> Response:
         """Prometheus text format."""
         return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

@@ -82,6 +82,16 @@ def domain_problem(error: errors.DomainError) -> Problem:
         return Problem(409, str(error), title=error.title, type=kind, current_version=error.current)
     if isinstance(error, errors.ActionNotPermitted):
         return Problem(403, str(error), title=error.title, type=kind)
+    if isinstance(error, errors.EarlierThanLastStep):
+        # The API records at its own clock: another write to the same aggregate got in
+        # between reading the clock and deciding. Nothing was recorded; deciding again works.
+        return Problem(
+            409,
+            "the case changed while this command was being decided; nothing was recorded; "
+            "send it again",
+            title="Concurrent change",
+            type=kind,
+        )
     status = 422 if isinstance(error, UNPROCESSABLE) else 409
     return Problem(status, str(error), title=error.title, type=kind)
 

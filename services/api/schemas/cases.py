@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import date, datetime
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from domain.case import CaseStatus
 from domain.vocabulary import (
@@ -34,6 +34,9 @@ from services.api.schemas.common import (
     Body,
     CaseCommand,
     Code,
+    Day,
+    Flag,
+    Instant,
     ShortText,
     Text,
     UserId,
@@ -59,14 +62,14 @@ class PersonOut(BaseModel):
 class ComplaintIn(Body):
     """A complaint as an intake operator records it."""
 
-    received_at: AwareDatetime = Field(description="when it was said (with a time zone)")
+    received_at: Instant = Field(description="when it was said (with a time zone)")
     channel: Channel
     complainant_role: ComplainantRole
-    immediate_safety_risk: bool = False
+    immediate_safety_risk: Flag = False
     narrative: Text = Field(description="what was said (personal data)")
     complainant: PersonIn | None = None
     survivor: PersonIn | None = None
-    issue_receipt: bool = Field(
+    issue_receipt: Flag = Field(
         default=False,
         description="issue a receipt code the complainant follows the complaint with "
         "(answered once, in `receipt_code`)",
@@ -91,10 +94,10 @@ class ComplaintIn(Body):
 class AllegationIn(Body):
     allegation_type: AllegationType
     subtype: AllegationSubtype | None = None
-    child_involved: bool
+    child_involved: Flag
     implicated_agency: Code | None = None
     personnel_category: PersonnelCategory
-    incident_date: date | None = None
+    incident_date: Day | None = None
     incident_area: str | None = Field(default=None, pattern=r"^[A-Za-z0-9._-]{1,24}$")
     victim_sex: Sex
     victim_age_band: AgeBand
@@ -152,7 +155,7 @@ class AssistanceReferralIn(CaseCommand):
     service_type: ServiceType
     provider: Code
     area: AreaCode
-    share_contact: bool = False
+    share_contact: Flag = False
 
 
 class InvestigationReferralIn(CaseCommand):

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import date, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
 
 CODE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 USER = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -17,6 +18,23 @@ AreaCode = Annotated[str, Field(pattern=AREA, examples=["SO2201"])]
 Text = Annotated[str, Field(min_length=1, max_length=20_000)]
 ShortText = Annotated[str, Field(min_length=1, max_length=2_000)]
 
+# Request bodies take what their schema says and nothing pydantic would coerce into it: a
+# boolean is true or false (not 0, "yes"), an integer a JSON integer (not "3", true), a
+# date, time or duration ISO 8601 text (not a number read as seconds since 1970).
+Flag = Annotated[bool, Field(strict=True)]
+Count = Annotated[int, Field(strict=True)]
+
+
+def _iso_text(value: object) -> object:
+    if isinstance(value, int | float):
+        raise ValueError("expected ISO 8601 text, not a number")
+    return value
+
+
+Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
+Day = Annotated[date, BeforeValidator(_iso_text)]
+Duration = Annotated[timedelta, BeforeValidator(_iso_text)]
+
 
 class Body(BaseModel):
     """Every request body: unknown fields are refused, not silently dropped."""
@@ -27,7 +45,7 @@ class Body(BaseModel):
 class CaseCommand(Body):
     """A command on an existing case or referral."""
 
-    expected_version: int | None = Field(
+    expected_version: Count | None = Field(
         default=None,
         ge=1,
         description="the version the decision was based on; refused with 409 if it moved on",

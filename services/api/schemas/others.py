@@ -17,7 +17,17 @@ from domain.vocabulary import (
     ServiceType,
 )
 from services.api.schemas.cases import PersonOut
-from services.api.schemas.common import AreaCode, Body, Code, ShortText, Text, UserId
+from services.api.schemas.common import (
+    AreaCode,
+    Body,
+    Code,
+    Count,
+    Duration,
+    Flag,
+    ShortText,
+    Text,
+    UserId,
+)
 
 # ------------------------------------------------------------------ assistance referrals
 
@@ -99,16 +109,16 @@ class FeedbackOut(BaseModel):
 class PolicyIn(Body):
     """Deadlines (ISO 8601 durations, e.g. PT24H, P7D) and thresholds."""
 
-    assess_within: timedelta = timedelta(hours=24)
-    offer_assistance_within: timedelta = timedelta(hours=24)
-    refer_for_investigation_within: timedelta = timedelta(hours=24)
-    acknowledge_within: timedelta = timedelta(days=7)
-    feedback_every: timedelta = timedelta(days=30)
-    assistance_acceptance_within: timedelta = timedelta(hours=72)
-    suppression_threshold: int = Field(default=5, ge=2, le=1000)
-    personal_data_retention: timedelta = timedelta(days=5 * 365)
-    coordinator_sees_personal_data: bool = False
-    expected_version: int | None = Field(default=None, ge=1)
+    assess_within: Duration = timedelta(hours=24)
+    offer_assistance_within: Duration = timedelta(hours=24)
+    refer_for_investigation_within: Duration = timedelta(hours=24)
+    acknowledge_within: Duration = timedelta(days=7)
+    feedback_every: Duration = timedelta(days=30)
+    assistance_acceptance_within: Duration = timedelta(hours=72)
+    suppression_threshold: Count = Field(default=5, ge=2, le=1000)
+    personal_data_retention: Duration = timedelta(days=5 * 365)
+    coordinator_sees_personal_data: Flag = False
+    expected_version: Count | None = Field(default=None, ge=1)
 
 
 class NetworkIn(Body):
@@ -184,7 +194,7 @@ class PublicComplaintIn(Body):
     agency: Code = Field(description="the agency whose web form this is")
     narrative: Text
     complainant_role: ComplainantRole = ComplainantRole.ANONYMOUS
-    immediate_safety_risk: bool = False
+    immediate_safety_risk: Flag = False
 
     model_config = ConfigDict(
         json_schema_extra={
