@@ -36,6 +36,10 @@ class EarlierThanLastStep(InvalidCommand):
 
     title = "Earlier than the last recorded step"
 
+    def __init__(self, message: str, *, current_version: int) -> None:
+        super().__init__(message)
+        self.current_version = current_version
+
 
 class ActionNotPermitted(DomainError):
     title = "Action not permitted"

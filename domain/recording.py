@@ -39,6 +39,7 @@ class RecordedAggregate(Aggregate):
         if timestamp < self.modified_on:
             raise EarlierThanLastStep(
                 f"at {timestamp.isoformat()} is earlier than the last recorded step of "
-                f"{self.id} ({self.modified_on.isoformat()})"
+                f"{self.id} ({self.modified_on.isoformat()})",
+                current_version=self.version,
             )
         super().trigger_event(event_class, **kwargs)

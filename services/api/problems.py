@@ -91,6 +91,7 @@ def domain_problem(error: errors.DomainError) -> Problem:
             "send it again",
             title="Concurrent change",
             type=kind,
+            current_version=error.current_version,
         )
     status = 422 if isinstance(error, UNPROCESSABLE) else 409
     return Problem(status, str(error), title=error.title, type=kind)

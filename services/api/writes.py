@@ -13,11 +13,13 @@ import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import TypeVar
+from uuid import UUID
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from domain.errors import DomainError
 from services.api.problems import Problem
 from services.api.schemas.common import WrittenOut
 from services.idempotency import (
@@ -119,6 +121,14 @@ async def perform(
         existing = await in_thread(lambda: app.idempotent_request(rid))
         assert existing is not None
         return await _replay(app, existing, key, request_fingerprint, location)
+    except DomainError:
+        # A concurrent duplicate may have been saved between the look-up above and this
+        # attempt, which then saw its effect ("already a duplicate", a conflict...): the
+        # answer is the duplicate's (another body under the key: _replay answers 422).
+        existing = await in_thread(lambda: app.idempotent_request(rid))
+        if existing is None:
+            raise
+        return await _replay(app, existing, key, request_fingerprint, location)
     out = WrittenOut(
         id=written.id,
         version=written.version,
@@ -143,8 +153,6 @@ async def _replay(
         )
     answer = json.loads(record.answer)
     written_id, version = answer["id"], int(answer["version"])
-    from uuid import UUID  # noqa: PLC0415
-
     position = await in_thread(lambda: app.position_of(UUID(written_id), version))
     code = None
     if record.sealed_secret is not None:
