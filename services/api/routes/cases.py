@@ -62,27 +62,12 @@ INTAKE = (Role.INTAKE_OPERATOR, Role.FOCAL_POINT, Role.COORDINATOR)
 
 
 def _person(details: PersonIn | None) -> PersonDetails | None:
-    if details is None:
-        return None
-    return PersonDetails(
-        name=details.name, phone=details.phone, email=details.email, address=details.address
-    )
+    return None if details is None else PersonDetails(**details.model_dump())
 
 
 def _allegation(a: AllegationIn) -> Allegation:
-    return Allegation(
-        allegation_type=a.allegation_type,
-        subtype=a.subtype,
-        child_involved=a.child_involved,
-        implicated_agency=a.implicated_agency,
-        personnel_category=a.personnel_category,
-        incident_date=a.incident_date,
-        incident_area=a.incident_area,
-        victim_sex=a.victim_sex,
-        victim_age_band=a.victim_age_band,
-        incident_place_detail=a.incident_place_detail,
-        alleged_perpetrator=a.alleged_perpetrator,
-    )
+    # The API's shape is the domain's, field for field; the domain checks the values.
+    return Allegation(**a.model_dump())
 
 
 def _case_location(written: Written) -> str:
