@@ -303,6 +303,9 @@ class Case(RecordedAggregate):
         self.channel = channel
         self.receiving_agency = actor.agency
         self.custodian = actor.agency
+        self.custody_shared: tuple[SharedItem, ...] | None = None
+        """What the agency holding the case was given of it: None for the agency that received
+        it, else what the last transfer shared."""
         self.focal_points: tuple[str, ...] = ()
         self.complainant_role = complainant_role
         self.immediate_safety_risk = immediate_safety_risk
@@ -371,7 +374,10 @@ class Case(RecordedAggregate):
         )
 
     def _require_consent_for(self, shared: tuple[SharedItem, ...]) -> None:
-        if IDENTIFYING_ITEMS.intersection(shared) and not self.has_consent(
+        identifying = set(IDENTIFYING_ITEMS)
+        if self.complainant_role is ComplainantRole.SURVIVOR:
+            identifying.add(SharedItem.COMPLAINANT_IDENTITY)
+        if identifying.intersection(shared) and not self.has_consent(
             ConsentKind.IDENTITY_DISCLOSURE
         ):
             raise IdentityDisclosureNotConsented(
@@ -623,7 +629,7 @@ class Case(RecordedAggregate):
             raise InvalidDuplicate(f"case {self.id} is already a duplicate of {self.duplicate_of}")
         if original.duplicate_of is not None:
             raise InvalidDuplicate(
-                f"case {original.id} is itself a duplicate; link to {original.duplicate_of}"
+                f"case {original.id} is itself a duplicate; link to the case it duplicates"
             )
         self._marked_as_duplicate(actor=actor, original_case_id=original.id, timestamp=at)
 
@@ -706,6 +712,7 @@ class Case(RecordedAggregate):
     ) -> None:
         self.custodian = to_agency
         self.focal_points = ()
+        self.custody_shared = None if to_agency == self.receiving_agency else shared
 
     @event(ConsentGiven)
     def _consent_given(

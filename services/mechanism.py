@@ -133,6 +133,8 @@ class ComplaintMechanism(Application[UUID]):
         named = answer or first
         loaded = first.version - len(first.pending_events)
         make: Callable[[Written], Aggregate] | None = getattr(self._also, "make", None)
+        if not any(a.pending_events for a in aggregates):
+            raise InvalidCommand("the command changed nothing")
         extra = () if make is None else (make(Written(named.id, named.version, 0)),)
         try:
             recordings = self.save(*aggregates, *extra)

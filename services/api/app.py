@@ -106,6 +106,7 @@ def create_app(
             window_seconds=settings.public_intake_window_seconds,
         ),
         hashing=anyio.CapacityLimiter(4),
+        issuing=anyio.CapacityLimiter(4),
     )
     app.add_middleware(MetricsMiddleware, metrics=lambda: metrics)
 

@@ -10,6 +10,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.concurrency import run_in_threadpool
 
 from domain.actors import Actor, Role
+from domain.errors import NotFound
 from services.api.problems import Problem
 from services.identity import IdentityProviderUnavailable, InvalidToken, Principal, TokenVerifier
 
@@ -36,7 +37,29 @@ async def current_principal(
         raise Problem(503, str(e), headers={"Retry-After": "5"}) from None
     except InvalidToken as e:
         raise Problem(401, f"the bearer token was refused: {e}", headers=UNAUTHORISED) from None
+    # The token says what the identity provider knows; whether someone is a focal point of
+    # an agency now is the network's register (a withdrawn focal point loses access at once).
+    if Role.FOCAL_POINT in principal.roles:
+        principal = await run_in_threadpool(_appointed_only, request, principal)
     return principal
+
+
+def _appointed_only(request: Request, principal: Principal) -> Principal:
+    """The focal-point role counts only for a focal point the network has appointed (and not
+    withdrawn) for the token's agency."""
+    try:
+        network = request.app.state.mechanism().network()
+    except NotFound:  # no network yet: nobody is appointed
+        network = None
+    agency = None if network is None else network.agencies.get(principal.agency)
+    if agency is not None and principal.user in agency.focal_points:
+        return principal
+    roles = principal.roles - {Role.FOCAL_POINT}
+    if not roles:
+        raise Problem(
+            403, "not an appointed focal point of this agency", title="Role not permitted"
+        )
+    return Principal(principal.user, principal.agency, roles)
 
 
 CurrentPrincipal = Annotated[Principal, Depends(current_principal)]

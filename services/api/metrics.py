@@ -13,6 +13,8 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class _ReadModelPositions(Collector):
     def __init__(self, positions: Callable[[], dict[str, int | None]]) -> None:
@@ -82,5 +84,6 @@ class MetricsMiddleware:
             route: Any = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
             metrics = self.metrics()
-            metrics.requests.labels(scope["method"], template, str(status)).inc()
+            method = scope["method"] if scope["method"] in _METHODS else "OTHER"
+            metrics.requests.labels(method, template, str(status)).inc()
             metrics.latency.labels(template).observe(time.perf_counter() - started)

@@ -24,11 +24,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from domain.actors import Actor, Role
-from domain.assistance import AssistanceReferral
+from domain.assistance import OPEN_STATUSES, AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.policy import NetworkPolicy
-from domain.vocabulary import IDENTIFYING_ITEMS, ConsentKind, ContactMethod, SharedItem
+from domain.vocabulary import (
+    IDENTIFYING_ITEMS,
+    ComplainantRole,
+    ConsentKind,
+    ContactMethod,
+    SharedItem,
+)
 
 PERSON_FIELDS = ("name", "phone", "email", "address")
 
@@ -97,11 +103,31 @@ def _identifying_allowed(case: Case) -> bool:
     return case.has_consent(ConsentKind.IDENTITY_DISCLOSURE)
 
 
+def shared_fields(case: Case, shared: Iterable[SharedItem]) -> frozenset[str]:
+    """The personal fields that sharing ``shared`` opens, identifying ones only while the
+    survivor's consent to disclosure stands (the complainant's identity too, when the
+    complainant is the survivor)."""
+    consented = _identifying_allowed(case)
+    opened: set[str] = set()
+    for item in shared:
+        if item in IDENTIFYING_ITEMS and not consented:
+            continue
+        opened.update(SHARED_FIELDS.get(item, ()))
+    if not consented:
+        opened.difference_update(f"survivor.{f}" for f in PERSON_FIELDS)
+        if case.complainant_role is ComplainantRole.SURVIVOR:
+            opened.difference_update(f"complainant.{f}" for f in PERSON_FIELDS)
+    return frozenset(opened)
+
+
 def case_access(reader: Actor, case: Case, policy: NetworkPolicy) -> CaseAccess | None:
     """How ``reader`` may see ``case``; ``None``: not at all (answer as if it did not exist)."""
     role = reader.role
     if role is Role.FOCAL_POINT and reader.agency == case.custodian:
-        return CaseAccess(reader, frozenset(CASE_PERSONAL_FIELDS))
+        if case.custody_shared is None:
+            return CaseAccess(reader, frozenset(CASE_PERSONAL_FIELDS))
+        # An agency that was handed the case sees what the transfer shared.
+        return CaseAccess(reader, shared_fields(case, case.custody_shared))
     if role is Role.COORDINATOR:
         personal = CASE_PERSONAL_FIELDS if policy.coordinator_sees_personal_data else ()
         return CaseAccess(reader, frozenset(personal))
@@ -109,18 +135,7 @@ def case_access(reader: Actor, case: Case, policy: NetworkPolicy) -> CaseAccess 
         return CaseAccess(reader, frozenset())
     inv = case.investigation
     if role is Role.INVESTIGATING_ENTITY and inv is not None and inv.agency == reader.agency:
-        opened: set[str] = set()
-        for item in inv.shared:
-            if item in IDENTIFYING_ITEMS and not _identifying_allowed(case):
-                continue
-            opened.update(SHARED_FIELDS.get(item, ()))
-        # The survivor's identity follows the disclosure consent even when shared as part of
-        # another item (the complainant may be the survivor).
-        if not _identifying_allowed(case):
-            opened.difference_update(
-                {"survivor.name", "survivor.phone", "survivor.email", "survivor.address"}
-            )
-        return CaseAccess(reader, frozenset(opened), frozenset(INVESTIGATOR_WITHHELD))
+        return CaseAccess(reader, shared_fields(case, inv.shared), frozenset(INVESTIGATOR_WITHHELD))
     return None
 
 
@@ -156,7 +171,13 @@ def referral_contact_fields(
     if reader.role is not Role.SERVICE_PROVIDER or reader.agency != referral.provider:
         return ()
     consent = case.consents.get(ConsentKind.CONTACT)
-    if not referral.contact_shared or consent is None or not consent.given:
+    if (
+        not referral.contact_shared
+        or consent is None
+        or not consent.given
+        or referral.status not in OPEN_STATUSES
+        or not case.has_consent(ConsentKind.ASSISTANCE_REFERRAL)
+    ):
         return ()
     fields = {"name"}
     for method in consent.contact_methods:

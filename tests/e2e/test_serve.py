@@ -121,6 +121,8 @@ def network(app: ComplaintMechanism, at: datetime) -> None:
     app.register_agency(
         actor=COORDINATOR, code="unhcr", name="UNHCR", agency_type=AgencyType.UN_AGENCY, at=at
     )
+    # only an appointed focal point's token opens the agency's inbox
+    app.appoint_focal_point(actor=COORDINATOR, agency="unhcr", user="fp-1", at=at)
 
 
 def complaint(stack: Stack, operator: str, at: datetime) -> tuple[str, int]:
@@ -187,12 +189,12 @@ def test_complaint_driven_through_serve_appears_in_the_inbox_and_survives_a_rela
 
 def test_read_waits_are_bounded_and_answered_as_problems(stack: Stack) -> None:
     wait_until(stack.ready, 60, "/readyz")
-    focal_point = stack.token("fp-1", "unhcr", "focal_point")
-    answer = stack.get("/v1/inbox/unhcr", focal_point, after=10**9)
+    coordinator = stack.token("coord-1", "unhcr", "coordinator")
+    answer = stack.get("/v1/inbox/unhcr", coordinator, after=10**9)
     assert answer.status_code == 503
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.headers["retry-after"] == "1"
-    assert stack.get("/v1/inbox/Not An Agency", focal_point).status_code == 422
+    assert stack.get("/v1/inbox/Not An Agency", coordinator).status_code == 422
     # and without a token nothing is read
     unauthenticated = stack.get("/v1/inbox/unhcr")
     assert unauthenticated.status_code == 401

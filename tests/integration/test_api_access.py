@@ -39,11 +39,13 @@ from domain.vocabulary import (
     ServiceType,
     Sex,
     SharedItem,
+    TransferReason,
 )
 from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
 from services.bootstrap import complaint_mechanism
+from services.identity import issue_token
 from services.mechanism import ComplaintMechanism, is_published
 from services.projector.runner import apply_batch, open_projection, read_model_path
 from services.relay.translation import to_cloud_event
@@ -822,3 +824,137 @@ def test_only_the_coordinator_establishes_a_network_and_only_once(
     for caller in ALL:
         answer = client.post("/v1/network", json=body, headers=world.headers(caller))
         assert answer.status_code == (409 if caller == "coordinator" else 403), caller
+
+
+# ---------------------------------------------------------------------------------- review
+
+
+def test_a_survivor_complainants_identity_follows_the_disclosure_consent(
+    world: World, client: TestClient, clock: Clock
+) -> None:
+    # given a survivor who complained in person: their details are the survivor's identity
+    case_id = referred(
+        world.mechanism, clock, SharedItem.ALLEGATION_SUMMARY, SharedItem.COMPLAINANT_IDENTITY
+    )
+    headers = world.headers("investigator_own")
+    assert client.get(f"/v1/cases/{case_id}", headers=headers).json()["complainant"] is not None
+    # when the survivor withdraws consent to disclosure
+    world.mechanism.withdraw_consent(
+        case_id, actor=FOCAL_POINT, kind=ConsentKind.IDENTITY_DISCLOSURE, at=clock()
+    )
+    # then the investigators no longer see the complainant's (the survivor's) details
+    assert client.get(f"/v1/cases/{case_id}", headers=headers).json()["complainant"] is None
+
+
+def test_an_agency_handed_a_case_sees_only_what_the_transfer_shared(
+    world: World, client: TestClient, clock: Clock
+) -> None:
+    # given a case transferred to wfp with the allegation summary only
+    case_id = assessed(world.mechanism, clock, ComplaintCategory.SEA_ALLEGATION)
+    world.mechanism.transfer_case(
+        case_id,
+        actor=FOCAL_POINT,
+        to_agency="wfp",
+        reason=TransferReason.IMPLICATED_AGENCY_CUSTODY,
+        shared=(SharedItem.ALLEGATION_SUMMARY,),
+        at=clock(),
+    )
+    # when wfp's focal point reads it
+    view = client.get(f"/v1/cases/{case_id}", headers=world.headers("focal_point_other")).json()
+    # then the custody is theirs, but not the survivor's identity nor the narrative
+    assert view["custodian"] == "wfp"
+    assert CANARY not in str(personal_of(view))
+    assert {"narrative", "survivor.name"} <= set(view["redacted"])
+
+
+def test_a_withdrawn_focal_point_loses_access_at_once(
+    world: World, client: TestClient, clock: Clock
+) -> None:
+    # given a focal point of unhcr who can read a unhcr case
+    user = f"fp-{uuid4().hex[:8]}"
+    now = datetime.now(UTC)
+    world.mechanism.appoint_focal_point(actor=COORDINATOR, agency="unhcr", user=user, at=now)
+    token = issue_token(
+        world.settings.data_dir, user=user, agency="unhcr", roles=[Role.FOCAL_POINT]
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    case_id = received(world.mechanism, clock)
+    assert client.get(f"/v1/cases/{case_id}", headers=headers).status_code == 200
+    # when the coordinator withdraws the appointment (the token is still valid)
+    world.mechanism.withdraw_focal_point(
+        actor=COORDINATOR, agency="unhcr", user=user, at=datetime.now(UTC)
+    )
+    # then the token's focal-point role counts no more
+    assert client.get(f"/v1/cases/{case_id}", headers=headers).status_code == 403
+    # and an account never appointed gets nothing either
+    stranger = issue_token(
+        world.settings.data_dir, user="fp-stranger", agency="unhcr", roles=[Role.FOCAL_POINT]
+    )
+    answer = client.get(f"/v1/cases/{case_id}", headers={"Authorization": f"Bearer {stranger}"})
+    assert answer.status_code == 403
+
+
+def test_the_provider_loses_the_contact_details_once_the_survivor_declines(
+    world: World, client: TestClient, clock: Clock
+) -> None:
+    made = referral(world.mechanism, clock)
+    headers = world.headers("provider_own")
+    assert client.get(f"/v1/referrals/{made}", headers=headers).json()["survivor_contact"]
+    world.mechanism.decline_referral_by_survivor(made, actor=FOCAL_POINT, at=clock())
+    assert client.get(f"/v1/referrals/{made}", headers=headers).json()["survivor_contact"] is None
+
+
+def test_reading_community_feedback_text_is_recorded(
+    world: World, client: TestClient, clock: Clock
+) -> None:
+    made = feedback_item(world.mechanism, clock)
+    view = client.get(f"/v1/feedback/{made}", headers=world.headers("focal_point_own")).json()
+    assert view["text"] == f"{CANARY} feedback"
+    reads = world.mechanism.personal_data_reads(made)
+    assert [(r.actor.user, r.fields) for r in reads] == [("fp-unhcr", ("text",))]
+    # the coordinator and auditors see the item but not its text
+    for caller in ("coordinator", "auditor"):
+        other = client.get(f"/v1/feedback/{made}", headers=world.headers(caller)).json()
+        assert other["text"] is None
+
+
+def test_a_command_that_changes_nothing_records_nothing_even_with_an_idempotency_key(
+    world: World, client: TestClient
+) -> None:
+    # appointing a focal point who is already appointed changes nothing
+    url = "/v1/network/agencies/unhcr/focal-points"
+    for extra in ({}, {"Idempotency-Key": uuid4().hex}):
+        before = world.event_count()
+        answer = client.post(
+            url, json={"user": "fp-unhcr"}, headers=world.headers("coordinator", **extra)
+        )
+        assert answer.status_code == 422, answer.text
+        assert world.event_count() == before
+
+
+def test_a_duplicate_of_another_agencys_case_does_not_show_its_id(
+    world: World, client: TestClient, clock: Clock
+) -> None:
+    # given a unhcr case marked (by the coordinator) as a duplicate of a wfp case
+    wfp_operator = Actor("op-wfp", "wfp", Role.INTAKE_OPERATOR)
+    said = clock()
+    original = world.mechanism.receive_complaint(
+        actor=wfp_operator,
+        at=clock(),
+        received_at=said,
+        channel=Channel.HOTLINE,
+        complainant_role=ComplainantRole.ANONYMOUS,
+        immediate_safety_risk=False,
+        narrative="same incident",
+    ).id
+    case_id = received(world.mechanism, clock)
+    world.mechanism.mark_as_duplicate(
+        case_id, actor=COORDINATOR, original_case_id=original, at=clock()
+    )
+    # then unhcr's focal point does not learn the wfp case's id; the coordinator does
+    own = client.get(f"/v1/cases/{case_id}", headers=world.headers("focal_point_own")).json()
+    assert own["duplicate_of"] is None
+    assert "duplicate_of" in own["redacted"]
+    assert str(original) not in str(own)
+    coordinator = client.get(f"/v1/cases/{case_id}", headers=world.headers("coordinator")).json()
+    assert coordinator["duplicate_of"] == str(original)

@@ -7,9 +7,11 @@ throttled (even the right code waits); the public web intake is rate-limited.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 from fastapi.testclient import TestClient
 
@@ -182,3 +184,18 @@ def test_the_code_is_stored_only_as_a_salted_argon2id_verifier(
     raw = b"".join(f.read_bytes() for f in files)
     assert parsed.locator.encode() in raw
     assert parsed.secret.encode() not in raw
+
+
+async def test_concurrent_guesses_cannot_outrun_the_throttle(world: World) -> None:
+    # given a receipt, and 30 wrong guesses at it sent all at once
+    with TestClient(world.api) as client:
+        _, code = intake(world, client)
+    transport = httpx.ASGITransport(app=world.api)
+    async with httpx.AsyncClient(transport=transport, base_url="http://cbcm") as client:
+        answers = await asyncio.gather(
+            *(client.get(f"/v1/public/receipts/{wrong_secret(code)}") for _ in range(30))
+        )
+    # then no more than the locator's allowance (3) were even checked: the rest wait
+    statuses = sorted(a.status_code for a in answers)
+    assert statuses.count(404) <= 3
+    assert statuses.count(429) >= 27

@@ -86,6 +86,14 @@ async def _load_visible(
     return case, policy
 
 
+async def _sees(app: ComplaintMechanism, principal: Principal, case_id: UUID) -> bool:
+    try:
+        await _load_visible(app, principal, case_id)
+    except NotFound:
+        return False
+    return True
+
+
 async def _command(
     request: Request,
     principal: Principal,
@@ -172,6 +180,10 @@ async def get_case(request: Request, principal: CurrentPrincipal, case_id: CaseI
     access = best_case_access(principal.user, principal.agency, principal.roles, case, policy)
     assert access is not None
     view, revealed = case_view(case, access)
+    if case.duplicate_of is not None and not await _sees(app, principal, case.duplicate_of):
+        # The case it duplicates may be another agency's: not even its id is shown.
+        view.duplicate_of = None
+        view.redacted = sorted({*view.redacted, "duplicate_of"})
     if revealed:
         await in_thread(
             lambda: app.record_personal_data_read(

@@ -79,7 +79,18 @@ async def get_feedback(
     app = mechanism(request)
     feedback, reader = await _load_visible(app, principal, feedback_id, ())
     assert reader is not None
-    return feedback_view(feedback, feedback_text_visible(reader, feedback))
+    visible = feedback_text_visible(reader, feedback)
+    if visible:
+        await in_thread(
+            lambda: app.record_personal_data_read(
+                feedback.source_case_id or feedback.id,
+                actor=reader,
+                fields=("text",),
+                purpose="community feedback",
+                at=now(),
+            )
+        )
+    return feedback_view(feedback, visible)
 
 
 async def _answer(

@@ -8,8 +8,10 @@ limit is reached even the right code waits (otherwise guessing could go on).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from datetime import date
+from typing import NoReturn
 
 import anyio
 from fastapi import APIRouter, Request
@@ -26,7 +28,7 @@ from services.api.schemas.others import (
     PublicFeedbackOut,
     PublicReceiptOut,
 )
-from services.api.throttle import FailureThrottle, RateLimit, client_key
+from services.api.throttle import FailureThrottle, RateLimit, Refusal, client_key
 from services.api.writes import in_thread, mechanism, now
 from services.mechanism import ComplaintMechanism
 from services.receipts import ReceiptCode, ReceiptHasher, new_receipt_code, parse_receipt_code
@@ -66,6 +68,17 @@ class ReceiptDesk:
     failures: FailureThrottle
     intake_limit: RateLimit
     hashing: anyio.CapacityLimiter
+    """Bounds the look-ups hashing at once."""
+    issuing: anyio.CapacityLimiter
+    """Bounds the receipts being issued at once: a burst of look-ups never delays intake."""
+    stripes: tuple[threading.Lock, ...] = field(
+        default_factory=lambda: tuple(threading.Lock() for _ in range(64))
+    )
+    """Look-ups of one locator take turns (check, hash, count), so concurrent guesses at one
+    receipt cannot all pass the check before the first failure is counted."""
+
+    def stripe(self, locator: str) -> threading.Lock:
+        return self.stripes[hash(locator) % len(self.stripes)]
 
     def new(self, app: ComplaintMechanism) -> tuple[ReceiptCode, str]:
         """A code whose locator is free, and the verifier of its secret (blocking)."""
@@ -75,7 +88,7 @@ class ReceiptDesk:
                 return code, self.hasher.verifier(code)
 
     async def issue(self, app: ComplaintMechanism) -> tuple[ReceiptCode, str]:
-        return await anyio.to_thread.run_sync(self.new, app, limiter=self.hashing)
+        return await anyio.to_thread.run_sync(self.new, app, limiter=self.issuing)
 
 
 UNREADABLE = "22222222"
@@ -101,8 +114,8 @@ async def look_up_receipt(request: Request, code: str) -> PublicReceiptOut:
     client = _client(request)
     parsed = parse_receipt_code(code)
     locator = parsed.locator if parsed is not None else UNREADABLE
-    refusal = desk.failures.check(client, locator)
-    if refusal is not None:
+
+    def throttled(refusal: Refusal) -> NoReturn:
         request.app.state.metrics.receipt_lookups.labels("throttled").inc()
         raise Problem(
             429,
@@ -110,17 +123,30 @@ async def look_up_receipt(request: Request, code: str) -> PublicReceiptOut:
             headers={"Retry-After": str(refusal.retry_after)},
             instance="/v1/public/receipts/{code}",
         )
+
+    refusal = desk.failures.check(client, locator)
+    if refusal is not None:
+        throttled(refusal)
     app = mechanism(request)
     receipt = None if parsed is None else await in_thread(lambda: app.receipt(parsed.locator))
     verifier = None if receipt is None else receipt.verifier
-    if parsed is None:
-        ok = False
-    else:
-        ok = await anyio.to_thread.run_sync(
-            desk.hasher.verify, verifier, parsed, limiter=desk.hashing
-        )
+
+    def attempt() -> bool | Refusal:
+        # Check again once this locator's turn and a hashing slot are held: look-ups queued
+        # behind them must not all have passed the check made before any of them failed.
+        with desk.stripe(locator):
+            refused = desk.failures.check(client, locator)
+            if refused is not None:
+                return refused
+            ok = parsed is not None and desk.hasher.verify(verifier, parsed)
+            if not ok:
+                desk.failures.failed(client, locator)
+            return ok
+
+    ok = await anyio.to_thread.run_sync(attempt, limiter=desk.hashing)
+    if isinstance(ok, Refusal):
+        throttled(ok)
     if not ok or receipt is None or parsed is None:
-        desk.failures.failed(client, locator)
         request.app.state.metrics.receipt_lookups.labels("not_found").inc()
         raise Problem(404, NOT_FOUND, instance="/v1/public/receipts/{code}")
     request.app.state.metrics.receipt_lookups.labels("found").inc()
