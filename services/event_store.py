@@ -63,8 +63,11 @@ def describe(env: dict[str, str]) -> str:
 
 
 def _sqlite(file: Path) -> dict[str, str]:
+    from services.audit.chain import SQLITE_RECORDER_TOPIC  # noqa: PLC0415 - import cycle
+
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+        "APPLICATION_RECORDER_TOPIC": SQLITE_RECORDER_TOPIC,
         "SQLITE_DBNAME": str(file),
         "SQLITE_LOCK_TIMEOUT": "10",
     }
@@ -85,8 +88,11 @@ def _postgres(url: str) -> dict[str, str]:
         info = conninfo_to_dict(cleaned)
     except Exception as e:  # psycopg raises ProgrammingError for malformed strings
         raise EventStoreConfigError(f"CBCM_EVENT_STORE is not a PostgreSQL URL: {e}") from None
+    from services.audit.chain import POSTGRES_RECORDER_TOPIC  # noqa: PLC0415 - import cycle
+
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
+        "APPLICATION_RECORDER_TOPIC": POSTGRES_RECORDER_TOPIC,
         "POSTGRES_DBNAME": str(info.get("dbname") or "postgres"),
         "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
         "POSTGRES_PORT": str(info.get("port") or "5432"),

@@ -1,0 +1,433 @@
+"""The hash chain over the event log: every stored event is linked to the one before it.
+
+Each event's *link* is SHA-256 over the previous link and the stored event's bytes::
+
+    link(p) = SHA-256( link(previous) | position | originator id | version | topic | state )
+
+with the position and version as 8-byte big-endian integers, the originator id as its 16
+bytes, the topic as a 4-byte big-endian length and its UTF-8 bytes, then the state as stored.
+The first event links to 32 zero bytes. Each chain row also names the position it links to,
+because PostgreSQL positions have holes (a refused write still spends a sequence number).
+
+The chain rows are written by the application recorder in the same transaction as the events
+(PostgreSQL: while the recorder holds its table lock, so links follow commit order). Both the
+event table and the chain table refuse UPDATE and DELETE by trigger; ``deploy/postgres``
+grants the application's role INSERT and SELECT only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
+from eventsourcing.utils import get_topic
+from psycopg import Cursor
+from psycopg.rows import DictRow
+from psycopg.sql import SQL, Composed, Identifier
+
+GENESIS = bytes(32)
+"""What the first event links to."""
+
+APPEND_ONLY = "the event log is append-only: events are never updated or deleted"
+
+
+def link_hash(
+    previous: bytes, *, position: int, originator_id: UUID, version: int, topic: str, state: bytes
+) -> bytes:
+    """The chain link of one stored event."""
+    digest = hashlib.sha256(previous)
+    digest.update(position.to_bytes(8, "big", signed=True))
+    digest.update(originator_id.bytes)
+    digest.update(version.to_bytes(8, "big", signed=True))
+    encoded = topic.encode()
+    digest.update(len(encoded).to_bytes(4, "big"))
+    digest.update(encoded)
+    digest.update(state)
+    return digest.digest()
+
+
+@dataclass(frozen=True)
+class ChainRow:
+    position: int
+    previous_position: int
+    link: bytes
+
+
+@dataclass(frozen=True)
+class LogRow:
+    """One position of the log as stored: the event, its chain row, or (damaged) only one."""
+
+    position: int
+    originator_id: UUID | None
+    version: int | None
+    topic: str | None
+    state: bytes | None
+    chain: ChainRow | None
+
+    @property
+    def has_event(self) -> bool:
+        return self.originator_id is not None
+
+    def link_from(self, previous: bytes) -> bytes:
+        assert self.originator_id is not None and self.version is not None
+        assert self.topic is not None and self.state is not None
+        return link_hash(
+            previous,
+            position=self.position,
+            originator_id=self.originator_id,
+            version=self.version,
+            topic=self.topic,
+            state=self.state,
+        )
+
+
+def chain_table(events_table: str) -> str:
+    return f"{events_table}_chain"
+
+
+# --------------------------------------------------------------------------------- SQLite
+
+
+class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+    """SQLite application recorder that links every event it inserts into the chain."""
+
+    def construct_create_table_statements(self) -> list[str]:
+        events = self.events_table_name
+        chain = chain_table(events)
+        statements = super().construct_create_table_statements()
+        statements.append(
+            f"CREATE TABLE IF NOT EXISTS {chain} ("
+            "position INTEGER PRIMARY KEY, previous_position INTEGER NOT NULL, "
+            "link BLOB NOT NULL)"
+        )
+        for table in (events, chain):
+            for action in ("UPDATE", "DELETE"):
+                statements.append(
+                    f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} "
+                    f"BEFORE {action} ON {table} "
+                    f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
+                )
+        return statements
+
+    def _create_table(self, c: SQLiteCursor) -> None:
+        super()._create_table(c)
+        self._link_unchained(c)
+
+    def _insert_events(
+        self, c: SQLiteCursor, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        positions = super()._insert_events(c, stored_events, **kwargs)
+        assert positions is not None
+        self._link(c, list(zip(positions, stored_events, strict=True)))
+        return positions
+
+    def _last_link(self, c: SQLiteCursor) -> tuple[int, bytes]:
+        c.execute(
+            f"SELECT position, link FROM {chain_table(self.events_table_name)} "  # noqa: S608
+            "ORDER BY position DESC LIMIT 1"
+        )
+        row = c.fetchone()
+        return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
+
+    def _link(self, c: SQLiteCursor, events: list[tuple[int, StoredEvent]]) -> None:
+        previous_position, previous = self._last_link(c)
+        rows = []
+        for position, event in events:
+            oid = event.originator_id
+            link = link_hash(
+                previous,
+                position=position,
+                originator_id=oid if isinstance(oid, UUID) else UUID(str(oid)),
+                version=event.originator_version,
+                topic=event.topic,
+                state=event.state,
+            )
+            rows.append((position, previous_position, link))
+            previous_position, previous = position, link
+        c.executemany(
+            f"INSERT INTO {chain_table(self.events_table_name)} VALUES (?, ?, ?)",  # noqa: S608
+            rows,
+        )
+
+    def _link_unchained(self, c: SQLiteCursor) -> None:
+        """A store written before the chain existed: link its events, once, in order."""
+        chain = chain_table(self.events_table_name)
+        c.execute(f"SELECT COUNT(*) FROM {chain}")  # noqa: S608
+        if c.fetchone()[0]:
+            return
+        c.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608
+            f"FROM {self.events_table_name} ORDER BY rowid"
+        )
+        events = [
+            (int(r[0]), StoredEvent(UUID(r[1]), int(r[2]), str(r[3]), bytes(r[4])))
+            for r in c.fetchall()
+        ]
+        if events:
+            self._link(c, events)
+
+
+# --------------------------------------------------------------------------------- PostgreSQL
+
+
+class ChainedPostgresRecorder(PostgresApplicationRecorder):
+    """PostgreSQL application recorder that links every event it inserts into the chain,
+    while holding the recorder's exclusive table lock (so links follow commit order)."""
+
+    def __init__(self, datastore: Any, *, events_table_name: str = "stored_events") -> None:
+        super().__init__(datastore, events_table_name=events_table_name)
+        if datastore.enable_db_functions:
+            raise ValueError("the hash chain needs POSTGRES_ENABLE_DB_FUNCTIONS off")
+        schema = Identifier(datastore.schema)
+        chain = Identifier(chain_table(self.events_table_name))
+        refuse = Identifier(f"{self.events_table_name}_append_only")
+        self.sql_create_statements.extend(
+            [
+                SQL(
+                    "CREATE TABLE IF NOT EXISTS {}.{} (position bigint PRIMARY KEY, "
+                    "previous_position bigint NOT NULL, link bytea NOT NULL)"
+                ).format(schema, chain),
+                SQL(
+                    "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql AS "
+                    "$$ BEGIN RAISE EXCEPTION '{}'; END $$"
+                ).format(schema, refuse, SQL(APPEND_ONLY)),
+            ]
+        )
+        for name in (self.events_table_name, chain_table(self.events_table_name)):
+            for kind, when, each in (
+                ("row", "UPDATE OR DELETE", "ROW"),
+                ("truncate", "TRUNCATE", "STATEMENT"),
+            ):
+                self.sql_create_statements.append(
+                    SQL(
+                        "DO $$ BEGIN CREATE TRIGGER {} BEFORE {} ON {}.{} FOR EACH {} "
+                        "EXECUTE FUNCTION {}.{}(); EXCEPTION WHEN duplicate_object THEN NULL; "
+                        "END $$"
+                    ).format(
+                        Identifier(f"{name}_no_{kind}"),
+                        SQL(when),
+                        schema,
+                        Identifier(name),
+                        SQL(each),
+                        schema,
+                        refuse,
+                    )
+                )
+
+    def create_table(self) -> None:
+        super().create_table()
+        with self.datastore.transaction(commit=True) as curs:
+            self._lock_table(curs)
+            self._link_unchained(curs)
+
+    def _fetch_ids_after_insert_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
+        assert positions is not None
+        self._link(curs, list(zip(positions, stored_events, strict=True)))
+        return positions
+
+    def _chain(self) -> Composed:
+        return SQL("{}.{}").format(
+            Identifier(self.datastore.schema), Identifier(chain_table(self.events_table_name))
+        )
+
+    def _link(self, curs: Cursor[DictRow], events: list[tuple[int, StoredEvent]]) -> None:
+        curs.execute(
+            SQL("SELECT position, link FROM {} ORDER BY position DESC LIMIT 1").format(
+                self._chain()
+            )
+        )
+        row = curs.fetchone()
+        previous_position, previous = (
+            (0, GENESIS)
+            if row is None
+            else (
+                int(row["position"]),
+                bytes(row["link"]),
+            )
+        )
+        rows = []
+        for position, event in events:
+            oid = event.originator_id
+            link = link_hash(
+                previous,
+                position=position,
+                originator_id=oid if isinstance(oid, UUID) else UUID(str(oid)),
+                version=event.originator_version,
+                topic=event.topic,
+                state=event.state,
+            )
+            rows.append((position, previous_position, link))
+            previous_position, previous = position, link
+        curs.executemany(
+            SQL("INSERT INTO {} (position, previous_position, link) VALUES (%s, %s, %s)").format(
+                self._chain()
+            ),
+            rows,
+        )
+
+    def _link_unchained(self, curs: Cursor[DictRow]) -> None:
+        curs.execute(SQL("SELECT COUNT(*) AS n FROM {}").format(self._chain()))
+        counted = curs.fetchone()
+        if counted is None or counted["n"]:
+            return
+        curs.execute(
+            SQL(
+                "SELECT notification_id, originator_id, originator_version, topic, state "
+                "FROM {}.{} ORDER BY notification_id"
+            ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+        )
+        events = [
+            (
+                int(r["notification_id"]),
+                StoredEvent(
+                    r["originator_id"], int(r["originator_version"]), r["topic"], bytes(r["state"])
+                ),
+            )
+            for r in curs.fetchall()
+        ]
+        if events:
+            self._link(curs, events)
+
+
+SQLITE_RECORDER_TOPIC = get_topic(ChainedSQLiteRecorder)
+POSTGRES_RECORDER_TOPIC = get_topic(ChainedPostgresRecorder)
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def read_log(recorder: Any, start: int = 1, batch: int = 2000) -> Iterator[LogRow]:
+    """Every position of the log from ``start``, events and chain rows side by side, in
+    position order; a position held by only one of the two is yielded with the other empty."""
+    module = type(recorder).__module__
+    events = recorder.events_table_name
+    chain = chain_table(events)
+    position = start
+    while True:
+        if isinstance(recorder, SQLiteApplicationRecorder) or module == "eventsourcing.sqlite":
+            rows = _sqlite_rows(recorder, events, chain, position, batch)
+        else:
+            rows = _postgres_rows(recorder, events, chain, position, batch)
+        if not rows:
+            return
+        yield from rows
+        position = rows[-1].position + 1
+
+
+def _sqlite_rows(recorder: Any, events: str, chain: str, start: int, limit: int) -> list[LogRow]:
+    statement = (
+        "SELECT p.position, e.originator_id, e.originator_version, e.topic, e.state, "  # noqa: S608
+        "c.previous_position, c.link FROM ("
+        f"SELECT rowid AS position FROM {events} WHERE rowid >= ? "
+        f"UNION SELECT position FROM {chain} WHERE position >= ? "
+        "ORDER BY position LIMIT ?) p "
+        f"LEFT JOIN {events} e ON e.rowid = p.position "
+        f"LEFT JOIN {chain} c ON c.position = p.position ORDER BY p.position"
+    )
+    with recorder.datastore.transaction(commit=False) as c:
+        c.execute(statement, (start, start, limit))
+        found = c.fetchall()
+    return [
+        LogRow(
+            position=int(r[0]),
+            originator_id=None if r[1] is None else UUID(r[1]),
+            version=None if r[2] is None else int(r[2]),
+            topic=r[3],
+            state=None if r[4] is None else bytes(r[4]),
+            chain=None if r[5] is None else ChainRow(int(r[0]), int(r[5]), bytes(r[6])),
+        )
+        for r in found
+    ]
+
+
+def _postgres_rows(recorder: Any, events: str, chain: str, start: int, limit: int) -> list[LogRow]:
+    schema = Identifier(recorder.datastore.schema)
+    statement = SQL(
+        "SELECT p.position, e.originator_id, e.originator_version, e.topic, e.state, "
+        "c.previous_position, c.link FROM ("
+        "SELECT notification_id AS position FROM {s}.{e} WHERE notification_id >= %s "
+        "UNION SELECT position FROM {s}.{c} WHERE position >= %s "
+        "ORDER BY position LIMIT %s) p "
+        "LEFT JOIN {s}.{e} e ON e.notification_id = p.position "
+        "LEFT JOIN {s}.{c} c ON c.position = p.position ORDER BY p.position"
+    ).format(s=schema, e=Identifier(events), c=Identifier(chain))
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(statement, (start, start, limit))
+        found = curs.fetchall()
+    return [
+        LogRow(
+            position=int(r["position"]),
+            originator_id=r["originator_id"],
+            version=None if r["originator_version"] is None else int(r["originator_version"]),
+            topic=r["topic"],
+            state=None if r["state"] is None else bytes(r["state"]),
+            chain=None
+            if r["previous_position"] is None
+            else ChainRow(int(r["position"]), int(r["previous_position"]), bytes(r["link"])),
+        )
+        for r in found
+    ]
+
+
+def head(recorder: Any) -> ChainRow | None:
+    """The last link of the chain (what a checkpoint signs), or None for an empty store."""
+    chain = chain_table(recorder.events_table_name)
+    if type(recorder).__module__ == "eventsourcing.sqlite" or isinstance(
+        recorder, SQLiteApplicationRecorder
+    ):
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT position, previous_position, link FROM {chain} "  # noqa: S608
+                "ORDER BY position DESC LIMIT 1"
+            )
+            row = c.fetchone()
+        return None if row is None else ChainRow(int(row[0]), int(row[1]), bytes(row[2]))
+    statement = SQL(
+        "SELECT position, previous_position, link FROM {}.{} ORDER BY position DESC LIMIT 1"
+    ).format(Identifier(recorder.datastore.schema), Identifier(chain))
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(statement)
+        found = curs.fetchone()
+    if found is None:
+        return None
+    return ChainRow(int(found["position"]), int(found["previous_position"]), bytes(found["link"]))
+
+
+def link_at(recorder: Any, position: int) -> ChainRow | None:
+    """The chain row at ``position`` (evidence that an event is in the chain)."""
+    for row in read_log(recorder, position, batch=1):
+        return row.chain if row.position == position else None
+    return None
+
+
+def link_before(recorder: Any, position: int) -> ChainRow | None:
+    """The last chain row before ``position`` (where a verification from it starts)."""
+    chain = chain_table(recorder.events_table_name)
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT position, previous_position, link FROM {chain} "  # noqa: S608
+                "WHERE position < ? ORDER BY position DESC LIMIT 1",
+                (position,),
+            )
+            row = c.fetchone()
+        return None if row is None else ChainRow(int(row[0]), int(row[1]), bytes(row[2]))
+    statement = SQL(
+        "SELECT position, previous_position, link FROM {}.{} WHERE position < %s "
+        "ORDER BY position DESC LIMIT 1"
+    ).format(Identifier(recorder.datastore.schema), Identifier(chain))
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(statement, (position,))
+        found = curs.fetchone()
+    if found is None:
+        return None
+    return ChainRow(int(found["position"]), int(found["previous_position"]), bytes(found["link"]))
