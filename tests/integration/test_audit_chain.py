@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from services.audit.chain import GENESIS, chain_table, head, link_hash, read_log
 from services.audit.verify import Attested, Damage, verify
@@ -38,11 +39,7 @@ class Dba:
 
     def __init__(self, app: ComplaintMechanism) -> None:
         self.recorder: Any = app.recorder
-        self.sqlite = (
-            type(self.recorder).__module__.startswith("services")
-            and hasattr(self.recorder, "insert_events_statement")
-            and not hasattr(self.recorder.datastore, "schema")
-        )
+        self.sqlite = isinstance(self.recorder, SQLiteApplicationRecorder)
         events = self.recorder.events_table_name
         if self.sqlite:
             self.events, self.chain, self.pos = events, chain_table(events), "rowid"
