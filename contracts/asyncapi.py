@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from contracts.audit import AUDIT_STREAM, checkpoint_json_schema
 from contracts.catalogue import MESSAGE_TYPES, json_schema
 from contracts.envelope import parse_message_type
 from contracts.subjects import (
@@ -82,13 +83,32 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
     }
     channels["auditCheckpoint"] = {
         "address": AUDIT_CHECKPOINT_SUBJECT,
-        "description": "Signed heads of the event log's hash chain (issue #5).",
+        "description": (
+            f"Signed heads of the event log's hash chain, kept in stream {AUDIT_STREAM} "
+            "(no delete, no purge) so that a witness that was offline catches up. The "
+            "signature is Ed25519 over the lines 'cbcm.audit.checkpoint.v1', store, position, "
+            "link, signed_at (RFC 3339 UTC with microseconds, 'Z'), joined by newlines."
+        ),
         "messages": {"auditCheckpoint": {"$ref": "#/components/messages/auditCheckpoint"}},
     }
     messages["auditCheckpoint"] = {
-        "name": "audit_checkpoint",
+        "name": "AuditCheckpointV1",
+        "title": "AuditCheckpointV1",
+        "summary": "A signed head (position, chain link) of one event store.",
         "contentType": "application/json",
-        "payload": {"type": "object", "description": "position, chain hash, signature"},
+        "headers": {
+            "type": "object",
+            "properties": {
+                "Nats-Msg-Id": {
+                    "type": "string",
+                    "description": (
+                        "<store>:<position>:<first 16 hex of link>; JetStream drops a "
+                        "re-published head, never a contradicting one"
+                    ),
+                }
+            },
+        },
+        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": checkpoint_json_schema()},
     }
     operations["receive.stats"] = {"action": "receive", "channel": {"$ref": "#/channels/stats"}}
     operations["receive.auditCheckpoint"] = {

@@ -8,5 +8,13 @@ from services.settings import Settings
 
 
 def complaint_mechanism(settings: Settings | None = None) -> ComplaintMechanism:
-    """The application on the event store that ``settings`` (default: the environment) name."""
-    return ComplaintMechanism(env=persistence_env(settings or Settings()))
+    """The application on the event store that ``settings`` (default: the environment) name.
+
+    Where it may create tables, it creates all of them at once, the relay's tracking table
+    included, so that a deployment can then hand the application a role that creates nothing
+    (deploy/postgres)."""
+    settings = settings or Settings()
+    app = ComplaintMechanism(env=persistence_env(settings))
+    if settings.create_tables:
+        app.factory.tracking_recorder()
+    return app

@@ -6,7 +6,8 @@ refuses) is one line on stderr and a non-zero exit, never a traceback; anything 
 bug and keeps its traceback.
 
 Exit codes: 0 done; 1 refused by a business rule; 2 bad usage or configuration (click's own
-usage errors are 2 as well); 3 the event store cannot be reached.
+usage errors are 2 as well); 3 the event store cannot be reached; 4 `audit verify` found
+damage.
 """
 
 from __future__ import annotations
@@ -16,10 +17,11 @@ import json
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
+from uuid import UUID
 
 import nats.errors
 import psycopg
@@ -27,16 +29,28 @@ import pydantic
 import typer
 import uvicorn
 from eventsourcing.persistence import OperationalError, ProgrammingError
+from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from contracts import catalogue
 from contracts.asyncapi import asyncapi_document
-from domain.actors import Role
-from domain.errors import DomainError
+from domain.actors import Actor, Role, validate_code, validate_user
+from domain.errors import DomainError, InvalidCode
 from projections import stats
 from projections.base import open_read_model
 from services.api.app import create_app
 from services.api.read_models import applied_position
+from services.audit.chain import head as chain_head
+from services.audit.checkpoints import checkpoint_once, run_checkpoint_publisher, verify_checkpoint
+from services.audit.keys import AuditKeyError, load_public_key, load_signing_key
+from services.audit.replay import ReplayError, render_text, replay_case
+from services.audit.verify import Attested, verify
+from services.audit.witness import (
+    WitnessBook,
+    run_witness,
+    valid_witness_name,
+    witness_book_path,
+)
 from services.bootstrap import complaint_mechanism
 from services.demo import run_demo
 from services.event_store import EventStoreConfigError, describe, persistence_env
@@ -47,7 +61,7 @@ from services.nats_server import NatsServerError
 from services.projector import projection_named
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import read_model_path, rebuild, run_projector
-from services.relay.relay import run_relay
+from services.relay.relay import nats_replicas, run_relay, store_id
 from services.serve import Supervisor
 from services.settings import Settings
 
@@ -401,6 +415,289 @@ def projections_rebuild(
         except (OSError, nats.errors.Error) as e:
             _fail(f"cannot reach NATS at {_nats_url(settings)}: {_one_line(e)}", EXIT_UNAVAILABLE)
     typer.echo(f"{name.value}: rebuilt up to position {position} in {path}")
+
+
+# ---------------------------------------------------------------------------------- audit
+
+audit_cli = typer.Typer(
+    help="The tamper-evident audit log: checkpoints, witnesses, verification.",
+    no_args_is_help=True,
+)
+cli.add_typer(audit_cli, name="audit")
+
+
+@audit_cli.command("checkpoint")
+def audit_checkpoint(
+    once: Annotated[
+        bool, typer.Option("--once", help="Sign and publish the current head, then exit.")
+    ] = False,
+) -> None:
+    """Sign the event log's head and publish it on cbcm.v1.audit.checkpoint.
+
+    Runs until stopped, by policy (CBCM_CHECKPOINT_EVENTS positions or CBCM_CHECKPOINT_SECONDS
+    when the head moved); with --once, publishes the head now and prints the checkpoint.
+    """
+    settings = _settings()
+    try:
+        key = load_signing_key(settings)
+    except AuditKeyError as e:
+        _fail(str(e), EXIT_CONFIG)
+    if not once:
+        _run_until_signalled(
+            "audit-checkpoint",
+            lambda stop: run_checkpoint_publisher(settings, stop, _nats_url(settings)),
+        )
+        return
+    configure_logging(settings.log_format, "audit-checkpoint")
+    app, where = _open(settings)
+    try:
+        with _reported(where):
+            checkpoint = asyncio.run(
+                checkpoint_once(app, key, _nats_url(settings), replicas=nats_replicas(settings))
+            )
+    except (OSError, TimeoutError, nats.errors.Error) as e:
+        _fail(f"cannot publish to NATS at {_nats_url(settings)}: {_one_line(e)}", EXIT_UNAVAILABLE)
+    finally:
+        app.close()
+    if checkpoint is None:
+        typer.echo("the event store is empty: nothing to checkpoint")
+        return
+    typer.echo(
+        f"checkpoint: store {checkpoint.store} position {checkpoint.position} "
+        f"link {checkpoint.link} key {checkpoint.key_id}"
+    )
+
+
+@audit_cli.command("witness")
+def audit_witness(
+    db: Annotated[
+        Path | None,
+        typer.Option(
+            "--db",
+            dir_okay=False,
+            help="The witness's SQLite file (default: <data dir>/witness/checkpoints.sqlite3).",
+        ),
+    ] = None,
+    name: Annotated[
+        str,
+        typer.Option("--name", help="Witness name: its durable consumer is cbcm-witness-NAME."),
+    ] = "local",
+) -> None:
+    """Keep every signed checkpoint seen on CBCM_AUDIT; alarm on a contradicting one."""
+    settings = _settings()
+    if not valid_witness_name(name):
+        _fail("--name must be 1-64 of lowercase a-z, 0-9, _ and -", EXIT_CONFIG)
+    try:
+        load_public_key(settings)  # refuse a bad key file before starting
+    except AuditKeyError as e:
+        _fail(str(e), EXIT_CONFIG)
+    path = db or witness_book_path(settings.data_dir)
+    _run_until_signalled(
+        "audit-witness",
+        lambda stop: run_witness(settings, stop, _nats_url(settings), db_path=path, name=name),
+    )
+
+
+# ----------------------------------------------------------------- audit case (issue #5.4)
+
+
+def _witnessed(app: ComplaintMechanism, book: Path, settings: Settings) -> list[Attested]:
+    """The checkpoints a witness's book holds for this store, each signature checked again
+    with the network's public key (a book can be copied or edited too); none if the book or
+    the store's first event is missing."""
+    if not book.is_file():
+        return []
+    first = app.recorder.select_notifications(1, 1)
+    if not first:
+        return []
+    try:
+        public_key = load_public_key(settings)
+    except AuditKeyError as e:
+        _fail(str(e), EXIT_CONFIG)
+    with WitnessBook.open(book, readonly=True) as held:
+        checkpoints = held.checkpoints(store_id(first[0]))
+    forged = [c.position for c in checkpoints if not verify_checkpoint(public_key, c)]
+    if forged:
+        _fail(
+            f"the witness's book at {book} holds checkpoints whose signature does not verify "
+            f"(positions {forged[:5]}): it cannot vouch for anything",
+            EXIT_CONFIG,
+        )
+    return [
+        Attested(c.position, bytes.fromhex(c.link), c.signed_at.isoformat()) for c in checkpoints
+    ]
+
+
+EXIT_DAMAGED = 4
+
+
+@audit_cli.command("verify")
+def audit_verify(
+    start: Annotated[
+        int, typer.Option("--from", min=1, metavar="POS", help="Verify from this position.")
+    ] = 1,
+    witness_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness-db",
+            dir_okay=False,
+            help="A witness's book of checkpoints (default: <data dir>/witness/"
+            "checkpoints.sqlite3).",
+        ),
+    ] = None,
+) -> None:
+    """Recompute the hash chain over the event store and hold it to the signed checkpoints.
+
+    Exit 0 when intact; 4 naming the first bad position and the kind of damage (changed,
+    missing, reordered, inserted, truncated); 2 bad usage; 3 store unreachable.
+    """
+    settings = _settings()
+    app, where = _open(settings)
+    try:
+        with _reported(where):
+            book = witness_db or witness_book_path(settings.data_dir)
+            checkpoints = _witnessed(app, book, settings)
+            top = chain_head(app.recorder)
+            total = 0 if top is None else max(0, top.position - start + 1)
+            with Progress(
+                TextColumn("verifying"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                transient=True,
+                disable=total == 0,
+                console=Console(stderr=True),
+            ) as bar:
+                task = bar.add_task("verify", total=total)
+                report = verify(
+                    app.recorder,
+                    start=start,
+                    checkpoints=checkpoints,
+                    progress=lambda position: bar.update(task, completed=position - start + 1),
+                )
+    finally:
+        app.close()
+    vouched = (
+        f"{report.checkpoints} signed checkpoint(s)"
+        if checkpoints
+        else (
+            "no signed checkpoint (a tail cut off or rewritten with every link recomputed would "
+            "not show)"
+        )
+    )
+    if report.intact:
+        typer.echo(
+            f"intact: {report.checked} positions from {start} to {report.head or 0}, "
+            f"held to {vouched}"
+        )
+        return
+    first = report.first
+    assert first is not None
+    typer.echo(
+        f"DAMAGED: first bad position {first.position}: {first.kind}: {first.detail}", err=True
+    )
+    for finding in sorted(report.findings, key=lambda f: f.position)[1:20]:
+        typer.echo(f"  also {finding.kind} at {finding.position}: {finding.detail}", err=True)
+    raise typer.Exit(EXIT_DAMAGED)
+
+
+@audit_cli.command("case")
+def audit_case(
+    case_id: Annotated[str, typer.Argument(help="The case's id.")],
+    *,
+    at_version: Annotated[
+        int | None,
+        typer.Option("--at-version", metavar="N", help="Show the state at this version."),
+    ] = None,
+    as_of: Annotated[
+        str | None,
+        typer.Option(
+            "--as-of",
+            metavar="TIME",
+            help="Show the state as it was at this time (ISO 8601 with a zone).",
+        ),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    auditor: Annotated[
+        str | None,
+        typer.Option(
+            "--auditor",
+            metavar="USER",
+            help="The auditor replaying: personal data is shown if the coordinator granted "
+            "USER this case (the read is recorded).",
+        ),
+    ] = None,
+    agency: Annotated[
+        str,
+        typer.Option("--agency", metavar="AGENCY", help="The auditor's agency, as recorded."),
+    ] = "network",
+    witness_db: Annotated[
+        Path | None,
+        typer.Option(
+            "--witness-db",
+            dir_okay=False,
+            help="A witness's book of checkpoints (default: <data dir>/witness/"
+            "checkpoints.sqlite3).",
+        ),
+    ] = None,
+) -> None:
+    """A case's whole history as custody steps in plain words, its state at a version or
+    time, and for each event the evidence that it is in the verified chain.
+
+    Personal data is redacted unless --auditor names an auditor the coordinator granted this
+    case (POST /v1/cases/{id}/audit-grants).
+    """
+    try:
+        case = UUID(case_id)
+    except ValueError:
+        _fail(f"{case_id!r} is not a case id (a UUID)", EXIT_CONFIG)
+    if at_version is not None and as_of is not None:
+        _fail("give --at-version or --as-of, not both", EXIT_CONFIG)
+    moment = None
+    if as_of is not None:
+        try:
+            moment = datetime.fromisoformat(as_of)
+        except ValueError:
+            _fail(f"--as-of {as_of!r} is not an ISO 8601 time", EXIT_CONFIG)
+        if moment.tzinfo is None:
+            _fail("--as-of needs a time zone, e.g. 2026-03-02T10:00:00+00:00", EXIT_CONFIG)
+    reader = None
+    if auditor is not None:
+        try:
+            reader = Actor(validate_user(auditor), validate_code("agency", agency), Role.AUDITOR)
+        except InvalidCode as e:
+            _fail(str(e), EXIT_CONFIG)
+    settings = _settings()
+    app, where = _open(settings)
+    try:
+        with _reported(where):
+            checkpoints = _witnessed(
+                app, witness_db or witness_book_path(settings.data_dir), settings
+            )
+            granted = reader is not None and reader.user in app.audit_grantees(case)
+            if reader is not None and not granted:
+                typer.echo(
+                    f"cbcm: {reader.user} holds no grant for this case: personal data redacted",
+                    err=True,
+                )
+            try:
+                replay = replay_case(
+                    app,
+                    case,
+                    at_version=at_version,
+                    as_of=moment,
+                    checkpoints=checkpoints,
+                    reveal_personal=granted,
+                    reader=reader,
+                )
+            except ReplayError as e:
+                _fail(str(e), EXIT_CONFIG)
+    finally:
+        app.close()
+    if as_json:
+        typer.echo(json.dumps(replay.to_json(), indent=2, ensure_ascii=False))
+    else:
+        typer.echo(render_text(replay))
 
 
 if __name__ == "__main__":

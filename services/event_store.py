@@ -21,6 +21,12 @@ def persistence_env(settings: Settings) -> dict[str, str]:
     ``sqlite:///relative/or//absolute/path``, ``postgresql://user:pw@host:port/db`` (a
     ``schema`` query parameter selects a schema; ``host`` may be a socket directory).
     """
+    env = _located(settings)
+    env["CREATE_TABLE"] = "y" if settings.create_tables else "n"
+    return env
+
+
+def _located(settings: Settings) -> dict[str, str]:
     url = settings.event_store
     if not url:
         _make_dir(settings.data_dir)

@@ -44,6 +44,7 @@ __all__ = [
     "Principal",
     "TokenVerifier",
     "issue_token",
+    "load_or_create_ed25519_key",
     "load_or_create_signing_key",
     "signing_key_path",
     "verifier_from_settings",
@@ -111,7 +112,17 @@ def _read_signing_key(path: Path) -> Ed25519PrivateKey:
 
 
 def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
-    """The local token signing key, created on first use.
+    """The local token signing key, created on first use (see
+    :func:`load_or_create_ed25519_key`).
+
+    Raises ``ValueError`` if the file exists but holds no Ed25519 key, ``OSError`` if it cannot
+    be read or written.
+    """
+    return load_or_create_ed25519_key(signing_key_path(data_dir))
+
+
+def load_or_create_ed25519_key(path: Path) -> Ed25519PrivateKey:
+    """The Ed25519 private key in the PEM file at ``path``, created on first use.
 
     The key directory is created 0700 and the PEM file 0600. The file appears complete or not
     at all: it is written to a temporary file and hard-linked into place, which fails if the
@@ -120,7 +131,7 @@ def load_or_create_signing_key(data_dir: Path) -> Ed25519PrivateKey:
     Raises ``ValueError`` if the file exists but holds no Ed25519 key, ``OSError`` if it cannot
     be read or written.
     """
-    path = signing_key_path(data_dir)
+    path = Path(path)
     with contextlib.suppress(FileNotFoundError):
         return _read_signing_key(path)
 

@@ -20,9 +20,11 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, DomainEventProtocol
 from eventsourcing.persistence import IntegrityError, Mapper, OperationalError, Transcoder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from domain.actors import Actor
 from domain.assistance import OPEN_STATUSES, AssistanceReferral
+from domain.audit_grants import AuditGrants, audit_grants_id
 from domain.case import Allegation, Case
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.feedback import Feedback
@@ -54,10 +56,15 @@ from services.idempotency import IdempotentRequest
 A = TypeVar("A", bound=Aggregate)
 
 
-INTERNAL_AGGREGATES: tuple[type[Aggregate], ...] = (Receipt, PersonalDataReads, IdempotentRequest)
+INTERNAL_AGGREGATES: tuple[type[Aggregate], ...] = (
+    Receipt,
+    PersonalDataReads,
+    IdempotentRequest,
+    AuditGrants,
+)
 """Aggregates kept for the mechanism itself (receipt verifiers, the log of personal-data
-reads, answers to retried requests): never published, so a write's ``position`` (what read
-models are asked to reach) is that of its last published event."""
+reads, answers to retried requests, auditors' grants): never published, so a write's
+``position`` (what read models are asked to reach) is that of its last published event."""
 
 
 def is_published(event: object) -> bool:
@@ -399,6 +406,38 @@ class ComplaintMechanism(Application[UUID]):
             raise EventStoreUnavailable(str(e)) from e
         return [e for e in events if isinstance(e, PersonalDataReads.Read)]
 
+    # ------------------------------------------------------------------ auditors' grants
+
+    def grant_audit_access(
+        self, case_id: UUID, *, actor: Actor, auditor: str, reason: str, at: datetime
+    ) -> Written:
+        """The coordinator lets ``auditor`` see this case's personal data, saying why."""
+        self.get_case(case_id)
+        try:
+            grants = self._load(AuditGrants, audit_grants_id(case_id))
+        except NotFound:
+            grants = AuditGrants.start(case_id=case_id, at=at)
+        grants.grant(actor=actor, auditor=auditor, reason=reason, at=at)
+        return self._commit(grants)
+
+    def revoke_audit_access(
+        self, case_id: UUID, *, actor: Actor, auditor: str, at: datetime
+    ) -> Written:
+        """The coordinator ends ``auditor``'s access to this case's personal data."""
+        self.get_case(case_id)
+        try:
+            grants = self._load(AuditGrants, audit_grants_id(case_id))
+        except NotFound:  # nothing to revoke: the empty grants refuse it (and are not saved)
+            grants = AuditGrants.start(case_id=case_id, at=at)
+        grants.revoke(actor=actor, auditor=auditor, at=at)
+        return self._commit(grants)
+
+    def audit_grantees(self, case_id: UUID) -> frozenset[str]:
+        """The auditors who may see this case's personal data now."""
+        if not self._current_version(audit_grants_id(case_id)):
+            return frozenset()
+        return self._load(AuditGrants, audit_grants_id(case_id)).grantees
+
     def idempotent_request(self, record: UUID) -> IdempotentRequest | None:
         try:
             return self._load(IdempotentRequest, record)
@@ -410,7 +449,7 @@ class ComplaintMechanism(Application[UUID]):
         recorder: Any = self.recorder
         table = recorder.events_table_name
         try:
-            if type(recorder).__module__ == "eventsourcing.sqlite":
+            if isinstance(recorder, SQLiteApplicationRecorder):
                 statement = (
                     f"SELECT rowid FROM {table} "  # noqa: S608 - the library's table name
                     "WHERE originator_id = ? AND originator_version = ?"

@@ -1,8 +1,9 @@
 """``cbcm serve``: the whole stack on embedded defaults, supervised.
 
 Starts nats-server (unless ``CBCM_NATS_URL`` names one), then the relay, the three projection
-services and the HTTP API as child processes. A child that dies is logged and restarted with
-a growing delay; Ctrl-C or SIGTERM stops them all (children first, the bus last).
+services, the HTTP API, the audit checkpoint publisher and a local audit witness as child
+processes. A child that dies is logged and restarted with a growing delay; Ctrl-C or SIGTERM
+stops them all (children first, the bus last).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ SERVICES: dict[str, list[str]] = {
     "project-assistance": ["project", "assistance"],
     "project-stats": ["project", "stats"],
     "api": ["api"],
+    "audit-checkpoint": ["audit", "checkpoint"],
+    "audit-witness": ["audit", "witness"],
 }
 
 log = structlog.get_logger()

@@ -67,3 +67,26 @@ class Settings(BaseSettings):
     public_intake_window_seconds: int = Field(
         default=3600, ge=1, description="the window of the public intake rate limit"
     )
+    # --- signed audit checkpoints (issue #5) ---
+    audit_signing_key_file: Path | None = Field(
+        default=None,
+        description="PEM Ed25519 private key the checkpoint publisher signs with; default: "
+        "<data_dir>/keys/audit-signing-key.pem, created on first use",
+    )
+    audit_public_key_file: Path | None = Field(
+        default=None,
+        description="PEM Ed25519 public key witnesses and `audit verify` check checkpoints "
+        "with; default: the public half of the signing key",
+    )
+    checkpoint_events: int = Field(
+        default=1000, ge=1, description="sign a checkpoint when the head moved this many positions"
+    )
+    checkpoint_seconds: float = Field(
+        default=30.0, gt=0, description="sign a checkpoint this often when the head moved"
+    )
+    # --- the event store's tables (issue #5) ---
+    create_tables: bool = Field(
+        default=True,
+        description="create the event store's tables if missing; false for a role that may "
+        "only insert and select (deploy/postgres)",
+    )

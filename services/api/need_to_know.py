@@ -12,7 +12,9 @@ load what is needed and ask.
 - service provider: only its assistance referrals; the survivor's contact details only if the
   referral shared them, only while the survivor's consent to contact stands, and only the
   channels consented to;
-- auditor: every case and history, personal data redacted;
+- auditor: every case and history, personal data redacted, unless the coordinator granted
+  that auditor access to that case's personal data (``AuditGrants``: the route passes the
+  case's grantees in);
 - intake operator and statistics reader: no case at all.
 
 A case the reader may not see is answered exactly like a case that does not exist.
@@ -120,8 +122,16 @@ def shared_fields(case: Case, shared: Iterable[SharedItem]) -> frozenset[str]:
     return frozenset(opened)
 
 
-def case_access(reader: Actor, case: Case, policy: NetworkPolicy) -> CaseAccess | None:
-    """How ``reader`` may see ``case``; ``None``: not at all (answer as if it did not exist)."""
+def case_access(
+    reader: Actor,
+    case: Case,
+    policy: NetworkPolicy,
+    *,
+    audit_grantees: frozenset[str] = frozenset(),
+) -> CaseAccess | None:
+    """How ``reader`` may see ``case``; ``None``: not at all (answer as if it did not exist).
+
+    ``audit_grantees``: the auditors the coordinator granted this case's personal data."""
     role = reader.role
     if role is Role.FOCAL_POINT and reader.agency == case.custodian:
         if case.custody_shared is None:
@@ -132,7 +142,8 @@ def case_access(reader: Actor, case: Case, policy: NetworkPolicy) -> CaseAccess 
         personal = CASE_PERSONAL_FIELDS if policy.coordinator_sees_personal_data else ()
         return CaseAccess(reader, frozenset(personal))
     if role is Role.AUDITOR:
-        return CaseAccess(reader, frozenset())
+        granted = reader.user in audit_grantees
+        return CaseAccess(reader, frozenset(CASE_PERSONAL_FIELDS if granted else ()))
     inv = case.investigation
     if role is Role.INVESTIGATING_ENTITY and inv is not None and inv.agency == reader.agency:
         return CaseAccess(reader, shared_fields(case, inv.shared), frozenset(INVESTIGATOR_WITHHELD))
@@ -140,13 +151,21 @@ def case_access(reader: Actor, case: Case, policy: NetworkPolicy) -> CaseAccess 
 
 
 def best_case_access(
-    user: str, agency: str, roles: Iterable[Role], case: Case, policy: NetworkPolicy
+    user: str,
+    agency: str,
+    roles: Iterable[Role],
+    case: Case,
+    policy: NetworkPolicy,
+    *,
+    audit_grantees: frozenset[str] = frozenset(),
 ) -> CaseAccess | None:
     """The view of the first of the user's roles (in ``READ_PRIORITY``) that sees the case."""
     held = set(roles)
     for role in READ_PRIORITY:
         if role in held:
-            access = case_access(Actor(user, agency, role), case, policy)
+            access = case_access(
+                Actor(user, agency, role), case, policy, audit_grantees=audit_grantees
+            )
             if access is not None:
                 return access
     return None

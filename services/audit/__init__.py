@@ -1,1 +1,2 @@
-"""The tamper-evident audit log: hash chain, signed checkpoints, witnesses, verification and case replay."""
+"""The tamper-evident audit log: hash chain, signed checkpoints, witnesses, verification
+and case replay."""

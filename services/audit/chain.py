@@ -29,7 +29,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
-from psycopg.sql import SQL, Composed, Identifier
+from psycopg.sql import SQL, Composed, Identifier, Literal
 
 GENESIS = bytes(32)
 """What the first event links to."""
@@ -185,6 +185,16 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         if datastore.enable_db_functions:
             raise ValueError("the hash chain needs POSTGRES_ENABLE_DB_FUNCTIONS off")
         schema = Identifier(datastore.schema)
+        # Inserts are serialised (links follow commit order, as notification ids do) by a
+        # transaction-scoped advisory lock rather than the library's EXCLUSIVE table lock:
+        # taking that lock needs UPDATE or DELETE on the table, which the application's
+        # role does not have (deploy/postgres grants it INSERT and SELECT only).
+        self.lock_table_statements = [
+            SQL("SET LOCAL lock_timeout = '{}s'").format(SQL(str(datastore.lock_timeout))),
+            SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+                Literal(f"cbcm-log:{datastore.schema}.{self.events_table_name}")
+            ),
+        ]
         chain = Identifier(chain_table(self.events_table_name))
         refuse = Identifier(f"{self.events_table_name}_append_only")
         self.sql_create_statements.extend(
@@ -308,12 +318,11 @@ POSTGRES_RECORDER_TOPIC = get_topic(ChainedPostgresRecorder)
 def read_log(recorder: Any, start: int = 1, batch: int = 2000) -> Iterator[LogRow]:
     """Every position of the log from ``start``, events and chain rows side by side, in
     position order; a position held by only one of the two is yielded with the other empty."""
-    module = type(recorder).__module__
     events = recorder.events_table_name
     chain = chain_table(events)
     position = start
     while True:
-        if isinstance(recorder, SQLiteApplicationRecorder) or module == "eventsourcing.sqlite":
+        if isinstance(recorder, SQLiteApplicationRecorder):
             rows = _sqlite_rows(recorder, events, chain, position, batch)
         else:
             rows = _postgres_rows(recorder, events, chain, position, batch)
@@ -381,9 +390,7 @@ def _postgres_rows(recorder: Any, events: str, chain: str, start: int, limit: in
 def head(recorder: Any) -> ChainRow | None:
     """The last link of the chain (what a checkpoint signs), or None for an empty store."""
     chain = chain_table(recorder.events_table_name)
-    if type(recorder).__module__ == "eventsourcing.sqlite" or isinstance(
-        recorder, SQLiteApplicationRecorder
-    ):
+    if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=False) as c:
             c.execute(
                 f"SELECT position, previous_position, link FROM {chain} "  # noqa: S608

@@ -17,6 +17,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
+from itertools import takewhile
 from typing import Any
 
 from services.audit.chain import GENESIS, LogRow, head, link_before, read_log
@@ -98,12 +99,18 @@ def verify(
     recorder: Any,
     *,
     start: int = 1,
+    stop: int | None = None,
     checkpoints: Iterable[Attested] = (),
     progress: Callable[[int], None] | None = None,
 ) -> Report:
-    """Recompute the chain from ``start`` and compare it with ``checkpoints``."""
+    """Recompute the chain from ``start`` (to ``stop``, default: the head) and compare it
+    with ``checkpoints``."""
     report = Report(start=start)
-    attested = {c.position: c for c in checkpoints if c.position >= start}
+    attested = {
+        c.position: c
+        for c in checkpoints
+        if c.position >= start and (stop is None or c.position <= stop)
+    }
     report.checkpoints = len(attested)
     last = link_before(recorder, start)
     previous_position, previous = (0, GENESIS) if last is None else (last.position, last.link)
@@ -114,7 +121,10 @@ def verify(
     def found(kind: Damage, position: int, detail: str) -> None:
         report.findings.append(Finding(kind, position, detail))
 
-    for row, ahead in _window(read_log(recorder, start), NEIGHBOURS):
+    rows = read_log(recorder, start)
+    if stop is not None:
+        rows = takewhile(lambda r: r.position <= stop, rows)
+    for row, ahead in _window(rows, NEIGHBOURS):
         report.checked += 1
         if progress is not None:
             progress(row.position)

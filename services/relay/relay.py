@@ -43,6 +43,7 @@ from eventsourcing.persistence import (
     Tracking,
     TrackingRecorder,
 )
+from eventsourcing.postgres import PostgresApplicationRecorder
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
@@ -431,7 +432,7 @@ class Relay:
 
     def _subscription_supported(self) -> bool:
         # The SQLite recorder raises NotImplementedError from subscribe().
-        return type(self._app.recorder).__module__ == "eventsourcing.postgres"
+        return isinstance(self._app.recorder, PostgresApplicationRecorder)
 
     async def _follow_polling(self, stop: asyncio.Event, poll_interval: float) -> None:
         # On SQLite the poll interval is most of the end-to-end lag (half of it at the median,

@@ -19,6 +19,8 @@ from typing import Any, Generic, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from domain.assistance import AssistanceReferral
 from domain.case import Case
@@ -145,8 +147,7 @@ class Router:
         """
         recorder: Any = self._app.recorder
         table = recorder.events_table_name
-        module = type(recorder).__module__
-        if module == "eventsourcing.sqlite":
+        if isinstance(recorder, SQLiteApplicationRecorder):
             statement = (
                 f"SELECT MAX(originator_version) FROM {table} "  # noqa: S608 - library's name
                 "WHERE originator_id = ? AND rowid < ?"
@@ -155,7 +156,7 @@ class Router:
                 cursor.execute(statement, (aggregate_id.hex, position))
                 row = cursor.fetchone()
             return None if row is None or row[0] is None else int(row[0])
-        if module == "eventsourcing.postgres":
+        if isinstance(recorder, PostgresApplicationRecorder):
             from psycopg.sql import SQL, Identifier  # noqa: PLC0415 - PostgreSQL only
 
             query = SQL(

@@ -287,6 +287,13 @@ def appointed(app: ComplaintMechanism, clock: Clock) -> str:
     return user
 
 
+def audit_granted(app: ComplaintMechanism, clock: Clock) -> UUID:
+    case_id = received(app, clock)
+    # the API revokes at its own clock: the grant is made before it
+    app.grant_audit_access(case_id, actor=COORDINATOR, auditor="aud-1", reason="audit", at=clock())
+    return case_id
+
+
 COMPLAINT = {
     "received_at": "2026-03-02T08:00:00+00:00",
     "channel": "hotline",
@@ -379,6 +386,20 @@ COMMANDS: tuple[Command, ...] = (
         "feedback-mechanism",
         lambda app, clock: assessed(app, clock, ComplaintCategory.NON_SENSITIVE_FEEDBACK),
         {"category": "suggestion", "sector": "health", "concerned_agency": "unhcr"},
+    ),
+    case_command(
+        "grant audit access",
+        "audit-grants",
+        received,
+        {"auditor": "aud-1", "reason": "audit of custody steps"},
+        allowed=NETWORK_KEEPER,
+    ),
+    Command(
+        "revoke audit access",
+        "DELETE",
+        lambda app, clock: (f"/v1/cases/{audit_granted(app, clock)}/audit-grants/aud-1", {}),
+        NETWORK_KEEPER,
+        CASE_SEERS,
     ),
     referral_command("acceptance", (), {}, frozenset({"provider_own"})),
     referral_command("provider-decline", (), {"reason": "full"}, frozenset({"provider_own"})),

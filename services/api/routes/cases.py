@@ -29,6 +29,7 @@ from services.api.schemas.cases import (
     AllegationIn,
     AssessmentIn,
     AssistanceReferralIn,
+    AuditGrantIn,
     CaseHistoryOut,
     CaseOut,
     ClosureIn,
@@ -44,17 +45,20 @@ from services.api.schemas.cases import (
     PersonalDataReadOut,
     PersonIn,
     ReopeningIn,
+    StepOut,
     TransferIn,
 )
-from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
+from services.api.schemas.common import PROBLEM_RESPONSES, USER, WrittenOut
 from services.api.views import case_view, history_event
 from services.api.writes import in_thread, mechanism, now, perform
+from services.audit.replay import Step, case_steps
 from services.identity import Principal
 from services.mechanism import ComplaintMechanism, Written
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"], responses=PROBLEM_RESPONSES)
 
 CaseId = Annotated[UUID, Path(description="the case")]
+AuditorId = Annotated[str, Path(pattern=USER, description="the auditor's account id")]
 
 HANDLERS = (Role.FOCAL_POINT, Role.COORDINATOR)
 INVESTIGATORS = (Role.INVESTIGATING_ENTITY, Role.COORDINATOR)
@@ -84,6 +88,15 @@ async def _load_visible(
     if best_case_access(principal.user, principal.agency, principal.roles, case, policy) is None:
         raise NotFound(f"no case {case_id}")
     return case, policy
+
+
+async def _audit_grantees(
+    app: ComplaintMechanism, principal: Principal, case_id: UUID
+) -> frozenset[str]:
+    """The auditors granted this case's personal data, when the caller is an auditor."""
+    if Role.AUDITOR not in principal.roles:
+        return frozenset()
+    return await in_thread(lambda: app.audit_grantees(case_id))
 
 
 async def _sees(app: ComplaintMechanism, principal: Principal, case_id: UUID) -> bool:
@@ -177,7 +190,10 @@ async def get_case(request: Request, principal: CurrentPrincipal, case_id: CaseI
     which fields) in the case's custody trail before the answer leaves."""
     app = mechanism(request)
     case, policy = await _load_visible(app, principal, case_id)
-    access = best_case_access(principal.user, principal.agency, principal.roles, case, policy)
+    grantees = await _audit_grantees(app, principal, case_id)
+    access = best_case_access(
+        principal.user, principal.agency, principal.roles, case, policy, audit_grantees=grantees
+    )
     assert access is not None
     view, revealed = case_view(case, access)
     if case.duplicate_of is not None and not await _sees(app, principal, case.duplicate_of):
@@ -201,22 +217,28 @@ async def case_history(
     request: Request, principal: CurrentPrincipal, case_id: CaseId
 ) -> CaseHistoryOut:
     """The custody trail: every recorded step (who, when, what, what was shared) and every
-    read of personal data. Personal fields are shown only to readers who may see them all."""
+    read of personal data, each event with its place in the hash chain and a summary in plain
+    words. Personal fields are shown only to readers who may see them all (an auditor: with
+    the coordinator's grant for this case)."""
     app = mechanism(request)
     case, policy = await _load_visible(app, principal, case_id)
+    grantees = await _audit_grantees(app, principal, case_id)
     reader = None
     for role in HISTORY_READERS:
         actor = acting_as(principal, (role,))
-        if actor is not None and case_access(actor, case, policy) is not None:
+        if actor is None:
+            continue
+        if case_access(actor, case, policy, audit_grantees=grantees) is not None:
             reader = actor
             break
     if reader is None:
         raise NotFound(f"no case {case_id}")
-    access = case_access(reader, case, policy)
+    access = case_access(reader, case, policy, audit_grantees=grantees)
     assert access is not None
     reveal = access.full_history
 
-    def load() -> tuple[list[Any], list[PersonalDataReadOut]]:
+    def load() -> tuple[list[Any], list[PersonalDataReadOut], tuple[Step, ...]]:
+        steps = case_steps(app, case_id)
         events: list[Any] = list(app.case_history(case_id))
         reads = [
             PersonalDataReadOut(
@@ -229,13 +251,18 @@ async def case_history(
             )
             for r in app.personal_data_reads(case_id)
         ]
-        return events, reads
+        return events, reads, steps
 
-    events, reads = await in_thread(load)
+    events, reads, steps = await in_thread(load)
+    of_case = {s.version: s for s in steps if s.record == "case"}
     shown: set[str] = set()
     outs = []
     for event in events:
         out, revealed = history_event(event, reveal)
+        step = of_case.get(out.version)
+        if step is not None:
+            out.position, out.link = step.evidence.position, step.evidence.link
+            out.summary = step.summary
         outs.append(out)
         shown.update(revealed)
     if shown:
@@ -245,7 +272,67 @@ async def case_history(
             )
         )
     return CaseHistoryOut(
-        case_id=case_id, version=case.version, events=outs, personal_data_reads=reads
+        case_id=case_id,
+        version=case.version,
+        events=outs,
+        personal_data_reads=reads,
+        steps=[_step_out(s) for s in steps],
+    )
+
+
+def _step_out(step: Step) -> StepOut:
+    actor = step.actor
+    return StepOut(
+        at=step.at,
+        record=step.record,
+        aggregate_id=step.aggregate_id,
+        version=step.version,
+        type=step.event,
+        actor=None
+        if actor is None
+        else {"user": actor.user, "agency": actor.agency, "role": str(actor.role)},
+        holder=step.holder,
+        summary=step.summary,
+        position=step.evidence.position,
+        link=step.evidence.link,
+        link_recomputes=step.evidence.recomputes,
+    )
+
+
+# ------------------------------------------------------------------ auditors' grants
+
+
+@router.post("/{case_id}/audit-grants", response_model=WrittenOut)
+async def grant_audit_access(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: AuditGrantIn
+) -> JSONResponse:
+    """The coordinator lets an auditor see this case's personal data (in the case and its
+    history; every read is recorded), saying why. Recorded in the custody trail."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        (Role.COORDINATOR,),
+        lambda app, actor, at: app.grant_audit_access(
+            case_id, actor=actor, auditor=body.auditor, reason=body.reason, at=at
+        ),
+    )
+
+
+@router.delete("/{case_id}/audit-grants/{auditor}", response_model=WrittenOut)
+async def revoke_audit_access(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, auditor: AuditorId
+) -> JSONResponse:
+    """The coordinator ends an auditor's access to this case's personal data (recorded;
+    nothing is deleted)."""
+    return await _command(
+        request,
+        principal,
+        case_id,
+        (Role.COORDINATOR,),
+        lambda app, actor, at: app.revoke_audit_access(
+            case_id, actor=actor, auditor=auditor, at=at
+        ),
     )
 
 

@@ -196,6 +196,13 @@ class ForwardingIn(CaseCommand):
     concerned_agency: Code
 
 
+class AuditGrantIn(Body):
+    """The coordinator lets an auditor see one case's personal data."""
+
+    auditor: UserId = Field(description="the auditor's account id")
+    reason: ShortText = Field(description="why the audit needs the personal data (personal data)")
+
+
 # ------------------------------------------------------------------ out
 
 
@@ -282,6 +289,33 @@ class HistoryEventOut(BaseModel):
     actor: dict[str, str] | None
     data: dict[str, object] = Field(description="the event's fields, personal ones redacted")
     redacted: list[str]
+    position: int | None = Field(default=None, description="the event's store position")
+    link: str | None = Field(
+        default=None, description="the hash chain's link at that position (SHA-256, hex)"
+    )
+    summary: str | None = Field(
+        default=None, description="what the event did, in plain words (no personal values)"
+    )
+
+
+class StepOut(BaseModel):
+    """One step of the custody trail, in plain words, with its place in the hash chain."""
+
+    at: datetime | None
+    record: str = Field(
+        description="case, assistance referral, audit grants or personal-data reads"
+    )
+    aggregate_id: UUID
+    version: int = Field(description="the event's version in its record")
+    type: str = Field(description="the event, e.g. Case.Transferred")
+    actor: dict[str, str] | None
+    holder: str | None = Field(description="the agency holding the case after this step")
+    summary: str = Field(description="what was done, by whom, what was shared (no values)")
+    position: int
+    link: str | None
+    link_recomputes: bool = Field(
+        description="whether the link recomputes from the stored event and the link before it"
+    )
 
 
 class PersonalDataReadOut(BaseModel):
@@ -300,3 +334,8 @@ class CaseHistoryOut(BaseModel):
     version: int
     events: list[HistoryEventOut]
     personal_data_reads: list[PersonalDataReadOut]
+    steps: list[StepOut] = Field(
+        default_factory=list,
+        description="every step in time order: the case's events, its assistance referrals', "
+        "auditors' grants and reads of personal data",
+    )

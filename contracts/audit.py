@@ -1,0 +1,161 @@
+"""Signed audit checkpoints: the head of the event log's hash chain, signed by the network.
+
+A checkpoint says "at ``signed_at``, the event store ``store`` ended at ``position`` and the
+chain link there was ``link``", signed with the network's Ed25519 checkpoint key. Checkpoints
+are published on ``cbcm.v1.audit.checkpoint`` into the JetStream stream ``CBCM_AUDIT``, which
+keeps them (no delete, no purge) so that a witness that was offline catches up.
+
+Witnesses (``cbcm audit witness``, run by any agency) keep every checkpoint they see. Two
+validly signed checkpoints of the same store and position with different links prove that the
+history was rewritten; ``cbcm audit verify`` checks the store against the checkpoints held.
+
+What is signed is :func:`signing_payload`: fixed ASCII lines, so that any implementation can
+rebuild the exact bytes from the message's fields. The message carries no personal data.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+
+import msgspec
+
+from contracts.subjects import AUDIT_CHECKPOINT_SUBJECT
+
+__all__ = [
+    "AUDIT_STREAM",
+    "AUDIT_SUBJECTS",
+    "CHECKPOINT_SUBJECT",
+    "SIGNING_CONTEXT",
+    "AuditCheckpointV1",
+    "checkpoint_json_schema",
+    "checkpoint_msg_id",
+    "decode_checkpoint",
+    "encode_checkpoint",
+    "rfc3339_utc",
+    "signing_payload",
+]
+
+CHECKPOINT_SUBJECT: Final = AUDIT_CHECKPOINT_SUBJECT
+"""The subject checkpoints are published on (fixed by ARCHITECTURE.md)."""
+
+AUDIT_STREAM: Final = "CBCM_AUDIT"
+"""The JetStream stream that keeps every checkpoint (file storage, no delete, no purge)."""
+
+AUDIT_SUBJECTS: Final = "cbcm.v1.audit.>"
+"""The subjects the ``CBCM_AUDIT`` stream captures."""
+
+SIGNING_CONTEXT: Final = b"cbcm.audit.checkpoint.v1"
+"""First line of every signed payload: a signature over it means nothing anywhere else."""
+
+STORE_PATTERN: Final = "^[0-9a-f]{16}$"
+LINK_PATTERN: Final = "^[0-9a-f]{64}$"
+KEY_ID_PATTERN: Final = "^[0-9a-f]{16}$"
+SIGNATURE_PATTERN: Final = "^[A-Za-z0-9+/]{86}==$"
+
+_STORE = re.compile(STORE_PATTERN)
+_LINK = re.compile(LINK_PATTERN)
+
+
+class AuditCheckpointV1(msgspec.Struct, frozen=True, kw_only=True):
+    """A signed head of the event log's hash chain.
+
+    signature: Ed25519, base64 (standard alphabet, padded), over the lines
+    "cbcm.audit.checkpoint.v1", store, position, link and signed_at (RFC 3339 UTC with
+    microseconds and "Z") joined by newlines. key_id: the first 16 hex characters of
+    SHA-256 over the raw 32-byte public key that signed.
+    """
+
+    store: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=STORE_PATTERN,
+            description="the event store's id: 16 hex chars (see the relay's Nats-Msg-Id)",
+        ),
+    ]
+    position: Annotated[
+        int, msgspec.Meta(ge=1, description="the store position of the last event in the chain")
+    ]
+    link: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=LINK_PATTERN, description="the chain link at that position, SHA-256 in hex"
+        ),
+    ]
+    signed_at: Annotated[
+        datetime, msgspec.Meta(tz=True, description="when the head was signed (RFC 3339)")
+    ]
+    key_id: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=KEY_ID_PATTERN,
+            description="16 hex chars of SHA-256 over the raw Ed25519 public key that signed",
+        ),
+    ]
+    signature: Annotated[
+        str,
+        msgspec.Meta(
+            pattern=SIGNATURE_PATTERN,
+            description="base64 of the Ed25519 signature over the signing payload",
+        ),
+    ]
+
+
+def rfc3339_utc(moment: datetime) -> str:
+    """``moment`` in UTC as RFC 3339 with microseconds, e.g. ``2026-03-02T08:00:00.000000Z``.
+
+    Raises ``ValueError`` for a naive datetime (it names no instant).
+    """
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("signed_at must be timezone-aware")
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def signing_payload(store: str, position: int, link_hex: str, signed_at: datetime) -> bytes:
+    """The exact bytes a checkpoint's signature covers::
+
+        cbcm.audit.checkpoint.v1\\n<store>\\n<position>\\n<link hex>\\n<signed_at>
+
+    ``position`` in decimal, ``signed_at`` as :func:`rfc3339_utc`. Fields are checked first
+    (``ValueError``), so that no value can smuggle a line break into the payload.
+    """
+    if not _STORE.fullmatch(store):
+        raise ValueError("store must be 16 lowercase hex characters")
+    if isinstance(position, bool) or not isinstance(position, int) or position < 1:
+        raise ValueError("position must be a positive integer")
+    if not _LINK.fullmatch(link_hex):
+        raise ValueError("link must be 64 lowercase hex characters")
+    lines = (SIGNING_CONTEXT.decode(), store, str(position), link_hex, rfc3339_utc(signed_at))
+    return "\n".join(lines).encode("ascii")
+
+
+def checkpoint_msg_id(store: str, position: int, link_hex: str) -> str:
+    """The ``Nats-Msg-Id`` of a checkpoint: ``<store>:<position>:<first 16 hex of link>``.
+
+    The link is part of the id so that JetStream's de-duplication drops a checkpoint that
+    is published again (same head) but never one that contradicts it (same position,
+    another link): that one is exactly what witnesses must see.
+    """
+    return f"{store}:{position}:{link_hex[:16]}"
+
+
+_ENCODER = msgspec.json.Encoder()
+_DECODER = msgspec.json.Decoder(AuditCheckpointV1)
+
+
+def encode_checkpoint(checkpoint: AuditCheckpointV1) -> bytes:
+    """The JSON body of a checkpoint message."""
+    return _ENCODER.encode(checkpoint)
+
+
+def decode_checkpoint(raw: bytes) -> AuditCheckpointV1:
+    """A checkpoint from its JSON body; ``msgspec.DecodeError`` or ``msgspec.ValidationError``
+    if it is not one (the signature is not checked here)."""
+    return _DECODER.decode(raw)
+
+
+def checkpoint_json_schema() -> dict[str, Any]:
+    """JSON Schema of :class:`AuditCheckpointV1` (for the AsyncAPI document)."""
+    schema: dict[str, Any] = msgspec.json.schema(AuditCheckpointV1)
+    return schema

@@ -1,0 +1,12 @@
+-- What the application's role may do, once the owner has created the tables
+-- (run as cbcm_owner or a superuser):
+--   psql -v ON_ERROR_STOP=1 -d cbcm -f deploy/postgres/02-grants.sql
+-- The event log and its hash chain: INSERT and SELECT only. Triggers refuse UPDATE, DELETE
+-- and TRUNCATE on them even for the owner; without UPDATE or DELETE the application's role
+-- could not run such statements in the first place. The application runs with
+-- CBCM_CREATE_TABLES=false, since it may not create anything.
+
+GRANT SELECT, INSERT ON cbcm.cbcm_events, cbcm.cbcm_events_chain TO cbcm_app;
+GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA cbcm TO cbcm_app;
+-- The relay's position (eventsourcing's tracking table) moves forward by upsert.
+GRANT SELECT, INSERT, UPDATE ON cbcm.cbcm_tracking TO cbcm_app;

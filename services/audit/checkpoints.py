@@ -1,0 +1,466 @@
+"""Signed checkpoints of the event log (issue #5): the chain's head, signed and published.
+
+By policy, every ``CBCM_CHECKPOINT_EVENTS`` positions (default 1000) or every
+``CBCM_CHECKPOINT_SECONDS`` (default 30) when the head moved, the publisher reads the head of
+the hash chain (``services.audit.chain.head``), signs (store id, position, link) with the
+network's Ed25519 checkpoint key and publishes an ``AuditCheckpointV1`` on
+``cbcm.v1.audit.checkpoint`` into the JetStream stream ``CBCM_AUDIT`` (file storage, no delete,
+no purge), where witnesses that were offline find it later.
+
+Each message carries ``Nats-Msg-Id: <store>:<position>:<first 16 hex of link>``: re-publishing
+the same head (after a restart) is dropped by JetStream, but a checkpoint that contradicts one
+already published (same position, another link) is not, so witnesses see it.
+
+After a restart the policy counts from the last checkpoint of this store in the stream. A head
+that moved backwards (a truncated store) is checkpointed at once and logged as an error: the
+witnesses then hold a later signature at a lower position.
+
+The event store library is synchronous: every call to it runs in a worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import psycopg
+import structlog
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
+)
+from eventsourcing.persistence import PersistenceError
+from nats.aio.client import Client as NatsClient
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
+
+from contracts.audit import (
+    AUDIT_STREAM,
+    AUDIT_SUBJECTS,
+    CHECKPOINT_SUBJECT,
+    AuditCheckpointV1,
+    checkpoint_msg_id,
+    decode_checkpoint,
+    encode_checkpoint,
+    signing_payload,
+)
+from services.audit import chain
+from services.audit.chain import ChainRow
+from services.audit.keys import key_id, load_signing_key
+from services.bootstrap import complaint_mechanism
+from services.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.nats_client import quiet_errors
+from services.relay.relay import nats_replicas, store_id
+from services.settings import Settings
+
+__all__ = [
+    "DUPLICATE_WINDOW",
+    "CheckpointPublisher",
+    "audit_stream_config",
+    "checkpoint_once",
+    "ensure_audit_stream",
+    "publish_checkpoint",
+    "run_checkpoint_publisher",
+    "sign_checkpoint",
+    "verify_checkpoint",
+]
+
+log = structlog.get_logger()
+
+DUPLICATE_WINDOW = 120.0
+"""Seconds JetStream remembers checkpoint message ids."""
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+MAX_BACKOFF = 5.0
+
+
+# ------------------------------------------------------------------------ signing
+
+
+def sign_checkpoint(
+    key: Ed25519PrivateKey, store: str, head: ChainRow, at: datetime
+) -> AuditCheckpointV1:
+    """The checkpoint of ``head`` (the chain's last row) of store ``store``, signed at ``at``.
+
+    ``ValueError`` for a naive ``at`` or a store id that is not 16 lowercase hex chars.
+    """
+    link = head.link.hex()
+    payload = signing_payload(store, head.position, link, at)
+    return AuditCheckpointV1(
+        store=store,
+        position=head.position,
+        link=link,
+        signed_at=at.astimezone(UTC),
+        key_id=key_id(key),
+        signature=base64.b64encode(key.sign(payload)).decode("ascii"),
+    )
+
+
+def verify_checkpoint(public_key: Ed25519PublicKey, checkpoint: AuditCheckpointV1) -> bool:
+    """True if ``checkpoint`` names ``public_key`` and its signature over its fields is valid."""
+    if checkpoint.key_id != key_id(public_key):
+        return False
+    try:
+        payload = signing_payload(
+            checkpoint.store, checkpoint.position, checkpoint.link, checkpoint.signed_at
+        )
+        signature = base64.b64decode(checkpoint.signature, validate=True)
+        public_key.verify(signature, payload)
+    except (ValueError, binascii.Error, InvalidSignature):
+        return False
+    return True
+
+
+# ------------------------------------------------------------------------ the stream
+
+
+def audit_stream_config(replicas: int = 1) -> StreamConfig:
+    """The ``CBCM_AUDIT`` stream: every checkpoint, kept (no delete, no purge)."""
+    return StreamConfig(
+        name=AUDIT_STREAM,
+        description="Signed checkpoints of the cbcm event log's hash chain",
+        subjects=[AUDIT_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+async def ensure_audit_stream(js: JetStreamContext, replicas: int = 1) -> StreamInfo:
+    """Create the stream, or bring an existing one to the fixed configuration (idempotent)."""
+    wanted = audit_stream_config(replicas)
+    try:
+        info = await js.stream_info(AUDIT_STREAM)
+    except nats.js.errors.NotFoundError:
+        info = await js.add_stream(wanted)
+        log.info("audit.stream_created", stream=AUDIT_STREAM, replicas=replicas)
+        return info
+    current = info.config
+    if (
+        current.subjects == wanted.subjects
+        and current.storage == wanted.storage
+        and current.num_replicas == wanted.num_replicas
+        and current.duplicate_window == wanted.duplicate_window
+        and current.deny_delete
+        and current.deny_purge
+    ):
+        return info
+    info = await js.update_stream(wanted)
+    log.info("audit.stream_updated", stream=AUDIT_STREAM, replicas=replicas)
+    return info
+
+
+async def publish_checkpoint(
+    js: JetStreamContext, checkpoint: AuditCheckpointV1, ack_wait: float = 5.0
+) -> bool:
+    """Publish ``checkpoint`` into ``CBCM_AUDIT``; False if JetStream dropped it as a duplicate
+    (the same head was published within the duplicate window)."""
+    ack = await js.publish(
+        CHECKPOINT_SUBJECT,
+        encode_checkpoint(checkpoint),
+        timeout=ack_wait,
+        stream=AUDIT_STREAM,
+        headers={
+            MSG_ID_HEADER: checkpoint_msg_id(checkpoint.store, checkpoint.position, checkpoint.link)
+        },
+    )
+    return not ack.duplicate
+
+
+# ------------------------------------------------------------------------ the publisher
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class CheckpointPublisher:
+    """Signs and publishes the chain's head of one store, by policy.
+
+    :meth:`step` is one look at the head (publish if due); :meth:`run` repeats it until
+    stopped; :meth:`publish_head` publishes the head now, whatever the policy says.
+    ``clock`` gives ``signed_at``; ``monotonic`` measures the policy's seconds (both can be
+    replaced to drive the policy step by step).
+    """
+
+    def __init__(
+        self,
+        app: ComplaintMechanism,
+        js: JetStreamContext,
+        key: Ed25519PrivateKey,
+        *,
+        every_events: int = 1000,
+        every_seconds: float = 30.0,
+        clock: Callable[[], datetime] = _utcnow,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        if every_events < 1 or every_seconds <= 0:
+            raise ValueError("every_events must be >= 1 and every_seconds > 0")
+        self._app = app
+        self._js = js
+        self._key = key
+        self._every_events = every_events
+        self._every_seconds = every_seconds
+        self._clock = clock
+        self._monotonic = monotonic
+        self._store: str | None = None
+        self._last_position = 0
+        """Position of the last checkpoint of this store (published or found in the stream)."""
+        self._last_time = monotonic()
+        self.last: AuditCheckpointV1 | None = None
+        """The last checkpoint this publisher published."""
+        self.published = 0
+
+    @property
+    def store(self) -> str | None:
+        """The store's id (None until the store holds an event)."""
+        return self._store
+
+    @property
+    def last_position(self) -> int:
+        return self._last_position
+
+    async def _head(self) -> tuple[str, ChainRow] | None:
+        row = await asyncio.to_thread(chain.head, self._app.recorder)
+        if row is None:
+            return None
+        if self._store is None:
+            first = await asyncio.to_thread(self._app.recorder.select_notifications, None, 1)
+            self._store = store_id(first[0])
+            await self._resume(self._store)
+        return self._store, row
+
+    async def _resume(self, store: str) -> None:
+        """Count the policy from the last checkpoint of ``store`` already in the stream."""
+        try:
+            raw = await self._js.get_last_msg(AUDIT_STREAM, CHECKPOINT_SUBJECT)
+        except nats.js.errors.NotFoundError:
+            return
+        try:
+            last = decode_checkpoint(raw.data or b"")
+        except (msgspec.DecodeError, msgspec.ValidationError):
+            return
+        if last.store == store:
+            self._last_position = last.position
+            log.info("audit.checkpoint_resuming", store=store, after_position=last.position)
+
+    def due(self, position: int) -> bool:
+        """Whether a head at ``position`` is to be checkpointed now."""
+        if position == self._last_position:
+            return False
+        if position < self._last_position:
+            return True  # the head went backwards: say so at once
+        return (
+            position - self._last_position >= self._every_events
+            or self._monotonic() - self._last_time >= self._every_seconds
+        )
+
+    async def _publish(self, store: str, row: ChainRow) -> AuditCheckpointV1:
+        checkpoint = sign_checkpoint(self._key, store, row, self._clock())
+        if row.position < self._last_position:
+            log.error(
+                "audit.head_moved_back",
+                store=store,
+                position=row.position,
+                checkpointed_position=self._last_position,
+            )
+        fresh = await publish_checkpoint(self._js, checkpoint)
+        self._last_position = row.position
+        self._last_time = self._monotonic()
+        self.last = checkpoint
+        self.published += 1
+        log.info(
+            "audit.checkpoint_published",
+            store=store,
+            position=row.position,
+            link=checkpoint.link[:16],
+            key_id=checkpoint.key_id,
+            duplicate=not fresh,
+        )
+        return checkpoint
+
+    async def step(self) -> AuditCheckpointV1 | None:
+        """Look at the head once; sign and publish it if the policy says so."""
+        found = await self._head()
+        if found is None:
+            return None
+        store, row = found
+        if not self.due(row.position):
+            return None
+        return await self._publish(store, row)
+
+    async def publish_head(self) -> AuditCheckpointV1 | None:
+        """Sign and publish the head now (None: the store is empty)."""
+        found = await self._head()
+        if found is None:
+            return None
+        return await self._publish(*found)
+
+    async def run(
+        self, stop: asyncio.Event, *, replicas: int = 1, poll_interval: float | None = None
+    ) -> None:
+        """Follow the head until ``stop`` is set; NATS or store failures pause and retry."""
+        interval = poll_interval or min(1.0, self._every_seconds)
+        backoff = 0.1
+        need_stream = True
+        while not stop.is_set():
+            try:
+                if need_stream:
+                    await ensure_audit_stream(self._js, replicas)
+                    need_stream = False
+                await self.step()
+                backoff = 0.1
+                await _wait(stop, interval)
+            except nats.js.errors.APIError as e:
+                if need_stream and not isinstance(e, nats.js.errors.ServiceUnavailableError):
+                    log.error("audit.stream_refused", error=type(e).__name__, code=e.err_code)
+                    raise
+                backoff = await self._pause(stop, e, backoff)
+            except _RETRYABLE as e:
+                need_stream = True  # the stream may have been removed (no responders)
+                backoff = await self._pause(stop, e, backoff)
+        log.info("audit.checkpoint_stopped", store=self._store, position=self._last_position)
+
+    async def _pause(self, stop: asyncio.Event, error: BaseException, backoff: float) -> float:
+        log.warning(
+            "audit.checkpoint_paused", error=type(error).__name__, retry_in=round(backoff, 2)
+        )
+        await _wait(stop, backoff)
+        return min(backoff * 2, MAX_BACKOFF)
+
+
+_RETRYABLE: tuple[type[BaseException], ...] = (
+    nats.errors.Error,
+    nats.js.errors.Error,
+    TimeoutError,
+    OSError,
+    PersistenceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+"""Failures that pause the publisher (it retries with backoff) rather than stop it."""
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+# ------------------------------------------------------------------------ processes
+
+
+async def _connect(url: str, stop: asyncio.Event, name: str) -> NatsClient | None:
+    """Connect, waiting (with backoff) while the server is unreachable; None if stopped."""
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            return await nats.connect(
+                url,
+                name=name,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                connect_timeout=2,
+                error_cb=quiet_errors(f"{name}.nats_unreachable"),
+            )
+        except (nats.errors.Error, OSError, TimeoutError) as e:
+            log.warning(f"{name}.nats_unreachable", error=type(e).__name__, retry_in=backoff)
+            await _wait(stop, backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+    return None
+
+
+async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMechanism | None:
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(complaint_mechanism, settings)
+        except EventStoreUnavailable as e:
+            log.warning("audit.store_unavailable", error=type(e).__name__, retry_in=backoff)
+            await _wait(stop, backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+    return None
+
+
+async def run_checkpoint_publisher(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
+    """``cbcm audit checkpoint``: publish checkpoints by policy until ``stop`` is set.
+
+    Raises ``AuditKeyError`` if the signing key cannot be used (before anything else).
+    """
+    key = load_signing_key(settings)
+    app = await _open_store(settings, stop)
+    if app is None:
+        return
+    nc: NatsClient | None = None
+    try:
+        nc = await _connect(nats_url, stop, "cbcm-audit-checkpoint")
+        if nc is None:
+            return
+        publisher = CheckpointPublisher(
+            app,
+            nc.jetstream(),
+            key,
+            every_events=settings.checkpoint_events,
+            every_seconds=settings.checkpoint_seconds,
+        )
+        log.info(
+            "audit.checkpoint_started",
+            key_id=key_id(key),
+            every_events=settings.checkpoint_events,
+            every_seconds=settings.checkpoint_seconds,
+        )
+        await publisher.run(stop, replicas=nats_replicas(settings))
+    finally:
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await nc.close()
+        await asyncio.to_thread(app.close)
+
+
+async def checkpoint_once(
+    app: ComplaintMechanism,
+    key: Ed25519PrivateKey,
+    nats_url: str,
+    *,
+    replicas: int = 1,
+    wait: float = 5.0,
+) -> AuditCheckpointV1 | None:
+    """``cbcm audit checkpoint --once``: sign and publish the head now (None: empty store).
+
+    Fails (a NATS error, ``OSError`` or ``TimeoutError``) rather than retry when NATS cannot
+    be reached within ``wait`` seconds.
+    """
+    nc = await nats.connect(
+        nats_url,
+        name="cbcm-audit-checkpoint",
+        allow_reconnect=False,
+        max_reconnect_attempts=0,
+        connect_timeout=wait,
+        error_cb=quiet_errors("audit.nats_unreachable"),
+    )
+    try:
+        js = nc.jetstream(timeout=wait)
+        await ensure_audit_stream(js, replicas)
+        return await CheckpointPublisher(app, js, key).publish_head()
+    finally:
+        with contextlib.suppress(Exception):
+            await nc.close()
+
+
+def describe(checkpoint: AuditCheckpointV1) -> dict[str, Any]:
+    """A checkpoint as a JSON-ready dict (for the CLI)."""
+    return msgspec.to_builtins(checkpoint)  # type: ignore[no-any-return]

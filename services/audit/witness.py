@@ -1,0 +1,562 @@
+"""The witness (issue #5): keeps every checkpoint it sees, and raises the alarm on a
+contradiction.
+
+Any agency can run one (``cbcm audit witness``). It reads the ``CBCM_AUDIT`` stream through a
+durable pull consumer ``cbcm-witness-<name>`` and keeps each checkpoint in its own SQLite file
+(its *book*, default ``<data dir>/witness/checkpoints.sqlite3``):
+
+- a checkpoint whose signature does not verify with the network's public key is refused and
+  logged (``audit.checkpoint_forged``, error); a message that is no checkpoint at all is
+  refused too (``audit.checkpoint_malformed``);
+- a checkpoint of a store and position it already holds with the same link is a repeat
+  (a restart of the publisher): nothing changes;
+- a validly signed checkpoint of a store and position it holds with *another* link proves the
+  history was rewritten: logged at error level (``audit.checkpoint_contradiction``, store,
+  position and both link prefixes), recorded in the ``contradictions`` table, and the held
+  checkpoint is kept. Neither table can be updated or deleted (triggers).
+
+Messages are acked only after the SQLite commit, which also records the last stream sequence
+handled; on start the consumer is re-created right after that sequence if it does not stand
+there (a book restored or copied, a stream re-created), so no checkpoint is skipped.
+:class:`WitnessBook` is also the library ``cbcm audit verify`` reads checkpoints from.
+"""
+
+# Table names in SQL text are constants of this module, never input.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import sqlite3
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+import msgspec
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from contracts.audit import (
+    AUDIT_STREAM,
+    CHECKPOINT_SUBJECT,
+    AuditCheckpointV1,
+    decode_checkpoint,
+    rfc3339_utc,
+)
+from services.audit.checkpoints import verify_checkpoint
+from services.audit.keys import key_id, load_public_key
+from services.nats_client import quiet_errors
+from services.settings import Settings
+
+__all__ = [
+    "Contradiction",
+    "Outcome",
+    "Witness",
+    "WitnessBook",
+    "durable_name",
+    "run_witness",
+    "valid_witness_name",
+    "witness_book_path",
+]
+
+log = structlog.get_logger()
+
+DEFAULT_NAME: Final = "local"
+ACK_WAIT: Final = 30.0
+FETCH_TIMEOUT: Final = 1.0
+MAX_BACKOFF: Final = 5.0
+
+_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+
+def valid_witness_name(name: str) -> bool:
+    """Witness names become consumer names: lowercase a-z, 0-9, ``_`` and ``-``."""
+    return bool(_NAME.fullmatch(name))
+
+
+def durable_name(name: str = DEFAULT_NAME) -> str:
+    """The witness's durable consumer on ``CBCM_AUDIT``."""
+    if not valid_witness_name(name):
+        raise ValueError("a witness name is 1-64 of lowercase a-z, 0-9, _ and -")
+    return f"cbcm-witness-{name}"
+
+
+def witness_book_path(data_dir: Path) -> Path:
+    """``<data dir>/witness/checkpoints.sqlite3``."""
+    return Path(data_dir) / "witness" / "checkpoints.sqlite3"
+
+
+# ------------------------------------------------------------------------------ the book
+
+
+class Outcome(StrEnum):
+    """What recording one checkpoint did."""
+
+    RECORDED = "recorded"
+    """New: now held."""
+    REPEATED = "repeated"
+    """The same store, position and link was already held: nothing changed."""
+    CONTRADICTION = "contradiction"
+    """Another link was held for that store and position: the alarm."""
+
+
+@dataclass(frozen=True)
+class Contradiction:
+    """Two validly signed checkpoints of one store and position with different links."""
+
+    store: str
+    position: int
+    held: AuditCheckpointV1
+    """The checkpoint the witness held first (and keeps)."""
+    seen: AuditCheckpointV1
+    """The one that contradicts it."""
+    received_at: datetime
+
+
+_SCHEMA: Final = (
+    "CREATE TABLE IF NOT EXISTS checkpoints ("
+    " store TEXT NOT NULL, position INTEGER NOT NULL, link TEXT NOT NULL,"
+    " signed_at TEXT NOT NULL, key_id TEXT NOT NULL, signature TEXT NOT NULL,"
+    " received_at TEXT NOT NULL, PRIMARY KEY (store, position))",
+    "CREATE TABLE IF NOT EXISTS contradictions ("
+    " id INTEGER PRIMARY KEY, store TEXT NOT NULL, position INTEGER NOT NULL,"
+    " held_link TEXT NOT NULL, link TEXT NOT NULL, signed_at TEXT NOT NULL,"
+    " key_id TEXT NOT NULL, signature TEXT NOT NULL, received_at TEXT NOT NULL,"
+    " UNIQUE (store, position, link))",
+    "CREATE TABLE IF NOT EXISTS consumed (stream TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)",
+    *(
+        f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} BEFORE {action} ON {table} "
+        "BEGIN SELECT RAISE(ABORT, 'a witness never changes or forgets a checkpoint'); END"
+        for table in ("checkpoints", "contradictions")
+        for action in ("UPDATE", "DELETE")
+    ),
+)
+
+_COLUMNS: Final = "store, position, link, signed_at, key_id, signature"
+
+
+def _checkpoint(row: Sequence[Any]) -> AuditCheckpointV1:
+    store, position, link, signed_at, kid, signature = row[:6]
+    return AuditCheckpointV1(
+        store=str(store),
+        position=int(position),
+        link=str(link),
+        signed_at=datetime.fromisoformat(str(signed_at)),
+        key_id=str(kid),
+        signature=str(signature),
+    )
+
+
+class WitnessBook:
+    """The witness's SQLite file: every checkpoint held, and every contradiction seen.
+
+    Open it with :meth:`open`; readers (``cbcm audit verify``) may open it while the witness
+    writes (WAL). One connection, used by one thread at a time.
+    """
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self.path = path
+
+    @classmethod
+    def open(cls, path: Path, *, readonly: bool = False) -> WitnessBook:
+        """Open (creating it and its tables unless ``readonly``) the book at ``path``.
+
+        ``readonly`` on a missing file raises ``sqlite3.OperationalError``.
+        """
+        path = Path(path)
+        if readonly:
+            db = sqlite3.connect(
+                f"{path.resolve().as_uri()}?mode=ro",
+                uri=True,
+                timeout=10.0,
+                isolation_level=None,
+                check_same_thread=False,
+            )
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=10.0, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA busy_timeout=10000")
+        if not readonly:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _SCHEMA:
+                    db.execute(statement)
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                db.close()
+                raise
+        return cls(db, path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> WitnessBook:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -------------------------------------------------------------- reading
+
+    def checkpoints(self, store: str | None = None) -> list[AuditCheckpointV1]:
+        """Every checkpoint held (of ``store``, or of every store), in position order."""
+        if store is None:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM checkpoints ORDER BY store, position"
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                f"SELECT {_COLUMNS} FROM checkpoints WHERE store = ? ORDER BY position", (store,)
+            ).fetchall()
+        return [_checkpoint(row) for row in rows]
+
+    def checkpoint(self, store: str, position: int) -> AuditCheckpointV1 | None:
+        """The checkpoint held for ``store`` at ``position``, if any."""
+        row = self._db.execute(
+            f"SELECT {_COLUMNS} FROM checkpoints WHERE store = ? AND position = ?",
+            (store, position),
+        ).fetchone()
+        return None if row is None else _checkpoint(row)
+
+    def stores(self) -> list[str]:
+        """The stores the book holds checkpoints of."""
+        rows = self._db.execute("SELECT DISTINCT store FROM checkpoints ORDER BY store")
+        return [str(row[0]) for row in rows]
+
+    def contradictions(self, store: str | None = None) -> list[Contradiction]:
+        """Every contradiction seen (of ``store``, or of every store), in the order seen."""
+        where = "" if store is None else "WHERE x.store = ?"
+        rows = self._db.execute(
+            "SELECT x.store, x.position, x.link, x.signed_at, x.key_id, x.signature,"
+            f" x.received_at, {', '.join('c.' + c for c in _COLUMNS.split(', '))}"
+            " FROM contradictions x JOIN checkpoints c"
+            f" ON c.store = x.store AND c.position = x.position {where} ORDER BY x.id",
+            () if store is None else (store,),
+        ).fetchall()
+        return [
+            Contradiction(
+                store=str(row[0]),
+                position=int(row[1]),
+                held=_checkpoint(row[7:]),
+                seen=_checkpoint(row[:6]),
+                received_at=datetime.fromisoformat(str(row[6])),
+            )
+            for row in rows
+        ]
+
+    def last_sequence(self, stream: str = AUDIT_STREAM) -> int:
+        """The last stream sequence the witness handled (0: none)."""
+        try:
+            row = self._db.execute(
+                "SELECT last_seq FROM consumed WHERE stream = ?", (stream,)
+            ).fetchone()
+        except sqlite3.OperationalError:  # a read-only book made before the table existed
+            return 0
+        return 0 if row is None else int(row[0])
+
+    # -------------------------------------------------------------- writing
+
+    def record(
+        self,
+        checkpoints: Iterable[AuditCheckpointV1],
+        *,
+        stream_seq: int | None = None,
+        received_at: datetime | None = None,
+    ) -> list[tuple[Outcome, AuditCheckpointV1 | None]]:
+        """Keep ``checkpoints`` (their signatures already checked), in one transaction with
+        the last stream sequence handled. For each: what happened, and the checkpoint held
+        before it when it is a contradiction."""
+        at = rfc3339_utc(received_at or datetime.now(UTC))
+        outcomes: list[tuple[Outcome, AuditCheckpointV1 | None]] = []
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for cp in checkpoints:
+                fields = (cp.store, cp.position, cp.link, rfc3339_utc(cp.signed_at))
+                inserted = db.execute(
+                    "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (store, position) DO NOTHING",
+                    (*fields, cp.key_id, cp.signature, at),
+                ).rowcount
+                if inserted:
+                    outcomes.append((Outcome.RECORDED, None))
+                    continue
+                held = self.checkpoint(cp.store, cp.position)
+                assert held is not None
+                if held.link == cp.link:
+                    outcomes.append((Outcome.REPEATED, None))
+                    continue
+                db.execute(
+                    "INSERT INTO contradictions"
+                    " (store, position, held_link, link, signed_at, key_id, signature,"
+                    " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (store, position, link) DO NOTHING",
+                    (cp.store, cp.position, held.link, *fields[2:], cp.key_id, cp.signature, at),
+                )
+                outcomes.append((Outcome.CONTRADICTION, held))
+            if stream_seq is not None:
+                db.execute(
+                    "INSERT INTO consumed (stream, last_seq) VALUES (?, ?) ON CONFLICT (stream)"
+                    " DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)",
+                    (AUDIT_STREAM, stream_seq),
+                )
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return outcomes
+
+
+# ------------------------------------------------------------------------------ consuming
+
+
+class Witness:
+    """Reads ``CBCM_AUDIT`` into a :class:`WitnessBook` through a durable consumer."""
+
+    def __init__(
+        self,
+        book: WitnessBook,
+        js: JetStreamContext,
+        public_key: Ed25519PublicKey,
+        *,
+        name: str = DEFAULT_NAME,
+        batch: int = 256,
+        fetch_timeout: float = FETCH_TIMEOUT,
+    ) -> None:
+        self._book = book
+        self._fetch_timeout = fetch_timeout
+        self._js = js
+        self._public_key = public_key
+        self._key_id = key_id(public_key)
+        self._durable = durable_name(name)
+        self._batch = batch
+        self.recorded = 0
+        self.repeated = 0
+        self.refused = 0
+        self.contradictions = 0
+
+    @property
+    def durable(self) -> str:
+        return self._durable
+
+    def check(self, raw: bytes, stream_seq: int | None = None) -> AuditCheckpointV1 | None:
+        """The checkpoint in ``raw`` if it is one and its signature verifies; else None
+        (refused, and logged at error level)."""
+        try:
+            checkpoint = decode_checkpoint(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as e:
+            log.error("audit.checkpoint_malformed", stream_seq=stream_seq, error=str(e)[:200])
+            return None
+        if not verify_checkpoint(self._public_key, checkpoint):
+            log.error(
+                "audit.checkpoint_forged",
+                store=checkpoint.store,
+                position=checkpoint.position,
+                link=checkpoint.link[:16],
+                key_id=checkpoint.key_id,
+                expected_key_id=self._key_id,
+                stream_seq=stream_seq,
+            )
+            return None
+        return checkpoint
+
+    async def handle(self, msgs: Sequence[Msg]) -> list[Outcome | None]:
+        """Check, record (one commit), then ack a batch. One entry per message: what
+        recording did, or None for a refused message."""
+        checked: list[AuditCheckpointV1 | None] = []
+        last_seq: int | None = None
+        for msg in msgs:
+            seq = msg.metadata.sequence.stream
+            last_seq = seq if last_seq is None else max(last_seq, seq)
+            checked.append(self.check(msg.data, seq))
+        accepted = [cp for cp in checked if cp is not None]
+        results = iter(await asyncio.to_thread(self._book.record, accepted, stream_seq=last_seq))
+        outcomes: list[Outcome | None] = []
+        for cp in checked:
+            if cp is None:
+                self.refused += 1
+                outcomes.append(None)
+                continue
+            outcome, held = next(results)
+            outcomes.append(outcome)
+            if outcome is Outcome.RECORDED:
+                self.recorded += 1
+                log.info(
+                    "audit.checkpoint_witnessed",
+                    store=cp.store,
+                    position=cp.position,
+                    link=cp.link[:16],
+                )
+            elif outcome is Outcome.REPEATED:
+                self.repeated += 1
+            else:
+                assert held is not None
+                self.contradictions += 1
+                log.error(
+                    "audit.checkpoint_contradiction",
+                    store=cp.store,
+                    position=cp.position,
+                    held_link=held.link[:16],
+                    seen_link=cp.link[:16],
+                    held_signed_at=rfc3339_utc(held.signed_at),
+                    seen_signed_at=rfc3339_utc(cp.signed_at),
+                )
+        for msg in msgs:
+            await msg.ack()
+        return outcomes
+
+    async def _ensure_consumer(self) -> None:
+        """Reuse the consumer if it stands where the book does; otherwise re-create it to
+        deliver right after the book's last sequence. ``NotFoundError``: no stream yet."""
+        js = self._js
+        stream = await js.stream_info(AUDIT_STREAM)
+        last_seq = await asyncio.to_thread(self._book.last_sequence)
+        if last_seq > stream.state.last_seq:
+            log.warning(
+                "audit.witness_stream_reset", handled=last_seq, stream_last=stream.state.last_seq
+            )
+            last_seq = 0
+        try:
+            info = await js.consumer_info(AUDIT_STREAM, self._durable)
+        except nats.js.errors.NotFoundError:
+            info = None
+        if info is not None:
+            floor = info.ack_floor.stream_seq if info.ack_floor else 0
+            if (
+                info.num_ack_pending == 0
+                and floor == last_seq
+                and info.config.filter_subject == CHECKPOINT_SUBJECT
+            ):
+                return
+            await js.delete_consumer(AUDIT_STREAM, self._durable)
+            log.info("audit.witness_consumer_reset", consumer=self._durable, after_seq=last_seq)
+        await js.add_consumer(
+            AUDIT_STREAM,
+            ConsumerConfig(
+                durable_name=self._durable,
+                description="cbcm audit witness",
+                filter_subject=CHECKPOINT_SUBJECT,
+                deliver_policy=DeliverPolicy.BY_START_SEQUENCE if last_seq else DeliverPolicy.ALL,
+                opt_start_seq=last_seq + 1 if last_seq else None,
+                ack_policy=AckPolicy.EXPLICIT,
+                ack_wait=ACK_WAIT,
+                max_deliver=-1,
+                max_ack_pending=self._batch * 4,
+            ),
+        )
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Witness until ``stop`` is set; NATS failures (or no stream yet) pause and retry."""
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self._ensure_consumer()
+                sub = await self._js.pull_subscribe_bind(durable=self._durable, stream=AUDIT_STREAM)
+                log.info("audit.witness_consuming", consumer=self._durable)
+                try:
+                    while not stop.is_set():
+                        try:
+                            msgs = await sub.fetch(self._batch, timeout=self._fetch_timeout)
+                        except nats.errors.TimeoutError:
+                            continue
+                        await self.handle(msgs)
+                        backoff = 0.1
+                finally:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+            except nats.js.errors.NotFoundError:
+                log.info("audit.witness_waiting_for_stream", stream=AUDIT_STREAM)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+            except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as e:
+                log.warning("audit.witness_paused", error=type(e).__name__, retry_in=backoff)
+                await _wait(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
+        log.info(
+            "audit.witness_stopped",
+            recorded=self.recorded,
+            refused=self.refused,
+            contradictions=self.contradictions,
+        )
+
+
+async def _wait(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def _connect(url: str, stop: asyncio.Event) -> NatsClient | None:
+    """Connect (the client retries on its own while NATS is down), or None once stopped."""
+    connecting = asyncio.ensure_future(
+        nats.connect(
+            url,
+            name="cbcm-audit-witness",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            connect_timeout=2,
+            error_cb=quiet_errors("audit.witness_nats_unreachable"),
+        )
+    )
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((connecting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if connecting.done():
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await connecting
+    return None
+
+
+async def run_witness(
+    settings: Settings,
+    stop: asyncio.Event,
+    nats_url: str,
+    *,
+    db_path: Path | None = None,
+    name: str = DEFAULT_NAME,
+) -> None:
+    """``cbcm audit witness``: keep every checkpoint until ``stop`` is set.
+
+    Raises ``AuditKeyError`` if the public key cannot be used, ``ValueError`` for a bad name.
+    """
+    durable_name(name)  # checks the name before anything else
+    public_key = load_public_key(settings)
+    path = db_path or witness_book_path(settings.data_dir)
+    book = await asyncio.to_thread(WitnessBook.open, path)
+    try:
+        nc = await _connect(nats_url, stop)
+        if nc is None:
+            return
+        try:
+            log.info("audit.witness_started", name=name, key_id=key_id(public_key), book=str(path))
+            await Witness(book, nc.jetstream(), public_key, name=name).run(stop)
+        finally:
+            with contextlib.suppress(Exception):
+                await nc.close()
+    finally:
+        await asyncio.to_thread(book.close)

@@ -1,0 +1,130 @@
+"""deploy/postgres (issue #5): the application's role may insert and read events, nothing
+more; the owner creates the tables; even the owner cannot update or delete an event."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import psycopg
+import pytest
+
+from domain.actors import Actor, Role
+from domain.vocabulary import Channel, ComplainantRole
+from services.audit.verify import verify
+from services.bootstrap import complaint_mechanism
+from services.settings import Settings
+from tests.api_world import build_network
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "postgres"
+
+
+def as_user(url: str, user: str, password: str, schema: str | None) -> str:
+    """``url`` as another role (with ``schema``: as a CBCM_EVENT_STORE URL)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "127.0.0.1"
+    netloc = f"{user}:{password}@{host}" + (f":{parts.port}" if parts.port else "")
+    query = "&".join(p for p in parts.query.split("&") if p and not p.startswith("schema="))
+    if schema is not None:
+        query = "&".join(p for p in (query, f"schema={schema}") if p)
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+class Deployment:
+    def __init__(self, server: str) -> None:
+        suffix = uuid.uuid4().hex[:8]
+        self.server = server
+        self.owner, self.app, self.schema = (
+            f"cbcm_owner_{suffix}",
+            f"cbcm_app_{suffix}",
+            f"cbcm_{suffix}",
+        )
+        self.password = uuid.uuid4().hex
+
+    def sql(self, name: str) -> str:
+        text = (DEPLOY / name).read_text()
+        return (
+            text.replace("cbcm_owner", self.owner)
+            .replace("cbcm_app", self.app)
+            .replace("cbcm.cbcm_", f"{self.schema}.cbcm_")
+            .replace("SCHEMA cbcm ", f"SCHEMA {self.schema} ")
+        )
+
+    def run(self, name: str) -> None:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(self.sql(name))
+            if name.startswith("01"):
+                for role in (self.owner, self.app):
+                    conn.execute(f"ALTER ROLE {role} PASSWORD '{self.password}'")
+
+    def url(self, role: str) -> str:
+        return as_user(self.server, role, self.password, self.schema)
+
+    def drop(self) -> None:
+        with psycopg.connect(self.server, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
+            for role in (self.app, self.owner):
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+@pytest.fixture
+def deployment(postgres_server_url: str) -> Iterator[Deployment]:
+    deployed = Deployment(postgres_server_url)
+    deployed.run("01-roles.sql")
+    yield deployed
+    deployed.drop()
+
+
+def test_the_application_role_inserts_and_reads_but_cannot_change_the_log(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # given tables created by the owner and the grants of deploy/postgres
+    owner = complaint_mechanism(
+        Settings(data_dir=tmp_path, event_store=deployment.url(deployment.owner))
+    )
+    build_network(owner, datetime.now(UTC) - timedelta(days=1))
+    owner.close()
+    deployment.run("02-grants.sql")
+
+    # when the application runs under its own role, creating nothing
+    app = complaint_mechanism(
+        Settings(data_dir=tmp_path, event_store=deployment.url(deployment.app), create_tables=False)
+    )
+    try:
+        now = datetime.now(UTC)
+        app.receive_complaint(
+            actor=Actor("op-1", "unhcr", Role.INTAKE_OPERATOR),
+            at=now,
+            received_at=now,
+            channel=Channel.HOTLINE,
+            complainant_role=ComplainantRole.ANONYMOUS,
+            immediate_safety_risk=False,
+            narrative="a guard asked for sex",
+        )
+        # then its events are chained like the owner's
+        assert verify(app.recorder).intact
+    finally:
+        app.close()
+
+    # and the application's role may not change or remove an event (permission), nor may
+    # the owner (trigger)
+    events = f"{deployment.schema}.cbcm_events"
+    for role, refusal in ((deployment.app, "permission denied"), (deployment.owner, "append-only")):
+        for statement in (
+            f"UPDATE {events} SET topic = 'x'",
+            f"DELETE FROM {events}",
+            f"TRUNCATE {events}",
+            f"DELETE FROM {events}_chain",
+        ):
+            with (
+                psycopg.connect(
+                    as_user(deployment.server, role, deployment.password, None),
+                    autocommit=True,
+                ) as conn,
+                pytest.raises(psycopg.Error, match=refusal),
+            ):
+                conn.execute(statement)
