@@ -444,13 +444,19 @@ async def checkpoint_once(
     Fails (a NATS error, ``OSError`` or ``TimeoutError``) rather than retry when NATS cannot
     be reached within ``wait`` seconds.
     """
-    nc = await nats.connect(
-        nats_url,
-        name="cbcm-audit-checkpoint",
-        allow_reconnect=False,
-        max_reconnect_attempts=0,
-        connect_timeout=wait,
-        error_cb=quiet_errors("audit.nats_unreachable"),
+    # nats-py retries a refused first connection forever unless attempts are bounded (0
+    # means unbounded there): one retry, and a deadline over both.
+    nc = await asyncio.wait_for(
+        nats.connect(
+            nats_url,
+            name="cbcm-audit-checkpoint",
+            allow_reconnect=False,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.2,
+            connect_timeout=wait,
+            error_cb=quiet_errors("audit.nats_unreachable"),
+        ),
+        2 * wait + 1,
     )
     try:
         js = nc.jetstream(timeout=wait)

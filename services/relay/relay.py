@@ -86,13 +86,16 @@ SUBJECT_TOKENS: dict[type[Any], tuple[str, str]] = {
 
 
 def store_id(first: Notification) -> str:
-    """ADR 3: 16 hex chars of SHA-256 over the first notification's originator id and topic.
+    """ADR 3: 16 hex chars of SHA-256 over the first notification's originator id, topic and
+    stored state.
 
     Stable for the store's lifetime (the first event never changes) and different between
-    stores (the first event is a fresh random id), so message ids never collide across stores.
+    stores: the first event is usually the network's establishment, whose id is the same in
+    every store, but whose state holds the caller's time (to the microsecond) and the name.
     """
-    text = f"{first.originator_id}:{first.topic}".encode()
-    return hashlib.sha256(text).hexdigest()[:16]
+    digest = hashlib.sha256(f"{first.originator_id}:{first.topic}:".encode())
+    digest.update(first.state)
+    return digest.hexdigest()[:16]
 
 
 def stream_config(replicas: int = 1) -> StreamConfig:

@@ -578,3 +578,23 @@ async def test_the_mechanisms_own_records_never_leave_the_store(
     assert received_positions[0] in public
     # and a second pass publishes nothing
     assert await relay.publish_pending() == 0
+
+
+def test_two_stores_of_networks_established_apart_have_different_ids(
+    app: ComplaintMechanism, reopen: Callable[[], ComplaintMechanism], tmp_path: Any
+) -> None:
+    # given two stores whose first event is the establishment of their network (same id)
+    from services.bootstrap import complaint_mechanism  # noqa: PLC0415
+    from services.settings import Settings  # noqa: PLC0415
+
+    other = complaint_mechanism(Settings(data_dir=tmp_path / "other"))
+    try:
+        build_demo_network(app, START)
+        build_demo_network(other, START + timedelta(microseconds=1))
+        first, second = stored(app)[0], stored(other)[0]
+        assert first.originator_id == second.originator_id
+        # then their ids differ, so their messages can never pass for each other's
+        assert store_id(first) != store_id(second)
+        assert store_id(first) == store_id(stored(reopen())[0])
+    finally:
+        other.close()
