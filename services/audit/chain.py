@@ -87,6 +87,27 @@ class LogRow:
         )
 
 
+def chain_rows(
+    previous_position: int, previous: bytes, events: Sequence[tuple[int, StoredEvent]]
+) -> list[tuple[int, int, bytes]]:
+    """The chain rows (position, previous position, link) of ``events`` (position, event),
+    in order, after the link ``previous`` at ``previous_position``."""
+    rows = []
+    for position, event in events:
+        oid = event.originator_id
+        link = link_hash(
+            previous,
+            position=position,
+            originator_id=oid if isinstance(oid, UUID) else UUID(str(oid)),
+            version=event.originator_version,
+            topic=event.topic,
+            state=event.state,
+        )
+        rows.append((position, previous_position, link))
+        previous_position, previous = position, link
+    return rows
+
+
 def chain_table(events_table: str) -> str:
     return f"{events_table}_chain"
 
@@ -137,19 +158,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
 
     def _link(self, c: SQLiteCursor, events: list[tuple[int, StoredEvent]]) -> None:
         previous_position, previous = self._last_link(c)
-        rows = []
-        for position, event in events:
-            oid = event.originator_id
-            link = link_hash(
-                previous,
-                position=position,
-                originator_id=oid if isinstance(oid, UUID) else UUID(str(oid)),
-                version=event.originator_version,
-                topic=event.topic,
-                state=event.state,
-            )
-            rows.append((position, previous_position, link))
-            previous_position, previous = position, link
+        rows = chain_rows(previous_position, previous, events)
         c.executemany(
             f"INSERT INTO {chain_table(self.events_table_name)} VALUES (?, ?, ?)",  # noqa: S608
             rows,
@@ -264,19 +273,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 bytes(row["link"]),
             )
         )
-        rows = []
-        for position, event in events:
-            oid = event.originator_id
-            link = link_hash(
-                previous,
-                position=position,
-                originator_id=oid if isinstance(oid, UUID) else UUID(str(oid)),
-                version=event.originator_version,
-                topic=event.topic,
-                state=event.state,
-            )
-            rows.append((position, previous_position, link))
-            previous_position, previous = position, link
+        rows = chain_rows(previous_position, previous, events)
         curs.executemany(
             SQL("INSERT INTO {} (position, previous_position, link) VALUES (%s, %s, %s)").format(
                 self._chain()

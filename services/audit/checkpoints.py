@@ -43,7 +43,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
+from nats.js.api import StreamConfig, StreamInfo
 
 from contracts.audit import (
     AUDIT_STREAM,
@@ -60,7 +60,7 @@ from services.audit.chain import ChainRow
 from services.audit.keys import key_id, load_signing_key
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
-from services.nats_client import quiet_errors
+from services.nats_client import DUPLICATE_WINDOW, ensure_kept_stream, kept_stream, quiet_errors
 from services.relay.relay import nats_replicas, store_id
 from services.settings import Settings
 
@@ -78,7 +78,6 @@ __all__ = [
 
 log = structlog.get_logger()
 
-DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers checkpoint message ids."""
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -127,42 +126,17 @@ def verify_checkpoint(public_key: Ed25519PublicKey, checkpoint: AuditCheckpointV
 
 def audit_stream_config(replicas: int = 1) -> StreamConfig:
     """The ``CBCM_AUDIT`` stream: every checkpoint, kept (no delete, no purge)."""
-    return StreamConfig(
-        name=AUDIT_STREAM,
-        description="Signed checkpoints of the cbcm event log's hash chain",
-        subjects=[AUDIT_SUBJECTS],
-        retention=RetentionPolicy.LIMITS,
-        discard=DiscardPolicy.OLD,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        duplicate_window=DUPLICATE_WINDOW,
-        deny_delete=True,
-        deny_purge=True,
+    return kept_stream(
+        AUDIT_STREAM,
+        "Signed checkpoints of the cbcm event log's hash chain",
+        AUDIT_SUBJECTS,
+        replicas,
     )
 
 
 async def ensure_audit_stream(js: JetStreamContext, replicas: int = 1) -> StreamInfo:
     """Create the stream, or bring an existing one to the fixed configuration (idempotent)."""
-    wanted = audit_stream_config(replicas)
-    try:
-        info = await js.stream_info(AUDIT_STREAM)
-    except nats.js.errors.NotFoundError:
-        info = await js.add_stream(wanted)
-        log.info("audit.stream_created", stream=AUDIT_STREAM, replicas=replicas)
-        return info
-    current = info.config
-    if (
-        current.subjects == wanted.subjects
-        and current.storage == wanted.storage
-        and current.num_replicas == wanted.num_replicas
-        and current.duplicate_window == wanted.duplicate_window
-        and current.deny_delete
-        and current.deny_purge
-    ):
-        return info
-    info = await js.update_stream(wanted)
-    log.info("audit.stream_updated", stream=AUDIT_STREAM, replicas=replicas)
-    return info
+    return await ensure_kept_stream(js, audit_stream_config(replicas))
 
 
 async def publish_checkpoint(

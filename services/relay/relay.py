@@ -46,12 +46,12 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
+from nats.js.api import StreamConfig, StreamInfo
 
 from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM, event_subject
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable, is_published
-from services.nats_client import quiet_errors
+from services.nats_client import ensure_kept_stream, kept_stream, quiet_errors
 from services.relay.routing import Router
 from services.relay.translation import (
     PUBLISHED_AGGREGATES,
@@ -66,7 +66,6 @@ log = structlog.get_logger()
 APPLICATION_NAME = "cbcm-relay"
 """The relay's name in the event store's tracking table."""
 
-DUPLICATE_WINDOW = 120.0
 """Seconds JetStream remembers message ids to drop re-published events."""
 
 MSG_ID_HEADER = "Nats-Msg-Id"
@@ -99,45 +98,19 @@ def store_id(first: Notification) -> str:
 
 
 def stream_config(replicas: int = 1) -> StreamConfig:
-    """The ``CBCM_EVENTS`` stream as ADR 3 fixes it."""
-    return StreamConfig(
-        name=STREAM,
-        description="Every published cbcm domain event, in event store position order",
-        subjects=[EVENT_SUBJECTS],
-        retention=RetentionPolicy.LIMITS,
-        discard=DiscardPolicy.OLD,
-        storage=StorageType.FILE,
-        num_replicas=replicas,
-        duplicate_window=DUPLICATE_WINDOW,
-        # The stream is the projections' source for rebuilds: nothing may be removed from it.
-        deny_delete=True,
-        deny_purge=True,
+    """The ``CBCM_EVENTS`` stream as ADR 3 fixes it (the projections' source for rebuilds:
+    nothing may be removed from it)."""
+    return kept_stream(
+        STREAM,
+        "Every published cbcm domain event, in event store position order",
+        EVENT_SUBJECTS,
+        replicas,
     )
 
 
 async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> StreamInfo:
     """Create the stream, or bring an existing one to the fixed configuration (idempotent)."""
-    wanted = stream_config(replicas)
-    try:
-        info = await js.stream_info(STREAM)
-    except nats.js.errors.NotFoundError:
-        info = await js.add_stream(wanted)
-        log.info("relay.stream_created", stream=STREAM, replicas=replicas)
-        return info
-    current = info.config
-    if (
-        current.subjects == wanted.subjects
-        and current.storage == wanted.storage
-        and current.num_replicas == wanted.num_replicas
-        and current.duplicate_window == wanted.duplicate_window
-        and current.deny_delete
-        and current.deny_purge
-    ):
-        return info
-    # deny_delete/deny_purge cannot be turned off by an update, only on: updating is safe.
-    info = await js.update_stream(wanted)
-    log.info("relay.stream_updated", stream=STREAM, replicas=replicas)
-    return info
+    return await ensure_kept_stream(js, stream_config(replicas))
 
 
 class StreamOfAnotherStore(RuntimeError):

@@ -32,10 +32,10 @@ from domain.feedback import Feedback
 from domain.vocabulary import Channel, ComplainantRole, SharedItem, TransferReason
 from services.demo import AGENCIES, COORDINATOR, _caseworker, build_demo_network, walk_cases
 from services.mechanism import ComplaintMechanism, is_published
+from services.nats_client import DUPLICATE_WINDOW
 from services.nats_server import EmbeddedNats
 from services.relay.relay import (
     APPLICATION_NAME,
-    DUPLICATE_WINDOW,
     PREVIOUS_POSITION_HEADER,
     SUBJECT_TOKENS,
     Relay,
