@@ -15,6 +15,7 @@ rebuild the exact bytes from the message's fields. The message carries no person
 
 from __future__ import annotations
 
+import hashlib
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final
@@ -130,14 +131,17 @@ def signing_payload(store: str, position: int, link_hex: str, signed_at: datetim
     return "\n".join(lines).encode("ascii")
 
 
-def checkpoint_msg_id(store: str, position: int, link_hex: str) -> str:
-    """The ``Nats-Msg-Id`` of a checkpoint: ``<store>:<position>:<first 16 hex of link>``.
+def checkpoint_msg_id(store: str, position: int, link_hex: str, signature: str = "") -> str:
+    """The ``Nats-Msg-Id`` of a checkpoint:
+    ``<store>:<position>:<first 16 hex of link>:<first 16 hex of SHA-256 of the signature>``.
 
-    The link is part of the id so that JetStream's de-duplication drops a checkpoint that
-    is published again (same head) but never one that contradicts it (same position,
-    another link): that one is exactly what witnesses must see.
+    The link is part of the id so that de-duplication never drops a checkpoint that
+    contradicts another (same position, another link): that one is exactly what witnesses
+    must see. The signature's hash is part of it because nobody can compute it without the
+    key: a publisher cannot take a genuine checkpoint's id first and have it dropped.
     """
-    return f"{store}:{position}:{link_hex[:16]}"
+    signed = hashlib.sha256(signature.encode()).hexdigest()[:16]
+    return f"{store}:{position}:{link_hex[:16]}:{signed}"
 
 
 _ENCODER = msgspec.json.Encoder()

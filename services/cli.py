@@ -7,7 +7,7 @@ bug and keeps its traceback.
 
 Exit codes: 0 done; 1 refused by a business rule; 2 bad usage or configuration (click's own
 usage errors are 2 as well); 3 the event store cannot be reached; 4 `audit verify` found
-damage.
+damage; 5 `audit verify` has no signed checkpoint to hold the store to.
 """
 
 from __future__ import annotations
@@ -508,14 +508,24 @@ def _witnessed(app: ComplaintMechanism, book: Path, settings: Settings) -> list[
     if not book.is_file():
         return []
     first = app.recorder.select_notifications(1, 1)
-    if not first:
-        return []
+    store = store_id(first[0]) if first else None
     try:
         public_key = load_public_key(settings)
     except AuditKeyError as e:
         _fail(str(e), EXIT_CONFIG)
     with WitnessBook.open(book, readonly=True) as held:
-        checkpoints = held.checkpoints(store_id(first[0]))
+        checkpoints = held.checkpoints(store) if store else []
+        others = [s for s in held.stores() if s != store]
+    if others and not checkpoints:
+        # the store id is derived from the first event: a changed or removed first event, or
+        # an emptied store, must not turn the witness's checkpoints into someone else's
+        typer.echo(
+            "DAMAGED: first bad position 1: changed: the witness holds checkpoints of store "
+            f"{', '.join(others)}, none of this store ({store or 'empty'}): its first event was "
+            "changed or removed, or the store emptied",
+            err=True,
+        )
+        raise typer.Exit(EXIT_DAMAGED)
     forged = [c.position for c in checkpoints if not verify_checkpoint(public_key, c)]
     if forged:
         _fail(
@@ -529,6 +539,7 @@ def _witnessed(app: ComplaintMechanism, book: Path, settings: Settings) -> list[
 
 
 EXIT_DAMAGED = 4
+EXIT_UNVERIFIED = 5
 
 
 @audit_cli.command("verify")
@@ -545,11 +556,18 @@ def audit_verify(
             "checkpoints.sqlite3).",
         ),
     ] = None,
+    no_checkpoints: Annotated[
+        bool,
+        typer.Option(
+            "--no-checkpoints", help="Check the chain alone when no witness's book is at hand."
+        ),
+    ] = False,
 ) -> None:
     """Recompute the hash chain over the event store and hold it to the signed checkpoints.
 
     Exit 0 when intact; 4 naming the first bad position and the kind of damage (changed,
-    missing, reordered, inserted, truncated); 2 bad usage; 3 store unreachable.
+    missing, reordered, inserted, truncated); 5 no signed checkpoint to hold it to (unless
+    --no-checkpoints); 2 bad usage; 3 store unreachable.
     """
     settings = _settings()
     app, where = _open(settings)
@@ -557,6 +575,14 @@ def audit_verify(
         with _reported(where):
             book = witness_db or witness_book_path(settings.data_dir)
             checkpoints = _witnessed(app, book, settings)
+            if not checkpoints and not no_checkpoints:
+                _fail(
+                    f"no signed checkpoint of this store in {book}: a tail cut off or "
+                    "rewritten with every link recomputed could not show; run a witness "
+                    "(cbcm audit witness), name its book with --witness-db, or pass "
+                    "--no-checkpoints to check the chain alone",
+                    EXIT_UNVERIFIED,
+                )
             top = chain_head(app.recorder)
             total = 0 if top is None else max(0, top.position - start + 1)
             with Progress(

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
+import structlog
 from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
@@ -108,6 +109,12 @@ def chain_rows(
     return rows
 
 
+def _relinked(count: int) -> None:
+    # Right once, when a store written before the chain existed is first opened; at any other
+    # time someone emptied the chain table: checkpoints signed before will not match.
+    structlog.get_logger().warning("audit.chain_relinked", events=count)
+
+
 def chain_table(events_table: str) -> str:
     return f"{events_table}_chain"
 
@@ -134,6 +141,24 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                     f"BEFORE {action} ON {table} "
                     f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
                 )
+        # INSERT OR REPLACE deletes the row it conflicts with without firing DELETE triggers
+        # (recursive_triggers is off by default): refuse an insert onto a taken key.
+        refuse_taken = (
+            "CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
+            "WHEN EXISTS (SELECT 1 FROM {table} WHERE {taken}) "
+            "BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
+        )
+        for table, taken in (
+            (
+                events,
+                "rowid = NEW.rowid OR (originator_id = NEW.originator_id "
+                "AND originator_version = NEW.originator_version)",
+            ),
+            (chain, "position = NEW.position"),
+        ):
+            statements.append(
+                refuse_taken.format(table=table, taken=taken, refusal=APPEND_ONLY)
+            )
         return statements
 
     def _create_table(self, c: SQLiteCursor) -> None:
@@ -179,6 +204,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             for r in c.fetchall()
         ]
         if events:
+            _relinked(len(events))
             self._link(c, events)
 
 
@@ -199,6 +225,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         # taking that lock needs UPDATE or DELETE on the table, which the application's
         # role does not have (deploy/postgres grants it INSERT and SELECT only).
         self.lock_table_statements = [
+            # The link read after the lock must see the previous holder's commit: a
+            # REPEATABLE READ default would take the snapshot before the lock is granted.
+            SQL("SET TRANSACTION ISOLATION LEVEL READ COMMITTED"),
             SQL("SET LOCAL lock_timeout = '{}s'").format(SQL(str(datastore.lock_timeout))),
             SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
                 Literal(f"cbcm-log:{datastore.schema}.{self.events_table_name}")
@@ -239,10 +268,20 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                     )
                 )
 
+    def _create_table(self, curs: Cursor[DictRow]) -> None:
+        # Processes starting together would race on the catalogue (functions, triggers).
+        curs.execute(
+            SQL("SELECT pg_advisory_xact_lock(hashtext({}))").format(
+                Literal(f"cbcm-ddl:{self.datastore.schema}")
+            )
+        )
+        super()._create_table(curs)
+
     def create_table(self) -> None:
         super().create_table()
         with self.datastore.transaction(commit=True) as curs:
-            self._lock_table(curs)
+            for statement in self.lock_table_statements:
+                curs.execute(statement)
             self._link_unchained(curs)
 
     def _fetch_ids_after_insert_events(
@@ -302,6 +341,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             for r in curs.fetchall()
         ]
         if events:
+            _relinked(len(events))
             self._link(curs, events)
 
 
@@ -345,7 +385,7 @@ def _sqlite_rows(recorder: Any, events: str, chain: str, start: int, limit: int)
     return [
         LogRow(
             position=int(r[0]),
-            originator_id=None if r[1] is None else UUID(r[1]),
+            originator_id=None if r[1] is None else _stored_id(r[1]),
             version=None if r[2] is None else int(r[2]),
             topic=r[3],
             state=None if r[4] is None else bytes(r[4]),
@@ -353,6 +393,14 @@ def _sqlite_rows(recorder: Any, events: str, chain: str, start: int, limit: int)
         )
         for r in found
     ]
+
+
+def _stored_id(text: str) -> UUID:
+    """The id as stored. The library finds an aggregate's events by the 32 lowercase hex
+    characters; UUID() also parses other spellings, which would hide an event from its
+    aggregate while its link still recomputes: such an id is made not to recompute."""
+    parsed = UUID(text)
+    return parsed if parsed.hex == text else UUID(int=parsed.int ^ 1)
 
 
 def _postgres_rows(recorder: Any, events: str, chain: str, start: int, limit: int) -> list[LogRow]:

@@ -150,7 +150,9 @@ async def publish_checkpoint(
         timeout=ack_wait,
         stream=AUDIT_STREAM,
         headers={
-            MSG_ID_HEADER: checkpoint_msg_id(checkpoint.store, checkpoint.position, checkpoint.link)
+            MSG_ID_HEADER: checkpoint_msg_id(
+                checkpoint.store, checkpoint.position, checkpoint.link, checkpoint.signature
+            )
         },
     )
     return not ack.duplicate

@@ -138,9 +138,10 @@ def verify(
         if chain.previous_position > previous_position:
             found(
                 Damage.MISSING,
-                chain.previous_position,
-                f"position {row.position} links to {chain.previous_position}, which the store "
-                "no longer has (event and link removed)",
+                previous_position + 1,
+                f"position {row.position} links to {chain.previous_position}: the store no "
+                f"longer has it (event and link removed), nor whatever stood after "
+                f"{previous_position}",
             )
         elif chain.previous_position < previous_position:
             found(

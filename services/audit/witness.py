@@ -111,6 +111,9 @@ class Outcome(StrEnum):
     """The same store, position and link was already held: nothing changed."""
     CONTRADICTION = "contradiction"
     """Another link was held for that store and position: the alarm."""
+    MOVED_BACK = "moved_back"
+    """Kept, but a checkpoint signed earlier is at a later position: the store's head moved
+    back (its tail was cut off). The alarm too."""
 
 
 @dataclass(frozen=True)
@@ -278,6 +281,16 @@ class WitnessBook:
 
     # -------------------------------------------------------------- writing
 
+    def _signed_earlier_further(self, cp: AuditCheckpointV1) -> AuditCheckpointV1 | None:
+        """A held checkpoint of the same store at a later position but signed before ``cp``:
+        a head never moves back, unless the log lost its tail."""
+        row = self._db.execute(
+            "SELECT position FROM checkpoints WHERE store = ? AND position > ? AND signed_at < ?"
+            " ORDER BY position DESC LIMIT 1",
+            (cp.store, cp.position, rfc3339_utc(cp.signed_at)),
+        ).fetchone()
+        return None if row is None else self.checkpoint(cp.store, int(row[0]))
+
     def record(
         self,
         checkpoints: Iterable[AuditCheckpointV1],
@@ -301,7 +314,11 @@ class WitnessBook:
                     (*fields, cp.key_id, cp.signature, at),
                 ).rowcount
                 if inserted:
-                    outcomes.append((Outcome.RECORDED, None))
+                    ahead = self._signed_earlier_further(cp)
+                    if ahead is not None:
+                        outcomes.append((Outcome.MOVED_BACK, ahead))
+                    else:
+                        outcomes.append((Outcome.RECORDED, None))
                     continue
                 held = self.checkpoint(cp.store, cp.position)
                 assert held is not None
@@ -411,6 +428,18 @@ class Witness:
                 )
             elif outcome is Outcome.REPEATED:
                 self.repeated += 1
+            elif outcome is Outcome.MOVED_BACK:
+                assert held is not None
+                self.recorded += 1
+                self.contradictions += 1
+                log.error(
+                    "audit.checkpoint_head_moved_back",
+                    store=cp.store,
+                    position=cp.position,
+                    held_position=held.position,
+                    held_signed_at=rfc3339_utc(held.signed_at),
+                    seen_signed_at=rfc3339_utc(cp.signed_at),
+                )
             else:
                 assert held is not None
                 self.contradictions += 1

@@ -116,3 +116,51 @@ async def test_verify_names_a_tail_rewritten_with_every_link_recomputed(
     assert damaged.returncode == 4
     assert "changed" in damaged.stderr
     assert "rewritten" in damaged.stderr
+
+
+async def test_verify_names_a_rewritten_first_event_and_an_emptied_store(
+    tmp_path: Path, nats_server: EmbeddedNats
+) -> None:
+    # given a witnessed store whose first event (from which the store's id comes) is changed
+    # and every link recomputed, as a careful forger would
+    settings = Settings(data_dir=tmp_path / "data")
+    app = await witnessed_store(settings, nats_server.url)
+    try:
+        dba = Dba(app)
+        first = positions(app)[0]
+        oid, version, topic, state = dba.row(first)
+        dba.drop_triggers()
+        dba.set_row(first, oid, version, topic, state.replace(b"a", b"o", 1))
+        dba.relink_from(first)
+    finally:
+        app.close()
+    # then the witness's checkpoints still count: they are another store's now
+    damaged = audit_verify(settings)
+    assert damaged.returncode == 4
+    assert "first bad position 1: changed" in damaged.stderr
+
+
+def test_without_a_witness_verify_says_it_cannot_vouch_unless_asked_for_the_chain_alone(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path / "data")
+    app = complaint_mechanism(settings)
+    try:
+        build_demo_network(app, START)
+    finally:
+        app.close()
+    unvouched = audit_verify(settings)
+    assert unvouched.returncode == 5
+    assert "no signed checkpoint" in unvouched.stderr
+    env = {**os.environ, "CBCM_DATA_DIR": str(settings.data_dir)}
+    env.pop("CBCM_EVENT_STORE", None)
+    alone = subprocess.run(
+        [CBCM, "audit", "verify", "--no-checkpoints"],
+        check=False,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert alone.returncode == 0, alone.stderr
+    assert alone.stdout.startswith("intact:")

@@ -14,6 +14,7 @@ import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,8 +22,10 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from services.audit.chain import GENESIS, chain_table, head, link_hash, read_log
 from services.audit.verify import Attested, Damage, verify
+from services.bootstrap import complaint_mechanism
 from services.demo import build_demo_network, walk_cases
 from services.mechanism import ComplaintMechanism
+from services.settings import Settings
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 
@@ -279,3 +282,55 @@ def read_log_link(app: ComplaintMechanism, position: int) -> bytes:
         assert row.chain is not None
         return row.chain.link
     raise AssertionError(position)
+
+
+def test_two_adjacent_events_deleted_with_their_links_are_named_from_the_first(
+    store: ComplaintMechanism,
+) -> None:
+    dba = Dba(store)
+    first, second = positions(store)[30], positions(store)[31]
+    dba.drop_triggers()
+    dba.delete(first, link_too=True)
+    dba.delete(second, link_too=True)
+    assert only(verify(store.recorder)) == (Damage.MISSING, first)
+
+
+@pytest.fixture
+def sqlite_store(sqlite_url: str, tmp_path: Path) -> Iterator[ComplaintMechanism]:
+    """SQLite only: its ids are text and its INSERT has OR REPLACE (PostgreSQL has neither)."""
+    app = complaint_mechanism(Settings(data_dir=tmp_path / "data", event_store=sqlite_url))
+    build_demo_network(app, START)
+    walk_cases(app, 6, random.Random(5), START)
+    yield app
+    app.close()
+
+
+def test_an_id_respelled_to_hide_an_event_from_its_aggregate_is_changed(
+    sqlite_store: ComplaintMechanism,
+) -> None:
+    store = sqlite_store
+    dba = Dba(store)
+    target = positions(store)[-1]
+    dba.drop_triggers()
+    with dba.sql() as c:
+        c.execute(
+            f"UPDATE {dba.events} SET originator_id = upper(originator_id) WHERE rowid = ?",
+            (target,),
+        )
+    assert only(verify(store.recorder)) == (Damage.CHANGED, target)
+
+
+def test_insert_or_replace_cannot_get_round_the_triggers(
+    sqlite_store: ComplaintMechanism,
+) -> None:
+    store = sqlite_store
+    dba = Dba(store)
+    target = positions(store)[10]
+    oid, version, topic, state = dba.row(target)
+    with pytest.raises(Exception, match="append-only"), dba.sql() as c:
+        c.execute(
+            f"INSERT OR REPLACE INTO {dba.events} (rowid, originator_id, originator_version, "
+            "topic, state) VALUES (?, ?, ?, ?, ?)",
+            (target, oid, version, topic, state + b" "),
+        )
+    assert verify(store.recorder).intact

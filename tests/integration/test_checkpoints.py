@@ -311,15 +311,15 @@ async def test_checkpoint_once_publishes_the_head_and_the_witness_keeps_it(
         assert (held.store, held.position, held.link) == (store, head.position, head.link.hex())
         assert verify_checkpoint(public_key, held)
 
-        # The same head signed again later (a restarted publisher): dropped by JetStream
-        # inside the duplicate window...
+        # The same head signed again later (a restarted publisher): a new signature, so a
+        # new message id (nobody can take a genuine checkpoint's id first), and idempotent
+        # at the witness: no contradiction, the first one kept.
         key = load_signing_key(settings)
         again = await checkpoint_once(app, key, nats_server.url)
         assert again is not None and again.signed_at > held.signed_at
-        # ... and, past it, idempotent at the witness: no contradiction, the first one kept.
         seq = await publish_raw(js, encode_checkpoint(again))
         await until(handled(reader, seq), "the repeat to be handled")
-        assert witness.repeated == 1
+        assert witness.repeated == 2
 
     assert reader.checkpoints() == [held]
     assert reader.contradictions() == []
@@ -501,3 +501,31 @@ async def test_the_publisher_policy_checkpoints_every_n_positions_or_t_seconds(
     await asyncio.to_thread(register_agency, app, 15)
     due = await restarted.step()
     assert due is not None and due.position == 17
+
+
+async def test_a_head_that_moves_back_raises_the_alarm(
+    app: ComplaintMechanism,
+    js: JetStreamContext,
+    key: Ed25519PrivateKey,
+    book_path: Path,
+    reader: WitnessBook,
+) -> None:
+    # given a witness holding the head of a store
+    await asyncio.to_thread(build_demo_network, app, START)
+    publisher = CheckpointPublisher(app, js, key)
+    honest = await publisher.publish_head()
+    assert honest is not None
+    # when a checkpoint signed later names an earlier position (the tail was cut off)
+    shorter = head_of(app)
+    earlier = ChainRow(shorter.position - 3, 0, bytes(32))
+    cut = sign_checkpoint(key, honest.store, earlier, datetime.now(UTC))
+    with structlog.testing.capture_logs() as logs:
+        async with witnessing(js, book_path, key.public_key()) as witness:
+            await until(lambda: reader.checkpoints() == [honest], "the honest checkpoint")
+            assert await publish_checkpoint(js, cut)
+            await until(lambda: witness.contradictions == 1, "the alarm")
+    # then the alarm names both positions, and both checkpoints are kept as evidence
+    [alarm] = [e for e in logs if e["event"] == "audit.checkpoint_head_moved_back"]
+    assert alarm["log_level"] == "error"
+    assert (alarm["position"], alarm["held_position"]) == (earlier.position, honest.position)
+    assert {c.position for c in reader.checkpoints()} == {honest.position, earlier.position}
