@@ -61,11 +61,11 @@ async def witnessed_store(settings: Settings, nats_url: str) -> ComplaintMechani
     return app
 
 
-def audit_verify(settings: Settings) -> subprocess.CompletedProcess[str]:
+def audit_verify(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CBCM_DATA_DIR": str(settings.data_dir)}
     env.pop("CBCM_EVENT_STORE", None)
     return subprocess.run(
-        [CBCM, "audit", "verify"],
+        [CBCM, "audit", "verify", *args],
         check=False,
         env=env,
         capture_output=True,
@@ -152,15 +152,6 @@ def test_without_a_witness_verify_says_it_cannot_vouch_unless_asked_for_the_chai
     unvouched = audit_verify(settings)
     assert unvouched.returncode == 5
     assert "no signed checkpoint" in unvouched.stderr
-    env = {**os.environ, "CBCM_DATA_DIR": str(settings.data_dir)}
-    env.pop("CBCM_EVENT_STORE", None)
-    alone = subprocess.run(
-        [CBCM, "audit", "verify", "--no-checkpoints"],
-        check=False,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    alone = audit_verify(settings, "--no-checkpoints")
     assert alone.returncode == 0, alone.stderr
     assert alone.stdout.startswith("intact:")
