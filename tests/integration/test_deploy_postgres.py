@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -128,3 +129,48 @@ def test_the_application_role_inserts_and_reads_but_cannot_change_the_log(
                 pytest.raises(psycopg.Error, match=refusal),
             ):
                 conn.execute(statement)
+
+
+def test_the_chain_follows_commit_order_even_under_a_repeatable_read_default(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # given an application whose role defaults to REPEATABLE READ (a snapshot taken before
+    # the insert lock is granted would read a stale last link)
+    owner = complaint_mechanism(
+        Settings(data_dir=tmp_path, event_store=deployment.url(deployment.owner))
+    )
+    build_network(owner, datetime.now(UTC) - timedelta(days=1))
+    owner.close()
+    deployment.run("02-grants.sql")
+    with psycopg.connect(deployment.server, autocommit=True) as conn:
+        conn.execute(
+            f"ALTER ROLE {deployment.app} SET default_transaction_isolation = 'repeatable read'"
+        )
+    app = complaint_mechanism(
+        Settings(data_dir=tmp_path, event_store=deployment.url(deployment.app), create_tables=False)
+    )
+    operator = Actor("op-1", "unhcr", Role.INTAKE_OPERATOR)
+
+    def intake(count: int) -> None:
+        for _ in range(count):
+            now = datetime.now(UTC)
+            app.receive_complaint(
+                actor=operator,
+                at=now,
+                received_at=now,
+                channel=Channel.HOTLINE,
+                complainant_role=ComplainantRole.ANONYMOUS,
+                immediate_safety_risk=False,
+                narrative="a guard asked for sex",
+            )
+
+    try:
+        # when eight writers record complaints at once
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(intake, [15] * 8))
+        # then every link follows the one committed before it
+        report = verify(app.recorder)
+        assert report.intact, report.findings[:3]
+        assert report.checked >= 120
+    finally:
+        app.close()
