@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -70,6 +70,19 @@ def acting_as(principal: Principal, roles: Iterable[Role]) -> Actor | None:
     for role in roles:
         if role in principal.roles:
             return Actor(principal.user, principal.agency, role)
+    return None
+
+
+def first_seeing(
+    principal: Principal, roles: Iterable[Role], sees: Callable[[Actor], bool]
+) -> Actor | None:
+    """The principal acting in the first of ``roles`` they hold in which ``sees`` lets them
+    see the resource, or ``None``."""
+    for role in roles:
+        if role in principal.roles:
+            actor = Actor(principal.user, principal.agency, role)
+            if sees(actor):
+                return actor
     return None
 
 

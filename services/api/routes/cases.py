@@ -21,7 +21,7 @@ from domain.errors import NotFound
 from domain.personal_data import PersonDetails
 from domain.policy import NetworkPolicy
 from domain.vocabulary import ConsentKind
-from services.api.auth import CurrentPrincipal, acting_as, require_role
+from services.api.auth import CurrentPrincipal, first_seeing, require_role
 from services.api.need_to_know import best_case_access, case_access
 from services.api.problems import Problem
 from services.api.schemas.cases import (
@@ -120,13 +120,9 @@ async def _command(
     """A command on a case the caller can see, in the first of ``roles`` that sees it."""
     app = mechanism(request)
     case, policy = await _load_visible(app, principal, case_id)
-    actor = None
-    for role in roles:
-        if role in principal.roles:
-            candidate = Actor(principal.user, principal.agency, role)
-            if case_access(candidate, case, policy) is not None:
-                actor = candidate
-                break
+    actor = first_seeing(
+        principal, roles, lambda candidate: case_access(candidate, case, policy) is not None
+    )
     if actor is None:
         raise Problem(
             403,
@@ -223,14 +219,11 @@ async def case_history(
     app = mechanism(request)
     case, policy = await _load_visible(app, principal, case_id)
     grantees = await _audit_grantees(app, principal, case_id)
-    reader = None
-    for role in HISTORY_READERS:
-        actor = acting_as(principal, (role,))
-        if actor is None:
-            continue
-        if case_access(actor, case, policy, audit_grantees=grantees) is not None:
-            reader = actor
-            break
+    reader = first_seeing(
+        principal,
+        HISTORY_READERS,
+        lambda actor: case_access(actor, case, policy, audit_grantees=grantees) is not None,
+    )
     if reader is None:
         raise NotFound(f"no case {case_id}")
     access = case_access(reader, case, policy, audit_grantees=grantees)

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from domain.actors import Actor, Role
 from domain.errors import NotFound
 from domain.feedback import Feedback
-from services.api.auth import CurrentPrincipal, require_role
+from services.api.auth import CurrentPrincipal, first_seeing, require_role
 from services.api.need_to_know import READ_PRIORITY, can_see_feedback, feedback_text_visible
 from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
 from services.api.schemas.others import EmptyIn, FeedbackIn, FeedbackOut, FeedbackResponseIn
@@ -31,20 +31,14 @@ async def _load_visible(
     app: ComplaintMechanism, principal: Principal, feedback_id: UUID, roles: tuple[Role, ...]
 ) -> tuple[Feedback, Actor | None]:
     feedback = await in_thread(lambda: app.get_feedback(feedback_id))
-    seen = False
-    for role in roles or READ_PRIORITY:
-        if role in principal.roles:
-            reader = Actor(principal.user, principal.agency, role)
-            if can_see_feedback(reader, feedback):
-                return feedback, reader
-    for role in READ_PRIORITY:
-        if role in principal.roles and can_see_feedback(
-            Actor(principal.user, principal.agency, role), feedback
-        ):
-            seen = True
-    if not seen:
-        raise NotFound(f"no feedback {feedback_id}")
-    return feedback, None
+    reader = first_seeing(
+        principal, roles or READ_PRIORITY, lambda actor: can_see_feedback(actor, feedback)
+    )
+    if reader is not None:
+        return feedback, reader
+    if first_seeing(principal, READ_PRIORITY, lambda actor: can_see_feedback(actor, feedback)):
+        return feedback, None
+    raise NotFound(f"no feedback {feedback_id}")
 
 
 @router.post("", status_code=201, response_model=WrittenOut)

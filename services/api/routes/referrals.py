@@ -15,7 +15,7 @@ from domain.actors import Actor, Role
 from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.errors import NotFound
-from services.api.auth import CurrentPrincipal
+from services.api.auth import CurrentPrincipal, first_seeing
 from services.api.need_to_know import READ_PRIORITY, can_see_referral, referral_contact_fields
 from services.api.problems import Problem
 from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
@@ -43,12 +43,12 @@ async def _load_visible(
         return referral, app.get_case(referral.case_id)
 
     referral, case = await in_thread(load)
-    for role in READ_PRIORITY:
-        if role in principal.roles:
-            reader = Actor(principal.user, principal.agency, role)
-            if can_see_referral(reader, referral, case):
-                return referral, case, reader
-    raise NotFound(f"no referral {referral_id}")
+    reader = first_seeing(
+        principal, READ_PRIORITY, lambda actor: can_see_referral(actor, referral, case)
+    )
+    if reader is None:
+        raise NotFound(f"no referral {referral_id}")
+    return referral, case, reader
 
 
 async def _command(
@@ -60,13 +60,7 @@ async def _command(
 ) -> JSONResponse:
     app = mechanism(request)
     referral, case, _ = await _load_visible(app, principal, referral_id)
-    actor = None
-    for role in roles:
-        if role in principal.roles:
-            candidate = Actor(principal.user, principal.agency, role)
-            if can_see_referral(candidate, referral, case):
-                actor = candidate
-                break
+    actor = first_seeing(principal, roles, lambda a: can_see_referral(a, referral, case))
     if actor is None:
         raise Problem(
             403, "your role may not do this on this referral", title="Action not permitted"
