@@ -3,15 +3,23 @@ and the streams that keep everything."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
+import nats.errors
 import nats.js.errors
+import psycopg
 import structlog
+from eventsourcing.persistence import PersistenceError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
 log = structlog.get_logger()
+
+T = TypeVar("T")
 
 
 def quiet_errors(
@@ -79,3 +87,41 @@ async def ensure_kept_stream(js: JetStreamContext, wanted: StreamConfig) -> Stre
     info = await js.update_stream(wanted)
     log.info("nats.stream_updated", stream=wanted.name, replicas=wanted.num_replicas)
     return info
+
+
+TRANSIENT: tuple[type[BaseException], ...] = (
+    nats.errors.Error,  # includes timeouts, no responders, connection closed
+    nats.js.errors.Error,
+    TimeoutError,
+    OSError,
+    # The event store unreachable: the library's errors, and psycopg's own from the
+    # subscription's LISTEN connection, which the library does not translate.
+    PersistenceError,
+    psycopg.OperationalError,
+    psycopg.InterfaceError,
+)
+"""Failures of the bus or the event store that a service waits out (retrying with backoff)
+rather than stops on."""
+
+
+async def wait_for_stop(stop: asyncio.Event, seconds: float) -> None:
+    """Sleep ``seconds``, or less if ``stop`` is set meanwhile."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """The result of ``work`` (a connection, say, which retries on its own while NATS is
+    down), or ``None`` if ``stop`` is set first (``work`` is then cancelled)."""
+    doing = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((doing, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if doing.done():
+        return doing.result()
+    doing.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await doing
+    return None

@@ -33,14 +33,12 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
-import psycopg
 import structlog
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-from eventsourcing.persistence import PersistenceError
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from nats.js.api import StreamConfig, StreamInfo
@@ -60,7 +58,14 @@ from services.audit.chain import ChainRow
 from services.audit.keys import key_id, load_signing_key
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
-from services.nats_client import DUPLICATE_WINDOW, ensure_kept_stream, kept_stream, quiet_errors
+from services.nats_client import (
+    DUPLICATE_WINDOW,
+    TRANSIENT,
+    ensure_kept_stream,
+    kept_stream,
+    quiet_errors,
+    wait_for_stop,
+)
 from services.relay.relay import nats_replicas, store_id
 from services.settings import Settings
 
@@ -301,13 +306,13 @@ class CheckpointPublisher:
                     need_stream = False
                 await self.step()
                 backoff = 0.1
-                await _wait(stop, interval)
+                await wait_for_stop(stop, interval)
             except nats.js.errors.APIError as e:
                 if need_stream and not isinstance(e, nats.js.errors.ServiceUnavailableError):
                     log.error("audit.stream_refused", error=type(e).__name__, code=e.err_code)
                     raise
                 backoff = await self._pause(stop, e, backoff)
-            except _RETRYABLE as e:
+            except TRANSIENT as e:
                 need_stream = True  # the stream may have been removed (no responders)
                 backoff = await self._pause(stop, e, backoff)
         log.info("audit.checkpoint_stopped", store=self._store, position=self._last_position)
@@ -316,25 +321,8 @@ class CheckpointPublisher:
         log.warning(
             "audit.checkpoint_paused", error=type(error).__name__, retry_in=round(backoff, 2)
         )
-        await _wait(stop, backoff)
+        await wait_for_stop(stop, backoff)
         return min(backoff * 2, MAX_BACKOFF)
-
-
-_RETRYABLE: tuple[type[BaseException], ...] = (
-    nats.errors.Error,
-    nats.js.errors.Error,
-    TimeoutError,
-    OSError,
-    PersistenceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-)
-"""Failures that pause the publisher (it retries with backoff) rather than stop it."""
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
 
 
 # ------------------------------------------------------------------------ processes
@@ -355,7 +343,7 @@ async def _connect(url: str, stop: asyncio.Event, name: str) -> NatsClient | Non
             )
         except (nats.errors.Error, OSError, TimeoutError) as e:
             log.warning(f"{name}.nats_unreachable", error=type(e).__name__, retry_in=backoff)
-            await _wait(stop, backoff)
+            await wait_for_stop(stop, backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
     return None
 
@@ -367,7 +355,7 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMecha
             return await asyncio.to_thread(complaint_mechanism, settings)
         except EventStoreUnavailable as e:
             log.warning("audit.store_unavailable", error=type(e).__name__, retry_in=backoff)
-            await _wait(stop, backoff)
+            await wait_for_stop(stop, backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
     return None
 

@@ -58,7 +58,7 @@ from contracts.audit import (
 )
 from services.audit.checkpoints import verify_checkpoint
 from services.audit.keys import key_id, load_public_key
-from services.nats_client import quiet_errors
+from services.nats_client import quiet_errors, unless_stopped, wait_for_stop
 from services.settings import Settings
 
 __all__ = [
@@ -517,11 +517,11 @@ class Witness:
                         await sub.unsubscribe()
             except nats.js.errors.NotFoundError:
                 log.info("audit.witness_waiting_for_stream", stream=AUDIT_STREAM)
-                await _wait(stop, backoff)
+                await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as e:
                 log.warning("audit.witness_paused", error=type(e).__name__, retry_in=backoff)
-                await _wait(stop, backoff)
+                await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
         log.info(
             "audit.witness_stopped",
@@ -531,14 +531,9 @@ class Witness:
         )
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
 async def _connect(url: str, stop: asyncio.Event) -> NatsClient | None:
     """Connect (the client retries on its own while NATS is down), or None once stopped."""
-    connecting = asyncio.ensure_future(
+    return await unless_stopped(
         nats.connect(
             url,
             name="cbcm-audit-witness",
@@ -546,19 +541,9 @@ async def _connect(url: str, stop: asyncio.Event) -> NatsClient | None:
             reconnect_time_wait=0.5,
             connect_timeout=2,
             error_cb=quiet_errors("audit.witness_nats_unreachable"),
-        )
+        ),
+        stop,
     )
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((connecting, stopping), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if connecting.done():
-        return connecting.result()
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await connecting
-    return None
 
 
 async def run_witness(

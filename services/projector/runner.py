@@ -59,7 +59,7 @@ from projections.base import (
     open_read_model,
     set_position,
 )
-from services.nats_client import quiet_errors
+from services.nats_client import quiet_errors, unless_stopped, wait_for_stop
 
 log = structlog.get_logger(__name__)
 
@@ -232,11 +232,6 @@ class _Position(msgspec.Struct):
     position: int | None = None
 
 
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
-
-
 async def _connect(url: str, *, reconnect: bool = True) -> NatsClient:
     return await nats.connect(
         url,
@@ -262,18 +257,7 @@ async def _position_at(js: JetStreamContext, seq: int) -> int | None:
 async def _connect_unless_stopped(url: str, stop: asyncio.Event) -> NatsClient | None:
     """Connect (the client retries on its own while NATS is down), or ``None`` once
     ``stop`` is set first."""
-    connecting = asyncio.ensure_future(_connect(url))
-    stopping = asyncio.ensure_future(stop.wait())
-    try:
-        await asyncio.wait((connecting, stopping), return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        stopping.cancel()
-    if connecting.done():
-        return connecting.result()
-    connecting.cancel()
-    with contextlib.suppress(asyncio.CancelledError, Exception):
-        await connecting
-    return None
+    return await unless_stopped(_connect(url), stop)
 
 
 async def _start_sequence(js: JetStreamContext, recorded: int) -> int:
@@ -496,7 +480,7 @@ async def run_projector(
                     error=type(exc).__name__,
                     retry_in=backoff,
                 )
-                await _wait(stop, backoff)
+                await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
                 if nc is not None:

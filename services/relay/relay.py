@@ -35,11 +35,9 @@ from typing import Any
 import nats
 import nats.errors
 import nats.js.errors
-import psycopg
 import structlog
 from eventsourcing.persistence import (
     Notification,
-    PersistenceError,
     Tracking,
     TrackingRecorder,
 )
@@ -51,7 +49,13 @@ from nats.js.api import StreamConfig, StreamInfo
 from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM, event_subject
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable, is_published
-from services.nats_client import ensure_kept_stream, kept_stream, quiet_errors
+from services.nats_client import (
+    TRANSIENT,
+    ensure_kept_stream,
+    kept_stream,
+    quiet_errors,
+    wait_for_stop,
+)
 from services.relay.routing import Router
 from services.relay.translation import (
     PUBLISHED_AGGREGATES,
@@ -388,7 +392,7 @@ class Relay:
                 else:
                     await self._follow_polling(stop, poll_interval)
                 backoff = 0.1
-            except _RETRYABLE as e:
+            except TRANSIENT as e:
                 self.failures += 1
                 log.warning(
                     "relay.paused",
@@ -396,13 +400,13 @@ class Relay:
                     acked_position=self._acked,
                     retry_in=round(backoff, 2),
                 )
-                await _wait(stop, backoff)
+                await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, self._max_backoff)
             except Exception as e:
                 # Only the type: a traceback's locals could hold events' personal data.
                 log.error("relay.failed", error=type(e).__name__, acked_position=self._acked)
                 raise
-        with contextlib.suppress(*_RETRYABLE):
+        with contextlib.suppress(*TRANSIENT):
             await self._record()
         log.info("relay.stopped", recorded_position=self._recorded)
 
@@ -415,7 +419,7 @@ class Relay:
         # measured in tests/bench/test_event_flow.py); one indexed SELECT per poll is cheap.
         while not stop.is_set():
             if await self.publish_pending() == 0:
-                await _wait(stop, poll_interval)
+                await wait_for_stop(stop, poll_interval)
 
     async def _follow_subscription(self, stop: asyncio.Event) -> None:
         """Follow the log through the library's LISTEN/NOTIFY subscription.
@@ -488,25 +492,6 @@ def _put_from_thread(
     return False
 
 
-_RETRYABLE: tuple[type[BaseException], ...] = (
-    nats.errors.Error,  # includes timeouts, no responders, connection closed
-    nats.js.errors.Error,
-    TimeoutError,
-    OSError,
-    # The event store unreachable: the library's errors, and psycopg's own from the
-    # subscription's LISTEN connection, which the library does not translate.
-    PersistenceError,
-    psycopg.OperationalError,
-    psycopg.InterfaceError,
-)
-"""Failures that pause the relay (it retries with backoff) rather than stop it."""
-
-
-async def _wait(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
-
-
 def nats_replicas(settings: Settings) -> int:
     """``CBCM_NATS_REPLICAS`` (default 1): the stream's replica count."""
     configured = getattr(settings, "nats_replicas", None)
@@ -534,7 +519,7 @@ async def connect_nats(url: str, stop: asyncio.Event, max_backoff: float = 5.0) 
             if stop.is_set():
                 raise
             log.warning("relay.nats_unreachable", error=type(e).__name__, retry_in=backoff)
-            await _wait(stop, backoff)
+            await wait_for_stop(stop, backoff)
             backoff = min(backoff * 2, max_backoff)
 
 
@@ -547,7 +532,7 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMecha
             return await asyncio.to_thread(complaint_mechanism, settings)
         except EventStoreUnavailable as e:
             log.warning("relay.store_unavailable", error=type(e).__name__, retry_in=backoff)
-            await _wait(stop, backoff)
+            await wait_for_stop(stop, backoff)
             if stop.is_set():
                 return None
             backoff = min(backoff * 2, 5.0)
@@ -578,11 +563,11 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
                     log.error("relay.stream_refused", error=type(e).__name__, code=e.err_code)
                     raise
                 log.warning("relay.stream_unavailable", error=type(e).__name__)
-                await _wait(stop, backoff)
+                await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
-            except _RETRYABLE as e:
+            except TRANSIENT as e:
                 log.warning("relay.stream_unavailable", error=type(e).__name__)
-                await _wait(stop, backoff)
+                await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
         started = time.monotonic()
         relay = Relay(app, js)
