@@ -501,6 +501,16 @@ def audit_witness(
 # ----------------------------------------------------------------- audit case (issue #5.4)
 
 
+WitnessDb = Annotated[
+    Path | None,
+    typer.Option(
+        "--witness-db",
+        dir_okay=False,
+        help="A witness's book of checkpoints (default: <data dir>/witness/checkpoints.sqlite3).",
+    ),
+]
+
+
 def _witnessed(app: ComplaintMechanism, book: Path, settings: Settings) -> list[Attested]:
     """The checkpoints a witness's book holds for this store, each signature checked again
     with the network's public key (a book can be copied or edited too); none if the book or
@@ -547,15 +557,7 @@ def audit_verify(
     start: Annotated[
         int, typer.Option("--from", min=1, metavar="POS", help="Verify from this position.")
     ] = 1,
-    witness_db: Annotated[
-        Path | None,
-        typer.Option(
-            "--witness-db",
-            dir_okay=False,
-            help="A witness's book of checkpoints (default: <data dir>/witness/"
-            "checkpoints.sqlite3).",
-        ),
-    ] = None,
+    witness_db: WitnessDb = None,
     no_checkpoints: Annotated[
         bool,
         typer.Option(
@@ -657,15 +659,7 @@ def audit_case(
         str,
         typer.Option("--agency", metavar="AGENCY", help="The auditor's agency, as recorded."),
     ] = "network",
-    witness_db: Annotated[
-        Path | None,
-        typer.Option(
-            "--witness-db",
-            dir_okay=False,
-            help="A witness's book of checkpoints (default: <data dir>/witness/"
-            "checkpoints.sqlite3).",
-        ),
-    ] = None,
+    witness_db: WitnessDb = None,
 ) -> None:
     """A case's whole history as custody steps in plain words, its state at a version or
     time, and for each event the evidence that it is in the verified chain.

@@ -577,16 +577,8 @@ class Standard:
 @pytest.fixture(scope="module")
 def standard(world: World, clock: Clock) -> Standard:
     app = world.mechanism
-    case_id = consented(app, clock, ConsentKind.ASSISTANCE_REFERRAL, ConsentKind.CONTACT)
-    referral_id = app.refer_for_assistance(
-        case_id,
-        actor=FOCAL_POINT,
-        service_type=ServiceType.MEDICAL,
-        provider="med-a",
-        area=AREA,
-        share_contact=True,
-        at=clock(),
-    ).id
+    referral_id = referral(app, clock)
+    case_id = app.get_referral(referral_id).case_id
     app.refer_for_investigation(
         case_id,
         actor=FOCAL_POINT,

@@ -17,6 +17,7 @@ from domain.actors import Actor, Role
 from domain.vocabulary import Channel, ComplainantRole
 from services.audit.verify import verify
 from services.bootstrap import complaint_mechanism
+from services.mechanism import ComplaintMechanism
 from services.settings import Settings
 from tests.api_world import build_network
 
@@ -64,6 +65,19 @@ class Deployment:
     def url(self, role: str) -> str:
         return as_user(self.server, role, self.password, self.schema)
 
+    def create_tables_and_grant(self, data_dir: Path) -> None:
+        """The owner creates the tables (and the network), then the grants are given."""
+        owner = complaint_mechanism(Settings(data_dir=data_dir, event_store=self.url(self.owner)))
+        build_network(owner, datetime.now(UTC) - timedelta(days=1))
+        owner.close()
+        self.run("02-grants.sql")
+
+    def application(self, data_dir: Path) -> ComplaintMechanism:
+        """The application under its own role, creating nothing."""
+        return complaint_mechanism(
+            Settings(data_dir=data_dir, event_store=self.url(self.app), create_tables=False)
+        )
+
     def drop(self) -> None:
         with psycopg.connect(self.server, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA IF EXISTS {self.schema} CASCADE")
@@ -84,17 +98,10 @@ def test_the_application_role_inserts_and_reads_but_cannot_change_the_log(
     deployment: Deployment, tmp_path: Path
 ) -> None:
     # given tables created by the owner and the grants of deploy/postgres
-    owner = complaint_mechanism(
-        Settings(data_dir=tmp_path, event_store=deployment.url(deployment.owner))
-    )
-    build_network(owner, datetime.now(UTC) - timedelta(days=1))
-    owner.close()
-    deployment.run("02-grants.sql")
+    deployment.create_tables_and_grant(tmp_path)
 
     # when the application runs under its own role, creating nothing
-    app = complaint_mechanism(
-        Settings(data_dir=tmp_path, event_store=deployment.url(deployment.app), create_tables=False)
-    )
+    app = deployment.application(tmp_path)
     try:
         now = datetime.now(UTC)
         app.receive_complaint(
@@ -136,19 +143,12 @@ def test_the_chain_follows_commit_order_even_under_a_repeatable_read_default(
 ) -> None:
     # given an application whose role defaults to REPEATABLE READ (a snapshot taken before
     # the insert lock is granted would read a stale last link)
-    owner = complaint_mechanism(
-        Settings(data_dir=tmp_path, event_store=deployment.url(deployment.owner))
-    )
-    build_network(owner, datetime.now(UTC) - timedelta(days=1))
-    owner.close()
-    deployment.run("02-grants.sql")
+    deployment.create_tables_and_grant(tmp_path)
     with psycopg.connect(deployment.server, autocommit=True) as conn:
         conn.execute(
             f"ALTER ROLE {deployment.app} SET default_transaction_isolation = 'repeatable read'"
         )
-    app = complaint_mechanism(
-        Settings(data_dir=tmp_path, event_store=deployment.url(deployment.app), create_tables=False)
-    )
+    app = deployment.application(tmp_path)
     operator = Actor("op-1", "unhcr", Role.INTAKE_OPERATOR)
 
     def intake(count: int) -> None:

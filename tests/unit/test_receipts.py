@@ -19,23 +19,15 @@ from services.receipts import (
     parse_locator,
     parse_receipt_code,
 )
+from tests.api_world import CHEAP_ARGON2
 
-CHEAP = argon2.Parameters(
-    type=argon2.Type.ID,
-    version=19,
-    salt_len=16,
-    hash_len=32,
-    time_cost=1,
-    memory_cost=8,
-    parallelism=1,
-)
 CODE = ReceiptCode("K7QM2XHA", "9PRTBCDEFGHJKLMN")
 PRINTED = "K7QM-2XHA-9PRT-BCDE-FGHJ-KLMN"
 
 
 @pytest.fixture(scope="module")
 def hasher() -> ReceiptHasher:
-    return ReceiptHasher(CHEAP)
+    return ReceiptHasher(CHEAP_ARGON2)
 
 
 # --- printed form and parsing -------------------------------------------------------------------

@@ -5,13 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-import argon2
 import limits.storage.memory
 import pytest
 
 import services.api.throttle
 from services.api.throttle import FailureThrottle, RateLimit, Refusal, client_key
 from services.receipts import ReceiptCode, ReceiptHasher, new_receipt_code
+from tests.api_world import cheap_hasher
 
 WINDOW = 60
 
@@ -40,17 +40,7 @@ def clock(monkeypatch: pytest.MonkeyPatch) -> FakeClock:
 
 @pytest.fixture(scope="module")
 def hasher() -> ReceiptHasher:
-    return ReceiptHasher(
-        argon2.Parameters(
-            type=argon2.Type.ID,
-            version=19,
-            salt_len=16,
-            hash_len=32,
-            time_cost=1,
-            memory_cost=8,
-            parallelism=1,
-        )
-    )
+    return cheap_hasher()
 
 
 class Receipts:
