@@ -69,3 +69,35 @@ def stats_subject(report: str) -> str:
     'cbcm.v1.stats.monthly_allegations'
     """
     return f"{STATS_SUBJECT_PREFIX}.{_token('report', report)}"
+
+
+SHARES_STREAM: Final = "CBCM_SHARES"
+"""The JetStream stream of personal data shared with one agency, sealed to its public key.
+
+Kept apart from ``CBCM_EVENTS`` so that the event messages carry no personal data at all, not
+even encrypted, and so that shares can expire (``max_age``) where events are kept for ever."""
+
+SHARE_SUBJECT_PREFIX: Final = "cbcm.v1.share"
+SHARE_SUBJECTS: Final = f"{SHARE_SUBJECT_PREFIX}.>"
+"""The subjects the ``CBCM_SHARES`` stream captures."""
+
+
+def share_subject(agency: str, aggregate: str, event: str) -> str:
+    """The subject personal data shared with ``agency`` by an event travels on, sealed.
+
+    >>> share_subject("unicef", "case", "transferred")
+    'cbcm.v1.share.unicef.case.transferred'
+    """
+    return ".".join(
+        (
+            SHARE_SUBJECT_PREFIX,
+            _token("agency", agency),
+            _token("aggregate", aggregate),
+            _token("event", event),
+        )
+    )
+
+
+def agency_share_subjects(agency: str) -> str:
+    """The filter matching every share sealed for ``agency``."""
+    return f"{SHARE_SUBJECT_PREFIX}.{_token('agency', agency)}.>"
