@@ -28,6 +28,15 @@ PERSONAL: Final = PersonalData()
 PersonalText = Annotated[str, PERSONAL]
 """Free text or an identifier that can point to a person."""
 
+ERASED: Final = "\u2327erased\u2327"
+"""What a personal-data field holds once its data key was destroyed (crypto-shredding): the
+value can no longer be read by anyone. Views show such a field as erased, never this text."""
+
+
+def is_erased(value: object) -> bool:
+    """Whether a personal-data value was erased."""
+    return value == ERASED
+
 
 @dataclass(frozen=True)
 class PersonDetails:
