@@ -25,6 +25,8 @@ from contracts.vocabulary import (
     ConsentGiver,
     ConsentKind,
     ContactMethod,
+    DataSubject,
+    ErasureReason,
     FeedbackChannel,
     InvestigationOutcome,
     PersonnelCategory,
@@ -174,3 +176,17 @@ class CaseClosedV1(CaseEventData, frozen=True, kw_only=True):
 
 class CaseReopenedV1(CaseEventData, frozen=True, kw_only=True):
     """A closed case was reopened (the reason given is not sent)."""
+
+
+class CasePersonalDataErasedV1(CaseEventData, frozen=True, kw_only=True):
+    """The personal data of ``subjects`` in the case was erased for good (its data keys were
+    destroyed), and in ``records``, the case's other records (assistance referrals, auditors'
+    grants, the feedback item it was forwarded as). The case's other facts stay.
+
+    An agency that received any of it (a sealed share on ``cbcm.v1.share.<agency>.>``) must
+    erase its copy too.
+    """
+
+    subjects: tuple[DataSubject, ...]
+    reason: ErasureReason
+    records: tuple[UUID, ...]

@@ -10,7 +10,7 @@ from uuid import UUID
 
 from contracts.actors import ActorRef
 from contracts.envelope import EventData
-from contracts.vocabulary import Channel, FeedbackCategory, Sector
+from contracts.vocabulary import Channel, ErasureReason, FeedbackCategory, Sector
 
 
 class FeedbackEventData(EventData, frozen=True, kw_only=True):
@@ -39,3 +39,9 @@ class FeedbackRespondedV1(FeedbackEventData, frozen=True, kw_only=True):
 
 class FeedbackLoopClosedV1(FeedbackEventData, frozen=True, kw_only=True):
     """The person was answered: the feedback loop is closed."""
+
+
+class FeedbackPersonalDataErasedV1(FeedbackEventData, frozen=True, kw_only=True):
+    """What was said and answered was erased for good (its data key was destroyed)."""
+
+    reason: ErasureReason

@@ -132,6 +132,15 @@ ClosureReason: TypeAlias = Literal[
 ]
 """Why a case was closed."""
 
+ErasureReason: TypeAlias = Literal[
+    "retention_expired", "survivor_request", "complainant_request", "network_decision"
+]
+"""Why personal data was erased (crypto-shredded)."""
+
+DataSubject: TypeAlias = Literal["complainant", "survivor", "alleged_perpetrator", "case"]
+"""Whose personal data: the complainant, the survivor, the alleged perpetrator, or free text
+staff wrote about the case."""
+
 ServiceType: TypeAlias = Literal[
     "medical",
     "psychosocial",

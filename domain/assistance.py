@@ -12,7 +12,7 @@ from eventsourcing.domain import Aggregate, event
 
 from domain.actors import Actor, Role
 from domain.errors import ActionNotPermitted, InvalidReferralTransition
-from domain.personal_data import PersonalText
+from domain.personal_data import SurvivorText
 from domain.recording import RecordedAggregate
 from domain.vocabulary import ReferralStatus, ServiceType
 
@@ -57,7 +57,7 @@ class AssistanceReferral(RecordedAggregate):
 
     class DeclinedByProvider(Aggregate.Event):
         actor: Actor
-        reason: PersonalText | None
+        reason: SurvivorText | None
 
     class DeclinedBySurvivor(Aggregate.Event):
         actor: Actor
@@ -67,7 +67,7 @@ class AssistanceReferral(RecordedAggregate):
 
     class FollowedUp(Aggregate.Event):
         actor: Actor
-        note: PersonalText | None
+        note: SurvivorText | None
 
     @classmethod
     def make(

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, event
@@ -38,11 +38,20 @@ from domain.errors import (
     NotReferredForInvestigation,
     OutcomeAlreadyRecorded,
     OutcomeRequiredForClosure,
+    RetentionNotDue,
     SameAgency,
     WrongInvestigatingEntity,
 )
 from domain.network import Network
-from domain.personal_data import PersonalText, PersonDetails
+from domain.personal_data import (
+    ERASED,
+    ComplainantText,
+    DataSubject,
+    PerpetratorText,
+    PersonalText,
+    PersonDetails,
+    SurvivorText,
+)
 from domain.recording import RecordedAggregate, require_aware
 from domain.vocabulary import (
     IDENTIFYING_ITEMS,
@@ -56,6 +65,7 @@ from domain.vocabulary import (
     ConsentGiver,
     ConsentKind,
     ContactMethod,
+    ErasureReason,
     FeedbackChannel,
     InvestigationOutcome,
     PersonnelCategory,
@@ -94,8 +104,8 @@ class Allegation:
     incident_area: str | None
     victim_sex: Sex
     victim_age_band: AgeBand
-    incident_place_detail: PersonalText | None = None
-    alleged_perpetrator: PersonalText | None = None
+    incident_place_detail: SurvivorText | None = None
+    alleged_perpetrator: PerpetratorText | None = None
 
     @property
     def victim_category(self) -> VictimCategory:
@@ -165,9 +175,9 @@ class Case(RecordedAggregate):
         channel: Channel
         complainant_role: ComplainantRole
         immediate_safety_risk: bool
-        narrative: PersonalText
-        complainant: PersonDetails | None
-        survivor: PersonDetails | None
+        narrative: SurvivorText
+        complainant: Annotated[PersonDetails | None, DataSubject.COMPLAINANT]
+        survivor: Annotated[PersonDetails | None, DataSubject.SURVIVOR]
 
     class Assessed(Aggregate.Event):
         actor: Actor
@@ -228,7 +238,7 @@ class Case(RecordedAggregate):
 
     class FeedbackGiven(Aggregate.Event):
         actor: Actor
-        message: PersonalText
+        message: ComplainantText
         channel: FeedbackChannel
 
     class MarkedAsDuplicate(Aggregate.Event):
@@ -240,6 +250,16 @@ class Case(RecordedAggregate):
         reason: ClosureReason
         no_outcome_reason: PersonalText | None
         no_feedback_reason: PersonalText | None
+
+    class PersonalDataErased(Aggregate.Event):
+        """The data keys of these people's personal data in the case (and in ``records``, the
+        case's other records: referrals, auditors' grants, forwarded feedback) were destroyed:
+        their values can no longer be read by anyone, in any copy of the log."""
+
+        actor: Actor
+        subjects: tuple[DataSubject, ...]
+        reason: ErasureReason
+        records: tuple[UUID, ...]
 
     class Reopened(Aggregate.Event):
         actor: Actor
@@ -320,6 +340,7 @@ class Case(RecordedAggregate):
         self.duplicate_of: UUID | None = None
         self.closure: Closure | None = None
         self.reopened_count = 0
+        self.erased_subjects: frozenset[DataSubject] = frozenset()
 
     # --- derived state ---
 
@@ -668,6 +689,45 @@ class Case(RecordedAggregate):
             timestamp=at,
         )
 
+    def erase_personal_data(
+        self,
+        *,
+        actor: Actor,
+        subjects: tuple[DataSubject, ...],
+        reason: ErasureReason,
+        records: tuple[UUID, ...],
+        network: Network,
+        at: datetime,
+    ) -> None:
+        """Erase these people's personal data from the case and its ``records``, for good.
+
+        By retention (the coordinator, or the retention job acting for the network): only
+        once the case has been closed for the policy's ``personal_data_retention``. On a
+        request or a decision: the coordinator or the holder's focal points, at any time.
+        The case's non-personal history stays as it is.
+        """
+        if not subjects:
+            raise InvalidCommand("an erasure names whose personal data it erases")
+        if reason is ErasureReason.RETENTION_EXPIRED:
+            if actor.role is not Role.COORDINATOR:
+                raise ActionNotPermitted("retention is applied for the network by the coordinator")
+            if self.closure is None:
+                raise RetentionNotDue(f"case {self.id} is open: its personal data is kept")
+            due = self.closure.closed_at + network.policy.personal_data_retention
+            if at < due:
+                raise RetentionNotDue(
+                    f"case {self.id}: personal data is kept until {due.isoformat()}"
+                )
+        else:
+            self._require_handler(actor)
+        self._personal_data_erased(
+            actor=actor,
+            subjects=tuple(sorted(set(subjects))),
+            reason=reason,
+            records=tuple(dict.fromkeys(records)),
+            timestamp=at,
+        )
+
     def reopen(self, *, actor: Actor, reason: str, at: datetime) -> None:
         """Reopen a closed case, saying why."""
         if not self.is_closed:
@@ -799,6 +859,47 @@ class Case(RecordedAggregate):
         timestamp: datetime,
     ) -> None:
         self.closure = Closure(reason, timestamp, no_outcome_reason, no_feedback_reason)
+
+    @event(PersonalDataErased)
+    def _personal_data_erased(
+        self,
+        *,
+        actor: Actor,
+        subjects: tuple[DataSubject, ...],
+        reason: ErasureReason,
+        records: tuple[UUID, ...],
+        timestamp: datetime,
+    ) -> None:
+        # What the keys protected can no longer be read; the state says so at once (an
+        # aggregate already in memory must not keep showing what was erased).
+        erased = set(subjects)
+        if DataSubject.SURVIVOR in erased:
+            self.narrative = ERASED
+            self.survivor = None if self.survivor is None else self.survivor.erased()
+        if DataSubject.COMPLAINANT in erased and self.complainant is not None:
+            self.complainant = self.complainant.erased()
+        allegation = None if self.assessment is None else self.assessment.allegation
+        if allegation is not None:
+            place, who = allegation.incident_place_detail, allegation.alleged_perpetrator
+            if DataSubject.SURVIVOR in erased and place is not None:
+                place = ERASED
+            if DataSubject.ALLEGED_PERPETRATOR in erased and who is not None:
+                who = ERASED
+            assert self.assessment is not None
+            self.assessment = replace(
+                self.assessment,
+                allegation=replace(
+                    allegation, incident_place_detail=place, alleged_perpetrator=who
+                ),
+            )
+        if DataSubject.CASE in erased and self.closure is not None:
+            closure = self.closure
+            self.closure = replace(
+                closure,
+                no_outcome_reason=None if closure.no_outcome_reason is None else ERASED,
+                no_feedback_reason=None if closure.no_feedback_reason is None else ERASED,
+            )
+        self.erased_subjects = self.erased_subjects | frozenset(subjects)
 
     @event(Reopened)
     def _reopened(self, *, actor: Actor, reason: str, timestamp: datetime) -> None:

@@ -145,6 +145,14 @@ class AgencyAlreadyRegistered(DomainError):
     title = "Agency already registered"
 
 
+class MalformedShareKey(InvalidCommand):
+    """An agency's share key must be an X25519 public key: standard base64 of 32 bytes, not
+    a point of small order (the secret of a box sealed to it would be predictable, and
+    libsodium refuses to seal to one)."""
+
+    title = "Malformed share key"
+
+
 class UnknownServiceProvider(DomainError):
     title = "Unknown service provider"
 
@@ -175,6 +183,12 @@ class ResponseRequired(DomainError):
 
 class FeedbackLoopClosed(DomainError):
     title = "Feedback loop already closed"
+
+
+class RetentionNotDue(DomainError):
+    """Network policy keeps this record's personal data longer."""
+
+    title = "Retention period not over"
 
 
 class NotFound(DomainError):

@@ -3,16 +3,30 @@
 from __future__ import annotations
 
 from datetime import datetime
-from uuid import UUID
+from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate, event
 
 from domain.actors import Actor, Role
-from domain.errors import ActionNotPermitted, FeedbackLoopClosed, InvalidCommand, ResponseRequired
+from domain.errors import (
+    ActionNotPermitted,
+    FeedbackLoopClosed,
+    InvalidCommand,
+    ResponseRequired,
+    RetentionNotDue,
+)
 from domain.network import Network
-from domain.personal_data import PersonalText
+from domain.personal_data import ERASED, ComplainantText
 from domain.recording import RecordedAggregate
-from domain.vocabulary import Channel, FeedbackCategory, Sector
+from domain.vocabulary import Channel, ErasureReason, FeedbackCategory, Sector
+
+FORWARDED_NAMESPACE = UUID("6f1e0c52-4a57-4d0e-9c86-1b7f3d2e9a44")
+
+
+def forwarded_feedback_id(case_id: UUID) -> UUID:
+    """The id of the feedback item a case was forwarded as (found from the case alone, so
+    that erasing the case's personal data reaches its copy in the CFM too)."""
+    return uuid5(FORWARDED_NAMESPACE, f"forwarded-feedback:{case_id}")
 
 
 class Feedback(RecordedAggregate):
@@ -24,15 +38,25 @@ class Feedback(RecordedAggregate):
         category: FeedbackCategory
         sector: Sector
         concerned_agency: str
-        text: PersonalText
+        text: ComplainantText
         source_case_id: UUID | None
 
     class Responded(Aggregate.Event):
         actor: Actor
-        response: PersonalText
+        response: ComplainantText
 
     class LoopClosed(Aggregate.Event):
         actor: Actor
+
+    class PersonalDataErased(Aggregate.Event):
+        """The data key of what was said and answered was destroyed: no one can read it."""
+
+        actor: Actor
+        reason: ErasureReason
+
+    @staticmethod
+    def create_id(source_case_id: UUID | None = None, **_: object) -> UUID:
+        return uuid4() if source_case_id is None else forwarded_feedback_id(source_case_id)
 
     @classmethod
     def receive(
@@ -86,6 +110,7 @@ class Feedback(RecordedAggregate):
         self.received_at = timestamp
         self.responded_at: datetime | None = None
         self.loop_closed_at: datetime | None = None
+        self.erased = False
 
     def _require_concerned(self, actor: Actor) -> None:
         if self.loop_closed_at is not None:
@@ -109,6 +134,43 @@ class Feedback(RecordedAggregate):
         if self.responded_at is None:
             raise ResponseRequired(f"feedback {self.id} has no response yet")
         self._loop_closed(actor=actor, timestamp=at)
+
+    def erase_personal_data(
+        self,
+        *,
+        actor: Actor,
+        reason: ErasureReason,
+        network: Network,
+        at: datetime,
+        with_case: UUID | None = None,
+    ) -> None:
+        """Erase what was said and answered, for good: on a decision of the concerned agency or
+        the coordinator, with the case it was forwarded from (``with_case``: that case's
+        erasure decides), or by retention once the loop has been closed for the policy's
+        ``personal_data_retention``."""
+        if with_case is not None and with_case == self.source_case_id:
+            self._personal_data_erased(actor=actor, reason=reason, timestamp=at)
+            return
+        if actor.role is not Role.COORDINATOR and not (
+            actor.role is Role.FOCAL_POINT and actor.agency == self.concerned_agency
+        ):
+            raise ActionNotPermitted(f"only {self.concerned_agency!r} or the coordinator may")
+        if reason is ErasureReason.RETENTION_EXPIRED:
+            if actor.role is not Role.COORDINATOR:
+                raise ActionNotPermitted("retention is applied for the network by the coordinator")
+            if self.loop_closed_at is None:
+                raise RetentionNotDue(f"feedback {self.id} is open: what was said is kept")
+            due = self.loop_closed_at + network.policy.personal_data_retention
+            if at < due:
+                raise RetentionNotDue(f"feedback {self.id} is kept until {due.isoformat()}")
+        self._personal_data_erased(actor=actor, reason=reason, timestamp=at)
+
+    @event(PersonalDataErased)
+    def _personal_data_erased(
+        self, *, actor: Actor, reason: ErasureReason, timestamp: datetime
+    ) -> None:
+        self.text = ERASED
+        self.erased = True
 
     @event(Responded)
     def _responded(self, *, actor: Actor, response: str, timestamp: datetime) -> None:

@@ -12,6 +12,7 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
+from enum import StrEnum
 from functools import cache
 from typing import Annotated, Any, Final, Union
 
@@ -25,8 +26,30 @@ class PersonalData:
 
 PERSONAL: Final = PersonalData()
 
+
+class DataSubject(StrEnum):
+    """Whose personal data a field holds: each person in a case has a data key of their own,
+    so one person's data can be erased without another's."""
+
+    COMPLAINANT = "complainant"
+    SURVIVOR = "survivor"
+    ALLEGED_PERPETRATOR = "alleged_perpetrator"
+    CASE = "case"
+    """Free text staff wrote about the case (notes, reasons): it may name anyone in it."""
+
+
 PersonalText = Annotated[str, PERSONAL]
-"""Free text or an identifier that can point to a person."""
+"""Free text or an identifier that can point to a person (whose: the enclosing field's
+``DataSubject``, else ``DataSubject.CASE``)."""
+
+SurvivorText = Annotated[str, PERSONAL, DataSubject.SURVIVOR]
+"""Personal text about the survivor (what happened, where)."""
+
+ComplainantText = Annotated[str, PERSONAL, DataSubject.COMPLAINANT]
+"""Personal text exchanged with the complainant."""
+
+PerpetratorText = Annotated[str, PERSONAL, DataSubject.ALLEGED_PERPETRATOR]
+"""Who the alleged perpetrator is."""
 
 ERASED: Final = "\u2327erased\u2327"
 """What a personal-data field holds once its data key was destroyed (crypto-shredding): the
@@ -47,11 +70,18 @@ class PersonDetails:
     email: PersonalText | None = None
     address: PersonalText | None = None
 
+    def erased(self) -> PersonDetails:
+        """The same details with every given value erased."""
+        return PersonDetails(
+            *(None if getattr(self, f.name) is None else ERASED for f in dataclasses.fields(self))
+        )
 
-def _is_personal(annotation: Any) -> bool:
+
+def _metadata(annotation: Any) -> tuple[Any, tuple[Any, ...]]:
+    """The annotated type and its metadata (none for a plain type)."""
     if typing.get_origin(annotation) is Annotated:
-        return any(isinstance(m, PersonalData) for m in annotation.__metadata__)
-    return False
+        return typing.get_args(annotation)[0], tuple(annotation.__metadata__)
+    return annotation, ()
 
 
 def _members(annotation: Any) -> tuple[Any, ...]:
@@ -63,23 +93,47 @@ def _members(annotation: Any) -> tuple[Any, ...]:
     return (annotation,)
 
 
+def _subject(metadata: tuple[Any, ...], inherited: DataSubject | None) -> DataSubject | None:
+    for m in metadata:
+        if isinstance(m, DataSubject):
+            return m
+    return inherited
+
+
 @cache
+def _fields(cls: type, inherited: DataSubject | None) -> tuple[tuple[str, DataSubject], ...]:
+    found: list[tuple[str, DataSubject]] = []
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for field in dataclasses.fields(cls):
+        outer, outer_meta = _metadata(hints[field.name])
+        subject = _subject(outer_meta, inherited)
+        for member in _members(outer):
+            inner, meta = _metadata(member)
+            if any(isinstance(m, PersonalData) for m in (*outer_meta, *meta)):
+                found.append((field.name, _subject(meta, subject) or DataSubject.CASE))
+                break
+            if isinstance(inner, type) and dataclasses.is_dataclass(inner):
+                found.extend(
+                    (f"{field.name}.{sub}", who)
+                    for sub, who in _fields(inner, _subject(meta, subject))
+                )
+                break
+    return tuple(found)
+
+
+def personal_data_fields(cls: type) -> tuple[tuple[str, DataSubject], ...]:
+    """Dotted path and data subject of every personal-data field of a dataclass.
+
+    >>> personal_data_fields(PersonDetails)[0]
+    ('name', <DataSubject.CASE: 'case'>)
+    """
+    return _fields(cls, None)
+
+
 def personal_data_paths(cls: type) -> tuple[str, ...]:
     """Dotted paths of every personal-data field of a dataclass, nested ones included.
 
     >>> personal_data_paths(PersonDetails)
     ('name', 'phone', 'email', 'address')
     """
-    paths: list[str] = []
-    hints = typing.get_type_hints(cls, include_extras=True)
-    for field in dataclasses.fields(cls):
-        annotation = hints[field.name]
-        for member in _members(annotation):
-            if _is_personal(member):
-                paths.append(field.name)
-                break
-            inner = typing.get_args(member)[0] if typing.get_origin(member) is Annotated else member
-            if isinstance(inner, type) and dataclasses.is_dataclass(inner):
-                paths.extend(f"{field.name}.{sub}" for sub in personal_data_paths(inner))
-                break
-    return tuple(paths)
+    return tuple(path for path, _ in personal_data_fields(cls))

@@ -198,6 +198,16 @@ class ClosureReason(StrEnum):
     OTHER = "other"
 
 
+class ErasureReason(StrEnum):
+    """Why a case's personal data was erased (crypto-shredded)."""
+
+    RETENTION_EXPIRED = "retention_expired"
+    """Network policy: kept as long as ``personal_data_retention`` after closure, no longer."""
+    SURVIVOR_REQUEST = "survivor_request"
+    COMPLAINANT_REQUEST = "complainant_request"
+    NETWORK_DECISION = "network_decision"
+
+
 class ServiceType(StrEnum):
     MEDICAL = "medical"
     PSYCHOSOCIAL = "psychosocial"

@@ -9,6 +9,7 @@ half-built event.
 from __future__ import annotations
 
 from typing import Any, cast
+from uuid import UUID
 
 import msgspec
 from eventsourcing.domain import DomainEventProtocol
@@ -18,7 +19,15 @@ from eventsourcing.persistence import (
     StoredEvent,
     Transcoder,
 )
-from eventsourcing.utils import resolve_topic
+from eventsourcing.utils import get_topic, resolve_topic
+
+from services.personal_data.data_keys import DataKeyMissing, DataKeys
+from services.personal_data.kek import KeyRingError
+from services.personal_data.sealing import SealBroken, erasures_of, open_sealed, seal
+
+
+def _uuid(value: object) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
 
 
 class MsgspecTranscoder(Transcoder):
@@ -36,7 +45,45 @@ class MsgspecTranscoder(Transcoder):
 
 
 class MsgspecMapper(Mapper[Any]):
-    """The library's mapper, with typed decoding of each event class's fields."""
+    """The library's mapper, with typed decoding of each event class's fields and, once the
+    application gives it ``data_keys``, personal fields sealed at rest (ADR 6)."""
+
+    data_keys: DataKeys | None = None
+
+    def to_stored_event(self, domain_event: DomainEventProtocol[Any]) -> StoredEvent:
+        keys = self.data_keys
+        if keys is None:
+            return super().to_stored_event(domain_event)
+        cls = type(domain_event)
+        topic = get_topic(cls)
+        event_state = dict(vars(domain_event))
+        originator_id = event_state.pop("originator_id")
+        originator_version = event_state.pop("originator_version")
+        class_version = getattr(cls, "class_version", 1)
+        if class_version > 1:
+            event_state["class_version"] = class_version
+        event_state = seal(
+            event_state,
+            cls,
+            scope=originator_id,
+            version=originator_version,
+            topic=topic,
+            keys=keys,
+        )
+        erased = erasures_of(domain_event)
+        if erased:
+            keys.erase_with_write(erased)
+        stored_state = self.transcoder.encode(event_state)
+        if self.compressor:
+            stored_state = self.compressor.compress(stored_state)
+        if self.cipher:
+            stored_state = self.cipher.encrypt(stored_state)
+        return StoredEvent(
+            originator_id=originator_id,
+            originator_version=originator_version,
+            topic=topic,
+            state=stored_state,
+        )
 
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
         cls = resolve_topic(stored_event.topic)
@@ -47,6 +94,13 @@ class MsgspecMapper(Mapper[Any]):
             if self.compressor:
                 state = self.compressor.decompress(state)
             event_state: dict[str, Any] = self.transcoder.decode(state)
+            open_sealed(
+                event_state,
+                scope=_uuid(stored_event.originator_id),
+                version=stored_event.originator_version,
+                topic=stored_event.topic,
+                keys=self.data_keys,
+            )
             event_state["originator_id"] = stored_event.originator_id
             event_state["originator_version"] = stored_event.originator_version
             class_version = getattr(cls, "class_version", 1)
@@ -55,7 +109,14 @@ class MsgspecMapper(Mapper[Any]):
                 getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(event_state)
                 from_version += 1
             return cast(DomainEventProtocol[Any], msgspec.convert(event_state, type=cls))
-        except (msgspec.ValidationError, msgspec.DecodeError, ValueError) as e:
+        except (
+            msgspec.ValidationError,
+            msgspec.DecodeError,
+            ValueError,
+            SealBroken,
+            DataKeyMissing,
+            KeyRingError,
+        ) as e:
             msg = (
                 f"stored event {stored_event.originator_id} v{stored_event.originator_version} "
                 f"({stored_event.topic}) does not decode: {e}"

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import os
+import secrets
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -23,7 +26,50 @@ def persistence_env(settings: Settings) -> dict[str, str]:
     """
     env = _located(settings)
     env["CREATE_TABLE"] = "y" if settings.create_tables else "n"
+    env.update(
+        _personal_data_env(settings, postgres=env["PERSISTENCE_MODULE"].endswith("postgres"))
+    )
     return env
+
+
+def _personal_data_env(settings: Settings, *, postgres: bool) -> dict[str, str]:
+    """Where the key-encryption keys come from, and the whole-event cipher (ADR 6)."""
+    env = {"CBCM_DATA_KEY_CACHE_SECONDS": str(settings.data_key_cache_seconds)}
+    if settings.kms_hook:
+        env["CBCM_KMS_HOOK"] = settings.kms_hook
+    elif settings.kek_dir is not None:
+        env["CBCM_KEK_DIR"] = str(settings.kek_dir)
+    else:
+        env["CBCM_KEK_DIR"] = str(settings.data_dir / "keys" / "kek")
+        env["CBCM_KEK_CREATE"] = "y"
+    cipher = settings.event_cipher == "on" or (settings.event_cipher == "auto" and postgres)
+    if cipher:
+        env["CIPHER_TOPIC"] = "eventsourcing.cryptography:AESCipher"
+        env["CIPHER_KEY"] = _event_cipher_key(settings)
+    return env
+
+
+def _event_cipher_key(settings: Settings) -> str:
+    path = settings.event_cipher_key_file
+    if path is None:
+        path = settings.data_dir / "keys" / "event-cipher.key"
+        if not path.exists():
+            _make_dir(path.parent)
+            try:
+                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:  # another process made it first
+                pass
+            else:
+                with os.fdopen(fd, "w") as f:
+                    f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+    try:
+        key = path.read_text().strip()
+        raw = base64.b64decode(key, validate=True)
+    except (OSError, ValueError) as e:
+        raise EventStoreConfigError(f"the event cipher key {path} is unreadable: {e}") from None
+    if len(raw) not in (16, 24, 32):
+        raise EventStoreConfigError(f"the event cipher key {path} is not an AES key")
+    return key
 
 
 def _located(settings: Settings) -> dict[str, str]:

@@ -12,7 +12,7 @@ from typing import Any
 
 from domain.actors import Actor, Role
 from domain.case import Allegation
-from domain.personal_data import PersonDetails
+from domain.personal_data import DataSubject, PersonDetails
 from domain.policy import NetworkPolicy
 from domain.vocabulary import (
     AgeBand,
@@ -26,6 +26,7 @@ from domain.vocabulary import (
     ConsentGiver,
     ConsentKind,
     ContactMethod,
+    ErasureReason,
     FeedbackCategory,
     FeedbackChannel,
     InvestigationOutcome,
@@ -252,6 +253,15 @@ def walk_every_event_type(app: ComplaintMechanism, canary: dict[str, str]) -> No
         concerned_agency="agency-a",
         text=canary["feedback_text"],
         at=at(45),
+    )
+    # A recorded decision erases the misrouted complaint's personal data, and its copy in
+    # the CFM with it.
+    app.erase_personal_data(
+        misrouted,
+        actor=COORDINATOR,
+        subjects=tuple(DataSubject),
+        reason=ErasureReason.NETWORK_DECISION,
+        at=at(46),
     )
 
 

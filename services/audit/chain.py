@@ -18,8 +18,9 @@ grants the application's role INSERT and SELECT only.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +32,9 @@ from eventsourcing.utils import get_topic
 from psycopg import Cursor
 from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
+
+from services.personal_data import tables as key_tables
+from services.personal_data.data_keys import DataKeys
 
 GENESIS = bytes(32)
 """What the first event links to."""
@@ -115,6 +119,28 @@ def _relinked(count: int) -> None:
     structlog.get_logger().warning("audit.chain_relinked", events=count)
 
 
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+def _with_data_keys(
+    keys: DataKeys | None,
+    insert: Callable[..., Sequence[int] | None],
+    stored_events: Sequence[StoredEvent],
+    **kwargs: Any,
+) -> Sequence[int] | None:
+    """Run the recorder's insert; tell the data keys whether their part was committed."""
+    if keys is None:
+        return insert(stored_events, **kwargs)
+    try:
+        positions = insert(stored_events, **kwargs)
+    except BaseException:
+        keys.discarded()
+        raise
+    keys.committed()
+    return positions
+
+
 def chain_table(events_table: str) -> str:
     return f"{events_table}_chain"
 
@@ -159,7 +185,16 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             statements.append(
                 refuse_taken.format(table=table, taken=taken, refusal=APPEND_ONLY)
             )
+        statements.extend(key_tables.sqlite_statements(events))
         return statements
+
+    data_keys: DataKeys | None = None
+    """Set by the application: new data keys and erasures go in with the events."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        return _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
 
     def _create_table(self, c: SQLiteCursor) -> None:
         super()._create_table(c)
@@ -170,6 +205,8 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
     ) -> Sequence[int] | None:
         positions = super()._insert_events(c, stored_events, **kwargs)
         assert positions is not None
+        if self.data_keys is not None:
+            self.data_keys.write_pending(c, _now())
         self._link(c, list(zip(positions, stored_events, strict=True)))
         return positions
 
@@ -236,6 +273,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         chain = Identifier(chain_table(self.events_table_name))
         refuse = Identifier(f"{self.events_table_name}_append_only")
         self.sql_create_statements.extend(
+            key_tables.postgres_statements(datastore.schema, self.events_table_name)
+        )
+        self.sql_create_statements.extend(
             [
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {}.{} (position bigint PRIMARY KEY, "
@@ -268,6 +308,14 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                     )
                 )
 
+    data_keys: DataKeys | None = None
+    """Set by the application: new data keys and erasures go in with the events."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        return _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
+
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         # Processes starting together would race on the catalogue (functions, triggers).
         curs.execute(
@@ -289,6 +337,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     ) -> Sequence[int] | None:
         positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         assert positions is not None
+        if self.data_keys is not None:
+            # Under the insert lock: no erasure can commit between this check and the commit.
+            self.data_keys.write_pending(curs, _now())
         self._link(curs, list(zip(positions, stored_events, strict=True)))
         return positions
 

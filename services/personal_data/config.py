@@ -1,0 +1,61 @@
+"""The data keys of an application, from its environment (set by ``services.event_store``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from eventsourcing.utils import Environment
+
+from services.personal_data.data_keys import DataKeys
+from services.personal_data.kek import KeyEncryptionKeys, KeyRingError, LocalKeyRing, kms_hook
+from services.personal_data.tables import PostgresKeyTable, SQLiteKeyTable
+
+
+def key_encryption_keys(env: Environment) -> KeyEncryptionKeys:
+    """The KEK provider the environment names (a KMS hook, or a local key ring)."""
+    hook = env.get("CBCM_KMS_HOOK")
+    if hook:
+        return kms_hook(hook)
+    directory = env.get("CBCM_KEK_DIR")
+    if not directory:
+        raise KeyRingError(
+            "personal data is sealed at rest: configure CBCM_KEK_DIR or CBCM_KMS_HOOK"
+        )
+    return LocalKeyRing(Path(directory), create=env.get("CBCM_KEK_CREATE") == "y")
+
+
+def personal_data_keys(env: Environment, recorder: Any) -> DataKeys | None:
+    """The data keys of the store ``recorder`` writes to; ``None`` for a store that keeps
+    nothing at rest (the library's in-memory one, in tests of the domain's wiring)."""
+    from services.audit.chain import (  # noqa: PLC0415 - import cycle
+        ChainedPostgresRecorder,
+        ChainedSQLiteRecorder,
+    )
+
+    if isinstance(recorder, ChainedSQLiteRecorder):
+        table: SQLiteKeyTable | PostgresKeyTable = SQLiteKeyTable(recorder)
+    elif isinstance(recorder, ChainedPostgresRecorder):
+        table = PostgresKeyTable(recorder)
+    elif type(recorder).__module__.startswith("eventsourcing.popo"):
+        return None
+    else:
+        raise KeyRingError(f"{type(recorder).__name__} cannot keep data keys with its events")
+    kek = key_encryption_keys(env)
+    keys = DataKeys(table, kek, cache_seconds=float(env.get("CBCM_DATA_KEY_CACHE_SECONDS", "10")))
+    _check_ring_fits(keys, kek)
+    return keys
+
+
+def _check_ring_fits(keys: DataKeys, kek: KeyEncryptionKeys) -> None:
+    """Refuse a ring that holds none of the KEKs the store's data keys are wrapped with (a
+    process given a fresh ring by mistake would make data other processes cannot read)."""
+    ids = getattr(kek, "ids", None)
+    if ids is None:
+        return
+    used = {k for k, n in keys.table.counts().items() if k and n}
+    if used and not used.intersection(ids):
+        raise KeyRingError(
+            f"this store's data keys are wrapped by key-encryption key(s) {sorted(used)}, "
+            "none of which is in the configured ring: point CBCM_KEK_DIR at the network's ring"
+        )

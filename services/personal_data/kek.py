@@ -1,0 +1,168 @@
+"""Key-encryption keys: they wrap the data keys, and never leave configuration or the KMS.
+
+A ring has one *active* key (new data keys are wrapped with it) and may hold older ones (data
+keys wrapped with them can still be unwrapped until rotation rewraps them). Two kinds:
+
+- ``LocalKeyRing``: 256-bit keys in files of a directory (``CBCM_KEK_DIR``, by default
+  ``<data dir>/keys/kek``), one file per key named by its id, and a file ``active`` naming the
+  active one. Files are created 0600.
+- a KMS hook (``CBCM_KMS_HOOK=package.module:factory``): ``factory()`` returns any object with
+  ``active_id``, ``wrap(key, context) -> (kek_id, wrapped)`` and
+  ``unwrap(kek_id, wrapped, context) -> key`` (AWS KMS, Vault transit, an HSM...).
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import importlib
+import os
+import secrets
+from pathlib import Path
+from typing import Protocol
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+KEK_ID_BYTES = 6
+NONCE_BYTES = 12
+
+
+class KeyRingError(RuntimeError):
+    """The key-encryption keys are missing, malformed or cannot unwrap a data key."""
+
+
+class KeyEncryptionKeys(Protocol):
+    """What the data keys need of a KEK provider."""
+
+    @property
+    def active_id(self) -> str: ...
+
+    def wrap(self, key: bytes, context: bytes) -> tuple[str, bytes]:
+        """``key`` encrypted under the active KEK, bound to ``context``: (kek id, wrapped)."""
+        ...
+
+    def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
+        """The key ``wrap`` was given, or ``KeyRingError``."""
+        ...
+
+
+def _write_private(path: Path, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
+class LocalKeyRing:
+    """KEKs in files of one directory (see the module's docstring)."""
+
+    ACTIVE = "active"
+
+    def __init__(self, directory: Path, *, create: bool = True) -> None:
+        self.directory = directory
+        self._keys: dict[str, AESGCM] = {}
+        if create and not (directory / self.ACTIVE).exists():
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            with contextlib.suppress(FileExistsError):  # another process made it first
+                self._activate(self._new_key())
+        self.reload()
+
+    def reload(self) -> None:
+        """Read the ring again (after a rotation by another process)."""
+        try:
+            active = (self.directory / self.ACTIVE).read_text().strip()
+        except OSError as e:
+            raise KeyRingError(
+                f"no active key-encryption key in {self.directory}: {e.strerror}"
+            ) from None
+        keys: dict[str, AESGCM] = {}
+        for path in self.directory.glob("*.key"):
+            try:
+                raw = base64.b64decode(path.read_text().strip(), validate=True)
+            except (OSError, ValueError) as e:
+                raise KeyRingError(f"key-encryption key {path.name} is unreadable: {e}") from None
+            if len(raw) != 32:
+                raise KeyRingError(f"key-encryption key {path.name} is not 256 bits")
+            keys[path.stem] = AESGCM(raw)
+        if active not in keys:
+            raise KeyRingError(f"the active key-encryption key {active!r} is not in the ring")
+        self._active, self._keys = active, keys
+
+    @property
+    def active_id(self) -> str:
+        return self._active
+
+    @property
+    def ids(self) -> tuple[str, ...]:
+        return tuple(sorted(self._keys))
+
+    def wrap(self, key: bytes, context: bytes) -> tuple[str, bytes]:
+        nonce = secrets.token_bytes(NONCE_BYTES)
+        return self._active, nonce + self._keys[self._active].encrypt(nonce, key, context)
+
+    def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
+        kek = self._keys.get(kek_id)
+        if kek is None:
+            raise KeyRingError(f"key-encryption key {kek_id!r} is not in the ring")
+        try:
+            return kek.decrypt(wrapped[:NONCE_BYTES], wrapped[NONCE_BYTES:], context)
+        except InvalidTag:
+            raise KeyRingError(
+                f"a data key does not unwrap under key-encryption key {kek_id!r}"
+            ) from None
+
+    def rotate(self) -> str:
+        """Make a new KEK the active one (older ones stay until retired); its id."""
+        new = self._new_key()
+        self._activate(new, replace=True)
+        self.reload()
+        return new
+
+    def retire(self, kek_id: str) -> None:
+        """Destroy an inactive KEK (every data key must have been rewrapped first)."""
+        if kek_id == self._active:
+            raise KeyRingError(f"{kek_id!r} is the active key-encryption key")
+        path = self.directory / f"{kek_id}.key"
+        if not path.exists():
+            raise KeyRingError(f"no key-encryption key {kek_id!r} in {self.directory}")
+        # Overwrite before unlinking: the file's blocks should not keep the key.
+        size = path.stat().st_size
+        with path.open("r+b") as f:
+            f.write(b"\0" * size)
+            f.flush()
+            os.fsync(f.fileno())
+        path.unlink()
+        self.reload()
+
+    def _new_key(self) -> str:
+        kek_id = secrets.token_hex(KEK_ID_BYTES)
+        _write_private(
+            self.directory / f"{kek_id}.key",
+            base64.b64encode(AESGCM.generate_key(bit_length=256)).decode() + "\n",
+        )
+        return kek_id
+
+    def _activate(self, kek_id: str, *, replace: bool = False) -> None:
+        target = self.directory / self.ACTIVE
+        if not replace:
+            _write_private(target, kek_id + "\n")
+            return
+        staged = self.directory / f".{self.ACTIVE}.{kek_id}"
+        _write_private(staged, kek_id + "\n")
+        staged.replace(target)  # atomic: readers see the old or the new id, never half
+
+
+def kms_hook(spec: str) -> KeyEncryptionKeys:
+    """The KEK provider that ``package.module:factory`` makes."""
+    module_name, _, attribute = spec.partition(":")
+    if not module_name or not attribute:
+        raise KeyRingError("CBCM_KMS_HOOK must look like package.module:factory")
+    try:
+        factory = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as e:
+        raise KeyRingError(f"CBCM_KMS_HOOK {spec!r} cannot be loaded: {e}") from None
+    provider: KeyEncryptionKeys = factory()
+    for needed in ("active_id", "wrap", "unwrap"):
+        if not hasattr(provider, needed):
+            raise KeyRingError(f"CBCM_KMS_HOOK {spec!r} gives no {needed}")
+    return provider
