@@ -10,3 +10,7 @@ GRANT SELECT, INSERT ON cbcm.cbcm_events, cbcm.cbcm_events_chain TO cbcm_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA cbcm TO cbcm_app;
 -- The relay's position (eventsourcing's tracking table) moves forward by upsert.
 GRANT SELECT, INSERT, UPDATE ON cbcm.cbcm_tracking TO cbcm_app;
+-- The data keys of personal data (issue #6): inserted with the events they protect; an
+-- erasure destroys a key's material (UPDATE), rotation rewraps it (UPDATE). Triggers refuse
+-- DELETE and putting material back into an erased key.
+GRANT SELECT, INSERT, UPDATE ON cbcm.cbcm_events_data_keys TO cbcm_app;

@@ -13,7 +13,7 @@ from typing import Any, cast
 from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
-from domain.personal_data import PersonDetails, personal_data_paths
+from domain.personal_data import PersonDetails, is_erased, personal_data_paths
 from services.api.need_to_know import PERSON_FIELDS, CaseAccess
 from services.api.schemas.cases import (
     AllegationOut,
@@ -39,9 +39,13 @@ class _Shown:
         self.allowed = allowed
         self.revealed: list[str] = []
         self.redacted: list[str] = []
+        self.erased: list[str] = []
 
     def field(self, path: str, value: str | None) -> str | None:
         if not _given(value):
+            return None
+        if is_erased(value):  # nothing left to show, nor to record as read
+            self.erased.append(path)
             return None
         if path in self.allowed:
             self.revealed.append(path)
@@ -147,6 +151,7 @@ def case_view(case: Case, access: CaseAccess) -> tuple[CaseOut, tuple[str, ...]]
         closure=closure,
         reopened_count=case.reopened_count,
         redacted=sorted({*shown.redacted, *withheld}),
+        erased=sorted(shown.erased),
     )
     return out, tuple(shown.revealed)
 
@@ -185,6 +190,7 @@ def history_event(event: Any, reveal_personal: bool) -> tuple[HistoryEventOut, t
         if f.name not in _SKIPPED and f.name != "actor"
     }
     paths = personal_data_paths(cast(Hashable, type(event)))
+    erased = [p for p in paths if _erased(data, p)]
     present = [p for p in paths if _present(data, p)]
     redacted: list[str] = []
     if not reveal_personal:
@@ -199,8 +205,21 @@ def history_event(event: Any, reveal_personal: bool) -> tuple[HistoryEventOut, t
         else {"user": actor.user, "agency": actor.agency, "role": str(actor.role)},
         data=data,
         redacted=redacted,
+        erased=erased,
     )
     return out, (tuple(present) if reveal_personal else ())
+
+
+def _erased(data: dict[str, Any], path: str) -> bool:
+    """Whether the field at ``path`` was erased (it is then set to null)."""
+    *parents, last = path.split(".")
+    target: Any = data
+    for part in parents:
+        target = target.get(part) if isinstance(target, dict) else None
+    if isinstance(target, dict) and is_erased(target.get(last)):
+        target[last] = None
+        return True
+    return False
 
 
 def _present(data: dict[str, Any], path: str) -> bool:
@@ -230,6 +249,7 @@ def referral_view(
         status_times=dict(referral.status_times),
         survivor_contact=contact,
         redacted=sorted(shown.redacted),
+        erased=sorted(shown.erased),
     )
     return out, tuple(shown.revealed)
 
@@ -242,10 +262,11 @@ def feedback_view(feedback: Feedback, text_visible: bool) -> FeedbackOut:
         category=feedback.category,
         sector=feedback.sector,
         concerned_agency=feedback.concerned_agency,
-        text=feedback.text if text_visible else None,
+        text=feedback.text if text_visible and not is_erased(feedback.text) else None,
         source_case_id=feedback.source_case_id,
         received_at=feedback.received_at,
         responded_at=feedback.responded_at,
         loop_closed_at=feedback.loop_closed_at,
         redacted=[] if text_visible else ["text"],
+        erased=["text"] if is_erased(feedback.text) else [],
     )

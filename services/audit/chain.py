@@ -34,7 +34,7 @@ from psycopg.rows import DictRow
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from services.personal_data import tables as key_tables
-from services.personal_data.data_keys import DataKeys
+from services.personal_data.data_keys import DataKeyErased, DataKeys
 
 GENESIS = bytes(32)
 """What the first event links to."""
@@ -134,8 +134,11 @@ def _with_data_keys(
         return insert(stored_events, **kwargs)
     try:
         positions = insert(stored_events, **kwargs)
-    except BaseException:
-        keys.discarded()
+    except BaseException as e:
+        stale = keys.discarded()
+        if stale and not isinstance(e, DataKeyErased):
+            # PostgreSQL: the database aborted the transaction on our behalf; say why.
+            raise DataKeyErased(f"{stale} data key(s) erased since they were read") from e
         raise
     keys.committed()
     return positions

@@ -112,6 +112,8 @@ class _Pending:
     created: dict[tuple[UUID, str], tuple[KeyRef, AESGCM, str, bytes]] = field(default_factory=dict)
     used: set[KeyRef] = field(default_factory=set)
     erasures: list[tuple[UUID, str]] = field(default_factory=list)
+    refused: int = 0
+    """Keys found erased in the writer's transaction (which was then aborted)."""
 
     def empty(self) -> bool:
         return not (self.created or self.used or self.erasures)
@@ -185,6 +187,7 @@ class DataKeys:
             stale = self.table.erased_among(cursor, sorted(pending.used))
             if stale:
                 self._forget(ref for ref in stale)
+                pending.refused = len(stale)
                 self.table.refuse(
                     cursor, "a data key this write used was erased meanwhile: nothing recorded"
                 )
@@ -218,9 +221,12 @@ class DataKeys:
             return True
         return False
 
-    def discarded(self) -> None:
-        """After the events' transaction failed: nothing it decided happened."""
+    def discarded(self) -> int:
+        """After the events' transaction failed: nothing it decided happened. How many keys
+        it found erased (the failure's cause, if not zero)."""
+        pending: _Pending | None = getattr(self._local, "pending", None)
         self._local.pending = None
+        return 0 if pending is None else pending.refused
 
     # ------------------------------------------------------------------ reading
 

@@ -138,7 +138,8 @@ class SQLiteKeyTable:
                     "AND wrapped IS NOT NULL",
                     (new, wrapped, ref.scope.hex, ref.subject, ref.generation, old),
                 )
-                count += c.rowcount
+                c.execute("SELECT changes()")
+                count += int(c.fetchone()[0])
         return count
 
     def counts(self) -> dict[str, int]:

@@ -27,3 +27,19 @@ def baseline_store_url(
     yield f"{server_url}{sep}schema={schema}"
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def extra_schema(request: pytest.FixtureRequest) -> str:
+    """One more fresh schema on the test PostgreSQL server, dropped at the test's end."""
+    server_url = str(request.getfixturevalue("postgres_server_url"))
+    schema = f"c_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+
+    def drop() -> None:
+        with psycopg.connect(server_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+    request.addfinalizer(drop)
+    sep = "&" if "?" in server_url else "?"
+    return f"{server_url}{sep}schema={schema}"

@@ -444,9 +444,10 @@ def cbcm_app(store_url: str, tmp_path: Path) -> Iterator[ComplaintMechanism]:
 
 @pytest.fixture
 def raw_app(baseline_store_url: str, tmp_path: Path) -> Iterator[RawApplication]:
-    app = RawApplication(
-        env=persistence_env(Settings(data_dir=tmp_path / "data", event_store=baseline_store_url))
-    )
+    # The baseline appends raw events: no field sealing, no whole-event cipher.
+    env = persistence_env(Settings(data_dir=tmp_path / "data", event_store=baseline_store_url))
+    env = {k: v for k, v in env.items() if not k.startswith("CIPHER_")}
+    app = RawApplication(env=env)
     yield app
     app.close()
 

@@ -17,10 +17,10 @@ from fastapi.responses import JSONResponse
 
 from domain.actors import Actor, Role
 from domain.case import Allegation, Case
-from domain.errors import NotFound
+from domain.errors import InvalidCommand, NotFound
 from domain.personal_data import PersonDetails
 from domain.policy import NetworkPolicy
-from domain.vocabulary import ConsentKind
+from domain.vocabulary import ConsentKind, ErasureReason
 from services.api.auth import CurrentPrincipal, first_seeing, require_role
 from services.api.need_to_know import best_case_access, case_access
 from services.api.problems import Problem
@@ -37,6 +37,7 @@ from services.api.schemas.cases import (
     ConsentIn,
     ConsentWithdrawalIn,
     DuplicateIn,
+    ErasureIn,
     FeedbackToComplainantIn,
     FocalPointsIn,
     ForwardingIn,
@@ -606,6 +607,28 @@ async def reopen(
             expected_version=body.expected_version,
         ),
     )
+
+
+@router.post("/{case_id}/erasure", response_model=WrittenOut)
+async def erase_personal_data(
+    request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ErasureIn
+) -> JSONResponse:
+    """Erase these people's personal data from the case and its records, for good (their data
+    keys are destroyed; the log is not rewritten, the case's other facts stay)."""
+
+    def erase(app: ComplaintMechanism, actor: Actor, at: datetime) -> Written:
+        if body.reason is ErasureReason.RETENTION_EXPIRED:
+            raise InvalidCommand("retention is applied by the retention job, not on request")
+        return app.erase_personal_data(
+            case_id,
+            actor=actor,
+            subjects=tuple(dict.fromkeys(body.subjects)),
+            reason=body.reason,
+            at=at,
+            expected_version=body.expected_version,
+        )
+
+    return await _command(request, principal, case_id, HANDLERS, erase)
 
 
 @router.post("/{case_id}/feedback-mechanism", status_code=201, response_model=WrittenOut)

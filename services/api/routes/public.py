@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from domain.actors import Actor, Role
 from domain.case import Case, CaseStatus
+from domain.personal_data import is_erased
 from domain.vocabulary import Channel, FeedbackChannel
 from services.api.problems import Problem
 from services.api.schemas.common import PROBLEM_RESPONSES
@@ -157,7 +158,9 @@ async def look_up_receipt(request: Request, code: str) -> PublicReceiptOut:
         messages = [
             PublicFeedbackOut(given_on=e.timestamp.date().isoformat(), message=e.message)
             for e in app.case_history(case_id)
-            if isinstance(e, Case.FeedbackGiven) and e.channel is FeedbackChannel.RECEIPT_CODE
+            if isinstance(e, Case.FeedbackGiven)
+            and e.channel is FeedbackChannel.RECEIPT_CODE
+            and not is_erased(e.message)  # erased for good: nothing to show
         ]
         return case, messages
 

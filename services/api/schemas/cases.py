@@ -8,6 +8,7 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.case import CaseStatus
+from domain.personal_data import DataSubject
 from domain.vocabulary import (
     AgeBand,
     AllegationSubtype,
@@ -19,6 +20,7 @@ from domain.vocabulary import (
     ConsentGiver,
     ConsentKind,
     ContactMethod,
+    ErasureReason,
     FeedbackCategory,
     FeedbackChannel,
     InvestigationOutcome,
@@ -190,6 +192,25 @@ class ReopeningIn(CaseCommand):
     reason: ShortText
 
 
+class ErasureIn(CaseCommand):
+    """Erase, for good, the personal data of these people in the case and its records (on a
+    survivor's or complainant's request, or a network decision); the case's other facts stay.
+    Retention is applied by `cbcm retention run`, not here."""
+
+    subjects: list[DataSubject] = Field(
+        min_length=1,
+        description="whose personal data: complainant, survivor, alleged_perpetrator, or case "
+        "(free text staff wrote about the case)",
+    )
+    reason: ErasureReason
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"subjects": ["survivor", "complainant"], "reason": "survivor_request"}]
+        }
+    )
+
+
 class ForwardingIn(CaseCommand):
     category: FeedbackCategory
     sector: Sector
@@ -280,6 +301,10 @@ class CaseOut(BaseModel):
     redacted: list[str] = Field(
         description="fields withheld from this reader (personal data, or not their task)"
     )
+    erased: list[str] = Field(
+        default_factory=list,
+        description="personal fields whose data was erased for good (crypto-shredded): null",
+    )
 
 
 class HistoryEventOut(BaseModel):
@@ -289,6 +314,10 @@ class HistoryEventOut(BaseModel):
     actor: dict[str, str] | None
     data: dict[str, object] = Field(description="the event's fields, personal ones redacted")
     redacted: list[str]
+    erased: list[str] = Field(
+        default_factory=list,
+        description="personal fields whose data was erased for good (crypto-shredded): null",
+    )
     position: int | None = Field(default=None, description="the event's store position")
     link: str | None = Field(
         default=None, description="the hash chain's link at that position (SHA-256, hex)"
