@@ -100,8 +100,10 @@ def test_no_canary_in_clear_at_rest_on_the_bus_in_logs_or_statistics_and_none_af
     erased = stack.post(
         f"/v1/cases/{main_case}/erasure",
         tokens["coordinator"],
-        {"subjects": ["complainant", "survivor", "alleged_perpetrator", "case"],
-         "reason": "network_decision"},
+        {
+            "subjects": ["complainant", "survivor", "alleged_perpetrator", "case"],
+            "reason": "network_decision",
+        },
     )
     assert erased.status_code == 200, erased.text
 
@@ -122,14 +124,16 @@ def test_no_canary_in_clear_at_rest_on_the_bus_in_logs_or_statistics_and_none_af
             answer = stack.get(path, token)
             assert _leaks(answer.content, main_fields) == [], (who, path)
     history = stack.get(f"/v1/cases/{main_case}/history", tokens["coordinator"]).json()
-    assert any(
-        step.get("type") == Case.PersonalDataErased.__qualname__
-        for step in history.get("events", history.get("steps", []))
-    ) or "PersonalDataErased" in json.dumps(history)
+    last = history["events"][-1]
+    assert last["type"] == Case.PersonalDataErased.__qualname__
+    assert "narrative" in next(e for e in history["events"] if e["version"] == 1)["erased"]
 
     # ... the log still verifies, and once the stack is stopped nothing anywhere holds a canary
     verified = subprocess.run(
-        [CBCM, "audit", "verify", "--no-checkpoints"], env=stack.env, capture_output=True
+        [CBCM, "audit", "verify", "--no-checkpoints"],
+        env=stack.env,
+        capture_output=True,
+        check=False,
     )
     assert verified.returncode == 0, verified.stderr
     assert stack.stop() == 0
