@@ -147,9 +147,12 @@ class DataKeys:
             pending = self._local.pending = _Pending()
         return pending
 
-    def for_write(self, scope: UUID, subject: str) -> tuple[KeyRef, AESGCM]:
+    def for_write(
+        self, scope: UUID, subject: str, *, new_scope: bool = False
+    ) -> tuple[KeyRef, AESGCM]:
         """The key new personal data of ``subject`` in ``scope`` is sealed with (a new one
-        if there is none alive; it is stored with the write)."""
+        if there is none alive; it is stored with the write). ``new_scope``: the record is
+        being created, so it has no key yet (keys are only ever stored with its events)."""
         pending = self._pending()
         made = pending.created.get((scope, subject))
         if made is not None:
@@ -160,7 +163,7 @@ class DataKeys:
         if cached is not None and now - cached[2] < self.cache_seconds:
             pending.used.add(cached[0])
             return cached[0], cached[1]
-        generation, row = self.table.live(scope, subject)
+        generation, row = (0, None) if new_scope else self.table.live(scope, subject)
         if row is not None and row.wrapped is not None and row.kek_id is not None:
             ref = KeyRef(scope, subject, generation)
             aes = AESGCM(self.kek.unwrap(row.kek_id, row.wrapped, ref.context()))
@@ -210,6 +213,7 @@ class DataKeys:
         now = time.monotonic()
         for ref, aes, _kek_id, _wrapped in pending.created.values():
             self._remember_live(ref, aes, now)
+            self._remember_opened(ref, aes, now)
         if pending.erasures:
             erased = set(pending.erasures)
             with self._lock:
@@ -250,11 +254,7 @@ class DataKeys:
         aes = None
         if row.wrapped is not None and row.kek_id is not None:
             aes = AESGCM(self.kek.unwrap(row.kek_id, row.wrapped, ref.context()))
-        with self._lock:
-            self._opened[ref] = (aes, now)
-            self._opened.move_to_end(ref)
-            if len(self._opened) > self._cache_size:
-                self._opened.popitem(last=False)
+        self._remember_opened(ref, aes, now)
         return aes
 
     # ------------------------------------------------------------------ rotation
@@ -285,6 +285,13 @@ class DataKeys:
             self._live.move_to_end(key)
             if len(self._live) > self._cache_size:
                 self._live.popitem(last=False)
+
+    def _remember_opened(self, ref: KeyRef, aes: AESGCM | None, now: float) -> None:
+        with self._lock:
+            self._opened[ref] = (aes, now)
+            self._opened.move_to_end(ref)
+            if len(self._opened) > self._cache_size:
+                self._opened.popitem(last=False)
 
     def _forget(self, refs: Iterable[KeyRef]) -> None:
         with self._lock:

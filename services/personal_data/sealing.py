@@ -90,7 +90,7 @@ def seal(
         value = _get(state, parts)
         if value is None:
             continue
-        ref, aes = keys.for_write(scope, subject.value)
+        ref, aes = keys.for_write(scope, subject.value, new_scope=version == 1)
         nonce = secrets.token_bytes(NONCE)
         blob = nonce + aes.encrypt(nonce, _encode(value), _aad(ref, version, topic, path))
         sealed[path] = [subject.value, ref.generation, blob]
