@@ -42,6 +42,7 @@ from contracts.envelope import CloudEvent, EventData, message_type
 from contracts.feedback import FeedbackLoopClosedV1, FeedbackReceivedV1, FeedbackRespondedV1
 from contracts.network import (
     NetworkAgencyRegisteredV1,
+    NetworkAgencyShareKeyRegisteredV1,
     NetworkEstablishedV1,
     NetworkFocalPointAppointedV1,
     NetworkFocalPointWithdrawnV1,
@@ -87,6 +88,7 @@ MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("network", "focal_point_appointed"): NetworkFocalPointAppointedV1,
     message_type("network", "focal_point_withdrawn"): NetworkFocalPointWithdrawnV1,
     message_type("network", "service_provider_registered"): NetworkServiceProviderRegisteredV1,
+    message_type("network", "agency_share_key_registered"): NetworkAgencyShareKeyRegisteredV1,
 }
 """CloudEvents ``type`` -> the Struct of its ``data``."""
 

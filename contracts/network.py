@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Annotated, Final
 from uuid import UUID
 
 import msgspec
@@ -10,6 +11,12 @@ import msgspec
 from contracts.actors import ActorRef
 from contracts.envelope import EventData
 from contracts.vocabulary import AgencyType, ServiceType
+
+PUBLIC_KEY_PATTERN: Final = "^[A-Za-z0-9+/]{43}=$"
+"""Standard base64 of a 32-byte X25519 public key."""
+
+KEY_ID_PATTERN: Final = "^[0-9a-f]{16}$"
+"""A share key's fingerprint: 16 hex characters of SHA-256 over its 32 raw bytes."""
 
 
 class NetworkPolicyV1(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,3 +98,16 @@ class NetworkServiceProviderRegisteredV1(NetworkEventData, frozen=True, kw_only=
     name: str
     service_types: tuple[ServiceType, ...]
     areas: tuple[str, ...]
+
+
+class NetworkAgencyShareKeyRegisteredV1(NetworkEventData, frozen=True, kw_only=True):
+    """``agency`` registered (or replaced) the X25519 public key that personal data shared
+    with it travels sealed to, on its share subjects (``cbcm.v1.share.<agency>.>``).
+
+    ``public_key``: standard base64 of the 32-byte key. ``key_id``: 16 hex characters of
+    SHA-256 over those 32 bytes; every share names the key it was sealed to by this id.
+    """
+
+    agency: str
+    public_key: Annotated[str, msgspec.Meta(pattern=PUBLIC_KEY_PATTERN)]
+    key_id: Annotated[str, msgspec.Meta(pattern=KEY_ID_PATTERN)]

@@ -6,6 +6,9 @@ their methods) to check that a referral goes where the registry says it must.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import hashlib
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from uuid import UUID, uuid5
@@ -17,6 +20,7 @@ from domain.errors import (
     ActionNotPermitted,
     AgencyAlreadyRegistered,
     InvalidCommand,
+    MalformedShareKey,
     NoInvestigatingEntity,
     NotAFocalPoint,
     ServiceNotOffered,
@@ -31,6 +35,59 @@ from domain.vocabulary import AgencyType, ServiceType
 NETWORK_ID = uuid5(UUID("6f1b3f0e-2b1c-4c55-9a7e-7f3c0c1d2e11"), "cbcm:network")
 """The one network of an event store."""
 
+SHARE_KEY_BYTES = 32
+"""An X25519 public key is 32 bytes."""
+
+_P = 2**255 - 19
+_SMALL_ORDER = frozenset(
+    {
+        0,
+        1,
+        325606250916557431795983626356110631294008115727848805560023387167927233504,
+        39382357235489614581723060781553021112529911719440698176882885853963445705823,
+        _P - 1,
+        _P,
+        _P + 1,
+    }
+)
+"""The u-coordinates (and their non-canonical encodings) of Curve25519's points of small
+order, the ones libsodium refuses: a shared secret with any of them is predictable."""
+
+
+def share_key_bytes(public_key: str) -> bytes:
+    """The raw X25519 public key that ``public_key`` (standard base64 of 32 bytes) encodes,
+    or ``MalformedShareKey``."""
+    try:
+        raw = base64.b64decode(public_key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        raise MalformedShareKey(
+            "a share key is the standard base64 of a 32-byte X25519 public key"
+        ) from None
+    if len(raw) != SHARE_KEY_BYTES or base64.b64encode(raw).decode("ascii") != public_key:
+        raise MalformedShareKey("a share key is the standard base64 of a 32-byte X25519 public key")
+    # RFC 7748: the top bit of the last byte is ignored.
+    if int.from_bytes(raw, "little") & ((1 << 255) - 1) in _SMALL_ORDER:
+        raise MalformedShareKey("a share key must not be a point of small order")
+    return raw
+
+
+def share_key_id(raw: bytes) -> str:
+    """The fingerprint of a share key: 16 hex characters of SHA-256 over its 32 raw bytes.
+
+    >>> share_key_id(bytes(range(32)))
+    '630dcd2966c43366'
+    """
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class ShareKey:
+    """The X25519 public key personal data shared with an agency is sealed to (not personal
+    data): standard base64 of its 32 bytes, and its fingerprint."""
+
+    public_key: str
+    key_id: str
+
 
 @dataclass(frozen=True)
 class AgencyRecord:
@@ -39,6 +96,7 @@ class AgencyRecord:
     agency_type: AgencyType
     investigating_entity: str | None = None
     focal_points: frozenset[str] = field(default_factory=frozenset)
+    share_key: ShareKey | None = None
 
 
 @dataclass(frozen=True)
@@ -93,6 +151,12 @@ class Network(RecordedAggregate):
         name: str
         service_types: tuple[ServiceType, ...]
         areas: tuple[str, ...]
+
+    class AgencyShareKeyRegistered(Aggregate.Event):
+        actor: Actor
+        agency: str
+        public_key: str
+        key_id: str
 
     @staticmethod
     def create_id() -> UUID:
@@ -190,6 +254,24 @@ class Network(RecordedAggregate):
             timestamp=at,
         )
 
+    def register_agency_share_key(
+        self, *, actor: Actor, agency: str, public_key: str, at: datetime
+    ) -> None:
+        """Register (or replace) the X25519 public key that personal data shared with
+        ``agency`` is sealed to. The same key again changes nothing."""
+        _require_coordinator(actor)
+        record = self.agency(agency)
+        raw = share_key_bytes(public_key)
+        if record.share_key is not None and record.share_key.public_key == public_key:
+            return
+        self._agency_share_key_registered(
+            actor=actor,
+            agency=agency,
+            public_key=public_key,
+            key_id=share_key_id(raw),
+            timestamp=at,
+        )
+
     # --- queries used by other aggregates' rules ---
 
     def agency(self, code: str) -> AgencyRecord:
@@ -269,4 +351,12 @@ class Network(RecordedAggregate):
     ) -> None:
         self.providers[code] = ServiceProviderRecord(
             code=code, name=name, service_types=frozenset(service_types), areas=frozenset(areas)
+        )
+
+    @event(AgencyShareKeyRegistered)
+    def _agency_share_key_registered(
+        self, *, actor: Actor, agency: str, public_key: str, key_id: str, timestamp: datetime
+    ) -> None:
+        self.agencies[agency] = replace(
+            self.agencies[agency], share_key=ShareKey(public_key=public_key, key_id=key_id)
         )

@@ -319,6 +319,20 @@ class ComplaintMechanism(Application[UUID]):
             ),
         )
 
+    def register_agency_share_key(
+        self, *, actor: Actor, agency: str, public_key: str, at: datetime
+    ) -> Written:
+        """Register (or replace) the X25519 key that personal data shared with ``agency`` is
+        sealed to (issue #6)."""
+        return self._change(
+            Network,
+            NETWORK_ID,
+            None,
+            lambda n: n.register_agency_share_key(
+                actor=actor, agency=agency, public_key=public_key, at=at
+            ),
+        )
+
     # ------------------------------------------------------------------ cases
 
     def get_case(self, case_id: UUID, *, version: int | None = None) -> Case:

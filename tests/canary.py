@@ -6,9 +6,12 @@ personal data: a canary found anywhere but the event store is a leak.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import date, timedelta
 from typing import Any
+
+from nacl.public import PrivateKey
 
 from domain.actors import Actor, Role
 from domain.case import Allegation
@@ -47,6 +50,10 @@ FOCAL_B = Actor("fp-b1", "ngo-b", Role.FOCAL_POINT)
 INVESTIGATOR = Actor("oig-1", "ngo-b", Role.INVESTIGATING_ENTITY)
 PROVIDER = Actor("clinic-user", "clinic-1", Role.SERVICE_PROVIDER)
 
+SHARE_KEYS: dict[str, PrivateKey] = {"ngo-b": PrivateKey.generate()}
+"""The private share keys of the agencies the walk registers one for: ngo-b receives the
+transfer (its note) and the investigation referral (the survivor's identity), sealed."""
+
 
 def walk_every_event_type(app: ComplaintMechanism, canary: dict[str, str]) -> None:
     """Record at least one event of every class, with a canary in every personal field."""
@@ -67,6 +74,13 @@ def walk_every_event_type(app: ComplaintMechanism, canary: dict[str, str]) -> No
     app.designate_investigating_entity(
         actor=COORDINATOR, agency="ngo-b", entity="ngo-b-oig", at=at(3)
     )
+    for agency, key in SHARE_KEYS.items():
+        app.register_agency_share_key(
+            actor=COORDINATOR,
+            agency=agency,
+            public_key=base64.b64encode(bytes(key.public_key)).decode(),
+            at=at(3),
+        )
     for agency, user in (("agency-a", "fp-a1"), ("agency-a", "fp-a2"), ("ngo-b", "fp-b1")):
         app.appoint_focal_point(actor=COORDINATOR, agency=agency, user=user, at=at(4))
     app.withdraw_focal_point(actor=COORDINATOR, agency="agency-a", user="fp-a2", at=at(5))

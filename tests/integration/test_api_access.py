@@ -8,6 +8,7 @@ see it but whose role may not do the command gets 403; a refused call records no
 
 from __future__ import annotations
 
+import base64
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
+from nacl.public import PrivateKey
 
 from domain.actors import Actor, Role
 from domain.case import Allegation
@@ -269,6 +271,10 @@ def _fresh_code() -> str:
     return f"ag-{uuid4().hex[:8]}"
 
 
+def _fresh_share_key() -> str:
+    return base64.b64encode(bytes(PrivateKey.generate().public_key)).decode()
+
+
 def closed(app: ComplaintMechanism, clock: Clock) -> UUID:
     case_id = assessed(app, clock, ComplaintCategory.OTHER_SENSITIVE)
     app.close_case(
@@ -476,6 +482,16 @@ COMMANDS: tuple[Command, ...] = (
                 "service_types": ["legal"],
                 "areas": [AREA],
             },
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command(
+        "register agency share key",
+        "PUT",
+        lambda app, clock: (
+            "/v1/network/agencies/wfp/share-key",
+            {"public_key": _fresh_share_key()},
         ),
         NETWORK_KEEPER,
         None,

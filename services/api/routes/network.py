@@ -22,6 +22,8 @@ from services.api.schemas.others import (
     PolicyOut,
     ServiceProviderIn,
     ServiceProviderOut,
+    ShareKeyIn,
+    ShareKeyOut,
 )
 from services.api.writes import in_thread, mechanism, now, perform
 
@@ -63,6 +65,9 @@ async def get_network(request: Request, principal: CurrentPrincipal) -> NetworkO
                 agency_type=a.agency_type,
                 investigating_entity=a.investigating_entity,
                 focal_points=sorted(a.focal_points),
+                share_key=None
+                if a.share_key is None
+                else ShareKeyOut(public_key=a.share_key.public_key, key_id=a.share_key.key_id),
             )
             for a in sorted(network.agencies.values(), key=lambda a: a.code)
         ],
@@ -138,6 +143,23 @@ async def designate_investigating_entity(
         principal,
         lambda: app.designate_investigating_entity(
             actor=actor, agency=agency, entity=body.entity, at=now()
+        ),
+    )
+
+
+@router.put("/agencies/{agency}/share-key", response_model=WrittenOut)
+async def register_agency_share_key(
+    request: Request, principal: CurrentPrincipal, agency: AgencyCode, body: ShareKeyIn
+) -> JSONResponse:
+    """Register (or replace) the X25519 public key that personal data shared with the agency
+    travels sealed to (`cbcm agency keygen` makes a key pair)."""
+    actor = require_role(principal, COORDINATOR)
+    app = mechanism(request)
+    return await perform(
+        request,
+        principal,
+        lambda: app.register_agency_share_key(
+            actor=actor, agency=agency, public_key=body.public_key, at=now()
         ),
     )
 

@@ -140,11 +140,28 @@ class FocalPointIn(Body):
     user: UserId
 
 
+class ShareKeyIn(Body):
+    """An agency's X25519 public key for sealed shares (`cbcm agency keygen` makes one)."""
+
+    public_key: str = Field(
+        pattern=r"^[A-Za-z0-9+/]{43}=$",
+        description="standard base64 of the 32-byte X25519 public key",
+        examples=["WbR594ziyHob0iaFTR65b1kw1wTmtLPpGan1g54KTFk="],
+    )
+
+
 class ServiceProviderIn(Body):
     code: Code
     name: str = Field(min_length=1, max_length=200)
     service_types: list[ServiceType] = Field(min_length=1, max_length=10)
     areas: list[AreaCode] = Field(min_length=1, max_length=200)
+
+
+class ShareKeyOut(BaseModel):
+    """The key personal data shared with the agency is sealed to (issue #6)."""
+
+    public_key: str
+    key_id: str = Field(description="16 hex chars of SHA-256 over the raw 32-byte key")
 
 
 class AgencyOut(BaseModel):
@@ -153,6 +170,7 @@ class AgencyOut(BaseModel):
     agency_type: AgencyType
     investigating_entity: str | None
     focal_points: list[str]
+    share_key: ShareKeyOut | None = None
 
 
 class ServiceProviderOut(BaseModel):
