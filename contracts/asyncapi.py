@@ -1,7 +1,8 @@
 """The AsyncAPI 3.0 document: the stream, its subjects and every message schema.
 
 Integrators who do not use Python read this (``cbcm contracts asyncapi``) to subscribe to
-the events that concern their agency, the anonymised statistics and the audit checkpoints.
+the events that concern their agency, the personal data shared with it (sealed), the
+anonymised statistics and the audit checkpoints.
 """
 
 from __future__ import annotations
@@ -11,9 +12,12 @@ from typing import Any
 from contracts.audit import AUDIT_STREAM, checkpoint_json_schema
 from contracts.catalogue import MESSAGE_TYPES, json_schema
 from contracts.envelope import parse_message_type
+from contracts.shares import CASE_SHARED, SHARING_EVENTS, shared_fields_json_schema
 from contracts.subjects import (
     AUDIT_CHECKPOINT_SUBJECT,
     EVENT_SUBJECT_PREFIX,
+    SHARE_SUBJECT_PREFIX,
+    SHARES_STREAM,
     STATS_SUBJECT_PREFIX,
     STREAM,
 )
@@ -110,6 +114,52 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
         },
         "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": checkpoint_json_schema()},
     }
+    share_key = _key(CASE_SHARED)
+    channels["share.case"] = {
+        "address": f"{SHARE_SUBJECT_PREFIX}.{{agency}}.case.{{event}}",
+        "description": (
+            "Personal data of a case shared with one agency by a custody step (a transfer to "
+            "it, a referral to its investigating entity), sealed to the agency's registered "
+            f"X25519 share key, in stream {SHARES_STREAM}; shares expire after the stream's "
+            "max_age. Only field names are in clear: the values are in data.sealed, "
+            "libsodium crypto_box_seal over the JSON of components.schemas.sharedFields."
+        ),
+        "parameters": {
+            "agency": {"description": "code of the recipient agency"},
+            "event": {
+                "enum": list(SHARING_EVENTS),
+                "description": "the custody step that shared the data",
+            },
+        },
+        "messages": {share_key: {"$ref": f"#/components/messages/{share_key}"}},
+    }
+    messages[share_key] = {
+        "name": CASE_SHARED,
+        "title": CASE_SHARED,
+        "summary": "Personal data shared with one agency, sealed to its public key.",
+        "contentType": "application/json",
+        "headers": {
+            "type": "object",
+            "properties": {
+                "Nats-Msg-Id": {
+                    "type": "string",
+                    "description": (
+                        "<store-id>:<position>:share, position that of the custody step; "
+                        "JetStream de-duplicates on it"
+                    ),
+                }
+            },
+        },
+        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": json_schema(CASE_SHARED)},
+    }
+    operations["receive.share.case"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/share.case"},
+        "summary": (
+            f"Consume what is shared with your agency from {SHARES_STREAM} "
+            "(filter cbcm.v1.share.<agency>.>) and open it with your private key."
+        ),
+    }
     operations["receive.stats"] = {"action": "receive", "channel": {"$ref": "#/channels/stats"}}
     operations["receive.auditCheckpoint"] = {
         "action": "receive",
@@ -122,7 +172,9 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
             "version": version,
             "description": (
                 "Contract messages (CloudEvents 1.0 envelopes) published from the event store "
-                f"to JetStream stream {STREAM}. No message carries personal data."
+                f"to JetStream stream {STREAM}. No message carries personal data in clear: "
+                f"what a custody step shares with another agency travels in {SHARES_STREAM}, "
+                "sealed to that agency's public key."
             ),
         },
         "defaultContentType": "application/json",
@@ -145,5 +197,11 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
                 }
             },
             "messages": messages,
+            "schemas": {
+                "sharedFields": {
+                    "schemaFormat": SCHEMA_FORMAT,
+                    "schema": shared_fields_json_schema(),
+                }
+            },
         },
     }

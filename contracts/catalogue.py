@@ -50,6 +50,7 @@ from contracts.network import (
     NetworkPolicySetV1,
     NetworkServiceProviderRegisteredV1,
 )
+from contracts.shares import SHARE_TYPES
 
 MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("case", "received"): CaseReceivedV1,
@@ -91,6 +92,10 @@ MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("network", "agency_share_key_registered"): NetworkAgencyShareKeyRegisteredV1,
 }
 """CloudEvents ``type`` -> the Struct of its ``data``."""
+
+SCHEMA_TYPES: dict[str, type[EventData]] = {**MESSAGE_TYPES, **SHARE_TYPES}
+"""Every type with a JSON Schema: the events of ``MESSAGE_TYPES`` and the sealed shares of
+``contracts.shares.SHARE_TYPES`` (stream ``CBCM_SHARES``), which are not events."""
 
 JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -145,7 +150,7 @@ def json_schema(name: str) -> dict[str, Any]:
 
     The envelope's ``type`` is pinned to ``name``, so a schema validates one message type.
     """
-    data_type = MESSAGE_TYPES[name]
+    data_type = SCHEMA_TYPES[name]
     generated = msgspec.json.schema(envelope_of(data_type))
     defs: dict[str, Any] = dict(generated["$defs"])
     # msgspec puts the root in $defs behind a $ref; inlining it lets a reader (and a
@@ -176,8 +181,8 @@ def json_schema(name: str) -> dict[str, Any]:
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
-    """The JSON Schema of every message type, by type, in sorted order."""
-    return {name: json_schema(name) for name in sorted(MESSAGE_TYPES)}
+    """The JSON Schema of every message type (events and shares), by type, in sorted order."""
+    return {name: json_schema(name) for name in sorted(SCHEMA_TYPES)}
 
 
 def write_json_schemas(out_dir: Path) -> list[Path]:

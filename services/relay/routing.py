@@ -137,6 +137,11 @@ class Router:
             raise LookupError(f"{aggregate_id} is not a {cls.__name__}")
         return aggregate
 
+    def version_before(self, aggregate_id: UUID, position: int) -> int | None:
+        """The aggregate's last version stored before ``position`` (None: its latest); for
+        the relay's other as-of-that-position look-ups (the agencies' share keys)."""
+        return self._version_before(aggregate_id, position)
+
     def _version_before(self, aggregate_id: UUID, position: int) -> int | None:
         """The aggregate's last version stored before ``position`` (None: its latest).
 

@@ -8,7 +8,8 @@ import re
 from contracts.asyncapi import asyncapi_document
 from contracts.catalogue import MESSAGE_TYPES, json_schema
 from contracts.envelope import parse_message_type
-from contracts.subjects import STREAM, event_subject
+from contracts.shares import CASE_SHARED
+from contracts.subjects import SHARES_STREAM, STREAM, event_subject, share_subject
 
 
 def test_document_is_asyncapi_3_and_json_serialisable() -> None:
@@ -42,3 +43,19 @@ def test_operations_and_references_point_at_things_that_exist() -> None:
     assert document["channels"]["stats"]["address"] == "cbcm.v1.stats.{report}"
     assert document["channels"]["auditCheckpoint"]["address"] == "cbcm.v1.audit.checkpoint"
     assert all(op["action"] == "receive" for op in document["operations"].values())
+
+
+def test_the_share_channel_is_documented_with_its_schema_and_sealed_content() -> None:
+    document = asyncapi_document()
+    channel = document["channels"]["share.case"]
+    assert channel["address"] == "cbcm.v1.share.{agency}.case.{event}"
+    for event in channel["parameters"]["event"]["enum"]:
+        address = channel["address"].format(agency="unicef", event=event)
+        assert address == share_subject("unicef", "case", event)
+    assert SHARES_STREAM in channel["description"]
+    message = document["components"]["messages"]["case.shared.v1"]
+    assert message["payload"]["schema"] == json_schema(CASE_SHARED)
+    assert ":share" in message["headers"]["properties"]["Nats-Msg-Id"]["description"]
+    sealed = document["components"]["schemas"]["sharedFields"]["schema"]
+    assert set(sealed["$defs"]["SharedFieldsV1"]["required"]) >= {"case_id", "values"}
+    assert "receive.share.case" in document["operations"]

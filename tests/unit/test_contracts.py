@@ -21,6 +21,7 @@ import domain.case
 import domain.vocabulary
 from contracts.catalogue import (
     MESSAGE_TYPES,
+    SCHEMA_TYPES,
     UnknownMessageType,
     decode_message,
     json_schemas,
@@ -140,7 +141,7 @@ def test_every_domain_event_class_has_exactly_one_contract_type_and_every_type_a
     paired = {TRANSLATIONS[c].message_type for c in DOMAIN_EVENT_CLASSES}
 
     # then the pairing is one to one and covers the whole catalogue
-    assert len(DOMAIN_EVENT_CLASSES) == 30
+    assert len(DOMAIN_EVENT_CLASSES) == 33
     assert len(paired) == len(DOMAIN_EVENT_CLASSES)
     assert paired == set(MESSAGE_TYPES)
     assert coverage_problems() == []
@@ -295,8 +296,10 @@ def test_every_message_type_has_a_json_schema_with_properties_and_required_field
     # given / when
     schemas = json_schemas()
 
-    # then each schema describes a whole message of exactly one type
-    assert list(schemas) == sorted(MESSAGE_TYPES)
+    # then each schema describes a whole message of exactly one type: every event, and the
+    # sealed share, which is not an event (no projector decodes it)
+    assert list(schemas) == sorted(SCHEMA_TYPES)
+    assert set(SCHEMA_TYPES) - set(MESSAGE_TYPES) == {"org.psea.cbcm.case.shared.v1"}
     for name, schema in schemas.items():
         assert schema["$id"].endswith(name)
         assert schema["title"] == name
@@ -306,9 +309,9 @@ def test_every_message_type_has_a_json_schema_with_properties_and_required_field
         assert {"specversion", "id", "source", "type", "time", "subject", "data"} <= set(
             schema["required"]
         )
-        data_def = schema["$defs"][MESSAGE_TYPES[name].__name__]
-        assert set(data_def["required"]) == set(MESSAGE_TYPES[name].__struct_fields__)
-        assert set(data_def["properties"]) == set(MESSAGE_TYPES[name].__struct_fields__)
+        data_def = schema["$defs"][SCHEMA_TYPES[name].__name__]
+        assert set(data_def["required"]) == set(SCHEMA_TYPES[name].__struct_fields__)
+        assert set(data_def["properties"]) == set(SCHEMA_TYPES[name].__struct_fields__)
 
 
 def test_written_schema_files_are_deterministic_and_read_back_as_the_schemas(tmp_path: Path):
@@ -321,7 +324,7 @@ def test_written_schema_files_are_deterministic_and_read_back_as_the_schemas(tmp
     second = write_json_schemas(out)
 
     # then one sorted file per type, identical each time, which reads back as the schemas
-    assert [p.name for p in first] == [f"{n}.schema.json" for n in sorted(MESSAGE_TYPES)]
+    assert [p.name for p in first] == [f"{n}.schema.json" for n in sorted(SCHEMA_TYPES)]
     assert second == first
     assert [p.read_bytes() for p in second] == first_bytes
     assert first_bytes[0].startswith(b'{\n  "$schema"')

@@ -1,0 +1,436 @@
+"""Sealed shares (issue #6, ADR 7): what a custody step shares with another agency, sealed
+to that agency's public key.
+
+A transfer of a case to an agency, or the referral of its allegation to the implicated
+agency's investigating entity, lets the recipient see some of the case's personal data: what
+the step shared, identifying items only under the survivor's disclosure consent
+(``services.api.need_to_know.shared_fields``), plus a transfer's note. The relay reads those
+values from the case *as it was at that event's version*, seals their JSON with libsodium's
+``crypto_box_seal`` (PyNaCl ``SealedBox``) to the recipient's registered X25519 key and
+publishes the result on ``cbcm.v1.share.<recipient>.case.<event>`` (stream ``CBCM_SHARES``).
+A value that was erased (crypto-shredded: ``domain.personal_data.ERASED``) is not sent; the
+share names the field as erased.
+
+This module builds shares (``Sharer``, for the relay), opens them (``open_share``, for
+recipients) and keeps the recipients' private keys (``write_private_key``,
+``read_private_key``: PEM PKCS#8, the format ``openssl pkey`` reads). Nothing here logs a
+value: log lines name agency codes, positions and field names only.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import os
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Final, cast
+from uuid import UUID
+
+import structlog
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from eventsourcing.application import AggregateNotFoundError
+from nacl.exceptions import CryptoError
+from nacl.public import PrivateKey, PublicKey, SealedBox
+
+from contracts.catalogue import encode_message
+from contracts.envelope import CloudEvent
+from contracts.shares import (
+    CASE_SHARED,
+    CaseSharedV1,
+    NotAShare,
+    SharedFieldsV1,
+    SharingEvent,
+    decode_share,
+    decode_shared_fields,
+    encode_shared_fields,
+)
+from contracts.subjects import share_subject
+from domain.case import Case
+from domain.network import NETWORK_ID, Network, ShareKey, share_key_bytes, share_key_id
+from domain.personal_data import is_erased
+from services.api.need_to_know import shared_fields
+from services.relay.routing import Router
+
+log = structlog.get_logger()
+
+NOTE: Final = "note"
+"""The field path of a transfer's note in a share."""
+
+SHARING_STEPS: Final[dict[type[Any], tuple[str, SharingEvent]]] = {
+    Case.Transferred: ("transferred", "org.psea.cbcm.case.transferred.v1"),
+    Case.ReferredForInvestigation: (
+        "referred_for_investigation",
+        "org.psea.cbcm.case.referred_for_investigation.v1",
+    ),
+}
+"""The custody steps that share personal data: their subject token and contract type."""
+
+
+class ShareError(ValueError):
+    """A share or a key that cannot be used; the message names no value of a field."""
+
+
+class ShareNotForThisKey(ShareError):
+    """The share was sealed to another key than the one given."""
+
+
+class ShareCannotBeOpened(ShareError):
+    """The sealed box does not open with the key: altered, or sealed to another key."""
+
+
+# ---------------------------------------------------------------------------------- values
+
+
+def _given(value: str | None) -> bool:
+    return value is not None and bool(value.strip())
+
+
+def _allegation_value(case: Case, name: str) -> str | None:
+    allegation = None if case.assessment is None else case.assessment.allegation
+    return None if allegation is None else cast(str | None, getattr(allegation, name))
+
+
+def _person_value(case: Case, person: str, name: str) -> str | None:
+    details = getattr(case, person)
+    return None if details is None else cast(str | None, getattr(details, name))
+
+
+def case_value(case: Case, path: str) -> str | None:
+    """The value of one personal field of ``case`` by its API path (``shared_fields``'s
+    names). An unknown path is a bug, not an absent value: ``LookupError``."""
+    head, _, rest = path.partition(".")
+    if head == "narrative" and not rest:
+        return case.narrative
+    if head in ("survivor", "complainant") and rest in ("name", "phone", "email", "address"):
+        return _person_value(case, head, rest)
+    if head == "allegation" and rest in ("alleged_perpetrator", "incident_place_detail"):
+        return _allegation_value(case, rest)
+    raise LookupError(f"no personal field {path!r} of a case to share")
+
+
+@dataclass(frozen=True)
+class ShareContent:
+    """What one custody step shares with its recipient, before sealing."""
+
+    recipient: str
+    event: str
+    """The subject token of the step (``transferred``, ``referred_for_investigation``)."""
+    event_type: SharingEvent
+    values: dict[str, str] = field(default_factory=dict)
+    erased: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return not self.values and not self.erased
+
+
+def share_content(case: Case, event: Any) -> ShareContent | None:
+    """What ``event`` shares, read from ``case`` as it was right after it (its version);
+    ``None`` for an event that shares nothing with another agency."""
+    step = SHARING_STEPS.get(type(event))
+    if step is None:
+        return None
+    token, event_type = step
+    extra: dict[str, str | None] = {}
+    if isinstance(event, Case.Transferred):
+        recipient = str(event.to_agency)
+        paths = shared_fields(case, event.shared)
+        extra[NOTE] = event.note
+    else:
+        investigation = case.investigation
+        assert investigation is not None, "a referred case has its investigation"
+        recipient = investigation.agency
+        paths = shared_fields(case, investigation.shared)
+    candidates = {path: case_value(case, path) for path in sorted(paths)} | extra
+    values: dict[str, str] = {}
+    erased: list[str] = []
+    for path, value in candidates.items():
+        if value is None or not _given(value):
+            continue
+        if is_erased(value):
+            erased.append(path)
+        else:
+            values[path] = value
+    return ShareContent(recipient, token, event_type, values, tuple(erased))
+
+
+# ---------------------------------------------------------------------------------- sealing
+
+
+def seal(public_key: str, plaintext: bytes) -> bytes:
+    """``crypto_box_seal`` of ``plaintext`` to ``public_key`` (standard base64 of 32 bytes)."""
+    return bytes(SealedBox(PublicKey(share_key_bytes(public_key))).encrypt(plaintext))
+
+
+def open_sealed(private_key: PrivateKey, sealed: bytes) -> bytes:
+    """The plaintext of a sealed box, or ``ShareCannotBeOpened``."""
+    try:
+        return bytes(SealedBox(private_key).decrypt(sealed))
+    except CryptoError:
+        raise ShareCannotBeOpened(
+            "the sealed box does not open with this key: it was altered, or sealed to another key"
+        ) from None
+
+
+def public_key_of(private_key: PrivateKey) -> str:
+    """The standard base64 of the key's public half (what the registry takes)."""
+    return base64.b64encode(bytes(private_key.public_key)).decode("ascii")
+
+
+def key_id_of(private_key: PrivateKey) -> str:
+    """The fingerprint of the key's public half (``domain.network.share_key_id``)."""
+    return share_key_id(bytes(private_key.public_key))
+
+
+def share_message(
+    content: ShareContent,
+    key: ShareKey,
+    *,
+    case_id: UUID,
+    version: int,
+    position: int,
+    time: datetime,
+    source: str,
+) -> tuple[str, bytes]:
+    """The subject and encoded CloudEvent of a share, sealed to ``key``."""
+    sealed = seal(
+        key.public_key,
+        encode_shared_fields(
+            SharedFieldsV1(
+                case_id=case_id,
+                version=version,
+                event_type=content.event_type,
+                recipient=content.recipient,
+                values=content.values,
+            )
+        ),
+    )
+    message = CloudEvent(
+        id=f"{case_id}:{version}:{content.recipient}",
+        source=source,
+        type=CASE_SHARED,
+        time=time,
+        subject=str(case_id),
+        position=position,
+        data=CaseSharedV1(
+            case_id=case_id,
+            version=version,
+            event_type=content.event_type,
+            recipient=content.recipient,
+            key_id=key.key_id,
+            fields=tuple(sorted(content.values)),
+            erased=tuple(sorted(content.erased)),
+            sealed=base64.b64encode(sealed).decode("ascii"),
+        ),
+    )
+    subject = share_subject(content.recipient, "case", content.event)
+    return subject, encode_message(message)
+
+
+# ---------------------------------------------------------------------------------- relay
+
+
+@dataclass(frozen=True)
+class Share:
+    """A sealed share ready to publish."""
+
+    subject: str
+    payload: bytes
+
+
+class ShareKeys:
+    """Each agency's registered share key as of the event being relayed.
+
+    Like the router, it is fed every published event in log order: the first time it is
+    asked, it loads the network as it was just before that position, then follows the key
+    registrations as they pass. A share is thus sealed to the key registered when its custody
+    step was recorded, whenever the relay gets to it.
+    """
+
+    def __init__(self, app: Any, router: Router) -> None:
+        self._app = app
+        self._router = router
+        self._keys: dict[str, ShareKey] | None = None
+
+    def observe(self, event: Any) -> None:
+        """Follow a registration (call for every published event, in log order)."""
+        if self._keys is not None and isinstance(event, Network.AgencyShareKeyRegistered):
+            self._keys[event.agency] = ShareKey(public_key=event.public_key, key_id=event.key_id)
+
+    def key_of(self, agency: str, position: int) -> ShareKey | None:
+        """``agency``'s key as of ``position`` (None: it had registered none)."""
+        if self._keys is None:
+            self._keys = self._load(position)
+        return self._keys.get(agency)
+
+    def _load(self, position: int) -> dict[str, ShareKey]:
+        version = self._router.version_before(NETWORK_ID, position)
+        try:
+            network = self._app.repository.get(NETWORK_ID, version=version)
+        except AggregateNotFoundError:
+            return {}
+        return {
+            code: record.share_key
+            for code, record in network.agencies.items()
+            if record.share_key is not None
+        }
+
+
+class Sharer:
+    """Builds the share of each custody step that shares personal data (for the relay; runs
+    in its worker thread, since it reads the store)."""
+
+    def __init__(self, app: Any, router: Router) -> None:
+        self._app = app
+        self.keys = ShareKeys(app, router)
+        self.without_key = 0
+        """How many shares were not sent because the recipient had no key (for tests, logs)."""
+
+    def share_of(self, event: Any, position: int, source: str) -> Share | None:
+        """The share of the event stored at ``position``, if it shares personal data with a
+        recipient that registered a key. Call for every published event, in log order."""
+        self.keys.observe(event)
+        if type(event) not in SHARING_STEPS:
+            return None
+        case: Case = self._app.repository.get(event.originator_id, version=event.originator_version)
+        content = share_content(case, event)
+        if content is None or content.empty:
+            return None
+        key = self.keys.key_of(content.recipient, position)
+        if key is None:
+            self.without_key += 1
+            log.warning("relay.share_without_key", agency=content.recipient, position=position)
+            return None
+        subject, payload = share_message(
+            content,
+            key,
+            case_id=event.originator_id,
+            version=event.originator_version,
+            position=position,
+            time=event.timestamp,
+            source=source,
+        )
+        return Share(subject, payload)
+
+
+# ---------------------------------------------------------------------------------- opening
+
+
+@dataclass(frozen=True)
+class OpenedShare:
+    """A share opened with its recipient's private key."""
+
+    case_id: UUID
+    version: int
+    event_type: str
+    recipient: str
+    key_id: str
+    position: int | None
+    values: dict[str, str]
+    erased: tuple[str, ...]
+
+    def to_json(self) -> dict[str, Any]:
+        """The opened share as a JSON-ready dict."""
+        return {
+            "case_id": str(self.case_id),
+            "version": self.version,
+            "event_type": self.event_type,
+            "recipient": self.recipient,
+            "key_id": self.key_id,
+            "position": self.position,
+            "fields": dict(sorted(self.values.items())),
+            "erased": list(self.erased),
+        }
+
+
+def open_share(raw: bytes, private_key: PrivateKey) -> OpenedShare:
+    """Open one share message (its JSON body) with the recipient's private key.
+
+    Raises ``ShareError``: ``NotAShare``'s message for what is not a share,
+    ``ShareNotForThisKey`` when it names another key, ``ShareCannotBeOpened`` when the box
+    does not open (altered) or its content contradicts its envelope.
+    """
+    try:
+        message = decode_share(raw)
+    except NotAShare as e:
+        raise ShareError(str(e)) from None
+    data = message.data
+    mine = key_id_of(private_key)
+    if data.key_id != mine:
+        raise ShareNotForThisKey(f"the share is sealed to key {data.key_id}, this key is {mine}")
+    try:
+        sealed = base64.b64decode(data.sealed, validate=True)
+    except (binascii.Error, ValueError):
+        raise ShareCannotBeOpened("the sealed box is not base64") from None
+    try:
+        content = decode_shared_fields(open_sealed(private_key, sealed))
+    except NotAShare:
+        raise ShareCannotBeOpened("the sealed box does not hold a share's fields") from None
+    told = (data.case_id, data.version, data.event_type, data.recipient)
+    held = (content.case_id, content.version, content.event_type, content.recipient)
+    if told != held or set(content.values) != set(data.fields):
+        raise ShareCannotBeOpened(
+            "the sealed box does not belong to this envelope (another case, version, step, "
+            "recipient or other fields)"
+        )
+    position = message.position if isinstance(message.position, int) else None
+    return OpenedShare(
+        case_id=data.case_id,
+        version=data.version,
+        event_type=data.event_type,
+        recipient=data.recipient,
+        key_id=data.key_id,
+        position=position,
+        values=dict(content.values),
+        erased=tuple(data.erased),
+    )
+
+
+# ---------------------------------------------------------------------------------- keys
+
+
+def new_private_key() -> PrivateKey:
+    """A fresh X25519 key pair for an agency's shares."""
+    return PrivateKey.generate()
+
+
+def write_private_key(path: Path, private_key: PrivateKey) -> None:
+    """Write the key as PEM PKCS#8 to a new file readable by its owner only (0600).
+
+    Refuses an existing file (``FileExistsError``): overwriting a key would lose every share
+    sealed to it.
+    """
+    pem = X25519PrivateKey.from_private_bytes(bytes(private_key)).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.fchmod(descriptor, 0o600)  # whatever the umask
+        os.write(descriptor, pem)
+    finally:
+        os.close(descriptor)
+
+
+def read_private_key(path: Path) -> PrivateKey:
+    """An agency's private share key from its PEM file, or ``ShareError``."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ShareError(f"cannot read the key file {path}: {e.strerror or e}") from None
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError):
+        raise ShareError(f"{path} is not an unencrypted PEM private key") from None
+    if not isinstance(key, X25519PrivateKey):
+        raise ShareError(f"{path} holds no X25519 key (make one with `cbcm agency keygen`)")
+    raw = key.private_bytes(
+        serialization.Encoding.Raw,
+        serialization.PrivateFormat.Raw,
+        serialization.NoEncryption(),
+    )
+    return PrivateKey(raw)
