@@ -90,3 +90,10 @@ class Settings(BaseSettings):
         description="create the event store's tables if missing; false for a role that may "
         "only insert and select (deploy/postgres)",
     )
+    # --- sealed shares (issue #6) ---
+    shares_max_age_days: float = Field(
+        default=30.0,
+        gt=0,
+        description="how long stream CBCM_SHARES keeps a share of personal data sealed to an "
+        "agency's key before it expires (days)",
+    )

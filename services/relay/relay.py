@@ -16,6 +16,13 @@ Following the log: on PostgreSQL through the library's LISTEN/NOTIFY subscriptio
 by polling. NATS being unreachable only pauses the relay: what it read stays in memory and is
 retried with backoff, its recorded position does not move, and it catches up when NATS is back.
 
+Sealed shares (issue #6, ADR 7): a transfer or an investigation referral that shares
+personal data with another agency also gets a share message, sealed to that agency's key
+(``services.sharing``), published to stream ``CBCM_SHARES`` in the same window under the same
+rules (expected last sequence, tail read first, ``Nats-Msg-Id: <store-id>:<position>:share``).
+A position counts as published only once its event *and* its share are stored: the recorded
+position never passes a share that is not. The event message itself is unchanged.
+
 The event store library is synchronous: every call to it runs in a worker thread.
 """
 
@@ -44,12 +51,27 @@ from eventsourcing.persistence import (
 from eventsourcing.postgres import PostgresApplicationRecorder
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from nats.js.api import StreamConfig, StreamInfo
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
 
-from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM, event_subject
+from contracts.shares import SHARE_MSG_ID_SUFFIX
+from contracts.subjects import (
+    EVENT_SUBJECTS,
+    PREVIOUS_POSITION_HEADER,
+    SHARE_SUBJECTS,
+    SHARES_STREAM,
+    STREAM,
+    event_subject,
+)
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable, is_published
 from services.nats_client import (
+    DUPLICATE_WINDOW,
     TRANSIENT,
     ensure_kept_stream,
     kept_stream,
@@ -64,6 +86,7 @@ from services.relay.translation import (
     to_cloud_event,
 )
 from services.settings import Settings
+from services.sharing import Share, Sharer
 
 log = structlog.get_logger()
 
@@ -117,6 +140,50 @@ async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> StreamInfo:
     return await ensure_kept_stream(js, stream_config(replicas))
 
 
+def shares_stream_config(replicas: int = 1, max_age_days: float = 30.0) -> StreamConfig:
+    """The ``CBCM_SHARES`` stream: file storage, shares expire after ``max_age_days``
+    (``CBCM_SHARES_MAX_AGE_DAYS``). Unlike ``CBCM_EVENTS`` it may be purged or have messages
+    deleted (after a key was compromised, say): nothing is rebuilt from it."""
+    max_age = max_age_days * 86_400.0
+    return StreamConfig(
+        name=SHARES_STREAM,
+        description="Personal data shared with one agency, sealed to its public key",
+        subjects=[SHARE_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        discard=DiscardPolicy.OLD,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        max_age=max_age,
+        # JetStream refuses a duplicate window longer than max_age
+        duplicate_window=min(DUPLICATE_WINDOW, max_age),
+    )
+
+
+async def ensure_shares_stream(
+    js: JetStreamContext, replicas: int = 1, max_age_days: float = 30.0
+) -> StreamInfo:
+    """Create ``CBCM_SHARES``, or bring an existing one to its configuration (idempotent)."""
+    wanted = shares_stream_config(replicas, max_age_days)
+    try:
+        info = await js.stream_info(SHARES_STREAM)
+    except nats.js.errors.NotFoundError:
+        info = await js.add_stream(wanted)
+        log.info("nats.stream_created", stream=SHARES_STREAM, replicas=replicas)
+        return info
+    current = info.config
+    if (
+        current.subjects == wanted.subjects
+        and current.storage == wanted.storage
+        and current.num_replicas == wanted.num_replicas
+        and current.max_age == wanted.max_age
+        and current.duplicate_window == wanted.duplicate_window
+    ):
+        return info
+    info = await js.update_stream(wanted)
+    log.info("nats.stream_updated", stream=SHARES_STREAM, replicas=replicas)
+    return info
+
+
 class StreamOfAnotherStore(RuntimeError):
     """The stream's last message was not published from this event store: publishing after
     it would mix two stores' positions. Not retried: an operator must look."""
@@ -131,6 +198,31 @@ class Outgoing:
     """Position of the event before it in the store (see ``PREVIOUS_POSITION_HEADER``)."""
     subject: str
     payload: bytes
+    share: Share | None = None
+    """The sealed share of a custody step that shares personal data with another agency."""
+
+
+def _stored_prefix(
+    sent: list[tuple[Outgoing, asyncio.Future[Any]]], stored: int
+) -> tuple[int, int, BaseException | None]:
+    """Of messages sent in order to one stream: the position up to which that stream now
+    holds them (from ``stored``, what it held before), how many were acknowledged, and the
+    failure that cut the rest (None: none). Every outcome is retrieved, so that none is
+    logged as "exception never retrieved"."""
+    acked = 0
+    failure: BaseException | None = None
+    for item, future in sent:
+        if failure is None:
+            if future.cancelled():
+                failure = TimeoutError("no acknowledgement in time")
+                continue
+            failure = future.exception()
+            if failure is None:
+                acked += 1
+                stored = item.position
+        elif future.done() and not future.cancelled():
+            future.exception()
+    return stored, acked, failure
 
 
 class Relay:
@@ -157,6 +249,7 @@ class Relay:
         self._publish_timeout = publish_timeout
         self._max_backoff = max_backoff
         self._router = Router(app)
+        self._sharer = Sharer(app, self._router)
         self._tracking: TrackingRecorder | None = None
         self._store_id: str | None = None
         self._recorded: int | None = None
@@ -176,6 +269,10 @@ class Relay:
     @property
     def router(self) -> Router:
         return self._router
+
+    @property
+    def sharer(self) -> Sharer:
+        return self._sharer
 
     @property
     def store_id(self) -> str | None:
@@ -227,7 +324,8 @@ class Relay:
             agency = self._router.agency_of(event, notification.id)
             message = to_cloud_event(event, source=source, position=notification.id)
             subject = event_subject(agency, aggregate, name)
-            out.append(Outgoing(notification.id, previous, subject, encode(message)))
+            share = self._sharer.share_of(event, notification.id, source)
+            out.append(Outgoing(notification.id, previous, subject, encode(message), share))
             previous = notification.id
         return out
 
@@ -263,29 +361,38 @@ class Relay:
             await self._record()
         return published
 
-    async def _stream_tail(self) -> tuple[int, int]:
+    async def _stream_tail(self, stream: str = STREAM, suffix: str = "") -> tuple[int, int]:
         """The stream's last sequence, and the store position of its last message (0: empty).
 
         Thanks to the ordering guarantee, everything up to that position is in the stream.
+        ``suffix`` ends the message ids of ``stream`` after the position (``:share``).
         """
-        info = await self._js.stream_info(STREAM)
+        info = await self._js.stream_info(stream)
         last_seq = int(info.state.last_seq)
         if not info.state.messages:
             return last_seq, 0
-        raw = await self._js.get_msg(STREAM, last_seq)
+        try:
+            raw = await self._js.get_msg(stream, last_seq)
+        except nats.js.errors.NotFoundError:
+            if stream == STREAM:
+                raise
+            # The last share was deleted or expired: what follows is sent again, and
+            # JetStream drops what it stored within its duplicate window.
+            return last_seq, 0
         msg_id = (raw.headers or {}).get(MSG_ID_HEADER, "")
-        owner, _, position = msg_id.partition(":")
+        owner, _, rest = msg_id.partition(":")
+        position = rest.removesuffix(suffix) if rest.endswith(suffix) else ""
         if owner != self._store_id or not position.isdigit():
             raise StreamOfAnotherStore(
-                f"the last message of {STREAM} (sequence {last_seq}) has Nats-Msg-Id "
+                f"the last message of {stream} (sequence {last_seq}) has Nats-Msg-Id "
                 f"{msg_id!r}, not one of this event store ({self._store_id}): the stream must "
-                "hold the events of one store only"
+                "hold the messages of one store only"
             )
         return last_seq, int(position)
 
     async def _publish_window(self) -> int:
         """Send up to ``window`` pending messages without waiting between them; how many
-        JetStream stored, from the first, in order.
+        events JetStream newly stored, from the first, in order.
 
         Pipelining must not let the stream skip or reorder: every message carries
         ``Nats-Expected-Last-Sequence`` = the stream's last sequence + its index in the window.
@@ -297,61 +404,84 @@ class Relay:
         store's events: those are not sent again (an acknowledgement lost in an outage, a
         lost or rewound tracking position). JetStream checks the expected sequence before
         the message id, so re-sending them would fail rather than be dropped as duplicates.
+
+        Shares go to ``CBCM_SHARES`` in the same way, each right after its event, with its
+        own expected sequences and tail. A pending position is done, and leaves the window,
+        only when its event and its share (if any) are both stored; an event stored whose
+        share is not stays pending, and only its share is sent again.
         """
         assert self._store_id is not None
-        last_seq, in_stream = await self._stream_tail()
-        skip = 0
-        while skip < len(self._pending) and self._pending[skip].position <= in_stream:
-            skip += 1
-        if skip:
-            self._acked = self._pending[skip - 1].position
-            del self._pending[:skip]
-            log.info("relay.already_in_stream", up_to_position=self._acked, skipped=skip)
-            return 0
         window = self._pending[: self._window]
-        futures: list[asyncio.Future[Any]] = []
+        last_seq, events_in_stream = await self._stream_tail()
+        shares_seq, shares_in_stream = 0, 0
+        if any(item.share is not None for item in window):
+            shares_seq, shares_in_stream = await self._stream_tail(
+                SHARES_STREAM, SHARE_MSG_ID_SUFFIX
+            )
+        skipped = sum(1 for item in window if item.position <= events_in_stream)
+        if skipped:
+            log.info(
+                "relay.already_in_stream",
+                up_to_position=window[skipped - 1].position,
+                skipped=skipped,
+            )
+        events: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        shares: list[tuple[Outgoing, asyncio.Future[Any]]] = []
         try:
-            for index, item in enumerate(window):
-                headers = {
-                    MSG_ID_HEADER: f"{self._store_id}:{item.position}",
-                    PREVIOUS_POSITION_HEADER: str(item.previous),
-                    EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + index),
-                }
-                futures.append(
-                    await self._js.publish_async(
+            for item in window:
+                if item.position > events_in_stream:
+                    headers = {
+                        MSG_ID_HEADER: f"{self._store_id}:{item.position}",
+                        PREVIOUS_POSITION_HEADER: str(item.previous),
+                        EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + len(events)),
+                    }
+                    future = await self._js.publish_async(
                         item.subject, item.payload, stream=STREAM, headers=headers
                     )
-                )
-            await asyncio.wait(futures, timeout=self._publish_timeout)
+                    events.append((item, future))
+                if item.share is not None and item.position > shares_in_stream:
+                    headers = {
+                        MSG_ID_HEADER: f"{self._store_id}:{item.position}{SHARE_MSG_ID_SUFFIX}",
+                        EXPECTED_LAST_SEQUENCE_HEADER: str(shares_seq + len(shares)),
+                    }
+                    future = await self._js.publish_async(
+                        item.share.subject,
+                        item.share.payload,
+                        stream=SHARES_STREAM,
+                        headers=headers,
+                    )
+                    shares.append((item, future))
+            futures = [f for _, f in events] + [f for _, f in shares]
+            if futures:
+                await asyncio.wait(futures, timeout=self._publish_timeout)
         finally:
-            for future in futures:
+            for _, future in events + shares:
                 if not future.done():
                     future.cancel()
-        acked = 0
-        failure: BaseException | None = None
-        for item, future in zip(window, futures, strict=False):
-            if future.cancelled():
-                failure = TimeoutError(f"no acknowledgement within {self._publish_timeout}s")
+        events_stored, acked, event_failure = _stored_prefix(events, events_in_stream)
+        shares_stored, shares_acked, share_failure = _stored_prefix(shares, shares_in_stream)
+        done = 0
+        for item in window:
+            if item.position > events_stored:
                 break
-            failure = future.exception()
-            if failure is not None:
+            if item.share is not None and item.position > shares_stored:
                 break
-            acked += 1
-            self._acked = item.position
-        # Retrieve every outcome, so that none is logged as "exception never retrieved".
-        for future in futures[acked:]:
-            if future.done() and not future.cancelled():
-                future.exception()
-        del self._pending[:acked]
+            done += 1
+        if done:
+            self._acked = window[done - 1].position
+            del self._pending[:done]
+        failure = event_failure or share_failure
         if failure is not None:
             log.info(
                 "relay.window_cut",
                 acked=acked,
-                sent=len(futures),
+                sent=len(events),
+                shares_acked=shares_acked,
+                shares_sent=len(shares),
                 error=type(failure).__name__,
             )
-            if acked == 0:
-                # Not even the first: NATS is unreachable, or another writer appended to the
+            if done == 0 and acked == 0 and shares_acked == 0:
+                # Not even the first: NATS is unreachable, or another writer appended to a
                 # stream since its tail was read. The caller backs off and tries again.
                 raise failure
         return acked
@@ -555,6 +685,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         while not stop.is_set():
             try:
                 await ensure_stream(js, replicas)
+                await ensure_shares_stream(js, replicas, settings.shares_max_age_days)
                 break
             except nats.js.errors.APIError as e:
                 # JetStream starting (503) is worth waiting for; a refused configuration

@@ -1,8 +1,10 @@
-"""Nothing personal crosses the bus: every message of a workflow run, scanned on the wire."""
+"""Nothing personal crosses the bus in clear: every message of a workflow run, scanned on the
+wire, sealed shares included (their boxes open, with the recipient's key only, to the data)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 from pathlib import Path
 
@@ -10,6 +12,7 @@ import nats
 import pytest
 from nats.aio.msg import Msg
 
+from contracts.shares import decode_share
 from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
@@ -17,8 +20,9 @@ from services.mechanism import ComplaintMechanism
 from services.nats_server import EmbeddedNats
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import read_model_path, read_position, run_projector
-from services.relay.relay import Relay, ensure_stream
-from tests.canary import new_canaries, walk_every_event_type
+from services.relay.relay import Relay, ensure_shares_stream, ensure_stream
+from services.sharing import open_share
+from tests.canary import SHARE_KEYS, new_canaries, walk_every_event_type
 
 
 async def eventually(condition, bound: float, what: str) -> None:  # type: ignore[no-untyped-def]
@@ -52,6 +56,7 @@ async def test_no_personal_data_reaches_any_message_on_nats(
             # when the relay publishes it and the three projectors consume it
             js = publisher_nc.jetstream()
             await ensure_stream(js)
+            await ensure_shares_stream(js)
             published = await Relay(app, js).publish_pending()
             stop = asyncio.Event()
             publisher = StatisticsPublisher(server.url, every=0.0)
@@ -100,3 +105,17 @@ async def test_no_personal_data_reaches_any_message_on_nats(
         if canary.encode() in wire or canary.removeprefix("CANARY-").encode() in wire
     ]
     assert leaked == []
+    # ... not even in the sealed boxes' bytes: the shares on the wire hold the data sealed
+    shares = [(s, data) for s, data, _ in captured if s.startswith("cbcm.v1.share.")]
+    assert {s for s, _ in shares} == {
+        "cbcm.v1.share.ngo-b.case.transferred",
+        "cbcm.v1.share.ngo-b.case.referred_for_investigation",
+    }
+    boxes = b"\n".join(base64.b64decode(decode_share(data).data.sealed) for _, data in shares)
+    assert [f for f, c in canaries.items() if c.encode() in boxes] == []
+    opened = {
+        value
+        for _, data in shares
+        for value in open_share(data, SHARE_KEYS["ngo-b"]).values.values()
+    }
+    assert opened == {canaries["transfer_note"], canaries["survivor.name"]}
