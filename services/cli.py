@@ -64,6 +64,7 @@ from services.projector.runner import read_model_path, rebuild, run_projector
 from services.relay.relay import nats_replicas, run_relay, store_id
 from services.serve import Supervisor
 from services.settings import Settings
+from services.sharing_cli import register_sharing_commands
 
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
@@ -81,6 +82,7 @@ cli = typer.Typer(
 )
 contracts_cli = typer.Typer(help="The published language: messages on NATS.", no_args_is_help=True)
 cli.add_typer(contracts_cli, name="contracts")
+register_sharing_commands(cli)  # cbcm agency keygen, cbcm share open
 
 
 def main() -> None:
