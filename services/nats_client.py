@@ -1,13 +1,14 @@
-"""What every cbcm NATS client shares: quiet error reporting while the client reconnects,
-and the streams that keep everything."""
+"""What every cbcm NATS client shares: its credentials and TLS, quiet error reporting while
+the client reconnects, and the streams that keep everything."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import nats.errors
 import nats.js.errors
@@ -17,9 +18,46 @@ from eventsourcing.persistence import PersistenceError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
+from services.settings import Settings
+
 log = structlog.get_logger()
 
 T = TypeVar("T")
+
+
+def nats_connect_options(settings: Settings, client: str) -> dict[str, Any]:
+    """The ``nats.connect`` keyword options of ``client`` from ``settings``: its nkey seed,
+    TLS, and reply subjects under its own prefix.
+
+    ``client`` is the service's user in ``deploy/nats`` (``relay``, ``project-inbox``,
+    ``audit-witness``...), whose grant is ``_INBOX.<client>.>``; ``CBCM_NATS_INBOX_PREFIX``
+    overrides it (an agency's credentials: ``_INBOX.<agency>``). Nothing configured, nothing
+    returned: the embedded loopback nats-server needs no credentials.
+    """
+    options: dict[str, Any] = {}
+    if settings.nats_nkey_seed_file is not None:
+        options["nkeys_seed"] = str(settings.nats_nkey_seed_file)
+        options["inbox_prefix"] = f"_INBOX.{client}"
+    if settings.nats_inbox_prefix is not None:
+        options["inbox_prefix"] = settings.nats_inbox_prefix
+    if settings.nats_tls_ca_file is not None or settings.nats_tls_cert_file is not None:
+        context = ssl.create_default_context(
+            cafile=str(settings.nats_tls_ca_file) if settings.nats_tls_ca_file else None
+        )
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if settings.nats_tls_cert_file is not None:
+            key = settings.nats_tls_key_file
+            context.load_cert_chain(settings.nats_tls_cert_file, key)
+        options["tls"] = context
+    return options
+
+
+def jetstream_options(settings: Settings) -> dict[str, Any]:
+    """The ``nc.jetstream(...)`` keyword options: the API prefix an agency's account
+    reaches the services' JetStream under (``CBCM_NATS_JS_API_PREFIX``)."""
+    if settings.nats_js_api_prefix is None:
+        return {}
+    return {"prefix": settings.nats_js_api_prefix}
 
 
 def quiet_errors(

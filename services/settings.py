@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, FilePath
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -96,4 +96,33 @@ class Settings(BaseSettings):
         gt=0,
         description="how long stream CBCM_SHARES keeps a share of personal data sealed to an "
         "agency's key before it expires (days)",
+    )
+    # --- NATS credentials and TLS (issue #6) ---
+    nats_nkey_seed_file: FilePath | None = Field(
+        default=None,
+        description="this service's nkey seed (a file holding the SU... line `cbcm nats setup` "
+        "writes); unset: no credentials (the embedded nats-server of `cbcm serve`)",
+    )
+    nats_tls_ca_file: FilePath | None = Field(
+        default=None,
+        description="PEM CA certificates to verify the NATS server's with; when set, or with a "
+        "client certificate, the connection is TLS",
+    )
+    nats_tls_cert_file: FilePath | None = Field(
+        default=None, description="PEM client certificate, for a server that verifies clients"
+    )
+    nats_tls_key_file: FilePath | None = Field(
+        default=None, description="PEM key of the client certificate (default: in the cert file)"
+    )
+    nats_inbox_prefix: str | None = Field(
+        default=None,
+        pattern=r"^_INBOX\.[a-z0-9_-]+$",
+        description="prefix of this client's reply subjects; default with a seed file: "
+        "_INBOX.<service> (relay, project-inbox, audit-witness...), as deploy/nats grants; "
+        "an agency's credentials: _INBOX.<agency>",
+    )
+    nats_js_api_prefix: str | None = Field(
+        default=None,
+        description="JetStream API prefix; JS.CBCM.API for an agency's credentials (an agency "
+        "running `cbcm audit witness`)",
     )

@@ -63,6 +63,7 @@ from services.nats_client import (
     TRANSIENT,
     ensure_kept_stream,
     kept_stream,
+    nats_connect_options,
     quiet_errors,
     wait_for_stop,
 )
@@ -328,7 +329,9 @@ class CheckpointPublisher:
 # ------------------------------------------------------------------------ processes
 
 
-async def _connect(url: str, stop: asyncio.Event, name: str) -> NatsClient | None:
+async def _connect(
+    url: str, stop: asyncio.Event, name: str, options: dict[str, Any]
+) -> NatsClient | None:
     """Connect, waiting (with backoff) while the server is unreachable; None if stopped."""
     backoff = 0.1
     while not stop.is_set():
@@ -340,6 +343,7 @@ async def _connect(url: str, stop: asyncio.Event, name: str) -> NatsClient | Non
                 reconnect_time_wait=0.5,
                 connect_timeout=2,
                 error_cb=quiet_errors(f"{name}.nats_unreachable"),
+                **options,
             )
         except (nats.errors.Error, OSError, TimeoutError) as e:
             log.warning(f"{name}.nats_unreachable", error=type(e).__name__, retry_in=backoff)
@@ -371,7 +375,8 @@ async def run_checkpoint_publisher(settings: Settings, stop: asyncio.Event, nats
         return
     nc: NatsClient | None = None
     try:
-        nc = await _connect(nats_url, stop, "cbcm-audit-checkpoint")
+        options = nats_connect_options(settings, "audit-checkpoint")
+        nc = await _connect(nats_url, stop, "cbcm-audit-checkpoint", options)
         if nc is None:
             return
         publisher = CheckpointPublisher(
@@ -402,12 +407,16 @@ async def checkpoint_once(
     *,
     replicas: int = 1,
     wait: float = 5.0,
+    nats_options: dict[str, Any] | None = None,
 ) -> AuditCheckpointV1 | None:
     """``cbcm audit checkpoint --once``: sign and publish the head now (None: empty store).
 
     Fails (a NATS error, ``OSError`` or ``TimeoutError``) rather than retry when NATS cannot
-    be reached within ``wait`` seconds.
+    be reached within ``wait`` seconds. ``nats_options``: credentials and TLS (default:
+    ``CBCM_NATS_*``, user ``audit-checkpoint``).
     """
+    if nats_options is None:
+        nats_options = nats_connect_options(Settings(), "audit-checkpoint")
     # nats-py retries a refused first connection forever unless attempts are bounded (0
     # means unbounded there): one retry, and a deadline over both.
     nc = await asyncio.wait_for(
@@ -419,6 +428,7 @@ async def checkpoint_once(
             reconnect_time_wait=0.2,
             connect_timeout=wait,
             error_cb=quiet_errors("audit.nats_unreachable"),
+            **nats_options,
         ),
         2 * wait + 1,
     )

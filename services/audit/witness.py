@@ -58,7 +58,13 @@ from contracts.audit import (
 )
 from services.audit.checkpoints import verify_checkpoint
 from services.audit.keys import key_id, load_public_key
-from services.nats_client import quiet_errors, unless_stopped, wait_for_stop
+from services.nats_client import (
+    jetstream_options,
+    nats_connect_options,
+    quiet_errors,
+    unless_stopped,
+    wait_for_stop,
+)
 from services.settings import Settings
 
 __all__ = [
@@ -531,7 +537,7 @@ class Witness:
         )
 
 
-async def _connect(url: str, stop: asyncio.Event) -> NatsClient | None:
+async def _connect(url: str, stop: asyncio.Event, options: dict[str, Any]) -> NatsClient | None:
     """Connect (the client retries on its own while NATS is down), or None once stopped."""
     return await unless_stopped(
         nats.connect(
@@ -541,6 +547,7 @@ async def _connect(url: str, stop: asyncio.Event) -> NatsClient | None:
             reconnect_time_wait=0.5,
             connect_timeout=2,
             error_cb=quiet_errors("audit.witness_nats_unreachable"),
+            **options,
         ),
         stop,
     )
@@ -563,12 +570,14 @@ async def run_witness(
     path = db_path or witness_book_path(settings.data_dir)
     book = await asyncio.to_thread(WitnessBook.open, path)
     try:
-        nc = await _connect(nats_url, stop)
+        # an agency's witness: its credentials, its inbox prefix and JetStream API prefix
+        nc = await _connect(nats_url, stop, nats_connect_options(settings, "audit-witness"))
         if nc is None:
             return
         try:
             log.info("audit.witness_started", name=name, key_id=key_id(public_key), book=str(path))
-            await Witness(book, nc.jetstream(), public_key, name=name).run(stop)
+            js = nc.jetstream(**jetstream_options(settings))
+            await Witness(book, js, public_key, name=name).run(stop)
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()

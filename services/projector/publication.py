@@ -5,24 +5,35 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import stats_subject
 from projections import stats
-from services.nats_client import quiet_errors
+from services.nats_client import nats_connect_options, quiet_errors
+from services.settings import Settings
 
 log = structlog.get_logger()
 
 
 class StatisticsPublisher:
     """An ``on_commit`` hook: after a committed batch, publish the reports (at most once per
-    ``every`` seconds, so a catch-up of thousands of events is not thousands of reports)."""
+    ``every`` seconds, so a catch-up of thousands of events is not thousands of reports).
+    ``nats_options``: credentials and TLS (default: ``CBCM_NATS_*``, user ``project-stats``).
+    """
 
-    def __init__(self, nats_url: str, every: float = 2.0) -> None:
+    def __init__(
+        self, nats_url: str, every: float = 2.0, nats_options: dict[str, Any] | None = None
+    ) -> None:
         self.nats_url = nats_url
         self.every = every
+        self._options = (
+            nats_options
+            if nats_options is not None
+            else nats_connect_options(Settings(), "project-stats")
+        )
         self._nc: NatsClient | None = None
         self._last = 0.0
 
@@ -37,7 +48,9 @@ class StatisticsPublisher:
         """Publish every report now (suppressed cells as null)."""
         if self._nc is None or not self._nc.is_connected:
             self._nc = NatsClient()
-            await self._nc.connect(self.nats_url, allow_reconnect=True, error_cb=quiet_errors())
+            await self._nc.connect(
+                self.nats_url, allow_reconnect=True, error_cb=quiet_errors(), **self._options
+            )
         tables = stats.reports(db, k=stats.threshold(db))
         for name, report in tables.items():
             body = {"position": position, **stats.report_document(report)}

@@ -59,7 +59,13 @@ from projections.base import (
     open_read_model,
     set_position,
 )
-from services.nats_client import quiet_errors, unless_stopped, wait_for_stop
+from services.nats_client import (
+    nats_connect_options,
+    quiet_errors,
+    unless_stopped,
+    wait_for_stop,
+)
+from services.settings import Settings
 
 log = structlog.get_logger(__name__)
 
@@ -232,7 +238,7 @@ class _Position(msgspec.Struct):
     position: int | None = None
 
 
-async def _connect(url: str, *, reconnect: bool = True) -> NatsClient:
+async def _connect(url: str, options: dict[str, Any], *, reconnect: bool = True) -> NatsClient:
     return await nats.connect(
         url,
         allow_reconnect=reconnect,
@@ -240,7 +246,16 @@ async def _connect(url: str, *, reconnect: bool = True) -> NatsClient:
         reconnect_time_wait=0.5,
         connect_timeout=2,
         error_cb=quiet_errors(),
+        **options,
     )
+
+
+def _options(projection: Projection, given: dict[str, Any] | None) -> dict[str, Any]:
+    """``given``, or the projector's credentials and TLS from the environment (its user in
+    deploy/nats is ``project-<name>``)."""
+    if given is not None:
+        return given
+    return nats_connect_options(Settings(), f"project-{projection.name}")
 
 
 async def _position_at(js: JetStreamContext, seq: int) -> int | None:
@@ -254,10 +269,12 @@ async def _position_at(js: JetStreamContext, seq: int) -> int | None:
         return None
 
 
-async def _connect_unless_stopped(url: str, stop: asyncio.Event) -> NatsClient | None:
+async def _connect_unless_stopped(
+    url: str, options: dict[str, Any], stop: asyncio.Event
+) -> NatsClient | None:
     """Connect (the client retries on its own while NATS is down), or ``None`` once
     ``stop`` is set first."""
-    return await unless_stopped(_connect(url), stop)
+    return await unless_stopped(_connect(url, options), stop)
 
 
 async def _start_sequence(js: JetStreamContext, recorded: int) -> int:
@@ -452,13 +469,16 @@ async def run_projector(
     *,
     batch: int = 256,
     on_commit: OnCommit | None = None,
+    nats_options: dict[str, Any] | None = None,
 ) -> None:
     """Keep ``projection``'s read model at ``db_path`` up to date until ``stop`` is set.
 
     ``on_commit(db, position)`` (plain or async) runs after each committed batch that
     applied something. Raises ``ProjectorError`` (``PositionGap``) when it cannot go on;
-    waits and retries while NATS or the stream is unavailable.
+    waits and retries while NATS or the stream is unavailable. ``nats_options``: the
+    connection's credentials and TLS (default: ``CBCM_NATS_*``, user ``project-<name>``).
     """
+    options = _options(projection, nats_options)
     db = open_projection(projection, db_path)
     backoff = 0.2
     log.info("projector.started", projection=projection.name, position=get_position(db))
@@ -466,7 +486,7 @@ async def run_projector(
         while not stop.is_set():
             nc: NatsClient | None = None
             try:
-                nc = await _connect_unless_stopped(nats_url, stop)
+                nc = await _connect_unless_stopped(nats_url, options, stop)
                 if nc is None:
                     break
                 await _consume(projection, db, nc, stop, batch=batch, on_commit=on_commit)
@@ -506,11 +526,12 @@ async def rebuild(
     progress: Progress | None = None,
     *,
     batch: int = 512,
+    nats_options: dict[str, Any] | None = None,
 ) -> int:
     """Drop the read model's tables and replay the whole stream (up to its last message when
     the rebuild starts) with an ephemeral ordered consumer. Returns the last position."""
     db = open_projection(projection, db_path)
-    nc = await _connect(nats_url, reconnect=False)
+    nc = await _connect(nats_url, _options(projection, nats_options), reconnect=False)
     try:
         js = nc.jetstream()
         state = (await js.stream_info(STREAM)).state

@@ -75,6 +75,7 @@ from services.nats_client import (
     TRANSIENT,
     ensure_kept_stream,
     kept_stream,
+    nats_connect_options,
     quiet_errors,
     wait_for_stop,
 )
@@ -630,7 +631,13 @@ def nats_replicas(settings: Settings) -> int:
     return int(os.environ.get("CBCM_NATS_REPLICAS", "1"))
 
 
-async def connect_nats(url: str, stop: asyncio.Event, max_backoff: float = 5.0) -> NatsClient:
+async def connect_nats(
+    url: str,
+    stop: asyncio.Event,
+    max_backoff: float = 5.0,
+    *,
+    options: dict[str, Any] | None = None,
+) -> NatsClient:
     """Connect, waiting (with backoff) while the server is unreachable; reconnects forever."""
     backoff = 0.1
     while True:
@@ -644,6 +651,7 @@ async def connect_nats(url: str, stop: asyncio.Event, max_backoff: float = 5.0) 
                 # nats-py retries the first connection itself and never raises here, so
                 # its error callback is where an unreachable server shows.
                 error_cb=quiet_errors("relay.nats_unreachable"),
+                **(options or {}),  # credentials and TLS (services.nats_client)
             )
         except (nats.errors.Error, OSError, TimeoutError) as e:
             if stop.is_set():
@@ -676,7 +684,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
     nc: NatsClient | None = None
     try:
         try:
-            nc = await connect_nats(nats_url, stop)
+            nc = await connect_nats(nats_url, stop, options=nats_connect_options(settings, "relay"))
         except (nats.errors.Error, OSError, TimeoutError):
             return  # asked to stop before NATS was ever reachable
         js = nc.jetstream()
