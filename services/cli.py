@@ -82,6 +82,7 @@ cli = typer.Typer(
 )
 contracts_cli = typer.Typer(help="The published language: messages on NATS.", no_args_is_help=True)
 cli.add_typer(contracts_cli, name="contracts")
+cli.add_typer(__import__("services.nats_cli", fromlist=["nats_cli"]).nats_cli, name="nats")
 register_sharing_commands(cli)  # cbcm agency keygen, cbcm share open
 
 

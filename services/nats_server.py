@@ -50,25 +50,21 @@ class EmbeddedNats:
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
+    def _arguments(self) -> list[str]:
+        return ["-a", "127.0.0.1", "-p", str(self.port), "-js", "-sd", str(self.store_dir)]
+
+    def _environment(self) -> dict[str, str] | None:
+        return None  # this process's
+
     def start(self, timeout: float = 10.0) -> EmbeddedNats:
         """Start the server and wait until it accepts connections."""
         if _port_open(self.port):
             raise NatsServerError(f"port {self.port} is already in use")
         self.store_dir.mkdir(parents=True, exist_ok=True)
         log = self.store_dir / "nats-server.log"
-        self.process = subprocess.Popen(  # noqa: S603 - fixed binary, fixed arguments
-            [
-                str(nats_server_binary()),
-                "-a",
-                "127.0.0.1",
-                "-p",
-                str(self.port),
-                "-js",
-                "-sd",
-                str(self.store_dir),
-                "-l",
-                str(log),
-            ],
+        self.process = subprocess.Popen(  # noqa: S603 - fixed binary, our own arguments
+            [str(nats_server_binary()), *self._arguments(), "-l", str(log)],
+            env=self._environment(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -100,3 +96,19 @@ class EmbeddedNats:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+@dataclass(kw_only=True)
+class ConfiguredNats(EmbeddedNats):
+    """A nats-server run from a configuration file (``deploy/nats/cbcm.conf``) whose
+    ``$VARIABLE``s come from ``environment`` alone. ``port`` must be the port it names there;
+    ``store_dir`` holds the log."""
+
+    config_file: Path
+    environment: dict[str, str]
+
+    def _arguments(self) -> list[str]:
+        return ["-c", str(self.config_file)]
+
+    def _environment(self) -> dict[str, str] | None:
+        return dict(self.environment)

@@ -1,0 +1,592 @@
+"""Isolation on NATS (issue #6, ADR 6): the committed ``deploy/nats/cbcm.conf`` on a real
+nats-server, with TLS files and nkeys written by ``cbcm nats setup``'s code in a temp dir.
+
+Agency A (``unhcr``) and agency B (``unicef``) of the demo network connect with their own
+credentials; the services (relay, projector, statistics, checkpoints) with theirs. What the
+server refuses shows to the client as a permissions violation and the message goes nowhere;
+what it allows arrives. Nothing sleeps and hopes: every wait is on a condition, with a
+deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import socket
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import nkeys
+import pytest
+from nats.aio.client import Client as NatsClient
+from nats.aio.msg import Msg
+
+from contracts.audit import CHECKPOINT_SUBJECT, decode_checkpoint
+from contracts.subjects import SHARES_STREAM, STREAM
+from projections.inbox import InboxProjection
+from projections.stats import StatisticsProjection
+from services.audit.checkpoints import checkpoint_once, verify_checkpoint
+from services.audit.keys import load_public_key, load_signing_key
+from services.audit.witness import WitnessBook, run_witness
+from services.bootstrap import complaint_mechanism
+from services.demo import AGENCIES, build_demo_network, walk_cases
+from services.mechanism import ComplaintMechanism, is_published
+from services.nats_client import nats_connect_options
+from services.nats_config import AGENCY_API_PREFIX, agency_consumers, server_config
+from services.nats_server import ConfiguredNats, free_port
+from services.nats_setup import NatsSetup, provision_agency_consumers, write_nats_setup
+from services.projector.publication import StatisticsPublisher
+from services.projector.runner import open_projection, rebuild, run_projector
+from services.relay.relay import run_relay
+from services.settings import Settings
+from tests.integration.test_relay import wait_until
+
+DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "cbcm.conf"
+CODES = [a.code for a in AGENCIES]
+A, B = "unhcr", "unicef"
+START = datetime(2025, 9, 1, tzinfo=UTC)
+DEADLINE = 15.0
+REFUSED_WAIT = 0.5
+"""How long a refused request waits for an answer that must not come."""
+
+
+# ---------------------------------------------------------------------------------- fixtures
+
+
+@dataclass
+class Network:
+    """The demo network's NATS, its event store, and every user's settings."""
+
+    setup: NatsSetup
+    server: ConfiguredNats
+    data_dir: Path
+    store: str
+    last_position: int = 0
+
+    def settings(self, user: str) -> Settings:
+        env = self.setup.client_environment(user)
+        return Settings(
+            data_dir=self.data_dir,
+            event_store=self.store,
+            **{name.removeprefix("CBCM_").lower(): value for name, value in env.items()},
+        )
+
+    def options(self, user: str) -> dict[str, Any]:
+        return nats_connect_options(self.settings(user), user)
+
+    @property
+    def url(self) -> str:
+        return self.setup.url
+
+    def app(self) -> ComplaintMechanism:
+        return complaint_mechanism(self.settings("relay"))
+
+
+def last_published(app: ComplaintMechanism) -> int:
+    """The store position of the last event the relay publishes."""
+    last = 0
+    for notification in app.recorder.select_notifications(1, 1_000_000):
+        if is_published(app.mapper.to_domain_event(notification)):
+            last = notification.id
+    return last
+
+
+async def stream_subjects(network: Network, after: int = 0) -> dict[int, str]:
+    """Sequence -> subject of the events stream's messages after sequence ``after``, as the
+    inbox projector's user reads them."""
+    async with connected(network, "project-inbox") as (nc, _):
+        js = nc.jetstream()
+        last = (await js.stream_info(STREAM)).state.last_seq
+        return {seq: (await js.get_msg(STREAM, seq)).subject for seq in range(after + 1, last + 1)}
+
+
+async def stream_tail(nc: NatsClient) -> tuple[int, int]:
+    """(last sequence, store position of the last message) of the events stream."""
+    js = nc.jetstream()
+    state = (await js.stream_info(STREAM)).state
+    if not state.messages:
+        return 0, 0
+    raw = await js.get_msg(STREAM, state.last_seq)
+    return int(state.last_seq), int((raw.headers or {})["Nats-Msg-Id"].split(":")[1])
+
+
+async def relay_until_published(network: Network, then: Callable[[], Awaitable[None]]) -> None:
+    """Run the real relay with its credentials until the stream holds the store's last
+    published event, running ``then`` meanwhile."""
+    stop = asyncio.Event()
+    relay = asyncio.create_task(run_relay(network.settings("relay"), stop, network.url))
+    async with connected(network, "project-inbox") as (reader, _):
+
+        async def caught_up() -> bool:
+            if relay.done():
+                relay.result()
+                raise AssertionError("the relay stopped")
+            try:
+                return (await stream_tail(reader))[1] == network.last_position
+            except nats.errors.Error:
+                return False  # no stream yet
+
+        try:
+            await then()
+            await wait_until(
+                caught_up, DEADLINE, f"the relay publishes up to {network.last_position}"
+            )
+        finally:
+            stop.set()
+            await relay
+
+
+@pytest.fixture(scope="module")
+def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    """The committed configuration running; the demo network and 25 cases published by the
+    relay; a checkpoint published; every agency's consumers provisioned."""
+    tmp = tmp_path_factory.mktemp("nats-isolation")
+    port = free_port()
+    setup = write_nats_setup(tmp / "bus", CODES, port=port)
+    server = ConfiguredNats(
+        tmp / "server",
+        port=port,
+        config_file=DEPLOYED,
+        environment=setup.server_environment,
+    ).start()
+    net = Network(setup, server, tmp / "data", f"sqlite:///{tmp / 'events.sqlite3'}")
+    try:
+        app = net.app()
+        try:
+            build_demo_network(app, START)
+            walk_cases(app, 25, random.Random(6), START + timedelta(hours=1))
+            net.last_position = last_published(app)
+        finally:
+            app.close()
+
+        async def prepare() -> None:
+            async def nothing() -> None:
+                return None
+
+            await relay_until_published(net, nothing)
+            app = net.app()
+            try:
+                key = load_signing_key(net.settings("audit-checkpoint"))
+                await checkpoint_once(
+                    app, key, net.url, nats_options=net.options("audit-checkpoint")
+                )
+            finally:
+                app.close()
+            done = await provision_agency_consumers(net.url, CODES, net.options("provision"))
+            assert all(p.ready for p in done), [p for p in done if not p.ready]
+
+        asyncio.run(prepare())
+        yield net
+    finally:
+        server.stop()
+
+
+# ---------------------------------------------------------------------------------- clients
+
+
+@dataclass
+class Violations:
+    """The errors the server reported to one client (its ``error_cb``)."""
+
+    seen: list[str] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def record(self, error: Exception) -> None:
+        """The client's ``error_cb``."""
+        self.seen.append(str(error).lower())
+        self.changed.set()
+
+    async def refused(self, operation: str, subject: str, within: float = DEADLINE) -> None:
+        """Wait until the server refused ``operation`` (publish, subscription) on ``subject``."""
+        wanted = f'permissions violation for {operation} to "{subject.lower()}"'
+        try:
+            async with asyncio.timeout(within):
+                while not any(wanted in seen for seen in self.seen):
+                    self.changed.clear()
+                    await self.changed.wait()
+        except TimeoutError:
+            raise AssertionError(f"no refusal of {operation} to {subject}: {self.seen}") from None
+
+
+async def refused_or_connected(network: Network, user: str, **options: Any) -> NatsClient:
+    """A connection as ``user`` (``options`` override), or the error that refused it."""
+    async with asyncio.timeout(DEADLINE):
+        return await nats.connect(
+            network.url,
+            allow_reconnect=False,
+            max_reconnect_attempts=1,  # 0 would mean "forever" to nats-py
+            connect_timeout=5,
+            **{**network.options(user), **options},
+        )
+
+
+@asynccontextmanager
+async def connected(
+    network: Network, user: str, **options: Any
+) -> AsyncIterator[tuple[NatsClient, Violations]]:
+    violations = Violations()
+    nc = await refused_or_connected(network, user, error_cb=violations.record, **options)
+    try:
+        yield nc, violations
+    finally:
+        await nc.close()
+
+
+class Inbox:
+    """What one subscription received."""
+
+    def __init__(self) -> None:
+        self.messages: list[Msg] = []
+        self.arrived = asyncio.Event()
+
+    async def take(self, msg: Msg) -> None:
+        """The subscription's callback."""
+        self.messages.append(msg)
+        self.arrived.set()
+
+    async def first(self, within: float = DEADLINE) -> Msg:
+        async with asyncio.timeout(within):
+            await self.arrived.wait()
+        return self.messages[0]
+
+
+async def unanswered(nc: NatsClient, subject: str, payload: bytes = b"") -> bool:
+    """True if a request on ``subject`` gets no answer at all."""
+    try:
+        await nc.request(subject, payload, timeout=REFUSED_WAIT)
+    except (nats.errors.TimeoutError, nats.errors.NoRespondersError):
+        return True
+    return False
+
+
+def agency_api(*tokens: str) -> str:
+    """A JetStream API subject as an agency's account names it."""
+    return ".".join((AGENCY_API_PREFIX, *tokens))
+
+
+# ---------------------------------------------------------------------------------- the file
+
+
+def test_the_committed_configuration_is_the_generators_for_the_demo_network() -> None:
+    assert DEPLOYED.read_text() == server_config(CODES), (
+        "deploy/nats/cbcm.conf is stale: run `cbcm nats config --out deploy/nats/cbcm.conf`"
+    )
+
+
+def test_the_configuration_holds_public_keys_only(network: Network) -> None:
+    text = DEPLOYED.read_text()
+    for user, seed_file in network.setup.seed_files.items():
+        seed = seed_file.read_bytes().strip().decode()
+        assert seed.startswith("SU") and seed not in text, user
+    assert "BEGIN" not in text  # no PEM key or certificate
+    assert "password:" not in text and "token:" not in text  # nkeys are the only users
+
+
+# ---------------------------------------------------------------------------------- refused
+
+
+async def test_an_agency_cannot_subscribe_to_another_agencys_events_or_shares(
+    network: Network,
+) -> None:
+    async with connected(network, f"agency-{A}") as (nc, violations):
+        for subject in (
+            f"cbcm.v1.evt.{B}.>",
+            f"cbcm.v1.evt.{B}.case.received",
+            f"cbcm.v1.share.{B}.>",
+            "cbcm.v1.evt.>",
+            "cbcm.v1.evt.*.case.received",
+            "cbcm.v1.share.>",
+            "_INBOX.>",
+            f"_INBOX.{B}.>",
+        ):
+            await nc.subscribe(subject)
+            await violations.refused("subscription", subject)
+
+
+async def test_an_agency_cannot_publish_events_shares_statistics_or_checkpoints(
+    network: Network,
+) -> None:
+    before = await stream_subjects(network)
+    async with (
+        connected(network, f"agency-{B}") as (b, _),
+        connected(network, f"agency-{A}") as (a, violations),
+    ):
+        received = Inbox()
+        for subject in (f"cbcm.v1.evt.{B}.>", f"cbcm.v1.share.{B}.>", "cbcm.v1.stats.>"):
+            await b.subscribe(subject, cb=received.take)
+        await b.flush()
+        for subject in (
+            f"cbcm.v1.evt.{B}.case.received",  # forging another agency's event
+            f"cbcm.v1.evt.{A}.case.received",  # or its own: only the relay publishes events
+            f"cbcm.v1.share.{B}.case.transferred",
+            "cbcm.v1.stats.cases_by_type",
+            CHECKPOINT_SUBJECT,
+        ):
+            await a.publish(subject, b'{"forged": true}')
+            await violations.refused("publish", subject)
+        await b.flush()
+    assert received.messages == []
+    assert await stream_subjects(network) == before
+
+
+async def test_an_agency_can_create_no_consumer_nor_read_the_streams_by_sequence(
+    network: Network,
+) -> None:
+    own, other = f"agency-{A}", f"agency-{B}"
+    get = json.dumps({"seq": 1}).encode()
+    refused = [
+        # consumers: unfiltered, filtered to B, even filtered to its own subjects
+        agency_api("CONSUMER", "CREATE", STREAM),
+        agency_api("CONSUMER", "CREATE", STREAM, own),
+        agency_api("CONSUMER", "CREATE", STREAM, own, f"cbcm.v1.evt.{B}.>"),
+        agency_api("CONSUMER", "CREATE", STREAM, own, f"cbcm.v1.evt.{A}.>"),
+        agency_api("CONSUMER", "DURABLE", "CREATE", STREAM, own),
+        agency_api("CONSUMER", "CREATE", SHARES_STREAM, own, f"cbcm.v1.share.{B}.>"),
+        f"$JS.API.CONSUMER.CREATE.{STREAM}.{own}.cbcm.v1.evt.{B}.>",
+        # B's consumer, and the list of everyone's
+        agency_api("CONSUMER", "MSG", "NEXT", STREAM, other),
+        agency_api("CONSUMER", "INFO", STREAM, other),
+        agency_api("CONSUMER", "LIST", STREAM),
+        # messages by sequence or last by subject, and stream info listing subjects
+        agency_api("STREAM", "MSG", "GET", STREAM),
+        agency_api("STREAM", "MSG", "GET", SHARES_STREAM),
+        agency_api("DIRECT", "GET", STREAM),
+        agency_api("DIRECT", "GET", STREAM, f"cbcm.v1.evt.{B}.case.received"),
+        agency_api("STREAM", "INFO", STREAM),
+        f"$JS.API.STREAM.MSG.GET.{STREAM}",
+        f"$JS.API.DIRECT.GET.{STREAM}",
+        f"$JS.API.STREAM.INFO.{STREAM}",
+    ]
+    async with connected(network, f"agency-{A}") as (nc, violations):
+        answers = await asyncio.gather(*(unanswered(nc, subject, get) for subject in refused))
+        for subject in refused:
+            await violations.refused("publish", subject)
+    assert all(answers), [s for s, quiet in zip(refused, answers, strict=True) if not quiet]
+
+
+async def test_the_server_holds_a_created_consumers_filter_to_its_create_subject(
+    network: Network,
+) -> None:
+    """What the provision user's grants rely on: on the filtered create subject, a body that
+    filters on anything else is refused by the server itself."""
+    events = agency_consumers(A)[0]
+    subject = f"$JS.API.CONSUMER.CREATE.{STREAM}.{events.name}.{events.filter_subject}"
+    async with connected(network, "provision") as (nc, _):
+        for body in (
+            {"filter_subject": f"cbcm.v1.evt.{B}.>"},
+            {"filter_subject": "cbcm.v1.evt.>"},
+            {"filter_subjects": [f"cbcm.v1.evt.{B}.>"]},
+        ):
+            request = {"stream_name": STREAM, "config": {"name": events.name, **body}}
+            answer = await nc.request(subject, json.dumps(request).encode(), timeout=5)
+            assert json.loads(answer.data)["error"]["err_code"] in (10131, 10137), body
+
+
+async def test_a_reply_subject_cannot_aim_an_answer_at_a_stream(network: Network) -> None:
+    """Why an agency has an account of its own: in the services' account, the answer to a
+    request is published on its reply subject, and a stream capturing that subject keeps it.
+    From the agency's account, the reply subject is the agency's own."""
+    before = await stream_subjects(network)
+    info = agency_api("CONSUMER", "INFO", STREAM, f"agency-{A}")
+    async with connected(network, f"agency-{A}") as (nc, _):
+        await nc.publish(info, b"", reply=f"cbcm.v1.evt.{B}.case.received")
+        # answered in order with the one before it: once this arrives, so has that one
+        await nc.request(info, b"", timeout=5)
+    assert await stream_subjects(network) == before
+
+
+async def test_plain_text_is_refused(network: Network) -> None:
+    def plain() -> tuple[bytes, bytes]:
+        with socket.create_connection(("127.0.0.1", network.server.port), timeout=5) as s:
+            greeting = s.recv(4096)
+            s.sendall(b'CONNECT {"verbose":false,"pedantic":false}\r\nPING\r\n')
+            answer = b""
+            while chunk := s.recv(4096):  # until the server closes the connection
+                answer += chunk
+            return greeting, answer
+
+    greeting, answer = await asyncio.to_thread(plain)
+    assert greeting.startswith(b"INFO ") and b'"tls_required":true' in greeting
+    assert b"PONG" not in answer and b"+OK" not in answer
+
+
+async def test_an_unknown_nkey_is_refused(network: Network, tmp_path: Path) -> None:
+    stranger = tmp_path / "stranger.nk"
+    stranger.write_bytes(nkeys.encode_seed(os.urandom(32), nkeys.PREFIX_BYTE_USER))
+    with pytest.raises(nats.errors.Error, match=r"(?i)authorization"):
+        await refused_or_connected(network, f"agency-{A}", nkeys_seed=str(stranger))
+
+
+async def test_a_server_certificate_from_another_ca_is_refused(network: Network) -> None:
+    """The client holds the server to the configured CA: a default context (the system's
+    CAs) does not trust the network's server."""
+    with pytest.raises((ssl.SSLError, OSError, nats.errors.Error)):
+        await refused_or_connected(network, f"agency-{A}", tls=ssl.create_default_context())
+
+
+# ---------------------------------------------------------------------------------- allowed
+
+
+async def test_an_agency_receives_statistics_and_checkpoints(network: Network) -> None:
+    stats_path = network.data_dir / "stats-publish.sqlite3"
+    async with connected(network, f"agency-{A}") as (nc, _):
+        stats, checkpoints = Inbox(), Inbox()
+        await nc.subscribe("cbcm.v1.stats.>", cb=stats.take)
+        await nc.subscribe(CHECKPOINT_SUBJECT, cb=checkpoints.take)
+        await nc.flush()
+
+        publisher = StatisticsPublisher(network.url, nats_options=network.options("project-stats"))
+        db = open_projection(StatisticsProjection(), stats_path)
+        try:
+            await publisher.publish(db, 7)
+        finally:
+            db.close()
+            await publisher.close()
+        report = await stats.first()
+        assert report.subject.startswith("cbcm.v1.stats.")
+        assert json.loads(report.data)["position"] == 7
+
+        app = network.app()
+        try:
+            settings = network.settings("audit-checkpoint")
+            await checkpoint_once(
+                app,
+                load_signing_key(settings),
+                network.url,
+                nats_options=network.options("audit-checkpoint"),
+            )
+        finally:
+            app.close()
+        checkpoint = decode_checkpoint((await checkpoints.first()).data)
+        assert verify_checkpoint(load_public_key(settings), checkpoint)
+
+
+async def test_an_agency_runs_a_witness_on_its_own_consumer(network: Network) -> None:
+    """``cbcm audit witness --name <agency>`` with the agency's credentials keeps the network's
+    checkpoints, through the consumer provisioned for it on CBCM_AUDIT."""
+    settings = network.settings(f"agency-{A}")
+    book_path = network.data_dir / f"witness-{A}.sqlite3"
+    stop = asyncio.Event()
+    witness = asyncio.create_task(
+        run_witness(settings, stop, network.url, db_path=book_path, name=A)
+    )
+
+    async def kept() -> bool:
+        if witness.done():
+            witness.result()
+            raise AssertionError("the witness stopped")
+        if not book_path.exists():
+            return False
+        with WitnessBook.open(book_path, readonly=True) as book:
+            return book.last_sequence() > 0
+
+    try:
+        await wait_until(kept, DEADLINE, f"{A}'s witness keeps a checkpoint")
+    finally:
+        stop.set()
+        await witness
+    with WitnessBook.open(book_path, readonly=True) as book:
+        assert all(c.key_id for s in book.stores() for c in book.checkpoints(s))
+
+
+async def test_an_agency_consumes_its_own_events_and_only_those(network: Network) -> None:
+    subjects = await stream_subjects(network)
+    own = sorted(
+        seq for seq, subject in subjects.items() if subject.startswith(f"cbcm.v1.evt.{A}.")
+    )
+    assert own and len(own) < len(subjects)
+
+    async with connected(network, f"agency-{A}") as (nc, _):
+        js = nc.jetstream(prefix=AGENCY_API_PREFIX)
+        sub = await js.pull_subscribe_bind(f"agency-{A}", stream=STREAM)
+        got: list[Msg] = []
+        while len(got) < len(own):
+            batch = await sub.fetch(100, timeout=5)
+            for msg in batch:
+                await msg.ack()
+            got += batch
+
+        async def all_acked() -> bool:
+            info = await js.consumer_info(STREAM, f"agency-{A}")
+            return info.num_pending == 0 and info.num_ack_pending == 0
+
+        # its acks reach the consumer: nothing is left to deliver again
+        await wait_until(all_acked, DEADLINE, f"{A}'s acks")
+    assert [m.metadata.sequence.stream for m in got] == own
+
+
+async def test_events_flow_from_the_relay_to_a_projector_over_tls_with_their_credentials(
+    network: Network,
+) -> None:
+    already = max(await stream_subjects(network))
+    app = network.app()
+    try:
+        await asyncio.to_thread(walk_cases, app, 10, random.Random(8), START + timedelta(days=60))
+        network.last_position = last_published(app)
+    finally:
+        app.close()
+    inbox_path = network.data_dir / "inbox.sqlite3"
+    applied: list[int] = [0]
+    stop = asyncio.Event()
+    projector = asyncio.create_task(
+        run_projector(
+            InboxProjection(),
+            inbox_path,
+            network.url,
+            stop,
+            on_commit=lambda _db, position: applied.append(position),
+            nats_options=network.options("project-inbox"),
+        )
+    )
+
+    async def projected() -> bool:
+        if projector.done():
+            projector.result()
+            raise AssertionError("the projector stopped")
+        return applied[-1] == network.last_position
+
+    async with (
+        connected(network, f"agency-{A}") as (a, _),
+        connected(network, f"agency-{B}") as (b, _),
+    ):
+        a_own, b_own = Inbox(), Inbox()
+        await a.subscribe(f"cbcm.v1.evt.{A}.>", cb=a_own.take)
+        await b.subscribe(f"cbcm.v1.evt.{B}.>", cb=b_own.take)
+        await a.flush()
+        await b.flush()
+        try:
+
+            async def wait_projected() -> None:
+                await wait_until(
+                    projected, DEADLINE, f"the inbox projector applies {network.last_position}"
+                )
+
+            await relay_until_published(network, wait_projected)
+        finally:
+            stop.set()
+            await projector
+        await a.flush()
+        await b.flush()
+    # each agency saw exactly the new events on its own subjects, as they were published
+    new = await stream_subjects(network, after=already)
+    for agency, seen in ((A, a_own), (B, b_own)):
+        wanted = [s for s in new.values() if s.startswith(f"cbcm.v1.evt.{agency}.")]
+        assert [m.subject for m in seen.messages] == wanted, agency
+    assert len({s.split(".")[3] for s in new.values()}) > 1
+    # the projector's credentials also rebuild its read model from the whole stream
+    rebuilt = await rebuild(
+        InboxProjection(),
+        network.data_dir / "inbox-rebuilt.sqlite3",
+        network.url,
+        nats_options=network.options("project-inbox"),
+    )
+    assert rebuilt == network.last_position
