@@ -462,15 +462,3 @@ def server_config(agencies: Iterable[str]) -> str:
         ]
     lines += ["}", ""]
     return "\n".join(lines)
-
-
-def server_variables(agencies: Iterable[str]) -> tuple[str, ...]:
-    """Every environment variable the configuration of ``agencies`` reads."""
-    return (
-        HOST_VARIABLE,
-        PORT_VARIABLE,
-        STORE_DIR_VARIABLE,
-        TLS_CERT_VARIABLE,
-        TLS_KEY_VARIABLE,
-        *(user.nkey_variable for user in network_users(agencies)),
-    )
