@@ -33,13 +33,19 @@ from contracts.case import (
     CaseInvestigationAcknowledgedV1,
     CaseInvestigationOutcomeRecordedV1,
     CaseMarkedAsDuplicateV1,
+    CasePersonalDataErasedV1,
     CaseReceivedV1,
     CaseReferredForInvestigationV1,
     CaseReopenedV1,
     CaseTransferredV1,
 )
 from contracts.envelope import CloudEvent, EventData, message_type
-from contracts.feedback import FeedbackLoopClosedV1, FeedbackReceivedV1, FeedbackRespondedV1
+from contracts.feedback import (
+    FeedbackLoopClosedV1,
+    FeedbackPersonalDataErasedV1,
+    FeedbackReceivedV1,
+    FeedbackRespondedV1,
+)
 from contracts.network import (
     NetworkAgencyRegisteredV1,
     NetworkAgencyShareKeyRegisteredV1,
@@ -67,6 +73,7 @@ MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("case", "marked_as_duplicate"): CaseMarkedAsDuplicateV1,
     message_type("case", "closed"): CaseClosedV1,
     message_type("case", "reopened"): CaseReopenedV1,
+    message_type("case", "personal_data_erased"): CasePersonalDataErasedV1,
     message_type("assistance_referral", "made"): AssistanceReferralMadeV1,
     message_type("assistance_referral", "accepted"): AssistanceReferralAcceptedV1,
     message_type("assistance_referral", "declined_by_provider"): (
@@ -80,6 +87,7 @@ MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("feedback", "received"): FeedbackReceivedV1,
     message_type("feedback", "responded"): FeedbackRespondedV1,
     message_type("feedback", "loop_closed"): FeedbackLoopClosedV1,
+    message_type("feedback", "personal_data_erased"): FeedbackPersonalDataErasedV1,
     message_type("network", "established"): NetworkEstablishedV1,
     message_type("network", "policy_set"): NetworkPolicySetV1,
     message_type("network", "agency_registered"): NetworkAgencyRegisteredV1,

@@ -17,7 +17,7 @@ import json
 import signal
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, NoReturn
@@ -58,10 +58,14 @@ from services.identity import issue_token, signing_key_path
 from services.logging import configure_logging
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.nats_server import NatsServerError
+from services.personal_data.kek import KeyRingError
+from services.personal_data.rotation import retire, rotate
+from services.personal_data.rotation import status as key_status
 from services.projector import projection_named
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import read_model_path, rebuild, run_projector
 from services.relay.relay import nats_replicas, run_relay, store_id
+from services.retention import run_retention
 from services.serve import Supervisor
 from services.settings import Settings
 from services.sharing_cli import register_sharing_commands
@@ -146,6 +150,8 @@ def _open(settings: Settings) -> tuple[ComplaintMechanism, str]:
         _fail(f"cannot open the event store ({where}): {reason}", EXIT_UNAVAILABLE)
     except ProgrammingError as e:  # e.g. the schema does not exist, or no right to use it
         _fail(f"cannot use the event store ({where}): {_one_line(e)}", EXIT_CONFIG)
+    except KeyRingError as e:
+        _fail(f"cannot open the personal data of the event store ({where}): {e}", EXIT_CONFIG)
 
 
 @contextmanager
@@ -721,6 +727,135 @@ def audit_case(
         typer.echo(json.dumps(replay.to_json(), indent=2, ensure_ascii=False))
     else:
         typer.echo(render_text(replay))
+
+
+# ---------------------------------------------------------------------------------- personal data
+
+retention_cli = typer.Typer(
+    help="Personal data is kept only as long as network policy says.", no_args_is_help=True
+)
+cli.add_typer(retention_cli, name="retention")
+
+
+@retention_cli.command("run")
+def retention_run(
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Say what is due, erase nothing.")
+    ] = False,
+    as_of: Annotated[
+        str | None,
+        typer.Option("--as-of", metavar="TIME", help="Apply the policy as of this ISO 8601 time."),
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
+) -> None:
+    """Erase the personal data of cases closed, and feedback answered, longer ago than the
+    policy's retention (crypto-shredding: the log is not rewritten), and report it."""
+    moment = datetime.now(UTC)
+    if as_of is not None:
+        try:
+            moment = datetime.fromisoformat(as_of)
+        except ValueError:
+            _fail(f"--as-of {as_of!r} is not an ISO 8601 time", EXIT_CONFIG)
+        if moment.tzinfo is None:
+            _fail("--as-of needs a time zone (e.g. 2031-01-01T00:00:00+00:00)", EXIT_CONFIG)
+    settings = _settings()
+    configure_logging(settings.log_format, "retention")
+    app, where = _open(settings)
+    try:
+        with _reported(where):
+            report = run_retention(app, at=moment, dry_run=dry_run)
+    finally:
+        app.close()
+    verb = "due" if dry_run else "erased"
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "as_of": report.at.isoformat(),
+                    "retention_days": report.retention_days,
+                    "dry_run": dry_run,
+                    "cases": [str(c) for c in report.cases],
+                    "records": report.records,
+                    "feedback": [str(f) for f in report.feedback],
+                    "refused": [{"id": str(i), "error": e} for i, e in report.refused],
+                    "position": report.last_position,
+                },
+                indent=2,
+            )
+        )
+    else:
+        typer.echo(
+            f"retention {report.retention_days:g} days as of {report.at.isoformat()}: "
+            f"{len(report.cases)} case(s) {verb} (with {report.records} other record(s)), "
+            f"{len(report.feedback)} feedback item(s) {verb}"
+        )
+        for case_id in report.cases:
+            typer.echo(f"  case {case_id}")
+        for feedback_id in report.feedback:
+            typer.echo(f"  feedback {feedback_id}")
+        for record, error in report.refused:
+            typer.echo(f"  refused {record}: {error}")
+    if report.refused:
+        raise typer.Exit(EXIT_REFUSED)
+
+
+keys_cli = typer.Typer(
+    help="The key-encryption keys that wrap personal data's data keys.", no_args_is_help=True
+)
+cli.add_typer(keys_cli, name="keys")
+
+
+@keys_cli.command("rotate")
+def keys_rotate(
+    rewrap_only: Annotated[
+        bool,
+        typer.Option(
+            "--rewrap-only", help="Make no new KEK (a KMS rotated its own): rewrap to the active."
+        ),
+    ] = False,
+) -> None:
+    """Make a new key-encryption key active and rewrap every data key under it (no event is
+    rewritten). Then `cbcm keys retire OLD_ID` destroys the old one."""
+    settings = _settings()
+    app, where = _open(settings)
+    try:
+        with _reported(where):
+            try:
+                rotation = rotate(app, new_key=not rewrap_only)
+            except KeyRingError as e:
+                _fail(str(e), EXIT_CONFIG)
+    finally:
+        app.close()
+    typer.echo(f"active key-encryption key {rotation.active}: {rotation.rewrapped} rewrapped")
+
+
+@keys_cli.command("retire")
+def keys_retire(kek_id: Annotated[str, typer.Argument(help="The id of an inactive KEK.")]) -> None:
+    """Destroy an inactive key-encryption key once no data key is wrapped under it."""
+    settings = _settings()
+    app, where = _open(settings)
+    try:
+        with _reported(where):
+            try:
+                retire(app, kek_id)
+            except KeyRingError as e:
+                _fail(str(e), EXIT_REFUSED)
+    finally:
+        app.close()
+    typer.echo(f"key-encryption key {kek_id} destroyed")
+
+
+@keys_cli.command("status")
+def keys_status() -> None:
+    """Live data keys per key-encryption key, and erased ones (counts only)."""
+    settings = _settings()
+    app, where = _open(settings)
+    try:
+        with _reported(where):
+            counts = key_status(app)
+    finally:
+        app.close()
+    typer.echo(json.dumps(counts, indent=2, sort_keys=True))
 
 
 if __name__ == "__main__":

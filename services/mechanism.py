@@ -27,9 +27,9 @@ from domain.assistance import OPEN_STATUSES, AssistanceReferral
 from domain.audit_grants import AuditGrants, audit_grants_id
 from domain.case import Allegation, Case
 from domain.errors import InvalidCommand, NotFound, VersionConflict
-from domain.feedback import Feedback
+from domain.feedback import Feedback, forwarded_feedback_id
 from domain.network import NETWORK_ID, Network
-from domain.personal_data import PersonDetails
+from domain.personal_data import DataSubject, PersonDetails
 from domain.personal_data_reads import PersonalDataReads, reads_id
 from domain.policy import NetworkPolicy
 from domain.receipt import Receipt, receipt_id
@@ -42,6 +42,7 @@ from domain.vocabulary import (
     ConsentGiver,
     ConsentKind,
     ContactMethod,
+    ErasureReason,
     FeedbackCategory,
     FeedbackChannel,
     InvestigationOutcome,
@@ -52,6 +53,8 @@ from domain.vocabulary import (
 )
 from services.event_encoding import MsgspecMapper, MsgspecTranscoder
 from services.idempotency import IdempotentRequest
+from services.personal_data.config import personal_data_keys
+from services.personal_data.data_keys import DataKeyErased
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -109,8 +112,13 @@ class ComplaintMechanism(Application[UUID]):
         self._also = threading.local()
         try:
             super().__init__(env=env)
+            self.data_keys = personal_data_keys(self.env, self.recorder)
         except OperationalError as e:
             raise EventStoreUnavailable(str(e)) from e
+        # Personal fields are sealed in every store that keeps them at rest (ADR 6).
+        mapper: Any = self.mapper
+        recorder: Any = self.recorder
+        mapper.data_keys = recorder.data_keys = self.data_keys
 
     # ------------------------------------------------------------------ plumbing
 
@@ -152,6 +160,10 @@ class ComplaintMechanism(Application[UUID]):
             raise VersionConflict(first.id, expected=loaded, current=current) from None
         except OperationalError as e:
             raise EventStoreUnavailable(str(e)) from e
+        except DataKeyErased:
+            # Another process erased personal data of this record since it was read here.
+            current = self._current_version(first.id)
+            raise VersionConflict(first.id, expected=loaded, current=current) from None
         if not recordings:
             raise InvalidCommand("the command changed nothing")
         published = [r.notification.id for r in recordings if is_published(r.domain_event)]
@@ -782,6 +794,62 @@ class ComplaintMechanism(Application[UUID]):
             )
 
         return self._create_from(Case, case_id, expected_version, forward)
+
+    # ------------------------------------------------------------------ erasure
+
+    def erase_personal_data(
+        self,
+        case_id: UUID,
+        *,
+        actor: Actor,
+        subjects: tuple[DataSubject, ...],
+        reason: ErasureReason,
+        at: datetime,
+        expected_version: int | None = None,
+    ) -> Written:
+        """Erase these people's personal data from the case and every record of it (its
+        referrals, auditors' grants, the feedback item it was forwarded as), for good: their
+        data keys are destroyed in the same transaction as the erasure event."""
+        network = self.network()
+
+        def decide(case: Case) -> tuple[Aggregate, ...]:
+            records = list(case.assistance_referrals)
+            if self._current_version(audit_grants_id(case_id)):
+                records.append(audit_grants_id(case_id))
+            forwarded: tuple[Aggregate, ...] = ()
+            feedback_id = forwarded_feedback_id(case_id)
+            if self._current_version(feedback_id):
+                records.append(feedback_id)
+                feedback = self._load(Feedback, feedback_id)
+                touches = {DataSubject.SURVIVOR, DataSubject.COMPLAINANT}.intersection(subjects)
+                if touches and not feedback.erased:
+                    feedback.erase_personal_data(
+                        actor=actor, reason=reason, network=network, at=at, with_case=case_id
+                    )
+                    forwarded = (feedback,)
+            case.erase_personal_data(
+                actor=actor,
+                subjects=subjects,
+                reason=reason,
+                records=tuple(records),
+                network=network,
+                at=at,
+            )
+            return forwarded
+
+        return self._change(Case, case_id, expected_version, decide)
+
+    def erase_feedback(
+        self, feedback_id: UUID, *, actor: Actor, reason: ErasureReason, at: datetime
+    ) -> Written:
+        """Erase what was said and answered in one community feedback item, for good."""
+        network = self.network()
+        return self._change(
+            Feedback,
+            feedback_id,
+            None,
+            lambda f: f.erase_personal_data(actor=actor, reason=reason, network=network, at=at),
+        )
 
     # ------------------------------------------------------------------ assistance referrals
 

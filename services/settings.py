@@ -84,6 +84,33 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = Field(
         default=30.0, gt=0, description="sign a checkpoint this often when the head moved"
     )
+    # --- personal data at rest (issue #6) ---
+    kek_dir: Path | None = Field(
+        default=None,
+        description="directory of the key-encryption keys that wrap the data keys; default: "
+        "<data_dir>/keys/kek, created on first use (an explicitly named one must exist)",
+    )
+    kms_hook: str | None = Field(
+        default=None,
+        description="'package.module:factory' of a KMS client that wraps and unwraps data keys "
+        "instead of the local key ring",
+    )
+    data_key_cache_seconds: float = Field(
+        default=10.0,
+        ge=0,
+        le=300,
+        description="how long an unwrapped data key is kept in memory",
+    )
+    event_cipher: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="the library's whole-event cipher over every stored event (auto: on for "
+        "PostgreSQL, off for the embedded SQLite store)",
+    )
+    event_cipher_key_file: Path | None = Field(
+        default=None,
+        description="the whole-event cipher's AES-256 key (base64); default: "
+        "<data_dir>/keys/event-cipher.key, created on first use",
+    )
     # --- the event store's tables (issue #5) ---
     create_tables: bool = Field(
         default=True,

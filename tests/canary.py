@@ -55,6 +55,11 @@ SHARE_KEYS: dict[str, PrivateKey] = {"ngo-b": PrivateKey.generate()}
 transfer (its note) and the investigation referral (the survivor's identity), sealed."""
 
 
+ERASED_AT_THE_END = frozenset({"feedback_narrative", "feedback_response"})
+"""Canaries of the complaint the walk ends by erasing (and of its copy in the CFM): the store
+reads them back as erased."""
+
+
 def walk_every_event_type(app: ComplaintMechanism, canary: dict[str, str]) -> None:
     """Record at least one event of every class, with a canary in every personal field."""
 

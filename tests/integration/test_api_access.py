@@ -388,6 +388,12 @@ COMMANDS: tuple[Command, ...] = (
         {"reason": "new information"},
     ),
     case_command(
+        "erase personal data",
+        "erasure",
+        received,
+        {"subjects": ["survivor"], "reason": "survivor_request"},
+    ),
+    case_command(
         "forward to feedback mechanism",
         "feedback-mechanism",
         lambda app, clock: assessed(app, clock, ComplaintCategory.NON_SENSITIVE_FEEDBACK),

@@ -48,7 +48,7 @@ from services.relay.translation import (
     published_event_classes,
     to_cloud_event,
 )
-from tests.canary import new_canaries, walk_every_event_type
+from tests.canary import ERASED_AT_THE_END, new_canaries, walk_every_event_type
 from tests.conftest import T0
 
 SOURCE = "urn:cbcm:test-store"
@@ -362,7 +362,9 @@ def published(app: ComplaintMechanism) -> Published:
 def test_no_personal_data_typed_into_any_field_reaches_a_published_message(published: Published):
     # given a store where every personal field of every event holds a unique canary
     stored_text = "\n".join(repr(e) for e in published.stored)
-    assert all(c in stored_text for c in published.canaries.values())
+    assert all(
+        c in stored_text for f, c in published.canaries.items() if f not in ERASED_AT_THE_END
+    )
 
     # when every stored event is translated and encoded
     wire = b"\n".join(raw for _, _, raw in published.messages)

@@ -61,6 +61,10 @@ class ReferralOut(BaseModel):
         description="the survivor's contact details, only as the survivor consented"
     )
     redacted: list[str]
+    erased: list[str] = Field(
+        default_factory=list,
+        description="personal fields whose data was erased for good (crypto-shredded): null",
+    )
 
 
 class ProviderReferralOut(BaseModel):
@@ -101,6 +105,10 @@ class FeedbackOut(BaseModel):
     responded_at: datetime | None
     loop_closed_at: datetime | None
     redacted: list[str]
+    erased: list[str] = Field(
+        default_factory=list,
+        description="personal fields whose data was erased for good (crypto-shredded): null",
+    )
 
 
 # ------------------------------------------------------------------ network
