@@ -29,7 +29,7 @@ from contracts.shares import decode_share
 from contracts.subjects import SHARES_STREAM, STREAM, share_subject
 from domain.actors import Actor, Role
 from domain.case import Allegation
-from domain.personal_data import PersonDetails
+from domain.personal_data import DataSubject, PersonDetails
 from domain.vocabulary import (
     AgeBand,
     AgencyType,
@@ -39,6 +39,7 @@ from domain.vocabulary import (
     ComplaintCategory,
     ConsentGiver,
     ConsentKind,
+    ErasureReason,
     FeedbackChannel,
     PersonnelCategory,
     Sex,
@@ -402,6 +403,49 @@ async def test_a_share_follows_the_key_registered_when_its_step_was_recorded(
     assert before < after
     with pytest.raises(ShareNotForThisKey):
         open_share(shares[0].data, second_key)
+
+
+async def test_what_was_erased_before_it_was_shared_is_named_not_sent(
+    world: World, js: JetStreamContext
+) -> None:
+    # given a transfer sharing the survivor's identity, the narrative, the complainant's
+    # identity and a note, then the survivor's data erased before the relay got to it
+    case_id = received(world, ComplainantRole.WITNESS)
+    consent(world, case_id)
+    transfer(
+        world,
+        case_id,
+        "ngo-b",
+        SharedItem.SURVIVOR_IDENTITY,
+        SharedItem.NARRATIVE,
+        SharedItem.COMPLAINANT_IDENTITY,
+        note=f"{CANARY} note",
+    )
+    world.app.erase_personal_data(
+        case_id,
+        actor=COORDINATOR,
+        subjects=(DataSubject.SURVIVOR,),
+        reason=ErasureReason.SURVIVOR_REQUEST,
+        at=world.clock(),
+    )
+
+    # when the relay publishes
+    await publish_all(world.app, js)
+
+    # then the share holds what is left and names what was erased, sending none of it
+    shares = await stream(js, SHARES_STREAM)
+    assert len(shares) == 1
+    opened = open_share(shares[0].data, world.keys["ngo-b"])
+    assert opened.values == {
+        "complainant.name": f"{CANARY} complainant name",
+        "complainant.phone": f"{CANARY} complainant phone",
+        NOTE: f"{CANARY} note",
+    }
+    assert opened.erased == ("narrative", "survivor.name")
+    assert decode_share(shares[0].data).data.erased == ("narrative", "survivor.name")
+    # and the erasure itself is published, for the recipient to erase what it holds
+    types = [decode_message(e.data).type for e in await stream(js, STREAM)]
+    assert types[-1] == "org.psea.cbcm.case.personal_data_erased.v1"
 
 
 async def test_the_position_passes_a_share_only_once_it_is_stored_and_nothing_goes_twice(
