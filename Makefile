@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint bench clean
+.PHONY: run demo test lint bench fault clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +32,11 @@ lint: $(STAMP)
 ## Benchmarks print figures next to a baseline measured in the same run (not part of `make test`).
 bench: $(STAMP)
 	$(BIN)/python -m pytest -q -m bench -s tests/bench
+
+## Fault tests: NATS nodes stopped, PostgreSQL restarted, services killed under load; each run
+## ends by comparing every read model with a fresh rebuild (not part of `make test`).
+fault: $(STAMP)
+	$(BIN)/python -m pytest -q -m fault tests/fault
 
 clean:
 	rm -rf $(VENV) .cbcm .pytest_cache .mypy_cache .ruff_cache
