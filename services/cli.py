@@ -731,6 +731,17 @@ def audit_case(
 
 # ---------------------------------------------------------------------------------- personal data
 
+@contextmanager
+def _application(settings: Settings) -> Iterator[ComplaintMechanism]:
+    """The application on the configured store, closed after; what goes wrong reported."""
+    app, where = _open(settings)
+    try:
+        with _reported(where):
+            yield app
+    finally:
+        app.close()
+
+
 retention_cli = typer.Typer(
     help="Personal data is kept only as long as network policy says.", no_args_is_help=True
 )
@@ -760,12 +771,8 @@ def retention_run(
             _fail("--as-of needs a time zone (e.g. 2031-01-01T00:00:00+00:00)", EXIT_CONFIG)
     settings = _settings()
     configure_logging(settings.log_format, "retention")
-    app, where = _open(settings)
-    try:
-        with _reported(where):
-            report = run_retention(app, at=moment, dry_run=dry_run)
-    finally:
-        app.close()
+    with _application(settings) as app:
+        report = run_retention(app, at=moment, dry_run=dry_run)
     verb = "due" if dry_run else "erased"
     if as_json:
         typer.echo(
@@ -816,45 +823,30 @@ def keys_rotate(
 ) -> None:
     """Make a new key-encryption key active and rewrap every data key under it (no event is
     rewritten). Then `cbcm keys retire OLD_ID` destroys the old one."""
-    settings = _settings()
-    app, where = _open(settings)
-    try:
-        with _reported(where):
-            try:
-                rotation = rotate(app, new_key=not rewrap_only)
-            except KeyRingError as e:
-                _fail(str(e), EXIT_CONFIG)
-    finally:
-        app.close()
+    with _application(_settings()) as app:
+        try:
+            rotation = rotate(app, new_key=not rewrap_only)
+        except KeyRingError as e:
+            _fail(str(e), EXIT_CONFIG)
     typer.echo(f"active key-encryption key {rotation.active}: {rotation.rewrapped} rewrapped")
 
 
 @keys_cli.command("retire")
 def keys_retire(kek_id: Annotated[str, typer.Argument(help="The id of an inactive KEK.")]) -> None:
     """Destroy an inactive key-encryption key once no data key is wrapped under it."""
-    settings = _settings()
-    app, where = _open(settings)
-    try:
-        with _reported(where):
-            try:
-                retire(app, kek_id)
-            except KeyRingError as e:
-                _fail(str(e), EXIT_REFUSED)
-    finally:
-        app.close()
+    with _application(_settings()) as app:
+        try:
+            retire(app, kek_id)
+        except KeyRingError as e:
+            _fail(str(e), EXIT_REFUSED)
     typer.echo(f"key-encryption key {kek_id} destroyed")
 
 
 @keys_cli.command("status")
 def keys_status() -> None:
     """Live data keys per key-encryption key, and erased ones (counts only)."""
-    settings = _settings()
-    app, where = _open(settings)
-    try:
-        with _reported(where):
-            counts = key_status(app)
-    finally:
-        app.close()
+    with _application(_settings()) as app:
+        counts = key_status(app)
     typer.echo(json.dumps(counts, indent=2, sort_keys=True))
 
 
