@@ -25,6 +25,22 @@ log = structlog.get_logger()
 T = TypeVar("T")
 
 
+def nats_servers(url: str) -> str | list[str]:
+    """``CBCM_NATS_URL`` as nats-py's ``servers`` argument (its first, positional one).
+
+    Several comma-separated URLs (the nodes of a cluster) become a list: the client's server
+    pool, which it connects to and fails over within (and adds the nodes the cluster itself
+    announces). One URL is passed as it is, so a one-node set-up behaves as before.
+    nats-py would otherwise parse ``a,b`` as one URL and refuse it.
+    """
+    if "," not in url:
+        return url
+    servers = [part.strip() for part in url.split(",") if part.strip()]
+    if len(servers) == 1:
+        return servers[0]
+    return servers
+
+
 def nats_connect_options(settings: Settings, client: str) -> dict[str, Any]:
     """The ``nats.connect`` keyword options of ``client`` from ``settings``: its nkey seed,
     TLS, and reply subjects under its own prefix.

@@ -35,7 +35,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.nats_client import quiet_errors
+from services.nats_client import nats_servers, quiet_errors
 from services.nats_config import (
     AGENCY_API_PREFIX,
     HOST_VARIABLE,
@@ -278,7 +278,7 @@ async def provision_agency_consumers(
     codes = check_agencies(agencies)
     nc = await asyncio.wait_for(
         nats.connect(
-            nats_url,
+            nats_servers(nats_url),
             name="cbcm-nats-provision",
             allow_reconnect=False,
             max_reconnect_attempts=1,
