@@ -720,9 +720,16 @@ class Case(RecordedAggregate):
                 )
         else:
             self._require_handler(actor)
+        erased = set(subjects)
+        if self.complainant_role is ComplainantRole.SURVIVOR and erased & {
+            DataSubject.SURVIVOR,
+            DataSubject.COMPLAINANT,
+        }:
+            # The survivor who complained is one person: their data goes whichever way named.
+            erased |= {DataSubject.SURVIVOR, DataSubject.COMPLAINANT}
         self._personal_data_erased(
             actor=actor,
-            subjects=tuple(sorted(set(subjects))),
+            subjects=tuple(sorted(erased)),
             reason=reason,
             records=tuple(dict.fromkeys(records)),
             timestamp=at,

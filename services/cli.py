@@ -755,7 +755,9 @@ def retention_run(
     ] = False,
     as_of: Annotated[
         str | None,
-        typer.Option("--as-of", metavar="TIME", help="Apply the policy as of this ISO 8601 time."),
+        typer.Option(
+            "--as-of", metavar="TIME", help="With --dry-run: what would be due at this time."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="The report as JSON.")] = False,
 ) -> None:
@@ -769,6 +771,8 @@ def retention_run(
             _fail(f"--as-of {as_of!r} is not an ISO 8601 time", EXIT_CONFIG)
         if moment.tzinfo is None:
             _fail("--as-of needs a time zone (e.g. 2031-01-01T00:00:00+00:00)", EXIT_CONFIG)
+        if not dry_run:
+            _fail("--as-of only with --dry-run: retention erases as of now", EXIT_CONFIG)
     settings = _settings()
     configure_logging(settings.log_format, "retention")
     with _application(settings) as app:

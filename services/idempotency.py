@@ -12,6 +12,7 @@ have the code shown again.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import os
 import re
 from datetime import datetime
@@ -34,9 +35,15 @@ def record_id(user: str, key: str) -> UUID:
     return uuid5(IDEMPOTENCY_NAMESPACE, f"{user}\n{key}")
 
 
-def fingerprint(method: str, path: str, body: bytes) -> str:
-    """What the request asked for: a retry must ask for exactly the same."""
-    digest = hashlib.sha256()
+def fingerprint(method: str, path: str, body: bytes, *, key: str, rid: UUID) -> str:
+    """What the request asked for: a retry must ask for exactly the same.
+
+    Keyed by the Idempotency-Key, which the store never holds: a plain hash of the body would
+    let anyone with the database confirm a guessed value of an erased personal field."""
+    derived = HKDF(
+        algorithm=SHA256(), length=32, salt=rid.bytes, info=b"cbcm request fingerprint"
+    ).derive(key.encode())
+    digest = hmac.new(derived, digestmod=hashlib.sha256)
     for part in (method.encode(), path.encode(), body):
         digest.update(len(part).to_bytes(8, "big"))
         digest.update(part)

@@ -122,6 +122,16 @@ class ComplaintMechanism(Application[UUID]):
 
     # ------------------------------------------------------------------ plumbing
 
+    def save(self, *objs: Any, **kwargs: Any) -> Any:
+        try:
+            return super().save(*objs, **kwargs)
+        finally:
+            # A save that failed before reaching the recorder must leave nothing of its data
+            # keys behind for the next write on this thread.
+            if self.data_keys is not None:
+                self.data_keys.discarded()
+
+
     def _load(self, cls: type[A], aggregate_id: UUID, version: int | None = None) -> A:
         try:
             aggregate: object = self.repository.get(aggregate_id, version=version)
@@ -813,12 +823,14 @@ class ComplaintMechanism(Application[UUID]):
         network = self.network()
 
         def decide(case: Case) -> tuple[Aggregate, ...]:
-            records = list(case.assistance_referrals)
-            if self._current_version(audit_grants_id(case_id)):
-                records.append(audit_grants_id(case_id))
+            records = list(self.records_of(case))
             forwarded: tuple[Aggregate, ...] = ()
             feedback_id = forwarded_feedback_id(case_id)
-            if self._current_version(feedback_id):
+            # By retention, the copy in the CFM goes by its own loop's retention instead: the
+            # concerned agency may still be answering it.
+            if reason is not ErasureReason.RETENTION_EXPIRED and self._current_version(
+                feedback_id
+            ):
                 records.append(feedback_id)
                 feedback = self._load(Feedback, feedback_id)
                 touches = {DataSubject.SURVIVOR, DataSubject.COMPLAINANT}.intersection(subjects)
@@ -838,6 +850,16 @@ class ComplaintMechanism(Application[UUID]):
             return forwarded
 
         return self._change(Case, case_id, expected_version, decide)
+
+    def records_of(self, case: Case) -> tuple[UUID, ...]:
+        """The case's other records that hold personal data of its people: its assistance
+        referrals and its auditors' grants."""
+        grants = audit_grants_id(case.id)
+        return (*case.assistance_referrals, *((grants,) if self._current_version(grants) else ()))
+
+    def has_live_personal_data(self, scopes: tuple[UUID, ...]) -> bool:
+        """Whether any of these records still holds personal data that can be read."""
+        return self.data_keys is not None and self.data_keys.table.any_live(scopes)
 
     def erase_feedback(
         self, feedback_id: UUID, *, actor: Actor, reason: ErasureReason, at: datetime

@@ -1,5 +1,8 @@
 """Retention: personal data is kept only as long as network policy says (``cbcm retention run``).
 
+A forwarded feedback item is kept by its own loop's retention (the concerned agency may still
+be answering it), not erased with its case.
+
 A closed case whose closure is older than the policy's ``personal_data_retention`` has the
 personal data of everyone in it erased (crypto-shredded: the data keys are destroyed, the log
 is never rewritten), and so does community feedback whose loop was closed that long ago. A
@@ -11,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from eventsourcing.utils import get_topic
@@ -28,6 +31,7 @@ RETENTION_ACTOR = Actor("cbcm-retention", "network", Role.COORDINATOR)
 """Who applies the policy: the network itself, in the coordinator's role."""
 
 EVERYONE = tuple(DataSubject)
+CLOCK_SKEW = timedelta(minutes=5)
 
 
 @dataclass
@@ -85,7 +89,10 @@ def _due_feedback(app: ComplaintMechanism) -> list[UUID]:
 def run_retention(
     app: ComplaintMechanism, *, at: datetime, dry_run: bool = False, actor: Actor = RETENTION_ACTOR
 ) -> RetentionReport:
-    """Erase what the policy no longer lets the network keep, as of ``at``."""
+    """Erase what the policy no longer lets the network keep, as of ``at`` (now: only a dry
+    run may look ahead, an erasure stamped in the future would freeze the case until then)."""
+    if not dry_run and at > datetime.now(UTC) + CLOCK_SKEW:
+        raise ValueError("retention erases as of now; only a dry run may look ahead")
     policy = app.network().policy
     retention = policy.personal_data_retention
     report = RetentionReport(at=at, retention_days=retention.total_seconds() / 86400)
@@ -93,8 +100,8 @@ def run_retention(
         case = app.get_case(case_id)
         if case.closure is None or case.closure.closed_at + retention > at:
             continue
-        if case.erased_subjects == frozenset(EVERYONE) and _erased_last(app, case):
-            continue
+        if not app.has_live_personal_data((case_id, *app.records_of(case))):
+            continue  # erased already (a record added since has a live key: due again)
         if dry_run:
             report.cases.append(case_id)
             continue
@@ -116,8 +123,8 @@ def run_retention(
         report.last_position = max(report.last_position, written.position)
     for feedback_id in _due_feedback(app):
         feedback = app.get_feedback(feedback_id)
-        if feedback.erased or feedback.source_case_id is not None:
-            continue  # a forwarded item goes with its case
+        if not app.has_live_personal_data((feedback_id,)):
+            continue
         assert feedback.loop_closed_at is not None
         if feedback.loop_closed_at + retention > at:
             continue
@@ -146,7 +153,3 @@ def _last_erasure(app: ComplaintMechanism, case: Case) -> Case.PersonalDataErase
     raise LookupError(f"case {case.id} has no erasure")
 
 
-def _erased_last(app: ComplaintMechanism, case: Case) -> bool:
-    """Whether the case's last event is an erasure (nothing recorded since)."""
-    history = app.case_history(case.id)
-    return bool(history) and isinstance(history[-1], Case.PersonalDataErased)

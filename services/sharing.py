@@ -239,6 +239,8 @@ class Share:
 
     subject: str
     payload: bytes
+    key: ShareKey | None = field(default=None, compare=False, repr=False)
+    """The recipient's key it was sealed to (the one registered when its step was recorded)."""
 
 
 class ShareKeys:
@@ -304,6 +306,36 @@ class Sharer:
             self.without_key += 1
             log.warning("relay.share_without_key", agency=content.recipient, position=position)
             return None
+        return self._sealed(content, key, event, position, source)
+
+    def reseal(self, share: Share, event: Any, position: int, source: str) -> Share | None:
+        """``share`` sealed again, to the same key, from the store as it is now, its data
+        keys read afresh: a share that waited (NATS down) across an erasure of the case
+        carries what is left, not what was erased meanwhile."""
+        keys = getattr(self._app, "data_keys", None)
+        if keys is None or share.key is None:
+            return share
+        keys.forget_scope(event.originator_id)
+        # the step itself (a transfer's note) is decoded afresh too
+        fresh = next(
+            iter(
+                self._app.events.get(
+                    event.originator_id,
+                    gt=event.originator_version - 1,
+                    lte=event.originator_version,
+                )
+            ),
+            event,
+        )
+        case: Case = self._app.repository.get(event.originator_id, version=event.originator_version)
+        content = share_content(case, fresh)
+        if content is None or content.empty:
+            return None
+        return self._sealed(content, share.key, fresh, position, source)
+
+    def _sealed(
+        self, content: Any, key: ShareKey, event: Any, position: int, source: str
+    ) -> Share:
         subject, payload = share_message(
             content,
             key,
@@ -313,7 +345,7 @@ class Sharer:
             time=event.timestamp,
             source=source,
         )
-        return Share(subject, payload)
+        return Share(subject, payload, key)
 
 
 # ---------------------------------------------------------------------------------- opening

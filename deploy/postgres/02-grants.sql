@@ -11,6 +11,11 @@ GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA cbcm TO cbcm_app;
 -- The relay's position (eventsourcing's tracking table) moves forward by upsert.
 GRANT SELECT, INSERT, UPDATE ON cbcm.cbcm_tracking TO cbcm_app;
 -- The data keys of personal data (issue #6): inserted with the events they protect; an
--- erasure destroys a key's material (UPDATE), rotation rewraps it (UPDATE). Triggers refuse
--- DELETE and putting material back into an erased key.
-GRANT SELECT, INSERT, UPDATE ON cbcm.cbcm_events_data_keys TO cbcm_app;
+-- erasure destroys a key's material, rotation rewraps it: UPDATE of those columns only.
+-- Triggers refuse DELETE, a changed key identity, material put back into an erased key and
+-- a key re-inserted behind its tombstone.
+GRANT SELECT, INSERT ON cbcm.cbcm_events_data_keys TO cbcm_app;
+GRANT UPDATE (kek_id, wrapped, erased_at) ON cbcm.cbcm_events_data_keys TO cbcm_app;
+-- Which key ring and whole-event cipher the store is under: recorded once, by the first
+-- process (a process with another ring is refused before it writes).
+GRANT SELECT, INSERT ON cbcm.cbcm_events_key_ring TO cbcm_app;

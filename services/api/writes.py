@@ -93,8 +93,10 @@ async def perform(
             "(a UUID fits)",
             title="Invalid Idempotency-Key",
         )
-    request_fingerprint = fingerprint(request.method, request.url.path, await request.body())
     rid = record_id(principal.user, key)
+    request_fingerprint = fingerprint(
+        request.method, request.url.path, await request.body(), key=key, rid=rid
+    )
 
     existing = await in_thread(lambda: app.idempotent_request(rid))
     if existing is not None:

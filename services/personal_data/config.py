@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -44,7 +45,34 @@ def personal_data_keys(env: Environment, recorder: Any) -> DataKeys | None:
     kek = key_encryption_keys(env)
     keys = DataKeys(table, kek, cache_seconds=float(env.get("CBCM_DATA_KEY_CACHE_SECONDS", "10")))
     _check_ring_fits(keys, kek)
+    _register(table, kek, env)
     return keys
+
+
+def _register(
+    table: SQLiteKeyTable | PostgresKeyTable, kek: KeyEncryptionKeys, env: Environment
+) -> None:
+    """The first process records the store's key ring and whole-event cipher key; any later
+    one with another is refused before it writes anything (two hosts that each made their
+    own would each write data the other cannot read)."""
+    ring = str(getattr(kek, "ring_id", None) or env.get("CBCM_KMS_HOOK") or "")
+    cipher_key = env.get("CIPHER_KEY") or ""
+    cipher = (
+        hashlib.sha256(b"cbcm event cipher\0" + cipher_key.encode()).hexdigest()[:16]
+        if cipher_key
+        else "off"
+    )
+    recorded_ring, recorded_cipher = table.register_ring(ring, cipher)
+    if recorded_ring != ring:
+        raise KeyRingError(
+            f"this store's data keys belong to key ring {recorded_ring}, not this process's "
+            f"{ring}: point CBCM_KEK_DIR (or CBCM_KMS_HOOK) at the network's ring"
+        )
+    if recorded_cipher != cipher:
+        raise KeyRingError(
+            "this store's events were written with another whole-event cipher setting or key: "
+            "give every process the same CBCM_EVENT_CIPHER and CBCM_EVENT_CIPHER_KEY_FILE"
+        )
 
 
 def _check_ring_fits(keys: DataKeys, kek: KeyEncryptionKeys) -> None:
@@ -53,9 +81,9 @@ def _check_ring_fits(keys: DataKeys, kek: KeyEncryptionKeys) -> None:
     ids = getattr(kek, "ids", None)
     if ids is None:
         return
-    used = {k for k, n in keys.table.counts().items() if k and n}
-    if used and not used.intersection(ids):
+    live, under = keys.table.wrapped_under_any(tuple(ids))
+    if live and not under:
         raise KeyRingError(
-            f"this store's data keys are wrapped by key-encryption key(s) {sorted(used)}, "
-            "none of which is in the configured ring: point CBCM_KEK_DIR at the network's ring"
+            "this store's data keys are wrapped by key-encryption keys none of which is in "
+            "the configured ring: point CBCM_KEK_DIR at the network's ring"
         )

@@ -100,6 +100,18 @@ class KeyTable(Protocol):
         """Live keys per KEK id, and erased ones under ``""``."""
         ...
 
+    def wrapped_under_any(self, kek_ids: tuple[str, ...]) -> tuple[bool, bool]:
+        """Whether any live key exists, and whether one is wrapped under one of ``kek_ids``."""
+        ...
+
+    def any_live(self, scopes: tuple[UUID, ...]) -> bool:
+        """Whether any of these records has a key that is not erased."""
+        ...
+
+    def register_ring(self, ring_id: str, cipher: str) -> tuple[str, str]:
+        """Record the store's key ring and cipher (first caller wins); the recorded pair."""
+        ...
+
     def after_erasure(self) -> None:
         """Best effort to leave no copy of destroyed key material in the database files."""
         ...
@@ -292,6 +304,15 @@ class DataKeys:
             self._opened.move_to_end(ref)
             if len(self._opened) > self._cache_size:
                 self._opened.popitem(last=False)
+
+    def forget_scope(self, scope: UUID) -> None:
+        """Drop what is cached of ``scope``'s keys: the next read asks the table (for a read
+        that must see an erasure made by another process at once)."""
+        with self._lock:
+            for ref in [r for r in self._opened if r.scope == scope]:
+                del self._opened[ref]
+            for key in [k for k in self._live if k[0] == scope]:
+                del self._live[key]
 
     def _forget(self, refs: Iterable[KeyRef]) -> None:
         with self._lock:

@@ -18,6 +18,7 @@ import contextlib
 import importlib
 import os
 import secrets
+import time
 from pathlib import Path
 from typing import Protocol
 
@@ -51,25 +52,60 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(text)
+        f.flush()
+        os.fsync(f.fileno())  # a key that data keys are wrapped under must survive a crash
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 class LocalKeyRing:
     """KEKs in files of one directory (see the module's docstring)."""
 
     ACTIVE = "active"
+    RING = "ring"
+    RETIRE_AFTER_SECONDS = 120.0
+    """How long after a rotation the old KEK may be retired: every process re-reads the ring
+    before it wraps a key, but one that read it just before the rotation may still be
+    committing a key wrapped under the old one."""
 
     def __init__(self, directory: Path, *, create: bool = True) -> None:
         self.directory = directory
         self._keys: dict[str, AESGCM] = {}
+        self._seen: int | None = None
         if create and not (directory / self.ACTIVE).exists():
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
             with contextlib.suppress(FileExistsError):  # another process made it first
+                _write_private(self.directory / self.RING, secrets.token_hex(8) + "\n")
                 self._activate(self._new_key())
         self.reload()
+
+    @property
+    def ring_id(self) -> str:
+        """The ring's identity, the same across rotations (the store records it: a process
+        given another ring is refused before it writes anything)."""
+        path = self.directory / self.RING
+        if not path.exists():  # a ring made before rings had an identity
+            with contextlib.suppress(FileExistsError):
+                _write_private(path, secrets.token_hex(8) + "\n")
+        return path.read_text().strip()
+
+    def _active_changed(self) -> bool:
+        try:
+            return (self.directory / self.ACTIVE).stat().st_mtime_ns != self._seen
+        except OSError:
+            return True
 
     def reload(self) -> None:
         """Read the ring again (after a rotation by another process)."""
         try:
+            self._seen = (self.directory / self.ACTIVE).stat().st_mtime_ns
             active = (self.directory / self.ACTIVE).read_text().strip()
         except OSError as e:
             raise KeyRingError(
@@ -97,11 +133,16 @@ class LocalKeyRing:
         return tuple(sorted(self._keys))
 
     def wrap(self, key: bytes, context: bytes) -> tuple[str, bytes]:
+        if self._active_changed():  # rotated by another process: wrap under the new KEK
+            self.reload()
         nonce = secrets.token_bytes(NONCE_BYTES)
         return self._active, nonce + self._keys[self._active].encrypt(nonce, key, context)
 
     def unwrap(self, kek_id: str, wrapped: bytes, context: bytes) -> bytes:
         kek = self._keys.get(kek_id)
+        if kek is None:
+            self.reload()  # rotated by another process since this one read the ring
+            kek = self._keys.get(kek_id)
         if kek is None:
             raise KeyRingError(f"key-encryption key {kek_id!r} is not in the ring")
         try:
@@ -118,10 +159,19 @@ class LocalKeyRing:
         self.reload()
         return new
 
-    def retire(self, kek_id: str) -> None:
-        """Destroy an inactive KEK (every data key must have been rewrapped first)."""
+    def retire(self, kek_id: str, *, after_seconds: float = RETIRE_AFTER_SECONDS) -> None:
+        """Destroy an inactive KEK (every data key must have been rewrapped first), no sooner
+        than ``after_seconds`` after the last rotation."""
+        self.reload()
         if kek_id == self._active:
             raise KeyRingError(f"{kek_id!r} is the active key-encryption key")
+        since = time.time() - (self.directory / self.ACTIVE).stat().st_mtime
+        if since < after_seconds:
+            raise KeyRingError(
+                f"the ring was rotated {since:.0f} s ago: a process may still be writing a key "
+                f"wrapped under {kek_id!r}; retire it after {after_seconds:.0f} s, then run "
+                "`cbcm keys rotate --rewrap-only` first if anything is still wrapped under it"
+            )
         path = self.directory / f"{kek_id}.key"
         if not path.exists():
             raise KeyRingError(f"no key-encryption key {kek_id!r} in {self.directory}")
@@ -150,6 +200,7 @@ class LocalKeyRing:
         staged = self.directory / f".{self.ACTIVE}.{kek_id}"
         _write_private(staged, kek_id + "\n")
         staged.replace(target)  # atomic: readers see the old or the new id, never half
+        _fsync_dir(self.directory)
 
 
 def kms_hook(spec: str) -> KeyEncryptionKeys:

@@ -35,8 +35,14 @@ def rotate(app: ComplaintMechanism, *, new_key: bool = True) -> Rotation:
     return Rotation(active=keys.kek.active_id, rewrapped=keys.rewrap_all())
 
 
-def retire(app: ComplaintMechanism, kek_id: str) -> None:
-    """Destroy a KEK of the local ring, once no live data key is wrapped under it."""
+def retire(
+    app: ComplaintMechanism,
+    kek_id: str,
+    *,
+    after_seconds: float = LocalKeyRing.RETIRE_AFTER_SECONDS,
+) -> None:
+    """Destroy a KEK of the local ring, once no live data key is wrapped under it and the
+    rotation is ``after_seconds`` old."""
     keys = _keys(app)
     if not isinstance(keys.kek, LocalKeyRing):
         raise KeyRingError("KEKs of a KMS are retired in the KMS")
@@ -45,7 +51,7 @@ def retire(app: ComplaintMechanism, kek_id: str) -> None:
         raise KeyRingError(
             f"{still} data key(s) are still wrapped under {kek_id!r}: run `cbcm keys rotate` first"
         )
-    keys.kek.retire(kek_id)
+    keys.kek.retire(kek_id, after_seconds=after_seconds)
 
 
 def status(app: ComplaintMechanism) -> dict[str, int]:

@@ -21,6 +21,8 @@ from services.personal_data.data_keys import KeyRef, KeyRow
 log = structlog.get_logger()
 
 ERASED_STAYS = "an erased data key stays erased"
+IDENTITY_STAYS = "the identity of a data key never changes"
+RING_STAYS = "the key ring of the store is recorded once"
 TOMBSTONES_STAY = "data keys are never deleted: an erasure leaves a tombstone"
 
 
@@ -35,14 +37,32 @@ def _now() -> str:
 # --------------------------------------------------------------------------------- SQLite
 
 
+def ring_table(events_table: str) -> str:
+    return f"{events_table}_key_ring"
+
+
 def sqlite_statements(events_table: str) -> list[str]:
     t = key_table(events_table)
+    r = ring_table(events_table)
     return [
+        f"CREATE TABLE IF NOT EXISTS {r} (name TEXT PRIMARY KEY, ring_id TEXT NOT NULL, "
+        "cipher TEXT NOT NULL)",
+        f"CREATE TRIGGER IF NOT EXISTS {r}_stays BEFORE UPDATE ON {r} "
+        f"BEGIN SELECT RAISE(ABORT, '{RING_STAYS}'); END",
         f"CREATE TABLE IF NOT EXISTS {t} (scope TEXT NOT NULL, subject TEXT NOT NULL, "
         "generation INTEGER NOT NULL, kek_id TEXT, wrapped BLOB, created_at TEXT NOT NULL, "
         "erased_at TEXT, PRIMARY KEY (scope, subject, generation))",
         f"CREATE TRIGGER IF NOT EXISTS {t}_erased_stays BEFORE UPDATE ON {t} "
         "WHEN OLD.wrapped IS NULL AND NEW.wrapped IS NOT NULL "
+        f"BEGIN SELECT RAISE(ABORT, '{ERASED_STAYS}'); END",
+        f"CREATE TRIGGER IF NOT EXISTS {t}_identity_stays BEFORE UPDATE ON {t} "
+        "WHEN NEW.scope IS NOT OLD.scope OR NEW.subject IS NOT OLD.subject "
+        "OR NEW.generation IS NOT OLD.generation OR NEW.created_at IS NOT OLD.created_at "
+        f"BEGIN SELECT RAISE(ABORT, '{IDENTITY_STAYS}'); END",
+        # A row from an old backup must not come back behind its tombstone.
+        f"CREATE TRIGGER IF NOT EXISTS {t}_no_resurrection BEFORE INSERT ON {t} "  # noqa: S608
+        f"WHEN EXISTS (SELECT 1 FROM {t} WHERE scope = NEW.scope AND subject = NEW.subject "
+        "AND generation >= NEW.generation AND wrapped IS NULL) "
         f"BEGIN SELECT RAISE(ABORT, '{ERASED_STAYS}'); END",
         f"CREATE TRIGGER IF NOT EXISTS {t}_no_delete BEFORE DELETE ON {t} "
         f"BEGIN SELECT RAISE(ABORT, '{TOMBSTONES_STAY}'); END",
@@ -150,14 +170,57 @@ class SQLiteKeyTable:
         )
         return {str(k): int(n) for k, n in rows}
 
+    def wrapped_under_any(self, kek_ids: tuple[str, ...]) -> tuple[bool, bool]:
+        """Whether any live key exists, and whether one is wrapped under one of ``kek_ids``
+        (each answered by the first matching row, not a count of the table)."""
+        live = bool(self._read(f"SELECT 1 FROM {self.name} WHERE wrapped IS NOT NULL LIMIT 1", ()))  # noqa: S608
+        marks = ",".join("?" * len(kek_ids))
+        under = bool(
+            kek_ids
+            and self._read(
+                f"SELECT 1 FROM {self.name} WHERE kek_id IN ({marks}) LIMIT 1",  # noqa: S608
+                kek_ids,
+            )
+        )
+        return live, under
+
+    def any_live(self, scopes: tuple[UUID, ...]) -> bool:
+        if not scopes:
+            return False
+        marks = ",".join("?" * len(scopes))
+        return bool(
+            self._read(
+                f"SELECT 1 FROM {self.name} WHERE scope IN ({marks}) "  # noqa: S608
+                "AND wrapped IS NOT NULL LIMIT 1",
+                tuple(s.hex for s in scopes),
+            )
+        )
+
+    def register_ring(self, ring_id: str, cipher: str) -> tuple[str, str]:
+        """Record which key ring (and whole-event cipher key) this store's data is under, if
+        none is yet; the one recorded."""
+        table = ring_table(self.recorder.events_table_name)
+        with self.recorder.datastore.transaction(commit=True) as c:
+            c.execute(
+                f"INSERT OR IGNORE INTO {table} VALUES ('store', ?, ?)",  # noqa: S608
+                (ring_id, cipher),
+            )
+            c.execute(f"SELECT ring_id, cipher FROM {table} WHERE name = 'store'")  # noqa: S608
+            row = c.fetchone()
+        return str(row[0]), str(row[1])
+
     def after_erasure(self) -> None:
         # The old page images of the erased rows may sit in the write-ahead log: move them
         # into the (securely overwritten) database and empty the log file.
         try:
             with self.recorder.datastore.transaction(commit=False) as c:
                 c.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        except Exception as e:  # a busy reader: the next checkpoint does it
+                busy = c.fetchone()
+        except Exception as e:
             log.warning("personal_data.wal_checkpoint_deferred", error=type(e).__name__)
+            return
+        if busy is not None and busy[0]:  # a reader holds old pages: the next checkpoint
+            log.warning("personal_data.wal_checkpoint_deferred", error="busy")
 
 
 # --------------------------------------------------------------------------------- PostgreSQL
@@ -168,7 +231,21 @@ def postgres_statements(schema: str, events_table: str) -> list[Composed]:
     t = Identifier(key_table(events_table))
     stays = Identifier(f"{key_table(events_table)}_erased_stays")
     keep = Identifier(f"{key_table(events_table)}_keep")
+    r = Identifier(ring_table(events_table))
+    ring_stays = Identifier(f"{ring_table(events_table)}_stays")
     return [
+        SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} (name text PRIMARY KEY, ring_id text NOT NULL, "
+            "cipher text NOT NULL)"
+        ).format(s, r),
+        SQL(
+            "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            "RAISE EXCEPTION '{}'; END $$"
+        ).format(s, ring_stays, SQL(RING_STAYS)),
+        SQL(
+            "DO $$ BEGIN CREATE TRIGGER {} BEFORE UPDATE OR DELETE ON {}.{} FOR EACH ROW "
+            "EXECUTE FUNCTION {}.{}(); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+        ).format(ring_stays, s, r, s, ring_stays),
         SQL(
             "CREATE TABLE IF NOT EXISTS {}.{} (scope uuid NOT NULL, subject text NOT NULL, "
             "generation integer NOT NULL, kek_id text, wrapped bytea, "
@@ -178,12 +255,29 @@ def postgres_statements(schema: str, events_table: str) -> list[Composed]:
         SQL(
             "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
             "IF TG_OP = 'DELETE' THEN RAISE EXCEPTION '{}'; END IF; "
+            "IF TG_OP = 'INSERT' THEN "
+            "IF EXISTS (SELECT 1 FROM {}.{} WHERE scope = NEW.scope AND subject = NEW.subject "
+            "AND generation >= NEW.generation AND wrapped IS NULL) THEN RAISE EXCEPTION '{}'; "
+            "END IF; RETURN NEW; END IF; "
+            "IF NEW.scope <> OLD.scope OR NEW.subject <> OLD.subject "
+            "OR NEW.generation <> OLD.generation OR NEW.created_at <> OLD.created_at "
+            "THEN RAISE EXCEPTION '{}'; END IF; "
             "IF OLD.wrapped IS NULL AND NEW.wrapped IS NOT NULL THEN RAISE EXCEPTION '{}'; "
             "END IF; RETURN NEW; END $$"
-        ).format(s, stays, SQL(TOMBSTONES_STAY), SQL(ERASED_STAYS)),
+        ).format(
+            s,
+            stays,
+            SQL(TOMBSTONES_STAY),
+            s,
+            t,
+            SQL(ERASED_STAYS),
+            SQL(IDENTITY_STAYS),
+            SQL(ERASED_STAYS),
+        ),
         SQL(
-            "DO $$ BEGIN CREATE TRIGGER {} BEFORE UPDATE OR DELETE ON {}.{} FOR EACH ROW "
-            "EXECUTE FUNCTION {}.{}(); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            "DO $$ BEGIN CREATE TRIGGER {} BEFORE INSERT OR UPDATE OR DELETE ON {}.{} "
+            "FOR EACH ROW EXECUTE FUNCTION {}.{}(); "
+            "EXCEPTION WHEN duplicate_object THEN NULL; END $$"
         ).format(keep, s, t, s, stays),
     ]
 
@@ -314,6 +408,51 @@ class PostgresKeyTable:
             (),
         )
         return {str(r["k"]): int(r["n"]) for r in rows}
+
+    def wrapped_under_any(self, kek_ids: tuple[str, ...]) -> tuple[bool, bool]:
+        """Whether any live key exists, and whether one is wrapped under one of ``kek_ids``."""
+        live = bool(
+            self._read(
+                SQL("SELECT 1 FROM {} WHERE wrapped IS NOT NULL LIMIT 1").format(self.table), ()
+            )
+        )
+        under = bool(
+            self._read(
+                SQL("SELECT 1 FROM {} WHERE kek_id = ANY(%s) LIMIT 1").format(self.table),
+                (list(kek_ids),),
+            )
+        )
+        return live, under
+
+    def any_live(self, scopes: tuple[UUID, ...]) -> bool:
+        return bool(
+            scopes
+            and self._read(
+                SQL(
+                    "SELECT 1 FROM {} WHERE scope = ANY(%s) AND wrapped IS NOT NULL LIMIT 1"
+                ).format(self.table),
+                (list(scopes),),
+            )
+        )
+
+    def register_ring(self, ring_id: str, cipher: str) -> tuple[str, str]:
+        """Record which key ring (and whole-event cipher key) this store's data is under, if
+        none is yet; the one recorded."""
+        table = SQL("{}.{}").format(
+            Identifier(self.recorder.datastore.schema),
+            Identifier(ring_table(self.recorder.events_table_name)),
+        )
+        with self.recorder.datastore.transaction(commit=True) as curs:
+            curs.execute(
+                SQL("INSERT INTO {} VALUES ('store', %s, %s) ON CONFLICT (name) DO NOTHING").format(
+                    table
+                ),
+                (ring_id, cipher),
+            )
+            curs.execute(SQL("SELECT ring_id, cipher FROM {} WHERE name = 'store'").format(table))
+            row = curs.fetchone()
+        assert row is not None
+        return str(row["ring_id"]), str(row["cipher"])
 
     def after_erasure(self) -> None:
         # Dead row versions keep the old key material until vacuumed.

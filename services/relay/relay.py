@@ -30,13 +30,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import os
 import re
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import nats
@@ -201,6 +202,8 @@ class Outgoing:
     payload: bytes
     share: Share | None = None
     """The sealed share of a custody step that shares personal data with another agency."""
+    step: Any = field(default=None, compare=False, repr=False)
+    """The sharing step's domain event, to seal its share again right before it is sent."""
 
 
 def _stored_prefix(
@@ -326,7 +329,16 @@ class Relay:
             message = to_cloud_event(event, source=source, position=notification.id)
             subject = event_subject(agency, aggregate, name)
             share = self._sharer.share_of(event, notification.id, source)
-            out.append(Outgoing(notification.id, previous, subject, encode(message), share))
+            out.append(
+                Outgoing(
+                    notification.id,
+                    previous,
+                    subject,
+                    encode(message),
+                    share,
+                    step=None if share is None else event,
+                )
+            )
             previous = notification.id
         return out
 
@@ -391,6 +403,16 @@ class Relay:
             )
         return last_seq, int(position)
 
+    def _reseal_shares(self) -> None:
+        """Seal the window's shares again from the store as it is now (in a worker thread):
+        between translation and sending, the case's personal data may have been erased."""
+        assert self._store_id is not None
+        source = f"urn:cbcm:store:{self._store_id}"
+        for i, item in enumerate(self._pending[: self._window]):
+            if item.share is not None and item.step is not None:
+                share = self._sharer.reseal(item.share, item.step, item.position, source)
+                self._pending[i] = dataclasses.replace(item, share=share)
+
     async def _publish_window(self) -> int:
         """Send up to ``window`` pending messages without waiting between them; how many
         events JetStream newly stored, from the first, in order.
@@ -412,6 +434,7 @@ class Relay:
         share is not stays pending, and only its share is sent again.
         """
         assert self._store_id is not None
+        await asyncio.to_thread(self._reseal_shares)
         window = self._pending[: self._window]
         last_seq, events_in_stream = await self._stream_tail()
         shares_seq, shares_in_stream = 0, 0

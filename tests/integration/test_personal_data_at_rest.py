@@ -28,7 +28,9 @@ from domain.vocabulary import (
     ComplainantRole,
     ComplaintCategory,
     ErasureReason,
+    FeedbackCategory,
     FeedbackChannel,
+    Sector,
 )
 from services.audit.verify import verify
 from services.bootstrap import complaint_mechanism
@@ -380,7 +382,7 @@ def test_rotating_the_key_encryption_key_rewraps_data_keys_without_touching_even
 
     # when a new KEK is made active, every data key rewrapped, and the old KEK destroyed
     rotation = rotate(app)
-    retire(app, first)
+    retire(app, first, after_seconds=0)
     app.close()
 
     # then a fresh process reads everything, and the stored events are byte for byte the same
@@ -505,3 +507,140 @@ def test_concurrent_erasure_and_writes_lose_nothing_written_after_the_erasure(ap
     assert len(feedback) == len(written) == 20
     readable = [e.message for e in feedback if e.message != ERASED]
     assert readable == since_erasure
+
+
+# ---------------------------------------------------------------- found in review
+
+
+def test_a_running_process_follows_a_rotation_made_by_another(settings, reopen):
+    # given a running process (no key cache, so it reads keys afresh) and a case
+    running = complaint_mechanism(settings)
+    assert running.data_keys is not None
+    running.data_keys.cache_seconds = 0
+    _network(running)
+    before = _complaint(running, "CANARY-old")
+    first = LocalKeyRing(settings.data_dir / "keys" / "kek").active_id
+
+    # when another process rotates the ring and destroys the old KEK
+    operator = reopen()
+    rotation = rotate(operator)
+    retire(operator, first, after_seconds=0)
+
+    # then the running process still reads the case, and wraps new keys under the new KEK
+    assert running.get_case(before).narrative == "CANARY-old-narrative"
+    after = _complaint(running, "CANARY-new", hours=2)
+    counts = running.data_keys.table.counts()
+    assert set(counts) == {rotation.active}
+    running.close()
+    assert reopen().get_case(after).narrative == "CANARY-new-narrative"
+
+
+def test_the_old_key_encryption_key_is_not_retired_right_after_a_rotation(app):
+    # given a rotation just made
+    _network(app)
+    _complaint(app, "CANARY-soon")
+    assert app.data_keys is not None
+    first = app.data_keys.kek.active_id
+    rotate(app)
+
+    # when the old KEK is retired at once, then it is refused (a process may still be
+    # committing a key wrapped under it) and the key file stays
+    with pytest.raises(KeyRingError, match="rotated"):
+        retire(app, first)
+    assert first in app.data_keys.kek.ids  # type: ignore[attr-defined]
+
+
+def test_a_second_host_with_a_ring_of_its_own_is_refused_even_on_an_empty_store(
+    settings, tmp_path
+):
+    # given a first host that opened a fresh store (no data key yet)
+    first = complaint_mechanism(settings)
+    first.close()
+
+    # when a second host, with its own data dir (and so its own new ring), opens the store
+    # then it is refused before it can write anything the first could not read
+    with pytest.raises(KeyRingError):
+        complaint_mechanism(
+            Settings(data_dir=tmp_path / "second-host", event_store=settings.event_store)
+        )
+
+
+def test_a_key_moved_behind_its_tombstone_or_restored_from_a_backup_is_refused(app, store_url):
+    # given an erased case, and a copy of its key rows taken before the erasure
+    _network(app)
+    case_id = _complaint(app, "CANARY-backup")
+    recorder: Any = app.recorder
+    table = key_table(recorder.events_table_name)
+    if store_url.startswith("postgres"):
+        table = f'"{recorder.datastore.schema}"."{table}"'
+    with recorder.datastore.transaction(commit=False) as c:
+        c.execute(f"SELECT scope, subject, generation, kek_id, wrapped, created_at FROM {table}")
+        backup = [tuple(r) if not isinstance(r, dict) else tuple(r.values()) for r in c.fetchall()]
+    app.erase_personal_data(
+        case_id,
+        actor=COORDINATOR,
+        subjects=tuple(DataSubject),
+        reason=ErasureReason.NETWORK_DECISION,
+        at=at(2),
+    )
+    mark = "?" if store_url.startswith("sqlite") else "%s"
+
+    # when someone moves the tombstones aside, or puts the old rows back
+    with pytest.raises(Exception) as moved, recorder.datastore.transaction(commit=True) as c:
+        c.execute(f"UPDATE {table} SET generation = generation + 1000")
+    with pytest.raises(Exception) as restored, recorder.datastore.transaction(commit=True) as c:
+        c.executemany(
+            f"INSERT INTO {table} (scope, subject, generation, kek_id, wrapped, created_at) "
+            f"VALUES ({', '.join([mark] * 6)})",
+            [(*row[:2], row[2] - 1, *row[3:]) for row in backup],
+        )
+
+    # then the database refuses both, and the case stays erased
+    assert "identity" in str(moved.value)
+    assert "stays erased" in str(restored.value)
+    assert app.get_case(case_id).narrative == ERASED
+
+
+def test_retention_keeps_a_forwarded_item_whose_loop_is_open_and_erases_it_when_due(app):
+    # given a complaint forwarded to a CFM that has not closed the loop
+    _network(app, retention_days=30)
+    case_id = _complaint(app, "CANARY-cfm")
+    app.assess_case(
+        case_id, actor=FOCAL, category=ComplaintCategory.NON_SENSITIVE_FEEDBACK, at=at(2)
+    )
+    forwarded = app.forward_to_feedback_mechanism(
+        case_id,
+        actor=FOCAL,
+        category=FeedbackCategory.SERVICE_COMPLAINT,
+        sector=Sector.WASH,
+        concerned_agency="unhcr",
+        at=at(3),
+    ).id
+
+    # when retention runs after the case's retention, with the loop still open
+    report = run_retention(app, at=at(40 * 24))
+
+    # then the case is erased, the CFM's copy kept; once its loop closed long enough, it goes
+    assert report.cases == [case_id] and report.feedback == []
+    assert app.get_case(case_id).narrative == ERASED
+    assert app.get_feedback(forwarded).text == "CANARY-cfm-narrative"
+    app.respond_to_feedback(forwarded, actor=FOCAL, response="CANARY-answer", at=at(40 * 24 + 1))
+    app.close_feedback_loop(forwarded, actor=FOCAL, at=at(40 * 24 + 2))
+    later = run_retention(app, at=at(80 * 24))
+    assert later.feedback == [forwarded]
+    assert app.get_feedback(forwarded).text == ERASED
+
+
+def test_retention_erases_a_record_added_after_the_case_was_erased(app):
+    # given a case erased by retention, then an auditors' grant recorded on it (personal text)
+    _network(app, retention_days=30)
+    case_id = _closed(app, "CANARY-late")
+    assert run_retention(app, at=at(40 * 24)).cases == [case_id]
+    app.grant_audit_access(
+        case_id, actor=COORDINATOR, auditor="aud-1", reason="CANARY-late-reason", at=at(41 * 24)
+    )
+
+    # when retention runs again, then the grant's reason is erased too
+    assert run_retention(app, at=at(42 * 24)).cases == [case_id]
+    assert app.has_live_personal_data((case_id, *app.records_of(app.get_case(case_id)))) is False
+    assert run_retention(app, at=at(43 * 24)).cases == []

@@ -531,3 +531,43 @@ async def test_the_share_stream_expires_shares_and_ensuring_it_twice_is_harmless
     assert shorter.config.max_age == 43_200
     assert shares_stream_config(max_age_days=0.5).duplicate_window == 120
     assert shares_stream_config(max_age_days=0.0005).duplicate_window == pytest.approx(43.2)
+
+
+async def test_a_share_that_waited_across_an_erasure_carries_what_is_left(
+    app: ComplaintMechanism,
+    world: World,
+    nc: NatsClient,
+    reopen: Callable[[], ComplaintMechanism],
+) -> None:
+    # given a relay that read a transfer sharing the survivor's identity, whose share the
+    # stream does not take yet (the relay keeps it pending)
+    js = nc.jetstream(timeout=2)
+    await ensure_stream(js)
+    await js.add_stream(StreamConfig(name=SHARES_STREAM, subjects=["cbcm.v1.share.nobody.>"]))
+    case_id = received(world, ComplainantRole.WITNESS)
+    consent(world, case_id)
+    transfer(world, case_id, "ngo-b", SharedItem.SURVIVOR_IDENTITY, note=f"{CANARY} note")
+    relay = Relay(app, js, publish_timeout=2)
+    with pytest.raises(TRANSIENT):
+        await relay.publish_pending()
+
+    # when another process erases the case's personal data meanwhile, then the share goes out
+    other = reopen()
+    other.erase_personal_data(
+        case_id,
+        actor=COORDINATOR,
+        subjects=tuple(DataSubject),
+        reason=ErasureReason.NETWORK_DECISION,
+        at=world.clock(),
+    )
+    await js.delete_stream(SHARES_STREAM)
+    await ensure_shares_stream(js)
+    await relay.publish_pending()
+
+    # then what it carries is what is left: nothing erased is sent, only named
+    shares = await stream(js, SHARES_STREAM)
+    assert len(shares) == 1
+    opened = open_share(shares[0].data, world.keys["ngo-b"])
+    assert opened.values == {}
+    assert set(opened.erased) == {"survivor.name", NOTE}
+    assert canaries_in(shares) == []

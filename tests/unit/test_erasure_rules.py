@@ -14,7 +14,13 @@ from domain.errors import ActionNotPermitted, InvalidCommand, RetentionNotDue
 from domain.feedback import Feedback
 from domain.network import Network
 from domain.personal_data import ERASED, DataSubject, PersonDetails, personal_data_fields
-from domain.vocabulary import ClosureReason, ComplaintCategory, ErasureReason
+from domain.vocabulary import (
+    Channel,
+    ClosureReason,
+    ComplainantRole,
+    ComplaintCategory,
+    ErasureReason,
+)
 from tests.unit.conftest import COORDINATOR, FOCAL_POINT, OTHER_FOCAL_POINT, allegation, at
 
 
@@ -54,8 +60,21 @@ def test_every_personal_field_names_whose_data_it_is():
     assert dict(personal_data_fields(Feedback.Received))["text"] is DataSubject.COMPLAINANT
 
 
-def test_erasing_the_survivors_data_blanks_it_and_leaves_everything_else(case, network):
-    # given a closed case with details of survivor, complainant and alleged perpetrator
+def test_erasing_the_survivors_data_blanks_it_and_leaves_everything_else(network):
+    # given a closed case a witness reported, with details of survivor, complainant and
+    # alleged perpetrator
+    case = Case.receive(
+        actor=Actor("op-1", "unhcr", Role.INTAKE_OPERATOR),
+        received_at=at(0),
+        channel=Channel.HOTLINE,
+        complainant_role=ComplainantRole.WITNESS,
+        immediate_safety_risk=False,
+        narrative="what the survivor said",
+        complainant=PersonDetails(name="Amina", phone="+211 900 000 001"),
+        survivor=PersonDetails(name="Hawa", phone="+211 900 000 002"),
+        network=network,
+        at=at(0),
+    )
     _closed(case, network)
 
     # when the survivor's data is erased on request
@@ -158,3 +177,20 @@ def test_an_erasure_names_whose_data_it_erases(case, network):
             network=network,
             at=at(1),
         )
+
+
+def test_a_survivor_who_complained_is_erased_as_one_person(case, network):
+    # given a case whose complainant is the survivor (the conftest's case)
+    # when the survivor's data is erased on request
+    case.erase_personal_data(
+        actor=FOCAL_POINT,
+        subjects=(DataSubject.SURVIVOR,),
+        reason=ErasureReason.SURVIVOR_REQUEST,
+        records=(),
+        network=network,
+        at=at(3),
+    )
+
+    # then their details as complainant go too, and the erasure says so
+    assert case.complainant == PersonDetails(name=ERASED, phone=ERASED)
+    assert case.erased_subjects == {DataSubject.SURVIVOR, DataSubject.COMPLAINANT}
