@@ -63,7 +63,7 @@ from services.personal_data.rotation import retire, rotate
 from services.personal_data.rotation import status as key_status
 from services.projector import projection_named
 from services.projector.publication import StatisticsPublisher
-from services.projector.runner import read_model_path, rebuild, run_projector
+from services.projector.runner import ReadModelInUse, read_model_path, rebuild, run_projector
 from services.relay.relay import nats_replicas, run_relay, store_id
 from services.retention import run_retention
 from services.serve import Supervisor
@@ -423,6 +423,8 @@ def projections_rebuild(
             )
         except (OSError, nats.errors.Error) as e:
             _fail(f"cannot reach NATS at {_nats_url(settings)}: {_one_line(e)}", EXIT_UNAVAILABLE)
+        except ReadModelInUse as e:
+            _fail(str(e), EXIT_CONFIG)
     typer.echo(f"{name.value}: rebuilt up to position {position} in {path}")
 
 

@@ -24,17 +24,33 @@ logs and retries with a bounded back-off until ``stop`` is set.
 Rebuild (``rebuild``): drop the tables, replay the whole stream with an ephemeral ordered
 consumer up to the stream's last message at the start, committing batch by batch with the
 position (so an interrupted rebuild leaves a consistent prefix the live projector can
-continue). Stop the live projector of that read model while rebuilding.
+continue). Stop the live projector of that read model while rebuilding: a rebuild refuses a
+file whose lease a projector holds.
+
+Several instances (ADR 9, "Projectors sharing a consumer"): any number of ``cbcm project
+NAME`` processes may run on one read model and its durable consumer. One of them is active:
+the one holding the read model's lease, an exclusive ``flock`` on ``<read model>.lease``;
+the others are standbys that try to take it every ``LEASE_POLL`` seconds and touch neither
+the read model nor the consumer meanwhile. The kernel releases the lock the moment its
+holder exits, however it exits (SIGKILL included), so a standby takes over within a poll,
+with no expiry to wait out and no clock to trust; it then starts as a restarted projector
+does (the consumer re-created from the read model's position if a killed run left
+messages pending). Exactly-once does not rest on the lease: every batch still checks, in
+its own transaction, that it follows the recorded position.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import inspect
+import os
+import socket
 import sqlite3
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -75,6 +91,9 @@ milliseconds; a redelivery is harmless anyway (skipped by position)."""
 FETCH_TIMEOUT = 1.0
 """Longest wait for a batch; also how soon the runner notices ``stop``."""
 MAX_BACKOFF = 5.0
+LEASE_POLL = 0.25
+"""Seconds between a standby's attempts to take the read model's lease: the longest a
+takeover waits once the active instance is gone."""
 
 OnCommit = Callable[[sqlite3.Connection, int], Awaitable[None] | None]
 
@@ -85,6 +104,10 @@ class ProjectorError(RuntimeError):
 
 class PositionGap(ProjectorError):
     """A message came beyond the next expected position: an event would be skipped."""
+
+
+class ReadModelInUse(ProjectorError):
+    """Another process holds the read model's lease (a rebuild refuses to write under it)."""
 
 
 def durable_name(projection: Projection) -> str:
@@ -105,6 +128,66 @@ def read_position(db_path: Path) -> int:
         return get_position(db)
     finally:
         db.close()
+
+
+def lease_path(db_path: Path) -> Path:
+    """``<read model>.lease``: the file whose lock makes a projector the active one."""
+    return db_path.with_name(f"{db_path.name}.lease")
+
+
+class ReadModelLease:
+    """The right to write one read model: an exclusive ``flock`` on ``lease_path``.
+
+    One holder at a time, across processes (and across open files within one). The kernel
+    releases it when the holder closes it or exits in any way, SIGKILL included. The read
+    model is a SQLite file in WAL mode, which lives on one host's local disk: every process
+    that can write it can take this lock. The file names its holder (pid, host, since when)
+    for people; the lock, not the text, is what counts.
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = lease_path(db_path)
+        self._fd: int | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
+
+    def try_take(self) -> bool:
+        """Take the lease if no one holds it; never waits."""
+        if self._fd is not None:
+            return True
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # A lock on a file removed (and made again) since it was opened excludes no one.
+            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+                os.close(fd)
+                return False
+        except (BlockingIOError, FileNotFoundError):
+            os.close(fd)
+            return False
+        except BaseException:
+            os.close(fd)
+            raise
+        since = datetime.now(UTC).isoformat(timespec="seconds")
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
+        self._fd = fd
+        return True
+
+    def holder(self) -> str:
+        """Who holds it, as its holder wrote it (best effort, for logs and messages)."""
+        try:
+            return self.path.read_text().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
 
 
 def open_projection(projection: Projection, db_path: Path) -> sqlite3.Connection:
@@ -473,12 +556,53 @@ async def run_projector(
 ) -> None:
     """Keep ``projection``'s read model at ``db_path`` up to date until ``stop`` is set.
 
-    ``on_commit(db, position)`` (plain or async) runs after each committed batch that
-    applied something. Raises ``ProjectorError`` (``PositionGap``) when it cannot go on;
-    waits and retries while NATS or the stream is unavailable. ``nats_options``: the
-    connection's credentials and TLS (default: ``CBCM_NATS_*``, user ``project-<name>``).
+    While another instance holds the read model's lease, waits as a standby until it can
+    take it (or ``stop`` is set). ``on_commit(db, position)`` (plain or async) runs after
+    each committed batch that applied something. Raises ``ProjectorError`` (``PositionGap``)
+    when it cannot go on; waits and retries while NATS or the stream is unavailable.
+    ``nats_options``: the connection's credentials and TLS (default: ``CBCM_NATS_*``, user
+    ``project-<name>``).
     """
     options = _options(projection, nats_options)
+    lease = ReadModelLease(db_path)
+    try:
+        if await _take_lease(lease, projection, stop):
+            await _project(
+                projection,
+                db_path,
+                nats_url,
+                stop,
+                batch=batch,
+                on_commit=on_commit,
+                options=options,
+            )
+    finally:
+        lease.release()
+
+
+async def _take_lease(lease: ReadModelLease, projection: Projection, stop: asyncio.Event) -> bool:
+    """Take the read model's lease, waiting as a standby while another instance holds it.
+    ``False`` if ``stop`` is set first."""
+    if not lease.try_take():
+        log.info("projector.standby", projection=projection.name, active=lease.holder())
+        while not lease.try_take():
+            await wait_for_stop(stop, LEASE_POLL)
+            if stop.is_set():
+                return False
+    log.info("projector.active", projection=projection.name, lease=str(lease.path))
+    return True
+
+
+async def _project(
+    projection: Projection,
+    db_path: Path,
+    nats_url: str,
+    stop: asyncio.Event,
+    *,
+    batch: int,
+    on_commit: OnCommit | None,
+    options: dict[str, Any],
+) -> None:
     db = open_projection(projection, db_path)
     backoff = 0.2
     log.info("projector.started", projection=projection.name, position=get_position(db))
@@ -529,7 +653,32 @@ async def rebuild(
     nats_options: dict[str, Any] | None = None,
 ) -> int:
     """Drop the read model's tables and replay the whole stream (up to its last message when
-    the rebuild starts) with an ephemeral ordered consumer. Returns the last position."""
+    the rebuild starts) with an ephemeral ordered consumer. Returns the last position.
+
+    Raises ``ReadModelInUse`` if a projector holds the file's lease (it would write too)."""
+    lease = ReadModelLease(db_path)
+    if not lease.try_take():
+        raise ReadModelInUse(
+            f"{db_path} is kept up to date by a running projector ({lease.holder()}): "
+            "stop it first, or rebuild into another file"
+        )
+    try:
+        return await _rebuild(
+            projection, db_path, nats_url, progress, batch=batch, nats_options=nats_options
+        )
+    finally:
+        lease.release()
+
+
+async def _rebuild(
+    projection: Projection,
+    db_path: Path,
+    nats_url: str,
+    progress: Progress | None,
+    *,
+    batch: int,
+    nats_options: dict[str, Any] | None,
+) -> int:
     db = open_projection(projection, db_path)
     nc = await _connect(nats_url, _options(projection, nats_options), reconnect=False)
     try:
