@@ -153,3 +153,18 @@ class Settings(BaseSettings):
         description="JetStream API prefix; JS.CBCM.API for an agency's credentials (an agency "
         "running `cbcm audit witness`)",
     )
+    # --- NATS cluster and relay leadership (issue #7) ---
+    relay_leader_poll_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often a standby relay tries to take the leader lock (the longest a "
+        "takeover waits once the leader is gone)",
+    )
+    relay_leader_check_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        le=60,
+        description="how often the leading relay checks that it still holds the leader lock "
+        "(it stops publishing at the first check that fails)",
+    )

@@ -77,9 +77,11 @@ from services.nats_client import (
     ensure_kept_stream,
     kept_stream,
     nats_connect_options,
+    nats_servers,
     quiet_errors,
     wait_for_stop,
 )
+from services.relay.leader import lead, leader_lock, wait_for_leadership
 from services.relay.routing import Router
 from services.relay.translation import (
     PUBLISHED_AGGREGATES,
@@ -661,12 +663,15 @@ async def connect_nats(
     *,
     options: dict[str, Any] | None = None,
 ) -> NatsClient:
-    """Connect, waiting (with backoff) while the server is unreachable; reconnects forever."""
+    """Connect, waiting (with backoff) while the server is unreachable; reconnects forever.
+
+    ``url`` may name several servers, comma-separated (a cluster's nodes): the client fails
+    over between them."""
     backoff = 0.1
     while True:
         try:
             return await nats.connect(
-                url,
+                nats_servers(url),
                 name="cbcm-relay",
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -700,7 +705,9 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMecha
 
 
 async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
-    """``cbcm relay``: follow the event store and publish until ``stop`` is set."""
+    """``cbcm relay``: follow the event store and publish until ``stop`` is set, while this
+    relay holds the store's leader lock (``services.relay.leader``); standby until then.
+    ``nats_url`` may name several servers, comma-separated."""
     app = await _open_store(settings, stop)
     if app is None:
         return
@@ -732,8 +739,15 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
                 await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, 5.0)
         started = time.monotonic()
-        relay = Relay(app, js)
-        await relay.run(stop)
+        # Issue #7, ADR 9: only the holder of the store's leader lock publishes; a standby
+        # waits for it, and each term starts a fresh Relay from the recorded position.
+        lock = leader_lock(settings, APPLICATION_NAME)
+        while await wait_for_leadership(lock, stop, settings.relay_leader_poll_seconds):
+            lost = await lead(
+                lock, lambda: Relay(app, js).run(stop), settings.relay_leader_check_seconds
+            )
+            if not lost:
+                break
         log.info("relay.exit", seconds=round(time.monotonic() - started, 1))
     finally:
         if nc is not None:
