@@ -12,7 +12,13 @@ from typing import Any
 from contracts.audit import AUDIT_STREAM, checkpoint_json_schema
 from contracts.catalogue import MESSAGE_TYPES, json_schema
 from contracts.envelope import parse_message_type
-from contracts.shares import CASE_SHARED, SHARING_EVENTS, shared_fields_json_schema
+from contracts.shares import (
+    CASE_SHARE_WITHDRAWN,
+    CASE_SHARED,
+    SHARING_EVENTS,
+    WITHDRAWN_EVENT,
+    shared_fields_json_schema,
+)
 from contracts.subjects import (
     AUDIT_CHECKPOINT_SUBJECT,
     EVENT_SUBJECT_PREFIX,
@@ -115,23 +121,38 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
         "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": checkpoint_json_schema()},
     }
     share_key = _key(CASE_SHARED)
+    withdrawn_key = _key(CASE_SHARE_WITHDRAWN)
     channels["share.case"] = {
-        "address": f"{SHARE_SUBJECT_PREFIX}.{{agency}}.case.{{event}}",
+        "address": f"{SHARE_SUBJECT_PREFIX}.{{agency}}.case.{{event}}.{{case_id}}",
         "description": (
             "Personal data of a case shared with one agency by a custody step (a transfer to "
             "it, a referral to its investigating entity), sealed to the agency's registered "
             f"X25519 share key, in stream {SHARES_STREAM}; shares expire after the stream's "
             "max_age. Only field names are in clear: the values are in data.sealed, "
-            "libsodium crypto_box_seal over the JSON of components.schemas.sharedFields."
+            "libsodium crypto_box_seal over the JSON of components.schemas.sharedFields. "
+            "When the case's personal data is erased, its shares are deleted from the stream "
+            f"and each recipient gets a {CASE_SHARE_WITHDRAWN} notice (event "
+            f"{WITHDRAWN_EVENT}): erase what you kept of them."
         ),
         "parameters": {
             "agency": {"description": "code of the recipient agency"},
             "event": {
-                "enum": list(SHARING_EVENTS),
-                "description": "the custody step that shared the data",
+                "enum": [*SHARING_EVENTS, WITHDRAWN_EVENT],
+                "description": "the custody step that shared the data, or the withdrawal",
             },
+            "case_id": {"description": "the case the data is of"},
         },
-        "messages": {share_key: {"$ref": f"#/components/messages/{share_key}"}},
+        "messages": {
+            share_key: {"$ref": f"#/components/messages/{share_key}"},
+            withdrawn_key: {"$ref": f"#/components/messages/{withdrawn_key}"},
+        },
+    }
+    messages[withdrawn_key] = {
+        "name": CASE_SHARE_WITHDRAWN,
+        "title": CASE_SHARE_WITHDRAWN,
+        "summary": "What was shared of a case was withdrawn: its personal data was erased.",
+        "contentType": "application/json",
+        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": json_schema(CASE_SHARE_WITHDRAWN)},
     }
     messages[share_key] = {
         "name": CASE_SHARED,

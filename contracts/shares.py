@@ -28,6 +28,7 @@ import msgspec
 
 from contracts.envelope import CloudEvent, EventData, message_type
 from contracts.network import KEY_ID_PATTERN
+from contracts.vocabulary import DataSubject, ErasureReason
 
 CASE_SHARED: Final = message_type("case", "shared")
 """The CloudEvents ``type`` of a share: ``org.psea.cbcm.case.shared.v1``."""
@@ -99,7 +100,33 @@ class SharedFieldsV1(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     values: dict[str, str]
 
 
-SHARE_TYPES: Final[dict[str, type[EventData]]] = {CASE_SHARED: CaseSharedV1}
+CASE_SHARE_WITHDRAWN: Final = message_type("case", "share_withdrawn")
+"""The CloudEvents ``type`` of the notice that shares were withdrawn:
+``org.psea.cbcm.case.share_withdrawn.v1``."""
+
+WITHDRAWN_EVENT: Final = "share_withdrawn"
+"""The ``<event>`` token of a withdrawal notice's subject."""
+
+
+class CaseShareWithdrawnV1(EventData, frozen=True, kw_only=True):
+    """The personal data of ``subjects`` in the case was erased for good: every share of it
+    sent to ``recipient`` was deleted from ``CBCM_SHARES``, and the recipient must erase what
+    it keeps of those shares too. On ``cbcm.v1.share.<recipient>.case.share_withdrawn.<case>``.
+    """
+
+    case_id: UUID
+    version: Annotated[int, msgspec.Meta(ge=1, description="the case's version after the erasure")]
+    recipient: Annotated[
+        str, msgspec.Meta(pattern="^[a-z0-9][a-z0-9_-]{0,31}$", description="agency code")
+    ]
+    subjects: tuple[DataSubject, ...]
+    reason: ErasureReason
+
+
+SHARE_TYPES: Final[dict[str, type[EventData]]] = {
+    CASE_SHARED: CaseSharedV1,
+    CASE_SHARE_WITHDRAWN: CaseShareWithdrawnV1,
+}
 """CloudEvents ``type`` -> the Struct of its ``data``, for the messages of ``CBCM_SHARES``."""
 
 
@@ -122,6 +149,22 @@ def decode_share(raw: bytes) -> CloudEvent[CaseSharedV1]:
         raise NotAShare(f"not a {CASE_SHARED} message: {e}") from None
     if message.type != CASE_SHARED:
         raise NotAShare(f"a message of type {message.type!r}, not {CASE_SHARED}")
+    return message
+
+
+_withdrawal_decoder: msgspec.json.Decoder[CloudEvent[CaseShareWithdrawnV1]] = msgspec.json.Decoder(
+    CloudEvent[CaseShareWithdrawnV1]
+)
+
+
+def decode_withdrawal(raw: bytes) -> CloudEvent[CaseShareWithdrawnV1]:
+    """Decode and validate a withdrawal notice, or raise ``NotAShare``."""
+    try:
+        message = _withdrawal_decoder.decode(raw)
+    except (msgspec.DecodeError, msgspec.ValidationError) as e:
+        raise NotAShare(f"not a {CASE_SHARE_WITHDRAWN} message: {e}") from None
+    if message.type != CASE_SHARE_WITHDRAWN:
+        raise NotAShare(f"a message of type {message.type!r}, not {CASE_SHARE_WITHDRAWN}")
     return message
 
 

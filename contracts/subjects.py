@@ -82,11 +82,13 @@ SHARE_SUBJECTS: Final = f"{SHARE_SUBJECT_PREFIX}.>"
 """The subjects the ``CBCM_SHARES`` stream captures."""
 
 
-def share_subject(agency: str, aggregate: str, event: str) -> str:
-    """The subject personal data shared with ``agency`` by an event travels on, sealed.
+def share_subject(agency: str, aggregate: str, event: str, record: str) -> str:
+    """The subject personal data of ``record`` shared with ``agency`` by an event travels
+    on, sealed (the record's id last, so that what was shared of one record can be withdrawn
+    from the stream when its personal data is erased).
 
-    >>> share_subject("unicef", "case", "transferred")
-    'cbcm.v1.share.unicef.case.transferred'
+    >>> share_subject("unicef", "case", "transferred", "6f1e0c52-4a57-4d0e-9c86-1b7f3d2e9a44")
+    'cbcm.v1.share.unicef.case.transferred.6f1e0c52-4a57-4d0e-9c86-1b7f3d2e9a44'
     """
     return ".".join(
         (
@@ -94,6 +96,24 @@ def share_subject(agency: str, aggregate: str, event: str) -> str:
             _token("agency", agency),
             _token("aggregate", aggregate),
             _token("event", event),
+            _token("record", record),
+        )
+    )
+
+
+def record_shares(aggregate: str, event: str, record: str) -> str:
+    """The filter matching what ``event`` shared of ``record`` with any agency.
+
+    >>> record_shares("case", "transferred", "6f1e0c52-4a57-4d0e-9c86-1b7f3d2e9a44")
+    'cbcm.v1.share.*.case.transferred.6f1e0c52-4a57-4d0e-9c86-1b7f3d2e9a44'
+    """
+    return ".".join(
+        (
+            SHARE_SUBJECT_PREFIX,
+            "*",
+            _token("aggregate", aggregate),
+            _token("event", event),
+            _token("record", record),
         )
     )
 

@@ -188,6 +188,8 @@ def service_users(agencies: Sequence[str]) -> tuple[NatsUser, ...]:
                 SHARE_SUBJECTS,
                 *_stream_owner(STREAM),
                 *_stream_owner(SHARES_STREAM),
+                # an erased case's shares are withdrawn from the stream (issue #6, ADR 7)
+                _api("STREAM", "PURGE", SHARES_STREAM),
             ),
         ),
         _projector("inbox", "cbcm project inbox"),

@@ -38,8 +38,11 @@ from nacl.public import PrivateKey, PublicKey, SealedBox
 from contracts.catalogue import encode_message
 from contracts.envelope import CloudEvent
 from contracts.shares import (
+    CASE_SHARE_WITHDRAWN,
     CASE_SHARED,
+    WITHDRAWN_EVENT,
     CaseSharedV1,
+    CaseShareWithdrawnV1,
     NotAShare,
     SharedFieldsV1,
     SharingEvent,
@@ -226,7 +229,7 @@ def share_message(
             sealed=base64.b64encode(sealed).decode("ascii"),
         ),
     )
-    subject = share_subject(content.recipient, "case", content.event)
+    subject = share_subject(content.recipient, "case", content.event, str(case_id))
     return subject, encode_message(message)
 
 
@@ -466,3 +469,27 @@ def read_private_key(path: Path) -> PrivateKey:
         serialization.NoEncryption(),
     )
     return PrivateKey(raw)
+
+
+def withdrawal_notice(
+    event: Any, *, recipient: str, position: int, source: str
+) -> tuple[str, bytes]:
+    """The subject and encoded CloudEvent telling ``recipient`` that what was shared with it
+    of a case was withdrawn, after the case's personal data was erased (``event``)."""
+    message = CloudEvent(
+        id=f"{event.originator_id}:{event.originator_version}:withdrawn:{recipient}",
+        source=source,
+        type=CASE_SHARE_WITHDRAWN,
+        time=event.timestamp,
+        subject=str(event.originator_id),
+        position=position,
+        data=CaseShareWithdrawnV1(
+            case_id=event.originator_id,
+            version=event.originator_version,
+            recipient=recipient,
+            subjects=tuple(str(s) for s in event.subjects),  # type: ignore[arg-type]
+            reason=str(event.reason),  # type: ignore[arg-type]
+        ),
+    )
+    subject = share_subject(recipient, "case", WITHDRAWN_EVENT, str(event.originator_id))
+    return subject, encode_message(message)

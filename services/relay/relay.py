@@ -60,7 +60,7 @@ from nats.js.api import (
     StreamInfo,
 )
 
-from contracts.shares import SHARE_MSG_ID_SUFFIX
+from contracts.shares import SHARE_MSG_ID_SUFFIX, SHARING_EVENTS
 from contracts.subjects import (
     EVENT_SUBJECTS,
     PREVIOUS_POSITION_HEADER,
@@ -68,7 +68,9 @@ from contracts.subjects import (
     SHARES_STREAM,
     STREAM,
     event_subject,
+    record_shares,
 )
+from domain.case import Case
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable, is_published
 from services.nats_client import (
@@ -90,7 +92,7 @@ from services.relay.translation import (
     to_cloud_event,
 )
 from services.settings import Settings
-from services.sharing import Share, Sharer
+from services.sharing import Share, Sharer, withdrawal_notice
 
 log = structlog.get_logger()
 
@@ -206,6 +208,8 @@ class Outgoing:
     """The sealed share of a custody step that shares personal data with another agency."""
     step: Any = field(default=None, compare=False, repr=False)
     """The sharing step's domain event, to seal its share again right before it is sent."""
+    erasure: Any = field(default=None, compare=False, repr=False)
+    """A case's erasure event: what was shared of the case is withdrawn once it is stored."""
 
 
 def _stored_prefix(
@@ -339,6 +343,7 @@ class Relay:
                     encode(message),
                     share,
                     step=None if share is None else event,
+                    erasure=event if isinstance(event, Case.PersonalDataErased) else None,
                 )
             )
             previous = notification.id
@@ -404,6 +409,59 @@ class Relay:
                 "hold the messages of one store only"
             )
         return last_seq, int(position)
+
+    async def _done(
+        self, window: list[Outgoing], events_stored: int, shares_stored: int
+    ) -> tuple[int, BaseException | None]:
+        """How many of the window's first items are done: the event stored, its share too,
+        and after an erasure what was shared of the case withdrawn."""
+        done = 0
+        for item in window:
+            if item.position > events_stored:
+                break
+            if item.share is not None and item.position > shares_stored:
+                break
+            if item.erasure is not None:
+                try:
+                    await self._withdraw_shares(item)
+                except TRANSIENT as e:  # the position waits until the withdrawal is done
+                    log.info("relay.withdrawal_deferred", position=item.position)
+                    return done, e
+            done += 1
+        return done, None
+
+    async def _withdraw_shares(self, item: Outgoing) -> None:
+        """After a case's erasure is stored: tell every agency that received a share of the
+        case, then delete those shares from ``CBCM_SHARES`` (idempotent: a relay that
+        restarts does it again; a notice re-sent within the duplicate window is dropped)."""
+        event = item.erasure
+        case_id = str(event.originator_id)
+        filters = [record_shares("case", name, case_id) for name in SHARING_EVENTS]
+        recipients: set[str] = set()
+        for subject_filter in filters:
+            try:
+                info = await self._js.stream_info(SHARES_STREAM, subjects_filter=subject_filter)
+            except nats.js.errors.NotFoundError:
+                return  # no share stream: nothing was ever shared
+            recipients.update(s.split(".")[3] for s in (info.state.subjects or {}))
+        source = f"urn:cbcm:store:{self._store_id}"
+        for recipient in sorted(recipients):
+            subject, payload = withdrawal_notice(
+                event, recipient=recipient, position=item.position, source=source
+            )
+            await self._js.publish(
+                subject,
+                payload,
+                stream=SHARES_STREAM,
+                headers={MSG_ID_HEADER: f"{self._store_id}:{item.position}:withdrawn:{recipient}"},
+                timeout=self._publish_timeout,
+            )
+        for subject_filter in filters:
+            await self._js.purge_stream(SHARES_STREAM, subject=subject_filter)
+        if recipients:
+            log.info(
+                "relay.shares_withdrawn", position=item.position, agencies=sorted(recipients)
+            )
 
     def _reseal_shares(self) -> None:
         """Seal the window's shares again from the store as it is now (in a worker thread):
@@ -486,13 +544,8 @@ class Relay:
                     future.cancel()
         events_stored, acked, event_failure = _stored_prefix(events, events_in_stream)
         shares_stored, shares_acked, share_failure = _stored_prefix(shares, shares_in_stream)
-        done = 0
-        for item in window:
-            if item.position > events_stored:
-                break
-            if item.share is not None and item.position > shares_stored:
-                break
-            done += 1
+        done, withdrawal_failure = await self._done(window, events_stored, shares_stored)
+        event_failure = event_failure or withdrawal_failure
         if done:
             self._acked = window[done - 1].position
             del self._pending[:done]

@@ -31,7 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from contracts.audit import CHECKPOINT_SUBJECT, decode_checkpoint
-from contracts.subjects import SHARES_STREAM, STREAM
+from contracts.subjects import SHARES_STREAM, STREAM, record_shares
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
 from services.audit.checkpoints import checkpoint_once, verify_checkpoint
@@ -46,7 +46,7 @@ from services.nats_server import ConfiguredNats, free_port
 from services.nats_setup import NatsSetup, provision_agency_consumers, write_nats_setup
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import open_projection, rebuild, run_projector
-from services.relay.relay import run_relay
+from services.relay.relay import ensure_shares_stream, run_relay
 from services.settings import Settings
 from tests.integration.test_relay import wait_until
 
@@ -590,3 +590,21 @@ async def test_events_flow_from_the_relay_to_a_projector_over_tls_with_their_cre
         nats_options=network.options("project-inbox"),
     )
     assert rebuilt == network.last_position
+
+
+async def test_only_the_relay_withdraws_shares_from_the_share_stream(network: Network) -> None:
+    # given the share stream (the relay withdraws what was shared of an erased case)
+    withdrawn = record_shares("case", "transferred", "6f1e0c52-4a57-4d0e-9c86-1b7f3d2e9a44")
+    async with connected(network, "relay") as (relay, _):
+        js = relay.jetstream()
+        await ensure_shares_stream(js)
+
+        # when the relay purges one case's shares, then the server lets it
+        purged = await js.purge_stream(SHARES_STREAM, subject=withdrawn)
+        assert purged is True
+
+    # and when an agency tries the same, the server refuses it
+    async with connected(network, f"agency-{A}") as (a, violations):
+        subject = f"$JS.API.STREAM.PURGE.{SHARES_STREAM}"
+        await a.publish(subject, json.dumps({"filter": withdrawn}).encode())
+        await violations.refused("publish", subject)

@@ -25,7 +25,7 @@ from nats.js import JetStreamContext
 from nats.js.api import StreamConfig
 
 from contracts.catalogue import decode_message
-from contracts.shares import decode_share
+from contracts.shares import decode_share, decode_withdrawal
 from contracts.subjects import SHARES_STREAM, STREAM, share_subject
 from domain.actors import Actor, Role
 from domain.case import Allegation
@@ -266,7 +266,10 @@ async def test_a_transfer_shares_exactly_what_the_recipient_may_see_sealed_to_it
 
     # then one share per transfer is on ngo-b's share subject, with its position's message id
     shares = await stream(js, SHARES_STREAM)
-    assert [s.subject for s in shares] == [share_subject("ngo-b", "case", "transferred")] * 2
+    assert [s.subject for s in shares] == [
+        share_subject("ngo-b", "case", "transferred", str(without)),
+        share_subject("ngo-b", "case", "transferred", str(with_consent)),
+    ]
     events = await stream(js, STREAM)
     store = events[0].msg_id.split(":")[0]
     assert [s.msg_id for s in shares] == [f"{store}:{first}:share", f"{store}:{second}:share"]
@@ -330,7 +333,7 @@ async def test_an_investigation_referral_shares_with_the_implicated_agency(
     assert events[referral] == "cbcm.v1.evt.unhcr.case.referred_for_investigation"
     shares = await stream(js, SHARES_STREAM)
     assert [s.subject for s in shares] == [
-        share_subject("wfp", "case", "referred_for_investigation")
+        share_subject("wfp", "case", "referred_for_investigation", str(case_id))
     ]
     opened = open_share(shares[0].data, world.keys["wfp"])
     assert opened.values == {"survivor.name": f"{CANARY} survivor name"}
@@ -432,20 +435,60 @@ async def test_what_was_erased_before_it_was_shared_is_named_not_sent(
     # when the relay publishes
     await publish_all(world.app, js)
 
-    # then the share holds what is left and names what was erased, sending none of it
+    # then the erasure is published, the case's share withdrawn from the stream, and the
+    # recipient told to erase what it kept of it
+    types = [decode_message(e.data).type for e in await stream(js, STREAM)]
+    assert types[-1] == "org.psea.cbcm.case.personal_data_erased.v1"
     shares = await stream(js, SHARES_STREAM)
-    assert len(shares) == 1
-    opened = open_share(shares[0].data, world.keys["ngo-b"])
+    assert [s.subject for s in shares] == [
+        share_subject("ngo-b", "case", "share_withdrawn", str(case_id))
+    ]
+    notice = decode_withdrawal(shares[0].data)
+    assert notice.type == "org.psea.cbcm.case.share_withdrawn.v1"
+    assert notice.data.recipient == "ngo-b" and notice.data.subjects == ("survivor",)
+    assert canaries_in(shares) == []
+
+
+async def test_a_share_sealed_after_an_erasure_names_what_was_erased_and_sends_none_of_it(
+    world: World, js: JetStreamContext
+) -> None:
+    # given a transfer sharing the survivor's identity, the narrative, the complainant's
+    # identity and a note, the survivor's data erased before the relay reads it
+    case_id = received(world, ComplainantRole.WITNESS)
+    consent(world, case_id)
+    position = transfer(
+        world,
+        case_id,
+        "ngo-b",
+        SharedItem.SURVIVOR_IDENTITY,
+        SharedItem.NARRATIVE,
+        SharedItem.COMPLAINANT_IDENTITY,
+        note=f"{CANARY} note",
+    )
+    world.app.erase_personal_data(
+        case_id,
+        actor=COORDINATOR,
+        subjects=(DataSubject.SURVIVOR,),
+        reason=ErasureReason.SURVIVOR_REQUEST,
+        at=world.clock(),
+    )
+
+    # when the relay seals the transfer's share (it reads up to it only)
+    relay = Relay(world.app, js)
+    share = relay.sharer.share_of(
+        world.app.case_history(case_id)[-2], position, "urn:cbcm:store:test"
+    )
+
+    # then the share holds what is left and names what was erased, sending none of it
+    assert share is not None
+    opened = open_share(share.payload, world.keys["ngo-b"])
     assert opened.values == {
         "complainant.name": f"{CANARY} complainant name",
         "complainant.phone": f"{CANARY} complainant phone",
         NOTE: f"{CANARY} note",
     }
     assert opened.erased == ("narrative", "survivor.name")
-    assert decode_share(shares[0].data).data.erased == ("narrative", "survivor.name")
-    # and the erasure itself is published, for the recipient to erase what it holds
-    types = [decode_message(e.data).type for e in await stream(js, STREAM)]
-    assert types[-1] == "org.psea.cbcm.case.personal_data_erased.v1"
+    assert decode_share(share.payload).data.erased == ("narrative", "survivor.name")
 
 
 async def test_the_position_passes_a_share_only_once_it_is_stored_and_nothing_goes_twice(
@@ -564,10 +607,10 @@ async def test_a_share_that_waited_across_an_erasure_carries_what_is_left(
     await ensure_shares_stream(js)
     await relay.publish_pending()
 
-    # then what it carries is what is left: nothing erased is sent, only named
+    # then nothing erased went out: the share, sealed again, was withdrawn after the erasure
+    # and only the notice is left
     shares = await stream(js, SHARES_STREAM)
-    assert len(shares) == 1
-    opened = open_share(shares[0].data, world.keys["ngo-b"])
-    assert opened.values == {}
-    assert set(opened.erased) == {"survivor.name", NOTE}
+    assert [decode_withdrawal(s.data).type for s in shares] == [
+        "org.psea.cbcm.case.share_withdrawn.v1"
+    ]
     assert canaries_in(shares) == []

@@ -48,10 +48,11 @@ def test_operations_and_references_point_at_things_that_exist() -> None:
 def test_the_share_channel_is_documented_with_its_schema_and_sealed_content() -> None:
     document = asyncapi_document()
     channel = document["channels"]["share.case"]
-    assert channel["address"] == "cbcm.v1.share.{agency}.case.{event}"
+    assert channel["address"] == "cbcm.v1.share.{agency}.case.{event}.{case_id}"
+    case_id = "6f1e0c52-4a57-4d0e-9c86-1b7f3d2e9a44"
     for event in channel["parameters"]["event"]["enum"]:
-        address = channel["address"].format(agency="unicef", event=event)
-        assert address == share_subject("unicef", "case", event)
+        address = channel["address"].format(agency="unicef", event=event, case_id=case_id)
+        assert address == share_subject("unicef", "case", event, case_id)
     assert SHARES_STREAM in channel["description"]
     message = document["components"]["messages"]["case.shared.v1"]
     assert message["payload"]["schema"] == json_schema(CASE_SHARED)
