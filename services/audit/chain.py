@@ -17,11 +17,12 @@ grants the application's role INSERT and SELECT only.
 
 from __future__ import annotations
 
+import binascii
 import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 import structlog
@@ -29,8 +30,9 @@ from eventsourcing.persistence import StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
-from psycopg import Cursor
-from psycopg.rows import DictRow
+from psycopg import Cursor, adapters, postgres
+from psycopg.pq import Format
+from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
 from services.personal_data import tables as key_tables
@@ -537,3 +539,179 @@ def link_before(recorder: Any, position: int) -> ChainRow | None:
     if found is None:
         return None
     return ChainRow(int(found["position"]), int(found["previous_position"]), bytes(found["link"]))
+
+
+# --------------------------------------------------------------------------------- batches
+
+BATCH_ROWS = 5000
+"""Positions per range of ``log_batches``."""
+
+
+LogTuple = tuple[int, bytes, int, bytes, bytes, int, bytes]
+"""A position as ``log_batches`` reads it: position, originator id (16 bytes), version,
+topic (UTF-8), state, previous position, link."""
+
+
+class LogBatch(NamedTuple):
+    """The positions ``first <= p < end`` of the log, for the fast path of ``verify``.
+
+    ``rows`` are plain tuples ``(position, originator id as its 16 bytes, version, topic as
+    UTF-8 bytes, state, previous position, link)``, in position order, of the positions where
+    both an event of the expected column types and its chain row are stored. ``complete`` is
+    false when the range holds anything else: an event without a link, a link without an event,
+    a value of another type (SQLite), an id spelled otherwise than the library writes it; then
+    the rows do not tell the whole range and ``read_log`` must be asked.
+    """
+
+    first: int
+    end: int
+    rows: list[LogTuple]
+    complete: bool
+
+
+def log_batches(
+    recorder: Any, start: int = 1, stop: int | None = None, size: int = BATCH_ROWS
+) -> Iterator[LogBatch] | None:
+    """The log from ``start`` (to ``stop``) in ranges of ``size`` positions, each read in one
+    snapshot with two statements: the rows, and what else the range holds. Ranges go on to
+    the head as it is when they reach it (a log that grew meanwhile is read on).
+
+    None when this store cannot be read so (a SQLite file not in UTF-8, a PostgreSQL
+    connection not in UTF-8): then only ``read_log`` reads it."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute("PRAGMA encoding")
+            if str(c.fetchone()[0]).upper() != "UTF-8":
+                return None
+        read: Callable[[Any, int, int], LogBatch] = _sqlite_batch
+    else:
+        with recorder.datastore.transaction(commit=False) as curs:
+            if curs.connection.info.encoding != "utf-8":
+                return None
+        read = _postgres_batch
+    return _ranges(recorder, read, start, stop, size)
+
+
+def _ranges(
+    recorder: Any,
+    read: Callable[[Any, int, int], LogBatch],
+    start: int,
+    stop: int | None,
+    size: int,
+) -> Iterator[LogBatch]:
+    first = start
+    while True:
+        top = _top(recorder)
+        if stop is not None:
+            top = min(top, stop)
+        if first > top:
+            return
+        while first <= top:
+            end = min(first + size, top + 1)
+            yield read(recorder, first, end)
+            first = end
+
+
+def _top(recorder: Any) -> int:
+    """The highest position holding an event or a link (0: none)."""
+    events = recorder.events_table_name
+    chain = chain_table(events)
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT max(coalesce((SELECT max(rowid) FROM {events}), 0), "  # noqa: S608
+                f"coalesce((SELECT max(position) FROM {chain}), 0))"
+            )
+            return int(c.fetchone()[0])
+    statement = SQL(
+        "SELECT greatest(coalesce((SELECT max(notification_id) FROM {s}.{e}), 0), "
+        "coalesce((SELECT max(position) FROM {s}.{c}), 0)) AS top"
+    ).format(s=Identifier(recorder.datastore.schema), e=Identifier(events), c=Identifier(chain))
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(statement)
+        found = curs.fetchone()
+    return 0 if found is None else int(found["top"])
+
+
+_ID_TEXT_CHARS = 32
+
+
+def _id_bytes(text: str, known: dict[str, bytes]) -> bytes:
+    """The 16 bytes of an id stored as text, when it is spelled as the library writes it
+    (32 lowercase hex characters; see ``_stored_id``); otherwise bytes that recompute no
+    link, so the range goes to ``read_log``, which names the damage."""
+    try:
+        raw = binascii.unhexlify(text)
+    except (binascii.Error, ValueError):
+        raw = b""
+    if len(text) != _ID_TEXT_CHARS or raw.hex() != text:
+        raw = b""
+    known[text] = raw
+    return raw
+
+
+def _sqlite_batch(recorder: Any, first: int, end: int) -> LogBatch:
+    events = recorder.events_table_name
+    chain = chain_table(events)
+    rows_statement = (
+        "SELECT e.rowid, e.originator_id, e.originator_version, CAST(e.topic AS BLOB), "  # noqa: S608
+        f"e.state, c.previous_position, c.link FROM {events} e "
+        f"JOIN {chain} c ON c.position = e.rowid "
+        "WHERE e.rowid >= ? AND e.rowid < ? AND typeof(e.originator_id) = 'text' "
+        "AND typeof(e.originator_version) = 'integer' AND typeof(e.topic) = 'text' "
+        "AND typeof(e.state) = 'blob' AND typeof(c.previous_position) = 'integer' "
+        "AND typeof(c.link) = 'blob' ORDER BY e.rowid"
+    )
+    counts_statement = (
+        f"SELECT (SELECT count(*) FROM {events} WHERE rowid >= ? AND rowid < ?), "  # noqa: S608
+        f"(SELECT count(*) FROM {chain} WHERE position >= ? AND position < ?)"
+    )
+    with recorder.datastore.transaction(commit=False) as c:
+        cursor = c.sqlite_cursor
+        cursor.row_factory = None  # plain tuples, not the library's sqlite3.Row
+        cursor.execute(rows_statement, (first, end))
+        found = cursor.fetchall()
+        cursor.execute(counts_statement, (first, end, first, end))
+        stored_events, links = cursor.fetchone()
+    known: dict[str, bytes] = {}
+    get = known.get
+    rows = [(p, get(o) or _id_bytes(o, known), v, t, s, q, k) for p, o, v, t, s, q, k in found]
+    complete = stored_events == links == len(rows) and all(known.values())
+    return LogBatch(first, end, rows, complete)
+
+
+_BYTES_LOADER = adapters.get_loader(postgres.types["bytea"].oid, Format.BINARY)
+"""Loads a binary value as its bytes: a uuid's 16 bytes, a text's bytes in the connection's
+encoding (UTF-8, checked by ``log_batches``), with no parsing."""
+
+
+def _postgres_batch(recorder: Any, first: int, end: int) -> LogBatch:
+    schema = Identifier(recorder.datastore.schema)
+    events = Identifier(recorder.events_table_name)
+    chain = Identifier(chain_table(recorder.events_table_name))
+    rows_statement = SQL(
+        "SELECT e.notification_id, e.originator_id, e.originator_version, e.topic, e.state, "
+        "c.previous_position, c.link FROM {s}.{e} e JOIN {s}.{c} c "
+        "ON c.position = e.notification_id "
+        "WHERE e.notification_id >= %s AND e.notification_id < %s "
+        "AND c.position >= %s AND c.position < %s "
+        "AND e.topic IS NOT NULL AND e.state IS NOT NULL ORDER BY e.notification_id"
+    ).format(s=schema, e=events, c=chain)
+    counts_statement = SQL(
+        "SELECT (SELECT count(*) FROM {s}.{e} WHERE notification_id >= %s "
+        "AND notification_id < %s), "
+        "(SELECT count(*) FROM {s}.{c} WHERE position >= %s AND position < %s)"
+    ).format(s=schema, e=events, c=chain)
+    with recorder.datastore.transaction(commit=False) as curs:
+        # one snapshot for both statements (READ COMMITTED would take one each)
+        curs.execute(SQL("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ"))
+        cursor = curs.connection.cursor(row_factory=tuple_row, binary=True)
+        for name in ("uuid", "text"):
+            cursor.adapters.register_loader(name, _BYTES_LOADER)
+        cursor.execute(rows_statement, (first, end, first, end))
+        rows = cursor.fetchall()
+        cursor.execute(counts_statement, (first, end, first, end))
+        counted = cursor.fetchone()
+    assert counted is not None
+    complete = counted[0] == counted[1] == len(rows)
+    return LogBatch(first, end, rows, complete)

@@ -13,6 +13,9 @@ at its position: *changed*; a checkpoint beyond the store's head: *truncated*).
 
 from __future__ import annotations
 
+import hashlib
+import struct
+from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -20,7 +23,15 @@ from enum import StrEnum
 from itertools import takewhile
 from typing import Any
 
-from services.audit.chain import GENESIS, LogRow, head, link_before, read_log
+from services.audit.chain import (
+    GENESIS,
+    LogRow,
+    LogTuple,
+    head,
+    link_before,
+    log_batches,
+    read_log,
+)
 
 NEIGHBOURS = 8
 """How far from a mismatching row a moved event is looked for."""
@@ -104,7 +115,14 @@ def verify(
     progress: Callable[[int], None] | None = None,
 ) -> Report:
     """Recompute the chain from ``start`` (to ``stop``, default: the head) and compare it
-    with ``checkpoints``."""
+    with ``checkpoints``.
+
+    Two paths see every position: a fast one for intact ranges (big batches of plain tuples,
+    one SHA-256 per event and nothing else per row) and the careful one that classifies
+    damage. The fast path hands a range to the careful one at the first thing it cannot vouch
+    for, some rows before it (so that the careful path sees the neighbours it compares with);
+    the careful path hands back once a run of clean rows follows the damage. Findings are
+    the careful path's alone, so they are the same as if it had read everything."""
     report = Report(start=start)
     attested = {
         c.position: c
@@ -112,29 +130,164 @@ def verify(
         if c.position >= start and (stop is None or c.position <= stop)
     }
     report.checkpoints = len(attested)
-    last = link_before(recorder, start)
-    previous_position, previous = (0, GENESIS) if last is None else (last.position, last.link)
-    recent: dict[int, bytes] = {previous_position: previous}
-    behind: deque[LogRow] = deque(maxlen=NEIGHBOURS)
-    last_good_checkpoint = start - 1
+    scan = _Scan(
+        recorder, report, attested=attested, start=start, stop=stop, progress=progress
+    )
+    position: int | None = start
+    while position is not None:
+        looked_at = scan.fast(position)
+        position = None if looked_at is None else scan.careful(*looked_at)
+    _beyond_the_head(recorder, report, attested, start)
+    return report
 
-    def found(kind: Damage, position: int, detail: str) -> None:
-        report.findings.append(Finding(kind, position, detail))
 
-    rows = read_log(recorder, start)
-    if stop is not None:
-        rows = takewhile(lambda r: r.position <= stop, rows)
-    for row, ahead in _window(rows, NEIGHBOURS):
-        report.checked += 1
-        if progress is not None:
-            progress(row.position)
+HEADER = struct.Struct(">q16sqI")
+"""Position, originator id, version and topic length, as ``link_hash`` feeds them."""
+
+LOOK_BACK = 4 * NEIGHBOURS
+"""Clean rows the careful path starts before what the fast path could not vouch for: as many
+links as the careful path keeps (``recent``), and more than the rows it looks back at."""
+
+CLEAN_RUN = 2 * LOOK_BACK
+"""Clean rows after the damage (and after the range handed over) before the careful path
+hands back to the fast path."""
+
+
+class _Scan:
+    """What the two paths share: the report, the checkpoints, the last clean rows."""
+
+    def __init__(
+        self,
+        recorder: Any,
+        report: Report,
+        *,
+        attested: dict[int, Attested],
+        start: int,
+        stop: int | None,
+        progress: Callable[[int], None] | None,
+    ) -> None:
+        self.recorder = recorder
+        self.report = report
+        self.attested = attested
+        self.signed = sorted(attested)
+        self.start = start
+        self.stop = stop
+        self.progress = progress
+        self.last_good_checkpoint = start - 1
+        self.clean: deque[int] = deque(maxlen=LOOK_BACK)
+        """Positions of the last rows seen clean, by either path, with nothing between them."""
+        self.fast_reading = True
+
+    def found(self, kind: Damage, position: int, detail: str) -> None:
+        self.report.findings.append(Finding(kind, position, detail))
+
+    # ------------------------------------------------------------------ the fast path
+
+    def fast(self, position: int) -> tuple[int, int] | None:
+        """Verify intact ranges from ``position``. None at the end of the log; otherwise
+        (where the careful path starts, the last position it must see)."""
+        batches = log_batches(self.recorder, position, self.stop) if self.fast_reading else None
+        if batches is None:
+            self.fast_reading = False
+            return self._hand_over(position)
+        last = link_before(self.recorder, position)
+        previous_position, previous = (0, GENESIS) if last is None else (last.position, last.link)
+        sha256 = hashlib.sha256
+        pack = HEADER.pack
+        join = b"".join
+        for batch in batches:
+            rows = batch.rows
+            if not batch.complete:
+                return self._hand_over(batch.end - 1)
+            bad = None
+            try:
+                for at, oid, version, topic, state, linked_to, link in rows:
+                    header = pack(at, oid, version, len(topic))
+                    if (
+                        linked_to != previous_position
+                        or sha256(join((previous, header, topic, state))).digest() != link
+                    ):
+                        bad = at
+                        break
+                    previous_position, previous = at, link
+            except (TypeError, ValueError, struct.error):
+                return self._hand_over(batch.end - 1)
+            bad = self._checkpoints(rows, batch.first, batch.end, bad)
+            done = len(rows) if bad is None else bisect_left(rows, (bad,))
+            self.report.checked += done
+            self.clean.extend(r[0] for r in rows[max(done - LOOK_BACK, 0) : done])
+            if done and self.progress is not None:
+                self.progress(rows[done - 1][0])
+            if bad is not None:
+                return self._hand_over(bad)
+        return None
+
+    def _checkpoints(
+        self, rows: list[LogTuple], first: int, end: int, bad: int | None
+    ) -> int | None:
+        """Hold the rows before ``bad`` to the checkpoints signed in ``first..end``: the
+        first position whose checkpoint differs, else ``bad``."""
+        signed = self.signed
+        for i in range(bisect_left(signed, first), bisect_left(signed, end)):
+            position = signed[i]
+            if bad is not None and position >= bad:
+                break
+            at = bisect_left(rows, (position,))
+            if at == len(rows) or rows[at][0] != position:
+                continue  # no link there: _beyond_the_head names it
+            if rows[at][6] != self.attested[position].link:
+                return position
+            self.last_good_checkpoint = position
+        return bad
+
+    def _hand_over(self, until: int) -> tuple[int, int]:
+        """The careful path starts at the oldest of the last clean rows (they are checked
+        again, and counted once)."""
+        begin = self.clean[0] if self.clean else self.start
+        self.report.checked -= len(self.clean)
+        self.clean.clear()
+        return begin, until
+
+    # ------------------------------------------------------------------ the careful path
+
+    def careful(self, begin: int, until: int) -> int | None:
+        """Classify every row from ``begin``, through ``until`` and until ``CLEAN_RUN`` clean
+        rows in a row. Returns where the fast path goes on, or None at the end of the log."""
+        report = self.report
+        last = link_before(self.recorder, begin)
+        trail = _Trail(*((0, GENESIS) if last is None else (last.position, last.link)))
+        clean = 0
+        stop = self.stop
+        rows = read_log(self.recorder, begin)
+        if stop is not None:
+            rows = takewhile(lambda r: r.position <= stop, rows)
+        for row, ahead in _window(rows, NEIGHBOURS):
+            if row.position > until and clean >= CLEAN_RUN and self.fast_reading:
+                return row.position
+            report.checked += 1
+            if self.progress is not None:
+                self.progress(row.position)
+            findings = len(report.findings)
+            self._classify(row, ahead, trail)
+            if len(report.findings) == findings:
+                clean += 1
+                self.clean.append(row.position)
+            else:
+                clean = 0
+                self.clean.clear()
+        return None
+
+    def _classify(self, row: LogRow, ahead: list[LogRow], trail: _Trail) -> None:
+        """One row held to the link stored before it, its neighbours and the checkpoints."""
+        found = self.found
         chain = row.chain
         if chain is None:
             found(Damage.INSERTED, row.position, "an event that is not linked into the chain")
-            behind.append(row)
-            continue
+            trail.behind.append(row)
+            return
         if not row.has_event:
             found(Damage.MISSING, row.position, "the chain links an event the store no longer has")
+        previous_position = trail.previous_position
         if chain.previous_position > previous_position:
             found(
                 Damage.MISSING,
@@ -150,9 +303,9 @@ def verify(
                 f"position {row.position} links to {chain.previous_position}: positions after "
                 f"it, up to {previous_position}, were put in later",
             )
-        base = recent.get(chain.previous_position)
+        base = trail.recent.get(chain.previous_position)
         if row.has_event and base is not None and row.link_from(base) != chain.link:
-            moved = _moved(row, base, [*behind, *ahead])
+            moved = _moved(row, base, [*trail.behind, *ahead])
             if moved is not None:
                 found(
                     Damage.REORDERED,
@@ -161,26 +314,40 @@ def verify(
                 )
             else:
                 found(Damage.CHANGED, row.position, "the stored event does not hash to its link")
-        checkpoint = attested.get(row.position)
+        checkpoint = self.attested.get(row.position)
         if checkpoint is not None:
             if checkpoint.link != chain.link:
                 found(
                     Damage.CHANGED,
-                    last_good_checkpoint + 1,
+                    self.last_good_checkpoint + 1,
                     f"the chain at {row.position} differs from the checkpoint signed "
                     f"{checkpoint.signed_at or 'by the network'}: the history from "
-                    f"{last_good_checkpoint + 1} on was rewritten (links recomputed)",
+                    f"{self.last_good_checkpoint + 1} on was rewritten (links recomputed)",
                 )
             else:
-                last_good_checkpoint = row.position
-        previous_position, previous = row.position, chain.link
-        recent[previous_position] = previous
-        if len(recent) > 4 * NEIGHBOURS:
-            recent.pop(next(iter(recent)))
-        behind.append(row)
+                self.last_good_checkpoint = row.position
+        trail.follow(row.position, chain.link)
+        trail.behind.append(row)
 
-    _beyond_the_head(recorder, report, attested, start)
-    return report
+
+@dataclass
+class _Trail:
+    """What the careful path remembers of the rows before: the last link, the last links by
+    position (``LOOK_BACK``), the last rows (``NEIGHBOURS``)."""
+
+    previous_position: int
+    previous: bytes
+    recent: dict[int, bytes] = field(default_factory=dict)
+    behind: deque[LogRow] = field(default_factory=lambda: deque(maxlen=NEIGHBOURS))
+
+    def __post_init__(self) -> None:
+        self.recent[self.previous_position] = self.previous
+
+    def follow(self, position: int, link: bytes) -> None:
+        self.previous_position, self.previous = position, link
+        self.recent[position] = link
+        if len(self.recent) > LOOK_BACK:
+            self.recent.pop(next(iter(self.recent)))
 
 
 def _beyond_the_head(
