@@ -21,6 +21,7 @@ import pytest
 from services.event_store import persistence_env
 from services.mechanism import ComplaintMechanism
 from services.settings import Settings
+from tests.bench.results import Figure, record
 from tests.bench.test_write_path import ROUNDS, STAGES, WARMUP_CASES, _cases, run_cbcm, scripts
 from tests.bench.test_write_path import set_up_network as network
 from tests.conftest import T0
@@ -87,4 +88,16 @@ def test_encryption_cost_on_the_write_path(store_url: str, apps: dict[str, Compl
     for name, spent in seconds.items():
         rate = commands / spent
         print(f"{name:24}{spent:>9.2f}{rate:>12.1f}{rate / plain:>10.2f}")
+        if name != "plain":
+            record(
+                Figure(
+                    bench="encryption cost (#6)",
+                    figure=f"commands/s, {name}",
+                    store=kind,
+                    value=rate,
+                    unit="commands/s",
+                    baseline=plain,
+                    baseline_name="the same application, no sealing, no cipher",
+                )
+            )
     print(line)

@@ -18,8 +18,12 @@ another thread notes when each position is published, which splits the lag into 
 leg (commit -> on NATS) and the projector leg (on NATS -> read model committed). Every case
 is checked to have its inbox row at the end.
 
-Rebuild: a demo load (``walk_cases``) of at least ``REBUILD_EVENTS`` events goes through the
-running pipeline; then relay and projector are stopped and
+Relay: a demo load (``walk_cases``) of at least ``REBUILD_EVENTS`` events is written with the
+relay stopped; the relay is then started on that backlog, and timed from the first message it
+adds to the stream to the message of the last position (the stream polled every 2 ms), so its
+start-up is left out. Its baseline is the raw publish below (issue #7).
+
+Rebuild: once the inbox has caught up, relay and projector are stopped and
 ``rebuild(InboxProjection(), fresh_path, nats_url)`` is timed. The result must equal the
 live read model. Next to it, in the same run: the same stream consumed with nats-py alone
 (ordered consumer, no decode; then with ``decode``), which splits the rebuild's time into
@@ -31,7 +35,8 @@ consumes and the rebuild run ``ROUNDS`` times, alternating, and the best of each
 so that drift on a shared machine falls on both alike.
 
 Figures are printed, not asserted; only sanity is checked. ``CBCM_BENCH_PHASE_SECONDS`` and
-``CBCM_BENCH_REBUILD_EVENTS`` override the phase length and the demo load;
+``CBCM_BENCH_REBUILD_EVENTS`` override the phase length and the demo load (``cbcm bench
+--quick`` halves the one and takes 4,000 events for the other);
 ``CBCM_BENCH_PROFILE=1`` also prints a cProfile of applying the stream's messages to a fresh
 inbox (``apply_batch`` in batches of 512, in this thread: the rebuild runs it in a worker
 thread, out of the profiler's sight).
@@ -94,6 +99,7 @@ from services.relay.relay import (
     MSG_ID_HEADER,
 )
 from services.settings import Settings
+from tests.bench.results import Figure, Target, quick, record
 
 pytestmark = pytest.mark.bench
 
@@ -101,12 +107,14 @@ CBCM = str(Path(sys.executable).parent / "cbcm")
 
 RATES = (50, 100)
 """Commands per second of the lag phases."""
-PHASE_SECONDS = float(os.environ.get("CBCM_BENCH_PHASE_SECONDS", "10"))
+PHASE_SECONDS = float(os.environ.get("CBCM_BENCH_PHASE_SECONDS", "5" if quick() else "10"))
 WARMUP_SECONDS = 2.0
 WARMUP_RATE = 20
 POLL_INTERVAL = 0.001
 """How often the read model's position is polled (seconds)."""
-REBUILD_EVENTS = int(os.environ.get("CBCM_BENCH_REBUILD_EVENTS", "10000"))
+REBUILD_EVENTS = int(
+    os.environ.get("CBCM_BENCH_REBUILD_EVENTS", "4000" if quick() else "10000")
+)
 """At least this many events are added by the demo load before the rebuild."""
 DEMO_CHUNK = 200
 """Cases per ``walk_cases`` call of the demo load."""
@@ -150,6 +158,9 @@ class _Position(msgspec.Struct):
 # ------------------------------------------------------------------------ the pipeline
 
 
+COMMANDS = {"relay": ["relay"], "project-inbox": ["project", "inbox"]}
+
+
 @dataclass
 class Pipeline:
     """``cbcm relay`` and ``cbcm project inbox`` as subprocesses."""
@@ -164,6 +175,10 @@ class Pipeline:
         return read_model_path(self.data_dir, "inbox")
 
     def start(self) -> None:
+        for name in COMMANDS:
+            self.start_one(name)
+
+    def start_one(self, name: str) -> None:
         env = {
             **os.environ,
             "CBCM_DATA_DIR": str(self.data_dir),
@@ -171,11 +186,19 @@ class Pipeline:
             "CBCM_NATS_URL": self.nats_url,
             "CBCM_LOG_FORMAT": "json",
         }
-        for name, args in (("relay", ["relay"]), ("project-inbox", ["project", "inbox"])):
-            with (self.data_dir / f"{name}.log").open("wb") as out:
-                self.processes[name] = subprocess.Popen(
-                    [CBCM, *args], env=env, stdout=out, stderr=subprocess.STDOUT
-                )
+        with (self.data_dir / f"{name}.log").open("ab") as out:
+            self.processes[name] = subprocess.Popen(
+                [CBCM, *COMMANDS[name]], env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def stop_one(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
     def inbox_position(self) -> int:
         """The inbox read model's position, once both processes are checked alive."""
@@ -559,6 +582,79 @@ def dump(path: Path) -> list[str]:
         db.close()
 
 
+async def relay_drain(pipeline: Pipeline, url: str, last: int) -> tuple[Timed, float]:
+    """Start the relay on a backlog and time it, from the first message it adds to the
+    stream to the one of store position ``last`` (polling the stream every 2 ms): that is
+    the relay's publish rate, without its start-up. Also: when it was started."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        before = (await js.stream_info(STREAM)).state.last_seq
+        started = time.perf_counter()
+        pipeline.start_one("relay")
+        first_seq, first_at = 0, 0.0
+        deadline = started + CATCH_UP_TIMEOUT
+        while time.perf_counter() < deadline:
+            seq = (await js.stream_info(STREAM)).state.last_seq
+            now = time.perf_counter()
+            if seq > before:
+                if not first_at:
+                    first_seq, first_at = seq, now
+                top = await js.get_msg(STREAM, seq)
+                position = msgspec.json.decode(top.data or b"{}", type=_Position).position
+                if position is not None and position >= last:
+                    return Timed(seq - first_seq, now - first_at), started
+            pipeline.check_alive()
+            await asyncio.sleep(0.002)
+        raise AssertionError(f"the relay did not publish position {last} in time")
+    finally:
+        await nc.close()
+
+
+def record_figures(
+    kind: str, phases: list[LagPhase], relayed: Timed, rebuilt: Timed, raw: RawBaseline
+) -> None:
+    bench = "event flow (#3)"
+    for p in phases:
+        for q in (50, 99):
+            target = Target("value", "<", 250.0) if q == 99 and p.rate == 100 else None
+            record(
+                Figure(
+                    bench,
+                    f"lag p{q}, commit -> inbox, {p.rate} commands/s",
+                    kind,
+                    pct(p.lag_ms, q),
+                    "ms",
+                    target=target,
+                    better="lower",
+                )
+            )
+    record(
+        Figure(
+            bench,
+            "relay publish rate",
+            kind,
+            relayed.rate,
+            "msgs/s",
+            baseline=raw.publish.rate,
+            baseline_name="nats-py publish alone (same count and sizes)",
+        )
+    )
+    for name, baseline in (("ordered consumer", raw.ordered), ("pull, fetch 512", raw.pull)):
+        record(
+            Figure(
+                bench,
+                "inbox rebuild rate",
+                kind,
+                rebuilt.rate,
+                "msgs/s",
+                baseline=baseline.rate,
+                baseline_name=f"nats-py consume alone ({name})",
+                target=Target("ratio", ">=", 0.5),
+            )
+        )
+
+
 # ------------------------------------------------------------------------ reporting
 
 
@@ -593,6 +689,7 @@ def report_rebuild(
     demo_events: int,
     demo_seconds: float,
     caught_up: float,
+    relayed: Timed,
     shape: StreamShape,
     rebuilt: Timed,
     plain: Timed,
@@ -601,8 +698,9 @@ def report_rebuild(
 ) -> None:
     print(
         f"demo load: {demo_events} events written in {demo_seconds:.1f} s "
-        f"({demo_events / demo_seconds:.0f}/s); the inbox caught up {caught_up:.2f} s "
-        "after the last write"
+        f"({demo_events / demo_seconds:.0f}/s) with the relay stopped; started, the relay "
+        f"published them at {relayed.rate:.0f}/s (first publish to last), the inbox caught up "
+        f"{caught_up:.2f} s after the relay started"
     )
     print(
         f"rebuild of the inbox from {STREAM}: {shape.messages} messages, avg payload "
@@ -613,6 +711,7 @@ def report_rebuild(
     print(f"{'':50}{'messages':>10}{'seconds':>9}{'msgs/s':>10}")
     rows = (
         ("raw: publish (nats-py, async, window 500)", raw.publish),
+        ("cbcm relay: publish the backlog", relayed),
         ("raw: consume, ordered consumer", raw.ordered),
         ("raw: consume, pull fetch 512, no ack", raw.pull),
         (
@@ -625,6 +724,7 @@ def report_rebuild(
     )
     for label, t in rows:
         print(f"{label:50}{t.messages:>10}{t.seconds:>9.2f}{t.rate:>10.0f}")
+    print(f"{'ratio relay / raw publish':50}{'':>19}{relayed.rate / raw.publish.rate:>10.2f}")
     for label, baseline in (("ordered", raw.ordered), ("pull", raw.pull)):
         ratio = rebuilt.rate / baseline.rate
         print(f"{f'ratio rebuild / raw {label} consume':50}{'':>19}{ratio:>10.2f}")
@@ -692,7 +792,8 @@ def test_event_flow(store_url: str, tmp_path: Path, nats_server: EmbeddedNats) -
         relay_mode = "polling (0.1 s)" if kind == "sqlite" else "LISTEN/NOTIFY"
         report_lag(kind, where, phases, relay_mode)
 
-        # ---- demo load, then the rebuild next to the raw baseline
+        # ---- demo load with the relay stopped, the relay draining it, then the rebuild
+        pipeline.stop_one("relay")
         before = app.recorder.max_notification_id() or 0
         rng = random.Random(7)
         began = time.perf_counter()
@@ -702,14 +803,14 @@ def test_event_flow(store_url: str, tmp_path: Path, nats_server: EmbeddedNats) -
             walked += 1
         last = app.recorder.max_notification_id() or 0
         demo_seconds = time.perf_counter() - began
-        written_at = time.perf_counter()
+        relayed, relay_started = asyncio.run(relay_drain(pipeline, nats_server.url, last))
         wait_until(
             lambda: pipeline.inbox_position() >= last,
             CATCH_UP_TIMEOUT,
             "the inbox to catch up with the demo load",
             interval=0.005,
         )
-        caught_up = time.perf_counter() - written_at
+        caught_up = time.perf_counter() - relay_started
         pipeline.stop()
 
         shape = asyncio.run(stream_shape(nats_server.url))
@@ -749,7 +850,10 @@ def test_event_flow(store_url: str, tmp_path: Path, nats_server: EmbeddedNats) -
         decoded = best(timings["decoded"])
 
         print(f"rebuild on {kind}")
-        report_rebuild(last - before, demo_seconds, caught_up, shape, rebuilt, plain, decoded, raw)
+        report_rebuild(
+            last - before, demo_seconds, caught_up, relayed, shape, rebuilt, plain, decoded, raw
+        )
+        record_figures(kind, phases, relayed, rebuilt, raw)
         if os.environ.get("CBCM_BENCH_PROFILE"):
             profile_apply(batches, tmp_path / "profiled" / "inbox.sqlite3")
     finally:
