@@ -29,9 +29,10 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
-## Benchmarks print figures next to a baseline measured in the same run (not part of `make test`).
+## Benchmarks print figures next to a baseline measured in the same run (not part of `make test`),
+## then one table of them all (cbcm bench); `make bench BENCH_ARGS=--quick` for a shorter run.
 bench: $(STAMP)
-	$(BIN)/python -m pytest -q -m bench -s tests/bench
+	$(BIN)/cbcm bench $(BENCH_ARGS)
 
 ## Fault tests: NATS nodes stopped, PostgreSQL restarted, services killed under load; each run
 ## ends by comparing every read model with a fresh rebuild (not part of `make test`).

@@ -51,6 +51,7 @@ from services.audit.witness import (
     valid_witness_name,
     witness_book_path,
 )
+from services.bench import register_bench_command
 from services.bootstrap import complaint_mechanism
 from services.demo import run_demo
 from services.event_store import EventStoreConfigError, describe, persistence_env
@@ -88,6 +89,7 @@ contracts_cli = typer.Typer(help="The published language: messages on NATS.", no
 cli.add_typer(contracts_cli, name="contracts")
 cli.add_typer(__import__("services.nats_cli", fromlist=["nats_cli"]).nats_cli, name="nats")
 register_sharing_commands(cli)  # cbcm agency keygen, cbcm share open
+register_bench_command(cli)  # cbcm bench
 
 
 def main() -> None:
