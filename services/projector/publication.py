@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import stats_subject
 from projections import stats
-from services.nats_client import nats_connect_options, quiet_errors
+from services.nats_client import nats_connect_options, nats_servers, quiet_errors
 from services.settings import Settings
 
 log = structlog.get_logger()
@@ -49,7 +49,10 @@ class StatisticsPublisher:
         if self._nc is None or not self._nc.is_connected:
             self._nc = NatsClient()
             await self._nc.connect(
-                self.nats_url, allow_reconnect=True, error_cb=quiet_errors(), **self._options
+                nats_servers(self.nats_url),
+                allow_reconnect=True,
+                error_cb=quiet_errors(),
+                **self._options,
             )
         tables = stats.reports(db, k=stats.threshold(db))
         for name, report in tables.items():

@@ -77,6 +77,7 @@ from projections.base import (
 )
 from services.nats_client import (
     nats_connect_options,
+    nats_servers,
     quiet_errors,
     unless_stopped,
     wait_for_stop,
@@ -323,7 +324,7 @@ class _Position(msgspec.Struct):
 
 async def _connect(url: str, options: dict[str, Any], *, reconnect: bool = True) -> NatsClient:
     return await nats.connect(
-        url,
+        nats_servers(url),
         allow_reconnect=reconnect,
         max_reconnect_attempts=-1 if reconnect else 0,
         reconnect_time_wait=0.5,

@@ -26,7 +26,7 @@ from pathlib import Path
 from services.bootstrap import complaint_mechanism
 from services.demo import build_demo_network, walk_cases
 from services.mechanism import ComplaintMechanism, is_published
-from services.nats_server import EmbeddedNats
+from services.nats_server import EmbeddedNats, free_port
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
 from tests.fault.applied_log import applications
@@ -41,20 +41,23 @@ from tests.fault.stack import (
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 TARGET_EVENTS = 2_400
-"""Intake stops once the store holds at least this many events."""
+"""Intake stops once the store holds at least this many events (and ``AFTER_KILLS``)."""
 KILL_AT = 700
-"""The active instance is killed once its read model has applied this position."""
+"""The active instance is killed once its read model has applied this position ..."""
+AFTER_KILLS = 400
+"""... and intake goes on for at least this many events after the kills."""
 INSTANCES = 3
 SEED = 20260307
 
 
 class Walk(threading.Thread):
-    """Demo cases walked into the store, ten at a time, until ``TARGET_EVENTS``."""
+    """Demo cases walked into the store, ten at a time, until told to stop."""
 
     def __init__(self, app: ComplaintMechanism) -> None:
         super().__init__(name="intake", daemon=True)
         self.app = app
         self.error: BaseException | None = None
+        self.stop_when = threading.Event()
 
     def stored(self) -> int:
         return self.app.recorder.max_notification_id() or 0
@@ -63,7 +66,7 @@ class Walk(threading.Thread):
         try:
             rng = random.Random(SEED)
             build_demo_network(self.app, START)
-            while self.stored() < TARGET_EVENTS:
+            while not self.stop_when.is_set():
                 walk_cases(self.app, 10, rng, START + timedelta(hours=1))
         except BaseException as e:
             self.error = e
@@ -84,7 +87,9 @@ def test_instances_sharing_a_consumer_apply_each_event_once_in_order_when_the_ac
     logs.mkdir()
     server = EmbeddedNats(tmp_path / "nats").start()
     store = f"sqlite:///{tmp_path / 'events.sqlite3'}"
-    env = service_env(CBCM_DATA_DIR=str(data_dir), CBCM_EVENT_STORE=store, CBCM_NATS_URL=server.url)
+    # every service is also given a server that is down, as a cluster node may be
+    servers = f"nats://127.0.0.1:{free_port()},{server.url}"
+    env = service_env(CBCM_DATA_DIR=str(data_dir), CBCM_EVENT_STORE=store, CBCM_NATS_URL=servers)
     applied = read_model_path(data_dir, "applied")
     groups = {
         "stats": [
@@ -94,7 +99,7 @@ def test_instances_sharing_a_consumer_apply_each_event_once_in_order_when_the_ac
         "applied": [
             Service(
                 f"applied-{i}",
-                [str(applied), server.url],
+                [str(applied), servers],
                 env,
                 logs,
                 working="projector.batch",
@@ -148,7 +153,12 @@ def test_instances_sharing_a_consumer_apply_each_event_once_in_order_when_the_ac
         for name, group in groups.items():
             survivors = [s for s in group if s is not killed[name]]
             wait_until(lambda g=survivors: active(g), 15, f"a {name} standby to take over", watch)
-        wait_until(lambda: not walk.is_alive(), 120, f"{TARGET_EVENTS} events stored", watch)
+        after = walk.stored() + AFTER_KILLS
+        wait_until(
+            lambda: walk.stored() >= max(TARGET_EVENTS, after), 120, "intake after the kills", watch
+        )
+        walk.stop_when.set()
+        walk.join(60)
         watch()
         stored = [
             n.id
@@ -191,6 +201,7 @@ def test_instances_sharing_a_consumer_apply_each_event_once_in_order_when_the_ac
     finally:
         for service in services:
             service.reap()
+        walk.stop_when.set()
         walk.join(30)
         app.close()
         server.stop()
