@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.event_store import persistence_env
+from services.event_store import guard_against_outages, persistence_env
 from services.mechanism import ComplaintMechanism
 from services.settings import Settings
 
@@ -12,9 +12,11 @@ def complaint_mechanism(settings: Settings | None = None) -> ComplaintMechanism:
 
     Where it may create tables, it creates all of them at once, the relay's tracking table
     included, so that a deployment can then hand the application a role that creates nothing
-    (deploy/postgres)."""
+    (deploy/postgres). While a PostgreSQL store's server is down, calls fail at once
+    (``EventStoreUnreachable``, an ``EventStoreUnavailable``) rather than hang."""
     settings = settings or Settings()
     app = ComplaintMechanism(env=persistence_env(settings))
+    guard_against_outages(app)
     if settings.create_tables:
         app.factory.tracking_recorder()
     return app

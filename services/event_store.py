@@ -5,11 +5,20 @@ from __future__ import annotations
 import base64
 import os
 import secrets
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
+import psycopg
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
+from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
+from services.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.settings import Settings
 
 
@@ -155,3 +164,91 @@ def _postgres(url: str) -> dict[str, str]:
     if schema:
         env["POSTGRES_SCHEMA"] = schema
     return env
+
+
+# ------------------------------------------------------------------------------- outages
+
+
+class EventStoreUnreachable(EventStoreUnavailable, PersistenceError):
+    """The event store's server refuses connections: raised at once, and not retried by the
+    library (which retries ``OperationalError`` and ``InterfaceError`` only)."""
+
+
+class OutageGuard:
+    """Fails calls to a PostgreSQL event store at once while its server is down.
+
+    The library retries a failed call ten times, and while the server is down each try waits
+    out the connection pool's timeout for a connection that cannot come: a request would
+    hang for most of a minute before being answered. After a call fails on its connection,
+    the guard probes the server with a connection of its own (refused at once while it is
+    down) before the next call, and fails that call with ``EventStoreUnreachable`` until a
+    probe connects. A probe's result stands for ``PROBE_EVERY`` seconds, so that many
+    callers at once make one probe. Nothing changes while the server answers: a connection
+    broken by a restart is still retried by the library, on a new one from the pool.
+
+    It also counts, per thread, the connections handed out and the calls that failed on
+    theirs (``activity``): a commit that failed without a connection never reached the
+    server, so nothing of it was recorded; one that failed on its connection may have gone
+    through (``ComplaintMechanism._commit`` tells which).
+    """
+
+    PROBE_EVERY = 0.2
+
+    def __init__(self, datastore: Any, probe_timeout: int = 2) -> None:
+        self._get_connection = datastore.get_connection
+        self._pool = datastore.pool
+        self._probe_timeout = probe_timeout
+        self._lock = threading.Lock()
+        self._suspect = False
+        self._probed_at = 0.0
+        self._answered = True
+        self._used = threading.local()
+
+    def activity(self) -> tuple[int, int]:
+        return int(getattr(self._used, "count", 0)), int(getattr(self._used, "failed", 0))
+
+    def install(self, datastore: Any) -> None:
+        # Every connection the datastore hands out (recorders, transactions, the type
+        # adapters' look-up) comes through its get_connection.
+        datastore.get_connection = self.get_connection
+
+    @contextmanager
+    def get_connection(self) -> Iterator[Any]:
+        if self._suspect and not self._server_answers():
+            raise EventStoreUnreachable("the event store's server does not accept connections")
+        try:
+            with self._get_connection() as conn:
+                self._used.count = getattr(self._used, "count", 0) + 1
+                yield conn
+        except (OperationalError, InterfaceError):
+            self._used.failed = getattr(self._used, "failed", 0) + 1
+            self._suspect = True
+            raise
+
+    def _server_answers(self) -> bool:
+        with self._lock:
+            now = time.monotonic()
+            if now - self._probed_at >= self.PROBE_EVERY:
+                self._answered = self._probe()
+                self._probed_at = time.monotonic()
+            if self._answered:
+                self._suspect = False
+            return self._answered
+
+    def _probe(self) -> bool:
+        kwargs = {k: v for k, v in (self._pool.kwargs or {}).items() if k != "row_factory"}
+        kwargs["connect_timeout"] = self._probe_timeout
+        try:
+            psycopg.connect(self._pool.conninfo or "", **kwargs).close()
+        except psycopg.Error:
+            return False
+        return True
+
+
+def guard_against_outages(app: ComplaintMechanism) -> None:
+    """Fail fast while the event store's server is down (PostgreSQL; SQLite is a file)."""
+    datastore = getattr(app.recorder, "datastore", None)
+    if isinstance(datastore, PostgresDatastore):
+        guard = OutageGuard(datastore)
+        guard.install(datastore)
+        app.store_connections = guard

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
@@ -79,6 +79,21 @@ class EventStoreUnavailable(RuntimeError):
     """The event store cannot be reached; nothing was recorded."""
 
 
+class OutcomeUnknown(EventStoreUnavailable):
+    """The event store failed while a command was being committed and cannot be asked yet
+    whether the commit went through: it may have been recorded (a retry with the same
+    Idempotency-Key records nothing twice)."""
+
+
+class StoreConnections(Protocol):
+    """What the application asks of the guard on its PostgreSQL store's connections."""
+
+    def activity(self) -> tuple[int, int]:
+        """This thread's connections so far: how many it was handed, and how many calls
+        failed on theirs."""
+        ...
+
+
 class DuplicateRequest(RuntimeError):
     """Another request with the same Idempotency-Key was saved first; nothing was recorded."""
 
@@ -106,6 +121,11 @@ class ComplaintMechanism(Application[UUID]):
         return self.factory.mapper(
             transcoder=self.construct_transcoder(), mapper_class=MsgspecMapper
         )
+
+    store_connections: StoreConnections | None = None
+    """Set by the wiring on a PostgreSQL store (``services.event_store.OutageGuard``): tells
+    whether a failed commit got as far as the database (and so may have gone through). On
+    SQLite, whose commit is local and all or nothing, a failed commit recorded nothing."""
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self._network: Network | None = None
@@ -161,14 +181,30 @@ class ComplaintMechanism(Application[UUID]):
         if not any(a.pending_events for a in aggregates):
             raise InvalidCommand("the command changed nothing")
         extra = () if make is None else (make(Written(named.id, named.version, 0)),)
+        # The last event of the first aggregate: one look tells whether the transaction landed.
+        ours = first.pending_events[-1] if first.pending_events else None
+        used, failed = self._store_activity()
         try:
             recordings = self.save(*aggregates, *extra)
         except IntegrityError:
+            # The library retries a commit that failed on its connection; if the failed one
+            # went through after all (its answer lost), the retry collides with it.
+            if self._store_activity()[1] > failed and self._landed(ours) is True:
+                return self._written_after_all(named, aggregates)
             if extra and self._current_version(extra[0].id):
                 raise DuplicateRequest(str(extra[0].id)) from None
             current = self._current_version(first.id)
             raise VersionConflict(first.id, expected=loaded, current=current) from None
-        except OperationalError as e:
+        except (OperationalError, EventStoreUnavailable) as e:
+            if self._store_activity()[0] == used:
+                # No try reached PostgreSQL (or the store is SQLite, whose commit is local
+                # and all or nothing): nothing can have been committed.
+                raise EventStoreUnavailable(str(e)) from e
+            landed = self._landed(ours)
+            if landed is None:
+                raise OutcomeUnknown(str(e)) from e
+            if landed:
+                return self._written_after_all(named, aggregates)
             raise EventStoreUnavailable(str(e)) from e
         except DataKeyErased:
             # Another process erased personal data of this record since it was read here.
@@ -182,6 +218,40 @@ class ComplaintMechanism(Application[UUID]):
             version=named.version,
             position=max(published or [r.notification.id for r in recordings]),
         )
+
+    def _store_activity(self) -> tuple[int, int]:
+        guard = self.store_connections
+        return (0, 0) if guard is None else guard.activity()
+
+    def _landed(self, ours: DomainEventProtocol[UUID] | None) -> bool | None:
+        """Whether the transaction that recorded ``ours`` was committed after all (its answer
+        lost): the stored event at its aggregate's version is ``ours``, every field equal
+        (a concurrent writer's event at that version differs at least in its time or its
+        content). ``None`` when the store cannot be asked (yet)."""
+        if ours is None:
+            return False
+        try:
+            stored = self.recorder.select_events(
+                ours.originator_id,
+                gt=ours.originator_version - 1,
+                lte=ours.originator_version,
+            )
+            if not stored:
+                return False
+            found = self.mapper.to_domain_event(stored[0])
+        except (OperationalError, EventStoreUnavailable):
+            return None
+        return type(found) is type(ours) and found == ours
+
+    def _written_after_all(self, named: Aggregate, aggregates: tuple[Aggregate, ...]) -> Written:
+        """The answer to a command whose commit went through though its answer was lost (as
+        ``_commit`` answers: the position of its last published event)."""
+        published = [a for a in aggregates if not isinstance(a, INTERNAL_AGGREGATES)]
+        try:
+            position = max(self.position_of(a.id, a.version) for a in published or aggregates)
+        except EventStoreUnavailable as e:
+            raise OutcomeUnknown(str(e)) from e
+        return Written(id=named.id, version=named.version, position=position)
 
     def _current_version(self, aggregate_id: UUID) -> int:
         try:

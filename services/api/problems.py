@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain import errors
-from services.mechanism import EventStoreUnavailable
+from services.mechanism import EventStoreUnavailable, OutcomeUnknown
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -110,6 +110,17 @@ def install_problem_handlers(app: FastAPI) -> None:
     @app.exception_handler(EventStoreUnavailable)
     async def _unavailable(request: Request, exc: EventStoreUnavailable) -> JSONResponse:
         # The driver's message may name hosts; the client needs only to retry.
+        if isinstance(exc, OutcomeUnknown):
+            return problem_response(
+                request,
+                503,
+                "Outcome unknown",
+                "the event store failed while this command was being recorded and cannot "
+                "tell yet whether it was: retry with the same Idempotency-Key (a retry "
+                "records nothing twice), or look it up before sending it again",
+                {"Retry-After": "2"},
+                type="urn:cbcm:problem:outcome-unknown",
+            )
         return problem_response(
             request,
             503,
