@@ -169,7 +169,7 @@ def _met(figure: dict[str, Any]) -> str:
 
 
 COLUMNS = (
-    ("figure", 44, "<"),
+    ("figure", 46, "<"),
     ("store", 8, "<"),
     ("value", 11, ">"),
     ("baseline", 11, ">"),
@@ -191,6 +191,24 @@ def _row(cells: Iterable[str]) -> str:
     return "  ".join(parts).rstrip()
 
 
+def _figure_row(f: dict[str, Any]) -> str:
+    unit = f.get("unit", "")
+    ratio = f.get("ratio")
+    return _row(
+        (
+            f"  {f['figure']}",
+            f.get("store", ""),
+            _number(f.get("value"), unit),
+            _number(f.get("baseline"), unit) if f.get("baseline") is not None else "",
+            unit,
+            "" if ratio is None else f"{ratio:.2f}",
+            _target(f.get("target"), unit),
+            _met(f),
+            f.get("baseline_name", ""),
+        )
+    )
+
+
 def render(figures: list[dict[str, Any]], header: str = "") -> str:
     """The table: figures grouped by benchmark, in the order they were recorded."""
     lines = []
@@ -203,28 +221,15 @@ def render(figures: list[dict[str, Any]], header: str = "") -> str:
         lines.append("(no figures were recorded: see the benchmarks' output above)")
     benches: dict[str, list[dict[str, Any]]] = {}
     for figure in figures:
-        benches.setdefault(figure["bench"], []).append(figure)
+        benches.setdefault(str(figure.get("bench", "?")), []).append(figure)
     for name, group in benches.items():
         lines.append("-" * width)
         lines.append(name)
         for f in group:
-            unit = f.get("unit", "")
-            ratio = f.get("ratio")
-            lines.append(
-                _row(
-                    (
-                        f"  {f['figure']}",
-                        f.get("store", ""),
-                        _number(f.get("value"), unit),
-                        _number(f.get("baseline"), unit) if f.get("baseline") is not None else "",
-                        unit,
-                        "" if ratio is None else f"{ratio:.2f}",
-                        _target(f.get("target"), unit),
-                        _met(f),
-                        f.get("baseline_name", ""),
-                    )
-                )
-            )
+            try:
+                lines.append(_figure_row(f))
+            except (KeyError, TypeError, ValueError) as e:
+                lines.append(f"  {f.get('figure', '?')}: this figure cannot be read ({e})")
     lines.append("=" * width)
     lines.append(
         "ratio: the figure over its baseline (for times, the baseline over the figure), both "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import KW_ONLY, asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +40,7 @@ class Figure:
     """``sqlite``, ``postgres`` or ``-``."""
     value: float
     unit: str
+    _: KW_ONLY
     baseline: float | None = None
     baseline_name: str = ""
     """What the baseline is, in a few words (measured in the same run)."""

@@ -506,12 +506,12 @@ def test_write_path(store_url: str, cbcm_app: ComplaintMechanism, raw_app: RawAp
         raw_sizes,
     )
 
-    sealing = "sealing" if cbcm_app.data_keys is not None else "no sealing"
-    cipher = "cipher" if cbcm_app.mapper.cipher is not None else "no cipher"
+    sealing = ["sealing"] if cbcm_app.data_keys is not None else []
+    cipher = ["cipher"] if cbcm_app.mapper.cipher is not None else []
     record(
         Figure(
             bench="write path (#2, #5, #6)",
-            figure=f"commands/s: domain, chain, {sealing}, {cipher}",
+            figure=f"commands/s (domain, chain, {' + '.join(sealing + cipher) or 'plain'})",
             store=kind,
             value=commands / cbcm_seconds,
             unit="commands/s",

@@ -28,10 +28,10 @@ def test_the_table_shows_each_figure_its_baseline_the_ratio_and_the_target(
     path = recorded(
         tmp_path,
         monkeypatch,
-        Figure("write path", "commands/s", "postgres", 700.0, "commands/s", 800.0, "raw appends",
-               Target("ratio", ">=", 0.7)),
-        Figure("audit verify", "events/s", "sqlite", 300_000.0, "events/s", 1_000_000.0,
-               "SHA-256 alone", Target("ratio", ">=", 0.5)),
+        Figure("write path", "commands/s", "postgres", 700.0, "commands/s", baseline=800.0,
+               baseline_name="raw appends", target=Target("ratio", ">=", 0.7)),
+        Figure("audit verify", "events/s", "sqlite", 300_000.0, "events/s", baseline=1_000_000.0,
+               baseline_name="SHA-256 alone", target=Target("ratio", ">=", 0.5)),
         Figure("load", "lag p99", "postgres", 31.5, "ms", target=Target("value", "<", 250.0),
                better="lower"),
         Figure("load", "peak RSS, api", "postgres", 109.4, "MB", better="lower"),
@@ -68,9 +68,16 @@ def test_nothing_is_written_without_a_results_file(
 
 
 def test_figures_are_json_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = recorded(tmp_path, monkeypatch, Figure("b", "rate", "sqlite", 2.0, "/s", 4.0, "x"))
+    path = recorded(
+        tmp_path, monkeypatch, Figure("b", "rate", "sqlite", 2.0, "/s", baseline=4.0)
+    )
     (line,) = path.read_text().splitlines()
     assert json.loads(line)["ratio"] == 0.5
+
+
+def test_a_figure_that_cannot_be_read_is_shown_as_such() -> None:
+    table = bench.render([{"bench": "b", "figure": "odd", "value": {"not": "a number"}}])
+    assert "odd" in table and "cannot be read" in table
 
 
 def test_bench_refuses_clearly_without_the_source_tree(monkeypatch: pytest.MonkeyPatch) -> None:
