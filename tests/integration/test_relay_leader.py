@@ -307,7 +307,7 @@ async def test_a_relay_that_lost_its_lock_stops_publishing_until_it_leads_again(
             stored_now = len(await asyncio.to_thread(published_positions, app))
             assert stored_now > before
             # (proving an absence takes a while: many times the relay's own intervals)
-            quiet_until = loop.time() + 20 * FAST["relay_leader_poll_seconds"]
+            quiet_until = loop.time() + 10 * FAST["relay_leader_poll_seconds"]
             while loop.time() < quiet_until:
                 assert await in_stream() == before, "a relay without the lock published"
                 await asyncio.sleep(0.05)
