@@ -28,7 +28,7 @@ from typing import Any
 import httpx
 import nats
 
-from contracts.subjects import EVENT_SUBJECTS, STREAM
+from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM
 from domain.actors import Role
 from domain.case import Case
 from services.idempotency import IdempotentRequest, record_id
@@ -93,13 +93,16 @@ class Service:
         working: str,
         *,
         command: list[str] | None = None,
+        ready: Callable[[], bool] | None = None,
     ) -> None:
         self.name = name
         self.argv = [*(command or [CBCM]), *args]
         self.env = env
         self.log = logs / f"{name}.log"
         self.working = working
-        """A log event showing the current run is doing its work (not still starting)."""
+        """A log event showing the current run is doing its work (not still starting)..."""
+        self.ready = ready
+        """... or, for a process that logs none (the API), a check that it is."""
         self.process: subprocess.Popen[bytes] | None = None
         self.starts = 0
         self.kills = 0
@@ -149,6 +152,8 @@ class Service:
         return any(text.encode() in output for text in texts)
 
     def is_working(self) -> bool:
+        if self.ready is not None:
+            return self.running() and self.ready()
         return self.logged(self.working)
 
     def running(self) -> bool:
@@ -300,8 +305,9 @@ class Intake:
     assessment) to the API at ``base`` until ``stop``, every command with an Idempotency-Key.
 
     ``retry``: a command answered 503, or met by a connection error or a timeout, is sent
-    again with the same key until accepted (or until ``stop``); otherwise the client goes on
-    with a new command and the unanswered one is left as it was answered.
+    again with the same key until accepted (``finish`` lets each client finish its command);
+    otherwise the client goes on with a new command and the unanswered one is left as it
+    was answered.
     """
 
     def __init__(
@@ -326,6 +332,8 @@ class Intake:
         }
         self.commands: list[Command] = []
         self.stop = threading.Event()
+        """No new command once set."""
+        self._give_up = threading.Event()
         self.errors: list[BaseException] = []
         self._lock = threading.Lock()
         self._threads = [
@@ -339,11 +347,24 @@ class Intake:
         return self
 
     def finish(self, timeout: float = 60.0) -> None:
+        """Stop sending new commands; wait for each client's command in flight (retried until
+        accepted, with ``retry``) for up to ``timeout`` seconds."""
         self.stop.set()
+        deadline = time.monotonic() + timeout
         for thread in self._threads:
-            thread.join(timeout)
+            thread.join(max(0.0, deadline - time.monotonic()))
+        self._give_up.set()
+        for thread in self._threads:
+            thread.join(10)
             assert not thread.is_alive(), f"{thread.name} did not stop"
         self.check()
+        late = [c for c in self.commands if self.retry and not c.accepted]
+        assert not late, f"not accepted within {timeout}s of the end: {late[:3]}"
+
+    def abandon(self) -> None:
+        """Clean-up after a test: every client stops at once."""
+        self.stop.set()
+        self._give_up.set()
 
     def check(self) -> None:
         if self.errors:
@@ -361,10 +382,11 @@ class Intake:
         try:
             with httpx.Client(base_url=self.base, timeout=self.timeout) as http:
                 while not self.stop.is_set():
-                    case_id = self._send(http, self._new("intake", INTAKE[0]), self.stop.is_set)
+                    intake = self._new("intake", INTAKE[0])
+                    case_id = self._send(http, intake, self.retry, self._give_up.is_set)
                     if case_id is not None and self.assess and not self.stop.is_set():
-                        command = self._new("assess", FOCAL_POINT[0], case_id)
-                        self._send(http, command, self.stop.is_set)
+                        assess = self._new("assess", FOCAL_POINT[0], case_id)
+                        self._send(http, assess, self.retry, self._give_up.is_set)
         except BaseException as e:
             self.errors.append(e)
 
@@ -375,11 +397,7 @@ class Intake:
         deadline = time.monotonic() + timeout
         with httpx.Client(base_url=self.base, timeout=self.timeout) as http:
             for command in unsettled:
-                retry, self.retry = self.retry, True
-                try:
-                    self._send(http, command, lambda: time.monotonic() > deadline)
-                finally:
-                    self.retry = retry
+                self._send(http, command, True, lambda: time.monotonic() > deadline)
         return unsettled
 
     def _new(self, kind: str, user: str, case_id: str | None = None) -> Command:
@@ -399,7 +417,7 @@ class Intake:
         return command
 
     def _send(
-        self, http: httpx.Client, command: Command, given_up: Callable[[], bool]
+        self, http: httpx.Client, command: Command, retry: bool, given_up: Callable[[], bool]
     ) -> str | None:
         """Send until answered (or, with ``retry``, until accepted); the case id accepted."""
         headers = {
@@ -415,7 +433,7 @@ class Intake:
                 answer = http.post(path, json=command.body, headers=headers)
             except httpx.TransportError as e:
                 command.answers.append((time.monotonic(), type(e).__name__))
-                if not self.retry:
+                if not retry:
                     return None
                 time.sleep(0.05)  # the load's own pace, not a wait for anything
                 continue
@@ -424,7 +442,7 @@ class Intake:
                 return str(answer.json()["id"])
             if answer.status_code == 503:
                 self._check_unavailable(command, answer)
-                if self.retry:
+                if retry:
                     time.sleep(0.05)
                     continue
                 return None
@@ -595,13 +613,15 @@ def rebuild_and_compare(
 # ---------------------------------------------------------------------------------- the stream
 
 
-async def _stream_positions(url: str) -> tuple[int, list[int]]:
+async def _stream_messages(url: str) -> tuple[int, list[tuple[int, int | None]]]:
+    """The stream's message count, and (position, previous-position link) of every message,
+    in stream order."""
     nc = await nats.connect(url, connect_timeout=5)
     try:
         js = nc.jetstream()
         info = await js.stream_info(STREAM)
         count, last = int(info.state.messages), int(info.state.last_seq)
-        positions: list[int] = []
+        messages: list[tuple[int, int | None]] = []
         if count:
             sub = await js.subscribe(EVENT_SUBJECTS, stream=STREAM, ordered_consumer=True)
             try:
@@ -609,24 +629,28 @@ async def _stream_positions(url: str) -> tuple[int, list[int]]:
                 while seq < last:
                     msg = await sub.next_msg(timeout=10)
                     seq = msg.metadata.sequence.stream
-                    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
-                    positions.append(int(msg_id.rpartition(":")[2]))
+                    headers = msg.headers or {}
+                    position = int(headers.get("Nats-Msg-Id", "").rpartition(":")[2])
+                    previous = headers.get(PREVIOUS_POSITION_HEADER)
+                    messages.append((position, None if previous is None else int(previous)))
             finally:
                 await sub.unsubscribe()
-        return count, positions
+        return count, messages
     finally:
         await nc.close()
 
 
-def stream_positions(url: str) -> tuple[int, list[int]]:
+async def _stream_positions(url: str) -> tuple[int, list[int]]:
     """The stream's message count, and the store positions of all its messages in order."""
-    return asyncio.run(_stream_positions(url))
+    count, messages = await _stream_messages(url)
+    return count, [position for position, _ in messages]
 
 
 def check_stream_is_store(url: str, stored: list[int]) -> None:
     """The stream holds every published event of the store (``stored``: their positions)
-    exactly once, in store order."""
-    count, in_stream = stream_positions(url)
+    exactly once, in store order, each linked to the one published before it."""
+    count, messages = asyncio.run(_stream_messages(url))
+    in_stream = [position for position, _ in messages]
     assert count == len(stored), f"{count} messages in the stream, {len(stored)} events stored"
     if in_stream != stored:
         duplicated = [p for p, n in Counter(in_stream).items() if n > 1][:5]
@@ -634,3 +658,13 @@ def check_stream_is_store(url: str, stored: list[int]) -> None:
         raise AssertionError(
             f"the stream is not the store: duplicated {duplicated}, missing {missing}"
         )
+    links = [previous for _, previous in messages]
+    wrong = [
+        (position, link)
+        for position, link, before in zip(in_stream, links, [0, *in_stream[:-1]], strict=True)
+        if link != before
+    ]
+    assert not wrong, (
+        f"{len(wrong)} messages name another previous position than the one published before "
+        f"them (position, link): {wrong[:5]}"
+    )

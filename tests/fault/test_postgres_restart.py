@@ -188,7 +188,7 @@ def test_the_api_answers_503_while_postgres_restarts_and_records_nothing_partly(
             )
         )
     finally:
-        intake.stop.set()
+        intake.abandon()
         api.reap()
 
 
