@@ -28,10 +28,7 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import signal
-import sqlite3
 import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -40,20 +37,25 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from contracts.subjects import EVENT_SUBJECTS, STREAM
 from services.bootstrap import complaint_mechanism
 from services.demo import build_demo_network, walk_cases
 from services.mechanism import ComplaintMechanism
 from services.nats_server import EmbeddedNats
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
+from tests.fault.stack import (  # also what other tests import from here
+    CBCM,
+    READ_MODELS,
+    Service,
+    _stream_positions,
+    differences,
+    wait_until,
+)
+from tests.fault.stack import tail as _tail
 
-CBCM = str(Path(sys.executable).parent / "cbcm")
-READ_MODELS = ("inbox", "assistance", "stats")
 START = datetime(2025, 9, 1, tzinfo=UTC)
 
 TARGET_EVENTS = 10_000
@@ -77,98 +79,6 @@ SEED = int(os.environ.get("CBCM_TEST_CHAOS_SEED", "20260303"))
 
 
 # ---------------------------------------------------------------------------------- processes
-
-
-def _tail(path: Path, lines: int = 25) -> str:
-    if not path.exists():
-        return f"(no log at {path})"
-    text = path.read_text(errors="replace").splitlines()
-    return "\n".join(text[-lines:])
-
-
-class Service:
-    """One ``cbcm`` process, killed and restarted at will; its runs append to one log file."""
-
-    def __init__(
-        self, name: str, args: list[str], env: dict[str, str], logs: Path, working: str
-    ) -> None:
-        self.name = name
-        self.args = args
-        self.env = env
-        self.log = logs / f"{name}.log"
-        self.working = working
-        """A log event showing the current run is doing its work (not still starting)."""
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
-        self.kills = 0
-        self._lock = threading.RLock()
-        self._run_starts_at = 0
-        """Offset in the log where the current run's output begins."""
-
-    def start(self) -> None:
-        with self._lock:
-            self.starts += 1
-            with self.log.open("ab") as out:
-                out.write(f"=== test: start #{self.starts} of {self.name}\n".encode())
-                out.flush()
-                self._run_starts_at = out.tell()
-                self.process = subprocess.Popen(
-                    [CBCM, *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
-                )
-
-    def kill(self) -> None:
-        """SIGKILL: no clean-up of any kind. ``start`` must follow (``check_alive`` fails
-        meanwhile, so the caller holds ``down()``)."""
-        assert self.process is not None
-        self.process.kill()
-        self.process.wait(10)
-        self.kills += 1
-        with self.log.open("ab") as out:
-            out.write(f"=== test: SIGKILL #{self.kills} of {self.name}\n".encode())
-
-    def down(self) -> threading.RLock:
-        """Held while the process is down on purpose (between a kill and its restart)."""
-        return self._lock
-
-    def logged(self, event: str, *or_text: str) -> bool:
-        """The current run (its own output only) has logged ``event`` (or any of the texts)."""
-        with self.log.open("rb") as f:
-            f.seek(self._run_starts_at)
-            output = f.read()
-        texts = (f'"event": "{event}"', *or_text)
-        return any(text.encode() in output for text in texts)
-
-    def is_working(self) -> bool:
-        return self.logged(self.working)
-
-    def check_alive(self) -> None:
-        """Fail at once (with its log) if the process exited without being asked to."""
-        with self._lock:
-            assert self.process is not None
-            code = self.process.poll()
-        if code is not None:
-            raise AssertionError(
-                f"{self.name} exited on its own with code {code}; its log ends:\n{_tail(self.log)}"
-            )
-
-    def terminate(self, timeout: float = 30.0) -> int:
-        assert self.process is not None
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(
-                f"{self.name} did not stop within {timeout}s of SIGTERM; its log ends:\n"
-                f"{_tail(self.log)}"
-            ) from None
-
-    def reap(self) -> None:
-        """Clean-up after a failed test: kill if still running."""
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait()
 
 
 class Chaos(threading.Thread):
@@ -209,26 +119,6 @@ def kill_and_restart(service: Service, rng: random.Random) -> None:
         service.kill()
         time.sleep(rng.uniform(0.05, 0.8))  # down for a random while
         service.start()
-
-
-def wait_until(
-    condition: Callable[[], Any],
-    timeout: float,
-    what: str | Callable[[], str],
-    watch: Callable[[], None] = lambda: None,
-    interval: float = 0.05,
-) -> Any:
-    """Poll ``condition`` until true, calling ``watch`` (which may fail fast) between polls."""
-    deadline = time.monotonic() + timeout
-    while True:
-        watch()
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            said = what if isinstance(what, str) else what()
-            raise AssertionError(f"timed out after {timeout}s waiting for {said}")
-        time.sleep(interval)
 
 
 # ---------------------------------------------------------------------------------- intake
@@ -290,82 +180,6 @@ class Intake(threading.Thread):
             raise AssertionError(f"intake failed: {self.error!r}") from self.error
         if not self.is_alive() and not self.stop_when.is_set():
             raise AssertionError("intake stopped on its own")
-
-
-# ---------------------------------------------------------------------------------- read models
-
-
-def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    """Every table of a read model (SQLite's own excepted), all rows, sorted."""
-    db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    try:
-        tables = [
-            name
-            for (name,) in db.execute(
-                "SELECT name FROM sqlite_master WHERE type = 'table' "
-                "AND name NOT LIKE 'sqlite_%' ORDER BY name"
-            )
-        ]
-        return {
-            table: sorted(
-                (tuple(row) for row in db.execute(f'SELECT * FROM "{table}"')),
-                key=repr,
-            )
-            for table in tables
-        }
-    finally:
-        db.close()
-
-
-def differences(name: str, live: Path, fresh: Path) -> list[str]:
-    """What differs between the live read model and a fresh rebuild, for people."""
-    a, b = dump(live), dump(fresh)
-    problems: list[str] = []
-    if sorted(a) != sorted(b):
-        problems.append(
-            f"{name}: tables differ: only live {sorted(set(a) - set(b))}, "
-            f"only fresh {sorted(set(b) - set(a))}"
-        )
-    for table in sorted(set(a) & set(b)):
-        if a[table] == b[table]:
-            continue
-        only_live = Counter(a[table]) - Counter(b[table])
-        only_fresh = Counter(b[table]) - Counter(a[table])
-        first_live = sorted(only_live, key=repr)[:3]
-        first_fresh = sorted(only_fresh, key=repr)[:3]
-        problems.append(
-            f"{name}.{table}: live has {len(a[table])} rows, fresh rebuild {len(b[table])}; "
-            f"{sum(only_live.values())} only live (first: {first_live}), "
-            f"{sum(only_fresh.values())} only fresh (first: {first_fresh})"
-        )
-    return problems
-
-
-# ---------------------------------------------------------------------------------- stream
-
-
-async def _stream_positions(url: str) -> tuple[int, list[int]]:
-    """The stream's message count, and the store positions of all its messages in order."""
-    nc = await nats.connect(url, connect_timeout=5)
-    try:
-        js = nc.jetstream()
-        info = await js.stream_info(STREAM)
-        count, last = int(info.state.messages), int(info.state.last_seq)
-        positions: list[int] = []
-        if count:
-            sub = await js.subscribe(EVENT_SUBJECTS, stream=STREAM, ordered_consumer=True)
-            try:
-                seq = 0
-                while seq < last:
-                    msg = await sub.next_msg(timeout=10)
-                    seq = msg.metadata.sequence.stream
-                    msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
-                    positions.append(int(msg_id.rpartition(":")[2]))
-            finally:
-                await sub.unsubscribe()
-        return count, positions
-    finally:
-        await nc.close()
 
 
 # ---------------------------------------------------------------------------------- the test
