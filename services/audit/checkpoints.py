@@ -64,6 +64,7 @@ from services.nats_client import (
     ensure_kept_stream,
     kept_stream,
     nats_connect_options,
+    nats_servers,
     quiet_errors,
     wait_for_stop,
 )
@@ -337,7 +338,7 @@ async def _connect(
     while not stop.is_set():
         try:
             return await nats.connect(
-                url,
+                nats_servers(url),
                 name=name,
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
@@ -421,7 +422,7 @@ async def checkpoint_once(
     # means unbounded there): one retry, and a deadline over both.
     nc = await asyncio.wait_for(
         nats.connect(
-            nats_url,
+            nats_servers(nats_url),
             name="cbcm-audit-checkpoint",
             allow_reconnect=False,
             max_reconnect_attempts=1,

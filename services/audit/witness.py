@@ -61,6 +61,7 @@ from services.audit.keys import key_id, load_public_key
 from services.nats_client import (
     jetstream_options,
     nats_connect_options,
+    nats_servers,
     quiet_errors,
     unless_stopped,
     wait_for_stop,
@@ -541,7 +542,7 @@ async def _connect(url: str, stop: asyncio.Event, options: dict[str, Any]) -> Na
     """Connect (the client retries on its own while NATS is down), or None once stopped."""
     return await unless_stopped(
         nats.connect(
-            url,
+            nats_servers(url),
             name="cbcm-audit-witness",
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
