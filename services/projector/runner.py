@@ -163,7 +163,8 @@ class ReadModelLease:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # A lock on a file removed (and made again) since it was opened excludes no one.
-            if os.fstat(fd).st_ino != os.stat(self.path).st_ino:
+            held, named = os.fstat(fd), os.stat(self.path)
+            if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
                 os.close(fd)
                 return False
         except (BlockingIOError, FileNotFoundError):
