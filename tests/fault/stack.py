@@ -29,12 +29,12 @@ import httpx
 import nats
 
 from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM
-from domain.actors import Role
 from domain.case import Case
 from services.idempotency import IdempotentRequest, record_id
 from services.identity import issue_token
 from services.mechanism import ComplaintMechanism, is_published
 from services.projector.runner import read_position
+from tests.api_world import CALLERS
 
 CBCM = str(Path(sys.executable).parent / "cbcm")
 REPO = Path(__file__).resolve().parents[2]
@@ -249,8 +249,10 @@ class OwnPostgres:
 
 # ---------------------------------------------------------------------------------- HTTP intake
 
-INTAKE = ("op-unhcr", "unhcr", Role.INTAKE_OPERATOR)
-FOCAL_POINT = ("fp-unhcr", "unhcr", Role.FOCAL_POINT)
+INTAKE = CALLERS["intake_operator"]
+FOCAL_POINT = CALLERS["focal_point_own"]
+"""Callers of the API tests' network (``tests.api_world.build_network``): unhcr's intake
+operator, and its focal point, who assesses what unhcr receives."""
 
 ASSESSMENT = {
     "category": "sea_allegation",
@@ -459,13 +461,6 @@ class Intake:
             command.problems.append("503 without a Retry-After in seconds")
         if answer.json().get("type") == "urn:cbcm:problem:outcome-unknown":
             command.outcome_unknown = True
-
-
-def network_for_intake(app: ComplaintMechanism) -> None:
-    """The registry the clients' commands need (unhcr's intake operator and focal point)."""
-    from tests.api_world import build_network  # noqa: PLC0415 - the API tests' own network
-
-    build_network(app)
 
 
 # ---------------------------------------------------------------------------------- the store

@@ -30,13 +30,13 @@ from services.bootstrap import complaint_mechanism
 from services.nats_server import EmbeddedNats, free_port
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
+from tests.api_world import build_network
 from tests.fault.stack import (
     READ_MODELS,
     Intake,
     Service,
     check_accepted_once,
     check_stream_is_store,
-    network_for_intake,
     rebuild_and_compare,
     run_cbcm,
     service_env,
@@ -68,7 +68,7 @@ def test_every_service_killed_in_turn_under_load_loses_nothing_and_records_nothi
     server = EmbeddedNats(tmp_path / "nats").start()
     settings = Settings(data_dir=data_dir, event_store=postgres_url)
     app = complaint_mechanism(settings)
-    network_for_intake(app)
+    build_network(app)  # the registry the clients' commands need
     address = f"127.0.0.1:{free_port()}"
     base = f"http://{address}"
     env = service_env(

@@ -31,12 +31,12 @@ import pytest
 from services.bootstrap import complaint_mechanism
 from services.nats_server import free_port
 from services.settings import Settings
+from tests.api_world import build_network
 from tests.fault.stack import (
     Intake,
     OwnPostgres,
     Service,
     check_accepted_once,
-    network_for_intake,
     run_cbcm,
     service_env,
     store_contents,
@@ -86,7 +86,7 @@ def test_the_api_answers_503_while_postgres_restarts_and_records_nothing_partly(
     store = own_postgres.url
     settings = Settings(data_dir=data_dir, event_store=store)
     app = complaint_mechanism(settings)
-    network_for_intake(app)
+    build_network(app)  # the registry the clients' commands need
     app.close()
     address = f"127.0.0.1:{free_port()}"
     env = service_env(CBCM_DATA_DIR=str(data_dir), CBCM_EVENT_STORE=store, CBCM_HTTP_ADDR=address)

@@ -29,7 +29,7 @@ from services.bootstrap import complaint_mechanism
 from services.event_store import EventStoreUnreachable, OutageGuard
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable, OutcomeUnknown
 from services.settings import Settings
-from tests.api_world import make_world
+from tests.api_world import build_network, make_world
 
 pytestmark = pytest.mark.postgres
 
@@ -115,16 +115,10 @@ def complaints(app: ComplaintMechanism, narrative: str) -> int:
     return found
 
 
-def build(app: ComplaintMechanism) -> None:
-    from tests.api_world import build_network  # noqa: PLC0415
-
-    build_network(app)
-
-
 def test_a_command_whose_commit_answer_was_lost_is_answered_as_recorded(
     app: ComplaintMechanism,
 ) -> None:
-    build(app)
+    build_network(app)
     # given the answer of the commit lost, the library retries: the retry collides with it
     with answer_lost_after_commit(app) as injected:
         written = complaint(app, "answer lost")
@@ -138,7 +132,7 @@ def test_a_command_whose_commit_answer_was_lost_is_answered_as_recorded(
 def test_a_race_lost_to_another_writer_is_still_a_conflict(app: ComplaintMechanism) -> None:
     """Only a try that failed on its connection can have landed: a command that lost a race
     is refused, even against an event equal to its own."""
-    build(app)
+    build_network(app)
     case = complaint(app, "raced")
     focal_point = Actor("fp-unhcr", "unhcr", Role.FOCAL_POINT)
     at = datetime.now(UTC)
@@ -155,7 +149,7 @@ def test_a_race_lost_to_another_writer_is_still_a_conflict(app: ComplaintMechani
 def test_a_command_whose_outcome_cannot_be_asked_is_answered_outcome_unknown(
     app: ComplaintMechanism,
 ) -> None:
-    build(app)
+    build_network(app)
     # given the commit's answer lost and the server gone before it can be asked
     with answer_lost_after_commit(app, then_server_down=True), pytest.raises(OutcomeUnknown):
         complaint(app, "unknown outcome")
@@ -166,7 +160,7 @@ def test_a_command_whose_outcome_cannot_be_asked_is_answered_outcome_unknown(
 def test_a_command_refused_before_reaching_the_server_recorded_nothing_and_says_so(
     app: ComplaintMechanism,
 ) -> None:
-    build(app)
+    build_network(app)
     guard = guard_of(app)
     real_probe = guard._probe
     guard._probe = lambda: False  # type: ignore[method-assign]
