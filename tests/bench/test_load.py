@@ -25,7 +25,8 @@ the time its answer reached the client, on the system-wide monotonic clock (0 wh
 had it before the answer arrived). The poller is a process of its own so that the load
 generator's event loop does not delay it.
 
-Memory: each process's resident set (psutil RSS), sampled every second; the peak is printed.
+Memory: each process's resident set (psutil RSS), sampled every second from the warm-up on;
+the first sample and the peak are printed, the peak recorded.
 PostgreSQL's own memory (shared buffers) is not counted.
 
 Errors must be zero: any answer other than the expected 2xx, any exception, and any position
@@ -146,6 +147,7 @@ class Services:
     port: int = field(default_factory=free_port)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     peak_rss: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    first_rss: dict[str, int] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
@@ -209,6 +211,7 @@ class Services:
             except psutil.Error:
                 continue
             self.peak_rss[name] = max(self.peak_rss[name], rss)
+            self.first_rss.setdefault(name, rss)
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -571,8 +574,11 @@ def report(sustained: Phase, paced: Phase, services: Services, where: str) -> No
         )
     print(
         f"errors: {len(sustained.errors)} sustained, {len(paced.errors)} paced; "
-        "peak resident memory (MB): "
-        + ", ".join(f"{n} {rss / 2**20:.0f}" for n, rss in services.peak_rss.items())
+        "resident memory, at the warm-up -> peak (MB): "
+        + ", ".join(
+            f"{n} {services.first_rss[n] / 2**20:.0f} -> {rss / 2**20:.0f}"
+            for n, rss in services.peak_rss.items()
+        )
     )
     print(line)
 
