@@ -789,7 +789,7 @@ def test_event_flow(store_url: str, tmp_path: Path, nats_server: EmbeddedNats) -
             assert all(case_row(db, case_id) is not None for case_id in ids)
         finally:
             db.close()
-        relay_mode = "polling (0.1 s)" if kind == "sqlite" else "LISTEN/NOTIFY"
+        relay_mode = "polling (25 ms)" if kind == "sqlite" else "LISTEN/NOTIFY"
         report_lag(kind, where, phases, relay_mode)
 
         # ---- demo load with the relay stopped, the relay draining it, then the rebuild
