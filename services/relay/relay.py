@@ -271,6 +271,9 @@ class Relay:
         router (fed in log order) never sees an event twice."""
         self._read = 0
         """Last position read from the log (translated into ``_pending`` or published)."""
+        self._published = 0
+        """Position of the last event translated for publication (an internal record read
+        after it moves ``_read``, not this): the next message's previous position."""
         self.failures = 0
         """How many times following the log paused on a NATS or database failure (health)."""
 
@@ -305,7 +308,19 @@ class Relay:
         if self._recorded is None:
             self._recorded = await self.recorded_position()
             self._acked = self._read = self._recorded
+            self._published = await asyncio.to_thread(self._published_up_to, self._recorded)
             log.info("relay.resuming", after_position=self._recorded)
+
+    def _published_up_to(self, position: int) -> int:
+        """The last published event's position at or below ``position`` (0 if none)."""
+        while position > 0:
+            start = max(1, position - 999)
+            found = self._app.recorder.select_notifications(start, 1000, stop=position)
+            for n in reversed(found):
+                if is_published(self._app.mapper.to_domain_event(n)):
+                    return n.id
+            position = start - 1
+        return 0
 
     async def _ensure_store_id(self) -> str | None:
         if self._store_id is None:
@@ -322,7 +337,7 @@ class Relay:
         source = f"urn:cbcm:store:{self._store_id}"
         mapper = self._app.mapper
         out: list[Outgoing] = []
-        previous = self._read
+        previous = self._published
         for notification in notifications:
             event = mapper.to_domain_event(notification)
             if not is_published(event):
@@ -347,6 +362,7 @@ class Relay:
                 )
             )
             previous = notification.id
+        self._published = previous
         return out
 
     async def _accept(self, notifications: Sequence[Notification]) -> None:

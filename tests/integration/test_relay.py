@@ -579,6 +579,22 @@ async def test_the_mechanisms_own_records_never_leave_the_store(
     # and a second pass publishes nothing
     assert await relay.publish_pending() == 0
 
+    # when more is published after that tail of internal records, by the same relay and by
+    # a restarted one
+    await walk(app, 1, seed=12)
+    await relay.publish_pending()
+    await walk(app, 1, seed=13)
+    await Relay(app, js).publish_pending()
+
+    # then each new message still links to the last *published* event before it (the
+    # internal records are not in the stream: a link to one would stop every projector)
+    notifications = stored(app)
+    events = [app.mapper.to_domain_event(n) for n in notifications]
+    public = [n.id for n, e in zip(notifications, events, strict=True) if is_published(e)]
+    messages = await stream_messages(js)
+    assert [m.position for m in messages] == public
+    assert [m.previous for m in messages] == [0, *public[:-1]]
+
 
 def test_two_stores_of_networks_established_apart_have_different_ids(
     app: ComplaintMechanism, reopen: Callable[[], ComplaintMechanism], tmp_path: Any
