@@ -15,7 +15,6 @@ import contextlib
 import itertools
 import json
 import os
-import subprocess
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -31,12 +30,11 @@ from services.mechanism import ComplaintMechanism, is_published
 from services.nats_client import nats_servers
 from services.nats_server import ConfiguredNats, free_port
 from services.projector.runner import read_model_path, read_position
+from tests.fault.stack import rebuild_and_compare
 from tests.integration.test_crash_recovery import (
-    CBCM,
     READ_MODELS,
     Service,
     _tail,
-    differences,
     wait_until,
 )
 
@@ -341,24 +339,5 @@ def assert_read_models_equal_a_rebuild(
 ) -> None:
     """``cbcm projections rebuild NAME --into FILE`` for each read model, compared table by
     table and row by row with the live one (whose projector has stopped)."""
-    fresh = {name: out / f"fresh-{name}.sqlite3" for name in READ_MODELS}
-    running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-    for name, path in fresh.items():
-        log = logs / f"rebuild-{name}.log"
-        with log.open("wb") as output:
-            running[name] = (
-                subprocess.Popen(
-                    [CBCM, "projections", "rebuild", name, "--into", str(path)],
-                    env=env,
-                    stdout=output,
-                    stderr=subprocess.STDOUT,
-                ),
-                log,
-            )
-    for name, (process, log) in running.items():
-        code = process.wait(120)
-        assert code == 0, f"rebuild of {name} exited with {code}:\n{_tail(log)}"
-        assert read_position(fresh[name]) == last, f"rebuild of {name}:\n{_tail(log)}"
     live = {name: read_model_path(data_dir, name) for name in READ_MODELS}
-    problems = [p for n in READ_MODELS for p in differences(n, live[n], fresh[n])]
-    assert not problems, "live read models differ from a fresh rebuild:\n" + "\n".join(problems)
+    rebuild_and_compare(env, live, out, logs, last)
