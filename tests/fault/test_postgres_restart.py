@@ -12,7 +12,9 @@ the outage, then started again.
 While it is down the API answers ``503`` problem+json with ``Retry-After``, never a 500 and
 never a hang; once it is back the API answers 2xx again without being restarted. At the end
 every command answered 2xx is in the store exactly once (with its key's record), every other
-recorded nothing, and the hash chain verifies.
+recorded nothing, and the hash chain verifies. The relay and the three projectors run through
+it all as processes (they wait the outage out): the stream is then the store, and each read
+model equals a fresh rebuild.
 """
 
 from __future__ import annotations
@@ -29,14 +31,18 @@ import httpx
 import pytest
 
 from services.bootstrap import complaint_mechanism
-from services.nats_server import free_port
+from services.nats_server import EmbeddedNats, free_port
+from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
 from tests.api_world import build_network
 from tests.fault.stack import (
+    READ_MODELS,
     Intake,
     OwnPostgres,
     Service,
     check_accepted_once,
+    check_stream_is_store,
+    rebuild_and_compare,
     run_cbcm,
     service_env,
     store_contents,
@@ -89,8 +95,21 @@ def test_the_api_answers_503_while_postgres_restarts_and_records_nothing_partly(
     build_network(app)  # the registry the clients' commands need
     app.close()
     address = f"127.0.0.1:{free_port()}"
-    env = service_env(CBCM_DATA_DIR=str(data_dir), CBCM_EVENT_STORE=store, CBCM_HTTP_ADDR=address)
+    nats_server = EmbeddedNats(tmp_path / "nats").start()
+    env = service_env(
+        CBCM_DATA_DIR=str(data_dir),
+        CBCM_EVENT_STORE=store,
+        CBCM_HTTP_ADDR=address,
+        CBCM_NATS_URL=nats_server.url,
+    )
     api = Service("api", ["api"], env, logs, working="")
+    flow = [
+        Service("relay", ["relay"], env, logs, working="relay.resuming"),
+        *(
+            Service(f"project-{name}", ["project", name], env, logs, working="projector.batch")
+            for name in READ_MODELS
+        ),
+    ]
     base = f"http://{address}"
 
     def ready() -> bool:
@@ -105,8 +124,12 @@ def test_the_api_answers_503_while_postgres_restarts_and_records_nothing_partly(
     def watch() -> None:
         api.check_alive()
         intake.check()
+        for service in flow:
+            service.check_alive()
 
     try:
+        for service in flow:
+            service.start()
         api.start()
         wait_until(ready, 60, "the API to be ready", watch)
         intake.start()
@@ -178,6 +201,22 @@ def test_the_api_answers_503_while_postgres_restarts_and_records_nothing_partly(
         code = run_cbcm(["audit", "verify", "--no-checkpoints"], env, logs / "verify.log")
         assert code == 0, tail(logs / "verify.log")
 
+        # and the relay and the projectors, which waited the outages out, caught up: the
+        # stream is the store, and each read model equals a fresh rebuild
+        last = contents.published[-1]
+        paths = {name: read_model_path(data_dir, name) for name in READ_MODELS}
+        wait_until(
+            lambda: all(p.exists() and read_position(p) >= last for p in paths.values()),
+            90,
+            "every read model at the last position",
+            lambda: [service.check_alive() for service in flow],
+        )
+        check_stream_is_store(nats_server.url, contents.published)
+        for service in flow:
+            code = service.terminate()
+            assert code == 0, f"{service.name} exited with {code}:\n{tail(service.log)}"
+        rebuild_and_compare(env, paths, tmp_path, logs, last)
+
         print(
             f"\n{len(intake.commands)} commands, answers {dict(answers)} "
             f"({len(unknown)} of unknown outcome, settled), "
@@ -190,6 +229,9 @@ def test_the_api_answers_503_while_postgres_restarts_and_records_nothing_partly(
     finally:
         intake.abandon()
         api.reap()
+        for service in flow:
+            service.reap()
+        nats_server.stop()
 
 
 def _first_accepted(intake: Intake, moment: float) -> float | None:
