@@ -28,7 +28,6 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import subprocess
 import threading
 import time
 from collections import Counter
@@ -47,11 +46,10 @@ from services.nats_server import EmbeddedNats
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
 from tests.fault.stack import (  # also what other tests import from here
-    CBCM,
     READ_MODELS,
     Service,
     _stream_positions,
-    differences,
+    rebuild_and_compare,
     wait_until,
 )
 from tests.fault.stack import tail as _tail
@@ -328,26 +326,7 @@ def test_killed_processes_and_a_nats_outage_lose_nothing_and_count_nothing_twice
             assert code == 0, f"{service.name} exited with {code}:\n{_tail(service.log)}"
 
         # and each live read model equals a fresh rebuild from the stream
-        fresh = {name: tmp_path / f"fresh-{name}.sqlite3" for name in READ_MODELS}
-        running: dict[str, tuple[subprocess.Popen[bytes], Path]] = {}
-        for name, path in fresh.items():
-            log = logs / f"rebuild-{name}.log"
-            with log.open("wb") as out:
-                running[name] = (
-                    subprocess.Popen(
-                        [CBCM, "projections", "rebuild", name, "--into", str(path)],
-                        env=env,
-                        stdout=out,
-                        stderr=subprocess.STDOUT,
-                    ),
-                    log,
-                )
-        for name, (process, log) in running.items():
-            code = process.wait(120)
-            assert code == 0, f"rebuild of {name} exited with {code}:\n{_tail(log)}"
-            assert read_position(fresh[name]) == last, f"rebuild of {name}:\n{_tail(log)}"
-        problems = [p for n in READ_MODELS for p in differences(n, paths[n], fresh[n])]
-        assert not problems, "live read models differ from a fresh rebuild:\n" + "\n".join(problems)
+        rebuild_and_compare(env, paths, tmp_path, logs, last)
 
         kills = {s.name: s.kills for s in services}
         print(
