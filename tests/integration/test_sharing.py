@@ -229,6 +229,31 @@ async def publish_all(app: ComplaintMechanism, js: JetStreamContext) -> Relay:
     return relay
 
 
+def transferred_then_survivor_erased(world: World) -> tuple[UUID, int]:
+    """A case transferred to ngo-b sharing the survivor's identity, the narrative, the
+    complainant's identity and a note, then the survivor's data erased: (case, position of
+    the transfer)."""
+    case_id = received(world, ComplainantRole.WITNESS)
+    consent(world, case_id)
+    position = transfer(
+        world,
+        case_id,
+        "ngo-b",
+        SharedItem.SURVIVOR_IDENTITY,
+        SharedItem.NARRATIVE,
+        SharedItem.COMPLAINANT_IDENTITY,
+        note=f"{CANARY} note",
+    )
+    world.app.erase_personal_data(
+        case_id,
+        actor=COORDINATOR,
+        subjects=(DataSubject.SURVIVOR,),
+        reason=ErasureReason.SURVIVOR_REQUEST,
+        at=world.clock(),
+    )
+    return case_id, position
+
+
 def canaries_in(messages: list[Stored]) -> list[str]:
     return [m.subject for m in messages if CANARY.encode() in m.data + m.msg_id.encode()]
 
@@ -408,29 +433,12 @@ async def test_a_share_follows_the_key_registered_when_its_step_was_recorded(
         open_share(shares[0].data, second_key)
 
 
-async def test_what_was_erased_before_it_was_shared_is_named_not_sent(
+async def test_an_erased_cases_shares_are_withdrawn_and_the_recipient_told(
     world: World, js: JetStreamContext
 ) -> None:
     # given a transfer sharing the survivor's identity, the narrative, the complainant's
     # identity and a note, then the survivor's data erased before the relay got to it
-    case_id = received(world, ComplainantRole.WITNESS)
-    consent(world, case_id)
-    transfer(
-        world,
-        case_id,
-        "ngo-b",
-        SharedItem.SURVIVOR_IDENTITY,
-        SharedItem.NARRATIVE,
-        SharedItem.COMPLAINANT_IDENTITY,
-        note=f"{CANARY} note",
-    )
-    world.app.erase_personal_data(
-        case_id,
-        actor=COORDINATOR,
-        subjects=(DataSubject.SURVIVOR,),
-        reason=ErasureReason.SURVIVOR_REQUEST,
-        at=world.clock(),
-    )
+    case_id, _ = transferred_then_survivor_erased(world)
 
     # when the relay publishes
     await publish_all(world.app, js)
@@ -454,24 +462,7 @@ async def test_a_share_sealed_after_an_erasure_names_what_was_erased_and_sends_n
 ) -> None:
     # given a transfer sharing the survivor's identity, the narrative, the complainant's
     # identity and a note, the survivor's data erased before the relay reads it
-    case_id = received(world, ComplainantRole.WITNESS)
-    consent(world, case_id)
-    position = transfer(
-        world,
-        case_id,
-        "ngo-b",
-        SharedItem.SURVIVOR_IDENTITY,
-        SharedItem.NARRATIVE,
-        SharedItem.COMPLAINANT_IDENTITY,
-        note=f"{CANARY} note",
-    )
-    world.app.erase_personal_data(
-        case_id,
-        actor=COORDINATOR,
-        subjects=(DataSubject.SURVIVOR,),
-        reason=ErasureReason.SURVIVOR_REQUEST,
-        at=world.clock(),
-    )
+    case_id, position = transferred_then_survivor_erased(world)
 
     # when the relay seals the transfer's share (it reads up to it only)
     relay = Relay(world.app, js)
