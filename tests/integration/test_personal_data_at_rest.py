@@ -101,6 +101,17 @@ def _closed(app: ComplaintMechanism, canary: str, hours: float = 1) -> UUID:
     return case_id
 
 
+def erase_everyone(app: ComplaintMechanism, case_id: UUID, *, at: Any) -> None:
+    """A recorded decision of the coordinator: everyone's personal data in the case erased."""
+    app.erase_personal_data(
+        case_id,
+        actor=COORDINATOR,
+        subjects=tuple(DataSubject),
+        reason=ErasureReason.NETWORK_DECISION,
+        at=at,
+    )
+
+
 def stored_bytes(app: ComplaintMechanism, store_url: str) -> bytes:
     """Everything the event store's database holds, as bytes: the SQLite files, or every
     row of every table of the PostgreSQL schema as text."""
@@ -239,13 +250,7 @@ def test_erasure_destroys_the_keys_replay_shows_fields_erased_and_the_chain_hold
     before = [e for e in app.case_history(case_id)]
 
     # when a recorded decision erases everyone's personal data in it
-    app.erase_personal_data(
-        case_id,
-        actor=COORDINATOR,
-        subjects=tuple(DataSubject),
-        reason=ErasureReason.NETWORK_DECISION,
-        at=at(10),
-    )
+    erase_everyone(app, case_id, at=at(10))
 
     # then a fresh application replays the case with every personal field erased...
     fresh = reopen()
@@ -419,13 +424,7 @@ def test_data_keys_are_never_deleted_and_an_erased_key_cannot_come_back(app, sto
     # given an erased case
     _network(app)
     case_id = _complaint(app, "CANARY-tomb")
-    app.erase_personal_data(
-        case_id,
-        actor=COORDINATOR,
-        subjects=tuple(DataSubject),
-        reason=ErasureReason.NETWORK_DECISION,
-        at=at(2),
-    )
+    erase_everyone(app, case_id, at=at(2))
     recorder: Any = app.recorder
     table = key_table(recorder.events_table_name)
 
@@ -576,13 +575,7 @@ def test_a_key_moved_behind_its_tombstone_or_restored_from_a_backup_is_refused(a
     with recorder.datastore.transaction(commit=False) as c:
         c.execute(f"SELECT scope, subject, generation, kek_id, wrapped, created_at FROM {table}")
         backup = [tuple(r) if not isinstance(r, dict) else tuple(r.values()) for r in c.fetchall()]
-    app.erase_personal_data(
-        case_id,
-        actor=COORDINATOR,
-        subjects=tuple(DataSubject),
-        reason=ErasureReason.NETWORK_DECISION,
-        at=at(2),
-    )
+    erase_everyone(app, case_id, at=at(2))
     mark = "?" if store_url.startswith("sqlite") else "%s"
 
     # when someone moves the tombstones aside, or puts the old rows back
