@@ -33,6 +33,11 @@ class Settings(BaseSettings):
         default=5.0, gt=0, le=60, description="how long a read with ?after= waits"
     )
     http_addr: str = "127.0.0.1:8080"
+    metrics_addr: str | None = Field(
+        default=None,
+        description="HOST:PORT where a worker (relay, projector, checkpoint publisher, witness) "
+        "serves its Prometheus metrics; unset: not served (`cbcm serve` gives each one a port)",
+    )
     log_format: Literal["json", "console"] = "console"
 
     # --- identity (issue #4) ---

@@ -1,0 +1,35 @@
+"""Each worker's Prometheus metrics on an address of its own (``CBCM_METRICS_ADDR``).
+
+prometheus_client's default registry already carries the process, platform and GC
+collectors; a worker adds its own metrics to it at import and serves it here.
+``cbcm serve`` gives each child a port and lists them in its start-up log.
+"""
+
+from __future__ import annotations
+
+import prometheus_client
+
+
+class MetricsAddressError(ValueError):
+    """CBCM_METRICS_ADDR cannot be served (not HOST:PORT, or the port is taken)."""
+
+
+def split_addr(addr: str) -> tuple[str, int]:
+    host, _, port = addr.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise MetricsAddressError(f"CBCM_METRICS_ADDR {addr!r} is not HOST:PORT")
+    return host.strip("[]"), int(port)
+
+
+def serve_metrics(addr: str | None) -> tuple[str, int] | None:
+    """Serve the default registry on ``addr`` in a daemon thread; the address bound, or
+    ``None`` when ``addr`` is unset."""
+    if not addr:
+        return None
+    host, port = split_addr(addr)
+    try:
+        server, _thread = prometheus_client.start_http_server(port, addr=host)
+    except OSError as e:
+        raise MetricsAddressError(f"cannot serve metrics on {addr}: {e.strerror or e}") from e
+    bound = server.server_address
+    return str(bound[0]), int(bound[1])
