@@ -288,8 +288,7 @@ class Case(RecordedAggregate):
         require_aware("at", at)
         if not narrative.strip():
             raise InvalidCommand("a complaint needs what was said (the narrative)")
-        if received_at > at:
-            raise InvalidCommand("a complaint cannot be received after it is recorded")
+        network.policy.check_received_at(received_at, at)
         if complainant_role is ComplainantRole.ANONYMOUS and complainant is not None:
             raise InvalidCommand("an anonymous complaint carries no complainant details")
         return cls(
@@ -426,6 +425,8 @@ class Case(RecordedAggregate):
             if allegation is None:
                 raise InvalidCommand("an SEA allegation needs its type, victim and personnel")
             allegation.check()
+            if allegation.incident_date is not None:
+                network.policy.check_incident_date(allegation.incident_date, self.received_at)
             if allegation.implicated_agency is not None:
                 network.agency(allegation.implicated_agency)
         elif allegation is not None:

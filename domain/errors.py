@@ -41,6 +41,19 @@ class EarlierThanLastStep(InvalidCommand):
         self.current_version = current_version
 
 
+class ImplausibleTime(InvalidCommand):
+    """A date, instant or duration outside the bounds the network's policy sets: a complaint
+    received centuries ago, an incident after its report, a deadline of a million days.
+    Refused at the door, because every read model turns these values into structure (a due
+    date, a month column) and an event, once recorded, stays in the log for good."""
+
+    title = "Implausible time"
+
+    def __init__(self, field: str, rule: str) -> None:
+        super().__init__(f"{field} {rule}")
+        self.field = field
+
+
 class ActionNotPermitted(DomainError):
     title = "Action not permitted"
 

@@ -94,11 +94,33 @@ def drop_position_table(db: sqlite3.Connection) -> None:
 # ------------------------------------------------------------------------------- times
 
 
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def utc(moment: datetime) -> datetime:
+    """``moment`` in UTC. A time within hours of the year 1 or 9999 whose UTC falls outside
+    what Python can hold is taken as the nearest time it can: a read model must apply every
+    message the contracts allow (ADR 10), and the API refuses such times anyway."""
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise ValueError("read models store zone-aware times only")
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        return EARLIEST if moment.year == 1 else LATEST
+
+
+def later(moment: datetime, span: timedelta) -> datetime:
+    """``moment + span``, or the latest time there is when the sum cannot be held."""
+    try:
+        return moment + span
+    except OverflowError:
+        return LATEST if span > timedelta(0) else EARLIEST
+
+
 def ts(moment: datetime) -> str:
     """A time as UTC text of fixed width, so that text order is time order."""
-    if moment.tzinfo is None:
-        raise ValueError("read models store zone-aware times only")
-    return moment.astimezone(UTC).isoformat(timespec="microseconds")
+    return utc(moment).isoformat(timespec="microseconds")
 
 
 def ts_or_none(moment: datetime | None) -> str | None:

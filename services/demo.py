@@ -1252,7 +1252,8 @@ class _Walker:
         receiving = self._pick(AGENCIES)
         words = self._words()
         area = self._pick(AREAS)
-        allegation = self._allegation(implicated=None, received=clock.now, area=area, words=words)
+        received = clock.now
+        allegation = self._allegation(implicated=None, received=received, area=area, words=words)
         case = self._intake(
             clock,
             receiving,
@@ -1285,7 +1286,7 @@ class _Walker:
             ComplaintCategory.SEA_ALLEGATION,
             self._allegation(
                 implicated=implicated,
-                received=case.clock.now,
+                received=received,  # the incident still lies before the first report
                 area=area,
                 subtype=allegation.subtype,
                 words=words,

@@ -77,6 +77,7 @@ from contracts.envelope import CloudEvent
 from contracts.network import NetworkEstablishedV1, NetworkPolicySetV1
 from projections.base import (
     create_policy_table,
+    later,
     load_deadlines,
     parse_ts,
     parse_ts_or_none,
@@ -230,14 +231,16 @@ def pending_actions(row: sqlite3.Row, deadlines: dict[str, timedelta]) -> list[P
 
     def feedback() -> PendingAction:
         baseline = max(t for t in (received, last_feedback, reopened) if t is not None)
-        return PendingAction("give_feedback", baseline + deadlines["feedback_every"], baseline)
+        return PendingAction(
+            "give_feedback", later(baseline, deadlines["feedback_every"]), baseline
+        )
 
     if row["duplicate_of"] is not None:
         return [PendingAction("close", None, parse_ts(row["duplicate_at"]))]
     if assessed is None or reassess_from is not None:
         since = reassess_from or received
         return _ordered(
-            [PendingAction("assess", since + deadlines["assess_within"], since), feedback()]
+            [PendingAction("assess", later(since, deadlines["assess_within"]), since), feedback()]
         )
     if row["category"] != "sea_allegation":
         return [PendingAction("close", None, assessed)]
@@ -256,7 +259,7 @@ def pending_actions(row: sqlite3.Row, deadlines: dict[str, timedelta]) -> list[P
     ):
         actions.append(
             PendingAction(
-                "offer_assistance", assessed + deadlines["offer_assistance_within"], assessed
+                "offer_assistance", later(assessed, deadlines["offer_assistance_within"]), assessed
             )
         )
     referred = _t(row, "investigation_referred_at")
@@ -264,14 +267,14 @@ def pending_actions(row: sqlite3.Row, deadlines: dict[str, timedelta]) -> list[P
         actions.append(
             PendingAction(
                 "refer_for_investigation",
-                assessed + deadlines["refer_for_investigation_within"],
+                later(assessed, deadlines["refer_for_investigation_within"]),
                 assessed,
             )
         )
     elif row["acknowledged_at"] is None and outcome_at is None:
         actions.append(
             PendingAction(
-                "chase_acknowledgement", referred + deadlines["acknowledge_within"], referred
+                "chase_acknowledgement", later(referred, deadlines["acknowledge_within"]), referred
             )
         )
     return _ordered(actions)

@@ -93,6 +93,8 @@ def domain_problem(error: errors.DomainError) -> Problem:
             type=kind,
             current_version=error.current_version,
         )
+    if isinstance(error, errors.ImplausibleTime):
+        return Problem(422, str(error), title=error.title, type=kind, field=error.field)
     status = 422 if isinstance(error, UNPROCESSABLE) else 409
     return Problem(status, str(error), title=error.title, type=kind)
 

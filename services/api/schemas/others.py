@@ -126,6 +126,14 @@ class PolicyIn(Body):
     suppression_threshold: Count = Field(default=5, ge=2, le=1000)
     personal_data_retention: Duration = timedelta(days=5 * 365)
     coordinator_sees_personal_data: Flag = False
+    complaints_recorded_within: Duration = Field(
+        default=timedelta(days=366),
+        description="a complaint received longer than this before it is recorded is refused",
+    )
+    incidents_reported_within: Duration = Field(
+        default=timedelta(days=50 * 366),
+        description="an incident dated longer than this before its complaint is refused",
+    )
     expected_version: Count | None = Field(default=None, ge=1)
 
 
@@ -198,6 +206,8 @@ class PolicyOut(BaseModel):
     suppression_threshold: int
     personal_data_retention: timedelta
     coordinator_sees_personal_data: bool
+    complaints_recorded_within: timedelta
+    incidents_reported_within: timedelta
 
 
 class NetworkOut(BaseModel):
