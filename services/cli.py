@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
+import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -26,6 +27,7 @@ from uuid import UUID
 import nats.errors
 import psycopg
 import pydantic
+import structlog
 import typer
 import uvicorn
 from eventsourcing.persistence import OperationalError, ProgrammingError
@@ -56,8 +58,9 @@ from services.bootstrap import complaint_mechanism
 from services.demo import run_demo
 from services.event_store import EventStoreConfigError, describe, persistence_env
 from services.identity import issue_token, signing_key_path
-from services.logging import configure_logging
+from services.logging import configure_logging, json_mode
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.metrics_endpoint import MetricsAddressError, serve_metrics
 from services.nats_server import NatsServerError
 from services.personal_data.kek import KeyRingError
 from services.personal_data.rotation import retire, rotate
@@ -67,7 +70,7 @@ from services.projector.publication import StatisticsPublisher
 from services.projector.runner import ReadModelInUse, read_model_path, rebuild, run_projector
 from services.relay.relay import nats_replicas, run_relay, store_id
 from services.retention import run_retention
-from services.serve import Supervisor
+from services.serve import AddressInUse, Supervisor, check_free
 from services.settings import Settings
 from services.sharing_cli import register_sharing_commands
 
@@ -93,20 +96,69 @@ register_bench_command(cli)  # cbcm bench
 
 
 def main() -> None:
-    """Console-script entry point."""
-    cli(prog_name="cbcm")
+    """Console-script entry point: a failure whose cause is known (a key ring, a key file, an
+    address, the store, NATS, the file system) is one line and an exit code, never a
+    traceback; a bug keeps its traceback (one JSON line in JSON mode)."""
+    try:
+        cli(prog_name="cbcm")
+    except KNOWN_FAILURES as e:
+        code, what = _known_failure(e)
+        _report(f"{what}: {_one_line(e)}", code)
+        raise SystemExit(code) from None
+    except Exception:
+        if not json_mode():
+            raise
+        _log.critical("cli.crashed", exc_info=True)  # the traceback, in one JSON line
+        raise SystemExit(1) from None
 
 
 # ---------------------------------------------------------------------------------- errors
 
+_log = structlog.get_logger()
+
+
+def _report(message: str, code: int) -> None:
+    """``cbcm: error: MESSAGE`` on stderr; in JSON mode (a service) a JSON line."""
+    if json_mode():
+        _log.error("cli.failed", error=message, exit_code=code)
+    else:
+        typer.echo(f"cbcm: error: {message}", err=True)
+
 
 def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"cbcm: error: {message}", err=True)
+    _report(message, code)
     raise typer.Exit(code)
 
 
 def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
+
+
+_KNOWN: tuple[tuple[type[BaseException], int, str], ...] = (
+    # (what was raised, exit code, what failed): the first that matches
+    (KeyRingError, EXIT_CONFIG, "the key-encryption keys of personal data"),
+    (AuditKeyError, EXIT_CONFIG, "the audit signing key"),
+    (MetricsAddressError, EXIT_CONFIG, "the metrics address"),
+    (AddressInUse, EXIT_CONFIG, "an address to listen on"),
+    (EventStoreConfigError, EXIT_CONFIG, "the event store's configuration"),
+    (ReadModelInUse, EXIT_CONFIG, "the read model"),
+    (PermissionError, EXIT_CONFIG, "a file"),
+    (NatsServerError, EXIT_UNAVAILABLE, "the embedded nats-server"),
+    (EventStoreUnavailable, EXIT_UNAVAILABLE, "the event store is unavailable"),
+    (OperationalError, EXIT_UNAVAILABLE, "the event store is unavailable"),
+    (psycopg.OperationalError, EXIT_UNAVAILABLE, "PostgreSQL is unavailable"),
+    (sqlite3.OperationalError, EXIT_UNAVAILABLE, "a SQLite database"),
+    (nats.errors.NoServersError, EXIT_UNAVAILABLE, "NATS is unreachable"),
+)
+KNOWN_FAILURES: tuple[type[BaseException], ...] = tuple(kind for kind, _, _ in _KNOWN)
+
+
+def _known_failure(error: BaseException) -> tuple[int, str]:
+    """The exit code of a failure whose cause is known, and what failed."""
+    for kind, code, what in _KNOWN:
+        if isinstance(error, kind):
+            return code, what
+    return 1, type(error).__name__
 
 
 def _settings() -> Settings:
@@ -272,9 +324,16 @@ def _nats_url(settings: Settings) -> str:
 
 
 def _run_until_signalled(service: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run an async service until SIGTERM or Ctrl-C, then let it stop cleanly."""
+    """Run an async service until SIGTERM or Ctrl-C, then let it stop cleanly; its metrics
+    on CBCM_METRICS_ADDR meanwhile (when set)."""
     settings = _settings()
     configure_logging(settings.log_format, service)
+    try:
+        bound = serve_metrics(settings.metrics_addr)
+    except MetricsAddressError as e:
+        _fail(str(e), EXIT_CONFIG)
+    if bound is not None:
+        _log.info("cli.metrics_serving", address=f"{bound[0]}:{bound[1]}")
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -299,6 +358,8 @@ def serve() -> None:
     configure_logging(settings.log_format, "serve")
     try:
         code = Supervisor(settings).run()
+    except AddressInUse as e:
+        _fail(str(e), EXIT_CONFIG)
     except NatsServerError as e:
         _fail(str(e), EXIT_UNAVAILABLE)
     raise typer.Exit(code)
@@ -334,10 +395,12 @@ def api() -> None:
     """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know."""
     settings = _settings()
     configure_logging(settings.log_format, "api")
-    host, _, port = settings.http_addr.rpartition(":")
-    if not host or not port.isdigit():
-        _fail(f"CBCM_HTTP_ADDR {settings.http_addr!r} is not HOST:PORT", EXIT_CONFIG)
-    uvicorn.run(create_app(settings), host=host, port=int(port), log_level="warning")
+    try:
+        host, port = check_free(settings.http_addr, "CBCM_HTTP_ADDR")
+    except AddressInUse as e:
+        _fail(str(e), EXIT_CONFIG)
+    # log_config=None: uvicorn's records go through our handler (JSON lines in JSON mode)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
 
 
 @cli.command()
@@ -734,6 +797,7 @@ def audit_case(
 
 
 # ---------------------------------------------------------------------------------- personal data
+
 
 @contextmanager
 def _application(settings: Settings) -> Iterator[ComplaintMechanism]:

@@ -1,34 +1,141 @@
 """Structured logs (structlog), JSON or console by ``CBCM_LOG_FORMAT``.
 
 Log events name what happened and carry ids, codes, counts and positions, never personal data.
+Event names are ``component.event_name``: lowercase words, dotted (``serve.service_started``,
+``relay.leader``, ``audit.checkpoint_published``).
+
+Everything a process logs goes through one handler on the root logger of the standard
+library, rendered by the same processors: cbcm's own structlog events and the libraries'
+stdlib logging (uvicorn, nats-py, psycopg, eventsourcing, asyncio), and Python's warnings.
+So in JSON mode every line on stderr is one JSON object with ``event``, ``level``,
+``service`` and ``timestamp`` (a library's record adds ``logger``, its logger's name), and
+each line is written in one piece (lines from processes sharing a stderr do not interleave).
 """
 
 from __future__ import annotations
 
 import logging
 import sys
+from typing import TextIO
 
 import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+LIBRARY_LEVELS: dict[str, int] = {
+    # chatty at INFO with nothing an operator acts on; their warnings and errors still show
+    "uvicorn.access": logging.WARNING,
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "asyncio": logging.WARNING,
+}
+
+_json_mode = False
+
+
+def json_mode() -> bool:
+    """Whether this process logs JSON lines (``configure_logging`` with ``json``)."""
+    return _json_mode
+
+
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever ``sys.stderr`` is now (a test may have replaced it), one write per
+    line."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self) -> TextIO:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: TextIO) -> None:
+        pass
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = self.format(record) + "\n"
+            stream = sys.stderr
+            stream.write(text)
+            stream.flush()
+        except RecursionError:
+            raise
+        except Exception:  # logging must never take the process down
+            self.handleError(record)
+
+
+def _cbcm_logger(*_args: object) -> logging.Logger:
+    """Every cbcm event goes through the stdlib logger ``cbcm`` (no per-call frame lookup)."""
+    return logging.getLogger("cbcm")
+
+
+def _tag_service(service: str) -> Processor:
+    def tag(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+        event_dict.setdefault("service", service)
+        return event_dict
+
+    return tag
+
+
+def _library_event(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    """A library's record: its message as ``event`` (one line), its logger's name beside."""
+    record = event_dict.get("_record")
+    if record is not None:
+        event_dict["logger"] = record.name
+        event_dict["event"] = " ".join(str(event_dict.get("event", "")).split())[:1000]
+    return event_dict
 
 
 def configure_logging(log_format: str, service: str) -> None:
-    """Send structured log lines to stderr, each tagged with the emitting service."""
-    renderer: structlog.types.Processor = (
+    """Send structured log lines to stderr, each tagged with the emitting service; route
+    the standard library's logging (and warnings) through the same processors."""
+    global _json_mode  # noqa: PLW0603 - one process, one logging configuration
+    _json_mode = log_format == "json"
+    renderer: Processor = (
         structlog.processors.JSONRenderer()
-        if log_format == "json"
+        if _json_mode
         else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
     )
+    shared: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        _tag_service(service),
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
     structlog.configure(
         processors=[
-            structlog.contextvars.merge_contextvars,
-            structlog.processors.add_log_level,
-            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            *shared,
             structlog.processors.format_exc_info,
-            renderer,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=_cbcm_logger,
         cache_logger_on_first_use=False,
     )
+    handler = _StderrHandler()
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=[*shared, _library_event],
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                *([structlog.processors.format_exc_info] if _json_mode else []),
+                renderer,
+            ],
+        )
+    )
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO)
+    for name, level in LIBRARY_LEVELS.items():
+        logging.getLogger(name).setLevel(level)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        # uvicorn's own handlers (if it configured any) would print plain text: use ours
+        library = logging.getLogger(name)
+        for old in list(library.handlers):
+            library.removeHandler(old)
+        library.propagate = True
+    logging.captureWarnings(True)
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)

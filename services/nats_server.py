@@ -67,6 +67,10 @@ class EmbeddedNats:
             env=self._environment(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            # its own session: a Ctrl-C in the terminal (SIGINT to the foreground process
+            # group) must not stop the bus under services still closing their connections;
+            # whoever started it stops it, last
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -2,14 +2,23 @@
 
 Starts nats-server (unless ``CBCM_NATS_URL`` names one), then the relay, the three projection
 services, the HTTP API, the audit checkpoint publisher and a local audit witness as child
-processes. A child that dies is logged and restarted with a growing delay; Ctrl-C or SIGTERM
-stops them all (children first, the bus last).
+processes. A child that dies is logged and restarted with a growing delay, unless it exits
+with the configuration exit code (2: restarting cannot help), which stops the stack; Ctrl-C or
+SIGTERM stops them all (children first, the bus last: nats-server runs in a session of its
+own, so a Ctrl-C in the terminal reaches it only through us).
+
+Before starting anything it refuses an HTTP address (``CBCM_HTTP_ADDR``) or a NATS port that
+is not free. Each worker (relay, projectors, checkpoint publisher, witness) serves its
+Prometheus metrics on a free port of its own on 127.0.0.1 (``CBCM_METRICS_ADDR`` in its
+environment); one start-up line ``serve.metrics`` lists them.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -19,7 +28,7 @@ from types import FrameType
 
 import structlog
 
-from services.nats_server import EmbeddedNats
+from services.nats_server import EmbeddedNats, free_port
 from services.settings import Settings
 
 SERVICES: dict[str, list[str]] = {
@@ -32,7 +41,43 @@ SERVICES: dict[str, list[str]] = {
     "audit-witness": ["audit", "witness"],
 }
 
+WORKERS: frozenset[str] = frozenset(SERVICES) - {"api"}
+"""The children that serve metrics on an address of their own (the API has /metrics)."""
+
+EXIT_CONFIG = 2
+"""A child exiting with this (bad configuration) is not restarted: the stack stops."""
+
 log = structlog.get_logger()
+
+
+class AddressInUse(RuntimeError):
+    """An address the stack must listen on is not HOST:PORT, or is already taken."""
+
+
+def check_free(addr: str, setting: str) -> tuple[str, int]:
+    """``addr`` (HOST:PORT) as host and port, if this process could listen on it now;
+    ``AddressInUse`` naming ``setting`` if not."""
+    host, _, port = addr.rpartition(":")
+    host = host.strip("[]")
+    if not host or not port.isdigit() or not 0 < int(port) <= 65535:
+        raise AddressInUse(f"{setting} {addr!r} is not HOST:PORT")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise AddressInUse(f"{setting} {addr!r}: {e.strerror or e}") from None
+    family, kind, proto, _, where = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn binds
+        try:
+            probe.bind(where)
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise AddressInUse(
+                    f"{setting} {addr}: the address is already in use (another cbcm, or "
+                    f"another program, listens there): stop it or set {setting}"
+                ) from None
+            raise AddressInUse(f"{setting} {addr}: cannot listen there: {e.strerror}") from None
+    return host, int(port)
 
 
 def cbcm_command() -> list[str]:
@@ -58,7 +103,7 @@ class Child:
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, env=self.env)  # noqa: S603 - our own command
         self.started_at = time.monotonic()
-        log.info("service_started", child=self.name, pid=self.process.pid)
+        log.info("serve.service_started", child=self.name, pid=self.process.pid)
 
     def exited(self) -> int | None:
         return None if self.process is None else self.process.poll()
@@ -71,7 +116,7 @@ class Child:
         self.restarts += 1
         self.next_start = time.monotonic() + delay
         self.process = None
-        log.warning("service_exited", child=self.name, code=code, restart_in_s=delay)
+        log.warning("serve.service_exited", child=self.name, code=code, restart_in_s=delay)
 
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
@@ -86,12 +131,18 @@ class Supervisor:
     children: list[Child] = field(default_factory=list)
     nats: EmbeddedNats | None = None
     stopping: bool = False
+    exit_code: int = 0
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
-        log.info("stop_requested", signal=signal.Signals(signum).name)
+        if not self.stopping:
+            log.info("serve.stop_requested", signal=signal.Signals(signum).name)
         self.stopping = True
 
     def run(self) -> int:
+        """Run the stack until a signal (0), or until a child refuses its configuration
+        (``EXIT_CONFIG``). Raises ``AddressInUse`` or ``NatsServerError`` before starting
+        anything when an address to listen on is taken."""
+        check_free(self.settings.http_addr, "CBCM_HTTP_ADDR")
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         data_dir = self.settings.data_dir.resolve()
@@ -102,11 +153,19 @@ class Supervisor:
                 data_dir / "nats", port=self.settings.embedded_nats_port
             ).start()
             nats_url = self.nats.url
-            log.info("nats_started", url=nats_url, store_dir=str(data_dir / "nats"))
+            log.info("serve.nats_started", url=nats_url, store_dir=str(data_dir / "nats"))
         env = {**os.environ, "CBCM_NATS_URL": nats_url, "CBCM_DATA_DIR": str(data_dir)}
+        env.pop("CBCM_METRICS_ADDR", None)  # one address per worker, below
+        metrics = {name: f"127.0.0.1:{free_port()}" for name in SERVICES if name in WORKERS}
         self.children = [
-            Child(name, [*cbcm_command(), *args], env) for name, args in SERVICES.items()
+            Child(
+                name,
+                [*cbcm_command(), *args],
+                {**env, "CBCM_METRICS_ADDR": metrics[name]} if name in metrics else env,
+            )
+            for name, args in SERVICES.items()
         ]
+        log.info("serve.metrics", metrics=metrics, api=f"{self.settings.http_addr}/metrics")
         for child in self.children:
             child.start()
         try:
@@ -115,15 +174,15 @@ class Supervisor:
                 time.sleep(0.2)
         finally:
             self._shutdown()
-        return 0
+        return self.exit_code
 
     def _watch(self) -> None:
         if self.nats is not None and self.nats.process is not None:
             code = self.nats.process.poll()
             if code is not None:
-                log.warning("nats_exited", code=code)
+                log.warning("serve.nats_exited", code=code)
                 self.nats.start()
-                log.info("nats_restarted", url=self.nats.url)
+                log.info("serve.nats_restarted", url=self.nats.url)
         now = time.monotonic()
         for child in self.children:
             if child.process is None:
@@ -131,6 +190,14 @@ class Supervisor:
                     child.start()
                 continue
             code = child.exited()
+            if code == EXIT_CONFIG:
+                # its configuration is refused (its own error line says why): a restart
+                # would be refused again, forever
+                log.error("serve.service_refused", child=child.name, code=code)
+                child.process = None
+                self.exit_code = EXIT_CONFIG
+                self.stopping = True
+                return
             if code is not None:
                 child.schedule_restart(code)
 
@@ -144,9 +211,9 @@ class Supervisor:
             try:
                 child.process.wait(max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
-                log.warning("service_killed", child=child.name)
+                log.warning("serve.service_killed", child=child.name)
                 child.process.kill()
                 child.process.wait()
         if self.nats is not None:
             self.nats.stop()
-        log.info("stopped")
+        log.info("serve.stopped", code=self.exit_code)

@@ -56,6 +56,7 @@ from contracts.audit import (
 from services.audit import chain
 from services.audit.chain import ChainRow
 from services.audit.keys import key_id, load_signing_key
+from services.audit.metrics import checkpoint_metrics
 from services.bootstrap import complaint_mechanism
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.nats_client import (
@@ -208,6 +209,7 @@ class CheckpointPublisher:
         self.last: AuditCheckpointV1 | None = None
         """The last checkpoint this publisher published."""
         self.published = 0
+        self._metrics = checkpoint_metrics()
 
     @property
     def store(self) -> str | None:
@@ -222,6 +224,7 @@ class CheckpointPublisher:
         row = await asyncio.to_thread(chain.head, self._app.recorder)
         if row is None:
             return None
+        self._metrics.head.set(row.position)
         if self._store is None:
             first = await asyncio.to_thread(self._app.recorder.select_notifications, None, 1)
             self._store = store_id(first[0])
@@ -240,6 +243,7 @@ class CheckpointPublisher:
             return
         if last.store == store:
             self._last_position = last.position
+            self._metrics.checkpointed(last.position, last.signed_at.timestamp())
             log.info("audit.checkpoint_resuming", store=store, after_position=last.position)
 
     def due(self, position: int) -> bool:
@@ -267,6 +271,8 @@ class CheckpointPublisher:
         self._last_time = self._monotonic()
         self.last = checkpoint
         self.published += 1
+        self._metrics.published.inc()
+        self._metrics.checkpointed(row.position, checkpoint.signed_at.timestamp())
         log.info(
             "audit.checkpoint_published",
             store=store,

@@ -28,7 +28,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
+import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -58,6 +60,7 @@ from contracts.audit import (
 )
 from services.audit.checkpoints import verify_checkpoint
 from services.audit.keys import key_id, load_public_key
+from services.audit.metrics import witness_metrics
 from services.nats_client import (
     jetstream_options,
     nats_connect_options,
@@ -170,6 +173,38 @@ def _checkpoint(row: Sequence[Any]) -> AuditCheckpointV1:
     )
 
 
+def _apply_schema(db: sqlite3.Connection) -> None:
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for statement in _SCHEMA:
+            db.execute(statement)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def _create(path: Path) -> None:
+    """Make a new book at ``path`` with its tables: built under another name beside it, then
+    linked into place, so no reader ever opens a book without tables. Another witness that
+    made it first wins; nothing is replaced."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    try:
+        db = sqlite3.connect(staged, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            _apply_schema(db)
+        finally:
+            db.close()  # the last connection: its WAL is checkpointed into the file
+        with contextlib.suppress(FileExistsError):
+            os.link(staged, path)
+    finally:
+        for leftover in (staged, *(Path(f"{staged}{s}") for s in ("-wal", "-shm"))):
+            with contextlib.suppress(FileNotFoundError):
+                leftover.unlink()
+
+
 class WitnessBook:
     """The witness's SQLite file: every checkpoint held, and every contradiction seen.
 
@@ -185,9 +220,13 @@ class WitnessBook:
     def open(cls, path: Path, *, readonly: bool = False) -> WitnessBook:
         """Open (creating it and its tables unless ``readonly``) the book at ``path``.
 
-        ``readonly`` on a missing file raises ``sqlite3.OperationalError``.
+        ``readonly`` on a missing file raises ``sqlite3.OperationalError``; on a book whose
+        tables do not exist yet, it reads as empty. A new book appears at ``path`` with its
+        tables already in it (made beside it, then linked into place).
         """
         path = Path(path)
+        if not readonly and not path.exists():
+            _create(path)
         if readonly:
             db = sqlite3.connect(
                 f"{path.resolve().as_uri()}?mode=ro",
@@ -203,13 +242,9 @@ class WitnessBook:
             db.execute("PRAGMA synchronous=FULL")
         db.execute("PRAGMA busy_timeout=10000")
         if not readonly:
-            db.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _SCHEMA:
-                    db.execute(statement)
-                db.execute("COMMIT")
+                _apply_schema(db)  # a book made by an older witness may miss a table
             except BaseException:
-                db.execute("ROLLBACK")
                 db.close()
                 raise
         return cls(db, path)
@@ -230,41 +265,58 @@ class WitnessBook:
 
     # -------------------------------------------------------------- reading
 
+    def _select(self, sql: str, parameters: Sequence[Any] = ()) -> list[Any]:
+        """The rows of a query; none while the witness has not made its tables yet (a reader
+        opened the file between its creation and its schema: "no checkpoints yet")."""
+        try:
+            return self._db.execute(sql, parameters).fetchall()
+        except sqlite3.OperationalError as e:
+            if str(e).startswith("no such table"):
+                return []
+            raise
+
     def checkpoints(self, store: str | None = None) -> list[AuditCheckpointV1]:
         """Every checkpoint held (of ``store``, or of every store), in position order."""
         if store is None:
-            rows = self._db.execute(
-                f"SELECT {_COLUMNS} FROM checkpoints ORDER BY store, position"
-            ).fetchall()
+            rows = self._select(f"SELECT {_COLUMNS} FROM checkpoints ORDER BY store, position")
         else:
-            rows = self._db.execute(
+            rows = self._select(
                 f"SELECT {_COLUMNS} FROM checkpoints WHERE store = ? ORDER BY position", (store,)
-            ).fetchall()
+            )
         return [_checkpoint(row) for row in rows]
 
     def checkpoint(self, store: str, position: int) -> AuditCheckpointV1 | None:
         """The checkpoint held for ``store`` at ``position``, if any."""
-        row = self._db.execute(
+        rows = self._select(
             f"SELECT {_COLUMNS} FROM checkpoints WHERE store = ? AND position = ?",
             (store, position),
-        ).fetchone()
-        return None if row is None else _checkpoint(row)
+        )
+        return _checkpoint(rows[0]) if rows else None
 
     def stores(self) -> list[str]:
         """The stores the book holds checkpoints of."""
-        rows = self._db.execute("SELECT DISTINCT store FROM checkpoints ORDER BY store")
+        rows = self._select("SELECT DISTINCT store FROM checkpoints ORDER BY store")
         return [str(row[0]) for row in rows]
+
+    def count(self) -> tuple[int, int]:
+        """How many checkpoints and how many contradictions the book holds."""
+        held = self._select("SELECT count(*) FROM checkpoints")
+        contradicting = self._select("SELECT count(*) FROM contradictions")
+        return (
+            int(held[0][0]) if held else 0,
+            int(contradicting[0][0]) if contradicting else 0,
+        )
 
     def contradictions(self, store: str | None = None) -> list[Contradiction]:
         """Every contradiction seen (of ``store``, or of every store), in the order seen."""
         where = "" if store is None else "WHERE x.store = ?"
-        rows = self._db.execute(
+        rows = self._select(
             "SELECT x.store, x.position, x.link, x.signed_at, x.key_id, x.signature,"
             f" x.received_at, {', '.join('c.' + c for c in _COLUMNS.split(', '))}"
             " FROM contradictions x JOIN checkpoints c"
             f" ON c.store = x.store AND c.position = x.position {where} ORDER BY x.id",
             () if store is None else (store,),
-        ).fetchall()
+        )
         return [
             Contradiction(
                 store=str(row[0]),
@@ -278,13 +330,9 @@ class WitnessBook:
 
     def last_sequence(self, stream: str = AUDIT_STREAM) -> int:
         """The last stream sequence the witness handled (0: none)."""
-        try:
-            row = self._db.execute(
-                "SELECT last_seq FROM consumed WHERE stream = ?", (stream,)
-            ).fetchone()
-        except sqlite3.OperationalError:  # a read-only book made before the table existed
-            return 0
-        return 0 if row is None else int(row[0])
+        # a read-only book made before the table existed reads as none too
+        rows = self._select("SELECT last_seq FROM consumed WHERE stream = ?", (stream,))
+        return int(rows[0][0]) if rows else 0
 
     # -------------------------------------------------------------- writing
 
@@ -380,6 +428,7 @@ class Witness:
         self.repeated = 0
         self.refused = 0
         self.contradictions = 0
+        self._metrics = witness_metrics()
 
     @property
     def durable(self) -> str:
@@ -418,13 +467,17 @@ class Witness:
         accepted = [cp for cp in checked if cp is not None]
         results = iter(await asyncio.to_thread(self._book.record, accepted, stream_seq=last_seq))
         outcomes: list[Outcome | None] = []
+        metrics = self._metrics
         for cp in checked:
             if cp is None:
                 self.refused += 1
+                metrics.refused.inc()
                 outcomes.append(None)
                 continue
             outcome, held = next(results)
             outcomes.append(outcome)
+            if outcome in (Outcome.RECORDED, Outcome.MOVED_BACK):
+                metrics.held.inc()
             if outcome is Outcome.RECORDED:
                 self.recorded += 1
                 log.info(
@@ -439,6 +492,7 @@ class Witness:
                 assert held is not None
                 self.recorded += 1
                 self.contradictions += 1
+                metrics.contradictions.labels(kind="head_moved_back").inc()
                 log.error(
                     "audit.checkpoint_head_moved_back",
                     store=cp.store,
@@ -450,6 +504,7 @@ class Witness:
             else:
                 assert held is not None
                 self.contradictions += 1
+                metrics.contradictions.labels(kind="link").inc()
                 log.error(
                     "audit.checkpoint_contradiction",
                     store=cp.store,
@@ -459,9 +514,16 @@ class Witness:
                     held_signed_at=rfc3339_utc(held.signed_at),
                     seen_signed_at=rfc3339_utc(cp.signed_at),
                 )
+        if Outcome.CONTRADICTION in outcomes:
+            await self._count_book()
         for msg in msgs:
             await msg.ack()
         return outcomes
+
+    async def _count_book(self) -> None:
+        held, contradicting = await asyncio.to_thread(self._book.count)
+        self._metrics.held.set(held)
+        self._metrics.contradictions_held.set(contradicting)
 
     async def _ensure_consumer(self) -> None:
         """Reuse the consumer if it stands where the book does; otherwise re-create it to
@@ -506,6 +568,7 @@ class Witness:
     async def run(self, stop: asyncio.Event) -> None:
         """Witness until ``stop`` is set; NATS failures (or no stream yet) pause and retry."""
         backoff = 0.1
+        await self._count_book()
         while not stop.is_set():
             try:
                 await self._ensure_consumer()

@@ -176,7 +176,7 @@ def test_complaint_driven_through_serve_appears_in_the_inbox_and_survives_a_rela
         answer = stack.get("/v1/inbox/unhcr", focal_point, after=position)
         assert answer.status_code == 200, answer.text
         assert {i["case_id"] for i in answer.json()["items"]} == {case_id, second}
-        assert "service_exited" in stack.log.read_text()
+        assert "serve.service_exited" in stack.log.read_text()
     finally:
         app.close()
 
