@@ -21,7 +21,18 @@ personal data with another agency also gets a share message, sealed to that agen
 (``services.sharing``), published to stream ``CBCM_SHARES`` in the same window under the same
 rules (expected last sequence, tail read first, ``Nats-Msg-Id: <store-id>:<position>:share``).
 A position counts as published only once its event *and* its share are stored: the recorded
-position never passes a share that is not. The event message itself is unchanged.
+position never passes a share that is not. The event message itself is unchanged. After a
+case's erasure, what was shared of it is withdrawn: a notice to each recipient
+(``Nats-Msg-Id: <store-id>:<position>:withdrawn:<agency>``), then its shares are purged.
+Every message id the relay publishes is built and read back by ``MessageId``.
+
+A stall (issue #12, ADR 10): an event the relay cannot translate, route or seal (an error
+that is not NATS or the store being unreachable, which only pause it) stops the relay at that
+position. Everything before it is published and recorded; then the relay says so once (log
+line ``relay.stalled``, its stall record in ``services.worker_status``, the
+``cbcm_relay_stalled`` gauge) and waits, alive, for its stop. Nothing after it is published,
+nothing is skipped: the operator deploys a fix and restarts it, and it goes on from that
+position and clears the record. Its metrics are in ``services.relay.metrics``.
 
 The event store library is synchronous: every call to it runs in a worker thread.
 """
@@ -38,7 +49,8 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Final, Literal
 
 import nats
 import nats.errors
@@ -83,6 +95,7 @@ from services.nats_client import (
     quiet_errors,
     wait_for_stop,
 )
+from services.relay import metrics
 from services.relay.leader import lead, leader_lock, wait_for_leadership
 from services.relay.routing import Router
 from services.relay.translation import (
@@ -93,16 +106,65 @@ from services.relay.translation import (
 )
 from services.settings import Settings
 from services.sharing import Share, Sharer, withdrawal_notice
+from services.worker_status import Stall, clear_stall, record_stall, stall_of
 
 log = structlog.get_logger()
 
 APPLICATION_NAME = "cbcm-relay"
 """The relay's name in the event store's tracking table."""
 
-"""Seconds JetStream remembers message ids to drop re-published events."""
+WORKER: Final = "relay"
+"""The relay's name in the workers' stall records (``services.worker_status``)."""
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_LAST_SEQUENCE_HEADER = "Nats-Expected-Last-Sequence"
+
+HEAD_REFRESH_SECONDS = 1.0
+"""At most one query of the store's head this often, and only while a backlog is read
+(a full batch): the head otherwise comes from what the reads return."""
+
+MessageKind = Literal["event", "share", "withdrawn"]
+WITHDRAWN_MSG_ID_INFIX: Final = ":withdrawn:"
+
+
+@dataclass(frozen=True)
+class MessageId:
+    """A ``Nats-Msg-Id`` the relay publishes: ``<store-id>:<position>`` (an event,
+    ``CBCM_EVENTS``), ``<store-id>:<position>:share`` (its share, ``CBCM_SHARES``) or
+    ``<store-id>:<position>:withdrawn:<agency>`` (the notice that an erased case's shares to
+    ``agency`` were withdrawn, ``CBCM_SHARES``). Built and parsed here only, so that every id
+    the relay publishes is one it reads back."""
+
+    store: str
+    position: int
+    kind: MessageKind = "event"
+    agency: str | None = None
+
+    def __str__(self) -> str:
+        head = f"{self.store}:{self.position}"
+        if self.kind == "share":
+            return f"{head}{SHARE_MSG_ID_SUFFIX}"
+        if self.kind == "withdrawn":
+            return f"{head}{WITHDRAWN_MSG_ID_INFIX}{self.agency}"
+        return head
+
+    @classmethod
+    def parse(cls, value: str) -> MessageId | None:
+        """The id ``value`` names, or None for one the relay never publishes."""
+        store, colon, rest = value.partition(":")
+        if not store or not colon:
+            return None
+        position, _, tail = rest.partition(":")
+        if not (position.isascii() and position.isdigit()):
+            return None
+        if not tail:
+            return cls(store, int(position))
+        if f":{tail}" == SHARE_MSG_ID_SUFFIX:
+            return cls(store, int(position), "share")
+        kind, _, agency = tail.partition(":")
+        if f":{kind}:" == WITHDRAWN_MSG_ID_INFIX and agency:
+            return cls(store, int(position), "withdrawn", agency)
+        return None
 
 
 def _snake(name: str) -> str:
@@ -196,6 +258,41 @@ class StreamOfAnotherStore(RuntimeError):
 
 
 @dataclass(frozen=True)
+class Poison:
+    """An event the relay cannot handle, in words safe to log: its position, its stored
+    topic and the error's type (never the payload or the error's text, which may quote
+    personal data)."""
+
+    position: int
+    message_type: str
+    error: str
+
+
+class RelayStalled(RuntimeError):
+    """The relay published and recorded everything before ``poison`` and cannot go past it."""
+
+    def __init__(self, poison: Poison) -> None:
+        super().__init__(
+            f"the relay cannot handle the event at position {poison.position} "
+            f"({poison.message_type}): {poison.error}"
+        )
+        self.poison = poison
+
+
+@dataclass
+class _Translation:
+    """What one translation pass made of a batch of notifications."""
+
+    out: list[Outgoing]
+    read: int
+    """The last position handled (translated, or an internal record passed)."""
+    published: int
+    poison: Poison | None = None
+    transient: BaseException | None = None
+    """The store became unreachable: what was translated before it is kept."""
+
+
+@dataclass(frozen=True)
 class Outgoing:
     """One translated event, ready to publish."""
 
@@ -210,6 +307,8 @@ class Outgoing:
     """The sharing step's domain event, to seal its share again right before it is sent."""
     erasure: Any = field(default=None, compare=False, repr=False)
     """A case's erasure event: what was shared of the case is withdrawn once it is stored."""
+    topic: str = field(default="", compare=False)
+    """The stored event's topic (for a stall's record)."""
 
 
 def _stored_prefix(
@@ -250,7 +349,10 @@ class Relay:
         window: int = 500,
         publish_timeout: float = 5.0,
         max_backoff: float = 5.0,
+        data_dir: Path | None = None,
     ) -> None:
+        """``data_dir``: where the relay's stall is recorded for other processes
+        (``services.worker_status``); None records none (the log and gauge still tell)."""
         self._app = app
         self._js = js
         self._tracking_name = tracking_name
@@ -276,6 +378,13 @@ class Relay:
         after it moves ``_read``, not this): the next message's previous position."""
         self.failures = 0
         """How many times following the log paused on a NATS or database failure (health)."""
+        self._data_dir = data_dir
+        self._poison: Poison | None = None
+        """The event this relay cannot handle: nothing from it on is read or published."""
+        self._stall: Stall | None = None
+        """The stall recorded by an earlier relay, until this one goes past its position."""
+        self._head_checked = 0.0
+        """When the store's head was last queried (monotonic seconds)."""
 
     # ------------------------------------------------------------------ state
 
@@ -291,6 +400,17 @@ class Relay:
     def store_id(self) -> str | None:
         """The store's id (None until the store holds an event)."""
         return self._store_id
+
+    @property
+    def poison(self) -> Poison | None:
+        """The event this relay stopped at (None: it has not stalled)."""
+        return self._poison
+
+    @property
+    def published_position(self) -> int:
+        """Every event up to this position is published (the mechanism's own records, never
+        published, count as passed); a stalled relay's is the position before its stall."""
+        return self._pending[0].position - 1 if self._pending else self._read
 
     async def recorded_position(self) -> int:
         """The position recorded in the tracking table (0: nothing published yet)."""
@@ -309,7 +429,16 @@ class Relay:
             self._recorded = await self.recorded_position()
             self._acked = self._read = self._recorded
             self._published = await asyncio.to_thread(self._published_up_to, self._recorded)
+            head = await asyncio.to_thread(self._app.recorder.max_notification_id)
+            self._head_checked = time.monotonic()
+            metrics.reset_positions()
+            metrics.observe_head(head or 0)
+            metrics.observe_published(self._recorded)
+            if self._data_dir is not None:
+                self._stall = stall_of(self._data_dir, WORKER)
+            metrics.set_stalled(self._stall is not None)
             log.info("relay.resuming", after_position=self._recorded)
+            self._clear_stall_passed()
 
     def _published_up_to(self, position: int) -> int:
         """The last published event's position at or below ``position`` (0 if none)."""
@@ -331,56 +460,92 @@ class Relay:
 
     # ------------------------------------------------------------------ reading
 
-    def _translate(self, notifications: Sequence[Notification]) -> list[Outgoing]:
-        """Stored events -> messages (runs in a worker thread: it may read the store)."""
+    def _translate(self, notifications: Sequence[Notification]) -> _Translation:
+        """Stored events -> messages (runs in a worker thread: it may read the store), in log
+        order, up to the first that cannot be handled (``poison``) or the store becoming
+        unreachable (``transient``): what was translated before either is kept."""
         assert self._store_id is not None
         source = f"urn:cbcm:store:{self._store_id}"
-        mapper = self._app.mapper
-        out: list[Outgoing] = []
-        previous = self._published
+        done = _Translation([], self._read, self._published)
         for notification in notifications:
-            event = mapper.to_domain_event(notification)
-            if not is_published(event):
-                # The mechanism's own records (receipt verifiers, personal-data reads,
-                # retried-request answers) never leave the store; the next message's
-                # previous-position link skips them.
-                continue
-            aggregate, name = SUBJECT_TOKENS[type(event)]
-            agency = self._router.agency_of(event, notification.id)
-            message = to_cloud_event(event, source=source, position=notification.id)
-            subject = event_subject(agency, aggregate, name)
-            share = self._sharer.share_of(event, notification.id, source)
-            out.append(
-                Outgoing(
-                    notification.id,
-                    previous,
-                    subject,
-                    encode(message),
-                    share,
-                    step=None if share is None else event,
-                    erasure=event if isinstance(event, Case.PersonalDataErased) else None,
-                )
-            )
-            previous = notification.id
-        self._published = previous
-        return out
+            try:
+                item = self._outgoing(notification, done.published, source)
+            except TRANSIENT as e:
+                done.transient = e
+                break
+            except Exception as e:
+                # Only the type: the text or a traceback could quote the event's personal data.
+                done.poison = Poison(notification.id, notification.topic, type(e).__name__)
+                break
+            done.read = notification.id
+            if item is not None:
+                done.out.append(item)
+                done.published = notification.id
+        return done
+
+    def _outgoing(self, notification: Notification, previous: int, source: str) -> Outgoing | None:
+        """The message of one stored event (None: one of the mechanism's own records)."""
+        event = self._app.mapper.to_domain_event(notification)
+        if not is_published(event):
+            # The mechanism's own records (receipt verifiers, personal-data reads,
+            # retried-request answers) never leave the store; the next message's
+            # previous-position link skips them.
+            return None
+        aggregate, name = SUBJECT_TOKENS[type(event)]
+        agency = self._router.agency_of(event, notification.id)
+        message = to_cloud_event(event, source=source, position=notification.id)
+        subject = event_subject(agency, aggregate, name)
+        share = self._sharer.share_of(event, notification.id, source)
+        return Outgoing(
+            notification.id,
+            previous,
+            subject,
+            encode(message),
+            share,
+            step=None if share is None else event,
+            erasure=event if isinstance(event, Case.PersonalDataErased) else None,
+            topic=notification.topic,
+        )
 
     async def _accept(self, notifications: Sequence[Notification]) -> None:
-        """Translate notifications read after ``_read`` into ``_pending``."""
+        """Translate notifications read after ``_read`` into ``_pending`` (none after a
+        poison)."""
         fresh = [n for n in notifications if n.id > self._read]
-        if not fresh:
+        if not fresh or self._poison is not None:
             return
+        metrics.observe_head(fresh[-1].id)
         await self._ensure_store_id()
-        self._pending.extend(await asyncio.to_thread(self._translate, fresh))
-        self._read = fresh[-1].id
+        done = await asyncio.to_thread(self._translate, fresh)
+        self._pending.extend(done.out)
+        self._read, self._published = done.read, done.published
+        if done.poison is not None:
+            self._poison = done.poison
+        metrics.observe_published(self.published_position)
+        if done.transient is not None:
+            raise done.transient
+
+    async def _observe_backlog(self, read: int) -> None:
+        """A full batch was read: the store may hold more; query its head (at most once
+        every ``HEAD_REFRESH_SECONDS``) so that the lag shows a backlog."""
+        if read < self._batch_size:
+            return
+        now = time.monotonic()
+        if now - self._head_checked < HEAD_REFRESH_SECONDS:
+            return
+        self._head_checked = now
+        head = await asyncio.to_thread(self._app.recorder.max_notification_id)
+        metrics.observe_head(head or 0)
 
     async def _read_more(self) -> int:
+        if self._poison is not None:
+            return 0  # nothing after the event it cannot handle
         notifications = await asyncio.to_thread(
             self._app.recorder.select_notifications,
             self._read,
             self._batch_size,
             inclusive_of_start=False,
         )
+        await self._observe_backlog(len(notifications))
         await self._accept(notifications)
         return len(notifications)
 
@@ -395,13 +560,70 @@ class Relay:
                 published += await self._publish_window()
         finally:
             await self._record()
+            metrics.observe_published(self.published_position)
+            self._clear_stall_passed()
         return published
 
-    async def _stream_tail(self, stream: str = STREAM, suffix: str = "") -> tuple[int, int]:
+    def _cut_at(self, poison: Poison) -> None:
+        """Stop at ``poison``: nothing from its position on is published by this relay (a
+        relay restarted with a fix reads it again from the recorded position)."""
+        if self._poison is None or poison.position < self._poison.position:
+            self._poison = poison
+        self._pending = [item for item in self._pending if item.position < poison.position]
+        self._read = min(self._read, poison.position - 1)
+
+    def _stalled(self) -> None:
+        """Raise ``RelayStalled`` once everything before the poison is published."""
+        if self._poison is not None and not self._pending:
+            raise RelayStalled(self._poison)
+
+    def _clear_stall_passed(self) -> None:
+        """Forget an earlier relay's stall once this one published past its position."""
+        stall = self._stall
+        if stall is None or self.published_position < stall.position:
+            return
+        self._stall = None
+        if self._data_dir is not None:
+            clear_stall(self._data_dir, WORKER)
+        metrics.set_stalled(False)
+        log.info("relay.stall_cleared", position=stall.position)
+
+    async def _report_stall(self, poison: Poison) -> None:
+        """Say once, everywhere an operator looks, where the relay stopped and why."""
+        log.error(
+            "relay.stalled",
+            position=poison.position,
+            message_type=poison.message_type,
+            error=poison.error,
+            published_position=self.published_position,
+        )
+        metrics.set_stalled(True)
+        if self._data_dir is not None:
+            try:
+                self._stall = await asyncio.to_thread(
+                    record_stall,
+                    self._data_dir,
+                    WORKER,
+                    position=poison.position,
+                    message_type=poison.message_type,
+                    error=poison.error,
+                )
+            except OSError as e:  # the log line and the gauge still tell
+                log.warning("relay.stall_not_recorded", error=type(e).__name__)
+
+    async def _stream_tail(
+        self, stream: str = STREAM, kinds: frozenset[MessageKind] = frozenset({"event"})
+    ) -> tuple[int, int]:
         """The stream's last sequence, and the store position of its last message (0: empty).
 
         Thanks to the ordering guarantee, everything up to that position is in the stream.
-        ``suffix`` ends the message ids of ``stream`` after the position (``:share``).
+        ``kinds``: the messages the relay publishes to ``stream`` (``MessageId``).
+
+        In ``CBCM_SHARES`` the last message may be a withdrawal notice of the erasure at
+        position P: it is sent only once every position up to P is done (event and share
+        stored), so every share up to P is in the stream (or was withdrawn with its case).
+        A share after P that was stored before the notice and is sent again is a duplicate
+        within JetStream's window.
         """
         info = await self._js.stream_info(stream)
         last_seq = int(info.state.last_seq)
@@ -416,21 +638,21 @@ class Relay:
             # JetStream drops what it stored within its duplicate window.
             return last_seq, 0
         msg_id = (raw.headers or {}).get(MSG_ID_HEADER, "")
-        owner, _, rest = msg_id.partition(":")
-        position = rest.removesuffix(suffix) if rest.endswith(suffix) else ""
-        if owner != self._store_id or not position.isdigit():
+        parsed = MessageId.parse(msg_id)
+        if parsed is None or parsed.store != self._store_id or parsed.kind not in kinds:
             raise StreamOfAnotherStore(
                 f"the last message of {stream} (sequence {last_seq}) has Nats-Msg-Id "
-                f"{msg_id!r}, not one of this event store ({self._store_id}): the stream must "
-                "hold the messages of one store only"
+                f"{msg_id!r}, not one this relay publishes there from this event store "
+                f"({self._store_id}): the stream must hold the messages of one store only"
             )
-        return last_seq, int(position)
+        return last_seq, parsed.position
 
     async def _done(
         self, window: list[Outgoing], events_stored: int, shares_stored: int
-    ) -> tuple[int, BaseException | None]:
+    ) -> tuple[int, BaseException | None, Poison | None]:
         """How many of the window's first items are done: the event stored, its share too,
-        and after an erasure what was shared of the case withdrawn."""
+        and after an erasure what was shared of the case withdrawn; the failure that stopped
+        the count, if transient, or the item it cannot handle."""
         done = 0
         for item in window:
             if item.position > events_stored:
@@ -442,9 +664,11 @@ class Relay:
                     await self._withdraw_shares(item)
                 except TRANSIENT as e:  # the position waits until the withdrawal is done
                     log.info("relay.withdrawal_deferred", position=item.position)
-                    return done, e
+                    return done, e, None
+                except Exception as e:
+                    return done, None, Poison(item.position, item.topic, type(e).__name__)
             done += 1
-        return done, None
+        return done, None, None
 
     async def _withdraw_shares(self, item: Outgoing) -> None:
         """After a case's erasure is stored: tell every agency that received a share of the
@@ -469,25 +693,75 @@ class Relay:
                 subject,
                 payload,
                 stream=SHARES_STREAM,
-                headers={MSG_ID_HEADER: f"{self._store_id}:{item.position}:withdrawn:{recipient}"},
+                headers={
+                    MSG_ID_HEADER: str(
+                        MessageId(self._store_id or "", item.position, "withdrawn", recipient)
+                    )
+                },
                 timeout=self._publish_timeout,
             )
         for subject_filter in filters:
             await self._js.purge_stream(SHARES_STREAM, subject=subject_filter)
         if recipients:
-            log.info(
-                "relay.shares_withdrawn", position=item.position, agencies=sorted(recipients)
-            )
+            log.info("relay.shares_withdrawn", position=item.position, agencies=sorted(recipients))
 
-    def _reseal_shares(self) -> None:
+    def _reseal_shares(self) -> Poison | None:
         """Seal the window's shares again from the store as it is now (in a worker thread):
-        between translation and sending, the case's personal data may have been erased."""
+        between translation and sending, the case's personal data may have been erased.
+        The first share that cannot be sealed again is returned (not raised)."""
         assert self._store_id is not None
         source = f"urn:cbcm:store:{self._store_id}"
         for i, item in enumerate(self._pending[: self._window]):
             if item.share is not None and item.step is not None:
-                share = self._sharer.reseal(item.share, item.step, item.position, source)
+                try:
+                    share = self._sharer.reseal(item.share, item.step, item.position, source)
+                except TRANSIENT:
+                    raise
+                except Exception as e:
+                    return Poison(item.position, item.topic, type(e).__name__)
                 self._pending[i] = dataclasses.replace(item, share=share)
+        return None
+
+    async def _send(
+        self,
+        window: list[Outgoing],
+        events: tuple[int, int, list[tuple[Outgoing, asyncio.Future[Any]]]],
+        shares: tuple[int, int, list[tuple[Outgoing, asyncio.Future[Any]]]],
+    ) -> Poison | None:
+        """Send the window's events and shares that their streams do not hold yet; each
+        stream is (last sequence, position it holds up to, the sent list to append to).
+        Stops at a message too large to ever be published, returned as a poison."""
+        assert self._store_id is not None
+        last_seq, events_in_stream, sent_events = events
+        shares_seq, shares_in_stream, sent_shares = shares
+        for item in window:
+            try:
+                if item.position > events_in_stream:
+                    headers = {
+                        MSG_ID_HEADER: str(MessageId(self._store_id, item.position)),
+                        PREVIOUS_POSITION_HEADER: str(item.previous),
+                        EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + len(sent_events)),
+                    }
+                    future = await self._js.publish_async(
+                        item.subject, item.payload, stream=STREAM, headers=headers
+                    )
+                    sent_events.append((item, future))
+                if item.share is not None and item.position > shares_in_stream:
+                    headers = {
+                        MSG_ID_HEADER: str(MessageId(self._store_id, item.position, "share")),
+                        EXPECTED_LAST_SEQUENCE_HEADER: str(shares_seq + len(sent_shares)),
+                    }
+                    future = await self._js.publish_async(
+                        item.share.subject,
+                        item.share.payload,
+                        stream=SHARES_STREAM,
+                        headers=headers,
+                    )
+                    sent_shares.append((item, future))
+            except nats.errors.MaxPayloadError as e:
+                # Never publishable as it is, however often it is sent again: a stall.
+                return Poison(item.position, item.topic, type(e).__name__)
+        return None
 
     async def _publish_window(self) -> int:
         """Send up to ``window`` pending messages without waiting between them; how many
@@ -510,13 +784,17 @@ class Relay:
         share is not stays pending, and only its share is sent again.
         """
         assert self._store_id is not None
-        await asyncio.to_thread(self._reseal_shares)
+        unsealable = await asyncio.to_thread(self._reseal_shares)
+        if unsealable is not None:
+            self._cut_at(unsealable)
         window = self._pending[: self._window]
+        if not window:
+            return 0
         last_seq, events_in_stream = await self._stream_tail()
         shares_seq, shares_in_stream = 0, 0
         if any(item.share is not None for item in window):
             shares_seq, shares_in_stream = await self._stream_tail(
-                SHARES_STREAM, SHARE_MSG_ID_SUFFIX
+                SHARES_STREAM, frozenset({"share", "withdrawn"})
             )
         skipped = sum(1 for item in window if item.position <= events_in_stream)
         if skipped:
@@ -527,44 +805,32 @@ class Relay:
             )
         events: list[tuple[Outgoing, asyncio.Future[Any]]] = []
         shares: list[tuple[Outgoing, asyncio.Future[Any]]] = []
+        started = time.perf_counter()
         try:
-            for item in window:
-                if item.position > events_in_stream:
-                    headers = {
-                        MSG_ID_HEADER: f"{self._store_id}:{item.position}",
-                        PREVIOUS_POSITION_HEADER: str(item.previous),
-                        EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + len(events)),
-                    }
-                    future = await self._js.publish_async(
-                        item.subject, item.payload, stream=STREAM, headers=headers
-                    )
-                    events.append((item, future))
-                if item.share is not None and item.position > shares_in_stream:
-                    headers = {
-                        MSG_ID_HEADER: f"{self._store_id}:{item.position}{SHARE_MSG_ID_SUFFIX}",
-                        EXPECTED_LAST_SEQUENCE_HEADER: str(shares_seq + len(shares)),
-                    }
-                    future = await self._js.publish_async(
-                        item.share.subject,
-                        item.share.payload,
-                        stream=SHARES_STREAM,
-                        headers=headers,
-                    )
-                    shares.append((item, future))
+            too_large = await self._send(
+                window, (last_seq, events_in_stream, events), (shares_seq, shares_in_stream, shares)
+            )
             futures = [f for _, f in events] + [f for _, f in shares]
             if futures:
                 await asyncio.wait(futures, timeout=self._publish_timeout)
+                metrics.PUBLISH_SECONDS.observe(time.perf_counter() - started)
         finally:
             for _, future in events + shares:
                 if not future.done():
                     future.cancel()
         events_stored, acked, event_failure = _stored_prefix(events, events_in_stream)
         shares_stored, shares_acked, share_failure = _stored_prefix(shares, shares_in_stream)
-        done, withdrawal_failure = await self._done(window, events_stored, shares_stored)
+        if too_large is not None:  # not stored: nothing from it on counts as done
+            events_stored = min(events_stored, too_large.position - 1)
+            shares_stored = min(shares_stored, too_large.position - 1)
+        done, withdrawal_failure, unhandled = await self._done(window, events_stored, shares_stored)
         event_failure = event_failure or withdrawal_failure
         if done:
             self._acked = window[done - 1].position
             del self._pending[:done]
+        for poison in (too_large, unhandled):
+            if poison is not None:
+                self._cut_at(poison)
         failure = event_failure or share_failure
         if failure is not None:
             log.info(
@@ -596,18 +862,24 @@ class Relay:
         """One pass: publish every event after the recorded position; how many were published.
 
         Raises a NATS error if a publish fails (nothing after the failed event is sent, the
-        position covers only what was acknowledged; call again to resume).
+        position covers only what was acknowledged; call again to resume), and
+        ``RelayStalled`` once everything before an event it cannot handle is published.
         """
         await self._start()
         published = await self._flush()
         while await self._read_more():
             published += await self._flush()
+        self._stalled()
         return published
 
     # ------------------------------------------------------------------ following
 
     async def run(self, stop: asyncio.Event, poll_interval: float = 0.025) -> None:
-        """Follow the log until ``stop`` is set; NATS or database failures pause and retry."""
+        """Follow the log until ``stop`` is set; NATS or database failures pause and retry.
+
+        At an event it cannot handle, it publishes everything before it, reports the stall
+        once and waits for ``stop``, alive (a restart loop would only repeat the error).
+        """
         backoff = 0.1
         while not stop.is_set():
             try:
@@ -617,6 +889,9 @@ class Relay:
                 else:
                     await self._follow_polling(stop, poll_interval)
                 backoff = 0.1
+            except RelayStalled as e:
+                await self._report_stall(e.poison)
+                await stop.wait()
             except TRANSIENT as e:
                 self.failures += 1
                 log.warning(
@@ -653,6 +928,7 @@ class Relay:
         over through a bounded queue (a NATS outage then holds the thread, not memory).
         """
         await self._flush()  # what a previous failure left unacknowledged goes first
+        self._stalled()
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Notification | BaseException] = asyncio.Queue(
             maxsize=self._batch_size * 4
@@ -688,8 +964,10 @@ class Relay:
                     if len(batch) >= self._batch_size or queue.empty():
                         break
                     item = queue.get_nowait()
+                await self._observe_backlog(len(batch))
                 await self._accept(batch)
                 await self._flush()
+                self._stalled()
         finally:
             stop_wait.cancel()
             stopped.set()
@@ -811,10 +1089,17 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         # Issue #7, ADR 9: only the holder of the store's leader lock publishes; a standby
         # waits for it, and each term starts a fresh Relay from the recorded position.
         lock = leader_lock(settings, APPLICATION_NAME)
+        metrics.set_leader(False)
         while await wait_for_leadership(lock, stop, settings.relay_leader_poll_seconds):
-            lost = await lead(
-                lock, lambda: Relay(app, js).run(stop), settings.relay_leader_check_seconds
-            )
+            metrics.set_leader(True)
+            try:
+                lost = await lead(
+                    lock,
+                    lambda: Relay(app, js, data_dir=settings.data_dir).run(stop),
+                    settings.relay_leader_check_seconds,
+                )
+            finally:
+                metrics.set_leader(False)
             if not lost:
                 break
         log.info("relay.exit", seconds=round(time.monotonic() - started, 1))

@@ -605,3 +605,41 @@ async def test_a_share_that_waited_across_an_erasure_carries_what_is_left(
         "org.psea.cbcm.case.share_withdrawn.v1"
     ]
     assert canaries_in(shares) == []
+
+
+async def test_a_share_after_a_share_withdrawal_is_published_across_relay_restarts(
+    world: World, js: JetStreamContext, reopen: Callable[[], ComplaintMechanism]
+) -> None:
+    # given a case shared with ngo-b, published; then its personal data erased, published
+    # (the share withdrawn: the notice is the share stream's last message)
+    first, _ = transferred_then_survivor_erased(world)
+    await publish_all(world.app, js)
+    shares = await stream(js, SHARES_STREAM)
+    assert [s.subject for s in shares] == [
+        share_subject("ngo-b", "case", "share_withdrawn", str(first))
+    ]
+    store = shares[0].msg_id.split(":")[0]
+    erasure = world.app.recorder.max_notification_id()
+    assert shares[0].msg_id == f"{store}:{erasure}:withdrawn:ngo-b"
+
+    # when another case is shared with ngo-b and a restarted relay (it reads the tails back)
+    # publishes it, and once more after a second restart
+    second = received(world, ComplainantRole.WITNESS)
+    position = transfer(world, second, "ngo-b", SharedItem.COMPLAINANT_IDENTITY)
+    restarted = Relay(reopen(), js)
+    await restarted.publish_pending()
+    third = received(world, ComplainantRole.WITNESS)
+    later = transfer(world, third, "wfp", SharedItem.COMPLAINANT_IDENTITY)
+    assert await Relay(reopen(), js).publish_pending() > 0
+
+    # then both shares follow the notice, once each, and the position is past everything
+    shares = await stream(js, SHARES_STREAM)
+    assert [s.msg_id for s in shares] == [
+        f"{store}:{erasure}:withdrawn:ngo-b",
+        f"{store}:{position}:share",
+        f"{store}:{later}:share",
+    ]
+    assert open_share(shares[1].data, world.keys["ngo-b"]).case_id == second
+    assert open_share(shares[2].data, world.keys["wfp"]).case_id == third
+    assert await restarted.recorded_position() == world.app.recorder.max_notification_id()
+    assert decode_message((await stream(js, STREAM))[-1].data).position == later
