@@ -293,11 +293,19 @@ class Sharer:
         self.keys = ShareKeys(app, router)
         self.without_key = 0
         """How many shares were not sent because the recipient had no key (for tests, logs)."""
+        self._told_without_key: set[str] = set()
+        """Agencies whose missing key was logged, until they register one."""
 
     def share_of(self, event: Any, position: int, source: str) -> Share | None:
         """The share of the event stored at ``position``, if it shares personal data with a
-        recipient that registered a key. Call for every published event, in log order."""
+        recipient that registered a key. Call for every published event, in log order.
+
+        A share not sent for want of the recipient's key is logged once per agency
+        (``relay.share_without_key``, at its first position) and again only after the agency
+        registered a key and is found without one once more."""
         self.keys.observe(event)
+        if isinstance(event, Network.AgencyShareKeyRegistered):
+            self._told_without_key.discard(event.agency)
         if type(event) not in SHARING_STEPS:
             return None
         case: Case = self._app.repository.get(event.originator_id, version=event.originator_version)
@@ -307,7 +315,9 @@ class Sharer:
         key = self.keys.key_of(content.recipient, position)
         if key is None:
             self.without_key += 1
-            log.warning("relay.share_without_key", agency=content.recipient, position=position)
+            if content.recipient not in self._told_without_key:
+                self._told_without_key.add(content.recipient)
+                log.warning("relay.share_without_key", agency=content.recipient, position=position)
             return None
         return self._sealed(content, key, event, position, source)
 
@@ -336,9 +346,7 @@ class Sharer:
             return None
         return self._sealed(content, share.key, fresh, position, source)
 
-    def _sealed(
-        self, content: Any, key: ShareKey, event: Any, position: int, source: str
-    ) -> Share:
+    def _sealed(self, content: Any, key: ShareKey, event: Any, position: int, source: str) -> Share:
         subject, payload = share_message(
             content,
             key,

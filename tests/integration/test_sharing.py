@@ -643,3 +643,49 @@ async def test_a_share_after_a_share_withdrawal_is_published_across_relay_restar
     assert open_share(shares[2].data, world.keys["wfp"]).case_id == third
     assert await restarted.recorded_position() == world.app.recorder.max_notification_id()
     assert decode_message((await stream(js, STREAM))[-1].data).position == later
+
+
+async def test_a_recipient_without_a_key_is_logged_once_per_agency_not_once_per_share(
+    world: World, js: JetStreamContext
+) -> None:
+    # given three transfers to ngo-c and two investigation referrals to unhcr, neither of
+    # which registered a key
+    to_ngo_c = [
+        transfer(world, received(world, ComplainantRole.WITNESS), "ngo-c", note=f"n{i}")
+        for i in range(3)
+    ]
+    to_unhcr = []
+    for _ in range(2):
+        case_id = received(world, ComplainantRole.WITNESS, implicated="unhcr")
+        consent(world, case_id)
+        to_unhcr.append(
+            world.app.refer_for_investigation(
+                case_id,
+                actor=FOCAL,
+                entity="unhcr-oig",
+                shared=(SharedItem.ALLEGATION_SUMMARY, SharedItem.SURVIVOR_IDENTITY),
+                at=world.clock(),
+            ).position
+        )
+
+    # when the relay publishes them, then ngo-c registers a key and is transferred one more
+    with structlog.testing.capture_logs() as logs:
+        relay = await publish_all(world.app, js)
+        ngo_c_key = PrivateKey.generate()
+        world.app.register_agency_share_key(
+            actor=COORDINATOR, agency="ngo-c", public_key=public_key_of(ngo_c_key), at=world.clock()
+        )
+        keyed = transfer(world, received(world, ComplainantRole.WITNESS), "ngo-c", note="keyed")
+        await relay.publish_pending()
+
+    # then each agency without a key was named once, at its first share, though five shares
+    # were not sent
+    assert relay.sharer.without_key == 5
+    assert [
+        (entry["agency"], entry["position"])
+        for entry in logs
+        if entry["event"] == "relay.share_without_key"
+    ] == [("ngo-c", to_ngo_c[0]), ("unhcr", to_unhcr[0])]
+    # and once ngo-c has a key its share goes out
+    shares = await stream(js, SHARES_STREAM)
+    assert [open_share(s.data, ngo_c_key).position for s in shares] == [keyed]
