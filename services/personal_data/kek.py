@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import fcntl
 import importlib
 import os
 import secrets
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
 
@@ -49,12 +51,32 @@ class KeyEncryptionKeys(Protocol):
 
 
 def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())  # a key that data keys are wrapped under must survive a crash
+    """Create ``path`` (0600) holding ``text``, whole or not at all: written and synced under
+    another name, then linked into place (``FileExistsError`` if it exists). A process
+    listing or reading the ring never sees a key or an ``active`` file half written."""
+    staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())  # a key that data keys are wrapped under must survive a crash
+        os.link(staged, path)
+    finally:
+        staged.unlink()
     _fsync_dir(path.parent)
+
+
+@contextlib.contextmanager
+def _exclusive(directory: Path) -> Iterator[None]:
+    """Hold the ring directory's lock (``.lock``, an flock the kernel releases if the holder
+    dies): one process at a time creates the ring."""
+    fd = os.open(directory / ".lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -80,10 +102,14 @@ class LocalKeyRing:
         self._keys: dict[str, AESGCM] = {}
         self._seen: int | None = None
         if create and not (directory / self.ACTIVE).exists():
+            # Every service of a fresh stack gets here at once: one creates the ring while
+            # the others wait on the lock, then all read the ring that won.
             directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            with contextlib.suppress(FileExistsError):  # another process made it first
-                _write_private(self.directory / self.RING, secrets.token_hex(8) + "\n")
-                self._activate(self._new_key())
+            with _exclusive(directory):
+                if not (directory / self.ACTIVE).exists():
+                    if not (directory / self.RING).exists():
+                        _write_private(directory / self.RING, secrets.token_hex(8) + "\n")
+                    self._activate(self._new_key())
         self.reload()
 
     @property
