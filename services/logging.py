@@ -8,13 +8,15 @@ Everything a process logs goes through one handler on the root logger of the sta
 library, rendered by the same processors: cbcm's own structlog events and the libraries'
 stdlib logging (uvicorn, nats-py, psycopg, eventsourcing, asyncio), and Python's warnings.
 So in JSON mode every line on stderr is one JSON object with ``event``, ``level``,
-``service`` and ``timestamp`` (a library's record adds ``logger``, its logger's name), and
-each line is written in one piece (lines from processes sharing a stderr do not interleave).
+``service`` and ``timestamp`` (a library's record is named after its logger, e.g.
+``uvicorn.error``, its text in ``message``), and each line is written in one piece (lines
+from processes sharing a stderr do not interleave).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
 from typing import TextIO
 
@@ -77,12 +79,20 @@ def _tag_service(service: str) -> Processor:
     return tag
 
 
+def library_event_name(logger_name: str) -> str:
+    """The event name of a library's record: its logger's name, in the same dotted style
+    (``uvicorn.error``, ``nats.aio.client``, ``asyncio.log``, ``py.warnings``)."""
+    name = re.sub(r"[^a-z0-9_.]+", "_", logger_name.lower()).strip("._") or "root"
+    return name if "." in name else f"{name}.log"
+
+
 def _library_event(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """A library's record: its message as ``event`` (one line), its logger's name beside."""
+    """A library's record: ``event`` named after its logger, its text (one line) as
+    ``message``."""
     record = event_dict.get("_record")
     if record is not None:
-        event_dict["logger"] = record.name
-        event_dict["event"] = " ".join(str(event_dict.get("event", "")).split())[:1000]
+        event_dict["message"] = " ".join(str(event_dict.get("event", "")).split())[:1000]
+        event_dict["event"] = library_event_name(record.name)
     return event_dict
 
 

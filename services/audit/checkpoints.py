@@ -349,11 +349,13 @@ async def _connect(
                 max_reconnect_attempts=-1,
                 reconnect_time_wait=0.5,
                 connect_timeout=2,
-                error_cb=quiet_errors(f"{name}.nats_unreachable"),
+                error_cb=quiet_errors("audit.checkpoint_nats_unreachable"),
                 **options,
             )
         except (nats.errors.Error, OSError, TimeoutError) as e:
-            log.warning(f"{name}.nats_unreachable", error=type(e).__name__, retry_in=backoff)
+            log.warning(
+                "audit.checkpoint_nats_unreachable", error=type(e).__name__, retry_in=backoff
+            )
             await wait_for_stop(stop, backoff)
             backoff = min(backoff * 2, MAX_BACKOFF)
     return None

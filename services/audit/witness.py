@@ -578,7 +578,9 @@ class Witness:
                     while not stop.is_set():
                         try:
                             msgs = await sub.fetch(self._batch, timeout=self._fetch_timeout)
-                        except nats.errors.TimeoutError:
+                        except (nats.errors.TimeoutError, TimeoutError):
+                            # nothing to fetch: nats-py raises its own TimeoutError or, when
+                            # the deadline passes between its two pull requests, asyncio's
                             continue
                         await self.handle(msgs)
                         backoff = 0.1
