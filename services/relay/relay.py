@@ -47,7 +47,7 @@ import os
 import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
@@ -1003,6 +1003,44 @@ def nats_replicas(settings: Settings) -> int:
     return int(os.environ.get("CBCM_NATS_REPLICAS", "1"))
 
 
+NATS_QUIET_SECONDS = 2.0
+"""How long after the server closed the connection its failed reconnections stay quiet: a
+stack stopping cleanly may stop nats-server a moment before the relay."""
+
+
+class _NatsErrors:
+    """nats-py's error and reconnection callbacks for the relay.
+
+    The server closing the connection (``UnexpectedEOF``) is a restart or a stop, not yet an
+    outage: one info line. Reconnections failing past ``NATS_QUIET_SECONDS`` are the outage,
+    warned of at most every 10 s (``quiet_errors``); once the relay is stopping, nothing
+    is worth more than a debug line.
+    """
+
+    def __init__(self, stop: asyncio.Event, clock: Callable[[], float] = time.monotonic) -> None:
+        self._stop = stop
+        self._clock = clock
+        self._warn = quiet_errors("relay.nats_unreachable")
+        self._down_since: float | None = None
+
+    async def error(self, exc: Exception) -> None:
+        now = self._clock()
+        if self._stop.is_set():
+            log.debug("relay.nats_error_while_stopping", error=type(exc).__name__)
+        elif isinstance(exc, nats.errors.UnexpectedEOF):
+            self._down_since = now
+            log.info("relay.nats_disconnected", error=type(exc).__name__)
+        elif self._down_since is not None and now - self._down_since < NATS_QUIET_SECONDS:
+            log.debug("relay.nats_reconnecting", error=type(exc).__name__)
+        else:
+            await self._warn(exc)
+
+    async def reconnected(self) -> None:
+        if self._down_since is not None:
+            self._down_since = None
+            log.info("relay.nats_reconnected")
+
+
 async def connect_nats(
     url: str,
     stop: asyncio.Event,
@@ -1015,6 +1053,7 @@ async def connect_nats(
     ``url`` may name several servers, comma-separated (a cluster's nodes): the client fails
     over between them."""
     backoff = 0.1
+    callbacks = _NatsErrors(stop)
     while True:
         try:
             return await nats.connect(
@@ -1025,7 +1064,8 @@ async def connect_nats(
                 connect_timeout=2,
                 # nats-py retries the first connection itself and never raises here, so
                 # its error callback is where an unreachable server shows.
-                error_cb=quiet_errors("relay.nats_unreachable"),
+                error_cb=callbacks.error,
+                reconnected_cb=callbacks.reconnected,
                 **(options or {}),  # credentials and TLS (services.nats_client)
             )
         except (nats.errors.Error, OSError, TimeoutError) as e:
