@@ -7,9 +7,18 @@ position is a redelivery: acked and skipped. A message beyond recorded + 1 is a 
 came before it is committed, the consumer is re-created once to start right after the
 position (a message whose ack was lost comes back only after ``ack_wait``, so later ones can
 overtake it), and if the gap persists the projector stops with ``PositionGap`` rather than
-silently skip an event. A message whose
-type this version of the contracts does not know stops it too (``ProjectorError``):
-upgrade the projector before the publisher.
+silently skip an event.
+
+A stall (issue #12, ADR 10): a message the projection cannot apply (``apply`` or
+``end_batch`` raises anything but a failure of the machine under it: disk, memory, a locked
+file), or a message this version of the contracts cannot read (an unknown type: upgrade the
+projector before the publisher), stops the projector at that message. Everything before it
+is committed (the batch is applied again one message at a time to find it); then the
+projector says so once (log line ``projector.stalled`` with the position, the message's type
+and the error's type, never the payload nor the error's text; its stall record in
+``services.worker_status``; the ``cbcm_projector_stalled`` gauge), hands the message back
+and waits, alive, for its stop: no exit, no restart loop, nothing skipped. Restarted with a
+fix deployed, it goes on from that position and clears the record once past it.
 
 The durable consumer is created with "deliver all" on a fresh read model. When the
 projector starts again it checks the consumer: if a killed run left messages delivered but
@@ -19,7 +28,11 @@ does, it is re-created to start right after the recorded position. The read mode
 position is the truth; the consumer's state is only a cursor.
 
 When NATS is down, or the stream does not exist yet (the relay creates it), the projector
-logs and retries with a bounded back-off until ``stop`` is set.
+logs and retries with a bounded back-off until ``stop`` is set. A fetch that finds nothing
+is not an outage: nats-py 2.16 ends it with either ``TimeoutError`` (its own or the
+builtin one) or an empty list, and the projector just fetches again, silently. Once
+``stop`` is set, the client's errors (the server closing first: ``UnexpectedEOF``) are
+logged at debug level only. Metrics: ``services.projector.metrics``.
 
 Rebuild (``rebuild``): drop the tables, replay the whole stream with an ephemeral ordered
 consumer up to the stream's last message at the start, committing batch by batch with the
@@ -46,9 +59,11 @@ import contextlib
 import fcntl
 import inspect
 import os
+import re
 import socket
 import sqlite3
-from collections.abc import Awaitable, Callable, Mapping
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,7 +97,9 @@ from services.nats_client import (
     unless_stopped,
     wait_for_stop,
 )
+from services.projector.metrics import ProjectorMetrics
 from services.settings import Settings
+from services.worker_status import Stall, clear_stall, record_stall, stall_of
 
 log = structlog.get_logger(__name__)
 
@@ -113,6 +130,17 @@ class ReadModelInUse(ProjectorError):
 
 def durable_name(projection: Projection) -> str:
     return f"cbcm-{projection.name}"
+
+
+def worker_name(name: str) -> str:
+    """The projector of read model ``name`` in the workers' stall records
+    (``services.worker_status``): ``project-<name>``, as its NATS user and its log service."""
+    return f"project-{name}"
+
+
+def data_dir_of(db_path: Path) -> Path:
+    """The data dir a read model file lies under (``read_model_path``'s ``data_dir``)."""
+    return db_path.parent.parent
 
 
 def read_model_path(data_dir: Path, name: str) -> Path:
@@ -225,14 +253,42 @@ def reset_projection(projection: Projection, db: sqlite3.Connection) -> None:
 
 
 @dataclass(frozen=True)
+class Poison:
+    """The message a batch stopped at because the projection cannot take it: its index in
+    the batch, its position, its type and the error's type (words safe to log and show:
+    never the payload, never the error's text)."""
+
+    index: int
+    position: int
+    message_type: str
+    error: str
+
+
+@dataclass(frozen=True)
+class Undecodable:
+    """A stream message this version of the contracts cannot read: its position and type as
+    far as they can be read (``position`` ``None``: not at all), and why."""
+
+    position: int | None
+    message_type: str
+    error: str
+
+
+Item = tuple[int, CloudEvent[Any]] | Undecodable
+"""One message of a batch: (position, message), or one that could not be decoded."""
+
+
+@dataclass(frozen=True)
 class Applied:
     """What one batch did: messages applied, redeliveries skipped, the position after, and
-    where a gap stopped it (``gap``: the index of the first message not taken, and why)."""
+    where a gap stopped it (``gap``: the index of the first message not taken, and why), or
+    the message it stalled at (``stall``)."""
 
     applied: int
     skipped: int
     position: int
     gap: tuple[int, str] | None = None
+    stall: Poison | None = None
 
     @property
     def taken(self) -> int:
@@ -255,28 +311,87 @@ def decode(raw: bytes, stream_seq: int | None = None) -> tuple[int, CloudEvent[A
     return message.position, message
 
 
+class _Head(msgspec.Struct):
+    position: int | None = None
+    type: str | None = None
+
+
+_SAFE_TYPE = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+"""What a message type looks like; anything else is not repeated in logs or records."""
+
+
+def read_item(raw: bytes, stream_seq: int | None = None) -> Item:
+    """``decode``, or what can be read of a message that cannot be decoded (a stall, not a
+    crash: the projector stops at it)."""
+    try:
+        return decode(raw, stream_seq)
+    except ProjectorError as exc:
+        cause = exc.__cause__
+        error = type(cause).__name__ if cause is not None else "MissingPosition"
+    try:
+        head = msgspec.json.decode(raw, type=_Head)
+        position, kind = head.position, head.type
+    except (msgspec.DecodeError, msgspec.ValidationError):
+        position, kind = None, None
+    safe = kind if kind is not None and _SAFE_TYPE.fullmatch(kind) else "unreadable"
+    return Undecodable(position, safe, error)
+
+
 def previous_positions(msgs: list[Msg]) -> dict[int, int]:
     """Position -> the position published just before it, from the relay's header.
 
     Store positions are not always contiguous (PostgreSQL hands out a sequence number to a
     write that then fails), so "the next message" is the one whose predecessor is the
-    recorded position, not recorded + 1.
+    recorded position, not recorded + 1. A message that cannot be read names none.
     """
     found: dict[int, int] = {}
     for msg in msgs:
         header = (msg.headers or {}).get(PREVIOUS_POSITION_HEADER)
         if header is None:
             continue
-        position = msgspec.json.decode(msg.data, type=_Position).position
+        try:
+            position = msgspec.json.decode(msg.data, type=_Position).position
+            previous = int(header)
+        except (msgspec.DecodeError, msgspec.ValidationError, ValueError):
+            continue
         if position is not None:
-            found[position] = int(header)
+            found[position] = previous
     return found
+
+
+_MACHINE_ERRORS = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_INTERRUPT,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_CORRUPT,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+        sqlite3.SQLITE_NOTADB,
+    }
+)
+"""SQLite's primary result codes that tell of the disk, memory or another process, not of
+the message being applied."""
+
+
+def is_machine_error(error: BaseException) -> bool:
+    """Whether ``error`` is a failure of the machine under the projection (the process
+    exits and is restarted), rather than one of applying this message (a stall)."""
+    if not isinstance(error, Exception) or isinstance(error, OSError | MemoryError):
+        return True
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF in _MACHINE_ERRORS
+    return False
 
 
 def apply_batch(
     projection: Projection,
     db: sqlite3.Connection,
-    messages: list[tuple[int, CloudEvent[Any]]],
+    messages: Sequence[Item],
     previous: Mapping[int, int] | None = None,
 ) -> Applied:
     """Apply ``messages`` (position, message) in one transaction with the new position.
@@ -284,24 +399,70 @@ def apply_batch(
     Messages at or below the recorded position are skipped. A message whose predecessor
     (``previous[position]``, else ``position - 1``) is not the recorded position means a
     gap: it stops there, what came before is committed, and ``gap`` says where and why (the
-    caller raises ``PositionGap``). If ``apply`` raises, nothing of the batch is kept.
+    caller raises ``PositionGap``).
+
+    A message that cannot be decoded, or whose ``apply`` (or the batch's ``end_batch``)
+    raises, is a stall: everything before it is committed and ``stall`` names it (the
+    batch is rolled back and applied again one message at a time to find it, so the
+    position ends exactly before it). A failure of the machine (``is_machine_error``) rolls
+    the batch back and is raised.
     """
-    previous = previous or {}
+    try:
+        return _apply(projection, db, messages, previous or {})
+    except Exception as exc:
+        if is_machine_error(exc):
+            raise
+    _discard_deferred(projection, db)
+    return _apply_one_by_one(projection, db, messages, previous or {})
+
+
+def _gap(projection: Projection, position: int, at: int) -> str:
+    return (
+        f"read model {projection.name} is at position {position} and received "
+        f"position {at}: the positions between are missing from the stream"
+    )
+
+
+def _apply(
+    projection: Projection,
+    db: sqlite3.Connection,
+    messages: Sequence[Item],
+    previous: Mapping[int, int],
+    *,
+    start: int = 0,
+    limit: int | None = None,
+) -> Applied:
+    """Apply ``messages[start:]`` (at most ``limit`` of them) in one transaction with the
+    new position; raise what ``apply`` or ``end_batch`` raises, nothing kept."""
     db.execute("BEGIN IMMEDIATE")
     gap: tuple[int, str] | None = None
+    stall: Poison | None = None
     try:
         position = get_position(db)
         applied = skipped = 0
-        for index, (at, message) in enumerate(messages):
+        for index in range(start, len(messages)):
+            if applied == limit:
+                break
+            item = messages[index]
+            if isinstance(item, Undecodable):
+                if item.position is not None and item.position <= position:
+                    skipped += 1
+                    continue
+                if (
+                    item.position is not None
+                    and previous.get(item.position, item.position - 1) != position
+                ):
+                    gap = (index, _gap(projection, position, item.position))
+                    break
+                at = position + 1 if item.position is None else item.position
+                stall = Poison(index, at, item.message_type, item.error)
+                break
+            at, message = item
             if at <= position:
                 skipped += 1
                 continue
             if previous.get(at, at - 1) != position:
-                gap = (
-                    index,
-                    f"read model {projection.name} is at position {position} and received "
-                    f"position {at}: the positions between are missing from the stream",
-                )
+                gap = (index, _gap(projection, position, at))
                 break
             projection.apply(db, message)
             position = at
@@ -313,7 +474,49 @@ def apply_batch(
     except BaseException:
         db.execute("ROLLBACK")
         raise
-    return Applied(applied, skipped, position, gap)
+    return Applied(applied, skipped, position, gap, stall)
+
+
+def _apply_one_by_one(
+    projection: Projection,
+    db: sqlite3.Connection,
+    messages: Sequence[Item],
+    previous: Mapping[int, int],
+) -> Applied:
+    """Apply ``messages`` in one transaction per message: the first whose ``apply`` or
+    ``end_batch`` raises is the stall, and everything before it is committed."""
+    applied = skipped = 0
+    position = get_position(db)
+    for index, item in enumerate(messages):
+        at = item.position if isinstance(item, Undecodable) else item[0]
+        if at is not None and at <= position:
+            skipped += 1
+            continue
+        try:
+            step = _apply(projection, db, messages, previous, start=index, limit=1)
+        except Exception as exc:
+            if is_machine_error(exc) or isinstance(item, Undecodable):
+                raise
+            _discard_deferred(projection, db)
+            poison = Poison(index, item[0], item[1].type, type(exc).__name__)
+            return Applied(applied, skipped, position, None, poison)
+        applied += step.applied
+        position = step.position
+        if step.gap is not None or step.stall is not None:
+            return Applied(applied, skipped, position, step.gap, step.stall)
+    return Applied(applied, skipped, position)
+
+
+def _discard_deferred(projection: Projection, db: sqlite3.Connection) -> None:
+    """Forget the work ``apply`` deferred to ``end_batch`` for a batch that was rolled
+    back: run ``end_batch`` in a transaction that is rolled back too."""
+    db.execute("BEGIN")
+    try:
+        projection.end_batch(db)
+    except Exception:  # noqa: S110 - the batch failed already; only its leftovers go
+        pass
+    finally:
+        db.execute("ROLLBACK")
 
 
 # ------------------------------------------------------------------------------- NATS
@@ -323,14 +526,38 @@ class _Position(msgspec.Struct):
     position: int | None = None
 
 
-async def _connect(url: str, options: dict[str, Any], *, reconnect: bool = True) -> NatsClient:
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+def quiet_when_stopping(stop: asyncio.Event, event: str = "nats.client_error") -> ErrorCallback:
+    """``quiet_errors(event)`` while running; once ``stop`` is set, debug lines only: a
+    server that closes the connection while this process stops (``UnexpectedEOF``) is no
+    news to anyone."""
+    report = quiet_errors(event)
+
+    async def callback(exc: Exception) -> None:
+        if stop.is_set():
+            log.debug(event, error=type(exc).__name__)
+            return
+        await report(exc)
+
+    return callback
+
+
+async def _connect(
+    url: str,
+    options: dict[str, Any],
+    *,
+    reconnect: bool = True,
+    error_cb: ErrorCallback | None = None,
+) -> NatsClient:
     return await nats.connect(
         nats_servers(url),
         allow_reconnect=reconnect,
         max_reconnect_attempts=-1 if reconnect else 0,
         reconnect_time_wait=0.5,
         connect_timeout=2,
-        error_cb=quiet_errors(),
+        error_cb=error_cb or quiet_errors(),
         **options,
     )
 
@@ -359,7 +586,7 @@ async def _connect_unless_stopped(
 ) -> NatsClient | None:
     """Connect (the client retries on its own while NATS is down), or ``None`` once
     ``stop`` is set first."""
-    return await unless_stopped(_connect(url, options), stop)
+    return await unless_stopped(_connect(url, options, error_cb=quiet_when_stopping(stop)), stop)
 
 
 async def _start_sequence(js: JetStreamContext, recorded: int) -> int:
@@ -447,20 +674,127 @@ async def _call(hook: OnCommit, db: sqlite3.Connection, position: int) -> None:
         await result
 
 
+class _Projector:
+    """One active projector's state: its read model, its metrics, and the stall an earlier
+    run recorded (until this one applies past it)."""
+
+    def __init__(
+        self,
+        projection: Projection,
+        db: sqlite3.Connection,
+        data_dir: Path,
+        on_commit: OnCommit | None,
+    ) -> None:
+        self.projection = projection
+        self.db = db
+        self.data_dir = data_dir
+        self.worker = worker_name(projection.name)
+        self.on_commit = on_commit
+        self.metrics = ProjectorMetrics(projection.name)
+        self.earlier: Stall | None = None
+
+    async def start(self) -> int:
+        """The recorded position; forget an earlier stall already passed (a rebuild), keep
+        the gauge up for one not yet passed."""
+        position = await asyncio.to_thread(get_position, self.db)
+        self.metrics.position(position)
+        self.earlier = await asyncio.to_thread(stall_of, self.data_dir, self.worker)
+        self.metrics.stalled(self.earlier is not None)
+        await self._passed(position)
+        return position
+
+    async def _passed(self, position: int) -> None:
+        stall = self.earlier
+        if stall is None or position < stall.position:
+            return
+        self.earlier = None
+        try:
+            await asyncio.to_thread(clear_stall, self.data_dir, self.worker)
+        except OSError as e:
+            log.warning(
+                "projector.stall_not_cleared",
+                projection=self.projection.name,
+                error=type(e).__name__,
+            )
+        self.metrics.stalled(False)
+        log.info(
+            "projector.stall_cleared",
+            projection=self.projection.name,
+            position=stall.position,
+            applied_position=position,
+        )
+
+    async def handle(self, msgs: list[Msg]) -> Applied:
+        """Apply, commit and ack one fetched batch; at a gap or a stall, hand back what
+        was not taken."""
+        started = time.perf_counter()
+        try:
+            items = [read_item(m.data, m.metadata.sequence.stream) for m in msgs]
+            done = await _in_thread(
+                apply_batch, self.projection, self.db, items, previous_positions(msgs)
+            )
+        except BaseException:
+            await _nak(msgs)
+            raise
+        for m in msgs[: done.taken]:
+            await m.ack()
+        self.metrics.batch(time.perf_counter() - started, done.applied, done.position)
+        log.info(
+            "projector.batch",
+            projection=self.projection.name,
+            applied=done.applied,
+            skipped=done.skipped,
+            position=done.position,
+        )
+        if done.applied:
+            if self.earlier is not None:
+                await self._passed(done.position)
+            if self.on_commit is not None:
+                await _call(self.on_commit, self.db, done.position)
+        if done.gap is not None or done.stall is not None:
+            await _nak(msgs[done.taken :])
+        return done
+
+    async def stalled(self, poison: Poison, applied_position: int, stream_seq: int) -> None:
+        """Say once, everywhere an operator looks, where the projector stopped and why."""
+        log.error(
+            "projector.stalled",
+            projection=self.projection.name,
+            position=poison.position,
+            message_type=poison.message_type,
+            error=poison.error,
+            applied_position=applied_position,
+            stream_sequence=stream_seq,
+        )
+        self.metrics.stalled(True)
+        try:
+            await asyncio.to_thread(
+                record_stall,
+                self.data_dir,
+                self.worker,
+                position=poison.position,
+                message_type=poison.message_type,
+                error=poison.error,
+            )
+        except OSError as e:  # the log line and the gauge still tell
+            log.warning(
+                "projector.stall_not_recorded",
+                projection=self.projection.name,
+                error=type(e).__name__,
+            )
+
+
 async def _consume(
-    projection: Projection,
-    db: sqlite3.Connection,
-    nc: NatsClient,
-    stop: asyncio.Event,
-    *,
-    batch: int,
-    on_commit: OnCommit | None,
-) -> None:
+    projector: _Projector, nc: NatsClient, stop: asyncio.Event, *, batch: int
+) -> Poison | None:
+    """Follow the stream until ``stop`` (``None``), or until a message stalls the projector
+    (that message, once reported)."""
+    projection = projector.projection
     js = nc.jetstream()
     name = durable_name(projection)
     reseeked = False
     while not stop.is_set():
-        recorded = await asyncio.to_thread(get_position, db)
+        recorded = await asyncio.to_thread(get_position, projector.db)
         await _ensure_consumer(js, name, recorded, max_ack_pending=batch * 4, force=reseeked)
         sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
         log.info("projector.consuming", projection=projection.name, position=recorded)
@@ -468,9 +802,19 @@ async def _consume(
             while not stop.is_set():
                 try:
                     msgs = await sub.fetch(batch, timeout=FETCH_TIMEOUT)
-                except nats.errors.TimeoutError:
+                except TimeoutError:
+                    # Nothing to fetch. nats-py 2.16 raises its own TimeoutError, or the
+                    # builtin one when the answer to its no-wait probe comes at the end of
+                    # the wait: neither says anything about the server (both used to be
+                    # taken for an outage, a warning and a reconnection on an idle stream).
                     continue
-                done = await _handle(projection, db, msgs, on_commit)
+                if not msgs:  # a late status of an earlier pull ended this one: nothing
+                    continue
+                done = await projector.handle(msgs)
+                if done.stall is not None:
+                    seq = msgs[done.stall.index].metadata.sequence.stream
+                    await projector.stalled(done.stall, done.position, seq)
+                    return done.stall
                 if done.gap is None:
                     reseeked = reseeked and not done.applied
                     continue
@@ -485,6 +829,7 @@ async def _consume(
                 break
         finally:
             await sub.unsubscribe()
+    return None
 
 
 async def _in_thread(apply: Callable[..., Applied], *args: Any) -> Applied:
@@ -509,35 +854,6 @@ async def _nak(msgs: list[Msg]) -> None:
             continue
 
 
-async def _handle(
-    projection: Projection,
-    db: sqlite3.Connection,
-    msgs: list[Msg],
-    on_commit: OnCommit | None,
-) -> Applied:
-    """Apply, commit and ack one fetched batch; at a gap, hand back what was not taken."""
-    try:
-        decoded = [decode(m.data, m.metadata.sequence.stream) for m in msgs]
-        done = await _in_thread(apply_batch, projection, db, decoded, previous_positions(msgs))
-    except BaseException:
-        await _nak(msgs)
-        raise
-    for m in msgs[: done.taken]:
-        await m.ack()
-    log.info(
-        "projector.batch",
-        projection=projection.name,
-        applied=done.applied,
-        skipped=done.skipped,
-        position=done.position,
-    )
-    if done.applied and on_commit is not None:
-        await _call(on_commit, db, done.position)
-    if done.gap is not None:
-        await _nak(msgs[done.taken :])
-    return done
-
-
 _RETRIED = (
     nats.errors.Error,
     nats.js.errors.Error,
@@ -555,15 +871,18 @@ async def run_projector(
     batch: int = 256,
     on_commit: OnCommit | None = None,
     nats_options: dict[str, Any] | None = None,
+    data_dir: Path | None = None,
 ) -> None:
     """Keep ``projection``'s read model at ``db_path`` up to date until ``stop`` is set.
 
     While another instance holds the read model's lease, waits as a standby until it can
     take it (or ``stop`` is set). ``on_commit(db, position)`` (plain or async) runs after
     each committed batch that applied something. Raises ``ProjectorError`` (``PositionGap``)
-    when it cannot go on; waits and retries while NATS or the stream is unavailable.
-    ``nats_options``: the connection's credentials and TLS (default: ``CBCM_NATS_*``, user
-    ``project-<name>``).
+    when it cannot go on; waits and retries while NATS or the stream is unavailable. At a
+    message it cannot apply it stalls: reports it once and waits for ``stop`` (module
+    docstring). ``nats_options``: the connection's credentials and TLS (default:
+    ``CBCM_NATS_*``, user ``project-<name>``). ``data_dir``: where its stall is recorded
+    for other processes (default: the data dir ``db_path`` lies under, ``data_dir_of``).
     """
     options = _options(projection, nats_options)
     lease = ReadModelLease(db_path)
@@ -577,6 +896,7 @@ async def run_projector(
                 batch=batch,
                 on_commit=on_commit,
                 options=options,
+                data_dir=data_dir if data_dir is not None else data_dir_of(db_path),
             )
     finally:
         lease.release()
@@ -604,18 +924,22 @@ async def _project(
     batch: int,
     on_commit: OnCommit | None,
     options: dict[str, Any],
+    data_dir: Path,
 ) -> None:
     db = open_projection(projection, db_path)
+    projector = _Projector(projection, db, data_dir, on_commit)
     backoff = 0.2
-    log.info("projector.started", projection=projection.name, position=get_position(db))
     try:
-        while not stop.is_set():
+        position = await projector.start()
+        log.info("projector.started", projection=projection.name, position=position)
+        stalled: Poison | None = None
+        while not stop.is_set() and stalled is None:
             nc: NatsClient | None = None
             try:
                 nc = await _connect_unless_stopped(nats_url, options, stop)
                 if nc is None:
                     break
-                await _consume(projection, db, nc, stop, batch=batch, on_commit=on_commit)
+                stalled = await _consume(projector, nc, stop, batch=batch)
                 backoff = 0.2
             except _RETRIED as exc:
                 # A missing stream (the relay has not created it yet) is not a NATS outage.
@@ -634,6 +958,10 @@ async def _project(
                         await nc.close()
                     except Exception:  # closing a broken connection
                         log.debug("nats.close_failed")
+        if stalled is not None:
+            # Stalled: nothing to do but keep the lease (a standby would stall on the same
+            # message) until the operator stops this process to deploy a fix.
+            await stop.wait()
     finally:
         log.info("projector.stopped", projection=projection.name, position=get_position(db))
         db.close()
@@ -718,6 +1046,13 @@ async def _rebuild(
                 position = applied.position
                 if applied.gap is not None:
                     raise PositionGap(applied.gap[1])
+                if applied.stall is not None:
+                    stall = applied.stall
+                    raise ProjectorError(
+                        f"read model {projection.name} cannot apply position "
+                        f"{stall.position} ({stall.message_type}): {stall.error}; the "
+                        f"rebuild stopped after position {applied.position}"
+                    )
                 done += len(pending)
                 if progress is not None:
                     progress(done, total)
