@@ -323,11 +323,19 @@ def _nats_url(settings: Settings) -> str:
     return settings.nats_url or f"nats://127.0.0.1:{settings.embedded_nats_port}"
 
 
-def _run_until_signalled(service: str, main: Callable[[asyncio.Event], Awaitable[None]]) -> None:
-    """Run an async service until SIGTERM or Ctrl-C, then let it stop cleanly; its metrics
-    on CBCM_METRICS_ADDR meanwhile (when set)."""
+def _service_settings(service: str) -> Settings:
+    """The settings of a long-running service, its logging configured first (so that even
+    its refusal of them is a log line: JSON in JSON mode)."""
     settings = _settings()
     configure_logging(settings.log_format, service)
+    return settings
+
+
+def _run_until_signalled(
+    settings: Settings, main: Callable[[asyncio.Event], Awaitable[None]]
+) -> None:
+    """Run an async service until SIGTERM or Ctrl-C, then let it stop cleanly; its metrics
+    on CBCM_METRICS_ADDR meanwhile (when set). Refuses a bad or taken metrics address."""
     try:
         bound = serve_metrics(settings.metrics_addr)
     except MetricsAddressError as e:
@@ -368,14 +376,14 @@ def serve() -> None:
 @cli.command()
 def relay() -> None:
     """Publish the event store's events to JetStream stream CBCM_EVENTS, in order."""
-    settings = _settings()
-    _run_until_signalled("relay", lambda stop: run_relay(settings, stop, _nats_url(settings)))
+    settings = _service_settings("relay")
+    _run_until_signalled(settings, lambda stop: run_relay(settings, stop, _nats_url(settings)))
 
 
 @cli.command()
 def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")]) -> None:
     """Keep one read model up to date from the stream (a durable consumer)."""
-    settings = _settings()
+    settings = _service_settings(f"project-{name.value}")
     projection = projection_named(name.value)
     path = read_model_path(settings.data_dir, name.value)
 
@@ -387,7 +395,7 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
             if publisher is not None:
                 await publisher.close()
 
-    _run_until_signalled(f"project-{name.value}", main)
+    _run_until_signalled(settings, main)
 
 
 @cli.command()
@@ -513,18 +521,16 @@ def audit_checkpoint(
     Runs until stopped, by policy (CBCM_CHECKPOINT_EVENTS positions or CBCM_CHECKPOINT_SECONDS
     when the head moved); with --once, publishes the head now and prints the checkpoint.
     """
-    settings = _settings()
+    settings = _service_settings("audit-checkpoint")
     try:
         key = load_signing_key(settings)
     except AuditKeyError as e:
         _fail(str(e), EXIT_CONFIG)
     if not once:
         _run_until_signalled(
-            "audit-checkpoint",
-            lambda stop: run_checkpoint_publisher(settings, stop, _nats_url(settings)),
+            settings, lambda stop: run_checkpoint_publisher(settings, stop, _nats_url(settings))
         )
         return
-    configure_logging(settings.log_format, "audit-checkpoint")
     app, where = _open(settings)
     try:
         with _reported(where):
@@ -560,7 +566,7 @@ def audit_witness(
     ] = "local",
 ) -> None:
     """Keep every signed checkpoint seen on CBCM_AUDIT; alarm on a contradicting one."""
-    settings = _settings()
+    settings = _service_settings("audit-witness")
     if not valid_witness_name(name):
         _fail("--name must be 1-64 of lowercase a-z, 0-9, _ and -", EXIT_CONFIG)
     try:
@@ -569,7 +575,7 @@ def audit_witness(
         _fail(str(e), EXIT_CONFIG)
     path = db or witness_book_path(settings.data_dir)
     _run_until_signalled(
-        "audit-witness",
+        settings,
         lambda stop: run_witness(settings, stop, _nats_url(settings), db_path=path, name=name),
     )
 
