@@ -123,3 +123,30 @@ def test_contracts_schema_prints_every_schema_without_out(tmp_path: Path) -> Non
     schemas = json.loads(done.stdout)
     assert schemas
     assert all("$schema" in schema for schema in schemas.values())
+
+
+@pytest.mark.parametrize("log_format", ["console", "json"])
+def test_a_service_failing_for_a_known_cause_says_it_in_one_line(
+    tmp_path: Path, log_format: str
+) -> None:
+    # a relay whose named key ring does not exist: before, a 77-line KeyRingError traceback
+    done = cbcm(
+        tmp_path,
+        "relay",
+        env={
+            "CBCM_KEK_DIR": str(tmp_path / "no-such-ring"),
+            "CBCM_NATS_URL": "nats://127.0.0.1:1",  # never reached
+            "CBCM_LOG_FORMAT": log_format,
+        },
+    )
+    assert done.returncode == 2
+    (line,) = done.stderr.strip().splitlines()
+    assert "Traceback" not in done.stderr
+    cause = f"no active key-encryption key in {tmp_path / 'no-such-ring'}"
+    if log_format == "console":
+        assert line.startswith("cbcm: error: the key-encryption keys of personal data: ")
+        assert cause in line
+    else:
+        entry = json.loads(line)
+        assert (entry["event"], entry["service"], entry["exit_code"]) == ("cli.failed", "relay", 2)
+        assert cause in entry["error"]
