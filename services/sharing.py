@@ -495,7 +495,7 @@ def withdrawal_notice(
             case_id=event.originator_id,
             version=event.originator_version,
             recipient=recipient,
-            subjects=tuple(str(s) for s in event.subjects),  # type: ignore[arg-type]
+            subjects=tuple(str(s) for s in event.subjects),  # type: ignore[misc]
             reason=str(event.reason),  # type: ignore[arg-type]
         ),
     )

@@ -15,6 +15,7 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from prometheus_client import REGISTRY
 
+from contracts.subjects import STREAM
 from services.mechanism import ComplaintMechanism
 from services.nats_client import TRANSIENT
 from services.nats_server import EmbeddedNats
@@ -147,7 +148,7 @@ async def test_a_standby_relay_shows_leader_0_and_the_leader_1(
             total = len(stored(app))
 
             async def published() -> bool:
-                return len(await stream_messages(js)) == total
+                return int((await js.stream_info(STREAM)).state.messages) == total
 
             await wait_until(published, what="the events")
         finally:

@@ -10,7 +10,7 @@ record. On SQLite (polling) and on a real PostgreSQL (LISTEN/NOTIFY), with a rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +23,8 @@ from prometheus_client import REGISTRY
 
 from services.mechanism import ComplaintMechanism, is_published
 from services.nats_server import EmbeddedNats
-from services.relay import relay as relay_module
 from services.relay.relay import Relay, RelayStalled, ensure_stream, run_relay
+from services.relay.translation import to_cloud_event
 from services.settings import Settings
 from services.worker_status import stall_of
 from tests.integration.test_relay import (
@@ -62,7 +62,7 @@ async def js(nc: NatsClient) -> JetStreamContext:
 
 
 @pytest.fixture
-def logs() -> Iterator[list[dict[str, Any]]]:
+def logs() -> Iterator[list[MutableMapping[str, Any]]]:
     with structlog.testing.capture_logs() as captured:
         yield captured
 
@@ -73,15 +73,14 @@ def published_positions(app: ComplaintMechanism) -> list[int]:
 
 def poison_at(monkeypatch: pytest.MonkeyPatch, position: int) -> None:
     """Make the relay's translation fail on the event at ``position`` (a bug to fix)."""
-    translate = relay_module.to_cloud_event
 
     def failing(event: Any, *, source: str, position: int) -> Any:
         if position == poison:
             raise ValueError(SECRET)
-        return translate(event, source=source, position=position)
+        return to_cloud_event(event, source=source, position=position)
 
     poison = position
-    monkeypatch.setattr(relay_module, "to_cloud_event", failing)
+    monkeypatch.setattr("services.relay.relay.to_cloud_event", failing)
 
 
 def metric(name: str) -> float | None:
@@ -99,7 +98,7 @@ async def test_a_relay_stops_at_an_event_it_cannot_handle_says_so_once_and_resum
     nats_server: EmbeddedNats,
     reopen: Callable[[], ComplaintMechanism],
     monkeypatch: pytest.MonkeyPatch,
-    logs: list[dict[str, Any]],
+    logs: list[MutableMapping[str, Any]],
 ) -> None:
     # given a log whose event in the middle the relay cannot translate
     await walk(app, 4, seed=21)
@@ -113,10 +112,11 @@ async def test_a_relay_stops_at_an_event_it_cannot_handle_says_so_once_and_resum
     stop = asyncio.Event()
     task = asyncio.create_task(run_relay(settings, stop, nats_server.url))
     try:
-        await wait_until(
-            lambda: asyncio.to_thread(stall_of, settings.data_dir, "relay"),
-            what="the stall record",
-        )
+
+        async def stall_recorded() -> bool:
+            return stall_of(settings.data_dir, "relay") is not None
+
+        await wait_until(stall_recorded, what="the stall record")
 
         # then it published everything before the event, and nothing from it on
         assert await stream_positions(js) == before
@@ -164,7 +164,7 @@ async def test_a_relay_stops_at_an_event_it_cannot_handle_says_so_once_and_resum
     # when the fix is deployed and the relay restarted
     monkeypatch.undo()
     observer = Relay(reopen(), js)
-    last = stored(app)[-1].id
+    last = int(stored(app)[-1].id)
 
     async def caught_up() -> bool:
         return await observer.recorded_position() >= last
@@ -173,10 +173,11 @@ async def test_a_relay_stops_at_an_event_it_cannot_handle_says_so_once_and_resum
     task = asyncio.create_task(run_relay(settings, stop, nats_server.url))
     try:
         await wait_until(caught_up, within=20, what="the relay to catch up")
-        await wait_until(
-            lambda: asyncio.to_thread(lambda: stall_of(settings.data_dir, "relay") is None),
-            what="the stall record to be cleared",
-        )
+
+        async def stall_cleared() -> bool:
+            return stall_of(settings.data_dir, "relay") is None
+
+        await wait_until(stall_cleared, what="the stall record to be cleared")
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)

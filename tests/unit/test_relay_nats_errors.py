@@ -6,6 +6,7 @@ worth a warning; nothing is a warning once the relay is stopping."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats.errors
@@ -15,7 +16,7 @@ from services.relay import relay as relay_module
 from services.relay.relay import _NatsErrors
 
 
-def levels(logs: list[dict[str, Any]]) -> list[tuple[str, str]]:
+def levels(logs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     return [(entry["event"], entry["log_level"]) for entry in logs]
 
 
