@@ -6,7 +6,8 @@ Event names are ``component.event_name``: lowercase words, dotted (``serve.servi
 
 Everything a process logs goes through one handler on the root logger of the standard
 library, rendered by the same processors: cbcm's own structlog events and the libraries'
-stdlib logging (uvicorn, nats-py, psycopg, eventsourcing, asyncio), and Python's warnings.
+stdlib logging (uvicorn, nats-py, psycopg, eventsourcing, asyncio), Python's warnings, and
+(in JSON mode) a thread's uncaught exception or an exception Python ignored.
 So in JSON mode every line on stderr is one JSON object with ``event``, ``level``,
 ``service`` and ``timestamp`` (a library's record is named after its logger, e.g.
 ``uvicorn.error``, its text in ``message``), and each line is written in one piece (lines
@@ -18,6 +19,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from typing import TextIO
 
 import structlog
@@ -147,5 +149,32 @@ def configure_logging(log_format: str, service: str) -> None:
             library.removeHandler(old)
         library.propagate = True
     logging.captureWarnings(True)
+    if _json_mode:
+        # what Python itself would print as plain text: a thread's uncaught exception, an
+        # exception ignored in __del__ or a callback
+        threading.excepthook = _thread_crashed
+        sys.unraisablehook = _unraisable
+    else:
+        threading.excepthook = threading.__excepthook__
+        sys.unraisablehook = sys.__unraisablehook__
     structlog.contextvars.clear_contextvars()
     structlog.contextvars.bind_contextvars(service=service)
+
+
+def _thread_crashed(args: threading.ExceptHookArgs) -> None:
+    if args.exc_type is SystemExit:
+        return
+    structlog.get_logger().error(
+        "python.thread_crashed",
+        thread=args.thread.name if args.thread is not None else None,
+        exc_info=(args.exc_type, args.exc_value, args.exc_traceback),
+    )
+
+
+def _unraisable(unraisable: sys.UnraisableHookArgs) -> None:
+    structlog.get_logger().error(
+        "python.exception_ignored",
+        message=unraisable.err_msg or "Exception ignored",
+        object_type=type(unraisable.object).__name__,
+        exc_info=(unraisable.exc_type, unraisable.exc_value, unraisable.exc_traceback),
+    )

@@ -7,6 +7,7 @@ import asyncio
 import json
 import logging
 import re
+import sys
 import threading
 import warnings
 from collections.abc import Iterator
@@ -26,7 +27,9 @@ def restored_logging() -> Iterator[None]:
     root = logging.getLogger()
     handlers, level = list(root.handlers), root.level
     config = structlog.get_config()
+    hooks = threading.excepthook, sys.unraisablehook
     yield
+    threading.excepthook, sys.unraisablehook = hooks
     for handler in list(root.handlers):
         root.removeHandler(handler)
     for handler in handlers:
@@ -141,3 +144,32 @@ def test_console_mode_stays_readable(
 def test_library_events_are_named_in_the_same_style(logger: str, event: str) -> None:
     assert library_event_name(logger) == event
     assert EVENT_NAME.match(event)
+
+
+def test_a_crashed_thread_and_an_ignored_exception_are_json_lines_too(
+    restored_logging: None, capsys: pytest.CaptureFixture[str]
+) -> None:
+    configure_logging("json", "audit-witness")
+
+    def crash() -> None:
+        raise RuntimeError("thread broke")
+
+    thread = threading.Thread(target=crash, name="worker-1")
+    thread.start()
+    thread.join()
+
+    class Leaky:
+        def __del__(self) -> None:
+            raise ValueError("in del")
+
+    leaky = Leaky()
+    del leaky
+    entries = lines(capsys.readouterr().err)
+    assert [(e["event"], e["service"], e["level"]) for e in entries] == [
+        ("python.thread_crashed", "audit-witness", "error"),
+        ("python.exception_ignored", "audit-witness", "error"),
+    ]
+    assert entries[0]["thread"] == "worker-1"
+    assert "RuntimeError: thread broke" in entries[0]["exception"]
+    assert entries[1]["object_type"] == "function"
+    assert "ValueError: in del" in entries[1]["exception"]
