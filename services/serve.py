@@ -156,7 +156,10 @@ class Supervisor:
             log.info("serve.nats_started", url=nats_url, store_dir=str(data_dir / "nats"))
         env = {**os.environ, "CBCM_NATS_URL": nats_url, "CBCM_DATA_DIR": str(data_dir)}
         env.pop("CBCM_METRICS_ADDR", None)  # one address per worker, below
-        metrics = {name: f"127.0.0.1:{free_port()}" for name in SERVICES if name in WORKERS}
+        metrics = {
+            name: f"127.0.0.1:{port}"
+            for name, port in zip(sorted(WORKERS), self._metrics_ports(len(WORKERS)), strict=True)
+        }
         self.children = [
             Child(
                 name,
@@ -175,6 +178,17 @@ class Supervisor:
         finally:
             self._shutdown()
         return self.exit_code
+
+    def _metrics_ports(self, count: int) -> list[int]:
+        """``count`` free ports, distinct, and none the API's or the bus's."""
+        taken = {self.settings.embedded_nats_port, int(self.settings.http_addr.rpartition(":")[2])}
+        ports: list[int] = []
+        while len(ports) < count:
+            port = free_port()
+            if port not in taken:
+                taken.add(port)
+                ports.append(port)
+        return ports
 
     def _watch(self) -> None:
         if self.nats is not None and self.nats.process is not None:
