@@ -426,18 +426,21 @@ class Relay:
 
     async def _start(self) -> None:
         if self._recorded is None:
-            self._recorded = await self.recorded_position()
-            self._acked = self._read = self._recorded
-            self._published = await asyncio.to_thread(self._published_up_to, self._recorded)
+            # Every query first: one that fails (the store unreachable) leaves nothing half
+            # set, and the next attempt starts over.
+            recorded = await self.recorded_position()
+            published = await asyncio.to_thread(self._published_up_to, recorded)
             head = await asyncio.to_thread(self._app.recorder.max_notification_id)
+            if self._data_dir is not None:
+                self._stall = await asyncio.to_thread(stall_of, self._data_dir, WORKER)
             self._head_checked = time.monotonic()
+            self._recorded = self._acked = self._read = recorded
+            self._published = published
             metrics.reset_positions()
             metrics.observe_head(head or 0)
-            metrics.observe_published(self._recorded)
-            if self._data_dir is not None:
-                self._stall = stall_of(self._data_dir, WORKER)
+            metrics.observe_published(recorded)
             metrics.set_stalled(self._stall is not None)
-            log.info("relay.resuming", after_position=self._recorded)
+            log.info("relay.resuming", after_position=recorded)
             self._clear_stall_passed()
 
     def _published_up_to(self, position: int) -> int:
@@ -598,7 +601,11 @@ class Relay:
             published_position=self.published_position,
         )
         metrics.set_stalled(True)
-        if self._data_dir is not None:
+        same = self._stall is not None and (
+            (self._stall.position, self._stall.message_type, self._stall.error)
+            == (poison.position, poison.message_type, poison.error)
+        )
+        if self._data_dir is not None and not same:  # a restart keeps the first "since"
             try:
                 self._stall = await asyncio.to_thread(
                     record_stall,

@@ -26,7 +26,7 @@ from services.nats_server import EmbeddedNats
 from services.relay.relay import Relay, RelayStalled, ensure_stream, run_relay
 from services.relay.translation import to_cloud_event
 from services.settings import Settings
-from services.worker_status import stall_of
+from services.worker_status import stall_of, status_dir
 from tests.integration.test_relay import (
     assert_stream_is_the_store,
     stored,
@@ -161,6 +161,25 @@ async def test_a_relay_stops_at_an_event_it_cannot_handle_says_so_once_and_resum
     assert not [entry for entry in logs if entry["event"] in ("relay.failed", "relay.paused")]
     assert SECRET not in repr(logs)
 
+    # when it is restarted without a fix
+    written = (status_dir(settings.data_dir) / "relay.json").stat().st_mtime_ns
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_relay(settings, stop, nats_server.url))
+    try:
+
+        async def stalled_again() -> bool:
+            return len([e for e in logs if e["event"] == "relay.stalled"]) == 2
+
+        await wait_until(stalled_again, what="the restarted relay to stall")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 10)
+
+    # then it stops at the same position, and the record still says since when
+    assert stall_of(settings.data_dir, "relay") == stall
+    assert (status_dir(settings.data_dir) / "relay.json").stat().st_mtime_ns == written
+    assert await stream_positions(js) == before
+
     # when the fix is deployed and the relay restarted
     monkeypatch.undo()
     observer = Relay(reopen(), js)
@@ -186,7 +205,7 @@ async def test_a_relay_stops_at_an_event_it_cannot_handle_says_so_once_and_resum
     assert_stream_is_the_store(app, await stream_messages(js))
     assert metric("cbcm_relay_stalled") == 0
     assert [e["position"] for e in logs if e["event"] == "relay.stall_cleared"] == [poison]
-    assert len([e for e in logs if e["event"] == "relay.stalled"]) == 1
+    assert len([e for e in logs if e["event"] == "relay.stalled"]) == 2
 
 
 async def test_a_pass_publishes_and_records_up_to_the_event_and_then_refuses_to_go_on(
