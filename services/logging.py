@@ -4,8 +4,9 @@ Log events name what happened and carry ids, codes, counts and positions, never 
 Event names are ``component.event_name``: lowercase words, dotted (``serve.service_started``,
 ``relay.leader``, ``audit.checkpoint_published``).
 
-Everything a process logs goes through one handler on the root logger of the standard
-library, rendered by the same processors: cbcm's own structlog events and the libraries'
+Everything a process logs is rendered by the same processors and written to stderr, one
+write per line: cbcm's own structlog events directly, and, through one handler on the root
+logger of the standard library (``structlog.stdlib.ProcessorFormatter``), the libraries'
 stdlib logging (uvicorn, nats-py, psycopg, eventsourcing, asyncio), Python's warnings, and
 (in JSON mode) a thread's uncaught exception or an exception Python ignored.
 So in JSON mode every line on stderr is one JSON object with ``event``, ``level``,
@@ -68,9 +69,9 @@ class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
 
-def _cbcm_logger(*_args: object) -> logging.Logger:
-    """Every cbcm event goes through the stdlib logger ``cbcm`` (no per-call frame lookup)."""
-    return logging.getLogger("cbcm")
+def _stderr_logger(*_args: object) -> structlog.WriteLogger:
+    """Writes a rendered line and its newline in one write to whatever ``sys.stderr`` is now."""
+    return structlog.WriteLogger(sys.stderr)
 
 
 def _tag_service(service: str) -> Processor:
@@ -115,13 +116,10 @@ def configure_logging(log_format: str, service: str) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     structlog.configure(
-        processors=[
-            *shared,
-            structlog.processors.format_exc_info,
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
-        ],
+        # cbcm's own events straight to stderr (the stdlib detour costs ~2.5x per line)
+        processors=[*shared, structlog.processors.format_exc_info, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(logging.INFO),
-        logger_factory=_cbcm_logger,
+        logger_factory=_stderr_logger,
         cache_logger_on_first_use=False,
     )
     handler = _StderrHandler()
