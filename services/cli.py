@@ -3,7 +3,9 @@
 Configuration comes from the environment (``CBCM_*``, see ``services.settings``). A problem
 the user can fix (bad input, bad configuration, an unreachable store, a command the domain
 refuses) is one line on stderr and a non-zero exit, never a traceback; anything else is a
-bug and keeps its traceback.
+bug and keeps its traceback. A long-running service (relay, projector, checkpoint publisher,
+witness, api, serve) configures its logging first, so in JSON mode that line is JSON
+(``cli.failed``; a bug's traceback is one ``cli.crashed`` line).
 
 Exit codes: 0 done; 1 refused by a business rule; 2 bad usage or configuration (click's own
 usage errors are 2 as well); 3 the event store cannot be reached; 4 `audit verify` found
