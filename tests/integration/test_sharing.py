@@ -17,6 +17,7 @@ from typing import Any
 from uuid import UUID
 
 import nats
+import nats.js.errors
 import pytest
 import structlog
 from nacl.public import PrivateKey
@@ -46,20 +47,23 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.mechanism import ComplaintMechanism
+from services.mechanism import ComplaintMechanism, is_published
 from services.nats_client import TRANSIENT
 from services.nats_server import EmbeddedNats
 from services.relay.relay import (
     APPLICATION_NAME,
     Relay,
+    RelayStalled,
     ensure_shares_stream,
     ensure_stream,
     shares_stream_config,
 )
 from services.sharing import (
     NOTE,
+    Share,
     ShareCannotBeOpened,
     ShareNotForThisKey,
+    Sharer,
     key_id_of,
     open_share,
     public_key_of,
@@ -214,10 +218,17 @@ class Stored:
 
 
 async def stream(js: JetStreamContext, name: str) -> list[Stored]:
+    """The messages ``name`` holds, by sequence (an empty stream, or a purged message, has
+    none to read)."""
     info = await js.stream_info(name)
-    out = []
+    out: list[Stored] = []
+    if not info.state.messages:
+        return out
     for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        raw = await js.get_msg(name, seq)
+        try:
+            raw = await js.get_msg(name, seq)
+        except nats.js.errors.NotFoundError:
+            continue
         assert raw.subject is not None and raw.data is not None and raw.headers is not None
         out.append(Stored(seq, raw.subject, raw.headers["Nats-Msg-Id"], raw.data))
     return out
@@ -252,6 +263,14 @@ def transferred_then_survivor_erased(world: World) -> tuple[UUID, int]:
         at=world.clock(),
     )
     return case_id, position
+
+
+def published_positions(app: ComplaintMechanism) -> list[int]:
+    return [
+        n.id
+        for n in app.recorder.select_notifications(1, 10**6)
+        if is_published(app.mapper.to_domain_event(n))
+    ]
 
 
 def canaries_in(messages: list[Stored]) -> list[str]:
@@ -689,3 +708,70 @@ async def test_a_recipient_without_a_key_is_logged_once_per_agency_not_once_per_
     # and once ngo-c has a key its share goes out
     shares = await stream(js, SHARES_STREAM)
     assert [open_share(s.data, ngo_c_key).position for s in shares] == [keyed]
+
+
+@pytest.mark.parametrize("failing", ["sealing", "resealing", "withdrawing"])
+async def test_a_share_the_relay_cannot_seal_or_withdraw_stops_it_there_until_fixed(
+    world: World,
+    js: JetStreamContext,
+    reopen: Callable[[], ComplaintMechanism],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+    failing: str,
+) -> None:
+    # given a case shared with ngo-b then erased, and a relay whose sealing (when it reads
+    # the transfer, or right before sending its share) or withdrawal fails with a bug
+    case_id, shared = transferred_then_survivor_erased(world)
+    erasure = world.app.recorder.max_notification_id()
+    assert erasure is not None
+
+    def bug(*_: Any, **__: Any) -> Any:
+        raise RuntimeError(f"{CANARY} in an error text")
+
+    share_of = Sharer.share_of
+
+    def sealing_bug(sharer: Sharer, event: Any, position: int, source: str) -> Share | None:
+        if position == shared:
+            bug()
+        return share_of(sharer, event, position, source)
+
+    if failing == "sealing":
+        monkeypatch.setattr(Sharer, "share_of", sealing_bug)
+    elif failing == "resealing":
+        monkeypatch.setattr(Sharer, "reseal", bug)
+    else:
+        monkeypatch.setattr("services.relay.relay.withdrawal_notice", bug)
+    stops_at = erasure if failing == "withdrawing" else shared
+
+    # when a relay publishes
+    relay = Relay(world.app, js, data_dir=tmp_path)
+    with pytest.raises(RelayStalled) as stalled:
+        await relay.publish_pending()
+
+    # then it stops at that step: recorded up to the position before it, no share out
+    assert stalled.value.poison.position == stops_at
+    assert stalled.value.poison.error == "RuntimeError"
+    assert CANARY not in str(stalled.value)
+    assert await relay.recorded_position() < stops_at
+    public = published_positions(world.app)
+    in_stream = [decode_message(e.data).position for e in await stream(js, STREAM)]
+    if failing == "withdrawing":  # the erasure is stored before its shares are withdrawn
+        assert in_stream == public
+    else:
+        assert in_stream == [p for p in public if p < shared]
+    shares = await stream(js, SHARES_STREAM)
+    assert [s.msg_id.split(":", 1)[1] for s in shares] == (
+        [f"{shared}:share"] if failing == "withdrawing" else []
+    )
+
+    # when the fix is deployed and a relay restarted
+    monkeypatch.undo()
+    await Relay(reopen(), js, data_dir=tmp_path).publish_pending()
+
+    # then the step is done: the share was sent and withdrawn, only the notice is left
+    shares = await stream(js, SHARES_STREAM)
+    assert [s.subject for s in shares] == [
+        share_subject("ngo-b", "case", "share_withdrawn", str(case_id))
+    ]
+    assert canaries_in(shares) == []
+    assert [decode_message(e.data).position for e in await stream(js, STREAM)] == public
