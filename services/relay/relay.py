@@ -629,8 +629,8 @@ class Relay:
         In ``CBCM_SHARES`` the last message may be a withdrawal notice of the erasure at
         position P: it is sent only once every position up to P is done (event and share
         stored), so every share up to P is in the stream (or was withdrawn with its case).
-        A share after P that was stored before the notice and is sent again is a duplicate
-        within JetStream's window.
+        A share of a later position may have been stored before the notice (same window):
+        the last share before the notices, looked for a few messages back, counts too.
         """
         info = await self._js.stream_info(stream)
         last_seq = int(info.state.last_seq)
@@ -652,7 +652,31 @@ class Relay:
                 f"{msg_id!r}, not one this relay publishes there from this event store "
                 f"({self._store_id}): the stream must hold the messages of one store only"
             )
+        if parsed.kind == "withdrawn":
+            first_seq = int(info.state.first_seq)
+            return last_seq, await self._last_share_before(stream, last_seq, first_seq, parsed)
         return last_seq, parsed.position
+
+    async def _last_share_before(
+        self, stream: str, seq: int, first_seq: int, notice: MessageId, lookback: int = 32
+    ) -> int:
+        """Up to which position ``stream`` holds the shares, its last message being the
+        withdrawal ``notice``: the notice's position, or that of the last share stored
+        before it (a few messages back at most: notices, and shares purged with their case,
+        are skipped)."""
+        position = notice.position
+        for earlier in range(seq - 1, max(first_seq, seq - lookback) - 1, -1):
+            try:
+                raw = await self._js.get_msg(stream, earlier)
+            except nats.js.errors.NotFoundError:
+                continue  # purged with its case
+            parsed = MessageId.parse((raw.headers or {}).get(MSG_ID_HEADER, ""))
+            if parsed is None or parsed.store != self._store_id:
+                break
+            position = max(position, parsed.position)
+            if parsed.kind == "share":
+                break
+        return position
 
     async def _done(
         self, window: list[Outgoing], events_stored: int, shares_stored: int

@@ -775,3 +775,29 @@ async def test_a_share_the_relay_cannot_seal_or_withdraw_stops_it_there_until_fi
     ]
     assert canaries_in(shares) == []
     assert [decode_message(e.data).position for e in await stream(js, STREAM)] == public
+
+
+async def test_shares_stored_before_a_withdrawal_notice_are_not_sent_again(
+    world: World, js: JetStreamContext, reopen: Callable[[], ComplaintMechanism]
+) -> None:
+    # given one pass over a shared case erased, then two more cases shared: their shares are
+    # stored in the window before the erasure's notice is sent
+    first, _ = transferred_then_survivor_erased(world)
+    later = [
+        transfer(world, received(world, ComplainantRole.WITNESS), "ngo-b", note=f"later {i}")
+        for i in range(2)
+    ]
+    await publish_all(world.app, js)
+    before = await stream(js, SHARES_STREAM)
+    assert [s.msg_id.split(":", 1)[1] for s in before][:2] == [f"{p}:share" for p in later]
+    assert before[-1].subject == share_subject("ngo-b", "case", "share_withdrawn", str(first))
+
+    # when a relay whose position was lost publishes again (it reads the notice at the tail)
+    with structlog.testing.capture_logs() as logs:
+        rewound = Relay(reopen(), js, tracking_name=f"{APPLICATION_NAME}-rewound")
+        await rewound.publish_pending()
+
+    # then it finds the later shares stored and sends none of them again
+    assert [e["event"] for e in logs if e["event"].startswith("relay.window")] == []
+    assert await stream(js, SHARES_STREAM) == before
+    assert await rewound.recorded_position() == world.app.recorder.max_notification_id()
