@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint bench fault clean
+.PHONY: run demo test lint bench fault soak clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,11 @@ bench: $(STAMP)
 ## ends by comparing every read model with a fresh rebuild (not part of `make test`).
 fault: $(STAMP)
 	$(BIN)/python -m pytest -q -m fault tests/fault
+
+## Long property-based runs: every projection against thousands of command sequences and
+## schema-valid messages (not part of `make test`, which runs a bounded number of each).
+soak: $(STAMP)
+	$(BIN)/python -m pytest -q -m soak tests
 
 clean:
 	rm -rf $(VENV) .cbcm .pytest_cache .mypy_cache .ruff_cache

@@ -5,7 +5,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from contracts.actors import ActorRef
-from contracts.envelope import EventData
+from contracts.envelope import EventData, Version
 from contracts.vocabulary import ServiceType
 
 
@@ -14,7 +14,7 @@ class AssistanceReferralEventData(EventData, frozen=True, kw_only=True):
     acted."""
 
     referral_id: UUID
-    version: int
+    version: Version
     actor: ActorRef
 
 

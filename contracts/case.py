@@ -13,7 +13,7 @@ from uuid import UUID
 import msgspec
 
 from contracts.actors import ActorRef
-from contracts.envelope import EventData
+from contracts.envelope import EventData, Version
 from contracts.vocabulary import (
     AgeBand,
     AllegationSubtype,
@@ -62,7 +62,7 @@ class CaseEventData(EventData, frozen=True, kw_only=True):
     """Fields of every case message: the case, its version after the event, who acted."""
 
     case_id: UUID
-    version: int
+    version: Version
     actor: ActorRef
 
 

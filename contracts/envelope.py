@@ -40,6 +40,19 @@ class EventData(msgspec.Struct, frozen=True, kw_only=True):
     """
 
 
+LARGEST = 2**63 - 1
+"""Every integer a message carries fits a signed 64-bit column, in any consumer's store."""
+
+Position = Annotated[
+    int,
+    msgspec.Meta(ge=1, le=LARGEST, description="a position in the event store's log (from 1)"),
+]
+Version = Annotated[
+    int,
+    msgspec.Meta(ge=1, le=LARGEST, description="the aggregate's version after the event (from 1)"),
+]
+
+
 class CloudEvent(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     """A CloudEvents 1.0 event in structured JSON mode, with typed ``data``.
 
@@ -59,7 +72,7 @@ class CloudEvent(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     datacontenttype: Literal["application/json"] = "application/json"
     # UNSET rather than None: an absent extension attribute is left out of the JSON instead
     # of being sent as null.
-    position: int | msgspec.UnsetType = msgspec.UNSET
+    position: Position | msgspec.UnsetType = msgspec.UNSET
     data: T
 
 

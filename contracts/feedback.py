@@ -9,7 +9,7 @@ from __future__ import annotations
 from uuid import UUID
 
 from contracts.actors import ActorRef
-from contracts.envelope import EventData
+from contracts.envelope import EventData, Version
 from contracts.vocabulary import Channel, ErasureReason, FeedbackCategory, Sector
 
 
@@ -18,7 +18,7 @@ class FeedbackEventData(EventData, frozen=True, kw_only=True):
     acted."""
 
     feedback_id: UUID
-    version: int
+    version: Version
     actor: ActorRef
 
 

@@ -9,7 +9,7 @@ from uuid import UUID
 import msgspec
 
 from contracts.actors import ActorRef
-from contracts.envelope import EventData
+from contracts.envelope import EventData, Version
 from contracts.vocabulary import AgencyType, ServiceType
 
 PUBLIC_KEY_PATTERN: Final = "^[A-Za-z0-9+/]{43}=$"
@@ -34,7 +34,7 @@ class NetworkPolicyV1(msgspec.Struct, frozen=True, kw_only=True):
     acknowledge_within: timedelta
     feedback_every: timedelta
     assistance_acceptance_within: timedelta
-    suppression_threshold: int
+    suppression_threshold: Annotated[int, msgspec.Meta(ge=2, le=1000)]
     personal_data_retention: timedelta
     coordinator_sees_personal_data: bool = False
 
@@ -44,7 +44,7 @@ class NetworkEventData(EventData, frozen=True, kw_only=True):
     acted."""
 
     network_id: UUID
-    version: int
+    version: Version
     actor: ActorRef
 
 

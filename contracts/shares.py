@@ -26,7 +26,7 @@ from uuid import UUID
 
 import msgspec
 
-from contracts.envelope import CloudEvent, EventData, message_type
+from contracts.envelope import CloudEvent, EventData, Version, message_type
 from contracts.network import KEY_ID_PATTERN
 from contracts.vocabulary import DataSubject, ErasureReason
 
@@ -94,7 +94,7 @@ class SharedFieldsV1(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     the fields shared, by field path."""
 
     case_id: UUID
-    version: int
+    version: Version
     event_type: SharingEvent
     recipient: str
     values: dict[str, str]

@@ -35,6 +35,9 @@ CHEAP_ARGON2 = argon2.Parameters(
 
 COORDINATOR = Actor("coord-1", "ocha", Role.COORDINATOR)
 AREA = "SO22"
+RECENTLY = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
+"""A complaint's ``received_at`` the API takes on any day the suite runs: the network's policy
+refuses one received more than a year before it is recorded (a fixed date would expire)."""
 
 
 def cheap_hasher() -> ReceiptHasher:

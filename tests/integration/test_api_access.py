@@ -52,7 +52,7 @@ from services.mechanism import ComplaintMechanism, is_published
 from services.projector.runner import apply_batch, open_projection, read_model_path
 from services.relay.translation import to_cloud_event
 from services.settings import Settings
-from tests.api_world import AREA, CALLERS, COORDINATOR, World, make_world
+from tests.api_world import AREA, CALLERS, COORDINATOR, RECENTLY, World, make_world
 
 ALL = tuple(CALLERS)
 OPERATOR = Actor("op-unhcr", "unhcr", Role.INTAKE_OPERATOR)
@@ -301,7 +301,7 @@ def audit_granted(app: ComplaintMechanism, clock: Clock) -> UUID:
 
 
 COMPLAINT = {
-    "received_at": "2026-03-02T08:00:00+00:00",
+    "received_at": RECENTLY,
     "channel": "hotline",
     "complainant_role": "anonymous",
     "narrative": f"{CANARY} narrative",

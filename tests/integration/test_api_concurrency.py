@@ -32,7 +32,7 @@ from domain.case import Case
 from services.bootstrap import complaint_mechanism
 from services.nats_server import free_port
 from services.settings import Settings
-from tests.api_world import World, make_world
+from tests.api_world import RECENTLY, World, make_world
 
 RACERS = 50
 PROBLEM_JSON = "application/problem+json"
@@ -161,7 +161,7 @@ def stack(store_url: str, tmp_path: Path) -> Iterator[Stack]:
 
 def complaint(narrative: str = "told the hotline operator", **extra: Any) -> dict[str, Any]:
     return {
-        "received_at": "2026-03-02T08:00:00+00:00",
+        "received_at": RECENTLY,
         "channel": "hotline",
         "complainant_role": "anonymous",
         "narrative": narrative,

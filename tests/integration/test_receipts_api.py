@@ -18,10 +18,10 @@ from fastapi.testclient import TestClient
 from services.bootstrap import complaint_mechanism
 from services.receipts import ALPHABET, parse_receipt_code
 from services.settings import Settings
-from tests.api_world import World, make_world
+from tests.api_world import RECENTLY, World, make_world
 
 COMPLAINT = {
-    "received_at": "2026-03-02T08:00:00+00:00",
+    "received_at": RECENTLY,
     "channel": "hotline",
     "complainant_role": "anonymous",
     "narrative": "SECRET-NARRATIVE a guard asked for sex at the distribution",
