@@ -12,7 +12,7 @@ from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import stats_subject
 from projections import stats
-from services.nats_client import nats_connect_options, nats_servers, quiet_errors
+from services.nats_client import nats_connect_options, nats_servers
 from services.settings import Settings
 
 log = structlog.get_logger()
@@ -22,6 +22,11 @@ class StatisticsPublisher:
     """An ``on_commit`` hook: after a committed batch, publish the reports (at most once per
     ``every`` seconds, so a catch-up of thousands of events is not thousands of reports).
     ``nats_options``: credentials and TLS (default: ``CBCM_NATS_*``, user ``project-stats``).
+
+    Its connection's own errors are debug lines: the projector's connection to the same
+    servers already tells of an outage (once per ten seconds), and a publish that fails
+    raises to the projector, which retries and says so; a warning here would only repeat
+    it, or tell of the server stopping before this process on a clean stop.
     """
 
     def __init__(
@@ -50,8 +55,11 @@ class StatisticsPublisher:
             self._nc = NatsClient()
             await self._nc.connect(
                 nats_servers(self.nats_url),
-                allow_reconnect=True,
-                error_cb=quiet_errors(),
+                # Connected again by the next publish rather than by the client: a client
+                # closed while it reconnects can miss the cancellation (nats-py 2.16 on
+                # Python 3.11) and hold the process's exit for its 60 attempts.
+                allow_reconnect=False,
+                error_cb=_client_error,
                 **self._options,
             )
         tables = stats.reports(db, k=stats.threshold(db))
@@ -63,4 +71,9 @@ class StatisticsPublisher:
 
     async def close(self) -> None:
         if self._nc is not None:
-            await self._nc.close()
+            nc, self._nc = self._nc, None
+            await nc.close()
+
+
+async def _client_error(exc: Exception) -> None:
+    log.debug("stats.nats_client_error", error=type(exc).__name__)

@@ -562,6 +562,27 @@ async def _connect(
     )
 
 
+async def close_client(nc: NatsClient) -> None:
+    """Close ``nc``, and make sure its reconnection task is gone.
+
+    nats-py 2.16 on Python 3.11 can lose the cancellation ``close`` sends a client that is
+    reconnecting (its ``wait_for`` on a refused connection returns the refusal instead), and
+    the task then goes on reconnecting: forever with this runner's options, holding the
+    process's exit. So it is cancelled again until it ends (a bounded wait).
+    """
+    try:
+        await nc.close()
+    except Exception:  # closing a broken connection
+        log.debug("nats.close_failed")
+    task: asyncio.Task[None] | None = getattr(nc, "_reconnection_task", None)
+    for _ in range(50):
+        if task is None or task.done():
+            return
+        task.cancel()
+        await asyncio.wait([task], timeout=0.1)
+    log.warning("nats.reconnection_left_running")
+
+
 def _options(projection: Projection, given: dict[str, Any] | None) -> dict[str, Any]:
     """``given``, or the projector's credentials and TLS from the environment (its user in
     deploy/nats is ``project-<name>``)."""
@@ -954,10 +975,7 @@ async def _project(
                 backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
                 if nc is not None:
-                    try:
-                        await nc.close()
-                    except Exception:  # closing a broken connection
-                        log.debug("nats.close_failed")
+                    await close_client(nc)
         if stalled is not None:
             # Stalled: nothing to do but keep the lease (a standby would stall on the same
             # message) until the operator stops this process to deploy a fix.

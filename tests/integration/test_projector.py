@@ -19,6 +19,7 @@ from uuid import UUID
 
 import nats
 import pytest
+import structlog
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 
 from contracts.assistance_referral import AssistanceReferralMadeV1
@@ -30,9 +31,12 @@ from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
 from projections.assistance import AssistanceProjection, gaps, tracker
 from projections.base import Projection, open_read_model
 from projections.inbox import InboxProjection, case_row, inbox
+from projections.stats import StatisticsProjection
 from services.bootstrap import complaint_mechanism
 from services.demo import AGENCIES, build_demo_network, walk_cases
 from services.nats_server import EmbeddedNats, free_port
+from services.projector import runner
+from services.projector.publication import StatisticsPublisher
 from services.projector.runner import (
     PositionGap,
     apply_batch,
@@ -421,3 +425,48 @@ async def test_stopping_while_nats_is_down_returns_at_once(tmp_path: Path) -> No
     assert not task.done()
     stop.set()
     await asyncio.wait_for(task, 2.0)
+
+
+async def test_an_idle_projector_says_nothing_and_stops_quietly(
+    published: list[Outgoing], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Against a healthy idle nats-server, the statistics projector and its publisher log no
+    warning, and none when they stop together with the server (Ctrl-C reaches both).
+
+    nats-py 2.16 ends some fetches on an idle consumer with the builtin ``TimeoutError``
+    (the answer to its no-wait probe came at the end of the wait) or an empty list; they
+    were taken for an outage (``projector.nats_unavailable`` and a reconnection, a few times
+    an hour at the projector's 1 s fetch). Fetching every 20 ms makes the race frequent."""
+    monkeypatch.setattr(runner, "FETCH_TIMEOUT", 0.02)
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        await publish(server.url, published[:50])
+        publisher = StatisticsPublisher(server.url, every=0.0, nats_options={})
+        watcher = Watcher()
+        stop = asyncio.Event()
+
+        async def commit(db: sqlite3.Connection, position: int) -> None:
+            await publisher(db, position)
+            watcher(db, position)
+
+        with structlog.testing.capture_logs() as logs:
+            task = asyncio.create_task(
+                run_projector(
+                    StatisticsProjection(),
+                    tmp_path / "read_models" / "stats.sqlite3",
+                    server.url,
+                    stop,
+                    on_commit=commit,
+                )
+            )
+            await watcher.until(50, task)
+            await asyncio.sleep(4.0)  # idle
+            stop.set()
+            server.stop()  # the server goes down as the projector stops
+            await asyncio.wait_for(task, DEADLINE)
+            await publisher.close()
+    finally:
+        server.stop()
+    assert any(e["event"] == "stats.published" for e in logs)
+    loud = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
+    assert loud == []
