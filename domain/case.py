@@ -7,7 +7,6 @@ that may have changed since.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from enum import StrEnum
@@ -42,7 +41,7 @@ from domain.errors import (
     SameAgency,
     WrongInvestigatingEntity,
 )
-from domain.network import Network
+from domain.network import AREA_CODE, Network
 from domain.personal_data import (
     ERASED,
     ComplainantText,
@@ -75,9 +74,6 @@ from domain.vocabulary import (
     TransferReason,
     VictimCategory,
 )
-
-AREA_CODE = re.compile(r"^[A-Za-z0-9._-]{1,24}$")
-"""Administrative-area codes (OCHA P-codes and the like): coarse places, not personal data."""
 
 
 class CaseStatus(StrEnum):

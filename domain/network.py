@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from uuid import UUID, uuid5
@@ -31,6 +32,12 @@ from domain.errors import (
 from domain.policy import NetworkPolicy
 from domain.recording import RecordedAggregate
 from domain.vocabulary import AgencyType, ServiceType
+
+AREA_CODE = re.compile(r"^[A-Za-z0-9._-]{1,24}$")
+"""Administrative-area codes (OCHA P-codes and the like): coarse places, not personal data."""
+
+MOST_AREAS = 200
+"""A provider covers at most this many areas: each is a row of the assistance read model."""
 
 NETWORK_ID = uuid5(UUID("6f1b3f0e-2b1c-4c55-9a7e-7f3c0c1d2e11"), "cbcm:network")
 """The one network of an event store."""
@@ -245,6 +252,10 @@ class Network(RecordedAggregate):
             raise InvalidCommand("a service provider offers at least one service type")
         if not areas:
             raise InvalidCommand("a service provider covers at least one area")
+        if len(set(areas)) > MOST_AREAS:
+            raise InvalidCommand(f"a service provider covers at most {MOST_AREAS} areas")
+        if not all(AREA_CODE.fullmatch(area) for area in areas):
+            raise InvalidCommand("an area is an area code: 1-24 letters, digits, '.', '_', '-'")
         self._service_provider_registered(
             actor=actor,
             code=code,
