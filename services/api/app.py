@@ -3,8 +3,13 @@ under ``/v1``, for bearer-token callers by need-to-know; plus the public receipt
 web-form intake, and the operations endpoints.
 
 The one place the API is wired: the application service (opened lazily, so the API starts
-and says so on ``/readyz`` while the event store is unreachable), the token verifier, the
-receipt desk and the metrics.
+and serves its reads while the event store is unreachable), the token verifier, the receipt
+desk and the metrics.
+
+Operations (issue #12): ``/readyz`` says whether this process can serve (what a load
+balancer asks: it does not ask the event store, which every instance shares, so a PostgreSQL
+restart does not take every instance out); ``/status`` gives the deep view for people and
+monitors: the event store, each read model's position and lag, and every worker's stall.
 """
 
 from __future__ import annotations
@@ -13,11 +18,13 @@ import pathlib
 import threading
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Literal
 
 import anyio
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from services.api.metrics import ApiMetrics, MetricsMiddleware
@@ -29,9 +36,10 @@ from services.api.throttle import FailureThrottle, RateLimit
 from services.bootstrap import complaint_mechanism
 from services.identity import TokenVerifier, verifier_from_settings
 from services.mechanism import ComplaintMechanism, EventStoreUnavailable
-from services.projector.runner import read_model_path
+from services.projector.runner import read_model_path, worker_name
 from services.receipts import ReceiptHasher
 from services.settings import Settings
+from services.worker_status import stalls
 
 DESCRIPTION = """\
 The inter-agency PSEA complaint mechanism.
@@ -114,17 +122,109 @@ def create_app(
         app.include_router(router)
     app.include_router(read_model_router(paths, settings.read_wait_seconds))
     app.include_router(public.router)
-    _operations(app, paths, lazy, metrics)
+    _operations(app, paths, settings.data_dir, lazy, metrics)
     return app
 
 
-def _store_answers(mechanism: Callable[[], ComplaintMechanism]) -> None:
-    mechanism().recorder.max_notification_id()
+STORE_PROBE_SECONDS = 2.0
+"""The longest ``/status`` waits for the event store to answer before calling it
+unreachable."""
+
+
+class ReadinessOut(BaseModel):
+    """``/readyz``: whether this process can serve."""
+
+    status: Literal["ready", "starting"]
+    read_models_missing: list[str] = Field(
+        description="read models this instance answers from whose file does not exist yet"
+    )
+
+
+class EventStoreStatusOut(BaseModel):
+    reachable: bool
+    head_position: int | None = Field(
+        description="the store's last position (its own records included), when reachable"
+    )
+
+
+class ReadModelStatusOut(BaseModel):
+    applied_position: int | None = Field(description="None: the read model does not exist")
+    lag: int | None = Field(
+        description="store head minus applied position, in positions (the store's own "
+        "records, never published, count too); None when either is unknown"
+    )
+    stalled_position: int | None = Field(
+        description="the position its projector stopped at (see stalls), or None"
+    )
+
+
+class StallOut(BaseModel):
+    worker: str = Field(description="project-<read model>, or relay")
+    position: int = Field(description="the event store position of the message it stopped at")
+    message_type: str
+    error: str = Field(description="the error's type (never its text)")
+    since: str
+    detail: str
+
+
+class StatusOut(BaseModel):
+    """``/status``: everything an operator checks first. Positions only: no case, no count."""
+
+    status: Literal["ok", "degraded"]
+    event_store: EventStoreStatusOut
+    read_models: dict[str, ReadModelStatusOut]
+    stalls: list[StallOut]
+
+
+def _store_head(mechanism: Callable[[], ComplaintMechanism]) -> int | None:
+    """The store's last position, or None when it cannot be reached."""
+    try:
+        return int(mechanism().recorder.max_notification_id() or 0)
+    except (EventStoreUnavailable, Exception):
+        return None
+
+
+def _status(
+    paths: dict[str, pathlib.Path], data_dir: pathlib.Path, head: int | None
+) -> tuple[StatusOut, bool]:
+    found = stalls(data_dir)
+    stalled_at = {s.worker: s.position for s in found}
+    read_models: dict[str, ReadModelStatusOut] = {}
+    for name, path in paths.items():
+        applied = applied_position(path)
+        read_models[name] = ReadModelStatusOut(
+            applied_position=applied,
+            lag=None if head is None or applied is None else max(0, head - applied),
+            stalled_position=stalled_at.get(worker_name(name)),
+        )
+    ok = (
+        head is not None
+        and not found
+        and all(r.applied_position is not None for r in read_models.values())
+    )
+    body = StatusOut(
+        status="ok" if ok else "degraded",
+        event_store=EventStoreStatusOut(reachable=head is not None, head_position=head),
+        read_models=read_models,
+        stalls=[
+            StallOut(
+                worker=s.worker,
+                position=s.position,
+                message_type=s.message_type,
+                error=s.error,
+                since=s.since,
+                detail=s.describe(),
+            )
+            for s in found
+        ],
+    )
+    return body, ok
 
 
 def _operations(
     app: FastAPI,
     paths: dict[str, pathlib.Path],
+    data_dir: pathlib.Path,
     mechanism: Callable[[], ComplaintMechanism],
     metrics: ApiMetrics,
 ) -> None:
@@ -136,26 +236,52 @@ def _operations(
     @app.get(
         "/readyz",
         tags=["operations"],
-        responses={503: {"description": "not ready: the event store or a read model is missing"}},
+        response_model=None,
+        responses={
+            200: {"model": ReadinessOut, "description": "ready: this instance can serve"},
+            503: {
+                "model": ReadinessOut,
+                "description": "starting: a read model it answers from does not exist yet",
+            },
+        },
     )
     async def readyz() -> Response:
-        """Ready when the event store answers and every read model exists; lists each read
-        model's applied position."""
-        positions = {name: applied_position(path) for name, path in paths.items()}
-        try:
-            await run_in_threadpool(_store_answers, mechanism)
-            store = "ok"
-        except (EventStoreUnavailable, Exception):
-            store = "unavailable"
-        ok = store == "ok" and all(p is not None for p in positions.values())
-        return JSONResponse(
-            {
-                "status": "ready" if ok else "starting",
-                "event_store": store,
-                "positions": positions,
+        """Whether this process can serve: every read model it answers from exists (the
+        projectors create them). For a load balancer: it does not ask the event store,
+        which every instance shares; while the store is down, writes answer 503 at once
+        and reads go on, and taking every instance out would only stop the reads too. The
+        deep view is `/status`."""
+        missing = [name for name, path in paths.items() if not path.exists()]
+        body = ReadinessOut(status="starting" if missing else "ready", read_models_missing=missing)
+        return JSONResponse(body.model_dump(), status_code=503 if missing else 200)
+
+    @app.get(
+        "/status",
+        tags=["operations"],
+        response_model=None,
+        responses={
+            200: {"model": StatusOut, "description": "all is well"},
+            503: {
+                "model": StatusOut,
+                "description": "degraded: the event store cannot be reached, a read model "
+                "does not exist, or a worker (a projector, the relay) is stalled at a "
+                "message; the body still lists everything",
             },
-            status_code=200 if ok else 503,
-        )
+        },
+    )
+    async def status() -> Response:
+        """The deep view: the event store (reachable, its head position), each read
+        model's applied position and lag behind the head, and every stall a worker
+        recorded (which worker, the position and type of the message it stopped at, the
+        error's type). Positions only: no personal data, no count of cases. The API does
+        not connect to NATS, so NATS is not listed (the workers' metrics tell of it)."""
+        head: int | None = None
+        # An unreachable store can take the driver's timeouts to say so: a status answers
+        # within STORE_PROBE_SECONDS (the probe thread is left to finish on its own).
+        with anyio.move_on_after(STORE_PROBE_SECONDS):
+            head = await anyio.to_thread.run_sync(_store_head, mechanism, abandon_on_cancel=True)
+        body, ok = await run_in_threadpool(_status, paths, data_dir, head)
+        return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
     async def prometheus_metrics() -> Response:

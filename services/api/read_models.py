@@ -12,14 +12,25 @@ from pathlib import Path
 from projections.base import open_read_model
 from services.api.problems import Problem
 from services.projector import PROJECTIONS
-from services.projector.runner import read_position
+from services.projector.runner import data_dir_of, read_position, worker_name
+from services.worker_status import Stall, stall_of
 
 READ_MODELS = tuple(PROJECTIONS)
+
+READ_MODEL_STALLED = "urn:cbcm:problem:read-model-stalled"
+"""The problem type of a read waiting for a position its read model cannot reach: its
+projector stopped at a message it cannot apply, and goes on only once a fix is deployed
+(ADR 10). Not "try again": no Retry-After."""
 
 
 def applied_position(path: Path) -> int | None:
     """The last store position the read model applied, or None if it does not exist yet."""
     return read_position(path) if path.exists() else None
+
+
+def read_model_stall(path: Path) -> Stall | None:
+    """The stall its projector recorded for the read model at ``path`` (``None``: none)."""
+    return stall_of(data_dir_of(path), worker_name(path.stem))
 
 
 @contextmanager
@@ -38,11 +49,29 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
         db.close()
 
 
+def stalled_problem(name: str, stall: Stall, applied: int, after: int) -> Problem:
+    """503 ``READ_MODEL_STALLED`` for a read after ``after``: ids and positions only."""
+    return Problem(
+        503,
+        f"read model {name} stopped at position {stall.position} ({stall.message_type}, "
+        f"{stall.error}) and applies nothing after position {applied} until a fix is "
+        f"deployed: position {after} cannot be read yet (reads of earlier positions are "
+        "answered)",
+        title="Read model stalled",
+        type=READ_MODEL_STALLED,
+        read_model=name,
+        stalled_position=stall.position,
+        applied_position=applied,
+    )
+
+
 async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
     """Wait (bounded) until the read model has applied position ``after``.
 
     Read-your-writes: a client that wrote at position N asks with ``after=N``. Past the
-    bound the answer is 503 with Retry-After, never a silently stale read.
+    bound the answer is 503 with Retry-After, never a silently stale read. A position at or
+    beyond the one the read model stalled at (``read_model_stall``) is answered at once
+    with the ``READ_MODEL_STALLED`` problem: waiting would not help.
     """
     deadline = time.monotonic() + bound
     delay = 0.005
@@ -50,6 +79,10 @@ async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
         applied = applied_position(path)
         if applied is not None and (after is None or applied >= after):
             return applied
+        if after is not None:
+            stall = read_model_stall(path)
+            if stall is not None and after >= stall.position:
+                raise stalled_problem(path.stem, stall, applied or 0, after)
         if time.monotonic() >= deadline:
             raise Problem(
                 503,

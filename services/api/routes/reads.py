@@ -2,7 +2,8 @@
 
 Every read accepts ``?after=<position>`` (read-your-writes: wait, bounded, until the read
 model has applied that store position). Responses carry ``X-Cbcm-Position``, the position the
-answer reflects.
+answer reflects. A read after a position its read model stalled at is answered at once with
+``urn:cbcm:problem:read-model-stalled`` (``services.api.read_models``).
 """
 
 from __future__ import annotations
@@ -32,6 +33,20 @@ After = Annotated[
     Query(ge=0, description="wait (bounded) until the read model has applied this position"),
 ]
 
+READ_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **PROBLEM_RESPONSES,
+    503: {
+        **PROBLEM_RESPONSES[503],
+        "description": (
+            "the read model does not exist yet, or has not applied `after` within the wait "
+            "(Retry-After: retry); or its projector stalled at a message at or before "
+            "`after` (type `urn:cbcm:problem:read-model-stalled`, no Retry-After: it goes "
+            "on once a fix is deployed; `read_model`, `stalled_position` and "
+            "`applied_position` say where)"
+        ),
+    },
+}
+
 CASE_READERS = (Role.FOCAL_POINT, Role.COORDINATOR, Role.AUDITOR)
 """Who may read a case's milestones from the read models (no personal data there)."""
 STATISTICS_READERS = (Role.STATISTICS_READER, Role.COORDINATOR, Role.FOCAL_POINT, Role.AUDITOR)
@@ -42,7 +57,9 @@ def _json(payload: Any, position: int) -> JSONResponse:
 
 
 def _asdict(value: Any) -> Any:
-    return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
 
 
 def _sees_agency_case(principal: Any, agency: str) -> bool:
@@ -55,7 +72,7 @@ def read_model_router(  # noqa: PLR0915 - one closure per endpoint
     paths: dict[str, pathlib.Path], wait_bound: float
 ) -> APIRouter:
     """The read endpoints over the read-model files ``paths``."""
-    router = APIRouter(prefix="/v1", responses=PROBLEM_RESPONSES)
+    router = APIRouter(prefix="/v1", responses=READ_RESPONSES)
 
     async def ready(name: str, after: int | None) -> int:
         return await wait_for_position(paths[name], after, wait_bound)
