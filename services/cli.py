@@ -70,7 +70,7 @@ from services.personal_data.rotation import status as key_status
 from services.projector import projection_named
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import ReadModelInUse, read_model_path, rebuild, run_projector
-from services.relay.relay import nats_replicas, run_relay, store_id
+from services.relay.relay import StreamOfAnotherStore, nats_replicas, run_relay, store_id
 from services.retention import run_retention
 from services.serve import AddressInUse, Supervisor, check_free
 from services.settings import Settings
@@ -144,6 +144,7 @@ _KNOWN: tuple[tuple[type[BaseException], int, str], ...] = (
     (AddressInUse, EXIT_CONFIG, "an address to listen on"),
     (EventStoreConfigError, EXIT_CONFIG, "the event store's configuration"),
     (ReadModelInUse, EXIT_CONFIG, "the read model"),
+    (StreamOfAnotherStore, EXIT_CONFIG, "the stream CBCM_EVENTS holds another store's events"),
     (PermissionError, EXIT_CONFIG, "a file"),
     (NatsServerError, EXIT_UNAVAILABLE, "the embedded nats-server"),
     (EventStoreUnavailable, EXIT_UNAVAILABLE, "the event store is unavailable"),

@@ -22,35 +22,58 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client import Gauge, Histogram
+from prometheus_client import REGISTRY, Gauge, Histogram
+from prometheus_client.registry import Collector
 
 STORE_HEAD = Gauge(
     "cbcm_relay_store_head_position",
     "Last event store position the relay knows of (from its reads)",
+    registry=None,
 )
 PUBLISHED = Gauge(
     "cbcm_relay_published_position",
     "Every event up to this event store position is stored in the CBCM_EVENTS stream",
+    registry=None,
 )
 LAG = Gauge(
     "cbcm_relay_lag_positions",
     "Store head position minus published position",
+    registry=None,
 )
 LEADER = Gauge(
     "cbcm_relay_leader",
     "1 while this relay holds the store's leader lock and publishes, 0 while it stands by",
+    registry=None,
 )
 PUBLISH_SECONDS = Histogram(
     "cbcm_relay_publish_seconds",
     "Seconds of one publish round: a window of messages sent and their acknowledgements",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=None,
 )
 STALLED = Gauge(
     "cbcm_relay_stalled",
     "1 while the relay is stopped at an event it cannot handle (see the relay.stalled log)",
+    registry=None,
 )
 
+_ALL: tuple[Collector, ...] = (STORE_HEAD, PUBLISHED, LAG, LEADER, PUBLISH_SECONDS, STALLED)
+_registered = False
+
 _lock = threading.Lock()
+
+
+def register() -> None:
+    """Serve the relay's metrics from this process's registry. Only a process that runs a
+    relay calls it: every cbcm process imports this module, and a projector serving
+    ``cbcm_relay_leader 0`` would set off an alert meant for the relay."""
+    global _registered  # noqa: PLW0603 - once per process
+    with _lock:
+        if not _registered:
+            for collector in _ALL:
+                REGISTRY.register(collector)
+            _registered = True
+
 _head = 0
 _published = 0
 

@@ -353,6 +353,7 @@ class Relay:
     ) -> None:
         """``data_dir``: where the relay's stall is recorded for other processes
         (``services.worker_status``); None records none (the log and gauge still tell)."""
+        metrics.register()
         self._app = app
         self._js = js
         self._tracking_name = tracking_name
@@ -1126,6 +1127,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
     """``cbcm relay``: follow the event store and publish until ``stop`` is set, while this
     relay holds the store's leader lock (``services.relay.leader``); standby until then.
     ``nats_url`` may name several servers, comma-separated."""
+    metrics.register()
     app = await _open_store(settings, stop)
     if app is None:
         return

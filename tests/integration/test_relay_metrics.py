@@ -19,6 +19,7 @@ from contracts.subjects import STREAM
 from services.mechanism import ComplaintMechanism
 from services.nats_client import TRANSIENT
 from services.nats_server import EmbeddedNats
+from services.relay import metrics
 from services.relay.leader import leader_lock
 from services.relay.relay import APPLICATION_NAME, Relay, ensure_stream, run_relay
 from services.settings import Settings
@@ -29,6 +30,12 @@ from tests.integration.test_relay import (
     wait_until,
     walk,
 )
+
+
+@pytest.fixture(autouse=True)
+def relay_process() -> None:
+    """This process runs a relay: its metrics are served (as ``cbcm relay`` does)."""
+    metrics.register()
 
 
 @pytest.fixture
