@@ -7,8 +7,7 @@ record the read in the case's custody trail before answering.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Hashable
-from typing import Any, cast
+from typing import Any
 
 from domain.assistance import AssistanceReferral
 from domain.case import Case
@@ -189,7 +188,7 @@ def history_event(event: Any, reveal_personal: bool) -> tuple[HistoryEventOut, t
         for f in dataclasses.fields(event)
         if f.name not in _SKIPPED and f.name != "actor"
     }
-    paths = personal_data_paths(cast(Hashable, type(event)))
+    paths = personal_data_paths(type(event))
     erased = [p for p in paths if _erased(data, p)]
     present = [p for p in paths if _present(data, p)]
     redacted: list[str] = []

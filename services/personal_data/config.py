@@ -3,17 +3,16 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
-
-from eventsourcing.utils import Environment
 
 from services.personal_data.data_keys import DataKeys
 from services.personal_data.kek import KeyEncryptionKeys, KeyRingError, LocalKeyRing, kms_hook
 from services.personal_data.tables import PostgresKeyTable, SQLiteKeyTable
 
 
-def key_encryption_keys(env: Environment) -> KeyEncryptionKeys:
+def key_encryption_keys(env: Mapping[str, str]) -> KeyEncryptionKeys:
     """The KEK provider the environment names (a KMS hook, or a local key ring)."""
     hook = env.get("CBCM_KMS_HOOK")
     if hook:
@@ -26,7 +25,7 @@ def key_encryption_keys(env: Environment) -> KeyEncryptionKeys:
     return LocalKeyRing(Path(directory), create=env.get("CBCM_KEK_CREATE") == "y")
 
 
-def personal_data_keys(env: Environment, recorder: Any) -> DataKeys | None:
+def personal_data_keys(env: Mapping[str, str], recorder: Any) -> DataKeys | None:
     """The data keys of the store ``recorder`` writes to; ``None`` for a store that keeps
     nothing at rest (the library's in-memory one, in tests of the domain's wiring)."""
     from services.audit.chain import (  # noqa: PLC0415 - import cycle
@@ -50,7 +49,7 @@ def personal_data_keys(env: Environment, recorder: Any) -> DataKeys | None:
 
 
 def _register(
-    table: SQLiteKeyTable | PostgresKeyTable, kek: KeyEncryptionKeys, env: Environment
+    table: SQLiteKeyTable | PostgresKeyTable, kek: KeyEncryptionKeys, env: Mapping[str, str]
 ) -> None:
     """The first process records the store's key ring and whole-event cipher key; any later
     one with another is refused before it writes anything (two hosts that each made their

@@ -257,7 +257,8 @@ class DataKeys:
         if made is not None:
             created = made.created.get((ref.scope, ref.subject))
             if created is not None and created[0] == ref:
-                return created[1]
+                opened: AESGCM = created[1]
+                return opened
         row = self.table.get(ref)
         if row is None:
             raise DataKeyMissing(

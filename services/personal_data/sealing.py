@@ -16,8 +16,7 @@ from __future__ import annotations
 import base64
 import dataclasses
 import secrets
-from collections.abc import Hashable
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
 import msgspec
@@ -81,7 +80,7 @@ def seal(
     keys: DataKeys,
 ) -> dict[str, Any]:
     """``state`` (an event's fields) with its personal fields sealed under ``_pd``."""
-    fields = personal_data_fields(cast(Hashable, event_class))
+    fields = personal_data_fields(event_class)
     if not fields:
         return state
     sealed: dict[str, list[Any]] = {}

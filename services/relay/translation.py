@@ -21,9 +21,9 @@ import dataclasses
 import re
 import types
 import typing
-from collections.abc import Callable, Hashable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import msgspec
 from eventsourcing.domain import Aggregate
@@ -123,8 +123,7 @@ def published_event_classes(aggregate: type[Aggregate]) -> list[type[Any]]:
 
 def _withheld_fields(event_class: type[Any]) -> tuple[str, ...]:
     """Top-level fields whose whole value is personal data."""
-    # functools.cache's stub asks for Hashable, which mypy does not see in type[Any].
-    paths = personal_data_paths(cast(Hashable, event_class))
+    paths = personal_data_paths(event_class)
     direct = {path for path in paths if "." not in path}
     hints = typing.get_type_hints(event_class)
     for f in dataclasses.fields(event_class):
