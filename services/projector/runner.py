@@ -28,11 +28,14 @@ does, it is re-created to start right after the recorded position. The read mode
 position is the truth; the consumer's state is only a cursor.
 
 When NATS is down, or the stream does not exist yet (the relay creates it), the projector
-logs and retries with a bounded back-off until ``stop`` is set. A fetch that finds nothing
-is not an outage: nats-py 2.16 ends it with either ``TimeoutError`` (its own or the
-builtin one) or an empty list, and the projector just fetches again, silently. Once
-``stop`` is set, the client's errors (the server closing first: ``UnexpectedEOF``) are
-logged at debug level only. Metrics: ``services.projector.metrics``.
+retries with a bounded back-off until ``stop`` is set. It says so at once at info level
+(``projector.nats_unavailable``, ``projector.stream_missing``), warns (the same event) only
+when it lasts ``NATS_GRACE`` seconds, once, and says ``projector.nats_back`` after a warning
+(``NatsHealth``). A fetch that finds nothing is not an outage: nats-py 2.16 ends it with
+either ``TimeoutError`` (its own or the builtin one) or an empty list, and the projector
+just fetches again, silently. Once ``stop`` is set, the client's errors (the server closing
+first on a clean stop of the stack: ``UnexpectedEOF``) are debug lines only. Metrics:
+``services.projector.metrics``.
 
 Rebuild (``rebuild``): drop the tables, replay the whole stream with an ephemeral ordered
 consumer up to the stream's last message at the start, committing batch by batch with the
@@ -526,22 +529,93 @@ class _Position(msgspec.Struct):
     position: int | None = None
 
 
-ErrorCallback = Callable[[Exception], Awaitable[None]]
+NATS_GRACE = 5.0
+"""Seconds NATS (or the stream) may be away before the projector warns: a server restarting,
+or stopping with the rest of the stack, takes less, and is an info line only."""
 
 
-def quiet_when_stopping(stop: asyncio.Event, event: str = "nats.client_error") -> ErrorCallback:
-    """``quiet_errors(event)`` while running; once ``stop`` is set, debug lines only: a
-    server that closes the connection while this process stops (``UnexpectedEOF``) is no
-    news to anyone."""
-    report = quiet_errors(event)
+class NatsHealth:
+    """How the projector tells of NATS being away: at once an info line, a warning only
+    when it lasts ``NATS_GRACE`` seconds (once per outage), an info line when it is back,
+    and nothing above debug once ``stop`` is set (the server stopping first on a clean stop
+    of the whole stack: ``UnexpectedEOF``).
 
-    async def callback(exc: Exception) -> None:
-        if stop.is_set():
-            log.debug(event, error=type(exc).__name__)
-            return
-        await report(exc)
+    ``trouble`` starts the grace, ``ok`` ends it; ``callbacks`` gives one connection's
+    nats-py callbacks, which ignore what happens while the projector closes it itself.
+    """
 
-    return callback
+    def __init__(self, projection: str, stop: asyncio.Event, grace: float | None = None) -> None:
+        self.projection = projection
+        self.stop = stop
+        self.grace = NATS_GRACE if grace is None else grace
+        self._timer: asyncio.Future[None] | None = None
+        self._warned = False
+        self._kind = "nats_unavailable"
+        self._error = ""
+
+    def trouble(self, kind: str, error: str) -> None:
+        """NATS (``nats_unavailable``) or the stream (``stream_missing``) is away."""
+        self._kind, self._error = kind, error
+        if self._timer is None and not self._warned and not self.stop.is_set():
+            log.info(f"projector.{kind}", projection=self.projection, error=error)
+            self._timer = asyncio.ensure_future(self._warn_after_grace())
+
+    def ok(self) -> None:
+        """Consuming again."""
+        self.close()
+        if self._warned:
+            self._warned = False
+            log.info("projector.nats_back", projection=self.projection)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    async def _warn_after_grace(self) -> None:
+        await wait_for_stop(self.stop, self.grace)
+        self._timer = None
+        if not self.stop.is_set():
+            self._warned = True
+            log.warning(
+                f"projector.{self._kind}",
+                projection=self.projection,
+                error=self._error,
+                seconds=self.grace,
+            )
+
+    def callbacks(self) -> _ConnectionCallbacks:
+        return _ConnectionCallbacks(self)
+
+
+class _ConnectionCallbacks:
+    """One connection's ``error_cb``, ``disconnected_cb`` and ``reconnected_cb``."""
+
+    def __init__(self, health: NatsHealth) -> None:
+        self.health = health
+        self.closing = False
+
+    def _quiet(self) -> bool:
+        return self.closing or self.health.stop.is_set()
+
+    async def error(self, exc: Exception) -> None:
+        log.debug("nats.client_error", error=type(exc).__name__)
+        if not self._quiet():
+            self.health.trouble("nats_unavailable", type(exc).__name__)
+
+    async def disconnected(self) -> None:
+        if not self._quiet():
+            self.health.trouble("nats_unavailable", "Disconnected")
+
+    async def reconnected(self) -> None:
+        self.health.ok()
+
+    def options(self) -> dict[str, Any]:
+        return {
+            "error_cb": self.error,
+            "disconnected_cb": self.disconnected,
+            "reconnected_cb": self.reconnected,
+        }
 
 
 async def _connect(
@@ -549,15 +623,16 @@ async def _connect(
     options: dict[str, Any],
     *,
     reconnect: bool = True,
-    error_cb: ErrorCallback | None = None,
+    callbacks: _ConnectionCallbacks | None = None,
 ) -> NatsClient:
+    given = callbacks.options() if callbacks is not None else {"error_cb": quiet_errors()}
     return await nats.connect(
         nats_servers(url),
         allow_reconnect=reconnect,
         max_reconnect_attempts=-1 if reconnect else 0,
         reconnect_time_wait=0.5,
         connect_timeout=2,
-        error_cb=error_cb or quiet_errors(),
+        **given,
         **options,
     )
 
@@ -603,11 +678,11 @@ async def _position_at(js: JetStreamContext, seq: int) -> int | None:
 
 
 async def _connect_unless_stopped(
-    url: str, options: dict[str, Any], stop: asyncio.Event
+    url: str, options: dict[str, Any], stop: asyncio.Event, callbacks: _ConnectionCallbacks
 ) -> NatsClient | None:
     """Connect (the client retries on its own while NATS is down), or ``None`` once
     ``stop`` is set first."""
-    return await unless_stopped(_connect(url, options, error_cb=quiet_when_stopping(stop)), stop)
+    return await unless_stopped(_connect(url, options, callbacks=callbacks), stop)
 
 
 async def _start_sequence(js: JetStreamContext, recorded: int) -> int:
@@ -713,6 +788,7 @@ class _Projector:
         self.on_commit = on_commit
         self.metrics = ProjectorMetrics(projection.name)
         self.earlier: Stall | None = None
+        self.health: NatsHealth | None = None
 
     async def start(self) -> int:
         """The recorded position; forget an earlier stall already passed (a rebuild), keep
@@ -819,6 +895,8 @@ async def _consume(
         await _ensure_consumer(js, name, recorded, max_ack_pending=batch * 4, force=reseeked)
         sub = await js.pull_subscribe_bind(durable=name, stream=STREAM)
         log.info("projector.consuming", projection=projection.name, position=recorded)
+        if projector.health is not None:
+            projector.health.ok()
         try:
             while not stop.is_set():
                 try:
@@ -949,6 +1027,7 @@ async def _project(
 ) -> None:
     db = open_projection(projection, db_path)
     projector = _Projector(projection, db, data_dir, on_commit)
+    health = projector.health = NatsHealth(projection.name, stop)
     backoff = 0.2
     try:
         position = await projector.start()
@@ -956,8 +1035,9 @@ async def _project(
         stalled: Poison | None = None
         while not stop.is_set() and stalled is None:
             nc: NatsClient | None = None
+            callbacks = health.callbacks()
             try:
-                nc = await _connect_unless_stopped(nats_url, options, stop)
+                nc = await _connect_unless_stopped(nats_url, options, stop, callbacks)
                 if nc is None:
                     break
                 stalled = await _consume(projector, nc, stop, batch=batch)
@@ -965,17 +1045,17 @@ async def _project(
             except _RETRIED as exc:
                 # A missing stream (the relay has not created it yet) is not a NATS outage.
                 missing = isinstance(exc, nats.js.errors.NotFoundError)
-                log.warning(
-                    "projector.stream_missing" if missing else "projector.nats_unavailable",
-                    projection=projection.name,
-                    error=type(exc).__name__,
-                    retry_in=backoff,
+                health.trouble(
+                    "stream_missing" if missing else "nats_unavailable", type(exc).__name__
                 )
+                log.debug("projector.retry", projection=projection.name, retry_in=backoff)
                 await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
+                callbacks.closing = True
                 if nc is not None:
                     await close_client(nc)
+        health.close()
         if stalled is not None:
             # Stalled: nothing to do but keep the lease (a standby would stall on the same
             # message) until the operator stops this process to deploy a fix.
