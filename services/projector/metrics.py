@@ -14,39 +14,66 @@ name), so one process running several projectors (tests, a bench) keeps them apa
 They are updated once per batch, from figures the runner already holds: no query, no clock
 read per message. Positions and counts only: no label or value names a case, an agency or
 anything a person wrote.
+
+They join the default registry when a projector starts (``ProjectorMetrics``), not at
+import: every cbcm process imports this module (the API, the relay), and should not serve
+metric families it never fills.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.registry import Collector
 
 APPLIED_POSITION = Gauge(
     "cbcm_projector_applied_position",
     "Last event store position the read model committed",
     ["projection"],
+    registry=None,
 )
 BATCH_SECONDS = Histogram(
     "cbcm_projector_batch_seconds",
     "Seconds to apply, commit and acknowledge one fetched batch",
     ["projection"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=None,
 )
 MESSAGES_APPLIED = Counter(
     "cbcm_projector_messages_applied",
     "Messages applied to the read model (redeliveries skipped are not counted)",
     ["projection"],
+    registry=None,
 )
 STALLED = Gauge(
     "cbcm_projector_stalled",
     "1 while the projector is stopped at a message it cannot apply (see projector.stalled)",
     ["projection"],
+    registry=None,
 )
+
+
+_ALL: tuple[Collector, ...] = (APPLIED_POSITION, BATCH_SECONDS, MESSAGES_APPLIED, STALLED)
+_registered = False
+_lock = threading.Lock()
+
+
+def register() -> None:
+    """Serve the projectors' metrics from this process's default registry (once)."""
+    global _registered  # noqa: PLW0603 - once per process
+    with _lock:
+        if not _registered:
+            for collector in _ALL:
+                REGISTRY.register(collector)
+            _registered = True
 
 
 class ProjectorMetrics:
     """One projection's children of the metrics above, looked up once."""
 
     def __init__(self, projection: str) -> None:
+        register()
         self._position = APPLIED_POSITION.labels(projection=projection)
         self._seconds = BATCH_SECONDS.labels(projection=projection)
         self._applied = MESSAGES_APPLIED.labels(projection=projection)

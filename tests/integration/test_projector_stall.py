@@ -63,6 +63,11 @@ def logs() -> Iterator[list[MutableMapping[str, Any]]]:
         yield captured
 
 
+def sample(name: str) -> float:
+    """The inbox projector's value of metric ``name`` in this process (0 when none yet)."""
+    return REGISTRY.get_sample_value(name, {"projection": "inbox"}) or 0.0
+
+
 def stalled_gauge() -> float | None:
     return REGISTRY.get_sample_value("cbcm_projector_stalled", {"projection": "inbox"})
 
@@ -127,6 +132,8 @@ async def test_a_message_the_projection_cannot_apply_stops_the_projector_right_b
     await asyncio.wait_for(task, DEADLINE)
 
     # when it is restarted with the fix, it goes on from there and clears the stall
+    applied_before = sample("cbcm_projector_messages_applied_total")
+    batches_before = sample("cbcm_projector_batch_seconds_count")
     watcher = Watcher()
     stop = asyncio.Event()
     task = asyncio.create_task(
@@ -137,6 +144,10 @@ async def test_a_message_the_projection_cannot_apply_stops_the_projector_right_b
     await asyncio.wait_for(task, DEADLINE)
     assert stall_of(data_dir, "project-inbox") is None
     assert stalled_gauge() == 0.0
+    # and its metrics say how far it got and what it did
+    assert sample("cbcm_projector_applied_position") == last
+    assert sample("cbcm_projector_messages_applied_total") - applied_before == len(published) - 700
+    assert sample("cbcm_projector_batch_seconds_count") > batches_before
     assert [e["position"] for e in logs if e["event"] == "projector.stall_cleared"] == [
         poison.position
     ]
