@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -27,6 +28,12 @@ class StatisticsPublisher:
     servers already tells of an outage (once per ten seconds), and a publish that fails
     raises to the projector, which retries and says so; a warning here would only repeat
     it, or tell of the server stopping before this process on a clean stop.
+
+    A report larger than the server's payload limit is not sent (NATS would refuse it, and
+    refusing it again at every batch would only stop the others): ``stats.report_too_large``
+    says so once, with its size and the limit, and the other reports go out. It is published
+    again once it fits. (The door's bounds keep reports small; only events stored before
+    them, such as a complaint of the year 1, can make one outgrow the limit.)
     """
 
     def __init__(
@@ -41,6 +48,7 @@ class StatisticsPublisher:
         )
         self._nc: NatsClient | None = None
         self._last = 0.0
+        self._too_large: set[str] = set()
 
     async def __call__(self, db: sqlite3.Connection, position: int) -> None:
         now = time.monotonic()
@@ -62,17 +70,44 @@ class StatisticsPublisher:
                 error_cb=_client_error,
                 **self._options,
             )
-        tables = stats.reports(db, k=stats.threshold(db))
-        for name, report in tables.items():
-            body = {"position": position, **stats.report_document(report)}
-            await self._nc.publish(stats_subject(name), json.dumps(body).encode())
+        # The reports are read in a thread (the projector is not using the connection
+        # meanwhile: it waits for this hook), so the event loop keeps answering NATS.
+        documents = await asyncio.to_thread(_documents, db, position)
+        limit = self._nc.max_payload
+        sent = 0
+        for name, payload in documents.items():
+            if len(payload) > limit:
+                if name not in self._too_large:
+                    self._too_large.add(name)
+                    log.error(
+                        "stats.report_too_large",
+                        report=name,
+                        bytes=len(payload),
+                        max_payload=limit,
+                        position=position,
+                    )
+                continue
+            if name in self._too_large:
+                self._too_large.discard(name)
+                log.info("stats.report_fits_again", report=name, bytes=len(payload))
+            await self._nc.publish(stats_subject(name), payload)
+            sent += 1
         await self._nc.flush()
-        log.info("stats.published", reports=len(tables), position=position)
+        log.info("stats.published", reports=sent, position=position)
 
     async def close(self) -> None:
         if self._nc is not None:
             nc, self._nc = self._nc, None
             await nc.close()
+
+
+def _documents(db: sqlite3.Connection, position: int) -> dict[str, bytes]:
+    """Every report as the message published for it (suppressed cells as null)."""
+    tables = stats.reports(db, k=stats.threshold(db))
+    return {
+        name: json.dumps({"position": position, **stats.report_document(report)}).encode()
+        for name, report in tables.items()
+    }
 
 
 async def _client_error(exc: Exception) -> None:

@@ -515,3 +515,57 @@ async def test_nats_away_is_an_info_line_and_one_warning_only_when_it_lasts(
     assert [e["event"] for e in warnings] == ["projector.nats_unavailable"]
     assert warnings[0]["seconds"] == 1.0
     assert any(e["event"] == "projector.nats_back" for e in logs)
+
+
+class SmallPayloadNats(EmbeddedNats):
+    """A nats-server whose payload limit (1,200 bytes) every event fits and some
+    statistics reports do not."""
+
+    MAX_PAYLOAD = 1200
+
+    def _arguments(self) -> list[str]:
+        config = self.store_dir / "small-payload.conf"
+        config.write_text(f"max_payload: {self.MAX_PAYLOAD}\n")
+        return [*super()._arguments(), "-c", str(config)]
+
+
+async def test_a_report_too_large_for_nats_is_said_once_and_the_others_go_out(
+    published: list[Outgoing], tmp_path: Path
+) -> None:
+    # given the statistics of the demo run, some of whose reports outgrow the server's limit
+    db = open_projection(StatisticsProjection(), tmp_path / "stats.sqlite3")
+    messages = [(o.position, decode_message(o.payload)) for o in published]
+    last = apply_batch(StatisticsProjection(), db, messages).position
+    limit = SmallPayloadNats.MAX_PAYLOAD
+    with SmallPayloadNats(tmp_path / "nats") as server:
+        listener = await nats.connect(server.url)
+        received: list[tuple[str, int]] = []
+
+        async def note(msg: Any) -> None:
+            received.append((msg.subject.removeprefix("cbcm.v1.stats."), len(msg.data)))
+
+        await listener.subscribe("cbcm.v1.stats.>", cb=note)
+        await listener.flush()
+        publisher = StatisticsPublisher(server.url, nats_options={})
+        try:
+            with structlog.testing.capture_logs() as logs:
+                # when the publisher publishes them, twice
+                await publisher.publish(db, last)
+                await publisher.publish(db, last)
+            await listener.flush()
+            await asyncio.sleep(0.2)
+        finally:
+            await publisher.close()
+            await listener.close()
+    db.close()
+    # then each report too large is said once, with its size, and not sent ...
+    too_large = [e for e in logs if e["event"] == "stats.report_too_large"]
+    assert too_large and all(e["bytes"] > limit == e["max_payload"] for e in too_large)
+    refused = {e["report"] for e in too_large}
+    assert len(refused) == len(too_large)
+    # ... and every other report goes out each time
+    sent = {name for name, _ in received}
+    assert sent and not sent & refused
+    assert all(size <= limit for _, size in received)
+    assert len(received) == 2 * len(sent)
+    assert [e["reports"] for e in logs if e["event"] == "stats.published"] == [len(sent)] * 2
