@@ -588,20 +588,36 @@ class NatsHealth:
         return _ConnectionCallbacks(self)
 
 
+_CONNECTION_ERRORS = (
+    nats.errors.StaleConnectionError,  # UnexpectedEOF too: the server closed the connection
+    nats.errors.ConnectionClosedError,
+    nats.errors.NoServersError,
+    OSError,  # refused, reset, unreachable
+    TimeoutError,
+)
+"""The client's errors that say the server is away (the grace applies); any other (a
+permission refused, a slow consumer) is a warning at once."""
+
+
 class _ConnectionCallbacks:
     """One connection's ``error_cb``, ``disconnected_cb`` and ``reconnected_cb``."""
 
     def __init__(self, health: NatsHealth) -> None:
         self.health = health
         self.closing = False
+        self._other = quiet_errors()
 
     def _quiet(self) -> bool:
         return self.closing or self.health.stop.is_set()
 
     async def error(self, exc: Exception) -> None:
-        log.debug("nats.client_error", error=type(exc).__name__)
-        if not self._quiet():
+        if self._quiet():
+            log.debug("nats.client_error", error=type(exc).__name__)
+        elif isinstance(exc, _CONNECTION_ERRORS):
+            log.debug("nats.client_error", error=type(exc).__name__)
             self.health.trouble("nats_unavailable", type(exc).__name__)
+        else:
+            await self._other(exc)
 
     async def disconnected(self) -> None:
         if not self._quiet():
