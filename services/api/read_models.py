@@ -19,8 +19,11 @@ READ_MODELS = tuple(PROJECTIONS)
 
 READ_MODEL_STALLED = "urn:cbcm:problem:read-model-stalled"
 """The problem type of a read waiting for a position its read model cannot reach: its
-projector stopped at a message it cannot apply, and goes on only once a fix is deployed
-(ADR 10). Not "try again": no Retry-After."""
+projector (or the relay, upstream of every read model) stopped at a message it cannot
+handle, and goes on only once a fix is deployed (ADR 10). Not "try again": no Retry-After."""
+
+RELAY_WORKER = "relay"
+"""The relay's name in the stall records (``services.relay.relay.WORKER``)."""
 
 
 def applied_position(path: Path) -> int | None:
@@ -31,6 +34,15 @@ def applied_position(path: Path) -> int | None:
 def read_model_stall(path: Path) -> Stall | None:
     """The stall its projector recorded for the read model at ``path`` (``None``: none)."""
     return stall_of(data_dir_of(path), worker_name(path.stem))
+
+
+def stall_before(path: Path, after: int) -> Stall | None:
+    """The stall that keeps the read model at ``path`` from ever reaching ``after``: its
+    projector's, or the relay's (nothing past the relay's stall reaches any read model)."""
+    for stall in (read_model_stall(path), stall_of(data_dir_of(path), RELAY_WORKER)):
+        if stall is not None and after >= stall.position:
+            return stall
+    return None
 
 
 @contextmanager
@@ -51,15 +63,20 @@ def reading(path: Path) -> Iterator[sqlite3.Connection]:
 
 def stalled_problem(name: str, stall: Stall, applied: int, after: int) -> Problem:
     """503 ``READ_MODEL_STALLED`` for a read after ``after``: ids and positions only."""
+    where = (
+        f"read model {name} stopped"
+        if stall.worker == worker_name(name)
+        else f"the {stall.worker} stopped, so read model {name} stops too,"
+    )
     return Problem(
         503,
-        f"read model {name} stopped at position {stall.position} ({stall.message_type}, "
-        f"{stall.error}) and applies nothing after position {applied} until a fix is "
-        f"deployed: position {after} cannot be read yet (reads of earlier positions are "
-        "answered)",
+        f"{where} at position {stall.position} ({stall.message_type}, {stall.error}) and "
+        f"applies nothing after position {applied} until a fix is deployed: position "
+        f"{after} cannot be read yet (reads of earlier positions are answered)",
         title="Read model stalled",
         type=READ_MODEL_STALLED,
         read_model=name,
+        worker=stall.worker,
         stalled_position=stall.position,
         applied_position=applied,
     )
@@ -70,8 +87,8 @@ async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
 
     Read-your-writes: a client that wrote at position N asks with ``after=N``. Past the
     bound the answer is 503 with Retry-After, never a silently stale read. A position at or
-    beyond the one the read model stalled at (``read_model_stall``) is answered at once
-    with the ``READ_MODEL_STALLED`` problem: waiting would not help.
+    beyond the one the read model, or the relay, stalled at (``stall_before``) is answered at
+    once with the ``READ_MODEL_STALLED`` problem: waiting would not help.
     """
     deadline = time.monotonic() + bound
     delay = 0.005
@@ -80,8 +97,8 @@ async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
         if applied is not None and (after is None or applied >= after):
             return applied
         if after is not None:
-            stall = read_model_stall(path)
-            if stall is not None and after >= stall.position:
+            stall = stall_before(path, after)
+            if stall is not None:
                 raise stalled_problem(path.stem, stall, applied or 0, after)
         if time.monotonic() >= deadline:
             raise Problem(

@@ -163,13 +163,38 @@ def test_a_read_past_the_stall_is_answered_at_once_with_the_stalled_problem(
         assert "retry-after" not in answer.headers
         problem = answer.json()
         assert problem["type"] == "urn:cbcm:problem:read-model-stalled"
-        assert problem["read_model"] == "stats"
+        assert (problem["read_model"], problem["worker"]) == ("stats", "project-stats")
         assert problem["stalled_position"] == 42
         assert problem["applied_position"] == 41
         assert "stats" in problem["detail"] and "42" in problem["detail"]
     # another read model is not concerned by it
     inbox = client.get("/v1/inbox/unhcr", params={"after": 0}, headers=headers)
     assert inbox.status_code == 200, inbox.text
+
+
+def test_a_read_past_where_the_relay_stalled_is_answered_at_once_too(world: World) -> None:
+    # given the read models up to date, and the relay stopped at the next event: nothing
+    # past it will reach any read model until a fix is deployed
+    client = TestClient(world.api)
+    head = world.event_count()
+    read_models_at(world.settings.data_dir, {"inbox": head, "assistance": head, "stats": head})
+    record_stall(
+        world.settings.data_dir,
+        "relay",
+        position=head + 1,
+        message_type="cbcm.case.Case.Received",
+        error="ValueError",
+    )
+    headers = world.headers("coordinator")
+    assert client.get("/v1/stats", params={"after": head}, headers=headers).status_code == 200
+    answer = client.get("/v1/stats", params={"after": head + 1}, headers=headers)
+    assert answer.status_code == 503 and "retry-after" not in answer.headers
+    assert answer.elapsed.total_seconds() < 1.0
+    problem = answer.json()
+    assert problem["type"] == "urn:cbcm:problem:read-model-stalled"
+    assert (problem["worker"], problem["read_model"]) == ("relay", "stats")
+    assert (problem["stalled_position"], problem["applied_position"]) == (head + 1, head)
+    assert "relay" in problem["detail"]
 
 
 def test_readiness_and_status_are_documented_as_operations(tmp_path: Path) -> None:

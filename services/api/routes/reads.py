@@ -39,9 +39,9 @@ READ_RESPONSES: dict[int | str, dict[str, Any]] = {
         **PROBLEM_RESPONSES[503],
         "description": (
             "the read model does not exist yet, or has not applied `after` within the wait "
-            "(Retry-After: retry); or its projector stalled at a message at or before "
-            "`after` (type `urn:cbcm:problem:read-model-stalled`, no Retry-After: it goes "
-            "on once a fix is deployed; `read_model`, `stalled_position` and "
+            "(Retry-After: retry); or its projector or the relay stalled at a message at or "
+            "before `after` (type `urn:cbcm:problem:read-model-stalled`, no Retry-After: it "
+            "goes on once a fix is deployed; `read_model`, `worker`, `stalled_position` and "
             "`applied_position` say where)"
         ),
     },
