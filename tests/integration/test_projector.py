@@ -475,7 +475,7 @@ async def test_an_idle_projector_says_nothing_and_stops_quietly(
 async def test_nats_away_is_an_info_line_and_one_warning_only_when_it_lasts(
     published: list[Outgoing], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(runner, "NATS_GRACE", 1.0)
+    monkeypatch.setattr(runner, "NATS_GRACE", 2.0)
     store = tmp_path / "nats"
     nats_server = EmbeddedNats(store).start()
     try:
@@ -498,12 +498,12 @@ async def test_nats_away_is_an_info_line_and_one_warning_only_when_it_lasts(
             nats_server = EmbeddedNats(store, port=nats_server.port).start()
             await publish(nats_server.url, published[100:200])
             await watcher.until(200, task)
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(2.5)
             assert [e for e in logs if e["log_level"] == "warning"] == []
             assert any(e["event"] == "projector.nats_unavailable" for e in logs)
             # an outage longer than the grace: one warning, then "back"
             nats_server.stop()
-            await asyncio.sleep(3.5)
+            await asyncio.sleep(4.5)
             nats_server = EmbeddedNats(store, port=nats_server.port).start()
             await publish(nats_server.url, published[200:300])
             await watcher.until(300, task)
@@ -513,7 +513,7 @@ async def test_nats_away_is_an_info_line_and_one_warning_only_when_it_lasts(
         nats_server.stop()
     warnings = [e for e in logs if e["log_level"] in ("warning", "error")]
     assert [e["event"] for e in warnings] == ["projector.nats_unavailable"]
-    assert warnings[0]["seconds"] == 1.0
+    assert warnings[0]["seconds"] == 2.0
     assert any(e["event"] == "projector.nats_back" for e in logs)
 
 
