@@ -94,7 +94,7 @@ from tests.api_world import AREA, COORDINATOR, build_network
 QUICK = {"machines": 15, "steps": 50, "messages": 80}
 """``make test``: a few seconds."""
 LONG = {"machines": 1_000, "steps": 100, "messages": 20_000}
-"""``make soak`` (marker ``soak``): about half an hour on two cores."""
+"""``make soak`` (marker ``soak``): about 10 minutes on two cores (measured: 605 s)."""
 
 START = datetime(2026, 1, 5, 9, 0, tzinfo=UTC)
 AGENCIES = ("unhcr", "wfp")
