@@ -114,8 +114,9 @@ def test_the_api_answers_503_while_postgres_restarts_and_records_nothing_partly(
 
     def ready() -> bool:
         try:
-            return httpx.get(f"{base}/readyz", timeout=2).json()["event_store"] == "ok"
-        except (httpx.HTTPError, ValueError):
+            status = httpx.get(f"{base}/status", timeout=5).json()
+            return bool(status["event_store"]["reachable"])
+        except (httpx.HTTPError, ValueError, KeyError):
             return False
 
     intake = Intake(base, data_dir, clients=CLIENTS, retry=False)

@@ -47,7 +47,7 @@ PROBLEM_JSON = "application/problem+json"
 CALLERS = ("coordinator", "focal_point_own", "auditor")
 """The callers every authenticated operation is exercised as."""
 
-WITHOUT_TOKEN = ("/v1/public/", "/healthz", "/readyz", "/metrics")
+WITHOUT_TOKEN = ("/v1/public/", "/healthz", "/readyz", "/status", "/metrics")
 """Operations that take no token: called without one (once, not once per caller)."""
 
 READ_MODEL_ENDPOINTS = ("/v1/inbox/", "/v1/assistance/", "/v1/stats")
@@ -249,7 +249,7 @@ def test_every_operation(
             _assert_problem(response, label)
             assert response.headers.get("retry-after"), label
         else:
-            assert path == "/readyz" and status == 503, label
+            assert path in ("/readyz", "/status") and status == 503, label
     checks = CHECKS
     case.validate_response(response, checks=checks, headers=headers)
     if 400 <= status < 500:

@@ -6,7 +6,15 @@ from datetime import date, timedelta
 from typing import Annotated, Any
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    WithJsonSchema,
+)
 
 CODE = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 USER = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$"
@@ -34,6 +42,25 @@ def _iso_text(value: object) -> object:
 Instant = Annotated[AwareDatetime, BeforeValidator(_iso_text)]
 Day = Annotated[date, BeforeValidator(_iso_text)]
 Duration = Annotated[timedelta, BeforeValidator(_iso_text)]
+
+
+def iso_duration(value: timedelta) -> str:
+    """``value`` as an RFC 3339 duration in days and seconds (``P366D``, ``PT90S``,
+    ``P1DT3600S``). pydantic's own writes 366 days as ``P1Y1D``, which RFC 3339's grammar
+    refuses (a year may only be followed by months), so strict clients failed on it."""
+    days, seconds = value.days, value.seconds + value.microseconds / 1_000_000
+    seconds_text = f"{seconds:g}" if value.microseconds else str(value.seconds)
+    if not seconds:
+        return f"P{days}D"
+    return f"P{days}DT{seconds_text}S" if days else f"PT{seconds_text}S"
+
+
+DurationOut = Annotated[
+    timedelta,
+    PlainSerializer(iso_duration, return_type=str, when_used="json"),
+    WithJsonSchema({"type": "string", "format": "duration"}),
+]
+"""A duration in an answer: RFC 3339 text in days and seconds."""
 
 
 class Body(BaseModel):

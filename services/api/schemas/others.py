@@ -23,6 +23,7 @@ from services.api.schemas.common import (
     Code,
     Count,
     Duration,
+    DurationOut,
     Flag,
     ShortText,
     Text,
@@ -197,17 +198,17 @@ class ServiceProviderOut(BaseModel):
 
 
 class PolicyOut(BaseModel):
-    assess_within: timedelta
-    offer_assistance_within: timedelta
-    refer_for_investigation_within: timedelta
-    acknowledge_within: timedelta
-    feedback_every: timedelta
-    assistance_acceptance_within: timedelta
+    assess_within: DurationOut
+    offer_assistance_within: DurationOut
+    refer_for_investigation_within: DurationOut
+    acknowledge_within: DurationOut
+    feedback_every: DurationOut
+    assistance_acceptance_within: DurationOut
     suppression_threshold: int
-    personal_data_retention: timedelta
+    personal_data_retention: DurationOut
     coordinator_sees_personal_data: bool
-    complaints_recorded_within: timedelta
-    incidents_reported_within: timedelta
+    complaints_recorded_within: DurationOut
+    incidents_reported_within: DurationOut
 
 
 class NetworkOut(BaseModel):
