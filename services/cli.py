@@ -391,7 +391,11 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
     path = read_model_path(settings.data_dir, name.value)
 
     async def main(stop: asyncio.Event) -> None:
-        publisher = StatisticsPublisher(_nats_url(settings)) if name is ReadModel.stats else None
+        publisher = (
+            StatisticsPublisher(_nats_url(settings), data_dir=settings.data_dir)
+            if name is ReadModel.stats
+            else None
+        )
         try:
             await run_projector(projection, path, _nats_url(settings), stop, on_commit=publisher)
         finally:

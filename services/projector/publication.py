@@ -3,20 +3,34 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import time
+from pathlib import Path
 from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
+from prometheus_client import REGISTRY, Gauge
 
 from contracts.subjects import stats_subject
 from projections import stats
+from projections.base import get_position, open_read_model
 from services.nats_client import nats_connect_options, nats_servers
 from services.settings import Settings
+from services.worker_status import clear_stall, record_stall
 
 log = structlog.get_logger()
+
+PUBLISHER = "publish-stats"
+"""The worker name of the statistics publisher's record in ``services.worker_status``."""
+
+UNPUBLISHED = Gauge(
+    "cbcm_stats_reports_unpublished",
+    "Statistics reports not published because they outgrew NATS's payload limit",
+    registry=None,
+)
 
 
 class StatisticsPublisher:
@@ -29,15 +43,25 @@ class StatisticsPublisher:
     raises to the projector, which retries and says so; a warning here would only repeat
     it, or tell of the server stopping before this process on a clean stop.
 
+    A commit within ``every`` of the last publication is not lost: a trailing publication
+    follows ``every`` after the last one, from a read-only connection of its own to the read
+    model (the projector may be applying the next batch meanwhile), so that the reports of
+    the last batch before a quiet spell are published too.
+
     A report larger than the server's payload limit is not sent (NATS would refuse it, and
     refusing it again at every batch would only stop the others): ``stats.report_too_large``
-    says so once, with its size and the limit, and the other reports go out. It is published
-    again once it fits. (The door's bounds keep reports small; only events stored before
-    them, such as a complaint of the year 1, can make one outgrow the limit.)
+    says so once, with its size and the limit, ``cbcm_stats_reports_unpublished`` counts it,
+    and with ``data_dir`` a record ``publish-stats`` makes ``/status`` name it; the other
+    reports go out. It is published again once it fits. (Many agencies over many years of
+    quarters can make a report that large: the door bounds the years, not the agencies.)
     """
 
     def __init__(
-        self, nats_url: str, every: float = 2.0, nats_options: dict[str, Any] | None = None
+        self,
+        nats_url: str,
+        every: float = 2.0,
+        nats_options: dict[str, Any] | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         self.nats_url = nats_url
         self.every = every
@@ -46,16 +70,42 @@ class StatisticsPublisher:
             if nats_options is not None
             else nats_connect_options(Settings(), "project-stats")
         )
+        self._data_dir = data_dir
         self._nc: NatsClient | None = None
         self._last = 0.0
         self._too_large: set[str] = set()
+        self._trailing: asyncio.Task[None] | None = None
+        _serve_gauge()
+        UNPUBLISHED.set(0)
 
     async def __call__(self, db: sqlite3.Connection, position: int) -> None:
         now = time.monotonic()
-        if now - self._last < self.every:
+        if self._trailing is None and now - self._last >= self.every:
+            self._last = now
+            await self.publish(db, position)
             return
-        self._last = now
-        await self.publish(db, position)
+        if self._trailing is None:
+            path = _file_of(db)
+            if path is not None:
+                delay = max(0.0, self._last + self.every - now)
+                self._trailing = asyncio.ensure_future(self._publish_later(path, delay))
+
+    async def _publish_later(self, path: Path, delay: float) -> None:
+        """Publish what the read model holds ``delay`` seconds from now."""
+        try:
+            await asyncio.sleep(delay)
+            db = open_read_model(path, readonly=True)
+            try:
+                self._last = time.monotonic()
+                await self.publish(db, await asyncio.to_thread(get_position, db))
+            finally:
+                db.close()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # the next commit publishes again
+            log.warning("stats.publish_failed", error=type(e).__name__)
+        finally:
+            self._trailing = None
 
     async def publish(self, db: sqlite3.Connection, position: int) -> None:
         """Publish every report now (suppressed cells as null)."""
@@ -75,6 +125,7 @@ class StatisticsPublisher:
         documents = await asyncio.to_thread(_documents, db, position)
         limit = self._nc.max_payload
         sent = 0
+        before = set(self._too_large)
         for name, payload in documents.items():
             if len(payload) > limit:
                 if name not in self._too_large:
@@ -93,12 +144,52 @@ class StatisticsPublisher:
             await self._nc.publish(stats_subject(name), payload)
             sent += 1
         await self._nc.flush()
+        if self._too_large != before:
+            self._tell_unpublished(position)
         log.info("stats.published", reports=sent, position=position)
 
+    def _tell_unpublished(self, position: int) -> None:
+        UNPUBLISHED.set(len(self._too_large))
+        if self._data_dir is None:
+            return
+        if self._too_large:
+            record_stall(
+                self._data_dir,
+                PUBLISHER,
+                position=position,
+                message_type=",".join(sorted(self._too_large)),
+                error="ReportLargerThanMaxPayload",
+            )
+        else:
+            clear_stall(self._data_dir, PUBLISHER)
+
     async def close(self) -> None:
+        if self._trailing is not None:
+            self._trailing.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trailing
         if self._nc is not None:
             nc, self._nc = self._nc, None
             await nc.close()
+
+
+_served = False
+
+
+def _serve_gauge() -> None:
+    """Only a process that publishes statistics serves their gauge."""
+    global _served  # noqa: PLW0603 - once per process
+    if not _served:
+        REGISTRY.register(UNPUBLISHED)
+        _served = True
+
+
+def _file_of(db: sqlite3.Connection) -> Path | None:
+    """The file of ``db``'s main database (None in memory)."""
+    for _seq, name, file in db.execute("PRAGMA database_list").fetchall():
+        if name == "main" and file:
+            return Path(file)
+    return None
 
 
 def _documents(db: sqlite3.Connection, position: int) -> dict[str, bytes]:

@@ -8,6 +8,7 @@ the relay does (``to_cloud_event`` with position = notification id) and publishe
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import sqlite3
 from collections.abc import Iterator
@@ -21,6 +22,7 @@ import nats
 import pytest
 import structlog
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
+from prometheus_client import REGISTRY
 
 from contracts.assistance_referral import AssistanceReferralMadeV1
 from contracts.case import CaseReceivedV1, CaseTransferredV1
@@ -36,7 +38,7 @@ from services.bootstrap import complaint_mechanism
 from services.demo import AGENCIES, build_demo_network, walk_cases
 from services.nats_server import EmbeddedNats, free_port
 from services.projector import runner
-from services.projector.publication import StatisticsPublisher
+from services.projector.publication import PUBLISHER, StatisticsPublisher
 from services.projector.runner import (
     PositionGap,
     apply_batch,
@@ -48,6 +50,7 @@ from services.projector.runner import (
 )
 from services.relay.translation import encode, to_cloud_event
 from services.settings import Settings
+from services.worker_status import stall_of
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 150
@@ -546,7 +549,7 @@ async def test_a_report_too_large_for_nats_is_said_once_and_the_others_go_out(
 
         await listener.subscribe("cbcm.v1.stats.>", cb=note)
         await listener.flush()
-        publisher = StatisticsPublisher(server.url, nats_options={})
+        publisher = StatisticsPublisher(server.url, nats_options={}, data_dir=tmp_path / "data")
         try:
             with structlog.testing.capture_logs() as logs:
                 # when the publisher publishes them, twice
@@ -569,3 +572,44 @@ async def test_a_report_too_large_for_nats_is_said_once_and_the_others_go_out(
     assert all(size <= limit for _, size in received)
     assert len(received) == 2 * len(sent)
     assert [e["reports"] for e in logs if e["event"] == "stats.published"] == [len(sent)] * 2
+    # and the operator sees which are unpublished: a gauge, and a record /status names
+    assert REGISTRY.get_sample_value("cbcm_stats_reports_unpublished") == len(refused)
+    record = stall_of(tmp_path / "data", PUBLISHER)
+    assert record is not None and set(record.message_type.split(",")) == refused
+
+
+async def test_the_last_batch_before_a_quiet_spell_is_published_after_the_interval(
+    published: list[Outgoing], tmp_path: Path
+) -> None:
+    # given a publisher that publishes at most every half second, and a listener
+    db = open_projection(StatisticsProjection(), tmp_path / "stats.sqlite3")
+    messages = [(o.position, decode_message(o.payload)) for o in published]
+    half = len(messages) // 2
+    with EmbeddedNats(tmp_path / "nats") as server:
+        listener = await nats.connect(server.url)
+        positions: list[int] = []
+        second = asyncio.Event()
+
+        async def note(msg: Any) -> None:
+            positions.append(json.loads(msg.data)["position"])
+            if len(positions) == 2:
+                second.set()
+
+        await listener.subscribe("cbcm.v1.stats.channel_by_quarter", cb=note)
+        await listener.flush()
+        publisher = StatisticsPublisher(server.url, every=0.5, nats_options={})
+        try:
+            # when two batches are committed within the interval, then all is quiet
+            first = apply_batch(StatisticsProjection(), db, messages[:half]).position
+            await publisher(db, first)
+            last = apply_batch(StatisticsProjection(), db, messages[half:]).position
+            await publisher(db, last)
+            await listener.flush()
+            assert positions == [first]  # the second is not published at once
+            await asyncio.wait_for(second.wait(), timeout=10)
+        finally:
+            await publisher.close()
+            await listener.close()
+    db.close()
+    # then the last batch's reports were published after the interval, without a new commit
+    assert positions == [first, last]
