@@ -93,6 +93,7 @@ from services.nats_client import (
     nats_connect_options,
     nats_servers,
     quiet_errors,
+    unless_stopped,
     wait_for_stop,
 )
 from services.relay import metrics
@@ -1088,18 +1089,25 @@ async def connect_nats(
     callbacks = _NatsErrors(stop)
     while True:
         try:
-            return await nats.connect(
-                nats_servers(url),
-                name="cbcm-relay",
-                max_reconnect_attempts=-1,
-                reconnect_time_wait=0.5,
-                connect_timeout=2,
-                # nats-py retries the first connection itself and never raises here, so
-                # its error callback is where an unreachable server shows.
-                error_cb=callbacks.error,
-                reconnected_cb=callbacks.reconnected,
-                **(options or {}),  # credentials and TLS (services.nats_client)
+            connected = await unless_stopped(
+                nats.connect(
+                    nats_servers(url),
+                    name="cbcm-relay",
+                    max_reconnect_attempts=-1,
+                    reconnect_time_wait=0.5,
+                    connect_timeout=2,
+                    # nats-py retries the first connection itself and never raises here, so
+                    # its error callback is where an unreachable server shows, and only the
+                    # stop event ends the wait (a SIGTERM was ignored for minutes).
+                    error_cb=callbacks.error,
+                    reconnected_cb=callbacks.reconnected,
+                    **(options or {}),  # credentials and TLS (services.nats_client)
+                ),
+                stop,
             )
+            if connected is None:
+                raise nats.errors.ConnectionClosedError
+            return connected
         except (nats.errors.Error, OSError, TimeoutError) as e:
             if stop.is_set():
                 raise

@@ -10,10 +10,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import nats.errors
+import pytest
 import structlog
 
+from services.nats_server import free_port
 from services.relay import relay as relay_module
-from services.relay.relay import _NatsErrors
+from services.relay.relay import _NatsErrors, connect_nats
 
 
 def levels(logs: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
@@ -53,3 +55,16 @@ async def test_an_unreachable_server_at_start_is_still_a_warning() -> None:
     with structlog.testing.capture_logs() as logs:
         await callbacks.error(ConnectionRefusedError())
     assert levels(logs) == [("relay.nats_unreachable", "warning")]
+
+
+async def test_a_relay_waiting_for_an_unreachable_nats_stops_when_asked() -> None:
+    # given a relay connecting to a port where no NATS listens (nats-py retries for ever)
+    stop = asyncio.Event()
+    connecting = asyncio.ensure_future(connect_nats(f"nats://127.0.0.1:{free_port()}", stop))
+    await asyncio.sleep(1.0)
+    assert not connecting.done()
+    # when it is asked to stop (SIGTERM sets this event)
+    stop.set()
+    # then it gives up within seconds instead of waiting for a server
+    with pytest.raises(nats.errors.ConnectionClosedError):
+        await asyncio.wait_for(connecting, timeout=5)
