@@ -7,6 +7,12 @@ from datetime import date, datetime, timedelta
 
 from domain.errors import ImplausibleTime, InvalidCommand
 
+LATEST_RECORDING = timedelta(days=5 * 366)
+"""A complaint is recorded at most five years after it was received, whatever the policy:
+each quarter between the earliest receipt and now is a column of every statistics report, and
+a century of them made one report of 70 agencies outgrow what NATS carries (attack review of
+issue #12)."""
+
 LONGEST_POLICY_DURATION = timedelta(days=100 * 366)
 """No deadline, retention or look-back of a policy may exceed a century: a read model adds
 them to dates, and a sum past the year 9999 cannot be represented."""
@@ -59,6 +65,8 @@ class NetworkPolicy:
                 raise ImplausibleTime(name, "must be a positive duration")
             if value > LONGEST_POLICY_DURATION:
                 raise ImplausibleTime(name, "must not exceed 100 years")
+        if self.complaints_recorded_within > LATEST_RECORDING:
+            raise ImplausibleTime("complaints_recorded_within", "must not exceed 5 years")
         if self.suppression_threshold < 2:
             raise InvalidCommand("policy suppression_threshold must be at least 2")
 

@@ -124,6 +124,7 @@ def test_an_incident_date_is_refused_when_after_the_complaint_or_beyond_the_poli
         ("assess_within", "P999999999D"),
         ("personal_data_retention", "P40000D"),
         ("complaints_recorded_within", "P36700D"),
+        ("complaints_recorded_within", "P1900D"),  # past its own bound of five years
         ("acknowledge_within", "PT0S"),
     ],
 )

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from domain.errors import ImplausibleTime, InvalidCommand
 from domain.network import MOST_AREAS, Network
-from domain.policy import LONGEST_POLICY_DURATION, NetworkPolicy
+from domain.policy import LATEST_RECORDING, LONGEST_POLICY_DURATION, NetworkPolicy
 from domain.vocabulary import ServiceType
 from tests.unit.conftest import COORDINATOR, T0
 
@@ -93,3 +93,14 @@ def test_a_provider_covers_area_codes_only_and_a_bounded_number(
 def test_a_provider_with_area_codes_is_registered(network: Network) -> None:
     _provider(network, ("SO22", "SO2201", "ET.04_1"))
     assert "clinic-z" in network.providers
+
+
+@given(days=st.integers(min_value=1, max_value=100 * 366))
+def test_a_complaint_may_be_recorded_at_most_five_years_after_it_was_received(days: int) -> None:
+    duration = timedelta(days=days)
+    if duration <= LATEST_RECORDING:
+        assert NetworkPolicy(complaints_recorded_within=duration)
+    else:
+        with pytest.raises(ImplausibleTime) as refused:
+            NetworkPolicy(complaints_recorded_within=duration)
+        assert refused.value.field == "complaints_recorded_within"

@@ -48,11 +48,13 @@ def iso_duration(value: timedelta) -> str:
     """``value`` as an RFC 3339 duration in days and seconds (``P366D``, ``PT90S``,
     ``P1DT3600S``). pydantic's own writes 366 days as ``P1Y1D``, which RFC 3339's grammar
     refuses (a year may only be followed by months), so strict clients failed on it."""
-    days, seconds = value.days, value.seconds + value.microseconds / 1_000_000
-    seconds_text = f"{seconds:g}" if value.microseconds else str(value.seconds)
-    if not seconds:
+    days = value.days
+    if not value.seconds and not value.microseconds:
         return f"P{days}D"
-    return f"P{days}DT{seconds_text}S" if days else f"PT{seconds_text}S"
+    seconds = str(value.seconds)
+    if value.microseconds:  # exact: six digits, trailing zeros dropped (no float, no 1e-06)
+        seconds += f".{value.microseconds:06d}".rstrip("0")
+    return f"P{days}DT{seconds}S" if days else f"PT{seconds}S"
 
 
 DurationOut = Annotated[
