@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import signal
 import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
@@ -168,6 +169,8 @@ def _settings() -> Settings:
     try:
         return Settings()
     except pydantic.ValidationError as e:
+        if os.environ.get("CBCM_LOG_FORMAT") == "json":  # a service's refusal is a JSON line
+            configure_logging("json", "cbcm")
         problems = "; ".join(
             f"CBCM_{'_'.join(str(part) for part in err['loc']).upper()}: {err['msg']}"
             for err in e.errors()

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager
 from typing import Literal
 
 import anyio
+from eventsourcing.utils import get_topic
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -35,7 +36,7 @@ from services.api.routes.reads import read_model_router
 from services.api.throttle import FailureThrottle, RateLimit
 from services.bootstrap import complaint_mechanism
 from services.identity import TokenVerifier, verifier_from_settings
-from services.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.mechanism import INTERNAL_AGGREGATES, ComplaintMechanism, EventStoreUnavailable
 from services.projector.runner import read_model_path, worker_name
 from services.receipts import ReceiptHasher
 from services.settings import Settings
@@ -150,8 +151,9 @@ class EventStoreStatusOut(BaseModel):
 class ReadModelStatusOut(BaseModel):
     applied_position: int | None = Field(description="None: the read model does not exist")
     lag: int | None = Field(
-        description="store head minus applied position, in positions (the store's own "
-        "records, never published, count too); None when either is unknown"
+        description="the position of the store's last published event minus the applied "
+        "position (0 when caught up; the store's own records, never published, do not "
+        "count); None when either is unknown"
     )
     stalled_position: int | None = Field(
         description="the position its projector stopped at (see stalls), or None"
@@ -176,17 +178,36 @@ class StatusOut(BaseModel):
     stalls: list[StallOut]
 
 
-def _store_head(mechanism: Callable[[], ComplaintMechanism]) -> int | None:
-    """The store's last position, or None when it cannot be reached."""
+PUBLISHED_LOOK_BACK = 256
+"""How many positions back from the head ``/status`` looks for the last published event."""
+
+
+def _internal_topic_prefixes() -> tuple[str, ...]:
+    return tuple(f"{get_topic(aggregate)}." for aggregate in INTERNAL_AGGREGATES)
+
+
+def _store_head(mechanism: Callable[[], ComplaintMechanism]) -> tuple[int, int] | None:
+    """The store's last position and that of its last published event (the store's own
+    records, a receipt's verifier say, never reach a read model: a lag counted to them would
+    never close on an idle network), or None when the store cannot be reached."""
     try:
-        return int(mechanism().recorder.max_notification_id() or 0)
+        recorder = mechanism().recorder
+        head = int(recorder.max_notification_id() or 0)
+        internal = _internal_topic_prefixes()
+        tail = recorder.select_notifications(
+            start=max(1, head - PUBLISHED_LOOK_BACK + 1), limit=PUBLISHED_LOOK_BACK, stop=head
+        )
+        published = [n.id for n in tail if not n.topic.startswith(internal)]
     except (EventStoreUnavailable, Exception):
         return None
+    # with none published in the window, the head itself (an overestimate, never an under-)
+    return head, published[-1] if published else head
 
 
 def _status(
-    paths: dict[str, pathlib.Path], data_dir: pathlib.Path, head: int | None
+    paths: dict[str, pathlib.Path], data_dir: pathlib.Path, heads: tuple[int, int] | None
 ) -> tuple[StatusOut, bool]:
+    head, published = (None, None) if heads is None else heads
     found = stalls(data_dir)
     stalled_at = {s.worker: s.position for s in found}
     read_models: dict[str, ReadModelStatusOut] = {}
@@ -194,7 +215,7 @@ def _status(
         applied = applied_position(path)
         read_models[name] = ReadModelStatusOut(
             applied_position=applied,
-            lag=None if head is None or applied is None else max(0, head - applied),
+            lag=None if published is None or applied is None else max(0, published - applied),
             stalled_position=stalled_at.get(worker_name(name)),
         )
     ok = (
@@ -275,12 +296,12 @@ def _operations(
         recorded (which worker, the position and type of the message it stopped at, the
         error's type). Positions only: no personal data, no count of cases. The API does
         not connect to NATS, so NATS is not listed (the workers' metrics tell of it)."""
-        head: int | None = None
+        heads: tuple[int, int] | None = None
         # An unreachable store can take the driver's timeouts to say so: a status answers
         # within STORE_PROBE_SECONDS (the probe thread is left to finish on its own).
         with anyio.move_on_after(STORE_PROBE_SECONDS):
-            head = await anyio.to_thread.run_sync(_store_head, mechanism, abandon_on_cancel=True)
-        body, ok = await run_in_threadpool(_status, paths, data_dir, head)
+            heads = await anyio.to_thread.run_sync(_store_head, mechanism, abandon_on_cancel=True)
+        body, ok = await run_in_threadpool(_status, paths, data_dir, heads)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)

@@ -26,7 +26,7 @@ from services.projector import PROJECTIONS, projection_named
 from services.projector.runner import open_projection, read_model_path
 from services.settings import Settings
 from services.worker_status import record_stall
-from tests.api_world import World, make_world
+from tests.api_world import RECENTLY, World, make_world
 
 STALLED_TYPE = "org.psea.cbcm.case.received.v1"
 
@@ -207,3 +207,32 @@ def test_readiness_and_status_are_documented_as_operations(tmp_path: Path) -> No
         assert operation["responses"]["503"]["content"]["application/json"]["schema"]
     read = json.dumps(schema["paths"]["/v1/stats"]["get"]["responses"]["503"])
     assert "urn:cbcm:problem:read-model-stalled" in read
+
+
+def test_a_read_model_at_the_last_published_event_has_no_lag_behind_the_stores_own_records(
+    world: World,
+) -> None:
+    # given a complaint whose receipt the store keeps after its events (never published)
+    client = TestClient(world.api)
+    written = client.post(
+        "/v1/cases",
+        json={
+            "received_at": RECENTLY,
+            "channel": "hotline",
+            "complainant_role": "anonymous",
+            "narrative": "said at the help desk",
+            "issue_receipt": True,
+        },
+        headers=world.headers("intake_operator"),
+    )
+    assert written.status_code == 201, written.text
+    position = written.json()["position"]
+    assert world.event_count() > position
+    # when every read model has applied everything published
+    read_models_at(world.settings.data_dir, dict.fromkeys(PROJECTIONS, position))
+    # then none lags: an alert on lag > 0 must not fire on an idle network
+    body = client.get("/status").json()
+    assert {name: rm["lag"] for name, rm in body["read_models"].items()} == dict.fromkeys(
+        PROJECTIONS, 0
+    )
+    assert body["event_store"]["head_position"] == world.event_count()
