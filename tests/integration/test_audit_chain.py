@@ -103,6 +103,15 @@ class Dba:
                 (oid, version, topic, state, position),
             )
 
+    def change_one_byte(self, position: int) -> None:
+        """Flip a bit of one byte of the event's stored state. (Replacing a letter does not
+        do: on PostgreSQL the state is ciphertext, with no given letter in a third of the
+        runs, and the test then changed nothing.)"""
+        oid, version, topic, state = self.row(position)
+        middle = len(state) // 2
+        changed = state[:middle] + bytes([state[middle] ^ 0x01]) + state[middle + 1 :]
+        self.set_row(position, oid, version, topic, changed)
+
     def delete(self, position: int, *, link_too: bool = False) -> None:
         with self.sql() as c:
             c.execute(self.q(f"DELETE FROM {self.events} WHERE {self.pos} = ?"), (position,))
@@ -256,9 +265,8 @@ def test_a_tail_rewritten_with_every_link_recomputed_is_caught_by_the_checkpoint
     witnessed = [earlier, *signed_head(store)]
     dba = Dba(store)
     target = positions(store)[-10]
-    oid, version, topic, state = dba.row(target)
     dba.drop_triggers()
-    dba.set_row(target, oid, version, topic, state.replace(b"a", b"e", 1))
+    dba.change_one_byte(target)
     dba.relink_from(target)
     assert verify(store.recorder).intact
     kind, position = only(verify(store.recorder, checkpoints=witnessed))
