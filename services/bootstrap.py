@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from services.event_store import guard_against_outages, persistence_env
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
+from services.event_store.config import guard_against_outages, persistence_env
 from services.settings import Settings
 
 

@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from domain.actors import Actor, Role
 from domain.vocabulary import AgencyType, ServiceType
 from services.api.app import create_app
-from services.identity import issue_token
-from services.mechanism import ComplaintMechanism
-from services.receipts import ReceiptHasher
+from services.application.mechanism import ComplaintMechanism
+from services.application.receipts import ReceiptHasher
+from services.identity.tokens import issue_token
 from services.settings import Settings
 
 CHEAP_ARGON2 = argon2.Parameters(

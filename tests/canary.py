@@ -40,7 +40,7 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
 from tests.conftest import T0
 
 COORDINATOR = Actor("coord-1", "ocha", Role.COORDINATOR)

@@ -17,8 +17,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism
 from services.settings import Settings
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)

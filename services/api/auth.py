@@ -12,7 +12,12 @@ from starlette.concurrency import run_in_threadpool
 from domain.actors import Actor, Role
 from domain.errors import NotFound
 from services.api.problems import Problem
-from services.identity import IdentityProviderUnavailable, InvalidToken, Principal, TokenVerifier
+from services.identity.tokens import (
+    IdentityProviderUnavailable,
+    InvalidToken,
+    Principal,
+    TokenVerifier,
+)
 
 bearer = HTTPBearer(
     auto_error=False,

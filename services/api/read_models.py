@@ -13,7 +13,7 @@ from projections.base import open_read_model
 from services.api.problems import Problem
 from services.projector import PROJECTIONS
 from services.projector.runner import data_dir_of, read_position, worker_name
-from services.worker_status import Stall, stall_of
+from services.runtime.worker_status import Stall, stall_of
 
 READ_MODELS = tuple(PROJECTIONS)
 

@@ -22,7 +22,7 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.storage import MemoryStorage
 from limits.strategies import MovingWindowRateLimiter
 
-from services.receipts import ALPHABET, LOCATOR_LENGTH
+from services.application.receipts import ALPHABET, LOCATOR_LENGTH
 
 
 @dataclass(frozen=True)

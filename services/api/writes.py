@@ -1,7 +1,8 @@
 """Running a write: in a worker thread, once per Idempotency-Key, answered with its position.
 
 A write with an ``Idempotency-Key`` header saves a record of the key and its answer in the
-same transaction as the events (``services.idempotency``). A retry with the same key and the
+same transaction as the events (``services.application.idempotency``). A retry with the same key and
+the
 same request gets the first answer again (``Idempotent-Replayed: true``) and records nothing;
 the same key with another request is refused (422); of two concurrent duplicates, the
 database lets one be saved and the other is answered like a retry.
@@ -22,7 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from domain.errors import DomainError
 from services.api.problems import Problem
 from services.api.schemas.common import WrittenOut
-from services.idempotency import (
+from services.application.idempotency import (
     KEY_PATTERN,
     IdempotentRequest,
     fingerprint,
@@ -30,9 +31,9 @@ from services.idempotency import (
     seal,
     unseal,
 )
-from services.identity import Principal
-from services.mechanism import ComplaintMechanism, DuplicateRequest, Written
-from services.receipts import ReceiptCode
+from services.application.mechanism import ComplaintMechanism, DuplicateRequest, Written
+from services.application.receipts import ReceiptCode
+from services.identity.tokens import Principal
 
 T = TypeVar("T")
 

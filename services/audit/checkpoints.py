@@ -2,7 +2,7 @@
 
 By policy, every ``CBCM_CHECKPOINT_EVENTS`` positions (default 1000) or every
 ``CBCM_CHECKPOINT_SECONDS`` (default 30) when the head moved, the publisher reads the head of
-the hash chain (``services.audit.chain.head``), signs (store id, position, link) with the
+the hash chain (``services.event_store.chain.head``), signs (store id, position, link) with the
 network's Ed25519 checkpoint key and publishes an ``AuditCheckpointV1`` on
 ``cbcm.v1.audit.checkpoint`` into the JetStream stream ``CBCM_AUDIT`` (file storage, no delete,
 no purge), where witnesses that were offline find it later.
@@ -53,13 +53,13 @@ from contracts.audit import (
     encode_checkpoint,
     signing_payload,
 )
-from services.audit import chain
-from services.audit.chain import ChainRow
+from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.audit.keys import key_id, load_signing_key
 from services.audit.metrics import checkpoint_metrics
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism, EventStoreUnavailable
-from services.nats_client import (
+from services.event_store import chain
+from services.event_store.chain import ChainRow
+from services.nats.client import (
     DUPLICATE_WINDOW,
     TRANSIENT,
     ensure_kept_stream,

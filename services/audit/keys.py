@@ -21,7 +21,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PublicKey,
 )
 
-from services.identity import load_or_create_ed25519_key
+from services.identity.tokens import load_or_create_ed25519_key
 from services.settings import Settings
 
 __all__ = [

@@ -52,9 +52,9 @@ from domain.vocabulary import (
 from services.api.need_to_know import CASE_PERSONAL_FIELDS, CaseAccess
 from services.api.schemas.cases import CaseOut
 from services.api.views import case_view, history_event
-from services.audit.chain import GENESIS, link_at, read_log
+from services.application.mechanism import ComplaintMechanism
 from services.audit.verify import Attested, Finding, verify
-from services.mechanism import ComplaintMechanism
+from services.event_store.chain import GENESIS, link_at, read_log
 
 DAMAGED_EVENT = (MapperDeserialisationError, TopicError, LookupError, ValueError, TypeError)
 """What decoding a stored event whose bytes (or topic) were changed can raise."""

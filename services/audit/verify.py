@@ -23,7 +23,7 @@ from enum import StrEnum
 from itertools import takewhile
 from typing import Any
 
-from services.audit.chain import (
+from services.event_store.chain import (
     GENESIS,
     LogRow,
     LogTuple,
@@ -379,6 +379,6 @@ def _beyond_the_head(
 
 
 def _has_link(recorder: Any, position: int) -> bool:
-    from services.audit.chain import link_at  # noqa: PLC0415
+    from services.event_store.chain import link_at  # noqa: PLC0415
 
     return link_at(recorder, position) is not None

@@ -61,7 +61,7 @@ from contracts.audit import (
 from services.audit.checkpoints import verify_checkpoint
 from services.audit.keys import key_id, load_public_key
 from services.audit.metrics import witness_metrics
-from services.nats_client import (
+from services.nats.client import (
     jetstream_options,
     nats_connect_options,
     nats_servers,

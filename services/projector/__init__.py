@@ -1,7 +1,7 @@
 """Projector processes: ``cbcm project NAME`` and ``cbcm projections rebuild NAME``.
 
 ``PROJECTIONS`` names the read models; ``run_projector`` and ``rebuild`` (in
-``services.projector.runner``) are the async building blocks the CLI (``services.cli``)
+``services.projector.runner``) are the async building blocks the CLI (``services.cli.main``)
 runs.
 """
 

@@ -1,7 +1,7 @@
 """Each projector's Prometheus metrics (issue #12), in prometheus_client's default registry.
 
 ``cbcm project NAME`` serves that registry on ``CBCM_METRICS_ADDR``
-(``services.metrics_endpoint``). Every metric is labelled ``projection`` (the read model's
+(``services.runtime.metrics``). Every metric is labelled ``projection`` (the read model's
 name), so one process running several projectors (tests, a bench) keeps them apart.
 
 - ``cbcm_projector_applied_position``: the last store position the read model committed.
@@ -9,7 +9,7 @@ name), so one process running several projectors (tests, a bench) keeps them apa
 - ``cbcm_projector_messages_applied_total``: messages applied (redeliveries skipped are not).
 - ``cbcm_projector_stalled``: 1 while the projector is stopped at a message it cannot apply
   (its position and type are in the ``projector.stalled`` log line and the worker's stall
-  record, ``services.worker_status``), 0 otherwise.
+  record, ``services.runtime.worker_status``), 0 otherwise.
 
 They are updated once per batch, from figures the runner already holds: no query, no clock
 read per message. Positions and counts only: no label or value names a case, an agency or

@@ -17,14 +17,14 @@ from prometheus_client import REGISTRY, Gauge
 from contracts.subjects import stats_subject
 from projections import stats
 from projections.base import get_position, open_read_model
-from services.nats_client import nats_connect_options, nats_servers
+from services.nats.client import nats_connect_options, nats_servers
+from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
-from services.worker_status import clear_stall, record_stall
 
 log = structlog.get_logger()
 
 PUBLISHER = "publish-stats"
-"""The worker name of the statistics publisher's record in ``services.worker_status``."""
+"""The worker name of the statistics publisher's record in ``services.runtime.worker_status``."""
 
 UNPUBLISHED = Gauge(
     "cbcm_stats_reports_unpublished",

@@ -16,7 +16,7 @@ projector before the publisher), stops the projector at that message. Everything
 is committed (the batch is applied again one message at a time to find it); then the
 projector says so once (log line ``projector.stalled`` with the position, the message's type
 and the error's type, never the payload nor the error's text; its stall record in
-``services.worker_status``; the ``cbcm_projector_stalled`` gauge), hands the message back
+``services.runtime.worker_status``; the ``cbcm_projector_stalled`` gauge), hands the message back
 and waits, alive, for its stop: no exit, no restart loop, nothing skipped. Restarted with a
 fix deployed, it goes on from that position and clears the record once past it.
 
@@ -93,7 +93,7 @@ from projections.base import (
     open_read_model,
     set_position,
 )
-from services.nats_client import (
+from services.nats.client import (
     nats_connect_options,
     nats_servers,
     quiet_errors,
@@ -101,8 +101,8 @@ from services.nats_client import (
     wait_for_stop,
 )
 from services.projector.metrics import ProjectorMetrics
+from services.runtime.worker_status import Stall, clear_stall, record_stall, stall_of
 from services.settings import Settings
-from services.worker_status import Stall, clear_stall, record_stall, stall_of
 
 log = structlog.get_logger(__name__)
 
@@ -137,7 +137,8 @@ def durable_name(projection: Projection) -> str:
 
 def worker_name(name: str) -> str:
     """The projector of read model ``name`` in the workers' stall records
-    (``services.worker_status``): ``project-<name>``, as its NATS user and its log service."""
+    (``services.runtime.worker_status``): ``project-<name>``, as its NATS user and its log
+    service."""
     return f"project-{name}"
 
 

@@ -38,8 +38,8 @@ from typing import Any, Protocol
 import psycopg
 import structlog
 
-from services.event_store import persistence_env
-from services.nats_client import TRANSIENT, wait_for_stop
+from services.event_store.config import persistence_env
+from services.nats.client import TRANSIENT, wait_for_stop
 from services.settings import Settings
 
 log = structlog.get_logger()

@@ -1,6 +1,6 @@
 """The relay's Prometheus metrics (issue #12), in prometheus_client's default registry.
 
-``cbcm relay`` serves that registry on ``CBCM_METRICS_ADDR`` (``services.metrics_endpoint``).
+``cbcm relay`` serves that registry on ``CBCM_METRICS_ADDR`` (``services.runtime.metrics``).
 Every value is one the relay already holds: the store's head comes from what its reads return
 (and at most one ``max(id)`` query a second while it follows the log), the published position
 from the acknowledgements, so watching costs no store query per message.

@@ -18,7 +18,7 @@ retried with backoff, its recorded position does not move, and it catches up whe
 
 Sealed shares (issue #6, ADR 7): a transfer or an investigation referral that shares
 personal data with another agency also gets a share message, sealed to that agency's key
-(``services.sharing``), published to stream ``CBCM_SHARES`` in the same window under the same
+(``services.relay.sharing``), published to stream ``CBCM_SHARES`` in the same window under the same
 rules (expected last sequence, tail read first, ``Nats-Msg-Id: <store-id>:<position>:share``).
 A position counts as published only once its event *and* its share are stored: the recorded
 position never passes a share that is not. The event message itself is unchanged. After a
@@ -29,7 +29,7 @@ Every message id the relay publishes is built and read back by ``MessageId``.
 A stall (issue #12, ADR 10): an event the relay cannot translate, route or seal (an error
 that is not NATS or the store being unreachable, which only pause it) stops the relay at that
 position. Everything before it is published and recorded; then the relay says so once (log
-line ``relay.stalled``, its stall record in ``services.worker_status``, the
+line ``relay.stalled``, its stall record in ``services.runtime.worker_status``, the
 ``cbcm_relay_stalled`` gauge) and waits, alive, for its stop. Nothing after it is published,
 nothing is skipped: the operator deploys a fix and restarts it, and it goes on from that
 position and clears the record. Its metrics are in ``services.relay.metrics``.
@@ -83,9 +83,9 @@ from contracts.subjects import (
     record_shares,
 )
 from domain.case import Case
+from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable, is_published
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism, EventStoreUnavailable, is_published
-from services.nats_client import (
+from services.nats.client import (
     DUPLICATE_WINDOW,
     TRANSIENT,
     ensure_kept_stream,
@@ -99,15 +99,15 @@ from services.nats_client import (
 from services.relay import metrics
 from services.relay.leader import lead, leader_lock, wait_for_leadership
 from services.relay.routing import Router
+from services.relay.sharing import Share, Sharer, withdrawal_notice
 from services.relay.translation import (
     PUBLISHED_AGGREGATES,
     encode,
     published_event_classes,
     to_cloud_event,
 )
+from services.runtime.worker_status import Stall, clear_stall, record_stall, stall_of
 from services.settings import Settings
-from services.sharing import Share, Sharer, withdrawal_notice
-from services.worker_status import Stall, clear_stall, record_stall, stall_of
 
 log = structlog.get_logger()
 
@@ -115,7 +115,7 @@ APPLICATION_NAME = "cbcm-relay"
 """The relay's name in the event store's tracking table."""
 
 WORKER: Final = "relay"
-"""The relay's name in the workers' stall records (``services.worker_status``)."""
+"""The relay's name in the workers' stall records (``services.runtime.worker_status``)."""
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 EXPECTED_LAST_SEQUENCE_HEADER = "Nats-Expected-Last-Sequence"
@@ -353,7 +353,7 @@ class Relay:
         data_dir: Path | None = None,
     ) -> None:
         """``data_dir``: where the relay's stall is recorded for other processes
-        (``services.worker_status``); None records none (the log and gauge still tell)."""
+        (``services.runtime.worker_status``); None records none (the log and gauge still tell)."""
         metrics.register()
         self._app = app
         self._js = js
@@ -1101,7 +1101,7 @@ async def connect_nats(
                     # stop event ends the wait (a SIGTERM was ignored for minutes).
                     error_cb=callbacks.error,
                     reconnected_cb=callbacks.reconnected,
-                    **(options or {}),  # credentials and TLS (services.nats_client)
+                    **(options or {}),  # credentials and TLS (services.nats.client)
                 ),
                 stop,
             )

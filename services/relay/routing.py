@@ -26,7 +26,7 @@ from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
 
 NETWORK_AGENCY = "network"
 """The agency token of the network's own events (registry, policy)."""

@@ -6,7 +6,7 @@ unset, as under a plain ``make bench``). A figure carries the baseline measured 
 run, when it has one, and the issue's target, when there is one: on the ratio to the baseline
 (``ratio >= 0.7``) or on the value itself (``value < 250``).
 
-``services/bench.py`` reads the file back; the two agree on the keys below and nothing else.
+``services/cli/bench.py`` reads the file back; the two agree on the keys below and nothing else.
 """
 
 from __future__ import annotations

@@ -35,11 +35,11 @@ from typing import Any
 
 import pytest
 
+from services.application.mechanism import ComplaintMechanism
 from services.audit import verify as verify_module
-from services.audit.chain import GENESIS, head, read_log
 from services.audit.verify import verify
-from services.demo import build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism
+from services.demo.walk import build_demo_network, walk_cases
+from services.event_store.chain import GENESIS, head, read_log
 from tests.bench.results import Figure, Target, quick, record, store_kind
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
@@ -49,7 +49,7 @@ Row = tuple[int, bytes, int, bytes, bytes]
 
 
 def preimages(rows: list[Row]) -> list[bytes]:
-    """Each event's bytes as its link hashes them (see ``services.audit.chain.link_hash``)."""
+    """Each event's bytes as its link hashes them (see ``services.event_store.chain.link_hash``)."""
     fixed = struct.Struct(">q16sqI")
     return [fixed.pack(p, oid, v, len(t)) + t + s for p, oid, v, t, s in rows]
 

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import pytest
 
-from services.event_store import persistence_env
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
+from services.event_store.config import persistence_env
 from services.settings import Settings
 from tests.bench.results import Figure, record
 from tests.bench.test_write_path import ROUNDS, STAGES, WARMUP_CASES, _cases, run_cbcm, scripts

@@ -80,11 +80,11 @@ from domain.actors import Actor, Role
 from domain.vocabulary import Channel, ComplainantRole
 from projections.base import get_position, open_read_model
 from projections.inbox import InboxProjection, case_row
+from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
-from services.demo import AGENCIES, build_demo_network, demo_start, walk_cases
-from services.event_store import describe, persistence_env
-from services.mechanism import ComplaintMechanism
-from services.nats_server import EmbeddedNats
+from services.demo.walk import AGENCIES, build_demo_network, demo_start, walk_cases
+from services.event_store.config import describe, persistence_env
+from services.nats.server import EmbeddedNats
 from services.projector.runner import (
     apply_batch,
     decode,

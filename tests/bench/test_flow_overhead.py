@@ -65,7 +65,7 @@ from nats.js.api import DeliverPolicy
 
 from contracts.subjects import EVENT_SUBJECTS, STREAM
 from projections.base import get_position, open_read_model
-from services.nats_server import EmbeddedNats
+from services.nats.server import EmbeddedNats
 from tests.bench.results import Figure, Target, quick, record
 
 pytestmark = pytest.mark.bench
@@ -87,7 +87,12 @@ RUN_TIMEOUT = 180.0
 TARGET = Target("ratio", ">=", 0.95)
 BENCH = "flow overhead (#12)"
 PACKAGES = ("services", "contracts", "domain", "projections")
-MODULES = ("services.cli", "services.relay.relay", "services.projector.runner", "projections.inbox")
+MODULES = (
+    "services.cli.main",
+    "services.relay.relay",
+    "services.projector.runner",
+    "projections.inbox",
+)
 
 
 # ------------------------------------------------------------------------ the two trees
@@ -212,8 +217,8 @@ import json, random, sys
 from datetime import timedelta
 from pathlib import Path
 from services.bootstrap import complaint_mechanism
-from services.demo import build_demo_network, demo_start, walk_cases
-from services.mechanism import is_published
+from services.demo.walk import build_demo_network, demo_start, walk_cases
+from services.application.mechanism import is_published
 from services.settings import Settings
 
 data_dir, store, target, chunk = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), int(sys.argv[4])

@@ -74,8 +74,8 @@ from domain.vocabulary import (
 )
 from projections.base import POSITION_TABLE
 from services.bootstrap import complaint_mechanism
-from services.identity import issue_token
-from services.nats_server import EmbeddedNats, free_port
+from services.identity.tokens import issue_token
+from services.nats.server import EmbeddedNats, free_port
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
 from tests.api_world import build_network
@@ -637,7 +637,7 @@ def test_load_over_http(postgres_url: str, tmp_path: Path, nats_server: Embedded
     try:
         build_network(app)
         network = app.recorder.max_notification_id() or 0
-        from services.event_store import describe, persistence_env  # noqa: PLC0415
+        from services.event_store.config import describe, persistence_env  # noqa: PLC0415
 
         where = describe(persistence_env(settings))
     finally:

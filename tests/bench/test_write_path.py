@@ -62,8 +62,8 @@ from domain.vocabulary import (
     Sex,
     SharedItem,
 )
-from services.event_store import describe, persistence_env
-from services.mechanism import ComplaintMechanism, Written
+from services.application.mechanism import ComplaintMechanism, Written
+from services.event_store.config import describe, persistence_env
 from services.settings import Settings
 from tests.bench.results import Figure, Target, quick, record
 from tests.conftest import T0

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 
+from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_signing_key
 from services.audit.witness import WitnessBook, run_witness, witness_book_path
 from services.bootstrap import complaint_mechanism
-from services.demo import build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism
-from services.nats_server import EmbeddedNats
+from services.demo.walk import build_demo_network, walk_cases
+from services.nats.server import EmbeddedNats
 from services.settings import Settings
 from tests.integration.test_audit_chain import Dba, positions
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import nats
 
-from services.nats_client import nats_connect_options
-from services.nats_server import ConfiguredNats, free_port
+from services.nats.client import nats_connect_options
+from services.nats.server import ConfiguredNats, free_port
 from services.settings import Settings
 
 CBCM = Path(sys.executable).parent / "cbcm"

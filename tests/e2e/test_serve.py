@@ -17,9 +17,9 @@ import pytest
 
 from domain.actors import Actor, Role
 from domain.vocabulary import AgencyType, Channel, ComplainantRole
+from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism
-from services.nats_server import free_port
+from services.nats.server import free_port
 from services.settings import Settings
 
 CBCM = str(Path(sys.executable).parent / "cbcm")

@@ -25,7 +25,7 @@ import httpx
 import psutil
 import pytest
 
-from services.nats_server import free_port
+from services.nats.server import free_port
 from tests.e2e.test_serve import CBCM, wait_until
 
 OWN_PREFIX = {

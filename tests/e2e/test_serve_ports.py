@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from services.nats_server import free_port
+from services.nats.server import free_port
 from tests.e2e.test_serve import CBCM
 
 EXIT_CONFIG = 2

@@ -24,10 +24,10 @@ from domain.vocabulary import (
     TransferReason,
 )
 from services.bootstrap import complaint_mechanism
-from services.nats_server import EmbeddedNats
+from services.nats.server import EmbeddedNats
 from services.relay.relay import Relay, ensure_shares_stream, ensure_stream
+from services.relay.sharing import key_id_of, write_private_key
 from services.settings import Settings
-from services.sharing import key_id_of, write_private_key
 from tests.conftest import T0
 from tests.e2e.test_cli import CBCM
 

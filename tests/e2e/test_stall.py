@@ -39,12 +39,12 @@ from contracts.envelope import CloudEvent
 from projections.base import Projection
 from projections.inbox import InboxProjection
 from services.bootstrap import complaint_mechanism
-from services.nats_server import EmbeddedNats
+from services.nats.server import EmbeddedNats
 from services.projector import projection_named
 from services.projector.runner import read_model_path, read_position, run_projector
 from services.relay.relay import run_relay
+from services.runtime.worker_status import stall_of
 from services.settings import Settings
-from services.worker_status import stall_of
 from tests.api_world import World, make_world
 
 CANARY = "CANARY-5e1d the words a survivor said"

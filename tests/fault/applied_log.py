@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from contracts.envelope import CloudEvent
-from services.logging import configure_logging
 from services.projector.runner import run_projector
+from services.runtime.logging import configure_logging
 
 
 class AppliedLog:

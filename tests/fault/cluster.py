@@ -26,9 +26,9 @@ import nats.errors
 import nats.js.errors
 
 from contracts.subjects import EVENT_SUBJECTS, STREAM
-from services.mechanism import ComplaintMechanism, is_published
-from services.nats_client import nats_servers
-from services.nats_server import ConfiguredNats, free_port
+from services.application.mechanism import ComplaintMechanism, is_published
+from services.nats.client import nats_servers
+from services.nats.server import ConfiguredNats, free_port
 from services.projector.runner import read_model_path, read_position
 from tests.fault.stack import rebuild_and_compare
 from tests.integration.test_crash_recovery import (

@@ -30,9 +30,9 @@ import nats
 
 from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM
 from domain.case import Case
-from services.idempotency import IdempotentRequest, record_id
-from services.identity import issue_token
-from services.mechanism import ComplaintMechanism, is_published
+from services.application.idempotency import IdempotentRequest, record_id
+from services.application.mechanism import ComplaintMechanism, is_published
+from services.identity.tokens import issue_token
 from services.projector.runner import read_position
 from tests.api_world import CALLERS
 

@@ -31,7 +31,7 @@ import httpx
 import pytest
 
 from services.bootstrap import complaint_mechanism
-from services.nats_server import EmbeddedNats, free_port
+from services.nats.server import EmbeddedNats, free_port
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
 from tests.api_world import build_network

@@ -46,9 +46,9 @@ from domain.vocabulary import (
 from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
+from services.application.mechanism import ComplaintMechanism, is_published
 from services.bootstrap import complaint_mechanism
-from services.identity import issue_token
-from services.mechanism import ComplaintMechanism, is_published
+from services.identity.tokens import issue_token
 from services.projector.runner import apply_batch, open_projection, read_model_path
 from services.relay.translation import to_cloud_event
 from services.settings import Settings

@@ -30,7 +30,7 @@ from fastapi import FastAPI
 
 from domain.case import Case
 from services.bootstrap import complaint_mechanism
-from services.nats_server import free_port
+from services.nats.server import free_port
 from services.settings import Settings
 from tests.api_world import RECENTLY, World, make_world
 
@@ -212,7 +212,7 @@ def topics(stack: Stack) -> Counter[str]:
 
 CASE_RECEIVED = "domain.case:Case.Received"
 RECEIPT_ISSUED = "domain.receipt:Receipt.Issued"
-KEY_RECORDED = "services.idempotency:IdempotentRequest.Recorded"
+KEY_RECORDED = "services.application.idempotency:IdempotentRequest.Recorded"
 
 
 def statuses(answers: list[httpx.Response]) -> Counter[int]:

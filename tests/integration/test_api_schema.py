@@ -37,8 +37,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from services.api.app import create_app
+from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism
 from services.settings import Settings
 from tests.api_world import World, make_world
 

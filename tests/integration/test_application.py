@@ -38,8 +38,8 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.event_store import persistence_env
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
+from services.event_store.config import persistence_env
 from services.settings import Settings
 from tests.conftest import T0
 

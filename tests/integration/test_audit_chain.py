@@ -20,11 +20,11 @@ from typing import Any
 import pytest
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from services.audit.chain import GENESIS, chain_table, head, link_hash, read_log
+from services.application.mechanism import ComplaintMechanism
 from services.audit.verify import Attested, Damage, verify
 from services.bootstrap import complaint_mechanism
-from services.demo import build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism
+from services.demo.walk import build_demo_network, walk_cases
+from services.event_store.chain import GENESIS, chain_table, head, link_hash, read_log
 from services.settings import Settings
 
 START = datetime(2025, 9, 1, tzinfo=UTC)

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
-from services.audit import chain as chain_module
+from services.application.mechanism import ComplaintMechanism
 from services.audit import verify as verify_module
-from services.audit.chain import head, link_at
 from services.audit.verify import Attested, Report, verify
-from services.demo import build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism
+from services.demo.walk import build_demo_network, walk_cases
+from services.event_store import chain as chain_module
+from services.event_store.chain import head, link_at
 from tests.integration.test_audit_chain import START, Dba, positions
 
 BATCHES = (1, 7, 64, 5000)

@@ -39,8 +39,7 @@ from contracts.audit import (
     signing_payload,
 )
 from domain.vocabulary import AgencyType
-from services.audit import chain
-from services.audit.chain import ChainRow
+from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import (
     CheckpointPublisher,
     audit_stream_config,
@@ -58,9 +57,10 @@ from services.audit.keys import (
 )
 from services.audit.witness import Witness, WitnessBook, durable_name
 from services.bootstrap import complaint_mechanism
-from services.demo import COORDINATOR, build_demo_network
-from services.mechanism import ComplaintMechanism
-from services.nats_server import EmbeddedNats
+from services.demo.walk import COORDINATOR, build_demo_network
+from services.event_store import chain
+from services.event_store.chain import ChainRow
+from services.nats.server import EmbeddedNats
 from services.relay.relay import store_id
 from services.settings import Settings
 

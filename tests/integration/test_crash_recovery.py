@@ -39,10 +39,10 @@ from typing import Any
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
-from services.demo import build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism
-from services.nats_server import EmbeddedNats
+from services.demo.walk import build_demo_network, walk_cases
+from services.nats.server import EmbeddedNats
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
 from tests.fault.stack import (  # also what other tests import from here

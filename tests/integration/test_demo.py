@@ -11,7 +11,8 @@ from eventsourcing.utils import get_topic
 from domain.case import Case
 from domain.network import Network
 from domain.vocabulary import FeedbackChannel
-from services.demo import (
+from services.application.mechanism import ComplaintMechanism
+from services.demo.walk import (
     DEMO_RUN_ON,
     DEMO_SPAN,
     PATHS,
@@ -19,7 +20,6 @@ from services.demo import (
     build_demo_network,
     walk_cases,
 )
-from services.mechanism import ComplaintMechanism
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 30

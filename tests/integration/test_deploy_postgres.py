@@ -15,9 +15,9 @@ import pytest
 
 from domain.actors import Actor, Role
 from domain.vocabulary import Channel, ComplainantRole
+from services.application.mechanism import ComplaintMechanism
 from services.audit.verify import verify
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism
 from services.settings import Settings
 from tests.api_world import build_network
 

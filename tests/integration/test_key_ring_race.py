@@ -8,7 +8,7 @@ import multiprocessing
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
-from services.personal_data.kek import KeyRingError, LocalKeyRing
+from services.event_store.personal_data.kek import KeyRingError, LocalKeyRing
 
 PROCESSES = 8
 ROUNDS = 5

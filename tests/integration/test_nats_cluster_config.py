@@ -9,7 +9,7 @@ import shlex
 import subprocess
 from pathlib import Path
 
-from services.nats_server import nats_server_binary
+from services.nats.server import nats_server_binary
 
 CLUSTER = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "cluster"
 NODE_CONF = CLUSTER / "node.conf"

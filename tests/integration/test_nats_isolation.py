@@ -34,16 +34,16 @@ from contracts.audit import CHECKPOINT_SUBJECT, decode_checkpoint
 from contracts.subjects import SHARES_STREAM, STREAM, record_shares
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
+from services.application.mechanism import ComplaintMechanism, is_published
 from services.audit.checkpoints import checkpoint_once, verify_checkpoint
 from services.audit.keys import load_public_key, load_signing_key
 from services.audit.witness import WitnessBook, run_witness
 from services.bootstrap import complaint_mechanism
-from services.demo import AGENCIES, build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism, is_published
-from services.nats_client import nats_connect_options
-from services.nats_config import AGENCY_API_PREFIX, agency_consumers, server_config
-from services.nats_server import ConfiguredNats, free_port
-from services.nats_setup import NatsSetup, provision_agency_consumers, write_nats_setup
+from services.demo.walk import AGENCIES, build_demo_network, walk_cases
+from services.nats.client import nats_connect_options
+from services.nats.config import AGENCY_API_PREFIX, agency_consumers, server_config
+from services.nats.server import ConfiguredNats, free_port
+from services.nats.setup import NatsSetup, provision_agency_consumers, write_nats_setup
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import open_projection, rebuild, run_projector
 from services.relay.relay import ensure_shares_stream, run_relay

@@ -16,12 +16,12 @@ from contracts.shares import decode_share
 from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
-from services.mechanism import ComplaintMechanism
-from services.nats_server import EmbeddedNats
+from services.application.mechanism import ComplaintMechanism
+from services.nats.server import EmbeddedNats
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import read_model_path, read_position, run_projector
 from services.relay.relay import Relay, ensure_shares_stream, ensure_stream
-from services.sharing import open_share
+from services.relay.sharing import open_share
 from tests.canary import SHARE_KEYS, new_canaries, walk_every_event_type
 
 

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from jwt.algorithms import ECAlgorithm, RSAAlgorithm
 
 from domain.actors import Role
-from services.identity import (
+from services.identity.tokens import (
     IdentityProviderUnavailable,
     InvalidToken,
     OidcTokenVerifier,

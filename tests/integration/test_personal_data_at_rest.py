@@ -32,13 +32,13 @@ from domain.vocabulary import (
     FeedbackChannel,
     Sector,
 )
+from services.application.mechanism import ComplaintMechanism
+from services.application.retention import run_retention
 from services.audit.verify import verify
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism
-from services.personal_data.kek import KeyRingError, LocalKeyRing
-from services.personal_data.rotation import retire, rotate
-from services.personal_data.tables import key_table
-from services.retention import run_retention
+from services.event_store.personal_data.kek import KeyRingError, LocalKeyRing
+from services.event_store.personal_data.rotation import retire, rotate
+from services.event_store.personal_data.tables import key_table
 from services.settings import Settings
 from tests.canary import new_canaries, walk_every_event_type
 from tests.conftest import T0

@@ -35,8 +35,8 @@ from projections.base import Projection, open_read_model
 from projections.inbox import InboxProjection, case_row, inbox
 from projections.stats import StatisticsProjection
 from services.bootstrap import complaint_mechanism
-from services.demo import AGENCIES, build_demo_network, walk_cases
-from services.nats_server import EmbeddedNats, free_port
+from services.demo.walk import AGENCIES, build_demo_network, walk_cases
+from services.nats.server import EmbeddedNats, free_port
 from services.projector import runner
 from services.projector.publication import PUBLISHER, StatisticsPublisher
 from services.projector.runner import (
@@ -49,8 +49,8 @@ from services.projector.runner import (
     run_projector,
 )
 from services.relay.translation import encode, to_cloud_event
+from services.runtime.worker_status import stall_of
 from services.settings import Settings
-from services.worker_status import stall_of
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 150

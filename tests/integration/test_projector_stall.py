@@ -24,9 +24,9 @@ from prometheus_client import REGISTRY
 
 from contracts.envelope import CloudEvent
 from projections.inbox import InboxProjection
-from services.nats_server import EmbeddedNats
+from services.nats.server import EmbeddedNats
 from services.projector.runner import read_model_path, read_position, rebuild, run_projector
-from services.worker_status import stall_of
+from services.runtime.worker_status import stall_of
 from tests.integration import test_projector as projector_tests
 from tests.integration.test_projector import DEADLINE, Outgoing, Watcher, dump, publish
 

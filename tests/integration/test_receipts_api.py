@@ -15,8 +15,8 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from services.application.receipts import ALPHABET, parse_receipt_code
 from services.bootstrap import complaint_mechanism
-from services.receipts import ALPHABET, parse_receipt_code
 from services.settings import Settings
 from tests.api_world import RECENTLY, World, make_world
 

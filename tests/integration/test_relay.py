@@ -30,10 +30,10 @@ from domain.assistance import AssistanceReferral, ReferralStatus
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.vocabulary import Channel, ComplainantRole, SharedItem, TransferReason
-from services.demo import AGENCIES, COORDINATOR, _caseworker, build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism, is_published
-from services.nats_client import DUPLICATE_WINDOW
-from services.nats_server import EmbeddedNats
+from services.application.mechanism import ComplaintMechanism, is_published
+from services.demo.walk import AGENCIES, COORDINATOR, _caseworker, build_demo_network, walk_cases
+from services.nats.client import DUPLICATE_WINDOW
+from services.nats.server import EmbeddedNats
 from services.relay.relay import (
     APPLICATION_NAME,
     PREVIOUS_POSITION_HEADER,

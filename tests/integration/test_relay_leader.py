@@ -20,10 +20,10 @@ import structlog
 from nats.js import JetStreamContext
 
 from contracts.subjects import STREAM
+from services.application.mechanism import ComplaintMechanism, is_published
 from services.bootstrap import complaint_mechanism
-from services.event_store import persistence_env
-from services.mechanism import ComplaintMechanism, is_published
-from services.nats_server import EmbeddedNats
+from services.event_store.config import persistence_env
+from services.nats.server import EmbeddedNats
 from services.relay.leader import (
     FileLeaderLock,
     LeaderLock,

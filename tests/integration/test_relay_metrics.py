@@ -16,9 +16,9 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client import REGISTRY
 
 from contracts.subjects import STREAM
-from services.mechanism import ComplaintMechanism
-from services.nats_client import TRANSIENT
-from services.nats_server import EmbeddedNats
+from services.application.mechanism import ComplaintMechanism
+from services.nats.client import TRANSIENT
+from services.nats.server import EmbeddedNats
 from services.relay import metrics
 from services.relay.leader import leader_lock
 from services.relay.relay import APPLICATION_NAME, Relay, ensure_stream, run_relay

@@ -10,8 +10,8 @@ from pathlib import Path
 import nats
 
 from contracts.subjects import STREAM
-from services.mechanism import ComplaintMechanism
-from services.nats_server import EmbeddedNats, free_port
+from services.application.mechanism import ComplaintMechanism
+from services.nats.server import EmbeddedNats, free_port
 from services.relay.relay import run_relay
 from services.settings import Settings
 from tests.integration.test_relay import assert_stream_is_the_store, stream_messages, walk

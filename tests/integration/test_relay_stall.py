@@ -21,12 +21,12 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
-from services.mechanism import ComplaintMechanism, is_published
-from services.nats_server import EmbeddedNats
+from services.application.mechanism import ComplaintMechanism, is_published
+from services.nats.server import EmbeddedNats
 from services.relay.relay import Relay, RelayStalled, ensure_stream, run_relay
 from services.relay.translation import to_cloud_event
+from services.runtime.worker_status import stall_of, status_dir
 from services.settings import Settings
-from services.worker_status import stall_of, status_dir
 from tests.integration.test_relay import (
     assert_stream_is_the_store,
     stored,

@@ -23,10 +23,10 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from services.application.mechanism import ComplaintMechanism, is_published
 from services.bootstrap import complaint_mechanism
-from services.demo import build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism, is_published
-from services.nats_server import EmbeddedNats, free_port
+from services.demo.walk import build_demo_network, walk_cases
+from services.nats.server import EmbeddedNats, free_port
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
 from tests.fault.applied_log import applications

@@ -47,9 +47,9 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.mechanism import ComplaintMechanism, is_published
-from services.nats_client import TRANSIENT
-from services.nats_server import EmbeddedNats
+from services.application.mechanism import ComplaintMechanism, is_published
+from services.nats.client import TRANSIENT
+from services.nats.server import EmbeddedNats
 from services.relay.relay import (
     APPLICATION_NAME,
     Relay,
@@ -58,7 +58,7 @@ from services.relay.relay import (
     ensure_stream,
     shares_stream_config,
 )
-from services.sharing import (
+from services.relay.sharing import (
     NOTE,
     Share,
     ShareCannotBeOpened,

@@ -19,13 +19,13 @@ from fastapi.testclient import TestClient
 
 from projections.base import set_position
 from services.api.app import create_app
+from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
-from services.mechanism import ComplaintMechanism
-from services.nats_server import free_port
+from services.nats.server import free_port
 from services.projector import PROJECTIONS, projection_named
 from services.projector.runner import open_projection, read_model_path
+from services.runtime.worker_status import record_stall
 from services.settings import Settings
-from services.worker_status import record_stall
 from tests.api_world import RECENTLY, World, make_world
 
 STALLED_TYPE = "org.psea.cbcm.case.received.v1"

@@ -25,9 +25,9 @@ from domain.actors import Actor, Role
 from domain.case import Case
 from domain.errors import VersionConflict
 from domain.vocabulary import Channel, ComplainantRole, FeedbackChannel
+from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable, OutcomeUnknown
 from services.bootstrap import complaint_mechanism
-from services.event_store import EventStoreUnreachable, OutageGuard
-from services.mechanism import ComplaintMechanism, EventStoreUnavailable, OutcomeUnknown
+from services.event_store.config import EventStoreUnreachable, OutageGuard
 from services.settings import Settings
 from tests.api_world import build_network, make_world
 

@@ -20,7 +20,7 @@ import pytest
 from services.audit import witness
 from services.audit.witness import WitnessBook, witness_book_path
 from services.bootstrap import complaint_mechanism
-from services.demo import build_demo_network
+from services.demo.walk import build_demo_network
 from services.settings import Settings
 
 CBCM = str(Path(sys.executable).parent / "cbcm")

@@ -18,7 +18,6 @@ from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
 from contracts.audit import CHECKPOINT_SUBJECT
-from services.audit.chain import ChainRow
 from services.audit.checkpoints import (
     CheckpointPublisher,
     ensure_audit_stream,
@@ -28,8 +27,9 @@ from services.audit.checkpoints import (
 from services.audit.metrics import CheckpointMetrics, checkpoint_metrics
 from services.audit.witness import Witness, WitnessBook
 from services.bootstrap import complaint_mechanism
-from services.demo import build_demo_network
-from services.nats_server import EmbeddedNats
+from services.demo.walk import build_demo_network
+from services.event_store.chain import ChainRow
+from services.nats.server import EmbeddedNats
 from services.settings import Settings
 
 START = datetime(2025, 9, 1, tzinfo=UTC)

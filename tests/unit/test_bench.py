@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from services import bench
-from services.cli import cli
+from services.cli import bench
+from services.cli.main import cli
 from tests.bench.results import RESULTS_ENV, Figure, Target, record
 
 

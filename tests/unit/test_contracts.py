@@ -39,7 +39,7 @@ from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
 from domain.personal_data import PersonDetails, personal_data_paths
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
 from services.relay.translation import (
     TRANSLATIONS,
     NoContractForEvent,

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 
-from services.idempotency import fingerprint, record_id
+from services.application.idempotency import fingerprint, record_id
 
 BODY = b'{"alleged_perpetrator": "Driver Jean Dupont"}'
 KEY = "6f0e2c1a-9d8b-4c7e-a5f3-1b2d3c4e5f60"

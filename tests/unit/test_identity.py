@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from domain.actors import Role
-from services.identity import (
+from services.identity.tokens import (
     LOCAL_ISSUER,
     IdentityProviderUnavailable,
     InvalidToken,

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
-from services.logging import configure_logging, json_mode, library_event_name
+from services.runtime.logging import configure_logging, json_mode, library_event_name
 
 EVENT_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
 

@@ -1,4 +1,4 @@
-"""Who may do what on the bus (issue #6, ADR 6), as ``services.nats_config`` grants it.
+"""Who may do what on the bus (issue #6, ADR 6), as ``services.nats.config`` grants it.
 
 The server's side of it (it refuses what is not granted) is in
 ``tests/integration/test_nats_isolation.py``.
@@ -9,8 +9,8 @@ from __future__ import annotations
 import pytest
 
 from contracts.audit import CHECKPOINT_SUBJECT
-from services.demo import AGENCIES
-from services.nats_config import (
+from services.demo.walk import AGENCIES
+from services.nats.config import (
     NatsUser,
     agency_nats_user,
     network_users,

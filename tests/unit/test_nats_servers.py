@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.nats_client import nats_servers
+from services.nats.client import nats_servers
 
 
 def test_one_url_is_passed_to_the_client_as_it_is() -> None:

@@ -13,7 +13,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from projections.inbox import InboxProjection
-from services.nats_server import free_port
+from services.nats.server import free_port
 from services.projector.runner import ReadModelInUse, ReadModelLease, rebuild, run_projector
 
 HOLD = """

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import argon2
 import pytest
 
-from services.receipts import (
+from services.application.receipts import (
     ALPHABET,
     SECRET_BITS,
     ReceiptCode,

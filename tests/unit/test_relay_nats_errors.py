@@ -13,7 +13,7 @@ import nats.errors
 import pytest
 import structlog
 
-from services.nats_server import free_port
+from services.nats.server import free_port
 from services.relay import relay as relay_module
 from services.relay.relay import _NatsErrors, connect_nats
 

@@ -30,7 +30,7 @@ from domain.vocabulary import (
     TransferReason,
 )
 from services.api.need_to_know import SHARED_FIELDS
-from services.sharing import (
+from services.relay.sharing import (
     NOTE,
     ShareCannotBeOpened,
     ShareContent,

@@ -46,9 +46,9 @@ from projections.stats import (
     to_csv,
     to_json,
 )
+from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
-from services.demo import build_demo_network, walk_cases
-from services.mechanism import ComplaintMechanism
+from services.demo.walk import build_demo_network, walk_cases
 from services.relay.translation import to_cloud_event
 from services.settings import Settings
 

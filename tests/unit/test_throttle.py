@@ -10,7 +10,7 @@ import pytest
 
 import services.api.throttle
 from services.api.throttle import FailureThrottle, RateLimit, Refusal, client_key
-from services.receipts import ReceiptCode, ReceiptHasher, new_receipt_code
+from services.application.receipts import ReceiptCode, ReceiptHasher, new_receipt_code
 from tests.api_world import cheap_hasher
 
 WINDOW = 60

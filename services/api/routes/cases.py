@@ -52,9 +52,9 @@ from services.api.schemas.cases import (
 from services.api.schemas.common import PROBLEM_RESPONSES, USER, WrittenOut
 from services.api.views import case_view, history_event
 from services.api.writes import in_thread, mechanism, now, perform
+from services.application.mechanism import ComplaintMechanism, Written
 from services.audit.replay import Step, case_steps
-from services.identity import Principal
-from services.mechanism import ComplaintMechanism, Written
+from services.identity.tokens import Principal
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"], responses=PROBLEM_RESPONSES)
 

@@ -17,8 +17,8 @@ from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
 from services.api.schemas.others import EmptyIn, FeedbackIn, FeedbackOut, FeedbackResponseIn
 from services.api.views import feedback_view
 from services.api.writes import in_thread, mechanism, now, perform
-from services.identity import Principal
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
+from services.identity.tokens import Principal
 
 router = APIRouter(prefix="/v1/feedback", tags=["community feedback"], responses=PROBLEM_RESPONSES)
 

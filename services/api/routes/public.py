@@ -31,8 +31,13 @@ from services.api.schemas.others import (
 )
 from services.api.throttle import FailureThrottle, RateLimit, Refusal, client_key
 from services.api.writes import in_thread, mechanism, now
-from services.mechanism import ComplaintMechanism
-from services.receipts import ReceiptCode, ReceiptHasher, new_receipt_code, parse_receipt_code
+from services.application.mechanism import ComplaintMechanism
+from services.application.receipts import (
+    ReceiptCode,
+    ReceiptHasher,
+    new_receipt_code,
+    parse_receipt_code,
+)
 
 router = APIRouter(prefix="/v1/public", tags=["public"], responses=PROBLEM_RESPONSES)
 

@@ -22,8 +22,8 @@ from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
 from services.api.schemas.others import EmptyIn, FollowUpIn, ProviderDeclineIn, ReferralOut
 from services.api.views import referral_view
 from services.api.writes import in_thread, mechanism, now, perform
-from services.identity import Principal
-from services.mechanism import ComplaintMechanism, Written
+from services.application.mechanism import ComplaintMechanism, Written
+from services.identity.tokens import Principal
 
 router = APIRouter(
     prefix="/v1/referrals", tags=["assistance referrals"], responses=PROBLEM_RESPONSES

@@ -25,7 +25,7 @@ from cryptography.exceptions import InvalidTag
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.personal_data import ERASED, DataSubject, personal_data_fields
-from services.personal_data.data_keys import DataKeys, KeyRef
+from services.event_store.personal_data.data_keys import DataKeys, KeyRef
 
 SEALED = "_pd"
 """The key of a stored state's sealed personal fields."""

@@ -28,7 +28,7 @@ from types import FrameType
 
 import structlog
 
-from services.nats_server import EmbeddedNats, free_port
+from services.nats.server import EmbeddedNats, free_port
 from services.settings import Settings
 
 SERVICES: dict[str, list[str]] = {

@@ -16,7 +16,7 @@ from uuid import UUID
 import structlog
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from services.personal_data.data_keys import KeyRef, KeyRow
+from services.event_store.personal_data.data_keys import KeyRef, KeyRow
 
 log = structlog.get_logger()
 

@@ -1,4 +1,5 @@
-"""The data keys of an application, from its environment (set by ``services.event_store``)."""
+"""The data keys of an application, from its environment (set by
+``services.event_store.config``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from services.personal_data.data_keys import DataKeys
-from services.personal_data.kek import KeyEncryptionKeys, KeyRingError, LocalKeyRing, kms_hook
-from services.personal_data.tables import PostgresKeyTable, SQLiteKeyTable
+from services.event_store.personal_data.data_keys import DataKeys
+from services.event_store.personal_data.kek import (
+    KeyEncryptionKeys,
+    KeyRingError,
+    LocalKeyRing,
+    kms_hook,
+)
+from services.event_store.personal_data.tables import PostgresKeyTable, SQLiteKeyTable
 
 
 def key_encryption_keys(env: Mapping[str, str]) -> KeyEncryptionKeys:
@@ -28,7 +34,7 @@ def key_encryption_keys(env: Mapping[str, str]) -> KeyEncryptionKeys:
 def personal_data_keys(env: Mapping[str, str], recorder: Any) -> DataKeys | None:
     """The data keys of the store ``recorder`` writes to; ``None`` for a store that keeps
     nothing at rest (the library's in-memory one, in tests of the domain's wiring)."""
-    from services.audit.chain import (  # noqa: PLC0415 - import cycle
+    from services.event_store.chain import (  # noqa: PLC0415 - import cycle
         ChainedPostgresRecorder,
         ChainedSQLiteRecorder,
     )

@@ -9,7 +9,7 @@ variables: paths, port, public keys) and ``env/<user>.env`` (a client's ``CBCM_N
 The CA's private key is not kept: nothing else can be signed with it.
 
 ``provision_agency_consumers`` makes each agency's durable pull consumers
-(``services.nats_config.agency_consumers``) with the ``provision`` user's credentials.
+(``services.nats.config.agency_consumers``) with the ``provision`` user's credentials.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
-from services.nats_client import nats_servers, quiet_errors
-from services.nats_config import (
+from services.nats.client import nats_servers, quiet_errors
+from services.nats.config import (
     AGENCY_API_PREFIX,
     HOST_VARIABLE,
     PORT_VARIABLE,

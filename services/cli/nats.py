@@ -14,10 +14,10 @@ import nats.errors
 import pydantic
 import typer
 
-from services.demo import AGENCIES
-from services.nats_client import nats_connect_options
-from services.nats_config import server_config
-from services.nats_setup import provision_agency_consumers, write_nats_setup
+from services.demo.walk import AGENCIES
+from services.nats.client import nats_connect_options
+from services.nats.config import server_config
+from services.nats.setup import provision_agency_consumers, write_nats_setup
 from services.settings import Settings
 
 EXIT_CONFIG = 2

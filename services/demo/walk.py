@@ -57,7 +57,7 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
 
 T = TypeVar("T")
 

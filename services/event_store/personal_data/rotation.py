@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from services.mechanism import ComplaintMechanism
-from services.personal_data.kek import KeyRingError, LocalKeyRing
+from services.application.mechanism import ComplaintMechanism
+from services.event_store.personal_data.kek import KeyRingError, LocalKeyRing
 
 
 @dataclass(frozen=True)

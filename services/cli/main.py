@@ -45,7 +45,8 @@ from projections import stats
 from projections.base import open_read_model
 from services.api.app import create_app
 from services.api.read_models import applied_position
-from services.audit.chain import head as chain_head
+from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.application.retention import run_retention
 from services.audit.checkpoints import checkpoint_once, run_checkpoint_publisher, verify_checkpoint
 from services.audit.keys import AuditKeyError, load_public_key, load_signing_key
 from services.audit.replay import ReplayError, render_text, replay_case
@@ -56,26 +57,25 @@ from services.audit.witness import (
     valid_witness_name,
     witness_book_path,
 )
-from services.bench import register_bench_command
 from services.bootstrap import complaint_mechanism
-from services.demo import run_demo
-from services.event_store import EventStoreConfigError, describe, persistence_env
-from services.identity import issue_token, signing_key_path
-from services.logging import configure_logging, json_mode
-from services.mechanism import ComplaintMechanism, EventStoreUnavailable
-from services.metrics_endpoint import MetricsAddressError, serve_metrics
-from services.nats_server import NatsServerError
-from services.personal_data.kek import KeyRingError
-from services.personal_data.rotation import retire, rotate
-from services.personal_data.rotation import status as key_status
+from services.cli.bench import register_bench_command
+from services.cli.sharing import register_sharing_commands
+from services.demo.walk import run_demo
+from services.event_store.chain import head as chain_head
+from services.event_store.config import EventStoreConfigError, describe, persistence_env
+from services.event_store.personal_data.kek import KeyRingError
+from services.event_store.personal_data.rotation import retire, rotate
+from services.event_store.personal_data.rotation import status as key_status
+from services.identity.tokens import issue_token, signing_key_path
+from services.nats.server import NatsServerError
 from services.projector import projection_named
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import ReadModelInUse, read_model_path, rebuild, run_projector
 from services.relay.relay import StreamOfAnotherStore, nats_replicas, run_relay, store_id
-from services.retention import run_retention
-from services.serve import AddressInUse, Supervisor, check_free
+from services.runtime.logging import configure_logging, json_mode
+from services.runtime.metrics import MetricsAddressError, serve_metrics
+from services.runtime.supervisor import AddressInUse, Supervisor, check_free
 from services.settings import Settings
-from services.sharing_cli import register_sharing_commands
 
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
@@ -93,7 +93,7 @@ cli = typer.Typer(
 )
 contracts_cli = typer.Typer(help="The published language: messages on NATS.", no_args_is_help=True)
 cli.add_typer(contracts_cli, name="contracts")
-cli.add_typer(__import__("services.nats_cli", fromlist=["nats_cli"]).nats_cli, name="nats")
+cli.add_typer(__import__("services.cli.nats", fromlist=["nats_cli"]).nats_cli, name="nats")
 register_sharing_commands(cli)  # cbcm agency keygen, cbcm share open
 register_bench_command(cli)  # cbcm bench
 

@@ -20,7 +20,7 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from services.sharing import (
+from services.relay.sharing import (
     ShareCannotBeOpened,
     ShareError,
     ShareNotForThisKey,

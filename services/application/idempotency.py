@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.hashes import SHA256
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eventsourcing.domain import Aggregate, event
+from eventsourcing.utils import register_topic
 
 from domain.recording import RecordedAggregate
 
@@ -121,3 +122,9 @@ class IdempotentRequest(RecordedAggregate):
         self.status_code = status_code
         self.answer = answer
         self.sealed_secret = sealed_secret
+
+
+# Stored under services.idempotency until issue 13's re-layout: events recorded before
+# it name these topics (their own, and their aggregate's as originator).
+register_topic("services.idempotency:IdempotentRequest", IdempotentRequest)
+register_topic("services.idempotency:IdempotentRequest.Recorded", IdempotentRequest.Recorded)

@@ -35,8 +35,8 @@ from psycopg.pq import Format
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from services.personal_data import tables as key_tables
-from services.personal_data.data_keys import DataKeyErased, DataKeys
+from services.event_store.personal_data import tables as key_tables
+from services.event_store.personal_data.data_keys import DataKeyErased, DataKeys
 
 GENESIS = bytes(32)
 """What the first event links to."""

@@ -25,7 +25,7 @@ from domain.errors import DomainError
 from domain.feedback import Feedback
 from domain.personal_data import DataSubject
 from domain.vocabulary import ErasureReason
-from services.mechanism import ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
 
 RETENTION_ACTOR = Actor("cbcm-retention", "network", Role.COORDINATOR)
 """Who applies the policy: the network itself, in the coordinator's role."""

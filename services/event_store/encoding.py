@@ -21,9 +21,9 @@ from eventsourcing.persistence import (
 )
 from eventsourcing.utils import get_topic, resolve_topic
 
-from services.personal_data.data_keys import DataKeyMissing, DataKeys
-from services.personal_data.kek import KeyRingError
-from services.personal_data.sealing import SealBroken, erasures_of, open_sealed, seal
+from services.event_store.personal_data.data_keys import DataKeyMissing, DataKeys
+from services.event_store.personal_data.kek import KeyRingError
+from services.event_store.personal_data.sealing import SealBroken, erasures_of, open_sealed, seal
 
 
 def _uuid(value: object) -> UUID:

@@ -30,7 +30,7 @@ from uuid import UUID
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from services.personal_data.kek import KeyEncryptionKeys
+from services.event_store.personal_data.kek import KeyEncryptionKeys
 
 
 @dataclass(frozen=True, order=True)

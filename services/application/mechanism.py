@@ -51,10 +51,10 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.event_encoding import MsgspecMapper, MsgspecTranscoder
-from services.idempotency import IdempotentRequest
-from services.personal_data.config import personal_data_keys
-from services.personal_data.data_keys import DataKeyErased
+from services.application.idempotency import IdempotentRequest
+from services.event_store.encoding import MsgspecMapper, MsgspecTranscoder
+from services.event_store.personal_data.config import personal_data_keys
+from services.event_store.personal_data.data_keys import DataKeyErased
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -123,7 +123,7 @@ class ComplaintMechanism(Application[UUID]):
         )
 
     store_connections: StoreConnections | None = None
-    """Set by the wiring on a PostgreSQL store (``services.event_store.OutageGuard``): tells
+    """Set by the wiring on a PostgreSQL store (``services.event_store.config.OutageGuard``): tells
     whether a failed commit got as far as the database (and so may have gone through). On
     SQLite, whose commit is local and all or nothing, a failed commit recorded nothing."""
 

@@ -35,7 +35,7 @@ NEEDED = ("pytest", "pytest_asyncio", "httpx")
 
 def source_tree() -> Path | None:
     """The checkout the running ``services`` package comes from, if it has the benchmarks."""
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parent.parent.parent
     if (root / "tests" / "bench").is_dir() and (root / "pyproject.toml").is_file():
         return root
     return None

@@ -18,7 +18,7 @@ from eventsourcing.persistence import InterfaceError, OperationalError, Persiste
 from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
-from services.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable
 from services.settings import Settings
 
 
@@ -124,7 +124,7 @@ def describe(env: dict[str, str]) -> str:
 
 
 def _sqlite(file: Path) -> dict[str, str]:
-    from services.audit.chain import SQLITE_RECORDER_TOPIC  # noqa: PLC0415 - import cycle
+    from services.event_store.chain import SQLITE_RECORDER_TOPIC  # noqa: PLC0415 - import cycle
 
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -149,7 +149,7 @@ def _postgres(url: str) -> dict[str, str]:
         info = conninfo_to_dict(cleaned)
     except Exception as e:  # psycopg raises ProgrammingError for malformed strings
         raise EventStoreConfigError(f"CBCM_EVENT_STORE is not a PostgreSQL URL: {e}") from None
-    from services.audit.chain import POSTGRES_RECORDER_TOPIC  # noqa: PLC0415 - import cycle
+    from services.event_store.chain import POSTGRES_RECORDER_TOPIC  # noqa: PLC0415 - import cycle
 
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",

@@ -1,0 +1,1 @@
+"""The application: command handlers, idempotent requests, receipts and retention."""

@@ -1,0 +1,1 @@
+"""The ``cbcm`` command line: one module per command group."""

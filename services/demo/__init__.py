@@ -1,0 +1,1 @@
+"""The demo network and its cases, walked through the real application."""

@@ -1,0 +1,1 @@
+"""The event store: configuration, encoding, chained recorders, personal data at rest."""

@@ -1,0 +1,1 @@
+"""Identity: the bearer tokens and their signing key."""

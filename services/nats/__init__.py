@@ -1,0 +1,1 @@
+"""NATS: the client, the embedded server, its configuration and setup."""

@@ -1,0 +1,1 @@
+"""The processes' runtime: supervisor, logging, metrics, worker status."""
