@@ -28,6 +28,7 @@ test: lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 ## Benchmarks print figures next to a baseline measured in the same run (not part of `make test`),
 ## then one table of them all (cbcm bench); `make bench BENCH_ARGS=--quick` for a shorter run.

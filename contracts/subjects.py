@@ -121,3 +121,7 @@ def record_shares(aggregate: str, event: str, record: str) -> str:
 def agency_share_subjects(agency: str) -> str:
     """The filter matching every share sealed for ``agency``."""
     return f"{SHARE_SUBJECT_PREFIX}.{_token('agency', agency)}.>"
+
+
+NETWORK_AGENCY: Final = "network"
+"""The agency token of the network's own events (registry, policy) in their subjects."""

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from eventsourcing.postgres import PostgresDatastore
+
 from services.application.mechanism import ComplaintMechanism
-from services.event_store.config import guard_against_outages, persistence_env
+from services.event_store.config import OutageGuard, persistence_env
 from services.settings import Settings
 
 
@@ -20,3 +22,12 @@ def complaint_mechanism(settings: Settings | None = None) -> ComplaintMechanism:
     if settings.create_tables:
         app.factory.tracking_recorder()
     return app
+
+
+def guard_against_outages(app: ComplaintMechanism) -> None:
+    """Fail fast while the event store's server is down (PostgreSQL; SQLite is a file)."""
+    datastore = getattr(app.recorder, "datastore", None)
+    if isinstance(datastore, PostgresDatastore):
+        guard = OutageGuard(datastore)
+        guard.install(datastore)
+        app.store_connections = guard

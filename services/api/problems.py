@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain import errors
-from services.application.mechanism import EventStoreUnavailable, OutcomeUnknown
+from services.event_store.errors import EventStoreUnavailable, OutcomeUnknown
 
 PROBLEM_JSON = "application/problem+json"
 

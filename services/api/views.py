@@ -12,8 +12,8 @@ from typing import Any
 from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
+from domain.need_to_know import PERSON_FIELDS, CaseAccess
 from domain.personal_data import PersonDetails, is_erased, personal_data_paths
-from services.api.need_to_know import PERSON_FIELDS, CaseAccess
 from services.api.schemas.cases import (
     AllegationOut,
     AssessmentOut,

@@ -53,6 +53,7 @@ from domain.vocabulary import (
 )
 from services.application.idempotency import IdempotentRequest
 from services.event_store.encoding import MsgspecMapper, MsgspecTranscoder
+from services.event_store.errors import EventStoreUnavailable, OutcomeUnknown
 from services.event_store.personal_data.config import personal_data_keys
 from services.event_store.personal_data.data_keys import DataKeyErased
 
@@ -73,16 +74,6 @@ reads, answers to retried requests, auditors' grants): never published, so a wri
 def is_published(event: object) -> bool:
     """Whether a stored event goes on the bus (everything but the internal aggregates')."""
     return not isinstance(event, tuple(cls.Event for cls in INTERNAL_AGGREGATES))
-
-
-class EventStoreUnavailable(RuntimeError):
-    """The event store cannot be reached; nothing was recorded."""
-
-
-class OutcomeUnknown(EventStoreUnavailable):
-    """The event store failed while a command was being committed and cannot be asked yet
-    whether the commit went through: it may have been recorded (a retry with the same
-    Idempotency-Key records nothing twice)."""
 
 
 class StoreConnections(Protocol):
@@ -150,7 +141,6 @@ class ComplaintMechanism(Application[UUID]):
             # keys behind for the next write on this thread.
             if self.data_keys is not None:
                 self.data_keys.discarded()
-
 
     def _load(self, cls: type[A], aggregate_id: UUID, version: int | None = None) -> A:
         try:
@@ -898,9 +888,7 @@ class ComplaintMechanism(Application[UUID]):
             feedback_id = forwarded_feedback_id(case_id)
             # By retention, the copy in the CFM goes by its own loop's retention instead: the
             # concerned agency may still be answering it.
-            if reason is not ErasureReason.RETENTION_EXPIRED and self._current_version(
-                feedback_id
-            ):
+            if reason is not ErasureReason.RETENTION_EXPIRED and self._current_version(feedback_id):
                 records.append(feedback_id)
                 feedback = self._load(Feedback, feedback_id)
                 touches = {DataSubject.SURVIVOR, DataSubject.COMPLAINANT}.intersection(subjects)

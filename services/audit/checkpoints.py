@@ -53,23 +53,25 @@ from contracts.audit import (
     encode_checkpoint,
     signing_payload,
 )
-from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.application.mechanism import ComplaintMechanism
 from services.audit.keys import key_id, load_signing_key
 from services.audit.metrics import checkpoint_metrics
 from services.bootstrap import complaint_mechanism
 from services.event_store import chain
 from services.event_store.chain import ChainRow
+from services.event_store.errors import EventStoreUnavailable
+from services.event_store.store_id import store_id
 from services.nats.client import (
     DUPLICATE_WINDOW,
     TRANSIENT,
     ensure_kept_stream,
     kept_stream,
     nats_connect_options,
+    nats_replicas,
     nats_servers,
     quiet_errors,
     wait_for_stop,
 )
-from services.relay.relay import nats_replicas, store_id
 from services.settings import Settings
 
 __all__ = [

@@ -29,7 +29,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import re
 import secrets
 import sqlite3
 from collections.abc import Iterable, Sequence
@@ -69,6 +68,7 @@ from services.nats.client import (
     unless_stopped,
     wait_for_stop,
 )
+from services.nats.config import NETWORK_WITNESS, valid_witness_name, witness_consumer
 from services.settings import Settings
 
 __all__ = [
@@ -84,24 +84,12 @@ __all__ = [
 
 log = structlog.get_logger()
 
-DEFAULT_NAME: Final = "local"
+DEFAULT_NAME: Final = NETWORK_WITNESS
 ACK_WAIT: Final = 30.0
 FETCH_TIMEOUT: Final = 1.0
 MAX_BACKOFF: Final = 5.0
 
-_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
-
-
-def valid_witness_name(name: str) -> bool:
-    """Witness names become consumer names: lowercase a-z, 0-9, ``_`` and ``-``."""
-    return bool(_NAME.fullmatch(name))
-
-
-def durable_name(name: str = DEFAULT_NAME) -> str:
-    """The witness's durable consumer on ``CBCM_AUDIT``."""
-    if not valid_witness_name(name):
-        raise ValueError("a witness name is 1-64 of lowercase a-z, 0-9, _ and -")
-    return f"cbcm-witness-{name}"
+durable_name = witness_consumer
 
 
 def witness_book_path(data_dir: Path) -> Path:

@@ -45,11 +45,13 @@ from projections import stats
 from projections.base import open_read_model
 from services.api.app import create_app
 from services.api.read_models import applied_position
-from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.api.replay import ReplayError, render_text, replay_case
+from services.application.key_rotation import retire, rotate
+from services.application.key_rotation import status as key_status
+from services.application.mechanism import ComplaintMechanism
 from services.application.retention import run_retention
 from services.audit.checkpoints import checkpoint_once, run_checkpoint_publisher, verify_checkpoint
 from services.audit.keys import AuditKeyError, load_public_key, load_signing_key
-from services.audit.replay import ReplayError, render_text, replay_case
 from services.audit.verify import Attested, verify
 from services.audit.witness import (
     WitnessBook,
@@ -63,15 +65,16 @@ from services.cli.sharing import register_sharing_commands
 from services.demo.walk import run_demo
 from services.event_store.chain import head as chain_head
 from services.event_store.config import EventStoreConfigError, describe, persistence_env
+from services.event_store.errors import EventStoreUnavailable
 from services.event_store.personal_data.kek import KeyRingError
-from services.event_store.personal_data.rotation import retire, rotate
-from services.event_store.personal_data.rotation import status as key_status
+from services.event_store.store_id import store_id
 from services.identity.tokens import issue_token, signing_key_path
+from services.nats.client import nats_replicas
 from services.nats.server import NatsServerError
 from services.projector import projection_named
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import ReadModelInUse, read_model_path, rebuild, run_projector
-from services.relay.relay import StreamOfAnotherStore, nats_replicas, run_relay, store_id
+from services.relay.relay import StreamOfAnotherStore, run_relay
 from services.runtime.logging import configure_logging, json_mode
 from services.runtime.metrics import MetricsAddressError, serve_metrics
 from services.runtime.supervisor import AddressInUse, Supervisor, check_free

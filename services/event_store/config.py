@@ -15,10 +15,9 @@ from urllib.parse import urlsplit
 
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
-from eventsourcing.postgres import PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 
-from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable
+from services.event_store.errors import EventStoreUnavailable
 from services.settings import Settings
 
 
@@ -243,12 +242,3 @@ class OutageGuard:
         except psycopg.Error:
             return False
         return True
-
-
-def guard_against_outages(app: ComplaintMechanism) -> None:
-    """Fail fast while the event store's server is down (PostgreSQL; SQLite is a file)."""
-    datastore = getattr(app.recorder, "datastore", None)
-    if isinstance(datastore, PostgresDatastore):
-        guard = OutageGuard(datastore)
-        guard.install(datastore)
-        app.store_connections = guard

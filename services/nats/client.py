@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -179,3 +180,11 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     with contextlib.suppress(asyncio.CancelledError, Exception):
         await doing
     return None
+
+
+def nats_replicas(settings: Settings) -> int:
+    """``CBCM_NATS_REPLICAS`` (default 1): the stream's replica count."""
+    configured = getattr(settings, "nats_replicas", None)
+    if configured is not None:
+        return int(configured)
+    return int(os.environ.get("CBCM_NATS_REPLICAS", "1"))

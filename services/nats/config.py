@@ -32,6 +32,7 @@ from typing import Final
 from contracts.audit import AUDIT_STREAM, CHECKPOINT_SUBJECT
 from contracts.subjects import (
     EVENT_SUBJECTS,
+    NETWORK_AGENCY,
     SHARE_SUBJECTS,
     SHARES_STREAM,
     STATS_SUBJECT_PREFIX,
@@ -39,9 +40,6 @@ from contracts.subjects import (
     agency_event_subjects,
     agency_share_subjects,
 )
-from services.audit.witness import DEFAULT_NAME as NETWORK_WITNESS
-from services.audit.witness import durable_name as witness_consumer
-from services.relay.routing import NETWORK_AGENCY
 
 SERVICES_ACCOUNT: Final = "CBCM"
 """The account of the streams and of the network's services."""
@@ -464,3 +462,21 @@ def server_config(agencies: Iterable[str]) -> str:
         ]
     lines += ["}", ""]
     return "\n".join(lines)
+
+
+NETWORK_WITNESS: Final = "local"
+"""The name of the network's own audit witness."""
+
+_NAME = re.compile(r"^[a-z0-9_-]{1,64}$")
+
+
+def valid_witness_name(name: str) -> bool:
+    """Witness names become consumer names: lowercase a-z, 0-9, ``_`` and ``-``."""
+    return bool(_NAME.fullmatch(name))
+
+
+def witness_consumer(name: str = NETWORK_WITNESS) -> str:
+    """The witness's durable consumer on ``CBCM_AUDIT``."""
+    if not valid_witness_name(name):
+        raise ValueError("a witness name is 1-64 of lowercase a-z, 0-9, _ and -")
+    return f"cbcm-witness-{name}"

@@ -42,8 +42,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import hashlib
-import os
 import re
 import threading
 import time
@@ -83,14 +81,17 @@ from contracts.subjects import (
     record_shares,
 )
 from domain.case import Case
-from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable, is_published
+from services.application.mechanism import ComplaintMechanism, is_published
 from services.bootstrap import complaint_mechanism
+from services.event_store.errors import EventStoreUnavailable
+from services.event_store.store_id import store_id
 from services.nats.client import (
     DUPLICATE_WINDOW,
     TRANSIENT,
     ensure_kept_stream,
     kept_stream,
     nats_connect_options,
+    nats_replicas,
     nats_servers,
     quiet_errors,
     unless_stopped,
@@ -180,17 +181,6 @@ SUBJECT_TOKENS: dict[type[Any], tuple[str, str]] = {
 """Domain event class -> (aggregate, event) tokens of its subject."""
 
 
-def store_id(first: Notification) -> str:
-    """ADR 3: 16 hex chars of SHA-256 over the first notification's originator id, topic and
-    stored state.
-
-    Stable for the store's lifetime (the first event never changes) and different between
-    stores: the first event is usually the network's establishment, whose id is the same in
-    every store, but whose state holds the caller's time (to the microsecond) and the name.
-    """
-    digest = hashlib.sha256(f"{first.originator_id}:{first.topic}:".encode())
-    digest.update(first.state)
-    return digest.hexdigest()[:16]
 
 
 def stream_config(replicas: int = 1) -> StreamConfig:
@@ -1028,12 +1018,6 @@ def _put_from_thread(
     return False
 
 
-def nats_replicas(settings: Settings) -> int:
-    """``CBCM_NATS_REPLICAS`` (default 1): the stream's replica count."""
-    configured = getattr(settings, "nats_replicas", None)
-    if configured is not None:
-        return int(configured)
-    return int(os.environ.get("CBCM_NATS_REPLICAS", "1"))
 
 
 NATS_QUIET_SECONDS = 2.0

@@ -22,14 +22,12 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
+from contracts.subjects import NETWORK_AGENCY
 from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
 from services.application.mechanism import ComplaintMechanism
-
-NETWORK_AGENCY = "network"
-"""The agency token of the network's own events (registry, policy)."""
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -4,7 +4,7 @@ to that agency's public key.
 A transfer of a case to an agency, or the referral of its allegation to the implicated
 agency's investigating entity, lets the recipient see some of the case's personal data: what
 the step shared, identifying items only under the survivor's disclosure consent
-(``services.api.need_to_know.shared_fields``), plus a transfer's note. The relay reads those
+(``domain.need_to_know.shared_fields``), plus a transfer's note. The relay reads those
 values from the case *as it was at that event's version*, seals their JSON with libsodium's
 ``crypto_box_seal`` (PyNaCl ``SealedBox``) to the recipient's registered X25519 key and
 publishes the result on ``cbcm.v1.share.<recipient>.case.<event>`` (stream ``CBCM_SHARES``).
@@ -52,9 +52,9 @@ from contracts.shares import (
 )
 from contracts.subjects import share_subject
 from domain.case import Case
+from domain.need_to_know import shared_fields
 from domain.network import NETWORK_ID, Network, ShareKey, share_key_bytes, share_key_id
 from domain.personal_data import is_erased
-from services.api.need_to_know import shared_fields
 from services.relay.routing import Router
 
 log = structlog.get_logger()

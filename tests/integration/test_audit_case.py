@@ -41,16 +41,16 @@ from domain.vocabulary import (
     TransferReason,
 )
 from services.api.app import create_app
+from services.api.replay import ReplayError, replay_case
 from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import sign_checkpoint
 from services.audit.keys import load_signing_key
-from services.audit.replay import ReplayError, replay_case
 from services.audit.verify import Attested, Damage
 from services.audit.witness import WitnessBook, witness_book_path
 from services.cli.main import cli
 from services.event_store.chain import ChainRow, head, link_at
+from services.event_store.store_id import store_id
 from services.identity.tokens import issue_token
-from services.relay.relay import store_id
 from services.settings import Settings
 from tests.api_world import COORDINATOR, build_network, cheap_hasher
 from tests.conftest import T0

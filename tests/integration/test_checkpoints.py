@@ -60,8 +60,8 @@ from services.bootstrap import complaint_mechanism
 from services.demo.walk import COORDINATOR, build_demo_network
 from services.event_store import chain
 from services.event_store.chain import ChainRow
+from services.event_store.store_id import store_id
 from services.nats.server import EmbeddedNats
-from services.relay.relay import store_id
 from services.settings import Settings
 
 START = datetime(2025, 9, 1, tzinfo=UTC)

@@ -32,12 +32,12 @@ from domain.vocabulary import (
     FeedbackChannel,
     Sector,
 )
+from services.application.key_rotation import retire, rotate
 from services.application.mechanism import ComplaintMechanism
 from services.application.retention import run_retention
 from services.audit.verify import verify
 from services.bootstrap import complaint_mechanism
 from services.event_store.personal_data.kek import KeyRingError, LocalKeyRing
-from services.event_store.personal_data.rotation import retire, rotate
 from services.event_store.personal_data.tables import key_table
 from services.settings import Settings
 from tests.canary import new_canaries, walk_every_event_type
@@ -439,7 +439,7 @@ def test_data_keys_are_never_deleted_and_an_erased_key_cannot_come_back(app, sto
         with pytest.raises(Exception) as deleted, recorder.datastore.transaction(commit=True) as c:
             c.execute(f'DELETE FROM "{schema}"."{table}"')
         with pytest.raises(Exception) as back, recorder.datastore.transaction(commit=True) as c:
-            c.execute(f"UPDATE \"{schema}\".\"{table}\" SET wrapped = '\\x00'")
+            c.execute(f'UPDATE "{schema}"."{table}" SET wrapped = \'\\x00\'')
 
     # then the database refuses both
     assert "never deleted" in str(deleted.value)
@@ -549,9 +549,7 @@ def test_the_old_key_encryption_key_is_not_retired_right_after_a_rotation(app):
     assert first in app.data_keys.kek.ids  # type: ignore[attr-defined]
 
 
-def test_a_second_host_with_a_ring_of_its_own_is_refused_even_on_an_empty_store(
-    settings, tmp_path
-):
+def test_a_second_host_with_a_ring_of_its_own_is_refused_even_on_an_empty_store(settings, tmp_path):
     # given a first host that opened a fresh store (no data key yet)
     first = complaint_mechanism(settings)
     first.close()

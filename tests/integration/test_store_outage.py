@@ -25,9 +25,10 @@ from domain.actors import Actor, Role
 from domain.case import Case
 from domain.errors import VersionConflict
 from domain.vocabulary import Channel, ComplainantRole, FeedbackChannel
-from services.application.mechanism import ComplaintMechanism, EventStoreUnavailable, OutcomeUnknown
+from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
 from services.event_store.config import EventStoreUnreachable, OutageGuard
+from services.event_store.errors import EventStoreUnavailable, OutcomeUnknown
 from services.settings import Settings
 from tests.api_world import build_network, make_world
 

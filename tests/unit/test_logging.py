@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 import structlog
 
+from services.runtime import logging as cbcm_logging
 from services.runtime.logging import configure_logging, json_mode, library_event_name
 
 EVENT_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
@@ -28,7 +29,9 @@ def restored_logging() -> Iterator[None]:
     handlers, level = list(root.handlers), root.level
     config = structlog.get_config()
     hooks = threading.excepthook, sys.unraisablehook
+    was_json = cbcm_logging._json_mode
     yield
+    cbcm_logging._json_mode = was_json  # or later in-process CLI runs think they are services
     threading.excepthook, sys.unraisablehook = hooks
     for handler in list(root.handlers):
         root.removeHandler(handler)

@@ -4,8 +4,8 @@ added to the domain cannot reach a reader without a redaction rule."""
 from __future__ import annotations
 
 from domain.case import Allegation, Case, Closure
+from domain.need_to_know import CASE_PERSONAL_FIELDS, PERSON_FIELDS
 from domain.personal_data import PersonDetails, personal_data_paths
-from services.api.need_to_know import CASE_PERSONAL_FIELDS, PERSON_FIELDS
 
 
 def test_every_personal_field_the_domain_marks_is_redactable() -> None:

@@ -20,6 +20,7 @@ from nacl.public import PrivateKey
 
 from contracts.shares import CASE_SHARED, decode_share
 from domain.case import Case
+from domain.need_to_know import SHARED_FIELDS
 from domain.network import Network, ShareKey, share_key_id
 from domain.personal_data import ERASED, PersonDetails
 from domain.vocabulary import (
@@ -29,7 +30,6 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.api.need_to_know import SHARED_FIELDS
 from services.relay.sharing import (
     NOTE,
     ShareCannotBeOpened,

@@ -18,12 +18,13 @@ from fastapi.responses import JSONResponse
 from domain.actors import Actor, Role
 from domain.case import Allegation, Case
 from domain.errors import InvalidCommand, NotFound
+from domain.need_to_know import best_case_access, case_access
 from domain.personal_data import PersonDetails
 from domain.policy import NetworkPolicy
 from domain.vocabulary import ConsentKind, ErasureReason
 from services.api.auth import CurrentPrincipal, first_seeing, require_role
-from services.api.need_to_know import best_case_access, case_access
 from services.api.problems import Problem
+from services.api.replay import Step, case_steps
 from services.api.schemas.cases import (
     AcknowledgementIn,
     AllegationIn,
@@ -53,7 +54,6 @@ from services.api.schemas.common import PROBLEM_RESPONSES, USER, WrittenOut
 from services.api.views import case_view, history_event
 from services.api.writes import in_thread, mechanism, now, perform
 from services.application.mechanism import ComplaintMechanism, Written
-from services.audit.replay import Step, case_steps
 from services.identity.tokens import Principal
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"], responses=PROBLEM_RESPONSES)

@@ -11,8 +11,8 @@ from fastapi.responses import JSONResponse
 from domain.actors import Actor, Role
 from domain.errors import NotFound
 from domain.feedback import Feedback
+from domain.need_to_know import READ_PRIORITY, can_see_feedback, feedback_text_visible
 from services.api.auth import CurrentPrincipal, first_seeing, require_role
-from services.api.need_to_know import READ_PRIORITY, can_see_feedback, feedback_text_visible
 from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
 from services.api.schemas.others import EmptyIn, FeedbackIn, FeedbackOut, FeedbackResponseIn
 from services.api.views import feedback_view

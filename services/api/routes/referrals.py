@@ -15,8 +15,8 @@ from domain.actors import Actor, Role
 from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.errors import NotFound
+from domain.need_to_know import READ_PRIORITY, can_see_referral, referral_contact_fields
 from services.api.auth import CurrentPrincipal, first_seeing
-from services.api.need_to_know import READ_PRIORITY, can_see_referral, referral_contact_fields
 from services.api.problems import Problem
 from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
 from services.api.schemas.others import EmptyIn, FollowUpIn, ProviderDeclineIn, ReferralOut

@@ -40,6 +40,7 @@ from domain.assistance import AssistanceReferral
 from domain.audit_grants import AuditGrants, audit_grants_id
 from domain.case import Case
 from domain.errors import NotFound
+from domain.need_to_know import CASE_PERSONAL_FIELDS, CaseAccess
 from domain.personal_data_reads import PersonalDataReads, reads_id
 from domain.vocabulary import (
     Channel,
@@ -49,7 +50,6 @@ from domain.vocabulary import (
     FeedbackChannel,
     SharedItem,
 )
-from services.api.need_to_know import CASE_PERSONAL_FIELDS, CaseAccess
 from services.api.schemas.cases import CaseOut
 from services.api.views import case_view, history_event
 from services.application.mechanism import ComplaintMechanism
