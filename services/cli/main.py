@@ -18,67 +18,28 @@ import asyncio
 import json
 import os
 import signal
-import sqlite3
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 from uuid import UUID
 
-import nats.errors
-import psycopg
-import pydantic
 import structlog
 import typer
-import uvicorn
-from eventsourcing.persistence import OperationalError, ProgrammingError
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from contracts import catalogue
-from contracts.asyncapi import asyncapi_document
-from domain.actors import Actor, Role, validate_code, validate_user
-from domain.errors import DomainError, InvalidCode
+from domain.actors import Role  # a command's option type: typer reads it at start
 from projections import stats
-from projections.base import open_read_model
-from services.api.app import create_app
-from services.api.read_models import applied_position
-from services.api.replay import ReplayError, render_text, replay_case
-from services.application.key_rotation import retire, rotate
-from services.application.key_rotation import status as key_status
-from services.application.mechanism import ComplaintMechanism
-from services.application.retention import run_retention
-from services.audit.checkpoints import checkpoint_once, run_checkpoint_publisher, verify_checkpoint
-from services.audit.keys import AuditKeyError, load_public_key, load_signing_key
-from services.audit.verify import Attested, verify
-from services.audit.witness import (
-    WitnessBook,
-    run_witness,
-    valid_witness_name,
-    witness_book_path,
-)
-from services.bootstrap import complaint_mechanism
 from services.cli.bench import register_bench_command
 from services.cli.sharing import register_sharing_commands
-from services.demo.walk import run_demo
-from services.event_store.chain import head as chain_head
-from services.event_store.config import EventStoreConfigError, describe, persistence_env
-from services.event_store.errors import EventStoreUnavailable
-from services.event_store.personal_data.kek import KeyRingError
-from services.event_store.store_id import store_id
-from services.identity.tokens import issue_token, signing_key_path
-from services.nats.client import nats_replicas
-from services.nats.server import NatsServerError
-from services.projector import projection_named
-from services.projector.publication import StatisticsPublisher
-from services.projector.runner import ReadModelInUse, read_model_path, rebuild, run_projector
-from services.relay.relay import StreamOfAnotherStore, run_relay
 from services.runtime.logging import configure_logging, json_mode
-from services.runtime.metrics import MetricsAddressError, serve_metrics
-from services.runtime.supervisor import AddressInUse, Supervisor, check_free
-from services.settings import Settings
+
+if TYPE_CHECKING:
+    from services.application.mechanism import ComplaintMechanism
+    from services.audit.verify import Attested
+    from services.settings import Settings
+
 
 EXIT_REFUSED = 1
 EXIT_CONFIG = 2
@@ -107,11 +68,12 @@ def main() -> None:
     traceback; a bug keeps its traceback (one JSON line in JSON mode)."""
     try:
         cli(prog_name="cbcm")
-    except KNOWN_FAILURES as e:
-        code, what = _known_failure(e)
-        _report(f"{what}: {_one_line(e)}", code)
-        raise SystemExit(code) from None
-    except Exception:
+    except Exception as e:
+        known = _known_failure(e)
+        if known is not None:
+            code, what = known
+            _report(f"{what}: {_one_line(e)}", code)
+            raise SystemExit(code) from None
         if not json_mode():
             raise
         _log.critical("cli.crashed", exc_info=True)  # the traceback, in one JSON line
@@ -140,35 +102,60 @@ def _one_line(error: BaseException) -> str:
     return " ".join(str(error).split()) or type(error).__name__
 
 
-_KNOWN: tuple[tuple[type[BaseException], int, str], ...] = (
-    # (what was raised, exit code, what failed): the first that matches
-    (KeyRingError, EXIT_CONFIG, "the key-encryption keys of personal data"),
-    (AuditKeyError, EXIT_CONFIG, "the audit signing key"),
-    (MetricsAddressError, EXIT_CONFIG, "the metrics address"),
-    (AddressInUse, EXIT_CONFIG, "an address to listen on"),
-    (EventStoreConfigError, EXIT_CONFIG, "the event store's configuration"),
-    (ReadModelInUse, EXIT_CONFIG, "the read model"),
-    (StreamOfAnotherStore, EXIT_CONFIG, "the stream CBCM_EVENTS holds another store's events"),
-    (PermissionError, EXIT_CONFIG, "a file"),
-    (NatsServerError, EXIT_UNAVAILABLE, "the embedded nats-server"),
-    (EventStoreUnavailable, EXIT_UNAVAILABLE, "the event store is unavailable"),
-    (OperationalError, EXIT_UNAVAILABLE, "the event store is unavailable"),
-    (psycopg.OperationalError, EXIT_UNAVAILABLE, "PostgreSQL is unavailable"),
-    (sqlite3.OperationalError, EXIT_UNAVAILABLE, "a SQLite database"),
-    (nats.errors.NoServersError, EXIT_UNAVAILABLE, "NATS is unreachable"),
+_KNOWN: tuple[tuple[str, int, str], ...] = (
+    # (the class raised, by module and name, so that matching imports nothing; exit code;
+    # what failed): the first that matches the error or one of its base classes
+    (
+        "services.event_store.personal_data.kek.KeyRingError",
+        EXIT_CONFIG,
+        "the key-encryption keys of personal data",
+    ),
+    ("services.audit.keys.AuditKeyError", EXIT_CONFIG, "the audit signing key"),
+    ("services.runtime.metrics.MetricsAddressError", EXIT_CONFIG, "the metrics address"),
+    ("services.runtime.supervisor.AddressInUse", EXIT_CONFIG, "an address to listen on"),
+    (
+        "services.event_store.config.EventStoreConfigError",
+        EXIT_CONFIG,
+        "the event store's configuration",
+    ),
+    ("services.projector.runner.ReadModelInUse", EXIT_CONFIG, "the read model"),
+    (
+        "services.relay.relay.StreamOfAnotherStore",
+        EXIT_CONFIG,
+        "the stream CBCM_EVENTS holds another store's events",
+    ),
+    ("builtins.PermissionError", EXIT_CONFIG, "a file"),
+    ("services.nats.server.NatsServerError", EXIT_UNAVAILABLE, "the embedded nats-server"),
+    (
+        "services.event_store.errors.EventStoreUnavailable",
+        EXIT_UNAVAILABLE,
+        "the event store is unavailable",
+    ),
+    (
+        "eventsourcing.persistence.OperationalError",
+        EXIT_UNAVAILABLE,
+        "the event store is unavailable",
+    ),
+    ("psycopg.OperationalError", EXIT_UNAVAILABLE, "PostgreSQL is unavailable"),
+    ("sqlite3.OperationalError", EXIT_UNAVAILABLE, "a SQLite database"),
+    ("nats.errors.NoServersError", EXIT_UNAVAILABLE, "NATS is unreachable"),
 )
-KNOWN_FAILURES: tuple[type[BaseException], ...] = tuple(kind for kind, _, _ in _KNOWN)
 
 
-def _known_failure(error: BaseException) -> tuple[int, str]:
-    """The exit code of a failure whose cause is known, and what failed."""
-    for kind, code, what in _KNOWN:
-        if isinstance(error, kind):
+def _known_failure(error: BaseException) -> tuple[int, str] | None:
+    """The exit code of a failure whose cause is known, and what failed (None: a bug)."""
+    names = {f"{kind.__module__}.{kind.__qualname__}" for kind in type(error).__mro__}
+    for name, code, what in _KNOWN:
+        if name in names:
             return code, what
-    return 1, type(error).__name__
+    return None
 
 
 def _settings() -> Settings:
+    import pydantic
+
+    from services.settings import Settings
+
     try:
         return Settings()
     except pydantic.ValidationError as e:
@@ -183,6 +170,8 @@ def _settings() -> Settings:
 
 def _postgres_reason(env: dict[str, str]) -> str | None:
     """Why PostgreSQL refuses us. The connection pool reports only a timeout, so ask directly."""
+    import psycopg
+
     try:
         with psycopg.connect(
             host=env["POSTGRES_HOST"],
@@ -199,6 +188,20 @@ def _postgres_reason(env: dict[str, str]) -> str | None:
 
 def _open(settings: Settings) -> tuple[ComplaintMechanism, str]:
     """The application on the configured event store, and where that store is."""
+    from eventsourcing.persistence import (
+        OperationalError,
+        ProgrammingError,
+    )
+
+    from services.bootstrap import complaint_mechanism
+    from services.event_store.config import (
+        EventStoreConfigError,
+        describe,
+        persistence_env,
+    )
+    from services.event_store.errors import EventStoreUnavailable
+    from services.event_store.personal_data.kek import KeyRingError
+
     try:
         env = persistence_env(settings)
     except EventStoreConfigError as e:
@@ -220,6 +223,11 @@ def _open(settings: Settings) -> tuple[ComplaintMechanism, str]:
 @contextmanager
 def _reported(where: str) -> Iterator[None]:
     """Turn what a user can act on into a one-line message and an exit code."""
+    from eventsourcing.persistence import OperationalError
+
+    from domain.errors import DomainError
+    from services.event_store.errors import EventStoreUnavailable
+
     try:
         yield
     except DomainError as e:
@@ -246,6 +254,8 @@ def demo(
     Everything goes through the real application service; personal data is synthetic.
     Running it again on the same store adds cases to the same network.
     """
+    from services.demo.walk import run_demo
+
     app, where = _open(_settings())
     try:
         with _reported(where):
@@ -264,6 +274,8 @@ def contracts_schema(
     ] = None,
 ) -> None:
     """JSON Schema of every published message: to stdout, or one file each with --out."""
+    from contracts import catalogue
+
     if out is None:
         typer.echo(json.dumps(catalogue.json_schemas(), indent=2))
         return
@@ -282,6 +294,8 @@ def contracts_asyncapi(
     ] = None,
 ) -> None:
     """AsyncAPI 3.0 document of the stream, its subjects and every message schema."""
+    from contracts.asyncapi import asyncapi_document
+
     text = json.dumps(asyncapi_document(), indent=2, ensure_ascii=False) + "\n"
     if out is None:
         typer.echo(text, nl=False)
@@ -309,6 +323,10 @@ def stats_export(
     ] = ExportFormat.json,
 ) -> None:
     """Every anonymised report from the statistics read model, small cells suppressed."""
+    from projections.base import open_read_model
+    from services.api.read_models import applied_position
+    from services.projector.runner import read_model_path
+
     settings = _settings()
     path = read_model_path(settings.data_dir, "stats")
     if applied_position(path) is None:
@@ -345,6 +363,11 @@ def _run_until_signalled(
 ) -> None:
     """Run an async service until SIGTERM or Ctrl-C, then let it stop cleanly; its metrics
     on CBCM_METRICS_ADDR meanwhile (when set). Refuses a bad or taken metrics address."""
+    from services.runtime.metrics import (
+        MetricsAddressError,
+        serve_metrics,
+    )
+
     try:
         bound = serve_metrics(settings.metrics_addr)
     except MetricsAddressError as e:
@@ -371,6 +394,12 @@ class ReadModel(StrEnum):
 @cli.command()
 def serve() -> None:
     """The whole stack on embedded defaults: nats-server, relay, projections, HTTP API."""
+    from services.nats.server import NatsServerError
+    from services.runtime.supervisor import (
+        AddressInUse,
+        Supervisor,
+    )
+
     settings = _settings()
     configure_logging(settings.log_format, "serve")
     try:
@@ -385,6 +414,8 @@ def serve() -> None:
 @cli.command()
 def relay() -> None:
     """Publish the event store's events to JetStream stream CBCM_EVENTS, in order."""
+    from services.relay.relay import run_relay
+
     settings = _service_settings("relay")
     _run_until_signalled(settings, lambda stop: run_relay(settings, stop, _nats_url(settings)))
 
@@ -392,6 +423,13 @@ def relay() -> None:
 @cli.command()
 def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")]) -> None:
     """Keep one read model up to date from the stream (a durable consumer)."""
+    from services.projector import projection_named
+    from services.projector.publication import StatisticsPublisher
+    from services.projector.runner import (
+        read_model_path,
+        run_projector,
+    )
+
     settings = _service_settings(f"project-{name.value}")
     projection = projection_named(name.value)
     path = read_model_path(settings.data_dir, name.value)
@@ -414,6 +452,14 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
 @cli.command()
 def api() -> None:
     """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know."""
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.runtime.supervisor import (
+        AddressInUse,
+        check_free,
+    )
+
     settings = _settings()
     configure_logging(settings.log_format, "api")
     try:
@@ -445,6 +491,12 @@ def token(
     ] = 15,
 ) -> None:
     """Print a bearer token for the HTTP API, signed with the local key (embedded mode only)."""
+    from domain.actors import Role
+    from services.identity.tokens import (
+        issue_token,
+        signing_key_path,
+    )
+
     settings = _settings()
     if settings.oidc_issuer:
         _fail(
@@ -489,6 +541,22 @@ def projections_rebuild(
 
     Stop its projector first when rebuilding the live file; --into builds a copy beside it.
     """
+    import nats.errors
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from services.projector import projection_named
+    from services.projector.runner import (
+        ReadModelInUse,
+        read_model_path,
+        rebuild,
+    )
+
     settings = _settings()
     configure_logging(settings.log_format, "rebuild")
     path = into or read_model_path(settings.data_dir, name.value)
@@ -534,6 +602,18 @@ def audit_checkpoint(
     Runs until stopped, by policy (CBCM_CHECKPOINT_EVENTS positions or CBCM_CHECKPOINT_SECONDS
     when the head moved); with --once, publishes the head now and prints the checkpoint.
     """
+    import nats.errors
+
+    from services.audit.checkpoints import (
+        checkpoint_once,
+        run_checkpoint_publisher,
+    )
+    from services.audit.keys import (
+        AuditKeyError,
+        load_signing_key,
+    )
+    from services.nats.client import nats_replicas
+
     settings = _service_settings("audit-checkpoint")
     try:
         key = load_signing_key(settings)
@@ -579,6 +659,16 @@ def audit_witness(
     ] = "local",
 ) -> None:
     """Keep every signed checkpoint seen on CBCM_AUDIT; alarm on a contradicting one."""
+    from services.audit.keys import (
+        AuditKeyError,
+        load_public_key,
+    )
+    from services.audit.witness import (
+        run_witness,
+        valid_witness_name,
+        witness_book_path,
+    )
+
     settings = _service_settings("audit-witness")
     if not valid_witness_name(name):
         _fail("--name must be 1-64 of lowercase a-z, 0-9, _ and -", EXIT_CONFIG)
@@ -610,6 +700,15 @@ def _witnessed(app: ComplaintMechanism, book: Path, settings: Settings) -> list[
     """The checkpoints a witness's book holds for this store, each signature checked again
     with the network's public key (a book can be copied or edited too); none if the book or
     the store's first event is missing."""
+    from services.audit.checkpoints import verify_checkpoint
+    from services.audit.keys import (
+        AuditKeyError,
+        load_public_key,
+    )
+    from services.audit.verify import Attested
+    from services.audit.witness import WitnessBook
+    from services.event_store.store_id import store_id
+
     if not book.is_file():
         return []
     first = app.recorder.select_notifications(1, 1)
@@ -666,6 +765,19 @@ def audit_verify(
     missing, reordered, inserted, truncated); 5 no signed checkpoint to hold it to (unless
     --no-checkpoints); 2 bad usage; 3 store unreachable.
     """
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from services.audit.verify import verify
+    from services.audit.witness import witness_book_path
+    from services.event_store.chain import head as chain_head
+
     settings = _settings()
     app, where = _open(settings)
     try:
@@ -762,6 +874,20 @@ def audit_case(
     Personal data is redacted unless --auditor names an auditor the coordinator granted this
     case (POST /v1/cases/{id}/audit-grants).
     """
+    from domain.actors import (
+        Actor,
+        Role,
+        validate_code,
+        validate_user,
+    )
+    from domain.errors import InvalidCode
+    from services.api.replay import (
+        ReplayError,
+        render_text,
+        replay_case,
+    )
+    from services.audit.witness import witness_book_path
+
     try:
         case = UUID(case_id)
     except ValueError:
@@ -850,6 +976,8 @@ def retention_run(
 ) -> None:
     """Erase the personal data of cases closed, and feedback answered, longer ago than the
     policy's retention (crypto-shredding: the log is not rewritten), and report it."""
+    from services.application.retention import run_retention
+
     moment = datetime.now(UTC)
     if as_of is not None:
         try:
@@ -914,6 +1042,9 @@ def keys_rotate(
 ) -> None:
     """Make a new key-encryption key active and rewrap every data key under it (no event is
     rewritten). Then `cbcm keys retire OLD_ID` destroys the old one."""
+    from services.application.key_rotation import rotate
+    from services.event_store.personal_data.kek import KeyRingError
+
     with _application(_settings()) as app:
         try:
             rotation = rotate(app, new_key=not rewrap_only)
@@ -925,6 +1056,9 @@ def keys_rotate(
 @keys_cli.command("retire")
 def keys_retire(kek_id: Annotated[str, typer.Argument(help="The id of an inactive KEK.")]) -> None:
     """Destroy an inactive key-encryption key once no data key is wrapped under it."""
+    from services.application.key_rotation import retire
+    from services.event_store.personal_data.kek import KeyRingError
+
     with _application(_settings()) as app:
         try:
             retire(app, kek_id)
@@ -936,6 +1070,8 @@ def keys_retire(kek_id: Annotated[str, typer.Argument(help="The id of an inactiv
 @keys_cli.command("status")
 def keys_status() -> None:
     """Live data keys per key-encryption key, and erased ones (counts only)."""
+    from services.application.key_rotation import status as key_status
+
     with _application(_settings()) as app:
         counts = key_status(app)
     typer.echo(json.dumps(counts, indent=2, sort_keys=True))

@@ -10,15 +10,7 @@ import asyncio
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import nats.errors
-import pydantic
 import typer
-
-from services.demo.walk import AGENCIES
-from services.nats.client import nats_connect_options
-from services.nats.config import server_config
-from services.nats.setup import provision_agency_consumers, write_nats_setup
-from services.settings import Settings
 
 EXIT_CONFIG = 2
 EXIT_UNAVAILABLE = 3
@@ -44,6 +36,8 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _codes(agency: list[str] | None) -> list[str]:
+    from services.demo.walk import AGENCIES
+
     return agency or [a.code for a in AGENCIES]
 
 
@@ -56,6 +50,8 @@ def config(
 ) -> None:
     """The nats-server configuration for the network's agencies (deploy/nats/cbcm.conf is
     the demo network's): to stdout, or to --out."""
+    from services.nats.config import server_config
+
     try:
         text = server_config(_codes(agency))
     except ValueError as e:
@@ -87,6 +83,8 @@ def setup(
 ) -> None:
     """Write the configuration, an nkey seed per user (kept if present), a development CA
     and server certificate, nats-server.env and env/<user>.env into DIRECTORY."""
+    from services.nats.setup import write_nats_setup
+
     try:
         done = write_nats_setup(
             directory, _codes(agency), host=host, port=port, hostnames=hostname or ()
@@ -111,6 +109,13 @@ def provision(agency: Agencies = None) -> None:
     """Make each agency's consumers (its events, its shares, its witness's checkpoints),
     with the provision user's credentials (CBCM_NATS_NKEY_SEED_FILE). Run it again once a
     stream exists, or for a new agency: it changes no existing consumer."""
+    import nats.errors
+    import pydantic
+
+    from services.nats.client import nats_connect_options
+    from services.nats.setup import provision_agency_consumers
+    from services.settings import Settings
+
     try:
         settings = Settings()
     except pydantic.ValidationError as e:

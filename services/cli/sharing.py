@@ -20,18 +20,6 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from services.relay.sharing import (
-    ShareCannotBeOpened,
-    ShareError,
-    ShareNotForThisKey,
-    key_id_of,
-    new_private_key,
-    open_share,
-    public_key_of,
-    read_private_key,
-    write_private_key,
-)
-
 EXIT_CONFIG = 2
 EXIT_NOT_OPENED = 6
 
@@ -71,6 +59,13 @@ def agency_keygen(
     (PUT /v1/network/agencies/{agency}/share-key). Keep the private key: a share sealed to it
     opens with it only.
     """
+    from services.relay.sharing import (
+        key_id_of,
+        new_private_key,
+        public_key_of,
+        write_private_key,
+    )
+
     key = new_private_key()
     try:
         write_private_key(out, key)
@@ -102,6 +97,14 @@ def share_open(
     """Open one share message (its JSON body, as taken from CBCM_SHARES) and print the
     shared fields as JSON: case, version, custody step, the fields' values, and the names
     of fields that were erased before they could be shared."""
+    from services.relay.sharing import (
+        ShareCannotBeOpened,
+        ShareError,
+        ShareNotForThisKey,
+        open_share,
+        read_private_key,
+    )
+
     try:
         private_key = read_private_key(key)
     except ShareError as e:
