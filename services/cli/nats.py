@@ -25,7 +25,7 @@ Agencies = Annotated[
     typer.Option(
         "--agency",
         metavar="CODE",
-        help="An agency of the network (repeatable; default: the demo network's).",
+        help="An agency of the network (repeatable; default: those the network registered).",
     ),
 ]
 
@@ -36,9 +36,25 @@ def _fail(message: str, code: int) -> NoReturn:
 
 
 def _codes(agency: list[str] | None) -> list[str]:
-    from services.demo.walk import AGENCIES
+    """The agencies named, or else those the network registered in the event store (not a
+    demo's list: a production configuration must name the real network's agencies)."""
+    if agency:
+        return agency
+    from services.bootstrap import complaint_mechanism
+    from services.settings import Settings
 
-    return agency or [a.code for a in AGENCIES]
+    app = complaint_mechanism(Settings())
+    try:
+        registered = sorted(app.network().agencies) if app.has_network() else []
+    finally:
+        app.close()
+    if not registered:
+        _fail(
+            "no agencies: the event store holds no network with agencies; name them with "
+            "--agency CODE (repeatable)",
+            EXIT_CONFIG,
+        )
+    return registered
 
 
 @nats_cli.command("config")

@@ -12,9 +12,11 @@ from pathlib import Path
 
 import nats
 
+from services.bootstrap import complaint_mechanism
 from services.nats.client import nats_connect_options
 from services.nats.server import ConfiguredNats, free_port
 from services.settings import Settings
+from tests.api_world import build_network
 
 CBCM = Path(sys.executable).parent / "cbcm"
 
@@ -123,3 +125,23 @@ def test_nats_provision_needs_the_networks_nats() -> None:
 
     assert done.returncode == 2
     assert "CBCM_NATS_URL is not set" in done.stderr
+
+
+def test_nats_config_takes_the_networks_registered_agencies_not_a_demo_list(
+    tmp_path: Path,
+) -> None:
+    # given an empty store: nothing to configure, and it says so
+    env = {"CBCM_DATA_DIR": str(tmp_path)}
+    empty = cbcm("nats", "config", env=env)
+    assert empty.returncode == 2
+    assert "--agency" in empty.stderr
+    # when the network registers its agencies
+    app = complaint_mechanism(Settings(data_dir=tmp_path))
+    try:
+        build_network(app)
+    finally:
+        app.close()
+    # then the configuration has an account for each, and for no other
+    printed = cbcm("nats", "config", env=env)
+    assert printed.returncode == 0, printed.stderr
+    assert "for the agencies: ocha, unhcr, wfp." in printed.stdout
