@@ -126,7 +126,7 @@ class ComplaintMechanism(Application[UUID]):
             self.data_keys = personal_data_keys(self.env, self.recorder)
         except OperationalError as e:
             raise EventStoreUnavailable(str(e)) from e
-        # Personal fields are sealed in every store that keeps them at rest (ADR 6).
+        # Personal fields are sealed in every store that keeps them at rest (ADR 8).
         mapper: Any = self.mapper
         recorder: Any = self.recorder
         mapper.data_keys = recorder.data_keys = self.data_keys

@@ -17,6 +17,7 @@ import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError
 from psycopg.conninfo import conninfo_to_dict
 
+from services.event_store.chain import POSTGRES_RECORDER_TOPIC, SQLITE_RECORDER_TOPIC
 from services.event_store.errors import EventStoreUnavailable
 from services.settings import Settings
 
@@ -41,7 +42,7 @@ def persistence_env(settings: Settings) -> dict[str, str]:
 
 
 def _personal_data_env(settings: Settings, *, postgres: bool) -> dict[str, str]:
-    """Where the key-encryption keys come from, and the whole-event cipher (ADR 6)."""
+    """Where the key-encryption keys come from, and the whole-event cipher (ADR 8)."""
     env = {"CBCM_DATA_KEY_CACHE_SECONDS": str(settings.data_key_cache_seconds)}
     if settings.kms_hook:
         env["CBCM_KMS_HOOK"] = settings.kms_hook
@@ -123,7 +124,6 @@ def describe(env: dict[str, str]) -> str:
 
 
 def _sqlite(file: Path) -> dict[str, str]:
-    from services.event_store.chain import SQLITE_RECORDER_TOPIC  # noqa: PLC0415 - import cycle
 
     return {
         "PERSISTENCE_MODULE": "eventsourcing.sqlite",
@@ -148,7 +148,6 @@ def _postgres(url: str) -> dict[str, str]:
         info = conninfo_to_dict(cleaned)
     except Exception as e:  # psycopg raises ProgrammingError for malformed strings
         raise EventStoreConfigError(f"CBCM_EVENT_STORE is not a PostgreSQL URL: {e}") from None
-    from services.event_store.chain import POSTGRES_RECORDER_TOPIC  # noqa: PLC0415 - import cycle
 
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",

@@ -46,7 +46,7 @@ class MsgspecTranscoder(Transcoder):
 
 class MsgspecMapper(Mapper[Any]):
     """The library's mapper, with typed decoding of each event class's fields and, once the
-    application gives it ``data_keys``, personal fields sealed at rest (ADR 6)."""
+    application gives it ``data_keys``, personal fields sealed at rest (ADR 8)."""
 
     data_keys: DataKeys | None = None
 

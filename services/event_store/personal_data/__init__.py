@@ -1,4 +1,4 @@
-"""Personal data at rest: sealed field by field, erasable by destroying keys (issue #6, ADR 6).
+"""Personal data at rest: sealed field by field, erasable by destroying keys (issue #6, ADR 8).
 
 - ``kek``: the key-encryption keys (a local key ring from configuration, or a KMS hook);
 - ``data_keys``: one data key per person per record, wrapped by a key-encryption key, kept in

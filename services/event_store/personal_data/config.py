@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from services.event_store.chain import ChainedPostgresRecorder, ChainedSQLiteRecorder
 from services.event_store.personal_data.data_keys import DataKeys
 from services.event_store.personal_data.kek import (
     KeyEncryptionKeys,
@@ -34,11 +35,6 @@ def key_encryption_keys(env: Mapping[str, str]) -> KeyEncryptionKeys:
 def personal_data_keys(env: Mapping[str, str], recorder: Any) -> DataKeys | None:
     """The data keys of the store ``recorder`` writes to; ``None`` for a store that keeps
     nothing at rest (the library's in-memory one, in tests of the domain's wiring)."""
-    from services.event_store.chain import (  # noqa: PLC0415 - import cycle
-        ChainedPostgresRecorder,
-        ChainedSQLiteRecorder,
-    )
-
     if isinstance(recorder, ChainedSQLiteRecorder):
         table: SQLiteKeyTable | PostgresKeyTable = SQLiteKeyTable(recorder)
     elif isinstance(recorder, ChainedPostgresRecorder):
