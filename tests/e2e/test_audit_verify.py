@@ -10,11 +10,8 @@ import random
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
-
-import pytest
 
 from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import checkpoint_once
@@ -28,14 +25,6 @@ from tests.integration.test_audit_chain import Dba, positions
 
 CBCM = str(Path(sys.executable).parent / "cbcm")
 START = datetime(2025, 9, 1, tzinfo=UTC)
-
-
-@pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
 
 
 async def witnessed_store(settings: Settings, nats_url: str) -> ComplaintMechanism:

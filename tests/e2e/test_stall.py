@@ -111,14 +111,6 @@ def world(store_url: str, tmp_path: Path) -> Iterator[World]:
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
-
-
-@pytest.fixture
 async def api(world: World) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=world.api)
     async with httpx.AsyncClient(transport=transport, base_url="http://cbcm") as client:

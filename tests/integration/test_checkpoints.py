@@ -61,7 +61,6 @@ from services.demo.walk import COORDINATOR, build_demo_network
 from services.event_store import chain
 from services.event_store.chain import ChainRow
 from services.event_store.store_id import store_id
-from services.nats.server import EmbeddedNats
 from services.settings import Settings
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
@@ -70,21 +69,6 @@ CBCM = Path(sys.executable).parent / "cbcm"
 
 
 # ---------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

@@ -6,10 +6,7 @@ nats-server."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from pathlib import Path
 
-import nats
 import pytest
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -36,21 +33,6 @@ from tests.integration.test_relay import (
 def relay_process() -> None:
     """This process runs a relay: its metrics are served (as ``cbcm relay`` does)."""
     metrics.register()
-
-
-@pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 def value(name: str) -> float:

@@ -10,11 +10,10 @@ record. On SQLite (polling) and on a real PostgreSQL (LISTEN/NOTIFY), with a rea
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
-import nats
 import pytest
 import structlog
 from nats.aio.client import Client as NatsClient
@@ -37,21 +36,6 @@ from tests.integration.test_relay import (
 
 SECRET = "CANARY-7f3a personal words"
 """What the poisoned translation's error says: it must appear in no log line."""
-
-
-@pytest.fixture
-async def nats_server(tmp_path: Path) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
 
 
 @pytest.fixture

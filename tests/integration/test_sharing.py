@@ -90,13 +90,6 @@ async def nats_server(tmp_path: Any) -> AsyncIterator[EmbeddedNats]:
 
 
 @pytest.fixture
-async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
-    client = await nats.connect(nats_server.url)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
 async def js(nc: NatsClient) -> JetStreamContext:
     context = nc.jetstream()
     await ensure_stream(context)
