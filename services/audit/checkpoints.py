@@ -7,7 +7,8 @@ network's Ed25519 checkpoint key and publishes an ``AuditCheckpointV1`` on
 ``cbcm.v1.audit.checkpoint`` into the JetStream stream ``CBCM_AUDIT`` (file storage, no delete,
 no purge), where witnesses that were offline find it later.
 
-Each message carries ``Nats-Msg-Id: <store>:<position>:<first 16 hex of link>``: re-publishing
+Each message carries ``Nats-Msg-Id: <store>:<position>:<16 hex of link>:<16 hex of the
+signature's SHA-256>`` (``contracts.audit.checkpoint_msg_id``): re-publishing
 the same head (after a restart) is dropped by JetStream, but a checkpoint that contradicts one
 already published (same position, another link) is not, so witnesses see it.
 
