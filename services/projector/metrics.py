@@ -22,10 +22,10 @@ metric families it never fills.
 
 from __future__ import annotations
 
-import threading
-
-from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 from prometheus_client.registry import Collector
+
+from services.runtime.metrics import serve_once
 
 APPLIED_POSITION = Gauge(
     "cbcm_projector_applied_position",
@@ -55,18 +55,11 @@ STALLED = Gauge(
 
 
 _ALL: tuple[Collector, ...] = (APPLIED_POSITION, BATCH_SECONDS, MESSAGES_APPLIED, STALLED)
-_registered = False
-_lock = threading.Lock()
 
 
 def register() -> None:
     """Serve the projectors' metrics from this process's default registry (once)."""
-    global _registered  # noqa: PLW0603 - once per process
-    with _lock:
-        if not _registered:
-            for collector in _ALL:
-                REGISTRY.register(collector)
-            _registered = True
+    serve_once(*_ALL)
 
 
 class ProjectorMetrics:

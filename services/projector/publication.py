@@ -12,12 +12,13 @@ from typing import Any
 
 import structlog
 from nats.aio.client import Client as NatsClient
-from prometheus_client import REGISTRY, Gauge
+from prometheus_client import Gauge
 
 from contracts.subjects import stats_subject
 from projections import stats
 from projections.base import get_position, open_read_model
 from services.nats.client import nats_connect_options, nats_servers
+from services.runtime.metrics import serve_once
 from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
 
@@ -75,7 +76,7 @@ class StatisticsPublisher:
         self._last = 0.0
         self._too_large: set[str] = set()
         self._trailing: asyncio.Task[None] | None = None
-        _serve_gauge()
+        serve_once(UNPUBLISHED)  # only a process that publishes statistics serves it
         UNPUBLISHED.set(0)
 
     async def __call__(self, db: sqlite3.Connection, position: int) -> None:
@@ -171,17 +172,6 @@ class StatisticsPublisher:
         if self._nc is not None:
             nc, self._nc = self._nc, None
             await nc.close()
-
-
-_served = False
-
-
-def _serve_gauge() -> None:
-    """Only a process that publishes statistics serves their gauge."""
-    global _served  # noqa: PLW0603 - once per process
-    if not _served:
-        REGISTRY.register(UNPUBLISHED)
-        _served = True
 
 
 def _file_of(db: sqlite3.Connection) -> Path | None:

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import threading
 
-from prometheus_client import REGISTRY, Gauge, Histogram
+from prometheus_client import Gauge, Histogram
 from prometheus_client.registry import Collector
+
+from services.runtime.metrics import serve_once
 
 STORE_HEAD = Gauge(
     "cbcm_relay_store_head_position",
@@ -58,21 +60,12 @@ STALLED = Gauge(
 )
 
 _ALL: tuple[Collector, ...] = (STORE_HEAD, PUBLISHED, LAG, LEADER, PUBLISH_SECONDS, STALLED)
-_registered = False
-
 _lock = threading.Lock()
 
 
 def register() -> None:
-    """Serve the relay's metrics from this process's registry. Only a process that runs a
-    relay calls it: every cbcm process imports this module, and a projector serving
-    ``cbcm_relay_leader 0`` would set off an alert meant for the relay."""
-    global _registered  # noqa: PLW0603 - once per process
-    with _lock:
-        if not _registered:
-            for collector in _ALL:
-                REGISTRY.register(collector)
-            _registered = True
+    """Serve the relay's metrics from this process's registry (a process that runs a relay)."""
+    serve_once(*_ALL)
 
 _head = 0
 _published = 0

@@ -7,7 +7,10 @@ collectors; a worker adds its own metrics to it at import and serves it here.
 
 from __future__ import annotations
 
+import threading
+
 import prometheus_client
+from prometheus_client.registry import Collector
 
 
 class MetricsAddressError(ValueError):
@@ -33,3 +36,19 @@ def serve_metrics(addr: str | None) -> tuple[str, int] | None:
         raise MetricsAddressError(f"cannot serve metrics on {addr}: {e.strerror or e}") from e
     bound = server.server_address
     return str(bound[0]), int(bound[1])
+
+
+_served: set[int] = set()
+_served_lock = threading.Lock()
+
+
+def serve_once(*collectors: Collector) -> None:
+    """Add ``collectors`` to the default registry, once per process. A worker's metrics are
+    created unregistered (every cbcm process imports every worker's module) and served only
+    by the process that runs that worker: a projector serving ``cbcm_relay_leader 0`` would
+    set off an alert meant for the relay."""
+    with _served_lock:
+        for collector in collectors:
+            if id(collector) not in _served:
+                prometheus_client.REGISTRY.register(collector)
+                _served.add(id(collector))
