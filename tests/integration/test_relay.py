@@ -54,14 +54,6 @@ START = datetime(2025, 9, 1, tzinfo=UTC)
 
 
 @pytest.fixture
-async def nats_server(tmp_path: Any) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
-
-
-@pytest.fixture
 async def nc(nats_server: EmbeddedNats) -> AsyncIterator[NatsClient]:
     client = await nats.connect(nats_server.url, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
     yield client

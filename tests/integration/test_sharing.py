@@ -7,10 +7,9 @@ nats-server started in a temp dir; the relay is the real one. Nothing sleeps and
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -49,7 +48,6 @@ from domain.vocabulary import (
 )
 from services.application.mechanism import ComplaintMechanism, is_published
 from services.nats.client import TRANSIENT
-from services.nats.server import EmbeddedNats
 from services.relay.relay import (
     APPLICATION_NAME,
     Relay,
@@ -79,14 +77,6 @@ KEYED = ("wfp", "ngo-b")
 
 
 # ---------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture
-async def nats_server(tmp_path: Any) -> AsyncIterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats")
-    await asyncio.to_thread(server.start)
-    yield server
-    await asyncio.to_thread(server.stop)
 
 
 @pytest.fixture
