@@ -26,7 +26,8 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-EXIT_CONFIG = 2
+from services.cli.common import EXIT_CONFIG
+
 RESULTS_ENV = "CBCM_BENCH_RESULTS"
 QUICK_ENV = "CBCM_BENCH_QUICK"
 NEEDED = ("pytest", "pytest_asyncio", "httpx")
@@ -126,7 +127,7 @@ def bench(
     raise typer.Exit(done.returncode)
 
 
-def register_bench_command(cli: typer.Typer) -> None:
+def register(cli: typer.Typer) -> None:
     """Add ``cbcm bench`` to the ``cbcm`` command line."""
     cli.command("bench")(bench)
 

@@ -12,13 +12,18 @@ from typing import Annotated, NoReturn
 
 import typer
 
-EXIT_CONFIG = 2
-EXIT_UNAVAILABLE = 3
+from services.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE
 
 nats_cli = typer.Typer(
     help="The network's NATS: configuration, keys, the agencies' consumers.",
     no_args_is_help=True,
 )
+
+
+def register(cli: typer.Typer) -> None:
+    """Add ``cbcm nats ...`` to the ``cbcm`` command line."""
+    cli.add_typer(nats_cli, name="nats")
+
 
 Agencies = Annotated[
     list[str] | None,

@@ -20,7 +20,8 @@ from typing import Annotated, NoReturn
 
 import typer
 
-EXIT_CONFIG = 2
+from services.cli.common import EXIT_CONFIG
+
 EXIT_NOT_OPENED = 6
 
 MAX_SHARE_BYTES = 1_048_576
@@ -32,7 +33,7 @@ share_cli = typer.Typer(
 )
 
 
-def register_sharing_commands(cli: typer.Typer) -> None:
+def register(cli: typer.Typer) -> None:
     """Add ``cbcm agency ...`` and ``cbcm share ...`` to the ``cbcm`` command line."""
     cli.add_typer(agency_cli, name="agency")
     cli.add_typer(share_cli, name="share")

@@ -1,0 +1,80 @@
+"""``cbcm projections``: the read models, rebuilt from the whole stream."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from services.cli.common import (
+    EXIT_CONFIG,
+    EXIT_UNAVAILABLE,
+    ReadModel,
+    fail,
+    load_settings,
+    nats_url,
+    one_line,
+)
+from services.runtime.logging import configure_logging
+
+projections_cli = typer.Typer(help="Read models.", no_args_is_help=True)
+
+
+def register(cli: typer.Typer) -> None:
+    """Add ``cbcm projections ...`` to the ``cbcm`` command line."""
+    cli.add_typer(projections_cli, name="projections")
+
+
+@projections_cli.command("rebuild")
+def projections_rebuild(
+    name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")],
+    into: Annotated[
+        Path | None,
+        typer.Option("--into", dir_okay=False, help="Rebuild into this file (default: live)."),
+    ] = None,
+) -> None:
+    """Drop a read model and replay it from the whole stream, with a progress bar.
+
+    Stop its projector first when rebuilding the live file; --into builds a copy beside it.
+    """
+    import nats.errors
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
+
+    from services.projector import projection_named
+    from services.projector.runner import (
+        ReadModelInUse,
+        read_model_path,
+        rebuild,
+    )
+
+    settings = load_settings()
+    configure_logging(settings.log_format, "rebuild")
+    path = into or read_model_path(settings.data_dir, name.value)
+    with Progress(
+        TextColumn("rebuilding {task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+    ) as bar:
+        task = bar.add_task(name.value, total=None)
+
+        def progress(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        try:
+            position = asyncio.run(
+                rebuild(projection_named(name.value), path, nats_url(settings), progress)
+            )
+        except (OSError, nats.errors.Error) as e:
+            fail(f"cannot reach NATS at {nats_url(settings)}: {one_line(e)}", EXIT_UNAVAILABLE)
+        except ReadModelInUse as e:
+            fail(str(e), EXIT_CONFIG)
+    typer.echo(f"{name.value}: rebuilt up to position {position} in {path}")

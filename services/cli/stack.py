@@ -1,0 +1,104 @@
+"""``cbcm serve``, ``relay``, ``project`` and ``api``: the stack, whole or one service at a
+time. Each long-running service configures its logging first (JSON lines in JSON mode)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+
+from services.cli.common import (
+    EXIT_CONFIG,
+    EXIT_UNAVAILABLE,
+    ReadModel,
+    fail,
+    load_settings,
+    nats_url,
+    run_until_signalled,
+    service_settings,
+)
+from services.runtime.logging import configure_logging
+
+
+def register(cli: typer.Typer) -> None:
+    """Add ``cbcm serve``, ``relay``, ``project`` and ``api`` to the ``cbcm`` command line."""
+    cli.command()(serve)
+    cli.command()(relay)
+    cli.command()(project)
+    cli.command()(api)
+
+
+def serve() -> None:
+    """The whole stack on embedded defaults: nats-server, relay, projections, HTTP API."""
+    from services.nats.server import NatsServerError
+    from services.runtime.supervisor import (
+        AddressInUse,
+        Supervisor,
+    )
+
+    settings = load_settings()
+    configure_logging(settings.log_format, "serve")
+    try:
+        code = Supervisor(settings).run()
+    except AddressInUse as e:
+        fail(str(e), EXIT_CONFIG)
+    except NatsServerError as e:
+        fail(str(e), EXIT_UNAVAILABLE)
+    raise typer.Exit(code)
+
+
+def relay() -> None:
+    """Publish the event store's events to JetStream stream CBCM_EVENTS, in order."""
+    from services.relay.relay import run_relay
+
+    settings = service_settings("relay")
+    run_until_signalled(settings, lambda stop: run_relay(settings, stop, nats_url(settings)))
+
+
+def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")]) -> None:
+    """Keep one read model up to date from the stream (a durable consumer)."""
+    from services.projector import projection_named
+    from services.projector.publication import StatisticsPublisher
+    from services.projector.runner import (
+        read_model_path,
+        run_projector,
+    )
+
+    settings = service_settings(f"project-{name.value}")
+    projection = projection_named(name.value)
+    path = read_model_path(settings.data_dir, name.value)
+
+    async def main(stop: asyncio.Event) -> None:
+        publisher = (
+            StatisticsPublisher(nats_url(settings), data_dir=settings.data_dir)
+            if name is ReadModel.stats
+            else None
+        )
+        try:
+            await run_projector(projection, path, nats_url(settings), stop, on_commit=publisher)
+        finally:
+            if publisher is not None:
+                await publisher.close()
+
+    run_until_signalled(settings, main)
+
+
+def api() -> None:
+    """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know."""
+    import uvicorn
+
+    from services.api.app import create_app
+    from services.runtime.supervisor import (
+        AddressInUse,
+        check_free,
+    )
+
+    settings = load_settings()
+    configure_logging(settings.log_format, "api")
+    try:
+        host, port = check_free(settings.http_addr, "CBCM_HTTP_ADDR")
+    except AddressInUse as e:
+        fail(str(e), EXIT_CONFIG)
+    # log_config=None: uvicorn's records go through our handler (JSON lines in JSON mode)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
