@@ -26,7 +26,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 
-from services.cli.common import EXIT_CONFIG
+from services.cli.common import EXIT_CONFIG, fail
 
 RESULTS_ENV = "CBCM_BENCH_RESULTS"
 QUICK_ENV = "CBCM_BENCH_QUICK"
@@ -47,8 +47,7 @@ def missing_dependencies() -> list[str]:
 
 
 def _fail(message: str) -> NoReturn:
-    typer.echo(f"cbcm: error: {message}", err=True)
-    raise typer.Exit(EXIT_CONFIG)
+    fail(message, EXIT_CONFIG)
 
 
 def bench(

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from services.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE
+from services.cli.common import EXIT_CONFIG, EXIT_UNAVAILABLE, fail
 
 nats_cli = typer.Typer(
     help="The network's NATS: configuration, keys, the agencies' consumers.",
@@ -35,11 +35,6 @@ Agencies = Annotated[
 ]
 
 
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"cbcm: error: {message}", err=True)
-    raise typer.Exit(code)
-
-
 def _codes(agency: list[str] | None) -> list[str]:
     """The agencies named, or else those the network registered in the event store (not a
     demo's list: a production configuration must name the real network's agencies)."""
@@ -54,7 +49,7 @@ def _codes(agency: list[str] | None) -> list[str]:
     finally:
         app.close()
     if not registered:
-        _fail(
+        fail(
             "no agencies: the event store holds no network with agencies; name them with "
             "--agency CODE (repeatable)",
             EXIT_CONFIG,
@@ -76,14 +71,14 @@ def config(
     try:
         text = server_config(_codes(agency))
     except ValueError as e:
-        _fail(str(e), EXIT_CONFIG)
+        fail(str(e), EXIT_CONFIG)
     if out is None:
         typer.echo(text, nl=False)
         return
     try:
         out.write_text(text, encoding="utf-8")
     except OSError as e:
-        _fail(f"cannot write {out}: {e}", EXIT_CONFIG)
+        fail(f"cannot write {out}: {e}", EXIT_CONFIG)
     typer.echo(str(out))
 
 
@@ -111,9 +106,9 @@ def setup(
             directory, _codes(agency), host=host, port=port, hostnames=hostname or ()
         )
     except ValueError as e:
-        _fail(str(e), EXIT_CONFIG)
+        fail(str(e), EXIT_CONFIG)
     except OSError as e:
-        _fail(f"cannot write into {directory}: {e}", EXIT_CONFIG)
+        fail(f"cannot write into {directory}: {e}", EXIT_CONFIG)
     typer.echo(f"configuration: {done.config_file}")
     typer.echo(f"nkey seeds (keep secret): {done.directory / 'nkeys'}")
     typer.echo(f"development CA: {done.ca_file}")
@@ -142,9 +137,9 @@ def provision(agency: Agencies = None) -> None:
     except pydantic.ValidationError as e:
         first = e.errors()[0]
         name = "CBCM_" + "_".join(str(part) for part in first["loc"]).upper()
-        _fail(f"bad configuration: {name}: {first['msg']}", EXIT_CONFIG)
+        fail(f"bad configuration: {name}: {first['msg']}", EXIT_CONFIG)
     if settings.nats_url is None:
-        _fail("CBCM_NATS_URL is not set: this provisions a network's NATS", EXIT_CONFIG)
+        fail("CBCM_NATS_URL is not set: this provisions a network's NATS", EXIT_CONFIG)
     try:
         done = asyncio.run(
             provision_agency_consumers(
@@ -152,9 +147,9 @@ def provision(agency: Agencies = None) -> None:
             )
         )
     except ValueError as e:
-        _fail(str(e), EXIT_CONFIG)
+        fail(str(e), EXIT_CONFIG)
     except (OSError, TimeoutError, nats.errors.Error) as e:
-        _fail(
+        fail(
             f"NATS at {settings.nats_url} did not answer ({type(e).__name__}): is it up, and "
             "are these the provision user's credentials for these agencies?",
             EXIT_UNAVAILABLE,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
-from services.cli.common import EXIT_CONFIG
+from services.cli.common import EXIT_CONFIG, fail
 
 EXIT_NOT_OPENED = 6
 
@@ -37,11 +37,6 @@ def register(cli: typer.Typer) -> None:
     """Add ``cbcm agency ...`` and ``cbcm share ...`` to the ``cbcm`` command line."""
     cli.add_typer(agency_cli, name="agency")
     cli.add_typer(share_cli, name="share")
-
-
-def _fail(message: str, code: int) -> NoReturn:
-    typer.echo(f"cbcm: error: {message}", err=True)
-    raise typer.Exit(code)
 
 
 @agency_cli.command("keygen")
@@ -71,12 +66,12 @@ def agency_keygen(
     try:
         write_private_key(out, key)
     except FileExistsError:
-        _fail(
+        fail(
             f"{out} exists: a key is never overwritten (shares sealed to it would be lost)",
             EXIT_CONFIG,
         )
     except OSError as e:
-        _fail(f"cannot write {out}: {e.strerror or e}", EXIT_CONFIG)
+        fail(f"cannot write {out}: {e.strerror or e}", EXIT_CONFIG)
     typer.echo(f"private key written to {out} (mode 0600): keep it secret", err=True)
     typer.echo(f"public_key: {public_key_of(key)}")
     typer.echo(f"key_id: {key_id_of(key)}")
@@ -109,17 +104,17 @@ def share_open(
     try:
         private_key = read_private_key(key)
     except ShareError as e:
-        _fail(str(e), EXIT_CONFIG)
+        fail(str(e), EXIT_CONFIG)
     try:
         raw = sys.stdin.buffer.read(MAX_SHARE_BYTES + 1) if source is None else source.read_bytes()
     except OSError as e:
-        _fail(f"cannot read {source}: {e.strerror or e}", EXIT_CONFIG)
+        fail(f"cannot read {source}: {e.strerror or e}", EXIT_CONFIG)
     if len(raw) > MAX_SHARE_BYTES:
-        _fail("the input is larger than a share can be", EXIT_CONFIG)
+        fail("the input is larger than a share can be", EXIT_CONFIG)
     try:
         opened = open_share(raw.strip(), private_key)
     except (ShareNotForThisKey, ShareCannotBeOpened) as e:
-        _fail(str(e), EXIT_NOT_OPENED)
+        fail(str(e), EXIT_NOT_OPENED)
     except ShareError as e:
-        _fail(str(e), EXIT_CONFIG)
+        fail(str(e), EXIT_CONFIG)
     typer.echo(json.dumps(opened.to_json(), indent=2, ensure_ascii=False))
