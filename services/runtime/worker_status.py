@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -24,9 +23,9 @@ import msgspec
 STATUS_DIR = "status"
 
 
-@dataclass(frozen=True)
-class Stall:
-    """Where a worker stopped and why, in words safe to log and show."""
+class Stall(msgspec.Struct, frozen=True, kw_only=True):
+    """Where a worker stopped and why, in words safe to log and show (also the record's
+    JSON layout)."""
 
     worker: str
     position: int
@@ -39,14 +38,6 @@ class Stall:
             f"{self.worker} stopped at position {self.position} ({self.message_type}): "
             f"{self.error}; it goes on from there once a fix is deployed and it is restarted"
         )
-
-
-class _StallRecord(msgspec.Struct, frozen=True):
-    worker: str
-    position: int
-    message_type: str
-    error: str
-    since: str
 
 
 def status_dir(data_dir: Path) -> Path:
@@ -75,7 +66,7 @@ def record_stall(
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{worker}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(msgspec.json.encode(_StallRecord(**asdict(stall))))
+            f.write(msgspec.json.encode(stall))
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -99,10 +90,9 @@ def stall_of(data_dir: Path, worker: str) -> Stall | None:
     """``worker``'s recorded stall, if any (an unreadable record counts as none)."""
     try:
         raw = _path(data_dir, worker).read_bytes()
-        record = msgspec.json.decode(raw, type=_StallRecord)
+        return msgspec.json.decode(raw, type=Stall)
     except (FileNotFoundError, msgspec.DecodeError, msgspec.ValidationError):
         return None
-    return Stall(**msgspec.structs.asdict(record))
 
 
 def stalls(data_dir: Path) -> list[Stall]:
