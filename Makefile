@@ -23,7 +23,7 @@ demo: $(STAMP)
 
 ## The test suite: lint, types, then every test but the benchmarks.
 test: lint
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -133,12 +133,12 @@ class AssistanceReferral(RecordedAggregate):
         self._move(actor, ReferralStatus.ACCEPTED)
         self._accepted(actor=actor, timestamp=at)
 
-    def decline_by_provider(self, *, actor: Actor, reason: str | None, at: datetime) -> None:
+    def decline_by_provider(self, *, actor: Actor, reason: str | None = None, at: datetime) -> None:
         """The provider cannot take it (capacity, eligibility...)."""
         self._move(actor, ReferralStatus.DECLINED_BY_PROVIDER)
         self._declined_by_provider(actor=actor, reason=reason, timestamp=at)
 
-    def decline_by_survivor(self, *, actor: Actor, custodian: str, at: datetime) -> None:
+    def decline_by_survivor(self, custodian: str, /, *, actor: Actor, at: datetime) -> None:
         """The survivor no longer wants this service (``custodian``: the case's holder)."""
         self._move(actor, ReferralStatus.DECLINED_BY_SURVIVOR, custodian)
         self._declined_by_survivor(actor=actor, timestamp=at)
@@ -148,7 +148,9 @@ class AssistanceReferral(RecordedAggregate):
         self._move(actor, ReferralStatus.DELIVERED)
         self._delivered(actor=actor, timestamp=at)
 
-    def follow_up(self, *, actor: Actor, custodian: str, note: str | None, at: datetime) -> None:
+    def follow_up(
+        self, custodian: str, /, *, actor: Actor, note: str | None = None, at: datetime
+    ) -> None:
         """Someone checked with the survivor after delivery (``custodian``: the case's holder)."""
         self._move(actor, ReferralStatus.FOLLOWED_UP, custodian)
         self._followed_up(actor=actor, note=note, timestamp=at)

@@ -405,11 +405,12 @@ class Case(RecordedAggregate):
 
     def assess(
         self,
+        network: Network,
+        /,
         *,
         actor: Actor,
         category: ComplaintCategory,
-        allegation: Allegation | None,
-        network: Network,
+        allegation: Allegation | None = None,
         at: datetime,
     ) -> None:
         """Triage: SEA allegation (with its details), other sensitive complaint, or feedback."""
@@ -430,7 +431,7 @@ class Case(RecordedAggregate):
         self._assessed(actor=actor, category=category, allegation=allegation, timestamp=at)
 
     def assign_focal_points(
-        self, *, actor: Actor, focal_points: tuple[str, ...], network: Network, at: datetime
+        self, network: Network, /, *, actor: Actor, focal_points: tuple[str, ...], at: datetime
     ) -> None:
         """Hand the case to named focal points of the agency holding it."""
         self._require_open()
@@ -447,13 +448,14 @@ class Case(RecordedAggregate):
 
     def transfer(
         self,
+        network: Network,
+        /,
         *,
         actor: Actor,
         to_agency: str,
         reason: TransferReason,
         shared: tuple[SharedItem, ...],
-        note: str | None,
-        network: Network,
+        note: str | None = None,
         at: datetime,
     ) -> None:
         """Hand custody to another agency, recording why and what was shared."""
@@ -511,13 +513,14 @@ class Case(RecordedAggregate):
 
     def refer_for_assistance(
         self,
+        network: Network,
+        /,
         *,
         actor: Actor,
         service_type: ServiceType,
         provider: str,
         area: str,
-        share_contact: bool,
-        network: Network,
+        share_contact: bool = False,
         at: datetime,
     ) -> AssistanceReferral:
         """Refer the survivor to one service; only with the survivor's assistance consent."""
@@ -554,11 +557,12 @@ class Case(RecordedAggregate):
 
     def refer_for_investigation(
         self,
+        network: Network,
+        /,
         *,
         actor: Actor,
         entity: str,
         shared: tuple[SharedItem, ...],
-        network: Network,
         at: datetime,
     ) -> None:
         """Refer the allegation to the implicated agency's investigating entity.
@@ -688,12 +692,13 @@ class Case(RecordedAggregate):
 
     def erase_personal_data(
         self,
+        network: Network,
+        /,
         *,
         actor: Actor,
         subjects: tuple[DataSubject, ...],
         reason: ErasureReason,
         records: tuple[UUID, ...],
-        network: Network,
         at: datetime,
     ) -> None:
         """Erase these people's personal data from the case and its ``records``, for good.

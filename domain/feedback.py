@@ -137,10 +137,11 @@ class Feedback(RecordedAggregate):
 
     def erase_personal_data(
         self,
+        network: Network,
+        /,
         *,
         actor: Actor,
         reason: ErasureReason,
-        network: Network,
         at: datetime,
         with_case: UUID | None = None,
     ) -> None:

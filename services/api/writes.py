@@ -23,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from domain.errors import DomainError
 from services.api.problems import Problem
 from services.api.schemas.common import WrittenOut
+from services.application.commands import Written
 from services.application.idempotency import (
     KEY_PATTERN,
     IdempotentRequest,
@@ -31,7 +32,7 @@ from services.application.idempotency import (
     seal,
     unseal,
 )
-from services.application.mechanism import ComplaintMechanism, DuplicateRequest, Written
+from services.application.mechanism import ComplaintMechanism, DuplicateRequest
 from services.application.receipts import ReceiptCode
 from services.identity.tokens import Principal
 
@@ -68,17 +69,19 @@ def _answer(written: WrittenOut, status: int, replayed: bool, location: str | No
 async def perform(
     request: Request,
     principal: Principal,
-    command: Callable[[], Written],
+    command: Callable[[ComplaintMechanism], Written],
     *,
     status: int = 200,
     receipt: ReceiptCode | None = None,
     location: Callable[[Written], str] | None = None,
 ) -> JSONResponse:
-    """Run ``command`` (synchronous) once, honouring an Idempotency-Key."""
+    """Run ``command`` (synchronous) on the application once, honouring an Idempotency-Key:
+    with a key, it runs on ``app.also_saving(...)``, which saves the key's record in the
+    command's own transaction."""
     app = mechanism(request)
     key = request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
-        written = await in_thread(command)
+        written = await in_thread(lambda: command(app))
         out = WrittenOut(
             id=written.id,
             version=written.version,
@@ -114,12 +117,8 @@ async def perform(
             at=now(),
         )
 
-    def run() -> Written:
-        with app.also_recording(make):
-            return command()
-
     try:
-        written = await in_thread(run)
+        written = await in_thread(lambda: command(app.also_saving(make)))
     except DuplicateRequest:
         existing = await in_thread(lambda: app.idempotent_request(rid))
         assert existing is not None

@@ -9,23 +9,26 @@ in the database is refused the same way: nothing is ever silently overwritten.
 
 from __future__ import annotations
 
-import threading
+import copy
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate, DomainEventProtocol
-from eventsourcing.persistence import IntegrityError, Mapper, OperationalError, Transcoder
-from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.persistence import (
+    ApplicationRecorder,
+    IntegrityError,
+    Mapper,
+    OperationalError,
+    Transcoder,
+)
 
 from domain.actors import Actor
 from domain.assistance import OPEN_STATUSES, AssistanceReferral
 from domain.audit_grants import AuditGrants, audit_grants_id
-from domain.case import Allegation, Case
+from domain.case import Case
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.feedback import Feedback, forwarded_feedback_id
 from domain.network import NETWORK_ID, Network
@@ -34,28 +37,31 @@ from domain.personal_data_reads import PersonalDataReads, reads_id
 from domain.policy import NetworkPolicy
 from domain.receipt import Receipt, receipt_id
 from domain.vocabulary import (
-    AgencyType,
     Channel,
     ClosureReason,
     ComplainantRole,
     ComplaintCategory,
-    ConsentGiver,
     ConsentKind,
-    ContactMethod,
     ErasureReason,
     FeedbackCategory,
-    FeedbackChannel,
-    InvestigationOutcome,
     Sector,
-    ServiceType,
-    SharedItem,
-    TransferReason,
+)
+from services.application.commands import (
+    Decision,
+    DecisionConsulting,
+    NetworkDecision,
+    Target,
+    Written,
+    expecting,
+    unpack,
 )
 from services.application.idempotency import IdempotentRequest
+from services.event_store.chain import ChainedPostgresRecorder, ChainedSQLiteRecorder
 from services.event_store.encoding import MsgspecMapper, MsgspecTranscoder
 from services.event_store.errors import EventStoreUnavailable, OutcomeUnknown
 from services.event_store.personal_data.config import personal_data_keys
-from services.event_store.personal_data.data_keys import DataKeyErased
+from services.event_store.personal_data.data_keys import DataKeyErased, DataKeys
+from services.event_store.positions import position_of
 
 A = TypeVar("A", bound=Aggregate)
 
@@ -76,6 +82,16 @@ def is_published(event: object) -> bool:
     return not isinstance(event, tuple(cls.Event for cls in INTERNAL_AGGREGATES))
 
 
+def the_network(app: ComplaintMechanism, _: object) -> Network:
+    """What most case rules consult: the network's policy and registry."""
+    return app.network()
+
+
+def the_custodian(app: ComplaintMechanism, referral: AssistanceReferral) -> str:
+    """The agency holding the referral's case (it may follow its referrals up)."""
+    return app.get_case(referral.case_id).custodian
+
+
 class StoreConnections(Protocol):
     """What the application asks of the guard on its PostgreSQL store's connections."""
 
@@ -87,16 +103,6 @@ class StoreConnections(Protocol):
 
 class DuplicateRequest(RuntimeError):
     """Another request with the same Idempotency-Key was saved first; nothing was recorded."""
-
-
-@dataclass(frozen=True)
-class Written:
-    """What a command recorded: the aggregate, its new version, and the store position of
-    its last event (read models can be asked to wait for that position)."""
-
-    id: UUID
-    version: int
-    position: int
 
 
 class ComplaintMechanism(Application[UUID]):
@@ -120,16 +126,25 @@ class ComplaintMechanism(Application[UUID]):
 
     def __init__(self, env: dict[str, str] | None = None) -> None:
         self._network: Network | None = None
-        self._also = threading.local()
+        self._also: Callable[[Written], Aggregate] | None = None
+        self._view = False
+        self.data_keys: DataKeys | None = None
         try:
             super().__init__(env=env)
-            self.data_keys = personal_data_keys(self.env, self.recorder)
         except OperationalError as e:
             raise EventStoreUnavailable(str(e)) from e
-        # Personal fields are sealed in every store that keeps them at rest (ADR 8).
-        mapper: Any = self.mapper
-        recorder: Any = self.recorder
-        mapper.data_keys = recorder.data_keys = self.data_keys
+
+    def construct_recorder(self) -> ApplicationRecorder:
+        recorder = super().construct_recorder()
+        # Personal fields are sealed in every store that keeps them at rest (ADR 8): the mapper
+        # seals and opens them with the store's data keys, the recorder writes new keys in the
+        # transaction of the events they seal. Both are ours and declare the attribute.
+        self.data_keys = personal_data_keys(self.env, recorder)
+        if isinstance(self.mapper, MsgspecMapper):
+            self.mapper.data_keys = self.data_keys
+        if isinstance(recorder, ChainedSQLiteRecorder | ChainedPostgresRecorder):
+            recorder.data_keys = self.data_keys
+        return recorder
 
     # ------------------------------------------------------------------ plumbing
 
@@ -153,21 +168,26 @@ class ComplaintMechanism(Application[UUID]):
             raise NotFound(f"no {cls.__name__} {aggregate_id}")
         return aggregate
 
-    @contextmanager
-    def also_recording(self, make: Callable[[Written], Aggregate]) -> Iterator[None]:
-        """Within this block (in this thread), the next command also saves ``make(answer)``
-        in its own transaction: an Idempotency-Key's record goes in with what it records."""
-        self._also.make = make
-        try:
-            yield
-        finally:
-            self._also.make = None
+    def also_saving(self, make: Callable[[Written], Aggregate]) -> ComplaintMechanism:
+        """This application, for one command whose transaction also saves ``make(answer)``
+        (an Idempotency-Key's record goes in with what the command records). A shallow copy:
+        it shares the store, the caches and the data keys, and is dropped after the command."""
+        scoped = copy.copy(self)
+        scoped._also = make
+        scoped._view = True
+        return scoped
+
+    def close(self) -> None:
+        # A view made by ``also_saving`` shares its application's store: dropping the view
+        # (the library closes an application when it is collected) must not close it.
+        if not self._view:
+            super().close()
 
     def _commit(self, *aggregates: Aggregate, answer: Aggregate | None = None) -> Written:
         first = aggregates[0]
         named = answer or first
         loaded = first.version - len(first.pending_events)
-        make: Callable[[Written], Aggregate] | None = getattr(self._also, "make", None)
+        make = self._also
         if not any(a.pending_events for a in aggregates):
             raise InvalidCommand("the command changed nothing")
         extra = () if make is None else (make(Written(named.id, named.version, 0)),)
@@ -250,42 +270,30 @@ class ComplaintMechanism(Application[UUID]):
             raise EventStoreUnavailable(str(e)) from e
         return stored[0].originator_version if stored else 0
 
-    def _load_expected(self, cls: type[A], aggregate_id: UUID, expected_version: int | None) -> A:
-        """Load, refusing if the caller decided on a version the aggregate has moved past."""
+    def decide_on(
+        self,
+        cls: type[A],
+        target: Target,
+        decide: Callable[[A], object],
+        *,
+        opens: bool = False,
+    ) -> Written:
+        """Load the aggregate ``target`` names, let ``decide`` change it, and save it with
+        whatever aggregates ``decide`` returns (one, or a tuple) in one transaction. Refused
+        if the caller expected a version the aggregate has moved past. With ``opens``, the
+        answer names the aggregate ``decide`` opened."""
+        aggregate_id, expected_version = unpack(target)
         aggregate = self._load(cls, aggregate_id)
         if expected_version is not None and aggregate.version != expected_version:
             raise VersionConflict(aggregate_id, expected_version, aggregate.version)
-        return aggregate
-
-    def _create_from(
-        self,
-        cls: type[A],
-        aggregate_id: UUID,
-        expected_version: int | None,
-        create: Callable[[A], Aggregate],
-    ) -> Written:
-        """A command on one aggregate that creates another: both are saved together, and the
-        answer names the new one."""
-        source = self._load_expected(cls, aggregate_id, expected_version)
-        created = create(source)
-        return self._commit(source, created, answer=created)
-
-    def _change(
-        self,
-        cls: type[A],
-        aggregate_id: UUID,
-        expected_version: int | None,
-        decide: Callable[[A], Any],
-    ) -> Written:
-        aggregate = self._load_expected(cls, aggregate_id, expected_version)
         made = decide(aggregate)
         if isinstance(made, Aggregate):
             others: tuple[Aggregate, ...] = (made,)
         elif isinstance(made, tuple):
-            others = made
+            others = tuple(a for a in made if isinstance(a, Aggregate))
         else:
             others = ()
-        return self._commit(aggregate, *others)
+        return self._commit(aggregate, *others, answer=others[0] if opens else None)
 
     # ------------------------------------------------------------------ network
 
@@ -321,99 +329,22 @@ class ComplaintMechanism(Application[UUID]):
         at: datetime,
         expected_version: int | None = None,
     ) -> Written:
-        return self._change(
+        """Replace the deadlines and thresholds (refused if the coordinator decided on a
+        version of the network that has moved on)."""
+        return self.decide_on(
             Network,
-            NETWORK_ID,
-            expected_version,
+            expecting(NETWORK_ID, expected_version),
             lambda n: n.set_policy(actor=actor, policy=policy, at=at),
         )
 
-    def register_agency(
-        self,
-        *,
-        actor: Actor,
-        code: str,
-        name: str,
-        agency_type: AgencyType,
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        return self._change(
-            Network,
-            NETWORK_ID,
-            expected_version,
-            lambda n: n.register_agency(
-                actor=actor, code=code, name=name, agency_type=agency_type, at=at
-            ),
-        )
-
-    def designate_investigating_entity(
-        self, *, actor: Actor, agency: str, entity: str, at: datetime
-    ) -> Written:
-        return self._change(
-            Network,
-            NETWORK_ID,
-            None,
-            lambda n: n.designate_investigating_entity(
-                actor=actor, agency=agency, entity=entity, at=at
-            ),
-        )
-
-    def appoint_focal_point(self, *, actor: Actor, agency: str, user: str, at: datetime) -> Written:
-        return self._change(
-            Network,
-            NETWORK_ID,
-            None,
-            lambda n: n.appoint_focal_point(actor=actor, agency=agency, user=user, at=at),
-        )
-
-    def withdraw_focal_point(
-        self, *, actor: Actor, agency: str, user: str, at: datetime
-    ) -> Written:
-        return self._change(
-            Network,
-            NETWORK_ID,
-            None,
-            lambda n: n.withdraw_focal_point(actor=actor, agency=agency, user=user, at=at),
-        )
-
-    def register_service_provider(
-        self,
-        *,
-        actor: Actor,
-        code: str,
-        name: str,
-        service_types: tuple[ServiceType, ...],
-        areas: tuple[str, ...],
-        at: datetime,
-    ) -> Written:
-        return self._change(
-            Network,
-            NETWORK_ID,
-            None,
-            lambda n: n.register_service_provider(
-                actor=actor,
-                code=code,
-                name=name,
-                service_types=service_types,
-                areas=areas,
-                at=at,
-            ),
-        )
-
-    def register_agency_share_key(
-        self, *, actor: Actor, agency: str, public_key: str, at: datetime
-    ) -> Written:
-        """Register (or replace) the X25519 key that personal data shared with ``agency`` is
-        sealed to (issue #6)."""
-        return self._change(
-            Network,
-            NETWORK_ID,
-            None,
-            lambda n: n.register_agency_share_key(
-                actor=actor, agency=agency, public_key=public_key, at=at
-            ),
-        )
+    register_agency = NetworkDecision(Network.register_agency)
+    designate_investigating_entity = NetworkDecision(Network.designate_investigating_entity)
+    appoint_focal_point = NetworkDecision(Network.appoint_focal_point)
+    withdraw_focal_point = NetworkDecision(Network.withdraw_focal_point)
+    register_service_provider = NetworkDecision(Network.register_service_provider)
+    register_agency_share_key = NetworkDecision(Network.register_agency_share_key)
+    """Register (or replace) the X25519 key that personal data shared with an agency is sealed
+    to (issue #6)."""
 
     # ------------------------------------------------------------------ cases
 
@@ -542,127 +473,22 @@ class ComplaintMechanism(Application[UUID]):
 
     def position_of(self, aggregate_id: UUID, version: int) -> int:
         """The store position of one event (the answer replayed to a retried request)."""
-        recorder: Any = self.recorder
-        table = recorder.events_table_name
         try:
-            if isinstance(recorder, SQLiteApplicationRecorder):
-                statement = (
-                    f"SELECT rowid FROM {table} "  # noqa: S608 - the library's table name
-                    "WHERE originator_id = ? AND originator_version = ?"
-                )
-                with recorder.datastore.transaction(commit=False) as cursor:
-                    cursor.execute(statement, (aggregate_id.hex, version))
-                    row = cursor.fetchone()
-                return int(row[0]) if row else 0
-            from psycopg.sql import SQL, Identifier  # noqa: PLC0415 - PostgreSQL only
-
-            query = SQL(
-                "SELECT notification_id AS p FROM {}.{} "
-                "WHERE originator_id = %s AND originator_version = %s"
-            ).format(Identifier(recorder.datastore.schema), Identifier(table))
-            with recorder.datastore.transaction(commit=False) as cursor:
-                cursor.execute(query, (aggregate_id, version))
-                found = cursor.fetchone()
-            return int(found["p"]) if found else 0
+            return position_of(self.recorder, aggregate_id, version)
         except OperationalError as e:
             raise EventStoreUnavailable(str(e)) from e
 
-    def assess_case(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        category: ComplaintCategory,
-        allegation: Allegation | None = None,
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        network = self.network()
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.assess(
-                actor=actor, category=category, allegation=allegation, network=network, at=at
-            ),
-        )
-
-    def assign_focal_points(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        focal_points: tuple[str, ...],
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        network = self.network()
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.assign_focal_points(
-                actor=actor, focal_points=focal_points, network=network, at=at
-            ),
-        )
-
-    def transfer_case(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        to_agency: str,
-        reason: TransferReason,
-        shared: tuple[SharedItem, ...],
-        note: str | None = None,
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        network = self.network()
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.transfer(
-                actor=actor,
-                to_agency=to_agency,
-                reason=reason,
-                shared=shared,
-                note=note,
-                network=network,
-                at=at,
-            ),
-        )
-
-    def give_consent(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        kind: ConsentKind,
-        given_by: ConsentGiver,
-        contact_methods: tuple[ContactMethod, ...] = (),
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.give_consent(
-                actor=actor, kind=kind, given_by=given_by, contact_methods=contact_methods, at=at
-            ),
-        )
+    assess_case = DecisionConsulting(Case, Case.assess, consults=the_network)
+    assign_focal_points = DecisionConsulting(Case, Case.assign_focal_points, consults=the_network)
+    transfer_case = DecisionConsulting(Case, Case.transfer, consults=the_network)
+    give_consent = Decision(Case, Case.give_consent)
 
     def withdraw_consent(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        kind: ConsentKind,
-        at: datetime,
-        expected_version: int | None = None,
+        self, case: Target, /, *, actor: Actor, kind: ConsentKind, at: datetime
     ) -> Written:
+        """Record that the survivor withdrew a consent; without assistance consent no service
+        goes on, so the case's open referrals are declined in the same transaction."""
+
         def decide(case: Case) -> tuple[AssistanceReferral, ...]:
             case.withdraw_consent(actor=actor, kind=kind, at=at)
             if kind is not ConsentKind.ASSISTANCE_REFERRAL:
@@ -672,175 +498,50 @@ class ComplaintMechanism(Application[UUID]):
             for referral_id in case.assistance_referrals:
                 referral = self._load(AssistanceReferral, referral_id)
                 if referral.status in OPEN_STATUSES:
-                    referral.decline_by_survivor(actor=actor, custodian=case.custodian, at=at)
+                    referral.decline_by_survivor(case.custodian, actor=actor, at=at)
                     stopped.append(referral)
             return tuple(stopped)
 
-        return self._change(Case, case_id, expected_version, decide)
+        return self.decide_on(Case, case, decide)
 
-    def refer_for_assistance(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        service_type: ServiceType,
-        provider: str,
-        area: str,
-        share_contact: bool = False,
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        """Refer the survivor to a service. Returns the new referral's id and position."""
-        network = self.network()
-        return self._create_from(
-            Case,
-            case_id,
-            expected_version,
-            lambda case: case.refer_for_assistance(
-                actor=actor,
-                service_type=service_type,
-                provider=provider,
-                area=area,
-                share_contact=share_contact,
-                network=network,
-                at=at,
-            ),
-        )
-
-    def refer_for_investigation(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        entity: str,
-        shared: tuple[SharedItem, ...],
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        network = self.network()
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.refer_for_investigation(
-                actor=actor, entity=entity, shared=shared, network=network, at=at
-            ),
-        )
-
-    def acknowledge_investigation(
-        self, case_id: UUID, *, actor: Actor, at: datetime, expected_version: int | None = None
-    ) -> Written:
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.acknowledge_investigation(actor=actor, at=at),
-        )
-
-    def record_investigation_outcome(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        outcome: InvestigationOutcome,
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.record_investigation_outcome(actor=actor, outcome=outcome, at=at),
-        )
-
-    def give_feedback(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        message: str,
-        channel: FeedbackChannel,
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.give_feedback(actor=actor, message=message, channel=channel, at=at),
-        )
+    refer_for_assistance = DecisionConsulting(
+        Case, Case.refer_for_assistance, consults=the_network, opens=True
+    )
+    """Refer the survivor to a service; the answer names the new referral."""
+    refer_for_investigation = DecisionConsulting(
+        Case, Case.refer_for_investigation, consults=the_network
+    )
+    acknowledge_investigation = Decision(Case, Case.acknowledge_investigation)
+    record_investigation_outcome = Decision(Case, Case.record_investigation_outcome)
+    give_feedback = Decision(Case, Case.give_feedback)
 
     def mark_as_duplicate(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        original_case_id: UUID,
-        at: datetime,
-        expected_version: int | None = None,
+        self, case: Target, /, *, actor: Actor, original_case_id: UUID, at: datetime
     ) -> Written:
+        """Record that the case repeats ``original_case_id`` (which the domain consults)."""
         original = self._load(Case, original_case_id)
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.mark_as_duplicate_of(actor=actor, original=original, at=at),
+        return self.decide_on(
+            Case, case, lambda c: c.mark_as_duplicate_of(actor=actor, original=original, at=at)
         )
 
-    def close_case(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        reason: ClosureReason,
-        no_outcome_reason: str | None = None,
-        no_feedback_reason: str | None = None,
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.close(
-                actor=actor,
-                reason=reason,
-                no_outcome_reason=no_outcome_reason,
-                no_feedback_reason=no_feedback_reason,
-                at=at,
-            ),
-        )
-
-    def reopen_case(
-        self,
-        case_id: UUID,
-        *,
-        actor: Actor,
-        reason: str,
-        at: datetime,
-        expected_version: int | None = None,
-    ) -> Written:
-        return self._change(
-            Case,
-            case_id,
-            expected_version,
-            lambda c: c.reopen(actor=actor, reason=reason, at=at),
-        )
+    close_case = Decision(Case, Case.close)
+    reopen_case = Decision(Case, Case.reopen)
 
     def forward_to_feedback_mechanism(
         self,
-        case_id: UUID,
+        target: Target,
+        /,
         *,
         actor: Actor,
         category: FeedbackCategory,
         sector: Sector,
         concerned_agency: str,
         at: datetime,
-        expected_version: int | None = None,
     ) -> Written:
         """A complaint assessed as non-sensitive feedback goes to the concerned agency's CFM:
         a Feedback item is opened with what was said, and the case is closed, atomically."""
         network = self.network()
+        case_id, _ = unpack(target)
 
         def forward(case: Case) -> Feedback:
             if (
@@ -863,24 +564,25 @@ class ComplaintMechanism(Application[UUID]):
                 at=at,
             )
 
-        return self._create_from(Case, case_id, expected_version, forward)
+        return self.decide_on(Case, target, forward, opens=True)
 
     # ------------------------------------------------------------------ erasure
 
     def erase_personal_data(
         self,
-        case_id: UUID,
+        target: Target,
+        /,
         *,
         actor: Actor,
         subjects: tuple[DataSubject, ...],
         reason: ErasureReason,
         at: datetime,
-        expected_version: int | None = None,
     ) -> Written:
         """Erase these people's personal data from the case and every record of it (its
         referrals, auditors' grants, the feedback item it was forwarded as), for good: their
         data keys are destroyed in the same transaction as the erasure event."""
         network = self.network()
+        case_id, _ = unpack(target)
 
         def decide(case: Case) -> tuple[Aggregate, ...]:
             records = list(self.records_of(case))
@@ -894,20 +596,20 @@ class ComplaintMechanism(Application[UUID]):
                 touches = {DataSubject.SURVIVOR, DataSubject.COMPLAINANT}.intersection(subjects)
                 if touches and not feedback.erased:
                     feedback.erase_personal_data(
-                        actor=actor, reason=reason, network=network, at=at, with_case=case_id
+                        network, actor=actor, reason=reason, at=at, with_case=case_id
                     )
                     forwarded = (feedback,)
             case.erase_personal_data(
+                network,
                 actor=actor,
                 subjects=subjects,
                 reason=reason,
                 records=tuple(records),
-                network=network,
                 at=at,
             )
             return forwarded
 
-        return self._change(Case, case_id, expected_version, decide)
+        return self.decide_on(Case, target, decide)
 
     def records_of(self, case: Case) -> tuple[UUID, ...]:
         """The case's other records that hold personal data of its people: its assistance
@@ -919,65 +621,27 @@ class ComplaintMechanism(Application[UUID]):
         """Whether any of these records still holds personal data that can be read."""
         return self.data_keys is not None and self.data_keys.table.any_live(scopes)
 
-    def erase_feedback(
-        self, feedback_id: UUID, *, actor: Actor, reason: ErasureReason, at: datetime
-    ) -> Written:
-        """Erase what was said and answered in one community feedback item, for good."""
-        network = self.network()
-        return self._change(
-            Feedback,
-            feedback_id,
-            None,
-            lambda f: f.erase_personal_data(actor=actor, reason=reason, network=network, at=at),
-        )
+    erase_feedback = DecisionConsulting(
+        Feedback, Feedback.erase_personal_data, consults=the_network
+    )
+    """Erase what was said and answered in one community feedback item, for good."""
 
     # ------------------------------------------------------------------ assistance referrals
 
     def get_referral(self, referral_id: UUID) -> AssistanceReferral:
         return self._load(AssistanceReferral, referral_id)
 
-    def accept_referral(self, referral_id: UUID, *, actor: Actor, at: datetime) -> Written:
-        return self._change(
-            AssistanceReferral, referral_id, None, lambda r: r.accept(actor=actor, at=at)
-        )
-
-    def decline_referral_by_provider(
-        self, referral_id: UUID, *, actor: Actor, reason: str | None = None, at: datetime
-    ) -> Written:
-        return self._change(
-            AssistanceReferral,
-            referral_id,
-            None,
-            lambda r: r.decline_by_provider(actor=actor, reason=reason, at=at),
-        )
-
-    def decline_referral_by_survivor(
-        self, referral_id: UUID, *, actor: Actor, at: datetime
-    ) -> Written:
-        return self._change(
-            AssistanceReferral,
-            referral_id,
-            None,
-            lambda r: r.decline_by_survivor(actor=actor, custodian=self._custodian_of(r), at=at),
-        )
-
-    def _custodian_of(self, referral: AssistanceReferral) -> str:
-        return self._load(Case, referral.case_id).custodian
-
-    def deliver_referral(self, referral_id: UUID, *, actor: Actor, at: datetime) -> Written:
-        return self._change(
-            AssistanceReferral, referral_id, None, lambda r: r.deliver(actor=actor, at=at)
-        )
-
-    def follow_up_referral(
-        self, referral_id: UUID, *, actor: Actor, note: str | None = None, at: datetime
-    ) -> Written:
-        return self._change(
-            AssistanceReferral,
-            referral_id,
-            None,
-            lambda r: r.follow_up(actor=actor, custodian=self._custodian_of(r), note=note, at=at),
-        )
+    accept_referral = Decision(AssistanceReferral, AssistanceReferral.accept)
+    decline_referral_by_provider = Decision(
+        AssistanceReferral, AssistanceReferral.decline_by_provider
+    )
+    decline_referral_by_survivor = DecisionConsulting(
+        AssistanceReferral, AssistanceReferral.decline_by_survivor, consults=the_custodian
+    )
+    deliver_referral = Decision(AssistanceReferral, AssistanceReferral.deliver)
+    follow_up_referral = DecisionConsulting(
+        AssistanceReferral, AssistanceReferral.follow_up, consults=the_custodian
+    )
 
     # ------------------------------------------------------------------ community feedback
 
@@ -1008,18 +672,8 @@ class ComplaintMechanism(Application[UUID]):
             )
         )
 
-    def respond_to_feedback(
-        self, feedback_id: UUID, *, actor: Actor, response: str, at: datetime
-    ) -> Written:
-        return self._change(
-            Feedback,
-            feedback_id,
-            None,
-            lambda f: f.respond(actor=actor, response=response, at=at),
-        )
-
-    def close_feedback_loop(self, feedback_id: UUID, *, actor: Actor, at: datetime) -> Written:
-        return self._change(Feedback, feedback_id, None, lambda f: f.close_loop(actor=actor, at=at))
+    respond_to_feedback = Decision(Feedback, Feedback.respond)
+    close_feedback_loop = Decision(Feedback, Feedback.close_loop)
 
     # ------------------------------------------------------------------ the log
 

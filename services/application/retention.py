@@ -25,6 +25,7 @@ from domain.errors import DomainError
 from domain.feedback import Feedback
 from domain.personal_data import DataSubject
 from domain.vocabulary import ErasureReason
+from services.application.commands import expecting
 from services.application.mechanism import ComplaintMechanism
 
 RETENTION_ACTOR = Actor("cbcm-retention", "network", Role.COORDINATOR)
@@ -107,12 +108,11 @@ def run_retention(
             continue
         try:
             written = app.erase_personal_data(
-                case_id,
+                expecting(case_id, case.version),
                 actor=actor,
                 subjects=EVERYONE,
                 reason=ErasureReason.RETENTION_EXPIRED,
                 at=max(at, case.modified_on),
-                expected_version=case.version,
             )
         except DomainError as e:
             report.refused.append((case_id, type(e).__name__))
@@ -151,5 +151,3 @@ def _last_erasure(app: ComplaintMechanism, case: Case) -> Case.PersonalDataErase
         if isinstance(event, Case.PersonalDataErased):
             return event
     raise LookupError(f"case {case.id} has no erasure")
-
-

@@ -1383,5 +1383,6 @@ def run_demo(app: ComplaintMechanism, cases: int, seed: int | None, where: str) 
     )
     rate = cases / elapsed if elapsed else 0.0
     out.print(f"{written} events written in {elapsed:.1f} s ({rate:.0f} cases/s); seed {seed}")
-    out.print(f"event store: {where}")
+    # one line, whatever its length: a path is copied from here (and is no markup)
+    out.print(f"event store: {where}", soft_wrap=True, markup=False, highlight=False)
     return result

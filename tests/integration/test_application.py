@@ -38,6 +38,7 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
+from services.application.commands import expecting
 from services.application.mechanism import ComplaintMechanism
 from services.event_store.config import persistence_env
 from services.settings import Settings
@@ -197,16 +198,15 @@ def test_stale_expected_version_is_a_conflict_and_records_nothing(
     set_up_network(app)
     case_id = receive(app)
     app.assign_focal_points(
-        case_id, actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), at=at(1), expected_version=1
+        expecting(case_id, 1), actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), at=at(1)
     )
     before = event_count(app)
     with pytest.raises(VersionConflict) as conflict:
         app.assess_case(
-            case_id,
+            expecting(case_id, 1),
             actor=FOCAL_POINT,
             category=ComplaintCategory.OTHER_SENSITIVE,
             at=at(2),
-            expected_version=1,
         )
     assert conflict.value.current == 2
     assert event_count(app) == before

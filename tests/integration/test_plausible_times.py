@@ -58,8 +58,9 @@ def refused_naming(answer: Any, field: str) -> None:
         "0001-01-01T00:00:00+01:00",  # the reproduction: no UTC for it
         "0001-01-01T00:00:00Z",  # the reproduction's statistics variant
         "1899-12-31T23:59:59-05:00",
-        (datetime.now(UTC) - timedelta(days=400)).isoformat(),  # past the policy's year
-        (datetime.now(UTC) + timedelta(days=2)).isoformat(),  # not yet said
+        # past the policy's year; not yet said (ids that stay the same between collections)
+        pytest.param((datetime.now(UTC) - timedelta(days=400)).isoformat(), id="400-days-ago"),
+        pytest.param((datetime.now(UTC) + timedelta(days=2)).isoformat(), id="in-2-days"),
         "9999-12-31T23:59:59-14:00",
     ],
 )

@@ -88,10 +88,10 @@ def refused(aggregate: object, error: type[DomainError], command: Callable[[], o
 
 def assess_sea(case: Case, network: Network, **changes: object) -> None:
     case.assess(
+        network,
         actor=FOCAL_POINT,
         category=ComplaintCategory.SEA_ALLEGATION,
         allegation=allegation(**changes),
-        network=network,
         at=at(1),
     )
 
@@ -102,10 +102,10 @@ def consent(case: Case, kind: ConsentKind) -> None:
 
 def refer(case: Case, network: Network, *shared: SharedItem, entity: str = "ngo-a-investigations"):
     return lambda: case.refer_for_investigation(
+        network,
         actor=FOCAL_POINT,
         entity=entity,
         shared=(SharedItem.ALLEGATION_SUMMARY, *shared),
-        network=network,
         at=at(3),
     )
 
@@ -121,10 +121,10 @@ def test_other_sensitive_complaint_cannot_be_referred_for_investigation(
     case: Case, network: Network
 ) -> None:
     case.assess(
+        network,
         actor=FOCAL_POINT,
         category=ComplaintCategory.OTHER_SENSITIVE,
         allegation=None,
-        network=network,
         at=at(1),
     )
     refused(case, NotAnAllegation, refer(case, network))
@@ -220,12 +220,12 @@ def test_transfer_sharing_identity_needs_disclosure_consent(case: Case, network:
         case,
         IdentityDisclosureNotConsented,
         lambda: case.transfer(
+            network,
             actor=FOCAL_POINT,
             to_agency="ngo-a",
             reason=TransferReason.IMPLICATED_AGENCY_CUSTODY,
             shared=(SharedItem.SURVIVOR_IDENTITY,),
             note=None,
-            network=network,
             at=at(1),
         ),
     )
@@ -259,11 +259,10 @@ def refer_assistance(case: Case, network: Network, **changes: object):
         "provider": "clinic-1",
         "area": "SS0101",
         "share_contact": False,
-        "network": network,
         "at": at(4),
     }
     values.update(changes)
-    return lambda: case.refer_for_assistance(**values)  # type: ignore[arg-type]
+    return lambda: case.refer_for_assistance(network, **values)  # type: ignore[arg-type]
 
 
 def test_no_assistance_referral_without_the_survivors_consent(case: Case, network: Network) -> None:
@@ -371,10 +370,10 @@ def test_unassessed_case_cannot_be_closed(case: Case) -> None:
 
 def closed(case: Case, network: Network) -> Case:
     case.assess(
+        network,
         actor=FOCAL_POINT,
         category=ComplaintCategory.OTHER_SENSITIVE,
         allegation=None,
-        network=network,
         at=at(1),
     )
     case.close(actor=FOCAL_POINT, reason=ClosureReason.REFERRED_TO_AGENCY_PROCEDURE, at=at(2))
@@ -386,15 +385,15 @@ def test_nothing_happens_on_a_closed_case_but_reopening(case: Case, network: Net
     commands: list[Callable[[], object]] = [
         lambda: assess_sea(case, network),
         lambda: case.assign_focal_points(
-            actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), network=network, at=at(3)
+            network, actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), at=at(3)
         ),
         lambda: case.transfer(
+            network,
             actor=FOCAL_POINT,
             to_agency="wfp",
             reason=TransferReason.OTHER,
             shared=(),
             note=None,
-            network=network,
             at=at(3),
         ),
         lambda: consent(case, ConsentKind.ASSISTANCE_REFERRAL),
@@ -426,24 +425,20 @@ def test_open_case_cannot_be_reopened(case: Case) -> None:
 
 
 def test_transfer_changes_the_custodian_agency(case: Case, network: Network) -> None:
-    case.assign_focal_points(
-        actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), network=network, at=at(1)
-    )
+    case.assign_focal_points(network, actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), at=at(1))
     case.transfer(
+        network,
         actor=FOCAL_POINT,
         to_agency="ngo-a",
         reason=TransferReason.IMPLICATED_AGENCY_CUSTODY,
         shared=(SharedItem.ALLEGATION_SUMMARY,),
         note=None,
-        network=network,
         at=at(2),
     )
     # then the new agency holds it, the old one can no longer act on it
     assert case.custodian == "ngo-a" and case.focal_points == ()
     refused(case, ActionNotPermitted, lambda: assess_sea(case, network))
-    case.assign_focal_points(
-        actor=NGO_FOCAL_POINT, focal_points=("fp-ngo-1",), network=network, at=at(3)
-    )
+    case.assign_focal_points(network, actor=NGO_FOCAL_POINT, focal_points=("fp-ngo-1",), at=at(3))
     assert case.focal_points == ("fp-ngo-1",)
 
 
@@ -452,12 +447,12 @@ def test_transfer_to_the_agency_already_holding_is_refused(case: Case, network: 
         case,
         SameAgency,
         lambda: case.transfer(
+            network,
             actor=FOCAL_POINT,
             to_agency="unhcr",
             reason=TransferReason.OTHER,
             shared=(),
             note=None,
-            network=network,
             at=at(1),
         ),
     )
@@ -468,12 +463,12 @@ def test_transfer_to_an_unregistered_agency_is_refused(case: Case, network: Netw
         case,
         UnknownAgency,
         lambda: case.transfer(
+            network,
             actor=FOCAL_POINT,
             to_agency="nobody",
             reason=TransferReason.OTHER,
             shared=(),
             note=None,
-            network=network,
             at=at(1),
         ),
     )
@@ -484,10 +479,10 @@ def test_another_agencys_focal_point_cannot_act_on_the_case(case: Case, network:
         case,
         ActionNotPermitted,
         lambda: case.assess(
+            network,
             actor=OTHER_FOCAL_POINT,
             category=ComplaintCategory.OTHER_SENSITIVE,
             allegation=None,
-            network=network,
             at=at(1),
         ),
     )
@@ -498,10 +493,10 @@ def test_intake_operator_cannot_assess(case: Case, network: Network) -> None:
         case,
         ActionNotPermitted,
         lambda: case.assess(
+            network,
             actor=OPERATOR,
             category=ComplaintCategory.OTHER_SENSITIVE,
             allegation=None,
-            network=network,
             at=at(1),
         ),
     )
@@ -512,7 +507,7 @@ def test_only_appointed_focal_points_are_assigned(case: Case, network: Network) 
         case,
         NotAFocalPoint,
         lambda: case.assign_focal_points(
-            actor=FOCAL_POINT, focal_points=("fp-ngo-1",), network=network, at=at(1)
+            network, actor=FOCAL_POINT, focal_points=("fp-ngo-1",), at=at(1)
         ),
     )
 
@@ -574,10 +569,10 @@ def test_sea_assessment_needs_allegation_details(case: Case, network: Network) -
         case,
         InvalidCommand,
         lambda: case.assess(
+            network,
             actor=FOCAL_POINT,
             category=ComplaintCategory.SEA_ALLEGATION,
             allegation=None,
-            network=network,
             at=at(1),
         ),
     )
@@ -799,6 +794,6 @@ def test_only_the_holding_agency_or_provider_follows_up_a_referral(
     refused(
         referral,
         ActionNotPermitted,
-        lambda: referral.follow_up(actor=OTHER_FOCAL_POINT, custodian="unhcr", note=None, at=at(7)),
+        lambda: referral.follow_up("unhcr", actor=OTHER_FOCAL_POINT, note=None, at=at(7)),
     )
-    referral.follow_up(actor=FOCAL_POINT, custodian="unhcr", note=None, at=at(7))
+    referral.follow_up("unhcr", actor=FOCAL_POINT, note=None, at=at(7))

@@ -41,14 +41,12 @@ def test_sea_allegation_walks_from_intake_to_closure(case: Case, network: Networ
 
     # when a focal point assesses, gets consents, refers for assistance and investigation,
     # the entity acknowledges and reports, feedback is given and the case is closed
-    case.assign_focal_points(
-        actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), network=network, at=at(1)
-    )
+    case.assign_focal_points(network, actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), at=at(1))
     case.assess(
+        network,
         actor=FOCAL_POINT,
         category=ComplaintCategory.SEA_ALLEGATION,
         allegation=allegation(),
-        network=network,
         at=at(2),
     )
     case.give_consent(
@@ -65,22 +63,22 @@ def test_sea_allegation_walks_from_intake_to_closure(case: Case, network: Networ
         at=at(3),
     )
     referral = case.refer_for_assistance(
+        network,
         actor=FOCAL_POINT,
         service_type=ServiceType.MEDICAL,
         provider="clinic-1",
         area="SS0101",
         share_contact=True,
-        network=network,
         at=at(4),
     )
     referral.accept(actor=CLINIC, at=at(5))
     referral.deliver(actor=CLINIC, at=at(30))
-    referral.follow_up(actor=FOCAL_POINT, custodian="unhcr", note="feels safer", at=at(100))
+    referral.follow_up("unhcr", actor=FOCAL_POINT, note="feels safer", at=at(100))
     case.refer_for_investigation(
+        network,
         actor=FOCAL_POINT,
         entity="ngo-a-investigations",
         shared=(SharedItem.ALLEGATION_SUMMARY,),
-        network=network,
         at=at(6),
     )
     assert case.status is CaseStatus.REFERRED_PENDING_INVESTIGATION
@@ -131,10 +129,10 @@ def test_other_sensitive_complaint_goes_to_agency_procedure_and_closes(
 ) -> None:
     # given a complaint about fraud, not SEA
     case.assess(
+        network,
         actor=FOCAL_POINT,
         category=ComplaintCategory.OTHER_SENSITIVE,
         allegation=None,
-        network=network,
         at=at(1),
     )
     # when it is closed as referred to the agency's own procedure
@@ -185,10 +183,10 @@ def test_anonymous_complaint_takes_no_complainant_details(network: Network) -> N
 
 def test_every_event_records_actor_and_the_callers_time(case: Case, network: Network) -> None:
     case.assess(
+        network,
         actor=FOCAL_POINT,
         category=ComplaintCategory.OTHER_SENSITIVE,
         allegation=None,
-        network=network,
         at=at(7),
     )
     case.close(actor=COORDINATOR, reason=ClosureReason.REFERRED_TO_AGENCY_PROCEDURE, at=at(9))

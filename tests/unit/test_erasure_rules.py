@@ -26,10 +26,10 @@ from tests.unit.conftest import COORDINATOR, FOCAL_POINT, OTHER_FOCAL_POINT, all
 
 def _closed(case: Case, network: Network) -> Case:
     case.assess(
+        network,
         actor=FOCAL_POINT,
         category=ComplaintCategory.SEA_ALLEGATION,
         allegation=allegation(),
-        network=network,
         at=at(1),
     )
     case.close(
@@ -79,11 +79,11 @@ def test_erasing_the_survivors_data_blanks_it_and_leaves_everything_else(network
 
     # when the survivor's data is erased on request
     case.erase_personal_data(
+        network,
         actor=FOCAL_POINT,
         subjects=(DataSubject.SURVIVOR,),
         reason=ErasureReason.SURVIVOR_REQUEST,
         records=(),
-        network=network,
         at=at(3),
     )
 
@@ -108,22 +108,22 @@ def test_retention_erases_only_after_the_policys_period_since_closure(case, netw
     # when retention is applied a minute early, then it is refused and nothing is recorded
     with pytest.raises(RetentionNotDue):
         case.erase_personal_data(
+            network,
             actor=COORDINATOR,
             subjects=tuple(DataSubject),
             reason=ErasureReason.RETENTION_EXPIRED,
             records=(),
-            network=network,
             at=due - timedelta(minutes=1),
         )
     assert case.version == version
 
     # and when it is applied on time, everyone's data goes
     case.erase_personal_data(
+        network,
         actor=COORDINATOR,
         subjects=tuple(DataSubject),
         reason=ErasureReason.RETENTION_EXPIRED,
         records=(),
-        network=network,
         at=due,
     )
     assert case.closure is not None and case.closure.no_feedback_reason == ERASED
@@ -133,11 +133,11 @@ def test_retention_erases_only_after_the_policys_period_since_closure(case, netw
 def test_an_open_case_is_never_erased_by_retention(case, network):
     with pytest.raises(RetentionNotDue):
         case.erase_personal_data(
+            network,
             actor=COORDINATOR,
             subjects=tuple(DataSubject),
             reason=ErasureReason.RETENTION_EXPIRED,
             records=(),
-            network=network,
             at=at(10**6),
         )
 
@@ -157,11 +157,11 @@ def test_only_the_holder_or_the_coordinator_erases_and_only_the_coordinator_by_r
     version = case.version
     with pytest.raises(ActionNotPermitted):
         case.erase_personal_data(
+            network,
             actor=actor,
             subjects=(DataSubject.SURVIVOR,),
             reason=reason,
             records=(),
-            network=network,
             at=at(10**6),
         )
     assert case.version == version and case.narrative == "what the survivor said"
@@ -170,11 +170,11 @@ def test_only_the_holder_or_the_coordinator_erases_and_only_the_coordinator_by_r
 def test_an_erasure_names_whose_data_it_erases(case, network):
     with pytest.raises(InvalidCommand):
         case.erase_personal_data(
+            network,
             actor=FOCAL_POINT,
             subjects=(),
             reason=ErasureReason.SURVIVOR_REQUEST,
             records=(),
-            network=network,
             at=at(1),
         )
 
@@ -183,11 +183,11 @@ def test_a_survivor_who_complained_is_erased_as_one_person(case, network):
     # given a case whose complainant is the survivor (the conftest's case)
     # when the survivor's data is erased on request
     case.erase_personal_data(
+        network,
         actor=FOCAL_POINT,
         subjects=(DataSubject.SURVIVOR,),
         reason=ErasureReason.SURVIVOR_REQUEST,
         records=(),
-        network=network,
         at=at(3),
     )
 

@@ -192,9 +192,9 @@ class CommandSequences(RuleBasedStateMachine):
     def teardown(self) -> None:
         self._resources.close()
 
-    def _try(self, command: Any, **kwargs: Any) -> Any:
+    def _try(self, command: Any, *args: Any, **kwargs: Any) -> Any:
         try:
-            return command(**kwargs)
+            return command(*args, **kwargs)
         except ImplausibleTime as e:
             assert e.field in str(e)
             self.refused.append(e.field)
@@ -297,7 +297,7 @@ class CommandSequences(RuleBasedStateMachine):
         )
         self._try(
             self.app.assess_case,
-            case_id=case_id,
+            case_id,
             actor=self._handler(case_id),
             category=ComplaintCategory.SEA_ALLEGATION if sea else category,
             allegation=allegation if sea else None,
@@ -309,7 +309,7 @@ class CommandSequences(RuleBasedStateMachine):
         handler = self._handler(case_id)
         self._try(
             self.app.assign_focal_points,
-            case_id=case_id,
+            case_id,
             actor=handler,
             focal_points=(handler.user,),
             at=self.now,
@@ -320,7 +320,7 @@ class CommandSequences(RuleBasedStateMachine):
         holder = self.app.get_case(case_id).custodian
         self._try(
             self.app.transfer_case,
-            case_id=case_id,
+            case_id,
             actor=FOCAL_POINT[holder],
             to_agency=next(a for a in AGENCIES if a != holder),
             reason=reason,
@@ -333,7 +333,7 @@ class CommandSequences(RuleBasedStateMachine):
         if withdraw:
             self._try(
                 self.app.withdraw_consent,
-                case_id=case_id,
+                case_id,
                 actor=self._handler(case_id),
                 kind=kind,
                 at=self.now,
@@ -341,7 +341,7 @@ class CommandSequences(RuleBasedStateMachine):
         else:
             self._try(
                 self.app.give_consent,
-                case_id=case_id,
+                case_id,
                 actor=self._handler(case_id),
                 kind=kind,
                 given_by=ConsentGiver.SURVIVOR,
@@ -352,7 +352,7 @@ class CommandSequences(RuleBasedStateMachine):
     def refer_for_assistance(self, case_id: UUID) -> Any:
         written = self._try(
             self.app.refer_for_assistance,
-            case_id=case_id,
+            case_id,
             actor=self._handler(case_id),
             service_type=ServiceType.MEDICAL,
             provider="med-a",
@@ -368,7 +368,7 @@ class CommandSequences(RuleBasedStateMachine):
             "decline": self.app.decline_referral_by_provider,
             "deliver": self.app.deliver_referral,
         }[step]
-        self._try(command, referral_id=referral_id, actor=PROVIDER, at=self.now)
+        self._try(command, referral_id, actor=PROVIDER, at=self.now)
 
     @rule(case_id=cases)
     def refer_for_investigation(self, case_id: UUID) -> None:
@@ -380,7 +380,7 @@ class CommandSequences(RuleBasedStateMachine):
         )
         self._try(
             self.app.refer_for_investigation,
-            case_id=case_id,
+            case_id,
             actor=self._handler(case_id),
             entity=f"{implicated or case.custodian}-oig",
             shared=(SharedItem.ALLEGATION_SUMMARY,),
@@ -395,13 +395,13 @@ class CommandSequences(RuleBasedStateMachine):
     def investigate(self, case_id: UUID, agency: str, outcome: InvestigationOutcome) -> None:
         self._try(
             self.app.acknowledge_investigation,
-            case_id=case_id,
+            case_id,
             actor=INVESTIGATOR[agency],
             at=self.now,
         )
         self._try(
             self.app.record_investigation_outcome,
-            case_id=case_id,
+            case_id,
             actor=INVESTIGATOR[agency],
             outcome=outcome,
             at=self.now,
@@ -411,7 +411,7 @@ class CommandSequences(RuleBasedStateMachine):
     def tell_complainant(self, case_id: UUID, channel: FeedbackChannel) -> None:
         self._try(
             self.app.give_feedback,
-            case_id=case_id,
+            case_id,
             actor=self._handler(case_id),
             message="news of your complaint",
             channel=channel,
@@ -422,7 +422,7 @@ class CommandSequences(RuleBasedStateMachine):
     def duplicate(self, case_id: UUID, original: UUID) -> None:
         self._try(
             self.app.mark_as_duplicate,
-            case_id=case_id,
+            case_id,
             actor=self._handler(case_id),
             original_case_id=original,
             at=self.now,
@@ -433,7 +433,7 @@ class CommandSequences(RuleBasedStateMachine):
         if reopen:
             self._try(
                 self.app.reopen_case,
-                case_id=case_id,
+                case_id,
                 actor=self._handler(case_id),
                 reason="came back with more",
                 at=self.now,
@@ -441,7 +441,7 @@ class CommandSequences(RuleBasedStateMachine):
         else:
             self._try(
                 self.app.close_case,
-                case_id=case_id,
+                case_id,
                 actor=self._handler(case_id),
                 reason=reason,
                 no_outcome_reason="none",
@@ -453,7 +453,7 @@ class CommandSequences(RuleBasedStateMachine):
     def erase(self, case_id: UUID, subjects: set[DataSubject]) -> None:
         self._try(
             self.app.erase_personal_data,
-            case_id=case_id,
+            case_id,
             actor=COORDINATOR,
             subjects=tuple(sorted(subjects)),
             reason=ErasureReason.NETWORK_DECISION,

@@ -199,10 +199,10 @@ def test_a_file_without_an_x25519_key_is_refused(tmp_path: Path) -> None:
 
 def assessed(case: Case, network: Network) -> Case:
     case.assess(
+        network,
         actor=FOCAL_POINT,
         category=ComplaintCategory.SEA_ALLEGATION,
         allegation=allegation(),
-        network=network,
         at=at(1),
     )
     return case
@@ -238,12 +238,12 @@ def test_a_transfer_shares_its_items_and_note_identity_only_under_consent(
 
     # without disclosure consent: the narrative (identifying) stays, the perpetrator goes
     case.transfer(
+        network,
         actor=FOCAL_POINT,
         to_agency="wfp",
         reason=TransferReason.CAPACITY,
         shared=(SharedItem.ALLEGED_PERPETRATOR_DETAILS,),
         note="call before noon",
-        network=network,
         at=at(3),
     )
     first = share_content(case, case.pending_events[-1])
@@ -258,22 +258,22 @@ def test_a_transfer_shares_its_items_and_note_identity_only_under_consent(
 
     # with disclosure consent given later, on to unhcr: the narrative too, and no note
     case.transfer(
+        network,
         actor=COORDINATOR,
         to_agency="ngo-a",
         reason=TransferReason.CAPACITY,
         shared=(),
         note=None,
-        network=network,
         at=at(4),
     )
     consent_to_disclosure(case, 4.5)
     case.transfer(
+        network,
         actor=COORDINATOR,
         to_agency="unhcr",
         reason=TransferReason.CAPACITY,
         shared=shared,
         note=None,
-        network=network,
         at=at(5),
     )
     second = share_content(case, case.pending_events[-1])
@@ -289,12 +289,12 @@ def test_a_step_that_shares_nothing_personal_has_an_empty_share(
     case: Case, network: Network
 ) -> None:
     case.transfer(
+        network,
         actor=FOCAL_POINT,
         to_agency="wfp",
         reason=TransferReason.CAPACITY,
         shared=(SharedItem.ALLEGATION_SUMMARY,),
         note=None,
-        network=network,
         at=at(3),
     )
     shared = share_content(case, case.pending_events[-1])
@@ -308,10 +308,10 @@ def test_an_investigation_referral_shares_with_the_implicated_agency(
     assessed(case, network)
     consent_to_disclosure(case)
     case.refer_for_investigation(
+        network,
         actor=FOCAL_POINT,
         entity="ngo-a-investigations",
         shared=(SharedItem.ALLEGATION_SUMMARY, SharedItem.SURVIVOR_IDENTITY),
-        network=network,
         at=at(3),
     )
     shared = share_content(case, case.pending_events[-1])
@@ -324,12 +324,12 @@ def test_an_erased_value_is_named_not_sent(case: Case, network: Network) -> None
     assessed(case, network)
     consent_to_disclosure(case)
     case.transfer(
+        network,
         actor=FOCAL_POINT,
         to_agency="wfp",
         reason=TransferReason.CAPACITY,
         shared=(SharedItem.NARRATIVE, SharedItem.CONTACT_DETAILS),
         note=ERASED,
-        network=network,
         at=at(3),
     )
     event = case.pending_events[-1]

@@ -53,7 +53,8 @@ from services.api.schemas.cases import (
 from services.api.schemas.common import PROBLEM_RESPONSES, USER, WrittenOut
 from services.api.views import case_view, history_event
 from services.api.writes import in_thread, mechanism, now, perform
-from services.application.mechanism import ComplaintMechanism, Written
+from services.application.commands import Written, expecting
+from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"], responses=PROBLEM_RESPONSES)
@@ -134,7 +135,7 @@ async def _command(
     return await perform(
         request,
         principal,
-        lambda: decide(app, chosen, now()),
+        lambda app: decide(app, chosen, now()),
         status=status,
         location=location,
     )
@@ -154,7 +155,7 @@ async def receive_complaint(
     receipts = request.app.state.receipts
     receipt = await receipts.issue(app) if body.issue_receipt else None
 
-    def command() -> Written:
+    def command(app: ComplaintMechanism) -> Written:
         return app.receive_complaint(
             actor=actor,
             at=now(),
@@ -345,12 +346,11 @@ async def assess(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.assess_case(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             category=body.category,
             allegation=allegation,
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -366,11 +366,10 @@ async def assign_focal_points(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.assign_focal_points(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             focal_points=tuple(body.focal_points),
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -386,14 +385,13 @@ async def transfer(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.transfer_case(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             to_agency=body.to_agency,
             reason=body.reason,
             shared=tuple(body.shared),
             note=body.note,
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -409,13 +407,12 @@ async def give_consent(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.give_consent(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             kind=body.kind,
             given_by=body.given_by,
             contact_methods=tuple(body.contact_methods),
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -435,7 +432,7 @@ async def withdraw_consent(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.withdraw_consent(
-            case_id, actor=actor, kind=kind, at=at, expected_version=body.expected_version
+            expecting(case_id, body.expected_version), actor=actor, kind=kind, at=at
         ),
     )
 
@@ -451,14 +448,13 @@ async def refer_for_assistance(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.refer_for_assistance(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             service_type=body.service_type,
             provider=body.provider,
             area=body.area,
             share_contact=body.share_contact,
             at=at,
-            expected_version=body.expected_version,
         ),
         status=201,
         location=lambda w: f"/v1/referrals/{w.id}",
@@ -476,12 +472,11 @@ async def refer_for_investigation(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.refer_for_investigation(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             entity=body.entity,
             shared=tuple(body.shared),
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -497,7 +492,7 @@ async def acknowledge_investigation(
         case_id,
         INVESTIGATORS,
         lambda app, actor, at: app.acknowledge_investigation(
-            case_id, actor=actor, at=at, expected_version=body.expected_version
+            expecting(case_id, body.expected_version), actor=actor, at=at
         ),
     )
 
@@ -513,11 +508,10 @@ async def record_investigation_outcome(
         case_id,
         INVESTIGATORS,
         lambda app, actor, at: app.record_investigation_outcome(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             outcome=body.outcome,
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -534,12 +528,11 @@ async def give_feedback(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.give_feedback(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             message=body.message,
             channel=body.channel,
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -558,11 +551,10 @@ async def mark_as_duplicate(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.mark_as_duplicate(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             original_case_id=body.original_case_id,
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -578,13 +570,12 @@ async def close(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.close_case(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             reason=body.reason,
             no_outcome_reason=body.no_outcome_reason,
             no_feedback_reason=body.no_feedback_reason,
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -600,11 +591,10 @@ async def reopen(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.reopen_case(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             reason=body.reason,
             at=at,
-            expected_version=body.expected_version,
         ),
     )
 
@@ -620,12 +610,11 @@ async def erase_personal_data(
         if body.reason is ErasureReason.RETENTION_EXPIRED:
             raise InvalidCommand("retention is applied by the retention job, not on request")
         return app.erase_personal_data(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             subjects=tuple(dict.fromkeys(body.subjects)),
             reason=body.reason,
             at=at,
-            expected_version=body.expected_version,
         )
 
     return await _command(request, principal, case_id, HANDLERS, erase)
@@ -642,13 +631,12 @@ async def forward_to_feedback_mechanism(
         case_id,
         HANDLERS,
         lambda app, actor, at: app.forward_to_feedback_mechanism(
-            case_id,
+            expecting(case_id, body.expected_version),
             actor=actor,
             category=body.category,
             sector=body.sector,
             concerned_agency=body.concerned_agency,
             at=at,
-            expected_version=body.expected_version,
         ),
         status=201,
         location=lambda w: f"/v1/feedback/{w.id}",

@@ -47,11 +47,10 @@ async def receive_feedback(
 ) -> JSONResponse:
     """Record non-sensitive feedback for the concerned agency's CFM."""
     actor = require_role(principal, INTAKE)
-    app = mechanism(request)
     return await perform(
         request,
         principal,
-        lambda: app.receive_feedback(
+        lambda app: app.receive_feedback(
             actor=actor,
             channel=body.channel,
             category=body.category,
@@ -99,12 +98,12 @@ async def _answer(
         return await perform(
             request,
             principal,
-            lambda: app.close_feedback_loop(feedback_id, actor=chosen, at=now()),
+            lambda app: app.close_feedback_loop(feedback_id, actor=chosen, at=now()),
         )
     return await perform(
         request,
         principal,
-        lambda: app.respond_to_feedback(feedback_id, actor=chosen, response=respond, at=now()),
+        lambda app: app.respond_to_feedback(feedback_id, actor=chosen, response=respond, at=now()),
     )
 
 

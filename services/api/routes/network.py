@@ -89,12 +89,11 @@ async def establish_network(
 ) -> JSONResponse:
     """Start the network's registry (once per event store)."""
     actor = require_role(principal, COORDINATOR)
-    app = mechanism(request)
     policy = None if body.policy is None else _policy(body.policy)
     return await perform(
         request,
         principal,
-        lambda: app.establish_network(actor=actor, name=body.name, policy=policy, at=now()),
+        lambda app: app.establish_network(actor=actor, name=body.name, policy=policy, at=now()),
         status=201,
     )
 
@@ -103,12 +102,11 @@ async def establish_network(
 async def set_policy(request: Request, principal: CurrentPrincipal, body: PolicyIn) -> JSONResponse:
     """Replace the deadlines and thresholds."""
     actor = require_role(principal, COORDINATOR)
-    app = mechanism(request)
     policy = _policy(body)
     return await perform(
         request,
         principal,
-        lambda: app.set_policy(
+        lambda app: app.set_policy(
             actor=actor, policy=policy, at=now(), expected_version=body.expected_version
         ),
     )
@@ -120,11 +118,10 @@ async def register_agency(
 ) -> JSONResponse:
     """Add a member agency."""
     actor = require_role(principal, COORDINATOR)
-    app = mechanism(request)
     return await perform(
         request,
         principal,
-        lambda: app.register_agency(
+        lambda app: app.register_agency(
             actor=actor, code=body.code, name=body.name, agency_type=body.agency_type, at=now()
         ),
         status=201,
@@ -137,11 +134,10 @@ async def designate_investigating_entity(
 ) -> JSONResponse:
     """Name the unit that investigates the agency's personnel."""
     actor = require_role(principal, COORDINATOR)
-    app = mechanism(request)
     return await perform(
         request,
         principal,
-        lambda: app.designate_investigating_entity(
+        lambda app: app.designate_investigating_entity(
             actor=actor, agency=agency, entity=body.entity, at=now()
         ),
     )
@@ -154,11 +150,10 @@ async def register_agency_share_key(
     """Register (or replace) the X25519 public key that personal data shared with the agency
     travels sealed to (`cbcm agency keygen` makes a key pair)."""
     actor = require_role(principal, COORDINATOR)
-    app = mechanism(request)
     return await perform(
         request,
         principal,
-        lambda: app.register_agency_share_key(
+        lambda app: app.register_agency_share_key(
             actor=actor, agency=agency, public_key=body.public_key, at=now()
         ),
     )
@@ -170,11 +165,10 @@ async def appoint_focal_point(
 ) -> JSONResponse:
     """Appoint a focal point (an account id) of the agency."""
     actor = require_role(principal, COORDINATOR)
-    app = mechanism(request)
     return await perform(
         request,
         principal,
-        lambda: app.appoint_focal_point(actor=actor, agency=agency, user=body.user, at=now()),
+        lambda app: app.appoint_focal_point(actor=actor, agency=agency, user=body.user, at=now()),
     )
 
 
@@ -184,11 +178,10 @@ async def withdraw_focal_point(
 ) -> JSONResponse:
     """Withdraw a focal point's appointment (recorded; nothing is deleted)."""
     actor = require_role(principal, COORDINATOR)
-    app = mechanism(request)
     return await perform(
         request,
         principal,
-        lambda: app.withdraw_focal_point(actor=actor, agency=agency, user=user, at=now()),
+        lambda app: app.withdraw_focal_point(actor=actor, agency=agency, user=user, at=now()),
     )
 
 
@@ -198,11 +191,10 @@ async def register_service_provider(
 ) -> JSONResponse:
     """Add a provider to the referral pathway."""
     actor = require_role(principal, COORDINATOR)
-    app = mechanism(request)
     return await perform(
         request,
         principal,
-        lambda: app.register_service_provider(
+        lambda app: app.register_service_provider(
             actor=actor,
             code=body.code,
             name=body.name,

@@ -22,7 +22,8 @@ from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
 from services.api.schemas.others import EmptyIn, FollowUpIn, ProviderDeclineIn, ReferralOut
 from services.api.views import referral_view
 from services.api.writes import in_thread, mechanism, now, perform
-from services.application.mechanism import ComplaintMechanism, Written
+from services.application.commands import Written
+from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
 
 router = APIRouter(
@@ -66,7 +67,7 @@ async def _command(
             403, "your role may not do this on this referral", title="Action not permitted"
         )
     chosen = actor
-    return await perform(request, principal, lambda: decide(app, chosen, now()))
+    return await perform(request, principal, lambda app: decide(app, chosen, now()))
 
 
 @router.get("/{referral_id}", response_model=ReferralOut)
