@@ -1,7 +1,7 @@
 """A small network behind the HTTP API, and tokens for every kind of caller.
 
-Agencies ``unhcr`` and ``wfp`` (each with a focal point and an investigating entity),
-providers ``med-a`` (medical) and ``psy-b`` (psychosocial) in area ``SO22``.
+The network is the one test network of ``tests.world``; the callers below are its people:
+agencies ``unhcr`` and ``wfp``, providers ``med-a`` and ``psy-b`` in area ``SO22``.
 """
 
 from __future__ import annotations
@@ -14,13 +14,13 @@ from typing import Any
 import argon2
 from fastapi import FastAPI
 
-from domain.actors import Actor, Role
-from domain.vocabulary import AgencyType, ServiceType
+from domain.actors import Role
 from services.api.app import create_app
 from services.application.mechanism import ComplaintMechanism
 from services.application.receipts import ReceiptHasher
 from services.identity.tokens import issue_token
 from services.settings import Settings
+from tests.world import establish
 
 CHEAP_ARGON2 = argon2.Parameters(
     type=argon2.Type.ID,
@@ -33,8 +33,7 @@ CHEAP_ARGON2 = argon2.Parameters(
 )
 """Tests hash many receipts: the production profile (64 MiB per hash) is tested on its own."""
 
-COORDINATOR = Actor("coord-1", "ocha", Role.COORDINATOR)
-AREA = "SO22"
+
 RECENTLY = (datetime.now(UTC) - timedelta(hours=2)).replace(microsecond=0).isoformat()
 """A complaint's ``received_at`` the API takes on any day the suite runs: the network's policy
 refuses one received more than a year before it is recorded (a fixed date would expire)."""
@@ -45,37 +44,8 @@ def cheap_hasher() -> ReceiptHasher:
 
 
 def build_network(app: ComplaintMechanism, at: datetime | None = None) -> None:
-    """The registry every API test starts from."""
-    at = at or datetime.now(UTC) - timedelta(days=1)
-    app.establish_network(actor=COORDINATOR, name="Test network", at=at)
-    # the coordinator's own agency (the network's secretariat)
-    app.register_agency(
-        actor=COORDINATOR, code="ocha", name="OCHA", agency_type=AgencyType.UN_AGENCY, at=at
-    )
-    for code in ("unhcr", "wfp"):
-        app.register_agency(
-            actor=COORDINATOR, code=code, name=code.upper(), agency_type=AgencyType.UN_AGENCY, at=at
-        )
-        app.designate_investigating_entity(
-            actor=COORDINATOR, agency=code, entity=f"{code}-oig", at=at
-        )
-        app.appoint_focal_point(actor=COORDINATOR, agency=code, user=f"fp-{code}", at=at)
-    app.register_service_provider(
-        actor=COORDINATOR,
-        code="med-a",
-        name="Clinic A",
-        service_types=(ServiceType.MEDICAL,),
-        areas=(AREA,),
-        at=at,
-    )
-    app.register_service_provider(
-        actor=COORDINATOR,
-        code="psy-b",
-        name="Counselling B",
-        service_types=(ServiceType.PSYCHOSOCIAL,),
-        areas=(AREA,),
-        at=at,
-    )
+    """The registry every API test starts from: the one test network (``tests.world``)."""
+    establish(app, at or datetime.now(UTC) - timedelta(days=1))
 
 
 CALLERS: dict[str, tuple[str, str, Role]] = {

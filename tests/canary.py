@@ -42,8 +42,8 @@ from domain.vocabulary import (
 )
 from services.application.mechanism import ComplaintMechanism
 from tests.conftest import T0
+from tests.world import COORDINATOR
 
-COORDINATOR = Actor("coord-1", "ocha", Role.COORDINATOR)
 INTAKE = Actor("hotline-7", "agency-a", Role.INTAKE_OPERATOR)
 FOCAL_A = Actor("fp-a1", "agency-a", Role.FOCAL_POINT)
 FOCAL_B = Actor("fp-b1", "ngo-b", Role.FOCAL_POINT)

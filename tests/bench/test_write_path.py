@@ -67,6 +67,7 @@ from services.event_store.config import describe, persistence_env
 from services.settings import Settings
 from tests.bench.results import Figure, Target, quick, record
 from tests.conftest import T0
+from tests.world import COORDINATOR
 
 pytestmark = pytest.mark.bench
 
@@ -81,8 +82,6 @@ AGENCIES = {
     "intl-ngo": ("International NGO", AgencyType.INTERNATIONAL_NGO, "intl-ngo-inv"),
     "natl-ngo": ("National NGO", AgencyType.NATIONAL_NGO, "natl-ngo-inv"),
 }
-COORDINATOR = Actor("coord-1", "unhcr", Role.COORDINATOR)
-
 
 QUICK_CASES = {"sqlite": 300, "postgres": 200}
 

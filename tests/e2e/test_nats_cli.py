@@ -144,4 +144,4 @@ def test_nats_config_takes_the_networks_registered_agencies_not_a_demo_list(
     # then the configuration has an account for each, and for no other
     printed = cbcm("nats", "config", env=env)
     assert printed.returncode == 0, printed.stderr
-    assert "for the agencies: ocha, unhcr, wfp." in printed.stdout
+    assert "for the agencies: ngo-a, ocha, unhcr, wfp." in printed.stdout

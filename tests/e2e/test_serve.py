@@ -15,15 +15,14 @@ import httpx
 import psutil
 import pytest
 
-from domain.actors import Actor, Role
 from domain.vocabulary import AgencyType, Channel, ComplainantRole
 from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
 from services.nats.server import free_port
 from services.settings import Settings
+from tests.world import COORDINATOR
 
 CBCM = str(Path(sys.executable).parent / "cbcm")
-COORDINATOR = Actor("coord-1", "unhcr", Role.COORDINATOR)
 
 
 def wait_until(condition, timeout: float, what: str):  # type: ignore[no-untyped-def]

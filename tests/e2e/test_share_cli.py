@@ -30,8 +30,8 @@ from services.relay.sharing import key_id_of, write_private_key
 from services.settings import Settings
 from tests.conftest import T0
 from tests.e2e.test_cli import CBCM
+from tests.world import COORDINATOR
 
-COORDINATOR = Actor("coord-1", "unhcr", Role.COORDINATOR)
 INTAKE = Actor("op-1", "unhcr", Role.INTAKE_OPERATOR)
 
 

@@ -52,7 +52,8 @@ from services.identity.tokens import issue_token
 from services.projector.runner import apply_batch, open_projection, read_model_path
 from services.relay.translation import to_cloud_event
 from services.settings import Settings
-from tests.api_world import AREA, CALLERS, COORDINATOR, RECENTLY, World, make_world
+from tests.api_world import CALLERS, RECENTLY, World, make_world
+from tests.world import AREA, COORDINATOR
 
 ALL = tuple(CALLERS)
 OPERATOR = Actor("op-unhcr", "unhcr", Role.INTAKE_OPERATOR)

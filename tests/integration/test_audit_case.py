@@ -52,9 +52,10 @@ from services.event_store.chain import ChainRow, head, link_at
 from services.event_store.store_id import store_id
 from services.identity.tokens import issue_token
 from services.settings import Settings
-from tests.api_world import COORDINATOR, build_network, cheap_hasher
+from tests.api_world import build_network, cheap_hasher
 from tests.conftest import T0
 from tests.integration.test_audit_chain import Dba
+from tests.world import COORDINATOR
 
 CANARY = "CANARY-5e1b"
 """In every personal field: a leak is one substring search away."""

@@ -42,8 +42,8 @@ from services.event_store.personal_data.tables import key_table
 from services.settings import Settings
 from tests.canary import new_canaries, walk_every_event_type
 from tests.conftest import T0
+from tests.world import COORDINATOR
 
-COORDINATOR = Actor("coord-1", "unhcr", Role.COORDINATOR)
 INTAKE = Actor("op-1", "unhcr", Role.INTAKE_OPERATOR)
 FOCAL = Actor("fp-unhcr-1", "unhcr", Role.FOCAL_POINT)
 

@@ -67,8 +67,8 @@ from services.relay.sharing import (
     public_key_of,
 )
 from tests.conftest import T0
+from tests.world import COORDINATOR
 
-COORDINATOR = Actor("coord-1", "unhcr", Role.COORDINATOR)
 INTAKE = Actor("op-1", "unhcr", Role.INTAKE_OPERATOR)
 FOCAL = Actor("fp-unhcr-1", "unhcr", Role.FOCAL_POINT)
 

@@ -100,7 +100,7 @@ def consent(case: Case, kind: ConsentKind) -> None:
     case.give_consent(actor=FOCAL_POINT, kind=kind, given_by=ConsentGiver.SURVIVOR, at=at(2))
 
 
-def refer(case: Case, network: Network, *shared: SharedItem, entity: str = "ngo-a-investigations"):
+def refer(case: Case, network: Network, *shared: SharedItem, entity: str = "ngo-a-oig"):
     return lambda: case.refer_for_investigation(
         network,
         actor=FOCAL_POINT,
@@ -134,7 +134,7 @@ def test_referral_must_go_to_the_implicated_agencys_investigating_entity(
     case: Case, network: Network
 ) -> None:
     assess_sea(case, network)
-    refused(case, WrongInvestigatingEntity, refer(case, network, entity="wfp-investigations"))
+    refused(case, WrongInvestigatingEntity, refer(case, network, entity="wfp-oig"))
 
 
 def test_referral_needs_a_known_implicated_agency(case: Case, network: Network) -> None:

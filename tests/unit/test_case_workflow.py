@@ -77,7 +77,7 @@ def test_sea_allegation_walks_from_intake_to_closure(case: Case, network: Networ
     case.refer_for_investigation(
         network,
         actor=FOCAL_POINT,
-        entity="ngo-a-investigations",
+        entity="ngo-a-oig",
         shared=(SharedItem.ALLEGATION_SUMMARY,),
         at=at(6),
     )

@@ -90,7 +90,7 @@ def test_a_full_sea_path_walks_through_every_action_and_leaves_when_closed(feed:
         case,
         actor=fp("unhcr"),
         agency="ngo-a",
-        entity="ngo-a-investigations",
+        entity="ngo-a-oig",
         shared=("allegation_summary",),
         identity_shared=False,
     )

@@ -89,7 +89,8 @@ from services.bootstrap import complaint_mechanism
 from services.projector.runner import apply_batch, open_projection
 from services.relay.translation import to_cloud_event
 from services.settings import Settings
-from tests.api_world import AREA, COORDINATOR, build_network
+from tests.api_world import build_network
+from tests.world import AREA, COORDINATOR
 
 QUICK = {"machines": 15, "steps": 50, "messages": 80}
 """``make test``: a few seconds."""

@@ -310,7 +310,7 @@ def test_an_investigation_referral_shares_with_the_implicated_agency(
     case.refer_for_investigation(
         network,
         actor=FOCAL_POINT,
-        entity="ngo-a-investigations",
+        entity="ngo-a-oig",
         shared=(SharedItem.ALLEGATION_SUMMARY, SharedItem.SURVIVOR_IDENTITY),
         at=at(3),
     )
