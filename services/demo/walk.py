@@ -31,9 +31,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from domain.actors import Actor, Role
+from domain.actors import Actor
 from domain.case import Allegation
-from domain.network import Network
 from domain.personal_data import PersonDetails
 from domain.vocabulary import (
     AgeBand,
@@ -47,225 +46,54 @@ from domain.vocabulary import (
     ConsentGiver,
     ConsentKind,
     ContactMethod,
-    FeedbackCategory,
     FeedbackChannel,
     InvestigationOutcome,
     PersonnelCategory,
-    Sector,
     ServiceType,
     Sex,
     SharedItem,
     TransferReason,
 )
 from services.application.mechanism import ComplaintMechanism
+from services.demo.network import (
+    AGENCIES,
+    AGENCY,
+    AREAS,
+    COORDINATOR,
+    NETWORK_NAME,
+    DemoAgency,
+    build_demo_network,
+    caseworker_actor,
+    focal_point_actor,
+    intake_operator_actor,
+    investigator_actor,
+)
+from services.demo.texts import (
+    ALLEGATION_TEXT,
+    FAMILY_NAMES,
+    FEEDBACK_CHANNEL,
+    FEMALE_NAMES,
+    INTAKE_DELAY,
+    ITEMS,
+    MALE_NAMES,
+    NON_SENSITIVE,
+    OTHER_SENSITIVE_TEXT,
+    PLACES,
+    ROLES,
+)
+
+__all__ = [
+    "AGENCIES",
+    "COORDINATOR",
+    "NETWORK_NAME",
+    "build_demo_network",
+    "caseworker_actor",
+    "demo_start",
+    "run_demo",
+    "walk_cases",
+]
 
 T = TypeVar("T")
-
-NETWORK_NAME = "Demo PSEA Network (synthetic data)"
-COORDINATOR = Actor("psea-coordinator-1", "unhcr", Role.COORDINATOR)
-"""The network coordinator, hosted (as often) by one of the UN agencies."""
-
-
-@dataclass(frozen=True)
-class DemoAgency:
-    code: str
-    name: str
-    agency_type: AgencyType
-    investigating_entity: str
-    focal_points: tuple[str, ...]
-    sectors: tuple[Sector, ...]
-    """What the agency runs, so non-sensitive feedback goes to the right CFM."""
-
-
-def _fps(code: str, count: int) -> tuple[str, ...]:
-    return tuple(f"fp-{code}-{i}" for i in range(1, count + 1))
-
-
-AGENCIES: tuple[DemoAgency, ...] = (
-    DemoAgency(
-        "unhcr",
-        "UNHCR",
-        AgencyType.UN_AGENCY,
-        "unhcr-igo",
-        _fps("unhcr", 3),
-        (Sector.PROTECTION, Sector.SHELTER, Sector.CAMP_MANAGEMENT),
-    ),
-    DemoAgency(
-        "unicef",
-        "UNICEF",
-        AgencyType.UN_AGENCY,
-        "unicef-oiai",
-        _fps("unicef", 3),
-        (Sector.WASH, Sector.EDUCATION, Sector.NUTRITION),
-    ),
-    DemoAgency(
-        "wfp",
-        "WFP",
-        AgencyType.UN_AGENCY,
-        "wfp-oig",
-        _fps("wfp", 2),
-        (Sector.FOOD_SECURITY, Sector.CASH, Sector.LOGISTICS),
-    ),
-    DemoAgency(
-        "nrc",
-        "Norwegian Refugee Council",
-        AgencyType.INTERNATIONAL_NGO,
-        "nrc-investigations",
-        _fps("nrc", 2),
-        (Sector.SHELTER, Sector.EDUCATION, Sector.LIVELIHOODS),
-    ),
-    DemoAgency(
-        "irc",
-        "International Rescue Committee",
-        AgencyType.INTERNATIONAL_NGO,
-        "irc-ethics",
-        _fps("irc", 2),
-        (Sector.HEALTH, Sector.PROTECTION),
-    ),
-    DemoAgency(
-        "local-ngo",
-        "Hope Relief Association (national NGO, demo)",
-        AgencyType.NATIONAL_NGO,
-        "local-ngo-board",
-        _fps("local-ngo", 2),
-        (Sector.WASH, Sector.HEALTH, Sector.NUTRITION),
-    ),
-    DemoAgency(
-        "women-cbo",
-        "Riverside Women's Association (CBO, demo)",
-        AgencyType.COMMUNITY_BASED_ORGANISATION,
-        "women-cbo-committee",
-        _fps("women-cbo", 2),
-        (Sector.PROTECTION, Sector.LIVELIHOODS),
-    ),
-)
-AGENCY = {a.code: a for a in AGENCIES}
-
-AREAS = ("SS0101", "SS0102", "SS0201", "SS0302")
-"""OCHA-style P-codes of the areas the demo network covers."""
-
-
-@dataclass(frozen=True)
-class DemoProvider:
-    code: str
-    name: str
-    service_types: tuple[ServiceType, ...]
-    areas: tuple[str, ...]
-
-
-PROVIDERS: tuple[DemoProvider, ...] = (
-    DemoProvider("sunrise-clinic", "Sunrise Health Clinic", (ServiceType.MEDICAL,), AREAS[:2]),
-    DemoProvider("county-hospital", "County Referral Hospital", (ServiceType.MEDICAL,), AREAS[2:]),
-    DemoProvider(
-        "safe-space",
-        "Women and Girls Safe Space (GBV case management)",
-        (ServiceType.PSYCHOSOCIAL, ServiceType.SAFETY_PROTECTION, ServiceType.MATERIAL),
-        AREAS,
-    ),
-    DemoProvider(
-        "child-protection-unit",
-        "Child Protection Case Management",
-        (
-            ServiceType.PSYCHOSOCIAL,
-            ServiceType.EDUCATION,
-            ServiceType.CHILD_BORN_OF_SEA,
-            ServiceType.SAFETY_PROTECTION,
-        ),
-        AREAS,
-    ),
-    DemoProvider(
-        "legal-aid-clinic", "Legal Aid Clinic", (ServiceType.LEGAL,), ("SS0101", "SS0201")
-    ),
-    DemoProvider(
-        "mobile-legal-team",
-        "Mobile Legal Assistance Team",
-        (ServiceType.LEGAL,),
-        ("SS0102", "SS0302"),
-    ),
-    DemoProvider(
-        "safe-shelter",
-        "Safe Shelter",
-        (ServiceType.SAFETY_PROTECTION, ServiceType.MATERIAL),
-        ("SS0102", "SS0302"),
-    ),
-    DemoProvider(
-        "livelihoods-hub",
-        "Livelihoods and Cash Hub",
-        (ServiceType.LIVELIHOOD, ServiceType.MATERIAL),
-        ("SS0101", "SS0201", "SS0302"),
-    ),
-    DemoProvider(
-        "learning-centre",
-        "Community Learning Centre",
-        (ServiceType.EDUCATION,),
-        ("SS0102", "SS0201"),
-    ),
-)
-
-
-def _focal_point(agency: str, user: str) -> Actor:
-    return Actor(user, agency, Role.FOCAL_POINT)
-
-
-def _investigator(agency: str) -> Actor:
-    return Actor(f"inv-{agency}-1", agency, Role.INVESTIGATING_ENTITY)
-
-
-def _caseworker(provider: str) -> Actor:
-    return Actor(f"{provider}-cw-1", provider, Role.SERVICE_PROVIDER)
-
-
-def _intake_operator(agency: str) -> Actor:
-    return Actor(f"intake-{agency}-1", agency, Role.INTAKE_OPERATOR)
-
-
-# ---------------------------------------------------------------------------------- network
-
-
-def build_demo_network(app: ComplaintMechanism, at: datetime) -> Network:
-    """Establish the demo network, or complete it: only what is missing is recorded.
-
-    So a second call on the same store records nothing and returns the same network.
-    """
-    clock = at
-    step = timedelta(minutes=3)
-    if not app.has_network():
-        app.establish_network(actor=COORDINATOR, name=NETWORK_NAME, at=clock)
-    network = app.network()
-    for agency in AGENCIES:
-        if agency.code not in network.agencies:
-            clock += step
-            app.register_agency(
-                actor=COORDINATOR,
-                code=agency.code,
-                name=agency.name,
-                agency_type=agency.agency_type,
-                at=clock,
-            )
-        record = app.network().agency(agency.code)
-        if record.investigating_entity is None:
-            clock += step
-            app.designate_investigating_entity(
-                actor=COORDINATOR, agency=agency.code, entity=agency.investigating_entity, at=clock
-            )
-        for user in agency.focal_points:
-            if user not in record.focal_points:
-                clock += step
-                app.appoint_focal_point(actor=COORDINATOR, agency=agency.code, user=user, at=clock)
-    network = app.network()
-    for provider in PROVIDERS:
-        if provider.code not in network.providers:
-            clock += step
-            app.register_service_provider(
-                actor=COORDINATOR,
-                code=provider.code,
-                name=provider.name,
-                service_types=provider.service_types,
-                areas=provider.areas,
-                at=clock,
-            )
-    return app.network()
-
 
 # ---------------------------------------------------------------------------------- paths
 
@@ -343,109 +171,6 @@ def walk_cases(
         if progress is not None:
             progress(taken)
     return result
-
-
-# ---------------------------------------------------------------------------------- people
-
-_FEMALE_NAMES = ("Amina", "Nyakuoth", "Grace", "Achol", "Fatuma", "Mary", "Awut", "Halima", "Joy")
-_MALE_NAMES = ("Deng", "Peter", "Ochan", "Lual", "Samuel", "Ali", "Moses", "Kuol")
-_FAMILY_NAMES = ("Example", "Sample", "Placeholder", "Fictional", "Testcase", "Dummy")
-_ROLES = (
-    "distribution monitor",
-    "registration clerk",
-    "security guard",
-    "driver",
-    "teacher at the temporary learning space",
-    "water committee contractor",
-    "health promoter",
-    "shelter construction supervisor",
-)
-_PLACES = (
-    "food distribution point",
-    "water point 3",
-    "registration centre",
-    "health post",
-    "temporary learning space",
-    "cash distribution site",
-)
-_ITEMS = ("food rations", "shelter materials", "cash assistance", "NFI kits", "a registration slot")
-
-_ALLEGATION_TEXT = {
-    AllegationSubtype.TRANSACTIONAL_SEX: "a {role} at the {place} offered {item} in exchange "
-    "for sex",
-    AllegationSubtype.EXPLOITATIVE_RELATIONSHIP: "a {role} keeps a relationship with a woman "
-    "receiving {item} and threatens to cut her assistance if she ends it",
-    AllegationSubtype.SOLICITATION: "a {role} asked for sex before giving {item}",
-    AllegationSubtype.RAPE: "a {role} sexually assaulted a woman near the {place}",
-    AllegationSubtype.SEXUAL_ASSAULT: "a {role} touched a woman sexually against her will at "
-    "the {place}",
-    AllegationSubtype.SEXUAL_ACTIVITY_WITH_CHILD: "a {role} has been meeting a child of the "
-    "family and giving gifts near the {place}",
-}
-
-_OTHER_SENSITIVE_TEXT = (
-    "a distribution committee member is selling ration cards",
-    "a guard at the {place} beat a young man in the queue",
-    "staff are diverting fuel meant for the water pumps",
-    "a {role} demands money to put families on the {item} list",
-)
-
-_NON_SENSITIVE: tuple[tuple[FeedbackCategory, Sector, str], ...] = (
-    (
-        FeedbackCategory.INFORMATION_REQUEST,
-        Sector.FOOD_SECURITY,
-        "When is the next food distribution in Zone 3?",
-    ),
-    (FeedbackCategory.SERVICE_COMPLAINT, Sector.WASH, "Water point 5 has been broken for a week."),
-    (
-        FeedbackCategory.SUGGESTION,
-        Sector.SHELTER,
-        "Please distribute plastic sheeting before the rains.",
-    ),
-    (FeedbackCategory.APPRECIATION, Sector.HEALTH, "Thank you for the mobile clinic visits."),
-    (
-        FeedbackCategory.SERVICE_COMPLAINT,
-        Sector.CASH,
-        "My cash transfer for this month has not arrived.",
-    ),
-    (
-        FeedbackCategory.INFORMATION_REQUEST,
-        Sector.EDUCATION,
-        "How can I enrol my children at the learning centre?",
-    ),
-    (
-        FeedbackCategory.SERVICE_COMPLAINT,
-        Sector.NUTRITION,
-        "The nutrition centre closes before mothers from Zone 6 arrive.",
-    ),
-    (FeedbackCategory.SUGGESTION, Sector.PROTECTION, "Add lights on the path to the latrines."),
-    (
-        FeedbackCategory.OTHER,
-        Sector.CAMP_MANAGEMENT,
-        "Who do we talk to about the new block leader?",
-    ),
-)
-
-_FEEDBACK_CHANNEL = {
-    ContactMethod.PHONE: FeedbackChannel.PHONE,
-    ContactMethod.SMS: FeedbackChannel.SMS,
-    ContactMethod.IN_PERSON: FeedbackChannel.IN_PERSON,
-    ContactMethod.EMAIL: FeedbackChannel.EMAIL,
-    ContactMethod.THROUGH_TRUSTED_PERSON: FeedbackChannel.COMMUNITY_LEADER,
-}
-
-_INTAKE_DELAY: dict[Channel, tuple[float, float]] = {
-    # minutes between what was said and its recording, by channel
-    Channel.HOTLINE: (2, 30),
-    Channel.SMS_MESSAGING: (10, 240),
-    Channel.COMPLAINT_BOX: (12 * 60, 7 * 24 * 60),
-    Channel.IN_PERSON: (5, 60),
-    Channel.EMAIL: (30, 24 * 60),
-    Channel.WEB_FORM: (30, 24 * 60),
-    Channel.COMMUNITY_LEADER: (6 * 60, 3 * 24 * 60),
-    Channel.STAFF_MANDATORY_REPORT: (10, 12 * 60),
-    Channel.INTERAGENCY_REFERRAL: (60, 48 * 60),
-}
 
 
 class _NotYetDue(Exception):
@@ -526,10 +251,8 @@ class _Walker:
         return self.rng.random() < p
 
     def _person(self, sex: Sex = Sex.FEMALE, *, contact: bool = True) -> PersonDetails:
-        names = {Sex.FEMALE: _FEMALE_NAMES, Sex.MALE: _MALE_NAMES}.get(
-            sex, _FEMALE_NAMES + _MALE_NAMES
-        )
-        first, family = self._pick(names), self._pick(_FAMILY_NAMES)
+        names = {Sex.FEMALE: FEMALE_NAMES, Sex.MALE: MALE_NAMES}.get(sex, FEMALE_NAMES + MALE_NAMES)
+        first, family = self._pick(names), self._pick(FAMILY_NAMES)
         if not contact:
             return PersonDetails(name=f"{first} {family}")
         return PersonDetails(
@@ -542,9 +265,9 @@ class _Walker:
 
     def _words(self) -> dict[str, str]:
         return {
-            "role": self._pick(_ROLES),
-            "place": self._pick(_PLACES),
-            "item": self._pick(_ITEMS),
+            "role": self._pick(ROLES),
+            "place": self._pick(PLACES),
+            "item": self._pick(ITEMS),
         }
 
     def _incident_date(self, received: datetime) -> date | None:
@@ -604,7 +327,7 @@ class _Walker:
             victim_age_band=age_band,
             incident_place_detail=f"near the {words['place']} (demo)",
             alleged_perpetrator=f"{words['role']}, first name given as "
-            f"'{self._pick(_MALE_NAMES)}' (demo)"
+            f"'{self._pick(MALE_NAMES)}' (demo)"
             if implicated
             else None,
         )
@@ -612,9 +335,9 @@ class _Walker:
     def _sea_narrative(
         self, who: str, subtype: AllegationSubtype | None, words: dict[str, str]
     ) -> str:
-        template = _ALLEGATION_TEXT.get(
+        template = ALLEGATION_TEXT.get(
             subtype or AllegationSubtype.SOLICITATION,
-            _ALLEGATION_TEXT[AllegationSubtype.SOLICITATION],
+            ALLEGATION_TEXT[AllegationSubtype.SOLICITATION],
         )
         return f"[DEMO] {who} reports that {template.format(**words)}."
 
@@ -634,11 +357,11 @@ class _Walker:
         area: str | None = None,
     ) -> _Case:
         received_at = clock.now
-        at = clock.minutes(*_INTAKE_DELAY[channel])
+        at = clock.minutes(*INTAKE_DELAY[channel])
         if channel in (Channel.STAFF_MANDATORY_REPORT, Channel.INTERAGENCY_REFERRAL):
-            actor = _focal_point(agency.code, agency.focal_points[0])
+            actor = focal_point_actor(agency.code, agency.focal_points[0])
         else:
-            actor = _intake_operator(agency.code)
+            actor = intake_operator_actor(agency.code)
         written = self.app.receive_complaint(
             actor=actor,
             at=at,
@@ -651,7 +374,7 @@ class _Walker:
             survivor=survivor,
         )
         self._received = written.id
-        lead = _focal_point(agency.code, agency.focal_points[0])
+        lead = focal_point_actor(agency.code, agency.focal_points[0])
         return _Case(
             id=written.id,
             clock=clock,
@@ -675,11 +398,11 @@ class _Walker:
         agency = case.custodian
         count = 2 if len(agency.focal_points) > 1 and self._chance(0.4) else 1
         chosen = tuple(self.rng.sample(agency.focal_points, count))
-        lead = _focal_point(agency.code, agency.focal_points[0])
+        lead = focal_point_actor(agency.code, agency.focal_points[0])
         self.app.assign_focal_points(
             case.id, actor=lead, focal_points=chosen, at=case.clock.minutes(5, 90)
         )
-        case.handler = _focal_point(agency.code, chosen[0])
+        case.handler = focal_point_actor(agency.code, chosen[0])
 
     def _consents(
         self,
@@ -752,7 +475,7 @@ class _Walker:
         pending = case.pending_referrals
         while pending:
             referral, provider, service = pending.pop(0)
-            actor = _caseworker(provider)
+            actor = caseworker_actor(provider)
             if self._chance(0.1):
                 self.app.decline_referral_by_provider(
                     referral,
@@ -768,12 +491,12 @@ class _Walker:
 
     def _deliver(self, case: _Case, accepted: list[tuple[UUID, str]]) -> None:
         for referral, provider in accepted:
-            actor = _caseworker(provider)
+            actor = caseworker_actor(provider)
             self.app.deliver_referral(referral, actor=actor, at=case.clock.days(0.5, 4))
         for referral, provider in accepted:
             self.app.follow_up_referral(
                 referral,
-                actor=_caseworker(provider),
+                actor=caseworker_actor(provider),
                 note="[DEMO] Follow-up visit done; survivor satisfied with the service"
                 if self._chance(0.6)
                 else None,
@@ -803,7 +526,7 @@ class _Walker:
         late = self._chance(0.15)
         self.app.acknowledge_investigation(
             case.id,
-            actor=_investigator(case.implicated.code),
+            actor=investigator_actor(case.implicated.code),
             at=case.clock.days(8, 20) if late else case.clock.days(0.1, 6),
         )
 
@@ -826,7 +549,7 @@ class _Walker:
         )[0]
         self.app.record_investigation_outcome(
             case.id,
-            actor=_investigator(case.implicated.code),
+            actor=investigator_actor(case.implicated.code),
             outcome=outcome,
             at=case.clock.days(0, max(remaining, 0.1)),
         )
@@ -839,7 +562,7 @@ class _Walker:
         if case.anonymous:
             channel = FeedbackChannel.RECEIPT_CODE
         elif case.contact:
-            channel = _FEEDBACK_CHANNEL[case.contact[0]]
+            channel = FEEDBACK_CHANNEL[case.contact[0]]
         else:
             channel = FeedbackChannel.IN_PERSON
         self.app.give_feedback(
@@ -1055,7 +778,7 @@ class _Walker:
             at=case.clock.hours(1, 12),
         )
         case.custodian = target
-        case.handler = _focal_point(target.code, target.focal_points[0])
+        case.handler = focal_point_actor(target.code, target.focal_points[0])
         self._assign(case)
         self._assist(case, self._services_for(allegation))
         self._refer_for_investigation(case)
@@ -1164,7 +887,7 @@ class _Walker:
             self._pick((Channel.HOTLINE, Channel.COMPLAINT_BOX, Channel.IN_PERSON, Channel.EMAIL)),
             ComplainantRole.WITNESS if known else ComplainantRole.ANONYMOUS,
             "[DEMO] A community member reports that "
-            + self._pick(_OTHER_SENSITIVE_TEXT).format(**self._words())
+            + self._pick(OTHER_SENSITIVE_TEXT).format(**self._words())
             + ".",
             complainant=self._person(self._pick((Sex.FEMALE, Sex.MALE))) if known else None,
         )
@@ -1182,7 +905,7 @@ class _Walker:
                 at=case.clock.hours(1, 24),
             )
             case.custodian = concerned
-            case.handler = _focal_point(concerned.code, concerned.focal_points[0])
+            case.handler = focal_point_actor(concerned.code, concerned.focal_points[0])
         if known:
             case.contact = (ContactMethod.PHONE,)
         if known or self._chance(0.5):
@@ -1193,7 +916,7 @@ class _Walker:
         return case
 
     def _feedback_to_cfm(self, clock: _Clock) -> _Case:
-        category, sector, text = self._pick(_NON_SENSITIVE)
+        category, sector, text = self._pick(NON_SENSITIVE)
         concerned = self._pick([a for a in AGENCIES if sector in a.sectors] or list(AGENCIES))
         receiving = self._pick(AGENCIES)
         anonymous = self._chance(0.5)
@@ -1217,7 +940,7 @@ class _Walker:
             at=case.clock.minutes(5, 120),
         )
         self.result.feedback_items.append(forwarded.id)
-        answerer = _focal_point(concerned.code, self._pick(concerned.focal_points))
+        answerer = focal_point_actor(concerned.code, self._pick(concerned.focal_points))
         if self._chance(0.85):
             self.app.respond_to_feedback(
                 forwarded.id,

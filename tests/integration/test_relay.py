@@ -31,7 +31,13 @@ from domain.case import Case
 from domain.feedback import Feedback
 from domain.vocabulary import Channel, ComplainantRole, SharedItem, TransferReason
 from services.application.mechanism import ComplaintMechanism, is_published
-from services.demo.walk import AGENCIES, COORDINATOR, _caseworker, build_demo_network, walk_cases
+from services.demo.walk import (
+    AGENCIES,
+    COORDINATOR,
+    build_demo_network,
+    caseworker_actor,
+    walk_cases,
+)
 from services.nats.client import DUPLICATE_WINDOW
 from services.nats.server import EmbeddedNats
 from services.relay.relay import (
@@ -108,7 +114,7 @@ def transfer_a_case_with_an_open_referral(app: ComplaintMechanism) -> Transfer:
             at=at,
         )
         app.accept_referral(
-            referral.id, actor=_caseworker(referral.provider), at=at + timedelta(hours=1)
+            referral.id, actor=caseworker_actor(referral.provider), at=at + timedelta(hours=1)
         )
         return Transfer(case.id, referral.id, case.custodian, to_agency)
     raise AssertionError("the walk left no open referral on an open case")
