@@ -91,6 +91,24 @@ def first_seeing(
     return None
 
 
+def acting_on(
+    principal: Principal, roles: Iterable[Role], sees: Callable[[Actor], bool], what: str
+) -> Actor:
+    """The principal acting in the first of ``roles`` in which they see ``what`` (a resource
+    they can read), or 403 naming the roles that may act on it."""
+    wanted = tuple(roles)
+    actor = first_seeing(principal, wanted, sees)
+    if actor is None:
+        raise Problem(
+            403,
+            f"your role may not do this on this {what}: "
+            + ", ".join(r.value for r in wanted)
+            + " may",
+            title="Action not permitted",
+        )
+    return actor
+
+
 def require_role(principal: Principal, roles: Iterable[Role]) -> Actor:
     """Acting in one of ``roles``, or 403 (for resources whose existence is not secret)."""
     wanted = tuple(roles)

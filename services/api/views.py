@@ -24,7 +24,8 @@ from services.api.schemas.cases import (
     InvestigationOut,
     PersonOut,
 )
-from services.api.schemas.others import FeedbackOut, ReferralOut
+from services.api.schemas.feedback import FeedbackOut
+from services.api.schemas.referrals import ReferralOut
 
 
 def _given(value: object) -> bool:

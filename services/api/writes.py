@@ -20,6 +20,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from domain.actors import Actor
 from domain.errors import DomainError
 from services.api.problems import Problem
 from services.api.schemas.common import WrittenOut
@@ -138,6 +139,25 @@ async def perform(
         receipt_code=None if receipt is None else str(receipt),
     )
     return _answer(out, status, False, location(written) if location else None)
+
+
+async def perform_as(
+    request: Request,
+    principal: Principal,
+    actor: Actor,
+    decide: Callable[[ComplaintMechanism, Actor, datetime], Written],
+    *,
+    status: int = 200,
+    location: Callable[[Written], str] | None = None,
+) -> JSONResponse:
+    """``perform`` a command that ``actor`` decides now (the routes' common case)."""
+    return await perform(
+        request,
+        principal,
+        lambda app: decide(app, actor, now()),
+        status=status,
+        location=location,
+    )
 
 
 async def _replay(

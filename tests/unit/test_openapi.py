@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from pydantic import BaseModel
 
 from services.api.app import create_app
-from services.api.schemas import cases, common, others
+from services.api.schemas import cases, common, feedback, network, public, referrals
 from services.settings import Settings
 from tests.api_world import cheap_hasher
 
@@ -23,7 +23,7 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
 
 def models_with_examples() -> list[type[BaseModel]]:
     found = []
-    for module in (cases, common, others):
+    for module in (cases, common, feedback, network, public, referrals):
         for value in vars(module).values():
             if isinstance(value, type) and issubclass(value, BaseModel):
                 extra: Any = value.model_config.get("json_schema_extra")

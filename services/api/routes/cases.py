@@ -22,8 +22,7 @@ from domain.need_to_know import best_case_access, case_access
 from domain.personal_data import PersonDetails
 from domain.policy import NetworkPolicy
 from domain.vocabulary import ConsentKind, ErasureReason
-from services.api.auth import CurrentPrincipal, first_seeing, require_role
-from services.api.problems import Problem
+from services.api.auth import CurrentPrincipal, acting_on, first_seeing, require_role
 from services.api.replay import Step, case_steps
 from services.api.schemas.cases import (
     AcknowledgementIn,
@@ -52,7 +51,7 @@ from services.api.schemas.cases import (
 )
 from services.api.schemas.common import PROBLEM_RESPONSES, USER, WrittenOut
 from services.api.views import case_view, history_event
-from services.api.writes import in_thread, mechanism, now, perform
+from services.api.writes import in_thread, mechanism, now, perform, perform_as
 from services.application.commands import Written, expecting
 from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
@@ -120,25 +119,11 @@ async def _command(
     location: Callable[[Written], str] | None = None,
 ) -> JSONResponse:
     """A command on a case the caller can see, in the first of ``roles`` that sees it."""
-    app = mechanism(request)
-    case, policy = await _load_visible(app, principal, case_id)
-    actor = first_seeing(
-        principal, roles, lambda candidate: case_access(candidate, case, policy) is not None
+    case, policy = await _load_visible(mechanism(request), principal, case_id)
+    actor = acting_on(
+        principal, roles, lambda candidate: case_access(candidate, case, policy) is not None, "case"
     )
-    if actor is None:
-        raise Problem(
-            403,
-            "your role may not do this on this case: " + ", ".join(r.value for r in roles) + " may",
-            title="Action not permitted",
-        )
-    chosen = actor
-    return await perform(
-        request,
-        principal,
-        lambda app: decide(app, chosen, now()),
-        status=status,
-        location=location,
-    )
+    return await perform_as(request, principal, actor, decide, status=status, location=location)
 
 
 # ------------------------------------------------------------------ intake

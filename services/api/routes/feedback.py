@@ -13,8 +13,8 @@ from domain.errors import NotFound
 from domain.feedback import Feedback
 from domain.need_to_know import READ_PRIORITY, can_see_feedback, feedback_text_visible
 from services.api.auth import CurrentPrincipal, first_seeing, require_role
-from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
-from services.api.schemas.others import EmptyIn, FeedbackIn, FeedbackOut, FeedbackResponseIn
+from services.api.schemas.common import PROBLEM_RESPONSES, EmptyIn, WrittenOut
+from services.api.schemas.feedback import FeedbackIn, FeedbackOut, FeedbackResponseIn
 from services.api.views import feedback_view
 from services.api.writes import in_thread, mechanism, now, perform
 from services.application.mechanism import ComplaintMechanism

@@ -11,7 +11,7 @@ from domain.actors import Role
 from domain.policy import NetworkPolicy
 from services.api.auth import CurrentPrincipal, require_role
 from services.api.schemas.common import CODE, PROBLEM_RESPONSES, USER, WrittenOut
-from services.api.schemas.others import (
+from services.api.schemas.network import (
     AgencyIn,
     AgencyOut,
     EntityIn,

@@ -23,7 +23,7 @@ from domain.personal_data import is_erased
 from domain.vocabulary import Channel, FeedbackChannel
 from services.api.problems import Problem
 from services.api.schemas.common import PROBLEM_RESPONSES
-from services.api.schemas.others import (
+from services.api.schemas.public import (
     PublicComplaintIn,
     PublicComplaintOut,
     PublicFeedbackOut,

@@ -16,12 +16,11 @@ from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.errors import NotFound
 from domain.need_to_know import READ_PRIORITY, can_see_referral, referral_contact_fields
-from services.api.auth import CurrentPrincipal, first_seeing
-from services.api.problems import Problem
-from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
-from services.api.schemas.others import EmptyIn, FollowUpIn, ProviderDeclineIn, ReferralOut
+from services.api.auth import CurrentPrincipal, acting_on, first_seeing
+from services.api.schemas.common import PROBLEM_RESPONSES, EmptyIn, WrittenOut
+from services.api.schemas.referrals import FollowUpIn, ProviderDeclineIn, ReferralOut
 from services.api.views import referral_view
-from services.api.writes import in_thread, mechanism, now, perform
+from services.api.writes import in_thread, mechanism, now, perform_as
 from services.application.commands import Written
 from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
@@ -59,15 +58,10 @@ async def _command(
     roles: Iterable[Role],
     decide: Callable[[ComplaintMechanism, Actor, datetime], Written],
 ) -> JSONResponse:
-    app = mechanism(request)
-    referral, case, _ = await _load_visible(app, principal, referral_id)
-    actor = first_seeing(principal, roles, lambda a: can_see_referral(a, referral, case))
-    if actor is None:
-        raise Problem(
-            403, "your role may not do this on this referral", title="Action not permitted"
-        )
-    chosen = actor
-    return await perform(request, principal, lambda app: decide(app, chosen, now()))
+    """A command on a referral the caller can see, in the first of ``roles`` that sees it."""
+    referral, case, _ = await _load_visible(mechanism(request), principal, referral_id)
+    actor = acting_on(principal, roles, lambda a: can_see_referral(a, referral, case), "referral")
+    return await perform_as(request, principal, actor, decide)
 
 
 @router.get("/{referral_id}", response_model=ReferralOut)

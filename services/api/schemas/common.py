@@ -133,3 +133,7 @@ PROBLEM_RESPONSES: dict[int | str, dict[str, Any]] = {
         (503, "the event store or a read model is not available yet; retry"),
     )
 }
+
+
+class EmptyIn(Body):
+    """No fields: the command is the whole request."""

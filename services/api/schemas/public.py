@@ -1,0 +1,64 @@
+"""The public pages' resources: a complaint sent without an account, its receipt, and the
+feedback read with it."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from domain.vocabulary import (
+    ComplainantRole,
+)
+from services.api.schemas.common import (
+    Body,
+    Code,
+    Flag,
+    Text,
+)
+
+
+class PublicComplaintIn(Body):
+    """A complaint through the network's public web form. No login; a receipt code is
+    always issued, so the complainant can follow it."""
+
+    agency: Code = Field(description="the agency whose web form this is")
+    narrative: Text
+    complainant_role: ComplainantRole = ComplainantRole.ANONYMOUS
+    immediate_safety_risk: Flag = False
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "agency": "unhcr",
+                    "narrative": "A guard at the distribution asked my sister for sex.",
+                    "complainant_role": "anonymous",
+                }
+            ]
+        }
+    )
+
+
+class PublicReceiptOut(BaseModel):
+    """A receipt code's answer: the status in plain words, feedback meant for the
+    complainant, nothing else."""
+
+    code: str = Field(description="the receipt code, as normalised")
+    status: str = Field(description="where the complaint stands, in plain words")
+    received_on: str = Field(description="the day the complaint was received (YYYY-MM-DD)")
+    feedback: list[PublicFeedbackOut]
+
+
+class PublicFeedbackOut(BaseModel):
+    given_on: str
+    message: str
+
+
+class PublicComplaintOut(BaseModel):
+    receipt_code: str = Field(
+        description="keep it: with it, the status and feedback can be checked at "
+        "/v1/public/receipts/{code}"
+    )
+    message: str
+
+
+PublicReceiptOut.model_rebuild()
