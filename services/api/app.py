@@ -34,8 +34,9 @@ from services.api.read_models import READ_MODELS, applied_position
 from services.api.routes import cases, feedback, network, public, referrals
 from services.api.routes.reads import read_model_router
 from services.api.throttle import FailureThrottle, RateLimit
-from services.application.mechanism import INTERNAL_AGGREGATES, ComplaintMechanism
+from services.application.mechanism import ComplaintMechanism
 from services.application.receipts import ReceiptHasher
+from services.application.store import INTERNAL_AGGREGATES
 from services.bootstrap import complaint_mechanism
 from services.event_store.errors import EventStoreUnavailable
 from services.identity.tokens import TokenVerifier, verifier_from_settings

@@ -33,8 +33,9 @@ from services.application.idempotency import (
     seal,
     unseal,
 )
-from services.application.mechanism import ComplaintMechanism, DuplicateRequest
+from services.application.mechanism import ComplaintMechanism
 from services.application.receipts import ReceiptCode
+from services.application.store import DuplicateRequest
 from services.identity.tokens import Principal
 
 T = TypeVar("T")

@@ -81,7 +81,8 @@ from contracts.subjects import (
     record_shares,
 )
 from domain.case import Case
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
 from services.event_store.errors import EventStoreUnavailable
 from services.event_store.store_id import store_id
@@ -179,8 +180,6 @@ SUBJECT_TOKENS: dict[type[Any], tuple[str, str]] = {
     for event_class in published_event_classes(aggregate)
 }
 """Domain event class -> (aggregate, event) tokens of its subject."""
-
-
 
 
 def stream_config(replicas: int = 1) -> StreamConfig:
@@ -1016,8 +1015,6 @@ def _put_from_thread(
             return False
     future.cancel()
     return False
-
-
 
 
 NATS_QUIET_SECONDS = 2.0

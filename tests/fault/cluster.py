@@ -26,7 +26,8 @@ import nats.errors
 import nats.js.errors
 
 from contracts.subjects import EVENT_SUBJECTS, STREAM
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.nats.client import nats_servers
 from services.nats.server import ConfiguredNats, free_port
 from services.projector.runner import read_model_path, read_position

@@ -31,7 +31,8 @@ import nats
 from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM
 from domain.case import Case
 from services.application.idempotency import IdempotentRequest, record_id
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.identity.tokens import issue_token
 from services.projector.runner import read_position
 from tests.api_world import CALLERS

@@ -46,7 +46,8 @@ from domain.vocabulary import (
 from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
 from services.identity.tokens import issue_token
 from services.projector.runner import apply_batch, open_projection, read_model_path

@@ -34,7 +34,8 @@ from contracts.audit import CHECKPOINT_SUBJECT, decode_checkpoint
 from contracts.subjects import SHARES_STREAM, STREAM, record_shares
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.audit.checkpoints import checkpoint_once, verify_checkpoint
 from services.audit.keys import load_public_key, load_signing_key
 from services.audit.witness import WitnessBook, run_witness

@@ -30,7 +30,8 @@ from domain.assistance import AssistanceReferral, ReferralStatus
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.vocabulary import Channel, ComplainantRole, SharedItem, TransferReason
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.demo.walk import (
     AGENCIES,
     COORDINATOR,

@@ -20,7 +20,8 @@ import structlog
 from nats.js import JetStreamContext
 
 from contracts.subjects import STREAM
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
 from services.event_store.config import persistence_env
 from services.nats.server import EmbeddedNats

@@ -20,7 +20,8 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 from prometheus_client import REGISTRY
 
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.nats.server import EmbeddedNats
 from services.relay.relay import Relay, RelayStalled, ensure_stream, run_relay
 from services.relay.translation import to_cloud_event

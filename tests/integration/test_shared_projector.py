@@ -23,7 +23,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
 from services.demo.walk import build_demo_network, walk_cases
 from services.nats.server import EmbeddedNats, free_port

@@ -46,7 +46,8 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.nats.client import TRANSIENT
 from services.relay.relay import (
     APPLICATION_NAME,

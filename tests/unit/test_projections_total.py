@@ -84,7 +84,8 @@ from projections.inbox import InboxProjection
 from projections.inbox.model import case_row, inbox
 from projections.stats import StatisticsProjection
 from projections.stats.reports import Report, reports
-from services.application.mechanism import ComplaintMechanism, is_published
+from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
 from services.projector.runner import apply_batch, open_projection
 from services.relay.translation import to_cloud_event
