@@ -40,12 +40,32 @@ def serve() -> None:
     settings = load_settings()
     configure_logging(settings.log_format, "serve")
     try:
-        code = Supervisor(settings).run()
+        code = Supervisor(settings, prepare_nats=_create_event_stream).run()
     except AddressInUse as e:
         fail(str(e), EXIT_CONFIG)
     except NatsServerError as e:
         fail(str(e), EXIT_UNAVAILABLE)
     raise typer.Exit(code)
+
+
+def _create_event_stream(url: str) -> None:
+    """The relay's stream on the embedded nats-server, created before any worker starts: the
+    projectors consume it, and one that started before the relay would otherwise find it
+    missing and, on a slow machine, warn on a clean start."""
+    import asyncio
+
+    import nats
+
+    from services.relay.relay import ensure_stream
+
+    async def create() -> None:
+        nc = await nats.connect(url)
+        try:
+            await ensure_stream(nc.jetstream())
+        finally:
+            await nc.close()
+
+    asyncio.run(create())
 
 
 def relay() -> None:

@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
@@ -132,6 +133,9 @@ class Supervisor:
     nats: EmbeddedNats | None = None
     stopping: bool = False
     exit_code: int = 0
+    prepare_nats: Callable[[str], None] | None = None
+    """Run once on the embedded nats-server before any worker starts (``cbcm serve`` creates
+    the event stream there, so a projector that starts before the relay finds it)."""
 
     def _on_signal(self, signum: int, _frame: FrameType | None) -> None:
         if not self.stopping:
@@ -154,6 +158,8 @@ class Supervisor:
             ).start()
             nats_url = self.nats.url
             log.info("serve.nats_started", url=nats_url, store_dir=str(data_dir / "nats"))
+            if self.prepare_nats is not None:
+                self.prepare_nats(nats_url)
         env = {**os.environ, "CBCM_NATS_URL": nats_url, "CBCM_DATA_DIR": str(data_dir)}
         env.pop("CBCM_METRICS_ADDR", None)  # one address per worker, below
         metrics = {
