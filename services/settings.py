@@ -49,13 +49,26 @@ class Settings(BaseSettings):
     oidc_audience: str = Field(default="cbcm", description="the audience tokens must name")
     oidc_jwks_url: str | None = Field(
         default=None,
-        description="the provider's JWKS URL (default: <issuer>/.well-known/jwks.json)",
+        description="the provider's JWKS URL (default: the jwks_uri of the issuer's OIDC "
+        "discovery document, <issuer>/.well-known/openid-configuration)",
     )
     oidc_algorithms: str = Field(
         default="RS256,ES256,EdDSA", description="comma-separated signature algorithms accepted"
     )
-    oidc_agency_claim: str = Field(default="agency", description="claim carrying the agency code")
-    oidc_roles_claim: str = Field(default="roles", description="claim carrying the cbcm roles")
+    oidc_agency_claim: str = Field(
+        default="agency",
+        description="claim carrying the agency code; a dotted path reaches into nested claims",
+    )
+    oidc_roles_claim: str = Field(
+        default="roles",
+        description="claim carrying the cbcm roles; a dotted path reaches into nested claims "
+        "(Keycloak: realm_access.roles)",
+    )
+    oidc_require_access_token_type: bool = Field(
+        default=False,
+        description="refuse tokens whose header is not typ: at+jwt (RFC 9068 access tokens), "
+        "so that an ID token of the same provider is not taken as an access token",
+    )
     # --- anonymous complainants and public endpoints (issue #4) ---
     receipt_failures_per_locator: int = Field(
         default=5, ge=1, description="failed receipt look-ups allowed per locator per window"

@@ -25,6 +25,18 @@ bearer = HTTPBearer(
 )
 
 UNAUTHORISED = {"WWW-Authenticate": 'Bearer realm="cbcm"'}
+"""No token (RFC 6750, section 3: no error code when the request carried no credentials)."""
+
+
+def refused_token(reason: str) -> dict[str, str]:
+    """The challenge for a token that was refused (RFC 6750, section 3.1: ``invalid_token``),
+    with the reason in words (never the token or its claims' values)."""
+    description = "".join(c for c in reason if c.isprintable() and c not in '"\\')
+    return {
+        "WWW-Authenticate": (
+            f'Bearer realm="cbcm", error="invalid_token", error_description="{description}"'
+        )
+    }
 
 
 async def current_principal(
@@ -41,7 +53,9 @@ async def current_principal(
     except IdentityProviderUnavailable as e:
         raise Problem(503, str(e), headers={"Retry-After": "5"}) from None
     except InvalidToken as e:
-        raise Problem(401, f"the bearer token was refused: {e}", headers=UNAUTHORISED) from None
+        raise Problem(
+            401, f"the bearer token was refused: {e}", headers=refused_token(str(e))
+        ) from None
     # The token says what the identity provider knows; whether someone is a focal point of
     # an agency now is the network's register (a withdrawn focal point loses access at once).
     if Role.FOCAL_POINT in principal.roles:

@@ -14,8 +14,12 @@ in words and never repeats the token or the values of its claims.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import secrets
+import threading
+import time
+import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -43,6 +47,8 @@ __all__ = [
     "OidcTokenVerifier",
     "Principal",
     "TokenVerifier",
+    "claim_at",
+    "discover_jwks_url",
     "issue_token",
     "load_or_create_ed25519_key",
     "load_or_create_signing_key",
@@ -56,6 +62,12 @@ MAX_TTL: Final = timedelta(hours=12)
 LEEWAY: Final = timedelta(seconds=30)
 JWKS_LIFESPAN_SECONDS: Final = 300
 JWKS_TIMEOUT_SECONDS: Final = 5.0
+JWKS_REFRESH_SECONDS: Final = 30.0
+"""A token naming a key we do not hold fetches the key set again at most this often."""
+DISCOVERY_PATH: Final = "/.well-known/openid-configuration"
+MAX_DISCOVERY_BYTES: Final = 1_000_000
+ACCESS_TOKEN_TYPES: Final = frozenset({"at+jwt", "application/at+jwt"})
+"""RFC 9068's ``typ`` of a JWT access token."""
 
 _ROLE_VALUES: Final = frozenset(role.value for role in Role)
 
@@ -295,6 +307,20 @@ def _reason(error: jwt.PyJWTError) -> str:
     return "token is invalid"
 
 
+def claim_at(claims: Mapping[str, Any], path: str) -> object:
+    """The claim at a dotted ``path`` (``realm_access.roles``: the ``roles`` member of the
+    ``realm_access`` object); a claim whose own name holds a dot is found first under that
+    whole name. None when any step is missing or not an object."""
+    if path in claims:
+        return claims[path]
+    found: object = claims
+    for step in path.split("."):
+        if not isinstance(found, Mapping) or step not in found:
+            return None
+        found = found[step]
+    return found
+
+
 def _principal(claims: Mapping[str, Any], *, agency_claim: str, roles_claim: str) -> Principal:
     user = claims.get("sub")
     if not isinstance(user, str):
@@ -303,7 +329,7 @@ def _principal(claims: Mapping[str, Any], *, agency_claim: str, roles_claim: str
         validate_user(user)
     except InvalidCode:
         raise InvalidToken("token subject is not a valid account identifier") from None
-    agency = claims.get(agency_claim)
+    agency = claim_at(claims, agency_claim)
     if agency is None:
         raise InvalidToken(f"token lacks the '{agency_claim}' claim")
     if not isinstance(agency, str):
@@ -312,7 +338,7 @@ def _principal(claims: Mapping[str, Any], *, agency_claim: str, roles_claim: str
         validate_code("agency", agency)
     except InvalidCode:
         raise InvalidToken("token agency is not a valid agency code") from None
-    raw_roles = claims.get(roles_claim)
+    raw_roles = claim_at(claims, roles_claim)
     names: list[object]
     if isinstance(raw_roles, str):
         names = list(raw_roles.split())
@@ -374,12 +400,22 @@ def _allowed_algorithms(algorithms: str | Sequence[str]) -> tuple[str, ...]:
 
 
 class _JwksClient(PyJWKClient):
-    """A JWKS client where any failure to obtain usable keys reads as the provider's fault.
+    """A JWKS client whose keys live only as long as the key set they came in.
 
-    PyJWKClient reports an unreachable endpoint, a body that is not a key set and an unknown
-    ``kid`` with related exceptions; here everything but the unknown ``kid`` becomes a
-    :class:`PyJWKClientConnectionError`.
+    The key set is cached for ``JWKS_LIFESPAN_SECONDS``, then fetched again: a key the provider
+    withdraws stops being trusted within that time (the library's per-``kid`` cache would keep
+    it until restart, so it is off). A ``kid`` not in the cached set fetches the set again, at
+    most once per ``JWKS_REFRESH_SECONDS`` (a key the provider has just added is found at once;
+    tokens with made-up ``kid`` values cannot make us fetch on every request). Any failure to
+    obtain usable keys reads as the provider's fault (:class:`PyJWKClientConnectionError`).
     """
+
+    def __init__(self, uri: str, *, timeout: float, lifespan: float) -> None:
+        super().__init__(
+            uri, cache_keys=False, cache_jwk_set=True, lifespan=lifespan, timeout=timeout
+        )
+        self._refresh_lock = threading.Lock()
+        self._last_refresh = -JWKS_REFRESH_SECONDS
 
     def get_signing_keys(self, refresh: bool = False) -> list[PyJWK]:
         try:
@@ -389,26 +425,64 @@ class _JwksClient(PyJWKClient):
         except (PyJWKClientError, PyJWKSetError, ValueError) as e:  # ValueError: not JSON
             raise PyJWKClientConnectionError(f"unusable key set: {e}") from e
 
+    def get_signing_key(self, kid: str) -> PyJWK:
+        key = self.match_kid(self.get_signing_keys(), kid)
+        if key is None:
+            with self._refresh_lock:
+                now = time.monotonic()
+                if now - self._last_refresh >= JWKS_REFRESH_SECONDS:
+                    self._last_refresh = now
+                    key = self.match_kid(self.get_signing_keys(refresh=True), kid)
+        if key is None:
+            raise PyJWKClientError(f"no signing key {kid!r} in the key set")
+        return key
+
+
+def discover_jwks_url(issuer: str, timeout: float = JWKS_TIMEOUT_SECONDS) -> str:
+    """The ``jwks_uri`` of the issuer's OpenID Connect discovery document
+    (``<issuer>/.well-known/openid-configuration``), which must name the same issuer (OpenID
+    Connect Discovery 1.0, section 4.3). Raises :class:`IdentityProviderUnavailable` when the
+    document cannot be had or does not fit."""
+    url = issuer.rstrip("/") + DISCOVERY_PATH
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - https in production
+            document = json.loads(answer.read(MAX_DISCOVERY_BYTES + 1)[:MAX_DISCOVERY_BYTES])
+    except (OSError, ValueError) as e:
+        raise IdentityProviderUnavailable(
+            f"OIDC discovery failed at {url}: {type(e).__name__}"
+        ) from None
+    if not isinstance(document, dict) or document.get("issuer") != issuer:
+        raise IdentityProviderUnavailable(
+            f"the OIDC discovery document at {url} names another issuer"
+        )
+    jwks_uri = document.get("jwks_uri")
+    if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
+        raise IdentityProviderUnavailable(f"the OIDC discovery document at {url} has no jwks_uri")
+    return jwks_uri
+
 
 class OidcTokenVerifier:
     """Production: tokens from the network's OIDC provider, checked against its JWKS.
 
-    Keys are fetched on first use and cached (the key set for five minutes; a key once found
-    by its ``kid`` for the life of the process). ``verify`` may block on the network for up to
-    ``timeout`` seconds: call it from a worker thread, not an event loop.
+    Without a JWKS URL, the issuer's OpenID Connect discovery document names it (found on
+    first use). The key set is cached for five minutes and then fetched again, so a key the
+    provider withdraws stops being trusted within that time. ``verify`` may block on the
+    network for up to ``timeout`` seconds: call it from a worker thread, not an event loop.
     """
 
     def __init__(
         self,
         *,
         issuer: str,
-        jwks_url: str,
+        jwks_url: str | None = None,
         audience: str = "cbcm",
         algorithms: str | Sequence[str] = ("RS256", "ES256", "EdDSA"),
         agency_claim: str = "agency",
         roles_claim: str = "roles",
+        require_access_token_type: bool = False,
         leeway: timedelta = LEEWAY,
         timeout: float = JWKS_TIMEOUT_SECONDS,
+        keys_lifespan: float = JWKS_LIFESPAN_SECONDS,
     ) -> None:
         if not issuer:
             raise ValueError("the OIDC issuer must not be empty")
@@ -420,12 +494,27 @@ class OidcTokenVerifier:
         self._agency_claim = agency_claim
         self._roles_claim = roles_claim
         self._leeway = leeway
+        self._require_at_jwt = require_access_token_type
+        self._timeout = timeout
+        self._keys_lifespan = keys_lifespan
+        self._client_lock = threading.Lock()
+        self._client: _JwksClient | None = None
+        if jwks_url is not None:
+            self._client = self._jwks_client(jwks_url)
+
+    def _jwks_client(self, jwks_url: str) -> _JwksClient:
         try:
-            self._client = _JwksClient(
-                jwks_url, cache_keys=True, lifespan=JWKS_LIFESPAN_SECONDS, timeout=timeout
-            )
+            return _JwksClient(jwks_url, timeout=self._timeout, lifespan=self._keys_lifespan)
         except PyJWKClientError as e:
             raise ValueError(f"bad JWKS URL {jwks_url!r}: {e}") from e
+
+    def _keys(self) -> _JwksClient:
+        """The JWKS client; without a configured URL, found by discovery on first use (and
+        tried again on the next request while the provider cannot be reached)."""
+        with self._client_lock:
+            if self._client is None:
+                self._client = self._jwks_client(discover_jwks_url(self._issuer, self._timeout))
+            return self._client
 
     @property
     def algorithms(self) -> tuple[str, ...]:
@@ -438,11 +527,13 @@ class OidcTokenVerifier:
             raise InvalidToken("token is malformed") from None
         if header.get("alg") not in self._algorithms:  # refused before any network call
             raise InvalidToken("token signature algorithm is not accepted")
+        if self._require_at_jwt and str(header.get("typ", "")).lower() not in ACCESS_TOKEN_TYPES:
+            raise InvalidToken("token is not an access token (typ at+jwt)")
         kid = header.get("kid")
         if not isinstance(kid, str) or not kid:
             raise InvalidToken("token does not name its signing key (kid)")
         try:
-            key = self._client.get_signing_key(kid)
+            key = self._keys().get_signing_key(kid)
         except PyJWKClientConnectionError:
             raise IdentityProviderUnavailable("identity provider keys unavailable") from None
         except PyJWKClientError:
@@ -466,11 +557,12 @@ def verifier_from_settings(settings: Settings) -> TokenVerifier:
         issuer = settings.oidc_issuer
         return OidcTokenVerifier(
             issuer=issuer,
-            jwks_url=settings.oidc_jwks_url or f"{issuer.rstrip('/')}/.well-known/jwks.json",
+            jwks_url=settings.oidc_jwks_url,
             audience=settings.oidc_audience,
             algorithms=settings.oidc_algorithms,
             agency_claim=settings.oidc_agency_claim,
             roles_claim=settings.oidc_roles_claim,
+            require_access_token_type=settings.oidc_require_access_token_type,
         )
     return LocalTokenVerifier(
         load_or_create_signing_key(settings.data_dir), audience=settings.oidc_audience

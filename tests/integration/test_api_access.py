@@ -563,6 +563,20 @@ def test_without_a_valid_token_nothing_is_answered(world: World, client: TestCli
         assert answer.headers["content-type"] == "application/problem+json"
 
 
+def test_a_refused_token_is_challenged_as_invalid_and_a_missing_one_is_not(
+    world: World, client: TestClient
+) -> None:
+    # RFC 6750, section 3.1: a client (or its OIDC library) refreshes on invalid_token
+    forged = world.tokens["coordinator"][:-4] + "AAAA"
+    refused = client.get("/v1/network", headers={"Authorization": f"Bearer {forged}"})
+    assert refused.status_code == 401
+    challenge = refused.headers["www-authenticate"]
+    assert challenge.startswith('Bearer realm="cbcm", error="invalid_token", error_description="')
+    assert forged not in challenge
+    missing = client.get("/v1/network")
+    assert missing.headers["www-authenticate"] == 'Bearer realm="cbcm"'
+
+
 # ---------------------------------------------------------------------------------- reads
 
 

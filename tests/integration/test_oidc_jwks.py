@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -87,6 +88,7 @@ def provider(keys: tuple[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]) -> Iter
     }
     body: dict[str, bytes] = {"/.well-known/jwks.json": json.dumps(jwks).encode()}
     requests: list[str] = []
+    issuer_path = "/realms/psea"
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
@@ -108,8 +110,16 @@ def provider(keys: tuple[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]) -> Iter
     thread = threading.Thread(target=server.serve_forever, args=(0.02,), daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{server.server_address[1]}"
+    # OpenID Connect discovery, as Keycloak, Entra ID and Okta publish it: the key set is
+    # wherever the issuer's discovery document says, not at a path we guess
+    body[f"{issuer_path}/.well-known/openid-configuration"] = json.dumps(
+        {"issuer": f"{base}{issuer_path}", "jwks_uri": f"{base}/.well-known/jwks.json"}
+    ).encode()
+    body["/.well-known/openid-configuration"] = json.dumps(
+        {"issuer": f"{base}/", "jwks_uri": f"{base}/.well-known/jwks.json"}
+    ).encode()
     p = Provider(
-        issuer=f"{base}/realms/psea",
+        issuer=f"{base}{issuer_path}",
         jwks_url=f"{base}/.well-known/jwks.json",
         rsa_key=rsa_key,
         ec_key=ec_key,
@@ -149,7 +159,7 @@ def test_claim_names_and_the_jwks_url_come_from_the_settings(
     provider: Provider, tmp_path: Path
 ) -> None:
     # given a provider that puts cbcm's agency and roles in claims of its own naming,
-    # and settings naming only the issuer at the server root (JWKS at the well-known path)
+    # and settings naming only the issuer at the server root (JWKS found by discovery)
     root = provider.jwks_url.removesuffix("/.well-known/jwks.json")
     settings = Settings(
         data_dir=tmp_path,
@@ -173,6 +183,7 @@ def test_claim_names_and_the_jwks_url_come_from_the_settings(
     # then the agency and the space-separated roles are read from those claims
     assert principal.agency == "wfp"
     assert principal.roles == {Role.COORDINATOR, Role.AUDITOR}
+    assert provider.requests == ["/.well-known/openid-configuration", "/.well-known/jwks.json"]
 
 
 def test_keys_are_fetched_once_and_survive_a_short_provider_outage(provider: Provider) -> None:
@@ -265,3 +276,92 @@ def test_a_missing_jwks_document_means_the_provider_is_unavailable(provider: Pro
     )
     with pytest.raises(IdentityProviderUnavailable):
         verifier.verify(provider.token())
+
+
+# ------------------------------------------------------------- a real provider's habits
+
+
+def test_the_key_set_is_found_by_oidc_discovery_under_the_issuer(provider: Provider) -> None:
+    # given only the issuer, as for Keycloak (<issuer> = .../realms/<realm>)
+    verifier = OidcTokenVerifier(issuer=provider.issuer, audience=AUDIENCE)
+    # then the first token finds the key set through the discovery document
+    assert verifier.verify(provider.token()).agency == "unicef"
+    assert provider.requests == [
+        "/realms/psea/.well-known/openid-configuration",
+        "/.well-known/jwks.json",
+    ]
+
+
+def test_a_discovery_document_naming_another_issuer_is_not_trusted(provider: Provider) -> None:
+    # given a discovery document (a misconfigured proxy, or an impostor) for another issuer
+    provider.body["/realms/psea/.well-known/openid-configuration"] = json.dumps(
+        {"issuer": "https://evil.example/realms/psea", "jwks_uri": provider.jwks_url}
+    ).encode()
+    verifier = OidcTokenVerifier(issuer=provider.issuer, audience=AUDIENCE)
+    # then no key is taken from it: the provider counts as unavailable (503), not as valid
+    with pytest.raises(IdentityProviderUnavailable, match="another issuer"):
+        verifier.verify(provider.token())
+    assert "/.well-known/jwks.json" not in provider.requests
+
+
+def test_a_rotated_key_is_taken_at_once_and_a_withdrawn_one_stops_being_trusted(
+    provider: Provider,
+) -> None:
+    verifier = verifier_for(provider, keys_lifespan=0.2)
+    assert verifier.verify(provider.token(kid="rsa-1")).agency == "unicef"
+    # when the provider rotates: a new key is published and the old one withdrawn
+    new_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    provider.body["/.well-known/jwks.json"] = json.dumps(
+        {"keys": [jwk(new_key.public_key(), RSAAlgorithm, "rsa-2", "RS256")]}
+    ).encode()
+    # then a token signed with the new key verifies at once (its kid fetches the set again)
+    assert verifier.verify(provider.token(kid="rsa-2", key=new_key)).agency == "unicef"
+    # and, once the key set's lifespan has passed, the withdrawn key is refused
+    time.sleep(0.25)
+    with pytest.raises(InvalidToken, match="does not publish"):
+        verifier.verify(provider.token(kid="rsa-1"))
+
+
+def test_tokens_with_made_up_key_ids_cannot_make_us_flood_the_provider(
+    provider: Provider,
+) -> None:
+    verifier = verifier_for(provider)
+    verifier.verify(provider.token())
+    # when an attacker sends tokens naming keys that do not exist, one after another
+    for index in range(50):
+        with pytest.raises(InvalidToken):
+            verifier.verify(provider.token(kid=f"made-up-{index}"))
+    # then the key set was fetched again once, not once per token
+    assert provider.requests.count("/.well-known/jwks.json") <= 2
+
+
+def test_roles_and_agency_can_be_read_from_nested_claims(provider: Provider) -> None:
+    # given Keycloak's layout: realm roles under realm_access.roles
+    verifier = verifier_for(
+        provider, roles_claim="realm_access.roles", agency_claim="org.agency_code"
+    )
+    token = provider.token(
+        roles=None,
+        agency=None,
+        realm_access={"roles": ["offline_access", "focal_point"]},
+        org={"agency_code": "wfp"},
+    )
+    principal = verifier.verify(token)
+    assert (principal.agency, principal.roles) == ("wfp", {Role.FOCAL_POINT})
+    # and a missing step is a missing claim, said by its path
+    with pytest.raises(InvalidToken, match=r"realm_access\.roles"):
+        verifier.verify(provider.token(realm_access={"other": []}, org={"agency_code": "wfp"}))
+
+
+def test_an_id_token_is_refused_where_access_tokens_are_required(provider: Provider) -> None:
+    verifier = verifier_for(provider, require_access_token_type=True)
+    # an ID token of the same provider (typ JWT) is not an access token
+    with pytest.raises(InvalidToken, match="access token"):
+        verifier.verify(provider.token())
+    access = jwt.encode(
+        jwt.decode(provider.token(), options={"verify_signature": False}),
+        provider.rsa_key,
+        algorithm="RS256",
+        headers={"kid": "rsa-1", "typ": "at+jwt"},
+    )
+    assert verifier.verify(access).agency == "unicef"
