@@ -30,7 +30,10 @@ def register(cli: typer.Typer) -> None:
 
 
 def serve() -> None:
-    """The whole stack on embedded defaults: nats-server, relay, projections, HTTP API."""
+    """The whole stack on embedded defaults: nats-server, relay, projections, HTTP API.
+
+    For development and demonstrations: one machine, every key in the data dir. In production
+    each service runs on its own (systemd units in deploy/systemd)."""
     from services.nats.server import NatsServerError
     from services.runtime.supervisor import (
         AddressInUse,

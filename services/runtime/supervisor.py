@@ -151,6 +151,11 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        log.info(
+            "serve.for_development",
+            note="one machine, every key in the data dir: for development and demonstrations; "
+            "in production run each service under systemd (deploy/systemd)",
+        )
         nats_url = self.settings.nats_url
         if nats_url is None:
             self.nats = EmbeddedNats(
