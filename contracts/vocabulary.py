@@ -19,6 +19,7 @@ Role: TypeAlias = Literal[
     "service_provider",
     "auditor",
     "statistics_reader",
+    "intake_service",
 ]
 """The role a user acted in."""
 

@@ -29,6 +29,9 @@ class Role(StrEnum):
     SERVICE_PROVIDER = "service_provider"
     AUDITOR = "auditor"
     STATISTICS_READER = "statistics_reader"
+    INTAKE_SERVICE = "intake_service"
+    """An integration's service account (a client-credentials token): it records complaints
+    and community feedback for its agency, and may do and see nothing else."""
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,12 @@ class Receipt(RecordedAggregate):
         cls, *, actor: Actor, case_id: UUID, locator: str, verifier: str, at: datetime
     ) -> Receipt:
         """Issue a receipt for a case being received (``verifier``: of the code's secret)."""
-        if actor.role not in (Role.INTAKE_OPERATOR, Role.FOCAL_POINT, Role.COORDINATOR):
+        if actor.role not in (
+            Role.INTAKE_OPERATOR,
+            Role.INTAKE_SERVICE,
+            Role.FOCAL_POINT,
+            Role.COORDINATOR,
+        ):
             raise ActionNotPermitted(f"a {actor.role} does not issue receipts")
         if not verifier:
             raise InvalidCommand("a receipt needs the verifier of its secret")

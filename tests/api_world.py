@@ -59,6 +59,7 @@ CALLERS: dict[str, tuple[str, str, Role]] = {
     "provider_other": ("prov-psy", "psy-b", Role.SERVICE_PROVIDER),
     "auditor": ("aud-1", "ocha", Role.AUDITOR),
     "statistics_reader": ("stat-1", "ocha", Role.STATISTICS_READER),
+    "intake_service": ("svc-hotline-unhcr", "unhcr", Role.INTAKE_SERVICE),
 }
 """Every kind of caller. "own" and "other" are relative to the standard case of these tests:
 held by unhcr, implicating wfp, referred to provider med-a."""

@@ -250,6 +250,7 @@ ROLE_WORDS = {
     Role.SERVICE_PROVIDER: "service provider",
     Role.AUDITOR: "auditor",
     Role.STATISTICS_READER: "statistics reader",
+    Role.INTAKE_SERVICE: "intake service (an integration)",
 }
 
 CHANNEL_WORDS = {

@@ -214,7 +214,9 @@ CASE_SEERS = frozenset({"focal_point_own", "coordinator", "auditor"})
 REFERRAL_SEERS = frozenset({"focal_point_own", "coordinator", "auditor", "provider_own"})
 FEEDBACK_SEERS = frozenset({"focal_point_own", "coordinator", "auditor"})
 HANDLERS = frozenset({"focal_point_own", "coordinator"})
-INTAKE = frozenset({"intake_operator", "focal_point_own", "focal_point_other", "coordinator"})
+INTAKE = frozenset(
+    {"intake_operator", "intake_service", "focal_point_own", "focal_point_other", "coordinator"}
+)
 NETWORK_KEEPER = frozenset({"coordinator"})
 
 
@@ -661,7 +663,7 @@ READS: dict[str, tuple[Callable[[Standard], str], frozenset[str], int]] = {
         ),
         403,
     ),
-    "network": (lambda s: "/v1/network", frozenset(ALL) - {"statistics_reader"}, 403),
+    "network": (lambda s: "/v1/network", frozenset(ALL) - {"statistics_reader", "intake_service"}, 403),
 }
 
 
@@ -850,6 +852,38 @@ def test_an_intake_operator_sees_nothing_of_a_complaint_after_submitting_it(
     case_id = written.json()["id"]
     assert client.get(f"/v1/cases/{case_id}", headers=headers).status_code == 404
     assert client.get(f"/v1/cases/{case_id}/history", headers=headers).status_code == 404
+
+
+def test_an_integrations_service_account_records_for_its_agency_and_sees_nothing(
+    world: World, client: TestClient
+) -> None:
+    # given a hotline system's client-credentials token for unhcr (role intake_service)
+    headers = world.headers("intake_service")
+    # when it records a complaint, with a receipt for the caller, and a feedback item
+    written = client.post("/v1/cases", json={**COMPLAINT, "issue_receipt": True}, headers=headers)
+    feedback = client.post(
+        "/v1/feedback",
+        json={
+            "channel": "hotline",
+            "category": "service_complaint",
+            "sector": "health",
+            "concerned_agency": "unhcr",
+            "text": "the clinic was closed",
+        },
+        headers=headers,
+    )
+    # then both are recorded, the case held by its own agency, under its own role
+    assert written.status_code == 201, written.text
+    assert feedback.status_code == 201, feedback.text
+    assert written.json()["receipt_code"]
+    case = world.mechanism.get_case(UUID(written.json()["id"]))
+    assert case.custodian == "unhcr"
+    received_by = world.mechanism.case_history(case.id)[0].actor  # type: ignore[attr-defined]
+    assert received_by == Actor("svc-hotline-unhcr", "unhcr", Role.INTAKE_SERVICE)
+    # and it sees nothing of them afterwards (the matrices refuse it everything else)
+    assert client.get(f"/v1/cases/{case.id}", headers=headers).status_code == 404
+    answer = client.get(f"/v1/feedback/{feedback.json()['id']}", headers=headers)
+    assert answer.status_code == 404
 
 
 def test_every_view_endpoint_is_in_the_matrix(world: World) -> None:

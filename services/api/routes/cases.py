@@ -63,7 +63,7 @@ AuditorId = Annotated[str, Path(pattern=USER, description="the auditor's account
 
 HANDLERS = (Role.FOCAL_POINT, Role.COORDINATOR)
 INVESTIGATORS = (Role.INVESTIGATING_ENTITY, Role.COORDINATOR)
-INTAKE = (Role.INTAKE_OPERATOR, Role.FOCAL_POINT, Role.COORDINATOR)
+INTAKE = (Role.INTAKE_OPERATOR, Role.INTAKE_SERVICE, Role.FOCAL_POINT, Role.COORDINATOR)
 
 
 def _person(details: PersonIn | None) -> PersonDetails | None:

@@ -23,7 +23,7 @@ from services.identity.tokens import Principal
 router = APIRouter(prefix="/v1/feedback", tags=["community feedback"], responses=PROBLEM_RESPONSES)
 
 FeedbackId = Annotated[UUID, Path(description="the feedback item")]
-INTAKE = (Role.INTAKE_OPERATOR, Role.FOCAL_POINT, Role.COORDINATOR)
+INTAKE = (Role.INTAKE_OPERATOR, Role.INTAKE_SERVICE, Role.FOCAL_POINT, Role.COORDINATOR)
 ANSWERERS = (Role.FOCAL_POINT, Role.COORDINATOR)
 
 
