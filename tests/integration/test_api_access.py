@@ -663,7 +663,11 @@ READS: dict[str, tuple[Callable[[Standard], str], frozenset[str], int]] = {
         ),
         403,
     ),
-    "network": (lambda s: "/v1/network", frozenset(ALL) - {"statistics_reader", "intake_service"}, 403),
+    "network": (
+        lambda s: "/v1/network",
+        frozenset(ALL) - {"statistics_reader", "intake_service"},
+        403,
+    ),
 }
 
 
