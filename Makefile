@@ -25,7 +25,7 @@ demo: $(STAMP)
 
 ## The test suite: lint, types, then every test but the benchmarks.
 test: lint
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4
+	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
