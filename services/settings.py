@@ -129,6 +129,14 @@ class Settings(BaseSettings):
         description="the whole-event cipher's AES-256 key (base64); default: "
         "<data_dir>/keys/event-cipher.key, created on first use",
     )
+    # --- writer marks (issue #15) ---
+    writer_key_file: Path | None = Field(
+        default=None,
+        description="the key (32 random bytes, base64) every process that writes events marks "
+        "each commit with, and `audit verify` and the checkpoint publisher check the marks "
+        "with; kept out of the database, apart from the checkpoint key; default: "
+        "<data_dir>/keys/writer.key, created on first use (an explicitly named one must exist)",
+    )
     # --- the event store's tables (issue #5) ---
     create_tables: bool = Field(
         default=True,

@@ -53,6 +53,7 @@ from domain.vocabulary import (
 from services.api.schemas.cases import CaseOut
 from services.api.views import case_view, history_event
 from services.application.mechanism import ComplaintMechanism
+from services.audit.custody import Custody
 from services.audit.verify import Attested, Finding, verify
 from services.event_store.chain import GENESIS, link_at, read_log
 
@@ -783,7 +784,8 @@ def _verification(
     # To the head, not only to the checkpoint covering the case's last event: a cut-off or
     # rewritten tail could have removed later steps of this very case, and only the chain
     # after that checkpoint, held to the later checkpoints, shows it.
-    report = verify(app.recorder, start=start, stop=None, checkpoints=checkpoints)
+    custody = Custody.of(app).only(record.aggregate_id for record in records)
+    report = verify(app.recorder, start=start, stop=None, checkpoints=checkpoints, custody=custody)
     missing = tuple(f"{record.name} v{v}" for record in records for v in record.missing_versions())
     return Verification(
         verified=report.intact and not missing,

@@ -34,7 +34,11 @@ from services.application.commands import (
     unpack,
 )
 from services.application.idempotency import IdempotentRequest
-from services.event_store.chain import ChainedPostgresRecorder, ChainedSQLiteRecorder
+from services.event_store.chain import (
+    ChainedPostgresRecorder,
+    ChainedSQLiteRecorder,
+    attach_writer,
+)
 from services.event_store.encoding import MsgspecMapper, MsgspecTranscoder
 from services.event_store.errors import EventStoreUnavailable, OutcomeUnknown
 from services.event_store.personal_data.config import personal_data_keys
@@ -111,6 +115,7 @@ class StoredApplication(Application[UUID]):
             self.mapper.data_keys = self.data_keys
         if isinstance(recorder, ChainedSQLiteRecorder | ChainedPostgresRecorder):
             recorder.data_keys = self.data_keys
+        attach_writer(self.env, recorder)  # every commit marked with the writer key (issue 15)
         return recorder
 
     # ------------------------------------------------------------------ plumbing

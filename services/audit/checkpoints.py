@@ -55,13 +55,13 @@ from contracts.audit import (
     signing_payload,
 )
 from services.application.mechanism import ComplaintMechanism
+from services.audit.custody import signable_head
 from services.audit.keys import key_id, load_signing_key
 from services.audit.metrics import checkpoint_metrics
 from services.bootstrap import complaint_mechanism
-from services.event_store import chain
 from services.event_store.chain import ChainRow
 from services.event_store.errors import EventStoreUnavailable
-from services.event_store.store_id import store_id
+from services.event_store.store_id import store_id_of
 from services.nats.client import (
     DUPLICATE_WINDOW,
     TRANSIENT,
@@ -224,13 +224,14 @@ class CheckpointPublisher:
         return self._last_position
 
     async def _head(self) -> tuple[str, ChainRow] | None:
-        row = await asyncio.to_thread(chain.head, self._app.recorder)
+        # no further than the last entry the writer marked (issue 15)
+        row = await asyncio.to_thread(signable_head, self._app)
         if row is None:
             return None
         self._metrics.head.set(row.position)
         if self._store is None:
-            first = await asyncio.to_thread(self._app.recorder.select_notifications, None, 1)
-            self._store = store_id(first[0])
+            self._store = await asyncio.to_thread(store_id_of, self._app.recorder)
+            assert self._store is not None
             await self._resume(self._store)
         return self._store, row
 

@@ -21,7 +21,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import takewhile
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from services.event_store.chain import (
     GENESIS,
@@ -33,6 +33,9 @@ from services.event_store.chain import (
     read_log,
 )
 
+if TYPE_CHECKING:
+    from services.audit.custody import Custody
+
 NEIGHBOURS = 8
 """How far from a mismatching row a moved event is looked for."""
 
@@ -43,6 +46,10 @@ class Damage(StrEnum):
     REORDERED = "reordered"
     INSERTED = "inserted"
     TRUNCATED = "truncated"
+    FORGED = "forged"
+    """No valid writer mark (issue 15, ``services.audit.custody``)."""
+    ERASURE = "erasure"
+    """The key table contradicts the log's erasures (issue 15)."""
 
 
 @dataclass(frozen=True)
@@ -113,6 +120,7 @@ def verify(
     stop: int | None = None,
     checkpoints: Iterable[Attested] = (),
     progress: Callable[[int], None] | None = None,
+    custody: Custody | None = None,
 ) -> Report:
     """Recompute the chain from ``start`` (to ``stop``, default: the head) and compare it
     with ``checkpoints``.
@@ -122,7 +130,8 @@ def verify(
     damage. The fast path hands a range to the careful one at the first thing it cannot vouch
     for, some rows before it (so that the careful path sees the neighbours it compares with);
     the careful path hands back once a run of clean rows follows the damage. Findings are
-    the careful path's alone, so they are the same as if it had read everything."""
+    the careful path's alone, so they are the same as if it had read everything.
+    ``custody`` adds the checks of ``services.audit.custody``."""
     report = Report(start=start)
     attested = {
         c.position: c
@@ -138,6 +147,8 @@ def verify(
         looked_at = scan.fast(position)
         position = None if looked_at is None else scan.careful(*looked_at)
     _beyond_the_head(recorder, report, attested, start)
+    if custody is not None:  # writer marks, key table against the log (issue 15)
+        report.findings.extend(custody.findings(start, stop))
     return report
 
 

@@ -165,12 +165,11 @@ def _witnessed(app: ComplaintMechanism, book: Path, settings: Settings) -> list[
     )
     from services.audit.verify import Attested
     from services.audit.witness import WitnessBook
-    from services.event_store.store_id import store_id
+    from services.event_store.store_id import store_id_of
 
     if not book.is_file():
         return []
-    first = app.recorder.select_notifications(1, 1)
-    store = store_id(first[0]) if first else None
+    store = store_id_of(app.recorder)
     try:
         public_key = load_public_key(settings)
     except AuditKeyError as e:
@@ -228,6 +227,7 @@ def audit_verify(
         TimeElapsedColumn,
     )
 
+    from services.audit.custody import Custody
     from services.audit.verify import verify
     from services.audit.witness import witness_book_path
     from services.event_store.chain import head as chain_head
@@ -258,12 +258,15 @@ def audit_verify(
                 console=Console(stderr=True),
             ) as bar:
                 task = bar.add_task("verify", total=total)
+                custody = Custody.of(app)
                 report = verify(
                     app.recorder,
                     start=start,
                     checkpoints=checkpoints,
                     progress=lambda position: bar.update(task, completed=position - start + 1),
+                    custody=custody,
                 )
+                coverage = custody.coverage()
     finally:
         app.close()
     vouched = (
@@ -279,6 +282,7 @@ def audit_verify(
             f"intact: {report.checked} positions from {start} to {report.head or 0}, "
             f"held to {vouched}"
         )
+        typer.echo(coverage)
         return
     first = report.first
     assert first is not None

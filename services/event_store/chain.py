@@ -13,15 +13,20 @@ The chain rows are written by the application recorder in the same transaction a
 (PostgreSQL: while the recorder holds its table lock, so links follow commit order). Both the
 event table and the chain table refuse UPDATE and DELETE by trigger; ``deploy/postgres``
 grants the application's role INSERT and SELECT only.
+
+Each commit is also marked with the writer key (``services.event_store.custody``, ADR 14),
+in the same transaction; a new store's first commit draws the random part of its id.
 """
 
 from __future__ import annotations
 
 import binascii
 import hashlib
-from collections.abc import Callable, Iterator, Sequence
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NamedTuple
 from uuid import UUID
 
@@ -35,6 +40,8 @@ from psycopg.pq import Format
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
+from services.event_store import custody
+from services.event_store.custody import STORE_NONCE, WRITER_PREFIX, WriterKey, WriterKeyError
 from services.event_store.personal_data import tables as key_tables
 from services.event_store.personal_data.data_keys import DataKeyErased, DataKeys
 
@@ -125,6 +132,50 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
+def _mark(writer: WriterKey | None, rows: list[tuple[int, int, bytes]]) -> tuple[int, int, bytes]:
+    """The writer mark row (last position, first position, mac) of a commit's chain rows."""
+    assert writer is not None and rows
+    first, last, link = rows[0][0], rows[-1][0], rows[-1][2]
+    return last, first, writer.mark(first, last, link)
+
+
+def _new_nonce() -> tuple[str, str, int]:
+    return STORE_NONCE, secrets.token_hex(16), 0
+
+
+def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
+    """Give the recorder the writer key the environment names (``CBCM_WRITER_KEY_FILE``),
+    recording, once, from which position it marks every commit. A process with another key
+    than the one the store's commits are marked with is refused before it writes anything.
+    Recorders without a chain (the library's in-memory one) are left alone."""
+    if not isinstance(recorder, ChainedSQLiteRecorder | ChainedPostgresRecorder):
+        return
+    path = env.get("CBCM_WRITER_KEY_FILE")
+    if not path:
+        raise WriterKeyError("the event log's commits are marked: configure CBCM_WRITER_KEY_FILE")
+    key = custody.load_writer_key(Path(path), create=env.get("CBCM_WRITER_KEY_CREATE") == "y")
+    for _attempt in range(2):
+        recorded = {
+            name: position
+            for name, (_value, position) in custody.custody_rows(recorder).items()
+            if name.startswith(WRITER_PREFIX)
+        }
+        if WRITER_PREFIX + key.key_id in recorded:
+            recorder.writer = key
+            return
+        if recorded:
+            raise WriterKeyError(
+                "this store's commits are marked with writer key "
+                f"{', '.join(n.removeprefix(WRITER_PREFIX) for n in recorded)}, not this "
+                f"process's {key.key_id}: point CBCM_WRITER_KEY_FILE at the network's writer key"
+            )
+        try:
+            recorder.record_writer_start(key)
+        except Exception:  # noqa: BLE001, S112 - another process recorded one first: read again
+            continue
+    raise WriterKeyError("the writer key's start could not be recorded in the store")
+
+
 def _with_data_keys(
     keys: DataKeys | None,
     insert: Callable[..., Sequence[int] | None],
@@ -191,15 +242,30 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                 refuse_taken.format(table=table, taken=taken, refusal=APPEND_ONLY)
             )
         statements.extend(key_tables.sqlite_statements(events))
+        statements.extend(custody.sqlite_statements(events, APPEND_ONLY))
         return statements
 
     data_keys: DataKeys | None = None
     """Set by the application: new data keys and erasures go in with the events."""
 
+    writer: WriterKey | None = None
+    """Set by the application (``attach_writer``): every commit is marked with it."""
+
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         return _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
+
+    def record_writer_start(self, key: WriterKey) -> None:
+        """Record that ``key`` marks every commit after the chain's head (once)."""
+        events = self.events_table_name
+        with self.datastore.transaction(commit=True) as c:
+            c.execute(f"SELECT coalesce(max(position), 0) FROM {chain_table(events)}")  # noqa: S608
+            top = int(c.fetchone()[0])
+            c.execute(
+                f"INSERT INTO {custody.custody_table(events)} VALUES (?, ?, ?)",  # noqa: S608
+                (WRITER_PREFIX + key.key_id, key.key_id, top + 1),
+            )
 
     def _create_table(self, c: SQLiteCursor) -> None:
         super()._create_table(c)
@@ -223,13 +289,33 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         row = c.fetchone()
         return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
-    def _link(self, c: SQLiteCursor, events: list[tuple[int, StoredEvent]]) -> None:
+    def _link(
+        self, c: SQLiteCursor, events: list[tuple[int, StoredEvent]], *, sign: bool = True
+    ) -> None:
         previous_position, previous = self._last_link(c)
         rows = chain_rows(previous_position, previous, events)
-        c.executemany(
-            f"INSERT INTO {chain_table(self.events_table_name)} VALUES (?, ?, ?)",  # noqa: S608
-            rows,
-        )
+        table = self.events_table_name
+        c.executemany(f"INSERT INTO {chain_table(table)} VALUES (?, ?, ?)", rows)  # noqa: S608
+        if not sign or not rows:
+            return
+        if self.writer is not None:
+            c.execute(
+                f"INSERT INTO {custody.writer_table(table)} VALUES (?, ?, ?)",  # noqa: S608
+                _mark(self.writer, rows),
+            )
+        if previous_position == 0:
+            # a new store's first commit (not a chain someone emptied): draw its id's nonce
+            c.execute(
+                f"SELECT (SELECT 1 FROM {table} WHERE rowid < ?), "  # noqa: S608
+                f"(SELECT 1 FROM {custody.custody_table(table)} WHERE name = ?)",
+                (rows[0][0], STORE_NONCE),
+            )
+            older, nonce = c.fetchone()
+            if older is None and nonce is None:
+                c.execute(
+                    f"INSERT INTO {custody.custody_table(table)} VALUES (?, ?, ?)",  # noqa: S608
+                    _new_nonce(),
+                )
 
     def _link_unchained(self, c: SQLiteCursor) -> None:
         """A store written before the chain existed: link its events, once, in order."""
@@ -247,7 +333,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         ]
         if events:
             _relinked(len(events))
-            self._link(c, events)
+            self._link(c, events, sign=False)  # not written by this process: never marked
 
 
 # --------------------------------------------------------------------------------- PostgreSQL
@@ -281,6 +367,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             key_tables.postgres_statements(datastore.schema, self.events_table_name)
         )
         self.sql_create_statements.extend(
+            custody.postgres_statements(datastore.schema, self.events_table_name)
+        )
+        self.sql_create_statements.extend(
             [
                 SQL(
                     "CREATE TABLE IF NOT EXISTS {}.{} (position bigint PRIMARY KEY, "
@@ -292,7 +381,12 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 ).format(schema, refuse, SQL(APPEND_ONLY)),
             ]
         )
-        for name in (self.events_table_name, chain_table(self.events_table_name)):
+        for name in (
+            self.events_table_name,
+            chain_table(self.events_table_name),
+            custody.writer_table(self.events_table_name),
+            custody.custody_table(self.events_table_name),
+        ):
             for kind, when, each in (
                 ("row", "UPDATE OR DELETE", "ROW"),
                 ("truncate", "TRUNCATE", "STATEMENT"),
@@ -320,6 +414,27 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         return _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
+
+    writer: WriterKey | None = None
+    """Set by the application (``attach_writer``): every commit is marked with it."""
+
+    def record_writer_start(self, key: WriterKey) -> None:
+        """Record that ``key`` marks every commit after the chain's head (once)."""
+        with self.datastore.transaction(commit=True) as curs:
+            for statement in self.lock_table_statements:
+                curs.execute(statement)
+            curs.execute(SQL("SELECT coalesce(max(position), 0) AS top FROM {}").format(self._chain()))
+            found = curs.fetchone()
+            top = 0 if found is None else int(found["top"])
+            curs.execute(
+                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(self._table(custody.custody_table)),
+                (WRITER_PREFIX + key.key_id, key.key_id, top + 1),
+            )
+
+    def _table(self, name: Callable[[str], str]) -> Composed:
+        return SQL("{}.{}").format(
+            Identifier(self.datastore.schema), Identifier(name(self.events_table_name))
+        )
 
     def _create_table(self, curs: Cursor[DictRow]) -> None:
         # Processes starting together would race on the catalogue (functions, triggers).
@@ -353,7 +468,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             Identifier(self.datastore.schema), Identifier(chain_table(self.events_table_name))
         )
 
-    def _link(self, curs: Cursor[DictRow], events: list[tuple[int, StoredEvent]]) -> None:
+    def _link(
+        self, curs: Cursor[DictRow], events: list[tuple[int, StoredEvent]], *, sign: bool = True
+    ) -> None:
         curs.execute(
             SQL("SELECT position, link FROM {} ORDER BY position DESC LIMIT 1").format(
                 self._chain()
@@ -375,6 +492,36 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             ),
             rows,
         )
+        if not sign or not rows:
+            return
+        if self.writer is not None:
+            curs.execute(
+                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
+                    self._table(custody.writer_table)
+                ),
+                _mark(self.writer, rows),
+            )
+        if previous_position == 0:
+            # a new store's first commit (not a chain someone emptied): draw its id's nonce
+            curs.execute(
+                SQL(
+                    "SELECT EXISTS (SELECT 1 FROM {}.{} WHERE notification_id < %s) AS older, "
+                    "EXISTS (SELECT 1 FROM {} WHERE name = %s) AS nonce"
+                ).format(
+                    Identifier(self.datastore.schema),
+                    Identifier(self.events_table_name),
+                    self._table(custody.custody_table),
+                ),
+                (rows[0][0], STORE_NONCE),
+            )
+            found = curs.fetchone()
+            if found is not None and not found["older"] and not found["nonce"]:
+                curs.execute(
+                    SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
+                        self._table(custody.custody_table)
+                    ),
+                    _new_nonce(),
+                )
 
     def _link_unchained(self, curs: Cursor[DictRow]) -> None:
         curs.execute(SQL("SELECT COUNT(*) AS n FROM {}").format(self._chain()))
@@ -398,7 +545,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         ]
         if events:
             _relinked(len(events))
-            self._link(curs, events)
+            self._link(curs, events, sign=False)  # not written by this process: never marked
 
 
 SQLITE_RECORDER_TOPIC = get_topic(ChainedSQLiteRecorder)

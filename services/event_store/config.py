@@ -38,7 +38,18 @@ def persistence_env(settings: Settings) -> dict[str, str]:
     env.update(
         _personal_data_env(settings, postgres=env["PERSISTENCE_MODULE"].endswith("postgres"))
     )
+    env.update(_writer_env(settings))
     return env
+
+
+def _writer_env(settings: Settings) -> dict[str, str]:
+    """The key every commit is marked with (ADR 14)."""
+    if settings.writer_key_file is not None:
+        return {"CBCM_WRITER_KEY_FILE": str(settings.writer_key_file)}
+    return {
+        "CBCM_WRITER_KEY_FILE": str(settings.data_dir / "keys" / "writer.key"),
+        "CBCM_WRITER_KEY_CREATE": "y",
+    }
 
 
 def _personal_data_env(settings: Settings, *, postgres: bool) -> dict[str, str]:

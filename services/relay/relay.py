@@ -85,7 +85,7 @@ from services.application.mechanism import ComplaintMechanism
 from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
 from services.event_store.errors import EventStoreUnavailable
-from services.event_store.store_id import store_id
+from services.event_store.store_id import store_id_of
 from services.nats.client import (
     DUPLICATE_WINDOW,
     TRANSIENT,
@@ -447,9 +447,7 @@ class Relay:
 
     async def _ensure_store_id(self) -> str | None:
         if self._store_id is None:
-            first = await asyncio.to_thread(self._app.recorder.select_notifications, None, 1)
-            if first:
-                self._store_id = store_id(first[0])
+            self._store_id = await asyncio.to_thread(store_id_of, self._app.recorder)
         return self._store_id
 
     # ------------------------------------------------------------------ reading

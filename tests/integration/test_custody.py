@@ -204,7 +204,11 @@ class Dba:
 
 
 def cli_run(settings: Settings, *args: str) -> Any:
-    env = {"CBCM_DATA_DIR": str(settings.data_dir), "CBCM_EVENT_STORE": str(settings.event_store)}
+    env = {
+        "CBCM_DATA_DIR": str(settings.data_dir),
+        "CBCM_EVENT_STORE": str(settings.event_store),
+        "CBCM_EVENT_CIPHER": settings.event_cipher,
+    }
     return CliRunner().invoke(cli, list(args), env=env)
 
 

@@ -8,8 +8,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from eventsourcing.cryptography import AESCipher
+from eventsourcing.utils import Environment
+
 from services.event_store.chain import ChainedPostgresRecorder, ChainedSQLiteRecorder
 from services.event_store.personal_data.data_keys import DataKeys
+from services.event_store.personal_data.erasure_log import ErasureLog
 from services.event_store.personal_data.kek import (
     KeyEncryptionKeys,
     KeyRingError,
@@ -44,7 +48,13 @@ def personal_data_keys(env: Mapping[str, str], recorder: Any) -> DataKeys | None
     else:
         raise KeyRingError(f"{type(recorder).__name__} cannot keep data keys with its events")
     kek = key_encryption_keys(env)
-    keys = DataKeys(table, kek, cache_seconds=float(env.get("CBCM_DATA_KEY_CACHE_SECONDS", "10")))
+    cipher = AESCipher(Environment(env=dict(env))) if env.get("CIPHER_KEY") else None
+    keys = DataKeys(
+        table,
+        kek,
+        cache_seconds=float(env.get("CBCM_DATA_KEY_CACHE_SECONDS", "10")),
+        log=ErasureLog(recorder, cipher),
+    )
     _check_ring_fits(keys, kek)
     _register(table, kek, env)
     return keys

@@ -28,9 +28,12 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 from uuid import UUID
 
+import structlog
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from services.event_store.personal_data.kek import KeyEncryptionKeys
+
+log = structlog.get_logger()
 
 
 @dataclass(frozen=True, order=True)
@@ -67,6 +70,12 @@ class KeyRow:
     generation: int
     kek_id: str | None
     wrapped: bytes | None
+
+
+class ErasedByLog(Protocol):
+    """What the log says was erased (``erasure_log.ErasureLog``)."""
+
+    def erases(self, ref: KeyRef) -> bool: ...
 
 
 class KeyTable(Protocol):
@@ -108,6 +117,10 @@ class KeyTable(Protocol):
         """Whether any of these records has a key that is not erased."""
         ...
 
+    def all_rows(self, scopes: tuple[UUID, ...] | None = None) -> list[tuple[KeyRef, bool]]:
+        """Every key (of these records), and whether it holds key material."""
+        ...
+
     def register_ring(self, ring_id: str, cipher: str) -> tuple[str, str]:
         """Record the store's key ring and cipher (first caller wins); the recorded pair."""
         ...
@@ -141,9 +154,13 @@ class DataKeys:
         *,
         cache_seconds: float = 10.0,
         cache_size: int = 50_000,
+        log: ErasedByLog | None = None,
     ) -> None:
         self.table = table
         self.kek = kek
+        self.log = log
+        """The log's word on erasure: a key it erased is never unwrapped, whatever the table
+        holds (a row put back from an old copy)."""
         self.cache_seconds = cache_seconds
         self._cache_size = cache_size
         self._lock = threading.Lock()
@@ -178,10 +195,11 @@ class DataKeys:
         generation, row = (0, None) if new_scope else self.table.live(scope, subject)
         if row is not None and row.wrapped is not None and row.kek_id is not None:
             ref = KeyRef(scope, subject, generation)
-            aes = AESGCM(self.kek.unwrap(row.kek_id, row.wrapped, ref.context()))
-            self._remember_live(ref, aes, now)
-            pending.used.add(ref)
-            return ref, aes
+            if not self._erased_by_log(ref):
+                aes = AESGCM(self.kek.unwrap(row.kek_id, row.wrapped, ref.context()))
+                self._remember_live(ref, aes, now)
+                pending.used.add(ref)
+                return ref, aes
         ref = KeyRef(scope, subject, generation + 1)
         raw = secrets.token_bytes(32)
         kek_id, wrapped = self.kek.wrap(raw, ref.context())
@@ -265,10 +283,24 @@ class DataKeys:
                 f"no data key {ref.subject} generation {ref.generation} of {ref.scope}"
             )
         aes = None
-        if row.wrapped is not None and row.kek_id is not None:
+        if row.wrapped is not None and row.kek_id is not None and not self._erased_by_log(ref):
             aes = AESGCM(self.kek.unwrap(row.kek_id, row.wrapped, ref.context()))
         self._remember_opened(ref, aes, now)
         return aes
+
+    def _erased_by_log(self, ref: KeyRef) -> bool:
+        """Whether the log erased ``ref`` although its row holds key material: the row came
+        back (from a copy taken before the erasure). Never unwrapped; an alarm."""
+        if self.log is None or not self.log.erases(ref):
+            return False
+        log.error(
+            "personal_data.erased_key_present",
+            record=str(ref.scope),
+            subject=ref.subject,
+            generation=ref.generation,
+            detail="the log erased this data key but its row holds key material: not used",
+        )
+        return True
 
     # ------------------------------------------------------------------ rotation
 

@@ -184,6 +184,19 @@ class SQLiteKeyTable:
         )
         return live, under
 
+    def all_rows(self, scopes: tuple[UUID, ...] | None = None) -> list[tuple[KeyRef, bool]]:
+        statement = f"SELECT scope, subject, generation, wrapped IS NOT NULL FROM {self.name}"  # noqa: S608
+        params: tuple[Any, ...] = ()
+        if scopes is not None:
+            if not scopes:
+                return []
+            statement += f" WHERE scope IN ({','.join('?' * len(scopes))})"
+            params = tuple(s.hex for s in scopes)
+        return [
+            (KeyRef(UUID(s), str(subj), int(g)), bool(live))
+            for s, subj, g, live in self._read(statement, params)
+        ]
+
     def any_live(self, scopes: tuple[UUID, ...]) -> bool:
         if not scopes:
             return False
@@ -423,6 +436,27 @@ class PostgresKeyTable:
             )
         )
         return live, under
+
+    def all_rows(self, scopes: tuple[UUID, ...] | None = None) -> list[tuple[KeyRef, bool]]:
+        if scopes is None:
+            rows = self._read(
+                SQL(
+                    "SELECT scope, subject, generation, wrapped IS NOT NULL AS live FROM {}"
+                ).format(self.table),
+                (),
+            )
+        else:
+            rows = self._read(
+                SQL(
+                    "SELECT scope, subject, generation, wrapped IS NOT NULL AS live FROM {} "
+                    "WHERE scope = ANY(%s)"
+                ).format(self.table),
+                (list(scopes),),
+            )
+        return [
+            (KeyRef(r["scope"], str(r["subject"]), int(r["generation"])), bool(r["live"]))
+            for r in rows
+        ]
 
     def any_live(self, scopes: tuple[UUID, ...]) -> bool:
         return bool(

@@ -1,0 +1,247 @@
+"""Custody checks beyond the hash chain (issue 15, ADR 14), for ``cbcm audit verify``, the
+case replay and the checkpoint publisher.
+
+- **Writer marks.** Every position from the one the writer key's record names must lie in a
+  commit whose mark verifies under the writer key (``services.event_store.custody``). A
+  position that does not was not written by a process holding the key: an event appended
+  by someone with the INSERT grant, with a correct link, is *forged* at its position.
+  Positions before the record (written before marks existed) are covered by the chain and
+  the checkpoints only; ``coverage`` says from where marks count.
+- **The key table against the log.** A data key the log erased (``erasure_log``) that still
+  holds key material (a row put back from an old copy), a key destroyed or missing without
+  an erasure event: each is an *erasure* finding naming the record, the subject and the
+  generation, never a value.
+- **The checkpoint publisher** signs no further than the last position before the first
+  unmarked one (``signable_head``).
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import weakref
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+from typing import Any
+from uuid import UUID
+
+import structlog
+from eventsourcing.persistence import Cipher
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+
+from services.audit.verify import Damage, Finding
+from services.event_store.chain import ChainRow, head, link_before
+from services.event_store.custody import WriterKey, unmarked, writer_started
+from services.event_store.personal_data.data_keys import DataKeys, KeyRef
+from services.event_store.personal_data.erasure_log import (
+    decoded,
+    erasures,
+    sealed_keys,
+    select_events,
+)
+
+log = structlog.get_logger()
+
+MAX_FINDINGS = 100
+"""Positions named one by one before the rest are counted in one finding."""
+
+SCAN_BATCH = 5000
+
+
+@dataclass(frozen=True)
+class Custody:
+    """What the custody checks need of an application: its recorder, the writer key its
+    processes mark commits with, its data keys and the whole-event cipher."""
+
+    recorder: Any
+    writer: WriterKey | None
+    keys: DataKeys | None
+    cipher: Cipher | None
+    scopes: frozenset[UUID] | None = None
+    """Hold only these records' keys to the log (a case's, for its replay)."""
+
+    @classmethod
+    def of(cls, app: Any) -> Custody:
+        recorder = app.recorder
+        return cls(
+            recorder, getattr(recorder, "writer", None), app.data_keys, app.mapper.cipher
+        )
+
+    def only(self, scopes: Iterable[UUID]) -> Custody:
+        return replace(self, scopes=frozenset(scopes))
+
+    def findings(self, start: int = 1, stop: int | None = None) -> list[Finding]:
+        return [*self.writer_findings(start, stop), *self.key_findings()]
+
+    # ------------------------------------------------------------------ writer marks
+
+    def coverage(self) -> str:
+        """From which position the writer's marks vouch for every commit, in words."""
+        if self.writer is None:
+            return "writer marks: not checked (no writer key)"
+        started = writer_started(self.recorder, self.writer)
+        if started is None:
+            return "writer marks: none recorded for this writer key"
+        if started <= 1:
+            return f"writer marks: every commit (writer key {self.writer.key_id})"
+        return (
+            f"writer marks: every commit from position {started} (writer key "
+            f"{self.writer.key_id}); positions before it were written before marks existed "
+            "and are covered by the chain and the checkpoints only"
+        )
+
+    def writer_findings(self, start: int = 1, stop: int | None = None) -> list[Finding]:
+        if self.writer is None:
+            return []
+        started = writer_started(self.recorder, self.writer)
+        if started is None:
+            return [
+                Finding(
+                    Damage.FORGED,
+                    start,
+                    f"the store has no record of writer key {self.writer.key_id}: no commit "
+                    "can be vouched for (the custody record was removed?)",
+                )
+            ]
+        return _capped(
+            Finding(Damage.FORGED, position, f"{why} (writer key {self.writer.key_id})")
+            for position, why in unmarked(self.recorder, self.writer, max(start, started), stop)
+        )
+
+    # ------------------------------------------------------------------ keys and the log
+
+    def key_findings(self) -> list[Finding]:
+        if self.keys is None:
+            return []
+        scopes = None if self.scopes is None else tuple(sorted(self.scopes))
+        erased: dict[tuple[UUID, str], int] = {}
+        for position, scope, subject in erasures(self.recorder, self.cipher):
+            erased[(scope, subject)] = position
+        first_use = self._first_uses(scopes)
+        rows = dict(self.keys.table.all_rows(scopes))
+        findings = []
+        for ref, live in sorted(rows.items()):
+            at = erased.get((ref.scope, ref.subject))
+            used = first_use.get(ref)
+            by_log = at is not None and (used is None or used < at)
+            key = f"record {ref.scope}: the {ref.subject} data key (generation {ref.generation})"
+            if live and by_log:
+                assert at is not None
+                findings.append(
+                    Finding(
+                        Damage.ERASURE,
+                        at,
+                        f"{key} holds key material, but the log erased it at position {at}: "
+                        "its row was put back (from a copy taken before the erasure?); the "
+                        "application does not use it",
+                    )
+                )
+            elif not live and not by_log:
+                findings.append(
+                    Finding(
+                        Damage.ERASURE,
+                        used or 1,
+                        f"{key} was destroyed without an erasure event in the log: its data "
+                        "reads as erased, but nobody recorded erasing it",
+                    )
+                )
+        for ref, used in sorted(first_use.items(), key=lambda item: item[1]):
+            if ref in rows:
+                continue
+            at = erased.get((ref.scope, ref.subject))
+            if at is None or used >= at:
+                findings.append(
+                    Finding(
+                        Damage.ERASURE,
+                        used,
+                        f"record {ref.scope}: the {ref.subject} data key (generation "
+                        f"{ref.generation}) that the event at {used} is sealed under is missing "
+                        "from the key table, without an erasure event in the log",
+                    )
+                )
+        return _capped(iter(findings))
+
+    def _first_uses(self, scopes: tuple[UUID, ...] | None) -> dict[KeyRef, int]:
+        """The first position each data key is used at (in these records' events)."""
+        first: dict[KeyRef, int] = {}
+        plain = self.cipher is None
+        for position, originator, _version, _topic, state in self._events(scopes):
+            if plain and b'"_pd"' not in state:
+                continue
+            fields = decoded(state, self.cipher)
+            if fields is None:
+                continue  # damage: the chain's check names it
+            for subject, generation in sealed_keys(fields):
+                first.setdefault(KeyRef(originator, subject, generation), position)
+        return first
+
+    def _events(
+        self, scopes: tuple[UUID, ...] | None
+    ) -> Iterator[tuple[int, UUID, int, str, bytes]]:
+        sqlite = isinstance(self.recorder, SQLiteApplicationRecorder)
+        if scopes is not None:
+            if not scopes:
+                return
+            if sqlite:
+                yield from select_events(
+                    self.recorder,
+                    "originator_id IN (SELECT value FROM json_each(%s)) ORDER BY {pos}",
+                    (json.dumps([s.hex for s in scopes]),),
+                )
+            else:
+                yield from select_events(
+                    self.recorder, "originator_id = ANY(%s) ORDER BY {pos}", (list(scopes),)
+                )
+            return
+        after = 0
+        while True:
+            rows = select_events(
+                self.recorder, "{pos} > %s ORDER BY {pos} LIMIT %s", (after, SCAN_BATCH)
+            )
+            if not rows:
+                return
+            yield from rows
+            after = rows[-1][0]
+
+
+def _capped(findings: Iterator[Finding]) -> list[Finding]:
+    kept: list[Finding] = []
+    more = 0
+    for finding in findings:
+        if len(kept) < MAX_FINDINGS:
+            kept.append(finding)
+        else:
+            more += 1
+    if more:
+        last = kept[-1]
+        kept.append(
+            Finding(last.kind, last.position, f"and {more} more {last.kind} finding(s) after it")
+        )
+    return kept
+
+
+# ---------------------------------------------------------------------- the publisher
+
+_checked: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_checked_lock = threading.Lock()
+
+
+def signable_head(app: Any) -> ChainRow | None:
+    """The chain's head, or, if an entry up to it carries no valid writer mark, the last
+    chain row before the first such entry (logged at error level as
+    ``audit.unmarked_entry``): a checkpoint is never signed over an entry the writer did not
+    mark. Positions found marked are not checked again."""
+    recorder = app.recorder
+    top = head(recorder)
+    writer: WriterKey | None = getattr(recorder, "writer", None)
+    if top is None or writer is None:
+        return top
+    started = writer_started(recorder, writer)
+    with _checked_lock:
+        since = max(started or 1, _checked.get(recorder, 0) + 1)
+    for position, why in unmarked(recorder, writer, since, top.position):
+        log.error("audit.unmarked_entry", position=position, detail=why)
+        return link_before(recorder, position)
+    with _checked_lock:
+        _checked[recorder] = top.position
+    return top

@@ -1,0 +1,262 @@
+"""Custody of the event log beyond the hash chain (issue 15, ADR 14).
+
+- **Writer marks.** Every commit of events carries a mark: an HMAC-SHA256, under a *writer
+  key* that the application's processes hold (``CBCM_WRITER_KEY_FILE``) and the database
+  does not, over the commit's first and last positions and the chain link of its last
+  event. The link covers every event before it, so a mark vouches for the whole commit and
+  its history. Someone holding the INSERT and SELECT grants can append an event with a
+  correct link, but not its mark. Marks are kept in ``<events table>_writer`` (position =
+  the commit's last, first position, mac), written in the events' own transaction.
+- **The custody record** ``<events table>_custody`` (name, value, position), written once
+  per name and never changed: ``writer:<key id>`` at the position from which that writer
+  key marks every commit (entries before it, written before signing existed, are covered by
+  the chain and the checkpoints only), and ``store``, a random nonce drawn with a new
+  store's first event, which makes its id unique (``services.event_store.store_id``).
+
+Both tables refuse UPDATE and DELETE by trigger, like the log.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+import secrets
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, LiteralString
+
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.sql import SQL, Composed, Identifier
+
+WRITER_DOMAIN = b"cbcm/writer/v1\0"
+STORE_NONCE = "store"
+"""The custody record's name of a store's random nonce."""
+WRITER_PREFIX = "writer:"
+
+_SPAN = struct.Struct(">qq")
+
+
+class WriterKeyError(RuntimeError):
+    """The writer key is missing, malformed, or not the one this store's entries are marked
+    with."""
+
+
+def writer_table(events_table: str) -> str:
+    return f"{events_table}_writer"
+
+
+def custody_table(events_table: str) -> str:
+    return f"{events_table}_custody"
+
+
+@dataclass(frozen=True)
+class WriterKey:
+    """The secret the application marks each commit with (an HMAC-SHA256 key)."""
+
+    secret: bytes = field(repr=False)
+
+    @property
+    def key_id(self) -> str:
+        """A name for the key that tells nothing of it (16 hex characters)."""
+        return hashlib.sha256(b"cbcm/writer-key-id/v1\0" + self.secret).hexdigest()[:16]
+
+    def mark(self, first: int, last: int, link: bytes) -> bytes:
+        """The mark of a commit of positions ``first`` to ``last`` whose last link is
+        ``link``."""
+        return hmac.digest(self.secret, WRITER_DOMAIN + _SPAN.pack(first, last) + link, "sha256")
+
+    def holds(self, first: int, last: int, link: bytes, mac: bytes) -> bool:
+        return hmac.compare_digest(self.mark(first, last, link), mac)
+
+
+def load_writer_key(path: Path, *, create: bool) -> WriterKey:
+    """The writer key in ``path`` (32 random bytes, base64); made (0600) when ``create`` and
+    missing."""
+    if create and not path.exists():
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:  # another process made it first
+            pass
+        except OSError as e:
+            raise WriterKeyError(f"cannot create the writer key {path}: {e.strerror}") from None
+        else:
+            with os.fdopen(fd, "w") as f:
+                f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+    try:
+        raw = base64.b64decode(path.read_text().strip(), validate=True)
+    except (OSError, ValueError) as e:
+        raise WriterKeyError(
+            f"the writer key {path} is unreadable ({type(e).__name__}): set "
+            "CBCM_WRITER_KEY_FILE to the network's writer key"
+        ) from None
+    if len(raw) != 32:
+        raise WriterKeyError(f"the writer key {path} is not 32 bytes (base64)")
+    return WriterKey(raw)
+
+
+# --------------------------------------------------------------------------------- tables
+
+
+def sqlite_statements(events_table: str, refusal: str) -> list[str]:
+    w, k = writer_table(events_table), custody_table(events_table)
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {w} (position INTEGER PRIMARY KEY, "
+        "first_position INTEGER NOT NULL, mac BLOB NOT NULL)",
+        f"CREATE TABLE IF NOT EXISTS {k} (name TEXT PRIMARY KEY, value TEXT NOT NULL, "
+        "position INTEGER NOT NULL)",
+    ]
+    for table, taken in ((w, "position = NEW.position"), (k, "name = NEW.name")):
+        for action in ("UPDATE", "DELETE"):
+            statements.append(
+                f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} "
+                f"BEFORE {action} ON {table} BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
+            )
+        statements.append(
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
+            f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {taken}) "  # noqa: S608
+            f"BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
+        )
+    return statements
+
+
+def postgres_statements(schema: str, events_table: str) -> list[Composed]:
+    s = Identifier(schema)
+    return [
+        SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} (position bigint PRIMARY KEY, "
+            "first_position bigint NOT NULL, mac bytea NOT NULL)"
+        ).format(s, Identifier(writer_table(events_table))),
+        SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} (name text PRIMARY KEY, value text NOT NULL, "
+            "position bigint NOT NULL)"
+        ).format(s, Identifier(custody_table(events_table))),
+    ]
+
+
+# --------------------------------------------------------------------------------- reading
+
+
+def _sqlite(recorder: Any) -> bool:
+    return isinstance(recorder, SQLiteApplicationRecorder)
+
+
+def _select(
+    recorder: Any, statement: LiteralString, params: tuple[Any, ...]
+) -> list[tuple[Any, ...]]:
+    """Rows of ``statement`` as tuples, on either database. ``{writer}``, ``{custody}`` and
+    ``{chain}`` name this store's tables; ``%s`` marks a parameter."""
+    events = recorder.events_table_name
+    names = {
+        "writer": writer_table(events),
+        "custody": custody_table(events),
+        "chain": f"{events}_chain",
+    }
+    if _sqlite(recorder):
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(statement.format(**names).replace("%s", "?"), params)
+            return [tuple(r) for r in c.fetchall()]
+    schema = Identifier(recorder.datastore.schema)
+    query = SQL(statement).format(
+        **{k: SQL("{}.{}").format(schema, Identifier(v)) for k, v in names.items()}
+    )
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(query, params)
+        return [tuple(r.values()) for r in curs.fetchall()]
+
+
+def custody_rows(recorder: Any) -> dict[str, tuple[str, int]]:
+    """The custody record: name -> (value, position)."""
+    rows = _select(recorder, "SELECT name, value, position FROM {custody}", ())
+    return {str(n): (str(v), int(p)) for n, v, p in rows}
+
+
+def store_nonce(recorder: Any) -> str | None:
+    """The random part of the store's id (None: a store made before stores had one)."""
+    found = custody_rows(recorder).get(STORE_NONCE)
+    return None if found is None else found[0]
+
+
+def writer_started(recorder: Any, key: WriterKey) -> int | None:
+    """From which position ``key`` marks every commit (None: it never has)."""
+    found = custody_rows(recorder).get(WRITER_PREFIX + key.key_id)
+    return None if found is None else found[1]
+
+
+@dataclass(frozen=True)
+class Mark:
+    first: int
+    last: int
+    mac: bytes
+    link: bytes | None
+    """The chain's link at ``last`` (None: no link there)."""
+
+
+def marks(recorder: Any, start: int, batch: int = 20_000) -> Iterator[Mark]:
+    """The writer marks of commits ending at or after ``start``, in position order, each with
+    the chain's link at its last position."""
+    after = start - 1
+    while True:
+        rows = _select(
+            recorder,
+            "SELECT m.position, m.first_position, m.mac, c.link FROM {writer} m "
+            "LEFT JOIN {chain} c ON c.position = m.position "
+            "WHERE m.position > %s ORDER BY m.position LIMIT %s",
+            (after, batch),
+        )
+        if not rows:
+            return
+        for last, first, mac, link in rows:
+            yield Mark(int(first), int(last), bytes(mac), None if link is None else bytes(link))
+        after = int(rows[-1][0])
+
+
+def chained_positions(
+    recorder: Any, start: int, stop: int | None = None, batch: int = 50_000
+) -> Iterator[int]:
+    """The positions the chain holds from ``start`` (to ``stop``), in order."""
+    after = start - 1
+    top = stop if stop is not None else 2**62
+    while True:
+        rows = _select(
+            recorder,
+            "SELECT position FROM {chain} WHERE position > %s AND position <= %s "
+            "ORDER BY position LIMIT %s",
+            (after, top, batch),
+        )
+        if not rows:
+            return
+        for (position,) in rows:
+            yield int(position)
+        after = int(rows[-1][0])
+
+
+def unmarked(
+    recorder: Any, key: WriterKey, start: int, stop: int | None = None
+) -> Iterator[tuple[int, str]]:
+    """Each chained position from ``start`` (to ``stop``) that no valid mark of ``key``
+    covers, with why (no mark, or a mark that does not verify)."""
+    mark_iter = marks(recorder, start)
+    current: Mark | None = next(mark_iter, None)
+    valid = current is not None and _valid(key, current)
+    for position in chained_positions(recorder, start, stop):
+        while current is not None and current.last < position:
+            current = next(mark_iter, None)
+            valid = current is not None and _valid(key, current)
+        if current is not None and current.first <= position:
+            if not valid:
+                yield position, "its commit's writer mark does not verify"
+            continue
+        yield position, "no writer mark: not written by a process holding the writer key"
+
+
+def _valid(key: WriterKey, mark: Mark) -> bool:
+    return mark.link is not None and mark.first <= mark.last and key.holds(
+        mark.first, mark.last, mark.link, mark.mac
+    )

@@ -1,0 +1,198 @@
+"""What the log says was erased: the application's word on erasure, whatever the key table
+holds (issue 15, ADR 14).
+
+The key table is in the database, where an administrator can put a wrapped key back from a
+copy taken before an erasure. The erasure *events* are in the hash-chained log. So a data key
+``(scope, subject, generation)`` counts as erased when the log holds an erasure of
+``(scope, subject)`` at a position after the first event sealed under that key (an erasure
+destroys every generation that exists when it is recorded; data recorded afterwards gets a
+new generation, first used after the erasure). The application refuses to unwrap such a key,
+whatever its row says, and ``cbcm audit verify`` holds the key table to the same rule.
+
+Reading what the log says needs no data key: erasure events hold no personal data, and the
+sealed fields name their key ``[subject, generation, ...]`` in clear inside the stored state
+(under the whole-event cipher, when it is on).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any, LiteralString
+from uuid import UUID
+
+import msgspec
+from eventsourcing.persistence import Cipher
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import get_topic
+from psycopg.sql import SQL, Identifier
+
+from domain.case import Case
+from domain.feedback import Feedback
+from domain.personal_data import DataSubject
+from services.event_store.personal_data.data_keys import KeyRef
+
+CASE_ERASED = get_topic(Case.PersonalDataErased)
+FEEDBACK_ERASED = get_topic(Feedback.PersonalDataErased)
+SEALED = "_pd"
+
+_decode = msgspec.json.Decoder().decode
+
+
+def decoded(state: bytes, cipher: Cipher | None) -> dict[str, Any] | None:
+    """A stored state as its fields (None: it does not decrypt or decode: damage the chain
+    names)."""
+    try:
+        plain = cipher.decrypt(state) if cipher is not None else state
+        value = _decode(plain)
+    except Exception:  # noqa: BLE001 - any failure is damage, named by the chain's check
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def sealed_keys(fields: dict[str, Any]) -> set[tuple[str, int]]:
+    """The (subject, generation) of every data key a stored state's sealed fields name."""
+    sealed = fields.get(SEALED)
+    if not isinstance(sealed, dict):
+        return set()
+    found = set()
+    for entry in sealed.values():
+        if isinstance(entry, list) and len(entry) == 3:
+            found.add((str(entry[0]), int(entry[1])))
+    return found
+
+
+def erasure_targets(topic: str, originator: UUID, fields: dict[str, Any]) -> list[tuple[UUID, str]]:
+    """The (scope, subject) pairs an erasure event's stored fields destroy (as
+    ``sealing.erasures_of`` does for the decoded event)."""
+    if topic == FEEDBACK_ERASED:
+        return [(originator, subject.value) for subject in DataSubject]
+    if topic != CASE_ERASED:
+        return []
+    scopes = [originator, *(UUID(str(r)) for r in fields.get("records", ()))]
+    return [(scope, str(subject)) for scope in scopes for subject in fields.get("subjects", ())]
+
+
+def _uuid(value: Any) -> UUID:
+    return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def select_events(
+    recorder: Any, where: LiteralString, params: tuple[Any, ...]
+) -> list[tuple[int, UUID, int, str, bytes]]:
+    """(position, originator id, version, topic, state) of the events matching ``where``,
+    in which ``{pos}`` is the position column and ``%s`` marks a parameter."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        statement = (
+            "SELECT rowid, originator_id, originator_version, topic, state "  # noqa: S608
+            f"FROM {recorder.events_table_name} WHERE " + where.format(pos="rowid")
+        ).replace("%s", "?")
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(statement, params)
+            rows = c.fetchall()
+        return [(int(r[0]), _uuid(r[1]), int(r[2]), str(r[3]), bytes(r[4])) for r in rows]
+    query = SQL(
+        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+        "WHERE " + where.format(pos="notification_id")
+    ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+    with recorder.datastore.transaction(commit=False) as curs:
+        curs.execute(query, params)
+        found = curs.fetchall()
+    return [
+        (
+            int(r["notification_id"]),
+            _uuid(r["originator_id"]),
+            int(r["originator_version"]),
+            str(r["topic"]),
+            bytes(r["state"]),
+        )
+        for r in found
+    ]
+
+
+def erasures(
+    recorder: Any, cipher: Cipher | None, after: int = 0, through: int | None = None
+) -> Iterator[tuple[int, UUID, str]]:
+    """(position, scope, subject) of every erasure the log holds after ``after``."""
+    where: LiteralString = "{pos} > %s AND topic IN (%s, %s)"
+    params: tuple[Any, ...] = (after, CASE_ERASED, FEEDBACK_ERASED)
+    if through is not None:
+        where = "{pos} > %s AND {pos} <= %s AND topic IN (%s, %s)"
+        params = (after, through, CASE_ERASED, FEEDBACK_ERASED)
+    for position, originator, _version, topic, state in select_events(
+        recorder, where + " ORDER BY {pos}", params
+    ):
+        fields = decoded(state, cipher)
+        if fields is None:
+            continue
+        for scope, subject in erasure_targets(topic, originator, fields):
+            yield position, scope, subject
+
+
+class ErasureLog:
+    """What the log has erased, read incrementally: the last erasure of each (scope,
+    subject), and the first position each data key was used at."""
+
+    def __init__(self, recorder: Any, cipher: Cipher | None) -> None:
+        self.recorder = recorder
+        self.cipher = cipher
+        self._lock = threading.Lock()
+        self._through = 0
+        self._erased: dict[tuple[UUID, str], int] = {}
+        self._first_use: dict[KeyRef, int | None] = {}
+
+    def refresh(self) -> None:
+        """Read the erasures recorded since the last look."""
+        with self._lock:
+            through = self._top()
+            if through <= self._through:
+                return
+            for position, scope, subject in erasures(
+                self.recorder, self.cipher, self._through, through
+            ):
+                self._erased[(scope, subject)] = position
+            self._through = through
+
+    def _top(self) -> int:
+        if isinstance(self.recorder, SQLiteApplicationRecorder):
+            with self.recorder.datastore.transaction(commit=False) as c:
+                c.execute(f"SELECT coalesce(max(rowid), 0) FROM {self.recorder.events_table_name}")  # noqa: S608
+                return int(c.fetchone()[0])
+        query = SQL("SELECT coalesce(max(notification_id), 0) AS top FROM {}.{}").format(
+            Identifier(self.recorder.datastore.schema), Identifier(self.recorder.events_table_name)
+        )
+        with self.recorder.datastore.transaction(commit=False) as curs:
+            curs.execute(query)
+            found = curs.fetchone()
+        return 0 if found is None else int(found["top"])
+
+    def erased_at(self, scope: UUID, subject: str) -> int | None:
+        """The position of the last erasure of (scope, subject) (as last read)."""
+        return self._erased.get((scope, subject))
+
+    def erases(self, ref: KeyRef) -> bool:
+        """Whether the log erased this key (read up to the log's head now)."""
+        self.refresh()
+        at = self.erased_at(ref.scope, ref.subject)
+        if at is None:
+            return False
+        first = self.first_use(ref)
+        return first is None or first < at
+
+    def first_use(self, ref: KeyRef) -> int | None:
+        """The position of the first event sealed under ``ref`` (None: no event is)."""
+        if ref in self._first_use:
+            return self._first_use[ref]
+        scope_id: Any = ref.scope.hex if isinstance(
+            self.recorder, SQLiteApplicationRecorder
+        ) else ref.scope
+        first = None
+        for position, _oid, _version, _topic, state in select_events(
+            self.recorder, "originator_id = %s ORDER BY {pos}", (scope_id,)
+        ):
+            fields = decoded(state, self.cipher)
+            if fields is not None and (ref.subject, ref.generation) in sealed_keys(fields):
+                first = position
+                break
+        self._first_use[ref] = first
+        return first
