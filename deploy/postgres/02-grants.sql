@@ -19,3 +19,7 @@ GRANT UPDATE (kek_id, wrapped, erased_at) ON cbcm.cbcm_events_data_keys TO cbcm_
 -- Which key ring and whole-event cipher the store is under: recorded once, by the first
 -- process (a process with another ring is refused before it writes).
 GRANT SELECT, INSERT ON cbcm.cbcm_events_key_ring TO cbcm_app;
+-- Writer marks and the custody record (issue 15, ADR 14): a mark inserted with each commit;
+-- the writer key's start and a new store's nonce recorded once. Triggers refuse UPDATE,
+-- DELETE and TRUNCATE, as on the log.
+GRANT SELECT, INSERT ON cbcm.cbcm_events_writer, cbcm.cbcm_events_custody TO cbcm_app;

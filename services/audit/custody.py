@@ -31,7 +31,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from services.audit.verify import Damage, Finding
 from services.event_store.chain import ChainRow, head, link_before
-from services.event_store.custody import WriterKey, unmarked, writer_started
+from services.event_store.custody import CUT, Mark, WriterKey, unmarked, writer_started
 from services.event_store.personal_data.data_keys import DataKeys, KeyRef
 from services.event_store.personal_data.erasure_log import (
     decoded,
@@ -63,9 +63,7 @@ class Custody:
     @classmethod
     def of(cls, app: Any) -> Custody:
         recorder = app.recorder
-        return cls(
-            recorder, getattr(recorder, "writer", None), app.data_keys, app.mapper.cipher
-        )
+        return cls(recorder, getattr(recorder, "writer", None), app.data_keys, app.mapper.cipher)
 
     def only(self, scopes: Iterable[UUID]) -> Custody:
         return replace(self, scopes=frozenset(scopes))
@@ -103,10 +101,33 @@ class Custody:
                     "can be vouched for (the custody record was removed?)",
                 )
             ]
-        return _capped(
-            Finding(Damage.FORGED, position, f"{why} (writer key {self.writer.key_id})")
-            for position, why in unmarked(self.recorder, self.writer, max(start, started), stop)
-        )
+        findings: list[Finding] = []
+        cut: list[tuple[int, Mark]] = []
+        for position, why, mark in unmarked(self.recorder, self.writer, max(start, started), stop):
+            if why == CUT and mark is not None:
+                cut.append((position, mark))
+            else:
+                findings.append(
+                    Finding(Damage.FORGED, position, f"{why} (writer key {self.writer.key_id})")
+                )
+        top = head(self.recorder)
+        end = 0 if top is None else top.position
+        if cut and all(mark.last > end for _, mark in cut):
+            # a tail cut off in the middle of a commit: what is left of it cannot be checked
+            findings.append(
+                Finding(
+                    Damage.TRUNCATED,
+                    end + 1,
+                    f"the writer marked a commit running to position {cut[-1][1].last}, but "
+                    f"the store ends at {end}",
+                )
+            )
+        else:
+            findings.extend(
+                Finding(Damage.FORGED, position, f"{CUT} (writer key {self.writer.key_id})")
+                for position, _ in cut
+            )
+        return _capped(iter(sorted(findings, key=lambda f: f.position)))
 
     # ------------------------------------------------------------------ keys and the log
 
@@ -239,7 +260,7 @@ def signable_head(app: Any) -> ChainRow | None:
     started = writer_started(recorder, writer)
     with _checked_lock:
         since = max(started or 1, _checked.get(recorder, 0) + 1)
-    for position, why in unmarked(recorder, writer, since, top.position):
+    for position, why, _mark in unmarked(recorder, writer, since, top.position):
         log.error("audit.unmarked_entry", position=position, detail=why)
         return link_before(recorder, position)
     with _checked_lock:

@@ -63,6 +63,7 @@ _KNOWN: tuple[tuple[str, int, str], ...] = (
         "the key-encryption keys of personal data",
     ),
     ("services.audit.keys.AuditKeyError", EXIT_CONFIG, "the audit signing key"),
+    ("services.event_store.custody.WriterKeyError", EXIT_CONFIG, "the event log's writer key"),
     ("services.runtime.metrics.MetricsAddressError", EXIT_CONFIG, "the metrics address"),
     ("services.runtime.supervisor.AddressInUse", EXIT_CONFIG, "an address to listen on"),
     (
@@ -151,6 +152,7 @@ def open_application(settings: Settings) -> tuple[ComplaintMechanism, str]:
         describe,
         persistence_env,
     )
+    from services.event_store.custody import WriterKeyError
     from services.event_store.errors import EventStoreUnavailable
     from services.event_store.personal_data.kek import KeyRingError
 
@@ -170,6 +172,8 @@ def open_application(settings: Settings) -> tuple[ComplaintMechanism, str]:
         fail(f"cannot use the event store ({where}): {one_line(e)}", EXIT_CONFIG)
     except KeyRingError as e:
         fail(f"cannot open the personal data of the event store ({where}): {e}", EXIT_CONFIG)
+    except WriterKeyError as e:
+        fail(f"cannot mark the event store's commits ({where}): {e}", EXIT_CONFIG)
 
 
 @contextmanager

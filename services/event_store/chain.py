@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import structlog
-from eventsourcing.persistence import StoredEvent
+from eventsourcing.persistence import ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
@@ -155,9 +155,17 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
         raise WriterKeyError("the event log's commits are marked: configure CBCM_WRITER_KEY_FILE")
     key = custody.load_writer_key(Path(path), create=env.get("CBCM_WRITER_KEY_CREATE") == "y")
     for _attempt in range(2):
+        try:
+            rows = custody.custody_rows(recorder)
+        except ProgrammingError:
+            raise WriterKeyError(
+                "the store has no tables for writer marks yet (a store made before issue 15, "
+                "whose tables this process may not create): start one process as the tables' "
+                "owner with CBCM_CREATE_TABLES=true, then apply deploy/postgres/02-grants.sql"
+            ) from None
         recorded = {
             name: position
-            for name, (_value, position) in custody.custody_rows(recorder).items()
+            for name, (_value, position) in rows.items()
             if name.startswith(WRITER_PREFIX)
         }
         if WRITER_PREFIX + key.key_id in recorded:
@@ -171,7 +179,7 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
             )
         try:
             recorder.record_writer_start(key)
-        except Exception:  # noqa: BLE001, S112 - another process recorded one first: read again
+        except Exception:  # noqa: S112 - another process recorded one first: read again
             continue
     raise WriterKeyError("the writer key's start could not be recorded in the store")
 
@@ -238,9 +246,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             ),
             (chain, "position = NEW.position"),
         ):
-            statements.append(
-                refuse_taken.format(table=table, taken=taken, refusal=APPEND_ONLY)
-            )
+            statements.append(refuse_taken.format(table=table, taken=taken, refusal=APPEND_ONLY))
         statements.extend(key_tables.sqlite_statements(events))
         statements.extend(custody.sqlite_statements(events, APPEND_ONLY))
         return statements
@@ -423,11 +429,15 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         with self.datastore.transaction(commit=True) as curs:
             for statement in self.lock_table_statements:
                 curs.execute(statement)
-            curs.execute(SQL("SELECT coalesce(max(position), 0) AS top FROM {}").format(self._chain()))
+            curs.execute(
+                SQL("SELECT coalesce(max(position), 0) AS top FROM {}").format(self._chain())
+            )
             found = curs.fetchone()
             top = 0 if found is None else int(found["top"])
             curs.execute(
-                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(self._table(custody.custody_table)),
+                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
+                    self._table(custody.custody_table)
+                ),
                 (WRITER_PREFIX + key.key_id, key.key_id, top + 1),
             )
 
@@ -496,9 +506,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             return
         if self.writer is not None:
             curs.execute(
-                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
-                    self._table(custody.writer_table)
-                ),
+                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(self._table(custody.writer_table)),
                 _mark(self.writer, rows),
             )
         if previous_position == 0:

@@ -119,8 +119,8 @@ def sqlite_statements(events_table: str, refusal: str) -> list[str]:
                 f"BEFORE {action} ON {table} BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
             )
         statements.append(
-            f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "
-            f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {taken}) "  # noqa: S608
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_replace BEFORE INSERT ON {table} "  # noqa: S608
+            f"WHEN EXISTS (SELECT 1 FROM {table} WHERE {taken}) "
             f"BEGIN SELECT RAISE(ABORT, '{refusal}'); END"
         )
     return statements
@@ -237,11 +237,17 @@ def chained_positions(
         after = int(rows[-1][0])
 
 
+UNMARKED = "no writer mark: not written by a process holding the writer key"
+BAD_MARK = "its commit's writer mark does not verify"
+CUT = "its commit's writer mark names a last position the chain no longer holds"
+
+
 def unmarked(
     recorder: Any, key: WriterKey, start: int, stop: int | None = None
-) -> Iterator[tuple[int, str]]:
+) -> Iterator[tuple[int, str, Mark | None]]:
     """Each chained position from ``start`` (to ``stop``) that no valid mark of ``key``
-    covers, with why (no mark, or a mark that does not verify)."""
+    covers, with why (``UNMARKED``, ``BAD_MARK``, or ``CUT``: its commit's mark names a
+    last position with no link, as when the log's tail was cut off) and the mark."""
     mark_iter = marks(recorder, start)
     current: Mark | None = next(mark_iter, None)
     valid = current is not None and _valid(key, current)
@@ -251,12 +257,14 @@ def unmarked(
             valid = current is not None and _valid(key, current)
         if current is not None and current.first <= position:
             if not valid:
-                yield position, "its commit's writer mark does not verify"
+                yield position, (BAD_MARK if current.link is not None else CUT), current
             continue
-        yield position, "no writer mark: not written by a process holding the writer key"
+        yield position, UNMARKED, None
 
 
 def _valid(key: WriterKey, mark: Mark) -> bool:
-    return mark.link is not None and mark.first <= mark.last and key.holds(
-        mark.first, mark.last, mark.link, mark.mac
+    return (
+        mark.link is not None
+        and mark.first <= mark.last
+        and key.holds(mark.first, mark.last, mark.link, mark.mac)
     )

@@ -49,7 +49,7 @@ from services.audit.verify import Attested, Damage
 from services.audit.witness import WitnessBook, witness_book_path
 from services.cli.main import cli
 from services.event_store.chain import ChainRow, head, link_at
-from services.event_store.store_id import store_id
+from services.event_store.store_id import store_id_of
 from services.identity.tokens import issue_token
 from services.settings import Settings
 from tests.api_world import build_network, cheap_hasher
@@ -476,11 +476,12 @@ def test_the_cli_takes_its_checkpoints_from_the_witness_book(
 ) -> None:
     # given a witness that holds the head signed after the transfer (the witness checked the
     # signature when it received it)
-    first = app.recorder.select_notifications(1, 1)[0]
     key = load_signing_key(settings)
+    store = store_id_of(app.recorder)
+    assert store is not None
     signed = sign_checkpoint(
         key,
-        store_id(first),
+        store,
         ChainRow(walked.checkpoint.position, 0, walked.checkpoint.link),
         minutes(35),
     )

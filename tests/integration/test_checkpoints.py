@@ -60,7 +60,7 @@ from services.bootstrap import complaint_mechanism
 from services.demo.walk import COORDINATOR, build_demo_network
 from services.event_store import chain
 from services.event_store.chain import ChainRow
-from services.event_store.store_id import store_id
+from services.event_store.store_id import store_id_of
 from services.settings import Settings
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
@@ -136,7 +136,9 @@ async def publish_raw(js: JetStreamContext, payload: bytes) -> int:
 
 
 def store_of(app: ComplaintMechanism) -> str:
-    return store_id(app.recorder.select_notifications(None, 1)[0])
+    found = store_id_of(app.recorder)
+    assert found is not None
+    return found
 
 
 def head_of(app: ComplaintMechanism) -> ChainRow:

@@ -21,9 +21,13 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
+import psycopg
 import pytest
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from domain.actors import Actor, Role
@@ -39,7 +43,7 @@ from services.api.app import create_app
 from services.api.replay import render_text, replay_case
 from services.application.key_rotation import retire, rotate
 from services.application.mechanism import ComplaintMechanism
-from services.audit.checkpoints import checkpoint_once, sign_checkpoint
+from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_signing_key
 from services.audit.witness import WitnessBook
 from services.bootstrap import complaint_mechanism
@@ -122,7 +126,9 @@ class Dba:
 
     def key_rows(self) -> list[tuple[Any, ...]]:
         with self.sql() as c:
-            c.execute(f"SELECT scope, subject, generation, kek_id, wrapped FROM {self.tables['keys']}")
+            c.execute(
+                f"SELECT scope, subject, generation, kek_id, wrapped FROM {self.tables['keys']}"
+            )
             return [self.values(r) for r in c.fetchall()]
 
     def without_key_triggers(self, c: Any) -> None:
@@ -175,9 +181,7 @@ class Dba:
         events, chain = self.tables["events"], self.tables["chain"]
         forged_id = uuid4()
         with self.sql() as c:
-            c.execute(
-                self.q(f"SELECT topic, state FROM {events} WHERE {pos} = ?"), (of_position,)
-            )
+            c.execute(self.q(f"SELECT topic, state FROM {events} WHERE {pos} = ?"), (of_position,))
             topic, state = self.values(c.fetchone())
             c.execute(
                 self.q(
@@ -232,11 +236,12 @@ def every_read_path(app: ComplaintMechanism, settings: Settings, case_id: UUID) 
         shown.append(answer.text)
     versions = app.get_case(case_id).version
     for version in range(1, versions + 1):
-        replay = replay_case(
-            app, case_id, at_version=version, reveal_personal=True, reader=AUDITOR
-        )
+        replay = replay_case(app, case_id, at_version=version, reveal_personal=True, reader=AUDITOR)
         shown.append(json.dumps(replay.to_json()))
-    for args in (["--auditor", "aud-1", "--agency", "ocha"], ["--auditor", "aud-1", "--at-version", "1"]):
+    for args in (
+        ["--auditor", "aud-1", "--agency", "ocha"],
+        ["--auditor", "aud-1", "--at-version", "1"],
+    ):
         done = cli_run(settings, "audit", "case", str(case_id), "--json", *args)
         assert done.exit_code == 0, done.output
         assert "Traceback" not in done.output
@@ -416,3 +421,183 @@ async def test_stores_created_apart_do_not_share_an_id_and_a_rival_cannot_fail_t
     finally:
         genuine.close()
         rival.close()
+
+
+# ------------------------------------------------------------------ writer marks, more
+
+
+def test_a_store_written_before_writer_marks_is_vouched_for_from_where_they_start(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a store as it was before writer marks and store nonces existed (their tables
+    # emptied by the owner, as a store made before issue 15 has them)
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-old")
+    first = app.recorder.select_notifications(1, 1)[0]
+    dba = Dba(app)
+    with dba.sql() as c:
+        for name in ("writer", "custody"):
+            table = f"{dba.names['events']}_{name}"
+            if dba.sqlite:
+                c.execute(f"DROP TRIGGER {table}_no_delete")
+                c.execute(f"DELETE FROM {table}")
+            else:
+                qualified = f'"{dba.recorder.datastore.schema}"."{table}"'
+                c.execute(f"ALTER TABLE {qualified} DISABLE TRIGGER USER")
+                c.execute(f"DELETE FROM {qualified}")
+    top = head(app.recorder)
+    assert top is not None
+
+    # when the new code opens it and writes on
+    fresh = reopen()
+    fresh.give_feedback(
+        case_id, actor=FOCAL, message="later", channel=FeedbackChannel.PHONE, at=minutes(40)
+    )
+
+    # then its id is still the one its first event gives, and verify vouches for the marks
+    # from the first position written since, saying what covers the positions before
+    from services.event_store.store_id import store_id, store_id_of  # noqa: PLC0415
+
+    assert store_id_of(fresh.recorder) == store_id(first)
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 0, done.output
+    assert f"every commit from position {top.position + 1}" in done.output
+    assert "covered by the chain and the checkpoints only" in done.output
+
+
+def test_a_process_holding_another_writer_key_is_refused(
+    app: ComplaintMechanism, settings: Settings, tmp_path: Path
+) -> None:
+    build_network(app, T0 - timedelta(days=1))
+    other = tmp_path / "other-writer.key"
+    other.write_text("QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUE=\n")
+    from services.event_store.custody import WriterKeyError  # noqa: PLC0415
+
+    with pytest.raises(WriterKeyError, match="CBCM_WRITER_KEY_FILE"):
+        complaint_mechanism(
+            Settings(
+                data_dir=settings.data_dir,
+                event_store=settings.event_store,
+                writer_key_file=other,
+            )
+        )
+
+
+def test_a_rewrite_with_every_link_recomputed_fails_the_writer_marks(
+    app: ComplaintMechanism, settings: Settings
+) -> None:
+    # given a case whose feedback is one commit of one event
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-rewrite")
+    app.give_feedback(
+        case_id, actor=FOCAL, message="kept", channel=FeedbackChannel.PHONE, at=minutes(40)
+    )
+    app.give_feedback(
+        case_id, actor=FOCAL, message="after", channel=FeedbackChannel.PHONE, at=minutes(41)
+    )
+    version = app.get_case(case_id).version
+    changed = app.position_of(case_id, version - 1)
+
+    # when the owner changes it and recomputes every link after it (no checkpoint yet)
+    from tests.integration.test_audit_chain import Dba as ChainDba  # noqa: PLC0415
+
+    chain_dba = ChainDba(app)
+    chain_dba.drop_triggers()
+    chain_dba.change_one_byte(changed)
+    chain_dba.relink_from(changed)
+
+    # then verify names it at its position: its mark no longer verifies
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert f"first bad position {changed}: forged" in done.output
+
+
+# ------------------------------------------------------------------ any sequence
+
+
+def erased_values_never_come_back(store_url: str, tmp_path: Path, ops: list[Any]) -> None:
+    """Record, erase, copy the key rows, put a copy back, rotate the KEK, in any order: no
+    value recorded before its case's last erasure is ever shown, and every value recorded
+    after it is."""
+    name = uuid4().hex[:12]
+    if store_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / name / 'events.sqlite3'}"
+    else:  # a schema of its own: every example starts from an empty store
+        base = re.sub(r"[?&]schema=[^&]+", "", store_url)
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA h_{name}")
+        url = f"{base}{'&' if '?' in base else '?'}schema=h_{name}"
+    settings = Settings(data_dir=tmp_path / name, event_store=url)
+    app = complaint_mechanism(settings)
+    try:
+        build_network(app, T0 - timedelta(days=1))
+        cases = [complaint(app, f"CANARY-c{i}-first", at=i) for i in range(2)]
+        live: list[set[str]] = [{f"CANARY-c{i}-first narrative"} for i in range(2)]
+        dead: set[str] = set()
+        dba = Dba(app)
+        copies: list[list[tuple[Any, ...]]] = []
+        for n, (op, i) in enumerate(ops):
+            case = cases[i % 2]
+            if op == "feedback":
+                value = f"CANARY-c{i % 2}-v{n}"
+                app.give_feedback(
+                    case,
+                    actor=FOCAL,
+                    message=value,
+                    channel=FeedbackChannel.PHONE,
+                    at=minutes(10 + n),
+                )
+                live[i % 2].add(value)
+            elif op == "erase":
+                erase_everyone(app, case, at=10 + n)
+                dead |= live[i % 2]
+                live[i % 2] = set()
+            elif op == "copy":
+                copies.append(dba.key_rows())
+            elif op == "restore" and copies:
+                dba.restore_key_rows(copies[i % len(copies)])
+            elif op == "rotate":
+                rotate(app)
+        for reader in (app, complaint_mechanism(settings)):
+            for c, case in enumerate(cases):
+                shown = json.dumps(
+                    replay_case(reader, case, reveal_personal=True, reader=AUDITOR).to_json()
+                )
+                assert not [v for v in dead if v.split(" ")[0] in shown]
+                assert all(v.split(" ")[0] in shown for v in live[c])
+            if reader is not app:
+                reader.close()
+    finally:
+        app.close()
+        if not store_url.startswith("sqlite"):
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA h_{name} CASCADE")
+
+
+OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["feedback", "erase", "copy", "restore", "rotate"]), st.integers(0, 3)
+    ),
+    max_size=10,
+)
+
+
+@given(ops=OPS)
+@hsettings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_no_erased_value_comes_back_whatever_the_sequence(
+    store_url: str, tmp_path: Path, ops: list[Any]
+) -> None:
+    erased_values_never_come_back(store_url, tmp_path, ops)
+
+
+@pytest.mark.soak
+@given(ops=OPS)
+@hsettings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_no_erased_value_comes_back_whatever_the_sequence_soak(
+    store_url: str, tmp_path: Path, ops: list[Any]
+) -> None:
+    erased_values_never_come_back(store_url, tmp_path, ops)

@@ -49,7 +49,7 @@ from services.relay.relay import (
     StreamOfAnotherStore,
     ensure_stream,
     run_relay,
-    store_id,
+    store_id_of,
 )
 from services.relay.routing import Router
 from services.settings import Settings
@@ -208,7 +208,7 @@ async def wait_until(
 
 def assert_stream_is_the_store(app: ComplaintMechanism, messages: list[StreamMessage]) -> None:
     notifications = stored(app)
-    sid = store_id(notifications[0])
+    sid = store_id_of(app.recorder)
     positions = [n.id for n in notifications]
     assert [m.position for m in messages] == positions, "order or completeness differs"
     assert [m.seq for m in messages] == list(range(1, len(positions) + 1))
@@ -609,7 +609,7 @@ def test_two_stores_of_networks_established_apart_have_different_ids(
         first, second = stored(app)[0], stored(other)[0]
         assert first.originator_id == second.originator_id
         # then their ids differ, so their messages can never pass for each other's
-        assert store_id(first) != store_id(second)
-        assert store_id(first) == store_id(stored(reopen())[0])
+        assert store_id_of(app.recorder) != store_id_of(other.recorder)
+        assert store_id_of(app.recorder) == store_id_of(reopen().recorder)
     finally:
         other.close()

@@ -45,7 +45,7 @@ def decoded(state: bytes, cipher: Cipher | None) -> dict[str, Any] | None:
     try:
         plain = cipher.decrypt(state) if cipher is not None else state
         value = _decode(plain)
-    except Exception:  # noqa: BLE001 - any failure is damage, named by the chain's check
+    except Exception:
         return None
     return value if isinstance(value, dict) else None
 
@@ -92,7 +92,7 @@ def select_events(
             rows = c.fetchall()
         return [(int(r[0]), _uuid(r[1]), int(r[2]), str(r[3]), bytes(r[4])) for r in rows]
     query = SQL(
-        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
+        "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "  # noqa: S608
         "WHERE " + where.format(pos="notification_id")
     ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
     with recorder.datastore.transaction(commit=False) as curs:
@@ -183,9 +183,9 @@ class ErasureLog:
         """The position of the first event sealed under ``ref`` (None: no event is)."""
         if ref in self._first_use:
             return self._first_use[ref]
-        scope_id: Any = ref.scope.hex if isinstance(
-            self.recorder, SQLiteApplicationRecorder
-        ) else ref.scope
+        scope_id: Any = (
+            ref.scope.hex if isinstance(self.recorder, SQLiteApplicationRecorder) else ref.scope
+        )
         first = None
         for position, _oid, _version, _topic, state in select_events(
             self.recorder, "originator_id = %s ORDER BY {pos}", (scope_id,)
