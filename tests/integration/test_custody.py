@@ -25,7 +25,7 @@ import psycopg
 import pytest
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from fastapi.testclient import TestClient
-from hypothesis import HealthCheck, given
+from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
@@ -583,6 +583,8 @@ OPS = st.lists(
 
 
 @given(ops=OPS)
+@example(ops=[("copy", 0), ("erase", 0), ("feedback", 0), ("restore", 0)])
+@example(ops=[("copy", 1), ("erase", 1), ("rotate", 0), ("restore", 0), ("feedback", 1)])
 @hsettings(
     max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
