@@ -177,6 +177,13 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
                 f"{', '.join(n.removeprefix(WRITER_PREFIX) for n in recorded)}, not this "
                 f"process's {key.key_id}: point CBCM_WRITER_KEY_FILE at the network's writer key"
             )
+        if next(custody.marks(recorder, 1, batch=1), None) is not None:
+            # marks without the record of their key: someone removed it, perhaps to have
+            # earlier positions pass for a store written before marks existed
+            raise WriterKeyError(
+                "this store holds writer marks but no record of the key that made them (the "
+                "custody record was removed): restore it from a backup; nothing is written"
+            )
         try:
             recorder.record_writer_start(key)
         except Exception:  # noqa: S112 - another process recorded one first: read again

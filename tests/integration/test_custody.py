@@ -603,3 +603,26 @@ def test_no_erased_value_comes_back_whatever_the_sequence_soak(
     store_url: str, tmp_path: Path, ops: list[Any]
 ) -> None:
     erased_values_never_come_back(store_url, tmp_path, ops)
+
+
+def test_marks_without_the_record_of_their_key_refuse_a_new_start(
+    app: ComplaintMechanism, settings: Settings
+) -> None:
+    # given a store whose custody record the owner removed, its marks left in place (so that
+    # earlier positions would pass for a store written before marks existed)
+    build_network(app, T0 - timedelta(days=1))
+    dba = Dba(app)
+    table = f"{dba.names['events']}_custody"
+    with dba.sql() as c:
+        if dba.sqlite:
+            c.execute(f"DROP TRIGGER {table}_no_delete")
+            c.execute(f"DELETE FROM {table}")
+        else:
+            qualified = f'"{dba.recorder.datastore.schema}"."{table}"'
+            c.execute(f"ALTER TABLE {qualified} DISABLE TRIGGER USER")
+            c.execute(f"DELETE FROM {qualified}")
+
+    # then no process starts on it (and none records a new start), and verify says so
+    done = cli_run(settings, "audit", "verify", "--no-checkpoints")
+    assert done.exit_code == 2, done.output
+    assert "no record of the key" in done.output
