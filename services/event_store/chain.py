@@ -154,6 +154,7 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
     if not path:
         raise WriterKeyError("the event log's commits are marked: configure CBCM_WRITER_KEY_FILE")
     key = custody.load_writer_key(Path(path), create=env.get("CBCM_WRITER_KEY_CREATE") == "y")
+    failure: Exception | None = None
     for _attempt in range(2):
         try:
             rows = custody.custody_rows(recorder)
@@ -186,9 +187,11 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
             )
         try:
             recorder.record_writer_start(key)
-        except Exception:  # noqa: S112 - another process recorded one first: read again
-            continue
-    raise WriterKeyError("the writer key's start could not be recorded in the store")
+        except Exception as e:  # another process recorded one first: read again
+            failure = e
+    raise WriterKeyError(
+        f"the writer key's start could not be recorded in the store: {failure}"
+    ) from failure
 
 
 def _with_data_keys(
