@@ -52,8 +52,9 @@ from services.event_store.chain import chain_table, head, link_hash
 from services.event_store.personal_data.tables import key_table
 from services.identity.tokens import issue_token
 from services.settings import Settings
-from tests.api_world import COORDINATOR, build_network, cheap_hasher
+from tests.api_world import build_network, cheap_hasher
 from tests.conftest import T0
+from tests.world import COORDINATOR
 
 OPERATOR = Actor("op-unhcr", "unhcr", Role.INTAKE_OPERATOR)
 FOCAL = Actor("fp-unhcr", "unhcr", Role.FOCAL_POINT)
