@@ -47,6 +47,9 @@ MAX_FINDINGS = 100
 
 SCAN_BATCH = 5000
 
+SEALED_MARK = b'"_pd"'
+"""In the stored state (without the whole-event cipher) of every event with sealed fields."""
+
 
 @dataclass(frozen=True)
 class Custody:
@@ -141,7 +144,7 @@ class Custody:
         first_use = self._first_uses(scopes)
         rows = dict(self.keys.table.all_rows(scopes))
         findings = []
-        for ref, live in sorted(rows.items()):
+        for ref, live in rows.items():
             at = erased.get((ref.scope, ref.subject))
             used = first_use.get(ref)
             by_log = at is not None and (used is None or used < at)
@@ -166,7 +169,7 @@ class Custody:
                         "reads as erased, but nobody recorded erasing it",
                     )
                 )
-        for ref, used in sorted(first_use.items(), key=lambda item: item[1]):
+        for ref, used in first_use.items():
             if ref in rows:
                 continue
             at = erased.get((ref.scope, ref.subject))
@@ -180,14 +183,14 @@ class Custody:
                         "from the key table, without an erasure event in the log",
                     )
                 )
-        return _capped(iter(findings))
+        return _capped(iter(sorted(findings, key=lambda f: (f.position, f.detail))))
 
     def _first_uses(self, scopes: tuple[UUID, ...] | None) -> dict[KeyRef, int]:
         """The first position each data key is used at (in these records' events)."""
         first: dict[KeyRef, int] = {}
         plain = self.cipher is None
         for position, originator, _version, _topic, state in self._events(scopes):
-            if plain and b'"_pd"' not in state:
+            if plain and SEALED_MARK not in state:
                 continue
             fields = decoded(state, self.cipher)
             if fields is None:
@@ -216,9 +219,22 @@ class Custody:
             return
         after = 0
         while True:
-            rows = select_events(
-                self.recorder, "{pos} > %s ORDER BY {pos} LIMIT %s", (after, SCAN_BATCH)
-            )
+            if self.cipher is not None:
+                rows = select_events(
+                    self.recorder, "{pos} > %s ORDER BY {pos} LIMIT %s", (after, SCAN_BATCH)
+                )
+            elif sqlite:  # only the events with sealed fields leave the database
+                rows = select_events(
+                    self.recorder,
+                    "{pos} > %s AND instr(state, %s) > 0 ORDER BY {pos} LIMIT %s",
+                    (after, SEALED_MARK, SCAN_BATCH),
+                )
+            else:
+                rows = select_events(
+                    self.recorder,
+                    "{pos} > %s AND position(%s::bytea in state) > 0 ORDER BY {pos} LIMIT %s",
+                    (after, SEALED_MARK, SCAN_BATCH),
+                )
             if not rows:
                 return
             yield from rows

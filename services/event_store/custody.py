@@ -247,7 +247,52 @@ def unmarked(
 ) -> Iterator[tuple[int, str, Mark | None]]:
     """Each chained position from ``start`` (to ``stop``) that no valid mark of ``key``
     covers, with why (``UNMARKED``, ``BAD_MARK``, or ``CUT``: its commit's mark names a
-    last position with no link, as when the log's tail was cut off) and the mark."""
+    last position with no link, as when the log's tail was cut off) and the mark.
+
+    The marks alone are read while they verify and follow one another (a gap between two
+    is checked to hold no position); at the first that does not, every position from there
+    is read and held to the marks."""
+    irregular = _first_irregular(recorder, key, start, stop)
+    if irregular is not None:
+        yield from _unmarked_exactly(recorder, key, irregular, stop)
+
+
+def _first_irregular(recorder: Any, key: WriterKey, start: int, stop: int | None) -> int | None:
+    """None if valid marks, one after another, cover every chained position from ``start``
+    (to ``stop``); otherwise the position from which to look closely."""
+    found = _select(
+        recorder,
+        "SELECT coalesce(max(position), 0) FROM {chain} WHERE position <= %s",
+        (stop if stop is not None else 2**62,),
+    )
+    top = int(found[0][0])
+    covered = start - 1
+    # every chained position from ``start`` up to ``covered`` lies in a valid mark
+    for mark in marks(recorder, start):
+        if covered >= top:
+            return None
+        if not _valid(key, mark):
+            return covered + 1
+        if mark.first <= covered and covered >= start:
+            return covered + 1  # marks never overlap: look closely
+        if mark.first > covered + 1 and _chained_between(recorder, covered + 1, mark.first - 1):
+            return covered + 1
+        covered = mark.last
+    return None if covered >= top else covered + 1
+
+
+def _chained_between(recorder: Any, first: int, last: int) -> bool:
+    found = _select(
+        recorder,
+        "SELECT 1 FROM {chain} WHERE position >= %s AND position <= %s LIMIT 1",
+        (first, last),
+    )
+    return bool(found)
+
+
+def _unmarked_exactly(
+    recorder: Any, key: WriterKey, start: int, stop: int | None
+) -> Iterator[tuple[int, str, Mark | None]]:
     mark_iter = marks(recorder, start)
     current: Mark | None = next(mark_iter, None)
     valid = current is not None and _valid(key, current)

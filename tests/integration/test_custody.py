@@ -627,3 +627,30 @@ def test_marks_without_the_record_of_their_key_refuse_a_new_start(
     done = cli_run(settings, "audit", "verify", "--no-checkpoints")
     assert done.exit_code == 2, done.output
     assert "no record of the key" in done.output
+
+
+def test_a_hole_in_postgresqls_positions_is_no_alarm(postgres_url: str, tmp_path: Path) -> None:
+    # given a PostgreSQL store whose positions have a hole (a refused write spends a number)
+    settings = Settings(data_dir=tmp_path / "data", event_store=postgres_url)
+    app = complaint_mechanism(settings)
+    try:
+        build_network(app, T0 - timedelta(days=1))
+        case_id = complaint(app, "CANARY-hole")
+        dba = Dba(app)
+        with dba.sql() as c:
+            c.execute(
+                "SELECT nextval(pg_get_serial_sequence(%s, 'notification_id'))",
+                (dba.tables["events"],),
+            )
+        app.give_feedback(
+            case_id, actor=FOCAL, message="after", channel=FeedbackChannel.PHONE, at=minutes(40)
+        )
+        positions = [n.id for n in app.recorder.select_notifications(1, 1000)]
+        assert positions[-1] == positions[-2] + 2
+
+        # then the marks on either side of it vouch for everything: verify says intact
+        done = verify_chain_alone(settings)
+        assert done.exit_code == 0, done.output
+        assert "writer marks: every commit" in done.output
+    finally:
+        app.close()
