@@ -179,7 +179,7 @@ def open_application(settings: Settings) -> tuple[ComplaintMechanism, str]:
 @contextmanager
 def reported(where: str) -> Iterator[None]:
     """Turn what a user can act on into a one-line message and an exit code."""
-    from eventsourcing.persistence import OperationalError
+    from eventsourcing.persistence import MapperDeserialisationError, OperationalError
 
     from domain.errors import DomainError
     from services.event_store.errors import EventStoreUnavailable
@@ -188,6 +188,8 @@ def reported(where: str) -> Iterator[None]:
         yield
     except DomainError as e:
         fail(f"{e.title}: {one_line(e)}", EXIT_REFUSED)
+    except MapperDeserialisationError as e:  # names the event and why, never a value
+        fail(f"{one_line(e)}; `cbcm audit verify` names what is damaged", EXIT_CONFIG)
     except (EventStoreUnavailable, OperationalError) as e:
         fail(f"the event store ({where}) became unavailable: {one_line(e)}", EXIT_UNAVAILABLE)
 

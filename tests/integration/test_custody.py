@@ -654,3 +654,27 @@ def test_a_hole_in_postgresqls_positions_is_no_alarm(postgres_url: str, tmp_path
         assert "writer marks: every commit" in done.output
     finally:
         app.close()
+
+
+def test_a_live_records_key_put_back_under_a_retired_kek_is_one_line_not_a_traceback(
+    app: ComplaintMechanism, settings: Settings
+) -> None:
+    # given a case nobody erased, whose key rows the DBA puts back as they were wrapped
+    # before a rotation, after the old KEK was retired
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-live")
+    dba = Dba(app)
+    copy = dba.key_rows()
+    old = copy[0][3]
+    rotate(app)
+    retire(app, old, after_seconds=0)
+    kept = complaint(app, "CANARY-kept", at=5)
+    dba.restore_key_rows([row for row in copy if row[3] == old])
+
+    # then `cbcm audit case --auditor` fails in one line naming the event, no value shown
+    done = cli_run(settings, "audit", "case", str(case_id), "--auditor", "aud-1")
+    assert done.exit_code == 2, done.output
+    assert "does not decode" in done.output and "audit verify" in done.output
+    assert "Traceback" not in done.output and "CANARY" not in done.output
+    assert len(done.output.strip().splitlines()) == 1
+    assert "CANARY-kept narrative" in every_read_path(app, settings, kept)
