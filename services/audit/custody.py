@@ -260,14 +260,15 @@ def _capped(findings: Iterator[Finding]) -> list[Finding]:
 # ---------------------------------------------------------------------- the publisher
 
 _checked: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+_alarmed: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 _checked_lock = threading.Lock()
 
 
 def signable_head(app: Any) -> ChainRow | None:
     """The chain's head, or, if an entry up to it carries no valid writer mark, the last
     chain row before the first such entry (logged at error level as
-    ``audit.unmarked_entry``): a checkpoint is never signed over an entry the writer did not
-    mark. Positions found marked are not checked again."""
+    ``audit.unmarked_entry``, once per entry): a checkpoint is never signed over an entry
+    the writer did not mark. Positions found marked are not checked again."""
     recorder = app.recorder
     top = head(recorder)
     writer: WriterKey | None = getattr(recorder, "writer", None)
@@ -277,7 +278,11 @@ def signable_head(app: Any) -> ChainRow | None:
     with _checked_lock:
         since = max(started or 1, _checked.get(recorder, 0) + 1)
     for position, why, _mark in unmarked(recorder, writer, since, top.position):
-        log.error("audit.unmarked_entry", position=position, detail=why)
+        with _checked_lock:
+            told = _alarmed.get(recorder) == position
+            _alarmed[recorder] = position
+        if not told:  # once per entry, not at every look at the head
+            log.error("audit.unmarked_entry", position=position, detail=why)
         return link_before(recorder, position)
     with _checked_lock:
         _checked[recorder] = top.position

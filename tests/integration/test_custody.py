@@ -23,6 +23,7 @@ from uuid import UUID, uuid4
 
 import psycopg
 import pytest
+import structlog
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given
@@ -362,9 +363,14 @@ async def test_a_forged_event_with_a_correct_link_is_named_and_never_checkpointe
     done = verify_chain_alone(settings)
     assert done.exit_code == 4, done.output
     assert f"first bad position {forged}:" in done.output
-    # and the checkpoint publisher signs nothing past it
-    after = await checkpoint_once(app, key, nats_server.url, nats_options={})
+    # and the checkpoint publisher signs nothing past it, and says why, once
+    with structlog.testing.capture_logs() as logs:
+        after = await checkpoint_once(app, key, nats_server.url, nats_options={})
+        again = await checkpoint_once(app, key, nats_server.url, nats_options={})
     assert after is not None and after.position < forged
+    assert again is not None and again.position == after.position
+    alarms = [e for e in logs if e["event"] == "audit.unmarked_entry"]
+    assert [(e["log_level"], e["position"]) for e in alarms] == [("error", forged)]
 
 
 # ------------------------------------------------------------------ store ids
