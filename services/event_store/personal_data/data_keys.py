@@ -77,6 +77,8 @@ class ErasedByLog(Protocol):
 
     def erases(self, ref: KeyRef) -> bool: ...
 
+    def invalidate(self) -> None: ...
+
 
 class KeyTable(Protocol):
     """The data-key table of one database (SQLite, PostgreSQL or memory)."""
@@ -245,6 +247,8 @@ class DataKeys:
             self._remember_live(ref, aes, now)
             self._remember_opened(ref, aes, now)
         if pending.erasures:
+            if self.log is not None:
+                self.log.invalidate()
             erased = set(pending.erasures)
             with self._lock:
                 for key in [k for k in self._live if k in erased]:

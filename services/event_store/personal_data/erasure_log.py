@@ -17,6 +17,7 @@ sealed fields name their key ``[subject, generation, ...]`` in clear inside the 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any, LiteralString
 from uuid import UUID
@@ -131,19 +132,36 @@ def erasures(
 
 class ErasureLog:
     """What the log has erased, read incrementally: the last erasure of each (scope,
-    subject), and the first position each data key was used at."""
+    subject), and the first position each data key was used at.
+
+    The log is read again at most every ``REFRESH_SECONDS`` (a process decoding many events
+    would otherwise ask once per key), and at once after this process recorded an erasure
+    (``invalidate``). An erasure by another process is therefore seen here within that time,
+    well inside the time its cached keys may still open past events (ADR 8); a key row put
+    back later than that is never used."""
+
+    REFRESH_SECONDS = 0.25
 
     def __init__(self, recorder: Any, cipher: Cipher | None) -> None:
         self.recorder = recorder
         self.cipher = cipher
         self._lock = threading.Lock()
+        self._refreshed_at = -float("inf")
         self._through = 0
         self._erased: dict[tuple[UUID, str], int] = {}
         self._first_use: dict[KeyRef, int | None] = {}
 
+    def invalidate(self) -> None:
+        """Read the log at the next look (this process just recorded an erasure)."""
+        self._refreshed_at = -float("inf")
+
     def refresh(self) -> None:
-        """Read the erasures recorded since the last look."""
+        """Read the erasures recorded since the last look (unless it was just now)."""
         with self._lock:
+            now = time.monotonic()
+            if now - self._refreshed_at < self.REFRESH_SECONDS:
+                return
+            self._refreshed_at = now
             through = self._top()
             if through <= self._through:
                 return
