@@ -112,6 +112,7 @@ def api() -> None:
     import uvicorn
 
     from services.api.app import create_app
+    from services.api.serving import server_config
     from services.runtime.supervisor import (
         AddressInUse,
         check_free,
@@ -123,5 +124,4 @@ def api() -> None:
         host, port = check_free(settings.http_addr, "CBCM_HTTP_ADDR")
     except AddressInUse as e:
         fail(str(e), EXIT_CONFIG)
-    # log_config=None: uvicorn's records go through our handler (JSON lines in JSON mode)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
+    uvicorn.Server(server_config(create_app(settings), host, port)).run()
