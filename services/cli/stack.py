@@ -108,11 +108,14 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
 
 
 def api() -> None:
-    """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know."""
+    """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know;
+    its Prometheus metrics on CBCM_API_METRICS_ADDR (never on the API's port)."""
+    import prometheus_client
     import uvicorn
 
     from services.api.app import create_app
     from services.api.serving import server_config
+    from services.runtime.metrics import MetricsAddressError, serve_metrics
     from services.runtime.supervisor import (
         AddressInUse,
         check_free,
@@ -122,6 +125,8 @@ def api() -> None:
     configure_logging(settings.log_format, "api")
     try:
         host, port = check_free(settings.http_addr, "CBCM_HTTP_ADDR")
-    except AddressInUse as e:
+        app = create_app(settings, registry=prometheus_client.REGISTRY)
+        serve_metrics(settings.api_metrics_addr, setting="CBCM_API_METRICS_ADDR")
+    except (AddressInUse, MetricsAddressError, ValueError) as e:
         fail(str(e), EXIT_CONFIG)
-    uvicorn.Server(server_config(create_app(settings), host, port)).run()
+    uvicorn.Server(server_config(app, host, port)).run()
