@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
+import structlog
 import typer
 
 from services.cli.common import (
@@ -19,6 +20,8 @@ from services.cli.common import (
     service_settings,
 )
 from services.runtime.logging import configure_logging
+
+log = structlog.get_logger()
 
 
 def register(cli: typer.Typer) -> None:
@@ -126,7 +129,9 @@ def api() -> None:
     try:
         host, port = check_free(settings.http_addr, "CBCM_HTTP_ADDR")
         app = create_app(settings, registry=prometheus_client.REGISTRY)
-        serve_metrics(settings.api_metrics_addr, setting="CBCM_API_METRICS_ADDR")
+        bound = serve_metrics(settings.api_metrics_addr, setting="CBCM_API_METRICS_ADDR")
     except (AddressInUse, MetricsAddressError, ValueError) as e:
         fail(str(e), EXIT_CONFIG)
+    if bound is not None:
+        log.info("cli.metrics_serving", address=f"{bound[0]}:{bound[1]}")
     uvicorn.Server(server_config(app, host, port)).run()
