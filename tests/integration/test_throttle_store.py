@@ -1,14 +1,17 @@
 """Throttles shared by API instances through Redis (issue #16): a limit reached through one
 instance holds on another, and the store forgets idle clients by itself.
 
-Uses the Redis at ``CBCM_TEST_REDIS_URL`` (default ``redis://127.0.0.1:6379/0``, which this
-machine runs) under a key prefix of its own, deleted afterwards. Never skipped: without a
-Redis the test fails and says so.
+Uses the Redis at ``CBCM_TEST_REDIS_URL`` when it is set, otherwise a throwaway
+``redis-server`` (from PATH) on a free port; either way under a key prefix of the test's own,
+deleted afterwards. Never skipped: without a Redis the test fails and says so.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,22 +24,56 @@ from fastapi.testclient import TestClient
 from services.api.app import create_app
 from services.application.receipts import ALPHABET
 from services.bootstrap import complaint_mechanism
+from services.nats.server import free_port
 from services.settings import Settings
 from tests.api_world import cheap_hasher, make_world
 
-REDIS_URL = os.environ.get("CBCM_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 FORM = {"agency": "unhcr", "narrative": "a worker asked for money for a ration card"}
 LOOK_UP = "/v1/public/receipt-lookups"
 WINDOW = 600
 
 
+@pytest.fixture(scope="module")
+def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    given = os.environ.get("CBCM_TEST_REDIS_URL")
+    if given:
+        yield given
+        return
+    binary = shutil.which("redis-server")
+    if binary is None:
+        pytest.fail("these tests need Redis: set CBCM_TEST_REDIS_URL or put redis-server on PATH")
+    port = free_port()
+    server = subprocess.Popen(
+        [binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+        cwd=tmp_path_factory.mktemp("redis"),
+        stdout=subprocess.DEVNULL,
+    )
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        client = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                break
+            except redis.ConnectionError:
+                assert server.poll() is None, "redis-server exited"
+                assert time.monotonic() < deadline, "redis-server did not answer within 10 s"
+                time.sleep(0.05)
+        client.close()
+        yield url
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
 @pytest.fixture
-def prefix() -> Iterator[str]:
-    client = redis.Redis.from_url(REDIS_URL, socket_timeout=5)
+def prefix(redis_url: str) -> Iterator[str]:
+    client = redis.Redis.from_url(redis_url, socket_timeout=5)
     try:
         client.ping()
     except redis.RedisError as e:
-        pytest.fail(f"these tests need the Redis at {REDIS_URL} (CBCM_TEST_REDIS_URL): {e}")
+        pytest.fail(f"these tests need the Redis at {redis_url}: {e}")
     name = f"cbcm-test-{uuid.uuid4().hex}"
     yield name
     for key in client.scan_iter(match=f"{name}:*"):
@@ -54,12 +91,12 @@ LIMITS = {
 
 
 @pytest.fixture
-def two(tmp_path: Path, prefix: str) -> Iterator[tuple[FastAPI, FastAPI]]:
+def two(tmp_path: Path, redis_url: str, prefix: str) -> Iterator[tuple[FastAPI, FastAPI]]:
     """Two API instances over one event store, their throttles in the one Redis."""
     mechanism = complaint_mechanism(
         Settings(data_dir=tmp_path, event_store=f"sqlite:///{tmp_path / 'events.sqlite3'}")
     )
-    shared = {"throttle_store": REDIS_URL, "throttle_key_prefix": prefix, **LIMITS}
+    shared = {"throttle_store": redis_url, "throttle_key_prefix": prefix, **LIMITS}
     first = make_world(tmp_path, mechanism, **shared)
     second = create_app(
         Settings(data_dir=tmp_path, **shared), mechanism=mechanism, receipt_hasher=cheap_hasher()
@@ -69,7 +106,7 @@ def two(tmp_path: Path, prefix: str) -> Iterator[tuple[FastAPI, FastAPI]]:
 
 
 def test_a_limit_reached_through_one_instance_holds_on_the_other(
-    two: tuple[FastAPI, FastAPI], prefix: str
+    two: tuple[FastAPI, FastAPI], redis_url: str, prefix: str
 ) -> None:
     one, other = two
     with TestClient(one) as a, TestClient(other) as b:
@@ -91,7 +128,7 @@ def test_a_limit_reached_through_one_instance_holds_on_the_other(
         assert [b.post(LOOK_UP, json={"code": wrong}).status_code for _ in range(2)] == [404, 404]
         assert a.post(LOOK_UP, json={"code": receipt}).status_code == 429
     # and every key the throttles wrote is under the configured prefix and expires by itself
-    store = redis.Redis.from_url(REDIS_URL)
+    store = redis.Redis.from_url(redis_url)
     keys = list(store.scan_iter(match=f"{prefix}:*"))
     assert keys
     assert all(0 < store.ttl(key) <= 2 * WINDOW for key in keys)
