@@ -135,9 +135,10 @@ def create_app(
         hashing=anyio.CapacityLimiter(4),
         issuing=anyio.CapacityLimiter(4),
     )
-    # outermost last: headers on every answer, then who the client is, then the body's size
-    app.add_middleware(MetricsMiddleware, metrics=lambda: metrics)
+    # outermost last: headers on every answer, who the client is, the answer counted (a 413
+    # included), then the body's size, before FastAPI reads anything
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    app.add_middleware(MetricsMiddleware, metrics=lambda: metrics)
     app.add_middleware(ClientAddress, proxies=settings.trusted_proxy_networks())
     app.add_middleware(SecurityHeaders)
 

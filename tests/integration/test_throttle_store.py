@@ -133,3 +133,25 @@ def test_a_limit_reached_through_one_instance_holds_on_the_other(
     assert keys
     assert all(0 < store.ttl(key) <= 2 * WINDOW for key in keys)
     assert not [k for k in keys if receipt.replace("-", "")[8:].encode() in k]
+
+
+def test_with_the_shared_store_unreachable_the_public_endpoints_refuse(tmp_path: Path) -> None:
+    # given an API whose throttle store cannot be reached (nothing listens on that port)
+    mechanism = complaint_mechanism(
+        Settings(data_dir=tmp_path, event_store=f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    )
+    try:
+        world = make_world(tmp_path, mechanism, throttle_store=f"redis://127.0.0.1:{free_port()}/0")
+        before = world.event_count()
+        with TestClient(world.api) as client:
+            complaint = client.post("/v1/public/complaints", json=FORM)
+            look_up = client.post(LOOK_UP, json={"code": "42UW-NM7V-AXSP-6YCE-ZQKP-XY4A"})
+        # then both are refused 503, to retry: nothing recorded, no guess let through uncounted
+        for answer in (complaint, look_up):
+            assert answer.status_code == 503, answer.text
+            assert answer.headers["content-type"] == "application/problem+json"
+            assert int(answer.headers["retry-after"]) >= 1
+            assert "127.0.0.1" not in answer.text
+        assert world.event_count() == before
+    finally:
+        mechanism.close()
