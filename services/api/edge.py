@@ -36,13 +36,18 @@ JSON_POLICY = "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form
 """Nothing an API answer rendered by a browser could load, run or be framed by."""
 
 
-def docs_policy(inline_script_hashes: Iterable[str]) -> str:
+def docs_policy(inline_script_hashes: Iterable[str], *, compiles_code: bool = False) -> str:
     """The docs pages: the app's own files, their one inline start-up script, the schema and
     the API itself fetched from the same origin. Inline styles are allowed (ReDoc writes its
-    styles into the page); scripts from anywhere else, or written in, are not."""
-    hashes = " ".join(f"'sha256-{h}'" for h in inline_script_hashes)
+    styles into the page); scripts from anywhere else, or written in, are not. ReDoc's bundle
+    compiles JSON-schema validators (ajv, ``new Function``): its page, where nobody types a
+    token (it has no "try it out"), may evaluate code (``compiles_code``); Swagger UI's may not."""
+    sources = ["'self'", *(f"'sha256-{h}'" for h in inline_script_hashes)]
+    if compiles_code:
+        sources.append("'unsafe-eval'")
     return (
-        f"default-src 'none'; script-src 'self' {hashes}; style-src 'self' 'unsafe-inline'; "
+        f"default-src 'none'; script-src {' '.join(sources)}; "
+        "style-src 'self' 'unsafe-inline'; "
         "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; worker-src blob:; "
         "frame-ancestors 'none'; base-uri 'none'; form-action 'none'"
     )
@@ -117,11 +122,10 @@ class SecurityHeaders:
             return
         headers = list(start.get("headers", []))
         self._common(headers, store=True)
-        _set(
-            headers,
-            b"content-security-policy",
-            docs_policy(_inline_script_hashes(bytes(body))).encode(),
+        policy = docs_policy(
+            _inline_script_hashes(bytes(body)), compiles_code=scope.get("path") == "/redoc"
         )
+        _set(headers, b"content-security-policy", policy.encode())
         _set(headers, b"content-length", str(len(body)).encode())
         await send({**start, "headers": headers})
         await send({"type": "http.response.body", "body": bytes(body)})
