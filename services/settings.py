@@ -125,7 +125,7 @@ class Settings(BaseSettings):
                     ipaddress.ip_network(entry, strict=False)
                 except ValueError:
                     raise ValueError(
-                        f"CBCM_TRUSTED_PROXIES: {entry!r} is not an address or a network"
+                        f"{entry!r} is not an address or a network"
                     ) from None
         return value
 
