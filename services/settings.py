@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, FilePath
+from pydantic import Field, FilePath, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -85,6 +86,55 @@ class Settings(BaseSettings):
     public_intake_window_seconds: int = Field(
         default=3600, ge=1, description="the window of the public intake rate limit"
     )
+    # --- the HTTP edge (issue #16) ---
+    trusted_proxies: str = Field(
+        default="",
+        description="comma-separated addresses or networks (CIDR) of the proxies in front of "
+        "the API whose X-Forwarded-For is believed: the client is the right-most address no "
+        "listed proxy wrote; empty (default): X-Forwarded-For is never believed",
+    )
+    throttle_store: str = Field(
+        default="memory://",
+        description="where the public throttles count: 'memory://' (this process only) or "
+        "'redis://HOST:PORT/DB' (rediss:// for TLS), shared by every API instance",
+    )
+    throttle_key_prefix: str = Field(
+        default="cbcm-throttle",
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="prefix of every key the throttles write in a shared store",
+    )
+    max_body_bytes: int = Field(
+        default=256 * 1024,
+        ge=1024,
+        description="the largest request body accepted (bytes); larger ones are refused 413 "
+        "before they are read (the largest legitimate one, a complaint with every text at its "
+        "longest, escaped, is about 220 KB)",
+    )
+    api_metrics_addr: str = Field(
+        default="127.0.0.1:9180",
+        description="HOST:PORT where `cbcm api` serves its Prometheus metrics (never on the API "
+        "port); empty: not served",
+    )
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for entry in (e.strip() for e in value.split(",")):
+            if entry:
+                try:
+                    ipaddress.ip_network(entry, strict=False)
+                except ValueError:
+                    raise ValueError(
+                        f"{entry!r} is not an address or a network"
+                    ) from None
+        return value
+
+    def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(entry.strip(), strict=False)
+            for entry in self.trusted_proxies.split(",")
+            if entry.strip()
+        ]
     # --- signed audit checkpoints (issue #5) ---
     audit_signing_key_file: Path | None = Field(
         default=None,

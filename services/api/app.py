@@ -6,6 +6,11 @@ The one place the API is wired: the application service (opened lazily, so the A
 and serves its reads while the event store is unreachable), the token verifier, the receipt
 desk and the metrics.
 
+The HTTP edge (issue #16, ``services.api.edge``): forwarded addresses believed only from
+listed proxies, bodies over the limit refused before they are read, security headers on every
+answer. Prometheus metrics are not served here but on an address of their own
+(``CBCM_API_METRICS_ADDR``, ``cbcm api``); the docs pages load nothing from elsewhere.
+
 Operations (issue #12): ``/readyz`` says whether this process can serve (what a load
 balancer asks: it does not ask the event store, which every instance shares, so a PostgreSQL
 restart does not take every instance out); ``/status`` gives the deep view for people and
@@ -23,17 +28,19 @@ from typing import Literal
 import anyio
 from eventsourcing.utils import get_topic
 from fastapi import FastAPI, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from fastapi.responses import JSONResponse
+from fastapi_offline import FastAPIOffline
+from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from services.api.edge import BodyLimit, ClientAddress, SecurityHeaders
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.problems import install_problem_handlers
 from services.api.read_models import READ_MODELS, applied_position
 from services.api.routes import cases, feedback, network, public, referrals
 from services.api.routes.reads import read_model_router
-from services.api.throttle import FailureThrottle, RateLimit
+from services.api.throttle import FailureThrottle, RateLimit, throttle_storage
 from services.application.mechanism import ComplaintMechanism
 from services.application.receipts import ReceiptHasher
 from services.application.store import INTERNAL_AGGREGATES
@@ -86,9 +93,12 @@ def create_app(
     mechanism: ComplaintMechanism | None = None,
     verifier: TokenVerifier | None = None,
     receipt_hasher: ReceiptHasher | None = None,
+    registry: CollectorRegistry | None = None,
 ) -> FastAPI:
     """The API over the event store and read models ``settings`` name. Tests may pass an
-    open application, a verifier and a cheaper receipt hasher."""
+    open application, a verifier and a cheaper receipt hasher. Its metrics go to
+    ``registry`` (``cbcm api``: the process's default one, served on
+    ``CBCM_API_METRICS_ADDR``), by default to one of its own (tests build many apps)."""
     paths: dict[str, pathlib.Path] = {
         name: read_model_path(settings.data_dir, name) for name in READ_MODELS
     }
@@ -99,9 +109,13 @@ def create_app(
         yield
         await run_in_threadpool(lazy.close)
 
-    app = FastAPI(title="cbcm", version="1", description=DESCRIPTION, lifespan=lifespan)
+    # Swagger UI and ReDoc from the fastapi-offline package's own files: no CDN (issue #16)
+    app = FastAPIOffline(title="cbcm", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
-    metrics = ApiMetrics(lambda: {name: applied_position(p) for name, p in paths.items()})
+    metrics = ApiMetrics(
+        lambda: {name: applied_position(p) for name, p in paths.items()}, registry=registry
+    )
+    throttles = throttle_storage(settings.throttle_store, settings.throttle_key_prefix)
     app.state.metrics = metrics
     app.state.mechanism = lazy
     app.state.verifier = verifier or verifier_from_settings(settings)
@@ -111,21 +125,28 @@ def create_app(
             per_locator=settings.receipt_failures_per_locator,
             per_client=settings.receipt_failures_per_client,
             window_seconds=settings.receipt_failure_window_seconds,
+            storage=throttles,
         ),
         intake_limit=RateLimit(
             per_client=settings.public_intake_per_client,
             window_seconds=settings.public_intake_window_seconds,
+            storage=throttles,
         ),
         hashing=anyio.CapacityLimiter(4),
         issuing=anyio.CapacityLimiter(4),
     )
+    # outermost last: headers on every answer, who the client is, the answer counted (a 413
+    # included), then the body's size, before FastAPI reads anything
+    app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: metrics)
+    app.add_middleware(ClientAddress, proxies=settings.trusted_proxy_networks())
+    app.add_middleware(SecurityHeaders)
 
     for router in (network.router, cases.router, referrals.router, feedback.router):
         app.include_router(router)
     app.include_router(read_model_router(paths, settings.read_wait_seconds))
     app.include_router(public.router)
-    _operations(app, paths, settings.data_dir, lazy, metrics)
+    _operations(app, paths, settings.data_dir, lazy)
     return app
 
 
@@ -249,7 +270,6 @@ def _operations(
     paths: dict[str, pathlib.Path],
     data_dir: pathlib.Path,
     mechanism: Callable[[], ComplaintMechanism],
-    metrics: ApiMetrics,
 ) -> None:
     @app.get("/healthz", tags=["operations"])
     async def healthz() -> dict[str, str]:
@@ -305,8 +325,3 @@ def _operations(
             heads = await anyio.to_thread.run_sync(_store_head, mechanism, abandon_on_cancel=True)
         body, ok = await run_in_threadpool(_status, paths, data_dir, heads)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
-
-    @app.get("/metrics", tags=["operations"], response_class=PlainTextResponse)
-    async def prometheus_metrics() -> Response:
-        """Prometheus text format."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)

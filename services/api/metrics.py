@@ -35,8 +35,12 @@ class _ReadModelPositions(Collector):
 class ApiMetrics:
     """One registry per API instance (tests build many apps in one process)."""
 
-    def __init__(self, positions: Callable[[], dict[str, int | None]]) -> None:
-        self.registry = CollectorRegistry()
+    def __init__(
+        self,
+        positions: Callable[[], dict[str, int | None]],
+        registry: CollectorRegistry | None = None,
+    ) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
         self.requests = Counter(
             "cbcm_http_requests",
             "HTTP requests answered, by method, route template and status.",

@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from domain import errors
+from services.api.throttle import ThrottleUnavailable
 from services.event_store.errors import EventStoreUnavailable, OutcomeUnknown
 
 PROBLEM_JSON = "application/problem+json"
@@ -129,6 +130,17 @@ def install_problem_handlers(app: FastAPI) -> None:
             "Event store unavailable",
             "the event store cannot be reached; nothing was recorded; retry shortly",
             {"Retry-After": "2"},
+        )
+
+    @app.exception_handler(ThrottleUnavailable)
+    async def _throttle_down(request: Request, exc: ThrottleUnavailable) -> JSONResponse:
+        # A throttle that cannot count refuses: guesses must not pass while it is down.
+        return problem_response(
+            request,
+            503,
+            "Service unavailable",
+            "this request cannot be served just now; nothing was recorded; retry shortly",
+            {"Retry-After": "5"},
         )
 
     @app.exception_handler(Problem)

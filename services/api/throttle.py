@@ -1,28 +1,55 @@
 """Throttles for the public endpoints: receipt look-ups and the web intake.
 
-Windows are ``limits``' moving windows over its in-process ``MemoryStorage`` (one process, one
-set of counters; a restart forgets them). Keys are only ever a locator or a client, never anything
-derived from a receipt's secret.
+Windows are ``limits``' sliding-window counters (issue #16): per key, the hits of the current
+fixed window plus the previous window's, weighted by how much of it still overlaps the sliding
+window. Two counters a key, each written with an expiry of two windows, so a store forgets an
+idle client or locator by itself: ``MemoryStorage`` drops expired counters on its next write
+(any key's), Redis expires them (``EXPIRE``). Memory follows the keys used in the last two
+windows, not every key since start-up.
 
-``MemoryStorage`` empties a moving window's list when its entries expire but keeps the key (limits
-5.8), so every locator or client ever seen would stay in memory. Each throttle therefore forgets
-the keys with no hit in their window itself, at most once per window: memory follows the keys
-used in the last two windows, not every key since start-up.
+The store is ``CBCM_THROTTLE_STORE``: ``memory://`` (the embedded default: this process only,
+a restart forgets), or ``redis://...`` shared by every API instance, keys under
+``CBCM_THROTTLE_KEY_PREFIX``. Keys are only ever a locator or a client, never anything derived
+from a receipt's secret. A store that cannot be reached refuses (``ThrottleUnavailable``): a
+throttle that cannot count must not let guesses through.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import math
-import threading
 import time
 from dataclasses import dataclass
 
 from limits import RateLimitItem, RateLimitItemPerSecond
-from limits.storage import MemoryStorage
-from limits.strategies import MovingWindowRateLimiter
+from limits.errors import StorageError
+from limits.storage import MemoryStorage, RedisStorage, Storage
+from limits.strategies import SlidingWindowCounterRateLimiter
 
 from services.application.receipts import ALPHABET, LOCATOR_LENGTH
+
+REDIS_TIMEOUT_SECONDS = 2.0
+"""The longest a throttle waits for Redis before refusing the request it counts."""
+
+
+class ThrottleUnavailable(RuntimeError):
+    """The shared throttle store cannot be reached: the request is refused, not let through."""
+
+
+def throttle_storage(uri: str, key_prefix: str) -> Storage:
+    """The store ``CBCM_THROTTLE_STORE`` names: ``memory://`` or ``redis://`` (``rediss://``)."""
+    if uri in ("memory://", "memory:", "memory"):
+        return MemoryStorage()
+    if uri.startswith(("redis://", "rediss://")):
+        return RedisStorage(
+            uri,
+            key_prefix=key_prefix,
+            wrap_exceptions=True,
+            socket_timeout=REDIS_TIMEOUT_SECONDS,
+            socket_connect_timeout=REDIS_TIMEOUT_SECONDS,
+        )
+    scheme = uri.partition("://")[0] if "://" in uri else uri[:16]
+    raise ValueError(f"CBCM_THROTTLE_STORE: expected memory:// or redis://..., not {scheme}://")
 
 
 @dataclass(frozen=True)
@@ -55,54 +82,33 @@ def _positive(name: str, value: int) -> int:
 
 
 class _Windows:
-    """Moving windows over one MemoryStorage, with the sweep that keeps its memory bounded."""
+    """Sliding-window counters of one length over a store."""
 
-    def __init__(self, window_seconds: int) -> None:
+    def __init__(self, window_seconds: int, storage: Storage | None) -> None:
         self.window_seconds = _positive("window_seconds", window_seconds)
-        self.storage = MemoryStorage()
-        self.limiter = MovingWindowRateLimiter(self.storage)
-        self._sweep_lock = threading.Lock()
-        self._last_sweep = time.time()
+        self.storage = storage if storage is not None else MemoryStorage()
+        self.limiter = SlidingWindowCounterRateLimiter(self.storage)
 
     def item(self, name: str, amount: int) -> RateLimitItem:
         return RateLimitItemPerSecond(amount, self.window_seconds, namespace=name)
 
     def hit(self, item: RateLimitItem, key: str) -> bool:
-        self._sweep()
-        return self.limiter.hit(item, key)
+        try:
+            return self.limiter.hit(item, key)
+        except StorageError as e:
+            raise ThrottleUnavailable(type(e.storage_error).__name__) from None
 
     def refusal(self, item: RateLimitItem, key: str) -> Refusal | None:
         """A refusal if ``key`` has no hit left in its window now, else None; consumes nothing."""
-        self._sweep()
-        reset, remaining = self.limiter.get_window_stats(item, key)
+        try:
+            reset, remaining = self.limiter.get_window_stats(item, key)
+        except StorageError as e:
+            raise ThrottleUnavailable(type(e.storage_error).__name__) from None
         if remaining >= 1:
             return None
-        # Strictly past the moment the oldest hit leaves the window, and at least one second.
+        # Strictly past the first moment the weighted count drops below the limit; at least
+        # one second.
         return Refusal(retry_after=max(1, math.floor(reset - time.time()) + 1))
-
-    def _sweep(self) -> None:
-        """Forget every key with no hit in its window, at most once per window."""
-        now = time.time()
-        if now - self._last_sweep < self.window_seconds or not self._sweep_lock.acquire(False):
-            return
-        try:
-            self._last_sweep = now
-            for key in list(self.storage.events):
-                if self._hits_in_window(key):
-                    continue
-                # Again under the key's lock, which MemoryStorage's acquire_entry and its own
-                # expiry take too, so that a hit landing meanwhile is not lost.
-                with self.storage.locks[key]:
-                    if not self._hits_in_window(key):
-                        self.storage.clear(key)
-        finally:
-            self._sweep_lock.release()
-
-    def _hits_in_window(self, key: str) -> int:
-        return self.storage.get_moving_window(key, 0, self.window_seconds)[1]
-
-    def tracked_keys(self) -> int:
-        return len(self.storage.events)
 
 
 def _check_locator(locator: str) -> str:
@@ -124,8 +130,15 @@ class FailureThrottle:
     of verifications in flight: bound that number where the look-up is served.
     """
 
-    def __init__(self, *, per_locator: int, per_client: int, window_seconds: int) -> None:
-        self._windows = _Windows(window_seconds)
+    def __init__(
+        self,
+        *,
+        per_locator: int,
+        per_client: int,
+        window_seconds: int,
+        storage: Storage | None = None,
+    ) -> None:
+        self._windows = _Windows(window_seconds, storage)
         self._per_locator = self._windows.item(
             "receipt-failures-per-locator", _positive("per_locator", per_locator)
         )
@@ -153,17 +166,18 @@ class FailureThrottle:
         self._windows.hit(self._per_client, client)
 
     @property
-    def tracked_keys(self) -> int:
-        """How many locators and clients are held in memory (a gauge, and for tests)."""
-        return self._windows.tracked_keys()
+    def storage(self) -> Storage:
+        return self._windows.storage
 
 
 class RateLimit:
     """Plain rate limit: at most `per_client` hits per `window_seconds` per client (the public web
     intake)."""
 
-    def __init__(self, *, per_client: int, window_seconds: int) -> None:
-        self._windows = _Windows(window_seconds)
+    def __init__(
+        self, *, per_client: int, window_seconds: int, storage: Storage | None = None
+    ) -> None:
+        self._windows = _Windows(window_seconds, storage)
         self._per_client = self._windows.item(
             "hits-per-client", _positive("per_client", per_client)
         )
@@ -177,6 +191,5 @@ class RateLimit:
         return refusal or Refusal(retry_after=1)
 
     @property
-    def tracked_keys(self) -> int:
-        """How many clients are held in memory (a gauge, and for tests)."""
-        return self._windows.tracked_keys()
+    def storage(self) -> Storage:
+        return self._windows.storage

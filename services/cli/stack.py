@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Annotated
 
+import structlog
 import typer
 
 from services.cli.common import (
@@ -19,6 +20,8 @@ from services.cli.common import (
     service_settings,
 )
 from services.runtime.logging import configure_logging
+
+log = structlog.get_logger()
 
 
 def register(cli: typer.Typer) -> None:
@@ -108,10 +111,14 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
 
 
 def api() -> None:
-    """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know."""
+    """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know;
+    its Prometheus metrics on CBCM_API_METRICS_ADDR (never on the API's port)."""
+    import prometheus_client
     import uvicorn
 
     from services.api.app import create_app
+    from services.api.serving import server_config
+    from services.runtime.metrics import MetricsAddressError, serve_metrics
     from services.runtime.supervisor import (
         AddressInUse,
         check_free,
@@ -121,7 +128,10 @@ def api() -> None:
     configure_logging(settings.log_format, "api")
     try:
         host, port = check_free(settings.http_addr, "CBCM_HTTP_ADDR")
-    except AddressInUse as e:
+        app = create_app(settings, registry=prometheus_client.REGISTRY)
+        bound = serve_metrics(settings.api_metrics_addr, setting="CBCM_API_METRICS_ADDR")
+    except (AddressInUse, MetricsAddressError, ValueError) as e:
         fail(str(e), EXIT_CONFIG)
-    # log_config=None: uvicorn's records go through our handler (JSON lines in JSON mode)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", log_config=None)
+    if bound is not None:
+        log.info("cli.metrics_serving", address=f"{bound[0]}:{bound[1]}")
+    uvicorn.Server(server_config(app, host, port)).run()

@@ -17,23 +17,27 @@ class MetricsAddressError(ValueError):
     """CBCM_METRICS_ADDR cannot be served (not HOST:PORT, or the port is taken)."""
 
 
-def split_addr(addr: str) -> tuple[str, int]:
+def split_addr(addr: str, setting: str = "CBCM_METRICS_ADDR") -> tuple[str, int]:
     host, _, port = addr.rpartition(":")
     if not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise MetricsAddressError(f"CBCM_METRICS_ADDR {addr!r} is not HOST:PORT")
+        raise MetricsAddressError(f"{setting} {addr!r} is not HOST:PORT")
     return host.strip("[]"), int(port)
 
 
-def serve_metrics(addr: str | None) -> tuple[str, int] | None:
+def serve_metrics(
+    addr: str | None, setting: str = "CBCM_METRICS_ADDR"
+) -> tuple[str, int] | None:
     """Serve the default registry on ``addr`` in a daemon thread; the address bound, or
-    ``None`` when ``addr`` is unset."""
+    ``None`` when ``addr`` is unset. ``setting`` names the address in errors."""
     if not addr:
         return None
-    host, port = split_addr(addr)
+    host, port = split_addr(addr, setting)
     try:
         server, _thread = prometheus_client.start_http_server(port, addr=host)
     except OSError as e:
-        raise MetricsAddressError(f"cannot serve metrics on {addr}: {e.strerror or e}") from e
+        raise MetricsAddressError(
+            f"{setting}: cannot serve metrics on {addr}: {e.strerror or e}"
+        ) from e
     bound = server.server_address
     return str(bound[0]), int(bound[1])
 

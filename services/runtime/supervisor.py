@@ -10,7 +10,8 @@ own, so a Ctrl-C in the terminal reaches it only through us).
 Before starting anything it refuses an HTTP address (``CBCM_HTTP_ADDR``) or a NATS port that
 is not free. Each worker (relay, projectors, checkpoint publisher, witness) serves its
 Prometheus metrics on a free port of its own on 127.0.0.1 (``CBCM_METRICS_ADDR`` in its
-environment); one start-up line ``serve.metrics`` lists them.
+environment), and so does the API (``CBCM_API_METRICS_ADDR``: never on its HTTP port); one
+start-up line ``serve.metrics`` lists them.
 """
 
 from __future__ import annotations
@@ -43,7 +44,13 @@ SERVICES: dict[str, list[str]] = {
 }
 
 WORKERS: frozenset[str] = frozenset(SERVICES) - {"api"}
-"""The children that serve metrics on an address of their own (the API has /metrics)."""
+"""The children that serve metrics on the address ``CBCM_METRICS_ADDR`` gives."""
+
+METRICS_SETTING: dict[str, str] = {
+    **dict.fromkeys(WORKERS, "CBCM_METRICS_ADDR"),
+    "api": "CBCM_API_METRICS_ADDR",
+}
+"""Every child serves its metrics on an address of its own, given in this setting."""
 
 EXIT_CONFIG = 2
 """A child exiting with this (bad configuration) is not restarted: the stack stops."""
@@ -166,20 +173,18 @@ class Supervisor:
             if self.prepare_nats is not None:
                 self.prepare_nats(nats_url)
         env = {**os.environ, "CBCM_NATS_URL": nats_url, "CBCM_DATA_DIR": str(data_dir)}
-        env.pop("CBCM_METRICS_ADDR", None)  # one address per worker, below
+        for setting in set(METRICS_SETTING.values()):
+            env.pop(setting, None)  # one address per child, below
+        named = sorted(METRICS_SETTING)
         metrics = {
             name: f"127.0.0.1:{port}"
-            for name, port in zip(sorted(WORKERS), self._metrics_ports(len(WORKERS)), strict=True)
+            for name, port in zip(named, self._metrics_ports(len(named)), strict=True)
         }
         self.children = [
-            Child(
-                name,
-                [*cbcm_command(), *args],
-                {**env, "CBCM_METRICS_ADDR": metrics[name]} if name in metrics else env,
-            )
+            Child(name, [*cbcm_command(), *args], {**env, METRICS_SETTING[name]: metrics[name]})
             for name, args in SERVICES.items()
         ]
-        log.info("serve.metrics", metrics=metrics, api=f"{self.settings.http_addr}/metrics")
+        log.info("serve.metrics", metrics=metrics)
         for child in self.children:
             child.start()
         try:

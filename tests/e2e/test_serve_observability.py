@@ -1,7 +1,7 @@
 """``cbcm serve`` watched as an on-call person would (issue #12): one start-up line lists each
-worker's metrics address, each worker serves its own ``cbcm_*`` metrics beside the process
-and GC collectors, and a clean start and stop of an idle stack writes only JSON lines, none
-of them a warning or an error.
+worker's metrics address (the API's too: never its HTTP port, issue #16), each worker serves
+its own ``cbcm_*`` metrics beside the process and GC collectors, and a clean start and stop of
+an idle stack writes only JSON lines, none of them a warning or an error.
 
 One stack run (module fixture) serves the three tests: started on free ports and a temp data
 dir, scraped, left idle a moment, then SIGTERM to its process group (what Ctrl-C in a
@@ -29,6 +29,7 @@ from services.nats.server import free_port
 from tests.e2e.test_serve import CBCM, wait_until
 
 OWN_PREFIX = {
+    "api": "cbcm_http_",
     "relay": "cbcm_relay_",
     "project-inbox": "cbcm_projector_",
     "project-assistance": "cbcm_projector_",
@@ -48,6 +49,8 @@ class IdleRun:
     metrics: dict[str, str] = field(default_factory=dict)
     scrapes: dict[str, str] = field(default_factory=dict)
     exit_code: int | None = None
+    metrics_on_http_port: int = 0
+    """The status of GET /metrics on the API's own address."""
 
 
 def _entries(path: Path) -> list[dict[str, Any]]:
@@ -95,7 +98,7 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
         "CBCM_EMBEDDED_NATS_PORT": str(free_port()),
         "CBCM_LOG_FORMAT": "json",
     }
-    for name in ("CBCM_NATS_URL", "CBCM_EVENT_STORE", "CBCM_METRICS_ADDR"):
+    for name in ("CBCM_NATS_URL", "CBCM_EVENT_STORE", "CBCM_METRICS_ADDR", "CBCM_API_METRICS_ADDR"):
         env.pop(name, None)
     err, out = base / "stderr.log", base / "stdout.log"
     run = IdleRun()
@@ -113,6 +116,7 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
                 return False
 
         wait_until(ready, 60, "/readyz")
+        run.metrics_on_http_port = httpx.get(f"http://{http}/metrics", timeout=5).status_code
         for name, address in run.metrics.items():
             prefix = OWN_PREFIX.get(name, "cbcm_")
             deadline = time.monotonic() + 30
@@ -144,6 +148,13 @@ def test_serve_lists_each_workers_own_metrics_address_in_one_start_up_line(
     addresses = list(idle_run.metrics.values())
     assert len(set(addresses)) == len(addresses)
     assert all(address.startswith("127.0.0.1:") for address in addresses)
+
+
+def test_the_api_serves_its_metrics_on_their_own_address_not_its_http_port(
+    idle_run: IdleRun,
+) -> None:
+    assert idle_run.metrics_on_http_port == 404
+    assert "cbcm_http_requests_total" in idle_run.scrapes["api"]
 
 
 @pytest.mark.parametrize("worker", sorted(OWN_PREFIX))

@@ -76,9 +76,10 @@ def wait_until(
 
 
 def service_env(**values: str) -> dict[str, str]:
-    """This process's environment without any ``CBCM_*`` of its own, plus ``values``."""
+    """This process's environment without any ``CBCM_*`` of its own, plus ``values``. An API
+    serves its metrics on a free port (nobody scrapes them here), not on the fixed default."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")}
-    return env | {"CBCM_LOG_FORMAT": "json"} | values
+    return env | {"CBCM_LOG_FORMAT": "json", "CBCM_API_METRICS_ADDR": "127.0.0.1:0"} | values
 
 
 class Service:

@@ -47,7 +47,7 @@ PROBLEM_JSON = "application/problem+json"
 CALLERS = ("coordinator", "focal_point_own", "auditor")
 """The callers every authenticated operation is exercised as."""
 
-WITHOUT_TOKEN = ("/v1/public/", "/healthz", "/readyz", "/status", "/metrics")
+WITHOUT_TOKEN = ("/v1/public/", "/healthz", "/readyz", "/status")
 """Operations that take no token: called without one (once, not once per caller)."""
 
 READ_MODEL_ENDPOINTS = ("/v1/inbox/", "/v1/assistance/", "/v1/stats")

@@ -28,6 +28,7 @@ from services.api.schemas.public import (
     PublicComplaintOut,
     PublicFeedbackOut,
     PublicReceiptOut,
+    ReceiptLookupIn,
 )
 from services.api.throttle import FailureThrottle, RateLimit, Refusal, client_key
 from services.api.writes import in_thread, mechanism, now
@@ -108,14 +109,31 @@ def _client(request: Request) -> str:
     return client_key(request.client.host if request.client else "unknown")[:64]
 
 
-@router.get(
-    "/receipts/{code}",
+LOOK_UP = "/v1/public/receipt-lookups"
+
+
+@router.get("/receipts/{code}", include_in_schema=False, response_model=None)
+async def receipt_in_the_url(code: str) -> NoReturn:
+    """The look-up by URL of before issue #16, gone: a URL is kept in proxy and browser logs
+    and histories, and the code is a secret. Answered 410 with where to go, the code neither
+    looked up nor echoed (an old client must not read 404 as "no such complaint")."""
+    raise Problem(
+        410,
+        f"receipt codes are looked up with POST {LOOK_UP} and the code in the body "
+        '({"code": "..."}), so that the code stays out of URLs and logs; this URL form is gone',
+        instance="/v1/public/receipts/{code}",
+    )
+
+
+@router.post(
+    "/receipt-lookups",
     response_model=PublicReceiptOut,
     responses={429: {"description": "too many failed look-ups; retry later"}},
 )
-async def look_up_receipt(request: Request, code: str) -> PublicReceiptOut:
+async def look_up_receipt(request: Request, body: ReceiptLookupIn) -> PublicReceiptOut:
     """No login: the status of the complaint in plain words, and the feedback messages meant
-    for the complainant."""
+    for the complainant. The code travels in the body, never in the URL."""
+    code = body.code
     desk: ReceiptDesk = request.app.state.receipts
     client = _client(request)
     parsed = parse_receipt_code(code)
@@ -127,10 +145,9 @@ async def look_up_receipt(request: Request, code: str) -> PublicReceiptOut:
             429,
             "too many failed look-ups; wait before trying again",
             headers={"Retry-After": str(refusal.retry_after)},
-            instance="/v1/public/receipts/{code}",
         )
 
-    refusal = desk.failures.check(client, locator)
+    refusal = await in_thread(lambda: desk.failures.check(client, locator))
     if refusal is not None:
         throttled(refusal)
     app = mechanism(request)
@@ -154,7 +171,7 @@ async def look_up_receipt(request: Request, code: str) -> PublicReceiptOut:
         throttled(ok)
     if not ok or receipt is None or parsed is None:
         request.app.state.metrics.receipt_lookups.labels("not_found").inc()
-        raise Problem(404, NOT_FOUND, instance="/v1/public/receipts/{code}")
+        raise Problem(404, NOT_FOUND)
     request.app.state.metrics.receipt_lookups.labels("found").inc()
     case_id = receipt.case_id
 
@@ -189,7 +206,8 @@ async def web_form_complaint(request: Request, body: PublicComplaintIn) -> JSONR
     """The public web form: no login, rate-limited per client. The complaint is received by
     the form's agency; the answer is the receipt code to follow it with."""
     desk: ReceiptDesk = request.app.state.receipts
-    refusal = desk.intake_limit.hit(_client(request))
+    client = _client(request)
+    refusal = await in_thread(lambda: desk.intake_limit.hit(client))
     if refusal is not None:
         raise Problem(
             429,

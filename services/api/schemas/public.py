@@ -38,6 +38,18 @@ class PublicComplaintIn(Body):
     )
 
 
+class ReceiptLookupIn(Body):
+    """A receipt code to look up, in the body: never in a URL, where logs keep it."""
+
+    code: str = Field(
+        min_length=1,
+        max_length=64,
+        description="the receipt code as the complainant has it (case, spaces and dashes "
+        "do not matter)",
+        examples=["42UW-NM7V-AXSP-6YCE-ZQKP-XY4A"],
+    )
+
+
 class PublicReceiptOut(BaseModel):
     """A receipt code's answer: the status in plain words, feedback meant for the
     complainant, nothing else."""
@@ -55,8 +67,8 @@ class PublicFeedbackOut(BaseModel):
 
 class PublicComplaintOut(BaseModel):
     receipt_code: str = Field(
-        description="keep it: with it, the status and feedback can be checked at "
-        "/v1/public/receipts/{code}"
+        description="keep it: with it, the status and feedback can be checked with "
+        'POST /v1/public/receipt-lookups {"code": "..."}'
     )
     message: str
 
