@@ -63,13 +63,19 @@ def config(
     out: Annotated[
         Path | None, typer.Option("--out", dir_okay=False, help="Write it here.")
     ] = None,
+    nodes: Annotated[
+        int,
+        typer.Option(
+            "--nodes", min=1, help="1: one server; 3 or more: each node of a secured cluster."
+        ),
+    ] = 1,
 ) -> None:
     """The nats-server configuration for the network's agencies (deploy/nats/cbcm.conf is
     the demo network's): to stdout, or to --out."""
     from services.nats.config import server_config
 
     try:
-        text = server_config(_codes(agency))
+        text = server_config(_codes(agency), nodes=nodes)
     except ValueError as e:
         fail(str(e), EXIT_CONFIG)
     if out is None:
@@ -83,7 +89,7 @@ def config(
 
 
 @nats_cli.command("setup")
-def setup(
+def setup(  # noqa: PLR0917 - typer reads each option from a parameter
     directory: Annotated[Path, typer.Argument(file_okay=False, help="Where to write it all.")],
     agency: Agencies = None,
     host: Annotated[str, typer.Option(help="Address the server listens on.")] = "127.0.0.1",
@@ -96,14 +102,30 @@ def setup(
             help="A name clients reach it by, for the certificate (repeatable).",
         ),
     ] = None,
+    node: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--node",
+            metavar="NAME=HOST:PORT:CLUSTER_PORT",
+            help="A node of a secured cluster (three or more; repeatable): TLS routes "
+            "verified both ways, a route password, the agencies' accounts on every node.",
+        ),
+    ] = None,
 ) -> None:
     """Write the configuration, an nkey seed per user (kept if present), a development CA
-    and server certificate, nats-server.env and env/<user>.env into DIRECTORY."""
-    from services.nats.setup import write_nats_setup
+    and server certificate, nats-server.env (or, with --node, nodes/<name>.env for each node)
+    and env/<user>.env into DIRECTORY."""
+    from services.nats.setup import ClusterNode, write_nats_setup
 
     try:
+        nodes = [ClusterNode.parse(text) for text in node or ()]
         done = write_nats_setup(
-            directory, _codes(agency), host=host, port=port, hostnames=hostname or ()
+            directory,
+            _codes(agency),
+            host=host,
+            port=port,
+            hostnames=hostname or (),
+            nodes=nodes,
         )
     except ValueError as e:
         fail(str(e), EXIT_CONFIG)
@@ -112,8 +134,16 @@ def setup(
     typer.echo(f"configuration: {done.config_file}")
     typer.echo(f"nkey seeds (keep secret): {done.directory / 'nkeys'}")
     typer.echo(f"development CA: {done.ca_file}")
-    typer.echo(f"server environment: {done.directory / 'nats-server.env'}")
     typer.echo(f"client environments: {done.directory / 'env'}")
+    if nodes:
+        typer.echo(f"route password (keep secret): {done.directory / 'nkeys' / 'route.password'}")
+        for each in nodes:
+            env = done.directory / "nodes" / f"{each.name}.env"
+            typer.echo(
+                f"start {each.name}: (set -a; . {env}; exec nats-server -c {done.config_file})"
+            )
+        return
+    typer.echo(f"server environment: {done.directory / 'nats-server.env'}")
     typer.echo(
         f"start: (set -a; . {done.directory / 'nats-server.env'}; "
         f"exec nats-server -c {done.config_file})"

@@ -56,6 +56,13 @@ STORE_DIR_VARIABLE: Final = "CBCM_NATSD_STORE_DIR"
 TLS_CERT_VARIABLE: Final = "CBCM_NATSD_TLS_CERT_FILE"
 TLS_KEY_VARIABLE: Final = "CBCM_NATSD_TLS_KEY_FILE"
 NKEY_VARIABLE_PREFIX: Final = "CBCM_NATSD_NKEY_"
+SERVER_NAME_VARIABLE: Final = "CBCM_NATSD_SERVER_NAME"
+CLUSTER_PORT_VARIABLE: Final = "CBCM_NATSD_CLUSTER_PORT"
+ROUTE_PASSWORD_VARIABLE: Final = "CBCM_NATSD_ROUTE_PASSWORD"  # noqa: S105 - a variable name
+TLS_CA_VARIABLE: Final = "CBCM_NATSD_TLS_CA_FILE"
+ROUTE_VARIABLE_PREFIX: Final = "CBCM_NATSD_ROUTE_"
+ROUTE_USER: Final = "cbcm-route"
+"""The user every node's routes authenticate as (its password: ``CBCM_NATSD_ROUTE_PASSWORD``)."""
 
 _API: Final = "$JS.API"
 _CODE = re.compile(r"^[a-z0-9_-]{1,48}$")
@@ -394,12 +401,48 @@ _HEADER: Final = """\
 """
 
 
-def server_config(agencies: Iterable[str]) -> str:
-    """The configuration text for a network of ``agencies`` (codes; order does not matter).
+def _cluster_block(nodes: int) -> list[str]:
+    """The ``cluster {}`` of one node of ``nodes``: routes authenticate with a user and password
+    of their own and speak TLS verified both ways against the network's CA (a node without
+    the password, or without a certificate the CA signed, is refused), to every node's route
+    URL (``nats-route://cbcm-route:<password>@HOST:PORT``, this node's own included)."""
+    return [
+        "",
+        "# One node of a cluster. Routes authenticate and speak TLS, verified both ways: a",
+        "# server without the route password or a certificate of the network's CA cannot join.",
+        "cluster {",
+        "  name: cbcm",
+        f"  host: ${HOST_VARIABLE}",
+        f"  port: ${CLUSTER_PORT_VARIABLE}",
+        "  authorization {",
+        f"    user: {ROUTE_USER}",
+        f"    password: ${ROUTE_PASSWORD_VARIABLE}",
+        "    timeout: 2",
+        "  }",
+        "  tls {",
+        f"    cert_file: ${TLS_CERT_VARIABLE}",
+        f"    key_file: ${TLS_KEY_VARIABLE}",
+        f"    ca_file: ${TLS_CA_VARIABLE}",
+        "    verify: true",
+        "    timeout: 2",
+        "  }",
+        "  routes: [",
+        *(f"    ${ROUTE_VARIABLE_PREFIX}{index}" for index in range(1, nodes + 1)),
+        "  ]",
+        "}",
+    ]
 
-    ``ValueError`` for codes ``check_agencies`` refuses.
+
+def server_config(agencies: Iterable[str], *, nodes: int = 1) -> str:
+    """The configuration text for a network of ``agencies`` (codes; order does not matter),
+    for a single server or for each node of a cluster of ``nodes`` (at least three: JetStream
+    keeps R3 streams).
+
+    ``ValueError`` for codes ``check_agencies`` refuses, or a cluster of two.
     """
     codes = check_agencies(agencies)
+    if nodes != 1 and nodes < 3:
+        raise ValueError(f"a cluster has at least three nodes, not {nodes}")
     lines = [
         _HEADER.format(
             agencies=", ".join(codes),
@@ -410,6 +453,7 @@ def server_config(agencies: Iterable[str]) -> str:
             key=TLS_KEY_VARIABLE,
             nkey=NKEY_VARIABLE_PREFIX,
         ),
+        *([f"server_name: ${SERVER_NAME_VARIABLE}"] if nodes > 1 else []),
         f"host: ${HOST_VARIABLE}",
         f"port: ${PORT_VARIABLE}",
         "",
@@ -423,6 +467,7 @@ def server_config(agencies: Iterable[str]) -> str:
         "jetstream {",
         f"  store_dir: ${STORE_DIR_VARIABLE}",
         "}",
+        *(_cluster_block(nodes) if nodes > 1 else []),
         "",
         "accounts {",
         "  # The streams and the network's services. No agency is a user here: any client of",

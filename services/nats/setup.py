@@ -18,9 +18,11 @@ import asyncio
 import contextlib
 import ipaddress
 import os
+import re
+import secrets
 import shlex
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
@@ -38,9 +40,15 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from services.nats.client import nats_servers, quiet_errors
 from services.nats.config import (
     AGENCY_API_PREFIX,
+    CLUSTER_PORT_VARIABLE,
     HOST_VARIABLE,
     PORT_VARIABLE,
+    ROUTE_PASSWORD_VARIABLE,
+    ROUTE_USER,
+    ROUTE_VARIABLE_PREFIX,
+    SERVER_NAME_VARIABLE,
     STORE_DIR_VARIABLE,
+    TLS_CA_VARIABLE,
     TLS_CERT_VARIABLE,
     TLS_KEY_VARIABLE,
     NatsUser,
@@ -164,7 +172,13 @@ def _write_dev_tls(directory: Path, hostnames: Sequence[str]) -> tuple[Path, Pat
         .not_valid_after(now + timedelta(days=CERTIFICATE_DAYS))
         .add_extension(x509.SubjectAlternativeName([_san(h) for h in hostnames]), False)
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
+        # client authentication too: a cluster's nodes present it to each other's routes
+        .add_extension(
+            x509.ExtendedKeyUsage(
+                [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+            ),
+            False,
+        )
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), False
         )
@@ -191,6 +205,33 @@ def _env_file(path: Path, values: Mapping[str, str]) -> None:
     path.write_text("".join(f"{k}={shlex.quote(v)}\n" for k, v in values.items()))
 
 
+@dataclass(frozen=True)
+class ClusterNode:
+    """One node of a cluster: its name, the address it listens on, its client and route
+    ports."""
+
+    name: str
+    host: str
+    port: int
+    cluster_port: int
+
+    @classmethod
+    def parse(cls, text: str) -> ClusterNode:
+        """``NAME=HOST:PORT:CLUSTER_PORT`` (``n1=10.0.0.1:4222:6222``)."""
+        name, separator, rest = text.partition("=")
+        host, _, ports = rest.rpartition(":")
+        host, _, port = host.rpartition(":")
+        if not separator or not re.fullmatch(r"[a-z0-9-]{1,32}", name) or not host:
+            raise ValueError(f"a node is NAME=HOST:PORT:CLUSTER_PORT, not {text!r}")
+        try:
+            numbers = int(port), int(ports)
+        except ValueError:
+            raise ValueError(f"a node is NAME=HOST:PORT:CLUSTER_PORT, not {text!r}") from None
+        if not all(1 <= n <= 65535 for n in numbers):
+            raise ValueError(f"ports are 1 to 65535: {text!r}")
+        return cls(name, host, *numbers)
+
+
 def write_nats_setup(
     directory: Path,
     agencies: Iterable[str],
@@ -199,17 +240,24 @@ def write_nats_setup(
     port: int = 4222,
     hostnames: Sequence[str] = (),
     store_dir: Path | None = None,
+    nodes: Sequence[ClusterNode] = (),
 ) -> NatsSetup:
     """Write the configuration, keys, development certificates and env files for a network
-    of ``agencies`` under ``directory`` (see the module's docstring)."""
+    of ``agencies`` under ``directory`` (see the module's docstring). With ``nodes`` (three or
+    more), the configuration is a cluster's: each node's environment goes to
+    ``nodes/<name>.env``, with a route password drawn once and kept."""
     codes = check_agencies(agencies)
+    if nodes and len({n.name for n in nodes}) != len(nodes):
+        raise ValueError("node names must differ")
     directory = directory.resolve()
     directory.mkdir(parents=True, exist_ok=True)
     config_file = directory / CONFIG_NAME
-    config_file.write_text(server_config(codes))
+    config_file.write_text(server_config(codes, nodes=len(nodes) or 1))
     names = [
         name
-        for name in dict.fromkeys([*hostnames, host, "localhost", "127.0.0.1"])
+        for name in dict.fromkeys(
+            [*hostnames, *(n.host for n in nodes), host, "localhost", "127.0.0.1"]
+        )
         if name not in ("0.0.0.0", "::")  # noqa: S104 - "every address" is no name to check
     ]
     ca_file, cert_file, key_file = _write_dev_tls(directory / "tls", names)
@@ -233,10 +281,55 @@ def write_nats_setup(
         seeds,
         users,
     )
-    _env_file(directory / "nats-server.env", server_environment)
+    if nodes:
+        password = _route_password(directory / "nkeys" / "route.password")
+        # quoted for nats-server's parser: a URL or a password is one string value
+        routes = {
+            f"{ROUTE_VARIABLE_PREFIX}{index}": f'"nats-route://{ROUTE_USER}:{password}@'
+            f"{_url_host(node.host if node.host in names else '127.0.0.1')}:{node.cluster_port}"
+            '"'
+            for index, node in enumerate(nodes, start=1)
+        }
+        for node in nodes:
+            _env_file(
+                directory / "nodes" / f"{node.name}.env",
+                {
+                    **server_environment,
+                    SERVER_NAME_VARIABLE: node.name,
+                    HOST_VARIABLE: node.host,
+                    PORT_VARIABLE: str(node.port),
+                    CLUSTER_PORT_VARIABLE: str(node.cluster_port),
+                    STORE_DIR_VARIABLE: str(
+                        ((store_dir or directory / "jetstream") / node.name).resolve()
+                    ),
+                    TLS_CA_VARIABLE: str(ca_file),
+                    ROUTE_PASSWORD_VARIABLE: f'"{password}"',
+                    **routes,
+                },
+            )
+        setup = replace(
+            setup,
+            url=",".join(
+                f"tls://{_url_host(n.host if n.host in names else '127.0.0.1')}:{n.port}"
+                for n in nodes
+            ),
+        )
+    else:
+        _env_file(directory / "nats-server.env", server_environment)
     for name in users:
         _env_file(directory / "env" / f"{name}.env", setup.client_environment(name))
     return setup
+
+
+def _route_password(path: Path) -> str:
+    """The cluster's route password, drawn once (kept if present; readable by its owner)."""
+    if not path.exists():
+        _write_private(path, secrets.token_urlsafe(32).encode())
+    return path.read_text().strip()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 # ---------------------------------------------------------------------------- consumers
