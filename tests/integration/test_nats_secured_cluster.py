@@ -114,10 +114,17 @@ async def test_three_nodes_form_a_cluster_over_authenticated_tls_routes(
         assert ack.seq == 1
     finally:
         await relay.close()
+    # the inbox projector, connected to another node, reads it back from the replicated stream
+    projector = await connect(setup, "project-inbox", last)
+    try:
+        stored = await projector.jetstream().get_msg("CBCM_EVENTS", 1)
+        assert stored.subject == "cbcm.v1.evt.unicef.case.received"
+    finally:
+        await projector.close()
+    # and an agency's account, on any node, has no JetStream API of its own to ask
     agency = await connect(setup, "agency-wfp", last)
     try:
         with pytest.raises((nats.errors.NoRespondersError, nats.errors.TimeoutError)):
-            # wfp's account cannot ask the services' JetStream about unicef's subjects
             await agency.request("$JS.API.STREAM.INFO.CBCM_EVENTS", b"", timeout=2)
     finally:
         await agency.close()
