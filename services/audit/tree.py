@@ -1,0 +1,261 @@
+"""The Merkle tree over the store's hash chain (issue #15), read from its stored tiles.
+
+Leaf ``i`` is the ``i``-th chain row in position order; its entry is that row's 32-byte link
+(which covers the event's bytes and every link before it), so the leaf hash is
+``SHA-256(0x00 || link)``. Tiles (``services.event_store.tiles``) hold every full group of 256
+nodes at heights 0, 8, 16...; what the tiles do not hold yet (the right edge) is summed from
+the links and the tiles' roots. A proof for any tree size then reads a few tiles, never the
+whole log.
+
+:func:`extend` stores the tiles the log has filled since the last call: the checkpoint
+publisher runs it before it signs. Nothing here is trusted alone: ``cbcm audit verify`` holds
+every stored tile to the links (:func:`check_tiles`), and every proof is checked against a
+signed root by whoever receives it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from services.audit.merkle import (
+    EMPTY_ROOT,
+    ProofError,
+    consistency_proof,
+    inclusion_proof,
+    leaf_hash,
+    node_hash,
+    tree_hash,
+)
+from services.event_store.tiles import TILE_WIDTH, Tile, TileStore
+
+__all__ = ["StoredTree", "TileMismatch", "check_tiles", "extend"]
+
+HEIGHT = 8
+READ_LINKS = 64 * TILE_WIDTH
+
+
+def _hashes(blob: bytes) -> list[bytes]:
+    return [blob[i : i + 32] for i in range(0, len(blob), 32)]
+
+
+def extend(recorder: Any) -> int:
+    """Store every full tile the log now fills; the number of leaves the tiles cover."""
+    store = TileStore(recorder)
+    counts = store.counts()
+    level0 = counts.get(0, 0)
+    last = store.tiles(0, level0 - 1, level0)
+    after = last[0].last_position if last else 0
+    new: list[Tile] = []
+    while True:
+        links = store.links_after(after, READ_LINKS)
+        full = len(links) - len(links) % TILE_WIDTH
+        for at in range(0, full, TILE_WIDTH):
+            group = links[at : at + TILE_WIDTH]
+            leaves = [leaf_hash(link) for _, link in group]
+            new.append(
+                Tile(0, level0, b"".join(leaves), tree_hash(leaves), group[0][0], group[-1][0])
+            )
+            level0 += 1
+        if full:
+            after = links[full - 1][0]
+        if len(new) >= 256 or len(links) < READ_LINKS:
+            store.append(new)
+            new = []
+        if len(links) < READ_LINKS:
+            break
+    level = 1
+    below = level0
+    while below >= TILE_WIDTH:
+        have = counts.get(level, 0)
+        made: list[Tile] = []
+        while (have + 1) * TILE_WIDTH <= below:
+            children = store.tiles(level - 1, have * TILE_WIDTH, (have + 1) * TILE_WIDTH)
+            roots = [c.root for c in children]
+            made.append(
+                Tile(
+                    level,
+                    have,
+                    b"".join(roots),
+                    tree_hash(roots),
+                    children[0].first_position,
+                    children[-1].last_position,
+                )
+            )
+            have += 1
+        store.append(made)
+        below = have
+        level += 1
+    return level0 * TILE_WIDTH
+
+
+class TileMismatch(ValueError):
+    """A stored tile that its links (or the tiles below it) do not produce."""
+
+    def __init__(self, tile: Tile, why: str) -> None:
+        super().__init__(why)
+        self.tile = tile
+
+
+def check_tiles(recorder: Any, level: int, first: int, end: int) -> list[TileMismatch]:
+    """Hold the stored tiles ``first <= index < end`` of ``level`` to what they summarise:
+    level 0 to the chain's links between the tile's positions, a higher level to the roots of
+    the tiles below it."""
+    store = TileStore(recorder)
+    found: list[TileMismatch] = []
+    previous_last: int | None = None
+    if level == 0 and first > 0:
+        before = store.tiles(0, first - 1, first)
+        previous_last = before[0].last_position if before else None
+    for tile in store.tiles(level, first, end):
+        if level == 0:
+            links = store.links_between(tile.first_position, tile.last_position)
+            leaves = [leaf_hash(link) for _, link in links]
+            gap = previous_last is not None and store.count_links(
+                previous_last, tile.first_position - 1
+            )
+            previous_last = tile.last_position
+            if len(links) != TILE_WIDTH or gap:
+                found.append(TileMismatch(tile, "the tile's positions do not hold its leaves"))
+                continue
+        else:
+            leaves = store.roots(level - 1, tile.index * TILE_WIDTH, (tile.index + 1) * TILE_WIDTH)
+        if b"".join(leaves) != tile.hashes or tree_hash(leaves) != tile.root:
+            found.append(TileMismatch(tile, "the tile does not hold what it summarises"))
+    return found
+
+
+@dataclass
+class _Edge:
+    """The leaves after the last stored level-0 tile."""
+
+    after_position: int
+    positions: list[int]
+    leaves: list[bytes]
+
+
+class StoredTree:
+    """The tree as the store holds it now: its size, roots, leaf indexes and proofs."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.store = TileStore(recorder)
+        self.counts = self.store.counts()
+        self._tiles: dict[tuple[int, int], Tile] = {}
+        level0 = self.counts.get(0, 0)
+        last = self.store.tiles(0, level0 - 1, level0) if level0 else []
+        after = last[0].last_position if last else 0
+        links = []
+        while True:
+            batch = self.store.links_after(after, READ_LINKS)
+            links.extend(batch)
+            if len(batch) < READ_LINKS:
+                break
+            after = batch[-1][0]
+        self.edge = _Edge(
+            last[0].last_position if last else 0,
+            [p for p, _ in links],
+            [leaf_hash(link) for _, link in links],
+        )
+        self.size = level0 * TILE_WIDTH + len(links)
+
+    # --------------------------------------------------------------- nodes
+
+    def _tile(self, level: int, index: int) -> Tile | None:
+        if index >= self.counts.get(level, 0):
+            return None
+        key = (level, index)
+        if key not in self._tiles:
+            for tile in self.store.tiles(level, index, index + 1):
+                self._tiles[key] = tile
+        return self._tiles.get(key)
+
+    def _nodes(self, level: int, lo: int, hi: int) -> list[bytes]:
+        """Hashes of the complete nodes of height ``8 * level``, indexes ``lo..hi``."""
+        out: list[bytes] = []
+        index = lo
+        while index < hi:
+            tile = self._tile(level, index // TILE_WIDTH)
+            if tile is not None:
+                start = index % TILE_WIDTH
+                take = min(hi - index, TILE_WIDTH - start)
+                out.extend(_hashes(tile.hashes[start * 32 : (start + take) * 32]))
+                index += take
+                continue
+            if level == 0:
+                base = self.counts.get(0, 0) * TILE_WIDTH
+                out.extend(self.edge.leaves[index - base : hi - base])
+                if len(out) != hi - lo:
+                    raise ProofError("the tree is smaller than asked")
+                return out
+            below = self._tile(level - 1, index)
+            if below is not None:
+                out.append(below.root)
+            else:
+                out.append(
+                    tree_hash(self._nodes(level - 1, index * TILE_WIDTH, (index + 1) * TILE_WIDTH))
+                )
+            index += 1
+        return out
+
+    def subtree(self, lo: int, hi: int) -> bytes:
+        n = hi - lo
+        if n <= 0:
+            return EMPTY_ROOT
+        if hi > self.size:
+            raise ProofError(f"the tree holds {self.size} leaves, not {hi}")
+        if n & (n - 1) == 0 and lo % n == 0:
+            height = n.bit_length() - 1
+            level = height // HEIGHT
+            width = 1 << (height - level * HEIGHT)
+            first = lo >> (level * HEIGHT)
+            return tree_hash(self._nodes(level, first, first + width))
+        k = 1 << ((n - 1).bit_length() - 1)
+        return node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
+
+    def root(self, size: int | None = None) -> bytes:
+        return self.subtree(0, self.size if size is None else size)
+
+    # --------------------------------------------------------------- positions
+
+    def leaf_index(self, position: int) -> int | None:
+        """The leaf of the chain row at ``position`` (None: no chain row there)."""
+        if position > self.edge.after_position:
+            from bisect import bisect_left  # noqa: PLC0415
+
+            at = bisect_left(self.edge.positions, position)
+            if at == len(self.edge.positions) or self.edge.positions[at] != position:
+                return None
+            return self.counts.get(0, 0) * TILE_WIDTH + at
+        tile = self.store.tile_at_position(position)
+        if tile is None:
+            return None
+        links = self.store.links_between(tile.first_position, tile.last_position)
+        for offset, (p, _) in enumerate(links):
+            if p == position:
+                return tile.index * TILE_WIDTH + offset
+        return None
+
+    def size_at(self, position: int) -> int:
+        """How many leaves the tree had when its head was at ``position`` (a chain row)."""
+        index = self.leaf_index(position)
+        if index is None:
+            raise ProofError(f"no chain row at position {position}")
+        return index + 1
+
+    def position_of(self, index: int) -> int:
+        """The store position of leaf ``index``."""
+        base = self.counts.get(0, 0) * TILE_WIDTH
+        if index >= base:
+            return self.edge.positions[index - base]
+        tile = self._tile(0, index // TILE_WIDTH)
+        assert tile is not None
+        links = self.store.links_between(tile.first_position, tile.last_position)
+        return links[index % TILE_WIDTH][0]
+
+    # --------------------------------------------------------------- proofs
+
+    def inclusion(self, index: int, size: int) -> list[bytes]:
+        return inclusion_proof(index, size, self)
+
+    def consistency(self, old: int, new: int) -> list[bytes]:
+        return consistency_proof(old, new, self)

@@ -1,0 +1,206 @@
+"""The stored tiles of the Merkle tree over the hash chain (issue #15): the table and its rows.
+
+The tree's leaves are the chain's links in position order (leaf ``i`` is the ``i``-th chain
+row), its hashing RFC 6962's (``services.audit.merkle``). It is kept as C2SP tlog-tiles keeps
+it: tiles of height 8, a tile at level ``L`` holding 256 consecutive node hashes of height
+``8 * L`` (level 0: leaf hashes), 8,192 bytes, byte for byte the file ``tile/<L>/<N>`` of that
+layout. Only full tiles are stored; a row also names the first and last store position its
+leaves cover (so a position finds its leaf index in one look-up) and the tile's own root (the
+node of height ``8 * (L + 1)``, so the right edge is summed without reading whole tiles).
+
+Rows are written by the checkpoint publisher (``services.audit.tree.extend``) before it signs,
+never by the write path, and refuse UPDATE and DELETE by trigger like the log. A stored tile
+is a cache that ``cbcm audit verify`` holds to the links; it is never trusted alone.
+"""
+
+# Table names in SQL text come from the recorder's configuration, never from input.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from eventsourcing.sqlite import SQLiteApplicationRecorder
+from psycopg.rows import tuple_row
+from psycopg.sql import SQL, Composed, Identifier
+
+TILE_WIDTH = 256
+HASH_SIZE = 32
+REFUSAL = "the tiles of the tree are append-only: a tile is never updated or deleted"
+
+
+class Tile(NamedTuple):
+    level: int
+    index: int
+    hashes: bytes
+    root: bytes
+    first_position: int
+    last_position: int
+
+
+def tiles_table(events_table: str) -> str:
+    return f"{events_table}_tiles"
+
+
+def sqlite_statements(events_table: str) -> list[str]:
+    table = tiles_table(events_table)
+    statements = [
+        f"CREATE TABLE IF NOT EXISTS {table} (level INTEGER NOT NULL, idx INTEGER NOT NULL, "
+        "hashes BLOB NOT NULL, root BLOB NOT NULL, first_position INTEGER NOT NULL, "
+        "last_position INTEGER NOT NULL, PRIMARY KEY (level, idx))",
+        f"CREATE INDEX IF NOT EXISTS {table}_by_position ON {table} (level, last_position)",
+    ]
+    for action in ("UPDATE", "DELETE"):
+        statements.append(
+            f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} BEFORE {action} ON "
+            f"{table} BEGIN SELECT RAISE(ABORT, '{REFUSAL}'); END"
+        )
+    return statements
+
+
+def postgres_statements(schema: str, events_table: str) -> list[Composed]:
+    table = Identifier(tiles_table(events_table))
+    s = Identifier(schema)
+    refuse = Identifier(f"{tiles_table(events_table)}_append_only")
+    statements = [
+        SQL(
+            "CREATE TABLE IF NOT EXISTS {}.{} (level integer NOT NULL, idx bigint NOT NULL, "
+            "hashes bytea NOT NULL, root bytea NOT NULL, first_position bigint NOT NULL, "
+            "last_position bigint NOT NULL, PRIMARY KEY (level, idx))"
+        ).format(s, table),
+        SQL("CREATE INDEX IF NOT EXISTS {} ON {}.{} (level, last_position)").format(
+            Identifier(f"{tiles_table(events_table)}_by_position"), s, table
+        ),
+        SQL(
+            "CREATE OR REPLACE FUNCTION {}.{}() RETURNS trigger LANGUAGE plpgsql AS "
+            "$$ BEGIN RAISE EXCEPTION '{}'; END $$"
+        ).format(s, refuse, SQL(REFUSAL)),
+    ]
+    for kind, when, each in (
+        ("row", "UPDATE OR DELETE", "ROW"),
+        ("truncate", "TRUNCATE", "STATEMENT"),
+    ):
+        statements.append(
+            SQL(
+                "DO $$ BEGIN CREATE TRIGGER {} BEFORE {} ON {}.{} FOR EACH {} "
+                "EXECUTE FUNCTION {}.{}(); EXCEPTION WHEN duplicate_object THEN NULL; END $$"
+            ).format(
+                Identifier(f"{tiles_table(events_table)}_no_{kind}"),
+                SQL(when),
+                s,
+                table,
+                SQL(each),
+                s,
+                refuse,
+            )
+        )
+    return statements
+
+
+# ------------------------------------------------------------------------------ access
+
+
+class TileStore:
+    """Reads and appends the tiles of one recorder's log (SQLite or PostgreSQL)."""
+
+    def __init__(self, recorder: Any) -> None:
+        self.recorder = recorder
+        self.sqlite = isinstance(recorder, SQLiteApplicationRecorder)
+        events = recorder.events_table_name
+        if self.sqlite:
+            self._tiles = tiles_table(events)
+            self._chain = f"{events}_chain"
+            self._mark = "?"
+        else:
+            schema = recorder.datastore.schema
+            self._tiles = f'"{schema}"."{tiles_table(events)}"'
+            self._chain = f'"{schema}"."{events}_chain"'
+            self._mark = "%s"
+
+    def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        sql = sql.replace("{tiles}", self._tiles).replace("{chain}", self._chain)
+        sql = sql.replace("?", self._mark)
+        with self.recorder.datastore.transaction(commit=False) as c:
+            if self.sqlite:
+                c.execute(sql, parameters)
+                return [tuple(r) for r in c.fetchall()]
+            cursor = c.connection.cursor(row_factory=tuple_row)
+            cursor.execute(sql, parameters)  # type: ignore[arg-type]
+            return list(cursor.fetchall())
+
+    def counts(self) -> dict[int, int]:
+        """Full tiles stored, per level (tiles are stored in order, from index 0)."""
+        rows = self._query("SELECT level, count(*) FROM {tiles} GROUP BY level")
+        return {int(level): int(n) for level, n in rows}
+
+    def tiles(self, level: int, first: int, end: int) -> list[Tile]:
+        """The stored tiles ``first <= index < end`` of ``level``, in order."""
+        rows = self._query(
+            "SELECT level, idx, hashes, root, first_position, last_position FROM {tiles} "
+            "WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (level, first, end),
+        )
+        return [
+            Tile(int(a), int(b), bytes(c), bytes(d), int(e), int(f)) for a, b, c, d, e, f in rows
+        ]
+
+    def roots(self, level: int, first: int, end: int) -> list[bytes]:
+        rows = self._query(
+            "SELECT root FROM {tiles} WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (level, first, end),
+        )
+        return [bytes(r[0]) for r in rows]
+
+    def tile_at_position(self, position: int) -> Tile | None:
+        """The level-0 tile whose leaves cover ``position``, if one is stored."""
+        rows = self._query(
+            "SELECT level, idx, hashes, root, first_position, last_position FROM {tiles} "
+            "WHERE level = 0 AND last_position >= ? ORDER BY last_position LIMIT 1",
+            (position,),
+        )
+        if not rows or int(rows[0][4]) > position:
+            return None
+        a, b, c, d, e, f = rows[0]
+        return Tile(int(a), int(b), bytes(c), bytes(d), int(e), int(f))
+
+    def links_after(self, position: int, limit: int) -> list[tuple[int, bytes]]:
+        """Chain rows (position, link) after ``position``, in order."""
+        rows = self._query(
+            "SELECT position, link FROM {chain} WHERE position > ? ORDER BY position LIMIT ?",
+            (position, limit),
+        )
+        return [(int(p), bytes(k)) for p, k in rows]
+
+    def links_between(self, first: int, last: int) -> list[tuple[int, bytes]]:
+        rows = self._query(
+            "SELECT position, link FROM {chain} WHERE position >= ? AND position <= ? "
+            "ORDER BY position",
+            (first, last),
+        )
+        return [(int(p), bytes(k)) for p, k in rows]
+
+    def count_links(self, after: int, upto: int | None = None) -> int:
+        if upto is None:
+            rows = self._query("SELECT count(*) FROM {chain} WHERE position > ?", (after,))
+        else:
+            rows = self._query(
+                "SELECT count(*) FROM {chain} WHERE position > ? AND position <= ?",
+                (after, upto),
+            )
+        return int(rows[0][0])
+
+    def append(self, tiles: list[Tile]) -> None:
+        """Store new full tiles (one already stored at that level and index stays as it is:
+        verify holds every stored tile to the links)."""
+        if not tiles:
+            return
+        conflict = "ON CONFLICT (level, idx) DO NOTHING"
+        sql = f"INSERT INTO {self._tiles} VALUES (?, ?, ?, ?, ?, ?) {conflict}".replace(
+            "?", self._mark
+        )
+        with self.recorder.datastore.transaction(commit=True) as c:
+            if self.sqlite:
+                c.executemany(sql, [tuple(t) for t in tiles])
+            else:
+                cursor = c.connection.cursor(row_factory=tuple_row)
+                cursor.executemany(sql, [tuple(t) for t in tiles])  # type: ignore[arg-type]

@@ -1,0 +1,81 @@
+"""The Merkle tree over the store's chain (issue #15): tiles stored beside the log, roots and
+proofs read from them equal to the tree computed from every link, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from services.application.mechanism import ComplaintMechanism
+from services.audit import tree as merkle_tree
+from services.audit.merkle import (
+    MemoryTree,
+    ProofError,
+    leaf_hash,
+    verify_consistency,
+    verify_inclusion,
+)
+from services.demo.walk import build_demo_network, walk_cases
+from services.event_store.chain import read_log
+from services.event_store.tiles import TILE_WIDTH, TileStore
+
+START = datetime(2025, 9, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def store(app: ComplaintMechanism) -> ComplaintMechanism:
+    build_demo_network(app, START)
+    walk_cases(app, 40, random.Random(3), START)
+    return app
+
+
+def links(app: ComplaintMechanism) -> list[tuple[int, bytes]]:
+    return [(r.position, r.chain.link) for r in read_log(app.recorder) if r.chain is not None]
+
+
+def test_tiles_roots_and_proofs_agree_with_the_whole_tree_and_stay_as_stored(store: ComplaintMechanism) -> None:
+    chained = links(store)
+    assert len(chained) > 2 * TILE_WIDTH, "the store should fill a few tiles"
+    reference = MemoryTree([leaf_hash(link) for _, link in chained])
+    covered = merkle_tree.extend(store.recorder)
+    assert covered == len(chained) - len(chained) % TILE_WIDTH
+    assert merkle_tree.extend(store.recorder) == covered  # idempotent
+    tree = merkle_tree.StoredTree(store.recorder)
+    assert tree.size == len(chained)
+    rng = random.Random(5)
+    for size in {1, 255, 256, 257, 512, len(chained), *rng.sample(range(1, len(chained)), 8)}:
+        assert tree.root(size) == reference.root(size), size
+    for index in rng.sample(range(len(chained)), 10):
+        position, link = chained[index]
+        assert tree.leaf_index(position) == index
+        assert tree.position_of(index) == position
+        proof = tree.inclusion(index, len(chained))
+        verify_inclusion(index, len(chained), leaf_hash(link), proof, reference.root())
+    for old in (1, 256, 300, len(chained) - 1):
+        proof = tree.consistency(old, len(chained))
+        verify_consistency(old, len(chained), reference.root(old), reference.root(), proof)
+    assert merkle_tree.check_tiles(store.recorder, 0, 0, 1 << 20) == []
+    # stored tiles refuse UPDATE and DELETE, like the log
+    tiles = TileStore(store.recorder)
+    for statement in ("UPDATE {tiles} SET root = root", "DELETE FROM {tiles}"):
+        with pytest.raises(Exception, match="append-only"):
+            tiles._query(statement)
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.data())
+def test_a_proof_against_another_tree_fails(store: ComplaintMechanism, data: st.DataObject) -> None:
+    merkle_tree.extend(store.recorder)
+    tree = merkle_tree.StoredTree(store.recorder)
+    index = data.draw(st.integers(min_value=0, max_value=tree.size - 1))
+    size = data.draw(st.integers(min_value=index + 1, max_value=tree.size))
+    position = tree.position_of(index)
+    link = next(r.chain.link for r in read_log(store.recorder, position, 1) if r.chain)
+    proof = tree.inclusion(index, size)
+    verify_inclusion(index, size, leaf_hash(link), proof, tree.root(size))
+    with pytest.raises(ProofError):
+        verify_inclusion(index, size, leaf_hash(link[::-1]), proof, tree.root(size))
