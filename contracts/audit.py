@@ -28,12 +28,16 @@ __all__ = [
     "AUDIT_STREAM",
     "AUDIT_SUBJECTS",
     "CHECKPOINT_SUBJECT",
+    "COSIGNATURE_SUBJECT",
     "SIGNING_CONTEXT",
     "AuditCheckpointV1",
+    "AuditCosignatureV1",
     "checkpoint_json_schema",
     "checkpoint_msg_id",
     "decode_checkpoint",
+    "decode_cosignature",
     "encode_checkpoint",
+    "encode_cosignature",
     "rfc3339_utc",
     "signing_payload",
 ]
@@ -101,6 +105,40 @@ class AuditCheckpointV1(msgspec.Struct, frozen=True, kw_only=True):
             description="base64 of the Ed25519 signature over the signing payload",
         ),
     ]
+    note: (
+        Annotated[
+            str,
+            msgspec.Meta(
+                max_length=65536,
+                description="the same head as a C2SP tlog-checkpoint signed note (issue #15): "
+                "the log's origin, its tree size and RFC 6962 root hash, signed by the "
+                "network's key named by the origin (c2sp.org/signed-note, Ed25519)",
+            ),
+        ]
+        | None
+    ) = None
+    proof_from: (
+        Annotated[
+            int,
+            msgspec.Meta(
+                ge=0,
+                description="the tree size of the log's previous checkpoint, which "
+                "`consistency` proves this one extends (0: the first checkpoint of the log)",
+            ),
+        ]
+        | None
+    ) = None
+    consistency: (
+        Annotated[
+            list[Annotated[str, msgspec.Meta(pattern="^[A-Za-z0-9+/]{43}=$")]],
+            msgspec.Meta(
+                max_length=128,
+                description="RFC 6962 consistency proof from `proof_from` to this tree size, "
+                "base64 hashes",
+            ),
+        ]
+        | None
+    ) = None
 
 
 def rfc3339_utc(moment: datetime) -> str:
@@ -146,6 +184,34 @@ def checkpoint_msg_id(store: str, position: int, link_hex: str, signature: str =
 
 _ENCODER = msgspec.json.Encoder()
 _DECODER = msgspec.json.Decoder(AuditCheckpointV1)
+
+
+COSIGNATURE_SUBJECT: Final = "cbcm.v1.audit.cosignature"
+"""Where witnesses publish their cosignatures (kept by ``CBCM_AUDIT`` too)."""
+
+
+class AuditCosignatureV1(msgspec.Struct, frozen=True, kw_only=True):
+    """A witness's cosignature of a checkpoint (issue #15): the checkpoint's signed note with
+    the witness's c2sp.org/tlog-cosignature line added."""
+
+    witness: Annotated[str, msgspec.Meta(max_length=200, description="the cosigner's key name")]
+    origin: Annotated[str, msgspec.Meta(max_length=200, description="the log's origin")]
+    size: Annotated[int, msgspec.Meta(ge=0, description="the tree size cosigned")]
+    note: Annotated[
+        str,
+        msgspec.Meta(
+            max_length=65536,
+            description="the checkpoint note with the log's signature and the cosignature",
+        ),
+    ]
+
+
+def encode_cosignature(cosignature: AuditCosignatureV1) -> bytes:
+    return _ENCODER.encode(cosignature)
+
+
+def decode_cosignature(raw: bytes) -> AuditCosignatureV1:
+    return msgspec.json.decode(raw, type=AuditCosignatureV1)
 
 
 def encode_checkpoint(checkpoint: AuditCheckpointV1) -> bytes:

@@ -146,6 +146,26 @@ class Settings(BaseSettings):
         description="PEM Ed25519 public key witnesses and `audit verify` check checkpoints "
         "with; default: the public half of the signing key",
     )
+    audit_log_origin: str | None = Field(
+        default=None,
+        description="the network's log identity, the origin line of every checkpoint (issue "
+        "#15); default: <data_dir>/keys/audit-log-origin, created once at random on first use",
+    )
+    witness_dir: Path | None = Field(
+        default=None,
+        description="where a witness keeps its book and its cosigning key; default: "
+        "$XDG_STATE_HOME/cbcm/witness (~/.local/state/cbcm/witness), never beside the data dir",
+    )
+    audit_witnesses: str = Field(
+        default="",
+        description="the witnesses `audit verify` asks cosignatures of: their cosigner vkeys "
+        "(<name>+<id>+<key>), separated by commas or spaces",
+    )
+    audit_quorum: int | None = Field(
+        default=None,
+        ge=0,
+        description="how many of CBCM_AUDIT_WITNESSES must cosign a checkpoint; default: all",
+    )
     checkpoint_events: int = Field(
         default=1000, ge=1, description="sign a checkpoint when the head moved this many positions"
     )

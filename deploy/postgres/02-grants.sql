@@ -6,7 +6,7 @@
 -- could not run such statements in the first place. The application runs with
 -- CBCM_CREATE_TABLES=false, since it may not create anything.
 
-GRANT SELECT, INSERT ON cbcm.cbcm_events, cbcm.cbcm_events_chain TO cbcm_app;
+GRANT SELECT, INSERT ON cbcm.cbcm_events, cbcm.cbcm_events_chain, cbcm.cbcm_events_tiles TO cbcm_app;
 GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA cbcm TO cbcm_app;
 -- The relay's position (eventsourcing's tracking table) moves forward by upsert.
 GRANT SELECT, INSERT, UPDATE ON cbcm.cbcm_tracking TO cbcm_app;

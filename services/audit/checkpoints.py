@@ -27,6 +27,7 @@ import binascii
 import contextlib
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -55,9 +56,21 @@ from contracts.audit import (
     signing_payload,
 )
 from services.application.mechanism import ComplaintMechanism
+from services.audit import tree as merkle_tree
 from services.audit.custody import signable_head
-from services.audit.keys import key_id, load_signing_key
+from services.audit.keys import key_id, load_log_origin, load_signing_key
 from services.audit.metrics import checkpoint_metrics
+from services.audit.note import (
+    Checkpoint,
+    NoteError,
+    Verifier,
+    checkpoint_text,
+    format_note,
+    open_checkpoint,
+    parse_checkpoint,
+    parse_note,
+    sign_note,
+)
 from services.bootstrap import complaint_mechanism
 from services.event_store.chain import ChainRow
 from services.event_store.errors import EventStoreUnavailable
@@ -78,12 +91,14 @@ from services.settings import Settings
 __all__ = [
     "DUPLICATE_WINDOW",
     "CheckpointPublisher",
+    "TreeHead",
     "audit_stream_config",
     "checkpoint_once",
     "ensure_audit_stream",
     "publish_checkpoint",
     "run_checkpoint_publisher",
     "sign_checkpoint",
+    "tree_head",
     "verify_checkpoint",
 ]
 
@@ -98,15 +113,35 @@ MAX_BACKOFF = 5.0
 # ------------------------------------------------------------------------ signing
 
 
+@dataclass(frozen=True)
+class TreeHead:
+    """The log's Merkle tree at a checkpoint: its size and root, and the consistency proof
+    from the log's previous checkpoint (``proof_from`` leaves) to it."""
+
+    origin: str
+    size: int
+    root: bytes
+    proof_from: int = 0
+    consistency: tuple[bytes, ...] = ()
+
+
 def sign_checkpoint(
-    key: Ed25519PrivateKey, store: str, head: ChainRow, at: datetime
+    key: Ed25519PrivateKey, store: str, head: ChainRow, at: datetime, tree: TreeHead | None = None
 ) -> AuditCheckpointV1:
-    """The checkpoint of ``head`` (the chain's last row) of store ``store``, signed at ``at``.
+    """The checkpoint of ``head`` (the chain's last row) of store ``store``, signed at ``at``;
+    with ``tree``, also as a C2SP signed note naming the log (``tree.origin``) with the
+    consistency proof from its previous checkpoint.
 
     ``ValueError`` for a naive ``at`` or a store id that is not 16 lowercase hex chars.
     """
     link = head.link.hex()
     payload = signing_payload(store, head.position, link, at)
+    note = proof_from = consistency = None
+    if tree is not None:
+        text = checkpoint_text(tree.origin, tree.size, tree.root)
+        note = format_note(text, [sign_note(text, tree.origin, key)])
+        proof_from = tree.proof_from
+        consistency = [base64.b64encode(h).decode() for h in tree.consistency]
     return AuditCheckpointV1(
         store=store,
         position=head.position,
@@ -114,7 +149,35 @@ def sign_checkpoint(
         signed_at=at.astimezone(UTC),
         key_id=key_id(key),
         signature=base64.b64encode(key.sign(payload)).decode("ascii"),
+        note=note,
+        proof_from=proof_from,
+        consistency=consistency,
     )
+
+
+def tree_head(
+    recorder: Any, origin: str, row: ChainRow, previous: Checkpoint | None = None
+) -> TreeHead:
+    """The log's tree at the chain row ``row`` (its tiles stored first), with the consistency
+    proof from ``previous`` (the log's last checkpoint). A head that moved back, or a store
+    that is not the log, gets no valid proof: the witnesses raise the alarm."""
+    merkle_tree.extend(recorder)
+    tree = merkle_tree.StoredTree(recorder)
+    size = tree.size_at(row.position)
+    root = tree.root(size)
+    if previous is None or previous.size == 0:
+        return TreeHead(origin, size, root)
+    if previous.size > size:
+        return TreeHead(origin, size, root, previous.size, ())
+    return TreeHead(origin, size, root, previous.size, tuple(tree.consistency(previous.size, size)))
+
+
+def tree_head_of(checkpoint: AuditCheckpointV1, log: Verifier) -> Checkpoint:
+    """The tree head a checkpoint's note signs (``NoteError``: none, or not the log's)."""
+    if checkpoint.note is None:
+        raise NoteError("the checkpoint carries no signed note of the log's tree")
+    head, _ = open_checkpoint(checkpoint.note, log)
+    return head
 
 
 def verify_checkpoint(public_key: Ed25519PublicKey, checkpoint: AuditCheckpointV1) -> bool:
@@ -195,12 +258,16 @@ class CheckpointPublisher:
         every_seconds: float = 30.0,
         clock: Callable[[], datetime] = _utcnow,
         monotonic: Callable[[], float] = time.monotonic,
+        origin: str | None = None,
     ) -> None:
         if every_events < 1 or every_seconds <= 0:
             raise ValueError("every_events must be >= 1 and every_seconds > 0")
         self._app = app
         self._js = js
         self._key = key
+        self.origin = origin if origin is not None else load_log_origin(Settings())
+        self._previous: Checkpoint | None = None
+        """The log's last checkpoint (published, or found in the stream on start)."""
         self._every_events = every_events
         self._every_seconds = every_seconds
         self._clock = clock
@@ -236,7 +303,8 @@ class CheckpointPublisher:
         return self._store, row
 
     async def _resume(self, store: str) -> None:
-        """Count the policy from the last checkpoint of ``store`` already in the stream."""
+        """Count the policy from the last checkpoint of ``store`` already in the stream, and
+        prove the next one from the log's last checkpoint there, whatever store it named."""
         try:
             raw = await self._js.get_last_msg(AUDIT_STREAM, CHECKPOINT_SUBJECT)
         except nats.js.errors.NotFoundError:
@@ -245,10 +313,21 @@ class CheckpointPublisher:
             last = decode_checkpoint(raw.data or b"")
         except (msgspec.DecodeError, msgspec.ValidationError):
             return
+        if last.note is not None:
+            with contextlib.suppress(NoteError):
+                text, _ = parse_note(last.note)
+                previous = parse_checkpoint(text)
+                if previous.origin == self.origin and verify_checkpoint(
+                    self._key.public_key(), last
+                ):
+                    self._previous = previous
         if last.store == store:
             self._last_position = last.position
             self._metrics.checkpointed(last.position, last.signed_at.timestamp())
             log.info("audit.checkpoint_resuming", store=store, after_position=last.position)
+
+    def _tree(self, row: ChainRow) -> TreeHead:
+        return tree_head(self._app.recorder, self.origin, row, self._previous)
 
     def due(self, position: int) -> bool:
         """Whether a head at ``position`` is to be checkpointed now."""
@@ -262,7 +341,8 @@ class CheckpointPublisher:
         )
 
     async def _publish(self, store: str, row: ChainRow) -> AuditCheckpointV1:
-        checkpoint = sign_checkpoint(self._key, store, row, self._clock())
+        tree = await asyncio.to_thread(self._tree, row)
+        checkpoint = sign_checkpoint(self._key, store, row, self._clock(), tree)
         if row.position < self._last_position:
             log.error(
                 "audit.head_moved_back",
@@ -271,6 +351,7 @@ class CheckpointPublisher:
                 checkpointed_position=self._last_position,
             )
         fresh = await publish_checkpoint(self._js, checkpoint)
+        self._previous = Checkpoint(tree.origin, tree.size, tree.root)
         self._last_position = row.position
         self._last_time = self._monotonic()
         self.last = checkpoint
@@ -283,6 +364,7 @@ class CheckpointPublisher:
             position=row.position,
             link=checkpoint.link[:16],
             key_id=checkpoint.key_id,
+            tree_size=tree.size,
             duplicate=not fresh,
         )
         return checkpoint
@@ -398,6 +480,7 @@ async def run_checkpoint_publisher(settings: Settings, stop: asyncio.Event, nats
             key,
             every_events=settings.checkpoint_events,
             every_seconds=settings.checkpoint_seconds,
+            origin=load_log_origin(settings),
         )
         log.info(
             "audit.checkpoint_started",
@@ -421,6 +504,7 @@ async def checkpoint_once(
     replicas: int = 1,
     wait: float = 5.0,
     nats_options: dict[str, Any] | None = None,
+    origin: str | None = None,
 ) -> AuditCheckpointV1 | None:
     """``cbcm audit checkpoint --once``: sign and publish the head now (None: empty store).
 
@@ -448,7 +532,7 @@ async def checkpoint_once(
     try:
         js = nc.jetstream(timeout=wait)
         await ensure_audit_stream(js, replicas)
-        return await CheckpointPublisher(app, js, key).publish_head()
+        return await CheckpointPublisher(app, js, key, origin=origin).publish_head()
     finally:
         with contextlib.suppress(Exception):
             await nc.close()

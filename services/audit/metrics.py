@@ -77,7 +77,7 @@ class WitnessMetrics:
     refused: Counter
 
 
-CONTRADICTION_KINDS = ("link", "head_moved_back")
+CONTRADICTION_KINDS = ("link", "head_moved_back", "inconsistent")
 
 
 @cache
@@ -86,7 +86,9 @@ def witness_metrics() -> WitnessMetrics:
     contradictions = Counter(
         "cbcm_witness_contradictions_seen",
         "Validly signed checkpoints this witness process saw contradict the book: another "
-        "link at a position held (link), or a head that moved back (head_moved_back)",
+        "link or root at a position or size held (link), a head that moved back "
+        "(head_moved_back), a tree no consistency proof links to the one held: a fork or "
+        "another store (inconsistent)",
         ["kind"],
     )
     for kind in CONTRADICTION_KINDS:

@@ -119,7 +119,9 @@ def check_tiles(recorder: Any, level: int, first: int, end: int) -> list[TileMis
                 found.append(TileMismatch(tile, "the tile's positions do not hold its leaves"))
                 continue
         else:
-            leaves = store.roots(level - 1, tile.index * TILE_WIDTH, (tile.index + 1) * TILE_WIDTH)
+            leaves = store.roots(
+                level - 1, tile.number * TILE_WIDTH, (tile.number + 1) * TILE_WIDTH
+            )
         if b"".join(leaves) != tile.hashes or tree_hash(leaves) != tile.root:
             found.append(TileMismatch(tile, "the tile does not hold what it summarises"))
     return found
@@ -232,7 +234,7 @@ class StoredTree:
         links = self.store.links_between(tile.first_position, tile.last_position)
         for offset, (p, _) in enumerate(links):
             if p == position:
-                return tile.index * TILE_WIDTH + offset
+                return tile.number * TILE_WIDTH + offset
         return None
 
     def size_at(self, position: int) -> int:

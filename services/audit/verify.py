@@ -23,6 +23,7 @@ from enum import StrEnum
 from itertools import takewhile
 from typing import TYPE_CHECKING, Any
 
+from services.audit import tree as merkle_tree
 from services.event_store.chain import (
     GENESIS,
     LogRow,
@@ -32,6 +33,7 @@ from services.event_store.chain import (
     log_batches,
     read_log,
 )
+from services.event_store.tiles import TileStore
 
 if TYPE_CHECKING:
     from services.audit.custody import Custody
@@ -68,6 +70,19 @@ class Attested:
     signed_at: str = ""
 
 
+@dataclass(frozen=True)
+class TreeAttested:
+    """A head of the log's Merkle tree that the network signed and, per the policy, the
+    witnesses cosigned (``cosigners``: their names)."""
+
+    size: int
+    root: bytes
+    cosigners: tuple[str, ...] = ()
+    position: int | None = None
+    """The store position the checkpoint named for its last leaf (for people; the tree
+    check finds the position itself)."""
+
+
 @dataclass
 class Report:
     start: int
@@ -75,14 +90,42 @@ class Report:
     head: int | None = None
     checkpoints: int = 0
     findings: list[Finding] = field(default_factory=list)
+    tree_heads: int = 0
+    """Witnessed tree heads the store's tree was held to."""
+    covered_to: int | None = None
+    """The last position a matching signed checkpoint (or tree head) covers."""
+    leaves: int = 0
 
     @property
     def intact(self) -> bool:
         return not self.findings
 
     @property
+    def uncovered(self) -> tuple[int, int] | None:
+        """The positions after the last one a checkpoint covers, to the head (None: all
+        covered). Their links recompute, but a rewrite of them would not show."""
+        end = self.head or 0
+        first = max(self.start, (self.covered_to or 0) + 1)
+        return None if first > end else (first, end)
+
+    @property
     def first(self) -> Finding | None:
         return min(self.findings, key=lambda f: f.position) if self.findings else None
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a check is given besides the store and the report so far."""
+
+    start: int
+    stop: int | None
+    tree_heads: list[TreeAttested]
+    tiles: tuple[int, int] | None = None
+    """Level-0 tiles ``first <= index < end`` to hold to the links (None: every tile)."""
+
+
+Check = Callable[[Any, Report, Context], Iterable[Finding]]
+"""A check over the store: given the report so far (the chain's), it returns findings."""
 
 
 def _window(rows: Iterable[LogRow], size: int) -> Iterator[tuple[LogRow, list[LogRow]]]:
@@ -121,6 +164,9 @@ def verify(
     checkpoints: Iterable[Attested] = (),
     progress: Callable[[int], None] | None = None,
     custody: Custody | None = None,
+    tree_heads: Iterable[TreeAttested] = (),
+    checks: Iterable[Check] | None = None,
+    last_good_checkpoint: int | None = None,
 ) -> Report:
     """Recompute the chain from ``start`` (to ``stop``, default: the head) and compare it
     with ``checkpoints``.
@@ -131,7 +177,10 @@ def verify(
     for, some rows before it (so that the careful path sees the neighbours it compares with);
     the careful path hands back once a run of clean rows follows the damage. Findings are
     the careful path's alone, so they are the same as if it had read everything.
-    ``custody`` adds the checks of ``services.audit.custody``."""
+    ``custody`` adds the checks of ``services.audit.custody``.
+
+    Then each of ``checks`` (default :data:`CHECKS`: the Merkle tree's tiles and the
+    witnessed tree heads) adds its findings."""
     report = Report(start=start)
     attested = {
         c.position: c
@@ -139,9 +188,9 @@ def verify(
         if c.position >= start and (stop is None or c.position <= stop)
     }
     report.checkpoints = len(attested)
-    scan = _Scan(
-        recorder, report, attested=attested, start=start, stop=stop, progress=progress
-    )
+    scan = _Scan(recorder, report, attested=attested, start=start, stop=stop, progress=progress)
+    if last_good_checkpoint is not None:
+        scan.last_good_checkpoint = last_good_checkpoint
     position: int | None = start
     while position is not None:
         looked_at = scan.fast(position)
@@ -149,6 +198,11 @@ def verify(
     _beyond_the_head(recorder, report, attested, start)
     if custody is not None:  # writer marks, key table against the log (issue 15)
         report.findings.extend(custody.findings(start, stop))
+    if attested and scan.last_good_checkpoint >= start:
+        report.covered_to = scan.last_good_checkpoint
+    context = Context(start=start, stop=stop, tree_heads=sorted(tree_heads, key=lambda t: t.size))
+    for check in CHECKS if checks is None else checks:
+        report.findings.extend(check(recorder, report, context))
     return report
 
 
@@ -393,3 +447,89 @@ def _has_link(recorder: Any, position: int) -> bool:
     from services.event_store.chain import link_at  # noqa: PLC0415
 
     return link_at(recorder, position) is not None
+
+
+# ------------------------------------------------------------------------- further checks
+
+
+def check_tiles(recorder: Any, report: Report, context: Context) -> list[Finding]:
+    """Every stored tile of the Merkle tree holds what it summarises: level 0 its links
+    (``context.tiles``: only those tiles), the levels above the tiles below them."""
+    first, end = context.tiles or (0, 1 << 62)
+    found = [
+        Finding(
+            Damage.CHANGED,
+            m.tile.first_position,
+            f"a stored tile of the Merkle tree (level {m.tile.level}, index {m.tile.number}) "
+            f"differs from the chain: {m}",
+        )
+        for m in merkle_tree.check_tiles(recorder, 0, first, end)
+    ]
+    if context.tiles is None:
+        found.extend(check_upper_tiles(recorder, report, context))
+    return found
+
+
+def check_upper_tiles(recorder: Any, report: Report, context: Context) -> list[Finding]:
+    """The stored tiles above level 0 hold the roots of the tiles below them."""
+    found: list[Finding] = []
+    counts = TileStore(recorder).counts()
+    level = 1
+    while counts.get(level, 0):
+        found.extend(
+            Finding(
+                Damage.CHANGED,
+                m.tile.first_position,
+                f"a stored tile of the Merkle tree (level {m.tile.level}, index "
+                f"{m.tile.number}) differs from the tiles below it",
+            )
+            for m in merkle_tree.check_tiles(recorder, level, 0, counts[level])
+        )
+        level += 1
+    return found
+
+
+def check_tree_heads(recorder: Any, report: Report, context: Context) -> list[Finding]:
+    """The store's Merkle tree at each witnessed size has the witnessed root. A tree head
+    beyond the store's tree: *truncated*; a root that differs: *changed*, named from the
+    first position after the largest tree head that still matches (a whole replacement
+    store differs from its first position)."""
+    if not context.tree_heads:
+        return []
+    tree = merkle_tree.StoredTree(recorder)
+    report.tree_heads = len(context.tree_heads)
+    report.leaves = tree.size
+    found: list[Finding] = []
+    good = 0
+    for signed in context.tree_heads:
+        by = f" (cosigned by {', '.join(signed.cosigners)})" if signed.cosigners else ""
+        if signed.size > tree.size:
+            end = tree.position_of(tree.size - 1) if tree.size else 0
+            found.append(
+                Finding(
+                    Damage.TRUNCATED,
+                    end + 1,
+                    f"the network signed a tree of {signed.size} events{by}, but the store "
+                    f"holds {tree.size}",
+                )
+            )
+            break
+        if tree.root(signed.size) != signed.root:
+            first = tree.position_of(good)
+            found.append(
+                Finding(
+                    Damage.CHANGED,
+                    first,
+                    f"the store's tree of {signed.size} events differs from the one witnessed"
+                    f"{by}: the history from position {first} on is not the log the "
+                    "witnesses hold (rewritten, forked, or another store)",
+                )
+            )
+            break
+        good = signed.size
+        report.covered_to = max(report.covered_to or 0, tree.position_of(signed.size - 1))
+    return found
+
+
+CHECKS: list[Check] = [check_tiles, check_tree_heads]
+"""The checks ``verify`` runs after the chain's (issue #15); another issue appends its own."""

@@ -44,7 +44,7 @@ import nats
 import nats.errors
 import nats.js.errors
 import structlog
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
@@ -53,13 +53,32 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from contracts.audit import (
     AUDIT_STREAM,
     CHECKPOINT_SUBJECT,
+    COSIGNATURE_SUBJECT,
     AuditCheckpointV1,
+    AuditCosignatureV1,
     decode_checkpoint,
+    encode_cosignature,
     rfc3339_utc,
 )
 from services.audit.checkpoints import verify_checkpoint
-from services.audit.keys import key_id, load_public_key
+from services.audit.keys import (
+    LogIdentity,
+    key_id,
+    load_log_origin,
+    load_public_key,
+    load_witness_key,
+    witness_dir,
+    witness_vkey,
+)
+from services.audit.merkle import ProofError, verify_consistency
 from services.audit.metrics import witness_metrics
+from services.audit.note import (
+    NoteError,
+    cosign,
+    format_note,
+    open_checkpoint,
+    parse_note,
+)
 from services.nats.client import (
     jetstream_options,
     nats_connect_options,
@@ -92,9 +111,10 @@ MAX_BACKOFF: Final = 5.0
 durable_name = witness_consumer
 
 
-def witness_book_path(data_dir: Path) -> Path:
-    """``<data dir>/witness/checkpoints.sqlite3``."""
-    return Path(data_dir) / "witness" / "checkpoints.sqlite3"
+def witness_book_path(settings: Settings, origin: str | None = None) -> Path:
+    """The witness's book: ``<witness dir>/checkpoints.sqlite3``, outside the data dir
+    (``services.audit.keys.witness_dir``; ``origin``: the log's, default the settings')."""
+    return witness_dir(settings, origin) / "checkpoints.sqlite3"
 
 
 # ------------------------------------------------------------------------------ the book
@@ -110,8 +130,18 @@ class Outcome(StrEnum):
     CONTRADICTION = "contradiction"
     """Another link was held for that store and position: the alarm."""
     MOVED_BACK = "moved_back"
-    """Kept, but a checkpoint signed earlier is at a later position: the store's head moved
-    back (its tail was cut off). The alarm too."""
+    """A smaller tree than the one held (or, for a checkpoint without a tree, a checkpoint
+    signed earlier at a later position): the log's head moved back, its tail was cut off.
+    The alarm too."""
+    INCONSISTENT = "inconsistent"
+    """A larger tree that no valid consistency proof links to the tree held: a fork, another
+    store, or a rewritten history. The alarm; refused, never cosigned."""
+    UNPROVABLE = "unprovable"
+    """A checkpoint that is not a signed note of the pinned log (no note, another origin, a
+    signature of another key). Refused and logged."""
+
+
+ALARMS: Final = frozenset({Outcome.CONTRADICTION, Outcome.MOVED_BACK, Outcome.INCONSISTENT})
 
 
 @dataclass(frozen=True)
@@ -127,6 +157,40 @@ class Contradiction:
     received_at: datetime
 
 
+@dataclass(frozen=True)
+class TreeHeadHeld:
+    """A tree head of the log the witness accepted: its checkpoint note with the witness's
+    cosignature, and the store and position the checkpoint named (for people, not proof)."""
+
+    origin: str
+    size: int
+    root: bytes
+    note: str
+    store: str
+    position: int
+
+
+def _tree_head(row: Sequence[Any]) -> TreeHeadHeld:
+    import base64  # noqa: PLC0415
+
+    origin, size, root, note, store, position = row
+    return TreeHeadHeld(
+        str(origin), int(size), base64.b64decode(str(root)), str(note), str(store), int(position)
+    )
+
+
+@dataclass(frozen=True)
+class Cosigner:
+    """The witness's own identity: its name (a key name) and its Ed25519 cosigning key."""
+
+    name: str
+    key: Ed25519PrivateKey
+
+    @property
+    def vkey(self) -> str:
+        return witness_vkey(self.name, self.key)
+
+
 _SCHEMA: Final = (
     "CREATE TABLE IF NOT EXISTS checkpoints ("
     " store TEXT NOT NULL, position INTEGER NOT NULL, link TEXT NOT NULL,"
@@ -138,10 +202,20 @@ _SCHEMA: Final = (
     " key_id TEXT NOT NULL, signature TEXT NOT NULL, received_at TEXT NOT NULL,"
     " UNIQUE (store, position, link))",
     "CREATE TABLE IF NOT EXISTS consumed (stream TEXT PRIMARY KEY, last_seq INTEGER NOT NULL)",
+    # issue #15: the log's tree heads, each with the witness's cosignature; and every alarm
+    "CREATE TABLE IF NOT EXISTS tree_heads ("
+    " origin TEXT NOT NULL, size INTEGER NOT NULL, root TEXT NOT NULL, note TEXT NOT NULL,"
+    " store TEXT NOT NULL, position INTEGER NOT NULL, received_at TEXT NOT NULL,"
+    " PRIMARY KEY (origin, size))",
+    "CREATE TABLE IF NOT EXISTS alarms ("
+    " id INTEGER PRIMARY KEY, kind TEXT NOT NULL, origin TEXT NOT NULL, size INTEGER,"
+    " held_size INTEGER, store TEXT NOT NULL, position INTEGER NOT NULL,"
+    " detail TEXT NOT NULL, received_at TEXT NOT NULL,"
+    " UNIQUE (kind, origin, size, held_size, store, position))",
     *(
         f"CREATE TRIGGER IF NOT EXISTS {table}_no_{action.lower()} BEFORE {action} ON {table} "
         "BEGIN SELECT RAISE(ABORT, 'a witness never changes or forgets a checkpoint'); END"
-        for table in ("checkpoints", "contradictions")
+        for table in ("checkpoints", "contradictions", "tree_heads", "alarms")
         for action in ("UPDATE", "DELETE")
     ),
 )
@@ -287,9 +361,15 @@ class WitnessBook:
         return [str(row[0]) for row in rows]
 
     def count(self) -> tuple[int, int]:
-        """How many checkpoints and how many contradictions the book holds."""
+        """How many checkpoints the book holds, and how many contradictions and alarms
+        (a tree that does not extend the one held) it records."""
         held = self._select("SELECT count(*) FROM checkpoints")
-        contradicting = self._select("SELECT count(*) FROM contradictions")
+        contradicting = self._select(
+            "SELECT (SELECT count(*) FROM contradictions) + (SELECT count(*) FROM alarms a"
+            " WHERE a.kind IN ('moved_back', 'inconsistent') OR (a.kind = 'contradiction'"
+            " AND NOT EXISTS (SELECT 1 FROM contradictions c WHERE c.store = a.store"
+            " AND c.position = a.position)))"
+        )
         return (
             int(held[0][0]) if held else 0,
             int(contradicting[0][0]) if contradicting else 0,
@@ -322,6 +402,37 @@ class WitnessBook:
         rows = self._select("SELECT last_seq FROM consumed WHERE stream = ?", (stream,))
         return int(rows[0][0]) if rows else 0
 
+    def tree_head(self, origin: str) -> TreeHeadHeld | None:
+        """The largest tree head of the log ``origin`` the witness holds (and cosigned)."""
+        rows = self._select(
+            "SELECT origin, size, root, note, store, position FROM tree_heads WHERE origin = ?"
+            " ORDER BY size DESC LIMIT 1",
+            (origin,),
+        )
+        return _tree_head(rows[0]) if rows else None
+
+    def tree_heads(self, origin: str | None = None) -> list[TreeHeadHeld]:
+        """Every tree head held (of ``origin``), smallest first."""
+        where, parameters = ("", ()) if origin is None else (" WHERE origin = ?", (origin,))
+        rows = self._select(
+            "SELECT origin, size, root, note, store, position FROM tree_heads"
+            f"{where} ORDER BY origin, size",
+            parameters,
+        )
+        return [_tree_head(row) for row in rows]
+
+    def origins(self) -> list[str]:
+        return [str(r[0]) for r in self._select("SELECT DISTINCT origin FROM tree_heads")]
+
+    def alarms(self) -> list[dict[str, Any]]:
+        """Every alarm raised, in order: kind, origin, sizes, store, position, detail."""
+        rows = self._select(
+            "SELECT kind, origin, size, held_size, store, position, detail, received_at"
+            " FROM alarms ORDER BY id"
+        )
+        keys = ("kind", "origin", "size", "held_size", "store", "position", "detail", "at")
+        return [dict(zip(keys, row, strict=True)) for row in rows]
+
     # -------------------------------------------------------------- writing
 
     def _signed_earlier_further(self, cp: AuditCheckpointV1) -> AuditCheckpointV1 | None:
@@ -340,16 +451,31 @@ class WitnessBook:
         *,
         stream_seq: int | None = None,
         received_at: datetime | None = None,
+        log: LogIdentity | None = None,
+        cosigner: Cosigner | None = None,
     ) -> list[tuple[Outcome, AuditCheckpointV1 | None]]:
         """Keep ``checkpoints`` (their signatures already checked), in one transaction with
         the last stream sequence handled. For each: what happened, and the checkpoint held
-        before it when it is a contradiction."""
+        before it when it is a contradiction.
+
+        With ``log`` (a witness), a checkpoint is first held to the log's tree
+        (:meth:`_tree_rules`): only one whose tree extends the tree held, by a valid
+        consistency proof, is kept and cosigned by ``cosigner``; any other is an alarm,
+        recorded, and not kept."""
         at = rfc3339_utc(received_at or datetime.now(UTC))
         outcomes: list[tuple[Outcome, AuditCheckpointV1 | None]] = []
         db = self._db
         db.execute("BEGIN IMMEDIATE")
         try:
             for cp in checkpoints:
+                if log is not None:
+                    verdict = self._tree_rules(cp, log, cosigner, at)
+                    if verdict is not None:
+                        held_cp = self.checkpoint(cp.store, cp.position)
+                        if verdict is Outcome.CONTRADICTION and held_cp is not None:
+                            self._contradiction(cp, held_cp, at)
+                        outcomes.append((verdict, held_cp))
+                        continue
                 fields = (cp.store, cp.position, cp.link, rfc3339_utc(cp.signed_at))
                 inserted = db.execute(
                     "INSERT INTO checkpoints VALUES (?, ?, ?, ?, ?, ?, ?)"
@@ -368,13 +494,7 @@ class WitnessBook:
                 if held.link == cp.link:
                     outcomes.append((Outcome.REPEATED, None))
                     continue
-                db.execute(
-                    "INSERT INTO contradictions"
-                    " (store, position, held_link, link, signed_at, key_id, signature,"
-                    " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-                    " ON CONFLICT (store, position, link) DO NOTHING",
-                    (cp.store, cp.position, held.link, *fields[2:], cp.key_id, cp.signature, at),
-                )
+                self._contradiction(cp, held, at)
                 outcomes.append((Outcome.CONTRADICTION, held))
             if stream_seq is not None:
                 db.execute(
@@ -387,6 +507,102 @@ class WitnessBook:
             db.execute("ROLLBACK")
             raise
         return outcomes
+
+    def _contradiction(self, cp: AuditCheckpointV1, held: AuditCheckpointV1, at: str) -> None:
+        if held.link == cp.link:
+            return
+        self._db.execute(
+            "INSERT INTO contradictions"
+            " (store, position, held_link, link, signed_at, key_id, signature,"
+            " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (store, position, link) DO NOTHING",
+            (
+                cp.store,
+                cp.position,
+                held.link,
+                cp.link,
+                rfc3339_utc(cp.signed_at),
+                cp.key_id,
+                cp.signature,
+                at,
+            ),
+        )
+
+    def _tree_rules(
+        self, cp: AuditCheckpointV1, log: LogIdentity, cosigner: Cosigner | None, at: str
+    ) -> Outcome | None:
+        """None when ``cp`` extends the log's tree held (then its tree head is kept, with
+        the cosignature); otherwise what it is (an alarm is recorded)."""
+        import base64  # noqa: PLC0415
+
+        def alarm(kind: Outcome, size: int | None, held: int | None, detail: str) -> Outcome:
+            self._db.execute(
+                "INSERT INTO alarms (kind, origin, size, held_size, store, position, detail,"
+                " received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                (str(kind), log.origin, size, held, cp.store, cp.position, detail, at),
+            )
+            return kind
+
+        if cp.note is None:
+            return alarm(Outcome.UNPROVABLE, None, None, "no signed note of the log's tree")
+        try:
+            head, _ = open_checkpoint(cp.note, log.verifier)
+        except NoteError as e:
+            return alarm(Outcome.UNPROVABLE, None, None, str(e)[:200])
+        held = self.tree_head(log.origin)
+        if held is not None:
+            held_size = held.size
+            if head.size == held.size:
+                if head.root == held.root:
+                    return Outcome.REPEATED
+                return alarm(
+                    Outcome.CONTRADICTION,
+                    head.size,
+                    held_size,
+                    "another root for a tree size the witness holds",
+                )
+            if head.size < held.size:
+                same = self._select(
+                    "SELECT root FROM tree_heads WHERE origin = ? AND size = ?",
+                    (log.origin, head.size),
+                )
+                if same and base64.b64decode(str(same[0][0])) == head.root:
+                    return Outcome.REPEATED
+                return alarm(
+                    Outcome.MOVED_BACK,
+                    head.size,
+                    held_size,
+                    f"a tree of {head.size} leaves after one of {held.size} was held",
+                )
+            proof = [base64.b64decode(h) for h in cp.consistency or []]
+            try:
+                if cp.proof_from != held.size:
+                    raise ProofError(
+                        f"the proof starts from {cp.proof_from}, the witness holds {held.size}"
+                    )
+                verify_consistency(held.size, head.size, held.root, head.root, proof)
+            except ProofError as e:
+                return alarm(Outcome.INCONSISTENT, head.size, held_size, str(e)[:200])
+        note = cp.note
+        if cosigner is not None:
+            text, signatures = parse_note(cp.note)
+            stamp = int(datetime.now(UTC).timestamp())
+            note = format_note(
+                text, [*signatures, cosign(text, cosigner.name, cosigner.key, stamp)]
+            )
+        self._db.execute(
+            "INSERT INTO tree_heads VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (
+                log.origin,
+                head.size,
+                base64.b64encode(head.root).decode(),
+                note,
+                cp.store,
+                cp.position,
+                at,
+            ),
+        )
+        return None
 
 
 # ------------------------------------------------------------------------------ consuming
@@ -404,8 +620,15 @@ class Witness:
         name: str = DEFAULT_NAME,
         batch: int = 256,
         fetch_timeout: float = FETCH_TIMEOUT,
+        log_identity: LogIdentity | None = None,
+        cosigner: Cosigner | None = None,
+        independent: bool = True,
     ) -> None:
         self._book = book
+        self.log = log_identity or LogIdentity(load_log_origin(Settings()), public_key)
+        """The log this witness pins: its origin and the network's key."""
+        self.cosigner = cosigner
+        self.independent = independent
         self._fetch_timeout = fetch_timeout
         self._js = js
         self._public_key = public_key
@@ -453,7 +676,15 @@ class Witness:
             last_seq = seq if last_seq is None else max(last_seq, seq)
             checked.append(self.check(msg.data, seq))
         accepted = [cp for cp in checked if cp is not None]
-        results = iter(await asyncio.to_thread(self._book.record, accepted, stream_seq=last_seq))
+        results = iter(
+            await asyncio.to_thread(
+                self._book.record,
+                accepted,
+                stream_seq=last_seq,
+                log=self.log,
+                cosigner=self.cosigner,
+            )
+        )
         outcomes: list[Outcome | None] = []
         metrics = self._metrics
         for cp in checked:
@@ -473,40 +704,81 @@ class Witness:
                     store=cp.store,
                     position=cp.position,
                     link=cp.link[:16],
+                    cosigned=self.cosigner is not None,
+                )
+                await self._publish_cosignature()
+            elif outcome is Outcome.INCONSISTENT:
+                self.contradictions += 1
+                metrics.contradictions.labels(kind="inconsistent").inc()
+                alarm = (await asyncio.to_thread(self._book.alarms))[-1]
+                log.error(
+                    "audit.checkpoint_inconsistent",
+                    origin=self.log.origin,
+                    store=cp.store,
+                    position=cp.position,
+                    size=alarm["size"],
+                    held_size=alarm["held_size"],
+                    why=alarm["detail"],
+                )
+            elif outcome is Outcome.UNPROVABLE:
+                self.refused += 1
+                metrics.refused.inc()
+                alarm = (await asyncio.to_thread(self._book.alarms))[-1]
+                log.error(
+                    "audit.checkpoint_unprovable",
+                    origin=self.log.origin,
+                    store=cp.store,
+                    position=cp.position,
+                    why=alarm["detail"],
                 )
             elif outcome is Outcome.REPEATED:
                 self.repeated += 1
             elif outcome is Outcome.MOVED_BACK:
-                assert held is not None
-                self.recorded += 1
                 self.contradictions += 1
                 metrics.contradictions.labels(kind="head_moved_back").inc()
+                tree = self._book.tree_head(self.log.origin)
                 log.error(
                     "audit.checkpoint_head_moved_back",
                     store=cp.store,
                     position=cp.position,
-                    held_position=held.position,
-                    held_signed_at=rfc3339_utc(held.signed_at),
+                    held_position=None if held is None else held.position,
+                    held_size=None if tree is None else tree.size,
                     seen_signed_at=rfc3339_utc(cp.signed_at),
                 )
             else:
-                assert held is not None
                 self.contradictions += 1
                 metrics.contradictions.labels(kind="link").inc()
                 log.error(
                     "audit.checkpoint_contradiction",
                     store=cp.store,
                     position=cp.position,
-                    held_link=held.link[:16],
+                    held_link=None if held is None else held.link[:16],
                     seen_link=cp.link[:16],
-                    held_signed_at=rfc3339_utc(held.signed_at),
                     seen_signed_at=rfc3339_utc(cp.signed_at),
                 )
-        if Outcome.CONTRADICTION in outcomes:
+        if ALARMS.intersection(o for o in outcomes if o is not None):
             await self._count_book()
         for msg in msgs:
             await msg.ack()
         return outcomes
+
+    async def _publish_cosignature(self) -> None:
+        """Publish the cosigned checkpoint just kept (best effort: the book keeps it, and
+        ``cbcm audit cosignatures`` prints them for anyone to fetch)."""
+        if self.cosigner is None:
+            return
+        held = await asyncio.to_thread(self._book.tree_head, self.log.origin)
+        if held is None:
+            return
+        message = AuditCosignatureV1(
+            witness=self.cosigner.name, origin=held.origin, size=held.size, note=held.note
+        )
+        try:
+            await self._js.publish(
+                COSIGNATURE_SUBJECT, encode_cosignature(message), stream=AUDIT_STREAM, timeout=2
+            )
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            log.warning("audit.cosignature_not_published", error=type(e).__name__)
 
     async def _count_book(self) -> None:
         held, contradicting = await asyncio.to_thread(self._book.count)
@@ -557,6 +829,13 @@ class Witness:
         """Witness until ``stop`` is set; NATS failures (or no stream yet) pause and retry."""
         backoff = 0.1
         await self._count_book()
+        if not self.independent:
+            log.warning(
+                "audit.witness_not_independent",
+                origin=self.log.origin,
+                why="this witness runs beside the log it witnesses (cbcm serve): it catches "
+                "mistakes, not an insider; other agencies must run witnesses of their own",
+            )
         while not stop.is_set():
             try:
                 await self._ensure_consumer()
@@ -607,6 +886,20 @@ async def _connect(url: str, stop: asyncio.Event, options: dict[str, Any]) -> Na
     )
 
 
+def cosigner_name(name: str) -> str:
+    """The key name a witness cosigns under (c2sp.org/tlog-cosignature: a schema-less URL)."""
+    return f"{name}.witness.cbcm.invalid"
+
+
+def is_independent(settings: Settings, name: str) -> bool:
+    """Whether this witness could vouch against the log's own operator: not the network's
+    own witness, and unable to read the log's signing key (then it is beside the log)."""
+    from services.audit.keys import audit_signing_key_path  # noqa: PLC0415
+
+    key_file = settings.audit_signing_key_file or audit_signing_key_path(settings.data_dir)
+    return name != DEFAULT_NAME and not os.access(key_file, os.R_OK)
+
+
 async def run_witness(
     settings: Settings,
     stop: asyncio.Event,
@@ -614,14 +907,21 @@ async def run_witness(
     *,
     db_path: Path | None = None,
     name: str = DEFAULT_NAME,
+    identity: LogIdentity | None = None,
 ) -> None:
-    """``cbcm audit witness``: keep every checkpoint until ``stop`` is set.
+    """``cbcm audit witness``: keep every checkpoint of the pinned log until ``stop`` is set,
+    cosigning each one whose tree extends the tree held.
 
-    Raises ``AuditKeyError`` if the public key cannot be used, ``ValueError`` for a bad name.
+    Raises ``AuditKeyError`` if a key cannot be used, ``ValueError`` for a bad name.
     """
     durable_name(name)  # checks the name before anything else
-    public_key = load_public_key(settings)
-    path = db_path or witness_book_path(settings.data_dir)
+    if identity is None:
+        identity = LogIdentity(
+            load_log_origin(settings, create=name == DEFAULT_NAME), load_public_key(settings)
+        )
+    directory = witness_dir(settings, identity.origin)
+    cosigner = Cosigner(cosigner_name(name), load_witness_key(directory))
+    path = db_path or witness_book_path(settings, identity.origin)
     book = await asyncio.to_thread(WitnessBook.open, path)
     try:
         # an agency's witness: its credentials, its inbox prefix and JetStream API prefix
@@ -629,9 +929,24 @@ async def run_witness(
         if nc is None:
             return
         try:
-            log.info("audit.witness_started", name=name, key_id=key_id(public_key), book=str(path))
+            log.info(
+                "audit.witness_started",
+                name=name,
+                key_id=key_id(identity.public_key),
+                log=identity.vkey,
+                cosigner=cosigner.vkey,
+                book=str(path),
+            )
             js = nc.jetstream(**jetstream_options(settings))
-            await Witness(book, js, public_key, name=name).run(stop)
+            await Witness(
+                book,
+                js,
+                identity.public_key,
+                name=name,
+                log_identity=identity,
+                cosigner=cosigner,
+                independent=is_independent(settings, name),
+            ).run(stop)
         finally:
             with contextlib.suppress(Exception):
                 await nc.close()

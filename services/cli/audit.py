@@ -17,6 +17,7 @@ from uuid import UUID
 
 import typer
 
+from services.audit.verify import Damage, Finding
 from services.cli.common import (
     EXIT_CONFIG,
     EXIT_UNAVAILABLE,
@@ -32,7 +33,8 @@ from services.cli.common import (
 
 if TYPE_CHECKING:
     from services.application.mechanism import ComplaintMechanism
-    from services.audit.verify import Attested
+    from services.audit.evidence import Evidence
+    from services.audit.verify import Report
     from services.settings import Settings
 
 EXIT_DAMAGED = 4
@@ -68,6 +70,7 @@ def audit_checkpoint(
     )
     from services.audit.keys import (
         AuditKeyError,
+        load_log_origin,
         load_signing_key,
     )
     from services.nats.client import nats_replicas
@@ -75,6 +78,7 @@ def audit_checkpoint(
     settings = service_settings("audit-checkpoint")
     try:
         key = load_signing_key(settings)
+        origin = load_log_origin(settings)
     except AuditKeyError as e:
         fail(str(e), EXIT_CONFIG)
     if not once:
@@ -86,7 +90,13 @@ def audit_checkpoint(
     try:
         with reported(where):
             checkpoint = asyncio.run(
-                checkpoint_once(app, key, nats_url(settings), replicas=nats_replicas(settings))
+                checkpoint_once(
+                    app,
+                    key,
+                    nats_url(settings),
+                    replicas=nats_replicas(settings),
+                    origin=origin,
+                )
             )
     except (OSError, TimeoutError, nats.errors.Error) as e:
         fail(f"cannot publish to NATS at {nats_url(settings)}: {one_line(e)}", EXIT_UNAVAILABLE)
@@ -99,6 +109,8 @@ def audit_checkpoint(
         f"checkpoint: store {checkpoint.store} position {checkpoint.position} "
         f"link {checkpoint.link} key {checkpoint.key_id}"
     )
+    if checkpoint.note is not None:
+        typer.echo(checkpoint.note, nl=False)
 
 
 @audit_cli.command("witness")
@@ -108,114 +120,297 @@ def audit_witness(
         typer.Option(
             "--db",
             dir_okay=False,
-            help="The witness's SQLite file (default: <data dir>/witness/checkpoints.sqlite3).",
+            help="The witness's SQLite file (default: checkpoints.sqlite3 in CBCM_WITNESS_DIR, "
+            "~/.local/state/cbcm/witness/<log>/, never the data dir).",
         ),
     ] = None,
     name: Annotated[
         str,
         typer.Option("--name", help="Witness name: its durable consumer is cbcm-witness-NAME."),
     ] = "local",
+    log_vkey: LogKey = None,
 ) -> None:
-    """Keep every signed checkpoint seen on CBCM_AUDIT; alarm on a contradicting one."""
+    """Keep every checkpoint of the log that extends the tree held (consistency proof),
+    cosign it (C2SP tlog-cosignature) and publish the cosignature; alarm on any other."""
     from services.audit.keys import (
         AuditKeyError,
+        LogIdentity,
+        load_log_origin,
         load_public_key,
     )
+    from services.audit.note import NoteError, Verifier
     from services.audit.witness import (
+        DEFAULT_NAME,
         run_witness,
         valid_witness_name,
-        witness_book_path,
     )
 
     settings = service_settings("audit-witness")
     if not valid_witness_name(name):
         fail("--name must be 1-64 of lowercase a-z, 0-9, _ and -", EXIT_CONFIG)
     try:
-        load_public_key(settings)  # refuse a bad key file before starting
-    except AuditKeyError as e:
+        if log_vkey is not None:
+            verifier = Verifier.parse(log_vkey)
+            identity = LogIdentity(verifier.name, verifier.key)
+        else:
+            identity = LogIdentity(
+                load_log_origin(settings, create=name == DEFAULT_NAME), load_public_key(settings)
+            )
+    except (AuditKeyError, NoteError) as e:
         fail(str(e), EXIT_CONFIG)
-    path = db or witness_book_path(settings.data_dir)
     run_until_signalled(
         settings,
-        lambda stop: run_witness(settings, stop, nats_url(settings), db_path=path, name=name),
+        lambda stop: run_witness(
+            settings, stop, nats_url(settings), db_path=db, name=name, identity=identity
+        ),
     )
 
 
-# ----------------------------------------------------------------- audit case (issue #5.4)
+@audit_cli.command("cosignatures")
+def audit_cosignatures(
+    db: Annotated[
+        Path | None,
+        typer.Option("--db", dir_okay=False, help="The witness's book (default as the witness)."),
+    ] = None,
+    name: Annotated[str, typer.Option("--name", help="The witness's name.")] = "local",
+    log_vkey: LogKey = None,
+    latest: Annotated[
+        bool, typer.Option("--latest", help="Only the largest tree head cosigned.")
+    ] = False,
+) -> None:
+    """Print the witness's cosigner key and the checkpoints it cosigned (signed notes), for
+    the agency to publish: whoever verifies with a policy naming this witness needs them."""
+    from services.audit.keys import (
+        AuditKeyError,
+        load_log_origin,
+        load_witness_key,
+        witness_dir,
+        witness_vkey,
+    )
+    from services.audit.note import NoteError, Verifier
+    from services.audit.witness import WitnessBook, cosigner_name
+
+    settings = load_settings()
+    try:
+        origin = (
+            Verifier.parse(log_vkey).name
+            if log_vkey is not None
+            else load_log_origin(settings, create=False)
+        )
+        directory = witness_dir(settings, origin)
+        key = load_witness_key(directory)
+    except (AuditKeyError, NoteError) as e:
+        fail(str(e), EXIT_CONFIG)
+    path = db or directory / "checkpoints.sqlite3"
+    typer.echo(f"# witness {witness_vkey(cosigner_name(name), key)}")
+    if not path.is_file():
+        return
+    with WitnessBook.open(path, readonly=True) as book:
+        heads = book.tree_heads(origin)
+    for head in heads[-1:] if latest else heads:
+        typer.echo(head.note)
+
+
+# ----------------------------------------------------------------- evidence (issues #5, #15)
 
 
 WitnessDb = Annotated[
-    Path | None,
+    list[Path] | None,
     typer.Option(
         "--witness-db",
         dir_okay=False,
-        help="A witness's book of checkpoints (default: <data dir>/witness/checkpoints.sqlite3).",
+        help="A witness's book of checkpoints; repeat for several (default: the book in "
+        "CBCM_WITNESS_DIR, ~/.local/state/cbcm/witness, never the data dir).",
+    ),
+]
+WitnessKeys = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--witness",
+        metavar="VKEY",
+        help="A witness whose cosignature counts (its cosigner key, name+id+key); repeat for "
+        "several. Adds to CBCM_AUDIT_WITNESSES.",
+    ),
+]
+Quorum = Annotated[
+    int | None,
+    typer.Option(
+        "--quorum",
+        min=0,
+        metavar="N",
+        help="How many of the named witnesses must cosign a checkpoint (default: all).",
+    ),
+]
+LogKey = Annotated[
+    str | None,
+    typer.Option(
+        "--log",
+        metavar="VKEY",
+        help="The log's identity (origin+id+key) if not this network's settings.",
     ),
 ]
 
 
-def _witnessed(app: ComplaintMechanism, book: Path, settings: Settings) -> list[Attested]:
-    """The checkpoints a witness's book holds for this store, each signature checked again
-    with the network's public key (a book can be copied or edited too); none if the book or
-    the store's first event is missing."""
-    from services.audit.checkpoints import verify_checkpoint
+def _evidence(  # noqa: PLR0917
+    app: ComplaintMechanism,
+    settings: Settings,
+    books: list[Path] | None,
+    witnesses: list[str] | None = None,
+    quorum: int | None = None,
+    log_vkey: str | None = None,
+) -> Evidence:
+    """The checkpoints and witnessed tree heads the books hold for this store, each
+    signature checked again (a book can be copied or edited too), held to the policy."""
+    from services.audit.evidence import EvidenceError, gather
     from services.audit.keys import (
         AuditKeyError,
-        load_public_key,
+        LogIdentity,
+        load_log_identity,
+        witness_policy,
     )
-    from services.audit.verify import Attested
-    from services.audit.witness import WitnessBook
+    from services.audit.note import NoteError, Verifier
+    from services.audit.witness import witness_book_path
     from services.event_store.store_id import store_id_of
 
-    if not book.is_file():
-        return []
     store = store_id_of(app.recorder)
     try:
-        public_key = load_public_key(settings)
+        if log_vkey is not None:
+            try:
+                verifier = Verifier.parse(log_vkey)
+            except NoteError as e:
+                raise AuditKeyError(f"--log: {e}") from e
+            log = LogIdentity(verifier.name, verifier.key)
+        else:
+            log = load_log_identity(settings)
+        if quorum is not None:
+            settings = settings.model_copy(update={"audit_quorum": quorum})
+        policy, needed = witness_policy(settings, witnesses)
     except AuditKeyError as e:
         fail(str(e), EXIT_CONFIG)
-    with WitnessBook.open(book, readonly=True) as held:
-        checkpoints = held.checkpoints(store) if store else []
-        others = [s for s in held.stores() if s != store]
-    if others and not checkpoints:
+    try:
+        return gather(
+            books or [witness_book_path(settings, log.origin)], log, policy, needed, store
+        )
+    except EvidenceError as e:
+        fail(str(e), EXIT_CONFIG)
+
+
+def _other_store_damage(evidence: Evidence) -> None:
+    if evidence.other_stores and not evidence.tree_heads:
         # the store id is derived from the first event: a changed or removed first event, or
         # an emptied store, must not turn the witness's checkpoints into someone else's
         typer.echo(
             "DAMAGED: first bad position 1: changed: the witness holds checkpoints of store "
-            f"{', '.join(others)}, none of this store ({store or 'empty'}): its first event was "
+            f"{', '.join(evidence.other_stores)}, none of this store: its first event was "
             "changed or removed, or the store emptied",
             err=True,
         )
         raise typer.Exit(EXIT_DAMAGED)
-    forged = [c.position for c in checkpoints if not verify_checkpoint(public_key, c)]
-    if forged:
-        fail(
-            f"the witness's book at {book} holds checkpoints whose signature does not verify "
-            f"(positions {forged[:5]}): it cannot vouch for anything",
-            EXIT_CONFIG,
+
+
+def _vouched(evidence: Evidence) -> str:
+    if not evidence.witnesses:
+        return (
+            "the network's own signature alone (no witness named: set CBCM_AUDIT_WITNESSES "
+            "or --witness for cosignatures that an insider cannot make)"
         )
-    return [
-        Attested(c.position, bytes.fromhex(c.link), c.signed_at.isoformat()) for c in checkpoints
-    ]
+    names = evidence.vouched()
+    if not names:
+        return "nobody"
+    return ", ".join(f"{name} (to {size} events)" for name, size in sorted(names.items()))
+
+
+def _print_report(
+    report: Report, evidence: Evidence, start: int, as_json: bool, coverage: str
+) -> None:
+    uncovered = report.uncovered
+    findings = sorted(report.findings, key=lambda f: f.position)
+    if as_json:
+        document = {
+            "verified": report.intact and uncovered is None,
+            "intact": report.intact,
+            "from_position": start,
+            "head": report.head,
+            "checked": report.checked,
+            "checkpoints": report.checkpoints,
+            "tree_heads": report.tree_heads,
+            "covered_to": report.covered_to,
+            "uncovered": None if uncovered is None else {"from": uncovered[0], "to": uncovered[1]},
+            "log": evidence.log.vkey,
+            "quorum": evidence.quorum,
+            "witnesses": [w.vkey for w in evidence.witnesses],
+            "vouched_by": evidence.vouched(),
+            "witness_alarms": evidence.alarms,
+            "writer_marks": coverage,
+            "findings": [
+                {"kind": str(f.kind), "position": f.position, "detail": f.detail} for f in findings
+            ],
+        }
+        typer.echo(json.dumps(document, indent=2))
+        if not report.intact:
+            raise typer.Exit(EXIT_DAMAGED)
+        return
+    if evidence.alarms:
+        typer.echo(
+            f"warning: the witnesses recorded {evidence.alarms} alarm(s) (a fork, a head that "
+            "moved back, a contradiction): see their logs",
+            err=True,
+        )
+    if report.intact:
+        held = (
+            f"{report.checkpoints} signed checkpoint(s) and {report.tree_heads} witnessed "
+            "tree head(s)"
+            if (evidence.checkpoints or evidence.tree_heads)
+            else "no signed checkpoint (a tail cut off or rewritten with every link "
+            "recomputed would not show)"
+        )
+        typer.echo(
+            f"intact: {report.checked} positions from {start} to {report.head or 0}, held to {held}"
+        )
+        typer.echo(f"vouched for by: {_vouched(evidence)}")
+        typer.echo(coverage)
+        if uncovered is not None:
+            typer.echo(
+                f"not yet covered: positions {uncovered[0]} to {uncovered[1]} recompute, but "
+                "no checkpoint covers them yet (a rewrite of them would not show)"
+            )
+        return
+    first = findings[0]
+    typer.echo(
+        f"DAMAGED: first bad position {first.position}: {first.kind}: {first.detail}", err=True
+    )
+    for finding in findings[1:20]:
+        typer.echo(f"  also {finding.kind} at {finding.position}: {finding.detail}", err=True)
+    raise typer.Exit(EXIT_DAMAGED)
 
 
 @audit_cli.command("verify")
-def audit_verify(
+def audit_verify(  # noqa: PLR0917
     start: Annotated[
         int, typer.Option("--from", min=1, metavar="POS", help="Verify from this position.")
     ] = 1,
     witness_db: WitnessDb = None,
+    witness: WitnessKeys = None,
+    quorum: Quorum = None,
+    log_vkey: LogKey = None,
     no_checkpoints: Annotated[
         bool,
         typer.Option(
             "--no-checkpoints", help="Check the chain alone when no witness's book is at hand."
         ),
     ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option("--processes", min=1, metavar="N", help="Processes (default: every core)."),
+    ] = None,
 ) -> None:
-    """Recompute the hash chain over the event store and hold it to the signed checkpoints.
+    """Recompute the hash chain and the Merkle tree over the event store and hold them to the
+    checkpoints the witnesses cosigned.
 
-    Exit 0 when intact; 4 naming the first bad position and the kind of damage (changed,
-    missing, reordered, inserted, truncated); 5 no signed checkpoint to hold it to (unless
+    Exit 0 when intact (positions after the last checkpoint are named: no checkpoint covers
+    them yet); 4 naming the first bad position and the kind of damage (changed, missing,
+    reordered, inserted, truncated); 5 no checkpoint that the policy accepts (unless
     --no-checkpoints); 2 bad usage; 3 store unreachable.
     """
     from rich.console import Console
@@ -228,20 +423,27 @@ def audit_verify(
     )
 
     from services.audit.custody import Custody
-    from services.audit.verify import verify
-    from services.audit.witness import witness_book_path
+    from services.audit.parallel import verify_parallel
     from services.event_store.chain import head as chain_head
+    from services.event_store.config import persistence_env
 
     settings = load_settings()
     app, where = open_application(settings)
     try:
         with reported(where):
-            book = witness_db or witness_book_path(settings.data_dir)
-            checkpoints = _witnessed(app, book, settings)
-            if not checkpoints and not no_checkpoints:
+            evidence = _evidence(app, settings, witness_db, witness, quorum, log_vkey)
+            _other_store_damage(evidence)
+            usable = evidence.tree_heads or (not evidence.witnesses and evidence.checkpoints)
+            if not usable and not no_checkpoints:
+                names = ", ".join(w.name for w in evidence.witnesses)
+                who = (
+                    f"cosigned by {evidence.quorum} of {names}"
+                    if evidence.witnesses
+                    else "signed by the network"
+                )
                 fail(
-                    f"no signed checkpoint of this store in {book}: a tail cut off or "
-                    "rewritten with every link recomputed could not show; run a witness "
+                    f"no signed checkpoint of this log {who} in the witness books: a tail cut "
+                    "off or rewritten with every link recomputed could not show; run a witness "
                     "(cbcm audit witness), name its book with --witness-db, or pass "
                     "--no-checkpoints to check the chain alone",
                     EXIT_UNVERIFIED,
@@ -254,44 +456,27 @@ def audit_verify(
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
                 transient=True,
-                disable=total == 0,
+                disable=total == 0 or as_json,
                 console=Console(stderr=True),
             ) as bar:
                 task = bar.add_task("verify", total=total)
                 custody = Custody.of(app)
-                report = verify(
+                report = verify_parallel(
                     app.recorder,
+                    persistence_env(settings),
                     start=start,
-                    checkpoints=checkpoints,
+                    checkpoints=evidence.checkpoints,
+                    tree_heads=evidence.tree_heads,
+                    processes=processes,
                     progress=lambda position: bar.update(task, completed=position - start + 1),
                     custody=custody,
                 )
                 coverage = custody.coverage()
+            for problem in evidence.split_views:
+                report.findings.append(Finding(Damage.CHANGED, 1, f"split view: {problem}"))
     finally:
         app.close()
-    vouched = (
-        f"{report.checkpoints} signed checkpoint(s)"
-        if checkpoints
-        else (
-            "no signed checkpoint (a tail cut off or rewritten with every link recomputed would "
-            "not show)"
-        )
-    )
-    if report.intact:
-        typer.echo(
-            f"intact: {report.checked} positions from {start} to {report.head or 0}, "
-            f"held to {vouched}"
-        )
-        typer.echo(coverage)
-        return
-    first = report.first
-    assert first is not None
-    typer.echo(
-        f"DAMAGED: first bad position {first.position}: {first.kind}: {first.detail}", err=True
-    )
-    for finding in sorted(report.findings, key=lambda f: f.position)[1:20]:
-        typer.echo(f"  also {finding.kind} at {finding.position}: {finding.detail}", err=True)
-    raise typer.Exit(EXIT_DAMAGED)
+    _print_report(report, evidence, start, as_json, coverage)
 
 
 @audit_cli.command("case")
@@ -325,6 +510,8 @@ def audit_case(
         typer.Option("--agency", metavar="AGENCY", help="The auditor's agency, as recorded."),
     ] = "network",
     witness_db: WitnessDb = None,
+    witness: WitnessKeys = None,
+    quorum: Quorum = None,
 ) -> None:
     """A case's whole history as custody steps in plain words, its state at a version or
     time, and for each event the evidence that it is in the verified chain.
@@ -344,7 +531,6 @@ def audit_case(
         render_text,
         replay_case,
     )
-    from services.audit.witness import witness_book_path
 
     try:
         case = UUID(case_id)
@@ -370,9 +556,9 @@ def audit_case(
     app, where = open_application(settings)
     try:
         with reported(where):
-            checkpoints = _witnessed(
-                app, witness_db or witness_book_path(settings.data_dir), settings
-            )
+            evidence = _evidence(app, settings, witness_db, witness, quorum)
+            _other_store_damage(evidence)
+            checkpoints = evidence.checkpoints
             granted = reader is not None and reader.user in app.audit_grantees(case)
             if reader is not None and not granted:
                 typer.echo(

@@ -40,7 +40,7 @@ from psycopg.pq import Format
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from services.event_store import custody
+from services.event_store import custody, tiles
 from services.event_store.custody import STORE_NONCE, WRITER_PREFIX, WriterKey, WriterKeyError
 from services.event_store.personal_data import tables as key_tables
 from services.event_store.personal_data.data_keys import DataKeyErased, DataKeys
@@ -259,6 +259,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             statements.append(refuse_taken.format(table=table, taken=taken, refusal=APPEND_ONLY))
         statements.extend(key_tables.sqlite_statements(events))
         statements.extend(custody.sqlite_statements(events, APPEND_ONLY))
+        statements.extend(tiles.sqlite_statements(events))  # the Merkle tree (issue #15)
         return statements
 
     data_keys: DataKeys | None = None
@@ -381,6 +382,9 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         refuse = Identifier(f"{self.events_table_name}_append_only")
         self.sql_create_statements.extend(
             key_tables.postgres_statements(datastore.schema, self.events_table_name)
+        )
+        self.sql_create_statements.extend(  # the Merkle tree's tiles (issue #15)
+            tiles.postgres_statements(datastore.schema, self.events_table_name)
         )
         self.sql_create_statements.extend(
             custody.postgres_statements(datastore.schema, self.events_table_name)

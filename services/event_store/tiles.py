@@ -31,7 +31,7 @@ REFUSAL = "the tiles of the tree are append-only: a tile is never updated or del
 
 class Tile(NamedTuple):
     level: int
-    index: int
+    number: int
     hashes: bytes
     root: bytes
     first_position: int
@@ -125,7 +125,7 @@ class TileStore:
                 c.execute(sql, parameters)
                 return [tuple(r) for r in c.fetchall()]
             cursor = c.connection.cursor(row_factory=tuple_row)
-            cursor.execute(sql, parameters)  # type: ignore[arg-type]
+            cursor.execute(sql, parameters)
             return list(cursor.fetchall())
 
     def counts(self) -> dict[int, int]:
@@ -203,4 +203,4 @@ class TileStore:
                 c.executemany(sql, [tuple(t) for t in tiles])
             else:
                 cursor = c.connection.cursor(row_factory=tuple_row)
-                cursor.executemany(sql, [tuple(t) for t in tiles])  # type: ignore[arg-type]
+                cursor.executemany(sql, [tuple(t) for t in tiles])

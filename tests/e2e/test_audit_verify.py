@@ -15,7 +15,7 @@ from pathlib import Path
 
 from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import checkpoint_once
-from services.audit.keys import load_signing_key
+from services.audit.keys import load_log_origin, load_signing_key
 from services.audit.witness import WitnessBook, run_witness, witness_book_path
 from services.bootstrap import complaint_mechanism
 from services.demo.walk import build_demo_network, walk_cases
@@ -32,11 +32,13 @@ async def witnessed_store(settings: Settings, nats_url: str) -> ComplaintMechani
     app = complaint_mechanism(settings)
     await asyncio.to_thread(build_demo_network, app, START)
     await asyncio.to_thread(walk_cases, app, 10, random.Random(3), START)
-    signed = await checkpoint_once(app, load_signing_key(settings), nats_url)
+    signed = await checkpoint_once(
+        app, load_signing_key(settings), nats_url, origin=load_log_origin(settings)
+    )
     assert signed is not None
     stop = asyncio.Event()
     witness = asyncio.create_task(run_witness(settings, stop, nats_url))
-    book = witness_book_path(settings.data_dir)
+    book = witness_book_path(settings)
     deadline = time.monotonic() + 20
     while True:
         if book.exists():
@@ -51,7 +53,11 @@ async def witnessed_store(settings: Settings, nats_url: str) -> ComplaintMechani
 
 
 def audit_verify(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CBCM_DATA_DIR": str(settings.data_dir)}
+    env = {
+        **os.environ,
+        "CBCM_DATA_DIR": str(settings.data_dir),
+        "CBCM_WITNESS_DIR": str(settings.witness_dir),
+    }
     env.pop("CBCM_EVENT_STORE", None)
     return subprocess.run(
         [CBCM, "audit", "verify", *args],
@@ -66,7 +72,7 @@ def audit_verify(settings: Settings, *args: str) -> subprocess.CompletedProcess[
 async def test_verify_passes_an_intact_store_and_names_a_cut_off_tail(
     tmp_path: Path, nats_server: EmbeddedNats
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", witness_dir=tmp_path / "witness")
     app = await witnessed_store(settings, nats_server.url)
     try:
         intact = audit_verify(settings)
@@ -90,7 +96,7 @@ async def test_verify_passes_an_intact_store_and_names_a_cut_off_tail(
 async def test_verify_names_a_tail_rewritten_with_every_link_recomputed(
     tmp_path: Path, nats_server: EmbeddedNats
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", witness_dir=tmp_path / "witness")
     app = await witnessed_store(settings, nats_server.url)
     try:
         dba = Dba(app)
@@ -112,7 +118,7 @@ async def test_verify_names_a_rewritten_first_event_and_an_emptied_store(
 ) -> None:
     # given a witnessed store whose first event (from which the store's id comes) is changed
     # and every link recomputed, as a careful forger would
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", witness_dir=tmp_path / "witness")
     app = await witnessed_store(settings, nats_server.url)
     try:
         dba = Dba(app)
@@ -132,7 +138,7 @@ async def test_verify_names_a_rewritten_first_event_and_an_emptied_store(
 def test_without_a_witness_verify_says_it_cannot_vouch_unless_asked_for_the_chain_alone(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(data_dir=tmp_path / "data")
+    settings = Settings(data_dir=tmp_path / "data", witness_dir=tmp_path / "witness")
     app = complaint_mechanism(settings)
     try:
         build_demo_network(app, START)

@@ -46,7 +46,7 @@ from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import sign_checkpoint
 from services.audit.keys import load_signing_key
 from services.audit.verify import Attested, Damage
-from services.audit.witness import WitnessBook, witness_book_path
+from services.audit.witness import WitnessBook
 from services.cli.main import cli
 from services.event_store.chain import ChainRow, head, link_at
 from services.event_store.store_id import store_id_of
@@ -485,10 +485,11 @@ def test_the_cli_takes_its_checkpoints_from_the_witness_book(
         ChainRow(walked.checkpoint.position, 0, walked.checkpoint.link),
         minutes(35),
     )
-    with WitnessBook.open(witness_book_path(settings.data_dir)) as book:
+    book_path = settings.data_dir.parent / "witness" / "checkpoints.sqlite3"
+    with WitnessBook.open(book_path) as book:
         book.record([signed])
     # when the case is replayed from the command line
-    done = run_cli(settings, str(walked.case_id), "--json")
+    done = run_cli(settings, str(walked.case_id), "--json", "--witness-db", str(book_path))
     # then the events up to it are attested by it
     assert done.exit_code == 0, done.stderr
     document = json.loads(done.stdout)

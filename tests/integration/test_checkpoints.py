@@ -47,6 +47,7 @@ from services.audit.checkpoints import (
     ensure_audit_stream,
     publish_checkpoint,
     sign_checkpoint,
+    tree_head,
     verify_checkpoint,
 )
 from services.audit.keys import (
@@ -66,9 +67,17 @@ from services.settings import Settings
 START = datetime(2025, 9, 1, tzinfo=UTC)
 SIGNED = datetime(2026, 3, 2, 8, 0, 0, 123456, tzinfo=UTC)
 CBCM = Path(sys.executable).parent / "cbcm"
+ORIGIN = "cbcm.test/log/checkpoints"
+"""The log's identity (issue #15) in these tests: the publisher's and the witness's."""
 
 
 # ---------------------------------------------------------------------------------- fixtures
+
+
+@pytest.fixture(autouse=True)
+def log_origin(monkeypatch: pytest.MonkeyPatch) -> str:
+    monkeypatch.setenv("CBCM_AUDIT_LOG_ORIGIN", ORIGIN)
+    return ORIGIN
 
 
 @pytest.fixture
@@ -141,6 +150,13 @@ def store_of(app: ComplaintMechanism) -> str:
     return found
 
 
+def signed(
+    app: ComplaintMechanism, key: Ed25519PrivateKey, store: str, head: ChainRow, at: datetime
+) -> AuditCheckpointV1:
+    """A checkpoint of ``head`` as the publisher signs it: with the log's tree head."""
+    return sign_checkpoint(key, store, head, at, tree_head(app.recorder, ORIGIN, head))
+
+
 def head_of(app: ComplaintMechanism) -> ChainRow:
     row = chain.head(app.recorder)
     assert row is not None
@@ -194,6 +210,12 @@ def test_a_signed_checkpoint_verifies_and_altering_any_field_breaks_it(
     assert not verify_checkpoint(key.public_key(), replace_cp(forged, key_id=checkpoint.key_id))
 
 
+def chain_part(checkpoint: AuditCheckpointV1) -> AuditCheckpointV1:
+    """What a witness's book keeps of a checkpoint as a chain checkpoint (the tree head, with
+    its cosignature, is kept apart: ``WitnessBook.tree_heads``)."""
+    return replace_cp(checkpoint, note=None, proof_from=None, consistency=None)
+
+
 def replace_cp(checkpoint: AuditCheckpointV1, **changes: Any) -> AuditCheckpointV1:
     return msgspec.structs.replace(checkpoint, **changes)
 
@@ -238,9 +260,9 @@ async def test_the_witness_refuses_forged_and_malformed_checkpoints(
     await asyncio.to_thread(build_demo_network, app, START)
     store, head = store_of(app), head_of(app)
     stranger = Ed25519PrivateKey.generate()
-    forged = sign_checkpoint(stranger, store, head, SIGNED)
+    forged = signed(app, stranger, store, head, SIGNED)
     impostor = replace_cp(forged, key_id=key_id(key.public_key()))  # claims the network's key
-    genuine = sign_checkpoint(key, store, head, SIGNED)
+    genuine = signed(app, key, store, head, SIGNED)
 
     with structlog.testing.capture_logs() as logs:
         async with witnessing(js, book_path, key.public_key()) as witness:
@@ -251,7 +273,7 @@ async def test_the_witness_refuses_forged_and_malformed_checkpoints(
             seq = await publish_raw(js, encode_checkpoint(genuine))
             await until(handled(reader, seq), "the witness to handle every message")
 
-    assert reader.checkpoints() == [genuine]
+    assert reader.checkpoints() == [chain_part(genuine)]
     assert (witness.refused, witness.recorded) == (3, 1)
     refusals = [e for e in logs if e["event"] == "audit.checkpoint_forged"]
     assert len(refusals) == 2
@@ -273,6 +295,7 @@ async def test_checkpoint_once_publishes_the_head_and_the_witness_keeps_it(
         "CBCM_DATA_DIR": str(settings.data_dir),
         "CBCM_EVENT_STORE": store_url,
         "CBCM_NATS_URL": nats_server.url,
+        "CBCM_AUDIT_LOG_ORIGIN": ORIGIN,
     }
     done = await asyncio.to_thread(
         subprocess.run,
@@ -285,6 +308,9 @@ async def test_checkpoint_once_publishes_the_head_and_the_witness_keeps_it(
     assert done.returncode == 0, done.stderr
     store = store_of(app)
     assert f"store {store} position {head.position} link {head.link.hex()}" in done.stdout
+    # ... and the same head as a C2SP checkpoint: origin, tree size, root, the log's signature
+    assert f"{ORIGIN}\n{head.position}\n" in done.stdout
+    assert f"\u2014 {ORIGIN} " in done.stdout
 
     key_file = audit_signing_key_path(settings.data_dir)
     assert key_file.stat().st_mode & 0o777 == 0o600
@@ -333,14 +359,23 @@ async def test_a_rewritten_history_raises_the_alarm_and_the_first_checkpoint_is_
     try:
         await asyncio.to_thread(build_demo_network, rewritten, START + timedelta(days=1))
         other_head = head_of(rewritten)
+        rewritten_recorder = rewritten.recorder
+        contradicting = sign_checkpoint(
+            key,
+            honest.store,
+            other_head,
+            datetime.now(UTC),
+            tree_head(rewritten_recorder, ORIGIN, other_head),
+        )
     finally:
         rewritten.close()
     assert other_head.position == honest.position and other_head.link.hex() != honest.link
-    contradicting = sign_checkpoint(key, honest.store, other_head, datetime.now(UTC))
 
     with structlog.testing.capture_logs() as logs:
         async with witnessing(js, book_path, key.public_key()) as witness:
-            await until(lambda: reader.checkpoints() == [honest], "the honest checkpoint")
+            await until(
+                lambda: reader.checkpoints() == [chain_part(honest)], "the honest checkpoint"
+            )
             # Published the ordinary way, within the duplicate window: still delivered.
             assert await publish_checkpoint(js, contradicting)
             await until(lambda: witness.contradictions == 1, "the alarm")
@@ -354,10 +389,10 @@ async def test_a_rewritten_history_raises_the_alarm_and_the_first_checkpoint_is_
     assert alarms[0]["store"] == honest.store and alarms[0]["position"] == honest.position
     assert alarms[0]["held_link"] == honest.link[:16]
     assert alarms[0]["seen_link"] == contradicting.link[:16]
-    assert reader.checkpoints() == [honest]  # never overwritten
+    assert reader.checkpoints() == [chain_part(honest)]  # never overwritten
     [recorded] = reader.contradictions()
     assert (recorded.store, recorded.position) == (honest.store, honest.position)
-    assert (recorded.held, recorded.seen) == (honest, contradicting)
+    assert (recorded.held, recorded.seen) == (chain_part(honest), chain_part(contradicting))
     assert verify_checkpoint(key.public_key(), recorded.seen)  # evidence that stands alone
     # The book itself refuses to forget.
     with pytest.raises(Exception, match="never changes or forgets"):
@@ -392,7 +427,7 @@ async def test_a_witness_started_late_catches_up_and_resumes_where_it_stopped(
                 break
             assert time.monotonic() < deadline, f"no ack of the third: {consumer.ack_floor}"
             await asyncio.sleep(0.02)
-    assert reader.checkpoints(published[0].store) == published
+    assert reader.checkpoints(published[0].store) == [chain_part(p) for p in published]
     assert [cp.position for cp in reader.checkpoints()] == [2, 3, 4]
     assert consumer.ack_floor.stream_seq == 3
 
@@ -402,7 +437,7 @@ async def test_a_witness_started_late_catches_up_and_resumes_where_it_stopped(
     async with witnessing(js, book_path, key.public_key(), name="unicef") as witness:
         await until(lambda: len(reader.checkpoints()) == 4, "the fourth checkpoint")
         await until(handled(reader, 4), "the fourth to be committed")
-    assert reader.checkpoints()[-1] == fourth
+    assert reader.checkpoints()[-1] == chain_part(fourth)
     assert (witness.recorded, witness.repeated) == (1, 0)
 
     # A fresh book under the same name (a lost or replaced file): the consumer does not
@@ -510,15 +545,25 @@ async def test_a_head_that_moves_back_raises_the_alarm(
     assert honest is not None
     # when a checkpoint signed later names an earlier position (the tail was cut off)
     shorter = head_of(app)
-    earlier = ChainRow(shorter.position - 3, 0, bytes(32))
-    cut = sign_checkpoint(key, honest.store, earlier, datetime.now(UTC))
+    earlier = chain.link_at(app.recorder, shorter.position - 3)
+    assert earlier is not None
+    cut = signed(app, key, honest.store, earlier, datetime.now(UTC))
     with structlog.testing.capture_logs() as logs:
         async with witnessing(js, book_path, key.public_key()) as witness:
-            await until(lambda: reader.checkpoints() == [honest], "the honest checkpoint")
+            await until(
+                lambda: reader.checkpoints() == [chain_part(honest)], "the honest checkpoint"
+            )
             assert await publish_checkpoint(js, cut)
             await until(lambda: witness.contradictions == 1, "the alarm")
-    # then the alarm names both positions, and both checkpoints are kept as evidence
+    # then the alarm names both positions (and tree sizes); the cut checkpoint is refused
+    # (never cosigned) and recorded as an alarm
     [alarm] = [e for e in logs if e["event"] == "audit.checkpoint_head_moved_back"]
     assert alarm["log_level"] == "error"
-    assert (alarm["position"], alarm["held_position"]) == (earlier.position, honest.position)
-    assert {c.position for c in reader.checkpoints()} == {honest.position, earlier.position}
+    assert (alarm["position"], alarm["held_size"]) == (earlier.position, honest.position)
+    assert [c.position for c in reader.checkpoints()] == [honest.position]
+    [recorded] = reader.alarms()
+    assert (recorded["kind"], recorded["size"], recorded["held_size"]) == (
+        "moved_back",
+        earlier.position,
+        honest.position,
+    )

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from services.audit import witness
-from services.audit.witness import WitnessBook, witness_book_path
+from services.audit.witness import WitnessBook
 from services.bootstrap import complaint_mechanism
 from services.demo.walk import build_demo_network
 from services.settings import Settings
@@ -59,8 +59,12 @@ def test_audit_verify_reading_a_book_without_tables_says_no_checkpoint(tmp_path:
         build_demo_network(app, datetime(2025, 9, 1, tzinfo=UTC))
     finally:
         app.close()
-    book_without_tables(witness_book_path(settings.data_dir))
-    env = {**os.environ, "CBCM_DATA_DIR": str(settings.data_dir)}
+    book = book_without_tables(tmp_path / "witness" / "checkpoints.sqlite3")
+    env = {
+        **os.environ,
+        "CBCM_DATA_DIR": str(settings.data_dir),
+        "CBCM_WITNESS_DIR": str(book.parent),
+    }
     env.pop("CBCM_EVENT_STORE", None)
     done = subprocess.run(
         [CBCM, "audit", "verify"], check=False, env=env, capture_output=True, text=True, timeout=120

@@ -20,6 +20,7 @@ from prometheus_client import REGISTRY
 from contracts.audit import CHECKPOINT_SUBJECT
 from services.audit.checkpoints import (
     CheckpointPublisher,
+    TreeHead,
     ensure_audit_stream,
     publish_checkpoint,
     sign_checkpoint,
@@ -62,9 +63,13 @@ async def js(tmp_path: Path) -> AsyncIterator[JetStreamContext]:
         await asyncio.to_thread(server.stop)
 
 
+ORIGIN = "cbcm.test/log/metrics"
+
+
 async def test_publisher_and_witness_metrics_follow_checkpoints_and_contradictions(
-    tmp_path: Path, js: JetStreamContext
+    tmp_path: Path, js: JetStreamContext, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setenv("CBCM_AUDIT_LOG_ORIGIN", ORIGIN)
     key = Ed25519PrivateKey.generate()
     app = complaint_mechanism(Settings(data_dir=tmp_path / "data"))
     book = WitnessBook.open(tmp_path / "witness" / "checkpoints.sqlite3")
@@ -96,7 +101,11 @@ async def test_publisher_and_witness_metrics_follow_checkpoints_and_contradictio
         assert value("cbcm_witness_checkpoints_held") == 1
         assert value("cbcm_witness_contradictions_held") == 0
         other = ChainRow(honest.position, honest.position - 1, b"\x01" * 32)
-        assert await publish_checkpoint(js, sign_checkpoint(key, honest.store, other, START))
+        # another root for the tree size held (issue #15: the tree's contradiction)
+        forked = TreeHead(ORIGIN, honest.position, b"\x01" * 32, 0, ())
+        assert await publish_checkpoint(
+            js, sign_checkpoint(key, honest.store, other, START, forked)
+        )
         await js.publish(CHECKPOINT_SUBJECT, b"not a checkpoint")
         await until(lambda: witness.contradictions == 1 and witness.refused == 1, "the alarm")
         assert value("cbcm_witness_checkpoints_held") == 1
