@@ -97,7 +97,7 @@ class Verifier:
     @classmethod
     def parse(cls, vkey: str) -> Verifier:
         """A verifier key ``<name>+<hex id>+<base64(type || key)>`` (``NoteError``)."""
-        parts = vkey.strip().split("+")
+        parts = vkey.strip().split("+", 2)
         if len(parts) != 3:
             raise NoteError("a verifier key is <name>+<key id>+<key>")
         name, hex_id, encoded = parts

@@ -583,3 +583,156 @@ def audit_case(
         typer.echo(json.dumps(replay.to_json(), indent=2, ensure_ascii=False))
     else:
         typer.echo(render_text(replay))
+
+
+# ----------------------------------------------------------------- case bundles (issue #15)
+
+
+@audit_cli.command("export")
+def audit_export(
+    case_id: Annotated[str, typer.Argument(help="The case's id.")],
+    *,
+    out: Annotated[Path, typer.Option("--out", dir_okay=False, help="The bundle file to write.")],
+    auditor: Annotated[
+        str | None,
+        typer.Option(
+            "--auditor",
+            metavar="USER",
+            help="The auditor the bundle is for: its replay shows personal data only if the "
+            "coordinator granted USER this case (the read is recorded).",
+        ),
+    ] = None,
+    agency: Annotated[
+        str, typer.Option("--agency", metavar="AGENCY", help="The auditor's agency.")
+    ] = "network",
+    witness_db: WitnessDb = None,
+    witness: WitnessKeys = None,
+    quorum: Quorum = None,
+) -> None:
+    """Write a case bundle: the case's events as stored, their leaf hashes and inclusion
+    proofs, the latest checkpoint the witnesses cosigned, and the case's replay. Checked
+    with `cbcm audit verify-bundle`, by anyone, with the network's public keys only."""
+    from domain.actors import Actor, Role, validate_code, validate_user
+    from domain.errors import InvalidCode
+    from services.api.replay import ReplayError, replay_case
+    from services.audit.bundle import BundleError, build
+    from services.audit.note import NoteError
+
+    try:
+        case = UUID(case_id)
+    except ValueError:
+        fail(f"{case_id!r} is not a case id (a UUID)", EXIT_CONFIG)
+    reader = None
+    if auditor is not None:
+        try:
+            reader = Actor(validate_user(auditor), validate_code("agency", agency), Role.AUDITOR)
+        except InvalidCode as e:
+            fail(str(e), EXIT_CONFIG)
+    settings = load_settings()
+    app, where = open_application(settings)
+    try:
+        with reported(where):
+            evidence = _evidence(app, settings, witness_db, witness, quorum)
+            note = evidence.latest_note()
+            if note is None:
+                fail(
+                    "no checkpoint of this log that the policy accepts in the witness books: "
+                    "nothing to prove the case's events against",
+                    EXIT_UNVERIFIED,
+                )
+            granted = reader is not None and reader.user in app.audit_grantees(case)
+            try:
+                replay = replay_case(
+                    app,
+                    case,
+                    checkpoints=evidence.checkpoints,
+                    reveal_personal=granted,
+                    reader=reader,
+                )
+            except ReplayError as e:
+                fail(str(e), EXIT_CONFIG)
+            positions = [step.evidence.position for step in replay.steps]
+            try:
+                bundle = build(
+                    app.recorder,
+                    [p for p in positions if p is not None],
+                    case_id=case,
+                    log_vkey=evidence.log.vkey,
+                    checkpoint_note=note,
+                    replay=replay.to_json(),
+                )
+            except (BundleError, NoteError) as e:
+                fail(str(e), EXIT_DAMAGED)
+    finally:
+        app.close()
+    out.write_text(json.dumps(bundle, indent=1, ensure_ascii=False) + "\n")
+    uncovered = sum(1 for e in bundle["events"] if e["inclusion_proof"] is None)
+    typer.echo(
+        f"bundle: {len(bundle['events'])} events of case {case} to {out} "
+        f"(personal data {'shown' if granted else 'redacted'}; "
+        f"{uncovered} not yet covered by the checkpoint)"
+    )
+
+
+@audit_cli.command("verify-bundle")
+def audit_verify_bundle(
+    file: Annotated[Path, typer.Argument(dir_okay=False, help="The bundle file.")],
+    *,
+    log_vkey: LogKey = None,
+    witness: WitnessKeys = None,
+    quorum: Quorum = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
+    """Check a case bundle with the network's public keys alone (no store): the checkpoint's
+    signature and cosignatures, and each event's bytes, link, leaf and inclusion proof.
+
+    Exit 0 when every event is proven; 4 when anything does not verify; 5 when some events
+    are not covered by the bundle's checkpoint yet; 2 bad usage.
+    """
+    from services.audit.bundle import BundleError, check
+    from services.audit.keys import AuditKeyError, load_log_identity, witness_policy
+
+    settings = load_settings()
+    try:
+        vkey = log_vkey or load_log_identity(settings).vkey
+        if quorum is not None:
+            settings = settings.model_copy(update={"audit_quorum": quorum})
+        policy, needed = witness_policy(settings, witness)
+    except AuditKeyError as e:
+        fail(str(e), EXIT_CONFIG)
+    try:
+        bundle = json.loads(file.read_text())
+        report = check(bundle, vkey, policy, needed)
+    except (OSError, ValueError, BundleError) as e:
+        fail(f"{file}: {one_line(e)}", EXIT_CONFIG)
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "verified": report.verified,
+                    "origin": report.origin,
+                    "tree_size": report.size,
+                    "proven": report.proven,
+                    "uncovered": report.uncovered,
+                    "cosigned_by": report.cosigners,
+                    "problems": report.problems,
+                },
+                indent=2,
+            )
+        )
+    elif report.problems:
+        typer.echo(f"NOT VERIFIED: {report.problems[0]}", err=True)
+        for problem in report.problems[1:20]:
+            typer.echo(f"  also: {problem}", err=True)
+    else:
+        who = ", ".join(report.cosigners) or "nobody but the network (no witness named)"
+        typer.echo(
+            f"verified: {report.proven} events in the log {report.origin} of "
+            f"{report.size} events; cosigned by {who}"
+        )
+        if report.uncovered:
+            typer.echo(f"not yet covered by the checkpoint: positions {report.uncovered}")
+    if report.problems:
+        raise typer.Exit(EXIT_DAMAGED)
+    if report.uncovered:
+        raise typer.Exit(EXIT_UNVERIFIED)

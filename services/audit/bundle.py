@@ -1,0 +1,223 @@
+"""Case bundles (issue #15): a case's events as stored, their leaves and inclusion proofs, and
+a cosigned checkpoint, which an auditor outside the network verifies with the network's public
+keys alone. The format is documented in ``docs/audit-bundle-format.md``.
+
+:func:`build` reads the store (the events at the positions given, their chain links, the
+tree's tiles); :func:`check` reads nothing but the bundle and the keys.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass, field
+from typing import Any, Final
+from uuid import UUID
+
+from services.audit.merkle import ProofError, leaf_hash, verify_inclusion
+from services.audit.note import (
+    NoteError,
+    Verifier,
+    check_cosignature,
+    open_checkpoint,
+)
+from services.audit.tree import StoredTree
+from services.event_store.chain import GENESIS, link_before, link_hash, read_log
+
+__all__ = ["FORMAT", "BundleError", "BundleReport", "build", "check"]
+
+FORMAT: Final = "cbcm-audit-bundle/v1"
+
+
+class BundleError(ValueError):
+    """A bundle that cannot be built, or is not one (safe to show)."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+def build(
+    recorder: Any,
+    positions: list[int],
+    *,
+    case_id: UUID,
+    log_vkey: str,
+    checkpoint_note: str,
+    replay: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The bundle of the events at ``positions`` against the cosigned ``checkpoint_note``.
+
+    ``BundleError`` if the store's tree at the checkpoint's size is not the one signed (the
+    store differs from the log the witnesses hold: nothing to prove)."""
+    log = Verifier.parse(log_vkey)
+    checkpoint, _ = open_checkpoint(checkpoint_note, log)
+    tree = StoredTree(recorder)
+    if checkpoint.size > tree.size or tree.root(checkpoint.size) != checkpoint.root:
+        raise BundleError(
+            f"the store's tree of {checkpoint.size} events is not the one the checkpoint "
+            "signs: verify the store (cbcm audit verify) before exporting"
+        )
+    events = []
+    for position in sorted(set(positions) | _whole_records(recorder, positions)):
+        rows = [r for r in read_log(recorder, position, 1) if r.position == position]
+        if not rows or not rows[0].has_event or rows[0].chain is None:
+            raise BundleError(f"position {position} holds no linked event")
+        row = rows[0]
+        assert row.originator_id is not None and row.version is not None
+        assert row.topic is not None and row.state is not None and row.chain is not None
+        before = link_before(recorder, position)
+        previous = GENESIS if before is None else before.link
+        index = tree.leaf_index(position)
+        assert index is not None
+        entry: dict[str, Any] = {
+            "position": position,
+            "leaf_index": index,
+            "originator_id": row.originator_id.hex,
+            "version": row.version,
+            "topic": row.topic,
+            "state": _b64(row.state),
+            "previous_link": previous.hex(),
+            "link": row.chain.link.hex(),
+            "leaf_hash": leaf_hash(row.chain.link).hex(),
+        }
+        if index < checkpoint.size:
+            entry["inclusion_proof"] = [_b64(h) for h in tree.inclusion(index, checkpoint.size)]
+        else:
+            entry["inclusion_proof"] = None  # after the checkpoint: not covered yet
+        events.append(entry)
+    bundle: dict[str, Any] = {
+        "format": FORMAT,
+        "case_id": str(case_id),
+        "log": log_vkey,
+        "checkpoint": checkpoint_note,
+        "events": events,
+    }
+    if replay is not None:
+        bundle["replay"] = replay
+    return bundle
+
+
+def _whole_records(recorder: Any, positions: list[int]) -> set[int]:
+    """The positions of every event of the records (aggregates) that ``positions`` touch:
+    a bundle holds each record whole, so that a left-out version shows."""
+    from eventsourcing.sqlite import SQLiteApplicationRecorder  # noqa: PLC0415
+    from psycopg.sql import SQL, Identifier  # noqa: PLC0415
+
+    ids = set()
+    for position in positions:
+        for row in read_log(recorder, position, 1):
+            if row.position == position and row.originator_id is not None:
+                ids.add(row.originator_id)
+    found: set[int] = set()
+    table = recorder.events_table_name
+    with recorder.datastore.transaction(commit=False) as c:
+        for originator in ids:
+            if isinstance(recorder, SQLiteApplicationRecorder):
+                c.execute(
+                    f"SELECT rowid FROM {table} WHERE originator_id = ?",  # noqa: S608
+                    (originator.hex,),
+                )
+                found.update(int(r[0]) for r in c.fetchall())
+            else:
+                c.execute(
+                    SQL("SELECT notification_id FROM {}.{} WHERE originator_id = %s").format(
+                        Identifier(recorder.datastore.schema), Identifier(table)
+                    ),
+                    (originator,),
+                )
+                found.update(int(r["notification_id"]) for r in c.fetchall())
+    return found
+
+
+@dataclass
+class BundleReport:
+    origin: str = ""
+    size: int = 0
+    proven: int = 0
+    uncovered: list[int] = field(default_factory=list)
+    cosigners: list[str] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+
+    @property
+    def verified(self) -> bool:
+        return not self.problems and not self.uncovered
+
+
+def check(
+    bundle: dict[str, Any], log_vkey: str, witnesses: list[Verifier], quorum: int
+) -> BundleReport:
+    """Check a bundle with the keys alone: the checkpoint's signature (the log's key and
+    origin), the cosignatures the policy asks for, each event's link recomputed from its
+    stored bytes, its leaf hash and its inclusion proof against the checkpoint's root."""
+    report = BundleReport()
+    if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
+        raise BundleError(f"not a {FORMAT} bundle")
+    try:
+        log = Verifier.parse(log_vkey)
+        checkpoint, signatures = open_checkpoint(str(bundle["checkpoint"]), log)
+    except (NoteError, KeyError) as e:
+        report.problems.append(f"the checkpoint: {e}")
+        return report
+    report.origin, report.size = checkpoint.origin, checkpoint.size
+    text = checkpoint.text()
+    for witness in witnesses:
+        for signature in signatures:
+            try:
+                if check_cosignature(text, signature, witness) is not None:
+                    report.cosigners.append(witness.name)
+                    break
+            except NoteError as e:
+                report.problems.append(str(e))
+    if len(report.cosigners) < quorum:
+        report.problems.append(
+            f"cosigned by {len(report.cosigners)} of the witnesses named, {quorum} needed"
+        )
+    versions: dict[str, list[int]] = {}
+    for event in bundle.get("events", []):
+        try:
+            _check_event(event, checkpoint.size, checkpoint.root, report)
+            versions.setdefault(str(event["originator_id"]), []).append(int(event["version"]))
+        except (KeyError, TypeError, ValueError) as e:
+            report.problems.append(f"an event entry is malformed: {type(e).__name__}: {e}")
+    for originator, found in versions.items():
+        if sorted(found) != list(range(1, len(found) + 1)):
+            report.problems.append(
+                f"record {originator}: versions {sorted(found)} are not 1 to {len(found)}: "
+                "an event of it is left out"
+            )
+    return report
+
+
+def _check_event(event: dict[str, Any], size: int, root: bytes, report: BundleReport) -> None:
+    position = int(event["position"])
+    link = link_hash(
+        bytes.fromhex(event["previous_link"]),
+        position=position,
+        originator_id=UUID(hex=event["originator_id"]),
+        version=int(event["version"]),
+        topic=str(event["topic"]),
+        state=base64.b64decode(event["state"], validate=True),
+    )
+    if link.hex() != event["link"]:
+        report.problems.append(f"position {position}: the stored bytes do not hash to the link")
+        return
+    leaf = leaf_hash(link)
+    if leaf.hex() != event["leaf_hash"]:
+        report.problems.append(f"position {position}: the leaf hash is not the link's")
+        return
+    proof = event.get("inclusion_proof")
+    if proof is None:
+        report.uncovered.append(position)
+        return
+    try:
+        verify_inclusion(
+            int(event["leaf_index"]),
+            size,
+            leaf,
+            [base64.b64decode(h, validate=True) for h in proof],
+            root,
+        )
+    except ProofError as e:
+        report.problems.append(f"position {position}: {e}")
+        return
+    report.proven += 1
