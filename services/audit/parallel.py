@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from eventsourcing.persistence import InfrastructureFactory
 from eventsourcing.utils import Environment
 
+from services.application.mechanism import ComplaintMechanism
 from services.audit.verify import (
     Attested,
     Context,
@@ -67,9 +68,8 @@ class _Range:
 
 def _open(env: dict[str, str]) -> Any:
     env = {**env, "CREATE_TABLE": "false"}
-    return InfrastructureFactory.construct(
-        Environment("ComplaintMechanism", env)
-    ).application_recorder()
+    factory = InfrastructureFactory.construct(Environment(ComplaintMechanism.name, env))
+    return factory.application_recorder()
 
 
 def _verify_range(env: dict[str, str], part: _Range) -> tuple[list[Finding], int, int | None]:
