@@ -21,7 +21,8 @@ from services.audit.note import (
     open_checkpoint,
 )
 from services.audit.tree import StoredTree
-from services.event_store.chain import GENESIS, link_before, link_hash, read_log
+from services.event_store.chain import GENESIS, link_before, link_hash
+from services.event_store.tiles import TileStore
 
 __all__ = ["FORMAT", "BundleError", "BundleReport", "build", "check"]
 
@@ -52,6 +53,7 @@ def build(
     log = Verifier.parse(log_vkey)
     checkpoint, _ = open_checkpoint(checkpoint_note, log)
     tree = StoredTree(recorder)
+    store = TileStore(recorder)
     if checkpoint.size > tree.size or tree.root(checkpoint.size) != checkpoint.root:
         raise BundleError(
             f"the store's tree of {checkpoint.size} events is not the one the checkpoint "
@@ -59,12 +61,11 @@ def build(
         )
     events = []
     for position in sorted(set(positions) | _whole_records(recorder, positions)):
-        rows = [r for r in read_log(recorder, position, 1) if r.position == position]
-        if not rows or not rows[0].has_event or rows[0].chain is None:
+        event = store.event_at(position)
+        links = store.links_between(position, position)
+        if event is None or not links:
             raise BundleError(f"position {position} holds no linked event")
-        row = rows[0]
-        assert row.originator_id is not None and row.version is not None
-        assert row.topic is not None and row.state is not None and row.chain is not None
+        originator, version, topic, state = event
         before = link_before(recorder, position)
         previous = GENESIS if before is None else before.link
         index = tree.leaf_index(position)
@@ -72,13 +73,13 @@ def build(
         entry: dict[str, Any] = {
             "position": position,
             "leaf_index": index,
-            "originator_id": row.originator_id.hex,
-            "version": row.version,
-            "topic": row.topic,
-            "state": _b64(row.state),
+            "originator_id": originator.hex,
+            "version": version,
+            "topic": topic,
+            "state": _b64(state),
             "previous_link": previous.hex(),
-            "link": row.chain.link.hex(),
-            "leaf_hash": leaf_hash(row.chain.link).hex(),
+            "link": links[0][1].hex(),
+            "leaf_hash": leaf_hash(links[0][1]).hex(),
         }
         if index < checkpoint.size:
             entry["inclusion_proof"] = [_b64(h) for h in tree.inclusion(index, checkpoint.size)]
@@ -100,32 +101,10 @@ def build(
 def _whole_records(recorder: Any, positions: list[int]) -> set[int]:
     """The positions of every event of the records (aggregates) that ``positions`` touch:
     a bundle holds each record whole, so that a left-out version shows."""
-    from eventsourcing.sqlite import SQLiteApplicationRecorder  # noqa: PLC0415
-    from psycopg.sql import SQL, Identifier  # noqa: PLC0415
-
-    ids = set()
-    for position in positions:
-        for row in read_log(recorder, position, 1):
-            if row.position == position and row.originator_id is not None:
-                ids.add(row.originator_id)
+    store = TileStore(recorder)
     found: set[int] = set()
-    table = recorder.events_table_name
-    with recorder.datastore.transaction(commit=False) as c:
-        for originator in ids:
-            if isinstance(recorder, SQLiteApplicationRecorder):
-                c.execute(
-                    f"SELECT rowid FROM {table} WHERE originator_id = ?",  # noqa: S608
-                    (originator.hex,),
-                )
-                found.update(int(r[0]) for r in c.fetchall())
-            else:
-                c.execute(
-                    SQL("SELECT notification_id FROM {}.{} WHERE originator_id = %s").format(
-                        Identifier(recorder.datastore.schema), Identifier(table)
-                    ),
-                    (originator,),
-                )
-                found.update(int(r["notification_id"]) for r in c.fetchall())
+    for originator in {e[0] for p in positions if (e := store.event_at(p)) is not None}:
+        found.update(store.positions_of(originator))
     return found
 
 

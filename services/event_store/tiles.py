@@ -19,6 +19,7 @@ is a cache that ``cbcm audit verify`` holds to the links; it is never trusted al
 from __future__ import annotations
 
 from typing import Any, NamedTuple
+from uuid import UUID
 
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.rows import tuple_row
@@ -178,6 +179,50 @@ class TileStore:
             (first, last),
         )
         return [(int(p), bytes(k)) for p, k in rows]
+
+    def event_at(self, position: int) -> tuple[UUID, int, str, bytes] | None:
+        """The stored event at ``position`` (originator id, version, topic, state)."""
+        if self.sqlite:
+            table = self.recorder.events_table_name
+            sql = (
+                "SELECT originator_id, originator_version, topic, state FROM "
+                f"{table} WHERE rowid = ?"
+            )
+        else:
+            schema = self.recorder.datastore.schema
+            table = f'"{schema}"."{self.recorder.events_table_name}"'
+            sql = (
+                "SELECT originator_id, originator_version, topic, state FROM "
+                f"{table} WHERE notification_id = ?"
+            )
+        rows = self._query(sql, (position,))
+        if not rows:
+            return None
+        oid, version, topic, state = rows[0]
+        return (
+            (oid if isinstance(oid, UUID) else UUID(str(oid))),
+            int(version),
+            str(topic),
+            bytes(state),
+        )
+
+    def positions_of(self, originator: UUID) -> list[int]:
+        """The positions of every stored event of one record, in order."""
+        if self.sqlite:
+            table = self.recorder.events_table_name
+            rows = self._query(
+                f"SELECT rowid FROM {table} WHERE originator_id = ? ORDER BY rowid",
+                (originator.hex,),
+            )
+        else:
+            schema = self.recorder.datastore.schema
+            table = f'"{schema}"."{self.recorder.events_table_name}"'
+            rows = self._query(
+                f"SELECT notification_id FROM {table} WHERE originator_id = ? "
+                "ORDER BY notification_id",
+                (originator,),
+            )
+        return [int(r[0]) for r in rows]
 
     def count_links(self, after: int, upto: int | None = None) -> int:
         if upto is None:

@@ -1,0 +1,228 @@
+"""The Merkle tree log at scale (issue #15): ``verify`` of a large store on every core, next to
+SHA-256 alone over the same bytes on one core, and proof generation for one case; measured in
+the same run.
+
+The store is written through the application recorder (links computed as in production) with
+synthetic events: 100 versions per record, a 300-byte state each (about the size of the demo's
+events). ``CBCM_BENCH_TREE_EVENTS`` sets the count (default 3,000,000; ``--quick``: 300,000,
+and the figures say so). Then the tiles are stored (``tree.extend``, as the checkpoint
+publisher does), and the tree's head is what a witness would hold.
+
+- *verify*: ``verify_parallel`` over every core this process may use (the machine's two), the
+  chain, every stored tile, and the tree head; the issue's bound: under 30 s for 3 million.
+- *SHA-256 alone* (the baseline): each event's bytes as its link hashes them, put together
+  beforehand (not timed), one ``hashlib.sha256`` per event, chained, on one core. The
+  issue's bound: verify's rate at least 0.5 of it.
+- *proof generation for one case*: the inclusion proofs of one record's 100 events against
+  the head, read from the tiles (a fresh ``StoredTree`` each time), the median of 25 records;
+  the issue's bound: under 50 ms.
+
+Figures are printed and recorded for ``cbcm bench``, never asserted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import random
+import statistics
+import struct
+import time
+import uuid
+
+import pytest
+from eventsourcing.persistence import StoredEvent
+
+from services.application.mechanism import ComplaintMechanism
+from services.audit import tree as merkle_tree
+from services.audit.merkle import leaf_hash, verify_inclusion
+from services.audit.parallel import verify_parallel, workers
+from services.audit.verify import TreeAttested
+from services.event_store.chain import GENESIS, head, log_batches
+from services.event_store.config import persistence_env
+from services.settings import Settings
+from tests.bench.results import Figure, Target, quick, record, store_kind
+
+PER_RECORD = 100
+STATE_BYTES = 300
+TOPIC = "tests.bench.synthetic:Record.Event"
+
+
+def write_store(app: ComplaintMechanism, events: int) -> list[uuid.UUID]:
+    records = []
+    batch: list[StoredEvent] = []
+    rng = random.Random(15)
+    for start in range(0, events, PER_RECORD):
+        originator = uuid.UUID(int=rng.getrandbits(128), version=4)
+        records.append(originator)
+        for version in range(1, min(PER_RECORD, events - start) + 1):
+            batch.append(StoredEvent(originator, version, TOPIC, rng.randbytes(STATE_BYTES)))
+        if len(batch) >= 5000:
+            app.recorder.insert_events(batch)
+            batch = []
+    if batch:
+        app.recorder.insert_events(batch)
+    return records
+
+
+def sha256_alone(recorder: object) -> tuple[float, int]:
+    """Seconds of SHA-256 alone over every event's bytes (read and put together untimed)."""
+    fixed = struct.Struct(">q16sqI")
+    sha256 = hashlib.sha256
+    link = GENESIS
+    seconds = 0.0
+    count = 0
+    batches = log_batches(recorder)
+    assert batches is not None
+    for batch in batches:
+        preimages = [
+            fixed.pack(p, bytes(o) if len(o) == 16 else uuid.UUID(str(o)).bytes, v, len(t))
+            + (t if isinstance(t, bytes) else t.encode())
+            + s
+            for p, o, v, t, s, _, _ in batch.rows
+        ]
+        started = time.perf_counter()
+        for event in preimages:
+            link = sha256(link + event).digest()
+        seconds += time.perf_counter() - started
+        count += len(preimages)
+    return seconds, count
+
+
+@pytest.mark.bench
+def test_verify_and_proofs_of_the_tree_log(
+    app: ComplaintMechanism, settings: Settings, store_url: str
+) -> None:
+    default = "300000" if quick() else "3000000"
+    events = int(os.environ.get("CBCM_BENCH_TREE_EVENTS", default))
+    kind = store_kind(store_url)
+    label = f"{events / 1e6:g}M events" + (" (quick mode)" if quick() else "")
+
+    started = time.perf_counter()
+    records = write_store(app, events)
+    written = time.perf_counter() - started
+    started = time.perf_counter()
+    merkle_tree.extend(app.recorder)
+    tiled = time.perf_counter() - started
+    tree = merkle_tree.StoredTree(app.recorder)
+    assert tree.size == events
+    root = tree.root()
+    top = head(app.recorder)
+    assert top is not None
+    heads = [TreeAttested(events, root, ("bench",), top.position)]
+    env = persistence_env(settings)
+    cores = workers()
+
+    baseline, hashed = sha256_alone(app.recorder)
+    assert hashed == events
+    started = time.perf_counter()
+    report = verify_parallel(app.recorder, env, tree_heads=heads, processes=cores)
+    verified = time.perf_counter() - started
+    assert report.intact and report.checked == events, report.findings[:3]
+
+    timings = []
+    for originator in random.Random(3).sample(records, 25):
+        began = time.perf_counter()
+        proofs = StoredProofs(app, originator, events)
+        timings.append(time.perf_counter() - began)
+        proofs.check(root)
+    proof_ms = statistics.median(timings) * 1000
+
+    print(
+        f"\ntree log on {kind}: {label}; written in {written:.1f} s, tiles stored in "
+        f"{tiled:.1f} s; {cores} cores"
+    )
+    print(f"  verify (every core)       {verified:7.2f} s  {events / verified:10.0f} events/s")
+    print(f"  SHA-256 alone (one core)  {baseline:7.2f} s  {events / baseline:10.0f} events/s")
+    print(f"  verify / SHA-256 alone    {baseline / verified:7.2f}")
+    print(f"  proofs for one case       {proof_ms:7.2f} ms (median of 25 records of 100 events)")
+    record(
+        Figure(
+            bench="tree log (#15)",
+            figure=f"verify of {label} on {cores} cores",
+            store=kind,
+            value=verified,
+            unit="s",
+            baseline=baseline,
+            baseline_name="SHA-256 alone, same bytes, one core",
+            target=Target("value", "<", 30.0) if events >= 3_000_000 else None,
+            better="lower",
+        )
+    )
+    record(
+        Figure(
+            bench="tree log (#15)",
+            figure="verify rate over SHA-256 alone",
+            store=kind,
+            value=events / verified,
+            unit="events/s",
+            baseline=events / baseline,
+            baseline_name="SHA-256 alone, same bytes, one core",
+            target=Target("ratio", ">=", 0.5),
+        )
+    )
+    record(
+        Figure(
+            bench="tree log (#15)",
+            figure=f"inclusion proofs for one case ({PER_RECORD} events, {label})",
+            store=kind,
+            value=proof_ms,
+            unit="ms",
+            target=Target("value", "<", 50.0),
+            better="lower",
+        )
+    )
+
+
+class StoredProofs:
+    """The inclusion proofs of one record's events, as ``cbcm audit export`` makes them."""
+
+    def __init__(self, app: ComplaintMechanism, originator: uuid.UUID, size: int) -> None:
+        recorder = app.recorder
+        self.tree = merkle_tree.StoredTree(recorder)
+        positions = positions_of(app, originator)
+        self.items = []
+        for position in positions:
+            index = self.tree.leaf_index(position)
+            assert index is not None
+            self.items.append((index, self.tree.inclusion(index, size)))
+        self.size = size
+
+    def check(self, root: bytes) -> None:
+        store = merkle_tree.TileStore(self.tree.store.recorder)
+        for index, proof in self.items:
+            tile = store.tiles(0, index // 256, index // 256 + 1)
+            leaf = (
+                tile[0].hashes[(index % 256) * 32 : (index % 256 + 1) * 32]
+                if tile
+                else self.tree.edge.leaves[index - self.tree.counts.get(0, 0) * 256]
+            )
+            verify_inclusion(index, self.size, leaf, proof, root)
+        assert leaf_hash(b"") != root
+
+
+def positions_of(app: ComplaintMechanism, originator: uuid.UUID) -> list[int]:
+    from services.audit.bundle import _whole_records  # noqa: PLC0415
+
+    first = app.recorder.select_events(originator, limit=1)
+    assert first
+    # one known position of the record, then all of it (the export's own look-up)
+    any_position = _position(app, originator)
+    return sorted(_whole_records(app.recorder, [any_position]))
+
+
+def _position(app: ComplaintMechanism, originator: uuid.UUID) -> int:
+    from eventsourcing.sqlite import SQLiteApplicationRecorder  # noqa: PLC0415
+
+    recorder = app.recorder
+    table = recorder.events_table_name
+    with recorder.datastore.transaction(commit=False) as c:
+        if isinstance(recorder, SQLiteApplicationRecorder):
+            c.execute(f"SELECT min(rowid) FROM {table} WHERE originator_id = ?", (originator.hex,))
+            return int(c.fetchone()[0])
+        schema = recorder.datastore.schema
+        c.execute(
+            f'SELECT min(notification_id) AS p FROM "{schema}"."{table}" WHERE originator_id = %s',
+            (originator,),
+        )
+        return int(c.fetchone()["p"])
