@@ -566,8 +566,16 @@ class WitnessBook:
                     "SELECT root FROM tree_heads WHERE origin = ? AND size = ?",
                     (log.origin, head.size),
                 )
-                if same and base64.b64decode(str(same[0][0])) == head.root:
-                    return Outcome.REPEATED
+                held_cp = self.checkpoint(cp.store, cp.position)
+                if (
+                    same
+                    and base64.b64decode(str(same[0][0])) == head.root
+                    and held_cp is not None
+                    and held_cp.signed_at == cp.signed_at
+                    and held_cp.link == cp.link
+                ):
+                    return Outcome.REPEATED  # the same checkpoint delivered again
+                # a smaller tree signed anew, even one held before: the head moved back
                 return alarm(
                     Outcome.MOVED_BACK,
                     head.size,
