@@ -99,31 +99,47 @@ class TileMismatch(ValueError):
 
 def check_tiles(recorder: Any, level: int, first: int, end: int) -> list[TileMismatch]:
     """Hold the stored tiles ``first <= index < end`` of ``level`` to what they summarise:
-    level 0 to the chain's links between the tile's positions, a higher level to the roots of
-    the tiles below it."""
+    level 0 to the chain's links (the tile's 256 leaves are the 256 links that follow the
+    previous tile's, and its first and last positions are theirs), a higher level to the
+    roots of the tiles below it. Read in batches of 64 tiles."""
     store = TileStore(recorder)
     found: list[TileMismatch] = []
-    previous_last: int | None = None
-    if level == 0 and first > 0:
-        before = store.tiles(0, first - 1, first)
-        previous_last = before[0].last_position if before else None
-    for tile in store.tiles(level, first, end):
+    batch = 64
+    after: int | None = None
+    if level == 0:
+        before = store.tiles(0, first - 1, first) if first > 0 else []
+        after = before[0].last_position if before else 0
+    at = first
+    while at < end:
+        tiles = store.tiles(level, at, min(end, at + batch))
+        if not tiles:
+            break
         if level == 0:
-            links = store.links_between(tile.first_position, tile.last_position)
-            leaves = [leaf_hash(link) for _, link in links]
-            gap = previous_last is not None and store.count_links(
-                previous_last, tile.first_position - 1
-            )
-            previous_last = tile.last_position
-            if len(links) != TILE_WIDTH or gap:
-                found.append(TileMismatch(tile, "the tile's positions do not hold its leaves"))
-                continue
-        else:
-            leaves = store.roots(
-                level - 1, tile.number * TILE_WIDTH, (tile.number + 1) * TILE_WIDTH
-            )
-        if b"".join(leaves) != tile.hashes or tree_hash(leaves) != tile.root:
-            found.append(TileMismatch(tile, "the tile does not hold what it summarises"))
+            assert after is not None
+            links = store.links_after(after, len(tiles) * TILE_WIDTH)
+        for k, tile in enumerate(tiles):
+            if level == 0:
+                group = links[k * TILE_WIDTH : (k + 1) * TILE_WIDTH]
+                if (
+                    len(group) != TILE_WIDTH
+                    or group[0][0] != tile.first_position
+                    or group[-1][0] != tile.last_position
+                ):
+                    found.append(TileMismatch(tile, "the tile's positions do not hold its leaves"))
+                    # the tiles after it are held to the links after its own positions
+                    links = store.links_after(tile.last_position, (len(tiles) - k - 1) * 256)
+                    links = [(0, b"")] * ((k + 1) * TILE_WIDTH) + links
+                    continue
+                leaves = [leaf_hash(link) for _, link in group]
+            else:
+                leaves = store.roots(
+                    level - 1, tile.number * TILE_WIDTH, (tile.number + 1) * TILE_WIDTH
+                )
+            if b"".join(leaves) != tile.hashes or tree_hash(leaves) != tile.root:
+                found.append(TileMismatch(tile, "the tile does not hold what it summarises"))
+        if level == 0:
+            after = tiles[-1].last_position
+        at += len(tiles)
     return found
 
 
@@ -143,6 +159,9 @@ class StoredTree:
         self.store = TileStore(recorder)
         self.counts = self.store.counts()
         self._tiles: dict[tuple[int, int], Tile] = {}
+        self._root_cache: dict[tuple[int, int], bytes] = {}
+        self._memo: dict[tuple[int, int], bytes] = {}
+        self._tile_positions: dict[int, list[int]] = {}
         level0 = self.counts.get(0, 0)
         last = self.store.tiles(0, level0 - 1, level0) if level0 else []
         after = last[0].last_position if last else 0
@@ -189,17 +208,33 @@ class StoredTree:
                 if len(out) != hi - lo:
                     raise ProofError("the tree is smaller than asked")
                 return out
-            below = self._tile(level - 1, index)
-            if below is not None:
-                out.append(below.root)
-            else:
-                out.append(
-                    tree_hash(self._nodes(level - 1, index * TILE_WIDTH, (index + 1) * TILE_WIDTH))
-                )
+            stored = self.counts.get(level - 1, 0)
+            if index < stored:  # roots of stored tiles below, in one read
+                upto = min(hi, stored)
+                out.extend(self._roots(level - 1, index, upto))
+                index = upto
+                continue
+            out.append(
+                tree_hash(self._nodes(level - 1, index * TILE_WIDTH, (index + 1) * TILE_WIDTH))
+            )
             index += 1
         return out
 
+    def _roots(self, level: int, lo: int, hi: int) -> list[bytes]:
+        missing = [i for i in range(lo, hi) if (level, i) not in self._root_cache]
+        if missing:
+            for i, root in enumerate(self.store.roots(level, missing[0], missing[-1] + 1)):
+                self._root_cache[(level, missing[0] + i)] = root
+        return [self._root_cache[(level, i)] for i in range(lo, hi)]
+
     def subtree(self, lo: int, hi: int) -> bytes:
+        """MTH of leaves ``lo..hi`` (remembered: the proofs of one case share most nodes)."""
+        found = self._memo.get((lo, hi))
+        if found is None:
+            found = self._memo[(lo, hi)] = self._subtree(lo, hi)
+        return found
+
+    def _subtree(self, lo: int, hi: int) -> bytes:
         n = hi - lo
         if n <= 0:
             return EMPTY_ROOT
@@ -231,11 +266,16 @@ class StoredTree:
         tile = self.store.tile_at_position(position)
         if tile is None:
             return None
-        links = self.store.links_between(tile.first_position, tile.last_position)
-        for offset, (p, _) in enumerate(links):
-            if p == position:
-                return tile.number * TILE_WIDTH + offset
-        return None
+        positions = self._tile_positions.get(tile.number)
+        if positions is None:
+            links = self.store.links_between(tile.first_position, tile.last_position)
+            positions = self._tile_positions[tile.number] = [p for p, _ in links]
+        from bisect import bisect_left  # noqa: PLC0415
+
+        offset = bisect_left(positions, position)
+        if offset == len(positions) or positions[offset] != position:
+            return None
+        return tile.number * TILE_WIDTH + offset
 
     def size_at(self, position: int) -> int:
         """How many leaves the tree had when its head was at ``position`` (a chain row)."""
