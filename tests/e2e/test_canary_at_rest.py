@@ -138,6 +138,9 @@ def test_no_canary_in_clear_at_rest_on_the_bus_in_logs_or_statistics_and_none_af
     assert verified.returncode == 0, verified.stderr
     assert stack.stop() == 0
     files = _files(stack.data_dir)
+    witness = _files(Path(stack.env["CBCM_WITNESS_DIR"]))
+    assert "checkpoints.sqlite3" in witness  # the witness's book (outside the data dir)
+    files |= {f"witness/{name}": data for name, data in witness.items()}
     assert any(name.startswith("nats/") for name in files)  # the JetStream store was scanned
     assert "events.sqlite3" in files
     leaks = {name: _leaks(data, canaries) for name, data in files.items()}

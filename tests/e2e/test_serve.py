@@ -42,6 +42,8 @@ class Stack:
         self.env = {
             **os.environ,
             "CBCM_DATA_DIR": str(data_dir),
+            # the witness's book and key: never in the data dir (issue #15), and not in $HOME
+            "CBCM_WITNESS_DIR": str(data_dir.parent / "witness"),
             "CBCM_HTTP_ADDR": self.http,
             "CBCM_EMBEDDED_NATS_PORT": str(free_port()),
             "CBCM_LOG_FORMAT": "json",

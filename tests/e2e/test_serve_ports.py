@@ -34,7 +34,12 @@ def taken() -> Iterator[str]:
 
 
 def environment(data_dir: Path, **settings: str) -> dict[str, str]:
-    env = {**os.environ, "CBCM_DATA_DIR": str(data_dir), **settings}
+    env = {
+        **os.environ,
+        "CBCM_DATA_DIR": str(data_dir),
+        "CBCM_WITNESS_DIR": str(data_dir.parent / "witness"),
+        **settings,
+    }
     for name in ("CBCM_NATS_URL", "CBCM_EVENT_STORE", "CBCM_METRICS_ADDR", "CBCM_LOG_FORMAT"):
         if name not in settings:
             env.pop(name, None)
