@@ -58,7 +58,7 @@ from contracts.audit import (
 from services.application.mechanism import ComplaintMechanism
 from services.audit import tree as merkle_tree
 from services.audit.custody import signable_head
-from services.audit.keys import key_id, load_log_origin, load_signing_key
+from services.audit.keys import configured_origin, key_id, load_log_origin, load_signing_key
 from services.audit.metrics import checkpoint_metrics
 from services.audit.note import (
     Checkpoint,
@@ -265,7 +265,7 @@ class CheckpointPublisher:
         self._app = app
         self._js = js
         self._key = key
-        self.origin = origin if origin is not None else load_log_origin(Settings())
+        self.origin = origin if origin is not None else configured_origin(key.public_key())
         self._previous: Checkpoint | None = None
         """The log's last checkpoint (published, or found in the stream on start)."""
         self._every_events = every_events

@@ -166,6 +166,18 @@ def load_log_origin(settings: Settings, *, create: bool = True) -> str:
         raise AuditKeyError(f"cannot create the log origin {path}: {e}") from e
 
 
+def configured_origin(public_key: Ed25519PublicKey) -> str:
+    """The origin for a caller that names none (a library call, a test): the environment's
+    (``CBCM_AUDIT_LOG_ORIGIN``, or an origin file already created beside the embedded key of
+    ``CBCM_DATA_DIR``), else one derived from the log's key. Creates nothing: only the
+    publisher and the network's own witness create the origin, with the settings they run
+    with."""
+    settings = Settings()
+    with contextlib.suppress(AuditKeyError):
+        return load_log_origin(settings, create=False)
+    return f"{ORIGIN_PREFIX}key-{key_id(public_key)}"
+
+
 class LogIdentity:
     """The log's origin and the network's checkpoint key: what a witness pins."""
 

@@ -63,6 +63,7 @@ from contracts.audit import (
 from services.audit.checkpoints import verify_checkpoint
 from services.audit.keys import (
     LogIdentity,
+    configured_origin,
     key_id,
     load_log_origin,
     load_public_key,
@@ -633,7 +634,7 @@ class Witness:
         independent: bool = True,
     ) -> None:
         self._book = book
-        self.log = log_identity or LogIdentity(load_log_origin(Settings()), public_key)
+        self.log = log_identity or LogIdentity(configured_origin(public_key), public_key)
         """The log this witness pins: its origin and the network's key."""
         self.cosigner = cosigner
         self.independent = independent

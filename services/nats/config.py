@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from contracts.audit import AUDIT_STREAM, CHECKPOINT_SUBJECT
+from contracts.audit import AUDIT_STREAM, CHECKPOINT_SUBJECT, COSIGNATURE_SUBJECT
 from contracts.subjects import (
     EVENT_SUBJECTS,
     NETWORK_AGENCY,
@@ -211,6 +211,7 @@ def service_users(agencies: Sequence[str]) -> tuple[NatsUser, ...]:
             (
                 _api("STREAM", "INFO", AUDIT_STREAM),
                 *_durable(AUDIT_STREAM, witness_consumer(NETWORK_WITNESS), CHECKPOINT_SUBJECT),
+                COSIGNATURE_SUBJECT,  # its cosignatures, kept by CBCM_AUDIT (issue #15)
             ),
         ),
         # Filtered create subjects only: the server refuses a body whose filter differs from

@@ -37,7 +37,7 @@ from projections.stats import StatisticsProjection
 from services.application.mechanism import ComplaintMechanism
 from services.application.store import is_published
 from services.audit.checkpoints import checkpoint_once, verify_checkpoint
-from services.audit.keys import load_public_key, load_signing_key
+from services.audit.keys import LogIdentity, load_log_origin, load_public_key, load_signing_key
 from services.audit.witness import WitnessBook, run_witness
 from services.bootstrap import complaint_mechanism
 from services.demo.walk import AGENCIES, build_demo_network, walk_cases
@@ -178,7 +178,11 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
             try:
                 key = load_signing_key(net.settings("audit-checkpoint"))
                 await checkpoint_once(
-                    app, key, net.url, nats_options=net.options("audit-checkpoint")
+                    app,
+                    key,
+                    net.url,
+                    nats_options=net.options("audit-checkpoint"),
+                    origin=load_log_origin(net.settings("audit-checkpoint")),
                 )
             finally:
                 app.close()
@@ -464,6 +468,7 @@ async def test_an_agency_receives_statistics_and_checkpoints(network: Network) -
                 load_signing_key(settings),
                 network.url,
                 nats_options=network.options("audit-checkpoint"),
+                origin=load_log_origin(settings),
             )
         finally:
             app.close()
@@ -476,9 +481,13 @@ async def test_an_agency_runs_a_witness_on_its_own_consumer(network: Network) ->
     checkpoints, through the consumer provisioned for it on CBCM_AUDIT."""
     settings = network.settings(f"agency-{A}")
     book_path = network.data_dir / f"witness-{A}.sqlite3"
+    # the log it pins, as the network's operator gives it (cbcm audit witness --log VKEY)
+    publisher = network.settings("audit-checkpoint")
+    log = LogIdentity(load_log_origin(publisher), load_public_key(publisher))
+    settings = settings.model_copy(update={"witness_dir": network.data_dir / f"witness-{A}"})
     stop = asyncio.Event()
     witness = asyncio.create_task(
-        run_witness(settings, stop, network.url, db_path=book_path, name=A)
+        run_witness(settings, stop, network.url, db_path=book_path, name=A, identity=log)
     )
 
     async def kept() -> bool:
