@@ -16,6 +16,7 @@ signed root by whoever receives it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from hashlib import sha256
 from typing import Any
 
 from services.audit.merkle import (
@@ -130,7 +131,7 @@ def check_tiles(recorder: Any, level: int, first: int, end: int) -> list[TileMis
                     links = store.links_after(tile.last_position, (len(tiles) - k - 1) * 256)
                     links = [(0, b"")] * ((k + 1) * TILE_WIDTH) + links
                     continue
-                leaves = [leaf_hash(link) for _, link in group]
+                leaves = [sha256(b"\x00" + link).digest() for _, link in group]
             else:
                 leaves = store.roots(
                     level - 1, tile.number * TILE_WIDTH, (tile.number + 1) * TILE_WIDTH

@@ -113,6 +113,11 @@ def test_a_case_bundle_verifies_with_the_public_keys_alone_here_and_in_node(
     assert len(parse_note(held.note)[1]) == 2  # the log's signature and the cosignature
     w = witness_vkey(witness.name, witness.key)
 
+    # and verify, under a policy naming that witness, says who vouched
+    done = run(env, "verify", "--witness-db", str(book_path), "--witness", w)
+    assert done.exit_code == 0, done.output
+    assert f"vouched for by: {witness.name} (to {held.size} events)" in done.output
+
     # when the case is exported, for an auditor without a grant
     out = tmp_path / "case.bundle.json"
     done = run(

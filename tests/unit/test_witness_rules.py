@@ -81,3 +81,18 @@ def test_random_appends_and_forks(steps: list[tuple[str, int]], rng: object) -> 
         assert any(check_cosignature(text, s, cosigner) for s in signatures)
         assert len({(a["kind"], a["size"], a["held_size"]) for a in book.alarms()}) <= raised
         assert bool(book.alarms()) == bool(raised)
+
+
+def test_the_networks_own_witness_and_one_that_can_read_the_key_are_not_independent(
+    tmp_path: Path,
+) -> None:
+    from services.audit.keys import load_signing_key  # noqa: PLC0415
+    from services.audit.witness import is_independent  # noqa: PLC0415
+    from services.settings import Settings  # noqa: PLC0415
+
+    elsewhere = Settings(data_dir=tmp_path / "agency-data")
+    assert is_independent(elsewhere, "unicef")
+    assert not is_independent(elsewhere, "local")  # the network's own (cbcm serve)
+    beside = Settings(data_dir=tmp_path / "network-data")
+    load_signing_key(beside)  # the log's key in its data dir, readable by this process
+    assert not is_independent(beside, "unicef")
