@@ -123,8 +123,10 @@ class TileStore:
         sql = sql.replace("?", self._mark)
         with self.recorder.datastore.transaction(commit=False) as c:
             if self.sqlite:
-                c.execute(sql, parameters)
-                return [tuple(r) for r in c.fetchall()]
+                cursor = c.sqlite_cursor
+                cursor.row_factory = None  # plain tuples, not the library's sqlite3.Row
+                cursor.execute(sql, parameters)
+                return list(cursor.fetchall())
             cursor = c.connection.cursor(row_factory=tuple_row)
             cursor.execute(sql, parameters)
             return list(cursor.fetchall())
@@ -170,7 +172,7 @@ class TileStore:
             "SELECT position, link FROM {chain} WHERE position > ? ORDER BY position LIMIT ?",
             (position, limit),
         )
-        return [(int(p), bytes(k)) for p, k in rows]
+        return rows if self.sqlite else [(int(p), bytes(k)) for p, k in rows]
 
     def links_between(self, first: int, last: int) -> list[tuple[int, bytes]]:
         rows = self._query(
