@@ -455,7 +455,10 @@ def _has_link(recorder: Any, position: int) -> bool:
 def check_tiles(recorder: Any, report: Report, context: Context) -> list[Finding]:
     """Every stored tile of the Merkle tree holds what it summarises: level 0 its links
     (``context.tiles``: only those tiles), the levels above the tiles below them."""
-    first, end = context.tiles or (0, 1 << 62)
+    if context.tiles is not None:
+        first, end = context.tiles
+    else:  # the tiles of the range verified: from the first that ends at or after ``start``
+        first, end = TileStore(recorder).first_tile_from(context.start), 1 << 62
     found = [
         Finding(
             Damage.CHANGED,

@@ -166,6 +166,16 @@ class TileStore:
         a, b, c, d, e, f = rows[0]
         return Tile(int(a), int(b), bytes(c), bytes(d), int(e), int(f))
 
+    def first_tile_from(self, position: int) -> int:
+        """The index of the first level-0 tile whose leaves end at or after ``position``
+        (the number of tiles if none does)."""
+        rows = self._query(
+            "SELECT idx FROM {tiles} WHERE level = 0 AND last_position >= ? "
+            "ORDER BY last_position LIMIT 1",
+            (position,),
+        )
+        return int(rows[0][0]) if rows else self.counts().get(0, 0)
+
     def links_after(self, position: int, limit: int) -> list[tuple[int, bytes]]:
         """Chain rows (position, link) after ``position``, in order."""
         rows = self._query(
