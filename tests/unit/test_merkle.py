@@ -127,3 +127,19 @@ def test_consistency_refuses_a_smaller_tree_and_a_mismatched_equal_one() -> None
         verify_consistency(10, 9, tree.root(10), tree.root(9), [])
     with pytest.raises(ProofError):
         verify_consistency(10, 10, tree.root(10), tree.root(9), [])
+
+
+@pytest.mark.soak
+@settings(max_examples=1500, deadline=None)
+@given(st.integers(min_value=1, max_value=3000), st.data())
+def test_soak_proofs_for_larger_trees(n: int, data: st.DataObject) -> None:
+    """``make soak``: the same properties over larger trees and many more examples."""
+    tree = MemoryTree([leaf_hash(e) for e in entries_of(n)])
+    old = data.draw(st.integers(min_value=1, max_value=n))
+    index = data.draw(st.integers(min_value=0, max_value=n - 1))
+    verify_consistency(old, n, tree.root(old), tree.root(n), consistency_proof(old, n, tree))
+    proof = inclusion_proof(index, n, tree)
+    verify_inclusion(index, n, tree.leaves[index], proof, tree.root())
+    if n > 1:
+        with pytest.raises(ProofError):
+            verify_inclusion((index + 1) % n, n, tree.leaves[index], proof, tree.root())

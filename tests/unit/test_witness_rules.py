@@ -9,10 +9,12 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from contracts.audit import AuditCheckpointV1
 from services.audit.checkpoints import TreeHead, sign_checkpoint
 from services.audit.keys import LogIdentity
 from services.audit.merkle import MemoryTree, consistency_proof, leaf_hash
@@ -33,7 +35,9 @@ step = st.one_of(
 )
 
 
-def checkpoint(tree: MemoryTree, size: int, previous: int, origin: str = ORIGIN) -> object:
+def checkpoint(
+    tree: MemoryTree, size: int, previous: int, origin: str = ORIGIN
+) -> AuditCheckpointV1:
     proof = tuple(consistency_proof(previous, size, tree)) if 0 < previous <= size else ()
     head = TreeHead(origin, size, tree.root(size), previous, proof)
     row = ChainRow(size, size - 1, tree.root(size))  # the chain part: not what is judged here
@@ -96,3 +100,11 @@ def test_the_networks_own_witness_and_one_that_can_read_the_key_are_not_independ
     beside = Settings(data_dir=tmp_path / "network-data")
     load_signing_key(beside)  # the log's key in its data dir, readable by this process
     assert not is_independent(beside, "unicef")
+
+
+@pytest.mark.soak
+@settings(max_examples=400, deadline=None)
+@given(st.lists(step, min_size=1, max_size=30), st.randoms(use_true_random=False))
+def test_soak_random_appends_and_forks(steps: list[tuple[str, int]], rng: object) -> None:
+    """``make soak``: longer sequences, many more of them."""
+    test_random_appends_and_forks.hypothesis.inner_test(steps, rng)  # type: ignore[attr-defined]
