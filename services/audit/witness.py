@@ -839,7 +839,10 @@ class Witness:
         backoff = 0.1
         await self._count_book()
         if not self.independent:
-            log.warning(
+            # The network's own witness (cbcm serve) says so on every start, calmly; an
+            # agency's witness that can read the log's key is misplaced: a warning.
+            say = log.info if self._durable == durable_name(DEFAULT_NAME) else log.warning
+            say(
                 "audit.witness_not_independent",
                 origin=self.log.origin,
                 why="this witness runs beside the log it witnesses (cbcm serve): it catches "

@@ -17,7 +17,6 @@ from uuid import UUID
 
 import typer
 
-from services.audit.verify import Damage, Finding
 from services.cli.common import (
     EXIT_CONFIG,
     EXIT_UNAVAILABLE,
@@ -424,6 +423,7 @@ def audit_verify(  # noqa: PLR0917
 
     from services.audit.custody import Custody
     from services.audit.parallel import verify_parallel
+    from services.audit.verify import Damage, Finding
     from services.event_store.chain import head as chain_head
     from services.event_store.config import persistence_env
 
