@@ -264,19 +264,24 @@ class StoredTree:
             if at == len(self.edge.positions) or self.edge.positions[at] != position:
                 return None
             return self.counts.get(0, 0) * TILE_WIDTH + at
-        tile = self.store.tile_at_position(position)
-        if tile is None:
-            return None
-        positions = self._tile_positions.get(tile.number)
-        if positions is None:
+        number = next(
+            (n for n, ps in self._tile_positions.items() if ps and ps[0] <= position <= ps[-1]),
+            None,
+        )
+        if number is None:
+            tile = self.store.tile_at_position(position)
+            if tile is None:
+                return None
+            number = tile.number
             links = self.store.links_between(tile.first_position, tile.last_position)
-            positions = self._tile_positions[tile.number] = [p for p, _ in links]
+            self._tile_positions[number] = [p for p, _ in links]
+        positions = self._tile_positions[number]
         from bisect import bisect_left  # noqa: PLC0415
 
         offset = bisect_left(positions, position)
         if offset == len(positions) or positions[offset] != position:
             return None
-        return tile.number * TILE_WIDTH + offset
+        return number * TILE_WIDTH + offset
 
     def size_at(self, position: int) -> int:
         """How many leaves the tree had when its head was at ``position`` (a chain row)."""

@@ -44,6 +44,7 @@ from services.settings import Settings
 from tests.bench.results import Figure, Target, quick, record, store_kind
 
 PER_RECORD = 100
+BATCH = 500
 STATE_BYTES = 300
 TOPIC = "tests.bench.synthetic:Record.Event"
 
@@ -57,7 +58,7 @@ def write_store(app: ComplaintMechanism, events: int) -> list[uuid.UUID]:
         records.append(originator)
         for version in range(1, min(PER_RECORD, events - start) + 1):
             batch.append(StoredEvent(originator, version, TOPIC, rng.randbytes(STATE_BYTES)))
-        if len(batch) >= 5000:
+        if len(batch) >= BATCH:
             app.recorder.insert_events(batch)
             batch = []
     if batch:
