@@ -7,12 +7,19 @@ network's Ed25519 checkpoint key and publishes an ``AuditCheckpointV1`` on
 ``cbcm.v1.audit.checkpoint`` into the JetStream stream ``CBCM_AUDIT`` (file storage, no delete,
 no purge), where witnesses that were offline find it later.
 
+Issue #15: the same head is also signed as a C2SP tlog-checkpoint note of the log's Merkle
+tree (origin, tree size, root; ``services.audit.note``), after the tree's tiles are stored
+(``services.audit.tree.extend``), with the RFC 6962 consistency proof from the log's previous
+checkpoint in the stream, whatever store that one named. A store that is not the log (a
+replacement, a fork) gets no valid proof: the witnesses alarm.
+
 Each message carries ``Nats-Msg-Id: <store>:<position>:<16 hex of link>:<16 hex of the
 signature's SHA-256>`` (``contracts.audit.checkpoint_msg_id``): re-publishing
 the same head (after a restart) is dropped by JetStream, but a checkpoint that contradicts one
 already published (same position, another link) is not, so witnesses see it.
 
-After a restart the policy counts from the last checkpoint of this store in the stream. A head
+After a restart the policy counts from the last checkpoint of this store in the stream, and
+proves the next one from the log's last checkpoint there. A head
 that moved backwards (a truncated store) is checkpointed at once and logged as an error: the
 witnesses then hold a later signature at a lower position.
 

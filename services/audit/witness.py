@@ -1,19 +1,25 @@
-"""The witness (issue #5): keeps every checkpoint it sees, and raises the alarm on a
-contradiction.
+"""The witness (issues #5 and #15): pins the network's log, keeps and cosigns every checkpoint
+that extends it, and raises the alarm on any other.
 
 Any agency can run one (``cbcm audit witness``). It reads the ``CBCM_AUDIT`` stream through a
-durable pull consumer ``cbcm-witness-<name>`` and keeps each checkpoint in its own SQLite file
-(its *book*, default ``<data dir>/witness/checkpoints.sqlite3``):
+durable pull consumer ``cbcm-witness-<name>`` and keeps what it accepts in its own SQLite file
+(its *book*, default ``checkpoints.sqlite3`` in ``CBCM_WITNESS_DIR``, never the data dir):
 
-- a checkpoint whose signature does not verify with the network's public key is refused and
-  logged (``audit.checkpoint_forged``, error); a message that is no checkpoint at all is
-  refused too (``audit.checkpoint_malformed``);
-- a checkpoint of a store and position it already holds with the same link is a repeat
-  (a restart of the publisher): nothing changes;
-- a validly signed checkpoint of a store and position it holds with *another* link proves the
-  history was rewritten: logged at error level (``audit.checkpoint_contradiction``, store,
-  position and both link prefixes), recorded in the ``contradictions`` table, and the held
-  checkpoint is kept. Neither table can be updated or deleted (triggers).
+- a checkpoint whose chain signature does not verify with the network's public key is refused
+  and logged (``audit.checkpoint_forged``, error); a message that is no checkpoint at all is
+  refused too (``audit.checkpoint_malformed``); one that is not a signed note of the pinned
+  log (no note, another origin, another key) is refused (``audit.checkpoint_unprovable``);
+- the log's tree (issue #15): a checkpoint is kept only when its tree extends the tree held,
+  by a valid RFC 6962 consistency proof from the size held (the first one is trusted on first
+  use). Then the witness cosigns it (C2SP tlog-cosignature v1), keeps the cosigned note in
+  ``tree_heads`` and publishes the cosignature on ``cbcm.v1.audit.cosignature``. Otherwise it
+  is an alarm, recorded in ``alarms``, logged at error level, never kept or cosigned: another
+  root for a size held (``audit.checkpoint_contradiction``), a smaller tree signed anew
+  (``audit.checkpoint_head_moved_back``), a larger tree no proof links to the one held, as a
+  fork or a replacement store makes (``audit.checkpoint_inconsistent``);
+- the same checkpoint delivered again is a repeat: nothing changes; the chain part of a kept
+  checkpoint (store, position, link) is kept too, and a chain checkpoint contradicting one held
+  is recorded in ``contradictions``. No table can be updated or deleted (triggers).
 
 Messages are acked only after the SQLite commit, which also records the last stream sequence
 handled; on start the consumer is re-created right after that sequence if it does not stand
