@@ -364,3 +364,19 @@ async def test_verify_json_is_not_verified_for_a_range_no_checkpoint_covers(
         audit(env, "verify", "--json", "--witness-db", str(witness.book_path)).output
     )
     assert report["verified"] is True and report["uncovered"] is None
+
+    # and the witness published its cosignature of that checkpoint for anyone to fetch
+    from contracts.audit import COSIGNATURE_SUBJECT, decode_cosignature  # noqa: PLC0415
+    from services.audit.note import (  # noqa: PLC0415
+        COSIGNATURE_TYPE,
+        Verifier,
+        check_cosignature,
+        parse_note,
+    )
+
+    raw = await js.get_last_msg(AUDIT_STREAM, COSIGNATURE_SUBJECT)
+    published = decode_cosignature(raw.data or b"")
+    assert (published.witness, published.origin) == (witness.name, ORIGIN)
+    text, lines = parse_note(published.note)
+    mine = Verifier(witness.name, COSIGNATURE_TYPE, witness.key.public_key())
+    assert any(check_cosignature(text, line, mine) for line in lines)
