@@ -179,9 +179,9 @@ def verify_parallel(
             seen.add(key)
             unique.append(finding)
     report.findings = unique
-    if custody is not None:
-        report.findings.extend(custody.findings(start, None))
     whole = Context(start=start, stop=None, tree_heads=sorted(heads, key=lambda t: t.size))
     report.findings.extend(check_upper_tiles(recorder, report, whole))
     report.findings.extend(check_tree_heads(recorder, report, whole))
+    if custody is not None:
+        report.findings.extend(custody.findings(start, None))
     return report

@@ -196,13 +196,13 @@ def verify(
         looked_at = scan.fast(position)
         position = None if looked_at is None else scan.careful(*looked_at)
     _beyond_the_head(recorder, report, attested, start)
-    if custody is not None:  # writer marks, key table against the log (issue 15)
-        report.findings.extend(custody.findings(start, stop))
     if attested and scan.last_good_checkpoint >= start:
         report.covered_to = scan.last_good_checkpoint
     context = Context(start=start, stop=stop, tree_heads=sorted(tree_heads, key=lambda t: t.size))
     for check in CHECKS if checks is None else checks:
         report.findings.extend(check(recorder, report, context))
+    if custody is not None:  # writer marks, key table against the log (issue 15)
+        report.findings.extend(custody.findings(start, stop))
     return report
 
 
