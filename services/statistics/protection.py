@@ -222,28 +222,49 @@ class LinkedProtection:
         found: list[npt.NDArray[np.float64]] = []
         while queue:
             expression, now = queue.pop(0)
-            if now not in hidden and self.values[now] == 0 and len(expression) == 1:
-                continue
-            for up in (True, False):
-                target = float(self.upper) if up else float(min(self.lower, self.values[now]))
-                if target <= 0:
-                    continue
-                if _covered(found, expression, up, target):
-                    continue
-                self._set_costs(hidden, allowed)
-                deviation = self._deviation(expression, up, target - _EPSILON)
-                if deviation is None:
+            if len(expression) == 1:
+                # A withheld value: up by the upper level, down by the lower (to zero at most).
+                goals = [[(True, float(self.upper))], [(False, float(min(self.lower, self.values[now])))]]
+            else:
+                # A change between versions: an interval at least as wide as the upper level,
+                # upwards if the counts allow it, else downwards.
+                goals = [[(True, float(self.upper)), (False, float(self.upper))]]
+            for alternatives in goals:
+                if not self._reach(expression, alternatives, hidden, allowed, found, queue, queued_cells):
                     every = {j for j in new if self.values[j] > 0}
                     return Protection(frozenset(every), True, self.solves)
-                found.append(deviation)
-                for j in np.flatnonzero(np.abs(deviation) > _EPSILON):
-                    j = int(j)
-                    if self.states[j] is State.NEW and j not in hidden:
-                        hidden.add(j)
-                        if j not in queued_cells:
-                            queued_cells.add(j)
-                            queue.append(({j: 1.0}, j))
         return Protection(frozenset(hidden), False, self.solves)
+
+    def _reach(
+        self,
+        expression: dict[int, float],
+        alternatives: list[tuple[bool, float]],
+        hidden: set[int],
+        allowed: npt.NDArray[np.bool_],
+        found: list[npt.NDArray[np.float64]],
+        queue: list[tuple[dict[int, float], int]],
+        queued: set[int],
+    ) -> bool:
+        """Make one of ``alternatives`` (direction, distance) open to the attacker: withhold
+        the values of the cheapest deviation that reaches it. False if none can be."""
+        for up, target in alternatives:
+            if target <= 0 or _covered(found, expression, up, target):
+                return True
+        for up, target in alternatives:
+            self._set_costs(hidden, allowed)
+            deviation = self._deviation(expression, up, target - _EPSILON)
+            if deviation is None:
+                continue
+            found.append(deviation)
+            for j in np.flatnonzero(np.abs(deviation) > _EPSILON):
+                j = int(j)
+                if self.states[j] is State.NEW and j not in hidden:
+                    hidden.add(j)
+                    if j not in queued:
+                        queued.add(j)
+                        queue.append(({j: 1.0}, j))
+            return True
+        return False
 
 
 def _covered(
