@@ -132,10 +132,19 @@ def period_tables(
     depend on what happened in it.
     """
     months = months_of(period)
-    cases = [c for c in _cases(db) if c.month in months]
-    feedback = [f for f in _feedback(db) if f.month in months]
+    cases, feedback, registered = facts(db)
+    return tables_of(
+        period,
+        [c for c in cases if c.month in months],
+        [f for f in feedback if f.month in months],
+        registered if agencies is None else agencies,
+    )
+
+
+def facts(db: sqlite3.Connection) -> tuple[list[_Case], list[_Feedback], list[str]]:
+    """Every case's and feedback item's reporting facts, and the registered agencies."""
     registered = sorted({r[0] for r in db.execute("SELECT code FROM stats_agency")})
-    return tables_of(period, cases, feedback, registered if agencies is None else agencies)
+    return _cases(db), _feedback(db), registered
 
 
 def tables_of(
@@ -148,14 +157,16 @@ def tables_of(
     months = months_of(period)
     incidents = [c for c in cases if not c.is_duplicate]
     sea = [c for c in incidents if c.category == "sea_allegation"]
-    case_agencies = sorted(set(agencies) | {c.implicated_agency for c in sea if c.implicated_agency})
+    case_agencies = sorted(
+        set(agencies) | {c.implicated_agency for c in sea if c.implicated_agency}
+    )
     feedback_agencies = sorted(set(agencies) | {f.concerned_agency for f in feedback})
     column_attribute, columns, columns_are = _columns(period)
     column_of: Callable[[_Case], str] = (
         (lambda c: c.month) if column_attribute == MONTH else (lambda c: c.quarter)
     )
 
-    def table(
+    def table(  # noqa: PLR0917 - each table reads as one call of six plain values
         name: str,
         description: str,
         rows_are: str,

@@ -35,7 +35,7 @@ import os
 import sys
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import highspy
 import numpy as np
@@ -198,7 +198,7 @@ class LinkedProtection:
         self._highs.run()
         if self._highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             return None
-        x = np.asarray(self._highs.getSolution().col_value, dtype=float)
+        x: npt.NDArray[np.float64] = np.asarray(self._highs.getSolution().col_value, dtype=float)
         return x[:n] - x[n:]
 
     # ------------------------------------------------------------------ protecting
@@ -207,64 +207,74 @@ class LinkedProtection:
         """Which new values to withhold (see the module docstring)."""
         n = self.n
         new = [j for j in range(n) if self.states[j] is State.NEW]
-        hidden: set[int] = {j for j in new if 0 < self.values[j] < self.k}
+        search = _Search(
+            hidden={j for j in new if 0 < self.values[j] < self.k},
+            allowed=np.array(
+                [self.values[j] > 0 or self.states[j] is not State.NEW for j in range(n)]
+            ),
+        )
         items: list[tuple[dict[int, float], int]] = []  # (expression, index of its "now")
         for d in differences:
             change = self.values[d.now] - self.values[d.before]
             if change != 0 and abs(change) < self.k:
                 if self.states[d.before] is State.SHOWN_BEFORE and self.values[d.now] > 0:
-                    hidden.add(d.now)
+                    search.hidden.add(d.now)
                 items.append(({d.now: 1.0, d.before: -1.0}, d.now))
-        allowed = np.array([self.values[j] > 0 or self.states[j] is not State.NEW for j in range(n)])
-        queue: list[tuple[dict[int, float], int]] = [({j: 1.0}, j) for j in sorted(hidden)]
-        queue += items
-        queued_cells = set(hidden)
-        found: list[npt.NDArray[np.float64]] = []
-        while queue:
-            expression, now = queue.pop(0)
+        search.queue = [({j: 1.0}, j) for j in sorted(search.hidden)] + items
+        search.queued = set(search.hidden)
+        while search.queue:
+            expression, now = search.queue.pop(0)
             if len(expression) == 1:
                 # A withheld value: up by the upper level, down by the lower (to zero at most).
-                goals = [[(True, float(self.upper))], [(False, float(min(self.lower, self.values[now])))]]
+                goals = [
+                    [(True, float(self.upper))],
+                    [(False, float(min(self.lower, self.values[now])))],
+                ]
             else:
                 # A change between versions: an interval at least as wide as the upper level,
                 # upwards if the counts allow it, else downwards.
                 goals = [[(True, float(self.upper)), (False, float(self.upper))]]
             for alternatives in goals:
-                if not self._reach(expression, alternatives, hidden, allowed, found, queue, queued_cells):
+                if not self._reach(expression, alternatives, search):
                     every = {j for j in new if self.values[j] > 0}
                     return Protection(frozenset(every), True, self.solves)
-        return Protection(frozenset(hidden), False, self.solves)
+        return Protection(frozenset(search.hidden), False, self.solves)
 
     def _reach(
-        self,
-        expression: dict[int, float],
-        alternatives: list[tuple[bool, float]],
-        hidden: set[int],
-        allowed: npt.NDArray[np.bool_],
-        found: list[npt.NDArray[np.float64]],
-        queue: list[tuple[dict[int, float], int]],
-        queued: set[int],
+        self, expression: dict[int, float], alternatives: list[tuple[bool, float]], search: _Search
     ) -> bool:
         """Make one of ``alternatives`` (direction, distance) open to the attacker: withhold
         the values of the cheapest deviation that reaches it. False if none can be."""
         for up, target in alternatives:
-            if target <= 0 or _covered(found, expression, up, target):
+            if target <= 0 or _covered(search.found, expression, up, target):
                 return True
         for up, target in alternatives:
-            self._set_costs(hidden, allowed)
+            self._set_costs(search.hidden, search.allowed)
             deviation = self._deviation(expression, up, target - _EPSILON)
             if deviation is None:
                 continue
-            found.append(deviation)
-            for j in np.flatnonzero(np.abs(deviation) > _EPSILON):
-                j = int(j)
-                if self.states[j] is State.NEW and j not in hidden:
-                    hidden.add(j)
-                    if j not in queued:
-                        queued.add(j)
-                        queue.append(({j: 1.0}, j))
+            search.found.append(deviation)
+            for moved in np.flatnonzero(np.abs(deviation) > _EPSILON):
+                j = int(moved)
+                if self.states[j] is State.NEW and j not in search.hidden:
+                    search.hidden.add(j)
+                    if j not in search.queued:
+                        search.queued.add(j)
+                        search.queue.append(({j: 1.0}, j))
             return True
         return False
+
+
+@dataclass
+class _Search:
+    """The state of one protection: what is withheld, what is left to protect, and the
+    deviations found so far (each still open to the attacker)."""
+
+    hidden: set[int]
+    allowed: npt.NDArray[np.bool_]
+    queue: list[tuple[dict[int, float], int]] = field(default_factory=list)
+    queued: set[int] = field(default_factory=set)
+    found: list[npt.NDArray[np.float64]] = field(default_factory=list)
 
 
 def _covered(
@@ -290,14 +300,14 @@ def _quiet_highs() -> highspy.Highs:
     global _banner_shown  # noqa: PLW0603 - once per process
     with _first:
         if _banner_shown:
-            highs = highspy.Highs()
+            highs = highspy.Highs()  # type: ignore[no-untyped-call]
         else:
             sys.stdout.flush()
             saved = os.dup(1)
             try:
                 with open(os.devnull, "wb") as null:
                     os.dup2(null.fileno(), 1)
-                    highs = highspy.Highs()
+                    highs = highspy.Highs()  # type: ignore[no-untyped-call]
             finally:
                 os.dup2(saved, 1)
                 os.close(saved)

@@ -30,11 +30,13 @@ from projections.stats.periods import (
     QUARTER,
     Meaning,
     PeriodTable,
+    facts,
     months_of,
     period_of,
-    period_tables,
+    tables_of,
 )
 from projections.stats.reports import Cell, Report, report_document
+from services.settings import Settings
 from services.statistics.protection import Difference, Equation, LinkedProtection, State
 
 LEDGER_FILE: Final = "stats_releases.sqlite"
@@ -64,6 +66,17 @@ class ReleasePolicy:
 
     def levels(self, threshold: int) -> tuple[int, int]:
         return (self.upper or threshold, self.lower or threshold)
+
+
+def policy_from(settings: Settings) -> ReleasePolicy:
+    """The release policy of ``CBCM_STATS_*``."""
+    return ReleasePolicy(
+        period=settings.stats_release_period,
+        embargo=timedelta(days=settings.stats_embargo_days),
+        window_months=settings.stats_window_months,
+        upper=settings.stats_upper_protection,
+        lower=settings.stats_lower_protection,
+    )
 
 
 @dataclass(frozen=True)
@@ -153,7 +166,9 @@ def get_release(db: sqlite3.Connection, id_: str) -> ReleaseVersion | None:
             "WHERE lower(period) = ? ORDER BY version DESC LIMIT 1",
             (id_,),
         ).fetchone()
-    return None if row is None else ReleaseVersion(row[0], row[1], row[2], row[3], json.loads(row[4]))
+    return (
+        None if row is None else ReleaseVersion(row[0], row[1], row[2], row[3], json.loads(row[4]))
+    )
 
 
 def unpublished(db: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
@@ -187,9 +202,7 @@ def period_end(period: str) -> datetime:
     return datetime(year, number, 1, tzinfo=UTC)
 
 
-def due_periods(
-    first_month: str | None, now: datetime, policy: ReleasePolicy
-) -> list[str]:
+def due_periods(first_month: str | None, now: datetime, policy: ReleasePolicy) -> list[str]:
     """The closed periods whose embargo has passed and that ended within the window, from
     the period of ``first_month`` (the earliest receipt) on."""
     if first_month is None:
@@ -338,9 +351,9 @@ def _hidden_of(document: dict[str, Any], tables: Sequence[PeriodTable]) -> set[M
     hidden: set[Meaning] = set()
     for table in tables:
         report = document["reports"][table.name]
-        grid = [
-            [*report["cells"][i], report["row_totals"][i]] for i in range(len(table.rows))
-        ] + [[*report["column_totals"], report["total"]]]
+        grid = [[*report["cells"][i], report["row_totals"][i]] for i in range(len(table.rows))] + [
+            [*report["column_totals"], report["total"]]
+        ]
         for i, row in enumerate(grid):
             for j, cell in enumerate(row):
                 if cell["suppressed"]:
@@ -444,13 +457,20 @@ def release_due(
         "UNION ALL SELECT min(received_month) FROM stats_feedback)"
     ).fetchone()[0]
     made: list[ReleaseVersion] = []
-    for period in due_periods(first, now, policy):
+    due = due_periods(first, now, policy)
+    cases, feedback, agencies = facts(read_model) if due else ([], [], [])
+    for period in due:
         earlier = ledger.execute(
-            "SELECT version, document, counts FROM stats_release WHERE period = ? "
-            "ORDER BY version",
+            "SELECT version, document, counts FROM stats_release WHERE period = ? ORDER BY version",
             (period,),
         ).fetchall()
-        tables = period_tables(read_model, period)
+        months = months_of(period)
+        tables = tables_of(
+            period,
+            [c for c in cases if c.month in months],
+            [f for f in feedback if f.month in months],
+            agencies,
+        )
         counts = _counts_record(tables)
         if earlier and earlier[-1][2] == counts:
             continue

@@ -9,9 +9,10 @@ each report means.
 
 from __future__ import annotations
 
+import itertools
 import json
 import sqlite3
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -42,10 +43,14 @@ from tests.statistics_attacker import (
 MONTHS = [f"2026-{m:02d}" for m in range(1, 7)]
 AGENCIES = ["unhcr", "wfp", "unicef"]
 # Skewed on purpose: most cases fall in a few values, so small cells are everywhere.
-SKEWED_CATEGORY = ["sea_allegation"] * 6 + ["other_sensitive"] * 2 + [
-    "non_sensitive_feedback",
-    "not_yet_assessed",
-]
+SKEWED_CATEGORY = (
+    ["sea_allegation"] * 6
+    + ["other_sensitive"] * 2
+    + [
+        "non_sensitive_feedback",
+        "not_yet_assessed",
+    ]
+)
 SKEWED_TYPE = ["sexual_exploitation"] * 5 + ["sexual_abuse"] * 3 + ["other", "unknown"]
 CHANNELS = ["hotline"] * 6 + ["sms_messaging"] * 2 + ["in_person", "complaint_box", "email"]
 VICTIMS = ["women"] * 5 + ["girls"] * 3 + ["men", "boys", "unknown"]
@@ -182,7 +187,11 @@ def _model(threshold: int) -> sqlite3.Connection:
     return db
 
 
-RUNS = (datetime(2026, 8, 20, tzinfo=UTC), datetime(2026, 9, 20, tzinfo=UTC), datetime(2026, 10, 20, tzinfo=UTC))
+RUNS = (
+    datetime(2026, 8, 20, tzinfo=UTC),
+    datetime(2026, 9, 20, tzinfo=UTC),
+    datetime(2026, 10, 20, tzinfo=UTC),
+)
 
 
 def _truth(cases: Sequence[Case], run: int, months: Sequence[str]) -> Callable[[Position], int]:
@@ -232,7 +241,7 @@ def _check_releases(cases: list[Case], period: str, threshold: int, tmp: Path) -
         )
         assert not findings.exact and not findings.too_narrow, (str(findings), findings)
         attacked += findings.withheld
-        for (run0, before), (run1, after) in zip(versions, versions[1:], strict=False):
+        for (run0, before), (run1, after) in itertools.pairwise(versions):
             differences = attack_differences(
                 before,
                 after,
