@@ -106,8 +106,12 @@ class StatisticsPublisher:
     async def __call__(self, db: sqlite3.Connection, position: int) -> None:
         now = time.monotonic()
         if self._trailing is None and now - self._last >= self.every:
-            self._last = now
-            await self.publish(db, position)
+            try:
+                await self.publish(db, position)
+            finally:
+                # the interval runs from the end of a publication: making releases can take
+                # a while, and the next batch must not follow at once
+                self._last = time.monotonic()
             return
         if self._trailing is None:
             path = _file_of(db)
@@ -121,9 +125,9 @@ class StatisticsPublisher:
             await asyncio.sleep(delay)
             db = open_read_model(path, readonly=True)
             try:
-                self._last = time.monotonic()
                 await self.publish(db, await asyncio.to_thread(get_position, db))
             finally:
+                self._last = time.monotonic()
                 db.close()
         except asyncio.CancelledError:
             raise
