@@ -16,9 +16,11 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Gauge
 
-from contracts.subjects import release_subject
+from contracts.subjects import STREAM, release_subject
 from projections.base import get_position, open_read_model
+from projections.stats import StatisticsProjection
 from services.nats.client import nats_connect_options, nats_servers
+from services.projector.runner import durable_name
 from services.runtime.metrics import serve_once
 from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
@@ -152,7 +154,8 @@ class StatisticsPublisher:
         # The releases are made in a thread (the projector is not using the connection
         # meanwhile: it waits for this hook), so the event loop keeps answering NATS.
         ledger = self._ledger(db)
-        documents = await asyncio.to_thread(self._due, db, ledger)
+        behind = await self._behind()
+        documents = await asyncio.to_thread(self._due, db, ledger, not behind)
         limit = self._nc.max_payload
         sent: list[str] = []
         before = set(self._too_large)
@@ -191,10 +194,29 @@ class StatisticsPublisher:
             raise ValueError("a statistics publisher on a read model in memory needs data_dir")
         return ledger_path(path.parent)
 
-    def _due(self, db: sqlite3.Connection, ledger: Path) -> list[tuple[str, str, bytes]]:
+    def _due(
+        self, db: sqlite3.Connection, ledger: Path, make: bool
+    ) -> list[tuple[str, str, bytes]]:
         with open_ledger(ledger) as led:
-            release_due(db, led, self.policy, self.clock())
+            if make:
+                release_due(db, led, self.policy, self.clock())
             return unpublished(led)
+
+    async def _behind(self) -> bool:
+        """Whether the statistics projector's consumer still has messages to deliver (a
+        catch-up, a replay into a rebuilt read model). Releases are made from a caught-up
+        read model only: made halfway through a replay, they would hold half the facts, and
+        the rest would come as revisions. Its last batch commits with nothing pending, and
+        makes them (or the trailing publication after it does)."""
+        assert self._nc is not None
+        try:
+            info = await self._nc.jetstream().consumer_info(
+                STREAM, durable_name(StatisticsProjection()), timeout=2.0
+            )
+        except Exception as e:  # no consumer (no projector): nothing to wait for
+            log.debug("stats.consumer_unknown", error=type(e).__name__)
+            return False
+        return bool(info.num_pending)
 
     def _tell_unpublished(self, position: int) -> None:
         UNPUBLISHED.set(len(self._too_large))

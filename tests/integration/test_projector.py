@@ -52,7 +52,7 @@ from services.projector.runner import (
 from services.relay.translation import encode, to_cloud_event
 from services.runtime.worker_status import stall_of
 from services.settings import Settings
-from services.statistics.releases import get_release, ledger_path, open_ledger
+from services.statistics.releases import get_release, ledger_path, list_releases, open_ledger
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 150
@@ -475,6 +475,47 @@ async def test_an_idle_projector_says_nothing_and_stops_quietly(
     assert any(e["event"] == "stats.published" for e in logs)
     loud = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert loud == []
+
+
+async def test_a_replay_makes_releases_from_the_caught_up_read_model_only(
+    published: list[Outgoing], tmp_path: Path
+) -> None:
+    """A projector catching up (a fresh read model on a long stream) commits many batches;
+    releases made halfway would hold half the facts and the rest would come as revisions."""
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        await publish(server.url, published)
+        data_dir = tmp_path / "data"
+        publisher = StatisticsPublisher(
+            server.url, every=0.0, nats_options={}, data_dir=data_dir, clock=release_day
+        )
+        watcher = Watcher()
+        stop = asyncio.Event()
+
+        async def commit(db: sqlite3.Connection, position: int) -> None:
+            await publisher(db, position)
+            watcher(db, position)
+
+        task = asyncio.create_task(
+            run_projector(
+                StatisticsProjection(),
+                tmp_path / "read_models" / "stats.sqlite3",
+                server.url,
+                stop,
+                on_commit=commit,
+                batch=100,
+            )
+        )
+        await watcher.until(published[-1].position, task)
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE)
+        await publisher.close()
+    finally:
+        server.stop()
+    assert watcher.commits > 3  # a catch-up in several batches
+    with open_ledger(ledger_path(data_dir), readonly=True) as led:
+        versions = [v.id for v in list_releases(led)]
+    assert versions == ["2025-q3-v1", "2025-q4-v1", "2026-q1-v1"]
 
 
 async def test_nats_away_is_an_info_line_and_one_warning_only_when_it_lasts(
