@@ -20,6 +20,7 @@ from contracts.statistics import decode_release, release_json_schema
 from projections.stats import reports
 from projections.stats.reports import report_document
 from services.statistics import exports
+from services.statistics.protection import LinkedProtection
 from services.statistics.releases import (
     ReleasePolicy,
     due_periods,
@@ -202,3 +203,18 @@ def test_csv_and_xlsx_carry_an_hxl_hashtag_row(tmp_path: Path) -> None:
     assert list(data[1]) == rows[1]
     assert len(data) == len(rows)
     assert "sea_by_month" in book.sheetnames and "release" in book.sheetnames
+
+
+def test_when_no_protection_is_found_the_release_holds_its_reports_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # given a solver that finds no deviation (it should always find one; a solver may fail)
+    monkeypatch.setattr(LinkedProtection, "_deviation", lambda *_args, **_kwargs: None)
+    document = _a_release(tmp_path)
+    # then every non-zero count is withheld, and the release says which reports and why
+    held = document["release"]["held_back"]  # type: ignore[index]
+    assert {h["report"] for h in held} == set(document["reports"])  # type: ignore[arg-type]
+    assert all("withheld" in h["reason"] for h in held)
+    for report in document["reports"].values():  # type: ignore[attr-defined]
+        grid = [*report["cells"], report["row_totals"], report["column_totals"], [report["total"]]]
+        assert all(c["value"] in (None, 0) for row in grid for c in row)
