@@ -439,6 +439,11 @@ def make_document(
 # ----------------------------------------------------------------------------- releasing
 
 
+def _overlaps(period: str, released: set[str]) -> bool:
+    months = set(months_of(period))
+    return any(months & set(months_of(other)) for other in released)
+
+
 def release_due(
     read_model: sqlite3.Connection,
     ledger: sqlite3.Connection,
@@ -459,7 +464,13 @@ def release_due(
     made: list[ReleaseVersion] = []
     due = due_periods(first, now, policy)
     cases, feedback, agencies = facts(read_model) if due else ([], [], [])
+    released = {row[0] for row in ledger.execute("SELECT DISTINCT period FROM stats_release")}
     for period in due:
+        if period not in released and _overlaps(period, released):
+            # The policy's period changed (a quarter after months, a year after quarters):
+            # months already released under another period are not released again, so no
+            # two releases of different periods overlap (ADR 12).
+            continue
         earlier = ledger.execute(
             "SELECT version, document, counts FROM stats_release WHERE period = ? ORDER BY version",
             (period,),

@@ -218,3 +218,20 @@ def test_when_no_protection_is_found_the_release_holds_its_reports_back(
     for report in document["reports"].values():  # type: ignore[attr-defined]
         grid = [*report["cells"], report["row_totals"], report["column_totals"], [report["total"]]]
         assert all(c["value"] in (None, 0) for row in grid for c in row)
+
+
+def test_a_changed_period_never_releases_months_again_under_another_period(
+    tmp_path: Path,
+) -> None:
+    """Releases of different periods never overlap: only versions of one release do, and
+    those are protected together."""
+    db = model(5)
+    store(db, CASES, 0)
+    ledger = tmp_path / "releases.sqlite"
+    monthly = ReleasePolicy(period="month", embargo=timedelta(days=0))
+    with open_ledger(ledger) as led:
+        made = [v.id for v in release_due(db, led, monthly, datetime(2026, 2, 15, tzinfo=UTC))]
+        assert made == ["2026-01-v1"]
+        # the network moves to quarters: the first quarter holds January, so it is skipped
+        later = release_due(db, led, POLICY, datetime(2026, 8, 15, tzinfo=UTC))
+    assert [v.id for v in later] == ["2026-q2-v1"]
