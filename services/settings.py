@@ -260,6 +260,12 @@ class Settings(BaseSettings):
         le=120,
         description="periods that ended longer ago are neither released nor revised",
     )
+    stats_revise_every_days: float = Field(
+        default=30,
+        ge=0,
+        le=366,
+        description="the least time between two versions of one statistics release",
+    )
     stats_upper_protection: int | None = Field(
         default=None,
         ge=1,

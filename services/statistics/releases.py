@@ -55,12 +55,21 @@ class ReleasePolicy:
     ``period``: what one release covers. ``embargo``: how long after a period ends its
     release waits (late complaints come in meanwhile). ``window_months``: periods that ended
     longer ago than this are neither released nor revised, so a release never reaches back
-    without bound. ``upper`` and ``lower``: the protection levels (default: the threshold).
+    without bound. ``revise_every``: the least time between two versions of one release
+    (late facts are gathered into one revision rather than each making its own, which would
+    cost more withheld values). ``upper`` and ``lower``: the protection levels (default: the
+    threshold).
+
+    A revision is made when the cases a period counts, or how they were assessed, changed:
+    a late complaint, a duplicate found late, a reassessment. A status that moved on (an
+    investigation acknowledged, concluded) changes no more than ``status_by_quarter`` and makes
+    no revision of its own: it is brought up to date by the next revision.
     """
 
     period: PeriodKind = "quarter"
     embargo: timedelta = timedelta(days=30)
     window_months: int = 24
+    revise_every: timedelta = timedelta(days=30)
     upper: int | None = None
     lower: int | None = None
 
@@ -74,6 +83,7 @@ def policy_from(settings: Settings) -> ReleasePolicy:
         period=settings.stats_release_period,
         embargo=timedelta(days=settings.stats_embargo_days),
         window_months=settings.stats_window_months,
+        revise_every=timedelta(days=settings.stats_revise_every_days),
         upper=settings.stats_upper_protection,
         lower=settings.stats_lower_protection,
     )
@@ -382,6 +392,16 @@ def _counts_record(tables: Sequence[PeriodTable]) -> str:
     )
 
 
+VOLATILE: Final = frozenset({"status_by_quarter"})
+"""Reports whose counts move on with no new fact about the period's cases: alone, their
+change makes no revision."""
+
+
+def _trigger(record: str) -> list[Any]:
+    """What of a period's counts makes a revision when it changes (all but ``VOLATILE``)."""
+    return [t for t in json.loads(record) if t["name"] not in VOLATILE]
+
+
 def _tables_of_record(record: str) -> list[PeriodTable]:
     return [
         PeriodTable(
@@ -472,7 +492,8 @@ def release_due(
             # two releases of different periods overlap (ADR 12).
             continue
         earlier = ledger.execute(
-            "SELECT version, document, counts FROM stats_release WHERE period = ? ORDER BY version",
+            "SELECT version, document, counts, released_at FROM stats_release WHERE period = ? "
+            "ORDER BY version",
             (period,),
         ).fetchall()
         months = months_of(period)
@@ -483,10 +504,13 @@ def release_due(
             agencies,
         )
         counts = _counts_record(tables)
-        if earlier and earlier[-1][2] == counts:
+        if earlier and (
+            _trigger(earlier[-1][2]) == _trigger(counts)
+            or now - datetime.fromisoformat(earlier[-1][3]) < policy.revise_every
+        ):
             continue
         versions = []
-        for _version, document, record in earlier:
+        for _version, document, record, _released_at in earlier:
             old_tables = _tables_of_record(record)
             versions.append(_Version(old_tables, _hidden_of(json.loads(document), old_tables)))
         versions.append(_Version(tables, None))

@@ -52,7 +52,13 @@ from services.projector.runner import (
 from services.relay.translation import encode, to_cloud_event
 from services.runtime.worker_status import stall_of
 from services.settings import Settings
-from services.statistics.releases import get_release, ledger_path, list_releases, open_ledger
+from services.statistics.releases import (
+    ReleasePolicy,
+    get_release,
+    ledger_path,
+    list_releases,
+    open_ledger,
+)
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 150
@@ -669,7 +675,11 @@ async def test_the_last_batch_before_a_quiet_spell_is_published_after_the_interv
         await listener.subscribe("cbcm.v1.stats.release.>", cb=note)
         await listener.flush()
         publisher = StatisticsPublisher(
-            server.url, every=3.0, nats_options={}, clock=release_day
+            server.url,
+            every=3.0,
+            nats_options={},
+            clock=release_day,
+            policy=ReleasePolicy(revise_every=timedelta(0)),  # revisions at once, for the test
         )
         try:
             # when two batches are committed within the interval, then all is quiet

@@ -117,7 +117,9 @@ def test_a_late_case_makes_a_revision_and_leaves_the_first_version_as_it_was(
     with open_ledger(ledger, readonly=True) as led:
         first = get_release(led, "2026-q1-v1")
     store(db, cases, 1)  # the late complaint is recorded
-    assert _released(db, ledger, datetime(2026, 5, 3, tzinfo=UTC)) == ["2026-q1-v2"]
+    # revisions gather late facts: none within a month of the last version
+    assert _released(db, ledger, datetime(2026, 5, 3, tzinfo=UTC)) == []
+    assert _released(db, ledger, datetime(2026, 6, 2, tzinfo=UTC)) == ["2026-q1-v2"]
     with open_ledger(ledger, readonly=True) as led:
         assert get_release(led, "2026-q1-v1") == first
         latest = get_release(led, "2026-q1")
@@ -136,7 +138,16 @@ def test_a_duplicate_found_late_makes_a_revision(tmp_path: Path) -> None:
     ledger = tmp_path / "releases.sqlite"
     _released(db, ledger, datetime(2026, 8, 15, tzinfo=UTC))
     store(db, cases, 1)
-    assert _released(db, ledger, datetime(2026, 8, 16, tzinfo=UTC)) == ["2026-q2-v2"]
+    assert _released(db, ledger, datetime(2026, 9, 15, tzinfo=UTC)) == ["2026-q2-v2"]
+
+
+def test_a_status_moving_on_alone_makes_no_revision(tmp_path: Path) -> None:
+    db = model(5)
+    store(db, CASES, 0)
+    ledger = tmp_path / "releases.sqlite"
+    _released(db, ledger, datetime(2026, 5, 2, tzinfo=UTC))
+    db.execute("UPDATE stats_case SET referred = 1, acknowledged = 1, outcome = 'substantiated'")
+    assert _released(db, ledger, datetime(2026, 9, 2, tzinfo=UTC)) == ["2026-q2-v1"]
 
 
 def test_a_release_is_never_changed_nor_deleted(tmp_path: Path) -> None:
