@@ -100,7 +100,7 @@ def test_protecting_a_country_year_release(tmp_path: Path) -> None:
         for run in (0, 1, 2):
             store(db, cases, run)
             started = time.perf_counter()
-            versions = release_due(db, ledger, POLICY, now + timedelta(days=run))
+            versions = release_due(db, ledger, POLICY, now + timedelta(days=31 * run))
             made.append((versions[0].id, time.perf_counter() - started))
         last = get_release(ledger, made[-1][0])
         first = get_release(ledger, made[0][0])
