@@ -9,7 +9,10 @@ those it writes every equation a reader of the documents can write:
 - across the tables of one document: two values that count the same cases are equal (the
   SEA row of the complaint categories and every SEA table's grand total, a month column of
   ``sea_by_month`` and nothing else, a quarter column of every SEA table, ...);
-- months add up to their quarter.
+- months add up to their quarter;
+- and, as inequalities, the rules of the domain an attacker can read in the published
+  vocabulary (``RULES``): an allegation type counts at least its subtypes; a report involving
+  a child counts at least its child victims, and at least its sexual activity with a child.
 
 Then, for every withheld value, it asks HiGHS for the minimum and the maximum that the
 published values, these equations and non-negativity allow (integrality not required), in
@@ -46,6 +49,22 @@ REPORTS: dict[str, tuple[str, str, str | None]] = {
     "feedback_by_category_and_sector": ("feedback", "feedback_category", "sector"),
     "feedback_by_agency": ("feedback", "concerned_agency", "feedback_category"),
 }
+# (whole, attribute, parts): the count with the fact ``whole`` is at least the sum of the
+# counts with each part value of ``attribute``, the rest of their meaning equal
+RULES: list[tuple[tuple[str, str], str, list[str]]] = [
+    (
+        ("allegation_type", "sexual_abuse"),
+        "subtype",
+        ["rape", "sexual_assault", "sexual_activity_with_child"],
+    ),
+    (
+        ("allegation_type", "sexual_exploitation"),
+        "subtype",
+        ["transactional_sex", "exploitative_relationship", "solicitation"],
+    ),
+    (("child_involved", "child_involved"), "victim_category", ["girls", "boys", "unknown_child"]),
+    (("child_involved", "child_involved"), "subtype", ["sexual_activity_with_child"]),
+]
 _MONTH = re.compile(r"^\d{4}-\d{2}$")
 _QUARTER = re.compile(r"^\d{4}-Q[1-4]$")
 
@@ -99,6 +118,7 @@ class Published:
     positions: list[Position] = field(default_factory=list)
     shown: list[float | None] = field(default_factory=list)
     rows: list[dict[int, float]] = field(default_factory=list)  # each: sum coef * x = 0
+    at_least: list[dict[int, float]] = field(default_factory=list)  # each: sum coef * x >= 0
 
     def variable(self, position: Position, value: int | None) -> int:
         self.positions.append(position)
@@ -142,6 +162,18 @@ def read(documents: Sequence[Mapping[str, Any]]) -> Published:
                         published.rows.append({index[i][j]: 1.0, by_meaning[key]: -1.0})
                     else:
                         by_meaning[key] = index[i][j]
+        for key, whole in by_meaning.items():
+            for fact, attribute, values in RULES:
+                if fact not in key:
+                    continue
+                rest = key - {fact}
+                parts = [by_meaning.get(rest | {(attribute, v)}) for v in values]
+                if all(p is not None for p in parts):
+                    rule = {whole: 1.0}
+                    for p in parts:
+                        assert p is not None
+                        rule[p] = rule.get(p, 0.0) - 1.0
+                    published.at_least.append(rule)
         for key, total in list(by_meaning.items()):
             quarters = [v for a, v in key if a == "quarter"]
             if not quarters:
@@ -172,6 +204,10 @@ class Attacker:
         for equation in published.rows:
             columns = np.array(list(equation), dtype=np.int32)
             self.highs.addRow(0.0, 0.0, len(columns), columns, np.array(list(equation.values())))
+        for rule in published.at_least:
+            columns = np.array(list(rule), dtype=np.int32)
+            values = np.array(list(rule.values()))
+            self.highs.addRow(0.0, highspy.kHighsInf, len(columns), columns, values)
         self.n = n
 
     def bounds(self, expression: Mapping[int, float]) -> tuple[float, float]:

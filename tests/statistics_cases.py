@@ -28,7 +28,12 @@ SKEWED_CATEGORY = (
 SKEWED_TYPE = ["sexual_exploitation"] * 5 + ["sexual_abuse"] * 3 + ["other", "unknown"]
 CHANNELS = ["hotline"] * 6 + ["sms_messaging"] * 2 + ["in_person", "complaint_box", "email"]
 VICTIMS = ["women"] * 5 + ["girls"] * 3 + ["men", "boys", "unknown"]
-SUBTYPES = ["unspecified"] * 4 + ["transactional_sex", "rape", "solicitation"]
+SUBTYPES = ["unspecified"] * 4 + [
+    "transactional_sex",
+    "rape",
+    "solicitation",
+    "sexual_activity_with_child",
+]
 PERSONNEL = ["un_staff"] * 3 + ["implementing_partner_personnel"] * 2 + ["other"]
 BANDS = ["0-3_days"] * 3 + ["over_1_month", "unknown", "6-14_days"]
 # (referred, acknowledged, outcome, closed)
@@ -39,6 +44,17 @@ PROGRESS = [
     (1, 1, "substantiated", 1),
     (0, 0, None, 1),
 ]
+
+
+TYPE_OF_SUBTYPE = {
+    "transactional_sex": "sexual_exploitation",
+    "exploitative_relationship": "sexual_exploitation",
+    "solicitation": "sexual_exploitation",
+    "rape": "sexual_abuse",
+    "sexual_assault": "sexual_abuse",
+    "sexual_activity_with_child": "sexual_abuse",
+}
+CHILD_VICTIMS = {"girls", "boys", "unknown_child"}
 
 
 @dataclass
@@ -57,6 +73,15 @@ class Case:
     progress: tuple[int, int, str | None, int]
     arrives: int  # 0: before the first release; 1, 2: late, before each later run
     duplicate_found: int | None  # found to be a duplicate before run 1 or 2, or never
+
+    def __post_init__(self) -> None:
+        """Keep the domain's rules (``domain.case.Allegation.check``), as recorded cases do:
+        a subtype belongs to its allegation type (else none is given), and a child victim or
+        sexual activity with a child means a child is involved."""
+        if self.subtype != "unspecified" and TYPE_OF_SUBTYPE[self.subtype] != self.allegation_type:
+            self.subtype = "unspecified"
+        if self.victim_category in CHILD_VICTIMS or self.subtype == "sexual_activity_with_child":
+            self.child = True
 
     def facts(self, run: int) -> dict[str, str]:
         """The case as the attacker's ``count`` reads it, as known at ``run``."""

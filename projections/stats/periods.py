@@ -62,6 +62,21 @@ SEA: Final = frozenset({(POPULATION, INCIDENTS), ("category", "sea_allegation")}
 """The meaning shared by every SEA count: incidents (duplicates left out) assessed as SEA."""
 
 
+_EXPLOITATION: Final = ("transactional_sex", "exploitative_relationship", "solicitation")
+_ABUSE: Final = ("rape", "sexual_assault", "sexual_activity_with_child")
+NESTED: Final = (
+    (("allegation_type", "sexual_exploitation"), "subtype", _EXPLOITATION),
+    (("allegation_type", "sexual_abuse"), "subtype", _ABUSE),
+    (("child_involved", "child_involved"), "victim_category", ("girls", "boys", "unknown_child")),
+    (("child_involved", "child_involved"), "subtype", ("sexual_activity_with_child",)),
+)
+"""Rules of the domain the counts obey, as (whole, attribute, parts): the count with the fact
+``whole`` is at least the sum of the counts with each part value of ``attribute`` (the rest of
+their meaning equal). A subtype belongs to one allegation type; a child victim, or sexual
+activity with a child, means a child is involved (``domain.case.Allegation.check``). An
+attacker who knows the rules can use them; so does the protection."""
+
+
 @dataclass(frozen=True)
 class PeriodTable:
     """One two-way table of a period with its totals, unsuppressed."""

@@ -64,6 +64,15 @@ class Equation:
 
 
 @dataclass(frozen=True)
+class Inequality:
+    """``whole`` is at least the sum of ``parts`` (a rule of the domain, not a published
+    sum: a subtype's allegation type counts at least its subtypes)."""
+
+    whole: int
+    parts: tuple[int, ...]
+
+
+@dataclass(frozen=True)
 class Difference:
     """The change of one count from an earlier version (``before``) to this one (``now``)."""
 
@@ -94,6 +103,7 @@ class LinkedProtection:
         threshold: int,
         upper: int,
         lower: int,
+        inequalities: Sequence[Inequality] = (),
     ) -> None:
         if len(values) != len(states):
             raise ValueError("one state per value")
@@ -102,12 +112,13 @@ class LinkedProtection:
         self.values = np.asarray(values, dtype=float)
         self.states = list(states)
         self.equations = list(equations)
+        self.inequalities = list(inequalities)
         self.k = threshold
         self.upper = upper
         self.lower = lower
         self.n = len(values)
         self._highs = _quiet_highs()
-        self._item_row = len(self.equations)
+        self._item_row = len(self.equations) + len(self.inequalities)
         self._item_columns: list[int] = []
         self._pass_model()
         self.solves = 0
@@ -116,11 +127,20 @@ class LinkedProtection:
 
     def _pass_model(self) -> None:
         """Columns ``p_j`` (0..n-1) and ``m_j`` (n..2n-1): the deviation of value j is
-        ``p_j - m_j``. Rows: one per equation (deviations keep it), then the item row."""
+        ``p_j - m_j``. Rows: one per equation (deviations keep it), one per inequality (the
+        deviated counts keep it: the deviation may use no more than its slack), then the item
+        row."""
         n = self.n
         entries: list[list[tuple[int, float]]] = [[] for _ in range(2 * n)]
-        for row, equation in enumerate(self.equations):
-            for var, coefficient in [(equation.total, 1.0)] + [(p, -1.0) for p in equation.parts]:
+        sums = [(e.total, e.parts) for e in self.equations]
+        sums += [(i.whole, i.parts) for i in self.inequalities]
+        slack: list[float] = []
+        for whole, parts in sums[len(self.equations) :]:
+            slack.append(float(self.values[whole] - sum(self.values[p] for p in parts)))
+            if slack[-1] < 0:
+                raise ValueError("the counts break a rule of the domain they must obey")
+        for row, (whole, parts) in enumerate(sums):
+            for var, coefficient in [(whole, 1.0)] + [(p, -1.0) for p in parts]:
                 entries[var].append((row, coefficient))
                 entries[n + var].append((row, -coefficient))
         starts = [0]
@@ -137,7 +157,7 @@ class LinkedProtection:
             starts.append(len(index))
         lp = highspy.HighsLp()
         lp.num_col_ = 2 * n
-        lp.num_row_ = len(self.equations) + 1
+        lp.num_row_ = len(sums) + 1
         lower = np.zeros(2 * n)
         upper = np.full(2 * n, highspy.kHighsInf)
         for j, state in enumerate(self.states):
@@ -149,8 +169,12 @@ class LinkedProtection:
         lp.col_cost_ = np.zeros(2 * n)
         lp.col_lower_ = lower
         lp.col_upper_ = upper
-        lp.row_lower_ = np.array([0.0] * len(self.equations) + [-highspy.kHighsInf])
-        lp.row_upper_ = np.array([0.0] * len(self.equations) + [highspy.kHighsInf])
+        lp.row_lower_ = np.array(
+            [0.0] * len(self.equations) + [-s for s in slack] + [-highspy.kHighsInf]
+        )
+        lp.row_upper_ = np.array(
+            [0.0] * len(self.equations) + [highspy.kHighsInf] * len(slack) + [highspy.kHighsInf]
+        )
         lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
         lp.a_matrix_.start_ = np.asarray(starts, dtype=np.int32)
         lp.a_matrix_.index_ = np.asarray(index, dtype=np.int32)

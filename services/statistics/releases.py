@@ -27,6 +27,7 @@ from typing import Any, Final, Literal
 from projections import stats
 from projections.stats.periods import (
     MONTH,
+    NESTED,
     QUARTER,
     Meaning,
     PeriodTable,
@@ -37,7 +38,13 @@ from projections.stats.periods import (
 )
 from projections.stats.reports import Cell, Report, report_document
 from services.settings import Settings
-from services.statistics.protection import Difference, Equation, LinkedProtection, State
+from services.statistics.protection import (
+    Difference,
+    Equation,
+    Inequality,
+    LinkedProtection,
+    State,
+)
 
 LEDGER_FILE: Final = "stats_releases.sqlite"
 METHOD: Final = (
@@ -249,6 +256,20 @@ def _domains(tables: Sequence[PeriodTable]) -> dict[str, set[str]]:
     return domains
 
 
+def _inequalities(index: dict[Meaning, int]) -> list[Inequality]:
+    """Every inequality the domain's rules give between the counts (``NESTED``)."""
+    found: list[Inequality] = []
+    for meaning, whole in index.items():
+        for fact, attribute, values in NESTED:
+            if fact not in meaning:
+                continue
+            rest = meaning - {fact}
+            parts = [index.get(rest | {(attribute, v)}) for v in values]
+            if all(p is not None for p in parts):
+                found.append(Inequality(whole, tuple(p for p in parts if p is not None)))
+    return found
+
+
 def _equations(index: dict[Meaning, int], domains: dict[str, set[str]]) -> list[Equation]:
     """Every equation that follows from the meanings: a count equals the sum over all
     values of an attribute it does not fix; a quarter equals the sum of its months."""
@@ -286,6 +307,7 @@ def protect_version(
     values: list[int] = []
     states: list[State] = []
     equations: list[Equation] = []
+    inequalities: list[Inequality] = []
     indexes: list[dict[Meaning, int]] = []
     for version in versions:
         index: dict[Meaning, int] = {}
@@ -307,6 +329,7 @@ def protect_version(
                     else:
                         states.append(State.SHOWN_BEFORE)
         equations += _equations(index, _domains(version.tables))
+        inequalities += _inequalities(index)
         indexes.append(index)
     new = indexes[-1]
     differences = [
@@ -319,7 +342,13 @@ def protect_version(
         if values[e.total] != sum(values[p] for p in e.parts):
             raise ValueError(f"an equation does not hold: {e}")
     problem = LinkedProtection(
-        values, states, equations, threshold=threshold, upper=upper, lower=lower
+        values,
+        states,
+        equations,
+        threshold=threshold,
+        upper=upper,
+        lower=lower,
+        inequalities=inequalities,
     )
     result = problem.protect(differences)
     by_index = {j: meaning for meaning, j in new.items()}

@@ -17,7 +17,9 @@ import pytest
 from openpyxl import load_workbook
 
 from contracts.statistics import decode_release, release_json_schema
+from domain.vocabulary import AgeBand, AllegationSubtype, Sex, VictimCategory
 from projections.stats import reports
+from projections.stats.periods import NESTED
 from projections.stats.reports import report_document
 from services.statistics import exports
 from services.statistics.protection import LinkedProtection
@@ -246,3 +248,19 @@ def test_a_changed_period_never_releases_months_again_under_another_period(
         # the network moves to quarters: the first quarter holds January, so it is skipped
         later = release_due(db, led, POLICY, datetime(2026, 8, 15, tzinfo=UTC))
     assert [v.id for v in later] == ["2026-q2-v1"]
+
+
+def test_the_nesting_rules_the_protection_knows_are_the_domains() -> None:
+    """An attacker knows the domain's rules (subtype within type; a child victim or sexual
+    activity with a child means a child is involved): the protection must know the same."""
+    subtypes = {
+        whole[1]: set(values) for whole, attribute, values in NESTED if attribute == "subtype"
+    }
+    for subtype in AllegationSubtype:
+        assert subtype.value in subtypes[subtype.allegation_type.value]
+    children = {
+        VictimCategory.of(sex, band).value for sex in Sex for band in AgeBand if band.is_child
+    }
+    child_rules = [set(v) for w, a, v in NESTED if w == ("child_involved", "child_involved")]
+    assert children in child_rules
+    assert {"sexual_activity_with_child"} in child_rules
