@@ -221,7 +221,15 @@ class Attacker:
             self.highs.changeObjectiveSense(sense)
             self.highs.run()
             status = self.highs.getModelStatus()
-            if status == highspy.HighsModelStatus.kUnbounded:
+            if status == highspy.HighsModelStatus.kUnknown:
+                # a warm start gone astray after many solves: solve again from scratch
+                self.highs.clearSolver()
+                self.highs.run()
+                status = self.highs.getModelStatus()
+            if status in (
+                highspy.HighsModelStatus.kUnbounded,
+                highspy.HighsModelStatus.kUnboundedOrInfeasible,  # feasible: the true counts
+            ):
                 result.append(float("inf") if sense == highspy.ObjSense.kMaximize else -np.inf)
                 continue
             assert status == highspy.HighsModelStatus.kOptimal, status

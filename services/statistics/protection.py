@@ -220,6 +220,10 @@ class LinkedProtection:
             self._highs.changeRowBounds(self._item_row, -highspy.kHighsInf, -target)
         self.solves += 1
         self._highs.run()
+        if self._highs.getModelStatus() == highspy.HighsModelStatus.kUnknown:
+            # a warm start gone astray after many solves: solve again from scratch
+            self._highs.clearSolver()
+            self._highs.run()
         if self._highs.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             return None
         x: npt.NDArray[np.float64] = np.asarray(self._highs.getSolution().col_value, dtype=float)
