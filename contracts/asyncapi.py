@@ -19,6 +19,7 @@ from contracts.shares import (
     WITHDRAWN_EVENT,
     shared_fields_json_schema,
 )
+from contracts.statistics import release_json_schema
 from contracts.subjects import (
     AUDIT_CHECKPOINT_SUBJECT,
     EVENT_SUBJECT_PREFIX,
@@ -77,19 +78,36 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
             "channel": {"$ref": f"#/channels/{channel}"},
             "summary": f"Consume {name} from {STREAM} (durable consumer, explicit ack).",
         }
-    channels["stats"] = {
-        "address": f"{STATS_SUBJECT_PREFIX}.{{report}}",
+    channels["statsRelease"] = {
+        "address": f"{STATS_SUBJECT_PREFIX}.release.{{period}}",
         "description": (
-            "Anonymised statistics, one report per subject: aggregate counts only, cells "
-            "below the network's threshold suppressed (null), with complementary suppression."
+            "Anonymised statistics releases (issue #14): one message per version of the "
+            "release of a closed period, after the policy's embargo; a revision (a late case, "
+            "a duplicate found late) is a new version on the same subject. Counts below the "
+            "threshold are withheld (null), with linked secondary suppression over every "
+            "report of the release and every earlier version of it. Header Cbcm-Release "
+            "names the version. Live statistics are never published."
         ),
-        "parameters": {"report": {"description": "report name, e.g. status_by_quarter"}},
-        "messages": {"statisticsReport": {"$ref": "#/components/messages/statisticsReport"}},
+        "parameters": {
+            "period": {"description": "the period in lower case: 2026-q1, 2026-03 or 2026"}
+        },
+        "messages": {"statisticsRelease": {"$ref": "#/components/messages/statisticsRelease"}},
     }
-    messages["statisticsReport"] = {
-        "name": "statistics_report",
+    messages["statisticsRelease"] = {
+        "name": "StatisticsReleaseV1",
+        "title": "StatisticsReleaseV1",
+        "summary": "One version of a statistics release: its reports and release metadata.",
         "contentType": "application/json",
-        "payload": {"type": "object", "description": "One anonymised report (see stats)."},
+        "headers": {
+            "type": "object",
+            "properties": {
+                "Cbcm-Release": {
+                    "type": "string",
+                    "description": "the release version, e.g. 2026-q1-v2",
+                }
+            },
+        },
+        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": release_json_schema()},
     }
     channels["auditCheckpoint"] = {
         "address": AUDIT_CHECKPOINT_SUBJECT,
@@ -181,7 +199,10 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
             "(filter cbcm.v1.share.<agency>.>) and open it with your private key."
         ),
     }
-    operations["receive.stats"] = {"action": "receive", "channel": {"$ref": "#/channels/stats"}}
+    operations["receive.statsRelease"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/statsRelease"},
+    }
     operations["receive.auditCheckpoint"] = {
         "action": "receive",
         "channel": {"$ref": "#/channels/auditCheckpoint"},

@@ -71,6 +71,16 @@ def stats_subject(report: str) -> str:
     return f"{STATS_SUBJECT_PREFIX}.{_token('report', report)}"
 
 
+def release_subject(period: str) -> str:
+    """The subject every version of the statistics release of ``period`` is published on
+    (issue #14); the live reports are never published.
+
+    >>> release_subject("2026-Q1")
+    'cbcm.v1.stats.release.2026-q1'
+    """
+    return f"{STATS_SUBJECT_PREFIX}.release.{_token('period', period.lower())}"
+
+
 SHARES_STREAM: Final = "CBCM_SHARES"
 """The JetStream stream of personal data shared with one agency, sealed to its public key.
 

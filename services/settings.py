@@ -264,3 +264,37 @@ class Settings(BaseSettings):
         description="how often the leading relay checks that it still holds the leader lock "
         "(it stops publishing at the first check that fails)",
     )
+    # --- statistics releases (issue #14) ---
+    stats_release_period: Literal["month", "quarter", "year"] = Field(
+        default="quarter", description="what one statistics release covers"
+    )
+    stats_embargo_days: float = Field(
+        default=30,
+        ge=0,
+        le=366,
+        description="how long after its period ends a statistics release waits",
+    )
+    stats_window_months: int = Field(
+        default=24,
+        ge=1,
+        le=120,
+        description="periods that ended longer ago are neither released nor revised",
+    )
+    stats_revise_every_days: float = Field(
+        default=30,
+        ge=0,
+        le=366,
+        description="the least time between two versions of one statistics release",
+    )
+    stats_upper_protection: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="upper protection level of a withheld count (default: the threshold)",
+    )
+    stats_lower_protection: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="lower protection level of a withheld count (default: the threshold)",
+    )

@@ -40,6 +40,7 @@ from services.api.problems import install_problem_handlers
 from services.api.read_models import READ_MODELS, applied_position
 from services.api.routes import cases, feedback, network, public, referrals
 from services.api.routes.reads import read_model_router
+from services.api.routes.stats import statistics_router
 from services.api.throttle import FailureThrottle, RateLimit, throttle_storage
 from services.application.mechanism import ComplaintMechanism
 from services.application.receipts import ReceiptHasher
@@ -145,6 +146,9 @@ def create_app(
     for router in (network.router, cases.router, referrals.router, feedback.router):
         app.include_router(router)
     app.include_router(read_model_router(paths, settings.read_wait_seconds))
+    app.include_router(
+        statistics_router(paths["stats"], settings.data_dir, settings.read_wait_seconds)
+    )
     app.include_router(public.router)
     _operations(app, paths, settings.data_dir, lazy)
     return app

@@ -19,6 +19,11 @@ def register(cli: typer.Typer) -> None:
     cli.add_typer(contracts_cli, name="contracts")
 
 
+RELEASE_SCHEMA = "org.psea.cbcm.stats.release.v1"
+"""The name of the statistics release message's schema (issue #14; not a CloudEvent: a
+release is published as it is kept)."""
+
+
 @contracts_cli.command("schema")
 def contracts_schema(
     out: Annotated[
@@ -28,14 +33,20 @@ def contracts_schema(
         ),
     ] = None,
 ) -> None:
-    """JSON Schema of every published message: to stdout, or one file each with --out."""
+    """JSON Schema of every published message: to stdout, or one file each with --out.
+    Besides the events and shares: the statistics release (``RELEASE_SCHEMA``)."""
     from contracts import catalogue
+    from contracts.statistics import release_json_schema
 
     if out is None:
-        typer.echo(json.dumps(catalogue.json_schemas(), indent=2))
+        schemas = {**catalogue.json_schemas(), RELEASE_SCHEMA: release_json_schema()}
+        typer.echo(json.dumps(schemas, indent=2))
         return
     try:
         written = catalogue.write_json_schemas(Path(out))
+        release = Path(out) / f"{RELEASE_SCHEMA}.schema.json"
+        release.write_text(json.dumps(release_json_schema(), indent=2) + "\n", encoding="utf-8")
+        written.append(release)
     except OSError as e:
         fail(f"cannot write schemas to {out}: {one_line(e)}", EXIT_CONFIG)
     for path in written:

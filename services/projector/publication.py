@@ -1,12 +1,14 @@
-"""The statistics service publishes every report on ``cbcm.v1.stats.<report>``."""
+"""The statistics service makes the releases that are due and publishes each new version on
+``cbcm.v1.stats.release.<period>`` (issue #14). The live reports are never published."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import sqlite3
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -14,13 +16,23 @@ import structlog
 from nats.aio.client import Client as NatsClient
 from prometheus_client import Gauge
 
-from contracts.subjects import stats_subject
-from projections import stats
+from contracts.subjects import STREAM, release_subject
 from projections.base import get_position, open_read_model
+from projections.stats import StatisticsProjection
 from services.nats.client import nats_connect_options, nats_servers
+from services.projector.runner import durable_name
 from services.runtime.metrics import serve_once
 from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
+from services.statistics.releases import (
+    ReleasePolicy,
+    ledger_path,
+    mark_published,
+    open_ledger,
+    policy_from,
+    release_due,
+    unpublished,
+)
 
 log = structlog.get_logger()
 
@@ -29,15 +41,23 @@ PUBLISHER = "publish-stats"
 
 UNPUBLISHED = Gauge(
     "cbcm_stats_reports_unpublished",
-    "Statistics reports not published because they outgrew NATS's payload limit",
+    "Statistics release versions not published because they outgrew NATS's payload limit",
     registry=None,
 )
 
+RELEASE_HEADER = "Cbcm-Release"
+"""The header naming the release version a message carries (``2026-q1-v2``)."""
+
 
 class StatisticsPublisher:
-    """An ``on_commit`` hook: after a committed batch, publish the reports (at most once per
-    ``every`` seconds, so a catch-up of thousands of events is not thousands of reports).
+    """An ``on_commit`` hook: after a committed batch, make the statistics releases that are
+    due (``services.statistics.releases``, at most once per ``every`` seconds) and publish
+    every version not published yet, each once, as the ledger stores it: a restart publishes
+    what it had not, with the same bytes, and makes nothing new from the same facts.
     ``nats_options``: credentials and TLS (default: ``CBCM_NATS_*``, user ``project-stats``).
+    ``policy`` (default: ``CBCM_STATS_*``) and ``clock`` (default: now, UTC) decide what is
+    due. The ledger is ``stats_releases.sqlite`` in ``data_dir`` (default: beside the read
+    model's file).
 
     Its connection's own errors are debug lines: the projector's connection to the same
     servers already tells of an outage (once per ten seconds), and a publish that fails
@@ -49,22 +69,28 @@ class StatisticsPublisher:
     model (the projector may be applying the next batch meanwhile), so that the reports of
     the last batch before a quiet spell are published too.
 
-    A report larger than the server's payload limit is not sent (NATS would refuse it, and
+    A release larger than the server's payload limit is not sent (NATS would refuse it, and
     refusing it again at every batch would only stop the others): ``stats.report_too_large``
     says so once, with its size and the limit, ``cbcm_stats_reports_unpublished`` counts it,
     and with ``data_dir`` a record ``publish-stats`` makes ``/status`` name it; the other
-    reports go out. It is published again once it fits. (Many agencies over many years of
-    quarters can make a report that large: the door bounds the years, not the agencies.)
+    releases go out. It is published once it fits (a server with a larger limit); it stays
+    readable over HTTP meanwhile. (A release covers one period, so only very many agencies
+    make it that large.)
     """
 
     def __init__(
         self,
         nats_url: str,
         every: float = 2.0,
+        *,
         nats_options: dict[str, Any] | None = None,
         data_dir: Path | None = None,
+        policy: ReleasePolicy | None = None,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.nats_url = nats_url
+        self.policy = policy if policy is not None else policy_from(Settings())
+        self.clock = clock if clock is not None else (lambda: datetime.now(UTC))
         self.every = every
         self._options = (
             nats_options
@@ -82,8 +108,12 @@ class StatisticsPublisher:
     async def __call__(self, db: sqlite3.Connection, position: int) -> None:
         now = time.monotonic()
         if self._trailing is None and now - self._last >= self.every:
-            self._last = now
-            await self.publish(db, position)
+            try:
+                await self.publish(db, position)
+            finally:
+                # the interval runs from the end of a publication: making releases can take
+                # a while, and the next batch must not follow at once
+                self._last = time.monotonic()
             return
         if self._trailing is None:
             path = _file_of(db)
@@ -97,9 +127,9 @@ class StatisticsPublisher:
             await asyncio.sleep(delay)
             db = open_read_model(path, readonly=True)
             try:
-                self._last = time.monotonic()
                 await self.publish(db, await asyncio.to_thread(get_position, db))
             finally:
+                self._last = time.monotonic()
                 db.close()
         except asyncio.CancelledError:
             raise
@@ -109,7 +139,7 @@ class StatisticsPublisher:
             self._trailing = None
 
     async def publish(self, db: sqlite3.Connection, position: int) -> None:
-        """Publish every report now (suppressed cells as null)."""
+        """Make the releases due now, and publish every version not published yet."""
         if self._nc is None or not self._nc.is_connected:
             self._nc = NatsClient()
             await self._nc.connect(
@@ -121,13 +151,15 @@ class StatisticsPublisher:
                 error_cb=_client_error,
                 **self._options,
             )
-        # The reports are read in a thread (the projector is not using the connection
+        # The releases are made in a thread (the projector is not using the connection
         # meanwhile: it waits for this hook), so the event loop keeps answering NATS.
-        documents = await asyncio.to_thread(_documents, db, position)
+        ledger = self._ledger(db)
+        behind = await self._behind()
+        documents = await asyncio.to_thread(self._due, db, ledger, not behind)
         limit = self._nc.max_payload
-        sent = 0
+        sent: list[str] = []
         before = set(self._too_large)
-        for name, payload in documents.items():
+        for name, period, payload in documents:
             if len(payload) > limit:
                 if name not in self._too_large:
                     self._too_large.add(name)
@@ -142,12 +174,49 @@ class StatisticsPublisher:
             if name in self._too_large:
                 self._too_large.discard(name)
                 log.info("stats.report_fits_again", report=name, bytes=len(payload))
-            await self._nc.publish(stats_subject(name), payload)
-            sent += 1
+            await self._nc.publish(
+                release_subject(period), payload, headers={RELEASE_HEADER: name}
+            )
+            sent.append(name)
         await self._nc.flush()
+        if sent:
+            await asyncio.to_thread(_mark_published, ledger, sent)
         if self._too_large != before:
             self._tell_unpublished(position)
-        log.info("stats.published", reports=sent, position=position)
+        if sent:
+            log.info("stats.published", releases=sent, position=position)
+
+    def _ledger(self, db: sqlite3.Connection) -> Path:
+        if self._data_dir is not None:
+            return ledger_path(self._data_dir)
+        path = _file_of(db)
+        if path is None:
+            raise ValueError("a statistics publisher on a read model in memory needs data_dir")
+        return ledger_path(path.parent)
+
+    def _due(
+        self, db: sqlite3.Connection, ledger: Path, make: bool
+    ) -> list[tuple[str, str, bytes]]:
+        with open_ledger(ledger) as led:
+            if make:
+                release_due(db, led, self.policy, self.clock())
+            return unpublished(led)
+
+    async def _behind(self) -> bool:
+        """Whether the statistics projector's consumer still has messages to deliver (a
+        catch-up, a replay into a rebuilt read model). Releases are made from a caught-up
+        read model only: made halfway through a replay, they would hold half the facts, and
+        the rest would come as revisions. Its last batch commits with nothing pending, and
+        makes them (or the trailing publication after it does)."""
+        assert self._nc is not None
+        try:
+            info = await self._nc.jetstream().consumer_info(
+                STREAM, durable_name(StatisticsProjection()), timeout=2.0
+            )
+        except Exception as e:  # no consumer (no projector): nothing to wait for
+            log.debug("stats.consumer_unknown", error=type(e).__name__)
+            return False
+        return bool(info.num_pending)
 
     def _tell_unpublished(self, position: int) -> None:
         UNPUBLISHED.set(len(self._too_large))
@@ -182,13 +251,10 @@ def _file_of(db: sqlite3.Connection) -> Path | None:
     return None
 
 
-def _documents(db: sqlite3.Connection, position: int) -> dict[str, bytes]:
-    """Every report as the message published for it (suppressed cells as null)."""
-    tables = stats.reports(db, k=stats.threshold(db))
-    return {
-        name: json.dumps({"position": position, **stats.report_document(report)}).encode()
-        for name, report in tables.items()
-    }
+def _mark_published(ledger: Path, ids: list[str]) -> None:
+    with open_ledger(ledger) as led:
+        for id_ in ids:
+            mark_published(led, id_)
 
 
 async def _client_error(exc: Exception) -> None:

@@ -31,6 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 
 from contracts.audit import CHECKPOINT_SUBJECT, decode_checkpoint
+from contracts.statistics import decode_release
 from contracts.subjects import SHARES_STREAM, STREAM, record_shares
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
@@ -50,6 +51,8 @@ from services.projector.runner import open_projection, rebuild, run_projector
 from services.relay.relay import ensure_shares_stream, run_relay
 from services.settings import Settings
 from tests.integration.test_relay import wait_until
+from tests.statistics_cases import store
+from tests.unit.test_statistics_releases import CASES
 
 DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "cbcm.conf"
 CODES = [a.code for a in AGENCIES]
@@ -333,7 +336,7 @@ async def test_an_agency_cannot_publish_events_shares_statistics_or_checkpoints(
             f"cbcm.v1.evt.{B}.case.received",  # forging another agency's event
             f"cbcm.v1.evt.{A}.case.received",  # or its own: only the relay publishes events
             f"cbcm.v1.share.{B}.case.transferred",
-            "cbcm.v1.stats.cases_by_type",
+            "cbcm.v1.stats.release.2026-q1",  # forging a statistics release
             CHECKPOINT_SUBJECT,
         ):
             await a.publish(subject, b'{"forged": true}')
@@ -449,16 +452,22 @@ async def test_an_agency_receives_statistics_and_checkpoints(network: Network) -
         await nc.subscribe(CHECKPOINT_SUBJECT, cb=checkpoints.take)
         await nc.flush()
 
-        publisher = StatisticsPublisher(network.url, nats_options=network.options("project-stats"))
+        publisher = StatisticsPublisher(
+            network.url,
+            nats_options=network.options("project-stats"),
+            clock=lambda: datetime(2026, 8, 15, tzinfo=UTC),
+        )
         db = open_projection(StatisticsProjection(), stats_path)
+        store(db, CASES, 0)  # statistics whose first quarter is closed and past its embargo
+        db.commit()
         try:
             await publisher.publish(db, 7)
         finally:
             db.close()
             await publisher.close()
         report = await stats.first()
-        assert report.subject.startswith("cbcm.v1.stats.")
-        assert json.loads(report.data)["position"] == 7
+        assert report.subject == "cbcm.v1.stats.release.2026-q1"
+        assert decode_release(report.data).release.id == "2026-q1-v1"
 
         app = network.app()
         try:

@@ -29,6 +29,7 @@ from contracts.case import CaseReceivedV1, CaseTransferredV1
 from contracts.catalogue import decode_message
 from contracts.envelope import CloudEvent, parse_message_type
 from contracts.feedback import FeedbackReceivedV1
+from contracts.statistics import decode_release
 from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
 from projections.assistance import AssistanceProjection, gaps, tracker
 from projections.base import Projection, open_read_model
@@ -51,6 +52,13 @@ from services.projector.runner import (
 from services.relay.translation import encode, to_cloud_event
 from services.runtime.worker_status import stall_of
 from services.settings import Settings
+from services.statistics.releases import (
+    ReleasePolicy,
+    get_release,
+    ledger_path,
+    list_releases,
+    open_ledger,
+)
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 150
@@ -444,7 +452,7 @@ async def test_an_idle_projector_says_nothing_and_stops_quietly(
     server = EmbeddedNats(tmp_path / "nats").start()
     try:
         await publish(server.url, published[:50])
-        publisher = StatisticsPublisher(server.url, every=0.0, nats_options={})
+        publisher = StatisticsPublisher(server.url, every=0.0, nats_options={}, clock=release_day)
         watcher = Watcher()
         stop = asyncio.Event()
 
@@ -473,6 +481,47 @@ async def test_an_idle_projector_says_nothing_and_stops_quietly(
     assert any(e["event"] == "stats.published" for e in logs)
     loud = [e for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert loud == []
+
+
+async def test_a_replay_makes_releases_from_the_caught_up_read_model_only(
+    published: list[Outgoing], tmp_path: Path
+) -> None:
+    """A projector catching up (a fresh read model on a long stream) commits many batches;
+    releases made halfway would hold half the facts and the rest would come as revisions."""
+    server = EmbeddedNats(tmp_path / "nats").start()
+    try:
+        await publish(server.url, published)
+        data_dir = tmp_path / "data"
+        publisher = StatisticsPublisher(
+            server.url, every=0.0, nats_options={}, data_dir=data_dir, clock=release_day
+        )
+        watcher = Watcher()
+        stop = asyncio.Event()
+
+        async def commit(db: sqlite3.Connection, position: int) -> None:
+            await publisher(db, position)
+            watcher(db, position)
+
+        task = asyncio.create_task(
+            run_projector(
+                StatisticsProjection(),
+                tmp_path / "read_models" / "stats.sqlite3",
+                server.url,
+                stop,
+                on_commit=commit,
+                batch=100,
+            )
+        )
+        await watcher.until(published[-1].position, task)
+        stop.set()
+        await asyncio.wait_for(task, DEADLINE)
+        await publisher.close()
+    finally:
+        server.stop()
+    assert watcher.commits > 3  # a catch-up in several batches
+    with open_ledger(ledger_path(data_dir), readonly=True) as led:
+        versions = [v.id for v in list_releases(led)]
+    assert versions == ["2025-q3-v1", "2025-q4-v1", "2026-q1-v1"]
 
 
 async def test_nats_away_is_an_info_line_and_one_warning_only_when_it_lasts(
@@ -521,8 +570,8 @@ async def test_nats_away_is_an_info_line_and_one_warning_only_when_it_lasts(
 
 
 class SmallPayloadNats(EmbeddedNats):
-    """A nats-server whose payload limit (1,200 bytes) every event fits and some
-    statistics reports do not."""
+    """A nats-server whose payload limit (1,200 bytes) every event fits and no statistics
+    release does."""
 
     MAX_PAYLOAD = 1200
 
@@ -532,84 +581,123 @@ class SmallPayloadNats(EmbeddedNats):
         return [*super()._arguments(), "-c", str(config)]
 
 
-async def test_a_report_too_large_for_nats_is_said_once_and_the_others_go_out(
+def release_day() -> datetime:
+    """The statistics publishers' clock: the demo's quarters are closed and past embargo."""
+    return datetime(2026, 6, 1, tzinfo=UTC)
+
+
+async def test_a_release_too_large_for_nats_is_said_once_and_goes_out_once_it_fits(
     published: list[Outgoing], tmp_path: Path
 ) -> None:
-    # given the statistics of the demo run, some of whose reports outgrow the server's limit
+    # given the statistics of the demo run, and a server whose limit no release fits
     db = open_projection(StatisticsProjection(), tmp_path / "stats.sqlite3")
     messages = [(o.position, decode_message(o.payload)) for o in published]
     last = apply_batch(StatisticsProjection(), db, messages).position
     limit = SmallPayloadNats.MAX_PAYLOAD
+    data_dir = tmp_path / "data"
+    received: list[tuple[str, str, bytes]] = []
+
+    async def note(msg: Any) -> None:
+        received.append((msg.subject, msg.headers["Cbcm-Release"], msg.data))
+
     with SmallPayloadNats(tmp_path / "nats") as server:
         listener = await nats.connect(server.url)
-        received: list[tuple[str, int]] = []
-
-        async def note(msg: Any) -> None:
-            received.append((msg.subject.removeprefix("cbcm.v1.stats."), len(msg.data)))
-
         await listener.subscribe("cbcm.v1.stats.>", cb=note)
         await listener.flush()
-        publisher = StatisticsPublisher(server.url, nats_options={}, data_dir=tmp_path / "data")
+        publisher = StatisticsPublisher(
+            server.url, nats_options={}, data_dir=data_dir, clock=release_day
+        )
         try:
             with structlog.testing.capture_logs() as logs:
-                # when the publisher publishes them, twice
+                # when the publisher publishes, twice
                 await publisher.publish(db, last)
                 await publisher.publish(db, last)
+            await listener.flush()
+        finally:
+            await publisher.close()
+            await listener.close()
+    # then each release is said once, with its size, and not sent ...
+    too_large = [e for e in logs if e["event"] == "stats.report_too_large"]
+    assert too_large and all(e["bytes"] > limit == e["max_payload"] for e in too_large)
+    refused = {e["report"] for e in too_large}
+    assert len(refused) == len(too_large)
+    assert received == []
+    # ... and the operator sees which are unpublished: a gauge, and a record /status names
+    assert REGISTRY.get_sample_value("cbcm_stats_reports_unpublished") == len(refused)
+    record = stall_of(data_dir, PUBLISHER)
+    assert record is not None and set(record.message_type.split(",")) == refused
+    # when a server with the default limit is there (a restart of the service)
+    with EmbeddedNats(tmp_path / "nats-2") as server:
+        listener = await nats.connect(server.url)
+        await listener.subscribe("cbcm.v1.stats.>", cb=note)
+        await listener.flush()
+        publisher = StatisticsPublisher(
+            server.url, nats_options={}, data_dir=data_dir, clock=release_day
+        )
+        try:
+            await publisher.publish(db, last)
+            await publisher.publish(db, last)  # nothing twice
             await listener.flush()
             await asyncio.sleep(0.2)
         finally:
             await publisher.close()
             await listener.close()
     db.close()
-    # then each report too large is said once, with its size, and not sent ...
-    too_large = [e for e in logs if e["event"] == "stats.report_too_large"]
-    assert too_large and all(e["bytes"] > limit == e["max_payload"] for e in too_large)
-    refused = {e["report"] for e in too_large}
-    assert len(refused) == len(too_large)
-    # ... and every other report goes out each time
-    sent = {name for name, _ in received}
-    assert sent and not sent & refused
-    assert all(size <= limit for _, size in received)
-    assert len(received) == 2 * len(sent)
-    assert [e["reports"] for e in logs if e["event"] == "stats.published"] == [len(sent)] * 2
-    # and the operator sees which are unpublished: a gauge, and a record /status names
-    assert REGISTRY.get_sample_value("cbcm_stats_reports_unpublished") == len(refused)
-    record = stall_of(tmp_path / "data", PUBLISHER)
-    assert record is not None and set(record.message_type.split(",")) == refused
+    # then every release goes out once, on its period's subject, as the ledger keeps it
+    assert sorted(r for _, r, _ in received) == sorted(refused)
+    with open_ledger(ledger_path(data_dir), readonly=True) as led:
+        for subject, release, payload in received:
+            kept = get_release(led, release)
+            assert kept is not None
+            assert subject == f"cbcm.v1.stats.release.{kept.period.lower()}"
+            assert json.loads(payload) == kept.document
+            assert decode_release(payload).release.id == release
 
 
 async def test_the_last_batch_before_a_quiet_spell_is_published_after_the_interval(
     published: list[Outgoing], tmp_path: Path
 ) -> None:
-    # given a publisher that publishes at most every half second, and a listener
+    # given a publisher that publishes at most every three seconds, and a listener
     db = open_projection(StatisticsProjection(), tmp_path / "stats.sqlite3")
     messages = [(o.position, decode_message(o.payload)) for o in published]
     half = len(messages) // 2
     with EmbeddedNats(tmp_path / "nats") as server:
         listener = await nats.connect(server.url)
-        positions: list[int] = []
-        second = asyncio.Event()
+        releases: list[str] = []
+        later = asyncio.Event()
+        count_first: list[int] = []
 
         async def note(msg: Any) -> None:
-            positions.append(json.loads(msg.data)["position"])
-            if len(positions) == 2:
-                second.set()
+            releases.append(msg.headers["Cbcm-Release"])
+            if count_first and len(releases) > count_first[0]:
+                later.set()
 
-        await listener.subscribe("cbcm.v1.stats.channel_by_quarter", cb=note)
+        await listener.subscribe("cbcm.v1.stats.release.>", cb=note)
         await listener.flush()
-        publisher = StatisticsPublisher(server.url, every=0.5, nats_options={})
+        publisher = StatisticsPublisher(
+            server.url,
+            every=3.0,
+            nats_options={},
+            clock=release_day,
+            policy=ReleasePolicy(revise_every=timedelta(0)),  # revisions at once, for the test
+        )
         try:
             # when two batches are committed within the interval, then all is quiet
             first = apply_batch(StatisticsProjection(), db, messages[:half]).position
             await publisher(db, first)
+            await listener.flush()
+            count_first.append(len(releases))
+            assert releases  # the releases due after the first batch went out at once
             last = apply_batch(StatisticsProjection(), db, messages[half:]).position
             await publisher(db, last)
             await listener.flush()
-            assert positions == [first]  # the second is not published at once
-            await asyncio.wait_for(second.wait(), timeout=10)
+            assert len(releases) == count_first[0]  # the second is not published at once
+            await asyncio.wait_for(later.wait(), timeout=15)
         finally:
             await publisher.close()
             await listener.close()
     db.close()
-    # then the last batch's reports were published after the interval, without a new commit
-    assert positions == [first, last]
+    # then what the last batch changed was released after the interval, without a new commit:
+    # revisions of the periods released before, each id once
+    assert len(releases) == len(set(releases))
+    assert any(not r.endswith("-v1") for r in releases[count_first[0] :])

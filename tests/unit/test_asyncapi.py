@@ -40,7 +40,8 @@ def test_operations_and_references_point_at_things_that_exist() -> None:
         node = document
         for part in ref.split("/"):
             node = node[part]
-    assert document["channels"]["stats"]["address"] == "cbcm.v1.stats.{report}"
+    assert document["channels"]["statsRelease"]["address"] == "cbcm.v1.stats.release.{period}"
+    assert "stats" not in document["channels"]  # live statistics are never published
     assert document["channels"]["auditCheckpoint"]["address"] == "cbcm.v1.audit.checkpoint"
     assert all(op["action"] == "receive" for op in document["operations"].values())
 

@@ -1,4 +1,5 @@
-"""Queries of the three read models (no personal data in any of them), by need-to-know.
+"""Queries of the inbox and assistance read models (no personal data in any of them), by
+need-to-know (the statistics: ``services.api.routes.stats``).
 
 Every read accepts ``?after=<position>`` (read-your-writes: wait, bounded, until the read
 model has applied that store position). Responses carry ``X-Cbcm-Position``, the position the
@@ -8,7 +9,6 @@ answer reflects. A read after a position its read model stalled at is answered a
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import pathlib
 from datetime import UTC, datetime
@@ -21,15 +21,12 @@ from fastapi.responses import JSONResponse
 
 from domain.actors import Role
 from domain.errors import NotFound
-from projections import stats
 from projections.assistance import gaps, provider_referrals, tracker
-from projections.base import get_position
 from projections.inbox import case_row, inbox
 from services.api.auth import CurrentPrincipal, acting_as, require_role
 from services.api.problems import Problem
 from services.api.read_models import reading, wait_for_position
 from services.api.schemas.common import CODE, PROBLEM_RESPONSES, USER
-from services.projector.runner import read_position
 
 After = Annotated[
     int | None,
@@ -53,6 +50,7 @@ READ_RESPONSES: dict[int | str, dict[str, Any]] = {
 CASE_READERS = (Role.FOCAL_POINT, Role.COORDINATOR, Role.AUDITOR)
 """Who may read a case's milestones from the read models (no personal data there)."""
 STATISTICS_READERS = (Role.STATISTICS_READER, Role.COORDINATOR, Role.FOCAL_POINT, Role.AUDITOR)
+"""Who may read the statistics releases (``services.api.routes.stats``)."""
 
 
 def _json(payload: Any, position: int) -> JSONResponse:
@@ -71,7 +69,7 @@ def _sees_agency_case(principal: Any, agency: str) -> bool:
     return Role.FOCAL_POINT in principal.roles and principal.agency == agency
 
 
-def read_model_router(  # noqa: PLR0915 - one closure per endpoint
+def read_model_router(
     paths: dict[str, pathlib.Path], wait_bound: float
 ) -> APIRouter:
     """The read endpoints over the read-model files ``paths``."""
@@ -162,52 +160,5 @@ def read_model_router(  # noqa: PLR0915 - one closure per endpoint
         ]
         return _json({"provider": actor.agency, "referrals": items}, position)
 
-    documents = StatisticsDocuments(paths["stats"])
-
-    @router.get("/stats", tags=["statistics"])
-    async def statistics(principal: CurrentPrincipal, after: After = None) -> Response:
-        """Every anonymised report: aggregates only, small cells suppressed."""
-        require_role(principal, STATISTICS_READERS)
-        position = await ready("stats", after)
-        return _json(await documents.all(), position)
-
-    @router.get("/stats/{report}", tags=["statistics"])
-    async def statistics_report(
-        principal: CurrentPrincipal,
-        report: Annotated[str, Path(pattern=r"^[a-z0-9_]{1,64}$")],
-        after: After = None,
-    ) -> Response:
-        """One anonymised report."""
-        require_role(principal, STATISTICS_READERS)
-        position = await ready("stats", after)
-        tables = await documents.all()
-        if report not in tables:
-            raise Problem(404, f"no report {report!r}; see /v1/stats", reports=sorted(tables))
-        return _json(tables[report], position)
-
     return router
 
-
-class StatisticsDocuments:
-    """The reports of the statistics read model, built off the event loop, one build at a
-    time, and kept until the read model moves on. Building them takes a second or more on a
-    large network; inline, every request waited behind it, /healthz included (found by the
-    attack review of issue #12)."""
-
-    def __init__(self, path: pathlib.Path) -> None:
-        self._path = path
-        self._lock = asyncio.Lock()
-        self._built: tuple[int, dict[str, Any]] | None = None
-
-    async def all(self) -> dict[str, Any]:
-        async with self._lock:
-            position = await asyncio.to_thread(read_position, self._path)
-            if self._built is None or self._built[0] != position:
-                self._built = await asyncio.to_thread(self._build)
-            return self._built[1]
-
-    def _build(self) -> tuple[int, dict[str, Any]]:
-        with reading(self._path) as db:
-            position = get_position(db)
-            tables = stats.reports(db, k=stats.threshold(db))
-        return position, {name: stats.report_document(r) for name, r in tables.items()}
