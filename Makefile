@@ -31,6 +31,8 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	$(BIN)/deptry .
+	$(BIN)/python tests/tools/audit_dependencies.py
 
 ## Benchmarks print figures next to a baseline measured in the same run (not part of `make test`),
 ## then one table of them all (cbcm bench); `make bench BENCH_ARGS=--quick` for a shorter run.
