@@ -139,11 +139,19 @@ class Custody:
             return []
         scopes = None if self.scopes is None else tuple(sorted(self.scopes))
         erased: dict[tuple[UUID, str], int] = {}
-        for position, scope, subject in erasures(self.recorder, self.cipher):
+        forged: list[tuple[int, str]] = []
+        for position, scope, subject in erasures(self.recorder, self.cipher, forged=forged):
             erased[(scope, subject)] = position
         first_use = self._first_uses(scopes)
         rows = dict(self.keys.table.all_rows(scopes))
-        findings = []
+        findings = [
+            Finding(
+                Damage.FORGED,
+                position,
+                f"an erasure event the application did not write ({why}): it erases nothing",
+            )
+            for position, why in forged
+        ]
         for ref, live in rows.items():
             at = erased.get((ref.scope, ref.subject))
             used = first_use.get(ref)

@@ -217,6 +217,23 @@ def marks(recorder: Any, start: int, batch: int = 20_000) -> Iterator[Mark]:
         after = int(rows[-1][0])
 
 
+def mark_covering(recorder: Any, position: int) -> Mark | None:
+    """The mark of the commit holding ``position`` (None: no mark covers it)."""
+    rows = _select(
+        recorder,
+        "SELECT m.position, m.first_position, m.mac, c.link FROM {writer} m "
+        "LEFT JOIN {chain} c ON c.position = m.position "
+        "WHERE m.position >= %s ORDER BY m.position LIMIT 1",
+        (position,),
+    )
+    if not rows:
+        return None
+    last, first, mac, link = rows[0]
+    if int(first) > position:
+        return None
+    return Mark(int(first), int(last), bytes(mac), None if link is None else bytes(link))
+
+
 def chained_positions(
     recorder: Any, start: int, stop: int | None = None, batch: int = 50_000
 ) -> Iterator[int]:

@@ -23,6 +23,7 @@ from typing import Any, LiteralString
 from uuid import UUID
 
 import msgspec
+import structlog
 from eventsourcing.persistence import Cipher
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from eventsourcing.utils import get_topic
@@ -31,6 +32,8 @@ from psycopg.sql import SQL, Identifier
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.personal_data import DataSubject
+from services.event_store import custody
+from services.event_store.chain import GENESIS, link_before, read_log
 from services.event_store.personal_data.data_keys import KeyRef
 
 CASE_ERASED = get_topic(Case.PersonalDataErased)
@@ -38,6 +41,7 @@ FEEDBACK_ERASED = get_topic(Feedback.PersonalDataErased)
 SEALED = "_pd"
 
 _decode = msgspec.json.Decoder().decode
+log = structlog.get_logger()
 
 
 def decoded(state: bytes, cipher: Cipher | None) -> dict[str, Any] | None:
@@ -111,10 +115,62 @@ def select_events(
     ]
 
 
+NOT_LINKED = "not linked in the chain as stored (an event inserted beside it)"
+NOT_MARKED = "no valid writer mark covers it: not written by a process holding the writer key"
+
+
+def unvouched(recorder: Any, position: int) -> str | None:
+    """Why the event at ``position`` may not count as written by the application (None: it
+    may). From the position the writer key's record names on, the event must lie in a
+    commit whose mark verifies over the links recomputed from the events themselves (so a
+    made-up event, or another record's event copied with a correct link, does not); before
+    it (a store written before marks existed), its chain link must match the event. A
+    recorder without a chain (the library's in-memory one) vouches for everything."""
+    writer: custody.WriterKey | None = getattr(recorder, "writer", None)
+    if not hasattr(recorder, "writer"):
+        return None
+    started = None if writer is None else custody.writer_started(recorder, writer)
+    if writer is None or started is None or position < started:
+        return None if _links_hold(recorder, position, position) else NOT_LINKED
+    mark = custody.mark_covering(recorder, position)
+    if mark is None:
+        return NOT_MARKED
+    recomputed = _links_hold(recorder, mark.first, mark.last, through=position)
+    if recomputed is None or not writer.holds(mark.first, mark.last, recomputed, mark.mac):
+        return NOT_MARKED
+    return None
+
+
+def _links_hold(
+    recorder: Any, first: int, last: int, *, through: int | None = None
+) -> bytes | None:
+    """The link at ``last`` recomputed from the stored link before ``first`` and the events
+    ``first`` to ``last`` (each of which, up to ``through``, must have its chain row and
+    match it); None if one does not."""
+    before = link_before(recorder, first)
+    link = GENESIS if before is None else before.link
+    must = last if through is None else through
+    for row in read_log(recorder, first, batch=max(2, last - first + 1)):
+        if row.position > last:
+            break
+        if not row.has_event:
+            return None
+        link = row.link_from(link)
+        if row.position <= must and (row.chain is None or row.chain.link != link):
+            return None
+    return link
+
+
 def erasures(
-    recorder: Any, cipher: Cipher | None, after: int = 0, through: int | None = None
+    recorder: Any,
+    cipher: Cipher | None,
+    after: int = 0,
+    through: int | None = None,
+    forged: list[tuple[int, str]] | None = None,
 ) -> Iterator[tuple[int, UUID, str]]:
-    """(position, scope, subject) of every erasure the log holds after ``after``."""
+    """(position, scope, subject) of every erasure the log holds after ``after`` that the
+    application wrote (``unvouched``); the (position, why) of any other erasure event is
+    added to ``forged``: it erases nothing."""
     where: LiteralString = "{pos} > %s AND topic IN (%s, %s)"
     params: tuple[Any, ...] = (after, CASE_ERASED, FEEDBACK_ERASED)
     if through is not None:
@@ -123,6 +179,11 @@ def erasures(
     for position, originator, _version, topic, state in select_events(
         recorder, where + " ORDER BY {pos}", params
     ):
+        why = unvouched(recorder, position)
+        if why is not None:
+            if forged is not None:
+                forged.append((position, why))
+            continue
         fields = decoded(state, cipher)
         if fields is None:
             continue
@@ -165,10 +226,18 @@ class ErasureLog:
             through = self._top()
             if through <= self._through:
                 return
+            forged: list[tuple[int, str]] = []
             for position, scope, subject in erasures(
-                self.recorder, self.cipher, self._through, through
+                self.recorder, self.cipher, self._through, through, forged
             ):
                 self._erased[(scope, subject)] = position
+            for position, why in forged:
+                log.error(
+                    "personal_data.forged_erasure",
+                    position=position,
+                    detail=f"an erasure event the application did not write: {why}; it "
+                    "erases nothing (run `cbcm audit verify`)",
+                )
             self._through = through
 
     def _top(self) -> int:
