@@ -30,8 +30,15 @@ from eventsourcing.persistence import Cipher
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from services.audit.verify import Damage, Finding
-from services.event_store.chain import ChainRow, head, link_before
-from services.event_store.custody import CUT, Mark, WriterKey, unmarked, writer_started
+from services.event_store.chain import ChainRow, head, link_before, writer_problem
+from services.event_store.custody import (
+    CUT,
+    NOT_STARTED,
+    Mark,
+    WriterKey,
+    unmarked,
+    writer_started,
+)
 from services.event_store.personal_data.data_keys import DataKeys, KeyRef
 from services.event_store.personal_data.erasure_log import (
     decoded,
@@ -82,7 +89,10 @@ class Custody:
             return "writer marks: not checked (no writer key)"
         started = writer_started(self.recorder, self.writer)
         if started is None:
-            return "writer marks: none recorded for this writer key"
+            return (
+                "writer marks: not started on this store (run `cbcm audit start-marks`); "
+                "every position is covered by the chain and the checkpoints only"
+            )
         if started <= 1:
             return f"writer marks: every commit (writer key {self.writer.key_id})"
         return (
@@ -94,6 +104,9 @@ class Custody:
     def writer_findings(self, start: int = 1, stop: int | None = None) -> list[Finding]:
         if self.writer is None:
             return []
+        problem = writer_problem(self.recorder)
+        if problem == NOT_STARTED:
+            return []  # a store written before marks: the coverage line says so
         started = writer_started(self.recorder, self.writer)
         if started is None:
             return [
@@ -105,6 +118,11 @@ class Custody:
                 )
             ]
         findings: list[Finding] = []
+        if problem is not None:
+            # a record moved past events (keeping their marks) would have them pass for
+            # events written before marks: hold every position from 1 to the marks
+            findings.append(Finding(Damage.FORGED, 1, f"custody record: {problem}"))
+            started = 1
         cut: list[tuple[int, Mark]] = []
         for position, why, mark in unmarked(self.recorder, self.writer, max(start, started), stop):
             if why == CUT and mark is not None:
@@ -282,6 +300,14 @@ def signable_head(app: Any) -> ChainRow | None:
     writer: WriterKey | None = getattr(recorder, "writer", None)
     if top is None or writer is None:
         return top
+    problem = writer_problem(recorder)
+    if problem is not None:
+        with _checked_lock:
+            told = _alarmed.get(recorder) == 0
+            _alarmed[recorder] = 0
+        if not told:  # once, not at every look at the head
+            log.error("audit.custody_untrusted", detail=problem)
+        return None  # nothing is signed over a store whose custody record is not trusted
     started = writer_started(recorder, writer)
     with _checked_lock:
         since = max(started or 1, _checked.get(recorder, 0) + 1)

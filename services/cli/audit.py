@@ -736,3 +736,28 @@ def audit_verify_bundle(
         raise typer.Exit(EXIT_DAMAGED)
     if report.uncovered:
         raise typer.Exit(EXIT_UNVERIFIED)
+
+
+@audit_cli.command("start-marks")
+def audit_start_marks() -> None:
+    """Start writer marks on a store written before they existed: from the chain's head on,
+    every commit is marked with the writer key (ADR 14). Once, by the operator; a store
+    created with marks, or whose marks are started, is refused. Until then cbcm writes
+    nothing to such a store."""
+    from services.event_store.chain import start_marks
+    from services.event_store.custody import WriterKeyError
+
+    settings = load_settings()
+    app, where = open_application(settings)
+    try:
+        with reported(where):
+            try:
+                started = start_marks(app.recorder)
+            except WriterKeyError as e:
+                fail(str(e), EXIT_CONFIG)
+    finally:
+        app.close()
+    typer.echo(
+        f"writer marks: every commit from position {started} is marked; positions before it "
+        "are covered by the chain and the checkpoints only"
+    )

@@ -31,7 +31,7 @@ from typing import Any, NamedTuple
 from uuid import UUID
 
 import structlog
-from eventsourcing.persistence import ProgrammingError, StoredEvent
+from eventsourcing.persistence import Notification, ProgrammingError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor
 from eventsourcing.utils import get_topic
@@ -139,14 +139,38 @@ def _mark(writer: WriterKey | None, rows: list[tuple[int, int, bytes]]) -> tuple
     return last, first, writer.mark(first, last, link)
 
 
-def _new_nonce() -> tuple[str, str, int]:
-    return STORE_NONCE, secrets.token_hex(16), 0
+def _new_store_rows(
+    writer: WriterKey | None, first: tuple[int, StoredEvent], started: bool
+) -> list[tuple[str, str, int]]:
+    """The custody rows a new store's first commit records: its id's nonce, and (unless a
+    start is recorded already) that the writer key marks every commit from position 1,
+    sealed for the store's id."""
+    from services.event_store.store_id import store_id  # noqa: PLC0415 (it imports us)
+
+    nonce = secrets.token_hex(16)
+    rows = [(STORE_NONCE, nonce, 0)]
+    if writer is not None and not started:
+        position, event = first
+        notification = Notification(
+            originator_id=event.originator_id,
+            originator_version=event.originator_version,
+            topic=event.topic,
+            state=event.state,
+            id=position,
+        )
+        store = store_id(notification, nonce)
+        rows.append((WRITER_PREFIX + writer.key_id, writer.start_value(1, store), 1))
+    return rows
 
 
 def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
-    """Give the recorder the writer key the environment names (``CBCM_WRITER_KEY_FILE``),
-    recording, once, from which position it marks every commit. A process with another key
-    than the one the store's commits are marked with is refused before it writes anything.
+    """Give the recorder the writer key the environment names (``CBCM_WRITER_KEY_FILE``).
+    A process with another key than the one the store's commits are marked with is refused
+    before it writes anything, as is a store holding marks (or a nonce) but no record of the
+    key. A new store records, with its first commit, that the key marks every commit from
+    position 1; a store written before marks gets its record only from the operator (``cbcm
+    audit start-marks``). If the record cannot be trusted (``custody.start_problem``) or was
+    never made, the process starts, for the audit's sake, but writes nothing, saying why.
     Recorders without a chain (the library's in-memory one) are left alone."""
     if not isinstance(recorder, ChainedSQLiteRecorder | ChainedPostgresRecorder):
         return
@@ -154,44 +178,84 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
     if not path:
         raise WriterKeyError("the event log's commits are marked: configure CBCM_WRITER_KEY_FILE")
     key = custody.load_writer_key(Path(path), create=env.get("CBCM_WRITER_KEY_CREATE") == "y")
-    failure: Exception | None = None
-    for _attempt in range(2):
-        try:
-            rows = custody.custody_rows(recorder)
-        except ProgrammingError:
-            raise WriterKeyError(
-                "the store has no tables for writer marks yet (a store made before issue 15, "
-                "whose tables this process may not create): start one process as the tables' "
-                "owner with CBCM_CREATE_TABLES=true, then apply deploy/postgres/02-grants.sql"
-            ) from None
-        recorded = {
-            name: position
-            for name, (_value, position) in rows.items()
-            if name.startswith(WRITER_PREFIX)
-        }
-        if WRITER_PREFIX + key.key_id in recorded:
-            recorder.writer = key
-            return
-        if recorded:
-            raise WriterKeyError(
-                "this store's commits are marked with writer key "
-                f"{', '.join(n.removeprefix(WRITER_PREFIX) for n in recorded)}, not this "
-                f"process's {key.key_id}: point CBCM_WRITER_KEY_FILE at the network's writer key"
-            )
-        if next(custody.marks(recorder, 1, batch=1), None) is not None:
-            # marks without the record of their key: someone removed it, perhaps to have
-            # earlier positions pass for a store written before marks existed
-            raise WriterKeyError(
-                "this store holds writer marks but no record of the key that made them (the "
-                "custody record was removed): restore it from a backup; nothing is written"
-            )
-        try:
-            recorder.record_writer_start(key)
-        except Exception as e:  # another process recorded one first: read again
-            failure = e
-    raise WriterKeyError(
-        f"the writer key's start could not be recorded in the store: {failure}"
-    ) from failure
+    try:
+        rows = custody.custody_rows(recorder)
+    except ProgrammingError:
+        raise WriterKeyError(
+            "the store has no tables for writer marks yet (a store made before issue 15, "
+            "whose tables this process may not create): start one process as the tables' "
+            "owner with CBCM_CREATE_TABLES=true, then apply deploy/postgres/02-grants.sql"
+        ) from None
+    recorded = [name for name in rows if name.startswith(WRITER_PREFIX)]
+    if recorded and WRITER_PREFIX + key.key_id not in recorded:
+        raise WriterKeyError(
+            "this store's commits are marked with writer key "
+            f"{', '.join(n.removeprefix(WRITER_PREFIX) for n in recorded)}, not this "
+            f"process's {key.key_id}: point CBCM_WRITER_KEY_FILE at the network's writer key"
+        )
+    if not recorded and next(custody.marks(recorder, 1, batch=1), None) is not None:
+        # marks without the record of their key: someone removed it, perhaps to have
+        # earlier positions pass for a store written before marks existed
+        raise WriterKeyError(
+            "this store holds writer marks but no record of the key that made them (the "
+            "custody record was removed): restore it from a backup; nothing is written"
+        )
+    if not recorded and STORE_NONCE in rows:
+        raise WriterKeyError(
+            "this store was created with writer marks but holds no record of the key that "
+            "makes them (the custody record was removed): restore it from a backup; nothing "
+            "is written"
+        )
+    recorder.writer = key
+    recorder.writer_problem = writer_problem(recorder)
+    if recorder.writer_problem is not None:
+        structlog.get_logger().error("audit.custody_untrusted", detail=recorder.writer_problem)
+
+
+def writer_problem(recorder: Any) -> str | None:
+    """Why ``recorder`` may not write (its writer key's custody record is missing or cannot
+    be trusted); None: it may."""
+    key: WriterKey | None = recorder.writer
+    if key is None:
+        return None
+    if WRITER_PREFIX + key.key_id not in custody.custody_rows(recorder):
+        return None if head(recorder) is None else custody.NOT_STARTED
+    from services.event_store.store_id import store_id_of  # noqa: PLC0415 (it imports us)
+
+    return custody.start_problem(recorder, key, store_id_of(recorder))
+
+
+def start_marks(recorder: Any) -> int:
+    """Record, once, that the writer key marks every commit after the chain's head of a
+    store written before marks existed (``cbcm audit start-marks``); the position marks
+    start from."""
+    if not isinstance(recorder, ChainedSQLiteRecorder | ChainedPostgresRecorder):
+        raise WriterKeyError("this event store keeps no chain: there is nothing to mark")
+    key = recorder.writer
+    assert key is not None
+    if recorder.writer_problem != custody.NOT_STARTED:
+        raise WriterKeyError(
+            recorder.writer_problem
+            or f"writer marks are already started on this store (writer key {key.key_id})"
+        )
+    from services.event_store.store_id import store_id_of  # noqa: PLC0415 (it imports us)
+
+    store = store_id_of(recorder)
+    assert store is not None  # a store with no event is started by its first commit
+    recorder.record_writer_start(key, store)
+    recorder.writer_problem = writer_problem(recorder)
+    started = custody.writer_started(recorder, key)
+    assert started is not None
+    return started
+
+
+def _refuse_untrusted(recorder: Any) -> None:
+    """Refuse a write while the writer key's custody record is missing or not trusted. Checked
+    before the insert: the library's PostgreSQL recorder commits what was inserted before an
+    exception raised in its transaction, and raises it after."""
+    problem = recorder.writer_problem
+    if problem is not None:
+        raise WriterKeyError(problem)
 
 
 def _with_data_keys(
@@ -271,17 +335,21 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        _refuse_untrusted(self)  # before anything is written (see _refuse_untrusted)
         return _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
 
-    def record_writer_start(self, key: WriterKey) -> None:
-        """Record that ``key`` marks every commit after the chain's head (once)."""
+    writer_problem: str | None = None
+    """Why this process may not write (``writer_problem``); None: it may."""
+
+    def record_writer_start(self, key: WriterKey, store: str) -> None:
+        """Record that ``key`` marks every commit after the chain's head (once), sealed."""
         events = self.events_table_name
         with self.datastore.transaction(commit=True) as c:
             c.execute(f"SELECT coalesce(max(position), 0) FROM {chain_table(events)}")  # noqa: S608
             top = int(c.fetchone()[0])
             c.execute(
                 f"INSERT INTO {custody.custody_table(events)} VALUES (?, ?, ?)",  # noqa: S608
-                (WRITER_PREFIX + key.key_id, key.key_id, top + 1),
+                (WRITER_PREFIX + key.key_id, key.start_value(top + 1, store), top + 1),
             )
 
     def _create_table(self, c: SQLiteCursor) -> None:
@@ -324,15 +392,17 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             # a new store's first commit (not a chain someone emptied): draw its id's nonce
             c.execute(
                 f"SELECT (SELECT 1 FROM {table} WHERE rowid < ?), "  # noqa: S608
-                f"(SELECT 1 FROM {custody.custody_table(table)} WHERE name = ?)",
-                (rows[0][0], STORE_NONCE),
+                f"(SELECT 1 FROM {custody.custody_table(table)} WHERE name = ?), "
+                f"(SELECT 1 FROM {custody.custody_table(table)} WHERE name LIKE ?)",
+                (rows[0][0], STORE_NONCE, WRITER_PREFIX + "%"),
             )
-            older, nonce = c.fetchone()
+            older, nonce, started = c.fetchone()
             if older is None and nonce is None:
-                c.execute(
-                    f"INSERT INTO {custody.custody_table(table)} VALUES (?, ?, ?)",  # noqa: S608
-                    _new_nonce(),
-                )
+                for row in _new_store_rows(self.writer, events[0], started is not None):
+                    c.execute(
+                        f"INSERT INTO {custody.custody_table(table)} VALUES (?, ?, ?)",  # noqa: S608
+                        row,
+                    )
 
     def _link_unchained(self, c: SQLiteCursor) -> None:
         """A store written before the chain existed: link its events, once, in order."""
@@ -433,13 +503,17 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
     def insert_events(
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        _refuse_untrusted(self)  # before anything is written (see _refuse_untrusted)
         return _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
 
     writer: WriterKey | None = None
     """Set by the application (``attach_writer``): every commit is marked with it."""
 
-    def record_writer_start(self, key: WriterKey) -> None:
-        """Record that ``key`` marks every commit after the chain's head (once)."""
+    writer_problem: str | None = None
+    """Why this process may not write (``writer_problem``); None: it may."""
+
+    def record_writer_start(self, key: WriterKey, store: str) -> None:
+        """Record that ``key`` marks every commit after the chain's head (once), sealed."""
         with self.datastore.transaction(commit=True) as curs:
             for statement in self.lock_table_statements:
                 curs.execute(statement)
@@ -452,7 +526,7 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                 SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
                     self._table(custody.custody_table)
                 ),
-                (WRITER_PREFIX + key.key_id, key.key_id, top + 1),
+                (WRITER_PREFIX + key.key_id, key.start_value(top + 1, store), top + 1),
             )
 
     def _table(self, name: Callable[[str], str]) -> Composed:
@@ -528,21 +602,23 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             curs.execute(
                 SQL(
                     "SELECT EXISTS (SELECT 1 FROM {}.{} WHERE notification_id < %s) AS older, "
-                    "EXISTS (SELECT 1 FROM {} WHERE name = %s) AS nonce"
+                    "EXISTS (SELECT 1 FROM {} WHERE name = %s) AS nonce, "
+                    "EXISTS (SELECT 1 FROM {} WHERE name LIKE %s) AS started"
                 ).format(
                     Identifier(self.datastore.schema),
                     Identifier(self.events_table_name),
                     self._table(custody.custody_table),
+                    self._table(custody.custody_table),
                 ),
-                (rows[0][0], STORE_NONCE),
+                (rows[0][0], STORE_NONCE, WRITER_PREFIX + "%"),
             )
             found = curs.fetchone()
             if found is not None and not found["older"] and not found["nonce"]:
-                curs.execute(
+                curs.executemany(
                     SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
                         self._table(custody.custody_table)
                     ),
-                    _new_nonce(),
+                    _new_store_rows(self.writer, events[0], bool(found["started"])),
                 )
 
     def _link_unchained(self, curs: Cursor[DictRow]) -> None:

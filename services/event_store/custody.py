@@ -37,7 +37,10 @@ STORE_NONCE = "store"
 """The custody record's name of a store's random nonce."""
 WRITER_PREFIX = "writer:"
 
+START_DOMAIN = b"cbcm/writer-start/v1\0"
+
 _SPAN = struct.Struct(">qq")
+_POSITION = struct.Struct(">q")
 
 
 class WriterKeyError(RuntimeError):
@@ -71,6 +74,19 @@ class WriterKey:
 
     def holds(self, first: int, last: int, link: bytes, mac: bytes) -> bool:
         return hmac.compare_digest(self.mark(first, last, link), mac)
+
+    def seal_start(self, start: int, store: str) -> str:
+        """The seal of this key's custody record: from ``start`` it marks every commit of
+        the store ``store`` (hex). The owner of the tables cannot move the record without
+        the key."""
+        message = (
+            START_DOMAIN + self.key_id.encode() + b"\0" + _POSITION.pack(start) + store.encode()
+        )
+        return hmac.digest(self.secret, message, "sha256").hex()
+
+    def start_value(self, start: int, store: str) -> str:
+        """The custody record's value for this key starting at ``start`` in ``store``."""
+        return f"{self.key_id}:{self.seal_start(start, store)}"
 
 
 def load_writer_key(path: Path, *, create: bool) -> WriterKey:
@@ -187,6 +203,47 @@ def writer_started(recorder: Any, key: WriterKey) -> int | None:
     """From which position ``key`` marks every commit (None: it never has)."""
     found = custody_rows(recorder).get(WRITER_PREFIX + key.key_id)
     return None if found is None else found[1]
+
+
+NOT_STARTED = (
+    "this store was written before writer marks existed and marks were never started on it: "
+    "run `cbcm audit start-marks` once, as the operator, to have every commit from its head "
+    "on marked (nothing is written until then)"
+)
+
+
+def start_problem(recorder: Any, key: WriterKey, store: str | None) -> str | None:
+    """Why the custody record of ``key`` cannot be trusted (None: it can), for the store
+    whose id is ``store``.
+
+    - A store created with marks (it has a nonce) marks from position 1: a record naming
+      a later start was moved (to pass events before it as written before marks).
+    - A sealed record must verify under the key, for its start and this store.
+    - No mark may lie before the start: a record moved past marks it kept."""
+    rows = custody_rows(recorder)
+    found = rows.get(WRITER_PREFIX + key.key_id)
+    if found is None:
+        return None
+    value, start = found
+    if STORE_NONCE in rows and start != 1:
+        return (
+            f"the store was created with writer marks, but the record of writer key "
+            f"{key.key_id} says they start at position {start}: the custody record was moved"
+        )
+    if ":" in value:
+        seal = value.partition(":")[2]
+        if store is None or not hmac.compare_digest(seal, key.seal_start(start, store)):
+            return (
+                f"the custody record of writer key {key.key_id} (start {start}) does not "
+                "verify under the key: it was changed or copied from another store"
+            )
+    below = _select(recorder, "SELECT min(position) FROM {writer} WHERE position < %s", (start,))
+    if below and below[0][0] is not None:
+        return (
+            f"a writer mark ends at position {int(below[0][0])}, before the start ({start}) "
+            f"that the record of writer key {key.key_id} names: the custody record was moved"
+        )
+    return None
 
 
 @dataclass(frozen=True)

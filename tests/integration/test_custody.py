@@ -455,7 +455,18 @@ def test_a_store_written_before_writer_marks_is_vouched_for_from_where_they_star
     top = head(app.recorder)
     assert top is not None
 
-    # when the new code opens it and writes on
+    # when the new code opens it, it writes nothing until the operator starts marks
+    from services.event_store.custody import WriterKeyError  # noqa: PLC0415
+
+    with pytest.raises(WriterKeyError, match="cbcm audit start-marks"):
+        reopen().give_feedback(
+            case_id, actor=FOCAL, message="early", channel=FeedbackChannel.PHONE, at=minutes(39)
+        )
+    started = cli_run(settings, "audit", "start-marks")
+    assert started.exit_code == 0, started.output
+    assert f"every commit from position {top.position + 1}" in started.output
+    again = cli_run(settings, "audit", "start-marks")
+    assert again.exit_code == 2 and "already started" in again.output
     fresh = reopen()
     fresh.give_feedback(
         case_id, actor=FOCAL, message="later", channel=FeedbackChannel.PHONE, at=minutes(40)

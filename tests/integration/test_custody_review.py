@@ -17,14 +17,21 @@ from datetime import timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
+import pytest
+
+from services.api.replay import replay_case
 from services.application.mechanism import ComplaintMechanism
-from services.event_store.chain import link_hash
+from services.audit.custody import signable_head
+from services.event_store.chain import head, link_hash
+from services.event_store.custody import WriterKeyError
 from services.event_store.personal_data.erasure_log import CASE_ERASED
 from services.settings import Settings
 from tests.api_world import build_network
 from tests.conftest import T0
+from tests.integration.test_audit_chain import Dba as ChainDba
 from tests.integration.test_custody import (
     Dba,
+    cli_run,
     complaint,
     erase_everyone,
     every_read_path,
@@ -65,6 +72,20 @@ def _insert_event(
                 dba.q(f"INSERT INTO {ch} VALUES (?, ?, ?)"), (position, int(previous), linked)
             )
     return position
+
+
+def _append_copy(app: ComplaintMechanism, of_position: int, case_id: UUID) -> int:
+    """A copy of the event at ``of_position`` as the case's next event, correctly linked."""
+    dba = Dba(app)
+    pos = "rowid" if dba.sqlite else "notification_id"
+    with dba.sql() as c:
+        c.execute(
+            dba.q(f"SELECT topic, state FROM {dba.tables['events']} WHERE {pos} = ?"),
+            (of_position,),
+        )
+        topic, state = dba.values(c.fetchone())
+    version = app.get_case(case_id).version + 1
+    return _insert_event(app, case_id, version, str(topic), bytes(state), link=True)
 
 
 # ------------------------------------------------------------------ A6: forged erasures
@@ -127,3 +148,131 @@ def test_another_records_erasure_copied_as_a_live_cases_next_event_erases_nothin
     assert done.exit_code == 4, done.output
     assert f"{forged_at}: forged" in done.output
     assert "put back" not in done.output
+
+
+# ------------------------------------------------------------------ A4: the record moved
+
+
+def owner_unlock(app: ComplaintMechanism) -> None:
+    """The owner drops (SQLite) or disables (PostgreSQL) every trigger of the store."""
+    dba = Dba(app)
+    with dba.sql() as c:
+        if dba.sqlite:
+            c.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'")
+            for (name,) in [tuple(r) for r in c.fetchall()]:
+                c.execute(f"DROP TRIGGER {name}")
+        else:
+            schema = dba.recorder.datastore.schema
+            events = dba.names["events"]
+            for suffix in ("", "_chain", "_writer", "_custody", "_data_keys"):
+                c.execute(f'ALTER TABLE "{schema}"."{events}{suffix}" DISABLE TRIGGER USER')
+
+
+def move_writer_record(app: ComplaintMechanism, *, to: int | None = None) -> None:
+    """The owner re-records the writer key's start past the chain's head (or at ``to``),
+    keeping its value, every mark and the store nonce (the store id is unchanged)."""
+    dba = Dba(app)
+    table = f"{dba.names['events']}_custody"
+    if not dba.sqlite:
+        table = f'"{dba.recorder.datastore.schema}"."{table}"'
+    top = head(app.recorder)
+    assert top is not None
+    with dba.sql() as c:
+        c.execute(f"SELECT name, value FROM {table}")
+        rows = [dba.values(r) for r in c.fetchall()]
+        name, value = next(r for r in rows if str(r[0]).startswith("writer:"))
+        c.execute(dba.q(f"DELETE FROM {table} WHERE name = ?"), (name,))
+        c.execute(
+            dba.q(f"INSERT INTO {table} VALUES (?, ?, ?)"),
+            (name, value, top.position + 1 if to is None else to),
+        )
+
+
+def test_a_rewrite_hidden_by_moving_the_writer_record_past_it_is_damage(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a case, and more after it
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-rw", at=1)
+    target = app.position_of(case_id, 1)
+    complaint(app, "CANARY-later", at=10)
+
+    # when the owner rewrites its first event, recomputes every link, and moves the writer
+    # key's record past the head (keeping every mark)
+    owner_unlock(app)
+    chain_dba = ChainDba(app)
+    chain_dba.change_one_byte(target)
+    chain_dba.relink_from(target)
+    move_writer_record(app)
+
+    # then verify calls it damage, and a process on the store writes nothing
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert "custody record was moved" in done.output
+    fresh = reopen()
+    with pytest.raises(WriterKeyError, match="custody record was moved"):
+        complaint(fresh, "CANARY-new", at=20)
+
+
+def test_a_forged_allegation_behind_a_moved_writer_record_is_neither_verified_nor_signed(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a case, and a forged event appended to it with a correct link (INSERT grant)
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-orig", at=1)
+    publisher = reopen()
+    assert signable_head(publisher) is not None
+    forged_at = _append_copy(app, app.position_of(case_id, 2), case_id)
+    assert verify_chain_alone(settings).exit_code == 4
+
+    # when the owner moves the writer key's record past it
+    owner_unlock(app)
+    move_writer_record(app)
+
+    # then verify still names damage, the forged record's replay is not VERIFIED, and no
+    # publisher (running, or started afresh) signs a checkpoint
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert "custody record was moved" in done.output
+    assert f"forged at {forged_at}" in done.output
+    fresh = reopen()
+    replay = replay_case(fresh, case_id)
+    assert not replay.verified
+    assert signable_head(publisher) is None
+    assert signable_head(fresh) is None
+
+
+def test_a_sealed_writer_record_moved_on_a_store_upgraded_to_marks_is_damage(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a store written before marks (no nonce), upgraded by the operator
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-old", at=1)
+    dba = Dba(app)
+    owner_unlock(app)
+    with dba.sql() as c:
+        for name in ("writer", "custody"):
+            table = f"{dba.names['events']}_{name}"
+            if not dba.sqlite:
+                table = f'"{dba.recorder.datastore.schema}"."{table}"'
+            c.execute(f"DELETE FROM {table}")
+    assert cli_run(settings, "audit", "start-marks").exit_code == 0
+    complaint(reopen(), "CANARY-new", at=10)
+    assert verify_chain_alone(settings).exit_code == 0
+
+    # when the owner forges an event on the old case and moves the record past it, with
+    # the marks before the new start deleted too
+    _append_copy(app, app.position_of(case_id, 2), case_id)
+    owner_unlock(app)  # the start-marks command's process put the triggers back
+    with dba.sql() as c:
+        table = f"{dba.names['events']}_writer"
+        if not dba.sqlite:
+            table = f'"{dba.recorder.datastore.schema}"."{table}"'
+        c.execute(f"DELETE FROM {table}")
+    move_writer_record(app)
+
+    # then the record's seal does not verify: verify names damage, the publisher signs nothing
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert "does not verify under the key" in done.output
+    assert signable_head(reopen()) is None
