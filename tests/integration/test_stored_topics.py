@@ -20,6 +20,7 @@ from eventsourcing.utils import get_topic
 from services.application.idempotency import IdempotentRequest, record_id, seal, unseal
 from services.audit.verify import verify
 from services.bootstrap import complaint_mechanism
+from services.event_store.chain import start_marks
 from services.settings import Settings
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "pre_relayout"
@@ -58,9 +59,11 @@ def test_an_idempotent_request_stored_before_the_relayout_is_read_back_after_it(
 def test_a_request_recorded_after_the_relayout_is_stored_under_the_new_topic_beside_the_old(
     tmp_path: Path,
 ) -> None:
-    # given the store written before the re-layout
+    # given the store written before the re-layout (and before writer marks: the operator
+    # starts them, `cbcm audit start-marks`)
     app = complaint_mechanism(_settings(tmp_path))
     try:
+        assert start_marks(app.recorder) == 3
         user, key = "fp-unicef-1", "relayout-after-key-0003"
         rid = record_id(user, key)
         # when a new request is recorded
