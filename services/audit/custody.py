@@ -36,6 +36,7 @@ from services.event_store.custody import (
     NOT_STARTED,
     Mark,
     WriterKey,
+    highest_mark,
     unmarked,
     writer_started,
 )
@@ -133,6 +134,17 @@ class Custody:
                 )
         top = head(self.recorder)
         end = 0 if top is None else top.position
+        highest = highest_mark(self.recorder)
+        if highest > end and not cut and (stop is None or stop >= end):
+            # the tail cut at a commit boundary, its marks left: they show the store ran on
+            findings.append(
+                Finding(
+                    Damage.TRUNCATED,
+                    end + 1,
+                    f"the writer marked a commit ending at position {highest}, but the store "
+                    f"ends at {end}",
+                )
+            )
         if cut and all(mark.last > end for _, mark in cut):
             # a tail cut off in the middle of a commit: what is left of it cannot be checked
             findings.append(

@@ -274,6 +274,12 @@ def marks(recorder: Any, start: int, batch: int = 20_000) -> Iterator[Mark]:
         after = int(rows[-1][0])
 
 
+def highest_mark(recorder: Any) -> int:
+    """The last position a writer mark names (0: none)."""
+    found = _select(recorder, "SELECT coalesce(max(position), 0) FROM {writer}", ())
+    return int(found[0][0])
+
+
 def mark_covering(recorder: Any, position: int) -> Mark | None:
     """The mark of the commit holding ``position`` (None: no mark covers it)."""
     rows = _select(

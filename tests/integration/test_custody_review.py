@@ -276,3 +276,30 @@ def test_a_sealed_writer_record_moved_on_a_store_upgraded_to_marks_is_damage(
     assert done.exit_code == 4, done.output
     assert "does not verify under the key" in done.output
     assert signable_head(reopen()) is None
+
+
+# ------------------------------------------------------------------ A2: the tail cut
+
+
+def test_a_tail_cut_at_a_commit_boundary_with_its_marks_left_is_truncation(
+    app: ComplaintMechanism, settings: Settings
+) -> None:
+    # given two complaints, the second recorded after the first's last commit
+    build_network(app, T0 - timedelta(days=1))
+    complaint(app, "CANARY-a", at=1)
+    top = head(app.recorder)
+    assert top is not None
+    complaint(app, "CANARY-b", at=5)
+
+    # when the owner cuts the log after the first (events and links), leaving the marks
+    owner_unlock(app)
+    dba = Dba(app)
+    pos = "rowid" if dba.sqlite else "notification_id"
+    with dba.sql() as c:
+        c.execute(dba.q(f"DELETE FROM {dba.tables['events']} WHERE {pos} > ?"), (top.position,))
+        c.execute(dba.q(f"DELETE FROM {dba.tables['chain']} WHERE position > ?"), (top.position,))
+
+    # then verify says the store was truncated after its new end
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert f"first bad position {top.position + 1}: truncated" in done.output
