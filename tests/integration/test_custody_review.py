@@ -20,6 +20,7 @@ from uuid import UUID, uuid4
 import pytest
 
 from services.api.replay import replay_case
+from services.application.key_rotation import retire, rotate
 from services.application.mechanism import ComplaintMechanism
 from services.audit.custody import signable_head
 from services.event_store.chain import head, link_hash
@@ -303,3 +304,38 @@ def test_a_tail_cut_at_a_commit_boundary_with_its_marks_left_is_truncation(
     done = verify_chain_alone(settings)
     assert done.exit_code == 4, done.output
     assert f"first bad position {top.position + 1}: truncated" in done.output
+
+
+# ------------------------------------------------------------------ A5: rotation
+
+
+def test_a_rotation_destroys_erased_keys_put_back_rather_than_rewrap_them(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a case whose personal data was erased, its key rows then put back from a copy
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-laundered", at=1)
+    kept = complaint(app, "CANARY-kept", at=3)
+    dba = Dba(app)
+    copy = dba.key_rows()
+    first_kek = copy[0][3]
+    erase_everyone(app, case_id)
+    dba.restore_key_rows(copy)
+
+    # when the operator follows the documented mitigation: rotate, retire the old KEK
+    fresh = reopen()
+    rotate(fresh)
+    retire(fresh, first_kek, after_seconds=0)
+
+    # then the erased case's keys were destroyed, not carried over to the new KEK, and the
+    # live case's were rewrapped
+    scope = case_id.hex if dba.sqlite else case_id
+    live_scope = kept.hex if dba.sqlite else kept
+    rows = dba.key_rows()
+    erased_rows = [r for r in rows if r[0] == scope]
+    assert erased_rows
+    assert all(wrapped is None and kek is None for _s, _sub, _g, kek, wrapped in erased_rows)
+    assert all(r[4] is not None and r[3] != first_kek for r in rows if r[0] == live_scope)
+    shown = every_read_path(reopen(), settings, kept)
+    assert "CANARY-kept narrative" in shown
+    assert "CANARY-laundered" not in every_read_path(reopen(), settings, case_id)

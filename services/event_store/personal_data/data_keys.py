@@ -107,6 +107,10 @@ class KeyTable(Protocol):
         """Set (kek id, wrapped) of live rows still wrapped under the old id; how many."""
         ...
 
+    def destroy(self, refs: list[KeyRef]) -> int:
+        """Destroy the key material of these keys (outside any write); how many were live."""
+        ...
+
     def counts(self) -> dict[str, int]:
         """Live keys per KEK id, and erased ones under ``""``."""
         ...
@@ -310,15 +314,31 @@ class DataKeys:
 
     def rewrap_all(self, batch: int = 500) -> int:
         """Rewrap every live data key under the active KEK (events are not touched); how
-        many were rewrapped."""
+        many were rewrapped. A key the log erased whose row holds key material (put back
+        from a copy) is destroyed instead, with an alarm: a rotation never carries an erased
+        key over to the new KEK."""
         active = self.kek.active_id
         done = 0
         while True:
             rows = self.table.wrapped_under_other_than(active, batch)
             if not rows:
                 return done
+            erased = [ref for ref, _row in rows if self.log is not None and self.log.erases(ref)]
+            for ref in erased:
+                log.error(
+                    "personal_data.erased_key_destroyed",
+                    record=str(ref.scope),
+                    subject=ref.subject,
+                    generation=ref.generation,
+                    detail="the log erased this data key but its row held key material: "
+                    "destroyed by the rotation, not rewrapped",
+                )
+            if erased:
+                self.table.destroy(erased)
             changes = []
             for ref, row in rows:
+                if ref in erased:
+                    continue
                 assert row.kek_id is not None and row.wrapped is not None
                 raw = self.kek.unwrap(row.kek_id, row.wrapped, ref.context())
                 kek_id, wrapped = self.kek.wrap(raw, ref.context())

@@ -162,6 +162,20 @@ class SQLiteKeyTable:
                 count += int(c.fetchone()[0])
         return count
 
+    def destroy(self, refs: list[KeyRef]) -> int:
+        with self.recorder.datastore.transaction(commit=True) as c:
+            c.execute("PRAGMA secure_delete = ON")
+            count = 0
+            for ref in refs:
+                c.execute(
+                    f"UPDATE {self.name} SET wrapped = NULL, kek_id = NULL, erased_at = ? "  # noqa: S608
+                    "WHERE scope = ? AND subject = ? AND generation = ? AND wrapped IS NOT NULL",
+                    (_now(), ref.scope.hex, ref.subject, ref.generation),
+                )
+                c.execute("SELECT changes()")
+                count += int(c.fetchone()[0])
+        return count
+
     def counts(self) -> dict[str, int]:
         rows = self._read(
             f"SELECT COALESCE(kek_id, ''), COUNT(*) FROM {self.name} "  # noqa: S608
@@ -408,6 +422,21 @@ class PostgresKeyTable:
                         "subject = %s AND generation = %s AND kek_id = %s AND wrapped IS NOT NULL"
                     ).format(self.table),
                     (new, wrapped, ref.scope, ref.subject, ref.generation, old),
+                )
+                count += curs.rowcount
+        return count
+
+    def destroy(self, refs: list[KeyRef]) -> int:
+        count = 0
+        with self.recorder.datastore.transaction(commit=True) as curs:
+            for ref in refs:
+                curs.execute(
+                    SQL(
+                        "UPDATE {} SET wrapped = NULL, kek_id = NULL, erased_at = now() "
+                        "WHERE scope = %s AND subject = %s AND generation = %s "
+                        "AND wrapped IS NOT NULL"
+                    ).format(self.table),
+                    (ref.scope, ref.subject, ref.generation),
                 )
                 count += curs.rowcount
         return count
