@@ -18,6 +18,7 @@ from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
+import structlog
 
 from services.api.replay import replay_case
 from services.application.key_rotation import retire, rotate
@@ -31,6 +32,7 @@ from tests.api_world import build_network
 from tests.conftest import T0
 from tests.integration.test_audit_chain import Dba as ChainDba
 from tests.integration.test_custody import (
+    AUDITOR,
     Dba,
     cli_run,
     complaint,
@@ -339,3 +341,36 @@ def test_a_rotation_destroys_erased_keys_put_back_rather_than_rewrap_them(
     shown = every_read_path(reopen(), settings, kept)
     assert "CANARY-kept narrative" in shown
     assert "CANARY-laundered" not in every_read_path(reopen(), settings, case_id)
+
+
+# ------------------------------------------------------------------ alarms, once
+
+
+def test_a_key_row_put_back_is_alarmed_once_not_at_every_cache_expiry(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given an erased case whose key rows were put back, read by a process whose cache of
+    # opened keys expires at once
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-once", at=1)
+    dba = Dba(app)
+    copy = dba.key_rows()
+    erase_everyone(app, case_id)
+    dba.restore_key_rows(copy)
+    fresh = reopen()
+    assert fresh.data_keys is not None
+    fresh.data_keys.cache_seconds = 0
+
+    # when the case is read again and again
+    with structlog.testing.capture_logs() as logs:
+        for _ in range(3):
+            replay_case(fresh, case_id, reveal_personal=True, reader=AUDITOR)
+
+    # then each put-back key is named once
+    told = [
+        (e["record"], e["subject"], e["generation"])
+        for e in logs
+        if e["event"] == "personal_data.erased_key_present"
+    ]
+    assert told
+    assert len(told) == len(set(told))

@@ -173,6 +173,8 @@ class DataKeys:
         self._live: OrderedDict[tuple[UUID, str], tuple[KeyRef, AESGCM, float]] = OrderedDict()
         self._opened: OrderedDict[KeyRef, tuple[AESGCM | None, float]] = OrderedDict()
         self._local = threading.local()
+        self._told: set[KeyRef] = set()
+        """Keys the log erased whose rows were found holding key material (alarmed once)."""
 
     # ------------------------------------------------------------------ writing
 
@@ -301,6 +303,11 @@ class DataKeys:
         back (from a copy taken before the erasure). Never unwrapped; an alarm."""
         if self.log is None or not self.log.erases(ref):
             return False
+        with self._lock:
+            told = ref in self._told
+            self._told.add(ref)
+        if told:  # once per key, not at every expiry of the cache
+            return True
         log.error(
             "personal_data.erased_key_present",
             record=str(ref.scope),
