@@ -132,16 +132,19 @@ def _now() -> str:
     return datetime.now(UTC).isoformat()
 
 
-def _mark(writer: WriterKey | None, rows: list[tuple[int, int, bytes]]) -> tuple[int, int, bytes]:
-    """The writer mark row (last position, first position, mac) of a commit's chain rows."""
-    assert writer is not None and rows
+def _mark(
+    writer: WriterKey | None, rows: list[tuple[int, int, bytes]], store: str | None
+) -> tuple[int, int, bytes]:
+    """The writer mark row (last position, first position, mac) of a commit's chain rows in
+    the store ``store`` (a version-2 mark)."""
+    assert writer is not None and rows and store is not None
     first, last, link = rows[0][0], rows[-1][0], rows[-1][2]
-    return last, first, writer.mark(first, last, link)
+    return last, first, writer.mark(first, last, link, store)
 
 
 def _new_store_rows(
     writer: WriterKey | None, first: tuple[int, StoredEvent], started: bool
-) -> list[tuple[str, str, int]]:
+) -> tuple[list[tuple[str, str, int]], str]:
     """The custody rows a new store's first commit records: its id's nonce, and (unless a
     start is recorded already) that the writer key marks every commit from position 1,
     sealed for the store's id."""
@@ -149,18 +152,36 @@ def _new_store_rows(
 
     nonce = secrets.token_hex(16)
     rows = [(STORE_NONCE, nonce, 0)]
+    position, event = first
+    notification = Notification(
+        originator_id=event.originator_id,
+        originator_version=event.originator_version,
+        topic=event.topic,
+        state=event.state,
+        id=position,
+    )
+    store = store_id(notification, nonce)
     if writer is not None and not started:
-        position, event = first
-        notification = Notification(
-            originator_id=event.originator_id,
-            originator_version=event.originator_version,
-            topic=event.topic,
-            state=event.state,
-            id=position,
-        )
-        store = store_id(notification, nonce)
         rows.append((WRITER_PREFIX + writer.key_id, writer.start_value(1, store), 1))
-    return rows
+    return rows, store
+
+
+def _store_of_first(first: tuple[Any, ...] | None, nonce: str | None) -> str | None:
+    """The store id from its first event's (originator id, version, topic, state) as read
+    in the writer's transaction, and its nonce."""
+    from services.event_store.store_id import store_id  # noqa: PLC0415 (it imports us)
+
+    if first is None:
+        return None
+    oid, version, topic, state = first
+    notification = Notification(
+        originator_id=oid if isinstance(oid, UUID) else UUID(str(oid)),
+        originator_version=int(version),
+        topic=str(topic),
+        state=bytes(state),
+        id=1,
+    )
+    return store_id(notification, nonce)
 
 
 def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
@@ -206,7 +227,10 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
             "makes them (the custody record was removed): restore it from a backup; nothing "
             "is written"
         )
+    from services.event_store.store_id import store_id_of  # noqa: PLC0415 (it imports us)
+
     recorder.writer = key
+    recorder.store = store_id_of(recorder)
     recorder.writer_problem = writer_problem(recorder)
     if recorder.writer_problem is not None:
         structlog.get_logger().error("audit.custody_untrusted", detail=recorder.writer_problem)
@@ -336,10 +360,19 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         _refuse_untrusted(self)  # before anything is written (see _refuse_untrusted)
-        return _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
+        self._new_store = None
+        positions = _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
+        if self._new_store is not None:  # this commit made the store: its id is known
+            self.store, self._new_store = self._new_store, None
+        return positions
 
     writer_problem: str | None = None
     """Why this process may not write (``writer_problem``); None: it may."""
+
+    store: str | None = None
+    """The store's id, which each writer mark names (None: not known yet)."""
+
+    _new_store: str | None = None
 
     def record_writer_start(self, key: WriterKey, store: str) -> None:
         """Record that ``key`` marks every commit after the chain's head (once), sealed."""
@@ -383,11 +416,8 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         c.executemany(f"INSERT INTO {chain_table(table)} VALUES (?, ?, ?)", rows)  # noqa: S608
         if not sign or not rows:
             return
-        if self.writer is not None:
-            c.execute(
-                f"INSERT INTO {custody.writer_table(table)} VALUES (?, ?, ?)",  # noqa: S608
-                _mark(self.writer, rows),
-            )
+        custody_rows: list[tuple[str, str, int]] = []
+        store = self.store
         if previous_position == 0:
             # a new store's first commit (not a chain someone emptied): draw its id's nonce
             c.execute(
@@ -398,11 +428,32 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
             )
             older, nonce, started = c.fetchone()
             if older is None and nonce is None:
-                for row in _new_store_rows(self.writer, events[0], started is not None):
-                    c.execute(
-                        f"INSERT INTO {custody.custody_table(table)} VALUES (?, ?, ?)",  # noqa: S608
-                        row,
-                    )
+                custody_rows, store = _new_store_rows(self.writer, events[0], started is not None)
+                self._new_store = store  # known once the commit is
+        if self.writer is not None:
+            if store is None:  # the store was empty when this process started
+                c.execute(
+                    "SELECT originator_id, originator_version, topic, state "  # noqa: S608
+                    f"FROM {table} ORDER BY rowid LIMIT 1"
+                )
+                first = c.fetchone()
+                c.execute(
+                    f"SELECT value FROM {custody.custody_table(table)} WHERE name = ?",  # noqa: S608
+                    (STORE_NONCE,),
+                )
+                found = c.fetchone()
+                store = self.store = _store_of_first(
+                    None if first is None else tuple(first), None if found is None else found[0]
+                )
+            c.execute(
+                f"INSERT INTO {custody.writer_table(table)} VALUES (?, ?, ?)",  # noqa: S608
+                _mark(self.writer, rows, store),
+            )
+        for row in custody_rows:
+            c.execute(
+                f"INSERT INTO {custody.custody_table(table)} VALUES (?, ?, ?)",  # noqa: S608
+                row,
+            )
 
     def _link_unchained(self, c: SQLiteCursor) -> None:
         """A store written before the chain existed: link its events, once, in order."""
@@ -504,13 +555,22 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         self, stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
         _refuse_untrusted(self)  # before anything is written (see _refuse_untrusted)
-        return _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
+        self._new_store = None
+        positions = _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
+        if self._new_store is not None:  # this commit made the store: its id is known
+            self.store, self._new_store = self._new_store, None
+        return positions
 
     writer: WriterKey | None = None
     """Set by the application (``attach_writer``): every commit is marked with it."""
 
     writer_problem: str | None = None
     """Why this process may not write (``writer_problem``); None: it may."""
+
+    store: str | None = None
+    """The store's id, which each writer mark names (None: not known yet)."""
+
+    _new_store: str | None = None
 
     def record_writer_start(self, key: WriterKey, store: str) -> None:
         """Record that ``key`` marks every commit after the chain's head (once), sealed."""
@@ -592,11 +652,8 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
         )
         if not sign or not rows:
             return
-        if self.writer is not None:
-            curs.execute(
-                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(self._table(custody.writer_table)),
-                _mark(self.writer, rows),
-            )
+        custody_rows: list[tuple[str, str, int]] = []
+        store = self.store
         if previous_position == 0:
             # a new store's first commit (not a chain someone emptied): draw its id's nonce
             curs.execute(
@@ -614,12 +671,41 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
             )
             found = curs.fetchone()
             if found is not None and not found["older"] and not found["nonce"]:
-                curs.executemany(
-                    SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
+                custody_rows, store = _new_store_rows(
+                    self.writer, events[0], bool(found["started"])
+                )
+                self._new_store = store  # known once the commit is
+        if self.writer is not None:
+            if store is None:  # the store was empty when this process started
+                curs.execute(
+                    SQL(
+                        "SELECT originator_id, originator_version, topic, state FROM {}.{} "
+                        "ORDER BY notification_id LIMIT 1"
+                    ).format(Identifier(self.datastore.schema), Identifier(self.events_table_name))
+                )
+                first = curs.fetchone()
+                curs.execute(
+                    SQL("SELECT value FROM {} WHERE name = %s").format(
                         self._table(custody.custody_table)
                     ),
-                    _new_store_rows(self.writer, events[0], bool(found["started"])),
+                    (STORE_NONCE,),
                 )
+                nonce_row = curs.fetchone()
+                store = self.store = _store_of_first(
+                    None if first is None else tuple(first.values()),
+                    None if nonce_row is None else str(nonce_row["value"]),
+                )
+            curs.execute(
+                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(self._table(custody.writer_table)),
+                _mark(self.writer, rows, store),
+            )
+        if custody_rows:
+            curs.executemany(
+                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
+                    self._table(custody.custody_table)
+                ),
+                custody_rows,
+            )
 
     def _link_unchained(self, curs: Cursor[DictRow]) -> None:
         curs.execute(SQL("SELECT COUNT(*) AS n FROM {}").format(self._chain()))

@@ -33,6 +33,9 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
 WRITER_DOMAIN = b"cbcm/writer/v1\0"
+WRITER_DOMAIN_V2 = b"cbcm/writer/v2\0"
+MARK_V2 = b"\x02"
+"""The first byte of a version-2 mark (33 bytes; a version-1 mark is 32)."""
 STORE_NONCE = "store"
 """The custody record's name of a store's random nonce."""
 WRITER_PREFIX = "writer:"
@@ -67,13 +70,27 @@ class WriterKey:
         """A name for the key that tells nothing of it (16 hex characters)."""
         return hashlib.sha256(b"cbcm/writer-key-id/v1\0" + self.secret).hexdigest()[:16]
 
-    def mark(self, first: int, last: int, link: bytes) -> bytes:
+    def mark(self, first: int, last: int, link: bytes, store: str | None = None) -> bytes:
         """The mark of a commit of positions ``first`` to ``last`` whose last link is
-        ``link``."""
-        return hmac.digest(self.secret, WRITER_DOMAIN + _SPAN.pack(first, last) + link, "sha256")
+        ``link``, in the store ``store`` (version 2: a mark of one store does not verify in
+        another sharing the key); without ``store``, a version-1 mark (as written before)."""
+        if store is None:
+            return hmac.digest(
+                self.secret, WRITER_DOMAIN + _SPAN.pack(first, last) + link, "sha256"
+            )
+        message = WRITER_DOMAIN_V2 + store.encode() + b"\0" + _SPAN.pack(first, last) + link
+        return MARK_V2 + hmac.digest(self.secret, message, "sha256")
 
-    def holds(self, first: int, last: int, link: bytes, mac: bytes) -> bool:
-        return hmac.compare_digest(self.mark(first, last, link), mac)
+    def holds(
+        self, first: int, last: int, link: bytes, mac: bytes, store: str | None, *, v1: bool
+    ) -> bool:
+        """Whether ``mac`` marks this commit of ``store``: a version-2 mark, or, where ``v1``
+        (no version-2 mark before it), one written before marks named their store."""
+        if len(mac) == len(MARK_V2) + 32 and mac.startswith(MARK_V2):
+            return store is not None and hmac.compare_digest(
+                self.mark(first, last, link, store), mac
+            )
+        return v1 and hmac.compare_digest(self.mark(first, last, link), mac)
 
     def seal_start(self, start: int, store: str) -> str:
         """The seal of this key's custody record: from ``start`` it marks every commit of
@@ -332,12 +349,38 @@ def unmarked(
     The marks alone are read while they verify and follow one another (a gap between two
     is checked to hold no position); at the first that does not, every position from there
     is read and held to the marks."""
-    irregular = _first_irregular(recorder, key, start, stop)
+    store = _store_of(recorder)
+    irregular = _first_irregular(recorder, key, store, start, stop)
     if irregular is not None:
-        yield from _unmarked_exactly(recorder, key, irregular, stop)
+        yield from _unmarked_exactly(recorder, key, store, irregular, stop)
 
 
-def _first_irregular(recorder: Any, key: WriterKey, start: int, stop: int | None) -> int | None:
+def _store_of(recorder: Any) -> str | None:
+    from services.event_store.store_id import store_id_of  # noqa: PLC0415 (it imports us)
+
+    return store_id_of(recorder)
+
+
+def _v2_before(recorder: Any, position: int) -> bool:
+    """Whether a version-2 mark ends before ``position`` (then no version-1 mark may follow:
+    a mark taken from before the change, or from another store, is not accepted after)."""
+    found = _select(
+        recorder,
+        "SELECT 1 FROM {writer} WHERE position < %s AND length(mac) = %s LIMIT 1",
+        (position, len(MARK_V2) + 32),
+    )
+    return bool(found)
+
+
+def mark_valid(recorder: Any, key: WriterKey, mark: Mark, link: bytes) -> bool:
+    """Whether ``mark`` verifies over ``link`` at its last position, in this store."""
+    v1 = not _v2_before(recorder, mark.last)
+    return key.holds(mark.first, mark.last, link, mark.mac, _store_of(recorder), v1=v1)
+
+
+def _first_irregular(
+    recorder: Any, key: WriterKey, store: str | None, start: int, stop: int | None
+) -> int | None:
     """None if valid marks, one after another, cover every chained position from ``start``
     (to ``stop``); otherwise the position from which to look closely."""
     found = _select(
@@ -347,12 +390,14 @@ def _first_irregular(recorder: Any, key: WriterKey, start: int, stop: int | None
     )
     top = int(found[0][0])
     covered = start - 1
+    v1 = not _v2_before(recorder, start)
     # every chained position from ``start`` up to ``covered`` lies in a valid mark
     for mark in marks(recorder, start):
         if covered >= top:
             return None
-        if not _valid(key, mark):
+        if not _valid(key, mark, store, v1):
             return covered + 1
+        v1 = v1 and len(mark.mac) == 32
         if mark.first <= covered and covered >= start:
             return covered + 1  # marks never overlap: look closely
         if mark.first > covered + 1 and _chained_between(recorder, covered + 1, mark.first - 1):
@@ -371,15 +416,17 @@ def _chained_between(recorder: Any, first: int, last: int) -> bool:
 
 
 def _unmarked_exactly(
-    recorder: Any, key: WriterKey, start: int, stop: int | None
+    recorder: Any, key: WriterKey, store: str | None, start: int, stop: int | None
 ) -> Iterator[tuple[int, str, Mark | None]]:
     mark_iter = marks(recorder, start)
+    v1 = not _v2_before(recorder, start)
     current: Mark | None = next(mark_iter, None)
-    valid = current is not None and _valid(key, current)
+    valid = current is not None and _valid(key, current, store, v1)
     for position in chained_positions(recorder, start, stop):
         while current is not None and current.last < position:
+            v1 = v1 and len(current.mac) == 32
             current = next(mark_iter, None)
-            valid = current is not None and _valid(key, current)
+            valid = current is not None and _valid(key, current, store, v1)
         if current is not None and current.first <= position:
             if not valid:
                 yield position, (BAD_MARK if current.link is not None else CUT), current
@@ -387,9 +434,9 @@ def _unmarked_exactly(
         yield position, UNMARKED, None
 
 
-def _valid(key: WriterKey, mark: Mark) -> bool:
+def _valid(key: WriterKey, mark: Mark, store: str | None, v1: bool) -> bool:
     return (
         mark.link is not None
         and mark.first <= mark.last
-        and key.holds(mark.first, mark.last, mark.link, mark.mac)
+        and key.holds(mark.first, mark.last, mark.link, mark.mac, store, v1=v1)
     )

@@ -374,3 +374,75 @@ def test_a_key_row_put_back_is_alarmed_once_not_at_every_cache_expiry(
     ]
     assert told
     assert len(told) == len(set(told))
+
+
+# ------------------------------------------------------------------ marks name their store
+
+
+@pytest.mark.parametrize("made_for", ["another store", "no store (version 1)"])
+def test_a_writer_mark_not_made_for_this_store_vouches_for_nothing(
+    app: ComplaintMechanism, settings: Settings, made_for: str
+) -> None:
+    # given a store, and a commit's mark replaced by one the writer key made for the same
+    # positions and link in another store sharing the key (or before marks named a store)
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-splice", at=1)
+    complaint(app, "CANARY-after", at=5)
+    position = app.position_of(case_id, 1)
+    key = app.recorder.writer  # type: ignore[attr-defined]
+    owner_unlock(app)
+    dba = Dba(app)
+    table = f"{dba.names['events']}_writer"
+    if not dba.sqlite:
+        table = f'"{dba.recorder.datastore.schema}"."{table}"'
+    with dba.sql() as c:
+        c.execute(
+            dba.q(
+                f"SELECT m.position, m.first_position, c.link FROM {table} m JOIN "
+                f"{dba.tables['chain']} c ON c.position = m.position WHERE m.position >= ? "
+                "ORDER BY m.position LIMIT 1"
+            ),
+            (position,),
+        )
+        last, first, link = dba.values(c.fetchone())
+        if made_for == "another store":
+            mac = key.mark(int(first), int(last), bytes(link), "0123456789abcdef")
+        else:
+            mac = key.mark(int(first), int(last), bytes(link))
+        c.execute(dba.q(f"UPDATE {table} SET mac = ? WHERE position = ?"), (mac, last))
+
+    # then verify names the commit forged
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert f"first bad position {first}: forged" in done.output
+
+
+def test_a_store_marked_before_marks_named_their_store_still_verifies(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a store whose marks are all version 1 (as written before marks named a store)
+    build_network(app, T0 - timedelta(days=1))
+    complaint(app, "CANARY-v1", at=1)
+    key = app.recorder.writer  # type: ignore[attr-defined]
+    owner_unlock(app)
+    dba = Dba(app)
+    table = f"{dba.names['events']}_writer"
+    if not dba.sqlite:
+        table = f'"{dba.recorder.datastore.schema}"."{table}"'
+    with dba.sql() as c:
+        c.execute(
+            f"SELECT m.position, m.first_position, c.link FROM {table} m JOIN "
+            f"{dba.tables['chain']} c ON c.position = m.position"
+        )
+        for last, first, link in [dba.values(r) for r in c.fetchall()]:
+            c.execute(
+                dba.q(f"UPDATE {table} SET mac = ? WHERE position = ?"),
+                (key.mark(int(first), int(last), bytes(link)), last),
+            )
+
+    # when the new code writes on (version-2 marks after them)
+    complaint(reopen(), "CANARY-v2", at=5)
+
+    # then the store verifies intact
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 0, done.output

@@ -136,7 +136,7 @@ def unvouched(recorder: Any, position: int) -> str | None:
     if mark is None:
         return NOT_MARKED
     recomputed = _links_hold(recorder, mark.first, mark.last, through=position)
-    if recomputed is None or not writer.holds(mark.first, mark.last, recomputed, mark.mac):
+    if recomputed is None or not custody.mark_valid(recorder, writer, mark, recomputed):
         return NOT_MARKED
     return None
 
