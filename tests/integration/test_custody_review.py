@@ -109,8 +109,14 @@ def test_a_made_up_erasure_event_hides_no_live_case(
     stored = state if cipher is None else cipher.encrypt(state)
     forged_at = _insert_event(app, uuid4(), 1, CASE_ERASED, stored, link=True)
 
-    # then every read path still shows the live case's data, and verify names the forgery
-    shown = every_read_path(reopen(), settings, victim)
+    # then every read path still shows the live case's data, the application names the
+    # forgery (once), and so does verify
+    with structlog.testing.capture_logs() as logs:
+        shown = every_read_path(reopen(), settings, victim)
+    alarms = [e for e in logs if e["event"] == "personal_data.forged_erasure"]
+    # once per process: the application read, and the two `cbcm audit case` runs
+    assert [e["position"] for e in alarms] == [forged_at] * 3
+    assert "CANARY" not in json.dumps(alarms, default=str)
     assert "CANARY-live narrative" in shown
     assert "CANARY-live name" in shown
     done = verify_chain_alone(settings)
