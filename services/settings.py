@@ -122,11 +122,14 @@ class Settings(BaseSettings):
         for entry in (e.strip() for e in value.split(",")):
             if entry:
                 try:
-                    ipaddress.ip_network(entry, strict=False)
+                    network = ipaddress.ip_network(entry, strict=False)
                 except ValueError:
+                    raise ValueError(f"{entry!r} is not an address or a network") from None
+                if network.prefixlen == 0:
+                    # every client could then choose the address it is counted under
                     raise ValueError(
-                        f"{entry!r} is not an address or a network"
-                    ) from None
+                        f"{entry!r} would trust every address: list the proxies themselves"
+                    )
         return value
 
     def trusted_proxy_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
@@ -135,6 +138,7 @@ class Settings(BaseSettings):
             for entry in self.trusted_proxies.split(",")
             if entry.strip()
         ]
+
     # --- signed audit checkpoints (issue #5) ---
     audit_signing_key_file: Path | None = Field(
         default=None,

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 
 import jwt
+import structlog
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
@@ -56,6 +57,8 @@ __all__ = [
     "verifier_from_settings",
 ]
 
+log = structlog.get_logger()
+
 LOCAL_ISSUER: Final = "urn:cbcm:local"
 LOCAL_ALGORITHM: Final = "EdDSA"
 MAX_TTL: Final = timedelta(hours=12)
@@ -63,6 +66,9 @@ LEEWAY: Final = timedelta(seconds=30)
 JWKS_LIFESPAN_SECONDS: Final = 300
 JWKS_TIMEOUT_SECONDS: Final = 5.0
 JWKS_REFRESH_SECONDS: Final = 30.0
+JWKS_FAILURE_SECONDS: Final = 30.0
+"""After a failed fetch of the key set or the discovery document, the provider counts as
+unavailable (503) this long without being asked again."""
 """A token naming a key we do not hold fetches the key set again at most this often."""
 DISCOVERY_PATH: Final = "/.well-known/openid-configuration"
 MAX_DISCOVERY_BYTES: Final = 1_000_000
@@ -416,14 +422,23 @@ class _JwksClient(PyJWKClient):
         )
         self._refresh_lock = threading.Lock()
         self._last_refresh = -JWKS_REFRESH_SECONDS
+        self._fetch_lock = threading.Lock()
+        self._failed_until = 0.0
 
     def get_signing_keys(self, refresh: bool = False) -> list[PyJWK]:
-        try:
-            return super().get_signing_keys(refresh)
-        except PyJWKClientConnectionError:
-            raise
-        except (PyJWKClientError, PyJWKSetError, ValueError) as e:  # ValueError: not JSON
-            raise PyJWKClientConnectionError(f"unusable key set: {e}") from e
+        # One fetch at a time; after a failed one, none for JWKS_FAILURE_SECONDS: a failing or
+        # hanging provider must not hold a worker thread per request (the public endpoints
+        # share them), nor be asked once per token.
+        with self._fetch_lock:
+            if time.monotonic() < self._failed_until:
+                raise PyJWKClientConnectionError("the key set failed moments ago")
+            try:
+                return super().get_signing_keys(refresh)
+            except (PyJWKClientError, PyJWKSetError, ValueError) as e:  # ValueError: not JSON
+                self._failed_until = time.monotonic() + JWKS_FAILURE_SECONDS
+                if isinstance(e, PyJWKClientConnectionError):
+                    raise
+                raise PyJWKClientConnectionError(f"unusable key set: {e}") from e
 
     def get_signing_key(self, kid: str) -> PyJWK:
         key = self.match_kid(self.get_signing_keys(), kid)
@@ -445,20 +460,33 @@ def discover_jwks_url(issuer: str, timeout: float = JWKS_TIMEOUT_SECONDS) -> str
     document cannot be had or does not fit."""
     url = issuer.rstrip("/") + DISCOVERY_PATH
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as answer:  # noqa: S310 - https in production
+        # no redirect is followed: a document served from elsewhere is not the issuer's
+        with _NO_REDIRECTS.open(url, timeout=timeout) as answer:
             document = json.loads(answer.read(MAX_DISCOVERY_BYTES + 1)[:MAX_DISCOVERY_BYTES])
     except (OSError, ValueError) as e:
-        raise IdentityProviderUnavailable(
-            f"OIDC discovery failed at {url}: {type(e).__name__}"
-        ) from None
+        log.warning("identity.discovery_failed", url=url, error=type(e).__name__)
+        raise IdentityProviderUnavailable("identity provider unavailable") from None
     if not isinstance(document, dict) or document.get("issuer") != issuer:
+        log.error("identity.discovery_names_another_issuer", url=url)
         raise IdentityProviderUnavailable(
-            f"the OIDC discovery document at {url} names another issuer"
+            "identity provider unavailable: its discovery document names another issuer"
         )
     jwks_uri = document.get("jwks_uri")
-    if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
-        raise IdentityProviderUnavailable(f"the OIDC discovery document at {url} has no jwks_uri")
+    scheme = "https://" if issuer.startswith("https://") else ("https://", "http://")
+    if not isinstance(jwks_uri, str) or not jwks_uri.startswith(scheme):
+        log.error("identity.discovery_without_jwks_uri", url=url)
+        raise IdentityProviderUnavailable(
+            "identity provider unavailable: its discovery document has no usable jwks_uri"
+        )
     return jwks_uri
+
+
+class _RefuseRedirects(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_RefuseRedirects())
 
 
 class OidcTokenVerifier:
@@ -498,6 +526,7 @@ class OidcTokenVerifier:
         self._timeout = timeout
         self._keys_lifespan = keys_lifespan
         self._client_lock = threading.Lock()
+        self._discovery_failed_until = 0.0
         self._client: _JwksClient | None = None
         if jwks_url is not None:
             self._client = self._jwks_client(jwks_url)
@@ -513,7 +542,14 @@ class OidcTokenVerifier:
         tried again on the next request while the provider cannot be reached)."""
         with self._client_lock:
             if self._client is None:
-                self._client = self._jwks_client(discover_jwks_url(self._issuer, self._timeout))
+                if time.monotonic() < self._discovery_failed_until:
+                    raise IdentityProviderUnavailable("identity provider unavailable")
+                try:
+                    found = discover_jwks_url(self._issuer, self._timeout)
+                except IdentityProviderUnavailable:
+                    self._discovery_failed_until = time.monotonic() + JWKS_FAILURE_SECONDS
+                    raise
+                self._client = self._jwks_client(found)
             return self._client
 
     @property

@@ -41,6 +41,7 @@ class Provider:
     server: ThreadingHTTPServer
     body: dict[str, bytes] = field(default_factory=dict)
     requests: list[str] = field(default_factory=list)
+    redirects: dict[str, str] = field(default_factory=dict)
 
     def token(
         self, *, kid: str = "rsa-1", alg: str = "RS256", key: Any = None, **overrides: Any
@@ -88,11 +89,18 @@ def provider(keys: tuple[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]) -> Iter
     }
     body: dict[str, bytes] = {"/.well-known/jwks.json": json.dumps(jwks).encode()}
     requests: list[str] = []
+    redirects: dict[str, str] = {}
     issuer_path = "/realms/psea"
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
             requests.append(self.path)
+            if self.path in redirects:
+                self.send_response(302)
+                self.send_header("Location", redirects[self.path])
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+                return
             content = body.get(self.path)
             if content is None:
                 self.send_error(404)
@@ -126,6 +134,7 @@ def provider(keys: tuple[rsa.RSAPrivateKey, ec.EllipticCurvePrivateKey]) -> Iter
         server=server,
         body=body,
         requests=requests,
+        redirects=redirects,
     )
     try:
         yield p
@@ -365,3 +374,50 @@ def test_an_id_token_is_refused_where_access_tokens_are_required(provider: Provi
         headers={"kid": "rsa-1", "typ": "at+jwt"},
     )
     assert verifier.verify(access).agency == "unicef"
+
+
+def test_a_failing_provider_is_asked_once_not_once_per_request(provider: Provider) -> None:
+    # given a provider whose key set cannot be had (the endpoint answers 404)
+    del provider.body["/.well-known/jwks.json"]
+    verifier = verifier_for(provider)
+    # when 50 requests arrive with tokens (junk ones, as an attacker would send)
+    for _ in range(50):
+        with pytest.raises(IdentityProviderUnavailable):
+            verifier.verify(provider.token())
+    # then the key set was asked for once: a failure is remembered for a while (503 at once)
+    assert provider.requests.count("/.well-known/jwks.json") == 1
+
+
+def test_a_failing_discovery_is_asked_once_not_once_per_request(provider: Provider) -> None:
+    del provider.body["/realms/psea/.well-known/openid-configuration"]
+    verifier = OidcTokenVerifier(issuer=provider.issuer, audience=AUDIENCE)
+    for _ in range(50):
+        with pytest.raises(IdentityProviderUnavailable) as refused:
+            verifier.verify(provider.token())
+        # what a caller is told names no internal address
+        assert "127.0.0.1" not in str(refused.value)
+    assert provider.requests.count("/realms/psea/.well-known/openid-configuration") == 1
+
+
+def test_a_discovery_document_reached_by_a_redirect_is_not_trusted(provider: Provider) -> None:
+    # given the issuer's discovery path redirecting to a document elsewhere that names the
+    # right issuer and the attacker's key set
+    elsewhere = "/elsewhere/openid-configuration"
+    provider.body[elsewhere] = json.dumps(
+        {"issuer": provider.issuer, "jwks_uri": provider.jwks_url}
+    ).encode()
+    root = provider.jwks_url.removesuffix("/.well-known/jwks.json")
+    provider.redirects["/realms/psea/.well-known/openid-configuration"] = root + elsewhere
+    verifier = OidcTokenVerifier(issuer=provider.issuer, audience=AUDIENCE)
+    # then the redirect is not followed and no key is taken
+    with pytest.raises(IdentityProviderUnavailable):
+        verifier.verify(provider.token())
+    assert elsewhere not in provider.requests
+
+
+@pytest.mark.parametrize("everyone", ["0.0.0.0/0", "::/0"])
+def test_a_trusted_proxy_list_that_trusts_every_address_is_refused(
+    everyone: str, tmp_path: Path
+) -> None:
+    with pytest.raises(ValueError, match="every address"):
+        Settings(data_dir=tmp_path, trusted_proxies=f"10.0.0.1,{everyone}")
