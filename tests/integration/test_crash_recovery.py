@@ -189,6 +189,7 @@ def event_store(request: pytest.FixtureRequest) -> str:
     return str(request.getfixturevalue(name))
 
 
+@pytest.mark.fault  # fault injection, a minute or two: `make fault`, like tests/fault
 def test_killed_processes_and_a_nats_outage_lose_nothing_and_count_nothing_twice(
     event_store: str, tmp_path: Path
 ) -> None:
