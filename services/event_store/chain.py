@@ -310,7 +310,41 @@ def chain_table(events_table: str) -> str:
 # --------------------------------------------------------------------------------- SQLite
 
 
-class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
+class _MarkedWrites:
+    """What both chained recorders add to the library's ``insert_events``: refusing to write
+    while the custody record is untrusted, new data keys and erasures in the events'
+    transaction, and learning the store's id from the commit that made it. Listed before the
+    library's recorder class, so ``super().insert_events`` is the library's."""
+
+    data_keys: DataKeys | None = None
+    """Set by the application: new data keys and erasures go in with the events."""
+
+    writer: WriterKey | None = None
+    """Set by the application (``attach_writer``): every commit is marked with it."""
+
+    def insert_events(
+        self, stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> Sequence[int] | None:
+        _refuse_untrusted(self)  # before anything is written (see _refuse_untrusted)
+        self._new_store = None
+        library_insert = super().insert_events  # type: ignore[misc]
+        positions: Sequence[int] | None = _with_data_keys(
+            self.data_keys, library_insert, stored_events, **kwargs
+        )
+        if self._new_store is not None:  # this commit made the store: its id is known
+            self.store, self._new_store = self._new_store, None
+        return positions
+
+    writer_problem: str | None = None
+    """Why this process may not write (``writer_problem``); None: it may."""
+
+    store: str | None = None
+    """The store's id, which each writer mark names (None: not known yet)."""
+
+    _new_store: str | None = None
+
+
+class ChainedSQLiteRecorder(_MarkedWrites, SQLiteApplicationRecorder):
     """SQLite application recorder that links every event it inserts into the chain."""
 
     def construct_create_table_statements(self) -> list[str]:
@@ -349,30 +383,6 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         statements.extend(custody.sqlite_statements(events, APPEND_ONLY))
         statements.extend(tiles.sqlite_statements(events))  # the Merkle tree (issue #15)
         return statements
-
-    data_keys: DataKeys | None = None
-    """Set by the application: new data keys and erasures go in with the events."""
-
-    writer: WriterKey | None = None
-    """Set by the application (``attach_writer``): every commit is marked with it."""
-
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        _refuse_untrusted(self)  # before anything is written (see _refuse_untrusted)
-        self._new_store = None
-        positions = _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
-        if self._new_store is not None:  # this commit made the store: its id is known
-            self.store, self._new_store = self._new_store, None
-        return positions
-
-    writer_problem: str | None = None
-    """Why this process may not write (``writer_problem``); None: it may."""
-
-    store: str | None = None
-    """The store's id, which each writer mark names (None: not known yet)."""
-
-    _new_store: str | None = None
 
     def record_writer_start(self, key: WriterKey, store: str) -> None:
         """Record that ``key`` marks every commit after the chain's head (once), sealed."""
@@ -477,7 +487,7 @@ class ChainedSQLiteRecorder(SQLiteApplicationRecorder):
 # --------------------------------------------------------------------------------- PostgreSQL
 
 
-class ChainedPostgresRecorder(PostgresApplicationRecorder):
+class ChainedPostgresRecorder(_MarkedWrites, PostgresApplicationRecorder):
     """PostgreSQL application recorder that links every event it inserts into the chain,
     while holding the recorder's exclusive table lock (so links follow commit order)."""
 
@@ -547,30 +557,6 @@ class ChainedPostgresRecorder(PostgresApplicationRecorder):
                         refuse,
                     )
                 )
-
-    data_keys: DataKeys | None = None
-    """Set by the application: new data keys and erasures go in with the events."""
-
-    def insert_events(
-        self, stored_events: Sequence[StoredEvent], **kwargs: Any
-    ) -> Sequence[int] | None:
-        _refuse_untrusted(self)  # before anything is written (see _refuse_untrusted)
-        self._new_store = None
-        positions = _with_data_keys(self.data_keys, super().insert_events, stored_events, **kwargs)
-        if self._new_store is not None:  # this commit made the store: its id is known
-            self.store, self._new_store = self._new_store, None
-        return positions
-
-    writer: WriterKey | None = None
-    """Set by the application (``attach_writer``): every commit is marked with it."""
-
-    writer_problem: str | None = None
-    """Why this process may not write (``writer_problem``); None: it may."""
-
-    store: str | None = None
-    """The store's id, which each writer mark names (None: not known yet)."""
-
-    _new_store: str | None = None
 
     def record_writer_start(self, key: WriterKey, store: str) -> None:
         """Record that ``key`` marks every commit after the chain's head (once), sealed."""
