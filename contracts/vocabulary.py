@@ -189,3 +189,47 @@ AgencyType: TypeAlias = Literal[
     "un_agency", "international_ngo", "national_ngo", "community_based_organisation", "other"
 ]
 """Kind of member agency of the network."""
+
+
+# ---------------------------------------------------------------- prevention work (issue #22)
+
+AudienceCategory: TypeAlias = Literal[
+    "staff",
+    "non_staff",
+    "contractors",
+    "implementing_partners",
+    "service_providers",
+    "community_volunteers",
+]
+TrainingTopic: TypeAlias = Literal[
+    "sea_basics", "reporting_obligations", "focal_point_role", "survivor_centred_referral"
+]
+AwarenessKind: TypeAlias = Literal[
+    "session", "radio", "posters", "community_meeting", "consultation"
+]
+CommunityAudience: TypeAlias = Literal[
+    "women", "men", "girls", "boys", "mixed", "community_leaders", "persons_with_disabilities"
+]
+ReadinessRole: TypeAlias = Literal["focal_point", "alternate"]
+MitigationMeasure: TypeAlias = Literal[
+    "female_staff_at_distributions",
+    "safe_distribution_sites",
+    "complaint_channels",
+    "community_awareness",
+    "personnel_vetting",
+    "code_of_conduct_training",
+    "partner_capacity_assessment",
+    "supervision_and_monitoring",
+    "other",
+]
+ActionStatus: TypeAlias = Literal["planned", "in_progress", "done", "cancelled"]
+WorkPlanActivityKind: TypeAlias = Literal[
+    "training",
+    "awareness",
+    "risk_assessment",
+    "focal_point_network",
+    "reporting_channels",
+    "assistance_pathway",
+    "coordination",
+    "reporting",
+]

@@ -259,3 +259,85 @@ class AgencyType(StrEnum):
     NATIONAL_NGO = "national_ngo"
     COMMUNITY_BASED_ORGANISATION = "community_based_organisation"
     OTHER = "other"
+
+
+# ---------------------------------------------------------------- prevention work (issue #22)
+
+
+class AudienceCategory(StrEnum):
+    """Who a PSEA training reached (the categories networks report to the HC)."""
+
+    STAFF = "staff"
+    NON_STAFF = "non_staff"
+    CONTRACTORS = "contractors"
+    IMPLEMENTING_PARTNERS = "implementing_partners"
+    SERVICE_PROVIDERS = "service_providers"
+    COMMUNITY_VOLUNTEERS = "community_volunteers"
+
+
+class TrainingTopic(StrEnum):
+    SEA_BASICS = "sea_basics"
+    REPORTING_OBLIGATIONS = "reporting_obligations"
+    FOCAL_POINT_ROLE = "focal_point_role"
+    SURVIVOR_CENTRED_REFERRAL = "survivor_centred_referral"
+
+
+class AwarenessKind(StrEnum):
+    SESSION = "session"
+    RADIO = "radio"
+    POSTERS = "posters"
+    COMMUNITY_MEETING = "community_meeting"
+    CONSULTATION = "consultation"
+
+
+class CommunityAudience(StrEnum):
+    """Who an awareness activity or consultation was held with."""
+
+    WOMEN = "women"
+    MEN = "men"
+    GIRLS = "girls"
+    BOYS = "boys"
+    MIXED = "mixed"
+    COMMUNITY_LEADERS = "community_leaders"
+    PERSONS_WITH_DISABILITIES = "persons_with_disabilities"
+
+
+class ReadinessRole(StrEnum):
+    """The place of a person in an agency's focal-point network."""
+
+    FOCAL_POINT = "focal_point"
+    ALTERNATE = "alternate"
+
+
+class MitigationMeasure(StrEnum):
+    """Mitigation agreed for an SEA risk, as codes: no free text travels, so no name can."""
+
+    FEMALE_STAFF_AT_DISTRIBUTIONS = "female_staff_at_distributions"
+    SAFE_DISTRIBUTION_SITES = "safe_distribution_sites"
+    COMPLAINT_CHANNELS = "complaint_channels"
+    COMMUNITY_AWARENESS = "community_awareness"
+    PERSONNEL_VETTING = "personnel_vetting"
+    CODE_OF_CONDUCT_TRAINING = "code_of_conduct_training"
+    PARTNER_CAPACITY_ASSESSMENT = "partner_capacity_assessment"
+    SUPERVISION_AND_MONITORING = "supervision_and_monitoring"
+    OTHER = "other"
+
+
+class ActionStatus(StrEnum):
+    """Status of a mitigation action or a work-plan activity."""
+
+    PLANNED = "planned"
+    IN_PROGRESS = "in_progress"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class WorkPlanActivityKind(StrEnum):
+    TRAINING = "training"
+    AWARENESS = "awareness"
+    RISK_ASSESSMENT = "risk_assessment"
+    FOCAL_POINT_NETWORK = "focal_point_network"
+    REPORTING_CHANNELS = "reporting_channels"
+    ASSISTANCE_PATHWAY = "assistance_pathway"
+    COORDINATION = "coordination"
+    REPORTING = "reporting"
