@@ -56,6 +56,25 @@ from contracts.network import (
     NetworkPolicySetV1,
     NetworkServiceProviderRegisteredV1,
 )
+from contracts.prevention import (
+    AwarenessActivityRecordedV1,
+    AwarenessActivityWithdrawnV1,
+    FocalPointReadinessAlternateAppointedV1,
+    FocalPointReadinessAlternateWithdrawnV1,
+    FocalPointReadinessOpenedV1,
+    FocalPointReadinessTrainingCompletedV1,
+    PreventionPolicyChangedV1,
+    PreventionPolicySetV1,
+    RiskAssessmentAssessedV1,
+    RiskAssessmentMitigationAgreedV1,
+    RiskAssessmentMitigationStatusChangedV1,
+    RiskAssessmentReassessedV1,
+    TrainingSessionRecordedV1,
+    TrainingSessionWithdrawnV1,
+    WorkPlanActivityPlannedV1,
+    WorkPlanOpenedV1,
+    WorkPlanProgressReportedV1,
+)
 from contracts.shares import SHARE_TYPES
 
 MESSAGE_TYPES: dict[str, type[EventData]] = {
@@ -98,6 +117,31 @@ MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("network", "focal_point_withdrawn"): NetworkFocalPointWithdrawnV1,
     message_type("network", "service_provider_registered"): NetworkServiceProviderRegisteredV1,
     message_type("network", "agency_share_key_registered"): NetworkAgencyShareKeyRegisteredV1,
+    message_type("training_session", "recorded"): TrainingSessionRecordedV1,
+    message_type("training_session", "withdrawn"): TrainingSessionWithdrawnV1,
+    message_type("awareness_activity", "recorded"): AwarenessActivityRecordedV1,
+    message_type("awareness_activity", "withdrawn"): AwarenessActivityWithdrawnV1,
+    message_type("focal_point_readiness", "opened"): FocalPointReadinessOpenedV1,
+    message_type("focal_point_readiness", "alternate_appointed"): (
+        FocalPointReadinessAlternateAppointedV1
+    ),
+    message_type("focal_point_readiness", "alternate_withdrawn"): (
+        FocalPointReadinessAlternateWithdrawnV1
+    ),
+    message_type("focal_point_readiness", "training_completed"): (
+        FocalPointReadinessTrainingCompletedV1
+    ),
+    message_type("risk_assessment", "assessed"): RiskAssessmentAssessedV1,
+    message_type("risk_assessment", "reassessed"): RiskAssessmentReassessedV1,
+    message_type("risk_assessment", "mitigation_agreed"): RiskAssessmentMitigationAgreedV1,
+    message_type("risk_assessment", "mitigation_status_changed"): (
+        RiskAssessmentMitigationStatusChangedV1
+    ),
+    message_type("work_plan", "opened"): WorkPlanOpenedV1,
+    message_type("work_plan", "activity_planned"): WorkPlanActivityPlannedV1,
+    message_type("work_plan", "progress_reported"): WorkPlanProgressReportedV1,
+    message_type("prevention_policy", "set"): PreventionPolicySetV1,
+    message_type("prevention_policy", "changed"): PreventionPolicyChangedV1,
 }
 """CloudEvents ``type`` -> the Struct of its ``data``."""
 

@@ -18,7 +18,18 @@ T = TypeVar("T")
 TYPE_PREFIX = "org.psea.cbcm"
 """Reverse-DNS prefix of every message type (CloudEvents recommends one)."""
 
-AggregateName: TypeAlias = Literal["case", "assistance_referral", "feedback", "network"]
+AggregateName: TypeAlias = Literal[
+    "case",
+    "assistance_referral",
+    "feedback",
+    "network",
+    "training_session",
+    "awareness_activity",
+    "focal_point_readiness",
+    "risk_assessment",
+    "work_plan",
+    "prevention_policy",
+]
 """The aggregates whose events are published."""
 
 AGGREGATES: tuple[AggregateName, ...] = get_args(AggregateName)

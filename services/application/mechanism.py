@@ -53,7 +53,7 @@ from services.application.commands import (
     unpack,
 )
 from services.application.idempotency import IdempotentRequest
-from services.application.store import StoredApplication
+from services.application.prevention import PreventionWork
 from services.event_store.errors import EventStoreUnavailable
 
 A = TypeVar("A", bound=Aggregate)
@@ -69,7 +69,7 @@ def the_custodian(app: ComplaintMechanism, referral: AssistanceReferral) -> str:
     return app.get_case(referral.case_id).custodian
 
 
-class ComplaintMechanism(StoredApplication):
+class ComplaintMechanism(PreventionWork):
     """The network's community-based complaint mechanism, on an event store: one command per
     step of the SOP, most of them declared (``services.application.commands``)."""
 

@@ -2,7 +2,8 @@
 
 ADR 3: Case events go under the agency holding the case *after* the event, AssistanceReferral
 events under the agency holding the referral's case, Feedback events under the concerned
-agency, Network events under ``network``.
+agency, Network events under ``network``. Prevention records (issue #22) go under the agency
+that recorded them; the work plan and the prevention policy under ``network``.
 
 The router is fed every event in log order, so its cache always describes the store as of the
 event being routed. A miss (after a restart, or after the bounded cache forgot an entry) is
@@ -27,6 +28,14 @@ from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
+from domain.prevention import (
+    AwarenessActivity,
+    FocalPointReadiness,
+    PreventionPolicy,
+    RiskAssessment,
+    TrainingSession,
+    WorkPlan,
+)
 from services.application.mechanism import ComplaintMechanism
 
 K = TypeVar("K")
@@ -57,6 +66,14 @@ class _Lru(Generic[K, V]):
             self._items.popitem(last=False)
 
 
+_AGENCY_RECORDS = (
+    TrainingSession.Event,
+    AwarenessActivity.Event,
+    FocalPointReadiness.Event,
+    RiskAssessment.Event,
+)
+
+
 class Router:
     """Agency of each event, from a cache fed by the events as they pass."""
 
@@ -68,6 +85,8 @@ class Router:
         """referral id -> its case id (never changes)."""
         self._concerned: _Lru[UUID, str] = _Lru(cache_size)
         """feedback id -> concerned agency (never changes)."""
+        self._recorders: _Lru[UUID, str] = _Lru(cache_size)
+        """prevention record id -> the agency that recorded it (never changes)."""
         self.store_lookups = 0
         """How many misses were answered from the store (for tests and logs)."""
 
@@ -103,9 +122,24 @@ class Router:
                 concerned = str(feedback.concerned_agency)
                 self._concerned.put(event.originator_id, concerned)
             return concerned
-        if isinstance(event, Network.Event):
+        if isinstance(event, (Network.Event, WorkPlan.Event, PreventionPolicy.Event)):
             return NETWORK_AGENCY
+        if isinstance(event, _AGENCY_RECORDS):
+            return self._recording_agency(event)
         raise LookupError(f"no routing rule for {type(event).__qualname__}")
+
+    def _recording_agency(self, event: Any) -> str:
+        """Prevention records travel under the agency that recorded them (issue #22)."""
+        agency = getattr(event, "agency", None)
+        if isinstance(agency, str):  # the record's created-event names it
+            self._recorders.put(event.originator_id, agency)
+            return agency
+        agency = self._recorders.get(event.originator_id)
+        if agency is None:
+            record = self._load(Aggregate, event.originator_id, event.originator_version)
+            agency = str(record.agency)
+            self._recorders.put(event.originator_id, agency)
+        return agency
 
     def _referral_case(self, event: Any) -> UUID:
         if isinstance(event, AssistanceReferral.Made):

@@ -35,6 +35,14 @@ from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
 from domain.personal_data import PersonDetails, personal_data_paths
+from domain.prevention import (
+    AwarenessActivity,
+    FocalPointReadiness,
+    PreventionPolicy,
+    RiskAssessment,
+    TrainingSession,
+    WorkPlan,
+)
 from domain.vocabulary import IDENTIFYING_ITEMS
 
 PUBLISHED_AGGREGATES: Mapping[type[Aggregate], tuple[AggregateName, str]] = {
@@ -42,6 +50,12 @@ PUBLISHED_AGGREGATES: Mapping[type[Aggregate], tuple[AggregateName, str]] = {
     AssistanceReferral: ("assistance_referral", "referral_id"),
     Feedback: ("feedback", "feedback_id"),
     Network: ("network", "network_id"),
+    TrainingSession: ("training_session", "training_session_id"),
+    AwarenessActivity: ("awareness_activity", "awareness_activity_id"),
+    FocalPointReadiness: ("focal_point_readiness", "focal_point_readiness_id"),
+    RiskAssessment: ("risk_assessment", "risk_assessment_id"),
+    WorkPlan: ("work_plan", "work_plan_id"),
+    PreventionPolicy: ("prevention_policy", "prevention_policy_id"),
 }
 """Each aggregate whose events are published: its name in types and subjects, and the name
 of its id field in ``data``."""
