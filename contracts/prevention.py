@@ -56,6 +56,8 @@ class TrainingTargetV1(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class TrainingSessionEventData(EventData, frozen=True, kw_only=True):
+    """Fields of every training-session message: the session, its version, who acted."""
+
     training_session_id: UUID
     version: Version
     actor: ActorRef
@@ -80,6 +82,8 @@ class TrainingSessionWithdrawnV1(TrainingSessionEventData, frozen=True, kw_only=
 
 
 class AwarenessActivityEventData(EventData, frozen=True, kw_only=True):
+    """Fields of every awareness-activity message: the activity, its version, who acted."""
+
     awareness_activity_id: UUID
     version: Version
     actor: ActorRef
@@ -95,7 +99,7 @@ class AwarenessActivityRecordedV1(AwarenessActivityEventData, frozen=True, kw_on
     kind: AwarenessKind
     audience: CommunityAudience
     reach: Positive
-    preferred_channels: list[Channel]
+    preferred_channels: tuple[Channel, ...]
 
 
 class AwarenessActivityWithdrawnV1(AwarenessActivityEventData, frozen=True, kw_only=True):
@@ -106,6 +110,8 @@ class AwarenessActivityWithdrawnV1(AwarenessActivityEventData, frozen=True, kw_o
 
 
 class FocalPointReadinessEventData(EventData, frozen=True, kw_only=True):
+    """Fields of every readiness message: the agency's readiness record, its version, who acted."""
+
     focal_point_readiness_id: UUID
     version: Version
     actor: ActorRef
@@ -128,6 +134,8 @@ class FocalPointReadinessAlternateAppointedV1(
 class FocalPointReadinessAlternateWithdrawnV1(
     FocalPointReadinessEventData, frozen=True, kw_only=True
 ):
+    """``user`` is no longer an alternate focal point of the agency."""
+
     user: str
 
 
@@ -146,6 +154,8 @@ class FocalPointReadinessTrainingCompletedV1(
 
 
 class RiskAssessmentEventData(EventData, frozen=True, kw_only=True):
+    """Fields of every risk-assessment message: the assessment, its version, who acted."""
+
     risk_assessment_id: UUID
     version: Version
     actor: ActorRef
@@ -162,6 +172,8 @@ class RiskAssessmentAssessedV1(RiskAssessmentEventData, frozen=True, kw_only=Tru
 
 
 class RiskAssessmentReassessedV1(RiskAssessmentEventData, frozen=True, kw_only=True):
+    """The area and sector were rated again, on the template of the day."""
+
     assessed_on: date
     ratings: dict[str, Rating]
 
@@ -176,6 +188,8 @@ class RiskAssessmentMitigationAgreedV1(RiskAssessmentEventData, frozen=True, kw_
 
 
 class RiskAssessmentMitigationStatusChangedV1(RiskAssessmentEventData, frozen=True, kw_only=True):
+    """Mitigation action ``action`` moved to ``status``."""
+
     action: Positive
     status: ActionStatus
 
@@ -184,6 +198,8 @@ class RiskAssessmentMitigationStatusChangedV1(RiskAssessmentEventData, frozen=Tr
 
 
 class WorkPlanEventData(EventData, frozen=True, kw_only=True):
+    """Fields of every work-plan message: the plan of a year, its version, who acted."""
+
     work_plan_id: UUID
     version: Version
     actor: ActorRef
@@ -196,6 +212,8 @@ class WorkPlanOpenedV1(WorkPlanEventData, frozen=True, kw_only=True):
 
 
 class WorkPlanActivityPlannedV1(WorkPlanEventData, frozen=True, kw_only=True):
+    """Activity number ``activity`` was added to the plan: a kind, an owner agency, a target and a due date."""
+
     activity: Positive
     kind: WorkPlanActivityKind
     owner_agency: AgencyCode
@@ -205,18 +223,22 @@ class WorkPlanActivityPlannedV1(WorkPlanEventData, frozen=True, kw_only=True):
 
 
 class WorkPlanProgressReportedV1(WorkPlanEventData, frozen=True, kw_only=True):
+    """The owner agency reported an activity's status and what it achieved so far (cumulative)."""
+
     activity: Positive
     status: ActionStatus
     achieved: Count
 
 
 class PreventionPolicyEventData(EventData, frozen=True, kw_only=True):
+    """Fields of every prevention-policy message: the whole policy as set."""
+
     prevention_policy_id: UUID
     version: Version
     actor: ActorRef
     refresher_every_days: Positive
-    risk_factors: list[str]
-    training_targets: list[TrainingTargetV1]
+    risk_factors: tuple[str, ...]
+    training_targets: tuple[TrainingTargetV1, ...]
 
 
 class PreventionPolicySetV1(PreventionPolicyEventData, frozen=True, kw_only=True):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from nacl.public import PrivateKey
@@ -18,12 +18,16 @@ from domain.case import Allegation
 from domain.personal_data import DataSubject, PersonDetails
 from domain.policy import NetworkPolicy
 from domain.vocabulary import (
+    ActionStatus,
     AgeBand,
     AgencyType,
     AllegationSubtype,
     AllegationType,
+    AudienceCategory,
+    AwarenessKind,
     Channel,
     ClosureReason,
+    CommunityAudience,
     ComplainantRole,
     ComplaintCategory,
     ConsentGiver,
@@ -33,12 +37,21 @@ from domain.vocabulary import (
     FeedbackCategory,
     FeedbackChannel,
     InvestigationOutcome,
+    MitigationMeasure,
     PersonnelCategory,
     Sector,
     ServiceType,
     Sex,
     SharedItem,
+    TrainingTopic,
     TransferReason,
+    WorkPlanActivityKind,
+)
+from domain.prevention import (
+    DEFAULT_RISK_FACTORS,
+    TrainedCounts,
+    TrainingTarget,
+    work_plan_id,
 )
 from services.application.mechanism import ComplaintMechanism
 from tests.conftest import T0
@@ -281,6 +294,101 @@ def walk_every_event_type(app: ComplaintMechanism, canary: dict[str, str]) -> No
         subjects=tuple(DataSubject),
         reason=ErasureReason.NETWORK_DECISION,
         at=at(46),
+    )
+    walk_prevention(app, at(50))
+
+
+def walk_prevention(app: ComplaintMechanism, now: datetime) -> None:
+    """One event of every prevention class (issue #22): they hold codes and counts only, so
+    no canary goes into them; the checks see that none of the walk's canaries reach them."""
+    day = now.date()
+    app.set_prevention_policy(
+        actor=COORDINATOR,
+        refresher_every_days=365,
+        risk_factors=DEFAULT_RISK_FACTORS,
+        training_targets=(TrainingTarget("agency-a", day.year, 30),),
+        at=now,
+    )
+    app.set_prevention_policy(
+        actor=COORDINATOR,
+        refresher_every_days=180,
+        risk_factors=DEFAULT_RISK_FACTORS,
+        training_targets=(TrainingTarget("agency-a", day.year, 40),),
+        at=now,
+    )
+    training = app.record_training(
+        actor=FOCAL_A,
+        agency="agency-a",
+        held_on=day,
+        area="SO22",
+        audience=AudienceCategory.STAFF,
+        topic=TrainingTopic.SEA_BASICS,
+        trained=TrainedCounts(female=8, male=7, other_or_not_recorded=1),
+        at=now,
+    )
+    app.withdraw_training(training.id, actor=FOCAL_A, at=now)
+    activity = app.record_awareness(
+        actor=FOCAL_A,
+        agency="agency-a",
+        held_on=day,
+        area="SO22",
+        kind=AwarenessKind.CONSULTATION,
+        audience=CommunityAudience.WOMEN,
+        reach=35,
+        preferred_channels=(Channel.HOTLINE, Channel.COMPLAINT_BOX),
+        at=now,
+    )
+    app.withdraw_awareness(activity.id, actor=FOCAL_A, at=now)
+    app.appoint_alternate(actor=FOCAL_A, agency="agency-a", user="alt-a1", at=now)
+    app.record_focal_point_training(
+        actor=FOCAL_A, agency="agency-a", user="alt-a1", completed_on=day, at=now
+    )
+    app.withdraw_alternate(actor=FOCAL_A, agency="agency-a", user="alt-a1", at=now)
+    assessment = app.assess_risk(
+        actor=FOCAL_A,
+        agency="agency-a",
+        area="SO22",
+        sector=Sector.CASH,
+        assessed_on=day,
+        ratings=dict.fromkeys(DEFAULT_RISK_FACTORS, 3),
+        at=now,
+    )
+    app.reassess_risk(
+        assessment.id,
+        actor=FOCAL_A,
+        assessed_on=day,
+        ratings=dict.fromkeys(DEFAULT_RISK_FACTORS, 4),
+        at=now,
+    )
+    app.agree_mitigation(
+        assessment.id,
+        actor=FOCAL_A,
+        measure=MitigationMeasure.COMPLAINT_CHANNELS,
+        owner_agency="ngo-b",
+        due_on=day + timedelta(days=30),
+        at=now,
+    )
+    app.report_mitigation(
+        assessment.id, actor=FOCAL_B, action=1, status=ActionStatus.IN_PROGRESS, at=now
+    )
+    app.open_work_plan(actor=COORDINATOR, year=day.year, at=now)
+    app.plan_activity(
+        work_plan_id(day.year),
+        actor=COORDINATOR,
+        kind=WorkPlanActivityKind.AWARENESS,
+        owner_agency="agency-a",
+        area="SO22",
+        target=500,
+        due_on=date(day.year, 12, 31),
+        at=now,
+    )
+    app.report_work_plan_progress(
+        work_plan_id(day.year),
+        actor=FOCAL_A,
+        activity=1,
+        status=ActionStatus.IN_PROGRESS,
+        achieved=120,
+        at=now,
     )
 
 

@@ -39,6 +39,14 @@ from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
 from domain.personal_data import PersonDetails, personal_data_paths
+from domain.prevention import (
+    AwarenessActivity,
+    FocalPointReadiness,
+    PreventionPolicy,
+    RiskAssessment,
+    TrainingSession,
+    WorkPlan,
+)
 from services.application.mechanism import ComplaintMechanism
 from services.relay.translation import (
     TRANSLATIONS,
@@ -55,7 +63,18 @@ SOURCE = "urn:cbcm:test-store"
 
 DOMAIN_EVENT_CLASSES = [
     event_class
-    for aggregate in (Case, AssistanceReferral, Feedback, Network)
+    for aggregate in (
+        Case,
+        AssistanceReferral,
+        Feedback,
+        Network,
+        TrainingSession,
+        AwarenessActivity,
+        FocalPointReadiness,
+        RiskAssessment,
+        WorkPlan,
+        PreventionPolicy,
+    )
     for event_class in published_event_classes(aggregate)
 ]
 
@@ -141,7 +160,7 @@ def test_every_domain_event_class_has_exactly_one_contract_type_and_every_type_a
     paired = {TRANSLATIONS[c].message_type for c in DOMAIN_EVENT_CLASSES}
 
     # then the pairing is one to one and covers the whole catalogue
-    assert len(DOMAIN_EVENT_CLASSES) == 33
+    assert len(DOMAIN_EVENT_CLASSES) == 33 + 17  # 17 of prevention work (#22)
     assert len(paired) == len(DOMAIN_EVENT_CLASSES)
     assert paired == set(MESSAGE_TYPES)
     assert coverage_problems() == []
@@ -167,6 +186,12 @@ def test_message_types_are_named_after_aggregate_and_event_in_snake_case():
         "assistance_referral",
         "feedback",
         "network",
+        "training_session",
+        "awareness_activity",
+        "focal_point_readiness",
+        "risk_assessment",
+        "work_plan",
+        "prevention_policy",
     }
 
 
