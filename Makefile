@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint bench fault soak clean lock deploy-test
+.PHONY: run demo test lint tools bench fault soak clean lock deploy-test
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -24,8 +24,12 @@ demo: $(STAMP)
 	$(BIN)/cbcm demo --cases $(CASES)
 
 ## The test suite: lint, types, then every test but the benchmarks.
-test: lint
+test: lint tools
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
+
+## Debian tools the suite drives (CI runs as root): LibreOffice opens the quarterly report.
+tools:
+	command -v soffice >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libreoffice-calc-nogui)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -212,7 +212,8 @@ class WorkPlanOpenedV1(WorkPlanEventData, frozen=True, kw_only=True):
 
 
 class WorkPlanActivityPlannedV1(WorkPlanEventData, frozen=True, kw_only=True):
-    """Activity number ``activity`` was added to the plan: a kind, an owner agency, a target and a due date."""
+    """Activity number ``activity`` was added to the plan: a kind, an owner agency, a target
+    and a due date."""
 
     activity: Positive
     kind: WorkPlanActivityKind

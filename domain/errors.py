@@ -223,3 +223,9 @@ class VersionConflict(DomainError):
         self.aggregate_id = aggregate_id
         self.expected = expected
         self.current = current
+
+
+class AlreadyOpen(DomainError):
+    """A record that exists once (the work plan of a year) is opened a second time."""
+
+    title = "Already open"

@@ -21,7 +21,13 @@ from uuid import UUID, uuid4, uuid5
 from eventsourcing.domain import Aggregate, event
 
 from domain.actors import Actor, Role, validate_code, validate_user
-from domain.errors import ActionNotPermitted, ImplausibleTime, InvalidCommand, NotAFocalPoint
+from domain.errors import (
+    ActionNotPermitted,
+    AlreadyOpen,
+    ImplausibleTime,
+    InvalidCommand,
+    NotAFocalPoint,
+)
 from domain.network import AREA_CODE, Network
 from domain.recording import RecordedAggregate
 from domain.vocabulary import (
@@ -872,9 +878,12 @@ class WorkPlan(RecordedAggregate):
         return work_plan_id(year)
 
     @classmethod
-    def open(cls, *, actor: Actor, year: int, at: datetime) -> WorkPlan:
-        """Open the network's work plan of ``year`` (the coordinator's)."""
+    def open(cls, *, actor: Actor, year: int, at: datetime, exists: bool = False) -> WorkPlan:
+        """Open the network's work plan of ``year`` (the coordinator's); ``exists``: the
+        application found it already open."""
         require_coordinator(actor, "keeps the network's work plan")
+        if exists:
+            raise AlreadyOpen(f"the work plan of {year} is already open")
         check_count("year", year, least=2000, most=2100)
         if abs(year - at.year) > 5:
             raise ImplausibleTime("year", "is more than five years from now")

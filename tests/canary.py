@@ -17,6 +17,12 @@ from domain.actors import Actor, Role
 from domain.case import Allegation
 from domain.personal_data import DataSubject, PersonDetails
 from domain.policy import NetworkPolicy
+from domain.prevention import (
+    DEFAULT_RISK_FACTORS,
+    TrainedCounts,
+    TrainingTarget,
+    work_plan_id,
+)
 from domain.vocabulary import (
     ActionStatus,
     AgeBand,
@@ -46,12 +52,6 @@ from domain.vocabulary import (
     TrainingTopic,
     TransferReason,
     WorkPlanActivityKind,
-)
-from domain.prevention import (
-    DEFAULT_RISK_FACTORS,
-    TrainedCounts,
-    TrainingTarget,
-    work_plan_id,
 )
 from services.application.mechanism import ComplaintMechanism
 from tests.conftest import T0

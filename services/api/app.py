@@ -38,7 +38,8 @@ from services.api.edge import BodyLimit, ClientAddress, SecurityHeaders
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.problems import install_problem_handlers
 from services.api.read_models import READ_MODELS, applied_position
-from services.api.routes import cases, feedback, network, public, referrals
+from services.api.routes import cases, feedback, network, prevention, public, referrals
+from services.api.routes.prevention import prevention_reports_router
 from services.api.routes.reads import read_model_router
 from services.api.routes.stats import statistics_router
 from services.api.throttle import FailureThrottle, RateLimit, throttle_storage
@@ -150,6 +151,8 @@ def create_app(
         statistics_router(paths["stats"], settings.data_dir, settings.read_wait_seconds)
     )
     app.include_router(public.router)
+    app.include_router(prevention.router)
+    app.include_router(prevention_reports_router(settings.data_dir))
     _operations(app, paths, settings.data_dir, lazy)
     return app
 

@@ -281,7 +281,8 @@ class PreventionWork(StoredApplication):
     # ------------------------------------------------------------------ work plan
 
     def open_work_plan(self, *, actor: Actor, year: int, at: datetime) -> Written:
-        return self._commit(WorkPlan.open(actor=actor, year=year, at=at))
+        exists = self._current_version(work_plan_id(year)) > 0
+        return self._commit(WorkPlan.open(actor=actor, year=year, at=at, exists=exists))
 
     plan_activity = DecisionConsulting(WorkPlan, WorkPlan.plan_activity, consults=_network)
     report_work_plan_progress = DecisionConsulting(
