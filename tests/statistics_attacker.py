@@ -45,6 +45,7 @@ REPORTS: dict[str, tuple[str, str, str | None]] = {
     "channel_by_quarter": ("sea", "channel", None),
     "status_by_quarter": ("sea", "status", None),
     "time_to_report_by_quarter": ("sea", "time_to_report", None),
+    "sea_by_area_by_quarter": ("sea", "incident_area", None),
     "sea_by_month": ("sea", "allegation_type", None),
     "feedback_by_category_and_sector": ("feedback", "feedback_category", "sector"),
     "feedback_by_agency": ("feedback", "concerned_agency", "feedback_category"),

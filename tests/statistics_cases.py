@@ -36,6 +36,9 @@ SUBTYPES = ["unspecified"] * 4 + [
 ]
 PERSONNEL = ["un_staff"] * 3 + ["implementing_partner_personnel"] * 2 + ["other"]
 BANDS = ["0-3_days"] * 3 + ["over_1_month", "unknown", "6-14_days"]
+LISTED_AREAS = ["SO22", "SO23"]
+"""The areas the test network works in; ``XX99`` is an area outside the list."""
+AREAS = ["SO22"] * 4 + ["SO23"] * 2 + ["XX99", None]
 # (referred, acknowledged, outcome, closed)
 PROGRESS = [
     (0, 0, None, 0),
@@ -73,6 +76,7 @@ class Case:
     progress: tuple[int, int, str | None, int]
     arrives: int  # 0: before the first release; 1, 2: late, before each later run
     duplicate_found: int | None  # found to be a duplicate before run 1 or 2, or never
+    area: str | None = None
 
     def __post_init__(self) -> None:
         """Keep the domain's rules (``domain.case.Allegation.check``), as recorded cases do:
@@ -102,6 +106,13 @@ class Case:
                 victim_category=self.victim_category,
                 child_involved="child_involved" if self.child else "no_child_involved",
                 time_to_report=self.time_to_report,
+                incident_area=(
+                    "unknown"
+                    if self.area is None
+                    else self.area
+                    if self.area in LISTED_AREAS
+                    else "other_area"
+                ),
                 status=case_status(
                     referred=bool(self.progress[0]),
                     acknowledged=bool(self.progress[1]),
@@ -134,6 +145,7 @@ def networks(draw: st.DrawFn, max_cases: int = 80) -> list[Case]:
                 progress=draw(st.sampled_from(PROGRESS)),
                 arrives=draw(st.sampled_from([0, 0, 0, 0, 0, 1, 2])),
                 duplicate_found=draw(st.sampled_from([None] * 8 + [1, 2])),
+                area=draw(st.sampled_from(AREAS)),
             )
         )
     return cases
@@ -154,7 +166,8 @@ def store(db: sqlite3.Connection, cases: Sequence[Case], run: int) -> None:
             "INSERT OR REPLACE INTO stats_case (case_id, received_on, received_month, channel, "
             "category, allegation_type, subtype, child_involved, implicated_agency, "
             "personnel_category, victim_category, time_to_report, is_duplicate, referred, "
-            "acknowledged, outcome, closed) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            "acknowledged, outcome, closed, incident_area) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
             (
                 case.id,
                 f"{case.month}-10",
@@ -173,6 +186,7 @@ def store(db: sqlite3.Connection, cases: Sequence[Case], run: int) -> None:
                 acknowledged,
                 outcome,
                 closed,
+                case.area if sea else None,
             ),
         )
 
@@ -182,6 +196,8 @@ def model(threshold: int) -> sqlite3.Connection:
     StatisticsProjection().create_tables(db)
     for agency in AGENCIES:
         db.execute("INSERT INTO stats_agency (code) VALUES (?)", (agency,))
+    for area in LISTED_AREAS:
+        db.execute("INSERT INTO stats_area (code) VALUES (?)", (area,))
     db.execute("INSERT INTO stats_policy (id, suppression_threshold) VALUES (1, ?)", (threshold,))
     return db
 

@@ -44,6 +44,8 @@ from projections.stats.reports import (
     _cases,
     _Feedback,
     _feedback,
+    area_rows,
+    areas,
 )
 
 Fact = tuple[str, str]
@@ -153,6 +155,7 @@ def period_tables(
         [c for c in cases if c.month in months],
         [f for f in feedback if f.month in months],
         registered if agencies is None else agencies,
+        listed_areas=areas(db),
     )
 
 
@@ -167,8 +170,11 @@ def tables_of(
     cases: Sequence[_Case],
     feedback: Sequence[_Feedback],
     agencies: Sequence[str],
+    *,
+    listed_areas: Sequence[str] = (),
 ) -> list[PeriodTable]:
-    """The tables of ``period`` over the given facts (all of them in the period)."""
+    """The tables of ``period`` over the given facts (all of them in the period);
+    ``listed_areas``: the areas the network works in (the rows of the area table)."""
     months = months_of(period)
     incidents = [c for c in cases if not c.is_duplicate]
     sea = [c for c in incidents if c.category == "sea_allegation"]
@@ -297,6 +303,14 @@ def tables_of(
             "time_to_report",
             TIME_TO_REPORT_BANDS,
             lambda c: c.time_to_report or UNKNOWN,
+        ),
+        table(
+            "sea_by_area_by_quarter",
+            "SEA allegations by administrative area of the incident",
+            "incident area",
+            "incident_area",
+            area_rows(listed_areas),
+            lambda c: c.area,
         ),
         PeriodTable(
             name="sea_by_month",

@@ -1,9 +1,12 @@
 """The anonymised statistics read model: reporting facts per case and per feedback item.
 
 One row per case holds only coded facts that UN system-wide SEA reporting uses (month of
-receipt, channel, allegation type, victim category, ...), never free text, names or places:
-the messages carry none, and the model keeps less than they carry (the incident date is
-reduced to a time-to-report band, the receipt time to a day).
+receipt, channel, allegation type, victim category, the administrative area of the incident,
+...), never free text, names or exact places: the messages carry none, and the model keeps
+less than they carry (the incident date is reduced to a time-to-report band, the receipt time
+to a day). Areas are reported only against the list of areas the network works in
+(``stats_area``, from its registry and its prevention work); an allegation elsewhere counts as
+``other_area``.
 """
 
 from __future__ import annotations
@@ -29,6 +32,12 @@ from contracts.network import (
     NetworkAgencyRegisteredV1,
     NetworkEstablishedV1,
     NetworkPolicySetV1,
+    NetworkServiceProviderRegisteredV1,
+)
+from contracts.prevention import (
+    AwarenessActivityRecordedV1,
+    RiskAssessmentAssessedV1,
+    TrainingSessionRecordedV1,
 )
 
 DEFAULT_THRESHOLD: Final = 5
@@ -59,6 +68,7 @@ _SCHEMA: Final = (
         personnel_category TEXT,
         victim_category TEXT,
         time_to_report TEXT,
+        incident_area TEXT,
         is_duplicate INTEGER NOT NULL DEFAULT 0,
         referred INTEGER NOT NULL DEFAULT 0,
         acknowledged INTEGER NOT NULL DEFAULT 0,
@@ -79,6 +89,9 @@ _SCHEMA: Final = (
     CREATE TABLE IF NOT EXISTS stats_agency (code TEXT PRIMARY KEY)
     """,
     """
+    CREATE TABLE IF NOT EXISTS stats_area (code TEXT PRIMARY KEY)
+    """,
+    """
     CREATE TABLE IF NOT EXISTS stats_policy (
         id INTEGER PRIMARY KEY CHECK (id = 1),
         suppression_threshold INTEGER NOT NULL
@@ -86,7 +99,7 @@ _SCHEMA: Final = (
     """,
 )
 
-_TABLES: Final = ("stats_case", "stats_feedback", "stats_agency", "stats_policy")
+_TABLES: Final = ("stats_case", "stats_feedback", "stats_agency", "stats_area", "stats_policy")
 
 
 class UnknownCase(LookupError):
@@ -198,6 +211,16 @@ class StatisticsProjection:
             )
         elif isinstance(data, NetworkAgencyRegisteredV1):
             db.execute("INSERT OR IGNORE INTO stats_agency (code) VALUES (?)", (data.code,))
+        elif isinstance(data, NetworkServiceProviderRegisteredV1):
+            for area in data.areas:
+                db.execute("INSERT OR IGNORE INTO stats_area (code) VALUES (?)", (area,))
+        elif isinstance(
+            data, TrainingSessionRecordedV1 | AwarenessActivityRecordedV1 | RiskAssessmentAssessedV1
+        ):
+            # The areas where the network works, known from its registry and its prevention
+            # work, never from complaints: a row of the area table then says nothing about
+            # whether an allegation was made there (issue #22).
+            db.execute("INSERT OR IGNORE INTO stats_area (code) VALUES (?)", (data.area,))
 
     def _assessed(
         self,
@@ -213,7 +236,7 @@ class StatisticsProjection:
             raise UnknownCase(f"case {case_id} was assessed but its receipt was never applied")
         # A later assessment (after a reopening) replaces the earlier one entirely.
         if allegation is None:
-            facts: tuple[object, ...] = (None,) * 7
+            facts: tuple[object, ...] = (None,) * 8
         else:
             facts = (
                 allegation.allegation_type,
@@ -223,11 +246,12 @@ class StatisticsProjection:
                 allegation.personnel_category,
                 allegation.victim_category,
                 time_to_report_band(allegation.incident_date, date.fromisoformat(row[0])),
+                allegation.incident_area,
             )
         db.execute(
             "UPDATE stats_case SET category = ?, allegation_type = ?, subtype = ?, "
             "child_involved = ?, implicated_agency = ?, personnel_category = ?, "
-            "victim_category = ?, time_to_report = ? WHERE case_id = ?",
+            "victim_category = ?, time_to_report = ?, incident_area = ? WHERE case_id = ?",
             (category, *facts, case_id),
         )
 

@@ -39,6 +39,8 @@ TOTAL: Final = "TOTAL"
 UNKNOWN: Final = "unknown"
 UNSPECIFIED: Final = "unspecified"
 NOT_YET_ASSESSED: Final = "not_yet_assessed"
+OTHER_AREA: Final = "other_area"
+"""The row of allegations in an area the network does not list (``stats_area``)."""
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,7 @@ class _Case:
     time_to_report: str | None
     is_duplicate: bool
     status: str
+    area: str = UNKNOWN
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,9 @@ def _cases(db: sqlite3.Connection) -> list[_Case]:
     rows = db.execute(
         "SELECT received_month, channel, category, allegation_type, subtype, child_involved, "
         "implicated_agency, personnel_category, victim_category, time_to_report, "
-        "is_duplicate, referred, acknowledged, outcome, closed FROM stats_case"
+        "is_duplicate, referred, acknowledged, outcome, closed, incident_area FROM stats_case"
     ).fetchall()
+    listed = areas(db)
     return [
         _Case(
             month=r[0],
@@ -131,9 +135,19 @@ def _cases(db: sqlite3.Connection) -> list[_Case]:
             status=case_status(
                 referred=bool(r[11]), acknowledged=bool(r[12]), outcome=r[13], closed=bool(r[14])
             ),
+            area=UNKNOWN if r[15] is None else r[15] if r[15] in listed else OTHER_AREA,
         )
         for r in rows
     ]
+
+
+def areas(db: sqlite3.Connection) -> list[str]:
+    """The areas the network works in, in order: the rows of the area table."""
+    return sorted(r[0] for r in db.execute("SELECT code FROM stats_area"))
+
+
+def area_rows(listed: Sequence[str]) -> list[str]:
+    return [*listed, OTHER_AREA, UNKNOWN]
 
 
 def _feedback(db: sqlite3.Connection) -> list[_Feedback]:
@@ -307,6 +321,13 @@ def reports(db: sqlite3.Connection, *, k: int) -> dict[str, Report]:
             rows_are="time from incident to report",
             rows=TIME_TO_REPORT_BANDS,
             of=lambda c: c.time_to_report or UNKNOWN,
+        ),
+        by_quarter(
+            "sea_by_area_by_quarter",
+            description="SEA allegations by administrative area of the incident",
+            rows_are="incident area",
+            rows=area_rows(areas(db)),
+            of=lambda c: c.area,
         ),
         _table(
             "sea_by_month",

@@ -37,6 +37,7 @@ from projections.stats.periods import (
     tables_of,
 )
 from projections.stats.reports import Cell, Report, report_document
+from projections.stats.reports import areas as stats_areas
 from services.settings import Settings
 from services.statistics.protection import (
     Difference,
@@ -513,6 +514,7 @@ def release_due(
     made: list[ReleaseVersion] = []
     due = due_periods(first, now, policy)
     cases, feedback, agencies = facts(read_model) if due else ([], [], [])
+    listed_areas = stats_areas(read_model) if due else []
     released = {row[0] for row in ledger.execute("SELECT DISTINCT period FROM stats_release")}
     for period in due:
         if period not in released and _overlaps(period, released):
@@ -531,6 +533,7 @@ def release_due(
             [c for c in cases if c.month in months],
             [f for f in feedback if f.month in months],
             agencies,
+            listed_areas=listed_areas,
         )
         counts = _counts_record(tables)
         if earlier and (
