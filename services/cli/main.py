@@ -29,6 +29,7 @@ from services.cli import (
     demo,
     keys,
     nats,
+    prevention,
     projections,
     retention,
     sharing,
@@ -59,6 +60,7 @@ GROUPS = (
     nats,  # cbcm nats config, setup, provision
     sharing,  # cbcm agency keygen, cbcm share open
     stats,  # cbcm stats export
+    prevention,  # cbcm prevention report
     projections,  # cbcm projections rebuild
     audit,  # cbcm audit checkpoint, witness, verify, case
     retention,  # cbcm retention run

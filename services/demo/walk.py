@@ -68,6 +68,7 @@ from services.demo.network import (
     intake_operator_actor,
     investigator_actor,
 )
+from services.demo.prevention import walk_prevention
 from services.demo.texts import (
     ALLEGATION_TEXT,
     FAMILY_NAMES,
@@ -1089,6 +1090,7 @@ def run_demo(app: ComplaintMechanism, cases: int, seed: int | None, where: str) 
             start + timedelta(hours=1),
             progress=lambda _path: progress.advance(task),
         )
+    prevention = walk_prevention(app, rng, datetime.now(UTC))
     elapsed = time.perf_counter() - began
     written = (app.recorder.max_notification_id() or 0) - before
 
@@ -1104,6 +1106,14 @@ def run_demo(app: ComplaintMechanism, cases: int, seed: int | None, where: str) 
         f"{len(network.agencies)} agencies, {focal_points} focal points, "
         f"{len(network.providers)} service providers"
     )
+    if prevention.reused:
+        out.print("prevention work: kept as recorded before")
+    else:
+        out.print(
+            f"prevention work: {prevention.trainings} trainings, {prevention.awareness} "
+            f"awareness activities, {prevention.assessments} risk assessments, "
+            f"{prevention.activities} work-plan activities"
+        )
     rate = cases / elapsed if elapsed else 0.0
     out.print(f"{written} events written in {elapsed:.1f} s ({rate:.0f} cases/s); seed {seed}")
     # one line, whatever its length: a path is copied from here (and is no markup)
