@@ -34,7 +34,7 @@ def report(
     year: Annotated[int, typer.Option("--year", min=2000, max=2100, help="The report's year.")],
     quarter: Annotated[int, typer.Option("--quarter", min=1, max=4, help="1 to 4.")],
     out: Annotated[Path, typer.Option("--out", help="File to write.", dir_okay=False)],
-    format: Annotated[  # noqa: A002 - the option's name
+    format: Annotated[
         ReportFormat, typer.Option("--format", help="xlsx or html")
     ] = ReportFormat.xlsx,
 ) -> None:

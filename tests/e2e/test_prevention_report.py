@@ -1,6 +1,7 @@
 """The quarterly report for a demo country-year (issue #22), run as an operator runs it:
 ``cbcm demo``, the statistics read model built from the store's messages and its due releases
-made as the statistics service makes them, then ``cbcm prevention report``; LibreOffice converts the workbook to PDF.
+made as the statistics service makes them, then ``cbcm prevention report``; LibreOffice
+converts the workbook to PDF.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ def test_the_quarterly_report_of_a_demo_year_opens_in_libreoffice(tmp_path: Path
     assert len(compliance) == 1 + 7  # a header and the seven demo agencies
     soffice = shutil.which("soffice") or shutil.which("libreoffice")
     assert soffice, "LibreOffice is missing: `make tools` installs Debian's libreoffice-calc-nogui"
-    converted = subprocess.run(  # noqa: S603 - our own file, a fixed tool
+    converted = subprocess.run(
         [
             soffice,
             f"-env:UserInstallation=file://{tmp_path / 'lo-profile'}",

@@ -135,7 +135,9 @@ def test_any_awareness_body_is_recorded_whole_or_refused_with_a_problem(
     world: World, client: TestClient, body: dict[str, Any]
 ) -> None:
     before = world.event_count()
-    answer = client.post("/v1/prevention/awareness", json=body, headers=world.headers("coordinator"))
+    answer = client.post(
+        "/v1/prevention/awareness", json=body, headers=world.headers("coordinator")
+    )
     if answer.status_code == 201:
         assert world.event_count() == before + 1
     else:
@@ -241,7 +243,12 @@ def test_reads_show_compliance_against_targets_and_the_risk_map(
     so24 = next(a for a in risk_map["areas"] if a["area"] == "SO24")
     assert so24["level"] == "very_high" and so24["high_risk_low_coverage"]
     assert so24["released_allegations"] is None  # no release published: nothing invented
-    assert client.get(f"/v1/prevention/risk-map?year={YEAR}", headers=world.headers("intake_operator")).status_code == 403
+    assert (
+        client.get(
+            f"/v1/prevention/risk-map?year={YEAR}", headers=world.headers("intake_operator")
+        ).status_code
+        == 403
+    )
 
 
 def test_the_quarterly_report_opens_in_libreoffice(
@@ -279,7 +286,7 @@ def test_the_quarterly_report_opens_in_libreoffice(
     assert soffice, "LibreOffice is missing: `make tools` installs Debian's libreoffice-calc-nogui"
     workbook = tmp_path / "report.xlsx"
     workbook.write_bytes(answer.content)
-    done = subprocess.run(  # noqa: S603 - our own file, a fixed tool
+    done = subprocess.run(
         [
             soffice,
             f"-env:UserInstallation=file://{tmp_path / 'lo-profile'}",
