@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from domain.actors import Actor, Role
 from domain.errors import (
     ActionNotPermitted,
+    AlreadyOpen,
     DomainError,
     ImplausibleTime,
     InvalidCode,
@@ -575,3 +576,8 @@ def test_the_work_plan_is_the_coordinator_s_and_owners_report_progress() -> None
         ),
         plan,
     )
+
+
+def test_a_work_plan_is_opened_once_a_year() -> None:
+    with pytest.raises(AlreadyOpen):
+        WorkPlan.open(actor=COORDINATOR, year=2026, at=AT, exists=True)
