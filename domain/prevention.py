@@ -216,8 +216,8 @@ class PreventionPolicy(RecordedAggregate):
             if (target.agency, target.year) in seen:
                 raise InvalidCommand(f"two targets for {target.agency!r} in {target.year}")
             seen.add((target.agency, target.year))
-        if len(training_targets) > 10_000:
-            raise InvalidCommand("at most 10000 training targets")
+        if len(training_targets) > 1000:
+            raise InvalidCommand("at most 1000 training targets")
 
     @classmethod
     def set(

@@ -12,7 +12,7 @@ import base64
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -24,11 +24,15 @@ from domain.actors import Actor, Role
 from domain.case import Allegation
 from domain.personal_data import PersonDetails
 from domain.policy import NetworkPolicy
+from domain.prevention import DEFAULT_RISK_FACTORS, TrainedCounts, work_plan_id
 from domain.vocabulary import (
     AgeBand,
     AllegationType,
+    AudienceCategory,
+    AwarenessKind,
     Channel,
     ClosureReason,
+    CommunityAudience,
     ComplainantRole,
     ComplaintCategory,
     ConsentGiver,
@@ -36,12 +40,15 @@ from domain.vocabulary import (
     ContactMethod,
     FeedbackCategory,
     FeedbackChannel,
+    MitigationMeasure,
     PersonnelCategory,
     Sector,
     ServiceType,
     Sex,
     SharedItem,
+    TrainingTopic,
     TransferReason,
+    WorkPlanActivityKind,
 )
 from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
@@ -322,6 +329,272 @@ SEA = {
     },
 }
 
+
+# --------------------------------------------------------------- prevention work (#22)
+
+PREVENTION_YEAR = datetime.now(UTC).year
+PLAN_YEAR = PREVENTION_YEAR + 1
+"""The work plan year the matrix opens (the set-ups add activities to it)."""
+TODAY_TEXT = datetime.now(UTC).date().isoformat()
+RATINGS = dict.fromkeys(DEFAULT_RISK_FACTORS, 3)
+
+
+def _training(app: ComplaintMechanism, clock: Clock) -> UUID:
+    return app.record_training(
+        actor=FOCAL_POINT,
+        agency="unhcr",
+        held_on=clock().date(),
+        area=AREA,
+        audience=AudienceCategory.STAFF,
+        topic=TrainingTopic.SEA_BASICS,
+        trained=TrainedCounts(female=3),
+        at=clock(),
+    ).id
+
+
+def _awareness(app: ComplaintMechanism, clock: Clock) -> UUID:
+    return app.record_awareness(
+        actor=FOCAL_POINT,
+        agency="unhcr",
+        held_on=clock().date(),
+        area=AREA,
+        kind=AwarenessKind.RADIO,
+        audience=CommunityAudience.MIXED,
+        reach=100,
+        preferred_channels=(),
+        at=clock(),
+    ).id
+
+
+def _alternate(app: ComplaintMechanism, clock: Clock) -> str:
+    # the agency's one readiness record is also written by the API (at its own clock): the
+    # set-up writes at the present, since a history never runs backwards
+    user = f"alt-{uuid4().hex[:8]}"
+    app.appoint_alternate(actor=FOCAL_POINT, agency="unhcr", user=user, at=datetime.now(UTC))
+    return user
+
+
+def _assessment(app: ComplaintMechanism, clock: Clock, *, mitigation: bool = False) -> UUID:
+    assessed = app.assess_risk(
+        actor=FOCAL_POINT,
+        agency="unhcr",
+        area=AREA,
+        sector=Sector.CASH,
+        assessed_on=clock().date(),
+        ratings=RATINGS,
+        at=clock(),
+    ).id
+    if mitigation:
+        app.agree_mitigation(
+            assessed,
+            actor=FOCAL_POINT,
+            measure=MitigationMeasure.PERSONNEL_VETTING,
+            owner_agency="unhcr",
+            due_on=clock().date(),
+            at=clock(),
+        )
+    return assessed
+
+
+def _plan_year(app: ComplaintMechanism, clock: Clock) -> int:
+    """The matrix's work plan, opened on first use."""
+    if app._current_version(work_plan_id(PLAN_YEAR)) == 0:
+        app.open_work_plan(actor=COORDINATOR, year=PLAN_YEAR, at=clock())
+    return PLAN_YEAR
+
+
+def _plan(app: ComplaintMechanism, clock: Clock) -> int:
+    """An activity of unhcr in the matrix's work plan: its number."""
+    _plan_year(app, clock)
+    app.plan_activity(
+        work_plan_id(PLAN_YEAR),
+        actor=COORDINATOR,
+        kind=WorkPlanActivityKind.TRAINING,
+        owner_agency="unhcr",
+        target=10,
+        due_on=date(PLAN_YEAR, 6, 30),
+        at=datetime.now(UTC),  # the plan is also written by the API: never backwards
+    )
+    return len(app.work_plan(PLAN_YEAR).activities)
+
+
+def _fresh_year(app: ComplaintMechanism, clock: Clock) -> tuple[str, dict[str, Any]]:
+    # a year no work plan has yet (the coordinator's run opens one; the set-ups use PLAN_YEAR)
+    for year in range(PREVENTION_YEAR - 5, PREVENTION_YEAR + 6):
+        if year != PLAN_YEAR and app._current_version(work_plan_id(year)) == 0:
+            return "/v1/prevention/work-plans", {"year": year}
+    raise AssertionError("no free work-plan year left")
+
+
+PREVENTION_RECORDERS = frozenset({"focal_point_own", "coordinator"})
+TRAINING_BODY = {
+    "agency": "unhcr",
+    "held_on": TODAY_TEXT,
+    "area": AREA,
+    "audience": "staff",
+    "topic": "sea_basics",
+    "trained": {"female": 4, "male": 2},
+}
+PREVENTION_COMMANDS: tuple[Command, ...] = (
+    Command(
+        "record training",
+        "POST",
+        fixed("/v1/prevention/trainings", TRAINING_BODY),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "withdraw training",
+        "POST",
+        lambda app, clock: (f"/v1/prevention/trainings/{_training(app, clock)}/withdrawal", {}),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "record awareness",
+        "POST",
+        fixed(
+            "/v1/prevention/awareness",
+            {
+                "agency": "unhcr",
+                "held_on": TODAY_TEXT,
+                "area": AREA,
+                "kind": "community_meeting",
+                "audience": "women",
+                "reach": 30,
+                "preferred_channels": ["hotline"],
+            },
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "withdraw awareness",
+        "POST",
+        lambda app, clock: (f"/v1/prevention/awareness/{_awareness(app, clock)}/withdrawal", {}),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "appoint alternate",
+        "POST",
+        lambda app, clock: (
+            "/v1/prevention/readiness/unhcr/alternates",
+            {"user": f"alt-{uuid4().hex[:8]}"},
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "withdraw alternate",
+        "POST",
+        lambda app, clock: (
+            "/v1/prevention/readiness/unhcr/alternate-withdrawals",
+            {"user": _alternate(app, clock)},
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "record focal point training",
+        "POST",
+        lambda app, clock: (
+            "/v1/prevention/readiness/unhcr/trainings",
+            {"user": _alternate(app, clock), "completed_on": TODAY_TEXT},
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "assess risk",
+        "POST",
+        fixed(
+            "/v1/prevention/risk-assessments",
+            {
+                "agency": "unhcr",
+                "area": AREA,
+                "sector": "cash",
+                "assessed_on": TODAY_TEXT,
+                "ratings": RATINGS,
+            },
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "reassess risk",
+        "POST",
+        lambda app, clock: (
+            f"/v1/prevention/risk-assessments/{_assessment(app, clock)}/reassessment",
+            {"assessed_on": TODAY_TEXT, "ratings": RATINGS},
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "agree mitigation",
+        "POST",
+        lambda app, clock: (
+            f"/v1/prevention/risk-assessments/{_assessment(app, clock)}/mitigation",
+            {"measure": "complaint_channels", "owner_agency": "wfp", "due_on": TODAY_TEXT},
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "report mitigation",
+        "POST",
+        lambda app, clock: (
+            "/v1/prevention/risk-assessments/"
+            f"{_assessment(app, clock, mitigation=True)}/mitigation/1/status",
+            {"status": "done"},
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command("open work plan", "POST", _fresh_year, NETWORK_KEEPER, None),
+    Command(
+        "plan activity",
+        "POST",
+        lambda app, clock: (
+            f"/v1/prevention/work-plans/{_plan_year(app, clock)}/activities",
+            {
+                "kind": "awareness",
+                "owner_agency": "wfp",
+                "target": 50,
+                "due_on": date(PLAN_YEAR, 9, 30).isoformat(),
+            },
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command(
+        "report work plan progress",
+        "POST",
+        lambda app, clock: (
+            f"/v1/prevention/work-plans/{PLAN_YEAR}/activities/{_plan(app, clock)}/progress",
+            {"status": "in_progress", "achieved": 5},
+        ),
+        PREVENTION_RECORDERS,
+        None,
+    ),
+    Command(
+        "set prevention policy",
+        "PUT",
+        fixed(
+            "/v1/prevention/policy",
+            {
+                "risk_factors": list(DEFAULT_RISK_FACTORS),
+                "training_targets": [
+                    {"agency": "unhcr", "year": PREVENTION_YEAR, "personnel": 20}
+                ],
+            },
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+)
+
 COMMANDS: tuple[Command, ...] = (
     Command("intake", "POST", fixed("/v1/cases", COMPLAINT), INTAKE, None),
     case_command("assess", "assessment", received, SEA),
@@ -507,6 +780,7 @@ COMMANDS: tuple[Command, ...] = (
         None,
     ),
     Command("set policy", "PUT", fixed("/v1/network/policy", {}), NETWORK_KEEPER, None),
+    *PREVENTION_COMMANDS,
 )
 
 
@@ -638,6 +912,9 @@ def standard(world: World, clock: Clock) -> Standard:
     return Standard(case_id, referral_id, feedback_id)
 
 
+PREVENTION_READERS = frozenset(
+    {"coordinator", "focal_point_own", "focal_point_other", "statistics_reader", "auditor"}
+)
 READS: dict[str, tuple[Callable[[Standard], str], frozenset[str], int]] = {
     "case": (lambda s: f"/v1/cases/{s.case_id}", CASE_SEERS | {"investigator_own"}, 404),
     "history": (lambda s: f"/v1/cases/{s.case_id}/history", CASE_SEERS, 404),
@@ -668,6 +945,29 @@ READS: dict[str, tuple[Callable[[Standard], str], frozenset[str], int]] = {
     "network": (
         lambda s: "/v1/network",
         frozenset(ALL) - {"statistics_reader", "intake_service"},
+        403,
+    ),
+    "prevention compliance": (
+        lambda s: f"/v1/prevention/compliance?year={PREVENTION_YEAR}",
+        PREVENTION_READERS,
+        403,
+    ),
+    "prevention readiness": (lambda s: "/v1/prevention/readiness", PREVENTION_READERS, 403),
+    "prevention coverage": (lambda s: "/v1/prevention/coverage", PREVENTION_READERS, 403),
+    "prevention risks": (lambda s: "/v1/prevention/risks", PREVENTION_READERS, 403),
+    "prevention risk map": (
+        lambda s: f"/v1/prevention/risk-map?year={PREVENTION_YEAR}",
+        PREVENTION_READERS,
+        403,
+    ),
+    "prevention work plan": (
+        lambda s: f"/v1/prevention/work-plans/{PREVENTION_YEAR}",
+        PREVENTION_READERS,
+        403,
+    ),
+    "prevention quarterly report": (
+        lambda s: f"/v1/prevention/reports/{PREVENTION_YEAR}-Q1",
+        frozenset({"coordinator", "statistics_reader", "auditor"}),
         403,
     ),
 }

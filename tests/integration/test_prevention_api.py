@@ -256,7 +256,7 @@ def test_the_quarterly_report_opens_in_libreoffice(
 ) -> None:
     _record_a_year(world, client)
     answer = client.get(
-        f"/v1/prevention/reports/{YEAR}/q{QUARTER}", headers=world.headers("coordinator")
+        f"/v1/prevention/reports/{YEAR}-Q{QUARTER}", headers=world.headers("coordinator")
     )
     assert answer.status_code == 200
     assert answer.headers["content-type"].startswith(
@@ -277,7 +277,7 @@ def test_the_quarterly_report_opens_in_libreoffice(
     assert "alt-unhcr" not in answer.content.decode("latin-1")
 
     page = client.get(
-        f"/v1/prevention/reports/{YEAR}/q{QUARTER}?format=html",
+        f"/v1/prevention/reports/{YEAR}-Q{QUARTER}?format=html",
         headers=world.headers("coordinator"),
     )
     assert page.status_code == 200 and "<svg" in page.text and "<script" not in page.text

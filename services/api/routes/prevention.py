@@ -420,19 +420,21 @@ def prevention_reports_router(data_dir: pathlib.Path) -> APIRouter:
         return _json({"year": year, "activities": view.work_plan(year, now().date())})
 
     @reports.get(
-        "/reports/{year}/q{quarter}",
+        "/reports/{period}",
         responses={200: {"content": {XLSX: {}, "text/html": {}}}},
     )
     async def quarterly_report(
         request: Request,
         principal: CurrentPrincipal,
-        year: Year,
-        quarter: Annotated[int, Path(ge=1, le=4)],
+        period: Annotated[
+            str, Path(pattern=r"^[0-9]{4}-Q[1-4]$", description="the quarter, e.g. 2026-Q3")
+        ],
         format: Annotated[Literal["xlsx", "html"], Query()] = "xlsx",
     ) -> Response:
         """The quarterly report for the Humanitarian Coordinator: the statistics release,
         training compliance, focal points, coverage, the risk map and the work plan; as XLSX
         or as a printable page (``?format=html``)."""
+        year, quarter = int(period[:4]), int(period[-1])
         require_role(principal, (Role.COORDINATOR, Role.STATISTICS_READER, Role.AUDITOR))
         view = await _view(request)
         release = await in_thread(lambda: latest_release(data_dir, year, quarter))
@@ -444,7 +446,7 @@ def prevention_reports_router(data_dir: pathlib.Path) -> APIRouter:
             media_type=XLSX,
             headers={
                 **NO_STORE,
-                "Content-Disposition": f'attachment; filename="psea-report-{year}-q{quarter}.xlsx"',
+                "Content-Disposition": f'attachment; filename="psea-report-{period.lower()}.xlsx"',
             },
         )
 

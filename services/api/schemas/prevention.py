@@ -104,5 +104,5 @@ class TargetIn(Body):
 class PreventionPolicyIn(Body):
     refresher_every_days: Count = Field(default=365, ge=30, le=1830)
     risk_factors: list[Code] = Field(min_length=1, max_length=16)
-    training_targets: list[TargetIn] = Field(default_factory=list, max_length=10_000)
+    training_targets: list[TargetIn] = Field(default_factory=list, max_length=1000)
     expected_version: Count | None = Field(default=None, ge=1)
