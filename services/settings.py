@@ -302,6 +302,13 @@ class Settings(BaseSettings):
         le=1000,
         description="lower protection level of a withheld count (default: the threshold)",
     )
+    # --- intake from other tools (issue #19, ADR 17) ---
+    intake_key_file: Path | None = Field(
+        default=None,
+        description="the key that turns a tool's submission id into an Idempotency-Key "
+        "(32+ random bytes; every API instance shares it); default: "
+        "<data_dir>/keys/intake.key, created on first use",
+    )
     # --- signed webhooks (issue #19, ADR 17) ---
     webhook_disable_after_days: float = Field(
         default=5,
