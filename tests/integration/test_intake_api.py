@@ -292,9 +292,7 @@ def test_a_hotline_log_in_json_lines_is_the_same_log(world: World, client: TestC
         )
         for n in range(3)
     )
-    answer = post(
-        client, world, "hotline", lines, headers={"Content-Type": "application/jsonl"}
-    )
+    answer = post(client, world, "hotline", lines, headers={"Content-Type": "application/jsonl"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["recorded"] == 3
 
@@ -333,7 +331,9 @@ def _broken_kobo(draw: Any) -> dict[str, Any]:
         del body["_uuid"], body["meta/instanceID"]
     elif how == "kind":
         body["grp_intake/kind"] = draw(
-            st.text(max_size=12).filter(lambda t: t.strip().lower() not in ("complaint", "feedback"))
+            st.text(max_size=12).filter(
+                lambda t: t.strip().lower() not in ("complaint", "feedback")
+            )
         )
     elif how == "role":
         body["grp_intake/complainant_role"] = draw(
@@ -431,9 +431,7 @@ def test_intake_puts_no_personal_data_in_logs_metrics_or_problems(
         ]
     assert [a.status_code for a in answers] == [201, 201, 200, 422, 422]
     metrics = generate_latest(world.api.state.metrics.registry).decode()
-    seen = "\n".join(
-        [repr(logs), caplog.text, metrics, *(a.text for a in answers[3:])]
-    )
+    seen = "\n".join([repr(logs), caplog.text, metrics, *(a.text for a in answers[3:])])
     for canary in (CANARY_NAME, CANARY_TEXT, "canary-narrative", "+252612345678"):
         assert canary not in seen
     counts = intake_counts(world)
