@@ -84,17 +84,10 @@ def new_secret() -> str:
 @webhooks_cli.command("deliver")
 def deliver() -> None:
     """Deliver the agencies' events to their endpoints (a durable consumer; long-running)."""
-    from services.cli.common import open_application
     from services.webhooks.deliverer import run_deliverer
 
     settings = service_settings("webhooks")
-    app, _where = open_application(settings)
-    try:
-        run_until_signalled(
-            settings, lambda stop: run_deliverer(settings, app, nats_url(settings), stop)
-        )
-    finally:
-        app.close()
+    run_until_signalled(settings, lambda stop: run_deliverer(settings, nats_url(settings), stop))
 
 
 @webhooks_cli.command("list-types")

@@ -56,6 +56,8 @@ from contracts.subjects import EVENT_SUBJECTS, STREAM
 from domain.errors import DomainError
 from domain.webhooks import WEBHOOK_REGISTRY_ID, WebhookEndpoint
 from services.application.mechanism import ComplaintMechanism
+from services.bootstrap import complaint_mechanism
+from services.event_store.errors import EventStoreUnavailable
 from services.nats.client import (
     TRANSIENT,
     nats_connect_options,
@@ -85,7 +87,9 @@ MAX_BACKOFF = 5.0
 
 Clock = Callable[[], datetime]
 
-_REGISTRY_TROUBLE: tuple[type[BaseException], ...] = (*TRANSIENT, DomainError)
+_STORE_TROUBLE: tuple[type[BaseException], ...] = (*TRANSIENT, EventStoreUnavailable)
+"""The bus or the store away (or the store's tables not made yet): waited out."""
+_REGISTRY_TROUBLE: tuple[type[BaseException], ...] = (*_STORE_TROUBLE, DomainError)
 
 
 def system_clock() -> datetime:
@@ -245,7 +249,7 @@ class Deliverer:
                 cursor = await self._db(self.outbox.stream_seq)
                 log.error("webhooks.stalled", stream_sequence=cursor)
                 await stop.wait()
-            except TRANSIENT as e:
+            except _STORE_TROUBLE as e:
                 log.info("webhooks.fan_out_paused", error=type(e).__name__, retry_in=backoff)
                 await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
@@ -469,7 +473,7 @@ class Deliverer:
         except DomainError as e:  # disabled or removed meanwhile: the registry tells
             log.info("webhooks.disable_refused", endpoint=str(endpoint.endpoint_id), error=e.title)
             return True
-        except TRANSIENT as e:
+        except _STORE_TROUBLE as e:
             log.warning("webhooks.disable_failed", error=type(e).__name__)
             return False
         metrics.DISABLED.labels(agency=endpoint.agency).inc()
@@ -483,16 +487,37 @@ class Deliverer:
         return True
 
 
+async def open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMechanism | None:
+    """The application on the configured store, never creating a table: the deliverer only
+    reads the log (and records a disabling), and a fresh store's tables are made by the
+    relay and the API, which would otherwise race it for them. Waits while the store is
+    unreachable or not made yet (None: asked to stop first)."""
+    reader = settings.model_copy(update={"create_tables": False})
+    backoff = 0.2
+    while not stop.is_set():
+        try:
+            return await asyncio.to_thread(complaint_mechanism, reader)
+        except _STORE_TROUBLE as e:
+            log.info("webhooks.store_not_ready", error=type(e).__name__, retry_in=backoff)
+            await wait_for_stop(stop, backoff)
+            backoff = min(backoff * 2, MAX_BACKOFF)
+    return None
+
+
 async def run_deliverer(
     settings: Settings,
-    app: ComplaintMechanism,
     nats_url: str,
     stop: asyncio.Event,
     *,
     clock: Clock = system_clock,
     nats_options: dict[str, Any] | None = None,
 ) -> None:
-    """``cbcm webhooks deliver``: the deliverer on ``settings``' data dir until ``stop``."""
+    """``cbcm webhooks deliver``: the deliverer on ``settings``' store and data dir until
+    ``stop``."""
+    metrics.register()
+    app = await open_store(settings, stop)
+    if app is None:
+        return
     outbox = Outbox(outbox_path(settings.data_dir))
     try:
         await Deliverer(
@@ -507,3 +532,4 @@ async def run_deliverer(
         ).run(stop)
     finally:
         outbox.close()
+        app.close()
