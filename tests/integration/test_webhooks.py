@@ -102,10 +102,15 @@ class Stack:
 
 
 @pytest.fixture
-async def stack(tmp_path: Path, nats_server: EmbeddedNats) -> AsyncIterator[Stack]:
-    app = complaint_mechanism(
-        Settings(data_dir=tmp_path, event_store=f"sqlite:///{tmp_path / 'events.sqlite3'}")
-    )
+async def stack(
+    request: pytest.FixtureRequest, tmp_path: Path, nats_server: EmbeddedNats
+) -> AsyncIterator[Stack]:
+    """On SQLite, or on PostgreSQL when a test asks (``indirect`` parameter ``postgres``)."""
+    if getattr(request, "param", "sqlite") == "postgres":
+        store = str(request.getfixturevalue("postgres_url"))
+    else:
+        store = f"sqlite:///{tmp_path / 'events.sqlite3'}"
+    app = complaint_mechanism(Settings(data_dir=tmp_path, event_store=store))
     establish(app, at(-24))
     nc = await nats.connect(nats_server.url)
     await ensure_stream(nc.jetstream())
@@ -175,6 +180,9 @@ def expected_for(
     ]
 
 
+@pytest.mark.parametrize(
+    "stack", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 async def test_each_agency_receives_its_own_events_signed_in_order_and_no_other(
     stack: Stack, receiver: tuple[NodeReceiver, dict[str, str]]
 ) -> None:
