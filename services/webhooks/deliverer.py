@@ -253,6 +253,10 @@ class Deliverer:
                 log.info("webhooks.fan_out_paused", error=type(e).__name__, retry_in=backoff)
                 await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
+            except Exception as e:  # the outbox (a full disk...): nothing was acked, retry
+                log.warning("webhooks.fan_out_failed", error=type(e).__name__, retry_in=backoff)
+                await wait_for_stop(stop, backoff)
+                backoff = min(backoff * 2, MAX_BACKOFF)
             finally:
                 if nc is not None:
                     with contextlib.suppress(Exception):
@@ -352,60 +356,70 @@ class Deliverer:
         backoff = 0.2
         while not stop.is_set():
             try:
-                registry = await self.registry()
+                await self._keep_senders_once(stop)
                 backoff = 0.2
-            except _REGISTRY_TROUBLE as e:
+            except Exception as e:  # the store or the outbox away: senders keep their state
                 log.info("webhooks.registry_unavailable", error=type(e).__name__)
                 await wait_for_stop(stop, backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
-            enabled = {i for i, e in registry.endpoints.items() if e.enabled}
-            for endpoint_id in enabled - self._enabled:
-                if endpoint_id in self._known_disabled:
-                    await self._db(self.outbox.retry_now, endpoint_id, self.clock())
-            self._known_disabled = {i for i, e in registry.endpoints.items() if not e.enabled}
-            for endpoint_id in set(self._senders) - enabled:
-                self._senders.pop(endpoint_id).cancel()
-                self._wake.pop(endpoint_id, None)
-            for endpoint_id in set(self._queued_endpoints) - set(registry.endpoints):
-                dropped = await self._db(self.outbox.drop, endpoint_id)
-                log.info("webhooks.endpoint_removed", endpoint=str(endpoint_id), dropped=dropped)
-            self._queued_endpoints = set(registry.endpoints)
-            for endpoint_id in enabled:
-                task = self._senders.get(endpoint_id)
-                if task is None or task.done():
-                    self._wake[endpoint_id] = asyncio.Event()
-                    self._senders[endpoint_id] = asyncio.create_task(
-                        self._send_all(endpoint_id, stop)
-                    )
-            self._enabled = enabled
-            metrics.ENDPOINTS_ENABLED.set(len(enabled))
             await wait_for_stop(stop, POLL)
+
+    async def _keep_senders_once(self, stop: asyncio.Event) -> None:
+        """One look at the registry: senders started and stopped, queues of removed
+        endpoints dropped, an endpoint enabled again made due at once."""
+        registry = await self.registry()
+        enabled = {i for i, e in registry.endpoints.items() if e.enabled}
+        for endpoint_id in enabled - self._enabled:
+            if endpoint_id in self._known_disabled:
+                await self._db(self.outbox.retry_now, endpoint_id, self.clock())
+        self._known_disabled = {i for i, e in registry.endpoints.items() if not e.enabled}
+        for endpoint_id in set(self._senders) - enabled:
+            self._senders.pop(endpoint_id).cancel()
+            self._wake.pop(endpoint_id, None)
+        for endpoint_id in set(self._queued_endpoints) - set(registry.endpoints):
+            dropped = await self._db(self.outbox.drop, endpoint_id)
+            metrics.QUEUED.dec(dropped)
+            log.info("webhooks.endpoint_removed", endpoint=str(endpoint_id), dropped=dropped)
+        self._queued_endpoints = set(registry.endpoints)
+        for endpoint_id in enabled:
+            task = self._senders.get(endpoint_id)
+            if task is None or task.done():
+                self._wake[endpoint_id] = asyncio.Event()
+                self._senders[endpoint_id] = asyncio.create_task(self._send_all(endpoint_id, stop))
+        self._enabled = enabled
+        metrics.ENDPOINTS_ENABLED.set(len(enabled))
 
     async def _send_all(self, endpoint_id: UUID, stop: asyncio.Event) -> None:
         """Send the endpoint's queue in order until it is disabled, removed or ``stop``."""
         wake = self._wake[endpoint_id]
         while not stop.is_set():
             try:
-                item = await self._db(self.outbox.head, endpoint_id)
-            except Exception as e:  # a locked or unwritable file: wait, never skip
-                log.warning("webhooks.outbox_unavailable", error=type(e).__name__)
+                if not await self._send_next(endpoint_id, wake, stop):
+                    return
+            except Exception as e:  # the outbox or the store away: wait, never skip a row
+                log.warning(
+                    "webhooks.sender_paused", endpoint=str(endpoint_id), error=type(e).__name__
+                )
                 await wait_for_stop(stop, POLL)
-                continue
-            if item is None:
-                wake.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(wake.wait(), POLL)
-                continue
-            due = (item.next_attempt_at - self.clock()).total_seconds()
-            if due > 0:
-                await wait_for_stop(stop, min(POLL, due))
-                continue
-            endpoint = (await self.registry()).endpoints.get(endpoint_id)
-            if endpoint is None or not endpoint.enabled:
-                return
-            if not await self._attempt(endpoint, item):
-                return
+
+    async def _send_next(self, endpoint_id: UUID, wake: asyncio.Event, stop: asyncio.Event) -> bool:
+        """Send the head of the endpoint's queue if it is due (or wait a little); False once
+        the endpoint is disabled or removed."""
+        item = await self._db(self.outbox.head, endpoint_id)
+        if item is None:
+            wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(wake.wait(), POLL)
+            return True
+        due = (item.next_attempt_at - self.clock()).total_seconds()
+        if due > 0:
+            await wait_for_stop(stop, min(POLL, due))
+            return True
+        endpoint = (await self.registry()).endpoints.get(endpoint_id)
+        if endpoint is None or not endpoint.enabled:
+            return False
+        return await self._attempt(endpoint, item)
 
     async def _attempt(self, endpoint: WebhookEndpoint, item: Queued) -> bool:
         """One delivery attempt; False when the endpoint was disabled for failing."""
