@@ -69,7 +69,7 @@ from services.nats.client import (
 from services.settings import Settings
 from services.webhooks import metrics
 from services.webhooks.outbox import Attempt, Outbox, Queued, outbox_path
-from services.webhooks.routing import receives
+from services.webhooks.routing import recipients
 from services.webhooks.signing import signed_headers
 
 log = structlog.get_logger(__name__)
@@ -322,11 +322,10 @@ class Deliverer:
                 break
             head = _head.decode(m.data)
             position = head.position or 0
-            for endpoint_id, endpoint in registry.endpoints.items():
-                if position > registry.since[endpoint_id] and receives(
-                    endpoint, m.subject, head.type
-                ):
-                    rows.append((endpoint_id, position, head.id, head.type, m.data))
+            for endpoint_id in recipients(
+                registry.endpoints.values(), registry.since, m.subject, head.type, position
+            ):
+                rows.append((endpoint_id, position, head.id, head.type, m.data))
             seq = at
             taken.append(m)
         if seq != cursor:

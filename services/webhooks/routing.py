@@ -9,6 +9,9 @@ never widen it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from uuid import UUID
+
 from contracts.subjects import agency_event_subjects
 from domain.webhooks import WebhookEndpoint
 
@@ -44,3 +47,20 @@ def receives(endpoint: WebhookEndpoint, subject: str, message_type: str) -> bool
     return message_type in endpoint.event_types and subject_matches(
         agency_grant(endpoint.agency), subject
     )
+
+
+def recipients(
+    endpoints: Iterable[WebhookEndpoint],
+    registered_at: Mapping[UUID, int],
+    subject: str,
+    message_type: str,
+    position: int,
+) -> list[UUID]:
+    """The endpoints a message (its subject, type and store position) is queued for: those
+    that receive it and were registered before it was recorded (``registered_at``: each
+    endpoint's registration position). What the deliverer's fan-out does per message."""
+    return [
+        e.endpoint_id
+        for e in endpoints
+        if position > registered_at[e.endpoint_id] and receives(e, subject, message_type)
+    ]
