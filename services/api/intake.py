@@ -7,8 +7,10 @@ domain checks is checked once, the same way:
 - **KoboToolbox** REST Services: one submission as Kobo posts it (question names as keys,
   group paths like ``grp_intake/narrative``, Kobo's own ``_uuid``, ``meta/instanceID``,
   ``end``, ``_submission_time`` and the rest).
-- **RapidPro / TextIt** "Call webhook" action: the default POST body (``contact``, ``flow``,
-  ``run``, ``results``, ``input``...), the flow's results by their keys.
+- **RapidPro / TextIt** "Call webhook" action: the flow editor's default POST body
+  (``contact``, ``flow``, ``results`` as ``{"value", "category"}``) with the run added
+  (``run.uuid`` identifies the submission; the default body has no id of its own), or the
+  legacy webhook payload (which has ``run``, ``path``, ``input``); results by their keys.
 - **A hotline log**: records of a call log, as CSV with a header line or as JSON lines.
 
 The question names, result keys and columns (``kind``, ``narrative``, ``complainant_role``...)
@@ -252,11 +254,18 @@ def _result(value: object) -> object:
 
 
 def from_rapidpro(raw: bytes) -> Submission:
-    """A RapidPro/TextIt "Call webhook" POST (the default body)."""
+    """A RapidPro/TextIt "Call webhook" POST: the default body with ``run`` added, or the
+    legacy payload."""
     payload = _object(raw)
     run = payload.get("run")
     if not isinstance(run, dict):
-        raise Malformed("missing_id", "the payload has no run", ("run",))
+        # The flow editor's default body has no run: the one line to add is in the guide.
+        raise Malformed(
+            "missing_id",
+            'the payload has no run: add "run", object("uuid", run.uuid, "created_on", '
+            "run.created_on) to the webhook's body",
+            ("run",),
+        )
     submission_id = _submission_id(run.get("uuid"), "run.uuid")
     results = payload.get("results")
     if not isinstance(results, dict):

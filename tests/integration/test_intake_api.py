@@ -69,9 +69,20 @@ def kobo_submission(**answers: Any) -> dict[str, Any]:
     return body
 
 
-def rapidpro_run(results: dict[str, Any] | None = None, run_uuid: str | None = None) -> dict:
-    """The default body of RapidPro's "Call webhook" action (POST)."""
-    created = RECENT.isoformat().replace("+00:00", "Z")
+DEFAULT_RESULTS = {
+    "kind": {"value": "1", "category": "Complaint"},
+    "complainant_role": {"value": "2", "category": "Survivor"},
+    "immediate_safety_risk": {"value": "no", "category": "No"},
+    "narrative": {"value": CANARY_TEXT, "category": "All Responses"},
+    "receipt": {"value": "yes", "category": "Yes"},
+}
+
+
+def rapidpro_run(
+    results: dict[str, Any] | None = None, run_uuid: str | None = None
+) -> dict[str, Any]:
+    """What the flow editor's default "Call webhook" POST body gives (contact, flow, results as
+    value and category), with the line the integrator guide adds: the run's uuid and time."""
     return {
         "contact": {
             "uuid": "0b5d6a6e-6d4f-4a0b-8a3e-2c1f1a9c7d21",
@@ -79,6 +90,42 @@ def rapidpro_run(results: dict[str, Any] | None = None, run_uuid: str | None = N
             "urn": "tel:+252612345678",
         },
         "flow": {"uuid": "9de3663f-c5c5-4c92-9f45-ecbc09abcc85", "name": "PSEA complaint"},
+        "run": {
+            "uuid": run_uuid or "7a0c4f1e-2d3b-4c5a-9e8f-6b7a8c9d0e1f",
+            "created_on": RECENT.isoformat().replace("+00:00", "Z"),
+        },
+        "results": copy.deepcopy(DEFAULT_RESULTS) if results is None else results,
+    }
+
+
+def rapidpro_legacy_run() -> dict[str, Any]:
+    """The legacy webhook payload (goflow's ``legacyWebhookPayload``): the flow, its path,
+    every field of each result, the run and the last input."""
+    created = RECENT.isoformat().replace("+00:00", "Z")
+    results = {
+        key: {
+            "category": value["category"],
+            "category_localized": value["category"],
+            "created_on": created,
+            "input": value["value"],
+            "name": key.replace("_", " ").title(),
+            "node_uuid": "e2b7c1d0-9a8f-4e6d-b5c4-a3b2c1d0e9f8",
+            "value": value["value"],
+        }
+        for key, value in DEFAULT_RESULTS.items()
+        if key != "receipt"
+    }
+    return {
+        "contact": {
+            "uuid": "0b5d6a6e-6d4f-4a0b-8a3e-2c1f1a9c7d21",
+            "name": CANARY_NAME,
+            "urn": "tel:+252612345678",
+        },
+        "flow": {
+            "uuid": "9de3663f-c5c5-4c92-9f45-ecbc09abcc85",
+            "name": "PSEA complaint",
+            "revision": 12,
+        },
         "path": [
             {
                 "uuid": "c3e5a1f2-5b7f-4d0e-8f2a-1b3c5d7e9f01",
@@ -87,22 +134,16 @@ def rapidpro_run(results: dict[str, Any] | None = None, run_uuid: str | None = N
                 "exit_uuid": "a1b2c3d4-e5f6-4a7b-8c9d-0e1f2a3b4c5d",
             }
         ],
-        "results": results
-        if results is not None
-        else {
-            "kind": {"value": "1", "category": "Complaint"},
-            "complainant_role": {"value": "2", "category": "Survivor"},
-            "immediate_safety_risk": {"value": "no", "category": "No"},
-            "narrative": {"value": CANARY_TEXT, "category": "All Responses"},
-            "receipt": {"value": "yes", "category": "Yes"},
-        },
-        "run": {"uuid": run_uuid or "7a0c4f1e-2d3b-4c5a-9e8f-6b7a8c9d0e1f", "created_on": created},
+        "results": results,
+        "run": {"uuid": "5f4e3d2c-1b0a-4f9e-8d7c-6b5a4f3e2d1c", "created_on": created},
         "input": {
-            "uuid": "f0e1d2c3-b4a5-4968-8776-655443322110",
-            "type": "msg",
-            "text": "no",
             "attachments": [],
             "channel": {"uuid": "58e9b092-fe42-4173-876c-ff45a14a24fe", "name": "SMS"},
+            "created_on": created,
+            "text": "no",
+            "type": "msg",
+            "urn": {"display": "", "path": "+252612345678", "scheme": "tel"},
+            "uuid": "f0e1d2c3-b4a5-4968-8776-655443322110",
         },
         "channel": {"uuid": "58e9b092-fe42-4173-876c-ff45a14a24fe", "name": "SMS"},
     }
@@ -246,7 +287,7 @@ def test_a_rapidpro_run_becomes_a_case_and_its_receipt_code_is_answered_again_on
 def test_a_rapidpro_run_that_asks_to_be_contacted_keeps_the_number_as_personal_data(
     world: World, client: TestClient
 ) -> None:
-    results = rapidpro_run()["results"]
+    results = copy.deepcopy(DEFAULT_RESULTS)
     results["contact_me"] = {"value": "yes", "category": "Yes"}
     del results["receipt"]
     answer = post(client, world, "rapidpro", rapidpro_run(results, run_uuid="1" * 8 + "-x"))
@@ -254,6 +295,26 @@ def test_a_rapidpro_run_that_asks_to_be_contacted_keeps_the_number_as_personal_d
     case = world.mechanism.get_case(UUID(answer.json()["id"]))
     assert case.complainant is not None and case.complainant.phone == "+252612345678"
     assert answer.json()["receipt_code"] is None
+
+
+def test_the_legacy_rapidpro_webhook_payload_is_taken_too(world: World, client: TestClient) -> None:
+    answer = post(client, world, "rapidpro", rapidpro_legacy_run())
+    assert answer.status_code == 201, answer.text
+    case = world.mechanism.get_case(UUID(answer.json()["id"]))
+    assert case.complainant_role is ComplainantRole.SURVIVOR and case.narrative == CANARY_TEXT
+
+
+def test_the_editors_default_body_without_the_run_is_refused_saying_what_to_add(
+    world: World, client: TestClient
+) -> None:
+    events = world.event_count()
+    default = rapidpro_run()
+    del default["run"]
+    answer = post(client, world, "rapidpro", default)
+    assert answer.status_code == 422
+    assert answer.json()["type"] == "urn:cbcm:problem:intake-missing-id"
+    assert 'object("uuid", run.uuid' in answer.json()["detail"]
+    assert world.event_count() == events
 
 
 # ------------------------------------------------------------------ hotline log
