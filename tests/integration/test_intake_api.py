@@ -15,7 +15,7 @@ import copy
 import json
 import logging
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -45,7 +45,8 @@ def kobo_submission(**answers: Any) -> dict[str, Any]:
         "_id": 187423119,
         "formhub/uuid": "b1f6ec4b0c7d4d39a0b5b1b2f64e1c11",
         "start": (RECENT - timedelta(minutes=6)).isoformat(timespec="milliseconds"),
-        "end": RECENT.isoformat(timespec="milliseconds"),
+        # Kobo writes the device's offset in hours only ("+03"), as in its API's examples
+        "end": RECENT.astimezone(timezone(timedelta(hours=3))).strftime("%Y-%m-%dT%H:%M:%S.000+03"),
         "today": RECENT.date().isoformat(),
         "deviceid": "collect:Xy12AbCdEfGhIjKl",
         "grp_intake/kind": "complaint",
