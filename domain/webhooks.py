@@ -72,6 +72,10 @@ class WebhookEndpoint:
     enabled: bool = True
     disabled_reason: DisableReason | None = None
     secret_version: int = 1
+    previous_secret: str | None = None
+    """The secret before the last rotation: deliveries are signed with both for a while, so
+    a receiver is not refused between the rotation and its own update."""
+    rotated_at: datetime | None = None
 
 
 def check_secret(secret: str) -> str:
@@ -320,7 +324,11 @@ class WebhookRegistry(RecordedAggregate):
     ) -> None:
         old = self.endpoints[endpoint_id]
         self.endpoints[endpoint_id] = _replace(
-            old, secret=secret, secret_version=old.secret_version + 1
+            old,
+            secret=secret,
+            secret_version=old.secret_version + 1,
+            previous_secret=old.secret,
+            rotated_at=timestamp,
         )
 
     @event(EndpointEventTypesSet)

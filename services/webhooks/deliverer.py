@@ -104,6 +104,8 @@ class DeliveryPolicy:
     retry_most: timedelta = timedelta(hours=1)
     disable_after: timedelta = timedelta(days=5)
     timeout: float = 10.0
+    rotation_overlap: timedelta = timedelta(hours=24)
+    """How long after a secret's rotation deliveries are signed with the old one too."""
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DeliveryPolicy:
@@ -423,7 +425,18 @@ class Deliverer:
     async def _attempt(self, endpoint: WebhookEndpoint, item: Queued) -> bool:
         """One delivery attempt; False when the endpoint was disabled for failing."""
         at = self.clock()
-        headers = signed_headers(endpoint.secret, item.webhook_id, at, item.body)
+        overlapping = (
+            endpoint.previous_secret is not None
+            and endpoint.rotated_at is not None
+            and at - endpoint.rotated_at < self.policy.rotation_overlap
+        )
+        headers = signed_headers(
+            endpoint.secret,
+            item.webhook_id,
+            at,
+            item.body,
+            also=endpoint.previous_secret if overlapping else None,
+        )
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None

@@ -17,12 +17,19 @@ CONTENT_TYPE = "application/cloudevents+json"
 """CloudEvents structured mode over HTTP (the HTTP protocol binding, section 3.2)."""
 
 
-def signed_headers(secret: str, webhook_id: str, at: datetime, body: bytes) -> dict[str, str]:
-    """The headers of one delivery of ``body`` (the CloudEvent as published on NATS)."""
+def signed_headers(
+    secret: str, webhook_id: str, at: datetime, body: bytes, *, also: str | None = None
+) -> dict[str, str]:
+    """The headers of one delivery of ``body`` (the CloudEvent as published on NATS); with
+    ``also`` (the secret before a rotation) a second signature, space-separated, as the
+    specification provides for rotating without refusals."""
     if at.tzinfo is None:
         raise ValueError("a delivery's time carries a time zone")
     # the package reads the time as UTC whatever its zone: give it UTC
-    signature = Webhook(secret).sign(webhook_id, at.astimezone(UTC), body.decode("utf-8"))
+    text, utc = body.decode("utf-8"), at.astimezone(UTC)
+    signature = Webhook(secret).sign(webhook_id, utc, text)
+    if also is not None:
+        signature += " " + Webhook(also).sign(webhook_id, utc, text)
     return {
         "content-type": CONTENT_TYPE,
         "webhook-id": webhook_id,

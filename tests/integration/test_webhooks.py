@@ -304,6 +304,25 @@ async def test_an_endpoint_down_for_the_configured_days_is_disabled_then_gets_ev
     assert {a.webhook_id for a in failed} <= set(want)  # retries kept their ids
 
 
+async def test_a_receiver_still_on_the_old_secret_verifies_for_a_while_after_a_rotation(
+    stack: Stack, receiver: tuple[NodeReceiver, dict[str, str]]
+) -> None:
+    node, keys = receiver
+    received = "org.psea.cbcm.case.received.v1"
+    endpoint, _ = stack.register("unhcr", node.url("/unhcr"), keys["/unhcr"], {received})
+    stack.app.rotate_webhook_secret(
+        endpoint, actor=COORDINATOR, secret=new_secret(), at=datetime.now(UTC)
+    )  # the receiver has not been given the new one yet
+    walk_sea_case(stack.app)
+    await stack.publish()
+    running = run(stack)
+    try:
+        await until(lambda: len(node.lines()) >= 1)
+    finally:
+        await running.halt()
+    assert [line["ok"] for line in node.lines()] == [True]
+
+
 async def test_a_forged_or_replayed_delivery_is_refused_by_the_receiver(
     receiver: tuple[NodeReceiver, dict[str, str]],
 ) -> None:

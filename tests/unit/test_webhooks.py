@@ -317,3 +317,23 @@ def test_every_agency_event_type_is_an_event_of_cases_referrals_or_feedback() ->
         "assistance_referral",
         "feedback",
     }
+
+
+def test_after_a_rotation_a_delivery_verifies_with_either_secret() -> None:
+    old, new = secret(), secret()
+    at = datetime.now(UTC)
+    headers = signed_headers(new, "7c1e:1", at, BODY, also=old)
+    assert len(headers["webhook-signature"].split()) == 2
+    assert verify_from_the_spec(new, headers, BODY, at)
+    assert verify_from_the_spec(old, headers, BODY, at)
+    assert not verify_from_the_spec(secret(), headers, BODY, at)
+
+
+def test_a_rotation_keeps_the_old_secret_for_the_overlap(network: Network) -> None:
+    registry = registry_with(network)
+    (endpoint_id,) = registry.endpoints
+    first = registry.endpoints[endpoint_id].secret
+    registry.rotate_secret(actor=COORDINATOR, endpoint_id=endpoint_id, secret=secret(), at=T0)
+    rotated = registry.endpoints[endpoint_id]
+    assert rotated.previous_secret == first and rotated.rotated_at == T0
+    assert rotated.secret != first and rotated.secret_version == 2
