@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from urllib.parse import urlsplit
@@ -66,13 +66,13 @@ class WebhookEndpoint:
     endpoint_id: UUID
     agency: str
     url: str
-    secret: str
+    secret: str = field(repr=False)  # never in a log line or a traceback
     event_types: frozenset[str]
     registered_version: int
     enabled: bool = True
     disabled_reason: DisableReason | None = None
     secret_version: int = 1
-    previous_secret: str | None = None
+    previous_secret: str | None = field(default=None, repr=False)
     """The secret before the last rotation: deliveries are signed with both for a while, so
     a receiver is not refused between the rotation and its own update."""
     rotated_at: datetime | None = None

@@ -136,6 +136,7 @@ def test_the_endpoint_id_is_derived_from_the_registrations_version(network: Netw
     (endpoint,) = registry.endpoints.values()
     assert endpoint.registered_version == registry.version == 2
     assert endpoint.endpoint_id == webhook_endpoint_id(registry.version)
+    assert endpoint.secret not in repr(endpoint)  # never in a log line or a traceback
 
 
 def test_an_endpoint_is_disabled_for_failing_only_after_the_limit(network: Network) -> None:
