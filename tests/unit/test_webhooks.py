@@ -187,7 +187,7 @@ REGISTRATION = st.tuples(
 )
 
 
-@settings(max_examples=300)
+@settings(max_examples=200)
 @given(
     registrations=st.lists(REGISTRATION, min_size=1, max_size=8),
     publisher=CODES,
