@@ -441,8 +441,12 @@ class Deliverer:
         status: int | None = None
         error: str | None = None
         try:
-            answer = await self._client.post(endpoint.url, content=item.body, headers=headers)
-            status = answer.status_code
+            # the status is all we need: the answer's body is never read (a receiver could
+            # send an endless one)
+            async with self._client.stream(
+                "POST", endpoint.url, content=item.body, headers=headers
+            ) as answer:
+                status = answer.status_code
         except httpx.HTTPError as e:
             error = type(e).__name__
         seconds = time.perf_counter() - started
