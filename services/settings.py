@@ -302,3 +302,30 @@ class Settings(BaseSettings):
         le=1000,
         description="lower protection level of a withheld count (default: the threshold)",
     )
+    # --- intake from other tools (issue #19, ADR 17) ---
+    intake_key_file: Path | None = Field(
+        default=None,
+        description="the key that turns a tool's submission id into an Idempotency-Key "
+        "(32+ random bytes; every API instance shares it); default: "
+        "<data_dir>/keys/intake.key, created on first use",
+    )
+    # --- signed webhooks (issue #19, ADR 17) ---
+    webhook_disable_after_days: float = Field(
+        default=5,
+        gt=0,
+        le=90,
+        description="an endpoint that failed every delivery for this long is disabled (and "
+        "the coordinator told, by an event in the log)",
+    )
+    webhook_retry_first_seconds: float = Field(
+        default=5, gt=0, le=3600, description="the wait before a failed delivery's first retry"
+    )
+    webhook_retry_most_seconds: float = Field(
+        default=3600,
+        gt=0,
+        le=86400,
+        description="the longest wait between two attempts of one delivery (the waits double)",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=10, gt=0, le=120, description="how long one delivery waits for its answer"
+    )

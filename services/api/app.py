@@ -38,7 +38,16 @@ from services.api.edge import BodyLimit, ClientAddress, SecurityHeaders
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.problems import install_problem_handlers
 from services.api.read_models import READ_MODELS, applied_position
-from services.api.routes import cases, feedback, network, prevention, public, referrals
+from services.api.routes import (
+    cases,
+    feedback,
+    intake,
+    network,
+    prevention,
+    public,
+    referrals,
+    webhooks,
+)
 from services.api.routes.prevention import prevention_reports_router
 from services.api.routes.reads import read_model_router
 from services.api.routes.stats import statistics_router
@@ -119,6 +128,7 @@ def create_app(
     )
     throttles = throttle_storage(settings.throttle_store, settings.throttle_key_prefix)
     app.state.metrics = metrics
+    app.state.settings = settings
     app.state.mechanism = lazy
     app.state.verifier = verifier or verifier_from_settings(settings)
     app.state.receipts = public.ReceiptDesk(
@@ -144,7 +154,14 @@ def create_app(
     app.add_middleware(ClientAddress, proxies=settings.trusted_proxy_networks())
     app.add_middleware(SecurityHeaders)
 
-    for router in (network.router, cases.router, referrals.router, feedback.router):
+    for router in (
+        network.router,
+        cases.router,
+        referrals.router,
+        feedback.router,
+        webhooks.router,
+        intake.router,
+    ):
         app.include_router(router)
     app.include_router(read_model_router(paths, settings.read_wait_seconds))
     app.include_router(

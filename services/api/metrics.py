@@ -59,6 +59,13 @@ class ApiMetrics:
             ["result"],
             registry=self.registry,
         )
+        self.intake = Counter(
+            "cbcm_intake_submissions",
+            "Submissions from other tools (kobo, rapidpro, hotline), by outcome (recorded, "
+            "replayed, refused) and, when refused, a fixed reason code",
+            ["tool", "outcome", "reason"],
+            registry=self.registry,
+        )
         self.registry.register(_ReadModelPositions(positions))
 
 

@@ -76,12 +76,15 @@ async def perform(
     status: int = 200,
     receipt: ReceiptCode | None = None,
     location: Callable[[Written], str] | None = None,
+    idempotency_key: str | None = None,
+    fingerprint_body: bytes | None = None,
 ) -> JSONResponse:
     """Run ``command`` (synchronous) on the application once, honouring an Idempotency-Key:
     with a key, it runs on ``app.also_saving(...)``, which saves the key's record in the
-    command's own transaction."""
+    command's own transaction. ``idempotency_key`` and ``fingerprint_body`` stand for the
+    header and the body when the caller derives them (intake from other tools)."""
     app = mechanism(request)
-    key = request.headers.get(IDEMPOTENCY_HEADER)
+    key = idempotency_key or request.headers.get(IDEMPOTENCY_HEADER)
     if key is None:
         written = await in_thread(lambda: command(app))
         out = WrittenOut(
@@ -100,9 +103,8 @@ async def perform(
             title="Invalid Idempotency-Key",
         )
     rid = record_id(principal.user, key)
-    request_fingerprint = fingerprint(
-        request.method, request.url.path, await request.body(), key=key, rid=rid
-    )
+    body = fingerprint_body if fingerprint_body is not None else await request.body()
+    request_fingerprint = fingerprint(request.method, request.url.path, body, key=key, rid=rid)
 
     existing = await in_thread(lambda: app.idempotent_request(rid))
     if existing is not None:

@@ -54,6 +54,7 @@ from services.application.commands import (
 )
 from services.application.idempotency import IdempotentRequest
 from services.application.prevention import PreventionWork
+from services.application.webhooks import WebhookCommands
 from services.event_store.errors import EventStoreUnavailable
 
 A = TypeVar("A", bound=Aggregate)
@@ -69,7 +70,7 @@ def the_custodian(app: ComplaintMechanism, referral: AssistanceReferral) -> str:
     return app.get_case(referral.case_id).custodian
 
 
-class ComplaintMechanism(PreventionWork):
+class ComplaintMechanism(WebhookCommands, PreventionWork):
     """The network's community-based complaint mechanism, on an event store: one command per
     step of the SOP, most of them declared (``services.application.commands``)."""
 

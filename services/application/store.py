@@ -28,6 +28,7 @@ from domain.audit_grants import AuditGrants
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.personal_data_reads import PersonalDataReads
 from domain.receipt import Receipt
+from domain.webhooks import WebhookRegistry
 from services.application.commands import (
     Target,
     Written,
@@ -53,10 +54,12 @@ INTERNAL_AGGREGATES: tuple[type[Aggregate], ...] = (
     PersonalDataReads,
     IdempotentRequest,
     AuditGrants,
+    WebhookRegistry,
 )
 """Aggregates kept for the mechanism itself (receipt verifiers, the log of personal-data
-reads, answers to retried requests, auditors' grants): never published, so a write's
-``position`` (what read models are asked to reach) is that of its last published event."""
+reads, answers to retried requests, auditors' grants, the webhook endpoints): never
+published, so a write's ``position`` (what read models are asked to reach) is that of its
+last published event."""
 
 
 def is_published(event: object) -> bool:

@@ -36,6 +36,7 @@ from services.cli import (
     stack,
     stats,
     token,
+    webhooks,
 )
 from services.cli.common import known_failure, log, one_line, report
 from services.runtime.logging import json_mode
@@ -65,6 +66,7 @@ GROUPS = (
     audit,  # cbcm audit checkpoint, witness, verify, case
     retention,  # cbcm retention run
     keys,  # cbcm keys rotate, retire, status
+    webhooks,  # cbcm webhooks deliver, register, list, deliveries...
 )
 """Every command group, in the order ``cbcm --help`` lists them (commands before groups)."""
 

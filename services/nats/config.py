@@ -201,6 +201,11 @@ def service_users(agencies: Sequence[str]) -> tuple[NatsUser, ...]:
         _projector("assistance", "cbcm project assistance"),
         _projector("stats", "cbcm project stats, the publisher of statistics", (STATS_SUBJECTS,)),
         _service(
+            "webhooks",
+            "cbcm webhooks deliver: the agencies' events to their webhook endpoints",
+            (_api("STREAM", "INFO", STREAM), *_durable(STREAM, "cbcm-webhooks", EVENT_SUBJECTS)),
+        ),
+        _service(
             "audit-checkpoint",
             "cbcm audit checkpoint: the only publisher of checkpoints",
             (CHECKPOINT_SUBJECT, *_stream_owner(AUDIT_STREAM)),

@@ -1,7 +1,8 @@
 """``cbcm serve``: the whole stack on embedded defaults, supervised.
 
 Starts nats-server (unless ``CBCM_NATS_URL`` names one), then the relay, the three projection
-services, the HTTP API, the audit checkpoint publisher and a local audit witness as child
+services, the HTTP API, the audit checkpoint publisher, a local audit witness and the webhook
+deliverer as child
 processes. A child that dies is logged and restarted with a growing delay, unless it exits
 with the configuration exit code (2: restarting cannot help), which stops the stack; Ctrl-C or
 SIGTERM stops them all (children first, the bus last: nats-server runs in a session of its
@@ -41,6 +42,7 @@ SERVICES: dict[str, list[str]] = {
     "api": ["api"],
     "audit-checkpoint": ["audit", "checkpoint"],
     "audit-witness": ["audit", "witness"],
+    "webhooks": ["webhooks", "deliver"],
 }
 
 WORKERS: frozenset[str] = frozenset(SERVICES) - {"api"}

@@ -36,6 +36,7 @@ OWN_PREFIX = {
     "project-stats": "cbcm_projector_",
     "audit-checkpoint": "cbcm_checkpoint_",
     "audit-witness": "cbcm_witness_",
+    "webhooks": "cbcm_webhook_",
 }
 COLLECTORS = ("process_cpu_seconds_total", "process_resident_memory_bytes", "python_gc_")
 EVENT_NAME = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")

@@ -50,6 +50,7 @@ from domain.vocabulary import (
     TransferReason,
     WorkPlanActivityKind,
 )
+from domain.webhooks import webhook_endpoint_id
 from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
@@ -594,6 +595,49 @@ PREVENTION_COMMANDS: tuple[Command, ...] = (
         None,
     ),
 )
+WEBHOOK_TYPE = "org.psea.cbcm.case.received.v1"
+
+
+def _webhook_secret() -> str:
+    return "whsec_" + base64.b64encode(uuid4().bytes + uuid4().bytes).decode()
+
+
+def webhook(app: ComplaintMechanism, disabled: bool = False) -> UUID:
+    """An endpoint of wfp, registered (and disabled) at the API's clock, as the API does."""
+    written = app.register_webhook(
+        actor=COORDINATOR,
+        agency="wfp",
+        url="https://cfm.wfp.example/cbcm",
+        secret=_webhook_secret(),
+        event_types=(WEBHOOK_TYPE,),
+        at=datetime.now(UTC),
+    )
+    endpoint = webhook_endpoint_id(written.version)
+    if disabled:
+        app.disable_webhook(endpoint, actor=COORDINATOR, at=datetime.now(UTC))
+    return endpoint
+
+
+def webhook_command(
+    name: str, method: str, suffix: str, body: dict[str, Any], disabled: bool = False
+) -> Command:
+    def prepare(app: ComplaintMechanism, clock: Clock) -> tuple[str, dict[str, Any]]:
+        path = f"/v1/webhooks/{webhook(app, disabled)}"
+        return (f"{path}/{suffix}" if suffix else path), body
+
+    return Command(name, method, prepare, NETWORK_KEEPER, None)
+
+
+def intake_command(tool: str, body: Callable[[str], dict[str, Any]]) -> Command:
+    """An intake route: a submission with a fresh id each time (a resend would replay)."""
+    return Command(
+        f"intake {tool}",
+        "POST",
+        lambda app, clock: (f"/v1/intake/{tool}", body(str(uuid4()))),
+        frozenset({"intake_service"}),
+        None,
+    )
+
 
 COMMANDS: tuple[Command, ...] = (
     Command("intake", "POST", fixed("/v1/cases", COMPLAINT), INTAKE, None),
@@ -781,6 +825,59 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("set policy", "PUT", fixed("/v1/network/policy", {}), NETWORK_KEEPER, None),
     *PREVENTION_COMMANDS,
+    Command(
+        "register webhook",
+        "POST",
+        lambda app, clock: (
+            "/v1/webhooks",
+            {
+                "agency": "wfp",
+                "url": "https://cfm.wfp.example/cbcm",
+                "secret": _webhook_secret(),
+                "event_types": [WEBHOOK_TYPE],
+            },
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+    webhook_command("rotate webhook secret", "PUT", "secret", {"secret": _webhook_secret()}),
+    webhook_command("set webhook types", "PUT", "event-types", {"event_types": [WEBHOOK_TYPE]}),
+    webhook_command("disable webhook", "POST", "disable", {}),
+    webhook_command("enable webhook", "POST", "enable", {}, disabled=True),
+    webhook_command("remove webhook", "DELETE", "", {}),
+    intake_command(
+        "kobo",
+        lambda uid: {
+            "_uuid": uid,
+            "end": RECENTLY,
+            "grp/kind": "complaint",
+            "grp/complainant_role": "anonymous",
+            "grp/narrative": f"{CANARY} by kobo",
+        },
+    ),
+    intake_command(
+        "rapidpro",
+        lambda uid: {
+            "contact": {"uuid": str(uuid4()), "name": "", "urn": "tel:+10000000000"},
+            "flow": {"uuid": str(uuid4()), "name": "complaint"},
+            "run": {"uuid": uid, "created_on": RECENTLY},
+            "results": {
+                "kind": {"value": "complaint", "category": "Complaint"},
+                "complainant_role": {"value": "anonymous", "category": "Anonymous"},
+                "narrative": {"value": f"{CANARY} by sms", "category": "All Responses"},
+            },
+        },
+    ),
+    intake_command(
+        "hotline",  # one record of JSON lines
+        lambda uid: {
+            "call_id": uid,
+            "received_at": RECENTLY,
+            "kind": "complaint",
+            "complainant_role": "anonymous",
+            "narrative": f"{CANARY} by phone",
+        },
+    ),
 )
 
 
@@ -886,6 +983,7 @@ class Standard:
     case_id: UUID
     referral_id: UUID
     feedback_id: UUID
+    webhook_id: UUID
 
 
 @pytest.fixture(scope="module")
@@ -909,7 +1007,7 @@ def standard(world: World, clock: Clock) -> Standard:
     )
     feedback_id = feedback_item(app, clock)
     project(world)
-    return Standard(case_id, referral_id, feedback_id)
+    return Standard(case_id, referral_id, feedback_id, webhook(app))
 
 
 PREVENTION_READERS = frozenset(
@@ -970,6 +1068,9 @@ READS: dict[str, tuple[Callable[[Standard], str], frozenset[str], int]] = {
         frozenset({"coordinator", "statistics_reader", "auditor"}),
         403,
     ),
+    "webhooks": (lambda s: "/v1/webhooks", NETWORK_KEEPER, 403),
+    "webhook": (lambda s: f"/v1/webhooks/{s.webhook_id}", NETWORK_KEEPER, 403),
+    "webhook event types": (lambda s: "/v1/webhooks/event-types", NETWORK_KEEPER, 403),
 }
 
 

@@ -11,6 +11,7 @@ deadline.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import random
@@ -37,6 +38,7 @@ from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
 from services.application.mechanism import ComplaintMechanism
 from services.application.store import is_published
+from services.application.webhooks import AGENCY_EVENT_TYPES
 from services.audit.checkpoints import checkpoint_once, verify_checkpoint
 from services.audit.keys import LogIdentity, load_log_origin, load_public_key, load_signing_key
 from services.audit.witness import WitnessBook, run_witness
@@ -50,9 +52,13 @@ from services.projector.publication import StatisticsPublisher
 from services.projector.runner import open_projection, rebuild, run_projector
 from services.relay.relay import ensure_shares_stream, run_relay
 from services.settings import Settings
+from services.webhooks.deliverer import Deliverer
+from services.webhooks.outbox import Outbox
 from tests.integration.test_relay import wait_until
 from tests.statistics_cases import store
 from tests.unit.test_statistics_releases import CASES
+from tests.webhook_receiving import NodeReceiver
+from tests.world import COORDINATOR as WORLD_COORDINATOR
 
 DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "cbcm.conf"
 CODES = [a.code for a in AGENCIES]
@@ -627,3 +633,77 @@ async def test_only_the_relay_withdraws_shares_from_the_share_stream(network: Ne
         subject = f"$JS.API.STREAM.PURGE.{SHARES_STREAM}"
         await a.publish(subject, json.dumps({"filter": withdrawn}).encode())
         await violations.refused("publish", subject)
+
+
+async def test_the_webhook_deliverer_reads_the_stream_with_its_own_credentials(
+    network: Network, tmp_path: Path
+) -> None:
+    """Issue #19: the ``webhooks`` user of the committed configuration is enough for the
+    deliverer (its durable consumer, made again at start, and its acks), over TLS; agency B's
+    endpoint gets B's new events, verified by the Node receiver, and none of another's."""
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    receiver = NodeReceiver(tmp_path / "received.jsonl", {"/a": secret}).start()
+    app = network.app()
+    try:
+        written = app.register_webhook(
+            actor=WORLD_COORDINATOR,
+            agency=B,
+            url=receiver.url("/a"),
+            secret=secret,
+            event_types=tuple(sorted(AGENCY_EVENT_TYPES)),
+            at=datetime.now(UTC),
+        )
+        already = max(await stream_subjects(network))
+        await asyncio.to_thread(walk_cases, app, 6, random.Random(19), START + timedelta(days=90))
+        network.last_position = last_published(app)
+        deliverer_app = complaint_mechanism(network.settings("webhooks"))
+        outbox = Outbox(tmp_path / "deliveries.sqlite3")
+        stop = asyncio.Event()
+        deliverer = asyncio.create_task(
+            Deliverer(
+                deliverer_app, outbox, network.url, nats_options=network.options("webhooks")
+            ).run(stop)
+        )
+        try:
+
+            async def nothing() -> None:
+                return None
+
+            await relay_until_published(network, nothing)
+            js_reader = await stream_messages_after(network, already)
+            wanted = [
+                ce["id"]
+                for subject, ce in js_reader
+                if subject.startswith(f"cbcm.v1.evt.{B}.") and ce["position"] > written.position
+            ]
+            assert wanted, sorted({s.split(".")[3] for s, _ in js_reader})
+
+            async def delivered() -> bool:
+                if deliverer.done():
+                    deliverer.result()
+                    raise AssertionError("the deliverer stopped")
+                return len(receiver.verified("/a")) >= len(wanted)
+
+            await wait_until(delivered, DEADLINE, "the deliverer sends B's events")
+        finally:
+            stop.set()
+            await deliverer
+            outbox.close()
+            deliverer_app.close()
+    finally:
+        app.close()
+        receiver.stop()
+    assert [line["ce"]["id"] for line in receiver.verified("/a")] == wanted
+    assert all(line["ok"] for line in receiver.lines())
+
+
+async def stream_messages_after(network: Network, after: int) -> list[tuple[str, Any]]:
+    """(subject, CloudEvent) of the events stream's messages after sequence ``after``."""
+    async with connected(network, "project-inbox") as (nc, _):
+        js = nc.jetstream()
+        last = (await js.stream_info(STREAM)).state.last_seq
+        out = []
+        for seq in range(after + 1, last + 1):
+            raw = await js.get_msg(STREAM, seq)
+            out.append((raw.subject, json.loads(raw.data or b"{}")))
+        return out

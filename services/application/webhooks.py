@@ -1,0 +1,136 @@
+"""The application's commands on the webhook registry (issue #19, ADR 17).
+
+The domain (``domain.webhooks``) decides who may register what; this layer adds what only
+the published language knows: which message types exist, and which of them can ever reach
+an agency's subjects (``AGENCY_EVENT_TYPES``: an agency's NATS account receives the events
+of the cases, referrals and feedback it holds, never the network's registry events, so its
+webhook cannot be registered for those either).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from uuid import UUID
+
+from contracts.catalogue import MESSAGE_TYPES
+from contracts.envelope import parse_message_type
+from contracts.subjects import NETWORK_AGGREGATES
+from domain.actors import Actor
+from domain.errors import InvalidCommand, NotFound
+from domain.network import Network
+from domain.webhooks import WEBHOOK_REGISTRY_ID, WebhookEndpoint, WebhookRegistry
+from services.application.commands import Written
+from services.application.store import StoredApplication
+
+AGENCY_EVENT_TYPES: frozenset[str] = frozenset(
+    name for name in MESSAGE_TYPES if parse_message_type(name).aggregate not in NETWORK_AGGREGATES
+)
+"""The CloudEvents types that travel on an agency's subjects (``cbcm.v1.evt.<agency>.>``)."""
+
+
+def check_event_types(event_types: tuple[str, ...]) -> tuple[str, ...]:
+    """``event_types`` if each is a type an agency receives, else ``InvalidCommand`` naming
+    the first that is not (a type name is not personal data)."""
+    for name in event_types:
+        if name not in AGENCY_EVENT_TYPES:
+            raise InvalidCommand(
+                f"{name!r} is not an event type an agency receives: see the contracts' "
+                "message types (the network's own events are not delivered to agencies)"
+            )
+    return event_types
+
+
+class WebhookCommands(StoredApplication):
+    """Registering, changing and disabling webhook endpoints; mixed into the mechanism."""
+
+    def network(self) -> Network:  # the mechanism's, with its cache
+        raise NotImplementedError
+
+    def webhook_registry(self) -> WebhookRegistry | None:
+        """The registry as it is now (None before the first registration)."""
+        if not self._current_version(WEBHOOK_REGISTRY_ID):
+            return None
+        return self._load(WebhookRegistry, WEBHOOK_REGISTRY_ID)
+
+    def webhook_registry_version(self) -> int:
+        """The registry's version (0 before the first registration): cheap, for caches."""
+        return self._current_version(WEBHOOK_REGISTRY_ID)
+
+    def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        registry = self.webhook_registry()
+        if registry is None:
+            return []
+        return sorted(registry.endpoints.values(), key=lambda e: (e.agency, str(e.endpoint_id)))
+
+    def webhook_endpoint(self, endpoint_id: UUID) -> WebhookEndpoint:
+        registry = self.webhook_registry()
+        if registry is None:
+            raise NotFound(f"no webhook endpoint {endpoint_id}")
+        return registry.endpoint(endpoint_id)
+
+    def register_webhook(
+        self,
+        *,
+        actor: Actor,
+        agency: str,
+        url: str,
+        secret: str,
+        event_types: tuple[str, ...],
+        at: datetime,
+    ) -> Written:
+        """Register an endpoint; the answer's ``id`` is the registry's, its version the
+        registration's (``domain.webhooks.webhook_endpoint_id(version)`` is the endpoint's)."""
+        check_event_types(event_types)
+        registry = self.webhook_registry()
+        if registry is None:
+            registry = WebhookRegistry.start(at=at)
+        registry.register(
+            self.network(),
+            actor=actor,
+            agency=agency,
+            url=url,
+            secret=secret,
+            event_types=event_types,
+            at=max(at, registry.modified_on),
+        )
+        return self._commit(registry)
+
+    def _on_registry(self, decide: object) -> Written:
+        assert callable(decide)
+        return self.decide_on(WebhookRegistry, WEBHOOK_REGISTRY_ID, decide)
+
+    def rotate_webhook_secret(
+        self, endpoint_id: UUID, *, actor: Actor, secret: str, at: datetime
+    ) -> Written:
+        return self._on_registry(
+            lambda r: r.rotate_secret(actor=actor, endpoint_id=endpoint_id, secret=secret, at=at)
+        )
+
+    def set_webhook_event_types(
+        self, endpoint_id: UUID, *, actor: Actor, event_types: tuple[str, ...], at: datetime
+    ) -> Written:
+        check_event_types(event_types)
+        return self._on_registry(
+            lambda r: r.set_event_types(
+                actor=actor, endpoint_id=endpoint_id, event_types=event_types, at=at
+            )
+        )
+
+    def disable_webhook(self, endpoint_id: UUID, *, actor: Actor, at: datetime) -> Written:
+        return self._on_registry(lambda r: r.disable(actor=actor, endpoint_id=endpoint_id, at=at))
+
+    def disable_failing_webhook(
+        self, endpoint_id: UUID, *, failing_since: datetime, limit: timedelta, at: datetime
+    ) -> Written:
+        """The deliverer's own command: no actor (the rule and its limit decide)."""
+        return self._on_registry(
+            lambda r: r.disable_failing(
+                endpoint_id=endpoint_id, failing_since=failing_since, limit=limit, at=at
+            )
+        )
+
+    def enable_webhook(self, endpoint_id: UUID, *, actor: Actor, at: datetime) -> Written:
+        return self._on_registry(lambda r: r.enable(actor=actor, endpoint_id=endpoint_id, at=at))
+
+    def remove_webhook(self, endpoint_id: UUID, *, actor: Actor, at: datetime) -> Written:
+        return self._on_registry(lambda r: r.remove(actor=actor, endpoint_id=endpoint_id, at=at))
