@@ -122,9 +122,19 @@ def check_due_day(name: str, day: date, at: datetime) -> None:
         raise ImplausibleTime(name, "is more than five years from when it was set")
 
 
+RESERVED_AREAS = frozenset({"unknown", "other_area", "total"})
+"""Labels of the statistics' area table (``other_area``, ``unknown``, ``TOTAL``): never an
+area's code, whatever the case (a training "in" ``unknown`` would list the label twice)."""
+
+
 def check_area(area: str) -> str:
     if not isinstance(area, str) or not AREA_CODE.fullmatch(area):
         raise InvalidCommand("area is not an area code (1-24 letters, digits, '.', '_', '-')")
+    if area.lower() in RESERVED_AREAS or area[0] in "-.":
+        raise InvalidCommand(
+            "area is not an area code: unknown, other_area and total are reserved, and a code "
+            "starts with a letter, a digit or '_'"
+        )
     return area
 
 

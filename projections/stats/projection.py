@@ -213,14 +213,14 @@ class StatisticsProjection:
             db.execute("INSERT OR IGNORE INTO stats_agency (code) VALUES (?)", (data.code,))
         elif isinstance(data, NetworkServiceProviderRegisteredV1):
             for area in data.areas:
-                db.execute("INSERT OR IGNORE INTO stats_area (code) VALUES (?)", (area,))
+                _list_area(db, area)
         elif isinstance(
             data, TrainingSessionRecordedV1 | AwarenessActivityRecordedV1 | RiskAssessmentAssessedV1
         ):
             # The areas where the network works, known from its registry and its prevention
             # work, never from complaints: a row of the area table then says nothing about
             # whether an allegation was made there (issue #22).
-            db.execute("INSERT OR IGNORE INTO stats_area (code) VALUES (?)", (data.area,))
+            _list_area(db, data.area)
 
     def _assessed(
         self,
@@ -268,6 +268,16 @@ class StatisticsProjection:
         )
         if cursor.rowcount == 0:
             raise UnknownCase(f"case {case_id} has a fact but its receipt was never applied")
+
+
+RESERVED_AREA_LABELS: Final = frozenset({"unknown", "other_area", "total"})
+"""Row labels of the area table: an area code spelled like one is never listed (its cases
+count as ``other_area``), so no label appears twice."""
+
+
+def _list_area(db: sqlite3.Connection, area: str) -> None:
+    if area.lower() not in RESERVED_AREA_LABELS and not area.startswith(("-", ".")):
+        db.execute("INSERT OR IGNORE INTO stats_area (code) VALUES (?)", (area,))
 
 
 def threshold(db: sqlite3.Connection) -> int:

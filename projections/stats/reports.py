@@ -117,7 +117,7 @@ def _cases(db: sqlite3.Connection) -> list[_Case]:
         "implicated_agency, personnel_category, victim_category, time_to_report, "
         "is_duplicate, referred, acknowledged, outcome, closed, incident_area FROM stats_case"
     ).fetchall()
-    listed = areas(db)
+    listed = set(area_rows(areas(db))) - {OTHER_AREA, UNKNOWN}
     return [
         _Case(
             month=r[0],
@@ -147,7 +147,11 @@ def areas(db: sqlite3.Connection) -> list[str]:
 
 
 def area_rows(listed: Sequence[str]) -> list[str]:
-    return [*listed, OTHER_AREA, UNKNOWN]
+    """The rows of the area table: each listed area once, then ``other_area`` and
+    ``unknown`` (a listed code spelled like a label is left out: its cases are other_area)."""
+    labels = {OTHER_AREA, UNKNOWN, TOTAL.lower()}
+    areas = [a for a in dict.fromkeys(listed) if a.lower() not in labels]
+    return [*areas, OTHER_AREA, UNKNOWN]
 
 
 def _feedback(db: sqlite3.Connection) -> list[_Feedback]:

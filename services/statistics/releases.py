@@ -422,9 +422,13 @@ def _counts_record(tables: Sequence[PeriodTable]) -> str:
     )
 
 
-VOLATILE: Final = frozenset({"status_by_quarter"})
-"""Reports whose counts move on with no new fact about the period's cases: alone, their
-change makes no revision."""
+VOLATILE: Final = frozenset({"status_by_quarter", "sea_by_area_by_quarter"})
+"""Reports whose change alone makes no revision: ``status_by_quarter`` moves on with no new
+fact about the period's cases; ``sea_by_area_by_quarter`` changes its rows when the network
+lists a new area (a registry entry, a prevention record). A revision made for a layout only
+would re-draw the suppression of tables that did not change, and two versions side by side
+would give withheld counts away (attack review of issue #22); the next real revision brings
+them up to date."""
 
 
 def _trigger(record: str) -> list[Any]:

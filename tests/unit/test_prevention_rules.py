@@ -177,7 +177,10 @@ def test_trained_counts_are_whole_non_negative_and_bounded(
             TrainedCounts(female, male, other)
 
 
-@pytest.mark.parametrize("area", ["", "a b", "x" * 25, "Kakuma; DROP", "Jane Doe"])
+@pytest.mark.parametrize(
+    "area",
+    ["", "a b", "x" * 25, "Kakuma; DROP", "Jane Doe", "unknown", "OTHER_AREA", "Total", "-A1"],
+)
 def test_an_area_is_a_code_not_a_place_description(area: str) -> None:
     with pytest.raises(InvalidCommand):
         training(area=area)

@@ -427,7 +427,8 @@ def prevention_reports_router(data_dir: pathlib.Path) -> APIRouter:
         request: Request,
         principal: CurrentPrincipal,
         period: Annotated[
-            str, Path(pattern=r"^[0-9]{4}-Q[1-4]$", description="the quarter, e.g. 2026-Q3")
+            str,
+            Path(pattern=r"^(20[0-9]{2}|2100)-Q[1-4]$", description="the quarter, e.g. 2026-Q3"),
         ],
         format: Annotated[Literal["xlsx", "html"], Query()] = "xlsx",
     ) -> Response:
