@@ -180,7 +180,8 @@ def _given(values: dict[str, object]) -> dict[str, object]:
 def _object(raw: bytes) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        # RecursionError: a body nested thousands deep (attack review of #19)
         raise Malformed("malformed_json", "the body is not JSON") from None
     if not isinstance(value, dict):
         raise Malformed("malformed_json", "the body is not a JSON object")
@@ -337,7 +338,7 @@ def _records(raw: bytes, content_type: str) -> Iterator[tuple[int, Mapping[str, 
             continue
         try:
             record = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):
             raise Malformed("malformed_log", f"line {number} is not JSON") from None
         if not isinstance(record, dict):
             raise Malformed("malformed_log", f"line {number} is not a JSON object")

@@ -515,3 +515,26 @@ def test_kobo_idempotency_keys_derive_from_the_submission_through_the_intake_key
     other = post(client, world, "kobo", copy.deepcopy(kobo_submission()))
     assert other.status_code == 201  # another key: not recognised as the same submission
     assert world.event_count() > events
+
+
+@pytest.mark.parametrize(
+    ("tool", "content_type"),
+    [
+        ("kobo", "application/json"),
+        ("rapidpro", "application/json"),
+        ("hotline", "application/x-ndjson"),
+    ],
+)
+def test_a_body_nested_thousands_deep_is_a_422_not_a_server_error(
+    world: World, client: TestClient, tool: str, content_type: str
+) -> None:
+    """Attack review of #19: ``[`` 3,000 deep made json.loads raise RecursionError: a 500."""
+    before = world.event_count()
+    answer = client.post(
+        f"/v1/intake/{tool}",
+        content=b"[" * 3000 + b"]" * 3000,
+        headers={**world.headers("intake_service"), "Content-Type": content_type},
+    )
+    assert answer.status_code == 422, answer.text
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert world.event_count() == before
