@@ -23,6 +23,7 @@ import ipaddress
 import math
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
@@ -247,3 +248,44 @@ class RateLimit:
     @property
     def storage(self) -> Storage:
         return self._windows.storage
+
+
+SECONDS_PER_YEAR: Final = 365.25 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class GuessingBound:
+    """The most an online guesser gets out of the receipt look-up (ADR 20), from the
+    throttle's real parameters.
+
+    Every guess is one verification, and each client key gets at most ``per_client`` failed
+    verifications into each fixed window of the sliding-window counter, plus the look-ups it
+    had in flight when it reached the limit (``in_flight``): an interval of length T meets at
+    most ``floor(T / window) + 2`` fixed windows. That holds whatever the schedule and
+    whichever locators are tried; the slow-down only adds to the guesser's time.
+    """
+
+    per_client: int
+    window_seconds: int
+    in_flight: int
+    secret_bits: int
+
+    def most_guesses(self, *, clients: int, seconds: float) -> int:
+        """The most wrong guesses ``clients`` client keys can have verified in ``seconds``."""
+        windows = math.floor(seconds / self.window_seconds) + 2
+        return clients * (self.per_client + self.in_flight) * windows
+
+    def guesses_per_year(self, clients: int) -> int:
+        return self.most_guesses(clients=clients, seconds=SECONDS_PER_YEAR)
+
+    def years_to_search_half(self, clients: int) -> float:
+        """Years before ``clients`` keys have tried half the secrets (the expected time to
+        find one)."""
+        return 2 ** (self.secret_bits - 1) / self.guesses_per_year(clients)
+
+    def chance_within(self, *, clients: int, years: float) -> float:
+        """The chance of finding one given secret within ``years`` (a guess rules out one
+        secret; guessed without repeats, the best a guesser can do)."""
+        return self.most_guesses(clients=clients, seconds=years * SECONDS_PER_YEAR) / (
+            2**self.secret_bits
+        )
