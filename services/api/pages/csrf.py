@@ -8,8 +8,8 @@ the throttles count under). A page on another site can make a visitor's browser 
 but not read a form of ours in that browser, and a form it fetched itself is bound to its own
 address: the visitor's post then fails the check. Each nonce is taken once (in the throttle
 store, shared between instances), so a form cannot be posted twice: a reload of the answer
-page or a double tap records nothing more. ``Sec-Fetch-Site`` and ``Origin``, when the browser
-sends them, must name this site: a second, independent check.
+page or a double tap records nothing more. ``Sec-Fetch-Site``, which every current browser
+sends, must not say the post comes from another site: a second, independent check.
 
 A complainant whose address changed between loading and sending (a phone moving between
 networks) gets the form back with what they wrote and a new token: nothing is lost.
@@ -27,7 +27,6 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlsplit
 
 from limits.errors import StorageError
 from limits.storage import Storage
@@ -80,15 +79,13 @@ def load_or_create_form_key(data_dir: Path) -> bytes:
     return key
 
 
-def same_site(headers: dict[str, str], host: str | None) -> bool:
-    """False when the browser says the post comes from another site."""
+def same_site(headers: dict[str, str]) -> bool:
+    """False when the browser says the post comes from another site (``Sec-Fetch-Site``).
+    ``Origin`` is not used: under the pages' ``Referrer-Policy: no-referrer`` browsers send
+    ``Origin: null`` with their own forms, and behind a proxy ``Host`` need not be the name
+    the browser used."""
     fetch_site = headers.get("sec-fetch-site")
-    if fetch_site is not None and fetch_site not in ("same-origin", "none"):
-        return False
-    origin = headers.get("origin")
-    if origin is not None and origin != "null":
-        return host is not None and urlsplit(origin).netloc == host
-    return origin != "null"
+    return fetch_site is None or fetch_site in ("same-origin", "none")
 
 
 class FormGuard:

@@ -103,8 +103,8 @@ class Site:
         *,
         consume: bool,
     ) -> Verdict:
-        headers = {k: v for k, v in request.headers.items() if k in ("origin", "sec-fetch-site")}
-        if not same_site(headers, request.headers.get("host")):
+        headers = {k: v for k, v in request.headers.items() if k == "sec-fetch-site"}
+        if not same_site(headers):
             return Verdict.CROSS_SITE
         token = FormToken(
             fields.get("form_nonce", ""), fields.get("form_issued", ""), fields.get("form_mac", "")
