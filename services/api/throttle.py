@@ -281,11 +281,10 @@ class GuessingBound:
     def years_to_search_half(self, clients: int) -> float:
         """Years before ``clients`` keys have tried half the secrets (the expected time to
         find one)."""
-        return 2 ** (self.secret_bits - 1) / self.guesses_per_year(clients)
+        return float(1 << (self.secret_bits - 1)) / self.guesses_per_year(clients)
 
     def chance_within(self, *, clients: int, years: float) -> float:
         """The chance of finding one given secret within ``years`` (a guess rules out one
         secret; guessed without repeats, the best a guesser can do)."""
-        return self.most_guesses(clients=clients, seconds=years * SECONDS_PER_YEAR) / (
-            2**self.secret_bits
-        )
+        guesses = self.most_guesses(clients=clients, seconds=years * SECONDS_PER_YEAR)
+        return guesses / float(1 << self.secret_bits)
