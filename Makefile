@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint tools bench fault soak clean lock deploy-test
+.PHONY: run demo test lint tools bench fault soak clean lock deploy-test catalogues
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -61,6 +61,12 @@ deploy-test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cbcm .pytest_cache .mypy_cache .ruff_cache
+
+## The public pages' texts: extract them from the templates and code, then update every
+## language's catalogue (new texts empty, removed ones dropped; translate, then make test).
+catalogues: $(STAMP)
+	$(BIN)/pybabel extract -F services/api/pages/babel.cfg -k N_ --no-location --omit-header --no-wrap -o services/api/pages/locales/messages.pot .
+	for lang in fr ar es pt sw; do $(BIN)/pybabel update --no-wrap --ignore-obsolete --no-fuzzy-matching -D messages -l $$lang -i services/api/pages/locales/messages.pot -d services/api/pages/locales; done
 
 ## Pin every dependency with its hashes: requirements.lock (what the services need) and
 ## requirements-dev.lock (with the dev and embedded extras: what make and CI install).
