@@ -72,3 +72,19 @@ async def test_an_attack_on_the_locator_cannot_keep_the_owner_out(world: World) 
     assert owner_answer == 200
     # and the locator's failures held the owner's look-up rather than refusing it
     assert world.api.state.receipts.failures.failures(code.replace("-", "")[:8]) >= 30
+
+
+async def test_one_client_has_at_most_two_look_ups_in_flight(world: World) -> None:
+    # given a receipt slowed down by its failures (5 free, from other addresses)
+    async with client(world, "192.0.2.1") as owner:
+        sent = await owner.post("/v1/public/complaints", json={"agency": "unhcr", "narrative": "x"})
+        code = sent.json()["receipt_code"]
+    wrong = [code[:-1] + symbol for symbol in ALPHABET if symbol != code[-1]]
+    for n in range(6):
+        assert await api_guess(world, f"198.51.100.{n}", wrong[n]) == 404
+    # when one client sends 6 guesses at once, each held before it is verified
+    results = await asyncio.gather(
+        *(api_guess(world, "203.0.113.50", wrong[10 + n]) for n in range(6))
+    )
+    # then only 2 are verified (404); the others are refused at once (429), not queued
+    assert sorted(results) == [404, 404, 429, 429, 429, 429]

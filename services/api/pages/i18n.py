@@ -16,6 +16,7 @@ stops the start, not a page.
 
 from __future__ import annotations
 
+import functools
 import gettext
 import io
 import re
@@ -69,6 +70,16 @@ def compile_catalogue(catalogue: Catalog) -> gettext.GNUTranslations:
     return gettext.GNUTranslations(buffer)
 
 
+@functools.cache
+def _shipped(lang: str, domain: str) -> gettext.NullTranslations:
+    """A shipped catalogue, compiled once per process (a network's file only falls back to
+    it: gettext's fallback never changes the catalogue fallen back to)."""
+    path = catalogue_path(LOCALES_DIR, lang, domain)
+    if not path.exists():
+        return gettext.NullTranslations()
+    return compile_catalogue(read_catalogue(path, lang, domain))
+
+
 class Catalogues:
     """Every language's translations, the network's overrides in front of the shipped ones."""
 
@@ -76,12 +87,7 @@ class Catalogues:
         self._translations: dict[tuple[str, str], gettext.NullTranslations] = {}
         for lang in CODES:
             for domain in DOMAINS:
-                shipped_path = catalogue_path(LOCALES_DIR, lang, domain)
-                translations: gettext.NullTranslations = (
-                    compile_catalogue(read_catalogue(shipped_path, lang, domain))
-                    if shipped_path.exists()
-                    else gettext.NullTranslations()
-                )
+                translations = _shipped(lang, domain)
                 own = None if overrides is None else overrides / lang / f"{domain}.po"
                 if own is not None and own.exists():
                     network = compile_catalogue(read_catalogue(own, lang, domain))
