@@ -10,17 +10,22 @@ import fcntl
 import os
 import shutil
 import subprocess
+import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
+from services.api.serving import server_config
 from services.bootstrap import complaint_mechanism
+from services.nats.server import free_port
 from services.settings import Settings
 from tests.api_world import World, make_world
-from tests.integration.test_http_edge import served
 
 CHROMIUM = Path("/usr/bin/chromium")
 HERE = Path(__file__).parent
@@ -90,6 +95,26 @@ def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
     yield browser
     browser.close()
+
+
+@contextmanager
+def served(app: FastAPI) -> Iterator[tuple[str, int]]:
+    """``app`` on a real uvicorn server on loopback, configured as ``cbcm api`` does (the
+    browser's idle keep-alive connections are not waited for at the end)."""
+    port = free_port()
+    config = server_config(app, "127.0.0.1", port)
+    config.timeout_graceful_shutdown = 1
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield "127.0.0.1", port
+    finally:
+        server.should_exit = True
+        thread.join(10)
 
 
 @pytest.fixture(scope="module")

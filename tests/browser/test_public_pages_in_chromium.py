@@ -12,7 +12,7 @@ import time
 from typing import Any
 
 import httpx
-from playwright.sync_api import Browser, Page
+from playwright.sync_api import Browser, Page, ViewportSize
 
 from services.application.receipts import parse_receipt_code
 from tests.api_world import World
@@ -25,7 +25,7 @@ SLOW_3G = {
     "downloadThroughput": 400 * 1000 / 8,
     "uploadThroughput": 400 * 1000 / 8,
 }
-NARROW = {"width": 320, "height": 640}
+NARROW: ViewportSize = {"width": 320, "height": 640}
 
 
 def accessibility_violations(page: Page, axe_source: str) -> list[dict[str, Any]]:
@@ -103,19 +103,26 @@ def walk(
         assert html.get_attribute("dir") == ("rtl" if lang == "ar" else "ltr")
         check_accessible(page, axe_source, browser, scripts=scripts)
         check_narrow(page)
+
+        def audit() -> None:
+            # JavaScript changes nothing in the pages' HTML: the walks with it check every
+            # page; the walk without it checks the first page and walks the rest
+            if scripts:
+                check_accessible(page, axe_source, browser, scripts=True)
+
         before = world.event_count()
         # bad input: nothing typed -> a readable message in the page's language
         page.get_by_role("button", name=texts["send"]).click()
         assert texts["tell us"] in page.locator(".error-summary").inner_text()
         assert world.event_count() == before
-        check_accessible(page, axe_source, browser, scripts=scripts)
+        audit()
         # a complaint with a receipt
         page.get_by_label(texts["what happened"]).fill(f"({lang}) a guard asked for sex")
         page.get_by_role("button", name=texts["send"]).click()
         code = page.locator("#receipt-code").inner_text().strip()
         assert re.fullmatch(r"([2-9A-HJ-NP-Z]{4}-){5}[2-9A-HJ-NP-Z]{4}", code)
         assert code not in page.url
-        check_accessible(page, axe_source, browser, scripts=scripts)
+        audit()
         check_narrow(page)
         # follow it up: no feedback yet
         page.get_by_role("link", name=texts["follow up"]).first.click()
@@ -123,18 +130,18 @@ def walk(
         page.get_by_role("button", name=texts["show me"]).click()
         assert texts["received"] in page.locator("#status").inner_text()
         assert code not in page.url
-        check_accessible(page, axe_source, browser, scripts=scripts)
+        audit()
         # a focal point answers; the complainant follows up again and reads it
         give_feedback(world, base, code, f"FEEDBACK-{lang}: we passed it on")
         page.goto(f"{base}/follow-up?lang={lang}")
         page.get_by_label(texts["your code"]).fill(code)
         page.get_by_role("button", name=texts["show me"]).click()
         assert f"FEEDBACK-{lang}: we passed it on" in page.locator("#feedback").inner_text()
-        check_accessible(page, axe_source, browser, scripts=scripts)
+        audit()
         check_narrow(page)
         # the community feedback page
         page.goto(f"{base}/feedback?lang={lang}")
-        check_accessible(page, axe_source, browser, scripts=scripts)
+        audit()
         # the quick exit leaves for a neutral page
         history = page.evaluate("history.length") if scripts else None
         page.get_by_role("link", name=texts["exit"]).click()
@@ -202,7 +209,14 @@ def test_weight_and_load_time_on_slow_3g_are_measured(
             lambda event: received.__setitem__(event["requestId"], int(event["encodedDataLength"])),
         )
         figures = {}
-        for path in ("/", "/follow-up", "/feedback"):
+        # the first page twice: on a new connection (the handshakes pay the latency too),
+        # then as a complainant coming back to it
+        for label, path in (
+            ("/ (first visit)", "/"),
+            ("/ (again)", "/"),
+            ("/follow-up", "/follow-up"),
+            ("/feedback", "/feedback"),
+        ):
             received.clear()
             started = time.monotonic()
             page.goto(f"{base}{path}?lang=en", wait_until="load")
@@ -212,7 +226,7 @@ def test_weight_and_load_time_on_slow_3g_are_measured(
                 " return {load: n.loadEventEnd, body: n.decodedBodySize,"
                 " transfer: n.transferSize}; })()"
             )
-            figures[path] = {
+            figures[label] = {
                 "requests": len(received),
                 "bytes_on_the_wire": sum(received.values()),
                 "html_bytes": timing["body"],
@@ -222,8 +236,9 @@ def test_weight_and_load_time_on_slow_3g_are_measured(
         print("\nslow 3G (400 ms, 400 kbit/s):", json.dumps(figures, indent=1))
         record_property("slow_3g", figures)
         # the first page is one request under 60 KB (weight, not time, is asserted)
-        assert figures["/"]["requests"] == 1
-        assert figures["/"]["bytes_on_the_wire"] < 60 * 1024
+        first = figures["/ (first visit)"]
+        assert first["requests"] == 1
+        assert first["bytes_on_the_wire"] < 60 * 1024
     finally:
         context.close()
 
