@@ -15,6 +15,7 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
+from services.api.app import create_app
 from services.api.pages.i18n import BY_CODE, Catalogues
 from services.application.receipts import ALPHABET, parse_receipt_code
 from services.bootstrap import complaint_mechanism
@@ -333,3 +334,17 @@ def test_a_networks_catalogue_overrides_only_what_it_translates(tmp_path: Path) 
     catalogues = Catalogues(tmp_path)
     assert catalogues.policy_words("fr", "status.closed") == "Fermé."
     assert catalogues.policy_words("fr", "status.referred").startswith("Votre plainte")
+
+
+def test_before_the_network_is_set_up_the_pages_say_to_come_back_later(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, event_store=f"sqlite:///{tmp_path / 'e.sqlite3'}")
+    mechanism = complaint_mechanism(settings)
+    try:
+        with TestClient(create_app(settings, mechanism=mechanism)) as fresh:
+            for path in ("/", "/feedback"):
+                page = fresh.get(f"{path}?lang=fr")
+                assert page.status_code == 503
+                assert page.headers["content-type"].startswith("text/html")
+                assert "Merci de réessayer plus tard" in page.text
+    finally:
+        mechanism.close()

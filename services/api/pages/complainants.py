@@ -185,11 +185,13 @@ async def report(request: Request) -> HTMLResponse:
     page = context(request)
     try:
         return await report_form(request, page)
-    except (EventStoreUnavailable, ThrottleUnavailable):
+    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
         return unavailable(page)
 
 
 def unavailable(page: PageContext) -> HTMLResponse:
+    """The event store or the throttle store cannot be reached, or the network is not set up
+    yet (no agency to send to): a page saying so, in the reader's language, not JSON."""
     try:
         page.message(
             503,
@@ -209,7 +211,7 @@ async def send_report(request: Request) -> HTMLResponse:
         return await _send_report(request, page, fields)
     except PageAnswer as answer:
         return answer.response
-    except (EventStoreUnavailable, ThrottleUnavailable):
+    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
         return unavailable(page)
 
 
@@ -338,7 +340,7 @@ async def look_up(request: Request) -> HTMLResponse:
         return await _look_up(request, page, fields)
     except PageAnswer as answer:
         return answer.response
-    except (EventStoreUnavailable, ThrottleUnavailable):
+    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
         return unavailable(page)
 
 
@@ -421,7 +423,7 @@ async def feedback(request: Request) -> HTMLResponse:
     page = context(request)
     try:
         return feedback_form(page, agencies=await _agencies(request))
-    except (EventStoreUnavailable, ThrottleUnavailable):
+    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
         return unavailable(page)
 
 
@@ -433,7 +435,7 @@ async def send_feedback(request: Request) -> HTMLResponse:
         return await _send_feedback(request, page, fields)
     except PageAnswer as answer:
         return answer.response
-    except (EventStoreUnavailable, ThrottleUnavailable):
+    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
         return unavailable(page)
 
 
