@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint tools bench fault soak clean lock deploy-test catalogues
+.PHONY: run demo test lint tools bench fault soak clean lock deploy-test catalogues browser-deps
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -67,6 +67,12 @@ clean:
 catalogues: $(STAMP)
 	$(BIN)/pybabel extract -F services/api/pages/babel.cfg -k N_ --no-location --omit-header --no-wrap -o services/api/pages/locales/messages.pot .
 	for lang in fr ar es pt sw; do $(BIN)/pybabel update --no-wrap --ignore-obsolete --no-fuzzy-matching -D messages -l $$lang -i services/api/pages/locales/messages.pot -d services/api/pages/locales; done
+
+## The browser tests' tools (the tests install them too when missing, never skip): Debian's
+## chromium (as root, as CI runs) and axe-core from tests/browser/package-lock.json.
+browser-deps:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y chromium)
+	test -f tests/browser/node_modules/axe-core/axe.min.js || npm ci --ignore-scripts --no-audit --prefix tests/browser
 
 ## Pin every dependency with its hashes: requirements.lock (what the services need) and
 ## requirements-dev.lock (with the dev and embedded extras: what make and CI install).
