@@ -226,10 +226,13 @@ def test_the_pages_share_the_apis_intake_limit(world: World, client: TestClient)
         assert sent.status_code == 201
     before = world.event_count()
     # when it sends one more through the pages; then it is refused in its language
-    answer = report(client, lang="fr")
+    answer = report(client, lang="fr", what="KEPT-TEXT what happened")
     assert answer.status_code == 429
     assert int(answer.headers["retry-after"]) >= 1
-    assert "Merci de patienter avant de renvoyer" in answer.text
+    assert "Rien n&#39;a été enregistré cette fois" in answer.text
+    # and the form comes back with what was typed, to send later: nothing is lost
+    assert "KEPT-TEXT what happened" in answer.text
+    assert form_fields(answer.text)["form_nonce"]
     assert world.event_count() == before
 
 

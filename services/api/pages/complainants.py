@@ -75,6 +75,12 @@ SECTORS: Final = (
 )
 
 TOO_LONG: Final = N_("This is too long: please shorten it.")
+SENT_TOO_MANY: Final = N_(
+    "Many reports were sent from your connection. Nothing was recorded this time: please try "
+    "again later."
+)
+NOT_NOW: Final = N_("The service cannot take requests right now. Nothing was recorded.")
+NOT_ACCEPTED: Final = N_("Something in the form could not be accepted. Nothing was recorded.")
 
 
 class PageAnswer(Exception):
@@ -285,22 +291,19 @@ async def _send_report(request: Request, page: PageContext, fields: dict[str, st
             with_receipt=bool(values["receipt"]),
         )
     except IntakeThrottled as refused:
-        page.message(
-            429,
-            N_("Please wait before sending again"),
-            N_(
-                "Many reports were sent from your connection. Nothing was recorded this "
-                "time: please try again later."
-            ),
-            back="/",
-            **{"Retry-After": str(refused.retry_after)},
+        # the form comes back with what was typed: nothing the person wrote is lost
+        answer = await report_form(
+            request, page, values=values, errors={"form": _(SENT_TOO_MANY)}, status=429
+        )
+        answer.headers["Retry-After"] = str(refused.retry_after)
+        return answer
+    except (EventStoreUnavailable, ThrottleUnavailable):
+        return await report_form(
+            request, page, values=values, errors={"form": _(NOT_NOW)}, status=503
         )
     except DomainError:
-        page.message(
-            422,
-            N_("Your complaint could not be recorded"),
-            N_("Something in the form could not be accepted. Nothing was recorded."),
-            back="/",
+        return await report_form(
+            request, page, values=values, errors={"form": _(NOT_ACCEPTED)}, status=422
         )
     return page.site.render(
         page.reader,
@@ -472,16 +475,15 @@ async def _send_feedback(
     desk: ReceiptDesk = request.app.state.receipts
     refusal = await in_thread(lambda: desk.intake_limit.hit(page.reader.client))
     if refusal is not None:
-        page.message(
-            429,
-            N_("Please wait before sending again"),
-            N_(
-                "Many reports were sent from your connection. Nothing was recorded this "
-                "time: please try again later."
-            ),
-            back="/feedback",
-            **{"Retry-After": str(refusal.retry_after)},
+        answer = feedback_form(
+            page,
+            agencies=agencies,
+            values=values,
+            errors={"form": _(SENT_TOO_MANY)},
+            status=429,
         )
+        answer.headers["Retry-After"] = str(refusal.retry_after)
+        return answer
     app = mechanism(request)
     actor = Actor(WEB_FORM_USER, agency, Role.INTAKE_OPERATOR)
     try:
@@ -496,11 +498,12 @@ async def _send_feedback(
                 at=now(),
             )
         )
+    except (EventStoreUnavailable, ThrottleUnavailable):
+        return feedback_form(
+            page, agencies=agencies, values=values, errors={"form": _(NOT_NOW)}, status=503
+        )
     except DomainError:
-        page.message(
-            422,
-            N_("Your feedback could not be recorded"),
-            N_("Something in the form could not be accepted. Nothing was recorded."),
-            back="/feedback",
+        return feedback_form(
+            page, agencies=agencies, values=values, errors={"form": _(NOT_ACCEPTED)}, status=422
         )
     return page.site.render(page.reader, "complainants/thanks.html", path="/feedback", page="")
