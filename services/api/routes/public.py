@@ -116,14 +116,16 @@ class ReceiptDesk:
     stripes: tuple[threading.Lock, ...] = field(
         default_factory=lambda: tuple(threading.Lock() for _ in range(64))
     )
-    """Look-ups of one locator take turns (check, hash, count), so concurrent guesses at one
-    receipt cannot all pass the check before the first failure is counted."""
+    """Look-ups by one client take turns (check, hash, count), so that one client's
+    concurrent guesses cannot all pass its check before the first failure is counted. Keyed by
+    client, not by locator (issue #20): the owner of a code never queues behind the guesses
+    others make at it."""
 
     in_flight: dict[str, int] = field(default_factory=dict)
     """Look-ups in flight per client (changed on the event loop only)."""
 
-    def stripe(self, locator: str) -> threading.Lock:
-        return self.stripes[hash(locator) % len(self.stripes)]
+    def stripe(self, client: str) -> threading.Lock:
+        return self.stripes[hash(client) % len(self.stripes)]
 
     def new(self, app: ComplaintMechanism) -> tuple[ReceiptCode, str]:
         """A code whose locator is free, and the verifier of its secret (blocking)."""
@@ -166,10 +168,10 @@ class ReceiptDesk:
             verifier = None if receipt is None else receipt.verifier
 
             def attempt() -> bool | Refusal:
-                # Check again once this locator's turn and a hashing slot are held: look-ups
+                # Check again once this client's turn and a hashing slot are held: its look-ups
                 # queued behind them must not all have passed the check made before any of
                 # them failed.
-                with self.stripe(locator):
+                with self.stripe(client):
                     refused = self.failures.check(client, locator)
                     if refused is not None:
                         return refused
