@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/cbcm demo --cases $(CASES)
 
 ## The test suite: lint, types, then every test but the benchmarks.
-test: lint tools
+test: lint tools browser-deps
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
 ## Debian tools the suite drives (CI runs as root): LibreOffice opens the quarterly report.
