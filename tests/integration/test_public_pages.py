@@ -14,6 +14,8 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from services.api.app import create_app
 from services.api.pages.i18n import BY_CODE, Catalogues
@@ -340,10 +342,10 @@ def test_a_networks_catalogue_overrides_only_what_it_translates(tmp_path: Path) 
 
 
 def test_before_the_network_is_set_up_the_pages_say_to_come_back_later(tmp_path: Path) -> None:
-    settings = Settings(data_dir=tmp_path, event_store=f"sqlite:///{tmp_path / 'e.sqlite3'}")
-    mechanism = complaint_mechanism(settings)
+    config = Settings(data_dir=tmp_path, event_store=f"sqlite:///{tmp_path / 'e.sqlite3'}")
+    mechanism = complaint_mechanism(config)
     try:
-        with TestClient(create_app(settings, mechanism=mechanism)) as fresh:
+        with TestClient(create_app(config, mechanism=mechanism)) as fresh:
             for path in ("/", "/feedback"):
                 page = fresh.get(f"{path}?lang=fr")
                 assert page.status_code == 503
@@ -351,3 +353,36 @@ def test_before_the_network_is_set_up_the_pages_say_to_come_back_later(tmp_path:
                 assert "Merci de réessayer plus tard" in page.text
     finally:
         mechanism.close()
+
+
+FIELD_TEXT = st.one_of(
+    st.sampled_from(["", " ", "yes", "no", "unsure", "anonymous", "survivor", "unhcr", "wash"]),
+    st.text(max_size=40),
+    st.text(alphabet=st.characters(codec="utf-8"), min_size=2_001, max_size=2_100),
+)
+REPORT_FIELDS = ("what", "where", "when", "danger", "role", "name", "phone", "email", "receipt")
+
+
+@settings(
+    max_examples=40,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(fields=st.dictionaries(st.sampled_from(REPORT_FIELDS), FIELD_TEXT, max_size=9))
+def test_any_report_form_is_recorded_whole_or_answered_with_a_readable_page_and_nothing_recorded(
+    world: World, fields: dict[str, str]
+) -> None:
+    with TestClient(world.api, client=(next(ADDRESSES), 5000)) as fresh:
+        page = fresh.get("/?lang=ar")
+        before = world.event_count()
+        answer = fresh.post("/report", data={**form_fields(page.text), **fields})
+    # never a server error, always an HTML page in the reader's language
+    assert answer.status_code in (200, 422), answer.text[:500]
+    assert answer.headers["content-type"].startswith("text/html")
+    assert '<html lang="ar" dir="rtl">' in answer.text
+    if answer.status_code == 200:
+        assert world.event_count() > before
+        assert fields.get("what", "").strip()
+    else:
+        assert world.event_count() == before
+        assert 'class="error-summary"' in answer.text
