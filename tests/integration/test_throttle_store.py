@@ -9,6 +9,7 @@ deleted afterwards. Never skipped: without a Redis the test fails and says so.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import time
@@ -159,3 +160,28 @@ def test_with_the_shared_store_unreachable_the_public_endpoints_refuse(tmp_path:
         assert world.event_count() == before
     finally:
         mechanism.close()
+
+
+def test_a_pages_form_sent_through_one_instance_is_not_taken_again_by_the_other(
+    two: tuple[FastAPI, FastAPI], redis_url: str, prefix: str
+) -> None:
+    # given the report form served by instance A (both share the data dir's form key and the
+    # Redis), and sent through A
+    one, other = two
+    with (
+        TestClient(one, client=("192.0.2.30", 5000)) as a,
+        TestClient(other, client=("192.0.2.30", 5000)) as b,
+    ):
+        page = a.get("/")
+        fields = dict(re.findall(r'<input type="hidden" name="(\w+)" value="([^"]*)"', page.text))
+        fields.update({"what": "a guard asked for sex", "role": "anonymous", "agency": "unhcr"})
+        assert a.post("/report", data=fields).status_code == 200
+        # when the same form is sent again through instance B (a retry, a replay)
+        again = b.post("/report", data=fields)
+        # then B knows it was sent and records nothing more
+        assert again.status_code == 409
+    # and the nonce's key expires by itself, under the prefix
+    store = redis.Redis.from_url(redis_url)
+    nonces = list(store.scan_iter(match=f"{prefix}:*form-nonce*"))
+    assert len(nonces) == 1
+    assert 0 < store.ttl(nonces[0]) <= 5 * 3600
