@@ -110,6 +110,7 @@ def test_a_complaint_gets_a_receipt_and_its_follow_up_shows_the_focal_points_fee
     assert case.immediate_safety_risk is True
     assert case.receiving_agency == "unhcr"
     assert "Camp B, water point" in case.narrative and "last Tuesday" in case.narrative
+    assert "Someone in danger now: yes" in case.narrative
     assert "in danger now" in main_text(answer.text)
     # when a focal point gives feedback through the API, one of it a policy template
     for message in ("MSG-1 we are looking into it", "template:assistance"):

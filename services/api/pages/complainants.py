@@ -269,6 +269,9 @@ async def _send_report(request: Request, page: PageContext, fields: dict[str, st
     for label, name in (("Where", "where"), ("When", "when")):
         if values[name].strip():
             narrative += f"\n\n{label}: {values[name].strip()}"
+    # "I do not know" does not raise the urgent flag, but the focal point reads the answer
+    danger_answer = {"yes": "yes", "no": "no"}.get(values["danger"], "does not know")
+    narrative += f"\n\nSomeone in danger now: {danger_answer}"
     narrative += f"\n\n(Reported on the web form, in language: {page.reader.lang})"
     details = (
         PersonDetails(
