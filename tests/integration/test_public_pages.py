@@ -13,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from babel.dates import format_date
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -126,6 +127,9 @@ def test_a_complaint_gets_a_receipt_and_its_follow_up_shows_the_focal_points_fee
     assert status.status_code == 200, status.text
     text = main_text(status.text)
     assert "Votre plainte a été reçue" in text
+    # dates in the reader's language ("Reçue le 6 décembre 2026.")
+    today = format_date(case.received_at.date(), format="long", locale="fr")
+    assert f"Reçue le {today}." in text
     assert "MSG-1 we are looking into it" in text
     assert "Une aide est à votre disposition" in text
     assert "template:" not in text

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Final, NoReturn
 from urllib.parse import parse_qs
 
+from babel.dates import format_date
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse
 
@@ -390,10 +391,10 @@ async def _look_up(request: Request, page: PageContext, fields: dict[str, str]) 
         path="/follow-up",
         page="follow-up",
         status=catalogues.policy_words(lang, f"status.{answer.status}"),
-        received_on=answer.received_on.isoformat(),
+        received_on=format_date(answer.received_on, format="long", locale=lang),
         feedback=[
             {
-                "given_on": item.given_on.isoformat(),
+                "given_on": format_date(item.given_on, format="long", locale=lang),
                 "message": feedback_words(item.message, lang, catalogues),
             }
             for item in answer.feedback
