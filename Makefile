@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint tools bench fault soak clean lock deploy-test
+.PHONY: run demo test lint tools bench fault soak clean lock deploy-test catalogues browser-deps
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -24,7 +24,7 @@ demo: $(STAMP)
 	$(BIN)/cbcm demo --cases $(CASES)
 
 ## The test suite: lint, types, then every test but the benchmarks.
-test: lint tools
+test: lint tools browser-deps
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
 ## Debian tools the suite drives (CI runs as root): LibreOffice opens the quarterly report.
@@ -61,6 +61,18 @@ deploy-test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .cbcm .pytest_cache .mypy_cache .ruff_cache
+
+## The public pages' texts: extract them from the templates and code, then update every
+## language's catalogue (new texts empty, removed ones dropped; translate, then make test).
+catalogues: $(STAMP)
+	$(BIN)/pybabel extract -F services/api/pages/babel.cfg -k N_ --no-location --omit-header --no-wrap -o services/api/pages/locales/messages.pot .
+	for lang in fr ar es pt sw; do $(BIN)/pybabel update --no-wrap --ignore-obsolete --no-fuzzy-matching -D messages -l $$lang -i services/api/pages/locales/messages.pot -d services/api/pages/locales; done
+
+## The browser tests' tools (the tests install them too when missing, never skip): Debian's
+## chromium (as root, as CI runs) and axe-core from tests/browser/package-lock.json.
+browser-deps:
+	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y chromium)
+	test -f tests/browser/node_modules/axe-core/axe.min.js || npm ci --ignore-scripts --no-audit --prefix tests/browser
 
 ## Pin every dependency with its hashes: requirements.lock (what the services need) and
 ## requirements-dev.lock (with the dev and embedded extras: what make and CI install).

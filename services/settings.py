@@ -72,7 +72,20 @@ class Settings(BaseSettings):
     )
     # --- anonymous complainants and public endpoints (issue #4) ---
     receipt_failures_per_locator: int = Field(
-        default=5, ge=1, description="failed receipt look-ups allowed per locator per window"
+        default=5,
+        ge=1,
+        description="failed receipt look-ups of a locator per window before look-ups of it are "
+        "held (slowed down, never refused: issue #20)",
+    )
+    receipt_slowdown_base_seconds: float = Field(
+        default=0.25, gt=0, description="the first hold of a look-up of a locator past its failures"
+    )
+    receipt_slowdown_max_seconds: float = Field(
+        default=2.0,
+        gt=0,
+        le=30,
+        description="the longest a look-up of a locator is held (each further failure doubles "
+        "the hold up to this): the longest the owner of a code waits however it is attacked",
     )
     receipt_failures_per_client: int = Field(
         default=20, ge=1, description="failed receipt look-ups allowed per client per window"
@@ -85,6 +98,12 @@ class Settings(BaseSettings):
     )
     public_intake_window_seconds: int = Field(
         default=3600, ge=1, description="the window of the public intake rate limit"
+    )
+    public_pages_agency: str = Field(
+        default="",
+        pattern=r"^([a-z0-9][a-z0-9_-]{0,31})?$",
+        description="the agency that receives what the public pages (/report, /feedback) send; "
+        "empty: the complainant chooses among the network's agencies",
     )
     # --- the HTTP edge (issue #16) ---
     trusted_proxies: str = Field(

@@ -36,6 +36,10 @@ from starlette.concurrency import run_in_threadpool
 
 from services.api.edge import BodyLimit, ClientAddress, SecurityHeaders
 from services.api.metrics import ApiMetrics, MetricsMiddleware
+from services.api.pages import complainants
+from services.api.pages.csrf import FormGuard, load_or_create_form_key
+from services.api.pages.i18n import Catalogues
+from services.api.pages.site import PAGE_POLICY, Site
 from services.api.problems import install_problem_handlers
 from services.api.read_models import READ_MODELS, applied_position
 from services.api.routes import (
@@ -138,6 +142,8 @@ def create_app(
             per_client=settings.receipt_failures_per_client,
             window_seconds=settings.receipt_failure_window_seconds,
             storage=throttles,
+            slowdown_base_seconds=settings.receipt_slowdown_base_seconds,
+            slowdown_max_seconds=settings.receipt_slowdown_max_seconds,
         ),
         intake_limit=RateLimit(
             per_client=settings.public_intake_per_client,
@@ -152,7 +158,7 @@ def create_app(
     app.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=lambda: metrics)
     app.add_middleware(ClientAddress, proxies=settings.trusted_proxy_networks())
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(SecurityHeaders, pages=complainants.PAGES, page_policy=PAGE_POLICY)
 
     for router in (
         network.router,
@@ -170,6 +176,12 @@ def create_app(
     app.include_router(public.router)
     app.include_router(prevention.router)
     app.include_router(prevention_reports_router(settings.data_dir))
+    app.state.pages = Site(
+        catalogues=Catalogues(settings.data_dir / "locales"),
+        guard=FormGuard(load_or_create_form_key(settings.data_dir), throttles),
+    )
+    app.state.pages_agency = settings.public_pages_agency
+    app.include_router(complainants.router)
     _operations(app, paths, settings.data_dir, lazy)
     return app
 

@@ -5,8 +5,10 @@ answer carries. Three ASGI middlewares, outermost first:
   and a Content-Security-Policy on every answer; ``Cache-Control: no-store`` on every answer
   but the docs pages' static assets (an answer under ``/v1`` may carry personal data or a
   receipt's status; the operations answers are cheap and must not be stale). JSON answers get
-  ``default-src 'none'``; the docs pages may load the app's own scripts and styles and run the
-  one inline script they carry (named by its hash).
+  ``default-src 'none'``; the pages for people (issue #20) their own policy, which allows
+  nothing from another origin (``services.api.pages.site.PAGE_POLICY``); the docs pages may
+  load the app's own scripts and styles and run the one inline script they carry (named by
+  its hash).
 - ``ClientAddress``: ``X-Forwarded-For`` is believed only from a listed proxy
   (``CBCM_TRUSTED_PROXIES``); the client is then the right-most address no listed proxy wrote.
 - ``BodyLimit``: a body over ``CBCM_MAX_BODY_BYTES`` is refused 413 before it is read: at
@@ -70,8 +72,12 @@ def _set(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
 
 
 class SecurityHeaders:
-    def __init__(self, app: ASGIApp) -> None:
+    def __init__(
+        self, app: ASGIApp, pages: frozenset[str] = frozenset(), page_policy: str = JSON_POLICY
+    ) -> None:
         self.app = app
+        self.pages = pages
+        self.page_policy = page_policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,7 +92,8 @@ class SecurityHeaders:
             if message["type"] == "http.response.start":
                 headers = list(message.get("headers", []))
                 self._common(headers, store=not path.startswith(DOCS_ASSETS))
-                _set(headers, b"content-security-policy", JSON_POLICY.encode())
+                policy = self.page_policy if path in self.pages else JSON_POLICY
+                _set(headers, b"content-security-policy", policy.encode())
                 message = {**message, "headers": headers}
             await send(message)
 

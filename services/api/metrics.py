@@ -66,6 +66,11 @@ class ApiMetrics:
             ["tool", "outcome", "reason"],
             registry=self.registry,
         )
+        self.receipt_lookups_held = Counter(
+            "cbcm_receipt_lookups_held",
+            "Receipt look-ups held before verifying, their locator having had failures.",
+            registry=self.registry,
+        )
         self.registry.register(_ReadModelPositions(positions))
 
 

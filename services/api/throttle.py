@@ -7,6 +7,9 @@ idle client or locator by itself: ``MemoryStorage`` drops expired counters on it
 (any key's), Redis expires them (``EXPIRE``). Memory follows the keys used in the last two
 windows, not every key since start-up.
 
+Failures on a receipt's locator slow its look-ups down (``Slowdown``), they never refuse them
+(issue #20): the owner of a code is never locked out by someone who saw its visible part.
+
 The store is ``CBCM_THROTTLE_STORE``: ``memory://`` (the embedded default: this process only,
 a restart forgets), or ``redis://...`` shared by every API instance, keys under
 ``CBCM_THROTTLE_KEY_PREFIX``. Keys are only ever a locator or a client, never anything derived
@@ -20,6 +23,7 @@ import ipaddress
 import math
 import time
 from dataclasses import dataclass
+from typing import Final
 
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
@@ -119,15 +123,51 @@ def _check_locator(locator: str) -> str:
     return locator
 
 
-class FailureThrottle:
-    """Failed receipt look-ups: at most `per_locator` failures per locator and `per_client` failures
-    per client within `window_seconds`. Once either is exhausted, every look-up (even with the
-    right code) is refused until the window frees up.
+LOCATOR_COUNT_CEILING = 1 << 20
+"""The per-locator failure counter counts, never refuses: its limit is only a ceiling."""
 
-    A locator's failures count whichever client made them. ``check`` before verifying, ``failed``
-    after a wrong code; a right code records nothing. Look-ups verified concurrently each pass
-    ``check`` before any records its failure, so concurrency can overshoot a limit by the number
-    of verifications in flight: bound that number where the look-up is served.
+
+@dataclass(frozen=True)
+class Slowdown:
+    """How long a look-up of a locator is held, given the failures on that locator (issue #20).
+
+    Up to ``free_failures`` failures nothing is held (typing mistakes); from then on each
+    failure doubles the hold, starting at ``base_seconds``, up to ``max_seconds``. A look-up
+    is held, never refused, whoever made the failures: the owner of the code waits at most
+    ``max_seconds`` and is then let in, however many guesses are made at the same locator.
+    """
+
+    free_failures: int
+    base_seconds: float
+    max_seconds: float
+
+    def __post_init__(self) -> None:
+        _positive("free_failures", self.free_failures)
+        if not 0 < self.base_seconds <= self.max_seconds:
+            raise ValueError("the slow-down needs 0 < base_seconds <= max_seconds")
+
+    def delay(self, failures: int) -> float:
+        """Seconds to hold a look-up of a locator that has had ``failures`` recent failures."""
+        if failures < self.free_failures:
+            return 0.0
+        steps = min(failures - self.free_failures, 64)  # 2**64 * base is past any cap
+        return min(self.max_seconds, self.base_seconds * 2.0**steps)
+
+
+class FailureThrottle:
+    """Failed receipt look-ups (issue #20: slow down, never lock out).
+
+    Per client: at most ``per_client`` failures within ``window_seconds``; once exhausted,
+    that client's look-ups are refused (``check``) until its window frees up. Per locator:
+    failures are counted over the same window, whoever made them, and a look-up of a locator
+    is *held* for ``delay(locator)`` before it is verified (``Slowdown``), never refused: a
+    guesser who knows the visible locator can slow its owner by at most ``max_seconds``, and
+    cannot lock them out as the 15-minute refusal of issue #4 let anyone do.
+
+    ``check`` before verifying, ``failed`` after a wrong code; a right code records nothing.
+    Look-ups verified concurrently each pass ``check`` before any records its failure, so
+    concurrency can overshoot the client limit by the number of verifications in flight:
+    bound that number where the look-up is served.
     """
 
     def __init__(
@@ -137,28 +177,43 @@ class FailureThrottle:
         per_client: int,
         window_seconds: int,
         storage: Storage | None = None,
+        slowdown_base_seconds: float = 0.25,
+        slowdown_max_seconds: float = 2.0,
     ) -> None:
         self._windows = _Windows(window_seconds, storage)
+        self.slowdown = Slowdown(
+            free_failures=_positive("per_locator", per_locator),
+            base_seconds=slowdown_base_seconds,
+            max_seconds=slowdown_max_seconds,
+        )
         self._per_locator = self._windows.item(
-            "receipt-failures-per-locator", _positive("per_locator", per_locator)
+            "receipt-failures-per-locator", LOCATOR_COUNT_CEILING
         )
         self._per_client = self._windows.item(
             "receipt-failures-per-client", _positive("per_client", per_client)
         )
+        self.per_client = per_client
+        self.window_seconds = window_seconds
 
     def check(self, client: str, locator: str) -> Refusal | None:
-        """Before verifying: a refusal if this locator or this client has no failure left."""
-        refusals = [
-            refusal
-            for refusal in (
-                self._windows.refusal(self._per_locator, _check_locator(locator)),
-                self._windows.refusal(self._per_client, client),
+        """Before verifying: a refusal if this client has no failure left (the locator is
+        checked to be canonical; its failures never refuse, they hold: ``delay``)."""
+        _check_locator(locator)
+        return self._windows.refusal(self._per_client, client)
+
+    def failures(self, locator: str) -> int:
+        """The failures on this locator in the sliding window (weighted, rounded down)."""
+        try:
+            _, remaining = self._windows.limiter.get_window_stats(
+                self._per_locator, _check_locator(locator)
             )
-            if refusal is not None
-        ]
-        if not refusals:
-            return None
-        return Refusal(retry_after=max(refusal.retry_after for refusal in refusals))
+        except StorageError as e:
+            raise ThrottleUnavailable(type(e.storage_error).__name__) from None
+        return LOCATOR_COUNT_CEILING - remaining
+
+    def delay(self, locator: str) -> float:
+        """How long to hold a look-up of this locator before verifying it."""
+        return self.slowdown.delay(self.failures(locator))
 
     def failed(self, client: str, locator: str) -> None:
         """Record one failed look-up against both the locator and the client."""
@@ -193,3 +248,43 @@ class RateLimit:
     @property
     def storage(self) -> Storage:
         return self._windows.storage
+
+
+SECONDS_PER_YEAR: Final = 365.25 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class GuessingBound:
+    """The most an online guesser gets out of the receipt look-up (ADR 20), from the
+    throttle's real parameters.
+
+    Every guess is one verification, and each client key gets at most ``per_client`` failed
+    verifications into each fixed window of the sliding-window counter, plus the look-ups it
+    had in flight when it reached the limit (``in_flight``): an interval of length T meets at
+    most ``floor(T / window) + 2`` fixed windows. That holds whatever the schedule and
+    whichever locators are tried; the slow-down only adds to the guesser's time.
+    """
+
+    per_client: int
+    window_seconds: int
+    in_flight: int
+    secret_bits: int
+
+    def most_guesses(self, *, clients: int, seconds: float) -> int:
+        """The most wrong guesses ``clients`` client keys can have verified in ``seconds``."""
+        windows = math.floor(seconds / self.window_seconds) + 2
+        return clients * (self.per_client + self.in_flight) * windows
+
+    def guesses_per_year(self, clients: int) -> int:
+        return self.most_guesses(clients=clients, seconds=SECONDS_PER_YEAR)
+
+    def years_to_search_half(self, clients: int) -> float:
+        """Years before ``clients`` keys have tried half the secrets (the expected time to
+        find one)."""
+        return float(1 << (self.secret_bits - 1)) / self.guesses_per_year(clients)
+
+    def chance_within(self, *, clients: int, years: float) -> float:
+        """The chance of finding one given secret within ``years`` (a guess rules out one
+        secret; guessed without repeats, the best a guesser can do)."""
+        guesses = self.most_guesses(clients=clients, seconds=years * SECONDS_PER_YEAR)
+        return guesses / float(1 << self.secret_bits)

@@ -3,6 +3,8 @@ feedback read with it."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from domain.vocabulary import (
@@ -50,12 +52,20 @@ class ReceiptLookupIn(Body):
     )
 
 
+PublicStatus = Literal["received", "referred", "under_investigation", "closed"]
+"""Where a complaint stands, as the complainant is told: the pages put it into words in the
+reader's language (and a network's own words, ADR 20)."""
+
+
 class PublicReceiptOut(BaseModel):
     """A receipt code's answer: the status in plain words, feedback meant for the
     complainant, nothing else."""
 
     code: str = Field(description="the receipt code, as normalised")
-    status: str = Field(description="where the complaint stands, in plain words")
+    status_code: PublicStatus = Field(
+        description="where the complaint stands, as a code (put into words at the edge)"
+    )
+    status: str = Field(description="where the complaint stands, in plain English words")
     received_on: str = Field(description="the day the complaint was received (YYYY-MM-DD)")
     feedback: list[PublicFeedbackOut]
 
