@@ -177,7 +177,12 @@ def test_readiness_lists_accounts_only_to_the_coordinator_and_their_own_agency(
 
 
 def _record_a_year(world: World, client: TestClient) -> None:
+    """A year of records, whatever other tests of the module ran before (on this worker)."""
     coord = world.headers("coordinator")
+    trained = client.post(
+        "/v1/prevention/trainings", json=training(), headers=world.headers("focal_point_own")
+    )
+    assert trained.status_code == 201, trained.text
     assert (
         client.put(
             "/v1/prevention/policy",
