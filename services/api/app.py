@@ -53,6 +53,7 @@ from services.api.routes import (
     webhooks,
 )
 from services.api.routes.prevention import prevention_reports_router
+from services.api.routes import cases, feedback, network, notifications, public, referrals
 from services.api.routes.reads import read_model_router
 from services.api.routes.stats import statistics_router
 from services.api.throttle import FailureThrottle, RateLimit, throttle_storage
@@ -167,6 +168,7 @@ def create_app(
         feedback.router,
         webhooks.router,
         intake.router,
+        notifications.router,
     ):
         app.include_router(router)
     app.include_router(read_model_router(paths, settings.read_wait_seconds))

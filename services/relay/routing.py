@@ -36,6 +36,7 @@ from domain.prevention import (
     TrainingSession,
     WorkPlan,
 )
+from domain.notification import Notification, StaffContact
 from services.application.mechanism import ComplaintMechanism
 
 K = TypeVar("K")
@@ -122,7 +123,16 @@ class Router:
                 concerned = str(feedback.concerned_agency)
                 self._concerned.put(event.originator_id, concerned)
             return concerned
-        if isinstance(event, (Network.Event, WorkPlan.Event, PreventionPolicy.Event)):
+        if isinstance(
+            event,
+            (
+                Network.Event,
+                WorkPlan.Event,
+                PreventionPolicy.Event,
+                StaffContact.Event,
+                Notification.Event,
+            ),
+        ):
             return NETWORK_AGENCY
         if isinstance(event, _AGENCY_RECORDS):
             return self._recording_agency(event)
