@@ -154,9 +154,21 @@ def _update(db: sqlite3.Connection, key: str, **values: object) -> None:
         raise
 
 
-def mark_sending(db: sqlite3.Connection, key: str, attempts: int) -> None:
-    """Before any byte goes out: the attempt is counted and the row is in flight."""
-    _update(db, key, state="sending", attempts=attempts)
+def mark_sending(db: sqlite3.Connection, key: str, attempts: int) -> bool:
+    """Before any byte goes out: the attempt is counted and the row is in flight. Only from
+    ``pending``: ``False`` if another sender took it first (it is then theirs)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        taken = db.execute(
+            "UPDATE notify_outbox SET state = 'sending', attempts = ?"
+            " WHERE key = ? AND state = 'pending'",
+            (attempts, key),
+        ).rowcount
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return taken == 1
 
 
 def mark_channel_done(db: sqlite3.Connection, key: str, done: tuple[str, ...]) -> None:

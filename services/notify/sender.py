@@ -145,7 +145,8 @@ class Sender:
             await self._give_up(notice, notice.attempts, "no_address")
             return
         attempts = notice.attempts + 1
-        await asyncio.to_thread(outbox.mark_sending, self.db, notice.key, attempts)
+        if not await asyncio.to_thread(outbox.mark_sending, self.db, notice.key, attempts):
+            return  # another sender took it
         message = render(notice, self.base_url)
         done = list(notice.done_channels)
         for channel, address in routes:
