@@ -7,6 +7,7 @@ N attempts (SMTP 451, HTTP 503), as a failing server would.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email
 import email.policy
@@ -88,13 +89,13 @@ class _Inbox:
     delay: float = 0.0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:  # noqa: N802
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         with self.lock:
             if self.refuse > 0:
                 self.refuse -= 1
                 return "451 4.3.0 try again later"
         if self.delay:
-            time.sleep(self.delay)  # a slow server: the notifier waits on it
+            await asyncio.sleep(self.delay)  # a slow server: the notifier waits on it
         raw = envelope.original_content or b""
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         body = parsed.get_body(preferencelist=("plain",))
@@ -175,7 +176,7 @@ class SmsGateway:
         gateway = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802
+            def do_POST(self) -> None:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = self.rfile.read(length)
                 with gateway._lock:
@@ -199,7 +200,7 @@ class SmsGateway:
                 self.end_headers()
                 self.wfile.write(b'{"id": 1}')
 
-            def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: object) -> None:
                 return
 
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

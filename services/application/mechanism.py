@@ -36,14 +36,14 @@ from domain.policy import NetworkPolicy
 from domain.receipt import Receipt, receipt_id
 from domain.vocabulary import (
     Channel,
-    NotificationChannel,
-    NotificationDelivery,
     ClosureReason,
     ComplainantRole,
     ComplaintCategory,
     ConsentKind,
     ErasureReason,
     FeedbackCategory,
+    NotificationChannel,
+    NotificationDelivery,
     Sector,
 )
 from services.application.commands import (

@@ -66,7 +66,7 @@ def notify_settings(smtp: SmtpServer, gateway: SmsGateway, **more: Any) -> Notif
         smtp_from="cbcm@network.test",
         sms_gateway_url=gateway.url,
         sms_gateway_style="rapidpro",
-        sms_gateway_token="gateway-token",  # noqa: S106 - a test gateway's token
+        sms_gateway_token="gateway-token",
         notify_inbox_url="https://cbcm.network.test",
         **more,
     )
@@ -276,9 +276,7 @@ async def test_deadlines_move_with_the_clock_due_soon_and_overdue_arrive_once_ea
     # the intake runs as in the service; the test ticks the scheduler and the sender itself
     tasks = [
         asyncio.create_task(run_relay(store, stop, nats_server.url)),
-        asyncio.create_task(
-            run_projector(NotifierIntake(now=start), path, nats_server.url, stop)
-        ),
+        asyncio.create_task(run_projector(NotifierIntake(now=start), path, nats_server.url, stop)),
     ]
     try:
         last = app.recorder.max_notification_id()
@@ -347,9 +345,7 @@ async def test_a_refusing_server_is_retried_then_given_up_and_counted_in_the_dig
             " 'immediate', 1)",
             (user, org, role),
         )
-    outbox.enqueue(
-        db, recipient=FP1, kind=NotificationKind.NEW_CASE, about="case-1", at=start
-    )
+    outbox.enqueue(db, recipient=FP1, kind=NotificationKind.NEW_CASE, about="case-1", at=start)
     db.execute("COMMIT")
     smtp.refuse_next(100)
     sender = Sender(

@@ -69,7 +69,9 @@ def _sees_agency_case(principal: Any, agency: str) -> bool:
     return Role.FOCAL_POINT in principal.roles and principal.agency == agency
 
 
-def read_model_router(paths: dict[str, pathlib.Path], wait_bound: float) -> APIRouter:
+def read_model_router(
+    paths: dict[str, pathlib.Path], wait_bound: float
+) -> APIRouter:
     """The read endpoints over the read-model files ``paths``."""
     router = APIRouter(prefix="/v1", responses=READ_RESPONSES)
 
@@ -159,3 +161,4 @@ def read_model_router(paths: dict[str, pathlib.Path], wait_bound: float) -> APIR
         return _json({"provider": actor.agency, "referrals": items}, position)
 
     return router
+
