@@ -101,7 +101,7 @@ class SmsChannel:
                 answer = await self._client.post(
                     url,
                     json={"urns": [f"tel:{address}"], "text": text},
-                    headers={"Authorization": f"Token {token}"},
+                    headers={"Authorization": f"Token {token}"} if token else {},
                 )
         except httpx.HTTPError as e:
             raise SendFailed(f"sms: {type(e).__name__}") from None
