@@ -246,9 +246,12 @@ def register_email(
     )
 
 
-def wait_until(condition: Callable[[], bool], bound: float, what: str) -> None:
+def wait_until(
+    condition: Callable[[], bool], bound: float, what: str | Callable[[], str]
+) -> None:
     deadline = time.monotonic() + bound
     while not condition():
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {bound}s waiting for {what}")
+            said = what() if callable(what) else what
+            raise AssertionError(f"timed out after {bound}s waiting for {said}")
         time.sleep(0.02)
