@@ -24,7 +24,7 @@ from __future__ import annotations
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from domain.vocabulary import NotificationKind
 from projections.base import parse_ts, ts
@@ -98,6 +98,7 @@ def overdue_actions(db: sqlite3.Connection, now: datetime) -> int:
 
 
 def _digests(db: sqlite3.Connection, now: datetime, digest_hour: int) -> int:
+    now = now.astimezone(UTC)
     if now.hour < digest_hour:
         return 0
     day = now.date().isoformat()
