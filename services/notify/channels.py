@@ -39,15 +39,37 @@ class Channel(Protocol):
 
 
 class EmailChannel:
+    """One SMTP connection, kept open between messages (STARTTLS and the login once, not
+    per message); a failed send closes it, the next send connects again."""
+
     kind = NotificationChannel.EMAIL
 
     def __init__(self, settings: NotifySettings) -> None:
         assert settings.smtp_host is not None
         self._settings = settings
-        context = ssl.create_default_context(
+        self._tls = ssl.create_default_context(
             cafile=None if settings.smtp_ca_file is None else str(settings.smtp_ca_file)
         )
-        self._tls = context
+        self._client: aiosmtplib.SMTP | None = None
+
+    async def _connected(self) -> aiosmtplib.SMTP:
+        s = self._settings
+        if self._client is not None and self._client.is_connected:
+            return self._client
+        client = aiosmtplib.SMTP(
+            hostname=s.smtp_host,
+            port=s.smtp_port,
+            start_tls=s.smtp_starttls,
+            use_tls=False,
+            tls_context=self._tls,
+            timeout=s.smtp_timeout_seconds,
+        )
+        await client.connect()
+        if s.smtp_username is not None:
+            password = "" if s.smtp_password is None else s.smtp_password.get_secret_value()
+            await client.login(s.smtp_username, password)
+        self._client = client
+        return client
 
     async def send(self, address: str, message: Message) -> None:
         s = self._settings
@@ -57,23 +79,27 @@ class EmailChannel:
         email["Subject"] = message.subject
         email["Message-ID"] = message.message_id
         email.set_content(message.text)
+        reused = self._client is not None
         try:
-            await aiosmtplib.send(
-                email,
-                hostname=s.smtp_host,
-                port=s.smtp_port,
-                start_tls=s.smtp_starttls,
-                use_tls=False,
-                tls_context=self._tls,
-                username=s.smtp_username,
-                password=None if s.smtp_password is None else s.smtp_password.get_secret_value(),
-                timeout=s.smtp_timeout_seconds,
-            )
+            try:
+                await (await self._connected()).send_message(email)
+            except (aiosmtplib.SMTPServerDisconnected, ConnectionError):
+                if not reused:
+                    raise
+                # the server closed a connection left idle: once more on a new one
+                await self.close()
+                await (await self._connected()).send_message(email)
         except (aiosmtplib.SMTPException, OSError, TimeoutError, ssl.SSLError) as e:
+            await self.close()
             raise SendFailed(f"email: {type(e).__name__}") from None
 
     async def close(self) -> None:
-        return None
+        client, self._client = self._client, None
+        if client is not None and client.is_connected:
+            try:
+                await client.quit()
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
 
 
 class SmsChannel:
