@@ -518,6 +518,11 @@ class ComplaintMechanism(WebhookCommands, PreventionWork):
                 return None
             raise
 
+    def record_notifications(self, notices: list[Notification]) -> Written:
+        """Record several notices in one transaction (refused whole, ``VersionConflict``,
+        if one of them is already in the log)."""
+        return self._commit(*notices)
+
     def notification_recorded(self, notice_id: UUID) -> bool:
         return self._current_version(notice_id) > 0
 

@@ -171,6 +171,69 @@ def mark_sending(db: sqlite3.Connection, key: str, attempts: int) -> bool:
     return taken == 1
 
 
+def mark_sending_many(db: sqlite3.Connection, attempts: list[tuple[str, int]]) -> set[str]:
+    """``mark_sending`` for a batch, in one commit: the keys this sender took."""
+    taken: set[str] = set()
+    if not attempts:
+        return taken
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for key, count in attempts:
+            changed = db.execute(
+                "UPDATE notify_outbox SET state = 'sending', attempts = ?"
+                " WHERE key = ? AND state = 'pending'",
+                (count, key),
+            ).rowcount
+            if changed == 1:
+                taken.add(key)
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    return taken
+
+
+def finish_many(
+    db: sqlite3.Connection, ends: list[tuple[str, str, str | None]], at: datetime
+) -> None:
+    """Close a batch's notices (``sent`` or ``undelivered``), in one commit."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        db.executemany(
+            "UPDATE notify_outbox SET state = ?, reason = ?, finished_at = ? WHERE key = ?",
+            [(state, reason, ts(at), key) for key, state, reason in ends],
+        )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
+def postpone_many(
+    db: sqlite3.Connection, changes: list[tuple[str, str | None, datetime | None]]
+) -> None:
+    """Hold notices for a digest (state ``held``) or put them off until a time, in one
+    commit (``(key, "held", None)`` or ``(key, None, until)``)."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        for key, state, until in changes:
+            if state == "held":
+                db.execute(
+                    "UPDATE notify_outbox SET state = 'held' WHERE key = ? AND state = 'pending'",
+                    (key,),
+                )
+            elif until is not None:
+                db.execute(
+                    "UPDATE notify_outbox SET next_attempt_at = ? WHERE key = ?"
+                    " AND state = 'pending'",
+                    (ts(until), key),
+                )
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+
+
 def mark_channel_done(db: sqlite3.Connection, key: str, done: tuple[str, ...]) -> None:
     _update(db, key, done_channels=",".join(done))
 

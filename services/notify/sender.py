@@ -28,10 +28,12 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, time, timedelta
 
 import structlog
 
+from domain.errors import VersionConflict
 from domain.notification import (
     URGENT_KINDS,
     Notification,
@@ -49,6 +51,9 @@ from services.notify.outbox import Notice
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+Record = Callable[[], Notification]
+"""Makes a notice's event (made again for each try at recording it: a failed commit
+leaves an aggregate with nothing pending to save)."""
 
 DIGEST_KINDS = frozenset({NotificationKind.DIGEST, NotificationKind.COORDINATOR_DIGEST})
 
@@ -73,6 +78,12 @@ def _quiet(row: sqlite3.Row) -> QuietHours | None:
         time.fromisoformat(row["quiet_end"]),
         row["quiet_zone"],
     )
+
+
+@dataclass
+class _Plan:
+    send: list[tuple[Notice, list[tuple[Channel, str]]]] = field(default_factory=list)
+    no_address: list[tuple[Notice, str]] = field(default_factory=list)
 
 
 class Sender:
@@ -119,34 +130,80 @@ class Sender:
         )
 
     async def run_once(self, limit: int = 50) -> int:
-        """Send what is due now; how many notices were handled."""
+        """Send what is due now, as one batch; how many notices were handled.
+
+        The batch's bookkeeping is grouped (its attempts counted in one commit before any
+        byte goes out, its events in one commit to the log, its end in one commit), but
+        each message a channel accepted is committed as such at once, so the window in
+        which a crash repeats a message stays one message wide."""
         now = self.clock()
         batch = await asyncio.to_thread(outbox.due, self.db, now, limit)
-        for notice in batch:
-            await self.handle(notice)
+        if not batch:
+            return 0
+        plan = await asyncio.to_thread(self._plan, batch, now)
+        taken = await asyncio.to_thread(
+            outbox.mark_sending_many,
+            self.db,
+            [(notice.key, notice.attempts + 1) for notice, _ in plan.send],
+        )
+        finished: list[tuple[Notice, Record, str, str | None]] = []
+        for notice, reason in plan.no_address:
+            finished.append(
+                (notice, self._given_up(notice, notice.attempts, reason), "undelivered", reason)
+            )
+        for notice, routes in plan.send:
+            if notice.key not in taken:
+                continue  # another sender took it
+            outcome = await self._send(notice, routes)
+            if outcome is not None:
+                finished.append(outcome)
+        if finished:
+            await asyncio.to_thread(self._record, [record for _, record, _, _ in finished])
+            at = self.clock()
+            await asyncio.to_thread(
+                outbox.finish_many,
+                self.db,
+                [(notice.key, state, reason) for notice, _, state, reason in finished],
+                at,
+            )
+            for told, record, state, why in finished:
+                self._told(told, record, state, why)
         return len(batch)
 
-    async def handle(self, notice: Notice) -> None:
-        now = self.clock()
-        prefs = await asyncio.to_thread(_preferences, self.db, notice.recipient)
-        urgent = notice.urgent or notice.kind in URGENT_KINDS
-        if prefs is not None and not urgent and notice.kind not in DIGEST_KINDS:
-            if prefs["delivery"] == NotificationDelivery.DIGEST:
-                await asyncio.to_thread(outbox.hold, self.db, notice.key)
-                return
-            quiet = _quiet(prefs)
-            until = None if quiet is None else quiet.quiet_until(now)
-            if until is not None:
-                await asyncio.to_thread(outbox.retry_at, self.db, notice.key, until)
-                return
-        contact = await asyncio.to_thread(self.app.staff_contact, notice.recipient)
-        routes = self._routes(contact)
-        if not routes:
-            await self._give_up(notice, notice.attempts, "no_address")
-            return
+    def _plan(self, batch: list[Notice], now: datetime) -> _Plan:
+        """What to do with each notice of a batch (in a worker thread: it reads the store):
+        hold it for a digest, wait for the end of quiet hours, give it up, or send it."""
+        plan = _Plan()
+        contacts: dict[str, StaffContact | None] = {}
+        later: list[tuple[str, str | None, datetime | None]] = []
+        for notice in batch:
+            prefs = _preferences(self.db, notice.recipient)
+            urgent = notice.urgent or notice.kind in URGENT_KINDS
+            if prefs is not None and not urgent and notice.kind not in DIGEST_KINDS:
+                if prefs["delivery"] == NotificationDelivery.DIGEST:
+                    later.append((notice.key, "held", None))
+                    continue
+                quiet = _quiet(prefs)
+                until = None if quiet is None else quiet.quiet_until(now)
+                if until is not None:
+                    later.append((notice.key, None, until))
+                    continue
+            if notice.recipient not in contacts:
+                contacts[notice.recipient] = self.app.staff_contact(notice.recipient)
+            routes = self._routes(contacts[notice.recipient])
+            if routes:
+                plan.send.append((notice, routes))
+            else:
+                plan.no_address.append((notice, "no_address"))
+        if later:
+            outbox.postpone_many(self.db, later)
+        return plan
+
+    async def _send(
+        self, notice: Notice, routes: list[tuple[Channel, str]]
+    ) -> tuple[Notice, Record, str, str | None] | None:
+        """Each channel in turn; the record to write when it ended (``None``: retried)."""
         attempts = notice.attempts + 1
-        if not await asyncio.to_thread(outbox.mark_sending, self.db, notice.key, attempts):
-            return  # another sender took it
         message = render(notice, self.base_url)
         done = list(notice.done_channels)
         for channel, address in routes:
@@ -164,37 +221,78 @@ class Sender:
                     error=str(e),
                 )
                 if attempts >= self.max_attempts:
-                    await self._give_up(notice, attempts, "send_failed")
-                else:
-                    wait = backoff(attempts, self.retry_base, self.retry_max)
-                    await asyncio.to_thread(
-                        outbox.retry_at, self.db, notice.key, self.clock() + wait, "send_failed"
-                    )
-                return
+                    reason = "send_failed"
+                    return notice, self._given_up(notice, attempts, reason), "undelivered", reason
+                wait = backoff(attempts, self.retry_base, self.retry_max)
+                await asyncio.to_thread(
+                    outbox.retry_at, self.db, notice.key, self.clock() + wait, "send_failed"
+                )
+                return None
             done.append(channel.kind.value)
             await asyncio.to_thread(outbox.mark_channel_done, self.db, notice.key, tuple(done))
             metrics.SENT.labels(notice.kind.value, channel.kind.value).inc()
         sent_at = self.clock()
         metrics.LATENCY.observe(max(0.0, (sent_at - notice.created_at).total_seconds()))
-        record = Notification.sent(
-            recipient=notice.recipient,
-            kind=notice.kind,
-            about=notice.about,
-            case_id=notice.case_id,
-            urgent=urgent,
-            count=notice.count,
-            channels=tuple(NotificationChannel(c) for c in done),
-            attempts=attempts,
-            at=sent_at,
-        )
-        await asyncio.to_thread(self.app.record_notification, record)
-        await asyncio.to_thread(outbox.mark_final, self.db, notice.key, "sent", sent_at, None)
-        log.info(
-            "notify.sent",
+
+        def record() -> Notification:
+            return Notification.sent(
+                recipient=notice.recipient,
+                kind=notice.kind,
+                about=notice.about,
+                case_id=notice.case_id,
+                urgent=notice.urgent or notice.kind in URGENT_KINDS,
+                count=notice.count,
+                channels=tuple(NotificationChannel(c) for c in done),
+                attempts=attempts,
+                at=sent_at,
+            )
+
+        return notice, record, "sent", None
+
+    def _record(self, records: list[Record]) -> None:
+        """The batch's notices into the log in one commit; one at a time if one of them is
+        already there (a notice recorded before a crash: the log keeps the first)."""
+        try:
+            self.app.record_notifications([make() for make in records])
+        except VersionConflict:
+            for make in records:
+                self.app.record_notification(make())
+
+    def _given_up(self, notice: Notice, attempts: int, reason: str) -> Record:
+        at = self.clock()
+
+        def record() -> Notification:
+            return Notification.given_up(
+                recipient=notice.recipient,
+                kind=notice.kind,
+                about=notice.about,
+                case_id=notice.case_id,
+                urgent=notice.urgent,
+                count=notice.count,
+                attempts=attempts,
+                reason=reason,
+                at=at,
+            )
+
+        return record
+
+    @staticmethod
+    def _told(notice: Notice, record: Record, state: str, reason: str | None) -> None:
+        if state == "sent":
+            log.info(
+                "notify.sent",
+                recipient=notice.recipient,
+                kind=notice.kind.value,
+                attempts=notice.attempts + 1,
+            )
+            return
+        metrics.GIVEN_UP.labels(reason or "unknown").inc()
+        log.warning(
+            "notify.given_up",
             recipient=notice.recipient,
             kind=notice.kind.value,
-            channels=done,
-            attempts=attempts,
+            attempts=notice.attempts,
+            reason=reason,
         )
 
     def _routes(self, contact: StaffContact | None) -> list[tuple[Channel, str]]:
@@ -207,27 +305,3 @@ class Sender:
             if channel is not None and address is not None:
                 found.append((channel, address))
         return found
-
-    async def _give_up(self, notice: Notice, attempts: int, reason: str) -> None:
-        at = self.clock()
-        record = Notification.given_up(
-            recipient=notice.recipient,
-            kind=notice.kind,
-            about=notice.about,
-            case_id=notice.case_id,
-            urgent=notice.urgent,
-            count=notice.count,
-            attempts=attempts,
-            reason=reason,
-            at=at,
-        )
-        await asyncio.to_thread(self.app.record_notification, record)
-        await asyncio.to_thread(outbox.mark_final, self.db, notice.key, "undelivered", at, reason)
-        metrics.GIVEN_UP.labels(reason).inc()
-        log.warning(
-            "notify.given_up",
-            recipient=notice.recipient,
-            kind=notice.kind.value,
-            attempts=attempts,
-            reason=reason,
-        )

@@ -91,6 +91,13 @@ class DyingLog:
             raise Crash
         return written
 
+    def record_notifications(self, notices: list[Notification]) -> Any:
+        written = self.app.record_notifications(notices)
+        if self.crash_next:
+            self.crash_next = False
+            raise Crash
+        return written
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.app, name)
 
