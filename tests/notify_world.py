@@ -246,9 +246,7 @@ def register_email(
     )
 
 
-def wait_until(
-    condition: Callable[[], bool], bound: float, what: str | Callable[[], str]
-) -> None:
+def wait_until(condition: Callable[[], bool], bound: float, what: str | Callable[[], str]) -> None:
     deadline = time.monotonic() + bound
     while not condition():
         if time.monotonic() > deadline:

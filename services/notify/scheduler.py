@@ -46,6 +46,7 @@ def _compact(moment: datetime) -> str:
 
 
 def _recipients(db: sqlite3.Connection, case_id: str, agency: str) -> list[str]:
+    # db: the intake's file
     assigned = [
         r[0]
         for r in db.execute(
@@ -55,8 +56,10 @@ def _recipients(db: sqlite3.Connection, case_id: str, agency: str) -> list[str]:
     return assigned or focal_points_of(db, agency)
 
 
-def _reminders(db: sqlite3.Connection, now: datetime, due_soon: timedelta) -> tuple[int, int]:
-    rows = db.execute(
+def _reminders(
+    db: sqlite3.Connection, source: sqlite3.Connection, now: datetime, due_soon: timedelta
+) -> tuple[int, int]:
+    rows = source.execute(
         "SELECT a.case_id, a.action, a.due_at, c.agency, c.immediate_safety_risk"
         " FROM inbox_actions a JOIN inbox_cases c ON c.case_id = a.case_id"
         " WHERE c.closed_at IS NULL AND a.due_at IS NOT NULL AND a.due_at <= ?"
@@ -70,7 +73,7 @@ def _reminders(db: sqlite3.Connection, now: datetime, due_soon: timedelta) -> tu
             NotificationKind.ACTION_OVERDUE if due_at <= now else NotificationKind.ACTION_DUE_SOON
         )
         about = f"{row['case_id']}:{row['action']}:{_compact(due_at)}"
-        for user in _recipients(db, row["case_id"], row["agency"]):
+        for user in _recipients(source, row["case_id"], row["agency"]):
             added = outbox.enqueue(
                 db,
                 recipient=user,
@@ -97,15 +100,17 @@ def overdue_actions(db: sqlite3.Connection, now: datetime) -> int:
     return int(row[0])
 
 
-def _digests(db: sqlite3.Connection, now: datetime, digest_hour: int) -> int:
+def _digests(
+    db: sqlite3.Connection, source: sqlite3.Connection, now: datetime, digest_hour: int
+) -> int:
     now = now.astimezone(UTC)
     if now.hour < digest_hour:
         return 0
     day = now.date().isoformat()
     added = 0
-    overdue = overdue_actions(db, now)
+    overdue = overdue_actions(source, now)
     undelivered = outbox.undelivered_between(db, now - timedelta(days=1), now)
-    for user in coordinators(db):
+    for user in coordinators(source):
         added += outbox.enqueue(
             db,
             recipient=user,
@@ -142,14 +147,24 @@ def _digests(db: sqlite3.Connection, now: datetime, digest_hour: int) -> int:
     return added
 
 
-def tick(db: sqlite3.Connection, now: datetime, *, due_soon: timedelta, digest_hour: int) -> Ticked:
-    """Add the reminders and digests due at ``now`` (one transaction)."""
+def tick(
+    db: sqlite3.Connection,
+    now: datetime,
+    *,
+    due_soon: timedelta,
+    digest_hour: int,
+    source: sqlite3.Connection | None = None,
+) -> Ticked:
+    """Add the reminders and digests due at ``now`` to the outbox of ``db`` (one
+    transaction), from the cases, deadlines and contacts of ``source`` (the intake's file;
+    ``db`` when it is one)."""
+    source = db if source is None else source
     if now.tzinfo is None:
         raise ValueError("now must be zone-aware")
     db.execute("BEGIN IMMEDIATE")
     try:
-        soon, overdue = _reminders(db, now, due_soon)
-        digests = _digests(db, now, digest_hour)
+        soon, overdue = _reminders(db, source, now, due_soon)
+        digests = _digests(db, source, now, digest_hour)
         db.execute("COMMIT")
     except BaseException:
         db.execute("ROLLBACK")

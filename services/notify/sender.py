@@ -100,8 +100,11 @@ class Sender:
         retry_base: float,
         retry_max: float,
         clock: Clock = lambda: datetime.now(UTC),
+        source: sqlite3.Connection | None = None,
     ) -> None:
         self.db = db
+        self.source = db if source is None else source
+        """The intake's file (its notices, contacts' preferences); ``db`` when it is one."""
         self.app = app
         self.channels = channels
         self.base_url = base_url
@@ -136,6 +139,8 @@ class Sender:
         byte goes out, its events in one commit to the log, its end in one commit), but
         each message a channel accepted is committed as such at once, so the window in
         which a crash repeats a message stays one message wide."""
+        if self.source is not self.db:
+            await asyncio.to_thread(outbox.pull, self.db, self.source)
         now = self.clock()
         batch = await asyncio.to_thread(outbox.due, self.db, now, limit)
         if not batch:
@@ -177,7 +182,7 @@ class Sender:
         contacts: dict[str, StaffContact | None] = {}
         later: list[tuple[str, str | None, datetime | None]] = []
         for notice in batch:
-            prefs = _preferences(self.db, notice.recipient)
+            prefs = _preferences(self.source, notice.recipient)
             urgent = notice.urgent or notice.kind in URGENT_KINDS
             if prefs is not None and not urgent and notice.kind not in DIGEST_KINDS:
                 if prefs["delivery"] == NotificationDelivery.DIGEST:

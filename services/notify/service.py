@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import sqlite3
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -24,7 +25,7 @@ from domain.vocabulary import NotificationChannel
 from projections.base import open_read_model
 from services.application.mechanism import ComplaintMechanism
 from services.nats.client import wait_for_stop
-from services.notify import metrics, scheduler
+from services.notify import metrics, outbox, scheduler
 from services.notify.channels import Channel, channels_from
 from services.notify.intake import NAME, NotifierIntake
 from services.notify.sender import Sender
@@ -46,8 +47,14 @@ quiet hours fall due by the clock, not by an event)."""
 
 
 def notifier_path(data_dir: Path) -> Path:
-    """``<data dir>/read_models/notify.sqlite3``: the outbox and what deciding needs."""
+    """``<data dir>/read_models/notify.sqlite3``: the intake's file (what deciding needs,
+    and the notices the events called for)."""
     return read_model_path(data_dir, NAME)
+
+
+def sender_path(data_dir: Path) -> Path:
+    """``<data dir>/read_models/notify-sender.sqlite3``: every notice's delivery."""
+    return read_model_path(data_dir, f"{NAME}-sender")
 
 
 def _pending(db: sqlite3.Connection) -> int:
@@ -134,12 +141,16 @@ async def _send_and_schedule(  # noqa: PLR0917 - one private call site
     channels: dict[NotificationChannel, Channel],
     tick_seconds: float,
 ) -> None:
-    lease = ReadModelLease(path.with_name("notify-sender.sqlite3"))
+    lease = ReadModelLease(path.with_name(f"{NAME}-sender.sqlite3"))
     while not lease.try_take():
         await wait_for_stop(stop, 0.25)
         if stop.is_set():
             return
-    db = open_read_model(path)
+    source = open_read_model(path)
+    db = open_read_model(path.with_name(f"{NAME}-sender.sqlite3"))
+    db.execute("BEGIN IMMEDIATE")
+    outbox.create(db)
+    db.execute("COMMIT")
     sender = Sender(
         db,
         app,
@@ -149,6 +160,7 @@ async def _send_and_schedule(  # noqa: PLR0917 - one private call site
         retry_base=settings.notify_retry_base_seconds,
         retry_max=settings.notify_retry_max_seconds,
         clock=clock,
+        source=source,
     )
     due_soon = timedelta(hours=settings.notify_due_soon_hours)
     try:
@@ -160,11 +172,14 @@ async def _send_and_schedule(  # noqa: PLR0917 - one private call site
             if loop.time() - last_tick >= tick_seconds:
                 last_tick = loop.time()
                 await asyncio.to_thread(
-                    scheduler.tick,
-                    db,
-                    clock(),
-                    due_soon=due_soon,
-                    digest_hour=settings.notify_digest_hour,
+                    functools.partial(
+                        scheduler.tick,
+                        db,
+                        clock(),
+                        due_soon=due_soon,
+                        digest_hour=settings.notify_digest_hour,
+                        source=source,
+                    )
                 )
             handled = await sender.run_once()
             metrics.PENDING.set(await asyncio.to_thread(_pending, db))
@@ -174,6 +189,7 @@ async def _send_and_schedule(  # noqa: PLR0917 - one private call site
                 await asyncio.wait_for(_either(wake, stop), SENDER_POLL)
     finally:
         db.close()
+        source.close()
         lease.release()
 
 

@@ -22,7 +22,7 @@ from domain.vocabulary import Channel, ComplainantRole
 from projections.base import open_read_model
 from services.bootstrap import complaint_mechanism
 from services.nats.server import EmbeddedNats
-from services.notify.service import notifier_path
+from services.notify.service import sender_path
 from services.relay.relay import Relay, ensure_shares_stream, ensure_stream
 from services.settings import Settings
 from tests.fault.stack import CBCM, tail
@@ -83,7 +83,7 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path: Path) 
 
         def start() -> subprocess.Popen[bytes]:
             with log.open("ab") as out:
-                return subprocess.Popen([CBCM, "notify"], env=env, stdout=out, stderr=out)  # noqa: S603
+                return subprocess.Popen([CBCM, "notify"], env=env, stdout=out, stderr=out)
 
         try:
             # when the notifier is killed twice mid-batch, and restarted each time
@@ -106,7 +106,7 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path: Path) 
                 return len(distinct) >= expected
 
             wait_until(done, 120, lambda: f"{len(smtp.mails)} mails\n{tail(log)}")
-            path = notifier_path(store.data_dir)
+            path = sender_path(store.data_dir)
 
             def settled() -> bool:
                 db = open_read_model(path, readonly=True)
@@ -140,7 +140,7 @@ def test_sigkill_mid_batch_loses_nothing_and_duplicates_nothing(tmp_path: Path) 
     ]
     assert len(recorded) == expected
     assert len({(e.recipient, e.kind, e.about) for e in recorded}) == expected
-    print(  # noqa: T201 - the figures for the report
+    print(
         f"\nkilled at {kills} mails; {len(mails)} delivered for {expected} notices "
         f"({len(mails) - len(per_id)} repeated with the same Message-ID)"
     )

@@ -6,7 +6,6 @@ addresses for good, and the published messages never carry them."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -144,7 +143,5 @@ def test_bad_preferences_are_refused_as_problems_and_record_nothing(
 
 
 def test_an_intake_operator_has_no_notifications(world: World, client: TestClient) -> None:
-    answer = client.put(
-        "/v1/me/notifications", json=MINE, headers=world.headers("intake_operator")
-    )
+    answer = client.put("/v1/me/notifications", json=MINE, headers=world.headers("intake_operator"))
     assert answer.status_code == 403

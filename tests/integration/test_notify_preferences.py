@@ -79,7 +79,7 @@ def _setup(
         sms_gateway_url=gateway.url,
         sms_gateway_style=style,  # type: ignore[arg-type]
         sms_gateway_account="AC123",
-        sms_gateway_token="secret",  # noqa: S106 - a test gateway's token
+        sms_gateway_token="secret",
         sms_from="+15550000000",
     )
     clock = Clock()
