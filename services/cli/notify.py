@@ -29,6 +29,9 @@ def notify() -> None:
     channels = NotifySettings()
 
     async def main(stop: asyncio.Event) -> None:
+        from services.notify import metrics
+
+        metrics.PENDING.set(0)  # its own series show on CBCM_METRICS_ADDR, enabled or not
         if not channels.has_channel:
             log.info(
                 "notify.disabled",
