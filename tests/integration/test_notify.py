@@ -178,6 +178,7 @@ async def test_an_urgent_complaint_reaches_the_focal_points_within_a_minute_of_t
     await eventually(lambda: any(FP1_MAIL in m.to for m in smtp.mails), 60, "the email")
     mail = next(m for m in smtp.mails if FP1_MAIL in m.to)
     assert mail.arrived - written_at < 60
+    print(f"\nurgent complaint -> focal point's mailbox: {mail.arrived - written_at:.2f} s")
     assert mail.tls
     assert mail.subject == "[PSEA] 1 urgent case (immediate safety risk)"
     assert "https://cbcm.network.test/v1/inbox/unhcr" in mail.body
