@@ -526,6 +526,17 @@ class ComplaintMechanism(WebhookCommands, PreventionWork):
     def notification_recorded(self, notice_id: UUID) -> bool:
         return self._current_version(notice_id) > 0
 
+    def notification_outcome(self, notice_id: UUID) -> str | None:
+        """``sent`` or ``undelivered``, as the log has the notice (``None``: not there)."""
+        try:
+            stored = self.recorder.select_events(notice_id, limit=1)
+        except OperationalError as e:
+            raise EventStoreUnavailable(str(e)) from e
+        if not stored:
+            return None
+        event = self.mapper.to_domain_event(stored[0])
+        return "undelivered" if isinstance(event, Notification.GivenUp) else "sent"
+
     # ------------------------------------------------------------------ the log
 
     def stored_positions(self) -> Iterator[int]:

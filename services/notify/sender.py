@@ -114,12 +114,14 @@ class Sender:
         self.clock = clock
 
     async def recover(self) -> int:
-        """Put back what a stopped sender left in flight; close what the log already has."""
+        """Put back what a stopped sender left in flight; close what the log already has
+        (as sent, or as given up, whichever the log says)."""
         left = await asyncio.to_thread(outbox.in_flight, self.db)
         for notice in left:
-            if await asyncio.to_thread(self._recorded, notice):
+            outcome = await asyncio.to_thread(self._outcome, notice)
+            if outcome is not None:
                 await asyncio.to_thread(
-                    outbox.mark_final, self.db, notice.key, "sent", self.clock(), None
+                    outbox.mark_final, self.db, notice.key, outcome, self.clock(), None
                 )
             else:
                 await asyncio.to_thread(outbox.retry_at, self.db, notice.key, self.clock())
@@ -127,8 +129,8 @@ class Sender:
             log.info("notify.recovered", in_flight=len(left))
         return len(left)
 
-    def _recorded(self, notice: Notice) -> bool:
-        return self.app.notification_recorded(
+    def _outcome(self, notice: Notice) -> str | None:
+        return self.app.notification_outcome(
             notification_id(notice.recipient, notice.kind, notice.about)
         )
 
