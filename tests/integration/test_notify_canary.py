@@ -40,13 +40,14 @@ def servers(tmp_path: Path) -> Iterator[tuple[SmtpServer, SmsGateway]]:
     gateway.stop()
 
 
+@pytest.mark.postgres
 async def test_no_canary_reaches_a_message_a_log_line_or_a_notification_event(
-    tmp_path: Path, servers: tuple[SmtpServer, SmsGateway]
+    tmp_path: Path, servers: tuple[SmtpServer, SmsGateway], store_url: str
 ) -> None:
     smtp, gateway = servers
     # given a store where every personal field holds a canary, and contacts for everyone
     # the walk involves (the focal point's own address and number are canaries too)
-    store = Settings(data_dir=tmp_path / "d", event_store=f"sqlite:///{tmp_path / 'e.sqlite3'}")
+    store = Settings(data_dir=tmp_path / "d", event_store=store_url)
     app = complaint_mechanism(store)
     canaries = new_canaries()
     before = T0 - timedelta(hours=1)
