@@ -1,16 +1,19 @@
 """The outbox to the channels, and each notice into the event log once.
 
-For one notice, each step is committed before the next (ADR 16):
-1. ``sending``, the attempt counted (before any byte goes out);
-2. each channel in turn; a channel that accepted is listed in ``done_channels`` at once,
-   so a retry never sends on it again;
-3. ``Notification.Sent`` recorded in the event store (its id is the notice's key: a second
-   record is refused by the store, so the log holds it once whatever happens);
-4. ``sent``.
-A crash between the server's acceptance and step 2's commit sends that channel once more
-on restart, with the same Message-ID: the send itself is at-least-once, the window one
-message wide. A crash after step 3 is found on restart (``recover``): the log already has
-the notice, the row is closed without sending again.
+The sender works on its own file (``notify-sender.sqlite3``), into which it copies the
+intake's notices (``outbox.pull``). For a batch of due notices, each step is committed
+before the next (ADR 16):
+1. ``sending``, each notice's attempt counted (before any byte goes out);
+2. each notice, each channel in turn; a channel that accepted is listed in
+   ``done_channels`` at once, so a retry never sends on it again;
+3. the batch's ``Notification.Sent``/``GivenUp`` recorded in the event store in one commit
+   (a notice's id is its key: a second record is refused by the store, so the log holds it
+   once whatever happens);
+4. the batch's rows closed, ``sent`` or ``undelivered``.
+A crash between a server's acceptance and step 2's commit sends that channel once more on
+restart, with the same Message-ID: the send itself is at-least-once, the window one message
+wide. A crash after step 2 sends nothing again; after step 3 ``recover`` finds the notice
+in the log and closes its row as the log has it.
 
 A channel's failure puts the notice back with a growing delay (``backoff``); after
 ``max_attempts`` it is given up: ``Notification.GivenUp`` in the log, ``undelivered`` in
@@ -20,8 +23,6 @@ whose addresses were erased, is given up at once (``no_address``).
 Preferences: a non-urgent notice to someone in their quiet hours waits until they end; one
 to someone who chose a digest is held for it. Urgent notices go at once, whatever either.
 """
-
-# Table and column names in SQL text are constants of this module, never input.
 
 from __future__ import annotations
 
