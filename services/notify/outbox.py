@@ -1,10 +1,13 @@
 """The outbox: one row per notice, keyed by (recipient, kind, subject).
 
-Rows are added by the intake (in the transaction that records the stream position) and by
-the scheduler (in one transaction per tick); ``INSERT OR IGNORE`` on the key makes adding
-the same notice again a no-op, which is what makes a redelivered event, a replayed stream
-or a scheduler tick repeated after a crash harmless. The sender moves a row through its
-states, one committed step at a time:
+The same table lives in two files. In the intake's (``notify.sqlite3``) rows are added in
+the transaction that records the stream position; the sender copies them into its own
+(``notify-sender.sqlite3``, ``pull``: rows and cursor in one transaction), where the
+scheduler adds reminders and digests (one transaction per tick) and every row's delivery is
+tracked. ``INSERT OR IGNORE`` on the key makes adding the same notice again a no-op, which
+is what makes a redelivered event, a replayed stream, a copy repeated or a scheduler tick
+repeated after a crash harmless. The sender moves a row through its states, one committed
+step at a time:
 
 ``pending`` -> ``sending`` (attempt counted, before any byte goes out) -> each channel that
 took it is listed in ``done_channels`` -> the event is in the log -> ``sent``. A failure
