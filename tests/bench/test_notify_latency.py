@@ -187,6 +187,8 @@ def test_notify_latency_and_cost(tmp_path: Path) -> None:
 
             wait_until(lambda: len(arrived()) >= len(written), 300, "every message")
             latency = [at - wanted[mid] for mid, at in arrived().items()]
+            urgent_ids = {key(case_id, True) for case_id, _, _ in written}
+            urgent = [at - wanted[mid] for mid, at in arrived().items() if mid in urgent_ids]
         finally:
             for process in processes.values():
                 process.terminate()
@@ -200,9 +202,11 @@ def test_notify_latency_and_cost(tmp_path: Path) -> None:
 
     p50, p99 = pct(latency, 0.5) * 1000, pct(latency, 0.99) * 1000
     base99, with99 = pct(without, 0.99) * 1000, pct(with_notifier, 0.99) * 1000
+    u50, u99 = pct(urgent, 0.5) * 1000, pct(urgent, 0.99) * 1000
     print(
         f"\nnotify: {len(latency)} messages at {RATE:.0f} commands/s, write -> accepted by "
-        f"SMTP p50 {p50:.0f} ms, p99 {p99:.0f} ms\n"
+        f"SMTP p50 {p50:.0f} ms, p99 {p99:.0f} ms; the urgent ones ({len(urgent)}, sent "
+        f"first) p50 {u50:.0f} ms, p99 {u99:.0f} ms\n"
         f"inbox lag p99 without the notifier {base99:.0f} ms, with it {with99:.0f} ms "
         f"(ratio {with99 / base99:.2f})"
     )
@@ -223,6 +227,17 @@ def test_notify_latency_and_cost(tmp_path: Path) -> None:
             "write -> SMTP accepted p99",
             "sqlite",
             p99,
+            "ms",
+            better="lower",
+            target=Target("value", "<", 60_000),
+        )
+    )
+    record(
+        Figure(
+            "notify (#18)",
+            "write -> SMTP accepted p99, urgent",
+            "sqlite",
+            u99,
             "ms",
             better="lower",
             target=Target("value", "<", 60_000),
