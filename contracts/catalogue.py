@@ -56,6 +56,13 @@ from contracts.network import (
     NetworkPolicySetV1,
     NetworkServiceProviderRegisteredV1,
 )
+from contracts.notification import (
+    NotificationGivenUpV1,
+    NotificationSentV1,
+    StaffContactChangedV1,
+    StaffContactPersonalDataErasedV1,
+    StaffContactRegisteredV1,
+)
 from contracts.prevention import (
     AwarenessActivityRecordedV1,
     AwarenessActivityWithdrawnV1,
@@ -74,12 +81,6 @@ from contracts.prevention import (
     WorkPlanActivityPlannedV1,
     WorkPlanOpenedV1,
     WorkPlanProgressReportedV1,
-from contracts.notification import (
-    NotificationGivenUpV1,
-    NotificationSentV1,
-    StaffContactChangedV1,
-    StaffContactPersonalDataErasedV1,
-    StaffContactRegisteredV1,
 )
 from contracts.shares import SHARE_TYPES
 

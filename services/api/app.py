@@ -47,13 +47,13 @@ from services.api.routes import (
     feedback,
     intake,
     network,
+    notifications,
     prevention,
     public,
     referrals,
     webhooks,
 )
 from services.api.routes.prevention import prevention_reports_router
-from services.api.routes import cases, feedback, network, notifications, public, referrals
 from services.api.routes.reads import read_model_router
 from services.api.routes.stats import statistics_router
 from services.api.throttle import FailureThrottle, RateLimit, throttle_storage

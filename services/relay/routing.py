@@ -28,6 +28,7 @@ from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
+from domain.notification import Notification, StaffContact
 from domain.prevention import (
     AwarenessActivity,
     FocalPointReadiness,
@@ -36,7 +37,6 @@ from domain.prevention import (
     TrainingSession,
     WorkPlan,
 )
-from domain.notification import Notification, StaffContact
 from services.application.mechanism import ComplaintMechanism
 
 K = TypeVar("K")

@@ -639,6 +639,8 @@ def intake_command(tool: str, body: Callable[[str], dict[str, Any]]) -> Command:
         frozenset({"intake_service"}),
         None,
     )
+
+
 STAFF = frozenset(
     {
         "focal_point_own",
@@ -675,6 +677,44 @@ def every_staff_contact(app: ComplaintMechanism, clock: Clock) -> tuple[str, dic
     for caller in STAFF:
         contact(app, clock, caller)
     return "/v1/me/notifications", {}
+
+
+NOTIFICATION_COMMANDS: tuple[Command, ...] = (
+    Command(
+        "register my notifications",
+        "PUT",
+        fixed("/v1/me/notifications", {"email": "me@staff.test", "channels": ["email"]}),
+        STAFF,
+        None,
+    ),
+    Command("erase my notifications", "DELETE", every_staff_contact, STAFF, None),
+    Command(
+        "register staff notifications",
+        "PUT",
+        fixed(
+            "/v1/network/staff/inv-wfp/notifications",
+            {
+                "email": "oig@staff.test",
+                "channels": ["email"],
+                "organisation": "wfp",
+                "role": "investigating_entity",
+            },
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command(
+        "erase staff notifications",
+        "DELETE",
+        lambda app, clock: (
+            f"/v1/network/staff/{contact(app, clock, 'provider_other')}/notifications",
+            {},
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+)
+"""Where and when staff are told (issue #18)."""
 
 
 COMMANDS: tuple[Command, ...] = (
@@ -873,24 +913,6 @@ COMMANDS: tuple[Command, ...] = (
                 "url": "https://cfm.wfp.example/cbcm",
                 "secret": _webhook_secret(),
                 "event_types": [WEBHOOK_TYPE],
-    Command(
-        "register my notifications",
-        "PUT",
-        fixed("/v1/me/notifications", {"email": "me@staff.test", "channels": ["email"]}),
-        STAFF,
-        None,
-    ),
-    Command("erase my notifications", "DELETE", every_staff_contact, STAFF, None),
-    Command(
-        "register staff notifications",
-        "PUT",
-        fixed(
-            "/v1/network/staff/inv-wfp/notifications",
-            {
-                "email": "oig@staff.test",
-                "channels": ["email"],
-                "organisation": "wfp",
-                "role": "investigating_entity",
             },
         ),
         NETWORK_KEEPER,
@@ -933,16 +955,8 @@ COMMANDS: tuple[Command, ...] = (
             "complainant_role": "anonymous",
             "narrative": f"{CANARY} by phone",
         },
-    Command(
-        "erase staff notifications",
-        "DELETE",
-        lambda app, clock: (
-            f"/v1/network/staff/{contact(app, clock, 'provider_other')}/notifications",
-            {},
-        ),
-        NETWORK_KEEPER,
-        None,
     ),
+    *NOTIFICATION_COMMANDS,
 )
 
 
