@@ -56,6 +56,13 @@ from contracts.network import (
     NetworkPolicySetV1,
     NetworkServiceProviderRegisteredV1,
 )
+from contracts.notification import (
+    NotificationGivenUpV1,
+    NotificationSentV1,
+    StaffContactChangedV1,
+    StaffContactPersonalDataErasedV1,
+    StaffContactRegisteredV1,
+)
 from contracts.prevention import (
     AwarenessActivityRecordedV1,
     AwarenessActivityWithdrawnV1,
@@ -142,6 +149,11 @@ MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("work_plan", "progress_reported"): WorkPlanProgressReportedV1,
     message_type("prevention_policy", "set"): PreventionPolicySetV1,
     message_type("prevention_policy", "changed"): PreventionPolicyChangedV1,
+    message_type("staff_contact", "registered"): StaffContactRegisteredV1,
+    message_type("staff_contact", "changed"): StaffContactChangedV1,
+    message_type("staff_contact", "personal_data_erased"): StaffContactPersonalDataErasedV1,
+    message_type("notification", "sent"): NotificationSentV1,
+    message_type("notification", "given_up"): NotificationGivenUpV1,
 }
 """CloudEvents ``type`` -> the Struct of its ``data``."""
 

@@ -29,6 +29,8 @@ AggregateName: TypeAlias = Literal[
     "risk_assessment",
     "work_plan",
     "prevention_policy",
+    "staff_contact",
+    "notification",
 ]
 """The aggregates whose events are published."""
 

@@ -136,7 +136,9 @@ def agency_share_subjects(agency: str) -> str:
 NETWORK_AGENCY: Final = "network"
 """The agency token of the network's own events (registry, policy) in their subjects."""
 
-NETWORK_AGGREGATES: Final = frozenset({"network", "work_plan", "prevention_policy"})
-"""The aggregates whose events travel under ``network``: the registry and policy, and the
-network's prevention work plan and prevention policy (issue #22). Every other aggregate's
-events travel under an agency."""
+NETWORK_AGGREGATES: Final = frozenset(
+    {"network", "work_plan", "prevention_policy", "staff_contact", "notification"}
+)
+"""The aggregates whose events travel under ``network``: the registry and policy, the
+network's prevention work plan and prevention policy (issue #22), staff contacts and the
+notifications sent (issue #18). Every other aggregate's events travel under an agency."""

@@ -233,3 +233,21 @@ WorkPlanActivityKind: TypeAlias = Literal[
     "coordination",
     "reporting",
 ]
+NotificationKind: TypeAlias = Literal[
+    "new_case",
+    "urgent_case",
+    "transfer_received",
+    "action_due_soon",
+    "action_overdue",
+    "investigation_referral",
+    "assistance_referral",
+    "coordinator_digest",
+    "digest",
+]
+"""What a notification told (issue #18): a kind and a count, never a case's content."""
+
+NotificationChannel: TypeAlias = Literal["email", "sms"]
+"""How a person is reached."""
+
+NotificationDelivery: TypeAlias = Literal["immediate", "digest"]
+"""When a person is told: at once, or in one daily digest (urgent notices at once)."""

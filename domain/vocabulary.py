@@ -341,3 +341,31 @@ class WorkPlanActivityKind(StrEnum):
     ASSISTANCE_PATHWAY = "assistance_pathway"
     COORDINATION = "coordination"
     REPORTING = "reporting"
+class NotificationKind(StrEnum):
+    """What a notification tells (issue #18): a kind and a count, never a case's content."""
+
+    NEW_CASE = "new_case"
+    URGENT_CASE = "urgent_case"
+    """A complaint flagged at intake as an immediate safety risk: sent at any hour."""
+    TRANSFER_RECEIVED = "transfer_received"
+    ACTION_DUE_SOON = "action_due_soon"
+    ACTION_OVERDUE = "action_overdue"
+    INVESTIGATION_REFERRAL = "investigation_referral"
+    ASSISTANCE_REFERRAL = "assistance_referral"
+    COORDINATOR_DIGEST = "coordinator_digest"
+    """The coordinator's daily count of overdue actions and undelivered notifications."""
+    DIGEST = "digest"
+    """A person's daily count of the notices they chose to receive as a digest."""
+
+
+class NotificationChannel(StrEnum):
+    EMAIL = "email"
+    SMS = "sms"
+
+
+class NotificationDelivery(StrEnum):
+    """When a person is told: at once, or in one daily digest (urgent notices always at
+    once)."""
+
+    IMMEDIATE = "immediate"
+    DIGEST = "digest"

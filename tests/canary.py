@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import date, datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from typing import Any
 
 from nacl.public import PrivateKey
 
 from domain.actors import Actor, Role
 from domain.case import Allegation
+from domain.notification import Notification, QuietHours
 from domain.personal_data import DataSubject, PersonDetails
 from domain.policy import NetworkPolicy
 from domain.prevention import (
@@ -44,6 +45,9 @@ from domain.vocabulary import (
     FeedbackChannel,
     InvestigationOutcome,
     MitigationMeasure,
+    NotificationChannel,
+    NotificationDelivery,
+    NotificationKind,
     PersonnelCategory,
     Sector,
     ServiceType,
@@ -286,6 +290,60 @@ def walk_every_event_type(app: ComplaintMechanism, canary: dict[str, str]) -> No
         text=canary["feedback_text"],
         at=at(45),
     )
+    # Staff contacts (issue #18): a focal point's addresses (personal data of staff), changed,
+    # and another one's registered and erased; a notice sent and one given up.
+    for when in (at(47), at(48)):
+        app.register_staff_contact(
+            actor=FOCAL_A,
+            user="fp-a1",
+            organisation="agency-a",
+            role=Role.FOCAL_POINT,
+            email=canary["contact.email"],
+            phone=canary["contact.phone"],
+            channels=(NotificationChannel.EMAIL, NotificationChannel.SMS),
+            quiet_hours=QuietHours(time(22), time(6), "Africa/Juba"),
+            delivery=NotificationDelivery.IMMEDIATE,
+            at=when,
+        )
+    app.register_staff_contact(
+        actor=COORDINATOR,
+        user="fp-b1",
+        organisation="ngo-b",
+        role=Role.FOCAL_POINT,
+        email="fp-b1@ngo-b.test",
+        phone=None,
+        channels=(NotificationChannel.EMAIL,),
+        quiet_hours=None,
+        delivery=NotificationDelivery.DIGEST,
+        at=at(47),
+    )
+    app.erase_staff_contact(actor=COORDINATOR, user="fp-b1", at=at(48))
+    app.record_notification(
+        Notification.sent(
+            recipient="fp-a1",
+            kind=NotificationKind.URGENT_CASE,
+            about=str(case),
+            case_id=case,
+            urgent=True,
+            count=1,
+            channels=(NotificationChannel.EMAIL,),
+            attempts=1,
+            at=at(10),
+        )
+    )
+    app.record_notification(
+        Notification.given_up(
+            recipient="fp-b1",
+            kind=NotificationKind.TRANSFER_RECEIVED,
+            about=f"{case}:v9",
+            case_id=case,
+            urgent=True,
+            count=1,
+            attempts=0,
+            reason="no_address",
+            at=at(20),
+        )
+    )
     # A recorded decision erases the misrouted complaint's personal data, and its copy in
     # the CFM with it.
     app.erase_personal_data(
@@ -393,8 +451,12 @@ def walk_prevention(app: ComplaintMechanism, now: datetime) -> None:
 
 
 def new_canaries() -> dict[str, str]:
-    """A unique canary string per personal field the workflow fills."""
+    """A unique canary string per personal field the workflow fills (the staff contact's
+    address and number as an address and an E.164 number can be)."""
     return {
+        "contact.email": f"CANARY-{uuid.uuid4().hex}@staff.test",
+        "contact.phone": "+2" + str(uuid.uuid4().int)[:13],
+    } | {
         field: f"CANARY-{uuid.uuid4().hex}"
         for field in (
             "narrative",

@@ -47,6 +47,7 @@ from services.api.routes import (
     feedback,
     intake,
     network,
+    notifications,
     prevention,
     public,
     referrals,
@@ -167,6 +168,7 @@ def create_app(
         feedback.router,
         webhooks.router,
         intake.router,
+        notifications.router,
     ):
         app.include_router(router)
     app.include_router(read_model_router(paths, settings.read_wait_seconds))

@@ -22,13 +22,14 @@ from eventsourcing.persistence import (
     OperationalError,
 )
 
-from domain.actors import Actor
+from domain.actors import Actor, Role
 from domain.assistance import OPEN_STATUSES, AssistanceReferral
 from domain.audit_grants import AuditGrants, audit_grants_id
 from domain.case import Case
-from domain.errors import InvalidCommand, NotFound
+from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.feedback import Feedback, forwarded_feedback_id
 from domain.network import NETWORK_ID, Network
+from domain.notification import Notification, QuietHours, StaffContact, contact_id
 from domain.personal_data import DataSubject, PersonDetails
 from domain.personal_data_reads import PersonalDataReads, reads_id
 from domain.policy import NetworkPolicy
@@ -41,6 +42,8 @@ from domain.vocabulary import (
     ConsentKind,
     ErasureReason,
     FeedbackCategory,
+    NotificationChannel,
+    NotificationDelivery,
     Sector,
 )
 from services.application.commands import (
@@ -453,6 +456,86 @@ class ComplaintMechanism(WebhookCommands, PreventionWork):
 
     respond_to_feedback = Decision(Feedback, Feedback.respond)
     close_feedback_loop = Decision(Feedback, Feedback.close_loop)
+
+    # ------------------------------------------------------------------ staff contacts
+
+    def staff_contact(self, user: str) -> StaffContact | None:
+        """``user``'s contact record (``None``: none registered)."""
+        try:
+            return self._load(StaffContact, contact_id(user))
+        except NotFound:
+            return None
+
+    def register_staff_contact(
+        self,
+        *,
+        actor: Actor,
+        user: str,
+        organisation: str,
+        role: Role,
+        email: str | None,
+        phone: str | None,
+        channels: tuple[NotificationChannel, ...],
+        quiet_hours: QuietHours | None,
+        delivery: NotificationDelivery,
+        at: datetime,
+    ) -> Written:
+        """Record (or replace) how and when to reach ``user`` (issue #18)."""
+        preferences = {
+            "organisation": organisation,
+            "role": role,
+            "email": email,
+            "phone": phone,
+            "channels": channels,
+            "quiet_hours": quiet_hours,
+            "delivery": delivery,
+        }
+        if self._current_version(contact_id(user)) == 0:
+            return self._commit(
+                StaffContact.register(actor=actor, user=user, at=at, **preferences)  # type: ignore[arg-type]
+            )
+        return self.decide_on(
+            StaffContact,
+            contact_id(user),
+            lambda c: c.change(actor=actor, at=at, **preferences),  # type: ignore[arg-type]
+        )
+
+    def erase_staff_contact(self, *, actor: Actor, user: str, at: datetime) -> Written:
+        """Destroy ``user``'s addresses for good."""
+        return self.decide_on(
+            StaffContact,
+            contact_id(user),
+            lambda c: c.erase_personal_data(actor=actor, at=at),
+        )
+
+    def record_notification(self, notice: Notification) -> Written | None:
+        """Record a notice sent or given up; ``None`` if that notice (same recipient, kind
+        and subject) is already in the log: the log holds at most one of each."""
+        try:
+            return self._commit(notice)
+        except VersionConflict:
+            if self._current_version(notice.id) > 0:
+                return None
+            raise
+
+    def record_notifications(self, notices: list[Notification]) -> Written:
+        """Record several notices in one transaction (refused whole, ``VersionConflict``,
+        if one of them is already in the log)."""
+        return self._commit(*notices)
+
+    def notification_recorded(self, notice_id: UUID) -> bool:
+        return self._current_version(notice_id) > 0
+
+    def notification_outcome(self, notice_id: UUID) -> str | None:
+        """``sent`` or ``undelivered``, as the log has the notice (``None``: not there)."""
+        try:
+            stored = self.recorder.select_events(notice_id, limit=1)
+        except OperationalError as e:
+            raise EventStoreUnavailable(str(e)) from e
+        if not stored:
+            return None
+        event = self.mapper.to_domain_event(stored[0])
+        return "undelivered" if isinstance(event, Notification.GivenUp) else "sent"
 
     # ------------------------------------------------------------------ the log
 

@@ -29,6 +29,7 @@ from services.cli import (
     demo,
     keys,
     nats,
+    notify,
     prevention,
     projections,
     retention,
@@ -56,6 +57,7 @@ GROUPS = (
     bench,  # cbcm bench
     demo,  # cbcm demo
     stack,  # cbcm serve, relay, project, api
+    notify,  # cbcm notify
     token,  # cbcm token
     contracts,  # cbcm contracts schema, asyncapi
     nats,  # cbcm nats config, setup, provision

@@ -200,6 +200,8 @@ def service_users(agencies: Sequence[str]) -> tuple[NatsUser, ...]:
         _projector("inbox", "cbcm project inbox"),
         _projector("assistance", "cbcm project assistance"),
         _projector("stats", "cbcm project stats, the publisher of statistics", (STATS_SUBJECTS,)),
+        # the notifier (issue #18) consumes the stream as a projector does; it publishes nothing
+        _projector("notify", "cbcm notify: notifications and SOP reminders"),
         _service(
             "webhooks",
             "cbcm webhooks deliver: the agencies' events to their webhook endpoints",

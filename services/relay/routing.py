@@ -28,6 +28,7 @@ from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
+from domain.notification import Notification, StaffContact
 from domain.prevention import (
     AwarenessActivity,
     FocalPointReadiness,
@@ -122,7 +123,16 @@ class Router:
                 concerned = str(feedback.concerned_agency)
                 self._concerned.put(event.originator_id, concerned)
             return concerned
-        if isinstance(event, (Network.Event, WorkPlan.Event, PreventionPolicy.Event)):
+        if isinstance(
+            event,
+            (
+                Network.Event,
+                WorkPlan.Event,
+                PreventionPolicy.Event,
+                StaffContact.Event,
+                Notification.Event,
+            ),
+        ):
             return NETWORK_AGENCY
         if isinstance(event, _AGENCY_RECORDS):
             return self._recording_agency(event)

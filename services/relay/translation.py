@@ -34,6 +34,7 @@ from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
+from domain.notification import Notification, StaffContact
 from domain.personal_data import PersonDetails, personal_data_paths
 from domain.prevention import (
     AwarenessActivity,
@@ -56,6 +57,8 @@ PUBLISHED_AGGREGATES: Mapping[type[Aggregate], tuple[AggregateName, str]] = {
     RiskAssessment: ("risk_assessment", "risk_assessment_id"),
     WorkPlan: ("work_plan", "work_plan_id"),
     PreventionPolicy: ("prevention_policy", "prevention_policy_id"),
+    StaffContact: ("staff_contact", "contact_id"),
+    Notification: ("notification", "notification_id"),
 }
 """Each aggregate whose events are published: its name in types and subjects, and the name
 of its id field in ``data``."""
@@ -94,6 +97,14 @@ DERIVED: Mapping[type[Any], Mapping[str, Callable[[Any], object]]] = {
     },
     AssistanceReferral.DeclinedByProvider: {"reason_given": lambda e: _given(e.reason)},
     AssistanceReferral.FollowedUp: {"has_note": lambda e: _given(e.note)},
+    StaffContact.Registered: {
+        "has_email": lambda e: _given(e.email),
+        "has_phone": lambda e: _given(e.phone),
+    },
+    StaffContact.Changed: {
+        "has_email": lambda e: _given(e.email),
+        "has_phone": lambda e: _given(e.phone),
+    },
 }
 """Published fields computed from an event (mostly: whether withheld personal data exists)."""
 

@@ -1,15 +1,15 @@
 """``cbcm serve``: the whole stack on embedded defaults, supervised.
 
 Starts nats-server (unless ``CBCM_NATS_URL`` names one), then the relay, the three projection
-services, the HTTP API, the audit checkpoint publisher, a local audit witness and the webhook
-deliverer as child
-processes. A child that dies is logged and restarted with a growing delay, unless it exits
-with the configuration exit code (2: restarting cannot help), which stops the stack; Ctrl-C or
-SIGTERM stops them all (children first, the bus last: nats-server runs in a session of its
-own, so a Ctrl-C in the terminal reaches it only through us).
+services, the notifier (idle without an SMTP server or SMS gateway), the HTTP API, the audit
+checkpoint publisher, a local audit witness and the webhook deliverer as child processes. A
+child that dies is logged and restarted with a growing delay, unless it exits with the
+configuration exit code (2: restarting cannot help), which stops the stack; Ctrl-C or SIGTERM
+stops them all (children first, the bus last: nats-server runs in a session of its own, so a
+Ctrl-C in the terminal reaches it only through us).
 
 Before starting anything it refuses an HTTP address (``CBCM_HTTP_ADDR``) or a NATS port that
-is not free. Each worker (relay, projectors, checkpoint publisher, witness) serves its
+is not free. Each worker (relay, projectors, notifier, checkpoint publisher, witness) serves its
 Prometheus metrics on a free port of its own on 127.0.0.1 (``CBCM_METRICS_ADDR`` in its
 environment), and so does the API (``CBCM_API_METRICS_ADDR``: never on its HTTP port); one
 start-up line ``serve.metrics`` lists them.
@@ -39,6 +39,7 @@ SERVICES: dict[str, list[str]] = {
     "project-inbox": ["project", "inbox"],
     "project-assistance": ["project", "assistance"],
     "project-stats": ["project", "stats"],
+    "notify": ["notify"],
     "api": ["api"],
     "audit-checkpoint": ["audit", "checkpoint"],
     "audit-witness": ["audit", "witness"],

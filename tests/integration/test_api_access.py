@@ -41,6 +41,8 @@ from domain.vocabulary import (
     FeedbackCategory,
     FeedbackChannel,
     MitigationMeasure,
+    NotificationChannel,
+    NotificationDelivery,
     PersonnelCategory,
     Sector,
     ServiceType,
@@ -639,6 +641,82 @@ def intake_command(tool: str, body: Callable[[str], dict[str, Any]]) -> Command:
     )
 
 
+STAFF = frozenset(
+    {
+        "focal_point_own",
+        "focal_point_other",
+        "coordinator",
+        "investigator_own",
+        "investigator_other",
+        "provider_own",
+        "provider_other",
+    }
+)
+"""The callers who are told things (issue #18), and so keep notification preferences."""
+
+
+def contact(app: ComplaintMechanism, clock: Clock, caller: str) -> str:
+    """``caller``'s addresses registered by the coordinator (anew if erased): its user."""
+    user, agency, role = CALLERS[caller]
+    app.register_staff_contact(
+        actor=COORDINATOR,
+        user=user,
+        organisation=agency,
+        role=role,
+        email=f"{user}@staff.test",
+        phone=None,
+        channels=(NotificationChannel.EMAIL,),
+        quiet_hours=None,
+        delivery=NotificationDelivery.IMMEDIATE,
+        at=datetime.now(UTC),  # the API records these at its own time
+    )
+    return user
+
+
+def every_staff_contact(app: ComplaintMechanism, clock: Clock) -> tuple[str, dict[str, Any]]:
+    for caller in STAFF:
+        contact(app, clock, caller)
+    return "/v1/me/notifications", {}
+
+
+NOTIFICATION_COMMANDS: tuple[Command, ...] = (
+    Command(
+        "register my notifications",
+        "PUT",
+        fixed("/v1/me/notifications", {"email": "me@staff.test", "channels": ["email"]}),
+        STAFF,
+        None,
+    ),
+    Command("erase my notifications", "DELETE", every_staff_contact, STAFF, None),
+    Command(
+        "register staff notifications",
+        "PUT",
+        fixed(
+            "/v1/network/staff/inv-wfp/notifications",
+            {
+                "email": "oig@staff.test",
+                "channels": ["email"],
+                "organisation": "wfp",
+                "role": "investigating_entity",
+            },
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+    Command(
+        "erase staff notifications",
+        "DELETE",
+        lambda app, clock: (
+            f"/v1/network/staff/{contact(app, clock, 'provider_other')}/notifications",
+            {},
+        ),
+        NETWORK_KEEPER,
+        None,
+    ),
+)
+"""Where and when staff are told (issue #18)."""
+
+
 COMMANDS: tuple[Command, ...] = (
     Command("intake", "POST", fixed("/v1/cases", COMPLAINT), INTAKE, None),
     case_command("assess", "assessment", received, SEA),
@@ -878,6 +956,7 @@ COMMANDS: tuple[Command, ...] = (
             "narrative": f"{CANARY} by phone",
         },
     ),
+    *NOTIFICATION_COMMANDS,
 )
 
 
@@ -1006,6 +1085,8 @@ def standard(world: World, clock: Clock) -> Standard:
         at=clock(),
     )
     feedback_id = feedback_item(app, clock)
+    for caller in STAFF:
+        contact(app, clock, caller)
     project(world)
     return Standard(case_id, referral_id, feedback_id, webhook(app))
 
@@ -1071,6 +1152,8 @@ READS: dict[str, tuple[Callable[[Standard], str], frozenset[str], int]] = {
     "webhooks": (lambda s: "/v1/webhooks", NETWORK_KEEPER, 403),
     "webhook": (lambda s: f"/v1/webhooks/{s.webhook_id}", NETWORK_KEEPER, 403),
     "webhook event types": (lambda s: "/v1/webhooks/event-types", NETWORK_KEEPER, 403),
+    # one's own addresses (issue #18): the staff who are told things, each their own
+    "my notifications": (lambda s: "/v1/me/notifications", STAFF, 403),
 }
 
 

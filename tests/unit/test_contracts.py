@@ -38,6 +38,7 @@ from domain.assistance import AssistanceReferral
 from domain.case import Case
 from domain.feedback import Feedback
 from domain.network import Network
+from domain.notification import Notification, StaffContact
 from domain.personal_data import PersonDetails, personal_data_paths
 from domain.prevention import (
     AwarenessActivity,
@@ -74,6 +75,8 @@ DOMAIN_EVENT_CLASSES = [
         RiskAssessment,
         WorkPlan,
         PreventionPolicy,
+        StaffContact,
+        Notification,
     )
     for event_class in published_event_classes(aggregate)
 ]
@@ -160,7 +163,7 @@ def test_every_domain_event_class_has_exactly_one_contract_type_and_every_type_a
     paired = {TRANSLATIONS[c].message_type for c in DOMAIN_EVENT_CLASSES}
 
     # then the pairing is one to one and covers the whole catalogue
-    assert len(DOMAIN_EVENT_CLASSES) == 33 + 17  # 17 of prevention work (#22)
+    assert len(DOMAIN_EVENT_CLASSES) == 33 + 17 + 5  # prevention work (#22), notifications (#18)
     assert len(paired) == len(DOMAIN_EVENT_CLASSES)
     assert paired == set(MESSAGE_TYPES)
     assert coverage_problems() == []
@@ -192,6 +195,8 @@ def test_message_types_are_named_after_aggregate_and_event_in_snake_case():
         "risk_assessment",
         "work_plan",
         "prevention_policy",
+        "staff_contact",
+        "notification",
     }
 
 

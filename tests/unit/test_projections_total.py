@@ -586,6 +586,8 @@ def values_of(info: mi.Type, name: str = "") -> st.SearchStrategy[Any]:
             return any_instant
         case mi.DateType():
             return st.dates()
+        case mi.TimeType():
+            return st.times()
         case mi.TimeDeltaType():
             return st.timedeltas()
         case mi.ListType() | mi.FrozenSetType() | mi.SetType():

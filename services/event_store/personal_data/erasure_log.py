@@ -31,6 +31,7 @@ from psycopg.sql import SQL, Identifier
 
 from domain.case import Case
 from domain.feedback import Feedback
+from domain.notification import StaffContact
 from domain.personal_data import DataSubject
 from services.event_store import custody
 from services.event_store.chain import GENESIS, link_before, read_log
@@ -38,6 +39,7 @@ from services.event_store.personal_data.data_keys import KeyRef
 
 CASE_ERASED = get_topic(Case.PersonalDataErased)
 FEEDBACK_ERASED = get_topic(Feedback.PersonalDataErased)
+CONTACT_ERASED = get_topic(StaffContact.PersonalDataErased)
 SEALED = "_pd"
 
 _decode = msgspec.json.Decoder().decode
@@ -70,7 +72,7 @@ def sealed_keys(fields: dict[str, Any]) -> set[tuple[str, int]]:
 def erasure_targets(topic: str, originator: UUID, fields: dict[str, Any]) -> list[tuple[UUID, str]]:
     """The (scope, subject) pairs an erasure event's stored fields destroy (as
     ``sealing.erasures_of`` does for the decoded event)."""
-    if topic == FEEDBACK_ERASED:
+    if topic in (FEEDBACK_ERASED, CONTACT_ERASED):
         return [(originator, subject.value) for subject in DataSubject]
     if topic != CASE_ERASED:
         return []
@@ -171,11 +173,11 @@ def erasures(
     """(position, scope, subject) of every erasure the log holds after ``after`` that the
     application wrote (``unvouched``); the (position, why) of any other erasure event is
     added to ``forged``: it erases nothing."""
-    where: LiteralString = "{pos} > %s AND topic IN (%s, %s)"
-    params: tuple[Any, ...] = (after, CASE_ERASED, FEEDBACK_ERASED)
+    where: LiteralString = "{pos} > %s AND topic IN (%s, %s, %s)"
+    params: tuple[Any, ...] = (after, CASE_ERASED, FEEDBACK_ERASED, CONTACT_ERASED)
     if through is not None:
-        where = "{pos} > %s AND {pos} <= %s AND topic IN (%s, %s)"
-        params = (after, through, CASE_ERASED, FEEDBACK_ERASED)
+        where = "{pos} > %s AND {pos} <= %s AND topic IN (%s, %s, %s)"
+        params = (after, through, CASE_ERASED, FEEDBACK_ERASED, CONTACT_ERASED)
     for position, originator, _version, topic, state in select_events(
         recorder, where + " ORDER BY {pos}", params
     ):
