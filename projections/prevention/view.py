@@ -2,7 +2,7 @@
 
 Prevention records are few (a network records hundreds of sessions a year, not millions of
 events), so the model is rebuilt from the log's prevention and network messages on each read
-rather than kept in a read-model file (ADR 16). It imports only ``contracts``, like every
+rather than kept in a read-model file (ADR 22). It imports only ``contracts``, like every
 projection, so it can be fed from the store or from NATS alike.
 
 Every figure is a count over records that carry no personal data. The risk map joins them with

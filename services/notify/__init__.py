@@ -1,4 +1,4 @@
-"""The notifier (issue #18, ADR 16): tells staff what waits for them, on the SOP's clock.
+"""The notifier (issue #18, ADR 18): tells staff what waits for them, on the SOP's clock.
 
 ``intake``: the durable consumer's projection (who is told what, into the outbox, with the
 stream position in the same transaction); ``scheduler``: due-soon and overdue reminders and

@@ -2,7 +2,7 @@
 
 The sender works on its own file (``notify-sender.sqlite3``), into which it copies the
 intake's notices (``outbox.pull``). For a batch of due notices, each step is committed
-before the next (ADR 16):
+before the next (ADR 18):
 1. ``sending``, each notice's attempt counted (before any byte goes out);
 2. each notice, each channel in turn; a channel that accepted is listed in
    ``done_channels`` at once, so a retry never sends on it again;

@@ -1,7 +1,7 @@
 """SIGKILL of ``cbcm notify`` mid-batch (issue #18): a real subprocess killed twice while it
 takes in the stream and sends to a real STARTTLS SMTP server; restarted, it loses nothing
 and sends nothing twice beyond the one message that was with the server when it died (same
-Message-ID, ADR 16), and the log holds each notice exactly once."""
+Message-ID, ADR 18), and the log holds each notice exactly once."""
 
 from __future__ import annotations
 

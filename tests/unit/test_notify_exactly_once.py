@@ -7,7 +7,7 @@ accepted the message, or right after the notice was recorded in the log, before 
 heard of it. After a restart and a drain:
 - every notice the events call for was delivered, and none the model does not know of;
 - each notice reached its channel once, plus exactly one repeat (same Message-ID) per crash
-  between acceptance and the outbox's commit: the window ADR 16 accepts;
+  between acceptance and the outbox's commit: the window ADR 18 accepts;
 - the log holds one notification event per outbox row, never two;
 - due-soon and overdue come at most once per deadline, and overdue for every case whose
   deadline passed.
