@@ -450,7 +450,10 @@ class PostgresReadModel:
             try:
                 yield PostgresReadModelDb(conn)
             finally:
-                conn.execute("ROLLBACK")
+                # nothing was written; a session lost meanwhile has nothing to roll back
+                # (the pool replaces it), and the error that lost it is the one to tell
+                with contextlib.suppress(psycopg.OperationalError, psycopg.InterfaceError):
+                    conn.execute("ROLLBACK")
 
     def lease(self) -> PostgresLease:
         return PostgresLease(self)

@@ -31,6 +31,7 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import invariant, run_state_machine_as_test
 
+from contracts.case import CaseReceivedV1
 from contracts.catalogue import decode_message
 from projections.assistance import AssistanceProjection, gaps, provider_referrals, tracker
 from projections.base import ReadModelDb
@@ -435,3 +436,87 @@ def test_statistics_read_model_on_postgresql_answers_like_sqlite(
     finally:
         lite.close()  # type: ignore[attr-defined]
         pg.close()  # type: ignore[attr-defined]
+
+
+# ------------------------------------------------------------------------------- the API
+
+
+def _timeless(answer: Any) -> Any:
+    """An answer without what depends on the moment it was asked (how long a referral has
+    waited, counted from now)."""
+    if isinstance(answer, dict):
+        return {
+            k: _timeless(v) for k, v in answer.items() if k not in ("since_referral", "waiting")
+        }
+    if isinstance(answer, list):
+        return [_timeless(v) for v in answer]
+    return answer
+
+
+def test_the_api_answers_from_postgresql_read_models_as_from_sqlite(
+    stream: list[Outgoing], pg_places: Places, tmp_path: Path
+) -> None:
+    """Two API instances over the same events, one reading SQLite files, one PostgreSQL
+    schemas: the same answers; a read past the applied position waits and answers 503, and
+    a read model whose database cannot be reached is 503 naming no address."""
+    from fastapi.testclient import TestClient  # noqa: PLC0415
+
+    from services.api.app import create_app  # noqa: PLC0415
+    from services.identity.tokens import issue_token  # noqa: PLC0415
+    from services.projector.storage import read_model_store  # noqa: PLC0415
+    from tests.api_world import CALLERS  # noqa: PLC0415
+
+    messages = [(o.position, decode_message(o.payload)) for o in stream]
+    lite = Settings(data_dir=tmp_path / "lite", read_wait_seconds=0.3)
+    pg = Settings(
+        data_dir=tmp_path / "pg", read_model_store=pg_places.schema_url, read_wait_seconds=0.3
+    )
+    for settings_ in (lite, pg):
+        for projection in (InboxProjection(), AssistanceProjection(), StatisticsProjection()):
+            store = read_model_store(settings_, projection.name)
+            db = open_projection(projection, store)
+            try:
+                apply_batch(projection, db, messages)
+            finally:
+                db.close()  # type: ignore[attr-defined]
+                store.close()
+    received = next(m.data for _, m in messages if isinstance(m.data, CaseReceivedV1))
+    case_id, agency = received.case_id, received.actor.agency
+    user, _, role = CALLERS["coordinator"]
+    answers = []
+    for settings_ in (lite, pg):
+        token = issue_token(settings_.data_dir, user=user, agency="ocha", roles=[role])
+        headers = {"Authorization": f"Bearer {token}"}
+        with TestClient(create_app(settings_)) as client:
+            got = [
+                client.get(path, headers=headers)
+                for path in (
+                    f"/v1/inbox/{agency}",
+                    f"/v1/inbox/cases/{case_id}",
+                    f"/v1/assistance/cases/{case_id}",
+                    "/v1/assistance/gaps",
+                    "/v1/stats",
+                )
+            ]
+            assert all(a.status_code == 200 for a in got), [a.text for a in got]
+            answers.append([(_timeless(a.json()), a.headers["x-cbcm-position"]) for a in got])
+            behind = client.get(f"/v1/inbox/cases/{case_id}?after={10**9}", headers=headers)
+            assert behind.status_code == 503
+            assert client.get("/readyz").status_code == 200
+    assert answers[0] == answers[1]
+
+    # a read-model database that cannot be reached: 503 at once, no address in the answer
+    gone = Settings(
+        data_dir=tmp_path / "pg",
+        read_model_store="postgresql://postgres@127.0.0.1:1/nowhere",
+        read_wait_seconds=0.3,
+    )
+    token = issue_token(gone.data_dir, user=user, agency="ocha", roles=[role])
+    with TestClient(create_app(gone)) as client:
+        answer = client.get(
+            f"/v1/inbox/cases/{case_id}", headers={"Authorization": f"Bearer {token}"}
+        )
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["content-type"] == "application/problem+json"
+        assert "127.0.0.1" not in answer.text and "nowhere" not in answer.text
+        assert client.get("/readyz").status_code == 503
