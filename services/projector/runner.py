@@ -111,6 +111,7 @@ from services.projector.storage import (
     close_db,
     data_dir_of,
     lease_path,
+    pipelined,
     read_model_path,
     rollback,
 )
@@ -423,43 +424,62 @@ def _apply(
     gap: tuple[int, str] | None = None
     stall: Poison | None = None
     try:
-        position = get_position(db)
-        applied = skipped = 0
-        for index in range(start, len(messages)):
-            if applied == limit:
-                break
-            item = messages[index]
-            if isinstance(item, Undecodable):
-                if item.position is not None and item.position <= position:
-                    skipped += 1
-                    continue
-                if (
-                    item.position is not None
-                    and previous.get(item.position, item.position - 1) != position
-                ):
-                    gap = (index, _gap(projection, position, item.position))
-                    break
-                at = position + 1 if item.position is None else item.position
-                stall = Poison(index, at, item.message_type, item.error)
-                break
-            at, message = item
-            if at <= position:
-                skipped += 1
-                continue
-            if previous.get(at, at - 1) != position:
-                gap = (index, _gap(projection, position, at))
-                break
-            projection.apply(db, message)
-            position = at
-            applied += 1
-        if applied:
-            projection.end_batch(db)
-            set_position(db, position)
+        with pipelined(db):
+            position, applied, skipped, gap, stall = _apply_in_transaction(
+                projection, db, messages, previous, start=start, limit=limit
+            )
         db.execute("COMMIT")
     except BaseException:
         rollback(db)
         raise
     return Applied(applied, skipped, position, gap, stall)
+
+
+def _apply_in_transaction(
+    projection: Projection,
+    db: ReadModelDb,
+    messages: Sequence[Item],
+    previous: Mapping[int, int],
+    *,
+    start: int,
+    limit: int | None,
+) -> tuple[int, int, int, tuple[int, str] | None, Poison | None]:
+    """``_apply``'s work inside its transaction: (position, applied, skipped, gap, stall)."""
+    gap: tuple[int, str] | None = None
+    stall: Poison | None = None
+    position = get_position(db)
+    applied = skipped = 0
+    for index in range(start, len(messages)):
+        if applied == limit:
+            break
+        item = messages[index]
+        if isinstance(item, Undecodable):
+            if item.position is not None and item.position <= position:
+                skipped += 1
+                continue
+            if (
+                item.position is not None
+                and previous.get(item.position, item.position - 1) != position
+            ):
+                gap = (index, _gap(projection, position, item.position))
+                break
+            at = position + 1 if item.position is None else item.position
+            stall = Poison(index, at, item.message_type, item.error)
+            break
+        at, message = item
+        if at <= position:
+            skipped += 1
+            continue
+        if previous.get(at, at - 1) != position:
+            gap = (index, _gap(projection, position, at))
+            break
+        projection.apply(db, message)
+        position = at
+        applied += 1
+    if applied:
+        projection.end_batch(db)
+        set_position(db, position)
+    return position, applied, skipped, gap, stall
 
 
 def _apply_one_by_one(

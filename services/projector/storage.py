@@ -275,13 +275,41 @@ def pg_sql(text: str) -> str:
     return text.replace("%", "%%").replace("?", "%s")
 
 
+class _Pipelined:
+    """A cursor of a pipelined batch: its rows, or how many rows it changed, wait for the
+    server's answer only when asked for (psycopg syncs for the rows, not for the count)."""
+
+    def __init__(self, cursor: psycopg.Cursor[PgRow]) -> None:
+        self.cursor = cursor
+
+    @property
+    def rowcount(self) -> int:
+        # what fetchone does first (a sync), for the count: psycopg's rowcount does not
+        self.cursor._fetch_pipeline()
+        return self.cursor.rowcount
+
+    def fetchone(self) -> Any:
+        return self.cursor.fetchone()
+
+    def fetchall(self) -> list[Any]:
+        return self.cursor.fetchall()
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.cursor)
+
+
 class PostgresReadModelDb:
     """A psycopg connection (autocommit: the caller opens its transactions with ``BEGIN``,
-    as with the SQLite connections) speaking the projections' portable SQL."""
+    as with the SQLite connections) speaking the projections' portable SQL.
+
+    Inside ``pipelined`` the statements of a batch go to the server without waiting for each
+    answer (psycopg's pipeline mode): a batch waits for the server only where a projection
+    reads, instead of at every statement."""
 
     def __init__(self, conn: psycopg.Connection[Any]) -> None:
         self.conn = conn
         self._sql: dict[str, str] = {}
+        self._pipelined = False
 
     def _translated(self, text: str) -> str:
         found = self._sql.get(text)
@@ -289,10 +317,19 @@ class PostgresReadModelDb:
             found = self._sql[text] = pg_sql(text)
         return found
 
+    @contextmanager
+    def pipelined(self) -> Iterator[None]:
+        with self.conn.pipeline():
+            self._pipelined = True
+            try:
+                yield
+            finally:
+                self._pipelined = False
+
     def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows:
         cursor = self.conn.cursor(row_factory=_pg_rows)
         cursor.execute(self._translated(sql), list(parameters))
-        return cursor
+        return _Pipelined(cursor) if self._pipelined else cursor
 
     def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Rows:
         cursor = self.conn.cursor(row_factory=_pg_rows)
@@ -547,6 +584,17 @@ def begin_write(db: ReadModelDb) -> None:
         db.execute("SELECT position FROM projection_position FOR UPDATE")
     else:
         db.execute("BEGIN IMMEDIATE")
+
+
+@contextmanager
+def pipelined(db: ReadModelDb) -> Iterator[None]:
+    """A batch's statements sent without waiting for each answer (PostgreSQL); nothing
+    changes on SQLite, which answers in-process."""
+    if isinstance(db, PostgresReadModelDb):
+        with db.pipelined():
+            yield
+    else:
+        yield
 
 
 def rollback(db: ReadModelDb) -> None:
