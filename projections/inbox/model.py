@@ -151,6 +151,8 @@ _SCHEMA = (
     " PRIMARY KEY (case_id, action))",
 )
 _TABLES = ("inbox_actions", "inbox_focal_points", "inbox_cases", POLICY_TABLE)
+_CHUNK = 500
+"""Case ids per query when a batch's touched cases are read back (SQLite allows 999)."""
 
 
 # ------------------------------------------------------------------------------- results
@@ -344,22 +346,30 @@ class InboxProjection:
         if not touched:
             return
         deadlines = load_deadlines(db, POLICY_TABLE)
-        for case_id in sorted(touched):
-            self._recompute(db, case_id, deadlines)
+        ordered = sorted(touched)
+        rows: dict[str, Row] = {}
+        # the rows in a few queries rather than one per case (on PostgreSQL each query that
+        # is read waits for the server)
+        for chunk in range(0, len(ordered), _CHUNK):
+            ids = ordered[chunk : chunk + _CHUNK]
+            marks = ", ".join("?" for _ in ids)
+            for row in db.execute(f"SELECT * FROM inbox_cases WHERE case_id IN ({marks})", ids):
+                rows[row["case_id"]] = row
+        for case_id in ordered:
+            row = rows.get(case_id)
+            if row is not None:  # None: touched in a batch that was rolled back
+                self._recompute(db, case_id, row, deadlines)
 
     def _recompute_open(self, db: ReadModelDb) -> None:
         deadlines = load_deadlines(db, POLICY_TABLE)
-        open_ids = [
-            r[0] for r in db.execute("SELECT case_id FROM inbox_cases WHERE closed_at IS NULL")
-        ]
-        for case_id in open_ids:
-            self._recompute(db, case_id, deadlines)
+        open_rows = db.execute("SELECT * FROM inbox_cases WHERE closed_at IS NULL").fetchall()
+        for row in open_rows:
+            self._recompute(db, row["case_id"], row, deadlines)
 
     @staticmethod
-    def _recompute(db: ReadModelDb, case_id: str, deadlines: dict[str, timedelta]) -> None:
-        row = db.execute("SELECT * FROM inbox_cases WHERE case_id = ?", (case_id,)).fetchone()
-        if row is None:  # touched in a batch that was rolled back
-            return
+    def _recompute(
+        db: ReadModelDb, case_id: str, row: Row, deadlines: dict[str, timedelta]
+    ) -> None:
         actions = pending_actions(row, deadlines)
         db.execute("DELETE FROM inbox_actions WHERE case_id = ?", (case_id,))
         db.executemany(
