@@ -19,7 +19,9 @@ Client threads in the test's own process send complaints and assessments, each c
 its Idempotency-Key, spreading them over both API hosts (round robin; a failed try goes to
 the other). Under that load, in turn: the API on h1 is SIGKILLed (reads and writes go on
 through h2), the leading relay, the active inbox projector, and a NATS node; each is
-started again once the others have carried on without it.
+started again once the others have carried on without it (events still reaching the read
+models). Last, every process of h1 (its API, its relay, its NATS node) is SIGKILLed at once,
+as a host lost, and started again.
 
 At the end: every command accepted once and none twice; reads answered by the API host that
 stayed up; the public intake throttle reached through h1 refuses on h2 at once (Redis); every
@@ -486,7 +488,22 @@ def test_the_network_on_several_hosts_loses_nothing_when_one_host_at_a_time_fail
             flowing("a NATS node is down")
 
         downtime["nats-n2"] = kill_and_restart(nats_nodes["n2"], without_a_node)
-        carry_on(AFTER, "intake after the NATS node")
+        carry_on(BETWEEN, "intake after the NATS node")
+
+        # 5. the whole of h1 at once (its API, its relay, its NATS node), as a host lost
+        on_h1 = [p for p in processes if p.host is hosts["h1"] and p.alive()]
+        for p in on_h1:
+            down.add(p.name)
+            p.kill()
+        killed = time.monotonic()
+        carry_on(WITHOUT, "intake with h1 gone")
+        flowing("h1 is gone")
+        for p in on_h1:
+            p.start()
+            down.discard(p.name)
+        downtime["host-h1"] = time.monotonic() - killed
+        wait_until(lambda: ready(bases[0]), 60, "the h1 API after the host came back", watch)
+        carry_on(AFTER, "intake after h1 came back")
         intake.finish()
 
         # ---- nothing lost, nothing twice

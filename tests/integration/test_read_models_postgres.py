@@ -263,7 +263,7 @@ async def test_a_projector_killed_mid_batch_leaves_no_row_without_its_position(
     assert isinstance(store, PostgresReadModel) and pg_places.server_url is not None
     projector = Projector("p", store.schema, server.url, pg_places.server_url, tmp_path)
     rng = random.Random(1606)
-    holds = sorted(rng.sample([o.position for o in stream[20:-20]], 3))
+    holds = sorted(rng.sample([o.position for o in stream[20:-20]], 2))
     try:
         for run, hold in enumerate(holds):
             # Given a projector that stops inside a batch, on position `hold`
@@ -395,7 +395,7 @@ def test_any_command_sequence_gives_the_same_read_models_on_postgresql_and_sqlit
     postgres_server_url: str,
 ) -> None:
     _PG_URL[:] = [postgres_server_url]
-    run_state_machine_as_test(BothDatabases, settings=_both_settings(4, 30))
+    run_state_machine_as_test(BothDatabases, settings=_both_settings(3, 25))
 
 
 @pytest.mark.soak
