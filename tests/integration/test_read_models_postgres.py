@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import random
 import signal
@@ -520,3 +521,46 @@ def test_the_api_answers_from_postgresql_read_models_as_from_sqlite(
         assert answer.headers["content-type"] == "application/problem+json"
         assert "127.0.0.1" not in answer.text and "nowhere" not in answer.text
         assert client.get("/readyz").status_code == 503
+
+
+def _run(argv: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        argv, env=env, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+async def test_cbcm_projections_rebuild_into_a_schema_and_refusing_a_live_one(
+    stream: list[Outgoing], server: EmbeddedNats, pg_places: Places, tmp_path: Path
+) -> None:
+    """``cbcm projections rebuild NAME --into SCHEMA`` on PostgreSQL read models; the live
+    schema is refused (exit 2) while a projector holds its lease."""
+    await publish(server.url, stream)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")} | {
+        "CBCM_DATA_DIR": str(tmp_path / "data"),
+        "CBCM_READ_MODEL_STORE": pg_places.schema_url,
+        "CBCM_NATS_URL": server.url,
+    }
+    cbcm = str(Path(sys.executable).parent / "cbcm")
+    fresh = f"{pg_places.prefix}fresh"
+    done = await asyncio.to_thread(
+        _run, [cbcm, "projections", "rebuild", "inbox", "--into", fresh], env
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    rebuilt = pg_places("fresh", "inbox")
+    assert isinstance(rebuilt, PostgresReadModel)
+    assert rebuilt.position() == stream[-1].position
+    # the same as a SQLite rebuild of the same stream
+    lite = tmp_path / "inbox.sqlite3"
+    assert await rebuild(InboxProjection(), lite, server.url) == stream[-1].position
+    assert dump(rebuilt) == dump(lite)
+
+    # a projector keeps the live schema: the rebuild of it is refused, nothing dropped
+    live = pg_places("inbox")
+    assert isinstance(live, PostgresReadModel)
+    db = open_projection(InboxProjection(), live)  # holds the lease on its session
+    try:
+        refused = await asyncio.to_thread(_run, [cbcm, "projections", "rebuild", "inbox"], env)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert "kept up to date by a running projector" in refused.stdout + refused.stderr
+    finally:
+        db.close()  # type: ignore[attr-defined]
