@@ -1019,7 +1019,15 @@ async def run_projector(
                 data_dir=data_dir if data_dir is not None else store.data_dir,
             )
     finally:
-        await asyncio.to_thread(lease.release)
+        await _off_loop(lease, lease.release)
+
+
+async def _off_loop(lease: Lease, call: Callable[[], Any]) -> Any:
+    """``call()`` of a lease: at once for a file lock, in a worker thread for PostgreSQL's
+    (a query over the network)."""
+    if isinstance(lease, ReadModelLease):
+        return call()
+    return await asyncio.to_thread(call)
 
 
 async def _take_lease(
@@ -1027,10 +1035,10 @@ async def _take_lease(
 ) -> bool:
     """Take the read model's lease, waiting as a standby while another instance holds it.
     ``False`` if ``stop`` is set first."""
-    if not await asyncio.to_thread(lease.try_take):
-        holder = await asyncio.to_thread(lease.holder)
+    if not await _off_loop(lease, lease.try_take):
+        holder = await _off_loop(lease, lease.holder)
         log.info("projector.standby", projection=projection.name, active=holder)
-        while not await asyncio.to_thread(lease.try_take):
+        while not await _off_loop(lease, lease.try_take):
             await wait_for_stop(stop, LEASE_POLL)
             if stop.is_set():
                 return False
@@ -1054,7 +1062,7 @@ async def _project(
     options: dict[str, Any],
     data_dir: Path,
 ) -> None:
-    db = await asyncio.to_thread(lambda: prepare(projection, store.writer(lease)))
+    db = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
     projector = _Projector(projection, db, data_dir, on_commit)
     health = projector.health = NatsHealth(projection.name, stop)
     backoff = 0.2
@@ -1120,8 +1128,8 @@ async def rebuild(
     too)."""
     store = as_store(where)
     lease = store.lease()
-    if not await asyncio.to_thread(lease.try_take):
-        holder = await asyncio.to_thread(lease.holder)
+    if not await _off_loop(lease, lease.try_take):
+        holder = await _off_loop(lease, lease.holder)
         raise ReadModelInUse(
             f"{store.where} is kept up to date by a running projector ({holder}): "
             "stop it first, or rebuild into another place (--into)"
@@ -1131,7 +1139,7 @@ async def rebuild(
             projection, store, lease, nats_url, progress, batch=batch, nats_options=nats_options
         )
     finally:
-        await asyncio.to_thread(lease.release)
+        await _off_loop(lease, lease.release)
 
 
 async def _rebuild(
@@ -1144,7 +1152,7 @@ async def _rebuild(
     batch: int,
     nats_options: dict[str, Any] | None,
 ) -> int:
-    db = await asyncio.to_thread(lambda: prepare(projection, store.writer(lease)))
+    db = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
     nc = await _connect(nats_url, _options(projection, nats_options), reconnect=False)
     try:
         js = nc.jetstream()

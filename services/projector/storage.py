@@ -34,6 +34,7 @@ import os
 import re
 import socket
 import threading
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -54,6 +55,16 @@ CONNECT_TIMEOUT = 5
 """Seconds a connection to a PostgreSQL read-model store may take."""
 
 DEFAULT_SCHEMA_PREFIX = "cbcm_"
+
+POOL_WAIT = 2.0
+"""Seconds a read waits for a pooled connection before its database counts as unreachable."""
+DOWN_FOR = 1.0
+"""Seconds after a failed connection during which reads fail at once (one waits each time
+this ends, while the pool keeps reconnecting)."""
+
+
+class ReadModelUnreachable(psycopg.OperationalError):
+    """The read models' PostgreSQL server could not be reached moments ago."""
 
 
 class ReadModelStoreError(ValueError):
@@ -425,6 +436,7 @@ class PostgresReadModel:
         self._host = f"{info.get('host') or 'localhost'}:{info.get('port') or 5432}"
         self._pool: ConnectionPool[psycopg.Connection[Any]] | None = None
         self._pool_lock = threading.Lock()
+        self._down_until = 0.0
 
     @property
     def where(self) -> str:
@@ -456,7 +468,7 @@ class PostgresReadModel:
                     self.url,
                     min_size=0,
                     max_size=8,
-                    timeout=CONNECT_TIMEOUT,
+                    timeout=POOL_WAIT,
                     kwargs={
                         "autocommit": True,
                         "connect_timeout": CONNECT_TIMEOUT,
@@ -468,12 +480,26 @@ class PostgresReadModel:
                 )
             return self._pool
 
+    @contextmanager
+    def _reader(self) -> Iterator[psycopg.Connection[Any]]:
+        """A pooled connection; while the server was just found unreachable, a failure at
+        once (for ``DOWN_FOR`` seconds) rather than each caller waiting out the pool's
+        timeout: the API answers 503 at once, and the pool reconnects meanwhile."""
+        if time.monotonic() < self._down_until:
+            raise ReadModelUnreachable(f"{self.where} was unreachable moments ago")
+        try:
+            with self._reader_pool().connection() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError):
+            self._down_until = time.monotonic() + DOWN_FOR
+            raise
+
     def exists(self) -> bool:
         return self.position() is not None
 
     def position(self) -> int | None:
         try:
-            with self._reader_pool().connection() as conn:
+            with self._reader() as conn:
                 row = conn.execute("SELECT max(position) FROM projection_position").fetchone()
         except psycopg.errors.UndefinedTable:
             return None
@@ -481,7 +507,7 @@ class PostgresReadModel:
 
     @contextmanager
     def reading(self) -> Iterator[ReadModelDb]:
-        with self._reader_pool().connection() as conn:
+        with self._reader() as conn:
             # one snapshot for every query of a read (the inbox and its actions agree)
             conn.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             try:
