@@ -1,10 +1,19 @@
-"""What every read model shares: the ``Projection`` protocol of ADR 3, opening a read-model
-SQLite file, the one-row ``projection_position`` table, times as sortable text, and the
-network policy's default deadlines.
+"""What every read model shares: the ``Projection`` protocol of ADR 3, the connection a
+projection writes through (``ReadModelDb``: a SQLite connection, or the PostgreSQL one of
+``services.projector.storage``, ADR 16), opening a read-model SQLite file, the one-row
+``projection_position`` table, times as sortable text, and the network policy's default
+deadlines.
 
 Projections import only ``contracts/`` and the standard library. The runner
 (``services/projector``) owns the transaction: ``apply`` changes rows through ``db`` and never
 commits.
+
+The SQL of every projection runs unchanged on SQLite and PostgreSQL: ``?`` parameters (the
+PostgreSQL connection turns them into ``%s``), ``INSERT ... ON CONFLICT DO NOTHING`` rather
+than ``INSERT OR IGNORE``, ``replace_row`` rather than ``INSERT OR REPLACE``, no ``rowid``,
+column types both read alike (``TEXT``, ``INTEGER``, ``BIGINT``, ``DOUBLE PRECISION``), and no
+reserved word as a bare column name. Text compares byte by byte on both (PostgreSQL's
+tables are created with the "C" collation), so an ``ORDER BY`` gives the same order.
 """
 
 # Table and column names in SQL text are constants of this module, never input.
@@ -13,6 +22,7 @@ commits.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -20,21 +30,61 @@ from typing import Any, Protocol
 from contracts.envelope import CloudEvent
 from contracts.network import NetworkPolicyV1
 
+Row = Any
+"""A row: its values by index (``row[0]``) and by column name (``row["case_id"]``)."""
+
+
+class Rows(Protocol):
+    """What a statement answers: its rows, and how many rows it changed."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Row: ...
+
+    def fetchall(self) -> list[Row]: ...
+
+    def __iter__(self) -> Iterator[Row]: ...
+
+
+class ReadModelDb(Protocol):
+    """The connection a projection reads and writes its tables through: a
+    ``sqlite3.Connection`` or the PostgreSQL one of ``services.projector.storage``."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows: ...
+
+    def executemany(self, sql: str, parameters: Iterable[Sequence[Any]], /) -> Rows: ...
+
 
 class Projection(Protocol):
     """A read model fed by contract messages (ADR 3)."""
 
     name: str
+    schema_version: int
+    """Changes when the tables change: a read model made with another version is dropped
+    and replayed from the stream (read models are rebuildable; ADR 16)."""
 
-    def create_tables(self, db: sqlite3.Connection) -> None: ...
+    def create_tables(self, db: ReadModelDb) -> None: ...
 
-    def drop_tables(self, db: sqlite3.Connection) -> None: ...
+    def drop_tables(self, db: ReadModelDb) -> None: ...
 
-    def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None: ...
+    def apply(self, db: ReadModelDb, message: CloudEvent[Any]) -> None: ...
 
-    def end_batch(self, db: sqlite3.Connection) -> None:
+    def end_batch(self, db: ReadModelDb) -> None:
         """Finish work deferred by ``apply`` (same transaction, before the position)."""
         ...
+
+
+def replace_row(
+    db: ReadModelDb, table: str, keys: Sequence[str], values: Mapping[str, object]
+) -> None:
+    """Put a row in place of the one with the same ``keys`` (columns not given take their
+    defaults, as SQLite's ``INSERT OR REPLACE`` did), on either database."""
+    where = " AND ".join(f"{key} = ?" for key in keys)
+    db.execute(f"DELETE FROM {table} WHERE {where}", [values[key] for key in keys])
+    columns = ", ".join(values)
+    marks = ", ".join("?" for _ in values)
+    db.execute(f"INSERT INTO {table} ({columns}) VALUES ({marks})", list(values.values()))
 
 
 # ------------------------------------------------------------------------------- database
@@ -64,16 +114,51 @@ def open_read_model(path: Path, *, readonly: bool = False) -> sqlite3.Connection
 
 
 POSITION_TABLE = "projection_position"
+SCHEMA_TABLE = "projection_schema"
 
 
-def create_position_table(db: sqlite3.Connection) -> None:
+def create_position_table(db: ReadModelDb) -> None:
     """The one-row table ``projection_position(position)``; 0 when nothing is applied."""
-    db.execute(f"CREATE TABLE IF NOT EXISTS {POSITION_TABLE} (position INTEGER NOT NULL)")
+    db.execute(f"CREATE TABLE IF NOT EXISTS {POSITION_TABLE} (position BIGINT NOT NULL)")
     if db.execute(f"SELECT count(*) FROM {POSITION_TABLE}").fetchone()[0] == 0:
         db.execute(f"INSERT INTO {POSITION_TABLE} (position) VALUES (0)")
 
 
-def get_position(db: sqlite3.Connection) -> int:
+def get_schema_version(db: ReadModelDb) -> int | None:
+    """The schema version the read model's tables were made with: ``None`` when it has no
+    position table (nothing made yet), 1 when it has one but no version (made before
+    versions were recorded)."""
+    tables = _tables(db)
+    if POSITION_TABLE not in tables:
+        return None
+    if SCHEMA_TABLE not in tables:
+        return 1
+    row = db.execute(f"SELECT version FROM {SCHEMA_TABLE}").fetchone()
+    return 1 if row is None else int(row[0])
+
+
+def set_schema_version(db: ReadModelDb, version: int) -> None:
+    db.execute(f"CREATE TABLE IF NOT EXISTS {SCHEMA_TABLE} (version INTEGER NOT NULL)")
+    db.execute(f"DELETE FROM {SCHEMA_TABLE}")
+    db.execute(f"INSERT INTO {SCHEMA_TABLE} (version) VALUES (?)", (version,))
+
+
+def drop_schema_table(db: ReadModelDb) -> None:
+    db.execute(f"DROP TABLE IF EXISTS {SCHEMA_TABLE}")
+
+
+def _tables(db: ReadModelDb) -> set[str]:
+    rows: Rows
+    if isinstance(db, sqlite3.Connection):
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    else:  # PostgreSQL: the tables of the schema the connection works in
+        rows = db.execute(
+            "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+        )
+    return {str(r[0]) for r in rows}
+
+
+def get_position(db: ReadModelDb) -> int:
     """The last applied stream position (0 when none, or when the table does not exist)."""
     try:
         row = db.execute(f"SELECT max(position) FROM {POSITION_TABLE}").fetchone()
@@ -82,12 +167,12 @@ def get_position(db: sqlite3.Connection) -> int:
     return int(row[0] or 0)
 
 
-def set_position(db: sqlite3.Connection, position: int) -> None:
+def set_position(db: ReadModelDb, position: int) -> None:
     """Record ``position`` as applied (inside the caller's transaction)."""
     db.execute(f"UPDATE {POSITION_TABLE} SET position = ?", (position,))
 
 
-def drop_position_table(db: sqlite3.Connection) -> None:
+def drop_position_table(db: ReadModelDb) -> None:
     db.execute(f"DROP TABLE IF EXISTS {POSITION_TABLE}")
 
 
@@ -160,16 +245,16 @@ POLICY_DURATIONS = (
 )
 
 
-def create_policy_table(db: sqlite3.Connection, table: str) -> None:
+def create_policy_table(db: ReadModelDb, table: str) -> None:
     """A one-row table of the policy's deadlines (seconds), holding the defaults at first."""
-    columns = ", ".join(f"{name} REAL NOT NULL" for name in POLICY_DURATIONS)
+    columns = ", ".join(f"{name} DOUBLE PRECISION NOT NULL" for name in POLICY_DURATIONS)
     db.execute(f"CREATE TABLE IF NOT EXISTS {table} ({columns})")
     if db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] == 0:
         store_policy(db, table, DEFAULT_POLICY, insert=True)
 
 
 def store_policy(
-    db: sqlite3.Connection, table: str, policy: NetworkPolicyV1, *, insert: bool = False
+    db: ReadModelDb, table: str, policy: NetworkPolicyV1, *, insert: bool = False
 ) -> None:
     values = [getattr(policy, name).total_seconds() for name in POLICY_DURATIONS]
     if insert:
@@ -180,7 +265,7 @@ def store_policy(
         db.execute(f"UPDATE {table} SET {assignments}", values)
 
 
-def load_deadlines(db: sqlite3.Connection, table: str) -> dict[str, timedelta]:
+def load_deadlines(db: ReadModelDb, table: str) -> dict[str, timedelta]:
     """The policy's deadlines by name (the defaults if the table is empty)."""
     row = db.execute(f"SELECT {', '.join(POLICY_DURATIONS)} FROM {table}").fetchone()
     if row is None:

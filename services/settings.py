@@ -20,6 +20,12 @@ class Settings(BaseSettings):
         default=None,
         description="'sqlite:///PATH' or 'postgresql://...'; default: a SQLite file in data_dir",
     )
+    read_model_store: str | None = Field(
+        default=None,
+        description="where the read models live: unset (or 'sqlite'): SQLite files under "
+        "data_dir/read_models; 'postgresql://...': a schema per read model in that database "
+        "(cbcm_inbox, cbcm_assistance, cbcm_stats; with '?schema=NAME', NAME_inbox...; ADR 16)",
+    )
     nats_url: str | None = Field(
         default=None, description="an existing NATS; when unset `cbcm serve` starts its own"
     )

@@ -24,6 +24,7 @@ from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
 from services.nats.server import EmbeddedNats
 from services.settings import Settings
+from tests.read_model_places import Places
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
@@ -59,6 +60,15 @@ def postgres_url(postgres_server_url: str) -> Iterator[str]:
     yield f"{postgres_server_url}{sep}schema={schema}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def read_model_places(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Places]:
+    """Read models in SQLite files, then in PostgreSQL schemas of the test's own (ADR 16)."""
+    server = None if request.param == "sqlite" else request.getfixturevalue("postgres_server_url")
+    places = Places(request.param, tmp_path, server)
+    yield places
+    places.close()
 
 
 @pytest.fixture

@@ -26,7 +26,6 @@ Gaps (``gaps(db, now=...)``):
 from __future__ import annotations
 
 import logging
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias, get_args
@@ -57,9 +56,12 @@ from contracts.network import (
 )
 from contracts.vocabulary import ServiceType
 from projections.base import (
+    ReadModelDb,
+    Row,
     create_policy_table,
     load_deadlines,
     parse_ts,
+    replace_row,
     store_policy,
     ts,
 )
@@ -81,7 +83,7 @@ _SCHEMA = (
     " referral_id TEXT PRIMARY KEY, case_id TEXT NOT NULL, service_type TEXT NOT NULL,"
     " provider TEXT NOT NULL, area TEXT NOT NULL, contact_shared INTEGER NOT NULL,"
     " referring_agency TEXT NOT NULL, status TEXT NOT NULL, referred_at TEXT NOT NULL,"
-    " status_at TEXT NOT NULL)",
+    " status_at TEXT NOT NULL, made_position BIGINT NOT NULL)",
     "CREATE INDEX IF NOT EXISTS assistance_referrals_case ON assistance_referrals (case_id)",
     "CREATE TABLE IF NOT EXISTS assistance_referral_statuses ("
     " referral_id TEXT NOT NULL, version INTEGER NOT NULL, status TEXT NOT NULL,"
@@ -188,35 +190,43 @@ class AssistanceProjection:
     """Contract messages -> the survivor-assistance tracker tables."""
 
     name = "assistance"
+    schema_version = 2
+    """2: referrals keep the stream position they were made at (``made_position``), which
+    orders referrals made at the same time on either database (1 used SQLite's rowid)."""
 
-    def create_tables(self, db: sqlite3.Connection) -> None:
+    def create_tables(self, db: ReadModelDb) -> None:
         for statement in _SCHEMA:
             db.execute(statement)
         create_policy_table(db, POLICY_TABLE)
 
-    def drop_tables(self, db: sqlite3.Connection) -> None:
+    def drop_tables(self, db: ReadModelDb) -> None:
         for table in _TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
 
-    def end_batch(self, db: sqlite3.Connection) -> None:
+    def end_batch(self, db: ReadModelDb) -> None:
         """Nothing is deferred: every message updates its rows at once."""
 
-    def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None:
+    def apply(self, db: ReadModelDb, message: CloudEvent[Any]) -> None:
         data = message.data
         when = ts(message.time)
         if isinstance(data, NetworkEstablishedV1 | NetworkPolicySetV1):
             store_policy(db, POLICY_TABLE, data.policy)
         elif isinstance(data, NetworkServiceProviderRegisteredV1):
             db.executemany(
-                "INSERT OR IGNORE INTO assistance_pathway (provider, service_type, area)"
-                " VALUES (?, ?, ?)",
+                "INSERT INTO assistance_pathway (provider, service_type, area)"
+                " VALUES (?, ?, ?) ON CONFLICT DO NOTHING",
                 [(data.code, s, a) for s in data.service_types for a in data.areas],
             )
         elif isinstance(data, CaseReceivedV1):
-            db.execute(
-                "INSERT OR REPLACE INTO assistance_cases (case_id, agency, received_at)"
-                " VALUES (?, ?, ?)",
-                (str(data.case_id), data.actor.agency, ts(data.received_at)),
+            replace_row(
+                db,
+                "assistance_cases",
+                ("case_id",),
+                {
+                    "case_id": str(data.case_id),
+                    "agency": data.actor.agency,
+                    "received_at": ts(data.received_at),
+                },
             )
         elif isinstance(data, CaseAssessedV1):
             allegation = data.allegation
@@ -245,35 +255,40 @@ class AssistanceProjection:
             )
         elif isinstance(data, CaseConsentGivenV1 | CaseConsentWithdrawnV1):
             given = isinstance(data, CaseConsentGivenV1)
-            db.execute(
-                "INSERT OR REPLACE INTO assistance_consents"
-                " (case_id, version, kind, given, given_by, at) VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    str(data.case_id),
-                    data.version,
-                    data.kind,
-                    int(given),
-                    data.given_by if isinstance(data, CaseConsentGivenV1) else None,
-                    when,
-                ),
+            replace_row(
+                db,
+                "assistance_consents",
+                ("case_id", "version"),
+                {
+                    "case_id": str(data.case_id),
+                    "version": data.version,
+                    "kind": data.kind,
+                    "given": int(given),
+                    "given_by": data.given_by if isinstance(data, CaseConsentGivenV1) else None,
+                    "at": when,
+                },
             )
         elif isinstance(data, AssistanceReferralMadeV1):
             referral_id = str(data.referral_id)
-            db.execute(
-                "INSERT OR REPLACE INTO assistance_referrals (referral_id, case_id,"
-                " service_type, provider, area, contact_shared, referring_agency, status,"
-                " referred_at, status_at) VALUES (?, ?, ?, ?, ?, ?, ?, 'referred', ?, ?)",
-                (
-                    referral_id,
-                    str(data.case_id),
-                    data.service_type,
-                    data.provider,
-                    data.area,
-                    int(data.contact_shared),
-                    data.actor.agency,
-                    when,
-                    when,
-                ),
+            replace_row(
+                db,
+                "assistance_referrals",
+                ("referral_id",),
+                {
+                    "referral_id": referral_id,
+                    "case_id": str(data.case_id),
+                    "service_type": data.service_type,
+                    "provider": data.provider,
+                    "area": data.area,
+                    "contact_shared": int(data.contact_shared),
+                    "referring_agency": data.actor.agency,
+                    "status": "referred",
+                    "referred_at": when,
+                    "status_at": when,
+                    # the order of referrals made at the same time (the runner applies
+                    # only messages with a position; 0 for one applied by hand)
+                    "made_position": message.position if isinstance(message.position, int) else 0,
+                },
             )
             self._status(db, referral_id, data.version, "referred", when)
         elif type(data) in _STATUS_OF:
@@ -289,31 +304,30 @@ class AssistanceProjection:
             self._status(db, referral_id, data.version, status, when)
 
     @staticmethod
-    def _status(
-        db: sqlite3.Connection, referral_id: str, version: int, status: str, when: str
-    ) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO assistance_referral_statuses (referral_id, version, status, at)"
-            " VALUES (?, ?, ?, ?)",
-            (referral_id, version, status, when),
+    def _status(db: ReadModelDb, referral_id: str, version: int, status: str, when: str) -> None:
+        replace_row(
+            db,
+            "assistance_referral_statuses",
+            ("referral_id", "version"),
+            {"referral_id": referral_id, "version": version, "status": status, "at": when},
         )
 
 
 # ------------------------------------------------------------------------------- queries
 
 
-def _area(db: sqlite3.Connection, case: sqlite3.Row) -> str | None:
+def _area(db: ReadModelDb, case: Row) -> str | None:
     if case["incident_area"] is not None:
         return str(case["incident_area"])
     row = db.execute(
         "SELECT area FROM assistance_referrals WHERE case_id = ?"
-        " ORDER BY referred_at DESC, rowid DESC LIMIT 1",
+        " ORDER BY referred_at DESC, made_position DESC, referral_id DESC LIMIT 1",
         (case["case_id"],),
     ).fetchone()
     return None if row is None else str(row[0])
 
 
-def _current_consents(db: sqlite3.Connection, case_id: str) -> dict[str, bool]:
+def _current_consents(db: ReadModelDb, case_id: str) -> dict[str, bool]:
     current: dict[str, bool] = {}
     for row in db.execute(
         "SELECT kind, given FROM assistance_consents WHERE case_id = ? ORDER BY version",
@@ -323,9 +337,7 @@ def _current_consents(db: sqlite3.Connection, case_id: str) -> dict[str, bool]:
     return current
 
 
-def _pathway_gaps(
-    db: sqlite3.Connection, case: sqlite3.Row, consents: dict[str, bool]
-) -> list[Gap]:
+def _pathway_gaps(db: ReadModelDb, case: Row, consents: dict[str, bool]) -> list[Gap]:
     if case["closed_at"] is not None or not consents.get("assistance_referral", False):
         return []
     area = _area(db, case)
@@ -344,9 +356,7 @@ def _pathway_gaps(
     ]
 
 
-def _referral_view(
-    db: sqlite3.Connection, row: sqlite3.Row, now: datetime, within: timedelta
-) -> ReferralView:
+def _referral_view(db: ReadModelDb, row: Row, now: datetime, within: timedelta) -> ReferralView:
     history = tuple(
         StatusTime(r["status"], parse_ts(r["at"]))
         for r in db.execute(
@@ -384,7 +394,7 @@ def _not_accepted(view: ReferralView, case_id: UUID) -> Gap:
     )
 
 
-def tracker(db: sqlite3.Connection, case_id: UUID | str, *, now: datetime) -> CaseAssistance | None:
+def tracker(db: ReadModelDb, case_id: UUID | str, *, now: datetime) -> CaseAssistance | None:
     """A case's consents, referrals and gaps as of ``now`` (``None`` for an unknown case)."""
     if now.tzinfo is None:
         raise ValueError("now must be zone-aware")
@@ -405,7 +415,8 @@ def tracker(db: sqlite3.Connection, case_id: UUID | str, *, now: datetime) -> Ca
     referrals = tuple(
         _referral_view(db, r, now, within)
         for r in db.execute(
-            "SELECT * FROM assistance_referrals WHERE case_id = ? ORDER BY referred_at, rowid",
+            "SELECT * FROM assistance_referrals WHERE case_id = ?"
+            " ORDER BY referred_at, made_position, referral_id",
             (key,),
         ).fetchall()
     )
@@ -424,7 +435,7 @@ def tracker(db: sqlite3.Connection, case_id: UUID | str, *, now: datetime) -> Ca
     )
 
 
-def gaps(db: sqlite3.Connection, *, now: datetime, agency: str | None = None) -> list[Gap]:
+def gaps(db: ReadModelDb, *, now: datetime, agency: str | None = None) -> list[Gap]:
     """Every gap as of ``now`` (of cases ``agency`` holds, when given): pathway gaps of open
     consented cases, then referrals waiting for acceptance too long, each by case."""
     if now.tzinfo is None:
@@ -448,7 +459,7 @@ def gaps(db: sqlite3.Connection, *, now: datetime, agency: str | None = None) ->
         "SELECT r.* FROM assistance_referrals r JOIN assistance_cases c USING (case_id)"
         " WHERE r.status = 'referred' AND r.referred_at < ?"
         + ("" if agency is None else " AND c.agency = ?")
-        + " ORDER BY r.referred_at, r.rowid",
+        + " ORDER BY r.referred_at, r.made_position, r.referral_id",
         (cutoff, *params),
     ).fetchall()
     for row in waiting:
@@ -459,7 +470,7 @@ def gaps(db: sqlite3.Connection, *, now: datetime, agency: str | None = None) ->
 
 
 def provider_referrals(
-    db: sqlite3.Connection, provider: str, *, now: datetime, open_only: bool = True
+    db: ReadModelDb, provider: str, *, now: datetime, open_only: bool = True
 ) -> list[tuple[UUID, ReferralView]]:
     """The referrals made to ``provider`` (still open ones by default), oldest first, each
     with its case id: what a service provider works from."""
@@ -469,5 +480,7 @@ def provider_referrals(
     query = "SELECT * FROM assistance_referrals WHERE provider = ?"
     if open_only:
         query += " AND status IN ('referred', 'accepted')"
-    rows = db.execute(query + " ORDER BY referred_at, rowid", (provider,)).fetchall()
+    rows = db.execute(
+        query + " ORDER BY referred_at, made_position, referral_id", (provider,)
+    ).fetchall()
     return [(UUID(r["case_id"]), _referral_view(db, r, now, within)) for r in rows]

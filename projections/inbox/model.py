@@ -51,7 +51,6 @@ point withdrawn from the network keeps the cases assigned to them until they are
 from __future__ import annotations
 
 import logging
-import sqlite3
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
@@ -76,11 +75,14 @@ from contracts.case import (
 from contracts.envelope import CloudEvent
 from contracts.network import NetworkEstablishedV1, NetworkPolicySetV1
 from projections.base import (
+    ReadModelDb,
+    Row,
     create_policy_table,
     later,
     load_deadlines,
     parse_ts,
     parse_ts_or_none,
+    replace_row,
     store_policy,
     ts,
 )
@@ -142,13 +144,15 @@ _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS inbox_cases ({', '.join(_CASE_COLUMNS)})",
     "CREATE INDEX IF NOT EXISTS inbox_cases_agency ON inbox_cases (agency, closed_at, next_due_at)",
     "CREATE TABLE IF NOT EXISTS inbox_focal_points ("
-    " case_id TEXT NOT NULL, user TEXT NOT NULL, PRIMARY KEY (case_id, user))",
-    "CREATE INDEX IF NOT EXISTS inbox_focal_points_user ON inbox_focal_points (user)",
+    ' case_id TEXT NOT NULL, "user" TEXT NOT NULL, PRIMARY KEY (case_id, "user"))',
+    'CREATE INDEX IF NOT EXISTS inbox_focal_points_user ON inbox_focal_points ("user")',
     "CREATE TABLE IF NOT EXISTS inbox_actions ("
     " case_id TEXT NOT NULL, action TEXT NOT NULL, due_at TEXT, since TEXT NOT NULL,"
     " PRIMARY KEY (case_id, action))",
 )
 _TABLES = ("inbox_actions", "inbox_focal_points", "inbox_cases", POLICY_TABLE)
+_CHUNK = 500
+"""Case ids per query when a batch's touched cases are read back (SQLite allows 999)."""
 
 
 # ------------------------------------------------------------------------------- results
@@ -215,11 +219,11 @@ class CaseRow:
 # ------------------------------------------------------------------------------- rules
 
 
-def _t(row: sqlite3.Row, column: str) -> datetime | None:
+def _t(row: Row, column: str) -> datetime | None:
     return parse_ts_or_none(row[column])
 
 
-def pending_actions(row: sqlite3.Row, deadlines: dict[str, timedelta]) -> list[PendingAction]:
+def pending_actions(row: Row, deadlines: dict[str, timedelta]) -> list[PendingAction]:
     """The pending actions of a case row under the policy's deadlines, most urgent first."""
     if row["closed_at"] is not None:
         return []
@@ -294,20 +298,21 @@ class InboxProjection:
     """Contract messages -> the focal-point inbox tables."""
 
     name = "inbox"
+    schema_version = 1
 
     def __init__(self) -> None:
         self._touched: set[str] = set()
 
-    def create_tables(self, db: sqlite3.Connection) -> None:
+    def create_tables(self, db: ReadModelDb) -> None:
         for statement in _SCHEMA:
             db.execute(statement)
         create_policy_table(db, POLICY_TABLE)
 
-    def drop_tables(self, db: sqlite3.Connection) -> None:
+    def drop_tables(self, db: ReadModelDb) -> None:
         for table in _TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
 
-    def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None:
+    def apply(self, db: ReadModelDb, message: CloudEvent[Any]) -> None:
         data = message.data
         if isinstance(data, NetworkEstablishedV1 | NetworkPolicySetV1):
             store_policy(db, POLICY_TABLE, data.policy)
@@ -335,28 +340,36 @@ class InboxProjection:
         # once per batch (end_batch), not once per event (most of a rebuild's time went here).
         self._touched.add(str(data.case_id))
 
-    def end_batch(self, db: sqlite3.Connection) -> None:
+    def end_batch(self, db: ReadModelDb) -> None:
         """Recompute the pending actions of every case the batch touched."""
         touched, self._touched = self._touched, set()
         if not touched:
             return
         deadlines = load_deadlines(db, POLICY_TABLE)
-        for case_id in sorted(touched):
-            self._recompute(db, case_id, deadlines)
+        ordered = sorted(touched)
+        rows: dict[str, Row] = {}
+        # the rows in a few queries rather than one per case (on PostgreSQL each query that
+        # is read waits for the server)
+        for chunk in range(0, len(ordered), _CHUNK):
+            ids = ordered[chunk : chunk + _CHUNK]
+            marks = ", ".join("?" for _ in ids)
+            for row in db.execute(f"SELECT * FROM inbox_cases WHERE case_id IN ({marks})", ids):
+                rows[row["case_id"]] = row
+        for case_id in ordered:
+            row = rows.get(case_id)
+            if row is not None:  # None: touched in a batch that was rolled back
+                self._recompute(db, case_id, row, deadlines)
 
-    def _recompute_open(self, db: sqlite3.Connection) -> None:
+    def _recompute_open(self, db: ReadModelDb) -> None:
         deadlines = load_deadlines(db, POLICY_TABLE)
-        open_ids = [
-            r[0] for r in db.execute("SELECT case_id FROM inbox_cases WHERE closed_at IS NULL")
-        ]
-        for case_id in open_ids:
-            self._recompute(db, case_id, deadlines)
+        open_rows = db.execute("SELECT * FROM inbox_cases WHERE closed_at IS NULL").fetchall()
+        for row in open_rows:
+            self._recompute(db, row["case_id"], row, deadlines)
 
     @staticmethod
-    def _recompute(db: sqlite3.Connection, case_id: str, deadlines: dict[str, timedelta]) -> None:
-        row = db.execute("SELECT * FROM inbox_cases WHERE case_id = ?", (case_id,)).fetchone()
-        if row is None:  # touched in a batch that was rolled back
-            return
+    def _recompute(
+        db: ReadModelDb, case_id: str, row: Row, deadlines: dict[str, timedelta]
+    ) -> None:
         actions = pending_actions(row, deadlines)
         db.execute("DELETE FROM inbox_actions WHERE case_id = ?", (case_id,))
         db.executemany(
@@ -379,7 +392,7 @@ class InboxProjection:
         )
 
 
-def _set(db: sqlite3.Connection, case_id: object, **values: object) -> None:
+def _set(db: ReadModelDb, case_id: object, **values: object) -> None:
     assignments = ", ".join(f"{column} = ?" for column in values)
     db.execute(
         f"UPDATE inbox_cases SET {assignments} WHERE case_id = ?",
@@ -387,24 +400,27 @@ def _set(db: sqlite3.Connection, case_id: object, **values: object) -> None:
     )
 
 
-def _received(db: sqlite3.Connection, data: CaseReceivedV1, when: str) -> None:
-    db.execute(
-        "INSERT OR REPLACE INTO inbox_cases (case_id, agency, received_at, recorded_at, channel,"
-        " immediate_safety_risk, survivor_reachable, version) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        (
-            str(data.case_id),
-            data.actor.agency,
-            ts(data.received_at),
-            when,
-            data.channel,
-            int(data.immediate_safety_risk),
-            int(data.complainant_role == "survivor" or data.has_survivor_details),
-            data.version,
-        ),
+def _received(db: ReadModelDb, data: CaseReceivedV1, when: str) -> None:
+    replace_row(
+        db,
+        "inbox_cases",
+        ("case_id",),
+        {
+            "case_id": str(data.case_id),
+            "agency": data.actor.agency,
+            "received_at": ts(data.received_at),
+            "recorded_at": when,
+            "channel": data.channel,
+            "immediate_safety_risk": int(data.immediate_safety_risk),
+            "survivor_reachable": int(
+                data.complainant_role == "survivor" or data.has_survivor_details
+            ),
+            "version": data.version,
+        },
     )
 
 
-def _assessed(db: sqlite3.Connection, data: CaseAssessedV1, when: str) -> None:
+def _assessed(db: ReadModelDb, data: CaseAssessedV1, when: str) -> None:
     allegation = data.allegation
     _set(
         db,
@@ -417,23 +433,21 @@ def _assessed(db: sqlite3.Connection, data: CaseAssessedV1, when: str) -> None:
     )
 
 
-def _focal_points(db: sqlite3.Connection, data: CaseFocalPointsAssignedV1, when: str) -> None:
+def _focal_points(db: ReadModelDb, data: CaseFocalPointsAssignedV1, when: str) -> None:
     case_id = str(data.case_id)
     db.execute("DELETE FROM inbox_focal_points WHERE case_id = ?", (case_id,))
     db.executemany(
-        "INSERT OR IGNORE INTO inbox_focal_points (case_id, user) VALUES (?, ?)",
+        'INSERT INTO inbox_focal_points (case_id, "user") VALUES (?, ?) ON CONFLICT DO NOTHING',
         [(case_id, user) for user in data.focal_points],
     )
 
 
-def _transferred(db: sqlite3.Connection, data: CaseTransferredV1, when: str) -> None:
+def _transferred(db: ReadModelDb, data: CaseTransferredV1, when: str) -> None:
     db.execute("DELETE FROM inbox_focal_points WHERE case_id = ?", (str(data.case_id),))
     _set(db, data.case_id, agency=data.to_agency)
 
 
-def _consent(
-    db: sqlite3.Connection, data: CaseConsentGivenV1 | CaseConsentWithdrawnV1, when: str
-) -> None:
+def _consent(db: ReadModelDb, data: CaseConsentGivenV1 | CaseConsentWithdrawnV1, when: str) -> None:
     db.execute(
         "UPDATE inbox_cases SET consent_decided_at = coalesce(consent_decided_at, ?) "
         "WHERE case_id = ?",
@@ -441,7 +455,7 @@ def _consent(
     )
 
 
-def _assistance_referred(db: sqlite3.Connection, data: CaseAssistanceReferredV1, when: str) -> None:
+def _assistance_referred(db: ReadModelDb, data: CaseAssistanceReferredV1, when: str) -> None:
     db.execute(
         "UPDATE inbox_cases SET assistance_referred_at = coalesce(assistance_referred_at, ?) "
         "WHERE case_id = ?",
@@ -449,15 +463,15 @@ def _assistance_referred(db: sqlite3.Connection, data: CaseAssistanceReferredV1,
     )
 
 
-def _referred(db: sqlite3.Connection, data: CaseReferredForInvestigationV1, when: str) -> None:
+def _referred(db: ReadModelDb, data: CaseReferredForInvestigationV1, when: str) -> None:
     _set(db, data.case_id, investigation_referred_at=when)
 
 
-def _acknowledged(db: sqlite3.Connection, data: CaseInvestigationAcknowledgedV1, when: str) -> None:
+def _acknowledged(db: ReadModelDb, data: CaseInvestigationAcknowledgedV1, when: str) -> None:
     _set(db, data.case_id, acknowledged_at=when)
 
 
-def _outcome(db: sqlite3.Connection, data: CaseInvestigationOutcomeRecordedV1, when: str) -> None:
+def _outcome(db: ReadModelDb, data: CaseInvestigationOutcomeRecordedV1, when: str) -> None:
     # An outcome implies receipt, as in the domain.
     db.execute(
         "UPDATE inbox_cases SET outcome = ?, outcome_at = ?,"
@@ -466,19 +480,19 @@ def _outcome(db: sqlite3.Connection, data: CaseInvestigationOutcomeRecordedV1, w
     )
 
 
-def _feedback(db: sqlite3.Connection, data: CaseFeedbackGivenV1, when: str) -> None:
+def _feedback(db: ReadModelDb, data: CaseFeedbackGivenV1, when: str) -> None:
     _set(db, data.case_id, last_feedback_at=when)
 
 
-def _duplicate(db: sqlite3.Connection, data: CaseMarkedAsDuplicateV1, when: str) -> None:
+def _duplicate(db: ReadModelDb, data: CaseMarkedAsDuplicateV1, when: str) -> None:
     _set(db, data.case_id, duplicate_of=str(data.original_case_id), duplicate_at=when)
 
 
-def _closed(db: sqlite3.Connection, data: CaseClosedV1, when: str) -> None:
+def _closed(db: ReadModelDb, data: CaseClosedV1, when: str) -> None:
     _set(db, data.case_id, closed_at=when, closure_reason=data.reason)
 
 
-def _reopened(db: sqlite3.Connection, data: CaseReopenedV1, when: str) -> None:
+def _reopened(db: ReadModelDb, data: CaseReopenedV1, when: str) -> None:
     # A case never referred for investigation can (and must) be assessed again; a referred
     # one is locked, as in the domain.
     db.execute(
@@ -510,7 +524,7 @@ _HANDLERS: dict[type[Any], Any] = {
 # ------------------------------------------------------------------------------- queries
 
 
-def _actions_of(db: sqlite3.Connection, case_id: str) -> tuple[PendingAction, ...]:
+def _actions_of(db: ReadModelDb, case_id: str) -> tuple[PendingAction, ...]:
     rows = db.execute(
         "SELECT action, due_at, since FROM inbox_actions WHERE case_id = ?", (case_id,)
     ).fetchall()
@@ -524,15 +538,15 @@ def _actions_of(db: sqlite3.Connection, case_id: str) -> tuple[PendingAction, ..
     )
 
 
-def _focal_points_of(db: sqlite3.Connection, case_id: str) -> tuple[str, ...]:
+def _focal_points_of(db: ReadModelDb, case_id: str) -> tuple[str, ...]:
     rows = db.execute(
-        "SELECT user FROM inbox_focal_points WHERE case_id = ? ORDER BY user", (case_id,)
+        'SELECT "user" FROM inbox_focal_points WHERE case_id = ? ORDER BY "user"', (case_id,)
     )
     return tuple(r[0] for r in rows)
 
 
 def inbox(
-    db: sqlite3.Connection, agency: str, *, focal_point: str | None = None, now: datetime
+    db: ReadModelDb, agency: str, *, focal_point: str | None = None, now: datetime
 ) -> list[InboxItem]:
     """The open cases ``agency`` holds (assigned to ``focal_point`` when given): overdue
     first, then by due time, then those whose action has no deadline, oldest first."""
@@ -541,7 +555,7 @@ def inbox(
     query = "SELECT c.* FROM inbox_cases c"
     params: list[object] = []
     if focal_point is not None:
-        query += " JOIN inbox_focal_points f ON f.case_id = c.case_id AND f.user = ?"
+        query += ' JOIN inbox_focal_points f ON f.case_id = c.case_id AND f."user" = ?'
         params.append(focal_point)
     query += (
         " WHERE c.agency = ? AND c.closed_at IS NULL AND c.next_action IS NOT NULL"
@@ -572,7 +586,7 @@ def inbox(
     return items
 
 
-def case_row(db: sqlite3.Connection, case_id: UUID | str) -> CaseRow | None:
+def case_row(db: ReadModelDb, case_id: UUID | str) -> CaseRow | None:
     """One case as the inbox knows it (``None`` if it has never been seen)."""
     key = str(case_id)
     row = db.execute("SELECT * FROM inbox_cases WHERE case_id = ?", (key,)).fetchone()

@@ -18,7 +18,6 @@ they are.
 
 from __future__ import annotations
 
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -35,6 +34,7 @@ from contracts.vocabulary import (
     Sector,
     VictimCategory,
 )
+from projections.base import ReadModelDb
 from projections.stats.projection import TIME_TO_REPORT_BANDS, quarter_of
 from projections.stats.reports import (
     NOT_YET_ASSESSED,
@@ -140,7 +140,7 @@ def _columns(period: str) -> tuple[str, tuple[str, ...], str]:
 
 
 def period_tables(
-    db: sqlite3.Connection, period: str, agencies: Sequence[str] | None = None
+    db: ReadModelDb, period: str, agencies: Sequence[str] | None = None
 ) -> list[PeriodTable]:
     """Every table of ``period`` (``YYYY-MM`` or ``YYYY-Qn``) from the model in ``db``.
 
@@ -159,7 +159,7 @@ def period_tables(
     )
 
 
-def facts(db: sqlite3.Connection) -> tuple[list[_Case], list[_Feedback], list[str]]:
+def facts(db: ReadModelDb) -> tuple[list[_Case], list[_Feedback], list[str]]:
     """Every case's and feedback item's reporting facts, and the registered agencies."""
     registered = sorted({r[0] for r in db.execute("SELECT code FROM stats_agency")})
     return _cases(db), _feedback(db), registered

@@ -11,7 +11,6 @@ to a day). Areas are reported only against the list of areas the network works i
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import date, datetime
 from typing import Any, Final
 
@@ -39,6 +38,7 @@ from contracts.prevention import (
     RiskAssessmentAssessedV1,
     TrainingSessionRecordedV1,
 )
+from projections.base import ReadModelDb, replace_row
 
 DEFAULT_THRESHOLD: Final = 5
 """Suppression threshold until the network's policy says otherwise (the policy default)."""
@@ -149,22 +149,25 @@ class StatisticsProjection:
     suppression threshold, for ``projections.stats.reports``."""
 
     name = "stats"
+    schema_version = 2
+    """2: cases keep their incident area and the network's areas have a table (issue #22);
+    a read model made before is replayed (ADR 16)."""
 
-    def create_tables(self, db: sqlite3.Connection) -> None:
+    def create_tables(self, db: ReadModelDb) -> None:
         """Create the model's tables (idempotent)."""
         # One statement at a time: executescript would commit the runner's transaction.
         for statement in _SCHEMA:
             db.execute(statement)
 
-    def drop_tables(self, db: sqlite3.Connection) -> None:
+    def drop_tables(self, db: ReadModelDb) -> None:
         """Drop the model's tables (for a rebuild)."""
         for table in _TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
 
-    def end_batch(self, db: sqlite3.Connection) -> None:
+    def end_batch(self, db: ReadModelDb) -> None:
         """Nothing is deferred: every message updates its facts at once."""
 
-    def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None:
+    def apply(self, db: ReadModelDb, message: CloudEvent[Any]) -> None:
         """Record what ``message`` changes in the statistics; other messages are ignored.
 
         Changes rows through ``db`` only; the runner commits.
@@ -172,10 +175,16 @@ class StatisticsProjection:
         data = message.data
         if isinstance(data, CaseReceivedV1):
             month = month_of(data.received_at)
-            db.execute(
-                "INSERT OR REPLACE INTO stats_case (case_id, received_on, received_month, "
-                "channel) VALUES (?, ?, ?, ?)",
-                (str(data.case_id), data.received_at.date().isoformat(), month, data.channel),
+            replace_row(
+                db,
+                "stats_case",
+                ("case_id",),
+                {
+                    "case_id": str(data.case_id),
+                    "received_on": data.received_at.date().isoformat(),
+                    "received_month": month,
+                    "channel": data.channel,
+                },
             )
         elif isinstance(data, CaseAssessedV1):
             self._assessed(db, str(data.case_id), data.category, data.allegation)
@@ -193,24 +202,29 @@ class StatisticsProjection:
         elif isinstance(data, CaseReopenedV1):
             self._update(db, str(data.case_id), "closed = 0")
         elif isinstance(data, FeedbackReceivedV1):
-            db.execute(
-                "INSERT OR REPLACE INTO stats_feedback (feedback_id, received_month, category, "
-                "sector, concerned_agency) VALUES (?, ?, ?, ?, ?)",
-                (
-                    str(data.feedback_id),
-                    month_of(message.time),
-                    data.category,
-                    data.sector,
-                    data.concerned_agency,
-                ),
+            replace_row(
+                db,
+                "stats_feedback",
+                ("feedback_id",),
+                {
+                    "feedback_id": str(data.feedback_id),
+                    "received_month": month_of(message.time),
+                    "category": data.category,
+                    "sector": data.sector,
+                    "concerned_agency": data.concerned_agency,
+                },
             )
         elif isinstance(data, NetworkEstablishedV1 | NetworkPolicySetV1):
-            db.execute(
-                "INSERT OR REPLACE INTO stats_policy (id, suppression_threshold) VALUES (1, ?)",
-                (data.policy.suppression_threshold,),
+            replace_row(
+                db,
+                "stats_policy",
+                ("id",),
+                {"id": 1, "suppression_threshold": data.policy.suppression_threshold},
             )
         elif isinstance(data, NetworkAgencyRegisteredV1):
-            db.execute("INSERT OR IGNORE INTO stats_agency (code) VALUES (?)", (data.code,))
+            db.execute(
+                "INSERT INTO stats_agency (code) VALUES (?) ON CONFLICT DO NOTHING", (data.code,)
+            )
         elif isinstance(data, NetworkServiceProviderRegisteredV1):
             for area in data.areas:
                 _list_area(db, area)
@@ -224,7 +238,7 @@ class StatisticsProjection:
 
     def _assessed(
         self,
-        db: sqlite3.Connection,
+        db: ReadModelDb,
         case_id: str,
         category: str,
         allegation: AllegationV1 | None,
@@ -257,7 +271,7 @@ class StatisticsProjection:
 
     def _update(
         self,
-        db: sqlite3.Connection,
+        db: ReadModelDb,
         case_id: str,
         assignment: str,
         parameters: tuple[object, ...] = (),
@@ -275,12 +289,12 @@ RESERVED_AREA_LABELS: Final = frozenset({"unknown", "other_area", "total"})
 count as ``other_area``), so no label appears twice."""
 
 
-def _list_area(db: sqlite3.Connection, area: str) -> None:
+def _list_area(db: ReadModelDb, area: str) -> None:
     if area.lower() not in RESERVED_AREA_LABELS and not area.startswith(("-", ".")):
-        db.execute("INSERT OR IGNORE INTO stats_area (code) VALUES (?)", (area,))
+        db.execute("INSERT INTO stats_area (code) VALUES (?) ON CONFLICT DO NOTHING", (area,))
 
 
-def threshold(db: sqlite3.Connection) -> int:
+def threshold(db: ReadModelDb) -> int:
     """The network's current suppression threshold (``DEFAULT_THRESHOLD`` before any
     policy was applied)."""
     row = db.execute("SELECT suppression_threshold FROM stats_policy WHERE id = 1").fetchone()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import sqlite3
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from contracts.vocabulary import (
     Sector,
     VictimCategory,
 )
+from projections.base import ReadModelDb
 from projections.stats.projection import TIME_TO_REPORT_BANDS, quarter_of
 from projections.stats.suppression import suppress
 
@@ -111,7 +111,7 @@ def case_status(*, referred: bool, acknowledged: bool, outcome: str | None, clos
     return "under_preliminary_assessment"
 
 
-def _cases(db: sqlite3.Connection) -> list[_Case]:
+def _cases(db: ReadModelDb) -> list[_Case]:
     rows = db.execute(
         "SELECT received_month, channel, category, allegation_type, subtype, child_involved, "
         "implicated_agency, personnel_category, victim_category, time_to_report, "
@@ -141,7 +141,7 @@ def _cases(db: sqlite3.Connection) -> list[_Case]:
     ]
 
 
-def areas(db: sqlite3.Connection) -> list[str]:
+def areas(db: ReadModelDb) -> list[str]:
     """The areas the network works in, in order: the rows of the area table."""
     return sorted(r[0] for r in db.execute("SELECT code FROM stats_area"))
 
@@ -154,7 +154,7 @@ def area_rows(listed: Sequence[str]) -> list[str]:
     return [*areas, OTHER_AREA, UNKNOWN]
 
 
-def _feedback(db: sqlite3.Connection) -> list[_Feedback]:
+def _feedback(db: ReadModelDb) -> list[_Feedback]:
     rows = db.execute(
         "SELECT received_month, category, sector, concerned_agency FROM stats_feedback"
     ).fetchall()
@@ -219,7 +219,7 @@ def _table(
     )
 
 
-def reports(db: sqlite3.Connection, *, k: int) -> dict[str, Report]:
+def reports(db: ReadModelDb, *, k: int) -> dict[str, Report]:
     """Every statistics report of the model in ``db``, suppressed for threshold ``k``
     (normally ``projections.stats.threshold(db)``), by report name."""
     cases = _cases(db)

@@ -40,7 +40,7 @@ from services.api.pages import complainants
 from services.api.pages.csrf import FormGuard, load_or_create_form_key
 from services.api.pages.i18n import Catalogues
 from services.api.pages.site import PAGE_POLICY, Site
-from services.api.problems import install_problem_handlers
+from services.api.problems import Problem, install_problem_handlers
 from services.api.read_models import READ_MODELS, applied_position
 from services.api.routes import (
     cases,
@@ -63,7 +63,8 @@ from services.application.store import INTERNAL_AGGREGATES
 from services.bootstrap import complaint_mechanism
 from services.event_store.errors import EventStoreUnavailable
 from services.identity.tokens import TokenVerifier, verifier_from_settings
-from services.projector.runner import read_model_path, worker_name
+from services.projector.runner import worker_name
+from services.projector.storage import ReadModelStore, read_model_store
 from services.runtime.worker_status import stalls
 from services.settings import Settings
 
@@ -115,8 +116,8 @@ def create_app(
     open application, a verifier and a cheaper receipt hasher. Its metrics go to
     ``registry`` (``cbcm api``: the process's default one, served on
     ``CBCM_API_METRICS_ADDR``), by default to one of its own (tests build many apps)."""
-    paths: dict[str, pathlib.Path] = {
-        name: read_model_path(settings.data_dir, name) for name in READ_MODELS
+    stores: dict[str, ReadModelStore] = {
+        name: read_model_store(settings, name) for name in READ_MODELS
     }
     lazy = LazyMechanism(settings, mechanism)
 
@@ -124,12 +125,14 @@ def create_app(
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         yield
         await run_in_threadpool(lazy.close)
+        for store in stores.values():
+            await run_in_threadpool(store.close)
 
     # Swagger UI and ReDoc from the fastapi-offline package's own files: no CDN (issue #16)
     app = FastAPIOffline(title="cbcm", version="1", description=DESCRIPTION, lifespan=lifespan)
     install_problem_handlers(app)
     metrics = ApiMetrics(
-        lambda: {name: applied_position(p) for name, p in paths.items()}, registry=registry
+        lambda: {name: _position_or_none(s) for name, s in stores.items()}, registry=registry
     )
     throttles = throttle_storage(settings.throttle_store, settings.throttle_key_prefix)
     app.state.metrics = metrics
@@ -171,9 +174,9 @@ def create_app(
         notifications.router,
     ):
         app.include_router(router)
-    app.include_router(read_model_router(paths, settings.read_wait_seconds))
+    app.include_router(read_model_router(stores, settings.read_wait_seconds))
     app.include_router(
-        statistics_router(paths["stats"], settings.data_dir, settings.read_wait_seconds)
+        statistics_router(stores["stats"], settings.data_dir, settings.read_wait_seconds)
     )
     app.include_router(public.router)
     app.include_router(prevention.router)
@@ -184,7 +187,7 @@ def create_app(
     )
     app.state.pages_agency = settings.public_pages_agency
     app.include_router(complainants.router)
-    _operations(app, paths, settings.data_dir, lazy)
+    _operations(app, stores, settings.data_dir, lazy)
     return app
 
 
@@ -265,15 +268,23 @@ def _store_head(mechanism: Callable[[], ComplaintMechanism]) -> tuple[int, int] 
     return head, published[-1] if published else head
 
 
+def _position_or_none(store: ReadModelStore) -> int | None:
+    """The read model's position for a metric or a status (None: missing or unreachable)."""
+    try:
+        return applied_position(store)
+    except Problem:
+        return None
+
+
 def _status(
-    paths: dict[str, pathlib.Path], data_dir: pathlib.Path, heads: tuple[int, int] | None
+    stores: dict[str, ReadModelStore], data_dir: pathlib.Path, heads: tuple[int, int] | None
 ) -> tuple[StatusOut, bool]:
     head, published = (None, None) if heads is None else heads
     found = stalls(data_dir)
     stalled_at = {s.worker: s.position for s in found}
     read_models: dict[str, ReadModelStatusOut] = {}
-    for name, path in paths.items():
-        applied = applied_position(path)
+    for name, store in stores.items():
+        applied = _position_or_none(store)
         read_models[name] = ReadModelStatusOut(
             applied_position=applied,
             lag=None if published is None or applied is None else max(0, published - applied),
@@ -305,7 +316,7 @@ def _status(
 
 def _operations(
     app: FastAPI,
-    paths: dict[str, pathlib.Path],
+    stores: dict[str, ReadModelStore],
     data_dir: pathlib.Path,
     mechanism: Callable[[], ComplaintMechanism],
 ) -> None:
@@ -332,7 +343,10 @@ def _operations(
         which every instance shares; while the store is down, writes answer 503 at once
         and reads go on, and taking every instance out would only stop the reads too. The
         deep view is `/status`."""
-        missing = [name for name, path in paths.items() if not path.exists()]
+        found = await run_in_threadpool(
+            lambda: {name: _position_or_none(s) for name, s in stores.items()}
+        )
+        missing = [name for name, position in found.items() if position is None]
         body = ReadinessOut(status="starting" if missing else "ready", read_models_missing=missing)
         return JSONResponse(body.model_dump(), status_code=503 if missing else 200)
 
@@ -361,5 +375,5 @@ def _operations(
         # within STORE_PROBE_SECONDS (the probe thread is left to finish on its own).
         with anyio.move_on_after(STORE_PROBE_SECONDS):
             heads = await anyio.to_thread.run_sync(_store_head, mechanism, abandon_on_cancel=True)
-        body, ok = await run_in_threadpool(_status, paths, data_dir, heads)
+        body, ok = await run_in_threadpool(_status, stores, data_dir, heads)
         return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
-from projections.base import open_read_model
+import psycopg
+
+from projections.base import ReadModelDb
 from services.api.problems import Problem
 from services.projector import PROJECTIONS
-from services.projector.runner import data_dir_of, read_position, worker_name
+from services.projector.runner import worker_name
+from services.projector.storage import ReadModelStore, SqliteReadModel, as_store
 from services.runtime.worker_status import Stall, stall_of
+
+T = TypeVar("T")
 
 READ_MODELS = tuple(PROJECTIONS)
 
@@ -26,39 +31,72 @@ RELAY_WORKER = "relay"
 """The relay's name in the stall records (``services.relay.relay.WORKER``)."""
 
 
-def applied_position(path: Path) -> int | None:
-    """The last store position the read model applied, or None if it does not exist yet."""
-    return read_position(path) if path.exists() else None
+def _unreachable(name: str) -> Problem:
+    # which server, and why, is for the log: a caller is told no internal address
+    return Problem(
+        503, f"read model {name} cannot be reached; retry shortly", headers={"Retry-After": "1"}
+    )
 
 
-def read_model_stall(path: Path) -> Stall | None:
-    """The stall its projector recorded for the read model at ``path`` (``None``: none)."""
-    return stall_of(data_dir_of(path), worker_name(path.stem))
+def applied_position(where: Path | ReadModelStore) -> int | None:
+    """The last store position the read model applied, or None if it does not exist yet
+    (503 while its database cannot be reached)."""
+    store = as_store(where)
+    try:
+        return store.position()
+    except psycopg.Error:
+        raise _unreachable(store.name) from None
 
 
-def stall_before(path: Path, after: int) -> Stall | None:
-    """The stall that keeps the read model at ``path`` from ever reaching ``after``: its
-    projector's, or the relay's (nothing past the relay's stall reaches any read model)."""
-    for stall in (read_model_stall(path), stall_of(data_dir_of(path), RELAY_WORKER)):
+def read_model_stall(where: Path | ReadModelStore) -> Stall | None:
+    """The stall its projector recorded for the read model (``None``: none). Stall records
+    are files of the data dir: with read models on PostgreSQL, an API host sees those of
+    the projectors on its own host only (the others tell by their log and metrics)."""
+    store = as_store(where)
+    return stall_of(store.data_dir, worker_name(store.name))
+
+
+def stall_before(where: Path | ReadModelStore, after: int) -> Stall | None:
+    """The stall that keeps the read model from ever reaching ``after``: its projector's,
+    or the relay's (nothing past the relay's stall reaches any read model)."""
+    store = as_store(where)
+    for stall in (read_model_stall(store), stall_of(store.data_dir, RELAY_WORKER)):
         if stall is not None and after >= stall.position:
             return stall
     return None
 
 
 @contextmanager
-def reading(path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection, or 503 while the projector has not created the read model.
-
-    Callers have waited with ``wait_for_position`` first, which read the position; here a
-    stat of the file is enough, rather than opening the database a second time.
-    """
-    if not path.exists():
-        raise Problem(503, f"read model {path.stem} is not ready yet", headers={"Retry-After": "1"})
-    db = open_read_model(path, readonly=True)
+def reading(where: Path | ReadModelStore) -> Iterator[ReadModelDb]:
+    """A read-only connection, or 503 while the projector has not created the read model
+    (or its database cannot be reached)."""
+    store = as_store(where)
+    if isinstance(store, SqliteReadModel) and not store.exists():
+        raise Problem(
+            503, f"read model {store.name} is not ready yet", headers={"Retry-After": "1"}
+        )
     try:
-        yield db
-    finally:
-        db.close()
+        with store.reading() as db:
+            yield db
+    except psycopg.errors.UndefinedTable:
+        raise Problem(
+            503, f"read model {store.name} is not ready yet", headers={"Retry-After": "1"}
+        ) from None
+    except psycopg.OperationalError:
+        raise _unreachable(store.name) from None
+
+
+async def query(store: ReadModelStore, read: Callable[[ReadModelDb], T]) -> T:
+    """``read(db)`` on a read-only connection; in a worker thread for a PostgreSQL read
+    model (across the network: the event loop never waits for it)."""
+
+    def run() -> T:
+        with reading(store) as db:
+            return read(db)
+
+    if isinstance(store, SqliteReadModel):
+        return run()
+    return await asyncio.to_thread(run)
 
 
 def stalled_problem(name: str, stall: Stall, applied: int, after: int) -> Problem:
@@ -82,7 +120,7 @@ def stalled_problem(name: str, stall: Stall, applied: int, after: int) -> Proble
     )
 
 
-async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
+async def wait_for_position(where: Path | ReadModelStore, after: int | None, bound: float) -> int:
     """Wait (bounded) until the read model has applied position ``after``.
 
     Read-your-writes: a client that wrote at position N asks with ``after=N``. Past the
@@ -90,20 +128,25 @@ async def wait_for_position(path: Path, after: int | None, bound: float) -> int:
     beyond the one the read model, or the relay, stalled at (``stall_before``) is answered at
     once with the ``READ_MODEL_STALLED`` problem: waiting would not help.
     """
+    store = as_store(where)
     deadline = time.monotonic() + bound
     delay = 0.005
     while True:
-        applied = applied_position(path)
+        applied = (
+            applied_position(store)
+            if isinstance(store, SqliteReadModel)  # a local file: quicker than a thread hop
+            else await asyncio.to_thread(applied_position, store)
+        )
         if applied is not None and (after is None or applied >= after):
             return applied
         if after is not None:
-            stall = stall_before(path, after)
+            stall = stall_before(store, after)
             if stall is not None:
-                raise stalled_problem(path.stem, stall, applied or 0, after)
+                raise stalled_problem(store.name, stall, applied or 0, after)
         if time.monotonic() >= deadline:
             raise Problem(
                 503,
-                f"read model {path.stem} has applied position {applied or 0}, "
+                f"read model {store.name} has applied position {applied or 0}, "
                 f"not yet {after}; retry shortly",
                 title="Read model behind",
                 headers={"Retry-After": "1"},

@@ -31,15 +31,21 @@ def register(cli: typer.Typer) -> None:
 def projections_rebuild(
     name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")],
     into: Annotated[
-        Path | None,
-        typer.Option("--into", dir_okay=False, help="Rebuild into this file (default: live)."),
+        str | None,
+        typer.Option(
+            "--into",
+            help="Rebuild into this file (SQLite) or schema (PostgreSQL) instead of the live "
+            "read model.",
+        ),
     ] = None,
 ) -> None:
     """Drop a read model and replay it from the whole stream, with a progress bar.
 
-    Stop its projector first when rebuilding the live file; --into builds a copy beside it.
+    Stop its projector first when rebuilding the live read model; --into builds a copy
+    (a file, or a schema of the read models' PostgreSQL database).
     """
     import nats.errors
+    import psycopg
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -49,15 +55,17 @@ def projections_rebuild(
     )
 
     from services.projector import projection_named
-    from services.projector.runner import (
-        ReadModelInUse,
-        read_model_path,
-        rebuild,
-    )
+    from services.projector.runner import ReadModelInUse, rebuild
+    from services.projector.storage import ReadModelStoreError, read_model_store
 
     settings = load_settings()
     configure_logging(settings.log_format, "rebuild")
-    path = into or read_model_path(settings.data_dir, name.value)
+    try:
+        store = read_model_store(settings, name.value, into=into)
+    except ReadModelStoreError as e:
+        fail(str(e), EXIT_CONFIG)
+    if into is not None and Path(into).is_dir() and not settings.read_model_store:
+        fail(f"--into {into} is a directory: name a file", EXIT_CONFIG)
     with Progress(
         TextColumn("rebuilding {task.description}"),
         BarColumn(),
@@ -71,10 +79,14 @@ def projections_rebuild(
 
         try:
             position = asyncio.run(
-                rebuild(projection_named(name.value), path, nats_url(settings), progress)
+                rebuild(projection_named(name.value), store, nats_url(settings), progress)
             )
         except (OSError, nats.errors.Error) as e:
             fail(f"cannot reach NATS at {nats_url(settings)}: {one_line(e)}", EXIT_UNAVAILABLE)
         except ReadModelInUse as e:
             fail(str(e), EXIT_CONFIG)
-    typer.echo(f"{name.value}: rebuilt up to position {position} in {path}")
+        except psycopg.Error as e:
+            fail(f"cannot write {store.where}: {one_line(e)}", EXIT_UNAVAILABLE)
+        finally:
+            store.close()
+    typer.echo(f"{name.value}: rebuilt up to position {position} in {store.where}")

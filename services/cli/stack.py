@@ -86,26 +86,28 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
     """Keep one read model up to date from the stream (a durable consumer)."""
     from services.projector import projection_named
     from services.projector.publication import StatisticsPublisher
-    from services.projector.runner import (
-        read_model_path,
-        run_projector,
-    )
+    from services.projector.runner import run_projector
+    from services.projector.storage import ReadModelStoreError, read_model_store
 
     settings = service_settings(f"project-{name.value}")
     projection = projection_named(name.value)
-    path = read_model_path(settings.data_dir, name.value)
+    try:
+        store = read_model_store(settings, name.value)
+    except ReadModelStoreError as e:
+        fail(str(e), EXIT_CONFIG)
 
     async def main(stop: asyncio.Event) -> None:
         publisher = (
-            StatisticsPublisher(nats_url(settings), data_dir=settings.data_dir)
+            StatisticsPublisher(nats_url(settings), data_dir=settings.data_dir, store=store)
             if name is ReadModel.stats
             else None
         )
         try:
-            await run_projector(projection, path, nats_url(settings), stop, on_commit=publisher)
+            await run_projector(projection, store, nats_url(settings), stop, on_commit=publisher)
         finally:
             if publisher is not None:
                 await publisher.close()
+            store.close()
 
     run_until_signalled(settings, main)
 

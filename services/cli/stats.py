@@ -52,22 +52,25 @@ def stats_export(
     """The coordinator's LIVE reports from the statistics read model, small cells suppressed
     table by table. They change with every case: never publish them (publish releases:
     `cbcm stats release export`)."""
-    from projections.base import open_read_model
+    from services.api.problems import Problem
     from services.api.read_models import applied_position
-    from services.projector.runner import read_model_path
+    from services.projector.storage import read_model_store
 
     settings = load_settings()
-    path = read_model_path(settings.data_dir, "stats")
-    if applied_position(path) is None:
-        fail(
-            f"no statistics read model at {path}: run `cbcm serve` (or `cbcm project stats`)",
-            EXIT_UNAVAILABLE,
-        )
-    db = open_read_model(path, readonly=True)
+    store = read_model_store(settings, "stats")
     try:
-        tables = stats.reports(db, k=stats.threshold(db))
+        if applied_position(store) is None:
+            fail(
+                f"no statistics read model at {store.where}: run `cbcm serve` "
+                "(or `cbcm project stats`)",
+                EXIT_UNAVAILABLE,
+            )
+        with store.reading() as db:
+            tables = stats.reports(db, k=stats.threshold(db))
+    except Problem as e:
+        fail(f"{store.where}: {e.detail}", EXIT_UNAVAILABLE)
     finally:
-        db.close()
+        store.close()
     typer.echo(stats.to_csv(tables) if format is ExportFormat.csv else stats.to_json(tables))
 
 

@@ -28,7 +28,6 @@ history: they update the state but tell no one.
 
 from __future__ import annotations
 
-import sqlite3
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,7 +41,7 @@ from contracts.notification import (
     StaffContactRegisteredV1,
 )
 from domain.vocabulary import NotificationKind
-from projections.base import parse_ts, ts
+from projections.base import ReadModelDb, parse_ts, ts
 from projections.inbox import InboxProjection
 from services.notify import outbox
 
@@ -65,14 +64,14 @@ _STATE_TABLES = ("notify_focal_points", "notify_contacts", "notify_contacts_ids"
 kept: a rebuild must not send again what was sent."""
 
 
-def focal_points_of(db: sqlite3.Connection, agency: str) -> list[str]:
+def focal_points_of(db: ReadModelDb, agency: str) -> list[str]:
     rows = db.execute(
         "SELECT user FROM notify_focal_points WHERE agency = ? ORDER BY user", (agency,)
     )
     return [r[0] for r in rows]
 
 
-def contacts_with(db: sqlite3.Connection, role: str, organisations: tuple[str, ...]) -> list[str]:
+def contacts_with(db: ReadModelDb, role: str, organisations: tuple[str, ...]) -> list[str]:
     marks = ", ".join("?" for _ in organisations)
     rows = db.execute(
         f"SELECT user FROM notify_contacts WHERE role = ? AND organisation IN ({marks})"
@@ -82,12 +81,12 @@ def contacts_with(db: sqlite3.Connection, role: str, organisations: tuple[str, .
     return [r[0] for r in rows]
 
 
-def coordinators(db: sqlite3.Connection) -> list[str]:
+def coordinators(db: ReadModelDb) -> list[str]:
     rows = db.execute("SELECT user FROM notify_contacts WHERE role = 'coordinator' ORDER BY user")
     return [r[0] for r in rows]
 
 
-def notify_since(db: sqlite3.Connection) -> datetime | None:
+def notify_since(db: ReadModelDb) -> datetime | None:
     row = db.execute("SELECT value FROM notify_meta WHERE name = 'since'").fetchone()
     return None if row is None else parse_ts(row[0])
 
@@ -96,6 +95,7 @@ class NotifierIntake:
     """Contract messages -> the notifier's state and outbox (a ``Projection``)."""
 
     name = NAME
+    schema_version = 1
 
     def __init__(self, *, now: datetime, history_grace: timedelta = timedelta(hours=24)) -> None:
         self._inbox = InboxProjection()
@@ -103,7 +103,7 @@ class NotifierIntake:
         self._grace = history_grace
         self._since: datetime | None = None
 
-    def create_tables(self, db: sqlite3.Connection) -> None:
+    def create_tables(self, db: ReadModelDb) -> None:
         for statement in _SCHEMA:
             db.execute(statement)
         outbox.create(db)
@@ -112,15 +112,15 @@ class NotifierIntake:
             "INSERT OR IGNORE INTO notify_meta (name, value) VALUES ('since', ?)", (ts(self._now),)
         )
 
-    def drop_tables(self, db: sqlite3.Connection) -> None:
+    def drop_tables(self, db: ReadModelDb) -> None:
         for table in _STATE_TABLES:
             db.execute(f"DROP TABLE IF EXISTS {table}")
         self._inbox.drop_tables(db)
 
-    def end_batch(self, db: sqlite3.Connection) -> None:
+    def end_batch(self, db: ReadModelDb) -> None:
         self._inbox.end_batch(db)
 
-    def apply(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None:
+    def apply(self, db: ReadModelDb, message: CloudEvent[Any]) -> None:
         self._inbox.apply(db, message)
         data = message.data
         if isinstance(data, NetworkFocalPointAppointedV1):
@@ -145,7 +145,7 @@ class NotifierIntake:
             self._notices(db, message)
 
     def _contact(
-        self, db: sqlite3.Connection, data: StaffContactRegisteredV1 | StaffContactChangedV1
+        self, db: ReadModelDb, data: StaffContactRegisteredV1 | StaffContactChangedV1
     ) -> None:
         quiet = data.quiet_hours
         if isinstance(data, StaffContactRegisteredV1):
@@ -179,12 +179,12 @@ class NotifierIntake:
             ),
         )
 
-    def _is_news(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> bool:
+    def _is_news(self, db: ReadModelDb, message: CloudEvent[Any]) -> bool:
         if self._since is None:
             self._since = notify_since(db) or self._now
         return bool(message.time >= self._since - self._grace)
 
-    def _notices(self, db: sqlite3.Connection, message: CloudEvent[Any]) -> None:
+    def _notices(self, db: ReadModelDb, message: CloudEvent[Any]) -> None:
         data = message.data
         at = message.time
         if isinstance(data, CaseReceivedV1):
@@ -241,7 +241,7 @@ class NotifierIntake:
                 )
 
     @staticmethod
-    def _urgent_case(db: sqlite3.Connection, case_id: str) -> bool:
+    def _urgent_case(db: ReadModelDb, case_id: str) -> bool:
         row = db.execute(
             "SELECT immediate_safety_risk FROM inbox_cases WHERE case_id = ?", (case_id,)
         ).fetchone()

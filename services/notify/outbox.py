@@ -28,7 +28,7 @@ from uuid import UUID
 
 from domain.notification import notification_key
 from domain.vocabulary import NotificationKind
-from projections.base import parse_ts, ts
+from projections.base import ReadModelDb, parse_ts, ts
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS notify_outbox ("
@@ -66,7 +66,7 @@ class Notice:
     done_channels: tuple[str, ...]
 
 
-def create(db: sqlite3.Connection) -> None:
+def create(db: ReadModelDb) -> None:
     for statement in SCHEMA:
         db.execute(statement)
 
@@ -106,7 +106,7 @@ def pull(db: sqlite3.Connection, source: sqlite3.Connection) -> int:
 
 
 def enqueue(
-    db: sqlite3.Connection,
+    db: ReadModelDb,
     *,
     recipient: str,
     kind: NotificationKind,

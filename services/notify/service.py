@@ -22,7 +22,7 @@ from typing import Any
 import structlog
 
 from domain.vocabulary import NotificationChannel
-from projections.base import open_read_model
+from projections.base import ReadModelDb, open_read_model
 from services.application.mechanism import ComplaintMechanism
 from services.nats.client import wait_for_stop
 from services.notify import metrics, outbox, scheduler
@@ -30,12 +30,8 @@ from services.notify.channels import Channel, channels_from
 from services.notify.intake import NAME, NotifierIntake
 from services.notify.sender import Sender
 from services.notify.settings import NotifySettings
-from services.projector.runner import (
-    ReadModelLease,
-    open_projection,
-    read_model_path,
-    run_projector,
-)
+from services.projector.runner import open_projection, run_projector
+from services.projector.storage import ReadModelLease, read_model_path
 
 log = structlog.get_logger(__name__)
 
@@ -81,11 +77,13 @@ async def run_notifier(
     intake = NotifierIntake(
         now=clock(), history_grace=timedelta(hours=settings.notify_history_grace_hours)
     )
-    open_projection(intake, path).close()
+    made = open_projection(intake, path)  # the intake's file is always SQLite
+    assert isinstance(made, sqlite3.Connection)
+    made.close()
     wake = asyncio.Event()
     chosen = channels if channels is not None else channels_from(settings)
 
-    def woken(_db: sqlite3.Connection, _position: int) -> None:
+    def woken(_db: ReadModelDb, _position: int) -> None:
         wake.set()
 
     tasks = [

@@ -16,11 +16,11 @@ from projections.stats import StatisticsProjection
 from services.projector.runner import (
     PositionGap,
     ProjectorError,
-    read_model_path,
     read_position,
     rebuild,
     run_projector,
 )
+from services.projector.storage import ReadModelStore, read_model_path, read_model_store
 
 PROJECTIONS: dict[str, Callable[[], Projection]] = {
     "inbox": InboxProjection,
@@ -43,8 +43,10 @@ __all__ = [
     "PROJECTIONS",
     "PositionGap",
     "ProjectorError",
+    "ReadModelStore",
     "projection_named",
     "read_model_path",
+    "read_model_store",
     "read_position",
     "rebuild",
     "run_projector",

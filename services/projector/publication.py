@@ -17,10 +17,11 @@ from nats.aio.client import Client as NatsClient
 from prometheus_client import Gauge
 
 from contracts.subjects import STREAM, release_subject
-from projections.base import get_position, open_read_model
+from projections.base import ReadModelDb, get_position
 from projections.stats import StatisticsProjection
 from services.nats.client import nats_connect_options, nats_servers
 from services.projector.runner import durable_name
+from services.projector.storage import ReadModelStore, SqliteReadModel
 from services.runtime.metrics import serve_once
 from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
@@ -87,8 +88,10 @@ class StatisticsPublisher:
         data_dir: Path | None = None,
         policy: ReleasePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
+        store: ReadModelStore | None = None,
     ) -> None:
         self.nats_url = nats_url
+        self._store = store
         self.policy = policy if policy is not None else policy_from(Settings())
         self.clock = clock if clock is not None else (lambda: datetime.now(UTC))
         self.every = every
@@ -105,7 +108,7 @@ class StatisticsPublisher:
         serve_once(UNPUBLISHED)  # only a process that publishes statistics serves it
         UNPUBLISHED.set(0)
 
-    async def __call__(self, db: sqlite3.Connection, position: int) -> None:
+    async def __call__(self, db: ReadModelDb, position: int) -> None:
         now = time.monotonic()
         if self._trailing is None and now - self._last >= self.every:
             try:
@@ -116,21 +119,23 @@ class StatisticsPublisher:
                 self._last = time.monotonic()
             return
         if self._trailing is None:
-            path = _file_of(db)
-            if path is not None:
+            store = self._store
+            if store is None:
+                path = _file_of(db)
+                store = None if path is None else SqliteReadModel(path)
+            if store is not None:
                 delay = max(0.0, self._last + self.every - now)
-                self._trailing = asyncio.ensure_future(self._publish_later(path, delay))
+                self._trailing = asyncio.ensure_future(self._publish_later(store, delay))
 
-    async def _publish_later(self, path: Path, delay: float) -> None:
+    async def _publish_later(self, store: ReadModelStore, delay: float) -> None:
         """Publish what the read model holds ``delay`` seconds from now."""
         try:
             await asyncio.sleep(delay)
-            db = open_read_model(path, readonly=True)
             try:
-                await self.publish(db, await asyncio.to_thread(get_position, db))
+                with store.reading() as db:
+                    await self.publish(db, await asyncio.to_thread(get_position, db))
             finally:
                 self._last = time.monotonic()
-                db.close()
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the next commit publishes again
@@ -138,7 +143,7 @@ class StatisticsPublisher:
         finally:
             self._trailing = None
 
-    async def publish(self, db: sqlite3.Connection, position: int) -> None:
+    async def publish(self, db: ReadModelDb, position: int) -> None:
         """Make the releases due now, and publish every version not published yet."""
         if self._nc is None or not self._nc.is_connected:
             self._nc = NatsClient()
@@ -174,9 +179,7 @@ class StatisticsPublisher:
             if name in self._too_large:
                 self._too_large.discard(name)
                 log.info("stats.report_fits_again", report=name, bytes=len(payload))
-            await self._nc.publish(
-                release_subject(period), payload, headers={RELEASE_HEADER: name}
-            )
+            await self._nc.publish(release_subject(period), payload, headers={RELEASE_HEADER: name})
             sent.append(name)
         await self._nc.flush()
         if sent:
@@ -186,7 +189,7 @@ class StatisticsPublisher:
         if sent:
             log.info("stats.published", releases=sent, position=position)
 
-    def _ledger(self, db: sqlite3.Connection) -> Path:
+    def _ledger(self, db: ReadModelDb) -> Path:
         if self._data_dir is not None:
             return ledger_path(self._data_dir)
         path = _file_of(db)
@@ -194,9 +197,7 @@ class StatisticsPublisher:
             raise ValueError("a statistics publisher on a read model in memory needs data_dir")
         return ledger_path(path.parent)
 
-    def _due(
-        self, db: sqlite3.Connection, ledger: Path, make: bool
-    ) -> list[tuple[str, str, bytes]]:
+    def _due(self, db: ReadModelDb, ledger: Path, make: bool) -> list[tuple[str, str, bytes]]:
         with open_ledger(ledger) as led:
             if make:
                 try:
@@ -249,8 +250,10 @@ class StatisticsPublisher:
             await nc.close()
 
 
-def _file_of(db: sqlite3.Connection) -> Path | None:
-    """The file of ``db``'s main database (None in memory)."""
+def _file_of(db: ReadModelDb) -> Path | None:
+    """The file of ``db``'s main database (None in memory, or not SQLite)."""
+    if not isinstance(db, sqlite3.Connection):
+        return None
     for _seq, name, file in db.execute("PRAGMA database_list").fetchall():
         if name == "main" and file:
             return Path(file)

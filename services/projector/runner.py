@@ -59,16 +59,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import inspect
-import os
 import re
-import socket
 import sqlite3
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +72,8 @@ import msgspec
 import nats
 import nats.errors
 import nats.js.errors
+import psycopg
+import psycopg.errors
 import structlog
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
@@ -87,11 +85,13 @@ from contracts.envelope import CloudEvent
 from contracts.subjects import EVENT_SUBJECTS, PREVIOUS_POSITION_HEADER, STREAM
 from projections.base import (
     Projection,
+    ReadModelDb,
     create_position_table,
     drop_position_table,
     get_position,
-    open_read_model,
+    get_schema_version,
     set_position,
+    set_schema_version,
 )
 from services.nats.client import (
     nats_connect_options,
@@ -101,10 +101,27 @@ from services.nats.client import (
     wait_for_stop,
 )
 from services.projector.metrics import ProjectorMetrics
+from services.projector.storage import (
+    Lease,
+    ReadModelLease,
+    ReadModelStore,
+    SqliteReadModel,
+    as_store,
+    begin_write,
+    close_db,
+    data_dir_of,
+    lease_path,
+    pipelined,
+    read_model_path,
+    rollback,
+)
 from services.runtime.worker_status import Stall, clear_stall, record_stall, stall_of
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
+
+# what callers found here before the stores moved to services.projector.storage
+__reexported__ = (ReadModelLease, data_dir_of, lease_path, read_model_path)
 
 ACK_WAIT = 30.0
 """Seconds JetStream waits for an ack before redelivering. A batch is applied in
@@ -116,7 +133,7 @@ LEASE_POLL = 0.25
 """Seconds between a standby's attempts to take the read model's lease: the longest a
 takeover waits once the active instance is gone."""
 
-OnCommit = Callable[[sqlite3.Connection, int], Awaitable[None] | None]
+OnCommit = Callable[[ReadModelDb, int], Awaitable[None] | None]
 
 
 class ProjectorError(RuntimeError):
@@ -142,114 +159,67 @@ def worker_name(name: str) -> str:
     return f"project-{name}"
 
 
-def data_dir_of(db_path: Path) -> Path:
-    """The data dir a read model file lies under (``read_model_path``'s ``data_dir``)."""
-    return db_path.parent.parent
+def read_position(where: Path | ReadModelStore) -> int:
+    """The position a read model has applied (0 if it does not exist yet)."""
+    return as_store(where).position() or 0
 
 
-def read_model_path(data_dir: Path, name: str) -> Path:
-    """``<data dir>/read_models/<name>.sqlite3`` (ADR 3)."""
-    return data_dir / "read_models" / f"{name}.sqlite3"
+def open_projection(projection: Projection, where: Path | ReadModelStore) -> ReadModelDb:
+    """Open the read model of a SQLite file (a test's, or a copy) and make sure its tables
+    and position row exist. A projector opens its store with ``open_store``."""
+    store = as_store(where)
+    lease = store.lease()
+    if isinstance(store, SqliteReadModel):
+        return prepare(projection, store.writer(lease))
+    if not lease.try_take():
+        raise ReadModelInUse(f"{store.where} is kept up to date by {lease.holder()}")
+    return prepare(projection, store.writer(lease))
 
 
-def read_position(db_path: Path) -> int:
-    """The position a read model file has applied (0 if it does not exist yet)."""
-    if not db_path.exists():
-        return 0
-    db = open_read_model(db_path, readonly=True)
+def prepare(projection: Projection, db: ReadModelDb) -> ReadModelDb:
+    """Make sure the read model's tables and position row exist, at the projection's schema
+    version: a read model made with another version is dropped and starts again from
+    position 0 (it is replayed from the stream; ADR 16)."""
+    begin_write_new(db)
     try:
-        return get_position(db)
-    finally:
-        db.close()
-
-
-def lease_path(db_path: Path) -> Path:
-    """``<read model>.lease``: the file whose lock makes a projector the active one."""
-    return db_path.with_name(f"{db_path.name}.lease")
-
-
-class ReadModelLease:
-    """The right to write one read model: an exclusive ``flock`` on ``lease_path``.
-
-    One holder at a time, across processes (and across open files within one). The kernel
-    releases it when the holder closes it or exits in any way, SIGKILL included. The read
-    model is a SQLite file in WAL mode, which lives on one host's local disk: every process
-    that can write it can take this lock. The file names its holder (pid, host, since when)
-    for people; the lock, not the text, is what counts.
-    """
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = lease_path(db_path)
-        self._fd: int | None = None
-
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
-    def try_take(self) -> bool:
-        """Take the lease if no one holds it; never waits."""
-        if self._fd is not None:
-            return True
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            # A lock on a file removed (and made again) since it was opened excludes no one.
-            held, named = os.fstat(fd), os.stat(self.path)
-            if (held.st_dev, held.st_ino) != (named.st_dev, named.st_ino):
-                os.close(fd)
-                return False
-        except (BlockingIOError, FileNotFoundError):
-            os.close(fd)
-            return False
-        except BaseException:
-            os.close(fd)
-            raise
-        since = datetime.now(UTC).isoformat(timespec="seconds")
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()} since {since}\n".encode())
-        self._fd = fd
-        return True
-
-    def holder(self) -> str:
-        """Who holds it, as its holder wrote it (best effort, for logs and messages)."""
-        try:
-            return self.path.read_text().strip() or "unknown"
-        except OSError:
-            return "unknown"
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
-
-
-def open_projection(projection: Projection, db_path: Path) -> sqlite3.Connection:
-    """Open the read model and make sure its tables and position row exist."""
-    db = open_read_model(db_path)
-    db.execute("BEGIN IMMEDIATE")
-    try:
+        found = get_schema_version(db)
+        if found is not None and found != projection.schema_version:
+            log.warning(
+                "projector.schema_changed",
+                projection=projection.name,
+                found=found,
+                version=projection.schema_version,
+            )
+            projection.drop_tables(db)
+            drop_position_table(db)
         projection.create_tables(db)
         create_position_table(db)
+        set_schema_version(db, projection.schema_version)
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
-        db.close()
+        rollback(db)
+        close_db(db)
         raise
     return db
 
 
-def reset_projection(projection: Projection, db: sqlite3.Connection) -> None:
-    """Drop and re-create the read model's tables, position 0, in one transaction."""
+def begin_write_new(db: ReadModelDb) -> None:
+    """A write transaction on a read model whose position table may not exist yet."""
     db.execute("BEGIN IMMEDIATE")
+
+
+def reset_projection(projection: Projection, db: ReadModelDb) -> None:
+    """Drop and re-create the read model's tables, position 0, in one transaction."""
+    begin_write_new(db)
     try:
         projection.drop_tables(db)
         drop_position_table(db)
         projection.create_tables(db)
         create_position_table(db)
+        set_schema_version(db, projection.schema_version)
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        rollback(db)
         raise
 
 
@@ -381,10 +351,22 @@ _MACHINE_ERRORS = frozenset(
 the message being applied."""
 
 
+_PG_MACHINE_ERRORS = (
+    psycopg.OperationalError,  # the session lost, the server shutting down, a deadlock...
+    psycopg.InterfaceError,
+    psycopg.InternalError,
+    psycopg.errors.InsufficientResources,  # disk full, out of memory, too many connections
+)
+"""PostgreSQL's errors that tell of the server, the network or another session, not of the
+message being applied."""
+
+
 def is_machine_error(error: BaseException) -> bool:
     """Whether ``error`` is a failure of the machine under the projection (the process
     exits and is restarted), rather than one of applying this message (a stall)."""
     if not isinstance(error, Exception) or isinstance(error, OSError | MemoryError):
+        return True
+    if isinstance(error, _PG_MACHINE_ERRORS):
         return True
     if isinstance(error, sqlite3.Error):
         code = getattr(error, "sqlite_errorcode", None)
@@ -394,7 +376,7 @@ def is_machine_error(error: BaseException) -> bool:
 
 def apply_batch(
     projection: Projection,
-    db: sqlite3.Connection,
+    db: ReadModelDb,
     messages: Sequence[Item],
     previous: Mapping[int, int] | None = None,
 ) -> Applied:
@@ -429,7 +411,7 @@ def _gap(projection: Projection, position: int, at: int) -> str:
 
 def _apply(
     projection: Projection,
-    db: sqlite3.Connection,
+    db: ReadModelDb,
     messages: Sequence[Item],
     previous: Mapping[int, int],
     *,
@@ -438,52 +420,71 @@ def _apply(
 ) -> Applied:
     """Apply ``messages[start:]`` (at most ``limit`` of them) in one transaction with the
     new position; raise what ``apply`` or ``end_batch`` raises, nothing kept."""
-    db.execute("BEGIN IMMEDIATE")
+    begin_write(db)
     gap: tuple[int, str] | None = None
     stall: Poison | None = None
     try:
-        position = get_position(db)
-        applied = skipped = 0
-        for index in range(start, len(messages)):
-            if applied == limit:
-                break
-            item = messages[index]
-            if isinstance(item, Undecodable):
-                if item.position is not None and item.position <= position:
-                    skipped += 1
-                    continue
-                if (
-                    item.position is not None
-                    and previous.get(item.position, item.position - 1) != position
-                ):
-                    gap = (index, _gap(projection, position, item.position))
-                    break
-                at = position + 1 if item.position is None else item.position
-                stall = Poison(index, at, item.message_type, item.error)
-                break
-            at, message = item
-            if at <= position:
-                skipped += 1
-                continue
-            if previous.get(at, at - 1) != position:
-                gap = (index, _gap(projection, position, at))
-                break
-            projection.apply(db, message)
-            position = at
-            applied += 1
-        if applied:
-            projection.end_batch(db)
-            set_position(db, position)
+        with pipelined(db):
+            position, applied, skipped, gap, stall = _apply_in_transaction(
+                projection, db, messages, previous, start=start, limit=limit
+            )
         db.execute("COMMIT")
     except BaseException:
-        db.execute("ROLLBACK")
+        rollback(db)
         raise
     return Applied(applied, skipped, position, gap, stall)
 
 
+def _apply_in_transaction(
+    projection: Projection,
+    db: ReadModelDb,
+    messages: Sequence[Item],
+    previous: Mapping[int, int],
+    *,
+    start: int,
+    limit: int | None,
+) -> tuple[int, int, int, tuple[int, str] | None, Poison | None]:
+    """``_apply``'s work inside its transaction: (position, applied, skipped, gap, stall)."""
+    gap: tuple[int, str] | None = None
+    stall: Poison | None = None
+    position = get_position(db)
+    applied = skipped = 0
+    for index in range(start, len(messages)):
+        if applied == limit:
+            break
+        item = messages[index]
+        if isinstance(item, Undecodable):
+            if item.position is not None and item.position <= position:
+                skipped += 1
+                continue
+            if (
+                item.position is not None
+                and previous.get(item.position, item.position - 1) != position
+            ):
+                gap = (index, _gap(projection, position, item.position))
+                break
+            at = position + 1 if item.position is None else item.position
+            stall = Poison(index, at, item.message_type, item.error)
+            break
+        at, message = item
+        if at <= position:
+            skipped += 1
+            continue
+        if previous.get(at, at - 1) != position:
+            gap = (index, _gap(projection, position, at))
+            break
+        projection.apply(db, message)
+        position = at
+        applied += 1
+    if applied:
+        projection.end_batch(db)
+        set_position(db, position)
+    return position, applied, skipped, gap, stall
+
+
 def _apply_one_by_one(
     projection: Projection,
-    db: sqlite3.Connection,
+    db: ReadModelDb,
     messages: Sequence[Item],
     previous: Mapping[int, int],
 ) -> Applied:
@@ -511,7 +512,7 @@ def _apply_one_by_one(
     return Applied(applied, skipped, position)
 
 
-def _discard_deferred(projection: Projection, db: sqlite3.Connection) -> None:
+def _discard_deferred(projection: Projection, db: ReadModelDb) -> None:
     """Forget the work ``apply`` deferred to ``end_batch`` for a batch that was rolled
     back: run ``end_batch`` in a transaction that is rolled back too."""
     db.execute("BEGIN")
@@ -520,7 +521,7 @@ def _discard_deferred(projection: Projection, db: sqlite3.Connection) -> None:
     except Exception:  # noqa: S110 - the batch failed already; only its leftovers go
         pass
     finally:
-        db.execute("ROLLBACK")
+        rollback(db)
 
 
 # ------------------------------------------------------------------------------- NATS
@@ -781,7 +782,7 @@ async def _ensure_consumer(
     await js.add_consumer(STREAM, consumer_config(name, start_seq, max_ack_pending))
 
 
-async def _call(hook: OnCommit, db: sqlite3.Connection, position: int) -> None:
+async def _call(hook: OnCommit, db: ReadModelDb, position: int) -> None:
     result = hook(db, position)
     if inspect.isawaitable(result):
         await result
@@ -794,7 +795,7 @@ class _Projector:
     def __init__(
         self,
         projection: Projection,
-        db: sqlite3.Connection,
+        db: ReadModelDb,
         data_dir: Path,
         on_commit: OnCommit | None,
     ) -> None:
@@ -980,7 +981,7 @@ _RETRIED = (
 
 async def run_projector(
     projection: Projection,
-    db_path: Path,
+    where: Path | ReadModelStore,
     nats_url: str,
     stop: asyncio.Event,
     *,
@@ -989,7 +990,8 @@ async def run_projector(
     nats_options: dict[str, Any] | None = None,
     data_dir: Path | None = None,
 ) -> None:
-    """Keep ``projection``'s read model at ``db_path`` up to date until ``stop`` is set.
+    """Keep ``projection``'s read model (a SQLite file's path, or a ``ReadModelStore``) up
+    to date until ``stop`` is set.
 
     While another instance holds the read model's lease, waits as a standby until it can
     take it (or ``stop`` is set). ``on_commit(db, position)`` (plain or async) runs after
@@ -998,42 +1000,60 @@ async def run_projector(
     message it cannot apply it stalls: reports it once and waits for ``stop`` (module
     docstring). ``nats_options``: the connection's credentials and TLS (default:
     ``CBCM_NATS_*``, user ``project-<name>``). ``data_dir``: where its stall is recorded
-    for other processes (default: the data dir ``db_path`` lies under, ``data_dir_of``).
+    for other processes (default: the store's, ``data_dir_of`` a file).
     """
+    store = as_store(where)
     options = _options(projection, nats_options)
-    lease = ReadModelLease(db_path)
+    lease = store.lease()
     try:
-        if await _take_lease(lease, projection, stop):
+        if await _take_lease(lease, store, projection, stop):
             await _project(
                 projection,
-                db_path,
+                store,
+                lease,
                 nats_url,
                 stop,
                 batch=batch,
                 on_commit=on_commit,
                 options=options,
-                data_dir=data_dir if data_dir is not None else data_dir_of(db_path),
+                data_dir=data_dir if data_dir is not None else store.data_dir,
             )
     finally:
-        lease.release()
+        await _off_loop(lease, lease.release)
 
 
-async def _take_lease(lease: ReadModelLease, projection: Projection, stop: asyncio.Event) -> bool:
+async def _off_loop(lease: Lease, call: Callable[[], Any]) -> Any:
+    """``call()`` of a lease: at once for a file lock, in a worker thread for PostgreSQL's
+    (a query over the network)."""
+    if isinstance(lease, ReadModelLease):
+        return call()
+    return await asyncio.to_thread(call)
+
+
+async def _take_lease(
+    lease: Lease, store: ReadModelStore, projection: Projection, stop: asyncio.Event
+) -> bool:
     """Take the read model's lease, waiting as a standby while another instance holds it.
     ``False`` if ``stop`` is set first."""
-    if not lease.try_take():
-        log.info("projector.standby", projection=projection.name, active=lease.holder())
-        while not lease.try_take():
+    if not await _off_loop(lease, lease.try_take):
+        holder = await _off_loop(lease, lease.holder)
+        log.info("projector.standby", projection=projection.name, active=holder)
+        while not await _off_loop(lease, lease.try_take):
             await wait_for_stop(stop, LEASE_POLL)
             if stop.is_set():
                 return False
-    log.info("projector.active", projection=projection.name, lease=str(lease.path))
+    log.info("projector.active", projection=projection.name, lease=_lease_where(lease, store))
     return True
+
+
+def _lease_where(lease: Lease, store: ReadModelStore) -> str:
+    return str(lease.path) if isinstance(lease, ReadModelLease) else store.where
 
 
 async def _project(
     projection: Projection,
-    db_path: Path,
+    store: ReadModelStore,
+    lease: Lease,
     nats_url: str,
     stop: asyncio.Event,
     *,
@@ -1042,7 +1062,7 @@ async def _project(
     options: dict[str, Any],
     data_dir: Path,
 ) -> None:
-    db = open_projection(projection, db_path)
+    db = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
     projector = _Projector(projection, db, data_dir, on_commit)
     health = projector.health = NatsHealth(projection.name, stop)
     backoff = 0.2
@@ -1078,8 +1098,12 @@ async def _project(
             # message) until the operator stops this process to deploy a fix.
             await stop.wait()
     finally:
-        log.info("projector.stopped", projection=projection.name, position=get_position(db))
-        db.close()
+        try:
+            position = get_position(db)
+        except Exception:  # the session is gone (PostgreSQL): the server kept what committed
+            position = -1
+        log.info("projector.stopped", projection=projection.name, position=position)
+        close_db(db)
 
 
 # ------------------------------------------------------------------------------- rebuild
@@ -1090,7 +1114,7 @@ Progress = Callable[[int, int], None]
 
 async def rebuild(
     projection: Projection,
-    db_path: Path,
+    where: Path | ReadModelStore,
     nats_url: str,
     progress: Progress | None = None,
     *,
@@ -1100,31 +1124,35 @@ async def rebuild(
     """Drop the read model's tables and replay the whole stream (up to its last message when
     the rebuild starts) with an ephemeral ordered consumer. Returns the last position.
 
-    Raises ``ReadModelInUse`` if a projector holds the file's lease (it would write too)."""
-    lease = ReadModelLease(db_path)
-    if not lease.try_take():
+    Raises ``ReadModelInUse`` if a projector holds the read model's lease (it would write
+    too)."""
+    store = as_store(where)
+    lease = store.lease()
+    if not await _off_loop(lease, lease.try_take):
+        holder = await _off_loop(lease, lease.holder)
         raise ReadModelInUse(
-            f"{db_path} is kept up to date by a running projector ({lease.holder()}): "
-            "stop it first, or rebuild into another file"
+            f"{store.where} is kept up to date by a running projector ({holder}): "
+            "stop it first, or rebuild into another place (--into)"
         )
     try:
         return await _rebuild(
-            projection, db_path, nats_url, progress, batch=batch, nats_options=nats_options
+            projection, store, lease, nats_url, progress, batch=batch, nats_options=nats_options
         )
     finally:
-        lease.release()
+        await _off_loop(lease, lease.release)
 
 
 async def _rebuild(
     projection: Projection,
-    db_path: Path,
+    store: ReadModelStore,
+    lease: Lease,
     nats_url: str,
     progress: Progress | None,
     *,
     batch: int,
     nats_options: dict[str, Any] | None,
 ) -> int:
-    db = open_projection(projection, db_path)
+    db = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
     nc = await _connect(nats_url, _options(projection, nats_options), reconnect=False)
     try:
         js = nc.jetstream()
@@ -1177,4 +1205,4 @@ async def _rebuild(
         return position
     finally:
         await nc.close()
-        db.close()
+        close_db(db)

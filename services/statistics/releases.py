@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 
 from projections import stats
+from projections.base import ReadModelDb
 from projections.stats.periods import (
     MONTH,
     NESTED,
@@ -499,7 +500,7 @@ def _overlaps(period: str, released: set[str]) -> bool:
 
 
 def release_due(
-    read_model: sqlite3.Connection,
+    read_model: ReadModelDb,
     ledger: sqlite3.Connection,
     policy: ReleasePolicy,
     now: datetime,
@@ -513,7 +514,7 @@ def release_due(
     upper, lower = policy.levels(threshold)
     first = read_model.execute(
         "SELECT min(m) FROM (SELECT min(received_month) AS m FROM stats_case "
-        "UNION ALL SELECT min(received_month) FROM stats_feedback)"
+        "UNION ALL SELECT min(received_month) FROM stats_feedback) AS firsts"
     ).fetchone()[0]
     made: list[ReleaseVersion] = []
     due = due_periods(first, now, policy)

@@ -32,7 +32,7 @@ from contracts.feedback import FeedbackReceivedV1
 from contracts.statistics import decode_release
 from contracts.subjects import EVENT_SUBJECTS, STREAM, event_subject
 from projections.assistance import AssistanceProjection, gaps, tracker
-from projections.base import Projection, open_read_model
+from projections.base import Projection
 from projections.inbox import InboxProjection, case_row, inbox
 from projections.stats import StatisticsProjection
 from services.bootstrap import complaint_mechanism
@@ -59,6 +59,7 @@ from services.statistics.releases import (
     list_releases,
     open_ledger,
 )
+from tests.read_model_places import Places, dump
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 150
@@ -203,7 +204,7 @@ class Watcher:
         self.commits = 0
         self.changed = asyncio.Event()
 
-    def __call__(self, db: sqlite3.Connection, position: int) -> None:
+    def __call__(self, db: object, position: int) -> None:
         self.position = position
         self.commits += 1
         self.changed.set()
@@ -222,26 +223,17 @@ class Watcher:
                 waiters[0].cancel()
 
 
-def dump(path: Path) -> dict[str, list[tuple[Any, ...]]]:
-    db = open_read_model(path, readonly=True)
-    try:
-        tables = [
-            r[0]
-            for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-        ]
-        return {t: sorted(tuple(r) for r in db.execute(f"SELECT * FROM {t}")) for t in tables}
-    finally:
-        db.close()
-
-
 @pytest.mark.parametrize("projection", [InboxProjection(), AssistanceProjection()])
 async def test_a_projector_killed_mid_run_resumes_and_equals_a_rebuild(
-    projection: Projection, published: list[Outgoing], server: EmbeddedNats, tmp_path: Path
+    projection: Projection,
+    published: list[Outgoing],
+    server: EmbeddedNats,
+    read_model_places: Places,
 ) -> None:
     last = published[-1].position
     half = len(published) // 2
     await publish(server.url, published[:half])
-    live = tmp_path / "live.sqlite3"
+    live = read_model_places("live", projection.name)
 
     # First run: small batches, cancelled (as a kill) in the middle of the catch-up.
     watcher = Watcher()
@@ -268,7 +260,7 @@ async def test_a_projector_killed_mid_run_resumes_and_equals_a_rebuild(
     await asyncio.wait_for(task, DEADLINE)
     assert read_position(live) == last
 
-    fresh = tmp_path / "rebuilt.sqlite3"
+    fresh = read_model_places("rebuilt", projection.name)
     seen: list[tuple[int, int]] = []
     assert await rebuild(projection, fresh, server.url, lambda d, t: seen.append((d, t))) == last
     assert seen[-1] == (len(published), len(published))
@@ -280,12 +272,12 @@ async def test_a_projector_killed_mid_run_resumes_and_equals_a_rebuild(
 
 
 async def test_events_delivered_again_are_not_applied_twice(
-    published: list[Outgoing], server: EmbeddedNats, tmp_path: Path
+    published: list[Outgoing], server: EmbeddedNats, read_model_places: Places
 ) -> None:
     """A relay that crashed after publishing and came back after the duplicate window
     publishes events again under new stream sequences: the projector skips them."""
     await publish(server.url, published[:300])
-    live = tmp_path / "inbox.sqlite3"
+    live = read_model_places("inbox")
     watcher = Watcher()
     stop = asyncio.Event()
     task = asyncio.create_task(
@@ -310,7 +302,7 @@ async def test_events_delivered_again_are_not_applied_twice(
     await asyncio.wait_for(task, DEADLINE)
     assert read_position(live) == 400
 
-    fresh = tmp_path / "rebuilt.sqlite3"
+    fresh = read_model_places("rebuilt", "inbox")
     assert await rebuild(InboxProjection(), fresh, server.url) == 400
     assert dump(live) == dump(fresh)
 
@@ -329,17 +321,15 @@ async def test_events_delivered_again_are_not_applied_twice(
 
 
 async def test_a_gap_in_positions_stops_the_projector(
-    published: list[Outgoing], server: EmbeddedNats, tmp_path: Path
+    published: list[Outgoing], server: EmbeddedNats, read_model_places: Places
 ) -> None:
     # Position 3 never reaches the stream.
     await publish(server.url, [published[0], published[1], published[3]], gapless=False)
     stop = asyncio.Event()
+    live = read_model_places("inbox")
     with pytest.raises(PositionGap, match="position 2 and received position 4"):
-        await asyncio.wait_for(
-            run_projector(InboxProjection(), tmp_path / "inbox.sqlite3", server.url, stop),
-            DEADLINE,
-        )
-    assert read_position(tmp_path / "inbox.sqlite3") == 2
+        await asyncio.wait_for(run_projector(InboxProjection(), live, server.url, stop), DEADLINE)
+    assert read_position(live) == 2
 
 
 async def test_the_projector_rides_out_a_nats_restart(

@@ -29,6 +29,7 @@ from services.projector.runner import read_model_path, read_position, rebuild, r
 from services.runtime.worker_status import stall_of
 from tests.integration import test_projector as projector_tests
 from tests.integration.test_projector import DEADLINE, Outgoing, Watcher, dump, publish
+from tests.read_model_places import Places
 
 demo = projector_tests.demo
 published = projector_tests.published
@@ -86,14 +87,19 @@ async def test_a_message_the_projection_cannot_apply_stops_the_projector_right_b
     server: EmbeddedNats,
     tmp_path: Path,
     logs: list[MutableMapping[str, Any]],
+    read_model_places: Places,
 ) -> None:
     # given the stream of a demo run, and an inbox projection that fails on one message in
-    # the middle of a batch of 256
+    # the middle of a batch of 256 (a SQLite read model, then a PostgreSQL one)
     await publish(server.url, published)
     last = published[-1].position
     poison = published[700]
-    data_dir = tmp_path / "data"
-    path = read_model_path(data_dir, "inbox")
+    data_dir = tmp_path / "data"  # the PostgreSQL places' data dir too
+    path = (
+        read_model_path(data_dir, "inbox")
+        if read_model_places.kind == "sqlite"
+        else read_model_places("inbox")
+    )
 
     # when the projector meets it
     stop = asyncio.Event()
@@ -153,7 +159,11 @@ async def test_a_message_the_projection_cannot_apply_stops_the_projector_right_b
     ]
 
     # then the read model is what a rebuild gives: nothing skipped, nothing twice
-    fresh = tmp_path / "rebuilt" / "read_models" / "inbox.sqlite3"
+    fresh = (
+        tmp_path / "rebuilt" / "read_models" / "inbox.sqlite3"
+        if read_model_places.kind == "sqlite"
+        else read_model_places("rebuilt", "inbox")
+    )
     assert await rebuild(InboxProjection(), fresh, server.url, nats_options={}) == last
     assert dump(path) == dump(fresh)
     # and the error's text is in no log line

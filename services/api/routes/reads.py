@@ -10,7 +10,6 @@ answer reflects. A read after a position its read model stalled at is answered a
 from __future__ import annotations
 
 import dataclasses
-import pathlib
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
@@ -25,8 +24,9 @@ from projections.assistance import gaps, provider_referrals, tracker
 from projections.inbox import case_row, inbox
 from services.api.auth import CurrentPrincipal, acting_as, require_role
 from services.api.problems import Problem
-from services.api.read_models import reading, wait_for_position
+from services.api.read_models import query, wait_for_position
 from services.api.schemas.common import CODE, PROBLEM_RESPONSES, USER
+from services.projector.storage import ReadModelStore
 
 After = Annotated[
     int | None,
@@ -69,14 +69,12 @@ def _sees_agency_case(principal: Any, agency: str) -> bool:
     return Role.FOCAL_POINT in principal.roles and principal.agency == agency
 
 
-def read_model_router(
-    paths: dict[str, pathlib.Path], wait_bound: float
-) -> APIRouter:
-    """The read endpoints over the read-model files ``paths``."""
+def read_model_router(stores: dict[str, ReadModelStore], wait_bound: float) -> APIRouter:
+    """The read endpoints over the read models ``stores``."""
     router = APIRouter(prefix="/v1", responses=READ_RESPONSES)
 
     async def ready(name: str, after: int | None) -> int:
-        return await wait_for_position(paths[name], after, wait_bound)
+        return await wait_for_position(stores[name], after, wait_bound)
 
     @router.get("/inbox/{agency}", tags=["inbox"])
     async def agency_inbox(
@@ -91,8 +89,10 @@ def read_model_router(
         if Role.COORDINATOR not in principal.roles and principal.agency != agency:
             raise Problem(403, "focal points see their own agency's inbox only")
         position = await ready("inbox", after)
-        with reading(paths["inbox"]) as db:
-            items = inbox(db, agency, focal_point=focal_point, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        items = await query(
+            stores["inbox"], lambda db: inbox(db, agency, focal_point=focal_point, now=now)
+        )
         return _json({"agency": agency, "items": [_asdict(i) for i in items]}, position)
 
     @router.get("/inbox/cases/{case_id}", tags=["inbox"])
@@ -101,8 +101,7 @@ def read_model_router(
     ) -> Response:
         """One case's milestones and pending actions."""
         position = await ready("inbox", after)
-        with reading(paths["inbox"]) as db:
-            row = case_row(db, case_id)
+        row = await query(stores["inbox"], lambda db: case_row(db, case_id))
         if row is None or not _sees_agency_case(principal, row.agency):
             raise NotFound(f"no case {case_id}")
         return _json(_asdict(row), position)
@@ -113,8 +112,8 @@ def read_model_router(
     ) -> Response:
         """A case's consents, service referrals with their times, and gaps."""
         position = await ready("assistance", after)
-        with reading(paths["assistance"]) as db:
-            found = tracker(db, case_id, now=datetime.now(UTC))
+        now = datetime.now(UTC)
+        found = await query(stores["assistance"], lambda db: tracker(db, case_id, now=now))
         if found is None or not _sees_agency_case(principal, found.agency):
             raise NotFound(f"no case {case_id}")
         return _json(_asdict(found), position)
@@ -133,8 +132,8 @@ def read_model_router(
                 raise Problem(403, "focal points see their own agency's gaps only")
             agency = principal.agency
         position = await ready("assistance", after)
-        with reading(paths["assistance"]) as db:
-            found = gaps(db, now=datetime.now(UTC), agency=agency)
+        now = datetime.now(UTC)
+        found = await query(stores["assistance"], lambda db: gaps(db, now=now, agency=agency))
         return _json({"gaps": [_asdict(g) for g in found]}, position)
 
     @router.get("/assistance/referrals", tags=["assistance"])
@@ -144,8 +143,11 @@ def read_model_router(
         """A service provider's referrals (open ones by default), oldest first."""
         actor = require_role(principal, (Role.SERVICE_PROVIDER,))
         position = await ready("assistance", after)
-        with reading(paths["assistance"]) as db:
-            found = provider_referrals(db, actor.agency, now=datetime.now(UTC), open_only=open_only)
+        now = datetime.now(UTC)
+        found = await query(
+            stores["assistance"],
+            lambda db: provider_referrals(db, actor.agency, now=now, open_only=open_only),
+        )
         items = [
             {
                 "case_id": case_id,
@@ -161,4 +163,3 @@ def read_model_router(
         return _json({"provider": actor.agency, "referrals": items}, position)
 
     return router
-

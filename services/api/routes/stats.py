@@ -23,10 +23,10 @@ from projections import stats
 from projections.base import get_position
 from services.api.auth import CurrentPrincipal, require_role
 from services.api.problems import Problem
-from services.api.read_models import reading, wait_for_position
+from services.api.read_models import applied_position, reading, wait_for_position
 from services.api.routes.reads import READ_RESPONSES, STATISTICS_READERS, After
 from services.api.schemas.stats import RELEASE_OR_PERIOD, ReleaseFormat, ReleaseList
-from services.projector.runner import read_position
+from services.projector.storage import ReadModelStore
 from services.statistics import exports
 from services.statistics.releases import get_release, ledger_path, list_releases, open_ledger
 
@@ -41,12 +41,12 @@ MEDIA = {
 
 
 def statistics_router(
-    stats_path: pathlib.Path, data_dir: pathlib.Path, wait_bound: float
+    stats_model: ReadModelStore, data_dir: pathlib.Path, wait_bound: float
 ) -> APIRouter:
-    """The statistics endpoints over the read model at ``stats_path`` and the release ledger
+    """The statistics endpoints over the read model ``stats_model`` and the release ledger
     in ``data_dir``."""
     router = APIRouter(prefix="/v1", responses=READ_RESPONSES, tags=["statistics"])
-    documents = StatisticsDocuments(stats_path)
+    documents = StatisticsDocuments(stats_model)
     ledger = ledger_path(data_dir)
 
     @router.get("/stats/releases", response_model=ReleaseList)
@@ -93,7 +93,7 @@ def statistics_router(
         """The live reports, for the coordinator only: aggregates, small cells suppressed
         table by table. Never publish them: publish releases."""
         require_role(principal, LIVE_READERS)
-        position = await wait_for_position(stats_path, after, wait_bound)
+        position = await wait_for_position(stats_model, after, wait_bound)
         return _json(await documents.all(), position)
 
     @router.get("/stats/{report}")
@@ -104,7 +104,7 @@ def statistics_router(
     ) -> Response:
         """One live report, for the coordinator only."""
         require_role(principal, LIVE_READERS)
-        position = await wait_for_position(stats_path, after, wait_bound)
+        position = await wait_for_position(stats_model, after, wait_bound)
         tables = await documents.all()
         if report not in tables:
             raise Problem(404, f"no report {report!r}; see /v1/stats", reports=sorted(tables))
@@ -153,20 +153,20 @@ class StatisticsDocuments:
     a large network; inline, every request waited behind it, /healthz included (found by the
     attack review of issue #12)."""
 
-    def __init__(self, path: pathlib.Path) -> None:
-        self._path = path
+    def __init__(self, store: ReadModelStore) -> None:
+        self._store = store
         self._lock = asyncio.Lock()
         self._built: tuple[int, dict[str, Any]] | None = None
 
     async def all(self) -> dict[str, Any]:
         async with self._lock:
-            position = await asyncio.to_thread(read_position, self._path)
+            position = await asyncio.to_thread(applied_position, self._store)
             if self._built is None or self._built[0] != position:
                 self._built = await asyncio.to_thread(self._build)
             return self._built[1]
 
     def _build(self) -> tuple[int, dict[str, Any]]:
-        with reading(self._path) as db:
+        with reading(self._store) as db:
             position = get_position(db)
             tables = stats.reports(db, k=stats.threshold(db))
         return position, {name: stats.report_document(r) for name, r in tables.items()}
