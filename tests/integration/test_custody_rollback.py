@@ -1,0 +1,168 @@
+"""The log decides what is erased even when the database is rolled back (issue 15, review
+15b A1 and A3; ADR 15), on SQLite and PostgreSQL, through what a user of cbcm sees.
+
+- A1: the owner cuts the log's tail holding an erasure (its event, link and mark) and puts
+  the wrapped key rows back from a copy taken before it: a fresh process must still show
+  nothing erased, and say the store is behind its erasure ledger; verify must alarm.
+- A3: the owner deletes an erasure in the middle of the log, recomputes every link after
+  it, and puts the key rows back: the same.
+- The operator's restore (issue 17): the database restored from a backup taken before an
+  erasure, the keys directory (holding the erasure ledger) kept: the erasure stays in force,
+  the network writes on, and what is recorded after the restore is shown.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from services.application.mechanism import ComplaintMechanism
+from services.bootstrap import complaint_mechanism
+from services.event_store.chain import head
+from services.settings import Settings
+from tests.api_world import build_network
+from tests.conftest import T0
+from tests.integration.test_audit_chain import Dba as ChainDba
+from tests.integration.test_custody import (
+    Dba,
+    complaint,
+    erase_everyone,
+    every_read_path,
+    verify_chain_alone,
+)
+from tests.integration.test_custody_review import owner_unlock
+
+LEDGER_ALARM = "personal_data.erasure_not_in_log"
+
+
+def cut_tail_after(app: ComplaintMechanism, position: int) -> None:
+    """The owner deletes every event, link and writer mark after ``position``."""
+    owner_unlock(app)
+    dba = Dba(app)
+    pos = "rowid" if dba.sqlite else "notification_id"
+    marks = f"{dba.names['events']}_writer"
+    if not dba.sqlite:
+        marks = f'"{dba.recorder.datastore.schema}"."{marks}"'
+    with dba.sql() as c:
+        c.execute(dba.q(f"DELETE FROM {dba.tables['events']} WHERE {pos} > ?"), (position,))
+        c.execute(dba.q(f"DELETE FROM {dba.tables['chain']} WHERE position > ?"), (position,))
+        c.execute(dba.q(f"DELETE FROM {marks} WHERE position > ?"), (position,))
+
+
+def alarms_of(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [e for e in logs if e["event"] == LEDGER_ALARM]
+
+
+def test_an_erasure_cut_off_the_tail_with_its_key_rows_put_back_stays_in_force(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a case erased by a recorded decision, the last thing the log holds, and a copy
+    # of the key rows from before
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-tail")
+    kept = complaint(app, "CANARY-kept", at=5)
+    dba = Dba(app)
+    copy = dba.key_rows()
+    before = head(app.recorder)
+    assert before is not None
+    erase_everyone(app, case_id)
+    erased_at = before.position + 1
+
+    # when the owner cuts the erasure off the log's tail (event, link and mark) and puts the
+    # key rows back: the store as it was before the erasure
+    cut_tail_after(app, before.position)
+    dba.restore_key_rows(copy)
+
+    # then a fresh process shows no erased value on any read path, and says the store is
+    # behind its erasure ledger, naming the position and no personal data
+    with structlog.testing.capture_logs() as logs:
+        fresh = reopen()
+        shown = every_read_path(fresh, settings, case_id)
+    assert "CANARY-tail" not in shown
+    assert "CANARY-kept narrative" in every_read_path(fresh, settings, kept)
+    told = alarms_of(logs)
+    assert told and {e["position"] for e in told} == {erased_at}
+    assert "CANARY" not in json.dumps(told, default=str)
+    # and verify names the rollback at the erasure's position
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert f"first bad position {erased_at}: truncated" in done.output
+    assert "erasure ledger" in done.output
+    assert "CANARY" not in done.output
+
+
+def test_an_erasure_deleted_mid_log_with_links_recomputed_stays_in_force(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a case erased by a recorded decision, more recorded after it, and a copy of the
+    # key rows from before the erasure
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-mid")
+    dba = Dba(app)
+    copy = dba.key_rows()
+    erase_everyone(app, case_id)
+    erased_at = app.position_of(case_id, app.get_case(case_id).version)
+    complaint(app, "CANARY-after", at=40)
+
+    # when the owner deletes the erasure event, recomputes every link after it, and puts
+    # the key rows back
+    owner_unlock(app)
+    chain = ChainDba(app)
+    chain.delete(erased_at, link_too=True)
+    chain.relink_from(erased_at + 1)
+    dba.restore_key_rows(copy)
+
+    # then no read path shows an erased value, in a fresh process, which names the erasure
+    # its ledger holds and the log no longer does
+    with structlog.testing.capture_logs() as logs:
+        fresh = reopen()
+        shown = every_read_path(fresh, settings, case_id)
+    assert "CANARY-mid" not in shown
+    told = alarms_of(logs)
+    assert told and {e["position"] for e in told} == {erased_at}
+    # and verify says the ledger's erasure is gone from the log
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert f"position {erased_at} is not in the log" in done.output
+
+
+def test_a_restore_from_a_backup_taken_before_an_erasure_keeps_it_in_force(
+    app: ComplaintMechanism, settings: Settings, tmp_path: Path
+) -> None:
+    # given a backup of the database taken before a case was erased (the tail after it is
+    # what a restore of that backup loses), and the keys directory backed up after it
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-restored")
+    dba = Dba(app)
+    copy = dba.key_rows()
+    before = head(app.recorder)
+    assert before is not None
+    erase_everyone(app, case_id)
+    keys_backup = tmp_path / "keys-backup"
+    shutil.copytree(settings.data_dir / "keys", keys_backup)
+
+    # when the operator restores both on a fresh data directory: the database as the backup
+    # had it (its tail after the backup gone, the key rows as they were), the keys directory
+    cut_tail_after(app, before.position)
+    dba.restore_key_rows(copy)
+    fresh_dir = tmp_path / "restored"
+    fresh_dir.mkdir()
+    shutil.copytree(keys_backup, fresh_dir / "keys")
+    restored = Settings(data_dir=fresh_dir, event_store=settings.event_store)
+    network = complaint_mechanism(restored)
+    try:
+        # then the erasure made after the backup stays in force, the network writes on, and
+        # what it records after the restore is shown
+        assert "CANARY-restored" not in every_read_path(network, restored, case_id)
+        after = complaint(network, "CANARY-new", at=50)
+        assert "CANARY-new narrative" in every_read_path(network, restored, after)
+        another = complaint_mechanism(restored)
+        assert "CANARY-restored" not in every_read_path(another, restored, case_id)
+        another.close()
+    finally:
+        network.close()
