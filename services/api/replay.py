@@ -11,9 +11,11 @@ in the case's read log before anything is shown.
 For each event the replay gives the evidence that it is in the chain: its store position, its
 link, whether that link recomputes from the link stored before it, and the first checkpoint
 at or after it whose signed link the store still has (or "not yet covered by a checkpoint").
-The replay as a whole is ``verified`` when ``services.audit.verify`` finds the chain intact
+The replay as a whole is ``intact`` when ``services.audit.verify`` finds the chain intact
 from the case's first event to the head, against the checkpoints given, and no version of the
-case's records is missing.
+case's records is missing; it is ``verified`` only when, besides, a checkpoint covers that
+whole range (as ``cbcm audit verify --json`` says it): positions after the last checkpoint
+recompute, but a rewrite of them with every link recomputed would not show yet.
 
 The replay tolerates a damaged store: an event whose bytes no longer decode is a step saying
 so (its evidence will say why), never a crash.
@@ -180,10 +182,20 @@ class Verification:
     findings: tuple[Finding, ...]
     missing: tuple[str, ...] = ()
     """Versions missing from the case's records (e.g. "case v3")."""
+    intact: bool = False
+    """Every link recomputes, every mark verifies, no version is missing (``verified``
+    asks more: a checkpoint covers the whole range)."""
+    uncovered: tuple[int, int] | None = None
+    """The positions after the last one a checkpoint covers, to the head: their links
+    recompute, but a rewrite of them with every link recomputed would not show yet."""
 
     def to_json(self) -> dict[str, Any]:
         return {
             "verified": self.verified,
+            "intact": self.intact,
+            "uncovered": None
+            if self.uncovered is None
+            else {"from": self.uncovered[0], "to": self.uncovered[1]},
             "from_position": self.start,
             "head": self.head,
             "checked": self.checked,
@@ -787,8 +799,12 @@ def _verification(
     custody = Custody.of(app).only(record.aggregate_id for record in records)
     report = verify(app.recorder, start=start, stop=None, checkpoints=checkpoints, custody=custody)
     missing = tuple(f"{record.name} v{v}" for record in records for v in record.missing_versions())
+    intact = report.intact and not missing
+    # "verified" only for what a checkpoint covers, as `cbcm audit verify --json` says it
     return Verification(
-        verified=report.intact and not missing,
+        verified=intact and report.uncovered is None,
+        intact=intact,
+        uncovered=report.uncovered,
         start=start,
         head=report.head,
         checked=report.checked,
@@ -863,11 +879,13 @@ def _evidence_lines(replay: CaseReplay) -> list[str]:
 
 
 def _verdict(v: Verification) -> str:
-    if not v.verified:
+    if not v.intact:
         return "NOT VERIFIED."
-    if not v.checkpoints:
+    if v.uncovered is not None:
+        first, last = v.uncovered
         return (
-            "VERIFIED (every link recomputes; no checkpoint covers this range yet, so a "
-            "rewrite with every link recomputed would not show)."
+            f"INTACT, NOT YET VERIFIED: every link recomputes, but no checkpoint covers "
+            f"positions {first} to {last} yet (a rewrite of them with every link recomputed "
+            "would not show)."
         )
     return "VERIFIED."

@@ -41,7 +41,9 @@ from services.event_store.custody import (
     writer_started,
 )
 from services.event_store.personal_data.data_keys import DataKeys, KeyRef
+from services.event_store.personal_data.erasure_ledger import ErasureLedger
 from services.event_store.personal_data.erasure_log import (
+    ErasureLog,
     decoded,
     erasures,
     sealed_keys,
@@ -169,9 +171,11 @@ class Custody:
             return []
         scopes = None if self.scopes is None else tuple(sorted(self.scopes))
         erased: dict[tuple[UUID, str], int] = {}
+        held: set[tuple[int, UUID, str]] = set()
         forged: list[tuple[int, str]] = []
         for position, scope, subject in erasures(self.recorder, self.cipher, forged=forged):
             erased[(scope, subject)] = position
+            held.add((position, scope, subject))
         first_use = self._first_uses(scopes)
         rows = dict(self.keys.table.all_rows(scopes))
         findings = [
@@ -182,11 +186,28 @@ class Custody:
             )
             for position, why in forged
         ]
+        ledger = self._ledger()
+        if ledger is not None:
+            findings.extend(self._ledger_findings(ledger, held, scopes))
         for ref, live in rows.items():
             at = erased.get((ref.scope, ref.subject))
             used = first_use.get(ref)
             by_log = at is not None and (used is None or used < at)
             key = f"record {ref.scope}: the {ref.subject} data key (generation {ref.generation})"
+            by_ledger = ledger is not None and ledger.erases(ref.scope, ref.subject, ref.generation)
+            if live and by_ledger and not by_log:
+                findings.append(
+                    Finding(
+                        Damage.ERASURE,
+                        _ledger_position(ledger, ref),
+                        f"{key} holds key material, but the erasure ledger beside the keys "
+                        "erased it (an erasure the log no longer holds): its row was put "
+                        "back; the application does not use it",
+                    )
+                )
+                continue
+            if not live and by_ledger:
+                continue
             if live and by_log:
                 assert at is not None
                 findings.append(
@@ -222,6 +243,58 @@ class Custody:
                     )
                 )
         return _capped(iter(sorted(findings, key=lambda f: (f.position, f.detail))))
+
+    def _ledger(self) -> ErasureLedger | None:
+        log_ = None if self.keys is None else self.keys.log
+        if not isinstance(log_, ErasureLog):
+            return None
+        found = log_._ledger()  # noqa: SLF001 (opened once the store has an id)
+        return None if found is None else found.load()
+
+    def _ledger_findings(
+        self,
+        ledger: ErasureLedger,
+        held: set[tuple[int, UUID, str]],
+        scopes: tuple[UUID, ...] | None,
+    ) -> list[Finding]:
+        """Each erasure the ledger beside the keys holds that the log does not: the log
+        was cut, rolled back (restored from an older copy) or the erasure deleted."""
+        top = head(self.recorder)
+        end = 0 if top is None else top.position
+        findings = [
+            Finding(
+                Damage.FORGED,
+                1,
+                f"the erasure ledger {ledger.path.name}: {why}",
+            )
+            for why in ledger.damaged
+        ]
+        for entry in ledger.entries:
+            if entry.seen in held or (scopes is not None and entry.scope not in scopes):
+                continue
+            what = (
+                f"record {entry.scope}: the {entry.subject} erasure the erasure ledger beside "
+                f"the keys holds at position {entry.position}"
+            )
+            if entry.position > end:
+                findings.append(
+                    Finding(
+                        Damage.TRUNCATED,
+                        entry.position,
+                        f"{what}, but the store ends at {end}: it was rolled back (restored "
+                        "from an older copy) or its tail cut; the erasure stays in force",
+                    )
+                )
+            else:
+                findings.append(
+                    Finding(
+                        Damage.ERASURE,
+                        entry.position,
+                        f"{what} is not in the log: deleted, rewritten, or the store rolled "
+                        "back and written on since; the erasure stays in force",
+                    )
+                )
+        return findings
 
     def _first_uses(self, scopes: tuple[UUID, ...] | None) -> dict[KeyRef, int]:
         """The first position each data key is used at (in these records' events)."""
@@ -277,6 +350,18 @@ class Custody:
                 return
             yield from rows
             after = rows[-1][0]
+
+
+def _ledger_position(ledger: ErasureLedger, ref: KeyRef) -> int:
+    """The position of the ledger's first erasure that destroyed ``ref``."""
+    return min(
+        (
+            e.position
+            for e in ledger.entries
+            if (e.scope, e.subject) == (ref.scope, ref.subject) and ref.generation <= e.through
+        ),
+        default=1,
+    )
 
 
 def _capped(findings: Iterator[Finding]) -> list[Finding]:

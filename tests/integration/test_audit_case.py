@@ -41,7 +41,7 @@ from domain.vocabulary import (
     TransferReason,
 )
 from services.api.app import create_app
-from services.api.replay import ReplayError, replay_case
+from services.api.replay import ReplayError, render_text, replay_case
 from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import sign_checkpoint
 from services.audit.keys import load_signing_key
@@ -249,8 +249,37 @@ def test_each_event_carries_its_evidence_in_the_chain(
             assert evidence.checkpoint is None
             assert evidence.status == "not yet covered by a checkpoint"
     assert [s.evidence.attested for s in replay.steps] == [True] * 4 + [False] * 4
-    assert replay.verified
     assert replay.verification is not None and replay.verification.checkpoints == 1
+    # and the replay is intact, but not called verified: no checkpoint covers its end yet
+    top = head(app.recorder)
+    assert top is not None
+    assert replay.verification.intact
+    assert replay.verification.uncovered == (walked.checkpoint.position + 1, top.position)
+    assert not replay.verified
+    assert "INTACT, NOT YET VERIFIED" in render_text(replay)
+
+
+def test_a_replay_is_verified_only_once_a_checkpoint_covers_its_whole_range(
+    app: ComplaintMechanism, walked: Walked
+) -> None:
+    # given a case whose last steps no checkpoint covers yet (the head signed after its
+    # fourth step)
+    early = replay_case(app, walked.case_id, checkpoints=[walked.checkpoint])
+    assert early.to_json()["verification"]["verified"] is False
+    assert early.to_json()["verification"]["intact"] is True
+
+    # when the head is signed
+    top = head(app.recorder)
+    assert top is not None
+    signed = Attested(top.position, top.link, "2026-03-02T09:00:00Z")
+    replay = replay_case(app, walked.case_id, checkpoints=[walked.checkpoint, signed])
+
+    # then the replay is verified, and says so in its JSON and its text
+    document = replay.to_json()["verification"]
+    assert document["verified"] is True and document["uncovered"] is None
+    assert replay.verified
+    assert render_text(replay).rstrip().endswith("VERIFIED.")
+    assert "NOT" not in render_text(replay).splitlines()[-1]
 
 
 def test_a_checkpoint_the_store_contradicts_vouches_for_nothing(
@@ -461,14 +490,17 @@ def test_the_cli_prints_the_steps_the_state_and_the_evidence(
     assert "State at version 2" in done.stdout
     assert "custodian: unhcr" in done.stdout
     assert "Evidence: 8 events" in done.stdout
-    assert "VERIFIED" in done.stdout and "NOT VERIFIED" not in done.stdout
+    # no checkpoint covers the case: intact, never called verified
+    assert "INTACT, NOT YET VERIFIED" in done.stdout and "NOT VERIFIED" not in done.stdout
     assert CANARY not in done.stdout
     as_json = run_cli(settings, str(walked.case_id), "--json", "--as-of", minutes(35).isoformat())
     assert as_json.exit_code == 0, as_json.stderr
     document = json.loads(as_json.stdout)
     assert document["state"]["version"] == 4
     assert [s["event"] for s in document["steps"]] == STEPS
-    assert document["verification"]["verified"] is True
+    assert document["verification"]["verified"] is False
+    assert document["verification"]["intact"] is True
+    assert document["verification"]["uncovered"]["to"] == document["verification"]["head"]
 
 
 def test_the_cli_takes_its_checkpoints_from_the_witness_book(

@@ -53,11 +53,17 @@ def personal_data_keys(env: Mapping[str, str], recorder: Any) -> DataKeys | None
         table,
         kek,
         cache_seconds=float(env.get("CBCM_DATA_KEY_CACHE_SECONDS", "10")),
-        log=ErasureLog(recorder, cipher),
+        log=ErasureLog(recorder, cipher, table=table, keys_dir=_keys_dir(env)),
     )
     _check_ring_fits(keys, kek)
     _register(table, kek, env)
     return keys
+
+
+def _keys_dir(env: Mapping[str, str]) -> Path | None:
+    """Where the erasure ledger is kept: beside the writer key (ADR 15)."""
+    path = env.get("CBCM_WRITER_KEY_FILE")
+    return Path(path).parent if path else None
 
 
 def _register(

@@ -79,6 +79,10 @@ class ErasedByLog(Protocol):
 
     def invalidate(self) -> None: ...
 
+    def refresh(self) -> None: ...
+
+    def start(self) -> None: ...
+
 
 class KeyTable(Protocol):
     """The data-key table of one database (SQLite, PostgreSQL or memory)."""
@@ -176,6 +180,12 @@ class DataKeys:
         self._told: set[KeyRef] = set()
         """Keys the log erased whose rows were found holding key material (alarmed once)."""
 
+    def start(self) -> None:
+        """At a process's start, once its writer key is attached: hold the erasure ledger
+        to the log (``ErasureLog.start``)."""
+        if self.log is not None:
+            self.log.start()
+
     # ------------------------------------------------------------------ writing
 
     def _pending(self) -> _Pending:
@@ -255,6 +265,10 @@ class DataKeys:
         if pending.erasures:
             if self.log is not None:
                 self.log.invalidate()
+                try:  # into the erasure ledger now, not at the next read (ADR 15)
+                    self.log.refresh()
+                except Exception:  # the next read or start adds it; the write stands
+                    log.exception("personal_data.erasure_ledger_deferred")
             erased = set(pending.erasures)
             with self._lock:
                 for key in [k for k in self._live if k in erased]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, LiteralString
 from uuid import UUID
 
@@ -34,8 +35,13 @@ from domain.feedback import Feedback
 from domain.notification import StaffContact
 from domain.personal_data import DataSubject
 from services.event_store import custody
-from services.event_store.chain import GENESIS, link_before, read_log
-from services.event_store.personal_data.data_keys import KeyRef
+from services.event_store.chain import GENESIS, head, link_at, link_before, read_log
+from services.event_store.personal_data.data_keys import KeyRef, KeyTable
+from services.event_store.personal_data.erasure_ledger import (
+    ErasureLedger,
+    LedgerEntry,
+    ledger_path,
+)
 
 CASE_ERASED = get_topic(Case.PersonalDataErased)
 FEEDBACK_ERASED = get_topic(Feedback.PersonalDataErased)
@@ -205,21 +211,76 @@ class ErasureLog:
 
     REFRESH_SECONDS = 0.25
 
-    def __init__(self, recorder: Any, cipher: Cipher | None) -> None:
+    def __init__(
+        self,
+        recorder: Any,
+        cipher: Cipher | None,
+        *,
+        table: KeyTable | None = None,
+        keys_dir: Path | None = None,
+    ) -> None:
         self.recorder = recorder
         self.cipher = cipher
-        self._lock = threading.Lock()
+        self.table = table
+        """The data-key table: which generations an erasure destroyed (for the ledger)."""
+        self.keys_dir = keys_dir
+        """Where the erasure ledger is kept (beside the writer key); None: no ledger."""
+        self.ledger: ErasureLedger | None = None
+        self._lock = threading.RLock()
         self._refreshed_at = -float("inf")
         self._through = 0
         self._erased: dict[tuple[UUID, str], int] = {}
+        self._held: set[tuple[int, UUID, str]] = set()
         self._first_use: dict[KeyRef, int | None] = {}
+        self._told_missing: set[tuple[int, UUID, str]] = set()
 
     def invalidate(self) -> None:
         """Read the log at the next look (this process just recorded an erasure)."""
         self._refreshed_at = -float("inf")
 
+    def start(self) -> None:
+        """At a process's start: read every erasure in the log (adding those the erasure
+        ledger lacks to it), and hold the ledger to the log: an erasure the ledger holds
+        and the log no longer does (the log's tail cut, an erasure deleted, the database
+        restored from an older copy) is named, and stays in force."""
+        self.invalidate()
+        self.refresh()
+        self.missing_from_log(alarm=True)
+
+    def missing_from_log(self, *, alarm: bool = False) -> list[LedgerEntry]:
+        """The ledger's erasures that the log does not hold (as last read)."""
+        ledger = self._ledger()
+        if ledger is None:
+            return []
+        ledger.load()
+        missing = [e for e in ledger.entries if e.seen not in self._held]
+        if alarm and missing:
+            top = head(self.recorder)
+            end = 0 if top is None else top.position
+            for entry in missing:
+                if entry.seen in self._told_missing:
+                    continue
+                self._told_missing.add(entry.seen)
+                log.error(
+                    "personal_data.erasure_not_in_log",
+                    position=entry.position,
+                    record=str(entry.scope),
+                    subject=entry.subject,
+                    store_ends_at=end,
+                    detail="the erasure ledger beside the keys holds this erasure, the log "
+                    + (
+                        "ends before it (rolled back, restored from an older copy, or its "
+                        "tail cut)"
+                        if entry.position > end
+                        else "no longer does (deleted or rewritten)"
+                    )
+                    + ": it stays in force; run `cbcm audit verify`",
+                )
+        return missing
+
     def refresh(self) -> None:
-        """Read the erasures recorded since the last look (unless it was just now)."""
+        """Read the erasures recorded since the last look (unless it was just now), and
+        add them to the erasure ledger."""
         with self._lock:
             now = time.monotonic()
             if now - self._refreshed_at < self.REFRESH_SECONDS:
@@ -229,10 +290,13 @@ class ErasureLog:
             if through <= self._through:
                 return
             forged: list[tuple[int, str]] = []
+            learnt: list[tuple[int, UUID, str]] = []
             for position, scope, subject in erasures(
                 self.recorder, self.cipher, self._through, through, forged
             ):
                 self._erased[(scope, subject)] = position
+                self._held.add((position, scope, subject))
+                learnt.append((position, scope, subject))
             for position, why in forged:
                 log.error(
                     "personal_data.forged_erasure",
@@ -241,6 +305,52 @@ class ErasureLog:
                     "erases nothing (run `cbcm audit verify`)",
                 )
             self._through = through
+            self._write_ledger(learnt)
+
+    def _ledger(self) -> ErasureLedger | None:
+        """The erasure ledger of this store (opened once the store has an id)."""
+        if self.ledger is None and self.keys_dir is not None:
+            writer = getattr(self.recorder, "writer", None)
+            store = getattr(self.recorder, "store", None)
+            if writer is not None and store is not None:
+                self.ledger = ErasureLedger(ledger_path(self.keys_dir, store), writer, store)
+                self.ledger.load()
+        return self.ledger
+
+    def _write_ledger(self, learnt: list[tuple[int, UUID, str]]) -> None:
+        ledger = self._ledger()
+        if ledger is None or not learnt:
+            return
+        ledger.load()
+        entries = []
+        links: dict[int, bytes] = {}
+        for position, scope, subject in learnt:
+            if ledger.holds(position, scope, subject):
+                continue
+            if position not in links:
+                found = link_at(self.recorder, position)
+                links[position] = b"" if found is None else found.link
+            entries.append(
+                LedgerEntry(
+                    position, scope, subject, self._generations_before(scope, subject, position),
+                    links[position],
+                )
+            )
+        ledger.append(entries)
+
+    def _generations_before(self, scope: UUID, subject: str, position: int) -> int:
+        """The highest generation of (scope, subject) an erasure at ``position`` destroyed:
+        those first used before it (or never)."""
+        if self.table is None:
+            return 0
+        highest = 0
+        for ref, _live in self.table.all_rows((scope,)):
+            if ref.subject != subject or ref.generation <= highest:
+                continue
+            first = self.first_use(ref)
+            if first is None or first < position:
+                highest = ref.generation
+        return highest
 
     def _top(self) -> int:
         if isinstance(self.recorder, SQLiteApplicationRecorder):
@@ -260,8 +370,12 @@ class ErasureLog:
         return self._erased.get((scope, subject))
 
     def erases(self, ref: KeyRef) -> bool:
-        """Whether the log erased this key (read up to the log's head now)."""
+        """Whether the log erased this key (read up to the log's head now), or an erasure
+        the erasure ledger holds did (whatever the log holds now)."""
         self.refresh()
+        ledger = self._ledger()
+        if ledger is not None and ledger.erases(ref.scope, ref.subject, ref.generation):
+            return True
         at = self.erased_at(ref.scope, ref.subject)
         if at is None:
             return False
