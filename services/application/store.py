@@ -120,7 +120,7 @@ class StoredApplication(Application[UUID]):
             recorder.data_keys = self.data_keys
         attach_writer(self.env, recorder)  # every commit marked with the writer key (issue 15)
         if self.data_keys is not None:
-            self.data_keys.start()  # the erasure ledger held to the log (ADR 15)
+            self.data_keys.start()  # the erasure ledger held to the log (ADR 23)
         return recorder
 
     # ------------------------------------------------------------------ plumbing

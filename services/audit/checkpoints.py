@@ -81,6 +81,7 @@ from services.audit.note import (
 from services.bootstrap import complaint_mechanism
 from services.event_store.chain import ChainRow
 from services.event_store.errors import EventStoreUnavailable
+from services.event_store.high_water import HighWater, high_water_path, raise_high_water
 from services.event_store.store_id import store_id_of
 from services.nats.client import (
     DUPLICATE_WINDOW,
@@ -242,6 +243,22 @@ async def publish_checkpoint(
 # ------------------------------------------------------------------------ the publisher
 
 
+def _raise_high_water(recorder: Any, store: str, row: ChainRow) -> None:
+    """The signed head is the furthest the network has seen its log go: kept beside the
+    writer key, outside the database, so that a process started on a store rolled back
+    behind it says so (ADR 23)."""
+    keys_dir = getattr(recorder, "keys_dir", None)
+    key = getattr(recorder, "writer", None)
+    if keys_dir is None or key is None:
+        return
+    try:
+        raise_high_water(
+            high_water_path(keys_dir, store), key, store, HighWater(row.position, row.link)
+        )
+    except OSError as e:  # the checkpoint stands; the next one raises the mark
+        log.error("audit.high_water_unwritten", error=type(e).__name__, position=row.position)
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -358,6 +375,7 @@ class CheckpointPublisher:
                 checkpointed_position=self._last_position,
             )
         fresh = await publish_checkpoint(self._js, checkpoint)
+        await asyncio.to_thread(_raise_high_water, self._app.recorder, store, row)
         self._previous = Checkpoint(tree.origin, tree.size, tree.root)
         self._last_position = row.position
         self._last_time = self._monotonic()

@@ -40,6 +40,7 @@ from services.event_store.custody import (
     unmarked,
     writer_started,
 )
+from services.event_store.high_water import behind_high_water
 from services.event_store.personal_data.data_keys import DataKeys, KeyRef
 from services.event_store.personal_data.erasure_ledger import ErasureLedger
 from services.event_store.personal_data.erasure_log import (
@@ -82,7 +83,22 @@ class Custody:
         return replace(self, scopes=frozenset(scopes))
 
     def findings(self, start: int = 1, stop: int | None = None) -> list[Finding]:
-        return [*self.writer_findings(start, stop), *self.key_findings()]
+        return [
+            *self.high_water_findings(),
+            *self.writer_findings(start, stop),
+            *self.key_findings(),
+        ]
+
+    def high_water_findings(self) -> list[Finding]:
+        """The store behind the high-water mark the checkpoint publisher keeps beside the
+        keys (rolled back, its tail cut or rewritten), ADR 23."""
+        if self.scopes is not None:
+            return []  # a replay: the whole store's verify names it
+        behind = behind_high_water(self.recorder)
+        if behind is None:
+            return []
+        kind = Damage.TRUNCATED if behind.truncated else Damage.CHANGED
+        return [Finding(kind, behind.position, behind.detail)]
 
     # ------------------------------------------------------------------ writer marks
 
@@ -199,7 +215,7 @@ class Custody:
                 findings.append(
                     Finding(
                         Damage.ERASURE,
-                        _ledger_position(ledger, ref),
+                        _ledger_position(ledger, ref) if ledger is not None else 1,
                         f"{key} holds key material, but the erasure ledger beside the keys "
                         "erased it (an erasure the log no longer holds): its row was put "
                         "back; the application does not use it",
@@ -248,7 +264,7 @@ class Custody:
         log_ = None if self.keys is None else self.keys.log
         if not isinstance(log_, ErasureLog):
             return None
-        found = log_._ledger()  # noqa: SLF001 (opened once the store has an id)
+        found = log_.ledger_now()  # opened once the store has an id
         return None if found is None else found.load()
 
     def _ledger_findings(

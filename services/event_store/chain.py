@@ -231,9 +231,17 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
 
     recorder.writer = key
     recorder.store = store_id_of(recorder)
+    recorder.keys_dir = Path(path).parent
     recorder.writer_problem = writer_problem(recorder)
     if recorder.writer_problem is not None:
         structlog.get_logger().error("audit.custody_untrusted", detail=recorder.writer_problem)
+    from services.event_store.high_water import behind_high_water  # noqa: PLC0415
+
+    behind = behind_high_water(recorder)
+    if behind is not None:  # named, not refused: a restore from a backup is legitimate
+        structlog.get_logger().error(
+            "audit.store_behind_high_water", position=behind.position, detail=behind.detail
+        )
 
 
 def writer_problem(recorder: Any) -> str | None:
@@ -337,6 +345,9 @@ class _MarkedWrites:
 
     writer_problem: str | None = None
     """Why this process may not write (``writer_problem``); None: it may."""
+    keys_dir: Path | None = None
+    """The directory of the writer key, where the erasure ledger and the high-water mark
+    are kept (ADR 23)."""
 
     store: str | None = None
     """The store's id, which each writer mark names (None: not known yet)."""

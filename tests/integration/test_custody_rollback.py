@@ -1,11 +1,13 @@
 """The log decides what is erased even when the database is rolled back (issue 15, review
-15b A1 and A3; ADR 15), on SQLite and PostgreSQL, through what a user of cbcm sees.
+15b A1 and A3; ADR 23), on SQLite and PostgreSQL, through what a user of cbcm sees.
 
 - A1: the owner cuts the log's tail holding an erasure (its event, link and mark) and puts
   the wrapped key rows back from a copy taken before it: a fresh process must still show
   nothing erased, and say the store is behind its erasure ledger; verify must alarm.
 - A3: the owner deletes an erasure in the middle of the log, recomputes every link after
   it, and puts the key rows back: the same.
+- A store cut back behind the head the network signed (its writer marks too): a fresh
+  process and verify name it from the high-water mark beside the keys.
 - The operator's restore (issue 17): the database restored from a backup taken before an
   erasure, the keys directory (holding the erasure ledger) kept: the erasure stays in force,
   the network writes on, and what is recorded after the restore is shown.
@@ -22,6 +24,8 @@ from typing import Any
 import structlog
 
 from services.application.mechanism import ComplaintMechanism
+from services.audit.checkpoints import checkpoint_once
+from services.audit.keys import load_signing_key
 from services.bootstrap import complaint_mechanism
 from services.event_store.chain import head
 from services.settings import Settings
@@ -54,7 +58,7 @@ def cut_tail_after(app: ComplaintMechanism, position: int) -> None:
         c.execute(dba.q(f"DELETE FROM {marks} WHERE position > ?"), (position,))
 
 
-def alarms_of(logs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def alarms_of(logs: list[Any]) -> list[Any]:
     return [e for e in logs if e["event"] == LEDGER_ALARM]
 
 
@@ -166,3 +170,32 @@ def test_a_restore_from_a_backup_taken_before_an_erasure_keeps_it_in_force(
         another.close()
     finally:
         network.close()
+
+
+async def test_a_store_cut_behind_a_signed_checkpoint_with_its_marks_is_named_from_the_keys(
+    app: ComplaintMechanism, settings: Settings, nats_server: Any, reopen: Any
+) -> None:
+    # given a store whose head the network's publisher signed
+    build_network(app, T0 - timedelta(days=1))
+    complaint(app, "CANARY-a", at=1)
+    before = head(app.recorder)
+    assert before is not None
+    complaint(app, "CANARY-b", at=5)
+    key = load_signing_key(settings)
+    signed = await checkpoint_once(app, key, nats_server.url, nats_options={})
+    assert signed is not None and signed.position > before.position
+
+    # when the owner cuts the log back (events, links and writer marks), as a restore of an
+    # older copy would, and the database alone is consulted
+    cut_tail_after(app, before.position)
+
+    # then a fresh process says its store is behind what the network signed, and verify
+    # (without the checkpoints) names the truncation from the high-water mark beside the keys
+    with structlog.testing.capture_logs() as logs:
+        reopen()
+    told = [e for e in logs if e["event"] == "audit.store_behind_high_water"]
+    assert [e["position"] for e in told] == [signed.position]
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert f"first bad position {signed.position}: truncated" in done.output
+    assert "high-water mark" in done.output

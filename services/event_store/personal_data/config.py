@@ -61,7 +61,7 @@ def personal_data_keys(env: Mapping[str, str], recorder: Any) -> DataKeys | None
 
 
 def _keys_dir(env: Mapping[str, str]) -> Path | None:
-    """Where the erasure ledger is kept: beside the writer key (ADR 15)."""
+    """Where the erasure ledger is kept: beside the writer key (ADR 23)."""
     path = env.get("CBCM_WRITER_KEY_FILE")
     return Path(path).parent if path else None
 

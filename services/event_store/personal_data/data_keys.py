@@ -265,7 +265,7 @@ class DataKeys:
         if pending.erasures:
             if self.log is not None:
                 self.log.invalidate()
-                try:  # into the erasure ledger now, not at the next read (ADR 15)
+                try:  # into the erasure ledger now, not at the next read (ADR 23)
                     self.log.refresh()
                 except Exception:  # the next read or start adds it; the write stands
                     log.exception("personal_data.erasure_ledger_deferred")

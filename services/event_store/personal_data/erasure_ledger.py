@@ -1,5 +1,5 @@
 """The erasure ledger: every erasure a process has seen in the log, kept beside the keys,
-outside the database (issue 15, ADR 15).
+outside the database (issue 15, ADR 23).
 
 The log decides what is erased (``erasure_log``), but the log is in the database, and its
 owner can take an erasure out of it: cut the log's tail holding it, delete it in the middle

@@ -249,7 +249,7 @@ class ErasureLog:
 
     def missing_from_log(self, *, alarm: bool = False) -> list[LedgerEntry]:
         """The ledger's erasures that the log does not hold (as last read)."""
-        ledger = self._ledger()
+        ledger = self.ledger_now()
         if ledger is None:
             return []
         ledger.load()
@@ -269,8 +269,7 @@ class ErasureLog:
                     store_ends_at=end,
                     detail="the erasure ledger beside the keys holds this erasure, the log "
                     + (
-                        "ends before it (rolled back, restored from an older copy, or its "
-                        "tail cut)"
+                        "ends before it (rolled back, restored from an older copy, or its tail cut)"
                         if entry.position > end
                         else "no longer does (deleted or rewritten)"
                     )
@@ -307,7 +306,7 @@ class ErasureLog:
             self._through = through
             self._write_ledger(learnt)
 
-    def _ledger(self) -> ErasureLedger | None:
+    def ledger_now(self) -> ErasureLedger | None:
         """The erasure ledger of this store (opened once the store has an id)."""
         if self.ledger is None and self.keys_dir is not None:
             writer = getattr(self.recorder, "writer", None)
@@ -318,7 +317,7 @@ class ErasureLog:
         return self.ledger
 
     def _write_ledger(self, learnt: list[tuple[int, UUID, str]]) -> None:
-        ledger = self._ledger()
+        ledger = self.ledger_now()
         if ledger is None or not learnt:
             return
         ledger.load()
@@ -332,7 +331,10 @@ class ErasureLog:
                 links[position] = b"" if found is None else found.link
             entries.append(
                 LedgerEntry(
-                    position, scope, subject, self._generations_before(scope, subject, position),
+                    position,
+                    scope,
+                    subject,
+                    self._generations_before(scope, subject, position),
                     links[position],
                 )
             )
@@ -373,7 +375,7 @@ class ErasureLog:
         """Whether the log erased this key (read up to the log's head now), or an erasure
         the erasure ledger holds did (whatever the log holds now)."""
         self.refresh()
-        ledger = self._ledger()
+        ledger = self.ledger_now()
         if ledger is not None and ledger.erases(ref.scope, ref.subject, ref.generation):
             return True
         at = self.erased_at(ref.scope, ref.subject)
