@@ -16,13 +16,23 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
+import psycopg
+import pytest
 import structlog
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
+from domain.vocabulary import FeedbackChannel
+from services.api.replay import replay_case
+from services.application.key_rotation import rotate
 from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_signing_key
@@ -33,10 +43,13 @@ from tests.api_world import build_network
 from tests.conftest import T0
 from tests.integration.test_audit_chain import Dba as ChainDba
 from tests.integration.test_custody import (
+    AUDITOR,
+    FOCAL,
     Dba,
     complaint,
     erase_everyone,
     every_read_path,
+    minutes,
     verify_chain_alone,
 )
 from tests.integration.test_custody_review import owner_unlock
@@ -199,3 +212,126 @@ async def test_a_store_cut_behind_a_signed_checkpoint_with_its_marks_is_named_fr
     assert done.exit_code == 4, done.output
     assert f"first bad position {signed.position}: truncated" in done.output
     assert "high-water mark" in done.output
+
+
+# ------------------------------------------------------------------ any sequence
+
+
+def erasures_outlive_rollbacks(store_url: str, tmp_path: Path, ops: list[Any]) -> None:
+    """Record, erase, back up (key rows and the head), restore a backup (the log cut back to
+    its head, the key rows as it had them), put key rows back alone, rotate the KEK, in any
+    order: no value recorded before its case's last erasure is ever shown again, and every
+    value recorded after it, that the log still holds, is."""
+    name = uuid4().hex[:12]
+    if store_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / name / 'events.sqlite3'}"
+    else:  # a schema of its own: every example starts from an empty store
+        base = re.sub(r"[?&]schema=[^&]+", "", store_url)
+        with psycopg.connect(base, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA r_{name}")
+        url = f"{base}{'&' if '?' in base else '?'}schema=r_{name}"
+    settings = Settings(data_dir=tmp_path / name, event_store=url)
+    app = complaint_mechanism(settings)
+    try:
+        build_network(app, T0 - timedelta(days=1))
+        cases = [complaint(app, f"CANARY-c{i}-first", at=i) for i in range(2)]
+        start = head(app.recorder)
+        assert start is not None
+        # each value shown while the log holds it: value -> position recorded at
+        live: list[dict[str, int]] = [{f"CANARY-c{i}-first narrative": 0} for i in range(2)]
+        dead: set[str] = set()
+        dba = Dba(app)
+        backups: list[tuple[list[tuple[Any, ...]], int]] = []
+        for n, (op, i) in enumerate(ops):
+            case = cases[i % 2]
+            if op == "feedback":
+                value = f"CANARY-c{i % 2}-v{n}"
+                written = app.give_feedback(
+                    case,
+                    actor=FOCAL,
+                    message=value,
+                    channel=FeedbackChannel.PHONE,
+                    at=minutes(10 + n),
+                )
+                live[i % 2][value] = written.position
+            elif op == "erase":
+                erase_everyone(app, case, at=10 + n)
+                dead |= set(live[i % 2])
+                live[i % 2] = {}
+            elif op == "backup":
+                top = head(app.recorder)
+                assert top is not None
+                backups.append((dba.key_rows(), top.position))
+            elif op == "restore" and backups:
+                rows, position = backups[i % len(backups)]
+                cut_tail_after(app, position)
+                dba.restore_key_rows(rows)
+                for values in live:
+                    for value in [v for v, at in values.items() if at > position]:
+                        del values[value]  # lost with the tail: neither shown nor erased
+            elif op == "restore_keys" and backups:
+                dba.restore_key_rows(backups[i % len(backups)][0])
+            elif op == "rotate":
+                rotate(app)
+        for reader in (app, complaint_mechanism(settings)):
+            for c, case in enumerate(cases):
+                shown = json.dumps(
+                    replay_case(reader, case, reveal_personal=True, reader=AUDITOR).to_json()
+                )
+                assert not [v for v in dead if v.split(" ")[0] in shown]
+                assert all(v.split(" ")[0] in shown for v in live[c])
+            if reader is not app:
+                reader.close()
+    finally:
+        app.close()
+        if not store_url.startswith("sqlite"):
+            with psycopg.connect(base, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA r_{name} CASCADE")
+
+
+ROLLBACK_OPS = st.lists(
+    st.tuples(
+        st.sampled_from(["feedback", "erase", "backup", "restore", "restore_keys", "rotate"]),
+        st.integers(0, 3),
+    ),
+    max_size=12,
+)
+
+
+@given(ops=ROLLBACK_OPS)
+@example(ops=[("backup", 0), ("erase", 0), ("restore", 0)])
+@example(ops=[("backup", 0), ("feedback", 0), ("erase", 0), ("restore", 0), ("feedback", 0)])
+@example(
+    ops=[("backup", 1), ("erase", 1), ("restore", 0), ("feedback", 1), ("erase", 1), ("restore", 0)]
+)
+@example(
+    ops=[
+        ("backup", 0),
+        ("feedback", 0),
+        ("feedback", 0),
+        ("feedback", 0),
+        ("erase", 0),
+        ("restore", 0),
+        ("feedback", 0),
+        ("erase", 0),
+        ("restore", 0),
+    ]
+)
+@hsettings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_no_erased_value_comes_back_whatever_is_rolled_back(
+    store_url: str, tmp_path: Path, ops: list[Any]
+) -> None:
+    erasures_outlive_rollbacks(store_url, tmp_path, ops)
+
+
+@pytest.mark.soak
+@given(ops=ROLLBACK_OPS)
+@hsettings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_no_erased_value_comes_back_whatever_is_rolled_back_soak(
+    store_url: str, tmp_path: Path, ops: list[Any]
+) -> None:
+    erasures_outlive_rollbacks(store_url, tmp_path, ops)

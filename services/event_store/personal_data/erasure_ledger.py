@@ -76,6 +76,12 @@ class LedgerEntry:
     def seen(self) -> tuple[int, UUID, str]:
         return (self.position, self.scope, self.subject)
 
+    @property
+    def key(self) -> tuple[int, UUID, str, bytes]:
+        """What tells two erasures apart (after a rollback, another event may take the
+        position of one the ledger holds)."""
+        return (self.position, self.scope, self.subject, self.link)
+
     def message(self, store: str, previous: bytes) -> bytes:
         return (
             LEDGER_DOMAIN
@@ -99,7 +105,7 @@ class ErasureLedger:
         self.store = store
         self._lock = threading.Lock()
         self._entries: list[LedgerEntry] = []
-        self._seen: set[tuple[int, UUID, str]] = set()
+        self._seen: set[tuple[int, UUID, str, bytes]] = set()
         self._through: dict[tuple[UUID, str], int] = {}
         self._last = b""
         self._size = 0
@@ -121,8 +127,8 @@ class ErasureLedger:
         """Whether an erasure in the ledger destroyed this data key."""
         return generation <= self._through.get((scope, subject), 0)
 
-    def holds(self, position: int, scope: UUID, subject: str) -> bool:
-        return (position, scope, subject) in self._seen
+    def holds(self, position: int, scope: UUID, subject: str, link: bytes) -> bool:
+        return (position, scope, subject, link) in self._seen
 
     def append(self, entries: Iterable[LedgerEntry]) -> int:
         """Append the entries not held yet (under the file's lock, synced); how many."""
@@ -135,7 +141,7 @@ class ErasureLedger:
             last = self._last
             added = []
             for entry in wanted:
-                if entry.seen in self._seen:
+                if entry.key in self._seen:
                     continue
                 mac = hmac.digest(self.key.secret, entry.message(self.store, last), "sha256")
                 lines.append(_line(entry, mac))
@@ -190,7 +196,7 @@ class ErasureLedger:
 
     def _take(self, entry: LedgerEntry, mac: bytes) -> None:
         self._entries.append(entry)
-        self._seen.add(entry.seen)
+        self._seen.add(entry.key)
         key = (entry.scope, entry.subject)
         self._through[key] = max(self._through.get(key, 0), entry.through)
         self._last = mac

@@ -229,6 +229,7 @@ class ErasureLog:
         self._lock = threading.RLock()
         self._refreshed_at = -float("inf")
         self._through = 0
+        self._through_link: bytes | None = None
         self._erased: dict[tuple[UUID, str], int] = {}
         self._held: set[tuple[int, UUID, str]] = set()
         self._first_use: dict[KeyRef, int | None] = {}
@@ -286,6 +287,10 @@ class ErasureLog:
                 return
             self._refreshed_at = now
             through = self._top()
+            if self._through and self._moved_back():
+                # the store was rolled back under this process (and perhaps written on):
+                # read it all again; what was read before stays in force
+                self._through = 0
             if through <= self._through:
                 return
             forged: list[tuple[int, str]] = []
@@ -304,7 +309,14 @@ class ErasureLog:
                     "erases nothing (run `cbcm audit verify`)",
                 )
             self._through = through
+            found = link_at(self.recorder, through)
+            self._through_link = None if found is None else found.link
             self._write_ledger(learnt)
+
+    def _moved_back(self) -> bool:
+        """Whether the log no longer holds, where this process last read to, what it read."""
+        found = link_at(self.recorder, self._through)
+        return (None if found is None else found.link) != self._through_link
 
     def ledger_now(self) -> ErasureLedger | None:
         """The erasure ledger of this store (opened once the store has an id)."""
@@ -324,11 +336,11 @@ class ErasureLog:
         entries = []
         links: dict[int, bytes] = {}
         for position, scope, subject in learnt:
-            if ledger.holds(position, scope, subject):
-                continue
             if position not in links:
                 found = link_at(self.recorder, position)
                 links[position] = b"" if found is None else found.link
+            if ledger.holds(position, scope, subject, links[position]):
+                continue
             entries.append(
                 LedgerEntry(
                     position,
