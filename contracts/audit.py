@@ -25,6 +25,7 @@ import msgspec
 from contracts.subjects import AUDIT_CHECKPOINT_SUBJECT
 
 __all__ = [
+    "AGENCY_COSIGNATURE_SUBJECTS",
     "AUDIT_STREAM",
     "AUDIT_SUBJECTS",
     "CHECKPOINT_SUBJECT",
@@ -32,6 +33,7 @@ __all__ = [
     "SIGNING_CONTEXT",
     "AuditCheckpointV1",
     "AuditCosignatureV1",
+    "agency_cosignature_subject",
     "checkpoint_json_schema",
     "checkpoint_msg_id",
     "decode_checkpoint",
@@ -187,7 +189,16 @@ _DECODER = msgspec.json.Decoder(AuditCheckpointV1)
 
 
 COSIGNATURE_SUBJECT: Final = "cbcm.v1.audit.cosignature"
-"""Where witnesses publish their cosignatures (kept by ``CBCM_AUDIT`` too)."""
+"""Where the network's own witness publishes its cosignatures (kept by ``CBCM_AUDIT`` too)."""
+
+AGENCY_COSIGNATURE_SUBJECTS: Final = "cbcm.v1.audit.cosignature.>"
+"""Where agencies' witnesses publish theirs, one subject each (kept by ``CBCM_AUDIT``)."""
+
+
+def agency_cosignature_subject(agency: str) -> str:
+    """The subject an agency's witness publishes its cosignatures on, from its own NATS
+    account (``cbcm.v1.audit.cosignature.<agency>``)."""
+    return f"{COSIGNATURE_SUBJECT}.{agency}"
 
 
 class AuditCosignatureV1(msgspec.Struct, frozen=True, kw_only=True):

@@ -76,9 +76,16 @@ def gather(
     witnesses: list[Verifier],
     quorum: int,
     store: str | None,
+    *,
+    published: Iterable[str] = (),
 ) -> Evidence:
+    """What the books (and the cosigned notes ``published`` on NATS) vouch for under the
+    policy. A book holding something that does not verify cannot vouch for anything
+    (``EvidenceError``); a published note that does not verify is ignored (anyone allowed
+    to publish there could publish junk)."""
     evidence = Evidence(log, witnesses, quorum)
     heads: dict[int, tuple[bytes, str, list[Signature], int | None]] = {}
+    _published_heads(published, log, evidence, heads)
     chain: dict[int, Attested] = {}
     others: set[str] = set()
     for path in books:
@@ -102,7 +109,8 @@ def gather(
                 continue
             previous = heads.get(checkpoint.size)
             merged = [*(previous[2] if previous else []), *signatures]
-            heads[checkpoint.size] = (checkpoint.root, text, merged, head.position)
+            position = head.position if previous is None or previous[3] is None else previous[3]
+            heads[checkpoint.size] = (checkpoint.root, text, merged, position)
         for cp in legacy:
             if not verify_checkpoint(log.public_key, cp):
                 raise EvidenceError(
@@ -137,6 +145,28 @@ def gather(
         evidence.tree_heads.append(TreeAttested(size, root, tuple(cosigners), position))
         evidence.notes[size] = format_note(text, list(kept.values()))
     return evidence
+
+
+def _published_heads(
+    published: Iterable[str],
+    log: LogIdentity,
+    evidence: Evidence,
+    heads: dict[int, tuple[bytes, str, list[Signature], int | None]],
+) -> None:
+    """The tree heads of the cosigned notes published on NATS, merged by size."""
+    for note in published:
+        try:
+            checkpoint, signatures = open_checkpoint(note, log.verifier)
+        except NoteError:
+            continue
+        if checkpoint.size in heads and heads[checkpoint.size][0] != checkpoint.root:
+            evidence.split_views.append(
+                f"two roots for the tree of {checkpoint.size} events (one published on NATS)"
+            )
+            continue
+        previous = heads.get(checkpoint.size)
+        merged = [*(previous[2] if previous else []), *signatures]
+        heads[checkpoint.size] = (checkpoint.root, checkpoint.text(), merged, None)
 
 
 def root_b64(root: bytes) -> str:

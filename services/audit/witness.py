@@ -37,7 +37,7 @@ import contextlib
 import os
 import secrets
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -62,6 +62,7 @@ from contracts.audit import (
     COSIGNATURE_SUBJECT,
     AuditCheckpointV1,
     AuditCosignatureV1,
+    agency_cosignature_subject,
     decode_checkpoint,
     encode_cosignature,
     rfc3339_utc,
@@ -638,8 +639,15 @@ class Witness:
         log_identity: LogIdentity | None = None,
         cosigner: Cosigner | None = None,
         independent: bool = True,
+        publish_core: Callable[[str, bytes], Awaitable[None]] | None = None,
+        cosignature_subject: str = COSIGNATURE_SUBJECT,
     ) -> None:
         self._book = book
+        self._publish_core = publish_core
+        """An agency's witness publishes from its own account, where no JetStream answers:
+        a plain publish on its own subject, which the services' account imports into
+        ``CBCM_AUDIT``."""
+        self._cosignature_subject = cosignature_subject
         self.log = log_identity or LogIdentity(configured_origin(public_key), public_key)
         """The log this witness pins: its origin and the network's key."""
         self.cosigner = cosigner
@@ -789,9 +797,15 @@ class Witness:
             witness=self.cosigner.name, origin=held.origin, size=held.size, note=held.note
         )
         try:
-            await self._js.publish(
-                COSIGNATURE_SUBJECT, encode_cosignature(message), stream=AUDIT_STREAM, timeout=2
-            )
+            if self._publish_core is not None:
+                await self._publish_core(self._cosignature_subject, encode_cosignature(message))
+            else:
+                await self._js.publish(
+                    self._cosignature_subject,
+                    encode_cosignature(message),
+                    stream=AUDIT_STREAM,
+                    timeout=2,
+                )
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
             log.warning("audit.cosignature_not_published", error=type(e).__name__)
 
@@ -956,6 +970,12 @@ async def run_witness(
                 book=str(path),
             )
             js = nc.jetstream(**jetstream_options(settings))
+            from_agency = settings.nats_js_api_prefix is not None
+
+            async def publish_core(subject: str, data: bytes) -> None:
+                await nc.publish(subject, data)
+                await nc.flush(timeout=2)
+
             await Witness(
                 book,
                 js,
@@ -964,6 +984,10 @@ async def run_witness(
                 log_identity=identity,
                 cosigner=cosigner,
                 independent=is_independent(settings, name),
+                publish_core=publish_core if from_agency else None,
+                cosignature_subject=(
+                    agency_cosignature_subject(name) if from_agency else COSIGNATURE_SUBJECT
+                ),
             ).run(stop)
         finally:
             with contextlib.suppress(Exception):

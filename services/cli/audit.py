@@ -257,6 +257,7 @@ def _evidence(  # noqa: PLR0917
     witnesses: list[str] | None = None,
     quorum: int | None = None,
     log_vkey: str | None = None,
+    from_nats: bool = False,
 ) -> Evidence:
     """The checkpoints and witnessed tree heads the books hold for this store, each
     signature checked again (a book can be copied or edited too), held to the policy."""
@@ -286,9 +287,17 @@ def _evidence(  # noqa: PLR0917
         policy, needed = witness_policy(settings, witnesses)
     except AuditKeyError as e:
         fail(str(e), EXIT_CONFIG)
+    published: list[str] = []
+    if from_nats:
+        published = _published_cosignatures(settings, log.origin)
     try:
         return gather(
-            books or [witness_book_path(settings, log.origin)], log, policy, needed, store
+            books or [witness_book_path(settings, log.origin)],
+            log,
+            policy,
+            needed,
+            store,
+            published=published,
         )
     except EvidenceError as e:
         fail(str(e), EXIT_CONFIG)
@@ -383,6 +392,38 @@ def _print_report(
     raise typer.Exit(EXIT_DAMAGED)
 
 
+def _published_cosignatures(settings: Settings, origin: str) -> list[str]:
+    """The cosignatures the witnesses published on NATS (``CBCM_AUDIT``)."""
+    import asyncio
+
+    import nats.errors
+
+    from services.audit.published import published_cosignatures
+    from services.nats.client import jetstream_options, nats_connect_options
+
+    try:
+        return asyncio.run(
+            published_cosignatures(
+                nats_url(settings),
+                nats_connect_options(settings, "audit-checkpoint"),  # its grant reads CBCM_AUDIT
+                jetstream_options(settings),
+                origin,
+            )
+        )
+    except (OSError, TimeoutError, nats.errors.Error) as e:
+        fail(f"cannot read the published cosignatures from NATS: {one_line(e)}", EXIT_CONFIG)
+
+
+FromNats = Annotated[
+    bool,
+    typer.Option(
+        "--cosignatures-from-nats",
+        help="Also count the cosignatures witnesses published on NATS (CBCM_AUDIT: the "
+        "network's own and every agency's), each checked against the policy's keys.",
+    ),
+]
+
+
 @audit_cli.command("verify")
 def audit_verify(  # noqa: PLR0917
     start: Annotated[
@@ -392,6 +433,7 @@ def audit_verify(  # noqa: PLR0917
     witness: WitnessKeys = None,
     quorum: Quorum = None,
     log_vkey: LogKey = None,
+    from_nats: FromNats = False,
     no_checkpoints: Annotated[
         bool,
         typer.Option(
@@ -431,7 +473,9 @@ def audit_verify(  # noqa: PLR0917
     app, where = open_application(settings)
     try:
         with reported(where):
-            evidence = _evidence(app, settings, witness_db, witness, quorum, log_vkey)
+            evidence = _evidence(
+                app, settings, witness_db, witness, quorum, log_vkey, from_nats=from_nats
+            )
             _other_store_damage(evidence)
             usable = evidence.tree_heads or (not evidence.witnesses and evidence.checkpoints)
             if not usable and not no_checkpoints:

@@ -29,7 +29,12 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from contracts.audit import AUDIT_STREAM, CHECKPOINT_SUBJECT, COSIGNATURE_SUBJECT
+from contracts.audit import (
+    AUDIT_STREAM,
+    CHECKPOINT_SUBJECT,
+    COSIGNATURE_SUBJECT,
+    agency_cosignature_subject,
+)
 from contracts.subjects import (
     EVENT_SUBJECTS,
     NETWORK_AGENCY,
@@ -289,7 +294,12 @@ def agency_nats_user(agency: str) -> NatsUser:
         # No cbcm.v1.evt.> or cbcm.v1.share.>: only the relay publishes events and shares. An
         # agency publishing there would forge events of the network (and its account imports
         # no such subject anyway: nothing it publishes reaches the services' account).
-        publish=tuple(g.local for g in (*_own_grants(agency), *_SHARED_GRANTS)),
+        # Its witness's cosignatures, on a subject of its own that the services' account
+        # imports into CBCM_AUDIT (issue 15): whoever verifies collects them there.
+        publish=(
+            *(g.local for g in (*_own_grants(agency), *_SHARED_GRANTS)),
+            agency_cosignature_subject(agency),
+        ),
         receive=(*_own_subjects(agency), *_SHARED_SUBJECTS),
     )
 
@@ -496,6 +506,15 @@ def server_config(agencies: Iterable[str], *, nodes: int = 1) -> str:
         "    exports: [",
         *_exports(codes, "      "),
         "    ]",
+        "    # What agencies publish into the streams: their witnesses' cosignatures (each on",
+        "    # its own subject, which CBCM_AUDIT keeps).",
+        "    imports: [",
+        *(
+            f"      {{ stream: {{ account: {agency_account(a)}, subject: "
+            f"{_quoted(agency_cosignature_subject(a))} }} }}"
+            for a in codes
+        ),
+        "    ]",
         "  }",
     ]
     for agency in codes:
@@ -510,6 +529,10 @@ def server_config(agencies: Iterable[str], *, nodes: int = 1) -> str:
             "    ]",
             "    imports: [",
             *_imports(agency, "      "),
+            "    ]",
+            "    exports: [",
+            f"      {{ stream: {_quoted(agency_cosignature_subject(agency))}, "
+            f"accounts: [{SERVICES_ACCOUNT}] }}",
             "    ]",
             "  }",
         ]

@@ -26,12 +26,19 @@ from typing import Any
 
 import nats
 import nats.errors
+import nats.js.errors
 import nkeys
 import pytest
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
+from typer.testing import CliRunner
 
-from contracts.audit import CHECKPOINT_SUBJECT, decode_checkpoint
+from contracts.audit import (
+    CHECKPOINT_SUBJECT,
+    agency_cosignature_subject,
+    decode_checkpoint,
+    decode_cosignature,
+)
 from contracts.statistics import decode_release
 from contracts.subjects import SHARES_STREAM, STREAM, record_shares
 from projections.inbox import InboxProjection
@@ -40,9 +47,18 @@ from services.application.mechanism import ComplaintMechanism
 from services.application.store import is_published
 from services.application.webhooks import AGENCY_EVENT_TYPES
 from services.audit.checkpoints import checkpoint_once, verify_checkpoint
-from services.audit.keys import LogIdentity, load_log_origin, load_public_key, load_signing_key
-from services.audit.witness import WitnessBook, run_witness
+from services.audit.keys import (
+    LogIdentity,
+    load_log_origin,
+    load_public_key,
+    load_signing_key,
+    load_witness_key,
+    witness_dir,
+    witness_vkey,
+)
+from services.audit.witness import WitnessBook, cosigner_name, run_witness
 from services.bootstrap import complaint_mechanism
+from services.cli.main import cli
 from services.demo.walk import AGENCIES, build_demo_network, walk_cases
 from services.nats.client import nats_connect_options
 from services.nats.config import AGENCY_API_PREFIX, agency_consumers, server_config
@@ -514,13 +530,52 @@ async def test_an_agency_runs_a_witness_on_its_own_consumer(network: Network) ->
         with WitnessBook.open(book_path, readonly=True) as book:
             return book.last_sequence() > 0
 
+    async def published() -> bool:
+        if witness.done():
+            witness.result()
+            raise AssertionError("the witness stopped")
+        return bool(await cosignatures_of(network, A))
+
     try:
         await wait_until(kept, DEADLINE, f"{A}'s witness keeps a checkpoint")
+        # and publishes its cosignature from its own account, into CBCM_AUDIT (issue 15)
+        await wait_until(published, DEADLINE, f"{A}'s cosignature reaches CBCM_AUDIT")
     finally:
         stop.set()
         await witness
     with WitnessBook.open(book_path, readonly=True) as book:
         assert all(c.key_id for s in book.stores() for c in book.checkpoints(s))
+
+    # then the operator's verify, naming the agency's witness in its policy, counts the
+    # published cosignature (and without reading NATS, with no book at hand, has none)
+    vkey = witness_vkey(cosigner_name(A), load_witness_key(witness_dir(settings, log.origin)))
+    env = {
+        "CBCM_DATA_DIR": str(network.data_dir),
+        "CBCM_EVENT_STORE": network.store,
+        **network.setup.client_environment("audit-checkpoint"),
+    }
+    args = ["audit", "verify", "--witness", vkey, "--witness-db", str(book_path) + ".none"]
+    without = await asyncio.to_thread(CliRunner().invoke, cli, args, env=env)
+    assert without.exit_code == 5, without.output
+    done = await asyncio.to_thread(
+        CliRunner().invoke, cli, [*args, "--cosignatures-from-nats"], env=env
+    )
+    assert done.exit_code == 0, done.output
+    assert "vouched for by" in done.output and cosigner_name(A) in done.output
+
+
+async def cosignatures_of(network: Network, agency: str) -> list[Any]:
+    """The cosignatures CBCM_AUDIT holds on the agency's subject (read as the operator)."""
+    nc = await nats.connect(network.url, **network.options("audit-checkpoint"))
+    try:
+        js = nc.jetstream()
+        try:
+            msg = await js.get_msg("CBCM_AUDIT", subject=agency_cosignature_subject(agency))
+        except nats.js.errors.NotFoundError:
+            return []
+        return [decode_cosignature(msg.data or b"")]
+    finally:
+        await nc.close()
 
 
 async def test_an_agency_consumes_its_own_events_and_only_those(network: Network) -> None:
