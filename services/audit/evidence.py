@@ -109,8 +109,8 @@ def gather(
                 continue
             previous = heads.get(checkpoint.size)
             merged = [*(previous[2] if previous else []), *signatures]
-            position = head.position if previous is None or previous[3] is None else previous[3]
-            heads[checkpoint.size] = (checkpoint.root, text, merged, position)
+            held_at = head.position if previous is None or previous[3] is None else previous[3]
+            heads[checkpoint.size] = (checkpoint.root, text, merged, held_at)
         for cp in legacy:
             if not verify_checkpoint(log.public_key, cp):
                 raise EvidenceError(

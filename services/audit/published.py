@@ -37,7 +37,7 @@ async def published_cosignatures(
     nc = await nats.connect(url, **options)
     try:
         jsm = nc.jetstream(**js_options)
-        notes = []
+        notes: list[str] = []
         for subject in (COSIGNATURE_SUBJECT, AGENCY_COSIGNATURE_SUBJECTS):
             sequence = 1
             while len(notes) < MAX_MESSAGES:
