@@ -22,7 +22,7 @@ from services.audit.note import (
 )
 from services.audit.tree import StoredTree
 from services.event_store.chain import GENESIS, link_before, link_hash
-from services.event_store.tiles import TileStore
+from services.event_store.tiles import TileStore, reading
 
 __all__ = ["FORMAT", "BundleError", "BundleReport", "build", "check"]
 
@@ -52,6 +52,19 @@ def build(
     store differs from the log the witnesses hold: nothing to prove)."""
     log = Verifier.parse(log_vkey)
     checkpoint, _ = open_checkpoint(checkpoint_note, log)
+    with reading(recorder):  # one read transaction for every tile and link asked
+        return _build(recorder, positions, case_id, log_vkey, checkpoint, checkpoint_note, replay)
+
+
+def _build(  # noqa: PLR0917
+    recorder: Any,
+    positions: list[int],
+    case_id: UUID,
+    log_vkey: str,
+    checkpoint: Any,
+    checkpoint_note: str,
+    replay: dict[str, Any] | None,
+) -> dict[str, Any]:
     tree = StoredTree(recorder)
     store = TileStore(recorder)
     if checkpoint.size > tree.size or tree.root(checkpoint.size) != checkpoint.root:

@@ -232,6 +232,9 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
     recorder.writer = key
     recorder.store = store_id_of(recorder)
     recorder.keys_dir = Path(path).parent
+    from services.event_store.start_seal import keep_start  # noqa: PLC0415
+
+    keep_start(recorder)  # a record upgraded before seals: its start kept beside the keys
     recorder.writer_problem = writer_problem(recorder)
     if recorder.writer_problem is not None:
         structlog.get_logger().error("audit.custody_untrusted", detail=recorder.writer_problem)
@@ -252,9 +255,12 @@ def writer_problem(recorder: Any) -> str | None:
         return None
     if WRITER_PREFIX + key.key_id not in custody.custody_rows(recorder):
         return None if head(recorder) is None else custody.NOT_STARTED
+    from services.event_store.start_seal import start_seal_problem  # noqa: PLC0415
     from services.event_store.store_id import store_id_of  # noqa: PLC0415 (it imports us)
 
-    return custody.start_problem(recorder, key, store_id_of(recorder))
+    return custody.start_problem(recorder, key, store_id_of(recorder)) or start_seal_problem(
+        recorder
+    )
 
 
 def start_marks(recorder: Any) -> int:

@@ -45,6 +45,7 @@ from services.audit.verify import TreeAttested
 from services.bootstrap import complaint_mechanism
 from services.event_store.chain import GENESIS, head, log_batches
 from services.event_store.config import persistence_env
+from services.event_store.tiles import reading
 from services.settings import Settings
 from tests.bench.results import Figure, Target, quick, record, store_kind
 
@@ -238,13 +239,14 @@ class StoredProofs:
 
     def __init__(self, app: ComplaintMechanism, originator: uuid.UUID, size: int) -> None:
         recorder = app.recorder
-        self.tree = merkle_tree.StoredTree(recorder)
-        positions = positions_of(app, originator)
-        self.items = []
-        for position in positions:
-            index = self.tree.leaf_index(position)
-            assert index is not None
-            self.items.append((index, self.tree.inclusion(index, size)))
+        with reading(recorder):  # as the export does: one read transaction
+            self.tree = merkle_tree.StoredTree(recorder)
+            positions = positions_of(app, originator)
+            self.items = []
+            for position in positions:
+                index = self.tree.leaf_index(position)
+                assert index is not None
+                self.items.append((index, self.tree.inclusion(index, size)))
         self.size = size
 
     def check(self, root: bytes) -> None:

@@ -8,6 +8,8 @@
   it, and puts the key rows back: the same.
 - A store cut back behind the head the network signed (its writer marks too): a fresh
   process and verify name it from the high-water mark beside the keys.
+- A writer record upgraded before records were sealed, moved past a forged event after a
+  process of this version opened the store: its start kept beside the keys tells.
 - The operator's restore (issue 17): the database restored from a backup taken before an
   erasure, the keys directory (holding the erasure ledger) kept: the erasure stays in force,
   the network writes on, and what is recorded after the restore is shown.
@@ -38,6 +40,7 @@ from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_signing_key
 from services.bootstrap import complaint_mechanism
 from services.event_store.chain import head
+from services.event_store.custody import WriterKeyError
 from services.settings import Settings
 from tests.api_world import build_network
 from tests.conftest import T0
@@ -52,7 +55,7 @@ from tests.integration.test_custody import (
     minutes,
     verify_chain_alone,
 )
-from tests.integration.test_custody_review import owner_unlock
+from tests.integration.test_custody_review import _append_copy, owner_unlock
 
 LEDGER_ALARM = "personal_data.erasure_not_in_log"
 
@@ -335,3 +338,52 @@ def test_no_erased_value_comes_back_whatever_is_rolled_back_soak(
     store_url: str, tmp_path: Path, ops: list[Any]
 ) -> None:
     erasures_outlive_rollbacks(store_url, tmp_path, ops)
+
+
+# ------------------------------------------------------------------ an unsealed start, kept
+
+
+def test_an_unsealed_writer_record_moved_after_a_process_kept_its_start_is_damage(
+    app: ComplaintMechanism, settings: Settings, reopen: Any
+) -> None:
+    # given a store upgraded to writer marks before their record was sealed (the record
+    # holds the key id alone, marks from the head on, no store nonce)
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-old", at=1)
+    key = app.recorder.writer  # type: ignore[attr-defined]
+    owner_unlock(app)
+    dba = Dba(app)
+    tables = {}
+    for name in ("writer", "custody"):
+        table = f"{dba.names['events']}_{name}"
+        tables[name] = table if dba.sqlite else f'"{dba.recorder.datastore.schema}"."{table}"'
+    top = head(app.recorder)
+    assert top is not None
+    with dba.sql() as c:
+        c.execute(f"DELETE FROM {tables['writer']}")
+        c.execute(f"DELETE FROM {tables['custody']}")
+        c.execute(
+            dba.q(f"INSERT INTO {tables['custody']} VALUES (?, ?, ?)"),
+            (f"writer:{key.key_id}", key.key_id, top.position + 1),
+        )
+    complaint(reopen(), "CANARY-new", at=10)  # a process of the new code opened it
+    assert verify_chain_alone(settings).exit_code == 0
+
+    # when the owner forges an event on the old case and moves the record past it, with
+    # the marks before the new start deleted
+    forged_at = _append_copy(app, app.position_of(case_id, 2), case_id)
+    owner_unlock(app)
+    with dba.sql() as c:
+        c.execute(f"DELETE FROM {tables['writer']}")
+        c.execute(f"DELETE FROM {tables['custody']}")
+        c.execute(
+            dba.q(f"INSERT INTO {tables['custody']} VALUES (?, ?, ?)"),
+            (f"writer:{key.key_id}", key.key_id, forged_at + 1),
+        )
+
+    # then verify names damage from the start kept beside the keys, and no process writes
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 4, done.output
+    assert "custody record was moved" in done.output
+    with pytest.raises(WriterKeyError, match="custody record was moved"):
+        complaint(reopen(), "CANARY-after", at=20)
