@@ -288,6 +288,8 @@ class Custody:
         for entry in ledger.entries:
             if entry.seen in held or (scopes is not None and entry.scope not in scopes):
                 continue
+            if ledger.acknowledged(entry):
+                continue  # the operator restored an older copy, and said so: in force
             what = (
                 f"record {entry.scope}: the {entry.subject} erasure the erasure ledger beside "
                 f"the keys holds at position {entry.position}"

@@ -805,3 +805,57 @@ def audit_start_marks() -> None:
         f"writer marks: every commit from position {started} is marked; positions before it "
         "are covered by the chain and the checkpoints only"
     )
+
+
+@audit_cli.command("acknowledge-restore")
+def audit_acknowledge_restore() -> None:
+    """After restoring the event store from a backup taken before erasures (ADR 23): say so,
+    as the operator. The erasures the ledger beside the keys holds and the restored log
+    lacks stay in force and are no longer alarms; the data keys they destroyed, back in the
+    restored key table, are destroyed again; the high-water mark is set to the restored
+    head. Run it only after a restore you made: on a store someone else rolled back it would
+    hide that from `cbcm audit verify` (the erasures stay in force either way)."""
+    from services.event_store.chain import head
+    from services.event_store.high_water import HighWater, high_water_path, reset_high_water
+    from services.event_store.personal_data.erasure_log import ErasureLog
+
+    settings = load_settings()
+    app, where = open_application(settings)
+    try:
+        with reported(where):
+            keys = app.data_keys
+            log = None if keys is None else keys.log
+            recorder = app.recorder
+            if not isinstance(log, ErasureLog) or keys is None:
+                fail("this store keeps no personal data at rest: nothing to acknowledge", EXIT_CONFIG)
+            log.invalidate()
+            log.refresh()
+            missing = log.missing_from_log()
+            ledger = log.ledger_now()
+            acknowledged = 0 if ledger is None else ledger.acknowledge(missing)
+            put_back = [
+                ref
+                for ref, live in keys.table.all_rows()
+                if live
+                and ledger is not None
+                and ledger.erases(ref.scope, ref.subject, ref.generation)
+            ]
+            destroyed = keys.table.destroy(put_back) if put_back else 0
+            top = head(recorder)
+            keys_dir = getattr(recorder, "keys_dir", None)
+            store = getattr(recorder, "store", None)
+            writer = getattr(recorder, "writer", None)
+            if top is not None and keys_dir is not None and store and writer is not None:
+                reset_high_water(
+                    high_water_path(keys_dir, store),
+                    writer,
+                    store,
+                    HighWater(top.position, top.link),
+                )
+    finally:
+        app.close()
+    typer.echo(
+        f"restore acknowledged at position {0 if top is None else top.position}: "
+        f"{acknowledged} erasure(s) the restored log lacks stay in force (ids only in the "
+        f"ledger), {destroyed} data key(s) they destroyed were destroyed again"
+    )

@@ -156,3 +156,21 @@ def behind_high_water(recorder: Any) -> Behind | None:
             "rolled back and written on since",
         )
     return None
+
+
+def reset_high_water(path: Path, key: WriterKey, store: str, mark: HighWater) -> None:
+    """Set the mark to ``mark``, lower or not: the operator's acknowledgement of a restore
+    (``cbcm audit acknowledge-restore``), never done by a running process."""
+    with _exclusive(path):
+        document = {
+            "position": mark.position,
+            "link": mark.link.hex(),
+            "mac": _mac(key, store, mark).hex(),
+        }
+        staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(document) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staged, path)

@@ -49,6 +49,7 @@ from tests.integration.test_custody import (
     AUDITOR,
     FOCAL,
     Dba,
+    cli_run,
     complaint,
     erase_everyone,
     every_read_path,
@@ -184,6 +185,23 @@ def test_a_restore_from_a_backup_taken_before_an_erasure_keeps_it_in_force(
         another = complaint_mechanism(restored)
         assert "CANARY-restored" not in every_read_path(another, restored, case_id)
         another.close()
+
+        # and verify says the restored log lacks an erasure the network made, until the
+        # operator acknowledges the restore: the erasure stays in force, the key rows the
+        # restore brought back are destroyed again, and verify is intact
+        before_ack = verify_chain_alone(restored)
+        assert before_ack.exit_code == 4, before_ack.output
+        assert "erasure ledger" in before_ack.output
+        acknowledged = cli_run(restored, "audit", "acknowledge-restore")
+        assert acknowledged.exit_code == 0, acknowledged.output
+        assert "stay in force" in acknowledged.output
+        after_ack = verify_chain_alone(restored)
+        assert after_ack.exit_code == 0, after_ack.output
+        scope = case_id.hex if dba.sqlite else case_id
+        assert all(r[4] is None for r in Dba(network).key_rows() if r[0] == scope)
+        fresh = complaint_mechanism(restored)
+        assert "CANARY-restored" not in every_read_path(fresh, restored, case_id)
+        fresh.close()
     finally:
         network.close()
 

@@ -49,6 +49,7 @@ import structlog
 from services.event_store.custody import WriterKey
 
 LEDGER_DOMAIN = b"cbcm/erasure-ledger/v1\0"
+ACK_DOMAIN = b"cbcm/erasure-ledger/acknowledged/v1\0"
 _FIXED = struct.Struct(">qi")
 
 log = structlog.get_logger()
@@ -107,6 +108,7 @@ class ErasureLedger:
         self._entries: list[LedgerEntry] = []
         self._seen: set[tuple[int, UUID, str, bytes]] = set()
         self._through: dict[tuple[UUID, str], int] = {}
+        self._acknowledged: set[tuple[int, UUID, str, bytes]] = set()
         self._last = b""
         self._size = 0
         self.damaged: list[str] = []
@@ -122,6 +124,39 @@ class ErasureLedger:
         with self._lock:
             self._read_new()
         return self
+
+    def acknowledged(self, entry: LedgerEntry) -> bool:
+        """Whether the operator acknowledged that the log lacks this erasure (a restore)."""
+        return entry.key in self._acknowledged
+
+    def acknowledge(self, entries: Iterable[LedgerEntry]) -> int:
+        """Record the operator's acknowledgement that the log lacks these erasures (the
+        database was restored from a copy taken before them): they stay in force, and are
+        no longer alarms. How many were acknowledged now."""
+        wanted = sorted(set(entries))
+        with self._lock, self._exclusive():
+            self._read_new()
+            lines = []
+            last = self._last
+            for entry in wanted:
+                if entry.key in self._acknowledged:
+                    continue
+                mac = hmac.digest(
+                    self.key.secret, ACK_DOMAIN + entry.message(self.store, last), "sha256"
+                )
+                lines.append(_line(entry, mac, acknowledged=True))
+                last = mac
+                self._acknowledged.add(entry.key)
+            if lines:
+                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, "".join(lines).encode())
+                    os.fsync(fd)
+                finally:
+                    os.close(fd)
+                self._last = last
+                self._size = self.path.stat().st_size
+            return len(lines)
 
     def erases(self, scope: UUID, subject: str, generation: int) -> bool:
         """Whether an erasure in the ledger destroyed this data key."""
@@ -183,15 +218,22 @@ class ErasureLedger:
             if parsed is None:
                 self._damage(f"line {number} does not parse")
                 continue
-            entry, mac = parsed
-            expected = hmac.digest(self.key.secret, entry.message(self.store, self._last), "sha256")
+            entry, mac, acknowledged = parsed
+            message = entry.message(self.store, self._last)
+            expected = hmac.digest(
+                self.key.secret, ACK_DOMAIN + message if acknowledged else message, "sha256"
+            )
             if not hmac.compare_digest(expected, mac):
                 self._damage(
                     f"line {number} (position {entry.position}) does not verify under writer "
                     f"key {self.key.key_id} for store {self.store}"
                 )
                 continue
-            self._take(entry, mac)
+            if acknowledged:
+                self._acknowledged.add(entry.key)
+                self._last = mac
+            else:
+                self._take(entry, mac)
         self._size += end
 
     def _take(self, entry: LedgerEntry, mac: bytes) -> None:
@@ -210,24 +252,21 @@ class ErasureLedger:
         )
 
 
-def _line(entry: LedgerEntry, mac: bytes) -> str:
-    return (
-        json.dumps(
-            {
-                "position": entry.position,
-                "record": str(entry.scope),
-                "subject": entry.subject,
-                "through": entry.through,
-                "link": entry.link.hex(),
-                "mac": mac.hex(),
-            },
-            separators=(",", ":"),
-        )
-        + "\n"
-    )
+def _line(entry: LedgerEntry, mac: bytes, *, acknowledged: bool = False) -> str:
+    fields: dict[str, object] = {
+        "position": entry.position,
+        "record": str(entry.scope),
+        "subject": entry.subject,
+        "through": entry.through,
+        "link": entry.link.hex(),
+        "mac": mac.hex(),
+    }
+    if acknowledged:
+        fields["acknowledged"] = True
+    return json.dumps(fields, separators=(",", ":")) + "\n"
 
 
-def _parse(raw: bytes) -> tuple[LedgerEntry, bytes] | None:
+def _parse(raw: bytes) -> tuple[LedgerEntry, bytes, bool] | None:
     try:
         fields = json.loads(raw)
         entry = LedgerEntry(
@@ -237,6 +276,6 @@ def _parse(raw: bytes) -> tuple[LedgerEntry, bytes] | None:
             through=int(fields["through"]),
             link=bytes.fromhex(str(fields["link"])),
         )
-        return entry, bytes.fromhex(str(fields["mac"]))
+        return entry, bytes.fromhex(str(fields["mac"])), fields.get("acknowledged") is True
     except (ValueError, KeyError, TypeError):
         return None

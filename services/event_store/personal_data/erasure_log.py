@@ -254,7 +254,9 @@ class ErasureLog:
         if ledger is None:
             return []
         ledger.load()
-        missing = [e for e in ledger.entries if e.seen not in self._held]
+        missing = [
+            e for e in ledger.entries if e.seen not in self._held and not ledger.acknowledged(e)
+        ]
         if alarm and missing:
             top = head(self.recorder)
             end = 0 if top is None else top.position
