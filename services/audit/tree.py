@@ -153,10 +153,6 @@ class _Edge:
     leaves: list[bytes]
 
 
-WHOLE_LEVEL = 1 << 16
-"""Levels of at most this many stored tiles have their roots read whole (``_roots``)."""
-
-
 class StoredTree:
     """The tree as the store holds it now: its size, roots, leaf indexes and proofs."""
 
@@ -228,15 +224,8 @@ class StoredTree:
     def _roots(self, level: int, lo: int, hi: int) -> list[bytes]:
         missing = [i for i in range(lo, hi) if (level, i) not in self._root_cache]
         if missing:
-            # the proofs of one case ask for roots all over the level: read it whole at the
-            # first ask (32 bytes a tile: 375 KB for 3 million leaves), one round trip
-            # instead of one per sibling subtree (issue 15's figure for PostgreSQL)
-            stored = self.counts.get(level, 0)
-            first, end = missing[0], missing[-1] + 1
-            if stored <= WHOLE_LEVEL:
-                first, end = 0, stored
-            for i, root in enumerate(self.store.roots(level, first, end)):
-                self._root_cache[(level, first + i)] = root
+            for i, root in enumerate(self.store.roots(level, missing[0], missing[-1] + 1)):
+                self._root_cache[(level, missing[0] + i)] = root
         return [self._root_cache[(level, i)] for i in range(lo, hi)]
 
     def subtree(self, lo: int, hi: int) -> bytes:
