@@ -236,6 +236,12 @@ class Settings(BaseSettings):
         "with; kept out of the database, apart from the checkpoint key; default: "
         "<data_dir>/keys/writer.key, created on first use (an explicitly named one must exist)",
     )
+    erasure_ledger_dir: Path | None = Field(
+        default=None,
+        description="where every process keeps, outside the database, the erasures it saw, the "
+        "last signed head and a kept writer start (ADR 23): writable by the services, backed up "
+        "with the keys, never with the database; default: <data_dir>/keys",
+    )
     # --- the event store's tables (issue #5) ---
     create_tables: bool = Field(
         default=True,

@@ -827,7 +827,9 @@ def audit_acknowledge_restore() -> None:
             log = None if keys is None else keys.log
             recorder = app.recorder
             if not isinstance(log, ErasureLog) or keys is None:
-                fail("this store keeps no personal data at rest: nothing to acknowledge", EXIT_CONFIG)
+                fail(
+                    "this store keeps no personal data at rest: nothing to acknowledge", EXIT_CONFIG
+                )
             log.invalidate()
             log.refresh()
             missing = log.missing_from_log()

@@ -184,6 +184,17 @@ def _store_of_first(first: tuple[Any, ...] | None, nonce: str | None) -> str | N
     return store_id(notification, nonce)
 
 
+def ledger_dir(env: Mapping[str, str]) -> Path | None:
+    """Where what the database forgets is kept (the erasure ledger, the high-water mark, a
+    kept writer start: ADR 23): ``CBCM_ERASURE_LEDGER_DIR``, by default the writer key's
+    directory."""
+    chosen = env.get("CBCM_ERASURE_LEDGER_DIR")
+    if chosen:
+        return Path(chosen)
+    path = env.get("CBCM_WRITER_KEY_FILE")
+    return Path(path).parent if path else None
+
+
 def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
     """Give the recorder the writer key the environment names (``CBCM_WRITER_KEY_FILE``).
     A process with another key than the one the store's commits are marked with is refused
@@ -231,7 +242,7 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
 
     recorder.writer = key
     recorder.store = store_id_of(recorder)
-    recorder.keys_dir = Path(path).parent
+    recorder.keys_dir = ledger_dir(env)
     from services.event_store.start_seal import keep_start  # noqa: PLC0415
 
     keep_start(recorder)  # a record upgraded before seals: its start kept beside the keys

@@ -43,12 +43,18 @@ def persistence_env(settings: Settings) -> dict[str, str]:
 
 
 def _writer_env(settings: Settings) -> dict[str, str]:
-    """The key every commit is marked with (ADR 14)."""
+    """The key every commit is marked with (ADR 14), and where what the database forgets is
+    kept (ADR 23)."""
+    # writable, unlike a credentials directory the writer key may be handed in
+    ledger = {
+        "CBCM_ERASURE_LEDGER_DIR": str(settings.erasure_ledger_dir or settings.data_dir / "keys")
+    }
     if settings.writer_key_file is not None:
-        return {"CBCM_WRITER_KEY_FILE": str(settings.writer_key_file)}
+        return {"CBCM_WRITER_KEY_FILE": str(settings.writer_key_file), **ledger}
     return {
         "CBCM_WRITER_KEY_FILE": str(settings.data_dir / "keys" / "writer.key"),
         "CBCM_WRITER_KEY_CREATE": "y",
+        **ledger,
     }
 
 

@@ -49,9 +49,15 @@ def test_an_agency_receives_its_own_events_and_shares_statistics_and_checkpoints
 
 def test_an_agency_asks_only_its_own_consumers_and_creates_none() -> None:
     user = agency_nats_user("wfp")
-    asked = [s for s in user.publish if not s.endswith("STREAM.INFO.CBCM_AUDIT")]
+    asked = [
+        s
+        for s in user.publish
+        if not s.endswith("STREAM.INFO.CBCM_AUDIT") and s != "cbcm.v1.audit.cosignature.wfp"
+    ]
 
     assert asked and all(".agency-wfp" in s or ".cbcm-witness-wfp" in s for s in asked)
+    # and it publishes its witness's cosignatures on its own subject, nothing else
+    assert [s for s in user.publish if s.startswith("cbcm.")] == ["cbcm.v1.audit.cosignature.wfp"]
     assert not any(
         word in subject
         for subject in user.publish

@@ -11,7 +11,11 @@ from typing import Any
 from eventsourcing.cryptography import AESCipher
 from eventsourcing.utils import Environment
 
-from services.event_store.chain import ChainedPostgresRecorder, ChainedSQLiteRecorder
+from services.event_store.chain import (
+    ChainedPostgresRecorder,
+    ChainedSQLiteRecorder,
+    ledger_dir,
+)
 from services.event_store.personal_data.data_keys import DataKeys
 from services.event_store.personal_data.erasure_log import ErasureLog
 from services.event_store.personal_data.kek import (
@@ -61,9 +65,9 @@ def personal_data_keys(env: Mapping[str, str], recorder: Any) -> DataKeys | None
 
 
 def _keys_dir(env: Mapping[str, str]) -> Path | None:
-    """Where the erasure ledger is kept: beside the writer key (ADR 23)."""
-    path = env.get("CBCM_WRITER_KEY_FILE")
-    return Path(path).parent if path else None
+    """Where the erasure ledger is kept: ``CBCM_ERASURE_LEDGER_DIR``, by default beside the
+    writer key (ADR 23)."""
+    return ledger_dir(env)
 
 
 def _register(

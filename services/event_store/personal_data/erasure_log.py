@@ -16,6 +16,7 @@ sealed fields name their key ``[subject, generation, ...]`` in clear inside the 
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Iterator
@@ -88,6 +89,15 @@ def erasure_targets(topic: str, originator: UUID, fields: dict[str, Any]) -> lis
 
 def _uuid(value: Any) -> UUID:
     return value if isinstance(value, UUID) else UUID(str(value))
+
+
+def _writable(directory: Path) -> bool:
+    """Whether this process may add files to ``directory`` (made if missing)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return False
+    return os.access(directory, os.W_OK | os.X_OK)
 
 
 def select_events(
@@ -244,6 +254,13 @@ class ErasureLog:
         ledger lacks to it), and hold the ledger to the log: an erasure the ledger holds
         and the log no longer does (the log's tail cut, an erasure deleted, the database
         restored from an older copy) is named, and stays in force."""
+        if self.keys_dir is not None and not _writable(self.keys_dir):
+            log.error(
+                "personal_data.erasure_ledger_unwritable",
+                ledger=str(self.keys_dir),
+                detail="this process cannot add erasures to the ledger outside the database: "
+                "set CBCM_ERASURE_LEDGER_DIR to a directory the services may write (ADR 23)",
+            )
         self.invalidate()
         self.refresh()
         self.missing_from_log(alarm=True)
@@ -352,7 +369,16 @@ class ErasureLog:
                     links[position],
                 )
             )
-        ledger.append(entries)
+        try:
+            ledger.append(entries)
+        except OSError as e:  # a reader without write access to the keys directory
+            log.error(
+                "personal_data.erasure_ledger_unwritable",
+                ledger=str(ledger.path),
+                error=type(e).__name__,
+                detail="erasures read in the log could not be added to the ledger beside "
+                "the keys: a process that can write there adds them at its next look",
+            )
 
     def _generations_before(self, scope: UUID, subject: str, position: int) -> int:
         """The highest generation of (scope, subject) an erasure at ``position`` destroyed:
