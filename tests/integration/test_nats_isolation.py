@@ -29,15 +29,18 @@ import nats.errors
 import nats.js.errors
 import nkeys
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from typer.testing import CliRunner
 
 from contracts.audit import (
     CHECKPOINT_SUBJECT,
+    AuditCosignatureV1,
     agency_cosignature_subject,
     decode_checkpoint,
     decode_cosignature,
+    encode_cosignature,
 )
 from contracts.statistics import decode_release
 from contracts.subjects import SHARES_STREAM, STREAM, record_shares
@@ -56,6 +59,7 @@ from services.audit.keys import (
     witness_dir,
     witness_vkey,
 )
+from services.audit.note import cosign, format_note, parse_checkpoint, parse_note
 from services.audit.witness import WitnessBook, cosigner_name, run_witness
 from services.bootstrap import complaint_mechanism
 from services.cli.main import cli
@@ -762,3 +766,53 @@ async def stream_messages_after(network: Network, after: int) -> list[tuple[str,
             raw = await js.get_msg(STREAM, seq)
             out.append((raw.subject, json.loads(raw.data or b"{}")))
         return out
+
+
+async def test_a_cosignature_an_agency_forges_for_another_witness_counts_for_nothing(
+    network: Network,
+) -> None:
+    # given the network's checkpoint in CBCM_AUDIT, and a policy naming agency A's witness
+    witness_key = Ed25519PrivateKey.generate()  # A's witness key, which B does not hold
+    vkey = witness_vkey(cosigner_name(A), witness_key.public_key())
+    operator = await nats.connect(network.url, **network.options("audit-checkpoint"))
+    try:
+        raw = await operator.jetstream().get_last_msg("CBCM_AUDIT", CHECKPOINT_SUBJECT)
+    finally:
+        await operator.close()
+    note = decode_checkpoint(raw.data or b"").note
+    assert note is not None
+    text, signatures = parse_note(note)
+
+    # when agency B publishes, on its own subject, a cosignature in A's witness's name made
+    # with a key of its own, and tries A's subject too
+    forged = format_note(
+        text, [*signatures, cosign(text, cosigner_name(A), Ed25519PrivateKey.generate(), 1)]
+    )
+    message = AuditCosignatureV1(
+        witness=cosigner_name(A),
+        origin=parse_checkpoint(text).origin,
+        size=parse_checkpoint(text).size,
+        note=forged,
+    )
+    async with connected(network, f"agency-{B}") as (b, violations):
+        await b.publish(agency_cosignature_subject(B), encode_cosignature(message))
+        await b.publish(agency_cosignature_subject(A), encode_cosignature(message))
+        await violations.refused("publish", agency_cosignature_subject(A))
+        await b.flush()
+
+    async def arrived() -> bool:
+        return any(c.note == forged for c in await cosignatures_of(network, B))
+
+    await wait_until(arrived, DEADLINE, "B's forged cosignature reaches CBCM_AUDIT")
+
+    # then verify, collecting every published cosignature, counts none for A's witness
+    env = {
+        "CBCM_DATA_DIR": str(network.data_dir),
+        "CBCM_EVENT_STORE": network.store,
+        **network.setup.client_environment("audit-checkpoint"),
+    }
+    args = ["audit", "verify", "--witness", vkey, "--cosignatures-from-nats"]
+    missing_book = ["--witness-db", str(network.data_dir / "no-book.sqlite3")]
+    done = await asyncio.to_thread(CliRunner().invoke, cli, [*args, *missing_book], env=env)
+    assert done.exit_code == 5, done.output
+    assert "no signed checkpoint" in done.output
