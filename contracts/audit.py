@@ -30,16 +30,20 @@ __all__ = [
     "AUDIT_SUBJECTS",
     "CHECKPOINT_SUBJECT",
     "COSIGNATURE_SUBJECT",
+    "ERASURE_NOTICE_SUBJECT",
     "SIGNING_CONTEXT",
     "AuditCheckpointV1",
     "AuditCosignatureV1",
+    "AuditErasureNoticeV1",
     "agency_cosignature_subject",
     "checkpoint_json_schema",
     "checkpoint_msg_id",
     "decode_checkpoint",
     "decode_cosignature",
+    "decode_erasure_notice",
     "encode_checkpoint",
     "encode_cosignature",
+    "encode_erasure_notice",
     "rfc3339_utc",
     "signing_payload",
 ]
@@ -215,6 +219,37 @@ class AuditCosignatureV1(msgspec.Struct, frozen=True, kw_only=True):
             description="the checkpoint note with the log's signature and the cosignature",
         ),
     ]
+
+
+ERASURE_NOTICE_SUBJECT: Final = "cbcm.v1.audit.erasure"
+"""Where the network's checkpoint publisher tells each erasure it signed over (kept by
+``CBCM_AUDIT``), for a host restored without them to learn them back (ADR 23)."""
+
+
+class AuditErasureNoticeV1(msgspec.Struct, frozen=True, kw_only=True):
+    """An erasure the log held, as ids: a host whose database was restored from a copy taken
+    before it learns it back (``cbcm audit learn-erasures``). Holds no personal data."""
+
+    store: Annotated[str, msgspec.Meta(max_length=64, description="the store's id")]
+    position: Annotated[int, msgspec.Meta(ge=1, description="the erasure event's position")]
+    link: Annotated[str, msgspec.Meta(max_length=64, description="its chain link (hex)")]
+    record: Annotated[str, msgspec.Meta(max_length=36, description="the record's id")]
+    subject: Annotated[str, msgspec.Meta(max_length=64, description="whose data (a role)")]
+    through: Annotated[
+        int, msgspec.Meta(ge=0, description="every data key generation up to this is erased")
+    ]
+    mac: Annotated[
+        str,
+        msgspec.Meta(max_length=64, description="HMAC-SHA256 under the network's writer key"),
+    ]
+
+
+def encode_erasure_notice(notice: AuditErasureNoticeV1) -> bytes:
+    return _ENCODER.encode(notice)
+
+
+def decode_erasure_notice(raw: bytes) -> AuditErasureNoticeV1:
+    return msgspec.json.decode(raw, type=AuditErasureNoticeV1)
 
 
 def encode_cosignature(cosignature: AuditCosignatureV1) -> bytes:

@@ -65,6 +65,7 @@ from contracts.audit import (
 from services.application.mechanism import ComplaintMechanism
 from services.audit import tree as merkle_tree
 from services.audit.custody import signable_head
+from services.audit.erasure_notices import last_noticed, tell
 from services.audit.keys import configured_origin, key_id, load_log_origin, load_signing_key
 from services.audit.metrics import checkpoint_metrics
 from services.audit.note import (
@@ -82,6 +83,8 @@ from services.bootstrap import complaint_mechanism
 from services.event_store.chain import ChainRow
 from services.event_store.errors import EventStoreUnavailable
 from services.event_store.high_water import HighWater, high_water_path, raise_high_water
+from services.event_store.personal_data.erasure_ledger import LedgerEntry
+from services.event_store.personal_data.erasure_log import ErasureLog
 from services.event_store.store_id import store_id_of
 from services.nats.client import (
     DUPLICATE_WINDOW,
@@ -304,6 +307,8 @@ class CheckpointPublisher:
         """The last checkpoint this publisher published."""
         self.published = 0
         self._metrics = checkpoint_metrics()
+        self._told_to: int | None = None
+        """The last position whose erasures are told on the audit stream (None: not read)."""
 
     @property
     def store(self) -> str | None:
@@ -376,6 +381,7 @@ class CheckpointPublisher:
             )
         fresh = await publish_checkpoint(self._js, checkpoint)
         await asyncio.to_thread(_raise_high_water, self._app.recorder, store, row)
+        await self._tell_erasures(store, row.position)
         self._previous = Checkpoint(tree.origin, tree.size, tree.root)
         self._last_position = row.position
         self._last_time = self._monotonic()
@@ -393,6 +399,35 @@ class CheckpointPublisher:
             duplicate=not fresh,
         )
         return checkpoint
+
+    async def _tell_erasures(self, store: str, position: int) -> None:
+        """Tell, on the audit stream, each erasure up to ``position`` not told yet (ADR 23):
+        a host restored without them learns them back from there."""
+        recorder = self._app.recorder
+        key = getattr(recorder, "writer", None)
+        keys = self._app.data_keys
+        erasure_log = None if keys is None else keys.log
+        if key is None or not isinstance(erasure_log, ErasureLog):
+            return
+        if self._told_to is None:
+            self._told_to = await last_noticed(self._js, store)
+        told_to = self._told_to
+
+        def untold() -> list[LedgerEntry]:
+            erasure_log.invalidate()
+            erasure_log.refresh()
+            ledger = erasure_log.ledger_now()
+            if ledger is None:
+                return []
+            return [e for e in ledger.entries if told_to < e.position <= position]
+
+        entries = await asyncio.to_thread(untold)
+        try:
+            await tell(self._js, entries, key, store)
+        except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            log.error("audit.erasures_not_told", error=type(e).__name__, position=position)
+            return
+        self._told_to = max(told_to, position)
 
     async def step(self) -> AuditCheckpointV1 | None:
         """Look at the head once; sign and publish it if the policy says so."""

@@ -861,3 +861,49 @@ def audit_acknowledge_restore() -> None:
         f"{acknowledged} erasure(s) the restored log lacks stay in force (ids only in the "
         f"ledger), {destroyed} data key(s) they destroyed were destroyed again"
     )
+
+
+@audit_cli.command("learn-erasures")
+def audit_learn_erasures() -> None:
+    """Learn back, from the audit stream on NATS, every erasure the network's checkpoint
+    publisher told (ADR 23), into this host's erasure ledger: for a host whose database was
+    restored from a copy taken before erasures and whose ledger is older or new. Then they
+    stay in force whatever the restored database holds. Run it with the checkpoint
+    publisher's NATS credentials."""
+    import nats.errors
+
+    from services.audit.erasure_notices import told
+    from services.event_store.personal_data.erasure_log import ErasureLog
+    from services.nats.client import jetstream_options, nats_connect_options
+
+    settings = load_settings()
+    app, where = open_application(settings)
+    try:
+        with reported(where):
+            recorder = app.recorder
+            keys = app.data_keys
+            erasure_log = None if keys is None else keys.log
+            key = getattr(recorder, "writer", None)
+            store = getattr(recorder, "store", None)
+            ledger = erasure_log.ledger_now() if isinstance(erasure_log, ErasureLog) else None
+            if key is None or store is None or ledger is None:
+                fail("this store keeps no erasure ledger (no writer key or no event)", EXIT_CONFIG)
+            try:
+                entries = asyncio.run(
+                    told(
+                        nats_url(settings),
+                        nats_connect_options(settings, "audit-checkpoint"),
+                        jetstream_options(settings),
+                        key,
+                        store,
+                    )
+                )
+            except (OSError, TimeoutError, nats.errors.Error) as e:
+                fail(f"cannot read the audit stream: {one_line(e)}", EXIT_UNAVAILABLE)
+            added = ledger.append(entries)
+    finally:
+        app.close()
+    typer.echo(
+        f"{len(entries)} erasure(s) told on the audit stream, {added} new to this host's "
+        "ledger: in force whatever the database holds"
+    )

@@ -33,6 +33,7 @@ from contracts.audit import (
     AUDIT_STREAM,
     CHECKPOINT_SUBJECT,
     COSIGNATURE_SUBJECT,
+    ERASURE_NOTICE_SUBJECT,
     agency_cosignature_subject,
 )
 from contracts.subjects import (
@@ -215,7 +216,7 @@ def service_users(agencies: Sequence[str]) -> tuple[NatsUser, ...]:
         _service(
             "audit-checkpoint",
             "cbcm audit checkpoint: the only publisher of checkpoints",
-            (CHECKPOINT_SUBJECT, *_stream_owner(AUDIT_STREAM)),
+            (CHECKPOINT_SUBJECT, ERASURE_NOTICE_SUBJECT, *_stream_owner(AUDIT_STREAM)),
         ),
         _service(
             "audit-witness",

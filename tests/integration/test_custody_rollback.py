@@ -10,6 +10,8 @@
   process and verify name it from the high-water mark beside the keys.
 - A writer record upgraded before records were sealed, moved past a forged event after a
   process of this version opened the store: its start kept beside the keys tells.
+- A host restored with a keys directory older than an erasure learns it back from the
+  audit stream, where the checkpoint publisher told it.
 - The operator's restore (issue 17): the database restored from a backup taken before an
   erasure, the keys directory (holding the erasure ledger) kept: the erasure stays in force,
   the network writes on, and what is recorded after the restore is shown.
@@ -17,6 +19,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import shutil
@@ -31,6 +34,7 @@ import structlog
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
 from domain.vocabulary import FeedbackChannel
 from services.api.replay import replay_case
@@ -39,6 +43,7 @@ from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_signing_key
 from services.bootstrap import complaint_mechanism
+from services.cli.main import cli
 from services.event_store.chain import head
 from services.event_store.custody import WriterKeyError
 from services.settings import Settings
@@ -405,3 +410,50 @@ def test_an_unsealed_writer_record_moved_after_a_process_kept_its_start_is_damag
     assert "custody record was moved" in done.output
     with pytest.raises(WriterKeyError, match="custody record was moved"):
         complaint(reopen(), "CANARY-after", at=20)
+
+
+# ------------------------------------------------------------------ learnt back from NATS
+
+
+async def test_a_host_restored_with_keys_older_than_an_erasure_learns_it_from_the_audit_stream(
+    app: ComplaintMechanism, settings: Settings, nats_server: Any, tmp_path: Path
+) -> None:
+    # given the keys directory backed up before a case was erased, the database too, and
+    # the erasure then signed over by the network's checkpoint publisher
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-told")
+    dba = Dba(app)
+    copy = dba.key_rows()
+    before = head(app.recorder)
+    assert before is not None
+    keys_backup = tmp_path / "keys-before"
+    shutil.copytree(settings.data_dir / "keys", keys_backup)
+    erase_everyone(app, case_id)
+    key = load_signing_key(settings)
+    assert await checkpoint_once(app, key, nats_server.url, nats_options={}) is not None
+
+    # when both are restored on a fresh data directory (the erasure in neither)
+    cut_tail_after(app, before.position)
+    dba.restore_key_rows(copy)
+    fresh_dir = tmp_path / "restored"
+    fresh_dir.mkdir()
+    shutil.copytree(keys_backup, fresh_dir / "keys")
+    restored = Settings(data_dir=fresh_dir, event_store=settings.event_store)
+
+    # then the host learns the erasure back from the audit stream, and no read path of a
+    # process started afterwards shows what was erased
+    env = {
+        "CBCM_DATA_DIR": str(fresh_dir),
+        "CBCM_EVENT_STORE": settings.event_store,
+        "CBCM_EVENT_CIPHER": settings.event_cipher,
+        "CBCM_NATS_URL": nats_server.url,
+    }
+    learnt = await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "learn-erasures"], env=env)
+    assert learnt.exit_code == 0, learnt.output
+    assert "erasure(s) told on the audit stream" in learnt.output
+    network = complaint_mechanism(restored)
+    try:
+        shown = await asyncio.to_thread(every_read_path, network, restored, case_id)
+        assert "CANARY-told" not in shown
+    finally:
+        network.close()
