@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from contracts.audit import AUDIT_STREAM, checkpoint_json_schema
+from contracts.audit import (
+    AUDIT_STREAM,
+    COSIGNATURE_SUBJECT,
+    ERASURE_NOTICE_SUBJECT,
+    checkpoint_json_schema,
+    cosignature_json_schema,
+    erasure_notice_json_schema,
+)
 from contracts.catalogue import MESSAGE_TYPES, json_schema
 from contracts.envelope import parse_message_type
 from contracts.shares import (
@@ -137,6 +144,40 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
             },
         },
         "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": checkpoint_json_schema()},
+    }
+    channels["auditCosignature"] = {
+        "address": f"{COSIGNATURE_SUBJECT}.{{witness}}",
+        "description": (
+            f"Witnesses' cosignatures (C2SP tlog-cosignature) of the log's checkpoints, kept in "
+            f"stream {AUDIT_STREAM}: the network's own witness on {COSIGNATURE_SUBJECT}, each "
+            "agency's from its own account on its own subject. Count one only after checking "
+            "it against the witness's key."
+        ),
+        "parameters": {"witness": {"description": "the agency whose witness cosigned"}},
+        "messages": {"auditCosignature": {"$ref": "#/components/messages/auditCosignature"}},
+    }
+    messages["auditCosignature"] = {
+        "name": "AuditCosignatureV1",
+        "title": "AuditCosignatureV1",
+        "summary": "A checkpoint's signed note with one witness's cosignature line.",
+        "contentType": "application/json",
+        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": cosignature_json_schema()},
+    }
+    channels["auditErasure"] = {
+        "address": ERASURE_NOTICE_SUBJECT,
+        "description": (
+            f"Each erasure the checkpoint publisher signed over, as ids, kept in {AUDIT_STREAM}: "
+            "a host restored from older copies learns them back (cbcm audit learn-erasures). "
+            "MACed with the network's writer key: only the network's own processes can check it."
+        ),
+        "messages": {"auditErasure": {"$ref": "#/components/messages/auditErasure"}},
+    }
+    messages["auditErasure"] = {
+        "name": "AuditErasureNoticeV1",
+        "title": "AuditErasureNoticeV1",
+        "summary": "An erasure of one subject's data in one record (ids only).",
+        "contentType": "application/json",
+        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": erasure_notice_json_schema()},
     }
     share_key = _key(CASE_SHARED)
     withdrawn_key = _key(CASE_SHARE_WITHDRAWN)

@@ -275,3 +275,15 @@ def checkpoint_json_schema() -> dict[str, Any]:
     """JSON Schema of :class:`AuditCheckpointV1` (for the AsyncAPI document)."""
     schema: dict[str, Any] = msgspec.json.schema(AuditCheckpointV1)
     return schema
+
+
+def cosignature_json_schema() -> dict[str, Any]:
+    """JSON Schema of :class:`AuditCosignatureV1` (for the AsyncAPI document)."""
+    schema: dict[str, Any] = msgspec.json.schema(AuditCosignatureV1)
+    return schema
+
+
+def erasure_notice_json_schema() -> dict[str, Any]:
+    """JSON Schema of :class:`AuditErasureNoticeV1` (for the AsyncAPI document)."""
+    schema: dict[str, Any] = msgspec.json.schema(AuditErasureNoticeV1)
+    return schema
