@@ -19,39 +19,55 @@ import nats.errors
 import nats.js.errors
 
 from contracts.audit import (
-    AGENCY_COSIGNATURE_SUBJECTS,
     AUDIT_STREAM,
     COSIGNATURE_SUBJECT,
+    agency_cosignature_subject,
     decode_cosignature,
 )
 
-MAX_MESSAGES = 100_000
-"""At most this many cosignatures are read (a flood is not read to its end)."""
+WITNESS_SUFFIX = ".witness.cbcm.invalid"
+"""How a witness's cosigner name ends (``services.audit.witness.cosigner_name``)."""
+
+
+def _subjects(witnesses: list[str]) -> list[str]:
+    """Where the named witnesses publish: the network's own subject, and the subject of each
+    agency whose witness the policy names."""
+    subjects = [COSIGNATURE_SUBJECT]
+    for name in witnesses:
+        if name.endswith(WITNESS_SUFFIX):
+            agency = name.removesuffix(WITNESS_SUFFIX)
+            subject = agency_cosignature_subject(agency)
+            if agency and "." not in agency and subject not in subjects:
+                subjects.append(subject)
+    return subjects
 
 
 async def published_cosignatures(
-    url: str, options: dict[str, Any], js_options: dict[str, Any], origin: str
+    url: str,
+    options: dict[str, Any],
+    js_options: dict[str, Any],
+    origin: str,
+    witnesses: list[str],
 ) -> list[str]:
-    """The cosigned notes of the log ``origin`` that ``CBCM_AUDIT`` holds, oldest first
-    (one look at the stream, each message by the stream's own next-by-subject look-up)."""
+    """The latest cosigned note of the log ``origin`` that ``CBCM_AUDIT`` holds from each of
+    the ``witnesses`` (cosigner names) and from the network's own witness: the largest tree
+    each vouched for, which is what the policy holds the store to (one look each, however
+    long the stream)."""
     nc = await nats.connect(url, **options)
     try:
         jsm = nc.jetstream(**js_options)
         notes: list[str] = []
-        for subject in (COSIGNATURE_SUBJECT, AGENCY_COSIGNATURE_SUBJECTS):
-            sequence = 1
-            while len(notes) < MAX_MESSAGES:
-                try:
-                    msg = await jsm.get_msg(AUDIT_STREAM, sequence, subject, next=True)
-                except nats.js.errors.NotFoundError:
-                    break
-                sequence = (msg.seq or sequence) + 1
-                try:
-                    cosignature = decode_cosignature(msg.data or b"")
-                except (msgspec.DecodeError, msgspec.ValidationError):
-                    continue
-                if cosignature.origin == origin:
-                    notes.append(cosignature.note)
+        for subject in _subjects(witnesses):
+            try:
+                msg = await jsm.get_last_msg(AUDIT_STREAM, subject)
+            except nats.js.errors.NotFoundError:
+                continue
+            try:
+                cosignature = decode_cosignature(msg.data or b"")
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                continue
+            if cosignature.origin == origin:
+                notes.append(cosignature.note)
         return notes
     finally:
         await nc.close()

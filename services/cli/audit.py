@@ -289,7 +289,7 @@ def _evidence(  # noqa: PLR0917
         fail(str(e), EXIT_CONFIG)
     published: list[str] = []
     if from_nats:
-        published = _published_cosignatures(settings, log.origin)
+        published = _published_cosignatures(settings, log.origin, [w.name for w in policy])
     try:
         return gather(
             books or [witness_book_path(settings, log.origin)],
@@ -392,7 +392,7 @@ def _print_report(
     raise typer.Exit(EXIT_DAMAGED)
 
 
-def _published_cosignatures(settings: Settings, origin: str) -> list[str]:
+def _published_cosignatures(settings: Settings, origin: str, witnesses: list[str]) -> list[str]:
     """The cosignatures the witnesses published on NATS (``CBCM_AUDIT``)."""
     import asyncio
 
@@ -408,6 +408,7 @@ def _published_cosignatures(settings: Settings, origin: str) -> list[str]:
                 nats_connect_options(settings, "audit-checkpoint"),  # its grant reads CBCM_AUDIT
                 jetstream_options(settings),
                 origin,
+                witnesses,
             )
         )
     except (OSError, TimeoutError, nats.errors.Error) as e:

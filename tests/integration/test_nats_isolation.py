@@ -811,7 +811,10 @@ async def test_a_cosignature_an_agency_forges_for_another_witness_counts_for_not
         "CBCM_EVENT_STORE": network.store,
         **network.setup.client_environment("audit-checkpoint"),
     }
-    args = ["audit", "verify", "--witness", vkey, "--cosignatures-from-nats"]
+    # (the policy names B's witness too, one of the two enough: B's subject is read)
+    b_vkey = witness_vkey(cosigner_name(B), Ed25519PrivateKey.generate().public_key())
+    args = ["audit", "verify", "--witness", vkey, "--witness", b_vkey, "--quorum", "1"]
+    args.append("--cosignatures-from-nats")
     missing_book = ["--witness-db", str(network.data_dir / "no-book.sqlite3")]
     done = await asyncio.to_thread(CliRunner().invoke, cli, [*args, *missing_book], env=env)
     assert done.exit_code == 5, done.output
