@@ -228,6 +228,9 @@ class ErasureLedger:
                     f"line {number} (position {entry.position}) does not verify under writer "
                     f"key {self.key.key_id} for store {self.store}"
                 )
+                # the lines after it chain to the MAC it carries: a line edited (or one
+                # removed) costs that line (or the next), not every line after it
+                self._last = mac
                 continue
             if acknowledged:
                 self._acknowledged.add(entry.key)
