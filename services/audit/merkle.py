@@ -66,8 +66,7 @@ def tree_hash(leaves: Sequence[bytes]) -> bytes:
     # bottom-up over perfect subtrees, then fold the right edge: the same as RFC 6962's split
     while len(level) > 1:
         nxt = [
-            sha256(b"\x01" + level[i] + level[i + 1]).digest()
-            for i in range(0, len(level) - 1, 2)
+            sha256(b"\x01" + level[i] + level[i + 1]).digest() for i in range(0, len(level) - 1, 2)
         ]
         if len(level) % 2:
             nxt.append(level[-1])

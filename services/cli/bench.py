@@ -53,9 +53,7 @@ def _fail(message: str) -> NoReturn:
 def bench(
     quick: Annotated[
         bool,
-        typer.Option(
-            "--quick", help="Fewer cases and shorter phases (under half the full run)."
-        ),
+        typer.Option("--quick", help="Fewer cases and shorter phases (under half the full run)."),
     ] = False,
     only: Annotated[
         str | None,

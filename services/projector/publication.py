@@ -179,9 +179,7 @@ class StatisticsPublisher:
             if name in self._too_large:
                 self._too_large.discard(name)
                 log.info("stats.report_fits_again", report=name, bytes=len(payload))
-            await self._nc.publish(
-                release_subject(period), payload, headers={RELEASE_HEADER: name}
-            )
+            await self._nc.publish(release_subject(period), payload, headers={RELEASE_HEADER: name})
             sent.append(name)
         await self._nc.flush()
         if sent:

@@ -67,6 +67,7 @@ def register() -> None:
     """Serve the relay's metrics from this process's registry (a process that runs a relay)."""
     serve_once(*_ALL)
 
+
 _head = 0
 _published = 0
 

@@ -24,9 +24,7 @@ def split_addr(addr: str, setting: str = "CBCM_METRICS_ADDR") -> tuple[str, int]
     return host.strip("[]"), int(port)
 
 
-def serve_metrics(
-    addr: str | None, setting: str = "CBCM_METRICS_ADDR"
-) -> tuple[str, int] | None:
+def serve_metrics(addr: str | None, setting: str = "CBCM_METRICS_ADDR") -> tuple[str, int] | None:
     """Serve the default registry on ``addr`` in a daemon thread; the address bound, or
     ``None`` when ``addr`` is unset. ``setting`` names the address in errors."""
     if not addr:
