@@ -44,10 +44,23 @@ def postgres_server_url() -> Iterator[str]:
     home.chmod(0o755)  # the server runs as its own system user when we are root
     server = get_server(home / "pgdata", cleanup_mode="delete")
     try:
+        _without_flushes(server.get_uri())
         yield server.get_uri()
     finally:
         server.cleanup()
         shutil.rmtree(home, ignore_errors=True)
+
+
+def _without_flushes(url: str) -> None:
+    """A throwaway server of the run's own need not survive a power cut: no flush to disk at
+    each commit (``fsync``, ``full_page_writes``). What a test sees is unchanged: each commit is
+    still written to the WAL before it is acknowledged, so it survives a crash of PostgreSQL
+    itself; only a crash of the operating system could lose it. The tests that stop PostgreSQL
+    as in a crash (``make fault``) start servers of their own and keep every flush."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        for setting in ("fsync", "full_page_writes"):
+            conn.execute(f"ALTER SYSTEM SET {setting} = off")
+        conn.execute("SELECT pg_reload_conf()")
 
 
 @pytest.fixture
