@@ -29,6 +29,12 @@ from tests.read_model_places import Places
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "serve_settings(**env): settings of its own for the test's `cbcm serve` stack"
+    )
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """A PostgreSQL server for the whole run."""

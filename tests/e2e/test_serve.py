@@ -36,7 +36,7 @@ def wait_until(condition, timeout: float, what: str):  # type: ignore[no-untyped
 
 
 class Stack:
-    def __init__(self, data_dir: Path) -> None:
+    def __init__(self, data_dir: Path, **settings: str) -> None:
         self.data_dir = data_dir
         self.http = f"127.0.0.1:{free_port()}"
         self.env = {
@@ -47,6 +47,7 @@ class Stack:
             "CBCM_HTTP_ADDR": self.http,
             "CBCM_EMBEDDED_NATS_PORT": str(free_port()),
             "CBCM_LOG_FORMAT": "json",
+            **settings,
         }
         self.env.pop("CBCM_NATS_URL", None)
         self.env.pop("CBCM_EVENT_STORE", None)
@@ -107,8 +108,11 @@ class Stack:
 
 
 @pytest.fixture
-def stack(tmp_path: Path) -> Iterator[Stack]:
-    running = Stack(tmp_path / "data")
+def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """``cbcm serve`` on a fresh data dir; a test marked ``serve_settings(CBCM_X=...)`` gives
+    it settings of its own."""
+    marker = request.node.get_closest_marker("serve_settings")
+    running = Stack(tmp_path / "data", **(marker.kwargs if marker else {}))
     running.start()
     yield running
     if running.process is not None and running.process.poll() is None:
@@ -188,10 +192,13 @@ def test_complaint_driven_through_serve_appears_in_the_inbox_and_survives_a_rela
     assert alive == []
 
 
+@pytest.mark.serve_settings(CBCM_READ_WAIT_SECONDS="1")  # the default 5 s, shorter
 def test_read_waits_are_bounded_and_answered_as_problems(stack: Stack) -> None:
     wait_until(stack.ready, 60, "/readyz")
     coordinator = stack.token("coord-1", "unhcr", "coordinator")
+    asked = time.monotonic()
     answer = stack.get("/v1/inbox/unhcr", coordinator, after=10**9)
+    assert time.monotonic() - asked >= 1.0  # it waited its bound, then answered
     assert answer.status_code == 503
     assert answer.headers["content-type"] == "application/problem+json"
     assert answer.headers["retry-after"] == "1"

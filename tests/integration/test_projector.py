@@ -545,7 +545,9 @@ async def test_nats_away_is_an_info_line_and_one_warning_only_when_it_lasts(
             assert any(e["event"] == "projector.nats_unavailable" for e in logs)
             # an outage longer than the grace: one warning, then "back"
             nats_server.stop()
-            await asyncio.sleep(4.5)
+            async with asyncio.timeout(DEADLINE):
+                while not [e for e in logs if e["log_level"] == "warning"]:
+                    await asyncio.sleep(0.05)
             nats_server = EmbeddedNats(store, port=nats_server.port).start()
             await publish(nats_server.url, published[200:300])
             await watcher.until(300, task)
