@@ -46,7 +46,8 @@ bench: $(STAMP)
 ## Fault tests: NATS nodes stopped, PostgreSQL restarted, services killed under load; each run
 ## ends by comparing every read model with a fresh rebuild (not part of `make test`).
 fault: $(STAMP)
-	$(BIN)/python -m pytest -q -m fault tests/fault tests/integration/test_crash_recovery.py
+	$(BIN)/python -m pytest -q -m fault tests/fault tests/integration/test_crash_recovery.py \
+		tests/integration/test_shared_projector.py
 
 ## Long property-based runs: every projection against thousands of command sequences and
 ## schema-valid messages (not part of `make test`, which runs a bounded number of each).

@@ -23,6 +23,8 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
+
 from services.application.mechanism import ComplaintMechanism
 from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
@@ -79,6 +81,7 @@ def active(group: list[Service]) -> Service | None:
     return holding[0] if len(holding) == 1 else None
 
 
+@pytest.mark.fault  # SIGKILLs services under load, seven processes: `make fault`, like tests/fault
 def test_instances_sharing_a_consumer_apply_each_event_once_in_order_when_the_active_is_killed(
     tmp_path: Path,
 ) -> None:
