@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint tools bench fault soak clean lock deploy-test catalogues browser-deps
+.PHONY: run demo test lint lint-code dependency-audit tools bench fault soak clean lock deploy-test catalogues browser-deps
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -23,7 +23,10 @@ run: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/cbcm demo --cases $(CASES)
 
-## The test suite: lint, types, then every test but the benchmarks.
+## The test suite: lint, types, then every test but the benchmarks. Bytecode is cached
+## (__pycache__, ignored by git) even where PYTHONDONTWRITEBYTECODE is set: each test worker
+## otherwise compiles and rewrites every module again, about 4 s of CPU per worker and run.
+test: export PYTHONDONTWRITEBYTECODE :=
 test: lint tools browser-deps
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
 
@@ -31,11 +34,18 @@ test: lint tools browser-deps
 tools:
 	command -v soffice >/dev/null || (apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends libreoffice-calc-nogui)
 
+## The dependency audit mostly waits on the network (one request per package): it runs beside
+## the other checks, each one's output kept together.
 lint: $(STAMP)
+	@$(MAKE) --no-print-directory -j2 --output-sync=target lint-code dependency-audit
+
+lint-code: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 	$(BIN)/deptry .
+
+dependency-audit: $(STAMP)
 	$(BIN)/python tests/tools/audit_dependencies.py
 
 ## Benchmarks print figures next to a baseline measured in the same run (not part of `make test`),
