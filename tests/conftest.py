@@ -12,6 +12,7 @@ import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -69,9 +70,9 @@ def _without_flushes(url: str) -> None:
         conn.execute("SELECT pg_reload_conf()")
 
 
-@pytest.fixture
-def postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh, empty schema on the test server, as a ``CBCM_EVENT_STORE`` URL."""
+@contextmanager
+def fresh_schema(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty schema on the test server, as a ``CBCM_EVENT_STORE`` URL; dropped after."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
@@ -88,6 +89,13 @@ def read_model_places(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
     places = Places(request.param, tmp_path, server)
     yield places
     places.close()
+
+
+@pytest.fixture
+def postgres_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh, empty schema on the test server, as a ``CBCM_EVENT_STORE`` URL."""
+    with fresh_schema(postgres_server_url) as url:
+        yield url
 
 
 @pytest.fixture

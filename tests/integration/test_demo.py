@@ -1,17 +1,25 @@
-"""The demo walks cases through the real application, on SQLite and on PostgreSQL."""
+"""The demo walks cases through the real application, on SQLite and on PostgreSQL.
+
+The tests that only read what one walk of thirty cases (seed 11) left share that walk, one per
+store (``walked``); those that walk differently walk on a fresh store of their own.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from eventsourcing.utils import get_topic
 
 from domain.case import Case
 from domain.network import Network
 from domain.vocabulary import FeedbackChannel
 from services.application.mechanism import ComplaintMechanism
+from services.bootstrap import complaint_mechanism
 from services.demo.walk import (
     DEMO_RUN_ON,
     DEMO_SPAN,
@@ -20,6 +28,8 @@ from services.demo.walk import (
     build_demo_network,
     walk_cases,
 )
+from services.settings import Settings
+from tests.conftest import fresh_schema
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 30
@@ -35,8 +45,37 @@ def _count(app: ComplaintMechanism, event_class: type) -> int:
     return len(app.recorder.select_notifications(1, 1_000_000, topics=[topic]))
 
 
-def test_a_walk_of_thirty_cases_takes_every_workflow_path(app: ComplaintMechanism) -> None:
-    result = _walk(app)
+@dataclass(frozen=True)
+class Walked:
+    app: ComplaintMechanism
+    settings: Settings
+    result: WalkResult
+
+
+def _walked(data_dir: Path, store: str) -> Iterator[Walked]:
+    settings = Settings(data_dir=data_dir, event_store=store)
+    app = complaint_mechanism(settings)
+    try:
+        yield Walked(app, settings, _walk(app))
+    finally:
+        app.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def walked(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Walked]:
+    """One walk of ``CASES`` cases (seed 11) on a fresh store of each kind, only read after."""
+    tmp = tmp_path_factory.mktemp(f"demo-{request.param}")
+    if request.param == "sqlite":
+        yield from _walked(tmp / "data", f"sqlite:///{tmp / 'events.sqlite3'}")
+        return
+    with fresh_schema(request.getfixturevalue("postgres_server_url")) as url:
+        yield from _walked(tmp / "data", url)
+
+
+def test_a_walk_of_thirty_cases_takes_every_workflow_path(walked: Walked) -> None:
+    app, result = walked.app, walked.result
 
     assert len(result.cases) == CASES
     assert set(PATHS) - {"in_progress"} <= set(result.by_path)
@@ -44,9 +83,9 @@ def test_a_walk_of_thirty_cases_takes_every_workflow_path(app: ComplaintMechanis
 
 
 def test_closed_sea_cases_have_an_outcome_or_a_reason_and_feedback_or_a_reason(
-    app: ComplaintMechanism,
+    walked: Walked,
 ) -> None:
-    result = _walk(app)
+    app, result = walked.app, walked.result
 
     closed_sea = [
         case
@@ -61,10 +100,8 @@ def test_closed_sea_cases_have_an_outcome_or_a_reason_and_feedback_or_a_reason(
         assert case.feedback_given_at or case.closure.no_feedback_reason
 
 
-def test_anonymous_complainants_get_feedback_through_their_receipt_code(
-    app: ComplaintMechanism,
-) -> None:
-    result = _walk(app)
+def test_anonymous_complainants_get_feedback_through_their_receipt_code(walked: Walked) -> None:
+    app, result = walked.app, walked.result
 
     anonymous = [case_id for case_id, path in result.cases.items() if path == "anonymous"]
     assert anonymous
@@ -74,10 +111,8 @@ def test_anonymous_complainants_get_feedback_through_their_receipt_code(
         assert {e.channel for e in feedback} == {FeedbackChannel.RECEIPT_CODE}
 
 
-def test_non_sensitive_feedback_reaches_the_concerned_agencys_cfm(
-    app: ComplaintMechanism,
-) -> None:
-    result = _walk(app)
+def test_non_sensitive_feedback_reaches_the_concerned_agencys_cfm(walked: Walked) -> None:
+    app, result = walked.app, walked.result
 
     assert result.feedback_items
     items = [app.get_feedback(feedback_id) for feedback_id in result.feedback_items]
@@ -85,18 +120,19 @@ def test_non_sensitive_feedback_reaches_the_concerned_agencys_cfm(
     assert any(item.loop_closed_at is not None for item in items)
 
 
-def test_cases_read_back_by_a_fresh_application_equal_the_walked_ones(
-    app: ComplaintMechanism, reopen: Callable[[], ComplaintMechanism]
-) -> None:
-    result = _walk(app)
+def test_cases_read_back_by_a_fresh_application_equal_the_walked_ones(walked: Walked) -> None:
+    app, result = walked.app, walked.result
 
-    fresh = reopen()
-    for case_id in result.cases:
-        assert vars(fresh.get_case(case_id)) == vars(app.get_case(case_id))
-    for referral_id in result.referrals:
-        assert vars(fresh.get_referral(referral_id)) == vars(app.get_referral(referral_id))
-    for feedback_id in result.feedback_items:
-        assert vars(fresh.get_feedback(feedback_id)) == vars(app.get_feedback(feedback_id))
+    fresh = complaint_mechanism(walked.settings)
+    try:
+        for case_id in result.cases:
+            assert vars(fresh.get_case(case_id)) == vars(app.get_case(case_id))
+        for referral_id in result.referrals:
+            assert vars(fresh.get_referral(referral_id)) == vars(app.get_referral(referral_id))
+        for feedback_id in result.feedback_items:
+            assert vars(fresh.get_feedback(feedback_id)) == vars(app.get_feedback(feedback_id))
+    finally:
+        fresh.close()
 
 
 def test_running_the_demo_again_adds_cases_to_the_same_network(
@@ -113,10 +149,8 @@ def test_running_the_demo_again_adds_cases_to_the_same_network(
     assert _count(again, Case.Received) == 24
 
 
-def test_simulated_time_never_runs_past_the_end_of_the_demo_period(
-    app: ComplaintMechanism,
-) -> None:
-    result = _walk(app)
+def test_simulated_time_never_runs_past_the_end_of_the_demo_period(walked: Walked) -> None:
+    app, result = walked.app, walked.result
 
     end = START + DEMO_SPAN + DEMO_RUN_ON
     for case_id in result.cases:
