@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
 
-.PHONY: run demo test lint lint-code dependency-audit tools bench fault soak clean lock deploy-test catalogues browser-deps
+.PHONY: run demo test lint lint-code dependency-audit bytecode tools bench fault soak clean lock deploy-test catalogues browser-deps
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -26,9 +26,15 @@ demo: $(STAMP)
 ## The test suite: lint, types, then every test but the benchmarks. Bytecode is cached
 ## (__pycache__, ignored by git) even where PYTHONDONTWRITEBYTECODE is set: each test worker
 ## otherwise compiles and rewrites every module again, about 4 s of CPU per worker and run.
+## One collection beside the checks (which mostly wait on the network) writes it on a fresh
+## clone; a collection error still shows in the run itself.
 test: export PYTHONDONTWRITEBYTECODE :=
-test: lint tools browser-deps
+test: $(STAMP) tools browser-deps
+	@$(MAKE) --no-print-directory -j3 --output-sync=target lint-code dependency-audit bytecode
 	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
+
+bytecode: $(STAMP)
+	@$(BIN)/python -m pytest -q --collect-only >/dev/null 2>&1 || true
 
 ## Debian tools the suite drives (CI runs as root): LibreOffice opens the quarterly report.
 tools:
