@@ -19,6 +19,7 @@ from pathlib import Path
 import nats
 import psycopg
 import pytest
+from hypothesis import settings as hypothesis_settings
 from nats.aio.client import Client as NatsClient
 
 from services.application.mechanism import ComplaintMechanism
@@ -28,6 +29,12 @@ from services.settings import Settings
 from tests.read_model_places import Places
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+
+# No time limit per example: a deadline is a timed assertion, and on a machine shared with
+# other work it fails a correct example. Example counts stay each test's own (bounded here,
+# long under `make soak`).
+hypothesis_settings.register_profile("cbcm", deadline=None)
+hypothesis_settings.load_profile("cbcm")
 
 
 def pytest_configure(config: pytest.Config) -> None:
