@@ -4,6 +4,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 CASES ?= 200
+## Two test workers per core, at most four: half of a test's time is spent waiting (on a
+## server starting, a process, a condition), and a second worker per core fills it.
+TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
 
 .PHONY: run demo test lint lint-code dependency-audit bytecode tools bench fault soak clean lock deploy-test catalogues browser-deps
 
@@ -31,7 +34,7 @@ demo: $(STAMP)
 test: export PYTHONDONTWRITEBYTECODE :=
 test: $(STAMP) tools browser-deps
 	@$(MAKE) --no-print-directory -j3 --output-sync=target lint-code dependency-audit bytecode
-	$(BIN)/python -m pytest -q -n auto --maxprocesses=4 --dist worksteal
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --maxprocesses=4 --dist worksteal
 
 bytecode: $(STAMP)
 	@$(BIN)/python -m pytest -q --collect-only >/dev/null 2>&1 || true

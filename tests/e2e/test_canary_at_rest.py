@@ -74,7 +74,7 @@ def test_no_canary_in_clear_at_rest_on_the_bus_in_logs_or_statistics_and_none_af
         60,
         "every read model at the last position",
     )
-    tokens = {who: stack.token(*caller) for who, caller in CALLERS.items()}
+    tokens = {who: stack.issue(*caller) for who, caller in CALLERS.items()}
     granted = stack.post(
         f"/v1/cases/{main_case}/audit-grants",
         tokens["coordinator"],

@@ -15,9 +15,11 @@ import httpx
 import psutil
 import pytest
 
+from domain.actors import Role
 from domain.vocabulary import AgencyType, Channel, ComplainantRole
 from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
+from services.identity.tokens import issue_token
 from services.nats.server import free_port
 from services.settings import Settings
 from tests.world import COORDINATOR
@@ -71,6 +73,11 @@ class Stack:
             check=True,
         )
         return done.stdout.strip()
+
+    def issue(self, user: str, agency: str, role: str) -> str:
+        """The same token as ``token``, signed in this process with the stack's key (a
+        ``cbcm token`` process costs half a second of CPU; ``token`` tests the command)."""
+        return issue_token(self.data_dir, user=user, agency=agency, roles=[Role(role)])
 
     def get(self, path: str, token: str | None = None, **params: object) -> httpx.Response:
         headers = {} if token is None else {"Authorization": f"Bearer {token}"}
