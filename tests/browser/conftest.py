@@ -83,13 +83,16 @@ def axe_source() -> str:
     return ensure_axe()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Per module, not per session: Playwright's sync API keeps an event loop running in this
+    thread while it is open, and every asyncio test the same xdist worker ran after it failed
+    ("asyncio.run() cannot be called from a running event loop")."""
     with sync_playwright() as driver:
         yield driver
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     executable = ensure_chromium()
     browser = playwright.chromium.launch(executable_path=str(executable), args=CHROMIUM_ARGS)
