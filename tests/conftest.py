@@ -31,7 +31,7 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 def init_store(url: str) -> str:
     """Make the tables of a fresh PostgreSQL store, as `cbcm db init` does (nothing creates
-    them at start on PostgreSQL: ADR 16); returns ``url``."""
+    them at start on PostgreSQL: ADR 21); returns ``url``."""
     from services.event_store.config import store_location  # noqa: PLC0415
     from services.event_store.schema import migrate  # noqa: PLC0415
 
