@@ -32,6 +32,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier, Literal
 
 from services.event_store.config import EventStoreConfigError, describe
+from services.event_store.errors import EventStoreUnavailable
 
 VERSION_TABLE = "cbcm_schema_version"
 EVENTS_TABLE = {"postgresql": "cbcm_events", "sqlite": "stored_events"}
@@ -122,33 +123,35 @@ class _Store:
     @contextmanager
     def connect(self) -> Iterator[Any]:
         if self.postgres:
-            with psycopg.connect(
-                host=self.env["POSTGRES_HOST"],
-                port=self.env["POSTGRES_PORT"],
-                dbname=self.env["POSTGRES_DBNAME"],
-                user=self.env["POSTGRES_USER"],
-                password=self.env["POSTGRES_PASSWORD"],
-                connect_timeout=int(self.env.get("POSTGRES_CONNECT_TIMEOUT", "5")),
-                autocommit=True,
-                application_name="cbcm-db",
-            ) as conn:
+            try:
+                conn = psycopg.connect(
+                    host=self.env["POSTGRES_HOST"],
+                    port=self.env["POSTGRES_PORT"],
+                    dbname=self.env["POSTGRES_DBNAME"],
+                    user=self.env["POSTGRES_USER"],
+                    password=self.env["POSTGRES_PASSWORD"],
+                    connect_timeout=int(self.env.get("POSTGRES_CONNECT_TIMEOUT", "5")),
+                    autocommit=True,
+                    application_name="cbcm-db",
+                )
+            except psycopg.OperationalError as e:
+                raise EventStoreUnavailable(" ".join(str(e).split())) from None
+            with conn:
                 yield conn
         else:
-            conn = sqlite3.connect(
+            db = sqlite3.connect(
                 self.env["SQLITE_DBNAME"],
                 timeout=float(self.env.get("SQLITE_LOCK_TIMEOUT", "10")),
                 isolation_level=None,
             )
             try:
-                yield conn
+                yield db
             finally:
-                conn.close()
+                db.close()
 
     def exists(self, conn: Any, name: str) -> bool:
         if self.postgres:
-            row = conn.execute(
-                "SELECT to_regclass(%s) IS NOT NULL", (self.table(name),)
-            ).fetchone()
+            row = conn.execute("SELECT to_regclass(%s) IS NOT NULL", (self.table(name),)).fetchone()
             return bool(row[0])
         row = conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (name,)
@@ -341,9 +344,7 @@ def grants(env: dict[str, str], role: str) -> list[str]:
         SQL("GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA {} TO {}").format(s, r),
         SQL("GRANT SELECT, INSERT, UPDATE ON {} TO {}").format(t("cbcm_tracking"), r),
         SQL("GRANT SELECT, INSERT ON {} TO {}").format(t(f"{e}_data_keys"), r),
-        SQL("GRANT UPDATE (kek_id, wrapped, erased_at) ON {} TO {}").format(
-            t(f"{e}_data_keys"), r
-        ),
+        SQL("GRANT UPDATE (kek_id, wrapped, erased_at) ON {} TO {}").format(t(f"{e}_data_keys"), r),
         SQL("GRANT SELECT, INSERT ON {} TO {}").format(t(f"{e}_key_ring"), r),
         SQL("GRANT SELECT ON {} TO {}").format(t(VERSION_TABLE), r),
     ]

@@ -247,6 +247,13 @@ class StreamOfAnotherStore(RuntimeError):
     it would mix two stores' positions. Not retried: an operator must look."""
 
 
+class StreamAheadOfStore(StreamOfAnotherStore):
+    """The stream holds positions beyond the event store's head: the store was restored from
+    an older backup (or replaced). Events recorded now would take positions the stream
+    already holds and be skipped as published: refused until the streams are emptied
+    (docs/backup-and-restore.md)."""
+
+
 @dataclass(frozen=True)
 class Poison:
     """An event the relay cannot handle, in words safe to log: its position, its stored
@@ -420,19 +427,60 @@ class Relay:
             # Every query first: one that fails (the store unreachable) leaves nothing half
             # set, and the next attempt starts over.
             recorded = await self.recorded_position()
-            published = await asyncio.to_thread(self._published_up_to, recorded)
             head = await asyncio.to_thread(self._app.recorder.max_notification_id)
+            resume = await self._resume_point(recorded, head or 0)
+            published = await asyncio.to_thread(self._published_up_to, resume)
             if self._data_dir is not None:
                 self._stall = await asyncio.to_thread(stall_of, self._data_dir, WORKER)
             self._head_checked = time.monotonic()
-            self._recorded = self._acked = self._read = recorded
+            self._recorded = recorded
+            self._acked = self._read = resume
             self._published = published
             metrics.reset_positions()
             metrics.observe_head(head or 0)
-            metrics.observe_published(recorded)
+            metrics.observe_published(resume)
             metrics.set_stalled(self._stall is not None)
-            log.info("relay.resuming", after_position=recorded)
+            log.info("relay.resuming", after_position=resume)
             self._clear_stall_passed()
+
+    async def _resume_point(self, recorded: int, head: int) -> int:
+        """Where to read the log from: the recorded position, unless the stream says the
+        store or the stream was restored (issue #17). A stream that ends before the recorded
+        position lost messages (a new NATS after a disaster): what it lacks is published
+        again, from its tail. A stream that holds positions beyond the store's head belongs
+        to a newer state of the store than the one restored: refused (``StreamAheadOfStore``),
+        since the events recorded now would take those positions and be skipped."""
+        if head == 0 and recorded == 0:
+            return 0
+        if await self._ensure_store_id() is None:
+            return recorded
+        last_seq, in_stream = await self._stream_tail()
+        if in_stream and not await self._stream_holds_the_store_at(last_seq, in_stream):
+            raise StreamAheadOfStore(
+                f"{STREAM}'s last message (position {in_stream}) is not the event this store "
+                f"holds at that position (its head: {head}): the store was restored from an "
+                "older backup, and events recorded since would be skipped as published. "
+                "Empty the streams first (docs/backup-and-restore.md)"
+            )
+        if in_stream < recorded:
+            log.warning("relay.stream_behind", recorded_position=recorded, in_stream=in_stream)
+            return in_stream
+        return recorded
+
+    async def _stream_holds_the_store_at(self, last_seq: int, position: int) -> bool:
+        """The stream's message ``last_seq`` is what this store's event at ``position``
+        translates to (the same event: not one a restore took away, in whose place another
+        was recorded)."""
+        raw = await self._js.get_msg(STREAM, last_seq)
+        found = await asyncio.to_thread(
+            self._app.recorder.select_notifications, position, 1, stop=position
+        )
+        if not found or found[0].id != position:
+            return False
+        done = await asyncio.to_thread(self._translate, found)
+        if done.transient is not None:
+            raise done.transient
+        return bool(done.out) and done.out[0].payload == raw.data
 
     def _published_up_to(self, position: int) -> int:
         """The last published event's position at or below ``position`` (0 if none)."""
