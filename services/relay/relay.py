@@ -428,6 +428,10 @@ class Relay:
             # set, and the next attempt starts over.
             recorded = await self.recorded_position()
             head = await asyncio.to_thread(self._app.recorder.max_notification_id)
+            metrics.reset_positions()
+            metrics.observe_head(head or 0)
+            metrics.observe_published(recorded)
+            # after the gauges: while NATS cannot be asked, the lag still shows
             resume = await self._resume_point(recorded, head or 0)
             published = await asyncio.to_thread(self._published_up_to, resume)
             if self._data_dir is not None:
@@ -436,8 +440,6 @@ class Relay:
             self._recorded = recorded
             self._acked = self._read = resume
             self._published = published
-            metrics.reset_positions()
-            metrics.observe_head(head or 0)
             metrics.observe_published(resume)
             metrics.set_stalled(self._stall is not None)
             log.info("relay.resuming", after_position=resume)
