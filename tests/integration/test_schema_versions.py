@@ -11,9 +11,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -286,3 +289,29 @@ def test_sqlite_without_create_tables_is_checked_like_postgres(tmp_path: Path) -
     )
     assert done.exit_code == 0, done.output
     complaint_mechanism(settings).close()
+
+
+def test_the_api_refuses_to_start_on_a_store_behind_its_schema(
+    postgres_server_url: str, schemas: list[str], tmp_path: Path
+) -> None:
+    # given a schema no one initialised (the API opens the application only on first use)
+    name, url = fresh_schema(postgres_server_url)
+    schemas.append(name)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")}
+    env |= {
+        "CBCM_EVENT_STORE": url,
+        "CBCM_DATA_DIR": str(tmp_path),
+        "CBCM_HTTP_ADDR": "127.0.0.1:0",
+        "CBCM_API_METRICS_ADDR": "",
+    }
+    # when `cbcm api` starts, then it refuses at once, saying what to run
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cbcm"), "api"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 2, done.stderr
+    assert "run `cbcm db init`" in done.stderr
