@@ -4,11 +4,13 @@ say where it stands, and grant the application's role what it needs."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated
 
 import typer
 
-from services.cli.common import EXIT_CONFIG, fail, load_settings
+from services.cli.common import EXIT_CONFIG, fail, load_settings, one_line
 
 db_cli = typer.Typer(
     help="The event store's schema: init, migrate, status, grants.", no_args_is_help=True
@@ -35,18 +37,36 @@ def _env() -> dict[str, str]:
     return store_location(load_settings())
 
 
+@contextmanager
+def _as_owner(env: dict[str, str]) -> Iterator[None]:
+    """A role that may not change the schema (the application's) is one line, not a trace."""
+    import psycopg
+
+    from services.event_store.config import describe
+
+    try:
+        yield
+    except psycopg.ProgrammingError as e:
+        fail(
+            f"cannot change the event store's schema ({describe(env)}): {one_line(e)}; "
+            "run `cbcm db` as the tables' owner",
+            EXIT_CONFIG,
+        )
+
+
 def _migrate(*, only_if_empty: bool, grant_to: str | None) -> None:
     from services.event_store import schema
 
     env = _env()
-    done = schema.migrate(env, only_if_empty=only_if_empty)
-    found = schema.status(env)
-    for migration in done:
-        typer.echo(f"applied {migration.version:04d} {migration.name}")
-    typer.echo(f"{found.where}: schema version {found.current} (this cbcm: {found.latest})")
-    if grant_to is not None:
-        for statement in schema.apply_grants(env, grant_to):
-            typer.echo(statement)
+    with _as_owner(env):
+        done = schema.migrate(env, only_if_empty=only_if_empty)
+        found = schema.status(env)
+        for migration in done:
+            typer.echo(f"applied {migration.version:04d} {migration.name}")
+        typer.echo(f"{found.where}: schema version {found.current} (this cbcm: {found.latest})")
+        if grant_to is not None:
+            for statement in schema.apply_grants(env, grant_to):
+                typer.echo(statement)
 
 
 @db_cli.command("init")
@@ -119,7 +139,8 @@ def db_grants(
 
     env = _env()
     try:
-        statements = schema.apply_grants(env, role) if apply else schema.grants(env, role)
+        with _as_owner(env):
+            statements = schema.apply_grants(env, role) if apply else schema.grants(env, role)
     except EventStoreConfigError as e:
         fail(str(e), EXIT_CONFIG)
     for statement in statements:
