@@ -219,6 +219,8 @@ def migrate(env: dict[str, str], *, only_if_empty: bool = False) -> list[Migrati
     init``): refuse a store that already has tables."""
     store = _open(env)
     with store.connect() as conn:
+        if not only_if_empty and store.status(conn).up_to_date:
+            return []  # nothing to lock or write (a read-only copy opens too)
         if store.postgres:
             with conn.transaction():
                 conn.execute(
