@@ -315,3 +315,45 @@ def test_the_api_refuses_to_start_on_a_store_behind_its_schema(
     )
     assert done.returncode == 2, done.stderr
     assert "run `cbcm db init`" in done.stderr
+
+
+@pytest.mark.parametrize("dialect", ["postgresql", "sqlite"])
+def test_a_migration_that_fails_half_way_changes_nothing(
+    dialect: str,
+    postgres_server_url: str,
+    schemas: list[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given a store at version 1 and a version 2 whose second statement fails
+    if dialect == "postgresql":
+        name, url = fresh_schema(postgres_server_url)
+        schemas.append(name)
+        table = f'{schema.SCHEMA_PLACEHOLDER}."half_way"'
+    else:
+        url = f"sqlite:///{tmp_path / 'e.sqlite3'}"
+        table = "half_way"
+    env = store_location(Settings(data_dir=tmp_path, event_store=url))
+    schema.migrate(env)
+    shipped = schema.migrations
+
+    def with_a_broken_version(wanted: str) -> list[schema.Migration]:
+        broken = f"CREATE TABLE {table} (x integer);\n\nSELECT * FROM no_such_table;\n"
+        return [*shipped(wanted), schema.Migration(2, "broken", broken)]
+
+    monkeypatch.setattr(schema, "migrations", with_a_broken_version)
+    monkeypatch.setattr(schema, "latest", lambda: 2)
+    # when it is applied, it fails
+    with pytest.raises(Exception, match="no_such_table"):
+        schema.migrate(env)
+    # then the store is still at version 1, without the table the first statement made
+    monkeypatch.undo()
+    found = schema.status(env)
+    assert found.current == 1 and found.up_to_date
+    if dialect == "postgresql":
+        with psycopg.connect(postgres_server_url) as conn:
+            row = conn.execute("SELECT to_regclass(%s)", (f"{name}.half_way",)).fetchone()
+        assert row == (None,)
+    else:
+        with sqlite3.connect(tmp_path / "e.sqlite3") as db:
+            assert not db.execute("SELECT 1 FROM sqlite_master WHERE name = 'half_way'").fetchall()
