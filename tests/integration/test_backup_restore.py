@@ -5,10 +5,11 @@ the host lost (schema dropped, data directory and NATS gone); both restored on a
 directory and a fresh NATS. Then:
 
 - ``cbcm db status`` is current and ``cbcm audit verify`` is intact against the checkpoint a
-  witness holds (signed before the backup);
+  witness holds (signed before the backup), once the restore is acknowledged;
 - the relay publishes the restored log again and the read models rebuild from the stream;
-- an erasure made after the database's backup (and before the keys') stays in force: it
-  needs the erasure ledger of issue #15, kept beside the keys (xfail until it lands).
+- an erasure made after the database's backup (and before the keys') stays in force: the
+  erasure ledger of issue #15 (ADR 23), restored with the keys, holds it; `cbcm audit verify`
+  names it as lost from the log until the operator runs `cbcm audit acknowledge-restore`.
 """
 
 from __future__ import annotations
@@ -177,9 +178,17 @@ async def test_a_restored_store_verifies_against_the_witness_and_its_read_models
     restored: Restored,
 ) -> None:
     settings = restored.settings
-    # then the schema is current and the log is intact against the witness's checkpoint
+    # then the schema is current, and verify names what the restore lost: the erasure the
+    # ledger restored with the keys holds, past the restored log's end (ADR 23)
     status = cbcm(settings, "db", "status")
     assert status.exit_code == 0, status.output
+    lost = cbcm(settings, "audit", "verify", "--witness-db", str(restored.book))
+    assert lost.exit_code == 4, lost.output
+    assert "truncated" in lost.output and str(restored.erased) in lost.output
+    # and once the operator acknowledges the restore, the log is intact against the
+    # witness's checkpoint
+    acknowledged = cbcm(settings, "audit", "acknowledge-restore")
+    assert acknowledged.exit_code == 0, acknowledged.output
     verified = cbcm(settings, "audit", "verify", "--witness-db", str(restored.book))
     assert verified.exit_code == 0, verified.output
     assert "intact" in verified.output
@@ -237,11 +246,6 @@ async def test_the_relay_refuses_a_stream_that_outlived_the_restored_store(
         server.stop()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs issue #15's erasure ledger beside the keys (branch audit15, not merged): "
-    "the restored database predates the erasure, and nothing outside it records it yet",
-)
 async def test_an_erasure_made_after_the_backup_stays_in_force_after_the_restore(
     restored: Restored,
 ) -> None:
@@ -252,9 +256,14 @@ async def test_an_erasure_made_after_the_backup_stays_in_force_after_the_restore
         assert "CANARY-erased-after-backup" not in repr(case)
         # and the other case reads as recorded
         assert "CANARY-kept" in repr(app.get_case(restored.kept))
-        # and so does a fresh process
+        # and so does a fresh process, before and after the operator acknowledges the restore
         again = complaint_mechanism(restored.settings)
         assert "CANARY-erased-after-backup" not in repr(again.get_case(restored.erased))
+        again.close()
+        assert cbcm(restored.settings, "audit", "acknowledge-restore").exit_code == 0
+        again = complaint_mechanism(restored.settings)
+        assert "CANARY-erased-after-backup" not in repr(again.get_case(restored.erased))
+        assert "CANARY-kept" in repr(again.get_case(restored.kept))
         again.close()
     finally:
         app.close()
