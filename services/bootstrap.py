@@ -5,6 +5,7 @@ from __future__ import annotations
 from eventsourcing.postgres import PostgresDatastore
 
 from services.application.mechanism import ComplaintMechanism
+from services.event_store import schema
 from services.event_store.config import OutageGuard, persistence_env
 from services.settings import Settings
 
@@ -12,14 +13,19 @@ from services.settings import Settings
 def complaint_mechanism(settings: Settings | None = None) -> ComplaintMechanism:
     """The application on the event store that ``settings`` (default: the environment) name.
 
-    Where it may create tables, it creates all of them at once, the relay's tracking table
-    included, so that a deployment can then hand the application a role that creates nothing
-    (deploy/postgres). While a PostgreSQL store's server is down, calls fail at once
-    (``EventStoreUnreachable``, an ``EventStoreUnavailable``) rather than hang."""
+    Only the embedded SQLite store creates its tables at start (the relay's tracking table
+    included); a PostgreSQL store must be at this code's schema version (``cbcm db
+    migrate``), or the application refuses to start with a message saying so. While a
+    PostgreSQL store's server is down, calls fail at once (``EventStoreUnreachable``, an
+    ``EventStoreUnavailable``) rather than hang."""
     settings = settings or Settings()
-    app = ComplaintMechanism(env=persistence_env(settings))
+    env = persistence_env(settings)
+    # SQLite with CBCM_CREATE_TABLES: the missing tables made by the versioned files; else
+    # (PostgreSQL always) refused unless the schema is at this code's version (ADR 21)
+    schema.prepare(env, create=settings.create_tables)
+    app = ComplaintMechanism(env=env)
     guard_against_outages(app)
-    if settings.create_tables:
+    if env["CREATE_TABLE"] == "y":
         app.factory.tracking_recorder()
     return app
 

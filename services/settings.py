@@ -245,8 +245,9 @@ class Settings(BaseSettings):
     # --- the event store's tables (issue #5) ---
     create_tables: bool = Field(
         default=True,
-        description="create the event store's tables if missing; false for a role that may "
-        "only insert and select (deploy/postgres)",
+        description="embedded SQLite store only: create its missing tables at start (from "
+        "the versioned schema files); false: only check its schema version. A PostgreSQL "
+        "store's tables are made by `cbcm db migrate`, never at start",
     )
     # --- sealed shares (issue #6) ---
     shares_max_age_days: float = Field(

@@ -43,6 +43,16 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+def init_store(url: str) -> str:
+    """Make the tables of a fresh PostgreSQL store, as `cbcm db init` does (nothing creates
+    them at start on PostgreSQL: ADR 21); returns ``url``."""
+    from services.event_store.config import store_location  # noqa: PLC0415
+    from services.event_store.schema import migrate  # noqa: PLC0415
+
+    migrate(store_location(Settings(data_dir=Path(tempfile.gettempdir()), event_store=url)))
+    return url
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> Iterator[str]:
     """A PostgreSQL server for the whole run."""
@@ -79,12 +89,13 @@ def _without_flushes(url: str) -> None:
 
 @contextmanager
 def fresh_schema(postgres_server_url: str) -> Iterator[str]:
-    """A fresh, empty schema on the test server, as a ``CBCM_EVENT_STORE`` URL; dropped after."""
+    """A fresh schema on the test server with the store's tables (`cbcm db init`) and no
+    event, as a ``CBCM_EVENT_STORE`` URL; dropped after."""
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in postgres_server_url else "?"
-    yield f"{postgres_server_url}{sep}schema={schema}"
+    yield init_store(f"{postgres_server_url}{sep}schema={schema}")
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
@@ -100,7 +111,8 @@ def read_model_places(request: pytest.FixtureRequest, tmp_path: Path) -> Iterato
 
 @pytest.fixture
 def postgres_url(postgres_server_url: str) -> Iterator[str]:
-    """A fresh, empty schema on the test server, as a ``CBCM_EVENT_STORE`` URL."""
+    """A fresh schema on the test server with the store's tables and no event, as a
+    ``CBCM_EVENT_STORE`` URL."""
     with fresh_schema(postgres_server_url) as url:
         yield url
 

@@ -163,6 +163,8 @@ def open_application(settings: Settings) -> tuple[ComplaintMechanism, str]:
     where = describe(env)
     try:
         return complaint_mechanism(settings), where
+    except EventStoreConfigError as e:  # e.g. the schema is behind: `cbcm db migrate`
+        fail(str(e), EXIT_CONFIG)
     except (EventStoreUnavailable, OperationalError) as e:
         reason = one_line(e)
         if env["PERSISTENCE_MODULE"] == "eventsourcing.postgres":

@@ -4,6 +4,7 @@ retire an old one, count what each wraps."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -64,3 +65,61 @@ def keys_status() -> None:
     with application(load_settings()) as app:
         counts = key_status(app)
     typer.echo(json.dumps(counts, indent=2, sort_keys=True))
+
+
+@keys_cli.command("init")
+def keys_init(
+    directory: Annotated[
+        Path, typer.Argument(help="Where to make them, e.g. /etc/cbcm/keys (made 0700).")
+    ],
+) -> None:
+    """The network operator's keys for production, made once (the key ceremony of the
+    operator guide): the key-encryption key ring `kek/`, the event cipher key, the writer
+    key, the audit checkpoint key pair and the log's origin. Makes what is missing, never
+    replaces a key; prints ids, never a secret."""
+    import base64
+    import os
+    import secrets
+
+    from cryptography.hazmat.primitives import serialization
+
+    from services.audit.keys import _random_origin, key_id
+    from services.event_store.personal_data.kek import LocalKeyRing
+    from services.identity.tokens import load_or_create_ed25519_key
+
+    try:
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"cannot make {directory}: {e.strerror}", EXIT_CONFIG)
+
+    def once(name: str, text: str) -> bool:
+        try:
+            fd = os.open(directory / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        return True
+
+    def told(name: str, made: bool, what: str) -> None:
+        typer.echo(f"{'made' if made else 'kept'}  {directory / name}: {what}")
+
+    had_ring = (directory / "kek" / LocalKeyRing.ACTIVE).exists()
+    ring = LocalKeyRing(directory / "kek", create=True)
+    told("kek", not had_ring, f"key ring {ring.ring_id}, active KEK {ring.active_id}")
+    for name, what in (
+        ("event-cipher.key", "AES-256 whole-event cipher key"),
+        ("writer.key", "writer key (commit marks)"),
+    ):
+        told(name, once(name, base64.b64encode(secrets.token_bytes(32)).decode() + "\n"), what)
+    private = directory / "audit-signing-key.pem"
+    had_key = private.exists()
+    key = load_or_create_ed25519_key(private)
+    public = key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    told("audit-signing-key.pem", not had_key, f"checkpoint signing key {key_id(key)}")
+    told("audit-public-key.pem", once("audit-public-key.pem", public.decode()), "its public half")
+    made = once("audit-log-origin", _random_origin() + "\n")
+    origin = (directory / "audit-log-origin").read_text().strip()
+    told("audit-log-origin", made, f"the log's origin {origin}")

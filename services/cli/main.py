@@ -26,6 +26,7 @@ from services.cli import (
     audit,
     bench,
     contracts,
+    db,
     demo,
     keys,
     nats,
@@ -69,6 +70,7 @@ GROUPS = (
     retention,  # cbcm retention run
     keys,  # cbcm keys rotate, retire, status
     webhooks,  # cbcm webhooks deliver, register, list, deliveries...
+    db,  # cbcm db init, migrate, status, grants
 )
 """Every command group, in the order ``cbcm --help`` lists them (commands before groups)."""
 

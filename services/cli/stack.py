@@ -4,7 +4,8 @@ time. Each long-running service configures its logging first (JSON lines in JSON
 from __future__ import annotations
 
 import asyncio
-from typing import Annotated
+import contextlib
+from typing import TYPE_CHECKING, Annotated
 
 import structlog
 import typer
@@ -20,6 +21,9 @@ from services.cli.common import (
     service_settings,
 )
 from services.runtime.logging import configure_logging
+
+if TYPE_CHECKING:
+    from services.settings import Settings
 
 log = structlog.get_logger()
 
@@ -112,6 +116,19 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
     run_until_signalled(settings, main)
 
 
+def _schema_at_start(settings: Settings) -> None:
+    """Refuse to serve a store whose schema is not this cbcm's (ADR 21). The API opens the
+    application on first use, so that it starts while PostgreSQL is down (and answers 503
+    until it is back): an unreachable store is not checked here, the application checks it
+    when it opens."""
+    from services.event_store import schema
+    from services.event_store.config import persistence_env
+    from services.event_store.errors import EventStoreUnavailable
+
+    with contextlib.suppress(EventStoreUnavailable):
+        schema.prepare(persistence_env(settings), create=settings.create_tables)
+
+
 def api() -> None:
     """The HTTP API on CBCM_HTTP_ADDR: every command and query under /v1, by need-to-know;
     its Prometheus metrics on CBCM_API_METRICS_ADDR (never on the API's port)."""
@@ -128,6 +145,7 @@ def api() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_format, "api")
+    _schema_at_start(settings)
     try:
         host, port = check_free(settings.http_addr, "CBCM_HTTP_ADDR")
         app = create_app(settings, registry=prometheus_client.REGISTRY)

@@ -34,11 +34,22 @@ def persistence_env(settings: Settings) -> dict[str, str]:
     ``schema`` query parameter selects a schema; ``host`` may be a socket directory).
     """
     env = _located(settings)
-    env["CREATE_TABLE"] = "y" if settings.create_tables else "n"
+    # Only the embedded SQLite store makes its tables at start; a PostgreSQL store's are made
+    # by `cbcm db migrate` and checked at start (services.event_store.schema).
+    sqlite = env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
+    env["CREATE_TABLE"] = "y" if settings.create_tables and sqlite else "n"
     env.update(
         _personal_data_env(settings, postgres=env["PERSISTENCE_MODULE"].endswith("postgres"))
     )
     env.update(_writer_env(settings))
+    return env
+
+
+def store_location(settings: Settings) -> dict[str, str]:
+    """Where the events are (``persistence_env`` without keys): for ``cbcm db``, which
+    touches tables only and so needs, and makes, no key."""
+    env = _located(settings)
+    env["CREATE_TABLE"] = "n"
     return env
 
 

@@ -50,6 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, Literal
 
+import msgspec
 import nats
 import nats.errors
 import nats.js.errors
@@ -247,6 +248,19 @@ class StreamOfAnotherStore(RuntimeError):
     it would mix two stores' positions. Not retried: an operator must look."""
 
 
+class _Envelope(msgspec.Struct):
+    """What ``_stream_holds_the_store_at`` reads of a published message."""
+
+    id: str
+
+
+class StreamAheadOfStore(StreamOfAnotherStore):
+    """The stream holds positions beyond the event store's head: the store was restored from
+    an older backup (or replaced). Events recorded now would take positions the stream
+    already holds and be skipped as published: refused until the streams are emptied
+    (docs/backup-and-restore.md)."""
+
+
 @dataclass(frozen=True)
 class Poison:
     """An event the relay cannot handle, in words safe to log: its position, its stored
@@ -420,19 +434,65 @@ class Relay:
             # Every query first: one that fails (the store unreachable) leaves nothing half
             # set, and the next attempt starts over.
             recorded = await self.recorded_position()
-            published = await asyncio.to_thread(self._published_up_to, recorded)
             head = await asyncio.to_thread(self._app.recorder.max_notification_id)
-            if self._data_dir is not None:
-                self._stall = await asyncio.to_thread(stall_of, self._data_dir, WORKER)
-            self._head_checked = time.monotonic()
-            self._recorded = self._acked = self._read = recorded
-            self._published = published
             metrics.reset_positions()
             metrics.observe_head(head or 0)
             metrics.observe_published(recorded)
+            # after the gauges: while NATS cannot be asked, the lag still shows
+            resume = await self._resume_point(recorded, head or 0)
+            published = await asyncio.to_thread(self._published_up_to, resume)
+            if self._data_dir is not None:
+                self._stall = await asyncio.to_thread(stall_of, self._data_dir, WORKER)
+            self._head_checked = time.monotonic()
+            self._recorded = recorded
+            self._acked = self._read = resume
+            self._published = published
+            metrics.observe_published(resume)
             metrics.set_stalled(self._stall is not None)
-            log.info("relay.resuming", after_position=recorded)
+            log.info("relay.resuming", after_position=resume)
             self._clear_stall_passed()
+
+    async def _resume_point(self, recorded: int, head: int) -> int:
+        """Where to read the log from: the recorded position, unless the stream says the
+        store or the stream was restored (issue #17). A stream that ends before the recorded
+        position lost messages (a new NATS after a disaster): what it lacks is published
+        again, from its tail. A stream that holds positions beyond the store's head belongs
+        to a newer state of the store than the one restored: refused (``StreamAheadOfStore``),
+        since the events recorded now would take those positions and be skipped."""
+        if head == 0 and recorded == 0:
+            return 0
+        if await self._ensure_store_id() is None:
+            return recorded
+        last_seq, in_stream = await self._stream_tail()
+        if in_stream and not await self._stream_holds_the_store_at(last_seq, in_stream):
+            raise StreamAheadOfStore(
+                f"{STREAM}'s last message (position {in_stream}) is not the event this store "
+                f"holds at that position (its head: {head}): the store was restored from an "
+                "older backup, and events recorded since would be skipped as published. "
+                "Empty the streams first (docs/backup-and-restore.md)"
+            )
+        if in_stream < recorded:
+            log.warning("relay.stream_behind", recorded_position=recorded, in_stream=in_stream)
+            return in_stream
+        return recorded
+
+    async def _stream_holds_the_store_at(self, last_seq: int, position: int) -> bool:
+        """The stream's message ``last_seq`` is this store's event at ``position`` (the same
+        event: not one a restore took away, in whose place another was recorded)."""
+        raw = await self._js.get_msg(STREAM, last_seq)
+        found = await asyncio.to_thread(
+            self._app.recorder.select_notifications, position, 1, stop=position
+        )
+        if not found or found[0].id != position:
+            return False
+        # The same event: the CloudEvents id is its originator and version (to_cloud_event).
+        # Read from the message's envelope alone: nothing decoded, nothing decrypted.
+        try:
+            sent = msgspec.json.decode(raw.data or b"", type=_Envelope).id
+        except msgspec.DecodeError:
+            return False
+        stored = found[0]
+        return sent == f"{stored.originator_id}:{stored.originator_version}"
 
     def _published_up_to(self, position: int) -> int:
         """The last published event's position at or below ``position`` (0 if none)."""

@@ -9,6 +9,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from tests.conftest import init_store
+
 
 @pytest.fixture
 def baseline_store_url(
@@ -24,7 +26,7 @@ def baseline_store_url(
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     sep = "&" if "?" in server_url else "?"
-    yield f"{server_url}{sep}schema={schema}"
+    yield init_store(f"{server_url}{sep}schema={schema}")
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
@@ -42,4 +44,4 @@ def extra_schema(request: pytest.FixtureRequest) -> str:
 
     request.addfinalizer(drop)
     sep = "&" if "?" in server_url else "?"
-    return f"{server_url}{sep}schema={schema}"
+    return init_store(f"{server_url}{sep}schema={schema}")

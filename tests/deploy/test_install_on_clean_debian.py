@@ -14,9 +14,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
+import psycopg
 import pytest
 
 pytestmark = pytest.mark.deploy
@@ -53,7 +57,12 @@ def debian() -> Iterator[Path]:
     try:
         yield root
     finally:
-        shutil.rmtree(home, ignore_errors=True)
+        # never remove through a mount left inside (a bind-mounted socket directory)
+        if not any(
+            line.split()[1].startswith(str(home))
+            for line in Path("/proc/mounts").read_text().splitlines()
+        ):
+            shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -115,3 +124,68 @@ def test_cbcm_installs_from_the_lock_on_a_clean_debian_and_runs(debian: Path, wh
     # and nothing installed is missing a dependency
     checked = in_debian(debian, "/opt/cbcm/bin/python", "-m", "pip", "check")
     assert checked.returncode == 0, checked.stdout
+    # and the files the operator guide names came with the wheel
+    shared = debian / "opt" / "cbcm" / "share" / "cbcm" / "deploy"
+    for name in (
+        "install.sh",
+        "postgres/01-roles.sql",
+        "postgres/02-grants.sql",
+        "systemd/cbcm-api.service",
+        "systemd/cbcm-retention.timer",
+        "systemd/cbcm.env.example",
+        "container/Containerfile",
+        "nats/cbcm.conf",
+    ):
+        assert (shared / name).is_file(), f"deploy/{name} is not in the wheel"
+
+
+def test_the_installed_cbcm_migrates_a_store_and_lists_its_commands(
+    debian: Path, wheel: Path, postgres_server_url: str
+) -> None:
+    # given cbcm installed from the lock in the clean Debian (the test above)
+    cbcm = "/opt/cbcm/bin/cbcm"
+    if not (debian / cbcm.lstrip("/")).exists():
+        test_cbcm_installs_from_the_lock_on_a_clean_debian_and_runs(debian, wheel)
+    # then it lists its commands, the schema's among them
+    helped = in_debian(debian, cbcm, "--help")
+    assert helped.returncode == 0 and " db " in helped.stdout, helped.stdout + helped.stderr
+    # and makes a throwaway SQLite store's tables from the SQL files shipped in the wheel
+    sqlite = ["env", "CBCM_DATA_DIR=/tmp/cbcm-store", "CBCM_EVENT_STORE=sqlite:////tmp/s.sqlite3"]
+    migrated = in_debian(debian, *sqlite, cbcm, "db", "migrate")
+    assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+    assert "applied 0001 initial" in migrated.stdout
+    assert in_debian(debian, *sqlite, cbcm, "db", "status").returncode == 0
+    # and a throwaway PostgreSQL's (the test server, reached from inside the Debian root)
+    with reachable_from(debian, postgres_server_url) as url:
+        schema = f"deploy_{uuid.uuid4().hex[:8]}"
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            conn.execute(f"CREATE SCHEMA {schema}")
+        try:
+            store = f"CBCM_EVENT_STORE={url}{'&' if '?' in url else '?'}schema={schema}"
+            env = ["env", "CBCM_DATA_DIR=/tmp/cbcm-pg", store]
+            migrated = in_debian(debian, *env, cbcm, "db", "migrate")
+            assert migrated.returncode == 0, migrated.stdout + migrated.stderr
+            status = in_debian(debian, *env, cbcm, "db", "status")
+            assert status.returncode == 0 and "version:  1" in status.stdout, status.stdout
+        finally:
+            with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+                conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@contextmanager
+def reachable_from(root: Path, url: str) -> Iterator[str]:
+    """``url`` as the Debian root reaches it: TCP as it is (the chroot shares the network);
+    a Unix socket directory bind-mounted at the same path inside it."""
+    host = parse_qs(urlsplit(url).query).get("host", [urlsplit(url).hostname or ""])[0]
+    if not host.startswith("/"):
+        yield url
+        return
+    inside = root / host.lstrip("/")
+    inside.mkdir(parents=True, exist_ok=True)
+    mounted = run("mount", "--bind", host, str(inside))
+    assert mounted.returncode == 0, mounted.stderr
+    try:
+        yield url
+    finally:
+        unmounted = run("umount", str(inside))
+        assert unmounted.returncode == 0, unmounted.stderr

@@ -36,6 +36,7 @@ from services.application.store import is_published
 from services.identity.tokens import issue_token
 from services.projector.runner import read_position
 from tests.api_world import CALLERS
+from tests.conftest import init_store
 
 CBCM = str(Path(sys.executable).parent / "cbcm")
 REPO = Path(__file__).resolve().parents[2]
@@ -220,7 +221,7 @@ class OwnPostgres:
         home.chmod(0o755)  # the server runs as its own system user when we are root
         self._server = get_server(home / "pgdata", cleanup_mode="delete")
         self.pgdata = self._server.pgdata
-        self.url = self._server.get_uri()
+        self.url = init_store(self._server.get_uri())  # `cbcm db init` (ADR 21)
         socket_dir = self._server.get_postmaster_info().socket_dir
         self._start = ["-w", "-t", "60", "-o", '-h ""', "-o", f"-k {socket_dir}"]
         self._start += ["-l", str(self.pgdata / "log"), "start"]

@@ -53,6 +53,7 @@ from services.nats.server import nats_server_binary
 from services.projector.storage import PostgresReadModel
 from services.settings import Settings
 from tests.api_world import build_network
+from tests.conftest import init_store
 from tests.fault.netns import Host, Network
 from tests.fault.stack import (
     CBCM,
@@ -247,7 +248,7 @@ def test_the_network_on_several_hosts_loses_nothing_when_one_host_at_a_time_fail
         server = _start_postgres(own, hosts["db"], subnet, logs)
         with psycopg.connect(server, autocommit=True, connect_timeout=10) as conn:
             conn.execute("CREATE SCHEMA ev")
-        event_store = f"{server}?schema=ev"
+        event_store = init_store(f"{server}?schema=ev")  # `cbcm db init` (ADR 21)
         read_models = f"{server}?schema=rm"
         redis = Process(
             hosts["db"],

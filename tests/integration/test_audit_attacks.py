@@ -46,6 +46,7 @@ from services.event_store.chain import ChainRow, read_log
 from services.event_store.store_id import store_id
 from services.nats.server import EmbeddedNats
 from services.settings import Settings
+from tests.conftest import init_store
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 ORIGIN = "cbcm.test/log/attacks"
@@ -78,7 +79,7 @@ def other_store_url(store_url: str, tmp_path: Path) -> Iterator[str]:
     server = base.rstrip("?&")
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
-    yield f"{base}schema={schema}"
+    yield init_store(f"{base}schema={schema}")  # `cbcm db init`, as the administrator would
     with psycopg.connect(server, autocommit=True) as conn:
         conn.execute(f"DROP SCHEMA {schema} CASCADE")
 

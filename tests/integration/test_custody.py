@@ -54,7 +54,7 @@ from services.event_store.personal_data.tables import key_table
 from services.identity.tokens import issue_token
 from services.settings import Settings
 from tests.api_world import build_network, cheap_hasher
-from tests.conftest import T0
+from tests.conftest import T0, init_store
 from tests.world import COORDINATOR
 
 OPERATOR = Actor("op-unhcr", "unhcr", Role.INTAKE_OPERATOR)
@@ -544,7 +544,7 @@ def erased_values_never_come_back(store_url: str, tmp_path: Path, ops: list[Any]
         base = re.sub(r"[?&]schema=[^&]+", "", store_url)
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA h_{name}")
-        url = f"{base}{'&' if '?' in base else '?'}schema=h_{name}"
+        url = init_store(f"{base}{'&' if '?' in base else '?'}schema=h_{name}")
     settings = Settings(data_dir=tmp_path / name, event_store=url)
     app = complaint_mechanism(settings)
     try:

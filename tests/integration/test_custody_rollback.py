@@ -48,7 +48,7 @@ from services.event_store.chain import head
 from services.event_store.custody import WriterKeyError
 from services.settings import Settings
 from tests.api_world import build_network
-from tests.conftest import T0
+from tests.conftest import T0, init_store
 from tests.integration.test_audit_chain import Dba as ChainDba
 from tests.integration.test_custody import (
     AUDITOR,
@@ -255,7 +255,7 @@ def erasures_outlive_rollbacks(store_url: str, tmp_path: Path, ops: list[Any]) -
         base = re.sub(r"[?&]schema=[^&]+", "", store_url)
         with psycopg.connect(base, autocommit=True) as conn:
             conn.execute(f"CREATE SCHEMA r_{name}")
-        url = f"{base}{'&' if '?' in base else '?'}schema=r_{name}"
+        url = init_store(f"{base}{'&' if '?' in base else '?'}schema=r_{name}")
     settings = Settings(data_dir=tmp_path / name, event_store=url)
     app = complaint_mechanism(settings)
     try:

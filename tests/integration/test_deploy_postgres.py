@@ -1,5 +1,6 @@
 """deploy/postgres (issue #5): the application's role may insert and read events, nothing
-more; the owner creates the tables; even the owner cannot update or delete an event."""
+more; the owner creates the tables (`cbcm db init --grant-to`, issue #17); even the owner
+cannot update or delete an event."""
 
 from __future__ import annotations
 
@@ -12,12 +13,14 @@ from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
 import pytest
+from typer.testing import CliRunner
 
 from domain.actors import Actor, Role
 from domain.vocabulary import Channel, ComplainantRole
 from services.application.mechanism import ComplaintMechanism
 from services.audit.verify import verify
 from services.bootstrap import complaint_mechanism
+from services.cli.main import cli
 from services.settings import Settings
 from tests.api_world import build_network
 
@@ -65,18 +68,24 @@ class Deployment:
     def url(self, role: str) -> str:
         return as_user(self.server, role, self.password, self.schema)
 
+    def cbcm(self, data_dir: Path, role: str, *argv: str) -> str:
+        """A ``cbcm`` command as ``role``; its output (it must succeed)."""
+        env = {"CBCM_EVENT_STORE": self.url(role), "CBCM_DATA_DIR": str(data_dir)}
+        done = CliRunner().invoke(cli, list(argv), env=env)
+        assert done.exit_code == 0, done.output
+        return done.output
+
     def create_tables_and_grant(self, data_dir: Path) -> None:
-        """The owner creates the tables (and the network), then the grants are given."""
+        """The owner makes the tables and grants the application's role, in one command;
+        then sets up the network."""
+        self.cbcm(data_dir, self.owner, "db", "init", "--grant-to", self.app)
         owner = complaint_mechanism(Settings(data_dir=data_dir, event_store=self.url(self.owner)))
         build_network(owner, datetime.now(UTC) - timedelta(days=1))
         owner.close()
-        self.run("02-grants.sql")
 
     def application(self, data_dir: Path) -> ComplaintMechanism:
         """The application under its own role, creating nothing."""
-        return complaint_mechanism(
-            Settings(data_dir=data_dir, event_store=self.url(self.app), create_tables=False)
-        )
+        return complaint_mechanism(Settings(data_dir=data_dir, event_store=self.url(self.app)))
 
     def drop(self) -> None:
         with psycopg.connect(self.server, autocommit=True) as conn:
@@ -174,3 +183,34 @@ def test_the_chain_follows_commit_order_even_under_a_repeatable_read_default(
         assert report.checked >= 120
     finally:
         app.close()
+
+
+def test_the_committed_grants_file_is_what_cbcm_db_grants_prints(tmp_path: Path) -> None:
+    # deploy/postgres/02-grants.sql is for reading (and for psql): the command is the truth
+    env = {"CBCM_EVENT_STORE": "postgresql://cbcm_owner@db.invalid/cbcm?schema=cbcm"}
+    printed = CliRunner().invoke(cli, ["db", "grants", "--role", "cbcm_app"], env=env)
+    assert printed.exit_code == 0, printed.output
+    committed = [
+        line
+        for line in (DEPLOY / "02-grants.sql").read_text().splitlines()
+        if line and not line.startswith("--")
+    ]
+    assert committed == printed.output.splitlines()
+
+
+def test_the_application_role_can_neither_create_nor_migrate(
+    deployment: Deployment, tmp_path: Path
+) -> None:
+    # given a schema the owner has not initialised yet
+    # when the application's role starts, or tries to make the tables itself
+    with pytest.raises(Exception, match=r"has no tables: run `cbcm db init`"):
+        deployment.application(tmp_path)
+    done = CliRunner().invoke(
+        cli,
+        ["db", "init"],
+        env={"CBCM_EVENT_STORE": deployment.url(deployment.app), "CBCM_DATA_DIR": str(tmp_path)},
+    )
+    # then it is refused, in one line: it may create nothing
+    assert done.exit_code == 2, done.output
+    assert "permission denied" in done.output
+    assert "run `cbcm db` as the tables' owner" in done.output

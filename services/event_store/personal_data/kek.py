@@ -53,9 +53,14 @@ class KeyEncryptionKeys(Protocol):
 def _write_private(path: Path, text: str) -> None:
     """Create ``path`` (0600) holding ``text``, whole or not at all: written and synced under
     another name, then linked into place (``FileExistsError`` if it exists). A process
-    listing or reading the ring never sees a key or an ``active`` file half written."""
+    listing or reading the ring never sees a key or an ``active`` file half written.
+
+    In a ring directory its group may read (``/etc/cbcm/keys/kek``, 2750 root:cbcm: the
+    services' group reads the ring in place, only root rotates it), the file is 0640, so
+    that a rotation run as root is read by the services at once (issue #17)."""
     staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    mode = 0o640 if path.parent.stat().st_mode & 0o040 else 0o600
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)
