@@ -310,3 +310,14 @@ def test_the_quarterly_report_opens_in_libreoffice(
     pdf = tmp_path / "report.pdf"
     assert done.returncode == 0 and pdf.exists(), done.stderr[-2000:]
     assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 2000
+
+
+def test_the_report_refuses_a_query_parameter_it_does_not_take(
+    world: World, client: TestClient
+) -> None:
+    answer = client.get(
+        f"/v1/prevention/reports/{YEAR}-Q{QUARTER}?format=html&quarter=5",
+        headers=world.headers("coordinator"),
+    )
+    assert answer.status_code == 422
+    assert answer.headers["content-type"] == "application/problem+json"
