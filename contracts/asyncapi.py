@@ -1,76 +1,246 @@
-"""The AsyncAPI 3.0 document: the stream, its subjects and every message schema.
+"""The AsyncAPI 3.0 document: the streams, every subject, every message with its headers and
+its schema.
 
-Integrators who do not use Python read this (``cbcm contracts asyncapi``) to subscribe to
-the events that concern their agency, the personal data shared with it (sealed), the
-anonymised statistics and the audit checkpoints.
+Integrators who do not use Python read this (``cbcm contracts asyncapi``, committed as
+``docs/contracts/asyncapi.json``) to subscribe to the events that concern their agency, the
+personal data shared with it (sealed), the anonymised statistics and the audit checkpoints.
+
+The schemas are those of ``contracts.catalogue.all_json_schemas``, moved into
+``components/schemas``: each document's root under its name without ``org.psea.cbcm.``
+(``case.received.v1``), each of its ``$defs`` under the Struct's name (``ActorRef``), every
+``$ref`` rewritten to ``#/components/schemas/<name>``. No schema in the document carries an
+``$id``: a reference then means the same to a tool that honours ``$id`` (JSON Schema) and to
+one that ignores it (the AsyncAPI parser and CLI resolve against the document). The
+standalone files keep their ``$id``; each message names it in ``x-cbcm-schema-id``.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import copy
+from typing import Any, Final
 
 from contracts.audit import (
     AUDIT_STREAM,
+    CHECKPOINT_SCHEMA,
+    COSIGNATURE_SCHEMA,
     COSIGNATURE_SUBJECT,
-    ERASURE_NOTICE_SUBJECT,
-    checkpoint_json_schema,
-    cosignature_json_schema,
-    erasure_notice_json_schema,
 )
-from contracts.catalogue import MESSAGE_TYPES, json_schema
-from contracts.envelope import parse_message_type
+from contracts.catalogue import MESSAGE_TYPES, all_json_schemas
+from contracts.envelope import TYPE_PREFIX, parse_message_type
+from contracts.schema_documents import DEFS_REF, schema_id
 from contracts.shares import (
     CASE_SHARE_WITHDRAWN,
     CASE_SHARED,
+    SHARED_FIELDS_SCHEMA,
     SHARING_EVENTS,
     WITHDRAWN_EVENT,
-    shared_fields_json_schema,
 )
-from contracts.statistics import release_json_schema
+from contracts.statistics import RELEASE_ID_PATTERN, RELEASE_SCHEMA
 from contracts.subjects import (
     AUDIT_CHECKPOINT_SUBJECT,
     EVENT_SUBJECT_PREFIX,
+    PREVIOUS_POSITION_HEADER,
     SHARE_SUBJECT_PREFIX,
     SHARES_STREAM,
     STATS_SUBJECT_PREFIX,
     STREAM,
 )
 
-ASYNCAPI_VERSION = "3.0.0"
-SCHEMA_FORMAT = "application/schema+json;version=draft-2020-12"
+ASYNCAPI_VERSION: Final = "3.0.0"
+COMPONENT_REF: Final = "#/components/schemas/"
+
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+EXPECTED_LAST_SEQUENCE_HEADER: Final = "Nats-Expected-Last-Sequence"
+RELEASE_HEADER: Final = "Cbcm-Release"
+
+_STORE = "[0-9a-f]{16}"
+_POSITION = "[1-9][0-9]*"
+
+EVENT_MSG_ID_PATTERN: Final = f"^{_STORE}:{_POSITION}$"
+SHARE_MSG_ID_PATTERN: Final = f"^{_STORE}:{_POSITION}:share$"
+WITHDRAWN_MSG_ID_PATTERN: Final = f"^{_STORE}:{_POSITION}:withdrawn:[a-z0-9_-]+$"
+CHECKPOINT_MSG_ID_PATTERN: Final = f"^{_STORE}:{_POSITION}:[0-9a-f]{{16}}:[0-9a-f]{{16}}$"
+PREVIOUS_POSITION_PATTERN: Final = "^(0|[1-9][0-9]*)$"
+SEQUENCE_PATTERN: Final = "^(0|[1-9][0-9]*)$"
+
+_STORE_ID = (
+    "<store-id> is 16 hex characters naming the event store, stable for its lifetime; "
+    "<position> the event's position in the store's log"
+)
+_EXPECTED_LAST_SEQUENCE: dict[str, Any] = {
+    "type": "string",
+    "pattern": SEQUENCE_PATTERN,
+    "description": (
+        "the stream sequence the publisher expected to be last before this message: "
+        "JetStream stored the message only if it was, so the stream holds the store's order "
+        "without gaps. Informational for a consumer."
+    ),
+}
+
+EVENT_HEADERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": [MSG_ID_HEADER, PREVIOUS_POSITION_HEADER],
+    "properties": {
+        MSG_ID_HEADER: {
+            "type": "string",
+            "pattern": EVENT_MSG_ID_PATTERN,
+            "description": (
+                f"<store-id>:<position>; {_STORE_ID}. JetStream de-duplicates on it; "
+                "the same as the envelope's position."
+            ),
+        },
+        PREVIOUS_POSITION_HEADER: {
+            "type": "string",
+            "pattern": PREVIOUS_POSITION_PATTERN,
+            "description": (
+                "the store position of the event published just before this one (0 for the "
+                "first). Store positions have holes (PostgreSQL), so a consumer detects a "
+                "gap by this header not being the position it recorded last, never by "
+                "position + 1."
+            ),
+        },
+        EXPECTED_LAST_SEQUENCE_HEADER: _EXPECTED_LAST_SEQUENCE,
+    },
+}
+"""Headers of every event message (the relay's, on ``CBCM_EVENTS``)."""
+
+SHARE_HEADERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": [MSG_ID_HEADER],
+    "properties": {
+        MSG_ID_HEADER: {
+            "type": "string",
+            "pattern": SHARE_MSG_ID_PATTERN,
+            "description": (
+                f"<store-id>:<position>:share, the position that of the custody step; "
+                f"{_STORE_ID}. JetStream keeps one share per position."
+            ),
+        },
+        EXPECTED_LAST_SEQUENCE_HEADER: _EXPECTED_LAST_SEQUENCE,
+    },
+}
+"""Headers of a share (``CBCM_SHARES``)."""
+
+WITHDRAWN_HEADERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": [MSG_ID_HEADER],
+    "properties": {
+        MSG_ID_HEADER: {
+            "type": "string",
+            "pattern": WITHDRAWN_MSG_ID_PATTERN,
+            "description": (
+                "<store-id>:<position>:withdrawn:<agency>, the position that of the erasure, "
+                f"<agency> the recipient; {_STORE_ID}. One notice per erasure and recipient."
+            ),
+        },
+    },
+}
+"""Headers of a withdrawal notice (``CBCM_SHARES``)."""
+
+CHECKPOINT_HEADERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": [MSG_ID_HEADER],
+    "properties": {
+        MSG_ID_HEADER: {
+            "type": "string",
+            "pattern": CHECKPOINT_MSG_ID_PATTERN,
+            "description": (
+                "<store-id>:<position>:<first 16 hex of the link>:<first 16 hex of SHA-256 of "
+                "the signature (its base64 text)>. JetStream drops a re-published head, never "
+                "one that contradicts it (another link), nor a genuine one whose id a forger "
+                "took first (the signature's hash needs the key)."
+            ),
+        },
+    },
+}
+"""Headers of a checkpoint (``CBCM_AUDIT``)."""
+
+RELEASE_HEADERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": [RELEASE_HEADER],
+    "properties": {
+        RELEASE_HEADER: {
+            "type": "string",
+            "pattern": RELEASE_ID_PATTERN,
+            "description": "the release version the message carries, e.g. 2026-q1-v2",
+        },
+    },
+}
+"""Headers of a statistics release (core NATS, not kept by a stream)."""
 
 
-def _key(name: str) -> str:
-    """A component key for a message type (AsyncAPI keys allow letters, digits, . _ -)."""
-    return name.replace("org.psea.cbcm.", "")
+def component_key(name: str) -> str:
+    """The component key of a published schema or message: its name without the type prefix
+    (AsyncAPI keys allow letters, digits, ``.``, ``_`` and ``-``)."""
+    return name.removeprefix(f"{TYPE_PREFIX}.")
+
+
+def _rewrite_refs(node: Any) -> Any:
+    if isinstance(node, dict):
+        return {
+            key: (
+                COMPONENT_REF + value.removeprefix(DEFS_REF)
+                if key == "$ref" and isinstance(value, str)
+                else _rewrite_refs(value)
+            )
+            for key, value in node.items()
+        }
+    if isinstance(node, list):
+        return [_rewrite_refs(item) for item in node]
+    return node
+
+
+def component_schemas() -> dict[str, Any]:
+    """Every published schema for ``components/schemas``: roots by ``component_key``, their
+    definitions by Struct name, local references only, no ``$id`` nor ``$schema``.
+
+    Raises ``ValueError`` if two documents define the same name differently."""
+    components: dict[str, Any] = {}
+    for name, document in all_json_schemas().items():
+        root = copy.deepcopy(document)
+        for keyword in ("$schema", "$id"):
+            root.pop(keyword)
+        defs = root.pop("$defs", {})
+        for def_name, definition in defs.items():
+            rewritten = _rewrite_refs(definition)
+            if components.setdefault(def_name, rewritten) != rewritten:
+                raise ValueError(f"schema {def_name} is defined twice, differently")
+        key = component_key(name)
+        if key in components:
+            raise ValueError(f"component key {key} is taken")
+        components[key] = _rewrite_refs(root)
+    return dict(sorted(components.items()))
+
+
+def _message(name: str, summary: str, headers: dict[str, Any] | None) -> dict[str, Any]:
+    message: dict[str, Any] = {
+        "name": name,
+        "title": name,
+        "summary": summary,
+        "contentType": "application/json",
+    }
+    if headers is not None:
+        message["headers"] = headers
+    message["payload"] = {"$ref": COMPONENT_REF + component_key(name)}
+    message["x-cbcm-schema-id"] = schema_id(name)
+    return message
+
+
+def _summary(schema: dict[str, Any]) -> str:
+    description: str = schema.get("description", "")
+    return description.split("\n")[0]
 
 
 def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222") -> dict[str, Any]:
     """The whole AsyncAPI 3.0 document, as a JSON-ready dict (deterministic order)."""
+    schemas = component_schemas()
     messages: dict[str, Any] = {}
     channels: dict[str, Any] = {}
     operations: dict[str, Any] = {}
     for name in sorted(MESSAGE_TYPES):
         parsed = parse_message_type(name)
-        key = _key(name)
-        messages[key] = {
-            "name": name,
-            "title": name,
-            "summary": json_schema(name).get("description", "").split("\n")[0],
-            "contentType": "application/json",
-            "headers": {
-                "type": "object",
-                "properties": {
-                    "Nats-Msg-Id": {
-                        "type": "string",
-                        "description": "<store-id>:<position>; JetStream de-duplicates on it",
-                    }
-                },
-            },
-            # Multi-format schema object: the payload schemas are JSON Schema 2020-12 with
-            # their own $id and $defs, resolved against that $id, not this document.
-            "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": json_schema(name)},
-        }
+        key = component_key(name)
+        messages[key] = _message(name, _summary(schemas[key]), EVENT_HEADERS)
         channel = f"{parsed.aggregate}.{parsed.event}"
         channels[channel] = {
             "address": f"{EVENT_SUBJECT_PREFIX}.{{agency}}.{parsed.aggregate}.{parsed.event}",
@@ -85,6 +255,8 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
             "channel": {"$ref": f"#/channels/{channel}"},
             "summary": f"Consume {name} from {STREAM} (durable consumer, explicit ack).",
         }
+
+    release_key = component_key(RELEASE_SCHEMA)
     channels["statsRelease"] = {
         "address": f"{STATS_SUBJECT_PREFIX}.release.{{period}}",
         "description": (
@@ -92,95 +264,57 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
             "release of a closed period, after the policy's embargo; a revision (a late case, "
             "a duplicate found late) is a new version on the same subject. Counts below the "
             "threshold are withheld (null), with linked secondary suppression over every "
-            "report of the release and every earlier version of it. Header Cbcm-Release "
-            "names the version. Live statistics are never published."
+            "report of the release and every earlier version of it. Core NATS: no stream "
+            "keeps them (GET /v1/stats/releases gives what a subscriber missed). Live "
+            "statistics are never published. Not a CloudEvent: the body is the release as "
+            "it is kept."
         ),
         "parameters": {
             "period": {"description": "the period in lower case: 2026-q1, 2026-03 or 2026"}
         },
-        "messages": {"statisticsRelease": {"$ref": "#/components/messages/statisticsRelease"}},
+        "messages": {release_key: {"$ref": f"#/components/messages/{release_key}"}},
     }
-    messages["statisticsRelease"] = {
-        "name": "StatisticsReleaseV1",
-        "title": "StatisticsReleaseV1",
-        "summary": "One version of a statistics release: its reports and release metadata.",
-        "contentType": "application/json",
-        "headers": {
-            "type": "object",
-            "properties": {
-                "Cbcm-Release": {
-                    "type": "string",
-                    "description": "the release version, e.g. 2026-q1-v2",
-                }
-            },
-        },
-        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": release_json_schema()},
-    }
+    messages[release_key] = _message(
+        RELEASE_SCHEMA,
+        "One version of a statistics release: its reports and release metadata.",
+        RELEASE_HEADERS,
+    )
+
+    checkpoint_key = component_key(CHECKPOINT_SCHEMA)
     channels["auditCheckpoint"] = {
         "address": AUDIT_CHECKPOINT_SUBJECT,
         "description": (
             f"Signed heads of the event log's hash chain, kept in stream {AUDIT_STREAM} "
             "(no delete, no purge) so that a witness that was offline catches up. The "
             "signature is Ed25519 over the lines 'cbcm.audit.checkpoint.v1', store, position, "
-            "link, signed_at (RFC 3339 UTC with microseconds, 'Z'), joined by newlines."
+            "link, signed_at (RFC 3339 UTC with microseconds, 'Z'), joined by newlines. Not a "
+            "CloudEvent."
         ),
-        "messages": {"auditCheckpoint": {"$ref": "#/components/messages/auditCheckpoint"}},
+        "messages": {checkpoint_key: {"$ref": f"#/components/messages/{checkpoint_key}"}},
     }
-    messages["auditCheckpoint"] = {
-        "name": "AuditCheckpointV1",
-        "title": "AuditCheckpointV1",
-        "summary": "A signed head (position, chain link) of one event store.",
-        "contentType": "application/json",
-        "headers": {
-            "type": "object",
-            "properties": {
-                "Nats-Msg-Id": {
-                    "type": "string",
-                    "description": (
-                        "<store>:<position>:<first 16 hex of link>; JetStream drops a "
-                        "re-published head, never a contradicting one"
-                    ),
-                }
-            },
-        },
-        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": checkpoint_json_schema()},
-    }
+    messages[checkpoint_key] = _message(
+        CHECKPOINT_SCHEMA,
+        "A signed head (position, chain link) of one event store.",
+        CHECKPOINT_HEADERS,
+    )
+
+    cosignature_key = component_key(COSIGNATURE_SCHEMA)
     channels["auditCosignature"] = {
-        "address": f"{COSIGNATURE_SUBJECT}.{{witness}}",
+        "address": COSIGNATURE_SUBJECT,
         "description": (
-            f"Witnesses' cosignatures (C2SP tlog-cosignature) of the log's checkpoints, kept in "
-            f"stream {AUDIT_STREAM}: the network's own witness on {COSIGNATURE_SUBJECT}, each "
-            "agency's from its own account on its own subject. Count one only after checking "
-            "it against the witness's key."
+            f"Witnesses' cosignatures of checkpoints (issue #15), kept in stream "
+            f"{AUDIT_STREAM}: the checkpoint's C2SP signed note with the witness's "
+            "tlog-cosignature line added. No header. Not a CloudEvent."
         ),
-        "parameters": {"witness": {"description": "the agency whose witness cosigned"}},
-        "messages": {"auditCosignature": {"$ref": "#/components/messages/auditCosignature"}},
+        "messages": {cosignature_key: {"$ref": f"#/components/messages/{cosignature_key}"}},
     }
-    messages["auditCosignature"] = {
-        "name": "AuditCosignatureV1",
-        "title": "AuditCosignatureV1",
-        "summary": "A checkpoint's signed note with one witness's cosignature line.",
-        "contentType": "application/json",
-        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": cosignature_json_schema()},
-    }
-    channels["auditErasure"] = {
-        "address": ERASURE_NOTICE_SUBJECT,
-        "description": (
-            f"Each erasure the checkpoint publisher signed over, as ids, kept in {AUDIT_STREAM}: "
-            "a host restored from older copies learns them back (cbcm audit learn-erasures). "
-            "MACed with the network's writer key: only the network's own processes can check it."
-        ),
-        "messages": {"auditErasure": {"$ref": "#/components/messages/auditErasure"}},
-    }
-    messages["auditErasure"] = {
-        "name": "AuditErasureNoticeV1",
-        "title": "AuditErasureNoticeV1",
-        "summary": "An erasure of one subject's data in one record (ids only).",
-        "contentType": "application/json",
-        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": erasure_notice_json_schema()},
-    }
-    share_key = _key(CASE_SHARED)
-    withdrawn_key = _key(CASE_SHARE_WITHDRAWN)
+    messages[cosignature_key] = _message(
+        COSIGNATURE_SCHEMA, "A witness's cosignature of a checkpoint.", None
+    )
+
+    share_key = component_key(CASE_SHARED)
+    withdrawn_key = component_key(CASE_SHARE_WITHDRAWN)
+    sealed_key = component_key(SHARED_FIELDS_SCHEMA)
     channels["share.case"] = {
         "address": f"{SHARE_SUBJECT_PREFIX}.{{agency}}.case.{{event}}.{{case_id}}",
         "description": (
@@ -188,10 +322,11 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
             "it, a referral to its investigating entity), sealed to the agency's registered "
             f"X25519 share key, in stream {SHARES_STREAM}; shares expire after the stream's "
             "max_age. Only field names are in clear: the values are in data.sealed, "
-            "libsodium crypto_box_seal over the JSON of components.schemas.sharedFields. "
-            "When the case's personal data is erased, its shares are deleted from the stream "
-            f"and each recipient gets a {CASE_SHARE_WITHDRAWN} notice (event "
-            f"{WITHDRAWN_EVENT}): erase what you kept of them."
+            "libsodium crypto_box_seal over the JSON of components.schemas."
+            f"{sealed_key} ({schema_id(SHARED_FIELDS_SCHEMA)}). When the case's personal "
+            "data is erased, its shares are deleted from the stream and each recipient gets "
+            f"a {CASE_SHARE_WITHDRAWN} notice (event {WITHDRAWN_EVENT}): erase what you kept "
+            "of them."
         ),
         "parameters": {
             "agency": {"description": "code of the recipient agency"},
@@ -206,32 +341,15 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
             withdrawn_key: {"$ref": f"#/components/messages/{withdrawn_key}"},
         },
     }
-    messages[withdrawn_key] = {
-        "name": CASE_SHARE_WITHDRAWN,
-        "title": CASE_SHARE_WITHDRAWN,
-        "summary": "What was shared of a case was withdrawn: its personal data was erased.",
-        "contentType": "application/json",
-        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": json_schema(CASE_SHARE_WITHDRAWN)},
-    }
-    messages[share_key] = {
-        "name": CASE_SHARED,
-        "title": CASE_SHARED,
-        "summary": "Personal data shared with one agency, sealed to its public key.",
-        "contentType": "application/json",
-        "headers": {
-            "type": "object",
-            "properties": {
-                "Nats-Msg-Id": {
-                    "type": "string",
-                    "description": (
-                        "<store-id>:<position>:share, position that of the custody step; "
-                        "JetStream de-duplicates on it"
-                    ),
-                }
-            },
-        },
-        "payload": {"schemaFormat": SCHEMA_FORMAT, "schema": json_schema(CASE_SHARED)},
-    }
+    messages[share_key] = _message(
+        CASE_SHARED, "Personal data shared with one agency, sealed to its public key.", SHARE_HEADERS
+    )
+    messages[withdrawn_key] = _message(
+        CASE_SHARE_WITHDRAWN,
+        "What was shared of a case was withdrawn: its personal data was erased.",
+        WITHDRAWN_HEADERS,
+    )
+
     operations["receive.share.case"] = {
         "action": "receive",
         "channel": {"$ref": "#/channels/share.case"},
@@ -243,10 +361,17 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
     operations["receive.statsRelease"] = {
         "action": "receive",
         "channel": {"$ref": "#/channels/statsRelease"},
+        "summary": "Subscribe to cbcm.v1.stats.release.> (core NATS).",
     }
     operations["receive.auditCheckpoint"] = {
         "action": "receive",
         "channel": {"$ref": "#/channels/auditCheckpoint"},
+        "summary": f"Consume checkpoints from {AUDIT_STREAM}, or subscribe (core NATS).",
+    }
+    operations["receive.auditCosignature"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/auditCosignature"},
+        "summary": f"Consume cosignatures from {AUDIT_STREAM}.",
     }
     return {
         "asyncapi": ASYNCAPI_VERSION,
@@ -257,7 +382,9 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
                 "Contract messages (CloudEvents 1.0 envelopes) published from the event store "
                 f"to JetStream stream {STREAM}. No message carries personal data in clear: "
                 f"what a custody step shares with another agency travels in {SHARES_STREAM}, "
-                "sealed to that agency's public key."
+                "sealed to that agency's public key. Every CloudEvent names its JSON Schema "
+                "in dataschema (urn:cbcm:schema:<type>); the same schemas are below, and one "
+                "file each under docs/contracts/schemas/."
             ),
         },
         "defaultContentType": "application/json",
@@ -280,11 +407,6 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
                 }
             },
             "messages": messages,
-            "schemas": {
-                "sharedFields": {
-                    "schemaFormat": SCHEMA_FORMAT,
-                    "schema": shared_fields_json_schema(),
-                }
-            },
+            "schemas": schemas,
         },
     }

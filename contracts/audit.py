@@ -22,13 +22,16 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from contracts.schema_documents import struct_schema
 from contracts.subjects import AUDIT_CHECKPOINT_SUBJECT
 
 __all__ = [
     "AGENCY_COSIGNATURE_SUBJECTS",
     "AUDIT_STREAM",
     "AUDIT_SUBJECTS",
+    "CHECKPOINT_SCHEMA",
     "CHECKPOINT_SUBJECT",
+    "COSIGNATURE_SCHEMA",
     "COSIGNATURE_SUBJECT",
     "ERASURE_NOTICE_SUBJECT",
     "SIGNING_CONTEXT",
@@ -37,6 +40,7 @@ __all__ = [
     "AuditErasureNoticeV1",
     "agency_cosignature_subject",
     "checkpoint_json_schema",
+    "cosignature_json_schema",
     "checkpoint_msg_id",
     "decode_checkpoint",
     "decode_cosignature",
@@ -56,6 +60,12 @@ AUDIT_STREAM: Final = "CBCM_AUDIT"
 
 AUDIT_SUBJECTS: Final = "cbcm.v1.audit.>"
 """The subjects the ``CBCM_AUDIT`` stream captures."""
+
+CHECKPOINT_SCHEMA: Final = "org.psea.cbcm.audit.checkpoint.v1"
+"""The name of a checkpoint's JSON Schema (its ``$id``: ``urn:cbcm:schema:`` and the name)."""
+
+COSIGNATURE_SCHEMA: Final = "org.psea.cbcm.audit.cosignature.v1"
+"""The name of a cosignature's JSON Schema."""
 
 SIGNING_CONTEXT: Final = b"cbcm.audit.checkpoint.v1"
 """First line of every signed payload: a signature over it means nothing anywhere else."""
@@ -272,18 +282,10 @@ def decode_checkpoint(raw: bytes) -> AuditCheckpointV1:
 
 
 def checkpoint_json_schema() -> dict[str, Any]:
-    """JSON Schema of :class:`AuditCheckpointV1` (for the AsyncAPI document)."""
-    schema: dict[str, Any] = msgspec.json.schema(AuditCheckpointV1)
-    return schema
+    """The published JSON Schema of :class:`AuditCheckpointV1`."""
+    return struct_schema(AuditCheckpointV1, CHECKPOINT_SCHEMA)
 
 
 def cosignature_json_schema() -> dict[str, Any]:
-    """JSON Schema of :class:`AuditCosignatureV1` (for the AsyncAPI document)."""
-    schema: dict[str, Any] = msgspec.json.schema(AuditCosignatureV1)
-    return schema
-
-
-def erasure_notice_json_schema() -> dict[str, Any]:
-    """JSON Schema of :class:`AuditErasureNoticeV1` (for the AsyncAPI document)."""
-    schema: dict[str, Any] = msgspec.json.schema(AuditErasureNoticeV1)
-    return schema
+    """The published JSON Schema of :class:`AuditCosignatureV1`."""
+    return struct_schema(AuditCosignatureV1, COSIGNATURE_SCHEMA)

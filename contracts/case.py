@@ -8,6 +8,7 @@ consumer needs to know that such data exists, a boolean says so.
 from __future__ import annotations
 
 from datetime import date, datetime
+from typing import Annotated
 from uuid import UUID
 
 import msgspec
@@ -74,7 +75,7 @@ class CaseReceivedV1(CaseEventData, frozen=True, kw_only=True):
     contact details were recorded, never what they are.
     """
 
-    received_at: datetime
+    received_at: Annotated[datetime, msgspec.Meta(tz=True)]
     channel: Channel
     complainant_role: ComplainantRole
     immediate_safety_risk: bool

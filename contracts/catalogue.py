@@ -7,7 +7,6 @@
 
 from __future__ import annotations
 
-import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,12 @@ from contracts.case import (
     CaseReferredForInvestigationV1,
     CaseReopenedV1,
     CaseTransferredV1,
+)
+from contracts.audit import (
+    CHECKPOINT_SCHEMA,
+    COSIGNATURE_SCHEMA,
+    AuditCheckpointV1,
+    AuditCosignatureV1,
 )
 from contracts.envelope import CloudEvent, EventData, message_type
 from contracts.feedback import (
@@ -82,7 +87,9 @@ from contracts.prevention import (
     WorkPlanOpenedV1,
     WorkPlanProgressReportedV1,
 )
-from contracts.shares import SHARE_TYPES
+from contracts.schema_documents import JSON_SCHEMA_DIALECT, schema_document, schema_id
+from contracts.shares import SHARE_TYPES, SHARED_FIELDS_SCHEMA, SharedFieldsV1
+from contracts.statistics import RELEASE_SCHEMA, StatisticsReleaseV1
 
 MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("case", "received"): CaseReceivedV1,
@@ -161,7 +168,33 @@ SCHEMA_TYPES: dict[str, type[EventData]] = {**MESSAGE_TYPES, **SHARE_TYPES}
 """Every type with a JSON Schema: the events of ``MESSAGE_TYPES`` and the sealed shares of
 ``contracts.shares.SHARE_TYPES`` (stream ``CBCM_SHARES``), which are not events."""
 
-JSON_SCHEMA_DIALECT = "https://json-schema.org/draft/2020-12/schema"
+DOCUMENT_TYPES: dict[str, type[msgspec.Struct]] = {
+    RELEASE_SCHEMA: StatisticsReleaseV1,
+    CHECKPOINT_SCHEMA: AuditCheckpointV1,
+    COSIGNATURE_SCHEMA: AuditCosignatureV1,
+    SHARED_FIELDS_SCHEMA: SharedFieldsV1,
+}
+"""Published JSON Schemas of what is not a CloudEvent: the bodies sent as they are on
+``cbcm.v1.stats.release.<period>``, ``cbcm.v1.audit.checkpoint`` and
+``cbcm.v1.audit.cosignature``, and the plaintext inside a share's sealed box."""
+
+__all__ = [
+    "DOCUMENT_TYPES",
+    "JSON_SCHEMA_DIALECT",
+    "MESSAGE_TYPES",
+    "SCHEMA_TYPES",
+    "UnknownMessageType",
+    "all_json_schemas",
+    "decode_message",
+    "encode_message",
+    "envelope_of",
+    "json_schema",
+    "json_schemas",
+    "schema_file_name",
+    "schema_id",
+    "schema_text",
+    "write_json_schemas",
+]
 
 
 class UnknownMessageType(ValueError):
@@ -204,44 +237,28 @@ def decode_message(raw: bytes) -> CloudEvent[Any]:
     return decoder.decode(raw)
 
 
-def schema_id(name: str) -> str:
-    """The ``$id`` of the JSON Schema of message type ``name``."""
-    return f"urn:cbcm:schema:{name}"
-
-
 def json_schema(name: str) -> dict[str, Any]:
     """The JSON Schema (draft 2020-12) of a whole message of type ``name``, envelope included.
 
-    The envelope's ``type`` is pinned to ``name``, so a schema validates one message type.
+    The envelope's ``type`` is pinned to ``name`` and its ``dataschema``, when present, to the
+    schema's own ``$id``, so a schema validates one message type.
     """
     data_type = SCHEMA_TYPES[name]
-    generated = msgspec.json.schema(envelope_of(data_type))
-    defs: dict[str, Any] = dict(generated["$defs"])
-    # msgspec puts the root in $defs behind a $ref; inlining it lets a reader (and a
-    # validator) see the envelope's properties at the top of the document.
-    root_name = generated["$ref"].removeprefix("#/$defs/")
-    envelope = defs.pop(root_name)
-    envelope.pop("title", None)
-    envelope.pop("description", None)
-    properties = dict(envelope["properties"])
+    document = schema_document(msgspec.json.schema(envelope_of(data_type)), name)
+    document["description"] = document["$defs"][data_type.__name__].get("description", "")
+    properties = dict(document["properties"])
     properties["type"] = {"type": "string", "const": name}
-    envelope["properties"] = properties
+    properties["dataschema"] = {
+        "type": "string",
+        "format": "uri",
+        "const": schema_id(name),
+        "description": "the $id of this schema (absent from messages published before it was)",
+    }
+    document["properties"] = properties
     # CloudEvents requires specversion; msgspec leaves it out of "required" only because
     # the Struct gives it a default.
-    envelope["required"] = ["specversion", *envelope["required"]]
-    # msgspec copies docstrings verbatim; integrators read them without Python's indent.
-    for definition in defs.values():
-        if "description" in definition:
-            definition["description"] = inspect.cleandoc(definition["description"])
-    description = defs[data_type.__name__].get("description", "")
-    return {
-        "$schema": JSON_SCHEMA_DIALECT,
-        "$id": schema_id(name),
-        "title": name,
-        "description": description,
-        **envelope,
-        "$defs": defs,
-    }
+    document["required"] = ["specversion", *document["required"]]
+    return document
 
 
 def json_schemas() -> dict[str, dict[str, Any]]:
@@ -249,16 +266,37 @@ def json_schemas() -> dict[str, dict[str, Any]]:
     return {name: json_schema(name) for name in sorted(SCHEMA_TYPES)}
 
 
+def all_json_schemas() -> dict[str, dict[str, Any]]:
+    """Every published JSON Schema, by name, in sorted order: the CloudEvents of
+    ``SCHEMA_TYPES`` and the documents of ``DOCUMENT_TYPES``."""
+    documents = {
+        name: schema_document(msgspec.json.schema(struct), name)
+        for name, struct in DOCUMENT_TYPES.items()
+    }
+    return dict(sorted({**json_schemas(), **documents}.items()))
+
+
+def schema_file_name(name: str) -> str:
+    """The file the schema ``name`` is written to (``cbcm contracts schema --out``)."""
+    return f"{name}.schema.json"
+
+
+def schema_text(schema: dict[str, Any]) -> str:
+    """A schema as it is written: two-space indent, UTF-8, a trailing newline."""
+    return json.dumps(schema, indent=2, ensure_ascii=False) + "\n"
+
+
 def write_json_schemas(out_dir: Path) -> list[Path]:
-    """Write ``<type>.schema.json`` for every message type into ``out_dir``.
+    """Write ``<name>.schema.json`` for every published schema (``all_json_schemas``) into
+    ``out_dir``.
 
     The output is deterministic (sorted, two-space indent, trailing newline), so generated
     schemas can be committed and diffed. Other files in ``out_dir`` are left alone.
     """
     out_dir.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
-    for name, schema in json_schemas().items():
-        path = out_dir / f"{name}.schema.json"
-        path.write_text(json.dumps(schema, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    for name, schema in all_json_schemas().items():
+        path = out_dir / schema_file_name(name)
+        path.write_text(schema_text(schema), encoding="utf-8")
         written.append(path)
     return written

@@ -73,7 +73,9 @@ class CloudEvent(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     that sees the same id twice knows it is the same event. ``subject`` is the aggregate id.
     ``time`` is when the fact was recorded in the event store. ``position`` (an extension
     attribute) is the event's position in the store's notification log, when the publisher
-    knows it: read models record it to answer read-your-writes queries.
+    knows it: read models record it to answer read-your-writes queries. ``dataschema`` is
+    the ``$id`` of the published JSON Schema of the message's type
+    (``contracts.schema_documents.schema_id``): a consumer picks its validator by it.
     """
 
     specversion: Literal["1.0"] = "1.0"
@@ -83,6 +85,7 @@ class CloudEvent(msgspec.Struct, Generic[T], frozen=True, kw_only=True):
     time: Annotated[datetime, msgspec.Meta(tz=True)]
     subject: NonEmpty
     datacontenttype: Literal["application/json"] = "application/json"
+    dataschema: Annotated[str, msgspec.Meta(min_length=1)] | msgspec.UnsetType = msgspec.UNSET
     # UNSET rather than None: an absent extension attribute is left out of the JSON instead
     # of being sent as null.
     position: Position | msgspec.UnsetType = msgspec.UNSET

@@ -28,6 +28,7 @@ import msgspec
 
 from contracts.envelope import CloudEvent, EventData, Version, message_type
 from contracts.network import KEY_ID_PATTERN
+from contracts.schema_documents import struct_schema
 from contracts.vocabulary import DataSubject, ErasureReason
 
 CASE_SHARED: Final = message_type("case", "shared")
@@ -99,6 +100,9 @@ class SharedFieldsV1(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     recipient: str
     values: dict[str, str]
 
+
+SHARED_FIELDS_SCHEMA: Final = "org.psea.cbcm.case.shared_fields.v1"
+"""The name of the JSON Schema of a sealed box's plaintext (``SharedFieldsV1``)."""
 
 CASE_SHARE_WITHDRAWN: Final = message_type("case", "share_withdrawn")
 """The CloudEvents ``type`` of the notice that shares were withdrawn:
@@ -182,6 +186,5 @@ def decode_shared_fields(raw: bytes) -> SharedFieldsV1:
 
 
 def shared_fields_json_schema() -> dict[str, Any]:
-    """JSON Schema of ``SharedFieldsV1``, the plaintext of a share's sealed box."""
-    schema: dict[str, Any] = msgspec.json.schema(SharedFieldsV1)
-    return schema
+    """The published JSON Schema of ``SharedFieldsV1``, the plaintext of a share's sealed box."""
+    return struct_schema(SharedFieldsV1, SHARED_FIELDS_SCHEMA)

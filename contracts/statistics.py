@@ -13,6 +13,12 @@ from typing import Annotated, Any, Final
 
 import msgspec
 
+from contracts.schema_documents import struct_schema
+
+RELEASE_SCHEMA: Final = "org.psea.cbcm.stats.release.v1"
+"""The name of the release message's JSON Schema (a release is not a CloudEvent: it is
+published as it is kept)."""
+
 RELEASE_ID_PATTERN: Final = r"^[0-9]{4}(-q[1-4]|-[0-9]{2})?-v[1-9][0-9]*$"
 """``2026-q1-v2``, ``2026-03-v1``, ``2026-v1``: the period in lower case, then the version."""
 PERIOD_PATTERN: Final = r"^[0-9]{4}(-Q[1-4]|-[0-9]{2})?$"
@@ -68,7 +74,13 @@ class ReleaseV1(msgspec.Struct, frozen=True, kw_only=True):
     months: list[str]
     version: Annotated[int, msgspec.Meta(ge=1)]
     supersedes: Annotated[str, msgspec.Meta(pattern=RELEASE_ID_PATTERN)] | None
-    released_at: str
+    released_at: Annotated[
+        str,
+        msgspec.Meta(
+            description="when this version was released (RFC 3339, UTC)",
+            extra_json_schema={"format": "date-time"},
+        ),
+    ]
     suppression_threshold: Annotated[int, msgspec.Meta(ge=2)]
     protection: ReleaseProtectionV1
     held_back: list[HeldBackV1]
@@ -90,8 +102,5 @@ def decode_release(raw: bytes) -> StatisticsReleaseV1:
 
 
 def release_json_schema() -> dict[str, Any]:
-    """JSON Schema of a release message (for the AsyncAPI document and integrators)."""
-    schema: dict[str, Any] = msgspec.json.schema(StatisticsReleaseV1)
-    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-    schema["$id"] = "urn:cbcm:schema:org.psea.cbcm.stats.release.v1"
-    return schema
+    """The published JSON Schema of a release message."""
+    return struct_schema(StatisticsReleaseV1, RELEASE_SCHEMA)

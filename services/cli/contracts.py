@@ -1,9 +1,10 @@
-"""``cbcm contracts``: the published language (the messages on NATS) as JSON Schema and
-AsyncAPI."""
+"""``cbcm contracts``: the published language (the messages on NATS, the HTTP API) as JSON
+Schema, AsyncAPI and OpenAPI, and the committed copy of them under ``docs/contracts/``."""
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +12,17 @@ import typer
 
 from services.cli.common import EXIT_CONFIG, fail, one_line
 
-contracts_cli = typer.Typer(help="The published language: messages on NATS.", no_args_is_help=True)
+contracts_cli = typer.Typer(
+    help="The published language: messages on NATS, the HTTP API.", no_args_is_help=True
+)
+
+COMMITTED = "docs/contracts"
+"""Where the repository keeps the generated documents (a test compares them)."""
+
+WRITE_COMMAND = f"cbcm contracts write {COMMITTED}"
+"""The command that regenerates the committed documents."""
+
+SCHEMAS_DIR = "schemas"
 
 
 def register(cli: typer.Typer) -> None:
@@ -19,9 +30,37 @@ def register(cli: typer.Typer) -> None:
     cli.add_typer(contracts_cli, name="contracts")
 
 
-RELEASE_SCHEMA = "org.psea.cbcm.stats.release.v1"
-"""The name of the statistics release message's schema (issue #14; not a CloudEvent: a
-release is published as it is kept)."""
+def _json(document: object) -> str:
+    return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
+
+
+def asyncapi_text() -> str:
+    """The AsyncAPI document as ``cbcm contracts asyncapi`` writes it."""
+    from contracts.asyncapi import asyncapi_document
+
+    return _json(asyncapi_document())
+
+
+def openapi_text() -> str:
+    """The HTTP API's OpenAPI document (``/openapi.json``), from an app over an empty data
+    directory: the document depends on the code, never on a deployment's data."""
+    from services.api.app import create_app
+    from services.settings import Settings
+
+    with tempfile.TemporaryDirectory(prefix="cbcm-openapi-") as data_dir:
+        app = create_app(Settings(data_dir=Path(data_dir), oidc_issuer=None))
+        return _json(app.openapi())
+
+
+def contract_files() -> dict[str, str]:
+    """Every file of ``docs/contracts/`` as ``cbcm contracts write`` makes it: relative path
+    -> text, in sorted order."""
+    from contracts.catalogue import all_json_schemas, schema_file_name, schema_text
+
+    files = {"asyncapi.json": asyncapi_text(), "openapi.json": openapi_text()}
+    for name, schema in all_json_schemas().items():
+        files[f"{SCHEMAS_DIR}/{schema_file_name(name)}"] = schema_text(schema)
+    return dict(sorted(files.items()))
 
 
 @contracts_cli.command("schema")
@@ -34,19 +73,15 @@ def contracts_schema(
     ] = None,
 ) -> None:
     """JSON Schema of every published message: to stdout, or one file each with --out.
-    Besides the events and shares: the statistics release (``RELEASE_SCHEMA``)."""
+    Besides the CloudEvents: the statistics release, the checkpoint, the cosignature and the
+    plaintext of a sealed share."""
     from contracts import catalogue
-    from contracts.statistics import release_json_schema
 
     if out is None:
-        schemas = {**catalogue.json_schemas(), RELEASE_SCHEMA: release_json_schema()}
-        typer.echo(json.dumps(schemas, indent=2))
+        typer.echo(json.dumps(catalogue.all_json_schemas(), indent=2, ensure_ascii=False))
         return
     try:
         written = catalogue.write_json_schemas(Path(out))
-        release = Path(out) / f"{RELEASE_SCHEMA}.schema.json"
-        release.write_text(json.dumps(release_json_schema(), indent=2) + "\n", encoding="utf-8")
-        written.append(release)
     except OSError as e:
         fail(f"cannot write schemas to {out}: {one_line(e)}", EXIT_CONFIG)
     for path in written:
@@ -59,10 +94,8 @@ def contracts_asyncapi(
         Path | None, typer.Option("--out", dir_okay=False, help="Write the document here.")
     ] = None,
 ) -> None:
-    """AsyncAPI 3.0 document of the stream, its subjects and every message schema."""
-    from contracts.asyncapi import asyncapi_document
-
-    text = json.dumps(asyncapi_document(), indent=2, ensure_ascii=False) + "\n"
+    """AsyncAPI 3.0 document of the streams, their subjects, headers and message schemas."""
+    text = asyncapi_text()
     if out is None:
         typer.echo(text, nl=False)
         return
@@ -71,3 +104,26 @@ def contracts_asyncapi(
     except OSError as e:
         fail(f"cannot write {out}: {one_line(e)}", EXIT_CONFIG)
     typer.echo(str(out))
+
+
+@contracts_cli.command("write")
+def contracts_write(
+    directory: Annotated[
+        Path, typer.Argument(file_okay=False, help=f"Usually {COMMITTED} of the repository.")
+    ],
+) -> None:
+    """Write asyncapi.json, openapi.json and schemas/<name>.schema.json into DIRECTORY, and
+    remove schema files there that no published schema has any more."""
+    files = contract_files()
+    try:
+        for relative, text in files.items():
+            path = directory / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+        for stale in sorted((directory / SCHEMAS_DIR).glob("*.schema.json")):
+            if f"{SCHEMAS_DIR}/{stale.name}" not in files:
+                stale.unlink()
+                typer.echo(f"removed {stale}")
+    except OSError as e:
+        fail(f"cannot write the contracts to {directory}: {one_line(e)}", EXIT_CONFIG)
+    typer.echo(f"{len(files)} files in {directory}")

@@ -35,7 +35,7 @@ from eventsourcing.application import AggregateNotFoundError
 from nacl.exceptions import CryptoError
 from nacl.public import PrivateKey, PublicKey, SealedBox
 
-from contracts.catalogue import encode_message
+from contracts.catalogue import encode_message, schema_id
 from contracts.envelope import CloudEvent
 from contracts.shares import (
     CASE_SHARE_WITHDRAWN,
@@ -217,6 +217,7 @@ def share_message(
         type=CASE_SHARED,
         time=time,
         subject=str(case_id),
+        dataschema=schema_id(CASE_SHARED),
         position=position,
         data=CaseSharedV1(
             case_id=case_id,
@@ -490,6 +491,7 @@ def withdrawal_notice(
         type=CASE_SHARE_WITHDRAWN,
         time=event.timestamp,
         subject=str(event.originator_id),
+        dataschema=schema_id(CASE_SHARE_WITHDRAWN),
         position=position,
         data=CaseShareWithdrawnV1(
             case_id=event.originator_id,

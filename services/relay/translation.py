@@ -28,7 +28,7 @@ from typing import Any
 import msgspec
 from eventsourcing.domain import Aggregate
 
-from contracts.catalogue import MESSAGE_TYPES, encode_message
+from contracts.catalogue import MESSAGE_TYPES, encode_message, schema_id
 from contracts.envelope import AggregateName, CloudEvent, EventData, message_type
 from domain.assistance import AssistanceReferral
 from domain.case import Case
@@ -240,7 +240,8 @@ def to_cloud_event(event: Any, *, source: str, position: int | None = None) -> C
     """The contract message of a stored domain event (as the application's mapper returns it).
 
     ``source`` names the event store (CloudEvents ``source``); ``position`` is the event's
-    notification id in that store, when known.
+    notification id in that store, when known. ``dataschema`` names the published JSON
+    Schema of the type (its ``$id``).
     """
     translation = translation_of(type(event))
     if event.timestamp.tzinfo is None:
@@ -264,6 +265,7 @@ def to_cloud_event(event: Any, *, source: str, position: int | None = None) -> C
         type=translation.message_type,
         time=event.timestamp,
         subject=str(event.originator_id),
+        dataschema=schema_id(translation.message_type),
         position=msgspec.UNSET if position is None else position,
         data=data,
     )
