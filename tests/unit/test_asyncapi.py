@@ -1,15 +1,57 @@
-"""The AsyncAPI document tells integrators every subject and message there is."""
+"""The AsyncAPI document tells integrators every subject, message, header and schema there is,
+in a form that tools which ignore a schema's own ``$id`` resolve too."""
 
 from __future__ import annotations
 
 import json
 import re
+from typing import Any
 
-from contracts.asyncapi import asyncapi_document
-from contracts.catalogue import MESSAGE_TYPES, json_schema
+from hypothesis import given
+from hypothesis import strategies as st
+
+from contracts.asyncapi import (
+    CHECKPOINT_MSG_ID_PATTERN,
+    EVENT_MSG_ID_PATTERN,
+    MSG_ID_HEADER,
+    RELEASE_HEADER,
+    SHARE_MSG_ID_PATTERN,
+    WITHDRAWN_MSG_ID_PATTERN,
+    asyncapi_document,
+    component_key,
+)
+from contracts.audit import checkpoint_msg_id
+from contracts.catalogue import DOCUMENT_TYPES, MESSAGE_TYPES, all_json_schemas
 from contracts.envelope import parse_message_type
-from contracts.shares import CASE_SHARED
-from contracts.subjects import SHARES_STREAM, STREAM, event_subject, share_subject
+from contracts.shares import CASE_SHARE_WITHDRAWN, CASE_SHARED
+from contracts.subjects import (
+    PREVIOUS_POSITION_HEADER,
+    SHARES_STREAM,
+    STREAM,
+    event_subject,
+    share_subject,
+)
+from services.audit.checkpoints import MSG_ID_HEADER as CHECKPOINT_MSG_ID_HEADER
+from services.projector.publication import RELEASE_HEADER as PUBLISHED_RELEASE_HEADER
+from services.relay.relay import EXPECTED_LAST_SEQUENCE_HEADER, MessageId
+from services.relay.relay import MSG_ID_HEADER as RELAY_MSG_ID_HEADER
+
+
+def _resolve(document: dict[str, Any], ref: str) -> Any:
+    assert ref.startswith("#/"), ref
+    node: Any = document
+    for part in ref.removeprefix("#/").split("/"):
+        node = node[part]
+    return node
+
+
+def _all(node: Any, key: str) -> list[Any]:
+    if isinstance(node, dict):
+        own = [node[key]] if key in node else []
+        return own + [found for value in node.values() for found in _all(value, key)]
+    if isinstance(node, list):
+        return [found for item in node for found in _all(item, key)]
+    return []
 
 
 def test_document_is_asyncapi_3_and_json_serialisable() -> None:
@@ -19,31 +61,67 @@ def test_document_is_asyncapi_3_and_json_serialisable() -> None:
     assert json.loads(json.dumps(document)) == document
 
 
+def test_every_reference_resolves_in_the_document_itself_and_no_schema_carries_an_id() -> None:
+    # given the document
+    document = asyncapi_document()
+    # when every $ref is followed from the document's root (as the AsyncAPI tools do)
+    refs = _all(document, "$ref")
+    assert any(r.startswith("#/components/schemas/") for r in refs)
+    for ref in refs:
+        # then it lands on something
+        assert _resolve(document, ref) is not None
+    # and no embedded schema has an $id that a JSON Schema tool would resolve against instead
+    assert _all(document, "$id") == []
+    assert "$defs" not in json.dumps(document)
+
+
 def test_every_message_type_has_its_schema_and_a_channel_on_its_subject() -> None:
     document = asyncapi_document()
     messages = document["components"]["messages"]
+    schemas = document["components"]["schemas"]
     for name in MESSAGE_TYPES:
         parsed = parse_message_type(name)
         key = name.replace("org.psea.cbcm.", "")
-        assert messages[key]["payload"]["schema"] == json_schema(name)
+        assert messages[key]["payload"] == {"$ref": f"#/components/schemas/{key}"}
+        assert schemas[key]["properties"]["type"]["const"] == name
+        assert messages[key]["x-cbcm-schema-id"] == f"urn:cbcm:schema:{name}"
         channel = document["channels"][f"{parsed.aggregate}.{parsed.event}"]
         subject = channel["address"].replace("{agency}", "unicef")
         assert subject == event_subject("unicef", parsed.aggregate, parsed.event)
         assert channel["messages"][key]["$ref"] == f"#/components/messages/{key}"
 
 
-def test_operations_and_references_point_at_things_that_exist() -> None:
+def test_every_published_schema_is_a_component_with_the_same_definitions() -> None:
+    schemas = asyncapi_document()["components"]["schemas"]
+    for name, standalone in all_json_schemas().items():
+        component = schemas[component_key(name)]
+        assert component["properties"].keys() == standalone["properties"].keys()
+        for def_name, definition in standalone.get("$defs", {}).items():
+            rewritten = json.loads(
+                json.dumps(definition).replace('"#/$defs/', '"#/components/schemas/')
+            )
+            assert schemas[def_name] == rewritten
+    for name in DOCUMENT_TYPES:
+        assert component_key(name) in schemas
+
+
+def test_every_subject_has_a_channel_and_an_operation() -> None:
     document = asyncapi_document()
-    text = json.dumps(document)
-    # Refs inside the embedded JSON Schemas ("#/$defs/...") resolve against their own $id.
-    for ref in re.findall(r'"\$ref": "#/((?:channels|components)/[^"]+)"', text):
-        node = document
-        for part in ref.split("/"):
-            node = node[part]
-    assert document["channels"]["statsRelease"]["address"] == "cbcm.v1.stats.release.{period}"
+    addresses = {c["address"] for c in document["channels"].values()}
+    assert {
+        "cbcm.v1.stats.release.{period}",
+        "cbcm.v1.audit.checkpoint",
+        "cbcm.v1.audit.cosignature",
+        "cbcm.v1.share.{agency}.case.{event}.{case_id}",
+    } <= addresses
     assert "stats" not in document["channels"]  # live statistics are never published
-    assert document["channels"]["auditCheckpoint"]["address"] == "cbcm.v1.audit.checkpoint"
+    operated = {op["channel"]["$ref"].removeprefix("#/channels/") for op in
+                document["operations"].values()}
+    assert operated == set(document["channels"])
     assert all(op["action"] == "receive" for op in document["operations"].values())
+    release = document["components"]["messages"]["stats.release.v1"]
+    schema = _resolve(document, release["payload"]["$ref"])
+    assert schema != {"type": "object"} and set(schema["required"]) == {"release", "reports"}
 
 
 def test_the_share_channel_is_documented_with_its_schema_and_sealed_content() -> None:
@@ -55,9 +133,66 @@ def test_the_share_channel_is_documented_with_its_schema_and_sealed_content() ->
         address = channel["address"].format(agency="unicef", event=event, case_id=case_id)
         assert address == share_subject("unicef", "case", event, case_id)
     assert SHARES_STREAM in channel["description"]
-    message = document["components"]["messages"]["case.shared.v1"]
-    assert message["payload"]["schema"] == json_schema(CASE_SHARED)
-    assert ":share" in message["headers"]["properties"]["Nats-Msg-Id"]["description"]
-    sealed = document["components"]["schemas"]["sharedFields"]["schema"]
-    assert set(sealed["$defs"]["SharedFieldsV1"]["required"]) >= {"case_id", "values"}
+    assert "components.schemas.case.shared_fields.v1" in channel["description"]
+    message = document["components"]["messages"][component_key(CASE_SHARED)]
+    assert _resolve(document, message["payload"]["$ref"])["properties"]["type"]["const"] == (
+        CASE_SHARED
+    )
+    sealed = document["components"]["schemas"]["case.shared_fields.v1"]
+    assert set(sealed["required"]) >= {"case_id", "values"}
     assert "receive.share.case" in document["operations"]
+
+
+# ---------------------------------------------------------------- headers as they are sent
+
+
+def test_the_documented_header_names_are_those_the_services_send() -> None:
+    document = asyncapi_document()
+    messages = document["components"]["messages"]
+    assert MSG_ID_HEADER == RELAY_MSG_ID_HEADER == CHECKPOINT_MSG_ID_HEADER
+    assert RELEASE_HEADER == PUBLISHED_RELEASE_HEADER
+    event = messages["case.received.v1"]["headers"]
+    assert set(event["properties"]) == {
+        MSG_ID_HEADER,
+        PREVIOUS_POSITION_HEADER,
+        EXPECTED_LAST_SEQUENCE_HEADER,
+    }
+    assert set(event["required"]) == {MSG_ID_HEADER, PREVIOUS_POSITION_HEADER}
+    assert "gap" in event["properties"][PREVIOUS_POSITION_HEADER]["description"]
+    assert set(messages[component_key(CASE_SHARE_WITHDRAWN)]["headers"]["properties"]) == {
+        MSG_ID_HEADER
+    }
+    assert set(messages["stats.release.v1"]["headers"]["properties"]) == {RELEASE_HEADER}
+    assert "headers" not in messages["audit.cosignature.v1"]
+
+
+STORES = st.text("0123456789abcdef", min_size=16, max_size=16)
+POSITIONS = st.integers(1, 2**63 - 1)
+AGENCIES = st.from_regex(r"[a-z0-9_-]{1,32}", fullmatch=True)
+PATTERNS = {
+    "event": EVENT_MSG_ID_PATTERN,
+    "share": SHARE_MSG_ID_PATTERN,
+    "withdrawn": WITHDRAWN_MSG_ID_PATTERN,
+    "checkpoint": CHECKPOINT_MSG_ID_PATTERN,
+}
+
+
+def _kinds_matching(value: str) -> set[str]:
+    return {kind for kind, pattern in PATTERNS.items() if re.fullmatch(pattern, value)}
+
+
+@given(STORES, POSITIONS, AGENCIES, st.sampled_from(["event", "share", "withdrawn"]))
+def test_every_relay_message_id_matches_the_documented_pattern_of_its_kind_only(
+    store: str, position: int, agency: str, kind: Any
+) -> None:
+    value = str(MessageId(store, position, kind, agency if kind == "withdrawn" else None))
+    assert _kinds_matching(value) == {kind}
+
+
+@given(STORES, POSITIONS, st.text("0123456789abcdef", min_size=64, max_size=64), st.text())
+def test_a_checkpoint_id_has_the_four_documented_parts(
+    store: str, position: int, link: str, signature: str
+) -> None:
+    value = checkpoint_msg_id(store, position, link, signature)
+    assert len(value.split(":")) == 4
+    assert _kinds_matching(value) == {"checkpoint"}

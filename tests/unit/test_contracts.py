@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import jsonschema_rs
 import msgspec
 import pytest
 
@@ -20,11 +21,15 @@ import domain.actors
 import domain.case
 import domain.vocabulary
 from contracts.catalogue import (
+    DOCUMENT_TYPES,
     MESSAGE_TYPES,
     SCHEMA_TYPES,
     UnknownMessageType,
+    all_json_schemas,
     decode_message,
+    json_schema,
     json_schemas,
+    schema_id,
     write_json_schemas,
 )
 from contracts.envelope import CloudEvent, message_type, parse_message_type
@@ -356,14 +361,66 @@ def test_written_schema_files_are_deterministic_and_read_back_as_the_schemas(tmp
     first_bytes = [p.read_bytes() for p in first]
     second = write_json_schemas(out)
 
-    # then one sorted file per type, identical each time, which reads back as the schemas
-    assert [p.name for p in first] == [f"{n}.schema.json" for n in sorted(SCHEMA_TYPES)]
+    # then one sorted file per published schema, identical each time, which reads back as
+    # the schemas: every CloudEvent type and every body that is not one
+    names = sorted({*SCHEMA_TYPES, *DOCUMENT_TYPES})
+    assert [p.name for p in first] == [f"{n}.schema.json" for n in names]
     assert second == first
     assert [p.read_bytes() for p in second] == first_bytes
     assert first_bytes[0].startswith(b'{\n  "$schema"')
     assert {p.name.removesuffix(".schema.json"): json.loads(p.read_text()) for p in first} == (
-        json_schemas()
+        all_json_schemas()
     )
+
+
+def _refs(node: Any) -> list[str]:
+    if isinstance(node, dict):
+        own = [node["$ref"]] if "$ref" in node else []
+        return own + [r for v in node.values() for r in _refs(v)]
+    if isinstance(node, list):
+        return [r for item in node for r in _refs(item)]
+    return []
+
+
+def test_every_published_schema_has_an_id_and_only_references_it_holds():
+    # given every published schema, CloudEvents and the rest
+    schemas = all_json_schemas()
+    assert {
+        "org.psea.cbcm.stats.release.v1",
+        "org.psea.cbcm.audit.checkpoint.v1",
+        "org.psea.cbcm.audit.cosignature.v1",
+        "org.psea.cbcm.case.shared_fields.v1",
+        "org.psea.cbcm.case.share_withdrawn.v1",
+        "org.psea.cbcm.case.shared.v1",
+    } <= set(schemas)
+    for name, schema in schemas.items():
+        # then each names itself, and each reference is a definition of the same document
+        # (resolved alike whether a tool honours $id or not)
+        assert schema["$id"] == schema_id(name) == f"urn:cbcm:schema:{name}"
+        assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        assert schema["type"] == "object" and schema["properties"], name
+        for ref in _refs(schema):
+            assert ref.startswith("#/$defs/"), (name, ref)
+            assert ref.removeprefix("#/$defs/") in schema["$defs"], (name, ref)
+
+
+def test_the_statistics_release_schema_is_the_release_not_any_object():
+    schema = all_json_schemas()["org.psea.cbcm.stats.release.v1"]
+    assert set(schema["required"]) == {"release", "reports"}
+    report = schema["$defs"]["StatisticsReportV1"]
+    assert {"rows", "columns", "cells", "total"} <= set(report["required"])
+    cell = schema["$defs"]["StatisticsCellV1"]["properties"]["value"]
+    assert {"type": "null"} in cell["anyOf"]
+    assert schema["$defs"]["ReleaseV1"]["properties"]["released_at"]["format"] == "date-time"
+
+
+def test_every_cloud_event_schema_pins_its_dataschema_and_times_are_date_times():
+    for name in SCHEMA_TYPES:
+        schema = json_schema(name)
+        assert schema["properties"]["dataschema"]["const"] == schema_id(name)
+        assert schema["properties"]["time"]["format"] == "date-time"
+    received = json_schema("org.psea.cbcm.case.received.v1")["$defs"]["CaseReceivedV1"]
+    assert received["properties"]["received_at"] == {"type": "string", "format": "date-time"}
 
 
 # ---------------------------------------------------------------- a whole workflow
@@ -473,6 +530,25 @@ def test_a_message_is_identified_by_aggregate_and_version_and_timed_by_the_store
         assert message.source == SOURCE
         assert message.position == position
         assert message.data.version == event.originator_version
+        # and names the schema it follows
+        assert message.dataschema == schema_id(message.type)
+
+
+@pytest.mark.postgres
+def test_every_published_message_is_valid_against_the_schema_its_dataschema_names(
+    published: Published,
+):
+    # given the published schemas, by $id, with formats checked (date-time, uuid, uri)
+    by_id = {schema["$id"]: schema for schema in all_json_schemas().values()}
+    validators = {
+        schema_ref: jsonschema_rs.validator_for(schema, validate_formats=True)
+        for schema_ref, schema in by_id.items()
+    }
+    # when each message of the workflow is validated by the schema its dataschema names
+    for _, _, raw in published.messages:
+        body = json.loads(raw)
+        # then it is valid
+        validators[body["dataschema"]].validate(body)
 
 
 @pytest.mark.postgres
