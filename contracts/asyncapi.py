@@ -51,6 +51,7 @@ COMPONENT_REF: Final = "#/components/schemas/"
 
 MSG_ID_HEADER: Final = "Nats-Msg-Id"
 EXPECTED_LAST_SEQUENCE_HEADER: Final = "Nats-Expected-Last-Sequence"
+EXPECTED_STREAM_HEADER: Final = "Nats-Expected-Stream"
 RELEASE_HEADER: Final = "Cbcm-Release"
 
 _STORE = "[0-9a-f]{16}"
@@ -77,6 +78,18 @@ _EXPECTED_LAST_SEQUENCE: dict[str, Any] = {
     ),
 }
 
+
+def _expected_stream(stream: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "const": stream,
+        "description": (
+            f"{stream}: the stream the publisher expected to store the message (the NATS "
+            "client sets it; JetStream refuses the message elsewhere). Informational."
+        ),
+    }
+
+
 EVENT_HEADERS: Final[dict[str, Any]] = {
     "type": "object",
     "required": [MSG_ID_HEADER, PREVIOUS_POSITION_HEADER],
@@ -100,6 +113,7 @@ EVENT_HEADERS: Final[dict[str, Any]] = {
             ),
         },
         EXPECTED_LAST_SEQUENCE_HEADER: _EXPECTED_LAST_SEQUENCE,
+        EXPECTED_STREAM_HEADER: _expected_stream(STREAM),
     },
 }
 """Headers of every event message (the relay's, on ``CBCM_EVENTS``)."""
@@ -117,6 +131,7 @@ SHARE_HEADERS: Final[dict[str, Any]] = {
             ),
         },
         EXPECTED_LAST_SEQUENCE_HEADER: _EXPECTED_LAST_SEQUENCE,
+        EXPECTED_STREAM_HEADER: _expected_stream(SHARES_STREAM),
     },
 }
 """Headers of a share (``CBCM_SHARES``)."""
@@ -133,6 +148,7 @@ WITHDRAWN_HEADERS: Final[dict[str, Any]] = {
                 f"<agency> the recipient; {_STORE_ID}. One notice per erasure and recipient."
             ),
         },
+        EXPECTED_STREAM_HEADER: _expected_stream(SHARES_STREAM),
     },
 }
 """Headers of a withdrawal notice (``CBCM_SHARES``)."""
@@ -151,9 +167,16 @@ CHECKPOINT_HEADERS: Final[dict[str, Any]] = {
                 "took first (the signature's hash needs the key)."
             ),
         },
+        EXPECTED_STREAM_HEADER: _expected_stream(AUDIT_STREAM),
     },
 }
 """Headers of a checkpoint (``CBCM_AUDIT``)."""
+
+COSIGNATURE_HEADERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "properties": {EXPECTED_STREAM_HEADER: _expected_stream(AUDIT_STREAM)},
+}
+"""Headers of a cosignature (``CBCM_AUDIT``)."""
 
 RELEASE_HEADERS: Final[dict[str, Any]] = {
     "type": "object",
@@ -212,15 +235,14 @@ def component_schemas() -> dict[str, Any]:
     return dict(sorted(components.items()))
 
 
-def _message(name: str, summary: str, headers: dict[str, Any] | None) -> dict[str, Any]:
+def _message(name: str, summary: str, headers: dict[str, Any]) -> dict[str, Any]:
     message: dict[str, Any] = {
         "name": name,
         "title": name,
         "summary": summary,
         "contentType": "application/json",
+        "headers": headers,
     }
-    if headers is not None:
-        message["headers"] = headers
     message["payload"] = {"$ref": COMPONENT_REF + component_key(name)}
     message["x-cbcm-schema-id"] = schema_id(name)
     return message
@@ -304,12 +326,12 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
         "description": (
             f"Witnesses' cosignatures of checkpoints (issue #15), kept in stream "
             f"{AUDIT_STREAM}: the checkpoint's C2SP signed note with the witness's "
-            "tlog-cosignature line added. No header. Not a CloudEvent."
+            "tlog-cosignature line added. Not a CloudEvent."
         ),
         "messages": {cosignature_key: {"$ref": f"#/components/messages/{cosignature_key}"}},
     }
     messages[cosignature_key] = _message(
-        COSIGNATURE_SCHEMA, "A witness's cosignature of a checkpoint.", None
+        COSIGNATURE_SCHEMA, "A witness's cosignature of a checkpoint.", COSIGNATURE_HEADERS
     )
 
     share_key = component_key(CASE_SHARED)

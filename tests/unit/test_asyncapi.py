@@ -156,14 +156,18 @@ def test_the_documented_header_names_are_those_the_services_send() -> None:
         MSG_ID_HEADER,
         PREVIOUS_POSITION_HEADER,
         EXPECTED_LAST_SEQUENCE_HEADER,
+        "Nats-Expected-Stream",  # nats-py's, for publish(stream=...)
     }
     assert set(event["required"]) == {MSG_ID_HEADER, PREVIOUS_POSITION_HEADER}
     assert "gap" in event["properties"][PREVIOUS_POSITION_HEADER]["description"]
     assert set(messages[component_key(CASE_SHARE_WITHDRAWN)]["headers"]["properties"]) == {
-        MSG_ID_HEADER
+        MSG_ID_HEADER,
+        "Nats-Expected-Stream",
     }
     assert set(messages["stats.release.v1"]["headers"]["properties"]) == {RELEASE_HEADER}
-    assert "headers" not in messages["audit.cosignature.v1"]
+    assert set(messages["audit.cosignature.v1"]["headers"]["properties"]) == {
+        "Nats-Expected-Stream"
+    }
 
 
 STORES = st.text("0123456789abcdef", min_size=16, max_size=16)
