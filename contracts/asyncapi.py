@@ -250,7 +250,7 @@ def _message(name: str, summary: str, headers: dict[str, Any]) -> dict[str, Any]
 
 def _summary(schema: dict[str, Any]) -> str:
     description: str = schema.get("description", "")
-    return description.split("\n")[0]
+    return description.split("\n", maxsplit=1)[0]
 
 
 def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222") -> dict[str, Any]:
@@ -364,7 +364,9 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
         },
     }
     messages[share_key] = _message(
-        CASE_SHARED, "Personal data shared with one agency, sealed to its public key.", SHARE_HEADERS
+        CASE_SHARED,
+        "Personal data shared with one agency, sealed to its public key.",
+        SHARE_HEADERS,
     )
     messages[withdrawn_key] = _message(
         CASE_SHARE_WITHDRAWN,

@@ -21,6 +21,12 @@ from contracts.assistance_referral import (
     AssistanceReferralFollowedUpV1,
     AssistanceReferralMadeV1,
 )
+from contracts.audit import (
+    CHECKPOINT_SCHEMA,
+    COSIGNATURE_SCHEMA,
+    AuditCheckpointV1,
+    AuditCosignatureV1,
+)
 from contracts.case import (
     CaseAssessedV1,
     CaseAssistanceReferredV1,
@@ -37,12 +43,6 @@ from contracts.case import (
     CaseReferredForInvestigationV1,
     CaseReopenedV1,
     CaseTransferredV1,
-)
-from contracts.audit import (
-    CHECKPOINT_SCHEMA,
-    COSIGNATURE_SCHEMA,
-    AuditCheckpointV1,
-    AuditCosignatureV1,
 )
 from contracts.envelope import CloudEvent, EventData, message_type
 from contracts.feedback import (

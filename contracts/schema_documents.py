@@ -72,9 +72,7 @@ def schema_document(generated: dict[str, Any], name: str) -> dict[str, Any]:
     }
     if defs:
         document["$defs"] = defs
-    dangling = {
-        ref for ref in _refs(document) if ref.removeprefix(DEFS_REF) not in defs
-    }
+    dangling = {ref for ref in _refs(document) if ref.removeprefix(DEFS_REF) not in defs}
     if dangling:
         raise ValueError(f"schema {name}: references that do not resolve: {sorted(dangling)}")
     return document

@@ -16,7 +16,6 @@ import random
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -31,6 +30,7 @@ from domain.vocabulary import ErasureReason
 from projections.stats import StatisticsProjection
 from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_log_origin, load_signing_key
+from services.cli.contracts import COMMITTED
 from services.demo.network import COORDINATOR
 from services.demo.walk import AGENCIES, build_demo_network, walk_cases
 from services.nats.server import ConfiguredNats, free_port
@@ -38,7 +38,6 @@ from services.nats.setup import provision_agency_consumers, write_nats_setup
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import open_projection
 from services.relay.sharing import public_key_of
-from services.cli.contracts import COMMITTED
 from tests.integration.test_nats_isolation import (
     DEPLOYED,
     Network,
@@ -231,9 +230,7 @@ async def test_the_node_consumer_validates_every_message_of_its_agency_and_sees_
         assert invalid == [], json.dumps(invalid[:3], indent=1)
 
         # and when a malformed checkpoint reaches the subject (position 0), it is refused
-        async with await nats.connect(
-            network.url, **network.options("audit-checkpoint")
-        ) as forger:
+        async with await nats.connect(network.url, **network.options("audit-checkpoint")) as forger:
             body = json.loads(json.dumps({"store": "0" * 16, "position": 0}))
             await forger.publish(CHECKPOINT_SUBJECT, json.dumps(body).encode())
             await forger.flush()
@@ -258,7 +255,12 @@ async def test_the_node_consumer_validates_every_message_of_its_agency_and_sees_
     for message in messages:
         subject = message["subject"]
         assert subject.startswith(
-            (f"cbcm.v1.evt.{A}.", f"cbcm.v1.share.{A}.", "cbcm.v1.stats.release.", CHECKPOINT_SUBJECT)
+            (
+                f"cbcm.v1.evt.{A}.",
+                f"cbcm.v1.share.{A}.",
+                "cbcm.v1.stats.release.",
+                CHECKPOINT_SUBJECT,
+            )
         ), subject
     kinds = set(summary["bySchema"])
     assert {
@@ -268,5 +270,7 @@ async def test_the_node_consumer_validates_every_message_of_its_agency_and_sees_
         "org.psea.cbcm.stats.release.v1",
         "org.psea.cbcm.audit.checkpoint.v1",
     } <= kinds
-    print(f"node consumer: {summary['valid']} valid, {summary['invalid']} invalid, "
-          f"{len(kinds)} schemas")
+    print(
+        f"node consumer: {summary['valid']} valid, {summary['invalid']} invalid, "
+        f"{len(kinds)} schemas"
+    )

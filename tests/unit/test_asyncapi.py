@@ -115,8 +115,9 @@ def test_every_subject_has_a_channel_and_an_operation() -> None:
         "cbcm.v1.share.{agency}.case.{event}.{case_id}",
     } <= addresses
     assert "stats" not in document["channels"]  # live statistics are never published
-    operated = {op["channel"]["$ref"].removeprefix("#/channels/") for op in
-                document["operations"].values()}
+    operated = {
+        op["channel"]["$ref"].removeprefix("#/channels/") for op in document["operations"].values()
+    }
     assert operated == set(document["channels"])
     assert all(op["action"] == "receive" for op in document["operations"].values())
     release = document["components"]["messages"]["stats.release.v1"]

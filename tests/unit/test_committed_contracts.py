@@ -5,7 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from typer.testing import CliRunner
+
 from services.cli.contracts import COMMITTED, SCHEMAS_DIR, WRITE_COMMAND, contract_files
+from services.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -59,10 +62,6 @@ def test_the_drift_check_sees_a_changed_a_missing_and_a_stale_file(tmp_path: Pat
 
 
 def test_cbcm_contracts_write_makes_exactly_the_generated_tree(tmp_path: Path) -> None:
-    from typer.testing import CliRunner
-
-    from services.cli.main import cli
-
     # given a directory holding a schema no type has any more
     (tmp_path / SCHEMAS_DIR).mkdir()
     (tmp_path / SCHEMAS_DIR / "org.psea.cbcm.gone.v1.schema.json").write_text("{}\n")
