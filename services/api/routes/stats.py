@@ -60,8 +60,9 @@ def statistics_router(
         "/stats/releases/{release}",
         responses={
             200: {
-                "description": "the release version: JSON (schema: `cbcm contracts asyncapi`, "
-                "message StatisticsReleaseV1), CSV or XLSX with an HXL hashtag row",
+                "description": "the release version: JSON (schema "
+                "urn:cbcm:schema:org.psea.cbcm.stats.release.v1, docs/contracts/schemas/), CSV "
+                "or XLSX with an HXL hashtag row",
                 "content": {MEDIA[f]: {} for f in ReleaseFormat if f is not ReleaseFormat.json},
             }
         },
