@@ -52,6 +52,7 @@ from contracts.catalogue import (
     encode_message,
     envelope_of,
     json_schema,
+    schema_id,
 )
 from contracts.envelope import CloudEvent, message_type
 from domain.actors import Actor, Role
@@ -607,7 +608,9 @@ def _message(name: str) -> st.SearchStrategy[CloudEvent[Any]]:
     decodes them."""
 
     def published(message: CloudEvent[Any]) -> CloudEvent[Any]:
-        raw = encode_message(msgspec.structs.replace(message, type=name))
+        raw = encode_message(
+            msgspec.structs.replace(message, type=name, dataschema=schema_id(name))
+        )
         VALIDATORS[name].validate(json.loads(raw))
         return decode_message(raw)
 
