@@ -185,6 +185,9 @@ async def test_the_node_consumer_validates_every_message_of_its_agency_and_sees_
         async with asyncio.timeout(DEADLINE):
             while not any(line.get("ready") for line in consumer.lines):
                 await consumer.next_line()
+        # every published schema compiled by ajv in strict mode
+        [ready] = [line for line in consumer.lines if line.get("ready")]
+        assert ready["schemas"] == len(list((REPO / COMMITTED / "schemas").glob("*.json")))
 
         # when a statistics release and a checkpoint are published while it listens
         stats_db = network.data_dir / "stats-node.sqlite3"

@@ -49,11 +49,16 @@ const contracts = setting('CBCM_CONTRACTS_DIR', new URL('../../contracts', impor
 // ------------------------------------------------------------------ the contracts
 const ajv = new Ajv2020({ strict: true, allErrors: true });
 addFormats(ajv);
+const schemaIds = [];
 for (const file of readdirSync(join(contracts, 'schemas')).sort()) {
   if (file.endsWith('.schema.json')) {
-    ajv.addSchema(JSON.parse(readFileSync(join(contracts, 'schemas', file), 'utf8')));
+    const schema = JSON.parse(readFileSync(join(contracts, 'schemas', file), 'utf8'));
+    ajv.addSchema(schema);
+    schemaIds.push(schema.$id);
   }
 }
+// compiled now, in strict mode: a schema ajv would not take stops the consumer at start
+for (const id of schemaIds) ajv.getSchema(id);
 const asyncapi = JSON.parse(readFileSync(join(contracts, 'asyncapi.json'), 'utf8'));
 const headerValidators = new Map();
 for (const [key, message] of Object.entries(asyncapi.components.messages)) {
@@ -150,7 +155,7 @@ for (const stream of ['CBCM_EVENTS', 'CBCM_SHARES']) {
   })());
 }
 await nc.flush();
-console.log(JSON.stringify({ ready: true, agency }));
+console.log(JSON.stringify({ ready: true, agency, schemas: schemaIds.length }));
 
 async function stop() {
   for (const messages of streams) await messages.close();
