@@ -5,12 +5,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from services.cli.contracts import COMMITTED, SCHEMAS_DIR, WRITE_COMMAND, contract_files
 from services.cli.main import cli
 
 REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def generated() -> dict[str, str]:
+    return contract_files()
 
 
 def drift(directory: Path, generated: dict[str, str]) -> list[str]:
@@ -30,8 +36,8 @@ def drift(directory: Path, generated: dict[str, str]) -> list[str]:
     return problems
 
 
-def test_the_committed_contracts_are_the_generated_ones() -> None:
-    problems = drift(REPO / COMMITTED, contract_files())
+def test_the_committed_contracts_are_the_generated_ones(generated: dict[str, str]) -> None:
+    problems = drift(REPO / COMMITTED, generated)
     assert problems == [], (
         f"{COMMITTED}/ is stale ({'; '.join(problems)}): regenerate it with `{WRITE_COMMAND}` "
         "and commit the result"
@@ -61,7 +67,9 @@ def test_the_drift_check_sees_a_changed_a_missing_and_a_stale_file(tmp_path: Pat
     ]
 
 
-def test_cbcm_contracts_write_makes_exactly_the_generated_tree(tmp_path: Path) -> None:
+def test_cbcm_contracts_write_makes_exactly_the_generated_tree(
+    tmp_path: Path, generated: dict[str, str]
+) -> None:
     # given a directory holding a schema no type has any more
     (tmp_path / SCHEMAS_DIR).mkdir()
     (tmp_path / SCHEMAS_DIR / "org.psea.cbcm.gone.v1.schema.json").write_text("{}\n")
@@ -69,4 +77,4 @@ def test_cbcm_contracts_write_makes_exactly_the_generated_tree(tmp_path: Path) -
     done = CliRunner().invoke(cli, ["contracts", "write", str(tmp_path)])
     # then the tree is the generated one, the stale file removed
     assert done.exit_code == 0, done.output
-    assert drift(tmp_path, contract_files()) == []
+    assert drift(tmp_path, generated) == []
