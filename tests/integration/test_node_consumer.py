@@ -151,9 +151,12 @@ class Consumer:
         return line
 
     async def until(self, done: Any, what: str) -> None:
-        async with asyncio.timeout(DEADLINE):
-            while not done(self.messages()):
-                await self.next_line()
+        try:
+            async with asyncio.timeout(DEADLINE):
+                while not done(self.messages()):
+                    await self.next_line()
+        except TimeoutError:
+            raise AssertionError(f"the Node consumer did not report {what}") from None
 
     def messages(self) -> list[dict[str, Any]]:
         return [line for line in self.lines if "subject" in line]
@@ -229,13 +232,15 @@ async def test_the_node_consumer_validates_every_message_of_its_agency_and_sees_
             )
 
         await consumer.until(complete, "every message of A")
+        sources = [m["source"] for m in consumer.messages()]
+        assert (sources.count(STREAM), sources.count(SHARES_STREAM)) == (events, shares)
         invalid = [m for m in consumer.messages() if not m["valid"]]
         assert invalid == [], json.dumps(invalid[:3], indent=1)
 
         # and when a malformed checkpoint reaches the subject (position 0), it is refused
         async with await nats.connect(network.url, **network.options("audit-checkpoint")) as forger:
-            body = json.loads(json.dumps({"store": "0" * 16, "position": 0}))
-            await forger.publish(CHECKPOINT_SUBJECT, json.dumps(body).encode())
+            forged = {"store": "0" * 16, "position": 0}
+            await forger.publish(CHECKPOINT_SUBJECT, json.dumps(forged).encode())
             await forger.flush()
         await consumer.until(lambda seen: any(not m["valid"] for m in seen), "the refusal")
     finally:
