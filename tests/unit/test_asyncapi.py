@@ -7,9 +7,11 @@ import json
 import re
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from contracts import asyncapi
 from contracts.asyncapi import (
     CHECKPOINT_MSG_ID_PATTERN,
     EVENT_MSG_ID_PATTERN,
@@ -23,6 +25,7 @@ from contracts.asyncapi import (
 from contracts.audit import checkpoint_msg_id
 from contracts.catalogue import DOCUMENT_TYPES, MESSAGE_TYPES, all_json_schemas
 from contracts.envelope import parse_message_type
+from contracts.schema_documents import schema_document
 from contracts.shares import CASE_SHARE_WITHDRAWN, CASE_SHARED
 from contracts.subjects import (
     PREVIOUS_POSITION_HEADER,
@@ -201,3 +204,30 @@ def test_a_checkpoint_id_has_the_four_documented_parts(
     value = checkpoint_msg_id(store, position, link, signature)
     assert len(value.split(":")) == 4
     assert _kinds_matching(value) == {"checkpoint"}
+
+
+def test_two_schemas_defining_one_name_differently_are_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given two published documents whose definitions of "ActorRef" differ (two Structs of
+    # one name in two modules), which components/schemas would silently merge
+    first = {"$schema": "s", "$id": "a", "type": "object", "properties": {},
+             "$defs": {"ActorRef": {"type": "object"}}}  # fmt: skip
+    second = {**first, "$id": "b", "$defs": {"ActorRef": {"type": "string"}}}
+    monkeypatch.setattr(
+        asyncapi,
+        "all_json_schemas",
+        lambda: {"org.psea.cbcm.a.v1": first, "org.psea.cbcm.b.v1": second},
+    )
+    # when the components are made, then it fails naming the definition
+    with pytest.raises(ValueError, match="ActorRef is defined twice"):
+        asyncapi.component_schemas()
+
+
+def test_a_schema_whose_reference_would_not_resolve_is_refused() -> None:
+    generated = {
+        "$ref": "#/$defs/Root",
+        "$defs": {"Root": {"type": "object", "properties": {"x": {"$ref": "#/$defs/Gone"}}}},
+    }
+    with pytest.raises(ValueError, match="Gone"):
+        schema_document(generated, "org.psea.cbcm.root.v1")
