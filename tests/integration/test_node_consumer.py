@@ -1,5 +1,6 @@
 """The Node.js consumer example (``docs/examples/node-consumer/``, issue #19) keeps working:
-installed by ``npm ci`` from its committed lock (the ``nats`` and ``ajv`` npm packages), it
+installed by ``npm ci`` from its committed lock (the ``nats``, ``cloudevents`` and ``ajv``
+npm packages), it
 connects to a real nats-server running the committed ``deploy/nats/cbcm.conf`` with agency
 A's credentials, reads A's events and shares through A's provisioned consumers, the statistics
 releases and the checkpoints, and validates each (ajv strict) against ``docs/contracts/``. The

@@ -5,10 +5,11 @@
 //   - its shares:  durable pull consumer agency-<code> on stream CBCM_SHARES (sealed),
 //   - statistics releases: cbcm.v1.stats.release.> (core NATS),
 //   - audit checkpoints:   cbcm.v1.audit.checkpoint (core NATS),
-// and validates each message against the published contracts: the body with ajv (strict
-// mode, JSON Schema 2020-12, formats checked) against the schema its CloudEvents `dataschema`
-// names (or, for bodies that are not CloudEvents, the schema of its subject), the headers
-// against the AsyncAPI document's, refusing any header the document does not name.
+// and validates each message against the published contracts: a CloudEvent by the CloudEvents
+// SDK (the `cloudevents` package, strict), the body with ajv (strict mode, JSON Schema
+// 2020-12, formats checked) against the schema its `dataschema` names (or, for bodies that
+// are not CloudEvents, the schema of its subject), the headers against the AsyncAPI
+// document's, refusing any header the document does not name.
 //
 // One JSON line per message on stdout; on SIGINT/SIGTERM a summary line, then exit 0.
 //
@@ -23,6 +24,7 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { connect, nkeyAuthenticator, StringCodec } from 'nats';
+import { CloudEvent } from 'cloudevents';
 import Ajv2020 from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 
@@ -96,6 +98,13 @@ function check(subject, msgHeaders, data, source) {
     body = JSON.parse(codec.decode(data));
   } catch (e) {
     errors.push(`not JSON: ${e.message}`);
+  }
+  if (body?.specversion !== undefined) {
+    try {
+      new CloudEvent(body); // throws on an attribute the CloudEvents spec does not allow
+    } catch (e) {
+      errors.push(`CloudEvents: ${e.message} ${JSON.stringify(e.errors ?? [])}`);
+    }
   }
   const name = schemaNameOf(subject, body);
   const validate = name && ajv.getSchema(SCHEMA_PREFIX + name);
