@@ -398,6 +398,7 @@ def test_every_published_schema_has_an_id_and_only_references_it_holds():
         # (resolved alike whether a tool honours $id or not)
         assert schema["$id"] == schema_id(name) == f"urn:cbcm:schema:{name}"
         assert schema["$schema"] == "https://json-schema.org/draft/2020-12/schema"
+        jsonschema_rs.meta.validate(schema)  # a valid draft 2020-12 schema
         assert schema["type"] == "object" and schema["properties"], name
         for ref in _refs(schema):
             assert ref.startswith("#/$defs/"), (name, ref)
