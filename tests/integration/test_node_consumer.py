@@ -16,6 +16,7 @@ import os
 import random
 import signal
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -51,39 +52,49 @@ from tests.unit.test_statistics_releases import CASES
 
 EXAMPLE = REPO / "docs" / "examples" / "node-consumer"
 CODES = [a.code for a in AGENCIES]
-A = "unicef"
 START = datetime(2025, 9, 1, tzinfo=UTC)
 DEADLINE = 60.0
 
 
-async def _subject_counts(network: Network) -> tuple[int, int]:
-    """How many messages of A the events and the shares streams hold (as the relay reads)."""
+@dataclass(frozen=True)
+class Agency:
+    """The network, and the agency A whose consumer the example runs as."""
+
+    network: Network
+    code: str
+
+
+async def _subject_counts(network: Network, agency: str) -> tuple[int, int]:
+    """How many messages of ``agency`` the events and the shares streams hold."""
     async with await nats.connect(network.url, **network.options("relay")) as nc:
         js = nc.jetstream()
-        events = await js.stream_info(STREAM, subjects_filter=f"cbcm.v1.evt.{A}.>")
-        shares = await js.stream_info(SHARES_STREAM, subjects_filter=f"cbcm.v1.share.{A}.>")
+        events = await js.stream_info(STREAM, subjects_filter=f"cbcm.v1.evt.{agency}.>")
+        shares = await js.stream_info(SHARES_STREAM, subjects_filter=f"cbcm.v1.share.{agency}.>")
         return (
             sum((events.state.subjects or {}).values()),
             sum((shares.state.subjects or {}).values()),
         )
 
 
-async def _shared_case(network: Network) -> str:
-    """A case of which something was shared with A."""
+async def _most_shared(network: Network) -> tuple[str, str]:
+    """The agency with which the most cases were shared, and one of those cases."""
     async with await nats.connect(network.url, **network.options("relay")) as nc:
-        info = await nc.jetstream().stream_info(
-            SHARES_STREAM, subjects_filter=f"cbcm.v1.share.{A}.>"
-        )
-        subjects = sorted(info.state.subjects or {})
-    assert subjects, "the demo workload shared nothing with A"
-    return subjects[0].split(".")[-1]
+        info = await nc.jetstream().stream_info(SHARES_STREAM, subjects_filter="cbcm.v1.share.>")
+    cases: dict[str, set[str]] = {}
+    for subject in info.state.subjects or {}:
+        tokens = subject.split(".")
+        cases.setdefault(tokens[3], set()).add(tokens[-1])
+    # two cases at least: one to erase (its shares withdrawn), one whose shares stay
+    agency = max(sorted(cases), key=lambda code: len(cases[code]), default=None)
+    assert agency is not None and len(cases[agency]) >= 2, cases
+    return agency, min(cases[agency])
 
 
 @pytest.fixture(scope="module")
-def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
-    """The committed configuration running; the demo network with A's share key registered,
-    cases walked, one case shared with A then erased, all published by the relay; every
-    agency's consumers provisioned."""
+def agency(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agency]:
+    """The committed configuration running; the demo network with every agency's share key
+    registered, cases walked, one case shared with A then erased, all published by the
+    relay; every agency's consumers provisioned."""
     tmp = tmp_path_factory.mktemp("node-consumer")
     port = free_port()
     setup = write_nats_setup(tmp / "bus", CODES, port=port)
@@ -99,18 +110,19 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         app = net.app()
         try:
             build_demo_network(app, START)
-            app.register_agency_share_key(
-                actor=COORDINATOR,
-                agency=A,
-                public_key=public_key_of(PrivateKey.generate()),
-                at=START + timedelta(hours=3),
-            )
+            for i, code in enumerate(CODES):
+                app.register_agency_share_key(
+                    actor=COORDINATOR,
+                    agency=code,
+                    public_key=public_key_of(PrivateKey.generate()),
+                    at=START + timedelta(hours=3, minutes=i),
+                )
             walk_cases(app, 20, random.Random(19), START + timedelta(hours=4))
             net.last_position = last_published(app)
         finally:
             app.close()
         asyncio.run(relay_until_published(net, nothing))
-        case_id = asyncio.run(_shared_case(net))
+        code, case_id = asyncio.run(_most_shared(net))
         app = net.app()
         try:
             app.erase_personal_data(
@@ -128,7 +140,7 @@ def network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
         # the witnesses' consumers wait for CBCM_AUDIT (the first checkpoint): not read here
         missing = [p for p in done if p.stream in (STREAM, SHARES_STREAM) and not p.ready]
         assert missing == []
-        yield net
+        yield Agency(net, code)
     finally:
         server.stop()
 
@@ -164,11 +176,12 @@ class Consumer:
 
 
 async def test_the_node_consumer_validates_every_message_of_its_agency_and_sees_no_other(
-    network: Network,
+    agency: Agency,
 ) -> None:
+    network, A = agency.network, agency.code
     script = installed(EXAMPLE) / "consumer.mjs"
     node, _ = node_and_npm()
-    events, shares = await _subject_counts(network)
+    events, shares = await _subject_counts(network, A)
     assert events > 0 and shares > 1  # a share and its withdrawal notice at least
     environment = {
         **os.environ,
@@ -280,6 +293,6 @@ async def test_the_node_consumer_validates_every_message_of_its_agency_and_sees_
         "org.psea.cbcm.audit.checkpoint.v1",
     } <= kinds
     print(
-        f"node consumer: {summary['valid']} valid, {summary['invalid']} invalid, "
+        f"node consumer ({A}): {summary['valid']} valid, {summary['invalid']} invalid, "
         f"{len(kinds)} schemas"
     )
