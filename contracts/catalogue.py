@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 
+from contracts import audit, schema_documents, shares, statistics
 from contracts.assistance_referral import (
     AssistanceReferralAcceptedV1,
     AssistanceReferralDeclinedByProviderV1,
@@ -20,12 +21,6 @@ from contracts.assistance_referral import (
     AssistanceReferralDeliveredV1,
     AssistanceReferralFollowedUpV1,
     AssistanceReferralMadeV1,
-)
-from contracts.audit import (
-    CHECKPOINT_SCHEMA,
-    COSIGNATURE_SCHEMA,
-    AuditCheckpointV1,
-    AuditCosignatureV1,
 )
 from contracts.case import (
     CaseAssessedV1,
@@ -87,9 +82,7 @@ from contracts.prevention import (
     WorkPlanOpenedV1,
     WorkPlanProgressReportedV1,
 )
-from contracts.schema_documents import JSON_SCHEMA_DIALECT, schema_document, schema_id
-from contracts.shares import SHARE_TYPES, SHARED_FIELDS_SCHEMA, SharedFieldsV1
-from contracts.statistics import RELEASE_SCHEMA, StatisticsReleaseV1
+from contracts.shares import SHARE_TYPES
 
 MESSAGE_TYPES: dict[str, type[EventData]] = {
     message_type("case", "received"): CaseReceivedV1,
@@ -169,14 +162,18 @@ SCHEMA_TYPES: dict[str, type[EventData]] = {**MESSAGE_TYPES, **SHARE_TYPES}
 ``contracts.shares.SHARE_TYPES`` (stream ``CBCM_SHARES``), which are not events."""
 
 DOCUMENT_TYPES: dict[str, type[msgspec.Struct]] = {
-    RELEASE_SCHEMA: StatisticsReleaseV1,
-    CHECKPOINT_SCHEMA: AuditCheckpointV1,
-    COSIGNATURE_SCHEMA: AuditCosignatureV1,
-    SHARED_FIELDS_SCHEMA: SharedFieldsV1,
+    statistics.RELEASE_SCHEMA: statistics.StatisticsReleaseV1,
+    audit.CHECKPOINT_SCHEMA: audit.AuditCheckpointV1,
+    audit.COSIGNATURE_SCHEMA: audit.AuditCosignatureV1,
+    shares.SHARED_FIELDS_SCHEMA: shares.SharedFieldsV1,
 }
 """Published JSON Schemas of what is not a CloudEvent: the bodies sent as they are on
 ``cbcm.v1.stats.release.<period>``, ``cbcm.v1.audit.checkpoint`` and
 ``cbcm.v1.audit.cosignature``, and the plaintext inside a share's sealed box."""
+
+JSON_SCHEMA_DIALECT = schema_documents.JSON_SCHEMA_DIALECT
+schema_id = schema_documents.schema_id
+schema_document = schema_documents.schema_document
 
 __all__ = [
     "DOCUMENT_TYPES",
