@@ -7,7 +7,9 @@ personal data shared with it (sealed), the anonymised statistics and the audit c
 
 The schemas are those of ``contracts.catalogue.all_json_schemas``, moved into
 ``components/schemas``: each document's root under its name without ``org.psea.cbcm.``
-(``case.received.v1``), each of its ``$defs`` under the Struct's name (``ActorRef``), every
+(``case.received.v1``; the bodies that are not CloudEvents under their earlier keys,
+``statisticsRelease``, ``auditCheckpoint``, ``auditCosignature``, ``sharedFields``), each of
+its ``$defs`` under the Struct's name (``ActorRef``), every
 ``$ref`` rewritten to ``#/components/schemas/<name>``. No schema in the document carries an
 ``$id``: a reference then means the same to a tool that honours ``$id`` (JSON Schema) and to
 one that ignores it (the AsyncAPI parser and CLI resolve against the document). The
@@ -192,9 +194,22 @@ RELEASE_HEADERS: Final[dict[str, Any]] = {
 """Headers of a statistics release (core NATS, not kept by a stream)."""
 
 
+DOCUMENT_KEYS: Final[dict[str, tuple[str, str]]] = {
+    RELEASE_SCHEMA: ("statisticsRelease", "StatisticsReleaseV1"),
+    CHECKPOINT_SCHEMA: ("auditCheckpoint", "AuditCheckpointV1"),
+    COSIGNATURE_SCHEMA: ("auditCosignature", "AuditCosignatureV1"),
+    SHARED_FIELDS_SCHEMA: ("sharedFields", "SharedFieldsV1"),
+}
+"""The bodies that are not CloudEvents: their component key and message name, as earlier
+versions of this document named them (tools may refer to them)."""
+
+
 def component_key(name: str) -> str:
-    """The component key of a published schema or message: its name without the type prefix
-    (AsyncAPI keys allow letters, digits, ``.``, ``_`` and ``-``)."""
+    """The component key of a published schema or message: a CloudEvent's type without its
+    prefix (AsyncAPI keys allow letters, digits, ``.``, ``_`` and ``-``), or the key of
+    ``DOCUMENT_KEYS``."""
+    if name in DOCUMENT_KEYS:
+        return DOCUMENT_KEYS[name][0]
     return name.removeprefix(f"{TYPE_PREFIX}.")
 
 
@@ -236,9 +251,10 @@ def component_schemas() -> dict[str, Any]:
 
 
 def _message(name: str, summary: str, headers: dict[str, Any]) -> dict[str, Any]:
+    title = DOCUMENT_KEYS[name][1] if name in DOCUMENT_KEYS else name
     message: dict[str, Any] = {
-        "name": name,
-        "title": name,
+        "name": title,
+        "title": title,
         "summary": summary,
         "contentType": "application/json",
         "headers": headers,

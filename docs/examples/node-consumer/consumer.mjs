@@ -28,7 +28,6 @@ import { CloudEvent } from 'cloudevents';
 import Ajv2020 from 'ajv/dist/2020.js';
 import addFormats from 'ajv-formats';
 
-const TYPE_PREFIX = 'org.psea.cbcm.';
 const SCHEMA_PREFIX = 'urn:cbcm:schema:';
 const SUBJECT_SCHEMAS = [
   // bodies sent as they are, not in a CloudEvents envelope: the schema follows the subject
@@ -62,10 +61,10 @@ for (const file of readdirSync(join(contracts, 'schemas')).sort()) {
 // compiled now, in strict mode: a schema ajv would not take stops the consumer at start
 for (const id of schemaIds) ajv.getSchema(id);
 const asyncapi = JSON.parse(readFileSync(join(contracts, 'asyncapi.json'), 'utf8'));
-const headerValidators = new Map();
-for (const [key, message] of Object.entries(asyncapi.components.messages)) {
+const headerValidators = new Map(); // by the $id of the message's schema
+for (const message of Object.values(asyncapi.components.messages)) {
   const schema = message.headers ?? { type: 'object', properties: {} };
-  headerValidators.set(key, {
+  headerValidators.set(message['x-cbcm-schema-id'], {
     names: new Set(Object.keys(schema.properties ?? {})),
     validate: ajv.compile(schema),
   });
@@ -114,7 +113,7 @@ function check(subject, msgHeaders, data, source) {
   }
   const headers = {};
   for (const key of msgHeaders?.keys() ?? []) headers[key] = msgHeaders.get(key);
-  const documented = name && headerValidators.get(name.slice(TYPE_PREFIX.length));
+  const documented = name && headerValidators.get(SCHEMA_PREFIX + name);
   if (documented) {
     for (const key of Object.keys(headers)) {
       if (!documented.names.has(key)) errors.push(`header ${key} is not in the AsyncAPI document`);
