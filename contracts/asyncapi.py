@@ -9,11 +9,11 @@ The schemas are those of ``contracts.catalogue.all_json_schemas``, moved into
 ``components/schemas``: each document's root under its name without ``org.psea.cbcm.``
 (``case.received.v1``; the bodies that are not CloudEvents under their earlier keys,
 ``statisticsRelease``, ``auditCheckpoint``, ``auditCosignature``, ``sharedFields``), each of
-its ``$defs`` under the Struct's name (``ActorRef``), every
-``$ref`` rewritten to ``#/components/schemas/<name>``. No schema in the document carries an
-``$id``: a reference then means the same to a tool that honours ``$id`` (JSON Schema) and to
-one that ignores it (the AsyncAPI parser and CLI resolve against the document). The
-standalone files keep their ``$id``; each message names it in ``x-cbcm-schema-id``.
+its ``$defs`` under the Struct's name (``ActorRef``), every ``$ref`` rewritten to
+``#/components/schemas/<name>``. No schema in the document carries an ``$id``: a reference
+then means the same to a tool that honours ``$id`` (JSON Schema) and to one that ignores it
+(the AsyncAPI parser and CLI resolve against the document). The standalone files keep their
+``$id``; each message names it in ``x-cbcm-schema-id`` (ADR 16).
 """
 
 from __future__ import annotations
