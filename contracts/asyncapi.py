@@ -13,7 +13,7 @@ its ``$defs`` under the Struct's name (``ActorRef``), every ``$ref`` rewritten t
 ``#/components/schemas/<name>``. No schema in the document carries an ``$id``: a reference
 then means the same to a tool that honours ``$id`` (JSON Schema) and to one that ignores it
 (the AsyncAPI parser and CLI resolve against the document). The standalone files keep their
-``$id``; each message names it in ``x-cbcm-schema-id`` (ADR 16).
+``$id``; each message names it in ``x-cbcm-schema-id`` (ADR 19).
 """
 
 from __future__ import annotations
