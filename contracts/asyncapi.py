@@ -26,6 +26,8 @@ from contracts.audit import (
     CHECKPOINT_SCHEMA,
     COSIGNATURE_SCHEMA,
     COSIGNATURE_SUBJECT,
+    ERASURE_NOTICE_SCHEMA,
+    ERASURE_NOTICE_SUBJECT,
 )
 from contracts.catalogue import MESSAGE_TYPES, all_json_schemas
 from contracts.envelope import TYPE_PREFIX, parse_message_type
@@ -178,7 +180,27 @@ COSIGNATURE_HEADERS: Final[dict[str, Any]] = {
     "type": "object",
     "properties": {EXPECTED_STREAM_HEADER: _expected_stream(AUDIT_STREAM)},
 }
-"""Headers of a cosignature (``CBCM_AUDIT``)."""
+"""Headers of a cosignature (``CBCM_AUDIT``): the network's witness publishes into the stream,
+an agency's on core NATS from its own account (no header)."""
+
+ERASURE_MSG_ID_PATTERN: Final = f"^{_STORE}:erasure:{_POSITION}:[^:]+:[^:]+$"
+
+ERASURE_HEADERS: Final[dict[str, Any]] = {
+    "type": "object",
+    "required": [MSG_ID_HEADER],
+    "properties": {
+        MSG_ID_HEADER: {
+            "type": "string",
+            "pattern": ERASURE_MSG_ID_PATTERN,
+            "description": (
+                "<store-id>:erasure:<position>:<scope>:<subject>, the position that of the "
+                f"erasure event; {_STORE_ID}. One notice per erasure."
+            ),
+        },
+        EXPECTED_STREAM_HEADER: _expected_stream(AUDIT_STREAM),
+    },
+}
+"""Headers of an erasure notice (``CBCM_AUDIT``)."""
 
 RELEASE_HEADERS: Final[dict[str, Any]] = {
     "type": "object",
@@ -198,6 +220,7 @@ DOCUMENT_KEYS: Final[dict[str, tuple[str, str]]] = {
     RELEASE_SCHEMA: ("statisticsRelease", "StatisticsReleaseV1"),
     CHECKPOINT_SCHEMA: ("auditCheckpoint", "AuditCheckpointV1"),
     COSIGNATURE_SCHEMA: ("auditCosignature", "AuditCosignatureV1"),
+    ERASURE_NOTICE_SCHEMA: ("auditErasure", "AuditErasureNoticeV1"),
     SHARED_FIELDS_SCHEMA: ("sharedFields", "SharedFieldsV1"),
 }
 """The bodies that are not CloudEvents: their component key and message name, as earlier
@@ -337,17 +360,48 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
     )
 
     cosignature_key = component_key(COSIGNATURE_SCHEMA)
+    cosignature_ref = {cosignature_key: {"$ref": f"#/components/messages/{cosignature_key}"}}
     channels["auditCosignature"] = {
+        "address": f"{COSIGNATURE_SUBJECT}.{{witness}}",
+        "description": (
+            f"Agencies' witnesses' cosignatures (C2SP tlog-cosignature) of the log's "
+            f"checkpoints (issue #15), each agency's from its own account on its own subject, "
+            f"kept in stream {AUDIT_STREAM}: the checkpoint's signed note with the witness's "
+            "cosignature line added. Count one only after checking it against the witness's "
+            "key. Not a CloudEvent."
+        ),
+        "parameters": {"witness": {"description": "the agency whose witness cosigned"}},
+        "messages": cosignature_ref,
+    }
+    channels["auditNetworkCosignature"] = {
         "address": COSIGNATURE_SUBJECT,
         "description": (
-            f"Witnesses' cosignatures of checkpoints (issue #15), kept in stream "
-            f"{AUDIT_STREAM}: the checkpoint's C2SP signed note with the witness's "
-            "tlog-cosignature line added. Not a CloudEvent."
+            f"The network's own witness's cosignatures, kept in stream {AUDIT_STREAM}. Not a "
+            "CloudEvent."
         ),
-        "messages": {cosignature_key: {"$ref": f"#/components/messages/{cosignature_key}"}},
+        "messages": cosignature_ref,
     }
     messages[cosignature_key] = _message(
-        COSIGNATURE_SCHEMA, "A witness's cosignature of a checkpoint.", COSIGNATURE_HEADERS
+        COSIGNATURE_SCHEMA,
+        "A checkpoint's signed note with one witness's cosignature line.",
+        COSIGNATURE_HEADERS,
+    )
+
+    erasure_key = component_key(ERASURE_NOTICE_SCHEMA)
+    channels["auditErasure"] = {
+        "address": ERASURE_NOTICE_SUBJECT,
+        "description": (
+            f"Each erasure the checkpoint publisher signed over, as ids, kept in {AUDIT_STREAM}: "
+            "a host restored from older copies learns them back (cbcm audit learn-erasures). "
+            "MACed with the network's writer key: only the network's own processes can check "
+            "it. Not a CloudEvent."
+        ),
+        "messages": {erasure_key: {"$ref": f"#/components/messages/{erasure_key}"}},
+    }
+    messages[erasure_key] = _message(
+        ERASURE_NOTICE_SCHEMA,
+        "An erasure of one subject's data in one record (ids only).",
+        ERASURE_HEADERS,
     )
 
     share_key = component_key(CASE_SHARED)
@@ -411,7 +465,17 @@ def asyncapi_document(*, version: str = "1", server_url: str = "127.0.0.1:14222"
     operations["receive.auditCosignature"] = {
         "action": "receive",
         "channel": {"$ref": "#/channels/auditCosignature"},
-        "summary": f"Consume cosignatures from {AUDIT_STREAM}.",
+        "summary": f"Consume agencies' witnesses' cosignatures from {AUDIT_STREAM}.",
+    }
+    operations["receive.auditNetworkCosignature"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/auditNetworkCosignature"},
+        "summary": f"Consume the network's witness's cosignatures from {AUDIT_STREAM}.",
+    }
+    operations["receive.auditErasure"] = {
+        "action": "receive",
+        "channel": {"$ref": "#/channels/auditErasure"},
+        "summary": f"Consume erasure notices from {AUDIT_STREAM} (the network's own hosts).",
     }
     return {
         "asyncapi": ASYNCAPI_VERSION,

@@ -33,6 +33,7 @@ __all__ = [
     "CHECKPOINT_SUBJECT",
     "COSIGNATURE_SCHEMA",
     "COSIGNATURE_SUBJECT",
+    "ERASURE_NOTICE_SCHEMA",
     "ERASURE_NOTICE_SUBJECT",
     "SIGNING_CONTEXT",
     "AuditCheckpointV1",
@@ -48,6 +49,7 @@ __all__ = [
     "encode_checkpoint",
     "encode_cosignature",
     "encode_erasure_notice",
+    "erasure_notice_json_schema",
     "rfc3339_utc",
     "signing_payload",
 ]
@@ -66,6 +68,9 @@ CHECKPOINT_SCHEMA: Final = "org.psea.cbcm.audit.checkpoint.v1"
 
 COSIGNATURE_SCHEMA: Final = "org.psea.cbcm.audit.cosignature.v1"
 """The name of a cosignature's JSON Schema."""
+
+ERASURE_NOTICE_SCHEMA: Final = "org.psea.cbcm.audit.erasure_notice.v1"
+"""The name of an erasure notice's JSON Schema."""
 
 SIGNING_CONTEXT: Final = b"cbcm.audit.checkpoint.v1"
 """First line of every signed payload: a signature over it means nothing anywhere else."""
@@ -289,3 +294,8 @@ def checkpoint_json_schema() -> dict[str, Any]:
 def cosignature_json_schema() -> dict[str, Any]:
     """The published JSON Schema of :class:`AuditCosignatureV1`."""
     return struct_schema(AuditCosignatureV1, COSIGNATURE_SCHEMA)
+
+
+def erasure_notice_json_schema() -> dict[str, Any]:
+    """The published JSON Schema of :class:`AuditErasureNoticeV1`."""
+    return struct_schema(AuditErasureNoticeV1, ERASURE_NOTICE_SCHEMA)

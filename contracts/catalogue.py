@@ -165,11 +165,13 @@ DOCUMENT_TYPES: dict[str, type[msgspec.Struct]] = {
     statistics.RELEASE_SCHEMA: statistics.StatisticsReleaseV1,
     audit.CHECKPOINT_SCHEMA: audit.AuditCheckpointV1,
     audit.COSIGNATURE_SCHEMA: audit.AuditCosignatureV1,
+    audit.ERASURE_NOTICE_SCHEMA: audit.AuditErasureNoticeV1,
     shares.SHARED_FIELDS_SCHEMA: shares.SharedFieldsV1,
 }
 """Published JSON Schemas of what is not a CloudEvent: the bodies sent as they are on
-``cbcm.v1.stats.release.<period>``, ``cbcm.v1.audit.checkpoint`` and
-``cbcm.v1.audit.cosignature``, and the plaintext inside a share's sealed box."""
+``cbcm.v1.stats.release.<period>``, ``cbcm.v1.audit.checkpoint``,
+``cbcm.v1.audit.cosignature[.<agency>]`` and ``cbcm.v1.audit.erasure``, and the plaintext
+inside a share's sealed box."""
 
 JSON_SCHEMA_DIALECT = schema_documents.JSON_SCHEMA_DIALECT
 schema_id = schema_documents.schema_id

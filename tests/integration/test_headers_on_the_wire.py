@@ -24,6 +24,8 @@ from contracts.audit import (
     CHECKPOINT_SUBJECT,
     COSIGNATURE_SCHEMA,
     COSIGNATURE_SUBJECT,
+    ERASURE_NOTICE_SCHEMA,
+    ERASURE_NOTICE_SUBJECT,
 )
 from contracts.catalogue import all_json_schemas
 from contracts.subjects import STREAM
@@ -38,7 +40,11 @@ from services.settings import Settings
 from tests.integration.test_relay import wait_until
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
-BY_SUBJECT = {CHECKPOINT_SUBJECT: CHECKPOINT_SCHEMA, COSIGNATURE_SUBJECT: COSIGNATURE_SCHEMA}
+BY_SUBJECT = {
+    CHECKPOINT_SUBJECT: CHECKPOINT_SCHEMA,
+    COSIGNATURE_SUBJECT: COSIGNATURE_SCHEMA,
+    ERASURE_NOTICE_SUBJECT: ERASURE_NOTICE_SCHEMA,
+}
 
 
 def strict_headers() -> dict[str, Any]:

@@ -123,6 +123,8 @@ def test_every_subject_has_a_channel_and_an_operation() -> None:
         "cbcm.v1.stats.release.{period}",
         "cbcm.v1.audit.checkpoint",
         "cbcm.v1.audit.cosignature",
+        "cbcm.v1.audit.cosignature.{witness}",
+        "cbcm.v1.audit.erasure",
         "cbcm.v1.share.{agency}.case.{event}.{case_id}",
     } <= addresses
     assert "stats" not in document["channels"]  # live statistics are never published

@@ -389,6 +389,7 @@ def test_every_published_schema_has_an_id_and_only_references_it_holds():
         "org.psea.cbcm.stats.release.v1",
         "org.psea.cbcm.audit.checkpoint.v1",
         "org.psea.cbcm.audit.cosignature.v1",
+        "org.psea.cbcm.audit.erasure_notice.v1",
         "org.psea.cbcm.case.shared_fields.v1",
         "org.psea.cbcm.case.share_withdrawn.v1",
         "org.psea.cbcm.case.shared.v1",
