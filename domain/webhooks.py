@@ -104,6 +104,18 @@ def _loopback(host: str) -> bool:
         return False
 
 
+def _internal(host: str) -> bool:
+    """A literal address that is not on the public internet (the deliverer refuses those
+    whatever name leads to them; a literal one is refused at once)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or host.endswith((".localhost", ".internal", ".local"))
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not address.is_global
+
+
 def check_url(url: str) -> str:
     """``url`` if events may be sent there: ``https://`` with a host, or ``http://`` on the
     loopback interface only (a receiver on the same machine, as in development). No user
@@ -120,6 +132,11 @@ def check_url(url: str) -> str:
         raise InvalidCommand("a webhook URL needs a host")
     if parts.username is not None or parts.password is not None or parts.fragment:
         raise InvalidCommand("a webhook URL carries no user name, password or fragment")
+    if parts.scheme == "https" and _internal(host):
+        raise InvalidCommand(
+            "a webhook URL names a host on the public internet, not a private, loopback or "
+            "link-local address"
+        )
     if parts.scheme == "https" or (parts.scheme == "http" and _loopback(host)):
         return url
     raise InvalidCommand("a webhook URL is https:// (http:// only on the loopback interface)")

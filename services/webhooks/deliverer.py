@@ -34,11 +34,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 from uuid import UUID
 
 import httpx
@@ -94,6 +97,32 @@ _REGISTRY_TROUBLE: tuple[type[BaseException], ...] = (*_STORE_TROUBLE, DomainErr
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
+
+
+async def refused_address(url: str) -> str | None:
+    """``AddressNotAllowed`` when an ``https://`` endpoint's host resolves to an address that
+    is not on the public internet (loopback, private, link-local such as a cloud's metadata
+    service, reserved, IPv4 mapped into IPv6): the deliverer must not be pointed at the
+    network's own services (attack review of #19). ``http://`` is allowed on the loopback
+    interface only, by the registration's rule, for a receiver on the same machine. The name
+    is resolved again by the HTTP client: a name that changes its answer in between (DNS
+    rebinding) is not caught here."""
+    parts = urlsplit(url)
+    if parts.scheme != "https" or not parts.hostname:
+        return None
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(
+            parts.hostname, parts.port or 443, type=socket.SOCK_STREAM
+        )
+    except OSError:
+        return None  # the client says why it cannot connect
+    for *_, sockaddr in found:
+        address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
+        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+            address = address.ipv4_mapped
+        if not address.is_global:
+            return "AddressNotAllowed"
+    return None
 
 
 @dataclass(frozen=True)
@@ -439,14 +468,15 @@ class Deliverer:
         )
         started = time.perf_counter()
         status: int | None = None
-        error: str | None = None
+        error: str | None = await refused_address(endpoint.url)
         try:
             # the status is all we need: the answer's body is never read (a receiver could
             # send an endless one)
-            async with self._client.stream(
-                "POST", endpoint.url, content=item.body, headers=headers
-            ) as answer:
-                status = answer.status_code
+            if error is None:
+                async with self._client.stream(
+                    "POST", endpoint.url, content=item.body, headers=headers
+                ) as answer:
+                    status = answer.status_code
         except httpx.HTTPError as e:
             error = type(e).__name__
         seconds = time.perf_counter() - started

@@ -23,11 +23,12 @@ from domain.webhooks import (
     DisableReason,
     WebhookEndpoint,
     WebhookRegistry,
+    check_url,
     webhook_endpoint_id,
 )
 from services.application.webhooks import AGENCY_EVENT_TYPES, check_event_types
 from services.nats.config import agency_nats_user
-from services.webhooks.deliverer import DeliveryPolicy
+from services.webhooks.deliverer import DeliveryPolicy, refused_address
 from services.webhooks.routing import recipients, subject_matches
 from services.webhooks.signing import CONTENT_TYPE, signed_headers
 from tests.conftest import T0
@@ -344,3 +345,39 @@ def test_a_rotation_keeps_the_old_secret_for_the_overlap(network: Network) -> No
     rotated = registry.endpoints[endpoint_id]
     assert rotated.previous_secret == first and rotated.rotated_at == T0
     assert rotated.secret != first and rotated.secret_version == 2
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://169.254.169.254/latest/meta-data/",
+        "https://10.0.0.5:8443/admin",
+        "https://[::ffff:127.0.0.1]:5432/",
+        "https://127.0.0.1/hook",
+        "https://0.0.0.0:22/",
+        "https://metadata.google.internal/computeMetadata/v1/",
+    ],
+)
+def test_a_webhook_url_naming_an_internal_address_is_refused(url: str) -> None:
+    """Attack review of #19 (F4): the deliverer was a blind SSRF for whoever registers."""
+    with pytest.raises(InvalidCommand):
+        check_url(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://2130706433/hook",
+        "https://[::ffff:10.1.2.3]/",
+        "https://localtest.127.0.0.1.nip.io.invalid/",
+    ],
+)
+async def test_the_deliverer_refuses_a_host_that_resolves_to_an_internal_address(url: str) -> None:
+    # 2130706433 is 127.0.0.1 written as one number: only resolving it tells
+    refused = await refused_address(url)
+    if url.endswith(".invalid/"):
+        assert refused is None  # no answer from DNS: the client's own error says why
+    else:
+        assert refused == "AddressNotAllowed"
+    assert await refused_address("http://127.0.0.1:9/hook") is None  # development receiver
+    assert await refused_address("https://93.184.216.34/hook") is None  # a public address
