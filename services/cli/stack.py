@@ -41,6 +41,8 @@ def serve() -> None:
 
     For development and demonstrations: one machine, every key in the data dir. In production
     each service runs on its own (systemd units in deploy/systemd)."""
+    from services.event_store.config import EventStoreConfigError, store_location
+    from services.event_store.schema import prepare as prepare_store
     from services.nats.server import NatsServerError
     from services.runtime.supervisor import (
         AddressInUse,
@@ -49,6 +51,13 @@ def serve() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_format, "serve")
+    try:
+        # the embedded SQLite store gets its tables before any worker starts (each worker
+        # only checks them: one that started first would find none); a PostgreSQL store is
+        # checked, and `cbcm db init` named if it has none
+        prepare_store(store_location(settings), create=True)
+    except EventStoreConfigError as e:
+        fail(str(e), EXIT_CONFIG)
     try:
         code = Supervisor(settings, prepare_nats=_create_event_stream).run()
     except AddressInUse as e:
