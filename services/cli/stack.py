@@ -51,15 +51,18 @@ def serve() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_format, "serve")
-    try:
-        # the embedded SQLite store gets its tables before any worker starts (each worker
-        # only checks them: one that started first would find none); a PostgreSQL store is
-        # checked, and `cbcm db init` named if it has none
+    def tables() -> None:
+        # once the addresses are checked, before nats-server and any worker: the embedded
+        # SQLite store gets its tables (each worker only checks them: one that started first
+        # would find none); a PostgreSQL store is checked, `cbcm db init` named if it has none
         prepare_store(store_location(settings), create=True)
+
+    try:
+        code = Supervisor(
+            settings, prepare_store=tables, prepare_nats=_create_event_stream
+        ).run()
     except EventStoreConfigError as e:
         fail(str(e), EXIT_CONFIG)
-    try:
-        code = Supervisor(settings, prepare_nats=_create_event_stream).run()
     except AddressInUse as e:
         fail(str(e), EXIT_CONFIG)
     except NatsServerError as e:

@@ -143,6 +143,9 @@ class Supervisor:
     nats: EmbeddedNats | None = None
     stopping: bool = False
     exit_code: int = 0
+    prepare_store: Callable[[], None] | None = None
+    """Run once after the addresses are checked, before nats-server and any worker start
+    (``cbcm serve`` gives the embedded SQLite store its tables there)."""
     prepare_nats: Callable[[str], None] | None = None
     """Run once on the embedded nats-server before any worker starts (``cbcm serve`` creates
     the event stream there, so a projector that starts before the relay finds it)."""
@@ -161,6 +164,8 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        if self.prepare_store is not None:
+            self.prepare_store()
         log.info(
             "serve.for_development",
             note="one machine, every key in the data dir: for development and demonstrations; "
