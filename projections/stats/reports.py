@@ -29,7 +29,7 @@ from contracts.vocabulary import (
     VictimCategory,
 )
 from projections.base import ReadModelDb
-from projections.stats.projection import TIME_TO_REPORT_BANDS, quarter_of
+from projections.stats.projection import RESERVED_AREA_LABELS, TIME_TO_REPORT_BANDS, quarter_of
 from projections.stats.suppression import suppress
 
 TOTAL: Final = "TOTAL"
@@ -149,8 +149,7 @@ def areas(db: ReadModelDb) -> list[str]:
 def area_rows(listed: Sequence[str]) -> list[str]:
     """The rows of the area table: each listed area once, then ``other_area`` and
     ``unknown`` (a listed code spelled like a label is left out: its cases are other_area)."""
-    labels = {OTHER_AREA, UNKNOWN, TOTAL.lower()}
-    areas = [a for a in dict.fromkeys(listed) if a.lower() not in labels]
+    areas = [a for a in dict.fromkeys(listed) if a.lower() not in RESERVED_AREA_LABELS]
     return [*areas, OTHER_AREA, UNKNOWN]
 
 
