@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, DomainEventProtocol
@@ -26,6 +26,7 @@ from domain.actors import Actor, Role
 from domain.assistance import OPEN_STATUSES, AssistanceReferral
 from domain.audit_grants import AuditGrants, audit_grants_id
 from domain.case import Case
+from domain.case_notices import CaseNotices, case_notices_id
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.feedback import Feedback, forwarded_feedback_id
 from domain.network import NETWORK_ID, Network
@@ -512,7 +513,7 @@ class ComplaintMechanism(WebhookCommands, PreventionWork):
         """Record a notice sent or given up; ``None`` if that notice (same recipient, kind
         and subject) is already in the log: the log holds at most one of each."""
         try:
-            return self._commit(notice)
+            return self.record_notifications([notice])
         except VersionConflict:
             if self._current_version(notice.id) > 0:
                 return None
@@ -520,8 +521,48 @@ class ComplaintMechanism(WebhookCommands, PreventionWork):
 
     def record_notifications(self, notices: list[Notification]) -> Written:
         """Record several notices in one transaction (refused whole, ``VersionConflict``,
-        if one of them is already in the log)."""
-        return self._commit(*notices)
+        if one of them is already in the log).
+
+        Each notice about a case is named, in the same transaction, in that case's index of
+        notices (``CaseNotices``): the custody trail finds them by the case's id. Another
+        writer's entry in an index since it was read is retried here."""
+        # a failed commit drains the aggregates' pending events: keep them for a retry
+        pending = [list(n.pending_events) for n in notices]
+        for _attempt in range(20):
+            for notice, events in zip(notices, pending, strict=True):
+                notice.collect_events()
+                notice.pending_events.extend(events)
+            indexes = self._case_notice_entries(pending)
+            try:
+                return self._commit(*notices, *indexes)
+            except VersionConflict:
+                if any(self._current_version(n.id) > 0 for n in notices):
+                    raise
+                # only an index moved (another writer's notices about the same case): again
+        raise EventStoreUnavailable("could not index notices: too much contention")
+
+    def _case_notice_entries(self, pending: list[list[Any]]) -> list[CaseNotices]:
+        """The entries naming each notice about a case in that case's index (a notice is
+        one ``Sent`` or ``GivenUp`` event, which names its case)."""
+        by_case: dict[UUID, list[Any]] = {}
+        for events in pending:
+            for recorded in events:
+                case_id = getattr(recorded, "case_id", None)
+                if case_id is not None:
+                    by_case.setdefault(case_id, []).append(recorded)
+        indexes = []
+        for case_id, recorded in by_case.items():
+            at = max(e.timestamp for e in recorded)
+            try:
+                index = self._load(CaseNotices, case_notices_id(case_id))
+            except NotFound:
+                index = CaseNotices.start(case_id=case_id, at=at)
+            # one already named is already in the log: the commit refuses it (VersionConflict)
+            names = tuple(e.originator_id for e in recorded if e.originator_id not in index.notices)
+            if names:
+                index.index(notices=names, at=at)
+                indexes.append(index)
+        return indexes
 
     def notification_recorded(self, notice_id: UUID) -> bool:
         return self._current_version(notice_id) > 0

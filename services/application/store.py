@@ -25,6 +25,7 @@ from eventsourcing.persistence import (
 )
 
 from domain.audit_grants import AuditGrants
+from domain.case_notices import CaseNotices
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.personal_data_reads import PersonalDataReads
 from domain.receipt import Receipt
@@ -55,9 +56,11 @@ INTERNAL_AGGREGATES: tuple[type[Aggregate], ...] = (
     IdempotentRequest,
     AuditGrants,
     WebhookRegistry,
+    CaseNotices,
 )
 """Aggregates kept for the mechanism itself (receipt verifiers, the log of personal-data
-reads, answers to retried requests, auditors' grants, the webhook endpoints): never
+reads, answers to retried requests, auditors' grants, the webhook endpoints, each case's
+index of its notices): never
 published, so a write's ``position`` (what read models are asked to reach) is that of its
 last published event."""
 
