@@ -41,8 +41,10 @@ from domain.actors import Actor, Role
 from domain.assistance import AssistanceReferral
 from domain.audit_grants import AuditGrants, audit_grants_id
 from domain.case import Case
+from domain.case_notices import CaseNotices, case_notices_id
 from domain.errors import NotFound
 from domain.need_to_know import CASE_PERSONAL_FIELDS, CaseAccess
+from domain.notification import Notification
 from domain.personal_data_reads import PersonalDataReads, reads_id
 from domain.vocabulary import (
     Channel,
@@ -50,6 +52,8 @@ from domain.vocabulary import (
     ConsentGiver,
     ConsentKind,
     FeedbackChannel,
+    NotificationChannel,
+    NotificationKind,
     SharedItem,
 )
 from services.api.schemas.cases import CaseOut
@@ -96,13 +100,21 @@ class Evidence:
     """Whether the link recomputes from the event's stored bytes and the link before it."""
     checkpoint: CheckpointRef | None
     """The first checkpoint at or after the event whose signed link the store still has."""
+    missing: bool = False
+    """The event is named (a notice, by the case's index of notices, at ``position``) but the
+    log does not hold it: its row was deleted, or moved to another record."""
 
     @property
     def attested(self) -> bool:
-        return self.recomputes and self.checkpoint is not None
+        return self.recomputes and self.checkpoint is not None and not self.missing
 
     @property
     def status(self) -> str:
+        if self.missing:
+            return (
+                f"MISSING: named by the case's index of notices at position {self.position}, "
+                "but the log does not hold it"
+            )
         if self.link is None:
             return "not in the chain: its position has no link"
         if not self.recomputes:
@@ -123,6 +135,7 @@ class Evidence:
             if self.checkpoint is None
             else {"position": self.checkpoint.position, "signed_at": self.checkpoint.signed_at},
             "attested": self.attested,
+            "missing": self.missing,
             "status": self.status,
         }
 
@@ -147,6 +160,11 @@ class Step:
     """The event's fields, personal ones redacted unless the replay reveals them."""
     redacted: tuple[str, ...]
     evidence: Evidence
+    notice: NoticeFacts | None = None
+    """For a notification: who was told (account, role, agency), of what, how, and whether
+    it was delivered (never an address: notices hold none)."""
+    event_object: Any = field(default=None, repr=False, compare=False)
+    """While the trail is built: a notice's event (its words need the holder then)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -167,6 +185,43 @@ class Step:
             "data": self.data,
             "redacted": list(self.redacted),
             "evidence": self.evidence.to_json(),
+            "notice": None if self.notice is None else self.notice.to_json(),
+        }
+
+
+@dataclass(frozen=True)
+class NoticeFacts:
+    """What the log says of one notice about the case, in the reader's terms."""
+
+    recipient: str
+    """The account told (an account name, as actors are shown; never an address)."""
+    role: str
+    """What the account was told as: ``focal point``, ``investigating entity``, ``service
+    provider`` (from the notice's kind)."""
+    agency: str | None
+    """The agency (or provider, or entity's agency) it was told for, from the case's own
+    events (None: the case's events no longer say)."""
+    kind: str
+    urgent: bool
+    count: int
+    delivered: bool
+    channels: tuple[str, ...]
+    attempts: int
+    reason: str | None
+    """Why it was given up (``no_address``, ``send_failed``); None when delivered."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "recipient": self.recipient,
+            "role": self.role,
+            "agency": self.agency,
+            "kind": self.kind,
+            "urgent": self.urgent,
+            "count": self.count,
+            "delivered": self.delivered,
+            "channels": list(self.channels),
+            "attempts": self.attempts,
+            "reason": self.reason,
         }
 
 
@@ -181,7 +236,8 @@ class Verification:
     checkpoints: int
     findings: tuple[Finding, ...]
     missing: tuple[str, ...] = ()
-    """Versions missing from the case's records (e.g. "case v3")."""
+    """Versions missing from the case's records (e.g. "case v3"), and notices the case's
+    index names that the log does not hold as notices about this case."""
     intact: bool = False
     """Every link recomputes, every mark verifies, no version is missing (``verified``
     asks more: a checkpoint covers the whole range)."""
@@ -225,6 +281,10 @@ class CaseReplay:
     revealed: tuple[str, ...] = ()
     """Personal fields this replay showed (recorded in the read log before it was built)."""
     reader: Actor | None = None
+    positions: tuple[int, ...] = ()
+    """The store positions of every event of every record the replay read (the case's, its
+    referrals', grants', read log's, its index of notices' and the notices'): what a bundle
+    holds."""
 
     @property
     def verified(self) -> bool:
@@ -425,6 +485,110 @@ def sentence(event: Any, services: dict[UUID, str]) -> str:
     return f"{who}: {type(event).__qualname__}"
 
 
+NOTICE_WORDS = {
+    NotificationKind.NEW_CASE: ("new case", "new cases"),
+    NotificationKind.URGENT_CASE: (
+        "urgent case (immediate safety risk)",
+        "urgent cases (immediate safety risk)",
+    ),
+    NotificationKind.TRANSFER_RECEIVED: ("case transferred to them", "cases transferred to them"),
+    NotificationKind.INVESTIGATION_REFERRAL: (
+        "referral for investigation",
+        "referrals for investigation",
+    ),
+    NotificationKind.ASSISTANCE_REFERRAL: ("assistance referral", "assistance referrals"),
+    NotificationKind.ACTION_DUE_SOON: ("action due soon", "actions due soon"),
+    NotificationKind.ACTION_OVERDUE: ("action overdue", "actions overdue"),
+}
+
+NOTICE_ROLES = {
+    NotificationKind.INVESTIGATION_REFERRAL: Role.INVESTIGATING_ENTITY,
+    NotificationKind.ASSISTANCE_REFERRAL: Role.SERVICE_PROVIDER,
+}
+"""Whom each kind of notice about a case goes to (every other kind: focal points)."""
+
+NOTICE_CHANNEL_WORDS = {NotificationChannel.EMAIL: "by e-mail", NotificationChannel.SMS: "by SMS"}
+
+NOTICE_REASON_WORDS = {
+    "no_address": "no address registered",
+    "send_failed": "every try failed",
+}
+
+
+def _tries(n: int) -> str:
+    return f"{n} {'try' if n == 1 else 'tries'}"
+
+
+def notice_facts(event: Any, case: dict[int, Any | None], holder: str | None) -> NoticeFacts:
+    """Who a notice about the case told, for which agency, of what, how, and its outcome.
+
+    The agency is the case's own: the receiving or holding agency (``holder``: the agency
+    holding the case when the notice was recorded), the agency a transfer went to, the
+    implicated agency of a referral for investigation, the provider of an assistance
+    referral (the notice's subject names the case's version or the referral)."""
+    kind = NotificationKind(event.kind)
+    role = NOTICE_ROLES.get(kind, Role.FOCAL_POINT)
+    agency: str | None = holder
+    subject, _, rest = event.about.partition(":")
+    version = int(rest[1:]) if rest.startswith("v") and rest[1:].isdigit() else None
+    if kind is NotificationKind.TRANSFER_RECEIVED and version is not None:
+        step = case.get(version)
+        agency = str(step.to_agency) if isinstance(step, Case.Transferred) else None
+    elif kind is NotificationKind.INVESTIGATION_REFERRAL and version is not None:
+        step = case.get(version)
+        agency = str(step.agency) if isinstance(step, Case.ReferredForInvestigation) else None
+    elif kind is NotificationKind.ASSISTANCE_REFERRAL:
+        agency = next(
+            (
+                str(e.provider)
+                for e in case.values()
+                if isinstance(e, Case.AssistanceReferred) and str(e.referral_id) == subject
+            ),
+            None,
+        )
+    sent = isinstance(event, Notification.Sent)
+    return NoticeFacts(
+        recipient=event.recipient,
+        role=str(role),
+        agency=agency,
+        kind=kind.value,
+        urgent=bool(event.urgent),
+        count=int(event.count),
+        delivered=sent,
+        channels=tuple(str(c) for c in event.channels) if sent else (),
+        attempts=int(event.attempts),
+        reason=None if sent else str(event.reason),
+    )
+
+
+def notice_sentence(event: Any, facts: NoticeFacts) -> str:
+    """``focal point fp-unhcr-1 of unhcr alerted: 1 urgent case (immediate safety risk), by
+    e-mail, at 2026-03-02T08:01:00+00:00; delivered after 1 try`` (no address, no content)."""
+    kind = NotificationKind(facts.kind)
+    one, many = NOTICE_WORDS.get(kind, (words(kind), words(kind)))
+    what = f"{facts.count} {one if facts.count == 1 else many}"
+    if kind in (NotificationKind.ACTION_DUE_SOON, NotificationKind.ACTION_OVERDUE):
+        _, action, due = [*event.about.split(":"), "", ""][:3]
+        if action:
+            what += f" ({words(action)}, due {due})" if due else f" ({words(action)})"
+    role = ROLE_WORDS.get(Role(facts.role), words(facts.role))
+    of = f" of {facts.agency}" if facts.agency else ""
+    at = event.timestamp.isoformat(timespec="seconds")
+    if facts.delivered:
+        how = " and ".join(
+            NOTICE_CHANNEL_WORDS.get(NotificationChannel(c), c) for c in facts.channels
+        )
+        return (
+            f"{role} {facts.recipient}{of} alerted: {what}, {how}, at {at}; "
+            f"delivered after {_tries(facts.attempts)}"
+        )
+    reason = NOTICE_REASON_WORDS.get(facts.reason or "", words(facts.reason or "unknown"))
+    return (
+        f"{role} {facts.recipient}{of} NOT alerted: {what}, given up at {at}, "
+        f"undelivered after {_tries(facts.attempts)} ({reason})"
+    )
+
+
 def _referral_words(event: Any, services: dict[UUID, str]) -> str:
     service = services.get(event.originator_id)
     kind = f"{service} " if service else ""
@@ -460,6 +624,10 @@ class _Record:
     rows: list[tuple[int, StoredEvent]]
     events: list[Any | None] = field(default_factory=list)
     """Per row: the domain event, or None if its bytes no longer decode."""
+    named_at: int | None = None
+    """A notice's record: the position of the index entry that names it."""
+    named_on: datetime | None = None
+    """A notice's record: when the index entry that names it was recorded."""
 
     @property
     def decoded(self) -> list[Any]:
@@ -567,13 +735,27 @@ class _Evidence:
 
 # ---------------------------------------------------------------------------------- replay
 
-_NOT_STEPS = (PersonalDataReads.Started, AuditGrants.Started, AssistanceReferral.Made)
+_NOT_STEPS = (
+    PersonalDataReads.Started,
+    AuditGrants.Started,
+    AssistanceReferral.Made,
+    CaseNotices.Started,
+    CaseNotices.Indexed,
+)
 """Events that record no custody fact of their own (a record opened; a referral's opening is
-the case's ``AssistanceReferred`` step)."""
+the case's ``AssistanceReferred`` step; the index of notices, whose notices are the steps)."""
+
+NOTICE_INDEX = "notice index"
+NOTICE = "notification"
 
 
 def _records(app: ComplaintMechanism, case_id: UUID) -> list[_Record]:
-    """The case's record first, then its referrals', its grants' and its read log's."""
+    """The case's record first, then its referrals', its grants', its index of notices and
+    the notices it names, and its read log's (last: a replay that reveals reloads it).
+
+    The notices are found through the case's index (``CaseNotices``, written in each notice's
+    own commit): two key look-ups per notice, however long the log, instead of a scan of
+    every notice of the network."""
     case = _load_record(app, "case", case_id)
     if not case.rows or not case.rows[0][1].topic.startswith(f"{get_topic(Case)}."):
         raise NotFound(f"no case {case_id}")
@@ -581,8 +763,33 @@ def _records(app: ComplaintMechanism, case_id: UUID) -> list[_Record]:
     records = [case]
     records += [_load_record(app, "assistance referral", r) for r in referrals]
     records.append(_load_record(app, "audit grants", audit_grants_id(case_id)))
+    index = _load_record(app, NOTICE_INDEX, case_notices_id(case_id))
+    records.append(index)
+    for (position, _), entry in zip(index.rows, index.events, strict=True):
+        if isinstance(entry, CaseNotices.Indexed):
+            for notice_id in entry.notices:
+                notice = _load_record(app, NOTICE, notice_id)
+                notice.named_at, notice.named_on = position, entry.timestamp
+                records.append(notice)
     records.append(_load_record(app, "personal-data reads", reads_id(case_id)))
     return records
+
+
+def _notice_problem(record: _Record, case_id: UUID) -> str | None:
+    """Why a notice the case's index names is not, in the log, a notice about this case."""
+    if record.name != NOTICE:
+        return None
+    where = f"named at position {record.named_at}"
+    if not record.rows:
+        return f"notification {record.aggregate_id} ({where}): not in the log"
+    first = record.events[0]
+    if first is None:
+        return None  # an unreadable event: its step and the chain's evidence say so
+    if not isinstance(first, Notification.Sent | Notification.GivenUp):
+        return f"notification {record.aggregate_id} ({where}): the record is not a notice"
+    if first.case_id != case_id:
+        return f"notification {record.aggregate_id} ({where}): it is about another case"
+    return None
 
 
 def _case_versions(record: _Record) -> dict[int, Any | None]:
@@ -701,6 +908,7 @@ def replay_case(
         verification=verification,
         revealed=tuple(sorted(shown)),
         reader=reader,
+        positions=tuple(sorted(p for record in records for p, _ in record.rows)),
     )
 
 
@@ -724,10 +932,34 @@ def _steps(
         for e in record.decoded
         if isinstance(e, AssistanceReferral.Made)
     }
+    case_id = records[0].aggregate_id
+    case = _case_versions(records[0])
     # (time, position, step, the agency holding the case from this step on, if it changes)
     unsorted: list[tuple[datetime | None, int, Step, str | None]] = []
     for record in records:
-        last_at: datetime | None = None
+        last_at: datetime | None = record.named_on
+        problem = _notice_problem(record, case_id)
+        if record.name == NOTICE and not record.rows:
+            assert record.named_at is not None
+            step = Step(
+                record=NOTICE,
+                aggregate_id=record.aggregate_id,
+                version=1,
+                event="missing",
+                at=record.named_on,
+                actor=None,
+                holder=None,
+                summary=(
+                    f"a notice about this case (notification {record.aggregate_id}), named by "
+                    f"the case's index of notices at position {record.named_at}, is MISSING "
+                    "from the log: its row was deleted or changed"
+                ),
+                data={},
+                redacted=(),
+                evidence=Evidence(record.named_at, None, False, None, missing=True),
+            )
+            unsorted.append((record.named_on, record.named_at, step, None))
+            continue
         for (position, stored), event in zip(record.rows, record.events, strict=True):
             if event is not None and isinstance(event, _NOT_STEPS):
                 last_at = event.timestamp
@@ -755,6 +987,25 @@ def _steps(
                 continue
             last_at = event.timestamp
             shown, redacted = data.get((stored.originator_id, stored.originator_version), ({}, ()))
+            if record.name == NOTICE and problem is not None:
+                step = Step(
+                    record=NOTICE,
+                    aggregate_id=record.aggregate_id,
+                    version=stored.originator_version,
+                    event=type(event).__qualname__,
+                    at=getattr(event, "timestamp", None),
+                    actor=None,
+                    holder=None,
+                    summary=(
+                        "the case's index of notices names a record that is not a notice "
+                        f"about this case ({problem}): the log was changed"
+                    ),
+                    data={},
+                    redacted=(),
+                    evidence=evidence.of(position),
+                )
+                unsorted.append((step.at, position, step, None))
+                continue
             step = Step(
                 record=record.name,
                 aggregate_id=record.aggregate_id,
@@ -767,6 +1018,7 @@ def _steps(
                 data=shown,
                 redacted=redacted,
                 evidence=evidence.of(position),
+                event_object=event if record.name == NOTICE else None,
             )
             unsorted.append((event.timestamp, position, step, _new_holder(event)))
     # merged by time; events of one transaction, or of one time, by store position
@@ -775,8 +1027,15 @@ def _steps(
     steps = []
     for _, _, step, changed in unsorted:
         holder = changed or holder
-        summary = step.summary + (f"; held by {holder}" if holder else "")
-        steps.append(replace(step, holder=holder, summary=summary))
+        notice = None
+        text = step.summary
+        if isinstance(step.event_object, Notification.Sent | Notification.GivenUp):
+            notice = notice_facts(step.event_object, case, holder)
+            text = notice_sentence(step.event_object, notice)
+        summary = text + (f"; held by {holder}" if holder else "")
+        steps.append(
+            replace(step, holder=holder, summary=summary, notice=notice, event_object=None)
+        )
     return tuple(steps)
 
 
@@ -792,6 +1051,7 @@ def _verification(
     app: ComplaintMechanism, records: list[_Record], checkpoints: list[Attested]
 ) -> Verification:
     positions = [position for record in records for position, _ in record.rows]
+    positions += [r.named_at for r in records if r.named_at is not None and not r.rows]
     start = min(positions)
     # To the head, not only to the checkpoint covering the case's last event: a cut-off or
     # rewritten tail could have removed later steps of this very case, and only the chain
@@ -799,6 +1059,10 @@ def _verification(
     custody = Custody.of(app).only(record.aggregate_id for record in records)
     report = verify(app.recorder, start=start, stop=None, checkpoints=checkpoints, custody=custody)
     missing = tuple(f"{record.name} v{v}" for record in records for v in record.missing_versions())
+    case_id = records[0].aggregate_id
+    missing += tuple(
+        problem for record in records if (problem := _notice_problem(record, case_id)) is not None
+    )
     intact = report.intact and not missing
     # "verified" only for what a checkpoint covers, as `cbcm audit verify --json` says it
     return Verification(

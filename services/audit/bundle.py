@@ -9,6 +9,7 @@ tree's tiles); :func:`check` reads nothing but the bundle and the keys.
 from __future__ import annotations
 
 import base64
+import json
 from dataclasses import dataclass, field
 from typing import Any, Final
 from uuid import UUID
@@ -129,6 +130,11 @@ class BundleReport:
     uncovered: list[int] = field(default_factory=list)
     cosigners: list[str] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
+    notices: int = 0
+    """Notifications about the case (sent or given up) among the bundle's events."""
+    notices_named: int | None = None
+    """How many notices the case's index names, when its stored bytes are readable without
+    the network's keys (no whole-event cipher); None: they are not."""
 
     @property
     def verified(self) -> bool:
@@ -177,7 +183,56 @@ def check(
                 f"record {originator}: versions {sorted(found)} are not 1 to {len(found)}: "
                 "an event of it is left out"
             )
+    _check_notices(bundle, report)
     return report
+
+
+NOTICE_TOPIC: Final = "domain.notification:Notification."
+INDEX_TOPIC: Final = "domain.case_notices:CaseNotices.Indexed"
+
+
+def _check_notices(bundle: dict[str, Any], report: BundleReport) -> None:
+    """The notices about the case: each one the replay lists is an event of the bundle at its
+    position, and, where the case's index of notices is readable (stored without the
+    whole-event cipher), each notice it names is in the bundle."""
+    events = [e for e in bundle.get("events", []) if isinstance(e, dict)]
+    at = {e.get("position"): e for e in events}
+    in_bundle = {
+        str(e.get("originator_id"))
+        for e in events
+        if str(e.get("topic", "")).startswith(NOTICE_TOPIC)
+    }
+    report.notices = len(in_bundle)
+    replay = bundle.get("replay")
+    steps = replay.get("steps", []) if isinstance(replay, dict) else []
+    for step in steps:
+        if not isinstance(step, dict) or step.get("record") != "notification":
+            continue
+        position = (step.get("evidence") or {}).get("position")
+        entry = at.get(position)
+        if step.get("event") == "missing":
+            report.problems.append(
+                f"the replay says the notice {step.get('aggregate_id')} is missing from the log"
+            )
+        elif entry is None or not str(entry.get("topic", "")).startswith(NOTICE_TOPIC):
+            report.problems.append(
+                f"the replay lists a notice at position {position} that the bundle does not hold"
+            )
+    named: set[str] = set()
+    for entry in events:
+        if entry.get("topic") != INDEX_TOPIC:
+            continue
+        try:
+            state = json.loads(base64.b64decode(str(entry["state"]), validate=True))
+            named.update(UUID(str(n)).hex for n in state["notices"])
+        except (ValueError, KeyError, TypeError):
+            return  # ciphertext (the whole-event cipher): only the network can read it
+    report.notices_named = len(named)
+    for notice in sorted(named - in_bundle):
+        report.problems.append(
+            f"the case's index of notices names notice {UUID(hex=notice)}, which the bundle "
+            "does not hold"
+        )
 
 
 def _check_event(event: dict[str, Any], size: int, root: bytes, report: BundleReport) -> None:

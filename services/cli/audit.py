@@ -696,11 +696,12 @@ def audit_export(
                 )
             except ReplayError as e:
                 fail(str(e), EXIT_CONFIG)
-            positions = [step.evidence.position for step in replay.steps]
+            # every record the replay read, whole: the case's index of notices and the
+            # notices too, so that a notice left out of the bundle shows
             try:
                 bundle = build(
                     app.recorder,
-                    [p for p in positions if p is not None],
+                    list(replay.positions),
                     case_id=case,
                     log_vkey=evidence.log.vkey,
                     checkpoint_note=note,
@@ -760,6 +761,8 @@ def audit_verify_bundle(
                     "proven": report.proven,
                     "uncovered": report.uncovered,
                     "cosigned_by": report.cosigners,
+                    "notices": report.notices,
+                    "notices_named_by_index": report.notices_named,
                     "problems": report.problems,
                 },
                 indent=2,
@@ -775,6 +778,12 @@ def audit_verify_bundle(
             f"verified: {report.proven} events in the log {report.origin} of "
             f"{report.size} events; cosigned by {who}"
         )
+        named = (
+            ""
+            if report.notices_named is None
+            else f" (the case's index of notices names {report.notices_named})"
+        )
+        typer.echo(f"notices about the case: {report.notices}{named}")
         if report.uncovered:
             typer.echo(f"not yet covered by the checkpoint: positions {report.uncovered}")
     if report.problems:

@@ -42,6 +42,7 @@ from services.api.schemas.cases import (
     FocalPointsIn,
     ForwardingIn,
     InvestigationReferralIn,
+    NoticeOut,
     OutcomeIn,
     PersonalDataReadOut,
     PersonIn,
@@ -276,6 +277,8 @@ def _step_out(step: Step) -> StepOut:
         position=step.evidence.position,
         link=step.evidence.link,
         link_recomputes=step.evidence.recomputes,
+        missing=step.evidence.missing,
+        notice=None if step.notice is None else NoticeOut(**step.notice.to_json()),
     )
 
 

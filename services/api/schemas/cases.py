@@ -327,12 +327,28 @@ class HistoryEventOut(BaseModel):
     )
 
 
+class NoticeOut(BaseModel):
+    """A notice about the case: who was told, for which agency, of what, how, and whether it
+    was delivered. Never an address, never the message's words."""
+
+    recipient: str = Field(description="the account told")
+    role: str = Field(description="focal_point, investigating_entity or service_provider")
+    agency: str | None = Field(description="the agency (or provider) it was told for")
+    kind: str = Field(description="new_case, urgent_case, transfer_received, ...")
+    urgent: bool
+    count: int
+    delivered: bool
+    channels: list[str] = Field(description="the channels that accepted it (email, sms)")
+    attempts: int
+    reason: str | None = Field(description="why it was given up (no_address, send_failed)")
+
+
 class StepOut(BaseModel):
     """One step of the custody trail, in plain words, with its place in the hash chain."""
 
     at: datetime | None
     record: str = Field(
-        description="case, assistance referral, audit grants or personal-data reads"
+        description="case, assistance referral, audit grants, personal-data reads or notification"
     )
     aggregate_id: UUID
     version: int = Field(description="the event's version in its record")
@@ -344,6 +360,13 @@ class StepOut(BaseModel):
     link: str | None
     link_recomputes: bool = Field(
         description="whether the link recomputes from the stored event and the link before it"
+    )
+    missing: bool = Field(
+        default=False,
+        description="a notice the case's index names that the log no longer holds",
+    )
+    notice: NoticeOut | None = Field(
+        default=None, description="for a notification: who was told, of what, and how"
     )
 
 
@@ -366,5 +389,5 @@ class CaseHistoryOut(BaseModel):
     steps: list[StepOut] = Field(
         default_factory=list,
         description="every step in time order: the case's events, its assistance referrals', "
-        "auditors' grants and reads of personal data",
+        "auditors' grants, reads of personal data and the notices sent or given up about it",
     )
