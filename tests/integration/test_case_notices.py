@@ -11,15 +11,19 @@ deletes, changes or moves a notice's row, and an exporter who leaves a notice ou
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 from uuid import UUID
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from fastapi.testclient import TestClient
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from domain.actors import Actor, Role
@@ -30,11 +34,12 @@ from domain.vocabulary import (
     ComplainantRole,
     NotificationChannel,
     NotificationDelivery,
+    NotificationKind,
     SharedItem,
     TransferReason,
 )
 from services.api.app import create_app
-from services.api.replay import Step, render_text, replay_case, stored_with_positions
+from services.api.replay import Step, case_steps, render_text, replay_case, stored_with_positions
 from services.application.mechanism import ComplaintMechanism
 from services.application.store import is_published
 from services.audit.checkpoints import sign_checkpoint, tree_head
@@ -482,3 +487,138 @@ def test_a_bundle_holds_the_notices_and_an_exporter_cannot_leave_one_out_unseen(
         assert hidden.exit_code == 4 and "index of notices names" in hidden.output
     else:
         assert hidden.exit_code == 0
+
+
+# ---------------------------------------------------------------------------------- search
+
+AGENCY_OPERATORS = {a: Actor(f"op-{a}", a, Role.INTAKE_OPERATOR) for a in ("unhcr", "wfp")}
+KINDS = (
+    NotificationKind.NEW_CASE,
+    NotificationKind.URGENT_CASE,
+    NotificationKind.TRANSFER_RECEIVED,
+    NotificationKind.ACTION_OVERDUE,
+    NotificationKind.INVESTIGATION_REFERRAL,
+)
+notice_step = st.tuples(
+    st.just("notify"),
+    st.lists(
+        st.tuples(
+            st.integers(0, 7),  # which case (of those received so far), or none
+            st.sampled_from(("fp-unhcr", "fp-unhcr-1", "fp-wfp", "inv-wfp")),
+            st.sampled_from(KINDS),
+            st.booleans(),  # sent, or given up
+        ),
+        min_size=1,
+        max_size=4,
+    ),
+    st.booleans(),  # one commit for the batch, or one each
+)
+SERIAL = itertools.count()
+"""Makes each notice's subject new (the examples share one store)."""
+program = st.lists(
+    st.one_of(
+        st.tuples(st.just("receive"), st.sampled_from(("unhcr", "wfp")), st.booleans()),
+        notice_step,
+        st.tuples(st.just("again"), st.integers(0, 50)),
+        st.tuples(st.just("digest"), st.sampled_from(("coord-1", "fp-unhcr"))),
+    ),
+    min_size=1,
+    max_size=14,
+)
+
+
+@settings(
+    max_examples=30,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(steps=program)
+@pytest.mark.parametrize("store_url", ["sqlite"], indirect=True)
+def test_the_trail_lists_exactly_the_notices_the_log_holds_for_the_case(
+    app: ComplaintMechanism, steps: list[tuple[Any, ...]]
+) -> None:
+    # given cases and notices about them recorded as the sender records them (in batches
+    # across cases, one by one, again after a crash, and digests about no case)
+    if app.recorder.select_notifications(1, 1) == []:
+        build_network(app, T0 - timedelta(days=1))
+    clock = [datetime.now(UTC)]
+    cases: list[UUID] = []
+    recorded: list[Notification] = []
+
+    def tick() -> datetime:
+        clock[0] += timedelta(seconds=7)
+        return clock[0]
+
+    def notice(case: UUID | None, user: str, kind: NotificationKind, sent: bool) -> Any:
+        about = f"{case or clock[0].date()}:{kind.value}:{next(SERIAL)}"
+        common = {"recipient": user, "kind": kind, "about": about, "case_id": case}
+        if sent:
+            return Notification.sent(
+                **common,
+                urgent=kind is NotificationKind.URGENT_CASE,
+                count=1,
+                channels=(NotificationChannel.EMAIL,),
+                attempts=1,
+                at=tick(),
+            )
+        return Notification.given_up(
+            **common, urgent=False, count=1, attempts=3, reason="send_failed", at=tick()
+        )
+
+    for step in steps:
+        match step:
+            case ("receive", agency, urgent):
+                cases.append(
+                    app.receive_complaint(
+                        actor=AGENCY_OPERATORS[agency],
+                        at=tick(),
+                        received_at=clock[0],
+                        channel=Channel.HOTLINE,
+                        complainant_role=ComplainantRole.ANONYMOUS,
+                        immediate_safety_risk=urgent,
+                        narrative="what was said",
+                    ).id
+                )
+            case ("notify", wanted, batch):
+                made = [
+                    notice(cases[i % len(cases)] if cases else None, user, kind, sent)
+                    for i, user, kind, sent in wanted
+                ]
+                if batch:
+                    app.record_notifications(made)
+                else:
+                    for one in made:
+                        assert app.record_notification(one) is not None
+                recorded.extend(made)
+            case ("again", index) if recorded:
+                # the same notice (recipient, kind, subject) recorded again, as after a crash
+                # between the send and the log's commit: the log keeps the first
+                [(_, stored)] = stored_with_positions(
+                    app.recorder, recorded[index % len(recorded)].id
+                )
+                first = app.mapper.to_domain_event(stored)
+                again = Notification.sent(
+                    recipient=first.recipient,
+                    kind=first.kind,
+                    about=first.about,
+                    case_id=first.case_id,
+                    urgent=False,
+                    count=1,
+                    channels=(NotificationChannel.EMAIL,),
+                    attempts=2,
+                    at=tick(),
+                )
+                assert app.record_notification(again) is None
+            case ("digest", user):
+                app.record_notification(notice(None, user, NotificationKind.DIGEST, True))
+    # then each case's trail lists exactly the notices the log holds about it, once each,
+    # in time order among its events, none missing
+    truth = notices_in_log(app)
+    for case in cases:
+        steps_of = case_steps(app, case)
+        listed = [s.aggregate_id for s in notice_steps(steps_of)]
+        assert len(listed) == len(set(listed))
+        assert set(listed) == truth.get(case, set())
+        assert not any(s.evidence.missing for s in steps_of)
+        order = [(s.at, s.evidence.position) for s in steps_of if s.at is not None]
+        assert order == sorted(order)
