@@ -54,6 +54,7 @@ from domain.prevention import (
     WorkPlan,
 )
 from services.application.mechanism import ComplaintMechanism
+from services.application.store import is_published
 from services.relay.translation import (
     TRANSLATIONS,
     NoContractForEvent,
@@ -444,6 +445,8 @@ def published(app: ComplaintMechanism) -> Published:
     messages: list[tuple[int, CloudEvent[Any], bytes]] = []
     for notification in app.recorder.select_notifications(start=1, limit=10000):
         event = app.mapper.to_domain_event(notification)
+        if not is_published(event):
+            continue  # the mechanism's own records (a case's index of notices): the relay too
         message = to_cloud_event(event, source=SOURCE, position=notification.id)
         stored.append(event)
         messages.append((notification.id, message, encode(message)))
