@@ -1,9 +1,13 @@
 """``cbcm audit case``: one case's whole history as custody steps, with the chain's evidence.
 
 Replaying a case reads, straight from the store, every event of the case, of its assistance
-referrals, of its personal-data read log and of its auditors' grants, and turns each into a
-*step*: when, who (user, agency, role), who held the case after it, and one sentence in plain
-words. Sentences name codes, ids, categories and field names, never a personal value: they
+referrals, of its personal-data read log, of its auditors' grants and of the notices sent or
+given up about it (found through the case's index of notices, ``CaseNotices``, written in each
+notice's own commit: key look-ups, never a scan of the log), and turns each into a *step*:
+when, who (user, agency, role), who held the case after it, and one sentence in plain words
+(for a notice: who was told as what, of what, how, when, delivered or not; never an address).
+A notice the index names that the log does not hold, as a notice about this case, is a step
+saying so and makes the replay not intact. Sentences name codes, ids, categories and field names, never a personal value: they
 are safe for any auditor. The values are in each step's ``data``, redacted unless the replay
 reveals personal data (an auditor holding a grant for the case), and every reveal is recorded
 in the case's read log before anything is shown.
