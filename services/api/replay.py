@@ -7,10 +7,10 @@ notice's own commit: key look-ups, never a scan of the log), and turns each into
 when, who (user, agency, role), who held the case after it, and one sentence in plain words
 (for a notice: who was told as what, of what, how, when, delivered or not; never an address).
 A notice the index names that the log does not hold, as a notice about this case, is a step
-saying so and makes the replay not intact. Sentences name codes, ids, categories and field names, never a personal value: they
-are safe for any auditor. The values are in each step's ``data``, redacted unless the replay
-reveals personal data (an auditor holding a grant for the case), and every reveal is recorded
-in the case's read log before anything is shown.
+saying so and makes the replay not intact. Sentences name codes, ids, categories and field
+names, never a personal value: they are safe for any auditor. The values are in each step's
+``data``, redacted unless the replay reveals personal data (an auditor holding a grant for
+the case), and every reveal is recorded in the case's read log before anything is shown.
 
 For each event the replay gives the evidence that it is in the chain: its store position, its
 link, whether that link recomputes from the link stored before it, and the first checkpoint
