@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -622,3 +623,48 @@ def test_the_trail_lists_exactly_the_notices_the_log_holds_for_the_case(
         assert not any(s.evidence.missing for s in steps_of)
         order = [(s.at, s.evidence.position) for s in steps_of if s.at is not None]
         assert order == sorted(order)
+
+
+@pytest.mark.parametrize("store_url", ["sqlite", "postgres"], indirect=True)
+def test_two_writers_telling_about_one_case_at_once_lose_no_notice_from_its_index(
+    app: ComplaintMechanism, reopen: Any
+) -> None:
+    # given one case, and two notifier processes (a lease hand-over) recording notices about
+    # it at the same moment, each through its own application on the same store
+    build_network(app, T0 - timedelta(days=1))
+    case = receive(app, 0, urgent=False)
+    other = reopen()
+    barrier = threading.Barrier(2)
+
+    def tell(writer: ComplaintMechanism, who: str) -> None:
+        barrier.wait()
+        for n in range(12):
+            writer.record_notifications(
+                [
+                    Notification.sent(
+                        recipient=who,
+                        kind=NotificationKind.ACTION_OVERDUE,
+                        about=f"{case}:assess:{n}",
+                        case_id=case,
+                        urgent=False,
+                        count=1,
+                        channels=(NotificationChannel.EMAIL,),
+                        attempts=1,
+                        at=at(1 + n),
+                    )
+                ]
+            )
+
+    threads = [
+        threading.Thread(target=tell, args=(writer, who))
+        for writer, who in ((app, "fp-unhcr"), (other, "fp-unhcr-1"))
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    # then every notice is in the log and in the case's trail, once
+    truth = notices_in_log(app)[case]
+    assert len(truth) == 24
+    listed = [s.aggregate_id for s in notice_steps(case_steps(app, case))]
+    assert sorted(listed) == sorted(truth)
