@@ -668,3 +668,25 @@ def test_two_writers_telling_about_one_case_at_once_lose_no_notice_from_its_inde
     assert len(truth) == 24
     listed = [s.aggregate_id for s in notice_steps(case_steps(app, case))]
     assert sorted(listed) == sorted(truth)
+
+
+def test_an_index_entry_deleted_and_the_chain_relinked_leaves_the_replay_unverified(
+    app: ComplaintMechanism, told: tuple[UUID, UUID, Notifier]
+) -> None:
+    # given a checkpoint signed after the notices (the publisher signs every 30 s)
+    urgent, _, _ = told
+    top = head(app.recorder)
+    assert top is not None
+    signed = Attested(top.position, top.link, "2026-03-02T09:00:00Z")
+    assert replay_case(app, urgent, checkpoints=[signed]).verified
+    # when a DBA deletes the index's last entry with its link and relinks the chain after it,
+    # so that the transfer's notices drop out of the trail without a MISSING step
+    [*_, (position, _)] = stored_with_positions(app.recorder, case_notices_id(urgent))
+    dba = Dba(app)
+    dba.drop_triggers()
+    dba.delete(position, link_too=True)
+    dba.relink_from(position + 1)
+    replay = replay_case(app, urgent, checkpoints=[signed])
+    # then the replay is not verified: the checkpoint no longer matches the store
+    assert not replay.verified
+    assert replay.verification is not None and replay.verification.findings
