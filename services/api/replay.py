@@ -1128,11 +1128,13 @@ def render_text(replay: CaseReplay) -> str:
 def _evidence_lines(replay: CaseReplay) -> list[str]:
     events = [s.evidence for s in replay.steps]
     attested = sum(1 for e in events if e.attested)
-    damaged = sum(1 for e in events if not e.recomputes)
+    damaged = sum(1 for e in events if not e.recomputes and not e.missing)
+    missing = sum(1 for e in events if e.missing)
     uncovered = sum(1 for e in events if e.recomputes and e.checkpoint is None)
     lines = [
         f"Evidence: {len(events)} events; {attested} attested by a checkpoint, "
-        f"{uncovered} not yet covered by a checkpoint, {damaged} whose link does not recompute."
+        f"{uncovered} not yet covered by a checkpoint, {damaged} whose link does not recompute"
+        + (f", {missing} MISSING from the log." if missing else ".")
     ]
     v = replay.verification
     if v is None:

@@ -347,7 +347,7 @@ def test_a_deleted_notice_row_is_named_missing_not_silently_dropped(
     [missing] = [s for s in replay.steps if s.event == "missing"]
     assert missing.aggregate_id == victim and missing.record == "notification"
     assert missing.evidence.missing and not missing.evidence.attested
-    assert "MISSING" in missing.summary and "MISSING" in render_text(replay)
+    assert "MISSING" in missing.summary and "1 MISSING from the log" in render_text(replay)
     assert replay.verification is not None
     assert not replay.verification.intact and not replay.verified
     assert any(str(victim) in m for m in replay.verification.missing)
