@@ -519,6 +519,15 @@ NOTICE_REASON_WORDS = {
 }
 
 
+def _deadline(compact: str) -> str:
+    """``20260303T080000Z`` (how a reminder's subject names its deadline) as ISO 8601."""
+    try:
+        moment = datetime.strptime(compact, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return compact
+    return moment.isoformat(timespec="minutes")
+
+
 def _tries(n: int) -> str:
     return f"{n} {'try' if n == 1 else 'tries'}"
 
@@ -574,7 +583,7 @@ def notice_sentence(event: Any, facts: NoticeFacts) -> str:
     if kind in (NotificationKind.ACTION_DUE_SOON, NotificationKind.ACTION_OVERDUE):
         _, action, due = [*event.about.split(":"), "", ""][:3]
         if action:
-            what += f" ({words(action)}, due {due})" if due else f" ({words(action)})"
+            what += f" ({words(action)}, due {_deadline(due)})" if due else f" ({words(action)})"
     role = ROLE_WORDS.get(Role(facts.role), words(facts.role))
     of = f" of {facts.agency}" if facts.agency else ""
     at = event.timestamp.isoformat(timespec="seconds")

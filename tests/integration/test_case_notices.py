@@ -28,14 +28,23 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from domain.actors import Actor, Role
+from domain.case import Allegation
 from domain.case_notices import case_notices_id
 from domain.notification import Notification
 from domain.vocabulary import (
+    AgeBand,
+    AllegationType,
     Channel,
     ComplainantRole,
+    ComplaintCategory,
+    ConsentGiver,
+    ConsentKind,
     NotificationChannel,
     NotificationDelivery,
     NotificationKind,
+    PersonnelCategory,
+    ServiceType,
+    Sex,
     SharedItem,
     TransferReason,
 )
@@ -690,3 +699,89 @@ def test_an_index_entry_deleted_and_the_chain_relinked_leaves_the_replay_unverif
     # then the replay is not verified: the checkpoint no longer matches the store
     assert not replay.verified
     assert replay.verification is not None and replay.verification.findings
+
+
+def test_referral_and_deadline_notices_name_the_entity_the_provider_and_the_action(
+    app: ComplaintMechanism,
+) -> None:
+    # given a case assessed as an allegation against wfp staff, referred for investigation
+    # and for medical assistance, and the notices the notifier records for those steps
+    build_network(app, T0 - timedelta(days=1))
+    case = receive(app, 0, urgent=False)
+    app.assess_case(
+        case,
+        actor=FP_UNHCR,
+        category=ComplaintCategory.SEA_ALLEGATION,
+        allegation=Allegation(
+            allegation_type=AllegationType.SEXUAL_EXPLOITATION,
+            subtype=None,
+            child_involved=False,
+            implicated_agency="wfp",
+            personnel_category=PersonnelCategory.UN_STAFF,
+            incident_date=None,
+            incident_area="SO22",
+            victim_sex=Sex.FEMALE,
+            victim_age_band=AgeBand.ADULT,
+        ),
+        at=at(10),
+    )
+    app.give_consent(
+        case,
+        actor=FP_UNHCR,
+        kind=ConsentKind.ASSISTANCE_REFERRAL,
+        given_by=ConsentGiver.SURVIVOR,
+        at=at(11),
+    )
+    investigation = app.refer_for_investigation(
+        case,
+        actor=FP_UNHCR,
+        entity="wfp-oig",
+        shared=(SharedItem.ALLEGATION_SUMMARY,),
+        at=at(12),
+    )
+    referral = app.refer_for_assistance(
+        case,
+        actor=FP_UNHCR,
+        service_type=ServiceType.MEDICAL,
+        provider="med-a",
+        area="SO22",
+        share_contact=False,
+        at=at(13),
+    ).id
+
+    def sent(user: str, kind: NotificationKind, about: str, minute: int) -> Notification:
+        return Notification.sent(
+            recipient=user,
+            kind=kind,
+            about=about,
+            case_id=case,
+            urgent=False,
+            count=1,
+            channels=(NotificationChannel.EMAIL, NotificationChannel.SMS),
+            attempts=2,
+            at=at(minute),
+        )
+
+    app.record_notifications(
+        [
+            sent("inv-wfp", NotificationKind.INVESTIGATION_REFERRAL, f"{case}:v4", 14),
+            sent("nurse-a", NotificationKind.ASSISTANCE_REFERRAL, str(referral), 14),
+        ]
+    )
+    assert investigation.version == 4
+    app.record_notification(
+        sent("fp-unhcr", NotificationKind.ACTION_DUE_SOON, f"{case}:feedback:20260401T080000Z", 20)
+    )
+    # when the case is replayed, then each names whom it went to as what, and for which agency
+    told = {s.notice.kind: s.summary for s in replay_case(app, case).steps if s.notice}
+    assert told["investigation_referral"].startswith(
+        "investigating entity inv-wfp of wfp alerted: 1 referral for investigation, by e-mail "
+        "and by SMS, at 2026-03-02T08:14:00+00:00; delivered after 2 tries"
+    )
+    assert told["assistance_referral"].startswith(
+        "service provider nurse-a of med-a alerted: 1 assistance referral"
+    )
+    assert told["action_due_soon"].startswith(
+        "focal point fp-unhcr of unhcr alerted: 1 action due soon (feedback, due "
+        "2026-04-01T08:00+00:00)"
+    )
