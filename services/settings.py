@@ -76,6 +76,38 @@ class Settings(BaseSettings):
         description="refuse tokens whose header is not typ: at+jwt (RFC 9068 access tokens), "
         "so that an ID token of the same provider is not taken as an access token",
     )
+    # --- the staff console (issue #21, ADR 24) ---
+    console_oidc_client_id: str | None = Field(
+        default=None,
+        description="the console's client id at the OIDC provider (needed with "
+        "CBCM_OIDC_ISSUER; the console then signs staff in there)",
+    )
+    console_oidc_client_secret: str | None = Field(
+        default=None,
+        description="its client secret, for a confidential client; unset: a public client "
+        "(PKCE alone)",
+    )
+    console_oidc_scopes: str = Field(
+        default="openid", description="the scopes the console asks for, space-separated"
+    )
+    console_oidc_resource: str | None = Field(
+        default=None,
+        description="the resource indicator (RFC 8707) sent with the authorization and token "
+        "requests, for providers that issue JWT access tokens per resource",
+    )
+    console_url: str | None = Field(
+        default=None,
+        description="the console's public base URL as browsers reach it, e.g. "
+        "https://cbcm.example.org (the OIDC redirect is <url>/console/sign-in/callback; "
+        "https makes the session cookie Secure); unset: taken from each request",
+    )
+    console_session_hours: float = Field(
+        default=8,
+        gt=0,
+        le=24,
+        description="how long a console session lasts at most (the token's own expiry ends "
+        "it sooner)",
+    )
     # --- anonymous complainants and public endpoints (issue #4) ---
     receipt_failures_per_locator: int = Field(
         default=5,

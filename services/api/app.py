@@ -34,6 +34,7 @@ from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from services.api import console
 from services.api.edge import BodyLimit, ClientAddress, SecurityHeaders
 from services.api.metrics import ApiMetrics, MetricsMiddleware
 from services.api.pages import complainants
@@ -187,6 +188,7 @@ def create_app(
     )
     app.state.pages_agency = settings.public_pages_agency
     app.include_router(complainants.router)
+    console.mount(app, settings)  # the staff console (/console, ADR 24): after the edge
     _operations(app, stores, settings.data_dir, lazy)
     return app
 
