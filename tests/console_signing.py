@@ -13,6 +13,13 @@ import re
 import httpx
 
 from domain.actors import Role
+from projections.assistance import AssistanceProjection
+from projections.inbox import InboxProjection
+from projections.stats import StatisticsProjection
+from services.application.store import is_published
+from services.projector.runner import apply_batch, open_projection, read_model_path
+from services.relay.translation import to_cloud_event
+from tests.api_world import RECENTLY, World
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 FORM = re.compile(r'name="form" value="([^"]+)"')
@@ -46,3 +53,54 @@ def sign_in(client: httpx.Client, user: str, agency: str, *roles: Role, lang: st
     home = client.get("/console/")
     assert home.status_code == 200, home.text
     return csrf_of(home.text)
+
+
+def project(world: World) -> None:
+    """Feed the read models from the store, as the relay and the projectors would (the
+    stream itself is tested in the relay and projector tests); again after each write."""
+    notifications = world.mechanism.recorder.select_notifications(1, 10**6)
+    messages = []
+    previous: dict[int, int] = {}
+    last = 0
+    for notification in notifications:
+        event = world.mechanism.mapper.to_domain_event(notification)
+        if not is_published(event):
+            continue
+        messages.append(
+            (notification.id, to_cloud_event(event, source="test", position=notification.id))
+        )
+        previous[notification.id] = last
+        last = notification.id
+    for projection in (InboxProjection(), AssistanceProjection(), StatisticsProjection()):
+        path = read_model_path(world.settings.data_dir, projection.name)
+        db = open_projection(projection, path)
+        try:
+            apply_batch(projection, db, messages, previous)
+        finally:
+            db.close()
+
+
+def file_complaint(
+    client: httpx.Client,
+    world: World,
+    *,
+    narrative: str = "A distribution worker asked for sex in exchange for food.",
+    survivor: dict[str, str] | None = None,
+    complainant_role: str = "survivor",
+    urgent: bool = False,
+) -> str:
+    """A complaint received by unhcr's intake operator through the API: the case's id."""
+    answer = client.post(
+        "/v1/cases",
+        json={
+            "received_at": RECENTLY,
+            "channel": "hotline",
+            "complainant_role": complainant_role,
+            "immediate_safety_risk": urgent,
+            "narrative": narrative,
+            **({"survivor": survivor} if survivor else {}),
+        },
+        headers=world.headers("intake_operator"),
+    )
+    assert answer.status_code == 201, answer.text
+    return str(answer.json()["id"])

@@ -137,6 +137,7 @@ def create_app(
     )
     throttles = throttle_storage(settings.throttle_store, settings.throttle_key_prefix)
     app.state.metrics = metrics
+    app.state.read_models = stores  # the console's pages read them too
     app.state.settings = settings
     app.state.mechanism = lazy
     app.state.verifier = verifier or verifier_from_settings(settings)

@@ -158,12 +158,30 @@ def render(
             moment = datetime.fromisoformat(moment)
         return format_datetime(moment, fmt, tzinfo=moment.tzinfo, locale=lang)
 
+    def word(code: object) -> str:
+        text = str(code)
+        return translations.gettext(CODE_WORDS[text]) if text in CODE_WORDS else text
+
+    message_text = ""
+    if context.get("message"):
+        arguments = {
+            key: ", ".join(translations.gettext(item) for item in value)
+            if isinstance(value, list)
+            else value
+            for key, value in (context.get("message_args") or {}).items()
+        }
+        message_text = translations.gettext(context["message"])
+        if arguments:
+            message_text = message_text % arguments
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
     page = site.env.get_template(template).render(
         gettext=translations.gettext,
         ngettext=translations.ngettext,
         _=translations.gettext,
         when=when,
+        word=word,
+        N_=N_,
+        message_text=message_text,
         lang=lang,
         dir="ltr",
         languages=LANGUAGES,
@@ -219,3 +237,109 @@ class ConsoleHeaders:
             await send(message)
 
         await self.app(scope, receive, sending)
+
+
+CODE_WORDS: Final = {
+    # statuses
+    "under_preliminary_assessment": N_("Under preliminary assessment"),
+    "referred_pending_investigation": N_("Referred, pending investigation"),
+    "under_investigation": N_("Under investigation"),
+    "substantiated": N_("Substantiated"),
+    "not_substantiated": N_("Not substantiated"),
+    "closed_other_reasons": N_("Closed for other reasons"),
+    # the inbox's next actions
+    "assess": N_("Assess"),
+    "offer_assistance": N_("Offer assistance"),
+    "refer_for_investigation": N_("Refer for investigation"),
+    "chase_acknowledgement": N_("Chase the acknowledgement"),
+    "give_feedback": N_("Give feedback"),
+    "close": N_("Close"),
+    # categories
+    "sea_allegation": N_("SEA allegation"),
+    "other_sensitive": N_("Other sensitive complaint"),
+    "non_sensitive_feedback": N_("Non-sensitive feedback"),
+    "sexual_exploitation": N_("Sexual exploitation"),
+    "sexual_abuse": N_("Sexual abuse"),
+    "other": N_("Other"),
+    "unknown": N_("Unknown"),
+    "transactional_sex": N_("Transactional sex"),
+    "exploitative_relationship": N_("Exploitative relationship"),
+    "solicitation": N_("Solicitation"),
+    "rape": N_("Rape"),
+    "sexual_assault": N_("Sexual assault"),
+    "sexual_activity_with_child": N_("Sexual activity with a child"),
+    "un_staff": N_("UN staff"),
+    "un_related_personnel": N_("UN related personnel"),
+    "implementing_partner_personnel": N_("Implementing partner personnel"),
+    "female": N_("Female"),
+    "male": N_("Male"),
+    "0-11": N_("0-11 years"),
+    "12-17": N_("12-17 years"),
+    "18+": N_("18 years or more"),
+    "unknown_child": N_("Unknown age, a child"),
+    # channels and people
+    "hotline": N_("Hotline"),
+    "sms_messaging": N_("SMS or messaging"),
+    "complaint_box": N_("Complaint box"),
+    "in_person": N_("In person"),
+    "email": N_("E-mail"),
+    "web_form": N_("Web form"),
+    "community_leader": N_("Community leader"),
+    "staff_mandatory_report": N_("Staff member's mandatory report"),
+    "interagency_referral": N_("Referral from another agency's mechanism"),
+    "survivor": N_("Survivor"),
+    "witness": N_("Witness"),
+    "staff_member": N_("Staff member"),
+    "anonymous": N_("Anonymous"),
+    "complainant": N_("Complainant"),
+    "alleged_perpetrator": N_("Alleged perpetrator"),
+    "case": N_("Notes staff wrote about the case"),
+    # consents and sharing
+    "assistance_referral": N_("Referral for assistance"),
+    "identity_disclosure": N_("Disclosure of identity for investigation"),
+    "contact": N_("Being contacted"),
+    "caregiver_best_interest": N_("Caregiver, in the child's best interest"),
+    "phone": N_("Phone"),
+    "sms": N_("SMS"),
+    "through_trusted_person": N_("Through a trusted person"),
+    "receipt_code": N_("Receipt code (anonymous complainant)"),
+    "allegation_summary": N_("Allegation summary"),
+    "narrative": N_("Narrative"),
+    "survivor_identity": N_("Survivor's identity"),
+    "complainant_identity": N_("Complainant's identity"),
+    "contact_details": N_("Contact details"),
+    "alleged_perpetrator_details": N_("Alleged perpetrator details"),
+    # transfers, outcomes, closure, erasure
+    "implicated_agency_custody": N_("The implicated agency takes custody"),
+    "received_by_wrong_agency": N_("Received by the wrong agency"),
+    "area_of_responsibility": N_("Area of responsibility"),
+    "capacity": N_("Capacity"),
+    "investigation_concluded": N_("Investigation concluded"),
+    "referred_to_agency_procedure": N_("Referred to the agency's own procedure"),
+    "referred_to_feedback_mechanism": N_("Referred to the feedback mechanism"),
+    "duplicate": N_("Duplicate"),
+    "insufficient_information": N_("Insufficient information"),
+    "complainant_withdrew": N_("The complainant withdrew"),
+    "not_within_mandate": N_("Not within the mandate"),
+    "survivor_request": N_("The survivor's request"),
+    "complainant_request": N_("The complainant's request"),
+    "network_decision": N_("A network decision"),
+    "retention_expired": N_("Retention period over"),
+    # services and referrals
+    "medical": N_("Medical"),
+    "psychosocial": N_("Psychosocial"),
+    "legal": N_("Legal"),
+    "material": N_("Material"),
+    "safety_protection": N_("Safety and protection"),
+    "livelihood": N_("Livelihood"),
+    "education": N_("Education"),
+    "child_born_of_sea": N_("Support for a child born of SEA"),
+    "referred": N_("Referred"),
+    "accepted": N_("Accepted"),
+    "declined_by_provider": N_("Declined by the provider"),
+    "declined_by_survivor": N_("Declined by the survivor"),
+    "delivered": N_("Delivered"),
+    "followed_up": N_("Followed up"),
+}
+"""Codes of the domain's vocabulary in words (translated when shown); a code missing here is
+shown as it is."""

@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from domain.actors import Actor, Role
 from domain.case import Allegation, Case
 from domain.errors import InvalidCommand, NotFound
-from domain.need_to_know import best_case_access, case_access
+from domain.need_to_know import CaseAccess, best_case_access, case_access
 from domain.personal_data import PersonDetails
 from domain.policy import NetworkPolicy
 from domain.vocabulary import ConsentKind, ErasureReason
@@ -172,7 +172,17 @@ async def receive_complaint(
 async def get_case(request: Request, principal: CurrentPrincipal, case_id: CaseId) -> CaseOut:
     """The case, as the caller's task needs it. Personal data shown is recorded (who, when,
     which fields) in the case's custody trail before the answer leaves."""
-    app = mechanism(request)
+    view, _, _ = await read_case(mechanism(request), principal, case_id)
+    return view
+
+
+async def read_case(
+    app: ComplaintMechanism, principal: Principal, case_id: UUID, *, purpose: str = "case"
+) -> tuple[CaseOut, Case, CaseAccess]:
+    """The case as ``principal`` may see it (``NotFound`` when they may not), the case
+    itself and their access; personal data shown is recorded as read, with ``purpose``,
+    before it is returned. The API's case and the console's case page both read through
+    here, so a page never shows what the API would not."""
     case, policy = await _load_visible(app, principal, case_id)
     grantees = await _audit_grantees(app, principal, case_id)
     access = best_case_access(
@@ -187,10 +197,10 @@ async def get_case(request: Request, principal: CurrentPrincipal, case_id: CaseI
     if revealed:
         await in_thread(
             lambda: app.record_personal_data_read(
-                case_id, actor=access.reader, fields=revealed, purpose="case", at=now()
+                case_id, actor=access.reader, fields=revealed, purpose=purpose, at=now()
             )
         )
-    return view
+    return view, case, access
 
 
 HISTORY_READERS = (Role.FOCAL_POINT, Role.COORDINATOR, Role.AUDITOR)

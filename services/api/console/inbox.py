@@ -1,0 +1,132 @@
+"""The inbox page (issue #21): the agency's open cases, overdue first, urgent ones flagged,
+with filters and pages.
+
+Read from the inbox read model, as ``GET /v1/inbox/{agency}`` answers it, under the same
+rule: a focal point sees their own agency's inbox, the coordinator any agency's. The read
+model holds no personal data, so nothing here is recorded as a read. Filters narrow the
+agency's list (the need-to-know is the agency, decided before the query): assigned to me,
+overdue only, urgent only (an immediate safety risk or a child involved), the next action,
+the category. Pages of ``PAGE_SIZE``.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Final
+from urllib.parse import urlencode
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, Response
+
+from domain.actors import Role, validate_code
+from domain.errors import InvalidCode
+from projections.inbox import inbox
+from projections.inbox.model import ACTIONS, InboxItem
+from services.api.console.session import PREFIX, ConsoleRefusal, SignedIn
+from services.api.console.site import NAV, render
+from services.api.pages.i18n import N_
+from services.api.problems import Problem
+from services.api.read_models import query, wait_for_position
+from services.projector.storage import ReadModelStore
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+
+PAGE_SIZE: Final = 25
+READERS: Final = (Role.FOCAL_POINT, Role.COORDINATOR)
+CATEGORIES: Final = ("sea_allegation", "other_sensitive", "non_sensitive_feedback", "none")
+
+NAV.append((f"{PREFIX}/inbox", N_("Inbox"), READERS))
+
+NOT_YOURS: Final = N_("Focal points see their own agency's inbox only.")
+NO_INBOX: Final = N_("The inbox is for focal points and the network's coordinator.")
+NOT_READY: Final = N_(
+    "The inbox is not available right now (it is being brought up to date). Please try "
+    "again in a minute."
+)
+
+
+def urgent(item: InboxItem) -> bool:
+    return item.immediate_safety_risk or item.child_involved
+
+
+@router.get("/inbox", response_class=HTMLResponse)
+async def inbox_page(request: Request, staff: SignedIn) -> Response:
+    """The open cases of the reader's agency (the coordinator: any agency's)."""
+    principal = staff.principal
+    if not any(role in principal.roles for role in READERS):
+        raise ConsoleRefusal(403, NO_INBOX, staff)
+    params = request.query_params
+    agency = params.get("agency") or principal.agency
+    try:
+        validate_code("agency", agency)
+    except InvalidCode:
+        agency = principal.agency
+    if Role.COORDINATOR not in principal.roles and agency != principal.agency:
+        raise ConsoleRefusal(403, NOT_YOURS, staff)
+    mine = params.get("mine") == "1" and Role.FOCAL_POINT in principal.roles
+    overdue_only = params.get("overdue") == "1"
+    urgent_only = params.get("urgent") == "1"
+    action = params.get("action", "")
+    action = action if action in ACTIONS else ""
+    category = params.get("category", "")
+    category = category if category in CATEGORIES else ""
+    try:
+        page = max(1, min(10_000, int(params.get("page", "1"))))
+    except ValueError:
+        page = 1
+
+    stores: dict[str, ReadModelStore] = request.app.state.read_models
+    settings = request.app.state.settings
+    after = params.get("after")
+    try:
+        await wait_for_position(
+            stores["inbox"],
+            int(after) if after and after.isdigit() else None,
+            settings.read_wait_seconds,
+        )
+        moment = datetime.now(UTC)
+        items = await query(
+            stores["inbox"],
+            lambda db: inbox(db, agency, focal_point=principal.user if mine else None, now=moment),
+        )
+    except Problem:
+        raise ConsoleRefusal(503, NOT_READY, staff) from None
+    chosen = [
+        item
+        for item in items
+        if (not overdue_only or item.overdue)
+        and (not urgent_only or urgent(item))
+        and (not action or item.action == action)
+        and (not category or (item.category or "none") == category)
+    ]
+    pages = max(1, -(-len(chosen) // PAGE_SIZE))
+    page = min(page, pages)
+    shown = chosen[(page - 1) * PAGE_SIZE : page * PAGE_SIZE]
+    filters = {
+        "agency": agency,
+        "mine": "1" if mine else "",
+        "overdue": "1" if overdue_only else "",
+        "urgent": "1" if urgent_only else "",
+        "action": action,
+        "category": category,
+    }
+    return render(
+        request,
+        staff,
+        "console/inbox.html",
+        items=shown,
+        total=len(chosen),
+        overdue_count=sum(1 for item in chosen if item.overdue),
+        page=page,
+        pages=pages,
+        filters=filters,
+        query_of=lambda **change: urlencode(
+            {k: v for k, v in {**filters, **change}.items() if v not in ("", None)}
+        ),
+        actions=ACTIONS,
+        categories=CATEGORIES,
+        urgent=urgent,
+        coordinator=Role.COORDINATOR in principal.roles,
+        focal_point=Role.FOCAL_POINT in principal.roles,
+        done=params.get("done", ""),
+    )
