@@ -87,6 +87,8 @@ clean:
 catalogues: $(STAMP)
 	$(BIN)/pybabel extract -F services/api/pages/babel.cfg -k N_ --no-location --omit-header --no-wrap -o services/api/pages/locales/messages.pot .
 	for lang in fr ar es pt sw; do $(BIN)/pybabel update --no-wrap --ignore-obsolete --no-fuzzy-matching -D messages -l $$lang -i services/api/pages/locales/messages.pot -d services/api/pages/locales; done
+	$(BIN)/pybabel extract -F services/api/console/babel.cfg -k N_ --no-location --omit-header --no-wrap -o services/api/console/locales/console.pot .
+	for lang in fr; do test -f services/api/console/locales/$$lang/LC_MESSAGES/console.po || $(BIN)/pybabel init --no-wrap -D console -l $$lang -i services/api/console/locales/console.pot -d services/api/console/locales; $(BIN)/pybabel update --no-wrap --ignore-obsolete --no-fuzzy-matching -D console -l $$lang -i services/api/console/locales/console.pot -d services/api/console/locales; done
 
 ## The browser tests' tools (the tests install them too when missing, never skip): Debian's
 ## chromium (as root, as CI runs) and axe-core from tests/browser/package-lock.json.
