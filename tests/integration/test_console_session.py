@@ -76,7 +76,7 @@ def test_over_tls_the_cookie_is_secure_and_host_bound(world: World) -> None:
         "/console/sign-in/development",
         data={"form": form.group(1), "user": "fp-unhcr", "agency": "unhcr", "role": "focal_point"},
     )
-    session = [c for c in answer.headers.get_list("set-cookie") if "cbcm-console=" in c][0]
+    session = next(c for c in answer.headers.get_list("set-cookie") if "cbcm-console=" in c)
     assert session.startswith("__Host-cbcm-console=")
     assert "Secure" in session and "Path=/" in session
 
