@@ -88,12 +88,13 @@ def file_complaint(
     survivor: dict[str, str] | None = None,
     complainant_role: str = "survivor",
     urgent: bool = False,
+    received_at: str = RECENTLY,
 ) -> str:
     """A complaint received by unhcr's intake operator through the API: the case's id."""
     answer = client.post(
         "/v1/cases",
         json={
-            "received_at": RECENTLY,
+            "received_at": received_at,
             "channel": "hotline",
             "complainant_role": complainant_role,
             "immediate_safety_risk": urgent,
