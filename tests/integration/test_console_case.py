@@ -16,7 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from domain.actors import Role
+from services.api.console import trail
+from services.audit.verify import Attested
 from services.bootstrap import complaint_mechanism
+from services.event_store.chain import head
 from services.settings import Settings
 from tests.api_world import World, make_world
 from tests.console_signing import file_complaint, project, sign_in
@@ -320,3 +323,26 @@ def test_the_trail_shows_every_step_and_read_with_chain_positions(
     assert "fp-unhcr" in trail
     provider, _ = person(world, "prov-med", "med-a", Role.SERVICE_PROVIDER)
     assert provider.get(f"/console/cases/{case_id}/trail").status_code == 404
+
+
+def test_the_trail_says_verified_up_to_the_checkpoint_that_covers_it(
+    api: TestClient, world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With a checkpoint at the head (as the witness's book would hold one: here given
+    directly, the book's own checks are the audit tests'), every step is attested by it."""
+    case_id = new_case(api, world)
+    top = head(world.mechanism.recorder)
+    assert top is not None
+    checkpoint = Attested(top.position, top.link, "2026-12-06T10:00:00Z")
+    monkeypatch.setattr(trail, "witness_checkpoints", lambda app, settings: [checkpoint])
+    auditor, _ = person(world, "aud-1", "ocha", Role.AUDITOR)
+    page = auditor.get(f"/console/cases/{case_id}/trail").text
+    assert f"Verified up to checkpoint {top.position}:" in page
+    assert page.count(f"attested by the checkpoint at position {top.position}") >= 1
+    # a later step (the coordinator's read) is not covered yet: the mark says so
+    coordinator, _ = person(world, "coord-1", "ocha", Role.COORDINATOR)
+    fp, csrf = person(world, "fp-unhcr", "unhcr", Role.FOCAL_POINT)
+    assert act(fp, csrf, case_id, "assess", 1, **ASSESSMENT)[0] == 303
+    page = coordinator.get(f"/console/cases/{case_id}/trail").text
+    assert f"Verified up to checkpoint {top.position}." in page
+    assert "not yet covered by a checkpoint" in page

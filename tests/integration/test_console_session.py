@@ -9,9 +9,12 @@ import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from urllib.parse import urljoin, urlsplit
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import given
+from hypothesis import strategies as st
 
 from domain.actors import Role
 from services.api.console.session import Sessions, safe_next
@@ -216,6 +219,15 @@ def test_next_never_leads_off_the_console(world: World, target: str) -> None:
     )
     assert answer.status_code == 303
     assert answer.headers["location"] == "/console/"
+
+
+@given(st.text(max_size=60), st.sampled_from(["", "/console", "/console/", "//", "/"]))
+def test_next_is_always_a_path_of_this_console(tail: str, start: str) -> None:
+    target = safe_next(start + tail)
+    resolved = urlsplit(urljoin("https://cbcm.example/console/x", target))
+    assert resolved.netloc == "cbcm.example" and resolved.scheme == "https"
+    assert resolved.path == "/console" or resolved.path.startswith("/console/")
+    assert not any(ord(c) < 0x20 for c in target)
 
 
 def test_next_keeps_a_console_path() -> None:

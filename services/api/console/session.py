@@ -332,6 +332,10 @@ async def signed_in(request: Request) -> Staff:
     one, or a token the verifier now refuses: sent to sign in again, then back here."""
     sessions = sessions_of(request)
     here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET":
+        # a form sent after the session ended: back to the console's first page (the
+        # form's address answers posts only)
+        here = f"{PREFIX}/"
     session = sessions.read(request)
     if session is None:
         raise SignInNeeded(here)
