@@ -346,3 +346,20 @@ def test_the_trail_says_verified_up_to_the_checkpoint_that_covers_it(
     page = coordinator.get(f"/console/cases/{case_id}/trail").text
     assert f"Verified up to checkpoint {top.position}." in page
     assert "not yet covered by a checkpoint" in page
+
+
+def test_erasure_by_retention_cannot_be_asked_for_by_a_form(api: TestClient, world: World) -> None:
+    case_id = new_case(api, world)
+    fp, csrf = person(world, "fp-unhcr", "unhcr", Role.FOCAL_POINT)
+    assert "retention_expired" not in fp.get(f"/console/cases/{case_id}").text
+    status, text = act(
+        fp, csrf, case_id, "erasure", 1, subjects=["survivor"], reason="retention_expired"
+    )
+    assert status == 422
+    assert "retention" in alert(text)
+    assert NAME in fp.get(f"/console/cases/{case_id}").text  # nothing erased
+    status, _ = act(
+        fp, csrf, case_id, "erasure", 1, subjects=["survivor"], reason="survivor_request"
+    )
+    assert status == 303
+    assert NAME not in fp.get(f"/console/cases/{case_id}").text

@@ -147,6 +147,21 @@ def _acknowledgeable(case: Case) -> bool:
     return case.closure is None and inv is not None and inv.acknowledged_at is None
 
 
+def _erase(
+    app: ComplaintMechanism, actor: Actor, at: datetime, case_id: UUID, body: ErasureIn
+) -> Written:
+    # as the API: retention is the retention job's, never a request's
+    if body.reason is ErasureReason.RETENTION_EXPIRED:
+        raise errors.InvalidCommand("retention is applied by the retention job, not on request")
+    return app.erase_personal_data(
+        expecting(case_id, body.expected_version),
+        actor=actor,
+        subjects=tuple(dict.fromkeys(body.subjects)),
+        reason=body.reason,
+        at=at,
+    )
+
+
 def _outcome_due(case: Case) -> bool:
     inv = case.investigation
     return case.closure is None and inv is not None and inv.outcome is None
@@ -334,13 +349,7 @@ ACTIONS: Final = {
             N_("Erase personal data"),
             HANDLERS,
             ErasureIn,
-            lambda app, actor, at, case_id, body: app.erase_personal_data(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                subjects=tuple(dict.fromkeys(body.subjects)),
-                reason=body.reason,
-                at=at,
-            ),
+            _erase,
             lists=("subjects",),
             shows=lambda case: True,
         ),
