@@ -8,7 +8,12 @@ form carries). Works with a ``TestClient`` or any ``httpx.Client`` pointed at th
 
 from __future__ import annotations
 
+import json
 import re
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import httpx
 
@@ -17,9 +22,11 @@ from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
 from services.application.store import is_published
+from services.nats.server import free_port
 from services.projector.runner import apply_batch, open_projection, read_model_path
 from services.relay.translation import to_cloud_event
 from tests.api_world import RECENTLY, World
+from tests.node_packages import installed, node_and_npm
 
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 FORM = re.compile(r'name="form" value="([^"]+)"')
@@ -105,3 +112,54 @@ def file_complaint(
     )
     assert answer.status_code == 201, answer.text
     return str(answer.json()["id"])
+
+
+OIDC_PROVIDER = Path(__file__).parent / "fixtures" / "oidc_provider"
+OIDC_CLIENT_ID = "cbcm-console"
+OIDC_RESOURCE = "https://cbcm.test/api"
+
+
+@contextmanager
+def oidc_provider(
+    redirect_uri: str, accounts: dict[str, dict[str, object]], *, host: str = "127.0.0.1"
+) -> Iterator[str]:
+    """A real OpenID Connect provider (``oidc-provider`` by Node) with the console as its
+    client and ``accounts`` (their agency and roles claims), named ``http://<host>:<port>``:
+    its issuer."""
+    node, _ = node_and_npm()
+    where = installed(OIDC_PROVIDER)
+    config = {
+        "port": free_port(),
+        "host": host,
+        "client_id": OIDC_CLIENT_ID,
+        "redirect_uri": redirect_uri,
+        "resource": OIDC_RESOURCE,
+        "accounts": accounts,
+    }
+    provider = subprocess.Popen(
+        [node, "provider.mjs", json.dumps(config)],
+        cwd=where,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert provider.stdout is not None
+        line = provider.stdout.readline()
+        assert line.startswith("ready "), f"the provider did not start: {line!r}"
+        yield line.split()[1]
+    finally:
+        provider.terminate()
+        provider.wait(10)
+
+
+def oidc_settings(issuer: str, console: str) -> dict[str, object]:
+    """The settings of a console signing in with ``oidc_provider`` at ``console``."""
+    return {
+        "oidc_issuer": issuer,
+        "oidc_audience": OIDC_RESOURCE,
+        "oidc_require_access_token_type": True,
+        "console_oidc_client_id": OIDC_CLIENT_ID,
+        "console_oidc_resource": OIDC_RESOURCE,
+        "console_url": console,
+    }

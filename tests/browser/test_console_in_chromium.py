@@ -8,19 +8,23 @@ own Content-Security-Policy."""
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, BrowserContext, Page
 
+from services.api.serving import server_config
 from services.bootstrap import complaint_mechanism
+from services.nats.server import free_port
 from services.settings import Settings
 from tests.api_world import RECENTLY, World, make_world
 from tests.browser.conftest import served
-from tests.console_signing import project
+from tests.console_signing import oidc_provider, oidc_settings, project
 
 WCAG_A_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
 NAME = "Halima CANARYNAME"
@@ -273,3 +277,48 @@ def test_two_browsers_editing_one_case_get_the_conflict_message(
         walk.check(second, "conflict")
     finally:
         walk.close()
+
+
+def test_staff_sign_in_in_chromium_through_a_provider_on_another_site(
+    browser: Browser, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """The provider is another site (``localhost``; the console is ``127.0.0.1``): the
+    Strict session cookie set on the way back must reach the console's next page."""
+    port = free_port()
+    console = f"http://127.0.0.1:{port}"
+    accounts: dict[str, dict[str, object]] = {
+        "fp-unhcr": {"agency": "unhcr", "roles": ["focal_point"]}
+    }
+    with oidc_provider(f"{console}/console/sign-in/callback", accounts, host="localhost") as issuer:
+        data = tmp_path_factory.mktemp("console-oidc-browser")
+        mechanism = complaint_mechanism(
+            Settings(data_dir=data, event_store=f"sqlite:///{data / 'events.sqlite3'}")
+        )
+        world = make_world(data, mechanism, **oidc_settings(issuer, console))
+        config = server_config(world.api, "127.0.0.1", port)
+        config.timeout_graceful_shutdown = 1
+        server = uvicorn.Server(config)
+        thread = threading.Thread(target=server.run, daemon=True)
+        thread.start()
+        context = browser.new_context()
+        try:
+            while not server.started:
+                assert thread.is_alive(), "the console did not start"
+                time.sleep(0.02)
+            page = context.new_page()
+            page.goto(f"{console}/console/inbox")
+            assert "Development sign-in" not in page.content()
+            page.get_by_role("link", name="Sign in with your organisation's account").click()
+            assert page.url.startswith(issuer)
+            page.fill('input[name="login"]', "fp-unhcr")
+            page.fill('input[name="password"]', "any")
+            page.locator('button[type="submit"]').click()
+            page.wait_for_url(f"{console}/console/inbox")
+            assert "Signed in as fp-unhcr, unhcr" in page.content()
+            cookie = next(c for c in context.cookies() if c["name"] == "cbcm-console")
+            assert cookie["httpOnly"] and cookie["sameSite"] == "Strict"
+        finally:
+            context.close()
+            server.should_exit = True
+            thread.join(10)
+            mechanism.close()

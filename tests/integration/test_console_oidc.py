@@ -7,14 +7,11 @@ development sign-in, which must not exist while an issuer is configured."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from urllib.parse import parse_qs, urljoin, urlparse
 
 import httpx
@@ -26,11 +23,8 @@ from services.bootstrap import complaint_mechanism
 from services.nats.server import free_port
 from services.settings import Settings
 from tests.api_world import World, make_world
-from tests.node_packages import installed, node_and_npm
+from tests.console_signing import oidc_provider, oidc_settings
 
-PROVIDER = Path(__file__).parents[1] / "fixtures" / "oidc_provider"
-CLIENT_ID = "cbcm-console"
-RESOURCE = "https://cbcm.test/api"
 ACCOUNTS = {
     "fp-unhcr": {"agency": "unhcr", "roles": ["focal_point"]},
     "fp-withdrawn": {"agency": "unhcr", "roles": ["focal_point"]},
@@ -47,48 +41,14 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    node, _ = node_and_npm()
-    where = installed(PROVIDER)
-    console_port, provider_port = free_port(), free_port()
+    console_port = free_port()
     console = f"http://127.0.0.1:{console_port}"
-    provider = subprocess.Popen(
-        [
-            node,
-            "provider.mjs",
-            json.dumps(
-                {
-                    "port": provider_port,
-                    "client_id": CLIENT_ID,
-                    "redirect_uri": f"{console}/console/sign-in/callback",
-                    "resource": RESOURCE,
-                    "accounts": ACCOUNTS,
-                }
-            ),
-        ],
-        cwd=where,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert provider.stdout is not None
-        line = provider.stdout.readline()
-        assert line.startswith("ready "), f"the provider did not start: {line!r}"
-        issuer = line.split()[1]
+    with oidc_provider(f"{console}/console/sign-in/callback", ACCOUNTS) as issuer:
         data = tmp_path_factory.mktemp("console-oidc")
         mechanism = complaint_mechanism(
             Settings(data_dir=data, event_store=f"sqlite:///{data / 'events.sqlite3'}")
         )
-        world = make_world(
-            data,
-            mechanism,
-            oidc_issuer=issuer,
-            oidc_audience=RESOURCE,
-            oidc_require_access_token_type=True,
-            console_oidc_client_id=CLIENT_ID,
-            console_oidc_resource=RESOURCE,
-            console_url=console,
-        )
+        world = make_world(data, mechanism, **oidc_settings(issuer, console))
         config = server_config(world.api, "127.0.0.1", console_port)
         config.timeout_graceful_shutdown = 1
         server = uvicorn.Server(config)
@@ -103,9 +63,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             server.should_exit = True
             thread.join(10)
             mechanism.close()
-    finally:
-        provider.terminate()
-        provider.wait(10)
 
 
 def browser() -> httpx.Client:
