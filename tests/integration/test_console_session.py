@@ -303,3 +303,11 @@ def test_the_language_follows_the_session(world: World) -> None:
     page = browser.get("/console/")
     assert '<html lang="fr"' in page.text
     assert "Se déconnecter" in page.text
+
+
+def test_an_address_the_console_does_not_have_is_a_readable_page(world: World) -> None:
+    for path in ("/console/cases/not-a-case", "/console/nowhere"):
+        answer = client(world).get(path)
+        assert answer.status_code == 404
+        assert answer.headers["content-type"].startswith("text/html")
+        assert "There is no such page." in answer.text

@@ -28,6 +28,7 @@ from services.api.console.session import (
     sign_in_url,
 )
 from services.api.console.site import ConsoleCatalogues, ConsoleHeaders, ConsoleSite, render
+from services.api.pages.i18n import N_
 from services.api.throttle import throttle_storage
 from services.settings import Settings
 
@@ -56,7 +57,16 @@ def console_router() -> APIRouter:
             continue
         module = importlib.import_module(qualified)
         router.include_router(module.router)
+
+    @router.api_route("/console/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
+    async def no_such_page(request: Request, rest: str) -> Response:
+        """Any other address under the console: a readable page, not the API's JSON."""
+        raise ConsoleRefusal(404, NO_SUCH_PAGE)
+
     return router
+
+
+NO_SUCH_PAGE: Final = N_("There is no such page.")
 
 
 async def _refused(request: Request, exc: Exception) -> Response:

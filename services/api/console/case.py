@@ -535,13 +535,13 @@ async def _page(
     )
 
 
-@router.get("/cases/{case_id}", response_class=HTMLResponse)
+@router.get("/cases/{case_id:uuid}", response_class=HTMLResponse)
 async def case_page(request: Request, staff: SignedIn, case_id: UUID) -> Response:
     """The case as the reader may see it, and the actions their role may take."""
     return await _page(request, staff, case_id)
 
 
-@router.post("/cases/{case_id}/{name}", response_class=HTMLResponse)
+@router.post("/cases/{case_id:uuid}/{name}", response_class=HTMLResponse)
 async def case_action(request: Request, staff: SignedIn, case_id: UUID, name: str) -> Response:
     """One workflow action, sent from the case page's form."""
     form = await read_form(request)

@@ -79,7 +79,7 @@ def verified_up_to(replay: CaseReplay) -> int | None:
     return max(positions) if positions else None
 
 
-@router.get("/cases/{case_id}/trail", response_class=HTMLResponse)
+@router.get("/cases/{case_id:uuid}/trail", response_class=HTMLResponse)
 async def trail_page(request: Request, staff: SignedIn, case_id: UUID) -> Response:
     """The case's custody trail as a timeline, with the chain's evidence."""
     app = mechanism(request)
