@@ -363,3 +363,21 @@ def test_erasure_by_retention_cannot_be_asked_for_by_a_form(api: TestClient, wor
     )
     assert status == 303
     assert NAME not in fp.get(f"/console/cases/{case_id}").text
+
+
+def test_the_inbox_filters_by_assignment_action_and_category(api: TestClient, world: World) -> None:
+    mine = new_case(api, world)
+    other = new_case(api, world)
+    fp, csrf = person(world, "fp-unhcr-1", "unhcr", Role.FOCAL_POINT)
+    assert act(fp, csrf, mine, "assign", 1, focal_points="fp-unhcr-1")[0] == 303
+    assert (
+        act(fp, csrf, mine, "assess", 2, **{**ASSESSMENT, "category": "other_sensitive"})[0] == 303
+    )
+    project(world)
+    assigned = fp.get("/console/inbox?mine=1").text
+    assert mine in assigned and other not in assigned
+    sensitive = fp.get("/console/inbox?category=other_sensitive").text
+    assert mine in sensitive and other not in sensitive
+    to_assess = fp.get("/console/inbox?action=assess").text
+    assert other in to_assess and mine not in to_assess
+    assert 'value="other_sensitive" selected' in sensitive  # the filter stays chosen
