@@ -208,3 +208,19 @@ def test_a_focal_point_the_network_never_appointed_gets_no_session(stack: Stack)
     client, answer = sign_in_with_provider(stack, "fp-withdrawn")
     assert answer.status_code == 403
     assert client.get(f"{stack.console}/console/").status_code == 303
+
+
+def test_an_id_token_answering_another_sign_ins_nonce_is_refused(stack: Stack) -> None:
+    """The provider's ID token names the nonce of the sign-in it answers; a sign-in that
+    sent another one (an ID token injected from elsewhere) does not open a session. The
+    pre-sign-in cookie is re-sealed here with the server's key to stand for that sign-in."""
+    sessions = stack.world.api.state.console_sessions
+    client = browser()
+    callback = log_in_at_provider(client, to_provider_login(client, stack), "fp-unhcr")
+    pending = sessions.open("signin", client.cookies["cbcm-console-signin"])
+    assert pending is not None
+    pending["nonce"] = "a-nonce-of-another-sign-in"
+    client.cookies.set("cbcm-console-signin", sessions.seal("signin", pending))
+    answer = client.get(callback)
+    assert answer.status_code == 400
+    assert "cbcm-console=" not in answer.headers.get("set-cookie", "")
