@@ -37,7 +37,8 @@ def console(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, s
     mechanism = complaint_mechanism(
         Settings(data_dir=data, event_store=f"sqlite:///{data / 'events.sqlite3'}")
     )
-    world = make_world(data, mechanism)
+    # the inbox waits this long for a change the walk has not projected yet
+    world = make_world(data, mechanism, read_wait_seconds=0.5)
     with served(world.api) as (host, port):
         yield world, f"http://{host}:{port}"
     mechanism.close()
@@ -185,6 +186,7 @@ def test_a_case_from_intake_to_closure_across_two_agencies(
             check=["Allegation summary"],
         )
         assert fp.url.startswith(f"{base}/console/inbox")  # no longer unhcr's case
+        assert "your last change may not show here yet" in fp.content()  # not projected yet
         fp.goto(f"{base}/console/cases/{case_id}")
         assert "There is no such case" in fp.content()
         walk.check(fp, "refused")

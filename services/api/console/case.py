@@ -605,7 +605,7 @@ async def case_action(request: Request, staff: SignedIn, case_id: UUID, name: st
                 message_args={"fields": [FIELD_WORDS["original_case_id"]]},
             )
     try:
-        await in_thread(lambda: action.decide(app, actor, now(), case_id, body))
+        written = await in_thread(lambda: action.decide(app, actor, now(), case_id, body))
     except errors.VersionConflict as e:
         return await _page(
             request,
@@ -641,5 +641,8 @@ async def case_action(request: Request, staff: SignedIn, case_id: UUID, name: st
     # After a transfer the reader may no longer see the case: back to their inbox then.
     after = await in_thread(lambda: app.get_case(case_id))
     if best_case_access(principal.user, principal.agency, principal.roles, after, policy) is None:
-        return RedirectResponse(f"{PREFIX}/inbox?done={name}", status_code=303)
+        # the inbox waits (bounded) until its read model has applied the transfer
+        return RedirectResponse(
+            f"{PREFIX}/inbox?done={name}&after={written.position}", status_code=303
+        )
     return RedirectResponse(f"{PREFIX}/cases/{case_id}?done={name}", status_code=303)

@@ -78,12 +78,15 @@ async def inbox_page(request: Request, staff: SignedIn) -> Response:
     stores: dict[str, ReadModelStore] = request.app.state.read_models
     settings = request.app.state.settings
     after = params.get("after")
+    behind = False
+    if after and after.isdigit() and len(after) < 19:
+        # read-your-writes after a change made on the case page (a transfer): wait, bounded
+        try:
+            await wait_for_position(stores["inbox"], int(after), settings.read_wait_seconds)
+        except Problem:
+            behind = True  # shown as it is, saying so, rather than not at all
     try:
-        await wait_for_position(
-            stores["inbox"],
-            int(after) if after and after.isdigit() else None,
-            settings.read_wait_seconds,
-        )
+        await wait_for_position(stores["inbox"], None, settings.read_wait_seconds)
         moment = datetime.now(UTC)
         items = await query(
             stores["inbox"],
@@ -129,4 +132,5 @@ async def inbox_page(request: Request, staff: SignedIn) -> Response:
         coordinator=Role.COORDINATOR in principal.roles,
         focal_point=Role.FOCAL_POINT in principal.roles,
         done=params.get("done", ""),
+        behind=behind,
     )
