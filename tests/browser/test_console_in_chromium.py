@@ -324,3 +324,30 @@ def test_staff_sign_in_in_chromium_through_a_provider_on_another_site(
             server.should_exit = True
             thread.join(10)
             mechanism.close()
+
+
+def test_a_link_from_another_site_opens_the_case_in_the_existing_session(
+    browser: Browser, console: tuple[World, str], axe_source: str
+) -> None:
+    """A link in an e-mail or another site's page: the browser withholds the Strict session
+    cookie on that navigation; the console asks again from its own site and the signed-in
+    focal point lands on the case, not on the sign-in."""
+    world, base = console
+    walk = Walk(browser, base, axe_source)
+    try:
+        case_id = intake(world, base)
+        page = walk.person("fp-unhcr", "unhcr", "Focal point")
+        page.context.route(
+            "http://elsewhere.test/",
+            lambda route: route.fulfill(
+                content_type="text/html",
+                body=f'<!doctype html><a href="{base}/console/cases/{case_id}">the case</a>',
+            ),
+        )
+        page.goto("http://elsewhere.test/")
+        page.get_by_role("link", name="the case").click()
+        page.get_by_role("heading", name="What was reported").wait_for()
+        assert page.url == f"{base}/console/cases/{case_id}"
+        assert NAME in page.content()
+    finally:
+        walk.close()

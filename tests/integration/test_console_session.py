@@ -311,3 +311,21 @@ def test_an_address_the_console_does_not_have_is_a_readable_page(world: World) -
         assert answer.status_code == 404
         assert answer.headers["content-type"].startswith("text/html")
         assert "There is no such page." in answer.text
+
+
+def test_a_navigation_from_another_site_is_asked_again_from_here(world: World) -> None:
+    """SameSite=Strict withholds the session on a link from elsewhere: the answer is a page
+    that opens the same console address again from this site (then with the cookie)."""
+    answer = client(world).get("/console/inbox?overdue=1", headers={"Sec-Fetch-Site": "cross-site"})
+    assert answer.status_code == 200
+    assert 'http-equiv="refresh" content="0; url=/console/inbox?overdue=1"' in answer.text
+    again = client(world).get("/console/inbox?overdue=1", headers={"Sec-Fetch-Site": "same-origin"})
+    assert again.status_code == 303  # from here, without a session: the sign-in
+
+
+def test_the_second_ask_never_leads_off_the_console(world: World) -> None:
+    answer = client(world).get(
+        "/console/inbox?x=//evil.example/", headers={"Sec-Fetch-Site": "cross-site"}
+    )
+    assert answer.status_code == 200
+    assert 'content="0; url=/console/"' in answer.text

@@ -22,6 +22,7 @@ from fastapi.responses import RedirectResponse, Response
 
 from services.api.console.session import (
     ConsoleRefusal,
+    CrossSiteArrival,
     Sessions,
     SignInNeeded,
     load_or_create_session_key,
@@ -76,6 +77,11 @@ async def _refused(request: Request, exc: Exception) -> Response:
     )
 
 
+async def _arrived_from_elsewhere(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, CrossSiteArrival)
+    return render(request, None, "console/signed_in.html", next_path=exc.here, arriving=True)
+
+
 async def _sign_in_needed(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, SignInNeeded)
     url = sign_in_url(exc.next_path)
@@ -99,5 +105,6 @@ def mount(app: FastAPI, settings: Settings) -> None:
     )
     app.add_exception_handler(ConsoleRefusal, _refused)
     app.add_exception_handler(SignInNeeded, _sign_in_needed)
+    app.add_exception_handler(CrossSiteArrival, _arrived_from_elsewhere)
     app.add_middleware(ConsoleHeaders)
     app.include_router(console_router())

@@ -84,6 +84,15 @@ class SignInNeeded(Exception):
         self.reason = reason
 
 
+class CrossSiteArrival(Exception):
+    """A navigation from another site without the session cookie (which SameSite=Strict
+    withholds then): answered with a page that opens the same address again from here."""
+
+    def __init__(self, here: str) -> None:
+        super().__init__(here)
+        self.here = safe_next(here)
+
+
 class ConsoleRefusal(Exception):
     """A request the console refuses, rendered as a readable page in the reader's language
     (``message`` is an English msgid, translated when shown)."""
@@ -338,6 +347,10 @@ async def signed_in(request: Request) -> Staff:
         here = f"{PREFIX}/"
     session = sessions.read(request)
     if session is None:
+        if request.method == "GET" and request.headers.get("sec-fetch-site") == "cross-site":
+            # A link from another site (an e-mail, a notification): the browser kept the
+            # Strict session cookie back. The page asks again from here, with it if any.
+            raise CrossSiteArrival(here)
         raise SignInNeeded(here)
     if session == 0 or await run_in_threadpool(sessions.ended, session):
         raise SignInNeeded(here, SIGN_IN_AGAIN)
