@@ -20,7 +20,7 @@ import functools
 import gettext
 import hashlib
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from importlib import resources
 from pathlib import Path
 from typing import Any, Final
@@ -151,12 +151,14 @@ def render(
     lang = reader_language(request, staff)
     translations = site.catalogues.get(lang)
 
-    def when(moment: datetime | str | None, fmt: str = "medium") -> str:
+    def when(moment: datetime | str | None) -> str:
         if moment is None or moment == "":
             return ""
         if isinstance(moment, str):
             moment = datetime.fromisoformat(moment)
-        return format_datetime(moment, fmt, tzinfo=moment.tzinfo, locale=lang)
+        # in UTC, saying so: staff of one network work across time zones
+        moment = moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
+        return format_datetime(moment, "d MMM y, HH:mm 'UTC'", tzinfo=UTC, locale=lang)
 
     def word(code: object) -> str:
         text = str(code)
