@@ -329,3 +329,19 @@ def test_the_second_ask_never_leads_off_the_console(world: World) -> None:
     )
     assert answer.status_code == 200
     assert 'content="0; url=/console/"' in answer.text
+
+
+def test_an_issuer_without_the_consoles_client_says_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    mechanism = complaint_mechanism(
+        Settings(data_dir=tmp_path, event_store=f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    )
+    try:
+        world = make_world(tmp_path, mechanism, oidc_issuer="https://id.example.org")
+        page = TestClient(world.api).get("/console/sign-in")
+        assert page.status_code == 503
+        assert "CBCM_CONSOLE_OIDC_CLIENT_ID" in page.text
+        assert "Development sign-in" not in page.text
+    finally:
+        mechanism.close()

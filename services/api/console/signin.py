@@ -82,6 +82,11 @@ NO_ROLE: Final = N_(
     "network's coordinator."
 )
 NO_SUCH_PAGE: Final = N_("There is no such page.")
+NOT_CONFIGURED: Final = N_(
+    "The console's sign-in is not set up: the network's identity provider is configured "
+    "(CBCM_OIDC_ISSUER) but the console's client is not (CBCM_CONSOLE_OIDC_CLIENT_ID). Tell "
+    "the operators."
+)
 
 
 def _settings(request: Request) -> Settings:
@@ -104,6 +109,8 @@ async def sign_in_page(request: Request) -> Response:
     ended = request.query_params.get("ended") == "1"
     signed_out = request.query_params.get("out") == "1"
     if oidc_configured(settings):
+        if not settings.console_oidc_client_id:
+            raise ConsoleRefusal(503, NOT_CONFIGURED)
         return render(
             request,
             None,
