@@ -47,6 +47,8 @@ RECORD_WORDS: Final = {
     "assistance referral": N_("assistance referral"),
     "personal-data reads": N_("read of personal data"),
     "audit grants": N_("auditors' grants"),
+    "notification": N_("notification sent"),
+    "notice index": N_("index of notices"),
 }
 
 
