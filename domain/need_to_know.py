@@ -184,9 +184,18 @@ def can_see_referral(reader: Actor, referral: AssistanceReferral, case: Case) ->
 def referral_contact_fields(
     reader: Actor, referral: AssistanceReferral, case: Case
 ) -> tuple[str, ...]:
-    """The survivor's contact details (``survivor.*``) the reader may see with a referral."""
+    """The survivor's contact details (``survivor.*``) the reader may see with a referral.
+
+    The focal points holding the case see what they see of the case itself: all of it for
+    the agency that received the complaint, and for an agency the case was transferred to
+    only what the transfer shared (a referral is no way round the transfer's choice)."""
     if reader.role is Role.FOCAL_POINT and reader.agency == case.custodian:
-        return tuple(f"survivor.{f}" for f in PERSON_FIELDS)
+        opened = (
+            frozenset(CASE_PERSONAL_FIELDS)
+            if case.custody_shared is None
+            else shared_fields(case, case.custody_shared)
+        )
+        return tuple(f"survivor.{f}" for f in PERSON_FIELDS if f"survivor.{f}" in opened)
     if reader.role is not Role.SERVICE_PROVIDER or reader.agency != referral.provider:
         return ()
     consent = case.consents.get(ConsentKind.CONTACT)
