@@ -101,6 +101,12 @@ class Settings(BaseSettings):
         "https://cbcm.example.org (the OIDC redirect is <url>/console/sign-in/callback; "
         "https makes the session cookie Secure); unset: taken from each request",
     )
+    console_development_sign_in: bool = Field(
+        default=True,
+        description="without an identity provider, offer the development sign-in (it issues "
+        "a local token for any account typed in) to browsers on this machine only; never over "
+        "an https console URL; false: no sign-in at all without CBCM_OIDC_ISSUER",
+    )
     console_session_hours: float = Field(
         default=8,
         gt=0,

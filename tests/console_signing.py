@@ -28,6 +28,10 @@ from services.relay.translation import to_cloud_event
 from tests.api_world import RECENTLY, World
 from tests.node_packages import installed, node_and_npm
 
+ON_THIS_MACHINE = ("127.0.0.1", 50000)
+"""The client address of a test's browser: the development sign-in opens only to a browser on
+the server itself (Starlette's ``TestClient`` says ``testclient`` otherwise)."""
+
 CSRF = re.compile(r'name="csrf" value="([^"]+)"')
 FORM = re.compile(r'name="form" value="([^"]+)"')
 

@@ -22,7 +22,7 @@ from services.bootstrap import complaint_mechanism
 from services.event_store.chain import head
 from services.settings import Settings
 from tests.api_world import World, make_world
-from tests.console_signing import file_complaint, project, sign_in
+from tests.console_signing import ON_THIS_MACHINE, file_complaint, project, sign_in
 
 NAME = "Zainab CANARYNAME"
 PHONE = "+252 61 555 9137"
@@ -41,11 +41,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def api(world: World) -> TestClient:
-    return TestClient(world.api)
+    return TestClient(world.api, client=ON_THIS_MACHINE)
 
 
 def person(world: World, user: str, agency: str, role: Role) -> tuple[TestClient, str]:
-    browser = TestClient(world.api, follow_redirects=False)
+    browser = TestClient(world.api, client=ON_THIS_MACHINE, follow_redirects=False)
     return browser, sign_in(browser, user, agency, role)
 
 

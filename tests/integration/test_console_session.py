@@ -21,7 +21,7 @@ from services.api.console.session import Sessions, safe_next
 from services.bootstrap import complaint_mechanism
 from services.settings import Settings
 from tests.api_world import World, make_world
-from tests.console_signing import FORM, file_complaint, sign_in
+from tests.console_signing import FORM, ON_THIS_MACHINE, file_complaint, sign_in
 from tests.world import COORDINATOR
 
 
@@ -37,12 +37,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 
 @pytest.fixture(scope="module")
 def case_id(world: World) -> str:
-    with TestClient(world.api) as api:
+    with TestClient(world.api, client=ON_THIS_MACHINE) as api:
         return file_complaint(api, world)
 
 
 def client(world: World) -> TestClient:
-    return TestClient(world.api, follow_redirects=False)
+    return TestClient(world.api, client=ON_THIS_MACHINE, follow_redirects=False)
 
 
 def test_a_page_without_a_session_sends_to_the_sign_in_and_back(world: World) -> None:
@@ -72,7 +72,9 @@ def test_the_session_cookie_is_httponly_strict_and_every_page_is_no_store(world:
 
 
 def test_over_tls_the_cookie_is_secure_and_host_bound(world: World) -> None:
-    browser = TestClient(world.api, base_url="https://testserver", follow_redirects=False)
+    browser = TestClient(
+        world.api, client=ON_THIS_MACHINE, base_url="https://testserver", follow_redirects=False
+    )
     form = FORM.search(browser.get("/console/sign-in").text)
     assert form is not None
     answer = browser.post(
@@ -339,9 +341,49 @@ def test_an_issuer_without_the_consoles_client_says_what_is_missing(
     )
     try:
         world = make_world(tmp_path, mechanism, oidc_issuer="https://id.example.org")
-        page = TestClient(world.api).get("/console/sign-in")
+        page = TestClient(world.api, client=ON_THIS_MACHINE).get("/console/sign-in")
         assert page.status_code == 503
         assert "CBCM_CONSOLE_OIDC_CLIENT_ID" in page.text
         assert "Development sign-in" not in page.text
+    finally:
+        mechanism.close()
+
+
+# Attack (review of #21, F2): without an identity provider the development sign-in makes
+# anyone who reaches it anyone, the coordinator included. A console reached from another
+# machine, or published over TLS, must not offer it.
+@pytest.mark.parametrize(
+    ("client_address", "settings"),
+    [
+        (("203.0.113.9", 40000), {}),
+        (("10.1.2.3", 40000), {}),
+        (ON_THIS_MACHINE, {"console_url": "https://cbcm.example.org"}),
+        (ON_THIS_MACHINE, {"console_development_sign_in": False}),
+    ],
+    ids=["internet", "private-network", "https-console", "switched-off"],
+)
+def test_the_development_sign_in_opens_only_to_a_browser_on_the_server_itself(
+    tmp_path: Path, client_address: tuple[str, int], settings: dict[str, object]
+) -> None:
+    mechanism = complaint_mechanism(
+        Settings(data_dir=tmp_path, event_store=f"sqlite:///{tmp_path / 'events.sqlite3'}")
+    )
+    try:
+        world = make_world(tmp_path, mechanism, **settings)
+        outsider = TestClient(world.api, client=client_address, follow_redirects=False)
+        page = outsider.get("/console/sign-in")
+        assert page.status_code == 403
+        assert "CBCM_OIDC_ISSUER" in page.text and 'name="user"' not in page.text
+        # a form fetched from this machine does not help from elsewhere either
+        local = TestClient(world.api, client=ON_THIS_MACHINE, follow_redirects=False)
+        form = FORM.search(local.get("/console/sign-in").text)
+        fields = {"user": "coord-1", "agency": "secretariat", "role": "coordinator"}
+        if form is not None:
+            outsider.cookies = local.cookies
+            fields["form"] = form.group(1)
+        answer = outsider.post("/console/sign-in/development", data=fields)
+        assert answer.status_code == 403
+        assert not any("cbcm-console=" in c for c in answer.headers.get_list("set-cookie"))
+        assert outsider.get("/console/").status_code == 303  # still signed out
     finally:
         mechanism.close()

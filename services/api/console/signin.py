@@ -20,6 +20,7 @@ Strict, and a redirect chain that began on the provider's site would not carry i
 from __future__ import annotations
 
 import hmac
+import ipaddress
 import secrets
 import time
 from dataclasses import dataclass
@@ -82,6 +83,11 @@ NO_ROLE: Final = N_(
     "network's coordinator."
 )
 NO_SUCH_PAGE: Final = N_("There is no such page.")
+NO_DEVELOPMENT_SIGN_IN: Final = N_(
+    "This console has no identity provider, and its development sign-in opens only to a "
+    "browser on the server itself. Ask the operators to set up the network's identity "
+    "provider (CBCM_OIDC_ISSUER)."
+)
 NOT_CONFIGURED: Final = N_(
     "The console's sign-in is not set up: the network's identity provider is configured "
     "(CBCM_OIDC_ISSUER) but the console's client is not (CBCM_CONSOLE_OIDC_CLIENT_ID). Tell "
@@ -96,6 +102,22 @@ def _settings(request: Request) -> Settings:
 
 def oidc_configured(settings: Settings) -> bool:
     return bool(settings.oidc_issuer)
+
+
+def development_sign_in_allowed(settings: Settings, request: Request) -> bool:
+    """The development sign-in makes anyone who reaches it anyone: it exists only without an
+    identity provider, when not switched off (``CBCM_CONSOLE_DEVELOPMENT_SIGN_IN``), never
+    for a console published over TLS, and only to a browser on this machine (the client
+    address the edge believes, so a forwarded header from an untrusted peer does not count)."""
+    if oidc_configured(settings) or not settings.console_development_sign_in:
+        return False
+    if (settings.console_url or "").lower().startswith("https://"):
+        return False
+    host = request.client.host if request.client else ""
+    try:
+        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+    except ValueError:
+        return False
 
 
 # --------------------------------------------------------------------------- the pages
@@ -121,6 +143,8 @@ async def sign_in_page(request: Request) -> Response:
             signed_out=signed_out,
             next_path=next_path,
         )
+    if not development_sign_in_allowed(settings, request):
+        raise ConsoleRefusal(403, NO_DEVELOPMENT_SIGN_IN)
     return _development_form(request, next_path, ended=ended, signed_out=signed_out)
 
 
@@ -163,6 +187,8 @@ async def development_sign_in(request: Request) -> Response:
     settings = _settings(request)
     if oidc_configured(settings):
         raise ConsoleRefusal(404, NO_SUCH_PAGE)
+    if not development_sign_in_allowed(settings, request):
+        raise ConsoleRefusal(403, NO_DEVELOPMENT_SIGN_IN)
     sessions = sessions_of(request)
     form = await read_form(request)
     fields = dict(form.items())
