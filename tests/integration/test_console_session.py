@@ -387,3 +387,28 @@ def test_the_development_sign_in_opens_only_to_a_browser_on_the_server_itself(
         assert outsider.get("/console/").status_code == 303  # still signed out
     finally:
         mechanism.close()
+
+
+# Attack (review of #21, F3 and F5): a cursor of Unicode digits ('²' passes str.isdigit but
+# not int) gave a bare 500 without the console's headers; a PUT or DELETE got the API's JSON.
+@pytest.mark.parametrize("path", ["/console/inbox?after=²", "/console/inbox?after=٣"])
+def test_odd_digits_in_a_link_get_the_page_not_a_server_error(world: World, path: str) -> None:
+    browser = client(world)
+    sign_in(browser, "fp-unhcr", "unhcr", Role.FOCAL_POINT)
+    page = browser.get(path)
+    assert page.status_code != 500  # the page (this world has no inbox yet: 503, said so)
+    assert page.headers["content-type"].startswith("text/html")
+    assert page.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("method", ["PUT", "DELETE", "PATCH"])
+def test_a_method_no_page_takes_gets_a_readable_page(
+    world: World, case_id: str, method: str
+) -> None:
+    browser = client(world)
+    sign_in(browser, "fp-unhcr", "unhcr", Role.FOCAL_POINT)
+    answer = browser.request(method, f"/console/cases/{case_id}")
+    assert answer.status_code == 405
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "only opened or sent as forms" in answer.text
+    assert answer.headers["allow"] == "GET, HEAD, POST"

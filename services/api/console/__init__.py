@@ -59,22 +59,33 @@ def console_router() -> APIRouter:
         module = importlib.import_module(qualified)
         router.include_router(module.router)
 
-    @router.api_route("/console/{rest:path}", methods=["GET", "POST"], include_in_schema=False)
+    @router.api_route(
+        "/console/{rest:path}",
+        methods=["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"],
+        include_in_schema=False,
+    )
     async def no_such_page(request: Request, rest: str) -> Response:
-        """Any other address under the console: a readable page, not the API's JSON."""
+        """Any other address or method under the console: a readable page, not the API's
+        JSON (a page is only ever read or posted)."""
+        if request.method not in ("GET", "HEAD", "POST"):
+            raise ConsoleRefusal(405, NOT_A_PAGE_METHOD)
         raise ConsoleRefusal(404, NO_SUCH_PAGE)
 
     return router
 
 
 NO_SUCH_PAGE: Final = N_("There is no such page.")
+NOT_A_PAGE_METHOD: Final = N_("The console's pages are only opened or sent as forms.")
 
 
 async def _refused(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, ConsoleRefusal)
-    return render(
+    page = render(
         request, exc.staff, "console/refused.html", status_code=exc.status, message=exc.message
     )
+    if exc.status == 405:
+        page.headers["Allow"] = "GET, HEAD, POST"
+    return page
 
 
 async def _arrived_from_elsewhere(request: Request, exc: Exception) -> Response:

@@ -449,7 +449,9 @@ def form_body(action: Action, form: Any) -> dict[str, Any]:
         elif name == "expected_version":
             # every console form sends the version it showed; none is no version at all
             value = str(form.get(name, "")).strip()
-            data[name] = int(value) if value.isdigit() and len(value) < 12 else value
+            data[name] = (
+                int(value) if value.isascii() and value.isdigit() and len(value) < 12 else value
+            )
         else:
             value = str(form.get(name, "")).strip()
             if value:

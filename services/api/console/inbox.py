@@ -79,7 +79,7 @@ async def inbox_page(request: Request, staff: SignedIn) -> Response:
     settings = request.app.state.settings
     after = params.get("after")
     behind = False
-    if after and after.isdigit() and len(after) < 19:
+    if after and after.isascii() and after.isdigit() and len(after) < 19:
         # read-your-writes after a change made on the case page (a transfer): wait, bounded
         try:
             await wait_for_position(stores["inbox"], int(after), settings.read_wait_seconds)
