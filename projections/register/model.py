@@ -554,7 +554,7 @@ _ORDER = " ORDER BY received_at DESC, case_id DESC"
 def register_page(
     db: ReadModelDb,
     reader: RegisterReader,
-    flt: RegisterFilter = RegisterFilter(),  # noqa: B008 - frozen
+    flt: RegisterFilter = RegisterFilter(),
     *,
     now: datetime,
     after: Cursor | None = None,
@@ -579,7 +579,7 @@ def register_page(
 def register_count(
     db: ReadModelDb,
     reader: RegisterReader,
-    flt: RegisterFilter = RegisterFilter(),  # noqa: B008 - frozen
+    flt: RegisterFilter = RegisterFilter(),
     *,
     now: datetime,
 ) -> int:
@@ -591,7 +591,7 @@ def register_count(
 def register_rows(
     db: ReadModelDb,
     reader: RegisterReader,
-    flt: RegisterFilter = RegisterFilter(),  # noqa: B008 - frozen
+    flt: RegisterFilter = RegisterFilter(),
     *,
     now: datetime,
     limit: int = EXPORT_MAX,
@@ -607,4 +607,3 @@ def all_rows(db: ReadModelDb) -> list[dict[str, Any]]:
     """Every stored row, as plain values, in key order (rebuild comparisons)."""
     rows = db.execute(f"{_SELECT} ORDER BY case_id").fetchall()
     return [{k: r[k] for k in r.keys()} for r in rows]  # noqa: SIM118 - rows of both kinds
-
