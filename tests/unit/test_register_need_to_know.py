@@ -75,7 +75,8 @@ filters = st.builds(
         max_size=2,
         unique=True,
     ).map(tuple),
-    received_from=st.none() | st.dates(date(2025, 1, 1), date(2026, 12, 31)).map(
+    received_from=st.none()
+    | st.dates(date(2025, 1, 1), date(2026, 12, 31)).map(
         lambda d: datetime(d.year, d.month, d.day, tzinfo=total.START.tzinfo)
     ),
     received_before=st.none(),
@@ -222,7 +223,9 @@ class RegisterUnderCommands(total.CommandSequences):
                 only_investigating = (
                     Role.COORDINATOR not in principal.roles
                     and Role.AUDITOR not in principal.roles
-                    and not (Role.FOCAL_POINT in principal.roles and case.custodian == principal.agency)
+                    and not (
+                        Role.FOCAL_POINT in principal.roles and case.custodian == principal.agency
+                    )
                 )
                 if only_investigating:
                     assert row.next_action is None and row.due_at is None and row.overdue is None
@@ -303,4 +306,3 @@ def test_the_register_lists_exactly_what_each_reader_may_get_and_pages_without_s
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
         ),
     )
-

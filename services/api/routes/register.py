@@ -49,13 +49,13 @@ from services.projector.storage import ReadModelStore
 BAD_FILTER = "urn:cbcm:problem:bad-filter"
 
 _FILTER_DOCS: dict[str, Any] = {
-    "status": Query(None, description="reporting status (repeatable)"),
-    "agency": Query(None, description="the agency holding the case"),
-    "category": Query(None, description="triage category, or `unassessed` (repeatable)"),
-    "received_from": Query(None, description="received on or after this day (YYYY-MM-DD)"),
-    "received_to": Query(None, description="received on or before this day (YYYY-MM-DD)"),
-    "overdue": Query(None, description="`true`: a pending action is past its deadline"),
-    "open": Query(None, description="`open` or `closed`"),
+    "status": Query(description="reporting status (repeatable)"),
+    "agency": Query(description="the agency holding the case"),
+    "category": Query(description="triage category, or `unassessed` (repeatable)"),
+    "received_from": Query(description="received on or after this day (YYYY-MM-DD)"),
+    "received_to": Query(description="received on or before this day (YYYY-MM-DD)"),
+    "overdue": Query(description="`true`: a pending action is past its deadline"),
+    "open": Query(description="`open` or `closed`"),
 }
 
 
