@@ -167,7 +167,6 @@ def create_app(
     app.add_middleware(ClientAddress, proxies=settings.trusted_proxy_networks())
     app.add_middleware(SecurityHeaders, pages=complainants.PAGES, page_policy=PAGE_POLICY)
 
-    app.state.read_models = stores
     # before the cases' router: /v1/cases/export is no case id
     app.include_router(register_router(stores["register"], settings.read_wait_seconds))
     for router in (
