@@ -101,10 +101,10 @@ class RegisterUnderCommands(total.CommandSequences):
         self.paging: dict[str, Any] | None = None
 
     # the parent's invariants about the other read models are theirs to test
-    def the_inbox_holds_open_cases_only(self) -> None:  # type: ignore[override]
+    def the_inbox_holds_open_cases_only(self) -> None:
         return None
 
-    def statistics_add_up(self) -> None:  # type: ignore[override]
+    def statistics_add_up(self) -> None:
         return None
 
     # ------------------------------------------------------------------ helpers

@@ -13,7 +13,7 @@ is given.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Final
+from typing import Any, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
@@ -88,7 +88,7 @@ async def register_list(request: Request, staff: SignedIn) -> Response:
     if not reader.lists_anything:
         raise ConsoleRefusal(403, NO_REGISTER, staff)
     params = _params(list(request.query_params.multi_items()))
-    context = {
+    context: dict[str, Any] = {
         "filters": params,
         "statuses": STATUSES,
         "categories": CATEGORIES,
