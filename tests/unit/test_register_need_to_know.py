@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 from uuid import UUID
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import invariant, precondition, rule, run_state_machine_as_test
@@ -99,6 +100,16 @@ class RegisterUnderCommands(total.CommandSequences):
         # a traversal in progress: reader, page size, cursor, cases given, cases visible
         # throughout so far
         self.paging: dict[str, Any] | None = None
+
+    @invariant()
+    def read_models_follow(self) -> None:
+        """Only the inbox (its overdue flag is compared) besides the register: the other
+        read models are ``test_projections_total``'s to test."""
+        messages = list(total._published(self.app, self.position))
+        if messages:
+            projection, db = self.projections[0]
+            assert apply_batch(projection, db, messages).position == messages[-1][0]
+            self.position = messages[-1][0]
 
     # the parent's invariants about the other read models are theirs to test
     def the_inbox_holds_open_cases_only(self) -> None:
@@ -293,16 +304,25 @@ class RegisterUnderCommands(total.CommandSequences):
             self.paging = None
 
 
-SIZE = {"machines": 12, "steps": 40}
+QUICK = {"machines": 12, "steps": 40}
+"""``make test``: about 10 s of CPU."""
+LONG = {"machines": 400, "steps": 80}
+"""``make soak``."""
+
+
+def _settings(size: dict[str, int]) -> settings:
+    return settings(
+        max_examples=size["machines"],
+        stateful_step_count=size["steps"],
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+    )
 
 
 def test_the_register_lists_exactly_what_each_reader_may_get_and_pages_without_skips() -> None:
-    run_state_machine_as_test(
-        RegisterUnderCommands,
-        settings=settings(
-            max_examples=SIZE["machines"],
-            stateful_step_count=SIZE["steps"],
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-        ),
-    )
+    run_state_machine_as_test(RegisterUnderCommands, settings=_settings(QUICK))
+
+
+@pytest.mark.soak
+def test_a_long_run_of_the_register_under_commands() -> None:
+    run_state_machine_as_test(RegisterUnderCommands, settings=_settings(LONG))
