@@ -19,7 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 
 from domain.actors import Role
-from projections.register import CATEGORIES, STATUSES, register_page
+from projections.register import CATEGORIES, STATUSES, register_count, register_page
 from services.api.console.session import PREFIX, ConsoleRefusal, SignedIn, check_form, read_form
 from services.api.console.site import NAV, render
 from services.api.pages.i18n import N_
@@ -95,6 +95,7 @@ async def register_list(request: Request, staff: SignedIn) -> Response:
         "formats": FORMATS,
         "sees_every_agency": reader.every_case,
         "rows": (),
+        "total": 0,
         "next_link": None,
         "first_link": None,
         "message": "",
@@ -117,9 +118,12 @@ async def register_list(request: Request, staff: SignedIn) -> Response:
             settings.read_wait_seconds,
         )
         moment = datetime.now(UTC)
-        page = await query(
+        page, total = await query(
             stores["register"],
-            lambda db: register_page(db, reader, flt, now=moment, after=start, limit=PAGE_SIZE),
+            lambda db: (
+                register_page(db, reader, flt, now=moment, after=start, limit=PAGE_SIZE),
+                register_count(db, reader, flt, now=moment),
+            ),
         )
     except Problem:
         raise ConsoleRefusal(503, NOT_READY, staff) from None
@@ -131,6 +135,7 @@ async def register_list(request: Request, staff: SignedIn) -> Response:
     if start is not None:
         context["first_link"] = f"{base}?{filter_query(params, cursor=None)}"
     context["rows"] = page.rows
+    context["total"] = total
     return render(request, staff, "console/register.html", **context)
 
 
