@@ -245,14 +245,21 @@ def trace_export(
     kept: list[RegisterRow] = []
     readers: dict[UUID, Actor] = {}
     for row in rows:
-        try:
-            case = app.get_case(row.case_id)
-        except NotFound:
-            continue
-        access = best_case_access(principal.user, principal.agency, principal.roles, case, policy)
-        if access is None:  # the read model had not yet applied a transfer away
-            continue
-        readers[row.case_id] = access.reader
+        # A row at the case's current version is the case as it is: the query's grants
+        # hold. A case that moved on since the read model saw it is loaded and asked again.
+        actor = row_reader(principal, row) if app.case_version(row.case_id) == row.version else None
+        if actor is None:
+            try:
+                case = app.get_case(row.case_id)
+            except NotFound:
+                continue
+            access = best_case_access(
+                principal.user, principal.agency, principal.roles, case, policy
+            )
+            if access is None:  # the read model had not yet applied a transfer away
+                continue
+            actor = access.reader
+        readers[row.case_id] = actor
         kept.append(row)
     if readers:
         app.record_export(
@@ -262,6 +269,21 @@ def trace_export(
             at=at,
         )
     return Export(export_id, tuple(kept), at, format)
+
+
+def row_reader(principal: Principal, row: RegisterRow) -> Actor | None:
+    """The principal acting in the first role (``domain.need_to_know.READ_PRIORITY``) whose
+    grant shows ``row``, as the case stood when the row was written."""
+    roles = principal.roles
+    for role, sees in (
+        (Role.FOCAL_POINT, row.agency == principal.agency),
+        (Role.COORDINATOR, True),
+        (Role.INVESTIGATING_ENTITY, row.investigation_agency == principal.agency),
+        (Role.AUDITOR, True),
+    ):
+        if role in roles and sees:
+            return Actor(principal.user, principal.agency, role)
+    return None
 
 
 COLUMNS = (

@@ -223,6 +223,11 @@ class ComplaintMechanism(WebhookCommands, PreventionWork):
             raise EventStoreUnavailable(str(e)) from e
         return [e for e in events if isinstance(e, PersonalDataReads.Read)]
 
+    def case_version(self, case_id: UUID) -> int:
+        """The version of the case's last recorded event (0: no such record), without
+        loading it."""
+        return self._current_version(case_id)
+
     def record_export(
         self,
         readers: dict[UUID, Actor],
