@@ -56,6 +56,7 @@ from services.api.routes import (
 )
 from services.api.routes.prevention import prevention_reports_router
 from services.api.routes.reads import read_model_router
+from services.api.routes.register import register_router
 from services.api.routes.stats import statistics_router
 from services.api.throttle import FailureThrottle, RateLimit, throttle_storage
 from services.application.mechanism import ComplaintMechanism
@@ -166,6 +167,8 @@ def create_app(
     app.add_middleware(ClientAddress, proxies=settings.trusted_proxy_networks())
     app.add_middleware(SecurityHeaders, pages=complainants.PAGES, page_policy=PAGE_POLICY)
 
+    # before the cases' router: /v1/cases/export is no case id
+    app.include_router(register_router(stores["register"], settings.read_wait_seconds))
     for router in (
         network.router,
         cases.router,

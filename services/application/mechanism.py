@@ -223,6 +223,41 @@ class ComplaintMechanism(WebhookCommands, PreventionWork):
             raise EventStoreUnavailable(str(e)) from e
         return [e for e in events if isinstance(e, PersonalDataReads.Read)]
 
+    def case_version(self, case_id: UUID) -> int:
+        """The version of the case's last recorded event (0: no such record), without
+        loading it."""
+        return self._current_version(case_id)
+
+    def record_export(
+        self,
+        readers: dict[UUID, Actor],
+        *,
+        fields: tuple[str, ...],
+        purpose: str,
+        at: datetime,
+    ) -> None:
+        """Record, in the read log of every case exported (``readers``: each case and the
+        actor it was exported to), that it was exported: one read per case, all in ONE
+        transaction, so either every case of the export shows it or none does (and then the
+        export is not handed out). Concurrent readers of the same cases: retried."""
+        for _attempt in range(20):
+            logs = []
+            for case_id, actor in readers.items():
+                try:
+                    log = self._load(PersonalDataReads, reads_id(case_id))
+                except NotFound:
+                    log = PersonalDataReads.start(case_id=case_id, at=at)
+                log.record(actor=actor, fields=fields, purpose=purpose, at=max(at, log.modified_on))
+                logs.append(log)
+            try:
+                self.save(*logs)
+            except IntegrityError:
+                continue
+            except OperationalError as e:
+                raise EventStoreUnavailable(str(e)) from e
+            return
+        raise EventStoreUnavailable("could not record an export: too much contention")
+
     # ------------------------------------------------------------------ auditors' grants
 
     def grant_audit_access(

@@ -256,3 +256,4 @@ class ReadModel(StrEnum):
     inbox = "inbox"
     assistance = "assistance"
     stats = "stats"
+    register = "register"

@@ -206,6 +206,7 @@ def service_users(agencies: Sequence[str]) -> tuple[NatsUser, ...]:
         _projector("inbox", "cbcm project inbox"),
         _projector("assistance", "cbcm project assistance"),
         _projector("stats", "cbcm project stats, the publisher of statistics", (STATS_SUBJECTS,)),
+        _projector("register", "cbcm project register: the case register (search, exports)"),
         # the notifier (issue #18) consumes the stream as a projector does; it publishes nothing
         _projector("notify", "cbcm notify: notifications and SOP reminders"),
         _service(

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from projections.assistance import AssistanceProjection
 from projections.base import Projection
 from projections.inbox import InboxProjection
+from projections.register import RegisterProjection
 from projections.stats import StatisticsProjection
 from services.projector.runner import (
     PositionGap,
@@ -26,6 +27,7 @@ PROJECTIONS: dict[str, Callable[[], Projection]] = {
     "inbox": InboxProjection,
     "assistance": AssistanceProjection,
     "stats": StatisticsProjection,
+    "register": RegisterProjection,
 }
 """Read-model name -> a new projection of it."""
 

@@ -39,6 +39,7 @@ SERVICES: dict[str, list[str]] = {
     "project-inbox": ["project", "inbox"],
     "project-assistance": ["project", "assistance"],
     "project-stats": ["project", "stats"],
+    "project-register": ["project", "register"],
     "notify": ["notify"],
     "api": ["api"],
     "audit-checkpoint": ["audit", "checkpoint"],

@@ -68,7 +68,10 @@ def test_no_canary_in_clear_at_rest_on_the_bus_in_logs_or_statistics_and_none_af
     main_case = str(received[0])
 
     # when the stack has published and projected all of it, and every role has read the case
-    paths = [read_model_path(stack.data_dir, name) for name in ("inbox", "assistance", "stats")]
+    paths = [
+        read_model_path(stack.data_dir, name)
+        for name in ("inbox", "assistance", "stats", "register")
+    ]
     wait_until(
         lambda: all(p.exists() and read_position(p) >= last for p in paths),
         60,

@@ -34,6 +34,7 @@ OWN_PREFIX = {
     "project-inbox": "cbcm_projector_",
     "project-assistance": "cbcm_projector_",
     "project-stats": "cbcm_projector_",
+    "project-register": "cbcm_projector_",
     "notify": "cbcm_notify_",
     "audit-checkpoint": "cbcm_checkpoint_",
     "audit-witness": "cbcm_witness_",

@@ -86,5 +86,5 @@ def test_the_timer_runs_retention_and_the_target_starts_every_service() -> None:
     wanted = (UNITS / "cbcm.target").read_text()
     for name in ("cbcm-api", "cbcm-relay", "cbcm-checkpoint", "cbcm-retention.timer"):
         assert name in wanted
-    for read_model in ("inbox", "assistance", "stats"):
+    for read_model in ("inbox", "assistance", "stats", "register"):
         assert f"cbcm-project@{read_model}.service" in wanted

@@ -40,7 +40,7 @@ from tests.conftest import init_store
 
 CBCM = str(Path(sys.executable).parent / "cbcm")
 REPO = Path(__file__).resolve().parents[2]
-READ_MODELS = ("inbox", "assistance", "stats")
+READ_MODELS = ("inbox", "assistance", "stats", "register")
 
 
 # ---------------------------------------------------------------------------------- waiting
