@@ -23,7 +23,7 @@ from services.projector.runner import apply_batch, open_projection, read_model_p
 from services.relay.translation import to_cloud_event
 from services.settings import Settings
 from tests.api_world import World, make_world
-from tests.console_signing import file_complaint, sign_in
+from tests.console_signing import ON_THIS_MACHINE, file_complaint, sign_in
 
 NAME = "Amina CANARYNAME"
 CASE_LINK = re.compile(r'href="/console/cases/([0-9a-f-]{36})"')
@@ -76,7 +76,7 @@ def cases(api: TestClient, world: World) -> list[str]:
 def person(
     world: World, user: str, agency: str, *roles: Role, lang: str = "en"
 ) -> tuple[TestClient, str]:
-    browser = TestClient(world.api, follow_redirects=False)
+    browser = TestClient(world.api, client=ON_THIS_MACHINE, follow_redirects=False)
     return browser, sign_in(browser, user, agency, *roles, lang=lang)
 
 

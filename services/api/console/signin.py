@@ -23,6 +23,7 @@ import hmac
 import ipaddress
 import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Final
@@ -31,7 +32,13 @@ from urllib.parse import urlencode
 import httpx
 import jwt
 from authlib.common.security import generate_token
-from authlib.integrations.httpx_client import AsyncOAuth2Client
+from authlib.deprecate import AuthlibDeprecationWarning
+
+with warnings.catch_warnings():
+    # Authlib 1.9 warns on import that its httpx client will move to httpx2; the API runs on
+    # httpx (as Starlette does), and the warning would land in every API process's log.
+    warnings.simplefilter("ignore", AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
