@@ -643,11 +643,17 @@ async def _connect(
     reconnect: bool = True,
     callbacks: _ConnectionCallbacks | None = None,
 ) -> NatsClient:
+    """A client of ``url``: one that retries forever, or (``reconnect=False``) one that
+    gives up at once when no server answers (each server tried twice).
+
+    Not ``max_reconnect_attempts=0`` for the latter: nats-py 2.16 discards a server from
+    its pool only when that number is positive, so 0 retried a refused server forever
+    (`cbcm projections rebuild` without NATS never ended)."""
     given = callbacks.options() if callbacks is not None else {"error_cb": quiet_errors()}
     return await nats.connect(
         nats_servers(url),
         allow_reconnect=reconnect,
-        max_reconnect_attempts=-1 if reconnect else 0,
+        max_reconnect_attempts=-1 if reconnect else 1,
         reconnect_time_wait=0.5,
         connect_timeout=2,
         **given,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -19,7 +20,7 @@ CBCM = Path(sys.executable).parent / "cbcm"
 
 
 def cbcm(
-    data_dir: Path, *args: str, env: dict[str, str] | None = None
+    data_dir: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")}
     return subprocess.run(
@@ -27,7 +28,7 @@ def cbcm(
         env={**clean, "CBCM_DATA_DIR": str(data_dir), **(env or {})},
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=timeout,
         check=False,
     )
 
@@ -92,6 +93,21 @@ def test_an_unreachable_postgresql_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode == 3
     assert done.stderr.strip().splitlines() == [done.stderr.strip()]
     assert "cannot open the event store (PostgreSQL postgres@127.0.0.1:1/nope" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_a_rebuild_without_nats_says_nats_is_unreachable_and_fails(tmp_path: Path) -> None:
+    # before: nats-py retried the refused connection forever (a one-shot client with
+    # max_reconnect_attempts=0 never gives its server up), and the command never ended
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed below: nothing listens there
+    url = f"nats://127.0.0.1:{port}"
+
+    done = cbcm(tmp_path, "projections", "rebuild", "stats", env={"CBCM_NATS_URL": url}, timeout=60)
+
+    assert done.returncode == 3
+    assert f"cannot reach NATS at {url}" in done.stderr
     assert "Traceback" not in done.stderr
 
 
