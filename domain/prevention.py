@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import ClassVar
 from uuid import UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate, event
@@ -324,11 +325,46 @@ class PreventionSettings:
         return cls(refresher_every=policy.refresher_every, risk_factors=policy.risk_factors)
 
 
+# ------------------------------------------------------------------ withdrawn records
+
+
+class Withdrawal(Aggregate.Event):
+    """A record was made in error: it counts no longer (the record stays). Each aggregate
+    below declares its own ``Withdrawn`` as a subclass of this one, so that its stored
+    topic names the aggregate (``TrainingSession.Withdrawn``)."""
+
+    actor: Actor
+
+    def apply(self, aggregate: Aggregate) -> None:
+        assert isinstance(aggregate, WithdrawableRecord)
+        aggregate.withdrawn = True
+
+
+class WithdrawableRecord(RecordedAggregate):
+    """A piece of an agency's prevention work, which its recorder may withdraw once."""
+
+    Withdrawn: ClassVar[type[Withdrawal]]
+    WHAT: ClassVar[str]
+    """What the record is, in an error message: ``training session``."""
+
+    agency: str
+    withdrawn: bool
+
+    def withdraw(self, network: Network, /, *, actor: Actor, at: datetime) -> None:
+        """Withdraw a record made in error."""
+        require_recorder_for(actor, self.agency, network)
+        if self.withdrawn:
+            raise InvalidCommand(f"{self.WHAT} {self.id} is already withdrawn")
+        self.trigger_event(self.Withdrawn, actor=actor, timestamp=at)
+
+
 # ---------------------------------------------------------------------- trainings
 
 
-class TrainingSession(RecordedAggregate):
+class TrainingSession(WithdrawableRecord):
     """One PSEA training session: who (by category, counted by sex), on what, where, when."""
+
+    WHAT = "training session"
 
     class Recorded(Aggregate.Created):
         actor: Actor
@@ -339,10 +375,8 @@ class TrainingSession(RecordedAggregate):
         topic: TrainingTopic
         trained: TrainedCounts
 
-    class Withdrawn(Aggregate.Event):
+    class Withdrawn(Withdrawal):
         """The session was recorded in error: it counts no longer (the record stays)."""
-
-        actor: Actor
 
     @staticmethod
     def create_id(**_: object) -> UUID:
@@ -401,24 +435,15 @@ class TrainingSession(RecordedAggregate):
         self.trained = trained
         self.withdrawn = False
 
-    def withdraw(self, network: Network, /, *, actor: Actor, at: datetime) -> None:
-        """Withdraw a session recorded in error."""
-        require_recorder_for(actor, self.agency, network)
-        if self.withdrawn:
-            raise InvalidCommand(f"training session {self.id} is already withdrawn")
-        self._withdrawn(actor=actor, timestamp=at)
-
-    @event(Withdrawn)
-    def _withdrawn(self, *, actor: Actor, timestamp: datetime) -> None:
-        self.withdrawn = True
-
 
 # ---------------------------------------------------------------------- awareness
 
 
-class AwarenessActivity(RecordedAggregate):
+class AwarenessActivity(WithdrawableRecord):
     """An awareness-raising activity or community consultation in an area, with how many it
     reached and the reporting channels the community said it would use."""
+
+    WHAT = "awareness activity"
 
     class Recorded(Aggregate.Created):
         actor: Actor
@@ -430,8 +455,8 @@ class AwarenessActivity(RecordedAggregate):
         reach: int
         preferred_channels: tuple[Channel, ...]
 
-    class Withdrawn(Aggregate.Event):
-        actor: Actor
+    class Withdrawn(Withdrawal):
+        """The activity was recorded in error: it counts no longer (the record stays)."""
 
     @staticmethod
     def create_id(**_: object) -> UUID:
@@ -495,17 +520,6 @@ class AwarenessActivity(RecordedAggregate):
         self.reach = reach
         self.preferred_channels = preferred_channels
         self.withdrawn = False
-
-    def withdraw(self, network: Network, /, *, actor: Actor, at: datetime) -> None:
-        """Withdraw an activity recorded in error."""
-        require_recorder_for(actor, self.agency, network)
-        if self.withdrawn:
-            raise InvalidCommand(f"awareness activity {self.id} is already withdrawn")
-        self._withdrawn(actor=actor, timestamp=at)
-
-    @event(Withdrawn)
-    def _withdrawn(self, *, actor: Actor, timestamp: datetime) -> None:
-        self.withdrawn = True
 
 
 # --------------------------------------------------------------- focal-point readiness

@@ -8,6 +8,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 import pytest
+from eventsourcing.utils import get_topic
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -32,6 +33,7 @@ from domain.prevention import (
     TrainedCounts,
     TrainingSession,
     TrainingTarget,
+    Withdrawal,
     WorkPlan,
     readiness_id,
     work_plan_id,
@@ -186,16 +188,38 @@ def test_an_area_is_a_code_not_a_place_description(area: str) -> None:
         training(area=area)
 
 
-def test_a_withdrawn_training_cannot_be_withdrawn_twice_nor_by_another_agency() -> None:
-    session = training()
+@pytest.mark.parametrize(
+    ("make", "topic"),
+    [
+        (training, "domain.prevention:TrainingSession.Withdrawn"),
+        (awareness, "domain.prevention:AwarenessActivity.Withdrawn"),
+    ],
+    ids=["training", "awareness"],
+)
+def test_a_withdrawn_record_cannot_be_withdrawn_twice_nor_by_another_agency(
+    make: Callable[[], TrainingSession | AwarenessActivity], topic: str
+) -> None:
+    record = make()
     refused(
         ActionNotPermitted,
-        lambda: session.withdraw(NETWORK, actor=OTHER_FOCAL_POINT, at=AT),
-        session,
+        lambda: record.withdraw(NETWORK, actor=OTHER_FOCAL_POINT, at=AT),
+        record,
     )
-    session.withdraw(NETWORK, actor=FOCAL_POINT, at=AT)
-    assert session.withdrawn
-    refused(InvalidCommand, lambda: session.withdraw(NETWORK, actor=FOCAL_POINT, at=AT), session)
+    record.withdraw(NETWORK, actor=FOCAL_POINT, at=AT)
+    assert record.withdrawn
+    refused(InvalidCommand, lambda: record.withdraw(NETWORK, actor=FOCAL_POINT, at=AT), record)
+
+    # The withdrawal is stored under the aggregate's own topic (as before the two shared
+    # their command) and replays into a withdrawn record.
+    events = record.collect_events()
+    withdrawal = events[-1]
+    assert isinstance(withdrawal, Withdrawal)
+    assert get_topic(type(withdrawal)) == topic
+    assert withdrawal.actor == FOCAL_POINT
+    replayed: Any = None
+    for e in events:
+        replayed = e.mutate(replayed)
+    assert replayed.withdrawn
 
 
 # ------------------------------------------------------------------------- awareness
