@@ -42,6 +42,87 @@ def pytest_configure(config: pytest.Config) -> None:
     )
 
 
+LONG_FIRST: tuple[tuple[str, int], ...] = (
+    # (node id prefix, rough seconds on two idle cores): the tests that take longest, because
+    # they burn CPU (the LP attacker, the schema walks) or wait (a whole `cbcm serve` stack,
+    # Chromium, LibreOffice, Node, a relay over thousands of events on PostgreSQL)
+    ("tests/unit/test_statistics_attacker.py", 26),
+    ("tests/browser/", 30),
+    ("tests/e2e/test_serve.py", 20),
+    ("tests/e2e/test_serve_observability.py", 15),
+    ("tests/e2e/test_serve_ports.py", 8),
+    ("tests/integration/test_asyncapi_parser.py", 15),
+    ("tests/e2e/test_prevention_report.py", 12),
+    ("tests/unit/test_projections_total.py", 10),
+    ("tests/e2e/test_share_cli.py", 10),
+    ("tests/integration/test_node_consumer.py", 10),
+    ("tests/integration/test_relay.py", 8),
+    ("tests/integration/test_relay_leader.py", 8),
+    ("tests/integration/test_audit_parallel.py", 8),
+    ("tests/integration/test_projector.py", 6),
+    ("tests/integration/test_projector_stall.py", 6),
+    ("tests/integration/test_read_models_postgres.py", 6),
+    ("tests/e2e/test_stats_release_cli.py", 6),
+    ("tests/e2e/test_nats_cli.py", 6),
+    ("tests/e2e/test_canary_at_rest.py", 6),
+    ("tests/integration/test_audit_verify_paths.py", 4),
+    ("tests/integration/test_custody.py", 4),
+    ("tests/integration/test_custody_review.py", 4),
+    ("tests/integration/test_audit_bundle.py", 4),
+    ("tests/integration/test_demo.py", 4),
+)
+"""Long tests start first, one worker's share each (below)."""
+
+
+def _expected_seconds(item: pytest.Item) -> int:
+    for prefix, seconds in LONG_FIRST:
+        if item.nodeid.startswith(prefix):
+            return seconds
+    return 0
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under xdist, start the long tests first, spread over the workers.
+
+    xdist's ``worksteal`` hands each of the N workers one contiguous slice of the collection,
+    in order, and an idle worker then takes half of the longest queue left, from its end. So
+    the modules of long tests are dealt to the heads of the slices, and the short tests fill
+    the slices in their usual order: a long test never starts last while the other workers
+    have finished. The same order in every worker (xdist checks it): it depends on the
+    collection and the worker count only."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers < 2 or len(items) < workers:
+        return
+    # Whole modules are dealt (a module-scoped server or demo run is then made once, not once
+    # per worker), the longest first, each to the head whose total is the shortest so far.
+    modules: dict[str, list[pytest.Item]] = {}
+    short: list[pytest.Item] = []
+    for item in items:
+        if _expected_seconds(item):
+            modules.setdefault(item.nodeid.split("::")[0], []).append(item)
+        else:
+            short.append(item)
+    heads: list[list[pytest.Item]] = [[] for _ in range(workers)]
+    totals = [0] * workers
+    for group in sorted(modules.values(), key=lambda g: -sum(map(_expected_seconds, g))):
+        slot = totals.index(min(totals))
+        heads[slot] += group
+        totals[slot] += sum(map(_expected_seconds, group))
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    start = 0
+    for slot in range(workers):
+        size = left // (workers - slot)  # xdist's own split of the pending tests
+        fill = max(0, size - len(heads[slot]))
+        ordered += heads[slot] + short[start : start + fill]
+        start += fill
+        left -= size
+    ordered += short[start:]
+    assert len(ordered) == len(items)
+    items[:] = ordered
+
+
 def init_store(url: str) -> str:
     """Make the tables of a fresh PostgreSQL store, as `cbcm db init` does (nothing creates
     them at start on PostgreSQL: ADR 21); returns ``url``."""
