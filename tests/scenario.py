@@ -63,6 +63,31 @@ def receive(app: ComplaintMechanism) -> UUID:
     ).id
 
 
+def accepted_referral(
+    app: ComplaintMechanism, case_id: UUID, *, given_by: ConsentGiver, hour: float
+) -> UUID:
+    """Consent to an assistance referral (given by ``given_by``), a referral to clinic-1 and
+    its acceptance by the clinic, at ``hour``, the next and the one after; the referral's
+    id."""
+    app.give_consent(
+        case_id,
+        actor=FOCAL_POINT,
+        kind=ConsentKind.ASSISTANCE_REFERRAL,
+        given_by=given_by,
+        at=at(hour),
+    )
+    referral = app.refer_for_assistance(
+        case_id,
+        actor=FOCAL_POINT,
+        service_type=ServiceType.MEDICAL,
+        provider="clinic-1",
+        area="SS0101",
+        at=at(hour + 1),
+    )
+    app.accept_referral(referral.id, actor=CLINIC, at=at(hour + 2))
+    return referral.id
+
+
 def walk_sea_case(app: ComplaintMechanism) -> UUID:
     case_id = receive(app)
     app.assign_focal_points(case_id, actor=FOCAL_POINT, focal_points=("fp-unhcr-1",), at=at(1))
@@ -73,22 +98,7 @@ def walk_sea_case(app: ComplaintMechanism) -> UUID:
         allegation=ALLEGATION,
         at=at(2),
     )
-    app.give_consent(
-        case_id,
-        actor=FOCAL_POINT,
-        kind=ConsentKind.ASSISTANCE_REFERRAL,
-        given_by=ConsentGiver.CAREGIVER_BEST_INTEREST,
-        at=at(3),
-    )
-    referral = app.refer_for_assistance(
-        case_id,
-        actor=FOCAL_POINT,
-        service_type=ServiceType.MEDICAL,
-        provider="clinic-1",
-        area="SS0101",
-        at=at(4),
-    )
-    app.accept_referral(referral.id, actor=CLINIC, at=at(5))
+    accepted_referral(app, case_id, given_by=ConsentGiver.CAREGIVER_BEST_INTEREST, hour=3)
     app.refer_for_investigation(
         case_id,
         actor=FOCAL_POINT,

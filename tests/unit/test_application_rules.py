@@ -20,15 +20,14 @@ from domain.vocabulary import (
     FeedbackCategory,
     ReferralStatus,
     Sector,
-    ServiceType,
     SharedItem,
     TransferReason,
 )
 from services.application.commands import expecting
 from services.application.mechanism import ComplaintMechanism
 from tests.conftest import T0
-from tests.scenario import at, event_count, receive, walk_sea_case
-from tests.world import CLINIC, COORDINATOR, FOCAL_POINT, establish
+from tests.scenario import accepted_referral, at, event_count, receive, walk_sea_case
+from tests.world import COORDINATOR, FOCAL_POINT, establish
 
 
 @pytest.fixture
@@ -127,26 +126,11 @@ def test_withdrawing_assistance_consent_declines_the_open_referrals(
 ) -> None:
     # given a survivor referred to a clinic that accepted
     case_id = receive(app)
-    app.give_consent(
-        case_id,
-        actor=FOCAL_POINT,
-        kind=ConsentKind.ASSISTANCE_REFERRAL,
-        given_by=ConsentGiver.SURVIVOR,
-        at=at(1),
-    )
-    referral = app.refer_for_assistance(
-        case_id,
-        actor=FOCAL_POINT,
-        service_type=ServiceType.MEDICAL,
-        provider="clinic-1",
-        area="SS0101",
-        at=at(2),
-    )
-    app.accept_referral(referral.id, actor=CLINIC, at=at(3))
+    referral_id = accepted_referral(app, case_id, given_by=ConsentGiver.SURVIVOR, hour=1)
     # when she withdraws her consent
     app.withdraw_consent(case_id, actor=FOCAL_POINT, kind=ConsentKind.ASSISTANCE_REFERRAL, at=at(4))
     # then the referral is declined by the survivor in the same step
-    stopped = app.get_referral(referral.id)
+    stopped = app.get_referral(referral_id)
     assert stopped.status is ReferralStatus.DECLINED_BY_SURVIVOR
     assert stopped.status_times[ReferralStatus.DECLINED_BY_SURVIVOR] == at(4)
 
