@@ -50,6 +50,10 @@ RELEASE_HEADER = "Cbcm-Release"
 """The header naming the release version a message carries (``2026-q1-v2``)."""
 
 
+PUBLISH_RETRY = 1.0
+"""Seconds after a failed publication before it is tried again from the read model."""
+
+
 class StatisticsPublisher:
     """An ``on_commit`` hook: after a committed batch, make the statistics releases that are
     due (``services.statistics.releases``, at most once per ``every`` seconds) and publish
@@ -62,8 +66,10 @@ class StatisticsPublisher:
 
     Its connection's own errors are debug lines: the projector's connection to the same
     servers already tells of an outage (once per ten seconds), and a publish that fails
-    raises to the projector, which retries and says so; a warning here would only repeat
-    it, or tell of the server stopping before this process on a clean stop.
+    raises to the projector, which reconnects and says so; a warning here would only repeat
+    it, or tell of the server stopping before this process on a clean stop. The failed
+    publication itself is tried again ``PUBLISH_RETRY`` seconds later from the read model
+    (a warning, ``stats.publish_failed``, if that fails too; the next commit tries again).
 
     A commit within ``every`` of the last publication is not lost: a trailing publication
     follows ``every`` after the last one, from a read-only connection of its own to the read
@@ -113,19 +119,28 @@ class StatisticsPublisher:
         if self._trailing is None and now - self._last >= self.every:
             try:
                 await self.publish(db, position)
+            except Exception:
+                # Not lost: published again from the read model in a moment. The commit that
+                # failed to publish may be the last before a quiet spell (no next commit for
+                # hours), and a client timing out on a loaded machine is enough for it.
+                self._later(db, max(self.every, PUBLISH_RETRY))
+                raise
             finally:
                 # the interval runs from the end of a publication: making releases can take
                 # a while, and the next batch must not follow at once
                 self._last = time.monotonic()
             return
         if self._trailing is None:
-            store = self._store
-            if store is None:
-                path = _file_of(db)
-                store = None if path is None else SqliteReadModel(path)
-            if store is not None:
-                delay = max(0.0, self._last + self.every - now)
-                self._trailing = asyncio.ensure_future(self._publish_later(store, delay))
+            self._later(db, max(0.0, self._last + self.every - now))
+
+    def _later(self, db: ReadModelDb, delay: float) -> None:
+        """Publish what the read model holds ``delay`` seconds from now (once)."""
+        store = self._store
+        if store is None:
+            path = _file_of(db)
+            store = None if path is None else SqliteReadModel(path)
+        if store is not None and self._trailing is None:
+            self._trailing = asyncio.ensure_future(self._publish_later(store, delay))
 
     async def _publish_later(self, store: ReadModelStore, delay: float) -> None:
         """Publish what the read model holds ``delay`` seconds from now."""
