@@ -451,8 +451,9 @@ async def test_an_idle_projector_says_nothing_and_stops_quietly(
         async def commit(db: sqlite3.Connection, position: int) -> None:
             # the commit is told first: a publication that fails (a client timing out on a
             # loaded machine) raises to the projector and is tried again a moment later,
-            # but the batch is committed all the same (this test failed about one run in
-            # three under load, waiting for a commit the watcher was never told of)
+            # but the batch is committed all the same (a timed-out publication left this
+            # test waiting for a commit its watcher was never told of: the one mechanism
+            # found for its failures under load; they could not be reproduced here)
             watcher(db, position)
             await publisher(db, position)
 
