@@ -1,0 +1,384 @@
+"""Prevention work in the console (issue #22): training compliance per agency and year,
+focal-point readiness, awareness coverage by area, risk assessments with their mitigation, the
+work plan and the risk map ("risk high, coverage low"), each as a table (and a chart where a
+chart helps); the forms that record them for the roles ``/v1/prevention`` lets record them;
+and the quarterly report for the Humanitarian Coordinator (XLSX, or the printable page).
+
+The reads are the API's (``services.prevention.reads.prevention_view``, the same view and the
+same rules: account ids due for a refresher only to the coordinator and the agency's own
+focal points); the risk map's allegation column is the statistics release's own cell.
+Everything recorded here is codes and counts: no one is named but the focal points and
+alternates, by account id.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Annotated, Any, Final
+
+from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse, RedirectResponse
+
+from domain.actors import Actor, Role
+from domain.prevention import TrainedCounts, work_plan_id
+from domain.vocabulary import (
+    ActionStatus,
+    AudienceCategory,
+    AwarenessKind,
+    Channel,
+    CommunityAudience,
+    MitigationMeasure,
+    Sector,
+    TrainingTopic,
+    WorkPlanActivityKind,
+)
+from projections.prevention import PreventionView
+from services.api.console.figures import numbers_chart
+from services.api.console.recording import (
+    FormProblem,
+    as_list,
+    holds,
+    in_thread,
+    mechanism,
+    parse,
+    posted,
+    record,
+    role_in,
+    translations,
+)
+from services.api.console.session import SignedIn, Staff
+from services.api.console.site import NAV, render
+from services.api.pages.i18n import N_
+from services.api.routes.prevention import READERS, RECORDERS, XLSX
+from services.api.schemas.prevention import (
+    ActivityIn,
+    AlternateIn,
+    AwarenessIn,
+    FocalPointTrainingIn,
+    MitigationIn,
+    ProgressIn,
+    RiskAssessmentIn,
+    StatusIn,
+    TrainingIn,
+    WorkPlanIn,
+)
+from services.api.writes import now
+from services.application.commands import Written
+from services.application.mechanism import ComplaintMechanism
+from services.prevention.reads import latest_release, prevention_view, quarter_of
+from services.prevention.report import gather, to_html, to_xlsx
+
+router = APIRouter(prefix="/console")
+
+NAV.append(("/console/prevention", N_("Prevention"), READERS))
+
+PAGE: Final = "/console/prevention"
+REPORT_READERS: Final = (Role.COORDINATOR, Role.STATISTICS_READER, Role.AUDITOR)
+"""Who may take the quarterly report (as ``GET /v1/prevention/reports/{period}``)."""
+
+Year = Annotated[int, Query(ge=2000, le=2100)]
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+async def _view(request: Request) -> PreventionView:
+    app = mechanism(request)
+    return await in_thread(lambda: prevention_view(app))
+
+
+async def _page(
+    request: Request,
+    staff: Staff,
+    year: int,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    reader = role_in(staff, READERS)
+    gettext = translations(request, staff)
+    view = await _view(request)
+    today = _today()
+    quarter = quarter_of(today) if year == today.year else 4
+    data_dir = request.app.state.settings.data_dir
+    release = await in_thread(lambda: latest_release(data_dir, year, quarter))
+    compliance = view.training_compliance(year)
+    coverage = view.coverage()
+    risk_map = view.risk_map(today, release)
+    # who is due for a refresher, by account id: the coordinator, and an agency's own focal
+    # points for their agency (as GET /v1/prevention/readiness)
+    people = [
+        p
+        for p in view.refreshers(today)
+        if reader.role is Role.COORDINATOR
+        or (Role.FOCAL_POINT in staff.principal.roles and p["agency"] == staff.principal.agency)
+    ]
+    recorder = holds(staff, RECORDERS)
+    coordinator = holds(staff, (Role.COORDINATOR,))
+    agencies = sorted(set(view.agencies))
+    own = [staff.principal.agency] if not coordinator else agencies
+    return render(
+        request,
+        staff,
+        "console/prevention.html",
+        status_code=status,
+        year=year,
+        quarter=quarter,
+        release=None if release is None else release.release.id,
+        compliance=compliance,
+        compliance_chart=numbers_chart(
+            "chart-compliance",
+            gettext("Personnel trained in %(year)s, per agency, against its target")
+            % {"year": year},
+            gettext("A bar per agency: people trained; a red mark: the policy's target."),
+            [(r["agency"], r["personnel_trained"], r["target"]) for r in compliance],
+            gettext,
+        ),
+        readiness=view.readiness(today),
+        people=people,
+        coverage=coverage,
+        coverage_chart=numbers_chart(
+            "chart-coverage",
+            gettext("People reached by awareness activities, per area"),
+            gettext("A bar per area: people reached (the table also gives people trained)."),
+            [(r["area"], r["people_reached"], None) for r in coverage],
+            gettext,
+        ),
+        risks=view.risks(today),
+        risk_map=risk_map,
+        risk_chart=numbers_chart(
+            "chart-risk",
+            gettext("Highest assessed SEA risk per area (1 low to 5 very high)"),
+            gettext("A bar per area: the highest mean rating of its risk assessments."),
+            [(r["area"], r["highest_score"], None) for r in risk_map],
+            gettext,
+        ),
+        work_plan=view.work_plan(year, today),
+        risk_factors=list(view.risk_factors),
+        recorder=recorder,
+        coordinator=coordinator,
+        report_reader=holds(staff, REPORT_READERS),
+        agencies=own,
+        all_agencies=agencies,
+        today=today.isoformat(),
+        vocab={
+            "audience": [str(v) for v in AudienceCategory],
+            "topic": [str(v) for v in TrainingTopic],
+            "kind": [str(v) for v in AwarenessKind],
+            "community": [str(v) for v in CommunityAudience],
+            "channel": [str(v) for v in Channel],
+            "sector": [str(v) for v in Sector],
+            "measure": [str(v) for v in MitigationMeasure],
+            "status": [str(v) for v in ActionStatus],
+            "activity": [str(v) for v in WorkPlanActivityKind],
+        },
+        error=error,
+        done=request.query_params.get("done") == "1",
+    )
+
+
+@router.get("/prevention")
+async def prevention(request: Request, staff: SignedIn, year: Year | None = None) -> Response:
+    return await _page(request, staff, year or _today().year)
+
+
+def _command(
+    action: str, actor: Actor, fields: dict[str, Any], gettext: Any
+) -> Any:
+    """The application call ``action`` stands for, with the form read by the API's schema
+    (``FormProblem`` when it is not right)."""
+    if action == "trainings":
+        trained = {
+            k: fields.pop(k, "0") or "0" for k in ("female", "male", "other_or_not_recorded")
+        }
+        counts = {}
+        for k, v in trained.items():
+            try:
+                counts[k] = int(str(v).strip())
+            except ValueError:
+                raise FormProblem(gettext("Please check the form: %(problems)s") % {
+                    "problems": f"trained.{k}: not a whole number"
+                }) from None
+        fields["trained"] = counts
+        t = parse(TrainingIn, fields, gettext)
+        return lambda app: app.record_training(
+            actor=actor,
+            agency=t.agency,
+            held_on=t.held_on,
+            area=t.area,
+            audience=t.audience,
+            topic=t.topic,
+            trained=TrainedCounts(
+                female=t.trained.female,
+                male=t.trained.male,
+                other_or_not_recorded=t.trained.other_or_not_recorded,
+            ),
+            at=now(),
+        )
+    if action == "awareness":
+        fields["preferred_channels"] = as_list(fields.get("preferred_channels"))
+        a = parse(AwarenessIn, fields, gettext)
+        return lambda app: app.record_awareness(
+            actor=actor,
+            agency=a.agency,
+            held_on=a.held_on,
+            area=a.area,
+            kind=a.kind,
+            audience=a.audience,
+            reach=a.reach,
+            preferred_channels=tuple(a.preferred_channels),
+            at=now(),
+        )
+    if action == "focal-point-trainings":
+        agency = str(fields.pop("agency", ""))
+        f = parse(FocalPointTrainingIn, fields, gettext)
+        return lambda app: app.record_focal_point_training(
+            actor=actor, agency=agency, user=f.user, completed_on=f.completed_on, at=now()
+        )
+    if action == "alternates":
+        agency = str(fields.pop("agency", ""))
+        u = parse(AlternateIn, fields, gettext)
+        return lambda app: app.appoint_alternate(actor=actor, agency=agency, user=u.user, at=now())
+    if action == "risk-assessments":
+        ratings = {
+            k.removeprefix("rating_"): fields.pop(k) for k in list(fields) if k.startswith("rating_")
+        }
+        try:
+            fields["ratings"] = {k: int(v) for k, v in ratings.items() if v != ""}
+        except ValueError:
+            raise FormProblem(gettext("Please check the form: %(problems)s") % {
+                "problems": "ratings: 1 to 5"
+            }) from None
+        r = parse(RiskAssessmentIn, fields, gettext)
+        return lambda app: app.assess_risk(
+            actor=actor,
+            agency=r.agency,
+            area=r.area,
+            sector=r.sector,
+            assessed_on=r.assessed_on,
+            ratings=r.ratings,
+            at=now(),
+        )
+    if action == "mitigation":
+        assessment = _uuid(fields.pop("assessment", ""), gettext)
+        m = parse(MitigationIn, fields, gettext)
+        return lambda app: app.agree_mitigation(
+            assessment,
+            actor=actor,
+            measure=m.measure,
+            owner_agency=m.owner_agency,
+            due_on=m.due_on,
+            at=now(),
+        )
+    if action == "mitigation-status":
+        assessment = _uuid(fields.pop("assessment", ""), gettext)
+        number = _number(fields.pop("action", ""), gettext)
+        s = parse(StatusIn, fields, gettext)
+        return lambda app: app.report_mitigation(
+            assessment, actor=actor, action=number, status=s.status, at=now()
+        )
+    if action == "work-plans":
+        w = parse(WorkPlanIn, fields, gettext)
+        return lambda app: app.open_work_plan(actor=actor, year=w.year, at=now())
+    if action == "activities":
+        year = _number(fields.pop("year", ""), gettext)
+        p = parse(ActivityIn, fields, gettext)
+        return lambda app: app.plan_activity(
+            work_plan_id(year),
+            actor=actor,
+            kind=p.kind,
+            owner_agency=p.owner_agency,
+            area=p.area,
+            target=p.target,
+            due_on=p.due_on,
+            at=now(),
+        )
+    if action == "progress":
+        year = _number(fields.pop("year", ""), gettext)
+        number = _number(fields.pop("activity", ""), gettext)
+        g = parse(ProgressIn, fields, gettext)
+        return lambda app: app.report_work_plan_progress(
+            work_plan_id(year),
+            actor=actor,
+            activity=number,
+            status=g.status,
+            achieved=g.achieved,
+            at=now(),
+        )
+    raise AssertionError(action)
+
+
+def _uuid(value: Any, gettext: Any) -> Any:
+    from uuid import UUID
+
+    try:
+        return UUID(str(value))
+    except ValueError:
+        raise FormProblem(gettext("Not found. Nothing was recorded."), 404) from None
+
+
+def _number(value: Any, gettext: Any) -> int:
+    try:
+        return int(str(value))
+    except ValueError:
+        raise FormProblem(gettext("Not found. Nothing was recorded."), 404) from None
+
+
+COORDINATOR_ONLY: Final = frozenset({"work-plans", "activities"})
+"""What only the coordinator records (as ``/v1/prevention/work-plans`` and its activities)."""
+
+
+@router.post("/prevention/{action}")
+async def record_prevention(
+    request: Request,
+    staff: SignedIn,
+    action: Annotated[
+        str,
+        Path(
+            pattern=r"^(trainings|awareness|focal-point-trainings|alternates|risk-assessments"
+            r"|mitigation|mitigation-status|work-plans|activities|progress)$"
+        ),
+    ],
+) -> Response:
+    """Records what the form says, for the roles the API lets record it."""
+    actor = role_in(staff, (Role.COORDINATOR,) if action in COORDINATOR_ONLY else RECORDERS)
+    fields = await posted(request, staff)
+    gettext = translations(request, staff)
+    year = fields.pop("page_year", "")
+    page_year = int(year) if str(year).isdigit() and 2000 <= int(year) <= 2100 else _today().year
+    try:
+        command = _command(action, actor, fields, gettext)
+
+        def run(app: ComplaintMechanism) -> Written:
+            written: Written = command(app)
+            return written
+
+        await record(request, run, gettext)
+    except FormProblem as e:
+        return await _page(request, staff, page_year, error=e.message, status=e.status)
+    return RedirectResponse(f"{PAGE}?year={page_year}&done=1", status_code=303)
+
+
+@router.get("/prevention/report/{period}")
+async def report(
+    request: Request,
+    staff: SignedIn,
+    period: Annotated[str, Path(pattern=r"^(20[0-9]{2}|2100)-Q[1-4]$")],
+    format: Annotated[str, Query(pattern=r"^(xlsx|html)$")] = "xlsx",
+) -> Response:
+    """The quarterly report for the Humanitarian Coordinator, as ``cbcm prevention report``
+    and ``GET /v1/prevention/reports/{period}`` make it."""
+    role_in(staff, REPORT_READERS)
+    year, quarter = int(period[:4]), int(period[-1])
+    view = await _view(request)
+    data_dir = request.app.state.settings.data_dir
+    release = await in_thread(lambda: latest_release(data_dir, year, quarter))
+    made = gather(view, year=year, quarter=quarter, today=_today(), release=release)
+    if format == "html":
+        return HTMLResponse(to_html(made))
+    return Response(
+        await in_thread(lambda: to_xlsx(made)),
+        media_type=XLSX,
+        headers={"Content-Disposition": f'attachment; filename="psea-report-{period.lower()}.xlsx"'},
+    )

@@ -1,0 +1,347 @@
+"""Referrals in the console (issue #21), as the API offers them:
+
+- a **service provider**'s assistance referrals (``GET /v1/assistance/referrals``: the
+  assistance read model, its own referrals only), each opened as ``GET /v1/referrals/{id}``
+  shows it (the survivor's contact only as the survivor consented, the read recorded in the
+  case's custody trail), with the provider's actions: accept, decline, delivered;
+- an **investigating entity**'s investigation referral of a case whose id it was sent
+  (the API lists none: the entity learns of a referral from its notification), with its
+  actions: acknowledge, record the outcome, each sending the case's version it was read at.
+  This page shows the referral's state and no personal data (what was shared is read on the
+  case's page, where the read is recorded).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final
+from uuid import UUID
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import RedirectResponse
+
+from domain.actors import Actor, Role
+from domain.errors import NotFound
+from domain.need_to_know import (
+    READ_PRIORITY,
+    can_see_referral,
+    case_access,
+    referral_contact_fields,
+)
+from domain.vocabulary import InvestigationOutcome
+from projections.assistance import provider_referrals
+from services.api.auth import first_seeing
+from services.api.console.recording import (
+    FormProblem,
+    in_thread,
+    mechanism,
+    parse,
+    posted,
+    record,
+    role_in,
+    translations,
+)
+from services.api.console.session import ConsoleRefusal, SignedIn, Staff
+from services.api.console.site import NAV, render
+from services.api.pages.i18n import N_
+from services.api.problems import Problem
+from services.api.read_models import query
+from services.api.routes.cases import INVESTIGATORS
+from services.api.routes.referrals import PROVIDER
+from services.api.schemas.cases import AcknowledgementIn, OutcomeIn
+from services.api.schemas.referrals import ProviderDeclineIn
+from services.api.views import case_view, referral_view
+from services.api.writes import now
+from services.application.commands import expecting
+from services.projector.storage import ReadModelStore, read_model_store
+
+router = APIRouter(prefix="/console")
+
+NAV.append(("/console/referrals", N_("Referrals"), (*PROVIDER, Role.INVESTIGATING_ENTITY)))
+
+NO_REFERRAL: Final = N_("There is no such referral, or it is not yours to see.")
+NOT_READY: Final = N_(
+    "The list of referrals is not available right now (it is being brought up to date). "
+    "Please try again in a minute."
+)
+NO_CASE: Final = N_("There is no such case, or no investigation referral of it is yours to see.")
+
+ReferralId = Annotated[UUID, Path()]
+CaseId = Annotated[UUID, Path()]
+
+
+def assistance_store(request: Request) -> ReadModelStore:
+    """The assistance read model, as the API's reads use it (one per app, opened on first
+    use)."""
+    state = request.app.state
+    store: ReadModelStore | None = getattr(state, "console_assistance", None)
+    if store is None:
+        store = read_model_store(state.settings, "assistance")
+        state.console_assistance = store
+    return store
+
+
+@router.get("/referrals")
+async def referrals(request: Request, staff: SignedIn, all: bool = False) -> Response:
+    """A provider's referrals (open ones, or all); an investigating entity's look-up."""
+    role_in(staff, (*PROVIDER, Role.INVESTIGATING_ENTITY))
+    items: list[dict[str, Any]] | None = None
+    provider = first_seeing(staff.principal, PROVIDER, lambda _: True)
+    if provider is not None:
+        moment = datetime.now(UTC)
+        try:
+            found = await query(
+                assistance_store(request),
+                lambda db: provider_referrals(db, provider.agency, now=moment, open_only=not all),
+            )
+        except Problem:
+            raise ConsoleRefusal(503, NOT_READY, staff) from None
+        items = [
+            {
+                "referral_id": str(v.referral_id),
+                "service_type": str(v.service_type),
+                "area": v.area,
+                "status": str(v.status),
+                "referred_at": v.referred_at,
+                "overdue": v.acceptance_overdue,
+            }
+            for _, v in found
+        ]
+    return render(
+        request,
+        staff,
+        "console/referrals.html",
+        items=items,
+        all=all,
+        investigator=Role.INVESTIGATING_ENTITY in staff.principal.roles,
+    )
+
+
+# ------------------------------------------------------------------ assistance referrals
+
+
+async def _referral_page(
+    request: Request,
+    staff: Staff,
+    referral_id: UUID,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    app = mechanism(request)
+
+    def load() -> tuple[Any, Any, Actor | None]:
+        try:
+            referral = app.get_referral(referral_id)
+            case = app.get_case(referral.case_id)
+        except NotFound:
+            return None, None, None
+        reader = first_seeing(
+            staff.principal, READ_PRIORITY, lambda a: can_see_referral(a, referral, case)
+        )
+        return referral, case, reader
+
+    referral, case, reader = await in_thread(load)
+    if reader is None:
+        raise ConsoleRefusal(404, NO_REFERRAL, staff)
+    view, revealed = referral_view(referral, case, referral_contact_fields(reader, referral, case))
+    if revealed:
+        # as GET /v1/referrals/{id}: the read is in the case's custody trail before the page
+        await in_thread(
+            lambda: app.record_personal_data_read(
+                case.id, actor=reader, fields=revealed, purpose="assistance referral", at=now()
+            )
+        )
+    acts = reader.role is Role.SERVICE_PROVIDER
+    return render(
+        request,
+        staff,
+        "console/referral.html",
+        status_code=status,
+        referral=view,
+        acts=acts,
+        error=error,
+        done=request.query_params.get("done") == "1",
+    )
+
+
+@router.get("/referrals/{referral_id}")
+async def referral(request: Request, staff: SignedIn, referral_id: ReferralId) -> Response:
+    return await _referral_page(request, staff, referral_id)
+
+
+@router.post("/referrals/{referral_id}/{action}")
+async def referral_action(
+    request: Request,
+    staff: SignedIn,
+    referral_id: ReferralId,
+    action: Annotated[str, Path(pattern=r"^(acceptance|provider-decline|delivery)$")],
+) -> Response:
+    """The provider's actions, as ``POST /v1/referrals/{id}/acceptance``, ``.../provider-
+    decline`` and ``.../delivery``: only on a referral the provider sees, as the provider."""
+    fields = await posted(request, staff)
+    gettext = translations(request, staff)
+    app = mechanism(request)
+
+    def load() -> tuple[Any, Any]:
+        try:
+            referral = app.get_referral(referral_id)
+            return referral, app.get_case(referral.case_id)
+        except NotFound:
+            return None, None
+
+    referral, case = await in_thread(load)
+    if referral is None or first_seeing(
+        staff.principal, READ_PRIORITY, lambda a: can_see_referral(a, referral, case)
+    ) is None:
+        raise ConsoleRefusal(404, NO_REFERRAL, staff)
+    actor = first_seeing(staff.principal, PROVIDER, lambda a: can_see_referral(a, referral, case))
+    if actor is None:
+        raise ConsoleRefusal(403, N_("Your role may not do this. Nothing was recorded."), staff)
+    try:
+        if action == "acceptance":
+            await record(
+                request, lambda a: a.accept_referral(referral_id, actor=actor, at=now()), gettext
+            )
+        elif action == "delivery":
+            await record(
+                request, lambda a: a.deliver_referral(referral_id, actor=actor, at=now()), gettext
+            )
+        else:
+            reason = str(fields.get("reason") or "").strip()
+            body = parse(ProviderDeclineIn, {"reason": reason or None}, gettext)
+            await record(
+                request,
+                lambda a: a.decline_referral_by_provider(
+                    referral_id, actor=actor, reason=body.reason, at=now()
+                ),
+                gettext,
+            )
+    except FormProblem as e:
+        return await _referral_page(request, staff, referral_id, error=e.message, status=e.status)
+    return RedirectResponse(f"/console/referrals/{referral_id}?done=1", status_code=303)
+
+
+# ------------------------------------------------------------------ investigation referrals
+
+
+async def _investigation_page(
+    request: Request,
+    staff: Staff,
+    case_id: UUID,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    role_in(staff, (Role.INVESTIGATING_ENTITY,))
+    app = mechanism(request)
+
+    def load() -> tuple[Any, Any]:
+        try:
+            return app.get_case(case_id), app.network().policy
+        except NotFound:
+            return None, None
+
+    case, policy = await in_thread(load)
+    reader = (
+        None
+        if case is None
+        else first_seeing(
+            staff.principal,
+            (Role.INVESTIGATING_ENTITY,),
+            lambda a: case_access(a, case, policy) is not None,
+        )
+    )
+    if reader is None:
+        raise ConsoleRefusal(404, NO_CASE, staff)
+    access = case_access(reader, case, policy)
+    assert access is not None
+    view, _ = case_view(case, access)  # only the referral's state is shown: no personal data
+    if view.investigation is None:
+        raise ConsoleRefusal(404, NO_CASE, staff)
+    return render(
+        request,
+        staff,
+        "console/investigation.html",
+        status_code=status,
+        case_id=str(case_id),
+        version=view.version,
+        investigation=view.investigation,
+        outcomes=[str(o) for o in InvestigationOutcome],
+        error=error,
+        done=request.query_params.get("done") == "1",
+    )
+
+
+@router.get("/investigations")
+async def find_investigation(request: Request, staff: SignedIn, case: str = "") -> Response:
+    """The look-up form's target: the case id given, checked, then its page."""
+    role_in(staff, (Role.INVESTIGATING_ENTITY,))
+    try:
+        case_id = UUID(case.strip())
+    except ValueError:
+        raise ConsoleRefusal(404, NO_CASE, staff) from None
+    return RedirectResponse(f"/console/investigations/{case_id}", status_code=303)
+
+
+@router.get("/investigations/{case_id}")
+async def investigation(request: Request, staff: SignedIn, case_id: CaseId) -> Response:
+    return await _investigation_page(request, staff, case_id)
+
+
+@router.post("/investigations/{case_id}/{action}")
+async def investigation_action(
+    request: Request,
+    staff: SignedIn,
+    case_id: CaseId,
+    action: Annotated[str, Path(pattern=r"^(acknowledgement|outcome)$")],
+) -> Response:
+    """As ``POST /v1/cases/{id}/investigation-referral/acknowledgement`` and ``.../outcome``,
+    with the version the page was read at."""
+    fields = await posted(request, staff)
+    gettext = translations(request, staff)
+    app = mechanism(request)
+
+    def load() -> tuple[Any, Any]:
+        try:
+            return app.get_case(case_id), app.network().policy
+        except NotFound:
+            return None, None
+
+    case, policy = await in_thread(load)
+    actor = (
+        None
+        if case is None
+        else first_seeing(
+            staff.principal, INVESTIGATORS, lambda a: case_access(a, case, policy) is not None
+        )
+    )
+    if actor is None:
+        raise ConsoleRefusal(404, NO_CASE, staff)
+    try:
+        if action == "acknowledgement":
+            body = parse(AcknowledgementIn, fields, gettext)
+            await record(
+                request,
+                lambda a: a.acknowledge_investigation(
+                    expecting(case_id, body.expected_version), actor=actor, at=now()
+                ),
+                gettext,
+            )
+        else:
+            outcome = parse(OutcomeIn, fields, gettext)
+            await record(
+                request,
+                lambda a: a.record_investigation_outcome(
+                    expecting(case_id, outcome.expected_version),
+                    actor=actor,
+                    outcome=outcome.outcome,
+                    at=now(),
+                ),
+                gettext,
+            )
+    except FormProblem as e:
+        return await _investigation_page(
+            request, staff, case_id, error=e.message, status=e.status
+        )
+    return RedirectResponse(f"/console/investigations/{case_id}?done=1", status_code=303)
