@@ -6,46 +6,34 @@ show it."""
 from __future__ import annotations
 
 import re
-import secrets
-import time
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
+from uuid import UUID
 
 import pytest
 from fastapi.testclient import TestClient
 
-from services.api.console.session import Session
 from services.bootstrap import complaint_mechanism
 from services.settings import Settings
 from services.statistics.releases import ledger_path, open_ledger, release_due
-from tests.api_world import World, make_world
-from tests.integration.test_api_access import project
+from tests.api_world import CALLERS, World, make_world
+from tests.console_signing import project
+from tests.integration.test_api_access import CANARY, Clock, referral, referred
+from tests.world import COORDINATOR
+from tests.console_signing import sign_in as console_sign_in
 from tests.statistics_cases import model, store
 from tests.unit.test_statistics_releases import CASES, POLICY
 
 
 def sign_in(world: World, caller: str, lang: str = "en") -> tuple[TestClient, str]:
-    """A browser-like client signed in to the console as ``caller`` (the session cookie the
-    sign-in would set), and its form token."""
-    sessions = world.api.state.console_sessions
-    session = Session(
-        sid=secrets.token_urlsafe(18),
-        token=world.tokens[caller],
-        lang=lang,
-        expires=int(time.time()) + 3600,
-        via="development",
-    )
+    """A browser-like client signed in to the console as ``caller`` (one of the API tests'
+    callers) through the development sign-in, and its form token."""
+    user, agency, role = CALLERS[caller]
     client = TestClient(world.api, base_url="http://testserver", follow_redirects=False)
-    client.cookies.set(
-        "cbcm-console",
-        sessions.seal(
-            "session",
-            {"sid": session.sid, "tok": session.token, "lang": lang, "exp": session.expires,
-             "via": "development"},
-        ),
-    )
-    return client, sessions.csrf(session)
+    return client, console_sign_in(client, user, agency, role, lang=lang)
 
 
 @pytest.fixture(scope="module")
@@ -59,9 +47,21 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     store(db, CASES, 0)
     with open_ledger(ledger_path(data_dir)) as ledger:
         release_due(db, ledger, POLICY, datetime(2026, 8, 15, tzinfo=UTC))
+    clock = Clock()
+    app = world.mechanism
+    STANDARD["referral"] = referral(app, clock)
+    STANDARD["referral_case"] = app.get_referral(STANDARD["referral"]).case_id
+    STANDARD["investigated"] = referred(app, clock)
+    app.appoint_alternate(actor=COORDINATOR, agency="unhcr", user="alt-unhcr", at=clock())
     project(world)
     yield world
     mechanism.close()
+
+
+STANDARD: dict[str, Any] = {}
+"""The cases every test reads: an assistance referral to med-a with the survivor's contact
+shared (its case), and a case referred for investigation to wfp's entity; every personal
+field of both holds CANARY."""
 
 
 def text(html: str) -> str:
@@ -70,27 +70,364 @@ def text(html: str) -> str:
 
 # ------------------------------------------------------------------ statistics releases
 
+SVG_NS = "{http://www.w3.org/2000/svg}"
 
-def test_a_statistics_reader_sees_every_release_with_its_files(world: World) -> None:
+
+def _charts(html: str) -> dict[str, list[tuple[str, str]]]:
+    """Each chart on the page by its id: (label, value) of every bar, read from the SVG."""
+    charts = {}
+    for svg in re.findall(r"<svg .*?</svg>", html, flags=re.S):
+        root = ET.fromstring(svg)
+        title = root.find(f"{SVG_NS}title")
+        assert title is not None
+        charts[title.attrib["id"].removesuffix("-title")] = [
+            (g.attrib["data-label"], g.attrib["data-value"]) for g in root.iter(f"{SVG_NS}g")
+        ]
+    return charts
+
+
+def test_a_release_page_draws_exactly_the_released_totals_and_offers_its_files(
+    world: World,
+) -> None:
+    # given a published release, as the API gives it to a statistics reader
     client, _ = sign_in(world, "statistics_reader")
-    page = client.get("/console/statistics")
+    api = client.get("/v1/stats/releases/2026-q1-v1", headers=world.headers("statistics_reader"))
+    document = api.json()
+    # when the reader opens the list and the release
+    listed = client.get("/console/statistics")
+    assert listed.status_code == 200, listed.text
+    assert "2026-q1-v1" in listed.text and "2026-q2-v1" in listed.text
+    page = client.get("/console/statistics/2026-q1-v1")
     assert page.status_code == 200, page.text
-    assert "2026-q1-v1" in page.text and "2026-q2-v1" in page.text
-    one = client.get("/console/statistics/2026-q1-v1")
-    assert one.status_code == 200, one.text
-    assert "<svg" in one.text
+    # then every report is a chart whose bars are the release's row totals (withheld ones
+    # without a value), each chart labelled for assistive technology
+    charts = _charts(page.text)
+    assert set(charts) == {f"chart-{name}" for name in document["reports"]}
+    withheld = 0
+    for name, report in document["reports"].items():
+        expected = [
+            (row, "" if total["suppressed"] else str(total["value"]))
+            for row, total in zip(report["rows"], report["row_totals"], strict=True)
+        ]
+        assert charts[f"chart-{name}"] == expected
+        grid = [c for row in report["cells"] for c in row]
+        grid += [*report["row_totals"], *report["column_totals"], report["total"]]
+        withheld += sum(1 for c in grid if c["suppressed"])
+    # and each withheld value of the tables is written "withheld", never a number
+    assert withheld > 0
+    assert page.text.count('<span class="withheld">withheld</span>') == withheld
+    assert 'aria-labelledby="chart-' in page.text
+    # and the files are the API's own
+    csv = client.get("/console/statistics/2026-q1-v1/download/csv")
+    assert csv.status_code == 200
+    assert csv.text == client.get(
+        "/v1/stats/releases/2026-q1-v1?format=csv", headers=world.headers("statistics_reader")
+    ).text
+    xlsx = client.get("/console/statistics/2026-q1-v1/download/xlsx")
+    assert xlsx.content[:2] == b"PK" and "attachment" in xlsx.headers["content-disposition"]
+    assert xlsx.headers["cache-control"] == "no-store"
 
 
-def test_smoke_every_page(world: World) -> None:
-    for caller, path in [
-        ("coordinator", "/console/registry"),
-        ("provider_own", "/console/registry"),
-        ("coordinator", "/console/prevention"),
-        ("focal_point_own", "/console/prevention"),
-        ("provider_own", "/console/referrals"),
-        ("investigator_own", "/console/referrals"),
-        ("auditor", "/console/audit"),
-    ]:
+def test_statistics_are_refused_to_roles_the_api_refuses_and_unknown_releases_are_a_page(
+    world: World,
+) -> None:
+    for caller in ("provider_own", "investigator_own"):
         client, _ = sign_in(world, caller)
-        page = client.get(path)
-        assert page.status_code == 200, (caller, path, page.text[-3000:])
+        for path in ("/console/statistics", "/console/statistics/2026-q1-v1/download/csv"):
+            answer = client.get(path)
+            assert answer.status_code == 403, (caller, path)
+            assert "text/html" in answer.headers["content-type"]
+        assert 'href="/console/statistics"' not in client.get("/console/").text
+    client, _ = sign_in(world, "statistics_reader")
+    missing = client.get("/console/statistics/2031-q1-v1")
+    assert missing.status_code == 404 and "no such statistics release" in missing.text
+
+
+# ------------------------------------------------------------------ the network registry
+
+
+def test_the_coordinator_appoints_and_withdraws_a_focal_point_through_the_forms(
+    world: World,
+) -> None:
+    client, csrf = sign_in(world, "coordinator")
+    page = client.get("/console/registry")
+    assert page.status_code == 200 and 'action="/console/registry/focal-points"' in page.text
+    # when the coordinator appoints a focal point of wfp
+    done = client.post(
+        "/console/registry/focal-points",
+        data={"csrf": csrf, "agency": "wfp", "user": "fp-wfp-new"},
+    )
+    assert done.status_code == 303, done.text
+    assert "fp-wfp-new" in world.mechanism.network().agencies["wfp"].focal_points
+    assert "Recorded." in client.get(done.headers["location"]).text
+    # and withdraws the appointment again
+    done = client.post(
+        "/console/registry/focal-points/withdrawal",
+        data={"csrf": csrf, "agency": "wfp", "user": "fp-wfp-new"},
+    )
+    assert done.status_code == 303
+    assert "fp-wfp-new" not in world.mechanism.network().agencies["wfp"].focal_points
+    # a bad account id is a readable refusal, nothing recorded
+    version = world.mechanism.network().version
+    bad = client.post(
+        "/console/registry/focal-points", data={"csrf": csrf, "agency": "wfp", "user": "Not ok!"}
+    )
+    assert bad.status_code == 422 and "Please check the form" in bad.text
+    assert world.mechanism.network().version == version
+
+
+def test_a_provider_sees_the_registry_without_its_forms_and_cannot_post_them(
+    world: World,
+) -> None:
+    client, csrf = sign_in(world, "provider_own")
+    page = client.get("/console/registry")
+    assert page.status_code == 200
+    assert "<form method=\"post\" action=\"/console/registry" not in page.text
+    # the alternates of an agency: a count, never the account ids
+    assert "alt-unhcr" not in page.text
+    version = world.mechanism.network().version
+    for path, data in (
+        ("/console/registry/focal-points", {"agency": "wfp", "user": "fp-evil"}),
+        ("/console/registry/service-providers", {"code": "evil", "name": "Evil"}),
+        ("/console/registry/policy", {"suppression_threshold": "2", "expected_version": "1"}),
+    ):
+        answer = client.post(path, data={"csrf": csrf, **data})
+        assert answer.status_code == 403, (path, answer.text)
+    assert world.mechanism.network().version == version
+    # the coordinator and unhcr's own focal points see the alternate's id
+    for caller in ("coordinator", "focal_point_own"):
+        assert "alt-unhcr" in sign_in(world, caller)[0].get("/console/registry").text
+    assert "alt-unhcr" not in sign_in(world, "focal_point_other")[0].get("/console/registry").text
+
+
+def test_a_registry_form_from_another_site_or_another_session_records_nothing(
+    world: World,
+) -> None:
+    client, csrf = sign_in(world, "coordinator")
+    version = world.mechanism.network().version
+    data = {"agency": "wfp", "user": "fp-forged"}
+    forged = client.post("/console/registry/focal-points", data={"csrf": "x" * 43, **data})
+    assert forged.status_code == 403
+    cross = client.post(
+        "/console/registry/focal-points",
+        data={"csrf": csrf, **data},
+        headers={"Sec-Fetch-Site": "cross-site"},
+    )
+    assert cross.status_code == 403
+    missing = client.post("/console/registry/focal-points", data=data)
+    assert missing.status_code == 403
+    assert world.mechanism.network().version == version
+
+
+def test_two_coordinators_changing_the_policy_at_once_get_a_conflict_not_a_lost_update(
+    world: World,
+) -> None:
+    # given two coordinators with the policy form open at the same version
+    first, first_csrf = sign_in(world, "coordinator")
+    second, second_csrf = sign_in(world, "coordinator")
+    def policy_form(client: TestClient) -> dict[str, str]:
+        page = client.get("/console/registry").text
+        form = page[page.index('action="/console/registry/policy"') :]
+        form = form[: form.index("</form>")]
+        return dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', form))
+
+    forms = [policy_form(first), policy_form(second)]
+    assert forms[0]["expected_version"] == forms[1]["expected_version"]
+    # when both save a different threshold
+    one = {**forms[0], "csrf": first_csrf, "suppression_threshold": "7"}
+    two = {**forms[1], "csrf": second_csrf, "suppression_threshold": "9"}
+    for form in (one, two):
+        del form["coordinator_sees_personal_data"]  # an unticked box is not sent
+    assert first.post("/console/registry/policy", data=one).status_code == 303
+    clash = second.post("/console/registry/policy", data=two)
+    # then the second is told, and the first one's change stands
+    assert clash.status_code == 409
+    assert "Someone else changed this" in clash.text
+    assert world.mechanism.network().policy.suppression_threshold == 7
+
+
+# ------------------------------------------------------------------ referrals
+
+
+def test_a_provider_takes_its_referral_and_sees_the_contact_the_survivor_shared(
+    world: World,
+) -> None:
+    client, csrf = sign_in(world, "provider_own")
+    listed = client.get("/console/referrals")
+    assert listed.status_code == 200
+    referral_id = str(STANDARD["referral"])
+    assert referral_id in listed.text
+    reads_before = len(world.mechanism.personal_data_reads(STANDARD["referral_case"]))
+    page = client.get(f"/console/referrals/{referral_id}")
+    assert page.status_code == 200
+    # the contact, shared with consent, is shown, and the read is in the custody trail
+    assert f"{CANARY} phone" in page.text
+    reads = world.mechanism.personal_data_reads(STANDARD["referral_case"])
+    assert len(reads) == reads_before + 1 and reads[-1].actor.user == "prov-med"
+    # when it accepts
+    done = client.post(f"/console/referrals/{referral_id}/acceptance", data={"csrf": csrf})
+    assert done.status_code == 303, done.text
+    assert str(world.mechanism.get_referral(UUID(referral_id)).status) == "accepted"
+    # a second acceptance is refused in words, nothing recorded
+    again = client.post(f"/console/referrals/{referral_id}/acceptance", data={"csrf": csrf})
+    assert again.status_code == 409 and "Not recorded" in again.text
+
+
+def test_another_provider_neither_sees_nor_answers_the_referral(world: World) -> None:
+    client, csrf = sign_in(world, "provider_other")
+    referral_id = str(STANDARD["referral"])
+    assert referral_id not in client.get("/console/referrals?all=true").text
+    assert client.get(f"/console/referrals/{referral_id}").status_code == 404
+    version = world.mechanism.get_referral(UUID(referral_id)).version
+    refused = client.post(
+        f"/console/referrals/{referral_id}/provider-decline", data={"csrf": csrf, "reason": "x"}
+    )
+    assert refused.status_code == 404
+    assert world.mechanism.get_referral(UUID(referral_id)).version == version
+
+
+def test_the_investigating_entity_acknowledges_with_the_version_it_read(world: World) -> None:
+    case_id = STANDARD["investigated"]
+    other, _ = sign_in(world, "investigator_other")
+    assert other.get(f"/console/investigations/{case_id}").status_code == 404
+    client, csrf = sign_in(world, "investigator_own")
+    found = client.get("/console/investigations", params={"case": str(case_id)})
+    assert found.status_code == 303
+    page = client.get(found.headers["location"])
+    assert page.status_code == 200 and "wfp-oig" in page.text
+    assert CANARY not in page.text
+    version = re.search(r'name="expected_version" value="(\d+)"', page.text)
+    assert version is not None
+    # a form read before someone else changed the case is refused as a conflict
+    stale = client.post(
+        f"/console/investigations/{case_id}/acknowledgement",
+        data={"csrf": csrf, "expected_version": str(int(version.group(1)) - 1)},
+    )
+    assert stale.status_code == 409 and "Someone else changed this" in stale.text
+    assert world.mechanism.get_case(case_id).investigation.acknowledged_at is None
+    done = client.post(
+        f"/console/investigations/{case_id}/acknowledgement",
+        data={"csrf": csrf, "expected_version": version.group(1)},
+    )
+    assert done.status_code == 303, done.text
+    assert world.mechanism.get_case(case_id).investigation.acknowledged_at is not None
+
+
+# ------------------------------------------------------------------ the auditor
+
+
+def test_the_auditor_replays_a_case_without_personal_data_until_granted(world: World) -> None:
+    case_id = STANDARD["referral_case"]
+    client, _ = sign_in(world, "auditor")
+    page = client.get(f"/console/audit/cases/{case_id}")
+    assert page.status_code == 200, page.text
+    assert "hidden: you hold no grant" in page.text and CANARY not in page.text
+    assert "Case.Received" in page.text or "received" in page.text.lower()
+    world.mechanism.grant_audit_access(
+        case_id, actor=COORDINATOR, auditor="aud-1", reason="audit", at=datetime.now(UTC)
+    )
+    before = len(world.mechanism.personal_data_reads(case_id))
+    granted = client.get(f"/console/audit/cases/{case_id}")
+    assert CANARY in granted.text
+    reads = world.mechanism.personal_data_reads(case_id)
+    assert len(reads) == before + 1 and reads[-1].actor.user == "aud-1"
+    world.mechanism.revoke_audit_access(
+        case_id, actor=COORDINATOR, auditor="aud-1", at=datetime.now(UTC)
+    )
+    assert CANARY not in client.get(f"/console/audit/cases/{case_id}").text
+
+
+def test_only_auditors_open_the_audit_view(world: World) -> None:
+    case_id = STANDARD["referral_case"]
+    for caller in ("coordinator", "focal_point_own", "statistics_reader", "provider_own"):
+        client, _ = sign_in(world, caller)
+        assert client.get("/console/audit").status_code == 403, caller
+        assert client.get(f"/console/audit/cases/{case_id}").status_code == 403, caller
+        assert client.get(f"/console/audit/cases/{case_id}/bundle").status_code == 403, caller
+
+
+# ------------------------------------------------------------------ prevention work
+
+
+def test_a_focal_point_records_its_agencys_training_and_not_another_agencys(
+    world: World,
+) -> None:
+    client, csrf = sign_in(world, "focal_point_own")
+    today = datetime.now(UTC).date().isoformat()
+    form = {
+        "csrf": csrf,
+        "held_on": today,
+        "area": "SO2201",
+        "audience": "staff",
+        "topic": "sea_basics",
+        "female": "4",
+        "male": "3",
+        "other_or_not_recorded": "0",
+    }
+    done = client.post("/console/prevention/trainings", data={**form, "agency": "unhcr"})
+    assert done.status_code == 303, done.text
+    page = client.get(done.headers["location"])
+    assert "Recorded." in page.text
+    charts = _charts(page.text)
+    assert ("unhcr", "7") in charts["chart-compliance"]
+    events = world.event_count()
+    refused = client.post("/console/prevention/trainings", data={**form, "agency": "wfp"})
+    assert refused.status_code in (403, 409), refused.text
+    assert world.event_count() == events
+    # the work plan is the coordinator's
+    plan = client.post("/console/prevention/work-plans", data={"csrf": csrf, "year": "2030"})
+    assert plan.status_code == 403
+    assert world.event_count() == events
+
+
+def test_a_statistics_reader_reads_prevention_without_forms_or_account_ids(
+    world: World,
+) -> None:
+    client, csrf = sign_in(world, "statistics_reader")
+    page = client.get("/console/prevention")
+    assert page.status_code == 200
+    assert 'action="/console/prevention/trainings"' not in page.text
+    assert "alt-unhcr" not in page.text and "fp-unhcr" not in page.text
+    events = world.event_count()
+    refused = client.post(
+        "/console/prevention/alternates", data={"csrf": csrf, "agency": "unhcr", "user": "x-1"}
+    )
+    assert refused.status_code == 403 and world.event_count() == events
+    report = client.get(f"/console/prevention/report/{datetime.now(UTC).year}-Q1")
+    assert report.status_code == 200 and report.content[:2] == b"PK"
+    coordinator, _ = sign_in(world, "coordinator")
+    assert "alt-unhcr" in coordinator.get("/console/prevention").text
+    focal_point, _ = sign_in(world, "focal_point_own")
+    assert focal_point.get(f"/console/prevention/report/{datetime.now(UTC).year}-Q1").status_code == 403
+
+
+# ------------------------------------------------------------------ the canary
+
+
+PAGES = (
+    "/console/statistics",
+    "/console/statistics/2026-q1-v1",
+    "/console/registry",
+    "/console/referrals",
+    "/console/referrals?all=true",
+    "/console/prevention",
+    "/console/audit",
+    "/console/referrals/{referral}",
+    "/console/investigations/{investigated}",
+    "/console/audit/cases/{referral_case}",
+)
+
+
+@pytest.mark.parametrize(
+    "caller",
+    ["statistics_reader", "auditor", "provider_other", "investigator_other",
+     "investigator_own", "focal_point_other", "coordinator"],
+)
+def test_no_personal_data_on_any_of_these_pages_for_roles_that_may_not_see_it(
+    world: World, caller: str
+) -> None:
+    client, _ = sign_in(world, caller)
+    for path in PAGES:
+        answer = client.get(path.format(**{k: str(v) for k, v in STANDARD.items()}))
+        assert answer.status_code in (200, 403, 404), (caller, path, answer.status_code)
+        assert CANARY not in answer.text, (caller, path)

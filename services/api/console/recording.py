@@ -22,7 +22,7 @@ from starlette.concurrency import run_in_threadpool
 from domain.actors import Actor, Role
 from domain.errors import ActionNotPermitted, DomainError, NotFound, VersionConflict
 from services.api.auth import acting_as
-from services.api.console.session import ConsoleRefusal, Staff, check_form
+from services.api.console.session import ConsoleRefusal, Staff, check_form, read_form
 from services.api.pages.i18n import N_
 from services.application.commands import Written
 from services.application.mechanism import ComplaintMechanism
@@ -69,10 +69,10 @@ async def in_thread(call: Callable[[], T]) -> T:
 async def posted(request: Request, staff: Staff) -> dict[str, Any]:
     """The posted form, checked (its ``csrf`` field is the session's, it came from this
     site), each field a string or, when sent more than once, a list of strings."""
-    form = await request.form()
+    form = await read_form(request)
     fields: dict[str, Any] = {}
     for key in form:
-        values = [v for v in form.getlist(key) if isinstance(v, str)]
+        values = form.getlist(key)
         fields[key] = values if len(values) > 1 else (values[0] if values else "")
     check_form(request, staff, {k: v for k, v in fields.items() if isinstance(v, str)})
     fields.pop("csrf", None)
