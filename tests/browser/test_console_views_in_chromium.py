@@ -69,11 +69,14 @@ def signed_in(browser: Browser, base: str, user: str, agency: str, role: Role) -
 
 def accessible(page: Page, browser: Browser, axe_source: str) -> None:
     """axe-core's A and AA rules on the page as Chromium rendered it (with scripts off the
-    page is copied into a context where axe can run, as the public pages' test does)."""
+    page is copied into a context where axe can run, as the public pages' test does), every
+    folded form opened."""
     context = browser.new_context(viewport={"width": 1280, "height": 900})
     try:
         copy = context.new_page()
         copy.set_content(page.content())
+        # the forms folded in <details> are checked too
+        copy.evaluate("document.querySelectorAll('details').forEach(d => { d.open = true; })")
         violations = accessibility_violations(copy, axe_source)
     finally:
         context.close()
