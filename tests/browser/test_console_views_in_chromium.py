@@ -102,7 +102,7 @@ WALKS = [
 def test_each_role_walks_its_pages_and_axe_finds_no_violation(
     console: tuple[World, str], browser: Browser, axe_source: str
 ) -> None:
-    world, base = console
+    _world, base = console
     extra = {
         Role.SERVICE_PROVIDER: [f"/console/referrals/{SITE['referral']}"],
         Role.INVESTIGATING_ENTITY: [f"/console/investigations/{SITE['investigated']}"],
@@ -125,7 +125,7 @@ def test_each_role_walks_its_pages_and_axe_finds_no_violation(
 def test_the_charts_chromium_draws_carry_the_releases_numbers(
     console: tuple[World, str], browser: Browser
 ) -> None:
-    world, base = console
+    _world, base = console
     page = signed_in(browser, base, "stat-1", "ocha", Role.STATISTICS_READER)
     try:
         page.goto(f"{base}/console/statistics/2026-q1-v1")

@@ -23,6 +23,7 @@ from services.bootstrap import complaint_mechanism
 from services.cli.main import cli
 from services.event_store import chain
 from services.event_store.store_id import store_id
+from services.settings import Settings
 from tests.api_world import World, make_world
 from tests.console_signing import sign_in
 from tests.integration.test_api_access import CANARY, Clock, referral
@@ -41,8 +42,6 @@ def world(tmp_path: Path) -> Iterator[World]:
         "witness_dir": witnesses,
         "audit_witnesses": W,
     }
-    from services.settings import Settings
-
     mechanism = complaint_mechanism(
         Settings(data_dir=data, event_store=f"sqlite:///{data / 'events.sqlite3'}", **settings)
     )

@@ -9,7 +9,6 @@ import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -21,11 +20,11 @@ from services.settings import Settings
 from services.statistics.releases import ledger_path, open_ledger, release_due
 from tests.api_world import CALLERS, World, make_world
 from tests.console_signing import project
-from tests.integration.test_api_access import CANARY, Clock, referral, referred
-from tests.world import COORDINATOR
 from tests.console_signing import sign_in as console_sign_in
+from tests.integration.test_api_access import CANARY, Clock, referral, referred
 from tests.statistics_cases import model, store
 from tests.unit.test_statistics_releases import CASES, POLICY
+from tests.world import COORDINATOR
 
 
 def sign_in(world: World, caller: str, lang: str = "en") -> tuple[TestClient, str]:
@@ -120,9 +119,12 @@ def test_a_release_page_draws_exactly_the_released_totals_and_offers_its_files(
     # and the files are the API's own
     csv = client.get("/console/statistics/2026-q1-v1/download/csv")
     assert csv.status_code == 200
-    assert csv.text == client.get(
-        "/v1/stats/releases/2026-q1-v1?format=csv", headers=world.headers("statistics_reader")
-    ).text
+    assert (
+        csv.text
+        == client.get(
+            "/v1/stats/releases/2026-q1-v1?format=csv", headers=world.headers("statistics_reader")
+        ).text
+    )
     xlsx = client.get("/console/statistics/2026-q1-v1/download/xlsx")
     assert xlsx.content[:2] == b"PK" and "attachment" in xlsx.headers["content-disposition"]
     assert xlsx.headers["cache-control"] == "no-store"
@@ -182,7 +184,7 @@ def test_a_provider_sees_the_registry_without_its_forms_and_cannot_post_them(
     client, csrf = sign_in(world, "provider_own")
     page = client.get("/console/registry")
     assert page.status_code == 200
-    assert "<form method=\"post\" action=\"/console/registry" not in page.text
+    assert '<form method="post" action="/console/registry' not in page.text
     # the alternates of an agency: a count, never the account ids
     assert "alt-unhcr" not in page.text
     version = world.mechanism.network().version
@@ -225,6 +227,7 @@ def test_two_coordinators_changing_the_policy_at_once_get_a_conflict_not_a_lost_
     # given two coordinators with the policy form open at the same version
     first, first_csrf = sign_in(world, "coordinator")
     second, second_csrf = sign_in(world, "coordinator")
+
     def policy_form(client: TestClient) -> dict[str, str]:
         page = client.get("/console/registry").text
         form = page[page.index('action="/console/registry/policy"') :]
@@ -398,7 +401,10 @@ def test_a_statistics_reader_reads_prevention_without_forms_or_account_ids(
     coordinator, _ = sign_in(world, "coordinator")
     assert "alt-unhcr" in coordinator.get("/console/prevention").text
     focal_point, _ = sign_in(world, "focal_point_own")
-    assert focal_point.get(f"/console/prevention/report/{datetime.now(UTC).year}-Q1").status_code == 403
+    assert (
+        focal_point.get(f"/console/prevention/report/{datetime.now(UTC).year}-Q1").status_code
+        == 403
+    )
 
 
 # ------------------------------------------------------------------ the canary
@@ -420,8 +426,15 @@ PAGES = (
 
 @pytest.mark.parametrize(
     "caller",
-    ["statistics_reader", "auditor", "provider_other", "investigator_other",
-     "investigator_own", "focal_point_other", "coordinator"],
+    [
+        "statistics_reader",
+        "auditor",
+        "provider_other",
+        "investigator_other",
+        "investigator_own",
+        "focal_point_other",
+        "coordinator",
+    ],
 )
 def test_no_personal_data_on_any_of_these_pages_for_roles_that_may_not_see_it(
     world: World, caller: str

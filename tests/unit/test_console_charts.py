@@ -37,8 +37,12 @@ def _bars(svg: str) -> list[tuple[str, str, bool, str]]:
     for g in root.iter(f"{SVG}g"):
         texts = [t.text or "" for t in g.findall(f"{SVG}text")]
         found.append(
-            (g.attrib["data-label"], g.attrib["data-value"], g.find(f"{SVG}rect") is not None,
-             texts[1])
+            (
+                g.attrib["data-label"],
+                g.attrib["data-value"],
+                g.find(f"{SVG}rect") is not None,
+                texts[1],
+            )
         )
     return found
 
@@ -97,7 +101,7 @@ def test_a_cell_marked_suppressed_is_drawn_withheld_even_with_a_value_in_the_doc
     document["reports"][name]["row_totals"][0] = {"value": 2, "suppressed": True}
     # when it is drawn, then the value is neither drawn nor written
     table = release_tables(document, lambda s: s)[0]
-    label, value, has_bar, text = _bars(table.chart)[0]
+    _label, value, has_bar, text = _bars(table.chart)[0]
     assert (value, has_bar, text) == ("", False, "withheld")
     assert table.rows[0][2].value is None
 

@@ -173,7 +173,5 @@ async def audit_bundle(request: Request, staff: SignedIn, case_id: CaseId) -> Re
     return Response(
         body.encode(),
         media_type="application/json",
-        headers={
-            "Content-Disposition": f'attachment; filename="cbcm-case-{case_id}.bundle.json"'
-        },
+        headers={"Content-Disposition": f'attachment; filename="cbcm-case-{case_id}.bundle.json"'},
     )

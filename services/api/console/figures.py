@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from markupsafe import Markup
-
 from services.api.console.charts import Bar, bar_chart
 
 
@@ -37,7 +35,7 @@ class ReportTable:
     """(row label, its cells, its total)"""
     column_totals: tuple[Cell, ...]
     total: Cell
-    chart: Markup
+    chart: str
 
 
 def _cell(raw: dict[str, Any]) -> Cell:
@@ -47,9 +45,7 @@ def _cell(raw: dict[str, Any]) -> Cell:
     return Cell(None if suppressed or value is None else int(value), suppressed)
 
 
-def release_tables(
-    document: dict[str, Any], gettext: Callable[[str], str]
-) -> list[ReportTable]:
+def release_tables(document: dict[str, Any], gettext: Callable[[str], str]) -> list[ReportTable]:
     """Every report of a release document (as ``/v1/stats/releases/{id}`` answers it), by
     name, as a table and a chart of its row totals."""
     release = document["release"]
@@ -102,7 +98,7 @@ def numbers_chart(
     description: str,
     rows: Sequence[tuple[str, float | None, float | None]],
     gettext: Callable[[str], str],
-) -> Markup:
+) -> str:
     """A chart of (label, value, target) rows (a prevention read)."""
     return bar_chart(
         chart_id=chart_id,

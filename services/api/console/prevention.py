@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime
 from typing import Annotated, Any, Final
+from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -183,9 +184,7 @@ async def prevention(request: Request, staff: SignedIn, year: Year | None = None
     return await _page(request, staff, year or _today().year)
 
 
-def _command(
-    action: str, actor: Actor, fields: dict[str, Any], gettext: Any
-) -> Any:
+def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) -> Any:
     """The application call ``action`` stands for, with the form read by the API's schema
     (``FormProblem`` when it is not right)."""
     if action == "trainings":
@@ -197,9 +196,10 @@ def _command(
             try:
                 counts[k] = int(str(v).strip())
             except ValueError:
-                raise FormProblem(gettext("Please check the form: %(problems)s") % {
-                    "problems": f"trained.{k}: not a whole number"
-                }) from None
+                raise FormProblem(
+                    gettext("Please check the form: %(problems)s")
+                    % {"problems": f"trained.{k}: not a whole number"}
+                ) from None
         fields["trained"] = counts
         t = parse(TrainingIn, fields, gettext)
         return lambda app: app.record_training(
@@ -242,14 +242,16 @@ def _command(
         return lambda app: app.appoint_alternate(actor=actor, agency=agency, user=u.user, at=now())
     if action == "risk-assessments":
         ratings = {
-            k.removeprefix("rating_"): fields.pop(k) for k in list(fields) if k.startswith("rating_")
+            k.removeprefix("rating_"): fields.pop(k)
+            for k in list(fields)
+            if k.startswith("rating_")
         }
         try:
             fields["ratings"] = {k: int(v) for k, v in ratings.items() if v != ""}
         except ValueError:
-            raise FormProblem(gettext("Please check the form: %(problems)s") % {
-                "problems": "ratings: 1 to 5"
-            }) from None
+            raise FormProblem(
+                gettext("Please check the form: %(problems)s") % {"problems": "ratings: 1 to 5"}
+            ) from None
         r = parse(RiskAssessmentIn, fields, gettext)
         return lambda app: app.assess_risk(
             actor=actor,
@@ -310,8 +312,6 @@ def _command(
 
 
 def _uuid(value: Any, gettext: Any) -> Any:
-    from uuid import UUID
-
     try:
         return UUID(str(value))
     except ValueError:
@@ -380,5 +380,7 @@ async def report(
     return Response(
         await in_thread(lambda: to_xlsx(made)),
         media_type=XLSX,
-        headers={"Content-Disposition": f'attachment; filename="psea-report-{period.lower()}.xlsx"'},
+        headers={
+            "Content-Disposition": f'attachment; filename="psea-report-{period.lower()}.xlsx"'
+        },
     )

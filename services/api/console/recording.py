@@ -10,8 +10,8 @@ would choose; a refusal of the domain is shown on the page, a version conflict a
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
 import re
+from collections.abc import Callable, Iterable, Mapping
 from types import UnionType
 from typing import Annotated, Any, Final, TypeVar, Union, get_args, get_origin
 
@@ -23,6 +23,7 @@ from domain.actors import Actor, Role
 from domain.errors import ActionNotPermitted, DomainError, NotFound, VersionConflict
 from services.api.auth import acting_as
 from services.api.console.session import ConsoleRefusal, Staff, check_form, read_form
+from services.api.console.site import reader_language
 from services.api.pages.i18n import N_
 from services.application.commands import Written
 from services.application.mechanism import ComplaintMechanism
@@ -105,7 +106,11 @@ def _typed(model: type[BaseModel], data: Mapping[str, Any]) -> dict[str, Any]:
         kinds = set() if info is None else _kinds(info.annotation)
         if isinstance(value, str) and value == "" and info is not None and not info.is_required():
             continue
-        if isinstance(value, str) and int in kinds and re.fullmatch(r"-?[0-9]{1,12}", value.strip()):
+        if (
+            isinstance(value, str)
+            and int in kinds
+            and re.fullmatch(r"-?[0-9]{1,12}", value.strip())
+        ):
             typed[name] = int(value.strip())
         elif isinstance(value, str) and bool in kinds:
             typed[name] = value.strip().lower() in ("on", "true", "1", "yes")
@@ -154,15 +159,11 @@ async def record(
     except NotFound:
         raise FormProblem(gettext("Not found. Nothing was recorded."), 404) from None
     except DomainError as e:
-        raise FormProblem(
-            gettext("Not recorded: %(reason)s") % {"reason": str(e)}, 409
-        ) from None
+        raise FormProblem(gettext("Not recorded: %(reason)s") % {"reason": str(e)}, 409) from None
 
 
 def translations(request: Request, staff: Staff) -> Callable[[str], str]:
     """The reader's gettext (the same catalogue the page renders with)."""
-    from services.api.console.site import reader_language
-
     lang = reader_language(request, staff)
     gettext: Callable[[str], str] = request.app.state.console.catalogues.get(lang).gettext
     return gettext

@@ -191,9 +191,13 @@ async def referral_action(
             return None, None
 
     referral, case = await in_thread(load)
-    if referral is None or first_seeing(
-        staff.principal, READ_PRIORITY, lambda a: can_see_referral(a, referral, case)
-    ) is None:
+    if (
+        referral is None
+        or first_seeing(
+            staff.principal, READ_PRIORITY, lambda a: can_see_referral(a, referral, case)
+        )
+        is None
+    ):
         raise ConsoleRefusal(404, NO_REFERRAL, staff)
     actor = first_seeing(staff.principal, PROVIDER, lambda a: can_see_referral(a, referral, case))
     if actor is None:
@@ -341,7 +345,5 @@ async def investigation_action(
                 gettext,
             )
     except FormProblem as e:
-        return await _investigation_page(
-            request, staff, case_id, error=e.message, status=e.status
-        )
+        return await _investigation_page(request, staff, case_id, error=e.message, status=e.status)
     return RedirectResponse(f"/console/investigations/{case_id}?done=1", status_code=303)

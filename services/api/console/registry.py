@@ -172,7 +172,10 @@ async def register_agency(request: Request, staff: SignedIn) -> Response:
         await record(
             request,
             lambda app: app.register_agency(
-                actor=actor, code=body.code, name=body.name, agency_type=body.agency_type,
+                actor=actor,
+                code=body.code,
+                name=body.name,
+                agency_type=body.agency_type,
                 at=now(),
             ),
             gettext,
