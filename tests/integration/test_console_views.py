@@ -444,3 +444,193 @@ def test_no_personal_data_on_any_of_these_pages_for_roles_that_may_not_see_it(
         answer = client.get(path.format(**{k: str(v) for k, v in STANDARD.items()}))
         assert answer.status_code in (200, 403, 404), (caller, path, answer.status_code)
         assert CANARY not in answer.text, (caller, path)
+
+
+def test_the_coordinator_plans_the_year_and_an_agency_reports_progress(world: World) -> None:
+    year = datetime.now(UTC).year + 2
+    client, csrf = sign_in(world, "coordinator")
+    opened = client.post(
+        "/console/prevention/work-plans",
+        data={"csrf": csrf, "year": str(year), "page_year": str(year)},
+    )
+    assert opened.status_code == 303, opened.text
+    planned = client.post(
+        "/console/prevention/activities",
+        data={
+            "csrf": csrf,
+            "page_year": str(year),
+            "year": str(year),
+            "kind": "training",
+            "owner_agency": "unhcr",
+            "area": "",
+            "target": "40",
+            "due_on": f"{year}-06-30",
+        },
+    )
+    assert planned.status_code == 303, planned.text
+    # the plan cannot be opened twice: a readable refusal
+    again = client.post("/console/prevention/work-plans", data={"csrf": csrf, "year": str(year)})
+    assert again.status_code == 409 and "Not recorded" in again.text
+    # unhcr's focal point reports progress on its activity
+    focal_point, fp_csrf = sign_in(world, "focal_point_own")
+    progress = focal_point.post(
+        "/console/prevention/progress",
+        data={
+            "csrf": fp_csrf,
+            "page_year": str(year),
+            "year": str(year),
+            "activity": "1",
+            "status": "in_progress",
+            "achieved": "12",
+        },
+    )
+    assert progress.status_code == 303, progress.text
+    page = focal_point.get(f"/console/prevention?year={year}").text
+    assert "12 / 40" in text(page) and "in_progress" in page
+
+
+def test_a_risk_assessment_and_its_mitigation_are_recorded_and_mapped(world: World) -> None:
+    client, csrf = sign_in(world, "focal_point_own")
+    today = datetime.now(UTC).date().isoformat()
+    factors = re.findall(r'name="rating_([a-z0-9_]+)"', client.get("/console/prevention").text)
+    assert factors
+    done = client.post(
+        "/console/prevention/risk-assessments",
+        data={
+            "csrf": csrf,
+            "agency": "unhcr",
+            "area": "SO9901",
+            "sector": "food_security",
+            "assessed_on": today,
+            **{f"rating_{f}": "5" for f in factors},
+        },
+    )
+    assert done.status_code == 303, done.text
+    page = client.get("/console/prevention").text
+    assessment = re.search(r'name="assessment" value="([0-9a-f-]{36})"', page)
+    assert assessment is not None
+    # an area at high risk with no training nor awareness there: flagged
+    assert "risk high, coverage low</span>" in page
+    agreed = client.post(
+        "/console/prevention/mitigation",
+        data={
+            "csrf": csrf,
+            "assessment": assessment.group(1),
+            "measure": "complaint_channels",
+            "owner_agency": "unhcr",
+            "due_on": today,
+        },
+    )
+    assert agreed.status_code == 303, agreed.text
+    assert "complaint_channels" in client.get("/console/prevention").text
+    # a rating outside 1-5 is refused in words, nothing recorded
+    events = world.event_count()
+    bad = client.post(
+        "/console/prevention/risk-assessments",
+        data={
+            "csrf": csrf,
+            "agency": "unhcr",
+            "area": "SO9901",
+            "sector": "food_security",
+            "assessed_on": today,
+            f"rating_{factors[0]}": "9",
+        },
+    )
+    assert bad.status_code in (409, 422) and "error-summary" in bad.text
+    assert world.event_count() == events
+
+
+def test_the_printable_report_is_a_console_page_and_the_api_gives_the_same_report(
+    world: World,
+) -> None:
+    period = f"{datetime.now(UTC).year}-Q1"
+    client, _ = sign_in(world, "auditor")
+    page = client.get(f"/console/prevention/report/{period}", params={"format": "html"})
+    assert page.status_code == 200
+    assert 'lang="en"' in page.text and "Training compliance" in page.text
+    assert "<style>" in page.text and page.text.count("<style>") == 1  # the console's own
+    assert CANARY not in page.text
+
+
+def test_the_coordinator_registers_a_provider_an_agency_and_an_entity(world: World) -> None:
+    client, csrf = sign_in(world, "coordinator")
+    steps = [
+        (
+            "/console/registry/agencies",
+            {"code": "ngo-x", "name": "NGO X", "agency_type": "national_ngo"},
+        ),
+        ("/console/registry/investigating-entity", {"agency": "ngo-x", "entity": "ngo-x-ie"}),
+        (
+            "/console/registry/service-providers",
+            {
+                "code": "legal-x",
+                "name": "Legal X",
+                "service_types": ["legal", "psychosocial"],
+                "areas": "SO2201 SO2202",
+            },
+        ),
+    ]
+    for path, data in steps:
+        answer = client.post(path, data={"csrf": csrf, **data})
+        assert answer.status_code == 303, (path, answer.text)
+    network = world.mechanism.network()
+    assert network.agencies["ngo-x"].investigating_entity == "ngo-x-ie"
+    provider = network.providers["legal-x"]
+    assert sorted(provider.areas) == ["SO2201", "SO2202"] and len(provider.service_types) == 2
+    page = client.get("/console/registry").text
+    assert "Legal X" in page and "ngo-x-ie" in page
+    # registering it again is refused in words
+    again = client.post("/console/registry/agencies", data={"csrf": csrf, **steps[0][1]})
+    assert again.status_code == 409 and "Not recorded" in again.text
+
+
+def test_a_provider_declines_a_referral_with_its_reason(world: World) -> None:
+    made = referral(world.mechanism, Clock())
+    project(world)
+    client, csrf = sign_in(world, "provider_own")
+    assert str(made) in client.get("/console/referrals").text
+    done = client.post(
+        f"/console/referrals/{made}/provider-decline", data={"csrf": csrf, "reason": "no capacity"}
+    )
+    assert done.status_code == 303, done.text
+    assert str(world.mechanism.get_referral(made).status) == "declined_by_provider"
+
+
+def test_the_investigating_entity_records_the_outcome(world: World) -> None:
+    case_id = referred(world.mechanism, Clock())
+    client, csrf = sign_in(world, "investigator_own")
+    page = client.get(f"/console/investigations/{case_id}").text
+    version = re.search(r'name="expected_version" value="(\d+)"', page)
+    assert version is not None
+    assert (
+        client.post(
+            f"/console/investigations/{case_id}/acknowledgement",
+            data={"csrf": csrf, "expected_version": version.group(1)},
+        ).status_code
+        == 303
+    )
+    page = client.get(f"/console/investigations/{case_id}").text
+    version = re.search(r'name="expected_version" value="(\d+)"', page)
+    outcome = re.search(r'<option value="([a-z_]+)"', page[page.index('name="outcome"') :])
+    assert version is not None and outcome is not None
+    done = client.post(
+        f"/console/investigations/{case_id}/outcome",
+        data={"csrf": csrf, "expected_version": version.group(1), "outcome": outcome.group(1)},
+    )
+    assert done.status_code == 303, done.text
+    assert str(world.mechanism.get_case(case_id).investigation.outcome) == outcome.group(1)
+
+
+def test_the_pages_speak_french_to_a_french_session(world: World) -> None:
+    checks = {
+        "statistics_reader": ("/console/statistics/2026-q1-v1", "masqué"),
+        "coordinator": ("/console/registry", "Politique du réseau"),
+        "provider_own": ("/console/referrals", "Orientations vers votre organisation"),
+        "auditor": ("/console/audit", "Rejouer le dossier"),
+        "focal_point_own": ("/console/prevention", "Conformité des formations"),
+    }
+    for caller, (path, words) in checks.items():
+        client, _ = sign_in(world, caller, lang="fr")
+        page = client.get(path)
+        assert page.status_code == 200 and words in page.text, (caller, path)
+        assert 'lang="fr"' in page.text

@@ -18,10 +18,10 @@ from typing import Annotated, Any, Final
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
-from fastapi.responses import HTMLResponse, RedirectResponse
+from fastapi.responses import RedirectResponse
 
 from domain.actors import Actor, Role
-from domain.prevention import TrainedCounts, work_plan_id
+from domain.prevention import DEFAULT_RISK_FACTORS, TrainedCounts, work_plan_id
 from domain.vocabulary import (
     ActionStatus,
     AudienceCategory,
@@ -156,7 +156,7 @@ async def _page(
             gettext,
         ),
         work_plan=view.work_plan(year, today),
-        risk_factors=list(view.risk_factors),
+        risk_factors=list(view.risk_factors or DEFAULT_RISK_FACTORS),
         recorder=recorder,
         coordinator=coordinator,
         report_reader=holds(staff, REPORT_READERS),
@@ -376,7 +376,11 @@ async def report(
     release = await in_thread(lambda: latest_release(data_dir, year, quarter))
     made = gather(view, year=year, quarter=quarter, today=_today(), release=release)
     if format == "html":
-        return HTMLResponse(to_html(made))
+        # the printable page inside the console's own layout and policy (its style sheet is
+        # the console's): the report's body as the report module writes it, in English
+        page = to_html(made)
+        body = page[page.index("<main>") + len("<main>") : page.rindex("</main>")]
+        return render(request, staff, "console/prevention_report.html", period=period, body=body)
     return Response(
         await in_thread(lambda: to_xlsx(made)),
         media_type=XLSX,
