@@ -634,3 +634,23 @@ def test_the_pages_speak_french_to_a_french_session(world: World) -> None:
         page = client.get(path)
         assert page.status_code == 200 and words in page.text, (caller, path)
         assert 'lang="fr"' in page.text
+
+
+def test_names_the_coordinator_types_are_shown_as_text_never_as_markup(world: World) -> None:
+    client, csrf = sign_in(world, "coordinator")
+    hostile = '<script>alert("x")</script><svg onload=alert(1)>'
+    answer = client.post(
+        "/console/registry/service-providers",
+        data={
+            "csrf": csrf,
+            "code": "evil-x",
+            "name": hostile,
+            "service_types": "legal",
+            "areas": "SO2201",
+        },
+    )
+    assert answer.status_code == 303, answer.text
+    for caller in ("coordinator", "provider_own"):
+        page = sign_in(world, caller)[0].get("/console/registry").text
+        assert hostile not in page and "<script>" not in page
+        assert "&lt;script&gt;" in page

@@ -58,6 +58,24 @@ DURATIONS: Final = TypeAdapter(timedelta)
 POLICY_FIELDS: Final = tuple(f for f in PolicyIn.model_fields if f != "expected_version")
 
 
+POLICY_WORDS: Final = {
+    "assess_within": N_("Assess a complaint within"),
+    "offer_assistance_within": N_("Offer assistance within"),
+    "refer_for_investigation_within": N_("Refer for investigation within"),
+    "acknowledge_within": N_("Investigating entity acknowledges within"),
+    "feedback_every": N_("Feedback to the complainant at least every"),
+    "assistance_acceptance_within": N_("A provider accepts a referral within"),
+    "suppression_threshold": N_("Statistics: smallest count published"),
+    "personal_data_retention": N_("Personal data kept for"),
+    "coordinator_sees_personal_data": N_("The coordinator sees personal data"),
+    "complaints_recorded_within": N_(
+        "A complaint is recorded at most this long after it was received"
+    ),
+    "incidents_reported_within": N_("An incident is reported at most this long after it happened"),
+}
+"""The policy's fields in words (the form still names them by their API field)."""
+
+
 def _iso(value: Any) -> str:
     if isinstance(value, timedelta):
         return str(DURATIONS.dump_python(value, mode="json"))
@@ -123,7 +141,10 @@ async def _page(
     policy = (
         []
         if network is None
-        else [(name, _iso(getattr(network.policy, name))) for name in POLICY_FIELDS]
+        else [
+            (name, POLICY_WORDS.get(name, name), _iso(getattr(network.policy, name)))
+            for name in POLICY_FIELDS
+        ]
     )
     return render(
         request,
