@@ -21,7 +21,7 @@ from services.statistics.releases import ledger_path, open_ledger, release_due
 from tests.api_world import CALLERS, World, make_world
 from tests.console_signing import project
 from tests.console_signing import sign_in as console_sign_in
-from tests.integration.test_api_access import CANARY, Clock, referral, referred
+from tests.integration.test_api_access import CANARY, Clock, received, referral, referred
 from tests.statistics_cases import model, store
 from tests.unit.test_statistics_releases import CASES, POLICY
 from tests.world import COORDINATOR
@@ -654,3 +654,36 @@ def test_names_the_coordinator_types_are_shown_as_text_never_as_markup(world: Wo
         page = sign_in(world, caller)[0].get("/console/registry").text
         assert hostile not in page and "<script>" not in page
         assert "&lt;script&gt;" in page
+
+
+def test_the_coordinator_grants_an_auditor_one_case_and_ends_it(world: World) -> None:
+    case_id = received(world.mechanism, Clock())
+    client, csrf = sign_in(world, "coordinator")
+    page = client.get("/console/audit-grants", params={"case": str(case_id)})
+    assert page.status_code == 200 and "No auditor holds a grant" in page.text
+    done = client.post(
+        f"/console/audit-grants/{case_id}/grant",
+        data={"csrf": csrf, "auditor": "aud-1", "reason": f"{CANARY} reason"},
+    )
+    assert done.status_code == 303, done.text
+    assert world.mechanism.audit_grantees(case_id) == frozenset({"aud-1"})
+    page = client.get(done.headers["location"]).text
+    assert "aud-1" in page and CANARY not in page  # the reason is personal data: not shown
+    auditor, _ = sign_in(world, "auditor")
+    assert CANARY in auditor.get(f"/console/audit/cases/{case_id}").text
+    ended = client.post(
+        f"/console/audit-grants/{case_id}/revocation", data={"csrf": csrf, "auditor": "aud-1"}
+    )
+    assert ended.status_code == 303
+    assert world.mechanism.audit_grantees(case_id) == frozenset()
+    # the grant's reason (personal data) is not on the auditor's page once the grant ended
+    assert CANARY not in auditor.get(f"/console/audit/cases/{case_id}").text
+    # nobody else may grant
+    for caller in ("auditor", "focal_point_own", "statistics_reader"):
+        other, other_csrf = sign_in(world, caller)
+        refused = other.post(
+            f"/console/audit-grants/{case_id}/grant",
+            data={"csrf": other_csrf, "auditor": "aud-1", "reason": "x"},
+        )
+        assert refused.status_code == 403, caller
+    assert world.mechanism.audit_grantees(case_id) == frozenset()

@@ -21,11 +21,24 @@ from fastapi.responses import RedirectResponse
 
 from domain.actors import Actor, Role
 from domain.errors import NotFound
-from services.api.console.recording import in_thread, mechanism, role_in
+from domain.need_to_know import case_access
+from services.api.auth import first_seeing
+from services.api.console.recording import (
+    FormProblem,
+    in_thread,
+    mechanism,
+    parse,
+    posted,
+    record,
+    role_in,
+    translations,
+)
 from services.api.console.session import ConsoleRefusal, SignedIn, Staff
 from services.api.console.site import NAV, render
 from services.api.pages.i18n import N_
 from services.api.replay import CaseReplay, ReplayError, replay_case
+from services.api.schemas.cases import AuditGrantIn
+from services.api.writes import now
 from services.application.mechanism import ComplaintMechanism
 from services.audit.bundle import BundleError, build
 from services.audit.evidence import Evidence, EvidenceError, gather
@@ -175,3 +188,104 @@ async def audit_bundle(request: Request, staff: SignedIn, case_id: CaseId) -> Re
         media_type="application/json",
         headers={"Content-Disposition": f'attachment; filename="cbcm-case-{case_id}.bundle.json"'},
     )
+
+
+# ------------------------------------------------------------------ the coordinator's grants
+
+COORDINATOR: Final = (Role.COORDINATOR,)
+NAV.append(("/console/audit-grants", N_("Auditors' grants"), COORDINATOR))
+
+
+async def _granting(request: Request, staff: Staff, case_id: UUID) -> Actor:
+    """The coordinator acting on a case it sees (as ``POST /v1/cases/{id}/audit-grants``);
+    a case it may not see is answered as one that does not exist."""
+    role_in(staff, COORDINATOR)
+    app = mechanism(request)
+
+    def load() -> Actor | None:
+        try:
+            case, policy = app.get_case(case_id), app.network().policy
+        except NotFound:
+            return None
+        return first_seeing(
+            staff.principal, COORDINATOR, lambda a: case_access(a, case, policy) is not None
+        )
+
+    actor = await in_thread(load)
+    if actor is None:
+        raise ConsoleRefusal(404, NO_CASE, staff)
+    return actor
+
+
+async def _grants_page(
+    request: Request,
+    staff: Staff,
+    case_id: UUID | None,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    grantees: list[str] = []
+    if case_id is not None:
+        await _granting(request, staff, case_id)
+        app = mechanism(request)
+        grantees = sorted(await in_thread(lambda: app.audit_grantees(case_id)))
+    return render(
+        request,
+        staff,
+        "console/audit_grants.html",
+        status_code=status,
+        case_id=None if case_id is None else str(case_id),
+        grantees=grantees,
+        error=error,
+        done=request.query_params.get("done") == "1",
+    )
+
+
+@router.get("/audit-grants")
+async def audit_grants(request: Request, staff: SignedIn, case: str = "") -> Response:
+    """The coordinator's view of one case's grants: who holds one, and the forms to grant
+    and to revoke. The reasons given are personal data: not shown here."""
+    role_in(staff, COORDINATOR)
+    if not case:
+        return await _grants_page(request, staff, None)
+    try:
+        case_id = UUID(case.strip())
+    except ValueError:
+        raise ConsoleRefusal(404, NO_CASE, staff) from None
+    return await _grants_page(request, staff, case_id)
+
+
+@router.post("/audit-grants/{case_id}/{action}")
+async def change_grant(
+    request: Request,
+    staff: SignedIn,
+    case_id: CaseId,
+    action: Annotated[str, Path(pattern=r"^(grant|revocation)$")],
+) -> Response:
+    """As ``POST /v1/cases/{id}/audit-grants`` and ``DELETE .../audit-grants/{auditor}``."""
+    actor = await _granting(request, staff, case_id)
+    fields = await posted(request, staff)
+    gettext = translations(request, staff)
+    try:
+        if action == "grant":
+            body = parse(AuditGrantIn, fields, gettext)
+            await record(
+                request,
+                lambda app: app.grant_audit_access(
+                    case_id, actor=actor, auditor=body.auditor, reason=body.reason, at=now()
+                ),
+                gettext,
+            )
+        else:
+            auditor = str(fields.get("auditor", ""))
+            await record(
+                request,
+                lambda app: app.revoke_audit_access(
+                    case_id, actor=actor, auditor=auditor, at=now()
+                ),
+                gettext,
+            )
+    except FormProblem as e:
+        return await _grants_page(request, staff, case_id, error=e.message, status=e.status)
+    return RedirectResponse(f"/console/audit-grants?case={case_id}&done=1", status_code=303)
