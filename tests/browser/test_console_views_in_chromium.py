@@ -107,6 +107,7 @@ def test_each_role_walks_its_pages_and_axe_finds_no_violation(
         Role.SERVICE_PROVIDER: [f"/console/referrals/{SITE['referral']}"],
         Role.INVESTIGATING_ENTITY: [f"/console/investigations/{SITE['investigated']}"],
         Role.AUDITOR: [f"/console/audit/cases/{SITE['case']}"],
+        Role.COORDINATOR: [f"/console/audit-grants?case={SITE['case']}"],
     }
     for (user, agency, role), paths in WALKS:
         page = signed_in(browser, base, user, agency, role)

@@ -421,6 +421,7 @@ PAGES = (
     "/console/referrals/{referral}",
     "/console/investigations/{investigated}",
     "/console/audit/cases/{referral_case}",
+    "/console/audit-grants?case={referral_case}",
 )
 
 
