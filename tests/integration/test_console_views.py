@@ -688,3 +688,23 @@ def test_the_coordinator_grants_an_auditor_one_case_and_ends_it(world: World) ->
         )
         assert refused.status_code == 403, caller
     assert world.mechanism.audit_grantees(case_id) == frozenset()
+
+
+def test_the_referring_focal_point_opens_the_referral_and_follows_up_after_delivery(
+    world: World,
+) -> None:
+    made = referral(world.mechanism, Clock(), "accepted", "delivered")
+    other, _ = sign_in(world, "focal_point_other")
+    assert other.get(f"/console/referrals/{made}").status_code == 404
+    client, csrf = sign_in(world, "focal_point_own")
+    page = client.get(f"/console/referrals/{made}")
+    assert page.status_code == 200
+    assert f"/console/referrals/{made}/follow-up" in page.text
+    assert "Accept the referral" not in page.text  # the provider's action, not the focal point's
+    done = client.post(
+        f"/console/referrals/{made}/follow-up", data={"csrf": csrf, "note": "called back"}
+    )
+    assert done.status_code == 303, done.text
+    assert str(world.mechanism.get_referral(made).status) == "followed_up"
+    refused = client.post(f"/console/referrals/{made}/acceptance", data={"csrf": csrf})
+    assert refused.status_code == 403

@@ -47,9 +47,9 @@ from services.api.pages.i18n import N_
 from services.api.problems import Problem
 from services.api.read_models import query
 from services.api.routes.cases import INVESTIGATORS
-from services.api.routes.referrals import PROVIDER
+from services.api.routes.referrals import PROVIDER, SURVIVOR_SIDE
 from services.api.schemas.cases import AcknowledgementIn, OutcomeIn
-from services.api.schemas.referrals import ProviderDeclineIn
+from services.api.schemas.referrals import FollowUpIn, ProviderDeclineIn
 from services.api.views import case_view, referral_view
 from services.api.writes import now
 from services.application.commands import expecting
@@ -153,6 +153,10 @@ async def _referral_page(
             )
         )
     acts = reader.role is Role.SERVICE_PROVIDER
+    survivor_side = (
+        first_seeing(staff.principal, SURVIVOR_SIDE, lambda a: can_see_referral(a, referral, case))
+        is not None
+    )
     return render(
         request,
         staff,
@@ -160,6 +164,7 @@ async def _referral_page(
         status_code=status,
         referral=view,
         acts=acts,
+        survivor_side=survivor_side,
         error=error,
         done=request.query_params.get("done") == "1",
     )
@@ -175,10 +180,15 @@ async def referral_action(
     request: Request,
     staff: SignedIn,
     referral_id: ReferralId,
-    action: Annotated[str, Path(pattern=r"^(acceptance|provider-decline|delivery)$")],
+    action: Annotated[
+        str,
+        Path(pattern=r"^(acceptance|provider-decline|delivery|survivor-decline|follow-up)$"),
+    ],
 ) -> Response:
     """The provider's actions, as ``POST /v1/referrals/{id}/acceptance``, ``.../provider-
-    decline`` and ``.../delivery``: only on a referral the provider sees, as the provider."""
+    decline`` and ``.../delivery`` (only on a referral the provider sees, as the provider),
+    and the survivor's side, ``.../survivor-decline`` and ``.../follow-up`` (the referring
+    focal points, the coordinator, the provider, as the API lets them)."""
     fields = await posted(request, staff)
     gettext = translations(request, staff)
     app = mechanism(request)
@@ -199,7 +209,8 @@ async def referral_action(
         is None
     ):
         raise ConsoleRefusal(404, NO_REFERRAL, staff)
-    actor = first_seeing(staff.principal, PROVIDER, lambda a: can_see_referral(a, referral, case))
+    roles = SURVIVOR_SIDE if action in ("survivor-decline", "follow-up") else PROVIDER
+    actor = first_seeing(staff.principal, roles, lambda a: can_see_referral(a, referral, case))
     if actor is None:
         raise ConsoleRefusal(403, N_("Your role may not do this. Nothing was recorded."), staff)
     try:
@@ -210,6 +221,22 @@ async def referral_action(
         elif action == "delivery":
             await record(
                 request, lambda a: a.deliver_referral(referral_id, actor=actor, at=now()), gettext
+            )
+        elif action == "survivor-decline":
+            await record(
+                request,
+                lambda a: a.decline_referral_by_survivor(referral_id, actor=actor, at=now()),
+                gettext,
+            )
+        elif action == "follow-up":
+            note = str(fields.get("note") or "").strip()
+            follow = parse(FollowUpIn, {"note": note or None}, gettext)
+            await record(
+                request,
+                lambda a: a.follow_up_referral(
+                    referral_id, actor=actor, note=follow.note, at=now()
+                ),
+                gettext,
             )
         else:
             reason = str(fields.get("reason") or "").strip()
