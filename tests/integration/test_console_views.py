@@ -708,3 +708,74 @@ def test_the_referring_focal_point_opens_the_referral_and_follows_up_after_deliv
     assert str(world.mechanism.get_referral(made).status) == "followed_up"
     refused = client.post(f"/console/referrals/{made}/acceptance", data={"csrf": csrf})
     assert refused.status_code == 403
+
+
+def test_two_coordinators_setting_the_prevention_policy_at_once_get_a_conflict(
+    world: World,
+) -> None:
+    def policy_form(client: TestClient) -> dict[str, str]:
+        page = client.get("/console/prevention").text
+        form = page[page.index('action="/console/prevention/policy"') :]
+        form = form[: form.index("</form>")]
+        fields = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', form))
+        targets = re.search(r'name="training_targets">([^<]*)</textarea>', form)
+        assert targets is not None
+        return {**fields, "training_targets": targets.group(1)}
+
+    first, first_csrf = sign_in(world, "coordinator")
+    second, second_csrf = sign_in(world, "coordinator")
+    one, two = policy_form(first), policy_form(second)
+    year = datetime.now(UTC).year
+    saved = first.post(
+        "/console/prevention/policy",
+        data={**one, "csrf": first_csrf, "training_targets": f"unhcr {year} 40\nwfp {year} 25"},
+    )
+    assert saved.status_code == 303, saved.text
+    clash = second.post(
+        "/console/prevention/policy",
+        data={**two, "csrf": second_csrf, "refresher_every_days": "90"},
+    )
+    assert clash.status_code == 409 and "Someone else changed this" in clash.text
+    policy = world.mechanism.prevention_policy()
+    assert policy is not None and policy.refresher_every.days == 365
+    assert {(t.agency, t.personnel) for t in policy.training_targets} == {
+        ("unhcr", 40),
+        ("wfp", 25),
+    }
+    # the target shows in the compliance chart as the mark of unhcr's bar
+    assert 'data-target="40"' in first.get(f"/console/prevention?year={year}").text
+    # a focal point may not set it
+    focal_point, csrf = sign_in(world, "focal_point_own")
+    refused = focal_point.post(
+        "/console/prevention/policy", data={**policy_form(first), "csrf": csrf}
+    )
+    assert refused.status_code == 403
+
+
+def test_a_reassessment_from_a_stale_page_is_a_conflict(world: World) -> None:
+    client, csrf = sign_in(world, "focal_point_own")
+    today = datetime.now(UTC).date().isoformat()
+    factors = re.findall(r'name="rating_([a-z0-9_]+)"', client.get("/console/prevention").text)
+    done = client.post(
+        "/console/prevention/risk-assessments",
+        data={
+            "csrf": csrf,
+            "agency": "unhcr",
+            "area": "SO7701",
+            "sector": "shelter",
+            "assessed_on": today,
+            **{f"rating_{f}": "2" for f in dict.fromkeys(factors)},
+        },
+    )
+    assert done.status_code == 303, done.text
+    page = client.get("/console/prevention").text
+    section = page[page.index("SO7701 · shelter") :]
+    form = section[section.index('action="/console/prevention/reassessment"') :]
+    form = form[: form.index("</form>")]
+    fields = dict(re.findall(r'name="([a-z_]+)" value="([^"]*)"', form))
+    ratings = {n: "4" for n in re.findall(r'name="(rating_[a-z0-9_]+)"', form)}
+    base = {**fields, **ratings, "csrf": csrf, "assessed_on": today}
+    assert client.post("/console/prevention/reassessment", data=base).status_code == 303
+    # the same form again: read at the version before the reassessment
+    stale = client.post("/console/prevention/reassessment", data=base)
+    assert stale.status_code == 409 and "Someone else changed this" in stale.text

@@ -21,7 +21,7 @@ from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import RedirectResponse
 
 from domain.actors import Actor, Role
-from domain.prevention import DEFAULT_RISK_FACTORS, TrainedCounts, work_plan_id
+from domain.prevention import DEFAULT_RISK_FACTORS, TrainedCounts, TrainingTarget, work_plan_id
 from domain.vocabulary import (
     ActionStatus,
     AudienceCategory,
@@ -57,14 +57,16 @@ from services.api.schemas.prevention import (
     AwarenessIn,
     FocalPointTrainingIn,
     MitigationIn,
+    PreventionPolicyIn,
     ProgressIn,
+    ReassessmentIn,
     RiskAssessmentIn,
     StatusIn,
     TrainingIn,
     WorkPlanIn,
 )
 from services.api.writes import now
-from services.application.commands import Written
+from services.application.commands import Written, expecting
 from services.application.mechanism import ComplaintMechanism
 from services.prevention.reads import latest_release, prevention_view, quarter_of
 from services.prevention.report import gather, to_html, to_xlsx
@@ -89,6 +91,30 @@ async def _view(request: Request) -> PreventionView:
     return await in_thread(lambda: prevention_view(app))
 
 
+def _versions(app: ComplaintMechanism, ids: list[str]) -> dict[str, int]:
+    """Each risk assessment's version, for the reassessment forms' ``expected_version``."""
+    return {i: app.repository.get(UUID(i)).version for i in ids}
+
+
+def _policy(app: ComplaintMechanism) -> dict[str, Any]:
+    """The prevention policy as the form shows it, with the version it is read at (none
+    while the defaults apply)."""
+    policy = app.prevention_policy()
+    if policy is None:
+        return {
+            "version": "",
+            "refresher_every_days": 365,
+            "risk_factors": " ".join(DEFAULT_RISK_FACTORS),
+            "targets": "",
+        }
+    return {
+        "version": policy.version,
+        "refresher_every_days": policy.refresher_every.days,
+        "risk_factors": " ".join(policy.risk_factors),
+        "targets": "\n".join(f"{t.agency} {t.year} {t.personnel}" for t in policy.training_targets),
+    }
+
+
 async def _page(
     request: Request,
     staff: Staff,
@@ -105,6 +131,10 @@ async def _page(
     data_dir = request.app.state.settings.data_dir
     release = await in_thread(lambda: latest_release(data_dir, year, quarter))
     compliance = view.training_compliance(year)
+    risks = view.risks(today)
+    app = mechanism(request)
+    versions = await in_thread(lambda: _versions(app, [r["risk_assessment_id"] for r in risks]))
+    policy = await in_thread(lambda: _policy(app))
     coverage = view.coverage()
     risk_map = view.risk_map(today, release)
     # who is due for a refresher, by account id: the coordinator, and an agency's own focal
@@ -146,7 +176,9 @@ async def _page(
             [(r["area"], r["people_reached"], None) for r in coverage],
             gettext,
         ),
-        risks=view.risks(today),
+        risks=risks,
+        versions=versions,
+        policy=policy,
         risk_map=risk_map,
         risk_chart=numbers_chart(
             "chart-risk",
@@ -241,17 +273,7 @@ def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) ->
         u = parse(AlternateIn, fields, gettext)
         return lambda app: app.appoint_alternate(actor=actor, agency=agency, user=u.user, at=now())
     if action == "risk-assessments":
-        ratings = {
-            k.removeprefix("rating_"): fields.pop(k)
-            for k in list(fields)
-            if k.startswith("rating_")
-        }
-        try:
-            fields["ratings"] = {k: int(v) for k, v in ratings.items() if v != ""}
-        except ValueError:
-            raise FormProblem(
-                gettext("Please check the form: %(problems)s") % {"problems": "ratings: 1 to 5"}
-            ) from None
+        fields["ratings"] = _ratings(fields, gettext)
         r = parse(RiskAssessmentIn, fields, gettext)
         return lambda app: app.assess_risk(
             actor=actor,
@@ -262,6 +284,8 @@ def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) ->
             ratings=r.ratings,
             at=now(),
         )
+    if action in ("reassessment", "policy"):
+        return _changing(action, actor, fields, gettext)
     if action == "mitigation":
         assessment = _uuid(fields.pop("assessment", ""), gettext)
         m = parse(MitigationIn, fields, gettext)
@@ -311,6 +335,62 @@ def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) ->
     raise AssertionError(action)
 
 
+def _ratings(fields: dict[str, Any], gettext: Any) -> dict[str, int]:
+    """The form's ``rating_<factor>`` fields as the API's ``ratings``."""
+    ratings = {
+        k.removeprefix("rating_"): fields.pop(k) for k in list(fields) if k.startswith("rating_")
+    }
+    try:
+        return {k: int(v) for k, v in ratings.items() if v != ""}
+    except ValueError:
+        raise FormProblem(
+            gettext("Please check the form: %(problems)s") % {"problems": "ratings: 1 to 5"}
+        ) from None
+
+
+def _changing(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) -> Any:
+    """A reassessment or the prevention policy: each sends the version it was read at."""
+    if action == "reassessment":
+        assessment = _uuid(fields.pop("assessment", ""), gettext)
+        fields["ratings"] = _ratings(fields, gettext)
+        again = parse(ReassessmentIn, fields, gettext)
+        if again.expected_version is None:
+            raise FormProblem(gettext("The form lacks the version it was read at: reload it."))
+        return lambda app: app.reassess_risk(
+            expecting(assessment, again.expected_version),
+            actor=actor,
+            assessed_on=again.assessed_on,
+            ratings=again.ratings,
+            at=now(),
+        )
+    targets = []
+    for line in str(fields.pop("training_targets", "")).splitlines():
+        parts = line.split()
+        if not parts:
+            continue
+        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+            raise FormProblem(
+                gettext("Please check the form: %(problems)s")
+                % {"problems": gettext("each target is a line: agency year personnel")}
+            )
+        targets.append({"agency": parts[0], "year": int(parts[1]), "personnel": int(parts[2])})
+    fields["training_targets"] = targets
+    fields["risk_factors"] = str(fields.get("risk_factors", "")).split()
+    expected = str(fields.pop("expected_version", "")).strip()
+    policy = parse(PreventionPolicyIn, fields, gettext)
+    chosen = tuple(TrainingTarget(t.agency, t.year, t.personnel) for t in policy.training_targets)
+    return lambda app: app.set_prevention_policy(
+        actor=actor,
+        refresher_every_days=policy.refresher_every_days,
+        risk_factors=tuple(policy.risk_factors),
+        training_targets=chosen,
+        at=now(),
+        # the version the form was read at (0: read before any policy was set), so a policy
+        # set or changed meanwhile is a conflict, not a lost update
+        expected_version=int(expected) if expected.isdigit() else 0,
+    )
+
+
 def _uuid(value: Any, gettext: Any) -> Any:
     try:
         return UUID(str(value))
@@ -325,7 +405,7 @@ def _number(value: Any, gettext: Any) -> int:
         raise FormProblem(gettext("Not found. Nothing was recorded."), 404) from None
 
 
-COORDINATOR_ONLY: Final = frozenset({"work-plans", "activities"})
+COORDINATOR_ONLY: Final = frozenset({"work-plans", "activities", "policy"})
 """What only the coordinator records (as ``/v1/prevention/work-plans`` and its activities)."""
 
 
@@ -337,7 +417,7 @@ async def record_prevention(
         str,
         Path(
             pattern=r"^(trainings|awareness|focal-point-trainings|alternates|risk-assessments"
-            r"|mitigation|mitigation-status|work-plans|activities|progress)$"
+            r"|reassessment|mitigation|mitigation-status|work-plans|activities|progress|policy)$"
         ),
     ],
 ) -> Response:
