@@ -779,3 +779,27 @@ def test_a_reassessment_from_a_stale_page_is_a_conflict(world: World) -> None:
     # the same form again: read at the version before the reassessment
     stale = client.post("/console/prevention/reassessment", data=base)
     assert stale.status_code == 409 and "Someone else changed this" in stale.text
+
+
+def test_a_focal_point_names_and_withdraws_an_alternate_of_its_agency(world: World) -> None:
+    client, csrf = sign_in(world, "focal_point_own")
+    named = client.post(
+        "/console/prevention/alternates", data={"csrf": csrf, "agency": "unhcr", "user": "alt-2"}
+    )
+    assert named.status_code == 303, named.text
+    page = client.get("/console/prevention").text
+    assert 'name="user" value="alt-2"' in page
+    withdrawn = client.post(
+        "/console/prevention/alternate-withdrawals",
+        data={"csrf": csrf, "agency": "unhcr", "user": "alt-2"},
+    )
+    assert withdrawn.status_code == 303, withdrawn.text
+    assert "alt-2" not in client.get("/console/prevention").text
+    # wfp's focal point cannot withdraw unhcr's alternate
+    other, other_csrf = sign_in(world, "focal_point_other")
+    events = world.event_count()
+    refused = other.post(
+        "/console/prevention/alternate-withdrawals",
+        data={"csrf": other_csrf, "agency": "unhcr", "user": "alt-unhcr"},
+    )
+    assert refused.status_code in (403, 409) and world.event_count() == events

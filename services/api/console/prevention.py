@@ -268,10 +268,14 @@ def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) ->
         return lambda app: app.record_focal_point_training(
             actor=actor, agency=agency, user=f.user, completed_on=f.completed_on, at=now()
         )
-    if action == "alternates":
+    if action in ("alternates", "alternate-withdrawals"):
         agency = str(fields.pop("agency", ""))
         u = parse(AlternateIn, fields, gettext)
-        return lambda app: app.appoint_alternate(actor=actor, agency=agency, user=u.user, at=now())
+        if action == "alternates":
+            return lambda app: app.appoint_alternate(
+                actor=actor, agency=agency, user=u.user, at=now()
+            )
+        return lambda app: app.withdraw_alternate(actor=actor, agency=agency, user=u.user, at=now())
     if action == "risk-assessments":
         fields["ratings"] = _ratings(fields, gettext)
         r = parse(RiskAssessmentIn, fields, gettext)
@@ -416,7 +420,8 @@ async def record_prevention(
     action: Annotated[
         str,
         Path(
-            pattern=r"^(trainings|awareness|focal-point-trainings|alternates|risk-assessments"
+            pattern=r"^(trainings|awareness|focal-point-trainings|alternates|alternate-withdrawals"
+            r"|risk-assessments"
             r"|reassessment|mitigation|mitigation-status|work-plans|activities|progress|policy)$"
         ),
     ],
