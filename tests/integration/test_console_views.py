@@ -803,3 +803,42 @@ def test_a_focal_point_names_and_withdraws_an_alternate_of_its_agency(world: Wor
         data={"csrf": other_csrf, "agency": "unhcr", "user": "alt-unhcr"},
     )
     assert refused.status_code in (403, 409) and world.event_count() == events
+
+
+@pytest.mark.parametrize(
+    ("caller", "path"),
+    [
+        ("statistics_reader", "/console/statistics/bad!id"),
+        ("statistics_reader", "/console/statistics/2026-q1-v1/download/pdf"),
+        ("provider_own", "/console/referrals/not-a-uuid"),
+        ("investigator_own", "/console/investigations/not-a-uuid"),
+        ("coordinator", "/console/prevention?year=1900"),
+        ("coordinator", "/console/prevention/report/2026-Q9"),
+        ("coordinator", "/console/prevention/report/2026-Q1?format=pdf"),
+        ("auditor", "/console/audit/cases/not-a-uuid"),
+        ("auditor", "/console/audit?case=zzz"),
+        ("coordinator", "/console/audit-grants?case=zzz"),
+    ],
+)
+def test_a_bad_address_is_a_readable_page_not_a_problem_document(
+    world: World, caller: str, path: str
+) -> None:
+    client, _ = sign_in(world, caller)
+    answer = client.get(path)
+    assert answer.status_code == 404, answer.text
+    assert answer.headers["content-type"].startswith("text/html")
+    assert "error-summary" in answer.text
+
+
+def test_a_bad_action_posted_is_a_readable_page_and_records_nothing(world: World) -> None:
+    client, csrf = sign_in(world, "coordinator")
+    events = world.event_count()
+    for path in (
+        "/console/prevention/nonsense",
+        f"/console/audit-grants/{STANDARD['referral_case']}/nonsense",
+        "/console/referrals/not-a-uuid/acceptance",
+    ):
+        answer = client.post(path, data={"csrf": csrf})
+        assert answer.status_code in (403, 404), (path, answer.status_code)
+        assert answer.headers["content-type"].startswith("text/html")
+    assert world.event_count() == events

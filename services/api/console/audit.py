@@ -13,10 +13,10 @@ books the API's settings name (``CBCM_WITNESS_DIR``, ``CBCM_AUDIT_WITNESSES``).
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any, Final
+from typing import Any, Final
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from domain.actors import Actor, Role
@@ -26,12 +26,14 @@ from services.api.auth import first_seeing
 from services.api.console.recording import (
     FormProblem,
     in_thread,
+    matching,
     mechanism,
     parse,
     posted,
     record,
     role_in,
     translations,
+    uuid_of,
 )
 from services.api.console.session import ConsoleRefusal, SignedIn, Staff
 from services.api.console.site import NAV, render
@@ -66,8 +68,6 @@ NOT_PROVABLE: Final = N_(
     "The store's tree does not match the cosigned checkpoint: the bundle cannot be built. "
     "Ask the network's operator to run cbcm audit verify."
 )
-
-CaseId = Annotated[UUID, Path()]
 
 
 def _evidence(app: ComplaintMechanism, settings: Settings) -> Evidence:
@@ -133,10 +133,11 @@ async def _load(
 
 
 @router.get("/audit/cases/{case_id}")
-async def audit_case(request: Request, staff: SignedIn, case_id: CaseId) -> Response:
+async def audit_case(request: Request, staff: SignedIn, case_id: str) -> Response:
     """The case's custody steps in plain words, its state, the chain's verification and
     the grants."""
-    replay, evidence, granted = await _load(request, staff, case_id)
+    role_in(staff, AUDITORS)
+    replay, evidence, granted = await _load(request, staff, uuid_of(staff, case_id, NO_CASE))
     document = replay.to_json()
     grants = [
         s
@@ -157,8 +158,13 @@ async def audit_case(request: Request, staff: SignedIn, case_id: CaseId) -> Resp
 
 
 @router.get("/audit/cases/{case_id}/bundle")
-async def audit_bundle(request: Request, staff: SignedIn, case_id: CaseId) -> Response:
+async def audit_bundle(request: Request, staff: SignedIn, case_id: str) -> Response:
     """The case bundle, as ``cbcm audit export`` writes it (a JSON file)."""
+    role_in(staff, AUDITORS)
+    return await _bundle(request, staff, uuid_of(staff, case_id, NO_CASE))
+
+
+async def _bundle(request: Request, staff: Staff, case_id: UUID) -> Response:
     replay, evidence, _ = await _load(request, staff, case_id)
     if evidence is None:
         raise ConsoleRefusal(503, NO_EVIDENCE, staff)
@@ -260,10 +266,16 @@ async def audit_grants(request: Request, staff: SignedIn, case: str = "") -> Res
 async def change_grant(
     request: Request,
     staff: SignedIn,
-    case_id: CaseId,
-    action: Annotated[str, Path(pattern=r"^(grant|revocation)$")],
+    case_id: str,
+    action: str,
 ) -> Response:
     """As ``POST /v1/cases/{id}/audit-grants`` and ``DELETE .../audit-grants/{auditor}``."""
+    role_in(staff, COORDINATOR)
+    matching(staff, action, r"grant|revocation")
+    return await _change_grant(request, staff, uuid_of(staff, case_id, NO_CASE), action)
+
+
+async def _change_grant(request: Request, staff: Staff, case_id: UUID, action: str) -> Response:
     actor = await _granting(request, staff, case_id)
     fields = await posted(request, staff)
     gettext = translations(request, staff)

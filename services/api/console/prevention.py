@@ -14,10 +14,10 @@ alternates, by account id.
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
-from typing import Annotated, Any, Final
+from typing import Any, Final
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from domain.actors import Actor, Role
@@ -40,6 +40,7 @@ from services.api.console.recording import (
     as_list,
     holds,
     in_thread,
+    matching,
     mechanism,
     parse,
     posted,
@@ -78,8 +79,6 @@ NAV.append(("/console/prevention", N_("Prevention"), READERS))
 PAGE: Final = "/console/prevention"
 REPORT_READERS: Final = (Role.COORDINATOR, Role.STATISTICS_READER, Role.AUDITOR)
 """Who may take the quarterly report (as ``GET /v1/prevention/reports/{period}``)."""
-
-Year = Annotated[int, Query(ge=2000, le=2100)]
 
 
 def _today() -> date:
@@ -212,8 +211,12 @@ async def _page(
 
 
 @router.get("/prevention")
-async def prevention(request: Request, staff: SignedIn, year: Year | None = None) -> Response:
-    return await _page(request, staff, year or _today().year)
+async def prevention(request: Request, staff: SignedIn, year: str = "") -> Response:
+    role_in(staff, READERS)
+    if not year:
+        return await _page(request, staff, _today().year)
+    matching(staff, year, r"20[0-9]{2}|2100", N_("The year must be between 2000 and 2100."))
+    return await _page(request, staff, int(year))
 
 
 def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) -> Any:
@@ -409,24 +412,22 @@ def _number(value: Any, gettext: Any) -> int:
         raise FormProblem(gettext("Not found. Nothing was recorded."), 404) from None
 
 
+ACTIONS: Final = (
+    r"trainings|awareness|focal-point-trainings|alternates|alternate-withdrawals"
+    r"|risk-assessments|reassessment|mitigation|mitigation-status|work-plans|activities"
+    r"|progress|policy"
+)
+"""What the forms of the page record (the path after ``/console/prevention/``)."""
+
 COORDINATOR_ONLY: Final = frozenset({"work-plans", "activities", "policy"})
 """What only the coordinator records (as ``/v1/prevention/work-plans`` and its activities)."""
 
 
 @router.post("/prevention/{action}")
-async def record_prevention(
-    request: Request,
-    staff: SignedIn,
-    action: Annotated[
-        str,
-        Path(
-            pattern=r"^(trainings|awareness|focal-point-trainings|alternates|alternate-withdrawals"
-            r"|risk-assessments"
-            r"|reassessment|mitigation|mitigation-status|work-plans|activities|progress|policy)$"
-        ),
-    ],
-) -> Response:
+async def record_prevention(request: Request, staff: SignedIn, action: str) -> Response:
     """Records what the form says, for the roles the API lets record it."""
+    role_in(staff, RECORDERS)
+    matching(staff, action, ACTIONS)
     actor = role_in(staff, (Role.COORDINATOR,) if action in COORDINATOR_ONLY else RECORDERS)
     fields = await posted(request, staff)
     gettext = translations(request, staff)
@@ -446,15 +447,12 @@ async def record_prevention(
 
 
 @router.get("/prevention/report/{period}")
-async def report(
-    request: Request,
-    staff: SignedIn,
-    period: Annotated[str, Path(pattern=r"^(20[0-9]{2}|2100)-Q[1-4]$")],
-    format: Annotated[str, Query(pattern=r"^(xlsx|html)$")] = "xlsx",
-) -> Response:
+async def report(request: Request, staff: SignedIn, period: str, format: str = "xlsx") -> Response:
     """The quarterly report for the Humanitarian Coordinator, as ``cbcm prevention report``
     and ``GET /v1/prevention/reports/{period}`` make it."""
     role_in(staff, REPORT_READERS)
+    matching(staff, period, r"(20[0-9]{2}|2100)-Q[1-4]")
+    matching(staff, format, r"xlsx|html")
     year, quarter = int(period[:4]), int(period[-1])
     view = await _view(request)
     data_dir = request.app.state.settings.data_dir

@@ -14,6 +14,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from types import UnionType
 from typing import Annotated, Any, Final, TypeVar, Union, get_args, get_origin
+from uuid import UUID
 
 from fastapi import Request
 from pydantic import BaseModel, ValidationError
@@ -31,6 +32,7 @@ from services.application.mechanism import ComplaintMechanism
 M = TypeVar("M", bound=BaseModel)
 T = TypeVar("T")
 
+NO_SUCH_PAGE: Final = N_("There is no such page in the console.")
 NOT_FOR_YOUR_ROLE: Final = N_("Your role may not open this page.")
 NOT_FOR_YOUR_ROLE_ACTION: Final = N_("Your role may not do this. Nothing was recorded.")
 
@@ -52,6 +54,22 @@ def role_in(staff: Staff, roles: Iterable[Role]) -> Actor:
     if actor is None:
         raise ConsoleRefusal(403, NOT_FOR_YOUR_ROLE, staff)
     return actor
+
+
+def matching(staff: Staff, value: str, pattern: str, message: str = NO_SUCH_PAGE) -> str:
+    """``value`` (from the address) if it fits ``pattern``; else a readable 404 page, not the
+    API's problem document."""
+    if len(value) > 200 or re.fullmatch(pattern, value) is None:
+        raise ConsoleRefusal(404, message, staff)
+    return value
+
+
+def uuid_of(staff: Staff, value: str, message: str = NO_SUCH_PAGE) -> UUID:
+    """An id from the address, or a readable 404 page."""
+    try:
+        return UUID(value.strip()[:64])
+    except ValueError:
+        raise ConsoleRefusal(404, message, staff) from None
 
 
 def holds(staff: Staff, roles: Iterable[Role]) -> bool:

@@ -14,10 +14,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final
+from typing import Any, Final
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 
 from domain.actors import Actor, Role
@@ -34,12 +34,14 @@ from services.api.auth import first_seeing
 from services.api.console.recording import (
     FormProblem,
     in_thread,
+    matching,
     mechanism,
     parse,
     posted,
     record,
     role_in,
     translations,
+    uuid_of,
 )
 from services.api.console.session import ConsoleRefusal, SignedIn, Staff
 from services.api.console.site import NAV, render
@@ -66,9 +68,6 @@ NOT_READY: Final = N_(
 )
 NO_CASE: Final = N_("There is no such case, or no investigation referral of it is yours to see.")
 
-ReferralId = Annotated[UUID, Path()]
-CaseId = Annotated[UUID, Path()]
-
 
 def assistance_store(request: Request) -> ReadModelStore:
     """The assistance read model, as the API's reads use it (one per app, opened on first
@@ -82,9 +81,11 @@ def assistance_store(request: Request) -> ReadModelStore:
 
 
 @router.get("/referrals")
-async def referrals(request: Request, staff: SignedIn, all: bool = False) -> Response:
-    """A provider's referrals (open ones, or all); an investigating entity's look-up."""
+async def referrals(request: Request, staff: SignedIn, all: str = "") -> Response:
+    """A provider's referrals (open ones, or all: ``?all=true``); an investigating entity's
+    look-up."""
     role_in(staff, (*PROVIDER, Role.INVESTIGATING_ENTITY))
+    every = all == "true"
     items: list[dict[str, Any]] | None = None
     provider = first_seeing(staff.principal, PROVIDER, lambda _: True)
     if provider is not None:
@@ -92,7 +93,7 @@ async def referrals(request: Request, staff: SignedIn, all: bool = False) -> Res
         try:
             found = await query(
                 assistance_store(request),
-                lambda db: provider_referrals(db, provider.agency, now=moment, open_only=not all),
+                lambda db: provider_referrals(db, provider.agency, now=moment, open_only=not every),
             )
         except Problem:
             raise ConsoleRefusal(503, NOT_READY, staff) from None
@@ -112,7 +113,7 @@ async def referrals(request: Request, staff: SignedIn, all: bool = False) -> Res
         staff,
         "console/referrals.html",
         items=items,
-        all=all,
+        all=every,
         investigator=Role.INVESTIGATING_ENTITY in staff.principal.roles,
     )
 
@@ -171,31 +172,30 @@ async def _referral_page(
 
 
 @router.get("/referrals/{referral_id}")
-async def referral(request: Request, staff: SignedIn, referral_id: ReferralId) -> Response:
-    return await _referral_page(request, staff, referral_id)
+async def referral(request: Request, staff: SignedIn, referral_id: str) -> Response:
+    return await _referral_page(request, staff, uuid_of(staff, referral_id, NO_REFERRAL))
 
 
 @router.post("/referrals/{referral_id}/{action}")
 async def referral_action(
     request: Request,
     staff: SignedIn,
-    referral_id: ReferralId,
-    action: Annotated[
-        str,
-        Path(pattern=r"^(acceptance|provider-decline|delivery|survivor-decline|follow-up)$"),
-    ],
+    referral_id: str,
+    action: str,
 ) -> Response:
     """The provider's actions, as ``POST /v1/referrals/{id}/acceptance``, ``.../provider-
     decline`` and ``.../delivery`` (only on a referral the provider sees, as the provider),
     and the survivor's side, ``.../survivor-decline`` and ``.../follow-up`` (the referring
     focal points, the coordinator, the provider, as the API lets them)."""
+    matching(staff, action, r"acceptance|provider-decline|delivery|survivor-decline|follow-up")
+    rid = uuid_of(staff, referral_id, NO_REFERRAL)
     fields = await posted(request, staff)
     gettext = translations(request, staff)
     app = mechanism(request)
 
     def load() -> tuple[Any, Any]:
         try:
-            referral = app.get_referral(referral_id)
+            referral = app.get_referral(rid)
             return referral, app.get_case(referral.case_id)
         except NotFound:
             return None, None
@@ -215,17 +215,13 @@ async def referral_action(
         raise ConsoleRefusal(403, N_("Your role may not do this. Nothing was recorded."), staff)
     try:
         if action == "acceptance":
-            await record(
-                request, lambda a: a.accept_referral(referral_id, actor=actor, at=now()), gettext
-            )
+            await record(request, lambda a: a.accept_referral(rid, actor=actor, at=now()), gettext)
         elif action == "delivery":
-            await record(
-                request, lambda a: a.deliver_referral(referral_id, actor=actor, at=now()), gettext
-            )
+            await record(request, lambda a: a.deliver_referral(rid, actor=actor, at=now()), gettext)
         elif action == "survivor-decline":
             await record(
                 request,
-                lambda a: a.decline_referral_by_survivor(referral_id, actor=actor, at=now()),
+                lambda a: a.decline_referral_by_survivor(rid, actor=actor, at=now()),
                 gettext,
             )
         elif action == "follow-up":
@@ -233,9 +229,7 @@ async def referral_action(
             follow = parse(FollowUpIn, {"note": note or None}, gettext)
             await record(
                 request,
-                lambda a: a.follow_up_referral(
-                    referral_id, actor=actor, note=follow.note, at=now()
-                ),
+                lambda a: a.follow_up_referral(rid, actor=actor, note=follow.note, at=now()),
                 gettext,
             )
         else:
@@ -244,13 +238,13 @@ async def referral_action(
             await record(
                 request,
                 lambda a: a.decline_referral_by_provider(
-                    referral_id, actor=actor, reason=body.reason, at=now()
+                    rid, actor=actor, reason=body.reason, at=now()
                 ),
                 gettext,
             )
     except FormProblem as e:
-        return await _referral_page(request, staff, referral_id, error=e.message, status=e.status)
-    return RedirectResponse(f"/console/referrals/{referral_id}?done=1", status_code=303)
+        return await _referral_page(request, staff, rid, error=e.message, status=e.status)
+    return RedirectResponse(f"/console/referrals/{rid}?done=1", status_code=303)
 
 
 # ------------------------------------------------------------------ investigation referrals
@@ -316,19 +310,28 @@ async def find_investigation(request: Request, staff: SignedIn, case: str = "") 
 
 
 @router.get("/investigations/{case_id}")
-async def investigation(request: Request, staff: SignedIn, case_id: CaseId) -> Response:
-    return await _investigation_page(request, staff, case_id)
+async def investigation(request: Request, staff: SignedIn, case_id: str) -> Response:
+    role_in(staff, (Role.INVESTIGATING_ENTITY,))
+    return await _investigation_page(request, staff, uuid_of(staff, case_id, NO_CASE))
 
 
 @router.post("/investigations/{case_id}/{action}")
 async def investigation_action(
     request: Request,
     staff: SignedIn,
-    case_id: CaseId,
-    action: Annotated[str, Path(pattern=r"^(acknowledgement|outcome)$")],
+    case_id: str,
+    action: str,
 ) -> Response:
     """As ``POST /v1/cases/{id}/investigation-referral/acknowledgement`` and ``.../outcome``,
     with the version the page was read at."""
+    role_in(staff, INVESTIGATORS)
+    matching(staff, action, r"acknowledgement|outcome")
+    return await _investigation_action(request, staff, uuid_of(staff, case_id, NO_CASE), action)
+
+
+async def _investigation_action(
+    request: Request, staff: Staff, case_id: UUID, action: str
+) -> Response:
     fields = await posted(request, staff)
     gettext = translations(request, staff)
     app = mechanism(request)

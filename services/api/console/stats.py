@@ -10,12 +10,12 @@ coordinator's, through the API) and never a raw count: a withheld cell is shown 
 from __future__ import annotations
 
 import pathlib
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Request, Response
 
 from services.api.console.figures import release_tables
-from services.api.console.recording import in_thread, role_in, translations
+from services.api.console.recording import in_thread, matching, role_in, translations
 from services.api.console.session import ConsoleRefusal, SignedIn
 from services.api.console.site import NAV, render
 from services.api.pages.i18n import N_
@@ -65,9 +65,6 @@ def _find(ledger: pathlib.Path, release: str) -> dict[str, Any] | None:
     return None if found is None else found.document
 
 
-ReleaseId = Annotated[str, Path(pattern=RELEASE_OR_PERIOD, max_length=24)]
-
-
 @router.get("/statistics")
 async def releases(request: Request, staff: SignedIn) -> Response:
     """The published releases, newest first, each with its files."""
@@ -77,9 +74,10 @@ async def releases(request: Request, staff: SignedIn) -> Response:
 
 
 @router.get("/statistics/{release}")
-async def release_page(request: Request, staff: SignedIn, release: ReleaseId) -> Response:
+async def release_page(request: Request, staff: SignedIn, release: str) -> Response:
     """One release: every report as a chart and a table."""
     role_in(staff, STATISTICS_READERS)
+    matching(staff, release, RELEASE_OR_PERIOD, NO_RELEASE)
     document = await in_thread(lambda: _find(_ledger(request), release))
     if document is None:
         raise ConsoleRefusal(404, NO_RELEASE, staff)
@@ -94,20 +92,21 @@ async def release_page(request: Request, staff: SignedIn, release: ReleaseId) ->
 
 
 @router.get("/statistics/{release}/download/{kind}")
-async def download(
-    request: Request, staff: SignedIn, release: ReleaseId, kind: ReleaseFormat
-) -> Response:
+async def download(request: Request, staff: SignedIn, release: str, kind: str) -> Response:
     """The release as the API gives it: CSV or XLSX (with an HXL hashtag row), or JSON."""
     role_in(staff, STATISTICS_READERS)
+    matching(staff, release, RELEASE_OR_PERIOD, NO_RELEASE)
+    matching(staff, kind, r"csv|xlsx|json")
+    chosen = ReleaseFormat(kind)
     document = await in_thread(lambda: _find(_ledger(request), release))
     if document is None:
         raise ConsoleRefusal(404, NO_RELEASE, staff)
-    filename = f"cbcm-stats-{document['release']['id']}.{kind.value}"
+    filename = f"cbcm-stats-{document['release']['id']}.{chosen.value}"
     headers = {"Content-Disposition": f'attachment; filename="{filename}"'}
-    if kind is ReleaseFormat.csv:
+    if chosen is ReleaseFormat.csv:
         body: str | bytes = exports.to_csv(document)
-    elif kind is ReleaseFormat.xlsx:
+    elif chosen is ReleaseFormat.xlsx:
         body = await in_thread(lambda: exports.to_xlsx(document))
     else:
         body = exports.to_json(document)
-    return Response(body, media_type=MEDIA[kind], headers=headers)
+    return Response(body, media_type=MEDIA[chosen], headers=headers)
