@@ -178,3 +178,24 @@ def test_a_provider_accepts_and_the_coordinator_appoints_by_clicking(
         assert "fp-wfp-clicked" in page.content()
     finally:
         page.context.close()
+
+
+def test_a_focal_point_records_a_training_by_clicking_and_sees_it_counted(
+    console: tuple[World, str], browser: Browser
+) -> None:
+    _world, base = console
+    page = signed_in(browser, base, "fp-unhcr", "unhcr", Role.FOCAL_POINT)
+    try:
+        page.goto(f"{base}/console/prevention")
+        page.click("summary >> text=A training session")
+        page.fill("#tr-day", datetime.now(UTC).date().isoformat())
+        page.fill("#tr-area", "SO2201")
+        page.select_option("#tr-aud", "staff")
+        page.fill("#tr-f", "5")
+        page.fill("#tr-m", "6")
+        page.click("button >> text=Record the training")
+        assert page.locator("p.notice").text_content() == "Recorded."
+        bar = page.locator('#main svg.chart g.bar[data-label="unhcr"]').first
+        assert bar.get_attribute("data-value") == "11"
+    finally:
+        page.context.close()
