@@ -842,3 +842,17 @@ def test_a_bad_action_posted_is_a_readable_page_and_records_nothing(world: World
         assert answer.status_code in (403, 404), (path, answer.status_code)
         assert answer.headers["content-type"].startswith("text/html")
     assert world.event_count() == events
+
+
+def test_a_rating_sent_twice_is_refused_in_words_not_a_server_error(world: World) -> None:
+    """Found by tests/integration/test_console_forms_fuzzed.py: a repeated field is a list."""
+    client, csrf = sign_in(world, "focal_point_own")
+    events = world.event_count()
+    answer = client.post(
+        "/console/prevention/risk-assessments",
+        content="csrf=" + csrf + "&agency=unhcr&area=SO2201&sector=shelter"
+        "&assessed_on=2026-01-01&rating_x=1&rating_x=2",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert answer.status_code == 422 and "Please check the form" in answer.text
+    assert world.event_count() == events

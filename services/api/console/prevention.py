@@ -348,8 +348,9 @@ def _ratings(fields: dict[str, Any], gettext: Any) -> dict[str, int]:
         k.removeprefix("rating_"): fields.pop(k) for k in list(fields) if k.startswith("rating_")
     }
     try:
+        # a field sent twice is a list: refused like any other rating that is not a number
         return {k: int(v) for k, v in ratings.items() if v != ""}
-    except ValueError:
+    except (TypeError, ValueError):
         raise FormProblem(
             gettext("Please check the form: %(problems)s") % {"problems": "ratings: 1 to 5"}
         ) from None
