@@ -86,7 +86,12 @@ def accessible(page: Page, browser: Browser, axe_source: str) -> None:
 WALKS = [
     (
         ("stat-1", "ocha", Role.STATISTICS_READER),
-        ["/console/statistics", "/console/statistics/2026-q1-v1", "/console/prevention"],
+        [
+            "/console/statistics",
+            "/console/statistics/2026-q1-v1",
+            "/console/prevention",
+            f"/console/prevention/report/{datetime.now(UTC).year}-Q1?format=html",
+        ],
     ),
     (
         ("coord-1", "ocha", Role.COORDINATOR),
