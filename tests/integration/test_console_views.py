@@ -856,3 +856,46 @@ def test_a_rating_sent_twice_is_refused_in_words_not_a_server_error(world: World
     )
     assert answer.status_code == 422 and "Please check the form" in answer.text
     assert world.event_count() == events
+
+
+def test_a_training_recorded_in_error_is_withdrawn_by_its_agency_only(world: World) -> None:
+    year = datetime.now(UTC).year
+    client, csrf = sign_in(world, "focal_point_own")
+    recorded = client.post(
+        "/console/prevention/trainings",
+        data={
+            "csrf": csrf,
+            "agency": "unhcr",
+            "held_on": datetime.now(UTC).date().isoformat(),
+            "area": "SO5501",
+            "audience": "contractors",
+            "topic": "sea_basics",
+            "female": "2",
+            "male": "1",
+            "other_or_not_recorded": "0",
+        },
+    )
+    assert recorded.status_code == 303, recorded.text
+    page = client.get(f"/console/prevention?year={year}").text
+    rows = [
+        r
+        for r in re.findall(r"<tr>.*?</tr>", page, flags=re.S)
+        if "SO5501" in r and "training-withdrawals" in r
+    ]
+    assert len(rows) == 1
+    found = re.search(r'name="record" value="([0-9a-f-]{36})"', rows[0])
+    assert found is not None
+    record = found.group(1)
+    # wfp's focal point sees no withdraw button for it, and cannot withdraw it
+    other, other_csrf = sign_in(world, "focal_point_other")
+    assert record not in other.get(f"/console/prevention?year={year}").text
+    events = world.event_count()
+    refused = other.post(
+        "/console/prevention/training-withdrawals", data={"csrf": other_csrf, "record": record}
+    )
+    assert refused.status_code in (403, 409) and world.event_count() == events
+    done = client.post(
+        "/console/prevention/training-withdrawals", data={"csrf": csrf, "record": record}
+    )
+    assert done.status_code == 303, done.text
+    assert record not in client.get(f"/console/prevention?year={year}").text

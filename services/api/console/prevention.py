@@ -146,6 +146,34 @@ async def _page(
     ]
     recorder = holds(staff, RECORDERS)
     coordinator = holds(staff, (Role.COORDINATOR,))
+
+    def mine(agency: str) -> bool:
+        return recorder and (coordinator or agency == staff.principal.agency)
+
+    # what this reader may withdraw as recorded in error: its agency's (the coordinator: all)
+    recorded = [
+        {
+            "id": str(k),
+            "what": "training",
+            "agency": t.agency,
+            "area": t.area,
+            "detail": f"{t.audience}, {t.topic}",
+            "count": t.trained,
+        }
+        for k, t in view.trainings.items()
+        if not t.withdrawn and t.year == year and mine(t.agency)
+    ] + [
+        {
+            "id": str(k),
+            "what": "awareness",
+            "agency": a.agency,
+            "area": a.area,
+            "detail": a.kind,
+            "count": a.reach,
+        }
+        for k, a in view.awareness.items()
+        if not a.withdrawn and mine(a.agency)
+    ]
     agencies = sorted(set(view.agencies))
     own = [staff.principal.agency] if not coordinator else agencies
     return render(
@@ -188,6 +216,7 @@ async def _page(
         ),
         work_plan=view.work_plan(year, today),
         risk_factors=list(view.risk_factors or DEFAULT_RISK_FACTORS),
+        recorded=recorded,
         recorder=recorder,
         coordinator=coordinator,
         report_reader=holds(staff, REPORT_READERS),
@@ -271,6 +300,11 @@ def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) ->
         return lambda app: app.record_focal_point_training(
             actor=actor, agency=agency, user=f.user, completed_on=f.completed_on, at=now()
         )
+    if action in ("training-withdrawals", "awareness-withdrawals"):
+        record_id = _uuid(fields.pop("record", ""), gettext)
+        if action == "training-withdrawals":
+            return lambda app: app.withdraw_training(record_id, actor=actor, at=now())
+        return lambda app: app.withdraw_awareness(record_id, actor=actor, at=now())
     if action in ("alternates", "alternate-withdrawals"):
         agency = str(fields.pop("agency", ""))
         u = parse(AlternateIn, fields, gettext)
@@ -416,7 +450,7 @@ def _number(value: Any, gettext: Any) -> int:
 ACTIONS: Final = (
     r"trainings|awareness|focal-point-trainings|alternates|alternate-withdrawals"
     r"|risk-assessments|reassessment|mitigation|mitigation-status|work-plans|activities"
-    r"|progress|policy"
+    r"|progress|policy|training-withdrawals|awareness-withdrawals"
 )
 """What the forms of the page record (the path after ``/console/prevention/``)."""
 
