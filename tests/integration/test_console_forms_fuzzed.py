@@ -37,6 +37,9 @@ FORMS = {
     "/console/prevention/progress": ("year", "activity", "status", "achieved"),
     "/console/prevention/policy": ("refresher_every_days", "risk_factors", "training_targets"),
     "/console/prevention/alternates": ("agency", "user"),
+    "/console/prevention/alternate-withdrawals": ("agency", "user"),
+    "/console/prevention/training-withdrawals": ("record",),
+    "/console/prevention/awareness-withdrawals": ("record",),
 }
 
 VALUES = st.one_of(
