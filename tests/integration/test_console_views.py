@@ -15,6 +15,8 @@ from uuid import UUID
 import pytest
 from fastapi.testclient import TestClient
 
+from domain.actors import Actor, Role
+from domain.vocabulary import SharedItem, TransferReason
 from services.bootstrap import complaint_mechanism
 from services.settings import Settings
 from services.statistics.releases import ledger_path, open_ledger, release_due
@@ -899,3 +901,27 @@ def test_a_training_recorded_in_error_is_withdrawn_by_its_agency_only(world: Wor
     )
     assert done.status_code == 303, done.text
     assert record not in client.get(f"/console/prevention?year={year}").text
+
+
+def test_after_a_transfer_sharing_no_identity_the_new_agency_reads_no_contact_on_the_referral(
+    world: World,
+) -> None:
+    """The console's side of the attack review of #21 (F1): the referral page is no way round
+    what a transfer shared."""
+    made = referral(world.mechanism, Clock())
+    case_id = world.mechanism.get_referral(made).case_id
+    world.mechanism.transfer_case(
+        case_id,
+        actor=Actor("fp-unhcr", "unhcr", Role.FOCAL_POINT),
+        to_agency="wfp",
+        reason=TransferReason.IMPLICATED_AGENCY_CUSTODY,
+        shared=(SharedItem.ALLEGATION_SUMMARY,),
+        at=datetime.now(UTC),
+    )
+    client, _ = sign_in(world, "focal_point_other")
+    page = client.get(f"/console/referrals/{made}")
+    assert page.status_code == 200, page.text
+    assert CANARY not in page.text
+    # the provider the survivor agreed to be contacted by still reads the contact
+    provider, _ = sign_in(world, "provider_own")
+    assert f"{CANARY} phone" in provider.get(f"/console/referrals/{made}").text
