@@ -25,7 +25,7 @@ from services.event_store import chain
 from services.event_store.store_id import store_id
 from services.settings import Settings
 from tests.api_world import World, make_world
-from tests.console_signing import sign_in
+from tests.console_signing import ON_THIS_MACHINE, sign_in
 from tests.integration.test_api_access import CANARY, Clock, referral
 
 ORIGIN = "cbcm.test/log/console"
@@ -81,7 +81,7 @@ def test_a_bundle_downloaded_from_the_auditors_page_verifies_with_the_public_key
     # given a case with an assistance referral, its log cosigned by the policy's witness
     case_id = world.mechanism.get_referral(referral(world.mechanism, Clock())).case_id
     _cosign(world)
-    client = TestClient(world.api, follow_redirects=False)
+    client = TestClient(world.api, follow_redirects=False, client=ON_THIS_MACHINE)
     sign_in(client, "aud-1", "ocha", Role.AUDITOR)
     # when the auditor opens the case and downloads its bundle
     page = client.get(f"/console/audit/cases/{case_id}")
@@ -113,7 +113,7 @@ def test_without_a_cosigned_checkpoint_the_page_says_so_and_gives_no_bundle(
     world: World,
 ) -> None:
     case_id = world.mechanism.get_referral(referral(world.mechanism, Clock())).case_id
-    client = TestClient(world.api, follow_redirects=False)
+    client = TestClient(world.api, follow_redirects=False, client=ON_THIS_MACHINE)
     sign_in(client, "aud-1", "ocha", Role.AUDITOR)
     page = client.get(f"/console/audit/cases/{case_id}")
     assert page.status_code == 200 and "/bundle" not in page.text

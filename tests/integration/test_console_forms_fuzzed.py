@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 from services.bootstrap import complaint_mechanism
 from services.settings import Settings
 from tests.api_world import CALLERS, World, make_world
-from tests.console_signing import sign_in
+from tests.console_signing import ON_THIS_MACHINE, sign_in
 
 FORMS = {
     "/console/registry/agencies": ("code", "name", "agency_type"),
@@ -63,7 +63,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 @pytest.fixture(scope="module")
 def coordinator(world: World) -> tuple[TestClient, str]:
     user, agency, role = CALLERS["coordinator"]
-    client = TestClient(world.api, follow_redirects=False, raise_server_exceptions=False)
+    client = TestClient(
+        world.api, follow_redirects=False, raise_server_exceptions=False, client=ON_THIS_MACHINE
+    )
     return client, sign_in(client, user, agency, role)
 
 

@@ -21,7 +21,7 @@ from services.bootstrap import complaint_mechanism
 from services.settings import Settings
 from services.statistics.releases import ledger_path, open_ledger, release_due
 from tests.api_world import CALLERS, World, make_world
-from tests.console_signing import project
+from tests.console_signing import ON_THIS_MACHINE, project
 from tests.console_signing import sign_in as console_sign_in
 from tests.integration.test_api_access import CANARY, Clock, received, referral, referred
 from tests.statistics_cases import model, store
@@ -33,7 +33,9 @@ def sign_in(world: World, caller: str, lang: str = "en") -> tuple[TestClient, st
     """A browser-like client signed in to the console as ``caller`` (one of the API tests'
     callers) through the development sign-in, and its form token."""
     user, agency, role = CALLERS[caller]
-    client = TestClient(world.api, base_url="http://testserver", follow_redirects=False)
+    client = TestClient(
+        world.api, base_url="http://testserver", follow_redirects=False, client=ON_THIS_MACHINE
+    )
     return client, console_sign_in(client, user, agency, role, lang=lang)
 
 
