@@ -410,7 +410,12 @@ def _changing(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) -
         parts = line.split()
         if not parts:
             continue
-        if len(parts) != 3 or not parts[1].isdigit() or not parts[2].isdigit():
+        if (
+            len(parts) != 3
+            or not (parts[1] + parts[2]).isascii()
+            or not parts[1].isdigit()
+            or not parts[2].isdigit()
+        ):
             raise FormProblem(
                 gettext("Please check the form: %(problems)s")
                 % {"problems": gettext("each target is a line: agency year personnel")}
@@ -429,7 +434,7 @@ def _changing(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) -
         at=now(),
         # the version the form was read at (0: read before any policy was set), so a policy
         # set or changed meanwhile is a conflict, not a lost update
-        expected_version=int(expected) if expected.isdigit() else 0,
+        expected_version=int(expected) if expected.isascii() and expected.isdigit() else 0,
     )
 
 
@@ -467,7 +472,11 @@ async def record_prevention(request: Request, staff: SignedIn, action: str) -> R
     fields = await posted(request, staff)
     gettext = translations(request, staff)
     year = fields.pop("page_year", "")
-    page_year = int(year) if str(year).isdigit() and 2000 <= int(year) <= 2100 else _today().year
+    page_year = (
+        int(year)
+        if str(year).isascii() and str(year).isdigit() and 2000 <= int(year) <= 2100
+        else _today().year
+    )
     try:
         command = _command(action, actor, fields, gettext)
 

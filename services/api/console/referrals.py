@@ -164,6 +164,7 @@ async def _referral_page(
         "console/referral.html",
         status_code=status,
         referral=view,
+        as_provider=reader.role is Role.SERVICE_PROVIDER,
         acts=acts,
         survivor_side=survivor_side,
         error=error,

@@ -114,7 +114,7 @@ async def register_list(request: Request, staff: SignedIn) -> Response:
     try:
         await wait_for_position(
             stores["register"],
-            int(after) if after and after.isdigit() else None,
+            int(after) if after and after.isascii() and after.isdigit() else None,
             settings.read_wait_seconds,
         )
         moment = datetime.now(UTC)
