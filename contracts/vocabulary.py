@@ -243,6 +243,7 @@ NotificationKind: TypeAlias = Literal[
     "assistance_referral",
     "coordinator_digest",
     "digest",
+    "webhook_disabled",
 ]
 """What a notification told (issue #18): a kind and a count, never a case's content."""
 

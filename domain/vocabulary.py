@@ -356,6 +356,9 @@ class NotificationKind(StrEnum):
     """The coordinator's daily count of overdue actions and undelivered notifications."""
     DIGEST = "digest"
     """A person's daily count of the notices they chose to receive as a digest."""
+    WEBHOOK_DISABLED = "webhook_disabled"
+    """An agency's webhook endpoint was disabled for failing (issue #19): told to the
+    coordinators and to that agency's focal points, with the endpoint's id only."""
 
 
 class NotificationChannel(StrEnum):

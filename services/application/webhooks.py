@@ -9,6 +9,7 @@ webhook cannot be registered for those either).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -18,7 +19,7 @@ from contracts.subjects import NETWORK_AGGREGATES
 from domain.actors import Actor
 from domain.errors import InvalidCommand, NotFound
 from domain.network import Network
-from domain.webhooks import WEBHOOK_REGISTRY_ID, WebhookEndpoint, WebhookRegistry
+from domain.webhooks import WEBHOOK_REGISTRY_ID, DisableReason, WebhookEndpoint, WebhookRegistry
 from services.application.commands import Written
 from services.application.store import StoredApplication
 
@@ -40,6 +41,20 @@ def check_event_types(event_types: tuple[str, ...]) -> tuple[str, ...]:
     return event_types
 
 
+@dataclass(frozen=True)
+class EndpointDisabling:
+    """One ``EndpointDisabled`` of the registry, as the notifier tells it: ids, the agency
+    whose endpoint it is and a reason code (never the URL or the secret)."""
+
+    version: int
+    """The registry's version that recorded it (a second disabling after an enabling is
+    another one)."""
+    endpoint_id: UUID
+    agency: str
+    reason: DisableReason
+    at: datetime
+
+
 class WebhookCommands(StoredApplication):
     """Registering, changing and disabling webhook endpoints; mixed into the mechanism."""
 
@@ -55,6 +70,31 @@ class WebhookCommands(StoredApplication):
     def webhook_registry_version(self) -> int:
         """The registry's version (0 before the first registration): cheap, for caches."""
         return self._current_version(WEBHOOK_REGISTRY_ID)
+
+    def webhook_disablings(self, after: int) -> tuple[int, list[EndpointDisabling]]:
+        """The registry's version now, and its disablings recorded after version ``after``
+        (what ``services.notify.webhooks`` tells, read here from the log: the registry is an
+        internal aggregate, never on NATS)."""
+        agencies: dict[UUID, str] = {}
+        found: list[EndpointDisabling] = []
+        version = 0
+        if not self._current_version(WEBHOOK_REGISTRY_ID):
+            return 0, found
+        for stored in self.events.get(WEBHOOK_REGISTRY_ID):
+            version = stored.originator_version
+            if isinstance(stored, WebhookRegistry.EndpointRegistered):
+                agencies[stored.endpoint_id] = stored.agency
+            elif isinstance(stored, WebhookRegistry.EndpointDisabled) and version > after:
+                found.append(
+                    EndpointDisabling(
+                        version=version,
+                        endpoint_id=stored.endpoint_id,
+                        agency=agencies[stored.endpoint_id],
+                        reason=DisableReason(stored.reason),
+                        at=stored.timestamp,
+                    )
+                )
+        return version, found
 
     def webhook_endpoints(self) -> list[WebhookEndpoint]:
         registry = self.webhook_registry()

@@ -28,6 +28,10 @@ _PHRASES: dict[NotificationKind, tuple[str, str]] = {
         "referrals for investigation",
     ),
     NotificationKind.ASSISTANCE_REFERRAL: ("assistance referral", "assistance referrals"),
+    NotificationKind.WEBHOOK_DISABLED: (
+        "webhook endpoint disabled after failing deliveries",
+        "webhook endpoints disabled after failing deliveries",
+    ),
 }
 
 
@@ -50,8 +54,11 @@ def message_id(key: str) -> str:
 
 
 def link(base: str, notice: Notice) -> str:
-    """Where to look: the agency's inbox for focal points, the service's root otherwise."""
+    """Where to look: the agency's inbox for focal points, the endpoint for a coordinator
+    told of a disabled webhook, the service's root otherwise."""
     base = base.rstrip("/")
+    if notice.kind is NotificationKind.WEBHOOK_DISABLED and notice.detail.get("coordinator"):
+        return f"{base}/v1/webhooks/{notice.about.split(':')[0]}"
     if notice.organisation is not None and notice.kind in (
         NotificationKind.NEW_CASE,
         NotificationKind.URGENT_CASE,
@@ -82,8 +89,11 @@ def render(notice: Notice, base_url: str) -> Message:
         headline = "; ".join(parts) or f"{notice.count} notices"
     else:
         headline = counted(notice.count, notice.kind)
+    more = ""
+    if notice.kind is NotificationKind.WEBHOOK_DISABLED:
+        more = "Its events wait and are sent first once the network coordinator enables it again.\n"
     return Message(
         subject=f"[PSEA] {headline}",
-        text=f"{headline}.\nSee {where}\n",
+        text=f"{headline}.\n{more}See {where}\n",
         message_id=message_id(notice.key),
     )

@@ -24,10 +24,11 @@ import structlog
 from domain.vocabulary import NotificationChannel
 from projections.base import ReadModelDb, open_read_model
 from services.application.mechanism import ComplaintMechanism
+from services.event_store.errors import EventStoreUnavailable
 from services.nats.client import wait_for_stop
-from services.notify import metrics, outbox, scheduler
+from services.notify import metrics, outbox, scheduler, webhooks
 from services.notify.channels import Channel, channels_from
-from services.notify.intake import NAME, NotifierIntake
+from services.notify.intake import NAME, NotifierIntake, notify_since
 from services.notify.sender import Sender
 from services.notify.settings import NotifySettings
 from services.projector.runner import open_projection, run_projector
@@ -148,6 +149,7 @@ async def _send_and_schedule(  # noqa: PLR0917 - one private call site
     db = open_read_model(path.with_name(f"{NAME}-sender.sqlite3"))
     db.execute("BEGIN IMMEDIATE")
     outbox.create(db)
+    webhooks.create(db)
     db.execute("COMMIT")
     sender = Sender(
         db,
@@ -161,6 +163,7 @@ async def _send_and_schedule(  # noqa: PLR0917 - one private call site
         source=source,
     )
     due_soon = timedelta(hours=settings.notify_due_soon_hours)
+    grace = timedelta(hours=settings.notify_history_grace_hours)
     try:
         await sender.recover()
         last_tick = -1.0
@@ -179,6 +182,7 @@ async def _send_and_schedule(  # noqa: PLR0917 - one private call site
                         source=source,
                     )
                 )
+                await _follow_registry(db, source, app, grace)
             handled = await sender.run_once()
             metrics.PENDING.set(await asyncio.to_thread(_pending, db))
             if handled:
@@ -189,6 +193,32 @@ async def _send_and_schedule(  # noqa: PLR0917 - one private call site
         db.close()
         source.close()
         lease.release()
+
+
+async def _follow_registry(
+    db: sqlite3.Connection,
+    source: sqlite3.Connection,
+    app: ComplaintMechanism,
+    grace: timedelta,
+) -> None:
+    """The webhook endpoints disabled since the last tick, into the outbox
+    (``services.notify.webhooks``); the store away: tried again at the next tick."""
+    since = await asyncio.to_thread(notify_since, source)
+    try:
+        added = await asyncio.to_thread(
+            functools.partial(
+                webhooks.follow,
+                db,
+                source,
+                app,
+                history_from=None if since is None else since - grace,
+            )
+        )
+    except EventStoreUnavailable as e:
+        log.info("notify.registry_unavailable", error=type(e).__name__)
+        return
+    if added:
+        log.info("notify.webhook_disabled", notices=added)
 
 
 async def _either(a: asyncio.Event, b: asyncio.Event) -> None:
