@@ -34,16 +34,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
-import socket
+import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urlsplit
 from uuid import UUID
 
+import httpcore
 import httpx
 import msgspec
 import nats
@@ -72,6 +71,13 @@ from services.nats.client import (
 from services.settings import Settings
 from services.webhooks import metrics
 from services.webhooks.outbox import Attempt, Outbox, Queued, outbox_path
+from services.webhooks.pinning import (
+    AddressNotAllowed,
+    PinnedBackend,
+    PinnedTransport,
+    Resolver,
+    system_resolver,
+)
 from services.webhooks.routing import recipients
 from services.webhooks.signing import signed_headers
 
@@ -97,32 +103,6 @@ _REGISTRY_TROUBLE: tuple[type[BaseException], ...] = (*_STORE_TROUBLE, DomainErr
 
 def system_clock() -> datetime:
     return datetime.now(UTC)
-
-
-async def refused_address(url: str) -> str | None:
-    """``AddressNotAllowed`` when an ``https://`` endpoint's host resolves to an address that
-    is not on the public internet (loopback, private, link-local such as a cloud's metadata
-    service, reserved, IPv4 mapped into IPv6): the deliverer must not be pointed at the
-    network's own services (attack review of #19). ``http://`` is allowed on the loopback
-    interface only, by the registration's rule, for a receiver on the same machine. The name
-    is resolved again by the HTTP client: a name that changes its answer in between (DNS
-    rebinding) is not caught here."""
-    parts = urlsplit(url)
-    if parts.scheme != "https" or not parts.hostname:
-        return None
-    try:
-        found = await asyncio.get_running_loop().getaddrinfo(
-            parts.hostname, parts.port or 443, type=socket.SOCK_STREAM
-        )
-    except OSError:
-        return None  # the client says why it cannot connect
-    for *_, sockaddr in found:
-        address = ipaddress.ip_address(str(sockaddr[0]).split("%")[0])
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
-        if not address.is_global:
-            return "AddressNotAllowed"
-    return None
 
 
 @dataclass(frozen=True)
@@ -183,8 +163,17 @@ class Deliverer:
         clock: Clock = system_clock,
         nats_options: dict[str, Any] | None = None,
         batch: int = 64,
+        resolver: Resolver = system_resolver,
+        dialer: httpcore.AsyncNetworkBackend | None = None,
+        verify: ssl.SSLContext | None = None,
     ) -> None:
+        """``resolver``: how endpoint names are resolved (the system's); ``dialer``: what
+        opens the TCP connection to a checked address (httpcore's own); ``verify``: the
+        certificate authorities (httpx's default): tests give theirs."""
         self.app = app
+        self.resolver = resolver
+        self.dialer = dialer
+        self.verify = verify
         self.outbox = outbox
         self.nats_url = nats_url
         self.policy = policy or DeliveryPolicy()
@@ -236,8 +225,12 @@ class Deliverer:
             stream_sequence=await self._db(self.outbox.stream_seq),
             queued=sum(waiting.values()),
         )
+        transport = PinnedTransport(PinnedBackend(self.resolver, self.dialer), verify=self.verify)
         async with httpx.AsyncClient(
-            timeout=self.policy.timeout, follow_redirects=False, trust_env=False
+            transport=transport,
+            timeout=self.policy.timeout,
+            follow_redirects=False,
+            trust_env=False,
         ) as client:
             self._client = client
             fan_out = asyncio.create_task(self._fan_out(stop))
@@ -468,16 +461,16 @@ class Deliverer:
         )
         started = time.perf_counter()
         status: int | None = None
-        error: str | None = await refused_address(endpoint.url)
+        error: str | None = None
         try:
             # the status is all we need: the answer's body is never read (a receiver could
-            # send an endless one)
-            if error is None:
-                async with self._client.stream(
-                    "POST", endpoint.url, content=item.body, headers=headers
-                ) as answer:
-                    status = answer.status_code
-        except httpx.HTTPError as e:
+            # send an endless one). The transport connects only to the address it checked
+            # (``pinning``): an internal one is refused before any byte goes out.
+            async with self._client.stream(
+                "POST", endpoint.url, content=item.body, headers=headers
+            ) as answer:
+                status = answer.status_code
+        except (httpx.HTTPError, AddressNotAllowed) as e:
             error = type(e).__name__
         seconds = time.perf_counter() - started
         ok = status is not None and 200 <= status < 300

@@ -11,17 +11,29 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import ipaddress
 import json
 import secrets
+import socket
+import ssl
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import httpcore
 import httpx
 import nats
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from dnslib import QTYPE, RR, A, DNSRecord
+from dnslib.server import BaseResolver, DNSServer
 from nats.aio.client import Client as NatsClient
 
 from contracts.subjects import STREAM
@@ -31,11 +43,12 @@ from domain.webhooks import WEBHOOK_REGISTRY_ID, WebhookRegistry, webhook_endpoi
 from services.application.mechanism import ComplaintMechanism
 from services.application.webhooks import AGENCY_EVENT_TYPES
 from services.bootstrap import complaint_mechanism
-from services.nats.server import EmbeddedNats
+from services.nats.server import EmbeddedNats, free_port
 from services.relay.relay import Relay, ensure_stream
 from services.settings import Settings
 from services.webhooks.deliverer import Deliverer, DeliveryPolicy
 from services.webhooks.outbox import Outbox
+from services.webhooks.pinning import IPAddress
 from services.webhooks.signing import signed_headers
 from tests.scenario import at, receive, walk_sea_case
 from tests.webhook_receiving import NodeReceiver
@@ -349,3 +362,305 @@ async def test_a_forged_or_replayed_delivery_is_refused_by_the_receiver(
         answer = await client.post(node.url("/unhcr"), content=tampered, headers=headers)
         assert answer.status_code == 401
     assert [line["ok"] for line in node.lines()] == [True, False, False, False, False]
+
+
+# ------------------------------------------------------------------ DNS rebinding (#19)
+
+PUBLIC = "93.184.216.34"
+"""A global address the test's DNS server gives: never dialled (the test's dialer refuses
+every address off this machine, as the workplace requires; see ``LoopbackNetwork``)."""
+
+
+class RebindingDns:
+    """A real DNS server (dnslib's, UDP on a free loopback port) that answers each name's
+    first query with ``first`` and every later one with ``then`` (TTL 0), as an attacker's
+    server does to pass a check and then point the connect elsewhere."""
+
+    def __init__(self, first: str, then: str) -> None:
+        self.first, self.then = first, then
+        self.asked: list[str] = []
+        self.port = free_port()
+        outer = self
+
+        class Answers(BaseResolver):  # type: ignore[misc]
+            def resolve(self, request: DNSRecord, handler: object) -> DNSRecord:
+                name = str(request.q.qname)
+                reply = request.reply()
+                if QTYPE[request.q.qtype] == "A":
+                    seen = name in outer.asked
+                    outer.asked.append(name)
+                    address = outer.then if seen else outer.first
+                    reply.add_answer(RR(name, QTYPE.A, rdata=A(address), ttl=0))
+                return reply
+
+        self.server = DNSServer(Answers(), port=self.port, address="127.0.0.1", tcp=False)
+
+    def __enter__(self) -> RebindingDns:
+        self.server.start_thread()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.stop()
+
+    async def resolve(self, host: str, port: int) -> list[IPAddress]:
+        """The deliverer's resolver in these tests: asks this server, as a stub resolver
+        asks the one in /etc/resolv.conf."""
+
+        def ask() -> list[IPAddress]:
+            answer = DNSRecord.question(host, "A").send("127.0.0.1", self.port, timeout=5)
+            return [
+                ipaddress.ip_address(str(rr.rdata))
+                for rr in DNSRecord.parse(answer).rr
+                if rr.rtype == QTYPE.A
+            ]
+
+        return await asyncio.to_thread(ask)
+
+
+class LoopbackNetwork(httpcore.AsyncNetworkBackend):
+    """What opens TCP connections for the deliverer in these tests: loopback addresses are
+    dialled for real; ``PUBLIC`` is routed to ``public_to`` on loopback when given (a stand-
+    in for a public receiver), else refused; anything else is refused. Every address it is
+    asked for is recorded. Nothing leaves the machine."""
+
+    def __init__(self, public_to: int | None = None) -> None:
+        self.asked: list[str] = []
+        self.public_to = public_to
+        self.real = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        self.asked.append(host)
+        if host == PUBLIC and self.public_to is not None:
+            host, port = "127.0.0.1", self.public_to
+        elif not ipaddress.ip_address(host).is_loopback:
+            raise httpcore.ConnectError("the test network dials loopback only")
+        return await self.real.connect_tcp(host, port, timeout=timeout)
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Any = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise httpcore.ConnectError("no unix sockets here")
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+
+class Listener:
+    """A TCP port on loopback that counts the connections made to it (the internal service
+    a rebinding attack aims the deliverer at): it must see none."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = 0
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def run_pinned(
+    stack: Stack, resolver: Any, dialer: httpcore.AsyncNetworkBackend, verify: Any = None
+) -> Running:
+    deliverer = Deliverer(
+        stack.app,
+        stack.outbox,
+        stack.nats.url,
+        policy=FAST,
+        resolver=resolver,
+        dialer=dialer,
+        verify=verify,
+    )
+    stop = asyncio.Event()
+    return Running(deliverer, stop, asyncio.create_task(deliverer.run(stop)))
+
+
+async def test_a_rebinding_dns_server_cannot_aim_a_delivery_at_an_internal_address(
+    stack: Stack,
+) -> None:
+    """The DNS server answers the first query with a public address and every later one
+    with 127.0.0.1, where a service listens. The deliverer connects only to the address it
+    checked: the public one (refused by the test's network, so it is retried), then, asked
+    again, the name gives 127.0.0.1 and the attempt is refused before any connection. The
+    listener on loopback sees nothing. Without the pin (the client resolving the name again
+    for its connect) it does."""
+    listener = Listener()
+    with RebindingDns(first=PUBLIC, then="127.0.0.1") as dns:
+        url = f"https://hooks.rebind.test:{listener.port}/cbcm"
+        stack.register("unhcr", url, new_secret(), {"org.psea.cbcm.case.received.v1"})
+        walk_sea_case(stack.app)
+        await stack.publish()
+        network = LoopbackNetwork()
+        running = run_pinned(stack, dns.resolve, network)
+        try:
+            await until(lambda: len(stack.outbox.attempts(last=10)) >= 3)
+        finally:
+            await running.halt()
+            listener.close()
+    attempts = sorted(stack.outbox.attempts(last=10), key=lambda a: a.attempt)
+    assert listener.accepted == 0  # not one connection reached the internal service
+    assert network.asked == [PUBLIC]  # only the checked public address was ever dialled
+    assert [a.error for a in attempts[:3]] == [
+        "ConnectError",
+        "AddressNotAllowed",
+        "AddressNotAllowed",
+    ]
+    assert len(dns.asked) == len(attempts)  # one resolution per attempt, no second one
+
+
+async def test_a_pinned_delivery_still_speaks_tls_to_the_name(stack: Stack, tmp_path: Path) -> None:
+    """The pinned connection goes to the checked address, but TLS and HTTP are the name's:
+    the server sees the name as SNI and as Host, and the deliverer verifies the server's
+    certificate against the name (a certificate for another name is refused)."""
+    name = "hooks.pinned.test"
+    ca, server_context = tls_for(tmp_path, name)
+    receiver = TlsReceiver(server_context)
+    with RebindingDns(first=PUBLIC, then=PUBLIC) as dns:
+        right, _ = stack.register(
+            "unhcr", f"https://{name}/cbcm", new_secret(), {"org.psea.cbcm.case.received.v1"}
+        )
+        wrong, _ = stack.register(  # the same server, reached under a name not on its cert
+            "unhcr",
+            "https://other.pinned.test/cbcm",
+            new_secret(),
+            {"org.psea.cbcm.case.received.v1"},
+        )
+        walk_sea_case(stack.app)
+        await stack.publish()
+        network = LoopbackNetwork(public_to=receiver.port)
+        running = run_pinned(
+            stack, dns.resolve, network, verify=ssl.create_default_context(cafile=ca)
+        )
+
+        def outcomes(endpoint: Any) -> list[str]:
+            return [a.outcome for a in stack.outbox.attempts(last=50) if a.endpoint_id == endpoint]
+
+        try:
+            await until(lambda: outcomes(right) == ["delivered"] and len(outcomes(wrong)) >= 2)
+        finally:
+            await running.halt()
+            receiver.close()
+    assert receiver.seen == [(name, name)]  # (SNI, Host): the name, though dialled by address
+    assert set(network.asked) == {PUBLIC}
+    assert set(outcomes(wrong)) == {"failed"}  # certificate not for that name: nothing sent
+    failed = [a for a in stack.outbox.attempts(last=50) if a.endpoint_id == wrong]
+    assert {a.error for a in failed} == {"ConnectError"}
+
+
+def tls_for(directory: Path, name: str) -> tuple[str, ssl.SSLContext]:
+    """A CA file and a server context with a certificate for ``name`` that CA signed."""
+    now = datetime.now(UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "cbcm test ca")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    ca_file = directory / "ca.pem"
+    ca_file.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    chain = directory / "server.pem"
+    chain.write_bytes(
+        cert.public_bytes(serialization.Encoding.PEM)
+        + key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain)
+    return str(ca_file), context
+
+
+class TlsReceiver:
+    """An HTTPS server on loopback that records (SNI, Host) of each request and answers 204."""
+
+    def __init__(self, context: ssl.SSLContext) -> None:
+        self.seen: list[tuple[str | None, str | None]] = []
+        sni: list[str | None] = []
+
+        def remember(_sock: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+            sni.append(server_name)
+
+        context.sni_callback = remember
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                outer.seen.append((sni[-1] if sni else None, self.headers.get("Host")))
+                self.send_response(204)
+                self.end_headers()
+
+            def log_message(self, format: str, *args: object) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.socket = context.wrap_socket(self.server.socket, server_side=True)
+        self.port = self.server.server_address[1]
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import ipaddress
 import secrets
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
@@ -28,7 +29,13 @@ from domain.webhooks import (
 )
 from services.application.webhooks import AGENCY_EVENT_TYPES, check_event_types
 from services.nats.config import agency_nats_user
-from services.webhooks.deliverer import DeliveryPolicy, refused_address
+from services.webhooks.deliverer import DeliveryPolicy
+from services.webhooks.pinning import (
+    AddressNotAllowed,
+    IPAddress,
+    checked_addresses,
+    system_resolver,
+)
 from services.webhooks.routing import recipients, subject_matches
 from services.webhooks.signing import CONTENT_TYPE, signed_headers
 from tests.conftest import T0
@@ -365,19 +372,31 @@ def test_a_webhook_url_naming_an_internal_address_is_refused(url: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "url",
-    [
-        "https://2130706433/hook",
-        "https://[::ffff:10.1.2.3]/",
-        "https://localtest.127.0.0.1.nip.io.invalid/",
-    ],
+    "host",
+    ["2130706433", "[::ffff:10.1.2.3]", "::ffff:127.0.0.1", "169.254.169.254", "localtest.invalid"],
 )
-async def test_the_deliverer_refuses_a_host_that_resolves_to_an_internal_address(url: str) -> None:
+async def test_the_deliverer_refuses_a_host_that_resolves_to_an_internal_address(host: str) -> None:
     # 2130706433 is 127.0.0.1 written as one number: only resolving it tells
-    refused = await refused_address(url)
-    if url.endswith(".invalid/"):
-        assert refused is None  # no answer from DNS: the client's own error says why
-    else:
-        assert refused == "AddressNotAllowed"
-    assert await refused_address("http://127.0.0.1:9/hook") is None  # development receiver
-    assert await refused_address("https://93.184.216.34/hook") is None  # a public address
+    if host.endswith(".invalid"):  # no answer from DNS: the client's own error says why
+        with pytest.raises(OSError):
+            await checked_addresses(host, 443, system_resolver)
+        return
+    with pytest.raises(AddressNotAllowed):
+        await checked_addresses(host, 443, system_resolver)
+
+
+async def test_the_deliverer_connects_to_public_and_literal_loopback_addresses() -> None:
+    public = ipaddress.ip_address("93.184.216.34")
+    assert await checked_addresses("93.184.216.34", 443, system_resolver) == [public]
+    # http:// on loopback is what the registration allows, named literally or as localhost
+    assert await checked_addresses("127.0.0.1", 9, system_resolver) == [
+        ipaddress.ip_address("127.0.0.1")
+    ]
+    assert all(a.is_loopback for a in await checked_addresses("localhost", 9, system_resolver))
+
+    async def rebinding(host: str, port: int) -> list[IPAddress]:
+        return [public, ipaddress.ip_address("10.0.0.7")]
+
+    # a name with one internal address among public ones is refused whole
+    with pytest.raises(AddressNotAllowed):
+        await checked_addresses("hooks.example", 443, rebinding)
