@@ -16,6 +16,7 @@ import json
 import os
 import random
 import socket
+import sqlite3
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
@@ -44,6 +45,8 @@ from contracts.audit import (
 )
 from contracts.statistics import decode_release
 from contracts.subjects import SHARES_STREAM, STREAM, record_shares
+from domain.actors import Role
+from domain.webhooks import webhook_endpoint_id
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
 from services.application.mechanism import ComplaintMechanism
@@ -63,11 +66,20 @@ from services.audit.note import cosign, format_note, parse_checkpoint, parse_not
 from services.audit.witness import WitnessBook, cosigner_name, run_witness
 from services.bootstrap import complaint_mechanism
 from services.cli.main import cli
+from services.demo.network import COORDINATOR as DEMO_COORDINATOR
 from services.demo.walk import AGENCIES, build_demo_network, walk_cases
 from services.nats.client import nats_connect_options
-from services.nats.config import AGENCY_API_PREFIX, agency_consumers, server_config
+from services.nats.config import (
+    AGENCY_API_PREFIX,
+    agency_consumers,
+    agency_user,
+    network_users,
+    server_config,
+)
 from services.nats.server import ConfiguredNats, free_port
 from services.nats.setup import NatsSetup, provision_agency_consumers, write_nats_setup
+from services.notify.service import notifier_path, run_notifier
+from services.notify.settings import NotifySettings
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import open_projection, rebuild, run_projector
 from services.relay.relay import ensure_shares_stream, run_relay
@@ -75,6 +87,7 @@ from services.settings import Settings
 from services.webhooks.deliverer import Deliverer
 from services.webhooks.outbox import Outbox
 from tests.integration.test_relay import wait_until
+from tests.notify_world import SmtpServer, register_email
 from tests.statistics_cases import store
 from tests.unit.test_statistics_releases import CASES
 from tests.webhook_receiving import NodeReceiver
@@ -819,3 +832,226 @@ async def test_a_cosignature_an_agency_forges_for_another_witness_counts_for_not
     done = await asyncio.to_thread(CliRunner().invoke, cli, [*args, *missing_book], env=env)
     assert done.exit_code == 5, done.output
     assert "no signed checkpoint" in done.output
+
+
+async def test_webhook_endpoint_state_reaches_no_agency_and_no_url_or_secret_crosses_the_bus(
+    network: Network, tmp_path: Path
+) -> None:
+    """Issue #19: while endpoints of A and B are registered, rotated, retyped, disabled by
+    the coordinator, enabled, disabled for failing and removed, with the relay, the webhook
+    deliverer and the notifier (which tells the coordinator and A's focal points of A's
+    disabling) running on their own credentials, every user of the configuration listens on
+    every subject it may subscribe to, and agency B pulls its own consumer afterwards. No
+    message anyone could see holds a URL or a secret (in any encoding); what the stream
+    gained is the notifier's notices only (on the network's subjects, which no agency
+    imports); and B learns nothing of A's endpoint."""
+    coordinator = DEMO_COORDINATOR
+    a_point = next(a for a in AGENCIES if a.code == A).focal_points[0]
+    b_point = next(a for a in AGENCIES if a.code == B).focal_points[0]
+    smtp = SmtpServer(tmp_path).start()
+    app = network.app()
+    captured: dict[str, list[tuple[str, bytes, str]]] = {}
+    listeners: list[NatsClient] = []
+    stop = asyncio.Event()
+    tasks: list[asyncio.Task[None]] = []
+    apps: list[ComplaintMechanism] = []
+    try:
+        for user, organisation, role in (
+            (coordinator.user, coordinator.agency, Role.COORDINATOR),
+            (a_point, A, Role.FOCAL_POINT),
+            (b_point, B, Role.FOCAL_POINT),
+        ):
+            register_email(
+                app,
+                coordinator,
+                user=user,
+                organisation=organisation,
+                role=role,
+                email_address=f"{user}@staff.test",
+                at=datetime.now(UTC),
+            )
+        network.last_position = last_published(app)
+        notify_app = complaint_mechanism(network.settings("project-notify"))
+        apps.append(notify_app)
+        tasks.append(
+            asyncio.create_task(
+                run_notifier(
+                    notify_app,
+                    NotifySettings(
+                        smtp_host="127.0.0.1",
+                        smtp_port=smtp.port,
+                        smtp_ca_file=smtp.cert,
+                        notify_inbox_url="https://cbcm.network.test",
+                    ),
+                    tmp_path / "notify",
+                    network.url,
+                    stop,
+                    nats_options=network.options("project-notify"),
+                    tick_seconds=0.1,
+                )
+            )
+        )
+        deliverer_app = complaint_mechanism(network.settings("webhooks"))
+        apps.append(deliverer_app)
+        outbox = Outbox(tmp_path / "deliveries.sqlite3")
+        tasks.append(
+            asyncio.create_task(
+                Deliverer(
+                    deliverer_app, outbox, network.url, nats_options=network.options("webhooks")
+                ).run(stop)
+            )
+        )
+        # the notifier knows the three contacts (the relay publishes them) before we start
+        await relay_until_published(network, _nothing)
+
+        async def contacts_known() -> bool:
+            return _contacts_known(tmp_path / "notify") == 3
+
+        await wait_until(contacts_known, DEADLINE, "the notifier's contacts")
+
+        # every user of the configuration listens on everything it may subscribe to
+        for user in network_users(CODES):
+            seen = captured.setdefault(user.name, [])
+
+            async def take(msg: Msg, seen: list[tuple[str, bytes, str]] = seen) -> None:
+                seen.append((msg.subject, msg.data, repr(msg.headers)))
+
+            nc = await refused_or_connected(network, user.name)
+            listeners.append(nc)
+            for subject in user.subscribe:
+                await nc.subscribe(subject, cb=take)
+            await nc.flush()
+        before = max(await stream_subjects(network))
+
+        # when the coordinator works on endpoints of A and B, and A's fails for days
+        urls = {
+            A: f"http://127.0.0.1:{free_port()}/{A}-{os.urandom(8).hex()}",
+            B: f"http://127.0.0.1:{free_port()}/{B}-{os.urandom(8).hex()}",
+        }
+        keys = {agency: "whsec_" + base64.b64encode(os.urandom(32)).decode() for agency in urls}
+        rotated = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+        now = datetime.now(UTC)
+        ids = {}
+        for agency, url in urls.items():
+            written = app.register_webhook(
+                actor=WORLD_COORDINATOR,
+                agency=agency,
+                url=url,
+                secret=keys[agency],
+                event_types=("org.psea.cbcm.case.received.v1",),
+                at=now,
+            )
+            ids[agency] = webhook_endpoint_id(written.version)
+        app.rotate_webhook_secret(ids[A], actor=WORLD_COORDINATOR, secret=rotated, at=now)
+        app.set_webhook_event_types(
+            ids[B],
+            actor=WORLD_COORDINATOR,
+            event_types=tuple(sorted(AGENCY_EVENT_TYPES)),
+            at=now,
+        )
+        app.disable_webhook(ids[B], actor=WORLD_COORDINATOR, at=now)
+        app.enable_webhook(ids[B], actor=WORLD_COORDINATOR, at=now)
+        app.disable_failing_webhook(
+            ids[A], failing_since=now - timedelta(days=6), limit=timedelta(days=5), at=now
+        )
+        told = f"{ids[A]}:v{app.webhook_registry_version()}"
+        app.remove_webhook(ids[B], actor=WORLD_COORDINATOR, at=now)
+
+        # the relay runs on: the notifier's notices reach the stream as it records them
+        tasks.append(asyncio.create_task(run_relay(network.settings("relay"), stop, network.url)))
+
+        async def both_told_on_the_stream() -> bool:
+            kinds = [
+                ce["data"]["recipient"]
+                for subject, ce in await stream_messages_after(network, before)
+                if subject.endswith(".sent") and ce["data"]["kind"] == "webhook_disabled"
+            ]
+            return {coordinator.user, a_point} <= set(kinds)
+
+        await wait_until(both_told_on_the_stream, 90, "the notices on the stream")
+        network.last_position = last_published(app)
+        await wait_until(
+            lambda: _published_up_to(network), DEADLINE, "the relay at the store's last event"
+        )
+        # B pulls what its own consumer holds now (what its account can read of the stream)
+        async with connected(network, agency_user(B)) as (nc, _):
+            js = nc.jetstream(prefix=AGENCY_API_PREFIX)
+            sub = await js.pull_subscribe_bind(agency_user(B), stream=STREAM)
+            pulled: list[bytes] = []
+            while True:
+                try:
+                    batch = await sub.fetch(100, timeout=1)
+                except TimeoutError:
+                    break
+                for msg in batch:
+                    pulled.append(msg.subject.encode() + b" " + msg.data)
+                    await msg.ack()
+        for nc in listeners:
+            await nc.flush()
+    finally:
+        stop.set()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for nc in listeners:
+            await nc.close()
+        for opened in apps:
+            opened.close()
+        app.close()
+        smtp.stop()
+
+    # then no message anyone could see holds a URL, a host's path or a secret, in any form
+    forms = [u.encode() for u in urls.values()] + [
+        u.rsplit("/", 1)[1].encode() for u in urls.values()
+    ]
+    for secret in (*keys.values(), rotated):
+        raw = base64.b64decode(secret.removeprefix("whsec_"))
+        forms += [secret.encode(), secret.removeprefix("whsec_").encode(), raw, raw.hex().encode()]
+        forms += [base64.urlsafe_b64encode(raw).rstrip(b"=")]
+    wire = b"\n".join(
+        s.encode() + b" " + d + b" " + h.encode() for seen in captured.values() for s, d, h in seen
+    ) + b"\n".join(pulled)
+    assert sum(len(seen) for seen in captured.values()) > 0
+    assert [f for f in forms if f in wire] == []
+    # what the stream gained is the notifier's notices, on the network's subjects only
+    gained = await stream_messages_after(network, before)
+    assert gained and {s for s, _ in gained} <= {
+        "cbcm.v1.evt.network.notification.sent",
+        "cbcm.v1.evt.network.notification.given_up",
+    }
+    about_a = [ce for _, ce in gained if ce["data"]["kind"] == "webhook_disabled"]
+    assert {ce["data"]["recipient"] for ce in about_a} == {coordinator.user, a_point}
+    assert {ce["data"]["about"] for ce in about_a} == {told}
+    gained_bytes = b"\n".join(json.dumps(ce).encode() for _, ce in gained)
+    assert [f for f in forms if f in gained_bytes] == []
+    # and B learns nothing of A's endpoint: not on anything B's user received or pulled, and
+    # not by mail to B's focal point
+    b_saw = b"\n".join(
+        s.encode() + b" " + d + b" " + h.encode() for s, d, h in captured[agency_user(B)]
+    ) + b"\n".join(pulled)
+    for secret_of_a in (str(ids[A]).encode(), b"webhook", b"notification"):
+        assert secret_of_a not in b_saw
+    assert not [m for m in smtp.mails if f"{b_point}@staff.test" in m.to and "webhook" in m.subject]
+    assert [m.subject for m in smtp.mails if f"{a_point}@staff.test" in m.to] == [
+        "[PSEA] 1 webhook endpoint disabled after failing deliveries"
+    ]
+
+
+async def _nothing() -> None:
+    return None
+
+
+async def _published_up_to(network: Network) -> bool:
+    async with connected(network, "project-inbox") as (reader, _):
+        return (await stream_tail(reader))[1] == network.last_position
+
+
+def _contacts_known(data_dir: Path) -> int:
+    path = notifier_path(data_dir)
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return int(db.execute("SELECT count(*) FROM notify_contacts").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+    finally:
+        db.close()
