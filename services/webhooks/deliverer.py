@@ -14,14 +14,17 @@ Two halves in one process, joined by the outbox (``services.webhooks.outbox``):
 - **Senders.** One task per enabled endpoint sends its queue in position order, one delivery
   at a time (so a case's events arrive in the order they happened), as the CloudEvent's
   bytes in structured mode (``application/cloudevents+json``), signed with the Standard
-  Webhooks scheme (``signing``). A 2xx answer removes the row; anything else (another
-  status, a refused connection, a timeout) is logged and retried after a wait that doubles
-  from ``CBCM_WEBHOOK_RETRY_FIRST_SECONDS`` up to ``CBCM_WEBHOOK_RETRY_MOST_SECONDS``, the
-  same ``webhook-id`` every time. An endpoint that has failed every attempt for
+  Webhooks scheme (``signing``), over a transport that connects only to the address it
+  checked (``pinning``: an internal one is refused, whatever the name's DNS says next).
+  A 2xx answer removes the row; anything else (another status, a refused connection, a
+  timeout, an address not allowed) is logged and retried after a wait that doubles from
+  ``CBCM_WEBHOOK_RETRY_FIRST_SECONDS`` up to ``CBCM_WEBHOOK_RETRY_MOST_SECONDS``, the same
+  ``webhook-id`` every time. An endpoint that has failed every attempt for
   ``CBCM_WEBHOOK_DISABLE_AFTER_DAYS`` is disabled by an event in the log
   (``WebhookRegistry.EndpointDisabled``, no actor, reason ``failing``): the coordinator sees
-  it there (``cbcm webhooks list``, ``GET /v1/webhooks``) and is told by the notifications
-  that follow the log. Its queue waits; enabled again, it is sent first.
+  it there (``cbcm webhooks list``, ``GET /v1/webhooks``) and is told by the notifier, which
+  reads the registry's disablings from the log (``services.notify.webhooks``). Its queue
+  waits; enabled again, it is sent first.
 
 Killed at any point, nothing is lost and nothing is sent under another id: a row leaves the
 queue only after its 2xx, so the worst case is one event sent again, with the same
