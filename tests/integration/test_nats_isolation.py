@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import nats
 import nats.errors
@@ -35,8 +36,13 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from typer.testing import CliRunner
 
+from contracts.asyncapi import component_key
 from contracts.audit import (
+    AUDIT_STREAM,
     CHECKPOINT_SUBJECT,
+    COSIGNATURE_SCHEMA,
+    ERASURE_NOTICE_SCHEMA,
+    ERASURE_NOTICE_SUBJECT,
     AuditCosignatureV1,
     agency_cosignature_subject,
     decode_checkpoint,
@@ -45,7 +51,9 @@ from contracts.audit import (
 )
 from contracts.statistics import decode_release
 from contracts.subjects import SHARES_STREAM, STREAM, record_shares
-from domain.actors import Role
+from domain.actors import Actor, Role
+from domain.personal_data import DataSubject
+from domain.vocabulary import Channel, ComplainantRole, ErasureReason
 from domain.webhooks import webhook_endpoint_id
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
@@ -68,6 +76,7 @@ from services.bootstrap import complaint_mechanism
 from services.cli.main import cli
 from services.demo.network import COORDINATOR as DEMO_COORDINATOR
 from services.demo.walk import AGENCIES, build_demo_network, walk_cases
+from services.event_store.store_id import store_id_of
 from services.nats.client import nats_connect_options
 from services.nats.config import (
     AGENCY_API_PREFIX,
@@ -86,6 +95,7 @@ from services.relay.relay import ensure_shares_stream, run_relay
 from services.settings import Settings
 from services.webhooks.deliverer import Deliverer
 from services.webhooks.outbox import Outbox
+from tests.integration.test_headers_on_the_wire import strict_headers
 from tests.integration.test_relay import wait_until
 from tests.notify_world import SmtpServer, register_email
 from tests.statistics_cases import store
@@ -94,6 +104,7 @@ from tests.webhook_receiving import NodeReceiver
 from tests.world import COORDINATOR as WORLD_COORDINATOR
 
 DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "nats" / "cbcm.conf"
+GUIDE = Path(__file__).resolve().parents[2] / "docs" / "integrator-guide.md"
 CODES = [a.code for a in AGENCIES]
 A, B = "unhcr", "unicef"
 START = datetime(2025, 9, 1, tzinfo=UTC)
@@ -1056,3 +1067,123 @@ def _contacts_known(data_dir: Path) -> int:
         return 0
     finally:
         db.close()
+
+
+async def test_an_agencys_cosignature_and_an_erasure_notice_carry_the_documented_headers(
+    network: Network,
+) -> None:
+    """The headers of the two audit messages the other tests do not read off the wire: an
+    agency's witness's cosignature (from its own account, on core NATS into CBCM_AUDIT) and
+    the checkpoint publisher's erasure notices, as the server stored them, held to the
+    AsyncAPI document made strict and to what the integrator guide says of them."""
+    # given an erasure in the log, then a checkpoint over it (with its erasure notices)
+    app = network.app()
+    try:
+        at = datetime.now(UTC)
+        case = app.receive_complaint(
+            actor=Actor("op-headers", A, Role.INTAKE_OPERATOR),
+            at=at,
+            received_at=at,
+            channel=Channel.HOTLINE,
+            complainant_role=ComplainantRole.WITNESS,
+            immediate_safety_risk=False,
+            narrative="told at the distribution point",
+        )
+        handler = next(a for a in AGENCIES if a.code == A).focal_points[0]
+        erased = app.erase_personal_data(
+            case.id,
+            actor=Actor(handler, A, Role.FOCAL_POINT),
+            subjects=(DataSubject.COMPLAINANT,),
+            reason=ErasureReason.COMPLAINANT_REQUEST,
+            at=at,
+        )
+        network.last_position = last_published(app)
+        store = store_id_of(app.recorder)
+    finally:
+        app.close()
+    await relay_until_published(network, _nothing)
+    checkpointer = network.app()
+    try:
+        await checkpoint_once(
+            checkpointer,
+            load_signing_key(network.settings("audit-checkpoint")),
+            network.url,
+            nats_options=network.options("audit-checkpoint"),
+            origin=load_log_origin(network.settings("audit-checkpoint")),
+        )
+    finally:
+        checkpointer.close()
+    # ... and agency A's witness cosigning it from A's account
+    settings = network.settings(f"agency-{A}")
+    publisher = network.settings("audit-checkpoint")
+    log = LogIdentity(load_log_origin(publisher), load_public_key(publisher))
+    settings = settings.model_copy(update={"witness_dir": network.data_dir / f"witness-{A}"})
+    book_path = network.data_dir / f"witness-{A}-headers.sqlite3"
+    stop = asyncio.Event()
+    witness = asyncio.create_task(
+        run_witness(settings, stop, network.url, db_path=book_path, name=A, identity=log)
+    )
+
+    async def audit_messages() -> list[tuple[str, dict[str, str]]]:
+        nc = await nats.connect(network.url, **network.options("audit-checkpoint"))
+        try:
+            js = nc.jetstream()
+            last = (await js.stream_info(AUDIT_STREAM)).state.last_seq
+            out = []
+            for seq in range(1, last + 1):
+                try:
+                    raw = await js.get_msg(AUDIT_STREAM, seq)
+                except nats.js.errors.NotFoundError:
+                    continue
+                out.append((str(raw.subject), dict(raw.headers or {})))
+            return out
+        finally:
+            await nc.close()
+
+    async def cosigned_since_the_erasure() -> bool:
+        if witness.done():
+            witness.result()
+            raise AssertionError("the witness stopped")
+        subjects = [s for s, _ in await audit_messages()]
+        cosignature = agency_cosignature_subject(A)
+        return cosignature in subjects and (
+            len(subjects) - 1 - subjects[::-1].index(cosignature)
+            > max(i for i, s in enumerate(subjects) if s == ERASURE_NOTICE_SUBJECT)
+        )
+
+    try:
+        await wait_until(cosigned_since_the_erasure, DEADLINE, f"{A}'s cosignature after it")
+    finally:
+        stop.set()
+        await witness
+
+    # when the stored messages are read back with their headers
+    stored = await audit_messages()
+    strict = strict_headers()
+    notices = [h for s, h in stored if s == ERASURE_NOTICE_SUBJECT]
+    cosignatures = [h for s, h in stored if s == agency_cosignature_subject(A)]
+
+    # then an agency's cosignature carries no header at all, as documented
+    assert cosignatures and all(h == {} for h in cosignatures)
+    assert [str(e) for e in strict[component_key(COSIGNATURE_SCHEMA)].iter_errors({})] == []
+    # ... and each erasure notice exactly Nats-Msg-Id <store>:erasure:<position>:<scope>:<subject>
+    # and Nats-Expected-Stream, one per erased key of this erasure (the case's and its records')
+    ours = [
+        h for h in notices if h["Nats-Msg-Id"].startswith(f"{store}:erasure:{erased.position}:")
+    ]
+    assert ours
+    for headers in ours:
+        assert set(headers) == {"Nats-Msg-Id", "Nats-Expected-Stream"}
+        assert headers["Nats-Expected-Stream"] == AUDIT_STREAM
+        _, word, position, scope, subject = headers["Nats-Msg-Id"].split(":")
+        assert (word, int(position), subject) == ("erasure", erased.position, "complainant")
+        UUID(scope)
+        errors = strict[component_key(ERASURE_NOTICE_SCHEMA)].iter_errors(headers)
+        assert [str(e) for e in errors] == []
+    assert str(case.id) in {h["Nats-Msg-Id"].split(":")[3] for h in ours}
+    # ... which is what the integrator guide says of them
+    guide = GUIDE.read_text()
+    said = " ".join(guide.split("Cosignatures carry only", 1)[1].split("**Positions.**")[0].split())
+    assert "or nothing (an agency's witness" in said
+    assert "carry `Nats-Msg-Id: <store-id>:erasure:<position>:<scope>:<subject>` and" in said
+    assert "`Nats-Expected-Stream`" in said
