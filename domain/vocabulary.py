@@ -341,6 +341,8 @@ class WorkPlanActivityKind(StrEnum):
     ASSISTANCE_PATHWAY = "assistance_pathway"
     COORDINATION = "coordination"
     REPORTING = "reporting"
+
+
 class NotificationKind(StrEnum):
     """What a notification tells (issue #18): a kind and a count, never a case's content."""
 

@@ -7,6 +7,10 @@ because it decides where a case's events go: who pointed them at which URL, when
 an endpoint stopped receiving them are custody facts an auditor replays. The secret is
 personal-data-like (whoever holds it can forge deliveries), so it is marked ``PersonalText``
 and the store seals it at rest like a name (ADR 8, ADR 17): the log never holds it in clear.
+Each endpoint's secret is kept in a record of its own (``WebhookSecret``), so that it is
+sealed under a data key of its own: removing the endpoint destroys that key (crypto-
+shredding), and nobody, with every copy of the database and the key ring, reads it again.
+The registry's events say that a secret was set or rotated, never what it is.
 
 The domain checks the shape of things (who acts, the agency is a member, the URL, the
 secret's form); which message types exist is the published language's business and is
@@ -45,6 +49,11 @@ MOST_EVENT_TYPES = 64
 LONGEST_URL = 2048
 
 
+def webhook_secret_id(endpoint_id: UUID) -> UUID:
+    """The id of the record that keeps the endpoint's secret."""
+    return uuid5(WEBHOOK_REGISTRY_ID, f"secret:{endpoint_id}")
+
+
 def webhook_endpoint_id(registered_version: int) -> UUID:
     """The id of the endpoint the registry's event ``registered_version`` registered: derived,
     so that a retried registration is answered with the same id without a look-up."""
@@ -66,7 +75,10 @@ class WebhookEndpoint:
     endpoint_id: UUID
     agency: str
     url: str
-    secret: str = field(repr=False)  # never in a log line or a traceback
+    secret: str | None = field(repr=False)  # never in a log line or a traceback
+    """None in the registry itself since secrets are kept apart (``WebhookSecret``); the
+    application's ``webhook_endpoints`` gives it. A registration recorded before that keeps
+    its first secret here."""
     event_types: frozenset[str]
     registered_version: int
     enabled: bool = True
@@ -167,13 +179,15 @@ class WebhookRegistry(RecordedAggregate):
         endpoint_id: UUID
         agency: str
         url: str
-        secret: PersonalText
+        secret: PersonalText | None
+        """None: kept in the endpoint's ``WebhookSecret`` (every registration since it exists)."""
         event_types: tuple[str, ...]
 
     class EndpointSecretRotated(Aggregate.Event):
         actor: Actor
         endpoint_id: UUID
-        secret: PersonalText
+        secret: PersonalText | None
+        """None: the new secret is in the endpoint's ``WebhookSecret``."""
 
     class EndpointEventTypesSet(Aggregate.Event):
         actor: Actor
@@ -235,12 +249,14 @@ class WebhookRegistry(RecordedAggregate):
         if agency not in network.agencies:
             raise UnknownAgency(agency)
         endpoint_id = webhook_endpoint_id(self.version + 1)
+        checked_url = check_url(url)
+        check_secret(secret)
         self._registered(
             actor=actor,
             endpoint_id=endpoint_id,
             agency=agency,
-            url=check_url(url),
-            secret=check_secret(secret),
+            url=checked_url,
+            secret=None,  # kept in the endpoint's WebhookSecret (checked above)
             event_types=tuple(sorted(_check_types(event_types))),
             timestamp=at,
         )
@@ -250,8 +266,12 @@ class WebhookRegistry(RecordedAggregate):
         """Replace the endpoint's secret (deliveries from now on are signed with the new one)."""
         _require_coordinator(actor)
         self.endpoint(endpoint_id)
+        check_secret(secret)
         self._secret_rotated(
-            actor=actor, endpoint_id=endpoint_id, secret=check_secret(secret), timestamp=at
+            actor=actor,
+            endpoint_id=endpoint_id,
+            secret=None,  # the new one is kept in the endpoint's WebhookSecret
+            timestamp=at,
         )
 
     def set_event_types(
@@ -322,7 +342,7 @@ class WebhookRegistry(RecordedAggregate):
         endpoint_id: UUID,
         agency: str,
         url: str,
-        secret: str,
+        secret: str | None,
         event_types: tuple[str, ...],
         timestamp: datetime,
     ) -> None:
@@ -337,7 +357,7 @@ class WebhookRegistry(RecordedAggregate):
 
     @event(EndpointSecretRotated)
     def _secret_rotated(
-        self, *, actor: Actor, endpoint_id: UUID, secret: str, timestamp: datetime
+        self, *, actor: Actor, endpoint_id: UUID, secret: str | None, timestamp: datetime
     ) -> None:
         old = self.endpoints[endpoint_id]
         self.endpoints[endpoint_id] = _replace(
@@ -379,6 +399,62 @@ class WebhookRegistry(RecordedAggregate):
     @event(EndpointRemoved)
     def _removed(self, *, actor: Actor, endpoint_id: UUID, timestamp: datetime) -> None:
         del self.endpoints[endpoint_id]
+
+
+class WebhookSecret(RecordedAggregate):
+    """One endpoint's signing secret, and the one before its last rotation, in a record of
+    their own: sealed at rest under this record's data key, which ``erase`` destroys."""
+
+    class Kept(Aggregate.Created):
+        endpoint_id: UUID
+        secret: PersonalText
+
+    class Rotated(Aggregate.Event):
+        secret: PersonalText
+
+    class Erased(Aggregate.Event):
+        """The record's data key is destroyed with this event: its secrets are gone."""
+
+        actor: Actor
+
+    @staticmethod
+    def create_id(endpoint_id: UUID, **_: object) -> UUID:
+        return webhook_secret_id(endpoint_id)
+
+    @classmethod
+    def keep(cls, *, endpoint_id: UUID, secret: str, at: datetime) -> WebhookSecret:
+        return cls(endpoint_id=endpoint_id, secret=check_secret(secret), timestamp=at)
+
+    @event(Kept)
+    def __init__(self, *, endpoint_id: UUID, secret: str, timestamp: datetime) -> None:
+        self.endpoint_id = endpoint_id
+        self.secret: str | None = secret
+        self.previous: str | None = None
+        self.erased = False
+
+    def __repr__(self) -> str:  # never the secret in a log line or a traceback
+        return f"WebhookSecret({self.endpoint_id}, erased={self.erased})"
+
+    def rotate(self, *, secret: str, at: datetime) -> None:
+        if self.erased:
+            raise InvalidCommand(f"the secret of webhook endpoint {self.endpoint_id} is erased")
+        self._rotated(secret=check_secret(secret), timestamp=at)
+
+    def erase(self, *, actor: Actor, at: datetime) -> None:
+        """Destroy the secrets for good (the endpoint is removed)."""
+        _require_coordinator(actor)
+        if self.erased:
+            raise InvalidCommand(f"the secret of webhook endpoint {self.endpoint_id} is erased")
+        self._erased(actor=actor, timestamp=at)
+
+    @event(Rotated)
+    def _rotated(self, *, secret: str, timestamp: datetime) -> None:
+        self.previous, self.secret = self.secret, secret
+
+    @event(Erased)
+    def _erased(self, *, actor: Actor, timestamp: datetime) -> None:
+        self.secret = self.previous = None
+        self.erased = True
 
 
 def _replace(endpoint: WebhookEndpoint, **changes: object) -> WebhookEndpoint:

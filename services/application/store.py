@@ -29,7 +29,7 @@ from domain.case_notices import CaseNotices
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.personal_data_reads import PersonalDataReads
 from domain.receipt import Receipt
-from domain.webhooks import WebhookRegistry
+from domain.webhooks import WebhookRegistry, WebhookSecret
 from services.application.commands import (
     Target,
     Written,
@@ -57,10 +57,11 @@ INTERNAL_AGGREGATES: tuple[type[Aggregate], ...] = (
     AuditGrants,
     WebhookRegistry,
     CaseNotices,
+    WebhookSecret,
 )
 """Aggregates kept for the mechanism itself (receipt verifiers, the log of personal-data
-reads, answers to retried requests, auditors' grants, the webhook endpoints, each case's
-index of its notices): never
+reads, answers to retried requests, auditors' grants, the webhook endpoints and their
+secrets, each case's index of its notices): never
 published, so a write's ``position`` (what read models are asked to reach) is that of its
 last published event."""
 

@@ -9,7 +9,7 @@ webhook cannot be registered for those either).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from uuid import UUID
 
@@ -19,7 +19,14 @@ from contracts.subjects import NETWORK_AGGREGATES
 from domain.actors import Actor
 from domain.errors import InvalidCommand, NotFound
 from domain.network import Network
-from domain.webhooks import WEBHOOK_REGISTRY_ID, DisableReason, WebhookEndpoint, WebhookRegistry
+from domain.webhooks import (
+    WEBHOOK_REGISTRY_ID,
+    DisableReason,
+    WebhookEndpoint,
+    WebhookRegistry,
+    WebhookSecret,
+    webhook_secret_id,
+)
 from services.application.commands import Written
 from services.application.store import StoredApplication
 
@@ -97,16 +104,36 @@ class WebhookCommands(StoredApplication):
         return version, found
 
     def webhook_endpoints(self) -> list[WebhookEndpoint]:
+        """Every endpoint, each with its secrets (from its ``WebhookSecret``)."""
         registry = self.webhook_registry()
         if registry is None:
             return []
-        return sorted(registry.endpoints.values(), key=lambda e: (e.agency, str(e.endpoint_id)))
+        found = sorted(registry.endpoints.values(), key=lambda e: (e.agency, str(e.endpoint_id)))
+        return [self._with_secret(e) for e in found]
 
     def webhook_endpoint(self, endpoint_id: UUID) -> WebhookEndpoint:
         registry = self.webhook_registry()
         if registry is None:
             raise NotFound(f"no webhook endpoint {endpoint_id}")
-        return registry.endpoint(endpoint_id)
+        return self._with_secret(registry.endpoint(endpoint_id))
+
+    def webhook_secret(self, endpoint_id: UUID) -> WebhookSecret | None:
+        """The record keeping the endpoint's secret (None for one registered before secrets
+        were kept apart: the registry's key seals its first secret)."""
+        secret_id = webhook_secret_id(endpoint_id)
+        if not self._current_version(secret_id):
+            return None
+        return self._load(WebhookSecret, secret_id)
+
+    def _with_secret(self, endpoint: WebhookEndpoint) -> WebhookEndpoint:
+        kept = self.webhook_secret(endpoint.endpoint_id)
+        if kept is None:
+            return endpoint
+        return replace(
+            endpoint,
+            secret=kept.secret,
+            previous_secret=kept.previous or endpoint.previous_secret,
+        )
 
     def register_webhook(
         self,
@@ -124,16 +151,18 @@ class WebhookCommands(StoredApplication):
         registry = self.webhook_registry()
         if registry is None:
             registry = WebhookRegistry.start(at=at)
-        registry.register(
+        at = max(at, registry.modified_on)
+        endpoint_id = registry.register(
             self.network(),
             actor=actor,
             agency=agency,
             url=url,
             secret=secret,
             event_types=event_types,
-            at=max(at, registry.modified_on),
+            at=at,
         )
-        return self._commit(registry)
+        kept = WebhookSecret.keep(endpoint_id=endpoint_id, secret=secret, at=at)
+        return self._commit(registry, kept)
 
     def _on_registry(self, decide: object) -> Written:
         assert callable(decide)
@@ -142,9 +171,18 @@ class WebhookCommands(StoredApplication):
     def rotate_webhook_secret(
         self, endpoint_id: UUID, *, actor: Actor, secret: str, at: datetime
     ) -> Written:
-        return self._on_registry(
-            lambda r: r.rotate_secret(actor=actor, endpoint_id=endpoint_id, secret=secret, at=at)
-        )
+        """The registry records the rotation, the endpoint's ``WebhookSecret`` the secret (a
+        record made now for an endpoint registered before they existed), in one commit."""
+
+        def decide(registry: WebhookRegistry) -> WebhookSecret:
+            registry.rotate_secret(actor=actor, endpoint_id=endpoint_id, secret=secret, at=at)
+            kept = self.webhook_secret(endpoint_id)
+            if kept is None:
+                return WebhookSecret.keep(endpoint_id=endpoint_id, secret=secret, at=at)
+            kept.rotate(secret=secret, at=max(at, kept.modified_on))
+            return kept
+
+        return self._on_registry(decide)
 
     def set_webhook_event_types(
         self, endpoint_id: UUID, *, actor: Actor, event_types: tuple[str, ...], at: datetime
@@ -173,4 +211,17 @@ class WebhookCommands(StoredApplication):
         return self._on_registry(lambda r: r.enable(actor=actor, endpoint_id=endpoint_id, at=at))
 
     def remove_webhook(self, endpoint_id: UUID, *, actor: Actor, at: datetime) -> Written:
-        return self._on_registry(lambda r: r.remove(actor=actor, endpoint_id=endpoint_id, at=at))
+        """Remove the endpoint and destroy its secrets' data key, in one commit: nobody, with
+        any copy of the database and the key ring, reads them again (crypto-shredding). A
+        secret recorded in the registry itself (registrations older than ``WebhookSecret``)
+        is sealed under the registry's key and stays: rotate it first, then remove."""
+
+        def decide(registry: WebhookRegistry) -> tuple[WebhookSecret, ...]:
+            registry.remove(actor=actor, endpoint_id=endpoint_id, at=at)
+            kept = self.webhook_secret(endpoint_id)
+            if kept is None or kept.erased:
+                return ()
+            kept.erase(actor=actor, at=max(at, kept.modified_on))
+            return (kept,)
+
+        return self._on_registry(decide)

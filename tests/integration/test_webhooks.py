@@ -39,7 +39,13 @@ from nats.aio.client import Client as NatsClient
 from contracts.subjects import STREAM
 from domain.actors import Actor, Role
 from domain.vocabulary import Channel, ComplainantRole, SharedItem, TransferReason
-from domain.webhooks import WEBHOOK_REGISTRY_ID, WebhookRegistry, webhook_endpoint_id
+from domain.webhooks import (
+    WEBHOOK_REGISTRY_ID,
+    WebhookRegistry,
+    WebhookSecret,
+    webhook_endpoint_id,
+    webhook_secret_id,
+)
 from services.application.mechanism import ComplaintMechanism
 from services.application.webhooks import AGENCY_EVENT_TYPES
 from services.bootstrap import complaint_mechanism
@@ -88,6 +94,7 @@ class Stack:
     nc: NatsClient
     outbox: Outbox
     tmp: Path
+    store: str
 
     async def publish(self) -> None:
         await Relay(self.app, self.nc.jetstream()).publish_pending()
@@ -129,7 +136,7 @@ async def stack(
     await ensure_stream(nc.jetstream())
     outbox = Outbox(tmp_path / "webhooks" / "deliveries.sqlite3")
     try:
-        yield Stack(app, nats_server, nc, outbox, tmp_path)
+        yield Stack(app, nats_server, nc, outbox, tmp_path, store)
     finally:
         await nc.close()
         outbox.close()
@@ -664,3 +671,52 @@ class TlsReceiver:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+async def test_a_removed_endpoints_secrets_are_shredded_and_no_one_elses(stack: Stack) -> None:
+    """Someone with every copy of the database and the key ring, after the coordinator
+    removed an endpoint, reads none of its secrets (the one it had and the one before its
+    rotation): their data key was destroyed with the removal. Another endpoint's secret still
+    opens, and deliveries to it are still signed."""
+    first, rotated, other = new_secret(), new_secret(), new_secret()
+    removed, _ = stack.register(
+        "unhcr", "https://hooks.unhcr.example/a", first, {"org.psea.cbcm.case.received.v1"}
+    )
+    kept, _ = stack.register(
+        "wfp", "https://hooks.wfp.example/b", other, {"org.psea.cbcm.case.received.v1"}
+    )
+    stack.app.rotate_webhook_secret(
+        removed, actor=COORDINATOR, secret=rotated, at=datetime.now(UTC)
+    )
+    assert stack.app.webhook_endpoint(removed).secret == rotated
+    assert stack.app.webhook_endpoint(removed).previous_secret == first
+    stack.app.remove_webhook(removed, actor=COORDINATOR, at=datetime.now(UTC))
+
+    # an attacker's own process on the same store and keys
+    attacker = complaint_mechanism(Settings(data_dir=stack.tmp, event_store=stack.store))
+    try:
+        readable = []
+        for aggregate_id in (
+            WEBHOOK_REGISTRY_ID,
+            webhook_secret_id(removed),
+            webhook_secret_id(kept),
+        ):
+            for stored in attacker.recorder.select_events(aggregate_id):
+                readable.append(repr(vars(attacker.mapper.to_domain_event(stored))))
+        seen = "\n".join(readable)
+        assert first not in seen and rotated not in seen  # gone, in every event
+        assert other in seen  # the other endpoint's still opens
+        assert attacker.webhook_endpoint(kept).secret == other
+        erased = [
+            e
+            for e in attacker.events.get(webhook_secret_id(removed))
+            if isinstance(e, WebhookSecret.Erased)
+        ]
+        assert len(erased) == 1 and erased[0].actor == COORDINATOR
+    finally:
+        attacker.close()
+    # and nothing in the database file holds them in clear, nor their key bytes
+    raw = b"".join(p.read_bytes() for p in stack.tmp.glob("events.sqlite3*"))
+    for gone in (first, rotated):
+        assert gone.encode() not in raw
+        assert base64.b64decode(gone.removeprefix("whsec_")) not in raw

@@ -9,6 +9,7 @@ import hashlib
 import hmac
 import ipaddress
 import secrets
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
@@ -24,8 +25,10 @@ from domain.webhooks import (
     DisableReason,
     WebhookEndpoint,
     WebhookRegistry,
+    WebhookSecret,
     check_url,
     webhook_endpoint_id,
+    webhook_secret_id,
 )
 from services.application.webhooks import AGENCY_EVENT_TYPES, check_event_types
 from services.nats.config import agency_nats_user
@@ -144,7 +147,11 @@ def test_the_endpoint_id_is_derived_from_the_registrations_version(network: Netw
     (endpoint,) = registry.endpoints.values()
     assert endpoint.registered_version == registry.version == 2
     assert endpoint.endpoint_id == webhook_endpoint_id(registry.version)
-    assert endpoint.secret not in repr(endpoint)  # never in a log line or a traceback
+    assert endpoint.secret is None  # the registry holds no secret: its WebhookSecret does
+    given = secret()
+    assert given not in repr(replace(endpoint, secret=given))  # never in a log line
+    kept = WebhookSecret.keep(endpoint_id=endpoint.endpoint_id, secret=given, at=T0)
+    assert kept.id == webhook_secret_id(endpoint.endpoint_id) and given not in repr(kept)
 
 
 def test_an_endpoint_is_disabled_for_failing_only_after_the_limit(network: Network) -> None:
@@ -347,11 +354,21 @@ def test_after_a_rotation_a_delivery_verifies_with_either_secret() -> None:
 def test_a_rotation_keeps_the_old_secret_for_the_overlap(network: Network) -> None:
     registry = registry_with(network)
     (endpoint_id,) = registry.endpoints
-    first = registry.endpoints[endpoint_id].secret
-    registry.rotate_secret(actor=COORDINATOR, endpoint_id=endpoint_id, secret=secret(), at=T0)
+    first, new = secret(), secret()
+    kept = WebhookSecret.keep(endpoint_id=endpoint_id, secret=first, at=T0)
+    registry.rotate_secret(actor=COORDINATOR, endpoint_id=endpoint_id, secret=new, at=T0)
+    kept.rotate(secret=new, at=T0)
     rotated = registry.endpoints[endpoint_id]
-    assert rotated.previous_secret == first and rotated.rotated_at == T0
-    assert rotated.secret != first and rotated.secret_version == 2
+    assert rotated.rotated_at == T0 and rotated.secret_version == 2
+    assert rotated.secret is None and rotated.previous_secret is None
+    assert (kept.secret, kept.previous) == (new, first)
+    # removed, the coordinator erases it: gone from the record, and no rotation after
+    with pytest.raises(ActionNotPermitted):
+        kept.erase(actor=FOCAL_POINT, at=T0)
+    kept.erase(actor=COORDINATOR, at=T0)
+    assert (kept.secret, kept.previous, kept.erased) == (None, None, True)
+    with pytest.raises(InvalidCommand):
+        kept.rotate(secret=secret(), at=T0)
 
 
 @pytest.mark.parametrize(

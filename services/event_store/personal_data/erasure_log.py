@@ -35,6 +35,7 @@ from domain.case import Case
 from domain.feedback import Feedback
 from domain.notification import StaffContact
 from domain.personal_data import DataSubject
+from domain.webhooks import WebhookSecret
 from services.event_store import custody
 from services.event_store.chain import GENESIS, head, link_at, link_before, read_log
 from services.event_store.personal_data.data_keys import KeyRef, KeyTable
@@ -47,6 +48,7 @@ from services.event_store.personal_data.erasure_ledger import (
 CASE_ERASED = get_topic(Case.PersonalDataErased)
 FEEDBACK_ERASED = get_topic(Feedback.PersonalDataErased)
 CONTACT_ERASED = get_topic(StaffContact.PersonalDataErased)
+WEBHOOK_SECRET_ERASED = get_topic(WebhookSecret.Erased)
 SEALED = "_pd"
 
 _decode = msgspec.json.Decoder().decode
@@ -79,7 +81,7 @@ def sealed_keys(fields: dict[str, Any]) -> set[tuple[str, int]]:
 def erasure_targets(topic: str, originator: UUID, fields: dict[str, Any]) -> list[tuple[UUID, str]]:
     """The (scope, subject) pairs an erasure event's stored fields destroy (as
     ``sealing.erasures_of`` does for the decoded event)."""
-    if topic in (FEEDBACK_ERASED, CONTACT_ERASED):
+    if topic in (FEEDBACK_ERASED, CONTACT_ERASED, WEBHOOK_SECRET_ERASED):
         return [(originator, subject.value) for subject in DataSubject]
     if topic != CASE_ERASED:
         return []
@@ -189,11 +191,12 @@ def erasures(
     """(position, scope, subject) of every erasure the log holds after ``after`` that the
     application wrote (``unvouched``); the (position, why) of any other erasure event is
     added to ``forged``: it erases nothing."""
-    where: LiteralString = "{pos} > %s AND topic IN (%s, %s, %s)"
-    params: tuple[Any, ...] = (after, CASE_ERASED, FEEDBACK_ERASED, CONTACT_ERASED)
+    erasures = (CASE_ERASED, FEEDBACK_ERASED, CONTACT_ERASED, WEBHOOK_SECRET_ERASED)
+    where: LiteralString = "{pos} > %s AND topic IN (%s, %s, %s, %s)"
+    params: tuple[Any, ...] = (after, *erasures)
     if through is not None:
-        where = "{pos} > %s AND {pos} <= %s AND topic IN (%s, %s, %s)"
-        params = (after, through, CASE_ERASED, FEEDBACK_ERASED, CONTACT_ERASED)
+        where = "{pos} > %s AND {pos} <= %s AND topic IN (%s, %s, %s, %s)"
+        params = (after, through, *erasures)
     for position, originator, _version, topic, state in select_events(
         recorder, where + " ORDER BY {pos}", params
     ):

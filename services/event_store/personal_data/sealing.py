@@ -26,6 +26,7 @@ from domain.case import Case
 from domain.feedback import Feedback
 from domain.notification import StaffContact
 from domain.personal_data import ERASED, DataSubject, personal_data_fields
+from domain.webhooks import WebhookSecret
 from services.event_store.personal_data.data_keys import DataKeys, KeyRef
 
 SEALED = "_pd"
@@ -136,6 +137,9 @@ def erasures_of(event: object) -> list[tuple[UUID, str]]:
     if isinstance(event, Case.PersonalDataErased):
         scopes = (UUID(str(event.originator_id)), *event.records)
         return [(scope, subject.value) for scope in scopes for subject in event.subjects]
-    if isinstance(event, Feedback.PersonalDataErased | StaffContact.PersonalDataErased):
+    if isinstance(
+        event,
+        Feedback.PersonalDataErased | StaffContact.PersonalDataErased | WebhookSecret.Erased,
+    ):
         return [(UUID(str(event.originator_id)), subject.value) for subject in DataSubject]
     return []
