@@ -455,26 +455,29 @@ class Deliverer:
             and endpoint.rotated_at is not None
             and at - endpoint.rotated_at < self.policy.rotation_overlap
         )
-        headers = signed_headers(
-            endpoint.secret,
-            item.webhook_id,
-            at,
-            item.body,
-            also=endpoint.previous_secret if overlapping else None,
-        )
         started = time.perf_counter()
         status: int | None = None
         error: str | None = None
-        try:
-            # the status is all we need: the answer's body is never read (a receiver could
-            # send an endless one). The transport connects only to the address it checked
-            # (``pinning``): an internal one is refused before any byte goes out.
-            async with self._client.stream(
-                "POST", endpoint.url, content=item.body, headers=headers
-            ) as answer:
-                status = answer.status_code
-        except (httpx.HTTPError, AddressNotAllowed) as e:
-            error = type(e).__name__
+        if endpoint.secret is None:  # its record is gone: nothing can be signed, nothing sent
+            error = "SecretMissing"
+        else:
+            headers = signed_headers(
+                endpoint.secret,
+                item.webhook_id,
+                at,
+                item.body,
+                also=endpoint.previous_secret if overlapping else None,
+            )
+            try:
+                # the status is all we need: the answer's body is never read (a receiver
+                # could send an endless one). The transport connects only to the address it
+                # checked (``pinning``): an internal one is refused before any byte goes out.
+                async with self._client.stream(
+                    "POST", endpoint.url, content=item.body, headers=headers
+                ) as answer:
+                    status = answer.status_code
+            except (httpx.HTTPError, AddressNotAllowed) as e:
+                error = type(e).__name__
         seconds = time.perf_counter() - started
         ok = status is not None and 200 <= status < 300
         attempt = Attempt(
