@@ -417,3 +417,34 @@ async def test_the_deliverer_connects_to_public_and_literal_loopback_addresses()
     # a name with one internal address among public ones is refused whole
     with pytest.raises(AddressNotAllowed):
         await checked_addresses("hooks.example", 443, rebinding)
+
+
+@given(st.one_of(st.ip_addresses(v=4), st.ip_addresses(v=6)))
+async def test_no_address_the_registration_refuses_for_https_is_dialled_by_the_deliverer(
+    address: IPAddress,
+) -> None:
+    """Whatever address a name resolves to, or a URL names: the deliverer dials it only if it
+    is public, or loopback named as such (what http:// on loopback registers), never a
+    private, link-local or reserved one, mapped into IPv6 or not."""
+    host = f"[{address}]" if address.version == 6 else str(address)
+
+    async def answers(_host: str, _port: int) -> list[IPAddress]:
+        return [address]
+
+    unmapped = address.ipv4_mapped if isinstance(address, ipaddress.IPv6Address) else None
+    public = (unmapped or address).is_global
+    try:
+        await checked_addresses("hooks.example", 443, answers)
+        by_name = True
+    except AddressNotAllowed:
+        by_name = False
+    assert by_name == public  # a name never leads to loopback or anything internal
+    try:
+        await checked_addresses(host, 443, answers)
+        literally = True
+    except AddressNotAllowed:
+        literally = False
+    assert literally == (public or address.is_loopback)
+    if literally and not public:  # loopback: only http:// registers there, never https://
+        with pytest.raises(InvalidCommand):
+            check_url(f"https://{host}/hook")
