@@ -918,7 +918,7 @@ async def test_webhook_endpoint_state_reaches_no_agency_and_no_url_or_secret_cro
         async def contacts_known() -> bool:
             return _contacts_known(tmp_path / "notify") == 3
 
-        await wait_until(contacts_known, DEADLINE, "the notifier's contacts")
+        await wait_until(contacts_known, 60, "the notifier's contacts")
 
         # every user of the configuration listens on everything it may subscribe to
         for user in network_users(CODES):
@@ -982,7 +982,7 @@ async def test_webhook_endpoint_state_reaches_no_agency_and_no_url_or_secret_cro
         await wait_until(both_told_on_the_stream, 90, "the notices on the stream")
         network.last_position = last_published(app)
         await wait_until(
-            lambda: _published_up_to(network), DEADLINE, "the relay at the store's last event"
+            lambda: _published_up_to(network), 60, "the relay at the store's last event"
         )
         # B pulls what its own consumer holds now (what its account can read of the stream)
         async with connected(network, agency_user(B)) as (nc, _):
@@ -1152,7 +1152,7 @@ async def test_an_agencys_cosignature_and_an_erasure_notice_carry_the_documented
         )
 
     try:
-        await wait_until(cosigned_since_the_erasure, DEADLINE, f"{A}'s cosignature after it")
+        await wait_until(cosigned_since_the_erasure, 60, f"{A}'s cosignature after it")
     finally:
         stop.set()
         await witness
