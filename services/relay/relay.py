@@ -48,7 +48,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
 import nats
@@ -102,6 +102,7 @@ from services.nats.client import (
 )
 from services.relay import metrics
 from services.relay.leader import lead, leader_lock, wait_for_leadership
+from services.relay.publisher import AckPublisher
 from services.relay.routing import Router
 from services.relay.sharing import Share, Sharer, withdrawal_notice
 from services.relay.translation import (
@@ -253,6 +254,19 @@ async def ensure_shares_stream(
     return info
 
 
+class Publisher(Protocol):
+    """What sends a window: ``JetStreamContext`` or ``publisher.AckPublisher``."""
+
+    async def publish_async(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> asyncio.Future[Any]: ...
+
+
 class StreamOfAnotherStore(RuntimeError):
     """The stream's last message was not published from this event store: publishing after
     it would mix two stores' positions. Not retried: an operator must look."""
@@ -384,12 +398,16 @@ class Relay:
         publish_timeout: float = 5.0,
         max_backoff: float = 5.0,
         data_dir: Path | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         """``data_dir``: where the relay's stall is recorded for other processes
-        (``services.runtime.worker_status``); None records none (the log and gauge still tell)."""
+        (``services.runtime.worker_status``); None records none (the log and gauge still tell).
+        ``publisher``: what sends the windows (``publisher.AckPublisher`` on the connection;
+        by default nats-py's ``publish_async``, whose futures never resolve on a refusal)."""
         metrics.register()
         self._app = app
         self._js = js
+        self._publisher: Publisher = publisher or js
         self._tracking_name = tracking_name
         self._batch_size = batch_size
         self._window = window
@@ -869,7 +887,7 @@ class Relay:
                         PREVIOUS_POSITION_HEADER: str(item.previous),
                         EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + len(sent_events)),
                     }
-                    future = await self._js.publish_async(
+                    future = await self._publisher.publish_async(
                         item.subject, item.payload, stream=STREAM, headers=headers
                     )
                     sent_events.append((item, future))
@@ -878,7 +896,7 @@ class Relay:
                         MSG_ID_HEADER: str(MessageId(self._store_id, item.position, "share")),
                         EXPECTED_LAST_SEQUENCE_HEADER: str(shares_seq + len(sent_shares)),
                     }
-                    future = await self._js.publish_async(
+                    future = await self._publisher.publish_async(
                         item.share.subject,
                         item.share.payload,
                         stream=SHARES_STREAM,
@@ -1295,6 +1313,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         except (nats.errors.Error, OSError, TimeoutError):
             return  # asked to stop before NATS was ever reachable
         js = nc.jetstream()
+        publisher = AckPublisher(nc)
         replicas = nats_replicas(settings)
         backoff = 0.1
         while not stop.is_set():
@@ -1325,7 +1344,9 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
             try:
                 lost = await lead(
                     lock,
-                    lambda: Relay(app, js, data_dir=settings.data_dir).run(stop),
+                    lambda: Relay(app, js, data_dir=settings.data_dir, publisher=publisher).run(
+                        stop
+                    ),
                     settings.relay_leader_check_seconds,
                 )
             finally:
