@@ -29,6 +29,7 @@ sanity (every run publishes every published position, the two relays the same st
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import shutil
 import statistics
@@ -103,6 +104,8 @@ finally:
 class Timed:
     messages: int
     seconds: float
+    cpu_us: float = float("nan")
+    """CPU time (user + system, every thread) per message of the publishing process."""
 
     @property
     def rate(self) -> float:
@@ -184,6 +187,12 @@ async def _server_span(js: nats.js.JetStreamContext, stream: str, last_seq: int)
     return (top.time - first.time).total_seconds()
 
 
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (every thread)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def time_relay(
     process: subprocess.Popen[bytes], url: str, last: int
 ) -> tuple[Timed, float, float]:
@@ -193,21 +202,28 @@ async def time_relay(
     try:
         js = nc.jetstream()
         deadline = time.perf_counter() + RUN_TIMEOUT
+        cpu_first: tuple[int, float] | None = None
         while time.perf_counter() < deadline:
             try:
                 info = await js.stream_info(STREAM)
                 seq = info.state.last_seq
             except nats.js.errors.NotFoundError:
                 seq = 0
+            if seq > 0 and cpu_first is None:
+                cpu_first = (seq, _cpu_seconds(process.pid))  # start-up left out
             if seq > 0:
                 top = await js.get_msg(STREAM, seq)
                 position = msgspec.json.decode(top.data or b"{}", type=_Position).position
                 if position is not None and position >= last:
+                    cpu = _cpu_seconds(process.pid)
                     seconds = await _server_span(js, STREAM, seq)
                     first = await js.get_msg(STREAM, 1)
                     subject = (len(first.subject) + len(top.subject)) / 2
                     payload = (info.state.bytes / seq) - subject - 60  # headers and framing
-                    return Timed(seq - 1, seconds), max(payload, 1.0), subject
+                    assert cpu_first is not None
+                    sampled = seq - cpu_first[0]
+                    cpu_us = (cpu - cpu_first[1]) / sampled * 1e6 if sampled > 0 else math.nan
+                    return Timed(seq - 1, seconds, cpu_us), max(payload, 1.0), subject
             assert process.poll() is None, f"the relay exited with {process.returncode}"
             await asyncio.sleep(POLL)
         raise AssertionError(f"the relay did not publish position {last} in time")
@@ -227,6 +243,7 @@ async def time_raw(url: str, count: int, payload_size: float, subject_size: floa
                 storage=StorageType.FILE, num_replicas=1, duplicate_window=120.0,
             )
         )  # fmt: skip
+        cpu = time.process_time()
         prefix = "rawbench.v1.evt.agency.case."
         subject = prefix + "e" * max(round(subject_size) - len(prefix), 1)
         payload = b"p" * round(payload_size)
@@ -245,7 +262,8 @@ async def time_raw(url: str, count: int, payload_size: float, subject_size: floa
                 for i in range(first, min(first + RAW_WINDOW, count + 1))
             ]
             await asyncio.gather(*futures)
-        return Timed(count, await _server_span(js, "RAWBENCH", count + 1))
+        cpu_us = (time.process_time() - cpu) / (count + 1) * 1e6
+        return Timed(count, await _server_span(js, "RAWBENCH", count + 1), cpu_us)
     finally:
         await nc.close()
 
@@ -261,7 +279,9 @@ def test_relay_backlog(store_url: str, tmp_path: Path, before_tree: Path) -> Non
     shape = (1.0, 1.0)
     load = os.getloadavg()[0]
     print(f"\nrelay backlog on {kind}: demo load to position {last} written in {written:.0f} s")
-    print(f"{'round':>5}  {'who':<26}{'messages':>10}{'seconds':>9}{'msgs/s':>10}")
+    print(
+        f"{'round':>5}  {'who':<26}{'messages':>10}{'seconds':>9}{'msgs/s':>10}{'CPU us/msg':>12}"
+    )
     order = ["before", "after", "raw"]
     for r in range(ROUNDS):
         for who in order[r % 3 :] + order[: r % 3]:
@@ -296,7 +316,7 @@ def test_relay_backlog(store_url: str, tmp_path: Path, before_tree: Path) -> Non
                 rates[who].append(timed)
                 print(
                     f"{r + 1:>5}  {who:<26}{timed.messages:>10}"
-                    f"{timed.seconds:>9.2f}{timed.rate:>10.0f}"
+                    f"{timed.seconds:>9.2f}{timed.rate:>10.0f}{timed.cpu_us:>12.1f}"
                 )
             finally:
                 server.stop()
@@ -309,6 +329,26 @@ def test_relay_backlog(store_url: str, tmp_path: Path, before_tree: Path) -> Non
         f"after {median['after'] / median['raw']:.2f}; load average {load:.1f} at the start, "
         f"{os.getloadavg()[0]:.1f} at the end"
     )
+    cpu = {who: statistics.median(t.cpu_us for t in timings) for who, timings in rates.items()}
+    print(
+        f"CPU per message (medians): before {cpu['before']:.0f} us, after {cpu['after']:.0f} us, "
+        f"nats-py {cpu['raw']:.0f} us; ratios (nats-py / relay): before "
+        f"{cpu['raw'] / cpu['before']:.2f}, after {cpu['raw'] / cpu['after']:.2f} (what a machine "
+        "to itself would give, whatever the load)"
+    )
+    for who, name in (("before", f"before #16 ({BEFORE_COMMIT})"), ("after", "after #16")):
+        record(
+            Figure(
+                BENCH,
+                f"relay backlog CPU per message, {name}",
+                kind,
+                cpu[who],
+                "us",
+                baseline=cpu["raw"],
+                baseline_name="nats-py publish_async alone, same messages (CPU per message)",
+                better="lower",
+            )
+        )
     for who, name in (("before", f"before #16 ({BEFORE_COMMIT})"), ("after", "after #16")):
         record(
             Figure(
