@@ -47,7 +47,6 @@ import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
 import msgspec
@@ -111,7 +110,14 @@ from services.relay.translation import (
     published_event_classes,
     to_cloud_event,
 )
-from services.runtime.worker_status import Stall, clear_stall, record_stall, stall_of
+from services.runtime.worker_status import (
+    Place,
+    Stall,
+    clear_stall,
+    record_stall,
+    stall_of,
+    status_place,
+)
 from services.settings import Settings
 
 log = structlog.get_logger()
@@ -397,7 +403,7 @@ class Relay:
         window: int = 500,
         publish_timeout: float = 5.0,
         max_backoff: float = 5.0,
-        data_dir: Path | None = None,
+        data_dir: Place | None = None,
         publisher: Publisher | None = None,
     ) -> None:
         """``data_dir``: where the relay's stall is recorded for other processes
@@ -1314,6 +1320,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
             return  # asked to stop before NATS was ever reachable
         js = nc.jetstream()
         publisher = AckPublisher(nc)
+        status = status_place(settings)  # where a stall is recorded (ADR 27)
         replicas = nats_replicas(settings)
         backoff = 0.1
         while not stop.is_set():
@@ -1344,9 +1351,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
             try:
                 lost = await lead(
                     lock,
-                    lambda: Relay(app, js, data_dir=settings.data_dir, publisher=publisher).run(
-                        stop
-                    ),
+                    lambda: Relay(app, js, data_dir=status, publisher=publisher).run(stop),
                     settings.relay_leader_check_seconds,
                 )
             finally:
