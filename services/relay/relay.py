@@ -8,13 +8,20 @@ store's order with no gaps. What fails is sent again, same message ids, so JetSt
 what had in fact been stored.
 
 The position is recorded in the event store's database (eventsourcing tracking table,
-application name ``cbcm-relay``) only after the acknowledgements of the events it covers, once
-per batch. A crash between the acknowledgement and the record re-publishes at most one batch
-on restart; JetStream's duplicate window and the consumers' positions absorb it.
+application name ``cbcm-relay``) only after the acknowledgements of the events it covers: at
+most every ``RECORD_SECONDS`` while a backlog is published, and whenever everything read is
+published. A crash re-reads at most that much; the stream's tail makes it skip what is stored.
 
-Following the log: on PostgreSQL through the library's LISTEN/NOTIFY subscription, on SQLite
-by polling. NATS being unreachable only pauses the relay: what it read stays in memory and is
-retried with backoff, its recorded position does not move, and it catches up when NATS is back.
+The pipeline (ADR 27): the next batch is read and translated in a worker thread while a
+window's acknowledgements are awaited; the stream's tail is known from the relay's own acks
+after a clean window (read from the stream after any failure); the batch's data keys are read
+in one query; publishes go through ``publisher.AckPublisher``, whose futures resolve on a
+refusal too.
+
+Following the log: on PostgreSQL ``LISTEN`` on the recorder's channel rings a bell, on SQLite
+by polling; both read in batches from the position read. NATS being unreachable only pauses
+the relay: what it read stays in memory and is retried with backoff, its recorded position
+does not move, and it catches up when NATS is back.
 
 Sealed shares (issue #6, ADR 7): a transfer or an investigation referral that shares
 personal data with another agency also gets a share message, sealed to that agency's key
