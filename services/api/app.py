@@ -66,7 +66,7 @@ from services.bootstrap import complaint_mechanism
 from services.event_store.errors import EventStoreUnavailable
 from services.identity.tokens import TokenVerifier, verifier_from_settings
 from services.projector.runner import worker_name
-from services.projector.storage import ReadModelStore, read_model_store
+from services.projector.storage import ReadModelStore, read_model_store, status_place_of
 from services.runtime.worker_status import stalls
 from services.settings import Settings
 
@@ -286,7 +286,9 @@ def _status(
     stores: dict[str, ReadModelStore], data_dir: pathlib.Path, heads: tuple[int, int] | None
 ) -> tuple[StatusOut, bool]:
     head, published = (None, None) if heads is None else heads
-    found = stalls(data_dir)
+    # read models on PostgreSQL: the records every host writes are in their database
+    place = status_place_of(next(iter(stores.values()))) if stores else data_dir
+    found = stalls(place)
     stalled_at = {s.worker: s.position for s in found}
     read_models: dict[str, ReadModelStatusOut] = {}
     for name, store in stores.items():

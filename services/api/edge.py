@@ -2,13 +2,14 @@
 answer carries. Three ASGI middlewares, outermost first:
 
 - ``SecurityHeaders``: ``X-Content-Type-Options: nosniff``, ``Referrer-Policy: no-referrer``
-  and a Content-Security-Policy on every answer; ``Cache-Control: no-store`` on every answer
-  but the docs pages' static assets (an answer under ``/v1`` may carry personal data or a
-  receipt's status; the operations answers are cheap and must not be stale). JSON answers get
-  ``default-src 'none'``; the pages for people (issue #20) their own policy, which allows
-  nothing from another origin (``services.api.pages.site.PAGE_POLICY``); the docs pages may
-  load the app's own scripts and styles and run the one inline script they carry (named by
-  its hash).
+  and a Content-Security-Policy on every answer, a 500 included (it sends that one itself, as
+  a problem, before the server's own answer without them could go); ``Cache-Control:
+  no-store`` on every answer but the docs pages' static assets (an answer under ``/v1`` may
+  carry personal data or a receipt's status; the operations answers are cheap and must not
+  be stale). JSON answers get ``default-src 'none'``; the pages for people (issue #20) their
+  own policy, which allows nothing from another origin
+  (``services.api.pages.site.PAGE_POLICY``); the docs pages may load the app's own scripts
+  and styles and run the one inline script they carry (named by its hash).
 - ``ClientAddress``: ``X-Forwarded-For`` is believed only from a listed proxy
   (``CBCM_TRUSTED_PROXIES``); the client is then the right-most address no listed proxy wrote.
 - ``BodyLimit``: a body over ``CBCM_MAX_BODY_BYTES`` is refused 413 before it is read: at
@@ -71,6 +72,18 @@ def _set(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
     headers.append((name, value))
 
 
+SERVER_ERROR = json.dumps(
+    {
+        "type": "about:blank",
+        "title": "Internal Server Error",
+        "status": 500,
+        "detail": "the server failed to answer this request; nothing is known to be recorded "
+        "or not: a write may be sent again with the same Idempotency-Key",
+    }
+).encode()
+"""The answer to a request whose handling failed unexpectedly (no detail of the error)."""
+
+
 class SecurityHeaders:
     def __init__(
         self, app: ASGIApp, pages: frozenset[str] = frozenset(), page_policy: str = JSON_POLICY
@@ -88,8 +101,12 @@ class SecurityHeaders:
             await self._docs_page(scope, receive, send)
             return
 
+        started = False
+
         async def sending(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 headers = list(message.get("headers", []))
                 self._common(headers, store=not path.startswith(DOCS_ASSETS))
                 policy = self.page_policy if path in self.pages else JSON_POLICY
@@ -97,7 +114,25 @@ class SecurityHeaders:
                 message = {**message, "headers": headers}
             await send(message)
 
-        await self.app(scope, receive, sending)
+        try:
+            await self.app(scope, receive, sending)
+        except Exception:
+            # Starlette's own 500 is sent from outside every middleware, without these
+            # headers: the answer is sent here, with them, as a problem; the error goes on
+            # to be logged (the server sends nothing more once an answer has started).
+            if not started:
+                await sending(
+                    {
+                        "type": "http.response.start",
+                        "status": 500,
+                        "headers": [
+                            (b"content-type", PROBLEM_JSON.encode()),
+                            (b"content-length", str(len(SERVER_ERROR)).encode()),
+                        ],
+                    }
+                )
+                await sending({"type": "http.response.body", "body": SERVER_ERROR})
+            raise
 
     @staticmethod
     def _common(headers: list[tuple[bytes, bytes]], *, store: bool) -> None:

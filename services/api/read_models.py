@@ -15,7 +15,12 @@ from projections.base import ReadModelDb
 from services.api.problems import Problem
 from services.projector import PROJECTIONS
 from services.projector.runner import worker_name
-from services.projector.storage import ReadModelStore, SqliteReadModel, as_store
+from services.projector.storage import (
+    ReadModelStore,
+    SqliteReadModel,
+    as_store,
+    status_place_of,
+)
 from services.runtime.worker_status import Stall, stall_of
 
 T = TypeVar("T")
@@ -49,18 +54,18 @@ def applied_position(where: Path | ReadModelStore) -> int | None:
 
 
 def read_model_stall(where: Path | ReadModelStore) -> Stall | None:
-    """The stall its projector recorded for the read model (``None``: none). Stall records
-    are files of the data dir: with read models on PostgreSQL, an API host sees those of
-    the projectors on its own host only (the others tell by their log and metrics)."""
+    """The stall its projector recorded for the read model (``None``: none). With read
+    models on PostgreSQL the records are in their database, which every host sees (ADR 27);
+    with SQLite, files of the data dir."""
     store = as_store(where)
-    return stall_of(store.data_dir, worker_name(store.name))
+    return stall_of(status_place_of(store), worker_name(store.name))
 
 
 def stall_before(where: Path | ReadModelStore, after: int) -> Stall | None:
     """The stall that keeps the read model from ever reaching ``after``: its projector's,
     or the relay's (nothing past the relay's stall reaches any read model)."""
     store = as_store(where)
-    for stall in (read_model_stall(store), stall_of(store.data_dir, RELAY_WORKER)):
+    for stall in (read_model_stall(store), stall_of(status_place_of(store), RELAY_WORKER)):
         if stall is not None and after >= stall.position:
             return stall
     return None

@@ -13,8 +13,10 @@ Failures on a receipt's locator slow its look-ups down (``Slowdown``), they neve
 The store is ``CBCM_THROTTLE_STORE``: ``memory://`` (the embedded default: this process only,
 a restart forgets), or ``redis://...`` shared by every API instance, keys under
 ``CBCM_THROTTLE_KEY_PREFIX``. Keys are only ever a locator or a client, never anything derived
-from a receipt's secret. A store that cannot be reached refuses (``ThrottleUnavailable``): a
-throttle that cannot count must not let guesses through.
+from a receipt's secret. A store that cannot be reached refuses the receipt look-ups
+(``ThrottleUnavailable``): a throttle that cannot count must not let guesses through. The web
+intake's limit counts in this process's memory meanwhile (``RateLimit``): a complaint is
+never refused for want of a counter.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ import time
 from dataclasses import dataclass
 from typing import Final
 
+import structlog
 from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.errors import StorageError
 from limits.storage import MemoryStorage, RedisStorage, Storage
@@ -34,6 +37,11 @@ from services.application.receipts import ALPHABET, LOCATOR_LENGTH
 
 REDIS_TIMEOUT_SECONDS = 2.0
 """The longest a throttle waits for Redis before refusing the request it counts."""
+
+LOCAL_NOTICE_SECONDS = 60.0
+"""While the intake counts locally (Redis down), it says so at most this often."""
+
+log = structlog.get_logger()
 
 
 class ThrottleUnavailable(RuntimeError):
@@ -227,7 +235,13 @@ class FailureThrottle:
 
 class RateLimit:
     """Plain rate limit: at most `per_client` hits per `window_seconds` per client (the public web
-    intake)."""
+    intake).
+
+    While a shared store (Redis) cannot be reached, this process counts alone, in memory, with
+    the same limit (ADR 27): a complaint must never be lost to an outage of a counter, and
+    a flood is still bounded, by the limit times the number of API instances. The receipt
+    throttles keep refusing instead (``ThrottleUnavailable``): a look-up refused loses nothing
+    and can be made again, while guesses let through would weaken the guessing bound."""
 
     def __init__(
         self, *, per_client: int, window_seconds: int, storage: Storage | None = None
@@ -236,12 +250,30 @@ class RateLimit:
         self._per_client = self._windows.item(
             "hits-per-client", _positive("per_client", per_client)
         )
+        self._local: _Windows | None = (
+            None
+            if isinstance(self._windows.storage, MemoryStorage)
+            else _Windows(window_seconds, MemoryStorage())
+        )
+        self._down_told = 0.0
 
     def hit(self, client: str) -> Refusal | None:
         """Consume one hit for ``client`` if one is left, else a refusal (nothing consumed)."""
-        if self._windows.hit(self._per_client, client):
+        try:
+            return self._hit(self._windows, client)
+        except ThrottleUnavailable as e:
+            if self._local is None:
+                raise
+            now = time.monotonic()
+            if now - self._down_told >= LOCAL_NOTICE_SECONDS:
+                self._down_told = now
+                log.warning("throttle.counting_locally", limit="intake", error=str(e))
+            return self._hit(self._local, client)
+
+    def _hit(self, windows: _Windows, client: str) -> Refusal | None:
+        if windows.hit(self._per_client, client):
             return None
-        refusal = self._windows.refusal(self._per_client, client)
+        refusal = windows.refusal(self._per_client, client)
         # The window can free up between the refused hit and the look-up: retry in a second.
         return refusal or Refusal(retry_after=1)
 

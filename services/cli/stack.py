@@ -51,6 +51,7 @@ def serve() -> None:
 
     settings = load_settings()
     configure_logging(settings.log_format, "serve")
+
     def tables() -> None:
         # once the addresses are checked, before nats-server and any worker: the embedded
         # SQLite store gets its tables (each worker only checks them: one that started first
@@ -58,9 +59,7 @@ def serve() -> None:
         prepare_store(store_location(settings), create=True)
 
     try:
-        code = Supervisor(
-            settings, prepare_store=tables, prepare_nats=_create_event_stream
-        ).run()
+        code = Supervisor(settings, prepare_store=tables, prepare_nats=_create_event_stream).run()
     except EventStoreConfigError as e:
         fail(str(e), EXIT_CONFIG)
     except AddressInUse as e:

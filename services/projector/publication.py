@@ -21,7 +21,7 @@ from projections.base import ReadModelDb, get_position
 from projections.stats import StatisticsProjection
 from services.nats.client import nats_connect_options, nats_servers
 from services.projector.runner import durable_name
-from services.projector.storage import ReadModelStore, SqliteReadModel
+from services.projector.storage import ReadModelStore, SqliteReadModel, status_place_of
 from services.runtime.metrics import serve_once
 from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
@@ -244,16 +244,18 @@ class StatisticsPublisher:
         UNPUBLISHED.set(len(self._too_large))
         if self._data_dir is None:
             return
+        # with read models on PostgreSQL the record is in their database (ADR 27)
+        place = self._data_dir if self._store is None else status_place_of(self._store)
         if self._too_large:
             record_stall(
-                self._data_dir,
+                place,
                 PUBLISHER,
                 position=position,
                 message_type=",".join(sorted(self._too_large)),
                 error="ReportLargerThanMaxPayload",
             )
         else:
-            clear_stall(self._data_dir, PUBLISHER)
+            clear_stall(place, PUBLISHER)
 
     async def close(self) -> None:
         if self._trailing is not None:

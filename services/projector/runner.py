@@ -114,8 +114,9 @@ from services.projector.storage import (
     pipelined,
     read_model_path,
     rollback,
+    status_place_of,
 )
-from services.runtime.worker_status import Stall, clear_stall, record_stall, stall_of
+from services.runtime.worker_status import Place, Stall, clear_stall, record_stall, stall_of
 from services.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -811,7 +812,7 @@ class _Projector:
         self,
         projection: Projection,
         db: ReadModelDb,
-        data_dir: Path,
+        data_dir: Place,
         on_commit: OnCommit | None,
     ) -> None:
         self.projection = projection
@@ -1031,7 +1032,7 @@ async def run_projector(
                 batch=batch,
                 on_commit=on_commit,
                 options=options,
-                data_dir=data_dir if data_dir is not None else store.data_dir,
+                data_dir=data_dir if data_dir is not None else status_place_of(store),
             )
     finally:
         await _off_loop(lease, lease.release)
@@ -1075,7 +1076,7 @@ async def _project(
     batch: int,
     on_commit: OnCommit | None,
     options: dict[str, Any],
-    data_dir: Path,
+    data_dir: Place,
 ) -> None:
     db = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
     projector = _Projector(projection, db, data_dir, on_commit)

@@ -591,6 +591,21 @@ def read_model_store(settings: Settings, name: str, *, into: str | None = None) 
     return PostgresReadModel(cleaned, schema, name, settings.data_dir)
 
 
+def status_place_of(store: ReadModelStore) -> Path | str:
+    """Where the stall records of the workers of ``store``'s read model are kept
+    (``services.runtime.worker_status.Place``): its PostgreSQL database, seen from every
+    host, or the data directory of the SQLite files."""
+    if not isinstance(store, PostgresReadModel):
+        return store.data_dir
+    prefix = (
+        store.schema[: -len(store.name)]
+        if store.name and store.schema.endswith(store.name)
+        else DEFAULT_SCHEMA_PREFIX
+    )
+    sep = "&" if "?" in store.url else "?"
+    return f"{store.url}{sep}schema={prefix.rstrip('_')}"
+
+
 def as_store(where: Path | ReadModelStore) -> ReadModelStore:
     """A store for a SQLite file given by its path (what the callers of the SQLite-only
     runner passed), or the store itself."""

@@ -8,13 +8,20 @@ store's order with no gaps. What fails is sent again, same message ids, so JetSt
 what had in fact been stored.
 
 The position is recorded in the event store's database (eventsourcing tracking table,
-application name ``cbcm-relay``) only after the acknowledgements of the events it covers, once
-per batch. A crash between the acknowledgement and the record re-publishes at most one batch
-on restart; JetStream's duplicate window and the consumers' positions absorb it.
+application name ``cbcm-relay``) only after the acknowledgements of the events it covers: at
+most every ``RECORD_SECONDS`` while a backlog is published, and whenever everything read is
+published. A crash re-reads at most that much; the stream's tail makes it skip what is stored.
 
-Following the log: on PostgreSQL through the library's LISTEN/NOTIFY subscription, on SQLite
-by polling. NATS being unreachable only pauses the relay: what it read stays in memory and is
-retried with backoff, its recorded position does not move, and it catches up when NATS is back.
+The pipeline (ADR 27): the next batch is read and translated in a worker thread while a
+window's acknowledgements are awaited; the stream's tail is known from the relay's own acks
+after a clean window (read from the stream after any failure); the batch's data keys are read
+in one query; publishes go through ``publisher.AckPublisher``, whose futures resolve on a
+refusal too.
+
+Following the log: on PostgreSQL ``LISTEN`` on the recorder's channel rings a bell, on SQLite
+by polling; both read in batches from the position read. NATS being unreachable only pauses
+the relay: what it read stays in memory and is retried with backoff, its recorded position
+does not move, and it catches up when NATS is back.
 
 Sealed shares (issue #6, ADR 7): a transfer or an investigation referral that shares
 personal data with another agency also gets a share message, sealed to that agency's key
@@ -45,10 +52,9 @@ import dataclasses
 import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import msgspec
 import nats
@@ -70,6 +76,7 @@ from nats.js.api import (
     StreamConfig,
     StreamInfo,
 )
+from psycopg.sql import SQL, Identifier
 
 from contracts.shares import SHARE_MSG_ID_SUFFIX, SHARING_EVENTS
 from contracts.subjects import (
@@ -101,6 +108,7 @@ from services.nats.client import (
 )
 from services.relay import metrics
 from services.relay.leader import lead, leader_lock, wait_for_leadership
+from services.relay.publisher import AckPublisher
 from services.relay.routing import Router
 from services.relay.sharing import Share, Sharer, withdrawal_notice
 from services.relay.translation import (
@@ -109,7 +117,14 @@ from services.relay.translation import (
     published_event_classes,
     to_cloud_event,
 )
-from services.runtime.worker_status import Stall, clear_stall, record_stall, stall_of
+from services.runtime.worker_status import (
+    Place,
+    Stall,
+    clear_stall,
+    record_stall,
+    stall_of,
+    status_place,
+)
 from services.settings import Settings
 
 log = structlog.get_logger()
@@ -126,6 +141,15 @@ EXPECTED_LAST_SEQUENCE_HEADER = "Nats-Expected-Last-Sequence"
 HEAD_REFRESH_SECONDS = 1.0
 """At most one query of the store's head this often, and only while a backlog is read
 (a full batch): the head otherwise comes from what the reads return."""
+
+RECORD_SECONDS = 1.0
+"""While a backlog is published, the position is recorded at most this often (and always
+once everything read is published): one tracking write per window cost as much as the
+window's publishing on PostgreSQL. A crash re-reads at most this long's worth, which the
+stream's tail makes it skip (``_publish_window``)."""
+
+NOTIFY_FALLBACK_SECONDS = 1.0
+"""On PostgreSQL, a pass over the log starts at least this often without a notification."""
 
 MessageKind = Literal["event", "share", "withdrawn"]
 WITHDRAWN_MSG_ID_INFIX: Final = ":withdrawn:"
@@ -243,6 +267,19 @@ async def ensure_shares_stream(
     return info
 
 
+class Publisher(Protocol):
+    """What sends a window: ``JetStreamContext`` or ``publisher.AckPublisher``."""
+
+    async def publish_async(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        *,
+        stream: str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> asyncio.Future[Any]: ...
+
+
 class StreamOfAnotherStore(RuntimeError):
     """The stream's last message was not published from this event store: publishing after
     it would mix two stores' positions. Not retried: an operator must look."""
@@ -338,6 +375,26 @@ def _stored_prefix(
     return stored, acked, failure
 
 
+def _tail_after(
+    before: tuple[int, int], sent: list[tuple[Outgoing, asyncio.Future[Any]]], failure: object
+) -> tuple[int, int] | None:
+    """A stream's tail (last sequence, position held up to) after a window sent ``sent`` to
+    it from tail ``before``, as the acknowledgements tell: None when they do not tell it
+    for sure (a failure, a duplicate, a sequence not right after the one before), and the
+    tail is then read from the stream before the next window."""
+    if failure is not None:
+        return None
+    if not sent:
+        return before
+    seq = before[0]
+    for _, future in sent:
+        ack = future.result()
+        if getattr(ack, "duplicate", False) or int(ack.seq) != seq + 1:
+            return None
+        seq += 1
+    return seq, sent[-1][0].position
+
+
 class Relay:
     """Publishes the store's events after the recorded position, in order, exactly once in
     effect. One ``Relay`` per store must run at a time (it owns the ``cbcm-relay`` position).
@@ -353,13 +410,17 @@ class Relay:
         window: int = 500,
         publish_timeout: float = 5.0,
         max_backoff: float = 5.0,
-        data_dir: Path | None = None,
+        data_dir: Place | None = None,
+        publisher: Publisher | None = None,
     ) -> None:
         """``data_dir``: where the relay's stall is recorded for other processes
-        (``services.runtime.worker_status``); None records none (the log and gauge still tell)."""
+        (``services.runtime.worker_status``); None records none (the log and gauge still tell).
+        ``publisher``: what sends the windows (``publisher.AckPublisher`` on the connection;
+        by default nats-py's ``publish_async``, whose futures never resolve on a refusal)."""
         metrics.register()
         self._app = app
         self._js = js
+        self._publisher: Publisher = publisher or js
         self._tracking_name = tracking_name
         self._batch_size = batch_size
         self._window = window
@@ -390,6 +451,12 @@ class Relay:
         """The stall recorded by an earlier relay, until this one goes past its position."""
         self._head_checked = 0.0
         """When the store's head was last queried (monotonic seconds)."""
+        self._recorded_at = 0.0
+        """When the position was last recorded (monotonic seconds)."""
+        self._tails: dict[str, tuple[int, int]] = {}
+        """Per stream, its last sequence and the position it holds up to, as this relay's
+        own acknowledgements left them; absent: read the stream's tail before the next
+        window (at the start, after any failure, duplicate or withdrawal)."""
 
     # ------------------------------------------------------------------ state
 
@@ -519,6 +586,16 @@ class Relay:
         assert self._store_id is not None
         source = f"urn:cbcm:store:{self._store_id}"
         done = _Translation([], self._read, self._published)
+        try:
+            # the batch's data keys in a few queries, not one per record
+            prefetch_keys = getattr(self._app.mapper, "prefetch_keys", None)
+            if prefetch_keys is not None:
+                prefetch_keys(notifications)
+        except TRANSIENT as e:
+            done.transient = e
+            return done
+        except Exception as e:  # only a speed-up: each event then reads its own keys
+            log.debug("relay.prefetch_failed", error=type(e).__name__)
         for notification in notifications:
             try:
                 item = self._outgoing(notification, done.published, source)
@@ -754,6 +831,7 @@ class Relay:
         """After a case's erasure is stored: tell every agency that received a share of the
         case, then delete those shares from ``CBCM_SHARES`` (idempotent: a relay that
         restarts does it again; a notice re-sent within the duplicate window is dropped)."""
+        self._tails.pop(SHARES_STREAM, None)  # notices and purges move its tail
         event = item.erasure
         case_id = str(event.originator_id)
         filters = [record_shares("case", name, case_id) for name in SHARING_EVENTS]
@@ -822,7 +900,7 @@ class Relay:
                         PREVIOUS_POSITION_HEADER: str(item.previous),
                         EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + len(sent_events)),
                     }
-                    future = await self._js.publish_async(
+                    future = await self._publisher.publish_async(
                         item.subject, item.payload, stream=STREAM, headers=headers
                     )
                     sent_events.append((item, future))
@@ -831,7 +909,7 @@ class Relay:
                         MSG_ID_HEADER: str(MessageId(self._store_id, item.position, "share")),
                         EXPECTED_LAST_SEQUENCE_HEADER: str(shares_seq + len(sent_shares)),
                     }
-                    future = await self._js.publish_async(
+                    future = await self._publisher.publish_async(
                         item.share.subject,
                         item.share.payload,
                         stream=SHARES_STREAM,
@@ -842,6 +920,27 @@ class Relay:
                 # Never publishable as it is, however often it is sent again: a stall.
                 return Poison(item.position, item.topic, type(e).__name__)
         return None
+
+    async def _tails_for(self, window: list[Outgoing]) -> tuple[tuple[int, int], tuple[int, int]]:
+        """The tails of ``CBCM_EVENTS`` and (if the window has shares) ``CBCM_SHARES``: as
+        this relay's acknowledgements left them, else read from the streams."""
+        events_tail = self._tails.pop(STREAM, None)
+        if events_tail is None:
+            events_tail = await self._stream_tail()
+        shares_tail: tuple[int, int] | None = (0, 0)
+        if any(item.share is not None for item in window):
+            shares_tail = self._tails.pop(SHARES_STREAM, None)
+            if shares_tail is None:
+                shares_tail = await self._stream_tail(
+                    SHARES_STREAM, frozenset({"share", "withdrawn"})
+                )
+        assert shares_tail is not None
+        return events_tail, shares_tail
+
+    def _keep_tail(self, stream: str, tail: tuple[int, int] | None) -> None:
+        """Remember ``stream``'s tail for the next window (None: read it then)."""
+        if tail is not None:
+            self._tails[stream] = tail
 
     async def _publish_window(self) -> int:
         """Send up to ``window`` pending messages without waiting between them; how many
@@ -864,18 +963,16 @@ class Relay:
         share is not stays pending, and only its share is sent again.
         """
         assert self._store_id is not None
-        unsealable = await asyncio.to_thread(self._reseal_shares)
-        if unsealable is not None:
-            self._cut_at(unsealable)
+        if any(item.share is not None for item in self._pending[: self._window]):
+            unsealable = await asyncio.to_thread(self._reseal_shares)
+            if unsealable is not None:
+                self._cut_at(unsealable)
         window = self._pending[: self._window]
         if not window:
             return 0
-        last_seq, events_in_stream = await self._stream_tail()
-        shares_seq, shares_in_stream = 0, 0
-        if any(item.share is not None for item in window):
-            shares_seq, shares_in_stream = await self._stream_tail(
-                SHARES_STREAM, frozenset({"share", "withdrawn"})
-            )
+        events_tail, shares_tail = await self._tails_for(window)
+        last_seq, events_in_stream = events_tail
+        shares_seq, shares_in_stream = shares_tail
         skipped = sum(1 for item in window if item.position <= events_in_stream)
         if skipped:
             log.info(
@@ -903,6 +1000,10 @@ class Relay:
         if too_large is not None:  # not stored: nothing from it on counts as done
             events_stored = min(events_stored, too_large.position - 1)
             shares_stored = min(shares_stored, too_large.position - 1)
+        if too_large is None:
+            self._keep_tail(STREAM, _tail_after(events_tail, events, event_failure))
+            if any(item.share is not None for item in window):  # else its tail was not taken
+                self._keep_tail(SHARES_STREAM, _tail_after(shares_tail, shares, share_failure))
         done, withdrawal_failure, unhandled = await self._done(window, events_stored, shares_stored)
         event_failure = event_failure or withdrawal_failure
         if done:
@@ -937,6 +1038,7 @@ class Relay:
             tracking.insert_tracking, Tracking(self._tracking_name, self._acked)
         )
         self._recorded = self._acked
+        self._recorded_at = time.monotonic()
 
     async def publish_pending(self) -> int:
         """One pass: publish every event after the recorded position; how many were published.
@@ -946,10 +1048,60 @@ class Relay:
         ``RelayStalled`` once everything before an event it cannot handle is published.
         """
         await self._start()
-        published = await self._flush()
-        while await self._read_more():
-            published += await self._flush()
-        self._stalled()
+        return await self._pipeline(self._read_more)
+
+    async def _pipeline(
+        self, read: Callable[[], Awaitable[int]], stop: asyncio.Event | None = None
+    ) -> int:
+        """Publish what ``read`` brings (it reads the next batch into ``_pending`` and says
+        how many notifications it read, 0: none for now), reading ahead while a window's
+        acknowledgements are awaited; how many events were published. Returns when ``read``
+        finds nothing and everything read is published, or once ``stop`` is set.
+
+        The overlap is the whole pipeline: one read (the store's rows, decoding, routing,
+        sealing: in a worker thread) is under way while the loop sends a window and gathers
+        its acknowledgements, so that neither waits for the other. The read is never
+        cancelled: the router and the share keys are fed each event once, in log order, so
+        what a read translated is always taken into ``_pending``. The position is recorded
+        when everything read is published and otherwise at most every ``RECORD_SECONDS``,
+        never past an event not acknowledged (``_acked``).
+        """
+        published = 0
+        reading: asyncio.Future[int] | None = None
+        try:
+            while stop is None or not stop.is_set():
+                if reading is None and self._poison is None and len(self._pending) <= self._window:
+                    reading = asyncio.ensure_future(read())
+                if self._pending:
+                    published += await self._publish_window()
+                    if time.monotonic() - self._recorded_at >= RECORD_SECONDS:
+                        await self._record()
+                    metrics.observe_published(self.published_position)
+                    self._clear_stall_passed()
+                    continue
+                # Everything read is published: the position is recorded before waiting.
+                await self._record()
+                metrics.observe_published(self.published_position)
+                self._clear_stall_passed()
+                self._stalled()
+                if reading is None:
+                    break
+                got = await asyncio.shield(reading)
+                reading = None
+                if got == 0 and not self._pending:
+                    self._stalled()
+                    break
+        finally:
+            if reading is not None and not reading.done():
+                # what it read goes into _pending (see above); its failure, if any, is the
+                # next pass's to meet
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(reading)
+            if reading is not None and reading.done() and not reading.cancelled():
+                reading.exception()  # retrieved: a failed read is read again next pass
+            await self._record()
+            metrics.observe_published(self.published_position)
+            self._clear_stall_passed()
         return published
 
     # ------------------------------------------------------------------ following
@@ -965,7 +1117,7 @@ class Relay:
             try:
                 await self._start()
                 if self._subscription_supported():
-                    await self._follow_subscription(stop)
+                    await self._follow_notify(stop, NOTIFY_FALLBACK_SECONDS)
                 else:
                     await self._follow_polling(stop, poll_interval)
                 backoff = 0.1
@@ -991,88 +1143,77 @@ class Relay:
         log.info("relay.stopped", recorded_position=self._recorded)
 
     def _subscription_supported(self) -> bool:
-        # The SQLite recorder raises NotImplementedError from subscribe().
+        # The SQLite store has no notifications to listen to: it is polled.
         return isinstance(self._app.recorder, PostgresApplicationRecorder)
 
     async def _follow_polling(self, stop: asyncio.Event, poll_interval: float) -> None:
         # On SQLite the poll interval is most of the end-to-end lag (half of it at the median,
         # measured in tests/bench/test_event_flow.py); one indexed SELECT per poll is cheap.
         while not stop.is_set():
-            if await self.publish_pending() == 0:
+            if await self._pipeline(self._read_more, stop) == 0:
                 await wait_for_stop(stop, poll_interval)
 
-    async def _follow_subscription(self, stop: asyncio.Event) -> None:
-        """Follow the log through the library's LISTEN/NOTIFY subscription.
+    async def _follow_notify(self, stop: asyncio.Event, fallback: float) -> None:
+        """PostgreSQL: follow the log with ``LISTEN`` on the recorder's channel as a doorbell
+        (the library's recorder sends ``NOTIFY`` on it with every write), and read it as on
+        SQLite, in large batches from the position read (``_read_more``).
 
-        The subscription's iterator blocks, so a thread drives it and hands notifications
-        over through a bounded queue (a NATS outage then holds the thread, not memory).
+        Not the library's subscription: it hands notifications over one at a time (a
+        thread-to-loop hop each, the relay's backlog rate halved) and selects every row a
+        second time for itself. The bell is cleared before each pass, so a write committed
+        during a pass rings for the next one; a pass also starts every ``fallback`` seconds
+        without a ring (a notification lost with its connection costs that long at most).
         """
-        await self._flush()  # what a previous failure left unacknowledged goes first
-        self._stalled()
+        recorder = self._app.recorder
+        assert isinstance(recorder, PostgresApplicationRecorder)
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Notification | BaseException] = asyncio.Queue(
-            maxsize=self._batch_size * 4
-        )
-        subscription = await asyncio.to_thread(self._app.recorder.subscribe, self._read)
+        bell = asyncio.Event()
+        listening = threading.Event()
         stopped = threading.Event()
+        failed: list[BaseException] = []
 
-        def pump() -> None:
+        def ring() -> None:
+            bell.set()
+
+        def listen() -> None:
             try:
-                with subscription:
-                    for notification in subscription:
-                        if not _put_from_thread(loop, queue, notification, stopped):
-                            return
+                with recorder.datastore.get_connection() as conn:
+                    conn.execute(SQL("LISTEN {0}").format(Identifier(recorder.channel_name)))
+                    listening.set()
+                    while not stopped.is_set():
+                        for _ in conn.notifies(timeout=0.2, stop_after=1):
+                            loop.call_soon_threadsafe(ring)
             except BaseException as e:  # handed to the loop, which decides
-                _put_from_thread(loop, queue, e, stopped)
+                failed.append(e)
+                with contextlib.suppress(RuntimeError):  # the loop is closed
+                    loop.call_soon_threadsafe(ring)
+            finally:
+                listening.set()
 
-        thread = threading.Thread(target=pump, name="cbcm-relay-subscription", daemon=True)
+        thread = threading.Thread(target=listen, name="cbcm-relay-listen", daemon=True)
         thread.start()
-        stop_wait = asyncio.ensure_future(stop.wait())
         try:
+            # listening before the first read: nothing written after it goes unrung
+            await asyncio.to_thread(listening.wait)
             while not stop.is_set():
-                get = asyncio.ensure_future(queue.get())
-                await asyncio.wait({get, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-                if not get.done():
-                    get.cancel()
-                    break
-                batch: list[Notification] = []
-                item = get.result()
-                while True:
-                    if isinstance(item, BaseException):
-                        raise item
-                    batch.append(item)
-                    if len(batch) >= self._batch_size or queue.empty():
-                        break
-                    item = queue.get_nowait()
-                await self._observe_backlog(len(batch))
-                await self._accept(batch)
-                await self._flush()
-                self._stalled()
+                bell.clear()
+                if failed:
+                    raise failed[0]
+                if await self._pipeline(self._read_more, stop) == 0:
+                    await _wait_for_any(bell, stop, fallback)
         finally:
-            stop_wait.cancel()
             stopped.set()
-            subscription.stop()
             await asyncio.to_thread(thread.join, 5.0)
 
 
-def _put_from_thread(
-    loop: asyncio.AbstractEventLoop,
-    queue: asyncio.Queue[Notification | BaseException],
-    item: Notification | BaseException,
-    stopped: threading.Event,
-) -> bool:
-    """Put ``item`` on the loop's queue, waiting while it is full; False once stopped."""
-    future = asyncio.run_coroutine_threadsafe(queue.put(item), loop)
-    while not stopped.is_set():
-        try:
-            future.result(timeout=0.2)
-            return True
-        except TimeoutError:
-            continue
-        except Exception:  # the loop is closing
-            return False
-    future.cancel()
-    return False
+async def _wait_for_any(bell: asyncio.Event, stop: asyncio.Event, seconds: float) -> None:
+    """Until ``bell`` or ``stop`` is set, or ``seconds`` passed."""
+    waits = {asyncio.ensure_future(bell.wait()), asyncio.ensure_future(stop.wait())}
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()
 
 
 NATS_QUIET_SECONDS = 2.0
@@ -1185,6 +1326,8 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         except (nats.errors.Error, OSError, TimeoutError):
             return  # asked to stop before NATS was ever reachable
         js = nc.jetstream()
+        publisher = AckPublisher(nc)
+        status = status_place(settings)  # where a stall is recorded (ADR 27)
         replicas = nats_replicas(settings)
         backoff = 0.1
         while not stop.is_set():
@@ -1215,7 +1358,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
             try:
                 lost = await lead(
                     lock,
-                    lambda: Relay(app, js, data_dir=settings.data_dir).run(stop),
+                    lambda: Relay(app, js, data_dir=status, publisher=publisher).run(stop),
                     settings.relay_leader_check_seconds,
                 )
             finally:

@@ -301,7 +301,8 @@ class Sharer:
         """The share of the event stored at ``position``, if it shares personal data with a
         recipient that registered a key. Call for every published event, in log order.
 
-        A share not sent for want of the recipient's key is logged once per agency
+        A step whose recipient has no key is counted as a share not sent (``without_key``),
+        whatever it would have shared, and logged once per agency
         (``relay.share_without_key``, at its first position) and again only after the agency
         registered a key and is found without one once more."""
         self.keys.observe(event)
@@ -309,16 +310,20 @@ class Sharer:
             self._told_without_key.discard(event.agency)
         if type(event) not in SHARING_STEPS:
             return None
+        # The recipient is named by the step itself: without its key nothing can be sealed,
+        # and the case is not rebuilt (a backlog of transfers to agencies without keys cost
+        # a case replay each).
+        recipient = str(event.to_agency if isinstance(event, Case.Transferred) else event.agency)
+        key = self.keys.key_of(recipient, position)
+        if key is None:
+            self.without_key += 1
+            if recipient not in self._told_without_key:
+                self._told_without_key.add(recipient)
+                log.warning("relay.share_without_key", agency=recipient, position=position)
+            return None
         case: Case = self._app.repository.get(event.originator_id, version=event.originator_version)
         content = share_content(case, event)
         if content is None or content.empty:
-            return None
-        key = self.keys.key_of(content.recipient, position)
-        if key is None:
-            self.without_key += 1
-            if content.recipient not in self._told_without_key:
-                self._told_without_key.add(content.recipient)
-                log.warning("relay.share_without_key", agency=content.recipient, position=position)
             return None
         return self._sealed(content, key, event, position, source)
 

@@ -130,6 +130,7 @@ def test_cbcm_installs_from_the_lock_on_a_clean_debian_and_runs(debian: Path, wh
         "install.sh",
         "postgres/01-roles.sql",
         "postgres/02-grants.sql",
+        "postgres/03-read-models.sql",
         "systemd/cbcm-api.service",
         "systemd/cbcm-retention.timer",
         "systemd/cbcm.env.example",

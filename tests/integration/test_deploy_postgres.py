@@ -214,3 +214,69 @@ def test_the_application_role_can_neither_create_nor_migrate(
     assert done.exit_code == 2, done.output
     assert "permission denied" in done.output
     assert "run `cbcm db` as the tables' owner" in done.output
+
+
+# --- read models (ADR 16, ADR 27): the projector writes its schemas, the API only reads ---------
+
+
+def test_the_read_model_roles_the_projector_writes_the_api_only_reads(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    from projections.inbox import InboxProjection  # noqa: PLC0415
+    from services.api.read_models import read_model_stall  # noqa: PLC0415
+    from services.projector.runner import open_projection  # noqa: PLC0415
+    from services.projector.storage import read_model_store  # noqa: PLC0415
+    from services.runtime.worker_status import record_stall, status_place  # noqa: PLC0415
+
+    suffix = uuid.uuid4().hex[:8]
+    projector, reader, prefix = f"cbcm_projector_{suffix}", f"cbcm_reader_{suffix}", f"rm{suffix}"
+    password = uuid.uuid4().hex
+    text = (
+        (DEPLOY / "03-read-models.sql")
+        .read_text()
+        .replace("cbcm_projector", projector)
+        .replace("cbcm_reader", reader)
+    )
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(text)
+        for role in (projector, reader):
+            conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
+
+    def settings(role: str) -> Settings:
+        return Settings(
+            data_dir=tmp_path,
+            read_model_store=as_user(postgres_server_url, role, password, prefix),
+        )
+
+    try:
+        # given the projector, under its role, making its read model and recording a stall
+        written = read_model_store(settings(projector), "inbox")
+        db = open_projection(InboxProjection(), written)
+        db.close()
+        record_stall(
+            status_place(settings(projector)), "project-inbox", position=5, message_type="x",
+            error="KeyError",
+        )  # fmt: skip
+        # then the API, under its role, reads both
+        read = read_model_store(settings(reader), "inbox")
+        assert read.position() == 0
+        stall = read_model_stall(read)
+        assert stall is not None and stall.position == 5
+        # and can change or create nothing
+        reader_url = as_user(postgres_server_url, reader, password, None)
+        with psycopg.connect(reader_url, autocommit=True) as conn:
+            for statement in (
+                f"UPDATE {prefix}_inbox.projection_position SET position = 99",
+                f"DELETE FROM {prefix}_status.worker_stalls",
+                f"CREATE TABLE {prefix}_inbox.mine (x int)",
+                f"CREATE SCHEMA {prefix}_mine",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+    finally:
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            for schema in (f"{prefix}_inbox", f"{prefix}_status"):
+                conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            for role in (reader, projector):
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE IF EXISTS {role}")

@@ -19,6 +19,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -89,10 +90,10 @@ class Received:
 
 
 @contextmanager
-def served(app: ASGIApp) -> Iterator[tuple[str, int]]:
+def served(app: ASGIApp, **config: Any) -> Iterator[tuple[str, int]]:
     """``app`` on a real uvicorn server on loopback, configured as ``cbcm api`` does."""
     port = free_port()
-    server = uvicorn.Server(server_config(app, "127.0.0.1", port))  # type: ignore[arg-type]
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, **config))  # type: ignore[arg-type]
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -372,3 +373,71 @@ def test_metrics_are_not_served_on_the_api_port(world: World) -> None:
     assert answer.status_code == 404
     assert answer.headers["content-type"] == PROBLEM_JSON
     assert "cbcm_" not in answer.text
+
+
+# --- slow clients, an unexpected error, the throttle store down (ADR 27) -------------------------
+
+
+def test_a_client_trickling_its_request_head_is_cut_off(world: World) -> None:
+    # given the API as cbcm api serves it, with a 2 s deadline on a request's head
+    with served(world.api, header_timeout=2.0) as (host, port):
+        with socket.create_connection((host, port), timeout=10) as sock:
+            # when a client (slowloris) sends a request's head a byte every 0.2 s, never ending
+            sock.sendall(b"POST /v1/public/complaints HTTP/1.1\r\nHost: x\r\n")
+            closed = False
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and not closed:
+                try:
+                    sock.sendall(b"X")
+                except (BrokenPipeError, ConnectionResetError):
+                    closed = True
+                    break
+                sock.settimeout(0.2)
+                try:
+                    closed = sock.recv(1024) == b""
+                except TimeoutError:
+                    pass
+                except ConnectionResetError:
+                    closed = True
+            # then the server closes the connection, without an answer, long before 30 s
+            assert closed, "the server kept a trickling connection open"
+        # and a client that sends its request at once is served as usual
+        with httpx.Client(base_url=f"http://{host}:{port}") as client:
+            assert client.get("/healthz").status_code == 200
+
+
+def test_an_unexpected_error_is_answered_500_with_every_security_header(world: World) -> None:
+    # given a route that fails (a bug anywhere in a handler)
+    async def broken() -> None:
+        raise RuntimeError("a bug")
+
+    world.api.add_api_route("/v1/broken", broken)  # type: ignore[attr-defined]
+    with TestClient(world.api, raise_server_exceptions=False) as client:
+        answer = client.get("/v1/broken")
+    # then the 500 is a problem with the headers every other answer has, and tells no detail
+    assert answer.status_code == 500
+    assert answer.headers["content-type"] == "application/problem+json"
+    assert answer.headers.get("x-content-type-options") == "nosniff"
+    assert answer.headers.get("cache-control") == "no-store"
+    assert "default-src 'none'" in answer.headers.get("content-security-policy", "")
+    assert "a bug" not in answer.text
+
+
+def test_the_web_intake_goes_on_while_the_shared_throttle_store_is_down(
+    data_dir: Path,
+) -> None:
+    # given API instances sharing a Redis that cannot be reached (nothing listens there)
+    down = f"redis://127.0.0.1:{free_port()}/0"
+    for world in world_of(data_dir, throttle_store=down):
+        with TestClient(world.api) as client:
+            # when complaints come in through the web intake
+            statuses = [
+                client.post("/v1/public/complaints", json=FORM).status_code for _ in range(4)
+            ]
+            # then they are accepted, within this instance's own count of the same limit (2)
+            assert statuses == [201, 201, 429, 429]
+            # while a receipt look-up, which loses nothing by waiting, is refused: guesses
+            # must not pass a throttle that cannot count
+            lookup = client.post(LOOK_UP, json={"code": str(new_receipt_code())})
+            assert lookup.status_code == 503
+            assert lookup.headers["retry-after"]

@@ -93,6 +93,10 @@ class KeyTable(Protocol):
 
     def get(self, ref: KeyRef) -> KeyRow | None: ...
 
+    def get_many(self, refs: list[KeyRef]) -> dict[KeyRef, KeyRow]:
+        """The rows of those ``refs`` that exist (few queries, however many refs)."""
+        ...
+
     def insert(self, cursor: Any, rows: list[tuple[KeyRef, str, bytes]]) -> None: ...
 
     def erased_among(self, cursor: Any, refs: list[KeyRef]) -> list[KeyRef]:
@@ -311,6 +315,34 @@ class DataKeys:
             aes = AESGCM(self.kek.unwrap(row.kek_id, row.wrapped, ref.context()))
         self._remember_opened(ref, aes, now)
         return aes
+
+    def prefetch(self, refs: Iterable[KeyRef]) -> None:
+        """Open the keys of ``refs`` not cached, reading their rows in a few queries rather
+        than one each (a reader about to open many records' fields: the relay's backlog).
+        What ``for_read`` then finds is exactly what it would have read itself: a missing
+        row is left for it to report, an erased one (or one the log erased) cached as
+        erased."""
+        now = time.monotonic()
+        with self._lock:
+            wanted = sorted(
+                {
+                    ref
+                    for ref in refs
+                    if (cached := self._opened.get(ref)) is None
+                    or now - cached[1] >= self.cache_seconds
+                }
+            )
+        if not wanted:
+            return
+        rows = self.table.get_many(wanted)
+        for ref in wanted:
+            row = rows.get(ref)
+            if row is None:
+                continue
+            aes = None
+            if row.wrapped is not None and row.kek_id is not None and not self._erased_by_log(ref):
+                aes = AESGCM(self.kek.unwrap(row.kek_id, row.wrapped, ref.context()))
+            self._remember_opened(ref, aes, now)
 
     def _erased_by_log(self, ref: KeyRef) -> bool:
         """Whether the log erased ``ref`` although its row holds key material: the row came

@@ -132,6 +132,21 @@ def open_sealed(
     return state
 
 
+def sealed_refs(state: Any, scope: UUID) -> list[KeyRef]:
+    """The data keys a decoded stored state's sealed fields are opened with (none: a state
+    that seals nothing, or is not a mapping)."""
+    sealed = state.get(SEALED) if isinstance(state, dict) else None
+    if not isinstance(sealed, dict):
+        return []
+    refs = []
+    for entry in sealed.values():
+        if isinstance(entry, list) and len(entry) == 3:
+            subject, generation = entry[0], entry[1]
+            if isinstance(subject, str) and isinstance(generation, int):
+                refs.append(KeyRef(scope, subject, generation))
+    return refs
+
+
 def erasures_of(event: object) -> list[tuple[UUID, str]]:
     """The data keys (scope, subject) an erasure event destroys (none for other events)."""
     if isinstance(event, Case.PersonalDataErased):

@@ -24,6 +24,8 @@ ERASED_STAYS = "an erased data key stays erased"
 IDENTITY_STAYS = "the identity of a data key never changes"
 RING_STAYS = "the key ring of the store is recorded once"
 TOMBSTONES_STAY = "data keys are never deleted: an erasure leaves a tombstone"
+MANY = 500
+"""Refs per query of ``get_many``."""
 
 
 def key_table(events_table: str) -> str:
@@ -103,6 +105,26 @@ class SQLiteKeyTable:
             return None
         kek_id, wrapped = rows[0]
         return KeyRow(ref.generation, kek_id, None if wrapped is None else bytes(wrapped))
+
+    def get_many(self, refs: list[KeyRef]) -> dict[KeyRef, KeyRow]:
+        """The rows of ``refs`` that exist, in one query per ``MANY`` refs (the relay reads
+        a backlog's keys a batch at a time, not one query per key)."""
+        found: dict[KeyRef, KeyRow] = {}
+        for first in range(0, len(refs), MANY):
+            chunk = refs[first : first + MANY]
+            wanted = {(r.scope.hex, r.subject, r.generation): r for r in chunk}
+            rows = self._read(
+                f"SELECT scope, subject, generation, kek_id, wrapped FROM {self.name} "  # noqa: S608
+                "WHERE scope IN (" + ", ".join("?" * len({r.scope for r in chunk})) + ")",
+                tuple(sorted({r.scope.hex for r in chunk})),
+            )
+            for scope, subject, generation, kek_id, wrapped in rows:
+                ref = wanted.get((scope, subject, int(generation)))
+                if ref is not None:
+                    found[ref] = KeyRow(
+                        ref.generation, kek_id, None if wrapped is None else bytes(wrapped)
+                    )
+        return found
 
     def insert(self, cursor: Any, rows: list[tuple[KeyRef, str, bytes]]) -> None:
         now = _now()
@@ -353,6 +375,29 @@ class PostgresKeyTable:
         return KeyRow(
             ref.generation, r["kek_id"], None if r["wrapped"] is None else bytes(r["wrapped"])
         )
+
+    def get_many(self, refs: list[KeyRef]) -> dict[KeyRef, KeyRow]:
+        """The rows of ``refs`` that exist, in one query per ``MANY`` refs."""
+        found: dict[KeyRef, KeyRow] = {}
+        for first in range(0, len(refs), MANY):
+            chunk = refs[first : first + MANY]
+            wanted = {(r.scope, r.subject, r.generation): r for r in chunk}
+            rows = self._read(
+                SQL(
+                    "SELECT scope, subject, generation, kek_id, wrapped FROM {} "
+                    "WHERE scope = ANY(%s)"
+                ).format(self.table),
+                (sorted({r.scope for r in chunk}),),
+            )
+            for r in rows:
+                ref = wanted.get((r["scope"], r["subject"], int(r["generation"])))
+                if ref is not None:
+                    found[ref] = KeyRow(
+                        ref.generation,
+                        r["kek_id"],
+                        None if r["wrapped"] is None else bytes(r["wrapped"]),
+                    )
+        return found
 
     def insert(self, cursor: Any, rows: list[tuple[KeyRef, str, bytes]]) -> None:
         cursor.executemany(
