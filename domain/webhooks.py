@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import ipaddress
+import re
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -128,20 +129,39 @@ def _internal(host: str) -> bool:
     return not address.is_global
 
 
+_LABEL = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
+"""One label of a host name (RFC 1123; ``urlsplit`` gives the host in lower case)."""
+
+
+def _ip_literal(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 def check_url(url: str) -> str:
     """``url`` if events may be sent there: ``https://`` with a host, or ``http://`` on the
     loopback interface only (a receiver on the same machine, as in development). No user
     name or password in it (they would sit in the log in clear), no fragment."""
     if len(url) > LONGEST_URL or any(c.isspace() for c in url):
         raise InvalidCommand("a webhook URL is at most 2048 characters, without spaces")
-    parts = urlsplit(url)
     try:
+        parts = urlsplit(url)  # raises on a malformed IPv6 literal ('https://[/')
         host = parts.hostname
         parts.port  # noqa: B018 - raises on a port that is not a number
     except ValueError:
         raise InvalidCommand("a webhook URL needs a valid host and port") from None
     if not host:
         raise InvalidCommand("a webhook URL needs a host")
+    if not _ip_literal(host) and not all(_LABEL.fullmatch(label) for label in host.split(".")):
+        # what the deliverer's HTTP client cannot send to would never be tried, so never
+        # disabled for failing, and nobody told: refused here
+        raise InvalidCommand(
+            "a webhook URL's host is an IP address or a DNS name of letters, digits and "
+            "hyphens (an internationalised name in its xn-- form)"
+        )
     if parts.username is not None or parts.password is not None or parts.fragment:
         raise InvalidCommand("a webhook URL carries no user name, password or fragment")
     if parts.scheme == "https" and _internal(host):

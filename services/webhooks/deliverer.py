@@ -472,11 +472,19 @@ class Deliverer:
                 # the status is all we need: the answer's body is never read (a receiver
                 # could send an endless one). The transport connects only to the address it
                 # checked (``pinning``): an internal one is refused before any byte goes out.
-                async with self._client.stream(
-                    "POST", endpoint.url, content=item.body, headers=headers
-                ) as answer:
-                    status = answer.status_code
-            except (httpx.HTTPError, AddressNotAllowed) as e:
+                # The whole attempt has one deadline: httpx's timeouts are per read, so a
+                # receiver trickling a byte of its headers at a time would hold it for hours.
+                async with asyncio.timeout(self.policy.timeout):
+                    async with self._client.stream(
+                        "POST", endpoint.url, content=item.body, headers=headers
+                    ) as answer:
+                        status = answer.status_code
+            except TimeoutError:
+                error = "Timeout"
+            except (httpx.HTTPError, httpx.InvalidURL, AddressNotAllowed) as e:
+                # InvalidURL is no HTTPError: a URL httpx cannot send to (an endpoint
+                # registered before the register checked such hosts) fails like any other
+                # attempt, so the endpoint is disabled and its agency told, not retried forever
                 error = type(e).__name__
         seconds = time.perf_counter() - started
         ok = status is not None and 200 <= status < 300

@@ -18,7 +18,7 @@ import socket
 import ssl
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -725,3 +725,71 @@ async def test_a_removed_endpoints_secrets_are_shredded_and_no_one_elses(stack: 
     for gone in (first, rotated):
         assert gone.encode() not in raw
         assert base64.b64decode(gone.removeprefix("whsec_")) not in raw
+
+
+class TricklingReceiver:
+    """A receiver that answers its status line, then one header line every 0.3 s for as long
+    as the test runs: each read gets a byte in time, so per-read timeouts never fire."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.stopping = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._trickle, args=(conn,), daemon=True).start()
+
+    def _trickle(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                conn.recv(65536)
+                conn.sendall(b"HTTP/1.1 200 OK\r\n")
+                while not self.stopping.wait(0.3):
+                    conn.sendall(b"X-Slow: a\r\n")
+            except OSError:
+                return
+
+    def close(self) -> None:
+        self.stopping.set()
+        self.sock.close()
+
+
+# Attack (review of #19): httpx's timeouts are per read, so a receiver trickling its headers
+# held one attempt for as long as it liked (45 hours at the default 10 s): the attempt neither
+# failed nor counted toward disabling the endpoint. An attempt now has one deadline.
+async def test_a_receiver_that_trickles_its_answer_fails_the_attempt_at_the_deadline(
+    stack: Stack,
+) -> None:
+    receiver = TricklingReceiver()
+    try:
+        stack.register(
+            "unhcr",
+            f"http://127.0.0.1:{receiver.port}/slow",
+            new_secret(),
+            {"org.psea.cbcm.case.received.v1"},
+        )
+        walk_sea_case(stack.app)
+        await stack.publish()
+        deliverer = Deliverer(
+            stack.app,
+            stack.outbox,
+            stack.nats.url,
+            policy=replace(FAST, timeout=1),
+            clock=lambda: datetime.now(UTC),
+        )
+        stop = asyncio.Event()
+        running = Running(deliverer, stop, asyncio.create_task(deliverer.run(stop)))
+        try:
+            await until(lambda: len(stack.outbox.attempts(last=10)) >= 2)
+        finally:
+            await running.halt()
+    finally:
+        receiver.close()
+    attempts = stack.outbox.attempts(last=10)
+    assert all(a.outcome == "failed" and a.error == "Timeout" for a in attempts)

@@ -13,6 +13,7 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from uuid import uuid4
 
+import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -448,3 +449,30 @@ async def test_no_address_the_registration_refuses_for_https_is_dialled_by_the_d
     if literally and not public:  # loopback: only http:// registers there, never https://
         with pytest.raises(InvalidCommand):
             check_url(f"https://{host}/hook")
+
+
+# Attack (review of #19): '☃.net' was registered, and the deliverer's client refused to
+# build a request to it (httpx.InvalidURL, not an HTTPError): the endpoint was never tried,
+# never disabled for failing, and nobody was told. Whatever the register accepts, the
+# deliverer's client can send to.
+@settings(max_examples=300)
+@given(
+    host=st.one_of(
+        st.text(min_size=1, max_size=40),
+        st.from_regex(r"[a-zA-Z0-9\-_.%~☃é]{1,30}\.[a-z]{2,6}", fullmatch=True),
+        st.sampled_from(["☃.net", "xn--n3h.net", "a_b.example.org", "-a.example", "a..b"]),
+    )
+)
+def test_every_url_the_register_accepts_is_one_the_deliverer_can_send_to(host: str) -> None:
+    url = f"https://{host}/hook"
+    try:
+        check_url(url)
+    except InvalidCommand:
+        return
+    httpx.URL(url)  # raises InvalidURL for what the client cannot send
+
+
+def test_an_internationalised_host_is_registered_in_its_xn_form() -> None:
+    assert check_url("https://xn--n3h.net/hook") == "https://xn--n3h.net/hook"
+    with pytest.raises(InvalidCommand, match="xn-- form"):
+        check_url("https://☃.net/hook")
