@@ -25,7 +25,7 @@ import ipaddress
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 import httpcore
 import httpx
@@ -52,9 +52,27 @@ async def system_resolver(host: str, port: int) -> list[IPAddress]:
     return addresses
 
 
+_EMBEDDING: Final = (
+    ipaddress.IPv6Network("::/96"),  # IPv4-compatible (deprecated): ::7f00:1 is 127.0.0.1
+    ipaddress.IPv6Network("64:ff9b::/96"),  # NAT64 (RFC 6052): the last 32 bits are IPv4
+    ipaddress.IPv6Network("64:ff9b:1::/48"),  # local-use NAT64 (RFC 8215)
+)
+_NEVER: Final = (ipaddress.IPv6Network("fec0::/10"),)  # site-local (deprecated, still routed)
+
+
 def _unmapped(address: IPAddress) -> IPAddress:
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+    """The IPv4 address an IPv6 one carries (mapped, compatible, NAT64, 6to4), else itself:
+    a resolver's ``::7f00:1`` or ``2002:7f00:1::`` must be judged as the 127.0.0.1 inside."""
+    if not isinstance(address, ipaddress.IPv6Address):
+        return address
+    if address.ipv4_mapped is not None:
         return address.ipv4_mapped
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.is_loopback or address.is_unspecified:  # ::1 and :: are themselves
+        return address
+    if any(address in network for network in _EMBEDDING):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address
 
 
@@ -67,6 +85,8 @@ def _literal(host: str) -> IPAddress | None:
 
 def allowed(address: IPAddress, host: str) -> bool:
     """Whether the deliverer may connect to ``address`` for a URL naming ``host``."""
+    if any(address in network for network in _NEVER):
+        return False
     address = _unmapped(address)
     if address.is_global:
         return True

@@ -37,6 +37,7 @@ from services.webhooks.deliverer import DeliveryPolicy
 from services.webhooks.pinning import (
     AddressNotAllowed,
     IPAddress,
+    allowed,
     checked_addresses,
     system_resolver,
 )
@@ -439,13 +440,22 @@ async def test_no_address_the_registration_refuses_for_https_is_dialled_by_the_d
         by_name = True
     except AddressNotAllowed:
         by_name = False
-    assert by_name == public  # a name never leads to loopback or anything internal
+    # IPv6 forms that embed an IPv4 address are judged by the address inside (the test below)
+    embedding = isinstance(address, ipaddress.IPv6Address) and any(
+        address in ipaddress.IPv6Network(n)
+        for n in ("::/96", "64:ff9b::/96", "64:ff9b:1::/48", "2002::/16", "fec0::/10")
+    )
+    if embedding:
+        assert by_name <= public  # never more than the global ones
+    else:
+        assert by_name == public  # a name never leads to loopback or anything internal
     try:
         await checked_addresses(host, 443, answers)
         literally = True
     except AddressNotAllowed:
         literally = False
-    assert literally == (public or address.is_loopback)
+    if not embedding:
+        assert literally == (public or address.is_loopback)
     if literally and not public:  # loopback: only http:// registers there, never https://
         with pytest.raises(InvalidCommand):
             check_url(f"https://{host}/hook")
@@ -476,3 +486,27 @@ def test_an_internationalised_host_is_registered_in_its_xn_form() -> None:
     assert check_url("https://xn--n3h.net/hook") == "https://xn--n3h.net/hook"
     with pytest.raises(InvalidCommand, match="xn-- form"):
         check_url("https://☃.net/hook")
+
+
+# Attack (review of #19): IPv6 forms that carry an internal IPv4 address passed ``is_global``
+# on Python 3.11: IPv4-compatible, NAT64, 6to4, and the deprecated site-local prefix.
+@pytest.mark.parametrize(
+    "address",
+    [
+        "::7f00:1",
+        "64:ff9b::7f00:1",
+        "64:ff9b::a9fe:a9fe",
+        "2002:7f00:1::",
+        "2002:a9fe:a9fe::1",
+        "fec0::1",
+        "64:ff9b:1::a00:1",
+    ],
+)
+def test_ipv6_forms_of_internal_addresses_are_not_dialled(address: str) -> None:
+    assert not allowed(ipaddress.ip_address(address), "hooks.example.org")
+
+
+def test_ipv6_forms_of_public_addresses_and_loopback_by_name_still_are() -> None:
+    assert allowed(ipaddress.ip_address("64:ff9b::808:808"), "hooks.example.org")
+    assert allowed(ipaddress.ip_address("2606:4700::1111"), "hooks.example.org")
+    assert allowed(ipaddress.ip_address("::1"), "localhost")
