@@ -242,11 +242,10 @@ class StoredProofs:
         with reading(recorder):  # as the export does: one read transaction
             self.tree = merkle_tree.StoredTree(recorder)
             positions = positions_of(app, originator)
-            self.items = []
-            for position in positions:
-                index = self.tree.leaf_index(position)
-                assert index is not None
-                self.items.append((index, self.tree.inclusion(index, size)))
+            indexes = self.tree.leaf_indexes(positions)
+            assert len(indexes) == len(positions)
+            self.tree.prefetch(indexes.values(), size)  # as the export does
+            self.items = [(i, self.tree.inclusion(i, size)) for i in indexes.values()]
         self.size = size
 
     def check(self, root: bytes) -> None:
@@ -279,11 +278,18 @@ def _position(app: ComplaintMechanism, originator: uuid.UUID) -> int:
     table = recorder.events_table_name
     with recorder.datastore.transaction(commit=False) as c:
         if isinstance(recorder, SQLiteApplicationRecorder):
-            c.execute(f"SELECT min(rowid) FROM {table} WHERE originator_id = ?", (originator.hex,))
+            c.execute(
+                f"SELECT rowid FROM {table} WHERE originator_id = ? "
+                "ORDER BY originator_version LIMIT 1",
+                (originator.hex,),
+            )
             return int(c.fetchone()[0])
         schema = recorder.datastore.schema
         c.execute(
-            f'SELECT min(notification_id) AS p FROM "{schema}"."{table}" WHERE originator_id = %s',
+            # by the primary key (originator, version): min(notification_id) made PostgreSQL
+            # walk the position index instead (18 ms at 300,000 events)
+            f'SELECT notification_id AS p FROM "{schema}"."{table}" WHERE originator_id = %s '
+            "ORDER BY originator_version LIMIT 1",
             (originator,),
         )
         return int(c.fetchone()["p"])

@@ -13,6 +13,7 @@ from services.audit import tree as merkle_tree
 from services.audit.merkle import (
     MemoryTree,
     ProofError,
+    inclusion_proof,
     leaf_hash,
     verify_consistency,
     verify_inclusion,
@@ -78,4 +79,30 @@ def test_tiles_roots_and_proofs_agree_with_the_whole_tree_and_stay_as_stored(
                 leaf_hash(chained[index][1]),
                 proof,
                 reference.root(len(chained) - 1),
+            )
+
+
+def test_the_proofs_of_a_case_read_in_one_go_are_the_proofs_of_the_whole_tree(
+    store: ComplaintMechanism,
+) -> None:
+    """What the export and the proof figure use: the leaves of many positions in one query,
+    the tiles their proofs need in one more; the proofs are RFC 6962's, node for node."""
+    chained = links(store)
+    merkle_tree.extend(store.recorder)
+    reference = MemoryTree([leaf_hash(link) for _, link in chained])
+    rng = random.Random(11)
+    edge = len(chained) - len(chained) % TILE_WIDTH
+    for size in (len(chained), edge, edge - 1, 300, *rng.sample(range(2, len(chained)), 4)):
+        picked = sorted(
+            [*rng.sample(range(size), min(size, 40)), 0, size - 1, min(TILE_WIDTH, size - 1)]
+        )
+        tree = merkle_tree.StoredTree(store.recorder)  # fresh: nothing read yet
+        positions = [chained[i][0] for i in picked] + [chained[-1][0] + 1000]  # and one not
+        indexes = tree.leaf_indexes(positions)
+        assert indexes == {chained[i][0]: i for i in picked}
+        tree.prefetch(indexes.values(), size)
+        for index in picked:
+            assert tree.inclusion(index, size) == inclusion_proof(index, size, reference), (
+                index,
+                size,
             )
