@@ -32,7 +32,7 @@ from services.audit.merkle import (
 )
 from services.event_store.tiles import TILE_WIDTH, Tile, TileStore
 
-__all__ = ["StoredTree", "TileMismatch", "check_tiles", "extend"]
+__all__ = ["StoredTree", "Tile", "TileMismatch", "check_tiles", "extend", "tree_hash"]
 
 HEIGHT = 8
 _STAND_IN = bytes(32)
