@@ -6,16 +6,23 @@ Verify across a rotation says intact, and an erasure made before it stays in for
 
 from __future__ import annotations
 
+import json
 import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 import structlog
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hsettings
+from hypothesis import strategies as st
 
 from domain.custody import WriterKeyRotation
 from domain.vocabulary import FeedbackChannel
+from services.api.replay import replay_case
+from services.application.key_rotation import rotate_writer_key
 from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
 from services.event_store.chain import head, link_hash
@@ -32,6 +39,7 @@ from services.settings import Settings
 from tests.api_world import build_network
 from tests.conftest import T0
 from tests.integration.test_custody import (
+    AUDITOR,
     FOCAL,
     Dba,
     cli_run,
@@ -254,6 +262,7 @@ def test_a_process_still_holding_the_old_key_writes_nothing_after_the_rotation(
 
 def complaint_mechanism_with(settings: Settings, key: WriterKey, where: Path) -> Any:
     """The application with ``key`` in a key file of its own."""
+    where.mkdir(parents=True, exist_ok=True)
     path = where / "current-writer.key"
     path.write_text(key_file_text(key))
     return complaint_mechanism(
@@ -270,3 +279,69 @@ def key_file_text(key: WriterKey) -> str:
     import base64  # noqa: PLC0415
 
     return base64.b64encode(key.secret).decode() + "\n"
+
+
+# ------------------------------------------------------------------ any sequence
+
+ROTATION_OPS = st.lists(
+    st.tuples(st.sampled_from(["feedback", "erase", "rotate", "restart"]), st.integers(0, 1)),
+    max_size=8,
+)
+
+
+@given(ops=ROTATION_OPS)
+@example(ops=[("erase", 0), ("rotate", 0), ("feedback", 0), ("rotate", 1), ("erase", 1)])
+@hsettings(
+    max_examples=5, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_any_sequence_of_rotations_verifies_keeps_erasures_and_retires_every_old_key(
+    tmp_path: Path, ops: list[Any]
+) -> None:
+    name = uuid4().hex[:12]
+    settings = Settings(
+        data_dir=tmp_path / name, event_store=f"sqlite:///{tmp_path / name / 'events.sqlite3'}"
+    )
+    app = complaint_mechanism(settings)
+    retired: list[WriterKey] = []
+    try:
+        build_network(app, T0 - timedelta(days=1))
+        cases = [complaint(app, f"CANARY-k{i}-first", at=i) for i in range(2)]
+        live: list[set[str]] = [{f"CANARY-k{i}-first"} for i in range(2)]
+        dead: set[str] = set()
+        for n, (op, i) in enumerate(ops):
+            if op == "feedback":
+                value = f"CANARY-k{i}-v{n}"
+                app.give_feedback(
+                    cases[i], actor=FOCAL, message=value, channel=FeedbackChannel.PHONE,
+                    at=minutes(10 + n),
+                )  # fmt: skip
+                live[i].add(value)
+            elif op == "erase":
+                erase_everyone(app, cases[i], at=10 + n)
+                dead |= live[i]
+                live[i] = set()
+            elif op == "rotate":
+                retired.append(load_writer_key(key_file(settings), create=False))
+                rotate_writer_key(app, at=minutes(10 + n), key_file=key_file(settings))
+            else:  # a process restarted with the key file as it now is
+                app.close()
+                app = complaint_mechanism(settings)
+        # then the log verifies across every rotation
+        done = verify_chain_alone(settings)
+        assert done.exit_code == 0, done.output
+        # no erased value shows, every live one does, in this process and a fresh one
+        for reader in (app, complaint_mechanism(settings)):
+            for c, case in enumerate(cases):
+                shown = json.dumps(
+                    replay_case(reader, case, reveal_personal=True, reader=AUDITOR).to_json()
+                )
+                assert not [v for v in dead if v in shown]
+                assert all(v in shown for v in live[c])
+        # and each retired key, put back in a key file of its own, writes nothing
+        for number, old in enumerate(retired):
+            thief = complaint_mechanism_with(settings, old, tmp_path / name / f"old-{number}")
+            with pytest.raises(WriterKeyError, match="was retired"):
+                feedback(thief, cases[0], at=100 + number)
+            thief.close()
+    finally:
+        app.close()
