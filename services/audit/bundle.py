@@ -74,8 +74,9 @@ def _build(  # noqa: PLR0917
             "signs: verify the store (cbcm audit verify) before exporting"
         )
     events = []
-    wanted = sorted(set(positions) | _whole_records(recorder, positions))
-    indexes = tree.leaf_indexes(wanted)
+    leaves = tree.record_leaf_indexes(positions)  # the records whole, in one query
+    wanted = sorted(set(positions) | set(leaves))
+    indexes = {p: i for p, i in leaves.items() if i is not None}
     tree.prefetch([i for i in indexes.values() if i < checkpoint.size], checkpoint.size)
     for position in wanted:
         event = store.event_at(position)
@@ -113,12 +114,6 @@ def _build(  # noqa: PLR0917
     if replay is not None:
         bundle["replay"] = replay
     return bundle
-
-
-def _whole_records(recorder: Any, positions: list[int]) -> set[int]:
-    """The positions of every event of the records (aggregates) that ``positions`` touch:
-    a bundle holds each record whole, so that a left-out version shows."""
-    return set(TileStore(recorder).record_positions(sorted(set(positions))))
 
 
 @dataclass

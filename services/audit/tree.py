@@ -15,6 +15,7 @@ signed root by whoever receives it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
 from collections.abc import Iterable
 from dataclasses import dataclass
 from hashlib import sha256
@@ -162,7 +163,7 @@ class StoredTree:
 
     def __init__(self, recorder: Any) -> None:
         self.store = TileStore(recorder)
-        self.counts, after = self.store.summary()
+        self.counts, tiled_to, links = self.store.summary_and_edge(READ_LINKS)
         self._tiles: dict[tuple[int, int], Tile] = {}
         self._root_cache: dict[tuple[int, int], bytes] = {}
         self._memo: dict[tuple[int, int], bytes] = {}
@@ -171,15 +172,12 @@ class StoredTree:
         self._dry: tuple[set[tuple[int, int]], set[tuple[int, int]]] | None = None
         """While :meth:`prefetch` looks for what proofs need: the tiles and roots asked."""
         level0 = self.counts.get(0, 0)
-        links = []
-        while True:
-            batch = self.store.links_after(after, READ_LINKS)
+        batch = links
+        while len(batch) == READ_LINKS:  # a long edge (tiles not extended for a while)
+            batch = self.store.links_after(batch[-1][0], READ_LINKS)
             links.extend(batch)
-            if len(batch) < READ_LINKS:
-                break
-            after = batch[-1][0]
         self.edge = _Edge(
-            after,
+            tiled_to,
             [p for p, _ in links],
             [leaf_hash(link) for _, link in links],
         )
@@ -369,6 +367,23 @@ class StoredTree:
                 tiled.append(position)
         for position, (number, offset) in self.store.leaf_offsets(tiled).items():
             found[position] = number * TILE_WIDTH + offset
+        return found
+
+    def record_leaf_indexes(self, positions: Iterable[int]) -> dict[int, int | None]:
+        """The leaf of every event of the records whose events stand at ``positions`` (a
+        case's records whole, as the export holds them), by position, in one query; None
+        for an event no chain row holds."""
+        found: dict[int, int | None] = {}
+        base = self.counts.get(0, 0) * TILE_WIDTH
+        for position, offset in self.store.record_leaf_offsets(sorted(set(positions))).items():
+            if offset is not None:
+                found[position] = offset[0] * TILE_WIDTH + offset[1]
+            elif position > self.edge.after_position:
+                at = bisect_left(self.edge.positions, position)
+                hit = at < len(self.edge.positions) and self.edge.positions[at] == position
+                found[position] = base + at if hit else None
+            else:
+                found[position] = None
         return found
 
     def inclusion(self, index: int, size: int) -> list[bytes]:

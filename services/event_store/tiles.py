@@ -233,6 +233,21 @@ class TileStore:
         last = next((int(p) for level, _, p in rows if int(level) == 0), 0)
         return counts, last
 
+    def summary_and_edge(self, limit: int) -> tuple[dict[int, int], int, list[tuple[int, bytes]]]:
+        """``summary`` and the first ``limit`` chain rows after the last level-0 tile, in
+        one query (one round trip where a proof's whole cost is a few)."""
+        rows = self._query(
+            "SELECT level, count(*), max(last_position), NULL FROM {tiles} GROUP BY level "
+            "UNION ALL SELECT -1, e.position, NULL, e.link FROM (SELECT position, link FROM "
+            "{chain} WHERE position > (SELECT coalesce(max(last_position), 0) FROM {tiles} "
+            "WHERE level = 0) ORDER BY position LIMIT ?) e",
+            (limit,),
+        )
+        counts = {int(a): int(b) for a, b, _, _ in rows if int(a) >= 0}
+        last = next((int(c) for a, _, c, _ in rows if int(a) == 0), 0)
+        edge = sorted((int(b), bytes(d)) for a, b, _, d in rows if int(a) < 0)
+        return counts, last, edge
+
     def leaf_offsets(self, positions: list[int]) -> dict[int, tuple[int, int]]:
         """For each of ``positions`` that a chain row and a stored level-0 tile cover: the
         tile's index and the position's offset among the tile's leaves (the chain rows
@@ -250,27 +265,30 @@ class TileStore:
         )
         return {int(p): (int(i), int(k)) for p, i, k in rows}
 
-    def record_positions(self, positions: list[int]) -> list[int]:
-        """The positions of every stored event of the records (aggregates) whose events
-        stand at ``positions``, in order, in one query."""
+    def record_leaf_offsets(self, positions: list[int]) -> dict[int, tuple[int, int] | None]:
+        """``leaf_offsets`` of every stored event of the records whose events stand at
+        ``positions`` (``record_positions``), in one query; None for a position no stored
+        level-0 tile covers (or no chain row holds)."""
         if not positions:
-            return []
-        marks = self._in_list
+            return {}
         if self.sqlite:
-            table = self.recorder.events_table_name
-            sql = (
-                f"SELECT rowid FROM {table} WHERE originator_id IN (SELECT originator_id "
-                f"FROM {table} WHERE rowid IN {marks}) ORDER BY rowid"
-            )
+            table, position = self.recorder.events_table_name, "rowid"
         else:
             schema = self.recorder.datastore.schema
             table = f'"{schema}"."{self.recorder.events_table_name}"'
-            sql = (
-                f"SELECT notification_id FROM {table} WHERE originator_id IN (SELECT "
-                f"originator_id FROM {table} WHERE notification_id IN {marks}) "
-                "ORDER BY notification_id"
-            )
-        return [int(r[0]) for r in self._query(sql, (self._listed(positions),))]
+            position = "notification_id"
+        rows = self._query(
+            f"SELECT r.p, t.idx, (SELECT count(*) FROM {{chain}} b "
+            "WHERE b.position >= t.first_position AND b.position < r.p) "
+            f"FROM (SELECT {position} AS p FROM {table} WHERE originator_id IN (SELECT "
+            f"originator_id FROM {table} WHERE {position} IN {self._in_list})) r "
+            "LEFT JOIN {chain} c ON c.position = r.p "
+            "LEFT JOIN {tiles} t ON c.position IS NOT NULL AND t.level = 0 AND t.idx = ("
+            "SELECT u.idx FROM {tiles} u WHERE u.level = 0 AND u.last_position >= r.p "
+            "ORDER BY u.last_position LIMIT 1) AND t.first_position <= r.p",
+            (self._listed(positions),),
+        )
+        return {int(p): None if i is None else (int(i), int(k)) for p, i, k in rows}
 
     def tile_at_position(self, position: int) -> Tile | None:
         """The level-0 tile whose leaves cover ``position``, if one is stored."""

@@ -14,9 +14,11 @@ publisher does), and the tree's head is what a witness would hold.
 - *SHA-256 alone* (the baseline): each event's bytes as its link hashes them, put together
   beforehand (not timed), one ``hashlib.sha256`` per event, chained, on one core. The
   issue's bound: verify's rate at least 0.5 of it.
-- *proof generation for one case*: the inclusion proofs of one record's 100 events against
-  the head, read from the tiles (a fresh ``StoredTree`` each time), the median of 25 records;
-  the issue's bound: under 50 ms.
+- *proof generation for one case*: from one known position of a record (found untimed: the
+  export is given the case's positions), the record's events whole, their leaves and their
+  inclusion proofs against the head, read from the tiles (a fresh ``StoredTree`` each time),
+  as the export does it; the median of 25 records of 100 events; the issue's bound: under
+  50 ms.
 
 Figures are printed and recorded for ``cbcm bench``, never asserted.
 """
@@ -182,8 +184,9 @@ def test_verify_and_proofs_of_the_tree_log(
 
     timings = []
     for originator in random.Random(3).sample(records, 25):
+        known = _position(app, originator)  # the export is given the case's positions
         began = time.perf_counter()
-        proofs = StoredProofs(app, originator, events)
+        proofs = StoredProofs(app, known, events)
         timings.append(time.perf_counter() - began)
         proofs.check(root)
     proof_ms = statistics.median(timings) * 1000
@@ -263,13 +266,14 @@ def test_verify_and_proofs_of_the_tree_log(
 class StoredProofs:
     """The inclusion proofs of one record's events, as ``cbcm audit export`` makes them."""
 
-    def __init__(self, app: ComplaintMechanism, originator: uuid.UUID, size: int) -> None:
+    def __init__(self, app: ComplaintMechanism, known: int, size: int) -> None:
         recorder = app.recorder
         with reading(recorder):  # as the export does: one read transaction
             self.tree = merkle_tree.StoredTree(recorder)
-            positions = positions_of(app, originator)
-            indexes = self.tree.leaf_indexes(positions)
-            assert len(indexes) == len(positions)
+            # the record of the known position whole, and its leaves (the export's look-up)
+            leaves = self.tree.record_leaf_indexes([known])
+            indexes = {p: i for p, i in leaves.items() if i is not None}
+            assert len(indexes) == PER_RECORD, len(indexes)
             self.tree.prefetch(indexes.values(), size)  # as the export does
             self.items = [(i, self.tree.inclusion(i, size)) for i in indexes.values()]
         self.size = size
@@ -285,16 +289,6 @@ class StoredProofs:
             )
             verify_inclusion(index, self.size, leaf, proof, root)
         assert leaf_hash(b"") != root
-
-
-def positions_of(app: ComplaintMechanism, originator: uuid.UUID) -> list[int]:
-    from services.audit.bundle import _whole_records  # noqa: PLC0415
-
-    first = app.recorder.select_events(originator, limit=1)
-    assert first
-    # one known position of the record, then all of it (the export's own look-up)
-    any_position = _position(app, originator)
-    return sorted(_whole_records(app.recorder, [any_position]))
 
 
 def _position(app: ComplaintMechanism, originator: uuid.UUID) -> int:

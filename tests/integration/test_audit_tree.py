@@ -106,3 +106,24 @@ def test_the_proofs_of_a_case_read_in_one_go_are_the_proofs_of_the_whole_tree(
                 index,
                 size,
             )
+
+
+def test_a_records_leaves_read_in_one_query_are_its_every_event_in_the_tree(
+    store: ComplaintMechanism,
+) -> None:
+    """What the export reads for a case: from one position of a record, every event of
+    that record and its leaf index, on and off the stored tiles."""
+    rows = [r for r in read_log(store.recorder) if r.chain is not None]
+    merkle_tree.extend(store.recorder)
+    leaf = {r.position: i for i, r in enumerate(rows)}
+    by_record: dict[object, list[int]] = {}
+    for r in rows:
+        by_record.setdefault(r.originator_id, []).append(r.position)
+    tree = merkle_tree.StoredTree(store.recorder)
+    # records whose events lie in the tiles, at the right edge, and across both
+    picked = [ps for ps in by_record.values() if len(ps) > 3][:6]
+    picked.append(by_record[rows[-1].originator_id])
+    for positions in picked:
+        assert tree.record_leaf_indexes([positions[len(positions) // 2]]) == {
+            p: leaf[p] for p in positions
+        }
