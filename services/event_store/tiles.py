@@ -30,6 +30,8 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 TILE_WIDTH = 256
+MAX_LEVELS = 8
+"""Levels a tree can have tiles at: 256**8 leaves, more than any log will hold."""
 HASH_SIZE = 32
 REFUSAL = "the tiles of the tree are append-only: a tile is never updated or deleted"
 
@@ -236,15 +238,20 @@ class TileStore:
     def summary_and_edge(self, limit: int) -> tuple[dict[int, int], int, list[tuple[int, bytes]]]:
         """``summary`` and the first ``limit`` chain rows after the last level-0 tile, in
         one query (one round trip where a proof's whole cost is a few)."""
+        # per level by the primary key's index (tiles are stored in order from index 0):
+        # a count would read every tile row, 11,700 of them at 3 million events
+        levels = " UNION ALL ".join(f"SELECT {level} AS level" for level in range(MAX_LEVELS))
         rows = self._query(
-            "SELECT level, count(*), max(last_position), NULL FROM {tiles} GROUP BY level "
+            "SELECT l.level, (SELECT max(t.idx) + 1 FROM {tiles} t WHERE t.level = l.level), "
+            "(SELECT max(t.last_position) FROM {tiles} t WHERE t.level = l.level), NULL "
+            f"FROM ({levels}) l "
             "UNION ALL SELECT -1, e.position, NULL, e.link FROM (SELECT position, link FROM "
             "{chain} WHERE position > (SELECT coalesce(max(last_position), 0) FROM {tiles} "
             "WHERE level = 0) ORDER BY position LIMIT ?) e",
             (limit,),
         )
-        counts = {int(a): int(b) for a, b, _, _ in rows if int(a) >= 0}
-        last = next((int(c) for a, _, c, _ in rows if int(a) == 0), 0)
+        counts = {int(a): int(b) for a, b, _, _ in rows if int(a) >= 0 and b is not None}
+        last = next((int(c) for a, _, c, _ in rows if int(a) == 0 and c is not None), 0)
         edge = sorted((int(b), bytes(d)) for a, b, _, d in rows if int(a) < 0)
         return counts, last, edge
 
