@@ -284,9 +284,12 @@ class TileStore:
             schema = self.recorder.datastore.schema
             table = f'"{schema}"."{self.recorder.events_table_name}"'
             position = "notification_id"
+        # a tile whose 256 leaves span 256 positions has no hole: the offset is a subtraction
+        # (PostgreSQL's positions have holes only where a write was refused)
         rows = self._query(
-            f"SELECT r.p, t.idx, (SELECT count(*) FROM {{chain}} b "
-            "WHERE b.position >= t.first_position AND b.position < r.p) "
+            "SELECT r.p, t.idx, CASE WHEN t.last_position - t.first_position = 255 "
+            "THEN r.p - t.first_position ELSE (SELECT count(*) FROM {chain} b "
+            "WHERE b.position >= t.first_position AND b.position < r.p) END "
             f"FROM (SELECT {position} AS p FROM {table} WHERE originator_id IN (SELECT "
             f"originator_id FROM {table} WHERE {position} IN {self._in_list})) r "
             "LEFT JOIN {chain} c ON c.position = r.p "
