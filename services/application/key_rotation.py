@@ -1,4 +1,5 @@
-"""Rotation of the key-encryption key: a new KEK wraps every data key, events stay as they are.
+"""Rotation of the key-encryption key: a new KEK wraps every data key, events stay as they are;
+and rotation of the writer key (``rotate_writer_key``, ADR 26).
 
 ``rotate``: a local ring gets a new active KEK (a KMS rotates its own and this rewraps to its
 active version); every live data key is unwrapped and wrapped again under the active KEK. The
@@ -8,10 +9,25 @@ backups cannot be unwrapped either.
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
 
+from domain.custody import WriterKeyRotation
 from services.application.mechanism import ComplaintMechanism
+from services.event_store.chain import head
+from services.event_store.custody import (
+    WriterKey,
+    install_key,
+    stage_key,
+    unmarked,
+    writer_started,
+)
+from services.event_store.personal_data.erasure_log import ErasureLog
 from services.event_store.personal_data.kek import KeyRingError, LocalKeyRing
+from services.event_store.writer_keys import move_beside_keys
 
 
 @dataclass(frozen=True)
@@ -59,3 +75,72 @@ def status(app: ComplaintMechanism) -> dict[str, int]:
     counts = _keys(app).table.counts()
     erased = counts.pop("", 0)
     return {**counts, "erased": erased}
+
+
+# ------------------------------------------------------------------------- the writer key
+
+
+@dataclass(frozen=True)
+class WriterRotation:
+    retired: str
+    active: str
+    position: int
+    """The rotation event's position: the new key marks every commit from it."""
+
+
+class WriterRotationError(RuntimeError):
+    """The writer key cannot be rotated now (safe to show: names positions and key ids)."""
+
+
+def rotate_writer_key(app: ComplaintMechanism, *, at: datetime, key_file: Path) -> WriterRotation:
+    """Replace the writer key (ADR 26, docs/key-ceremony.md).
+
+    1. Every commit since the current key's start must carry a valid mark: the old key
+       vouches for the history it hands over, or nothing is rotated.
+    2. A new key is drawn and staged beside the key file (``<key file>.next``).
+    3. One commit records the rotation event (the old key's handover MAC inside), marked
+       with the new key, and the new key's sealed start at the event's position.
+    4. The erasure ledger and the high-water mark beside the keys are moved to the new key.
+    5. The old key goes to ``writer-retired/<key id>.key`` (read-only; it still checks the
+       marks before the rotation), the new one into the key file.
+
+    From the rotation on, a mark made with the old key is *forged* to ``audit verify``, and
+    a process still holding it (or started with a restored copy of it) writes nothing."""
+    recorder: Any = app.recorder
+    old: WriterKey | None = getattr(recorder, "writer", None)
+    store: str | None = getattr(recorder, "store", None)
+    if old is None or store is None or head(recorder) is None:
+        raise WriterRotationError(
+            "this store has no writer key, or no event yet: nothing to rotate"
+        )
+    if recorder.writer_problem is not None:
+        raise WriterRotationError(
+            f"the writer key cannot be trusted now: {recorder.writer_problem}"
+        )
+    started = writer_started(recorder, old)
+    assert started is not None
+    for unmarked_at, why, _mark in unmarked(recorder, old, started):
+        raise WriterRotationError(
+            f"position {unmarked_at}: {why}; the key hands over only a log whose every commit "
+            "it marked (run `cbcm audit verify` and settle the damage first)"
+        )
+    new = WriterKey(secrets.token_bytes(32))
+    stage_key(key_file, new)
+    rotation = WriterKeyRotation.rotate(
+        retired=old.key_id, active=new.key_id, handover=old.handover(new.key_id, store), at=at
+    )
+    recorder.rotating = new
+    try:
+        app.save(rotation)
+    finally:
+        recorder.rotating = None
+    position = writer_started(recorder, new)
+    assert position is not None
+    recorder.writer, recorder.writer_start = new, position
+    keys = app.data_keys
+    if recorder.keys_dir is not None:
+        move_beside_keys(recorder.keys_dir, store, old, new)
+        if keys is not None and isinstance(keys.log, ErasureLog):
+            keys.log.ledger = None  # reopened under the new key
+    install_key(key_file, new, old)
+    return WriterRotation(retired=old.key_id, active=new.key_id, position=position)

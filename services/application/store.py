@@ -26,6 +26,7 @@ from eventsourcing.persistence import (
 
 from domain.audit_grants import AuditGrants
 from domain.case_notices import CaseNotices
+from domain.custody import WriterKeyRotation
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.personal_data_reads import PersonalDataReads
 from domain.receipt import Receipt
@@ -58,10 +59,11 @@ INTERNAL_AGGREGATES: tuple[type[Aggregate], ...] = (
     WebhookRegistry,
     CaseNotices,
     WebhookSecret,
+    WriterKeyRotation,
 )
 """Aggregates kept for the mechanism itself (receipt verifiers, the log of personal-data
 reads, answers to retried requests, auditors' grants, the webhook endpoints and their
-secrets, each case's index of its notices): never
+secrets, each case's index of its notices, the writer key's rotations): never
 published, so a write's ``position`` (what read models are asked to reach) is that of its
 last published event."""
 

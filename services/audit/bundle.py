@@ -74,7 +74,11 @@ def _build(  # noqa: PLR0917
             "signs: verify the store (cbcm audit verify) before exporting"
         )
     events = []
-    for position in sorted(set(positions) | _whole_records(recorder, positions)):
+    leaves = tree.record_leaf_indexes(positions)  # the records whole, in one query
+    wanted = sorted(set(positions) | set(leaves))
+    indexes = {p: i for p, i in leaves.items() if i is not None}
+    tree.prefetch([i for i in indexes.values() if i < checkpoint.size], checkpoint.size)
+    for position in wanted:
         event = store.event_at(position)
         links = store.links_between(position, position)
         if event is None or not links:
@@ -82,7 +86,7 @@ def _build(  # noqa: PLR0917
         originator, version, topic, state = event
         before = link_before(recorder, position)
         previous = GENESIS if before is None else before.link
-        index = tree.leaf_index(position)
+        index = indexes.get(position)
         assert index is not None
         entry: dict[str, Any] = {
             "position": position,
@@ -110,16 +114,6 @@ def _build(  # noqa: PLR0917
     if replay is not None:
         bundle["replay"] = replay
     return bundle
-
-
-def _whole_records(recorder: Any, positions: list[int]) -> set[int]:
-    """The positions of every event of the records (aggregates) that ``positions`` touch:
-    a bundle holds each record whole, so that a left-out version shows."""
-    store = TileStore(recorder)
-    found: set[int] = set()
-    for originator in {e[0] for p in positions if (e := store.event_at(p)) is not None}:
-        found.update(store.positions_of(originator))
-    return found
 
 
 @dataclass

@@ -17,18 +17,22 @@ case replay and the checkpoint publisher.
 
 from __future__ import annotations
 
+import hmac
+import itertools
 import json
 import threading
 import weakref
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 from uuid import UUID
 
 import structlog
 from eventsourcing.persistence import Cipher
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import get_topic
 
+from domain.custody import WriterKeyRotation, writer_key_rotation_id
 from services.audit.verify import Damage, Finding
 from services.event_store.chain import ChainRow, head, link_before, writer_problem
 from services.event_store.custody import (
@@ -36,8 +40,10 @@ from services.event_store.custody import (
     NOT_STARTED,
     Mark,
     WriterKey,
+    WriterRecord,
     highest_mark,
     unmarked,
+    writer_records,
     writer_started,
 )
 from services.event_store.high_water import behind_high_water
@@ -50,8 +56,12 @@ from services.event_store.personal_data.erasure_log import (
     sealed_keys,
     select_events,
 )
+from services.event_store.store_id import store_id_of
+from services.event_store.tiles import TileStore
 
 log = structlog.get_logger()
+
+ROTATED = get_topic(WriterKeyRotation.Rotated)
 
 MAX_FINDINGS = 100
 """Positions named one by one before the rest are counted in one finding."""
@@ -73,11 +83,21 @@ class Custody:
     cipher: Cipher | None
     scopes: frozenset[UUID] | None = None
     """Hold only these records' keys to the log (a case's, for its replay)."""
+    retired: Mapping[str, WriterKey] = field(default_factory=dict)
+    """Retired writer keys held beside the key: they check the marks before their rotation
+    (ADR 26). Without one, the marks of its range are not checked one by one; the next
+    key's mark on the rotation commit still covers the chain before it."""
 
     @classmethod
     def of(cls, app: Any) -> Custody:
         recorder = app.recorder
-        return cls(recorder, getattr(recorder, "writer", None), app.data_keys, app.mapper.cipher)
+        return cls(
+            recorder,
+            getattr(recorder, "writer", None),
+            app.data_keys,
+            app.mapper.cipher,
+            retired=dict(getattr(recorder, "retired_writers", {})),
+        )
 
     def only(self, scopes: Iterable[UUID]) -> Custody:
         return replace(self, scopes=frozenset(scopes))
@@ -112,6 +132,18 @@ class Custody:
                 "writer marks: not started on this store (run `cbcm audit start-marks`); "
                 "every position is covered by the chain and the checkpoints only"
             )
+        earlier = [r for r in writer_records(self.recorder) if r.start < started]
+        if earlier:
+            held = [
+                f"{r.key_id} from {r.start}"
+                + ("" if r.key_id in self.retired else " (not held here: not checked one by one)")
+                for r in earlier
+            ]
+            return (
+                f"writer marks: every commit from position {started} (writer key "
+                f"{self.writer.key_id}), before it retired writer keys {', '.join(held)}; "
+                "each rotation is an event of the log"
+            )
         if started <= 1:
             return f"writer marks: every commit (writer key {self.writer.key_id})"
         return (
@@ -137,19 +169,53 @@ class Custody:
                 )
             ]
         findings: list[Finding] = []
+        records = writer_records(self.recorder)
+        mine = next(i for i, r in enumerate(records) if r.key_id == self.writer.key_id)
+        # each key from its start to the next key's: (first, last or None, key or None)
+        ranges: list[tuple[int, int | None, WriterKey | None, str]] = []
+        for i, record in enumerate(records[: mine + 1]):
+            end = records[i + 1].start - 1 if i + 1 < len(records) else None
+            key = self.writer if i == mine else self.retired.get(record.key_id)
+            ranges.append((record.start, end, key, record.key_id))
+        later = records[mine + 1 :]
+        if later:
+            handed = self._rotation_problem(records[mine], later[0], store_id_of(self.recorder))
+            why = (
+                "this key was retired by that rotation (a copy of the old key file put back?)"
+                if handed is None
+                else f"a rotation this key did not make ({handed})"
+            )
+            findings.append(
+                Finding(
+                    Damage.FORGED,
+                    later[0].start,
+                    f"writer key {later[0].key_id} marks the log from here, not writer key "
+                    f"{self.writer.key_id} that this check holds: {why}; nothing from here on "
+                    "can be vouched for with it",
+                )
+            )
+            problem = None  # said above; the marks up to the rotation are still checked
+        findings.extend(self._rotation_findings(records[: mine + 1]))
         if problem is not None:
             # a record moved past events (keeping their marks) would have them pass for
             # events written before marks: hold every position from 1 to the marks
             findings.append(Finding(Damage.FORGED, 1, f"custody record: {problem}"))
-            started = 1
+            ranges = [(1, None, self.writer, self.writer.key_id)]
         cut: list[tuple[int, Mark]] = []
-        for position, why, mark in unmarked(self.recorder, self.writer, max(start, started), stop):
-            if why == CUT and mark is not None:
-                cut.append((position, mark))
-            else:
-                findings.append(
-                    Finding(Damage.FORGED, position, f"{why} (writer key {self.writer.key_id})")
-                )
+        for first, last, key, key_id in ranges:
+            if key is None:
+                continue  # a retired key this check does not hold: ``coverage`` says so
+            begin = max(start, first)
+            end = last if stop is None else stop if last is None else min(last, stop)
+            if end is not None and begin > end:
+                continue
+            for position, why, mark in unmarked(self.recorder, key, begin, end):
+                if why == CUT and mark is not None and last is None:
+                    cut.append((position, mark))
+                else:
+                    findings.append(
+                        Finding(Damage.FORGED, position, f"{why} (writer key {key_id})")
+                    )
         top = head(self.recorder)
         end = 0 if top is None else top.position
         highest = highest_mark(self.recorder)
@@ -179,6 +245,53 @@ class Custody:
                 for position, _ in cut
             )
         return _capped(iter(sorted(findings, key=lambda f: f.position)))
+
+    def _rotation_findings(self, records: list[WriterRecord]) -> list[Finding]:
+        """Each key after the first took over by a rotation event at its start, naming it
+        and the key before it, with the key before it's handover (checked when that key is
+        held)."""
+        found: list[Finding] = []
+        store = store_id_of(self.recorder)
+        for before, record in itertools.pairwise(records):
+            why = self._rotation_problem(before, record, store)
+            if why is not None:
+                found.append(
+                    Finding(
+                        Damage.FORGED,
+                        record.start,
+                        f"writer key {record.key_id} starts here, but {why}: no rotation the "
+                        f"network made (writer key {before.key_id} before it)",
+                    )
+                )
+        return found
+
+    def _rotation_problem(
+        self, before: WriterRecord, record: WriterRecord, store: str | None
+    ) -> str | None:
+        stored = TileStore(self.recorder).event_at(record.start)
+        if stored is None:
+            return "no event stands at that position"
+        originator, version, topic, state = stored
+        fields = decoded(state, self.cipher)
+        if (
+            topic != ROTATED
+            or version != 1
+            or originator != writer_key_rotation_id(record.key_id)
+            or fields is None
+        ):
+            return "the event there is not a rotation of the writer key"
+        if fields.get("active") != record.key_id or fields.get("retired") != before.key_id:
+            return "the rotation event there names other keys"
+        previous = self.writer if before.key_id == self.writer.key_id else None  # type: ignore[union-attr]
+        previous = previous or self.retired.get(before.key_id)
+        if previous is not None and (
+            store is None
+            or not hmac.compare_digest(
+                str(fields.get("handover", "")), previous.handover(record.key_id, store)
+            )
+        ):
+            return f"writer key {before.key_id} did not hand over to it"
+        return None
 
     # ------------------------------------------------------------------ keys and the log
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import threading
 from collections.abc import Callable, Iterable
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +32,7 @@ from services.audit.verify import (
     Context,
     Finding,
     Report,
+    TileFeed,
     TreeAttested,
     check_tiles,
     check_tree_heads,
@@ -57,6 +59,16 @@ def workers() -> int:
         return os.cpu_count() or 1
 
 
+def start_method() -> str:
+    """How the range processes start: forked when this process runs one thread (each range
+    process then starts with the modules already imported: a spawned one spent about 0.9 s
+    of CPU importing them, several seconds of wall on a loaded machine); spawned otherwise
+    (forking a process with other threads may copy a lock one of them holds)."""
+    if threading.active_count() == 1 and "fork" in multiprocessing.get_all_start_methods():
+        return "fork"
+    return "spawn"
+
+
 @dataclass(frozen=True)
 class _Range:
     first: int
@@ -75,6 +87,7 @@ def _open(env: dict[str, str]) -> Any:
 def _verify_range(env: dict[str, str], part: _Range) -> tuple[list[Finding], int, int | None]:
     recorder = _open(env)
     try:
+        feed = TileFeed(recorder, *part.tiles)
         report = verify(
             recorder,
             start=part.first,
@@ -82,8 +95,11 @@ def _verify_range(env: dict[str, str], part: _Range) -> tuple[list[Finding], int
             checkpoints=part.checkpoints,
             checks=(),
             last_good_checkpoint=part.last_good,
+            tile_feed=feed,
         )
-        context = Context(start=part.first, stop=part.last, tree_heads=[], tiles=part.tiles)
+        # the tiles the links read by the fast path did not vouch for, checked as before
+        rest = (feed.next, part.tiles[1])
+        context = Context(start=part.first, stop=part.last, tree_heads=[], tiles=rest)
         report.findings.extend(check_tiles(recorder, report, context))
         return report.findings, report.checked, report.covered_to
     finally:
@@ -159,7 +175,7 @@ def verify_parallel(
             )
         )
     report = Report(start=start, head=top or None, checkpoints=len(attested))
-    context = multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context(start_method())
     with ProcessPoolExecutor(max_workers=len(jobs), mp_context=context) as pool:
         futures = [pool.submit(_verify_range, env, job) for job in jobs]
         for job, future in zip(jobs, futures, strict=True):

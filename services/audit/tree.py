@@ -15,12 +15,15 @@ signed root by whoever receives it.
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections.abc import Iterable
 from dataclasses import dataclass
 from hashlib import sha256
 from typing import Any
 
 from services.audit.merkle import (
     EMPTY_ROOT,
+    MemoryTree,
     ProofError,
     consistency_proof,
     inclusion_proof,
@@ -30,9 +33,11 @@ from services.audit.merkle import (
 )
 from services.event_store.tiles import TILE_WIDTH, Tile, TileStore
 
-__all__ = ["StoredTree", "TileMismatch", "check_tiles", "extend"]
+__all__ = ["StoredTree", "Tile", "TileMismatch", "check_tiles", "extend", "tree_hash"]
 
 HEIGHT = 8
+_STAND_IN = bytes(32)
+"""A hash while :meth:`StoredTree.prefetch` only learns which tiles proofs need."""
 READ_LINKS = 64 * TILE_WIDTH
 
 
@@ -158,23 +163,21 @@ class StoredTree:
 
     def __init__(self, recorder: Any) -> None:
         self.store = TileStore(recorder)
-        self.counts = self.store.counts()
+        self.counts, tiled_to, links = self.store.summary_and_edge(READ_LINKS)
         self._tiles: dict[tuple[int, int], Tile] = {}
         self._root_cache: dict[tuple[int, int], bytes] = {}
         self._memo: dict[tuple[int, int], bytes] = {}
         self._tile_positions: dict[int, list[int]] = {}
+        self._inner: dict[tuple[int, int], MemoryTree] = {}
+        self._dry: tuple[set[tuple[int, int]], set[tuple[int, int]]] | None = None
+        """While :meth:`prefetch` looks for what proofs need: the tiles and roots asked."""
         level0 = self.counts.get(0, 0)
-        last = self.store.tiles(0, level0 - 1, level0) if level0 else []
-        after = last[0].last_position if last else 0
-        links = []
-        while True:
-            batch = self.store.links_after(after, READ_LINKS)
+        batch = links
+        while len(batch) == READ_LINKS:  # a long edge (tiles not extended for a while)
+            batch = self.store.links_after(batch[-1][0], READ_LINKS)
             links.extend(batch)
-            if len(batch) < READ_LINKS:
-                break
-            after = batch[-1][0]
         self.edge = _Edge(
-            last[0].last_position if last else 0,
+            tiled_to,
             [p for p, _ in links],
             [leaf_hash(link) for _, link in links],
         )
@@ -186,6 +189,9 @@ class StoredTree:
         if index >= self.counts.get(level, 0):
             return None
         key = (level, index)
+        if key not in self._tiles and self._dry is not None:
+            self._dry[0].add(key)
+            return Tile(level, index, b"", _STAND_IN, 0, 0)
         if key not in self._tiles:
             for tile in self.store.tiles(level, index, index + 1):
                 self._tiles[key] = tile
@@ -200,7 +206,10 @@ class StoredTree:
             if tile is not None:
                 start = index % TILE_WIDTH
                 take = min(hi - index, TILE_WIDTH - start)
-                out.extend(_hashes(tile.hashes[start * 32 : (start + take) * 32]))
+                if self._dry is not None:  # only which tiles: no hash is used
+                    out.extend([_STAND_IN] * take)
+                else:
+                    out.extend(_hashes(tile.hashes[start * 32 : (start + take) * 32]))
                 index += take
                 continue
             if level == 0:
@@ -221,8 +230,20 @@ class StoredTree:
             index += 1
         return out
 
+    def _whole_tile(self, level: int, index: int) -> MemoryTree | None:
+        """The stored tile of ``level`` holding node ``index``, as a tree of its 256
+        hashes (None: not stored, or not read yet)."""
+        key = (level, index // TILE_WIDTH)
+        found = self._inner.get(key)
+        if found is None and key in self._tiles:
+            found = self._inner[key] = MemoryTree(_hashes(self._tiles[key].hashes))
+        return found
+
     def _roots(self, level: int, lo: int, hi: int) -> list[bytes]:
         missing = [i for i in range(lo, hi) if (level, i) not in self._root_cache]
+        if missing and self._dry is not None:
+            self._dry[1].update((level, i) for i in missing)
+            return [_STAND_IN] * (hi - lo)
         if missing:
             for i, root in enumerate(self.store.roots(level, missing[0], missing[-1] + 1)):
                 self._root_cache[(level, missing[0] + i)] = root
@@ -246,7 +267,12 @@ class StoredTree:
             level = height // HEIGHT
             width = 1 << (height - level * HEIGHT)
             first = lo >> (level * HEIGHT)
-            return tree_hash(self._nodes(level, first, first + width))
+            tile = None if self._dry is not None else self._whole_tile(level, first)
+            if tile is not None:  # inside one stored tile: its inner nodes, hashed once
+                offset = first % TILE_WIDTH
+                return tile.subtree(offset, offset + width)
+            nodes = self._nodes(level, first, first + width)
+            return _STAND_IN if self._dry is not None else tree_hash(nodes)
         k = 1 << ((n - 1).bit_length() - 1)
         return node_hash(self.subtree(lo, lo + k), self.subtree(lo + k, hi))
 
@@ -301,6 +327,64 @@ class StoredTree:
         return links[index % TILE_WIDTH][0]
 
     # --------------------------------------------------------------- proofs
+
+    def prefetch(self, indexes: Iterable[int], size: int) -> None:
+        """Read, in one query, every tile and tile root that the inclusion proofs of the
+        leaves ``indexes`` in the tree of ``size`` leaves will ask for. Which nodes a proof
+        needs depends on the indexes and sizes alone, so the proofs are first walked with
+        stand-in hashes to learn it (none of them is kept)."""
+        wanted: tuple[set[tuple[int, int]], set[tuple[int, int]]] = (set(), set())
+        self._dry = wanted
+        try:
+            for index in indexes:
+                inclusion_proof(index, size, self)
+        finally:
+            self._dry = None
+            self._memo.clear()
+        whole, roots = wanted
+        ranges: list[tuple[int, int, int]] = []
+        for level, index in sorted(roots - whole):
+            if ranges and ranges[-1][0] == level and ranges[-1][2] == index:
+                ranges[-1] = (level, ranges[-1][1], index + 1)
+            else:
+                ranges.append((level, index, index + 1))
+        for tile in self.store.fetch(sorted(whole), ranges):
+            if tile.hashes:
+                self._tiles[(tile.level, tile.number)] = tile
+            self._root_cache[(tile.level, tile.number)] = tile.root
+
+    def leaf_indexes(self, positions: Iterable[int]) -> dict[int, int]:
+        """The leaf of each of ``positions`` that a chain row holds (others are left out),
+        with one query for those the stored tiles cover."""
+        found: dict[int, int] = {}
+        tiled = []
+        for position in positions:
+            if position > self.edge.after_position:
+                index = self.leaf_index(position)
+                if index is not None:
+                    found[position] = index
+            else:
+                tiled.append(position)
+        for position, (number, offset) in self.store.leaf_offsets(tiled).items():
+            found[position] = number * TILE_WIDTH + offset
+        return found
+
+    def record_leaf_indexes(self, positions: Iterable[int]) -> dict[int, int | None]:
+        """The leaf of every event of the records whose events stand at ``positions`` (a
+        case's records whole, as the export holds them), by position, in one query; None
+        for an event no chain row holds."""
+        found: dict[int, int | None] = {}
+        base = self.counts.get(0, 0) * TILE_WIDTH
+        for position, offset in self.store.record_leaf_offsets(sorted(set(positions))).items():
+            if offset is not None:
+                found[position] = offset[0] * TILE_WIDTH + offset[1]
+            elif position > self.edge.after_position:
+                at = bisect_left(self.edge.positions, position)
+                hit = at < len(self.edge.positions) and self.edge.positions[at] == position
+                found[position] = base + at if hit else None
+            else:
+                found[position] = None
+        return found
 
     def inclusion(self, index: int, size: int) -> list[bytes]:
         return inclusion_proof(index, size, self)

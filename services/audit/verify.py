@@ -33,7 +33,7 @@ from services.event_store.chain import (
     log_batches,
     read_log,
 )
-from services.event_store.tiles import TileStore
+from services.event_store.tiles import TILE_WIDTH, TileStore
 
 if TYPE_CHECKING:
     from services.audit.custody import Custody
@@ -167,6 +167,7 @@ def verify(
     tree_heads: Iterable[TreeAttested] = (),
     checks: Iterable[Check] | None = None,
     last_good_checkpoint: int | None = None,
+    tile_feed: TileFeed | None = None,
 ) -> Report:
     """Recompute the chain from ``start`` (to ``stop``, default: the head) and compare it
     with ``checkpoints``.
@@ -189,6 +190,7 @@ def verify(
     }
     report.checkpoints = len(attested)
     scan = _Scan(recorder, report, attested=attested, start=start, stop=stop, progress=progress)
+    scan.tile_feed = tile_feed
     if last_good_checkpoint is not None:
         scan.last_good_checkpoint = last_good_checkpoint
     position: int | None = start
@@ -242,6 +244,7 @@ class _Scan:
         self.clean: deque[int] = deque(maxlen=LOOK_BACK)
         """Positions of the last rows seen clean, by either path, with nothing between them."""
         self.fast_reading = True
+        self.tile_feed: TileFeed | None = None
 
     def found(self, kind: Damage, position: int, detail: str) -> None:
         self.report.findings.append(Finding(kind, position, detail))
@@ -278,6 +281,11 @@ class _Scan:
             except (TypeError, ValueError, struct.error):
                 return self._hand_over(batch.end - 1)
             bad = self._checkpoints(rows, batch.first, batch.end, bad)
+            if self.tile_feed is not None:
+                if bad is None:
+                    self.tile_feed.take(rows)
+                else:
+                    self.tile_feed.abandon()
             done = len(rows) if bad is None else bisect_left(rows, (bad,))
             self.report.checked += done
             self.clean.extend(r[0] for r in rows[max(done - LOOK_BACK, 0) : done])
@@ -308,6 +316,8 @@ class _Scan:
     def _hand_over(self, until: int) -> tuple[int, int]:
         """The careful path starts at the oldest of the last clean rows (they are checked
         again, and counted once)."""
+        if self.tile_feed is not None:
+            self.tile_feed.abandon()
         begin = self.clean[0] if self.clean else self.start
         self.report.checked -= len(self.clean)
         self.clean.clear()
@@ -450,6 +460,64 @@ def _has_link(recorder: Any, position: int) -> bool:
 
 
 # ------------------------------------------------------------------------- further checks
+
+
+class TileFeed:
+    """The level-0 tiles ``first <= index < end`` held to the links the fast path reads
+    anyway, as it reads them (each link read once, not again by ``check_tiles``).
+
+    It vouches only while everything fits: any tile that does not, or a range the fast
+    path hands to the careful one, stops it, and ``check_tiles`` then checks the tiles from
+    ``next`` on as before (naming the damage exactly)."""
+
+    def __init__(self, recorder: Any, first: int, end: int) -> None:
+        self.store = TileStore(recorder)
+        self.next = first
+        """The first tile not vouched for yet."""
+        self.end = end
+        self.stopped = False
+        self._links: list[bytes] = []
+        self._positions: list[int] = []
+        self._pending: deque[merkle_tree.Tile] = deque()
+        self._exhausted = False
+
+    def abandon(self) -> None:
+        self.stopped = True
+        self._links, self._positions = [], []
+
+    def take(self, rows: list[LogTuple]) -> None:
+        """The rows of a clean batch, in position order, following the last ones taken."""
+        if self.stopped or self._exhausted:
+            return
+        links, positions = self._links, self._positions
+        links += [r[6] for r in rows]
+        positions += [r[0] for r in rows]
+        sha256 = hashlib.sha256
+        leaf = b"\x00"
+        join = b"".join
+        done = 0
+        while len(links) - done >= TILE_WIDTH and self.next < self.end:
+            tile = self._tile()
+            if tile is None:
+                self._exhausted = True  # the right edge: not tiled yet
+                break
+            last = done + TILE_WIDTH - 1
+            if positions[done] != tile.first_position or positions[last] != tile.last_position:
+                self.abandon()
+                return
+            leaves = [sha256(leaf + link).digest() for link in links[done : last + 1]]
+            if join(leaves) != tile.hashes or merkle_tree.tree_hash(leaves) != tile.root:
+                self.abandon()
+                return
+            done += TILE_WIDTH
+            self.next += 1
+        del links[:done]
+        del positions[:done]
+
+    def _tile(self) -> merkle_tree.Tile | None:
+        if not self._pending:
+            self._pending.extend(self.store.tiles(0, self.next, min(self.end, self.next + 64)))
+        return self._pending.popleft() if self._pending else None
 
 
 def check_tiles(recorder: Any, report: Report, context: Context) -> list[Finding]:

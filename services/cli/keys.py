@@ -57,6 +57,31 @@ def keys_retire(kek_id: Annotated[str, typer.Argument(help="The id of an inactiv
     typer.echo(f"key-encryption key {kek_id} destroyed")
 
 
+@keys_cli.command("rotate-writer")
+def keys_rotate_writer() -> None:
+    """Replace the writer key (docs/key-ceremony.md): the log must verify under the current
+    key; the rotation is an event of the log, marked with the new key; the old key moves to
+    writer-retired/ beside the key file and marks nothing after it. Stop every other
+    process first, and give each host the new key before restarting it."""
+    from datetime import UTC, datetime
+
+    from services.application.key_rotation import WriterRotationError, rotate_writer_key
+    from services.event_store.config import persistence_env
+
+    settings = load_settings()
+    key_file = Path(persistence_env(settings)["CBCM_WRITER_KEY_FILE"])
+    with application(settings) as app:
+        try:
+            done = rotate_writer_key(app, at=datetime.now(UTC), key_file=key_file)
+        except WriterRotationError as e:
+            fail(str(e), EXIT_REFUSED)
+    typer.echo(
+        f"writer key {done.active} marks the log from position {done.position}; writer key "
+        f"{done.retired} retired (kept in {key_file.parent / 'writer-retired'} to check older "
+        "marks)"
+    )
+
+
 @keys_cli.command("status")
 def keys_status() -> None:
     """Live data keys per key-encryption key, and erased ones (counts only)."""

@@ -219,6 +219,8 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
             "owner with CBCM_CREATE_TABLES=true, then apply deploy/postgres/02-grants.sql"
         ) from None
     recorded = [name for name in rows if name.startswith(WRITER_PREFIX)]
+    records = custody.writer_records(recorder)
+    mine = next((r for r in records if r.key_id == key.key_id), None)
     if recorded and WRITER_PREFIX + key.key_id not in recorded:
         raise WriterKeyError(
             "this store's commits are marked with writer key "
@@ -241,8 +243,15 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
     from services.event_store.store_id import store_id_of  # noqa: PLC0415 (it imports us)
 
     recorder.writer = key
+    recorder.writer_start = None if mine is None else mine.start
+    recorder.writer_file = Path(path)
     recorder.store = store_id_of(recorder)
     recorder.keys_dir = ledger_dir(env)
+    recorder.retired_writers = custody.retired_keys(Path(path))
+    if recorder.keys_dir is not None and recorder.store is not None:
+        from services.event_store.writer_keys import catch_up  # noqa: PLC0415
+
+        catch_up(recorder.keys_dir, recorder.store, key, recorder.retired_writers)
     from services.event_store.start_seal import keep_start  # noqa: PLC0415
 
     keep_start(recorder)  # a record upgraded before seals: its start kept beside the keys
@@ -258,6 +267,35 @@ def attach_writer(env: Mapping[str, str], recorder: Any) -> None:
         )
 
 
+LATEST_WRITER = (
+    "SELECT position || ':' || name FROM {} WHERE name LIKE 'writer:%' "
+    "ORDER BY position DESC, name DESC LIMIT 1"
+)
+"""The last writer key's record as ``<start>:writer:<key id>``, read by every commit."""
+
+LATEST_LINK_PG = (
+    "SELECT position, link, (SELECT position || ':' || name FROM {custody} WHERE name LIKE "
+    "'writer:%' ORDER BY position DESC, name DESC LIMIT 1) AS latest FROM {chain} "
+    "ORDER BY position DESC LIMIT 1"
+)
+"""The same, with the last link, on PostgreSQL (names filled in by ``psycopg.sql``)."""
+
+
+def retired_message(key: WriterKey, latest: custody.WriterRecord, path: Path | None) -> str:
+    """Why a process holding ``key`` may not write: the network rotated to another key."""
+    staged = None if path is None else custody.staged_key_path(path)
+    hint = (
+        f" (the rotation left it staged in {staged}: move it into place)"
+        if staged is not None and staged.exists()
+        else ""
+    )
+    return (
+        f"writer key {key.key_id} was retired: the network rotated to writer key "
+        f"{latest.key_id} at position {latest.start}, and a retired key marks nothing "
+        f"after its rotation; point CBCM_WRITER_KEY_FILE at the current key{hint}"
+    )
+
+
 def writer_problem(recorder: Any) -> str | None:
     """Why ``recorder`` may not write (its writer key's custody record is missing or cannot
     be trusted); None: it may."""
@@ -266,6 +304,10 @@ def writer_problem(recorder: Any) -> str | None:
         return None
     if WRITER_PREFIX + key.key_id not in custody.custody_rows(recorder):
         return None if head(recorder) is None else custody.NOT_STARTED
+    records = custody.writer_records(recorder)
+    mine = next(r for r in records if r.key_id == key.key_id)
+    if records[-1].start > mine.start:  # rotated away from this key (ADR 26)
+        return retired_message(key, records[-1], getattr(recorder, "writer_file", None))
     from services.event_store.start_seal import start_seal_problem  # noqa: PLC0415
     from services.event_store.store_id import store_id_of  # noqa: PLC0415 (it imports us)
 
@@ -353,9 +395,15 @@ class _MarkedWrites:
         _refuse_untrusted(self)  # before anything is written (see _refuse_untrusted)
         self._new_store = None
         library_insert = super().insert_events  # type: ignore[misc]
-        positions: Sequence[int] | None = _with_data_keys(
-            self.data_keys, library_insert, stored_events, **kwargs
-        )
+        self._retired_now = False
+        try:
+            positions: Sequence[int] | None = _with_data_keys(
+                self.data_keys, library_insert, stored_events, **kwargs
+            )
+        except Exception as e:
+            if self._retired_now and not isinstance(e, WriterKeyError):
+                raise WriterKeyError(self.writer_problem or "writer key retired") from e
+            raise
         if self._new_store is not None:  # this commit made the store: its id is known
             self.store, self._new_store = self._new_store, None
         return positions
@@ -369,7 +417,44 @@ class _MarkedWrites:
     store: str | None = None
     """The store's id, which each writer mark names (None: not known yet)."""
 
+    writer_start: int | None = None
+    """Where the custody record of ``writer`` starts (None: not recorded yet). A commit
+    finding another key's record after it refuses to write: the key was rotated meanwhile."""
+
+    retired_writers: Mapping[str, WriterKey] = {}
+    """The retired writer keys kept beside the key (ADR 26): they check older marks."""
+
+    rotating: WriterKey | None = None
+    """Set only for the commit of a writer key rotation (ADR 26): that commit is marked
+    with the new key, and records the new key's start at its position."""
+
     _new_store: str | None = None
+    _retired_now = False
+    writer_file: Path | None = None
+
+    def _rotation_rows(
+        self, rows: list[tuple[int, int, bytes]], store: str | None
+    ) -> tuple[WriterKey | None, list[tuple[str, str, int]]]:
+        """The key that marks this commit, and the custody row a rotation adds."""
+        new = self.rotating
+        if new is None or store is None:
+            return self.writer, []
+        start = rows[0][0]
+        return new, [(WRITER_PREFIX + new.key_id, new.start_value(start, store), start)]
+
+    def _retired_since(self, latest: str | None) -> str | None:
+        """Why this commit may not be marked with this process's key (None: it may).
+        ``latest``: the last writer record, ``<start>:<name>``, as the commit reads it."""
+        if self.writer is None or latest is None or self.rotating is not None:
+            return None
+        start, _, name = latest.partition(":")
+        if name == WRITER_PREFIX + self.writer.key_id:
+            return None
+        record = custody.WriterRecord(int(start), name.removeprefix(WRITER_PREFIX), "")
+        self.writer_problem = retired_message(self.writer, record, None)
+        self._retired_now = True
+        structlog.get_logger().error("audit.writer_key_retired", detail=self.writer_problem)
+        return self.writer_problem
 
 
 class ChainedSQLiteRecorder(_MarkedWrites, SQLiteApplicationRecorder):
@@ -438,11 +523,16 @@ class ChainedSQLiteRecorder(_MarkedWrites, SQLiteApplicationRecorder):
         return positions
 
     def _last_link(self, c: SQLiteCursor) -> tuple[int, bytes]:
+        table = self.events_table_name
         c.execute(
-            f"SELECT position, link FROM {chain_table(self.events_table_name)} "  # noqa: S608
-            "ORDER BY position DESC LIMIT 1"
+            f"SELECT position, link, ({LATEST_WRITER.format(custody.custody_table(table))}) "  # noqa: S608
+            f"FROM {chain_table(table)} ORDER BY position DESC LIMIT 1"
         )
         row = c.fetchone()
+        if row is not None:
+            retired = self._retired_since(row[2])
+            if retired is not None:
+                raise WriterKeyError(retired)  # rolls the commit back
         return (0, GENESIS) if row is None else (int(row[0]), bytes(row[1]))
 
     def _link(
@@ -483,9 +573,11 @@ class ChainedSQLiteRecorder(_MarkedWrites, SQLiteApplicationRecorder):
                 store = self.store = _store_of_first(
                     None if first is None else tuple(first), None if found is None else found[0]
                 )
+            marker, rotation = self._rotation_rows(rows, store)
+            custody_rows += rotation
             c.execute(
                 f"INSERT INTO {custody.writer_table(table)} VALUES (?, ?, ?)",  # noqa: S608
-                _mark(self.writer, rows, store),
+                _mark(marker, rows, store),
             )
         for row in custody_rows:
             c.execute(
@@ -644,11 +736,17 @@ class ChainedPostgresRecorder(_MarkedWrites, PostgresApplicationRecorder):
         self, curs: Cursor[DictRow], events: list[tuple[int, StoredEvent]], *, sign: bool = True
     ) -> None:
         curs.execute(
-            SQL("SELECT position, link FROM {} ORDER BY position DESC LIMIT 1").format(
-                self._chain()
+            SQL(LATEST_LINK_PG).format(
+                custody=self._table(custody.custody_table), chain=self._chain()
             )
         )
         row = curs.fetchone()
+        if row is not None and sign:
+            retired = self._retired_since(row["latest"])
+            if retired is not None:
+                # raised by the database: the library commits a transaction whose
+                # statements all succeeded even when Python raised inside it
+                curs.execute(SQL("DO $$ BEGIN RAISE EXCEPTION {}; END $$").format(Literal(retired)))
         previous_position, previous = (
             (0, GENESIS)
             if row is None
@@ -709,9 +807,11 @@ class ChainedPostgresRecorder(_MarkedWrites, PostgresApplicationRecorder):
                     None if first is None else tuple(first.values()),
                     None if nonce_row is None else str(nonce_row["value"]),
                 )
+            marker, rotation = self._rotation_rows(rows, store)
+            custody_rows += rotation
             curs.execute(
                 SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(self._table(custody.writer_table)),
-                _mark(self.writer, rows, store),
+                _mark(marker, rows, store),
             )
         if custody_rows:
             curs.executemany(

@@ -41,6 +41,10 @@ STORE_NONCE = "store"
 WRITER_PREFIX = "writer:"
 
 START_DOMAIN = b"cbcm/writer-start/v1\0"
+HANDOVER_DOMAIN = b"cbcm/writer-handover/v1\0"
+RETIRED_DIR = "writer-retired"
+"""Beside the writer key: the keys it replaced, one file each (``<key id>.key``), kept so
+that marks made before a rotation can still be checked (ADR 26)."""
 
 _SPAN = struct.Struct(">qq")
 _POSITION = struct.Struct(">q")
@@ -101,6 +105,19 @@ class WriterKey:
         )
         return hmac.digest(self.secret, message, "sha256").hex()
 
+    def handover(self, successor: str, store: str) -> str:
+        """This key's word that the key ``successor`` (a key id) takes over marking the
+        store ``store`` from it (hex): carried by the rotation event, checked by verify."""
+        message = (
+            HANDOVER_DOMAIN
+            + store.encode()
+            + b"\0"
+            + self.key_id.encode()
+            + b"\0"
+            + successor.encode()
+        )
+        return hmac.digest(self.secret, message, "sha256").hex()
+
     def start_value(self, start: int, store: str) -> str:
         """The custody record's value for this key starting at ``start`` in ``store``."""
         return f"{self.key_id}:{self.seal_start(start, store)}"
@@ -132,6 +149,59 @@ def load_writer_key(path: Path, *, create: bool) -> WriterKey:
     if len(raw) != 32:
         raise WriterKeyError(f"the writer key {path} is not 32 bytes (base64)")
     return WriterKey(raw)
+
+
+def _write_key(path: Path, key: WriterKey, mode: int) -> None:
+    """Write ``key`` to ``path`` whole or not at all (a staged file renamed over it)."""
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(base64.b64encode(key.secret).decode() + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    os.chmod(staged, mode)
+    os.replace(staged, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def staged_key_path(path: Path) -> Path:
+    """Where a rotation stages the new writer key before the store records it."""
+    return path.with_name(path.name + ".next")
+
+
+def stage_key(path: Path, key: WriterKey) -> None:
+    """Keep the new key on disk before the store names it (a crash then loses nothing)."""
+    _write_key(staged_key_path(path), key, 0o600)
+
+
+def install_key(path: Path, new: WriterKey, old: WriterKey) -> None:
+    """Put ``new`` in the writer key file and ``old`` among the retired keys beside it
+    (read-only), the retired one first: at no moment is a key in neither place."""
+    _write_key(path.parent / RETIRED_DIR / f"{old.key_id}.key", old, 0o400)
+    _write_key(path, new, 0o600)
+    staged_key_path(path).unlink(missing_ok=True)
+
+
+def retired_keys(path: Path) -> dict[str, WriterKey]:
+    """The retired writer keys kept beside the writer key ``path`` (key id -> key); a file
+    that does not hold a key, or whose name is not its key's id, is left out."""
+    found: dict[str, WriterKey] = {}
+    directory = path.parent / RETIRED_DIR
+    if not directory.is_dir():
+        return found
+    for file in sorted(directory.glob("*.key")):
+        try:
+            key = load_writer_key(file, create=False)
+        except WriterKeyError:
+            continue
+        if file.stem == key.key_id:
+            found[key.key_id] = key
+    return found
 
 
 # --------------------------------------------------------------------------------- tables
@@ -216,6 +286,32 @@ def store_nonce(recorder: Any) -> str | None:
     return None if found is None else found[0]
 
 
+@dataclass(frozen=True)
+class WriterRecord:
+    """One writer key's custody record: from ``start`` it marks every commit (until the
+    next record's start, when the network rotated to another key)."""
+
+    start: int
+    key_id: str
+    value: str
+
+    @property
+    def sealed(self) -> bool:
+        return ":" in self.value
+
+
+def writer_records(recorder: Any) -> list[WriterRecord]:
+    """Every writer key's record, in the order the keys took over (by start)."""
+    return sorted(
+        (
+            WriterRecord(position, name.removeprefix(WRITER_PREFIX), value)
+            for name, (value, position) in custody_rows(recorder).items()
+            if name.startswith(WRITER_PREFIX)
+        ),
+        key=lambda r: (r.start, r.key_id),
+    )
+
+
 def writer_started(recorder: Any, key: WriterKey) -> int | None:
     """From which position ``key`` marks every commit (None: it never has)."""
     found = custody_rows(recorder).get(WRITER_PREFIX + key.key_id)
@@ -242,6 +338,22 @@ def start_problem(recorder: Any, key: WriterKey, store: str | None) -> str | Non
     if found is None:
         return None
     value, start = found
+    records = writer_records(recorder)
+    if any(r.start < start for r in records):
+        # a key the network rotated to (ADR 26): its record must be sealed for its start
+        # (the rotation event's commit, which this key marks); the marks before it are the
+        # earlier keys', which verify holds to them
+        if ":" not in value or store is None:
+            return (
+                f"the record of writer key {key.key_id} (start {start}) follows another "
+                "key's but carries no seal: it was not written by a rotation"
+            )
+        if not hmac.compare_digest(value.partition(":")[2], key.seal_start(start, store)):
+            return (
+                f"the custody record of writer key {key.key_id} (start {start}) does not "
+                "verify under the key: it was changed or copied from another store"
+            )
+        return None
     if STORE_NONCE in rows and start != 1:
         return (
             f"the store was created with writer marks, but the record of writer key "

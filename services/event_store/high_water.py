@@ -174,3 +174,25 @@ def reset_high_water(path: Path, key: WriterKey, store: str, mark: HighWater) ->
             f.flush()
             os.fsync(f.fileno())
         os.replace(staged, path)
+
+
+def high_water_key(path: Path, keys: list[WriterKey], store: str) -> WriterKey | None:
+    """Which of ``keys`` the high-water file verifies under (None: none, or no file)."""
+    for key in keys:
+        try:
+            if read_high_water(path, key, store) is not None:
+                return key
+        except HighWaterError:
+            continue
+    return None
+
+
+def rekey_high_water(path: Path, old: WriterKey, new: WriterKey, store: str) -> bool:
+    """Move the high-water mark from the writer key ``old`` to ``new`` (a rotation, ADR
+    26), the mark unchanged; ``HighWaterError`` if it does not verify under ``old``. False:
+    there is no mark."""
+    mark = read_high_water(path, old, store)
+    if mark is None:
+        return False
+    reset_high_water(path, new, store, mark)
+    return True

@@ -80,6 +80,9 @@ def start_seal_problem(recorder: Any) -> str | None:
     store: str | None = getattr(recorder, "store", None)
     if keys_dir is None or key is None or store is None:
         return None
+    record = custody.custody_rows(recorder).get(custody.WRITER_PREFIX + key.key_id)
+    if record is not None and ":" in record[0]:
+        return None  # a sealed record (a key rotated to, ADR 26): its seal holds its start
     path = start_seal_path(keys_dir, store)
     try:
         kept = json.loads(path.read_text())

@@ -18,8 +18,9 @@ is a cache that ``cbcm audit verify`` holds to the links; it is never trusted al
 
 from __future__ import annotations
 
+import json
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any, NamedTuple
 from uuid import UUID
@@ -29,6 +30,8 @@ from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Composed, Identifier
 
 TILE_WIDTH = 256
+MAX_LEVELS = 8
+"""Levels a tree can have tiles at: 256**8 leaves, more than any log will hold."""
 HASH_SIZE = 32
 REFUSAL = "the tiles of the tree are append-only: a tile is never updated or deleted"
 
@@ -141,6 +144,18 @@ class TileStore:
             self._chain = f'"{schema}"."{events}_chain"'
             self._mark = "%s"
 
+    @property
+    def _in_list(self) -> str:
+        """``IN`` over one parameter holding a list of integers (``_listed``): one query
+        text whatever the list's length, so the driver parses it once."""
+        if self.sqlite:
+            return "(SELECT value FROM json_each(?))"
+        return "(SELECT unnest(?::bigint[]))"
+
+    def _listed(self, values: Iterable[int]) -> Any:
+        listed = [int(v) for v in values]
+        return json.dumps(listed) if self.sqlite else listed
+
     def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         sql = sql.replace("{tiles}", self._tiles).replace("{chain}", self._chain)
         sql = sql.replace("?", self._mark)
@@ -182,6 +197,108 @@ class TileStore:
             (level, first, end),
         )
         return [bytes(r[0]) for r in rows]
+
+    def fetch(self, whole: list[tuple[int, int]], roots: list[tuple[int, int, int]]) -> list[Tile]:
+        """In one query: the tiles ``whole`` names (level, index), and the tiles of the
+        ranges ``roots`` names (level, first, end) without their hashes (``hashes`` empty):
+        what the proofs of one case need, in one round trip."""
+        parts: list[str] = []
+        parameters: list[Any] = []
+        levels: dict[int, list[int]] = {}
+        for level, index in whole:
+            levels.setdefault(level, []).append(index)
+        for level, indexes in sorted(levels.items()):
+            parts.append(
+                "SELECT level, idx, hashes, root, first_position, last_position FROM {tiles} "
+                f"WHERE level = ? AND idx IN {self._in_list}"
+            )
+            parameters += [level, self._listed(indexes)]
+        for level, first, end in roots:
+            parts.append(
+                "SELECT level, idx, NULL, root, first_position, last_position FROM {tiles} "
+                "WHERE level = ? AND idx >= ? AND idx < ?"
+            )
+            parameters += [level, first, end]
+        if not parts:
+            return []
+        rows = self._query(" UNION ALL ".join(parts), tuple(parameters))
+        return [
+            Tile(int(a), int(b), b"" if c is None else bytes(c), bytes(d), int(e), int(f))
+            for a, b, c, d, e, f in rows
+        ]
+
+    def summary(self) -> tuple[dict[int, int], int]:
+        """Full tiles stored per level, and the last position the level-0 tiles cover
+        (0: none), in one query."""
+        rows = self._query("SELECT level, count(*), max(last_position) FROM {tiles} GROUP BY level")
+        counts = {int(level): int(n) for level, n, _ in rows}
+        last = next((int(p) for level, _, p in rows if int(level) == 0), 0)
+        return counts, last
+
+    def summary_and_edge(self, limit: int) -> tuple[dict[int, int], int, list[tuple[int, bytes]]]:
+        """``summary`` and the first ``limit`` chain rows after the last level-0 tile, in
+        one query (one round trip where a proof's whole cost is a few)."""
+        # per level by the primary key's index (tiles are stored in order from index 0):
+        # a count would read every tile row, 11,700 of them at 3 million events
+        levels = " UNION ALL ".join(f"SELECT {level} AS level" for level in range(MAX_LEVELS))
+        rows = self._query(
+            "SELECT l.level, (SELECT max(t.idx) + 1 FROM {tiles} t WHERE t.level = l.level), "
+            "(SELECT max(t.last_position) FROM {tiles} t WHERE t.level = l.level), NULL "
+            f"FROM ({levels}) l "
+            "UNION ALL SELECT -1, e.position, NULL, e.link FROM (SELECT position, link FROM "
+            "{chain} WHERE position > (SELECT coalesce(max(last_position), 0) FROM {tiles} "
+            "WHERE level = 0) ORDER BY position LIMIT ?) e",
+            (limit,),
+        )
+        counts = {int(a): int(b) for a, b, _, _ in rows if int(a) >= 0 and b is not None}
+        last = next((int(c) for a, _, c, _ in rows if int(a) == 0 and c is not None), 0)
+        edge = sorted((int(b), bytes(d)) for a, b, _, d in rows if int(a) < 0)
+        return counts, last, edge
+
+    def leaf_offsets(self, positions: list[int]) -> dict[int, tuple[int, int]]:
+        """For each of ``positions`` that a chain row and a stored level-0 tile cover: the
+        tile's index and the position's offset among the tile's leaves (the chain rows
+        from the tile's first position before it), in one query."""
+        if not positions:
+            return {}
+        rows = self._query(
+            "SELECT c.position, t.idx, (SELECT count(*) FROM {chain} b "
+            "WHERE b.position >= t.first_position AND b.position < c.position) "
+            "FROM {chain} c JOIN {tiles} t ON t.level = 0 AND t.idx = ("
+            "SELECT u.idx FROM {tiles} u WHERE u.level = 0 AND u.last_position >= c.position "
+            "ORDER BY u.last_position LIMIT 1) "
+            f"WHERE c.position IN {self._in_list} AND t.first_position <= c.position",
+            (self._listed(positions),),
+        )
+        return {int(p): (int(i), int(k)) for p, i, k in rows}
+
+    def record_leaf_offsets(self, positions: list[int]) -> dict[int, tuple[int, int] | None]:
+        """``leaf_offsets`` of every stored event of the records whose events stand at
+        ``positions`` (``record_positions``), in one query; None for a position no stored
+        level-0 tile covers (or no chain row holds)."""
+        if not positions:
+            return {}
+        if self.sqlite:
+            table, position = self.recorder.events_table_name, "rowid"
+        else:
+            schema = self.recorder.datastore.schema
+            table = f'"{schema}"."{self.recorder.events_table_name}"'
+            position = "notification_id"
+        # a tile whose 256 leaves span 256 positions has no hole: the offset is a subtraction
+        # (PostgreSQL's positions have holes only where a write was refused)
+        rows = self._query(
+            "SELECT r.p, t.idx, CASE WHEN t.last_position - t.first_position = 255 "
+            "THEN r.p - t.first_position ELSE (SELECT count(*) FROM {chain} b "
+            "WHERE b.position >= t.first_position AND b.position < r.p) END "
+            f"FROM (SELECT {position} AS p FROM {table} WHERE originator_id IN (SELECT "
+            f"originator_id FROM {table} WHERE {position} IN {self._in_list})) r "
+            "LEFT JOIN {chain} c ON c.position = r.p "
+            "LEFT JOIN {tiles} t ON c.position IS NOT NULL AND t.level = 0 AND t.idx = ("
+            "SELECT u.idx FROM {tiles} u WHERE u.level = 0 AND u.last_position >= r.p "
+            "ORDER BY u.last_position LIMIT 1) AND t.first_position <= r.p",
+            (self._listed(positions),),
+        )
+        return {int(p): None if i is None else (int(i), int(k)) for p, i, k in rows}
 
     def tile_at_position(self, position: int) -> Tile | None:
         """The level-0 tile whose leaves cover ``position``, if one is stored."""

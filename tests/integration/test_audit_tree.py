@@ -13,6 +13,7 @@ from services.audit import tree as merkle_tree
 from services.audit.merkle import (
     MemoryTree,
     ProofError,
+    inclusion_proof,
     leaf_hash,
     verify_consistency,
     verify_inclusion,
@@ -79,3 +80,50 @@ def test_tiles_roots_and_proofs_agree_with_the_whole_tree_and_stay_as_stored(
                 proof,
                 reference.root(len(chained) - 1),
             )
+
+
+def test_the_proofs_of_a_case_read_in_one_go_are_the_proofs_of_the_whole_tree(
+    store: ComplaintMechanism,
+) -> None:
+    """What the export and the proof figure use: the leaves of many positions in one query,
+    the tiles their proofs need in one more; the proofs are RFC 6962's, node for node."""
+    chained = links(store)
+    merkle_tree.extend(store.recorder)
+    reference = MemoryTree([leaf_hash(link) for _, link in chained])
+    rng = random.Random(11)
+    edge = len(chained) - len(chained) % TILE_WIDTH
+    for size in (len(chained), edge, edge - 1, 300, *rng.sample(range(2, len(chained)), 4)):
+        picked = sorted(
+            [*rng.sample(range(size), min(size, 40)), 0, size - 1, min(TILE_WIDTH, size - 1)]
+        )
+        tree = merkle_tree.StoredTree(store.recorder)  # fresh: nothing read yet
+        positions = [chained[i][0] for i in picked] + [chained[-1][0] + 1000]  # and one not
+        indexes = tree.leaf_indexes(positions)
+        assert indexes == {chained[i][0]: i for i in picked}
+        tree.prefetch(indexes.values(), size)
+        for index in picked:
+            assert tree.inclusion(index, size) == inclusion_proof(index, size, reference), (
+                index,
+                size,
+            )
+
+
+def test_a_records_leaves_read_in_one_query_are_its_every_event_in_the_tree(
+    store: ComplaintMechanism,
+) -> None:
+    """What the export reads for a case: from one position of a record, every event of
+    that record and its leaf index, on and off the stored tiles."""
+    rows = [r for r in read_log(store.recorder) if r.chain is not None]
+    merkle_tree.extend(store.recorder)
+    leaf = {r.position: i for i, r in enumerate(rows)}
+    by_record: dict[object, list[int]] = {}
+    for r in rows:
+        by_record.setdefault(r.originator_id, []).append(r.position)
+    tree = merkle_tree.StoredTree(store.recorder)
+    # records whose events lie in the tiles, at the right edge, and across both
+    picked = [ps for ps in by_record.values() if len(ps) > 3][:6]
+    picked.append(by_record[rows[-1].originator_id])
+    for positions in picked:
+        assert tree.record_leaf_indexes([positions[len(positions) // 2]]) == {
+            p: leaf[p] for p in positions
+        }

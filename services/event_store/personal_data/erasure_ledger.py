@@ -282,3 +282,76 @@ def _parse(raw: bytes) -> tuple[LedgerEntry, bytes, bool] | None:
         return entry, bytes.fromhex(str(fields["mac"])), fields.get("acknowledged") is True
     except (ValueError, KeyError, TypeError):
         return None
+
+
+class LedgerRekeyError(RuntimeError):
+    """The ledger does not verify under the key it is to be moved from."""
+
+
+def _verified_lines(raw: bytes, key: WriterKey, store: str) -> list[tuple[LedgerEntry, bool]]:
+    """Every line of a ledger, if each verifies under ``key`` (else ``LedgerRekeyError``)."""
+    last = b""
+    lines = []
+    for number, line in enumerate(raw.splitlines(), start=1):
+        parsed = _parse(line)
+        if parsed is None:
+            raise LedgerRekeyError(f"line {number} does not parse")
+        entry, mac, acknowledged = parsed
+        message = entry.message(store, last)
+        expected = hmac.digest(
+            key.secret, ACK_DOMAIN + message if acknowledged else message, "sha256"
+        )
+        if not hmac.compare_digest(expected, mac):
+            raise LedgerRekeyError(
+                f"line {number} (position {entry.position}) does not verify under writer key "
+                f"{key.key_id}"
+            )
+        lines.append((entry, acknowledged))
+        last = mac
+    return lines
+
+
+def ledger_key(path: Path, keys: Iterable[WriterKey], store: str) -> WriterKey | None:
+    """Which of ``keys`` every line of the ledger verifies under (None: none, or no file)."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    for key in keys:
+        try:
+            _verified_lines(raw, key, store)
+        except LedgerRekeyError:
+            continue
+        return key
+    return None
+
+
+def rekey_ledger(path: Path, old: WriterKey, new: WriterKey, store: str) -> int:
+    """Move the ledger from the writer key ``old`` to ``new`` (a rotation, ADR 26): every
+    line checked under ``old`` and MACed again under ``new``, in the same order, the file
+    replaced whole under its lock. ``LedgerRekeyError`` (nothing changed) if a line does not
+    verify under ``old``. How many lines."""
+    ledger = ErasureLedger(path, new, store)
+    with ledger._exclusive():
+        try:
+            raw = path.read_bytes()
+        except FileNotFoundError:
+            return 0
+        raw = raw[: raw.rfind(b"\n") + 1]
+        last = b""
+        out = []
+        for entry, acknowledged in _verified_lines(raw, old, store):
+            message = entry.message(store, last)
+            mac = hmac.digest(
+                new.secret, ACK_DOMAIN + message if acknowledged else message, "sha256"
+            )
+            out.append(_line(entry, mac, acknowledged=acknowledged))
+            last = mac
+        staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write("".join(out))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(staged, path)
+        return len(out)
