@@ -9,6 +9,7 @@ backups cannot be unwrapped either.
 
 from __future__ import annotations
 
+import fcntl
 import secrets
 from dataclasses import dataclass
 from datetime import datetime
@@ -20,8 +21,10 @@ from services.application.mechanism import ComplaintMechanism
 from services.event_store.chain import head
 from services.event_store.custody import (
     WriterKey,
+    WriterKeyError,
     install_key,
     stage_key,
+    staged_key_path,
     unmarked,
     writer_started,
 )
@@ -93,6 +96,16 @@ class WriterRotationError(RuntimeError):
 
 
 def rotate_writer_key(app: ComplaintMechanism, *, at: datetime, key_file: Path) -> WriterRotation:
+    """Replace the writer key (ADR 26, docs/key-ceremony.md), one ceremony at a time on this
+    host (a lock beside the key file); a ceremony elsewhere at the same moment is refused by
+    the store (the rotation's commit must retire the key the log names last)."""
+    key_file.parent.mkdir(parents=True, exist_ok=True)
+    with open(key_file.with_name(key_file.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _rotate_writer_key(app, at=at, key_file=key_file)
+
+
+def _rotate_writer_key(app: ComplaintMechanism, *, at: datetime, key_file: Path) -> WriterRotation:
     """Replace the writer key (ADR 26, docs/key-ceremony.md).
 
     1. Every commit since the current key's start must carry a valid mark: the old key
@@ -132,6 +145,13 @@ def rotate_writer_key(app: ComplaintMechanism, *, at: datetime, key_file: Path) 
     recorder.rotating = new
     try:
         app.save(rotation)
+    except WriterKeyError as e:
+        # refused before anything was written: another ceremony rotated the key meanwhile
+        staged_key_path(key_file).unlink(missing_ok=True)
+        raise WriterRotationError(
+            f"the writer key was rotated meanwhile, by another ceremony: {e}; nothing was "
+            "changed by this one"
+        ) from None
     finally:
         recorder.rotating = None
     position = writer_started(recorder, new)

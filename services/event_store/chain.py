@@ -445,7 +445,9 @@ class _MarkedWrites:
     def _retired_since(self, latest: str | None) -> str | None:
         """Why this commit may not be marked with this process's key (None: it may).
         ``latest``: the last writer record, ``<start>:<name>``, as the commit reads it."""
-        if self.writer is None or latest is None or self.rotating is not None:
+        # A rotation's commit too: the key it retires must be the one the log names last
+        # (two ceremonies at once: the second would retire a key already retired)
+        if self.writer is None or latest is None:
             return None
         start, _, name = latest.partition(":")
         if name == WRITER_PREFIX + self.writer.key_id:

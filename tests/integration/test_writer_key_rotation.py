@@ -22,7 +22,12 @@ from hypothesis import strategies as st
 from domain.custody import WriterKeyRotation
 from domain.vocabulary import FeedbackChannel
 from services.api.replay import replay_case
-from services.application.key_rotation import rotate_writer_key
+from services.application import key_rotation
+from services.application.key_rotation import (
+    WriterRotation,
+    WriterRotationError,
+    rotate_writer_key,
+)
 from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
 from services.event_store.chain import head, link_hash
@@ -345,3 +350,37 @@ def test_any_sequence_of_rotations_verifies_keeps_erasures_and_retires_every_old
             thief.close()
     finally:
         app.close()
+
+
+# Attack (review of #15): two ceremonies at once (two operators, or a retried one from a
+# second host), each from a process holding the same key. Both passed the "every commit is
+# marked" check before either committed, both rotations committed, verify said DAMAGED for
+# good, and the first ceremony's new key was in neither the key file nor the retired keys.
+def test_a_second_ceremony_at_the_same_moment_is_refused_and_changes_nothing(
+    app: ComplaintMechanism, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    build_network(app, T0 - timedelta(days=1))
+    complaint(app, "CANARY-race")
+    other = complaint_mechanism(settings)  # a second process, holding the same key
+    real_stage = key_rotation.stage_key
+    won: list[WriterRotation] = []
+    started: list[bool] = []
+
+    def stage_after_the_other_ceremony(path: Path, key: WriterKey) -> None:
+        if not started:  # this ceremony has passed its check: the other one runs to its end
+            started.append(True)
+            won.append(key_rotation._rotate_writer_key(other, at=minutes(60), key_file=path))
+        real_stage(path, key)
+
+    monkeypatch.setattr(key_rotation, "stage_key", stage_after_the_other_ceremony)
+    try:
+        with pytest.raises(WriterRotationError, match="rotated meanwhile"):
+            rotate_writer_key(app, at=minutes(61), key_file=key_file(settings))
+    finally:
+        other.close()
+        app.close()
+    # the other ceremony's key is the writer key, and the log verifies intact
+    assert load_writer_key(key_file(settings), create=False).key_id == won[0].active
+    assert not key_rotation.staged_key_path(key_file(settings)).exists()
+    done = verify_chain_alone(settings)
+    assert done.exit_code == 0, done.output
