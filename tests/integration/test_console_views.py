@@ -312,6 +312,10 @@ def test_the_investigating_entity_acknowledges_with_the_version_it_read(world: W
     )
     assert stale.status_code == 409 and "Someone else changed this" in stale.text
     assert world.mechanism.get_case(case_id).investigation.acknowledged_at is None
+    # and one without the version (review of #21, F4: recorded blind, a lost update)
+    blind = client.post(f"/console/investigations/{case_id}/acknowledgement", data={"csrf": csrf})
+    assert blind.status_code == 422 and "reload it" in blind.text
+    assert world.mechanism.get_case(case_id).investigation.acknowledged_at is None
     done = client.post(
         f"/console/investigations/{case_id}/acknowledgement",
         data={"csrf": csrf, "expected_version": version.group(1)},

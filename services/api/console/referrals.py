@@ -354,6 +354,10 @@ async def _investigation_action(
     if actor is None:
         raise ConsoleRefusal(404, NO_CASE, staff)
     try:
+        if not str(fields.get("expected_version", "")).strip():
+            # the page always sends the version it was read at: without it two people
+            # acting at once would not be told (a lost update)
+            raise FormProblem(gettext("The form lacks the version it was read at: reload it."))
         if action == "acknowledgement":
             body = parse(AcknowledgementIn, fields, gettext)
             await record(
