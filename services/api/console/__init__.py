@@ -118,4 +118,4 @@ def mount(app: FastAPI, settings: Settings) -> None:
     app.add_exception_handler(SignInNeeded, _sign_in_needed)
     app.add_exception_handler(CrossSiteArrival, _arrived_from_elsewhere)
     app.add_middleware(ConsoleHeaders)
-    app.include_router(console_router())
+    app.include_router(console_router(), include_in_schema=False)  # pages, not API operations
