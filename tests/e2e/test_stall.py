@@ -169,7 +169,7 @@ async def test_a_projector_stalls_at_a_message_it_cannot_apply_and_resumes_after
     try:
         running.start("relay", lambda stop: run_relay(world.settings, stop, nats_server.url))
         running.start("project-inbox", projector("inbox", InboxWithABug(marked)))
-        for name in ("assistance", "stats"):
+        for name in ("assistance", "stats", "register"):
             running.start(f"project-{name}", projector(name, projection_named(name)))
 
         # given the stack at work: a complaint goes in and the inbox shows it

@@ -41,6 +41,7 @@ from projections.stats import StatisticsProjection, reports
 from services.bootstrap import complaint_mechanism
 from services.demo.walk import build_demo_network, walk_cases
 from services.nats.server import EmbeddedNats
+from services.projector import PROJECTIONS
 from services.projector.runner import ReadModelInUse, apply_batch, open_projection, rebuild
 from services.projector.storage import PostgresReadModel, PostgresReadModelDb
 from services.relay.translation import to_cloud_event
@@ -473,7 +474,7 @@ def test_the_api_answers_from_postgresql_read_models_as_from_sqlite(
         data_dir=tmp_path / "pg", read_model_store=pg_places.schema_url, read_wait_seconds=0.3
     )
     for settings_ in (lite, pg):
-        for projection in (InboxProjection(), AssistanceProjection(), StatisticsProjection()):
+        for projection in (factory() for factory in PROJECTIONS.values()):  # every read model
             store = read_model_store(settings_, projection.name)
             db = open_projection(projection, store)
             try:
@@ -497,6 +498,7 @@ def test_the_api_answers_from_postgresql_read_models_as_from_sqlite(
                     f"/v1/assistance/cases/{case_id}",
                     "/v1/assistance/gaps",
                     "/v1/stats",
+                    "/v1/cases",
                 )
             ]
             assert all(a.status_code == 200 for a in got), [a.text for a in got]
