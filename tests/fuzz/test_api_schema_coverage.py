@@ -6,7 +6,7 @@ three phases as the coordinator, and the examples and fuzzing phases as the two 
 callers. The coverage phase sends the same deterministic requests whoever the caller is
 (every boundary and every invalid variant of every parameter and body field, about 150 for
 a large body): as the two other callers they mostly meet the same validation or the same
-refusal. It is the most expensive part (about two thirds of the module's CPU), so it runs
+refusal. It is the most expensive part (about half of the module's CPU), so it runs
 here, with the same checks, on the same world (docs/testing.md)."""
 
 from __future__ import annotations
