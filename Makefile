@@ -8,7 +8,7 @@ CASES ?= 200
 ## server starting, a process, a condition), and a second worker per core fills it.
 TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
 
-.PHONY: run demo test pytest lint lint-code dependency-audit tools bench fault soak clean lock deploy-test catalogues browser-deps
+.PHONY: run demo test pytest lint lint-code dependency-audit tools bench fault fuzz soak clean lock deploy-test catalogues browser-deps
 
 # Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
 $(STAMP): pyproject.toml requirements-dev.lock
@@ -69,6 +69,11 @@ bench: $(STAMP)
 fault: $(STAMP)
 	$(BIN)/python -m pytest -q -m fault tests/fault tests/integration/test_crash_recovery.py \
 		tests/integration/test_shared_projector.py
+
+## The rest of the schemathesis matrix: the coverage phase as a focal point and as an auditor
+## (the default suite runs it as the coordinator; docs/testing.md). Not part of `make test`.
+fuzz: $(STAMP)
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) -m fuzz tests/fuzz
 
 ## Long property-based runs: every projection against thousands of command sequences and
 ## schema-valid messages (not part of `make test`, which runs a bounded number of each).

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -40,6 +41,17 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "serve_settings(**env): settings of its own for the test's `cbcm serve` stack"
     )
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``tests/fuzz/`` is collected only when the ``fuzz`` marker is asked for (``make fuzz``):
+    its schemathesis tests are built per operation at collection, seconds of CPU that every
+    worker of the default suite would spend only to deselect them."""
+    if "fuzz" in collection_path.parts and not re.search(
+        r"(?<!not )\bfuzz\b", str(config.option.markexpr or "")
+    ):
+        return True
+    return None
 
 
 LONG_FIRST: tuple[tuple[str, int], ...] = (

@@ -14,6 +14,20 @@ answer must:
   ``title`` and ``detail``;
 - when it is not a success, have recorded nothing (the event store's position is unchanged);
 - when the request was generated invalid, be a 4xx.
+
+The three callers send the same inputs (the generation is derandomised: the seed is a
+function of the operation only), so the default suite divides the work (docs/testing.md):
+
+- ``test_every_operation``: every operation as the coordinator (the caller who passes the
+  authorisation of most operations, so whose requests reach the handlers), in all three
+  phases: schemathesis' examples, its coverage phase (every boundary and every invalid
+  variant of every parameter and body field, deterministic) and fuzzing; the operations
+  without a token once, without one (the callers' runs of them were identical requests);
+- ``test_every_operation_as_the_others``: every authenticated operation as a focal point and
+  as an auditor (the refusals and the need-to-know-filtered answers), in the examples and
+  fuzzing phases, the same 20 fuzzed requests as the coordinator's;
+- ``tests/fuzz/test_api_schema_coverage.py`` (``make fuzz``, marker ``fuzz``): the coverage
+  phase as the focal point and the auditor, the last part of the full matrix.
 """
 
 from __future__ import annotations
@@ -165,19 +179,32 @@ def existing(world: World) -> dict[str, list[str]]:
     }
 
 
-@pytest.fixture(params=CALLERS)
-def caller(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
-
-
-def _published_schema() -> schemathesis.BaseSchema:
-    """What the API serves at ``/openapi.json``: it depends on the code only, so it is read
-    from an API of its own at collection; every request goes to the world's API."""
+def published_schema(*, phases: tuple[str, ...]) -> schemathesis.BaseSchema:
+    """What the API serves at ``/openapi.json``, tested in the schemathesis ``phases`` named
+    (of examples, coverage, fuzzing): it depends on the code only, so it is read from an API
+    of its own at collection; every request goes to the world's API."""
     with tempfile.TemporaryDirectory(prefix="cbcm-openapi-") as tmp:
-        return schemathesis.openapi.from_asgi("/openapi.json", create_app(Settings(data_dir=tmp)))
+        loaded = schemathesis.openapi.from_asgi("/openapi.json", create_app(Settings(data_dir=tmp)))
+    for name in ("examples", "coverage", "fuzzing"):
+        if name not in phases:
+            loaded.config.phases.get_by_name(name=name).enabled = False
+    return loaded
 
 
-schema = _published_schema()
+WITHOUT_TOKEN_PATHS = "^(" + "|".join(WITHOUT_TOKEN) + ")"
+
+schema = published_schema(phases=("examples", "coverage", "fuzzing"))
+authenticated_schema = published_schema(phases=("examples", "fuzzing")).exclude(
+    path_regex=WITHOUT_TOKEN_PATHS
+)
+
+FUZZ_SETTINGS = settings(
+    max_examples=20,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+)
 
 
 # ------------------------------------------------------------------ the test
@@ -233,6 +260,61 @@ def test_every_operation(
     path = case.operation.path
     if path.startswith(WITHOUT_TOKEN):
         # no token whoever the caller is: each caller's run is one more batch of inputs
+        headers: dict[str, str] = {}
+        if case.headers:
+            case.headers.pop("Authorization", None)
+    else:
+        headers = world.headers(caller)
+    _aim_at_existing(case, existing)
+
+    before = world.event_count()
+    response = case.call(headers=headers, app=world.api)
+    recorded = world.event_count() - before
+    status = response.status_code
+    label = f"{status} from {case.method} {case.formatted_path} as {caller}"
+
+    if status >= 500:
+        from_read_model = path.startswith(READ_MODEL_ENDPOINTS) or path in REGISTER_ENDPOINTS
+        if from_read_model and status == 503:
+            _assert_problem(response, label)
+            assert response.headers.get("retry-after"), label
+        else:
+            assert path in ("/readyz", "/status") and status == 503, label
+    checks = CHECKS
+    case.validate_response(response, checks=checks, headers=headers)
+    if 400 <= status < 500:
+        _assert_problem(response, label)
+    if status >= 400:
+        assert recorded == 0, f"{label} recorded {recorded} event(s)"
+
+
+# The coordinator's test above keeps its source to the character: Hypothesis derives the
+# derandomised inputs from it, so an edit of it is a different sample of requests.
+
+
+@pytest.fixture(params=("coordinator",))
+def caller(request: pytest.FixtureRequest) -> str:
+    """``test_every_operation``'s caller (the other two: ``test_every_operation_as_the_others``
+    and ``make fuzz``)."""
+    return str(request.param)
+
+
+@authenticated_schema.parametrize()
+@pytest.mark.parametrize("caller", [c for c in CALLERS if c != "coordinator"])
+@FUZZ_SETTINGS
+def test_every_operation_as_the_others(
+    case: schemathesis.Case, world: World, existing: dict[str, list[str]], caller: str
+) -> None:
+    check_operation(case, world, existing, caller)
+
+
+def check_operation(
+    case: schemathesis.Case, world: World, existing: dict[str, list[str]], caller: str
+) -> None:
+    """Call ``case`` as ``caller`` and check the answer (the module's docstring)."""
+    path = case.operation.path
+    if path.startswith(WITHOUT_TOKEN):
+        # no token: these operations are run once, as nobody
         headers: dict[str, str] = {}
         if case.headers:
             case.headers.pop("Authorization", None)
