@@ -300,3 +300,19 @@ def test_the_report_refuses_a_query_parameter_it_does_not_take(
     )
     assert answer.status_code == 422
     assert answer.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "query",
+    [f"year={YEAR}&quater=2", f"year={YEAR}&year=2001", f"year={YEAR}&quarter=1&quarter=2"],
+)
+def test_a_misspelt_or_repeated_query_parameter_is_refused_not_read_as_the_whole_year(
+    world: World, client: TestClient, query: str
+) -> None:
+    reader = world.headers("statistics_reader")
+    for read in ("compliance", "risk-map"):
+        if read == "compliance" and "quarter=" in query:
+            continue
+        answer = client.get(f"/v1/prevention/{read}?{query}", headers=reader)
+        assert answer.status_code == 422, (read, answer.text)
+        assert answer.headers["content-type"] == "application/problem+json"

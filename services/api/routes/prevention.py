@@ -347,6 +347,17 @@ def _json(payload: object) -> JSONResponse:
     return JSONResponse(payload, headers=NO_STORE)
 
 
+def _only(request: Request, *names: str) -> None:
+    """422 for a query parameter the read does not take, or one given twice: a misspelt
+    ``quater=2`` must not quietly give the whole year."""
+    given = request.query_params
+    unknown = sorted(set(given) - set(names))
+    if unknown:
+        raise Problem(422, "this read takes only the query parameters " + ", ".join(names))
+    if any(len(given.getlist(name)) > 1 for name in names):
+        raise Problem(422, "a query parameter is given more than once")
+
+
 @router.get("/compliance")
 async def compliance(
     request: Request,
@@ -354,6 +365,7 @@ async def compliance(
     year: Annotated[int, Query(ge=2000, le=2100)],
 ) -> JSONResponse:
     """Personnel trained per agency in ``year`` against the policy's targets."""
+    _only(request, "year")
     require_role(principal, READERS)
     view = await _view(request)
     return _json({"year": year, "agencies": view.training_compliance(year)})
@@ -404,6 +416,7 @@ def prevention_reports_router(data_dir: pathlib.Path) -> APIRouter:
         """Per area: assessed risk, open mitigation, training and awareness coverage, and the
         SEA allegations of the latest statistics release of the period (its own cells:
         withheld ones stay withheld)."""
+        _only(request, "year", "quarter")
         require_role(principal, READERS)
         view = await _view(request)
         release = await in_thread(lambda: latest_release(data_dir, year, quarter))
