@@ -14,7 +14,7 @@ import asyncio
 import pathlib
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
@@ -50,9 +50,11 @@ def statistics_router(
     ledger = ledger_path(data_dir)
 
     @router.get("/stats/releases", response_model=ReleaseList)
-    async def releases(principal: CurrentPrincipal) -> Response:
+    async def releases(request: Request, principal: CurrentPrincipal) -> Response:
         """Every statistics release version, oldest period first (none before the first
         period has closed and its embargo passed)."""
+        if request.query_params:  # e.g. ``?after=`` meant for a live report: said, not ignored
+            raise Problem(422, "the list of releases takes no query parameters")
         require_role(principal, STATISTICS_READERS)
         return JSONResponse(jsonable_encoder(await asyncio.to_thread(_summaries, ledger)))
 
