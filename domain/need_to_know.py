@@ -122,6 +122,15 @@ def shared_fields(case: Case, shared: Iterable[SharedItem]) -> frozenset[str]:
     return frozenset(opened)
 
 
+def holder_fields(case: Case) -> frozenset[str]:
+    """The personal fields the focal points of the agency holding ``case`` see: all of them
+    for the agency that received it; for an agency it was handed to, what the transfer
+    shared."""
+    if case.custody_shared is None:
+        return frozenset(CASE_PERSONAL_FIELDS)
+    return shared_fields(case, case.custody_shared)
+
+
 def case_access(
     reader: Actor,
     case: Case,
@@ -134,10 +143,7 @@ def case_access(
     ``audit_grantees``: the auditors the coordinator granted this case's personal data."""
     role = reader.role
     if role is Role.FOCAL_POINT and reader.agency == case.custodian:
-        if case.custody_shared is None:
-            return CaseAccess(reader, frozenset(CASE_PERSONAL_FIELDS))
-        # An agency that was handed the case sees what the transfer shared.
-        return CaseAccess(reader, shared_fields(case, case.custody_shared))
+        return CaseAccess(reader, holder_fields(case))
     if role is Role.COORDINATOR:
         personal = CASE_PERSONAL_FIELDS if policy.coordinator_sees_personal_data else ()
         return CaseAccess(reader, frozenset(personal))
@@ -190,11 +196,7 @@ def referral_contact_fields(
     the agency that received the complaint, and for an agency the case was transferred to
     only what the transfer shared (a referral is no way round the transfer's choice)."""
     if reader.role is Role.FOCAL_POINT and reader.agency == case.custodian:
-        opened = (
-            frozenset(CASE_PERSONAL_FIELDS)
-            if case.custody_shared is None
-            else shared_fields(case, case.custody_shared)
-        )
+        opened = holder_fields(case)
         return tuple(f"survivor.{f}" for f in PERSON_FIELDS if f"survivor.{f}" in opened)
     if reader.role is not Role.SERVICE_PROVIDER or reader.agency != referral.provider:
         return ()

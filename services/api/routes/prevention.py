@@ -449,9 +449,7 @@ def prevention_reports_router(data_dir: pathlib.Path) -> APIRouter:
         """The quarterly report for the Humanitarian Coordinator: the statistics release,
         training compliance, focal points, coverage, the risk map and the work plan; as XLSX
         or as a printable page (``?format=html``)."""
-        unknown = sorted(set(request.query_params) - {"format"})
-        if unknown:
-            raise Problem(422, "this report takes only the query parameter 'format'")
+        _only(request, "format")
         year, quarter = int(period[:4]), int(period[-1])
         require_role(principal, (Role.COORDINATOR, Role.STATISTICS_READER, Role.AUDITOR))
         view = await _view(request)
