@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import uvicorn
 from fastapi import FastAPI
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, Playwright, sync_playwright
 
 from services.api.serving import server_config
 from services.bootstrap import complaint_mechanism
@@ -131,3 +131,11 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, str]
     with served(world.api) as (host, port):
         yield world, f"http://{host}:{port}"
     mechanism.close()
+
+
+def follow(page: Page, target: Locator) -> None:
+    """Clicks a link or a form's button and waits until the page it leads to has loaded.
+    A bare ``click()`` returns once the navigation has started: a check made then may read
+    a page that has not arrived yet (a status line not yet parsed)."""
+    with page.expect_navigation():
+        target.click()

@@ -23,7 +23,7 @@ from services.bootstrap import complaint_mechanism
 from services.nats.server import free_port
 from services.settings import Settings
 from tests.api_world import RECENTLY, World, make_world
-from tests.browser.conftest import served
+from tests.browser.conftest import follow, served
 from tests.console_signing import oidc_provider, oidc_settings, project
 
 WCAG_A_AA = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]
@@ -83,7 +83,7 @@ class Walk:
         page.get_by_label("Account id").fill(user)
         page.get_by_label("Agency code").fill(agency)
         page.get_by_label(role_label, exact=True).check()
-        page.get_by_role("button", name="Sign in for development").click()
+        follow(page, page.get_by_role("button", name="Sign in for development"))
         assert page.url == f"{self.base}/console/"
         assert f"Signed in as {user}, {agency}" in page.content()
         self.check(page, "home")
@@ -104,7 +104,7 @@ class Walk:
             form.get_by_label(label, exact=True).select_option(value)
         for label in choices.get("check", ()):
             form.get_by_label(label, exact=True).check()
-        form.get_by_role("button").click()
+        follow(page, form.get_by_role("button"))
         assert page.get_by_role("status").filter(has_text="Recorded.").is_visible(), page.locator(
             "main"
         ).inner_text()
@@ -149,11 +149,11 @@ def test_a_case_from_intake_to_closure_across_two_agencies(
         # 1. unhcr's focal point: the inbox, the case with the survivor's details, assessment,
         #    consents, an assistance referral, then the transfer to the implicated agency
         fp = walk.person("fp-unhcr", "unhcr", "Focal point")
-        fp.get_by_role("navigation", name="Console").get_by_role("link", name="Inbox").click()
+        follow(fp, fp.get_by_role("navigation", name="Console").get_by_role("link", name="Inbox"))
         walk.check(fp, "inbox")
         row = fp.locator("tr", has=fp.locator(f'a[href="/console/cases/{case_id}"]'))
         assert "Urgent: safety risk" in row.inner_text()
-        row.get_by_role("link").first.click()
+        follow(fp, row.get_by_role("link").first)
         walk.check(fp, "case")
         assert NAME in fp.content() and PHONE in fp.content()
         walk.act(
@@ -201,7 +201,7 @@ def test_a_case_from_intake_to_closure_across_two_agencies(
         #    referral and feedback
         project(world)
         wfp = walk.person("fp-wfp", "wfp", "Focal point")
-        wfp.get_by_role("navigation", name="Console").get_by_role("link", name="Inbox").click()
+        follow(wfp, wfp.get_by_role("navigation", name="Console").get_by_role("link", name="Inbox"))
         assert case_id[:8] in wfp.content()
         walk.case(wfp, case_id)
         assert "Held by" in wfp.content() and "Sexual exploitation" in wfp.content()
@@ -271,7 +271,7 @@ def test_two_browsers_editing_one_case_get_the_conflict_message(
         form.locator("summary").click()
         form.get_by_label("Message to the complainant (personal data)", exact=True).fill("Second.")
         form.get_by_label("Channel", exact=True).select_option("sms")
-        form.get_by_role("button").click()
+        follow(second, form.get_by_role("button"))
         alert = second.get_by_role("alert")
         assert "Someone else changed this case while you were working on it" in alert.inner_text()
         assert second.locator("#action-feedback").get_attribute("open") is not None
@@ -310,7 +310,7 @@ def test_staff_sign_in_in_chromium_through_a_provider_on_another_site(
             page = context.new_page()
             page.goto(f"{console}/console/inbox")
             assert "Development sign-in" not in page.content()
-            page.get_by_role("link", name="Sign in with your organisation's account").click()
+            follow(page, page.get_by_role("link", name="Sign in with your organisation's account"))
             assert page.url.startswith(issuer)
             page.fill('input[name="login"]', "fp-unhcr")
             page.fill('input[name="password"]', "any")

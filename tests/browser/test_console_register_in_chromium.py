@@ -12,7 +12,7 @@ from playwright.sync_api import Browser
 from services.bootstrap import complaint_mechanism
 from services.settings import Settings
 from tests.api_world import World, make_world
-from tests.browser.conftest import served
+from tests.browser.conftest import follow, served
 from tests.browser.test_console_in_chromium import violations
 from tests.console_signing import file_complaint
 from tests.integration.test_console_register import project
@@ -46,21 +46,24 @@ def test_the_coordinator_searches_pages_and_exports_in_chromium(
         page.get_by_label("Account id").fill("coord-1")
         page.get_by_label("Agency code").fill("ocha")
         page.get_by_label("PSEA coordinator", exact=True).check()
-        page.get_by_role("button", name="Sign in for development").click()
-        page.get_by_role("navigation", name="Console").get_by_role(
-            "link", name="Case register"
-        ).click()
+        follow(page, page.get_by_role("button", name="Sign in for development"))
+        follow(
+            page,
+            page.get_by_role("navigation", name="Console").get_by_role(
+                "link", name="Case register"
+            ),
+        )
         assert page.url == f"{base}/console/cases"
         assert violations(page, axe_source) == []
         # a search by status, then the next page by its cursor link
         page.get_by_label("Under preliminary assessment").check()
         page.get_by_label("Open or closed").first.select_option("open")
-        page.get_by_role("button", name="Search").click()
+        follow(page, page.get_by_role("button", name="Search"))
         assert "status=under_preliminary_assessment" in page.url
         assert violations(page, axe_source) == []
         first = page.locator("tbody tr").count()
         assert first == 25
-        page.get_by_role("link", name="Next page").click()
+        follow(page, page.get_by_role("link", name="Next page"))
         assert page.locator("tbody tr").count() == len(made) - 25
         # the export of the search: every case of it, not just this page
         with page.expect_download() as waiting:

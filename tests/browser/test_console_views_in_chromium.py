@@ -20,7 +20,7 @@ from services.bootstrap import complaint_mechanism
 from services.settings import Settings
 from services.statistics.releases import ledger_path, open_ledger, release_due
 from tests.api_world import World, make_world
-from tests.browser.conftest import served
+from tests.browser.conftest import follow, served
 from tests.browser.test_public_pages_in_chromium import NARROW, accessibility_violations
 from tests.console_signing import project
 from tests.integration.test_api_access import CANARY, Clock, referral, referred
@@ -62,7 +62,7 @@ def signed_in(browser: Browser, base: str, user: str, agency: str, role: Role) -
     page.fill("#user", user)
     page.fill("#agency", agency)
     page.check(f'input[name="role"][value="{role.value}"]')
-    page.click("button[type=submit] >> text=Sign in for development")
+    follow(page, page.locator("button[type=submit] >> text=Sign in for development"))
     assert page.url.endswith("/console/"), page.url
     return page
 
