@@ -612,8 +612,10 @@ async def test_a_publication_that_failed_is_tried_again_before_any_next_commit(
 
     try:
         with structlog.testing.capture_logs(processors=[note]) as logs:
+            # (at once: it used to wait out nats-py's 60 connection attempts, two minutes,
+            # holding the projector's commit hook)
             with pytest.raises((OSError, nats.errors.Error)):
-                await publisher(db, last)
+                await asyncio.wait_for(publisher(db, last), DEADLINE)
             # when NATS is back (blocking the event loop until it listens, so the retry
             # cannot come first), and no commit follows
             server.start()
