@@ -171,10 +171,10 @@ class StatisticsPublisher:
                 # Nor does its first connection wait out nats-py's 60 attempts, 2 s apart,
                 # on a server that refuses (allow_reconnect does not bound those): the commit
                 # hook held the projector two minutes while NATS was away. Each server twice,
-                # half a second apart, as the projector's own give-up client does; the
+                # a second apart; the
                 # publication is tried again PUBLISH_RETRY later.
                 max_reconnect_attempts=1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=1,
                 connect_timeout=2,
                 error_cb=_client_error,
                 **self._options,
