@@ -272,14 +272,22 @@ async def test_a_projector_killed_mid_batch_leaves_no_row_without_its_position(
             marker = tmp_path / f"held-{run}"
             projector.start(CBCM_TEST_HOLD_AT=str(hold), CBCM_TEST_HOLD_FILE=str(marker))
             wait_until(marker.exists, DEADLINE, lambda: "the hold:\n" + tail(projector.log))
-            # its batch's transaction is open, with rows in it
-            with psycopg.connect(pg_places.server_url, autocommit=True) as conn:
+            # its batch's transaction is open, with rows in it: a session holding a lock on a
+            # table of this test's schema (other tests' projectors of the same name run on the
+            # same server, so the session's name alone may be another test's)
+            with psycopg.connect(store.url, autocommit=True) as conn:
                 state = conn.execute(
-                    "SELECT state FROM pg_stat_activity WHERE pid <> pg_backend_pid()"
-                    " AND application_name LIKE %s",
-                    ("cbcm applied lease%",),
-                ).fetchone()
-            assert state is not None and state[0].startswith(("idle in transaction", "active"))
+                    "SELECT DISTINCT a.state FROM pg_locks l"
+                    " JOIN pg_class c ON c.oid = l.relation"
+                    " JOIN pg_namespace n ON n.oid = c.relnamespace"
+                    " JOIN pg_stat_activity a ON a.pid = l.pid"
+                    " WHERE n.nspname = %s AND a.pid <> pg_backend_pid()"
+                    " AND a.application_name LIKE %s",
+                    (store.schema, "cbcm applied lease%"),
+                ).fetchall()
+            assert state and all(
+                s.startswith(("idle in transaction", "active")) for (s,) in state
+            ), state
             # When it is SIGKILLed there
             projector.kill()
             # Then what is committed is whole: every row has its position, and the position
