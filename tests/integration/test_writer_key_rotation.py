@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
@@ -512,3 +513,35 @@ def test_erasures_told_before_any_rotation_are_learnt_back_and_forged_notices_ar
     assert sum("after the rotation that retired" in e["detail"] for e in refused) == 2 * len(
         retired
     )
+
+
+# Found while arguing the units (ADR 26, section 5): the ceremony's commands run as root, the
+# services as their own user. The rotation MACed the erasure ledger again by writing a new
+# file, which root then owned (0600): the services could no longer read their ledger.
+def test_a_ceremony_run_as_root_leaves_the_files_beside_the_keys_to_the_services(
+    app: ComplaintMechanism, settings: Settings
+) -> None:
+    assert os.geteuid() == 0, "the ceremony runs as root (CI runs as root)"
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-owner")
+    erase_everyone(app, case_id, at=10)
+    app.close()
+    # given the erasure ledger's directory and its files the services' own (uid, gid 65534)
+    ledger_dir = settings.data_dir / "keys"
+    beside = [p for p in ledger_dir.iterdir() if p.is_file() and not p.name.startswith("writer")]
+    assert any(p.name.startswith("erasures-") for p in beside)
+    for path in [ledger_dir, *beside]:
+        os.chown(path, 65534, 65534)
+    # when root rotates the writer key (its ceremony moves the ledger to the new key)
+    rotate(settings)
+    # then every file beside the keys is still the services' (the keys themselves stay root's)
+    after = [p for p in ledger_dir.iterdir() if p.is_file() and not p.name.startswith("writer")]
+    assert {p.name: (p.stat().st_uid, p.stat().st_gid) for p in after} == {
+        p.name: (65534, 65534) for p in after
+    }
+    # and the ledger, moved to the new key, keeps the erasure in force
+    reader = complaint_mechanism(settings)
+    try:
+        assert "CANARY-owner" not in every_read_path(reader, settings, case_id)
+    finally:
+        reader.close()
