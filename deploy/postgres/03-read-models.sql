@@ -9,8 +9,9 @@
 -- Set the passwords with ALTER ROLE ... PASSWORD, or use your own authentication.
 --
 -- cbcm_projector makes and owns a schema per read model (<prefix>_inbox, ...; a rebuild
--- --into makes another) and the stall records' schema (<prefix>_status): it needs CREATE on
--- the database and nothing else. cbcm_reader may read whatever cbcm_projector makes, from
+-- --into makes another), the stall records' schema (<prefix>_status) and the statistics
+-- release ledger's (<prefix>_stats_releases): it needs CREATE on the database and nothing
+-- else. A release, once made, is refused any update or delete by triggers, the owner's too. cbcm_reader may read whatever cbcm_projector makes, from
 -- the moment it makes it (default privileges: USAGE on its schemas, SELECT on its tables),
 -- and can write, create or lock nothing.
 

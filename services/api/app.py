@@ -69,6 +69,7 @@ from services.projector.runner import worker_name
 from services.projector.storage import ReadModelStore, read_model_store, status_place_of
 from services.runtime.worker_status import stalls
 from services.settings import Settings
+from services.statistics.releases import ledger_place
 
 DESCRIPTION = """\
 The inter-agency PSEA complaint mechanism.
@@ -181,11 +182,11 @@ def create_app(
         app.include_router(router)
     app.include_router(read_model_router(stores, settings.read_wait_seconds))
     app.include_router(
-        statistics_router(stores["stats"], settings.data_dir, settings.read_wait_seconds)
+        statistics_router(stores["stats"], ledger_place(settings), settings.read_wait_seconds)
     )
     app.include_router(public.router)
     app.include_router(prevention.router)
-    app.include_router(prevention_reports_router(settings.data_dir))
+    app.include_router(prevention_reports_router(ledger_place(settings)))
     app.state.pages = Site(
         catalogues=Catalogues(settings.data_dir / "locales"),
         guard=FormGuard(load_or_create_form_key(settings.data_dir), throttles),

@@ -42,6 +42,7 @@ def report(
     compliance, focal points, coverage, the risk map and the work plan."""
     from services.prevention.reads import latest_release, prevention_view
     from services.prevention.report import gather, to_html, to_xlsx
+    from services.statistics.releases import ledger_place
 
     settings = load_settings()
     app, _where = open_application(settings)
@@ -49,7 +50,7 @@ def report(
         view = prevention_view(app)
     finally:
         app.close()
-    release = latest_release(settings.data_dir, year, quarter)
+    release = latest_release(ledger_place(settings), year, quarter)
     gathered = gather(
         view, year=year, quarter=quarter, today=datetime.now(UTC).date(), release=release
     )

@@ -74,17 +74,18 @@ def stats_export(
     typer.echo(stats.to_csv(tables) if format is ExportFormat.csv else stats.to_json(tables))
 
 
-def _ledger() -> Path:
-    from services.statistics.releases import ledger_path
+def _ledger() -> Path | str:
+    from services.statistics.releases import has_ledger, ledger_place, ledger_schema
 
-    path = ledger_path(load_settings().data_dir)
-    if not path.exists():
+    place = ledger_place(load_settings())
+    if not has_ledger(place):
+        where = place if isinstance(place, Path) else f"schema {ledger_schema(place)}"
         fail(
-            f"no statistics releases at {path}: the statistics service (`cbcm serve` or "
+            f"no statistics releases at {where}: the statistics service (`cbcm serve` or "
             "`cbcm project stats`) makes them once a period has closed and its embargo passed",
             EXIT_UNAVAILABLE,
         )
-    return path
+    return place
 
 
 @release_cli.command("list")

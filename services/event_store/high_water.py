@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.event_store.beside_keys import open_beside_keys
 from services.event_store.custody import WriterKey
 
 HIGH_WATER_DOMAIN = b"cbcm/high-water/v1\0"
@@ -89,7 +90,7 @@ def raise_high_water(path: Path, key: WriterKey, store: str, mark: HighWater) ->
             "mac": _mac(key, store, mark).hex(),
         }
         staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_beside_keys(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(document) + "\n")
             f.flush()
@@ -101,7 +102,7 @@ def raise_high_water(path: Path, key: WriterKey, store: str, mark: HighWater) ->
 @contextlib.contextmanager
 def _exclusive(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    fd = open_beside_keys(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX)
         yield
@@ -168,7 +169,7 @@ def reset_high_water(path: Path, key: WriterKey, store: str, mark: HighWater) ->
             "mac": _mac(key, store, mark).hex(),
         }
         staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_beside_keys(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w") as f:
             f.write(json.dumps(document) + "\n")
             f.flush()

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from services.event_store import custody
+from services.event_store.beside_keys import open_beside_keys
 from services.event_store.custody import WriterKey
 
 START_SEAL_DOMAIN = b"cbcm/writer-start-kept/v1\0"
@@ -61,7 +62,7 @@ def keep_start(recorder: Any) -> None:
         return
     document = json.dumps({"key": key.key_id, "start": start, "mac": _mac(key, store, start)})
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        fd = open_beside_keys(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL)
     except FileExistsError:  # another process sealed it first
         return
     except OSError:  # a reader without write access to the keys: a writer keeps it

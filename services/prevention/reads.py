@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 from datetime import date
-from pathlib import Path
 
 import msgspec
 from eventsourcing.utils import get_topic
@@ -27,7 +26,13 @@ from domain.prevention import (
 from projections.prevention import PreventionView
 from services.application.mechanism import ComplaintMechanism
 from services.relay.translation import published_event_classes, to_cloud_event
-from services.statistics.releases import get_release, ledger_path, list_releases, open_ledger
+from services.statistics.releases import (
+    LedgerPlace,
+    get_release,
+    has_ledger,
+    list_releases,
+    open_ledger,
+)
 
 SOURCE = "cbcm:prevention-view"
 BATCH = 1000
@@ -64,12 +69,12 @@ def prevention_view(app: ComplaintMechanism) -> PreventionView:
 
 
 def latest_release(
-    data_dir: Path, year: int, quarter: int | None = None
+    ledger: LedgerPlace, year: int, quarter: int | None = None
 ) -> StatisticsReleaseV1 | None:
-    """The latest version of the release of ``year`` (or of its ``quarter``), if any was
-    published; else the latest release of a quarter of that year."""
-    ledger = ledger_path(data_dir)
-    if not ledger.exists():
+    """The latest version of the release of ``year`` (or of its ``quarter``) in the ledger at
+    ``ledger`` (``ledger_place``), if any was published; else the latest release of a
+    quarter of that year."""
+    if not has_ledger(ledger):
         return None
     with open_ledger(ledger, readonly=True) as db:
         if quarter is not None:

@@ -21,16 +21,24 @@ from projections.base import ReadModelDb, get_position
 from projections.stats import StatisticsProjection
 from services.nats.client import nats_connect_options, nats_servers
 from services.projector.runner import durable_name
-from services.projector.storage import ReadModelStore, SqliteReadModel, status_place_of
+from services.projector.storage import (
+    PostgresReadModel,
+    ReadModelStore,
+    SqliteReadModel,
+    status_place_of,
+)
 from services.runtime.metrics import serve_once
 from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
 from services.statistics.releases import (
+    LedgerDb,
+    LedgerPlace,
     ReleasePolicy,
+    adopt_file_ledger,
     ledger_path,
     mark_published,
-    open_ledger,
     policy_from,
+    publishing,
     release_due,
     unpublished,
 )
@@ -61,8 +69,15 @@ class StatisticsPublisher:
     what it had not, with the same bytes, and makes nothing new from the same facts.
     ``nats_options``: credentials and TLS (default: ``CBCM_NATS_*``, user ``project-stats``).
     ``policy`` (default: ``CBCM_STATS_*``) and ``clock`` (default: now, UTC) decide what is
-    due. The ledger is ``stats_releases.sqlite`` in ``data_dir`` (default: beside the read
-    model's file).
+    due. The ledger is the read-model database's when ``store`` is on PostgreSQL (schema
+    ``<prefix>_stats_releases``, ADR 27), else ``stats_releases.sqlite`` in ``data_dir``
+    (default: beside the read model's file).
+
+    It makes and publishes only while it holds the ledger's lock
+    (``services.statistics.releases.publishing``): a second publisher (another host's, a
+    standby taking over while the first still runs) finds it held, publishes nothing and
+    tries again ``PUBLISH_RETRY`` later, by which time what the first made and published is
+    in the ledger. Each version is made once and published once, with the ledger's bytes.
 
     Its connection's own errors are debug lines: the projector's connection to the same
     servers already tells of an outage (once per ten seconds), and a publish that fails
@@ -118,7 +133,7 @@ class StatisticsPublisher:
         now = time.monotonic()
         if self._trailing is None and now - self._last >= self.every:
             try:
-                await self.publish(db, position)
+                done = await self.publish(db, position)
             except Exception:
                 # Not lost: published again from the read model in a moment. The commit that
                 # failed to publish may be the last before a quiet spell (no next commit for
@@ -129,6 +144,8 @@ class StatisticsPublisher:
                 # the interval runs from the end of a publication: making releases can take
                 # a while, and the next batch must not follow at once
                 self._last = time.monotonic()
+            if not done:  # another publisher holds the ledger: after it, from the read model
+                self._later(db, PUBLISH_RETRY)
             return
         if self._trailing is None:
             self._later(db, max(0.0, self._last + self.every - now))
@@ -145,12 +162,16 @@ class StatisticsPublisher:
     async def _publish_later(self, store: ReadModelStore, delay: float) -> None:
         """Publish what the read model holds ``delay`` seconds from now."""
         try:
-            await asyncio.sleep(delay)
-            try:
-                with store.reading() as db:
-                    await self.publish(db, await asyncio.to_thread(get_position, db))
-            finally:
-                self._last = time.monotonic()
+            done = False
+            while not done:  # another publisher holding the ledger lets go of it soon
+                await asyncio.sleep(delay)
+                delay = PUBLISH_RETRY
+                try:
+                    with store.reading() as db:
+                        position = await asyncio.to_thread(get_position, db)
+                        done = await self.publish(db, position)
+                finally:
+                    self._last = time.monotonic()
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the next commit publishes again
@@ -158,8 +179,9 @@ class StatisticsPublisher:
         finally:
             self._trailing = None
 
-    async def publish(self, db: ReadModelDb, position: int) -> None:
-        """Make the releases due now, and publish every version not published yet."""
+    async def publish(self, db: ReadModelDb, position: int) -> bool:
+        """Make the releases due now, and publish every version not published yet; False
+        when another publisher held the ledger (nothing done)."""
         if self._nc is None or not self._nc.is_connected:
             self._nc = NatsClient()
             await self._nc.connect(
@@ -181,9 +203,25 @@ class StatisticsPublisher:
             )
         # The releases are made in a thread (the projector is not using the connection
         # meanwhile: it waits for this hook), so the event loop keeps answering NATS.
-        ledger = self._ledger(db)
+        place = self._ledger(db)
         behind = await self._behind()
-        documents = await asyncio.to_thread(self._due, db, ledger, not behind)
+        held = contextlib.ExitStack()
+        led = await asyncio.to_thread(held.enter_context, publishing(place))
+        try:
+            if led is None:
+                log.debug("stats.ledger_busy", detail="another publisher holds the ledger")
+                return False
+            await self._publish_held(db, led, position, make=not behind)
+        finally:
+            await asyncio.to_thread(held.close)
+        return True
+
+    async def _publish_held(
+        self, db: ReadModelDb, led: LedgerDb, position: int, *, make: bool
+    ) -> None:
+        """``publish`` while holding the ledger's lock."""
+        assert self._nc is not None
+        documents = await asyncio.to_thread(self._due, db, led, make)
         limit = self._nc.max_payload
         sent: list[str] = []
         before = set(self._too_large)
@@ -206,13 +244,16 @@ class StatisticsPublisher:
             sent.append(name)
         await self._nc.flush()
         if sent:
-            await asyncio.to_thread(_mark_published, ledger, sent)
+            await asyncio.to_thread(_mark_published, led, sent)
         if self._too_large != before:
             self._tell_unpublished(position)
         if sent:
             log.info("stats.published", releases=sent, position=position)
 
-    def _ledger(self, db: ReadModelDb) -> Path:
+    def _ledger(self, db: ReadModelDb) -> LedgerPlace:
+        if isinstance(self._store, PostgresReadModel):
+            # the read models' database, which every host reaches (ADR 27)
+            return status_place_of(self._store)
         if self._data_dir is not None:
             return ledger_path(self._data_dir)
         path = _file_of(db)
@@ -220,17 +261,21 @@ class StatisticsPublisher:
             raise ValueError("a statistics publisher on a read model in memory needs data_dir")
         return ledger_path(path.parent)
 
-    def _due(self, db: ReadModelDb, ledger: Path, make: bool) -> list[tuple[str, str, bytes]]:
-        with open_ledger(ledger) as led:
-            if make:
-                try:
-                    release_due(db, led, self.policy, self.clock())
-                except ValueError as e:
-                    # A release that cannot be made (its tables do not add up) is held back
-                    # and said, loudly; the read model goes on, and what was made before is
-                    # still published (attack review of #22). The message names tables only.
-                    log.error("stats.release_failed", error=type(e).__name__, detail=str(e))
-            return unpublished(led)
+    def _due(self, db: ReadModelDb, led: LedgerDb, make: bool) -> list[tuple[str, str, bytes]]:
+        if isinstance(self._store, PostgresReadModel) and self._data_dir is not None:
+            # read models moved to PostgreSQL: the file's releases are kept, not made again
+            taken = adopt_file_ledger(led, ledger_path(self._data_dir))
+            if taken:
+                log.info("stats.ledger_taken_over", releases=taken)
+        if make:
+            try:
+                release_due(db, led, self.policy, self.clock())
+            except ValueError as e:
+                # A release that cannot be made (its tables do not add up) is held back
+                # and said, loudly; the read model goes on, and what was made before is
+                # still published (attack review of #22). The message names tables only.
+                log.error("stats.release_failed", error=type(e).__name__, detail=str(e))
+        return unpublished(led)
 
     async def _behind(self) -> bool:
         """Whether the statistics projector's consumer still has messages to deliver (a
@@ -285,10 +330,9 @@ def _file_of(db: ReadModelDb) -> Path | None:
     return None
 
 
-def _mark_published(ledger: Path, ids: list[str]) -> None:
-    with open_ledger(ledger) as led:
-        for id_ in ids:
-            mark_published(led, id_)
+def _mark_published(led: LedgerDb, ids: list[str]) -> None:
+    for id_ in ids:
+        mark_published(led, id_)
 
 
 async def _client_error(exc: Exception) -> None:

@@ -6,26 +6,43 @@ duplicate found late, a status that moved) make a *revision*: version 2, 3, ... 
 release, protected together with every earlier version (``services.statistics.protection``),
 so that neither the withheld values nor the difference between two versions can be read out.
 
-Releases are kept in their own ledger (``stats_releases.sqlite`` in the data directory), not
-in the statistics read model: a read model is dropped and rebuilt at will, a release is a
-publication that must never change (ADR 12). The ledger keeps, beside each published
-document, the unsuppressed counts it was made from: a revision must be protected against
-them. The ledger is as confidential as the read model; only the documents leave it.
+Releases are kept in their own ledger, not in the statistics read model: a read model is
+dropped and rebuilt at will, a release is a publication that must never change (ADR 12). The
+ledger keeps, beside each published document, the unsuppressed counts it was made from: a
+revision must be protected against them. The ledger is as confidential as the read model;
+only the documents leave it.
+
+Where the ledger is (``LedgerPlace``, ``ledger_place``): with the embedded SQLite read models,
+``stats_releases.sqlite`` in the data directory; with read models on PostgreSQL
+(``CBCM_READ_MODEL_STORE``), schema ``<prefix>_stats_releases`` of that database, which every
+API instance and every statistics projector reaches from any host (ADR 27). On both, a
+release is never updated nor deleted (triggers), ``(period, version)`` is unique, and a
+publisher makes and publishes only while it holds the ledger's lock (``publishing``): a
+``flock`` beside the file, a PostgreSQL advisory lock on the ledger's session. Two publishers
+racing (two hosts, or a standby taking over) therefore make each version once and publish it
+once, with the bytes the ledger keeps.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
+import os
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg import sql
 
 from projections import stats
-from projections.base import ReadModelDb
+from projections.base import ReadModelDb, Rows
 from projections.stats.periods import (
     MONTH,
     NESTED,
@@ -118,6 +135,81 @@ def ledger_path(data_dir: Path) -> Path:
     return data_dir / LEDGER_FILE
 
 
+LedgerPlace = Path | str
+"""The ledger's SQLite file, or the ``postgresql://`` URL of the read-model database
+(``schema=`` naming the read models' prefix, as ``CBCM_READ_MODEL_STORE``)."""
+
+LEDGER_SCHEMA_SUFFIX: Final = "_stats_releases"
+DEFAULT_PREFIX: Final = "cbcm"
+CONNECT_TIMEOUT: Final = 5
+
+
+def is_postgres_place(place: LedgerPlace) -> bool:
+    return isinstance(place, str)
+
+
+def ledger_place(settings: Settings) -> LedgerPlace:
+    """Where this configuration keeps the release ledger: the read-model database when the
+    read models are on PostgreSQL, else ``stats_releases.sqlite`` in the data directory."""
+    url = settings.read_model_store
+    if url is not None and url.startswith(("postgresql://", "postgres://")):
+        return url
+    return ledger_path(settings.data_dir)
+
+
+def _split(url: str) -> tuple[str, str]:
+    """The connection URL, and the ledger's schema: ``<prefix>_stats_releases``, the prefix
+    of the read models' schemas (``schema=``, default ``cbcm``), so networks sharing a
+    database keep their ledgers apart."""
+    parts = urlsplit(url)
+    query = [p for p in parts.query.split("&") if p]
+    named = [p.split("=", 1)[1] for p in query if p.startswith("schema=")]
+    rest = "&".join(p for p in query if not p.startswith("schema="))
+    prefix = named[-1] if named else DEFAULT_PREFIX
+    schema = f"{prefix}{LEDGER_SCHEMA_SUFFIX}"
+    return parts._replace(scheme="postgresql", query=rest).geturl(), schema
+
+
+def ledger_schema(url: str) -> str:
+    """The ledger's schema in the read-model database of ``url``."""
+    return _split(url)[1]
+
+
+class LedgerDb(Protocol):
+    """A connection to the ledger: ``sqlite3.Connection``, or ``PostgresLedgerDb``."""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = (), /) -> Rows: ...
+
+    def commit(self) -> None: ...
+
+
+class PostgresLedgerDb:
+    """A psycopg connection to the ledger's schema speaking the ledger's SQL (``?``
+    parameters), committing as ``sqlite3`` does: a statement opens a transaction, ``commit``
+    ends it."""
+
+    def __init__(self, conn: psycopg.Connection[Any], schema: str) -> None:
+        self.conn = conn
+        self.schema = schema
+
+    def execute(self, text: str, parameters: Sequence[Any] = (), /) -> Rows:
+        return self.conn.execute(text.replace("?", "%s"), list(parameters))
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def rollback(self) -> None:
+        self.conn.rollback()
+
+
+def _lock_key(url: str, schema: str) -> int:
+    """The advisory lock key of the ledger in ``url``'s database (the publishers' lock)."""
+    info = psycopg.conninfo.conninfo_to_dict(_split(url)[0])
+    dbname = str(info.get("dbname") or info.get("user") or "postgres")
+    digest = hashlib.sha256(f"cbcm-stats-releases:{dbname}:{schema}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 # ----------------------------------------------------------------------------- the ledger
 
 _LEDGER_SCHEMA: Final = (
@@ -145,15 +237,103 @@ _LEDGER_SCHEMA: Final = (
     """,
 )
 
+_PG_LEDGER_SCHEMA: Final = (
+    """
+    CREATE TABLE stats_release (
+        id text COLLATE "C" PRIMARY KEY,
+        period text COLLATE "C" NOT NULL,
+        version integer NOT NULL CHECK (version >= 1),
+        released_at text COLLATE "C" NOT NULL,
+        document text NOT NULL,
+        counts text NOT NULL,
+        UNIQUE (period, version)
+    )
+    """,
+    """
+    CREATE TABLE stats_release_published (
+        id text COLLATE "C" PRIMARY KEY REFERENCES stats_release (id)
+    )
+    """,
+    """
+    CREATE FUNCTION stats_release_refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+        RAISE EXCEPTION 'a statistics release is never changed nor deleted (%)', TG_OP
+            USING ERRCODE = 'integrity_constraint_violation';
+    END $$
+    """,
+    # a release's bytes never change; a publication is never forgotten (it would go out again)
+    """
+    CREATE TRIGGER stats_release_immutable BEFORE UPDATE OR DELETE ON stats_release
+    FOR EACH ROW EXECUTE FUNCTION stats_release_refuse()
+    """,
+    """
+    CREATE TRIGGER stats_release_not_emptied BEFORE TRUNCATE ON stats_release
+    FOR EACH STATEMENT EXECUTE FUNCTION stats_release_refuse()
+    """,
+    """
+    CREATE TRIGGER stats_release_published_kept BEFORE UPDATE OR DELETE
+    ON stats_release_published FOR EACH ROW EXECUTE FUNCTION stats_release_refuse()
+    """,
+    """
+    CREATE TRIGGER stats_release_published_not_emptied BEFORE TRUNCATE
+    ON stats_release_published FOR EACH STATEMENT EXECUTE FUNCTION stats_release_refuse()
+    """,
+)
+
+
+def _pg_connect(url: str, purpose: str, *, autocommit: bool) -> psycopg.Connection[Any]:
+    return psycopg.connect(
+        _split(url)[0],
+        autocommit=autocommit,
+        connect_timeout=CONNECT_TIMEOUT,
+        application_name=f"cbcm stats releases {purpose}"[:63],
+        keepalives=1,
+        keepalives_idle=10,
+        keepalives_interval=5,
+        keepalives_count=2,
+    )
+
+
+def _pg_create(conn: psycopg.Connection[Any], url: str, schema: str) -> None:
+    """The ledger's schema and tables, once (under the ledger's lock for the transaction, so
+    two processes starting together do not both create them)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(url, schema) ^ 1,))
+        conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
+        conn.execute(sql.SQL("SET LOCAL search_path TO {}").format(sql.Identifier(schema)))
+        row = conn.execute("SELECT to_regclass('stats_release') IS NOT NULL").fetchone()
+        if row is None or not row[0]:
+            for statement in _PG_LEDGER_SCHEMA:
+                conn.execute(statement)
+
+
+def has_ledger(place: LedgerPlace) -> bool:
+    """Whether a ledger is there (none before the first release is made)."""
+    if isinstance(place, Path):
+        return place.exists()
+    schema = ledger_schema(place)
+    with _pg_connect(place, "look-up", autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT to_regclass(%s) IS NOT NULL",
+            (sql.Identifier(schema, "stats_release").as_string(conn),),
+        ).fetchone()
+    return bool(row and row[0])
+
 
 @contextmanager
-def open_ledger(path: Path, *, readonly: bool = False) -> Iterator[sqlite3.Connection]:
-    """The release ledger at ``path`` (created unless ``readonly``)."""
+def open_ledger(place: LedgerPlace, *, readonly: bool = False) -> Iterator[LedgerDb]:
+    """The release ledger at ``place`` (created unless ``readonly``). The connection may be
+    used from one thread after another (the publisher's work runs in worker threads)."""
+    if isinstance(place, str):
+        with _open_postgres(place, readonly=readonly) as pg:
+            yield pg
+        return
+    path = place
     if readonly:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10, check_same_thread=False)
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(path, timeout=10)
+        db = sqlite3.connect(path, timeout=10, check_same_thread=False)
         db.execute("PRAGMA journal_mode=WAL")
         for statement in _LEDGER_SCHEMA:
             db.execute(statement)
@@ -164,7 +344,65 @@ def open_ledger(path: Path, *, readonly: bool = False) -> Iterator[sqlite3.Conne
         db.close()
 
 
-def list_releases(db: sqlite3.Connection) -> list[ReleaseVersion]:
+@contextmanager
+def _open_postgres(url: str, *, readonly: bool) -> Iterator[PostgresLedgerDb]:
+    schema = _split(url)[1]
+    conn = _pg_connect(url, "read" if readonly else "write", autocommit=readonly)
+    try:
+        if readonly:
+            conn.execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+        else:
+            _pg_create(conn, url, schema)
+        conn.execute(sql.SQL("SET search_path TO {}").format(sql.Identifier(schema)))
+        if not readonly:
+            conn.commit()
+        yield PostgresLedgerDb(conn, schema)
+    finally:
+        conn.close()
+
+
+@contextmanager
+def publishing(place: LedgerPlace) -> Iterator[LedgerDb | None]:
+    """The ledger opened for a publisher, holding the publishers' lock while it is open; or
+    ``None`` at once when another publisher holds it (on this host or, with PostgreSQL, on
+    any). Whoever holds it makes the releases due, publishes what is not published yet and
+    marks it: no two publishers ever publish the same version at the same time, and what one
+    made the other sees before it makes anything.
+
+    SQLite: an exclusive ``flock`` on ``<ledger>.lock``. PostgreSQL: a session-level
+    advisory lock on the ledger's own connection, released when the session ends however it
+    ends (the process killed, the network lost)."""
+    if isinstance(place, Path):
+        place.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(place.with_name(f"{place.name}.lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                yield None
+                return
+            with open_ledger(place) as db:
+                yield db
+        finally:
+            os.close(fd)  # the lock goes with it
+        return
+    with _open_postgres(place, readonly=False) as pg:
+        key = _lock_key(place, pg.schema)
+        row = pg.conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+        pg.conn.commit()
+        if not (row and row[0]):
+            yield None
+            return
+        try:
+            yield pg
+        finally:
+            if not pg.conn.closed and not pg.conn.broken:
+                pg.conn.rollback()
+                pg.conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                pg.conn.commit()
+
+
+def list_releases(db: LedgerDb) -> list[ReleaseVersion]:
     """Every release version, by period then version."""
     rows = db.execute(
         "SELECT id, period, version, released_at, document FROM stats_release "
@@ -173,7 +411,7 @@ def list_releases(db: sqlite3.Connection) -> list[ReleaseVersion]:
     return [ReleaseVersion(r[0], r[1], r[2], r[3], json.loads(r[4])) for r in rows]
 
 
-def get_release(db: sqlite3.Connection, id_: str) -> ReleaseVersion | None:
+def get_release(db: LedgerDb, id_: str) -> ReleaseVersion | None:
     """One release version by id, or the latest version of a period (``2026-q1``)."""
     row = db.execute(
         "SELECT id, period, version, released_at, document FROM stats_release WHERE id = ?",
@@ -190,7 +428,7 @@ def get_release(db: sqlite3.Connection, id_: str) -> ReleaseVersion | None:
     )
 
 
-def unpublished(db: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
+def unpublished(db: LedgerDb) -> list[tuple[str, str, bytes]]:
     """(id, period, payload) of every version not yet published on NATS, oldest first.
 
     The payload is the stored document itself: a restart publishes the same bytes."""
@@ -201,9 +439,36 @@ def unpublished(db: sqlite3.Connection) -> list[tuple[str, str, bytes]]:
     return [(r[0], r[1], r[2].encode()) for r in rows]
 
 
-def mark_published(db: sqlite3.Connection, id_: str) -> None:
-    db.execute("INSERT OR IGNORE INTO stats_release_published (id) VALUES (?)", (id_,))
+def mark_published(db: LedgerDb, id_: str) -> None:
+    db.execute(
+        "INSERT INTO stats_release_published (id) VALUES (?) ON CONFLICT (id) DO NOTHING", (id_,)
+    )
     db.commit()
+
+
+def adopt_file_ledger(db: LedgerDb, path: Path) -> int:
+    """Take the releases of the ledger file at ``path`` into the empty ledger ``db`` (a
+    network moving its read models to PostgreSQL): as they are, published marks included,
+    so that no version is made again with other bytes. Nothing when ``db`` holds a release
+    already or there is no file; how many were taken."""
+    if not path.exists() or db.execute("SELECT count(*) FROM stats_release").fetchone()[0]:
+        return 0
+    with open_ledger(path, readonly=True) as old:
+        rows = old.execute(
+            "SELECT id, period, version, released_at, document, counts FROM stats_release "
+            "ORDER BY period, version"
+        ).fetchall()
+        marks = [r[0] for r in old.execute("SELECT id FROM stats_release_published")]
+    for row in rows:
+        db.execute(
+            "INSERT INTO stats_release (id, period, version, released_at, document, counts) "
+            "VALUES (?, ?, ?, ?, ?, ?)",
+            tuple(row),
+        )
+    for id_ in marks:
+        db.execute("INSERT INTO stats_release_published (id) VALUES (?)", (id_,))
+    db.commit()
+    return len(rows)
 
 
 # ----------------------------------------------------------------------------- periods
@@ -501,7 +766,7 @@ def _overlaps(period: str, released: set[str]) -> bool:
 
 def release_due(
     read_model: ReadModelDb,
-    ledger: sqlite3.Connection,
+    ledger: LedgerDb,
     policy: ReleasePolicy,
     now: datetime,
 ) -> list[ReleaseVersion]:

@@ -4,6 +4,7 @@ cannot update or delete an event."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -277,6 +278,100 @@ def test_the_read_model_roles_the_projector_writes_the_api_only_reads(
         with psycopg.connect(postgres_server_url, autocommit=True) as conn:
             for schema in (f"{prefix}_inbox", f"{prefix}_status"):
                 conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
+            for role in (reader, projector):
+                conn.execute(f"DROP OWNED BY {role}")
+                conn.execute(f"DROP ROLE IF EXISTS {role}")
+
+
+def test_the_api_role_reads_the_statistics_releases_and_no_role_changes_one(
+    postgres_server_url: str, tmp_path: Path
+) -> None:
+    """The release ledger in the read-model database (ADR 27): the projector's role makes
+    it and adds releases; the API's role reads them and can change nothing; not even the
+    projector's role can change or remove a release once made, nor forget its publication."""
+    from services.statistics.releases import (  # noqa: PLC0415
+        get_release,
+        has_ledger,
+        ledger_place,
+        list_releases,
+        mark_published,
+        open_ledger,
+        unpublished,
+    )
+
+    suffix = uuid.uuid4().hex[:8]
+    projector, reader, prefix = f"cbcm_projector_{suffix}", f"cbcm_reader_{suffix}", f"rm{suffix}"
+    password = uuid.uuid4().hex
+    text = (
+        (DEPLOY / "03-read-models.sql")
+        .read_text()
+        .replace("cbcm_projector", projector)
+        .replace("cbcm_reader", reader)
+    )
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(text)
+        for role in (projector, reader):
+            conn.execute(f"ALTER ROLE {role} PASSWORD '{password}'")
+
+    def settings(role: str) -> Settings:
+        return Settings(
+            data_dir=tmp_path / role,
+            read_model_store=as_user(postgres_server_url, role, password, prefix),
+        )
+
+    table = f"{prefix}_stats_releases.stats_release"
+    try:
+        # given a release made and published by the statistics projector, under its role
+        document = '{"release": {"id": "2026-q1-v1"}, "reports": {}}'
+        with open_ledger(ledger_place(settings(projector))) as led:
+            led.execute(
+                "INSERT INTO stats_release (id, period, version, released_at, document, counts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                ("2026-q1-v1", "2026-Q1", 1, "2026-05-01T00:00:00+00:00", document, "[]"),
+            )
+            led.commit()
+            mark_published(led, "2026-q1-v1")
+        # then the API, under its role and on another host, reads it
+        place = ledger_place(settings(reader))
+        assert has_ledger(place)
+        with open_ledger(place, readonly=True) as led:
+            assert [v.id for v in list_releases(led)] == ["2026-q1-v1"]
+            found = get_release(led, "2026-q1")
+            assert found is not None and found.document == json.loads(document)
+            assert unpublished(led) == []
+        # and can change, add, remove or create nothing in the ledger
+        reader_url = as_user(postgres_server_url, reader, password, None)
+        with psycopg.connect(reader_url, autocommit=True) as conn:
+            for statement in (
+                f"UPDATE {table} SET document = '{{}}'",
+                f"DELETE FROM {table}",
+                f"TRUNCATE {table} CASCADE",
+                f"INSERT INTO {table} SELECT 'x-v1', 'X', 1, '', '', '' ",
+                f"DELETE FROM {prefix}_stats_releases.stats_release_published",
+                f"DROP TABLE {table} CASCADE",
+                f"CREATE TABLE {prefix}_stats_releases.mine (x int)",
+            ):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    conn.execute(statement)
+        # nor can the projector's role, which owns it, change a release or forget that it
+        # went out (it would go out again)
+        projector_url = as_user(postgres_server_url, projector, password, None)
+        with psycopg.connect(projector_url, autocommit=True) as conn:
+            for statement in (
+                f"UPDATE {table} SET document = '{{}}'",
+                f"DELETE FROM {table}",
+                f"TRUNCATE {table} CASCADE",
+                f"DELETE FROM {prefix}_stats_releases.stats_release_published",
+                f"TRUNCATE {prefix}_stats_releases.stats_release_published",
+            ):
+                with pytest.raises(psycopg.errors.IntegrityConstraintViolation):
+                    conn.execute(statement)
+        with open_ledger(place, readonly=True) as led:
+            found = get_release(led, "2026-q1-v1")
+            assert found is not None and found.document == json.loads(document)
+    finally:
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {prefix}_stats_releases CASCADE")
             for role in (reader, projector):
                 conn.execute(f"DROP OWNED BY {role}")
                 conn.execute(f"DROP ROLE IF EXISTS {role}")

@@ -6,19 +6,29 @@ Verify across a rotation says intact, and an erasure made before it stays in for
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
 import shutil
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
+import nats
 import pytest
 import structlog
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from contracts.audit import (
+    AUDIT_STREAM,
+    ERASURE_NOTICE_SUBJECT,
+    AuditErasureNoticeV1,
+    encode_erasure_notice,
+)
 from domain.custody import WriterKeyRotation
 from domain.vocabulary import FeedbackChannel
 from services.api.replay import replay_case
@@ -29,7 +39,11 @@ from services.application.key_rotation import (
     rotate_writer_key,
 )
 from services.application.mechanism import ComplaintMechanism
+from services.audit.checkpoints import checkpoint_once
+from services.audit.erasure_notices import notice_of
+from services.audit.keys import load_signing_key
 from services.bootstrap import complaint_mechanism
+from services.cli.main import cli
 from services.event_store.chain import head, link_hash
 from services.event_store.custody import (
     RETIRED_DIR,
@@ -40,6 +54,8 @@ from services.event_store.custody import (
     load_writer_key,
     writer_table,
 )
+from services.event_store.personal_data.erasure_ledger import LedgerEntry
+from services.nats.server import EmbeddedNats
 from services.settings import Settings
 from tests.api_world import build_network
 from tests.conftest import T0
@@ -384,3 +400,148 @@ def test_a_second_ceremony_at_the_same_moment_is_refused_and_changes_nothing(
     assert not key_rotation.staged_key_path(key_file(settings)).exists()
     done = verify_chain_alone(settings)
     assert done.exit_code == 0, done.output
+
+
+# ------------------------------------------------ erasure notices across rotations
+
+NOTICE_OPS = st.lists(
+    st.tuples(st.sampled_from(["erase", "rotate", "tell", "feedback"]), st.integers(0, 2)),
+    min_size=1,
+    max_size=8,
+)
+
+
+def _tell(app: ComplaintMechanism, settings: Settings, url: str) -> None:
+    """The network's checkpoint publisher signs the head and tells every erasure not told
+    yet, MACed under the writer key it holds now."""
+    key = load_signing_key(settings)
+    assert asyncio.run(checkpoint_once(app, key, url, nats_options={})) is not None
+
+
+def _forge(url: str, notices: list[AuditErasureNoticeV1]) -> None:
+    """Notices put on the audit stream by someone who can publish there."""
+
+    async def run() -> None:
+        nc = await nats.connect(url)
+        try:
+            js = nc.jetstream()
+            for n, notice in enumerate(notices):
+                await js.publish(
+                    ERASURE_NOTICE_SUBJECT,
+                    encode_erasure_notice(notice),
+                    stream=AUDIT_STREAM,
+                    headers={"Nats-Msg-Id": f"forged-{n}-{uuid4()}"},
+                )
+        finally:
+            await nc.close()
+
+    asyncio.run(run())
+
+
+@given(ops=NOTICE_OPS)
+@example(ops=[("erase", 0), ("tell", 0), ("rotate", 0), ("erase", 1)])
+@example(ops=[("erase", 0), ("rotate", 0), ("tell", 0), ("rotate", 0), ("erase", 1)])
+@hsettings(
+    max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+def test_erasures_told_before_any_rotation_are_learnt_back_and_forged_notices_are_not(
+    tmp_path: Path, ops: list[Any]
+) -> None:
+    name = uuid4().hex[:12]
+    data = tmp_path / name
+    settings = Settings(data_dir=data, event_store=f"sqlite:///{data / 'events.sqlite3'}")
+    with EmbeddedNats(data / "nats") as server:
+        app = complaint_mechanism(settings)
+        retired: list[tuple[WriterKey, int]] = []  # each old key, and where it was retired
+        try:
+            build_network(app, T0 - timedelta(days=1))
+            cases = [complaint(app, f"CANARY-n{i}", at=i) for i in range(3)]
+            erased: set[int] = set()
+            # given erasures, rotations and publications of the notices in any order
+            for n, (op, i) in enumerate(ops):
+                if op == "erase" and i not in erased:
+                    erase_everyone(app, cases[i], at=10 + n)
+                    erased.add(i)
+                elif op == "rotate":
+                    old = load_writer_key(key_file(settings), create=False)
+                    done = rotate_writer_key(app, at=minutes(10 + n), key_file=key_file(settings))
+                    retired.append((old, done.position))
+                elif op == "tell":
+                    _tell(app, settings, server.url)
+                elif op == "feedback":
+                    feedback(app, cases[i], at=10 + n)
+            _tell(app, settings, server.url)
+            store = app.recorder.store
+            ledger = app.data_keys.log.ledger_now()  # type: ignore[union-attr]
+            genuine = {e.key for e in ledger.entries}
+            # and notices forged by whoever can publish on the audit stream: one under a key
+            # the network never had, and one under each retired key for a position at or
+            # after the rotation that retired it (a thief's copy of the old key)
+            top = head(app.recorder)
+            assert top is not None
+            nobody = WriterKey(b"n" * 32)
+            forged = [
+                notice_of(LedgerEntry(top.position, uuid4(), "survivor", 1, top.link), k, store)
+                for k in [nobody, *(old for old, _ in retired)]
+            ]
+            forged += [
+                notice_of(LedgerEntry(at, uuid4(), "survivor", 1, top.link), old, store)
+                for old, at in retired
+            ]
+            _forge(server.url, forged)
+        finally:
+            app.close()
+
+        # when a host learns the erasures back from the audit stream with the current key
+        # and the retired ones kept beside it
+        env = {
+            "CBCM_DATA_DIR": str(data),
+            "CBCM_EVENT_STORE": settings.event_store,
+            "CBCM_EVENT_CIPHER": settings.event_cipher,
+            "CBCM_NATS_URL": server.url,
+        }
+        with structlog.testing.capture_logs() as logs:
+            learnt = CliRunner().invoke(cli, ["audit", "learn-erasures"], env=env)
+    assert learnt.exit_code == 0, learnt.output
+    # then every erasure told is learnt, whichever key made its notice ...
+    told = int(learnt.output.split(" erasure(s) told")[0].split()[-1])
+    assert told == len(genuine), learnt.output
+    # ... and every forged notice is refused, saying why
+    refused = [e for e in logs if e["event"] == "audit.erasure_notice_forged"]
+    assert len(refused) == len(forged)
+    assert sum("no writer key held here" in e["detail"] for e in refused) == 1
+    assert sum("after the rotation that retired" in e["detail"] for e in refused) == 2 * len(
+        retired
+    )
+
+
+# Found while arguing the units (ADR 26, section 5): the ceremony's commands run as root, the
+# services as their own user. The rotation MACed the erasure ledger again by writing a new
+# file, which root then owned (0600): the services could no longer read their ledger.
+def test_a_ceremony_run_as_root_leaves_the_files_beside_the_keys_to_the_services(
+    app: ComplaintMechanism, settings: Settings
+) -> None:
+    assert os.geteuid() == 0, "the ceremony runs as root (CI runs as root)"
+    build_network(app, T0 - timedelta(days=1))
+    case_id = complaint(app, "CANARY-owner")
+    erase_everyone(app, case_id, at=10)
+    app.close()
+    # given the erasure ledger's directory and its files the services' own (uid, gid 65534)
+    ledger_dir = settings.data_dir / "keys"
+    beside = [p for p in ledger_dir.iterdir() if p.is_file() and not p.name.startswith("writer")]
+    assert any(p.name.startswith("erasures-") for p in beside)
+    for path in [ledger_dir, *beside]:
+        os.chown(path, 65534, 65534)
+    # when root rotates the writer key (its ceremony moves the ledger to the new key)
+    rotate(settings)
+    # then every file beside the keys is still the services' (the keys themselves stay root's)
+    after = [p for p in ledger_dir.iterdir() if p.is_file() and not p.name.startswith("writer")]
+    assert {p.name: (p.stat().st_uid, p.stat().st_gid) for p in after} == {
+        p.name: (65534, 65534) for p in after
+    }
+    # and the ledger, moved to the new key, keeps the erasure in force
+    reader = complaint_mechanism(settings)
+    try:
+        assert "CANARY-owner" not in every_read_path(reader, settings, case_id)
+    finally:
+        reader.close()

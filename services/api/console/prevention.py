@@ -71,6 +71,7 @@ from services.application.commands import Written, expecting
 from services.application.mechanism import ComplaintMechanism
 from services.prevention.reads import latest_release, prevention_view, quarter_of
 from services.prevention.report import gather, to_html, to_xlsx
+from services.statistics.releases import ledger_place
 
 router = APIRouter(prefix="/console")
 
@@ -127,8 +128,8 @@ async def _page(
     view = await _view(request)
     today = _today()
     quarter = quarter_of(today) if year == today.year else 4
-    data_dir = request.app.state.settings.data_dir
-    release = await in_thread(lambda: latest_release(data_dir, year, quarter))
+    ledger = ledger_place(request.app.state.settings)
+    release = await in_thread(lambda: latest_release(ledger, year, quarter))
     compliance = view.training_compliance(year)
     risks = view.risks(today)
     app = mechanism(request)
@@ -499,8 +500,8 @@ async def report(request: Request, staff: SignedIn, period: str, format: str = "
     matching(staff, format, r"xlsx|html")
     year, quarter = int(period[:4]), int(period[-1])
     view = await _view(request)
-    data_dir = request.app.state.settings.data_dir
-    release = await in_thread(lambda: latest_release(data_dir, year, quarter))
+    ledger = ledger_place(request.app.state.settings)
+    release = await in_thread(lambda: latest_release(ledger, year, quarter))
     made = gather(view, year=year, quarter=quarter, today=_today(), release=release)
     if format == "html":
         # the printable page inside the console's own layout and policy (its style sheet is

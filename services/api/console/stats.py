@@ -9,7 +9,6 @@ coordinator's, through the API) and never a raw count: a withheld cell is shown 
 
 from __future__ import annotations
 
-import pathlib
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -23,7 +22,14 @@ from services.api.routes.reads import STATISTICS_READERS
 from services.api.routes.stats import MEDIA
 from services.api.schemas.stats import RELEASE_OR_PERIOD, ReleaseFormat
 from services.statistics import exports
-from services.statistics.releases import get_release, ledger_path, list_releases, open_ledger
+from services.statistics.releases import (
+    LedgerPlace,
+    get_release,
+    has_ledger,
+    ledger_place,
+    list_releases,
+    open_ledger,
+)
 
 router = APIRouter(prefix="/console")
 
@@ -32,13 +38,13 @@ NAV.append(("/console/statistics", N_("Statistics releases"), STATISTICS_READERS
 NO_RELEASE = N_("There is no such statistics release.")
 
 
-def _ledger(request: Request) -> pathlib.Path:
-    return ledger_path(request.app.state.settings.data_dir)
+def _ledger(request: Request) -> LedgerPlace:
+    return ledger_place(request.app.state.settings)
 
 
-def _summaries(ledger: pathlib.Path) -> list[dict[str, Any]]:
+def _summaries(ledger: LedgerPlace) -> list[dict[str, Any]]:
     """Every release version, newest period first (as ``/v1/stats/releases`` lists them)."""
-    if not ledger.exists():
+    if not has_ledger(ledger):
         return []
     with open_ledger(ledger, readonly=True) as db:
         found = list_releases(db)
@@ -57,8 +63,8 @@ def _summaries(ledger: pathlib.Path) -> list[dict[str, Any]]:
     return list(reversed(rows))
 
 
-def _find(ledger: pathlib.Path, release: str) -> dict[str, Any] | None:
-    if not ledger.exists():
+def _find(ledger: LedgerPlace, release: str) -> dict[str, Any] | None:
+    if not has_ledger(ledger):
         return None
     with open_ledger(ledger, readonly=True) as db:
         found = get_release(db, release)

@@ -11,7 +11,6 @@ agency's focal points only.
 
 from __future__ import annotations
 
-import pathlib
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -41,6 +40,7 @@ from services.api.writes import in_thread, mechanism, now, perform
 from services.application.commands import expecting
 from services.prevention.reads import latest_release, prevention_view
 from services.prevention.report import gather, to_html, to_xlsx
+from services.statistics.releases import LedgerPlace
 
 RECORDERS = (Role.FOCAL_POINT, Role.COORDINATOR)
 READERS = (Role.COORDINATOR, Role.FOCAL_POINT, Role.STATISTICS_READER, Role.AUDITOR)
@@ -401,9 +401,9 @@ async def risks(request: Request, principal: CurrentPrincipal) -> JSONResponse:
     return _json({"assessments": (await _view(request)).risks(now().date())})
 
 
-def prevention_reports_router(data_dir: pathlib.Path) -> APIRouter:
+def prevention_reports_router(ledger: LedgerPlace) -> APIRouter:
     """The risk map and the quarterly report: they take allegation counts from the
-    statistics release ledger in ``data_dir``."""
+    statistics release ledger at ``ledger``."""
     reports = APIRouter(prefix="/v1/prevention", tags=["prevention"], responses=PROBLEM_RESPONSES)
 
     @reports.get("/risk-map")
@@ -419,7 +419,7 @@ def prevention_reports_router(data_dir: pathlib.Path) -> APIRouter:
         _only(request, "year", "quarter")
         require_role(principal, READERS)
         view = await _view(request)
-        release = await in_thread(lambda: latest_release(data_dir, year, quarter))
+        release = await in_thread(lambda: latest_release(ledger, year, quarter))
         return _json(
             {
                 "release": None if release is None else release.release.id,
@@ -453,7 +453,7 @@ def prevention_reports_router(data_dir: pathlib.Path) -> APIRouter:
         year, quarter = int(period[:4]), int(period[-1])
         require_role(principal, (Role.COORDINATOR, Role.STATISTICS_READER, Role.AUDITOR))
         view = await _view(request)
-        release = await in_thread(lambda: latest_release(data_dir, year, quarter))
+        release = await in_thread(lambda: latest_release(ledger, year, quarter))
         report = gather(view, year=year, quarter=quarter, today=now().date(), release=release)
         if format == "html":
             return HTMLResponse(to_html(report), headers=NO_STORE)

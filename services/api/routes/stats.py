@@ -11,9 +11,11 @@
 from __future__ import annotations
 
 import asyncio
-import pathlib
+import contextlib
+from collections.abc import Iterator
 from typing import Annotated, Any
 
+import psycopg
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
@@ -28,7 +30,13 @@ from services.api.routes.reads import READ_RESPONSES, STATISTICS_READERS, After
 from services.api.schemas.stats import RELEASE_OR_PERIOD, ReleaseFormat, ReleaseList
 from services.projector.storage import ReadModelStore
 from services.statistics import exports
-from services.statistics.releases import get_release, ledger_path, list_releases, open_ledger
+from services.statistics.releases import (
+    LedgerPlace,
+    get_release,
+    has_ledger,
+    list_releases,
+    open_ledger,
+)
 
 LIVE_READERS = (Role.COORDINATOR,)
 """Who may read the live statistics: they change with every case, so only the coordinator."""
@@ -41,13 +49,12 @@ MEDIA = {
 
 
 def statistics_router(
-    stats_model: ReadModelStore, data_dir: pathlib.Path, wait_bound: float
+    stats_model: ReadModelStore, ledger: LedgerPlace, wait_bound: float
 ) -> APIRouter:
     """The statistics endpoints over the read model ``stats_model`` and the release ledger
-    in ``data_dir``."""
+    at ``ledger`` (``services.statistics.releases.ledger_place``)."""
     router = APIRouter(prefix="/v1", responses=READ_RESPONSES, tags=["statistics"])
     documents = StatisticsDocuments(stats_model)
-    ledger = ledger_path(data_dir)
 
     @router.get("/stats/releases", response_model=ReleaseList)
     async def releases(request: Request, principal: CurrentPrincipal) -> Response:
@@ -120,11 +127,12 @@ def _json(payload: Any, position: int) -> JSONResponse:
     return JSONResponse(jsonable_encoder(payload), headers={"X-Cbcm-Position": str(position)})
 
 
-def _summaries(ledger: pathlib.Path) -> dict[str, Any]:
-    if not ledger.exists():
-        return {"releases": []}
-    with open_ledger(ledger, readonly=True) as db:
-        found = list_releases(db)
+def _summaries(ledger: LedgerPlace) -> dict[str, Any]:
+    with _ledger_reachable():
+        if not has_ledger(ledger):
+            return {"releases": []}
+        with open_ledger(ledger, readonly=True) as db:
+            found = list_releases(db)
     latest = {v.period: v.version for v in found}
     return {
         "releases": [
@@ -142,12 +150,26 @@ def _summaries(ledger: pathlib.Path) -> dict[str, Any]:
     }
 
 
-def _find(ledger: pathlib.Path, release: str) -> dict[str, Any] | None:
-    if not ledger.exists():
-        return None
-    with open_ledger(ledger, readonly=True) as db:
-        found = get_release(db, release)
+def _find(ledger: LedgerPlace, release: str) -> dict[str, Any] | None:
+    with _ledger_reachable():
+        if not has_ledger(ledger):
+            return None
+        with open_ledger(ledger, readonly=True) as db:
+            found = get_release(db, release)
     return None if found is None else found.document
+
+
+@contextlib.contextmanager
+def _ledger_reachable() -> Iterator[None]:
+    """503 while the release ledger's PostgreSQL database cannot be reached."""
+    try:
+        yield
+    except psycopg.OperationalError:
+        raise Problem(
+            503,
+            "the statistics releases cannot be read now: their database is unreachable",
+            headers={"Retry-After": "5"},
+        ) from None
 
 
 class StatisticsDocuments:

@@ -46,6 +46,7 @@ from uuid import UUID
 
 import structlog
 
+from services.event_store.beside_keys import open_beside_keys
 from services.event_store.custody import WriterKey
 
 LEDGER_DOMAIN = b"cbcm/erasure-ledger/v1\0"
@@ -148,7 +149,7 @@ class ErasureLedger:
                 last = mac
                 self._acknowledged.add(entry.key)
             if lines:
-                fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                fd = open_beside_keys(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
                 try:
                     os.write(fd, "".join(lines).encode())
                     os.fsync(fd)
@@ -184,7 +185,7 @@ class ErasureLedger:
                 added.append((entry, mac))
             if not lines:
                 return 0
-            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+            fd = open_beside_keys(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
             try:
                 os.write(fd, "".join(lines).encode())
                 os.fsync(fd)
@@ -198,7 +199,7 @@ class ErasureLedger:
     @contextlib.contextmanager
     def _exclusive(self) -> Iterator[None]:
         self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        fd = open_beside_keys(self.path.with_name(self.path.name + ".lock"), os.O_RDWR | os.O_CREAT)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -348,7 +349,7 @@ def rekey_ledger(path: Path, old: WriterKey, new: WriterKey, store: str) -> int:
             out.append(_line(entry, mac, acknowledged=acknowledged))
             last = mac
         staged = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_beside_keys(staged, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         with os.fdopen(fd, "w") as f:
             f.write("".join(out))
             f.flush()
