@@ -13,11 +13,12 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TypeVar
+from typing import Any, TypeVar
 from uuid import UUID
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from domain.actors import Actor
@@ -57,6 +58,18 @@ def now() -> datetime:
 async def in_thread(call: Callable[[], T]) -> T:
     """The library is synchronous: never block the event loop with it."""
     return await run_in_threadpool(call)
+
+
+def command_fields(body: BaseModel, *leave: str) -> dict[str, Any]:
+    """A command body's fields as the domain command's keyword arguments, named alike: lists
+    as tuples, without ``expected_version`` (that goes to ``expecting``) and ``leave``."""
+    fields = {}
+    for name in type(body).model_fields:
+        if name == "expected_version" or name in leave:
+            continue
+        value = getattr(body, name)
+        fields[name] = tuple(value) if isinstance(value, list) else value
+    return fields
 
 
 def _answer(written: WrittenOut, status: int, replayed: bool, location: str | None) -> JSONResponse:

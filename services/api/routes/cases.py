@@ -50,9 +50,9 @@ from services.api.schemas.cases import (
     StepOut,
     TransferIn,
 )
-from services.api.schemas.common import PROBLEM_RESPONSES, USER, WrittenOut
+from services.api.schemas.common import PROBLEM_RESPONSES, USER, CaseCommand, WrittenOut
 from services.api.views import case_view, history_event
-from services.api.writes import in_thread, mechanism, now, perform, perform_as
+from services.api.writes import command_fields, in_thread, mechanism, now, perform, perform_as
 from services.application.commands import Written, expecting
 from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
@@ -332,24 +332,45 @@ async def revoke_audit_access(
 # ------------------------------------------------------------------ commands
 
 
+async def _on_case(
+    request: Request,
+    principal: Principal,
+    case_id: UUID,
+    body: CaseCommand,
+    command: Callable[[ComplaintMechanism], Callable[..., Written]],
+    *,
+    roles: Iterable[Role] = HANDLERS,
+    status: int = 200,
+    location: Callable[[Written], str] | None = None,
+    **extra: Any,
+) -> JSONResponse:
+    """``command`` (``lambda app: app.give_consent``) on a case the caller can see, at the
+    version ``body`` expects; its keyword arguments are the body's fields, named alike, and
+    ``extra``."""
+    fields = {**command_fields(body), **extra}
+
+    def decide(app: ComplaintMechanism, actor: Actor, at: datetime) -> Written:
+        target = expecting(case_id, body.expected_version)
+        return command(app)(target, actor=actor, at=at, **fields)
+
+    return await _command(
+        request, principal, case_id, roles, decide, status=status, location=location
+    )
+
+
 @router.post("/{case_id}/assessment", response_model=WrittenOut)
 async def assess(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: AssessmentIn
 ) -> JSONResponse:
     """Triage: SEA allegation (with its details), other sensitive complaint, or feedback."""
     allegation = None if body.allegation is None else _allegation(body.allegation)
-    return await _command(
+    return await _on_case(
         request,
         principal,
         case_id,
-        HANDLERS,
-        lambda app, actor, at: app.assess_case(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            category=body.category,
-            allegation=allegation,
-            at=at,
-        ),
+        body,
+        lambda app: app.assess_case,
+        allegation=allegation,
     )
 
 
@@ -358,18 +379,7 @@ async def assign_focal_points(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: FocalPointsIn
 ) -> JSONResponse:
     """Hand the case to named focal points of the agency holding it."""
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.assign_focal_points(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            focal_points=tuple(body.focal_points),
-            at=at,
-        ),
-    )
+    return await _on_case(request, principal, case_id, body, lambda app: app.assign_focal_points)
 
 
 @router.post("/{case_id}/transfers", response_model=WrittenOut)
@@ -377,21 +387,7 @@ async def transfer(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: TransferIn
 ) -> JSONResponse:
     """Hand custody to another agency, recording why and what was shared."""
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.transfer_case(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            to_agency=body.to_agency,
-            reason=body.reason,
-            shared=tuple(body.shared),
-            note=body.note,
-            at=at,
-        ),
-    )
+    return await _on_case(request, principal, case_id, body, lambda app: app.transfer_case)
 
 
 @router.post("/{case_id}/consents", response_model=WrittenOut)
@@ -399,20 +395,7 @@ async def give_consent(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ConsentIn
 ) -> JSONResponse:
     """Record the survivor's informed consent."""
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.give_consent(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            kind=body.kind,
-            given_by=body.given_by,
-            contact_methods=tuple(body.contact_methods),
-            at=at,
-        ),
-    )
+    return await _on_case(request, principal, case_id, body, lambda app: app.give_consent)
 
 
 @router.post("/{case_id}/consents/{kind}/withdrawal", response_model=WrittenOut)
@@ -424,14 +407,8 @@ async def withdraw_consent(
     body: ConsentWithdrawalIn,
 ) -> JSONResponse:
     """Record that the survivor withdrew a consent (open assistance referrals stop with it)."""
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.withdraw_consent(
-            expecting(case_id, body.expected_version), actor=actor, kind=kind, at=at
-        ),
+    return await _on_case(
+        request, principal, case_id, body, lambda app: app.withdraw_consent, kind=kind
     )
 
 
@@ -440,20 +417,12 @@ async def refer_for_assistance(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: AssistanceReferralIn
 ) -> JSONResponse:
     """Refer the survivor to one service (only with the survivor's consent)."""
-    return await _command(
+    return await _on_case(
         request,
         principal,
         case_id,
-        HANDLERS,
-        lambda app, actor, at: app.refer_for_assistance(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            service_type=body.service_type,
-            provider=body.provider,
-            area=body.area,
-            share_contact=body.share_contact,
-            at=at,
-        ),
+        body,
+        lambda app: app.refer_for_assistance,
         status=201,
         location=lambda w: f"/v1/referrals/{w.id}",
     )
@@ -464,18 +433,8 @@ async def refer_for_investigation(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: InvestigationReferralIn
 ) -> JSONResponse:
     """Refer the allegation to the implicated agency's investigating entity."""
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.refer_for_investigation(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            entity=body.entity,
-            shared=tuple(body.shared),
-            at=at,
-        ),
+    return await _on_case(
+        request, principal, case_id, body, lambda app: app.refer_for_investigation
     )
 
 
@@ -484,14 +443,13 @@ async def acknowledge_investigation(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: AcknowledgementIn
 ) -> JSONResponse:
     """The investigating entity confirms it received the referral."""
-    return await _command(
+    return await _on_case(
         request,
         principal,
         case_id,
-        INVESTIGATORS,
-        lambda app, actor, at: app.acknowledge_investigation(
-            expecting(case_id, body.expected_version), actor=actor, at=at
-        ),
+        body,
+        lambda app: app.acknowledge_investigation,
+        roles=INVESTIGATORS,
     )
 
 
@@ -500,17 +458,13 @@ async def record_investigation_outcome(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: OutcomeIn
 ) -> JSONResponse:
     """The investigating entity reports the outcome."""
-    return await _command(
+    return await _on_case(
         request,
         principal,
         case_id,
-        INVESTIGATORS,
-        lambda app, actor, at: app.record_investigation_outcome(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            outcome=body.outcome,
-            at=at,
-        ),
+        body,
+        lambda app: app.record_investigation_outcome,
+        roles=INVESTIGATORS,
     )
 
 
@@ -520,19 +474,7 @@ async def give_feedback(
 ) -> JSONResponse:
     """Feedback to the complainant; with channel ``receipt_code`` an anonymous complainant
     reads it with their receipt code."""
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.give_feedback(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            message=body.message,
-            channel=body.channel,
-            at=at,
-        ),
-    )
+    return await _on_case(request, principal, case_id, body, lambda app: app.give_feedback)
 
 
 @router.post("/{case_id}/duplicate-of", response_model=WrittenOut)
@@ -540,21 +482,9 @@ async def mark_as_duplicate(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: DuplicateIn
 ) -> JSONResponse:
     """Link this report to the case of the same incident (counted once)."""
-    app = mechanism(request)
     # The original must be visible to the caller too: a link must not probe for cases.
-    await _load_visible(app, principal, body.original_case_id)
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.mark_as_duplicate(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            original_case_id=body.original_case_id,
-            at=at,
-        ),
-    )
+    await _load_visible(mechanism(request), principal, body.original_case_id)
+    return await _on_case(request, principal, case_id, body, lambda app: app.mark_as_duplicate)
 
 
 @router.post("/{case_id}/closure", response_model=WrittenOut)
@@ -562,20 +492,7 @@ async def close(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ClosureIn
 ) -> JSONResponse:
     """Close with a reason."""
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.close_case(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            reason=body.reason,
-            no_outcome_reason=body.no_outcome_reason,
-            no_feedback_reason=body.no_feedback_reason,
-            at=at,
-        ),
-    )
+    return await _on_case(request, principal, case_id, body, lambda app: app.close_case)
 
 
 @router.post("/{case_id}/reopening", response_model=WrittenOut)
@@ -583,18 +500,7 @@ async def reopen(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ReopeningIn
 ) -> JSONResponse:
     """Reopen a closed case, saying why."""
-    return await _command(
-        request,
-        principal,
-        case_id,
-        HANDLERS,
-        lambda app, actor, at: app.reopen_case(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            reason=body.reason,
-            at=at,
-        ),
-    )
+    return await _on_case(request, principal, case_id, body, lambda app: app.reopen_case)
 
 
 @router.post("/{case_id}/erasure", response_model=WrittenOut)
@@ -604,18 +510,19 @@ async def erase_personal_data(
     """Erase these people's personal data from the case and its records, for good (their data
     keys are destroyed; the log is not rewritten, the case's other facts stay)."""
 
-    def erase(app: ComplaintMechanism, actor: Actor, at: datetime) -> Written:
+    def erase(app: ComplaintMechanism) -> Callable[..., Written]:
         if body.reason is ErasureReason.RETENTION_EXPIRED:
             raise InvalidCommand("retention is applied by the retention job, not on request")
-        return app.erase_personal_data(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            subjects=tuple(dict.fromkeys(body.subjects)),
-            reason=body.reason,
-            at=at,
-        )
+        return app.erase_personal_data
 
-    return await _command(request, principal, case_id, HANDLERS, erase)
+    return await _on_case(
+        request,
+        principal,
+        case_id,
+        body,
+        erase,
+        subjects=tuple(dict.fromkeys(body.subjects)),
+    )
 
 
 @router.post("/{case_id}/feedback-mechanism", status_code=201, response_model=WrittenOut)
@@ -623,19 +530,12 @@ async def forward_to_feedback_mechanism(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: ForwardingIn
 ) -> JSONResponse:
     """A case assessed as non-sensitive feedback goes to the concerned agency's CFM."""
-    return await _command(
+    return await _on_case(
         request,
         principal,
         case_id,
-        HANDLERS,
-        lambda app, actor, at: app.forward_to_feedback_mechanism(
-            expecting(case_id, body.expected_version),
-            actor=actor,
-            category=body.category,
-            sector=body.sector,
-            concerned_agency=body.concerned_agency,
-            at=at,
-        ),
+        body,
+        lambda app: app.forward_to_feedback_mechanism,
         status=201,
         location=lambda w: f"/v1/feedback/{w.id}",
     )
