@@ -11,11 +11,13 @@ agency's focal points only.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel
 
 from domain.actors import Role
 from domain.prevention import TrainedCounts, TrainingTarget, work_plan_id
@@ -36,13 +38,16 @@ from services.api.schemas.prevention import (
     TrainingIn,
     WorkPlanIn,
 )
-from services.api.writes import in_thread, mechanism, now, perform
-from services.application.commands import expecting
+from services.api.writes import command_fields, in_thread, mechanism, now, perform
+from services.application.commands import Written, expecting
+from services.application.mechanism import ComplaintMechanism
+from services.identity.tokens import Principal
 from services.prevention.reads import latest_release, prevention_view
 from services.prevention.report import gather, to_html, to_xlsx
 from services.statistics.releases import LedgerPlace
 
 RECORDERS = (Role.FOCAL_POINT, Role.COORDINATOR)
+COORDINATOR = (Role.COORDINATOR,)
 READERS = (Role.COORDINATOR, Role.FOCAL_POINT, Role.STATISTICS_READER, Role.AUDITOR)
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 NO_STORE = {"Cache-Control": "no-store"}
@@ -57,6 +62,29 @@ router = APIRouter(prefix="/v1/prevention", tags=["prevention"], responses=PROBL
 
 
 # ----------------------------------------------------------------- writes
+
+
+async def _record(
+    request: Request,
+    principal: Principal,
+    command: Callable[[ComplaintMechanism], Callable[..., Written]],
+    body: BaseModel,
+    *on: object,
+    roles: Iterable[Role] = RECORDERS,
+    status: int = 200,
+    **extra: object,
+) -> JSONResponse:
+    """``command`` (``lambda app: app.assess_risk``) by the caller, in the first of ``roles``
+    they hold, on the record ``on`` names (nothing for a new one); its keyword arguments are
+    the body's fields, named alike, and ``extra``."""
+    actor = require_role(principal, roles)
+    fields = {**command_fields(body), **extra}
+    return await perform(
+        request,
+        principal,
+        lambda app: command(app)(*on, actor=actor, at=now(), **fields),
+        status=status,
+    )
 
 
 @router.post("/trainings", status_code=201, response_model=WrittenOut)
@@ -92,10 +120,7 @@ async def withdraw_training(
     request: Request, principal: CurrentPrincipal, record_id: RecordId, body: EmptyIn
 ) -> JSONResponse:
     """Withdraw a training session recorded in error."""
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request, principal, lambda app: app.withdraw_training(record_id, actor=actor, at=now())
-    )
+    return await _record(request, principal, lambda app: app.withdraw_training, body, record_id)
 
 
 @router.post("/awareness", status_code=201, response_model=WrittenOut)
@@ -104,33 +129,14 @@ async def record_awareness(
 ) -> JSONResponse:
     """Record an awareness activity or community consultation, with the reporting
     channels the community said it would use."""
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.record_awareness(
-            actor=actor,
-            agency=body.agency,
-            held_on=body.held_on,
-            area=body.area,
-            kind=body.kind,
-            audience=body.audience,
-            reach=body.reach,
-            preferred_channels=tuple(body.preferred_channels),
-            at=now(),
-        ),
-        status=201,
-    )
+    return await _record(request, principal, lambda app: app.record_awareness, body, status=201)
 
 
 @router.post("/awareness/{record_id}/withdrawal", response_model=WrittenOut)
 async def withdraw_awareness(
     request: Request, principal: CurrentPrincipal, record_id: RecordId, body: EmptyIn
 ) -> JSONResponse:
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request, principal, lambda app: app.withdraw_awareness(record_id, actor=actor, at=now())
-    )
+    return await _record(request, principal, lambda app: app.withdraw_awareness, body, record_id)
 
 
 @router.post("/readiness/{agency}/alternates", response_model=WrittenOut)
@@ -138,23 +144,15 @@ async def appoint_alternate(
     request: Request, principal: CurrentPrincipal, agency: Agency, body: AlternateIn
 ) -> JSONResponse:
     """Name an alternate focal point of ``agency`` (an account identifier)."""
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.appoint_alternate(actor=actor, agency=agency, user=body.user, at=now()),
-    )
+    return await _record(request, principal, lambda app: app.appoint_alternate, body, agency=agency)
 
 
 @router.post("/readiness/{agency}/alternate-withdrawals", response_model=WrittenOut)
 async def withdraw_alternate(
     request: Request, principal: CurrentPrincipal, agency: Agency, body: AlternateIn
 ) -> JSONResponse:
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.withdraw_alternate(actor=actor, agency=agency, user=body.user, at=now()),
+    return await _record(
+        request, principal, lambda app: app.withdraw_alternate, body, agency=agency
     )
 
 
@@ -163,17 +161,8 @@ async def record_focal_point_training(
     request: Request, principal: CurrentPrincipal, agency: Agency, body: FocalPointTrainingIn
 ) -> JSONResponse:
     """Record that a focal point or alternate of ``agency`` completed PSEA training."""
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.record_focal_point_training(
-            actor=actor,
-            agency=agency,
-            user=body.user,
-            completed_on=body.completed_on,
-            at=now(),
-        ),
+    return await _record(
+        request, principal, lambda app: app.record_focal_point_training, body, agency=agency
     )
 
 
@@ -182,38 +171,19 @@ async def assess_risk(
     request: Request, principal: CurrentPrincipal, body: RiskAssessmentIn
 ) -> JSONResponse:
     """Rate SEA risk in an area and sector on the policy's template (each factor 1-5)."""
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.assess_risk(
-            actor=actor,
-            agency=body.agency,
-            area=body.area,
-            sector=body.sector,
-            assessed_on=body.assessed_on,
-            ratings=body.ratings,
-            at=now(),
-        ),
-        status=201,
-    )
+    return await _record(request, principal, lambda app: app.assess_risk, body, status=201)
 
 
 @router.post("/risk-assessments/{record_id}/reassessment", response_model=WrittenOut)
 async def reassess_risk(
     request: Request, principal: CurrentPrincipal, record_id: RecordId, body: ReassessmentIn
 ) -> JSONResponse:
-    actor = require_role(principal, RECORDERS)
-    return await perform(
+    return await _record(
         request,
         principal,
-        lambda app: app.reassess_risk(
-            expecting(record_id, body.expected_version),
-            actor=actor,
-            assessed_on=body.assessed_on,
-            ratings=body.ratings,
-            at=now(),
-        ),
+        lambda app: app.reassess_risk,
+        body,
+        expecting(record_id, body.expected_version),
     )
 
 
@@ -222,19 +192,7 @@ async def agree_mitigation(
     request: Request, principal: CurrentPrincipal, record_id: RecordId, body: MitigationIn
 ) -> JSONResponse:
     """Agree a mitigation action with an owner agency and a due date."""
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.agree_mitigation(
-            record_id,
-            actor=actor,
-            measure=body.measure,
-            owner_agency=body.owner_agency,
-            due_on=body.due_on,
-            at=now(),
-        ),
-    )
+    return await _record(request, principal, lambda app: app.agree_mitigation, body, record_id)
 
 
 @router.post("/risk-assessments/{record_id}/mitigation/{action}/status", response_model=WrittenOut)
@@ -245,13 +203,8 @@ async def report_mitigation(
     action: Annotated[int, Path(ge=1, le=100)],
     body: StatusIn,
 ) -> JSONResponse:
-    actor = require_role(principal, RECORDERS)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.report_mitigation(
-            record_id, actor=actor, action=action, status=body.status, at=now()
-        ),
+    return await _record(
+        request, principal, lambda app: app.report_mitigation, body, record_id, action=action
     )
 
 
@@ -260,12 +213,8 @@ async def open_work_plan(
     request: Request, principal: CurrentPrincipal, body: WorkPlanIn
 ) -> JSONResponse:
     """Open the network's collective work plan of a year (the coordinator)."""
-    actor = require_role(principal, (Role.COORDINATOR,))
-    return await perform(
-        request,
-        principal,
-        lambda app: app.open_work_plan(actor=actor, year=body.year, at=now()),
-        status=201,
+    return await _record(
+        request, principal, lambda app: app.open_work_plan, body, roles=COORDINATOR, status=201
     )
 
 
@@ -273,20 +222,13 @@ async def open_work_plan(
 async def plan_activity(
     request: Request, principal: CurrentPrincipal, year: Year, body: ActivityIn
 ) -> JSONResponse:
-    actor = require_role(principal, (Role.COORDINATOR,))
-    return await perform(
+    return await _record(
         request,
         principal,
-        lambda app: app.plan_activity(
-            work_plan_id(year),
-            actor=actor,
-            kind=body.kind,
-            owner_agency=body.owner_agency,
-            area=body.area,
-            target=body.target,
-            due_on=body.due_on,
-            at=now(),
-        ),
+        lambda app: app.plan_activity,
+        body,
+        work_plan_id(year),
+        roles=COORDINATOR,
     )
 
 
@@ -299,18 +241,13 @@ async def report_progress(
     body: ProgressIn,
 ) -> JSONResponse:
     """The owner agency reports an activity's status and what it achieved so far."""
-    actor = require_role(principal, RECORDERS)
-    return await perform(
+    return await _record(
         request,
         principal,
-        lambda app: app.report_work_plan_progress(
-            work_plan_id(year),
-            actor=actor,
-            activity=activity,
-            status=body.status,
-            achieved=body.achieved,
-            at=now(),
-        ),
+        lambda app: app.report_work_plan_progress,
+        body,
+        work_plan_id(year),
+        activity=activity,
     )
 
 
