@@ -10,6 +10,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Path, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 
 from domain.actors import Actor, Role
 from domain.assistance import AssistanceReferral
@@ -20,7 +21,7 @@ from services.api.auth import CurrentPrincipal, acting_on, first_seeing
 from services.api.schemas.common import PROBLEM_RESPONSES, EmptyIn, WrittenOut
 from services.api.schemas.referrals import FollowUpIn, ProviderDeclineIn, ReferralOut
 from services.api.views import referral_view
-from services.api.writes import in_thread, mechanism, now, perform_as
+from services.api.writes import command_fields, in_thread, mechanism, now, perform_as
 from services.application.commands import Written
 from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
@@ -55,12 +56,20 @@ async def _command(
     request: Request,
     principal: Principal,
     referral_id: UUID,
-    roles: Iterable[Role],
-    decide: Callable[[ComplaintMechanism, Actor, datetime], Written],
+    body: BaseModel,
+    command: Callable[[ComplaintMechanism], Callable[..., Written]],
+    *,
+    roles: Iterable[Role] = PROVIDER,
 ) -> JSONResponse:
-    """A command on a referral the caller can see, in the first of ``roles`` that sees it."""
+    """``command`` (``lambda app: app.accept_referral``) on a referral the caller can see, in
+    the first of ``roles`` that sees it; its keyword arguments are the body's fields."""
     referral, case, _ = await _load_visible(mechanism(request), principal, referral_id)
     actor = acting_on(principal, roles, lambda a: can_see_referral(a, referral, case), "referral")
+    fields = command_fields(body)
+
+    def decide(app: ComplaintMechanism, actor: Actor, at: datetime) -> Written:
+        return command(app)(referral_id, actor=actor, at=at, **fields)
+
     return await perform_as(request, principal, actor, decide)
 
 
@@ -87,13 +96,7 @@ async def accept(
     request: Request, principal: CurrentPrincipal, referral_id: ReferralId, body: EmptyIn
 ) -> JSONResponse:
     """The provider takes the referral on."""
-    return await _command(
-        request,
-        principal,
-        referral_id,
-        PROVIDER,
-        lambda app, actor, at: app.accept_referral(referral_id, actor=actor, at=at),
-    )
+    return await _command(request, principal, referral_id, body, lambda app: app.accept_referral)
 
 
 @router.post("/{referral_id}/provider-decline", response_model=WrittenOut)
@@ -102,13 +105,7 @@ async def decline_by_provider(
 ) -> JSONResponse:
     """The provider cannot take it."""
     return await _command(
-        request,
-        principal,
-        referral_id,
-        PROVIDER,
-        lambda app, actor, at: app.decline_referral_by_provider(
-            referral_id, actor=actor, reason=body.reason, at=at
-        ),
+        request, principal, referral_id, body, lambda app: app.decline_referral_by_provider
     )
 
 
@@ -121,8 +118,9 @@ async def decline_by_survivor(
         request,
         principal,
         referral_id,
-        SURVIVOR_SIDE,
-        lambda app, actor, at: app.decline_referral_by_survivor(referral_id, actor=actor, at=at),
+        body,
+        lambda app: app.decline_referral_by_survivor,
+        roles=SURVIVOR_SIDE,
     )
 
 
@@ -131,13 +129,7 @@ async def deliver(
     request: Request, principal: CurrentPrincipal, referral_id: ReferralId, body: EmptyIn
 ) -> JSONResponse:
     """The provider delivered the service."""
-    return await _command(
-        request,
-        principal,
-        referral_id,
-        PROVIDER,
-        lambda app, actor, at: app.deliver_referral(referral_id, actor=actor, at=at),
-    )
+    return await _command(request, principal, referral_id, body, lambda app: app.deliver_referral)
 
 
 @router.post("/{referral_id}/follow-up", response_model=WrittenOut)
@@ -149,8 +141,7 @@ async def follow_up(
         request,
         principal,
         referral_id,
-        SURVIVOR_SIDE,
-        lambda app, actor, at: app.follow_up_referral(
-            referral_id, actor=actor, note=body.note, at=at
-        ),
+        body,
+        lambda app: app.follow_up_referral,
+        roles=SURVIVOR_SIDE,
     )
