@@ -16,6 +16,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
+from typing import TypedDict, Unpack
 from uuid import UUID, uuid5
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -100,11 +101,22 @@ def _require_self_or_coordinator(actor: Actor, user: str) -> None:
     raise ActionNotPermitted("only the person or the network coordinator keeps their contact")
 
 
-def _check_preferences(
-    email: str | None,
-    phone: str | None,
-    channels: tuple[NotificationChannel, ...],
-) -> None:
+class ContactPreferences(TypedDict):
+    """A staff contact's addresses and preferences, as its commands (``StaffContact.register``
+    and ``change``, and the application's ``register_staff_contact``) take them. The events
+    and the methods that apply them name each field themselves: they are what is stored."""
+
+    organisation: str
+    role: Role
+    email: str | None
+    phone: str | None
+    channels: tuple[NotificationChannel, ...]
+    quiet_hours: QuietHours | None
+    delivery: NotificationDelivery
+
+
+def _check_preferences(preferences: ContactPreferences) -> None:
+    email, phone, channels = preferences["email"], preferences["phone"], preferences["channels"]
     if email is not None and not EMAIL_PATTERN.fullmatch(email):
         raise InvalidCommand("email is not an e-mail address")
     if phone is not None and not PHONE_PATTERN.fullmatch(phone):
@@ -154,36 +166,14 @@ class StaffContact(RecordedAggregate):
 
     @classmethod
     def register(
-        cls,
-        *,
-        actor: Actor,
-        user: str,
-        organisation: str,
-        role: Role,
-        email: str | None,
-        phone: str | None,
-        channels: tuple[NotificationChannel, ...],
-        quiet_hours: QuietHours | None,
-        delivery: NotificationDelivery,
-        at: datetime,
+        cls, *, actor: Actor, user: str, at: datetime, **preferences: Unpack[ContactPreferences]
     ) -> StaffContact:
         """Record how to reach ``user`` (the person themself, or the coordinator)."""
         validate_user(user)
-        validate_code("organisation", organisation)
+        validate_code("organisation", preferences["organisation"])
         _require_self_or_coordinator(actor, user)
-        _check_preferences(email, phone, channels)
-        return cls(
-            actor=actor,
-            user=user,
-            organisation=organisation,
-            role=role,
-            email=email,
-            phone=phone,
-            channels=channels,
-            quiet_hours=quiet_hours,
-            delivery=delivery,
-            timestamp=at,
-        )
+        _check_preferences(preferences)
+        return cls(actor=actor, user=user, timestamp=at, **preferences)
 
     @event(Registered)
     def __init__(
@@ -211,34 +201,14 @@ class StaffContact(RecordedAggregate):
         self.erased = False
 
     def change(
-        self,
-        *,
-        actor: Actor,
-        organisation: str,
-        role: Role,
-        email: str | None,
-        phone: str | None,
-        channels: tuple[NotificationChannel, ...],
-        quiet_hours: QuietHours | None,
-        delivery: NotificationDelivery,
-        at: datetime,
+        self, *, actor: Actor, at: datetime, **preferences: Unpack[ContactPreferences]
     ) -> None:
         """Replace the addresses and preferences (after an erasure too: new ones are sealed
         under a new key)."""
-        validate_code("organisation", organisation)
+        validate_code("organisation", preferences["organisation"])
         _require_self_or_coordinator(actor, self.user)
-        _check_preferences(email, phone, channels)
-        self._changed(
-            actor=actor,
-            organisation=organisation,
-            role=role,
-            email=email,
-            phone=phone,
-            channels=channels,
-            quiet_hours=quiet_hours,
-            delivery=delivery,
-            timestamp=at,
-        )
+        _check_preferences(preferences)
+        self._changed(actor=actor, timestamp=at, **preferences)
 
     @event(Changed)
     def _changed(

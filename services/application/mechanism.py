@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, Unpack
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate, DomainEventProtocol
@@ -22,7 +22,7 @@ from eventsourcing.persistence import (
     OperationalError,
 )
 
-from domain.actors import Actor, Role
+from domain.actors import Actor
 from domain.assistance import OPEN_STATUSES, AssistanceReferral
 from domain.audit_grants import AuditGrants, audit_grants_id
 from domain.case import Case
@@ -30,7 +30,12 @@ from domain.case_notices import CaseNotices, case_notices_id
 from domain.errors import InvalidCommand, NotFound, VersionConflict
 from domain.feedback import Feedback, forwarded_feedback_id
 from domain.network import NETWORK_ID, Network
-from domain.notification import Notification, QuietHours, StaffContact, contact_id
+from domain.notification import (
+    ContactPreferences,
+    Notification,
+    StaffContact,
+    contact_id,
+)
 from domain.personal_data import DataSubject, PersonDetails
 from domain.personal_data_reads import PersonalDataReads, reads_id
 from domain.policy import NetworkPolicy
@@ -43,8 +48,6 @@ from domain.vocabulary import (
     ConsentKind,
     ErasureReason,
     FeedbackCategory,
-    NotificationChannel,
-    NotificationDelivery,
     Sector,
 )
 from services.application.commands import (
@@ -503,37 +506,15 @@ class ComplaintMechanism(WebhookCommands, PreventionWork):
             return None
 
     def register_staff_contact(
-        self,
-        *,
-        actor: Actor,
-        user: str,
-        organisation: str,
-        role: Role,
-        email: str | None,
-        phone: str | None,
-        channels: tuple[NotificationChannel, ...],
-        quiet_hours: QuietHours | None,
-        delivery: NotificationDelivery,
-        at: datetime,
+        self, *, actor: Actor, user: str, at: datetime, **preferences: Unpack[ContactPreferences]
     ) -> Written:
         """Record (or replace) how and when to reach ``user`` (issue #18)."""
-        preferences = {
-            "organisation": organisation,
-            "role": role,
-            "email": email,
-            "phone": phone,
-            "channels": channels,
-            "quiet_hours": quiet_hours,
-            "delivery": delivery,
-        }
         if self._current_version(contact_id(user)) == 0:
-            return self._commit(
-                StaffContact.register(actor=actor, user=user, at=at, **preferences)  # type: ignore[arg-type]
-            )
+            return self._commit(StaffContact.register(actor=actor, user=user, at=at, **preferences))
         return self.decide_on(
             StaffContact,
             contact_id(user),
-            lambda c: c.change(actor=actor, at=at, **preferences),  # type: ignore[arg-type]
+            lambda c: c.change(actor=actor, at=at, **preferences),
         )
 
     def erase_staff_contact(self, *, actor: Actor, user: str, at: datetime) -> Written:
