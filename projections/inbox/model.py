@@ -45,12 +45,8 @@ point withdrawn from the network keeps the cases assigned to them until they are
 (the domain does not unassign them either); the agency view shows who holds each case.
 """
 
-# Table and column names in SQL text are constants of this module, never input.
-# ruff: noqa: S608
-
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
@@ -72,22 +68,17 @@ from contracts.case import (
     CaseReopenedV1,
     CaseTransferredV1,
 )
-from contracts.envelope import CloudEvent
-from contracts.network import NetworkEstablishedV1, NetworkPolicySetV1
 from projections.base import (
     ReadModelDb,
     Row,
-    create_policy_table,
     later,
     load_deadlines,
     parse_ts,
     parse_ts_or_none,
     replace_row,
-    store_policy,
     ts,
 )
-
-log = logging.getLogger(__name__)
+from projections.case_rows import CaseRows, set_columns
 
 Action: TypeAlias = Literal[
     "assess",
@@ -151,8 +142,6 @@ _SCHEMA = (
     " PRIMARY KEY (case_id, action))",
 )
 _TABLES = ("inbox_actions", "inbox_focal_points", "inbox_cases", POLICY_TABLE)
-_CHUNK = 500
-"""Case ids per query when a batch's touched cases are read back (SQLite allows 999)."""
 
 
 # ------------------------------------------------------------------------------- results
@@ -294,82 +283,27 @@ def _ordered(actions: list[PendingAction]) -> list[PendingAction]:
 # ------------------------------------------------------------------------------- projection
 
 
-class InboxProjection:
+class InboxProjection(CaseRows):
     """Contract messages -> the focal-point inbox tables."""
 
     name = "inbox"
     schema_version = 1
+    table = "inbox_cases"
+    policy_table = POLICY_TABLE
+    schema = _SCHEMA
+    tables = _TABLES
 
     def __init__(self) -> None:
-        self._touched: set[str] = set()
+        super().__init__(_HANDLERS)
 
-    def create_tables(self, db: ReadModelDb) -> None:
-        for statement in _SCHEMA:
-            db.execute(statement)
-        create_policy_table(db, POLICY_TABLE)
-
-    def drop_tables(self, db: ReadModelDb) -> None:
-        for table in _TABLES:
-            db.execute(f"DROP TABLE IF EXISTS {table}")
-
-    def apply(self, db: ReadModelDb, message: CloudEvent[Any]) -> None:
-        data = message.data
-        if isinstance(data, NetworkEstablishedV1 | NetworkPolicySetV1):
-            store_policy(db, POLICY_TABLE, data.policy)
-            self._recompute_open(db)
-            return
-        handler = _HANDLERS.get(type(data))
-        if handler is None:
-            return
-        when = ts(message.time)
-        if isinstance(data, CaseReceivedV1):
-            _received(db, data, when)
-        else:
-            case_id = str(data.case_id)
-            exists = db.execute(
-                "SELECT 1 FROM inbox_cases WHERE case_id = ?", (case_id,)
-            ).fetchone()
-            if exists is None:
-                log.warning("inbox: %s for unknown case %s ignored", message.type, case_id)
-                return
-            handler(db, data, when)
-            db.execute(
-                "UPDATE inbox_cases SET version = ? WHERE case_id = ?", (data.version, case_id)
-            )
-        # A case's actions depend only on its row and the policy: recompute each touched case
-        # once per batch (end_batch), not once per event (most of a rebuild's time went here).
-        self._touched.add(str(data.case_id))
-
-    def end_batch(self, db: ReadModelDb) -> None:
-        """Recompute the pending actions of every case the batch touched."""
-        touched, self._touched = self._touched, set()
-        if not touched:
-            return
+    def policy_changed(self, db: ReadModelDb) -> None:
+        """The open cases' actions follow the new deadlines at once."""
         deadlines = load_deadlines(db, POLICY_TABLE)
-        ordered = sorted(touched)
-        rows: dict[str, Row] = {}
-        # the rows in a few queries rather than one per case (on PostgreSQL each query that
-        # is read waits for the server)
-        for chunk in range(0, len(ordered), _CHUNK):
-            ids = ordered[chunk : chunk + _CHUNK]
-            marks = ", ".join("?" for _ in ids)
-            for row in db.execute(f"SELECT * FROM inbox_cases WHERE case_id IN ({marks})", ids):
-                rows[row["case_id"]] = row
-        for case_id in ordered:
-            row = rows.get(case_id)
-            if row is not None:  # None: touched in a batch that was rolled back
-                self._recompute(db, case_id, row, deadlines)
+        for row in db.execute("SELECT * FROM inbox_cases WHERE closed_at IS NULL").fetchall():
+            self.recompute(db, row, deadlines)
 
-    def _recompute_open(self, db: ReadModelDb) -> None:
-        deadlines = load_deadlines(db, POLICY_TABLE)
-        open_rows = db.execute("SELECT * FROM inbox_cases WHERE closed_at IS NULL").fetchall()
-        for row in open_rows:
-            self._recompute(db, row["case_id"], row, deadlines)
-
-    @staticmethod
-    def _recompute(
-        db: ReadModelDb, case_id: str, row: Row, deadlines: dict[str, timedelta]
-    ) -> None:
+    def recompute(self, db: ReadModelDb, row: Row, deadlines: dict[str, timedelta]) -> None:
+        case_id = row["case_id"]
         actions = pending_actions(row, deadlines)
         db.execute("DELETE FROM inbox_actions WHERE case_id = ?", (case_id,))
         db.executemany(
@@ -393,11 +327,7 @@ class InboxProjection:
 
 
 def _set(db: ReadModelDb, case_id: object, **values: object) -> None:
-    assignments = ", ".join(f"{column} = ?" for column in values)
-    db.execute(
-        f"UPDATE inbox_cases SET {assignments} WHERE case_id = ?",
-        (*values.values(), str(case_id)),
-    )
+    set_columns(db, "inbox_cases", case_id, **values)
 
 
 def _received(db: ReadModelDb, data: CaseReceivedV1, when: str) -> None:

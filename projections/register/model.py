@@ -31,7 +31,6 @@ the first page to the last is never skipped, whatever is written meanwhile.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -52,22 +51,16 @@ from contracts.case import (
     CaseReopenedV1,
     CaseTransferredV1,
 )
-from contracts.envelope import CloudEvent
-from contracts.network import NetworkEstablishedV1, NetworkPolicySetV1
 from projections.base import (
     ReadModelDb,
     Row,
-    create_policy_table,
-    load_deadlines,
     parse_ts,
     parse_ts_or_none,
     replace_row,
-    store_policy,
     ts,
 )
+from projections.case_rows import CaseRows, set_columns
 from projections.inbox.model import pending_actions
-
-log = logging.getLogger(__name__)
 
 POLICY_TABLE = "register_policy"
 TABLE = "register_cases"
@@ -132,7 +125,6 @@ _SCHEMA = (
     " (investigation_agency, received_at, case_id)",
 )
 _TABLES = (TABLE, POLICY_TABLE)
-_CHUNK = 500
 
 PAGE_MAX = 200
 EXPORT_MAX = 10_000
@@ -244,81 +236,36 @@ def status_of(row: Row) -> str:
 # ------------------------------------------------------------------------------- projection
 
 
-class RegisterProjection:
+class RegisterProjection(CaseRows):
     """Contract messages -> the case register."""
 
     name = "register"
     schema_version = 1
+    table = TABLE
+    policy_table = POLICY_TABLE
+    schema = _SCHEMA
+    tables = _TABLES
 
     def __init__(self) -> None:
-        self._touched: set[str] = set()
+        super().__init__(_HANDLERS)
 
-    def create_tables(self, db: ReadModelDb) -> None:
-        for statement in _SCHEMA:
-            db.execute(statement)
-        create_policy_table(db, POLICY_TABLE)
-
-    def drop_tables(self, db: ReadModelDb) -> None:
-        for table in _TABLES:
-            db.execute(f"DROP TABLE IF EXISTS {table}")
-
-    def apply(self, db: ReadModelDb, message: CloudEvent[Any]) -> None:
-        data = message.data
-        if isinstance(data, NetworkEstablishedV1 | NetworkPolicySetV1):
-            store_policy(db, POLICY_TABLE, data.policy)
-            rows = db.execute(f"SELECT case_id FROM {TABLE} WHERE closed_at IS NULL")
-            self._touched.update(str(r[0]) for r in rows)
-            return
-        handler = _HANDLERS.get(type(data))
-        if handler is None:
-            return
-        when = ts(message.time)
-        case_id = str(data.case_id)
-        if isinstance(data, CaseReceivedV1):
-            _received(db, data, when)
-        else:
-            found = db.execute(f"SELECT 1 FROM {TABLE} WHERE case_id = ?", (case_id,)).fetchone()
-            if found is None:
-                log.warning("register: %s for unknown case %s ignored", message.type, case_id)
-                return
-            handler(db, data, when)
-            db.execute(f"UPDATE {TABLE} SET version = ? WHERE case_id = ?", (data.version, case_id))
-        self._touched.add(case_id)
-
-    def end_batch(self, db: ReadModelDb) -> None:
-        """Recompute the status and the next deadline of every case the batch touched."""
-        touched, self._touched = self._touched, set()
-        if not touched:
-            return
-        deadlines = load_deadlines(db, POLICY_TABLE)
-        ordered = sorted(touched)
-        for chunk in range(0, len(ordered), _CHUNK):
-            ids = ordered[chunk : chunk + _CHUNK]
-            marks = ", ".join("?" for _ in ids)
-            rows = db.execute(f"SELECT * FROM {TABLE} WHERE case_id IN ({marks})", ids).fetchall()
-            for row in rows:
-                _recompute(db, row, deadlines)
-
-
-def _recompute(db: ReadModelDb, row: Row, deadlines: dict[str, timedelta]) -> None:
-    actions = pending_actions(row, deadlines)
-    head = actions[0] if actions else None
-    db.execute(
-        f"UPDATE {TABLE} SET status = ?, next_action = ?, next_due_at = ? WHERE case_id = ?",
-        (
-            status_of(row),
-            None if head is None else head.action,
-            None if head is None or head.due_at is None else ts(head.due_at),
-            row["case_id"],
-        ),
-    )
+    def recompute(self, db: ReadModelDb, row: Row, deadlines: dict[str, timedelta]) -> None:
+        """The reporting status and the most urgent pending action with its deadline."""
+        actions = pending_actions(row, deadlines)
+        head = actions[0] if actions else None
+        db.execute(
+            f"UPDATE {TABLE} SET status = ?, next_action = ?, next_due_at = ? WHERE case_id = ?",
+            (
+                status_of(row),
+                None if head is None else head.action,
+                None if head is None or head.due_at is None else ts(head.due_at),
+                row["case_id"],
+            ),
+        )
 
 
 def _set(db: ReadModelDb, case_id: object, **values: object) -> None:
-    assignments = ", ".join(f"{column} = ?" for column in values)
-    db.execute(
-        f"UPDATE {TABLE} SET {assignments} WHERE case_id = ?", (*values.values(), str(case_id))
-    )
+    set_columns(db, TABLE, case_id, **values)
 
 
 def _received(db: ReadModelDb, data: CaseReceivedV1, when: str) -> None:

@@ -1,0 +1,130 @@
+"""What the inbox and the register share: one row a case, kept from the case's contract
+messages, whose derived columns (pending actions, status, the next deadline) depend only on
+the row and the network's deadlines.
+
+``CaseRows.apply`` keeps the row: ``CaseReceivedV1`` makes it, every other message of the
+projection's ``handlers`` changes it and sets its ``version`` (a message for a case the table
+does not hold is logged and ignored). It never recomputes: the cases a batch touched are
+recomputed once each, in ``end_batch``, by the projection's ``recompute`` (most of a
+rebuild's time went into recomputing a case once per event). A new network policy changes
+every open case's deadlines: ``policy_changed`` says when they are recomputed.
+"""
+
+# Table and column names in SQL text are constants of the projections, never input.
+# ruff: noqa: S608
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from datetime import timedelta
+from typing import Any, ClassVar
+
+from contracts.case import CaseReceivedV1
+from contracts.envelope import CloudEvent
+from contracts.network import NetworkEstablishedV1, NetworkPolicySetV1
+from projections.base import (
+    ReadModelDb,
+    Row,
+    create_policy_table,
+    load_deadlines,
+    store_policy,
+    ts,
+)
+
+Handler = Callable[[ReadModelDb, Any, str], None]
+"""How a message changes its case's row: ``(db, message data, message time as text)``."""
+
+CHUNK = 500
+"""Case ids per query when a batch's touched cases are read back (SQLite allows 999)."""
+
+
+def set_columns(db: ReadModelDb, table: str, case_id: object, **values: object) -> None:
+    """Set ``values`` (column: value) in the row of ``case_id``."""
+    assignments = ", ".join(f"{column} = ?" for column in values)
+    db.execute(
+        f"UPDATE {table} SET {assignments} WHERE case_id = ?", (*values.values(), str(case_id))
+    )
+
+
+class CaseRows:
+    """A projection of one row a case in ``table`` (with ``case_id`` and ``version``
+    columns), made by ``schema`` and dropped as ``tables``, under the policy held in
+    ``policy_table``."""
+
+    name: ClassVar[str]
+    table: ClassVar[str]
+    policy_table: ClassVar[str]
+    schema: ClassVar[tuple[str, ...]]
+    tables: ClassVar[tuple[str, ...]]
+
+    def __init__(self, handlers: Mapping[type[Any], Handler]) -> None:
+        self._handlers = handlers
+        self._touched: set[str] = set()
+        self._log = logging.getLogger(type(self).__module__)
+
+    def create_tables(self, db: ReadModelDb) -> None:
+        for statement in self.schema:
+            db.execute(statement)
+        create_policy_table(db, self.policy_table)
+
+    def drop_tables(self, db: ReadModelDb) -> None:
+        for table in self.tables:
+            db.execute(f"DROP TABLE IF EXISTS {table}")
+
+    def apply(self, db: ReadModelDb, message: CloudEvent[Any]) -> None:
+        data = message.data
+        if isinstance(data, NetworkEstablishedV1 | NetworkPolicySetV1):
+            store_policy(db, self.policy_table, data.policy)
+            self.policy_changed(db)
+            return
+        handler = self._handlers.get(type(data))
+        if handler is None:
+            return
+        when = ts(message.time)
+        case_id = str(data.case_id)
+        if isinstance(data, CaseReceivedV1):
+            handler(db, data, when)
+        else:
+            found = db.execute(
+                f"SELECT 1 FROM {self.table} WHERE case_id = ?", (case_id,)
+            ).fetchone()
+            if found is None:
+                self._log.warning(
+                    "%s: %s for unknown case %s ignored", self.name, message.type, case_id
+                )
+                return
+            handler(db, data, when)
+            db.execute(
+                f"UPDATE {self.table} SET version = ? WHERE case_id = ?", (data.version, case_id)
+            )
+        self._touched.add(case_id)
+
+    def policy_changed(self, db: ReadModelDb) -> None:
+        """The network's deadlines changed: every open case is recomputed with the batch."""
+        rows = db.execute(f"SELECT case_id FROM {self.table} WHERE closed_at IS NULL")
+        self._touched.update(str(r[0]) for r in rows)
+
+    def end_batch(self, db: ReadModelDb) -> None:
+        """Recompute every case the batch touched, once."""
+        touched, self._touched = self._touched, set()
+        if not touched:
+            return
+        deadlines = load_deadlines(db, self.policy_table)
+        ordered = sorted(touched)
+        rows: dict[str, Row] = {}
+        # the rows in a few queries rather than one per case (on PostgreSQL each query that
+        # is read waits for the server)
+        for chunk in range(0, len(ordered), CHUNK):
+            ids = ordered[chunk : chunk + CHUNK]
+            marks = ", ".join("?" for _ in ids)
+            for row in db.execute(f"SELECT * FROM {self.table} WHERE case_id IN ({marks})", ids):
+                rows[row["case_id"]] = row
+        for case_id in ordered:
+            row = rows.get(case_id)
+            if row is not None:  # None: touched in a batch that was rolled back
+                self.recompute(db, row, deadlines)
+
+    def recompute(self, db: ReadModelDb, row: Row, deadlines: dict[str, timedelta]) -> None:
+        """Set the derived columns of the case in ``row``."""
+        raise NotImplementedError
