@@ -25,7 +25,7 @@ from pydantic import BaseModel, ValidationError
 
 from domain import errors
 from domain.actors import Actor, Role
-from domain.case import Allegation, Case
+from domain.case import Case
 from domain.need_to_know import best_case_access, case_access
 from domain.personal_data import DataSubject
 from domain.vocabulary import (
@@ -58,7 +58,13 @@ from services.api.console.session import (
 from services.api.console.site import render
 from services.api.pages.i18n import N_
 from services.api.problems import domain_problem
-from services.api.routes.cases import read_case
+from services.api.routes.cases import (
+    Command,
+    assessment_arguments,
+    case_decision,
+    erasure_arguments,
+    read_case,
+)
 from services.api.schemas.cases import (
     AcknowledgementIn,
     AllegationIn,
@@ -77,7 +83,7 @@ from services.api.schemas.cases import (
     TransferIn,
 )
 from services.api.writes import in_thread, mechanism, now
-from services.application.commands import Written, expecting
+from services.application.commands import Written
 from services.application.mechanism import ComplaintMechanism
 from services.event_store.errors import EventStoreUnavailable
 
@@ -118,15 +124,23 @@ class ConsentWithdrawalForm(ConsentWithdrawalIn):
 
 @dataclass(frozen=True)
 class Action:
-    """One workflow action as a form: the API's body model, who may do it, the call."""
+    """One workflow action as a form: the API's body model, who may do it, the API's
+    command (``services.api.routes.cases.case_decision``: the body's fields are its
+    arguments, with what ``arguments(body)`` adds)."""
 
     name: str
     label: str
     roles: tuple[Role, ...]
     model: type[BaseModel]
-    decide: Callable[[ComplaintMechanism, Actor, datetime, UUID, Any], Written]
+    command: Command
     lists: tuple[str, ...] = ()
     shows: Callable[[Case], bool] = field(default=lambda case: case.closure is None)
+    arguments: Callable[[Any], dict[str, Any]] | None = None
+
+    def decide(
+        self, app: ComplaintMechanism, actor: Actor, at: datetime, case_id: UUID, body: Any
+    ) -> Written:
+        return case_decision(case_id, body, self.command, self.arguments)(app, actor, at)
 
 
 def _assessable(case: Case) -> bool:
@@ -147,21 +161,6 @@ def _acknowledgeable(case: Case) -> bool:
     return case.closure is None and inv is not None and inv.acknowledged_at is None
 
 
-def _erase(
-    app: ComplaintMechanism, actor: Actor, at: datetime, case_id: UUID, body: ErasureIn
-) -> Written:
-    # as the API: retention is the retention job's, never a request's
-    if body.reason is ErasureReason.RETENTION_EXPIRED:
-        raise errors.InvalidCommand("retention is applied by the retention job, not on request")
-    return app.erase_personal_data(
-        expecting(case_id, body.expected_version),
-        actor=actor,
-        subjects=tuple(dict.fromkeys(body.subjects)),
-        reason=body.reason,
-        at=at,
-    )
-
-
 def _outcome_due(case: Case) -> bool:
     inv = case.investigation
     return case.closure is None and inv is not None and inv.outcome is None
@@ -175,28 +174,16 @@ ACTIONS: Final = {
             N_("Assess"),
             HANDLERS,
             AssessmentIn,
-            lambda app, actor, at, case_id, body: app.assess_case(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                category=body.category,
-                allegation=None
-                if body.allegation is None
-                else Allegation(**body.allegation.model_dump()),
-                at=at,
-            ),
+            lambda app: app.assess_case,
             shows=_assessable,
+            arguments=assessment_arguments,
         ),
         Action(
             "assign",
             N_("Assign focal points"),
             HANDLERS,
             FocalPointsIn,
-            lambda app, actor, at, case_id, body: app.assign_focal_points(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                focal_points=tuple(body.focal_points),
-                at=at,
-            ),
+            lambda app: app.assign_focal_points,
             lists=("focal_points",),
         ),
         Action(
@@ -204,15 +191,7 @@ ACTIONS: Final = {
             N_("Transfer to another agency"),
             HANDLERS,
             TransferIn,
-            lambda app, actor, at, case_id, body: app.transfer_case(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                to_agency=body.to_agency,
-                reason=body.reason,
-                shared=tuple(body.shared),
-                note=body.note,
-                at=at,
-            ),
+            lambda app: app.transfer_case,
             lists=("shared",),
         ),
         Action(
@@ -220,14 +199,7 @@ ACTIONS: Final = {
             N_("Record a consent"),
             HANDLERS,
             ConsentIn,
-            lambda app, actor, at, case_id, body: app.give_consent(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                kind=body.kind,
-                given_by=body.given_by,
-                contact_methods=tuple(body.contact_methods),
-                at=at,
-            ),
+            lambda app: app.give_consent,
             lists=("contact_methods",),
         ),
         Action(
@@ -235,22 +207,14 @@ ACTIONS: Final = {
             N_("Record a withdrawal of consent"),
             HANDLERS,
             ConsentWithdrawalForm,
-            lambda app, actor, at, case_id, body: app.withdraw_consent(
-                expecting(case_id, body.expected_version), actor=actor, kind=body.kind, at=at
-            ),
+            lambda app: app.withdraw_consent,
         ),
         Action(
             "investigation_referral",
             N_("Refer for investigation"),
             HANDLERS,
             InvestigationReferralIn,
-            lambda app, actor, at, case_id, body: app.refer_for_investigation(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                entity=body.entity,
-                shared=tuple(body.shared),
-                at=at,
-            ),
+            lambda app: app.refer_for_investigation,
             lists=("shared",),
             shows=_referable,
         ),
@@ -259,9 +223,7 @@ ACTIONS: Final = {
             N_("Acknowledge the investigation referral"),
             INVESTIGATORS,
             AcknowledgementIn,
-            lambda app, actor, at, case_id, body: app.acknowledge_investigation(
-                expecting(case_id, body.expected_version), actor=actor, at=at
-            ),
+            lambda app: app.acknowledge_investigation,
             shows=_acknowledgeable,
         ),
         Action(
@@ -269,12 +231,7 @@ ACTIONS: Final = {
             N_("Record the investigation's outcome"),
             INVESTIGATORS,
             OutcomeIn,
-            lambda app, actor, at, case_id, body: app.record_investigation_outcome(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                outcome=body.outcome,
-                at=at,
-            ),
+            lambda app: app.record_investigation_outcome,
             shows=_outcome_due,
         ),
         Action(
@@ -282,66 +239,35 @@ ACTIONS: Final = {
             N_("Refer for assistance"),
             HANDLERS,
             AssistanceReferralIn,
-            lambda app, actor, at, case_id, body: app.refer_for_assistance(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                service_type=body.service_type,
-                provider=body.provider,
-                area=body.area,
-                share_contact=body.share_contact,
-                at=at,
-            ),
+            lambda app: app.refer_for_assistance,
         ),
         Action(
             "feedback",
             N_("Give feedback to the complainant"),
             HANDLERS,
             FeedbackToComplainantIn,
-            lambda app, actor, at, case_id, body: app.give_feedback(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                message=body.message,
-                channel=body.channel,
-                at=at,
-            ),
+            lambda app: app.give_feedback,
         ),
         Action(
             "duplicate",
             N_("Mark as a duplicate"),
             HANDLERS,
             DuplicateIn,
-            lambda app, actor, at, case_id, body: app.mark_as_duplicate(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                original_case_id=body.original_case_id,
-                at=at,
-            ),
+            lambda app: app.mark_as_duplicate,
         ),
         Action(
             "closure",
             N_("Close the case"),
             HANDLERS,
             ClosureIn,
-            lambda app, actor, at, case_id, body: app.close_case(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                reason=body.reason,
-                no_outcome_reason=body.no_outcome_reason,
-                no_feedback_reason=body.no_feedback_reason,
-                at=at,
-            ),
+            lambda app: app.close_case,
         ),
         Action(
             "reopening",
             N_("Reopen the case"),
             HANDLERS,
             ReopeningIn,
-            lambda app, actor, at, case_id, body: app.reopen_case(
-                expecting(case_id, body.expected_version),
-                actor=actor,
-                reason=body.reason,
-                at=at,
-            ),
+            lambda app: app.reopen_case,
             shows=lambda case: case.closure is not None,
         ),
         Action(
@@ -349,9 +275,10 @@ ACTIONS: Final = {
             N_("Erase personal data"),
             HANDLERS,
             ErasureIn,
-            _erase,
+            lambda app: app.erase_personal_data,
             lists=("subjects",),
             shows=lambda case: True,
+            arguments=erasure_arguments,
         ),
     )
 }

@@ -332,27 +332,58 @@ async def revoke_audit_access(
 # ------------------------------------------------------------------ commands
 
 
+Command = Callable[[ComplaintMechanism], Callable[..., Written]]
+"""A command of the application, chosen on it: ``lambda app: app.give_consent``."""
+
+
+def assessment_arguments(body: AssessmentIn) -> dict[str, Any]:
+    """The assessment's allegation as the domain's."""
+    return {"allegation": None if body.allegation is None else _allegation(body.allegation)}
+
+
+def erasure_arguments(body: ErasureIn) -> dict[str, Any]:
+    """The erasure's arguments besides the body's: each subject once. Retention is applied
+    by the retention job, never on request (refused here, as the domain's refusals are)."""
+    if body.reason is ErasureReason.RETENTION_EXPIRED:
+        raise InvalidCommand("retention is applied by the retention job, not on request")
+    return {"subjects": tuple(dict.fromkeys(body.subjects))}
+
+
+def case_decision(
+    case_id: UUID,
+    body: CaseCommand,
+    command: Command,
+    arguments: Callable[[Any], dict[str, Any]] | None = None,
+    **extra: Any,
+) -> Callable[[ComplaintMechanism, Actor, datetime], Written]:
+    """``command`` on the case at the version ``body`` expects; its keyword arguments are the
+    body's fields (named alike), ``extra``, and what ``arguments(body)`` gives when it runs.
+    The API's routes and the console's case page decide through here."""
+
+    def decide(app: ComplaintMechanism, actor: Actor, at: datetime) -> Written:
+        fields = {**command_fields(body), **extra, **(arguments(body) if arguments else {})}
+        target = expecting(case_id, body.expected_version)
+        return command(app)(target, actor=actor, at=at, **fields)
+
+    return decide
+
+
 async def _on_case(
     request: Request,
     principal: Principal,
     case_id: UUID,
     body: CaseCommand,
-    command: Callable[[ComplaintMechanism], Callable[..., Written]],
+    command: Command,
     *,
     roles: Iterable[Role] = HANDLERS,
     status: int = 200,
     location: Callable[[Written], str] | None = None,
+    arguments: Callable[[Any], dict[str, Any]] | None = None,
     **extra: Any,
 ) -> JSONResponse:
-    """``command`` (``lambda app: app.give_consent``) on a case the caller can see, at the
-    version ``body`` expects; its keyword arguments are the body's fields, named alike, and
-    ``extra``."""
-    fields = {**command_fields(body), **extra}
-
-    def decide(app: ComplaintMechanism, actor: Actor, at: datetime) -> Written:
-        target = expecting(case_id, body.expected_version)
-        return command(app)(target, actor=actor, at=at, **fields)
-
+    """``command`` (``case_decision``) on a case the caller can see, in the first of
+    ``roles`` that sees it."""
+    decide = case_decision(case_id, body, command, arguments, **extra)
     return await _command(
         request, principal, case_id, roles, decide, status=status, location=location
     )
@@ -363,14 +394,13 @@ async def assess(
     request: Request, principal: CurrentPrincipal, case_id: CaseId, body: AssessmentIn
 ) -> JSONResponse:
     """Triage: SEA allegation (with its details), other sensitive complaint, or feedback."""
-    allegation = None if body.allegation is None else _allegation(body.allegation)
     return await _on_case(
         request,
         principal,
         case_id,
         body,
         lambda app: app.assess_case,
-        allegation=allegation,
+        arguments=assessment_arguments,
     )
 
 
@@ -509,19 +539,13 @@ async def erase_personal_data(
 ) -> JSONResponse:
     """Erase these people's personal data from the case and its records, for good (their data
     keys are destroyed; the log is not rewritten, the case's other facts stay)."""
-
-    def erase(app: ComplaintMechanism) -> Callable[..., Written]:
-        if body.reason is ErasureReason.RETENTION_EXPIRED:
-            raise InvalidCommand("retention is applied by the retention job, not on request")
-        return app.erase_personal_data
-
     return await _on_case(
         request,
         principal,
         case_id,
         body,
-        erase,
-        subjects=tuple(dict.fromkeys(body.subjects)),
+        lambda app: app.erase_personal_data,
+        arguments=erasure_arguments,
     )
 
 
