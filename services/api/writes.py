@@ -72,6 +72,21 @@ def command_fields(body: BaseModel, *leave: str) -> dict[str, Any]:
     return fields
 
 
+def calling(
+    command: Callable[[ComplaintMechanism], Callable[..., Written]],
+    body: BaseModel,
+    *on: object,
+    actor: Actor,
+    **extra: object,
+) -> Callable[[ComplaintMechanism], Written]:
+    """``command`` (``lambda app: app.assess_risk``) by ``actor`` on the record ``on`` names
+    (nothing for a new one), at the time it runs; its keyword arguments are the body's fields
+    (``command_fields``) and ``extra``. The API's routes and the console's forms call the
+    application through here."""
+    fields = {**command_fields(body), **extra}
+    return lambda app: command(app)(*on, actor=actor, at=now(), **fields)
+
+
 def _answer(written: WrittenOut, status: int, replayed: bool, location: str | None) -> JSONResponse:
     headers = {}
     if location:

@@ -66,7 +66,7 @@ from services.api.schemas.prevention import (
     TrainingIn,
     WorkPlanIn,
 )
-from services.api.writes import now
+from services.api.writes import calling, now
 from services.application.commands import Written, expecting
 from services.application.mechanism import ComplaintMechanism
 from services.prevention.reads import latest_release, prevention_view, quarter_of
@@ -284,23 +284,11 @@ def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) ->
     if action == "awareness":
         fields["preferred_channels"] = as_list(fields.get("preferred_channels"))
         a = parse(AwarenessIn, fields, gettext)
-        return lambda app: app.record_awareness(
-            actor=actor,
-            agency=a.agency,
-            held_on=a.held_on,
-            area=a.area,
-            kind=a.kind,
-            audience=a.audience,
-            reach=a.reach,
-            preferred_channels=tuple(a.preferred_channels),
-            at=now(),
-        )
+        return calling(lambda app: app.record_awareness, a, actor=actor)
     if action == "focal-point-trainings":
         agency = str(fields.pop("agency", ""))
         f = parse(FocalPointTrainingIn, fields, gettext)
-        return lambda app: app.record_focal_point_training(
-            actor=actor, agency=agency, user=f.user, completed_on=f.completed_on, at=now()
-        )
+        return calling(lambda app: app.record_focal_point_training, f, actor=actor, agency=agency)
     if action in ("training-withdrawals", "awareness-withdrawals"):
         record_id = _uuid(fields.pop("record", ""), gettext)
         if action == "training-withdrawals":
@@ -310,69 +298,40 @@ def _command(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) ->
         agency = str(fields.pop("agency", ""))
         u = parse(AlternateIn, fields, gettext)
         if action == "alternates":
-            return lambda app: app.appoint_alternate(
-                actor=actor, agency=agency, user=u.user, at=now()
-            )
-        return lambda app: app.withdraw_alternate(actor=actor, agency=agency, user=u.user, at=now())
+            return calling(lambda app: app.appoint_alternate, u, actor=actor, agency=agency)
+        return calling(lambda app: app.withdraw_alternate, u, actor=actor, agency=agency)
     if action == "risk-assessments":
         fields["ratings"] = _ratings(fields, gettext)
         r = parse(RiskAssessmentIn, fields, gettext)
-        return lambda app: app.assess_risk(
-            actor=actor,
-            agency=r.agency,
-            area=r.area,
-            sector=r.sector,
-            assessed_on=r.assessed_on,
-            ratings=r.ratings,
-            at=now(),
-        )
+        return calling(lambda app: app.assess_risk, r, actor=actor)
     if action in ("reassessment", "policy"):
         return _changing(action, actor, fields, gettext)
     if action == "mitigation":
         assessment = _uuid(fields.pop("assessment", ""), gettext)
         m = parse(MitigationIn, fields, gettext)
-        return lambda app: app.agree_mitigation(
-            assessment,
-            actor=actor,
-            measure=m.measure,
-            owner_agency=m.owner_agency,
-            due_on=m.due_on,
-            at=now(),
-        )
+        return calling(lambda app: app.agree_mitigation, m, assessment, actor=actor)
     if action == "mitigation-status":
         assessment = _uuid(fields.pop("assessment", ""), gettext)
         number = _number(fields.pop("action", ""), gettext)
         s = parse(StatusIn, fields, gettext)
-        return lambda app: app.report_mitigation(
-            assessment, actor=actor, action=number, status=s.status, at=now()
-        )
+        return calling(lambda app: app.report_mitigation, s, assessment, actor=actor, action=number)
     if action == "work-plans":
         w = parse(WorkPlanIn, fields, gettext)
-        return lambda app: app.open_work_plan(actor=actor, year=w.year, at=now())
+        return calling(lambda app: app.open_work_plan, w, actor=actor)
     if action == "activities":
         year = _number(fields.pop("year", ""), gettext)
         p = parse(ActivityIn, fields, gettext)
-        return lambda app: app.plan_activity(
-            work_plan_id(year),
-            actor=actor,
-            kind=p.kind,
-            owner_agency=p.owner_agency,
-            area=p.area,
-            target=p.target,
-            due_on=p.due_on,
-            at=now(),
-        )
+        return calling(lambda app: app.plan_activity, p, work_plan_id(year), actor=actor)
     if action == "progress":
         year = _number(fields.pop("year", ""), gettext)
         number = _number(fields.pop("activity", ""), gettext)
         g = parse(ProgressIn, fields, gettext)
-        return lambda app: app.report_work_plan_progress(
+        return calling(
+            lambda app: app.report_work_plan_progress,
+            g,
             work_plan_id(year),
             actor=actor,
             activity=number,
-            status=g.status,
-            achieved=g.achieved,
-            at=now(),
         )
     raise AssertionError(action)
 
@@ -399,12 +358,11 @@ def _changing(action: str, actor: Actor, fields: dict[str, Any], gettext: Any) -
         again = parse(ReassessmentIn, fields, gettext)
         if again.expected_version is None:
             raise FormProblem(gettext("The form lacks the version it was read at: reload it."))
-        return lambda app: app.reassess_risk(
+        return calling(
+            lambda app: app.reassess_risk,
+            again,
             expecting(assessment, again.expected_version),
             actor=actor,
-            assessed_on=again.assessed_on,
-            ratings=again.ratings,
-            at=now(),
         )
     targets = []
     for line in str(fields.pop("training_targets", "")).splitlines():

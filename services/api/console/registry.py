@@ -46,7 +46,7 @@ from services.api.schemas.network import (
     PolicyIn,
     ServiceProviderIn,
 )
-from services.api.writes import now
+from services.api.writes import calling, now
 from services.prevention.reads import prevention_view
 
 router = APIRouter(prefix="/console")
@@ -190,17 +190,7 @@ async def _act(request: Request, staff: Staff, handle: Any) -> Response:
 async def register_agency(request: Request, staff: SignedIn) -> Response:
     async def handle(actor: Any, fields: dict[str, Any], gettext: Any) -> None:
         body = parse(AgencyIn, fields, gettext)
-        await record(
-            request,
-            lambda app: app.register_agency(
-                actor=actor,
-                code=body.code,
-                name=body.name,
-                agency_type=body.agency_type,
-                at=now(),
-            ),
-            gettext,
-        )
+        await record(request, calling(lambda app: app.register_agency, body, actor=actor), gettext)
 
     return await _act(request, staff, handle)
 
@@ -210,13 +200,8 @@ async def appoint_focal_point(request: Request, staff: SignedIn) -> Response:
     async def handle(actor: Any, fields: dict[str, Any], gettext: Any) -> None:
         agency = str(fields.pop("agency", ""))
         body = parse(FocalPointIn, fields, gettext)
-        await record(
-            request,
-            lambda app: app.appoint_focal_point(
-                actor=actor, agency=agency, user=body.user, at=now()
-            ),
-            gettext,
-        )
+        command = calling(lambda app: app.appoint_focal_point, body, actor=actor, agency=agency)
+        await record(request, command, gettext)
 
     return await _act(request, staff, handle)
 
@@ -226,13 +211,8 @@ async def withdraw_focal_point(request: Request, staff: SignedIn) -> Response:
     async def handle(actor: Any, fields: dict[str, Any], gettext: Any) -> None:
         agency = str(fields.pop("agency", ""))
         body = parse(FocalPointIn, fields, gettext)
-        await record(
-            request,
-            lambda app: app.withdraw_focal_point(
-                actor=actor, agency=agency, user=body.user, at=now()
-            ),
-            gettext,
-        )
+        command = calling(lambda app: app.withdraw_focal_point, body, actor=actor, agency=agency)
+        await record(request, command, gettext)
 
     return await _act(request, staff, handle)
 
@@ -242,13 +222,10 @@ async def designate_entity(request: Request, staff: SignedIn) -> Response:
     async def handle(actor: Any, fields: dict[str, Any], gettext: Any) -> None:
         agency = str(fields.pop("agency", ""))
         body = parse(EntityIn, fields, gettext)
-        await record(
-            request,
-            lambda app: app.designate_investigating_entity(
-                actor=actor, agency=agency, entity=body.entity, at=now()
-            ),
-            gettext,
+        command = calling(
+            lambda app: app.designate_investigating_entity, body, actor=actor, agency=agency
         )
+        await record(request, command, gettext)
 
     return await _act(request, staff, handle)
 
@@ -261,18 +238,8 @@ async def register_provider(request: Request, staff: SignedIn) -> Response:
             a for line in as_list(fields.get("areas")) for a in line.replace(",", " ").split()
         ]
         body = parse(ServiceProviderIn, fields, gettext)
-        await record(
-            request,
-            lambda app: app.register_service_provider(
-                actor=actor,
-                code=body.code,
-                name=body.name,
-                service_types=tuple(body.service_types),
-                areas=tuple(body.areas),
-                at=now(),
-            ),
-            gettext,
-        )
+        command = calling(lambda app: app.register_service_provider, body, actor=actor)
+        await record(request, command, gettext)
 
     return await _act(request, staff, handle)
 

@@ -25,7 +25,7 @@ from services.api.schemas.network import (
     ShareKeyIn,
     ShareKeyOut,
 )
-from services.api.writes import in_thread, mechanism, now, perform
+from services.api.writes import calling, in_thread, mechanism, now, perform
 
 router = APIRouter(prefix="/v1/network", tags=["network"], responses=PROBLEM_RESPONSES)
 
@@ -121,9 +121,7 @@ async def register_agency(
     return await perform(
         request,
         principal,
-        lambda app: app.register_agency(
-            actor=actor, code=body.code, name=body.name, agency_type=body.agency_type, at=now()
-        ),
+        calling(lambda app: app.register_agency, body, actor=actor),
         status=201,
     )
 
@@ -137,9 +135,7 @@ async def designate_investigating_entity(
     return await perform(
         request,
         principal,
-        lambda app: app.designate_investigating_entity(
-            actor=actor, agency=agency, entity=body.entity, at=now()
-        ),
+        calling(lambda app: app.designate_investigating_entity, body, actor=actor, agency=agency),
     )
 
 
@@ -153,9 +149,7 @@ async def register_agency_share_key(
     return await perform(
         request,
         principal,
-        lambda app: app.register_agency_share_key(
-            actor=actor, agency=agency, public_key=body.public_key, at=now()
-        ),
+        calling(lambda app: app.register_agency_share_key, body, actor=actor, agency=agency),
     )
 
 
@@ -168,7 +162,7 @@ async def appoint_focal_point(
     return await perform(
         request,
         principal,
-        lambda app: app.appoint_focal_point(actor=actor, agency=agency, user=body.user, at=now()),
+        calling(lambda app: app.appoint_focal_point, body, actor=actor, agency=agency),
     )
 
 
@@ -194,13 +188,6 @@ async def register_service_provider(
     return await perform(
         request,
         principal,
-        lambda app: app.register_service_provider(
-            actor=actor,
-            code=body.code,
-            name=body.name,
-            service_types=tuple(body.service_types),
-            areas=tuple(body.areas),
-            at=now(),
-        ),
+        calling(lambda app: app.register_service_provider, body, actor=actor),
         status=201,
     )

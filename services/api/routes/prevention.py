@@ -38,7 +38,7 @@ from services.api.schemas.prevention import (
     TrainingIn,
     WorkPlanIn,
 )
-from services.api.writes import command_fields, in_thread, mechanism, now, perform
+from services.api.writes import calling, in_thread, mechanism, now, perform
 from services.application.commands import Written, expecting
 from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
@@ -78,12 +78,8 @@ async def _record(
     they hold, on the record ``on`` names (nothing for a new one); its keyword arguments are
     the body's fields, named alike, and ``extra``."""
     actor = require_role(principal, roles)
-    fields = {**command_fields(body), **extra}
     return await perform(
-        request,
-        principal,
-        lambda app: command(app)(*on, actor=actor, at=now(), **fields),
-        status=status,
+        request, principal, calling(command, body, *on, actor=actor, **extra), status=status
     )
 
 
