@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import Any, ClassVar
+from typing import Any
 
 from contracts.case import CaseReceivedV1
 from contracts.envelope import CloudEvent
@@ -52,11 +52,12 @@ class CaseRows:
     columns), made by ``schema`` and dropped as ``tables``, under the policy held in
     ``policy_table``."""
 
-    name: ClassVar[str]
-    table: ClassVar[str]
-    policy_table: ClassVar[str]
-    schema: ClassVar[tuple[str, ...]]
-    tables: ClassVar[tuple[str, ...]]
+    name: str
+    schema_version: int
+    table: str
+    policy_table: str
+    schema: tuple[str, ...]
+    tables: tuple[str, ...]
 
     def __init__(self, handlers: Mapping[type[Any], Handler]) -> None:
         self._handlers = handlers

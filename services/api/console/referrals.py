@@ -19,6 +19,7 @@ from uuid import UUID
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
+from pydantic import BaseModel
 
 from domain.actors import Actor, Role
 from domain.errors import NotFound
@@ -48,12 +49,13 @@ from services.api.console.site import NAV, render
 from services.api.pages.i18n import N_
 from services.api.problems import Problem
 from services.api.read_models import query
-from services.api.routes.cases import INVESTIGATORS
+from services.api.routes.cases import INVESTIGATORS, Command
 from services.api.routes.referrals import PROVIDER, SURVIVOR_SIDE
 from services.api.schemas.cases import AcknowledgementIn, OutcomeIn
+from services.api.schemas.common import CaseCommand, EmptyIn
 from services.api.schemas.referrals import FollowUpIn, ProviderDeclineIn
 from services.api.views import case_view, referral_view
-from services.api.writes import now
+from services.api.writes import calling, now
 from services.application.commands import expecting
 from services.projector.storage import ReadModelStore, read_model_store
 
@@ -177,6 +179,25 @@ async def referral(request: Request, staff: SignedIn, referral_id: str) -> Respo
     return await _referral_page(request, staff, uuid_of(staff, referral_id, NO_REFERRAL))
 
 
+REFERRAL_COMMANDS: Final[dict[str, Command]] = {
+    "acceptance": lambda app: app.accept_referral,
+    "provider-decline": lambda app: app.decline_referral_by_provider,
+    "delivery": lambda app: app.deliver_referral,
+    "survivor-decline": lambda app: app.decline_referral_by_survivor,
+    "follow-up": lambda app: app.follow_up_referral,
+}
+"""The referral's actions (as ``POST /v1/referrals/{id}/<action>``) and their commands."""
+REFERRAL_BODIES: Final[dict[str, type[BaseModel]]] = {
+    "acceptance": EmptyIn,
+    "provider-decline": ProviderDeclineIn,
+    "delivery": EmptyIn,
+    "survivor-decline": EmptyIn,
+    "follow-up": FollowUpIn,
+}
+SURVIVOR_SIDE_ACTIONS: Final = frozenset({"survivor-decline", "follow-up"})
+"""What the survivor's side does (the others are the provider's)."""
+
+
 @router.post("/referrals/{referral_id}/{action}")
 async def referral_action(
     request: Request,
@@ -210,39 +231,19 @@ async def referral_action(
         is None
     ):
         raise ConsoleRefusal(404, NO_REFERRAL, staff)
-    roles = SURVIVOR_SIDE if action in ("survivor-decline", "follow-up") else PROVIDER
+    roles = SURVIVOR_SIDE if action in SURVIVOR_SIDE_ACTIONS else PROVIDER
     actor = first_seeing(staff.principal, roles, lambda a: can_see_referral(a, referral, case))
     if actor is None:
         raise ConsoleRefusal(403, N_("Your role may not do this. Nothing was recorded."), staff)
     try:
-        if action == "acceptance":
-            await record(request, lambda a: a.accept_referral(rid, actor=actor, at=now()), gettext)
-        elif action == "delivery":
-            await record(request, lambda a: a.deliver_referral(rid, actor=actor, at=now()), gettext)
-        elif action == "survivor-decline":
-            await record(
-                request,
-                lambda a: a.decline_referral_by_survivor(rid, actor=actor, at=now()),
-                gettext,
-            )
-        elif action == "follow-up":
-            note = str(fields.get("note") or "").strip()
-            follow = parse(FollowUpIn, {"note": note or None}, gettext)
-            await record(
-                request,
-                lambda a: a.follow_up_referral(rid, actor=actor, note=follow.note, at=now()),
-                gettext,
-            )
-        else:
-            reason = str(fields.get("reason") or "").strip()
-            body = parse(ProviderDeclineIn, {"reason": reason or None}, gettext)
-            await record(
-                request,
-                lambda a: a.decline_referral_by_provider(
-                    rid, actor=actor, reason=body.reason, at=now()
-                ),
-                gettext,
-            )
+        model = REFERRAL_BODIES[action]
+        # a blank field is no value (the note and the reason are optional)
+        body = parse(
+            model,
+            {name: str(fields.get(name) or "").strip() or None for name in model.model_fields},
+            gettext,
+        )
+        await record(request, calling(REFERRAL_COMMANDS[action], body, rid, actor=actor), gettext)
     except FormProblem as e:
         return await _referral_page(request, staff, rid, error=e.message, status=e.status)
     return RedirectResponse(f"/console/referrals/{rid}?done=1", status_code=303)
@@ -316,6 +317,12 @@ async def investigation(request: Request, staff: SignedIn, case_id: str) -> Resp
     return await _investigation_page(request, staff, uuid_of(staff, case_id, NO_CASE))
 
 
+INVESTIGATION_COMMANDS: Final[dict[str, Command]] = {
+    "acknowledgement": lambda app: app.acknowledge_investigation,
+    "outcome": lambda app: app.record_investigation_outcome,
+}
+
+
 @router.post("/investigations/{case_id}/{action}")
 async def investigation_action(
     request: Request,
@@ -358,27 +365,12 @@ async def _investigation_action(
             # the page always sends the version it was read at: without it two people
             # acting at once would not be told (a lost update)
             raise FormProblem(gettext("The form lacks the version it was read at: reload it."))
-        if action == "acknowledgement":
-            body = parse(AcknowledgementIn, fields, gettext)
-            await record(
-                request,
-                lambda a: a.acknowledge_investigation(
-                    expecting(case_id, body.expected_version), actor=actor, at=now()
-                ),
-                gettext,
-            )
-        else:
-            outcome = parse(OutcomeIn, fields, gettext)
-            await record(
-                request,
-                lambda a: a.record_investigation_outcome(
-                    expecting(case_id, outcome.expected_version),
-                    actor=actor,
-                    outcome=outcome.outcome,
-                    at=now(),
-                ),
-                gettext,
-            )
+        model: type[CaseCommand] = AcknowledgementIn if action == "acknowledgement" else OutcomeIn
+        body = parse(model, fields, gettext)
+        target = expecting(case_id, body.expected_version)
+        await record(
+            request, calling(INVESTIGATION_COMMANDS[action], body, target, actor=actor), gettext
+        )
     except FormProblem as e:
         return await _investigation_page(request, staff, case_id, error=e.message, status=e.status)
     return RedirectResponse(f"/console/investigations/{case_id}?done=1", status_code=303)
