@@ -20,7 +20,20 @@ from collections.abc import Callable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from contracts.case import CaseReceivedV1
+from contracts.case import (
+    CaseAssistanceReferredV1,
+    CaseClosedV1,
+    CaseConsentGivenV1,
+    CaseConsentWithdrawnV1,
+    CaseFeedbackGivenV1,
+    CaseInvestigationAcknowledgedV1,
+    CaseInvestigationOutcomeRecordedV1,
+    CaseMarkedAsDuplicateV1,
+    CaseReceivedV1,
+    CaseReferredForInvestigationV1,
+    CaseReopenedV1,
+    CaseTransferredV1,
+)
 from contracts.envelope import CloudEvent
 from contracts.network import NetworkEstablishedV1, NetworkPolicySetV1
 from projections.base import (
@@ -45,6 +58,74 @@ def set_columns(db: ReadModelDb, table: str, case_id: object, **values: object) 
     db.execute(
         f"UPDATE {table} SET {assignments} WHERE case_id = ?", (*values.values(), str(case_id))
     )
+
+
+def fact_handlers(table: str) -> dict[type[Any], Handler]:
+    """How the workflow's messages change the columns of ``table`` that the deadlines are
+    computed from (``projections.inbox.pending_actions`` reads them): who holds the case,
+    consent, assistance, the investigation, feedback, duplicate, closure and reopening. The
+    inbox and the register keep these facts by the same rules; each adds its own columns."""
+
+    def first(column: str) -> Handler:
+        def handle(db: ReadModelDb, data: Any, when: str) -> None:
+            db.execute(
+                f"UPDATE {table} SET {column} = coalesce({column}, ?) WHERE case_id = ?",
+                (when, str(data.case_id)),
+            )
+
+        return handle
+
+    def transferred(db: ReadModelDb, data: CaseTransferredV1, when: str) -> None:
+        set_columns(db, table, data.case_id, agency=data.to_agency)
+
+    def referred(db: ReadModelDb, data: CaseReferredForInvestigationV1, when: str) -> None:
+        set_columns(db, table, data.case_id, investigation_referred_at=when)
+
+    def acknowledged(db: ReadModelDb, data: CaseInvestigationAcknowledgedV1, when: str) -> None:
+        set_columns(db, table, data.case_id, acknowledged_at=when)
+
+    def feedback(db: ReadModelDb, data: CaseFeedbackGivenV1, when: str) -> None:
+        set_columns(db, table, data.case_id, last_feedback_at=when)
+
+    def duplicate(db: ReadModelDb, data: CaseMarkedAsDuplicateV1, when: str) -> None:
+        set_columns(
+            db, table, data.case_id, duplicate_of=str(data.original_case_id), duplicate_at=when
+        )
+
+    def closed(db: ReadModelDb, data: CaseClosedV1, when: str) -> None:
+        set_columns(db, table, data.case_id, closed_at=when, closure_reason=str(data.reason))
+
+    def outcome(db: ReadModelDb, data: CaseInvestigationOutcomeRecordedV1, when: str) -> None:
+        # An outcome implies receipt, as in the domain.
+        db.execute(
+            f"UPDATE {table} SET outcome = ?, outcome_at = ?,"
+            " acknowledged_at = coalesce(acknowledged_at, ?) WHERE case_id = ?",
+            (str(data.outcome), when, when, str(data.case_id)),
+        )
+
+    def reopened(db: ReadModelDb, data: CaseReopenedV1, when: str) -> None:
+        # A case never referred for investigation can (and must) be assessed again; a
+        # referred one is locked, as in the domain.
+        db.execute(
+            f"UPDATE {table} SET closed_at = NULL, closure_reason = NULL, reopened_at = ?,"
+            " reassess_from = CASE WHEN investigation_referred_at IS NULL THEN ? END"
+            " WHERE case_id = ?",
+            (when, when, str(data.case_id)),
+        )
+
+    return {
+        CaseTransferredV1: transferred,
+        CaseConsentGivenV1: first("consent_decided_at"),
+        CaseConsentWithdrawnV1: first("consent_decided_at"),
+        CaseAssistanceReferredV1: first("assistance_referred_at"),
+        CaseReferredForInvestigationV1: referred,
+        CaseInvestigationAcknowledgedV1: acknowledged,
+        CaseInvestigationOutcomeRecordedV1: outcome,
+        CaseFeedbackGivenV1: feedback,
+        CaseMarkedAsDuplicateV1: duplicate,
+        CaseClosedV1: closed,
+        CaseReopenedV1: reopened,
+    }
 
 
 class CaseRows:

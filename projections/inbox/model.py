@@ -54,18 +54,8 @@ from uuid import UUID
 
 from contracts.case import (
     CaseAssessedV1,
-    CaseAssistanceReferredV1,
-    CaseClosedV1,
-    CaseConsentGivenV1,
-    CaseConsentWithdrawnV1,
-    CaseFeedbackGivenV1,
     CaseFocalPointsAssignedV1,
-    CaseInvestigationAcknowledgedV1,
-    CaseInvestigationOutcomeRecordedV1,
-    CaseMarkedAsDuplicateV1,
     CaseReceivedV1,
-    CaseReferredForInvestigationV1,
-    CaseReopenedV1,
     CaseTransferredV1,
 )
 from projections.base import (
@@ -78,7 +68,7 @@ from projections.base import (
     replace_row,
     ts,
 )
-from projections.case_rows import CaseRows, set_columns
+from projections.case_rows import CaseRows, Handler, fact_handlers, set_columns
 
 Action: TypeAlias = Literal[
     "assess",
@@ -372,82 +362,20 @@ def _focal_points(db: ReadModelDb, data: CaseFocalPointsAssignedV1, when: str) -
     )
 
 
+_FACTS = fact_handlers("inbox_cases")
+
+
 def _transferred(db: ReadModelDb, data: CaseTransferredV1, when: str) -> None:
     db.execute("DELETE FROM inbox_focal_points WHERE case_id = ?", (str(data.case_id),))
-    _set(db, data.case_id, agency=data.to_agency)
+    _FACTS[CaseTransferredV1](db, data, when)
 
 
-def _consent(db: ReadModelDb, data: CaseConsentGivenV1 | CaseConsentWithdrawnV1, when: str) -> None:
-    db.execute(
-        "UPDATE inbox_cases SET consent_decided_at = coalesce(consent_decided_at, ?) "
-        "WHERE case_id = ?",
-        (when, str(data.case_id)),
-    )
-
-
-def _assistance_referred(db: ReadModelDb, data: CaseAssistanceReferredV1, when: str) -> None:
-    db.execute(
-        "UPDATE inbox_cases SET assistance_referred_at = coalesce(assistance_referred_at, ?) "
-        "WHERE case_id = ?",
-        (when, str(data.case_id)),
-    )
-
-
-def _referred(db: ReadModelDb, data: CaseReferredForInvestigationV1, when: str) -> None:
-    _set(db, data.case_id, investigation_referred_at=when)
-
-
-def _acknowledged(db: ReadModelDb, data: CaseInvestigationAcknowledgedV1, when: str) -> None:
-    _set(db, data.case_id, acknowledged_at=when)
-
-
-def _outcome(db: ReadModelDb, data: CaseInvestigationOutcomeRecordedV1, when: str) -> None:
-    # An outcome implies receipt, as in the domain.
-    db.execute(
-        "UPDATE inbox_cases SET outcome = ?, outcome_at = ?,"
-        " acknowledged_at = coalesce(acknowledged_at, ?) WHERE case_id = ?",
-        (data.outcome, when, when, str(data.case_id)),
-    )
-
-
-def _feedback(db: ReadModelDb, data: CaseFeedbackGivenV1, when: str) -> None:
-    _set(db, data.case_id, last_feedback_at=when)
-
-
-def _duplicate(db: ReadModelDb, data: CaseMarkedAsDuplicateV1, when: str) -> None:
-    _set(db, data.case_id, duplicate_of=str(data.original_case_id), duplicate_at=when)
-
-
-def _closed(db: ReadModelDb, data: CaseClosedV1, when: str) -> None:
-    _set(db, data.case_id, closed_at=when, closure_reason=data.reason)
-
-
-def _reopened(db: ReadModelDb, data: CaseReopenedV1, when: str) -> None:
-    # A case never referred for investigation can (and must) be assessed again; a referred
-    # one is locked, as in the domain.
-    db.execute(
-        "UPDATE inbox_cases SET closed_at = NULL, closure_reason = NULL, reopened_at = ?,"
-        " reassess_from = CASE WHEN investigation_referred_at IS NULL THEN ? END"
-        " WHERE case_id = ?",
-        (when, when, str(data.case_id)),
-    )
-
-
-_HANDLERS: dict[type[Any], Any] = {
+_HANDLERS: dict[type[Any], Handler] = {
+    **_FACTS,
     CaseReceivedV1: _received,
     CaseAssessedV1: _assessed,
     CaseFocalPointsAssignedV1: _focal_points,
     CaseTransferredV1: _transferred,
-    CaseConsentGivenV1: _consent,
-    CaseConsentWithdrawnV1: _consent,
-    CaseAssistanceReferredV1: _assistance_referred,
-    CaseReferredForInvestigationV1: _referred,
-    CaseInvestigationAcknowledgedV1: _acknowledged,
-    CaseInvestigationOutcomeRecordedV1: _outcome,
-    CaseFeedbackGivenV1: _feedback,
-    CaseMarkedAsDuplicateV1: _duplicate,
-    CaseClosedV1: _closed,
-    CaseReopenedV1: _reopened,
 }
 
 
