@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from pydantic import BaseModel
 
+from domain.vocabulary import SharedItem, TransferReason
 from services.api.console.case import ACTIONS
 from services.api.console.referrals import (
     INVESTIGATION_COMMANDS,
@@ -80,7 +81,12 @@ def test_a_field_the_command_does_not_take_is_caught() -> None:
 
 
 def test_the_body_is_handed_on_with_lists_as_tuples_and_without_its_version() -> None:
-    body = TransferIn(to_agency="wfp", reason="capacity", shared=["narrative"], expected_version=3)
+    body = TransferIn(
+        to_agency="wfp",
+        reason=TransferReason.CAPACITY,
+        shared=[SharedItem.NARRATIVE],
+        expected_version=3,
+    )
 
     assert command_fields(body) == {
         "to_agency": "wfp",
