@@ -182,3 +182,30 @@ class NetworkDecision(Generic[P]):
             )
 
         return command
+
+
+class NetworkOpening(Generic[A, P]):
+    """A command that opens a new aggregate: ``opens`` (the domain's factory) given the
+    network's registry first. ``record_training = NetworkOpening(TrainingSession.record)``
+    reads ``app.record_training(actor=..., agency=..., ...)``, with the factory's arguments."""
+
+    def __init__(self, opens: Callable[Concatenate[Network, P], A]) -> None:
+        self.opens = opens
+
+    @overload
+    def __get__(self, app: None, owner: type[Any]) -> NetworkOpening[A, P]: ...
+
+    @overload
+    def __get__(self, app: ComplaintMechanism, owner: type[Any]) -> Callable[P, Written]: ...
+
+    def __get__(
+        self, app: ComplaintMechanism | None, owner: type[Any]
+    ) -> NetworkOpening[A, P] | Callable[P, Written]:
+        if app is None:
+            return self
+        mechanism = app
+
+        def command(*args: P.args, **kwargs: P.kwargs) -> Written:
+            return mechanism._commit(self.opens(mechanism.network(), *args, **kwargs))
+
+        return command

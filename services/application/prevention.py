@@ -22,7 +22,6 @@ from domain.prevention import (
     PreventionPolicy,
     PreventionSettings,
     RiskAssessment,
-    TrainedCounts,
     TrainingSession,
     TrainingTarget,
     WorkPlan,
@@ -30,14 +29,15 @@ from domain.prevention import (
     work_plan_id,
 )
 from domain.vocabulary import (
-    AudienceCategory,
-    AwarenessKind,
-    Channel,
-    CommunityAudience,
     Sector,
-    TrainingTopic,
 )
-from services.application.commands import DecisionConsulting, Target, Written, expecting
+from services.application.commands import (
+    DecisionConsulting,
+    NetworkOpening,
+    Target,
+    Written,
+    expecting,
+)
 from services.application.store import StoredApplication
 
 if TYPE_CHECKING:
@@ -107,66 +107,14 @@ class PreventionWork(StoredApplication):
 
     # ------------------------------------------------------------------ trainings
 
-    def record_training(
-        self,
-        *,
-        actor: Actor,
-        agency: str,
-        held_on: date,
-        area: str,
-        audience: AudienceCategory,
-        topic: TrainingTopic,
-        trained: TrainedCounts,
-        at: datetime,
-    ) -> Written:
-        return self._commit(
-            TrainingSession.record(
-                self.network(),
-                actor=actor,
-                agency=agency,
-                held_on=held_on,
-                area=area,
-                audience=audience,
-                topic=topic,
-                trained=trained,
-                at=at,
-            )
-        )
-
+    record_training = NetworkOpening(TrainingSession.record)
     withdraw_training = DecisionConsulting(
         TrainingSession, TrainingSession.withdraw, consults=_network
     )
 
     # ------------------------------------------------------------------ awareness
 
-    def record_awareness(
-        self,
-        *,
-        actor: Actor,
-        agency: str,
-        held_on: date,
-        area: str,
-        kind: AwarenessKind,
-        audience: CommunityAudience,
-        reach: int,
-        preferred_channels: tuple[Channel, ...],
-        at: datetime,
-    ) -> Written:
-        return self._commit(
-            AwarenessActivity.record(
-                self.network(),
-                actor=actor,
-                agency=agency,
-                held_on=held_on,
-                area=area,
-                kind=kind,
-                audience=audience,
-                reach=reach,
-                preferred_channels=preferred_channels,
-                at=at,
-            )
-        )
-
+    record_awareness = NetworkOpening(AwarenessActivity.record)
     withdraw_awareness = DecisionConsulting(
         AwarenessActivity, AwarenessActivity.withdraw, consults=_network
     )
