@@ -10,7 +10,7 @@ language; nothing is recorded.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Final, NoReturn
 from urllib.parse import parse_qs
@@ -181,6 +181,23 @@ def guarded(
     return verdict
 
 
+async def _answer_form(
+    request: Request,
+    handle: Callable[[Request, PageContext, dict[str, str]], Awaitable[HTMLResponse]],
+) -> HTMLResponse:
+    """A posted form, answered by ``handle``: the page it raises (``PageAnswer``) is the
+    answer too, and a store or throttle out of reach (or a network not set up yet) gives
+    the "try again later" page."""
+    fields = await _fields(request)
+    page = context(request, fields.get("lang"))
+    try:
+        return await handle(request, page, fields)
+    except PageAnswer as answer:
+        return answer.response
+    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
+        return unavailable(page)
+
+
 TOKEN_ERROR: Final = N_(
     "This form was open too long or could not be checked. Check what you wrote and send it again."
 )
@@ -212,14 +229,7 @@ def unavailable(page: PageContext) -> HTMLResponse:
 
 @router.post("/report", response_class=HTMLResponse)
 async def send_report(request: Request) -> HTMLResponse:
-    fields = await _fields(request)
-    page = context(request, fields.get("lang"))
-    try:
-        return await _send_report(request, page, fields)
-    except PageAnswer as answer:
-        return answer.response
-    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
-        return unavailable(page)
+    return await _answer_form(request, _send_report)
 
 
 async def _send_report(request: Request, page: PageContext, fields: dict[str, str]) -> HTMLResponse:
@@ -341,14 +351,7 @@ def follow_up_form(
 
 @router.post("/follow-up", response_class=HTMLResponse)
 async def look_up(request: Request) -> HTMLResponse:
-    fields = await _fields(request)
-    page = context(request, fields.get("lang"))
-    try:
-        return await _look_up(request, page, fields)
-    except PageAnswer as answer:
-        return answer.response
-    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
-        return unavailable(page)
+    return await _answer_form(request, _look_up)
 
 
 async def _look_up(request: Request, page: PageContext, fields: dict[str, str]) -> HTMLResponse:
@@ -436,14 +439,7 @@ async def feedback(request: Request) -> HTMLResponse:
 
 @router.post("/feedback", response_class=HTMLResponse)
 async def send_feedback(request: Request) -> HTMLResponse:
-    fields = await _fields(request)
-    page = context(request, fields.get("lang"))
-    try:
-        return await _send_feedback(request, page, fields)
-    except PageAnswer as answer:
-        return answer.response
-    except (EventStoreUnavailable, ThrottleUnavailable, DomainError):
-        return unavailable(page)
+    return await _answer_form(request, _send_feedback)
 
 
 async def _send_feedback(
