@@ -480,6 +480,19 @@ async def case_action(request: Request, staff: SignedIn, case_id: UUID, name: st
         raise ConsoleRefusal(404, NO_SUCH_CASE, staff)
     app = mechanism(request)
 
+    async def again(status_code: int, message: str, **message_args: Any) -> Response:
+        """The case page again, with this form as it was sent and ``message``."""
+        return await _page(
+            request,
+            staff,
+            case_id,
+            status_code=status_code,
+            failed=name,
+            values=form,
+            message=message,
+            message_args=message_args,
+        )
+
     def load() -> tuple[Case, Any]:
         return app.get_case(case_id), app.network().policy
 
@@ -502,16 +515,7 @@ async def case_action(request: Request, staff: SignedIn, case_id: UUID, name: st
     try:
         body = action.model.model_validate(form_body(action, form))
     except ValidationError as e:
-        return await _page(
-            request,
-            staff,
-            case_id,
-            status_code=422,
-            failed=name,
-            values=form,
-            message=INVALID,
-            message_args={"fields": invalid_fields(e)},
-        )
+        return await again(422, INVALID, fields=invalid_fields(e))
     if isinstance(body, DuplicateIn):
         # the original must be visible to the reader too: a link must not probe for cases
         try:
@@ -523,48 +527,19 @@ async def case_action(request: Request, staff: SignedIn, case_id: UUID, name: st
             or best_case_access(principal.user, principal.agency, principal.roles, original, policy)
             is None
         ):
-            return await _page(
-                request,
-                staff,
-                case_id,
-                status_code=422,
-                failed=name,
-                values=form,
-                message=INVALID,
-                message_args={"fields": [FIELD_WORDS["original_case_id"]]},
-            )
+            return await again(422, INVALID, fields=[FIELD_WORDS["original_case_id"]])
     try:
         written = await in_thread(lambda: action.decide(app, actor, now(), case_id, body))
     except errors.VersionConflict as e:
-        return await _page(
-            request,
-            staff,
-            case_id,
-            status_code=409,
-            failed=name,
-            values=form,
-            message=CONFLICT,
-            message_args={"yours": form.get("expected_version", "?"), "now": e.current},
-        )
+        return await again(409, CONFLICT, yours=form.get("expected_version", "?"), now=e.current)
     except errors.EarlierThanLastStep:
-        return await _page(
-            request, staff, case_id, status_code=409, failed=name, values=form, message=CONCURRENT
-        )
+        return await again(409, CONCURRENT)
     except errors.NotFound:
         raise ConsoleRefusal(404, NO_SUCH_CASE, staff) from None
     except errors.ActionNotPermitted:
         raise ConsoleRefusal(403, NOT_YOUR_ACTION, staff) from None
     except errors.DomainError as e:
-        return await _page(
-            request,
-            staff,
-            case_id,
-            status_code=domain_problem(e).status,
-            failed=name,
-            values=form,
-            message=REFUSED,
-            message_args={"reason": str(e)},
-        )
+        return await again(domain_problem(e).status, REFUSED, reason=str(e))
     except EventStoreUnavailable:
         raise ConsoleRefusal(503, STORE_DOWN, staff) from None
     # After a transfer the reader may no longer see the case: back to their inbox then.

@@ -22,6 +22,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel
 
 from domain.actors import Actor, Role
+from domain.case import Case
 from domain.errors import NotFound
 from domain.need_to_know import (
     READ_PRIORITY,
@@ -29,6 +30,7 @@ from domain.need_to_know import (
     case_access,
     referral_contact_fields,
 )
+from domain.policy import NetworkPolicy
 from domain.vocabulary import InvestigationOutcome
 from projections.assistance import provider_referrals
 from services.api.auth import first_seeing
@@ -252,15 +254,11 @@ async def referral_action(
 # ------------------------------------------------------------------ investigation referrals
 
 
-async def _investigation_page(
-    request: Request,
-    staff: Staff,
-    case_id: UUID,
-    *,
-    error: str | None = None,
-    status: int = 200,
-) -> Response:
-    role_in(staff, (Role.INVESTIGATING_ENTITY,))
+async def _investigated_case(
+    request: Request, staff: Staff, case_id: UUID, roles: tuple[Role, ...]
+) -> tuple[Case, NetworkPolicy, Actor]:
+    """The case, the network's policy and the reader in the first of ``roles`` who sees the
+    case; a 404 page when there is no such case or none of them does."""
     app = mechanism(request)
 
     def load() -> tuple[Any, Any]:
@@ -274,13 +272,26 @@ async def _investigation_page(
         None
         if case is None
         else first_seeing(
-            staff.principal,
-            (Role.INVESTIGATING_ENTITY,),
-            lambda a: case_access(a, case, policy) is not None,
+            staff.principal, roles, lambda a: case_access(a, case, policy) is not None
         )
     )
     if reader is None:
         raise ConsoleRefusal(404, NO_CASE, staff)
+    return case, policy, reader
+
+
+async def _investigation_page(
+    request: Request,
+    staff: Staff,
+    case_id: UUID,
+    *,
+    error: str | None = None,
+    status: int = 200,
+) -> Response:
+    role_in(staff, (Role.INVESTIGATING_ENTITY,))
+    case, policy, reader = await _investigated_case(
+        request, staff, case_id, (Role.INVESTIGATING_ENTITY,)
+    )
     access = case_access(reader, case, policy)
     assert access is not None
     view, _ = case_view(case, access)  # only the referral's state is shown: no personal data
@@ -342,24 +353,7 @@ async def _investigation_action(
 ) -> Response:
     fields = await posted(request, staff)
     gettext = translations(request, staff)
-    app = mechanism(request)
-
-    def load() -> tuple[Any, Any]:
-        try:
-            return app.get_case(case_id), app.network().policy
-        except NotFound:
-            return None, None
-
-    case, policy = await in_thread(load)
-    actor = (
-        None
-        if case is None
-        else first_seeing(
-            staff.principal, INVESTIGATORS, lambda a: case_access(a, case, policy) is not None
-        )
-    )
-    if actor is None:
-        raise ConsoleRefusal(404, NO_CASE, staff)
+    _, _, actor = await _investigated_case(request, staff, case_id, INVESTIGATORS)
     try:
         if not str(fields.get("expected_version", "")).strip():
             # the page always sends the version it was read at: without it two people
