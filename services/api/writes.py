@@ -43,6 +43,9 @@ T = TypeVar("T")
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
 
+Command = Callable[[ComplaintMechanism], Callable[..., Written]]
+"""A command of the application, chosen on it: ``lambda app: app.give_consent``."""
+
 
 def mechanism(request: Request) -> ComplaintMechanism:
     """The application service the API was started with."""
@@ -73,7 +76,7 @@ def command_fields(body: BaseModel, *leave: str) -> dict[str, Any]:
 
 
 def calling(
-    command: Callable[[ComplaintMechanism], Callable[..., Written]],
+    command: Command,
     body: BaseModel,
     *on: object,
     actor: Actor,

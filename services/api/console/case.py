@@ -59,7 +59,6 @@ from services.api.console.site import render
 from services.api.pages.i18n import N_
 from services.api.problems import domain_problem
 from services.api.routes.cases import (
-    Command,
     assessment_arguments,
     case_decision,
     erasure_arguments,
@@ -82,7 +81,7 @@ from services.api.schemas.cases import (
     ReopeningIn,
     TransferIn,
 )
-from services.api.writes import in_thread, mechanism, now
+from services.api.writes import Command, in_thread, mechanism, now
 from services.application.commands import Written
 from services.application.mechanism import ComplaintMechanism
 from services.event_store.errors import EventStoreUnavailable

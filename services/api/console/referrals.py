@@ -51,13 +51,13 @@ from services.api.console.site import NAV, render
 from services.api.pages.i18n import N_
 from services.api.problems import Problem
 from services.api.read_models import query
-from services.api.routes.cases import INVESTIGATORS, Command
+from services.api.routes.cases import INVESTIGATORS
 from services.api.routes.referrals import PROVIDER, SURVIVOR_SIDE
 from services.api.schemas.cases import AcknowledgementIn, OutcomeIn
 from services.api.schemas.common import CaseCommand, EmptyIn
 from services.api.schemas.referrals import FollowUpIn, ProviderDeclineIn
 from services.api.views import case_view, referral_view
-from services.api.writes import calling, now
+from services.api.writes import Command, calling, now
 from services.application.commands import expecting
 from services.projector.storage import ReadModelStore, read_model_store
 

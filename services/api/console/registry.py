@@ -17,7 +17,7 @@ from typing import Any, Final
 
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
-from pydantic import TypeAdapter
+from pydantic import BaseModel, TypeAdapter
 
 from domain.actors import Role
 from domain.errors import NotFound
@@ -46,7 +46,7 @@ from services.api.schemas.network import (
     PolicyIn,
     ServiceProviderIn,
 )
-from services.api.writes import calling, now
+from services.api.writes import Command, calling, now
 from services.prevention.reads import prevention_view
 
 router = APIRouter(prefix="/console")
@@ -186,48 +186,49 @@ async def _act(request: Request, staff: Staff, handle: Any) -> Response:
     return _done()
 
 
-@router.post("/registry/agencies")
-async def register_agency(request: Request, staff: SignedIn) -> Response:
+async def _recording(
+    request: Request,
+    staff: Staff,
+    model: type[BaseModel],
+    command: Command,
+    *,
+    of_agency: bool = False,
+) -> Response:
+    """The form of ``command``, read as the API reads its body (``model``); with
+    ``of_agency``, the form's ``agency`` names the agency it is about (the API's path)."""
+
     async def handle(actor: Any, fields: dict[str, Any], gettext: Any) -> None:
-        body = parse(AgencyIn, fields, gettext)
-        await record(request, calling(lambda app: app.register_agency, body, actor=actor), gettext)
+        agency = {"agency": str(fields.pop("agency", ""))} if of_agency else {}
+        body = parse(model, fields, gettext)
+        await record(request, calling(command, body, actor=actor, **agency), gettext)
 
     return await _act(request, staff, handle)
+
+
+@router.post("/registry/agencies")
+async def register_agency(request: Request, staff: SignedIn) -> Response:
+    return await _recording(request, staff, AgencyIn, lambda app: app.register_agency)
 
 
 @router.post("/registry/focal-points")
 async def appoint_focal_point(request: Request, staff: SignedIn) -> Response:
-    async def handle(actor: Any, fields: dict[str, Any], gettext: Any) -> None:
-        agency = str(fields.pop("agency", ""))
-        body = parse(FocalPointIn, fields, gettext)
-        command = calling(lambda app: app.appoint_focal_point, body, actor=actor, agency=agency)
-        await record(request, command, gettext)
-
-    return await _act(request, staff, handle)
+    return await _recording(
+        request, staff, FocalPointIn, lambda app: app.appoint_focal_point, of_agency=True
+    )
 
 
 @router.post("/registry/focal-points/withdrawal")
 async def withdraw_focal_point(request: Request, staff: SignedIn) -> Response:
-    async def handle(actor: Any, fields: dict[str, Any], gettext: Any) -> None:
-        agency = str(fields.pop("agency", ""))
-        body = parse(FocalPointIn, fields, gettext)
-        command = calling(lambda app: app.withdraw_focal_point, body, actor=actor, agency=agency)
-        await record(request, command, gettext)
-
-    return await _act(request, staff, handle)
+    return await _recording(
+        request, staff, FocalPointIn, lambda app: app.withdraw_focal_point, of_agency=True
+    )
 
 
 @router.post("/registry/investigating-entity")
 async def designate_entity(request: Request, staff: SignedIn) -> Response:
-    async def handle(actor: Any, fields: dict[str, Any], gettext: Any) -> None:
-        agency = str(fields.pop("agency", ""))
-        body = parse(EntityIn, fields, gettext)
-        command = calling(
-            lambda app: app.designate_investigating_entity, body, actor=actor, agency=agency
-        )
-        await record(request, command, gettext)
-
-    return await _act(request, staff, handle)
+    return await _recording(
+        request, staff, EntityIn, lambda app: app.designate_investigating_entity, of_agency=True
+    )
 
 
 @router.post("/registry/service-providers")

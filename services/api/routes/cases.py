@@ -52,7 +52,15 @@ from services.api.schemas.cases import (
 )
 from services.api.schemas.common import PROBLEM_RESPONSES, USER, CaseCommand, WrittenOut
 from services.api.views import case_view, history_event
-from services.api.writes import command_fields, in_thread, mechanism, now, perform, perform_as
+from services.api.writes import (
+    Command,
+    command_fields,
+    in_thread,
+    mechanism,
+    now,
+    perform,
+    perform_as,
+)
 from services.application.commands import Written, expecting
 from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
@@ -330,10 +338,6 @@ async def revoke_audit_access(
 
 
 # ------------------------------------------------------------------ commands
-
-
-Command = Callable[[ComplaintMechanism], Callable[..., Written]]
-"""A command of the application, chosen on it: ``lambda app: app.give_consent``."""
 
 
 def assessment_arguments(body: AssessmentIn) -> dict[str, Any]:

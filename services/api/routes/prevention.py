@@ -11,7 +11,7 @@ agency's focal points only.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
@@ -38,9 +38,8 @@ from services.api.schemas.prevention import (
     TrainingIn,
     WorkPlanIn,
 )
-from services.api.writes import calling, in_thread, mechanism, now, perform
-from services.application.commands import Written, expecting
-from services.application.mechanism import ComplaintMechanism
+from services.api.writes import Command, calling, in_thread, mechanism, now, perform
+from services.application.commands import expecting
 from services.identity.tokens import Principal
 from services.prevention.reads import latest_release, prevention_view
 from services.prevention.report import gather, to_html, to_xlsx
@@ -67,7 +66,7 @@ router = APIRouter(prefix="/v1/prevention", tags=["prevention"], responses=PROBL
 async def _record(
     request: Request,
     principal: Principal,
-    command: Callable[[ComplaintMechanism], Callable[..., Written]],
+    command: Command,
     body: BaseModel,
     *on: object,
     roles: Iterable[Role] = RECORDERS,

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Annotated
 from uuid import UUID
@@ -21,7 +21,7 @@ from services.api.auth import CurrentPrincipal, acting_on, first_seeing
 from services.api.schemas.common import PROBLEM_RESPONSES, EmptyIn, WrittenOut
 from services.api.schemas.referrals import FollowUpIn, ProviderDeclineIn, ReferralOut
 from services.api.views import referral_view
-from services.api.writes import command_fields, in_thread, mechanism, now, perform_as
+from services.api.writes import Command, command_fields, in_thread, mechanism, now, perform_as
 from services.application.commands import Written
 from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
@@ -57,7 +57,7 @@ async def _command(
     principal: Principal,
     referral_id: UUID,
     body: BaseModel,
-    command: Callable[[ComplaintMechanism], Callable[..., Written]],
+    command: Command,
     *,
     roles: Iterable[Role] = PROVIDER,
 ) -> JSONResponse:
