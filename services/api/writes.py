@@ -11,7 +11,7 @@ database lets one be saved and the other is answered like a retry.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -21,8 +21,9 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from domain.actors import Actor
+from domain.actors import Actor, Role
 from domain.errors import DomainError
+from services.api.auth import require_role
 from services.api.problems import Problem
 from services.api.schemas.common import WrittenOut
 from services.application.commands import Written
@@ -88,6 +89,25 @@ def calling(
     application through here."""
     fields = {**command_fields(body), **extra}
     return lambda app: command(app)(*on, actor=actor, at=now(), **fields)
+
+
+async def perform_command(
+    request: Request,
+    principal: Principal,
+    roles: Iterable[Role],
+    command: Command,
+    body: BaseModel,
+    *on: object,
+    status: int = 200,
+    **extra: object,
+) -> JSONResponse:
+    """``command`` by the caller, in the first of ``roles`` they hold (403 otherwise), run
+    once (``perform``) as ``calling`` makes it: on ``on``, with the body's fields and
+    ``extra``."""
+    actor = require_role(principal, roles)
+    return await perform(
+        request, principal, calling(command, body, *on, actor=actor, **extra), status=status
+    )
 
 
 def _answer(written: WrittenOut, status: int, replayed: bool, location: str | None) -> JSONResponse:

@@ -25,7 +25,7 @@ from services.api.schemas.network import (
     ShareKeyIn,
     ShareKeyOut,
 )
-from services.api.writes import calling, in_thread, mechanism, now, perform
+from services.api.writes import in_thread, mechanism, now, perform, perform_command
 
 router = APIRouter(prefix="/v1/network", tags=["network"], responses=PROBLEM_RESPONSES)
 
@@ -117,12 +117,8 @@ async def register_agency(
     request: Request, principal: CurrentPrincipal, body: AgencyIn
 ) -> JSONResponse:
     """Add a member agency."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
-        request,
-        principal,
-        calling(lambda app: app.register_agency, body, actor=actor),
-        status=201,
+    return await perform_command(
+        request, principal, COORDINATOR, lambda app: app.register_agency, body, status=201
     )
 
 
@@ -131,11 +127,13 @@ async def designate_investigating_entity(
     request: Request, principal: CurrentPrincipal, agency: AgencyCode, body: EntityIn
 ) -> JSONResponse:
     """Name the unit that investigates the agency's personnel."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
+    return await perform_command(
         request,
         principal,
-        calling(lambda app: app.designate_investigating_entity, body, actor=actor, agency=agency),
+        COORDINATOR,
+        lambda app: app.designate_investigating_entity,
+        body,
+        agency=agency,
     )
 
 
@@ -145,11 +143,13 @@ async def register_agency_share_key(
 ) -> JSONResponse:
     """Register (or replace) the X25519 public key that personal data shared with the agency
     travels sealed to (`cbcm agency keygen` makes a key pair)."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
+    return await perform_command(
         request,
         principal,
-        calling(lambda app: app.register_agency_share_key, body, actor=actor, agency=agency),
+        COORDINATOR,
+        lambda app: app.register_agency_share_key,
+        body,
+        agency=agency,
     )
 
 
@@ -158,11 +158,8 @@ async def appoint_focal_point(
     request: Request, principal: CurrentPrincipal, agency: AgencyCode, body: FocalPointIn
 ) -> JSONResponse:
     """Appoint a focal point (an account id) of the agency."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
-        request,
-        principal,
-        calling(lambda app: app.appoint_focal_point, body, actor=actor, agency=agency),
+    return await perform_command(
+        request, principal, COORDINATOR, lambda app: app.appoint_focal_point, body, agency=agency
     )
 
 
@@ -184,10 +181,6 @@ async def register_service_provider(
     request: Request, principal: CurrentPrincipal, body: ServiceProviderIn
 ) -> JSONResponse:
     """Add a provider to the referral pathway."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
-        request,
-        principal,
-        calling(lambda app: app.register_service_provider, body, actor=actor),
-        status=201,
+    return await perform_command(
+        request, principal, COORDINATOR, lambda app: app.register_service_provider, body, status=201
     )

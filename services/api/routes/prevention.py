@@ -38,7 +38,7 @@ from services.api.schemas.prevention import (
     TrainingIn,
     WorkPlanIn,
 )
-from services.api.writes import Command, calling, in_thread, mechanism, now, perform
+from services.api.writes import Command, in_thread, mechanism, now, perform, perform_command
 from services.application.commands import expecting
 from services.identity.tokens import Principal
 from services.prevention.reads import latest_release, prevention_view
@@ -73,12 +73,9 @@ async def _record(
     status: int = 200,
     **extra: object,
 ) -> JSONResponse:
-    """``command`` (``lambda app: app.assess_risk``) by the caller, in the first of ``roles``
-    they hold, on the record ``on`` names (nothing for a new one); its keyword arguments are
-    the body's fields, named alike, and ``extra``."""
-    actor = require_role(principal, roles)
-    return await perform(
-        request, principal, calling(command, body, *on, actor=actor, **extra), status=status
+    """``perform_command`` for the recorders of prevention work (or ``roles``)."""
+    return await perform_command(
+        request, principal, roles, command, body, *on, status=status, **extra
     )
 
 
