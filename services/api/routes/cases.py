@@ -84,6 +84,29 @@ def _allegation(a: AllegationIn) -> Allegation:
     return Allegation(**a.model_dump())
 
 
+def complaint_command(
+    actor: Actor, body: ComplaintIn, receipt: Any
+) -> Callable[[ComplaintMechanism], Written]:
+    """Recording the complaint ``body`` (with ``receipt``: the receipt code issued for it and
+    its secret), for ``POST /v1/cases`` and for intake from other tools."""
+
+    def command(app: ComplaintMechanism) -> Written:
+        return app.receive_complaint(
+            actor=actor,
+            at=now(),
+            received_at=body.received_at,
+            channel=body.channel,
+            complainant_role=body.complainant_role,
+            immediate_safety_risk=body.immediate_safety_risk,
+            narrative=body.narrative,
+            complainant=_person(body.complainant),
+            survivor=_person(body.survivor),
+            receipt=None if receipt is None else (receipt[0].locator, receipt[1]),
+        )
+
+    return command
+
+
 def _case_location(written: Written) -> str:
     return f"/v1/cases/{written.id}"
 
@@ -149,19 +172,7 @@ async def receive_complaint(
     receipts = request.app.state.receipts
     receipt = await receipts.issue(app) if body.issue_receipt else None
 
-    def command(app: ComplaintMechanism) -> Written:
-        return app.receive_complaint(
-            actor=actor,
-            at=now(),
-            received_at=body.received_at,
-            channel=body.channel,
-            complainant_role=body.complainant_role,
-            immediate_safety_risk=body.immediate_safety_risk,
-            narrative=body.narrative,
-            complainant=_person(body.complainant),
-            survivor=_person(body.survivor),
-            receipt=None if receipt is None else (receipt[0].locator, receipt[1]),
-        )
+    command = complaint_command(actor, body, receipt)
 
     return await perform(
         request,

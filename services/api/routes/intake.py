@@ -39,6 +39,7 @@ from services.api.intake import (
     from_rapidpro,
 )
 from services.api.problems import Problem
+from services.api.routes.cases import complaint_command
 from services.api.schemas.cases import ComplaintIn
 from services.api.schemas.common import PROBLEM_RESPONSES, WrittenOut
 from services.api.writes import mechanism, now, perform
@@ -121,23 +122,7 @@ def _refuse(request: Request, tool: Tool, error: Malformed) -> Problem:
 def _command(actor: Actor, submission: Submission, receipt: Any) -> Any:
     body = submission.body
     if isinstance(body, ComplaintIn):
-
-        def complaint(app: ComplaintMechanism) -> Written:
-            return app.receive_complaint(
-                actor=actor,
-                at=now(),
-                received_at=body.received_at,
-                channel=body.channel,
-                complainant_role=body.complainant_role,
-                immediate_safety_risk=body.immediate_safety_risk,
-                narrative=body.narrative,
-                complainant=None
-                if body.complainant is None
-                else _details(body.complainant.model_dump()),
-                receipt=None if receipt is None else (receipt[0].locator, receipt[1]),
-            )
-
-        return complaint
+        return complaint_command(actor, body, receipt)
 
     def feedback(app: ComplaintMechanism) -> Written:
         return app.receive_feedback(
@@ -151,12 +136,6 @@ def _command(actor: Actor, submission: Submission, receipt: Any) -> Any:
         )
 
     return feedback
-
-
-def _details(values: dict[str, Any]) -> Any:
-    from domain.personal_data import PersonDetails  # noqa: PLC0415 - beside its one use
-
-    return PersonDetails(**values)
 
 
 async def _record(
