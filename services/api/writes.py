@@ -78,16 +78,16 @@ def command_fields(body: BaseModel, *leave: str) -> dict[str, Any]:
 
 def calling(
     command: Command,
-    body: BaseModel,
+    body: BaseModel | None,
     *on: object,
     actor: Actor,
     **extra: object,
 ) -> Callable[[ComplaintMechanism], Written]:
     """``command`` (``lambda app: app.assess_risk``) by ``actor`` on the record ``on`` names
     (nothing for a new one), at the time it runs; its keyword arguments are the body's fields
-    (``command_fields``) and ``extra``. The API's routes and the console's forms call the
-    application through here."""
-    fields = {**command_fields(body), **extra}
+    (``command_fields``; none without a body) and ``extra``. The API's routes and the
+    console's forms call the application through here."""
+    fields = {**({} if body is None else command_fields(body)), **extra}
     return lambda app: command(app)(*on, actor=actor, at=now(), **fields)
 
 
@@ -96,7 +96,7 @@ async def perform_command(
     principal: Principal,
     roles: Iterable[Role],
     command: Command,
-    body: BaseModel,
+    body: BaseModel | None,
     *on: object,
     status: int = 200,
     **extra: object,

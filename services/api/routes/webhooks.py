@@ -25,7 +25,7 @@ from services.api.schemas.webhooks import (
     WebhookTypesIn,
     WebhookWrittenOut,
 )
-from services.api.writes import in_thread, mechanism, now, perform
+from services.api.writes import in_thread, mechanism, now, perform, perform_command
 from services.application.webhooks import AGENCY_EVENT_TYPES
 
 router = APIRouter(prefix="/v1/webhooks", tags=["webhooks"], responses=PROBLEM_RESPONSES)
@@ -108,13 +108,8 @@ async def rotate_secret(
     request: Request, principal: CurrentPrincipal, endpoint_id: EndpointId, body: WebhookSecretIn
 ) -> JSONResponse:
     """Sign with a new secret from the next delivery on."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.rotate_webhook_secret(
-            endpoint_id, actor=actor, secret=body.secret, at=now()
-        ),
+    return await perform_command(
+        request, principal, COORDINATOR, lambda app: app.rotate_webhook_secret, body, endpoint_id
     )
 
 
@@ -123,13 +118,8 @@ async def set_event_types(
     request: Request, principal: CurrentPrincipal, endpoint_id: EndpointId, body: WebhookTypesIn
 ) -> JSONResponse:
     """Replace the types delivered (from the next event on)."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
-        request,
-        principal,
-        lambda app: app.set_webhook_event_types(
-            endpoint_id, actor=actor, event_types=tuple(body.event_types), at=now()
-        ),
+    return await perform_command(
+        request, principal, COORDINATOR, lambda app: app.set_webhook_event_types, body, endpoint_id
     )
 
 
@@ -138,9 +128,8 @@ async def disable_webhook(
     request: Request, principal: CurrentPrincipal, endpoint_id: EndpointId
 ) -> JSONResponse:
     """Stop deliveries; the agency's events wait in the endpoint's queue."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
-        request, principal, lambda app: app.disable_webhook(endpoint_id, actor=actor, at=now())
+    return await perform_command(
+        request, principal, COORDINATOR, lambda app: app.disable_webhook, None, endpoint_id
     )
 
 
@@ -149,9 +138,8 @@ async def enable_webhook(
     request: Request, principal: CurrentPrincipal, endpoint_id: EndpointId
 ) -> JSONResponse:
     """Deliver again, what waited first."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
-        request, principal, lambda app: app.enable_webhook(endpoint_id, actor=actor, at=now())
+    return await perform_command(
+        request, principal, COORDINATOR, lambda app: app.enable_webhook, None, endpoint_id
     )
 
 
@@ -160,7 +148,6 @@ async def remove_webhook(
     request: Request, principal: CurrentPrincipal, endpoint_id: EndpointId
 ) -> JSONResponse:
     """Remove the endpoint (recorded; its waiting deliveries are dropped)."""
-    actor = require_role(principal, COORDINATOR)
-    return await perform(
-        request, principal, lambda app: app.remove_webhook(endpoint_id, actor=actor, at=now())
+    return await perform_command(
+        request, principal, COORDINATOR, lambda app: app.remove_webhook, None, endpoint_id
     )
