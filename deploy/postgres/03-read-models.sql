@@ -11,9 +11,11 @@
 -- cbcm_projector makes and owns a schema per read model (<prefix>_inbox, ...; a rebuild
 -- --into makes another), the stall records' schema (<prefix>_status) and the statistics
 -- release ledger's (<prefix>_stats_releases): it needs CREATE on the database and nothing
--- else. A release, once made, is refused any update or delete by triggers, the owner's too. cbcm_reader may read whatever cbcm_projector makes, from
--- the moment it makes it (default privileges: USAGE on its schemas, SELECT on its tables),
--- and can write, create or lock nothing.
+-- else. A release, once made, is refused any update or delete by triggers, for any statement
+-- (the owner can still disable them: they stop mistakes and other roles, not the owner).
+-- cbcm_reader may read whatever cbcm_projector makes, from the moment it makes it (default
+-- privileges: USAGE on its schemas, SELECT on its tables), and can write or create nothing
+-- (advisory locks are open to every role of the database: it could hold the publishers').
 
 CREATE ROLE cbcm_projector LOGIN;
 CREATE ROLE cbcm_reader LOGIN;

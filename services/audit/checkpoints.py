@@ -410,7 +410,7 @@ class CheckpointPublisher:
         if key is None or not isinstance(erasure_log, ErasureLog):
             return
         if self._told_to is None:
-            self._told_to = await last_noticed(self._js, store)
+            self._told_to = await last_noticed(self._js, store, key)
         told_to = self._told_to
 
         def untold() -> list[LedgerEntry]:

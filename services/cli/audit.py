@@ -882,7 +882,7 @@ def audit_learn_erasures() -> None:
     publisher's NATS credentials."""
     import nats.errors
 
-    from services.audit.erasure_notices import notice_keys, told
+    from services.audit.erasure_notices import told
     from services.event_store.personal_data.erasure_log import ErasureLog
     from services.nats.client import jetstream_options, nats_connect_options
 
@@ -904,9 +904,11 @@ def audit_learn_erasures() -> None:
                         nats_url(settings),
                         nats_connect_options(settings, "audit-checkpoint"),
                         jetstream_options(settings),
-                        # the retired keys too: notices told before a rotation (ADR 26)
-                        notice_keys(recorder, key, dict(getattr(recorder, "retired_writers", {}))),
+                        key,
                         store,
+                        # their notices are passed over: told again under the current key
+                        # by the checkpoint publisher (ADR 26)
+                        retired=dict(getattr(recorder, "retired_writers", {})),
                     )
                 )
             except (OSError, TimeoutError, nats.errors.Error) as e:

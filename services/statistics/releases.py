@@ -203,10 +203,11 @@ class PostgresLedgerDb:
 
 
 def _lock_key(url: str, schema: str) -> int:
-    """The advisory lock key of the ledger in ``url``'s database (the publishers' lock)."""
-    info = psycopg.conninfo.conninfo_to_dict(_split(url)[0])
-    dbname = str(info.get("dbname") or info.get("user") or "postgres")
-    digest = hashlib.sha256(f"cbcm-stats-releases:{dbname}:{schema}".encode()).digest()
+    """The advisory lock key of the ledger in ``url``'s database (the publishers' lock).
+    Advisory locks are the database's own, so the key names the schema only: a key derived
+    from the URL's spelling of the database (named, or left to ``PGDATABASE``) gave two
+    publishers of one ledger two locks (attack review)."""
+    digest = hashlib.sha256(f"cbcm-stats-releases:{schema}".encode()).digest()
     return int.from_bytes(digest[:8], "big", signed=True)
 
 

@@ -492,8 +492,7 @@ def test_erasures_told_before_any_rotation_are_learnt_back_and_forged_notices_ar
         finally:
             app.close()
 
-        # when a host learns the erasures back from the audit stream with the current key
-        # and the retired ones kept beside it
+        # when a host learns the erasures back from the audit stream
         env = {
             "CBCM_DATA_DIR": str(data),
             "CBCM_EVENT_STORE": settings.event_store,
@@ -503,16 +502,19 @@ def test_erasures_told_before_any_rotation_are_learnt_back_and_forged_notices_ar
         with structlog.testing.capture_logs() as logs:
             learnt = CliRunner().invoke(cli, ["audit", "learn-erasures"], env=env)
     assert learnt.exit_code == 0, learnt.output
-    # then every erasure told is learnt, whichever key made its notice ...
+    # then every erasure is learnt, whichever key was current when it was first told (the
+    # checkpoint publisher told them again under the current key) ...
     told = int(learnt.output.split(" erasure(s) told")[0].split()[-1])
     assert told == len(genuine), learnt.output
-    # ... and every forged notice is refused, saying why
+    # ... the notice under a key the network never had is refused as forged, and those under
+    # the retired keys (the genuine ones told before a rotation, and a thief's) are passed
+    # over: none of the thief's is learnt (the count above)
     refused = [e for e in logs if e["event"] == "audit.erasure_notice_forged"]
-    assert len(refused) == len(forged)
-    assert sum("no writer key held here" in e["detail"] for e in refused) == 1
-    assert sum("after the rotation that retired" in e["detail"] for e in refused) == 2 * len(
-        retired
-    )
+    assert [e["detail"] for e in refused] == [
+        "a notice on the audit stream no writer key held here made: ignored"
+    ]
+    passed_over = [e for e in logs if e["event"] == "audit.erasure_notice_passed_over"]
+    assert len(passed_over) >= 2 * len(retired)
 
 
 # Found while arguing the units (ADR 26, section 5): the ceremony's commands run as root, the
