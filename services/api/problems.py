@@ -5,6 +5,7 @@ from __future__ import annotations
 from http import HTTPStatus
 from typing import Any
 
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
@@ -130,6 +131,19 @@ def install_problem_handlers(app: FastAPI) -> None:
             "Event store unavailable",
             "the event store cannot be reached; nothing was recorded; retry shortly",
             {"Retry-After": "2"},
+        )
+
+    @app.exception_handler(psycopg.OperationalError)
+    async def _database_away(request: Request, exc: psycopg.OperationalError) -> JSONResponse:
+        # A read model's or the release ledger's PostgreSQL out of reach where no read path
+        # said so itself (the attack review found console and prevention pages giving 500).
+        # The driver's message may name hosts: not repeated.
+        return problem_response(
+            request,
+            503,
+            "Database unavailable",
+            "a database this answer reads cannot be reached just now; retry shortly",
+            {"Retry-After": "5"},
         )
 
     @app.exception_handler(ThrottleUnavailable)
