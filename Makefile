@@ -40,8 +40,8 @@ test: $(STAMP) tools browser-deps
 
 ## The tests' temporary files (every tmp_path, the SQLite stores, nats-server's JetStream, the
 ## throwaway PostgreSQL) go to a tmpfs where the machine has one at /dev/shm: a SQLite commit
-## waits for its fsync on a disk (about 7 ms here, shared), not in memory, and nothing in
-## `make test` survives a power cut or tests that it does (`make fault` keeps the disk).
+## waits for its fsync on a disk (about 7 ms here, shared), not in memory, and no test of
+## `make test` is about surviving a power cut (those of `make fault` are: they keep the disk).
 ## `make test TEST_TMPDIR=` keeps the usual TMPDIR.
 TEST_TMPDIR ?= $(shell test -d /dev/shm -a -w /dev/shm && echo /dev/shm/cbcm-tests-$$(id -u))
 
