@@ -26,6 +26,7 @@ from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
 from services.nats.server import EmbeddedNats
 from services.settings import Settings
+from tests import lazy_schemathesis
 from tests.read_model_places import Places
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
@@ -41,6 +42,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "serve_settings(**env): settings of its own for the test's `cbcm serve` stack"
     )
+
+
+lazy_schemathesis.install()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A schemathesis test is built when it runs, not in every worker's collection."""
+    lazy_schemathesis.swap_in(item)
 
 
 def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
