@@ -26,7 +26,7 @@ from domain.errors import DomainError
 from services.api.auth import require_role
 from services.api.problems import Problem
 from services.api.schemas.common import WrittenOut
-from services.application.commands import Written
+from services.application.commands import Expected, Written
 from services.application.idempotency import (
     KEY_PATTERN,
     IdempotentRequest,
@@ -87,8 +87,32 @@ def calling(
     (nothing for a new one), at the time it runs; its keyword arguments are the body's fields
     (``command_fields``; none without a body) and ``extra``. The API's routes and the
     console's forms call the application through here."""
-    fields = {**({} if body is None else command_fields(body)), **extra}
+    version = None if body is None else getattr(body, "expected_version", None)
+    if version is not None and not any(
+        isinstance(o, Expected) and o.version == version for o in on
+    ):
+        # a version the caller expects must be checked (``expecting(id, version)`` as the
+        # target), never dropped: the command would go over a newer version unseen
+        raise TypeError(f"{type(body).__name__}'s expected_version is not on its target")
+    fields = merged(None if body is None else command_fields(body), extra)
     return lambda app: command(app)(*on, actor=actor, at=now(), **fields)
+
+
+SERVER_ARGUMENTS = frozenset({"actor", "at"})
+"""What the server gives every command, never a body."""
+
+
+def merged(fields: dict[str, Any] | None, *more: dict[str, Any]) -> dict[str, Any]:
+    """A body's fields with the arguments the server adds, refusing (a programming error,
+    never a request's) any name given twice, or a body field named like an argument only the
+    server gives: a body must never be able to set, or silently lose, one of those."""
+    together: dict[str, Any] = {}
+    for part in (fields or {}, *more):
+        clash = (together.keys() | SERVER_ARGUMENTS) & part.keys()
+        if clash:
+            raise TypeError(f"command arguments given twice or reserved: {sorted(clash)}")
+        together.update(part)
+    return together
 
 
 async def perform_command(

@@ -65,7 +65,7 @@ from contracts.audit import (
 from services.application.mechanism import ComplaintMechanism
 from services.audit import tree as merkle_tree
 from services.audit.custody import signable_head
-from services.audit.erasure_notices import last_noticed, tell
+from services.audit.erasure_notices import HeldBack, last_noticed, tell
 from services.audit.keys import configured_origin, key_id, load_log_origin, load_signing_key
 from services.audit.metrics import checkpoint_metrics
 from services.audit.note import (
@@ -424,6 +424,11 @@ class CheckpointPublisher:
         entries = await asyncio.to_thread(untold)
         try:
             await tell(self._js, entries, key, store)
+        except HeldBack as e:
+            # told again at a later step, from where the current key's notices stop
+            log.info("audit.erasure_told_later", position=e.position)
+            self._told_to = None
+            return
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
             log.error("audit.erasures_not_told", error=type(e).__name__, position=position)
             return

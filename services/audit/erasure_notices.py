@@ -13,7 +13,9 @@ under a retired key cannot be told apart from one a thief made with a kept copy 
 and a position before its retirement (an attack review did exactly that and erased a live
 case's data): the position is the notice's own word. So the checkpoint publisher tells again,
 under the current key, every erasure of the ledger that no notice under the current key has
-told yet: after a rotation its first run tells them all again, and ``learn-erasures`` reads
+told yet: after a rotation its first run tells them all again (one JetStream still
+remembers by its message id, told within two minutes before, goes out once that window has
+passed), and ``learn-erasures`` reads
 the current key's notices only. Notices under a retired key held here are passed over (an
 info line); a notice under no key held is forged (an error line). Where the telling resumes
 is the last notice the current key made, never merely the last message on the subject
@@ -140,15 +142,34 @@ async def last_noticed(js: JetStreamContext, store: str, key: WriterKey) -> int:
 async def tell(js: JetStreamContext, entries: list[LedgerEntry], key: WriterKey, store: str) -> int:
     """Publish a notice of each entry, in order; how many."""
     for entry in sorted(entries):
-        # the key in the id: a telling again under a new key is not a duplicate
-        msg_id = f"{store}:erasure:{key.key_id}:{entry.position}:{entry.scope}:{entry.subject}"
-        await js.publish(
+        msg_id = f"{store}:erasure:{entry.position}:{entry.scope}:{entry.subject}"
+        ack = await js.publish(
             ERASURE_NOTICE_SUBJECT,
             encode_erasure_notice(notice_of(entry, key, store)),
             stream=AUDIT_STREAM,
             headers={"Nats-Msg-Id": msg_id},
         )
+        if ack.duplicate:
+            # Dropped as a duplicate of a message of the same id told within JetStream's
+            # duplicate window: fine if ``key`` made it, not if an older key did (a telling
+            # again right after a rotation): then told once the window has passed.
+            kept = await js.get_msg(AUDIT_STREAM, ack.seq)
+            try:
+                first = decode_erasure_notice(kept.data or b"")
+            except (msgspec.DecodeError, msgspec.ValidationError):
+                first = None
+            if first is None or judge(first, key, {}, store)[0] is None:
+                raise HeldBack(entry.position)
     return len(entries)
+
+
+class HeldBack(Exception):
+    """An erasure not told again under the current key yet: JetStream still remembers its
+    message id from a notice under an older key (its duplicate window, two minutes)."""
+
+    def __init__(self, position: int) -> None:
+        super().__init__(f"erasure at position {position} told again once the window passes")
+        self.position = position
 
 
 async def told(

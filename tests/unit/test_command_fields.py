@@ -7,6 +7,7 @@ console's tables pair with a command to the command's parameters, and check what
 from __future__ import annotations
 
 import inspect
+import operator
 from collections.abc import Callable
 from typing import Any
 
@@ -99,3 +100,35 @@ def test_the_body_is_handed_on_with_lists_as_tuples_and_without_its_version() ->
         "reason": body.reason,
         "shared": (body.shared[0],),
     }
+
+
+def test_a_body_cannot_set_or_lose_an_argument_the_server_gives() -> None:
+    """Attack review of the commands-as-data change: a body field named like an argument the
+    server gives (the actor, the time, the target's) or given twice must never be merged in
+    silently; and a body's expected_version must be on its target, never dropped."""
+    from uuid import uuid4  # noqa: PLC0415
+
+    from pydantic import BaseModel  # noqa: PLC0415
+
+    from services.api.writes import calling, merged  # noqa: PLC0415
+    from services.application.commands import expecting  # noqa: PLC0415
+
+    with pytest.raises(TypeError, match="reserved"):
+        merged({"at": 1})
+    with pytest.raises(TypeError, match="reserved"):
+        merged({"note": "x"}, {"actor": "someone"})
+    with pytest.raises(TypeError, match="twice"):
+        merged({"agency": "wfp"}, {"agency": "unhcr"})
+    assert merged({"note": "x"}, {"agency": "unhcr"}) == {"note": "x", "agency": "unhcr"}
+
+    class Versioned(BaseModel):
+        note: str
+        expected_version: int | None = None
+
+    record = uuid4()
+    actor: Any = object()
+    command: Any = operator.attrgetter("give_consent")
+    with pytest.raises(TypeError, match="expected_version"):
+        calling(command, Versioned(note="x", expected_version=3), record, actor=actor)
+    # on its target: accepted
+    calling(command, Versioned(note="x", expected_version=3), expecting(record, 3), actor=actor)

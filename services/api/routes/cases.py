@@ -57,6 +57,7 @@ from services.api.writes import (
     command_fields,
     in_thread,
     mechanism,
+    merged,
     now,
     perform,
     perform_as,
@@ -376,7 +377,7 @@ def case_decision(
     The API's routes and the console's case page decide through here."""
 
     def decide(app: ComplaintMechanism, actor: Actor, at: datetime) -> Written:
-        fields = {**command_fields(body), **extra, **(arguments(body) if arguments else {})}
+        fields = merged(command_fields(body), extra, arguments(body) if arguments else {})
         target = expecting(case_id, body.expected_version)
         return command(app)(target, actor=actor, at=at, **fields)
 

@@ -122,7 +122,9 @@ def _refuse(request: Request, tool: Tool, error: Malformed) -> Problem:
 def _command(actor: Actor, submission: Submission, receipt: Any) -> Any:
     body = submission.body
     if isinstance(body, ComplaintIn):
-        return complaint_command(actor, body, receipt)
+        # intake from other tools never records a survivor's details, whatever its mapping
+        # made (the API's own intake may: ``POST /v1/cases``)
+        return complaint_command(actor, body.model_copy(update={"survivor": None}), receipt)
 
     def feedback(app: ComplaintMechanism) -> Written:
         return app.receive_feedback(
