@@ -1128,6 +1128,25 @@ Progress = Callable[[int, int], None]
 """``progress(done, total)``: messages replayed so far, and how many to replay."""
 
 
+REBUILD_WAIT = 10.0
+"""Seconds a rebuild waits for its next batch before it gives up (the stream stopped)."""
+
+
+def _decode_and_apply(projection: Projection, db: ReadModelDb, msgs: list[Msg]) -> Applied:
+    """A rebuild's batch: decoded (the position from the message itself, its predecessor
+    from the relay's header, as ``previous_positions`` reads them) and applied."""
+    pending: list[tuple[int, CloudEvent[Any]]] = []
+    previous: dict[int, int] = {}
+    for msg in msgs:
+        position, message = decode(msg.data, msg.metadata.sequence.stream)
+        pending.append((position, message))
+        header = (msg.headers or {}).get(PREVIOUS_POSITION_HEADER)
+        if header is not None:
+            with contextlib.suppress(ValueError):
+                previous[position] = int(header)
+    return apply_batch(projection, db, pending, previous)
+
+
 async def rebuild(
     projection: Projection,
     where: Path | ReadModelStore,
@@ -1181,9 +1200,25 @@ async def _rebuild(
             progress(0, total)
         if total == 0:
             return 0
+        # Messages are gathered into batches by a callback (no task per message, as
+        # ``next_msg`` makes two); a batch is decoded and applied in a worker thread while
+        # the callback gathers the next one. At most two full batches wait: past that the
+        # callback waits, the subscription stops answering flow control and the server
+        # stops sending.
+        ready: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
+        gathering: list[Msg] = []
+
+        async def gather(msg: Msg) -> None:
+            nonlocal gathering
+            gathering.append(msg)
+            if len(gathering) >= batch or msg.metadata.sequence.stream >= last:
+                full, gathering = gathering, []
+                await ready.put(full)
+
         sub = await js.subscribe(
             EVENT_SUBJECTS,
             stream=STREAM,
+            cb=gather,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
         )
@@ -1192,16 +1227,12 @@ async def _rebuild(
         try:
             seq = 0
             while seq < last:
-                pending: list[tuple[int, CloudEvent[Any]]] = []
-                fetched: list[Msg] = []
-                while seq < last and len(pending) < batch:
-                    msg = await sub.next_msg(timeout=10)
-                    seq = msg.metadata.sequence.stream
-                    pending.append(decode(msg.data, seq))
-                    fetched.append(msg)
-                applied = await _in_thread(
-                    apply_batch, projection, db, pending, previous_positions(fetched)
-                )
+                try:
+                    fetched = await asyncio.wait_for(ready.get(), REBUILD_WAIT)
+                except TimeoutError:
+                    raise nats.errors.TimeoutError from None
+                seq = fetched[-1].metadata.sequence.stream
+                applied = await _in_thread(_decode_and_apply, projection, db, fetched)
                 position = applied.position
                 if applied.gap is not None:
                     raise PositionGap(applied.gap[1])
@@ -1212,7 +1243,7 @@ async def _rebuild(
                         f"{stall.position} ({stall.message_type}): {stall.error}; the "
                         f"rebuild stopped after position {applied.position}"
                     )
-                done += len(pending)
+                done += len(fetched)
                 if progress is not None:
                     progress(done, total)
         finally:
