@@ -1,7 +1,7 @@
 """A country's history (issue #16): relay catch-up, read-model rebuilds and reads at the size
 of a decade of a country's complaints, each next to a baseline measured in the same run.
 
-The store: ``CBCM_BENCH_EVENTS`` events (default 100,000; ``--quick``: 30,000; the issue's
+The store: ``CBCM_BENCH_EVENTS`` events (default 50,000; ``--quick``: 20,000; the issue's
 country-decade: 3,000,000) written by ``tests.bench.country``: real cases walked by the
 application, replicated with fresh ids over ten years, through the production encoder and
 recorder (sealed personal data, hash chain, writer marks, tiles). ``CBCM_BENCH_COUNTRY_CACHE``
@@ -43,9 +43,8 @@ import os
 import random
 import shutil
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -72,7 +71,7 @@ from tests.read_model_places import Places
 
 pytestmark = pytest.mark.bench
 
-EVENTS = int(os.environ.get("CBCM_BENCH_EVENTS", "30000" if quick() else "100000"))
+EVENTS = int(os.environ.get("CBCM_BENCH_EVENTS", "20000" if quick() else "50000"))
 READ_MODELS = tuple(
     os.environ.get("CBCM_BENCH_COUNTRY_READ_MODELS", "inbox,assistance,stats,register").split(",")
 )
