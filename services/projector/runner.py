@@ -1128,8 +1128,18 @@ Progress = Callable[[int, int], None]
 """``progress(done, total)``: messages replayed so far, and how many to replay."""
 
 
-REBUILD_WAIT = 10.0
-"""Seconds a rebuild waits for its next batch before it gives up (the stream stopped)."""
+def _rebuilt_up_to(projection: Projection, applied: Applied) -> int:
+    """The position a rebuild's batch reached; a gap or a stall ends the rebuild."""
+    if applied.gap is not None:
+        raise PositionGap(applied.gap[1])
+    if applied.stall is not None:
+        stall = applied.stall
+        raise ProjectorError(
+            f"read model {projection.name} cannot apply position "
+            f"{stall.position} ({stall.message_type}): {stall.error}; the "
+            f"rebuild stopped after position {applied.position}"
+        )
+    return applied.position
 
 
 def _decode_and_apply(projection: Projection, db: ReadModelDb, msgs: list[Msg]) -> Applied:
@@ -1200,53 +1210,44 @@ async def _rebuild(
             progress(0, total)
         if total == 0:
             return 0
-        # Messages are gathered into batches by a callback (no task per message, as
-        # ``next_msg`` makes two); a batch is decoded and applied in a worker thread while
-        # the callback gathers the next one. At most two full batches wait: past that the
-        # callback waits, the subscription stops answering flow control and the server
-        # stops sending.
-        ready: asyncio.Queue[list[Msg]] = asyncio.Queue(maxsize=2)
-        gathering: list[Msg] = []
-
-        async def gather(msg: Msg) -> None:
-            nonlocal gathering
-            gathering.append(msg)
-            if len(gathering) >= batch or msg.metadata.sequence.stream >= last:
-                full, gathering = gathering, []
-                await ready.put(full)
-
+        # The next batch is read while one is decoded and applied in the worker thread;
+        # batches are applied one at a time, in order. ``next_msg`` keeps the server's flow
+        # control: nats-py answers it as messages are taken from the subscription's queue.
+        # (A callback subscription would not: nats-py counts its messages delivered as they
+        # arrive, so the server outruns a slow rebuild and messages are dropped: ADR 28.)
         sub = await js.subscribe(
             EVENT_SUBJECTS,
             stream=STREAM,
-            cb=gather,
             ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
         )
         done = 0
         position = 0
+        applying: asyncio.Future[Applied] | None = None
+        applying_count = 0
         try:
             seq = 0
-            while seq < last:
-                try:
-                    fetched = await asyncio.wait_for(ready.get(), REBUILD_WAIT)
-                except TimeoutError:
-                    raise nats.errors.TimeoutError from None
-                seq = fetched[-1].metadata.sequence.stream
-                applied = await _in_thread(_decode_and_apply, projection, db, fetched)
-                position = applied.position
-                if applied.gap is not None:
-                    raise PositionGap(applied.gap[1])
-                if applied.stall is not None:
-                    stall = applied.stall
-                    raise ProjectorError(
-                        f"read model {projection.name} cannot apply position "
-                        f"{stall.position} ({stall.message_type}): {stall.error}; the "
-                        f"rebuild stopped after position {applied.position}"
+            while seq < last or applying is not None:
+                fetched: list[Msg] = []
+                while seq < last and len(fetched) < batch:
+                    msg = await sub.next_msg(timeout=10)
+                    seq = msg.metadata.sequence.stream
+                    fetched.append(msg)
+                if applying is not None:
+                    running, applying = applying, None
+                    position = _rebuilt_up_to(projection, await running)
+                    done += applying_count
+                    if progress is not None:
+                        progress(done, total)
+                if fetched:
+                    applying_count = len(fetched)
+                    applying = asyncio.ensure_future(
+                        _in_thread(_decode_and_apply, projection, db, fetched)
                     )
-                done += len(fetched)
-                if progress is not None:
-                    progress(done, total)
         finally:
+            if applying is not None:  # never close the read model under a running batch
+                with contextlib.suppress(BaseException):
+                    await applying
             await sub.unsubscribe()
         log.info("projector.rebuilt", projection=projection.name, position=position)
         return position

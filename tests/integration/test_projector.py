@@ -281,9 +281,10 @@ async def test_a_rebuild_slower_than_the_stream_applies_every_message_once_in_or
     read_model_places: Places,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The rebuild gathers the next batch while one is applied (issue #16, ADR 28): with
-    the applying slowed, batches back up behind it; each is still whole and in order, the
-    last one shorter than the rest, and the read model equals a live projector's."""
+    """The rebuild reads the next batch while one is applied (issue #16, ADR 28): with the
+    applying slowed, the stream runs ahead; the batches are still applied one at a time,
+    whole and in order, the last one shorter than the rest, and the read model equals a
+    live projector's."""
     await publish(server.url, published)
     last = published[-1].position
     live = read_model_places("live", "inbox")
