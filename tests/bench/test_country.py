@@ -20,9 +20,9 @@ Then, with an embedded nats-server:
 - *rebuilds*: each read model ``cbcm projections rebuild`` covers (inbox, assistance, stats,
   register), from the whole stream, into a SQLite file and into PostgreSQL schemas
   (``CBCM_TEST_POSTGRES_URL`` or the embedded server), alternating; the issue's bound: each
-  under 3 minutes. Baseline: nats-py reading the stream alone through an ordered consumer
-  whose callback only counts (what a rebuild reads, nothing decoded or applied; the first
-  200,000 messages: a rate, the baseline the time it would take for every message).
+  under 3 minutes. Baseline: nats-py reading the stream alone as a rebuild reads it (an
+  ordered consumer, ``next_msg``), nothing decoded or applied; the first 200,000 messages:
+  a rate, the baseline the time it would take for every message.
 - *reads*: ``cbcm api`` (a process) over those read models, SQLite then PostgreSQL; one client,
   one request at a time: an agency's inbox (``GET /v1/inbox/{agency}``, each agency in turn,
   as its focal point), one case's inbox row (``GET /v1/inbox/cases/{id}``) and the case
@@ -149,9 +149,9 @@ def catch_up(
 
 
 async def consume_alone(url: str, sample: int) -> tuple[Timed, int]:
-    """nats-py reading the stream alone, its first ``sample`` messages (a rate): an ordered
-    consumer whose callback only counts (the cheapest way nats-py reads a stream: no task
-    per message); and the stream's message count."""
+    """nats-py reading the stream alone, its first ``sample`` messages (a rate), as a rebuild
+    reads it (an ordered consumer, ``next_msg``), nothing decoded or applied; and the
+    stream's message count."""
     import nats as nats_py  # noqa: PLC0415
     from nats.js.api import DeliverPolicy  # noqa: PLC0415
 
@@ -160,21 +160,16 @@ async def consume_alone(url: str, sample: int) -> tuple[Timed, int]:
         js = nc.jetstream()
         state = (await js.stream_info(STREAM)).state
         last = min(state.last_seq, state.first_seq + sample - 1)
-        done = asyncio.Event()
-        count = 0
-
-        async def counted(msg: Any) -> None:
-            nonlocal count
-            count += 1
-            if msg.metadata.sequence.stream >= last:
-                done.set()
-
         began = time.perf_counter()
         sub = await js.subscribe(
-            EVENT_SUBJECTS, stream=STREAM, cb=counted, ordered_consumer=True,
+            EVENT_SUBJECTS, stream=STREAM, ordered_consumer=True,
             deliver_policy=DeliverPolicy.ALL,
         )  # fmt: skip
-        await done.wait()
+        count = seq = 0
+        while seq < last:
+            msg = await sub.next_msg(timeout=10)
+            seq = msg.metadata.sequence.stream
+            count += 1
         seconds = time.perf_counter() - began
         await sub.unsubscribe()
         return Timed(count, seconds), int(state.messages)
@@ -411,7 +406,7 @@ def record_all(
                 "s",
                 baseline=t.messages / ordered.rate,
                 baseline_name=(
-                    f"nats-py reading the whole stream alone (ordered consumer, callback; "
+                    f"nats-py reading the stream alone (ordered consumer, next_msg; "
                     f"{ordered_cpu:.0f} us CPU a message)"
                 ),
                 target=THREE_MINUTES if big else None,
