@@ -59,10 +59,12 @@ from services.bootstrap import complaint_mechanism
 from services.demo.walk import DEMO_RUN_ON, DEMO_SPAN, build_demo_network, walk_cases
 from services.settings import Settings
 
+
 def template_cases(events: int) -> int:
     """The template's cases: ``CBCM_BENCH_TEMPLATE_CASES``, else 400 for a million events or
     more (every path of the walk many times over) and 100 below (a quicker walk)."""
     return int(os.environ.get("CBCM_BENCH_TEMPLATE_CASES", "400" if events >= 1e6 else "100"))
+
 
 YEARS = 10
 RECENT_YEARS = 1
