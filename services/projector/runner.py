@@ -1128,6 +1128,35 @@ Progress = Callable[[int, int], None]
 """``progress(done, total)``: messages replayed so far, and how many to replay."""
 
 
+def _rebuilt_up_to(projection: Projection, applied: Applied) -> int:
+    """The position a rebuild's batch reached; a gap or a stall ends the rebuild."""
+    if applied.gap is not None:
+        raise PositionGap(applied.gap[1])
+    if applied.stall is not None:
+        stall = applied.stall
+        raise ProjectorError(
+            f"read model {projection.name} cannot apply position "
+            f"{stall.position} ({stall.message_type}): {stall.error}; the "
+            f"rebuild stopped after position {applied.position}"
+        )
+    return applied.position
+
+
+def _decode_and_apply(projection: Projection, db: ReadModelDb, msgs: list[Msg]) -> Applied:
+    """A rebuild's batch: decoded (the position from the message itself, its predecessor
+    from the relay's header, as ``previous_positions`` reads them) and applied."""
+    pending: list[tuple[int, CloudEvent[Any]]] = []
+    previous: dict[int, int] = {}
+    for msg in msgs:
+        position, message = decode(msg.data, msg.metadata.sequence.stream)
+        pending.append((position, message))
+        header = (msg.headers or {}).get(PREVIOUS_POSITION_HEADER)
+        if header is not None:
+            with contextlib.suppress(ValueError):
+                previous[position] = int(header)
+    return apply_batch(projection, db, pending, previous)
+
+
 async def rebuild(
     projection: Projection,
     where: Path | ReadModelStore,
@@ -1181,6 +1210,11 @@ async def _rebuild(
             progress(0, total)
         if total == 0:
             return 0
+        # The next batch is read while one is decoded and applied in the worker thread;
+        # batches are applied one at a time, in order. ``next_msg`` keeps the server's flow
+        # control: nats-py answers it as messages are taken from the subscription's queue.
+        # (A callback subscription would not: nats-py counts its messages delivered as they
+        # arrive, so the server outruns a slow rebuild and messages are dropped: ADR 28.)
         sub = await js.subscribe(
             EVENT_SUBJECTS,
             stream=STREAM,
@@ -1189,33 +1223,31 @@ async def _rebuild(
         )
         done = 0
         position = 0
+        applying: asyncio.Future[Applied] | None = None
+        applying_count = 0
         try:
             seq = 0
-            while seq < last:
-                pending: list[tuple[int, CloudEvent[Any]]] = []
+            while seq < last or applying is not None:
                 fetched: list[Msg] = []
-                while seq < last and len(pending) < batch:
+                while seq < last and len(fetched) < batch:
                     msg = await sub.next_msg(timeout=10)
                     seq = msg.metadata.sequence.stream
-                    pending.append(decode(msg.data, seq))
                     fetched.append(msg)
-                applied = await _in_thread(
-                    apply_batch, projection, db, pending, previous_positions(fetched)
-                )
-                position = applied.position
-                if applied.gap is not None:
-                    raise PositionGap(applied.gap[1])
-                if applied.stall is not None:
-                    stall = applied.stall
-                    raise ProjectorError(
-                        f"read model {projection.name} cannot apply position "
-                        f"{stall.position} ({stall.message_type}): {stall.error}; the "
-                        f"rebuild stopped after position {applied.position}"
+                if applying is not None:
+                    running, applying = applying, None
+                    position = _rebuilt_up_to(projection, await running)
+                    done += applying_count
+                    if progress is not None:
+                        progress(done, total)
+                if fetched:
+                    applying_count = len(fetched)
+                    applying = asyncio.ensure_future(
+                        _in_thread(_decode_and_apply, projection, db, fetched)
                     )
-                done += len(pending)
-                if progress is not None:
-                    progress(done, total)
         finally:
+            if applying is not None:  # never close the read model under a running batch
+                with contextlib.suppress(BaseException):
+                    await applying
             await sub.unsubscribe()
         log.info("projector.rebuilt", projection=projection.name, position=position)
         return position

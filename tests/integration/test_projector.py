@@ -273,6 +273,48 @@ async def test_a_projector_killed_mid_run_resumes_and_equals_a_rebuild(
     assert dump(live) == dump(fresh)
 
 
+@pytest.mark.parametrize("batch", [1, 7, 512])
+async def test_a_rebuild_slower_than_the_stream_applies_every_message_once_in_order(
+    batch: int,
+    published: list[Outgoing],
+    server: EmbeddedNats,
+    read_model_places: Places,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The rebuild reads the next batch while one is applied (issue #16, ADR 28): with the
+    applying slowed, the stream runs ahead; the batches are still applied one at a time,
+    whole and in order, the last one shorter than the rest, and the read model equals a
+    live projector's."""
+    await publish(server.url, published)
+    last = published[-1].position
+    live = read_model_places("live", "inbox")
+    watcher = Watcher()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projector(InboxProjection(), live, server.url, stop, on_commit=watcher)
+    )
+    await watcher.until(last, task)
+    stop.set()
+    await asyncio.wait_for(task, DEADLINE)
+
+    applied: list[list[int]] = []
+    slow_apply = runner._decode_and_apply
+
+    def slowly(projection: Projection, db: Any, msgs: list[Any]) -> Any:
+        if len(applied) < 5:
+            time.sleep(0.05)  # the stream runs ahead of the first batches
+        applied.append([m.metadata.sequence.stream for m in msgs])
+        return slow_apply(projection, db, msgs)
+
+    monkeypatch.setattr(runner, "_decode_and_apply", slowly)
+    fresh = read_model_places(f"rebuilt{batch}", "inbox")
+    assert await rebuild(InboxProjection(), fresh, server.url, batch=batch) == last
+    sequences = [s for b in applied for s in b]
+    assert sequences == list(range(1, len(published) + 1))
+    assert all(len(b) == batch for b in applied[:-1]) and 0 < len(applied[-1]) <= batch
+    assert dump(live) == dump(fresh)
+
+
 async def test_events_delivered_again_are_not_applied_twice(
     published: list[Outgoing], server: EmbeddedNats, read_model_places: Places
 ) -> None:
