@@ -110,12 +110,14 @@ class StatisticsPublisher:
         policy: ReleasePolicy | None = None,
         clock: Callable[[], datetime] | None = None,
         store: ReadModelStore | None = None,
+        timer: Callable[[], float] = time.monotonic,
     ) -> None:
         self.nats_url = nats_url
         self._store = store
         self.policy = policy if policy is not None else policy_from(Settings())
         self.clock = clock if clock is not None else (lambda: datetime.now(UTC))
         self.every = every
+        self._timer = timer  # what ``every`` is counted on (seconds, monotonic)
         self._options = (
             nats_options
             if nats_options is not None
@@ -130,7 +132,7 @@ class StatisticsPublisher:
         UNPUBLISHED.set(0)
 
     async def __call__(self, db: ReadModelDb, position: int) -> None:
-        now = time.monotonic()
+        now = self._timer()
         if self._trailing is None and now - self._last >= self.every:
             try:
                 done = await self.publish(db, position)
@@ -143,7 +145,7 @@ class StatisticsPublisher:
             finally:
                 # the interval runs from the end of a publication: making releases can take
                 # a while, and the next batch must not follow at once
-                self._last = time.monotonic()
+                self._last = self._timer()
             if not done:  # another publisher holds the ledger: after it, from the read model
                 self._later(db, PUBLISH_RETRY)
             return
@@ -171,7 +173,7 @@ class StatisticsPublisher:
                         position = await asyncio.to_thread(get_position, db)
                         done = await self.publish(db, position)
                 finally:
-                    self._last = time.monotonic()
+                    self._last = self._timer()
         except asyncio.CancelledError:
             raise
         except Exception as e:  # the next commit publishes again

@@ -377,7 +377,10 @@ def case_decision(
     The API's routes and the console's case page decide through here."""
 
     def decide(app: ComplaintMechanism, actor: Actor, at: datetime) -> Written:
-        fields = merged(command_fields(body), extra, arguments(body) if arguments else {})
+        # what ``arguments`` makes of a body field (the erasure's subjects, each once)
+        # stands for that field
+        made = arguments(body) if arguments else {}
+        fields = merged(command_fields(body, *made), extra, made)
         target = expecting(case_id, body.expected_version)
         return command(app)(target, actor=actor, at=at, **fields)
 
