@@ -113,6 +113,27 @@ def _route(messages: list[CloudEvent[Any]]) -> list[Outgoing]:
     return out
 
 
+def demo_stream(
+    folder: Path, cases: int, seed: int, start: datetime
+) -> tuple[list[Outgoing], list[str]]:
+    """The translated events of a demo run of ``cases`` cases in a store under ``folder``,
+    in position order, and the network's agencies."""
+    app = complaint_mechanism(
+        Settings(data_dir=folder, event_store=f"sqlite:///{folder / 'events.sqlite3'}")
+    )
+    try:
+        build_demo_network(app, start)
+        walk_cases(app, cases, random.Random(seed), start + timedelta(hours=1))
+        messages = [
+            to_cloud_event(app.mapper.to_domain_event(n), source="urn:cbcm:test", position=n.id)
+            for n in app.recorder.select_notifications(1, 100_000)
+        ]
+        agencies = sorted(app.network().agencies)
+    finally:
+        app.close()
+    return _route(messages), agencies
+
+
 @dataclass(frozen=True)
 class DemoRun:
     """The translated events of a demo run, and what the domain says at its end."""

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,17 +38,14 @@ from projections.assistance import AssistanceProjection, gaps, provider_referral
 from projections.base import ReadModelDb
 from projections.inbox import InboxProjection, case_row, inbox
 from projections.stats import StatisticsProjection, reports
-from services.bootstrap import complaint_mechanism
-from services.demo.walk import build_demo_network, walk_cases
 from services.nats.server import EmbeddedNats
 from services.projector import PROJECTIONS
 from services.projector.runner import ReadModelInUse, apply_batch, open_projection, rebuild
 from services.projector.storage import PostgresReadModel, PostgresReadModelDb
-from services.relay.translation import to_cloud_event
 from services.settings import Settings
 from tests.fault.applied_log import AppliedLog, applications
 from tests.fault.stack import REPO, tail, wait_until
-from tests.integration.test_projector import Outgoing, _route, publish
+from tests.integration.test_projector import Outgoing, demo_stream, publish
 from tests.read_model_places import Places, dump
 from tests.unit import test_projections_total as total
 
@@ -59,20 +56,7 @@ DEADLINE = 60.0
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> list[Outgoing]:
     """About 600 translated events of a demo run, in position order."""
-    tmp = tmp_path_factory.mktemp("demo-store")
-    app = complaint_mechanism(
-        Settings(data_dir=tmp, event_store=f"sqlite:///{tmp / 'events.sqlite3'}")
-    )
-    try:
-        build_demo_network(app, START)
-        walk_cases(app, 40, random.Random(16), START + timedelta(hours=1))
-        messages = [
-            to_cloud_event(app.mapper.to_domain_event(n), source="urn:cbcm:test", position=n.id)
-            for n in app.recorder.select_notifications(1, 100_000)
-        ]
-    finally:
-        app.close()
-    return _route(messages)
+    return demo_stream(tmp_path_factory.mktemp("demo-store"), 40, 16, START)[0]
 
 
 @pytest.fixture

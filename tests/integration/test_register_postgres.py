@@ -5,7 +5,6 @@ the same rows, and answer every reader's pages (and their cursors) alike."""
 
 from __future__ import annotations
 
-import random
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -24,15 +23,11 @@ from projections.register import (
     register_page,
 )
 from services.api.register import register_reader
-from services.bootstrap import complaint_mechanism
-from services.demo.walk import build_demo_network, walk_cases
 from services.identity.tokens import Principal
 from services.nats.server import EmbeddedNats
 from services.projector.runner import apply_batch, open_projection, rebuild
 from services.projector.storage import PostgresReadModel, SqliteReadModel
-from services.relay.translation import to_cloud_event
-from services.settings import Settings
-from tests.integration.test_projector import Outgoing, _route, publish
+from tests.integration.test_projector import Outgoing, demo_stream, publish
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 
@@ -40,21 +35,7 @@ START = datetime(2025, 9, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[Outgoing], list[str]]:
     """A demo network's translated events, and its agencies."""
-    tmp = tmp_path_factory.mktemp("register-demo")
-    app = complaint_mechanism(
-        Settings(data_dir=tmp, event_store=f"sqlite:///{tmp / 'events.sqlite3'}")
-    )
-    try:
-        build_demo_network(app, START)
-        walk_cases(app, 40, random.Random(21), START + timedelta(hours=1))
-        messages = [
-            to_cloud_event(app.mapper.to_domain_event(n), source="urn:cbcm:test", position=n.id)
-            for n in app.recorder.select_notifications(1, 100_000)
-        ]
-        agencies = sorted(app.network().agencies)
-    finally:
-        app.close()
-    return _route(messages), agencies
+    return demo_stream(tmp_path_factory.mktemp("register-demo"), 40, 21, START)
 
 
 @pytest.fixture

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import threading
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,15 +30,11 @@ from typer.testing import CliRunner
 from contracts.catalogue import decode_message
 from projections.base import ReadModelDb
 from projections.stats import StatisticsProjection
-from services.bootstrap import complaint_mechanism
 from services.cli.main import cli
-from services.demo.walk import build_demo_network, walk_cases
 from services.nats.server import EmbeddedNats
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import apply_batch, open_projection
 from services.projector.storage import PostgresReadModel, ReadModelStore, SqliteReadModel
-from services.relay.translation import to_cloud_event
-from services.settings import Settings
 from services.statistics.releases import (
     ReleasePolicy,
     ledger_path,
@@ -47,7 +42,7 @@ from services.statistics.releases import (
     open_ledger,
     release_due,
 )
-from tests.integration.test_projector import Outgoing, _route
+from tests.integration.test_projector import Outgoing, demo_stream
 from tests.read_model_places import Places
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
@@ -59,20 +54,7 @@ RELEASE_DAY = datetime(2026, 6, 1, tzinfo=UTC)
 @pytest.fixture(scope="module")
 def stream(tmp_path_factory: pytest.TempPathFactory) -> list[Outgoing]:
     """The translated events of a demo run of 30 cases, in position order."""
-    tmp = tmp_path_factory.mktemp("demo-store")
-    app = complaint_mechanism(
-        Settings(data_dir=tmp, event_store=f"sqlite:///{tmp / 'events.sqlite3'}")
-    )
-    try:
-        build_demo_network(app, START)
-        walk_cases(app, 30, random.Random(29), START + timedelta(hours=1))
-        messages = [
-            to_cloud_event(app.mapper.to_domain_event(n), source="urn:cbcm:test", position=n.id)
-            for n in app.recorder.select_notifications(1, 100_000)
-        ]
-    finally:
-        app.close()
-    return _route(messages)
+    return demo_stream(tmp_path_factory.mktemp("demo-store"), 30, 29, START)[0]
 
 
 @pytest.fixture
