@@ -19,7 +19,7 @@ from services.bootstrap import complaint_mechanism
 from services.projector.runner import read_model_path, read_position
 from services.settings import Settings
 from tests.canary import new_canaries, walk_every_event_type
-from tests.e2e.test_serve import CBCM, Stack, stack, wait_until
+from tests.e2e.test_serve import CBCM, START_WITHIN, Stack, stack, wait_until
 
 __all__ = ["stack"]
 
@@ -52,7 +52,7 @@ def test_no_canary_in_clear_at_rest_on_the_bus_in_logs_or_statistics_and_none_af
     stack: Stack,
 ) -> None:
     # given the whole stack on a fresh data dir, and a workflow with a canary in every field
-    wait_until(stack.ready, 60, "/readyz")
+    wait_until(stack.ready, START_WITHIN, "/readyz")
     canaries = new_canaries()
     app = complaint_mechanism(Settings(data_dir=stack.data_dir))
     try:

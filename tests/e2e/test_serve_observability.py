@@ -26,7 +26,7 @@ import psutil
 import pytest
 
 from services.nats.server import free_port
-from tests.e2e.test_serve import CBCM, wait_until
+from tests.e2e.test_serve import CBCM, START_WITHIN, wait_until
 
 OWN_PREFIX = {
     "api": "cbcm_http_",
@@ -118,7 +118,7 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
             except httpx.TransportError:
                 return False
 
-        wait_until(ready, 60, "/readyz")
+        wait_until(ready, START_WITHIN, "/readyz")
         run.metrics_on_http_port = httpx.get(f"http://{http}/metrics", timeout=5).status_code
         for name, address in run.metrics.items():
             prefix = OWN_PREFIX.get(name, "cbcm_")
