@@ -49,6 +49,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import re
 import threading
 import time
@@ -110,8 +111,9 @@ from services.relay import metrics
 from services.relay.leader import lead, leader_lock, wait_for_leadership
 from services.relay.publisher import AckPublisher
 from services.relay.routing import Router
-from services.relay.sharing import Share, Sharer, withdrawal_notice
+from services.relay.sharing import SHARING_STEPS, Share, Sharer, withdrawal_notice
 from services.relay.translation import (
+    DERIVED,
     PUBLISHED_AGGREGATES,
     encode,
     published_event_classes,
@@ -205,6 +207,19 @@ SUBJECT_TOKENS: dict[type[Any], tuple[str, str]] = {
     for event_class in published_event_classes(aggregate)
 }
 """Domain event class -> (aggregate, event) tokens of its subject."""
+
+
+OPENED_EVENTS: Final[frozenset[type[Any]]] = frozenset(DERIVED) | frozenset(SHARING_STEPS)
+"""The event classes whose personal fields the relay opens (decrypts) when it reads them:
+their message's derived flags say whether withheld data exists (``translation.DERIVED``), or
+their share carries some (``sharing.SHARING_STEPS``). Every other event's personal fields
+stay sealed: its message withholds them, and nothing else the relay does reads them."""
+
+
+@functools.lru_cache(maxsize=4096)
+def _subject(agency: str, aggregate: str, name: str) -> str:
+    """``event_subject``, its tokens checked once per (agency, aggregate, event)."""
+    return event_subject(agency, aggregate, name)
 
 
 def stream_config(replicas: int = 1) -> StreamConfig:
@@ -582,23 +597,37 @@ class Relay:
     def _translate(self, notifications: Sequence[Notification]) -> _Translation:
         """Stored events -> messages (runs in a worker thread: it may read the store), in log
         order, up to the first that cannot be handled (``poison``) or the store becoming
-        unreachable (``transient``): what was translated before either is kept."""
+        unreachable (``transient``): what was translated before either is kept.
+
+        Each stored state is parsed once, and the personal fields of an event are opened
+        (decrypted) only where the translation reads them (``OPENED_EVENTS``): the message
+        withholds every personal field, so the rest are never decrypted nor their keys read.
+        """
         assert self._store_id is not None
         source = f"urn:cbcm:store:{self._store_id}"
         done = _Translation([], self._read, self._published)
+        mapper = self._app.mapper
+        decode_states = getattr(mapper, "decode_states", None)
+        decoded: Sequence[Any] | None = None
         try:
-            # the batch's data keys in a few queries, not one per record
-            prefetch_keys = getattr(self._app.mapper, "prefetch_keys", None)
-            if prefetch_keys is not None:
-                prefetch_keys(notifications)
+            if decode_states is not None:
+                states = decode_states(notifications, OPENED_EVENTS.__contains__)
+                decoded = states.items
+                # the batch's data keys in a few queries, not one per record
+                if states.refs:
+                    mapper.data_keys.prefetch(states.refs)
         except TRANSIENT as e:
             done.transient = e
             return done
         except Exception as e:  # only a speed-up: each event then reads its own keys
             log.debug("relay.prefetch_failed", error=type(e).__name__)
-        for notification in notifications:
+        for i, notification in enumerate(notifications):
             try:
-                item = self._outgoing(notification, done.published, source)
+                if decoded is None:
+                    event = mapper.to_domain_event(notification)
+                else:
+                    event = mapper.event_of(notification, decoded[i])
+                item = self._outgoing(notification, event, done.published, source)
             except TRANSIENT as e:
                 done.transient = e
                 break
@@ -612,9 +641,10 @@ class Relay:
                 done.published = notification.id
         return done
 
-    def _outgoing(self, notification: Notification, previous: int, source: str) -> Outgoing | None:
+    def _outgoing(
+        self, notification: Notification, event: Any, previous: int, source: str
+    ) -> Outgoing | None:
         """The message of one stored event (None: one of the mechanism's own records)."""
-        event = self._app.mapper.to_domain_event(notification)
         if not is_published(event):
             # The mechanism's own records (receipt verifiers, personal-data reads,
             # retried-request answers) never leave the store; the next message's
@@ -623,7 +653,7 @@ class Relay:
         aggregate, name = SUBJECT_TOKENS[type(event)]
         agency = self._router.agency_of(event, notification.id)
         message = to_cloud_event(event, source=source, position=notification.id)
-        subject = event_subject(agency, aggregate, name)
+        subject = _subject(agency, aggregate, name)
         share = self._sharer.share_of(event, notification.id, source)
         return Outgoing(
             notification.id,
