@@ -50,11 +50,10 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 import msgspec
@@ -86,10 +85,8 @@ from contracts.subjects import (
     SHARE_SUBJECTS,
     SHARES_STREAM,
     STREAM,
-    event_subject,
     record_shares,
 )
-from domain.case import Case
 from services.application.mechanism import ComplaintMechanism
 from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
@@ -111,13 +108,14 @@ from services.relay import metrics
 from services.relay.leader import lead, leader_lock, wait_for_leadership
 from services.relay.publisher import AckPublisher
 from services.relay.routing import Router
-from services.relay.sharing import SHARING_STEPS, Share, Sharer, withdrawal_notice
-from services.relay.translation import (
-    DERIVED,
-    PUBLISHED_AGGREGATES,
-    encode,
-    published_event_classes,
-    to_cloud_event,
+from services.relay.sharing import Sharer, withdrawal_notice
+from services.relay.translating import (
+    Outgoing,
+    Poison,
+    Translated,
+    Translator,
+    TranslatorProcess,
+    TranslatorUnavailable,
 )
 from services.runtime.worker_status import (
     Place,
@@ -195,31 +193,6 @@ class MessageId:
         if f":{kind}:" == WITHDRAWN_MSG_ID_INFIX and agency:
             return cls(store, int(position), "withdrawn", agency)
         return None
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-SUBJECT_TOKENS: dict[type[Any], tuple[str, str]] = {
-    event_class: (aggregate_name, _snake(event_class.__name__))
-    for aggregate, (aggregate_name, _) in PUBLISHED_AGGREGATES.items()
-    for event_class in published_event_classes(aggregate)
-}
-"""Domain event class -> (aggregate, event) tokens of its subject."""
-
-
-OPENED_EVENTS: Final[frozenset[type[Any]]] = frozenset(DERIVED) | frozenset(SHARING_STEPS)
-"""The event classes whose personal fields the relay opens (decrypts) when it reads them:
-their message's derived flags say whether withheld data exists (``translation.DERIVED``), or
-their share carries some (``sharing.SHARING_STEPS``). Every other event's personal fields
-stay sealed: its message withholds them, and nothing else the relay does reads them."""
-
-
-@functools.lru_cache(maxsize=4096)
-def _subject(agency: str, aggregate: str, name: str) -> str:
-    """``event_subject``, its tokens checked once per (agency, aggregate, event)."""
-    return event_subject(agency, aggregate, name)
 
 
 def stream_config(replicas: int = 1) -> StreamConfig:
@@ -313,17 +286,6 @@ class StreamAheadOfStore(StreamOfAnotherStore):
     (docs/backup-and-restore.md)."""
 
 
-@dataclass(frozen=True)
-class Poison:
-    """An event the relay cannot handle, in words safe to log: its position, its stored
-    topic and the error's type (never the payload or the error's text, which may quote
-    personal data)."""
-
-    position: int
-    message_type: str
-    error: str
-
-
 class RelayStalled(RuntimeError):
     """The relay published and recorded everything before ``poison`` and cannot go past it."""
 
@@ -333,38 +295,6 @@ class RelayStalled(RuntimeError):
             f"({poison.message_type}): {poison.error}"
         )
         self.poison = poison
-
-
-@dataclass
-class _Translation:
-    """What one translation pass made of a batch of notifications."""
-
-    out: list[Outgoing]
-    read: int
-    """The last position handled (translated, or an internal record passed)."""
-    published: int
-    poison: Poison | None = None
-    transient: BaseException | None = None
-    """The store became unreachable: what was translated before it is kept."""
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One translated event, ready to publish."""
-
-    position: int
-    previous: int
-    """Position of the event before it in the store (see ``PREVIOUS_POSITION_HEADER``)."""
-    subject: str
-    payload: bytes
-    share: Share | None = None
-    """The sealed share of a custody step that shares personal data with another agency."""
-    step: Any = field(default=None, compare=False, repr=False)
-    """The sharing step's domain event, to seal its share again right before it is sent."""
-    erasure: Any = field(default=None, compare=False, repr=False)
-    """A case's erasure event: what was shared of the case is withdrawn once it is stored."""
-    topic: str = field(default="", compare=False)
-    """The stored event's topic (for a stall's record)."""
 
 
 def _stored_prefix(
@@ -427,11 +357,14 @@ class Relay:
         max_backoff: float = 5.0,
         data_dir: Place | None = None,
         publisher: Publisher | None = None,
+        process: TranslatorProcess | None = None,
     ) -> None:
         """``data_dir``: where the relay's stall is recorded for other processes
         (``services.runtime.worker_status``); None records none (the log and gauge still tell).
         ``publisher``: what sends the windows (``publisher.AckPublisher`` on the connection;
-        by default nats-py's ``publish_async``, whose futures never resolve on a refusal)."""
+        by default nats-py's ``publish_async``, whose futures never resolve on a refusal).
+        ``process``: the process that reads and translates the log (None: this process's
+        worker thread does; ``translating.TranslatorProcess``, whose owner closes it)."""
         metrics.register()
         self._app = app
         self._js = js
@@ -441,8 +374,10 @@ class Relay:
         self._window = window
         self._publish_timeout = publish_timeout
         self._max_backoff = max_backoff
-        self._router = Router(app)
-        self._sharer = Sharer(app, self._router)
+        self._translator = Translator(app)
+        self._router = self._translator.router
+        self._sharer = self._translator.sharer
+        self._process = process
         self._tracking: TrackingRecorder | None = None
         self._store_id: str | None = None
         self._recorded: int | None = None
@@ -594,76 +529,12 @@ class Relay:
 
     # ------------------------------------------------------------------ reading
 
-    def _translate(self, notifications: Sequence[Notification]) -> _Translation:
-        """Stored events -> messages (runs in a worker thread: it may read the store), in log
-        order, up to the first that cannot be handled (``poison``) or the store becoming
-        unreachable (``transient``): what was translated before either is kept.
-
-        Each stored state is parsed once, and the personal fields of an event are opened
-        (decrypted) only where the translation reads them (``OPENED_EVENTS``): the message
-        withholds every personal field, so the rest are never decrypted nor their keys read.
-        """
+    def _translate(self, notifications: Sequence[Notification]) -> Translated:
+        """Stored events -> messages, in this process (a worker thread: it may read the
+        store); see ``Translator.translate``."""
         assert self._store_id is not None
-        source = f"urn:cbcm:store:{self._store_id}"
-        done = _Translation([], self._read, self._published)
-        mapper = self._app.mapper
-        decode_states = getattr(mapper, "decode_states", None)
-        decoded: Sequence[Any] | None = None
-        try:
-            if decode_states is not None:
-                states = decode_states(notifications, OPENED_EVENTS.__contains__)
-                decoded = states.items
-                # the batch's data keys in a few queries, not one per record
-                if states.refs:
-                    mapper.data_keys.prefetch(states.refs)
-        except TRANSIENT as e:
-            done.transient = e
-            return done
-        except Exception as e:  # only a speed-up: each event then reads its own keys
-            log.debug("relay.prefetch_failed", error=type(e).__name__)
-        for i, notification in enumerate(notifications):
-            try:
-                if decoded is None:
-                    event = mapper.to_domain_event(notification)
-                else:
-                    event = mapper.event_of(notification, decoded[i])
-                item = self._outgoing(notification, event, done.published, source)
-            except TRANSIENT as e:
-                done.transient = e
-                break
-            except Exception as e:
-                # Only the type: the text or a traceback could quote the event's personal data.
-                done.poison = Poison(notification.id, notification.topic, type(e).__name__)
-                break
-            done.read = notification.id
-            if item is not None:
-                done.out.append(item)
-                done.published = notification.id
-        return done
-
-    def _outgoing(
-        self, notification: Notification, event: Any, previous: int, source: str
-    ) -> Outgoing | None:
-        """The message of one stored event (None: one of the mechanism's own records)."""
-        if not is_published(event):
-            # The mechanism's own records (receipt verifiers, personal-data reads,
-            # retried-request answers) never leave the store; the next message's
-            # previous-position link skips them.
-            return None
-        aggregate, name = SUBJECT_TOKENS[type(event)]
-        agency = self._router.agency_of(event, notification.id)
-        message = to_cloud_event(event, source=source, position=notification.id)
-        subject = _subject(agency, aggregate, name)
-        share = self._sharer.share_of(event, notification.id, source)
-        return Outgoing(
-            notification.id,
-            previous,
-            subject,
-            encode(message),
-            share,
-            step=None if share is None else event,
-            erasure=event if isinstance(event, Case.PersonalDataErased) else None,
-            topic=notification.topic,
+        return self._translator.translate(
+            notifications, read=self._read, published=self._published, store_id=self._store_id
         )
 
     async def _accept(self, notifications: Sequence[Notification]) -> None:
@@ -674,14 +545,20 @@ class Relay:
             return
         metrics.observe_head(fresh[-1].id)
         await self._ensure_store_id()
-        done = await asyncio.to_thread(self._translate, fresh)
+        self._take(await asyncio.to_thread(self._translate, fresh))
+
+    def _take(self, done: Translated, transient: BaseException | None = None) -> None:
+        """Take what a translation pass made into ``_pending`` (and raise the failure that
+        cut it short, if any: what was translated before it is kept, since the router and
+        the sharer have seen those events)."""
         self._pending.extend(done.out)
         self._read, self._published = done.read, done.published
         if done.poison is not None:
             self._poison = done.poison
         metrics.observe_published(self.published_position)
-        if done.transient is not None:
-            raise done.transient
+        failure = done.transient or transient
+        if failure is not None:
+            raise failure
 
     async def _observe_backlog(self, read: int) -> None:
         """A full batch was read: the store may hold more; query its head (at most once
@@ -698,6 +575,8 @@ class Relay:
     async def _read_more(self) -> int:
         if self._poison is not None:
             return 0  # nothing after the event it cannot handle
+        if self._process is not None:
+            return await self._read_in_process(self._process)
         notifications = await asyncio.to_thread(
             self._app.recorder.select_notifications,
             self._read,
@@ -707,6 +586,23 @@ class Relay:
         await self._observe_backlog(len(notifications))
         await self._accept(notifications)
         return len(notifications)
+
+    async def _read_in_process(self, process: TranslatorProcess) -> int:
+        """``_read_more`` by the translating process: it reads the batch after ``_read`` and
+        sends back its messages."""
+        batch = await asyncio.to_thread(
+            process.next_batch, self._read, self._published, self._batch_size
+        )
+        if batch.count:
+            metrics.observe_head(batch.last)
+        if batch.store_id is not None and self._store_id is None:
+            self._store_id = await self._ensure_store_id()
+        transient = None
+        if batch.transient is not None:
+            transient = TranslatorUnavailable(f"the store is unreachable ({batch.transient})")
+        self._take(batch.translated, transient)
+        await self._observe_backlog(batch.count)
+        return batch.count
 
     # ------------------------------------------------------------------ publishing
 
@@ -1341,6 +1237,30 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMecha
             backoff = min(backoff * 2, 5.0)
 
 
+async def _ensure_streams(js: JetStreamContext, settings: Settings, stop: asyncio.Event) -> None:
+    """Both streams as configured, waiting while JetStream is starting or unreachable."""
+    replicas = nats_replicas(settings)
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            await ensure_stream(js, replicas)
+            await ensure_shares_stream(js, replicas, settings.shares_max_age_days)
+            break
+        except nats.js.errors.APIError as e:
+            # JetStream starting (503) is worth waiting for; a refused configuration
+            # (say, an existing stream on memory storage) is for an operator.
+            if not isinstance(e, nats.js.errors.ServiceUnavailableError):
+                log.error("relay.stream_refused", error=type(e).__name__, code=e.err_code)
+                raise
+            log.warning("relay.stream_unavailable", error=type(e).__name__)
+            await wait_for_stop(stop, backoff)
+            backoff = min(backoff * 2, 5.0)
+        except TRANSIENT as e:
+            log.warning("relay.stream_unavailable", error=type(e).__name__)
+            await wait_for_stop(stop, backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
 async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
     """``cbcm relay``: follow the event store and publish until ``stop`` is set, while this
     relay holds the store's leader lock (``services.relay.leader``); standby until then.
@@ -1358,26 +1278,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         js = nc.jetstream()
         publisher = AckPublisher(nc)
         status = status_place(settings)  # where a stall is recorded (ADR 27)
-        replicas = nats_replicas(settings)
-        backoff = 0.1
-        while not stop.is_set():
-            try:
-                await ensure_stream(js, replicas)
-                await ensure_shares_stream(js, replicas, settings.shares_max_age_days)
-                break
-            except nats.js.errors.APIError as e:
-                # JetStream starting (503) is worth waiting for; a refused configuration
-                # (say, an existing stream on memory storage) is for an operator.
-                if not isinstance(e, nats.js.errors.ServiceUnavailableError):
-                    log.error("relay.stream_refused", error=type(e).__name__, code=e.err_code)
-                    raise
-                log.warning("relay.stream_unavailable", error=type(e).__name__)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
-            except TRANSIENT as e:
-                log.warning("relay.stream_unavailable", error=type(e).__name__)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
+        await _ensure_streams(js, settings, stop)
         started = time.monotonic()
         # Issue #7, ADR 9: only the holder of the store's leader lock publishes; a standby
         # waits for it, and each term starts a fresh Relay from the recorded position.
@@ -1385,14 +1286,17 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         metrics.set_leader(False)
         while await wait_for_leadership(lock, stop, settings.relay_leader_poll_seconds):
             metrics.set_leader(True)
+            # a translating process per term: each term's router and sharer start afresh
+            process = TranslatorProcess(settings) if settings.relay_translator_process else None
+            relay = Relay(app, js, data_dir=status, publisher=publisher, process=process)
             try:
                 lost = await lead(
-                    lock,
-                    lambda: Relay(app, js, data_dir=status, publisher=publisher).run(stop),
-                    settings.relay_leader_check_seconds,
+                    lock, functools.partial(relay.run, stop), settings.relay_leader_check_seconds
                 )
             finally:
                 metrics.set_leader(False)
+                if process is not None:
+                    await asyncio.to_thread(process.close)
             if not lost:
                 break
         log.info("relay.exit", seconds=round(time.monotonic() - started, 1))

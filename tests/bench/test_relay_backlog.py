@@ -105,7 +105,8 @@ class Timed:
     messages: int
     seconds: float
     cpu_us: float = float("nan")
-    """CPU time (user + system, every thread) per message of the publishing process."""
+    """CPU time (user + system, every thread) per message of the publishing process and
+    its child processes (the relay's translating process)."""
 
     @property
     def rate(self) -> float:
@@ -187,10 +188,32 @@ async def _server_span(js: nats.js.JetStreamContext, stream: str, last_seq: int)
     return (top.time - first.time).total_seconds()
 
 
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and the processes it started, theirs too (the relay's translating process)."""
+    found, todo = [], [pid]
+    while todo:
+        current = todo.pop()
+        found.append(current)
+        for task in Path(f"/proc/{current}/task").glob("*"):
+            try:
+                todo.extend(int(c) for c in (task / "children").read_text().split())
+            except OSError:
+                continue  # the thread ended meanwhile
+    return found
+
+
 def _cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far (every thread)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time so far of process ``pid`` and its child processes (every
+    thread of each): all the CPU a relay uses, whether it translates in a thread or in a
+    process of its own."""
+    total = 0
+    for each in _descendants(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # it exited meanwhile
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 async def time_relay(

@@ -15,6 +15,7 @@ process.
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -30,7 +31,7 @@ from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from contracts.shares import decode_share
-from contracts.subjects import SHARES_STREAM, STREAM, event_subject
+from contracts.subjects import PREVIOUS_POSITION_HEADER, SHARES_STREAM, STREAM, event_subject
 from domain.personal_data import DataSubject, PersonDetails
 from domain.vocabulary import (
     Channel,
@@ -44,21 +45,21 @@ from services.application.store import is_published
 from services.demo.network import COORDINATOR, intake_operator_actor
 from services.demo.walk import build_demo_network, demo_start, walk_cases
 from services.event_store.encoding import UNOPENED
+from services.event_store.store_id import store_id_of
 from services.nats.server import EmbeddedNats
 from services.relay.publisher import AckPublisher
 from services.relay.relay import (
     EXPECTED_LAST_SEQUENCE_HEADER,
     MSG_ID_HEADER,
-    PREVIOUS_POSITION_HEADER,
-    SUBJECT_TOKENS,
     Relay,
     ensure_shares_stream,
     ensure_stream,
-    store_id_of,
 )
 from services.relay.routing import Router
 from services.relay.sharing import Sharer, open_share, public_key_of
+from services.relay.translating import SUBJECT_TOKENS, TranslatorProcess
 from services.relay.translation import encode, to_cloud_event
+from services.settings import Settings
 
 EXPECTED_STREAM = "Nats-Expected-Stream"
 KEYED = ("wfp", "unicef")
@@ -93,7 +94,7 @@ def demo_store(app: ComplaintMechanism) -> dict[str, PrivateKey]:
     walk_cases(app, 60, random.Random(16), start + timedelta(hours=1))
     # erase some people's data: every subject of one case, the survivor of others
     received = [
-        n.originator_id
+        UUID(str(n.originator_id))
         for n in app.recorder.select_notifications(1, 10**6)
         if n.topic.endswith("Case.Received")
     ]
@@ -137,7 +138,7 @@ def demo_store(app: ComplaintMechanism) -> dict[str, PrivateKey]:
 
 def erased_cases(app: ComplaintMechanism) -> list[UUID]:
     return [
-        n.originator_id
+        UUID(str(n.originator_id))
         for n in app.recorder.select_notifications(1, 10**6)
         if n.topic.endswith("Case.PersonalDataErased")
     ]
@@ -206,12 +207,13 @@ async def published(
     return out
 
 
-@pytest.mark.parametrize("processes", [0], ids=["thread"])
+@pytest.mark.parametrize("in_process", [False, True], ids=["thread", "process"])
 async def test_the_relay_publishes_what_the_plain_path_makes_byte_for_byte(
     app: ComplaintMechanism,
     nc: NatsClient,
     js: JetStreamContext,
-    processes: int,
+    in_process: bool,
+    settings: Settings,
 ) -> None:
     # given the demo's store, with share keys and erasures
     keys = demo_store(app)
@@ -223,11 +225,14 @@ async def test_the_relay_publishes_what_the_plain_path_makes_byte_for_byte(
 
     # when the relay publishes it in batches smaller than the store (several reads, windows)
     publisher = AckPublisher(nc)
-    relay = Relay(app, js, publisher=publisher, batch_size=97, window=64)
+    process = TranslatorProcess(settings) if in_process else None
+    relay = Relay(app, js, publisher=publisher, batch_size=97, window=64, process=process)
     try:
         await relay.publish_pending()
     finally:
         await publisher.close()
+        if process is not None:
+            await asyncio.to_thread(process.close)
 
     # then every event message is the plain path's, byte for byte, headers and subject too
     events = await published(js, STREAM)
@@ -248,7 +253,7 @@ async def test_the_relay_publishes_what_the_plain_path_makes_byte_for_byte(
             EXPECTED_LAST_SEQUENCE_HEADER: str(seq - 1),
             EXPECTED_STREAM: SHARES_STREAM,
         }
-        want = expected_shares[headers[MSG_ID_HEADER]]
-        assert _share(subject, data, keys[want.opened["recipient"]]) == want
+        expected = expected_shares[headers[MSG_ID_HEADER]]
+        assert _share(subject, data, keys[expected.opened["recipient"]]) == expected
     # nothing in a message is a placeholder for a field that was never opened
     assert not any(UNOPENED.encode() in d for _, _, d, _ in events + shares)
