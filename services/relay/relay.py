@@ -1261,13 +1261,27 @@ async def _ensure_streams(js: JetStreamContext, settings: Settings, stop: asynci
             backoff = min(backoff * 2, 5.0)
 
 
+def _translator_process(settings: Settings) -> TranslatorProcess | None:
+    """A started translating process, if the relay translates in one (the setting)."""
+    if not settings.relay_translator_process:
+        return None
+    process = TranslatorProcess(settings)
+    process.start()
+    return process
+
+
 async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
     """``cbcm relay``: follow the event store and publish until ``stop`` is set, while this
     relay holds the store's leader lock (``services.relay.leader``); standby until then.
     ``nats_url`` may name several servers, comma-separated."""
     metrics.register()
+    # A translating process per term (each term's router and sharer start afresh), started
+    # ahead of it: it opens the store while this process connects and waits for the lock.
+    process = await asyncio.to_thread(_translator_process, settings)
     app = await _open_store(settings, stop)
     if app is None:
+        if process is not None:
+            await asyncio.to_thread(process.close)
         return
     nc: NatsClient | None = None
     try:
@@ -1286,8 +1300,6 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         metrics.set_leader(False)
         while await wait_for_leadership(lock, stop, settings.relay_leader_poll_seconds):
             metrics.set_leader(True)
-            # a translating process per term: each term's router and sharer start afresh
-            process = TranslatorProcess(settings) if settings.relay_translator_process else None
             relay = Relay(app, js, data_dir=status, publisher=publisher, process=process)
             try:
                 lost = await lead(
@@ -1299,8 +1311,11 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
                     await asyncio.to_thread(process.close)
             if not lost:
                 break
+            process = await asyncio.to_thread(_translator_process, settings)
         log.info("relay.exit", seconds=round(time.monotonic() - started, 1))
     finally:
+        if process is not None:
+            await asyncio.to_thread(process.close)
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()

@@ -21,6 +21,7 @@ import functools
 import multiprocessing
 import multiprocessing.connection
 import re
+import signal
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -231,6 +232,10 @@ def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> N
     from services.event_store.store_id import store_id_of  # noqa: PLC0415
     from services.runtime.logging import configure_logging  # noqa: PLC0415
 
+    # The relay stops it (by closing the pipe, or by dying: the pipe closes too); a signal
+    # to the whole group (a terminal's Ctrl-C, systemd's stop) is the relay's to handle.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings.log_format, "relay-translator")
     app = complaint_mechanism(settings)
     translator = Translator(app)
@@ -239,8 +244,8 @@ def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> N
         while True:
             try:
                 request = conn.recv()
-            except EOFError:
-                return
+            except (EOFError, OSError):
+                return  # the relay closed the pipe, or exited
             read, published, batch_size = request
             try:
                 notifications = app.recorder.select_notifications(
@@ -250,20 +255,32 @@ def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> N
                 if fresh and store_id is None:
                     store_id = store_id_of(app.recorder)
             except TRANSIENT as e:
-                conn.send(Batch(0, 0, store_id, Translated([], read, published), type(e).__name__))
+                answer = Batch(0, 0, store_id, Translated([], read, published), type(e).__name__)
+                if not _answer(conn, answer):
+                    return
                 continue
             last = notifications[-1].id if notifications else 0
             if not fresh or store_id is None:
-                conn.send(
-                    Batch(len(notifications), last, store_id, Translated([], read, published))
-                )
+                empty = Batch(len(notifications), last, store_id, Translated([], read, published))
+                if not _answer(conn, empty):
+                    return
                 continue
             done = translator.translate(fresh, read=read, published=published, store_id=store_id)
             transient = None if done.transient is None else type(done.transient).__name__
             done.transient = None
-            conn.send(Batch(len(notifications), last, store_id, done, transient))
+            if not _answer(conn, Batch(len(notifications), last, store_id, done, transient)):
+                return
     finally:
         app.close()
+
+
+def _answer(conn: multiprocessing.connection.Connection, batch: Batch) -> bool:
+    """Send ``batch`` to the relay; False: it is gone."""
+    try:
+        conn.send(batch)
+    except OSError:
+        return False
+    return True
 
 
 class TranslatorProcess:
@@ -276,30 +293,46 @@ class TranslatorProcess:
         self._conn: multiprocessing.connection.Connection | None = None
         self._lock = threading.Lock()
 
+    def start(self) -> None:
+        """Start the process now (it opens the store before the first request comes: a
+        relay starting it early does not wait for that); a no-op if it runs."""
+        with self._lock:
+            self._start()
+
+    def _start(self) -> multiprocessing.connection.Connection:
+        if self._conn is None:
+            context = multiprocessing.get_context("spawn")
+            ours, theirs = context.Pipe()
+            process = context.Process(
+                target=_serve,
+                args=(self._settings, theirs),
+                name="cbcm-relay-translator",
+                daemon=True,
+            )
+            process.start()
+            theirs.close()
+            self._process, self._conn = process, ours
+        return self._conn
+
     def next_batch(self, read: int, published: int, batch_size: int) -> Batch:
         """The batch after position ``read`` (blocking: call it from a worker thread). What
         it translated before the store became unreachable is in it (``Batch.transient``):
         the process's router has seen those events, so they must be taken."""
         with self._lock:
-            if self._conn is None:
-                context = multiprocessing.get_context("spawn")
-                ours, theirs = context.Pipe()
-                process = context.Process(
-                    target=_serve,
-                    args=(self._settings, theirs),
-                    name="cbcm-relay-translator",
-                    daemon=True,
-                )
-                process.start()
-                theirs.close()
-                self._process, self._conn = process, ours
+            conn = self._start()
             try:
-                self._conn.send((read, published, batch_size))
-                answer: Batch = self._conn.recv()
+                conn.send((read, published, batch_size))
+                answer: Batch = conn.recv()
             except (EOFError, OSError) as e:
                 self._stop()
                 raise TranslatorUnavailable("the translating process exited") from e
         return answer
+
+    @property
+    def pid(self) -> int | None:
+        """The translating process's id (None: not started, or ended)."""
+        process = self._process
+        return None if process is None else process.pid
 
     def close(self) -> None:
         with self._lock:

@@ -16,22 +16,28 @@ process.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
-from collections.abc import AsyncIterator
+import signal
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import timedelta
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import msgspec
 import nats
 import nats.js.errors
 import pytest
+from eventsourcing.persistence import StoredEvent
+from eventsourcing.utils import get_topic
 from nacl.public import PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
 
 from contracts.shares import decode_share
 from contracts.subjects import PREVIOUS_POSITION_HEADER, SHARES_STREAM, STREAM, event_subject
+from domain.case import Case
 from domain.personal_data import DataSubject, PersonDetails
 from domain.vocabulary import (
     Channel,
@@ -52,12 +58,13 @@ from services.relay.relay import (
     EXPECTED_LAST_SEQUENCE_HEADER,
     MSG_ID_HEADER,
     Relay,
+    RelayStalled,
     ensure_shares_stream,
     ensure_stream,
 )
 from services.relay.routing import Router
 from services.relay.sharing import Sharer, open_share, public_key_of
-from services.relay.translating import SUBJECT_TOKENS, TranslatorProcess
+from services.relay.translating import SUBJECT_TOKENS, Poison, TranslatorProcess
 from services.relay.translation import encode, to_cloud_event
 from services.settings import Settings
 
@@ -257,3 +264,100 @@ async def test_the_relay_publishes_what_the_plain_path_makes_byte_for_byte(
         assert _share(subject, data, keys[expected.opened["recipient"]]) == expected
     # nothing in a message is a placeholder for a field that was never opened
     assert not any(UNOPENED.encode() in d for _, _, d, _ in events + shares)
+
+
+async def test_a_translating_process_killed_mid_backlog_is_started_again_losing_nothing(
+    app: ComplaintMechanism, nc: NatsClient, js: JetStreamContext, settings: Settings
+) -> None:
+    # given the demo's store, and a relay translating in a process of its own
+    keys = demo_store(app)
+    expected_events, _ = plain_path(app, keys)
+    publisher = AckPublisher(nc)
+    process = TranslatorProcess(settings)
+    relay = Relay(app, js, publisher=publisher, batch_size=40, window=40, process=process)
+    stop = asyncio.Event()
+    running = asyncio.ensure_future(relay.run(stop, poll_interval=0.01))
+    try:
+        # when its translating process is killed three times while it publishes the backlog
+        killed: list[int] = []
+        for part in (1, 2, 3):
+            at = len(expected_events) * part // 4
+            await wait_for(lambda at=at: _stream_holds(js, at), f"{at} messages")  # type: ignore[misc]
+            pid = process.pid
+            assert pid is not None and pid not in killed
+            os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+        # then it starts another each time and publishes everything
+        await wait_for(lambda: _stream_holds(js, len(expected_events)), "the whole store")
+    finally:
+        stop.set()
+        await running
+        await publisher.close()
+        await asyncio.to_thread(process.close)
+    assert relay.failures >= 1
+    # once, in order, byte for byte what the plain path makes (a fresh router in each new
+    # process routes as the one killed would have)
+    events = await published(js, STREAM)
+    assert [tuple(m[1:]) for m in events] == expected_events
+
+
+async def _stream_holds(js: JetStreamContext, count: int) -> bool:
+    return int((await js.stream_info(STREAM)).state.messages) >= count
+
+
+async def wait_for(
+    condition: Callable[[], Awaitable[bool]], what: str, within: float = 120.0
+) -> None:
+    deadline = time.monotonic() + within
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within} s waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize("in_process", [False, True], ids=["thread", "process"])
+async def test_an_event_that_does_not_decode_stalls_the_relay_there_in_either_place(
+    app: ComplaintMechanism,
+    nc: NatsClient,
+    js: JetStreamContext,
+    settings: Settings,
+    in_process: bool,
+) -> None:
+    # given the demo's store, then an event of a published class that does not decode, then
+    # more events
+    keys = demo_store(app)
+    expected_events, _ = plain_path(app, keys)
+    app.recorder.insert_events(
+        [
+            StoredEvent(
+                originator_id=uuid4(),
+                originator_version=1,
+                topic=get_topic(Case.Received),
+                state=b'{"not": "a complaint"}',
+            )
+        ]
+    )
+    poison = app.recorder.max_notification_id()
+    assert poison is not None
+    walk_cases(app, 3, random.Random(3), demo_start() + timedelta(days=50))
+
+    # when the relay publishes, translating in a thread or in its process
+    publisher = AckPublisher(nc)
+    process = TranslatorProcess(settings) if in_process else None
+    relay = Relay(app, js, publisher=publisher, batch_size=97, window=64, process=process)
+    try:
+        with pytest.raises(RelayStalled) as stalled:
+            await relay.publish_pending()
+    finally:
+        await publisher.close()
+        if process is not None:
+            await asyncio.to_thread(process.close)
+
+    # then it stalls at that event, naming its position, topic and the error's type only,
+    # after publishing every event before it, as the plain path makes them
+    assert stalled.value.poison == Poison(
+        poison, get_topic(Case.Received), "MapperDeserialisationError"
+    )
+    events = await published(js, STREAM)
+    assert [tuple(m[1:]) for m in events] == expected_events
+    assert await relay.recorded_position() == poison - 1
