@@ -168,8 +168,13 @@ class MessageId:
     kind: MessageKind = "event"
     agency: str | None = None
 
+    @staticmethod
+    def of_event(store: str, position: int) -> str:
+        """``str(MessageId(store, position))``, without the object (one an event)."""
+        return f"{store}:{position}"
+
     def __str__(self) -> str:
-        head = f"{self.store}:{self.position}"
+        head = MessageId.of_event(self.store, self.position)
         if self.kind == "share":
             return f"{head}{SHARE_MSG_ID_SUFFIX}"
         if self.kind == "withdrawn":
@@ -822,7 +827,7 @@ class Relay:
             try:
                 if item.position > events_in_stream:
                     headers = {
-                        MSG_ID_HEADER: str(MessageId(self._store_id, item.position)),
+                        MSG_ID_HEADER: MessageId.of_event(self._store_id, item.position),
                         PREVIOUS_POSITION_HEADER: str(item.previous),
                         EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + len(sent_events)),
                     }

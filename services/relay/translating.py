@@ -227,9 +227,15 @@ class Batch:
 
 def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> None:
     """The translating process: read and translate the batch after each position asked,
-    until the relay closes the pipe."""
+    until the relay closes the pipe.
+
+    On a backlog (a full batch answered) it reads and translates the next batch at once,
+    while the relay publishes the one it has: the answer to the next request is then ready.
+    The log is append-only, so that batch is the one a later read would find. Asked for
+    another position than the one it read ahead from (never, as the relay asks: it takes
+    every answer whole and asks from where it ends), it drops what it read ahead and starts
+    a fresh router and sharer, which must never see an event twice."""
     from services.bootstrap import complaint_mechanism  # noqa: PLC0415 - in the child only
-    from services.event_store.store_id import store_id_of  # noqa: PLC0415
     from services.runtime.logging import configure_logging  # noqa: PLC0415
 
     # The relay stops it (by closing the pipe, or by dying: the pipe closes too); a signal
@@ -238,40 +244,63 @@ def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> N
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     configure_logging(settings.log_format, "relay-translator")
     app = complaint_mechanism(settings)
-    translator = Translator(app)
-    store_id: str | None = None
+    reader = _Reader(app)
+    ahead: tuple[tuple[int, int, int], Batch] | None = None
     try:
         while True:
             try:
-                request = conn.recv()
+                request: tuple[int, int, int] = conn.recv()
             except (EOFError, OSError):
                 return  # the relay closed the pipe, or exited
-            read, published, batch_size = request
-            try:
-                notifications = app.recorder.select_notifications(
-                    read, batch_size, inclusive_of_start=False
-                )
-                fresh = [n for n in notifications if n.id > read]
-                if fresh and store_id is None:
-                    store_id = store_id_of(app.recorder)
-            except TRANSIENT as e:
-                answer = Batch(0, 0, store_id, Translated([], read, published), type(e).__name__)
-                if not _answer(conn, answer):
-                    return
-                continue
-            last = notifications[-1].id if notifications else 0
-            if not fresh or store_id is None:
-                empty = Batch(len(notifications), last, store_id, Translated([], read, published))
-                if not _answer(conn, empty):
-                    return
-                continue
-            done = translator.translate(fresh, read=read, published=published, store_id=store_id)
-            transient = None if done.transient is None else type(done.transient).__name__
-            done.transient = None
-            if not _answer(conn, Batch(len(notifications), last, store_id, done, transient)):
+            if ahead is not None and ahead[0] == request:
+                answer = ahead[1]
+            else:
+                if ahead is not None:
+                    reader = _Reader(app)  # its router saw what the relay did not take
+                answer = reader.next_batch(*request)
+            ahead = None
+            if not _answer(conn, answer):
                 return
+            batch_size = request[2]
+            done = answer.translated
+            if answer.count >= batch_size and answer.transient is None and done.poison is None:
+                following = (done.read, done.published, batch_size)
+                ahead = (following, reader.next_batch(*following))
     finally:
         app.close()
+
+
+class _Reader:
+    """The log's batches, read and translated in order (in the translating process)."""
+
+    def __init__(self, app: ComplaintMechanism) -> None:
+        self._app = app
+        self._translator = Translator(app)
+        self._store_id: str | None = None
+
+    def next_batch(self, read: int, published: int, batch_size: int) -> Batch:
+        from services.event_store.store_id import store_id_of  # noqa: PLC0415
+
+        try:
+            notifications = self._app.recorder.select_notifications(
+                read, batch_size, inclusive_of_start=False
+            )
+            fresh = [n for n in notifications if n.id > read]
+            if fresh and self._store_id is None:
+                self._store_id = store_id_of(self._app.recorder)
+        except TRANSIENT as e:
+            nothing = Translated([], read, published)
+            return Batch(0, 0, self._store_id, nothing, type(e).__name__)
+        last = notifications[-1].id if notifications else 0
+        if not fresh or self._store_id is None:
+            nothing = Translated([], read, published)
+            return Batch(len(notifications), last, self._store_id, nothing)
+        done = self._translator.translate(
+            fresh, read=read, published=published, store_id=self._store_id
+        )
+        transient = None if done.transient is None else type(done.transient).__name__
+        done.transient = None  # exceptions are not sent between processes
+        return Batch(len(notifications), last, self._store_id, done, transient)
 
 
 def _answer(conn: multiprocessing.connection.Connection, batch: Batch) -> bool:

@@ -361,3 +361,40 @@ async def test_an_event_that_does_not_decode_stalls_the_relay_there_in_either_pl
     events = await published(js, STREAM)
     assert [tuple(m[1:]) for m in events] == expected_events
     assert await relay.recorded_position() == poison - 1
+
+
+async def test_the_translating_process_asked_out_of_turn_answers_as_a_fresh_one(
+    app: ComplaintMechanism, settings: Settings
+) -> None:
+    # given the demo's store: a case received at position `received`, transferred at
+    # `transferred` (its events before that go under the agency it came from)
+    keys = demo_store(app)
+    events = plain_path(app, keys)[0]
+    by_position = {int(h[MSG_ID_HEADER].rsplit(":", 1)[1]): (s, p, h) for s, p, h in events}
+    notifications = app.recorder.select_notifications(1, 10**6)
+    transferred = next(n for n in notifications if n.topic.endswith("Case.Transferred"))
+    received = next(
+        n.id
+        for n in notifications
+        if n.originator_id == transferred.originator_id and n.originator_version == 1
+    )
+    read = published = received  # from the event after its receipt
+    size = transferred.id - received
+    process = TranslatorProcess(settings)
+    try:
+        # and a translating process that answered the batch after the case's receipt up to
+        # its transfer (a full one: it read the next one ahead; its router knows the transfer)
+        first = await asyncio.to_thread(process.next_batch, read, published, size)
+        assert first.count == size
+
+        # when it is asked for that batch again (out of turn: the relay never does)
+        again = await asyncio.to_thread(process.next_batch, read, published, size)
+    finally:
+        await asyncio.to_thread(process.close)
+
+    # then it answers as a fresh process would: the case's events before its transfer
+    # under the agency it came from, every message as the plain path makes it
+    want = [by_position[p][:2] for p in sorted(by_position) if received < p <= transferred.id]
+    assert len({subject.split(".")[3] for subject, _ in want}) == 2
+    assert [(o.subject, o.payload) for o in first.translated.out] == want
+    assert [(o.subject, o.payload) for o in again.translated.out] == want
