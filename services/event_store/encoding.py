@@ -94,29 +94,6 @@ class MsgspecMapper(Mapper[Any]):
             state=stored_state,
         )
 
-    def prefetch_keys(self, stored_events: Iterable[StoredEvent]) -> None:
-        """Read and open, in a few queries, the data keys that ``stored_events``' sealed
-        fields need (``DataKeys.prefetch``): a reader about to decode many events (the
-        relay's backlog) spares one query per key. Decoding them afterwards is unchanged;
-        an undecodable state is left for ``to_domain_event`` to report."""
-        keys = self.data_keys
-        if keys is None:
-            return
-        refs: list[KeyRef] = []
-        for stored_event in stored_events:
-            try:
-                state = stored_event.state
-                if self.cipher:
-                    state = self.cipher.decrypt(state)
-                if self.compressor:
-                    state = self.compressor.decompress(state)
-                refs.extend(
-                    sealed_refs(self.transcoder.decode(state), _uuid(stored_event.originator_id))
-                )
-            except Exception:  # noqa: S112 (to_domain_event names it, with its position)
-                continue
-        keys.prefetch(refs)
-
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
         cls = resolve_topic(stored_event.topic)
         try:

@@ -12,11 +12,13 @@ application name ``cbcm-relay``) only after the acknowledgements of the events i
 most every ``RECORD_SECONDS`` while a backlog is published, and whenever everything read is
 published. A crash re-reads at most that much; the stream's tail makes it skip what is stored.
 
-The pipeline (ADR 27): the next batch is read and translated in a worker thread while a
-window's acknowledgements are awaited; the stream's tail is known from the relay's own acks
-after a clean window (read from the stream after any failure); the batch's data keys are read
-in one query; publishes go through ``publisher.AckPublisher``, whose futures resolve on a
-refusal too.
+The pipeline (ADR 27, ADR 31): the next batch is read and translated while a window's
+acknowledgements are awaited, in a worker thread or, for ``cbcm relay``, in a process of its
+own (``translating.TranslatorProcess``: two cores at work on a backlog); each stored state is
+parsed once and only the personal fields the translation reads are opened; the stream's tail
+is known from the relay's own acks after a clean window (read from the stream after any
+failure); the batch's data keys are read in one query; publishes go through
+``publisher.AckPublisher``, whose futures resolve on a refusal too.
 
 Following the log: on PostgreSQL ``LISTEN`` on the recorder's channel rings a bell, on SQLite
 by polling; both read in batches from the position read. NATS being unreachable only pauses
