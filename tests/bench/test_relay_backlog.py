@@ -370,7 +370,7 @@ def test_relay_backlog(store_url: str, tmp_path: Path, before_tree: Path) -> Non
     print(
         f"CPU per message (medians): before {cpu['before']:.0f} us, after {cpu['after']:.0f} us, "
         f"nats-py {cpu['raw']:.0f} us; ratios (nats-py / relay): before "
-        f"{cpu['raw'] / cpu['before']:.2f}, after {cpu['raw'] / cpu['after']:.2f} (what a machine "
+        f"{cpu['raw'] / cpu['before']:.2f}, after {cpu['raw'] / cpu['after']:.2f} (what one core "
         "to itself would give, whatever the load)"
     )
     for who, name in (("before", f"before #16 ({BEFORE_COMMIT})"), ("after", "after #16")):
