@@ -338,6 +338,13 @@ class Settings(BaseSettings):
         description="how often the leading relay checks that it still holds the leader lock "
         "(it stops publishing at the first check that fails)",
     )
+    relay_translator_process: bool | None = Field(
+        default=None,
+        description="the relay reads and translates the event store's log in a process of its "
+        "own, while its main process publishes (two cores at work on a backlog; ADR 31); "
+        "false: in a thread of its one process; unset: true for `cbcm relay`, false where the "
+        "relay runs inside another process (`cbcm serve`)",
+    )
     # --- statistics releases (issue #14) ---
     stats_release_period: Literal["month", "quarter", "year"] = Field(
         default="quarter", description="what one statistics release covers"

@@ -68,9 +68,12 @@ published, so a write's ``position`` (what read models are asked to reach) is th
 last published event."""
 
 
+_INTERNAL_EVENTS: tuple[type[Any], ...] = tuple(cls.Event for cls in INTERNAL_AGGREGATES)
+
+
 def is_published(event: object) -> bool:
     """Whether a stored event goes on the bus (everything but the internal aggregates')."""
-    return not isinstance(event, tuple(cls.Event for cls in INTERNAL_AGGREGATES))
+    return not isinstance(event, _INTERNAL_EVENTS)
 
 
 class StoreConnections(Protocol):

@@ -94,6 +94,8 @@ def relay() -> None:
     from services.relay.relay import run_relay
 
     settings = service_settings("relay")
+    if settings.relay_translator_process is None:  # a process of its own: two cores at work
+        settings = settings.model_copy(update={"relay_translator_process": True})
     run_until_signalled(settings, lambda stop: run_relay(settings, stop, nats_url(settings)))
 
 

@@ -8,8 +8,9 @@ half-built event.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import Any, cast
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, cast
 from uuid import UUID
 
 import msgspec
@@ -27,6 +28,7 @@ from services.event_store.personal_data.kek import KeyRingError
 from services.event_store.personal_data.sealing import (
     SealBroken,
     erasures_of,
+    leave_sealed,
     open_sealed,
     seal,
     sealed_refs,
@@ -92,38 +94,71 @@ class MsgspecMapper(Mapper[Any]):
             state=stored_state,
         )
 
-    def prefetch_keys(self, stored_events: Iterable[StoredEvent]) -> None:
-        """Read and open, in a few queries, the data keys that ``stored_events``' sealed
-        fields need (``DataKeys.prefetch``): a reader about to decode many events (the
-        relay's backlog) spares one query per key. Decoding them afterwards is unchanged;
-        an undecodable state is left for ``to_domain_event`` to report."""
-        keys = self.data_keys
-        if keys is None:
-            return
-        refs: list[KeyRef] = []
-        for stored_event in stored_events:
-            try:
-                state = stored_event.state
-                if self.cipher:
-                    state = self.cipher.decrypt(state)
-                if self.compressor:
-                    state = self.compressor.decompress(state)
-                refs.extend(
-                    sealed_refs(self.transcoder.decode(state), _uuid(stored_event.originator_id))
-                )
-            except Exception:  # noqa: S112 (to_domain_event names it, with its position)
-                continue
-        keys.prefetch(refs)
-
     def to_domain_event(self, stored_event: StoredEvent) -> DomainEventProtocol[Any]:
         cls = resolve_topic(stored_event.topic)
-        state = stored_event.state
         try:
-            if self.cipher:
-                state = self.cipher.decrypt(state)
-            if self.compressor:
-                state = self.compressor.decompress(state)
-            event_state: dict[str, Any] = self.transcoder.decode(state)
+            return self._event_from(stored_event, cls, self._state_of(stored_event), True)
+        except _UNDECODABLE as e:
+            raise _undecodable(stored_event, e) from e
+
+    def decode_states(
+        self, stored_events: Iterable[StoredEvent], opened: Callable[[type[Any]], bool]
+    ) -> DecodedStates:
+        """Step one of decoding many events (a reader of the log, the relay): each stored
+        state decrypted, decompressed and parsed once, without opening anything, and the data
+        keys its sealed fields need if ``opened(event class)``; then ``keys.prefetch(refs)``
+        (or nothing) and ``event_of`` each, in order.
+
+        Personal fields of a class ``opened`` refuses are left sealed (never decrypted): they
+        hold ``UNOPENED`` in the event, which is only for a reader that never looks at them
+        (the relay's translation withholds every personal field; its derived flags and the
+        shares read them, and their classes are opened)."""
+        items: list[_Decoded | Exception] = []
+        refs: list[KeyRef] = []
+        for stored_event in stored_events:
+            # an error is raised by event_of, at this event's turn, as to_domain_event would
+            try:
+                cls = resolve_topic(stored_event.topic)
+            except Exception as e:
+                items.append(e)
+                continue
+            try:
+                state = self._state_of(stored_event)
+            except _UNDECODABLE as e:
+                items.append(_undecodable(stored_event, e))
+                continue
+            except Exception as e:
+                items.append(e)
+                continue
+            opens = opened(cls)
+            if opens and self.data_keys is not None:
+                refs.extend(sealed_refs(state, _uuid(stored_event.originator_id)))
+            items.append(_Decoded(cls, state, opens))
+        return DecodedStates(items, refs)
+
+    def event_of(self, stored_event: StoredEvent, item: _Decoded | Exception) -> Any:
+        """The domain event of ``stored_event`` from its ``decode_states`` item; raises what
+        ``to_domain_event`` would raise for it."""
+        if isinstance(item, Exception):
+            raise item
+        try:
+            return self._event_from(stored_event, item.cls, item.state, item.opened)
+        except _UNDECODABLE as e:
+            raise _undecodable(stored_event, e) from e
+
+    def _state_of(self, stored_event: StoredEvent) -> dict[str, Any]:
+        state = stored_event.state
+        if self.cipher:
+            state = self.cipher.decrypt(state)
+        if self.compressor:
+            state = self.compressor.decompress(state)
+        decoded: dict[str, Any] = self.transcoder.decode(state)
+        return decoded
+
+    def _event_from(
+        self, stored_event: StoredEvent, cls: type[Any], event_state: dict[str, Any], opened: bool
+    ) -> DomainEventProtocol[Any]:
+        if opened:
             open_sealed(
                 event_state,
                 scope=_uuid(stored_event.originator_id),
@@ -131,24 +166,53 @@ class MsgspecMapper(Mapper[Any]):
                 topic=stored_event.topic,
                 keys=self.data_keys,
             )
-            event_state["originator_id"] = stored_event.originator_id
-            event_state["originator_version"] = stored_event.originator_version
-            class_version = getattr(cls, "class_version", 1)
-            from_version = event_state.pop("class_version", 1)
-            while from_version < class_version:
-                getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(event_state)
-                from_version += 1
-            return cast(DomainEventProtocol[Any], msgspec.convert(event_state, type=cls))
-        except (
-            msgspec.ValidationError,
-            msgspec.DecodeError,
-            ValueError,
-            SealBroken,
-            DataKeyMissing,
-            KeyRingError,
-        ) as e:
-            msg = (
-                f"stored event {stored_event.originator_id} v{stored_event.originator_version} "
-                f"({stored_event.topic}) does not decode: {e}"
-            )
-            raise MapperDeserialisationError(msg) from e
+        else:
+            leave_sealed(event_state, UNOPENED)
+        event_state["originator_id"] = stored_event.originator_id
+        event_state["originator_version"] = stored_event.originator_version
+        class_version = getattr(cls, "class_version", 1)
+        from_version = event_state.pop("class_version", 1)
+        while from_version < class_version:
+            getattr(cls, f"upcast_v{from_version}_v{from_version + 1}")(event_state)
+            from_version += 1
+        return cast(DomainEventProtocol[Any], msgspec.convert(event_state, type=cls))
+
+
+UNOPENED: Final = "\u2327unopened\u2327"
+"""What a personal field holds in an event decoded without opening it (``decode_states``):
+not its value, which was never decrypted."""
+
+_UNDECODABLE = (
+    msgspec.ValidationError,
+    msgspec.DecodeError,
+    ValueError,
+    SealBroken,
+    DataKeyMissing,
+    KeyRingError,
+)
+
+
+def _undecodable(stored_event: StoredEvent, e: BaseException) -> MapperDeserialisationError:
+    msg = (
+        f"stored event {stored_event.originator_id} v{stored_event.originator_version} "
+        f"({stored_event.topic}) does not decode: {e}"
+    )
+    error = MapperDeserialisationError(msg)
+    error.__cause__ = e
+    return error
+
+
+@dataclass(frozen=True, slots=True)
+class _Decoded:
+    cls: type[Any]
+    state: dict[str, Any]
+    opened: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedStates:
+    """What ``MsgspecMapper.decode_states`` made of a batch: per stored event, its parsed
+    state (or the error decoding it), and the data keys the opened ones need."""
+
+    items: list[_Decoded | Exception]
+    refs: list[KeyRef]

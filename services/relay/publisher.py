@@ -89,7 +89,8 @@ class AckPublisher:
     ) -> asyncio.Future[Ack]:
         """Send one message; its future resolves with JetStream's answer. Raises what
         ``Client.publish`` raises (a payload over the server's limit, a closed connection)."""
-        await self._ensure_subscribed()
+        if self._subscription is None:
+            await self._ensure_subscribed()
         token = str(next(self._tokens))
         future: asyncio.Future[Ack] = asyncio.get_running_loop().create_future()
         self._futures[token] = future

@@ -12,11 +12,13 @@ application name ``cbcm-relay``) only after the acknowledgements of the events i
 most every ``RECORD_SECONDS`` while a backlog is published, and whenever everything read is
 published. A crash re-reads at most that much; the stream's tail makes it skip what is stored.
 
-The pipeline (ADR 27): the next batch is read and translated in a worker thread while a
-window's acknowledgements are awaited; the stream's tail is known from the relay's own acks
-after a clean window (read from the stream after any failure); the batch's data keys are read
-in one query; publishes go through ``publisher.AckPublisher``, whose futures resolve on a
-refusal too.
+The pipeline (ADR 27, ADR 31): the next batch is read and translated while a window's
+acknowledgements are awaited, in a worker thread or, for ``cbcm relay``, in a process of its
+own (``translating.TranslatorProcess``: two cores at work on a backlog); each stored state is
+parsed once and only the personal fields the translation reads are opened; the stream's tail
+is known from the relay's own acks after a clean window (read from the stream after any
+failure); the batch's data keys are read in one query; publishes go through
+``publisher.AckPublisher``, whose futures resolve on a refusal too.
 
 Following the log: on PostgreSQL ``LISTEN`` on the recorder's channel rings a bell, on SQLite
 by polling; both read in batches from the position read. NATS being unreachable only pauses
@@ -49,11 +51,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import re
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
 import msgspec
@@ -85,10 +87,8 @@ from contracts.subjects import (
     SHARE_SUBJECTS,
     SHARES_STREAM,
     STREAM,
-    event_subject,
     record_shares,
 )
-from domain.case import Case
 from services.application.mechanism import ComplaintMechanism
 from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
@@ -110,12 +110,14 @@ from services.relay import metrics
 from services.relay.leader import lead, leader_lock, wait_for_leadership
 from services.relay.publisher import AckPublisher
 from services.relay.routing import Router
-from services.relay.sharing import Share, Sharer, withdrawal_notice
-from services.relay.translation import (
-    PUBLISHED_AGGREGATES,
-    encode,
-    published_event_classes,
-    to_cloud_event,
+from services.relay.sharing import Sharer, withdrawal_notice
+from services.relay.translating import (
+    Outgoing,
+    Poison,
+    Translated,
+    Translator,
+    TranslatorProcess,
+    TranslatorUnavailable,
 )
 from services.runtime.worker_status import (
     Place,
@@ -168,8 +170,13 @@ class MessageId:
     kind: MessageKind = "event"
     agency: str | None = None
 
+    @staticmethod
+    def of_event(store: str, position: int) -> str:
+        """``str(MessageId(store, position))``, without the object (one an event)."""
+        return f"{store}:{position}"
+
     def __str__(self) -> str:
-        head = f"{self.store}:{self.position}"
+        head = MessageId.of_event(self.store, self.position)
         if self.kind == "share":
             return f"{head}{SHARE_MSG_ID_SUFFIX}"
         if self.kind == "withdrawn":
@@ -193,18 +200,6 @@ class MessageId:
         if f":{kind}:" == WITHDRAWN_MSG_ID_INFIX and agency:
             return cls(store, int(position), "withdrawn", agency)
         return None
-
-
-def _snake(name: str) -> str:
-    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()
-
-
-SUBJECT_TOKENS: dict[type[Any], tuple[str, str]] = {
-    event_class: (aggregate_name, _snake(event_class.__name__))
-    for aggregate, (aggregate_name, _) in PUBLISHED_AGGREGATES.items()
-    for event_class in published_event_classes(aggregate)
-}
-"""Domain event class -> (aggregate, event) tokens of its subject."""
 
 
 def stream_config(replicas: int = 1) -> StreamConfig:
@@ -298,17 +293,6 @@ class StreamAheadOfStore(StreamOfAnotherStore):
     (docs/backup-and-restore.md)."""
 
 
-@dataclass(frozen=True)
-class Poison:
-    """An event the relay cannot handle, in words safe to log: its position, its stored
-    topic and the error's type (never the payload or the error's text, which may quote
-    personal data)."""
-
-    position: int
-    message_type: str
-    error: str
-
-
 class RelayStalled(RuntimeError):
     """The relay published and recorded everything before ``poison`` and cannot go past it."""
 
@@ -318,38 +302,6 @@ class RelayStalled(RuntimeError):
             f"({poison.message_type}): {poison.error}"
         )
         self.poison = poison
-
-
-@dataclass
-class _Translation:
-    """What one translation pass made of a batch of notifications."""
-
-    out: list[Outgoing]
-    read: int
-    """The last position handled (translated, or an internal record passed)."""
-    published: int
-    poison: Poison | None = None
-    transient: BaseException | None = None
-    """The store became unreachable: what was translated before it is kept."""
-
-
-@dataclass(frozen=True)
-class Outgoing:
-    """One translated event, ready to publish."""
-
-    position: int
-    previous: int
-    """Position of the event before it in the store (see ``PREVIOUS_POSITION_HEADER``)."""
-    subject: str
-    payload: bytes
-    share: Share | None = None
-    """The sealed share of a custody step that shares personal data with another agency."""
-    step: Any = field(default=None, compare=False, repr=False)
-    """The sharing step's domain event, to seal its share again right before it is sent."""
-    erasure: Any = field(default=None, compare=False, repr=False)
-    """A case's erasure event: what was shared of the case is withdrawn once it is stored."""
-    topic: str = field(default="", compare=False)
-    """The stored event's topic (for a stall's record)."""
 
 
 def _stored_prefix(
@@ -412,11 +364,14 @@ class Relay:
         max_backoff: float = 5.0,
         data_dir: Place | None = None,
         publisher: Publisher | None = None,
+        process: TranslatorProcess | None = None,
     ) -> None:
         """``data_dir``: where the relay's stall is recorded for other processes
         (``services.runtime.worker_status``); None records none (the log and gauge still tell).
         ``publisher``: what sends the windows (``publisher.AckPublisher`` on the connection;
-        by default nats-py's ``publish_async``, whose futures never resolve on a refusal)."""
+        by default nats-py's ``publish_async``, whose futures never resolve on a refusal).
+        ``process``: the process that reads and translates the log (None: this process's
+        worker thread does; ``translating.TranslatorProcess``, whose owner closes it)."""
         metrics.register()
         self._app = app
         self._js = js
@@ -426,8 +381,10 @@ class Relay:
         self._window = window
         self._publish_timeout = publish_timeout
         self._max_backoff = max_backoff
-        self._router = Router(app)
-        self._sharer = Sharer(app, self._router)
+        self._translator = Translator(app)
+        self._router = self._translator.router
+        self._sharer = self._translator.sharer
+        self._process = process
         self._tracking: TrackingRecorder | None = None
         self._store_id: str | None = None
         self._recorded: int | None = None
@@ -579,61 +536,12 @@ class Relay:
 
     # ------------------------------------------------------------------ reading
 
-    def _translate(self, notifications: Sequence[Notification]) -> _Translation:
-        """Stored events -> messages (runs in a worker thread: it may read the store), in log
-        order, up to the first that cannot be handled (``poison``) or the store becoming
-        unreachable (``transient``): what was translated before either is kept."""
+    def _translate(self, notifications: Sequence[Notification]) -> Translated:
+        """Stored events -> messages, in this process (a worker thread: it may read the
+        store); see ``Translator.translate``."""
         assert self._store_id is not None
-        source = f"urn:cbcm:store:{self._store_id}"
-        done = _Translation([], self._read, self._published)
-        try:
-            # the batch's data keys in a few queries, not one per record
-            prefetch_keys = getattr(self._app.mapper, "prefetch_keys", None)
-            if prefetch_keys is not None:
-                prefetch_keys(notifications)
-        except TRANSIENT as e:
-            done.transient = e
-            return done
-        except Exception as e:  # only a speed-up: each event then reads its own keys
-            log.debug("relay.prefetch_failed", error=type(e).__name__)
-        for notification in notifications:
-            try:
-                item = self._outgoing(notification, done.published, source)
-            except TRANSIENT as e:
-                done.transient = e
-                break
-            except Exception as e:
-                # Only the type: the text or a traceback could quote the event's personal data.
-                done.poison = Poison(notification.id, notification.topic, type(e).__name__)
-                break
-            done.read = notification.id
-            if item is not None:
-                done.out.append(item)
-                done.published = notification.id
-        return done
-
-    def _outgoing(self, notification: Notification, previous: int, source: str) -> Outgoing | None:
-        """The message of one stored event (None: one of the mechanism's own records)."""
-        event = self._app.mapper.to_domain_event(notification)
-        if not is_published(event):
-            # The mechanism's own records (receipt verifiers, personal-data reads,
-            # retried-request answers) never leave the store; the next message's
-            # previous-position link skips them.
-            return None
-        aggregate, name = SUBJECT_TOKENS[type(event)]
-        agency = self._router.agency_of(event, notification.id)
-        message = to_cloud_event(event, source=source, position=notification.id)
-        subject = event_subject(agency, aggregate, name)
-        share = self._sharer.share_of(event, notification.id, source)
-        return Outgoing(
-            notification.id,
-            previous,
-            subject,
-            encode(message),
-            share,
-            step=None if share is None else event,
-            erasure=event if isinstance(event, Case.PersonalDataErased) else None,
-            topic=notification.topic,
+        return self._translator.translate(
+            notifications, read=self._read, published=self._published, store_id=self._store_id
         )
 
     async def _accept(self, notifications: Sequence[Notification]) -> None:
@@ -644,14 +552,20 @@ class Relay:
             return
         metrics.observe_head(fresh[-1].id)
         await self._ensure_store_id()
-        done = await asyncio.to_thread(self._translate, fresh)
+        self._take(await asyncio.to_thread(self._translate, fresh))
+
+    def _take(self, done: Translated, transient: BaseException | None = None) -> None:
+        """Take what a translation pass made into ``_pending`` (and raise the failure that
+        cut it short, if any: what was translated before it is kept, since the router and
+        the sharer have seen those events)."""
         self._pending.extend(done.out)
         self._read, self._published = done.read, done.published
         if done.poison is not None:
             self._poison = done.poison
         metrics.observe_published(self.published_position)
-        if done.transient is not None:
-            raise done.transient
+        failure = done.transient or transient
+        if failure is not None:
+            raise failure
 
     async def _observe_backlog(self, read: int) -> None:
         """A full batch was read: the store may hold more; query its head (at most once
@@ -668,6 +582,8 @@ class Relay:
     async def _read_more(self) -> int:
         if self._poison is not None:
             return 0  # nothing after the event it cannot handle
+        if self._process is not None:
+            return await self._read_in_process(self._process)
         notifications = await asyncio.to_thread(
             self._app.recorder.select_notifications,
             self._read,
@@ -677,6 +593,23 @@ class Relay:
         await self._observe_backlog(len(notifications))
         await self._accept(notifications)
         return len(notifications)
+
+    async def _read_in_process(self, process: TranslatorProcess) -> int:
+        """``_read_more`` by the translating process: it reads the batch after ``_read`` and
+        sends back its messages."""
+        batch = await asyncio.to_thread(
+            process.next_batch, self._read, self._published, self._batch_size
+        )
+        if batch.count:
+            metrics.observe_head(batch.last)
+        if batch.store_id is not None and self._store_id is None:
+            self._store_id = await self._ensure_store_id()
+        transient = None
+        if batch.transient is not None:
+            transient = TranslatorUnavailable(f"the store is unreachable ({batch.transient})")
+        self._take(batch.translated, transient)
+        await self._observe_backlog(batch.count)
+        return batch.count
 
     # ------------------------------------------------------------------ publishing
 
@@ -896,7 +829,7 @@ class Relay:
             try:
                 if item.position > events_in_stream:
                     headers = {
-                        MSG_ID_HEADER: str(MessageId(self._store_id, item.position)),
+                        MSG_ID_HEADER: MessageId.of_event(self._store_id, item.position),
                         PREVIOUS_POSITION_HEADER: str(item.previous),
                         EXPECTED_LAST_SEQUENCE_HEADER: str(last_seq + len(sent_events)),
                     }
@@ -1311,13 +1244,51 @@ async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMecha
             backoff = min(backoff * 2, 5.0)
 
 
+async def _ensure_streams(js: JetStreamContext, settings: Settings, stop: asyncio.Event) -> None:
+    """Both streams as configured, waiting while JetStream is starting or unreachable."""
+    replicas = nats_replicas(settings)
+    backoff = 0.1
+    while not stop.is_set():
+        try:
+            await ensure_stream(js, replicas)
+            await ensure_shares_stream(js, replicas, settings.shares_max_age_days)
+            break
+        except nats.js.errors.APIError as e:
+            # JetStream starting (503) is worth waiting for; a refused configuration
+            # (say, an existing stream on memory storage) is for an operator.
+            if not isinstance(e, nats.js.errors.ServiceUnavailableError):
+                log.error("relay.stream_refused", error=type(e).__name__, code=e.err_code)
+                raise
+            log.warning("relay.stream_unavailable", error=type(e).__name__)
+            await wait_for_stop(stop, backoff)
+            backoff = min(backoff * 2, 5.0)
+        except TRANSIENT as e:
+            log.warning("relay.stream_unavailable", error=type(e).__name__)
+            await wait_for_stop(stop, backoff)
+            backoff = min(backoff * 2, 5.0)
+
+
+def _translator_process(settings: Settings) -> TranslatorProcess | None:
+    """A started translating process, if the relay translates in one (the setting)."""
+    if not settings.relay_translator_process:
+        return None
+    process = TranslatorProcess(settings)
+    process.start()
+    return process
+
+
 async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> None:
     """``cbcm relay``: follow the event store and publish until ``stop`` is set, while this
     relay holds the store's leader lock (``services.relay.leader``); standby until then.
     ``nats_url`` may name several servers, comma-separated."""
     metrics.register()
+    # A translating process per term (each term's router and sharer start afresh), started
+    # ahead of it: it opens the store while this process connects and waits for the lock.
+    process = await asyncio.to_thread(_translator_process, settings)
     app = await _open_store(settings, stop)
     if app is None:
+        if process is not None:
+            await asyncio.to_thread(process.close)
         return
     nc: NatsClient | None = None
     try:
@@ -1328,26 +1299,7 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         js = nc.jetstream()
         publisher = AckPublisher(nc)
         status = status_place(settings)  # where a stall is recorded (ADR 27)
-        replicas = nats_replicas(settings)
-        backoff = 0.1
-        while not stop.is_set():
-            try:
-                await ensure_stream(js, replicas)
-                await ensure_shares_stream(js, replicas, settings.shares_max_age_days)
-                break
-            except nats.js.errors.APIError as e:
-                # JetStream starting (503) is worth waiting for; a refused configuration
-                # (say, an existing stream on memory storage) is for an operator.
-                if not isinstance(e, nats.js.errors.ServiceUnavailableError):
-                    log.error("relay.stream_refused", error=type(e).__name__, code=e.err_code)
-                    raise
-                log.warning("relay.stream_unavailable", error=type(e).__name__)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
-            except TRANSIENT as e:
-                log.warning("relay.stream_unavailable", error=type(e).__name__)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, 5.0)
+        await _ensure_streams(js, settings, stop)
         started = time.monotonic()
         # Issue #7, ADR 9: only the holder of the store's leader lock publishes; a standby
         # waits for it, and each term starts a fresh Relay from the recorded position.
@@ -1355,18 +1307,22 @@ async def run_relay(settings: Settings, stop: asyncio.Event, nats_url: str) -> N
         metrics.set_leader(False)
         while await wait_for_leadership(lock, stop, settings.relay_leader_poll_seconds):
             metrics.set_leader(True)
+            relay = Relay(app, js, data_dir=status, publisher=publisher, process=process)
             try:
                 lost = await lead(
-                    lock,
-                    lambda: Relay(app, js, data_dir=status, publisher=publisher).run(stop),
-                    settings.relay_leader_check_seconds,
+                    lock, functools.partial(relay.run, stop), settings.relay_leader_check_seconds
                 )
             finally:
                 metrics.set_leader(False)
+                if process is not None:
+                    await asyncio.to_thread(process.close)
             if not lost:
                 break
+            process = await asyncio.to_thread(_translator_process, settings)
         log.info("relay.exit", seconds=round(time.monotonic() - started, 1))
     finally:
+        if process is not None:
+            await asyncio.to_thread(process.close)
         if nc is not None:
             with contextlib.suppress(Exception):
                 await nc.close()

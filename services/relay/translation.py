@@ -259,12 +259,13 @@ def to_cloud_event(event: Any, *, source: str, position: int | None = None) -> C
     # their contract Structs by reading only the attributes the Struct declares, so
     # personal fields nested in them are never read.
     data = msgspec.convert(payload, type=translation.data_type, from_attributes=True)
+    subject = str(event.originator_id)
     return CloudEvent(
-        id=f"{event.originator_id}:{event.originator_version}",
+        id=f"{subject}:{event.originator_version}",
         source=source,
         type=translation.message_type,
         time=event.timestamp,
-        subject=str(event.originator_id),
+        subject=subject,
         dataschema=schema_id(translation.message_type),
         position=msgspec.UNSET if position is None else position,
         data=data,

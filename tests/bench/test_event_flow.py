@@ -112,9 +112,7 @@ WARMUP_SECONDS = 2.0
 WARMUP_RATE = 20
 POLL_INTERVAL = 0.001
 """How often the read model's position is polled (seconds)."""
-REBUILD_EVENTS = int(
-    os.environ.get("CBCM_BENCH_REBUILD_EVENTS", "4000" if quick() else "10000")
-)
+REBUILD_EVENTS = int(os.environ.get("CBCM_BENCH_REBUILD_EVENTS", "4000" if quick() else "10000"))
 """At least this many events are added by the demo load before the rebuild."""
 DEMO_CHUNK = 200
 """Cases per ``walk_cases`` call of the demo load."""

@@ -44,7 +44,6 @@ from services.nats.server import EmbeddedNats
 from services.relay.relay import (
     APPLICATION_NAME,
     PREVIOUS_POSITION_HEADER,
-    SUBJECT_TOKENS,
     Relay,
     StreamOfAnotherStore,
     ensure_stream,
@@ -52,6 +51,7 @@ from services.relay.relay import (
     store_id_of,
 )
 from services.relay.routing import Router
+from services.relay.translating import SUBJECT_TOKENS
 from services.settings import Settings
 
 START = datetime(2025, 9, 1, tzinfo=UTC)

@@ -65,7 +65,7 @@ def poison_at(monkeypatch: pytest.MonkeyPatch, position: int) -> None:
         return to_cloud_event(event, source=source, position=position)
 
     poison = position
-    monkeypatch.setattr("services.relay.relay.to_cloud_event", failing)
+    monkeypatch.setattr("services.relay.translating.to_cloud_event", failing)
 
 
 def metric(name: str) -> float | None:

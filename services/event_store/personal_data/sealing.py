@@ -132,6 +132,22 @@ def open_sealed(
     return state
 
 
+def leave_sealed(state: dict[str, Any], placeholder: str) -> dict[str, Any]:
+    """A decoded stored state with its sealed fields left unopened: each holds
+    ``placeholder`` instead of its value (nothing is decrypted, no key is read), in place;
+    for a reader that never looks at personal fields."""
+    sealed = state.pop(SEALED, None)
+    if not sealed:
+        return state
+    for path in sealed:
+        parts = path.split(".")
+        target = state
+        for part in parts[:-1]:
+            target = target[part]
+        target[parts[-1]] = placeholder
+    return state
+
+
 def sealed_refs(state: Any, scope: UUID) -> list[KeyRef]:
     """The data keys a decoded stored state's sealed fields are opened with (none: a state
     that seals nothing, or is not a mapping)."""
