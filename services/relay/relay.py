@@ -560,8 +560,16 @@ class Relay:
         the sharer have seen those events)."""
         self._pending.extend(done.out)
         self._read, self._published = done.read, done.published
-        if done.poison is not None:
+        if done.poison is not None and (
+            self._poison is None or done.poison.position < self._poison.position
+        ):
             self._poison = done.poison
+        if self._poison is not None:
+            # A read under way when the relay stopped at a poison (a share it could not
+            # reseal, a message too large) comes back with what follows the poison: cut it
+            # again, or those events would be published and recorded past the one never
+            # published, and a relay restarted after the fix would resume beyond it.
+            self._cut_at(self._poison)
         metrics.observe_published(self.published_position)
         failure = done.transient or transient
         if failure is not None:

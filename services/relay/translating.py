@@ -245,6 +245,7 @@ def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> N
     configure_logging(settings.log_format, "relay-translator")
     app = complaint_mechanism(settings)
     reader = _Reader(app)
+    reached: int | None = None  # the position the reader's router has seen up to
     ahead: tuple[tuple[int, int, int], Batch] | None = None
     try:
         while True:
@@ -255,10 +256,14 @@ def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> N
             if ahead is not None and ahead[0] == request:
                 answer = ahead[1]
             else:
-                if ahead is not None:
-                    reader = _Reader(app)  # its router saw what the relay did not take
+                if ahead is not None or (reached is not None and request[0] != reached):
+                    # asked from anywhere but where the reader is: its router saw events
+                    # the relay did not take (a read-ahead, a batch the relay cut at a
+                    # poison), and must never see an event twice
+                    reader = _Reader(app)
                 answer = reader.next_batch(*request)
             ahead = None
+            reached = answer.translated.read
             if not _answer(conn, answer):
                 return
             batch_size = request[2]
@@ -266,6 +271,7 @@ def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> N
             if answer.count >= batch_size and answer.transient is None and done.poison is None:
                 following = (done.read, done.published, batch_size)
                 ahead = (following, reader.next_batch(*following))
+                reached = ahead[1].translated.read
     finally:
         app.close()
 
@@ -312,12 +318,19 @@ def _answer(conn: multiprocessing.connection.Connection, batch: Batch) -> bool:
     return True
 
 
+ANSWER_WITHIN = 120.0
+"""Seconds the relay waits for the translating process's answer to one request before it
+kills it and starts another: a batch takes well under a second, and a process's start (its
+imports, the store opened) a few seconds even on a loaded machine."""
+
+
 class TranslatorProcess:
     """A process that reads the log and translates it for the relay (``_serve``); one
     request at a time, in log order. Started at the first request; ``close`` ends it."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, answer_within: float = ANSWER_WITHIN) -> None:
         self._settings = settings
+        self._answer_within = answer_within
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._lock = threading.Lock()
@@ -351,6 +364,14 @@ class TranslatorProcess:
             conn = self._start()
             try:
                 conn.send((read, published, batch_size))
+                if not conn.poll(self._answer_within):
+                    # alive but silent (stopped, hung): never wait on it for good, which
+                    # would hang the relay, its stop and its leadership; a fresh one starts
+                    # at the next request
+                    self._stop(kill=True)
+                    raise TranslatorUnavailable(
+                        f"the translating process did not answer in {self._answer_within:g} s"
+                    )
                 answer: Batch = conn.recv()
             except (EOFError, OSError) as e:
                 self._stop()
@@ -367,12 +388,14 @@ class TranslatorProcess:
         with self._lock:
             self._stop()
 
-    def _stop(self) -> None:
+    def _stop(self, *, kill: bool = False) -> None:
         conn, process = self._conn, self._process
         self._conn = self._process = None
         if conn is not None:
             conn.close()  # the process's recv ends: it closes its store and exits
         if process is not None:
+            if kill:
+                process.kill()  # SIGKILL ends a stopped process too
             process.join(10)
             if process.is_alive():
                 process.kill()
