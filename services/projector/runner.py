@@ -101,6 +101,7 @@ from services.nats.client import (
     wait_for_stop,
 )
 from services.projector.metrics import ProjectorMetrics
+from services.projector.replay import PullReader, ReadFailed, rebuild_consumer
 from services.projector.storage import (
     Lease,
     ReadModelLease,
@@ -1211,28 +1212,30 @@ async def _rebuild(
         if total == 0:
             return 0
         # The next batch is read while one is decoded and applied in the worker thread;
-        # batches are applied one at a time, in order. ``next_msg`` keeps the server's flow
-        # control: nats-py answers it as messages are taken from the subscription's queue.
-        # (A callback subscription would not: nats-py counts its messages delivered as they
-        # arrive, so the server outruns a slow rebuild and messages are dropped: ADR 28.)
-        sub = await js.subscribe(
-            EVENT_SUBJECTS,
-            stream=STREAM,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+        # batches are applied one at a time, in order. A pull consumer of the rebuild's own,
+        # one request of one batch at a time: the server sends only what was asked, so a slow
+        # applying holds it back and nothing piles up in the client (ADR 28: the ordered push
+        # consumer's queue overflowed at 3 million messages and nats-py dropped messages).
+        reader = PullReader(nc, rebuild_consumer(projection.name), batch=batch)
         done = 0
         position = 0
         applying: asyncio.Future[Applied] | None = None
         applying_count = 0
         try:
-            seq = 0
+            await reader.open()
+            seq = first - 1
             while seq < last or applying is not None:
                 fetched: list[Msg] = []
-                while seq < last and len(fetched) < batch:
-                    msg = await sub.next_msg(timeout=10)
-                    seq = msg.metadata.sequence.stream
-                    fetched.append(msg)
+                try:
+                    while seq < last and len(fetched) < batch:
+                        got = await reader.fetch(min(batch - len(fetched), last - seq))
+                        seq = got[-1].metadata.sequence.stream
+                        fetched.extend(got)
+                except ReadFailed as exc:
+                    raise ProjectorError(
+                        f"read model {projection.name}: the rebuild could not read the stream "
+                        f"after sequence {seq}: {exc}"
+                    ) from exc
                 if applying is not None:
                     running, applying = applying, None
                     position = _rebuilt_up_to(projection, await running)
@@ -1248,7 +1251,7 @@ async def _rebuild(
             if applying is not None:  # never close the read model under a running batch
                 with contextlib.suppress(BaseException):
                     await applying
-            await sub.unsubscribe()
+            await reader.close()
         log.info("projector.rebuilt", projection=projection.name, position=position)
         return position
     finally:
