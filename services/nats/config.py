@@ -190,6 +190,10 @@ def _rebuild_consumer(stream: str, consumer: str, filter_subject: str) -> tuple[
     )
 
 
+def _rebuild_grants(name: str) -> tuple[str, ...]:
+    return _rebuild_consumer(STREAM, rebuild_consumer(name), EVENT_SUBJECTS)
+
+
 def _projector(
     name: str, purpose: str, extra_publish: tuple[str, ...] = (), *, rebuilds: bool = True
 ) -> NatsUser:
@@ -200,7 +204,7 @@ def _projector(
             _api("STREAM", "INFO", STREAM),
             _api("STREAM", "MSG", "GET", STREAM),
             *_durable(STREAM, f"cbcm-{name}", EVENT_SUBJECTS),
-            *(_rebuild_consumer(STREAM, rebuild_consumer(name), EVENT_SUBJECTS) if rebuilds else ()),
+            *(_rebuild_grants(name) if rebuilds else ()),
             *extra_publish,
         ),
     )

@@ -46,8 +46,9 @@ died): longer than any batch takes to apply, since no pull request is waiting me
 EXPIRES = 10.0
 """Seconds a pull request waits for its messages; a request that gets none in that time ends
 the rebuild (as the ordered consumer's ``next_msg(timeout=10)`` did)."""
-_STATUS_SLACK = 8
-"""Status messages (ends of requests) the subscription may hold besides the batch."""
+PENDING_SLACK = 8
+"""Status messages (ends of requests) the subscription may hold besides the batch: its
+limit is ``batch + PENDING_SLACK`` messages."""
 
 
 class ReadFailed(RuntimeError):
@@ -94,8 +95,8 @@ class PullReader:
         self._sub = await self._nc.subscribe(
             self._inbox,
             cb=self._take,
-            pending_msgs_limit=self.batch + _STATUS_SLACK,
-            pending_bytes_limit=(self.batch + _STATUS_SLACK) * largest,
+            pending_msgs_limit=self.batch + PENDING_SLACK,
+            pending_bytes_limit=(self.batch + PENDING_SLACK) * largest,
         )
 
     async def close(self) -> None:
@@ -108,7 +109,8 @@ class PullReader:
         try:
             await self._nc.jetstream().delete_consumer(self.stream, self.name)
         except Exception as exc:  # the connection gone, or the consumer already
-            log.debug("projector.rebuild_consumer_left", consumer=self.name, error=type(exc).__name__)
+            error = type(exc).__name__
+            log.debug("projector.rebuild_consumer_left", consumer=self.name, error=error)
 
     async def _take(self, msg: Msg) -> None:
         """The subscription's callback: a stream message (its reply is its ack subject, which
@@ -154,6 +156,7 @@ class PullReader:
 
 __all__ = [
     "INACTIVE_THRESHOLD",
+    "PENDING_SLACK",
     "PullReader",
     "ReadFailed",
     "rebuild_consumer",
