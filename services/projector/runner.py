@@ -1145,13 +1145,20 @@ def _rebuilt_up_to(projection: Projection, applied: Applied) -> int:
 
 def _decode_and_apply(projection: Projection, db: ReadModelDb, msgs: list[Msg]) -> Applied:
     """A rebuild's batch: decoded (the position from the message itself, its predecessor
-    from the relay's header, as ``previous_positions`` reads them) and applied."""
+    from the relay's header, as ``previous_positions`` reads them) and applied. A message's
+    stream sequence (parsed from its reply subject) is read only to name one that cannot be
+    decoded."""
     pending: list[tuple[int, CloudEvent[Any]]] = []
     previous: dict[int, int] = {}
     for msg in msgs:
-        position, message = decode(msg.data, msg.metadata.sequence.stream)
+        try:
+            position, message = decode(msg.data)
+        except ProjectorError:
+            decode(msg.data, msg.metadata.sequence.stream)  # raises, naming the sequence
+            raise
         pending.append((position, message))
-        header = (msg.headers or {}).get(PREVIOUS_POSITION_HEADER)
+        headers = msg.headers
+        header = headers.get(PREVIOUS_POSITION_HEADER) if headers else None
         if header is not None:
             with contextlib.suppress(ValueError):
                 previous[position] = int(header)
