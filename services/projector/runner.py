@@ -37,10 +37,11 @@ just fetches again, silently. Once ``stop`` is set, the client's errors (the ser
 first on a clean stop of the stack: ``UnexpectedEOF``) are debug lines only. Metrics:
 ``services.projector.metrics``.
 
-Rebuild (``rebuild``): drop the tables, replay the whole stream with an ephemeral ordered
-consumer up to the stream's last message at the start, committing batch by batch with the
-position (so an interrupted rebuild leaves a consistent prefix the live projector can
-continue). Stop the live projector of that read model while rebuilding: a rebuild refuses a
+Rebuild (``rebuild``): drop the tables, replay the whole stream up to its last message at
+the start through a pull consumer of the rebuild's own (``services.projector.replay``: one
+batch asked for at a time, so a slow applying holds the server back), committing batch by
+batch with the position (so an interrupted rebuild leaves a consistent prefix the live
+projector can continue). Stop the live projector of that read model while rebuilding: a rebuild refuses a
 file whose lease a projector holds.
 
 Several instances (ADR 9, "Projectors sharing a consumer"): any number of ``cbcm project
@@ -1175,7 +1176,8 @@ async def rebuild(
     nats_options: dict[str, Any] | None = None,
 ) -> int:
     """Drop the read model's tables and replay the whole stream (up to its last message when
-    the rebuild starts) with an ephemeral ordered consumer. Returns the last position.
+    the rebuild starts) through the rebuild's pull consumer (``cbcm-<name>-rebuild``, made
+    and deleted here). Returns the last position.
 
     Raises ``ReadModelInUse`` if a projector holds the read model's lease (it would write
     too)."""
