@@ -41,8 +41,8 @@ Rebuild (``rebuild``): drop the tables, replay the whole stream up to its last m
 the start through a pull consumer of the rebuild's own (``services.projector.replay``: one
 batch asked for at a time, so a slow applying holds the server back), committing batch by
 batch with the position (so an interrupted rebuild leaves a consistent prefix the live
-projector can continue). Stop the live projector of that read model while rebuilding: a rebuild refuses a
-file whose lease a projector holds.
+projector can continue). Stop the live projector of that read model while rebuilding: a
+rebuild refuses a file whose lease a projector holds.
 
 Several instances (ADR 9, "Projectors sharing a consumer"): any number of ``cbcm project
 NAME`` processes may run on one read model and its durable consumer. One of them is active:

@@ -62,6 +62,7 @@ from services.statistics.releases import (
     open_ledger,
     unpublished,
 )
+from tests.integration.test_relay import wait_until
 from tests.read_model_places import Places, dump
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
@@ -415,9 +416,7 @@ async def test_a_rebuild_held_up_by_its_applying_is_not_outrun_by_the_stream(
                 return info.num_waiting == 0 and delivered == 2 * batch
             return False
 
-        async with asyncio.timeout(DEADLINE):
-            while not await held_back_or_outran():
-                await asyncio.sleep(0.02)
+        await wait_until(held_back_or_outran, DEADLINE, "the server to hold back or outrun")
         while_held = [
             (i.name, i.delivered.stream_seq, i.num_pending)
             for i in await js.consumers_info(STREAM)
