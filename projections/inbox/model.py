@@ -47,6 +47,7 @@ point withdrawn from the network keeps the cases assigned to them until they are
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal, TypeAlias
@@ -289,30 +290,45 @@ class InboxProjection(CaseRows):
     def policy_changed(self, db: ReadModelDb) -> None:
         """The open cases' actions follow the new deadlines at once."""
         deadlines = load_deadlines(db, POLICY_TABLE)
-        for row in db.execute("SELECT * FROM inbox_cases WHERE closed_at IS NULL").fetchall():
-            self.recompute(db, row, deadlines)
+        rows = db.execute("SELECT * FROM inbox_cases WHERE closed_at IS NULL").fetchall()
+        self.recompute_rows(db, rows, deadlines)
 
-    def recompute(self, db: ReadModelDb, row: Row, deadlines: dict[str, timedelta]) -> None:
-        case_id = row["case_id"]
-        actions = pending_actions(row, deadlines)
-        db.execute("DELETE FROM inbox_actions WHERE case_id = ?", (case_id,))
-        db.executemany(
-            "INSERT INTO inbox_actions (case_id, action, due_at, since) VALUES (?, ?, ?, ?)",
-            [
+    def recompute_rows(
+        self, db: ReadModelDb, rows: Sequence[Row], deadlines: dict[str, timedelta]
+    ) -> None:
+        """Each case's pending actions in place of its old ones, the most urgent on its row."""
+        if not rows:
+            return
+        cases: list[tuple[str]] = []
+        actions_rows: list[tuple[str, str, str | None, str]] = []
+        heads: list[tuple[str | None, str | None, str | None, str]] = []
+        for row in rows:
+            case_id = row["case_id"]
+            actions = pending_actions(row, deadlines)
+            cases.append((case_id,))
+            actions_rows.extend(
                 (case_id, a.action, None if a.due_at is None else ts(a.due_at), ts(a.since))
                 for a in actions
-            ],
-        )
-        head = actions[0] if actions else None
-        db.execute(
+            )
+            head = actions[0] if actions else None
+            heads.append(
+                (
+                    None if head is None else head.action,
+                    None if head is None or head.due_at is None else ts(head.due_at),
+                    None if head is None else ts(head.since),
+                    case_id,
+                )
+            )
+        db.executemany("DELETE FROM inbox_actions WHERE case_id = ?", cases)
+        if actions_rows:
+            db.executemany(
+                "INSERT INTO inbox_actions (case_id, action, due_at, since) VALUES (?, ?, ?, ?)",
+                actions_rows,
+            )
+        db.executemany(
             "UPDATE inbox_cases SET next_action = ?, next_due_at = ?, next_since = ? "
             "WHERE case_id = ?",
-            (
-                None if head is None else head.action,
-                None if head is None or head.due_at is None else ts(head.due_at),
-                None if head is None else ts(head.since),
-                case_id,
-            ),
+            heads,
         )
 
 

@@ -31,6 +31,7 @@ the first page to the last is never skipped, whatever is written meanwhile.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -240,18 +241,27 @@ class RegisterProjection(CaseRows):
     def __init__(self) -> None:
         super().__init__(_HANDLERS)
 
-    def recompute(self, db: ReadModelDb, row: Row, deadlines: dict[str, timedelta]) -> None:
+    def recompute_rows(
+        self, db: ReadModelDb, rows: Sequence[Row], deadlines: dict[str, timedelta]
+    ) -> None:
         """The reporting status and the most urgent pending action with its deadline."""
-        actions = pending_actions(row, deadlines)
-        head = actions[0] if actions else None
-        db.execute(
+        if not rows:
+            return
+        updates = []
+        for row in rows:
+            actions = pending_actions(row, deadlines)
+            head = actions[0] if actions else None
+            updates.append(
+                (
+                    status_of(row),
+                    None if head is None else head.action,
+                    None if head is None or head.due_at is None else ts(head.due_at),
+                    row["case_id"],
+                )
+            )
+        db.executemany(
             f"UPDATE {TABLE} SET status = ?, next_action = ?, next_due_at = ? WHERE case_id = ?",
-            (
-                status_of(row),
-                None if head is None else head.action,
-                None if head is None or head.due_at is None else ts(head.due_at),
-                row["case_id"],
-            ),
+            updates,
         )
 
 

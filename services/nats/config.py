@@ -93,6 +93,12 @@ def nkey_variable(user: str) -> str:
     return NKEY_VARIABLE_PREFIX + user.upper().replace("-", "_")
 
 
+def rebuild_consumer(read_model: str) -> str:
+    """The pull consumer `cbcm projections rebuild` of ``read_model`` reads the stream through
+    (made and deleted by the rebuild, ``services.projector.replay``)."""
+    return f"cbcm-{read_model}-rebuild"
+
+
 def agency_user(agency: str) -> str:
     return f"agency-{agency}"
 
@@ -172,7 +178,25 @@ def _service(name: str, purpose: str, publish: tuple[str, ...]) -> NatsUser:
     return NatsUser(name, SERVICES_ACCOUNT, purpose, inbox_prefix(name), publish, receive=())
 
 
-def _projector(name: str, purpose: str, extra_publish: tuple[str, ...] = ()) -> NatsUser:
+def _rebuild_consumer(stream: str, consumer: str, filter_subject: str) -> tuple[str, ...]:
+    """What `cbcm projections rebuild` asks of its own pull consumer (ADR 28 section 2): make
+    it on the filtered create subject only (the server refuses a body naming another consumer
+    or filter), fetch from it, delete it. No acks (it acks nothing), no flow control (a pull
+    consumer has none), no info."""
+    return (
+        _api("CONSUMER", "CREATE", stream, consumer, filter_subject),
+        _api("CONSUMER", "MSG", "NEXT", stream, consumer),
+        _api("CONSUMER", "DELETE", stream, consumer),
+    )
+
+
+def _rebuild_grants(name: str) -> tuple[str, ...]:
+    return _rebuild_consumer(STREAM, rebuild_consumer(name), EVENT_SUBJECTS)
+
+
+def _projector(
+    name: str, purpose: str, extra_publish: tuple[str, ...] = (), *, rebuilds: bool = True
+) -> NatsUser:
     return _service(
         f"project-{name}",
         purpose,
@@ -180,9 +204,7 @@ def _projector(name: str, purpose: str, extra_publish: tuple[str, ...] = ()) -> 
             _api("STREAM", "INFO", STREAM),
             _api("STREAM", "MSG", "GET", STREAM),
             *_durable(STREAM, f"cbcm-{name}", EVENT_SUBJECTS),
-            # `cbcm projections rebuild`: an ephemeral ordered consumer and its flow control
-            _api("CONSUMER", "CREATE", STREAM),
-            f"$JS.FC.{STREAM}.>",
+            *(_rebuild_grants(name) if rebuilds else ()),
             *extra_publish,
         ),
     )
@@ -208,7 +230,8 @@ def service_users(agencies: Sequence[str]) -> tuple[NatsUser, ...]:
         _projector("stats", "cbcm project stats, the publisher of statistics", (STATS_SUBJECTS,)),
         _projector("register", "cbcm project register: the case register (search, exports)"),
         # the notifier (issue #18) consumes the stream as a projector does; it publishes nothing
-        _projector("notify", "cbcm notify: notifications and SOP reminders"),
+        # and is not rebuilt (`cbcm projections rebuild` has no read model "notify")
+        _projector("notify", "cbcm notify: notifications and SOP reminders", rebuilds=False),
         _service(
             "webhooks",
             "cbcm webhooks deliver: the agencies' events to their webhook endpoints",

@@ -37,11 +37,12 @@ just fetches again, silently. Once ``stop`` is set, the client's errors (the ser
 first on a clean stop of the stack: ``UnexpectedEOF``) are debug lines only. Metrics:
 ``services.projector.metrics``.
 
-Rebuild (``rebuild``): drop the tables, replay the whole stream with an ephemeral ordered
-consumer up to the stream's last message at the start, committing batch by batch with the
-position (so an interrupted rebuild leaves a consistent prefix the live projector can
-continue). Stop the live projector of that read model while rebuilding: a rebuild refuses a
-file whose lease a projector holds.
+Rebuild (``rebuild``): drop the tables, replay the whole stream up to its last message at
+the start through a pull consumer of the rebuild's own (``services.projector.replay``: one
+batch asked for at a time, so a slow applying holds the server back), committing batch by
+batch with the position (so an interrupted rebuild leaves a consistent prefix the live
+projector can continue). Stop the live projector of that read model while rebuilding: a
+rebuild refuses a file whose lease a projector holds.
 
 Several instances (ADR 9, "Projectors sharing a consumer"): any number of ``cbcm project
 NAME`` processes may run on one read model and its durable consumer. One of them is active:
@@ -101,6 +102,7 @@ from services.nats.client import (
     wait_for_stop,
 )
 from services.projector.metrics import ProjectorMetrics
+from services.projector.replay import PullReader, ReadFailed, rebuild_consumer
 from services.projector.storage import (
     Lease,
     ReadModelLease,
@@ -1144,13 +1146,20 @@ def _rebuilt_up_to(projection: Projection, applied: Applied) -> int:
 
 def _decode_and_apply(projection: Projection, db: ReadModelDb, msgs: list[Msg]) -> Applied:
     """A rebuild's batch: decoded (the position from the message itself, its predecessor
-    from the relay's header, as ``previous_positions`` reads them) and applied."""
+    from the relay's header, as ``previous_positions`` reads them) and applied. A message's
+    stream sequence (parsed from its reply subject) is read only to name one that cannot be
+    decoded."""
     pending: list[tuple[int, CloudEvent[Any]]] = []
     previous: dict[int, int] = {}
     for msg in msgs:
-        position, message = decode(msg.data, msg.metadata.sequence.stream)
+        try:
+            position, message = decode(msg.data)
+        except ProjectorError:
+            decode(msg.data, msg.metadata.sequence.stream)  # raises, naming the sequence
+            raise
         pending.append((position, message))
-        header = (msg.headers or {}).get(PREVIOUS_POSITION_HEADER)
+        headers = msg.headers
+        header = headers.get(PREVIOUS_POSITION_HEADER) if headers else None
         if header is not None:
             with contextlib.suppress(ValueError):
                 previous[position] = int(header)
@@ -1167,7 +1176,8 @@ async def rebuild(
     nats_options: dict[str, Any] | None = None,
 ) -> int:
     """Drop the read model's tables and replay the whole stream (up to its last message when
-    the rebuild starts) with an ephemeral ordered consumer. Returns the last position.
+    the rebuild starts) through the rebuild's pull consumer (``cbcm-<name>-rebuild``, made
+    and deleted here). Returns the last position.
 
     Raises ``ReadModelInUse`` if a projector holds the read model's lease (it would write
     too)."""
@@ -1211,28 +1221,30 @@ async def _rebuild(
         if total == 0:
             return 0
         # The next batch is read while one is decoded and applied in the worker thread;
-        # batches are applied one at a time, in order. ``next_msg`` keeps the server's flow
-        # control: nats-py answers it as messages are taken from the subscription's queue.
-        # (A callback subscription would not: nats-py counts its messages delivered as they
-        # arrive, so the server outruns a slow rebuild and messages are dropped: ADR 28.)
-        sub = await js.subscribe(
-            EVENT_SUBJECTS,
-            stream=STREAM,
-            ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )
+        # batches are applied one at a time, in order. A pull consumer of the rebuild's own,
+        # one request of one batch at a time: the server sends only what was asked, so a slow
+        # applying holds it back and nothing piles up in the client (ADR 28: the ordered push
+        # consumer's queue overflowed at 3 million messages and nats-py dropped messages).
+        reader = PullReader(nc, rebuild_consumer(projection.name), batch=batch)
         done = 0
         position = 0
         applying: asyncio.Future[Applied] | None = None
         applying_count = 0
         try:
-            seq = 0
+            await reader.open()
+            seq = first - 1
             while seq < last or applying is not None:
                 fetched: list[Msg] = []
-                while seq < last and len(fetched) < batch:
-                    msg = await sub.next_msg(timeout=10)
-                    seq = msg.metadata.sequence.stream
-                    fetched.append(msg)
+                try:
+                    while seq < last and len(fetched) < batch:
+                        got = await reader.fetch(min(batch - len(fetched), last - seq))
+                        seq = got[-1].metadata.sequence.stream
+                        fetched.extend(got)
+                except ReadFailed as exc:
+                    raise ProjectorError(
+                        f"read model {projection.name}: the rebuild could not read the stream "
+                        f"after sequence {seq}: {exc}"
+                    ) from exc
                 if applying is not None:
                     running, applying = applying, None
                     position = _rebuilt_up_to(projection, await running)
@@ -1248,7 +1260,7 @@ async def _rebuild(
             if applying is not None:  # never close the read model under a running batch
                 with contextlib.suppress(BaseException):
                     await applying
-            await sub.unsubscribe()
+            await reader.close()
         log.info("projector.rebuilt", projection=projection.name, position=position)
         return position
     finally:

@@ -6,7 +6,11 @@ country-decade: 3,000,000) written by ``tests.bench.country``: real cases walked
 application, replicated with fresh ids over ten years, through the production encoder and
 recorder (sealed personal data, hash chain, writer marks, tiles). ``CBCM_BENCH_COUNTRY_CACHE``
 names a directory where it is kept for later runs (3 million events: about 2 GB); each run
-works on a copy, so that every relay starts from zero.
+works on a copy, so that every relay starts from zero. ``CBCM_BENCH_COUNTRY_STREAM`` names a
+directory where the nats-server's JetStream files are kept (one directory per size): a run
+that finds there a stream ending at the store's last published position skips the relay
+(its figures are then not measured) and rebuilds from that stream; for repeated rebuild
+measurements, with the same ``CBCM_BENCH_COUNTRY_CACHE``.
 
 Then, with an embedded nats-server:
 
@@ -20,9 +24,13 @@ Then, with an embedded nats-server:
 - *rebuilds*: each read model ``cbcm projections rebuild`` covers (inbox, assistance, stats,
   register), from the whole stream, into a SQLite file and into PostgreSQL schemas
   (``CBCM_TEST_POSTGRES_URL`` or the embedded server), alternating; the issue's bound: each
-  under 3 minutes. Baseline: nats-py reading the stream alone as a rebuild reads it (an
-  ordered consumer, ``next_msg``), nothing decoded or applied; the first 200,000 messages:
-  a rate, the baseline the time it would take for every message.
+  under 3 minutes. Baseline: nats-py reading the stream alone as a rebuild reads it (a pull
+  consumer of its own, one raw pull request of a batch at a time, the messages gathered by
+  the subscription's callback: ``services.projector.replay.PullReader``), nothing decoded or
+  applied; the first 200,000 messages: a rate, the baseline the time it would take for every
+  message. (Until ADR 28's pull reading, the rebuild read, and the baseline was, an ordered
+  push consumer read by ``next_msg``; that reading, and nats-py's ``PullSubscription.fetch``,
+  are printed beside it for comparison, not recorded.)
 - *reads*: ``cbcm api`` (a process) over those read models, SQLite then PostgreSQL; one client,
   one request at a time: an agency's inbox (``GET /v1/inbox/{agency}``, each agency in turn,
   as its focal point), one case's inbox row (``GET /v1/inbox/cases/{id}``) and the case
@@ -39,6 +47,7 @@ published position and that each rebuild reached it.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import shutil
@@ -60,6 +69,7 @@ from services.demo.network import AGENCIES
 from services.identity.tokens import issue_token
 from services.nats.server import EmbeddedNats, free_port
 from services.projector import projection_named
+from services.projector.replay import PullReader, rebuild_consumer_config
 from services.projector.runner import rebuild
 from services.projector.storage import read_model_store
 from services.settings import Settings
@@ -84,7 +94,9 @@ READ_MODELS = tuple(
 BACKENDS = tuple(os.environ.get("CBCM_BENCH_COUNTRY_BACKENDS", "sqlite,postgres").split(","))
 """The read models' databases: rebuilt into, then read through the API."""
 REQUESTS = int(os.environ.get("CBCM_BENCH_COUNTRY_REQUESTS", "100" if quick() else "300"))
-"""Requests of each kind per read-model backend."""
+"""Requests of each kind per read-model backend (0: the reads are not measured)."""
+STREAM_KEPT = os.environ.get("CBCM_BENCH_COUNTRY_STREAM")
+"""Where the published stream is kept between runs (the module docstring)."""
 RAW_MAX = 200_000
 THREE_MINUTES = Target("value", "<", 180.0)
 FIFTY_MS = Target("value", "<", 50.0)
@@ -130,7 +142,8 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedNats]:
-    server = EmbeddedNats(tmp_path / "nats").start()
+    where = Path(STREAM_KEPT) / f"country-{EVENTS}" if STREAM_KEPT else tmp_path / "nats"
+    server = EmbeddedNats(where).start()
     try:
         yield server
     finally:
@@ -153,10 +166,12 @@ def catch_up(
     return timed, from_start, payload, subject
 
 
-async def consume_alone(url: str, sample: int) -> tuple[Timed, int]:
-    """nats-py reading the stream alone, its first ``sample`` messages (a rate), as a rebuild
-    reads it (an ordered consumer, ``next_msg``), nothing decoded or applied; and the
-    stream's message count."""
+async def consume_alone(url: str, sample: int, how: str) -> tuple[Timed, int]:
+    """nats-py reading the stream alone, its first ``sample`` messages (a rate), nothing
+    decoded or applied, and the stream's message count. ``how``: ``pull`` as a rebuild reads
+    it (``PullReader``, batches of 512), ``fetch`` (nats-py's ``PullSubscription.fetch`` of
+    512 on a pull consumer), ``ordered`` (an ordered push consumer read by ``next_msg``, as
+    rebuilds read before ADR 28's pull reading)."""
     import nats as nats_py  # noqa: PLC0415
     from nats.js.api import DeliverPolicy  # noqa: PLC0415
 
@@ -166,18 +181,60 @@ async def consume_alone(url: str, sample: int) -> tuple[Timed, int]:
         state = (await js.stream_info(STREAM)).state
         last = min(state.last_seq, state.first_seq + sample - 1)
         began = time.perf_counter()
-        sub = await js.subscribe(
-            EVENT_SUBJECTS, stream=STREAM, ordered_consumer=True,
-            deliver_policy=DeliverPolicy.ALL,
-        )  # fmt: skip
-        count = seq = 0
-        while seq < last:
-            msg = await sub.next_msg(timeout=10)
-            seq = msg.metadata.sequence.stream
-            count += 1
+        count = 0
+        seq = state.first_seq - 1
+        if how == "ordered":
+            sub = await js.subscribe(
+                EVENT_SUBJECTS, stream=STREAM, ordered_consumer=True,
+                deliver_policy=DeliverPolicy.ALL,
+            )  # fmt: skip
+            while seq < last:
+                msg = await sub.next_msg(timeout=10)
+                seq = msg.metadata.sequence.stream
+                count += 1
+            await sub.unsubscribe()
+        elif how == "fetch":
+            name = "bench-fetch-alone"
+            await js.add_consumer(STREAM, rebuild_consumer_config(name))
+            pull = await js.pull_subscribe_bind(name, stream=STREAM)
+            while seq < last:
+                msgs = await pull.fetch(min(512, last - seq), timeout=10)
+                seq = msgs[-1].metadata.sequence.stream
+                count += len(msgs)
+            await pull.unsubscribe()
+            await js.delete_consumer(STREAM, name)
+        else:
+            reader = PullReader(nc, "bench-pull-alone", batch=512)
+            await reader.open()
+            try:
+                while seq < last:
+                    msgs = await reader.fetch(min(512, last - seq))
+                    seq = msgs[-1].metadata.sequence.stream
+                    count += len(msgs)
+            finally:
+                await reader.close()
         seconds = time.perf_counter() - began
-        await sub.unsubscribe()
         return Timed(count, seconds), int(state.messages)
+    finally:
+        await nc.close()
+
+
+async def stream_last_position(url: str) -> int | None:
+    """The position of the stream's last message (``None``: no stream, or empty)."""
+    import nats as nats_py  # noqa: PLC0415
+    import nats.js.errors  # noqa: PLC0415
+
+    nc = await nats_py.connect(url)
+    try:
+        js = nc.jetstream()
+        try:
+            state = (await js.stream_info(STREAM)).state
+        except nats.js.errors.NotFoundError:
+            return None
+        if state.messages == 0:
+            return None
+        raw = await js.get_msg(STREAM, seq=state.last_seq)
+        return int(json.loads(raw.data or b"{}").get("position") or 0)
     finally:
         await nc.close()
 
@@ -283,35 +340,45 @@ def test_a_countrys_history(
         "CBCM_LOG_FORMAT": "json",
     }
     try:
-        # ---- relay catch-up from zero, then nats-py alone on a sample
-        timed, from_start, payload, subject = catch_up(
-            data, store, env, nats_server.url, last, tmp_path / "relay.log"
-        )
-        relay_load = load()
-        raw = asyncio.run(
-            backlog.time_raw(nats_server.url, min(timed.messages, RAW_MAX), payload, subject)
-        )
-        print(
-            f"relay catch-up: {timed.messages} messages in {timed.seconds:.1f} s "
-            f"({timed.rate:.0f}/s, {timed.cpu_us:.0f} us CPU each, {timed.cpu_own_us:.0f} of "
-            f"them in the publishing process; {from_start:.1f} s from the "
-            f"process's start); nats-py alone: {raw.rate:.0f}/s ({raw.cpu_us:.0f} us CPU each) "
-            f"on {raw.messages}; ratio {timed.rate / raw.rate:.2f}; {relay_load}"
-        )
+        # ---- relay catch-up from zero, then nats-py alone on a sample (unless the stream
+        # was kept by an earlier run: CBCM_BENCH_COUNTRY_STREAM)
+        relayed: tuple[backlog.Timed, float, backlog.Timed, str] | None = None
+        if asyncio.run(stream_last_position(nats_server.url)) == last:
+            print(f"relay skipped: the stream kept in {nats_server.store_dir} ends at {last}")
+        else:
+            timed, from_start, payload, subject = catch_up(
+                data, store, env, nats_server.url, last, tmp_path / "relay.log"
+            )
+            relay_load = load()
+            raw = asyncio.run(
+                backlog.time_raw(nats_server.url, min(timed.messages, RAW_MAX), payload, subject)
+            )
+            relayed = (timed, from_start, raw, relay_load)
+            print(
+                f"relay catch-up: {timed.messages} messages in {timed.seconds:.1f} s "
+                f"({timed.rate:.0f}/s, {timed.cpu_us:.0f} us CPU each, {timed.cpu_own_us:.0f} "
+                f"of them in the publishing process; {from_start:.1f} s from the process's "
+                f"start); nats-py alone: {raw.rate:.0f}/s ({raw.cpu_us:.0f} us CPU each) on "
+                f"{raw.messages}; ratio {timed.rate / raw.rate:.2f}; {relay_load}"
+            )
 
         # ---- rebuilds, alternating backends; nats-py reading the stream alone
         rebuilt: dict[tuple[str, str], tuple[Timed, str]] = {}
         latencies: dict[str, dict[str, list[float]]] = {}
         read_load: dict[str, str] = {}
-        ordered, ordered_cpu, messages = Timed(0, 0.0), 0.0, 0
+        reading, reading_cpu, messages = Timed(0, 0.0), 0.0, 0
         if READ_MODELS:
-            cpu = time.process_time()
-            ordered, messages = asyncio.run(consume_alone(nats_server.url, RAW_MAX))
-            ordered_cpu = (time.process_time() - cpu) / ordered.messages * 1e6
-            print(
-                f"nats-py reading the stream alone: {ordered.rate:.0f}/s, {ordered_cpu:.0f} us "
-                f"CPU each, on {ordered.messages} of {messages}; {load()}"
-            )
+            alone: dict[str, tuple[Timed, float]] = {}
+            for how in ("pull", "fetch", "ordered"):
+                cpu = time.process_time()
+                read, messages = asyncio.run(consume_alone(nats_server.url, RAW_MAX, how))
+                alone[how] = (read, (time.process_time() - cpu) / read.messages * 1e6)
+                print(
+                    f"nats-py reading the stream alone ({how}): {read.rate:.0f}/s, "
+                    f"{alone[how][1]:.0f} us CPU each, on {read.messages} of {messages}; "
+                    f"{load()}"
+                )
+            reading, reading_cpu = alone["pull"]
         for name in READ_MODELS:
             for kind, where in (("sqlite", settings), ("postgres", pg_settings)):
                 if kind not in BACKENDS:
@@ -325,7 +392,10 @@ def test_a_countrys_history(
                 finally:
                     target.close()
                 assert reached == last, (name, kind, reached, last)
-                at = f"{cpu_us:.0f} us CPU a message, {load()}"
+                at = (
+                    f"{cpu_us:.0f} us CPU a message ({cpu_us / reading_cpu:.2f} x nats-py "
+                    f"reading alone), {load()}"
+                )
                 rebuilt[(name, kind)] = (Timed(messages, seconds), at)
                 print(
                     f"  {name:<11} on {kind:<9} {seconds:7.1f} s  "
@@ -338,7 +408,7 @@ def test_a_countrys_history(
             ("sqlite", {}),
             ("postgres", {"CBCM_READ_MODEL_STORE": places.schema_url}),
         ):
-            if kind not in BACKENDS or not READ_MODELS:
+            if kind not in BACKENDS or not READ_MODELS or REQUESTS == 0:
                 continue
             latencies[kind] = serve_and_read(
                 env | extra, secrets, tmp_path / f"api-{kind}.log", REQUESTS
@@ -351,8 +421,7 @@ def test_a_countrys_history(
     print("-" * 100)
     print(f"a country's history, {label} ({made.cases} cases, {made.open_cases} open)")
     record_all(
-        made, label, timed, from_start, raw, relay_load, ordered, ordered_cpu, rebuilt,
-        latencies, read_load,
+        made, label, relayed, reading, reading_cpu, rebuilt, latencies, read_load,
     )  # fmt: skip
     print("-" * 100)
 
@@ -360,12 +429,9 @@ def test_a_countrys_history(
 def record_all(
     made: Generated,
     label: str,
-    timed: backlog.Timed,
-    from_start: float,
-    raw: backlog.Timed,
-    relay_load: str,
-    ordered: Timed,
-    ordered_cpu: float,
+    relayed: tuple[backlog.Timed, float, backlog.Timed, str] | None,
+    reading: Timed,
+    reading_cpu: float,
     rebuilt: dict[tuple[str, str], tuple[Timed, str]],
     latencies: dict[str, dict[str, list[float]]],
     read_load: dict[str, str],
@@ -384,25 +450,27 @@ def record_all(
                 baseline_name="the template walked through the application (events/s)",
             )
         )
-    print(
-        f"relay catch-up {timed.seconds:8.1f} s  ({timed.rate:.0f}/s, {timed.cpu_us:.0f} us CPU "
-        f"a message; nats-py alone {raw.rate:.0f}/s, {raw.cpu_us:.0f} us; {from_start:.1f} s "
-        f"from the process's start; {relay_load})"
-    )
-    record(
-        Figure(
-            bench,
-            f"relay catch-up from zero, {label} ({timed.cpu_us:.0f} us CPU a message, "
-            f"{relay_load})",
-            "sqlite",
-            timed.seconds,
-            "s",
-            baseline=timed.messages / raw.rate,
-            baseline_name="nats-py publish_async alone at its rate, same messages",
-            target=THREE_MINUTES if big else None,
-            better="lower",
+    if relayed is not None:
+        timed, from_start, raw, relay_load = relayed
+        print(
+            f"relay catch-up {timed.seconds:8.1f} s  ({timed.rate:.0f}/s, {timed.cpu_us:.0f} us "
+            f"CPU a message; nats-py alone {raw.rate:.0f}/s, {raw.cpu_us:.0f} us; "
+            f"{from_start:.1f} s from the process's start; {relay_load})"
         )
-    )
+        record(
+            Figure(
+                bench,
+                f"relay catch-up from zero, {label} ({timed.cpu_us:.0f} us CPU a message, "
+                f"{relay_load})",
+                "sqlite",
+                timed.seconds,
+                "s",
+                baseline=timed.messages / raw.rate,
+                baseline_name="nats-py publish_async alone at its rate, same messages",
+                target=THREE_MINUTES if big else None,
+                better="lower",
+            )
+        )
     for (name, kind), (t, at) in rebuilt.items():
         print(f"{name} rebuild on {kind}: {t.seconds:.1f} s ({t.rate:.0f}/s; {at})")
         record(
@@ -412,10 +480,11 @@ def record_all(
                 kind,
                 t.seconds,
                 "s",
-                baseline=t.messages / ordered.rate,
+                baseline=t.messages / reading.rate,
                 baseline_name=(
-                    f"nats-py reading the stream alone (ordered consumer, next_msg; "
-                    f"{ordered_cpu:.0f} us CPU a message)"
+                    f"nats-py reading the stream alone as the rebuild reads it (its pull "
+                    f"consumer, one pull request of 512 at a time; {reading_cpu:.0f} us CPU a "
+                    f"message)"
                 ),
                 target=THREE_MINUTES if big else None,
                 better="lower",

@@ -30,7 +30,9 @@ live read model. Next to it, in the same run: the same stream consumed with nats
 consume / decode / apply; and the raw baseline: the same number of messages, with the
 stream's average payload size and the relay's headers, published to a fresh file-storage
 JetStream stream with nats-py (pipelined like the relay), then consumed with an ordered
-consumer (the rebuild's mechanism) and with a pull subscription (fetch 512, no acks). The
+consumer (the rebuild's mechanism until ADR 28 section 2; it now reads a pull consumer of its
+own by raw requests, cheaper than both, measured by the country benchmark) and with a pull
+subscription (fetch 512, no acks). The
 consumes and the rebuild run ``ROUNDS`` times, alternating, and the best of each is printed,
 so that drift on a shared machine falls on both alike.
 
@@ -422,7 +424,8 @@ async def consume_ordered(
     decoding: bool = False,
     keep: list[Batch] | None = None,
 ) -> Timed:
-    """Every message of ``stream`` through an ordered consumer, as ``rebuild`` reads them.
+    """Every message of ``stream`` through an ordered consumer, as ``rebuild`` read them
+    before ADR 28 section 2.
 
     ``decoding``: also decode them as ``rebuild`` does (each message, then the batch's
     previous-position headers), and append the batches to ``keep`` when given."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import os
 import random
@@ -698,6 +699,153 @@ async def test_events_flow_from_the_relay_to_a_projector_over_tls_with_their_cre
         nats_options=network.options("project-inbox"),
     )
     assert rebuilt == network.last_position
+
+
+async def test_a_projector_makes_reads_and_deletes_its_own_rebuild_consumer_only(
+    network: Network,
+) -> None:
+    """Issue #16, ADR 28: the rebuild's pull consumer is the only consumer a projector user may
+    make besides its durable one: on the event stream, with its own name, on the filtered
+    create subject. An ephemeral consumer of any other kind (the ordered push consumer the
+    rebuild used to make, or one delivering elsewhere), another stream's, another
+    projector's, and fetching from or deleting another's, are refused."""
+    attempts = [
+        # an unnamed ephemeral consumer (push, delivering where it likes) and flow control
+        (f"$JS.API.CONSUMER.CREATE.{STREAM}", {"deliver_subject": "cbcm.v1.stats.leak"}),
+        (f"$JS.FC.{STREAM}.x.y", None),
+        # its rebuild consumer's name, but unfiltered, or on another stream
+        (f"$JS.API.CONSUMER.CREATE.{STREAM}.cbcm-inbox-rebuild", {"name": "cbcm-inbox-rebuild"}),
+        (f"$JS.API.CONSUMER.DURABLE.CREATE.{STREAM}.cbcm-inbox-rebuild", None),
+        (
+            f"$JS.API.CONSUMER.CREATE.{SHARES_STREAM}.cbcm-inbox-rebuild.cbcm.v1.share.>",
+            {"name": "cbcm-inbox-rebuild", "filter_subject": "cbcm.v1.share.>"},
+        ),
+        (
+            f"$JS.API.CONSUMER.CREATE.{AUDIT_STREAM}.cbcm-inbox-rebuild.{CHECKPOINT_SUBJECT}",
+            {"name": "cbcm-inbox-rebuild", "filter_subject": CHECKPOINT_SUBJECT},
+        ),
+        # another projector's rebuild consumer, the notifier's, an agency's
+        (
+            f"$JS.API.CONSUMER.CREATE.{STREAM}.cbcm-assistance-rebuild.cbcm.v1.evt.>",
+            {"name": "cbcm-assistance-rebuild", "filter_subject": "cbcm.v1.evt.>"},
+        ),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.cbcm-assistance-rebuild", {"batch": 1}),
+        (f"$JS.API.CONSUMER.DELETE.{STREAM}.cbcm-assistance-rebuild", None),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.cbcm-notify", {"batch": 1}),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{STREAM}.agency-{A}", {"batch": 1}),
+        (f"$JS.API.CONSUMER.MSG.NEXT.{SHARES_STREAM}.agency-{A}", {"batch": 1}),
+        (f"$JS.API.CONSUMER.DELETE.{STREAM}.agency-{A}", None),
+        (f"$JS.API.CONSUMER.LIST.{STREAM}", None),
+    ]
+    async with connected(network, "project-inbox") as (nc, violations):
+        answers = await asyncio.gather(
+            *(
+                unanswered(nc, subject, json.dumps(body or {}).encode())
+                for subject, body in attempts
+            )
+        )
+        for subject, _ in attempts:
+            await violations.refused("publish", subject)
+        for subject in ("cbcm.v1.share.>", "_INBOX.project-assistance.>", "$JS.FC.>"):
+            await nc.subscribe(subject)
+            await violations.refused("subscription", subject)
+        # on its own create subject, the server holds the body to the subject's name and
+        # filter: another filter is refused, another name is ignored (the consumer made is
+        # the subject's)
+        own = f"$JS.API.CONSUMER.CREATE.{STREAM}.cbcm-inbox-rebuild.cbcm.v1.evt.>"
+        js = nc.jetstream()
+        for config, made in (
+            ({"name": "cbcm-inbox-rebuild", "filter_subject": f"cbcm.v1.evt.{B}.>"}, None),
+            ({"name": "cbcm-assistance-rebuild", "filter_subject": "cbcm.v1.evt.>"}, True),
+        ):
+            request = {"stream_name": STREAM, "config": config}
+            answer = json.loads((await nc.request(own, json.dumps(request).encode(), 5)).data)
+            if made is None:
+                assert answer["error"]["err_code"] == 10131, config
+            else:
+                assert answer["name"] == "cbcm-inbox-rebuild", answer
+                await js.delete_consumer(STREAM, "cbcm-inbox-rebuild")
+    quiet = [s for (s, _), unanswered_ in zip(attempts, answers, strict=True) if not unanswered_]
+    assert quiet == []
+
+    # and what it may do is enough: a rebuild over TLS with its credentials, its consumer
+    # gone at the end
+    rebuilt = await rebuild(
+        InboxProjection(),
+        network.data_dir / "inbox-rebuilt-own.sqlite3",
+        network.url,
+        nats_options=network.options("project-inbox"),
+    )
+    assert rebuilt == network.last_position
+    async with connected(network, "project-inbox") as (nc, _):
+        with pytest.raises(nats.js.errors.NotFoundError):
+            await nc.jetstream().delete_consumer(STREAM, "cbcm-inbox-rebuild")
+
+
+async def test_a_projectors_consumer_pushing_elsewhere_reaches_no_agency(
+    network: Network,
+) -> None:
+    """What subject permissions cannot refuse (ADR 28 section 2): the body of a create request
+    on a projector's own create subject may name a delivery subject, making its consumer a
+    push consumer of the whole event stream. Aimed at what the agencies receive (the
+    statistics, an agency's shares), it delivers nothing: a push consumer delivers only to
+    a subscription in the services' account, where no user may subscribe to anything but its
+    own inbox (an agency's subscription through its import does not count, nor does a
+    stream). Aimed at the projector's own inbox (the control), it delivers the stream."""
+    shares_before = await _stream_count(network, SHARES_STREAM)
+    name = "cbcm-inbox"  # the one it may look at (its durable; made again by its projector)
+    create = f"$JS.API.CONSUMER.CREATE.{STREAM}.{name}.cbcm.v1.evt.>"
+    async with (
+        connected(network, f"agency-{B}") as (b, _),
+        connected(network, "project-inbox") as (projector, _),
+    ):
+        received = Inbox()
+        for subject in ("cbcm.v1.stats.>", f"cbcm.v1.share.{B}.>"):
+            await b.subscribe(subject, cb=received.take)
+        await b.flush()
+        js = projector.jetstream()
+        control = Inbox()
+        await projector.subscribe("_INBOX.project-inbox.control", cb=control.take)
+        await projector.flush()
+        last = (await js.stream_info(STREAM)).state.last_seq
+        for deliver in (
+            "cbcm.v1.stats.leak",
+            f"cbcm.v1.share.{B}.case.transferred",
+            "_INBOX.project-inbox.control",
+        ):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_consumer(STREAM, name)
+            config = {
+                "name": name,
+                "durable_name": name,
+                "filter_subject": "cbcm.v1.evt.>",
+                "deliver_subject": deliver,
+                "ack_policy": "none",
+            }
+            request = json.dumps({"stream_name": STREAM, "config": config}).encode()
+            answer = json.loads((await projector.request(create, request, 5)).data)
+            assert answer.get("name") == name, answer  # accepted: see the docstring
+            info = await js.consumer_info(STREAM, name)
+            if deliver.startswith("_INBOX.project-inbox."):
+                assert info.push_bound, info  # interest: what the others lack
+
+                async def delivered() -> bool:
+                    info = await js.consumer_info(STREAM, name)
+                    return info.delivered.stream_seq == last
+
+                await wait_until(delivered, DEADLINE, "the control's deliveries")
+                assert len(control.messages) > 0
+            else:
+                assert not info.push_bound and info.delivered.stream_seq == 0, info
+        await js.delete_consumer(STREAM, name)
+        await b.flush()
+    assert received.messages == []
+    assert await _stream_count(network, SHARES_STREAM) == shares_before
+
+
+async def _stream_count(network: Network, stream: str) -> int:
+    async with connected(network, "relay") as (nc, _):
+        return int((await nc.jetstream().stream_info(stream)).state.messages)
 
 
 async def test_only_the_relay_withdraws_shares_from_the_share_stream(network: Network) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import json
 import random
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
@@ -39,7 +40,7 @@ from projections.stats import StatisticsProjection
 from services.bootstrap import complaint_mechanism
 from services.demo.walk import AGENCIES, build_demo_network, walk_cases
 from services.nats.server import EmbeddedNats, free_port
-from services.projector import runner
+from services.projector import replay, runner
 from services.projector.publication import PUBLISHER, StatisticsPublisher
 from services.projector.runner import (
     PositionGap,
@@ -61,6 +62,7 @@ from services.statistics.releases import (
     open_ledger,
     unpublished,
 )
+from tests.integration.test_relay import wait_until
 from tests.read_model_places import Places, dump
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
@@ -334,6 +336,99 @@ async def test_a_rebuild_slower_than_the_stream_applies_every_message_once_in_or
     assert sequences == list(range(1, len(published) + 1))
     assert all(len(b) == batch for b in applied[:-1]) and 0 < len(applied[-1]) <= batch
     assert dump(live) == dump(fresh)
+
+
+class HeldProjection:
+    """A projection whose first ``apply`` blocks (in the rebuild's worker thread) until the
+    test lets it go: the applying side as slow as the test wants, for real. Records every
+    position it applies."""
+
+    def __init__(self, inner: Projection) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.go = threading.Event()
+        self.holding = threading.Event()
+        self.applied: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def apply(self, db: Any, message: CloudEvent[Any]) -> None:
+        if not self.applied:
+            self.holding.set()
+            if not self.go.wait(DEADLINE * 3):
+                raise AssertionError("never let go")
+        assert isinstance(message.position, int)
+        self.applied.append(message.position)
+        self.inner.apply(db, message)
+
+
+async def test_a_rebuild_held_up_by_its_applying_is_not_outrun_by_the_stream(
+    published: list[Outgoing],
+    server: EmbeddedNats,
+    read_model_places: Places,
+) -> None:
+    """Issue #16, ADR 28: at 3 million messages on a busy host the rebuild's ordered push
+    consumer ran ahead of the applying, its client queue passed nats-py's limit, messages
+    were dropped and the rebuild stopped at a gap. Here the stream is 50 times the rebuild
+    subscription's limit (``batch + PENDING_SLACK`` messages) and the first batch's applying
+    is held until the server shows what it does about it: a pull consumer gets exactly the
+    two batches asked for (the one applied, the next one read meanwhile) and no pull request
+    waits; the rest stays on the server. A push consumer that outran the client past its
+    limit would let go too (that is how the old reading fails: a gap). Then every position is
+    applied once, in order, and the read model equals a live projector's."""
+    batch = 32
+    limit = batch + replay.PENDING_SLACK
+    await publish(server.url, published)
+    last = published[-1].position
+    assert len(published) > 50 * limit
+    live = read_model_places("live", "inbox")
+    watcher = Watcher()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projector(InboxProjection(), live, server.url, stop, on_commit=watcher)
+    )
+    await watcher.until(last, task)
+    stop.set()
+    await asyncio.wait_for(task, DEADLINE)
+
+    held = HeldProjection(InboxProjection())
+    fresh = read_model_places("rebuilt", "inbox")
+    rebuilding = asyncio.create_task(
+        rebuild(held, fresh, server.url, batch=batch)  # type: ignore[arg-type]
+    )
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+
+        async def held_back_or_outran() -> bool:
+            if rebuilding.done():
+                rebuilding.result()
+                raise AssertionError("the rebuild ended while its applying was held")
+            if not held.holding.is_set():
+                return False
+            for info in await js.consumers_info(STREAM):
+                if info.name == durable_name(InboxProjection()):
+                    continue  # the live projector's
+                delivered = info.delivered.stream_seq or 0
+                if info.config.deliver_subject:  # a push consumer: past the client's limit
+                    return delivered >= 2 * batch + limit
+                return info.num_waiting == 0 and delivered == 2 * batch
+            return False
+
+        await wait_until(held_back_or_outran, DEADLINE, "the server to hold back or outrun")
+        while_held = [
+            (i.name, i.delivered.stream_seq, i.num_pending)
+            for i in await js.consumers_info(STREAM)
+            if i.name != durable_name(InboxProjection())
+        ]
+    finally:
+        held.go.set()
+        await nc.close()
+    assert await asyncio.wait_for(rebuilding, DEADLINE * 3) == last
+    assert held.applied == [o.position for o in published]
+    assert dump(live) == dump(fresh)
+    assert while_held == [("cbcm-inbox-rebuild", 2 * batch, len(published) - 2 * batch)]
 
 
 async def test_events_delivered_again_are_not_applied_twice(

@@ -15,6 +15,8 @@ from typing import Any, Literal
 import jsonschema_rs
 import msgspec
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import contracts.vocabulary as contract_vocabulary
 import domain.actors
@@ -27,6 +29,7 @@ from contracts.catalogue import (
     UnknownMessageType,
     all_json_schemas,
     decode_message,
+    encode_message,
     json_schema,
     json_schemas,
     schema_id,
@@ -65,6 +68,7 @@ from services.relay.translation import (
 )
 from tests.canary import ERASED_AT_THE_END, new_canaries, walk_every_event_type
 from tests.conftest import T0
+from tests.unit.test_projections_total import any_message
 
 SOURCE = "urn:cbcm:test-store"
 
@@ -577,3 +581,38 @@ def test_a_message_of_an_unknown_type_is_refused_when_decoded():
     # when / then
     with pytest.raises(UnknownMessageType, match="teleported"):
         decode_message(raw)
+
+
+def _two_step(raw: bytes) -> CloudEvent[Any]:
+    """``decode_message`` as it was before its one-pass guess: the type, then the message."""
+    head = msgspec.json.decode(raw, type=dict[str, Any])
+    return msgspec.json.decode(raw, type=CloudEvent[MESSAGE_TYPES[head["type"]]])
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(message=any_message, other=st.sampled_from(sorted(MESSAGE_TYPES)), layout=st.integers(0, 3))
+def test_decoding_in_one_pass_gives_what_two_passes_give(
+    message: CloudEvent[Any], other: str, layout: int
+) -> None:
+    """``decode_message`` guesses the decoder from the first ``"type":"`` in the bytes (issue
+    #16: one decode a message for the rebuilds). Whatever the layout, a nested ``type`` met
+    first naming another message type, or the envelope naming a type its data does not fit,
+    it decodes exactly what the type-then-message decoding does, or refuses as it does."""
+    body = json.loads(encode_message(message))
+    if layout == 1:  # data first, with a key "type" naming another message type
+        rest = {k: v for k, v in body.items() if k != "data"}
+        body = {"data": {"type": other, **body["data"]}, **rest}
+    elif layout == 2:  # the envelope names another type (the data may not fit it)
+        body = {**body, "type": other}
+    elif layout == 3:  # another writer: spaces, data first
+        body = {"data": body["data"], **body}
+    raw = json.dumps(body, separators=(", ", ": ") if layout == 3 else (",", ":")).encode()
+    try:
+        expected = _two_step(raw)
+    except msgspec.ValidationError:
+        with pytest.raises(msgspec.ValidationError):
+            decode_message(raw)
+        return
+    decoded = decode_message(raw)
+    assert decoded == expected
+    assert type(decoded.data) is type(expected.data)

@@ -85,3 +85,26 @@ def test_agency_codes_that_would_break_the_isolation_are_refused(codes: list[str
 
 def test_the_configuration_does_not_depend_on_the_order_of_the_agencies() -> None:
     assert server_config(CODES) == server_config(reversed(CODES))
+
+
+def test_a_projector_creates_fetches_and_deletes_only_its_own_consumers() -> None:
+    """Issue #16, ADR 28 section 2.1: a projector's consumer subjects all name its durable
+    ``cbcm-<name>`` or its rebuild's ``cbcm-<name>-rebuild`` (made on the filtered create
+    subject only); no unnamed create, no flow control; the notifier does not rebuild."""
+    users = {u.name: u for u in network_users(CODES)}
+    for name in ("inbox", "assistance", "stats", "register", "notify"):
+        user = users[f"project-{name}"]
+        consumers = [s for s in user.publish if s.startswith(("$JS.API.CONSUMER.", "$JS.ACK."))]
+        own = (f".cbcm-{name}", f".cbcm-{name}-rebuild")
+        assert all(any(f"{o}." in s + "." for o in own) for s in consumers), consumers
+        assert not any(s.startswith("$JS.FC.") for s in user.publish)
+        assert "$JS.API.CONSUMER.CREATE.CBCM_EVENTS" not in user.publish
+        rebuild = [s for s in consumers if f".cbcm-{name}-rebuild" in s]
+        if name == "notify":
+            assert rebuild == []
+        else:
+            assert sorted(rebuild) == [
+                f"$JS.API.CONSUMER.CREATE.CBCM_EVENTS.cbcm-{name}-rebuild.cbcm.v1.evt.>",
+                f"$JS.API.CONSUMER.DELETE.CBCM_EVENTS.cbcm-{name}-rebuild",
+                f"$JS.API.CONSUMER.MSG.NEXT.CBCM_EVENTS.cbcm-{name}-rebuild",
+            ]
