@@ -23,6 +23,7 @@ from __future__ import annotations
 import binascii
 import hashlib
 import secrets
+import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -40,7 +41,7 @@ from psycopg.pq import Format
 from psycopg.rows import DictRow, tuple_row
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
-from services.event_store import custody, tiles
+from services.event_store import custody, reads, tiles
 from services.event_store.custody import STORE_NONCE, WRITER_PREFIX, WriterKey, WriterKeyError
 from services.event_store.personal_data import tables as key_tables
 from services.event_store.personal_data.data_keys import DataKeyErased, DataKeys
@@ -617,7 +618,18 @@ class ChainedPostgresRecorder(_MarkedWrites, PostgresApplicationRecorder):
         super().__init__(datastore, events_table_name=events_table_name)
         if datastore.enable_db_functions:
             raise ValueError("the hash chain needs POSTGRES_ENABLE_DB_FUNCTIONS off")
+        reads.install(datastore)  # read transactions keep the prepared statements
         schema = Identifier(datastore.schema)
+        self._pipelined = threading.local()  # the last link's cursor, per inserting thread
+        self._latest_link_statement = SQL(LATEST_LINK_PG).format(
+            custody=self._table(custody.custody_table), chain=self._chain()
+        )
+        self._insert_links_statement = SQL(
+            "INSERT INTO {} (position, previous_position, link) VALUES (%s, %s, %s)"
+        ).format(self._chain())
+        self._insert_mark_statement = SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
+            self._table(custody.writer_table)
+        )
         # Inserts are serialised (links follow commit order, as notification ids do) by a
         # transaction-scoped advisory lock rather than the library's EXCLUSIVE table lock:
         # taking that lock needs UPDATE or DELETE on the table, which the application's
@@ -718,15 +730,28 @@ class ChainedPostgresRecorder(_MarkedWrites, PostgresApplicationRecorder):
                 curs.execute(statement)
             self._link_unchained(curs)
 
+    def _insert_stored_events(
+        self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
+    ) -> None:
+        super()._insert_stored_events(curs, stored_events, **kwargs)  # lock, NOTIFY, INSERT
+        # The chain's last link, asked for in the pipeline right behind the INSERT (so still
+        # under the insert lock): the library's sync after the INSERT brings both answers in
+        # one round trip, where reading it in ``_link`` took one more per commit.
+        latest = curs.connection.cursor()
+        latest.execute(self._latest_link_statement, prepare=True)
+        self._pipelined.latest = latest
+
     def _fetch_ids_after_insert_events(
         self, curs: Cursor[DictRow], stored_events: Sequence[StoredEvent], **kwargs: Any
     ) -> Sequence[int] | None:
+        latest = getattr(self._pipelined, "latest", None)
+        self._pipelined.latest = None
         positions = super()._fetch_ids_after_insert_events(curs, stored_events, **kwargs)
         assert positions is not None
         if self.data_keys is not None:
             # Under the insert lock: no erasure can commit between this check and the commit.
             self.data_keys.write_pending(curs, _now())
-        self._link(curs, list(zip(positions, stored_events, strict=True)))
+        self._link(curs, list(zip(positions, stored_events, strict=True)), latest=latest)
         return positions
 
     def _chain(self) -> Composed:
@@ -735,14 +760,19 @@ class ChainedPostgresRecorder(_MarkedWrites, PostgresApplicationRecorder):
         )
 
     def _link(
-        self, curs: Cursor[DictRow], events: list[tuple[int, StoredEvent]], *, sign: bool = True
+        self,
+        curs: Cursor[DictRow],
+        events: list[tuple[int, StoredEvent]],
+        *,
+        sign: bool = True,
+        latest: Cursor[DictRow] | None = None,
     ) -> None:
-        curs.execute(
-            SQL(LATEST_LINK_PG).format(
-                custody=self._table(custody.custody_table), chain=self._chain()
-            )
-        )
-        row = curs.fetchone()
+        """Link ``events`` after the chain's last link, which ``latest`` has read already in
+        this transaction, under the insert lock (None: read it here)."""
+        if latest is None:
+            latest = curs
+            curs.execute(self._latest_link_statement, prepare=True)
+        row = latest.fetchone()
         if row is not None and sign:
             retired = self._retired_since(row["latest"])
             if retired is not None:
@@ -758,12 +788,7 @@ class ChainedPostgresRecorder(_MarkedWrites, PostgresApplicationRecorder):
             )
         )
         rows = chain_rows(previous_position, previous, events)
-        curs.executemany(
-            SQL("INSERT INTO {} (position, previous_position, link) VALUES (%s, %s, %s)").format(
-                self._chain()
-            ),
-            rows,
-        )
+        curs.executemany(self._insert_links_statement, rows)
         if not sign or not rows:
             return
         custody_rows: list[tuple[str, str, int]] = []
@@ -811,10 +836,7 @@ class ChainedPostgresRecorder(_MarkedWrites, PostgresApplicationRecorder):
                 )
             marker, rotation = self._rotation_rows(rows, store)
             custody_rows += rotation
-            curs.execute(
-                SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(self._table(custody.writer_table)),
-                _mark(marker, rows, store),
-            )
+            curs.execute(self._insert_mark_statement, _mark(marker, rows, store), prepare=True)
         if custody_rows:
             curs.executemany(
                 SQL("INSERT INTO {} VALUES (%s, %s, %s)").format(
