@@ -1008,7 +1008,7 @@ def _postgres_rows(recorder: Any, events: str, chain: str, start: int, limit: in
         "LEFT JOIN {s}.{e} e ON e.notification_id = p.position "
         "LEFT JOIN {s}.{c} c ON c.position = p.position ORDER BY p.position"
     ).format(s=schema, e=Identifier(events), c=Identifier(chain))
-    with recorder.datastore.transaction(commit=False) as curs:
+    with reads.one_statement(recorder.datastore) as curs:
         curs.execute(statement, (start, start, limit))
         found = curs.fetchall()
     return [
@@ -1040,7 +1040,7 @@ def head(recorder: Any) -> ChainRow | None:
     statement = SQL(
         "SELECT position, previous_position, link FROM {}.{} ORDER BY position DESC LIMIT 1"
     ).format(Identifier(recorder.datastore.schema), Identifier(chain))
-    with recorder.datastore.transaction(commit=False) as curs:
+    with reads.one_statement(recorder.datastore) as curs:
         curs.execute(statement)
         found = curs.fetchone()
     if found is None:
@@ -1071,7 +1071,7 @@ def link_before(recorder: Any, position: int) -> ChainRow | None:
         "SELECT position, previous_position, link FROM {}.{} WHERE position < %s "
         "ORDER BY position DESC LIMIT 1"
     ).format(Identifier(recorder.datastore.schema), Identifier(chain))
-    with recorder.datastore.transaction(commit=False) as curs:
+    with reads.one_statement(recorder.datastore) as curs:
         curs.execute(statement, (position,))
         found = curs.fetchone()
     if found is None:

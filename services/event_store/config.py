@@ -18,8 +18,8 @@ from eventsourcing.persistence import InterfaceError, OperationalError, Persiste
 from psycopg.conninfo import conninfo_to_dict
 
 from services.event_store.chain import POSTGRES_RECORDER_TOPIC, SQLITE_RECORDER_TOPIC
-from services.event_store.positions import POSTGRES_TRACKING_TOPIC
 from services.event_store.errors import EventStoreUnavailable
+from services.event_store.positions import POSTGRES_TRACKING_TOPIC
 from services.settings import Settings
 
 

@@ -12,8 +12,8 @@ from uuid import UUID
 from eventsourcing.persistence import ApplicationRecorder, Tracking
 from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
-from eventsourcing.utils import get_topic
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 

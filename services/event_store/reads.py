@@ -63,3 +63,13 @@ def _writable_again(conn: Any) -> None:
     except Exception:
         conn.close()
         raise
+
+
+@contextmanager
+def one_statement(datastore: Any) -> Iterator[Cursor[DictRow]]:
+    """A cursor for one SELECT on its own (autocommit): a statement alone reads one snapshot,
+    as a transaction around it would, in one round trip instead of three (``BEGIN``, the
+    statement, ``COMMIT``). Only for a single statement that writes nothing; several that must
+    agree go in ``transaction(commit=False)``."""
+    with datastore.get_connection() as conn, conn.cursor() as curs:
+        yield curs
