@@ -646,6 +646,7 @@ class _TwoRoundTrips(PostgresApplicationRecorder):
                     curs = conn.cursor()
                     try:
                         curs.execute(_BEGIN)
+                        self._insert_events(curs, stored_events, **kwargs)  # the library's hook
                         self._insert_stored_events(curs, stored_events, **kwargs)
                         # now, so a unique violation is raised as an IntegrityError here
                         pipeline.sync()
