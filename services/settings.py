@@ -20,6 +20,13 @@ class Settings(BaseSettings):
         default=None,
         description="'sqlite:///PATH' or 'postgresql://...'; default: a SQLite file in data_dir",
     )
+    event_store_pool_size: int = Field(
+        default=5,
+        ge=1,
+        le=100,
+        description="PostgreSQL event store: the connections each process keeps open to it; "
+        "under load its pool opens up to 10 more, closed again after 10 idle minutes",
+    )
     read_model_store: str | None = Field(
         default=None,
         description="where the read models live: unset (or 'sqlite'): SQLite files under "

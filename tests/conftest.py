@@ -31,6 +31,13 @@ from tests.read_model_places import Places
 
 T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
+# Each application on a PostgreSQL store opens its pool's connections when it starts: five by
+# default, a server process each (about 1.6 ms of the server's CPU to start, more to warm its
+# catalogue caches), and the suite starts hundreds of applications (every in-process `cbcm`
+# command is one). One is kept open here; the pool still opens up to ten more while they are
+# all in use, so what runs concurrently is unchanged. Children (`cbcm serve`) inherit it.
+os.environ.setdefault("CBCM_EVENT_STORE_POOL_SIZE", "1")
+
 # No time limit per example: a deadline is a timed assertion, and on a machine shared with
 # other work it fails a correct example. Example counts stay each test's own (bounded here,
 # long under `make soak`).

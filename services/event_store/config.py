@@ -19,6 +19,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from services.event_store.chain import POSTGRES_RECORDER_TOPIC, SQLITE_RECORDER_TOPIC
 from services.event_store.errors import EventStoreUnavailable
+from services.event_store.positions import POSTGRES_TRACKING_TOPIC
 from services.settings import Settings
 
 
@@ -37,6 +38,8 @@ def persistence_env(settings: Settings) -> dict[str, str]:
     # Only the embedded SQLite store makes its tables at start; a PostgreSQL store's are made
     # by `cbcm db migrate` and checked at start (services.event_store.schema).
     sqlite = env["PERSISTENCE_MODULE"] == "eventsourcing.sqlite"
+    if not sqlite:
+        env["POSTGRES_POOL_SIZE"] = str(settings.event_store_pool_size)
     env["CREATE_TABLE"] = "y" if settings.create_tables and sqlite else "n"
     env.update(
         _personal_data_env(settings, postgres=env["PERSISTENCE_MODULE"].endswith("postgres"))
@@ -180,6 +183,7 @@ def _postgres(url: str) -> dict[str, str]:
     env = {
         "PERSISTENCE_MODULE": "eventsourcing.postgres",
         "APPLICATION_RECORDER_TOPIC": POSTGRES_RECORDER_TOPIC,
+        "TRACKING_RECORDER_TOPIC": POSTGRES_TRACKING_TOPIC,
         "POSTGRES_DBNAME": str(info.get("dbname") or "postgres"),
         "POSTGRES_HOST": str(info.get("host") or "127.0.0.1"),
         "POSTGRES_PORT": str(info.get("port") or "5432"),

@@ -32,6 +32,8 @@ from typing import Any, LiteralString
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
+from services.event_store import reads
+
 WRITER_DOMAIN = b"cbcm/writer/v1\0"
 WRITER_DOMAIN_V2 = b"cbcm/writer/v2\0"
 MARK_V2 = b"\x02"
@@ -269,7 +271,7 @@ def _select(
     query = SQL(statement).format(
         **{k: SQL("{}.{}").format(schema, Identifier(v)) for k, v in names.items()}
     )
-    with recorder.datastore.transaction(commit=False) as curs:
+    with reads.one_statement(recorder.datastore) as curs:
         curs.execute(query, params)
         return [tuple(r.values()) for r in curs.fetchall()]
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 from uuid import UUID
 
-from eventsourcing.persistence import ApplicationRecorder
+from eventsourcing.persistence import ApplicationRecorder, Tracking
 from eventsourcing.popo import POPOApplicationRecorder
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresTrackingRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
+from eventsourcing.utils import get_topic
 from psycopg.sql import SQL, Identifier
 
 
@@ -48,3 +49,19 @@ def position_of(recorder: ApplicationRecorder, aggregate_id: UUID, version: int)
             start = batch[-1].id + 1
         return 0
     raise TypeError(f"no position look-up for a {type(recorder).__name__}")
+
+
+class TrackingRecorder(PostgresTrackingRecorder):
+    """The library's PostgreSQL tracking recorder (the relay records the position it published
+    up to with it), its one statement sent alone: the library wraps it in a transaction block,
+    three round trips (BEGIN, the INSERT, COMMIT) where the statement on its own is one, and
+    as atomic. The relay records its position after each pass, on PostgreSQL after about
+    every commit."""
+
+    def insert_tracking(self, tracking: Tracking) -> None:
+        with self.datastore.get_connection() as conn, conn.cursor() as curs:
+            assert conn.autocommit  # the statement is its own transaction
+            self._insert_tracking(curs, tracking)
+
+
+POSTGRES_TRACKING_TOPIC = get_topic(TrackingRecorder)

@@ -450,6 +450,9 @@ def raw_app(baseline_store_url: str, tmp_path: Path) -> Iterator[RawApplication]
     # The baseline appends raw events: no field sealing, no whole-event cipher.
     env = persistence_env(Settings(data_dir=tmp_path / "data", event_store=baseline_store_url))
     env = {k: v for k, v in env.items() if not k.startswith("CIPHER_")}
+    # its own table, made by the library at start (a PostgreSQL store's tables are made by
+    # `cbcm db migrate`, which knows no such application: without this the side failed)
+    env["CREATE_TABLE"] = "y"
     app = RawApplication(env=env)
     yield app
     app.close()

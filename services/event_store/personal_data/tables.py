@@ -16,6 +16,7 @@ from uuid import UUID
 import structlog
 from psycopg.sql import SQL, Composed, Identifier, Literal
 
+from services.event_store import reads
 from services.event_store.personal_data.data_keys import KeyRef, KeyRow
 
 log = structlog.get_logger()
@@ -342,7 +343,7 @@ class PostgresKeyTable:
         )
 
     def _read(self, statement: Composed, params: tuple[Any, ...]) -> list[Any]:
-        with self.recorder.datastore.transaction(commit=False) as curs:
+        with reads.one_statement(self.recorder.datastore) as curs:
             curs.execute(statement, params)
             return list(curs.fetchall())
 
