@@ -52,7 +52,6 @@ from contracts.case import (
 from contracts.network import NetworkPolicyV1
 from projections.base import DEFAULT_POLICY, ReadModelDb
 from projections.inbox import InboxCursor, InboxProjection, inbox_page
-from projections.inbox.model import NO_DEADLINE
 from services.projector.runner import prepare
 from services.projector.storage import ReadModelStore
 from tests.read_model_places import Places
@@ -69,7 +68,15 @@ class StoreFeed(Feed):
         super().__init__(InboxProjection(), where)  # type: ignore[arg-type]
 
 
-def keys(db: ReadModelDb, agency: str, user: str | None) -> dict[str, tuple[str, str, str]]:
+Key = tuple[bool, str, str, str]
+"""A case's place in the inbox's order: no deadline (last), due time, since, case id."""
+
+
+def place(due_at: str | None, since: str, case_id: str) -> Key:
+    return (due_at is None, due_at or "", since, case_id)
+
+
+def keys(db: ReadModelDb, agency: str, user: str | None) -> dict[str, Key]:
     """The inbox's cases with their place in its order, straight from the table (the test's
     own query: every open row of the agency, no paging, no index needed)."""
     rows = db.execute(
@@ -77,7 +84,7 @@ def keys(db: ReadModelDb, agency: str, user: str | None) -> dict[str, tuple[str,
         " WHERE agency = ? AND closed_at IS NULL AND next_action IS NOT NULL",
         (agency,),
     ).fetchall()
-    found = {r[0]: (r[1] or NO_DEADLINE, r[2], r[0]) for r in rows}
+    found = {r[0]: place(r[1], r[2], r[0]) for r in rows}
     if user is not None:
         mine = {
             r[0]
@@ -104,7 +111,7 @@ class Walk:
     listed: list[str] = field(default_factory=list)
     changed: bool = False
     """whether any command ran since the walk began"""
-    seen: list[dict[str, tuple[str, str, str]]] = field(default_factory=list)
+    seen: list[dict[str, Key]] = field(default_factory=list)
     """the inbox's keys at the walk's start and after each page"""
     done: bool = False
 
@@ -279,14 +286,14 @@ class InboxPaging(RuleBasedStateMachine):
         order = [current[c] for c in listed]
         assert order == sorted(order), "a page out of the inbox's order"
         if walk.cursor is not None and listed:
-            start = (walk.cursor.due_at or NO_DEADLINE, walk.cursor.since, walk.cursor.case_id)
+            start = place(walk.cursor.due_at, walk.cursor.since, walk.cursor.case_id)
             assert order[0] > start, "a page starts before its cursor"
         if page.next_cursor is None:
             # the last page: nothing of the inbox is after it
             last = order[-1] if order else None
             tail = [k for k in current.values() if last is None or k > last]
             if walk.cursor is not None:
-                start = (walk.cursor.due_at or NO_DEADLINE, walk.cursor.since, walk.cursor.case_id)
+                start = place(walk.cursor.due_at, walk.cursor.since, walk.cursor.case_id)
                 tail = [k for k in tail if k > start]
             assert not tail, "the last page left cases out"
         else:
