@@ -2,9 +2,9 @@
 
 from projections.inbox.model import (
     ACTIONS,
+    PAGE_MAX,
     Action,
     CaseRow,
-    PAGE_MAX,
     InboxCounts,
     InboxCursor,
     InboxFilter,
@@ -21,9 +21,9 @@ from projections.inbox.model import (
 
 __all__ = [
     "ACTIONS",
+    "PAGE_MAX",
     "Action",
     "CaseRow",
-    "PAGE_MAX",
     "InboxCounts",
     "InboxCursor",
     "InboxFilter",

@@ -45,6 +45,10 @@ point withdrawn from the network keeps the cases assigned to them until they are
 (the domain does not unassign them either); the agency view shows who holds each case.
 """
 
+# The SQL text built here is the module's own (columns, conditions, ``?`` markers); every
+# value, a cursor's included, is a bound parameter.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -491,7 +495,7 @@ def inbox_page(
     after: InboxCursor | None = None,
     before: InboxCursor | None = None,
     limit: int = 50,
-    filter: InboxFilter = InboxFilter(),  # noqa: A002 (the console's word)
+    filter: InboxFilter = InboxFilter(),
 ) -> InboxPage:
     """One page of the open cases ``agency`` holds (assigned to ``focal_point`` when given),
     in the inbox's order (overdue first, then by due time, then those whose action has no
@@ -540,7 +544,7 @@ def inbox_counts(
     *,
     focal_point: str | None = None,
     now: datetime,
-    filter: InboxFilter = InboxFilter(),  # noqa: A002
+    filter: InboxFilter = InboxFilter(),
 ) -> InboxCounts:
     """How many open cases the filtered inbox holds, and how many are overdue (one query)."""
     where, params = _where(agency, focal_point, filter, now)
@@ -597,7 +601,8 @@ def _items(db: ReadModelDb, rows: list[Row], now: datetime) -> tuple[InboxItem, 
 def _actions_of_cases(db: ReadModelDb, ids: list[str]) -> dict[str, tuple[PendingAction, ...]]:
     found: dict[str, list[PendingAction]] = {}
     for r in db.execute(
-        f"SELECT case_id, action, due_at, since FROM inbox_actions WHERE case_id IN ({_in(ids)})",
+        "SELECT case_id, action, due_at, since FROM inbox_actions"
+        f" WHERE case_id IN ({_in(ids)})",
         ids,
     ):
         found.setdefault(str(r["case_id"]), []).append(
@@ -609,8 +614,8 @@ def _actions_of_cases(db: ReadModelDb, ids: list[str]) -> dict[str, tuple[Pendin
 def _focal_points_of_cases(db: ReadModelDb, ids: list[str]) -> dict[str, tuple[str, ...]]:
     found: dict[str, list[str]] = {}
     for r in db.execute(
-        f'SELECT case_id, "user" FROM inbox_focal_points WHERE case_id IN ({_in(ids)})'
-        ' ORDER BY case_id, "user"',
+        'SELECT case_id, "user" FROM inbox_focal_points'
+        f' WHERE case_id IN ({_in(ids)}) ORDER BY case_id, "user"',
         ids,
     ):
         found.setdefault(str(r["case_id"]), []).append(str(r["user"]))

@@ -20,18 +20,20 @@ from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
+from starlette.datastructures import QueryParams
 
 from domain.actors import Role, validate_code
 from domain.errors import InvalidCode
-from projections.inbox import InboxFilter, inbox_counts
+from projections.inbox import InboxCursor, InboxFilter, inbox_counts
 from projections.inbox import inbox_page as page_of_inbox
 from projections.inbox.model import ACTIONS, InboxItem
-from services.api.paging import BadFilter, encode_inbox_cursor, parse_inbox_cursor
 from services.api.console.session import PREFIX, ConsoleRefusal, SignedIn
 from services.api.console.site import NAV, render
 from services.api.pages.i18n import N_
+from services.api.paging import BadFilter, encode_inbox_cursor, parse_inbox_cursor
 from services.api.problems import Problem
 from services.api.read_models import query, wait_for_position
+from services.identity.tokens import Principal
 from services.projector.storage import ReadModelStore
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -54,6 +56,53 @@ def urgent(item: InboxItem) -> bool:
     return item.immediate_safety_risk or item.child_involved
 
 
+def _chosen(
+    params: QueryParams, agency: str, principal: Principal
+) -> tuple[InboxFilter, dict[str, str], str | None]:
+    """The filters asked for (what cannot be read is left out), as the query's filter, as
+    the form shows them, and the focal point whose cases only are listed."""
+    mine = params.get("mine") == "1" and Role.FOCAL_POINT in principal.roles
+    overdue_only = params.get("overdue") == "1"
+    urgent_only = params.get("urgent") == "1"
+    action = params.get("action", "")
+    action = action if action in ACTIONS else ""
+    category = params.get("category", "")
+    category = category if category in CATEGORIES else ""
+    flt = InboxFilter(
+        overdue=overdue_only,
+        urgent=urgent_only,
+        action=action or None,
+        category=category or None,
+    )
+    filters = {
+        "agency": agency,
+        "mine": "1" if mine else "",
+        "overdue": "1" if overdue_only else "",
+        "urgent": "1" if urgent_only else "",
+        "action": action,
+        "category": category,
+    }
+    return flt, filters, principal.user if mine else None
+
+
+def _place(params: QueryParams) -> tuple[int, InboxCursor | None, InboxCursor | None]:
+    """The page's number (a label), and the cursor it starts after or ends before (a link
+    edited by hand: the first page)."""
+    try:
+        page = max(1, min(10_000, int(params.get("page", "1"))))
+    except ValueError:
+        page = 1
+    listed = {key: params.getlist(key) for key in ("cursor", "before")}
+    try:
+        start = parse_inbox_cursor(listed, "cursor")
+        end = None if start is not None else parse_inbox_cursor(listed, "before")
+    except BadFilter:
+        start = end = None
+    if start is None and end is None:
+        page = 1
+    return page, start, end
+
+
 @router.get("/inbox", response_class=HTMLResponse)
 async def inbox_page(request: Request, staff: SignedIn) -> Response:
     """The open cases of the reader's agency (the coordinator: any agency's)."""
@@ -68,32 +117,8 @@ async def inbox_page(request: Request, staff: SignedIn) -> Response:
         agency = principal.agency
     if Role.COORDINATOR not in principal.roles and agency != principal.agency:
         raise ConsoleRefusal(403, NOT_YOURS, staff)
-    mine = params.get("mine") == "1" and Role.FOCAL_POINT in principal.roles
-    overdue_only = params.get("overdue") == "1"
-    urgent_only = params.get("urgent") == "1"
-    action = params.get("action", "")
-    action = action if action in ACTIONS else ""
-    category = params.get("category", "")
-    category = category if category in CATEGORIES else ""
-    try:
-        page = max(1, min(10_000, int(params.get("page", "1"))))
-    except ValueError:
-        page = 1
-    listed = {key: params.getlist(key) for key in ("cursor", "before")}
-    try:
-        start = parse_inbox_cursor(listed, "cursor")
-        end = None if start is not None else parse_inbox_cursor(listed, "before")
-    except BadFilter:  # a link edited by hand: the first page
-        start = end = None
-    if start is None and end is None:
-        page = 1
-    flt = InboxFilter(
-        overdue=overdue_only,
-        urgent=urgent_only,
-        action=action or None,
-        category=category or None,
-    )
-    focal_point = principal.user if mine else None
+    flt, filters, focal_point = _chosen(params, agency, principal)
+    page, start, end = _place(params)
 
     stores: dict[str, ReadModelStore] = request.app.state.read_models
     settings = request.app.state.settings
@@ -130,15 +155,6 @@ async def inbox_page(request: Request, staff: SignedIn) -> Response:
     if shown.previous_cursor is None:
         page = 1
     page = max(1, min(page, pages))
-    filters = {
-        "agency": agency,
-        "mine": "1" if mine else "",
-        "overdue": "1" if overdue_only else "",
-        "urgent": "1" if urgent_only else "",
-        "action": action,
-        "category": category,
-    }
-
     def query_of(**change: str | int | None) -> str:
         return urlencode({k: v for k, v in {**filters, **change}.items() if v not in ("", None)})
 

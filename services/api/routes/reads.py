@@ -100,6 +100,7 @@ def read_model_router(stores: dict[str, ReadModelStore], wait_bound: float) -> A
 
     @router.get("/inbox/{agency}", tags=["inbox"])
     async def agency_inbox(
+        *,
         request: Request,
         principal: CurrentPrincipal,
         agency: Annotated[str, Path(pattern=CODE)],

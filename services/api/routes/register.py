@@ -26,9 +26,9 @@ from projections.register import (
     register_rows,
 )
 from services.api.auth import CurrentPrincipal
+from services.api.paging import BadFilter
 from services.api.problems import Problem
 from services.api.read_models import query, wait_for_position
-from services.api.paging import BadFilter
 from services.api.register import (
     FORMATS,
     MEDIA_TYPES,
