@@ -45,6 +45,10 @@ point withdrawn from the network keeps the cases assigned to them until they are
 (the domain does not unassign them either); the agency view shows who holds each case.
 """
 
+# The SQL text built here is the module's own (columns, conditions, ``?`` markers); every
+# value, a cursor's included, is a bound parameter.
+# ruff: noqa: S608
+
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -122,12 +126,27 @@ _CASE_COLUMNS = (
     "next_since TEXT",
 )
 
+NO_DEADLINE = "~"
+"""Where a case whose action has no deadline sorts in the inbox's order: after every due time
+(``~`` follows every character of a time's text; the read models compare text byte by byte,
+``COLLATE "C"`` on PostgreSQL)."""
+_DUE_KEY = f"COALESCE(next_due_at, '{NO_DEADLINE}')"
+_OPEN = "closed_at IS NULL AND next_action IS NOT NULL"
+
+PAGE_MAX = 200
+"""The most cases one inbox page holds (as the case register's pages)."""
+
 _SCHEMA = (
     f"CREATE TABLE IF NOT EXISTS inbox_cases ({', '.join(_CASE_COLUMNS)})",
     "CREATE INDEX IF NOT EXISTS inbox_cases_agency ON inbox_cases (agency, closed_at, next_due_at)",
+    # the inbox's order within an agency's open cases: the paging key (``inbox_page``)
+    f"CREATE INDEX IF NOT EXISTS inbox_open_by_due ON inbox_cases (agency, {_DUE_KEY},"
+    f" next_since, case_id) WHERE {_OPEN}",
     "CREATE TABLE IF NOT EXISTS inbox_focal_points ("
     ' case_id TEXT NOT NULL, "user" TEXT NOT NULL, PRIMARY KEY (case_id, "user"))',
     'CREATE INDEX IF NOT EXISTS inbox_focal_points_user ON inbox_focal_points ("user")',
+    # a focal point's cases, without a visit to the table for each
+    'CREATE INDEX IF NOT EXISTS inbox_focal_points_by_user ON inbox_focal_points ("user", case_id)',
     "CREATE TABLE IF NOT EXISTS inbox_actions ("
     " case_id TEXT NOT NULL, action TEXT NOT NULL, due_at TEXT, since TEXT NOT NULL,"
     " PRIMARY KEY (case_id, action))",
@@ -398,58 +417,177 @@ _HANDLERS: dict[type[Any], Handler] = {
 # ------------------------------------------------------------------------------- queries
 
 
-def _actions_of(db: ReadModelDb, case_id: str) -> tuple[PendingAction, ...]:
-    rows = db.execute(
-        "SELECT action, due_at, since FROM inbox_actions WHERE case_id = ?", (case_id,)
-    ).fetchall()
-    return tuple(
-        _ordered(
-            [
-                PendingAction(r["action"], parse_ts_or_none(r["due_at"]), parse_ts(r["since"]))
-                for r in rows
-            ]
-        )
-    )
+@dataclass(frozen=True)
+class InboxCursor:
+    """Where a page of the inbox ended (or begins, going back): its row's place in the
+    inbox's order. Times and a case id, no personal data."""
+
+    due_at: str | None
+    """the case's next due time as stored (``None``: no deadline)"""
+    since: str
+    case_id: str
 
 
-def _focal_points_of(db: ReadModelDb, case_id: str) -> tuple[str, ...]:
-    rows = db.execute(
-        'SELECT "user" FROM inbox_focal_points WHERE case_id = ? ORDER BY "user"', (case_id,)
-    )
-    return tuple(r[0] for r in rows)
+@dataclass(frozen=True)
+class InboxFilter:
+    """What narrows an agency's inbox (the console's filters); ``None`` / empty: any."""
+
+    overdue: bool = False
+    """only cases whose next action is past due"""
+    urgent: bool = False
+    """only cases with an immediate safety risk or a child involved"""
+    action: str | None = None
+    """only cases whose next action is this one"""
+    category: str | None = None
+    """only cases of this category (``none``: not assessed yet)"""
 
 
-def inbox(
-    db: ReadModelDb, agency: str, *, focal_point: str | None = None, now: datetime
-) -> list[InboxItem]:
-    """The open cases ``agency`` holds (assigned to ``focal_point`` when given): overdue
-    first, then by due time, then those whose action has no deadline, oldest first."""
+@dataclass(frozen=True)
+class InboxPage:
+    items: tuple[InboxItem, ...]
+    next_cursor: InboxCursor | None
+    """``None``: this is the last page."""
+    previous_cursor: InboxCursor | None
+    """The cursor of the page before (``before=``); ``None``: this is the first page."""
+
+
+@dataclass(frozen=True)
+class InboxCounts:
+    open: int
+    overdue: int
+
+
+def _where(
+    agency: str, focal_point: str | None, flt: InboxFilter, now: datetime
+) -> tuple[str, list[object]]:
+    """The WHERE of an agency's inbox (a focal point's when given), filtered."""
+    where = [f"agency = ? AND {_OPEN}"]
+    params: list[object] = [agency]
+    if focal_point is not None:
+        where.append('case_id IN (SELECT case_id FROM inbox_focal_points WHERE "user" = ?)')
+        params.append(focal_point)
+    if flt.overdue:
+        where.append("next_due_at < ?")
+        params.append(ts(now))
+    if flt.urgent:
+        where.append("(immediate_safety_risk <> 0 OR child_involved <> 0)")
+    if flt.action is not None:
+        where.append("next_action = ?")
+        params.append(flt.action)
+    if flt.category == "none":
+        where.append("category IS NULL")
+    elif flt.category is not None:
+        where.append("category = ?")
+        params.append(flt.category)
+    return " AND ".join(where), params
+
+
+def _key(cursor: InboxCursor) -> list[object]:
+    return [cursor.due_at or NO_DEADLINE, cursor.since, cursor.case_id]
+
+
+def inbox_page(
+    db: ReadModelDb,
+    agency: str,
+    *,
+    focal_point: str | None = None,
+    now: datetime,
+    after: InboxCursor | None = None,
+    before: InboxCursor | None = None,
+    limit: int = 50,
+    filter: InboxFilter = InboxFilter(),
+) -> InboxPage:
+    """One page of the open cases ``agency`` holds (assigned to ``focal_point`` when given),
+    in the inbox's order (overdue first, then by due time, then those whose action has no
+    deadline, oldest first, then by case id), ``limit`` at most: the first, or the one after
+    ``after``, or the one before ``before``. Three queries, whatever the page's size: its
+    rows, their actions, their focal points."""
     if now.tzinfo is None:
         raise ValueError("now must be zone-aware")
-    query = "SELECT c.* FROM inbox_cases c"
-    params: list[object] = []
-    if focal_point is not None:
-        query += ' JOIN inbox_focal_points f ON f.case_id = c.case_id AND f."user" = ?'
-        params.append(focal_point)
-    query += (
-        " WHERE c.agency = ? AND c.closed_at IS NULL AND c.next_action IS NOT NULL"
-        " ORDER BY c.next_due_at IS NULL, c.next_due_at, c.next_since, c.case_id"
-    )
-    params.append(agency)
+    if not 1 <= limit <= PAGE_MAX:
+        raise ValueError(f"limit must be 1 to {PAGE_MAX}")
+    if after is not None and before is not None:
+        raise ValueError("a page is after a cursor or before one, not both")
+    where, params = _where(agency, focal_point, filter, now)
+    key = f"({_DUE_KEY}, next_since, case_id)"
+    if after is not None:
+        where += f" AND {key} > (?, ?, ?)"
+        params += _key(after)
+    elif before is not None:
+        where += f" AND {key} < (?, ?, ?)"
+        params += _key(before)
+    order = "DESC" if before is not None else "ASC"
+    found = db.execute(
+        f"SELECT * FROM inbox_cases WHERE {where}"
+        f" ORDER BY {_DUE_KEY} {order}, next_since {order}, case_id {order} LIMIT ?",
+        [*params, limit + 1],
+    ).fetchall()
+    more = len(found) > limit
+    rows = found[:limit]
+    if before is not None:
+        if len(rows) < limit:  # back at the start (cases before it left): the first page
+            return inbox_page(
+                db, agency, focal_point=focal_point, now=now, limit=limit, filter=filter
+            )
+        rows.reverse()
+    items = _items(db, rows, now)
+    first = _cursor(rows[0]) if rows else None
+    last = _cursor(rows[-1]) if rows else None
+    if before is not None:  # there is a page after this one: the one we came from
+        return InboxPage(items, last, first if more else None)
+    return InboxPage(items, last if more else None, first if after is not None else None)
+
+
+def inbox_counts(
+    db: ReadModelDb,
+    agency: str,
+    *,
+    focal_point: str | None = None,
+    now: datetime,
+    filter: InboxFilter = InboxFilter(),
+) -> InboxCounts:
+    """How many open cases the filtered inbox holds, and how many are overdue (one query)."""
+    where, params = _where(agency, focal_point, filter, now)
+    row = db.execute(
+        "SELECT COUNT(*), COALESCE(SUM(CASE WHEN next_due_at < ? THEN 1 ELSE 0 END), 0)"
+        f" FROM inbox_cases WHERE {where}",
+        [ts(now), *params],
+    ).fetchone()
+    return InboxCounts(int(row[0]), int(row[1]))
+
+
+def _cursor(row: Row) -> InboxCursor:
+    return InboxCursor(row["next_due_at"], row["next_since"], row["case_id"])
+
+
+def _in(values: list[str]) -> str:
+    return ", ".join("?" for _ in values)
+
+
+def _items(db: ReadModelDb, rows: list[Row], now: datetime) -> tuple[InboxItem, ...]:
+    """The inbox items of ``rows``: their actions and focal points in one query each."""
+    if not rows:
+        return ()
+    ids = [str(r["case_id"]) for r in rows]
+    actions = _actions_of_cases(db, ids)
+    focal_points = _focal_points_of_cases(db, ids)
     items = []
-    for row in db.execute(query, params).fetchall():
-        actions = _actions_of(db, row["case_id"])
-        head = actions[0]
+    for row in rows:
+        case_id = str(row["case_id"])
+        pending = actions.get(case_id, ())
+        if not pending:  # written with the row in one transaction: never seen
+            raise RuntimeError(f"inbox: open case {case_id} has no pending action")
+        head = pending[0]
         items.append(
             InboxItem(
-                case_id=UUID(row["case_id"]),
+                case_id=UUID(case_id),
                 agency=row["agency"],
-                focal_points=_focal_points_of(db, row["case_id"]),
+                focal_points=focal_points.get(case_id, ()),
                 action=head.action,
                 due_at=head.due_at,
                 overdue=head.is_overdue(now),
                 since=head.since,
-                actions=actions,
+                actions=pending,
                 category=row["category"],
                 received_at=parse_ts(row["received_at"]),
                 immediate_safety_risk=bool(row["immediate_safety_risk"]),
@@ -457,7 +595,48 @@ def inbox(
                 reopened=row["reopened_at"] is not None,
             )
         )
-    return items
+    return tuple(items)
+
+
+def _actions_of_cases(db: ReadModelDb, ids: list[str]) -> dict[str, tuple[PendingAction, ...]]:
+    found: dict[str, list[PendingAction]] = {}
+    for r in db.execute(
+        "SELECT case_id, action, due_at, since FROM inbox_actions"
+        f" WHERE case_id IN ({_in(ids)})",
+        ids,
+    ):
+        found.setdefault(str(r["case_id"]), []).append(
+            PendingAction(r["action"], parse_ts_or_none(r["due_at"]), parse_ts(r["since"]))
+        )
+    return {case_id: tuple(_ordered(actions)) for case_id, actions in found.items()}
+
+
+def _focal_points_of_cases(db: ReadModelDb, ids: list[str]) -> dict[str, tuple[str, ...]]:
+    found: dict[str, list[str]] = {}
+    for r in db.execute(
+        'SELECT case_id, "user" FROM inbox_focal_points'
+        f' WHERE case_id IN ({_in(ids)}) ORDER BY case_id, "user"',
+        ids,
+    ):
+        found.setdefault(str(r["case_id"]), []).append(str(r["user"]))
+    return {case_id: tuple(users) for case_id, users in found.items()}
+
+
+def inbox(
+    db: ReadModelDb, agency: str, *, focal_point: str | None = None, now: datetime
+) -> list[InboxItem]:
+    """The whole inbox, every page of ``inbox_page`` walked (for tools and tests: the API and
+    the console answer a page at a time)."""
+    items: list[InboxItem] = []
+    after = None
+    while True:
+        page = inbox_page(
+            db, agency, focal_point=focal_point, now=now, after=after, limit=PAGE_MAX
+        )
+        items += page.items
+        if page.next_cursor is None:
+            return items
+        after = page.next_cursor
 
 
 def case_row(db: ReadModelDb, case_id: UUID | str) -> CaseRow | None:
@@ -466,11 +645,11 @@ def case_row(db: ReadModelDb, case_id: UUID | str) -> CaseRow | None:
     row = db.execute("SELECT * FROM inbox_cases WHERE case_id = ?", (key,)).fetchone()
     if row is None:
         return None
-    actions = _actions_of(db, key)
+    actions = _actions_of_cases(db, [key]).get(key, ())
     return CaseRow(
         case_id=UUID(key),
         agency=row["agency"],
-        focal_points=_focal_points_of(db, key),
+        focal_points=_focal_points_of_cases(db, [key]).get(key, ()),
         is_open=row["closed_at"] is None,
         category=row["category"],
         received_at=parse_ts(row["received_at"]),

@@ -17,11 +17,8 @@ paging cursors, exports as files, and the trace every export leaves.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import csv
 import io
-import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -44,6 +41,8 @@ from projections.register import (
     RegisterReader,
     RegisterRow,
 )
+from services.api import paging
+from services.api.paging import BadFilter, encode_key, one, parse_key
 from services.application.mechanism import ComplaintMechanism
 from services.identity.tokens import Principal
 
@@ -76,15 +75,6 @@ def register_reader(principal: Principal) -> RegisterReader:
 # ------------------------------------------------------------------------------- filters
 
 
-class BadFilter(ValueError):
-    """A filter value the register cannot read: ``field`` names the parameter."""
-
-    def __init__(self, field: str, detail: str) -> None:
-        super().__init__(detail)
-        self.field = field
-        self.detail = detail
-
-
 FILTER_FIELDS = (
     "status",
     "agency",
@@ -100,15 +90,8 @@ FILTER_FIELDS = (
 _AGENCY_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_-")
 
 
-def _one(params: Mapping[str, Sequence[str]], name: str) -> str | None:
-    values = [v for v in params.get(name, ()) if v != ""]
-    if len(values) > 1:
-        raise BadFilter(name, f"{name} is given more than once")
-    return values[0] if values else None
-
-
 def _day(params: Mapping[str, Sequence[str]], name: str) -> date | None:
-    value = _one(params, name)
+    value = one(params, name)
     if value is None:
         return None
     try:
@@ -118,7 +101,7 @@ def _day(params: Mapping[str, Sequence[str]], name: str) -> date | None:
 
 
 def _yes_no(params: Mapping[str, Sequence[str]], name: str, yes: str, no: str) -> bool | None:
-    value = _one(params, name)
+    value = one(params, name)
     if value is None:
         return None
     if value not in (yes, no):
@@ -137,7 +120,7 @@ def parse_filter(params: Mapping[str, Sequence[str]]) -> RegisterFilter:
     for value in categories:
         if value not in CATEGORIES:
             raise BadFilter("category", "category must be one of " + ", ".join(CATEGORIES))
-    agency = _one(params, "agency")
+    agency = one(params, "agency")
     if agency is not None and (
         not 1 <= len(agency) <= 32 or not set(agency) <= _AGENCY_CHARS or agency[0] in "_-"
     ):
@@ -165,35 +148,21 @@ def _midnight(day: date) -> datetime:
 
 
 def parse_limit(params: Mapping[str, Sequence[str]], default: int = 50) -> int:
-    value = _one(params, "limit")
-    if value is None:
-        return default
-    if not value.isdigit() or not 1 <= int(value) <= PAGE_MAX:
-        raise BadFilter("limit", f"limit must be a whole number from 1 to {PAGE_MAX}")
-    return int(value)
+    return paging.parse_limit(params, default, PAGE_MAX)
 
 
 def encode_cursor(cursor: Cursor) -> str:
-    raw = json.dumps([cursor.received_at, cursor.case_id], separators=(",", ":")).encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return encode_key([cursor.received_at, cursor.case_id])
 
 
 def parse_cursor(params: Mapping[str, Sequence[str]]) -> Cursor | None:
     """The cursor a page's link carries (``BadFilter`` if it is not one)."""
-    value = _one(params, "cursor")
-    if value is None:
+    key = parse_key(params, "cursor", (paging.utc_time, paging.case_id))
+    if key is None:
         return None
-    try:
-        if len(value) > 200:
-            raise ValueError
-        raw = base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
-        received_at, case_id = json.loads(raw)
-        moment = datetime.fromisoformat(received_at)
-        if moment.utcoffset() != timedelta(0) or str(UUID(case_id)) != case_id:
-            raise ValueError
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
-        raise BadFilter("cursor", "cursor is not one this list gave") from None
-    return Cursor(received_at, case_id)
+    received_at, case = key
+    assert received_at is not None and case is not None
+    return Cursor(received_at, case)
 
 
 def filter_query(flt_params: Mapping[str, Sequence[str]], **changes: str | None) -> str:

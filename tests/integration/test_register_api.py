@@ -207,6 +207,7 @@ def test_filters_narrow_the_list_within_what_the_caller_sees(
         ("cursor=WyIyMDI1IiwieCJd", "cursor"),
         ("limit=0", "limit"),
         ("limit=100000", "limit"),
+        ("limit=%C2%B2", "limit"),  # a digit to str.isdigit, not to int(): was a 500
         ("agency=unhcr&agency=wfp", "agency"),
     ],
 )

@@ -23,12 +23,12 @@ from projections.register import CATEGORIES, STATUSES, register_count, register_
 from services.api.console.session import PREFIX, ConsoleRefusal, SignedIn, check_form, read_form
 from services.api.console.site import NAV, render
 from services.api.pages.i18n import N_
+from services.api.paging import BadFilter
 from services.api.problems import Problem
 from services.api.read_models import query, wait_for_position
 from services.api.register import (
     FILTER_FIELDS,
     FORMATS,
-    BadFilter,
     encode_cursor,
     filter_query,
     parse_cursor,

@@ -14,15 +14,22 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 from uuid import UUID
 
-from fastapi import APIRouter, Path, Query, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse
 
 from domain.actors import Role
 from domain.errors import NotFound
 from projections.assistance import gaps, provider_referrals, tracker
-from projections.inbox import case_row, inbox
+from projections.inbox import PAGE_MAX, case_row, inbox_page
 from services.api.auth import CurrentPrincipal, acting_as, require_role
+from services.api.paging import (
+    INBOX_PAGE,
+    BadFilter,
+    encode_inbox_cursor,
+    parse_inbox_cursor,
+    parse_limit,
+)
 from services.api.problems import Problem
 from services.api.read_models import query, wait_for_position
 from services.api.schemas.common import CODE, PROBLEM_RESPONSES, USER
@@ -53,6 +60,21 @@ STATISTICS_READERS = (Role.STATISTICS_READER, Role.COORDINATOR, Role.FOCAL_POINT
 """Who may read the statistics releases (``services.api.routes.stats``)."""
 
 
+BAD_FILTER = "urn:cbcm:problem:bad-filter"
+
+
+def bad_filter(e: BadFilter) -> Problem:
+    """A list's parameter it cannot read: 422 problem+json naming it."""
+    return Problem(422, e.detail, title="Bad filter", type=BAD_FILTER, parameter=e.field)
+
+
+def query_params(request: Request) -> dict[str, list[str]]:
+    params: dict[str, list[str]] = {}
+    for key, value in request.query_params.multi_items():
+        params.setdefault(key, []).append(value)
+    return params
+
+
 def _json(payload: Any, position: int) -> JSONResponse:
     return JSONResponse(jsonable_encoder(payload), headers={"X-Cbcm-Position": str(position)})
 
@@ -78,22 +100,49 @@ def read_model_router(stores: dict[str, ReadModelStore], wait_bound: float) -> A
 
     @router.get("/inbox/{agency}", tags=["inbox"])
     async def agency_inbox(
+        *,
+        request: Request,
         principal: CurrentPrincipal,
         agency: Annotated[str, Path(pattern=CODE)],
         focal_point: Annotated[str | None, Query(pattern=USER)] = None,
+        cursor: Annotated[
+            str | None, Query(description="from the previous page's `next_cursor`")
+        ] = None,
+        limit: Annotated[
+            str | None, Query(description=f"cases per page, 1 to {PAGE_MAX} ({INBOX_PAGE})")
+        ] = None,
         after: After = None,
     ) -> Response:
-        """Open cases the agency holds (or one focal point's), overdue first: for the agency's
-        focal points and the coordinator."""
+        """Open cases the agency holds (or one focal point's), overdue first, a page at a
+        time: for the agency's focal points and the coordinator. ``next`` is the next page's
+        link, ``next_cursor`` its cursor (both ``null`` on the last page)."""
         require_role(principal, (Role.FOCAL_POINT, Role.COORDINATOR))
         if Role.COORDINATOR not in principal.roles and principal.agency != agency:
             raise Problem(403, "focal points see their own agency's inbox only")
+        params = query_params(request)
+        try:
+            start = parse_inbox_cursor(params)
+            size = parse_limit(params, INBOX_PAGE, PAGE_MAX)
+        except BadFilter as e:
+            raise bad_filter(e) from None
         position = await ready("inbox", after)
         now = datetime.now(UTC)
-        items = await query(
-            stores["inbox"], lambda db: inbox(db, agency, focal_point=focal_point, now=now)
+        page = await query(
+            stores["inbox"],
+            lambda db: inbox_page(
+                db, agency, focal_point=focal_point, now=now, after=start, limit=size
+            ),
         )
-        return _json({"agency": agency, "items": [_asdict(i) for i in items]}, position)
+        next_cursor = None if page.next_cursor is None else encode_inbox_cursor(page.next_cursor)
+        body = {
+            "agency": agency,
+            "items": [_asdict(i) for i in page.items],
+            "next_cursor": next_cursor,
+            "next": None
+            if next_cursor is None
+            else str(request.url.include_query_params(cursor=next_cursor)),
+        }
+        return _json(body, position)
 
     @router.get("/inbox/cases/{case_id}", tags=["inbox"])
     async def inbox_case(

@@ -26,12 +26,12 @@ from projections.register import (
     register_rows,
 )
 from services.api.auth import CurrentPrincipal
+from services.api.paging import BadFilter
 from services.api.problems import Problem
 from services.api.read_models import query, wait_for_position
 from services.api.register import (
     FORMATS,
     MEDIA_TYPES,
-    BadFilter,
     encode_cursor,
     parse_cursor,
     parse_filter,
@@ -41,12 +41,10 @@ from services.api.register import (
     to_xlsx,
     trace_export,
 )
-from services.api.routes.reads import READ_RESPONSES
+from services.api.routes.reads import BAD_FILTER, READ_RESPONSES, bad_filter, query_params
 from services.api.writes import in_thread, mechanism, now
 from services.identity.tokens import Principal
 from services.projector.storage import ReadModelStore
-
-BAD_FILTER = "urn:cbcm:problem:bad-filter"
 
 _FILTER_DOCS: dict[str, Any] = {
     "status": Query(description="reporting status (repeatable)"),
@@ -57,17 +55,6 @@ _FILTER_DOCS: dict[str, Any] = {
     "overdue": Query(description="`true`: a pending action is past its deadline"),
     "open": Query(description="`open` or `closed`"),
 }
-
-
-def _params(request: Request) -> dict[str, list[str]]:
-    params: dict[str, list[str]] = {}
-    for key, value in request.query_params.multi_items():
-        params.setdefault(key, []).append(value)
-    return params
-
-
-def _bad(e: BadFilter) -> Problem:
-    return Problem(422, e.detail, title="Bad filter", type=BAD_FILTER, parameter=e.field)
 
 
 def reader_or_refuse(principal: Principal) -> RegisterReader:
@@ -109,13 +96,13 @@ def register_router(store: ReadModelStore, wait_bound: float) -> APIRouter:
         """The cases the caller may see, newest received first, filtered; ``next`` is the
         next page's link (``null`` on the last page)."""
         reader = reader_or_refuse(principal)
-        params = _params(request)
+        params = query_params(request)
         try:
             flt = parse_filter(params)
             start = parse_cursor(params)
             size = parse_limit(params)
         except BadFilter as e:
-            raise _bad(e) from None
+            raise bad_filter(e) from None
         position = await wait_for_position(store, after, wait_bound)
         moment = datetime.now(UTC)
         page = await query(
@@ -150,13 +137,13 @@ def register_router(store: ReadModelStore, wait_bound: float) -> APIRouter:
         file leaves, the export is recorded in the custody trail (read log) of every case
         in it; if that cannot be recorded, no file is given (503)."""
         reader = reader_or_refuse(principal)
-        params = _params(request)
+        params = query_params(request)
         if format not in FORMATS:
-            raise _bad(BadFilter("format", "format must be csv or xlsx"))
+            raise bad_filter(BadFilter("format", "format must be csv or xlsx"))
         try:
             flt = parse_filter(params)
         except BadFilter as e:
-            raise _bad(e) from None
+            raise bad_filter(e) from None
         await wait_for_position(store, after, wait_bound)
         return await export_file(
             request,
