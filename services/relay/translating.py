@@ -320,17 +320,27 @@ def _answer(conn: multiprocessing.connection.Connection, batch: Batch) -> bool:
 
 ANSWER_WITHIN = 120.0
 """Seconds the relay waits for the translating process's answer to one request before it
-kills it and starts another: a batch takes well under a second, and a process's start (its
-imports, the store opened) a few seconds even on a loaded machine."""
+kills it and starts another: a batch takes well under a second."""
+
+START_WITHIN = 120.0
+"""Seconds more for a process's first answer, which comes after its start (its imports, the
+store opened): a few seconds, over a minute on a loaded machine."""
 
 
 class TranslatorProcess:
     """A process that reads the log and translates it for the relay (``_serve``); one
     request at a time, in log order. Started at the first request; ``close`` ends it."""
 
-    def __init__(self, settings: Settings, answer_within: float = ANSWER_WITHIN) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        answer_within: float = ANSWER_WITHIN,
+        start_within: float = START_WITHIN,
+    ) -> None:
         self._settings = settings
         self._answer_within = answer_within
+        self._start_within = start_within
+        self._answered = False  # whether the running process has answered once
         self._process: multiprocessing.process.BaseProcess | None = None
         self._conn: multiprocessing.connection.Connection | None = None
         self._lock = threading.Lock()
@@ -364,15 +374,18 @@ class TranslatorProcess:
             conn = self._start()
             try:
                 conn.send((read, published, batch_size))
-                if not conn.poll(self._answer_within):
+                # a process's first answer comes after its start (imports, the store opened)
+                bound = self._answer_within + (0.0 if self._answered else self._start_within)
+                if not conn.poll(bound):
                     # alive but silent (stopped, hung): never wait on it for good, which
                     # would hang the relay, its stop and its leadership; a fresh one starts
                     # at the next request
                     self._stop(kill=True)
                     raise TranslatorUnavailable(
-                        f"the translating process did not answer in {self._answer_within:g} s"
+                        f"the translating process did not answer in {bound:g} s"
                     )
                 answer: Batch = conn.recv()
+                self._answered = True
             except (EOFError, OSError) as e:
                 self._stop()
                 raise TranslatorUnavailable("the translating process exited") from e
@@ -391,6 +404,7 @@ class TranslatorProcess:
     def _stop(self, *, kill: bool = False) -> None:
         conn, process = self._conn, self._process
         self._conn = self._process = None
+        self._answered = False
         if conn is not None:
             conn.close()  # the process's recv ends: it closes its store and exits
         if process is not None:

@@ -232,7 +232,7 @@ async def test_a_translating_process_that_stops_answering_neither_hangs_the_rela
     published, nothing says why (no pause, no stall), and setting ``stop`` does not end
     the relay either (it waits for the read under way), while it keeps the leader lock."""
     received(world, ComplainantRole.WITNESS)
-    process = TranslatorProcess(settings, answer_within=2.0)  # the default 120 s, shorter
+    process = TranslatorProcess(settings, answer_within=2.0)  # once started; default 120 s
     relay = Relay(world.app, js, process=process)
     stop = asyncio.Event()
     task = asyncio.ensure_future(relay.run(stop, poll_interval=0.05))
