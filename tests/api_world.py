@@ -18,7 +18,10 @@ from domain.actors import Role
 from services.api.app import create_app
 from services.application.mechanism import ComplaintMechanism
 from services.application.receipts import ReceiptHasher
+from services.application.store import is_published
 from services.identity.tokens import issue_token
+from services.projector.runner import apply_batch, open_projection, read_model_path
+from services.relay.translation import to_cloud_event
 from services.settings import Settings
 from tests.world import establish
 
@@ -89,3 +92,26 @@ def make_world(data_dir: Path, mechanism: ComplaintMechanism, **settings: Any) -
         for name, (user, agency, role) in CALLERS.items()
     }
     return World(settings=config, mechanism=mechanism, api=api, tokens=tokens)
+
+
+def project_into(world: World, projection: Any, name: str) -> None:
+    """Bring the read model ``name`` (its file in the world's data dir) up to the store with
+    ``projection``, as the relay and its projector would: every published event, in position
+    order, each with the position before it."""
+    messages = []
+    previous: dict[int, int] = {}
+    last = 0
+    for notification in world.mechanism.recorder.select_notifications(1, 10**6):
+        event = world.mechanism.mapper.to_domain_event(notification)
+        if not is_published(event):
+            continue
+        messages.append(
+            (notification.id, to_cloud_event(event, source="test", position=notification.id))
+        )
+        previous[notification.id] = last
+        last = notification.id
+    db = open_projection(projection, read_model_path(world.settings.data_dir, name))
+    try:
+        apply_batch(projection, db, messages, previous)
+    finally:
+        db.close()

@@ -17,12 +17,9 @@ from fastapi.testclient import TestClient
 
 from domain.actors import Role
 from projections.register import RegisterProjection
-from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
-from services.projector.runner import apply_batch, open_projection, read_model_path
-from services.relay.translation import to_cloud_event
 from services.settings import Settings
-from tests.api_world import World, make_world
+from tests.api_world import World, make_world, project_into
 from tests.console_signing import ON_THIS_MACHINE, file_complaint, sign_in
 
 NAME = "Amina CANARYNAME"
@@ -46,24 +43,8 @@ def api(world: World) -> TestClient:
 
 
 def project(world: World) -> None:
-    messages = []
-    previous: dict[int, int] = {}
-    last = 0
-    for notification in world.mechanism.recorder.select_notifications(1, 10**6):
-        event = world.mechanism.mapper.to_domain_event(notification)
-        if not is_published(event):
-            continue
-        messages.append(
-            (notification.id, to_cloud_event(event, source="test", position=notification.id))
-        )
-        previous[notification.id] = last
-        last = notification.id
-    projection = RegisterProjection()
-    db = open_projection(projection, read_model_path(world.settings.data_dir, "register"))
-    try:
-        apply_batch(projection, db, messages, previous)
-    finally:
-        db.close()
+    """Bring the register up to the store, as relay and projector would."""
+    project_into(world, RegisterProjection(), "register")
 
 
 @pytest.fixture(scope="module")

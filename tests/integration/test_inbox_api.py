@@ -24,12 +24,9 @@ from hypothesis import strategies as st
 
 from projections.inbox import InboxCursor, InboxProjection
 from services.api.paging import BadFilter, encode_inbox_cursor, parse_inbox_cursor
-from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
-from services.projector.runner import apply_batch, open_projection, read_model_path
-from services.relay.translation import to_cloud_event
 from services.settings import Settings
-from tests.api_world import World, make_world
+from tests.api_world import World, make_world, project_into
 from tests.integration.test_api_access import Clock, received
 
 CASES = 53
@@ -60,22 +57,7 @@ def client(world: World) -> Iterator[TestClient]:
 
 def project(world: World) -> None:
     """Bring the inbox up to the store, as relay and projector would."""
-    messages, previous, last = [], {}, 0
-    for notification in world.mechanism.recorder.select_notifications(1, 10**6):
-        event = world.mechanism.mapper.to_domain_event(notification)
-        if not is_published(event):
-            continue
-        messages.append(
-            (notification.id, to_cloud_event(event, source="test", position=notification.id))
-        )
-        previous[notification.id] = last
-        last = notification.id
-    projection = InboxProjection()
-    db = open_projection(projection, read_model_path(world.settings.data_dir, "inbox"))
-    try:
-        apply_batch(projection, db, messages, previous)
-    finally:
-        db.close()
+    project_into(world, InboxProjection(), "inbox")
 
 
 def walk(client: TestClient, world: World, first: str) -> list[list[str]]:
@@ -97,9 +79,7 @@ def order_key(item: dict[str, object]) -> tuple[bool, str, str, str]:
     return (due is None, str(due or ""), str(item["since"]), str(item["case_id"]))
 
 
-def test_following_next_lists_the_inbox_once_in_its_order(
-    world: World, client: TestClient
-) -> None:
+def test_following_next_lists_the_inbox_once_in_its_order(world: World, client: TestClient) -> None:
     pages = walk(client, world, "/v1/inbox/unhcr?limit=7")
     assert [len(p) for p in pages] == [7] * (CASES // 7) + [CASES % 7]
     listed = [c for p in pages for c in p]

@@ -37,14 +37,11 @@ from services.api.register import (
     to_xlsx,
 )
 from services.api.replay import case_steps
-from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
 from services.event_store.errors import EventStoreUnavailable
 from services.identity.tokens import Principal
-from services.projector.runner import apply_batch, open_projection, read_model_path
-from services.relay.translation import to_cloud_event
 from services.settings import Settings
-from tests.api_world import CALLERS, World, make_world
+from tests.api_world import CALLERS, World, make_world, project_into
 from tests.integration.test_api_access import (
     FOCAL_POINT,
     Clock,
@@ -79,24 +76,7 @@ def clock() -> Clock:
 
 def project(world: World) -> None:
     """Bring the register up to the store, as relay and projector would."""
-    messages = []
-    previous: dict[int, int] = {}
-    last = 0
-    for notification in world.mechanism.recorder.select_notifications(1, 10**6):
-        event = world.mechanism.mapper.to_domain_event(notification)
-        if not is_published(event):
-            continue
-        messages.append(
-            (notification.id, to_cloud_event(event, source="test", position=notification.id))
-        )
-        previous[notification.id] = last
-        last = notification.id
-    projection = RegisterProjection()
-    db = open_projection(projection, read_model_path(world.settings.data_dir, "register"))
-    try:
-        apply_batch(projection, db, messages, previous)
-    finally:
-        db.close()
+    project_into(world, RegisterProjection(), "register")
 
 
 def transferred(world: World, clock: Clock) -> UUID:
