@@ -94,10 +94,11 @@ def make_world(data_dir: Path, mechanism: ComplaintMechanism, **settings: Any) -
     return World(settings=config, mechanism=mechanism, api=api, tokens=tokens)
 
 
-def project_into(world: World, projection: Any, name: str) -> None:
-    """Bring the read model ``name`` (its file in the world's data dir) up to the store with
-    ``projection``, as the relay and its projector would: every published event, in position
-    order, each with the position before it."""
+def project_into(world: World, *projections: Any) -> None:
+    """Bring each of ``projections``' read models (its file in the world's data dir) up to
+    the store, as the relay and the projectors would: every published event, in position
+    order, each with the position before it (the stream itself is tested in the relay and
+    projector tests)."""
     messages = []
     previous: dict[int, int] = {}
     last = 0
@@ -110,8 +111,9 @@ def project_into(world: World, projection: Any, name: str) -> None:
         )
         previous[notification.id] = last
         last = notification.id
-    db = open_projection(projection, read_model_path(world.settings.data_dir, name))
-    try:
-        apply_batch(projection, db, messages, previous)
-    finally:
-        db.close()
+    for projection in projections:
+        db = open_projection(projection, read_model_path(world.settings.data_dir, projection.name))
+        try:
+            apply_batch(projection, db, messages, previous)
+        finally:
+            db.close()

@@ -21,11 +21,8 @@ from domain.actors import Role
 from projections.assistance import AssistanceProjection
 from projections.inbox import InboxProjection
 from projections.stats import StatisticsProjection
-from services.application.store import is_published
 from services.nats.server import free_port
-from services.projector.runner import apply_batch, open_projection, read_model_path
-from services.relay.translation import to_cloud_event
-from tests.api_world import RECENTLY, World
+from tests.api_world import RECENTLY, World, project_into
 from tests.node_packages import installed, node_and_npm
 
 ON_THIS_MACHINE = ("127.0.0.1", 50000)
@@ -67,28 +64,9 @@ def sign_in(client: httpx.Client, user: str, agency: str, *roles: Role, lang: st
 
 
 def project(world: World) -> None:
-    """Feed the read models from the store, as the relay and the projectors would (the
-    stream itself is tested in the relay and projector tests); again after each write."""
-    notifications = world.mechanism.recorder.select_notifications(1, 10**6)
-    messages = []
-    previous: dict[int, int] = {}
-    last = 0
-    for notification in notifications:
-        event = world.mechanism.mapper.to_domain_event(notification)
-        if not is_published(event):
-            continue
-        messages.append(
-            (notification.id, to_cloud_event(event, source="test", position=notification.id))
-        )
-        previous[notification.id] = last
-        last = notification.id
-    for projection in (InboxProjection(), AssistanceProjection(), StatisticsProjection()):
-        path = read_model_path(world.settings.data_dir, projection.name)
-        db = open_projection(projection, path)
-        try:
-            apply_batch(projection, db, messages, previous)
-        finally:
-            db.close()
+    """Feed the read models from the store, as the relay and the projectors would; again
+    after each write."""
+    project_into(world, InboxProjection(), AssistanceProjection(), StatisticsProjection())
 
 
 def file_complaint(

@@ -58,13 +58,10 @@ from projections.inbox import InboxProjection
 from projections.register import RegisterProjection
 from projections.stats import StatisticsProjection
 from services.application.mechanism import ComplaintMechanism
-from services.application.store import is_published
 from services.bootstrap import complaint_mechanism
 from services.identity.tokens import issue_token
-from services.projector.runner import apply_batch, open_projection, read_model_path
-from services.relay.translation import to_cloud_event
 from services.settings import Settings
-from tests.api_world import CALLERS, RECENTLY, World, make_world
+from tests.api_world import CALLERS, RECENTLY, World, make_world, project_into
 from tests.world import AREA, COORDINATOR
 
 ALL = tuple(CALLERS)
@@ -1032,33 +1029,14 @@ def test_a_refused_token_is_challenged_as_invalid_and_a_missing_one_is_not(
 
 
 def project(world: World) -> None:
-    """Feed the three read models from the store, as relay and projectors would (the
-    stream itself is tested in the relay and projector tests)."""
-    notifications = world.mechanism.recorder.select_notifications(1, 10**6)
-    messages = []
-    previous: dict[int, int] = {}
-    last = 0
-    for notification in notifications:
-        event = world.mechanism.mapper.to_domain_event(notification)
-        if not is_published(event):
-            continue
-        messages.append(
-            (notification.id, to_cloud_event(event, source="test", position=notification.id))
-        )
-        previous[notification.id] = last
-        last = notification.id
-    for projection in (
+    """Feed the read models from the store, as relay and projectors would."""
+    project_into(
+        world,
         InboxProjection(),
         AssistanceProjection(),
         StatisticsProjection(),
         RegisterProjection(),
-    ):
-        path = read_model_path(world.settings.data_dir, projection.name)
-        db = open_projection(projection, path)
-        try:
-            apply_batch(projection, db, messages, previous)
-        finally:
-            db.close()
+    )
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ def api(world: World) -> TestClient:
 
 def project(world: World) -> None:
     """Bring the register up to the store, as relay and projector would."""
-    project_into(world, RegisterProjection(), "register")
+    project_into(world, RegisterProjection())
 
 
 @pytest.fixture(scope="module")

@@ -57,7 +57,7 @@ def client(world: World) -> Iterator[TestClient]:
 
 def project(world: World) -> None:
     """Bring the inbox up to the store, as relay and projector would."""
-    project_into(world, InboxProjection(), "inbox")
+    project_into(world, InboxProjection())
 
 
 def walk(client: TestClient, world: World, first: str) -> list[list[str]]:

@@ -76,7 +76,7 @@ def clock() -> Clock:
 
 def project(world: World) -> None:
     """Bring the register up to the store, as relay and projector would."""
-    project_into(world, RegisterProjection(), "register")
+    project_into(world, RegisterProjection())
 
 
 def transferred(world: World, clock: Clock) -> UUID:
