@@ -47,7 +47,9 @@ def test_the_risk_map_shows_released_area_counts_only(cases: list[Case], tmp_pat
         case.duplicate_found = None
     store(db, cases, 0)
     policy = ReleasePolicy(period="quarter", embargo=timedelta(days=15))
-    ledger = tmp_path / f"ledger-{id(cases)}.sqlite"
+    # a new ledger per example: tmp_path is the same for all of them, and an id() is reused
+    # once its object is freed (a ledger of an earlier example then held the release)
+    ledger = tmp_path / f"ledger-{uuid4().hex}.sqlite"
     with open_ledger(ledger) as led:
         made = release_due(db, led, policy, NOW)
     assert made, "the cases' quarters are closed: a release is due"

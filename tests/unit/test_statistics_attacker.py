@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -131,7 +132,7 @@ def test_no_withheld_value_of_any_release_falls_to_the_lp_attacker(
     duplicates found late): every withheld value of every release and revision keeps an
     interval of at least the protection level against an attacker holding every version, and
     no change between consecutive versions below the threshold can be read."""
-    _check_releases(cases, period, threshold, tmp_path / str(id(cases)))
+    _check_releases(cases, period, threshold, tmp_path / uuid4().hex)
 
 
 @pytest.mark.soak
@@ -140,7 +141,7 @@ def test_no_withheld_value_of_any_release_falls_to_the_lp_attacker(
 def test_a_long_run_of_releases_never_falls_to_the_lp_attacker(
     tmp_path: Path, cases: list[Case], period: str, threshold: int
 ) -> None:
-    _check_releases(cases, period, threshold, tmp_path / str(id(cases)))
+    _check_releases(cases, period, threshold, tmp_path / uuid4().hex)
 
 
 def _live(cases: Sequence[Case], threshold: int, run: int) -> dict[str, Any]:
