@@ -107,6 +107,7 @@ async def test_a_share_that_cannot_be_resealed_stalls_the_relay_there_even_with_
     reopen: Callable[[], ComplaintMechanism],
     monkeypatch: pytest.MonkeyPatch,
     in_process: bool,
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     """Attack: resealing a share right before it is sent fails (a bug, a key ring the
     relay's process cannot read), while the next batch's read is under way (the pipeline
@@ -145,7 +146,7 @@ async def test_a_share_that_cannot_be_resealed_stalls_the_relay_there_even_with_
         return translate(translator, notifications, **kwargs)
 
     monkeypatch.setattr(Translator, "translate", late_translate)
-    process = TranslatorProcess(settings) if in_process else None
+    process = translator_process(settings) if in_process else None
     holder: list[Relay] = []
     publisher = _HeldAcks(js, lambda: bool(holder) and holder[0]._read > shared, bound=3.0)
     relay = Relay(world.app, js, batch_size=batch, window=500, publisher=publisher, process=process)
@@ -179,7 +180,9 @@ async def test_a_share_that_cannot_be_resealed_stalls_the_relay_there_even_with_
 
 
 async def test_the_translating_process_asked_again_without_a_read_ahead_answers_as_a_fresh_one(
-    app: ComplaintMechanism, settings: Settings
+    app: ComplaintMechanism,
+    settings: Settings,
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     """Attack: ADR 31 says a translating process asked out of turn starts a fresh router
     ("a router must never see an event twice"); its check is only against what it read
@@ -197,7 +200,7 @@ async def test_the_translating_process_asked_again_without_a_read_ahead_answers_
         if n.originator_id == transferred.originator_id and n.originator_version == 1
     )
     size = 10**6  # more than the log holds: a partial batch, nothing read ahead
-    process = TranslatorProcess(settings)
+    process = translator_process(settings)
     try:
         first = await asyncio.to_thread(process.next_batch, received_at, received_at, size)
         assert first.count < size
@@ -224,7 +227,10 @@ async def _until(condition: Callable[[], Any], bound: float) -> bool:
 
 
 async def test_a_translating_process_that_stops_answering_neither_hangs_the_relay_nor_its_stop(
-    world: World, js: JetStreamContext, settings: Settings
+    world: World,
+    js: JetStreamContext,
+    settings: Settings,
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     """Attack: the translating process stops answering without exiting (SIGSTOP here; a hung
     store connection, a frozen cgroup, a deadlock alike). ADR 31 only handles a process that
@@ -232,7 +238,7 @@ async def test_a_translating_process_that_stops_answering_neither_hangs_the_rela
     published, nothing says why (no pause, no stall), and setting ``stop`` does not end
     the relay either (it waits for the read under way), while it keeps the leader lock."""
     received(world, ComplainantRole.WITNESS)
-    process = TranslatorProcess(settings, answer_within=2.0)  # once started; default 120 s
+    process = translator_process(settings, answer_within=2.0)  # once started; default 120 s
     relay = Relay(world.app, js, process=process)
     stop = asyncio.Event()
     task = asyncio.ensure_future(relay.run(stop, poll_interval=0.05))
