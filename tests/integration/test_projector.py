@@ -8,7 +8,9 @@ the relay does (``to_cloud_event`` with position = notification id) and publishe
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
+import pickle
 import random
 import sqlite3
 import threading
@@ -148,9 +150,26 @@ class DemoRun:
 
 
 @pytest.fixture(scope="module")
-def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
-    """~2,000 translated events of a demo run, in position order."""
-    tmp = tmp_path_factory.mktemp("demo-store")
+def demo(tmp_path_factory: pytest.TempPathFactory, worker_id: str, testrun_uid: str) -> DemoRun:
+    """~2,000 translated events of a demo run, in position order: one run per test run,
+    shared by its xdist workers (the first to get here walks it, 2.3 s of CPU; the others
+    read what it wrote)."""
+    base = tmp_path_factory.getbasetemp()
+    shared = base if worker_id == "master" else base.parent  # every worker's base is in it
+    kept = shared / f"projector-demo-{testrun_uid}.pickle"
+    with (shared / f"{kept.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if kept.exists():
+            run: DemoRun = pickle.loads(kept.read_bytes())  # this run's own file
+            return run
+        run = _demo_run(tmp_path_factory.mktemp("demo-store"))
+        written = kept.with_suffix(".part")
+        written.write_bytes(pickle.dumps(run))
+        written.rename(kept)
+        return run
+
+
+def _demo_run(tmp: Path) -> DemoRun:
     app = complaint_mechanism(
         Settings(data_dir=tmp, event_store=f"sqlite:///{tmp / 'events.sqlite3'}")
     )
