@@ -10,8 +10,9 @@ The store: the demo network with two agencies holding share keys, cases walked t
 application, then some cases' personal data erased (later events' sealed fields of those
 people open to ``ERASED``, which the derived flags read), then more cases. Runs on SQLite
 and on PostgreSQL (``store_url``), in the relay's worker thread and in its translating
-process. The store is written once per module and store (``demo_template``); each test
-reads a copy of its own (``tests.relay_stores``).
+process. The store is written once per test process and store (``demo_template``, which
+``test_relay_translating_attacks.py`` reads too); each test reads a copy of its own
+(``tests.relay_stores``).
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ from services.relay.sharing import Sharer, open_share, public_key_of
 from services.relay.translating import SUBJECT_TOKENS, Poison, TranslatorProcess
 from services.relay.translation import encode, to_cloud_event
 from services.settings import Settings
-from tests.relay_stores import StoreTemplate, store_template
+from tests.relay_stores import StoreTemplate
 
 EXPECTED_STREAM = "Nats-Expected-Stream"
 KEYED = ("wfp", "unicef")
@@ -89,18 +90,6 @@ async def js(nc: NatsClient) -> JetStreamContext:
     await ensure_stream(context)
     await ensure_shares_stream(context)
     return context
-
-
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def demo_template(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[StoreTemplate[dict[str, PrivateKey]]]:
-    """The demo's store (``demo_store``), written once per module on each store; the share
-    keys' private halves."""
-    server = None if request.param == "sqlite" else request.getfixturevalue("postgres_server_url")
-    folder = tmp_path_factory.mktemp(f"demo-{request.param}")
-    with store_template(request.param, folder, server, demo_store) as template:
-        yield template
 
 
 @pytest.fixture

@@ -19,11 +19,13 @@ import signal
 import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from nacl.public import PrivateKey
 from nats.js import JetStreamContext
 
 from contracts.catalogue import decode_message
@@ -31,13 +33,14 @@ from contracts.subjects import SHARES_STREAM, STREAM
 from domain.personal_data import personal_data_paths
 from domain.vocabulary import ComplainantRole, SharedItem
 from services.application.mechanism import ComplaintMechanism
+from services.bootstrap import complaint_mechanism
 from services.relay.relay import MSG_ID_HEADER, Relay, RelayStalled
 from services.relay.sharing import Sharer
 from services.relay.translating import OPENED_EVENTS, Translator, TranslatorProcess
 from services.relay.translation import TRANSLATIONS
 from services.settings import Settings
 from tests.integration import test_sharing
-from tests.integration.test_relay_messages import demo_store, plain_path
+from tests.integration.test_relay_messages import plain_path
 from tests.integration.test_sharing import (
     World,
     consent,
@@ -46,6 +49,7 @@ from tests.integration.test_sharing import (
     stream,
     transfer,
 )
+from tests.relay_stores import StoreTemplate
 
 js = test_sharing.js  # the fixtures: both streams, and the sharing tests' network
 world = test_sharing.world
@@ -179,9 +183,24 @@ async def test_a_share_that_cannot_be_resealed_stalls_the_relay_there_even_with_
     assert any(msg_id.endswith(f":{shared}:share") for msg_id in shares), shares
 
 
+@pytest.fixture
+def demo_app(
+    demo_template: StoreTemplate[dict[str, PrivateKey]], tmp_path: Path
+) -> Iterator[tuple[ComplaintMechanism, Settings]]:
+    """An application on a copy of the demo's store (``test_relay_messages.demo_store``),
+    and its settings."""
+    with demo_template.copy(tmp_path / "data") as url:
+        settings = Settings(data_dir=tmp_path / "data", event_store=url)
+        app = complaint_mechanism(settings)
+        try:
+            yield app, settings
+        finally:
+            app.close()
+
+
 async def test_the_translating_process_asked_again_without_a_read_ahead_answers_as_a_fresh_one(
-    app: ComplaintMechanism,
-    settings: Settings,
+    demo_app: tuple[ComplaintMechanism, Settings],
+    demo_template: StoreTemplate[dict[str, PrivateKey]],
     translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     """Attack: ADR 31 says a translating process asked out of turn starts a fresh router
@@ -189,7 +208,8 @@ async def test_the_translating_process_asked_again_without_a_read_ahead_answers_
     ahead. Asked the same position twice after a partial batch (no read-ahead held), its
     router sees the batch's events a second time: a case's events before its transfer are
     then routed to the agency it went to."""
-    keys = demo_store(app)
+    app, settings = demo_app
+    keys = demo_template.made
     events = plain_path(app, keys)[0]
     by_position = {int(h[MSG_ID_HEADER].rsplit(":", 1)[1]): (s, p, h) for s, p, h in events}
     notifications = app.recorder.select_notifications(1, 10**6)
