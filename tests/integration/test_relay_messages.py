@@ -70,7 +70,7 @@ from services.relay.sharing import Sharer, open_share, public_key_of
 from services.relay.translating import SUBJECT_TOKENS, Poison, TranslatorProcess
 from services.relay.translation import encode, to_cloud_event
 from services.settings import Settings
-from tests.relay_stores import StoreTemplate
+from tests.relay_stores import StoreTemplate, stream_contents
 
 EXPECTED_STREAM = "Nats-Expected-Stream"
 KEYED = ("wfp", "unicef")
@@ -212,17 +212,9 @@ def plain_path(
 async def published(
     js: JetStreamContext, stream: str
 ) -> list[tuple[int, str, bytes, dict[str, str]]]:
-    """What ``stream`` holds: sequence, subject, data and headers of each message."""
-    info = await js.stream_info(stream)
-    out = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            raw = await js.get_msg(stream, seq)
-        except nats.js.errors.NotFoundError:
-            continue  # a share purged with its case's erasure
-        assert raw.subject is not None and raw.data is not None
-        out.append((seq, raw.subject, raw.data, dict(raw.headers or {})))
-    return out
+    """What ``stream`` holds: sequence, subject, data and headers of each message (a share
+    purged with its case's erasure is not there)."""
+    return [(m.seq, m.subject, m.data, m.headers) for m in await stream_contents(js, stream)]
 
 
 @pytest.mark.parametrize("in_process", [False, True], ids=["thread", "process"])
