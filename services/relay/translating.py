@@ -327,17 +327,32 @@ START_WITHIN = 120.0
 store opened): a few seconds, over a minute on a loaded machine."""
 
 
+StartContext = (
+    multiprocessing.context.SpawnContext
+    | multiprocessing.context.ForkServerContext
+    | multiprocessing.context.ForkContext
+)
+"""How a translating process may be started (``multiprocessing.get_context``'s)."""
+
+
 class TranslatorProcess:
     """A process that reads the log and translates it for the relay (``_serve``); one
-    request at a time, in log order. Started at the first request; ``close`` ends it."""
+    request at a time, in log order. Started at the first request; ``close`` ends it.
+
+    Spawned (a fresh interpreter: the relay's process runs threads, which a fork could copy
+    a held lock of), unless ``context`` says otherwise (the tests' fork server, whose
+    processes start with the modules imported: ``tests/relay_stores.py``)."""
 
     def __init__(
         self,
         settings: Settings,
         answer_within: float = ANSWER_WITHIN,
         start_within: float = START_WITHIN,
+        *,
+        context: StartContext | None = None,
     ) -> None:
         self._settings = settings
+        self._context = context
         self._answer_within = answer_within
         self._start_within = start_within
         self._answered = False  # whether the running process has answered once
@@ -353,7 +368,7 @@ class TranslatorProcess:
 
     def _start(self) -> multiprocessing.connection.Connection:
         if self._conn is None:
-            context = multiprocessing.get_context("spawn")
+            context = self._context or multiprocessing.get_context("spawn")
             ours, theirs = context.Pipe()
             process = context.Process(
                 target=_serve,

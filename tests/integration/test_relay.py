@@ -53,6 +53,7 @@ from services.relay.relay import (
 from services.relay.routing import Router
 from services.relay.translating import SUBJECT_TOKENS
 from services.settings import Settings
+from tests.relay_stores import stream_contents
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 
@@ -172,17 +173,14 @@ class StreamMessage:
 
 async def stream_messages(js: JetStreamContext) -> list[StreamMessage]:
     """The whole stream, by sequence number."""
-    info = await js.stream_info(STREAM)
     messages = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        raw = await js.get_msg(STREAM, seq)
-        assert raw.data is not None and raw.headers is not None and raw.subject is not None
+    for raw in await stream_contents(js, STREAM):
         position = decode_message(raw.data).position
         assert isinstance(position, int)
         headers = raw.headers
         messages.append(
             StreamMessage(
-                seq,
+                raw.seq,
                 raw.subject,
                 headers["Nats-Msg-Id"],
                 int(headers[PREVIOUS_POSITION_HEADER]),

@@ -10,7 +10,9 @@ The store: the demo network with two agencies holding share keys, cases walked t
 application, then some cases' personal data erased (later events' sealed fields of those
 people open to ``ERASED``, which the derived flags read), then more cases. Runs on SQLite
 and on PostgreSQL (``store_url``), in the relay's worker thread and in its translating
-process.
+process. The store is written once per test process and store (``demo_template``, which
+``test_relay_translating_attacks.py`` reads too); each test reads a copy of its own
+(``tests.relay_stores``).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ import os
 import random
 import signal
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
@@ -67,6 +70,7 @@ from services.relay.sharing import Sharer, open_share, public_key_of
 from services.relay.translating import SUBJECT_TOKENS, Poison, TranslatorProcess
 from services.relay.translation import encode, to_cloud_event
 from services.settings import Settings
+from tests.relay_stores import StoreTemplate, stream_contents
 
 EXPECTED_STREAM = "Nats-Expected-Stream"
 KEYED = ("wfp", "unicef")
@@ -86,6 +90,13 @@ async def js(nc: NatsClient) -> JetStreamContext:
     await ensure_stream(context)
     await ensure_shares_stream(context)
     return context
+
+
+@pytest.fixture
+def store_url(demo_template: StoreTemplate[dict[str, PrivateKey]], tmp_path: Path) -> Iterator[str]:
+    """A copy of the demo's store for the test (its keys in the ``settings``' data dir)."""
+    with demo_template.copy(tmp_path / "data") as url:
+        yield url
 
 
 def demo_store(app: ComplaintMechanism) -> dict[str, PrivateKey]:
@@ -201,17 +212,9 @@ def plain_path(
 async def published(
     js: JetStreamContext, stream: str
 ) -> list[tuple[int, str, bytes, dict[str, str]]]:
-    """What ``stream`` holds: sequence, subject, data and headers of each message."""
-    info = await js.stream_info(stream)
-    out = []
-    for seq in range(info.state.first_seq, info.state.last_seq + 1):
-        try:
-            raw = await js.get_msg(stream, seq)
-        except nats.js.errors.NotFoundError:
-            continue  # a share purged with its case's erasure
-        assert raw.subject is not None and raw.data is not None
-        out.append((seq, raw.subject, raw.data, dict(raw.headers or {})))
-    return out
+    """What ``stream`` holds: sequence, subject, data and headers of each message (a share
+    purged with its case's erasure is not there)."""
+    return [(m.seq, m.subject, m.data, m.headers) for m in await stream_contents(js, stream)]
 
 
 @pytest.mark.parametrize("in_process", [False, True], ids=["thread", "process"])
@@ -221,9 +224,11 @@ async def test_the_relay_publishes_what_the_plain_path_makes_byte_for_byte(
     js: JetStreamContext,
     in_process: bool,
     settings: Settings,
+    demo_template: StoreTemplate[dict[str, PrivateKey]],
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     # given the demo's store, with share keys and erasures
-    keys = demo_store(app)
+    keys = demo_template.made
     expected_events, expected_shares = plain_path(app, keys)
     assert any(b'"has_survivor_details":true' in p for _, p, _ in expected_events), (
         "no derived flag read an opened field"
@@ -232,7 +237,7 @@ async def test_the_relay_publishes_what_the_plain_path_makes_byte_for_byte(
 
     # when the relay publishes it in batches smaller than the store (several reads, windows)
     publisher = AckPublisher(nc)
-    process = TranslatorProcess(settings) if in_process else None
+    process = translator_process(settings) if in_process else None
     relay = Relay(app, js, publisher=publisher, batch_size=97, window=64, process=process)
     try:
         await relay.publish_pending()
@@ -267,13 +272,18 @@ async def test_the_relay_publishes_what_the_plain_path_makes_byte_for_byte(
 
 
 async def test_a_translating_process_killed_mid_backlog_is_started_again_losing_nothing(
-    app: ComplaintMechanism, nc: NatsClient, js: JetStreamContext, settings: Settings
+    app: ComplaintMechanism,
+    nc: NatsClient,
+    js: JetStreamContext,
+    settings: Settings,
+    demo_template: StoreTemplate[dict[str, PrivateKey]],
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     # given the demo's store, and a relay translating in a process of its own
-    keys = demo_store(app)
+    keys = demo_template.made
     expected_events, _ = plain_path(app, keys)
     publisher = AckPublisher(nc)
-    process = TranslatorProcess(settings)
+    process = translator_process(settings)
     relay = Relay(app, js, publisher=publisher, batch_size=40, window=40, process=process)
     stop = asyncio.Event()
     running = asyncio.ensure_future(relay.run(stop, poll_interval=0.01))
@@ -322,10 +332,12 @@ async def test_an_event_that_does_not_decode_stalls_the_relay_there_in_either_pl
     js: JetStreamContext,
     settings: Settings,
     in_process: bool,
+    demo_template: StoreTemplate[dict[str, PrivateKey]],
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     # given the demo's store, then an event of a published class that does not decode, then
     # more events
-    keys = demo_store(app)
+    keys = demo_template.made
     expected_events, _ = plain_path(app, keys)
     app.recorder.insert_events(
         [
@@ -343,7 +355,7 @@ async def test_an_event_that_does_not_decode_stalls_the_relay_there_in_either_pl
 
     # when the relay publishes, translating in a thread or in its process
     publisher = AckPublisher(nc)
-    process = TranslatorProcess(settings) if in_process else None
+    process = translator_process(settings) if in_process else None
     relay = Relay(app, js, publisher=publisher, batch_size=97, window=64, process=process)
     try:
         with pytest.raises(RelayStalled) as stalled:
@@ -364,11 +376,14 @@ async def test_an_event_that_does_not_decode_stalls_the_relay_there_in_either_pl
 
 
 async def test_the_translating_process_asked_out_of_turn_answers_as_a_fresh_one(
-    app: ComplaintMechanism, settings: Settings
+    app: ComplaintMechanism,
+    settings: Settings,
+    demo_template: StoreTemplate[dict[str, PrivateKey]],
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     # given the demo's store: a case received at position `received`, transferred at
     # `transferred` (its events before that go under the agency it came from)
-    keys = demo_store(app)
+    keys = demo_template.made
     events = plain_path(app, keys)[0]
     by_position = {int(h[MSG_ID_HEADER].rsplit(":", 1)[1]): (s, p, h) for s, p, h in events}
     notifications = app.recorder.select_notifications(1, 10**6)
@@ -380,7 +395,7 @@ async def test_the_translating_process_asked_out_of_turn_answers_as_a_fresh_one(
     )
     read = published = received  # from the event after its receipt
     size = transferred.id - received
-    process = TranslatorProcess(settings)
+    process = translator_process(settings)
     try:
         # and a translating process that answered the batch after the case's receipt up to
         # its transfer (a full one: it read the next one ahead; its router knows the transfer)

@@ -19,11 +19,13 @@ import signal
 import threading
 import time
 import typing
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
+from nacl.public import PrivateKey
 from nats.js import JetStreamContext
 
 from contracts.catalogue import decode_message
@@ -31,13 +33,14 @@ from contracts.subjects import SHARES_STREAM, STREAM
 from domain.personal_data import personal_data_paths
 from domain.vocabulary import ComplainantRole, SharedItem
 from services.application.mechanism import ComplaintMechanism
+from services.bootstrap import complaint_mechanism
 from services.relay.relay import MSG_ID_HEADER, Relay, RelayStalled
 from services.relay.sharing import Sharer
 from services.relay.translating import OPENED_EVENTS, Translator, TranslatorProcess
 from services.relay.translation import TRANSLATIONS
 from services.settings import Settings
 from tests.integration import test_sharing
-from tests.integration.test_relay_messages import demo_store, plain_path
+from tests.integration.test_relay_messages import plain_path
 from tests.integration.test_sharing import (
     World,
     consent,
@@ -46,6 +49,7 @@ from tests.integration.test_sharing import (
     stream,
     transfer,
 )
+from tests.relay_stores import StoreTemplate
 
 js = test_sharing.js  # the fixtures: both streams, and the sharing tests' network
 world = test_sharing.world
@@ -107,6 +111,7 @@ async def test_a_share_that_cannot_be_resealed_stalls_the_relay_there_even_with_
     reopen: Callable[[], ComplaintMechanism],
     monkeypatch: pytest.MonkeyPatch,
     in_process: bool,
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     """Attack: resealing a share right before it is sent fails (a bug, a key ring the
     relay's process cannot read), while the next batch's read is under way (the pipeline
@@ -145,7 +150,7 @@ async def test_a_share_that_cannot_be_resealed_stalls_the_relay_there_even_with_
         return translate(translator, notifications, **kwargs)
 
     monkeypatch.setattr(Translator, "translate", late_translate)
-    process = TranslatorProcess(settings) if in_process else None
+    process = translator_process(settings) if in_process else None
     holder: list[Relay] = []
     publisher = _HeldAcks(js, lambda: bool(holder) and holder[0]._read > shared, bound=3.0)
     relay = Relay(world.app, js, batch_size=batch, window=500, publisher=publisher, process=process)
@@ -178,15 +183,33 @@ async def test_a_share_that_cannot_be_resealed_stalls_the_relay_there_even_with_
     assert any(msg_id.endswith(f":{shared}:share") for msg_id in shares), shares
 
 
+@pytest.fixture
+def demo_app(
+    demo_template: StoreTemplate[dict[str, PrivateKey]], tmp_path: Path
+) -> Iterator[tuple[ComplaintMechanism, Settings]]:
+    """An application on a copy of the demo's store (``test_relay_messages.demo_store``),
+    and its settings."""
+    with demo_template.copy(tmp_path / "data") as url:
+        settings = Settings(data_dir=tmp_path / "data", event_store=url)
+        app = complaint_mechanism(settings)
+        try:
+            yield app, settings
+        finally:
+            app.close()
+
+
 async def test_the_translating_process_asked_again_without_a_read_ahead_answers_as_a_fresh_one(
-    app: ComplaintMechanism, settings: Settings
+    demo_app: tuple[ComplaintMechanism, Settings],
+    demo_template: StoreTemplate[dict[str, PrivateKey]],
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     """Attack: ADR 31 says a translating process asked out of turn starts a fresh router
     ("a router must never see an event twice"); its check is only against what it read
     ahead. Asked the same position twice after a partial batch (no read-ahead held), its
     router sees the batch's events a second time: a case's events before its transfer are
     then routed to the agency it went to."""
-    keys = demo_store(app)
+    app, settings = demo_app
+    keys = demo_template.made
     events = plain_path(app, keys)[0]
     by_position = {int(h[MSG_ID_HEADER].rsplit(":", 1)[1]): (s, p, h) for s, p, h in events}
     notifications = app.recorder.select_notifications(1, 10**6)
@@ -197,7 +220,7 @@ async def test_the_translating_process_asked_again_without_a_read_ahead_answers_
         if n.originator_id == transferred.originator_id and n.originator_version == 1
     )
     size = 10**6  # more than the log holds: a partial batch, nothing read ahead
-    process = TranslatorProcess(settings)
+    process = translator_process(settings)
     try:
         first = await asyncio.to_thread(process.next_batch, received_at, received_at, size)
         assert first.count < size
@@ -224,7 +247,10 @@ async def _until(condition: Callable[[], Any], bound: float) -> bool:
 
 
 async def test_a_translating_process_that_stops_answering_neither_hangs_the_relay_nor_its_stop(
-    world: World, js: JetStreamContext, settings: Settings
+    world: World,
+    js: JetStreamContext,
+    settings: Settings,
+    translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     """Attack: the translating process stops answering without exiting (SIGSTOP here; a hung
     store connection, a frozen cgroup, a deadlock alike). ADR 31 only handles a process that
@@ -232,7 +258,7 @@ async def test_a_translating_process_that_stops_answering_neither_hangs_the_rela
     published, nothing says why (no pause, no stall), and setting ``stop`` does not end
     the relay either (it waits for the read under way), while it keeps the leader lock."""
     received(world, ComplainantRole.WITNESS)
-    process = TranslatorProcess(settings, answer_within=2.0)  # once started; default 120 s
+    process = translator_process(settings, answer_within=2.0)  # once started; default 120 s
     relay = Relay(world.app, js, process=process)
     stop = asyncio.Event()
     task = asyncio.ensure_future(relay.run(stop, poll_interval=0.05))
