@@ -64,6 +64,7 @@ import nats.errors
 import nats.js.errors
 import structlog
 from eventsourcing.persistence import (
+    IntegrityError,
     Notification,
     Tracking,
     TrackingRecorder,
@@ -973,12 +974,23 @@ class Relay:
         assert self._recorded is not None
         if self._acked <= self._recorded:
             return
+        position = self._acked
         tracking = await self._tracking_recorder()
         # Single-row tracking refuses a position that does not move forward: only advance.
-        await asyncio.to_thread(
-            tracking.insert_tracking, Tracking(self._tracking_name, self._acked)
-        )
-        self._recorded = self._acked
+        try:
+            await asyncio.to_thread(
+                tracking.insert_tracking, Tracking(self._tracking_name, position)
+            )
+        except IntegrityError:
+            # Refused: the store holds this position or a later one. An insert can commit
+            # unheard (its wait cancelled while the thread went on, as when leadership is
+            # lost; a connection dropped after the commit), and this is it again. Taken as a
+            # failure, it was retried for good: a cancelled relay never stopped. The store
+            # says what is recorded; only a position it does not hold is a failure.
+            held = await asyncio.to_thread(tracking.max_tracking_id, self._tracking_name)
+            if held is None or held < position:
+                raise
+        self._recorded = position
         self._recorded_at = time.monotonic()
 
     async def publish_pending(self) -> int:
