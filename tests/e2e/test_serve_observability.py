@@ -73,9 +73,9 @@ def _metrics_line(path: Path) -> dict[str, str] | None:
     return None
 
 
-def _scrape(address: str) -> str:
+def _scrape(client: httpx.Client, address: str) -> str:
     try:
-        return httpx.get(f"http://{address}/metrics", timeout=5).text
+        return client.get(f"http://{address}/metrics").text
     except httpx.TransportError:
         return ""
 
@@ -105,6 +105,8 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
         env.pop(name, None)
     err, out = base / "stderr.log", base / "stdout.log"
     run = IdleRun()
+    # one client for every request (``httpx.get`` builds one, TLS context and all, per call)
+    client = httpx.Client(timeout=5)
     with err.open("wb") as err_file, out.open("wb") as out_file:
         process = subprocess.Popen(
             [CBCM, "serve"], env=env, stdout=out_file, stderr=err_file, start_new_session=True
@@ -114,24 +116,26 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
 
         def ready() -> bool:
             try:
-                return httpx.get(f"http://{http}/readyz", timeout=5).status_code == 200
+                return client.get(f"http://{http}/readyz").status_code == 200
             except httpx.TransportError:
                 return False
 
         wait_until(ready, START_WITHIN, "/readyz")
-        run.metrics_on_http_port = httpx.get(f"http://{http}/metrics", timeout=5).status_code
+        run.metrics_on_http_port = client.get(f"http://{http}/metrics").status_code
         for name, address in run.metrics.items():
             prefix = OWN_PREFIX.get(name, "cbcm_")
             deadline = time.monotonic() + 30
-            text = _scrape(address)
+            text = _scrape(client, address)
             while prefix not in text and time.monotonic() < deadline:
                 time.sleep(0.2)
-                text = _scrape(address)
+                text = _scrape(client, address)
             run.scrapes[name] = text
+        client.close()  # no connection left open as the stack stops
         time.sleep(IDLE_SECONDS)  # an idle, healthy stack: nothing to warn about
         os.killpg(process.pid, signal.SIGTERM)
         run.exit_code = process.wait(30)
     finally:
+        client.close()
         if process.poll() is None:
             for child in psutil.Process(process.pid).children(recursive=True):
                 child.kill()
