@@ -174,9 +174,7 @@ class Stacks:
         self.started: list[Stack] = []
 
     def running(self) -> Stack:
-        if not self.started or self.started[-1].process is None or (
-            self.started[-1].process.poll() is not None
-        ):
+        if not self.started or not self.started[-1].running():
             fresh = Stack(self.base / f"stack-{len(self.started)}" / "data", **self.settings)
             self.started.append(fresh)
             fresh.start()
