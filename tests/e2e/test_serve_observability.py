@@ -3,20 +3,24 @@ worker's metrics address (the API's too: never its HTTP port, issue #16), each w
 its own ``cbcm_*`` metrics beside the process and GC collectors, and a clean start and stop of
 an idle stack writes only JSON lines, none of them a warning or an error.
 
-One stack run (module fixture) serves the three tests: started on free ports and a temp data
-dir, scraped, left idle a moment, then SIGTERM to its process group (what Ctrl-C in a
-terminal or systemd's stop does: serve and its children get it at once).
+One stack run serves the module's tests: started on free ports and a temp data dir, scraped,
+left idle a moment, then SIGTERM to its process group (what Ctrl-C in a terminal or systemd's
+stop does: serve and its children get it at once). What the run showed (its log lines, its
+scrapes, its exit code) is kept as JSON beside the run's xdist workers, so that a worker that
+gets some of these tests after another worker ran them reads the same run instead of starting
+a second stack.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
 import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -91,7 +95,24 @@ def _series(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
+def idle_run(tmp_path_factory: pytest.TempPathFactory, testrun_uid: str) -> IdleRun:
+    """The run, once for all the workers of this pytest run: the first to ask makes it
+    (the others wait on the lock meanwhile), the others read it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's directory, shared by its workers
+    kept = base / f"serve-idle-{testrun_uid}.json"
+    with (base / f"serve-idle-{testrun_uid}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if kept.exists():
+            return IdleRun(**json.loads(kept.read_text()))
+        run = _idle_run(tmp_path_factory)
+        kept.with_suffix(".tmp").write_text(json.dumps(dataclasses.asdict(run)))
+        kept.with_suffix(".tmp").rename(kept)
+        return run
+
+
+def _idle_run(tmp_path_factory: pytest.TempPathFactory) -> IdleRun:
     base = tmp_path_factory.mktemp("serve-idle")
     http = f"127.0.0.1:{free_port()}"
     env = {
@@ -143,7 +164,7 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
             process.wait()
     run.stderr = err.read_text(errors="replace").splitlines()
     run.stdout = out.read_text(errors="replace")
-    yield run
+    return run
 
 
 def test_serve_lists_each_workers_own_metrics_address_in_one_start_up_line(
