@@ -138,11 +138,8 @@ def audit_witness(
         load_public_key,
     )
     from services.audit.note import NoteError, Verifier
-    from services.audit.witness import (
-        DEFAULT_NAME,
-        run_witness,
-        valid_witness_name,
-    )
+    from services.nats.config import NETWORK_WITNESS as DEFAULT_NAME  # the witness's default
+    from services.nats.config import valid_witness_name
 
     settings = service_settings("audit-witness")
     if not valid_witness_name(name):
@@ -157,6 +154,10 @@ def audit_witness(
             )
     except (AuditKeyError, NoteError) as e:
         fail(str(e), EXIT_CONFIG)
+    # the witness itself (it imports the application: half a second of CPU) once its keys
+    # are accepted: a witness refusing its configuration stops `cbcm serve` that much sooner
+    from services.audit.witness import run_witness
+
     run_until_signalled(
         settings,
         lambda stop: run_witness(

@@ -141,26 +141,28 @@ def _postgres_reason(env: dict[str, str]) -> str | None:
 
 def open_application(settings: Settings) -> tuple[ComplaintMechanism, str]:
     """The application on the configured event store, and where that store is."""
+    from services.event_store.config import (
+        EventStoreConfigError,
+        describe,
+        persistence_env,
+    )
+
+    try:
+        env = persistence_env(settings)
+    except EventStoreConfigError as e:  # refused before the application is imported
+        fail(str(e), EXIT_CONFIG)
+    where = describe(env)
+
     from eventsourcing.persistence import (
         OperationalError,
         ProgrammingError,
     )
 
     from services.bootstrap import complaint_mechanism
-    from services.event_store.config import (
-        EventStoreConfigError,
-        describe,
-        persistence_env,
-    )
     from services.event_store.custody import WriterKeyError
     from services.event_store.errors import EventStoreUnavailable
     from services.event_store.personal_data.kek import KeyRingError
 
-    try:
-        env = persistence_env(settings)
-    except EventStoreConfigError as e:
-        fail(str(e), EXIT_CONFIG)
-    where = describe(env)
     try:
         return complaint_mechanism(settings), where
     except EventStoreConfigError as e:  # e.g. the schema is behind: `cbcm db migrate`

@@ -28,9 +28,10 @@ def demo(
     Everything goes through the real application service; personal data is synthetic.
     Running it again on the same store adds cases to the same network.
     """
+    settings = load_settings()  # a refusal of them imports nothing more
+    app, where = open_application(settings)
     from services.demo.walk import run_demo
 
-    app, where = open_application(load_settings())
     try:
         with reported(where):
             run_demo(app, cases, seed, where)

@@ -20,6 +20,8 @@ command imports its heavy dependencies when it runs, so that ``cbcm --help`` sta
 
 from __future__ import annotations
 
+import gc
+
 import typer
 
 from services.cli import (
@@ -94,6 +96,11 @@ def main() -> None:
             raise
         log.critical("cli.crashed", exc_info=True)  # the traceback, in one JSON line
         raise SystemExit(1) from None
+    finally:
+        # the process ends here: the interpreter's last garbage collections would walk every
+        # object of every module imported (0.1 s of CPU for a projector, 0.3 s for the API)
+        # only to free memory the exit frees anyway; what is frozen they skip
+        gc.freeze()
 
 
 if __name__ == "__main__":

@@ -91,18 +91,23 @@ def _create_event_stream(url: str) -> None:
 
 def relay() -> None:
     """Publish the event store's events to JetStream stream CBCM_EVENTS, in order."""
-    from services.relay.relay import run_relay
-
     settings = service_settings("relay")
     if settings.relay_translator_process is None:  # a process of its own: two cores at work
         settings = settings.model_copy(update={"relay_translator_process": True})
-    run_until_signalled(settings, lambda stop: run_relay(settings, stop, nats_url(settings)))
+
+    async def main(stop: asyncio.Event) -> None:
+        # imported once the settings and the metrics address are accepted: a refusal of
+        # either costs no import of the application
+        from services.relay.relay import run_relay
+
+        await run_relay(settings, stop, nats_url(settings))
+
+    run_until_signalled(settings, main)
 
 
 def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or stats")]) -> None:
     """Keep one read model up to date from the stream (a durable consumer)."""
     from services.projector import projection_named
-    from services.projector.publication import StatisticsPublisher
     from services.projector.runner import run_projector
     from services.projector.storage import ReadModelStoreError, read_model_store
 
@@ -114,11 +119,13 @@ def project(name: Annotated[ReadModel, typer.Argument(help="inbox, assistance or
         fail(str(e), EXIT_CONFIG)
 
     async def main(stop: asyncio.Event) -> None:
-        publisher = (
-            StatisticsPublisher(nats_url(settings), data_dir=settings.data_dir, store=store)
-            if name is ReadModel.stats
-            else None
-        )
+        publisher = None
+        if name is ReadModel.stats:  # (the releases' solver is the statistics service's only)
+            from services.projector.publication import StatisticsPublisher
+
+            publisher = StatisticsPublisher(
+                nats_url(settings), data_dir=settings.data_dir, store=store
+            )
         try:
             await run_projector(projection, store, nats_url(settings), stop, on_commit=publisher)
         finally:
@@ -148,8 +155,6 @@ def api() -> None:
     import prometheus_client
     import uvicorn
 
-    from services.api.app import create_app
-    from services.api.serving import server_config
     from services.runtime.metrics import MetricsAddressError, serve_metrics
     from services.runtime.supervisor import (
         AddressInUse,
@@ -161,6 +166,10 @@ def api() -> None:
     _schema_at_start(settings)
     try:
         host, port = check_free(settings.http_addr, "CBCM_HTTP_ADDR")
+        # the web app (1.5 s of CPU to import) once its address is known to be free
+        from services.api.app import create_app
+        from services.api.serving import server_config
+
         app = create_app(settings, registry=prometheus_client.REGISTRY)
         bound = serve_metrics(settings.api_metrics_addr, setting="CBCM_API_METRICS_ADDR")
     except (AddressInUse, MetricsAddressError, ValueError) as e:

@@ -3,20 +3,24 @@ worker's metrics address (the API's too: never its HTTP port, issue #16), each w
 its own ``cbcm_*`` metrics beside the process and GC collectors, and a clean start and stop of
 an idle stack writes only JSON lines, none of them a warning or an error.
 
-One stack run (module fixture) serves the three tests: started on free ports and a temp data
-dir, scraped, left idle a moment, then SIGTERM to its process group (what Ctrl-C in a
-terminal or systemd's stop does: serve and its children get it at once).
+One stack run serves the module's tests: started on free ports and a temp data dir, scraped,
+left idle a moment, then SIGTERM to its process group (what Ctrl-C in a terminal or systemd's
+stop does: serve and its children get it at once). What the run showed (its log lines, its
+scrapes, its exit code) is kept as JSON beside the run's xdist workers, so that a worker that
+gets some of these tests after another worker ran them reads the same run instead of starting
+a second stack.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
 import re
 import signal
 import subprocess
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -73,9 +77,9 @@ def _metrics_line(path: Path) -> dict[str, str] | None:
     return None
 
 
-def _scrape(address: str) -> str:
+def _scrape(client: httpx.Client, address: str) -> str:
     try:
-        return httpx.get(f"http://{address}/metrics", timeout=5).text
+        return client.get(f"http://{address}/metrics").text
     except httpx.TransportError:
         return ""
 
@@ -91,7 +95,24 @@ def _series(text: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
+def idle_run(tmp_path_factory: pytest.TempPathFactory, testrun_uid: str) -> IdleRun:
+    """The run, once for all the workers of this pytest run: the first to ask makes it
+    (the others wait on the lock meanwhile), the others read it."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # the run's directory, shared by its workers
+    kept = base / f"serve-idle-{testrun_uid}.json"
+    with (base / f"serve-idle-{testrun_uid}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if kept.exists():
+            return IdleRun(**json.loads(kept.read_text()))
+        run = _idle_run(tmp_path_factory)
+        kept.with_suffix(".tmp").write_text(json.dumps(dataclasses.asdict(run)))
+        kept.with_suffix(".tmp").rename(kept)
+        return run
+
+
+def _idle_run(tmp_path_factory: pytest.TempPathFactory) -> IdleRun:
     base = tmp_path_factory.mktemp("serve-idle")
     http = f"127.0.0.1:{free_port()}"
     env = {
@@ -105,6 +126,8 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
         env.pop(name, None)
     err, out = base / "stderr.log", base / "stdout.log"
     run = IdleRun()
+    # one client for every request (``httpx.get`` builds one, TLS context and all, per call)
+    client = httpx.Client(timeout=5)
     with err.open("wb") as err_file, out.open("wb") as out_file:
         process = subprocess.Popen(
             [CBCM, "serve"], env=env, stdout=out_file, stderr=err_file, start_new_session=True
@@ -114,24 +137,26 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
 
         def ready() -> bool:
             try:
-                return httpx.get(f"http://{http}/readyz", timeout=5).status_code == 200
+                return client.get(f"http://{http}/readyz").status_code == 200
             except httpx.TransportError:
                 return False
 
         wait_until(ready, START_WITHIN, "/readyz")
-        run.metrics_on_http_port = httpx.get(f"http://{http}/metrics", timeout=5).status_code
+        run.metrics_on_http_port = client.get(f"http://{http}/metrics").status_code
         for name, address in run.metrics.items():
             prefix = OWN_PREFIX.get(name, "cbcm_")
             deadline = time.monotonic() + 30
-            text = _scrape(address)
+            text = _scrape(client, address)
             while prefix not in text and time.monotonic() < deadline:
                 time.sleep(0.2)
-                text = _scrape(address)
+                text = _scrape(client, address)
             run.scrapes[name] = text
+        client.close()  # no connection left open as the stack stops
         time.sleep(IDLE_SECONDS)  # an idle, healthy stack: nothing to warn about
         os.killpg(process.pid, signal.SIGTERM)
         run.exit_code = process.wait(30)
     finally:
+        client.close()
         if process.poll() is None:
             for child in psutil.Process(process.pid).children(recursive=True):
                 child.kill()
@@ -139,7 +164,7 @@ def idle_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[IdleRun]:
             process.wait()
     run.stderr = err.read_text(errors="replace").splitlines()
     run.stdout = out.read_text(errors="replace")
-    yield run
+    return run
 
 
 def test_serve_lists_each_workers_own_metrics_address_in_one_start_up_line(

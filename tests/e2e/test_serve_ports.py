@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from services.nats.server import free_port
-from tests.e2e.test_serve import CBCM
+from tests.e2e.test_serve import CBCM, START_WITHIN
 
 EXIT_CONFIG = 2
 
@@ -130,7 +130,9 @@ def test_serve_stops_when_a_child_refuses_its_configuration(tmp_path: Path) -> N
         CBCM_AUDIT_PUBLIC_KEY_FILE=str(not_a_key),
         CBCM_LOG_FORMAT="json",
     )
-    done = cbcm(env, "serve", timeout=60)
+    # (a bound on a hang, not on speed: every child starts before the witness refuses, which
+    # takes as long as a stack's start, over a minute when two suites share two cores)
+    done = cbcm(env, "serve", timeout=START_WITHIN)
     # then serve stops the stack with that code, rather than restart the witness forever
     assert done.returncode == EXIT_CONFIG
     entries = [json.loads(line) for line in done.stderr.splitlines()]
