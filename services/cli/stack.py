@@ -77,7 +77,7 @@ def _create_event_stream(url: str) -> None:
 
     import nats
 
-    from services.relay.relay import ensure_stream
+    from services.nats.client import ensure_stream
 
     async def create() -> None:
         nc = await nats.connect(url)

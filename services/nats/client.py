@@ -19,6 +19,7 @@ from eventsourcing.persistence import PersistenceError
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
 
+from contracts.subjects import EVENT_SUBJECTS, STREAM
 from services.settings import Settings
 
 log = structlog.get_logger()
@@ -142,6 +143,22 @@ async def ensure_kept_stream(js: JetStreamContext, wanted: StreamConfig) -> Stre
     info = await js.update_stream(wanted)
     log.info("nats.stream_updated", stream=wanted.name, replicas=wanted.num_replicas)
     return info
+
+
+def stream_config(replicas: int = 1) -> StreamConfig:
+    """The ``CBCM_EVENTS`` stream as ADR 3 fixes it (the projections' source for rebuilds:
+    nothing may be removed from it)."""
+    return kept_stream(
+        STREAM,
+        "Every published cbcm domain event, in event store position order",
+        EVENT_SUBJECTS,
+        replicas,
+    )
+
+
+async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> StreamInfo:
+    """Create the stream, or bring an existing one to the fixed configuration (idempotent)."""
+    return await ensure_kept_stream(js, stream_config(replicas))
 
 
 TRANSIENT: tuple[type[BaseException], ...] = (

@@ -83,7 +83,6 @@ from psycopg.sql import SQL, Identifier
 
 from contracts.shares import SHARE_MSG_ID_SUFFIX, SHARING_EVENTS
 from contracts.subjects import (
-    EVENT_SUBJECTS,
     PREVIOUS_POSITION_HEADER,
     SHARE_SUBJECTS,
     SHARES_STREAM,
@@ -98,8 +97,7 @@ from services.event_store.store_id import store_id_of
 from services.nats.client import (
     DUPLICATE_WINDOW,
     TRANSIENT,
-    ensure_kept_stream,
-    kept_stream,
+    ensure_stream,
     nats_connect_options,
     nats_replicas,
     nats_servers,
@@ -201,22 +199,6 @@ class MessageId:
         if f":{kind}:" == WITHDRAWN_MSG_ID_INFIX and agency:
             return cls(store, int(position), "withdrawn", agency)
         return None
-
-
-def stream_config(replicas: int = 1) -> StreamConfig:
-    """The ``CBCM_EVENTS`` stream as ADR 3 fixes it (the projections' source for rebuilds:
-    nothing may be removed from it)."""
-    return kept_stream(
-        STREAM,
-        "Every published cbcm domain event, in event store position order",
-        EVENT_SUBJECTS,
-        replicas,
-    )
-
-
-async def ensure_stream(js: JetStreamContext, replicas: int = 1) -> StreamInfo:
-    """Create the stream, or bring an existing one to the fixed configuration (idempotent)."""
-    return await ensure_kept_stream(js, stream_config(replicas))
 
 
 def shares_stream_config(replicas: int = 1, max_age_days: float = 30.0) -> StreamConfig:

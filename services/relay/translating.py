@@ -18,6 +18,7 @@ Which process translates changes no byte of what is published
 from __future__ import annotations
 
 import functools
+import gc
 import multiprocessing
 import multiprocessing.connection
 import re
@@ -274,6 +275,10 @@ def _serve(settings: Settings, conn: multiprocessing.connection.Connection) -> N
                 reached = ahead[1].translated.read
     finally:
         app.close()
+        # the process ends here: the interpreter's last garbage collections would walk every
+        # object of every module imported only to free memory the exit frees anyway (as
+        # cbcm's entry point does, services/cli/main.py)
+        gc.freeze()
 
 
 class _Reader:
