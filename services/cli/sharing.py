@@ -55,7 +55,7 @@ def agency_keygen(
     (PUT /v1/network/agencies/{agency}/share-key). Keep the private key: a share sealed to it
     opens with it only.
     """
-    from services.relay.sharing import (
+    from services.relay.share_keys import (
         key_id_of,
         new_private_key,
         public_key_of,
@@ -93,7 +93,7 @@ def share_open(
     """Open one share message (its JSON body, as taken from CBCM_SHARES) and print the
     shared fields as JSON: case, version, custody step, the fields' values, and the names
     of fields that were erased before they could be shared."""
-    from services.relay.sharing import (
+    from services.relay.share_keys import (
         ShareCannotBeOpened,
         ShareError,
         ShareNotForThisKey,

@@ -26,7 +26,7 @@ from domain.vocabulary import (
 from services.bootstrap import complaint_mechanism
 from services.nats.server import EmbeddedNats
 from services.relay.relay import Relay, ensure_shares_stream, ensure_stream
-from services.relay.sharing import key_id_of, write_private_key
+from services.relay.share_keys import key_id_of, write_private_key
 from services.settings import Settings
 from tests.conftest import T0
 from tests.e2e.test_cli import CBCM

@@ -23,7 +23,7 @@ from services.nats.server import EmbeddedNats
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import read_model_path, read_position, run_projector
 from services.relay.relay import Relay, ensure_shares_stream, ensure_stream
-from services.relay.sharing import open_share
+from services.relay.share_keys import open_share
 from tests.canary import SHARE_KEYS, new_canaries, walk_every_event_type
 
 

@@ -39,7 +39,7 @@ from services.nats.server import ConfiguredNats, free_port
 from services.nats.setup import provision_agency_consumers, write_nats_setup
 from services.projector.publication import StatisticsPublisher
 from services.projector.runner import open_projection
-from services.relay.sharing import public_key_of
+from services.relay.share_keys import public_key_of
 from tests.integration.test_nats_isolation import (
     DEPLOYED,
     Network,

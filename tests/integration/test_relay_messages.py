@@ -66,7 +66,8 @@ from services.relay.relay import (
     ensure_stream,
 )
 from services.relay.routing import Router
-from services.relay.sharing import Sharer, open_share, public_key_of
+from services.relay.share_keys import open_share, public_key_of
+from services.relay.sharing import Sharer
 from services.relay.translating import SUBJECT_TOKENS, Poison, TranslatorProcess
 from services.relay.translation import encode, to_cloud_event
 from services.settings import Settings

@@ -57,16 +57,14 @@ from services.relay.relay import (
     ensure_stream,
     shares_stream_config,
 )
-from services.relay.sharing import (
-    NOTE,
-    Share,
+from services.relay.share_keys import (
     ShareCannotBeOpened,
     ShareNotForThisKey,
-    Sharer,
     key_id_of,
     open_share,
     public_key_of,
 )
+from services.relay.sharing import NOTE, Share, Sharer
 from tests.conftest import T0
 from tests.world import COORDINATOR
 

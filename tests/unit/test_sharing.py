@@ -30,20 +30,22 @@ from domain.vocabulary import (
     SharedItem,
     TransferReason,
 )
-from services.relay.sharing import (
-    NOTE,
+from services.relay.share_keys import (
     ShareCannotBeOpened,
-    ShareContent,
     ShareError,
     ShareNotForThisKey,
-    case_value,
     key_id_of,
     open_share,
     public_key_of,
     read_private_key,
+    write_private_key,
+)
+from services.relay.sharing import (
+    NOTE,
+    ShareContent,
+    case_value,
     share_content,
     share_message,
-    write_private_key,
 )
 from tests.conftest import T0
 from tests.unit.conftest import COORDINATOR, FOCAL_POINT, allegation, at
