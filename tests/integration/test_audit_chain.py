@@ -26,15 +26,13 @@ from services.bootstrap import complaint_mechanism
 from services.demo.walk import build_demo_network, walk_cases
 from services.event_store.chain import GENESIS, chain_table, head, link_hash, read_log
 from services.settings import Settings
+from tests.integration.walked_stores import demo_walk, walked_store_fixtures
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(app: ComplaintMechanism) -> ComplaintMechanism:
-    build_demo_network(app, START)
-    walk_cases(app, 12, random.Random(5), START)
-    return app
+# the demo network and 12 cases walked once per module and store; each test damages a copy
+template, store = walked_store_fixtures(demo_walk(12, 5, START))
 
 
 class Dba:
