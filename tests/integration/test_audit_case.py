@@ -19,7 +19,6 @@ from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from domain.actors import Actor, Role
 from domain.case import Allegation, CaseStatus
@@ -47,13 +46,13 @@ from services.audit.checkpoints import sign_checkpoint
 from services.audit.keys import load_signing_key
 from services.audit.verify import Attested, Damage
 from services.audit.witness import WitnessBook
-from services.cli.main import cli
 from services.event_store.chain import ChainRow, head, link_at
 from services.event_store.store_id import store_id_of
 from services.identity.tokens import issue_token
 from services.settings import Settings
 from tests.api_world import build_network, cheap_hasher
 from tests.conftest import T0
+from tests.integration.cli_runs import run_cbcm
 from tests.integration.test_audit_chain import Dba
 from tests.world import COORDINATOR
 
@@ -160,7 +159,7 @@ def walked(app: ComplaintMechanism) -> Walked:
 
 def run_cli(settings: Settings, *args: str) -> Any:
     env = {"CBCM_DATA_DIR": str(settings.data_dir), "CBCM_EVENT_STORE": str(settings.event_store)}
-    return CliRunner().invoke(cli, ["audit", "case", *args], env=env)
+    return run_cbcm(["audit", "case", *args], env=env)
 
 
 # ---------------------------------------------------------------------------------- steps

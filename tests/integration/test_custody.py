@@ -29,7 +29,6 @@ from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from domain.actors import Actor, Role
 from domain.personal_data import DataSubject, PersonDetails
@@ -48,13 +47,13 @@ from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_signing_key
 from services.audit.witness import WitnessBook
 from services.bootstrap import complaint_mechanism
-from services.cli.main import cli
 from services.event_store.chain import chain_table, head, link_hash
 from services.event_store.personal_data.tables import key_table
 from services.identity.tokens import issue_token
 from services.settings import Settings
 from tests.api_world import build_network, cheap_hasher
 from tests.conftest import T0, init_store
+from tests.integration.cli_runs import run_cbcm
 from tests.world import COORDINATOR
 
 OPERATOR = Actor("op-unhcr", "unhcr", Role.INTAKE_OPERATOR)
@@ -215,7 +214,7 @@ def cli_run(settings: Settings, *args: str) -> Any:
         "CBCM_EVENT_STORE": str(settings.event_store),
         "CBCM_EVENT_CIPHER": settings.event_cipher,
     }
-    return CliRunner().invoke(cli, list(args), env=env)
+    return run_cbcm(args, env=env)
 
 
 def bearer(settings: Settings, user: str, agency: str, role: Role) -> dict[str, str]:

@@ -34,7 +34,6 @@ import structlog
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from domain.vocabulary import FeedbackChannel
 from services.api.replay import replay_case
@@ -43,12 +42,12 @@ from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_signing_key
 from services.bootstrap import complaint_mechanism
-from services.cli.main import cli
 from services.event_store.chain import head
 from services.event_store.custody import WriterKeyError
 from services.settings import Settings
 from tests.api_world import build_network
 from tests.conftest import T0, init_store
+from tests.integration.cli_runs import run_cbcm
 from tests.integration.test_audit_chain import Dba as ChainDba
 from tests.integration.test_custody import (
     AUDITOR,
@@ -448,7 +447,7 @@ async def test_a_host_restored_with_keys_older_than_an_erasure_learns_it_from_th
         "CBCM_EVENT_CIPHER": settings.event_cipher,
         "CBCM_NATS_URL": nats_server.url,
     }
-    learnt = await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "learn-erasures"], env=env)
+    learnt = await asyncio.to_thread(run_cbcm, ["audit", "learn-erasures"], env=env)
     assert learnt.exit_code == 0, learnt.output
     assert "erasure(s) told on the audit stream" in learnt.output
     network = complaint_mechanism(restored)
