@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
@@ -230,12 +230,20 @@ def every_read_path(app: ComplaintMechanism, settings: Settings, case_id: UUID) 
 
 
 def every_read_paths(app: ComplaintMechanism, settings: Settings, *case_ids: UUID) -> list[str]:
-    """``every_read_path`` of each case in turn, its history asked of one API over ``app``
-    (an API's making and its first request cost about 0.1 s of CPU each)."""
+    """``every_read_path`` of each case in turn, through one API over ``app``."""
+    with read_paths(app, settings) as read:
+        return [read(case_id) for case_id in case_ids]
+
+
+@contextmanager
+def read_paths(app: ComplaintMechanism, settings: Settings) -> Iterator[Callable[[UUID], str]]:
+    """``every_read_path`` as a function of the case, its history asked of one API over
+    ``app`` while the block runs (an API's making and its first request cost about 0.1 s of
+    CPU each); the API reads the application as it is at each call."""
     api = create_app(settings, mechanism=app, receipt_hasher=cheap_hasher())
-    read = []
     with TestClient(api) as client:
-        for case_id in case_ids:
+
+        def read(case_id: UUID) -> str:
             shown = []
             answer = client.get(
                 f"/v1/cases/{case_id}/history",
@@ -257,8 +265,9 @@ def every_read_paths(app: ComplaintMechanism, settings: Settings, *case_ids: UUI
                 assert done.exit_code == 0, done.output
                 assert "Traceback" not in done.output
                 shown.append(done.output)
-            read.append("\n".join(shown))
-    return read
+            return "\n".join(shown)
+
+        yield read
 
 
 def verify_chain_alone(settings: Settings) -> Any:
