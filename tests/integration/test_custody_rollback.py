@@ -272,7 +272,8 @@ def erasures_outlive_rollbacks(store_url: str, tmp_path: Path, ops: list[Any]) -
         for n, (op, i) in enumerate(ops):
             case = cases[i % 2]
             if op == "feedback":
-                value = f"CANARY-c{i % 2}-v{n}"
+                # two digits: "CANARY-c0-v1" is no part of "CANARY-c0-v10" (up to 12 steps)
+                value = f"CANARY-c{i % 2}-v{n:02d}"
                 written = app.give_feedback(
                     case,
                     actor=FOCAL,
