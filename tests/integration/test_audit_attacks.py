@@ -30,7 +30,6 @@ import structlog
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.aio.client import Client as NatsClient
 from nats.js import JetStreamContext
-from typer.testing import CliRunner
 
 from contracts.audit import AUDIT_STREAM, AuditCheckpointV1
 from services.application.mechanism import ComplaintMechanism
@@ -39,7 +38,6 @@ from services.audit.checkpoints import checkpoint_once, ensure_audit_stream, pub
 from services.audit.keys import load_signing_key
 from services.audit.witness import Witness, WitnessBook
 from services.bootstrap import complaint_mechanism
-from services.cli.main import cli
 from services.demo.walk import build_demo_network, walk_cases
 from services.event_store import chain
 from services.event_store.chain import ChainRow, read_log
@@ -47,6 +45,7 @@ from services.event_store.store_id import store_id
 from services.nats.server import EmbeddedNats
 from services.settings import Settings
 from tests.conftest import init_store
+from tests.integration.cli_runs import run_cbcm
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 ORIGIN = "cbcm.test/log/attacks"
@@ -139,7 +138,7 @@ def cli_env(settings: Settings, store: str, witness_dir: Path | None = None) -> 
 
 
 def audit(env: dict[str, str], *args: str) -> Any:
-    return CliRunner().invoke(cli, ["audit", *args], env=env)
+    return run_cbcm(["audit", *args], env=env)
 
 
 def alarms(logs: list[dict[str, Any]]) -> list[str]:

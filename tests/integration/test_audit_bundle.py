@@ -18,18 +18,17 @@ from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from typer.testing import CliRunner
 
 from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import sign_checkpoint, tree_head
 from services.audit.keys import LogIdentity, load_signing_key, witness_vkey
 from services.audit.note import parse_note
 from services.audit.witness import Cosigner, Outcome, WitnessBook
-from services.cli.main import cli
 from services.demo.walk import build_demo_network, walk_cases
 from services.event_store import chain
 from services.event_store.store_id import store_id
 from services.settings import Settings
+from tests.integration.cli_runs import run_cbcm
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 ORIGIN = "cbcm.test/log/bundles"
@@ -83,7 +82,7 @@ def env(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[st
 
 
 def run(env: dict[str, str], *args: str) -> Any:
-    return CliRunner().invoke(cli, ["audit", *args], env=env)
+    return run_cbcm(["audit", *args], env=env)
 
 
 def test_a_case_bundle_verifies_with_the_public_keys_alone_here_and_in_node(

@@ -14,12 +14,12 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
 from domain.actors import Actor, Role
 from domain.case import Allegation, CaseStatus
@@ -47,14 +47,15 @@ from services.audit.checkpoints import sign_checkpoint
 from services.audit.keys import load_signing_key
 from services.audit.verify import Attested, Damage
 from services.audit.witness import WitnessBook
-from services.cli.main import cli
 from services.event_store.chain import ChainRow, head, link_at
 from services.event_store.store_id import store_id_of
 from services.identity.tokens import issue_token
 from services.settings import Settings
 from tests.api_world import build_network, cheap_hasher
 from tests.conftest import T0
+from tests.integration.cli_runs import run_cbcm
 from tests.integration.test_audit_chain import Dba
+from tests.integration.walked_stores import Template, copy_of, make_template
 from tests.world import COORDINATOR
 
 CANARY = "CANARY-5e1b"
@@ -88,8 +89,7 @@ class Walked:
     """The head as signed right after the transfer (version 4), before further writes."""
 
 
-@pytest.fixture
-def walked(app: ComplaintMechanism) -> Walked:
+def walk_a_case(app: ComplaintMechanism) -> Walked:
     build_network(app, T0 - timedelta(days=1))
     case_id = app.receive_complaint(
         actor=OPERATOR,
@@ -158,9 +158,36 @@ def walked(app: ComplaintMechanism) -> Walked:
     return Walked(case_id, checkpoint)
 
 
+@pytest.fixture(scope="module", params=["sqlite", "postgres"])
+def template(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[Template, Walked]]:
+    """The case walked once per module and store, by the application; no test writes to it."""
+    server = request.getfixturevalue("postgres_server_url") if request.param == "postgres" else None
+    walks: list[Walked] = []
+    root = tmp_path_factory.mktemp(f"walked-{request.param}")
+    with make_template(
+        request.param, root, server, lambda app: walks.append(walk_a_case(app))
+    ) as made:
+        yield made, walks[0]
+
+
+@pytest.fixture
+def settings(template: tuple[Template, Walked], tmp_path: Path) -> Iterator[Settings]:
+    """A copy of the walked store and its data directory, the test's own (``app``, from
+    ``tests/conftest.py``, opens the application on it)."""
+    with copy_of(template[0], tmp_path) as copied:
+        yield copied
+
+
+@pytest.fixture
+def walked(template: tuple[Template, Walked], app: ComplaintMechanism) -> Walked:
+    return template[1]
+
+
 def run_cli(settings: Settings, *args: str) -> Any:
     env = {"CBCM_DATA_DIR": str(settings.data_dir), "CBCM_EVENT_STORE": str(settings.event_store)}
-    return CliRunner().invoke(cli, ["audit", "case", *args], env=env)
+    return run_cbcm(["audit", "case", *args], env=env)
 
 
 # ---------------------------------------------------------------------------------- steps

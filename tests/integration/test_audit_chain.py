@@ -10,7 +10,6 @@ holds (here: the head as it was signed before the damage).
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -23,18 +22,20 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from services.application.mechanism import ComplaintMechanism
 from services.audit.verify import Attested, Damage, verify
 from services.bootstrap import complaint_mechanism
-from services.demo.walk import build_demo_network, walk_cases
 from services.event_store.chain import GENESIS, chain_table, head, link_hash, read_log
-from services.settings import Settings
+from tests.integration.walked_stores import (
+    Template,
+    copy_of,
+    demo_walk,
+    make_template,
+    walked_store_fixtures,
+)
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(app: ComplaintMechanism) -> ComplaintMechanism:
-    build_demo_network(app, START)
-    walk_cases(app, 12, random.Random(5), START)
-    return app
+# the demo network and 12 cases walked once per module and store; each test damages a copy
+template, store = walked_store_fixtures(demo_walk(12, 5, START))
 
 
 class Dba:
@@ -303,14 +304,22 @@ def test_two_adjacent_events_deleted_with_their_links_are_named_from_the_first(
     assert only(verify(store.recorder)) == (Damage.MISSING, first)
 
 
+@pytest.fixture(scope="module")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
+    with make_template(
+        "sqlite", tmp_path_factory.mktemp("template-6"), None, demo_walk(6, 5, START)
+    ) as made:
+        yield made
+
+
 @pytest.fixture
-def sqlite_store(sqlite_url: str, tmp_path: Path) -> Iterator[ComplaintMechanism]:
-    """SQLite only: its ids are text and its INSERT has OR REPLACE (PostgreSQL has neither)."""
-    app = complaint_mechanism(Settings(data_dir=tmp_path / "data", event_store=sqlite_url))
-    build_demo_network(app, START)
-    walk_cases(app, 6, random.Random(5), START)
-    yield app
-    app.close()
+def sqlite_store(sqlite_template: Template, tmp_path: Path) -> Iterator[ComplaintMechanism]:
+    """SQLite only: its ids are text and its INSERT has OR REPLACE (PostgreSQL has neither).
+    The demo network and 6 cases, walked once per module; each test damages a copy."""
+    with copy_of(sqlite_template, tmp_path) as settings:
+        app = complaint_mechanism(settings)
+        yield app
+        app.close()
 
 
 def test_an_id_respelled_to_hide_an_event_from_its_aggregate_is_changed(

@@ -18,18 +18,15 @@ from services.audit.merkle import (
     verify_consistency,
     verify_inclusion,
 )
-from services.demo.walk import build_demo_network, walk_cases
 from services.event_store.chain import read_log
 from services.event_store.tiles import TILE_WIDTH, TileStore
+from tests.integration.walked_stores import demo_walk, walked_store_fixtures
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 
 
-@pytest.fixture
-def store(app: ComplaintMechanism) -> ComplaintMechanism:
-    build_demo_network(app, START)
-    walk_cases(app, 40, random.Random(3), START)
-    return app
+# the demo network and 40 cases walked once per module and store; each test reads a copy
+template, store = walked_store_fixtures(demo_walk(40, 3, START))
 
 
 def links(app: ComplaintMechanism) -> list[tuple[int, bytes]]:

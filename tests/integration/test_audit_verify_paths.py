@@ -19,19 +19,16 @@ import pytest
 from services.application.mechanism import ComplaintMechanism
 from services.audit import verify as verify_module
 from services.audit.verify import Attested, Report, verify
-from services.demo.walk import build_demo_network, walk_cases
 from services.event_store import chain as chain_module
 from services.event_store.chain import head, link_at
 from tests.integration.test_audit_chain import START, Dba, positions
+from tests.integration.walked_stores import demo_walk, walked_store_fixtures
 
 BATCHES = (1, 7, 64, 5000)
 
 
-@pytest.fixture
-def store(app: ComplaintMechanism) -> ComplaintMechanism:
-    build_demo_network(app, START)
-    walk_cases(app, 16, random.Random(5), START)
-    return app
+# the demo network and 16 cases walked once per module and store; each test damages a copy
+template, store = walked_store_fixtures(demo_walk(16, 5, START))
 
 
 def careful_only(app: ComplaintMechanism, **kwargs: Any) -> Report:

@@ -34,7 +34,6 @@ import structlog
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from domain.vocabulary import FeedbackChannel
 from services.api.replay import replay_case
@@ -43,12 +42,12 @@ from services.application.mechanism import ComplaintMechanism
 from services.audit.checkpoints import checkpoint_once
 from services.audit.keys import load_signing_key
 from services.bootstrap import complaint_mechanism
-from services.cli.main import cli
 from services.event_store.chain import head
 from services.event_store.custody import WriterKeyError
 from services.settings import Settings
 from tests.api_world import build_network
 from tests.conftest import T0, init_store
+from tests.integration.cli_runs import run_cbcm
 from tests.integration.test_audit_chain import Dba as ChainDba
 from tests.integration.test_custody import (
     AUDITOR,
@@ -59,6 +58,7 @@ from tests.integration.test_custody import (
     erase_everyone,
     every_read_path,
     minutes,
+    read_paths,
     verify_chain_alone,
 )
 from tests.integration.test_custody_review import _append_copy, owner_unlock
@@ -184,9 +184,10 @@ def test_a_restore_from_a_backup_taken_before_an_erasure_keeps_it_in_force(
     try:
         # then the erasure made after the backup stays in force, the network writes on, and
         # what it records after the restore is shown
-        assert "CANARY-restored" not in every_read_path(network, restored, case_id)
-        after = complaint(network, "CANARY-new", at=50)
-        assert "CANARY-new narrative" in every_read_path(network, restored, after)
+        with read_paths(network, restored) as network_reads:
+            assert "CANARY-restored" not in network_reads(case_id)
+            after = complaint(network, "CANARY-new", at=50)
+            assert "CANARY-new narrative" in network_reads(after)
         another = complaint_mechanism(restored)
         assert "CANARY-restored" not in every_read_path(another, restored, case_id)
         another.close()
@@ -271,7 +272,8 @@ def erasures_outlive_rollbacks(store_url: str, tmp_path: Path, ops: list[Any]) -
         for n, (op, i) in enumerate(ops):
             case = cases[i % 2]
             if op == "feedback":
-                value = f"CANARY-c{i % 2}-v{n}"
+                # two digits: "CANARY-c0-v1" is no part of "CANARY-c0-v10" (up to 12 steps)
+                value = f"CANARY-c{i % 2}-v{n:02d}"
                 written = app.give_feedback(
                     case,
                     actor=FOCAL,
@@ -448,7 +450,7 @@ async def test_a_host_restored_with_keys_older_than_an_erasure_learns_it_from_th
         "CBCM_EVENT_CIPHER": settings.event_cipher,
         "CBCM_NATS_URL": nats_server.url,
     }
-    learnt = await asyncio.to_thread(CliRunner().invoke, cli, ["audit", "learn-erasures"], env=env)
+    learnt = await asyncio.to_thread(run_cbcm, ["audit", "learn-erasures"], env=env)
     assert learnt.exit_code == 0, learnt.output
     assert "erasure(s) told on the audit stream" in learnt.output
     network = complaint_mechanism(restored)

@@ -21,7 +21,6 @@ import structlog
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
-from typer.testing import CliRunner
 
 from contracts.audit import (
     AUDIT_STREAM,
@@ -43,7 +42,6 @@ from services.audit.checkpoints import checkpoint_once
 from services.audit.erasure_notices import notice_of
 from services.audit.keys import load_signing_key
 from services.bootstrap import complaint_mechanism
-from services.cli.main import cli
 from services.event_store.chain import head, link_hash
 from services.event_store.custody import (
     RETIRED_DIR,
@@ -60,6 +58,7 @@ from services.nats.server import EmbeddedNats
 from services.settings import Settings
 from tests.api_world import build_network
 from tests.conftest import T0
+from tests.integration.cli_runs import run_cbcm
 from tests.integration.test_custody import (
     AUDITOR,
     FOCAL,
@@ -513,7 +512,7 @@ def test_erasures_told_before_any_rotation_are_learnt_back_and_forged_notices_ar
             "CBCM_NATS_URL": server.url,
         }
         with structlog.testing.capture_logs() as logs:
-            learnt = CliRunner().invoke(cli, ["audit", "learn-erasures"], env=env)
+            learnt = run_cbcm(["audit", "learn-erasures"], env=env)
     assert learnt.exit_code == 0, learnt.output
     # then every erasure is learnt, whichever key was current when it was first told (the
     # checkpoint publisher told them again under the current key) ...
