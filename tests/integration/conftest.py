@@ -8,7 +8,8 @@ import pytest
 from nacl.public import PrivateKey
 
 from services.relay.translating import TranslatorProcess
-from tests.relay_stores import StoreTemplate, store_template, translator_processes
+from tests.relay_stores import translator_processes
+from tests.store_templates import StoreTemplate, store_template
 
 
 @pytest.fixture(scope="session")

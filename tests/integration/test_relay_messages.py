@@ -71,7 +71,8 @@ from services.relay.sharing import Sharer
 from services.relay.translating import SUBJECT_TOKENS, Poison, TranslatorProcess
 from services.relay.translation import encode, to_cloud_event
 from services.settings import Settings
-from tests.relay_stores import StoreTemplate, stream_contents
+from tests.relay_stores import stream_contents
+from tests.store_templates import StoreTemplate
 
 EXPECTED_STREAM = "Nats-Expected-Stream"
 KEYED = ("wfp", "unicef")

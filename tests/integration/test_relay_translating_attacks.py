@@ -49,7 +49,7 @@ from tests.integration.test_sharing import (
     stream,
     transfer,
 )
-from tests.relay_stores import StoreTemplate
+from tests.store_templates import StoreTemplate
 
 js = test_sharing.js  # the fixtures: both streams, and the sharing tests' network
 world = test_sharing.world
