@@ -32,7 +32,6 @@ function of the operation only), so the default suite divides the work (docs/tes
 
 from __future__ import annotations
 
-import gc
 import tempfile
 import uuid
 import zlib
@@ -85,30 +84,10 @@ CHECKS = [
 # ------------------------------------------------------------------ the world
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _heap_frozen() -> Iterator[None]:
-    """The module's thousands of generated requests allocate millions of short-lived objects,
-    and each of the collector's full passes walked every long-lived object of the worker: its
-    modules, the two parsed schemas, the world, schemathesis' and Hypothesis' caches (300,000
-    to 500,000 objects, about 4 s of CPU over the module, 14 passes). What is alive before
-    each test is set aside from collection (``gc.freeze``, after a pass over the young
-    generations so that their garbage is not set aside with it) until the module ends, when
-    it is all put back and collected once. Garbage is still collected; what a test sets aside
-    and drops is freed at the module's end (the worker peaks about 120 MB higher). Nothing a
-    test checks depends on when the collector runs."""
-    try:
-        yield
-    finally:
-        gc.unfreeze()
-        gc.collect()
-
-
 @pytest.fixture(autouse=True)
-def _built_test_released(request: pytest.FixtureRequest, _heap_frozen: None) -> Iterator[None]:
-    """Before each test, what is alive is set aside from the collector (``_heap_frozen``);
-    after it, its built schemathesis test is let go (``lazy_schemathesis.release``)."""
-    gc.collect(1)
-    gc.freeze()
+def _built_test_released(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test's built schemathesis test is let go once it has run
+    (``lazy_schemathesis.release``): the collector's full passes do not walk it again."""
     yield
     lazy_schemathesis.release(request.node)
 
