@@ -44,6 +44,7 @@ import schemathesis
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from schemathesis.python import asgi as schemathesis_asgi
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
     negative_data_rejection,
@@ -55,6 +56,7 @@ from services.api.app import create_app
 from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
 from services.settings import Settings
+from tests import lazy_schemathesis
 from tests.api_world import World, make_world
 
 PROBLEM_JSON = "application/problem+json"
@@ -80,6 +82,34 @@ CHECKS = [
 ]
 
 # ------------------------------------------------------------------ the world
+
+
+@pytest.fixture(autouse=True)
+def _built_test_released(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Each test's built schemathesis test is let go once it has run
+    (``lazy_schemathesis.release``): the collector's full passes do not walk it again."""
+    yield
+    lazy_schemathesis.release(request.node)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _clients_ignore_the_environment() -> Iterator[None]:
+    """Schemathesis calls the app through a ``requests`` session made for each request, which
+    reads the process's environment twice per request for proxies (and ``~/.netrc`` for
+    credentials): about 0.3 ms of every call's CPU here, nearly a fifth of it. No proxy, CA
+    bundle or netrc entry reaches an application called in-process (the ASGI adapter ignores
+    proxies and TLS settings; an entry for ``testserver`` would only add credentials nobody
+    meant to send), so the sessions are made not to read them: the same requests."""
+    made = schemathesis_asgi.get_client
+
+    def get_client(app: Any, **kwargs: Any) -> schemathesis_asgi.ASGIClient:
+        client = made(app, **kwargs)
+        client.trust_env = False
+        return client
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(schemathesis_asgi, "get_client", get_client)
+        yield
 
 
 @pytest.fixture(scope="module")
