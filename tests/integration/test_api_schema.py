@@ -15,17 +15,21 @@ answer must:
 - when it is not a success, have recorded nothing (the event store's position is unchanged);
 - when the request was generated invalid, be a 4xx.
 
-The three callers send the same inputs (the generation is derandomised: the seed is a
-function of the operation only), so the default suite divides the work (docs/testing.md):
+The examples and the coverage phase do not depend on a seed: every caller would send the same
+requests in them. The fuzzing phase is derandomised, its seed derived from the test's source
+and, Hypothesis' pytest plugin adds it, the test's id (operation and caller): each caller's 20
+requests are their own, the same in every run. So the default suite divides the work
+(docs/testing.md):
 
 - ``test_every_operation``: every operation as the coordinator (the caller who passes the
   authorisation of most operations, so whose requests reach the handlers), in all three
   phases: schemathesis' examples, its coverage phase (every boundary and every invalid
   variant of every parameter and body field, deterministic) and fuzzing; the operations
-  without a token once, without one (the callers' runs of them were identical requests);
+  without a token once, without one (the callers' examples and coverage requests of them
+  were identical);
 - ``test_every_operation_as_the_others``: every authenticated operation as a focal point and
   as an auditor (the refusals and the need-to-know-filtered answers), in the examples and
-  fuzzing phases, the same 20 fuzzed requests as the coordinator's;
+  fuzzing phases (20 fuzzed requests of each caller's own);
 - ``tests/fuzz/test_api_schema_coverage.py`` (``make fuzz``, marker ``fuzz``): the coverage
   phase as the focal point and the auditor, the last part of the full matrix.
 """
