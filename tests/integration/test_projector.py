@@ -282,6 +282,20 @@ class Watcher:
                 waiters[0].cancel()
 
 
+async def project_up_to(
+    projection: Projection, place: Any, url: str, last: int, **options: Any
+) -> None:
+    """A live projector run on ``place`` until it has applied ``last``, then stopped."""
+    watcher = Watcher()
+    stop = asyncio.Event()
+    task = asyncio.create_task(
+        run_projector(projection, place, url, stop, on_commit=watcher, **options)
+    )
+    await watcher.until(last, task)
+    stop.set()
+    await asyncio.wait_for(task, DEADLINE)
+
+
 @pytest.mark.parametrize("projection", [InboxProjection(), AssistanceProjection()])
 async def test_a_projector_killed_mid_run_resumes_and_equals_a_rebuild(
     projection: Projection,
@@ -309,14 +323,7 @@ async def test_a_projector_killed_mid_run_resumes_and_equals_a_rebuild(
 
     # The rest of the stream arrives while it is down; a second run catches up.
     await publish(server.url, published[half:])
-    watcher = Watcher()
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_projector(projection, live, server.url, stop, batch=64, on_commit=watcher)
-    )
-    await watcher.until(last, task)
-    stop.set()
-    await asyncio.wait_for(task, DEADLINE)
+    await project_up_to(projection, live, server.url, last, batch=64)
     assert read_position(live) == last
 
     fresh = read_model_places("rebuilt", projection.name)
@@ -345,14 +352,7 @@ async def test_a_rebuild_slower_than_the_stream_applies_every_message_once_in_or
     await publish(server.url, published)
     last = published[-1].position
     live = read_model_places("live", "inbox")
-    watcher = Watcher()
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_projector(InboxProjection(), live, server.url, stop, on_commit=watcher)
-    )
-    await watcher.until(last, task)
-    stop.set()
-    await asyncio.wait_for(task, DEADLINE)
+    await project_up_to(InboxProjection(), live, server.url, last)
 
     applied: list[list[int]] = []
     slow_apply = runner._decode_and_apply
@@ -417,14 +417,7 @@ async def test_a_rebuild_held_up_by_its_applying_is_not_outrun_by_the_stream(
     last = published[-1].position
     assert len(published) > 50 * limit
     live = read_model_places("live", "inbox")
-    watcher = Watcher()
-    stop = asyncio.Event()
-    task = asyncio.create_task(
-        run_projector(InboxProjection(), live, server.url, stop, on_commit=watcher)
-    )
-    await watcher.until(last, task)
-    stop.set()
-    await asyncio.wait_for(task, DEADLINE)
+    await project_up_to(InboxProjection(), live, server.url, last)
 
     held = HeldProjection(InboxProjection())
     fresh = read_model_places("rebuilt", "inbox")

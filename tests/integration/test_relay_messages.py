@@ -211,6 +211,24 @@ def plain_path(
     return events, shares
 
 
+def a_transfer(
+    app: ComplaintMechanism, keys: dict[str, PrivateKey]
+) -> tuple[dict[int, tuple[str, bytes, dict[str, str]]], int, int]:
+    """The plain path's event messages by position, and the positions of the first transferred
+    case's receipt and of its transfer (its events before that go under the agency it came
+    from)."""
+    events = plain_path(app, keys)[0]
+    by_position = {int(h[MSG_ID_HEADER].rsplit(":", 1)[1]): (s, p, h) for s, p, h in events}
+    notifications = app.recorder.select_notifications(1, 10**6)
+    transferred = next(n for n in notifications if n.topic.endswith("Case.Transferred"))
+    received = next(
+        n.id
+        for n in notifications
+        if n.originator_id == transferred.originator_id and n.originator_version == 1
+    )
+    return by_position, received, transferred.id
+
+
 async def published(
     js: JetStreamContext, stream: str
 ) -> list[tuple[int, str, bytes, dict[str, str]]]:
@@ -384,19 +402,10 @@ async def test_the_translating_process_asked_out_of_turn_answers_as_a_fresh_one(
     translator_process: Callable[..., TranslatorProcess],
 ) -> None:
     # given the demo's store: a case received at position `received`, transferred at
-    # `transferred` (its events before that go under the agency it came from)
-    keys = demo_template.made
-    events = plain_path(app, keys)[0]
-    by_position = {int(h[MSG_ID_HEADER].rsplit(":", 1)[1]): (s, p, h) for s, p, h in events}
-    notifications = app.recorder.select_notifications(1, 10**6)
-    transferred = next(n for n in notifications if n.topic.endswith("Case.Transferred"))
-    received = next(
-        n.id
-        for n in notifications
-        if n.originator_id == transferred.originator_id and n.originator_version == 1
-    )
+    # `transferred_at` (its events before that go under the agency it came from)
+    by_position, received, transferred_at = a_transfer(app, demo_template.made)
     read = published = received  # from the event after its receipt
-    size = transferred.id - received
+    size = transferred_at - received
     process = translator_process(settings)
     try:
         # and a translating process that answered the batch after the case's receipt up to
@@ -411,7 +420,7 @@ async def test_the_translating_process_asked_out_of_turn_answers_as_a_fresh_one(
 
     # then it answers as a fresh process would: the case's events before its transfer
     # under the agency it came from, every message as the plain path makes it
-    want = [by_position[p][:2] for p in sorted(by_position) if received < p <= transferred.id]
+    want = [by_position[p][:2] for p in sorted(by_position) if received < p <= transferred_at]
     assert len({subject.split(".")[3] for subject, _ in want}) == 2
     assert [(o.subject, o.payload) for o in first.translated.out] == want
     assert [(o.subject, o.payload) for o in again.translated.out] == want

@@ -34,13 +34,13 @@ from domain.personal_data import personal_data_paths
 from domain.vocabulary import ComplainantRole, SharedItem
 from services.application.mechanism import ComplaintMechanism
 from services.bootstrap import complaint_mechanism
-from services.relay.relay import MSG_ID_HEADER, Relay, RelayStalled
+from services.relay.relay import Relay, RelayStalled
 from services.relay.sharing import Sharer
 from services.relay.translating import OPENED_EVENTS, Translator, TranslatorProcess
 from services.relay.translation import TRANSLATIONS
 from services.settings import Settings
 from tests.integration import test_sharing
-from tests.integration.test_relay_messages import plain_path
+from tests.integration.test_relay_messages import a_transfer
 from tests.integration.test_sharing import (
     World,
     consent,
@@ -209,16 +209,7 @@ async def test_the_translating_process_asked_again_without_a_read_ahead_answers_
     router sees the batch's events a second time: a case's events before its transfer are
     then routed to the agency it went to."""
     app, settings = demo_app
-    keys = demo_template.made
-    events = plain_path(app, keys)[0]
-    by_position = {int(h[MSG_ID_HEADER].rsplit(":", 1)[1]): (s, p, h) for s, p, h in events}
-    notifications = app.recorder.select_notifications(1, 10**6)
-    transferred = next(n for n in notifications if n.topic.endswith("Case.Transferred"))
-    received_at = next(
-        n.id
-        for n in notifications
-        if n.originator_id == transferred.originator_id and n.originator_version == 1
-    )
+    by_position, received_at, _ = a_transfer(app, demo_template.made)
     size = 10**6  # more than the log holds: a partial batch, nothing read ahead
     process = translator_process(settings)
     try:
