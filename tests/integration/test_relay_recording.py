@@ -93,8 +93,9 @@ async def test_a_relay_cancelled_while_it_records_stops_with_its_position_record
 
         # when it is cancelled while it records (its leadership lost), and the insert then
         # commits
+        # (the cancellation reaches it whichever comes first: its wait is cancelled, and on
+        # its way out it records again, after the first insert, one at a time)
         task.cancel()
-        await asyncio.sleep(0.1)  # its way out has begun: it records once more, and waits
         release.set()
 
         # then it stops (lead() waits for it), having recorded what it published
