@@ -37,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
+from uuid import UUID
 
 import msgspec
 import nats
@@ -65,7 +66,7 @@ from contracts.audit import (
 from services.application.mechanism import ComplaintMechanism
 from services.audit import tree as merkle_tree
 from services.audit.custody import signable_head
-from services.audit.erasure_notices import HeldBack, last_noticed, tell
+from services.audit.erasure_notices import HeldBack, noticed, tell
 from services.audit.keys import configured_origin, key_id, load_log_origin, load_signing_key
 from services.audit.metrics import checkpoint_metrics
 from services.audit.note import (
@@ -307,8 +308,8 @@ class CheckpointPublisher:
         """The last checkpoint this publisher published."""
         self.published = 0
         self._metrics = checkpoint_metrics()
-        self._told_to: int | None = None
-        """The last position whose erasures are told on the audit stream (None: not read)."""
+        self._told: set[tuple[int, UUID, str, bytes]] | None = None
+        """The erasures the current writer key told on the audit stream (None: not read)."""
 
     @property
     def store(self) -> str | None:
@@ -409,9 +410,9 @@ class CheckpointPublisher:
         erasure_log = None if keys is None else keys.log
         if key is None or not isinstance(erasure_log, ErasureLog):
             return
-        if self._told_to is None:
-            self._told_to = await last_noticed(self._js, store, key)
-        told_to = self._told_to
+        if self._told is None:
+            self._told = await noticed(self._js, store, key)
+        told = self._told
 
         def untold() -> list[LedgerEntry]:
             erasure_log.invalidate()
@@ -419,20 +420,24 @@ class CheckpointPublisher:
             ledger = erasure_log.ledger_now()
             if ledger is None:
                 return []
-            return [e for e in ledger.entries if told_to < e.position <= position]
+            return [e for e in ledger.entries if e.position <= position and e.key not in told]
 
         entries = await asyncio.to_thread(untold)
+        if not entries:
+            return
         try:
             await tell(self._js, entries, key, store)
         except HeldBack as e:
-            # told again at a later step, from where the current key's notices stop
+            # told again at a later step (what this step told is read back from the stream)
             log.info("audit.erasure_told_later", position=e.position)
-            self._told_to = None
+            self._told = None
             return
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
+            # some may have gone out before the failure: read back at the next step
             log.error("audit.erasures_not_told", error=type(e).__name__, position=position)
+            self._told = None
             return
-        self._told_to = max(told_to, position)
+        told.update(e.key for e in entries)
 
     async def step(self) -> AuditCheckpointV1 | None:
         """Look at the head once; sign and publish it if the policy says so."""

@@ -15,11 +15,13 @@ case's data): the position is the notice's own word. So the checkpoint publisher
 under the current key, every erasure of the ledger that no notice under the current key has
 told yet: after a rotation its first run tells them all again (one JetStream still
 remembers by its message id, told within two minutes before, goes out once that window has
-passed), and ``learn-erasures`` reads
-the current key's notices only. Notices under a retired key held here are passed over (an
-info line); a notice under no key held is forged (an error line). Where the telling resumes
-is the last notice the current key made, never merely the last message on the subject
-(a junk notice for a far position stopped every later telling).
+passed), and ``learn-erasures`` reads the current key's notices only. Notices under a
+retired key held here are passed over (an info line); a notice under no key held is forged
+(an error line). What is left to tell is
+every erasure of the ledger the current key has no notice of, one by one, never "after the
+last position told" (a telling stopped between two subjects of one erasure lost the second
+for good) nor after the last message on the subject (a junk notice for a far position
+stopped every later telling).
 """
 
 from __future__ import annotations
@@ -128,15 +130,21 @@ async def _notices(js: JetStreamContext) -> AsyncIterator[AuditErasureNoticeV1]:
             continue
 
 
-async def last_noticed(js: JetStreamContext, store: str, key: WriterKey) -> int:
-    """The position of the last erasure ``key`` told for ``store`` (0: none; then every
-    erasure is told again under it, as after a rotation)."""
-    last = 0
+async def noticed(
+    js: JetStreamContext, store: str, key: WriterKey
+) -> set[tuple[int, UUID, str, bytes]]:
+    """The erasures (``LedgerEntry.key``) that ``key`` told for ``store`` (empty: none; then
+    every erasure is told again under it, as after a rotation).
+
+    A set, not the last position told: one erasure event erases several subjects at one
+    position, and a telling stopped between two of them (a publish timing out, or one held
+    back by the duplicate window) must resume with the one left, not after the position."""
+    seen: set[tuple[int, UUID, str, bytes]] = set()
     async for notice in _notices(js):
         entry, _ = judge(notice, key, {}, store)
         if entry is not None:
-            last = max(last, entry.position)
-    return last
+            seen.add(entry.key)
+    return seen
 
 
 async def tell(js: JetStreamContext, entries: list[LedgerEntry], key: WriterKey, store: str) -> int:

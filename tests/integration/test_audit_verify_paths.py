@@ -125,9 +125,7 @@ DAMAGES: dict[str, Damaging] = {
 
 
 @pytest.mark.parametrize("damage", list(DAMAGES))
-def test_damage_is_named_the_same_way_by_both_paths(
-    store: ComplaintMechanism, damage: str
-) -> None:
+def test_damage_is_named_the_same_way_by_both_paths(store: ComplaintMechanism, damage: str) -> None:
     dba = Dba(store)
     before = positions(store)
     assert len(before) > 160

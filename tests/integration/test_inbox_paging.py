@@ -523,11 +523,8 @@ def index_names(db: ReadModelDb) -> set[str]:
         return {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'index'")}
     return {
         r[0]
-        for r in db.execute(
-            "SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()"
-        )
+        for r in db.execute("SELECT indexname FROM pg_indexes WHERE schemaname = current_schema()")
     }
-
 
 
 def test_one_case_is_three_look_ups_by_its_key(feed: StoreFeed) -> None:

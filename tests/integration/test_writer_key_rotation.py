@@ -417,14 +417,19 @@ def _tell(app: ComplaintMechanism, settings: Settings, url: str) -> None:
     later step, as its next step would: held back (JetStream's duplicate window still
     remembers its id from an older key's notice) or not told (a publish timing out on a
     loaded machine)."""
-    key = load_signing_key(settings)
     later = {"audit.erasure_told_later", "audit.erasures_not_told"}
     for _ in range(50):
         with structlog.testing.capture_logs() as logs:
-            assert asyncio.run(checkpoint_once(app, key, url, nats_options={})) is not None
+            _tell_once(app, settings, url)
         if not any(e["event"] in later for e in logs):
             return
     raise AssertionError("erasures were left for a later step fifty times")
+
+
+def _tell_once(app: ComplaintMechanism, settings: Settings, url: str) -> None:
+    """One step of a (re)started checkpoint publisher: it signs the head and tells."""
+    key = load_signing_key(settings)
+    assert asyncio.run(checkpoint_once(app, key, url, nats_options={})) is not None
 
 
 def _forge(url: str, notices: list[AuditErasureNoticeV1]) -> None:
