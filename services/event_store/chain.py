@@ -21,6 +21,7 @@ in the same transaction; a new store's first commit draws the random part of its
 from __future__ import annotations
 
 import binascii
+import functools
 import hashlib
 import secrets
 import threading
@@ -466,8 +467,20 @@ class _MarkedWrites:
         return self.writer_problem
 
 
+_uuid_of = functools.lru_cache(maxsize=1 << 16)(UUID)
+"""``UUID(text)``, cached: a batch of the log holds each aggregate's id many times."""
+
+
 class ChainedSQLiteRecorder(_MarkedWrites, SQLiteApplicationRecorder):
     """SQLite application recorder that links every event it inserts into the chain."""
+
+    def convert_originator_id(self, originator_id: str) -> UUID | str:
+        """A stored id as the library makes it, from a cache: a log read in batches (the
+        relay, the audit) meets each aggregate's id once per event, and making a ``UUID``
+        of its text is about a tenth of the relay's translating (UUIDs are immutable)."""
+        if self.datastore.originator_id_type == "uuid":
+            return _uuid_of(originator_id)
+        return originator_id
 
     def construct_create_table_statements(self) -> list[str]:
         events = self.events_table_name

@@ -50,7 +50,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import functools
 import threading
 import time
@@ -801,7 +800,7 @@ class Relay:
                     raise
                 except Exception as e:
                     return Poison(item.position, item.topic, type(e).__name__)
-                self._pending[i] = dataclasses.replace(item, share=share)
+                self._pending[i] = item._replace(share=share)
         return None
 
     async def _send(

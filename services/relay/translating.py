@@ -25,8 +25,8 @@ import re
 import signal
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
 
 import structlog
 from eventsourcing.persistence import Notification
@@ -85,9 +85,12 @@ class Poison:
     error: str
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """One translated event, ready to publish."""
+class Outgoing(NamedTuple):
+    """One translated event, ready to publish.
+
+    A named tuple, not a dataclass: a translating process sends every one of them to the
+    relay's process (``Batch``), and a tuple is pickled and unpickled in about half the time
+    of a dataclass, and made in less (on a backlog, a few microseconds of each message's)."""
 
     position: int
     previous: int
@@ -96,11 +99,11 @@ class Outgoing:
     payload: bytes
     share: Share | None = None
     """The sealed share of a custody step that shares personal data with another agency."""
-    step: Any = field(default=None, compare=False, repr=False)
+    step: Any = None
     """The sharing step's domain event, to seal its share again right before it is sent."""
-    erasure: Any = field(default=None, compare=False, repr=False)
+    erasure: Any = None
     """A case's erasure event: what was shared of the case is withdrawn once it is stored."""
-    topic: str = field(default="", compare=False)
+    topic: str = ""
     """The stored event's topic (for a stall's record)."""
 
 
