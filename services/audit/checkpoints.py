@@ -66,7 +66,7 @@ from contracts.audit import (
 from services.application.mechanism import ComplaintMechanism
 from services.audit import tree as merkle_tree
 from services.audit.custody import signable_head
-from services.audit.erasure_notices import HeldBack, noticed, tell
+from services.audit.erasure_notices import noticed, tell
 from services.audit.keys import configured_origin, key_id, load_log_origin, load_signing_key
 from services.audit.metrics import checkpoint_metrics
 from services.audit.note import (
@@ -426,18 +426,17 @@ class CheckpointPublisher:
         if not entries:
             return
         try:
-            await tell(self._js, entries, key, store)
-        except HeldBack as e:
-            # told again at a later step (what this step told is read back from the stream)
-            log.info("audit.erasure_told_later", position=e.position)
-            self._told = None
-            return
+            done, taken = await tell(self._js, entries, key, store)
         except (nats.errors.Error, nats.js.errors.Error, TimeoutError) as e:
             # some may have gone out before the failure: read back at the next step
             log.error("audit.erasures_not_told", error=type(e).__name__, position=position)
             self._told = None
             return
-        told.update(e.key for e in entries)
+        told.update(e.key for e in done)
+        for entry in taken:
+            # its message id holds another message: only someone who had this key's MAC of
+            # it before it was told could have put one there (ids and positions only)
+            log.error("audit.erasure_notice_id_taken", position=entry.position)
 
     async def step(self) -> AuditCheckpointV1 | None:
         """Look at the head once; sign and publish it if the policy says so."""

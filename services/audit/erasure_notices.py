@@ -13,15 +13,14 @@ under a retired key cannot be told apart from one a thief made with a kept copy 
 and a position before its retirement (an attack review did exactly that and erased a live
 case's data): the position is the notice's own word. So the checkpoint publisher tells again,
 under the current key, every erasure of the ledger that no notice under the current key has
-told yet: after a rotation its first run tells them all again (one JetStream still
-remembers by its message id, told within two minutes before, goes out once that window has
-passed), and ``learn-erasures`` reads the current key's notices only. Notices under a
-retired key held here are passed over (an info line); a notice under no key held is forged
-(an error line). What is left to tell is
-every erasure of the ledger the current key has no notice of, one by one, never "after the
-last position told" (a telling stopped between two subjects of one erasure lost the second
-for good) nor after the last message on the subject (a junk notice for a far position
-stopped every later telling).
+told yet: after a rotation its first run tells them all again (each key's notice of an
+erasure has a message id of its own, ``message_id``), and ``learn-erasures`` reads the
+current key's notices only. Notices under a retired key held here are passed over (an info
+line); a notice under no key held is forged (an error line). What is left to tell is every
+erasure of the ledger the current key has no notice of, one by one, never "after the last
+position told" (a telling stopped between two subjects of one erasure lost the second for
+good) nor after the last message on the subject (a junk notice for a far position stopped
+every later telling).
 """
 
 from __future__ import annotations
@@ -117,10 +116,14 @@ async def _notices(js: JetStreamContext) -> AsyncIterator[AuditErasureNoticeV1]:
     """Every notice on the audit stream, oldest first (what cannot be decoded is passed
     over)."""
     sequence, read = 1, 0
-    while read < MAX_NOTICES:
+    while True:
         try:
             msg = await js.get_msg(AUDIT_STREAM, sequence, ERASURE_NOTICE_SUBJECT, next=True)
         except nats.js.errors.NotFoundError:
+            return
+        if read == MAX_NOTICES:
+            # never silently: the notices after are not read (a flood on the audit stream)
+            log.error("audit.erasure_notices_cut", read=read, next_sequence=sequence)
             return
         read += 1
         sequence = (msg.seq or sequence) + 1
@@ -137,8 +140,8 @@ async def noticed(
     every erasure is told again under it, as after a rotation).
 
     A set, not the last position told: one erasure event erases several subjects at one
-    position, and a telling stopped between two of them (a publish timing out, or one held
-    back by the duplicate window) must resume with the one left, not after the position."""
+    position, and a telling stopped between two of them (a publish timing out) must resume
+    with the one left, not after the position."""
     seen: set[tuple[int, UUID, str, bytes]] = set()
     async for notice in _notices(js):
         entry, _ = judge(notice, key, {}, store)
@@ -147,37 +150,45 @@ async def noticed(
     return seen
 
 
-async def tell(js: JetStreamContext, entries: list[LedgerEntry], key: WriterKey, store: str) -> int:
-    """Publish a notice of each entry, in order; how many."""
+def message_id(store: str, notice: AuditErasureNoticeV1) -> str:
+    """A notice's ``Nats-Msg-Id``: the store and the first half of its MAC. Each key's
+    notice of each erasure has its own (a notice told again under a new key is not dropped
+    as a duplicate of the old key's), and nobody without the key can take one before it is
+    told. (Until December 2026 it was the store, position, record and subject, which anyone
+    reading the stream could work out: one old notice replayed under its id after a rotation,
+    once per duplicate window, held back every telling for good, an attack review found.)"""
+    return f"{store}:erasure:{notice.mac[:32]}"
+
+
+async def tell(
+    js: JetStreamContext, entries: list[LedgerEntry], key: WriterKey, store: str
+) -> tuple[list[LedgerEntry], list[LedgerEntry]]:
+    """Publish a notice of each entry, in order: (those told, those whose message id the
+    stream holds for another message: none, unless someone had the key's MAC before it was
+    told). A notice dropped as a duplicate is told if the message kept under its id is the
+    same notice (told within JetStream's duplicate window before: a publish whose answer was
+    lost)."""
+    done: list[LedgerEntry] = []
+    taken: list[LedgerEntry] = []
     for entry in sorted(entries):
-        msg_id = f"{store}:erasure:{entry.position}:{entry.scope}:{entry.subject}"
+        notice = notice_of(entry, key, store)
         ack = await js.publish(
             ERASURE_NOTICE_SUBJECT,
-            encode_erasure_notice(notice_of(entry, key, store)),
+            encode_erasure_notice(notice),
             stream=AUDIT_STREAM,
-            headers={"Nats-Msg-Id": msg_id},
+            headers={"Nats-Msg-Id": message_id(store, notice)},
         )
         if ack.duplicate:
-            # Dropped as a duplicate of a message of the same id told within JetStream's
-            # duplicate window: fine if ``key`` made it, not if an older key did (a telling
-            # again right after a rotation): then told once the window has passed.
             kept = await js.get_msg(AUDIT_STREAM, ack.seq)
             try:
                 first = decode_erasure_notice(kept.data or b"")
             except (msgspec.DecodeError, msgspec.ValidationError):
                 first = None
-            if first is None or judge(first, key, {}, store)[0] is None:
-                raise HeldBack(entry.position)
-    return len(entries)
-
-
-class HeldBack(Exception):
-    """An erasure not told again under the current key yet: JetStream still remembers its
-    message id from a notice under an older key (its duplicate window, two minutes)."""
-
-    def __init__(self, position: int) -> None:
-        super().__init__(f"erasure at position {position} told again once the window passes")
-        self.position = position
+            if first is None or judge(first, key, {}, store)[0] != entry:
+                taken.append(entry)
+                continue
+        done.append(entry)
+    return done, taken
 
 
 async def told(

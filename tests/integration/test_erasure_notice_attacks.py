@@ -1,14 +1,19 @@
 """Attacks on the erasure notices of the audit stream (ADR 23, ADR 26), found by an attack
 review: a thief of a retired writer key backdating notices to erase a live case, and a junk
-notice for a far position stopping every later telling; and a telling cut between two
-subjects of one erasure (found as a flaky property test). Each failed before the fix."""
+notice for a far position stopping every later telling, an old notice replayed under its
+message id holding back every telling after a rotation, two erasures sharing one message id,
+a flood cutting the reading silently; and a telling cut between two subjects of one erasure
+(found as a flaky property test). Each failed before the fix."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
+import nats
 import pytest
 import structlog
 from hypothesis import HealthCheck, example, given
@@ -17,12 +22,19 @@ from hypothesis import strategies as st
 from nats.js.client import JetStreamContext
 from typer.testing import CliRunner
 
-from contracts.audit import ERASURE_NOTICE_SUBJECT, AuditErasureNoticeV1
+from contracts.audit import (
+    AUDIT_STREAM,
+    ERASURE_NOTICE_SUBJECT,
+    AuditErasureNoticeV1,
+    decode_erasure_notice,
+)
 from domain.personal_data import DataSubject
-from services.audit.erasure_notices import notice_of
+from services.audit import erasure_notices
+from services.audit.checkpoints import ensure_audit_stream
+from services.audit.erasure_notices import notice_of, noticed, tell, told
 from services.bootstrap import complaint_mechanism
 from services.cli.main import cli
-from services.event_store.custody import load_writer_key
+from services.event_store.custody import WriterKey, load_writer_key
 from services.event_store.personal_data.erasure_ledger import LedgerEntry
 from services.nats.server import EmbeddedNats
 from services.settings import Settings
@@ -185,3 +197,122 @@ def test_a_telling_cut_between_two_subjects_of_one_erasure_tells_the_rest_later(
         )
     assert learnt.exit_code == 0, learnt.output
     assert _told(learnt.output) == len(ledger.entries), learnt.output
+
+
+async def _on_audit_stream(url: str, work: Any) -> Any:
+    """``work(js)`` on a connection to the audit stream (made by the checkpoint publisher)."""
+    nc = await nats.connect(url)
+    try:
+        return await work(nc.jetstream())
+    finally:
+        await nc.close()
+
+
+def test_an_old_notice_replayed_under_its_message_id_holds_back_no_telling_after_a_rotation(
+    tmp_path: Path,
+) -> None:
+    """An attack review: the message id was the store, position, record and subject, which
+    anyone reading the stream could work out. After a rotation, the first telling under the
+    new key was dropped as a duplicate of the old key's notice and held back; replaying the
+    old notice under its id once per duplicate window (the production window: two minutes)
+    held back every telling for good, the erasures after the rotation too."""
+    data = tmp_path / "data"
+    settings = Settings(data_dir=data, event_store=f"sqlite:///{data / 'events.sqlite3'}")
+    with EmbeddedNats(data / "nats") as server:
+        app = complaint_mechanism(settings)
+        try:
+            build_network(app, T0 - timedelta(days=1))
+            erase_everyone(app, complaint(app, "CANARY-before", at=1), at=10)
+            _tell(app, settings, server.url)  # told under the key the rotation retires
+        finally:
+            app.close()
+        rotate(settings)
+
+        async def replay(js: Any) -> None:
+            """Whoever can publish on the audit stream, without the writer key: each old
+            notice again, under the message id it had."""
+            sequence = 1
+            while True:
+                try:
+                    msg = await js.get_msg(
+                        AUDIT_STREAM, sequence, ERASURE_NOTICE_SUBJECT, next=True
+                    )
+                except nats.js.errors.NotFoundError:
+                    return
+                sequence = msg.seq + 1
+                n = decode_erasure_notice(msg.data)
+                await js.publish(
+                    ERASURE_NOTICE_SUBJECT,
+                    msg.data,
+                    stream=AUDIT_STREAM,
+                    headers={
+                        "Nats-Msg-Id": f"{n.store}:erasure:{n.position}:{n.record}:{n.subject}"
+                    },
+                )
+
+        app = complaint_mechanism(settings)
+        try:
+            erase_everyone(app, complaint(app, "CANARY-after", at=20), at=30)
+            ledger = app.data_keys.log.ledger_now()  # type: ignore[union-attr]
+            assert ledger is not None
+            asyncio.run(_on_audit_stream(server.url, replay))
+            # when the checkpoint publisher runs once under the new key
+            with structlog.testing.capture_logs() as logs:
+                _tell_once(app, settings, server.url)
+        finally:
+            app.close()
+        learnt = CliRunner().invoke(
+            cli, ["audit", "learn-erasures"], env=_env(settings, server.url)
+        )
+    # then it told every erasure, before and after the rotation, and said nothing was left
+    assert not [e for e in logs if e["log_level"] == "error"], logs
+    assert learnt.exit_code == 0, learnt.output
+    assert _told(learnt.output) == len(ledger.entries) > 0, learnt.output
+
+
+def test_two_erasures_of_one_subject_at_one_position_are_both_told(tmp_path: Path) -> None:
+    """After a rollback, another event may take an erased event's position (the ledger tells
+    the two apart by their link): the second erasure's notice had the first's message id, was
+    dropped as its duplicate, and taken for told."""
+    key, store, record = WriterKey(b"k" * 32), "0123456789abcdef", uuid4()
+    first = LedgerEntry(5, record, "survivor", 1, b"\x01" * 32)
+    second = LedgerEntry(5, record, "survivor", 2, b"\x02" * 32)
+    with EmbeddedNats(tmp_path / "nats") as server:
+
+        async def both(js: Any) -> Any:
+            await ensure_audit_stream(js)
+            told_first = await tell(js, [first], key, store)
+            told_second = await tell(js, [second], key, store)
+            return told_first, told_second, await noticed(js, store, key)
+
+        told_first, told_second, seen = asyncio.run(_on_audit_stream(server.url, both))
+        learnt = asyncio.run(told(server.url, {}, {}, key, store))
+    assert seen == {first.key, second.key}
+    assert learnt == [first, second]
+    assert (told_first, told_second) == (([first], []), ([second], []))
+
+
+def test_a_flood_on_the_audit_stream_never_cuts_the_reading_silently(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The notices are read up to a bound (a million); a flood of junk past it hid every later
+    notice without a word."""
+    monkeypatch.setattr(erasure_notices, "MAX_NOTICES", 20)  # stands for the million
+    key, store = WriterKey(b"k" * 32), "0123456789abcdef"
+    genuine = LedgerEntry(7, uuid4(), "survivor", 1, b"\x07" * 32)
+    with EmbeddedNats(tmp_path / "nats") as server:
+
+        async def flood(js: Any) -> Any:
+            await ensure_audit_stream(js)
+            for _ in range(25):
+                await js.publish(ERASURE_NOTICE_SUBJECT, b"junk", stream=AUDIT_STREAM)
+            await tell(js, [genuine], key, store)
+            with structlog.testing.capture_logs() as logs:
+                seen = await noticed(js, store, key)
+            return seen, logs
+
+        seen, logs = asyncio.run(_on_audit_stream(server.url, flood))
+    assert seen == set()  # the bound holds ...
+    assert [e["event"] for e in logs if e["log_level"] == "error"] == [
+        "audit.erasure_notices_cut"  # ... and says so
+    ]
