@@ -183,7 +183,7 @@ COSIGNATURE_HEADERS: Final[dict[str, Any]] = {
 """Headers of a cosignature (``CBCM_AUDIT``): the network's witness publishes into the stream,
 an agency's on core NATS from its own account (no header)."""
 
-ERASURE_MSG_ID_PATTERN: Final = f"^{_STORE}:erasure:{_POSITION}:[^:]+:[^:]+$"
+ERASURE_MSG_ID_PATTERN: Final = f"^{_STORE}:erasure:[0-9a-f]{{32}}$"
 
 ERASURE_HEADERS: Final[dict[str, Any]] = {
     "type": "object",
@@ -193,8 +193,9 @@ ERASURE_HEADERS: Final[dict[str, Any]] = {
             "type": "string",
             "pattern": ERASURE_MSG_ID_PATTERN,
             "description": (
-                "<store-id>:erasure:<position>:<scope>:<subject>, the position that of the "
-                f"erasure event; {_STORE_ID}. One notice per erasure."
+                "<store-id>:erasure:<the first 32 hex characters of the notice's mac>; "
+                f"{_STORE_ID}. One id per writer key and erasure: a notice told again under a "
+                "new key is a new message, and nobody without the key can take its id first."
             ),
         },
         EXPECTED_STREAM_HEADER: _expected_stream(AUDIT_STREAM),

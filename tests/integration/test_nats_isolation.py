@@ -25,7 +25,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import nats
 import nats.errors
@@ -48,6 +47,7 @@ from contracts.audit import (
     agency_cosignature_subject,
     decode_checkpoint,
     decode_cosignature,
+    decode_erasure_notice,
     encode_cosignature,
 )
 from contracts.statistics import decode_release
@@ -1284,7 +1284,7 @@ async def test_an_agencys_cosignature_and_an_erasure_notice_carry_the_documented
         run_witness(settings, stop, network.url, db_path=book_path, name=A, identity=log)
     )
 
-    async def audit_messages() -> list[tuple[str, dict[str, str]]]:
+    async def audit_messages() -> list[tuple[str, dict[str, str], bytes]]:
         nc = await nats.connect(network.url, **network.options("audit-checkpoint"))
         try:
             js = nc.jetstream()
@@ -1295,7 +1295,7 @@ async def test_an_agencys_cosignature_and_an_erasure_notice_carry_the_documented
                     raw = await js.get_msg(AUDIT_STREAM, seq)
                 except nats.js.errors.NotFoundError:
                     continue
-                out.append((str(raw.subject), dict(raw.headers or {})))
+                out.append((str(raw.subject), dict(raw.headers or {}), raw.data or b""))
             return out
         finally:
             await nc.close()
@@ -1304,7 +1304,7 @@ async def test_an_agencys_cosignature_and_an_erasure_notice_carry_the_documented
         if witness.done():
             witness.result()
             raise AssertionError("the witness stopped")
-        subjects = [s for s, _ in await audit_messages()]
+        subjects = [s for s, _, _ in await audit_messages()]
         cosignature = agency_cosignature_subject(A)
         return cosignature in subjects and (
             len(subjects) - 1 - subjects[::-1].index(cosignature)
@@ -1320,30 +1320,27 @@ async def test_an_agencys_cosignature_and_an_erasure_notice_carry_the_documented
     # when the stored messages are read back with their headers
     stored = await audit_messages()
     strict = strict_headers()
-    notices = [h for s, h in stored if s == ERASURE_NOTICE_SUBJECT]
-    cosignatures = [h for s, h in stored if s == agency_cosignature_subject(A)]
+    notices = [(h, decode_erasure_notice(d)) for s, h, d in stored if s == ERASURE_NOTICE_SUBJECT]
+    cosignatures = [h for s, h, _ in stored if s == agency_cosignature_subject(A)]
 
     # then an agency's cosignature carries no header at all, as documented
     assert cosignatures and all(h == {} for h in cosignatures)
     assert [str(e) for e in strict[component_key(COSIGNATURE_SCHEMA)].iter_errors({})] == []
-    # ... and each erasure notice exactly Nats-Msg-Id <store>:erasure:<position>:<scope>:<subject>
-    # and Nats-Expected-Stream, one per erased key of this erasure (the case's and its records')
-    ours = [
-        h for h in notices if h["Nats-Msg-Id"].startswith(f"{store}:erasure:{erased.position}:")
-    ]
+    # ... and each erasure notice exactly Nats-Msg-Id <store>:erasure:<32 hex of its MAC> and
+    # Nats-Expected-Stream, one per erased key of this erasure (the case's and its records')
+    ours = [(h, n) for h, n in notices if n.position == erased.position]
     assert ours
-    for headers in ours:
+    for headers, notice in ours:
         assert set(headers) == {"Nats-Msg-Id", "Nats-Expected-Stream"}
         assert headers["Nats-Expected-Stream"] == AUDIT_STREAM
-        _, word, position, scope, subject = headers["Nats-Msg-Id"].split(":")
-        assert (word, int(position), subject) == ("erasure", erased.position, "complainant")
-        UUID(scope)
+        assert headers["Nats-Msg-Id"] == f"{store}:erasure:{notice.mac[:32]}"
+        assert notice.subject == "complainant"
         errors = strict[component_key(ERASURE_NOTICE_SCHEMA)].iter_errors(headers)
         assert [str(e) for e in errors] == []
-    assert str(case.id) in {h["Nats-Msg-Id"].split(":")[3] for h in ours}
+    assert str(case.id) in {n.record for _, n in ours}
     # ... which is what the integrator guide says of them
     guide = GUIDE.read_text()
     said = " ".join(guide.split("Cosignatures carry only", 1)[1].split("**Positions.**")[0].split())
     assert "or nothing (an agency's witness" in said
-    assert "carry `Nats-Msg-Id: <store-id>:erasure:<position>:<scope>:<subject>` and" in said
+    assert "carry `Nats-Msg-Id: <store-id>:erasure:<32 hex of the notice's MAC>` and" in said
     assert "`Nats-Expected-Stream`" in said
