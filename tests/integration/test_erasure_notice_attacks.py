@@ -59,6 +59,13 @@ def _env(settings: Settings, url: str) -> dict[str, str]:
     }
 
 
+def _learn_with_ledger_lost(settings: Settings, url: str) -> Any:
+    """``cbcm audit learn-erasures`` on a host whose erasure ledger is lost."""
+    for f in (settings.data_dir / "keys").glob("erasures-*"):
+        f.unlink()
+    return CliRunner().invoke(cli, ["audit", "learn-erasures"], env=_env(settings, url))
+
+
 def _told(output: str) -> int:
     return int(output.split(" erasure(s) told", maxsplit=1)[0].rsplit(maxsplit=1)[-1])
 
@@ -130,11 +137,7 @@ def test_a_junk_notice_for_a_far_position_stops_no_later_telling(tmp_path: Path)
         finally:
             app.close()
         # when a host whose erasure ledger is lost learns the erasures back
-        for f in (data / "keys").glob("erasures-*"):
-            f.unlink()
-        learnt = CliRunner().invoke(
-            cli, ["audit", "learn-erasures"], env=_env(settings, server.url)
-        )
+        learnt = _learn_with_ledger_lost(settings, server.url)
     # then the erasure made after the junk was told, and is learnt
     assert learnt.exit_code == 0, learnt.output
     assert _told(learnt.output) > 0, learnt.output
@@ -190,11 +193,7 @@ def test_a_telling_cut_between_two_subjects_of_one_erasure_tells_the_rest_later(
         finally:
             app.close()
         # then a host whose erasure ledger is lost learns every subject of the erasure back
-        for f in (data / "keys").glob("erasures-*"):
-            f.unlink()
-        learnt = CliRunner().invoke(
-            cli, ["audit", "learn-erasures"], env=_env(settings, server.url)
-        )
+        learnt = _learn_with_ledger_lost(settings, server.url)
     assert learnt.exit_code == 0, learnt.output
     assert _told(learnt.output) == len(ledger.entries), learnt.output
 
