@@ -601,8 +601,7 @@ def _items(db: ReadModelDb, rows: list[Row], now: datetime) -> tuple[InboxItem, 
 def _actions_of_cases(db: ReadModelDb, ids: list[str]) -> dict[str, tuple[PendingAction, ...]]:
     found: dict[str, list[PendingAction]] = {}
     for r in db.execute(
-        "SELECT case_id, action, due_at, since FROM inbox_actions"
-        f" WHERE case_id IN ({_in(ids)})",
+        f"SELECT case_id, action, due_at, since FROM inbox_actions WHERE case_id IN ({_in(ids)})",
         ids,
     ):
         found.setdefault(str(r["case_id"]), []).append(
@@ -630,9 +629,7 @@ def inbox(
     items: list[InboxItem] = []
     after = None
     while True:
-        page = inbox_page(
-            db, agency, focal_point=focal_point, now=now, after=after, limit=PAGE_MAX
-        )
+        page = inbox_page(db, agency, focal_point=focal_point, now=now, after=after, limit=PAGE_MAX)
         items += page.items
         if page.next_cursor is None:
             return items
