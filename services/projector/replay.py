@@ -68,6 +68,14 @@ def rebuild_consumer_config(name: str) -> ConsumerConfig:
     )
 
 
+UNANSWERED_FOR = 30.0
+"""Seconds a pull request nobody answers (503) is asked again before the rebuild fails."""
+
+
+class _Unanswered(ReadFailed):
+    """A pull request nobody answered (503): asked again for a while."""
+
+
 class PullReader:
     """Batches of a pull consumer, one request at a time (module docstring)."""
 
@@ -129,9 +137,27 @@ class PullReader:
 
     async def fetch(self, n: int) -> list[Msg]:
         """Up to ``n`` messages, in stream order: ``n`` unless the server ended the request
-        first (it had fewer before ``EXPIRES``). ``ReadFailed`` if it sent none at all."""
+        first (it had fewer before ``EXPIRES``). ``ReadFailed`` if it sent none at all.
+
+        A request nobody answered (503) is asked again for up to ``UNANSWERED_FOR`` seconds:
+        on a cluster, a consumer just made has no leader for a moment (an election, a node
+        just restarted), and its first request found nobody (`make fault`)."""
         if not 0 < n <= self.batch:
             raise ValueError(f"fetch {n}: between 1 and {self.batch}")
+        loop = asyncio.get_running_loop()
+        until = loop.time() + UNANSWERED_FOR
+        wait = 0.05
+        while True:
+            try:
+                return await self._fetch(n)
+            except _Unanswered as e:
+                if loop.time() + wait > until:
+                    raise ReadFailed(f"{e} (for {UNANSWERED_FOR:.0f} s)") from None
+                log.info("projector.rebuild_request_unanswered", consumer=self.name)
+                await asyncio.sleep(wait)
+                wait = min(wait * 2, 1.0)
+
+    async def _fetch(self, n: int) -> list[Msg]:
         self._got, self._wanted, self._status = [], n, None
         self._ended.clear()
         request = {"batch": n, "expires": int(EXPIRES * 1e9)}
@@ -145,9 +171,12 @@ class PullReader:
             ) from None
         got, status = self._got, self._status
         self._got = []
+        if status is not None and status[0] == "503" and not got:
+            # nobody answered: the consumer has no leader yet, or is gone (inactive too long)
+            raise _Unanswered(f"consumer {self.name}: 503 {status[1]}".strip())
         if status is not None and status[0] not in ("404", "408"):
             # 409: the consumer deleted (another rebuild of the same read model), the server's
-            # leader changed...; 503: no such consumer (inactive too long)
+            # leader changed...
             raise ReadFailed(f"consumer {self.name}: {status[0]} {status[1]}".strip())
         if not got:
             raise ReadFailed(f"consumer {self.name}: no message in {EXPIRES:.0f} s")

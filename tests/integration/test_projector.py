@@ -458,6 +458,39 @@ async def test_a_rebuild_held_up_by_its_applying_is_not_outrun_by_the_stream(
     assert while_held == [("cbcm-inbox-rebuild", 2 * batch, len(published) - 2 * batch)]
 
 
+async def test_a_rebuilds_request_nobody_answers_yet_is_asked_again(
+    published: list[Outgoing], server: EmbeddedNats
+) -> None:
+    """Found by `make fault` (a 3-node cluster, a node stopped and back): a rebuild's first
+    pull request came back 503, nobody answered, because the consumer just made had no leader
+    yet, and the rebuild failed at once ("could not read the stream after sequence 0"). Here
+    the consumer is gone when the request is sent and comes back while the rebuild asks."""
+    await publish(server.url, published[:20])
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        reader = replay.PullReader(nc, "cbcm-inbox-rebuild", batch=8)
+        await reader.open()
+        await js.delete_consumer(STREAM, reader.name)  # no leader, nobody to answer
+        with structlog.testing.capture_logs() as logs:
+            fetching = asyncio.create_task(reader.fetch(8))
+
+            async def unanswered() -> bool:
+                return fetching.done() or any(
+                    e["event"] == "projector.rebuild_request_unanswered" for e in logs
+                )
+
+            await wait_until(unanswered, DEADLINE, "a pull request nobody answered")
+            # when the consumer has a leader again
+            await js.add_consumer(STREAM, replay.rebuild_consumer_config(reader.name))
+            got = await asyncio.wait_for(fetching, DEADLINE)
+        # then the rebuild reads on, from the stream's start
+        assert [m.metadata.sequence.stream for m in got] == list(range(1, 9))
+        await reader.close()
+    finally:
+        await nc.close()
+
+
 async def test_events_delivered_again_are_not_applied_twice(
     published: list[Outgoing], server: EmbeddedNats, read_model_places: Places
 ) -> None:
