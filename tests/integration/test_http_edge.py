@@ -118,7 +118,10 @@ def test_rotating_x_forwarded_for_from_an_unlisted_peer_does_not_pass_the_intake
     world: World,
 ) -> None:
     # given the API with no trusted proxy (the default), a limit of 2 web-form complaints
-    with served(world.api) as (host, port), httpx.Client(base_url=f"http://{host}:{port}") as c:
+    with (
+        served(world.api) as (host, port),
+        httpx.Client(base_url=f"http://{host}:{port}", timeout=ANSWER_WITHIN) as c,
+    ):
         # when one peer sends each complaint under a new forged client address
         statuses = [
             c.post(
@@ -133,7 +136,10 @@ def test_rotating_x_forwarded_for_from_an_unlisted_peer_does_not_pass_the_intake
 def test_rotating_x_forwarded_for_does_not_pass_the_receipt_failure_limit(world: World) -> None:
     # given a per-client limit of 3 failed look-ups; when an unlisted peer guesses codes, each
     # under a new forged address
-    with served(world.api) as (host, port), httpx.Client(base_url=f"http://{host}:{port}") as c:
+    with (
+        served(world.api) as (host, port),
+        httpx.Client(base_url=f"http://{host}:{port}", timeout=ANSWER_WITHIN) as c,
+    ):
         statuses = [
             c.post(
                 LOOK_UP,
@@ -150,7 +156,7 @@ def test_behind_a_listed_proxy_each_real_client_is_counted_apart(behind_proxy: W
     # given the API behind a listed proxy (127.0.0.1 here), a limit of 2 complaints per client
     with (
         served(behind_proxy.api) as (host, port),
-        httpx.Client(base_url=f"http://{host}:{port}") as c,
+        httpx.Client(base_url=f"http://{host}:{port}", timeout=ANSWER_WITHIN) as c,
     ):
 
         def send(forwarded: str) -> int:
@@ -171,6 +177,11 @@ def test_behind_a_listed_proxy_each_real_client_is_counted_apart(behind_proxy: W
 
 
 # --- 3. body size -------------------------------------------------------------------------------
+
+
+ANSWER_WITHIN = 60.0
+"""Seconds a test's HTTP client waits for an answer (httpx's default, 5 s, passed on a
+machine running two suites at once: a wait, never what a test asserts)."""
 
 
 def read_answer(sock: socket.socket, timeout: float = 10) -> bytes:
@@ -406,7 +417,7 @@ def test_a_client_trickling_its_request_head_is_cut_off(world: World) -> None:
             # then the server closes the connection, without an answer, long before 30 s
             assert closed, "the server kept a trickling connection open"
         # and a client that sends its request at once is served as usual
-        with httpx.Client(base_url=f"http://{host}:{port}") as client:
+        with httpx.Client(base_url=f"http://{host}:{port}", timeout=ANSWER_WITHIN) as client:
             assert client.get("/healthz").status_code == 200
 
 
