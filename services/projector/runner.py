@@ -41,8 +41,10 @@ Rebuild (``rebuild``): drop the tables, replay the whole stream up to its last m
 the start through a pull consumer of the rebuild's own (``services.projector.replay``: one
 batch asked for at a time, so a slow applying holds the server back), committing batch by
 batch with the position (so an interrupted rebuild leaves a consistent prefix the live
-projector can continue). Stop the live projector of that read model while rebuilding: a
-rebuild refuses a file whose lease a projector holds.
+projector can continue). Into PostgreSQL the batches go into a scratch SQLite file of the
+data dir, copied in at the end in one transaction (``services.projector.staging``): an
+interrupted rebuild leaves the read model as it was. Stop the live projector of that read
+model while rebuilding: a rebuild refuses a read model whose lease a projector holds.
 
 Several instances (ADR 9, "Projectors sharing a consumer"): any number of ``cbcm project
 NAME`` processes may run on one read model and its durable consumer. One of them is active:
@@ -103,8 +105,10 @@ from services.nats.client import (
 )
 from services.projector.metrics import ProjectorMetrics
 from services.projector.replay import PullReader, ReadFailed, rebuild_consumer
+from services.projector.staging import copy_stage, stage
 from services.projector.storage import (
     Lease,
+    PostgresReadModelDb,
     ReadModelLease,
     ReadModelStore,
     SqliteReadModel,
@@ -1207,7 +1211,39 @@ async def _rebuild(
     batch: int,
     nats_options: dict[str, Any] | None,
 ) -> int:
-    db = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
+    target = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
+    try:
+        if not isinstance(target, PostgresReadModelDb):
+            position = await _replay(
+                projection, target, nats_url, progress, batch=batch, nats_options=nats_options
+            )
+        else:
+            # into PostgreSQL: made in a scratch SQLite file, then copied in at once (ADR 28
+            # section 7); the read model is left as it was if the rebuild does not end
+            with stage(store.data_dir, projection.name) as scratch:
+                prepare(projection, scratch)
+                staged = await _replay(
+                    projection, scratch, nats_url, progress, batch=batch, nats_options=nats_options
+                )
+                log.info("projector.rebuild_copying", projection=projection.name, position=staged)
+                position = await asyncio.to_thread(copy_stage, projection, scratch, target)
+        log.info("projector.rebuilt", projection=projection.name, position=position)
+        return position
+    finally:
+        close_db(target)
+
+
+async def _replay(
+    projection: Projection,
+    db: ReadModelDb,
+    nats_url: str,
+    progress: Progress | None,
+    *,
+    batch: int,
+    nats_options: dict[str, Any] | None,
+) -> int:
+    """Empty ``db``'s read model and apply the whole stream into it, batch by batch, each
+    committed with its position; returns the last position."""
     nc = await _connect(nats_url, _options(projection, nats_options), reconnect=False)
     try:
         js = nc.jetstream()
@@ -1261,8 +1297,6 @@ async def _rebuild(
                 with contextlib.suppress(BaseException):
                     await applying
             await reader.close()
-        log.info("projector.rebuilt", projection=projection.name, position=position)
         return position
     finally:
         await nc.close()
-        close_db(db)
