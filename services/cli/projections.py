@@ -56,6 +56,7 @@ def projections_rebuild(
 
     from services.projector import projection_named
     from services.projector.runner import ReadModelInUse, rebuild
+    from services.projector.staging import StagingError
     from services.projector.storage import ReadModelStoreError, read_model_store
 
     settings = load_settings()
@@ -81,6 +82,8 @@ def projections_rebuild(
             position = asyncio.run(
                 rebuild(projection_named(name.value), store, nats_url(settings), progress)
             )
+        except StagingError as e:
+            fail(str(e), EXIT_CONFIG)
         except (OSError, nats.errors.Error) as e:
             fail(f"cannot reach NATS at {nats_url(settings)}: {one_line(e)}", EXIT_UNAVAILABLE)
         except ReadModelInUse as e:

@@ -45,7 +45,8 @@ STAGE_PREFIX = ".rebuild-"
 
 
 class StagingError(RuntimeError):
-    """The scratch read model does not match the PostgreSQL one it should replace."""
+    """No scratch file can be made in the data dir, or the scratch read model does not match
+    the PostgreSQL one it should replace."""
 
 
 @contextlib.contextmanager
@@ -56,8 +57,14 @@ def stage(data_dir: Path, name: str) -> Iterator[sqlite3.Connection]:
     Nothing else reads it and a crash loses nothing of value (the rebuild starts again), so
     it is written with no sync and its rollback journal in memory; a rolled-back batch (a
     message the projection cannot take) still rolls back."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    where = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{name}-", dir=data_dir))
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        where = Path(tempfile.mkdtemp(prefix=f"{STAGE_PREFIX}{name}-", dir=data_dir))
+    except OSError as e:
+        raise StagingError(
+            f"a rebuild into PostgreSQL makes its read model in a scratch file of the data dir "
+            f"first, and cannot make one in {data_dir}: {e.strerror or type(e).__name__}"
+        ) from None
     db: sqlite3.Connection | None = None
     try:
         db = sqlite3.connect(

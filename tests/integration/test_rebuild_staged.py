@@ -16,6 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,3 +251,35 @@ def test_a_scratch_read_model_unlike_the_postgresql_one_changes_nothing(
         with pytest.raises(StagingError, match="table vals has columns"):
             copy_stage(Other(), scratch, target)
     assert target.execute("SELECT k, label FROM vals ORDER BY k").fetchall() == before
+
+
+def test_a_rebuild_with_no_room_for_its_scratch_file_says_so_and_changes_nothing(
+    stream: list[Outgoing], places: Places, tmp_path: Path
+) -> None:
+    """``cbcm projections rebuild`` into PostgreSQL when the data dir cannot hold a scratch
+    file (here: it lies under a plain file): a clear message, exit 2, the read model as it
+    was; not "cannot reach NATS" (an ``OSError`` as any other)."""
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    _apply_live(PROJECTIONS["inbox"](), store, stream[:80])
+    before = dump(store)
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")} | {
+        "CBCM_DATA_DIR": str(blocker / "data"),
+        "CBCM_READ_MODEL_STORE": places.schema_url,
+        "CBCM_NATS_URL": "nats://127.0.0.1:9",
+    }
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "cbcm"), "projections", "rebuild", "inbox"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert "scratch file of the data dir" in said and "NATS" not in said, said
+    assert "Traceback" not in said
+    assert dump(store) == before
