@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 from pathlib import Path
 from typing import Annotated
 
@@ -61,6 +62,9 @@ def projections_rebuild(
 
     settings = load_settings()
     configure_logging(settings.log_format, "rebuild")
+    # a stop (systemd's, a container's, timeout's) ends the rebuild as Ctrl-C does: its
+    # clean-up runs (the read model's lease, a rebuild into PostgreSQL's scratch file)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         store = read_model_store(settings, name.value, into=into)
     except ReadModelStoreError as e:

@@ -69,7 +69,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import nats
@@ -105,9 +105,10 @@ from services.nats.client import (
 )
 from services.projector.metrics import ProjectorMetrics
 from services.projector.replay import PullReader, ReadFailed, rebuild_consumer
-from services.projector.staging import copy_stage, stage
+from services.projector.staging import StagingError, check_alike, copy_stage, stage
 from services.projector.storage import (
     Lease,
+    PostgresReadModel,
     PostgresReadModelDb,
     ReadModelLease,
     ReadModelStore,
@@ -139,6 +140,8 @@ MAX_BACKOFF = 5.0
 LEASE_POLL = 0.25
 """Seconds between a standby's attempts to take the read model's lease: the longest a
 takeover waits once the active instance is gone."""
+
+_T = TypeVar("_T")
 
 OnCommit = Callable[[ReadModelDb, int], Awaitable[None] | None]
 
@@ -971,7 +974,7 @@ async def _consume(
     return None
 
 
-async def _in_thread(apply: Callable[..., Applied], *args: Any) -> Applied:
+async def _in_thread(apply: Callable[..., _T], *args: Any) -> _T:
     """Run a batch in a worker thread. If the task is cancelled meanwhile, let the thread
     finish (commit or roll back) before the cancellation goes on, so the connection is
     never closed under a running transaction."""
@@ -1213,20 +1216,35 @@ async def _rebuild(
 ) -> int:
     target = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
     try:
-        if not isinstance(target, PostgresReadModelDb):
+        if not isinstance(store, PostgresReadModel) or not isinstance(target, PostgresReadModelDb):
             position = await _replay(
                 projection, target, nats_url, progress, batch=batch, nats_options=nats_options
             )
         else:
             # into PostgreSQL: made in a scratch SQLite file, then copied in at once (ADR 28
             # section 7); the read model is left as it was if the rebuild does not end
-            with stage(store.data_dir, projection.name) as scratch:
-                prepare(projection, scratch)
-                staged = await _replay(
-                    projection, scratch, nats_url, progress, batch=batch, nats_options=nats_options
-                )
-                log.info("projector.rebuild_copying", projection=projection.name, position=staged)
-                position = await asyncio.to_thread(copy_stage, projection, scratch, target)
+            try:
+                with stage(store.data_dir, store.schema) as scratch:
+                    prepare(projection, scratch)
+                    check_alike(projection, scratch, target)  # before minutes of replay
+                    staged = await _replay(
+                        projection,
+                        scratch,
+                        nats_url,
+                        progress,
+                        batch=batch,
+                        nats_options=nats_options,
+                    )
+                    log.info(
+                        "projector.rebuild_copying", projection=projection.name, position=staged
+                    )
+                    position = await _in_thread(copy_stage, projection, scratch, target)
+            except sqlite3.OperationalError as e:
+                raise StagingError(
+                    f"read model {projection.name}: the rebuild's scratch file in "
+                    f"{store.data_dir} could not be written or read ({e}; is the disk full?); "
+                    "the read model is unchanged"
+                ) from None
         log.info("projector.rebuilt", projection=projection.name, position=position)
         return position
     finally:

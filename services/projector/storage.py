@@ -33,6 +33,7 @@ import hashlib
 import os
 import re
 import socket
+import sqlite3
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -525,6 +526,10 @@ class PostgresReadModel:
         if not isinstance(lease, PostgresLease) or lease.store is not self:
             raise TypeError("a PostgreSQL read model is written on its own lease's session")
         conn = lease.connection
+        if conn.info.server_version >= 140000:
+            # the lease's session idles between batches, through a rebuild's whole replay
+            # into its scratch file: a server's idle_session_timeout must not end it
+            conn.execute("SET idle_session_timeout = 0")
         conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(self.schema)))
         self._in_schema(conn)
         return PostgresReadModelDb(conn)
@@ -644,7 +649,9 @@ def rollback(db: ReadModelDb) -> None:
     if isinstance(db, PostgresReadModelDb):
         with contextlib.suppress(psycopg.OperationalError, psycopg.InterfaceError):
             db.execute("ROLLBACK")
-    else:
+    elif not isinstance(db, sqlite3.Connection) or db.in_transaction:
+        # SQLite has rolled back by itself after some errors (a full disk): a ROLLBACK
+        # then fails and would hide the error that matters
         db.execute("ROLLBACK")
 
 

@@ -15,10 +15,16 @@ section 7), attacked:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import json
 import math
 import os
+import resource
+import signal
 import subprocess
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +34,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import services.projector.staging as staging
 from projections.base import Projection, ReadModelDb, set_position
 from projections.inbox import InboxProjection
 from services.nats.server import EmbeddedNats
@@ -283,3 +290,250 @@ def test_a_rebuild_with_no_room_for_its_scratch_file_says_so_and_changes_nothing
     assert "scratch file of the data dir" in said and "NATS" not in said, said
     assert "Traceback" not in said
     assert dump(store) == before
+
+
+# ------------------------------------------------------------------ attack review (ADR 28 §7)
+
+
+def _prepared_target(store: PostgresReadModel) -> tuple[Any, PostgresReadModelDb]:
+    lease = store.lease()
+    assert lease.try_take()
+    target = prepare(PROJECTIONS["inbox"](), store.writer(lease))
+    assert isinstance(target, PostgresReadModelDb)
+    return lease, target
+
+
+def _count(store: PostgresReadModel) -> int:
+    with store.reading() as db:
+        return int(db.execute("SELECT count(*) FROM inbox_cases").fetchone()[0])
+
+
+def test_a_reader_during_the_copy_sees_the_old_read_model_then_the_new_one(
+    stream: list[Outgoing], places: Places, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read whose snapshot is taken while the copy's transaction is open sees the old
+    rows, whole (with the tables dropped and made again in that transaction, it waited for
+    the commit and then saw an empty table)."""
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    _apply_live(PROJECTIONS["inbox"](), store, stream[:200])
+    old = _count(store)
+    lease, target = _prepared_target(store)
+    real_set_position = staging.set_position
+
+    def slow_set_position(db: Any, position: int) -> None:  # the copy takes a while
+        time.sleep(1.5)
+        real_set_position(db, position)
+
+    monkeypatch.setattr(staging, "set_position", slow_set_position)
+    seen: list[int] = []
+    try:
+        with stage(places.tmp_path / "data", store.schema) as scratch:
+            projection = PROJECTIONS["inbox"]()
+            prepare(projection, scratch)
+            apply_batch(projection, scratch, [decode(item.payload) for item in stream])
+            copying = threading.Thread(target=copy_stage, args=(projection, scratch, target))
+            copying.start()
+            while not copying.is_alive():
+                time.sleep(0.01)
+            time.sleep(0.5)  # inside the copy's transaction
+            seen.append(_count(store))
+            copying.join()
+        new = _count(store)
+    finally:
+        target.close()
+        lease.release()
+    assert new > old
+    assert seen == [old]
+
+
+def test_an_inbox_page_read_during_the_copy_neither_waits_nor_fails_the_rebuild(
+    stream: list[Outgoing], places: Places
+) -> None:
+    """An inbox page reads ``inbox_cases`` then ``inbox_actions`` in one transaction; with
+    the tables dropped in the copy's transaction the two waited on each other
+    (``DeadlockDetected``), and the rebuild was the one cancelled."""
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    _apply_live(PROJECTIONS["inbox"](), store, stream[:200])
+    lease, target = _prepared_target(store)
+    errors: list[BaseException] = []
+    started = threading.Event()
+    try:
+        with stage(places.tmp_path / "data", store.schema) as scratch:
+            projection = PROJECTIONS["inbox"]()
+            prepare(projection, scratch)
+            apply_batch(projection, scratch, [decode(item.payload) for item in stream])
+
+            def page() -> None:
+                try:
+                    with store.reading() as db:
+                        db.execute("SELECT * FROM inbox_cases").fetchall()
+                        started.set()
+                        time.sleep(1.0)  # the copy runs meanwhile
+                        db.execute("SELECT * FROM inbox_actions").fetchall()
+                except BaseException as e:
+                    errors.append(e)
+
+            reader = threading.Thread(target=page)
+            reader.start()
+            started.wait(30)
+            try:
+                assert copy_stage(projection, scratch, target) == stream[-1].position
+            finally:
+                reader.join()
+    finally:
+        target.close()
+        lease.release()
+    assert errors == []
+
+
+async def test_a_view_of_an_operators_in_the_schema_does_not_stop_a_rebuild(
+    stream: list[Outgoing], server: EmbeddedNats, places: Places
+) -> None:
+    await publish(server.url, stream)
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    _apply_live(PROJECTIONS["inbox"](), store, stream[:50])
+    with store.connect("operator") as conn:  # a reporting tool's view
+        conn.execute("CREATE VIEW report_now AS SELECT now() AS at")
+    assert await rebuild(PROJECTIONS["inbox"](), store, server.url) == stream[-1].position
+
+
+async def test_a_rebuild_keeps_its_lease_session_through_the_replay(
+    stream: list[Outgoing], server: EmbeddedNats, places: Places, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A server's ``idle_session_timeout`` would end the lease's session, idle while the
+    stream is replayed into the scratch file, and the copy with it."""
+    await publish(server.url, stream)
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    _apply_live(PROJECTIONS["inbox"](), store, stream[:50])
+    monkeypatch.setenv("PGOPTIONS", "-c idle_session_timeout=1500")
+
+    class Slow(InboxProjection):
+        def apply(self, db: ReadModelDb, message: Any) -> None:
+            time.sleep(0.005)
+            super().apply(db, message)
+
+    assert await rebuild(Slow(), store, server.url, batch=64) == stream[-1].position
+
+
+async def test_a_value_postgresql_refuses_is_a_clear_error_and_changes_nothing(
+    stream: list[Outgoing], server: EmbeddedNats, places: Places
+) -> None:
+    """A version past PostgreSQL's INTEGER (the contracts allow 64 bits): the live projector
+    stalls on it; the rebuild says which table, and changes nothing."""
+    items = list(stream)
+    for i in range(len(items) - 1, -1, -1):
+        body = json.loads(items[i].payload)
+        if body["type"].startswith("org.psea.cbcm.case.") and ".received." not in body["type"]:
+            body["data"]["version"] = 2**31
+            items[i] = dataclasses.replace(items[i], payload=json.dumps(body).encode())
+            break
+    await publish(server.url, items)
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    _apply_live(PROJECTIONS["inbox"](), store, stream[:50])
+    before = dump(store)
+    with pytest.raises(StagingError, match="refuses a value of table inbox_cases"):
+        await rebuild(PROJECTIONS["inbox"](), store, server.url)
+    assert dump(store) == before
+    assert _scratch_left(places) == []
+
+
+async def test_what_a_killed_rebuild_left_is_deleted_by_the_next_one(
+    stream: list[Outgoing], server: EmbeddedNats, places: Places
+) -> None:
+    """SIGKILL runs no clean-up: the scratch read model (case data outside PostgreSQL) stays
+    in the data dir until the next rebuild of that schema, which deletes it first."""
+    await publish(server.url, stream)
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    left = places.tmp_path / "data" / f"{STAGE_PREFIX}{store.schema}"
+    left.mkdir(parents=True)
+    (left / "read-model.sqlite").write_bytes(b"what a killed rebuild left")
+    assert await rebuild(PROJECTIONS["inbox"](), store, server.url) == stream[-1].position
+    assert _scratch_left(places) == []
+
+
+async def test_a_stopped_rebuild_leaves_no_scratch_file(
+    stream: list[Outgoing], server: EmbeddedNats, places: Places, tmp_path: Path
+) -> None:
+    """``cbcm projections rebuild`` sent SIGTERM (systemd's, a container's stop) while its
+    scratch file exists: the rebuild ends as on Ctrl-C, its clean-up run. The process is
+    frozen (SIGSTOP) while the file is looked at, so it cannot finish meanwhile."""
+    await publish(server.url, stream)
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    data = tmp_path / "data"
+    scratch = data / f"{STAGE_PREFIX}{store.schema}" / "read-model.sqlite"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")} | {
+        "CBCM_DATA_DIR": str(data),
+        "CBCM_READ_MODEL_STORE": places.schema_url,
+        "CBCM_NATS_URL": server.url,
+    }
+    caught, returncode, said = await asyncio.to_thread(_stop_while_staging, env, scratch)
+    assert caught, "the rebuild never caught with its scratch file"
+    assert returncode != 0, said
+    assert "Traceback" not in said, said
+    assert _scratch_left(places) == [] and not scratch.parent.exists()
+
+
+def _stop_while_staging(env: dict[str, str], scratch: Path) -> tuple[bool, int, str]:
+    """Start a rebuild; when its scratch file exists, freeze it, send SIGTERM, let it go on.
+    Whether it was caught so (it may finish first: tried up to five times), its exit code and
+    what it said."""
+    for _attempt in range(5):
+        process = subprocess.Popen(
+            [str(Path(sys.executable).parent / "cbcm"), "projections", "rebuild", "inbox"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        while process.poll() is None and not scratch.exists():
+            time.sleep(0.002)
+        process.send_signal(signal.SIGSTOP)
+        caught = scratch.exists() and process.poll() is None
+        if caught:
+            process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGCONT)
+        said = process.communicate(timeout=60)[0].decode()
+        if caught:
+            break
+    return caught, process.returncode, said
+
+
+async def test_a_full_disk_under_the_scratch_file_says_so(
+    stream: list[Outgoing], server: EmbeddedNats, places: Places, tmp_path: Path
+) -> None:
+    """Writes past 40 KiB fail, as on a full disk: the rebuild says its scratch file could
+    not be written (SQLite rolls back by itself, and the rebuild's own ROLLBACK then failed,
+    "no transaction is active", and hid the cause)."""
+    await publish(server.url, stream)
+    places("inbox")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")} | {
+        "CBCM_DATA_DIR": str(tmp_path / "data"),
+        "CBCM_READ_MODEL_STORE": places.schema_url,
+        "CBCM_NATS_URL": server.url,
+        "PYTHONDONTWRITEBYTECODE": "1",
+    }
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [str(Path(sys.executable).parent / "cbcm"), "projections", "rebuild", "inbox"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=_small_files,
+    )
+    said = done.stdout + done.stderr
+    assert done.returncode == 2, said
+    assert "scratch file" in said and "is the disk full" in said, said
+    assert "no transaction is active" not in said, said
+    assert "Traceback" not in said, said
+    assert _scratch_left(places) == []
+
+
+def _small_files() -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (40 * 1024, 40 * 1024))
