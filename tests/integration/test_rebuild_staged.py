@@ -52,6 +52,9 @@ from services.projector.storage import PostgresReadModel, PostgresReadModelDb
 from tests.integration.test_projector import Outgoing, demo_stream, publish
 from tests.read_model_places import Places, dump
 
+CBCM = str(Path(sys.executable).parent / "cbcm")
+
+
 START = datetime(2025, 9, 1, tzinfo=UTC)
 
 
@@ -72,6 +75,27 @@ def places(postgres_server_url: str, tmp_path: Path) -> Iterator[Places]:
     made = Places("postgres", tmp_path, postgres_server_url)
     yield made
     made.close()
+
+
+def _env(places: Places, data: Path, nats_url: str) -> dict[str, str]:
+    """The environment of a ``cbcm`` rebuilding into ``places``' schemas."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")} | {
+        "CBCM_DATA_DIR": str(data),
+        "CBCM_READ_MODEL_STORE": places.schema_url,
+        "CBCM_NATS_URL": nats_url,
+    }
+
+
+def _rebuild_inbox(env: dict[str, str], **how: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CBCM, "projections", "rebuild", "inbox"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        **how,
+    )
 
 
 def _scratch_left(places: Places) -> list[Path]:
@@ -111,6 +135,18 @@ async def test_a_rebuild_into_postgresql_holds_what_applying_there_holds(
     assert _scratch_left(places) == []
 
 
+async def _live_prefix(
+    server: EmbeddedNats, stream: list[Outgoing], places: Places, applied: int
+) -> tuple[PostgresReadModel, dict[str, list[tuple[Any, ...]]]]:
+    """The stream published; the inbox in PostgreSQL holding its first ``applied`` messages
+    (as the live projector applies them), and what it holds."""
+    await publish(server.url, stream)
+    store = places("inbox")
+    assert isinstance(store, PostgresReadModel)
+    await asyncio.to_thread(_apply_live, PROJECTIONS["inbox"](), store, stream[:applied])
+    return store, dump(store)
+
+
 class Interrupted(Exception):
     pass
 
@@ -118,11 +154,7 @@ class Interrupted(Exception):
 async def test_an_interrupted_rebuild_leaves_the_postgresql_read_model_as_it_was(
     stream: list[Outgoing], server: EmbeddedNats, places: Places
 ) -> None:
-    await publish(server.url, stream)
-    store = places("inbox")
-    assert isinstance(store, PostgresReadModel)
-    await asyncio.to_thread(_apply_live, PROJECTIONS["inbox"](), store, stream[:200])
-    before = dump(store)
+    store, before = await _live_prefix(server, stream, places, 200)
 
     def stop_after_two_batches(done: int, total: int) -> None:
         if done >= 128:
@@ -141,11 +173,7 @@ async def test_an_interrupted_rebuild_leaves_the_postgresql_read_model_as_it_was
 async def test_a_rebuild_stopped_by_a_message_it_cannot_take_changes_nothing(
     stream: list[Outgoing], server: EmbeddedNats, places: Places
 ) -> None:
-    await publish(server.url, stream)
-    store = places("inbox")
-    assert isinstance(store, PostgresReadModel)
-    await asyncio.to_thread(_apply_live, PROJECTIONS["inbox"](), store, stream[:100])
-    before = dump(store)
+    store, before = await _live_prefix(server, stream, places, 100)
     poisoned = stream[300].position
 
     class Refusing(InboxProjection):
@@ -272,19 +300,7 @@ def test_a_rebuild_with_no_room_for_its_scratch_file_says_so_and_changes_nothing
     before = dump(store)
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")} | {
-        "CBCM_DATA_DIR": str(blocker / "data"),
-        "CBCM_READ_MODEL_STORE": places.schema_url,
-        "CBCM_NATS_URL": "nats://127.0.0.1:9",
-    }
-    done = subprocess.run(
-        [str(Path(sys.executable).parent / "cbcm"), "projections", "rebuild", "inbox"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
+    done = _rebuild_inbox(_env(places, blocker / "data", "nats://127.0.0.1:9"))
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
     assert "scratch file of the data dir" in said and "NATS" not in said, said
@@ -391,10 +407,7 @@ def test_an_inbox_page_read_during_the_copy_neither_waits_nor_fails_the_rebuild(
 async def test_a_view_of_an_operators_in_the_schema_does_not_stop_a_rebuild(
     stream: list[Outgoing], server: EmbeddedNats, places: Places
 ) -> None:
-    await publish(server.url, stream)
-    store = places("inbox")
-    assert isinstance(store, PostgresReadModel)
-    _apply_live(PROJECTIONS["inbox"](), store, stream[:50])
+    store, _ = await _live_prefix(server, stream, places, 50)
     with store.connect("operator") as conn:  # a reporting tool's view
         conn.execute("CREATE VIEW report_now AS SELECT now() AS at")
     assert await rebuild(PROJECTIONS["inbox"](), store, server.url) == stream[-1].position
@@ -405,10 +418,7 @@ async def test_a_rebuild_keeps_its_lease_session_through_the_replay(
 ) -> None:
     """A server's ``idle_session_timeout`` would end the lease's session, idle while the
     stream is replayed into the scratch file, and the copy with it."""
-    await publish(server.url, stream)
-    store = places("inbox")
-    assert isinstance(store, PostgresReadModel)
-    _apply_live(PROJECTIONS["inbox"](), store, stream[:50])
+    store, _ = await _live_prefix(server, stream, places, 50)
     monkeypatch.setenv("PGOPTIONS", "-c idle_session_timeout=1500")
 
     class Slow(InboxProjection):
@@ -468,11 +478,7 @@ async def test_a_stopped_rebuild_leaves_no_scratch_file(
     assert isinstance(store, PostgresReadModel)
     data = tmp_path / "data"
     scratch = data / f"{STAGE_PREFIX}{store.schema}" / "read-model.sqlite"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")} | {
-        "CBCM_DATA_DIR": str(data),
-        "CBCM_READ_MODEL_STORE": places.schema_url,
-        "CBCM_NATS_URL": server.url,
-    }
+    env = _env(places, data, server.url)
     caught, returncode, said = await asyncio.to_thread(_stop_while_staging, env, scratch)
     assert caught, "the rebuild never caught with its scratch file"
     assert returncode != 0, said
@@ -486,7 +492,7 @@ def _stop_while_staging(env: dict[str, str], scratch: Path) -> tuple[bool, int, 
     what it said."""
     for _attempt in range(5):
         process = subprocess.Popen(
-            [str(Path(sys.executable).parent / "cbcm"), "projections", "rebuild", "inbox"],
+            [CBCM, "projections", "rebuild", "inbox"],
             env=env,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
@@ -512,21 +518,8 @@ async def test_a_full_disk_under_the_scratch_file_says_so(
     "no transaction is active", and hid the cause)."""
     await publish(server.url, stream)
     places("inbox")
-    env = {k: v for k, v in os.environ.items() if not k.startswith("CBCM_")} | {
-        "CBCM_DATA_DIR": str(tmp_path / "data"),
-        "CBCM_READ_MODEL_STORE": places.schema_url,
-        "CBCM_NATS_URL": server.url,
-        "PYTHONDONTWRITEBYTECODE": "1",
-    }
-    done = await asyncio.to_thread(
-        subprocess.run,
-        [str(Path(sys.executable).parent / "cbcm"), "projections", "rebuild", "inbox"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        preexec_fn=_small_files,
-    )
+    env = _env(places, tmp_path / "data", server.url) | {"PYTHONDONTWRITEBYTECODE": "1"}
+    done = await asyncio.to_thread(_rebuild_inbox, env, preexec_fn=_small_files)
     said = done.stdout + done.stderr
     assert done.returncode == 2, said
     assert "scratch file" in said and "is the disk full" in said, said
