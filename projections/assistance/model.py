@@ -190,9 +190,10 @@ class AssistanceProjection:
     """Contract messages -> the survivor-assistance tracker tables."""
 
     name = "assistance"
-    schema_version = 2
+    schema_version = 3
     """2: referrals keep the stream position they were made at (``made_position``), which
-    orders referrals made at the same time on either database (1 used SQLite's rowid)."""
+    orders referrals made at the same time on either database (1 used SQLite's rowid).
+    3: 64-bit integers on PostgreSQL (``pg_sql``); a read model made before is replayed."""
 
     def create_tables(self, db: ReadModelDb) -> None:
         for statement in _SCHEMA:

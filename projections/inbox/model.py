@@ -297,7 +297,8 @@ class InboxProjection(CaseRows):
     """Contract messages -> the focal-point inbox tables."""
 
     name = "inbox"
-    schema_version = 1
+    schema_version = 2
+    """2: 64-bit integers on PostgreSQL (``pg_sql``); a read model made before is replayed."""
     table = "inbox_cases"
     policy_table = POLICY_TABLE
     schema = _SCHEMA

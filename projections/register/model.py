@@ -232,7 +232,8 @@ class RegisterProjection(CaseRows):
     """Contract messages -> the case register."""
 
     name = "register"
-    schema_version = 1
+    schema_version = 2
+    """2: 64-bit integers on PostgreSQL (``pg_sql``); a read model made before is replayed."""
     table = TABLE
     policy_table = POLICY_TABLE
     schema = _SCHEMA

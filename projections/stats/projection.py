@@ -149,9 +149,10 @@ class StatisticsProjection:
     suppression threshold, for ``projections.stats.reports``."""
 
     name = "stats"
-    schema_version = 2
+    schema_version = 3
     """2: cases keep their incident area and the network's areas have a table (issue #22);
-    a read model made before is replayed (ADR 16)."""
+    a read model made before is replayed (ADR 16). 3: 64-bit integers on PostgreSQL
+    (``pg_sql``)."""
 
     def create_tables(self, db: ReadModelDb) -> None:
         """Create the model's tables (idempotent)."""

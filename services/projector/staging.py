@@ -170,10 +170,12 @@ def copy_stage(
                     for row in reading.execute(f"SELECT {', '.join(columns)} FROM {table}"):
                         copy.write_row(row)
             except psycopg.errors.DataError as e:
+                # the error's type and code only: its text may quote the value
                 raise StagingError(
                     f"read model {projection.name}: PostgreSQL refuses a value of table "
-                    f"{table} ({e.diag.message_primary}); the rebuild changed nothing. The "
-                    "live projector stops at the message that carries it too"
+                    f"{table} ({type(e).__name__}, SQLSTATE {e.sqlstate}); the rebuild "
+                    "changed nothing. The live projector stops at the message that carries "
+                    "it too"
                 ) from None
         set_position(target, position)
         target.execute("COMMIT")

@@ -274,16 +274,20 @@ def _pg_rows(cursor: psycopg.Cursor[Any]) -> psycopg.rows.RowMaker[PgRow]:
 
 
 _TEXT = re.compile(r"\bTEXT\b")
+_INTEGER = re.compile(r"\bINTEGER\b")
 _DDL_CREATE_TABLE = re.compile(r"^\s*CREATE\s+TABLE\b", re.IGNORECASE)
 
 
 def pg_sql(text: str) -> str:
     """The projections' portable SQL as psycopg takes it: ``?`` -> ``%s`` (a literal ``%``
-    doubled), ``BEGIN IMMEDIATE`` -> ``BEGIN``, and byte-order text in ``CREATE TABLE``."""
+    doubled), ``BEGIN IMMEDIATE`` -> ``BEGIN``, and in ``CREATE TABLE`` byte-order text and
+    64-bit integers (SQLite's ``INTEGER`` holds 64 bits, PostgreSQL's 32: a contract's
+    version past 2^31 stalled a PostgreSQL projector that SQLite's took)."""
     if text.strip().upper() == "BEGIN IMMEDIATE":
         return "BEGIN"
     if _DDL_CREATE_TABLE.match(text):
         text = _TEXT.sub('TEXT COLLATE "C"', text)
+        text = _INTEGER.sub("BIGINT", text)
     return text.replace("%", "%%").replace("?", "%s")
 
 
