@@ -11,7 +11,8 @@ commits.
 The SQL of every projection runs unchanged on SQLite and PostgreSQL: ``?`` parameters (the
 PostgreSQL connection turns them into ``%s``), ``INSERT ... ON CONFLICT DO NOTHING`` rather
 than ``INSERT OR IGNORE``, ``replace_row`` rather than ``INSERT OR REPLACE``, no ``rowid``,
-column types both read alike (``TEXT``, ``INTEGER``, ``BIGINT``, ``DOUBLE PRECISION``), and no
+column types both read alike (``TEXT``, ``INTEGER``, ``BIGINT``, ``DOUBLE PRECISION``;
+``INTEGER`` is made a 64-bit ``BIGINT`` on PostgreSQL, as SQLite's is), and no
 reserved word as a bare column name. Text compares byte by byte on both (PostgreSQL's
 tables are created with the "C" collation), so an ``ORDER BY`` gives the same order.
 """
