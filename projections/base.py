@@ -129,7 +129,7 @@ def get_schema_version(db: ReadModelDb) -> int | None:
     """The schema version the read model's tables were made with: ``None`` when it has no
     position table (nothing made yet), 1 when it has one but no version (made before
     versions were recorded)."""
-    tables = _tables(db)
+    tables = table_names(db)
     if POSITION_TABLE not in tables:
         return None
     if SCHEMA_TABLE not in tables:
@@ -148,10 +148,14 @@ def drop_schema_table(db: ReadModelDb) -> None:
     db.execute(f"DROP TABLE IF EXISTS {SCHEMA_TABLE}")
 
 
-def _tables(db: ReadModelDb) -> set[str]:
+def table_names(db: ReadModelDb) -> set[str]:
+    """The read model's tables (SQLite's own, ``sqlite_sequence`` and the like, left out)."""
     rows: Rows
     if isinstance(db, sqlite3.Connection):
-        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        rows = db.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' "
+            "AND name NOT LIKE 'sqlite!_%' ESCAPE '!'"
+        )
     else:  # PostgreSQL: the tables of the schema the connection works in
         rows = db.execute(
             "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"

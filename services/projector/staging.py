@@ -38,6 +38,7 @@ from projections.base import (
     Projection,
     get_position,
     set_position,
+    table_names,
 )
 from services.projector.storage import PostgresReadModelDb, rollback
 
@@ -91,14 +92,6 @@ def stage(data_dir: Path, label: str) -> Iterator[sqlite3.Connection]:
         shutil.rmtree(where, ignore_errors=True)
 
 
-def _tables(db: sqlite3.Connection) -> list[str]:
-    rows = db.execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' "
-        "ORDER BY name"
-    )
-    return [str(row[0]) for row in rows]
-
-
 def _columns(db: sqlite3.Connection, table: str) -> list[str]:
     return [str(row[1]) for row in db.execute(f"PRAGMA table_info({table})")]
 
@@ -124,7 +117,7 @@ def check_alike(
     too (other relations of the schema, an operator's view, are left alone). Raises
     ``StagingError`` otherwise."""
     made = _pg_columns(target)
-    staged = {table: _columns(source, table) for table in _tables(source)}
+    staged = {table: _columns(source, table) for table in sorted(table_names(source))}
     for table, columns in staged.items():
         if table not in made:
             raise StagingError(

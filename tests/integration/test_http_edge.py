@@ -111,6 +111,11 @@ def served(app: ASGIApp, **config: Any) -> Iterator[tuple[str, int]]:
         thread.join(10)
 
 
+ANSWER_WITHIN = 60.0
+"""Seconds a test's HTTP client waits for an answer (httpx's default, 5 s, passed on a
+machine running two suites at once: a wait, never what a test asserts)."""
+
+
 # --- 1. forwarded addresses ---------------------------------------------------------------------
 
 
@@ -177,11 +182,6 @@ def test_behind_a_listed_proxy_each_real_client_is_counted_apart(behind_proxy: W
 
 
 # --- 3. body size -------------------------------------------------------------------------------
-
-
-ANSWER_WITHIN = 60.0
-"""Seconds a test's HTTP client waits for an answer (httpx's default, 5 s, passed on a
-machine running two suites at once: a wait, never what a test asserts)."""
 
 
 def read_answer(sock: socket.socket, timeout: float = 10) -> bytes:

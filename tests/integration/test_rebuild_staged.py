@@ -340,10 +340,31 @@ def _count(store: PostgresReadModel) -> int:
         return int(db.execute("SELECT count(*) FROM inbox_cases").fetchone()[0])
 
 
+HOLD = 10.0
+"""Seconds a test waits for the other side of a copy it holds open (never reached when the
+copy behaves: each side waits for the other's event)."""
+
+
+def _held_before_commit(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, threading.Event]:
+    """The copy held open after its rows are deleted and copied, before its position and
+    commit: ``copied`` is set there, and the copy goes on once ``go_on`` is (or ``HOLD``
+    later)."""
+    copied, go_on = threading.Event(), threading.Event()
+    real_set_position = staging.set_position
+
+    def held(db: Any, position: int) -> None:
+        copied.set()
+        go_on.wait(HOLD)
+        real_set_position(db, position)
+
+    monkeypatch.setattr(staging, "set_position", held)
+    return copied, go_on
+
+
 def test_a_reader_during_the_copy_sees_the_old_read_model_then_the_new_one(
     stream: list[Outgoing], places: Places, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A read whose snapshot is taken while the copy's transaction is open sees the old
+    """A read while the copy's transaction is open (its rows deleted and copied) sees the old
     rows, whole (with the tables dropped and made again in that transaction, it waited for
     the commit and then saw an empty table)."""
     store = places("inbox")
@@ -351,13 +372,7 @@ def test_a_reader_during_the_copy_sees_the_old_read_model_then_the_new_one(
     _apply_live(PROJECTIONS["inbox"](), store, stream[:200])
     old = _count(store)
     lease, target = _prepared_target(store)
-    real_set_position = staging.set_position
-
-    def slow_set_position(db: Any, position: int) -> None:  # the copy takes a while
-        time.sleep(1.5)
-        real_set_position(db, position)
-
-    monkeypatch.setattr(staging, "set_position", slow_set_position)
+    copied, go_on = _held_before_commit(monkeypatch)
     seen: list[int] = []
     try:
         with stage(places.tmp_path / "data", store.schema) as scratch:
@@ -366,11 +381,12 @@ def test_a_reader_during_the_copy_sees_the_old_read_model_then_the_new_one(
             apply_batch(projection, scratch, [decode(item.payload) for item in stream])
             copying = threading.Thread(target=copy_stage, args=(projection, scratch, target))
             copying.start()
-            while not copying.is_alive():
-                time.sleep(0.01)
-            time.sleep(0.5)  # inside the copy's transaction
-            seen.append(_count(store))
-            copying.join()
+            try:
+                assert copied.wait(HOLD), "the copy never reached its commit"
+                seen.append(_count(store))  # inside the copy's open transaction
+            finally:
+                go_on.set()
+                copying.join()
         new = _count(store)
     finally:
         target.close()
@@ -380,15 +396,17 @@ def test_a_reader_during_the_copy_sees_the_old_read_model_then_the_new_one(
 
 
 def test_an_inbox_page_read_during_the_copy_neither_waits_nor_fails_the_rebuild(
-    stream: list[Outgoing], places: Places
+    stream: list[Outgoing], places: Places, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An inbox page reads ``inbox_cases`` then ``inbox_actions`` in one transaction; with
-    the tables dropped in the copy's transaction the two waited on each other
-    (``DeadlockDetected``), and the rebuild was the one cancelled."""
+    """An inbox page reads ``inbox_cases`` then ``inbox_actions`` in one transaction, and
+    the copy runs between its two reads; with the tables dropped in the copy's transaction
+    the two waited on each other (``DeadlockDetected``), and the rebuild was the one
+    cancelled."""
     store = places("inbox")
     assert isinstance(store, PostgresReadModel)
     _apply_live(PROJECTIONS["inbox"](), store, stream[:200])
     lease, target = _prepared_target(store)
+    copied, go_on = _held_before_commit(monkeypatch)
     errors: list[BaseException] = []
     started = threading.Event()
     try:
@@ -402,14 +420,17 @@ def test_an_inbox_page_read_during_the_copy_neither_waits_nor_fails_the_rebuild(
                     with store.reading() as db:
                         db.execute("SELECT * FROM inbox_cases").fetchall()
                         started.set()
-                        time.sleep(1.0)  # the copy runs meanwhile
+                        if not copied.wait(HOLD):
+                            errors.append(AssertionError("the copy waited for the page"))
                         db.execute("SELECT * FROM inbox_actions").fetchall()
                 except BaseException as e:
                     errors.append(e)
+                finally:
+                    go_on.set()
 
             reader = threading.Thread(target=page)
             reader.start()
-            started.wait(30)
+            assert started.wait(HOLD)
             try:
                 assert copy_stage(projection, scratch, target) == stream[-1].position
             finally:
