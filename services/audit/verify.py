@@ -15,24 +15,29 @@ from __future__ import annotations
 
 import hashlib
 import struct
+from array import array
 from bisect import bisect_left
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
 from itertools import takewhile
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from services.audit import tree as merkle_tree
+from services.audit.hashing import rfc6962_roots, sha256_segments
 from services.event_store.chain import (
     GENESIS,
+    LogBatch,
     LogRow,
     LogTuple,
+    batch_reader,
     head,
     link_before,
-    log_batches,
+    log_ranges,
     read_log,
 )
+from services.event_store.log_blobs import BlobReader, blob_reader
 from services.event_store.tiles import TILE_WIDTH, TileStore
 
 if TYPE_CHECKING:
@@ -95,6 +100,8 @@ class Report:
     covered_to: int | None = None
     """The last position a matching signed checkpoint (or tree head) covers."""
     leaves: int = 0
+    bulk: int = 0
+    """Positions the fast path read as buffers (ADR 33); the rest as tuples or one by one."""
 
     @property
     def intact(self) -> bool:
@@ -168,6 +175,7 @@ def verify(
     checks: Iterable[Check] | None = None,
     last_good_checkpoint: int | None = None,
     tile_feed: TileFeed | None = None,
+    bulk: bool = True,
 ) -> Report:
     """Recompute the chain from ``start`` (to ``stop``, default: the head) and compare it
     with ``checkpoints``.
@@ -177,7 +185,9 @@ def verify(
     damage. The fast path hands a range to the careful one at the first thing it cannot vouch
     for, some rows before it (so that the careful path sees the neighbours it compares with);
     the careful path hands back once a run of clean rows follows the damage. Findings are
-    the careful path's alone, so they are the same as if it had read everything.
+    the careful path's alone, so they are the same as if it had read everything. ``bulk``
+    (default) lets the fast path read plain ranges as one buffer each
+    (``services.event_store.log_blobs``, ADR 33); False reads every range as tuples.
     ``custody`` adds the checks of ``services.audit.custody``.
 
     Then each of ``checks`` (default :data:`CHECKS`: the Merkle tree's tiles and the
@@ -193,10 +203,16 @@ def verify(
     scan.tile_feed = tile_feed
     if last_good_checkpoint is not None:
         scan.last_good_checkpoint = last_good_checkpoint
-    position: int | None = start
-    while position is not None:
-        looked_at = scan.fast(position)
-        position = None if looked_at is None else scan.careful(*looked_at)
+    scan.blobs = blob_reader(recorder) if bulk else None
+    try:
+        position: int | None = start
+        while position is not None:
+            looked_at = scan.fast(position)
+            position = None if looked_at is None else scan.careful(*looked_at)
+    finally:
+        if scan.blobs is not None:
+            scan.blobs.close()
+    report.bulk = scan.bulk_checked
     _beyond_the_head(recorder, report, attested, start)
     if attested and scan.last_good_checkpoint >= start:
         report.covered_to = scan.last_good_checkpoint
@@ -218,6 +234,11 @@ links as the careful path keeps (``recent``), and more than the rows it looks ba
 CLEAN_RUN = 2 * LOOK_BACK
 """Clean rows after the damage (and after the range handed over) before the careful path
 hands back to the fast path."""
+
+
+class _HandOver(NamedTuple):
+    begin: int
+    until: int
 
 
 class _Scan:
@@ -245,6 +266,9 @@ class _Scan:
         """Positions of the last rows seen clean, by either path, with nothing between them."""
         self.fast_reading = True
         self.tile_feed: TileFeed | None = None
+        self.blobs: BlobReader | None = None
+        self.bulk_checked = 0
+        """Positions the bulk reader vouched for."""
 
     def found(self, kind: Damage, position: int, detail: str) -> None:
         self.report.findings.append(Finding(kind, position, detail))
@@ -253,47 +277,103 @@ class _Scan:
 
     def fast(self, position: int) -> tuple[int, int] | None:
         """Verify intact ranges from ``position``. None at the end of the log; otherwise
-        (where the careful path starts, the last position it must see)."""
-        batches = log_batches(self.recorder, position, self.stop) if self.fast_reading else None
-        if batches is None:
+        (where the careful path starts, the last position it must see).
+
+        A range goes first to the bulk reader (``self.blobs``: the whole range as one buffer,
+        hashed in one call), which vouches for it only when it is plain and every link and
+        checkpoint in it matches; any other range is read as tuples, as before, and the
+        first row that does not fit hands over to the careful path."""
+        read = batch_reader(self.recorder) if self.fast_reading else None
+        if read is None:
             self.fast_reading = False
             return self._hand_over(position)
         last = link_before(self.recorder, position)
         previous_position, previous = (0, GENESIS) if last is None else (last.position, last.link)
+        for first, end in log_ranges(self.recorder, position, self.stop):
+            if self.blobs is not None:
+                vouched = self._blob(first, end, previous_position, previous)
+                if vouched is not None:
+                    previous_position, previous = vouched
+                    continue
+            batch = read(self.recorder, first, end)
+            looked_at = self._rows(batch, previous_position, previous)
+            if isinstance(looked_at, _HandOver):
+                return looked_at.begin, looked_at.until
+            previous_position, previous = looked_at
+        return None
+
+    def _blob(
+        self, first: int, end: int, previous_position: int, previous: bytes
+    ) -> tuple[int, bytes] | None:
+        """The range ``first <= p < end`` verified from one buffer: (its last position, its
+        last link) when everything in it is vouched for, None when it must be read as tuples
+        (nothing is recorded then)."""
+        assert self.blobs is not None
+        blob = self.blobs.read(first, end)
+        if not blob.plain or previous_position != blob.low - 1:
+            return None
+        try:
+            if sha256_segments(previous + blob.data, blob.bounds) != blob.links:
+                return None
+        except ValueError:  # bounds that do not fit the buffer: read as tuples
+            return None
+        low, high, links = blob.low, blob.low + blob.rows - 1, blob.links
+        signed = self.signed
+        matched = None
+        for i in range(bisect_left(signed, low), bisect_left(signed, high + 1)):
+            at = signed[i]
+            if links[(at - low) * 32 : (at - low + 1) * 32] != self.attested[at].link:
+                return None  # the tuple path names the checkpoint that differs
+            matched = at
+        if matched is not None:
+            self.last_good_checkpoint = matched
+        if self.tile_feed is not None:
+            self.tile_feed.take_links(links, low)
+        self.report.checked += blob.rows
+        self.bulk_checked += blob.rows
+        self.clean.extend(range(max(low, high - LOOK_BACK + 1), high + 1))
+        if self.progress is not None:
+            self.progress(high)
+        return high, links[-32:]
+
+    def _rows(
+        self, batch: LogBatch, previous_position: int, previous: bytes
+    ) -> tuple[int, bytes] | _HandOver:
+        """A range read as tuples: (its last position, its last link) when it is clean,
+        else where the careful path starts and ends."""
         sha256 = hashlib.sha256
         pack = HEADER.pack
         join = b"".join
-        for batch in batches:
-            rows = batch.rows
-            if not batch.complete:
-                return self._hand_over(batch.end - 1)
-            bad = None
-            try:
-                for at, oid, version, topic, state, linked_to, link in rows:
-                    header = pack(at, oid, version, len(topic))
-                    if (
-                        linked_to != previous_position
-                        or sha256(join((previous, header, topic, state))).digest() != link
-                    ):
-                        bad = at
-                        break
-                    previous_position, previous = at, link
-            except (TypeError, ValueError, struct.error):
-                return self._hand_over(batch.end - 1)
-            bad = self._checkpoints(rows, batch.first, batch.end, bad)
-            if self.tile_feed is not None:
-                if bad is None:
-                    self.tile_feed.take(rows)
-                else:
-                    self.tile_feed.abandon()
-            done = len(rows) if bad is None else bisect_left(rows, (bad,))
-            self.report.checked += done
-            self.clean.extend(r[0] for r in rows[max(done - LOOK_BACK, 0) : done])
-            if done and self.progress is not None:
-                self.progress(rows[done - 1][0])
-            if bad is not None:
-                return self._hand_over(bad)
-        return None
+        rows = batch.rows
+        if not batch.complete:
+            return _HandOver(*self._hand_over(batch.end - 1))
+        bad = None
+        try:
+            for at, oid, version, topic, state, linked_to, link in rows:
+                header = pack(at, oid, version, len(topic))
+                if (
+                    linked_to != previous_position
+                    or sha256(join((previous, header, topic, state))).digest() != link
+                ):
+                    bad = at
+                    break
+                previous_position, previous = at, link
+        except (TypeError, ValueError, struct.error):
+            return _HandOver(*self._hand_over(batch.end - 1))
+        bad = self._checkpoints(rows, batch.first, batch.end, bad)
+        if self.tile_feed is not None:
+            if bad is None:
+                self.tile_feed.take(rows)
+            else:
+                self.tile_feed.abandon()
+        done = len(rows) if bad is None else bisect_left(rows, (bad,))
+        self.report.checked += done
+        self.clean.extend(r[0] for r in rows[max(done - LOOK_BACK, 0) : done])
+        if done and self.progress is not None:
+            self.progress(rows[done - 1][0])
+        if bad is not None:
+            return _HandOver(*self._hand_over(bad))
+        return previous_position, previous
 
     def _checkpoints(
         self, rows: list[LogTuple], first: int, end: int, bad: int | None
@@ -476,48 +556,79 @@ class TileFeed:
         """The first tile not vouched for yet."""
         self.end = end
         self.stopped = False
-        self._links: list[bytes] = []
-        self._positions: list[int] = []
+        self._links = bytearray()
+        self._positions = array("q")
         self._pending: deque[merkle_tree.Tile] = deque()
         self._exhausted = False
 
     def abandon(self) -> None:
         self.stopped = True
-        self._links, self._positions = [], []
+        self._links, self._positions = bytearray(), array("q")
 
     def take(self, rows: list[LogTuple]) -> None:
         """The rows of a clean batch, in position order, following the last ones taken."""
         if self.stopped or self._exhausted:
             return
+        self._links += b"".join(r[6] for r in rows)
+        self._positions.extend(r[0] for r in rows)
+        self._vouch()
+
+    def take_links(self, links: bytes, low: int) -> None:
+        """The links of a clean range of consecutive positions from ``low``."""
+        if self.stopped or self._exhausted:
+            return
+        self._links += links
+        self._positions.extend(range(low, low + len(links) // 32))
+        self._vouch()
+
+    def _vouch(self) -> None:
+        """Every full tile the links taken so far cover, held to its stored tile: the
+        leaves ``SHA-256(0x00 || link)``, the tile's root, its first and last positions."""
+        width = TILE_WIDTH
         links, positions = self._links, self._positions
-        links += [r[6] for r in rows]
-        positions += [r[0] for r in rows]
-        sha256 = hashlib.sha256
-        leaf = b"\x00"
-        join = b"".join
         done = 0
-        while len(links) - done >= TILE_WIDTH and self.next < self.end:
-            tile = self._tile()
-            if tile is None:
+        while len(positions) - done >= width and self.next < self.end:
+            tiles = self._tiles((len(positions) - done) // width)
+            if not tiles:
                 self._exhausted = True  # the right edge: not tiled yet
                 break
-            last = done + TILE_WIDTH - 1
-            if positions[done] != tile.first_position or positions[last] != tile.last_position:
+            span = len(tiles) * width
+            for k, tile in enumerate(tiles):
+                first = done + k * width
+                if (
+                    positions[first] != tile.first_position
+                    or positions[first + width - 1] != tile.last_position
+                ):
+                    self.abandon()
+                    return
+            with memoryview(links) as view:
+                leaves = sha256_segments(
+                    view[done * 32 : (done + span) * 32],
+                    array("q", range(0, span * 32 + 1, 32)),
+                    b"\x00",
+                )
+            if leaves != b"".join(t.hashes for t in tiles) or rfc6962_roots(
+                leaves, width
+            ) != b"".join(t.root for t in tiles):
                 self.abandon()
                 return
-            leaves = [sha256(leaf + link).digest() for link in links[done : last + 1]]
-            if join(leaves) != tile.hashes or merkle_tree.tree_hash(leaves) != tile.root:
-                self.abandon()
-                return
-            done += TILE_WIDTH
-            self.next += 1
-        del links[:done]
+            done += span
+            self.next += len(tiles)
+        del links[: done * 32]
         del positions[:done]
 
-    def _tile(self) -> merkle_tree.Tile | None:
+    def _tiles(self, most: int) -> list[merkle_tree.Tile]:
+        """Up to ``most`` stored tiles from ``next``, in order (fewer at the right edge)."""
         if not self._pending:
             self._pending.extend(self.store.tiles(0, self.next, min(self.end, self.next + 64)))
-        return self._pending.popleft() if self._pending else None
+        taken: list[merkle_tree.Tile] = []
+        while self._pending and len(taken) < most:
+            tile = self._pending.popleft()
+            if tile.number != self.next + len(taken):
+                self._pending.clear()
+                break
+            taken.append(tile)
+        return taken
 
 
 def check_tiles(recorder: Any, report: Report, context: Context) -> list[Finding]:

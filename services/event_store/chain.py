@@ -1130,27 +1130,32 @@ def log_batches(
 
     None when this store cannot be read so (a SQLite file not in UTF-8, a PostgreSQL
     connection not in UTF-8): then only ``read_log`` reads it."""
+    read = batch_reader(recorder)
+    if read is None:
+        return None
+    return (read(recorder, first, end) for first, end in log_ranges(recorder, start, stop, size))
+
+
+def batch_reader(recorder: Any) -> Callable[[Any, int, int], LogBatch] | None:
+    """How ``log_batches`` reads one range ``first <= p < end`` of this store (None: it
+    cannot, see there)."""
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=False) as c:
             c.execute("PRAGMA encoding")
             if str(c.fetchone()[0]).upper() != "UTF-8":
                 return None
-        read: Callable[[Any, int, int], LogBatch] = _sqlite_batch
-    else:
-        with recorder.datastore.transaction(commit=False) as curs:
-            if curs.connection.info.encoding != "utf-8":
-                return None
-        read = _postgres_batch
-    return _ranges(recorder, read, start, stop, size)
+        return _sqlite_batch
+    with recorder.datastore.transaction(commit=False) as curs:
+        if curs.connection.info.encoding != "utf-8":
+            return None
+    return _postgres_batch
 
 
-def _ranges(
-    recorder: Any,
-    read: Callable[[Any, int, int], LogBatch],
-    start: int,
-    stop: int | None,
-    size: int,
-) -> Iterator[LogBatch]:
+def log_ranges(
+    recorder: Any, start: int = 1, stop: int | None = None, size: int = BATCH_ROWS
+) -> Iterator[tuple[int, int]]:
+    """The ranges ``(first, end)`` of ``log_batches``: ``size`` positions each from ``start``,
+    on to the head as it is when they reach it, or to ``stop``."""
     first = start
     while True:
         top = _top(recorder)
@@ -1160,7 +1165,7 @@ def _ranges(
             return
         while first <= top:
             end = min(first + size, top + 1)
-            yield read(recorder, first, end)
+            yield first, end
             first = end
 
 
