@@ -200,5 +200,3 @@ def model(threshold: int) -> sqlite3.Connection:
         db.execute("INSERT INTO stats_area (code) VALUES (?)", (area,))
     db.execute("INSERT INTO stats_policy (id, suppression_threshold) VALUES (1, ?)", (threshold,))
     return db
-
-

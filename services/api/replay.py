@@ -726,13 +726,18 @@ class _Evidence:
             else:
                 before = link_at(self.recorder, chain.previous_position)
                 previous = None if before is None else before.link
-            recomputes = previous is not None and row.link_from(previous) == chain.link
+            recomputes = (
+                previous is not None
+                and not row.unreadable
+                and row.link_from(previous) == chain.link
+            )
             # a link rewritten with its event shows only in the next row: vouch for an
             # event only if the chain goes on from its link
             after = next(iter(read_log(self.recorder, position + 1, batch=1)), None)
             if recomputes and after is not None and after.chain is not None and after.has_event:
                 recomputes = (
                     after.chain.previous_position == position
+                    and not after.unreadable
                     and after.link_from(chain.link) == after.chain.link
                 )
         checkpoint = self.covering(position)

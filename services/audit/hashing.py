@@ -10,12 +10,14 @@ the same, byte for byte, only slower; ``ACCELERATED`` says which one runs, and `
 verify --json`` reports it.
 
 - :func:`sha256_segments`: the digests of ``prefix + data[bounds[i]:bounds[i + 1]]``, joined
-  (32 bytes each); ``bounds`` is a buffer of signed 64-bit integers (``array('q')``),
-  non-decreasing, within ``len(data)``.
+  (32 bytes each);
 - :func:`rfc6962_roots`: for each group of ``width`` leaf hashes (``width`` a power of two),
   the RFC 6962 tree hash of the group, joined.
 
-Both refuse bad arguments with ``ValueError`` before hashing anything.
+``bounds`` is a buffer of signed 64-bit integers (``array('q')``), non-decreasing, within
+the data. Both implementations refuse a bad value with ``ValueError``, a buffer that is
+not one contiguous block with ``BufferError``, and what is no buffer with ``TypeError``,
+before hashing anything; their arguments are positional only.
 """
 
 from __future__ import annotations
@@ -40,8 +42,15 @@ __all__ = [
 _WIDTH_LIMIT = 1 << 20
 
 
+def _view(data: Buffer) -> memoryview:
+    view = memoryview(data)
+    if not view.contiguous:
+        raise BufferError("a buffer that is not one contiguous block")
+    return view.cast("B")
+
+
 def _bounds(bounds: Buffer, size: int) -> list[int]:
-    raw = memoryview(bounds).cast("B")
+    raw = _view(bounds)
     if len(raw) % 8:
         raise ValueError("bounds: a whole number of 64-bit integers")
     values = array("q", raw.tobytes()).tolist()
@@ -53,22 +62,24 @@ def _bounds(bounds: Buffer, size: int) -> list[int]:
     return values
 
 
-def python_sha256_segments(data: Buffer, bounds: Buffer, prefix: Buffer = b"") -> bytes:
+def python_sha256_segments(data: Buffer, bounds: Buffer, prefix: Buffer = b"", /) -> bytes:
     """:func:`sha256_segments` in Python (the reference the C module is tested against)."""
-    view = memoryview(data).cast("B")
+    view = _view(data)
     values = _bounds(bounds, len(view))
-    head = bytes(memoryview(prefix).cast("B"))
+    head = bytes(_view(prefix))
     sha256 = hashlib.sha256
     return b"".join(
         sha256(head + view[values[i] : values[i + 1]]).digest() for i in range(len(values) - 1)
     )
 
 
-def python_rfc6962_roots(leaves: Buffer, width: int) -> bytes:
+def python_rfc6962_roots(leaves: Buffer, width: int, /) -> bytes:
     """:func:`rfc6962_roots` in Python."""
+    if not isinstance(width, int):
+        raise TypeError("width: an int")
+    view = _view(leaves)
     if width < 1 or width & (width - 1) or width > _WIDTH_LIMIT:
         raise ValueError("width: a power of two, at most 2**20")
-    view = memoryview(leaves).cast("B")
     if len(view) % (32 * width):
         raise ValueError("leaves: whole groups of width 32-byte hashes")
     sha256 = hashlib.sha256

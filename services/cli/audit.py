@@ -332,6 +332,8 @@ def _vouched(evidence: Evidence) -> str:
 def _print_report(
     report: Report, evidence: Evidence, start: int, as_json: bool, coverage: str
 ) -> None:
+    from services.audit import hashing
+
     uncovered = report.uncovered
     findings = sorted(report.findings, key=lambda f: f.position)
     if as_json:
@@ -351,6 +353,9 @@ def _print_report(
             "vouched_by": evidence.vouched(),
             "witness_alarms": evidence.alarms,
             "writer_marks": coverage,
+            # how the fast path read (ADR 33): positions read as buffers, and the hashing
+            "read_as_buffers": report.bulk,
+            "hashing": "c" if hashing.ACCELERATED else "python",
             "findings": [
                 {"kind": str(f.kind), "position": f.position, "detail": f.detail} for f in findings
             ],

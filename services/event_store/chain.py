@@ -81,6 +81,10 @@ class ChainRow:
     link: bytes
 
 
+class UnreadableRow(ValueError):
+    """A row of the log that is not stored as the library writes it (``LogRow.unreadable``)."""
+
+
 @dataclass(frozen=True)
 class LogRow:
     """One position of the log as stored: the event, its chain row, or (damaged) only one."""
@@ -91,12 +95,18 @@ class LogRow:
     topic: str | None
     state: bytes | None
     chain: ChainRow | None
+    unreadable: str = ""
+    """Why the event or its chain row is not stored as the library writes them (a value of
+    another type, an id that is not an id, a topic not in UTF-8): a DBA's edit that the
+    application cannot read back. Its link cannot be recomputed: ``link_from`` refuses."""
 
     @property
     def has_event(self) -> bool:
         return self.originator_id is not None
 
     def link_from(self, previous: bytes) -> bytes:
+        if self.unreadable:
+            raise UnreadableRow(f"position {self.position}: {self.unreadable}")
         assert self.originator_id is not None and self.version is not None
         assert self.topic is not None and self.state is not None
         return link_hash(
@@ -978,9 +988,16 @@ def read_log(recorder: Any, start: int = 1, batch: int = 2000) -> Iterator[LogRo
 
 
 def _sqlite_rows(recorder: Any, events: str, chain: str, start: int, limit: int) -> list[LogRow]:
+    # every value as its bytes with its type: a DBA may store any type in any SQLite column
+    # (a text that is not UTF-8 included), and the careful path must name that, not stop
     statement = (
-        "SELECT p.position, e.originator_id, e.originator_version, e.topic, e.state, "  # noqa: S608
-        "c.previous_position, c.link FROM ("
+        "SELECT p.position, e.rowid IS NOT NULL, typeof(e.originator_id), "  # noqa: S608
+        "CAST(e.originator_id AS BLOB), typeof(e.originator_version), "
+        "CASE WHEN typeof(e.originator_version) = 'integer' THEN e.originator_version END, "
+        "typeof(e.topic), CAST(e.topic AS BLOB), typeof(e.state), CAST(e.state AS BLOB), "
+        "c.position IS NOT NULL, typeof(c.previous_position), "
+        "CASE WHEN typeof(c.previous_position) = 'integer' THEN c.previous_position END, "
+        "typeof(c.link), CAST(c.link AS BLOB) FROM ("
         f"SELECT rowid AS position FROM {events} WHERE rowid >= ? "
         f"UNION SELECT position FROM {chain} WHERE position >= ? "
         "ORDER BY position LIMIT ?) p "
@@ -990,17 +1007,67 @@ def _sqlite_rows(recorder: Any, events: str, chain: str, start: int, limit: int)
     with recorder.datastore.transaction(commit=False) as c:
         c.execute(statement, (start, start, limit))
         found = c.fetchall()
-    return [
-        LogRow(
-            position=int(r[0]),
-            originator_id=None if r[1] is None else _stored_id(r[1]),
-            version=None if r[2] is None else int(r[2]),
-            topic=r[3],
-            state=None if r[4] is None else bytes(r[4]),
-            chain=None if r[5] is None else ChainRow(int(r[0]), int(r[5]), bytes(r[6])),
-        )
-        for r in found
-    ]
+    return [_sqlite_log_row(tuple(r)) for r in found]
+
+
+_STORED_TYPES = {"originator_id": "text", "originator_version": "integer", "topic": "text"}
+
+
+def _sqlite_log_row(r: tuple[Any, ...]) -> LogRow:
+    """One row of ``_sqlite_rows`` as a ``LogRow``; a value not of the library's type makes
+    it ``unreadable`` (and its link unrecomputable), with what is wrong."""
+    position = int(r[0])
+    (has_event, id_type, id_raw, version_type, version, topic_type, topic_raw) = r[1:8]
+    (state_type, state, has_link, previous_type, previous, link_type, link) = r[8:15]
+    wrong = []
+    originator_id: UUID | None = None
+    topic: str | None = None
+    if has_event:
+        for column, kind in (
+            ("originator_id", id_type),
+            ("originator_version", version_type),
+            ("topic", topic_type),
+        ):
+            if kind != _STORED_TYPES[column]:
+                wrong.append(f"{column} stored as {kind}")
+        if state_type != "blob":
+            wrong.append(f"state stored as {state_type}")
+        originator_id = _stored_id_bytes(id_raw) if id_type == "text" else None
+        if originator_id is None:
+            originator_id = UUID(int=0)  # an event is there: its id is what is wrong
+            if id_type == "text":
+                wrong.append("originator_id is not an id")
+        try:
+            topic = None if topic_raw is None else bytes(topic_raw).decode()
+        except UnicodeDecodeError:
+            wrong.append("topic not in UTF-8")
+            topic = ""
+    chain = None
+    if has_link:
+        if previous_type != "integer":
+            wrong.append(f"previous_position stored as {previous_type}")
+        if link_type != "blob":
+            wrong.append(f"link stored as {link_type}")
+        chain = ChainRow(position, -1 if previous is None else int(previous), bytes(link or b""))
+    return LogRow(
+        position=position,
+        originator_id=originator_id,
+        version=None if version is None else int(version),
+        topic=topic,
+        state=None if state is None else bytes(state),
+        chain=chain,
+        unreadable=", ".join(wrong),
+    )
+
+
+def _stored_id_bytes(raw: bytes | None) -> UUID | None:
+    """``_stored_id`` of an id read as its bytes; None when it is no id at all."""
+    if raw is None:
+        return None
+    try:
+        return _stored_id(bytes(raw).decode("ascii"))
+    except ValueError:  # not ASCII (UnicodeDecodeError), or not a UUID
+        return None
 
 
 def _stored_id(text: str) -> UUID:
@@ -1046,8 +1113,9 @@ def head(recorder: Any) -> ChainRow | None:
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=False) as c:
             c.execute(
-                f"SELECT position, previous_position, link FROM {chain} "  # noqa: S608
-                "ORDER BY position DESC LIMIT 1"
+                # any type a DBA stored, as bytes (the careful path names it)
+                f"SELECT position, CAST(previous_position AS INTEGER), CAST(link AS BLOB) "  # noqa: S608
+                f"FROM {chain} ORDER BY position DESC LIMIT 1"
             )
             row = c.fetchone()
         return None if row is None else ChainRow(int(row[0]), int(row[1]), bytes(row[2]))
@@ -1075,8 +1143,8 @@ def link_before(recorder: Any, position: int) -> ChainRow | None:
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=False) as c:
             c.execute(
-                f"SELECT position, previous_position, link FROM {chain} "  # noqa: S608
-                "WHERE position < ? ORDER BY position DESC LIMIT 1",
+                f"SELECT position, CAST(previous_position AS INTEGER), CAST(link AS BLOB) "  # noqa: S608
+                f"FROM {chain} WHERE position < ? ORDER BY position DESC LIMIT 1",
                 (position,),
             )
             row = c.fetchone()
@@ -1193,15 +1261,15 @@ def _top(recorder: Any) -> int:
 _ID_TEXT_CHARS = 32
 
 
-def _id_bytes(text: str, known: dict[str, bytes]) -> bytes:
-    """The 16 bytes of an id stored as text, when it is spelled as the library writes it
-    (32 lowercase hex characters; see ``_stored_id``); otherwise bytes that recompute no
-    link, so the range goes to ``read_log``, which names the damage."""
+def _id_bytes(text: bytes, known: dict[bytes, bytes]) -> bytes:
+    """The 16 bytes of an id stored as text (read as its bytes), when it is spelled as the
+    library writes it (32 lowercase hex characters; see ``_stored_id``); otherwise bytes
+    that recompute no link, so the range goes to ``read_log``, which names the damage."""
     try:
         raw = binascii.unhexlify(text)
     except (binascii.Error, ValueError):
         raw = b""
-    if len(text) != _ID_TEXT_CHARS or raw.hex() != text:
+    if len(text) != _ID_TEXT_CHARS or raw.hex().encode() != text:
         raw = b""
     known[text] = raw
     return raw
@@ -1211,7 +1279,8 @@ def _sqlite_batch(recorder: Any, first: int, end: int) -> LogBatch:
     events = recorder.events_table_name
     chain = chain_table(events)
     rows_statement = (
-        "SELECT e.rowid, e.originator_id, e.originator_version, CAST(e.topic AS BLOB), "  # noqa: S608
+        "SELECT e.rowid, CAST(e.originator_id AS BLOB), e.originator_version, "  # noqa: S608
+        "CAST(e.topic AS BLOB), "
         f"e.state, c.previous_position, c.link FROM {events} e "
         f"JOIN {chain} c ON c.position = e.rowid "
         "WHERE e.rowid >= ? AND e.rowid < ? AND typeof(e.originator_id) = 'text' "
@@ -1230,7 +1299,7 @@ def _sqlite_batch(recorder: Any, first: int, end: int) -> LogBatch:
         found = cursor.fetchall()
         cursor.execute(counts_statement, (first, end, first, end))
         stored_events, links = cursor.fetchone()
-    known: dict[str, bytes] = {}
+    known: dict[bytes, bytes] = {}
     get = known.get
     rows = [(p, get(o) or _id_bytes(o, known), v, t, s, q, k) for p, o, v, t, s, q, k in found]
     complete = stored_events == links == len(rows) and all(known.values())

@@ -264,12 +264,16 @@ def _select(
         "chain": f"{events}_chain",
     }
     if _sqlite(recorder):
+        # a mark's MAC and a chain row's link as bytes, whatever type a DBA stored them as
+        blobs = {"mac": "CAST(m.mac AS BLOB)", "link": "CAST(c.link AS BLOB)"}
         with recorder.datastore.transaction(commit=False) as c:
-            c.execute(statement.format(**names).replace("%s", "?"), params)
+            c.execute(statement.format(**names, **blobs).replace("%s", "?"), params)
             return [tuple(r) for r in c.fetchall()]
     schema = Identifier(recorder.datastore.schema)
     query = SQL(statement).format(
-        **{k: SQL("{}.{}").format(schema, Identifier(v)) for k, v in names.items()}
+        **{k: SQL("{}.{}").format(schema, Identifier(v)) for k, v in names.items()},
+        mac=SQL("m.mac"),
+        link=SQL("c.link"),
     )
     with reads.one_statement(recorder.datastore) as curs:
         curs.execute(query, params)
@@ -393,7 +397,7 @@ def marks(recorder: Any, start: int, batch: int = 20_000) -> Iterator[Mark]:
     while True:
         rows = _select(
             recorder,
-            "SELECT m.position, m.first_position, m.mac, c.link FROM {writer} m "
+            "SELECT m.position, m.first_position, {mac}, {link} FROM {writer} m "
             "LEFT JOIN {chain} c ON c.position = m.position "
             "WHERE m.position > %s ORDER BY m.position LIMIT %s",
             (after, batch),
@@ -415,7 +419,7 @@ def mark_covering(recorder: Any, position: int) -> Mark | None:
     """The mark of the commit holding ``position`` (None: no mark covers it)."""
     rows = _select(
         recorder,
-        "SELECT m.position, m.first_position, m.mac, c.link FROM {writer} m "
+        "SELECT m.position, m.first_position, {mac}, {link} FROM {writer} m "
         "LEFT JOIN {chain} c ON c.position = m.position "
         "WHERE m.position >= %s ORDER BY m.position LIMIT 1",
         (position,),

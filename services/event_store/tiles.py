@@ -158,6 +158,8 @@ class TileStore:
 
     def _query(self, sql: str, parameters: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         sql = sql.replace("{tiles}", self._tiles).replace("{chain}", self._chain)
+        # a chain row's link as bytes whatever type a DBA stored it as (SQLite keeps any)
+        sql = sql.replace("{link}", "CAST(link AS BLOB) AS link" if self.sqlite else "link")
         sql = sql.replace("?", self._mark)
         held = getattr(_pinned, "held", None)
         if held is not None and held[0] is self.recorder:
@@ -245,7 +247,7 @@ class TileStore:
             "SELECT l.level, (SELECT max(t.idx) + 1 FROM {tiles} t WHERE t.level = l.level), "
             "(SELECT max(t.last_position) FROM {tiles} t WHERE t.level = l.level), NULL "
             f"FROM ({levels}) l "
-            "UNION ALL SELECT -1, e.position, NULL, e.link FROM (SELECT position, link FROM "
+            "UNION ALL SELECT -1, e.position, NULL, e.link FROM (SELECT position, {link} FROM "
             "{chain} WHERE position > (SELECT coalesce(max(last_position), 0) FROM {tiles} "
             "WHERE level = 0) ORDER BY position LIMIT ?) e",
             (limit,),
@@ -325,14 +327,14 @@ class TileStore:
     def links_after(self, position: int, limit: int) -> list[tuple[int, bytes]]:
         """Chain rows (position, link) after ``position``, in order."""
         rows = self._query(
-            "SELECT position, link FROM {chain} WHERE position > ? ORDER BY position LIMIT ?",
+            "SELECT position, {link} FROM {chain} WHERE position > ? ORDER BY position LIMIT ?",
             (position, limit),
         )
         return rows if self.sqlite else [(int(p), bytes(k)) for p, k in rows]
 
     def links_between(self, first: int, last: int) -> list[tuple[int, bytes]]:
         rows = self._query(
-            "SELECT position, link FROM {chain} WHERE position >= ? AND position <= ? "
+            "SELECT position, {link} FROM {chain} WHERE position >= ? AND position <= ? "
             "ORDER BY position",
             (first, last),
         )

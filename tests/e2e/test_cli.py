@@ -170,9 +170,7 @@ def test_a_service_failing_for_a_known_cause_says_it_in_one_line(
 
 def test_a_bad_setting_of_a_service_in_json_mode_is_one_json_line(tmp_path: Path) -> None:
     # before: a plain 'cbcm: error: ...' line among the JSON an aggregator expects
-    done = cbcm(
-        tmp_path, "relay", env={"CBCM_LOG_FORMAT": "json", "CBCM_READ_WAIT_SECONDS": "abc"}
-    )
+    done = cbcm(tmp_path, "relay", env={"CBCM_LOG_FORMAT": "json", "CBCM_READ_WAIT_SECONDS": "abc"})
     assert done.returncode == 2
     (line,) = done.stderr.strip().splitlines()
     entry = json.loads(line)

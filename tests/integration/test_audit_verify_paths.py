@@ -9,7 +9,6 @@ edges too. On SQLite and PostgreSQL.
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Callable
 from typing import Any
@@ -20,7 +19,6 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from services.application.mechanism import ComplaintMechanism
 from services.audit import verify as verify_module
 from services.audit.verify import Attested, Report, verify
-from services.event_store import chain as chain_module
 from services.event_store.chain import head, link_at
 from tests.integration.test_audit_chain import START, Dba, positions
 from tests.integration.walked_stores import demo_walk, walked_store_fixtures
@@ -40,9 +38,8 @@ def careful_only(app: ComplaintMechanism, **kwargs: Any) -> Report:
 
 def with_batches(app: ComplaintMechanism, size: int, *, bulk: bool, **kwargs: Any) -> Report:
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(
-            verify_module, "log_ranges", functools.partial(chain_module.log_ranges, size=size)
-        )
+        mp.setattr(verify_module, "RANGE_ROWS", size)
+        mp.setattr(verify_module, "BULK_RANGE_ROWS", size)
         return verify(app.recorder, bulk=bulk, **kwargs)
 
 

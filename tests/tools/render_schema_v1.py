@@ -42,9 +42,7 @@ def postgres(url: str, data_dir: Path) -> str:
                 text = statement.as_string(conn)
                 if text.startswith("CREATE TYPE"):
                     # the library runs it alone and ignores duplicate_object: the same here
-                    text = (
-                        f"DO $$ BEGIN {text}; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
-                    )
+                    text = f"DO $$ BEGIN {text}; EXCEPTION WHEN duplicate_object THEN NULL; END $$"
                 out.append(text.rstrip(";") + ";")
     table = f'"{PLACEHOLDER}"."cbcm_tracking"'
     out.append(

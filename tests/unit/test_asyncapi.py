@@ -179,9 +179,7 @@ def test_the_documented_header_names_are_those_the_services_send() -> None:
         "Nats-Expected-Stream",
     }
     assert set(messages["statisticsRelease"]["headers"]["properties"]) == {RELEASE_HEADER}
-    assert set(messages["auditCosignature"]["headers"]["properties"]) == {
-        "Nats-Expected-Stream"
-    }
+    assert set(messages["auditCosignature"]["headers"]["properties"]) == {"Nats-Expected-Stream"}
 
 
 STORES = st.text("0123456789abcdef", min_size=16, max_size=16)

@@ -68,9 +68,7 @@ def test_nothing_is_written_without_a_results_file(
 
 
 def test_figures_are_json_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = recorded(
-        tmp_path, monkeypatch, Figure("b", "rate", "sqlite", 2.0, "/s", baseline=4.0)
-    )
+    path = recorded(tmp_path, monkeypatch, Figure("b", "rate", "sqlite", 2.0, "/s", baseline=4.0))
     (line,) = path.read_text().splitlines()
     assert json.loads(line)["ratio"] == 0.5
 

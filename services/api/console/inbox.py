@@ -155,6 +155,7 @@ async def inbox_page(request: Request, staff: SignedIn) -> Response:
     if shown.previous_cursor is None:
         page = 1
     page = max(1, min(page, pages))
+
     def query_of(**change: str | int | None) -> str:
         return urlencode({k: v for k, v in {**filters, **change}.items() if v not in ("", None)})
 

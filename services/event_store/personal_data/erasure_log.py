@@ -173,7 +173,7 @@ def _links_hold(
     for row in read_log(recorder, first, batch=max(2, last - first + 1)):
         if row.position > last:
             break
-        if not row.has_event:
+        if not row.has_event or row.unreadable:
             return None
         link = row.link_from(link)
         if row.position <= must and (row.chain is None or row.chain.link != link):
