@@ -8,10 +8,11 @@ CASES ?= 200
 ## server starting, a process, a condition), and a second worker per core fills it.
 TEST_WORKERS ?= $(shell echo $$(( 2 * $$(nproc) )))
 
-.PHONY: run demo test pytest lint lint-code dependency-audit tools bench fault fuzz soak clean lock deploy-test catalogues browser-deps
+.PHONY: run demo test pytest lint lint-code dependency-audit tools bench fault fuzz soak clean lock deploy-test catalogues browser-deps c-build-deps
 
-# Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself.
-$(STAMP): pyproject.toml requirements-dev.lock
+# Installs exactly what requirements-dev.lock pins (hash-checked), then cbcm itself, with
+# verify's two C modules (ADR 33) built in place (again whenever their sources change).
+$(STAMP): pyproject.toml requirements-dev.lock setup.py services/audit/_hashing.c services/event_store/_log_reader.c | c-build-deps
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet --require-hashes -r requirements-dev.lock
@@ -108,6 +109,15 @@ catalogues: $(STAMP)
 
 ## The browser tests' tools (the tests install them too when missing, never skip): Debian's
 ## chromium (as root, as CI runs) and axe-core from tests/browser/package-lock.json.
+## Verify's C modules (ADR 33) need a C compiler and OpenSSL's and SQLite's headers: installed
+## here where they are missing and apt-get can (CI runs as root). Elsewhere cbcm installs
+## without the modules and verify runs the Python code they replace (the same findings, slower).
+c-build-deps:
+	@if command -v cc >/dev/null && test -f /usr/include/openssl/evp.h && test -f /usr/include/sqlite3.h; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends gcc libc6-dev libssl-dev libsqlite3-dev; \
+	else echo "note: no C compiler or no OpenSSL/SQLite headers: cbcm audit verify will run its Python code (slower)"; fi
+
 browser-deps:
 	test -x /usr/bin/chromium || (apt-get update -qq && apt-get install -y chromium)
 	test -f tests/browser/node_modules/axe-core/axe.min.js || npm ci --ignore-scripts --no-audit --prefix tests/browser
