@@ -38,7 +38,7 @@ from services.event_store.chain import (
     log_ranges,
     read_log,
 )
-from services.event_store.log_blobs import BlobReader, blob_reader
+from services.event_store.log_blobs import BlobReader, PostgresBlobReader, blob_reader
 from services.event_store.tiles import TILE_WIDTH, TileStore
 
 if TYPE_CHECKING:
@@ -270,7 +270,7 @@ class _Scan:
         """Positions of the last rows seen clean, by either path, with nothing between them."""
         self.fast_reading = True
         self.tile_feed: TileFeed | None = None
-        self.blobs: BlobReader | None = None
+        self.blobs: BlobReader | PostgresBlobReader | None = None
         self.bulk_checked = 0
         """Positions the bulk reader vouched for."""
 

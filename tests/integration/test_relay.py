@@ -391,6 +391,10 @@ async def test_intake_during_a_nats_outage_arrives_when_nats_is_back(
     finally:
         stop.set()
         await asyncio.wait_for(task, 10)
+        # the client closed while its server is up: closed after, it would be reconnecting to
+        # a stopped server, and nats-py swallows the cancellation of a reconnect (nats.py
+        # PR 981), which once held this test's event loop open at teardown for good
+        await nc.close()
         if restarted is not None:
             await asyncio.to_thread(restarted.stop)
 
