@@ -38,7 +38,7 @@ from services.event_store.chain import (
     log_ranges,
     read_log,
 )
-from services.event_store.log_blobs import BlobReader, PostgresBlobReader, blob_reader
+from services.event_store.log_blobs import BlobReader, blob_reader
 from services.event_store.tiles import TILE_WIDTH, TileStore
 
 if TYPE_CHECKING:
@@ -201,6 +201,11 @@ def verify(
     }
     report.checkpoints = len(attested)
     scan = _Scan(recorder, report, attested=attested, start=start, stop=stop, progress=progress)
+    if tile_feed is None and checks is None:
+        # the level-0 tiles held to the links as the fast path reads them, as each range of
+        # verify_parallel does; check_tiles then checks only what the feed did not vouch for
+        tile_feed = TileFeed(recorder, TileStore(recorder).first_tile_from(start), 1 << 62)
+        checks = [_after_the_feed(tile_feed) if c is check_tiles else c for c in CHECKS]
     scan.tile_feed = tile_feed
     if last_good_checkpoint is not None:
         scan.last_good_checkpoint = last_good_checkpoint
@@ -270,7 +275,7 @@ class _Scan:
         """Positions of the last rows seen clean, by either path, with nothing between them."""
         self.fast_reading = True
         self.tile_feed: TileFeed | None = None
-        self.blobs: BlobReader | PostgresBlobReader | None = None
+        self.blobs: BlobReader | None = None
         self.bulk_checked = 0
         """Positions the bulk reader vouched for."""
 
@@ -725,6 +730,17 @@ def check_tree_heads(recorder: Any, report: Report, context: Context) -> list[Fi
         good = signed.size
         report.covered_to = max(report.covered_to or 0, tree.position_of(signed.size - 1))
     return found
+
+
+def _after_the_feed(feed: TileFeed) -> Check:
+    """``check_tiles`` for what ``feed`` did not vouch for: the level-0 tiles from the first
+    it did not, then every tile above level 0."""
+
+    def check(recorder: Any, report: Report, context: Context) -> list[Finding]:
+        rest = Context(context.start, context.stop, context.tree_heads, (feed.next, 1 << 62))
+        return [*check_tiles(recorder, report, rest), *check_upper_tiles(recorder, report, rest)]
+
+    return check
 
 
 CHECKS: list[Check] = [check_tiles, check_tree_heads]

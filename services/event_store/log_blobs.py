@@ -29,25 +29,19 @@ from __future__ import annotations
 
 import ctypes
 import functools
-import sys
 from array import array
-from itertools import accumulate
 from typing import Any, NamedTuple
 
-from eventsourcing.postgres import PostgresApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder
-from psycopg.rows import tuple_row
-from psycopg.sql import SQL, Identifier
 
-from services.event_store import reads
-from services.event_store.chain import GENESIS, chain_table
+from services.event_store.chain import chain_table
 
 try:
     from services.event_store import _log_reader
 except ImportError:  # not built (no compiler or no SQLite headers where cbcm was installed)
     _log_reader = None  # type: ignore[assignment]
 
-__all__ = ["BlobBatch", "BlobReader", "PostgresBlobReader", "blob_reader", "same_sqlite"]
+__all__ = ["BlobBatch", "BlobReader", "blob_reader", "same_sqlite"]
 
 
 class BlobBatch(NamedTuple):
@@ -101,86 +95,8 @@ class BlobReader:
         return BlobBatch(first, end, len(links) // 32, preimages, bounds, links, True)
 
 
-_PG_STATEMENT = (
-    # PostgreSQL's columns are typed (uuid, bigint, text, bytea): what remains to check is
-    # that every position holds both rows, each link names the position before and is 32
-    # bytes. The preimages are put together on the server with pg_catalog's own functions;
-    # the bytes are the stored values, as a tuple would carry them, and are hashed here.
-    "SELECT pg_catalog.string_agg("
-    "coalesce(p.link, CASE WHEN c.previous_position = 0 THEN {genesis} END) "
-    "|| pg_catalog.int8send(e.notification_id) || pg_catalog.uuid_send(e.originator_id) "
-    "|| pg_catalog.int8send(e.originator_version) "
-    "|| pg_catalog.int4send(pg_catalog.octet_length(e.topic)) "
-    "|| pg_catalog.convert_to(e.topic, 'UTF8') || e.state, ''::bytea "
-    "ORDER BY e.notification_id), "
-    "pg_catalog.string_agg(pg_catalog.int8send(68 + pg_catalog.octet_length(e.topic) "
-    "+ pg_catalog.octet_length(e.state)), ''::bytea ORDER BY e.notification_id), "
-    "pg_catalog.string_agg(c.link, ''::bytea ORDER BY e.notification_id), "
-    "count(*), min(e.notification_id), max(e.notification_id), "
-    "count(*) FILTER (WHERE c.previous_position = e.notification_id - 1 "
-    "AND pg_catalog.octet_length(c.link) = 32), "
-    "(SELECT count(*) FROM {s}.{e} WHERE notification_id >= %(first)s "
-    "AND notification_id < %(end)s), "
-    "(SELECT count(*) FROM {s}.{c} WHERE position >= %(first)s AND position < %(end)s) "
-    "FROM {s}.{e} e JOIN {s}.{c} c ON c.position = e.notification_id "
-    "LEFT JOIN {s}.{c} p ON p.position = c.previous_position "
-    "WHERE e.notification_id >= %(first)s AND e.notification_id < %(end)s "
-    "AND c.position >= %(first)s AND c.position < %(end)s"
-)
-
-
-class PostgresBlobReader:
-    """Ranges of one PostgreSQL store read as buffers, put together by the server."""
-
-    def __init__(self, recorder: PostgresApplicationRecorder) -> None:
-        self.recorder = recorder
-        events = recorder.events_table_name
-        self._statement = SQL(_PG_STATEMENT).format(
-            s=Identifier(recorder.datastore.schema),
-            e=Identifier(events),
-            c=Identifier(chain_table(events)),
-            genesis=SQL("'\\x" + GENESIS.hex() + "'::bytea"),
-        )
-
-    def read(self, first: int, end: int, previous_position: int, previous: bytes) -> BlobBatch:
-        """As ``BlobReader.read``."""
-        nothing = BlobBatch(first, end, 0, b"", array("q", [0]), b"", False)
-        with reads.one_statement(self.recorder.datastore) as curs:
-            cursor = curs.connection.cursor(row_factory=tuple_row, binary=True)
-            cursor.execute(self._statement, {"first": first, "end": end})
-            row = cursor.fetchone()
-        if row is None:
-            return nothing
-        preimages, sizes, links, count, low, high, linked, events, chain = row
-        rows = end - first
-        if not (count == linked == events == chain == rows and low == first and high == end - 1):
-            return nothing
-        if preimages is None or sizes is None or links is None or len(links) != 32 * rows:
-            return nothing
-        preimages, links = bytes(preimages), bytes(links)
-        lengths = array("q")
-        lengths.frombytes(bytes(sizes))
-        if lengths.itemsize != 8 or len(lengths) != rows:
-            return nothing
-        if sys.byteorder == "little":
-            lengths.byteswap()  # int8send writes big-endian
-        bounds = array("q", accumulate(lengths, initial=0))
-        if (
-            bounds[-1] != len(preimages)
-            or preimages[:32] != previous
-            or previous_position != first - 1
-        ):
-            return nothing
-        return BlobBatch(first, end, rows, preimages, bounds, links, True)
-
-
-def blob_reader(recorder: Any) -> BlobReader | PostgresBlobReader | None:
+def blob_reader(recorder: Any) -> BlobReader | None:
     """A reader of ``recorder``'s log as buffers, or None where there is none (see above)."""
-    if isinstance(recorder, PostgresApplicationRecorder):
-        with recorder.datastore.transaction(commit=False) as curs:
-            if curs.connection.info.encoding != "utf-8":
-                return None
-        return PostgresBlobReader(recorder)
     if not isinstance(recorder, SQLiteApplicationRecorder) or not same_sqlite():
         return None
     pool = recorder.datastore.pool

@@ -372,9 +372,10 @@ async def test_verify_json_is_not_verified_for_a_range_no_checkpoint_covers(
         audit(env, "verify", "--json", "--witness-db", str(witness.book_path)).output
     )
     assert report["verified"] is True and report["uncovered"] is None
-    # read as buffers and hashed by the C module (ADR 33)
+    # read as buffers where the store is a SQLite file, hashed by the C module (ADR 33)
     assert report["hashing"] == "c"
-    assert report["read_as_buffers"] == report["checked"]
+    sqlite_file = store_url.startswith("sqlite")
+    assert report["read_as_buffers"] == (report["checked"] if sqlite_file else 0)
 
     # and the witness published its cosignature of that checkpoint for anyone to fetch
     from contracts.audit import COSIGNATURE_SUBJECT, decode_cosignature  # noqa: PLC0415

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
+from eventsourcing.sqlite import SQLiteApplicationRecorder
 
 from services.application.mechanism import ComplaintMechanism
 from services.audit import verify as verify_module
@@ -44,7 +45,7 @@ def with_batches(app: ComplaintMechanism, size: int, *, bulk: bool, **kwargs: An
 
 def same(app: ComplaintMechanism, **kwargs: Any) -> Report:
     """The careful path's report, after checking that the fast path gives the same, as
-    tuples and as buffers (ADR 33)."""
+    tuples and as buffers (ADR 33; SQLite: PostgreSQL has no bulk reader)."""
     expected = careful_only(app, **kwargs)
     for size in BATCHES:
         for bulk in (False, True):
@@ -90,8 +91,10 @@ def swap(dba: Dba, a: int, b: int) -> None:
 def test_an_intact_store_reads_the_same_both_ways(store: ComplaintMechanism) -> None:
     report = same(store)
     assert report.intact and report.checked == len(positions(store))
-    # the buffers vouch for every position of an intact store (ADR 33)
-    assert with_batches(store, 64, bulk=True).bulk == report.checked
+    # on SQLite the buffers vouch for every position of an intact store (ADR 33); PostgreSQL
+    # has no bulk reader (its server's work per row is the same either way)
+    expected = report.checked if isinstance(store.recorder, SQLiteApplicationRecorder) else 0
+    assert with_batches(store, 64, bulk=True).bulk == expected
     assert with_batches(store, 64, bulk=False).bulk == 0
     middle = positions(store)[len(positions(store)) // 2]
     assert same(store, start=middle).intact
