@@ -27,7 +27,7 @@ from tests.integration.walked_stores import (
     Template,
     copy_of,
     demo_walk,
-    make_template,
+    sqlite_template_fixture,
     walked_store_fixtures,
 )
 
@@ -304,12 +304,7 @@ def test_two_adjacent_events_deleted_with_their_links_are_named_from_the_first(
     assert only(verify(store.recorder)) == (Damage.MISSING, first)
 
 
-@pytest.fixture(scope="module")
-def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
-    with make_template(
-        "sqlite", tmp_path_factory.mktemp("template-6"), None, demo_walk(6, 5, START)
-    ) as made:
-        yield made
+sqlite_template = sqlite_template_fixture(demo_walk(6, 5, START), "template-6")
 
 
 @pytest.fixture

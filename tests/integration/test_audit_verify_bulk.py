@@ -9,7 +9,7 @@ bulk reader yet.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,19 +23,14 @@ from services.event_store import log_blobs
 from services.event_store.log_blobs import blob_reader
 from tests.integration.test_audit_chain import START, Dba, positions
 from tests.integration.test_audit_verify_paths import careful_only, same
-from tests.integration.walked_stores import Template, copy_of, demo_walk, make_template
+from tests.integration.walked_stores import (
+    Template,
+    copy_of,
+    demo_walk,
+    sqlite_template_fixture,
+)
 
-
-@pytest.fixture(scope="module")
-def template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
-    with make_template(
-        "sqlite", tmp_path_factory.mktemp("bulk"), None, demo_walk(8, 11, START)
-    ) as made:
-        yield made
-
-
-def _copy(template: Template, root: Path) -> Any:
-    return copy_of(template, root)
+template = sqlite_template_fixture(demo_walk(8, 11, START), "bulk")
 
 
 def sql(dba: Dba, statement: str, *args: Any) -> None:
@@ -84,7 +79,7 @@ RESTYLED: dict[str, Restyling] = {
 def test_a_row_stored_otherwise_is_not_vouched_for(
     template: Template, tmp_path: Path, restyle: str
 ) -> None:
-    with _copy(template, tmp_path) as settings_:
+    with copy_of(template, tmp_path) as settings_:
         app = complaint_mechanism(settings_)
         try:
             dba = Dba(app)
@@ -113,7 +108,7 @@ def test_a_row_stored_otherwise_is_not_vouched_for(
 def test_restyled_rows_anywhere_are_named_as_the_careful_path_names_them(
     template: Template, tmp_path_factory: pytest.TempPathFactory, damages: list[Any]
 ) -> None:
-    with _copy(template, tmp_path_factory.mktemp("restyled")) as settings_:
+    with copy_of(template, tmp_path_factory.mktemp("restyled")) as settings_:
         app = complaint_mechanism(settings_)
         try:
             dba = Dba(app)
@@ -133,7 +128,7 @@ def test_the_reader_reads_with_the_sqlite_library_python_uses(
     used only when it calls the very library Python's sqlite3 calls (here it does), and
     verify reads tuples otherwise, with the same report."""
     assert log_blobs.same_sqlite()
-    with _copy(template, tmp_path) as settings_:
+    with copy_of(template, tmp_path) as settings_:
         app = complaint_mechanism(settings_)
         try:
             assert verify(app.recorder).bulk == len(positions(app))
@@ -156,7 +151,7 @@ def test_the_reader_reads_with_the_sqlite_library_python_uses(
 
 
 def test_an_intact_store_is_vouched_for_by_the_buffers(template: Template, tmp_path: Path) -> None:
-    with _copy(template, tmp_path) as settings_:
+    with copy_of(template, tmp_path) as settings_:
         app = complaint_mechanism(settings_)
         try:
             report = verify(app.recorder)

@@ -41,6 +41,17 @@ def make_template(
         yield made
 
 
+def sqlite_template_fixture(walk: Callable[[ComplaintMechanism], Any], name: str) -> Any:
+    """A module's fixture of one SQLite store walked by ``walk``, for tests of SQLite alone."""
+
+    @pytest.fixture(scope="module")
+    def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Template]:
+        with make_template("sqlite", tmp_path_factory.mktemp(name), None, walk) as made:
+            yield made
+
+    return sqlite_template
+
+
 @contextmanager
 def copy_of(template: Template, root: Path) -> Iterator[Settings]:
     """Settings naming a copy of ``template``'s store and data directory under ``root``."""
