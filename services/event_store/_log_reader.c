@@ -7,9 +7,9 @@
  * same shared libsqlite3; log_blobs.py checks that it is the same one, since two copies of
  * SQLite in one process do not see each other's locks), on a read-only connection of its own.
  *
- * ``read_range(path, events_table, chain_table, first, end, previous_position,
+ * ``read_range(path, events_table, chain_table, first, last, previous_position,
  * previous_link)`` returns ``(plain, preimages, bounds, links)``. ``plain`` is true only when
- * every position ``first <= p < end`` holds an event and a chain row and each row is as the
+ * every position ``first <= p <= last`` holds an event and a chain row and each row is as the
  * library writes it: originator_id a text of 32 lowercase hex digits, originator_version an
  * integer, topic a text in UTF-8, state a blob, previous_position an integer naming the row
  * before (the first names ``previous_position``), link a blob of 32 bytes. Then, per event in
@@ -118,17 +118,17 @@ typedef struct {
 
 /* The reading itself, without the GIL: PLAIN, NOT_PLAIN, or FAILED / NO_MEMORY. */
 static int
-read_rows(sqlite3 *db, const char *events, const char *chain, int64_t first, int64_t end,
+read_rows(sqlite3 *db, const char *events, const char *chain, int64_t first, int64_t last,
           int64_t previous, const unsigned char *previous_link, Result *r)
 {
     char sql[1024];
     snprintf(sql, sizeof sql,
              "SELECT e.rowid, e.originator_id, e.originator_version, e.topic, e.state, "
              "c.previous_position, c.link, "
-             "(SELECT count(*) FROM \"%s\" WHERE rowid >= ?1 AND rowid < ?2), "
-             "(SELECT count(*) FROM \"%s\" WHERE position >= ?1 AND position < ?2) "
+             "(SELECT count(*) FROM \"%s\" WHERE rowid >= ?1 AND rowid <= ?2), "
+             "(SELECT count(*) FROM \"%s\" WHERE position >= ?1 AND position <= ?2) "
              "FROM \"%s\" e JOIN \"%s\" c ON c.position = e.rowid "
-             "WHERE e.rowid >= ?1 AND e.rowid < ?2 ORDER BY e.rowid",
+             "WHERE e.rowid >= ?1 AND e.rowid <= ?2 ORDER BY e.rowid",
              events, chain, events, chain);
     sqlite3_stmt *stmt = NULL;
     int outcome = PLAIN;
@@ -137,11 +137,13 @@ read_rows(sqlite3 *db, const char *events, const char *chain, int64_t first, int
     unsigned char last_link[32];
     if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) goto failed;
     sqlite3_bind_int64(stmt, 1, first);
-    sqlite3_bind_int64(stmt, 2, end);
+    sqlite3_bind_int64(stmt, 2, last);
+    /* first >= 0 (checked by the caller): last - first cannot overflow, the count may not */
+    uint64_t wanted = (uint64_t)(last - first) + 1;
     int step;
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
-        if (rows == 0 && (sqlite3_column_int64(stmt, 7) != end - first ||
-                          sqlite3_column_int64(stmt, 8) != end - first)) {
+        if (rows == 0 && ((uint64_t)sqlite3_column_int64(stmt, 7) != wanted ||
+                          (uint64_t)sqlite3_column_int64(stmt, 8) != wanted)) {
             outcome = NOT_PLAIN; /* an event without a link or a link without an event */
             break;
         }
@@ -204,7 +206,7 @@ read_rows(sqlite3 *db, const char *events, const char *chain, int64_t first, int
         rows++;
     }
     if (outcome == PLAIN && step != SQLITE_ROW && step != SQLITE_DONE) goto failed;
-    if (outcome == PLAIN && rows != end - first) outcome = NOT_PLAIN;
+    if (outcome == PLAIN && (uint64_t)rows != wanted) outcome = NOT_PLAIN;
     sqlite3_finalize(stmt);
     return outcome;
 failed:
@@ -217,9 +219,9 @@ static PyObject *
 read_range(PyObject *Py_UNUSED(module), PyObject *args)
 {
     const char *path, *events, *chain;
-    long long first, end, previous;
+    long long first, last, previous;
     Py_buffer link;
-    if (!PyArg_ParseTuple(args, "sssLLLy*:read_range", &path, &events, &chain, &first, &end,
+    if (!PyArg_ParseTuple(args, "sssLLLy*:read_range", &path, &events, &chain, &first, &last,
                           &previous, &link))
         return NULL;
     if (link.len != 32) {
@@ -234,8 +236,8 @@ read_range(PyObject *Py_UNUSED(module), PyObject *args)
         PyErr_SetString(PyExc_ValueError, "table names: letters, digits and underscores");
         return NULL;
     }
-    if (end < first) {
-        PyErr_SetString(PyExc_ValueError, "a range ends after it starts");
+    if (first < 0 || last < first) {
+        PyErr_SetString(PyExc_ValueError, "a range of positions from 0 up, ending where it starts or after");
         return NULL;
     }
     Result r;
@@ -253,7 +255,7 @@ read_range(PyObject *Py_UNUSED(module), PyObject *args)
             sqlite3_busy_timeout(db, 5000);
             /* read the file's pages where they lie (no copy into a page cache of our own) */
             sqlite3_exec(db, "PRAGMA mmap_size = 2147418112", NULL, NULL, NULL);
-            outcome = read_rows(db, events, chain, first, end, previous, previous_link, &r);
+            outcome = read_rows(db, events, chain, first, last, previous, previous_link, &r);
         }
     }
     sqlite3_close(db);
@@ -292,7 +294,7 @@ library_version(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
 
 static PyMethodDef methods[] = {
     {"read_range", read_range, METH_VARARGS,
-     "read_range(path, events_table, chain_table, first, end, previous_position, "
+     "read_range(path, events_table, chain_table, first, last, previous_position, "
      "previous_link, /) -> (plain, preimages, bounds, links)"},
     {"open_v2_address", open_v2_address, METH_NOARGS,
      "The address of the sqlite3_open_v2 this module calls (to check that it is the same "

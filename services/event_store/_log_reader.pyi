@@ -4,7 +4,7 @@ def read_range(
     events_table: str,
     chain_table: str,
     first: int,
-    end: int,
+    last: int,
     previous_position: int,
     previous_link: bytes,
     /,

@@ -970,6 +970,10 @@ POSTGRES_RECORDER_TOPIC = get_topic(ChainedPostgresRecorder)
 # --------------------------------------------------------------------------------- reading
 
 
+_LAST_POSITION = (1 << 63) - 1
+"""The largest position SQLite (and PostgreSQL's bigint) can hold."""
+
+
 def read_log(recorder: Any, start: int = 1, batch: int = 2000) -> Iterator[LogRow]:
     """Every position of the log from ``start``, events and chain rows side by side, in
     position order; a position held by only one of the two is yielded with the other empty."""
@@ -981,9 +985,15 @@ def read_log(recorder: Any, start: int = 1, batch: int = 2000) -> Iterator[LogRo
             rows = _sqlite_rows(recorder, events, chain, position, batch)
         else:
             rows = _postgres_rows(recorder, events, chain, position, batch)
+        # a DBA's chain table whose positions are not integers returns the same rows again
+        # (a text compares above any number): only what lies ahead counts, and a position at
+        # the very end of SQLite's integers ends the log
+        rows = [row for row in rows if row.position >= position]
         if not rows:
             return
         yield from rows
+        if rows[-1].position >= _LAST_POSITION:
+            return
         position = rows[-1].position + 1
 
 
@@ -1208,15 +1218,34 @@ def batch_reader(recorder: Any) -> Callable[[Any, int, int], LogBatch] | None:
     """How ``log_batches`` reads one range ``first <= p < end`` of this store (None: it
     cannot, see there)."""
     if isinstance(recorder, SQLiteApplicationRecorder):
-        with recorder.datastore.transaction(commit=False) as c:
-            c.execute("PRAGMA encoding")
-            if str(c.fetchone()[0]).upper() != "UTF-8":
-                return None
-        return _sqlite_batch
+        return _sqlite_batch if sqlite_tables_as_created(recorder) else None
     with recorder.datastore.transaction(commit=False) as curs:
         if curs.connection.info.encoding != "utf-8":
             return None
     return _postgres_batch
+
+
+def sqlite_tables_as_created(recorder: Any) -> bool:
+    """The SQLite store is in UTF-8 and its events and chain are tables as the library and
+    ``cbcm db init`` create them: not views (whose values may depend on the connection that
+    reads them), the chain's position its rowid (an integer; a table rebuilt with positions
+    of another type compares them otherwise). Only then do the fast paths read it; the
+    careful path reads anything."""
+    events = recorder.events_table_name
+    chain = chain_table(events)
+    with recorder.datastore.transaction(commit=False) as c:
+        c.execute("PRAGMA encoding")
+        if str(c.fetchone()[0]).upper() != "UTF-8":
+            return False
+        c.execute("SELECT name, type FROM sqlite_master WHERE name IN (?, ?)", (events, chain))
+        kinds = {str(r[0]): str(r[1]) for r in c.fetchall()}
+        if kinds != {events: "table", chain: "table"}:
+            return False
+        c.execute(f"SELECT name, type, pk FROM pragma_table_info('{chain}')")  # noqa: S608
+        columns = {str(r[0]): (str(r[1]).upper(), int(r[2])) for r in c.fetchall()}
+        c.execute(f"SELECT count(*) FROM pragma_table_info('{chain}') WHERE pk > 0")  # noqa: S608
+        keys = int(c.fetchone()[0])
+    return columns.get("position") == ("INTEGER", 1) and keys == 1
 
 
 def log_ranges(
@@ -1232,9 +1261,37 @@ def log_ranges(
         if first > top:
             return
         while first <= top:
+            # over a stretch that holds nothing (a sequence's gap, or a DBA's far position),
+            # in one step rather than range by empty range
+            first = _next_position(recorder, first, top)
+            if first > top:
+                break
             end = min(first + size, top + 1)
             yield first, end
             first = end
+
+
+def _next_position(recorder: Any, first: int, top: int) -> int:
+    """The lowest position from ``first`` holding an event or a link (``top + 1``: none)."""
+    events = recorder.events_table_name
+    chain = chain_table(events)
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        with recorder.datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT min(p) FROM (SELECT min(rowid) AS p FROM {events} WHERE rowid >= ?1 "  # noqa: S608
+                f"UNION ALL SELECT min(position) FROM {chain} WHERE position >= ?1)",
+                (first,),
+            )
+            found = c.fetchone()[0]
+        return top + 1 if found is None else int(found)
+    statement = SQL(
+        "SELECT least((SELECT min(notification_id) FROM {s}.{e} WHERE notification_id >= "
+        "%(first)s), (SELECT min(position) FROM {s}.{c} WHERE position >= %(first)s)) AS next"
+    ).format(s=Identifier(recorder.datastore.schema), e=Identifier(events), c=Identifier(chain))
+    with reads.one_statement(recorder.datastore) as curs:
+        curs.execute(statement, {"first": first})
+        row = curs.fetchone()
+    return top + 1 if row is None or row["next"] is None else int(row["next"])
 
 
 def _top(recorder: Any) -> int:
@@ -1275,6 +1332,14 @@ def _id_bytes(text: bytes, known: dict[bytes, bytes]) -> bytes:
     return raw
 
 
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 def _sqlite_batch(recorder: Any, first: int, end: int) -> LogBatch:
     events = recorder.events_table_name
     chain = chain_table(events)
@@ -1283,26 +1348,32 @@ def _sqlite_batch(recorder: Any, first: int, end: int) -> LogBatch:
         "CAST(e.topic AS BLOB), "
         f"e.state, c.previous_position, c.link FROM {events} e "
         f"JOIN {chain} c ON c.position = e.rowid "
-        "WHERE e.rowid >= ? AND e.rowid < ? AND typeof(e.originator_id) = 'text' "
+        "WHERE e.rowid >= ? AND e.rowid <= ? AND typeof(e.originator_id) = 'text' "
         "AND typeof(e.originator_version) = 'integer' AND typeof(e.topic) = 'text' "
         "AND typeof(e.state) = 'blob' AND typeof(c.previous_position) = 'integer' "
         "AND typeof(c.link) = 'blob' ORDER BY e.rowid"
     )
     counts_statement = (
-        f"SELECT (SELECT count(*) FROM {events} WHERE rowid >= ? AND rowid < ?), "  # noqa: S608
-        f"(SELECT count(*) FROM {chain} WHERE position >= ? AND position < ?)"
+        f"SELECT (SELECT count(*) FROM {events} WHERE rowid >= ? AND rowid <= ?), "  # noqa: S608
+        f"(SELECT count(*) FROM {chain} WHERE position >= ? AND position <= ?)"
     )
     with recorder.datastore.transaction(commit=False) as c:
         cursor = c.sqlite_cursor
         cursor.row_factory = None  # plain tuples, not the library's sqlite3.Row
-        cursor.execute(rows_statement, (first, end))
+        last = end - 1  # inclusive: the last position SQLite holds is 2**63 - 1
+        cursor.execute(rows_statement, (first, last))
         found = cursor.fetchall()
-        cursor.execute(counts_statement, (first, end, first, end))
+        cursor.execute(counts_statement, (first, last, first, last))
         stored_events, links = cursor.fetchone()
     known: dict[bytes, bytes] = {}
     get = known.get
     rows = [(p, get(o) or _id_bytes(o, known), v, t, s, q, k) for p, o, v, t, s, q, k in found]
-    complete = stored_events == links == len(rows) and all(known.values())
+    complete = (
+        stored_events == links == len(rows)
+        and all(known.values())
+        # the application reads a topic as text: one that is not UTF-8 it cannot read
+        and all(map(_utf8, {r[3] for r in rows}))
+    )
     return LogBatch(first, end, rows, complete)
 
 

@@ -21,7 +21,8 @@ The C module reads the file on a read-only connection of its own, through the sa
 library as Python's ``sqlite3`` module: two copies of SQLite in one process do not see each
 other's POSIX locks, and one can reset the WAL index the other is reading (SQLite's "How To
 Corrupt An SQLite Database File", 2.2). :func:`same_sqlite` checks it is the same library;
-where it is not, or the module was not built, or the store is in memory or not in UTF-8 or
+where it is not, or the module was not built, or the store is in memory, not in UTF-8, its
+tables not as created (a view, a chain table rebuilt: ``chain.sqlite_tables_as_created``) or
 on PostgreSQL, there is no reader and verify reads tuples as before.
 """
 
@@ -34,7 +35,7 @@ from typing import Any, NamedTuple
 
 from eventsourcing.sqlite import SQLiteApplicationRecorder
 
-from services.event_store.chain import chain_table
+from services.event_store.chain import chain_table, sqlite_tables_as_created
 
 try:
     from services.event_store import _log_reader
@@ -85,8 +86,10 @@ class BlobReader:
         ``previous_position`` (whose link is ``previous``); not ``plain`` (and empty) where
         it is not plain."""
         try:
-            plain, preimages, starts, links = self._read(first, end, previous_position, previous)
-        except OSError:  # the file could not be read so: read as tuples
+            plain, preimages, starts, links = self._read(
+                first, end - 1, previous_position, previous
+            )
+        except (OSError, ValueError, OverflowError):  # not read so: read as tuples
             plain = False
         if not plain:
             return BlobBatch(first, end, 0, b"", array("q", [0]), b"", False)
@@ -100,10 +103,6 @@ def blob_reader(recorder: Any) -> BlobReader | None:
     if not isinstance(recorder, SQLiteApplicationRecorder) or not same_sqlite():
         return None
     pool = recorder.datastore.pool
-    if pool.is_sqlite_memory_mode:
+    if pool.is_sqlite_memory_mode or not sqlite_tables_as_created(recorder):
         return None
-    with recorder.datastore.transaction(commit=False) as c:
-        c.execute("PRAGMA encoding")
-        if str(c.fetchone()[0]).upper() != "UTF-8":
-            return None
     return BlobReader(pool.db_name, recorder.events_table_name)

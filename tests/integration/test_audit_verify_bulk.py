@@ -9,6 +9,7 @@ bulk reader yet.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,47 @@ template = sqlite_template_fixture(demo_walk(8, 11, START), "bulk")
 def sql(dba: Dba, statement: str, *args: Any) -> None:
     with dba.sql() as c:
         c.execute(statement, args)
+
+
+def forge_links(dba: Dba, first: int) -> None:
+    """Recompute every link from ``first`` on over the bytes as stored (a topic's raw bytes,
+    an id's hex), as a forger who wants a fast path to vouch would: the fast paths must still
+    send each restyled row to the careful path. A restyled link is kept, and the next link
+    recomputed from its bytes."""
+    with dba.sql() as c:
+        c.execute(
+            f"SELECT CAST(link AS BLOB) FROM {dba.chain} WHERE position < ? ORDER BY position DESC",
+            (first,),
+        )
+        found = c.fetchone()
+        previous = bytes(found[0]) if found else bytes(32)
+        c.execute(
+            f"SELECT e.rowid, CAST(e.originator_id AS BLOB), e.originator_version, "
+            f"CAST(e.topic AS BLOB), CAST(e.state AS BLOB), CAST(c.link AS BLOB), "
+            f"typeof(c.link) = 'blob' AND length(c.link) = 32 FROM {dba.events} e "
+            f"JOIN {dba.chain} c ON c.position = e.rowid WHERE e.rowid >= ? ORDER BY e.rowid",
+            (first,),
+        )
+        for position, oid, version, topic, state, stored, plain_link in c.fetchall():
+            if not plain_link:  # the restyled link itself: kept
+                previous = bytes(stored)
+                continue
+            try:
+                raw_id = bytes.fromhex(bytes(oid or b"").decode("ascii", "replace"))
+                number = int(version)
+            except (TypeError, ValueError):
+                previous = bytes(stored)  # bytes no path would hash: its link is kept
+                continue
+            previous = hashlib.sha256(
+                previous
+                + position.to_bytes(8, "big", signed=True)
+                + raw_id
+                + number.to_bytes(8, "big", signed=True)
+                + len(bytes(topic or b"")).to_bytes(4, "big")
+                + bytes(topic or b"")
+                + bytes(state or b"")
+            ).digest()
+            c.execute(f"UPDATE {dba.chain} SET link = ? WHERE position = ?", (previous, position))
 
 
 Restyling = Callable[[Dba, int], None]
@@ -69,15 +111,25 @@ RESTYLED: dict[str, Restyling] = {
         p,
     ),
     "state NULL": lambda d, p: sql(d, f"UPDATE {d.events} SET state = NULL WHERE rowid = ?", p),
+    "topic not UTF-8": lambda d, p: sql(
+        d, f"UPDATE {d.events} SET topic = CAST(X'c3' AS TEXT) WHERE rowid = ?", p
+    ),
+    "id with a NUL inside": lambda d, p: sql(
+        d,
+        f"UPDATE {d.events} SET originator_id = "
+        "CAST(CAST(originator_id AS BLOB) || X'0078' AS TEXT) WHERE rowid = ?",
+        p,
+    ),
     "linked to two before": lambda d, p: sql(
         d, f"UPDATE {d.chain} SET previous_position = position - 2 WHERE position = ?", p
     ),
 }
 
 
+@pytest.mark.parametrize("forged", [False, True], ids=["as it was", "links forged"])
 @pytest.mark.parametrize("restyle", list(RESTYLED))
 def test_a_row_stored_otherwise_is_not_vouched_for(
-    template: Template, tmp_path: Path, restyle: str
+    template: Template, tmp_path: Path, restyle: str, forged: bool
 ) -> None:
     with copy_of(template, tmp_path) as settings_:
         app = complaint_mechanism(settings_)
@@ -86,6 +138,8 @@ def test_a_row_stored_otherwise_is_not_vouched_for(
             dba.drop_triggers()
             target = positions(app)[len(positions(app)) // 2]
             RESTYLED[restyle](dba, target)
+            if forged:
+                forge_links(dba, target)
             report = same(app)  # as the careful path names it, whatever path reads it
             bulk = verify(app.recorder)
             # the range holding the damage was not vouched for by the buffers
@@ -103,10 +157,14 @@ def test_a_row_stored_otherwise_is_not_vouched_for(
         st.tuples(st.sampled_from(sorted(RESTYLED)), st.floats(min_value=0, max_value=1)),
         min_size=1,
         max_size=4,
-    )
+    ),
+    forged=st.booleans(),
 )
 def test_restyled_rows_anywhere_are_named_as_the_careful_path_names_them(
-    template: Template, tmp_path_factory: pytest.TempPathFactory, damages: list[Any]
+    template: Template,
+    tmp_path_factory: pytest.TempPathFactory,
+    damages: list[Any],
+    forged: bool,
 ) -> None:
     with copy_of(template, tmp_path_factory.mktemp("restyled")) as settings_:
         app = complaint_mechanism(settings_)
@@ -114,8 +172,12 @@ def test_restyled_rows_anywhere_are_named_as_the_careful_path_names_them(
             dba = Dba(app)
             dba.drop_triggers()
             stored = positions(app)
+            targets = []
             for restyle, where in damages:
-                RESTYLED[restyle](dba, stored[min(int(where * len(stored)), len(stored) - 1)])
+                targets.append(stored[min(int(where * len(stored)), len(stored) - 1)])
+                RESTYLED[restyle](dba, targets[-1])
+            if forged:
+                forge_links(dba, min(targets))
             same(app)
         finally:
             app.close()
@@ -157,5 +219,59 @@ def test_an_intact_store_is_vouched_for_by_the_buffers(template: Template, tmp_p
             report = verify(app.recorder)
             assert report.intact and report.bulk == report.checked == len(positions(app))
             assert careful_only(app).findings == []
+        finally:
+            app.close()
+
+
+REBUILT: dict[str, list[str]] = {
+    # tables that are not as the library creates them: only the careful path reads them
+    "the chain a view whose links depend on the connection reading them": [
+        "ALTER TABLE {chain} RENAME TO kept_chain",
+        "CREATE VIEW {chain} AS SELECT position, previous_position, CASE WHEN "
+        "(SELECT timeout FROM pragma_busy_timeout) = 5000 OR position <> {target} "
+        "THEN link ELSE zeroblob(32) END AS link FROM kept_chain",
+    ],
+    "the chain's positions rebuilt as text": [
+        "CREATE TABLE new_chain (position TEXT PRIMARY KEY, previous_position INTEGER "
+        "NOT NULL, link BLOB NOT NULL)",
+        "INSERT INTO new_chain SELECT position, previous_position, link FROM {chain}",
+        "DROP TABLE {chain}",
+        "ALTER TABLE new_chain RENAME TO {chain}",
+    ],
+    "the chain's positions rebuilt untyped": [
+        "CREATE TABLE new_chain (position, previous_position INTEGER NOT NULL, link BLOB NOT NULL)",
+        "INSERT INTO new_chain SELECT CAST(position AS TEXT), previous_position, link FROM {chain}",
+        "DROP TABLE {chain}",
+        "ALTER TABLE new_chain RENAME TO {chain}",
+    ],
+    "an event moved to the last rowid": [
+        "UPDATE {events} SET rowid = 9223372036854775807 WHERE rowid = {target}",
+    ],
+}
+
+
+@pytest.mark.parametrize("rebuild", list(REBUILT))
+def test_tables_not_as_created_are_read_by_the_careful_path_to_the_end(
+    template: Template, tmp_path: Path, rebuild: str
+) -> None:
+    """A view's values may depend on the connection that reads it (the C reader's is its
+    own), and positions that are not integers compare otherwise: the fast paths read only
+    tables as created. And the careful path ends, naming the damage, whatever the
+    positions (it looped for good on untyped texts, and stopped on the last rowid)."""
+    with copy_of(template, tmp_path) as settings_:
+        app = complaint_mechanism(settings_)
+        try:
+            dba = Dba(app)
+            dba.drop_triggers()
+            target = positions(app)[len(positions(app)) // 2]
+            names = {"chain": dba.chain, "events": dba.events, "target": target}
+            with dba.sql() as c:
+                for statement in REBUILT[rebuild]:
+                    c.execute(statement.format(**names))
+            report = same(app)
+            assert not report.intact
+            if "rowid" not in rebuild:
+                assert blob_reader(app.recorder) is None
+                assert verify(app.recorder).bulk == 0
         finally:
             app.close()
