@@ -18,7 +18,7 @@ setup(
         Extension(
             "services.event_store._log_reader",
             sources=["services/event_store/_log_reader.c"],
-            libraries=["sqlite3"],
+            libraries=["sqlite3", "crypto"],
             optional=True,
         ),
     ]

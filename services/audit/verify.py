@@ -320,13 +320,7 @@ class _Scan:
         (nothing is recorded then)."""
         assert self.blobs is not None
         blob = self.blobs.read(first, end, previous_position, previous)
-        if not blob.plain:
-            return None
-        try:
-            digests = sha256_segments(blob.preimages, blob.bounds)
-        except ValueError:  # bounds that do not fit the buffer: read as tuples
-            return None
-        if digests != blob.links:
+        if not blob.plain or blob.digests != blob.links:
             return None
         rows = blob.rows
         low, high, links = first, first + rows - 1, blob.links

@@ -1,27 +1,29 @@
-/* A range of a SQLite store's log read into a few buffers, for the fast path of
- * ``cbcm audit verify`` (issue #15, ADR 33); services/event_store/log_blobs.py uses it.
+/* A range of a SQLite store's log read and hashed, for the fast path of ``cbcm audit verify``
+ * (issue #15, ADR 33); services/event_store/log_blobs.py uses it.
  *
  * Python's sqlite3 makes a tuple of Python objects per event (about 1.2 us), more than the
  * hashing; SQL functions putting the bytes together cost as much. This reads the rows with
  * SQLite's C API, through the same SQLite library as Python's sqlite3 module (linked to the
  * same shared libsqlite3; log_blobs.py checks that it is the same one, since two copies of
- * SQLite in one process do not see each other's locks), on a read-only connection of its own.
+ * SQLite in one process do not see each other's locks), on a read-only connection of its own,
+ * and hashes each event's link preimage with OpenSSL (the library hashlib uses) straight from
+ * SQLite's values, while they are in the cache.
  *
  * ``read_range(path, events_table, chain_table, first, last, previous_position,
- * previous_link)`` returns ``(plain, preimages, bounds, links)``. ``plain`` is true only when
- * every position ``first <= p <= last`` holds an event and a chain row and each row is as the
+ * previous_link)`` returns ``(plain, digests, links)``. ``plain`` is true only when every
+ * position ``first <= p <= last`` holds an event and a chain row and each row is as the
  * library writes it: originator_id a text of 32 lowercase hex digits, originator_version an
  * integer, topic a text in UTF-8, state a blob, previous_position an integer naming the row
  * before (the first names ``previous_position``), link a blob of 32 bytes. Then, per event in
- * position order, ``preimages`` holds what its link hashes (``chain.link_hash``): the stored
- * link before it (the first: ``previous_link``), its position, id and version as big-endian
- * integers, its topic's length (4 bytes), topic and state; ``bounds`` (native int64) where
- * each preimage starts and the last ends; ``links`` its stored link. Anything else: ``plain``
- * false and the buffers empty (the caller reads the range the old way). Nothing is hashed or
- * compared here. The GIL is released while SQLite reads.
+ * position order, ``digests`` holds the SHA-256 of what its link hashes (``chain.link_hash``:
+ * the stored link before it, the first ``previous_link``; its position, id and version as
+ * big-endian integers; its topic's length in 4 bytes; its topic and state), and ``links``
+ * its stored link. The caller compares the two. Anything else: ``plain`` false and both
+ * empty (the caller reads the range the old way). The GIL is released while reading.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <openssl/evp.h>
 #include <sqlite3.h>
 #include <stdint.h>
 #include <string.h>
@@ -112,14 +114,16 @@ identifier(const char *name)
 enum { PLAIN = 0, NOT_PLAIN = 1, FAILED = 2, NO_MEMORY = 3 };
 
 typedef struct {
-    Buffer preimages, bounds, links;
+    Buffer digests, links;
     char error[256];
 } Result;
 
+static EVP_MD *sha256_md = NULL;
+
 /* The reading itself, without the GIL: PLAIN, NOT_PLAIN, or FAILED / NO_MEMORY. */
 static int
-read_rows(sqlite3 *db, const char *events, const char *chain, int64_t first, int64_t last,
-          int64_t previous, const unsigned char *previous_link, Result *r)
+read_rows(sqlite3 *db, EVP_MD_CTX *ctx, const char *events, const char *chain, int64_t first,
+          int64_t last, int64_t previous, const unsigned char *previous_link, Result *r)
 {
     char sql[1024];
     snprintf(sql, sizeof sql,
@@ -132,7 +136,7 @@ read_rows(sqlite3 *db, const char *events, const char *chain, int64_t first, int
              events, chain, events, chain);
     sqlite3_stmt *stmt = NULL;
     int outcome = PLAIN;
-    int64_t expected = first, rows = 0, total = 0;
+    int64_t expected = first, rows = 0;
     const unsigned char *before = previous_link; /* the link the next preimage starts with */
     unsigned char last_link[32];
     if (sqlite3_prepare_v2(db, sql, -1, &stmt, NULL) != SQLITE_OK) goto failed;
@@ -191,11 +195,18 @@ read_rows(sqlite3 *db, const char *events, const char *chain, int64_t first, int
             break;
         }
         big_endian(header + 32, (uint64_t)topic_size, 4);
-        total += 32 + 36 + topic_size + state_size;
-        if (append(&r->preimages, before, 32) || append(&r->preimages, header, 36) ||
-            append(&r->preimages, topic, (size_t)topic_size) ||
-            append(&r->preimages, state, (size_t)state_size) ||
-            append(&r->bounds, &total, sizeof total) || append(&r->links, link, 32)) {
+        unsigned char digest[32];
+        unsigned int written = 0;
+        if (EVP_DigestInit_ex(ctx, sha256_md, NULL) != 1 ||
+            EVP_DigestUpdate(ctx, before, 32) != 1 || EVP_DigestUpdate(ctx, header, 36) != 1 ||
+            (topic_size && EVP_DigestUpdate(ctx, topic, (size_t)topic_size) != 1) ||
+            (state_size && EVP_DigestUpdate(ctx, state, (size_t)state_size) != 1) ||
+            EVP_DigestFinal_ex(ctx, digest, &written) != 1 || written != 32) {
+            snprintf(r->error, sizeof r->error, "OpenSSL's SHA-256 failed");
+            sqlite3_finalize(stmt);
+            return FAILED;
+        }
+        if (append(&r->digests, digest, 32) || append(&r->links, link, 32)) {
             outcome = NO_MEMORY;
             break;
         }
@@ -237,45 +248,43 @@ read_range(PyObject *Py_UNUSED(module), PyObject *args)
         return NULL;
     }
     if (first < 0 || last < first) {
-        PyErr_SetString(PyExc_ValueError, "a range of positions from 0 up, ending where it starts or after");
+        PyErr_SetString(PyExc_ValueError,
+                        "a range of positions from 0 up, ending where it starts or after");
         return NULL;
     }
     Result r;
     memset(&r, 0, sizeof r);
-    int64_t zero = 0;
-    int outcome;
+    int outcome = PLAIN;
     sqlite3 *db = NULL;
+    EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+    if (ctx == NULL) return PyErr_NoMemory();
     Py_BEGIN_ALLOW_THREADS
-    outcome = append(&r.bounds, &zero, sizeof zero) ? NO_MEMORY : PLAIN;
-    if (outcome == PLAIN) {
-        if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX, NULL) != SQLITE_OK) {
-            snprintf(r.error, sizeof r.error, "%s", db ? sqlite3_errmsg(db) : "cannot open");
-            outcome = FAILED;
-        } else {
-            sqlite3_busy_timeout(db, 5000);
-            /* read the file's pages where they lie (no copy into a page cache of our own) */
-            sqlite3_exec(db, "PRAGMA mmap_size = 2147418112", NULL, NULL, NULL);
-            outcome = read_rows(db, events, chain, first, last, previous, previous_link, &r);
-        }
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY | SQLITE_OPEN_URI | SQLITE_OPEN_NOMUTEX,
+                        NULL) != SQLITE_OK) {
+        snprintf(r.error, sizeof r.error, "%s", db ? sqlite3_errmsg(db) : "cannot open");
+        outcome = FAILED;
+    } else {
+        sqlite3_busy_timeout(db, 5000);
+        /* read the file's pages where they lie (no copy into a page cache of our own) */
+        sqlite3_exec(db, "PRAGMA mmap_size = 2147418112", NULL, NULL, NULL);
+        outcome = read_rows(db, ctx, events, chain, first, last, previous, previous_link, &r);
     }
     sqlite3_close(db);
     Py_END_ALLOW_THREADS
+    EVP_MD_CTX_free(ctx);
     PyObject *result = NULL;
     if (outcome == FAILED) {
         PyErr_Format(PyExc_OSError, "reading the log: %s", r.error);
     } else if (outcome == NO_MEMORY) {
         PyErr_NoMemory();
     } else if (outcome == NOT_PLAIN) {
-        result = Py_BuildValue("(Oy#y#y#)", Py_False, "", (Py_ssize_t)0, "", (Py_ssize_t)0, "",
-                               (Py_ssize_t)0);
+        result = Py_BuildValue("(Oy#y#)", Py_False, "", (Py_ssize_t)0, "", (Py_ssize_t)0);
     } else {
-        result = Py_BuildValue(
-            "(Oy#y#y#)", Py_True, r.preimages.data ? (char *)r.preimages.data : "",
-            (Py_ssize_t)r.preimages.size, (char *)r.bounds.data, (Py_ssize_t)r.bounds.size,
-            r.links.data ? (char *)r.links.data : "", (Py_ssize_t)r.links.size);
+        result = Py_BuildValue("(Oy#y#)", Py_True, r.digests.data ? (char *)r.digests.data : "",
+                               (Py_ssize_t)r.digests.size,
+                               r.links.data ? (char *)r.links.data : "", (Py_ssize_t)r.links.size);
     }
-    free(r.preimages.data);
-    free(r.bounds.data);
+    free(r.digests.data);
     free(r.links.data);
     return result;
 }
@@ -295,7 +304,7 @@ library_version(PyObject *Py_UNUSED(module), PyObject *Py_UNUSED(args))
 static PyMethodDef methods[] = {
     {"read_range", read_range, METH_VARARGS,
      "read_range(path, events_table, chain_table, first, last, previous_position, "
-     "previous_link, /) -> (plain, preimages, bounds, links)"},
+     "previous_link, /) -> (plain, digests, links)"},
     {"open_v2_address", open_v2_address, METH_NOARGS,
      "The address of the sqlite3_open_v2 this module calls (to check that it is the same "
      "SQLite library as Python's sqlite3 module's)."},
@@ -306,7 +315,7 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module_def = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "services.event_store._log_reader",
-    .m_doc = "A range of a SQLite store's log read into buffers (see log_blobs.py).",
+    .m_doc = "A range of a SQLite store's log read and hashed (see log_blobs.py).",
     .m_size = -1,
     .m_methods = methods,
 };
@@ -314,5 +323,12 @@ static struct PyModuleDef module_def = {
 PyMODINIT_FUNC
 PyInit__log_reader(void)
 {
+    if (sha256_md == NULL) {
+        sha256_md = EVP_MD_fetch(NULL, "SHA256", NULL);
+        if (sha256_md == NULL) {
+            PyErr_SetString(PyExc_ImportError, "OpenSSL has no SHA-256");
+            return NULL;
+        }
+    }
     return PyModule_Create(&module_def);
 }

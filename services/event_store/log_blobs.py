@@ -1,21 +1,20 @@
-"""The log read a range at a time as a few buffers, for the fast path of ``cbcm audit verify``
+"""The log read and hashed a range at a time, for the fast path of ``cbcm audit verify``
 (issue #15, ADR 33).
 
 ``chain.log_batches`` hands verify a Python tuple per event: about 1.2 µs an event to make,
 more than the hashing, and SQL functions putting the bytes together cost as much. Here the C
-module ``services.event_store._log_reader`` reads a range with SQLite's C API and returns,
-per event in position order, ``preimages``: what its link hashes (``chain.link_hash``: the
-stored link before it, its position, originator id and version as big-endian integers, its
-topic's length, its topic in UTF-8 and its state), one after the other, with ``bounds``;
-and ``links``: its stored link.
+module ``services.event_store._log_reader`` reads a range with SQLite's C API and hashes, per
+event in position order, what its link hashes (``chain.link_hash``: the stored link before
+it, its position, originator id and version as big-endian integers, its topic's length, its
+topic in UTF-8 and its state) straight from SQLite's values. It returns the ``digests`` and
+the stored ``links``; verify compares the two in one comparison.
 
 It does so only when the range is *plain*: every position of it holds an event of the
 library's column types and id spelling (with a topic in UTF-8) and a link to the position
-just before it, as the tuple path requires (``chain._sqlite_batch``). Verify then hashes the
-range with one call (``services.audit.hashing.sha256_segments``); any other range, and a plain
-one whose hashes do not match, it reads as before (``log_batches``, then ``read_log``). So a
-range read here is never *trusted* more than one read as tuples: the buffers only spare
-Python objects, and a wrong buffer can only fail the comparison.
+just before it, as the tuple path requires (``chain._sqlite_batch``). Any other range, and a
+plain one whose digests differ from its links, verify reads as before (``log_batches``, then
+``read_log``). So a range read here is never *trusted* more than one read as tuples: the C
+code only spares Python objects, and a wrong digest can only fail the comparison.
 
 The C module reads the file on a read-only connection of its own, through the same SQLite
 library as Python's ``sqlite3`` module: two copies of SQLite in one process do not see each
@@ -30,7 +29,6 @@ from __future__ import annotations
 
 import ctypes
 import functools
-from array import array
 from typing import Any, NamedTuple
 
 from eventsourcing.sqlite import SQLiteApplicationRecorder
@@ -49,10 +47,10 @@ class BlobBatch(NamedTuple):
     first: int
     end: int
     rows: int
-    preimages: bytes
-    bounds: array[int]
-    """``preimages[bounds[i]:bounds[i + 1]]`` is what event ``i``'s link hashes."""
+    digests: bytes
+    """What each event's link should be, recomputed from the stored values."""
     links: bytes
+    """Each event's stored link."""
     plain: bool
 
 
@@ -86,16 +84,12 @@ class BlobReader:
         ``previous_position`` (whose link is ``previous``); not ``plain`` (and empty) where
         it is not plain."""
         try:
-            plain, preimages, starts, links = self._read(
-                first, end - 1, previous_position, previous
-            )
+            plain, digests, links = self._read(first, end - 1, previous_position, previous)
         except (OSError, ValueError, OverflowError):  # not read so: read as tuples
             plain = False
         if not plain:
-            return BlobBatch(first, end, 0, b"", array("q", [0]), b"", False)
-        bounds = array("q")
-        bounds.frombytes(starts)
-        return BlobBatch(first, end, len(links) // 32, preimages, bounds, links, True)
+            return BlobBatch(first, end, 0, b"", b"", False)
+        return BlobBatch(first, end, len(links) // 32, digests, links, True)
 
 
 def blob_reader(recorder: Any) -> BlobReader | None:
