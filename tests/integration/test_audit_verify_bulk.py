@@ -10,7 +10,8 @@ bulk reader yet.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from services.application.mechanism import ComplaintMechanism
 from services.audit.verify import verify
-from services.bootstrap import complaint_mechanism
 from services.event_store import log_blobs
 from services.event_store.log_blobs import blob_reader
 from tests.integration.test_audit_chain import START, Dba, positions
 from tests.integration.test_audit_verify_paths import careful_only, same
 from tests.integration.walked_stores import (
     Template,
-    copy_of,
     demo_walk,
+    opened_copy,
     sqlite_template_fixture,
 )
 
@@ -78,6 +79,15 @@ def forge_links(dba: Dba, first: int) -> None:
                 + bytes(state or b"")
             ).digest()
             c.execute(f"UPDATE {dba.chain} SET link = ? WHERE position = ?", (previous, position))
+
+
+@contextmanager
+def as_dba(template: Template, root: Path) -> Iterator[tuple[ComplaintMechanism, Dba, int]]:
+    """A fresh copy, its triggers dropped as a DBA would, and the position in its middle."""
+    with opened_copy(template, root) as app:
+        dba = Dba(app)
+        dba.drop_triggers()
+        yield app, dba, positions(app)[len(positions(app)) // 2]
 
 
 Restyling = Callable[[Dba, int], None]
@@ -131,21 +141,14 @@ RESTYLED: dict[str, Restyling] = {
 def test_a_row_stored_otherwise_is_not_vouched_for(
     template: Template, tmp_path: Path, restyle: str, forged: bool
 ) -> None:
-    with copy_of(template, tmp_path) as settings_:
-        app = complaint_mechanism(settings_)
-        try:
-            dba = Dba(app)
-            dba.drop_triggers()
-            target = positions(app)[len(positions(app)) // 2]
-            RESTYLED[restyle](dba, target)
-            if forged:
-                forge_links(dba, target)
-            report = same(app)  # as the careful path names it, whatever path reads it
-            bulk = verify(app.recorder)
-            # the range holding the damage was not vouched for by the buffers
-            assert bulk.bulk < bulk.checked
-        finally:
-            app.close()
+    with as_dba(template, tmp_path) as (app, dba, target):
+        RESTYLED[restyle](dba, target)
+        if forged:
+            forge_links(dba, target)
+        report = same(app)  # as the careful path names it, whatever path reads it
+        bulk = verify(app.recorder)
+        # the range holding the damage was not vouched for by the reader
+        assert bulk.bulk < bulk.checked
     assert report.checked  # the careful path read the store
 
 
@@ -166,21 +169,15 @@ def test_restyled_rows_anywhere_are_named_as_the_careful_path_names_them(
     damages: list[Any],
     forged: bool,
 ) -> None:
-    with copy_of(template, tmp_path_factory.mktemp("restyled")) as settings_:
-        app = complaint_mechanism(settings_)
-        try:
-            dba = Dba(app)
-            dba.drop_triggers()
-            stored = positions(app)
-            targets = []
-            for restyle, where in damages:
-                targets.append(stored[min(int(where * len(stored)), len(stored) - 1)])
-                RESTYLED[restyle](dba, targets[-1])
-            if forged:
-                forge_links(dba, min(targets))
-            same(app)
-        finally:
-            app.close()
+    with as_dba(template, tmp_path_factory.mktemp("restyled")) as (app, dba, _):
+        stored = positions(app)
+        targets = []
+        for restyle, where in damages:
+            targets.append(stored[min(int(where * len(stored)), len(stored) - 1)])
+            RESTYLED[restyle](dba, targets[-1])
+        if forged:
+            forge_links(dba, min(targets))
+        same(app)
 
 
 def test_the_reader_reads_with_the_sqlite_library_python_uses(
@@ -190,37 +187,31 @@ def test_the_reader_reads_with_the_sqlite_library_python_uses(
     used only when it calls the very library Python's sqlite3 calls (here it does), and
     verify reads tuples otherwise, with the same report."""
     assert log_blobs.same_sqlite()
-    with copy_of(template, tmp_path) as settings_:
-        app = complaint_mechanism(settings_)
+    with opened_copy(template, tmp_path) as app:
+        assert verify(app.recorder).bulk == len(positions(app))
+
+        class OtherLibrary:
+            read_range = staticmethod(log_blobs._log_reader.read_range)
+
+            @staticmethod
+            def open_v2_address() -> int:
+                return 1  # another copy of SQLite
+
+        monkeypatch.setattr(log_blobs, "_log_reader", OtherLibrary)
+        log_blobs.same_sqlite.cache_clear()
         try:
-            assert verify(app.recorder).bulk == len(positions(app))
-
-            class OtherLibrary:
-                read_range = staticmethod(log_blobs._log_reader.read_range)
-
-                @staticmethod
-                def open_v2_address() -> int:
-                    return 1  # another copy of SQLite
-
-            monkeypatch.setattr(log_blobs, "_log_reader", OtherLibrary)
-            log_blobs.same_sqlite.cache_clear()
             assert blob_reader(app.recorder) is None
             report = verify(app.recorder)
             assert report.intact and report.bulk == 0 and report.checked == len(positions(app))
         finally:
             log_blobs.same_sqlite.cache_clear()
-            app.close()
 
 
-def test_an_intact_store_is_vouched_for_by_the_buffers(template: Template, tmp_path: Path) -> None:
-    with copy_of(template, tmp_path) as settings_:
-        app = complaint_mechanism(settings_)
-        try:
-            report = verify(app.recorder)
-            assert report.intact and report.bulk == report.checked == len(positions(app))
-            assert careful_only(app).findings == []
-        finally:
-            app.close()
+def test_an_intact_store_is_vouched_for_by_the_reader(template: Template, tmp_path: Path) -> None:
+    with opened_copy(template, tmp_path) as app:
+        report = verify(app.recorder)
+        assert report.intact and report.bulk == report.checked == len(positions(app))
+        assert careful_only(app).findings == []
 
 
 REBUILT: dict[str, list[str]] = {
@@ -258,20 +249,13 @@ def test_tables_not_as_created_are_read_by_the_careful_path_to_the_end(
     own), and positions that are not integers compare otherwise: the fast paths read only
     tables as created. And the careful path ends, naming the damage, whatever the
     positions (it looped for good on untyped texts, and stopped on the last rowid)."""
-    with copy_of(template, tmp_path) as settings_:
-        app = complaint_mechanism(settings_)
-        try:
-            dba = Dba(app)
-            dba.drop_triggers()
-            target = positions(app)[len(positions(app)) // 2]
-            names = {"chain": dba.chain, "events": dba.events, "target": target}
-            with dba.sql() as c:
-                for statement in REBUILT[rebuild]:
-                    c.execute(statement.format(**names))
-            report = same(app)
-            assert not report.intact
-            if "rowid" not in rebuild:
-                assert blob_reader(app.recorder) is None
-                assert verify(app.recorder).bulk == 0
-        finally:
-            app.close()
+    with as_dba(template, tmp_path) as (app, dba, target):
+        names = {"chain": dba.chain, "events": dba.events, "target": target}
+        with dba.sql() as c:
+            for statement in REBUILT[rebuild]:
+                c.execute(statement.format(**names))
+        report = same(app)
+        assert not report.intact
+        if "rowid" not in rebuild:
+            assert blob_reader(app.recorder) is None
+            assert verify(app.recorder).bulk == 0

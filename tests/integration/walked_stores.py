@@ -59,6 +59,17 @@ def copy_of(template: Template, root: Path) -> Iterator[Settings]:
         yield Settings(data_dir=root / "data", event_store=url)
 
 
+@contextmanager
+def opened_copy(template: Template, root: Path) -> Iterator[ComplaintMechanism]:
+    """The application on a fresh copy of ``template``'s store under ``root``, closed after."""
+    with copy_of(template, root) as settings:
+        app = complaint_mechanism(settings)
+        try:
+            yield app
+        finally:
+            app.close()
+
+
 def demo_walk(cases: int, seed: int, start: datetime) -> Callable[[ComplaintMechanism], None]:
     """The demo network, then ``cases`` cases walked with ``random.Random(seed)``."""
 
@@ -86,11 +97,7 @@ def walked_store_fixtures(walk: Callable[[ComplaintMechanism], Any]) -> tuple[An
 
     @pytest.fixture
     def store(template: Template, tmp_path: Path) -> Iterator[ComplaintMechanism]:
-        with copy_of(template, tmp_path) as settings:
-            app = complaint_mechanism(settings)
-            try:
-                yield app
-            finally:
-                app.close()
+        with opened_copy(template, tmp_path) as app:
+            yield app
 
     return template, store
