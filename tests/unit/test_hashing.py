@@ -76,6 +76,25 @@ def test_bad_bounds_are_refused(implementation: str, bad: str) -> None:
 
 
 @pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
+def test_the_arguments_are_positional_only_in_both(implementation: str) -> None:
+    segments, roots = IMPLEMENTATIONS[implementation]
+    with pytest.raises(TypeError):
+        segments(b"ab", array("q", [0, 2]), prefix=b"")  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        roots(bytes(64), width=2)  # type: ignore[call-arg]
+
+
+def test_the_log_reader_refuses_a_range_it_cannot_count() -> None:
+    """A negative first position, or a last one before it: refused before any reading (the
+    count of a range from -2**63 to 2**63 - 1 overflowed, UBSan found)."""
+    from services.event_store import _log_reader  # noqa: PLC0415
+
+    for first, last in ((-(2**63), 2**63 - 1), (-1, 5), (5, 4)):
+        with pytest.raises(ValueError, match="range"):
+            _log_reader.read_range("unused.db", "events", "events_chain", first, last, 0, bytes(32))
+
+
+@pytest.mark.parametrize("implementation", list(IMPLEMENTATIONS))
 def test_bad_widths_and_leaves_are_refused(implementation: str) -> None:
     _, roots = IMPLEMENTATIONS[implementation]
     for width in (0, 3, -2, 1 << 21):
