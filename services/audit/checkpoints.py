@@ -98,6 +98,7 @@ from services.nats.client import (
     quiet_errors,
     wait_for_stop,
 )
+from services.runtime.backoff import Backoff
 from services.settings import Settings
 
 __all__ = [
@@ -460,7 +461,7 @@ class CheckpointPublisher:
     ) -> None:
         """Follow the head until ``stop`` is set; NATS or store failures pause and retry."""
         interval = poll_interval or min(1.0, self._every_seconds)
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         need_stream = True
         while not stop.is_set():
             try:
@@ -468,24 +469,25 @@ class CheckpointPublisher:
                     await ensure_audit_stream(self._js, replicas)
                     need_stream = False
                 await self.step()
-                backoff = 0.1
+                backoff.reset()
                 await wait_for_stop(stop, interval)
             except nats.js.errors.APIError as e:
                 if need_stream and not isinstance(e, nats.js.errors.ServiceUnavailableError):
                     log.error("audit.stream_refused", error=type(e).__name__, code=e.err_code)
                     raise
-                backoff = await self._pause(stop, e, backoff)
+                await self._pause(stop, e, backoff)
             except TRANSIENT as e:
                 need_stream = True  # the stream may have been removed (no responders)
-                backoff = await self._pause(stop, e, backoff)
+                await self._pause(stop, e, backoff)
         log.info("audit.checkpoint_stopped", store=self._store, position=self._last_position)
 
-    async def _pause(self, stop: asyncio.Event, error: BaseException, backoff: float) -> float:
+    async def _pause(self, stop: asyncio.Event, error: BaseException, backoff: Backoff) -> None:
         log.warning(
-            "audit.checkpoint_paused", error=type(error).__name__, retry_in=round(backoff, 2)
+            "audit.checkpoint_paused",
+            error=type(error).__name__,
+            retry_in=round(backoff.delay, 2),
         )
-        await wait_for_stop(stop, backoff)
-        return min(backoff * 2, MAX_BACKOFF)
+        await backoff.wait(stop)
 
 
 # ------------------------------------------------------------------------ processes
@@ -495,7 +497,7 @@ async def _connect(
     url: str, stop: asyncio.Event, name: str, options: dict[str, Any]
 ) -> NatsClient | None:
     """Connect, waiting (with backoff) while the server is unreachable; None if stopped."""
-    backoff = 0.1
+    backoff = Backoff(0.1, MAX_BACKOFF)
     while not stop.is_set():
         try:
             return await nats.connect(
@@ -509,22 +511,22 @@ async def _connect(
             )
         except (nats.errors.Error, OSError, TimeoutError) as e:
             log.warning(
-                "audit.checkpoint_nats_unreachable", error=type(e).__name__, retry_in=backoff
+                "audit.checkpoint_nats_unreachable",
+                error=type(e).__name__,
+                retry_in=backoff.delay,
             )
-            await wait_for_stop(stop, backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            await backoff.wait(stop)
     return None
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMechanism | None:
-    backoff = 0.1
+    backoff = Backoff(0.1, MAX_BACKOFF)
     while not stop.is_set():
         try:
             return await asyncio.to_thread(complaint_mechanism, settings)
         except EventStoreUnavailable as e:
-            log.warning("audit.store_unavailable", error=type(e).__name__, retry_in=backoff)
-            await wait_for_stop(stop, backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            log.warning("audit.store_unavailable", error=type(e).__name__, retry_in=backoff.delay)
+            await backoff.wait(stop)
     return None
 
 

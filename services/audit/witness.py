@@ -93,9 +93,9 @@ from services.nats.client import (
     nats_servers,
     quiet_errors,
     unless_stopped,
-    wait_for_stop,
 )
 from services.nats.config import NETWORK_WITNESS, valid_witness_name, witness_consumer
+from services.runtime.backoff import Backoff
 from services.settings import Settings
 
 __all__ = [
@@ -856,7 +856,7 @@ class Witness:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Witness until ``stop`` is set; NATS failures (or no stream yet) pause and retry."""
-        backoff = 0.1
+        backoff = Backoff(0.1, MAX_BACKOFF)
         await self._count_book()
         if not self.independent:
             # The network's own witness (cbcm serve) says so on every start, calmly; an
@@ -882,18 +882,16 @@ class Witness:
                             # the deadline passes between its two pull requests, asyncio's
                             continue
                         await self.handle(msgs)
-                        backoff = 0.1
+                        backoff.reset()
                 finally:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
             except nats.js.errors.NotFoundError:
                 log.info("audit.witness_waiting_for_stream", stream=AUDIT_STREAM)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await backoff.wait(stop)
             except (nats.errors.Error, nats.js.errors.Error, TimeoutError, OSError) as e:
-                log.warning("audit.witness_paused", error=type(e).__name__, retry_in=backoff)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                log.warning("audit.witness_paused", error=type(e).__name__, retry_in=backoff.delay)
+                await backoff.wait(stop)
         log.info(
             "audit.witness_stopped",
             recorded=self.recorded,

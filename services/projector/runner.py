@@ -123,6 +123,7 @@ from services.projector.storage import (
     rollback,
     status_place_of,
 )
+from services.runtime.backoff import Backoff
 from services.runtime.worker_status import Place, Stall, clear_stall, record_stall, stall_of
 from services.settings import Settings
 
@@ -1090,7 +1091,7 @@ async def _project(
     db = await _off_loop(lease, lambda: prepare(projection, store.writer(lease)))
     projector = _Projector(projection, db, data_dir, on_commit)
     health = projector.health = NatsHealth(projection.name, stop)
-    backoff = 0.2
+    backoff = Backoff(0.2, MAX_BACKOFF)
     try:
         position = await projector.start()
         log.info("projector.started", projection=projection.name, position=position)
@@ -1103,16 +1104,15 @@ async def _project(
                 if nc is None:
                     break
                 stalled = await _consume(projector, nc, stop, batch=batch)
-                backoff = 0.2
+                backoff.reset()
             except _RETRIED as exc:
                 # A missing stream (the relay has not created it yet) is not a NATS outage.
                 missing = isinstance(exc, nats.js.errors.NotFoundError)
                 health.trouble(
                     "stream_missing" if missing else "nats_unavailable", type(exc).__name__
                 )
-                log.debug("projector.retry", projection=projection.name, retry_in=backoff)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                log.debug("projector.retry", projection=projection.name, retry_in=backoff.delay)
+                await backoff.wait(stop)
             finally:
                 callbacks.closing = True
                 if nc is not None:

@@ -117,6 +117,7 @@ from services.relay.translating import (
     TranslatorProcess,
     TranslatorUnavailable,
 )
+from services.runtime.backoff import Backoff
 from services.runtime.worker_status import (
     Place,
     Stall,
@@ -1046,7 +1047,7 @@ class Relay:
         At an event it cannot handle, it publishes everything before it, reports the stall
         once and waits for ``stop``, alive (a restart loop would only repeat the error).
         """
-        backoff = 0.1
+        backoff = Backoff(0.1, self._max_backoff)
         while not stop.is_set():
             try:
                 await self._start()
@@ -1054,7 +1055,7 @@ class Relay:
                     await self._follow_notify(stop, NOTIFY_FALLBACK_SECONDS)
                 else:
                     await self._follow_polling(stop, poll_interval)
-                backoff = 0.1
+                backoff.reset()
             except RelayStalled as e:
                 await self._report_stall(e.poison)
                 await stop.wait()
@@ -1064,10 +1065,9 @@ class Relay:
                     "relay.paused",
                     error=type(e).__name__,
                     acked_position=self._acked,
-                    retry_in=round(backoff, 2),
+                    retry_in=round(backoff.delay, 2),
                 )
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, self._max_backoff)
+                await backoff.wait(stop)
             except Exception as e:
                 # Only the type: a traceback's locals could hold events' personal data.
                 log.error("relay.failed", error=type(e).__name__, acked_position=self._acked)
@@ -1199,7 +1199,7 @@ async def connect_nats(
 
     ``url`` may name several servers, comma-separated (a cluster's nodes): the client fails
     over between them."""
-    backoff = 0.1
+    backoff = Backoff(0.1, max_backoff)
     callbacks = _NatsErrors(stop)
     while True:
         try:
@@ -1225,30 +1225,28 @@ async def connect_nats(
         except (nats.errors.Error, OSError, TimeoutError) as e:
             if stop.is_set():
                 raise
-            log.warning("relay.nats_unreachable", error=type(e).__name__, retry_in=backoff)
-            await wait_for_stop(stop, backoff)
-            backoff = min(backoff * 2, max_backoff)
+            log.warning("relay.nats_unreachable", error=type(e).__name__, retry_in=backoff.delay)
+            await backoff.wait(stop)
 
 
 async def _open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMechanism | None:
     """The application on the configured store, waiting while the database is unreachable
     (None: asked to stop first)."""
-    backoff = 0.1
+    backoff = Backoff(0.1, 5.0)
     while True:
         try:
             return await asyncio.to_thread(complaint_mechanism, settings)
         except EventStoreUnavailable as e:
-            log.warning("relay.store_unavailable", error=type(e).__name__, retry_in=backoff)
-            await wait_for_stop(stop, backoff)
+            log.warning("relay.store_unavailable", error=type(e).__name__, retry_in=backoff.delay)
+            await backoff.wait(stop)
             if stop.is_set():
                 return None
-            backoff = min(backoff * 2, 5.0)
 
 
 async def _ensure_streams(js: JetStreamContext, settings: Settings, stop: asyncio.Event) -> None:
     """Both streams as configured, waiting while JetStream is starting or unreachable."""
     replicas = nats_replicas(settings)
-    backoff = 0.1
+    backoff = Backoff(0.1, 5.0)
     while not stop.is_set():
         try:
             await ensure_stream(js, replicas)
@@ -1261,12 +1259,10 @@ async def _ensure_streams(js: JetStreamContext, settings: Settings, stop: asynci
                 log.error("relay.stream_refused", error=type(e).__name__, code=e.err_code)
                 raise
             log.warning("relay.stream_unavailable", error=type(e).__name__)
-            await wait_for_stop(stop, backoff)
-            backoff = min(backoff * 2, 5.0)
+            await backoff.wait(stop)
         except TRANSIENT as e:
             log.warning("relay.stream_unavailable", error=type(e).__name__)
-            await wait_for_stop(stop, backoff)
-            backoff = min(backoff * 2, 5.0)
+            await backoff.wait(stop)
 
 
 def _translator_process(settings: Settings) -> TranslatorProcess | None:

@@ -71,6 +71,7 @@ from services.nats.client import (
     unless_stopped,
     wait_for_stop,
 )
+from services.runtime.backoff import Backoff
 from services.settings import Settings
 from services.webhooks import metrics
 from services.webhooks.outbox import Attempt, Outbox, Queued, outbox_path
@@ -251,7 +252,7 @@ class Deliverer:
     # ------------------------------------------------------------------ fan-out
 
     async def _fan_out(self, stop: asyncio.Event) -> None:
-        backoff = 0.2
+        backoff = Backoff(0.2, MAX_BACKOFF)
         while not stop.is_set():
             nc: NatsClient | None = None
             try:
@@ -269,7 +270,7 @@ class Deliverer:
                 if nc is None:
                     return
                 await self._consume(nc.jetstream(), stop)
-                backoff = 0.2
+                backoff.reset()
             except msgspec.DecodeError:
                 # Only the relay publishes there: a message we cannot read is a fault to look
                 # at, never one to skip (an agency would miss the event for good).
@@ -277,13 +278,13 @@ class Deliverer:
                 log.error("webhooks.stalled", stream_sequence=cursor)
                 await stop.wait()
             except _STORE_TROUBLE as e:
-                log.info("webhooks.fan_out_paused", error=type(e).__name__, retry_in=backoff)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                log.info("webhooks.fan_out_paused", error=type(e).__name__, retry_in=backoff.delay)
+                await backoff.wait(stop)
             except Exception as e:  # the outbox (a full disk...): nothing was acked, retry
-                log.warning("webhooks.fan_out_failed", error=type(e).__name__, retry_in=backoff)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                log.warning(
+                    "webhooks.fan_out_failed", error=type(e).__name__, retry_in=backoff.delay
+                )
+                await backoff.wait(stop)
             finally:
                 if nc is not None:
                     with contextlib.suppress(Exception):
@@ -379,15 +380,14 @@ class Deliverer:
     async def _keep_senders(self, stop: asyncio.Event) -> None:
         """One sender per enabled endpoint; a removed endpoint's queue dropped; an endpoint
         enabled again retried at once."""
-        backoff = 0.2
+        backoff = Backoff(0.2, MAX_BACKOFF)
         while not stop.is_set():
             try:
                 await self._keep_senders_once(stop)
-                backoff = 0.2
+                backoff.reset()
             except Exception as e:  # the store or the outbox away: senders keep their state
                 log.info("webhooks.registry_unavailable", error=type(e).__name__)
-                await wait_for_stop(stop, backoff)
-                backoff = min(backoff * 2, MAX_BACKOFF)
+                await backoff.wait(stop)
                 continue
             await wait_for_stop(stop, POLL)
 
@@ -560,14 +560,13 @@ async def open_store(settings: Settings, stop: asyncio.Event) -> ComplaintMechan
     relay and the API, which would otherwise race it for them. Waits while the store is
     unreachable or not made yet (None: asked to stop first)."""
     reader = settings.model_copy(update={"create_tables": False})
-    backoff = 0.2
+    backoff = Backoff(0.2, MAX_BACKOFF)
     while not stop.is_set():
         try:
             return await asyncio.to_thread(complaint_mechanism, reader)
         except _STORE_TROUBLE as e:
-            log.info("webhooks.store_not_ready", error=type(e).__name__, retry_in=backoff)
-            await wait_for_stop(stop, backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF)
+            log.info("webhooks.store_not_ready", error=type(e).__name__, retry_in=backoff.delay)
+            await backoff.wait(stop)
     return None
 
 
