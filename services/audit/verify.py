@@ -102,7 +102,8 @@ class Report:
     """The last position a matching signed checkpoint (or tree head) covers."""
     leaves: int = 0
     bulk: int = 0
-    """Positions the fast path read as buffers (ADR 33); the rest as tuples or one by one."""
+    """Positions the C reader vouched for (ADR 33); the rest were read as tuples or one by
+    one."""
 
     @property
     def intact(self) -> bool:
@@ -187,7 +188,7 @@ def verify(
     for, some rows before it (so that the careful path sees the neighbours it compares with);
     the careful path hands back once a run of clean rows follows the damage. Findings are
     the careful path's alone, so they are the same as if it had read everything. ``bulk``
-    (default) lets the fast path read plain ranges as one buffer each
+    (default) lets the fast path read and hash plain ranges in C
     (``services.event_store.log_blobs``, ADR 33); False reads every range as tuples.
     ``custody`` adds the checks of ``services.audit.custody``.
 
@@ -288,8 +289,8 @@ class _Scan:
         """Verify intact ranges from ``position``. None at the end of the log; otherwise
         (where the careful path starts, the last position it must see).
 
-        A range goes first to the bulk reader (``self.blobs``: the whole range as one buffer,
-        hashed in one call), which vouches for it only when it is plain and every link and
+        A range goes first to the C reader (``self.blobs``: the whole range read and hashed
+        in one call), which vouches for it only when it is plain and every link and
         checkpoint in it matches; any other range is read as tuples, as before, and the
         first row that does not fit hands over to the careful path."""
         read = batch_reader(self.recorder) if self.fast_reading else None
@@ -315,7 +316,7 @@ class _Scan:
     def _blob(
         self, first: int, end: int, previous_position: int, previous: bytes
     ) -> tuple[int, bytes] | None:
-        """The range ``first <= p < end`` verified from one buffer: (its last position, its
+        """The range ``first <= p < end`` verified by the C reader: (its last position, its
         last link) when everything in it is vouched for, None when it must be read as tuples
         (nothing is recorded then)."""
         assert self.blobs is not None
@@ -335,8 +336,8 @@ class _Scan:
             self.last_good_checkpoint = matched
         if self.tile_feed is not None:
             self.tile_feed.take_links(links, low)
-        self.report.checked += blob.rows
-        self.bulk_checked += blob.rows
+        self.report.checked += rows
+        self.bulk_checked += rows
         self.clean.extend(range(max(low, high - LOOK_BACK + 1), high + 1))
         if self.progress is not None:
             self.progress(high)

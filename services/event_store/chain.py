@@ -1243,9 +1243,8 @@ def sqlite_tables_as_created(recorder: Any) -> bool:
             return False
         c.execute(f"SELECT name, type, pk FROM pragma_table_info('{chain}')")  # noqa: S608
         columns = {str(r[0]): (str(r[1]).upper(), int(r[2])) for r in c.fetchall()}
-        c.execute(f"SELECT count(*) FROM pragma_table_info('{chain}') WHERE pk > 0")  # noqa: S608
-        keys = int(c.fetchone()[0])
-    return columns.get("position") == ("INTEGER", 1) and keys == 1
+    keys = [name for name, (_, pk) in columns.items() if pk]
+    return columns.get("position") == ("INTEGER", 1) and keys == ["position"]
 
 
 def log_ranges(

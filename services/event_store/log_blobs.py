@@ -44,14 +44,15 @@ __all__ = ["BlobBatch", "BlobReader", "blob_reader", "same_sqlite"]
 
 
 class BlobBatch(NamedTuple):
-    first: int
-    end: int
-    rows: int
+    plain: bool
     digests: bytes
     """What each event's link should be, recomputed from the stored values."""
     links: bytes
     """Each event's stored link."""
-    plain: bool
+
+    @property
+    def rows(self) -> int:
+        return len(self.links) // 32
 
 
 @functools.cache
@@ -87,9 +88,7 @@ class BlobReader:
             plain, digests, links = self._read(first, end - 1, previous_position, previous)
         except (OSError, ValueError, OverflowError):  # not read so: read as tuples
             plain = False
-        if not plain:
-            return BlobBatch(first, end, 0, b"", b"", False)
-        return BlobBatch(first, end, len(links) // 32, digests, links, True)
+        return BlobBatch(True, digests, links) if plain else BlobBatch(False, b"", b"")
 
 
 def blob_reader(recorder: Any) -> BlobReader | None:
