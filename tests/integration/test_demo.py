@@ -30,6 +30,7 @@ from services.demo.walk import (
 )
 from services.settings import Settings
 from tests.conftest import fresh_schema
+from tests.in_memory import in_memory_mechanism
 
 START = datetime(2025, 9, 1, tzinfo=UTC)
 CASES = 30
@@ -164,7 +165,7 @@ def test_simulated_time_never_runs_past_the_end_of_the_demo_period(walked: Walke
 
 
 def test_the_same_seed_walks_the_same_paths(app: ComplaintMechanism) -> None:
-    in_memory = ComplaintMechanism(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    in_memory = in_memory_mechanism()
 
     first = _walk(app, seed=5)
     second = _walk(in_memory, seed=5)

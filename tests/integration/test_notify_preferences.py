@@ -21,6 +21,7 @@ from services.notify.intake import NotifierIntake
 from services.notify.sender import Sender
 from services.notify.settings import NotifySettings
 from services.projector.runner import open_projection
+from tests.in_memory import in_memory_mechanism
 from tests.notify_world import SmsGateway, SmtpServer
 from tests.world import COORDINATOR
 
@@ -53,7 +54,7 @@ def _setup(
     delivery: NotificationDelivery,
     style: str = "rapidpro",
 ) -> tuple[ComplaintMechanism, sqlite3.Connection, Sender, Clock]:
-    app = ComplaintMechanism(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    app = in_memory_mechanism()
     app.register_staff_contact(
         actor=COORDINATOR,
         user="fp-1",

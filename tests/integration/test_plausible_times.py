@@ -2,44 +2,36 @@
 
 The reproduction: an intake operator posted a complaint received in the year 1. It was
 accepted, and converting it to UTC stopped the inbox and assistance projectors for good; with
-``Z``, the quarterly statistics grew 8,101 columns wide. Each case runs on SQLite and on
-PostgreSQL.
+``Z``, the quarterly statistics grew 8,101 columns wide. The door's rule does not depend on the
+store: the cases run on the in-memory one (``tests/in_memory.py``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
-from services.bootstrap import complaint_mechanism
-from services.settings import Settings
 from tests.api_world import RECENTLY, World, make_world
-from tests.conftest import fresh_schema
+from tests.in_memory import in_memory_mechanism
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgres"])
-def world(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[World]:
-    """One network behind the API per store, shared by this module's tests: each asks one
-    thing at the door and looks only at what its own request did (its answer, and the event
-    count before and after it); none changes the policy, so none changes what another's
-    request meets. An API's first requests build its routes' models (about 0.1 s of CPU),
-    as making the network and the app does: once per store here rather than per test."""
-    data_dir = tmp_path_factory.mktemp(f"world-{request.param}")
-    with ExitStack() as stack:
-        if request.param == "sqlite":
-            url = f"sqlite:///{data_dir / 'events.sqlite3'}"
-        else:
-            url = stack.enter_context(fresh_schema(request.getfixturevalue("postgres_server_url")))
-        mechanism = complaint_mechanism(Settings(data_dir=data_dir, event_store=url))
-        stack.callback(mechanism.close)
-        yield make_world(data_dir, mechanism)
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """One network behind the API, on the in-memory store, shared by this module's tests: each
+    asks one thing at the door and looks only at what its own request did (its answer, and
+    the event count before and after it); none changes the policy, so none changes what
+    another's request meets. What the door refuses is the application's rule, the same on
+    every store (events stored and read back, their times included, are tested on SQLite and
+    PostgreSQL in ``test_application.py``)."""
+    mechanism = in_memory_mechanism()
+    try:
+        yield make_world(tmp_path_factory.mktemp("world"), mechanism)
+    finally:
+        mechanism.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,15 +13,16 @@ from fastapi.testclient import TestClient
 from nacl.public import PrivateKey
 
 from domain.network import share_key_id
-from services.bootstrap import complaint_mechanism
-from services.settings import Settings
 from tests.api_world import World, make_world
+from tests.in_memory import in_memory_mechanism
 
 
 @pytest.fixture
-def world(store_url: str, tmp_path: Path) -> Iterator[World]:
-    mechanism = complaint_mechanism(Settings(data_dir=tmp_path, event_store=store_url))
-    yield make_world(tmp_path, mechanism, event_store=store_url)
+def world(tmp_path: Path) -> Iterator[World]:
+    """The network behind the API on the in-memory store: registering a key is a rule of the
+    application, the same on every store."""
+    mechanism = in_memory_mechanism()
+    yield make_world(tmp_path, mechanism)
     mechanism.close()
 
 

@@ -26,6 +26,7 @@ from domain.vocabulary import (
 from services.application.commands import expecting
 from services.application.mechanism import ComplaintMechanism
 from tests.conftest import T0
+from tests.in_memory import in_memory_mechanism
 from tests.scenario import accepted_referral, at, event_count, receive, walk_sea_case
 from tests.world import COORDINATOR, FOCAL_POINT, establish
 
@@ -33,7 +34,7 @@ from tests.world import COORDINATOR, FOCAL_POINT, establish
 @pytest.fixture
 def app() -> Iterator[ComplaintMechanism]:
     """The application on the in-memory store, with the test network."""
-    application = ComplaintMechanism(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    application = in_memory_mechanism()
     establish(application, T0)
     yield application
     application.close()

@@ -46,6 +46,7 @@ from services.notify.messages import Message
 from services.notify.sender import Sender
 from services.projector.runner import apply_batch, open_projection, reset_projection
 from services.relay.translation import to_cloud_event
+from tests.in_memory import in_memory_mechanism
 from tests.world import COORDINATOR, FOCAL_POINTS, establish
 
 START = datetime(2026, 5, 4, 9, 0, tzinfo=UTC)
@@ -183,7 +184,7 @@ async def _send(world: World, how: str) -> None:
 
 
 async def _run(program: list[tuple[Any, ...]], tmp: Path) -> World:
-    app = ComplaintMechanism(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    app = in_memory_mechanism()
     establish(app, START - timedelta(days=1))
     for agency in AGENCIES:
         for user in FOCAL_POINTS[agency]:

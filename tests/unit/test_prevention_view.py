@@ -37,6 +37,7 @@ from services.application.mechanism import ComplaintMechanism
 from services.prevention.reads import prevention_view
 from services.relay.routing import Router
 from services.relay.translation import to_cloud_event
+from tests.in_memory import in_memory_mechanism
 from tests.world import COORDINATOR, FOCAL_POINT, OTHER_FOCAL_POINT, establish
 
 AT = datetime(2026, 6, 1, 9, 0, tzinfo=UTC)
@@ -44,7 +45,7 @@ TODAY = AT.date()
 
 
 def _app() -> ComplaintMechanism:
-    application = ComplaintMechanism(env={"PERSISTENCE_MODULE": "eventsourcing.popo"})
+    application = in_memory_mechanism()
     establish(application, AT - timedelta(days=30))
     return application
 
