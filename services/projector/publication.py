@@ -27,6 +27,7 @@ from services.projector.storage import (
     SqliteReadModel,
     status_place_of,
 )
+from services.runtime.backoff import Backoff
 from services.runtime.metrics import serve_once
 from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
@@ -61,6 +62,10 @@ RELEASE_HEADER = "Cbcm-Release"
 PUBLISH_RETRY = 1.0
 """Seconds after a failed publication before it is tried again from the read model."""
 
+PUBLISH_RETRY_MOST = 30.0
+"""While publication keeps failing (NATS away), the wait between attempts doubles from
+``PUBLISH_RETRY`` up to this many seconds, until the releases have gone out."""
+
 
 class StatisticsPublisher:
     """An ``on_commit`` hook: after a committed batch, make the statistics releases that are
@@ -83,8 +88,9 @@ class StatisticsPublisher:
     servers already tells of an outage (once per ten seconds), and a publish that fails
     raises to the projector, which reconnects and says so; a warning here would only repeat
     it, or tell of the server stopping before this process on a clean stop. The failed
-    publication itself is tried again ``PUBLISH_RETRY`` seconds later from the read model
-    (a warning, ``stats.publish_failed``, if that fails too; the next commit tries again).
+    publication itself is tried again ``PUBLISH_RETRY`` seconds later from the read model,
+    and, if that fails too (a warning, ``stats.publish_failed``), again and again at waits
+    doubling up to ``PUBLISH_RETRY_MOST``, until it has gone out: no next commit is needed.
 
     A commit within ``every`` of the last publication is not lost: a trailing publication
     follows ``every`` after the last one, from a read-only connection of its own to the read
@@ -162,22 +168,34 @@ class StatisticsPublisher:
             self._trailing = asyncio.ensure_future(self._publish_later(store, delay))
 
     async def _publish_later(self, store: ReadModelStore, delay: float) -> None:
-        """Publish what the read model holds ``delay`` seconds from now."""
+        """Publish what the read model holds ``delay`` seconds from now, and keep at it until
+        it has gone out: another publisher holding the ledger lets go of it soon (tried again
+        ``PUBLISH_RETRY`` later); a failure (NATS away, a client timing out) is tried again
+        after a wait that doubles from ``PUBLISH_RETRY`` to ``PUBLISH_RETRY_MOST``. The first
+        failure of a run is a warning, the others debug lines (the projector's own connection
+        tells of an outage). A commit meanwhile starts no other attempt: this one publishes
+        what the read model holds when it succeeds. Before, a second failure gave up, and the
+        last batch before a quiet spell waited for the next commit, hours or days later."""
+        failures = Backoff(PUBLISH_RETRY, PUBLISH_RETRY_MOST)
+        never = asyncio.Event()  # this task's stop is its cancellation (``close``)
         try:
-            done = False
-            while not done:  # another publisher holding the ledger lets go of it soon
-                await asyncio.sleep(delay)
-                delay = PUBLISH_RETRY
+            await asyncio.sleep(delay)
+            while True:
                 try:
                     with store.reading() as db:
                         position = await asyncio.to_thread(get_position, db)
                         done = await self.publish(db, position)
+                except Exception as e:  # not lost: tried again after the wait below
+                    said = log.warning if failures.delay == failures.first else log.debug
+                    said("stats.publish_failed", error=type(e).__name__, retry_in=failures.delay)
+                    await failures.wait(never)
+                    continue
                 finally:
                     self._last = self._timer()
-        except asyncio.CancelledError:
-            raise
-        except Exception as e:  # the next commit publishes again
-            log.warning("stats.publish_failed", error=type(e).__name__)
+                if done:
+                    return
+                failures.reset()
+                await asyncio.sleep(PUBLISH_RETRY)  # the ledger's holder lets go of it soon
         finally:
             self._trailing = None
 

@@ -850,6 +850,53 @@ async def test_a_publication_that_failed_is_tried_again_before_any_next_commit(
     assert [e for e in logs if e["log_level"] in ("warning", "error", "critical")] == []
 
 
+async def test_a_publication_failing_again_and_again_goes_out_once_nats_is_back(
+    published: list[Outgoing], tmp_path: Path
+) -> None:
+    """NATS away for longer than the first retry, and no commit after the last batch: the
+    releases still go out when it is back. Before, the second failure gave up ("the next
+    commit tries again"), and a quiet spell after an outage kept the network's statistics
+    unpublished until whatever commit came next."""
+    # given the statistics of the demo run, committed while nothing answers at NATS's address
+    db = open_projection(StatisticsProjection(), tmp_path / "stats.sqlite3")
+    messages = [(o.position, decode_message(o.payload)) for o in published]
+    last = apply_batch(StatisticsProjection(), db, messages).position
+    server = EmbeddedNats(tmp_path / "nats")
+    data_dir = tmp_path / "data"
+    publisher = StatisticsPublisher(
+        server.url, every=0.0, nats_options={}, data_dir=data_dir, clock=release_day
+    )
+    retry_failed, went_out = asyncio.Event(), asyncio.Event()
+
+    def note(_logger: object, _name: str, event: Any) -> Any:
+        if event["event"] == "stats.publish_failed":
+            retry_failed.set()
+        if event["event"] == "stats.published":
+            went_out.set()
+        return event
+
+    try:
+        with structlog.testing.capture_logs(processors=[note]) as logs:
+            with pytest.raises((OSError, nats.errors.Error)):
+                await asyncio.wait_for(publisher(db, last), DEADLINE)
+            # when the retry from the read model fails too (NATS still away)
+            await asyncio.wait_for(retry_failed.wait(), DEADLINE)
+            # and NATS comes back later, with no commit after
+            server.start()
+
+            # then the releases go out, each once, as the ledger keeps them
+            await asyncio.wait_for(went_out.wait(), DEADLINE)
+    finally:
+        await publisher.close()
+        server.stop()
+        db.close()
+    with open_ledger(ledger_path(data_dir)) as ledger:
+        assert list_releases(ledger)
+        assert unpublished(ledger) == []
+    warned = [e["event"] for e in logs if e["log_level"] in ("warning", "error", "critical")]
+    assert warned == ["stats.publish_failed"]  # said once, not at every attempt
+
+
 async def test_a_release_too_large_for_nats_is_said_once_and_goes_out_once_it_fits(
     published: list[Outgoing], tmp_path: Path
 ) -> None:
