@@ -8,6 +8,7 @@ the relay does (``to_cloud_event`` with position = notification id) and publishe
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import pickle
@@ -15,7 +16,7 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -804,15 +805,22 @@ def release_day() -> datetime:
     return datetime(2026, 6, 1, tzinfo=UTC)
 
 
-async def test_a_publication_that_failed_is_tried_again_before_any_next_commit(
+@dataclass
+class CommittedWhileAway:
+    """The demo run's statistics committed while nothing answers at NATS's address, and the
+    publisher of the commit hook, not called yet."""
+
+    db: sqlite3.Connection
+    last: int
+    server: EmbeddedNats
+    data_dir: Path
+    publisher: StatisticsPublisher
+
+
+@contextlib.asynccontextmanager
+async def committed_while_nats_is_away(
     published: list[Outgoing], tmp_path: Path
-) -> None:
-    """A commit whose publication fails (NATS away, or a client timing out on a loaded
-    machine) may be the last before a quiet spell: its releases go out a moment later from
-    the read model, not at a next commit that may come hours later. Before, they waited for
-    it (and the idle-projector test above failed under load when its one publication
-    timed out)."""
-    # given the statistics of the demo run, committed while nothing answers at NATS's address
+) -> AsyncIterator[CommittedWhileAway]:
     db = open_projection(StatisticsProjection(), tmp_path / "stats.sqlite3")
     messages = [(o.position, decode_message(o.payload)) for o in published]
     last = apply_batch(StatisticsProjection(), db, messages).position
@@ -821,32 +829,56 @@ async def test_a_publication_that_failed_is_tried_again_before_any_next_commit(
     publisher = StatisticsPublisher(
         server.url, every=0.0, nats_options={}, data_dir=data_dir, clock=release_day
     )
-    went_out = asyncio.Event()
-
-    def note(_logger: object, _name: str, event: Any) -> Any:
-        if event["event"] == "stats.published":
-            went_out.set()
-        return event
-
     try:
-        with structlog.testing.capture_logs(processors=[note]) as logs:
-            # (at once: it used to wait out nats-py's 60 connection attempts, two minutes,
-            # holding the projector's commit hook)
-            with pytest.raises((OSError, nats.errors.Error)):
-                await asyncio.wait_for(publisher(db, last), DEADLINE)
-            # when NATS is back (blocking the event loop until it listens, so the retry
-            # cannot come first), and no commit follows
-            server.start()
-
-            # then the releases go out, each once, as the ledger keeps them
-            await asyncio.wait_for(went_out.wait(), DEADLINE)
+        yield CommittedWhileAway(db, last, server, data_dir, publisher)
     finally:
         await publisher.close()
         server.stop()
         db.close()
+
+
+def log_events(*names: str) -> tuple[dict[str, asyncio.Event], Any]:
+    """An event set when each of ``names`` is logged, and the structlog processor that sets
+    it (for ``structlog.testing.capture_logs``)."""
+    seen = {name: asyncio.Event() for name in names}
+
+    def note(_logger: object, _name: str, event: Any) -> Any:
+        if event["event"] in seen:
+            seen[event["event"]].set()
+        return event
+
+    return seen, note
+
+
+def assert_each_release_went_out_once(data_dir: Path) -> None:
     with open_ledger(ledger_path(data_dir)) as ledger:
         assert list_releases(ledger)
         assert unpublished(ledger) == []
+
+
+async def test_a_publication_that_failed_is_tried_again_before_any_next_commit(
+    published: list[Outgoing], tmp_path: Path
+) -> None:
+    """A commit whose publication fails (NATS away, or a client timing out on a loaded
+    machine) may be the last before a quiet spell: its releases go out a moment later from
+    the read model, not at a next commit that may come hours later. Before, they waited for
+    it (and the idle-projector test above failed under load when its one publication
+    timed out)."""
+    seen, note = log_events("stats.published")
+    # given the statistics of the demo run, committed while nothing answers at NATS's address
+    async with committed_while_nats_is_away(published, tmp_path) as away:
+        with structlog.testing.capture_logs(processors=[note]) as logs:
+            # (at once: it used to wait out nats-py's 60 connection attempts, two minutes,
+            # holding the projector's commit hook)
+            with pytest.raises((OSError, nats.errors.Error)):
+                await asyncio.wait_for(away.publisher(away.db, away.last), DEADLINE)
+            # when NATS is back (blocking the event loop until it listens, so the retry
+            # cannot come first), and no commit follows
+            away.server.start()
+
+            # then the releases go out, each once, as the ledger keeps them
+            await asyncio.wait_for(seen["stats.published"].wait(), DEADLINE)
+    assert_each_release_went_out_once(away.data_dir)
     assert [e for e in logs if e["log_level"] in ("warning", "error", "critical")] == []
 
 
@@ -857,42 +889,20 @@ async def test_a_publication_failing_again_and_again_goes_out_once_nats_is_back(
     releases still go out when it is back. Before, the second failure gave up ("the next
     commit tries again"), and a quiet spell after an outage kept the network's statistics
     unpublished until whatever commit came next."""
+    seen, note = log_events("stats.publish_failed", "stats.published")
     # given the statistics of the demo run, committed while nothing answers at NATS's address
-    db = open_projection(StatisticsProjection(), tmp_path / "stats.sqlite3")
-    messages = [(o.position, decode_message(o.payload)) for o in published]
-    last = apply_batch(StatisticsProjection(), db, messages).position
-    server = EmbeddedNats(tmp_path / "nats")
-    data_dir = tmp_path / "data"
-    publisher = StatisticsPublisher(
-        server.url, every=0.0, nats_options={}, data_dir=data_dir, clock=release_day
-    )
-    retry_failed, went_out = asyncio.Event(), asyncio.Event()
-
-    def note(_logger: object, _name: str, event: Any) -> Any:
-        if event["event"] == "stats.publish_failed":
-            retry_failed.set()
-        if event["event"] == "stats.published":
-            went_out.set()
-        return event
-
-    try:
+    async with committed_while_nats_is_away(published, tmp_path) as away:
         with structlog.testing.capture_logs(processors=[note]) as logs:
             with pytest.raises((OSError, nats.errors.Error)):
-                await asyncio.wait_for(publisher(db, last), DEADLINE)
+                await asyncio.wait_for(away.publisher(away.db, away.last), DEADLINE)
             # when the retry from the read model fails too (NATS still away)
-            await asyncio.wait_for(retry_failed.wait(), DEADLINE)
+            await asyncio.wait_for(seen["stats.publish_failed"].wait(), DEADLINE)
             # and NATS comes back later, with no commit after
-            server.start()
+            away.server.start()
 
             # then the releases go out, each once, as the ledger keeps them
-            await asyncio.wait_for(went_out.wait(), DEADLINE)
-    finally:
-        await publisher.close()
-        server.stop()
-        db.close()
-    with open_ledger(ledger_path(data_dir)) as ledger:
-        assert list_releases(ledger)
-        assert unpublished(ledger) == []
+            await asyncio.wait_for(seen["stats.published"].wait(), DEADLINE)
+    assert_each_release_went_out_once(away.data_dir)
     warned = [e["event"] for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert warned == ["stats.publish_failed"]  # said once, not at every attempt
 
