@@ -1272,46 +1272,45 @@ def log_ranges(
 
 def _next_position(recorder: Any, first: int, top: int) -> int:
     """The lowest position from ``first`` holding an event or a link (``top + 1``: none)."""
-    events = recorder.events_table_name
-    chain = chain_table(events)
-    if isinstance(recorder, SQLiteApplicationRecorder):
-        with recorder.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT min(p) FROM (SELECT min(rowid) AS p FROM {events} WHERE rowid >= ?1 "  # noqa: S608
-                f"UNION ALL SELECT min(position) FROM {chain} WHERE position >= ?1)",
-                (first,),
-            )
-            found = c.fetchone()[0]
-        return top + 1 if found is None else int(found)
-    statement = SQL(
+    found = _one_value(
+        recorder,
+        "SELECT min(p) FROM (SELECT min(rowid) AS p FROM {e} WHERE rowid >= :first "
+        "UNION ALL SELECT min(position) FROM {c} WHERE position >= :first)",
         "SELECT least((SELECT min(notification_id) FROM {s}.{e} WHERE notification_id >= "
-        "%(first)s), (SELECT min(position) FROM {s}.{c} WHERE position >= %(first)s)) AS next"
-    ).format(s=Identifier(recorder.datastore.schema), e=Identifier(events), c=Identifier(chain))
-    with reads.one_statement(recorder.datastore) as curs:
-        curs.execute(statement, {"first": first})
-        row = curs.fetchone()
-    return top + 1 if row is None or row["next"] is None else int(row["next"])
+        "%(first)s), (SELECT min(position) FROM {s}.{c} WHERE position >= %(first)s)) AS value",
+        first=first,
+    )
+    return top + 1 if found is None else int(found)
 
 
 def _top(recorder: Any) -> int:
     """The highest position holding an event or a link (0: none)."""
+    found = _one_value(
+        recorder,
+        "SELECT max(coalesce((SELECT max(rowid) FROM {e}), 0), "
+        "coalesce((SELECT max(position) FROM {c}), 0))",
+        "SELECT greatest(coalesce((SELECT max(notification_id) FROM {s}.{e}), 0), "
+        "coalesce((SELECT max(position) FROM {s}.{c}), 0)) AS value",
+    )
+    return 0 if found is None else int(found)
+
+
+def _one_value(recorder: Any, sqlite: str, postgres: str, **params: int) -> Any:
+    """The one value a query over the store's events ``{e}`` and chain ``{c}`` answers, in
+    its SQLite or its PostgreSQL spelling (``{s}``: the schema; the value named ``value``),
+    with named ``params``."""
     events = recorder.events_table_name
     chain = chain_table(events)
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=False) as c:
-            c.execute(
-                f"SELECT max(coalesce((SELECT max(rowid) FROM {events}), 0), "  # noqa: S608
-                f"coalesce((SELECT max(position) FROM {chain}), 0))"
-            )
-            return int(c.fetchone()[0])
-    statement = SQL(
-        "SELECT greatest(coalesce((SELECT max(notification_id) FROM {s}.{e}), 0), "
-        "coalesce((SELECT max(position) FROM {s}.{c}), 0)) AS top"
-    ).format(s=Identifier(recorder.datastore.schema), e=Identifier(events), c=Identifier(chain))
-    with recorder.datastore.transaction(commit=False) as curs:
-        curs.execute(statement)
-        found = curs.fetchone()
-    return 0 if found is None else int(found["top"])
+            c.execute(sqlite.format(e=events, c=chain), params)
+            return c.fetchone()[0]
+    schema = Identifier(recorder.datastore.schema)
+    statement = SQL(postgres).format(s=schema, e=Identifier(events), c=Identifier(chain))
+    with reads.one_statement(recorder.datastore) as curs:
+        curs.execute(statement, params)
+        row = curs.fetchone()
+    return None if row is None else row["value"]
 
 
 _ID_TEXT_CHARS = 32
