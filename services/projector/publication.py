@@ -176,8 +176,7 @@ class StatisticsPublisher:
         tells of an outage). A commit meanwhile starts no other attempt: this one publishes
         what the read model holds when it succeeds. Before, a second failure gave up, and the
         last batch before a quiet spell waited for the next commit, hours or days later."""
-        failures = Backoff(PUBLISH_RETRY, PUBLISH_RETRY_MOST)
-        never = asyncio.Event()  # this task's stop is its cancellation (``close``)
+        failures = Backoff(PUBLISH_RETRY, PUBLISH_RETRY_MOST)  # stopped by ``close``'s cancel
         try:
             await asyncio.sleep(delay)
             while True:
@@ -188,7 +187,7 @@ class StatisticsPublisher:
                 except Exception as e:  # not lost: tried again after the wait below
                     said = log.warning if failures.delay == failures.first else log.debug
                     said("stats.publish_failed", error=type(e).__name__, retry_in=failures.delay)
-                    await failures.wait(never)
+                    await failures.wait()
                     continue
                 finally:
                     self._last = self._timer()

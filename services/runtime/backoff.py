@@ -1,6 +1,7 @@
 """The one retry delay the workers share (issue #13): while a worker waits out an outage of
 NATS or the event store, it waits ``first`` seconds, then twice as long each time, up to
-``most``; a success puts it back to ``first``. Setting ``stop`` ends a wait at once."""
+``most``; a success puts it back to ``first``. Setting ``stop`` (or cancelling the task)
+ends a wait at once."""
 
 from __future__ import annotations
 
@@ -26,7 +27,11 @@ class Backoff:
         """After a success: the next wait is ``first`` again."""
         self.delay = self.first
 
-    async def wait(self, stop: asyncio.Event) -> None:
-        """Wait the current delay (less if ``stop`` is set meanwhile), then double it."""
-        await wait_for_stop(stop, self.delay)
+    async def wait(self, stop: asyncio.Event | None = None) -> None:
+        """Wait the current delay (less if ``stop`` is set meanwhile), then double it. With no
+        ``stop``, only cancelling the waiting task ends the wait early."""
+        if stop is None:
+            await asyncio.sleep(self.delay)
+        else:
+            await wait_for_stop(stop, self.delay)
         self.delay = min(self.delay * 2, self.most)
