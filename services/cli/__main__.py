@@ -2,4 +2,5 @@
 
 from services.cli.main import main
 
-main()
+if __name__ == "__main__":  # not when multiprocessing imports it as a parent's __main__
+    main()

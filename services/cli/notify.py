@@ -31,7 +31,8 @@ def notify() -> None:
     async def main(stop: asyncio.Event) -> None:
         from services.notify import metrics
 
-        metrics.PENDING.set(0)  # its own series show on CBCM_METRICS_ADDR, enabled or not
+        metrics.register()  # its own series show on CBCM_METRICS_ADDR, enabled or not
+        metrics.PENDING.set(0)
         if not channels.has_channel:
             log.info(
                 "notify.disabled",

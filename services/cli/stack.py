@@ -41,9 +41,11 @@ def serve() -> None:
 
     For development and demonstrations: one machine, every key in the data dir. In production
     each service runs on its own (systemd units in deploy/systemd)."""
+    from services.cli.forked import PRELOAD, run_service
     from services.event_store.config import EventStoreConfigError, store_location
     from services.event_store.schema import prepare as prepare_store
     from services.nats.server import NatsServerError
+    from services.runtime.forking import Forker
     from services.runtime.supervisor import (
         AddressInUse,
         Supervisor,
@@ -59,7 +61,12 @@ def serve() -> None:
         prepare_store(store_location(settings), create=True)
 
     try:
-        code = Supervisor(settings, prepare_store=tables, prepare_nats=_create_event_stream).run()
+        code = Supervisor(
+            settings,
+            Forker(PRELOAD, run_service),
+            prepare_store=tables,
+            prepare_nats=_create_event_stream,
+        ).run()
     except EventStoreConfigError as e:
         fail(str(e), EXIT_CONFIG)
     except AddressInUse as e:

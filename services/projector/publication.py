@@ -29,6 +29,7 @@ from services.projector.storage import (
 )
 from services.runtime.backoff import Backoff
 from services.runtime.metrics import serve_once
+from services.runtime.threads import finished_in_thread
 from services.runtime.worker_status import clear_stall, record_stall
 from services.settings import Settings
 from services.statistics.releases import (
@@ -182,7 +183,7 @@ class StatisticsPublisher:
             while True:
                 try:
                     with store.reading() as db:
-                        position = await asyncio.to_thread(get_position, db)
+                        position = await finished_in_thread(get_position, db)
                         done = await self.publish(db, position)
                 except Exception as e:  # not lost: tried again after the wait below
                     said = log.warning if failures.delay == failures.first else log.debug
@@ -225,14 +226,16 @@ class StatisticsPublisher:
         place = self._ledger(db)
         behind = await self._behind()
         held = contextlib.ExitStack()
-        led = await asyncio.to_thread(held.enter_context, publishing(place))
         try:
+            # (inside the try: a cancellation while it opens still closes what it opened,
+            # the ledger's lock with it)
+            led = await finished_in_thread(held.enter_context, publishing(place))
             if led is None:
                 log.debug("stats.ledger_busy", detail="another publisher holds the ledger")
                 return False
             await self._publish_held(db, led, position, make=not behind)
         finally:
-            await asyncio.to_thread(held.close)
+            await finished_in_thread(held.close)
         return True
 
     async def _publish_held(
@@ -240,7 +243,7 @@ class StatisticsPublisher:
     ) -> None:
         """``publish`` while holding the ledger's lock."""
         assert self._nc is not None
-        documents = await asyncio.to_thread(self._due, db, led, make)
+        documents = await finished_in_thread(self._due, db, led, make)
         limit = self._nc.max_payload
         sent: list[str] = []
         before = set(self._too_large)
@@ -263,7 +266,7 @@ class StatisticsPublisher:
             sent.append(name)
         await self._nc.flush()
         if sent:
-            await asyncio.to_thread(_mark_published, led, sent)
+            await finished_in_thread(_mark_published, led, sent)
         if self._too_large != before:
             self._tell_unpublished(position)
         if sent:

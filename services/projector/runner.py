@@ -124,6 +124,7 @@ from services.projector.storage import (
     status_place_of,
 )
 from services.runtime.backoff import Backoff
+from services.runtime.threads import finished_in_thread
 from services.runtime.worker_status import Place, Stall, clear_stall, record_stall, stall_of
 from services.settings import Settings
 
@@ -871,7 +872,7 @@ class _Projector:
         started = time.perf_counter()
         try:
             items = [read_item(m.data, m.metadata.sequence.stream) for m in msgs]
-            done = await _in_thread(
+            done = await finished_in_thread(
                 apply_batch, self.projection, self.db, items, previous_positions(msgs)
             )
         except BaseException:
@@ -973,19 +974,6 @@ async def _consume(
         finally:
             await sub.unsubscribe()
     return None
-
-
-async def _in_thread(apply: Callable[..., _T], *args: Any) -> _T:
-    """Run a batch in a worker thread. If the task is cancelled meanwhile, let the thread
-    finish (commit or roll back) before the cancellation goes on, so the connection is
-    never closed under a running transaction."""
-    running = asyncio.ensure_future(asyncio.to_thread(apply, *args))
-    try:
-        return await asyncio.shield(running)
-    except asyncio.CancelledError:
-        with contextlib.suppress(Exception):
-            await running
-        raise
 
 
 async def _nak(msgs: list[Msg]) -> None:
@@ -1238,7 +1226,7 @@ async def _rebuild(
                     log.info(
                         "projector.rebuild_copying", projection=projection.name, position=staged
                     )
-                    position = await _in_thread(copy_stage, projection, scratch, target)
+                    position = await finished_in_thread(copy_stage, projection, scratch, target)
             except sqlite3.OperationalError as e:
                 raise StagingError(
                     f"read model {projection.name}: the rebuild's scratch file in "
@@ -1308,7 +1296,7 @@ async def _replay(
                 if fetched:
                     applying_count = len(fetched)
                     applying = asyncio.ensure_future(
-                        _in_thread(_decode_and_apply, projection, db, fetched)
+                        finished_in_thread(_decode_and_apply, projection, db, fetched)
                     )
         finally:
             if applying is not None:  # never close the read model under a running batch

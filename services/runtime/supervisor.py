@@ -1,9 +1,10 @@
 """``cbcm serve``: the whole stack on embedded defaults, supervised.
 
-Starts nats-server (unless ``CBCM_NATS_URL`` names one), then the relay, the three projection
+Starts nats-server (unless ``CBCM_NATS_URL`` names one), then the relay, the four projection
 services, the notifier (idle without an SMTP server or SMS gateway), the HTTP API, the audit
-checkpoint publisher, a local audit witness and the webhook deliverer as child processes. A
-child that dies is logged and restarted with a growing delay, unless it exits with the
+checkpoint publisher, a local audit witness and the webhook deliverer as child processes,
+each forked from the supervisor once it has imported the application (``Forker``, ADR 34).
+A child that dies is logged and restarted with a growing delay, unless it exits with the
 configuration exit code (2: restarting cannot help), which stops the stack; Ctrl-C or SIGTERM
 stops them all (children first, the bus last: nats-server runs in a session of its own, so a
 Ctrl-C in the terminal reaches it only through us).
@@ -18,20 +19,19 @@ start-up line ``serve.metrics`` lists them.
 from __future__ import annotations
 
 import errno
+import multiprocessing.process
 import os
 import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 
 import structlog
 
 from services.nats.server import EmbeddedNats, free_port
+from services.runtime.forking import Forker
 from services.settings import Settings
 
 SERVICES: dict[str, list[str]] = {
@@ -92,33 +92,28 @@ def check_free(addr: str, setting: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def cbcm_command() -> list[str]:
-    """How to run this same ``cbcm`` in a child process."""
-    beside = Path(sys.executable).parent / "cbcm"
-    if beside.exists():
-        return [str(beside)]
-    return [sys.executable, "-m", "services.cli"]
-
-
 @dataclass
 class Child:
-    """One supervised service process."""
+    """One supervised service process: ``cbcm ARGS`` in environment ``env``."""
 
     name: str
-    argv: list[str]
+    args: list[str]
     env: dict[str, str]
-    process: subprocess.Popen[bytes] | None = None
+    fork: Forker
+    process: multiprocessing.process.BaseProcess | None = None
     started_at: float = 0.0
     restarts: int = 0
     next_start: float = 0.0
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env=self.env)  # noqa: S603 - our own command
+        self.process = self.fork.process(self.name, self.args, self.env)
+        self.process.start()
         self.started_at = time.monotonic()
         log.info("serve.service_started", child=self.name, pid=self.process.pid)
 
     def exited(self) -> int | None:
-        return None if self.process is None else self.process.poll()
+        """Its exit code once it has exited (a signal's as its negative), else None."""
+        return None if self.process is None else self.process.exitcode
 
     def schedule_restart(self, code: int) -> None:
         # Back off 1, 2, 4... up to 30 s; a child that ran for a minute starts over at 1 s.
@@ -127,11 +122,13 @@ class Child:
         delay = min(30.0, 2.0**self.restarts)
         self.restarts += 1
         self.next_start = time.monotonic() + delay
+        if self.process is not None:
+            self.process.close()  # its sentinel descriptor: a restart loop leaks none
         self.process = None
         log.warning("serve.service_exited", child=self.name, code=code, restart_in_s=delay)
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
+        if self.process is not None and self.process.exitcode is None:
             self.process.terminate()
 
 
@@ -140,6 +137,8 @@ class Supervisor:
     """Runs the children until asked to stop."""
 
     settings: Settings
+    fork: Forker
+    """How the children start (``cbcm serve``: ``cbcm ARGS`` forked, ``services.cli.forked``)."""
     children: list[Child] = field(default_factory=list)
     nats: EmbeddedNats | None = None
     stopping: bool = False
@@ -190,7 +189,7 @@ class Supervisor:
             for name, port in zip(named, self._metrics_ports(len(named)), strict=True)
         }
         self.children = [
-            Child(name, [*cbcm_command(), *args], {**env, METRICS_SETTING[name]: metrics[name]})
+            Child(name, args, {**env, METRICS_SETTING[name]: metrics[name]}, self.fork)
             for name, args in SERVICES.items()
         ]
         log.info("serve.metrics", metrics=metrics)
@@ -247,12 +246,11 @@ class Supervisor:
         for child in self.children:
             if child.process is None:
                 continue
-            try:
-                child.process.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
+            child.process.join(max(0.1, deadline - time.monotonic()))
+            if child.process.exitcode is None:
                 log.warning("serve.service_killed", child=child.name)
                 child.process.kill()
-                child.process.wait()
+                child.process.join()
         if self.nats is not None:
             self.nats.stop()
         log.info("serve.stopped", code=self.exit_code)

@@ -43,7 +43,7 @@ from projections.stats import StatisticsProjection
 from services.bootstrap import complaint_mechanism
 from services.demo.walk import AGENCIES, build_demo_network, walk_cases
 from services.nats.server import EmbeddedNats, free_port
-from services.projector import replay, runner
+from services.projector import publication, replay, runner
 from services.projector.publication import PUBLISHER, StatisticsPublisher
 from services.projector.runner import (
     PositionGap,
@@ -905,6 +905,37 @@ async def test_a_publication_failing_again_and_again_goes_out_once_nats_is_back(
     assert_each_release_went_out_once(away.data_dir)
     warned = [e["event"] for e in logs if e["log_level"] in ("warning", "error", "critical")]
     assert warned == ["stats.publish_failed"]  # said once, not at every attempt
+
+
+async def test_a_publication_cancelled_while_it_marks_what_went_out_leaves_it_marked(
+    published: list[Outgoing], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The projector stopping (its task cancelled) while the publisher's worker thread marks
+    the releases that went out as published. Before, the cancellation went on at once to
+    close the ledger under the thread: the marks were lost (a restart sends the same
+    releases again), and a thread caught inside SQLite brought the whole process down (a
+    segmentation fault, seen in the default suite). Now the cancellation waits for the
+    thread to finish."""
+    marking = threading.Event()
+    mark = publication._mark_published
+
+    def slow_mark(led: Any, ids: list[str]) -> None:
+        marking.set()
+        time.sleep(0.5)  # still at it when the cancellation comes (the test waits for it)
+        mark(led, ids)
+
+    monkeypatch.setattr(publication, "_mark_published", slow_mark)
+    # given the statistics of the demo run, published with NATS up
+    async with committed_while_nats_is_away(published, tmp_path) as away:
+        away.server.start()
+        hook = asyncio.ensure_future(away.publisher(away.db, away.last))
+        # when the projector stops while the releases sent are being marked
+        assert await asyncio.to_thread(marking.wait, DEADLINE)
+        hook.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await hook
+    # then every release that went out is marked published: a restart sends none again
+    assert_each_release_went_out_once(away.data_dir)
 
 
 async def test_a_release_too_large_for_nats_is_said_once_and_goes_out_once_it_fits(

@@ -1,0 +1,68 @@
+"""Service processes forked from a process that imported the application once.
+
+``cbcm serve`` starts about ten children (relay, projectors, notifier, API, checkpoint
+publisher, witness, webhook deliverer). As fresh ``cbcm`` interpreters, each imported the
+application before doing anything: about 1 s of CPU each, ten times per stack and again at
+every restart. A ``Forker`` imports the modules they use once, in the supervisor, and forks
+each child from it (ADR 34): the children are the supervisor's own, so it waits for them,
+reads their exit codes and stops them exactly as it did the ``cbcm`` processes.
+
+A fork copies the forking process whole, but only its calling thread: a lock another thread
+held stays held in the child for ever. So a child is forked only while the supervisor runs no
+other thread (it runs none: it polls its children from its one thread); should one ever be
+running, the child is spawned as a fresh interpreter instead, which costs the imports again
+and nothing else. What a fork does inherit (signal handlers, the logging configuration, the
+environment) the child's body sets afresh (``services.cli.forked``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import multiprocessing
+import multiprocessing.process
+import threading
+from collections.abc import Callable, Sequence
+
+import structlog
+
+Target = Callable[[list[str], dict[str, str]], None]
+"""A child's body: the arguments of its command and its whole environment. A module-level
+function (a spawned child imports it by name)."""
+
+log = structlog.get_logger()
+
+
+class Forker:
+    """Starts processes that run ``target(args, env)``, forked from this process once it has
+    imported ``preload`` (at the first start)."""
+
+    def __init__(self, preload: Sequence[str], target: Target) -> None:
+        self._preload = tuple(preload)
+        self._target = target
+        self._loaded = False
+        self._warned = False
+
+    def process(
+        self, name: str, args: list[str], env: dict[str, str]
+    ) -> multiprocessing.process.BaseProcess:
+        """A process, not started yet, that will run ``target(args, env)``: forked, or
+        spawned while this process runs another thread."""
+        if not self._loaded:
+            for module in self._preload:
+                importlib.import_module(module)
+            self._loaded = True
+        method = "fork" if threading.active_count() == 1 else "spawn"
+        if method == "spawn" and not self._warned:
+            self._warned = True
+            log.warning(
+                "serve.children_spawned",
+                threads=threading.active_count(),
+                note="another thread runs in the supervisor: its children start as fresh "
+                "interpreters (slower), not forked",
+            )
+        context = _FORK if method == "fork" else _SPAWN
+        return context.Process(target=self._target, args=(args, env), name=name)
+
+
+_FORK = multiprocessing.get_context("fork")
+_SPAWN = multiprocessing.get_context("spawn")

@@ -1,0 +1,27 @@
+"""Bodies for the processes ``tests/unit/test_forking.py`` starts (module-level functions: a
+spawned child imports them by name)."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+
+HELD = threading.Lock()
+"""Held by a thread of the test while it starts a child: a forked child would inherit it held."""
+
+
+def report(args: list[str], env: dict[str, str]) -> None:
+    """Write what the child sees to ``args[0]``, then exit with ``args[1]``."""
+    os.environ.clear()
+    os.environ.update(env)
+    seen = os.environ.get("CBCM_TEST_SEEN", "")
+    preloaded = "tests.forked_preload" in sys.modules
+    Path(args[0]).write_text(f"{seen}\n{preloaded}\n", encoding="utf-8")
+    raise SystemExit(int(args[1]))
+
+
+def take_the_lock(args: list[str], env: dict[str, str]) -> None:
+    """Exit 0 if ``HELD`` can be taken within a second, 1 if not (a copy of a held lock)."""
+    raise SystemExit(0 if HELD.acquire(timeout=1) else 1)

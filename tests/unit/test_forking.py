@@ -1,0 +1,45 @@
+"""``cbcm serve``'s children are forked from the supervisor once it has imported them
+(``services.runtime.forking``, ADR 34): each runs in the environment it is given and exits
+with its own code, and none is forked while another thread could hold a lock."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from services.runtime.forking import Forker
+from tests import forked_targets
+
+
+def test_a_child_runs_in_its_own_environment_and_exits_with_its_own_code(tmp_path: Path) -> None:
+    forker = Forker(["tests.forked_preload"], forked_targets.report)
+    seen = tmp_path / "seen"
+    child = forker.process("child", [str(seen), "2"], {"CBCM_TEST_SEEN": "given"})
+    child.start()
+    child.join(30)
+    assert child.exitcode == 2  # the configuration exit code that stops a stack
+    # its own environment only, and what the supervisor imported before the fork
+    assert seen.read_text(encoding="utf-8").splitlines() == ["given", "True"]
+
+
+def test_no_child_is_forked_while_another_thread_holds_a_lock() -> None:
+    forker = Forker([], forked_targets.take_the_lock)
+    taken, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with forked_targets.HELD:
+            taken.set()
+            release.wait(60)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert taken.wait(10)
+        child = forker.process("child", [], {})
+        child.start()
+        child.join(60)
+    finally:
+        release.set()
+        holder.join()
+    # forked, it would have copied the lock held, and waited for it in vain (exit 1)
+    assert child.exitcode == 0
