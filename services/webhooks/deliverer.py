@@ -72,6 +72,7 @@ from services.nats.client import (
     wait_for_stop,
 )
 from services.runtime.backoff import Backoff
+from services.runtime.threads import finished_in_thread
 from services.settings import Settings
 from services.webhooks import metrics
 from services.webhooks.outbox import Attempt, Outbox, Queued, outbox_path
@@ -197,14 +198,19 @@ class Deliverer:
     # ------------------------------------------------------------------ shared
 
     async def _db(self, call: Callable[..., Any], *args: Any) -> Any:
-        """One outbox call at a time, in a thread (SQLite and fsync off the event loop)."""
+        """One outbox call at a time, in a thread (SQLite and fsync off the event loop).
+
+        Never abandoned: a sender cancelled (the deliverer stopping, its endpoint removed)
+        waits for its thread, so the lock is not let go while the outbox's one connection is
+        in use, nor the outbox closed under a delivery being marked (the mark was lost, and
+        the delivery sent again after a restart)."""
         async with self._db_lock:
-            return await asyncio.to_thread(call, *args)
+            return await finished_in_thread(call, *args)
 
     async def registry(self) -> _Registry:
         """The registry, read again only when its version moved."""
         async with self._app_lock:
-            version = await asyncio.to_thread(self.app.webhook_registry_version)
+            version = await finished_in_thread(self.app.webhook_registry_version)
             if version == self._registry.version:
                 return self._registry
 
@@ -217,7 +223,7 @@ class Deliverer:
                 }
                 return _Registry(version, endpoints, since)
 
-            self._registry = await asyncio.to_thread(load)
+            self._registry = await finished_in_thread(load)
             return self._registry
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -529,7 +535,7 @@ class Deliverer:
         """Record that the endpoint is disabled for failing; whether it is now disabled."""
         try:
             async with self._app_lock:
-                await asyncio.to_thread(
+                await finished_in_thread(
                     lambda: self.app.disable_failing_webhook(
                         endpoint.endpoint_id,
                         failing_since=since,

@@ -52,7 +52,7 @@ from services.bootstrap import complaint_mechanism
 from services.nats.server import EmbeddedNats, free_port
 from services.relay.relay import Relay, ensure_stream
 from services.settings import Settings
-from services.webhooks.deliverer import Deliverer, DeliveryPolicy
+from services.webhooks.deliverer import Deliverer, DeliveryPolicy, run_deliverer
 from services.webhooks.outbox import Outbox
 from services.webhooks.pinning import IPAddress
 from services.webhooks.signing import signed_headers
@@ -344,6 +344,65 @@ async def test_a_receiver_still_on_the_old_secret_verifies_for_a_while_after_a_r
     finally:
         await running.halt()
     assert [line["ok"] for line in node.lines()] == [True]
+
+
+async def test_a_deliverer_stopped_while_it_marks_a_delivery_does_not_send_it_again(
+    stack: Stack,
+    receiver: tuple[NodeReceiver, dict[str, str]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``cbcm webhooks deliver`` stopping (its senders cancelled) while a worker thread marks
+    a delivery the receiver accepted. Before, the cancellation went on at once: the deliverer
+    closed its outbox under the thread, the mark was lost, and the restarted deliverer sent
+    the delivery again (a thread caught inside SQLite could crash the process). Now the
+    cancellation waits for the thread to finish."""
+    marking = threading.Event()
+    closed = threading.Event()
+    delivered, close = Outbox.delivered, Outbox.close
+
+    def slow_delivered(outbox: Outbox, item: Any, attempt: Any) -> None:
+        if not marking.is_set():
+            marking.set()
+            # still at it when the deliverer stops: it waits for the outbox to be closed
+            # under it (at most a second, when nothing closes it first)
+            closed.wait(1.0)
+        delivered(outbox, item, attempt)
+
+    def close_and_tell(outbox: Outbox) -> None:
+        close(outbox)
+        closed.set()
+
+    monkeypatch.setattr(Outbox, "delivered", slow_delivered)
+    monkeypatch.setattr(Outbox, "close", close_and_tell)
+    node, keys = receiver
+    received = "org.psea.cbcm.case.received.v1"
+    _, since = stack.register("unhcr", node.url("/unhcr"), keys["/unhcr"], {received})
+    walk_sea_case(stack.app)
+    await stack.publish()
+    want = expected_for(await stack.stream(), "unhcr", {received}, since)
+    assert len(want) == 1
+    settings = Settings(data_dir=stack.tmp, event_store=stack.store)
+
+    async def deliverer(stop: asyncio.Event) -> None:
+        await run_deliverer(settings, stack.nats.url, stop, nats_options={})
+
+    # given a delivery the receiver accepted, being marked as delivered
+    stop = asyncio.Event()
+    task = asyncio.create_task(deliverer(stop))
+    assert await asyncio.to_thread(marking.wait, 30)
+    # when the deliverer is stopped then, and started again
+    stop.set()
+    await asyncio.wait_for(task, 20)
+    again = asyncio.Event()
+    task = asyncio.create_task(deliverer(again))
+    try:
+        await until(lambda: stack.outbox.stream_seq() > 0 and not stack.outbox.queued())
+    finally:
+        again.set()
+        await asyncio.wait_for(task, 20)
+    # then the agency received it once: the mark was kept, nothing is sent again
+    assert [line["ce"]["id"] for line in node.verified("/unhcr")] == want
+    assert [a.outcome for a in stack.outbox.attempts(last=10)] == ["delivered"]
 
 
 async def test_a_forged_or_replayed_delivery_is_refused_by_the_receiver(
