@@ -8,6 +8,8 @@ import sys
 import threading
 from pathlib import Path
 
+from services.runtime.forking import Forker
+
 HELD = threading.Lock()
 """Held by a thread of the test while it starts a child: a forked child would inherit it held."""
 
@@ -25,3 +27,16 @@ def report(args: list[str], env: dict[str, str]) -> None:
 def take_the_lock(args: list[str], env: dict[str, str]) -> None:
     """Exit 0 if ``HELD`` can be taken within a second, 1 if not (a copy of a held lock)."""
     raise SystemExit(0 if HELD.acquire(timeout=1) else 1)
+
+
+def supervise(seen: str) -> None:
+    """As ``cbcm serve`` does, from a process of one thread: fork a child that runs ``report``,
+    wait for it, and add its exit code to what it wrote to ``seen``."""
+    assert threading.active_count() == 1
+    child = Forker(["tests.forked_preload"], report).process(
+        "child", [seen, "2"], {"CBCM_TEST_SEEN": "given"}
+    )
+    child.start()
+    child.join(30)
+    with open(seen, "a", encoding="utf-8") as out:
+        out.write(f"{child.exitcode}\n")
