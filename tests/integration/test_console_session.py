@@ -31,7 +31,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     mechanism = complaint_mechanism(
         Settings(data_dir=data, event_store=f"sqlite:///{data / 'events.sqlite3'}")
     )
-    yield make_world(data, mechanism)
+    # no projector runs here: a page that reads a read model answers that it is not ready
+    # once this wait is over (5 s by default, which only held a core idle)
+    yield make_world(data, mechanism, read_wait_seconds=0.05)
     mechanism.close()
 
 

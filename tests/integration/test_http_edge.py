@@ -59,6 +59,9 @@ def world_of(data_dir: Path, **settings: object) -> Iterator[World]:
             public_intake_per_client=2,
             receipt_failures_per_locator=50,
             receipt_failures_per_client=3,
+            # no projector runs here: a read of a read model answers 503 once this wait is
+            # over (5 s by default, which only held a core idle)
+            read_wait_seconds=0.05,
             **settings,
         )
     finally:
