@@ -118,7 +118,6 @@ from services.relay.translating import (
     TranslatorUnavailable,
 )
 from services.runtime.backoff import Backoff
-from services.runtime.threads import finished_in_thread
 from services.runtime.worker_status import (
     Place,
     Stall,
@@ -428,13 +427,13 @@ class Relay:
     async def recorded_position(self) -> int:
         """The position recorded in the tracking table (0: nothing published yet)."""
         tracking = await self._tracking_recorder()
-        recorded = await finished_in_thread(tracking.max_tracking_id, self._tracking_name)
+        recorded = await asyncio.to_thread(tracking.max_tracking_id, self._tracking_name)
         return recorded or 0
 
     async def _tracking_recorder(self) -> TrackingRecorder:
         if self._tracking is None:
             # Creating it creates its table: a database call.
-            self._tracking = await finished_in_thread(self._app.factory.tracking_recorder)
+            self._tracking = await asyncio.to_thread(self._app.factory.tracking_recorder)
         return self._tracking
 
     async def _start(self) -> None:
@@ -442,13 +441,13 @@ class Relay:
             # Every query first: one that fails (the store unreachable) leaves nothing half
             # set, and the next attempt starts over.
             recorded = await self.recorded_position()
-            head = await finished_in_thread(self._app.recorder.max_notification_id)
+            head = await asyncio.to_thread(self._app.recorder.max_notification_id)
             metrics.reset_positions()
             metrics.observe_head(head or 0)
             metrics.observe_published(recorded)
             # after the gauges: while NATS cannot be asked, the lag still shows
             resume = await self._resume_point(recorded, head or 0)
-            published = await finished_in_thread(self._published_up_to, resume)
+            published = await asyncio.to_thread(self._published_up_to, resume)
             if self._data_dir is not None:
                 self._stall = await asyncio.to_thread(stall_of, self._data_dir, WORKER)
             self._head_checked = time.monotonic()
@@ -488,8 +487,8 @@ class Relay:
         """The stream's message ``last_seq`` is this store's event at ``position`` (the same
         event: not one a restore took away, in whose place another was recorded)."""
         raw = await self._js.get_msg(STREAM, last_seq)
-        found = await finished_in_thread(
-            functools.partial(self._app.recorder.select_notifications, stop=position), position, 1
+        found = await asyncio.to_thread(
+            self._app.recorder.select_notifications, position, 1, stop=position
         )
         if not found or found[0].id != position:
             return False
@@ -515,7 +514,7 @@ class Relay:
 
     async def _ensure_store_id(self) -> str | None:
         if self._store_id is None:
-            self._store_id = await finished_in_thread(store_id_of, self._app.recorder)
+            self._store_id = await asyncio.to_thread(store_id_of, self._app.recorder)
         return self._store_id
 
     # ------------------------------------------------------------------ reading
@@ -536,7 +535,7 @@ class Relay:
             return
         metrics.observe_head(fresh[-1].id)
         await self._ensure_store_id()
-        self._take(await finished_in_thread(self._translate, fresh))
+        self._take(await asyncio.to_thread(self._translate, fresh))
 
     def _take(self, done: Translated, transient: BaseException | None = None) -> None:
         """Take what a translation pass made into ``_pending`` (and raise the failure that
@@ -568,7 +567,7 @@ class Relay:
         if now - self._head_checked < HEAD_REFRESH_SECONDS:
             return
         self._head_checked = now
-        head = await finished_in_thread(self._app.recorder.max_notification_id)
+        head = await asyncio.to_thread(self._app.recorder.max_notification_id)
         metrics.observe_head(head or 0)
 
     async def _read_more(self) -> int:
@@ -576,10 +575,11 @@ class Relay:
             return 0  # nothing after the event it cannot handle
         if self._process is not None:
             return await self._read_in_process(self._process)
-        notifications = await finished_in_thread(
-            functools.partial(self._app.recorder.select_notifications, inclusive_of_start=False),
+        notifications = await asyncio.to_thread(
+            self._app.recorder.select_notifications,
             self._read,
             self._batch_size,
+            inclusive_of_start=False,
         )
         await self._observe_backlog(len(notifications))
         await self._accept(notifications)
@@ -588,7 +588,7 @@ class Relay:
     async def _read_in_process(self, process: TranslatorProcess) -> int:
         """``_read_more`` by the translating process: it reads the batch after ``_read`` and
         sends back its messages."""
-        batch = await finished_in_thread(
+        batch = await asyncio.to_thread(
             process.next_batch, self._read, self._published, self._batch_size
         )
         if batch.count:
@@ -888,7 +888,7 @@ class Relay:
         """
         assert self._store_id is not None
         if any(item.share is not None for item in self._pending[: self._window]):
-            unsealable = await finished_in_thread(self._reseal_shares)
+            unsealable = await asyncio.to_thread(self._reseal_shares)
             if unsealable is not None:
                 self._cut_at(unsealable)
         window = self._pending[: self._window]
@@ -960,17 +960,16 @@ class Relay:
         tracking = await self._tracking_recorder()
         # Single-row tracking refuses a position that does not move forward: only advance.
         try:
-            await finished_in_thread(
+            await asyncio.to_thread(
                 tracking.insert_tracking, Tracking(self._tracking_name, position)
             )
         except IntegrityError:
             # Refused: the store holds this position or a later one. An insert can commit
-            # unheard (a connection dropped after the commit; a relay cancelled as its
-            # leadership is lost records again on its way out, once the insert it waited
-            # for is done), and this is it again. Taken as a
+            # unheard (its wait cancelled while the thread went on, as when leadership is
+            # lost; a connection dropped after the commit), and this is it again. Taken as a
             # failure, it was retried for good: a cancelled relay never stopped. The store
             # says what is recorded; only a position it does not hold is a failure.
-            held = await finished_in_thread(tracking.max_tracking_id, self._tracking_name)
+            held = await asyncio.to_thread(tracking.max_tracking_id, self._tracking_name)
             if held is None or held < position:
                 raise
         self._recorded = position
