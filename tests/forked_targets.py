@@ -4,6 +4,7 @@ spawned child imports them by name)."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import threading
 from pathlib import Path
@@ -33,10 +34,22 @@ def supervise(seen: str) -> None:
     """As ``cbcm serve`` does, from a process of one thread: fork a child that runs ``report``,
     wait for it, and add its exit code to what it wrote to ``seen``."""
     assert threading.active_count() == 1
-    child = Forker(["tests.forked_preload"], report).process(
+    child = Forker(["tests.forked_preload"], report).start(
         "child", [seen, "2"], {"CBCM_TEST_SEEN": "given"}
     )
-    child.start()
+    child.join(30)
+    with open(seen, "a", encoding="utf-8") as out:
+        out.write(f"{child.exitcode}\n")
+
+
+def stopped_at_fork(seen: str) -> None:
+    """As ``cbcm serve`` does (its own SIGTERM handler installed, one thread), fork a child that
+    is sent SIGTERM the instant it exists, before it could set its own handling; write the
+    child's exit code to ``seen``."""
+    assert threading.active_count() == 1
+    signal.signal(signal.SIGTERM, lambda _signum, _frame: None)  # the supervisor's, in short
+    os.register_at_fork(after_in_child=lambda: os.kill(os.getpid(), signal.SIGTERM))
+    child = Forker([], report).start("child", [seen, "0"], {})
     child.join(30)
     with open(seen, "a", encoding="utf-8") as out:
         out.write(f"{child.exitcode}\n")

@@ -5,7 +5,6 @@ separate ``cbcm`` process would run, in the environment the supervisor gives it.
 from __future__ import annotations
 
 import os
-import signal
 import sys
 
 import setproctitle
@@ -58,11 +57,9 @@ else."""
 
 def run_service(args: list[str], env: dict[str, str]) -> None:
     """``cbcm ARGS`` in environment ``env``, its process title its command line. What the
-    fork copied of the supervisor is set as a fresh ``cbcm`` process has it: the signals'
-    handling (the supervisor's own handlers would only mark a copy of it as stopping), the
-    logging configuration (the service configures its own), the environment."""
-    signal.signal(signal.SIGTERM, signal.SIG_DFL)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
+    fork copied of the supervisor is set as a fresh ``cbcm`` process has it: the logging
+    configuration (the service configures its own), the environment (the handling of the
+    signals ``Forker`` sets first)."""
     structlog.reset_defaults()
     setproctitle.setproctitle(" ".join(["cbcm", *args]))
     os.environ.clear()

@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import multiprocessing
 import multiprocessing.process
+import signal
 import threading
 from collections.abc import Callable, Sequence
 
@@ -42,11 +43,24 @@ class Forker:
         self._loaded = False
         self._warned = False
 
-    def process(
+    def start(
         self, name: str, args: list[str], env: dict[str, str]
     ) -> multiprocessing.process.BaseProcess:
-        """A process, not started yet, that will run ``target(args, env)``: forked, or
-        spawned while this process runs another thread."""
+        """A started process that runs ``target(args, env)``: forked, or spawned while this
+        process runs another thread. SIGTERM and SIGINT are held back from the fork until the
+        child handles them as a new interpreter does (this process's handlers would only have
+        marked a copy of it as stopping): one sent at once is not lost, it stops the child."""
+        process = self._process(name, args, env)
+        held = signal.pthread_sigmask(signal.SIG_BLOCK, _STOPPING)
+        try:
+            process.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, held)
+        return process
+
+    def _process(
+        self, name: str, args: list[str], env: dict[str, str]
+    ) -> multiprocessing.process.BaseProcess:
         if not self._loaded:
             for module in self._preload:
                 importlib.import_module(module)
@@ -61,7 +75,19 @@ class Forker:
                 "interpreters (slower), not forked",
             )
         context = _FORK if method == "fork" else _SPAWN
-        return context.Process(target=self._target, args=(args, env), name=name)
+        return context.Process(target=_child, args=(self._target, args, env), name=name)
+
+
+_STOPPING = {signal.SIGTERM, signal.SIGINT}
+
+
+def _child(target: Target, args: list[str], env: dict[str, str]) -> None:
+    """In the child: SIGTERM and SIGINT handled as in a new interpreter, then let through
+    (one sent meanwhile is delivered now), then ``target(args, env)``."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOPPING)
+    target(args, env)
 
 
 _FORK = multiprocessing.get_context("fork")

@@ -106,8 +106,7 @@ class Child:
     next_start: float = 0.0
 
     def start(self) -> None:
-        self.process = self.fork.process(self.name, self.args, self.env)
-        self.process.start()
+        self.process = self.fork.start(self.name, self.args, self.env)
         self.started_at = time.monotonic()
         log.info("serve.service_started", child=self.name, pid=self.process.pid)
 

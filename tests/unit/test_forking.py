@@ -4,6 +4,7 @@ with its own code, and none is forked while another thread could hold a lock."""
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
@@ -48,11 +49,29 @@ def test_no_child_is_forked_while_another_thread_holds_a_lock() -> None:
     holder.start()
     try:
         assert taken.wait(10)
-        child = forker.process("child", [], {})
-        child.start()
+        child = forker.start("child", [], {})
         child.join(60)
     finally:
         release.set()
         holder.join()
     # forked, it would have copied the lock held, and waited for it in vain (exit 1)
     assert child.exitcode == 0
+
+
+def test_a_child_sent_sigterm_as_it_is_forked_stops(tmp_path: Path) -> None:
+    # before it handles SIGTERM as a new interpreter does, the child runs a copy of the
+    # supervisor's handler, which only marks that copy as stopping: the child would run on,
+    # and the supervisor wait out its grace before killing it
+    seen = tmp_path / "seen"
+    code = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            f"from tests.forked_targets import stopped_at_fork; stopped_at_fork({str(seen)!r})",
+        ],
+        cwd=REPO,
+        check=False,
+        timeout=60,
+    ).returncode
+    assert code == 0
+    assert seen.read_text(encoding="utf-8").splitlines() == [str(-signal.SIGTERM)]
