@@ -53,3 +53,8 @@ def stopped_at_fork(seen: str) -> None:
     child.join(30)
     with open(seen, "a", encoding="utf-8") as out:
         out.write(f"{child.exitcode}\n")
+
+
+def wait_for_sigterm(args: list[str], env: dict[str, str]) -> None:
+    """Run until stopped (SIGTERM's default action), at most a minute."""
+    threading.Event().wait(60)

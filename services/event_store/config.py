@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import base64
-import os
-import secrets
 import threading
 import time
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from psycopg.conninfo import conninfo_to_dict
 
 from services.event_store.chain import POSTGRES_RECORDER_TOPIC, SQLITE_RECORDER_TOPIC
 from services.event_store.errors import EventStoreUnavailable
+from services.event_store.key_files import create_random_key
 from services.event_store.positions import POSTGRES_TRACKING_TOPIC
 from services.settings import Settings
 
@@ -96,12 +95,11 @@ def _event_cipher_key(settings: Settings) -> str:
         if not path.exists():
             _make_dir(path.parent)
             try:
-                fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            except FileExistsError:  # another process made it first
-                pass
-            else:
-                with os.fdopen(fd, "w") as f:
-                    f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
+                create_random_key(path)  # whole or not at all: no process reads it half made
+            except OSError as e:
+                raise EventStoreConfigError(
+                    f"cannot create the event cipher key {path}: {e.strerror}"
+                ) from None
     try:
         key = path.read_text().strip()
         raw = base64.b64decode(key, validate=True)

@@ -22,7 +22,6 @@ import base64
 import hashlib
 import hmac
 import os
-import secrets
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -33,6 +32,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
 from services.event_store import reads
+from services.event_store.key_files import create_random_key
 
 WRITER_DOMAIN = b"cbcm/writer/v1\0"
 WRITER_DOMAIN_V2 = b"cbcm/writer/v2\0"
@@ -131,16 +131,9 @@ def load_writer_key(path: Path, *, create: bool) -> WriterKey:
     if create and not path.exists():
         try:
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        except FileExistsError:  # another process made it first
-            pass
+            create_random_key(path)  # whole or not at all: no process reads it half made
         except OSError as e:
             raise WriterKeyError(f"cannot create the writer key {path}: {e.strerror}") from None
-        else:
-            with os.fdopen(fd, "w") as f:
-                f.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
-                f.flush()
-                os.fsync(f.fileno())
     try:
         raw = base64.b64decode(path.read_text().strip(), validate=True)
     except (OSError, ValueError) as e:

@@ -26,6 +26,7 @@ import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import FrameType
 
 import structlog
@@ -163,6 +164,7 @@ class Supervisor:
         signal.signal(signal.SIGINT, self._on_signal)
         data_dir = self.settings.data_dir.resolve()
         data_dir.mkdir(parents=True, exist_ok=True)
+        self.fork.preload()  # before anything runs that a failure here would leave behind
         if self.prepare_store is not None:
             self.prepare_store()
         log.info(
@@ -170,6 +172,19 @@ class Supervisor:
             note="one machine, every key in the data dir: for development and demonstrations; "
             "in production run each service under systemd (deploy/systemd)",
         )
+        try:
+            # from nats-server's start on, whatever fails stops what has started (nats-server
+            # runs in a session of its own: left, it would hold its port and its directory)
+            self._start(data_dir)
+            while not self.stopping:
+                self._watch()
+                time.sleep(0.2)
+        finally:
+            self._shutdown()
+        return self.exit_code
+
+    def _start(self, data_dir: Path) -> None:
+        """nats-server (unless one is named), then the children."""
         nats_url = self.settings.nats_url
         if nats_url is None:
             self.nats = EmbeddedNats(
@@ -194,13 +209,6 @@ class Supervisor:
         log.info("serve.metrics", metrics=metrics)
         for child in self.children:
             child.start()
-        try:
-            while not self.stopping:
-                self._watch()
-                time.sleep(0.2)
-        finally:
-            self._shutdown()
-        return self.exit_code
 
     def _metrics_ports(self, count: int) -> list[int]:
         """``count`` free ports, distinct, and none the API's or the bus's."""
