@@ -16,24 +16,20 @@ from tests import forked_targets
 REPO = Path(__file__).resolve().parents[2]
 
 
+def supervised(scene: str, seen: Path) -> list[str]:
+    """Run ``tests.forked_targets.<scene>(seen)`` in an interpreter of its own, whose one
+    thread is the supervisor's as in ``cbcm serve`` (a pytest-xdist worker runs a thread of
+    its own: its children are spawned instead); the lines it wrote to ``seen``."""
+    call = f"from tests.forked_targets import {scene}; {scene}({str(seen)!r})"
+    done = subprocess.run([sys.executable, "-c", call], cwd=REPO, check=False, timeout=60)
+    assert done.returncode == 0
+    return seen.read_text(encoding="utf-8").splitlines()
+
+
 def test_a_child_runs_in_its_own_environment_and_exits_with_its_own_code(tmp_path: Path) -> None:
-    # in an interpreter of its own, whose one thread is the supervisor's as in ``cbcm serve``
-    # (a pytest-xdist worker runs a thread of its own: its children are spawned instead)
-    seen = tmp_path / "seen"
-    code = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from tests.forked_targets import supervise; supervise({str(seen)!r})",
-        ],
-        cwd=REPO,
-        check=False,
-        timeout=60,
-    ).returncode
-    assert code == 0
     # its own environment only, what the supervisor imported before the fork, and the exit
     # code the configuration refusal stops a stack with
-    assert seen.read_text(encoding="utf-8").splitlines() == ["given", "True", "2"]
+    assert supervised("supervise", tmp_path / "seen") == ["given", "True", "2"]
 
 
 def test_no_child_is_forked_while_another_thread_holds_a_lock() -> None:
@@ -62,16 +58,4 @@ def test_a_child_sent_sigterm_as_it_is_forked_stops(tmp_path: Path) -> None:
     # before it handles SIGTERM as a new interpreter does, the child runs a copy of the
     # supervisor's handler, which only marks that copy as stopping: the child would run on,
     # and the supervisor wait out its grace before killing it
-    seen = tmp_path / "seen"
-    code = subprocess.run(
-        [
-            sys.executable,
-            "-c",
-            f"from tests.forked_targets import stopped_at_fork; stopped_at_fork({str(seen)!r})",
-        ],
-        cwd=REPO,
-        check=False,
-        timeout=60,
-    ).returncode
-    assert code == 0
-    assert seen.read_text(encoding="utf-8").splitlines() == [str(-signal.SIGTERM)]
+    assert supervised("stopped_at_fork", tmp_path / "seen") == [str(-signal.SIGTERM)]
