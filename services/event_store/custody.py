@@ -32,7 +32,7 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder
 from psycopg.sql import SQL, Composed, Identifier
 
 from services.event_store import reads
-from services.event_store.key_files import create_random_key
+from services.event_store.key_files import create_random_key, fsync_dir
 
 WRITER_DOMAIN = b"cbcm/writer/v1\0"
 WRITER_DOMAIN_V2 = b"cbcm/writer/v2\0"
@@ -157,11 +157,7 @@ def _write_key(path: Path, key: WriterKey, mode: int) -> None:
         os.fsync(f.fileno())
     os.chmod(staged, mode)
     os.replace(staged, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    fsync_dir(path.parent)
 
 
 def staged_key_path(path: Path) -> Path:

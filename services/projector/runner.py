@@ -69,7 +69,7 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 import nats
@@ -143,7 +143,6 @@ LEASE_POLL = 0.25
 """Seconds between a standby's attempts to take the read model's lease: the longest a
 takeover waits once the active instance is gone."""
 
-_T = TypeVar("_T")
 
 OnCommit = Callable[[ReadModelDb, int], Awaitable[None] | None]
 

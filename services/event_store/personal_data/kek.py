@@ -27,6 +27,8 @@ from typing import Protocol
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from services.event_store.key_files import create_whole, fsync_dir
+
 KEK_ID_BYTES = 6
 NONCE_BYTES = 12
 
@@ -51,25 +53,15 @@ class KeyEncryptionKeys(Protocol):
 
 
 def _write_private(path: Path, text: str) -> None:
-    """Create ``path`` (0600) holding ``text``, whole or not at all: written and synced under
-    another name, then linked into place (``FileExistsError`` if it exists). A process
-    listing or reading the ring never sees a key or an ``active`` file half written.
+    """Create ``path`` holding ``text``, whole or not at all (``create_whole``:
+    ``FileExistsError`` if it exists). A process listing or reading the ring never sees a key
+    or an ``active`` file half written, and a key that data keys are wrapped under survives a
+    crash.
 
     In a ring directory its group may read (``/etc/cbcm/keys/kek``, 2750 root:cbcm: the
     services' group reads the ring in place, only root rotates it), the file is 0640, so
-    that a rotation run as root is read by the services at once (issue #17)."""
-    staged = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-    mode = 0o640 if path.parent.stat().st_mode & 0o040 else 0o600
-    fd = os.open(staged, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())  # a key that data keys are wrapped under must survive a crash
-        os.link(staged, path)
-    finally:
-        staged.unlink()
-    _fsync_dir(path.parent)
+    that a rotation run as root is read by the services at once (issue #17); else 0600."""
+    create_whole(path, text, 0o640 if path.parent.stat().st_mode & 0o040 else 0o600)
 
 
 @contextlib.contextmanager
@@ -82,14 +74,6 @@ def _exclusive(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # releases the lock
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class LocalKeyRing:
@@ -231,7 +215,7 @@ class LocalKeyRing:
         staged = self.directory / f".{self.ACTIVE}.{kek_id}"
         _write_private(staged, kek_id + "\n")
         staged.replace(target)  # atomic: readers see the old or the new id, never half
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
 
 
 def kms_hook(spec: str) -> KeyEncryptionKeys:
