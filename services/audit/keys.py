@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 
 from services.audit.note import COSIGNATURE_TYPE, ED25519_TYPE, NoteError, Verifier
+from services.event_store.key_files import create_whole
 from services.identity.tokens import load_or_create_ed25519_key
 from services.settings import Settings
 
@@ -154,13 +155,8 @@ def load_log_origin(settings: Settings, *, create: bool = True) -> str:
         )
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        tmp = path.with_name(f".{ORIGIN_FILE}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        tmp.write_text(_random_origin() + "\n")
-        try:
-            with contextlib.suppress(FileExistsError):
-                os.link(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with contextlib.suppress(FileExistsError):  # another process was first: its origin
+            create_whole(path, _random_origin() + "\n", 0o666)  # public: the umask's mode
         return _check_origin(path.read_text().strip(), str(path))
     except OSError as e:
         raise AuditKeyError(f"cannot create the log origin {path}: {e}") from e

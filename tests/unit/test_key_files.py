@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from services.audit.keys import ORIGIN_FILE, ORIGIN_PREFIX, load_log_origin
 from services.event_store import config
 from services.event_store.custody import load_writer_key
 from services.settings import Settings
@@ -26,15 +27,24 @@ def _event_cipher_key(path: Path) -> bytes:
     return config._event_cipher_key(Settings(data_dir=path.parent.parent)).encode()
 
 
+def _log_origin(path: Path) -> bytes:
+    return load_log_origin(Settings(data_dir=path.parent.parent)).encode()
+
+
 @pytest.mark.parametrize(
-    ("load", "name"),
-    [(_writer_key, "writer.key"), (_event_cipher_key, "event-cipher.key")],
+    ("load", "name", "size"),
+    [
+        (_writer_key, "writer.key", 32),  # the key's bytes
+        (_event_cipher_key, "event-cipher.key", 44),  # 32 bytes in base64
+        (_log_origin, ORIGIN_FILE, len(ORIGIN_PREFIX) + 24),  # 15 random bytes in base32
+    ],
 )
 def test_a_process_starting_while_another_makes_the_key_reads_a_whole_key(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     load: Callable[[Path], bytes],
     name: str,
+    size: int,
 ) -> None:
     path = tmp_path / "keys" / name
     opened, read = threading.Event(), threading.Event()
@@ -72,4 +82,4 @@ def test_a_process_starting_while_another_makes_the_key_reads_a_whole_key(
     # then neither fails, and both hold the same whole key
     assert errors == []
     assert keys["first"] == keys["second"]
-    assert len(keys["first"]) in (32, 44)
+    assert len(keys["first"]) == size
